@@ -1,0 +1,57 @@
+# slipsq — every target installs what it needs first (Debian 12 / Raspberry Pi OS, as root).
+#   make run    install, build, replay the bundled capture
+#   make test   install, build, lint, run every test
+#   make bench  install, build, run the benchmarks in bench/
+SHELL := /bin/bash
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+APT_PKGS := build-essential python3-dev python3-venv libnetfilter-queue-dev libnfnetlink-dev \
+            iptables ipset iproute2 argus-server argus-client nfdump
+CAPTURE ?= tests/data/beacon-https.pcap
+
+.PHONY: all deps sysdeps build run test lint unit bench clean
+
+all: build
+
+# System packages: installed only when missing (dpkg knows), so a second run costs nothing.
+sysdeps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "slipsq: need root to install:$$missing" >&2; exit 1; fi; \
+	  echo "installing system packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.deps: pyproject.toml | sysdeps
+	@[ -x $(VPY) ] || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3"
+	$(VPY) -m pip install -q NetfilterQueue
+	$(VPY) -m pip install -q --no-build-isolation -e ".[test]"
+	@touch $@
+
+deps: sysdeps $(VENV)/.deps
+
+build: deps
+	$(VPY) setup.py -q build_ext --inplace
+
+run: build
+	$(VENV)/bin/slipsq replay $(CAPTURE) --models models/
+
+lint: deps
+	$(VENV)/bin/ruff check slipsq tests tools bench
+	$(VENV)/bin/mypy slipsq
+
+unit: build
+	$(VENV)/bin/pytest -q -m "not kernel"
+
+test: build lint
+	$(VENV)/bin/pytest -q -ra
+
+bench: build
+	$(VPY) bench/replay.py
+	$(VPY) bench/flowfiles.py
+	$(VPY) bench/inline.py
+
+clean:
+	rm -rf build slipsq/*.c slipsq/*.so slipsq/*.html .pytest_cache .mypy_cache

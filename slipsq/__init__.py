@@ -1,0 +1,7 @@
+"""slipsq: a behavioral intrusion prevention system for Linux gateways.
+
+Follow one packet through the package in pipeline order: `sources/` → `decode.py` →
+`_flowtable.pyx` (twin: `flowtable.py`) → `detect/` → `judge.py` → `verdict/`, wired by `engine.py`.
+"""
+
+__version__ = "0.1.0"

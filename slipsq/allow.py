@@ -1,0 +1,82 @@
+"""Addresses slipsq must never block: loopback, link-local, multicast, the gateway's own
+addresses, and the configured allow list. Pure data; reading the host's addresses is the caller's job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from slipsq.errors import ConfigError
+
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IP address, or a ValueError whose message a person can read."""
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ValueError(f"'{text}' is not an IP address") from None
+
+
+class AllowList:
+    def __init__(self, networks: Iterable[str] = (), own: Iterable[str] = ()) -> None:
+        self.networks: list[IPNet] = []
+        for n in networks:
+            try:
+                self.networks.append(ipaddress.ip_network(n, strict=False))
+            except ValueError:
+                raise ConfigError(f"configuration key 'allow.ips': '{n}' is not an IP address or network") from None
+        self.own = {ipaddress.ip_address(a) for a in own}
+        self._cache: dict[str, str | None] = {}
+
+    def why_protected(self, ip: str) -> str | None:
+        """None when `ip` may be blocked, else the reason it may not (for messages and alerts)."""
+        if ip in self._cache:
+            return self._cache[ip]
+        reason = self._reason(ip)
+        if len(self._cache) < 65536:
+            self._cache[ip] = reason
+        return reason
+
+    def _reason(self, ip: str) -> str | None:
+        try:
+            a = parse_ip(ip)
+        except ValueError as e:
+            return str(e)
+        if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+            a = a.ipv4_mapped
+        if a.is_loopback:
+            return "a loopback address"
+        if a.is_link_local:
+            return "a link-local address"
+        if a.is_multicast:
+            return "a multicast address"
+        if a.is_unspecified or a == ipaddress.IPv4Address("255.255.255.255"):
+            return "not a host address"
+        if a in self.own:
+            return "one of this gateway's own addresses"
+        for net in self.networks:
+            if a.version == net.version and a in net:
+                return f"on the allow list ({net})"
+        return None
+
+    def allowed(self, ip: str) -> bool:
+        return self.why_protected(ip) is not None
+
+
+def own_addresses() -> list[str]:
+    """This machine's addresses (all interfaces), from the kernel via `ip -j addr`; [] if unknown."""
+    import json
+    import shutil
+    import subprocess
+
+    ip = shutil.which("ip")
+    if ip is None:
+        return []
+    try:
+        out = subprocess.run([ip, "-j", "addr"], capture_output=True, text=True, timeout=5, check=True).stdout
+        return [a["local"] for link in json.loads(out) for a in link.get("addr_info", []) if "local" in a]
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError):
+        return []

@@ -1,0 +1,64 @@
+"""The anatomy of a detector. Copy this shape for a new one (see detect/README.md).
+
+A detector is a plain class: a name, its options (with defaults and help), the evidence kinds it
+can emit, and up to three hooks. The engine builds its call lists once at start from which hooks a
+detector overrides; a hook returns a list of Evidence (usually empty). Detectors never block and
+never do I/O: they see flows, app events and the time they are given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from slipsq.allow import AllowList
+from slipsq.config import Config, Option
+from slipsq.evidence import Evidence
+from slipsq.flow import AppEvent, Flow
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass
+class Context:
+    """What every detector may read: the config, the never-block list, the models, shared facts."""
+
+    config: Config
+    allow: AllowList
+    models: Sequence[Any] = ()
+    # ip -> domain names it was resolved from (filled by the engine from DNS answers)
+    dns_names: dict[str, set[str]] = field(default_factory=dict)
+
+
+NO_EVIDENCE: list[Evidence] = []
+
+
+class Detector:
+    name: ClassVar[str] = "base"
+    options: ClassVar[tuple[Option, ...]] = ()
+    evidence_kinds: ClassVar[tuple[str, ...]] = ()  # the kinds of finding, for docs and `slipsq detectors`
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.config
+
+    def opt(self, key: str) -> Any:
+        """This detector's own option `key` (declared as `<name>.<key>`)."""
+        return self.cfg[f"{self.name}.{key}"]
+
+    def on_flow(self, flow: Flow) -> list[Evidence]:
+        """Called for every closed flow (and every active-timeout report: check flow.is_report)."""
+        return NO_EVIDENCE
+
+    def on_app(self, event: AppEvent) -> list[Evidence]:
+        """Called for every decoded application event (DNS, TLS SNI, HTTP host, banners, ARP)."""
+        return NO_EVIDENCE
+
+    def on_tick(self, now: float) -> list[Evidence]:
+        """Called when time advances (at least once a second of flow time, and at end of input)."""
+        return NO_EVIDENCE
+
+    def overrides(self, hook: str) -> bool:
+        return getattr(type(self), hook) is not getattr(Detector, hook)

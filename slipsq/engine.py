@@ -1,0 +1,183 @@
+"""The engine: wires flow table → detectors → judge → sinks. Sans-io: it opens no socket, reads no
+clock and no file. Sources hand it packets (through its flow table) or flows, with their time; sinks
+receive what it decides. Live and replay differ only in the source and the sinks given to it.
+
+    source ──packets──► table.feed() ─ closed flows, app packets ─► drain() ─► detectors ─► judge ─► sinks
+    source ──flows────► flow() ─────────────────────────────────────────────► detectors ─► judge ─► sinks
+
+The per-packet work (parse, flow update, blocked-IP check) happens inside the compiled flow table;
+Python runs only when a flow closes, an app packet needs deep parsing, or time advances.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from slipsq.allow import AllowList
+from slipsq.config import Config
+from slipsq.decode import app_events
+from slipsq.detect import DETECTORS
+from slipsq.detect.base import Context, Detector
+from slipsq.evidence import Evidence
+from slipsq.flow import AppEvent, Flow
+from slipsq.judge import Decision, Judge
+from slipsq.output.alerts import Alert
+
+
+class Sink(Protocol):
+    """Where decisions go: alert outputs, the replay recorder, the firewall and block store."""
+
+    def alert(self, alert: Alert) -> None: ...
+    def block(self, ip: str, duration: float, alert: Alert) -> None: ...
+    def unblock(self, ip: str, ts: float, reason: str) -> None: ...
+    def flow(self, flow: Flow) -> None: ...
+
+
+def make_table(config: Config) -> Any:
+    """The compiled flow table, or its pure-Python twin when SLIPSQ_PURE_PYTHON=1."""
+    if os.environ.get("SLIPSQ_PURE_PYTHON") == "1":
+        from slipsq.flowtable import FlowTable
+    else:
+        from slipsq._flowtable import FlowTable  # type: ignore[no-redef]
+    return FlowTable(config)
+
+
+@dataclass
+class Counters:
+    flows: int = 0
+    reports: int = 0
+    app_events: int = 0
+    evidence: int = 0
+    alerts: int = 0
+    blocks: int = 0
+
+
+class Engine:
+    def __init__(self, config: Config, *, models: Sequence[Any] = (), allow: AllowList | None = None,
+                 sinks: Sequence[Sink] = (), detectors: Sequence[type[Detector]] | None = None,
+                 table: Any = None) -> None:
+        self.config = config
+        self.allow = allow or AllowList(config["allow.ips"])
+        self.ctx = Context(config, self.allow, models)
+        self.detectors = [cls(self.ctx) for cls in (DETECTORS if detectors is None else detectors)]
+        # call lists built once: no per-flow getattr or dispatch by name
+        self._on_flow: list[Callable[[Flow], list[Evidence]]] = [
+            d.on_flow for d in self.detectors if d.overrides("on_flow")]
+        self._on_app: list[Callable[[AppEvent], list[Evidence]]] = [
+            d.on_app for d in self.detectors if d.overrides("on_app")]
+        self._on_tick: list[Callable[[float], list[Evidence]]] = [
+            d.on_tick for d in self.detectors if d.overrides("on_tick")]
+        self.judge = Judge(config, self.allow)
+        self.sinks = list(sinks)
+        self.table = table if table is not None else make_table(config)
+        self.counters = Counters()
+        self.now = 0.0
+        self._next_tick = 0.0
+
+    # --- inputs -------------------------------------------------------------------------------
+    def packet(self, buf: bytes, ts: float, linktype: int) -> int:
+        """One packet (the reference path, one Python call per packet; the fast sources call the
+        table directly and then `drain`). Returns the table's verdict: 1 accept, 0 drop."""
+        verdict: int = self.table.feed(buf, ts, linktype)
+        if self.table.pending or ts >= self._next_tick:
+            self.advance(ts)
+        return verdict
+
+    def flow(self, flow: Flow) -> None:
+        """One flow from a flow file: it skips decode and the flow table."""
+        self.advance(flow.start)
+        self._analyze(flow)
+
+    def app(self, event: AppEvent) -> None:
+        """One application event from a log (e.g. a Zeek dns.log line)."""
+        self._app(event)
+
+    def advance(self, now: float) -> None:
+        """Time is `now` (packet or flow time in replay, wall time live): process what the table has
+        ready, and once per second of time let the table expire flows and detectors tick."""
+        if now > self.now:
+            self.now = now
+        self.drain()
+        if self.now >= self._next_tick:
+            self._next_tick = int(self.now) + 1.0
+            self.table.expire(self.now)
+            self.drain()
+            for fn in self._on_tick:
+                for ev in fn(self.now):
+                    self._evidence(ev)
+            for ip in self.judge.expired(self.now):
+                self.table.unblock(ip)
+                for s in self.sinks:
+                    s.unblock(ip, self.now, "block expired")
+            self.judge.prune(self.now)
+
+    def drain(self) -> None:
+        """Analyse what the flow table has ready: app packets first (they happened before the flow
+        that carries them closed), then closed flows, in the order the table emitted them."""
+        table = self.table
+        while table.pending:
+            for ts, ip_packet in table.pop_app():
+                for event in app_events(ip_packet, ts):
+                    self._app(event)
+            for flow in table.pop_closed():
+                self._analyze(flow)
+
+    def finish(self) -> None:
+        """End of input: close every open flow and analyse it, then a last tick."""
+        self.table.close_all(self.now)
+        self.drain()
+        for fn in self._on_tick:
+            for ev in fn(self.now):
+                self._evidence(ev)
+
+    # --- admin actions ------------------------------------------------------------------------
+    def unblock(self, ip: str, reason: str = "unblocked by admin") -> None:
+        self.judge.forget(ip)
+        self.table.unblock(ip)
+        for s in self.sinks:
+            s.unblock(ip, self.now, reason)
+
+    def restore_block(self, ip: str, until: float, times: int = 1) -> None:
+        """A block from the store, re-applied at start: the table drops, the judge remembers."""
+        self.judge.restore(ip, until, times)
+        self.table.block(ip)
+
+    # --- internals ----------------------------------------------------------------------------
+    def _app(self, event: AppEvent) -> None:
+        self.counters.app_events += 1
+        if event.kind == "dns":
+            query = event.data.get("query", "")
+            for answer in event.data.get("answers", ()):
+                names = self.ctx.dns_names.setdefault(answer, set())
+                if len(names) < 16:
+                    names.add(query)
+        for fn in self._on_app:
+            for ev in fn(event):
+                self._evidence(ev)
+
+    def _analyze(self, flow: Flow) -> None:
+        if flow.is_report:
+            self.counters.reports += 1
+        else:
+            self.counters.flows += 1
+            for s in self.sinks:
+                s.flow(flow)
+        for fn in self._on_flow:
+            for ev in fn(flow):
+                self._evidence(ev)
+
+    def _evidence(self, ev: Evidence) -> None:
+        self.counters.evidence += 1
+        decision: Decision = self.judge.add(ev)
+        alert = Alert.build(ev, decision, self.ctx)
+        self.counters.alerts += 1
+        for s in self.sinks:
+            s.alert(alert)
+        if decision.action == "block":
+            self.counters.blocks += 1
+            self.table.block(decision.blocked_ip)
+            for s in self.sinks:
+                s.block(decision.blocked_ip, decision.duration, alert)
