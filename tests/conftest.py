@@ -1,0 +1,20 @@
+"""Shared fixtures. Test helpers that build packets and flows live in tests/helpers.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))  # so tests can import tools.* (the project's own generators)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data, or a clean skip when this checkout has none beside it."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared/data is absent (real captures are optional)")
+    return SHARED
