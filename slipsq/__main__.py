@@ -1,0 +1,5 @@
+"""`python -m slipsq` is the `slipsq` command."""
+
+from slipsq.cli import main
+
+main()

@@ -1,0 +1,255 @@
+"""The command line: arguments, config file, messages and exit codes. No detection logic lives here.
+
+Every slipsq error becomes one line `slipsq: <message>` and a non-zero exit (see errors.py);
+a traceback only with --debug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from slipsq import __version__
+from slipsq.errors import SlipsqError
+
+EXIT_INTERNAL = 70
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"slipsq: {message}", err=True)
+    sys.exit(code)
+
+
+def run_guarded(fn: Callable[[], Any], debug: bool) -> Any:
+    """Run `fn`, turning slipsq errors and surprises into one line and an exit code."""
+    try:
+        return fn()
+    except SlipsqError as e:
+        if debug:
+            raise
+        _fail(e.message, e.code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        # the reader of our output went away (e.g. `| head`): not an error worth a message
+        sys.stderr.close()
+        sys.exit(0)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: never a traceback for users
+        if debug:
+            raise
+        _fail(f"internal error: {type(e).__name__}: {e} (run with --debug for details)", EXIT_INTERNAL)
+
+
+class Group(click.Group):
+    """Shows the commands in the order they were added (the order an admin meets them)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(cls=Group, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--queue", type=click.IntRange(0, 65535), default=None, metavar="N",
+              help="Run inline: bind NFQUEUE N, verdict every packet, block what is judged malicious.")
+@click.option("--install-rules", is_flag=True,
+              help="With --queue: insert the diversion rules (with --queue-bypass) and remove them on stop.")
+@click.option("--queue-maxlen", type=click.IntRange(1, 1 << 20), default=None, metavar="N",
+              help="Longest the kernel queue may grow before fail-open (default from config).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML configuration file (see 'slipsq config show').")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None, envvar="SLIPSQ_STATE_DIR",
+              help="Where blocks and the control socket live [default: /var/lib/slipsq; env SLIPSQ_STATE_DIR].")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(__version__, prog_name="slipsq")
+@click.pass_context
+def main(ctx: click.Context, queue: int | None, install_rules: bool, queue_maxlen: int | None,
+         config_path: str | None, state_dir: str | None, debug: bool) -> None:
+    """slipsq: a behavioral intrusion prevention system for Linux gateways.
+
+    \b
+    Inline, as root:     slipsq --queue 0 --install-rules
+    Offline:             slipsq replay capture.pcap
+    Manage blocks:       slipsq blocks | slipsq unblock 203.0.113.7 | slipsq block IP --for 4h
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(debug=debug, config_path=config_path, state_dir=state_dir)
+    if ctx.invoked_subcommand is not None:
+        return
+    if queue is None:
+        click.echo(ctx.get_help())
+        return
+
+    def daemon() -> int:
+        try:
+            from slipsq.daemon import run_daemon
+        except ImportError as e:
+            raise SlipsqError(f"inline mode is not available in this build: {e}") from None
+        return run_daemon(queue=queue, install_rules=install_rules, config_path=config_path,
+                          state_dir=state_dir, queue_maxlen=queue_maxlen)
+
+    sys.exit(run_guarded(daemon, debug) or 0)
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool(ctx.find_root().obj.get("debug")) if ctx.find_root().obj else False
+
+
+def _config_path(ctx: click.Context, local: str | None) -> str | None:
+    if local:
+        return local
+    return ctx.find_root().obj.get("config_path") if ctx.find_root().obj else None
+
+
+# --- replay -------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per alert per line, then {\"summary\": ...}.")
+@click.option("--tuples", is_flag=True,
+              help="Print every 4-tuple with its behavioral letter string instead of the alerts.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write alerts.jsonl, alerts.log and flows.binetflow into this folder.")
+@click.option("--models", "models_dir", type=click.Path(), default=None,
+              help="Folder of slipsq models [default: the models shipped with slipsq].")
+@click.option("--format", "fmt", default="auto", show_default=True,
+              type=click.Choice(["auto", "pcap", "binetflow", "zeek", "suricata", "nfdump"]),
+              help="Input format; auto detects it from the content.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML configuration file.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr [default: when stderr is a terminal].")
+@click.pass_context
+def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool, tuples: bool, out_dir: str | None,
+           models_dir: str | None, fmt: str, config_path: str | None, progress: bool | None) -> None:
+    """Analyse captures or flow files offline, exactly as inline mode would.
+
+    INPUT is a pcap/pcapng file, an Argus binetflow file, a Zeek log (or log folder), a Suricata
+    eve.json, an nfdump file, or - for standard input (a stream: alerts print as they happen).
+    Several inputs are analysed in order as one stream of time. Blocks decided at time t drop every
+    later packet to or from that IP (counted in the summary), as the kernel would inline.
+    """
+    from slipsq.replay import ReplayOptions, run_replay
+
+    opts = ReplayOptions(inputs=list(inputs), as_json=as_json, tuples=tuples, out_dir=out_dir,
+                         models_dir=models_dir, fmt=fmt, config_path=_config_path(ctx, config_path),
+                         progress=sys.stderr.isatty() if progress is None else progress)
+    sys.exit(run_guarded(lambda: run_replay(opts, click.get_text_stream("stdout")), _debug(ctx)) or 0)
+
+
+# --- models -------------------------------------------------------------------------------------
+
+@main.group()
+def models() -> None:
+    """Behavioral Markov-chain models: import Stratosphere .stfm files, list what is loaded."""
+
+
+@models.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--to", "to_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to write slipsq model files (.json) into; created if missing.")
+@click.pass_context
+def models_import(ctx: click.Context, files: tuple[str, ...], to_dir: str) -> None:
+    """Convert Stratosphere IPS .stfm model files into slipsq models (safely: no pickle code runs)."""
+
+    def work() -> None:
+        from slipsq.markov import write_model
+        from slipsq.stfm import import_stfm
+
+        Path(to_dir).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            model = import_stfm(f)
+            path = write_model(model, to_dir)
+            click.echo(f"{f} -> {path} ({model.label}, {model.protocol}, {len(model.letters)} letters, "
+                       f"threshold {model.threshold:g})")
+
+    run_guarded(work, _debug(ctx))
+
+
+@models.command("list")
+@click.option("--models", "models_dir", type=click.Path(), default=None,
+              help="Folder of slipsq models [default: the models shipped with slipsq].")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model.")
+@click.pass_context
+def models_list(ctx: click.Context, models_dir: str | None, as_json: bool) -> None:
+    """List the models slipsq would use."""
+
+    def work() -> None:
+        from slipsq.replay import resolve_models_dir
+        from slipsq.markov import load_models
+
+        folder = resolve_models_dir(models_dir, None)
+        loaded = load_models(folder)
+        if not as_json:
+            click.echo(f"{len(loaded)} models in {folder}")
+        for m in loaded:
+            if as_json:
+                click.echo(json.dumps({"label": m.label, "protocol": m.protocol, "letters": len(m.letters),
+                                       "threshold": m.threshold, "benign": m.benign}))
+            else:
+                kind = "benign " if m.benign else "malware"
+                click.echo(f"  {kind}  {m.protocol:3}  {len(m.letters):6} letters  thr {m.threshold:<4g} {m.label}")
+
+    run_guarded(work, _debug(ctx))
+
+
+# --- config -------------------------------------------------------------------------------------
+
+@main.group()
+def config() -> None:
+    """The configuration file: every key, its default and what it does."""
+
+
+@config.command("show")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Show the values this file gives (validated) instead of the defaults.")
+@click.pass_context
+def config_show(ctx: click.Context, config_path: str | None) -> None:
+    """Print every configuration key as TOML, with its help as a comment."""
+
+    def work() -> None:
+        from slipsq.config import load
+
+        cfg = load(_config_path(ctx, config_path))
+        section = ""
+        for key, value in cfg.items():
+            sec, _, name = key.rpartition(".")
+            if sec != section:
+                click.echo(f"\n[{sec}]")
+                section = sec
+            click.echo(f"# {cfg.options[key].help}")
+            click.echo(f"{name} = {_toml_value(value)}")
+
+    run_guarded(work, _debug(ctx))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def _register_optional() -> None:
+    """Commands of parts that may be absent from a build (inline mode needs libnetfilter_queue)."""
+    for module in ("slipsq.cli_inline", "slipsq.cli_ti"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError:
+            continue
+        mod.register(main)
+
+
+_register_optional()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+

@@ -1,0 +1,214 @@
+"""The replay job: captures and flow files through the engine, with alerts, outputs and a summary.
+
+This is what `slipsq replay` runs; it lives here (not in cli.py) so tests drive it directly.
+Time is packet (or flow) time, so two runs over the same input give the same alerts and verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from slipsq import config as configmod
+from slipsq.engine import Engine, Sink
+from slipsq.errors import InputError, ModelError
+from slipsq.flow import Flow
+from slipsq.output.alerts import AlertWriter
+from slipsq.output.binetflow import BinetflowWriter
+from slipsq.verdict.replay import ReplayRecorder
+
+PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
+               b"\x0a\x0d\x0d\x0a"}
+
+
+@dataclass
+class ReplayOptions:
+    inputs: list[str]
+    as_json: bool = False
+    tuples: bool = False
+    out_dir: str | None = None
+    models_dir: str | None = None
+    fmt: str = "auto"
+    config_path: str | None = None
+    progress: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_models_dir(cli_dir: str | None, configured: str | None) -> Path:
+    """The models folder: --models, else config `markov.models`, else $SLIPSQ_MODELS, else the
+    models shipped with slipsq (beside the package in a checkout, or /usr/share/slipsq/models)."""
+    for candidate in (cli_dir, configured, os.environ.get("SLIPSQ_MODELS")):
+        if candidate:
+            return Path(candidate)
+    here = Path(__file__).resolve().parent
+    for shipped in (here.parent / "models", here / "models", Path("/usr/share/slipsq/models")):
+        if shipped.is_dir():
+            return shipped
+    raise ModelError("no models folder found: pass --models DIR (see 'slipsq models import')")
+
+
+def load_engine_models(cli_dir: str | None, cfg: configmod.Config) -> list[Any]:
+    from slipsq.markov import load_models
+
+    return list(load_models(resolve_models_dir(cli_dir, cfg["markov.models"] or None)))
+
+
+def input_kind(path: str, fmt: str) -> str:
+    """'pcap' or a flow format name, from --format or from the content."""
+    if path != "-":
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"{path}: no such file or directory")
+        if p.is_file():
+            try:
+                with p.open("rb") as fh:
+                    head = fh.read(4)
+            except PermissionError:
+                raise InputError(f"{path}: permission denied") from None
+            except OSError as e:
+                raise InputError(f"{path}: cannot read: {e.strerror}") from None
+            if head in PCAP_MAGICS:
+                if fmt not in ("auto", "pcap"):
+                    raise InputError(f"{path} is a packet capture, not {fmt}")
+                return "pcap"
+    if fmt == "pcap":
+        if path == "-":
+            raise InputError("packet captures cannot be read from standard input: give the file name")
+        if Path(path).is_dir():
+            raise InputError(f"{path} is a directory, not a packet capture")
+        raise InputError(f"{path} is not a pcap or pcapng file (unknown magic number)")
+    return "flows"
+
+
+def _progress_bar(name: str, enabled: bool, stack: ExitStack) -> Callable[[int, int], None] | None:
+    if not enabled:
+        return None
+    import click
+
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = stack.enter_context(
+                click.progressbar(length=max(total, 1), label=name, file=sys.stderr, show_eta=True))
+            state["last"] = 0
+        bar.update(done - state["last"])
+        state["last"] = done
+
+    return update
+
+
+def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
+    cfg = configmod.load(opts.config_path, opts.overrides)
+    models = load_engine_models(opts.models_dir, cfg)
+    kinds = [(path, input_kind(path, opts.fmt)) for path in opts.inputs]  # fail before any output
+    recorder = ReplayRecorder()
+    with ExitStack() as stack:
+        sinks: list[Sink] = [recorder]
+        if not opts.tuples:
+            sinks.append(AlertWriter(stdout, opts.as_json))
+        if opts.out_dir:
+            out = Path(opts.out_dir)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                files = [stack.enter_context((out / n).open("w")) for n in
+                         ("alerts.jsonl", "alerts.log", "flows.binetflow")]
+            except OSError as e:
+                raise InputError(f"cannot write into {out}: {e.strerror}") from None
+            sinks += [AlertWriter(files[0], True), AlertWriter(files[1], False), BinetflowWriter(files[2])]
+        engine = Engine(cfg, models=models, sinks=sinks)
+        _attach_enrichers(engine, cfg)
+        started = time.perf_counter()
+        inputs: dict[str, Any] = {}
+        for path, kind in kinds:
+            if kind == "pcap":
+                from slipsq.sources.pcap import replay_capture
+
+                inputs[path] = replay_capture(engine, path, progress=_progress_bar(path, opts.progress, stack))
+            else:
+                inputs[path] = _replay_flows(engine, path, opts.fmt)
+        engine.finish()
+        elapsed = time.perf_counter() - started
+        summary = _summary(engine, recorder, inputs, elapsed)
+        if opts.tuples:
+            _print_tuples(engine, stdout, opts.as_json)
+        _print_summary(summary, stdout, opts.as_json)
+    return 0
+
+
+def _attach_enrichers(engine: Engine, cfg: configmod.Config) -> None:
+    try:
+        from slipsq.enrich import make_enrichers
+    except ImportError:
+        return
+    engine.ctx.enrichers = make_enrichers(cfg)  # type: ignore[attr-defined]
+
+
+def _replay_flows(engine: Engine, path: str, fmt: str) -> dict[str, Any]:
+    from slipsq.sources.flowfiles import open_flow_source
+
+    source = open_flow_source(path, fmt)
+    for item in source:
+        if isinstance(item, Flow):
+            engine.flow(item)
+        else:
+            engine.app(item)
+    return {"format": source.format, **source.counts}
+
+
+def _summary(engine: Engine, recorder: ReplayRecorder, inputs: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    t = engine.table.stats()
+    c = engine.counters
+    packets = int(t.get("packets", 0))
+    return {
+        "inputs": inputs,
+        "packets": packets,
+        "dropped_packets": int(t.get("dropped", 0)),
+        "malformed_packets": int(t.get("malformed", 0)),
+        "non_ip_packets": int(t.get("non_ip", 0)),
+        "flows": c.flows,
+        "evicted_flows": int(t.get("evicted", 0)),
+        "alerts": c.alerts,
+        "blocks": len(recorder.blocks),
+        "blocked_ips": recorder.blocked_ips,
+        "elapsed_s": round(elapsed, 3),
+        "packets_per_s": round(packets / elapsed) if elapsed > 0 else 0,
+        "flows_per_s": round(c.flows / elapsed) if elapsed > 0 else 0,
+    }
+
+
+def _print_summary(s: dict[str, Any], out: TextIO, as_json: bool) -> None:
+    if as_json:
+        out.write(json.dumps({"summary": s}) + "\n")
+        return
+    blocked = ", ".join(s["blocked_ips"]) or "none"
+    out.write(
+        f"\nsummary: {s['packets']} packets, {s['flows']} flows, {s['alerts']} alerts, "
+        f"{s['blocks']} blocks, {s['dropped_packets']} packets dropped\n"
+        f"  blocked IPs: {blocked}\n"
+        f"  malformed packets skipped: {s['malformed_packets']}, non-IP packets: {s['non_ip_packets']}, "
+        f"evicted flows: {s['evicted_flows']}\n"
+        f"  {s['elapsed_s']:.2f} s, {s['packets_per_s']} packets/s, {s['flows_per_s']} flows/s\n")
+    for name, info in s["inputs"].items():
+        bad = {k: v for k, v in info.items() if k in ("bad_rows", "skipped_non_ip", "truncated", "corrupt") and v}
+        if bad:
+            out.write(f"  {name}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in bad.items()) + "\n")
+
+
+def _print_tuples(engine: Engine, out: TextIO, as_json: bool) -> None:
+    det = next((d for d in engine.detectors if d.name == "stratosphere"), None)
+    rows: list[dict[str, Any]] = det.tuples() if det is not None else []  # type: ignore[attr-defined]
+    for r in rows:
+        if as_json:
+            out.write(json.dumps(r) + "\n")
+        else:
+            out.write(f"{r['src_ip']:>15} -> {r['dst_ip']}:{r['dst_port']}/{r['proto']}  "
+                      f"({r['flows']} flows)  {r['letters']}\n")

@@ -1,0 +1,57 @@
+"""Config: defaults in one place, validation naming the key, TOML sections, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slipsq.config import load
+from slipsq.errors import ConfigError
+
+
+def test_defaults_load_and_every_option_has_help() -> None:
+    cfg = load(None)
+    assert cfg["judge.window"] == 3600.0
+    assert cfg["letters.variant"] == "classic"
+    assert all(o.help for o in cfg.options.values())
+
+
+def test_file_values_and_int_for_float(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[judge]\nwindow = 60\nthreshold = 2.5\n[allow]\nips = ["10.0.0.0/8"]\n')
+    cfg = load(f)
+    assert cfg["judge.window"] == 60.0 and isinstance(cfg["judge.window"], float)
+    assert cfg["allow.ips"] == ["10.0.0.0/8"]
+    assert cfg.section("judge")["threshold"] == 2.5
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[judge]\nwindw = 60\n", ["unknown", "judge.windw"]),
+    ("[judge]\nwindow = \"an hour\"\n", ["judge.window", "must be a float"]),
+    ("[judge]\nwindow = -5\n", ["judge.window", "> 0"]),
+    ("[judge]\nblock = 1\n", ["judge.block", "bool"]),
+    ("[letters]\nvariant = \"modern\"\n", ["letters.variant", "classic or slips"]),
+    ("[judge\nwindow = 5\n", ["not valid TOML"]),
+])
+def test_bad_values_name_the_key(tmp_path: Path, text: str, words: list[str]) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load(f)
+    for w in words:
+        assert w in str(e.value)
+    assert str(f) in str(e.value)
+
+
+def test_missing_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="directory"):
+        load(tmp_path)
+
+
+def test_overrides_are_validated_too() -> None:
+    assert load(None, {"judge.threshold": 3})["judge.threshold"] == 3.0
+    with pytest.raises(ConfigError, match="judge.threshold"):
+        load(None, {"judge.threshold": 0})
