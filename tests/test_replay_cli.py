@@ -1,0 +1,142 @@
+"""`slipsq replay` end to end, as a user runs it: a real process, real files, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+DEMO = DATA / "beacon-https.pcap"
+
+
+def slipsq(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None,
+           timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    e = dict(os.environ, **(env or {}))
+    e.pop("SLIPSQ_MODELS", None)
+    return subprocess.run([sys.executable, "-m", "slipsq", *args], input=stdin.decode() if stdin else None,
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=e)
+
+
+def one_clear_line(p: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("slipsq: "), p.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def alerts_and_summary(stdout: str) -> tuple[list[dict], dict]:
+    objs = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    assert "summary" in objs[-1]
+    return objs[:-1], objs[-1]["summary"]
+
+
+# --- bad input: one line, non-zero exit ---------------------------------------------------------
+
+def test_missing_file(tmp_path: Path) -> None:
+    one_clear_line(slipsq("replay", str(tmp_path / "nope.pcap")), 2, "nope.pcap", "no such file")
+
+
+def test_truncated_pcap(tmp_path: Path) -> None:
+    f = tmp_path / "cut.pcap"
+    f.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)[:10])
+    one_clear_line(slipsq("replay", str(f)), 2, "cut.pcap")
+
+
+def test_not_a_capture_nor_flows(tmp_path: Path) -> None:
+    f = tmp_path / "random.bin"
+    f.write_bytes(os.urandom(4096))
+    one_clear_line(slipsq("replay", str(f)), 2, "random.bin")
+
+
+def test_forced_pcap_format_on_a_text_file(tmp_path: Path) -> None:
+    f = tmp_path / "x.txt"
+    f.write_text("hello\n")
+    one_clear_line(slipsq("replay", "--format", "pcap", str(f)), 2, "x.txt", "not a pcap")
+
+
+def test_unusable_models_folder(tmp_path: Path) -> None:
+    one_clear_line(slipsq("replay", "--models", str(tmp_path / "none"), str(DEMO)), 4, "none")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "bad.json").write_text("{not json")
+    one_clear_line(slipsq("replay", "--models", str(broken), str(DEMO)), 4, "bad.json")
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    c = tmp_path / "c.toml"
+    c.write_text("[judge]\nthreshold = -1\n")
+    one_clear_line(slipsq("replay", "--config", str(c), str(DEMO)), 3, "judge.threshold")
+
+
+def test_output_folder_that_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "afile"
+    f.write_text("x")
+    one_clear_line(slipsq("replay", str(DEMO), "-o", str(f)), 2, "afile")
+
+
+# --- the demo capture: detection, verdicts, determinism, outputs -------------------------------
+
+@pytest.fixture(scope="module")
+def demo_run() -> subprocess.CompletedProcess[str]:
+    if not DEMO.exists():
+        pytest.skip("tests/data/beacon-https.pcap not generated yet")
+    return slipsq("replay", "--json", str(DEMO))
+
+
+def test_demo_beacon_is_blocked_and_later_packets_dropped(demo_run: subprocess.CompletedProcess[str]) -> None:
+    assert demo_run.returncode == 0, demo_run.stderr
+    alerts, summary = alerts_and_summary(demo_run.stdout)
+    assert summary["blocked_ips"] == ["203.0.113.66"]
+    assert summary["dropped_packets"] > 0
+    blocks = [a for a in alerts if a["action"] == "block"]
+    assert len(blocks) == 1 and blocks[0]["blocked_ip"] == "203.0.113.66"
+    for a in alerts:
+        for field in ("ts", "detector", "src_ip", "dst_ip", "dst_port", "proto", "description",
+                      "threat_level", "confidence", "label", "action", "blocked_ip"):
+            assert field in a
+    # nothing but the C&C server is accused: the home network's normal traffic is not blocked
+    assert {a["offender"] for a in alerts if a["action"] == "block"} == {"203.0.113.66"}
+
+
+def test_replay_is_deterministic(demo_run: subprocess.CompletedProcess[str]) -> None:
+    again = slipsq("replay", "--json", str(DEMO))
+    a1, s1 = alerts_and_summary(demo_run.stdout)
+    a2, s2 = alerts_and_summary(again.stdout)
+    assert a1 == a2
+    for k in ("packets", "flows", "alerts", "blocked_ips", "dropped_packets"):
+        assert s1[k] == s2[k]
+
+
+def test_outputs_folder(tmp_path: Path, demo_run: subprocess.CompletedProcess[str]) -> None:
+    p = slipsq("replay", str(DEMO), "-o", str(tmp_path / "out"))
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "out"
+    jsonl = [json.loads(x) for x in (out / "alerts.jsonl").read_text().splitlines()]
+    alerts, summary = alerts_and_summary(demo_run.stdout)
+    assert jsonl == alerts
+    assert len((out / "alerts.log").read_text().splitlines()) >= len(alerts)
+    rows = (out / "flows.binetflow").read_text().splitlines()
+    assert rows[0].startswith("StartTime,Dur,Proto,SrcAddr,Sport,Dir,DstAddr,Dport,State")
+    assert len(rows) - 1 == summary["flows"]
+    assert "BLOCKED 203.0.113.66" in p.stdout and "summary:" in p.stdout
+
+
+def test_tuples_show_the_beacon_letters() -> None:
+    if not DEMO.exists():
+        pytest.skip("tests/data/beacon-https.pcap not generated yet")
+    p = slipsq("replay", "--tuples", "--json", str(DEMO))
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(x) for x in p.stdout.splitlines()[:-1]]
+    beacon = [r for r in rows if r["src_ip"] == "192.168.1.66" and r["dst_ip"] == "203.0.113.66"]
+    assert beacon and beacon[0]["dst_port"] == 443 and beacon[0]["proto"] == "tcp"
+    # strongly periodic large/medium connections: 'h' with '.' symbols (letters.md §3)
+    assert ".h.h.h.h" in beacon[0]["letters"]
