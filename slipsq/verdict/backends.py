@@ -1,0 +1,259 @@
+"""iptables backends: the same few tagged rules, written through python-iptables on legacy systems and
+through one `iptables-nft-restore --noflush` batch on nf_tables systems (Debian 12, Raspberry Pi OS).
+
+Why two: python-iptables drives the legacy x_tables ABI; on an nft system its rules would live in a
+second, invisible rule set (`iptables -S` would not show them and the admin's tools would not know
+about them). The backend is what `iptables -V` says the system's `iptables` is.
+
+A rule is a small `RuleSpec`; every rule slipsq makes carries an iptables comment starting with
+"slipsq", and only such rules (and the chain SLIPSQ, which slipsq creates) are ever deleted.
+This module never flushes a chain it did not create.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from slipsq.errors import SystemSetupError
+
+TAG = "slipsq"
+CHAIN = "SLIPSQ"
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    chain: str
+    target: str  # DROP, NFQUEUE or a chain name
+    comment: str = TAG
+    match_set: tuple[str, str] | None = None  # (set name, "src"|"dst")
+    queue: int | None = None  # NFQUEUE --queue-num, always with --queue-bypass
+
+    def args(self) -> list[str]:
+        """The rule in iptables syntax, without the -A/-I CHAIN part."""
+        a: list[str] = []
+        if self.match_set:
+            a += ["-m", "set", "--match-set", self.match_set[0], self.match_set[1]]
+        a += ["-m", "comment", "--comment", self.comment, "-j", self.target]
+        if self.queue is not None:
+            a += ["--queue-num", str(self.queue), "--queue-bypass"]
+        return a
+
+
+@dataclass(frozen=True)
+class RuleState:
+    """One slipsq-tagged rule found in the kernel, with its counters."""
+
+    chain: str
+    position: int  # 1-based within its chain
+    comment: str
+    target: str
+    packets: int
+    bytes: int
+    text: str
+
+
+def detect_backend() -> str:
+    """'nft' or 'legacy': what the system's `iptables` command drives."""
+    exe = shutil.which("iptables")
+    if exe is None:
+        raise SystemSetupError("iptables is not installed (Debian: apt-get install iptables ipset)")
+    try:
+        out = subprocess.run([exe, "-V"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SystemSetupError(f"cannot run iptables -V: {e}") from None
+    return parse_backend(out)
+
+
+def parse_backend(version_line: str) -> str:
+    if "nf_tables" in version_line:
+        return "nft"
+    if "legacy" in version_line or re.search(r"iptables v1\.[0-6]\.", version_line):
+        return "legacy"  # 1.6 and older only had the legacy backend and said nothing
+    raise SystemSetupError(f"cannot tell the iptables backend from {version_line.strip()!r}")
+
+
+class Backend(Protocol):
+    name: str
+
+    def ensure_chain(self, family: int) -> None: ...
+    def insert(self, family: int, rule: RuleSpec, position: int) -> None: ...
+    def delete_tagged(self, family: int, pred: Any) -> int: ...
+    def delete_chain(self, family: int) -> None: ...
+    def rules(self, family: int) -> tuple[list[RuleState], bool]: ...
+
+
+_SAVE_RULE = re.compile(r"^(?:\[(\d+):(\d+)\] )?-A (\S+) (.*)$")
+_COMMENT = re.compile(r'--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))')
+_TARGET = re.compile(r"-j (\S+)")
+
+
+def parse_save(text: str) -> tuple[list[RuleState], bool]:
+    """The slipsq-tagged rules in `iptables-save -c -t filter` output, and whether chain SLIPSQ exists."""
+    out: list[RuleState] = []
+    positions: dict[str, int] = {}
+    has_chain = False
+    for line in text.splitlines():
+        if line.startswith(f":{CHAIN} "):
+            has_chain = True
+        m = _SAVE_RULE.match(line)
+        if not m:
+            continue
+        chain = m.group(3)
+        positions[chain] = positions.get(chain, 0) + 1
+        c = _COMMENT.search(m.group(4))
+        comment = (c.group(1) if c.group(1) is not None else c.group(2)) if c else ""
+        if not comment.startswith(TAG):
+            continue
+        t = _TARGET.search(m.group(4))
+        out.append(RuleState(chain, positions[chain], comment, t.group(1) if t else "",
+                             int(m.group(1) or 0), int(m.group(2) or 0), f"-A {chain} {m.group(4)}"))
+    return out, has_chain
+
+
+def _restore_join(args: list[str]) -> str:
+    """iptables-restore quoting: double quotes around words with spaces (it knows no shell quoting)."""
+    for a in args:
+        if '"' in a or "\n" in a:
+            raise ValueError(f"cannot quote {a!r} for iptables-restore")
+    return " ".join(f'"{a}"' if (" " in a or not a) else a for a in args)
+
+
+class NftBackend:
+    """iptables-nft(-restore): each change is one `--noflush` batch, applied atomically."""
+
+    name = "nft"
+
+    def _cmd(self, family: int, what: str) -> str:
+        base = "iptables" if family == 4 else "ip6tables"
+        exe = shutil.which(f"{base}-nft{what}")
+        if exe is None:
+            raise SystemSetupError(f"{base}-nft{what} is not installed (Debian: apt-get install iptables)")
+        return exe
+
+    def _restore(self, family: int, lines: list[str]) -> None:
+        script = "*filter\n" + "\n".join(lines) + "\nCOMMIT\n"
+        r = subprocess.run([self._cmd(family, "-restore"), "--noflush"], input=script, capture_output=True,
+                           text=True, timeout=30)
+        if r.returncode != 0:
+            err = r.stderr.strip() or f"exit {r.returncode}"
+            raise SystemSetupError(f"{self._cmd(family, '-restore')} failed: {err}")
+
+    def rules(self, family: int) -> tuple[list[RuleState], bool]:
+        r = subprocess.run([self._cmd(family, "-save"), "-c", "-t", "filter"], capture_output=True, text=True,
+                           timeout=30)
+        if r.returncode != 0:
+            raise SystemSetupError(f"{self._cmd(family, '-save')} failed: {r.stderr.strip()}")
+        return parse_save(r.stdout)
+
+    def ensure_chain(self, family: int) -> None:
+        if not self.rules(family)[1]:
+            self._restore(family, [f":{CHAIN} - [0:0]"])
+
+    def insert(self, family: int, rule: RuleSpec, position: int) -> None:
+        verb = f"-I {rule.chain} {position}" if position > 0 else f"-A {rule.chain}"
+        self._restore(family, [f"{verb} {_restore_join(rule.args())}"])
+
+    def delete_tagged(self, family: int, pred: Any) -> int:
+        # delete from the highest position down so earlier deletions don't shift later ones
+        doomed = sorted((r for r in self.rules(family)[0] if pred(r)), key=lambda r: (r.chain, -r.position))
+        if doomed:
+            self._restore(family, [f"-D {r.chain} {r.position}" for r in doomed])
+        return len(doomed)
+
+    def delete_chain(self, family: int) -> None:
+        if self.rules(family)[1]:
+            self._restore(family, [f"-F {CHAIN}", f"-X {CHAIN}"])
+
+
+class LegacyBackend:
+    """python-iptables (iptc) on the legacy x_tables backend."""
+
+    name = "legacy"
+
+    def __init__(self) -> None:
+        try:
+            import iptc
+        except Exception as e:  # iptc raises various errors when libxtables is missing
+            raise SystemSetupError(f"python-iptables cannot be loaded: {e}") from None
+        self.iptc: Any = iptc
+
+    def _table(self, family: int) -> Any:
+        iptc = self.iptc
+        t = iptc.Table(iptc.Table.FILTER) if family == 4 else iptc.Table6(iptc.Table6.FILTER)
+        t.refresh()
+        return t
+
+    def _rule(self, family: int, spec: RuleSpec) -> Any:
+        r = self.iptc.Rule() if family == 4 else self.iptc.Rule6()
+        if spec.match_set:
+            m = r.create_match("set")
+            m.match_set = list(spec.match_set)
+        c = r.create_match("comment")
+        c.comment = spec.comment
+        r.target = self.iptc.Target(r, spec.target)
+        if spec.queue is not None:
+            r.target.queue_num = str(spec.queue)
+            r.target.queue_bypass = ""
+        return r
+
+    def rules(self, family: int) -> tuple[list[RuleState], bool]:
+        t = self._table(family)
+        out: list[RuleState] = []
+        has_chain = False
+        for chain in t.chains:
+            has_chain = has_chain or chain.name == CHAIN
+            for i, rule in enumerate(chain.rules, 1):
+                comment = ""
+                for m in rule.matches:
+                    if m.name == "comment":
+                        comment = " ".join(m.get_all_parameters().get("comment", []))
+                if not comment.startswith(TAG):
+                    continue
+                pk, by = rule.get_counters()
+                out.append(RuleState(chain.name, i, comment, rule.target.name, pk, by,
+                                     f"-A {chain.name} comment={comment!r} -j {rule.target.name}"))
+        return out, has_chain
+
+    def ensure_chain(self, family: int) -> None:
+        t = self._table(family)
+        if not t.is_chain(CHAIN):
+            t.create_chain(CHAIN)
+
+    def insert(self, family: int, rule: RuleSpec, position: int) -> None:
+        t = self._table(family)
+        chain = self.iptc.Chain(t, rule.chain)
+        r = self._rule(family, rule)
+        if position > 0:
+            chain.insert_rule(r, position - 1)
+        else:
+            chain.append_rule(r)
+
+    def delete_tagged(self, family: int, pred: Any) -> int:
+        doomed = sorted((r for r in self.rules(family)[0] if pred(r)), key=lambda r: (r.chain, -r.position))
+        t = self._table(family)
+        for r in doomed:
+            chain = self.iptc.Chain(t, r.chain)
+            chain.delete_rule(chain.rules[r.position - 1])
+        return len(doomed)
+
+    def delete_chain(self, family: int) -> None:
+        t = self._table(family)
+        if t.is_chain(CHAIN):
+            chain = self.iptc.Chain(t, CHAIN)
+            chain.flush()  # our own chain: the only one slipsq ever flushes
+            chain.delete()
+
+
+def make_backend(name: str = "auto") -> Backend:
+    """`auto` follows `iptables -V`; `legacy`/`nft` force one (tests run both)."""
+    if name == "auto":
+        name = detect_backend()
+    if name == "nft":
+        return NftBackend()
+    if name == "legacy":
+        return LegacyBackend()
+    raise SystemSetupError(f"unknown iptables backend {name!r} (auto, nft or legacy)")

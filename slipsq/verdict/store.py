@@ -1,0 +1,202 @@
+"""The block store: every block in force and an audit trail of every block and unblock, in SQLite
+in the state directory (default /var/lib/slipsq, `--state-dir DIR`, env SLIPSQ_STATE_DIR).
+
+One transaction per decision in WAL mode with synchronous=FULL: once `add`/`remove` returns, the
+decision survives a crash or a power cut. The store only records; it never touches the kernel
+(firewall.py does) and never decides (the judge does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from slipsq.errors import SystemSetupError
+
+DEFAULT_STATE_DIR = "/var/lib/slipsq"
+DB_NAME = "blocks.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (
+    ip        TEXT PRIMARY KEY,
+    since     REAL NOT NULL,
+    expires   REAL,             -- NULL: until unblocked
+    reason    TEXT NOT NULL,
+    detector  TEXT NOT NULL,
+    evidence  TEXT NOT NULL,    -- JSON (the alert that caused it)
+    by        TEXT NOT NULL,    -- "judge" or "admin:<user>"
+    times     INTEGER NOT NULL  -- how many times this IP has been blocked (repeat offenders block longer)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts        REAL NOT NULL,
+    action    TEXT NOT NULL,    -- "block" or "unblock"
+    ip        TEXT NOT NULL,
+    who       TEXT NOT NULL,    -- "judge", "admin:<user>", "expiry"
+    reason    TEXT NOT NULL,
+    detector  TEXT NOT NULL DEFAULT '',
+    expires   REAL,
+    evidence  TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_ip ON audit (ip);
+"""
+
+
+def resolve_state_dir(state_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The state directory: the flag, else $SLIPSQ_STATE_DIR, else /var/lib/slipsq."""
+    if state_dir:
+        return Path(state_dir)
+    env = os.environ.get("SLIPSQ_STATE_DIR")
+    return Path(env) if env else Path(DEFAULT_STATE_DIR)
+
+
+@dataclass(frozen=True)
+class Block:
+    ip: str
+    since: float
+    expires: float | None
+    reason: str
+    detector: str
+    evidence: str
+    by: str
+    times: int
+
+    def remaining(self, now: float) -> float | None:
+        """Seconds left (None: no expiry)."""
+        return None if self.expires is None else max(0.0, self.expires - now)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        try:
+            d["evidence"] = json.loads(self.evidence) if self.evidence else None
+        except ValueError:
+            pass  # stored by an older version as text: show it as is
+        return d
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    ts: float
+    action: str
+    ip: str
+    who: str
+    reason: str
+    detector: str
+    expires: float | None
+
+
+class BlockStore:
+    """Blocks and the audit log. Safe to open from the daemon and an admin command at once."""
+
+    def __init__(self, state_dir: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
+        self.dir = resolve_state_dir(state_dir)
+        self.path = self.dir / DB_NAME
+        try:
+            if create:
+                self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            elif not self.path.exists():
+                raise SystemSetupError(f"no block store in {self.dir} "
+                                       "(slipsq has not run with this state dir)")
+            fresh = not self.path.exists()
+            self.db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            if fresh:
+                os.chmod(self.path, 0o600)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        except PermissionError:
+            raise SystemSetupError(f"no permission to use the state directory {self.dir} (run as root, "
+                                   "or give --state-dir)") from None
+        except (FileExistsError, NotADirectoryError):
+            raise SystemSetupError(f"the state directory {self.dir} is not a directory") from None
+        except sqlite3.OperationalError as e:
+            if "readonly" in str(e) or "unable to open" in str(e):
+                raise SystemSetupError(f"cannot open the block store {self.path}: {e} "
+                                       "(run as root, or give --state-dir)") from None
+            raise SystemSetupError(f"block store {self.path}: {e}") from None
+        except sqlite3.DatabaseError as e:
+            raise SystemSetupError(f"block store {self.path} is damaged: {e}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE: take the write lock up front so two writers never deadlock on upgrade
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- decisions ----------------------------------------------------------------------------
+    def add(self, ip: str, *, since: float, expires: float | None, reason: str, detector: str = "",
+            evidence: Any = None, by: str = "judge") -> Block:
+        """Record a block (replacing a block of the same IP) and its audit line, in one transaction."""
+        ev = evidence if isinstance(evidence, str) else json.dumps(evidence, default=str, sort_keys=True)
+        if evidence is None:
+            ev = ""
+        with self._tx() as db:
+            row = db.execute("SELECT COUNT(*) FROM audit WHERE ip = ? AND action = 'block'", (ip,)).fetchone()
+            times = int(row[0]) + 1
+            db.execute("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (ip, since, expires, reason, detector, ev, by, times))
+            db.execute("INSERT INTO audit (ts, action, ip, who, reason, detector, expires, evidence) "
+                       "VALUES (?, 'block', ?, ?, ?, ?, ?, ?)",
+                       (since, ip, by, reason, detector, expires, ev))
+        return Block(ip, since, expires, reason, detector, ev, by, times)
+
+    def remove(self, ip: str, *, ts: float | None = None, who: str, reason: str) -> Block | None:
+        """Forget the block of `ip` (audit line included). None when `ip` was not blocked."""
+        ts = time.time() if ts is None else ts
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM blocks WHERE ip = ?", (ip,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM blocks WHERE ip = ?", (ip,))
+            db.execute("INSERT INTO audit (ts, action, ip, who, reason, detector, expires) "
+                       "VALUES (?, 'unblock', ?, ?, ?, ?, ?)", (ts, ip, who, reason, row[4], row[2]))
+        return Block(*row)
+
+    def purge_expired(self, now: float) -> list[Block]:
+        """Remove blocks whose time ran out (audit who = "expiry"); returns them."""
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM blocks WHERE expires IS NOT NULL AND expires <= ?",
+                              (now,)).fetchall()
+            for row in rows:
+                db.execute("DELETE FROM blocks WHERE ip = ?", (row[0],))
+                db.execute("INSERT INTO audit (ts, action, ip, who, reason, detector, expires) "
+                           "VALUES (?, 'unblock', ?, 'expiry', 'block expired', ?, ?)",
+                           (now, row[0], row[4], row[2]))
+        return [Block(*r) for r in rows]
+
+    # --- reading ------------------------------------------------------------------------------
+    def get(self, ip: str) -> Block | None:
+        row = self.db.execute("SELECT * FROM blocks WHERE ip = ?", (ip,)).fetchone()
+        return None if row is None else Block(*row)
+
+    def active(self, now: float) -> list[Block]:
+        """Blocks still in force at `now`, oldest first."""
+        rows = self.db.execute("SELECT * FROM blocks WHERE expires IS NULL OR expires > ? ORDER BY since, ip",
+                               (now,)).fetchall()
+        return [Block(*r) for r in rows]
+
+    def audit(self, ip: str | None = None, limit: int = 1000) -> list[AuditEntry]:
+        """The audit trail, newest last."""
+        q = "SELECT ts, action, ip, who, reason, detector, expires FROM audit"
+        args: tuple[Any, ...] = ()
+        if ip is not None:
+            q += " WHERE ip = ?"
+            args = (ip,)
+        q += " ORDER BY id DESC LIMIT ?"
+        rows = self.db.execute(q, (*args, limit)).fetchall()
+        return [AuditEntry(*r) for r in reversed(rows)]
