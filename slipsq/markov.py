@@ -1,0 +1,285 @@
+"""Markov-chain models of 4-tuple behaviour: the model record, matching exactly as
+../shared/letters.md §4, and slipsq's model file format (one JSON file per model, see models/README.md).
+
+Matching a tuple's string S against a model's training string T:
+  T is cut to len(S); a first-order chain is built from the cut T (initial probability of a
+  character = how often it starts a transition / number of transitions; P(b|a) = count(a→b) /
+  count(a→·)); log P(T) and log P(S) are the log initial probability of the first character (0 when
+  unknown) plus the log probability of each transition (log 0.01 for one the chain never saw);
+  distance = the more negative log-probability divided by the less negative one (>= 1); the model
+  matches when 1 <= distance <= threshold, and the first matching model wins.
+
+Doing that naively costs O(len S) per model per new letter, O(n²) per tuple. Here it costs
+O(distinct transitions of S × log len T) per model, whatever the lengths:
+  * log P(S) = init + Σ count_S(a→b) × log P_n(b|a), so a tuple only needs its transition counts
+    (kept up to date by letters.TupleLetters) and its first character;
+  * the chain of T cut at n is read off sorted position lists (count of a→b among the first n
+    characters = a bisect), and log P(T cut at n) is precomputed for every n in one O(len T) pass.
+`reference_distance` is the naive definition, kept for tests and for anyone checking by hand.
+
+This module reads model files; it never executes anything it reads (JSON only; see stfm.py for
+the pickle importer) and never decides what to block.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from array import array
+from bisect import bisect_right
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from slipsq.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+LOG_PENALTY = math.log(0.01)  # an unseen transition (letters.md §4)
+ALPHABET = frozenset("0123456789abcdefghiABCDEFGHIrstuvwxyzRSTUVWXYZ.,+*")
+PROTOCOLS = ("TCP", "UDP")
+FIELDS = ("label", "protocol", "letters", "threshold", "provenance")
+
+
+def label_protocol(label: str) -> str:
+    """The protocol a label applies to: its third dash-separated field (From-Botnet-TCP-...)."""
+    parts = label.split("-")
+    return parts[2].upper() if len(parts) >= 3 else ""
+
+
+@dataclass(frozen=True)
+class Model:
+    label: str
+    protocol: str  # "TCP" or "UDP"
+    letters: str  # the training string
+    threshold: float
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def benign(self) -> bool:
+        return "Normal" in self.label
+
+    @property
+    def proto(self) -> str:
+        """The protocol as flows name it ("tcp", "udp")."""
+        return self.protocol.lower()
+
+
+def validate(model: Model, where: str) -> Model:
+    """The model itself, or a ModelError naming `where` and what is wrong."""
+    if not model.label or not isinstance(model.label, str):
+        raise ModelError(f"{where}: 'label' must be a non-empty string")
+    proto = label_protocol(model.label)
+    if proto not in PROTOCOLS:
+        raise ModelError(f"{where}: label '{model.label}' has no TCP or UDP as its third dash field")
+    if model.protocol != proto:
+        raise ModelError(f"{where}: protocol '{model.protocol}' does not match the label's '{proto}'")
+    if not isinstance(model.letters, str) or len(model.letters) < 2:
+        raise ModelError(f"{where}: 'letters' must be a string of at least 2 characters")
+    bad = sorted(set(model.letters) - ALPHABET)
+    if bad:
+        raise ModelError(f"{where}: 'letters' has characters that are not letters or symbols: "
+                         f"{''.join(bad)!r}")
+    thr = model.threshold
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not math.isfinite(thr) or thr < 1:
+        raise ModelError(f"{where}: 'threshold' must be a number >= 1 (a distance is never below 1), "
+                         f"not {thr!r}")
+    if not isinstance(model.provenance, dict):
+        raise ModelError(f"{where}: 'provenance' must be an object")
+    return model
+
+
+# --- model files ---------------------------------------------------------------------------------
+
+def to_dict(model: Model) -> dict[str, Any]:
+    return {"label": model.label, "protocol": model.protocol, "threshold": model.threshold,
+            "letters": model.letters, "provenance": model.provenance}
+
+
+def from_dict(data: Any, where: str) -> Model:
+    if not isinstance(data, dict):
+        raise ModelError(f"{where}: a model file holds one JSON object")
+    missing = [f for f in FIELDS if f not in data]
+    if missing:
+        raise ModelError(f"{where}: missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    thr = data["threshold"]
+    if isinstance(thr, (int, float)) and not isinstance(thr, bool):
+        thr = float(thr)
+    return validate(Model(data["label"], data["protocol"], data["letters"], thr, data["provenance"]), where)
+
+
+def file_name(label: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in label).strip(".")
+    return (safe or "model") + ".json"
+
+
+def write_model(model: Model, folder: str | Path) -> Path:
+    """Write `model` as <folder>/<label>.json (atomically; the folder is created if missing)."""
+    validate(model, model.label or "model")
+    d = Path(folder)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / file_name(model.label)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(to_dict(model), fh, indent=1, sort_keys=False)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ModelError(f"cannot write model '{model.label}' into {d}: {e.strerror or e}") from None
+    return path
+
+
+def read_model(path: str | Path) -> Model:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelError(f"model file {p} cannot be read: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ModelError(f"model file {p} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    return from_dict(data, f"model file {p}")
+
+
+def load_models(folder: str | Path) -> list[Model]:
+    """Every *.json model in `folder`, sorted by file name (the order matching tries them in)."""
+    d = Path(folder)
+    if not d.exists():
+        raise ModelError(f"models folder {d} does not exist")
+    if not d.is_dir():
+        raise ModelError(f"models folder {d} is not a folder")
+    try:
+        names = sorted(e.name for e in os.scandir(d)
+                       if e.name.endswith(".json") and not e.name.startswith("."))
+    except OSError as e:
+        raise ModelError(f"models folder {d} cannot be read: {e.strerror or e}") from None
+    models = [read_model(d / n) for n in names]
+    if not models:
+        log.warning("models folder %s holds no *.json models: no Markov-chain matching", d)
+    return models
+
+
+# --- matching ------------------------------------------------------------------------------------
+
+def distance_of(lp_t: float, lp_s: float) -> float:
+    """The more negative log-probability over the less negative one (>= 1; inf when only one is 0)."""
+    lo, hi = (lp_t, lp_s) if lp_t <= lp_s else (lp_s, lp_t)
+    if lo == hi:
+        return 1.0
+    if hi == 0:
+        return math.inf
+    return lo / hi
+
+
+def reference_distance(training: str, s: str) -> float:
+    """letters.md §4 word for word, O(len S): the reference the fast path is tested against."""
+    t = training[:len(s)]
+    if len(t) < 2:
+        return math.inf
+    trans = Counter(pairwise(t))
+    starts = Counter(t[:-1])
+    total = len(t) - 1
+
+    def logp(x: str) -> float:
+        lp = math.log(starts[x[0]] / total) if starts[x[0]] else 0.0
+        for a, b in pairwise(x):
+            c = trans.get((a, b), 0)
+            lp += math.log(c / starts[a]) if c else LOG_PENALTY
+        return lp
+
+    return distance_of(logp(t), logp(s))
+
+
+def _xlogx(n: int) -> float:
+    return n * math.log(n) if n > 0 else 0.0
+
+
+class Chain:
+    """A model made ready for matching: position lists and log P(T cut at n) for every n."""
+
+    __slots__ = ("_full", "_full_init", "_pos", "_src", "length", "logpt", "model", "threshold", "total")
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.threshold = model.threshold
+        t = model.letters
+        self.length = len(t)
+        self._pos: dict[str, array] = {}  # "ab" -> sorted k with t[k:k+2] == "ab"
+        self._src: dict[str, array] = {}  # "a" -> sorted k < len-1 with t[k] == "a"
+        for k in range(len(t) - 1):
+            self._pos.setdefault(t[k:k + 2], array("i")).append(k)
+            self._src.setdefault(t[k], array("i")).append(k)
+        # log P(T[:n]) under the chain of T[:n]: Σ f(c_ab) - Σ f(c_a) with f(x) = x ln x, plus the
+        # initial probability of t[0]; updated in O(1) per added transition
+        self.logpt = array("d", [0.0] * (len(t) + 1))
+        pair_c: Counter[str] = Counter()
+        src_c: Counter[str] = Counter()
+        acc = 0.0
+        for k in range(len(t) - 1):
+            ab, a = t[k:k + 2], t[k]
+            acc += _xlogx(pair_c[ab] + 1) - _xlogx(pair_c[ab]) - _xlogx(src_c[a] + 1) + _xlogx(src_c[a])
+            pair_c[ab] += 1
+            src_c[a] += 1
+            self.logpt[k + 2] = acc + math.log(src_c[t[0]] / (k + 1))
+        self.total = len(t) - 1
+        self._full = {ab: math.log(c / src_c[ab[0]]) for ab, c in pair_c.items()}
+        self._full_init = {a: math.log(c / self.total) for a, c in src_c.items()}
+
+    def log_prob(self, n: int, first: str, pairs: dict[str, int]) -> float:
+        """log P(S) under the chain of T cut at n, for S given by its first character and transitions."""
+        if n >= self.length:
+            full = self._full
+            lp = self._full_init.get(first, 0.0)
+            for ab, c in pairs.items():
+                g = full.get(ab)
+                lp += c * (g if g is not None else LOG_PENALTY)
+            return lp
+        last = n - 2  # the transitions of T[:n] are those at k <= n-2
+        src, pos = self._src, self._pos
+        sa = src.get(first)
+        ca = bisect_right(sa, last) if sa is not None else 0
+        lp = math.log(ca / (n - 1)) if ca else 0.0
+        for ab, c in pairs.items():
+            pa = pos.get(ab)
+            cab = bisect_right(pa, last) if pa is not None else 0
+            if cab:
+                lp += c * math.log(cab / bisect_right(src[ab[0]], last))
+            else:
+                lp += c * LOG_PENALTY
+        return lp
+
+    def distance(self, n: int, first: str, pairs: dict[str, int]) -> float:
+        """The distance between S (length n, first character, transition counts) and T cut at n."""
+        if n < 2 or self.length < 2:
+            return math.inf
+        lp_t = self.logpt[min(n, self.length)]
+        return distance_of(lp_t, self.log_prob(n, first, pairs))
+
+
+def pairs_of(s: str) -> dict[str, int]:
+    return dict(Counter(s[k:k + 2] for k in range(len(s) - 1)))
+
+
+def match(chains: list[Chain], s: str, pairs: dict[str, int] | None = None) -> tuple[Chain, float] | None:
+    """The first chain that matches S, with its distance; None when none does."""
+    if not s:
+        return None
+    p = pairs_of(s) if pairs is None else pairs
+    for ch in chains:
+        d = ch.distance(len(s), s[0], p)
+        if 1.0 <= d <= ch.threshold:
+            return ch, d
+    return None
+
+
+def shipped_models_dir() -> Path:
+    """The models shipped with slipsq, beside the package in a checkout."""
+    return Path(__file__).resolve().parent.parent / "models"
