@@ -1,0 +1,358 @@
+"""Packet decoding with dpkt: the readable reference for the compiled parser, and deep parsing.
+
+`parse(buf, linktype)` walks the link layer, the IP header and the fixed transport header and
+returns a small `Packet` summary; the pure-Python flow table uses it, and the compiled parser in
+`_flowtable.pyx` must return exactly the same fields for every input (a differential test checks it).
+`app_events(ip_packet, ts)` deep-parses the few packets the flow table hands up (DNS, the first TCP
+payload each way, ARP) into `AppEvent`s. Neither keeps state; neither may raise on hostile bytes.
+
+The rules both parsers follow:
+* Link types: Ethernet (802.1Q/802.1ad tags, stacked), raw IP (101, 12, 14: version nibble), Linux
+  SLL and SLL2, IPv4 (228), IPv6 (229). A truncated link header or IP header of the wrong version is
+  malformed; an EtherType that is neither IP nor ARP is non-IP; an unknown link type is non-IP.
+* The fixed IP header (20/40 bytes) captured gives family and addresses. Malformed beyond that:
+  IPv4 IHL < 5, total length < IHL*4, options not captured; IPv6 extension headers (hop-by-hop,
+  routing, destination options, AH, fragment) running past the captured bytes or the payload length,
+  or more than 8 of them; a transport header not captured or longer than the IP payload (TCP 20
+  bytes and a data offset >= 5 that fits the IP payload, UDP 8, ICMP 4, ICMP with an identifier 8).
+* `ip_len` is the IP total length (IPv6: 40 + payload length), never the captured length.
+* Fragments: `frag` 1 for a first fragment (offset 0: parsed with its ports), 2 for a later one
+  (no transport header: sport = dport = 0, proto from the IP header).
+* ICMP/ICMPv6: sport = type, dport = the identifier for echo/timestamp/info/mask types, else the code.
+* ARP: `arp` True and `ip_off` is where the ARP header starts.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+from typing import TypeVar
+
+import dpkt
+
+from slipsq.flow import AppEvent
+
+ETHERNET, RAW, LINUX_SLL, LINUX_SLL2, IPV4, IPV6 = 1, 101, 113, 276, 228, 229
+RAW_TYPES = frozenset((RAW, 12, 14))
+VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100))
+IPV6_EXT = frozenset((0, 43, 60, 51, 44))
+MAX_EXT = 8
+# ICMP types whose bytes 4-6 are an identifier (echo, timestamp, information, address mask)
+ICMP4_ID_TYPES = frozenset((0, 8, 13, 14, 15, 16, 17, 18))
+ICMP6_ID_TYPES = frozenset((128, 129))
+DNS_PORTS = frozenset((53, 5353))
+
+
+@dataclass(slots=True)
+class Packet:
+    """The fixed-header summary of one packet (see the module docstring for the rules)."""
+
+    family: int = 0          # 4, 6, or 0 when no IP header was found
+    src: bytes = b""         # packed address (4 or 16 bytes)
+    dst: bytes = b""
+    proto: int = 0
+    sport: int = 0
+    dport: int = 0
+    tcp_flags: int = 0
+    ip_len: int = 0
+    tos: int = 0
+    frag: int = 0            # 0 not a fragment, 1 first fragment, 2 later fragment
+    malformed: bool = False
+    arp: bool = False
+    ip_off: int = 0          # where the IP (or ARP) header starts in the buffer
+    payload_len: int = 0     # TCP/UDP payload length from the IP lengths
+
+
+def _link(buf: bytes, linktype: int) -> tuple[int, int]:
+    """(offset of the network header, EtherType or a code): 0x0800/0x86dd/0x0806, -1 raw IP,
+    -2 malformed, 0 non-IP."""
+    if linktype in RAW_TYPES:
+        return 0, -1
+    if linktype == IPV4:
+        return 0, 0x0800
+    if linktype == IPV6:
+        return 0, 0x86DD
+    if linktype == ETHERNET:
+        off, etype_at = 14, 12
+    elif linktype == LINUX_SLL:
+        off, etype_at = 16, 14
+    elif linktype == LINUX_SLL2:
+        off, etype_at = 20, 0
+    else:
+        return 0, 0
+    if len(buf) < off:
+        return 0, -2
+    (etype,) = struct.unpack_from("!H", buf, etype_at)
+    while etype in VLAN_TYPES:  # a tag is 2 bytes of TCI then the next EtherType
+        if len(buf) < off + 4:
+            return 0, -2
+        (etype,) = struct.unpack_from("!H", buf, off + 2)
+        off += 4
+    return off, etype
+
+
+H = TypeVar("H", bound=dpkt.Packet)
+
+
+def _hdr(cls: type[H], buf: bytes, pos: int) -> H:
+    """The fixed header fields of a dpkt class at `pos` (dpkt's own unpack would also decode the
+    payload with its rules; the rules here are ours)."""
+    obj = cls()
+    dpkt.Packet.unpack(obj, buf[pos:pos + cls.__hdr_len__])
+    return obj
+
+
+def parse(buf: bytes, linktype: int) -> Packet:
+    """The fixed-header summary of a captured frame of the given link type."""
+    p = Packet()
+    off, etype = _link(buf, linktype)
+    if etype == -2:
+        p.malformed = True
+        return p
+    if etype == 0x0806:
+        p.arp, p.ip_off = True, off
+        return p
+    if etype == -1:
+        if len(buf) <= off:
+            p.malformed = True
+            return p
+        version = buf[off] >> 4
+        etype = 0x0800 if version == 4 else 0x86DD if version == 6 else -2
+        if etype == -2:
+            p.malformed = True
+            return p
+    p.ip_off = off
+    if etype == 0x0800:
+        _ipv4(p, buf, off)
+    elif etype == 0x86DD:
+        _ipv6(p, buf, off)
+    return p
+
+
+def _ipv4(p: Packet, buf: bytes, off: int) -> None:
+    if len(buf) < off + 20 or buf[off] >> 4 != 4:
+        p.malformed = True
+        return
+    ip = _hdr(dpkt.ip.IP, buf, off)
+    p.family, p.src, p.dst, p.proto, p.tos, p.ip_len = 4, ip.src, ip.dst, ip.p, ip.tos, ip.len
+    hl = ip.hl * 4
+    if hl < 20 or ip.len < hl or len(buf) < off + hl:
+        p.malformed = True
+        return
+    if ip.offset:
+        p.frag = 2
+        return
+    if ip.mf:
+        p.frag = 1
+    end = min(len(buf), off + ip.len)
+    _transport(p, buf, off + hl, end, ip.len - hl)
+
+
+def _ipv6(p: Packet, buf: bytes, off: int) -> None:
+    if len(buf) < off + 40 or buf[off] >> 4 != 6:
+        p.malformed = True
+        return
+    ip6 = _hdr(dpkt.ip6.IP6, buf, off)
+    p.family, p.src, p.dst, p.tos, p.ip_len = 6, ip6.src, ip6.dst, ip6.fc, 40 + ip6.plen
+    end = min(len(buf), off + 40 + ip6.plen)
+    nxt, pos, count = ip6.nxt, off + 40, 0
+    while nxt in IPV6_EXT:
+        count += 1
+        if count > MAX_EXT or pos + 8 > end:
+            p.proto, p.malformed = nxt, True
+            return
+        if nxt == 44:
+            frag = _hdr(dpkt.ip6.IP6FragmentHeader, buf, pos)
+            nxt, pos = frag.nxt, pos + 8
+            if frag.frag_off:
+                p.proto, p.frag = nxt, 2
+                return
+            p.frag = 1
+            continue
+        ext_len = (buf[pos + 1] + 2) * 4 if nxt == 51 else (buf[pos + 1] + 1) * 8
+        nxt, pos = buf[pos], pos + ext_len
+        if pos > end:
+            p.proto, p.malformed = nxt, True
+            return
+    p.proto = nxt
+    _transport(p, buf, pos, end, p.ip_len - (pos - off))
+
+
+def _transport(p: Packet, buf: bytes, pos: int, end: int, l4_len: int) -> None:
+    """Ports, flags and payload length; `end` bounds the captured bytes, `l4_len` the IP payload."""
+    avail = min(end - pos, l4_len)
+    proto = p.proto
+    if proto == 6:
+        if avail < 20:
+            p.malformed = True
+            return
+        tcp = _hdr(dpkt.tcp.TCP, buf, pos)
+        doff = tcp.off * 4
+        if doff < 20 or doff > l4_len:
+            p.malformed = True
+            return
+        p.sport, p.dport, p.tcp_flags, p.payload_len = tcp.sport, tcp.dport, tcp.flags, l4_len - doff
+    elif proto == 17:
+        if avail < 8:
+            p.malformed = True
+            return
+        udp = _hdr(dpkt.udp.UDP, buf, pos)
+        p.sport, p.dport, p.payload_len = udp.sport, udp.dport, l4_len - 8
+    elif (proto == 1 and p.family == 4) or (proto == 58 and p.family == 6):
+        id_types = ICMP4_ID_TYPES if proto == 1 else ICMP6_ID_TYPES
+        if avail < 4:
+            p.malformed = True
+            return
+        icmp = _hdr(dpkt.icmp.ICMP, buf, pos)
+        p.sport = icmp.type
+        if icmp.type in id_types:
+            if avail < 8:
+                p.malformed = True
+                return
+            (p.dport,) = struct.unpack_from("!H", buf, pos + 4)
+        else:
+            p.dport = icmp.code
+
+
+def ip_str(packed: bytes) -> str:
+    """Text form of a packed IPv4/IPv6 address (libc inet_ntop, as the compiled table uses)."""
+    return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
+
+
+# --- deep parsing of the packets the flow table hands up -----------------------------------------
+
+def app_events(ip_packet: bytes, ts: float) -> list[AppEvent]:
+    """Events in one handed-up packet: bytes from the IP header (or, for ARP, the ARP header)."""
+    if not ip_packet:
+        return []
+    try:
+        version = ip_packet[0] >> 4
+        if version == 4:
+            ip: dpkt.ip.IP | dpkt.ip6.IP6 = dpkt.ip.IP(ip_packet)
+        elif version == 6:
+            ip = dpkt.ip6.IP6(ip_packet)
+        else:
+            return _arp(ip_packet, ts)
+    except Exception:  # dpkt raises many kinds on hostile bytes; a bad packet is just no event
+        return []
+    l4 = ip.data
+    if not isinstance(l4, (dpkt.tcp.TCP, dpkt.udp.UDP)):
+        return []
+    saddr, daddr = ip_str(ip.src), ip_str(ip.dst)
+    proto = "tcp" if isinstance(l4, dpkt.tcp.TCP) else "udp"
+    payload = bytes(l4.data)
+    base = (ts, saddr, l4.sport, daddr, l4.dport, proto)
+    if l4.sport in DNS_PORTS or l4.dport in DNS_PORTS:
+        return _dns(base, payload, proto == "tcp")
+    if proto == "tcp" and payload:
+        return _payload(base, payload)
+    return []
+
+
+def _arp(buf: bytes, ts: float) -> list[AppEvent]:
+    if len(buf) < 28:
+        return []
+    arp = dpkt.arp.ARP(buf[:28])
+    if arp.hrd != 1 or arp.pro != 0x0800 or arp.hln != 6 or arp.pln != 4:
+        return []
+    src_ip, dst_ip = ip_str(arp.spa), ip_str(arp.tpa)
+    mac = ":".join(f"{b:02x}" for b in arp.sha)
+    return [AppEvent(ts, "arp", src_ip, 0, dst_ip, 0, "arp",
+                     {"op": arp.op, "src_mac": mac, "src_ip": src_ip, "dst_ip": dst_ip})]
+
+
+def _dns(base: tuple[float, str, int, str, int, str], payload: bytes, tcp: bool) -> list[AppEvent]:
+    if tcp:  # DNS over TCP: a 2-byte length, then the message (only whole messages are read)
+        if len(payload) < 2:
+            return []
+        (n,) = struct.unpack_from("!H", payload)
+        payload = payload[2:2 + n]
+    try:
+        msg = dpkt.dns.DNS(payload)
+        if not msg.qd:
+            return []
+        q = msg.qd[0]
+        answers = [ip_str(rr.rdata) for rr in msg.an
+                   if rr.type in (dpkt.dns.DNS_A, dpkt.dns.DNS_AAAA) and len(rr.rdata) in (4, 16)]
+        data = {"query": str(q.name).lower(), "qtype": int(q.type), "answers": answers,
+                "rcode": int(msg.rcode), "response": bool(msg.qr)}
+    except Exception:  # truncated or hostile DNS: no event
+        return []
+    return [_event(base, "dns", data)]
+
+
+def _event(base: tuple[float, str, int, str, int, str], kind: str, data: dict[str, object]) -> AppEvent:
+    ts, saddr, sport, daddr, dport, proto = base
+    return AppEvent(ts, kind, saddr, sport, daddr, dport, proto, data)
+
+
+HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"CONNECT ", b"PATCH ",
+                b"TRACE ")
+
+
+def _service(payload: bytes) -> str:
+    """A guess at the protocol from a connection's first bytes (either side)."""
+    if payload.startswith(b"SSH-"):
+        return "ssh"
+    if payload.startswith(b"220"):
+        head = payload[:200].upper()
+        return "smtp" if b"SMTP" in head or b"MAIL" in head else "ftp"
+    if len(payload) >= 6 and payload[0] == 3 and payload[1] == 0 and payload[5] & 0xF0 == 0xE0:
+        return "rdp"  # TPKT version 3, then an X.224 Connection Request (0xE0)
+    if len(payload) >= 8 and payload[0] == 0 and payload[4:8] in (b"\xffSMB", b"\xfeSMB"):
+        return "smb"
+    if payload[0] == 0xFF:
+        return "telnet"  # IAC option negotiation
+    if payload.startswith(HTTP_METHODS) or payload.startswith(b"HTTP/"):
+        return "http"
+    if len(payload) >= 3 and payload[0] == 0x16 and payload[1] == 3:
+        return "tls"
+    return "unknown"
+
+
+def _payload(base: tuple[float, str, int, str, int, str], payload: bytes) -> list[AppEvent]:
+    service = _service(payload)
+    events = [_event(base, "banner", {"service": service, "text": payload[:64].decode("latin-1")})]
+    if service == "tls":
+        sni = _sni(payload)
+        if sni is not None:
+            events.append(_event(base, "tls", {"sni": sni}))
+    elif service == "http" and not payload.startswith(b"HTTP/"):
+        events.append(_event(base, "http", _http(payload)))
+    return events
+
+
+def _sni(payload: bytes) -> str | None:
+    """The server name of a TLS ClientHello, or None (not a ClientHello, no SNI, or cut short)."""
+    try:
+        rec = dpkt.ssl.TLSRecord(payload)
+        hs = dpkt.ssl.TLSHandshake(rec.data)
+        if not isinstance(hs.data, dpkt.ssl.TLSClientHello):
+            return None
+        for ext_type, ext_data in getattr(hs.data, "extensions", ()):
+            if ext_type == 0 and len(ext_data) >= 5:  # server_name: list len, type 0, name len, name
+                (n,) = struct.unpack_from("!H", ext_data, 3)
+                return bytes(ext_data[5:5 + n]).decode("ascii", "replace").lower()
+    except Exception:  # a ClientHello split over segments or hostile bytes
+        return None
+    return None
+
+
+def _http(payload: bytes) -> dict[str, object]:
+    """Request line and the Host/User-Agent headers from what the first segment holds."""
+    head = payload.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    lines = head.split("\r\n")
+    parts = lines[0].split(" ")
+    data: dict[str, object] = {"method": parts[0], "uri": parts[1] if len(parts) > 1 else "",
+                               "host": "", "user_agent": ""}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name = name.strip().lower()
+        if name == "host":
+            data["host"] = value.strip().lower()
+        elif name == "user-agent":
+            data["user_agent"] = value.strip()
+    return data

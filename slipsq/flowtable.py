@@ -1,0 +1,344 @@
+"""The pure-Python flow table: the readable twin of `_flowtable.pyx`, used with SLIPSQ_PURE_PYTHON=1.
+
+Both tables take packets, keep bidirectional flows and emit closed `Flow`s in the same order with the
+same fields (a differential test feeds both the same packets). This one is the reference for the
+rules; the compiled one is the fast path. It parses with `slipsq.decode.parse` (dpkt) and never
+does I/O.
+
+Rules (both tables):
+* Key: protocol and the two (address, port) ends, either way round. ICMP: the two addresses, the type
+  class (echo request and reply are one class, as are timestamp, information and mask request/reply;
+  every other type is its own class) and the identifier (echo-like types) or the code.
+* Client (`s*` side): the sender of the first packet, except that a first packet with SYN and ACK
+  makes its receiver the client (it answers a SYN we did not see).
+* Later IP fragments are counted in `fragments` and belong to no flow (first fragments carry ports
+  and count in their flow); malformed packets are counted and belong to no flow.
+* Timeout classes, each an LRU list ordered by last packet: 0 TCP not established (tcp_new_idle), 1
+  TCP with packets both ways (tcp_idle), 2 TCP closing: FIN both ways or an RST (tcp_closed_linger),
+  3 UDP, 4 ICMP, 5 other. Above 90% of max_flows every idle timeout is multiplied by
+  emergency_factor. A list is only read from its old end, so expiry is O(flows expired).
+* Expiry emits, smallest deadline first (ties: class order, then the active list), until no deadline
+  has passed: idle flows (closed_by "idle", or "fin"/"rst" for closing ones), and active reports
+  (a copy with closed_by "active" for a flow open active_timeout seconds; the next report is due
+  active_timeout later). The table expires itself whenever packet time reaches the next whole second.
+* A SYN without ACK on a closing flow emits that flow at once and starts a new one.
+* At max_flows the least recently seen flow (oldest head of the class lists) is emitted, "evict".
+* close_all emits in the active list's order (creation order, reported flows moved to its end).
+* State: TCP "<flags from client>_<flags from server>" with letters FSRPAUEC as Argus writes them
+  ("S_" is an unanswered SYN); UDP and others "CON" (both ways) or "INT"; ICMP "ECO" (unanswered
+  echo-like request), "ECR" (answered, or a reply), "URP"/"URH"/"URN"/"URF"/"URO" (unreachable: port,
+  host, net, filtered, other), "TXD" (time exceeded), "RED" (redirect), else CON/INT.
+* `dir` is "<->" when both sides sent packets, else "->".
+* App packets (ts, bytes from the IP header cut to the IP length) for every TCP/UDP packet with port
+  53 or 5353 on either side and for the first TCP payload of each direction; ARP frames are handed up
+  from the ARP header.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections import OrderedDict
+from typing import Any
+
+from slipsq.config import Config
+from slipsq.decode import (
+    ETHERNET,  # noqa: F401  (re-exported link type constants)
+    IPV4,  # noqa: F401
+    IPV6,  # noqa: F401
+    LINUX_SLL,  # noqa: F401
+    LINUX_SLL2,  # noqa: F401
+    RAW,
+    Packet,
+    ip_str,
+    parse,
+)
+from slipsq.flow import Flow, proto_name
+
+ACCEPT, DROP = 1, 0
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+FLAG_LETTERS = ((0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"), (0x10, "A"), (0x20, "U"),
+                (0x40, "E"), (0x80, "C"))
+ICMP4_CLASS = {8: 1, 0: 1, 13: 2, 14: 2, 15: 3, 16: 3, 17: 4, 18: 4}
+ICMP6_CLASS = {128: 1, 129: 1}
+STAT_KEYS = ("packets", "bytes", "non_ip", "malformed", "fragments", "dropped", "flows_open",
+             "flows_closed", "evicted", "app_packets", "arp")
+N_CLASSES = 6
+ACTIVE = N_CLASSES  # index of the active-report list in tie-breaking
+
+
+def icmp_class(proto: int, itype: int) -> int:
+    """Request and reply share a class; every other type is a class of its own (256 + type)."""
+    return (ICMP4_CLASS if proto == 1 else ICMP6_CLASS).get(itype, 256 + itype)
+
+
+def flags_str(flags: int) -> str:
+    return "".join(c for bit, c in FLAG_LETTERS if flags & bit)
+
+
+def icmp_state(proto: int, itype: int, code: int, answered: bool) -> str:
+    if proto == 1:
+        request, reply = itype in (8, 13, 15, 17), itype in (0, 14, 16, 18)
+        unreach, timex, redirect = 3, 11, 5
+        codes = {3: "URP", 1: "URH", 0: "URN", 13: "URF"}
+    else:
+        request, reply = itype == 128, itype == 129
+        unreach, timex, redirect = 1, 3, 137
+        codes = {4: "URP", 3: "URH", 0: "URN", 1: "URF"}
+    if request:
+        return "ECR" if answered else "ECO"
+    if reply:
+        return "ECR"
+    if itype == unreach:
+        return codes.get(code, "URO")
+    if itype == timex:
+        return "TXD"
+    if itype == redirect:
+        return "RED"
+    return "CON" if answered else "INT"
+
+
+class _Entry:
+    __slots__ = ("a", "abytes", "active_due", "aflags", "apkts", "atos", "b", "bbytes", "bflags", "bpkts",
+                 "btos", "closing", "cls", "first", "key", "last", "pa", "pb", "proto", "seen")
+
+    def __init__(self, key: tuple[Any, ...], p: Packet, ts: float, swap: bool, active_due: float) -> None:
+        self.key = key
+        self.proto = p.proto
+        if swap:
+            self.a, self.pa, self.b, self.pb = p.dst, p.dport, p.src, p.sport
+        else:
+            self.a, self.pa, self.b, self.pb = p.src, p.sport, p.dst, p.dport
+        self.first = self.last = ts
+        self.apkts = self.bpkts = self.abytes = self.bbytes = self.aflags = self.bflags = 0
+        self.atos = self.btos = 0
+        self.closing = ""      # "", "fin" or "rst"
+        self.seen = 0          # bit 0: client sent payload, bit 1: server sent payload
+        self.cls = -1
+        self.active_due = active_due
+
+
+class FlowTable:
+    """Bidirectional flows from packets; see the module docstring for every rule."""
+
+    bytes_per_flow = 0  # the C table's measure; this one holds Python objects
+
+    def __init__(self, config: Config) -> None:
+        o = config.section("flowtable")
+        self.idle = (o["tcp_new_idle"], o["tcp_idle"], o["tcp_closed_linger"], o["udp_idle"],
+                     o["icmp_idle"], o["other_idle"])
+        self.active_timeout: float = o["active_timeout"]
+        self.max_flows: int = o["max_flows"]
+        self.emergency_factor: float = o["emergency_factor"]
+        self.flows: dict[tuple[Any, ...], _Entry] = {}
+        self.lists: list[OrderedDict[tuple[Any, ...], _Entry]] = [OrderedDict() for _ in range(N_CLASSES)]
+        self.active: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
+        self.blocked: set[bytes] = set()
+        self.closed: list[Flow] = []
+        self.app: list[tuple[float, bytes]] = []
+        self.counts = dict.fromkeys(STAT_KEYS, 0)
+        self.now = -math.inf
+        self.next_expire = -math.inf
+
+    # --- packets ------------------------------------------------------------------------------
+    def feed(self, buf: bytes, ts: float, linktype: int) -> int:
+        c = self.counts
+        c["packets"] += 1
+        if ts > self.now:
+            self.now = ts
+        if ts >= self.next_expire:
+            self._expire(ts)
+            self.next_expire = math.floor(ts) + 1.0
+        p = parse(buf, linktype)
+        if p.arp:
+            c["arp"] += 1
+            c["app_packets"] += 1
+            self.app.append((ts, bytes(buf[p.ip_off:])))
+            return ACCEPT
+        if p.family == 0:
+            c["malformed" if p.malformed else "non_ip"] += 1
+            return ACCEPT
+        if self.blocked and (p.src in self.blocked or p.dst in self.blocked):
+            c["dropped"] += 1
+            return DROP
+        if p.malformed:
+            c["malformed"] += 1
+            return ACCEPT
+        if p.frag:
+            c["fragments"] += 1
+            if p.frag == 2:
+                return ACCEPT
+        c["bytes"] += p.ip_len
+        self._update(p, ts, buf)
+        return ACCEPT
+
+    def feed_ip(self, ip: bytes, ts: float) -> int:
+        """A packet starting at its IP header (as NFQUEUE gives it)."""
+        return self.feed(ip, ts, RAW)
+
+    def _key(self, p: Packet) -> tuple[Any, ...]:
+        if (p.proto == 1 and p.family == 4) or (p.proto == 58 and p.family == 6):
+            a, b = sorted((p.src, p.dst))
+            return (p.proto, a, b, icmp_class(p.proto, p.sport), p.dport)
+        lo, hi = sorted(((p.src, p.sport), (p.dst, p.dport)))
+        return (p.proto, lo, hi)
+
+    def _update(self, p: Packet, ts: float, buf: bytes) -> None:
+        key = self._key(p)
+        e = self.flows.get(key)
+        syn_only = p.proto == 6 and p.tcp_flags & (SYN | ACK) == SYN
+        if e is not None and e.closing and syn_only:
+            self._emit(e, e.closing)
+            self._remove(e)
+            e = None
+        if e is None:
+            if len(self.flows) >= self.max_flows:
+                self._evict()
+            swap = p.proto == 6 and p.tcp_flags & (SYN | ACK) == SYN | ACK
+            e = _Entry(key, p, ts, swap, ts + self.active_timeout)
+            self.flows[key] = e
+            self.active[key] = e
+        icmp = len(key) == 5
+        if icmp:
+            forward = p.src == e.a
+        else:
+            forward = p.src == e.a and p.sport == e.pa
+        if forward:
+            e.apkts += 1
+            e.abytes += p.ip_len
+            e.aflags |= p.tcp_flags
+            if e.apkts == 1:
+                e.atos = p.tos
+        else:
+            e.bpkts += 1
+            e.bbytes += p.ip_len
+            e.bflags |= p.tcp_flags
+            if e.bpkts == 1:
+                e.btos = p.tos
+        if ts > e.last:
+            e.last = ts
+        proto = e.proto
+        if proto == 6:
+            if not e.closing:
+                if (e.aflags | e.bflags) & RST:
+                    e.closing = "rst"
+                elif e.aflags & FIN and e.bflags & FIN:
+                    e.closing = "fin"
+            cls = 2 if e.closing else 1 if e.apkts and e.bpkts else 0
+        else:
+            cls = 3 if proto == 17 else 4 if icmp else 5
+        if e.cls >= 0:
+            del self.lists[e.cls][key]
+        e.cls = cls
+        self.lists[cls][key] = e
+        if proto in (6, 17):
+            hand_up = p.sport in (53, 5353) or p.dport in (53, 5353)
+            if not hand_up and proto == 6 and p.payload_len > 0:
+                bit = 1 if forward else 2
+                if not e.seen & bit:
+                    e.seen |= bit
+                    hand_up = True
+            if hand_up:
+                self.counts["app_packets"] += 1
+                self.app.append((ts, bytes(buf[p.ip_off:p.ip_off + p.ip_len])))
+
+    # --- time ---------------------------------------------------------------------------------
+    def expire(self, now: float) -> None:
+        if now > self.now:
+            self.now = now
+        self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        active_timeout = self.active_timeout
+        while True:
+            factor = self.emergency_factor if len(self.flows) * 10 > self.max_flows * 9 else 1.0
+            best, best_due = -1, math.inf
+            for i, lst in enumerate(self.lists):
+                if lst:
+                    e = next(iter(lst.values()))
+                    due = e.last + self.idle[i] * factor
+                    if due < best_due:
+                        best, best_due = i, due
+            if self.active:
+                e = next(iter(self.active.values()))
+                if e.active_due < best_due:
+                    best, best_due = ACTIVE, e.active_due
+            if best < 0 or best_due > now:
+                return
+            if best == ACTIVE:
+                e = next(iter(self.active.values()))
+                self._emit(e, "active")
+                e.active_due = now + active_timeout
+                self.active.move_to_end(e.key)
+            else:
+                e = next(iter(self.lists[best].values()))
+                self._emit(e, e.closing or "idle")
+                self._remove(e)
+
+    def close_all(self, now: float) -> None:
+        if now > self.now:
+            self.now = now
+        for e in list(self.active.values()):
+            self._emit(e, e.closing or "end")
+            self._remove(e)
+
+    def _evict(self) -> None:
+        best: _Entry | None = None
+        for lst in self.lists:
+            if lst:
+                e = next(iter(lst.values()))
+                if best is None or e.last < best.last:
+                    best = e
+        if best is not None:
+            self.counts["evicted"] += 1
+            self._emit(best, "evict")
+            self._remove(best)
+
+    def _remove(self, e: _Entry) -> None:
+        del self.flows[e.key]
+        del self.active[e.key]
+        del self.lists[e.cls][e.key]
+
+    def _emit(self, e: _Entry, closed_by: str) -> None:
+        if closed_by != "active":
+            self.counts["flows_closed"] += 1
+        proto = e.proto
+        if proto == 6:
+            state = flags_str(e.aflags) + "_" + flags_str(e.bflags)
+        elif len(e.key) == 5:
+            state = icmp_state(proto, e.pa, e.pb, e.bpkts > 0)
+        else:
+            state = "CON" if e.apkts and e.bpkts else "INT"
+        self.closed.append(Flow(
+            start=e.first, end=e.last, proto=proto_name(proto), saddr=ip_str(e.a), sport=e.pa,
+            daddr=ip_str(e.b), dport=e.pb, spkts=e.apkts, dpkts=e.bpkts, sbytes=e.abytes,
+            dbytes=e.bbytes, state=state, dir="<->" if e.apkts and e.bpkts else "->", stos=e.atos,
+            dtos=e.btos, closed_by=closed_by))
+
+    # --- results ------------------------------------------------------------------------------
+    @property
+    def pending(self) -> bool:
+        return bool(self.closed or self.app)
+
+    def pop_closed(self) -> list[Flow]:
+        out, self.closed = self.closed, []
+        return out
+
+    def pop_app(self) -> list[tuple[float, bytes]]:
+        out, self.app = self.app, []
+        return out
+
+    # --- blocked addresses --------------------------------------------------------------------
+    def block(self, ip: str) -> None:
+        self.blocked.add(ipaddress.ip_address(ip).packed)
+
+    def unblock(self, ip: str) -> None:
+        self.blocked.discard(ipaddress.ip_address(ip).packed)
+
+    def is_blocked(self, ip: str) -> bool:
+        return ipaddress.ip_address(ip).packed in self.blocked
+
+    def stats(self) -> dict[str, int]:
+        out = dict(self.counts)
+        out["flows_open"] = len(self.flows)
+        return out
