@@ -1,0 +1,109 @@
+"""IP sets with networks: exact addresses in one dict, networks in one dict per prefix length.
+
+Lookup of an address costs one dict probe for the exact set plus one probe per prefix length that is
+actually present (longest first), so at most 33 probes for IPv4 and 129 for IPv6, and in practice a
+handful: threat lists use few distinct lengths. No dependency: the stdlib `ipaddress` parses, and
+integers do the masking. (pytricia/py-radix would do the same in C, but are not packaged for Debian's
+Python 3.11 here and the few-lengths dict is as fast for lists of this shape.)
+
+Also `is_local(ip)`: the address ranges detectors treat as "this network, not the Internet".
+This module holds data only; it never reads files (threatintel.py does).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_ip_int(text: str) -> tuple[int, int] | None:
+    """(version, integer) of an address, IPv4-mapped IPv6 folded to IPv4; None if not an address."""
+    try:
+        a = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    return a.version, int(a)
+
+
+class PrefixSet(Generic[V]):
+    """Addresses and networks, each with a value (e.g. the list it came from)."""
+
+    def __init__(self) -> None:
+        self._exact: dict[tuple[int, int], V] = {}
+        # version -> prefix length -> network integer (host bits shifted out) -> value
+        self._nets: dict[int, dict[int, dict[int, V]]] = {4: {}, 6: {}}
+        self._lengths: dict[int, list[int]] = {4: [], 6: []}  # present lengths, longest first
+
+    def add(self, net: IPNet | str, value: V) -> None:
+        """Add an address or network; a /32 (/128) goes to the exact set. The first value added wins."""
+        n = ipaddress.ip_network(net, strict=False) if isinstance(net, str) else net
+        bits = n.max_prefixlen
+        if n.prefixlen == bits:
+            self._exact.setdefault((n.version, int(n.network_address)), value)
+            return
+        table = self._nets[n.version].get(n.prefixlen)
+        if table is None:
+            table = self._nets[n.version][n.prefixlen] = {}
+            self._lengths[n.version] = sorted(self._nets[n.version], reverse=True)
+        table.setdefault(int(n.network_address) >> (bits - n.prefixlen), value)
+
+    def lookup(self, ip: str) -> V | None:
+        """The value of the exact address, else of the longest network holding it, else None."""
+        parsed = parse_ip_int(ip)
+        if parsed is None:
+            return None
+        return self.lookup_int(*parsed)
+
+    def lookup_int(self, version: int, value: int) -> V | None:
+        hit = self._exact.get((version, value))
+        if hit is not None:
+            return hit
+        bits = 32 if version == 4 else 128
+        nets = self._nets[version]
+        for plen in self._lengths[version]:
+            hit = nets[plen].get(value >> (bits - plen))
+            if hit is not None:
+                return hit
+        return None
+
+    def __contains__(self, ip: str) -> bool:
+        return self.lookup(ip) is not None
+
+    @property
+    def n_addresses(self) -> int:
+        return len(self._exact)
+
+    @property
+    def n_networks(self) -> int:
+        return sum(len(t) for v in self._nets.values() for t in v.values())
+
+    def __len__(self) -> int:
+        return self.n_addresses + self.n_networks
+
+
+def build(networks: Iterable[str], value: V) -> PrefixSet[V]:
+    s: PrefixSet[V] = PrefixSet()
+    for n in networks:
+        s.add(n, value)
+    return s
+
+
+# Not the Internet: RFC 1918, CGNAT, loopback, link-local, multicast, ULA, "this network".
+# (ipaddress's is_private also counts the documentation ranges, which tests and examples use as
+# stand-ins for Internet hosts, so it is not used here.)
+_LOCAL = build(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
+                "169.254.0.0/16", "224.0.0.0/4", "0.0.0.0/8", "255.255.255.255/32",
+                "fc00::/7", "fe80::/10", "ff00::/8", "::1/128", "::/128"], True)
+
+
+@lru_cache(maxsize=65536)
+def is_local(ip: str) -> bool:
+    """True for addresses of the local network (private, link-local, loopback, multicast)."""
+    return _LOCAL.lookup(ip) is not None

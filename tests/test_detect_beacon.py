@@ -1,0 +1,130 @@
+"""Beacon detector: scripted beacons must be found (and strict ones blocked), benign periodic traffic not."""
+
+from __future__ import annotations
+
+import pytest
+from flowgen import T0, beacon, browsing, config, flow, run, sort_flows
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slipsq.detect.beacon import Beacon, size_score, timing_score
+
+C2 = "203.0.113.50"
+HOST = "192.168.1.20"
+
+
+@pytest.mark.parametrize("interval", [1.0, 10.0, 60.0, 600.0, 3600.0])
+def test_strict_beacon_blocks_the_server_within_a_dozen_connections(interval: float) -> None:
+    rec, _ = run([Beacon], beacon(HOST, C2, 443, interval, 14))
+    assert rec.blocked_ips == [C2]
+    ts_block = rec.blocks[0][0]
+    assert ts_block <= T0 + 11 * interval + 1e-6  # the 12th connection
+    alert = rec.by("beacon")[-1]
+    assert f"every {interval:.1f}s" in alert.evidence.description
+    assert alert.evidence.key == f"beacon:{HOST}:{C2}:443/tcp"
+
+
+def test_fast_beacon_is_flagged_within_two_minutes() -> None:
+    rec, _ = run([Beacon], beacon(HOST, C2, 8080, 10.0, 30, jitter=0.1))
+    assert rec.blocks and rec.blocks[0][0] - T0 <= 120
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_jittered_beacon_is_reported_and_blocks_with_one_corroboration(seed: int) -> None:
+    flows = beacon(HOST, C2, 80, 30.0, 24, jitter=0.5, size_jitter=0.05, seed=seed)
+    rec, eng = run([Beacon], flows)
+    alerts = rec.by("beacon")
+    assert alerts, "a ±50% jittered beacon must be reported"
+    best = max(a.evidence.score for a in alerts)
+    assert 0.5 <= best
+    assert all(a.evidence.offender == C2 for a in alerts)
+    # one corroborating finding of 0.5 against the same server is enough
+    assert best + 0.5 >= eng.config["judge.threshold"]
+
+
+def test_udp_beacon_with_changing_source_ports() -> None:
+    rec, _ = run([Beacon], beacon(HOST, C2, 9999, 5.0, 20, proto="udp", sbytes=90, dbytes=120))
+    assert rec.blocked_ips == [C2]
+
+
+def test_block_client_option() -> None:
+    cfg = config([Beacon], **{"beacon.block": "client"})
+    rec, _ = run([Beacon], beacon(HOST, C2, 443, 20.0, 14), cfg=cfg)
+    assert rec.blocked_ips == [HOST]
+
+
+def test_evidence_is_not_repeated_for_every_flow() -> None:
+    rec, _ = run([Beacon], beacon(HOST, C2, 443, 5.0, 200))
+    assert 2 <= len(rec.by("beacon")) <= 10
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_browsing_is_not_a_beacon(seed: int) -> None:
+    servers = ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+    rec, _ = run([Beacon], browsing(HOST, servers, 150, seed=seed))
+    assert rec.blocked_ips == []
+    assert rec.by("beacon") == []
+
+
+def test_legit_periodic_traffic_is_never_blocking_evidence() -> None:
+    flows = sort_flows(
+        beacon(HOST, "162.159.200.1", 123, 64.0, 40, proto="udp", sbytes=76, dbytes=76),  # NTP
+        beacon(HOST, "192.168.1.1", 53, 30.0, 40, proto="udp", sbytes=70, dbytes=130),  # local resolver
+        beacon(HOST, "239.255.255.250", 1900, 30.0, 40, proto="udp"),  # SSDP multicast
+        beacon(HOST, "224.0.0.251", 5353, 20.0, 40, proto="udp"),  # mDNS
+        beacon(HOST, "192.168.1.255", 137, 30.0, 40, proto="udp"),  # NetBIOS broadcast
+        beacon(HOST, "10.9.9.9", 443, 30.0, 40),  # allow-listed
+    )
+    cfg = config([Beacon], **{"allow.ips": ["10.9.9.9/32"]})
+    rec, _ = run([Beacon], flows, cfg=cfg)
+    assert rec.blocked_ips == []
+    assert rec.by("beacon") == []
+
+
+def test_public_resolver_and_lan_polling_are_reported_but_never_block() -> None:
+    flows = sort_flows(
+        beacon(HOST, "8.8.8.8", 53, 30.0, 40, proto="udp", sbytes=70, dbytes=130),
+        beacon("192.168.1.5", "192.168.1.30", 9100, 15.0, 40),  # LAN monitoring scrape
+    )
+    rec, _ = run([Beacon], flows)
+    assert rec.blocked_ips == []
+    alerts = rec.by("beacon")
+    assert {a.evidence.dst_ip for a in alerts} == {"8.8.8.8", "192.168.1.30"}
+    assert not any(a.evidence.may_block for a in alerts)
+
+
+def test_allow_listed_domain_via_dns_names() -> None:
+    from slipsq.flow import AppEvent
+
+    ip = "142.250.1.100"
+    dns = AppEvent(T0 - 1, "dns", "192.168.1.1", 53, HOST, 5000, "udp",
+                   {"query": "connectivitycheck.gstatic.com", "answers": [ip]})
+    rec, _ = run([Beacon], beacon(HOST, ip, 80, 60.0, 30), events=[dns])
+    assert rec.by("beacon") == []
+    rec2, _ = run([Beacon], beacon(HOST, ip, 80, 60.0, 30))
+    assert rec2.blocked_ips == [ip]  # the same traffic without the name is a beacon
+
+
+def test_out_of_order_closing_and_reports_are_handled() -> None:
+    flows = beacon(HOST, C2, 443, 10.0, 14)
+    report = flow(T0, HOST, C2, 443, dur=300, closed_by="active")
+    rec, _ = run([Beacon], [*flows, report])
+    assert rec.blocked_ips == [C2]
+
+
+def test_memory_is_bounded() -> None:
+    cfg = config([Beacon], **{"beacon.max_tuples": 50})
+    flows = [flow(T0 + i, HOST, f"198.51.{i // 250}.{i % 250}", 443) for i in range(500)]
+    _, eng = run([Beacon], flows, cfg=cfg)
+    det = eng.detectors[0]
+    assert isinstance(det, Beacon) and len(det.tuples) <= 50
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=1e5, allow_nan=False), min_size=3, max_size=60),
+       st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=60))
+def test_scores_stay_in_range(gaps: list[float], sizes: list[int]) -> None:
+    s, d, m = timing_score(gaps)
+    assert 0.0 <= s <= 1.0 and d >= 0 and m >= 0
+    z, zd = size_score(sizes)
+    assert 0.0 <= z <= 1.0 and zd >= 0
