@@ -109,8 +109,8 @@ def _count(pairs: dict[str, int], text: str, delta: int) -> None:
 class TupleLetters:
     """One 4-tuple: its string (the last max_chars characters), transition counts, recent flows."""
 
-    __slots__ = ("client", "cols", "dropped", "first_seen", "flows", "label", "last_seen", "pairs",
-                 "plens", "port", "proto", "server", "starts", "text")
+    __slots__ = ("alerted", "client", "cols", "dropped", "first_seen", "flows", "label", "last_seen",
+                 "pairs", "plens", "port", "proto", "server", "starts", "text")
 
     def __init__(self, key: TupleKey) -> None:
         self.client, self.server, self.port, self.proto = key
@@ -122,7 +122,9 @@ class TupleLetters:
         self.pairs: dict[str, int] = {}  # "ab" -> how often a is followed by b in text
         self.flows = 0
         self.first_seen = self.last_seen = 0.0
-        self.label = ""  # the model this tuple last matched (set by the detector)
+        # set by the detector: the model label this tuple last matched, the last evidence emitted
+        self.label = ""
+        self.alerted: tuple[int, str, float] | None = None  # (judge window, label, confidence)
 
     @property
     def key(self) -> TupleKey:

@@ -6,6 +6,8 @@ A new detector is a new module (see README.md beside this file for the anatomy) 
 from __future__ import annotations
 
 from slipsq.detect.base import Detector
+from slipsq.detect.stratosphere import StratosphereDetector
 
 DETECTORS: list[type[Detector]] = [
+    StratosphereDetector,
 ]

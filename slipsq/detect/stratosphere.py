@@ -1,0 +1,117 @@
+"""The Stratosphere detector: behavioral letters per 4-tuple, matched against Markov-chain models.
+
+On each closed TCP/UDP flow: the flow's 4-tuple gets its letter (slipsq.letters); once the tuple's
+string has `markov.min_letters` characters, it is matched against the models of its protocol in
+order (slipsq.markov), and the first match wins. A `Normal` model's match means benign: no evidence.
+A malicious match is evidence against the server end (the client with `markov.block = "client"`):
+
+  threat HIGH; confidence = min(1, letters / stratosphere.confident_letters)
+  (a longer string that still matches is a surer match; 7 letters give 0.2 with the defaults)
+
+The key `stratosphere:<client>-<server>:<port>/<proto>:<label>` lets the judge count a tuple's
+repeated matches once per window. The evidence is emitted on the tuple's first match of that label
+in a judge window, and again only when the confidence has grown by CONFIDENCE_STEP since (or
+reached 1), not on every flow.
+
+It never blocks and never does I/O: models come in `ctx.models` (loaded by the caller).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from slipsq.config import Option, positive
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.evidence import HIGH, Evidence
+from slipsq.flow import Flow
+from slipsq.letters import LetterTable, TupleLetters
+from slipsq.markov import Chain, Model
+
+CONFIDENCE_STEP = 0.1
+
+
+class StratosphereDetector(Detector):
+    name: ClassVar[str] = "stratosphere"
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("stratosphere.max_letters", 4096,
+               "a 4-tuple keeps (and matches) only its last this many characters",
+               lambda v: v >= 16, ">= 16"),
+        Option("stratosphere.tuple_idle", 21600.0,
+               "a 4-tuple without a flow for this many seconds is forgotten (bounded memory)",
+               positive, "> 0"),
+        Option("stratosphere.max_tuples", 100_000,
+               "most 4-tuples kept; beyond it the least recently active is forgotten", positive, "> 0"),
+        Option("stratosphere.confident_letters", 35,
+               "a match over this many characters has confidence 1 (fewer: proportionally less)",
+               positive, "> 0"),
+    )
+    evidence_kinds: ClassVar[tuple[str, ...]] = ("markov-match",)
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        cfg = self.cfg
+        self.table = LetterTable(cfg["letters.variant"], self.opt("max_letters"), self.opt("tuple_idle"),
+                                 self.opt("max_tuples"))
+        self.min_letters: int = cfg["markov.min_letters"]
+        self.block_client = cfg["markov.block"] == "client"
+        self.window: float = cfg["judge.window"]
+        self.full_letters: int = self.opt("confident_letters")
+        self.chains: dict[str, list[Chain]] = {"tcp": [], "udp": []}
+        for m in ctx.models:
+            if isinstance(m, Model) and m.proto in self.chains:
+                self.chains[m.proto].append(Chain(m))
+        self.matches = 0  # malicious matches (flows whose tuple matched a malicious model)
+        self.benign_matches = 0
+
+    def on_flow(self, flow: Flow) -> list[Evidence]:
+        t = self.table.add(flow)
+        if t is None:
+            return NO_EVIDENCE
+        n = len(t.text)
+        chains = self.chains[t.proto]
+        if n < self.min_letters or not chains:
+            return NO_EVIDENCE
+        first, pairs = t.text[0], t.pairs
+        for ch in chains:
+            d = ch.distance(n, first, pairs)
+            if 1.0 <= d <= ch.threshold:
+                return self._matched(t, ch.model, d, flow)
+        t.label = ""
+        return NO_EVIDENCE
+
+    def _matched(self, t: TupleLetters, model: Model, dist: float, flow: Flow) -> list[Evidence]:
+        t.label = model.label
+        if model.benign:
+            self.benign_matches += 1
+            return NO_EVIDENCE
+        self.matches += 1
+        n = len(t.text)
+        conf = min(1.0, n / self.full_letters)
+        ts = max(flow.start, flow.end)
+        win = int(ts // self.window)
+        last = t.alerted
+        if last is not None and last[0] == win and last[1] == model.label and \
+                conf < min(1.0, last[2] + CONFIDENCE_STEP):
+            return NO_EVIDENCE
+        t.alerted = (win, model.label, conf)
+        tuple_id = f"{t.client}-{t.server}:{t.port}/{t.proto}"
+        tail = t.text[-40:]
+        return [Evidence(
+            ts=ts, detector=self.name,
+            offender=t.client if self.block_client else t.server,
+            src_ip=t.client, dst_ip=t.server, dst_port=t.port, proto=t.proto,
+            description=(f"{t.client} -> {t.server}:{t.port}/{t.proto} behaves like {model.label}: "
+                         f"Markov distance {dist:.3f} <= {model.threshold:g} over {n} letters "
+                         f"(...{tail})"),
+            threat_level=HIGH, confidence=conf, label=model.label,
+            key=f"stratosphere:{tuple_id}:{model.label}", flows=(flow,))]
+
+    def on_tick(self, now: float) -> list[Evidence]:
+        self.table.expire(now)
+        return NO_EVIDENCE
+
+    def tuples(self) -> list[dict[str, Any]]:
+        """Every live 4-tuple with its letters, first seen first (for `slipsq replay --tuples`)."""
+        rows = sorted(self.table, key=lambda t: (t.first_seen, t.key))
+        return [{"src_ip": t.client, "dst_ip": t.server, "dst_port": t.port, "proto": t.proto,
+                 "letters": t.text, "flows": t.flows, "label": t.label} for t in rows]
