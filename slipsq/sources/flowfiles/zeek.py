@@ -1,0 +1,361 @@
+"""Zeek logs: conn.log gives flows, dns.log gives "dns" AppEvents; TSV (with its `#` header) or JSON lines.
+
+Sizes: letters.md defines a flow's size as the sum of the IP total lengths of its packets, both
+directions. Zeek's `orig_ip_bytes + resp_ip_bytes` are exactly that (IP header included, no link
+layer), so they are what slipsq uses; `orig_bytes`/`resp_bytes` are payload bytes (taken from TCP
+sequence numbers, unset for short connections, inflated by gaps) and are used only by a log that
+lacks the `*_ip_bytes` columns. Other mappings: duration `-` → 0, conn_state → state, ICMP type and
+code stay in sport and dport (Zeek's orig_p/resp_p), a `label` column (Stratosphere's labelled logs)
+→ the flow's label.
+
+DNS: one event per dns.log line (a transaction). When a response was seen (rcode set) the event is
+the response, sent by the server (saddr = resp_h); otherwise it is the unanswered query (saddr =
+orig_h). data: query, qtype (int), answers (the IP addresses among the answers), rcode (int, None
+without a response) — ints as on the wire, like events decoded from packets.
+
+TSV: `#separator` is honoured (`\\x09` escapes), `#set_separator`, `#unset_field`, `#empty_field`,
+`#fields` (columns found by name; a second header later in the file replaces the first), `#path`
+(conn or dns), `#close` ignored. This module reads; it never sorts rows nor reads ahead.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from slipsq.errors import InputError
+from slipsq.flow import AppEvent, Flow
+from slipsq.sources.flowfiles.base import Addresses, FlowSource, Item, count, finite, port, row_error
+from slipsq.sources.flowfiles.streams import open_input
+
+CONN_REQUIRED = ("ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto")
+DNS_REQUIRED = ("ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "query")
+Parser = Callable[[list[str]], Item | None]
+
+
+def log_kind(keys: Iterable[str], path: str = "") -> str | None:
+    """'conn' or 'dns' from a log's #path or its field names; None for other Zeek logs."""
+    if path in ("conn", "dns"):
+        return path
+    if path:
+        return None
+    keys = set(keys)
+    if "query" in keys or "qtype" in keys:
+        return "dns"
+    if "conn_state" in keys or "orig_ip_bytes" in keys or "duration" in keys:
+        return "conn"
+    return None
+
+
+def is_zeek_json(record: Any) -> bool:
+    return isinstance(record, dict) and "ts" in record and ("uid" in record or "id.orig_h" in record)
+
+
+def _ts(v: Any) -> float:
+    if isinstance(v, str):  # JSON logs written with JSON::TS_FORMAT iso8601 (UTC)
+        t = datetime.fromisoformat(v)
+        return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+    return float(_number(v, "ts"))
+
+
+def _number(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not (0 <= v < 1e15):
+        raise ValueError(f"bad {what} {str(v)[:40]!r}")
+    return v
+
+
+def _proto(proto: str, saddr: str) -> str:
+    proto = proto.lower()
+    return "ipv6-icmp" if proto == "icmp" and ":" in saddr else proto
+
+
+class ZeekSource(FlowSource):
+    """One Zeek log (conn or dns), TSV or JSON lines."""
+
+    format = "zeek"
+
+    def __init__(self, name: str, first: str, lines: Iterable[str], first_lineno: int = 1,
+                 counts: dict[str, int] | None = None, problems: list[str] | None = None) -> None:
+        super().__init__(name, counts, problems)
+        self._first = first
+        self._lines = lines
+        self._lineno = first_lineno
+        self.json = first.lstrip().startswith("{")
+        self.addr = Addresses()
+        self.kind = ""
+        if self.json:
+            try:
+                record = json.loads(first)
+            except ValueError:
+                record = None
+            if not is_zeek_json(record):
+                raise InputError(f"{name}:{first_lineno}: not a Zeek JSON log (no ts, uid, id.orig_h)")
+            kind = log_kind(record)
+            if kind is None:
+                raise InputError(f"{name}: a Zeek log that is neither conn.log nor dns.log: slipsq reads "
+                                 "flows from conn.log and DNS from dns.log")
+            self.kind = kind
+        elif not first.startswith("#"):
+            raise InputError(f"{name}:{first_lineno}: not a Zeek TSV log (no #separator/#fields header)")
+
+    def _items(self) -> Iterator[Item]:
+        lines = self._lines
+        first = [self._first]
+        if self.json:
+            yield from self._json(first, self._lineno - 1)
+            yield from self._json(lines, self._lineno)
+        else:
+            yield from self._tsv(first, lines)
+
+    # --- JSON lines ------------------------------------------------------------------------------
+    def _json(self, lines: Iterable[str], lineno: int) -> Iterator[Item]:
+        counts = self.counts
+        make = self._conn_json if self.kind == "conn" else self._dns_json
+        loads = json.loads
+        for line in lines:
+            lineno += 1
+            if not line.strip():
+                continue
+            counts["rows"] += 1
+            try:
+                record = loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+                item = make(record)
+            except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError) as e:
+                self.bad(lineno, row_error(e))
+                continue
+            yield item
+
+    def _conn_json(self, r: dict[str, Any]) -> Flow:
+        saddr = self.addr(r["id.orig_h"])
+        daddr = self.addr(r["id.resp_h"])
+        start = _ts(r["ts"])
+        dur = r.get("duration")
+        end = start + (float(_number(dur, "duration")) if dur is not None else 0.0)
+        if "orig_ip_bytes" in r or "resp_ip_bytes" in r:
+            sbytes, dbytes = r.get("orig_ip_bytes", 0), r.get("resp_ip_bytes", 0)
+        else:
+            sbytes, dbytes = r.get("orig_bytes", 0), r.get("resp_bytes", 0)
+        flow = Flow(start, end, _proto(str(r["proto"]), saddr), saddr, _port(r["id.orig_p"]), daddr,
+                    _port(r["id.resp_p"]), _int(r.get("orig_pkts", 0)), _int(r.get("resp_pkts", 0)),
+                    _int(sbytes), _int(dbytes), str(r.get("conn_state", "")), "->", 0, 0,
+                    str(r.get("label", "")), "file")
+        self.counts["flows"] += 1
+        return flow
+
+    def _dns_json(self, r: dict[str, Any]) -> AppEvent:
+        answers = r.get("answers") or []
+        if not isinstance(answers, list):
+            raise ValueError("answers is not a list")
+        rcode = r.get("rcode")
+        qtype = r.get("qtype")
+        return self._dns(_ts(r["ts"]), r["id.orig_h"], r["id.orig_p"], r["id.resp_h"], r["id.resp_p"],
+                         str(r.get("proto", "udp")), str(r.get("query", "")),
+                         None if qtype is None else _int(qtype), [str(a) for a in answers],
+                         None if rcode is None else _int(rcode))
+
+    def _dns(self, ts: float, oh: str, op: Any, rh: str, rp: Any, proto: str, query: str, qtype: int | None,
+             answers: list[str], rcode: int | None) -> AppEvent:
+        orig, resp = self.addr(oh), self.addr(rh)
+        oport, rport = _port(op), _port(rp)
+        valid = self.addr.valid
+        data = {"query": query, "qtype": qtype, "answers": [a for a in map(valid, answers) if a is not None],
+                "rcode": rcode}
+        self.counts["app_events"] += 1
+        if rcode is None:
+            return AppEvent(ts, "dns", orig, oport, resp, rport, proto.lower(), data)
+        return AppEvent(ts, "dns", resp, rport, orig, oport, proto.lower(), data)
+
+    # --- TSV -------------------------------------------------------------------------------------
+    def _tsv(self, first: list[str], lines: Iterable[str]) -> Iterator[Item]:
+        counts = self.counts
+        sep, set_sep, unset, empty, path = "\t", ",", "-", "(empty)", ""
+        parse: Parser | None = None
+        nfields = 0
+        lineno = self._lineno - 1
+        for src in (first, lines):
+            for line in src:
+                lineno += 1
+                line = line.rstrip("\r\n")
+                if line[:1] == "#":
+                    if line.startswith("#separator"):
+                        value = line[len("#separator"):].strip(" ") or "\\x09"
+                        sep = value.encode("ascii", "replace").decode("unicode_escape")
+                        continue
+                    key, _, value = line.partition(sep)
+                    if key == "#set_separator":
+                        set_sep = value
+                    elif key == "#unset_field":
+                        unset = value
+                    elif key == "#empty_field":
+                        empty = value
+                    elif key == "#path":
+                        path = value
+                    elif key == "#fields":
+                        names = value.split(sep)
+                        nfields = len(names)
+                        parse = self._tsv_parser(names, path, lineno, unset, empty, set_sep)
+                    continue
+                if not line:
+                    continue
+                counts["rows"] += 1
+                if parse is None:
+                    raise InputError(f"{self.name}:{lineno}: data before the #fields header")
+                f = line.split(sep)
+                try:
+                    if len(f) != nfields:
+                        f = self._fix_fields(f, nfields)
+                    item = parse(f)
+                except (ValueError, IndexError, OverflowError) as e:
+                    self.bad(lineno, row_error(e))
+                    continue
+                if item is not None:
+                    yield item
+        if parse is None:
+            raise InputError(f"{self.name}: no #fields header: not a Zeek TSV log")
+
+    @staticmethod
+    def _fix_fields(f: list[str], nfields: int) -> list[str]:
+        # Stratosphere's labelled logs separate the last columns (label, detailed-label) by 3 spaces
+        if len(f) < nfields and "   " in f[-1]:
+            f = f[:-1] + f[-1].split("   ")
+        if len(f) != nfields:
+            raise ValueError(f"{len(f)} fields, the header has {nfields}")
+        return f
+
+    def _tsv_parser(self, names: list[str], path: str, lineno: int, unset: str, empty: str,
+                    set_sep: str) -> Parser:
+        kind = log_kind(names, path)
+        if kind is None:
+            raise InputError(f"{self.name}:{lineno}: a Zeek {path or 'unknown'} log: slipsq reads flows "
+                             "from conn.log and DNS from dns.log")
+        self.kind = kind
+        ix = {n: i for i, n in enumerate(names)}
+        need = CONN_REQUIRED if kind == "conn" else DNS_REQUIRED
+        missing = [n for n in need if n not in ix]
+        if missing:
+            raise InputError(f"{self.name}:{lineno}: Zeek {kind} log lacks required field(s): "
+                             f"{', '.join(missing)}")
+        i_ts, i_oh, i_op = ix["ts"], ix["id.orig_h"], ix["id.orig_p"]
+        i_rh, i_rp = ix["id.resp_h"], ix["id.resp_p"]
+        addr = self.addr
+        counts = self.counts
+
+        def num(f: list[str], i: int | None, what: str) -> int:
+            if i is None:
+                return 0
+            v = f[i]
+            return 0 if v == unset else count(v, what)
+
+        if kind == "dns":
+            i_proto, i_query, i_qtype, i_rcode, i_ans = (ix.get("proto"), ix["query"], ix.get("qtype"),
+                                                         ix.get("rcode"), ix.get("answers"))
+
+            def dns(f: list[str]) -> Item | None:
+                q = f[i_query]
+                a = f[i_ans] if i_ans is not None else unset
+                answers = [] if a in (unset, empty) else a.split(set_sep)
+                rcode = None if i_rcode is None or f[i_rcode] == unset else count(f[i_rcode], "rcode")
+                qtype = None if i_qtype is None or f[i_qtype] == unset else count(f[i_qtype], "qtype")
+                proto = f[i_proto] if i_proto is not None else "udp"
+                return self._dns(finite(f[i_ts], "ts", 1e11), f[i_oh], f[i_op], f[i_rh], f[i_rp], proto,
+                                 "" if q in (unset, empty) else q, qtype, answers, rcode)
+            return dns
+
+        i_proto, i_dur = ix["proto"], ix.get("duration")
+        i_state, i_label = ix.get("conn_state"), ix.get("label")
+        i_spkts, i_dpkts = ix.get("orig_pkts"), ix.get("resp_pkts")
+        if "orig_ip_bytes" in ix or "resp_ip_bytes" in ix:
+            i_sbytes, i_dbytes = ix.get("orig_ip_bytes"), ix.get("resp_ip_bytes")
+        else:
+            i_sbytes, i_dbytes = ix.get("orig_bytes"), ix.get("resp_bytes")
+
+        def conn(f: list[str]) -> Item | None:
+            saddr = addr(f[i_oh])
+            daddr = addr(f[i_rh])
+            start = finite(f[i_ts], "ts", 1e11)
+            d = f[i_dur] if i_dur is not None else unset
+            end = start if d == unset else start + finite(d, "duration", 1e9)
+            state = f[i_state] if i_state is not None else ""
+            label = f[i_label] if i_label is not None else ""
+            flow = Flow(start, end, _proto(f[i_proto], saddr), saddr, port(f[i_op]), daddr, port(f[i_rp]),
+                        num(f, i_spkts, "orig_pkts"), num(f, i_dpkts, "resp_pkts"),
+                        num(f, i_sbytes, "orig bytes"), num(f, i_dbytes, "resp bytes"),
+                        "" if state == unset else state, "->", 0, 0,
+                        "" if label in (unset, empty) else label, "file")
+            counts["flows"] += 1
+            return flow
+        return conn
+
+
+def _port(v: Any) -> int:
+    if isinstance(v, str):
+        return port(v)
+    return port(str(_int(v)))
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"bad number {str(v)[:30]!r}")
+    if v < 0 or v >= 1 << 63:
+        raise ValueError(f"bad number {v}")
+    return v
+
+
+def _time(item: Item) -> float:
+    return item.start if isinstance(item, Flow) else item.ts
+
+
+def find_log(folder: str, kind: str) -> str | None:
+    for name in (f"{kind}.log", f"{kind}.log.gz", f"{kind}.log.labeled", f"{kind}.json"):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def open_zeek_log(path: str, counts: dict[str, int] | None = None,
+                  problems: list[str] | None = None) -> ZeekSource:
+    opened = open_input(path)
+    if opened.kind is not None:
+        opened.close()
+        raise InputError(f"{path}: is a {opened.kind} file, not a Zeek log")
+    try:
+        source = ZeekSource(opened.name, opened.first, opened.lines(), opened.lineno, counts, problems)
+    except InputError:
+        opened.close()
+        raise
+    source.on_close(opened.close)
+    return source
+
+
+class ZeekFolderSource(FlowSource):
+    """A Zeek log folder: conn.log (required) and dns.log (where present), merged by time.
+
+    Each log is in Zeek's write order; the merge interleaves the two without sorting either."""
+
+    format = "zeek"
+
+    def __init__(self, folder: str) -> None:
+        super().__init__(folder)
+        conn = find_log(folder, "conn")
+        if conn is None:
+            raise InputError(f"{folder}: is a directory without conn.log (not a Zeek log folder)")
+        self.logs = [open_zeek_log(conn, self.counts, self.problems)]
+        self.on_close(self.logs[0].close)
+        dns = find_log(folder, "dns")
+        if dns is not None and os.path.getsize(dns) > 0:  # Zeek may leave an empty dns.log behind
+            try:
+                self.logs.append(open_zeek_log(dns, self.counts, self.problems))
+            except InputError:
+                self.close()
+                raise
+            self.on_close(self.logs[1].close)
+
+    def _items(self) -> Iterator[Item]:
+        yield from heapq.merge(*self.logs, key=_time)
