@@ -6,10 +6,11 @@ packets: used as given, like every flow file's counts). start/end are flow.start
 with a UTC offset); state is flow.state (new, established, closed, bypassed). ICMP flows carry
 icmp_type/icmp_code in sport/dport.
 
-DNS events: only answers make AppEvents (Suricata also logs every query, which would count each
-lookup twice); an answer is sent by the server, so saddr = dest_ip (Suricata writes the flow's
-direction, client first). Both answer layouts are read: v1 (one event per answer record: rdata) and
-v2 and later (`answers` list and `grouped`). data: query, qtype (int), answers (IPs), rcode (int).
+DNS events become the events decode.py makes from the packets: a query (saddr = src_ip, response
+False) or an answer (sent by the server: saddr = dest_ip, as Suricata writes the flow's direction,
+client first; response True). Both answer layouts are read: v1 (one event per answer record, rdata)
+and v2 and later (`answers` list and `grouped`; v3 `queries`). data: query (lower case), qtype (int),
+answers (the IP addresses), rcode (int), response.
 
 Other event types (alert, http, tls, stats, ...) are counted in other_events and skipped. This module
 reads; it never sorts events nor reads ahead.
@@ -153,10 +154,7 @@ class SuricataSource(FlowSource):
         if not isinstance(d, dict):
             raise ValueError("dns is not an object")
         kind = d.get("type")
-        if kind in ("query", "request"):
-            self.counts["dns_queries"] += 1
-            return []
-        if kind not in ("answer", "response"):
+        if kind not in ("query", "request", "answer", "response"):
             raise ValueError(f"unknown dns type {str(kind)[:20]!r}")
         saddr, sport, daddr, dport, proto = self._ends(r)
         ts = _time(r["timestamp"])
@@ -164,6 +162,11 @@ class SuricataSource(FlowSource):
         queries = d.get("queries")
         if query is None and isinstance(queries, list) and queries and isinstance(queries[0], dict):
             query, qtype = queries[0].get("rrname"), queries[0].get("rrtype")  # eve dns v3
+        if kind in ("query", "request"):
+            self.counts["dns_queries"] += 1
+            data = {"query": str(query or "").lower(), "qtype": _code(QTYPES, qtype) or 0, "answers": [],
+                    "rcode": 0, "response": False}
+            return [AppEvent(ts, "dns", saddr, sport, daddr, dport, proto, data)]
         rdata: list[Any] = []
         if "answers" in d or "grouped" in d:  # v2 and later
             grouped = d.get("grouped")
@@ -177,7 +180,7 @@ class SuricataSource(FlowSource):
             rdata = [d["rdata"]]
         valid = self.addr.valid
         answers = [a for a in (valid(x) for x in rdata if isinstance(x, str)) if a is not None]
-        data = {"query": str(query or ""), "qtype": _code(QTYPES, qtype), "answers": answers,
-                "rcode": _code(RCODES, d.get("rcode", "NOERROR"))}
+        data = {"query": str(query or "").lower(), "qtype": _code(QTYPES, qtype) or 0, "answers": answers,
+                "rcode": _code(RCODES, d.get("rcode", "NOERROR")), "response": True}
         # the answer travels server → client: the packet's sender is the flow's destination
         return [AppEvent(ts, "dns", daddr, dport, saddr, sport, proto, data)]

@@ -8,10 +8,10 @@ lacks the `*_ip_bytes` columns. Other mappings: duration `-` → 0, conn_state �
 code stay in sport and dport (Zeek's orig_p/resp_p), a `label` column (Stratosphere's labelled logs)
 → the flow's label.
 
-DNS: one event per dns.log line (a transaction). When a response was seen (rcode set) the event is
-the response, sent by the server (saddr = resp_h); otherwise it is the unanswered query (saddr =
-orig_h). data: query, qtype (int), answers (the IP addresses among the answers), rcode (int, None
-without a response) — ints as on the wire, like events decoded from packets.
+DNS: a dns.log line is a transaction; it gives the events decode.py makes from its packets: the
+query (sent by orig_h, response False, rcode 0) and, when a response was seen (rcode set), the
+response (sent by resp_h at ts + rtt, response True). data: query (lower case), qtype (int), answers
+(the IP addresses among the answers), rcode (int), response — as decode.py gives them.
 
 TSV: `#separator` is honoured (`\\x09` escapes), `#set_separator`, `#unset_field`, `#empty_field`,
 `#fields` (columns found by name; a second header later in the file replaces the first), `#path`
@@ -34,7 +34,7 @@ from slipsq.sources.flowfiles.streams import open_input
 
 CONN_REQUIRED = ("ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto")
 DNS_REQUIRED = ("ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "query")
-Parser = Callable[[list[str]], Item | None]
+Parser = Callable[[list[str]], Item | list[AppEvent] | None]
 
 
 def log_kind(keys: Iterable[str], path: str = "") -> str | None:
@@ -129,7 +129,10 @@ class ZeekSource(FlowSource):
             except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError) as e:
                 self.bad(lineno, row_error(e))
                 continue
-            yield item
+            if isinstance(item, list):
+                yield from item
+            else:
+                yield item
 
     def _conn_json(self, r: dict[str, Any]) -> Flow:
         saddr = self.addr(r["id.orig_h"])
@@ -148,28 +151,34 @@ class ZeekSource(FlowSource):
         self.counts["flows"] += 1
         return flow
 
-    def _dns_json(self, r: dict[str, Any]) -> AppEvent:
+    def _dns_json(self, r: dict[str, Any]) -> list[AppEvent]:
         answers = r.get("answers") or []
         if not isinstance(answers, list):
             raise ValueError("answers is not a list")
         rcode = r.get("rcode")
-        qtype = r.get("qtype")
+        rtt = r.get("rtt")
         return self._dns(_ts(r["ts"]), r["id.orig_h"], r["id.orig_p"], r["id.resp_h"], r["id.resp_p"],
-                         str(r.get("proto", "udp")), str(r.get("query", "")),
-                         None if qtype is None else _int(qtype), [str(a) for a in answers],
-                         None if rcode is None else _int(rcode))
+                         str(r.get("proto", "udp")), str(r.get("query", "")), _int(r.get("qtype", 0)),
+                         [str(a) for a in answers], None if rcode is None else _int(rcode),
+                         0.0 if rtt is None else float(_number(rtt, "rtt")))
 
-    def _dns(self, ts: float, oh: str, op: Any, rh: str, rp: Any, proto: str, query: str, qtype: int | None,
-             answers: list[str], rcode: int | None) -> AppEvent:
+    def _dns(self, ts: float, oh: str, op: Any, rh: str, rp: Any, proto: str, query: str, qtype: int,
+             answers: list[str], rcode: int | None, rtt: float) -> list[AppEvent]:
+        """The query (client → server) and, when one was seen, the response (server → client), like
+        the two packets decode.py would turn into events."""
         orig, resp = self.addr(oh), self.addr(rh)
         oport, rport = _port(op), _port(rp)
-        valid = self.addr.valid
-        data = {"query": query, "qtype": qtype, "answers": [a for a in map(valid, answers) if a is not None],
-                "rcode": rcode}
-        self.counts["app_events"] += 1
-        if rcode is None:
-            return AppEvent(ts, "dns", orig, oport, resp, rport, proto.lower(), data)
-        return AppEvent(ts, "dns", resp, rport, orig, oport, proto.lower(), data)
+        proto, query = proto.lower(), query.lower()
+        events = [AppEvent(ts, "dns", orig, oport, resp, rport, proto,
+                           {"query": query, "qtype": qtype, "answers": [], "rcode": 0, "response": False})]
+        if rcode is not None:
+            valid = self.addr.valid
+            ips = [a for a in map(valid, answers) if a is not None]
+            events.append(AppEvent(ts + rtt, "dns", resp, rport, orig, oport, proto,
+                                   {"query": query, "qtype": qtype, "answers": ips, "rcode": rcode,
+                                    "response": True}))
+        self.counts["app_events"] += len(events)
+        return events
 
     # --- TSV -------------------------------------------------------------------------------------
     def _tsv(self, first: list[str], lines: Iterable[str]) -> Iterator[Item]:
@@ -214,7 +223,9 @@ class ZeekSource(FlowSource):
                 except (ValueError, IndexError, OverflowError) as e:
                     self.bad(lineno, row_error(e))
                     continue
-                if item is not None:
+                if isinstance(item, list):
+                    yield from item
+                elif item is not None:
                     yield item
         if parse is None:
             raise InputError(f"{self.name}: no #fields header: not a Zeek TSV log")
@@ -255,16 +266,18 @@ class ZeekSource(FlowSource):
         if kind == "dns":
             i_proto, i_query, i_qtype, i_rcode, i_ans = (ix.get("proto"), ix["query"], ix.get("qtype"),
                                                          ix.get("rcode"), ix.get("answers"))
+            i_rtt = ix.get("rtt")
 
-            def dns(f: list[str]) -> Item | None:
+            def dns(f: list[str]) -> list[AppEvent]:
                 q = f[i_query]
                 a = f[i_ans] if i_ans is not None else unset
                 answers = [] if a in (unset, empty) else a.split(set_sep)
                 rcode = None if i_rcode is None or f[i_rcode] == unset else count(f[i_rcode], "rcode")
-                qtype = None if i_qtype is None or f[i_qtype] == unset else count(f[i_qtype], "qtype")
+                qtype = 0 if i_qtype is None or f[i_qtype] == unset else count(f[i_qtype], "qtype")
+                rtt = 0.0 if i_rtt is None or f[i_rtt] == unset else finite(f[i_rtt], "rtt", 1e6)
                 proto = f[i_proto] if i_proto is not None else "udp"
                 return self._dns(finite(f[i_ts], "ts", 1e11), f[i_oh], f[i_op], f[i_rh], f[i_rp], proto,
-                                 "" if q in (unset, empty) else q, qtype, answers, rcode)
+                                 "" if q in (unset, empty) else q, qtype, answers, rcode, rtt)
             return dns
 
         i_proto, i_dur = ix["proto"], ix.get("duration")
