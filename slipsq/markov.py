@@ -172,7 +172,7 @@ def load_models(folder: str | Path) -> list[Model]:
 def distance_of(lp_t: float, lp_s: float) -> float:
     """The more negative log-probability over the less negative one (>= 1; inf when only one is 0)."""
     lo, hi = (lp_t, lp_s) if lp_t <= lp_s else (lp_s, lp_t)
-    if lo == hi:
+    if hi - lo <= 1e-12 * -lo:  # equal but for rounding (the two sums add the same terms in another order)
         return 1.0
     if hi == 0:
         return math.inf
