@@ -1,0 +1,263 @@
+"""Admin commands of inline mode: block, unblock, blocks, status, rules show/remove.
+
+Each talks to the running daemon over its control socket, and acts on the block store and the kernel
+directly when no daemon runs (so `slipsq unblock` always works). Messages and exit codes only; the
+logic lives in control.py, daemon.py and verdict/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from slipsq.errors import SlipsqError, SystemSetupError
+
+
+def _state_dir(ctx: click.Context, local: str | None) -> str | None:
+    if local:
+        return local
+    obj = ctx.find_root().obj or {}
+    return obj.get("state_dir") or os.environ.get("SLIPSQ_STATE_DIR") or None
+
+
+def _guard(ctx: click.Context, fn: Callable[[], Any]) -> None:
+    from slipsq.cli import run_guarded
+
+    obj = ctx.find_root().obj or {}
+    code = run_guarded(fn, bool(obj.get("debug")))
+    if code:
+        ctx.exit(int(code))
+
+
+def _daemon(state_dir: str | None, req: dict[str, Any]) -> dict[str, Any] | None:
+    from slipsq.control import request
+    from slipsq.verdict.store import resolve_state_dir
+
+    reply = request(resolve_state_dir(state_dir), req)
+    if reply is not None and not reply.get("ok"):
+        raise _ReplyError(str(reply.get("error", "the daemon refused")))
+    return reply
+
+
+class _ReplyError(SlipsqError):
+    code = 2
+
+
+def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str | None) -> Any:
+    """Admin on the store and the kernel, for when no daemon runs."""
+    from slipsq import config as configmod
+    from slipsq.control import Admin
+    from slipsq.daemon import make_allow
+    from slipsq.verdict.store import BlockStore
+
+    if os.geteuid() != 0:
+        raise SystemSetupError("the slipsq daemon is not running, and acting on the firewall directly "
+                               "needs root")
+    obj = ctx.find_root().obj or {}
+    cfg = configmod.load(config_path or obj.get("config_path"))
+    allow = make_allow(cfg)
+    fw = _firewall(allow)
+    d = float(cfg["judge.block_duration"])
+    return Admin(BlockStore(state_dir), fw, allow, d if d > 0 else None)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _left(seconds: float | None) -> str:
+    if seconds is None:
+        return "no expiry"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+STATE_DIR = click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+                         help="State directory [default: /var/lib/slipsq; env SLIPSQ_STATE_DIR].")
+CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                      help="TOML configuration (allow list, default block duration) when no daemon runs.")
+
+
+@click.command()
+@click.argument("ip")
+@click.option("--for", "duration", default=None, metavar="DURATION",
+              help="How long: 90s, 15m, 4h, 2d, or 'forever' [default: judge.block_duration].")
+@click.option("--reason", default="manual", show_default=True, help="Why (kept in the audit trail).")
+@STATE_DIR
+@CONFIG
+@click.pass_context
+def block(ctx: click.Context, ip: str, duration: str | None, reason: str, state_dir: str | None,
+          config_path: str | None) -> None:
+    """Block IP in the kernel now (refused for this gateway's own, loopback and allow-listed addresses)."""
+
+    def work() -> None:
+        from slipsq.control import canonical_ip, parse_duration, who_am_i
+
+        addr = canonical_ip(ip)
+        seconds = parse_duration(duration) if duration else "default"
+        sd = _state_dir(ctx, state_dir)
+        req = {"cmd": "block", "ip": addr, "duration": duration or "default", "reason": reason}
+        reply = _daemon(sd, req)
+        if reply is not None:
+            b = reply["block"]
+        else:
+            b = _offline_admin(ctx, sd, config_path).block(addr, seconds, reason, who_am_i()).to_dict()
+        click.echo(f"blocked {addr} until {_when(b['expires'])} ({reason})")
+
+    _guard(ctx, work)
+
+
+@click.command()
+@click.argument("ip")
+@click.option("--reason", default="unblocked by admin", show_default=True,
+              help="Why (kept in the audit trail).")
+@STATE_DIR
+@CONFIG
+@click.pass_context
+def unblock(ctx: click.Context, ip: str, reason: str, state_dir: str | None, config_path: str | None) -> None:
+    """Remove IP's block at once (kernel and store); the daemon also forgets the evidence against it."""
+
+    def work() -> None:
+        from slipsq.control import canonical_ip, who_am_i
+
+        addr = canonical_ip(ip)
+        sd = _state_dir(ctx, state_dir)
+        if _daemon(sd, {"cmd": "unblock", "ip": addr, "reason": reason}) is None:
+            _offline_admin(ctx, sd, config_path).unblock(addr, who_am_i(), reason)
+        click.echo(f"unblocked {addr}")
+
+    _guard(ctx, work)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of blocks.")
+@STATE_DIR
+@click.pass_context
+def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
+    """Current blocks: ip, reason, detector, since, expires."""
+
+    def work() -> None:
+        from slipsq.control import Admin
+        from slipsq.verdict.store import BlockStore
+
+        sd = _state_dir(ctx, state_dir)
+        reply = _daemon(sd, {"cmd": "blocks"})
+        if reply is not None:
+            rows = reply["blocks"]
+        else:
+            rows = Admin(BlockStore(sd, create=False), None, _no_allow(), None).blocks()
+        if as_json:
+            click.echo(json.dumps(rows, default=str))
+            return
+        if not rows:
+            click.echo("no blocks")
+        for b in rows:
+            click.echo(f"{b['ip']:<39} {_left(b['remaining']):>10}  since {_when(b['since'])}  "
+                       f"{b['detector'] or '-'} by {b['by']}: {b['reason']}")
+
+    _guard(ctx, work)
+
+
+def _no_allow() -> Any:
+    from slipsq.allow import AllowList
+
+    return AllowList()
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@STATE_DIR
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
+    """The running daemon: uptime, packets, verdicts, flows, alerts, blocks, kernel queue drops."""
+
+    def work() -> None:
+        from slipsq.verdict.store import resolve_state_dir
+
+        sd = _state_dir(ctx, state_dir)
+        reply = _daemon(sd, {"cmd": "status"})
+        if reply is None:
+            raise SystemSetupError("the slipsq daemon is not running "
+                                   f"(no control socket in {resolve_state_dir(sd)})")
+        st = reply["status"]
+        if as_json:
+            click.echo(json.dumps(st, default=str))
+            return
+        k = st["kernel"] or {}
+        t = st["table"]
+        click.echo(f"slipsq pid {st['pid']}, up {_left(st['uptime'])}, NFQUEUE {st['queue']} "
+                   f"({st['backend']} iptables, diversion: {st['diversion']})")
+        click.echo(f"packets {st['packets']}  accepted {st['accepted']}  dropped {st['dropped']}  "
+                   f"errors {st['errors']}")
+        click.echo(f"flows {st['flows']} closed, {t.get('flows_open', 0)} open  alerts {st['alerts']}  "
+                   f"blocks {st['blocks_active']} active ({st['blocks_decided']} decided since start)")
+        click.echo(f"kernel queue: waiting {k.get('waiting', '?')} / {k.get('maxlen', '?')}, "
+                   f"queue_dropped {k.get('queue_dropped', '?')}, user_dropped {k.get('user_dropped', '?')}; "
+                   f"kernel block rules dropped {st['kernel_block_drops']['packets']} packets")
+        click.echo(f"fail-open {'on' if st['fail_open'] else 'off'}: {st['note']}")
+
+    _guard(ctx, work)
+
+
+@click.group()
+def rules() -> None:
+    """The firewall rules and sets slipsq creates (all tagged 'slipsq')."""
+
+
+@rules.command("show")
+@STATE_DIR
+@click.pass_context
+def rules_show(ctx: click.Context, state_dir: str | None) -> None:
+    """List slipsq's rules (with counters), its sets' members and the kernel queue counters."""
+
+    def work() -> None:
+        from slipsq.verdict.firewall import queue_counters
+
+        fw = _firewall()
+        for fam, r in fw.rules():
+            click.echo(f"ipv{fam} {r.chain:<8} #{r.position:<3} {r.packets:>10} pk  {r.text}")
+        members = fw.members()
+        click.echo(f"{len(members)} blocked addresses in the kernel sets")
+        for ip, left in sorted(members.items()):
+            click.echo(f"  {ip:<39} {'no timeout' if left == 0 else _left(left)}")
+        for q in queue_counters().values():
+            click.echo(f"NFQUEUE {q.queue}: waiting {q.waiting}, queue_dropped {q.queue_dropped}, "
+                       f"user_dropped {q.user_dropped}, bound by portid {q.portid}")
+
+    _guard(ctx, work)
+
+
+@rules.command("remove")
+@STATE_DIR
+@click.pass_context
+def rules_remove(ctx: click.Context, state_dir: str | None) -> None:
+    """Remove everything slipsq put in the firewall (its tagged rules, chain SLIPSQ, its sets)."""
+
+    def work() -> None:
+        n = _firewall().remove_all()
+        click.echo(f"removed {n} slipsq rules, chain SLIPSQ and sets slipsq-block4/6; "
+                   "blocks stay in the store (slipsq blocks) and return when the daemon starts")
+
+    _guard(ctx, work)
+
+
+def _firewall(allow: Any = None) -> Any:
+    from slipsq.verdict.firewall import Firewall
+
+    if os.geteuid() != 0:
+        raise SystemSetupError("reading or changing the firewall needs root")
+    backend = os.environ.get("SLIPSQ_IPTABLES_BACKEND", "auto")
+    return Firewall(allow, backend, ipv6=os.path.exists("/proc/net/if_inet6"))
+
+
+def register(group: click.Group) -> None:
+    """Add the inline admin commands to the `slipsq` group (called by slipsq.cli)."""
+    for cmd in (block, unblock, blocks, status, rules):
+        group.add_command(cmd)

@@ -1,0 +1,286 @@
+"""Inline mode: `slipsq --queue N`. Wires NFQUEUE → engine (flow table, detectors, judge) → the
+inline sink (kernel block + block store) and alerts on stdout, and runs the loop that gives the
+engine wall time, answers the control socket and handles signals.
+
+    SIGTERM/SIGINT  stop reading, remove the diversion rules it installed, verdict what is queued,
+                    unbind; blocks stay (they expire by themselves in the kernel)
+    SIGHUP          reload config, allow list and models; flows, blocks and evidence are kept
+
+It never decides anything itself (the judge does) and never blocks a protected address.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from slipsq import config as configmod
+from slipsq.allow import AllowList, own_addresses
+from slipsq.control import Admin, ControlServer, parse_duration
+from slipsq.errors import ModelError, SlipsqError
+from slipsq.output.alerts import Alert, AlertWriter
+from slipsq.sources.nfqueue import DEFAULT_MAXLEN, FAIL_OPEN_NOTE, NfqueueSource, check_system
+from slipsq.verdict.firewall import Firewall, diversion_tag
+from slipsq.verdict.store import BlockStore, resolve_state_dir
+
+BUDGET = 1024  # packets per return to Python at most (the engine still runs whenever flows are pending)
+
+
+def log(msg: str) -> None:
+    print(f"slipsq: {msg}", file=sys.stderr, flush=True)
+
+
+class InlineSink:
+    """The engine's verdict sink inline: a block goes to the kernel and the store in one step."""
+
+    def __init__(self, firewall: Firewall, store: BlockStore) -> None:
+        self.fw = firewall
+        self.store = store
+        self.actor = "judge"  # who is unblocking: Admin sets "admin:<user>" around engine.unblock
+
+    def alert(self, alert: Alert) -> None:
+        pass
+
+    def block(self, ip: str, duration: float, alert: Alert) -> None:
+        seconds = duration or None
+        refused = self.fw.block([(ip, seconds)])
+        if refused:  # the judge already refuses these; this is the second line of defence
+            log(f"not blocking {ip}: {refused[0][1]}")
+            return
+        now = alert.evidence.ts
+        self.store.add(ip, since=now, expires=None if seconds is None else now + seconds,
+                       reason=alert.decision.reason, detector=alert.evidence.detector,
+                       evidence=alert.to_dict(), by="judge")
+
+    def unblock(self, ip: str, ts: float, reason: str) -> None:
+        self.fw.unblock([ip])
+        who = "expiry" if reason == "block expired" else self.actor
+        self.store.remove(ip, ts=ts, who=who, reason=reason)
+
+    def flow(self, flow: Any) -> None:
+        pass
+
+
+def load_models(cfg: configmod.Config) -> list[Any]:
+    """The Markov models, or [] with a warning (inline mode still runs its other detectors)."""
+    try:
+        from slipsq.replay import load_engine_models
+    except ImportError as e:
+        log(f"warning: models are unavailable in this build ({e})")
+        return []
+    try:
+        return load_engine_models(None, cfg)
+    except ModelError as e:
+        log(f"warning: running without Markov models: {e}")
+        return []
+
+
+def make_allow(cfg: configmod.Config) -> AllowList:
+    return AllowList(cfg["allow.ips"], own_addresses() if cfg["allow.own_addresses"] else [])
+
+
+class Daemon:
+    def __init__(self, queue: int, install_rules: bool, config_path: str | None, state_dir: str | None,
+                 queue_maxlen: int | None = None, backend: str | None = None) -> None:
+        self.queue_num = queue
+        self.install_rules = install_rules
+        self.config_path = config_path
+        self.state_dir = resolve_state_dir(state_dir)
+        self.maxlen = queue_maxlen or DEFAULT_MAXLEN
+        self.backend = backend or os.environ.get("SLIPSQ_IPTABLES_BACKEND", "auto")
+        self.stop = False
+        self.diversion_installed = False
+        self.want_reload = False
+        self.started = time.time()
+
+    # --- start ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        from slipsq.engine import Engine
+
+        check_system()
+        self.cfg = configmod.load(self.config_path)
+        self.allow = make_allow(self.cfg)
+        self.store = BlockStore(self.state_dir)
+        self.fw = Firewall(self.allow, self.backend, ipv6=os.path.exists("/proc/net/if_inet6"))
+        # the control socket first: it is also the "is another slipsq using this state dir" check
+        self.admin = Admin(self.store, self.fw, self.allow, self._default_duration())
+        self.control = ControlServer(self.state_dir, self.handle)
+        self.sink = InlineSink(self.fw, self.store)
+        self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
+        self.engine = Engine(self.cfg, models=load_models(self.cfg), allow=self.allow,
+                             sinks=[self.writer, self.sink])
+        self.admin.engine, self.admin.sink = self.engine, self.sink
+        # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
+        # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
+        # and only then the diversion, when asked
+        self.fw.install(None)
+        self.restore_blocks(time.time())
+        self.source = NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen)
+        if self.install_rules:
+            self.fw.install(self.queue_num)
+            self.diversion_installed = True
+        i = self.source.info
+        log(f"inline on NFQUEUE {i.num} (maxlen {i.maxlen}, copy {i.copy_range} B, rcvbuf {i.rcvbuf} B, "
+            f"fail-open {'on' if i.fail_open else 'UNSUPPORTED'}), iptables backend {self.fw.backend.name}, "
+            f"state {self.state_dir}" + ("" if self.install_rules else "; diversion rules not installed "
+                                        "(--install-rules)"))
+
+    def _default_duration(self) -> float | None:
+        d = float(self.cfg["judge.block_duration"])
+        return d if d > 0 else None
+
+    def restore_blocks(self, now: float) -> None:
+        """Unexpired blocks back into the kernel (one batch) and the engine; expired ones removed."""
+        gone = self.store.purge_expired(now)
+        if gone:
+            self.fw.unblock([b.ip for b in gone])
+        entries = []
+        for b in self.store.active(now):
+            why = self.allow.why_protected(b.ip)
+            if why is not None:  # the allow list changed since: protected now wins
+                self.fw.unblock([b.ip])
+                self.store.remove(b.ip, ts=now, who="allow-list", reason=f"now protected: {why}")
+                continue
+            entries.append((b.ip, b.remaining(now)))
+            self.engine.restore_block(b.ip, math.inf if b.expires is None else b.expires, b.times)
+        self.fw.block(entries)
+        if entries or gone:
+            log(f"restored {len(entries)} blocks from the store, {len(gone)} expired ones removed")
+
+    # --- run -----------------------------------------------------------------------------------
+    def run(self) -> int:
+        rfd, wfd = os.pipe()
+        os.set_blocking(wfd, False)
+        os.set_blocking(rfd, False)
+        old_wakeup = signal.set_wakeup_fd(wfd)
+        sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        handlers = {s: signal.signal(s, self._on_signal) for s in sigs}
+        try:
+            engine, source, table = self.engine, self.source, self.engine.table
+            fds = (self.control.fileno(), rfd)
+            next_tick = 0.0
+            while not self.stop:
+                source.run(BUDGET, 0.5, fds)
+                now = time.time()
+                if table.pending or now >= next_tick:
+                    engine.advance(now)
+                    next_tick = now + 0.5
+                self.control.poll()
+                try:
+                    os.read(rfd, 512)
+                except BlockingIOError:
+                    pass
+                if self.want_reload:
+                    self.want_reload = False
+                    self.reload()
+            return 0
+        finally:
+            self.shutdown()
+            for s, h in handlers.items():
+                signal.signal(s, h)
+            signal.set_wakeup_fd(old_wakeup)
+            os.close(rfd)
+            os.close(wfd)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            self.want_reload = True
+        else:
+            self.stop = True
+
+    def shutdown(self) -> None:
+        """Diversion out first (no new packets come), then verdict what is queued, then unbind."""
+        src = getattr(self, "source", None)
+        if self.diversion_installed:
+            try:
+                self.fw.remove_diversion(self.queue_num)
+            except SlipsqError as e:
+                log(f"could not remove the diversion rule: {e}")
+        if src is not None:
+            src.drain()
+            self.engine.advance(time.time())
+            src.close()
+        if hasattr(self, "control"):
+            self.control.close()
+        self.diversion_installed = False
+        if hasattr(self, "store"):
+            self.store.close()
+        if src is not None:
+            log("stopped; blocks stay in force until they expire (slipsq blocks / slipsq unblock IP)")
+
+    # --- reload and control --------------------------------------------------------------------
+    def reload(self) -> None:
+        """New config, allow list and models; the flow table, blocks and evidence windows are kept."""
+        from slipsq.engine import Engine
+
+        try:
+            cfg = configmod.load(self.config_path)
+            allow = make_allow(cfg)
+            models = load_models(cfg)
+        except SlipsqError as e:
+            log(f"reload failed, keeping the running configuration: {e}")
+            return
+        old = self.engine
+        new = Engine(cfg, models=models, allow=allow, sinks=old.sinks, table=old.table)
+        # the judge's memory is state, not config: carry it over (blocks, repeat counts, windows)
+        for attr in ("_blocked_until", "_times_blocked", "_windows"):
+            setattr(new.judge, attr, getattr(old.judge, attr))
+        new.counters, new.now = old.counters, old.now
+        new.ctx.dns_names = old.ctx.dns_names
+        self.cfg, self.allow, self.engine = cfg, allow, new
+        self.fw.allow = allow
+        self.writer.as_json = bool(cfg["output.json"])
+        self.admin = Admin(self.store, self.fw, allow, self._default_duration(), new, self.sink)
+        log(f"reloaded {cfg.source}: {len(models)} models, {len(allow.networks)} allow-list entries")
+
+    def handle(self, req: dict[str, Any], who: str) -> dict[str, Any]:
+        cmd = req["cmd"]
+        if cmd == "block":
+            dur = req.get("duration", "default")
+            seconds = parse_duration(str(dur)) if dur not in ("default", None) else "default"
+            b = self.admin.block(str(req.get("ip", "")), seconds, str(req.get("reason") or "manual"), who)
+            return {"ok": True, "block": b.to_dict()}
+        if cmd == "unblock":
+            self.admin.unblock(str(req.get("ip", "")), who, str(req.get("reason") or "unblocked by admin"))
+            return {"ok": True}
+        if cmd == "blocks":
+            return {"ok": True, "blocks": self.admin.blocks()}
+        if cmd == "reload":
+            self.reload()
+            return {"ok": True}
+        return {"ok": True, "status": self.status()}
+
+    def status(self) -> dict[str, Any]:
+        q = self.source.stats()
+        k = self.source.kernel()
+        c = self.engine.counters
+        pk, by = self.fw.drop_counters()
+        return {
+            "pid": os.getpid(), "uptime": round(time.time() - self.started, 1), "queue": self.queue_num,
+            "packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
+            "errors": q["errors"], "table": self.engine.table.stats(),
+            "flows": c.flows, "alerts": c.alerts, "blocks_decided": c.blocks,
+            "blocks_active": len(self.store.active(time.time())),
+            "kernel": None if k is None else {"waiting": k.waiting, "queue_dropped": k.queue_dropped,
+                                              "user_dropped": k.user_dropped, "maxlen": self.maxlen},
+            "kernel_block_drops": {"packets": pk, "bytes": by},
+            "fail_open": self.source.info.fail_open, "note": FAIL_OPEN_NOTE,
+            "backend": self.fw.backend.name, "diversion": diversion_tag(self.queue_num) if self.install_rules
+            else "not installed by slipsq",
+        }
+
+
+def run_daemon(queue: int, install_rules: bool, config_path: str | None, state_dir: str | None,
+               queue_maxlen: int | None = None, backend: str | None = None) -> int:
+    """`slipsq --queue N`: run until SIGTERM/SIGINT. SlipsqError (one line) when it cannot start."""
+    d = Daemon(queue, install_rules, config_path, state_dir, queue_maxlen, backend)
+    try:
+        d.start()
+    except BaseException:
+        d.shutdown()  # undo what a failed start did (socket, queue); never the blocks
+        raise
+    return d.run()

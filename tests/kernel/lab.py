@@ -1,0 +1,130 @@
+"""A namespace lab: two clients, a forwarding gateway, a server with two addresses.
+
+    cA 10.71.1.2 ──veth── 10.71.1.1 ┐
+                                    gw (forwards; slipsq runs here on FORWARD)
+    cB 10.71.2.2 ──veth── 10.71.2.1 ┤
+                                    │
+    srv 10.71.3.2 (C&C) ──veth── 10.71.3.1
+        10.71.3.3 (legit service)
+
+Names carry a random 4-hex suffix, so runs never collide; `down()` deletes the namespaces (which
+takes their veths, ipsets and iptables rules with them) and kills every process the lab started.
+Addresses are fixed: each namespace has its own stack, so they cannot clash with the host.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = str(Path(__file__).with_name("netprobe.py"))
+CNC, LEGIT = "10.71.3.2", "10.71.3.3"
+CLIENT_A, CLIENT_B = "10.71.1.2", "10.71.2.2"
+GW_ADDRS = ("10.71.1.1", "10.71.2.1", "10.71.3.1")
+
+
+def why_no_lab() -> str | None:
+    """None when this machine can build the lab, else why not (for pytest.skip)."""
+    if os.geteuid() != 0:
+        return "needs root"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (ip)"
+    probe = f"sqprobe{secrets.token_hex(2)}"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"ip netns is unavailable: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+class Lab:
+    def __init__(self) -> None:
+        sfx = secrets.token_hex(2)
+        self.sfx = sfx
+        self.ns = {k: f"sq{sfx}{k}" for k in ("a", "b", "gw", "srv")}
+        self.procs: list[subprocess.Popen[str]] = []
+
+    @property
+    def gw(self) -> str:
+        return self.ns["gw"]
+
+    def sh(self, ns: str, *cmd: str, check: bool = True, timeout: float = 30,
+           input: str | None = None) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
+                           timeout=timeout, input=input)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} in {ns}: {r.stderr.strip() or r.stdout.strip()}")
+        return r
+
+    def ip(self, ns: str, *args: str) -> None:
+        subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, timeout=10)
+
+    def popen(self, ns: str, *cmd: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        e = dict(os.environ, PYTHONPATH=str(ROOT))
+        e.update(env or {})
+        p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=e, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def probe(self, ns: str, *args: str) -> subprocess.Popen[str]:
+        return self.popen(ns, sys.executable, PROBE, *args)
+
+    def up(self) -> Lab:
+        for ns in self.ns.values():
+            subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+            self.ip(ns, "link", "set", "lo", "up")
+        links = (("a", "10.71.1.2/24", "10.71.1.1/24"), ("b", "10.71.2.2/24", "10.71.2.1/24"),
+                 ("srv", "10.71.3.2/24", "10.71.3.1/24"))
+        for side, addr, gw_addr in links:
+            outer, inner = f"sq{self.sfx}{side}0", f"sq{self.sfx}{side}1"
+            subprocess.run(["ip", "link", "add", outer, "netns", self.ns[side], "type", "veth",
+                            "peer", "name", inner, "netns", self.gw], check=True, capture_output=True)
+            self.ip(self.ns[side], "addr", "add", addr, "dev", outer)
+            self.ip(self.ns[side], "link", "set", outer, "up")
+            self.ip(self.gw, "addr", "add", gw_addr, "dev", inner)
+            self.ip(self.gw, "link", "set", inner, "up")
+            self.ip(self.ns[side], "route", "add", "default", "via", gw_addr.split("/")[0])
+            if side == "srv":
+                self.ip(self.ns[side], "addr", "add", "10.71.3.3/24", "dev", outer)
+        self.sh(self.gw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        return self
+
+    def serve(self) -> subprocess.Popen[str]:
+        """The C&C and the legitimate service, both answering TCP port 8080."""
+        p = self.probe(self.ns["srv"], "serve", f"{CNC}:8080", f"{LEGIT}:8080")
+        assert p.stdout is not None
+        if p.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"server did not start: {p.stderr.read() if p.stderr else ''}")
+        return p
+
+    def connect(self, client: str, host: str, port: int = 8080, timeout: float = 1.0) -> bool:
+        """One TCP connection from a client namespace; True when the server answered."""
+        code = (f"import socket\ntry:\n s=socket.create_connection(('{host}',{port}),timeout={timeout})\n"
+                " print(s.recv(8)==b'ok\\n')\nexcept OSError:\n print(False)")
+        r = self.sh(self.ns[client], sys.executable, "-c", code, check=False, timeout=timeout + 10)
+        return r.stdout.strip() == "True"
+
+    def down(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for ns in self.ns.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        # veths die with their namespaces; give the kernel a moment before the next lab
+        time.sleep(0.05)
