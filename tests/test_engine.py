@@ -1,0 +1,157 @@
+"""The sans-io engine driven by scripted packets and times: flows out, evidence judged, verdicts in.
+
+Runs on both flow tables (`py`: the readable twin, `c`: the compiled one), since the engine must not
+care which one it drives.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, ClassVar
+
+import dpkt
+import pytest
+
+from slipsq.config import CORE_OPTIONS, Config
+from slipsq.detect.base import Detector
+from slipsq.engine import Engine
+from slipsq.evidence import CRITICAL, Evidence
+from slipsq.flow import AppEvent, Flow
+from slipsq.verdict.replay import ReplayRecorder
+from tests.helpers import ACK, FIN, SYN, tcp, udp
+
+RAW = 101
+BAD = "203.0.113.9"
+T0 = 1_700_000_000.0
+
+
+class FlagBad(Detector):
+    """Critical evidence against BAD on every closed flow that touches it; records what it saw."""
+
+    name = "flagbad"
+    seen_flows: ClassVar[list[Flow]] = []
+    seen_apps: ClassVar[list[AppEvent]] = []
+
+    def on_flow(self, flow: Flow) -> list[Evidence]:
+        FlagBad.seen_flows.append(flow)
+        if BAD not in (flow.saddr, flow.daddr) or flow.is_report:
+            return []
+        return [Evidence(flow.end, self.name, BAD, flow.saddr, flow.daddr, flow.dport, flow.proto,
+                         "talks to a known bad host", CRITICAL, 1.0)]
+
+    def on_app(self, event: AppEvent) -> list[Evidence]:
+        FlagBad.seen_apps.append(event)
+        return []
+
+
+@pytest.fixture(params=["py", "c"])
+def table_cls(request: pytest.FixtureRequest) -> Any:
+    if request.param == "py":
+        return importlib.import_module("slipsq.flowtable").FlowTable
+    try:
+        return importlib.import_module("slipsq._flowtable").FlowTable
+    except ImportError:
+        pytest.skip("compiled flow table not built")
+
+
+@pytest.fixture
+def engine(table_cls: Any) -> tuple[Engine, ReplayRecorder]:
+    FlagBad.seen_flows.clear()
+    FlagBad.seen_apps.clear()
+    cfg = Config(CORE_OPTIONS)
+    rec = ReplayRecorder()
+    return Engine(cfg, detectors=[FlagBad], sinks=[rec], table=table_cls(cfg)), rec
+
+
+def session(e: Engine, client: str, server: str, sport: int, t: float, payload: bytes = b"x" * 100) -> list[int]:
+    """A whole TCP connection, packet by packet; returns the verdicts."""
+    pkts = [
+        tcp(client, sport, server, 443, SYN),
+        tcp(server, 443, client, sport, SYN | ACK),
+        tcp(client, sport, server, 443, ACK),
+        tcp(client, sport, server, 443, ACK, payload),
+        tcp(server, 443, client, sport, ACK, payload * 3),
+        tcp(client, sport, server, 443, FIN | ACK),
+        tcp(server, 443, client, sport, FIN | ACK),
+        tcp(client, sport, server, 443, ACK),
+    ]
+    return [e.packet(p, t + i * 0.01, RAW) for i, p in enumerate(pkts)]
+
+
+def test_a_connection_becomes_one_flow_after_the_linger(engine: tuple[Engine, ReplayRecorder]) -> None:
+    e, _ = engine
+    assert session(e, "192.168.1.5", "198.51.100.7", 40000, T0) == [1] * 8
+    assert FlagBad.seen_flows == []  # still lingering after FIN both ways
+    e.advance(T0 + 5)
+    [f] = FlagBad.seen_flows
+    assert (f.saddr, f.sport, f.daddr, f.dport, f.proto) == ("192.168.1.5", 40000, "198.51.100.7", 443, "tcp")
+    assert (f.spkts, f.dpkts) == (5, 3)
+    assert f.sbytes == 5 * 40 + 100 and f.dbytes == 3 * 40 + 300  # IP total lengths, both ways
+    assert f.closed_by == "fin"
+    assert e.counters.flows == 1
+
+
+def test_block_drops_every_later_packet_and_unblock_restores(engine: tuple[Engine, ReplayRecorder]) -> None:
+    e, rec = engine
+    session(e, "192.168.1.5", BAD, 40000, T0)
+    e.advance(T0 + 5)  # the flow closes, critical evidence, block
+    assert rec.blocked_ips == [BAD]
+    assert rec.blocks[0][2] == 14400.0
+    # both directions of new traffic are dropped, and never reach the flow table
+    assert session(e, "192.168.1.5", BAD, 40001, T0 + 10) == [0] * 8
+    assert e.packet(udp(BAD, 53, "192.168.1.6", 5000, b"hi"), T0 + 11, RAW) == 0
+    e.advance(T0 + 100)
+    assert len(FlagBad.seen_flows) == 1
+    assert e.table.stats()["dropped"] == 9
+    # other hosts are untouched
+    assert session(e, "192.168.1.5", "198.51.100.7", 40002, T0 + 101) == [1] * 8
+    e.unblock(BAD)
+    assert rec.unblocks[-1][1:] == (BAD, "unblocked by admin")
+    assert session(e, "192.168.1.5", BAD, 40003, T0 + 200) == [1] * 8
+
+
+def test_blocks_expire_in_time(engine: tuple[Engine, ReplayRecorder]) -> None:
+    e, rec = engine
+    session(e, "192.168.1.5", BAD, 40000, T0)
+    e.advance(T0 + 5)
+    assert e.table.is_blocked(BAD)
+    e.advance(T0 + 5 + 14400 + 1)
+    assert not e.table.is_blocked(BAD)
+    assert rec.unblocks and rec.unblocks[0][1:] == (BAD, "block expired")
+
+
+def test_restored_block_drops_at_once(engine: tuple[Engine, ReplayRecorder]) -> None:
+    e, _ = engine
+    e.restore_block(BAD, T0 + 3600)
+    assert session(e, "192.168.1.5", BAD, 40000, T0) == [0] * 8
+    assert e.judge.is_blocked(BAD, T0 + 1)
+
+
+def test_dns_answers_become_app_events_and_names(engine: tuple[Engine, ReplayRecorder]) -> None:
+    e, _ = engine
+    q = dpkt.dns.DNS(id=7, qd=[dpkt.dns.DNS.Q(name="c2.example.net", type=dpkt.dns.DNS_A)])
+    r = dpkt.dns.DNS(id=7, qr=dpkt.dns.DNS_R, qd=q.qd, an=[dpkt.dns.DNS.RR(
+        name="c2.example.net", type=dpkt.dns.DNS_A, rdata=bytes([203, 0, 113, 9]), ttl=60)])
+    e.packet(udp("192.168.1.5", 5353 + 1, "192.168.1.1", 53, bytes(q)), T0, RAW)
+    e.packet(udp("192.168.1.1", 53, "192.168.1.5", 5354, bytes(r)), T0 + 0.01, RAW)
+    e.advance(T0 + 1)
+    dns = [a for a in FlagBad.seen_apps if a.kind == "dns"]
+    assert any(a.data.get("answers") == ["203.0.113.9"] for a in dns)
+    assert e.ctx.dns_names[BAD] == {"c2.example.net"}
+
+
+def test_finish_closes_open_flows(engine: tuple[Engine, ReplayRecorder]) -> None:
+    e, _ = engine
+    e.packet(udp("192.168.1.5", 5000, "198.51.100.7", 9999, b"x" * 10), T0, RAW)
+    e.packet(udp("198.51.100.7", 9999, "192.168.1.5", 5000, b"y" * 20), T0 + 0.5, RAW)
+    assert FlagBad.seen_flows == []
+    e.finish()
+    [f] = FlagBad.seen_flows
+    assert f.closed_by == "end" and f.pkts == 2 and f.bytes == 28 + 10 + 28 + 20
+
+
+def test_flows_from_files_skip_the_table(engine: tuple[Engine, ReplayRecorder]) -> None:
+    e, rec = engine
+    e.flow(Flow(T0, T0 + 1, "tcp", "192.168.1.5", 4000, BAD, 80, 3, 3, 300, 900, "FIN"))
+    assert rec.blocked_ips == [BAD]
+    assert e.table.stats()["packets"] == 0
