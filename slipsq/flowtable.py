@@ -144,6 +144,7 @@ class FlowTable:
     def feed(self, buf: bytes, ts: float, linktype: int) -> int:
         c = self.counts
         c["packets"] += 1
+        ts = float(ts)  # the compiled table keeps C doubles
         if ts > self.now:
             self.now = ts
         if ts >= self.next_expire:
@@ -244,6 +245,7 @@ class FlowTable:
 
     # --- time ---------------------------------------------------------------------------------
     def expire(self, now: float) -> None:
+        now = float(now)
         if now > self.now:
             self.now = now
         self._expire(now)

@@ -38,7 +38,7 @@ def replay_capture(engine: Any, path: str | os.PathLike[str],
         raise InputError(f"{p}: {_reason(e)}") from None
     try:
         table = engine.table
-        size = pcap.size
+        size = pcap.total
         next_report = time.monotonic() + PROGRESS_EVERY
         while pcap.feed(table, BATCH):
             engine.advance(pcap.last_ts)

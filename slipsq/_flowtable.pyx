@@ -1,0 +1,1034 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled per-packet hot path: capture reading, fixed-header parsing and the flow table.
+
+The rules are those of the readable twin `slipsq/flowtable.py` and of `slipsq/decode.py` (read their
+docstrings); both sides must give the same summaries and emit the same flows in the same order.
+Flows live in C structs (allocated 4096 at a time and never moved), found through a chained hash of
+uint32 indices, and sit on one LRU list per timeout class plus one list ordered by active-report
+due time; expiry reads only the old ends of those lists. Python objects are made only when a flow is
+emitted or a packet is handed up for deep parsing. This module must never do I/O beyond reading the
+capture it was given, and never call Python per packet.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from libc.math cimport INFINITY, floor
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy, memset
+
+import ipaddress
+import mmap
+
+from slipsq.flow import Flow, proto_name
+
+cdef extern from "arpa/inet.h" nogil:
+    const char* inet_ntop(int af, const void* src, char* dst, unsigned int size)
+
+cdef extern from "sys/socket.h":
+    int AF_INET
+    int AF_INET6
+
+ETHERNET, RAW, LINUX_SLL, LINUX_SLL2, IPV4, IPV6 = 1, 101, 113, 276, 228, 229
+ACCEPT, DROP = 1, 0
+
+cdef extern from *:
+    """
+    #define SQ_NIL 0xFFFFFFFFu
+    """
+    const uint32_t NIL "SQ_NIL"
+
+cdef enum:
+    CHUNK = 1 << CHUNK_BITS
+    FREE = 255
+    CLOSE_FIN = 1
+    CLOSE_RST = 2
+    TH_FIN = 0x01
+    TH_SYN = 0x02
+    TH_RST = 0x04
+    TH_ACK = 0x10
+    MAX_RECORD = 262144    # libpcap's largest snaplen: a longer record length means a corrupt file
+
+cdef str FLAG_LETTERS = "FSRPAUEC"
+
+
+# --- parsing (mirrors slipsq/decode.parse line by line) -------------------------------------------
+
+cdef inline int be16(const uint8_t* p) noexcept nogil:
+    return (p[0] << 8) | p[1]
+
+
+cdef inline Py_ssize_t smin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef inline bint icmp_id_type(int proto, int t) noexcept nogil:
+    if proto == 1:
+        return t == 0 or t == 8 or (13 <= t <= 18)
+    return t == 128 or t == 129
+
+
+cdef void parse_transport(Parsed* p, const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end,
+                          Py_ssize_t l4_len) noexcept nogil:
+    cdef Py_ssize_t avail = smin(end - pos, l4_len)
+    cdef int proto = p.proto, doff
+    if proto == 6:
+        if avail < 20:
+            p.malformed = 1
+            return
+        doff = (buf[pos + 12] >> 4) * 4
+        if doff < 20 or doff > l4_len:
+            p.malformed = 1
+            return
+        p.sport = be16(buf + pos)
+        p.dport = be16(buf + pos + 2)
+        p.tcp_flags = be16(buf + pos + 12) & 0x1FF
+        p.payload_len = <int>(l4_len - doff)
+    elif proto == 17:
+        if avail < 8:
+            p.malformed = 1
+            return
+        p.sport = be16(buf + pos)
+        p.dport = be16(buf + pos + 2)
+        p.payload_len = <int>(l4_len - 8)
+    elif (proto == 1 and p.family == 4) or (proto == 58 and p.family == 6):
+        if avail < 4:
+            p.malformed = 1
+            return
+        p.sport = buf[pos]
+        if icmp_id_type(proto, buf[pos]):
+            if avail < 8:
+                p.malformed = 1
+                return
+            p.dport = be16(buf + pos + 4)
+        else:
+            p.dport = buf[pos + 1]
+
+
+cdef void parse_ipv4(Parsed* p, const uint8_t* buf, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
+    cdef int hl, fo
+    if n < off + 20 or buf[off] >> 4 != 4:
+        p.malformed = 1
+        return
+    p.family = 4
+    p.src = buf + off + 12
+    p.dst = buf + off + 16
+    p.proto = buf[off + 9]
+    p.tos = buf[off + 1]
+    p.ip_len = be16(buf + off + 2)
+    hl = (buf[off] & 15) * 4
+    if hl < 20 or p.ip_len < hl or n < off + hl:
+        p.malformed = 1
+        return
+    fo = be16(buf + off + 6)
+    if fo & 0x1FFF:
+        p.frag = 2
+        return
+    if fo & 0x2000:
+        p.frag = 1
+    parse_transport(p, buf, off + hl, smin(n, off + p.ip_len), p.ip_len - hl)
+
+
+cdef inline bint ipv6_ext(int nxt) noexcept nogil:
+    return nxt == 0 or nxt == 43 or nxt == 60 or nxt == 51 or nxt == 44
+
+
+cdef void parse_ipv6(Parsed* p, const uint8_t* buf, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
+    cdef Py_ssize_t end, pos
+    cdef int nxt, count = 0
+    if n < off + 40 or buf[off] >> 4 != 6:
+        p.malformed = 1
+        return
+    p.family = 6
+    p.src = buf + off + 8
+    p.dst = buf + off + 24
+    p.tos = ((buf[off] & 15) << 4) | (buf[off + 1] >> 4)
+    p.ip_len = 40 + be16(buf + off + 4)
+    end = smin(n, off + p.ip_len)
+    nxt = buf[off + 6]
+    pos = off + 40
+    while ipv6_ext(nxt):
+        count += 1
+        if count > MAX_EXT or pos + 8 > end:
+            p.proto = nxt
+            p.malformed = 1
+            return
+        if nxt == 44:
+            nxt = buf[pos]
+            if be16(buf + pos + 2) >> 3:
+                p.proto = nxt
+                p.frag = 2
+                return
+            pos += 8
+            p.frag = 1
+            continue
+        if nxt == 51:
+            nxt, pos = buf[pos], pos + (buf[pos + 1] + 2) * 4
+        else:
+            nxt, pos = buf[pos], pos + (buf[pos + 1] + 1) * 8
+        if pos > end:
+            p.proto = nxt
+            p.malformed = 1
+            return
+    p.proto = nxt
+    parse_transport(p, buf, pos, end, p.ip_len - (pos - off))
+
+
+cdef void c_parse(const uint8_t* buf, Py_ssize_t n, int linktype, Parsed* p) noexcept nogil:
+    cdef Py_ssize_t off = 0, at = 0
+    cdef int etype, version
+    memset(p, 0, sizeof(Parsed))
+    if linktype == 101 or linktype == 12 or linktype == 14:
+        etype = -1
+    elif linktype == 228:
+        etype = 0x0800
+    elif linktype == 229:
+        etype = 0x86DD
+    else:
+        if linktype == 1:
+            off, at = 14, 12
+        elif linktype == 113:
+            off, at = 16, 14
+        elif linktype == 276:
+            off, at = 20, 0
+        else:
+            return  # unknown link type: non-IP
+        if n < off:
+            p.malformed = 1
+            return
+        etype = be16(buf + at)
+        while etype == 0x8100 or etype == 0x88A8 or etype == 0x9100:
+            if n < off + 4:
+                p.malformed = 1
+                return
+            etype = be16(buf + off + 2)
+            off += 4
+    if etype == 0x0806:
+        p.arp = 1
+        p.ip_off = off
+        return
+    if etype == -1:
+        if n <= off:
+            p.malformed = 1
+            return
+        version = buf[off] >> 4
+        if version == 4:
+            etype = 0x0800
+        elif version == 6:
+            etype = 0x86DD
+        else:
+            p.malformed = 1
+            return
+    p.ip_off = off
+    if etype == 0x0800:
+        parse_ipv4(p, buf, n, off)
+    elif etype == 0x86DD:
+        parse_ipv6(p, buf, n, off)
+
+
+def parse_packet(const uint8_t[::1] buf, int linktype):
+    """The compiled parser's summary as a tuple in `decode.Packet` field order (for the tests)."""
+    cdef Parsed p
+    cdef Py_ssize_t n = buf.shape[0]
+    cdef uint8_t empty = 0
+    c_parse(&buf[0] if n else &empty, n, linktype, &p)
+    alen = 4 if p.family == 4 else 16
+    src = p.src[:alen] if p.family else b""
+    dst = p.dst[:alen] if p.family else b""
+    return (p.family, src, dst, p.proto, p.sport, p.dport, p.tcp_flags, p.ip_len, p.tos, p.frag,
+            bool(p.malformed), bool(p.arp), p.ip_off, p.payload_len)
+
+
+# --- hashing ----------------------------------------------------------------------------------------
+
+cdef inline uint64_t mix64(uint64_t x) noexcept nogil:
+    x ^= x >> 33
+    x *= <uint64_t>0xFF51AFD7ED558CCDULL
+    x ^= x >> 33
+    x *= <uint64_t>0xC4CEB9FE1A85EC53ULL
+    x ^= x >> 33
+    return x
+
+
+cdef inline uint64_t addr_word(const uint8_t* a, int family) noexcept nogil:
+    cdef uint32_t v4
+    cdef uint64_t w[2]
+    if family == 4:
+        memcpy(&v4, a, 4)
+        return v4
+    memcpy(w, a, 16)
+    return w[0] ^ (w[1] * <uint64_t>0x9E3779B97F4A7C15ULL)
+
+
+cdef inline int icmp_class(int proto, int t) noexcept nogil:
+    # echo-like requests and replies share a class; every other type is its own (see flowtable.py)
+    if proto == 1:
+        if t == 8 or t == 0:
+            return 1
+        if t == 13 or t == 14:
+            return 2
+        if t == 15 or t == 16:
+            return 3
+        if t == 17 or t == 18:
+            return 4
+    elif t == 128 or t == 129:
+        return 1
+    return 256 + t
+
+
+cdef inline uint32_t flow_hash(Parsed* p, bint icmp) noexcept nogil:
+    # symmetric in the two ends, so one lookup finds the flow whichever way the packet goes
+    cdef uint64_t h
+    if icmp:
+        h = mix64(addr_word(p.src, p.family)) + mix64(addr_word(p.dst, p.family))
+        h ^= mix64((<uint64_t>icmp_class(p.proto, p.sport) << 16) | <uint64_t>p.dport)
+    else:
+        h = (mix64(addr_word(p.src, p.family) ^ (<uint64_t>p.sport << 40))
+             + mix64(addr_word(p.dst, p.family) ^ (<uint64_t>p.dport << 40)))
+    return <uint32_t>mix64(h ^ (<uint64_t>p.proto << 56))
+
+
+cdef inline uint32_t next_pow2(uint32_t v) noexcept nogil:
+    cdef uint32_t n = 1
+    while n < v:
+        n <<= 1
+    return n
+
+
+# --- emission helpers -------------------------------------------------------------------------------
+
+cdef str addr_str(const uint8_t* a, int family):
+    cdef char out[64]
+    inet_ntop(AF_INET if family == 4 else AF_INET6, a, out, 64)
+    return out.decode("ascii")
+
+
+cdef str flags_str(int flags):
+    cdef int i
+    return "".join([FLAG_LETTERS[i] for i in range(8) if flags & (1 << i)])
+
+
+cdef str icmp_state(int proto, int itype, int code, bint answered):
+    cdef bint request, reply
+    cdef int unreach, timex, redirect
+    if proto == 1:
+        request = itype == 8 or itype == 13 or itype == 15 or itype == 17
+        reply = itype == 0 or itype == 14 or itype == 16 or itype == 18
+        unreach, timex, redirect = 3, 11, 5
+    else:
+        request, reply = itype == 128, itype == 129
+        unreach, timex, redirect = 1, 3, 137
+    if request:
+        return "ECR" if answered else "ECO"
+    if reply:
+        return "ECR"
+    if itype == unreach:
+        if proto == 1:
+            return {3: "URP", 1: "URH", 0: "URN", 13: "URF"}.get(code, "URO")
+        return {4: "URP", 3: "URH", 0: "URN", 1: "URF"}.get(code, "URO")
+    if itype == timex:
+        return "TXD"
+    if itype == redirect:
+        return "RED"
+    return "CON" if answered else "INT"
+
+
+cdef dict PROTO_NAMES = {}
+
+
+cdef str proto_str(int proto):
+    name = PROTO_NAMES.get(proto)
+    if name is None:
+        name = PROTO_NAMES[proto] = proto_name(proto)
+    return name
+
+
+cdef inline FlowEntry* ent(FlowEntry** chunks, uint32_t i) noexcept nogil:
+    return &chunks[i >> CHUNK_BITS][i & (CHUNK - 1)]
+
+
+# --- the flow table ---------------------------------------------------------------------------------
+
+cdef class FlowTable:
+    """Bidirectional flows from packets, in C. Same interface and rules as slipsq.flowtable.FlowTable."""
+
+    bytes_per_flow = sizeof(FlowEntry) + 2 * sizeof(uint32_t)  # entry + at most 2 hash buckets
+
+    def __cinit__(self):
+        cdef int i
+        self.chunks = NULL
+        self.buckets = NULL
+        self.bslots = NULL
+        self.nchunks = self.cap = self.count = 0
+        self.free_head = NIL
+        for i in range(N_LISTS):
+            self.heads[i] = self.tails[i] = NIL
+
+    def __init__(self, config):
+        o = config.section("flowtable")
+        for i, k in enumerate(("tcp_new_idle", "tcp_idle", "tcp_closed_linger", "udp_idle", "icmp_idle",
+                               "other_idle")):
+            self.idle[i] = o[k]
+        self.active_timeout = o["active_timeout"]
+        self.max_flows = o["max_flows"]
+        self.emergency_factor = o["emergency_factor"]
+        self.now = -INFINITY
+        self.next_expire = -INFINITY
+        self.nbuckets = 4096
+        self.buckets = <uint32_t*>PyMem_Malloc(self.nbuckets * sizeof(uint32_t))
+        if self.buckets == NULL:
+            raise MemoryError()
+        memset(self.buckets, 0xFF, self.nbuckets * sizeof(uint32_t))
+        self.blocked = set()
+        self.nblocked = 0
+        self.bmask = 0
+        self.closed = []
+        self.app = []
+        self.n_packets = self.n_bytes = self.n_non_ip = self.n_malformed = self.n_fragments = 0
+        self.n_dropped = self.n_closed = self.n_evicted = self.n_app = self.n_arp = 0
+
+    def __dealloc__(self):
+        cdef uint32_t c
+        if self.chunks != NULL:
+            for c in range(self.nchunks):
+                PyMem_Free(self.chunks[c])
+            PyMem_Free(self.chunks)
+        PyMem_Free(self.buckets)
+        PyMem_Free(self.bslots)
+
+    # --- packets ---------------------------------------------------------------------------------
+    def feed(self, const uint8_t[::1] buf, double ts, int linktype):
+        """One captured frame of the given link type: 1 accept, 0 drop (an address is blocked)."""
+        cdef uint8_t empty = 0
+        cdef Py_ssize_t n = buf.shape[0]
+        return self.feed_link(&buf[0] if n else &empty, n, ts, linktype)
+
+    cdef int feed_ip(self, const unsigned char* ip, Py_ssize_t length, double ts) except -1:
+        return self.feed_link(ip, length, ts, 101)
+
+    cdef int feed_link(self, const unsigned char* buf, Py_ssize_t n, double ts, int linktype) except -1:
+        cdef Parsed p
+        self.n_packets += 1
+        if ts > self.now:
+            self.now = ts
+        if ts >= self.next_expire:
+            self._expire(ts)
+            self.next_expire = floor(ts) + 1.0
+        c_parse(buf, n, linktype, &p)
+        if p.arp:
+            self.n_arp += 1
+            self.n_app += 1
+            self.app.append((ts, PyBytes_FromStringAndSize(<const char*>buf + p.ip_off, n - p.ip_off)))
+            return 1
+        if p.family == 0:
+            if p.malformed:
+                self.n_malformed += 1
+            else:
+                self.n_non_ip += 1
+            return 1
+        if self.nblocked and (self._blocked(p.family, p.src) or self._blocked(p.family, p.dst)):
+            self.n_dropped += 1
+            return 0
+        if p.malformed:
+            self.n_malformed += 1
+            return 1
+        if p.frag:
+            self.n_fragments += 1
+            if p.frag == 2:
+                return 1
+        self.n_bytes += p.ip_len
+        self._update(buf, n, &p, ts)
+        return 1
+
+    cdef int _update(self, const unsigned char* buf, Py_ssize_t n, Parsed* p, double ts) except -1:
+        cdef bint icmp = (p.proto == 1 and p.family == 4) or (p.proto == 58 and p.family == 6)
+        cdef uint32_t h = flow_hash(p, icmp)
+        cdef size_t alen = 4 if p.family == 4 else 16
+        cdef uint32_t i = self.buckets[h & (self.nbuckets - 1)]
+        cdef FlowEntry* e = NULL
+        cdef int pcls = icmp_class(p.proto, p.sport) if icmp else 0
+        cdef bint fwd, swap, hand_up
+        cdef int cls, bit, flags = p.tcp_flags
+        while i != NIL:
+            e = ent(self.chunks, i)
+            if e.hash == h and e.proto == p.proto and e.family == p.family:
+                if icmp:
+                    if icmp_class(p.proto, e.pa) == pcls and e.pb == p.dport and (
+                            (memcmp(e.a, p.src, alen) == 0 and memcmp(e.b, p.dst, alen) == 0)
+                            or (memcmp(e.a, p.dst, alen) == 0 and memcmp(e.b, p.src, alen) == 0)):
+                        break
+                elif ((e.pa == p.sport and e.pb == p.dport and memcmp(e.a, p.src, alen) == 0
+                       and memcmp(e.b, p.dst, alen) == 0)
+                      or (e.pa == p.dport and e.pb == p.sport and memcmp(e.a, p.dst, alen) == 0
+                          and memcmp(e.b, p.src, alen) == 0)):
+                    break
+            i = e.hnext
+        if i != NIL and e.closing and p.proto == 6 and flags & (TH_SYN | TH_ACK) == TH_SYN:
+            self._emit(e, "fin" if e.closing == CLOSE_FIN else "rst")
+            self._remove(i)
+            i = NIL
+        if i == NIL:
+            if self.count >= self.max_flows:
+                self._evict()
+            i = self._alloc()
+            e = ent(self.chunks, i)
+            swap = p.proto == 6 and flags & (TH_SYN | TH_ACK) == (TH_SYN | TH_ACK)
+            memset(e, 0, sizeof(FlowEntry))
+            memcpy(e.a, p.dst if swap else p.src, alen)
+            memcpy(e.b, p.src if swap else p.dst, alen)
+            e.pa = p.dport if swap else p.sport
+            e.pb = p.sport if swap else p.dport
+            e.proto, e.family, e.icmp, e.hash = p.proto, p.family, icmp, h
+            e.first = e.last = ts
+            e.cls = FREE
+            e.active_due = ts + self.active_timeout
+            e.hnext = self.buckets[h & (self.nbuckets - 1)]
+            self.buckets[h & (self.nbuckets - 1)] = i
+            e.anext = NIL
+            e.aprev = self.tails[ACTIVE_LIST]
+            if e.aprev != NIL:
+                ent(self.chunks, e.aprev).anext = i
+            else:
+                self.heads[ACTIVE_LIST] = i
+            self.tails[ACTIVE_LIST] = i
+            self.count += 1
+            if self.count > self.nbuckets:
+                self._grow_buckets()
+        if icmp:
+            fwd = memcmp(p.src, e.a, alen) == 0
+        else:
+            fwd = memcmp(p.src, e.a, alen) == 0 and p.sport == e.pa
+        if fwd:
+            e.apkts += 1
+            e.abytes += p.ip_len
+            e.aflags |= flags
+            if e.apkts == 1:
+                e.atos = p.tos
+        else:
+            e.bpkts += 1
+            e.bbytes += p.ip_len
+            e.bflags |= flags
+            if e.bpkts == 1:
+                e.btos = p.tos
+        if ts > e.last:
+            e.last = ts
+        if e.proto == 6:
+            if not e.closing:
+                if (e.aflags | e.bflags) & TH_RST:
+                    e.closing = CLOSE_RST
+                elif e.aflags & TH_FIN and e.bflags & TH_FIN:
+                    e.closing = CLOSE_FIN
+            cls = 2 if e.closing else (1 if e.apkts and e.bpkts else 0)
+        else:
+            cls = 3 if e.proto == 17 else (4 if icmp else 5)
+        if e.cls != FREE:  # move to the young end of its (maybe new) class list
+            if e.lprev != NIL:
+                ent(self.chunks, e.lprev).lnext = e.lnext
+            else:
+                self.heads[e.cls] = e.lnext
+            if e.lnext != NIL:
+                ent(self.chunks, e.lnext).lprev = e.lprev
+            else:
+                self.tails[e.cls] = e.lprev
+        e.cls = cls
+        e.lnext = NIL
+        e.lprev = self.tails[cls]
+        if e.lprev != NIL:
+            ent(self.chunks, e.lprev).lnext = i
+        else:
+            self.heads[cls] = i
+        self.tails[cls] = i
+        if e.proto == 6 or e.proto == 17:
+            hand_up = (p.sport == 53 or p.sport == 5353 or p.dport == 53 or p.dport == 5353)
+            if not hand_up and e.proto == 6 and p.payload_len > 0:
+                bit = 1 if fwd else 2
+                if not e.seen & bit:
+                    e.seen |= bit
+                    hand_up = True
+            if hand_up:
+                self.n_app += 1
+                self.app.append((ts, PyBytes_FromStringAndSize(
+                    <const char*>buf + p.ip_off, smin(n - p.ip_off, p.ip_len))))
+        return 0
+
+    cdef uint32_t _alloc(self) except? 0xFFFFFFFF:
+        cdef uint32_t i, c
+        cdef FlowEntry* chunk
+        cdef FlowEntry** chunks
+        if self.free_head == NIL:
+            chunk = <FlowEntry*>PyMem_Malloc(CHUNK * sizeof(FlowEntry))
+            chunks = <FlowEntry**>PyMem_Realloc(self.chunks, (self.nchunks + 1) * sizeof(FlowEntry*))
+            if chunk == NULL or chunks == NULL:
+                PyMem_Free(chunk)
+                if chunks != NULL:
+                    self.chunks = chunks
+                raise MemoryError()
+            self.chunks = chunks
+            self.chunks[self.nchunks] = chunk
+            c = self.nchunks
+            self.nchunks += 1
+            self.cap += CHUNK
+            for i in range(CHUNK - 1, -1, -1):  # free list in index order
+                chunk[i].hnext = self.free_head
+                chunk[i].cls = FREE
+                self.free_head = (c << CHUNK_BITS) | i
+        i = self.free_head
+        self.free_head = ent(self.chunks, i).hnext
+        return i
+
+    cdef int _grow_buckets(self) except -1:
+        cdef uint32_t nb = self.nbuckets * 2, i
+        cdef uint32_t* b = <uint32_t*>PyMem_Malloc(nb * sizeof(uint32_t))
+        cdef FlowEntry* e
+        if b == NULL:
+            raise MemoryError()
+        memset(b, 0xFF, nb * sizeof(uint32_t))
+        i = self.heads[ACTIVE_LIST]  # every open flow is on the active list
+        while i != NIL:
+            e = ent(self.chunks, i)
+            e.hnext = b[e.hash & (nb - 1)]
+            b[e.hash & (nb - 1)] = i
+            i = e.anext
+        PyMem_Free(self.buckets)
+        self.buckets = b
+        self.nbuckets = nb
+        return 0
+
+    cdef void _remove(self, uint32_t i) noexcept:
+        cdef FlowEntry* e = ent(self.chunks, i)
+        cdef uint32_t* link = &self.buckets[e.hash & (self.nbuckets - 1)]
+        while link[0] != i:
+            link = &ent(self.chunks, link[0]).hnext
+        link[0] = e.hnext
+        if e.cls != FREE:
+            if e.lprev != NIL:
+                ent(self.chunks, e.lprev).lnext = e.lnext
+            else:
+                self.heads[e.cls] = e.lnext
+            if e.lnext != NIL:
+                ent(self.chunks, e.lnext).lprev = e.lprev
+            else:
+                self.tails[e.cls] = e.lprev
+        if e.aprev != NIL:
+            ent(self.chunks, e.aprev).anext = e.anext
+        else:
+            self.heads[ACTIVE_LIST] = e.anext
+        if e.anext != NIL:
+            ent(self.chunks, e.anext).aprev = e.aprev
+        else:
+            self.tails[ACTIVE_LIST] = e.aprev
+        e.cls = FREE
+        e.hnext = self.free_head
+        self.free_head = i
+        self.count -= 1
+
+    # --- time ------------------------------------------------------------------------------------
+    def expire(self, double now):
+        """Emit what has timed out at `now` (idle, closing linger, active reports)."""
+        if now > self.now:
+            self.now = now
+        self._expire(now)
+
+    cdef int _expire(self, double now) except -1:
+        cdef int c, best
+        cdef double factor, due, best_due
+        cdef uint32_t i
+        cdef FlowEntry* e
+        while True:
+            factor = self.emergency_factor if <uint64_t>self.count * 10 > <uint64_t>self.max_flows * 9 else 1.0
+            best = -1
+            best_due = INFINITY
+            for c in range(N_CLASSES):
+                i = self.heads[c]
+                if i != NIL:
+                    due = ent(self.chunks, i).last + self.idle[c] * factor
+                    if due < best_due:
+                        best, best_due = c, due
+            i = self.heads[ACTIVE_LIST]
+            if i != NIL and ent(self.chunks, i).active_due < best_due:
+                best, best_due = ACTIVE_LIST, ent(self.chunks, i).active_due
+            if best < 0 or best_due > now:
+                return 0
+            i = self.heads[best]
+            e = ent(self.chunks, i)
+            if best == ACTIVE_LIST:
+                self._emit(e, "active")
+                e.active_due = now + self.active_timeout
+                if e.anext != NIL:  # move to the end of the active list
+                    self.heads[ACTIVE_LIST] = e.anext
+                    ent(self.chunks, e.anext).aprev = NIL
+                    e.aprev = self.tails[ACTIVE_LIST]
+                    ent(self.chunks, e.aprev).anext = i
+                    e.anext = NIL
+                    self.tails[ACTIVE_LIST] = i
+            else:
+                self._emit(e, "idle" if not e.closing else ("fin" if e.closing == CLOSE_FIN else "rst"))
+                self._remove(i)
+
+    def close_all(self, double now):
+        """End of input: emit every open flow ("end"; lingering closed ones keep "fin"/"rst")."""
+        cdef uint32_t i
+        cdef FlowEntry* e
+        if now > self.now:
+            self.now = now
+        while self.heads[ACTIVE_LIST] != NIL:
+            i = self.heads[ACTIVE_LIST]
+            e = ent(self.chunks, i)
+            self._emit(e, "end" if not e.closing else ("fin" if e.closing == CLOSE_FIN else "rst"))
+            self._remove(i)
+
+    cdef int _evict(self) except -1:
+        cdef int c
+        cdef uint32_t i, best = NIL
+        for c in range(N_CLASSES):
+            i = self.heads[c]
+            if i != NIL and (best == NIL or ent(self.chunks, i).last < ent(self.chunks, best).last):
+                best = i
+        if best != NIL:
+            self.n_evicted += 1
+            self._emit(ent(self.chunks, best), "evict")
+            self._remove(best)
+        return 0
+
+    cdef int _emit(self, FlowEntry* e, str closed_by) except -1:
+        cdef str state
+        if closed_by != "active":
+            self.n_closed += 1
+        if e.proto == 6:
+            state = flags_str(e.aflags) + "_" + flags_str(e.bflags)
+        elif e.icmp:
+            state = icmp_state(e.proto, e.pa, e.pb, e.bpkts > 0)
+        else:
+            state = "CON" if e.apkts and e.bpkts else "INT"
+        self.closed.append(Flow(
+            e.first, e.last, proto_str(e.proto), addr_str(e.a, e.family), e.pa, addr_str(e.b, e.family),
+            e.pb, e.apkts, e.bpkts, e.abytes, e.bbytes, state, "<->" if e.apkts and e.bpkts else "->",
+            e.atos, e.btos, "", closed_by))
+        return 0
+
+    # --- results ---------------------------------------------------------------------------------
+    @property
+    def pending(self):
+        return bool(self.closed) or bool(self.app)
+
+    def pop_closed(self):
+        out, self.closed = self.closed, []
+        return out
+
+    def pop_app(self):
+        out, self.app = self.app, []
+        return out
+
+    def stats(self):
+        return {"packets": self.n_packets, "bytes": self.n_bytes, "non_ip": self.n_non_ip,
+                "malformed": self.n_malformed, "fragments": self.n_fragments, "dropped": self.n_dropped,
+                "flows_open": self.count, "flows_closed": self.n_closed, "evicted": self.n_evicted,
+                "app_packets": self.n_app, "arp": self.n_arp}
+
+    def memory(self):
+        """Bytes held for flows now: entry chunks and hash buckets."""
+        return self.cap * sizeof(FlowEntry) + self.nbuckets * sizeof(uint32_t)
+
+    # --- blocked addresses -----------------------------------------------------------------------
+    def block(self, str ip):
+        self.blocked.add(ipaddress.ip_address(ip).packed)
+        self._rebuild_blocks()
+
+    def unblock(self, str ip):
+        self.blocked.discard(ipaddress.ip_address(ip).packed)
+        self._rebuild_blocks()
+
+    def is_blocked(self, str ip):
+        return ipaddress.ip_address(ip).packed in self.blocked
+
+    cdef void _rebuild_blocks(self) except *:
+        # an open-addressing set, rebuilt on every change: blocks change rarely, lookups are per packet
+        cdef uint32_t size = next_pow2(<uint32_t>(2 * len(self.blocked) + 2)), j
+        cdef BlockSlot* slots = <BlockSlot*>PyMem_Malloc(size * sizeof(BlockSlot))
+        cdef const uint8_t* a
+        cdef int fam
+        if slots == NULL:
+            raise MemoryError()
+        memset(slots, 0, size * sizeof(BlockSlot))
+        for packed in self.blocked:
+            a = packed
+            fam = 4 if len(packed) == 4 else 6
+            j = <uint32_t>mix64(addr_word(a, fam)) & (size - 1)
+            while slots[j].used:
+                j = (j + 1) & (size - 1)
+            slots[j].used = 1
+            slots[j].family = fam
+            memcpy(slots[j].addr, a, len(packed))
+        PyMem_Free(self.bslots)
+        self.bslots = slots
+        self.bmask = size - 1
+        self.nblocked = len(self.blocked)
+
+    cdef bint _blocked(self, int family, const uint8_t* addr) noexcept:
+        cdef uint32_t j = <uint32_t>mix64(addr_word(addr, family)) & self.bmask
+        cdef size_t alen = 4 if family == 4 else 16
+        while self.bslots[j].used:
+            if self.bslots[j].family == family and memcmp(self.bslots[j].addr, addr, alen) == 0:
+                return True
+            j = (j + 1) & self.bmask
+        return False
+
+
+# --- capture files ----------------------------------------------------------------------------------
+
+cdef extern from *:
+    """
+    static inline uint32_t sq_rd32(const uint8_t* p, int sw) {
+        uint32_t v; memcpy(&v, p, 4); return sw ? __builtin_bswap32(v) : v; }
+    static inline uint16_t sq_rd16(const uint8_t* p, int sw) {
+        uint16_t v; memcpy(&v, p, 2); return sw ? __builtin_bswap16(v) : v; }
+    static inline int64_t sq_rd64(const uint8_t* p, int sw) {
+        uint64_t v; memcpy(&v, p, 8); return (int64_t)(sw ? __builtin_bswap64(v) : v); }
+    """
+    uint32_t rd32 "sq_rd32"(const uint8_t* p, int sw) nogil
+    uint16_t rd16 "sq_rd16"(const uint8_t* p, int sw) nogil
+    int64_t rd64 "sq_rd64"(const uint8_t* p, int sw) nogil
+
+cdef enum:
+    SEC_OK = 0
+    SEC_SHORT = 1
+    SEC_BOM = 2
+    SEC_LENGTH = 3
+    SEC_VERSION = 4
+
+cdef dict SECTION_ERRORS = {
+    SEC_SHORT: "the pcapng section header is cut short",
+    SEC_BOM: "the pcapng section header has no valid byte-order magic",
+    SEC_LENGTH: "the pcapng section header has an impossible length",
+    SEC_VERSION: "the pcapng version is not 1.x",
+}
+
+
+cdef class PcapFile:
+    """A pcap (either byte order, µs or ns) or pcapng (SHB/IDB/EPB/SPB/PB, several interfaces with
+    their own link types and time resolutions) capture, memory-mapped and read in C.
+
+    Raises ValueError with a message for a person when the file is not a capture. A record cut short
+    at the end counts in `truncated`; an impossible record length stops the file and counts in
+    `corrupt`; neither raises."""
+
+    def __cinit__(self):
+        self.if_linktype = NULL
+        self.if_divisor = NULL
+        self.if_offset = NULL
+        self.base = NULL
+
+    def __init__(self, str path):
+        cdef uint32_t magic
+        cdef int err
+        self.path = path
+        self.linktypes = []
+        self.packets = self.truncated = self.corrupt = 0
+        self.first_ts = self.last_ts = 0.0
+        self.n_if = self.if_cap = 0
+        with open(path, "rb") as fh:
+            import os
+            self.size = os.fstat(fh.fileno()).st_size
+            if self.size == 0:
+                raise ValueError("the file is empty, not a capture")
+            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            self._view = self._mm
+            self.base = &self._view[0]
+            if self.size < 4:
+                raise ValueError(f"too short to be a capture ({self.size} bytes)")
+            magic = rd32(self.base, 0)
+            if magic in (0xA1B2C3D4, 0xA1B23C4D, 0xD4C3B2A1, 0x4D3CB2A1):
+                self.ng = False
+                self.swapped = magic in (0xD4C3B2A1, 0x4D3CB2A1)
+                if self.size < 24:
+                    raise ValueError(f"the pcap file header is cut short ({self.size} of 24 bytes)")
+                if rd16(self.base + 4, self.swapped) != 2:
+                    raise ValueError(f"unsupported pcap version {rd16(self.base + 4, self.swapped)}")
+                self.divisor = 1e9 if magic in (0xA1B23C4D, 0x4D3CB2A1) else 1e6
+                self.snaplen = rd32(self.base + 16, self.swapped)
+                self.linktype = rd32(self.base + 20, self.swapped) & 0x0FFFFFFF
+                self.linktypes.append(self.linktype)
+                self.format = "pcap"
+                self.pos = 24
+            elif magic == 0x0A0D0D0A:
+                self.ng = True
+                self.format = "pcapng"
+                err = self._section(0)
+                if err != SEC_OK:
+                    raise ValueError(SECTION_ERRORS[err])
+            else:
+                raise ValueError("not a pcap or pcapng capture (it starts with "
+                                 f"{bytes(self._view[:4]).hex()})")
+        except BaseException:
+            self.close()
+            raise
+
+    def __dealloc__(self):
+        PyMem_Free(self.if_linktype)
+        PyMem_Free(self.if_divisor)
+        PyMem_Free(self.if_offset)
+
+    def close(self):
+        self._view = None
+        self.base = NULL
+        self.done = True
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+    @property
+    def offset(self):
+        """Bytes read so far (for progress)."""
+        return self.pos
+
+    @property
+    def total(self):
+        return self.size
+
+    cdef int _section(self, Py_ssize_t at) noexcept:
+        cdef uint32_t bom, blen
+        if self.size - at < 28:
+            return SEC_SHORT
+        bom = rd32(self.base + at + 8, 0)
+        if bom == 0x1A2B3C4D:
+            self.swapped = False
+        elif bom == 0x4D3C2B1A:
+            self.swapped = True
+        else:
+            return SEC_BOM
+        blen = rd32(self.base + at + 4, self.swapped)
+        if blen < 28 or blen % 4:
+            return SEC_LENGTH
+        if at + blen > self.size:
+            return SEC_SHORT
+        if rd16(self.base + at + 12, self.swapped) != 1:
+            return SEC_VERSION
+        self.n_if = 0  # interface ids are per section
+        self.pos = at + blen
+        return SEC_OK
+
+    cdef int _interface(self, Py_ssize_t at, uint32_t blen) except -1:
+        cdef Py_ssize_t o = at + 16, end = at + blen - 4
+        cdef int code, olen, v, k
+        cdef double divisor = 1e6, offset = 0.0
+        if self.n_if == self.if_cap:
+            self.if_cap = self.if_cap * 2 + 4
+            self.if_linktype = <int*>PyMem_Realloc(self.if_linktype, self.if_cap * sizeof(int))
+            self.if_divisor = <double*>PyMem_Realloc(self.if_divisor, self.if_cap * sizeof(double))
+            self.if_offset = <double*>PyMem_Realloc(self.if_offset, self.if_cap * sizeof(double))
+            if self.if_linktype == NULL or self.if_divisor == NULL or self.if_offset == NULL:
+                raise MemoryError()
+        while o + 4 <= end:
+            code = rd16(self.base + o, self.swapped)
+            olen = rd16(self.base + o + 2, self.swapped)
+            if code == 0 or o + 4 + olen > end:
+                break
+            if code == 9 and olen >= 1:  # if_tsresol: 10^-v, or 2^-v when the top bit is set
+                v = self.base[o + 4]
+                divisor = 1.0
+                for k in range(v & 0x7F):
+                    divisor *= 2.0 if v & 0x80 else 10.0
+            elif code == 14 and olen >= 8:  # if_tsoffset: seconds added to every timestamp
+                offset = <double>rd64(self.base + o + 4, self.swapped)
+            o += 4 + ((olen + 3) & ~3)
+        self.if_linktype[self.n_if] = rd16(self.base + at + 8, self.swapped)
+        self.if_divisor[self.n_if] = divisor
+        self.if_offset[self.n_if] = offset
+        self.n_if += 1
+        if self.if_linktype[self.n_if - 1] not in self.linktypes:
+            self.linktypes.append(self.if_linktype[self.n_if - 1])
+        return 0
+
+    def feed(self, FlowTable table not None, Py_ssize_t max_packets):
+        """Feed up to `max_packets` packets to `table`, stopping right after a packet that left the
+        table with something pending. Returns the number fed: 0 at the end of the file."""
+        cdef Py_ssize_t done = 0, left
+        cdef const uint8_t* b
+        cdef uint32_t btype, blen, caplen, iface
+        cdef uint64_t ticks
+        cdef double ts
+        cdef int lt
+        while done < max_packets and not self.done:
+            b = self.base + self.pos
+            left = self.size - self.pos
+            if not self.ng:
+                if left < 16:
+                    if left > 0:
+                        self.truncated += 1
+                    self.done = True
+                    break
+                caplen = rd32(b + 8, self.swapped)
+                if caplen > MAX_RECORD and caplen > self.snaplen:
+                    self.corrupt += 1
+                    self.done = True
+                    break
+                if 16 + <Py_ssize_t>caplen > left:
+                    self.truncated += 1
+                    self.done = True
+                    break
+                ts = <double>rd32(b, self.swapped) + <double>rd32(b + 4, self.swapped) / self.divisor
+                lt = self.linktype
+                self.pos += 16 + caplen
+                b += 16
+            else:
+                if left < 12:
+                    if left > 0:
+                        self.truncated += 1
+                    self.done = True
+                    break
+                btype = rd32(b, self.swapped)
+                if btype == 0x0A0D0D0A:
+                    err = self._section(self.pos)
+                    if err == SEC_SHORT:
+                        self.truncated += 1
+                    if err != SEC_OK:
+                        self.corrupt += err != SEC_SHORT
+                        self.done = True
+                    continue
+                blen = rd32(b + 4, self.swapped)
+                if blen < 12 or blen % 4:
+                    self.corrupt += 1
+                    self.done = True
+                    break
+                if blen > left:
+                    self.truncated += 1
+                    self.done = True
+                    break
+                self.pos += blen
+                if btype == 1 and blen >= 20:
+                    self._interface(self.pos - blen, blen)
+                    continue
+                if btype == 6 or btype == 2:  # enhanced / obsolete packet block
+                    if blen < 32:
+                        self.corrupt += 1
+                        continue
+                    iface = rd32(b + 8, self.swapped) if btype == 6 else rd16(b + 8, self.swapped)
+                    caplen = rd32(b + 20, self.swapped)
+                    if iface >= <uint32_t>self.n_if or 28 + <Py_ssize_t>caplen > blen - 4:
+                        self.corrupt += 1
+                        continue
+                    ticks = (<uint64_t>rd32(b + 12, self.swapped) << 32) | rd32(b + 16, self.swapped)
+                    ts = self.if_offset[iface] + <double>ticks / self.if_divisor[iface]
+                    b += 28
+                elif btype == 3:  # simple packet block: interface 0, no timestamp
+                    if self.n_if == 0:
+                        self.corrupt += 1
+                        continue
+                    iface = 0
+                    caplen = rd32(b + 8, self.swapped)
+                    if caplen > blen - 16:
+                        caplen = blen - 16
+                    ts = self.last_ts
+                    b += 12
+                else:
+                    continue  # name resolution, statistics, custom blocks: nothing for us
+                lt = self.if_linktype[iface]
+            table.feed_link(b, caplen, ts, lt)
+            self.packets += 1
+            if self.packets == 1:
+                self.first_ts = ts
+            self.last_ts = ts
+            done += 1
+            if table.closed or table.app:
+                break
+        return done
