@@ -24,6 +24,8 @@ from netfilterqueue._impl cimport (
     recv, MSG_DONTWAIT, ntohl, NF_ACCEPT, NF_DROP, NFQNL_COPY_PACKET,
 )
 
+from slipsq._flowtable cimport FlowTable
+
 cdef extern from "libnetfilter_queue/libnetfilter_queue.h":
     # not declared by NetfilterQueue 1.1's .pxd
     int nfq_set_queue_flags(nfq_q_handle *qh, uint32_t mask, uint32_t flags)
@@ -59,7 +61,8 @@ cdef class Queue:
     cdef NetfilterQueue nfq
     cdef nfq_q_handle *qh
     cdef object table
-    cdef object feed  # the table's Python `feed` (bytes path)
+    cdef FlowTable ctable  # the compiled table (None: a Python twin, fed through its `feed`)
+    cdef object feed
     cdef readonly int num
     cdef readonly unsigned int rcvbuf
     cdef readonly bint fail_open
@@ -77,6 +80,7 @@ cdef class Queue:
         cdef unsigned int want
         self.num = num
         self.table = table
+        self.ctable = table if isinstance(table, FlowTable) else None
         self.feed = table.feed
         self._buf_owner = bytes(RECV_BUFSIZE)
         self.buf = <char*>self._buf_owner
@@ -119,6 +123,11 @@ cdef class Queue:
         return {"packets": self.packets, "accepted": self.accepted, "dropped": self.dropped,
                 "errors": self.errors, "enobufs": self.enobufs, "no_payload": self.no_payload}
 
+    cdef inline bint _pending(self) except -1:
+        if self.ctable is not None:
+            return len(self.ctable.closed) > 0 or len(self.ctable.app) > 0
+        return bool(self.table.pending)
+
     def run(self, unsigned int budget=1024, double timeout=1.0, fds=()) -> int:
         """Handle up to `budget` packets; return early when the table has pending work, one of `fds`
         is readable, a signal arrived, or `timeout` seconds passed. Returns packets handled."""
@@ -147,7 +156,7 @@ cdef class Queue:
                 nfq_handle_packet(self.nfq.h, self.buf, rv)
                 handled += <unsigned int>(self.packets - before)
                 # the engine must see closed flows and app packets soon, not after a full budget
-                if (handled & 31) == 0 and self.table.pending:
+                if (handled & 31) == 0 and self._pending():
                     break
                 continue
             if errno == ENOBUFS:
@@ -159,7 +168,7 @@ cdef class Queue:
             if errno != EAGAIN:
                 raise OSError(errno, "recv from the NFQUEUE socket failed")
             # nothing queued: give the engine its turn, then sleep until a packet or an fd is ready
-            if handled and self.table.pending:
+            if handled and self._pending():
                 break
             wait_ms = <int>((deadline - wall_time()) * 1000)
             if wait_ms <= 0:
@@ -187,7 +196,10 @@ cdef int _on_packet(nfq_q_handle *qh, nfgenmsg *nfmsg, nfq_data *nfa, void *data
     q.packets += 1
     if n > 0:
         try:
-            verdict = q.feed(payload[:n], q.now, LINKTYPE_RAW)
+            if q.ctable is not None:
+                verdict = q.ctable.feed_ip(payload, n, q.now)  # C to C: no Python object per packet
+            else:
+                verdict = q.feed(payload[:n], q.now, LINKTYPE_RAW)
         except BaseException:
             q.errors += 1  # fail open: a packet the table cannot take is let through, never lost
             verdict = 1
