@@ -90,8 +90,8 @@ class StratosphereDetector(Detector):
         ts = max(flow.start, flow.end)
         win = int(ts // self.window)
         last = t.alerted
-        if last is not None and last[0] == win and last[1] == model.label and \
-                conf < min(1.0, last[2] + CONFIDENCE_STEP):
+        if last is not None and last[0] == win and last[1] == model.label and not (
+                conf >= last[2] + CONFIDENCE_STEP or conf >= 1.0 > last[2]):
             return NO_EVIDENCE
         t.alerted = (win, model.label, conf)
         tuple_id = f"{t.client}-{t.server}:{t.port}/{t.proto}"
