@@ -124,6 +124,9 @@ class Lab:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+            for f in (p.stdout, p.stderr):
+                if f is not None:
+                    f.close()
         for ns in self.ns.values():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         # veths die with their namespaces; give the kernel a moment before the next lab
