@@ -1,0 +1,236 @@
+"""Admin actions and the control socket without a kernel: a fake firewall, a real store, a real
+Unix socket in a temporary state dir, and the CLI talking to it."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from slipsq.allow import AllowList
+from slipsq.control import Admin, ControlServer, parse_duration, request, socket_path
+from slipsq.errors import InputError, SystemSetupError
+from slipsq.verdict.store import BlockStore
+
+
+class FakeFirewall:
+    def __init__(self, allow: AllowList) -> None:
+        self.allow = allow
+        self.set: dict[str, float | None] = {}
+
+    def block(self, entries: Any) -> list[tuple[str, str]]:
+        refused = []
+        for ip, seconds in entries:
+            why = self.allow.why_protected(ip)
+            if why:
+                refused.append((ip, why))
+            else:
+                self.set[ip] = seconds
+        return refused
+
+    def unblock(self, ips: Any) -> None:
+        for ip in ips:
+            self.set.pop(ip, None)
+
+    def members(self) -> dict[str, int]:
+        return {ip: int(s or 0) for ip, s in self.set.items()}
+
+
+class FakeEngine:
+    """Records what the admin asks of the engine (the real one is tested in test_engine.py)."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.restored: list[tuple[str, float, int]] = []
+        self.forgotten: list[str] = []
+
+    def restore_block(self, ip: str, until: float, times: int = 1) -> None:
+        self.restored.append((ip, until, times))
+
+    def unblock(self, ip: str, reason: str = "") -> None:
+        self.forgotten.append(ip)
+        self.sink.unblock(ip, 0.0, reason)
+
+
+@pytest.fixture
+def admin(tmp_path: Path) -> Admin:
+    allow = AllowList(["10.9.0.0/16"], own=["192.168.1.1"])
+    return Admin(BlockStore(tmp_path), FakeFirewall(allow), allow, 3600.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text,want", [("90", 90.0), ("30s", 30.0), ("15m", 900.0), ("4h", 14400.0),
+                                       ("2d", 172800.0), ("1w", 604800.0), ("forever", None), ("0", None)])
+def test_parse_duration(text: str, want: float | None) -> None:
+    assert parse_duration(text) == want
+
+
+@pytest.mark.parametrize("bad", ["", "h", "4x", "-5m", "nan", "soon"])
+def test_parse_duration_rejects(bad: str) -> None:
+    with pytest.raises(InputError):
+        parse_duration(bad)
+
+
+def test_block_and_unblock_offline(admin: Admin) -> None:
+    fw = admin.fw
+    assert isinstance(fw, FakeFirewall)
+    b = admin.block("203.0.113.7", "default", "manual", "admin:alice", now=1000.0)
+    assert b.expires == 1000.0 + 3600 and b.by == "admin:alice"
+    assert fw.set == {"203.0.113.7": 3600.0}
+    admin.block("2001:DB8::1", None, "forever", "admin:alice", now=1001.0)
+    assert "2001:db8::1" in fw.set and admin.store.get("2001:db8::1") is not None  # canonical form
+    assert [x["ip"] for x in admin.blocks(now=2000.0)] == ["203.0.113.7", "2001:db8::1"]
+    admin.unblock("203.0.113.7", "admin:bob", "false positive")
+    assert "203.0.113.7" not in fw.set and admin.store.get("203.0.113.7") is None
+    assert admin.store.audit("203.0.113.7")[-1].who == "admin:bob"
+
+
+@pytest.mark.parametrize("ip,msg", [
+    ("192.168.1.1", "refusing to block 192.168.1.1: one of this gateway's own addresses"),
+    ("10.9.8.7", "refusing to block 10.9.8.7: on the allow list (10.9.0.0/16)"),
+    ("127.0.0.1", "refusing to block 127.0.0.1: a loopback address"),
+    ("nonsense", "'nonsense' is not an IP address"),
+])
+def test_block_refusals(admin: Admin, ip: str, msg: str) -> None:
+    with pytest.raises(InputError) as e:
+        admin.block(ip, 60.0)
+    assert str(e.value) == msg
+    assert admin.store.active(0.0) == []
+
+
+def test_unblock_unknown_ip(admin: Admin) -> None:
+    with pytest.raises(InputError, match=r"^198\.51\.100\.1 is not blocked$"):
+        admin.unblock("198.51.100.1")
+
+
+def test_unblock_of_a_kernel_only_block_still_works(admin: Admin) -> None:
+    # e.g. the store was lost but the set still holds the address
+    assert isinstance(admin.fw, FakeFirewall)
+    admin.fw.set["198.51.100.2"] = 60.0
+    admin.unblock("198.51.100.2")
+    assert admin.fw.set == {}
+
+
+def test_with_an_engine_unblock_makes_it_forget(tmp_path: Path) -> None:
+    from slipsq.daemon import InlineSink
+
+    allow = AllowList()
+    fw = FakeFirewall(allow)
+    store = BlockStore(tmp_path)
+    sink = InlineSink(fw, store)  # type: ignore[arg-type]
+    engine = FakeEngine(sink)
+    a = Admin(store, fw, allow, None, engine, sink)  # type: ignore[arg-type]
+    a.block("203.0.113.9", None, "r", "admin:x", now=5.0)
+    assert engine.restored == [("203.0.113.9", math.inf, 1)]
+    a.unblock("203.0.113.9", "admin:y")
+    assert engine.forgotten == ["203.0.113.9"]
+    assert store.audit("203.0.113.9")[-1].who == "admin:y"
+    assert sink.actor == "judge"  # the admin's name does not stick to later judge decisions
+    assert fw.set == {}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[ControlServer, list[tuple[dict[str, Any], str]]]]:
+    seen: list[tuple[dict[str, Any], str]] = []
+
+    def handler(req: dict[str, Any], who: str) -> dict[str, Any]:
+        seen.append((req, who))
+        if req["cmd"] == "block" and req.get("ip") == "10.0.0.1":
+            raise InputError("refusing to block 10.0.0.1: one of this gateway's own addresses")
+        if req["cmd"] == "blocks":
+            return {"ok": True, "blocks": [{"ip": "203.0.113.7", "remaining": 60.0, "since": 1.0,
+                                            "detector": "beacon", "by": "judge", "reason": "r"}]}
+        return {"ok": True}
+
+    srv = ControlServer(tmp_path, handler)
+    stop = threading.Event()
+
+    def loop() -> None:
+        import select
+
+        while not stop.is_set():
+            r, _, _ = select.select([srv.fileno()], [], [], 0.05)
+            if r:
+                srv.poll()
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield srv, seen
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        srv.close()
+
+
+def test_socket_is_private_and_answers(server: tuple[ControlServer, list[Any]], tmp_path: Path) -> None:
+    srv, seen = server
+    mode = os.stat(socket_path(tmp_path)).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    assert request(tmp_path, {"cmd": "status"}) == {"ok": True}
+    assert seen[-1][1].startswith("admin:")
+    bad = request(tmp_path, {"cmd": "format-disk"})
+    assert bad is not None and not bad["ok"] and "unknown request" in bad["error"]
+    refused = request(tmp_path, {"cmd": "block", "ip": "10.0.0.1"})
+    assert refused == {"ok": False, "error": "refusing to block 10.0.0.1: one of this gateway's own addresses"}
+
+
+def test_no_daemon_means_none(tmp_path: Path) -> None:
+    assert request(tmp_path, {"cmd": "status"}) is None
+    # a stale socket file left by a killed daemon is not a daemon
+    import socket as so
+
+    s = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    s.bind(str(socket_path(tmp_path)))
+    s.close()
+    assert request(tmp_path, {"cmd": "status"}) is None
+    ControlServer(tmp_path, lambda r, w: {"ok": True}).close()  # and a new daemon takes its place
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(server: Any, tmp_path: Path) -> None:
+    with pytest.raises(SystemSetupError, match="another slipsq is running"):
+        ControlServer(tmp_path, lambda r, w: {"ok": True})
+
+
+def test_cli_uses_the_daemon(server: tuple[ControlServer, list[Any]], tmp_path: Path) -> None:
+    from slipsq.cli import main
+
+    _, seen = server
+    r = CliRunner().invoke(main, ["blocks", "--json", "--state-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)[0]["ip"] == "203.0.113.7"
+    r = CliRunner().invoke(main, ["blocks", "--state-dir", str(tmp_path)])
+    assert "203.0.113.7" in r.output and "beacon" in r.output
+    r = CliRunner().invoke(main, ["block", "10.0.0.1", "--state-dir", str(tmp_path)])
+    assert r.exit_code != 0
+    assert r.output.strip().endswith("refusing to block 10.0.0.1: one of this gateway's own addresses")
+    r = CliRunner().invoke(main, ["unblock", "203.0.113.7", "--state-dir", str(tmp_path)])
+    assert r.exit_code == 0 and seen[-1][0]["cmd"] == "unblock" and seen[-1][0]["ip"] == "203.0.113.7"
+
+
+def test_cli_without_a_daemon(tmp_path: Path) -> None:
+    from slipsq.cli import main
+
+    r = CliRunner().invoke(main, ["status", "--state-dir", str(tmp_path)])
+    assert r.exit_code == SystemSetupError.code
+    assert "daemon is not running" in r.output
+    r = CliRunner().invoke(main, ["unblock", "1.2.3", "--state-dir", str(tmp_path)])
+    assert r.exit_code == InputError.code and "'1.2.3' is not an IP address" in r.output
+    BlockStore(tmp_path).add("198.51.100.3", since=1.0, expires=None, reason="r", by="judge")
+    r = CliRunner().invoke(main, ["blocks", "--json", "--state-dir", str(tmp_path)])
+    assert r.exit_code == 0 and [b["ip"] for b in json.loads(r.output)] == ["198.51.100.3"]
+
+
+def test_not_root_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from slipsq.sources.nfqueue import check_system
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SystemSetupError, match="inline mode needs root"):
+        check_system()
