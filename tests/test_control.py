@@ -171,7 +171,7 @@ def server(tmp_path: Path) -> Iterator[tuple[ControlServer, list[tuple[dict[str,
 
 
 def test_socket_is_private_and_answers(server: tuple[ControlServer, list[Any]], tmp_path: Path) -> None:
-    srv, seen = server
+    _, seen = server
     mode = os.stat(socket_path(tmp_path)).st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
     assert request(tmp_path, {"cmd": "status"}) == {"ok": True}
@@ -179,7 +179,8 @@ def test_socket_is_private_and_answers(server: tuple[ControlServer, list[Any]], 
     bad = request(tmp_path, {"cmd": "format-disk"})
     assert bad is not None and not bad["ok"] and "unknown request" in bad["error"]
     refused = request(tmp_path, {"cmd": "block", "ip": "10.0.0.1"})
-    assert refused == {"ok": False, "error": "refusing to block 10.0.0.1: one of this gateway's own addresses"}
+    assert refused == {"ok": False,
+                       "error": "refusing to block 10.0.0.1: one of this gateway's own addresses"}
 
 
 def test_no_daemon_means_none(tmp_path: Path) -> None:
