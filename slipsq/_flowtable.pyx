@@ -633,8 +633,9 @@ cdef class FlowTable:
         cdef double factor, due, best_due
         cdef uint32_t i
         cdef FlowEntry* e
+        # decided once per pass: an emergency pass runs until the emergency timeouts are met
+        factor = self.emergency_factor if <uint64_t>self.count * 10 > <uint64_t>self.max_flows * 9 else 1.0
         while True:
-            factor = self.emergency_factor if <uint64_t>self.count * 10 > <uint64_t>self.max_flows * 9 else 1.0
             best = -1
             best_due = INFINITY
             for c in range(N_CLASSES):

@@ -15,8 +15,9 @@ Rules (both tables):
   and count in their flow); malformed packets are counted and belong to no flow.
 * Timeout classes, each an LRU list ordered by last packet: 0 TCP not established (tcp_new_idle), 1
   TCP with packets both ways (tcp_idle), 2 TCP closing: FIN both ways or an RST (tcp_closed_linger),
-  3 UDP, 4 ICMP, 5 other. Above 90% of max_flows every idle timeout is multiplied by
-  emergency_factor. A list is only read from its old end, so expiry is O(flows expired).
+  3 UDP, 4 ICMP, 5 other. When an expiry pass starts above 90% of max_flows, every idle timeout is
+  multiplied by emergency_factor for that pass. A list is only read from its old end, so expiry
+  costs O(flows expired).
 * Expiry emits, smallest deadline first (ties: class order, then the active list), until no deadline
   has passed: idle flows (closed_by "idle", or "fin"/"rst" for closing ones), and active reports
   (a copy with closed_by "active" for a flow open active_timeout seconds; the next report is due
@@ -252,8 +253,9 @@ class FlowTable:
 
     def _expire(self, now: float) -> None:
         active_timeout = self.active_timeout
+        # decided once per pass: an emergency pass runs until the emergency timeouts are met
+        factor = self.emergency_factor if len(self.flows) * 10 > self.max_flows * 9 else 1.0
         while True:
-            factor = self.emergency_factor if len(self.flows) * 10 > self.max_flows * 9 else 1.0
             best, best_due = -1, math.inf
             for i, lst in enumerate(self.lists):
                 if lst:

@@ -142,7 +142,8 @@ def _block(e: str, btype: int, body: bytes) -> bytes:
     return struct.pack(e + "II", btype, n) + body + struct.pack(e + "I", n)
 
 
-def write_pcapng(path: Path, interfaces: Sequence[tuple[int, int]], records: Iterable[tuple[int, float, bytes]],
+def write_pcapng(path: Path, interfaces: Sequence[tuple[int, int]],
+                 records: Iterable[tuple[int, float, bytes]],
                  *, big_endian: bool = False) -> Path:
     """A pcapng file. `interfaces` are (link type, if_tsresol: 6 for µs, 9 for ns, 0x80|n for 2^-n);
     records are (interface index, timestamp, frame), written as Enhanced Packet Blocks."""
@@ -181,3 +182,31 @@ def pcap_bytes_fast(n: int, flows: int = 1000, start: float = 1_700_000_000.0) -
         sec = int(t)
         recs.append(struct.pack("<IIII", sec, int((t - sec) * 1e6), len(frame), len(frame)) + frame)
     return b"".join(recs)
+
+
+# --- application payloads -------------------------------------------------------------------------
+
+def dns_query(name: str, qtype: int = 1, ident: int = 0x1234) -> bytes:
+    msg = dpkt.dns.DNS(id=ident, qd=[dpkt.dns.DNS.Q(name=name, type=qtype)], an=[])
+    return bytes(msg)
+
+
+def dns_response(name: str, answers: Sequence[str], ident: int = 0x1234, rcode: int = 0) -> bytes:
+    """A response with one A or AAAA record per answer address."""
+    rrs = []
+    for a in answers:
+        v6 = ":" in a
+        rrs.append(dpkt.dns.DNS.RR(name=name, type=28 if v6 else 1, ttl=60, rdata=packed(a)))
+    msg = dpkt.dns.DNS(id=ident, qr=1, rcode=rcode, qd=[dpkt.dns.DNS.Q(name=name, type=1)], an=rrs)
+    return bytes(msg)
+
+
+def tls_client_hello(sni: str) -> bytes:
+    """A TLS 1.2 ClientHello record with a server_name extension."""
+    name = sni.encode()
+    sni_ext = struct.pack("!HBH", len(name) + 3, 0, len(name)) + name
+    exts = struct.pack("!HH", 0, len(sni_ext)) + sni_ext
+    body = (b"\x03\x03" + b"\x11" * 32 + b"\x00" + struct.pack("!H", 2) + b"\x00\x2f" + b"\x01\x00"
+            + struct.pack("!H", len(exts)) + exts)
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs

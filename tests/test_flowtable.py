@@ -1,0 +1,413 @@
+"""Flow table rules, run on both tables (ids py and c), and the two tables fed the same packets."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from slipsq.config import CORE_OPTIONS, Config
+from slipsq.flow import Flow
+from slipsq.flowtable import FlowTable as PyTable
+from tests.helpers import (
+    ACK,
+    FIN,
+    PSH,
+    RST,
+    SYN,
+    arp,
+    dns_query,
+    eth,
+    icmp,
+    ip,
+    sll,
+    tcp,
+    udp,
+    vlan,
+)
+
+try:
+    from slipsq._flowtable import FlowTable as CTable
+except ImportError:  # pragma: no cover
+    CTable = None
+
+A, B, C, A6, B6 = "10.0.0.1", "10.0.0.2", "10.0.0.3", "2001:db8::1", "2001:db8::2"
+Table = Any
+Make = Callable[..., Table]
+
+
+def config(**flowtable: Any) -> Config:
+    return Config(CORE_OPTIONS, {f"flowtable.{k}": v for k, v in flowtable.items()})
+
+
+@pytest.fixture(params=["py", "c"])
+def make(request: pytest.FixtureRequest) -> Make:
+    if request.param == "c" and CTable is None:
+        pytest.skip("slipsq._flowtable is not built")
+    cls = PyTable if request.param == "py" else CTable
+
+    def build(**flowtable: Any) -> Table:
+        return cls(config(**flowtable))
+
+    return build
+
+
+def feed(t: Table, packets: Sequence[tuple[float, bytes]], linktype: int = 101) -> list[int]:
+    return [t.feed(buf, ts, linktype) for ts, buf in packets]
+
+
+def handshake(c: str = A, cp: int = 40000, s: str = B, sp: int = 80,
+              t0: float = 100.0) -> list[tuple[float, bytes]]:
+    return [(t0, tcp(c, cp, s, sp, SYN)), (t0 + 0.01, tcp(s, sp, c, cp, SYN | ACK)),
+            (t0 + 0.02, tcp(c, cp, s, sp, ACK))]
+
+
+def only(flows: list[Flow]) -> Flow:
+    assert len(flows) == 1, flows
+    return flows[0]
+
+
+# --- states and close reasons ---------------------------------------------------------------------------
+
+def test_fin_both_ways_closes_after_linger(make: Make) -> None:
+    t = make(tcp_closed_linger=2.0)
+    feed(t, [*handshake(), (100.1, tcp(A, 40000, B, 80, PSH | ACK, b"GET /")),
+             (100.2, tcp(B, 80, A, 40000, PSH | ACK, b"200 OK!")),
+             (100.3, tcp(A, 40000, B, 80, FIN | ACK)), (100.4, tcp(B, 80, A, 40000, FIN | ACK))])
+    t.expire(102.3)
+    assert t.pop_closed() == []  # lingering: the last ACK still belongs to it
+    feed(t, [(100.5, tcp(A, 40000, B, 80, ACK))])
+    t.expire(102.6)
+    f = only(t.pop_closed())
+    assert (f.saddr, f.sport, f.daddr, f.dport, f.proto) == (A, 40000, B, 80, "tcp")
+    assert (f.spkts, f.dpkts, f.sbytes, f.dbytes) == (5, 3, 40 * 4 + 45, 40 * 2 + 47)
+    assert (f.state, f.closed_by, f.dir, f.start, f.end) == ("FSPA_FSPA", "fin", "<->", 100.0, 100.5)
+    assert t.stats()["flows_open"] == 0 and t.stats()["flows_closed"] == 1
+
+
+def test_rst_closes(make: Make) -> None:
+    t = make(tcp_closed_linger=0.5)
+    feed(t, [(10.0, tcp(A, 5000, B, 23, SYN)), (10.1, tcp(B, 23, A, 5000, RST | ACK))])
+    t.expire(10.7)
+    f = only(t.pop_closed())
+    assert (f.state, f.closed_by, f.dir) == ("S_RA", "rst", "<->")
+
+
+def test_unanswered_syn_uses_the_new_timeout(make: Make) -> None:
+    t = make(tcp_new_idle=5.0, tcp_idle=100.0)
+    feed(t, [(1.0, tcp(A, 5000, B, 22, SYN)), (2.0, tcp(A, 5000, B, 22, SYN))])
+    t.expire(6.9)
+    assert t.pop_closed() == []
+    t.expire(7.0)
+    f = only(t.pop_closed())
+    assert (f.state, f.closed_by, f.spkts, f.dpkts, f.dir) == ("S_", "idle", 2, 0, "->")
+
+
+def test_established_flow_uses_the_established_timeout(make: Make) -> None:
+    t = make(tcp_new_idle=5.0, tcp_idle=50.0)
+    feed(t, handshake(t0=0.0))
+    t.expire(40.0)
+    assert t.pop_closed() == []
+    t.expire(50.02)
+    assert only(t.pop_closed()).state == "SA_SA"
+
+
+def test_syn_ack_first_makes_its_receiver_the_client(make: Make) -> None:
+    t = make()
+    feed(t, [(1.0, tcp(B, 443, A, 50000, SYN | ACK)), (1.1, tcp(A, 50000, B, 443, ACK))])
+    t.close_all(2.0)
+    f = only(t.pop_closed())
+    assert (f.saddr, f.sport, f.daddr, f.dport, f.state, f.closed_by) == (A, 50000, B, 443, "A_SA", "end")
+
+
+def test_first_sender_is_the_client_without_syn(make: Make) -> None:
+    t = make()
+    feed(t, [(1.0, tcp(B, 443, A, 50000, PSH | ACK, b"x")), (1.1, tcp(A, 50000, B, 443, ACK))])
+    t.close_all(2.0)
+    assert (only(t.pop_closed()).saddr) == B
+
+
+def test_udp_states_and_timeout(make: Make) -> None:
+    t = make(udp_idle=10.0)
+    feed(t, [(0.0, udp(A, 5000, B, 1900, b"a")), (1.0, udp(A, 5001, B, 1900, b"a")),
+             (1.5, udp(B, 1900, A, 5001, b"bb"))])
+    t.expire(10.0)
+    f1 = only(t.pop_closed())
+    assert (f1.sport, f1.state, f1.closed_by, f1.sbytes) == (5000, "INT", "idle", 29)
+    t.expire(11.5)
+    f2 = only(t.pop_closed())
+    assert (f2.sport, f2.state, f2.dpkts, f2.dbytes) == (5001, "CON", 1, 30)
+
+
+def test_icmp_flows(make: Make) -> None:
+    t = make(icmp_idle=5.0)
+    feed(t, [(0.0, icmp(A, B, 8, ident=1)), (0.1, icmp(B, A, 0, ident=1)),    # answered echo
+             (0.2, icmp(A, C, 8, ident=2)),                                      # unanswered
+             (0.3, icmp(A, B, 8, ident=3)),                                      # other id: own flow
+             (0.4, icmp(C, A, 3, code=3)),                                       # port unreachable
+             (0.5, icmp(A6, B6, 128, ident=9)), (0.6, icmp(B6, A6, 129, ident=9)),
+             (0.7, icmp(A, B, 11, code=0)), (0.8, icmp(A6, B6, 1, code=4))])
+    t.close_all(1.0)
+    got = {(f.saddr, f.daddr, f.sport, f.dport): (f.proto, f.state, f.spkts, f.dpkts) for f in t.pop_closed()}
+    assert got == {
+        (A, B, 8, 1): ("icmp", "ECR", 1, 1), (A, C, 8, 2): ("icmp", "ECO", 1, 0),
+        (A, B, 8, 3): ("icmp", "ECO", 1, 0), (C, A, 3, 3): ("icmp", "URP", 1, 0),
+        (A6, B6, 128, 9): ("ipv6-icmp", "ECR", 1, 1), (A, B, 11, 0): ("icmp", "TXD", 1, 0),
+        (A6, B6, 1, 4): ("ipv6-icmp", "URP", 1, 0),
+    }
+
+
+def test_other_protocols_and_tos(make: Make) -> None:
+    t = make()
+    feed(t, [(0.0, ip(A, B, 47, b"\0" * 8, tos=0x20)), (0.5, ip(B, A, 47, b"\0" * 4, tos=0x48))])
+    t.close_all(1.0)
+    f = only(t.pop_closed())
+    assert (f.proto, f.state, f.sport, f.dport, f.stos, f.dtos, f.sbytes, f.dbytes) == \
+        ("gre", "CON", 0, 0, 0x20, 0x48, 28, 24)
+
+
+def test_active_timeout_reports_and_goes_on(make: Make) -> None:
+    t = make(active_timeout=10.0, udp_idle=5.0)
+    feed(t, [(float(s), udp(A, 7000, B, 7001, b"x")) for s in range(0, 25)])
+    reports = t.pop_closed()
+    assert [(f.closed_by, f.start, f.end, f.spkts) for f in reports] == [("active", 0.0, 9.0, 10),
+                                                                       ("active", 0.0, 19.0, 20)]
+    assert all(f.is_report for f in reports) and t.stats()["flows_closed"] == 0
+    t.expire(30.0)
+    f = only(t.pop_closed())
+    assert (f.closed_by, f.spkts, f.start, f.end) == ("idle", 25, 0.0, 24.0)
+
+
+def test_new_syn_on_a_closing_flow_starts_a_new_flow(make: Make) -> None:
+    t = make(tcp_closed_linger=30.0)
+    feed(t, [*handshake(t0=0.0), (1.0, tcp(A, 40000, B, 80, RST))])
+    feed(t, handshake(t0=2.0))
+    first = only(t.pop_closed())
+    assert (first.closed_by, first.state, first.end) == ("rst", "SRA_SA", 1.0)
+    t.close_all(3.0)
+    second = only(t.pop_closed())
+    assert (second.start, second.spkts, second.closed_by) == (2.0, 2, "end")
+
+
+def test_eviction_at_the_cap_is_lru(make: Make) -> None:
+    t = make(max_flows=3, udp_idle=1000.0, emergency_factor=1.0)
+    feed(t, [(0.0, udp(A, 1, B, 1)), (0.1, udp(A, 2, B, 2)), (0.2, udp(A, 3, B, 3)),
+             (0.3, udp(A, 1, B, 1)),        # flow 1 is young again: flow 2 is the oldest
+             (0.4, udp(A, 4, B, 4))])
+    f = only(t.pop_closed())
+    assert (f.sport, f.closed_by) == (2, "evict")
+    s = t.stats()
+    assert (s["evicted"], s["flows_open"], s["flows_closed"]) == (1, 3, 1)
+
+
+def test_emergency_timeouts_above_90_percent(make: Make) -> None:
+    t = make(max_flows=10, udp_idle=100.0, emergency_factor=0.1)
+    feed(t, [(0.0, udp(A, p, B, 53)) for p in range(1, 10)])  # 9 flows: 90%, not above
+    t.expire(50.0)
+    assert t.pop_closed() == []
+    feed(t, [(50.0, udp(A, 99, B, 53))])  # 10 flows: above 90%, idle 10 s from now on
+    t.expire(50.0)
+    closed = t.pop_closed()
+    assert len(closed) == 9 and {f.closed_by for f in closed} == {"idle"}  # the one at 50.0 stays
+
+
+def test_expires_itself_in_packet_time(make: Make) -> None:
+    t = make(udp_idle=3.0)
+    feed(t, [(0.0, udp(A, 1, B, 2)), (2.5, udp(A, 9, B, 9)), (3.2, udp(A, 9, B, 9))])
+    assert t.pending and only(t.pop_closed()).sport == 1
+    assert not t.pending
+
+
+def test_close_all_keeps_closing_reasons(make: Make) -> None:
+    t = make()
+    feed(t, [*handshake(t0=0.0), (0.5, tcp(A, 40000, B, 80, FIN | ACK)),
+             (0.6, tcp(B, 80, A, 40000, FIN | ACK)), (0.7, udp(A, 1, B, 2))])
+    t.close_all(1.0)
+    assert [f.closed_by for f in t.pop_closed()] == ["fin", "end"]
+
+
+# --- blocking, counters, app packets ------------------------------------------------------------------
+
+def test_blocked_addresses_drop_and_stay_out_of_flows(make: Make) -> None:
+    t = make()
+    t.block(B)
+    t.block(B6)
+    assert t.is_blocked(B) and t.is_blocked(B6) and not t.is_blocked(A)
+    assert feed(t, [(0.0, udp(A, 1, B, 2)), (0.1, udp(B6, 1, A6, 2)), (0.2, udp(A, 1, C, 2)),
+                    (0.3, ip(B, A, 6, b"\0" * 3))]) == [0, 0, 1, 0]
+    t.unblock(B)
+    assert feed(t, [(0.4, udp(A, 1, B, 2))]) == [1] and not t.is_blocked(B)
+    t.close_all(1.0)
+    assert sorted(f.daddr for f in t.pop_closed()) == [B, C]
+    assert t.stats()["dropped"] == 3
+
+
+def test_counters(make: Make) -> None:
+    t = make()
+    feed(t, [(0.0, eth(udp(A, 1, B, 2, b"abc"))), (0.1, arp()), (0.2, eth(b"\0" * 30, 0x88CC)),
+             (0.3, eth(b"\x45" + b"\0" * 5)), (0.4, eth(ip(A, B, 17, b"q" * 16, frag_offset=2))),
+             (0.5, eth(ip(A, B, 17, udp(A, 1, B, 2, b"z" * 16)[20:], mf=True))),
+             (0.6, eth(tcp(A, 1, B, 2))[:30])], linktype=1)
+    s = t.stats()
+    assert {k: s[k] for k in ("packets", "arp", "non_ip", "malformed", "fragments", "flows_open")} == \
+        {"packets": 7, "arp": 1, "non_ip": 1, "malformed": 2, "fragments": 2, "flows_open": 1}
+    assert s["bytes"] == 31 + 44  # the flow's packets only; the later fragment is in no flow
+
+
+def test_app_packets(make: Make) -> None:
+    t = make()
+    q = udp(A, 5353, B, 5353, dns_query("x.local"))
+    data = tcp(A, 40000, B, 80, PSH | ACK, b"GET / HTTP/1.0\r\n\r\n")
+    feed(t, [*handshake(t0=0.0), (1.0, data), (1.1, tcp(A, 40000, B, 80, PSH | ACK, b"more")),
+             (1.2, tcp(B, 80, A, 40000, PSH | ACK, b"HTTP/1.0 200 OK\r\n\r\n")),
+             (1.3, tcp(B, 80, A, 40000, PSH | ACK, b"body")), (1.4, q)])
+    feed(t, [(1.5, eth(tcp(A, 40001, B, 53, PSH | ACK, b"\0\x05hello")) + b"\0" * 9),
+             (1.6, eth(arp()[14:], 0x0806, tags=[(0x8100, 4)]))], linktype=1)
+    got = t.pop_app()
+    assert [ts for ts, _ in got] == [1.0, 1.2, 1.4, 1.5, 1.6]
+    assert got[0][1] == data and got[2][1] == q
+    assert got[3][1] == tcp(A, 40001, B, 53, PSH | ACK, b"\0\x05hello")  # Ethernet padding cut off
+    assert got[4][1][:2] == b"\x00\x01" and len(got[4][1]) == 28      # from the ARP header
+    assert t.stats()["app_packets"] == 5 and not t.pending
+
+
+def test_link_types_reach_the_same_flow(make: Make) -> None:
+    t = make()
+    p = udp(A, 1, B, 2, b"x")
+    t.feed(eth(p), 0.0, 1)
+    t.feed(vlan(p, 3, 4), 0.1, 1)
+    t.feed(sll(p), 0.2, 113)
+    t.feed(p, 0.3, 228)
+    t.close_all(1.0)
+    assert only(t.pop_closed()).spkts == 4
+
+
+def test_ports_zero_and_same_endpoints(make: Make) -> None:
+    t = make()
+    feed(t, [(0.0, udp(A, 7, A, 7)), (0.1, udp(A, 7, A, 7)), (0.2, udp(A, 8, A, 7)), (0.3, udp(A, 7, A, 8))])
+    t.close_all(1.0)
+    got = sorted((f.sport, f.dport, f.spkts, f.dpkts) for f in t.pop_closed())
+    assert got == [(7, 7, 2, 0), (8, 7, 1, 1)]
+
+
+def test_interface_types(make: Make) -> None:
+    t = make()
+    assert isinstance(t.bytes_per_flow, int)
+    assert t.feed(b"", 0.0, 1) == 1 and t.stats()["malformed"] == 1
+    assert t.pop_closed() == [] and t.pop_app() == []
+
+
+# --- memory ---------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
+def test_compiled_table_memory_per_open_flow() -> None:
+    assert CTable.bytes_per_flow <= 200
+    n = 100_000
+    template = udp(A, 1000, B, 2000)
+    packets = [template[:12] + i.to_bytes(4, "big") + template[16:] for i in range(n)]
+    tracemalloc.start()
+    try:
+        t = CTable(config(max_flows=200_000))
+        base = tracemalloc.get_traced_memory()[0]
+        for buf in packets:
+            t.feed(buf, 0.0, 101)
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert t.stats()["flows_open"] == n and not t.pending
+    assert t.memory() / n <= 200
+    assert used / n <= 200  # measured from outside: no Python object per flow
+
+
+# --- both tables, same packets, same flows -----------------------------------------------------------
+
+HOSTS = [A, B, C]
+HOSTS6 = [A6, B6]
+
+
+@st.composite
+def packet(draw: st.DrawFn) -> tuple[float, bytes]:
+    kind = draw(st.sampled_from(["tcp", "udp", "icmp", "tcp6", "other", "frag", "junk"]))
+    dt = draw(st.sampled_from([0.0, 0.001, 0.5, 1.0, 3.0, 40.0]))
+    hosts = HOSTS6 if kind == "tcp6" else HOSTS
+    s, d = draw(st.sampled_from(hosts)), draw(st.sampled_from(hosts))
+    sp, dp = draw(st.sampled_from([53, 80, 1000, 1001])), draw(st.sampled_from([53, 80, 1000]))
+    if kind in ("tcp", "tcp6"):
+        flags = draw(st.sampled_from([SYN, SYN | ACK, ACK, PSH | ACK, FIN | ACK, RST, RST | ACK, FIN]))
+        buf = tcp(s, sp, d, dp, flags, draw(st.sampled_from([b"", b"data"])))
+    elif kind == "udp":
+        buf = udp(s, sp, d, dp, draw(st.sampled_from([b"", b"x" * 30])))
+    elif kind == "icmp":
+        buf = icmp(s, d, draw(st.sampled_from([0, 8, 3, 11, 13])), ident=draw(st.sampled_from([1, 2])))
+    elif kind == "other":
+        buf = ip(s, d, 47, b"\0" * 8)
+    elif kind == "frag":
+        buf = ip(s, d, 17, b"\0" * 16, frag_offset=draw(st.sampled_from([0, 5])), mf=True)
+    else:
+        buf = draw(st.binary(max_size=60))
+    return dt, buf
+
+
+def run_table(table: Table, steps: list[tuple[str, Any]]) -> tuple[list[Any], dict[str, int]]:
+    out: list[Any] = []
+    ts = 1000.0
+    for op, arg in steps:
+        if op == "pkt":
+            dt, buf = arg
+            ts += dt
+            out.append(("v", table.feed(buf, ts, 101)))
+        elif op == "expire":
+            out.append(("x", table.expire(ts + arg)))
+        elif op == "block":
+            table.block(arg)
+        else:
+            table.unblock(arg)
+        out.extend(("f", f) for f in table.pop_closed())
+        out.extend(("a", a) for a in table.pop_app())
+    table.close_all(ts + 1.0)
+    out.extend(("f", f) for f in table.pop_closed())
+    return out, table.stats()
+
+
+steps_strategy = st.lists(st.one_of(
+    st.tuples(st.just("pkt"), packet()),
+    st.tuples(st.just("expire"), st.sampled_from([0.0, 2.0, 31.0, 61.0, 400.0])),
+    st.tuples(st.sampled_from(["block", "unblock"]), st.sampled_from(HOSTS)),
+), max_size=80)
+
+
+@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps_strategy, st.sampled_from([3, 5, 1000]), st.sampled_from([0.0, 2.0]),
+       st.sampled_from([10.0, 300.0]))
+def test_both_tables_emit_the_same_flows(steps: list[tuple[str, Any]], max_flows: int, linger: float,
+                                         active: float) -> None:
+    opts = {"max_flows": max_flows, "tcp_closed_linger": linger, "active_timeout": active}
+    py = run_table(PyTable(config(**opts)), steps)
+    c = run_table(CTable(config(**opts)), steps)
+    assert c == py
+
+
+def test_both_tables_on_shared_captures(shared_data: Any) -> None:
+    if CTable is None:
+        pytest.skip("slipsq._flowtable is not built")
+    import dpkt
+
+    for path in sorted((shared_data / "pcaps").glob("*.pcap")):
+        results = []
+        for cls in (PyTable, CTable):
+            t = cls(config(max_flows=50))
+            out: list[Any] = []
+            with path.open("rb") as fh:
+                reader = dpkt.pcap.Reader(fh)
+                for ts, buf in reader:
+                    t.feed(buf, ts, reader.datalink())
+                    out += t.pop_closed() + t.pop_app()
+            t.close_all(1e12)
+            results.append((out + t.pop_closed(), t.stats()))
+        assert results[0] == results[1]
+        assert results[0][1]["flows_closed"] > 0
