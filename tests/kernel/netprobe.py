@@ -3,7 +3,10 @@
     python netprobe.py serve IP:PORT [IP:PORT ...]           TCP: answer "ok\\n" to each connection
     python netprobe.py udpsink IP:PORT SECONDS               UDP: count datagrams, print the count
     python netprobe.py beacon IP:PORT INTERVAL COUNT         TCP connect every INTERVAL s, print JSON lines
-    python netprobe.py udpflood IP:PORT SECONDS SIZE          send UDP as fast as possible, print the count
+    python netprobe.py udpflood IP:PORT SECONDS SIZE [RATE]  send UDP (RATE/s or flat out), print the count
+    python netprobe.py tcpsink IP:PORT SECONDS                TCP: accept one sender, print bytes received
+    python netprobe.py tcpsend IP:PORT SECONDS                TCP: send as fast as possible
+    python netprobe.py ping IP COUNT INTERVAL                 ICMP echo (raw socket), print RTTs in ms as JSON
 
 Every loop is bounded (COUNT or SECONDS), so nothing outlives a test that forgets it.
 """
@@ -58,8 +61,8 @@ def beacon(addr: str, interval: float, count: int) -> None:
 
 
 def udpsink(addr: str, seconds: float) -> None:
-    s = socket.socket(socket.AF_INET)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE (root): a burst must not overflow us
     s.bind(_addr(addr))
     s.settimeout(0.2)
     print("ready", flush=True)
@@ -96,6 +99,70 @@ def udpflood(addr: str, seconds: float, size: int, rate: float = 0.0) -> None:
     print(n, flush=True)
 
 
+def tcpsink(addr: str, seconds: float) -> None:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(_addr(addr))
+    s.listen(1)
+    s.settimeout(seconds + 10)
+    print("ready", flush=True)
+    c, _ = s.accept()
+    c.settimeout(2.0)
+    n = 0
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < seconds + 5:
+            b = c.recv(1 << 20)
+            if not b:
+                break
+            n += len(b)
+    except OSError:
+        pass
+    print(json.dumps({"bytes": n, "seconds": time.monotonic() - t0}), flush=True)
+
+
+def tcpsend(addr: str, seconds: float) -> None:
+    s = socket.create_connection(_addr(addr), timeout=5)
+    chunk = b"\0" * (1 << 16)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        s.sendall(chunk)
+    s.close()
+
+
+def _csum(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    t = sum(int.from_bytes(b[i:i + 2], "big") for i in range(0, len(b), 2))
+    t = (t >> 16) + (t & 0xFFFF)
+    return ~(t + (t >> 16)) & 0xFFFF
+
+
+def ping(host: str, count: int, interval: float) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    s.settimeout(1.0)
+    ident = 0x5151
+    rtts: list[float | None] = []
+    for seq in range(count):
+        body = ident.to_bytes(2, "big") + seq.to_bytes(2, "big") + b"slipsq-ping-pad!" * 2
+        pkt = b"\x08\x00" + _csum(b"\x08\x00\x00\x00" + body).to_bytes(2, "big") + body
+        t0 = time.perf_counter()
+        s.sendto(pkt, (host, 0))
+        got = None
+        while got is None and time.perf_counter() - t0 < 1.0:
+            try:
+                data = s.recv(2048)
+            except TimeoutError:
+                break
+            ihl = (data[0] & 15) * 4
+            icmp = data[ihl:]
+            if icmp[0] == 0 and icmp[4:8] == body[:4]:
+                got = (time.perf_counter() - t0) * 1000
+        rtts.append(got)
+        time.sleep(interval)
+    print(json.dumps(rtts), flush=True)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "serve":
@@ -104,6 +171,12 @@ if __name__ == "__main__":
         beacon(args[0], float(args[1]), int(args[2]))
     elif cmd == "udpsink":
         udpsink(args[0], float(args[1]))
+    elif cmd == "tcpsink":
+        tcpsink(args[0], float(args[1]))
+    elif cmd == "tcpsend":
+        tcpsend(args[0], float(args[1]))
+    elif cmd == "ping":
+        ping(args[0], int(args[1]), float(args[2]))
     elif cmd == "udpflood":
         udpflood(args[0], float(args[1]), int(args[2]), float(args[3]) if len(args) > 3 else 0.0)
     else:
