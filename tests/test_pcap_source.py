@@ -1,0 +1,286 @@
+"""The compiled capture reader (pcap, pcapng, bad files) and replay_capture through the real Engine."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slipsq.config import CORE_OPTIONS, Config, load
+from slipsq.engine import Engine
+from slipsq.errors import InputError
+from slipsq.flow import Flow
+from slipsq.flowtable import FlowTable as PyTable
+from slipsq.sources.pcap import replay_capture
+from tests.helpers import (
+    ACK,
+    FIN,
+    PSH,
+    SYN,
+    arp,
+    dns_query,
+    eth,
+    icmp,
+    pcap_bytes_fast,
+    sll2,
+    tcp,
+    udp,
+    write_pcap,
+    write_pcapng,
+)
+
+_ft = pytest.importorskip("slipsq._flowtable", reason="slipsq._flowtable is not built")
+PcapFile, CTable = _ft.PcapFile, _ft.FlowTable
+
+A, B, A6, B6 = "10.0.0.1", "10.0.0.2", "2001:db8::1", "2001:db8::2"
+
+
+def conversation(t0: float = 1_600_000_000.25) -> list[tuple[float, bytes]]:
+    """A TCP connection with data and FIN, a DNS query, an ARP request and an ICMPv6 echo."""
+    return [
+        (t0, tcp(A, 40000, B, 80, SYN)), (t0 + 0.001, tcp(B, 80, A, 40000, SYN | ACK)),
+        (t0 + 0.002, tcp(A, 40000, B, 80, PSH | ACK, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")),
+        (t0 + 0.5, udp(A, 5000, B, 53, dns_query("example.com"))),
+        (t0 + 1.0, tcp(B, 80, A, 40000, FIN | ACK)), (t0 + 1.1, tcp(A, 40000, B, 80, FIN | ACK)),
+        (t0 + 2.0, icmp(A6, B6, 128)), (t0 + 2.5, icmp(B6, A6, 129)),
+    ]
+
+
+def eth_records(recs: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
+    return [(ts, eth(p)) for ts, p in recs] + [(recs[-1][0] + 0.1, arp())]
+
+
+def table() -> Any:
+    return CTable(Config(CORE_OPTIONS))
+
+
+def drain(pcap: Any, t: Any, batch: int = 1000) -> tuple[list[Flow], list[tuple[float, bytes]], list[int]]:
+    flows: list[Flow] = []
+    app: list[tuple[float, bytes]] = []
+    returns = []
+    while n := pcap.feed(t, batch):
+        returns.append(n)
+        flows += t.pop_closed()
+        app += t.pop_app()
+    t.close_all(pcap.last_ts)
+    return flows + t.pop_closed(), app, returns
+
+
+def reference(records: list[tuple[float, bytes]], linktype: int) -> list[Flow]:
+    t = PyTable(Config(CORE_OPTIONS))
+    for ts, buf in records:
+        t.feed(buf, ts, linktype)
+    t.close_all(records[-1][0])
+    return t.pop_closed()
+
+
+# --- formats --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("nano,big_endian", [(False, False), (True, False), (False, True), (True, True)])
+def test_pcap_variants(tmp_path: Path, nano: bool, big_endian: bool) -> None:
+    recs = eth_records(conversation())
+    path = write_pcap(tmp_path / "c.pcap", recs, nano=nano, big_endian=big_endian)
+    pcap = PcapFile(str(path))
+    assert (pcap.format, pcap.linktypes) == ("pcap", [1])
+    flows, app, _ = drain(pcap, table())
+    assert pcap.packets == len(recs) and pcap.truncated == 0 and pcap.corrupt == 0
+    assert pcap.first_ts == pytest.approx(recs[0][0], abs=1e-6)
+    assert pcap.last_ts == pytest.approx(recs[-1][0], abs=1e-6)
+    assert len(flows) == 3 and {f.proto for f in flows} == {"tcp", "udp", "ipv6-icmp"}
+    assert len(app) == 3  # the HTTP request, the DNS query, the ARP request
+    if nano:  # nanoseconds survive exactly where a double can hold them
+        assert flows[0].start == pytest.approx(1_600_000_000.25, abs=1e-9)
+
+
+def test_pcapng_two_interfaces_with_their_own_link_types(tmp_path: Path) -> None:
+    conv = conversation()
+    records = [(i % 2, ts, eth(p) if i % 2 == 0 else sll2(p, 0x86DD if p[0] >> 4 == 6 else 0x0800))
+               for i, (ts, p) in enumerate(conv)]
+    path = write_pcapng(tmp_path / "two.pcapng", [(1, 6), (276, 9)], records)
+    pcap = PcapFile(str(path))
+    assert pcap.format == "pcapng"
+    flows, _, _ = drain(pcap, table())
+    assert pcap.linktypes == [1, 276] and pcap.packets == len(conv)
+    ref = reference([(ts, p) for ts, p in conv], 101)
+    assert [(f.saddr, f.sport, f.daddr, f.dport, f.spkts, f.dpkts, f.state) for f in flows] == \
+        [(f.saddr, f.sport, f.daddr, f.dport, f.spkts, f.dpkts, f.state) for f in ref]
+    assert flows[0].start == pytest.approx(conv[0][0], abs=1e-6)
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_pcapng_time_resolutions_and_byte_orders(tmp_path: Path, big_endian: bool) -> None:
+    ts = 1_700_000_000.5
+    records = [(0, ts, udp(A, 1, B, 2)), (1, ts + 1, udp(A, 1, B, 2)), (2, ts + 2, udp(A, 1, B, 2))]
+    path = write_pcapng(tmp_path / "r.pcapng", [(101, 6), (101, 9), (101, 0x80 | 20)], records,
+                        big_endian=big_endian)
+    pcap = PcapFile(str(path))
+    flows, _, _ = drain(pcap, table())
+    f = flows[0]
+    assert (f.spkts, f.start, f.end) == (3, pytest.approx(ts, abs=1e-6), pytest.approx(ts + 2, abs=1e-5))
+
+
+def test_pcapng_other_blocks_are_skipped_and_simple_packets_read(tmp_path: Path) -> None:
+    path = write_pcapng(tmp_path / "s.pcapng", [(101, 6)], [(0, 10.0, udp(A, 1, B, 2))])
+    data = path.read_bytes()
+    frame = udp(A, 1, B, 2, b"spb")
+    spb_body = struct.pack("<I", len(frame)) + frame + b"\0" * (-len(frame) % 4)
+    spb = struct.pack("<II", 3, len(spb_body) + 12) + spb_body + struct.pack("<I", len(spb_body) + 12)
+    isb = struct.pack("<III", 5, 20, 0) + b"\0" * 4 + struct.pack("<I", 20)
+    path.write_bytes(data + isb + spb)
+    pcap = PcapFile(str(path))
+    flows, _, _ = drain(pcap, table())
+    assert pcap.packets == 2 and flows[0].spkts == 2 and flows[0].end == 10.0  # SPB: no timestamp
+
+
+# --- bad files --------------------------------------------------------------------------------------------
+
+def test_empty_and_non_capture_files_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty.pcap").write_bytes(b"")
+    (tmp_path / "text.pcap").write_text("hello, this is not a capture\n")
+    (tmp_path / "short.pcap").write_bytes(struct.pack("<I", 0xA1B2C3D4) + b"\0" * 6)
+    (tmp_path / "tiny").write_bytes(b"\xd4\xc3")
+    (tmp_path / "ng.pcapng").write_bytes(b"\x0a\x0d\x0d\x0a" + b"\0" * 40)
+    for name, words in [("empty.pcap", "empty"), ("text.pcap", "not a pcap"), ("short.pcap", "cut short"),
+                        ("tiny", "too short"), ("ng.pcapng", "byte-order")]:
+        with pytest.raises(ValueError, match=words):
+            PcapFile(str(tmp_path / name))
+        engine = Engine(load(None), detectors=[])
+        with pytest.raises(InputError, match=name):
+            replay_capture(engine, tmp_path / name)
+    with pytest.raises(InputError, match="no such file"):
+        replay_capture(Engine(load(None), detectors=[]), tmp_path / "missing.pcap")
+
+
+def test_truncated_last_record_is_counted(tmp_path: Path) -> None:
+    recs = eth_records(conversation())
+    path = write_pcap(tmp_path / "t.pcap", recs)
+    whole = path.read_bytes()
+    for cut, name in [(10, "mid-data"), (len(recs[-1][1]) + 6, "mid-header")]:
+        path.write_bytes(whole[:-cut])
+        pcap = PcapFile(str(path))
+        drain(pcap, table())
+        assert (pcap.packets, pcap.truncated, pcap.corrupt) == (len(recs) - 1, 1, 0), name
+
+
+def test_corrupt_record_length_stops_with_a_count(tmp_path: Path) -> None:
+    recs = eth_records(conversation())
+    path = write_pcap(tmp_path / "c.pcap", recs)
+    data = bytearray(path.read_bytes())
+    pos = 24 + 16 + len(recs[0][1])  # the second record header
+    data[pos + 8:pos + 12] = struct.pack("<I", 0x7FFFFFF0)
+    path.write_bytes(bytes(data))
+    pcap = PcapFile(str(path))
+    drain(pcap, table())
+    assert (pcap.packets, pcap.corrupt, pcap.truncated) == (1, 1, 0)
+
+
+def test_truncated_and_corrupt_pcapng(tmp_path: Path) -> None:
+    recs = [(0, 1.0, udp(A, 1, B, 2)), (0, 2.0, udp(A, 1, B, 2))]
+    path = write_pcapng(tmp_path / "t.pcapng", [(101, 6)], recs)
+    data = path.read_bytes()
+    path.write_bytes(data[:-8])
+    pcap = PcapFile(str(path))
+    drain(pcap, table())
+    assert (pcap.packets, pcap.truncated, pcap.corrupt) == (1, 1, 0)
+    bad = bytearray(data)
+    last_block = len(data) - (28 + len(udp(A, 1, B, 2)) + 4)
+    bad[last_block + 4:last_block + 8] = struct.pack("<I", 13)  # a block length not a multiple of 4
+    path.write_bytes(bytes(bad))
+    pcap = PcapFile(str(path))
+    drain(pcap, table())
+    assert (pcap.packets, pcap.corrupt) == (1, 1)
+
+
+# --- feeding ----------------------------------------------------------------------------------------------
+
+def test_feed_returns_right_after_a_pending_packet(tmp_path: Path) -> None:
+    recs = [(1.0, udp(A, 1, B, 2)), (1.1, udp(A, 1, B, 2)), (1.2, udp(A, 5, B, 53, dns_query("a.b"))),
+            (1.3, udp(A, 1, B, 2)), (1.4, udp(A, 1, B, 2))]
+    path = write_pcap(tmp_path / "p.pcap", recs, linktype=101)
+    pcap, t = PcapFile(str(path)), table()
+    assert pcap.feed(t, 100) == 3 and t.pending and pcap.last_ts == pytest.approx(1.2)
+    t.pop_app()
+    assert pcap.feed(t, 1) == 1 and pcap.feed(t, 100) == 1 and pcap.feed(t, 100) == 0
+    assert pcap.packets == 5 and pcap.offset == path.stat().st_size
+
+
+def test_expiry_runs_inside_the_loop_in_packet_time(tmp_path: Path) -> None:
+    recs = [(float(s), udp(A, 1000 + s, B, 2)) for s in range(0, 200, 10)]
+    path = write_pcap(tmp_path / "e.pcap", recs, linktype=101)
+    pcap, t = PcapFile(str(path)), CTable(Config(CORE_OPTIONS, {"flowtable.udp_idle": 15.0}))
+    closed = []
+    while pcap.feed(t, 1000):
+        closed += [(f.sport, pcap.last_ts) for f in t.pop_closed()]
+    # each flow closes at the first packet past its deadline, with no expire() call from Python
+    assert closed[:3] == [(1000, 20.0), (1010, 30.0), (1020, 40.0)] and len(closed) == 18
+
+
+def test_shared_captures_read_like_dpkt(shared_data: Path) -> None:
+    import dpkt
+
+    for path in sorted((shared_data / "pcaps").glob("*.pcap")):
+        with path.open("rb") as fh:
+            reader = dpkt.pcap.Reader(fh)
+            recs = list(reader)
+            linktype = reader.datalink()
+        pcap = PcapFile(str(path))
+        flows, _, _ = drain(pcap, CTable(Config(CORE_OPTIONS)))
+        assert pcap.packets == len(recs)
+        assert flows == reference(recs, linktype)
+
+
+# --- replay_capture through the Engine --------------------------------------------------------------------
+
+class FlowSink:
+    def __init__(self) -> None:
+        self.flows: list[Flow] = []
+
+    def alert(self, alert: Any) -> None:
+        pass
+
+    def block(self, ip: str, duration: float, alert: Any) -> None:
+        pass
+
+    def unblock(self, ip: str, ts: float, reason: str) -> None:
+        pass
+
+    def flow(self, flow: Flow) -> None:
+        self.flows.append(flow)
+
+
+def replay(path: Path, monkeypatch: pytest.MonkeyPatch,
+           pure: bool) -> tuple[list[Flow], dict[str, Any], Engine]:
+    monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1" if pure else "0")
+    sink = FlowSink()
+    engine = Engine(load(None), detectors=[], sinks=[sink])
+    calls: list[tuple[int, int]] = []
+    info = replay_capture(engine, path, progress=lambda done, total: calls.append((done, total)))
+    engine.finish()
+    size = path.stat().st_size
+    assert calls and calls[-1] == (size, size) and all(d <= t for d, t in calls)
+    return sink.flows, info, engine
+
+
+def test_replay_capture_fast_and_pure_paths_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recs = []
+    for k in range(20):
+        recs += [(ts + 7 * k, eth(p)) for ts, p in conversation(1000.0)]
+    path = write_pcap(tmp_path / "r.pcap", recs)
+    fast, info, engine = replay(path, monkeypatch, pure=False)
+    pure, pinfo, pengine = replay(path, monkeypatch, pure=True)
+    assert info["packets"] == pinfo["packets"] == len(recs) and info["format"] == "pcap"
+    assert len(fast) > 20 and fast == pure
+    assert engine.counters.app_events == pengine.counters.app_events > 0
+    assert engine.table.stats() == pengine.table.stats()
+    again, _, _ = replay(path, monkeypatch, pure=False)
+    assert again == fast  # deterministic
+
+
+def test_replay_capture_of_a_large_generated_capture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "big.pcap"
+    path.write_bytes(pcap_bytes_fast(50_000, flows=500))
+    flows, info, engine = replay(path, monkeypatch, pure=False)
+    assert info["packets"] == 50_000 and engine.table.stats()["packets"] == 50_000
+    assert sum(f.pkts for f in flows) == 50_000
