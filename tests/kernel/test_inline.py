@@ -9,13 +9,14 @@ Bounds stated here are what the tests enforce:
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.kernel.conftest import Slipsq, wait_for
+from tests.kernel.conftest import Slipsq, _toml, wait_for
 from tests.kernel.lab import CNC, LEGIT, Lab
 
 pytestmark = pytest.mark.kernel
@@ -186,6 +187,19 @@ def test_hostile_packets_pass_without_crashing_slipsq(lab: Lab, tmp_path: Path) 
     # they reached the queue (some are dropped by the kernel before it: e.g. IHL < 5)
     assert after["packets"] > before["packets"]
     assert lab.connect("a", CNC) and lab.connect("b", LEGIT)
+
+    # SIGHUP reloads the allow list without dropping blocks
+    s.cli("block", "192.0.2.50", "--for", "1h")
+    cfg = dict(CONFIG, **{"allow.ips": [f"{LEGIT}/32", f"{CNC}/32"]})
+    s.config_path.write_text(_toml(cfg))
+    assert s.proc is not None
+    s.proc.send_signal(signal.SIGHUP)
+    time.sleep(1.0)  # the signal wakes the loop at once (set_wakeup_fd); 1 s is ample
+    r = s.cli("block", CNC, check=False)
+    assert r.returncode != 0
+    assert "allow list" in r.stderr
+    assert [b["ip"] for b in s.blocks()] == ["192.0.2.50"]
+    assert "192.0.2.50" in s.set_members()
     code, err = s.stop()
     assert code == 0, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "reloaded" in err
