@@ -252,14 +252,19 @@ class Chain:
         self._full = {ab: math.log(len(ks) / len(self._src[ab[0]])) for ab, ks in self._pos.items()}
         self._full_init = {a: math.log(len(ks) / m) for a, ks in self._src.items()}
 
-    def log_prob(self, n: int, first: str, pairs: dict[str, int]) -> float:
-        """log P(S) under the chain of T cut at n, for S given by its first character and transitions."""
+    def log_prob(self, n: int, first: str, pairs: dict[str, int], floor: float = -math.inf) -> float:
+        """log P(S) under the chain of T cut at n, for S given by its first character and transitions.
+
+        Every term is <= 0, so the sum only falls: once it is below `floor` the rest is skipped and
+        the partial sum (already below floor) is returned."""
         if n >= self.length:
             full = self._full
             lp = self._full_init.get(first, 0.0)
             for ab, c in pairs.items():
                 g = full.get(ab)
                 lp += c * (g if g is not None else LOG_PENALTY)
+                if lp < floor:
+                    break
             return lp
         last = n - 2  # the transitions of T[:n] are those at k <= n-2
         src, pos = self._src, self._pos
@@ -273,6 +278,8 @@ class Chain:
                 lp += c * math.log(cab / bisect_right(src[ab[0]], last))
             else:
                 lp += c * LOG_PENALTY
+            if lp < floor:
+                break
         return lp
 
     def distance(self, n: int, first: str, pairs: dict[str, int]) -> float:
@@ -281,6 +288,16 @@ class Chain:
             return math.inf
         lp_t = self.logpt[min(n, self.length)]
         return distance_of(lp_t, self.log_prob(n, first, pairs))
+
+    def matches(self, n: int, first: str, pairs: dict[str, int]) -> float | None:
+        """The distance when S matches (1 <= distance <= threshold), else None; stops summing log P(S)
+        as soon as it is too negative to match, which is most of the work for most models."""
+        if n < 2 or self.length < 2:
+            return None
+        lp_t = self.logpt[min(n, self.length)]
+        floor = self.threshold * lp_t * (1 + 1e-9)  # below this, distance > threshold whatever follows
+        d = distance_of(lp_t, self.log_prob(n, first, pairs, floor))
+        return d if 1.0 <= d <= self.threshold else None
 
 
 def pairs_of(s: str) -> dict[str, int]:
@@ -293,8 +310,8 @@ def match(chains: list[Chain], s: str, pairs: dict[str, int] | None = None) -> t
         return None
     p = pairs_of(s) if pairs is None else pairs
     for ch in chains:
-        d = ch.distance(len(s), s[0], p)
-        if 1.0 <= d <= ch.threshold:
+        d = ch.matches(len(s), s[0], p)
+        if d is not None:
             return ch, d
     return None
 

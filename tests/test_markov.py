@@ -236,3 +236,16 @@ def test_the_shipped_models_load() -> None:
     assert "From-Botnet-TCP-Unknown-Lurk.CC-1" in names and "From-Normal-TCP-HTTP-LastFM-30" in names
     for m in models:
         assert m.provenance.get("sha256") and m.provenance.get("source")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("abAB.,+*", min_size=2, max_size=60), st.text("abAB.,+*", min_size=2, max_size=90),
+       st.floats(1.0, 3.0))
+def test_early_exit_matching_decides_like_the_full_distance(t: str, s: str, thr: float) -> None:
+    ch = Chain(model(t, threshold=thr))
+    full = ch.distance(len(s), s[0], pairs_of(s))
+    got = ch.matches(len(s), s[0], pairs_of(s))
+    if got is None:
+        assert not 1.0 <= full <= thr * (1 - 1e-12)
+    else:
+        assert got == full and 1.0 <= full <= thr

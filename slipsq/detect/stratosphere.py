@@ -73,8 +73,8 @@ class StratosphereDetector(Detector):
             return NO_EVIDENCE
         first, pairs = t.text[0], t.pairs
         for ch in chains:
-            d = ch.distance(n, first, pairs)
-            if 1.0 <= d <= ch.threshold:
+            d = ch.matches(n, first, pairs)
+            if d is not None:
                 return self._matched(t, ch.model, d, flow)
         t.label = ""
         return NO_EVIDENCE
