@@ -118,6 +118,7 @@ def test_a_beacon_is_judged_and_then_dropped_in_the_kernel(lab: Lab, tmp_path: P
     t0 = time.time()
     took = wait_for(lambda: any(b["ip"] == CNC for b in s.blocks()), timeout=30, step=0.5)
     assert took is not None, f"beacon not blocked within 30 s; status {s.status()}"
+    print(f"beacon blocked {time.time() - t0:.1f} s after its first connection")
     [b] = [b for b in s.blocks() if b["ip"] == CNC]
     assert b["detector"] == "beacon" and b["by"] == "judge"
     blocked_at = time.time()
