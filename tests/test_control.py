@@ -235,3 +235,57 @@ def test_not_root_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(SystemSetupError, match="inline mode needs root"):
         check_system()
+
+
+class RestoreEngine:
+    def __init__(self) -> None:
+        self.restored: dict[str, tuple[float, int]] = {}
+
+    def restore_block(self, ip: str, until: float, times: int = 1) -> None:
+        self.restored[ip] = (until, times)
+
+
+def test_daemon_start_restores_unexpired_blocks_and_drops_the_rest(tmp_path: Path) -> None:
+    from slipsq.daemon import Daemon
+
+    store = BlockStore(tmp_path)
+    store.add("198.51.100.1", since=0.0, expires=100.0, reason="old")         # expired at 500
+    store.add("198.51.100.2", since=0.0, expires=1000.0, reason="current")
+    store.add("198.51.100.2", since=10.0, expires=1000.0, reason="again")     # a repeat offender
+    store.add("198.51.100.3", since=0.0, expires=None, reason="forever")
+    store.add("10.9.0.5", since=0.0, expires=None, reason="now allow-listed")
+    d = Daemon(0, False, None, str(tmp_path))
+    d.allow = AllowList(["10.9.0.0/16"])
+    fw = FakeFirewall(d.allow)
+    fw.set["198.51.100.1"] = 5.0  # still in the kernel set
+    d.store, d.fw, d.engine = store, fw, RestoreEngine()  # type: ignore[assignment]
+    d.restore_blocks(500.0)
+    assert d.engine.restored == {"198.51.100.2": (1000.0, 2), "198.51.100.3": (math.inf, 1)}
+    assert fw.set == {"198.51.100.2": 500.0, "198.51.100.3": None}  # one batch, with what is left
+    assert {b.ip for b in store.active(500.0)} == {"198.51.100.2", "198.51.100.3"}
+    assert store.audit("198.51.100.1")[-1].who == "expiry"
+    assert store.audit("10.9.0.5")[-1].who == "allow-list"
+
+
+def test_a_judged_block_reaches_kernel_and_store_in_one_step(tmp_path: Path) -> None:
+    from slipsq.daemon import InlineSink
+    from slipsq.evidence import CRITICAL, Evidence
+    from slipsq.judge import Decision
+    from slipsq.output.alerts import Alert
+
+    allow = AllowList(own=["192.168.1.1"])
+    fw, store = FakeFirewall(allow), BlockStore(tmp_path)
+    sink = InlineSink(fw, store)  # type: ignore[arg-type]
+    ev = Evidence(ts=100.0, detector="beacon", offender="203.0.113.5", src_ip="10.0.0.2",
+                  dst_ip="203.0.113.5", dst_port=443, proto="tcp", description="beacon every 60 s",
+                  threat_level=CRITICAL, confidence=1.0)
+    sink.block("203.0.113.5", 3600.0, Alert(ev, Decision("block", "203.0.113.5", 3600.0, 1.0, "score 1.00")))
+    b = store.get("203.0.113.5")
+    assert b is not None and b.expires == 3700.0 and b.by == "judge" and b.detector == "beacon"
+    assert json.loads(b.evidence)["description"] == "beacon every 60 s"
+    assert fw.set == {"203.0.113.5": 3600.0}
+    # defence in depth: even if a decision names a protected address, nothing is blocked or stored
+    sink.block("192.168.1.1", 3600.0, Alert(ev, Decision("block", "192.168.1.1", 3600.0, 1.0, "x")))
+    assert "192.168.1.1" not in fw.set and store.get("192.168.1.1") is None
+    sink.unblock("203.0.113.5", 3700.0, "block expired")
+    assert store.audit("203.0.113.5")[-1].who == "expiry" and fw.set == {}
