@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,3 +183,23 @@ def test_a_fast_beacon_gives_few_pieces_of_evidence_per_window() -> None:
     evs = run(detector([botnet]), flows_for(beacon, start=3600.0 * 300 + 10))
     assert [round(e.confidence, 2) for e in evs] == [0.2, 0.31, 0.43, 0.54, 0.66, 0.77, 0.89, 1.0]
     assert len({e.key for e in evs}) == 1
+
+
+def test_slips_variant_comes_from_the_config() -> None:
+    det = detector([], **{"letters.variant": "slips"})
+    run(det, flows_for("55,e,e,e,E,V+V."))
+    assert det.tuples()[0]["letters"] == "55e,e,e,E,V+V."
+
+
+@pytest.mark.shared
+def test_no_published_model_matches_a_normal_users_day(shared_data: Path) -> None:
+    from slipsq.sources.flowfiles import open_flow_source
+
+    det = detector()
+    evs = []
+    for item in open_flow_source(str(shared_data / "flows" / "ctu-normal-2013-10-21.binetflow")):
+        if isinstance(item, Flow):
+            evs += det.on_flow(item)
+    rows = det.tuples()
+    assert len(rows) > 200 and max(r["flows"] for r in rows) > 500  # long tuples were matched too
+    assert evs == [] and det.matches == 0
