@@ -24,6 +24,7 @@ This module computes letters; it never decides anything and never does I/O.
 
 from __future__ import annotations
 
+import math
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
@@ -40,6 +41,7 @@ ROW_WEAK_NOT, ROW_STRONG_NOT = "rstuvwxyz", "RSTUVWXYZ"
 # letters.md §3: the symbol for T2 (the gap to the previous flow of the tuple)
 SYMBOLS = ((5.0, "."), (60.0, ","), (300.0, "+"), (3600.0, "*"))
 HOUR = 3600.0
+MAX_ZEROS = 1000  # 41 days of silence; only reachable with a huge stratosphere.tuple_idle
 
 VARIANTS = ("classic", "slips")
 LETTER_PROTOS = frozenset(("tcp", "udp"))
@@ -81,7 +83,7 @@ def piece(t1: float | None, t2: float | None, col: int, symbol: bool = True) -> 
     """One flow's characters: a `0` per whole hour of T2, the letter, the time symbol of T2."""
     if t2 is None:
         return row(t1, t2)[col]
-    zeros = "0" * int(t2 / HOUR) if t2 >= HOUR else ""
+    zeros = "0" * min(MAX_ZEROS, int(t2 / HOUR)) if t2 >= HOUR else ""
     return zeros + row(t1, t2)[col] + (time_symbol(t2) if symbol else "")
 
 
@@ -190,7 +192,7 @@ class LetterTable:
 
     def add(self, flow: Flow) -> TupleLetters | None:
         """Give the flow its letter; the tuple it changed, or None when the flow gets no letter."""
-        if flow.is_report or flow.proto not in LETTER_PROTOS:
+        if flow.is_report or flow.proto not in LETTER_PROTOS or not math.isfinite(flow.start):
             return None
         key = (flow.saddr, flow.daddr, flow.dport, flow.proto)
         t = self._tuples.get(key)

@@ -219,3 +219,19 @@ def test_idle_tuples_are_dropped_and_the_table_is_capped() -> None:
 def test_unknown_variant_is_refused() -> None:
     with pytest.raises(ValueError, match="variant"):
         LetterTable(variant="modern")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10**12),
+                          st.floats(0, 1e9)), max_size=30))
+def test_any_flow_times_and_sizes_give_letters_or_are_skipped(raw: list[tuple[float, int, float]]) -> None:
+    table = LetterTable(max_chars=200)
+    for s, size, d in raw:
+        f = flow(s, max(0, size), d)
+        table.add(f)
+    for t in table:
+        assert len(t.text) <= 200 and t.pairs == pairs_of(t.text)
+
+
+def test_zeros_are_capped_for_absurd_silences() -> None:
+    assert letters_of(flows_at([0, 1e12])) == "5" + "0" * 1000 + "5"
