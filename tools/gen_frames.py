@@ -38,6 +38,7 @@ _TCP = struct.Struct("!HHIIBBHHH")
 _UDP = struct.Struct("!HHHH")
 _ICMP = struct.Struct("!BBHHH")
 _ETH = struct.Struct("!6s6sH")
+_ETH_IP4_TCP = struct.Struct("!12sHBBHHHBBH4s4sHHIIBBHHH")
 
 
 def _fold(n: int) -> int:
@@ -96,7 +97,7 @@ def host(ip: str) -> Host:
 class Path:
     """One direction between two hosts: the Ethernet header and the constant checksum parts."""
 
-    __slots__ = ("dst", "eth", "ipsum", "pad", "psum", "src", "tos", "ttl", "v6")
+    __slots__ = ("dst", "eth", "ipsum", "macs", "pad", "psum", "src", "tos", "ttl", "v6")
 
     def __init__(self, src: str, dst: str, ttl: int = 64, tos: int = 0) -> None:
         s, d = host(src), host(dst)
@@ -104,6 +105,7 @@ class Path:
             raise ValueError(f"cannot mix IPv4 and IPv6 addresses: {src} -> {dst}")
         self.src, self.dst, self.v6, self.ttl, self.tos = s, d, s.v6, ttl, tos
         self.eth = _ETH.pack(d.mac, s.mac, ETH_IP6 if s.v6 else ETH_IP4)
+        self.macs = d.mac + s.mac
         self.pad = s.mac == ROUTER_MAC
         # pseudo-header constants (without the protocol and length, added per packet)
         self.psum = s.psum + d.psum
@@ -130,28 +132,31 @@ class Path:
     def tcp(self, ipid: int, sport: int, dport: int, seq: int, ack: int, flags: int, payload: bytes = b"",
             psum: int = 0, win: int = 64240, opts: bytes = b"") -> bytes:
         """A TCP segment in a frame; `psum` is `word_sum(payload)` (callers cache it)."""
-        hlen = 20 + len(opts)
-        tlen = hlen + len(payload)
-        off = hlen << 2
-        n = (self.psum + TCP + tlen + sport + dport + seq + ack + (off << 8 | flags) + win + psum
-             + (int.from_bytes(opts, "big") if opts else 0))
         # seq and ack are 32-bit: their value is already congruent to the sum of their two words
-        c = 0xFFFF - n % 0xFFFF
-        seg = _TCP.pack(sport, dport, seq, ack, off, flags, win, 0 if c == 0xFFFF else c, 0)
-        if opts:
-            seg += opts
-        if self.v6:
-            return self.ip(TCP, seg + payload, 0, ipid)
-        # IPv4 inlined: this is the line most generated packets go through
+        if opts or self.v6:
+            hlen = 20 + len(opts)
+            tlen = hlen + len(payload)
+            off = hlen << 2
+            n = (self.psum + TCP + tlen + sport + dport + seq + ack + (off << 8 | flags) + win + psum
+                 + (int.from_bytes(opts, "big") if opts else 0))
+            c = 0xFFFF - n % 0xFFFF
+            seg = _TCP.pack(sport, dport, seq, ack, off, flags, win, 0 if c == 0xFFFF else c, 0)
+            return self.ip(TCP, seg + opts + payload, 0, ipid)
+        # IPv4 without options, in one pack: most generated packets go through these lines
+        tlen = 20 + len(payload)
+        c = 0xFFFF - (self.psum + 0x5006 + tlen + sport + dport + seq + ack + flags + win + psum) % 0xFFFF
         total = 20 + tlen
         ipid &= 0xFFFF
         s = self.ipsum + TCP + total + ipid
         s = (s & 0xFFFF) + (s >> 16)
         s = (s & 0xFFFF) + (s >> 16)
-        frame = self.eth + _IP4.pack(0x45, self.tos, total, ipid, 0x4000, self.ttl, TCP, ~s & 0xFFFF,
-                                     self.src.packed, self.dst.packed) + seg + payload
-        if total < 46 and self.pad:
-            frame += _ZEROS[: 46 - total]
+        frame = _ETH_IP4_TCP.pack(self.macs, ETH_IP4, 0x45, self.tos, total, ipid, 0x4000, self.ttl, TCP,
+                                  ~s & 0xFFFF, self.src.packed, self.dst.packed, sport, dport, seq, ack, 0x50,
+                                  flags, win, 0 if c == 0xFFFF else c, 0)
+        if payload:
+            return frame + payload
+        if self.pad:
+            return frame + _ZEROS[:6]  # 54 → 60 bytes, the Ethernet minimum
         return frame
 
     def udp(self, ipid: int, sport: int, dport: int, payload: bytes, psum: int | None = None) -> bytes:

@@ -103,9 +103,8 @@ class _Network:
 
 def realistic(n_packets: int = 3_000_000, n_flows: int = 100_000, seed: int = 1, duration: float = 2700.0,
               start: float = EPOCH, stats: Counter[str] | None = None) -> Iterator[Packet]:
-    """Exactly `n_packets` packets of at least `n_flows` flows over about `duration` seconds.
-
-    `stats`, if given, counts the flows planned per kind (and "packets" planned in total)."""
+    """Exactly `n_packets` packets of at least `n_flows` IP flows (plus ARP exchanges) over about
+    `duration` seconds. `stats`, if given, counts the flows planned per kind (and "packets")."""
     if n_flows < 1 or n_packets < n_flows * MIN_PACKETS_PER_FLOW:
         raise ValueError(f"realistic traffic needs at least {MIN_PACKETS_PER_FLOW} packets per flow "
                          f"({n_packets} packets for {n_flows} flows)")
@@ -118,13 +117,14 @@ def _plan(n_packets: int, n_flows: int, rng: random.Random, duration: float, sta
     kinds, weights = list(KINDS), list(KINDS.values())
     p_bulk = KINDS["bulk"] / sum(weights)
     stats = stats if stats is not None else Counter()
-    total = small_total = small_n = 0
+    total = small_total = small_n = made = 0  # made: IP flows so far (an ARP exchange is not a flow)
     t = start
-    rate = n_flows / duration
-    for i in range(n_flows):
+    rate = n_flows / (1 - KINDS["arp"] / sum(weights)) / duration
+    while made < n_flows:
         t += rng.expovariate(rate)
-        left = n_flows - i - 1
+        left = n_flows - made - 1
         kind = rng.choices(kinds, weights)[0]
+        made += kind != "arp"
         if kind == "bulk":
             # the budget left once the expected small flows are paid for, shared among the bulk ones
             small_avg = small_total / small_n if small_n else 12.0

@@ -1,0 +1,284 @@
+"""Replay benchmark: slipsq against Argus and dpkt on one large generated capture, in one run.
+
+    python bench/replay.py [--packets N] [--flows N] [--seed S] [--slice N] [--profile]
+
+Generates (once, cached under bench/out/) a realistic capture with tools/gencapture (>= 3M packets,
+>= 100k flows), then times, each in its own child process so each gets its own peak RSS:
+  slipsq replay        `slipsq replay FILE --json > /dev/null` (or the library path if the CLI is absent)
+  table, no detectors  the compiled pcap reader feeding the flow table, closed flows popped and dropped
+  argus | ra           `argus -r FILE -w - | ra -n -r - > /dev/null`, the Stratosphere IPS pipeline
+  dpkt reader          `dpkt.pcap.Reader` loop alone (on a slice, rate scaled to the whole file)
+  dpkt decode          dpkt decoding every packet down to the transport layer (same slice)
+and prints packets/s, the ratio to Argus, and peak RSS. See bench/README.md for how to read it.
+Benchmarks are run by `make bench`, never by `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT))
+SKIP = 3  # exit code of a child that cannot run its row (the code it needs is not there yet)
+
+# --- what each child process runs (argv: capture path) ---------------------------------------------
+
+LIBRARY_REPLAY = """
+import sys, json
+try:
+    from slipsq import config
+    from slipsq.engine import Engine
+    from slipsq.sources.pcap import replay_capture
+    from slipsq.replay import load_engine_models
+except ImportError as e:
+    print(f"not importable: {e}", file=sys.stderr); sys.exit(3)
+cfg = config.load()
+engine = Engine(cfg, models=load_engine_models(None, cfg))
+info = replay_capture(engine, sys.argv[1])
+engine.finish()
+print(json.dumps({"packets": info["packets"], "flows": engine.counters.flows}), file=sys.stderr)
+"""
+
+TABLE_ONLY = """
+import sys, json
+try:
+    from slipsq import config
+    from slipsq._flowtable import FlowTable, PcapFile
+except ImportError as e:
+    print(f"not importable: {e}", file=sys.stderr); sys.exit(3)
+table = FlowTable(config.load())
+pcap = PcapFile(sys.argv[1])
+tick = 0.0
+peak = 0
+while pcap.feed(table, 65536):
+    # what the engine does with no detectors: take the closed flows and app packets, expire once a second
+    table.pop_app(); table.pop_closed()
+    if pcap.last_ts >= tick:
+        tick = int(pcap.last_ts) + 1.0
+        table.expire(pcap.last_ts); table.pop_app(); table.pop_closed()
+        peak = max(peak, table.memory())
+peak = max(peak, table.memory())
+table.close_all(pcap.last_ts); table.pop_app(); table.pop_closed()
+s = table.stats()
+print(json.dumps({"packets": pcap.packets, "bytes_per_flow": table.bytes_per_flow, "table_bytes": peak,
+                  "flows": s["flows_closed"], "evicted": s["evicted"]}), file=sys.stderr)
+"""
+
+DPKT_READ = """
+import sys, json, dpkt
+n = 0
+with open(sys.argv[1], "rb") as fh:
+    for ts, buf in dpkt.pcap.Reader(fh):
+        n += 1
+print(json.dumps({"packets": n}), file=sys.stderr)
+"""
+
+DPKT_DECODE = """
+import sys, json, dpkt
+n = 0
+with open(sys.argv[1], "rb") as fh:
+    for ts, buf in dpkt.pcap.Reader(fh):
+        eth = dpkt.ethernet.Ethernet(buf)
+        ip = eth.data
+        l4 = getattr(ip, "data", None)
+        n += 1
+print(json.dumps({"packets": n}), file=sys.stderr)
+"""
+
+PROFILE = """
+import cProfile, os, pstats, sys
+try:
+    from slipsq.cli import main
+except ImportError as e:
+    print(f"not importable: {e}", file=sys.stderr); sys.exit(3)
+out, sys.stdout = sys.stdout, open(os.devnull, "w")
+prof = cProfile.Profile()
+prof.enable()
+try:
+    main(["replay", sys.argv[1], "--json"])
+except SystemExit:
+    pass
+prof.disable()
+sys.stdout = out
+pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(20)
+"""
+
+
+@dataclass
+class Row:
+    name: str
+    packets: int = 0        # packets the timed run covered
+    seconds: float = 0.0
+    rss_mb: float = 0.0
+    note: str = ""
+    skipped: bool = False
+    info: dict[str, object] | None = None
+
+    @property
+    def pps(self) -> float:
+        return self.packets / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_child(name: str, cmd: list[str] | str, packets: int, shell: bool = False) -> Row:
+    """Run one measured command in a child process; wait4 gives that child's own peak RSS (for a
+    shell pipeline: the largest of its processes)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    row = Row(name, packets, seconds, usage.ru_maxrss / 1024)
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    if proc.returncode == SKIP:
+        return Row(name, skipped=True, note=f"skipped: {last}")
+    if proc.returncode != 0:
+        return Row(name, skipped=True, note=f"failed (exit {proc.returncode}): {last[:120]}")
+    if last.startswith("{"):
+        row.info = json.loads(last)
+        row.packets = int(row.info.get("packets", packets))  # type: ignore[call-overload]
+    return row
+
+
+def python_child(snippet: str, path: Path) -> list[str]:
+    return [sys.executable, "-c", snippet, str(path)]
+
+
+# --- the capture -------------------------------------------------------------------------------------
+
+def generator_version() -> str:
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "tools").glob("gen*.py")):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def ensure_capture(packets: int, flows: int, seed: int) -> Path:
+    """The benchmark capture, generated once per (size, seed, generator version)."""
+    from tools.gencapture import realistic, write_capture
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"realistic-{packets}p-{flows}f-s{seed}-{generator_version()}.pcap"
+    if path.exists():
+        return path
+    for old in OUT.glob("realistic-*.pcap"):
+        old.unlink()  # an older generator's or size's capture: the cache holds one
+    print(f"generating {path.name} ({packets:,} packets, >= {flows:,} flows) ...", flush=True)
+    started = time.perf_counter()
+    tmp = path.with_suffix(".tmp")
+    n = write_capture(realistic(packets, flows, seed), tmp)
+    tmp.rename(path)
+    took = time.perf_counter() - started
+    print(f"  {n:,} packets in {took:.1f} s ({n / took:,.0f} packets/s), "
+          f"{path.stat().st_size / 1e6:.0f} MB", flush=True)
+    return path
+
+
+def write_slice(src: Path, n: int) -> Path:
+    """The first `n` records of a pcap, copied byte for byte (for the slow dpkt baselines)."""
+    dst = OUT / f"{src.stem}-first{n}.pcap"
+    if dst.exists():
+        return dst
+    with src.open("rb") as fi, dst.open("wb") as fo:
+        fo.write(fi.read(24))
+        for _ in range(n):
+            hdr = fi.read(16)
+            if len(hdr) < 16:
+                break
+            caplen = struct.unpack("<I", hdr[8:12])[0]
+            fo.write(hdr + fi.read(caplen))
+    return dst
+
+
+def warm_cache(path: Path) -> None:
+    """Read the capture once so every row finds it in the page cache (the first row would pay)."""
+    with path.open("rb") as fh:
+        while fh.read(1 << 24):
+            pass
+
+
+# --- the run -----------------------------------------------------------------------------------------
+
+def slipsq_cli_works() -> bool:
+    r = subprocess.run([sys.executable, "-m", "slipsq", "replay", "--help"], cwd=ROOT, capture_output=True)
+    return r.returncode == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--packets", type=int, default=3_000_000)
+    ap.add_argument("--flows", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--slice", type=int, default=300_000, help="packets the dpkt baselines read")
+    ap.add_argument("--profile", action="store_true", help="also print a cProfile top-20 of slipsq replay")
+    a = ap.parse_args(argv)
+
+    path = ensure_capture(a.packets, a.flows, a.seed)
+    part = write_slice(path, min(a.slice, a.packets))
+    size_mb = path.stat().st_size / 1e6
+    print(f"capture: {path.relative_to(ROOT)} ({a.packets:,} packets, {size_mb:.0f} MB); "
+          f"dpkt rows read the first {min(a.slice, a.packets):,} packets and are scaled", flush=True)
+
+    warm_cache(path)
+    rows: list[Row] = []
+    if slipsq_cli_works():
+        cli = [sys.executable, "-m", "slipsq", "replay", str(path), "--json"]
+        rows.append(run_child("slipsq replay (CLI)", cli, a.packets))
+    else:
+        row = run_child("slipsq replay (library)", python_child(LIBRARY_REPLAY, path), a.packets)
+        row.note = row.note or "`slipsq replay` CLI not ready: timed replay_capture + finish"
+        rows.append(row)
+    rows.append(run_child("table, no detectors", python_child(TABLE_ONLY, path), a.packets))
+    if shutil.which("argus") and shutil.which("ra"):
+        rows.append(run_child("argus | ra", f"argus -r '{path}' -w - | ra -n -r - > /dev/null", a.packets,
+                              shell=True))
+    else:
+        rows.append(Row("argus | ra", skipped=True, note="skipped: argus/ra not installed "
+                        "(Debian: argus-server argus-client)"))
+    for name, snippet in (("dpkt reader only", DPKT_READ), ("dpkt decode all", DPKT_DECODE)):
+        row = run_child(name, python_child(snippet, part), min(a.slice, a.packets))
+        if not row.skipped:
+            row.note = f"{row.packets:,}-packet slice; the whole file: ~{a.packets / max(row.pps, 1):.0f} s"
+        rows.append(row)
+    print_table(rows)
+    if a.profile:
+        print("\ncProfile of `slipsq replay` (top 20 by own time; time inside the compiled table is "
+              "charged to its callers):", flush=True)
+        subprocess.run(python_child(PROFILE, path), cwd=ROOT)
+    return 0
+
+
+def print_table(rows: list[Row]) -> None:
+    argus = next((r for r in rows if r.name.startswith("argus") and not r.skipped), None)
+    print(f"\n{'':24} {'packets':>11} {'seconds':>8} {'packets/s':>11} {'x Argus':>8} {'peak RSS':>9}  notes")
+    for r in rows:
+        if r.skipped:
+            print(f"{r.name:24} {'-':>11} {'-':>8} {'-':>11} {'-':>8} {'-':>9}  {r.note}")
+            continue
+        ratio = f"{r.pps / argus.pps:.2f}" if argus and argus.pps else "-"
+        print(f"{r.name:24} {r.packets:>11,} {r.seconds:>8.2f} {r.pps:>11,.0f} {ratio:>8} "
+              f"{r.rss_mb:>7.0f}MB  {r.note}")
+    table = next((r for r in rows if r.name.startswith("table") and r.info), None)
+    if table and table.info:
+        i = table.info
+        print(f"\nflow table: {i['bytes_per_flow']} bytes per flow, {i['flows']:,} flows opened, "
+              f"{i['evicted']:,} evicted, {int(i['table_bytes']) / 1e6:.1f} MB at its largest")
+    replay = next((r for r in rows if r.name.startswith("slipsq") and r.info), None)
+    if replay and replay.info:
+        print(f"slipsq replay: {replay.info.get('flows', 0):,} flows analysed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
