@@ -215,39 +215,78 @@ def _transport(p: Packet, buf: bytes, pos: int, end: int, l4_len: int) -> None:
             p.dport = icmp.code
 
 
+_IP_STR: dict[bytes, str] = {}
+
+
 def ip_str(packed: bytes) -> str:
-    """Text form of a packed IPv4/IPv6 address (libc inet_ntop, as the compiled table uses)."""
-    return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
+    """Text form of a packed IPv4/IPv6 address (libc inet_ntop, as the compiled table uses).
+    Memoized: the same few addresses come back in every app packet."""
+    text = _IP_STR.get(packed)
+    if text is None:
+        if len(_IP_STR) >= 65536:  # bounded: a scan of many addresses must not grow it forever
+            _IP_STR.clear()
+        family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
+        text = _IP_STR[packed] = socket.inet_ntop(family, packed)
+    return text
 
 
 # --- deep parsing of the packets the flow table hands up -----------------------------------------
 
 def app_events(ip_packet: bytes, ts: float) -> list[AppEvent]:
-    """Events in one handed-up packet: bytes from the IP header (or, for ARP, the ARP header)."""
+    """Events in one handed-up packet: bytes from the IP header (or, for ARP, the ARP header).
+    The IP and TCP/UDP headers are read with struct (this runs for every handed-up packet: dpkt's
+    object per layer would cost more than the rest of the pipeline); DNS and TLS with dpkt."""
     if not ip_packet:
         return []
-    try:
-        version = ip_packet[0] >> 4
-        if version == 4:
-            ip: dpkt.ip.IP | dpkt.ip6.IP6 = dpkt.ip.IP(ip_packet)
-        elif version == 6:
-            ip = dpkt.ip6.IP6(ip_packet)
-        else:
-            return _arp(ip_packet, ts)
-    except Exception:  # dpkt raises many kinds on hostile bytes; a bad packet is just no event
+    version = ip_packet[0] >> 4
+    if version not in (4, 6):
+        return _arp(ip_packet, ts)
+    l4 = _l4(ip_packet)
+    if l4 is None:
         return []
-    l4 = ip.data
-    if not isinstance(l4, (dpkt.tcp.TCP, dpkt.udp.UDP)):
-        return []
-    saddr, daddr = ip_str(ip.src), ip_str(ip.dst)
-    proto = "tcp" if isinstance(l4, dpkt.tcp.TCP) else "udp"
-    payload = bytes(l4.data)
-    base = (ts, saddr, l4.sport, daddr, l4.dport, proto)
-    if l4.sport in DNS_PORTS or l4.dport in DNS_PORTS:
+    src, dst, proto, sport, dport, payload = l4
+    base = (ts, ip_str(src), sport, ip_str(dst), dport, proto)
+    if sport in DNS_PORTS or dport in DNS_PORTS:
         return _dns(base, payload, proto == "tcp")
     if proto == "tcp" and payload:
         return _payload(base, payload)
     return []
+
+
+def _l4(buf: bytes) -> tuple[bytes, bytes, str, int, int, bytes] | None:
+    """(src, dst, "tcp"/"udp", sport, dport, payload) of an unfragmented (or first-fragment) TCP or
+    UDP packet, by the rules of `parse`; None for anything else."""
+    n = len(buf)
+    if buf[0] >> 4 == 4:
+        if n < 20:
+            return None
+        hl = (buf[0] & 15) * 4
+        (ip_len,), (frag,) = struct.unpack_from("!H", buf, 2), struct.unpack_from("!H", buf, 6)
+        if hl < 20 or ip_len < hl or n < hl or frag & 0x1FFF:
+            return None
+        proto, src, dst, pos, end = buf[9], buf[12:16], buf[16:20], hl, min(n, ip_len)
+    else:
+        if n < 40:
+            return None
+        (plen,) = struct.unpack_from("!H", buf, 4)
+        proto, src, dst, pos, end = buf[6], buf[8:24], buf[24:40], 40, min(n, 40 + plen)
+        for _ in range(MAX_EXT):
+            if proto not in IPV6_EXT:
+                break
+            if pos + 8 > end or (proto == 44 and struct.unpack_from("!H", buf, pos + 2)[0] >> 3):
+                return None
+            step = 8 if proto == 44 else (buf[pos + 1] + 2) * 4 if proto == 51 else (buf[pos + 1] + 1) * 8
+            proto, pos = buf[pos], pos + step
+    if proto == 6 and end - pos >= 20:
+        doff = (buf[pos + 12] >> 4) * 4
+        if doff < 20:
+            return None
+        sport, dport = struct.unpack_from("!HH", buf, pos)
+        return src, dst, "tcp", sport, dport, buf[pos + doff:end]
+    if proto == 17 and end - pos >= 8:
+        sport, dport = struct.unpack_from("!HH", buf, pos)
+        return src, dst, "udp", sport, dport, buf[pos + 8:end]
+    return None
 
 
 def _arp(buf: bytes, ts: float) -> list[AppEvent]:
