@@ -173,9 +173,9 @@ print(len(pk))
 """
 
 
-def test_hostile_packets_pass_without_crashing_slipsq(lab: Lab, tmp_path: Path) -> None:
+def test_hostile_packets_pass_without_crashing_slipsq(lab: Lab, tmp_path: Path, backend: str) -> None:
     lab.serve()
-    s = Slipsq(lab, tmp_path / "state", "nft", config=CONFIG)
+    s = Slipsq(lab, tmp_path / "state", backend, config=CONFIG)
     s.start()
     before = s.status()
     r = lab.sh(lab.ns["a"], sys.executable, "-c", HOSTILE, CNC, timeout=90)
