@@ -224,12 +224,12 @@ def _groups(codes: np.ndarray, name: Callable[[int], str]) -> dict[str, array]:
 class Chain:
     """A model made ready for matching: position lists and log P(T cut at n) for every n."""
 
-    __slots__ = ("_full", "_full_init", "_pos", "_src", "length", "logpt", "model", "threshold", "total")
+    __slots__ = ("_full", "_full_init", "_pos", "_src", "length", "logpt", "model", "threshold")
 
     def __init__(self, model: Model) -> None:
         self.model = model
         self.threshold = model.threshold
-        t = model.letters
+        t = model.letters if len(model.letters) >= 2 else ""  # too short to have a chain: never matches
         self.length = len(t)
         # positions: "ab" -> sorted k with t[k:k+2] == "ab"; "a" -> sorted k < len-1 with t[k] == "a"
         codes = np.frombuffer(t.encode("ascii"), dtype=np.uint8).astype(np.int32)
@@ -244,11 +244,10 @@ class Chain:
         f[1:] *= np.log(f[1:])
         r, q = _ranks(pair_codes), _ranks(src_codes)
         acc = np.cumsum(f[r + 1] - f[r] - f[q + 1] + f[q])
-        firsts = np.cumsum(src_codes == codes[0])
+        firsts = np.cumsum(src_codes == (codes[0] if len(t) else -1))
         logpt = np.zeros(len(t) + 1)
         logpt[2:] = acc + np.log(firsts / np.arange(1, m + 1))
         self.logpt = array("d", logpt.tobytes())
-        self.total = m
         self._full = {ab: math.log(len(ks) / len(self._src[ab[0]])) for ab, ks in self._pos.items()}
         self._full_init = {a: math.log(len(ks) / m) for a, ks in self._src.items()}
 
