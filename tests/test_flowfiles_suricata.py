@@ -130,7 +130,7 @@ def mutated_event(draw: st.DrawFn) -> dict[str, object]:
     return event  # type: ignore[no-any-return]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.one_of(mutated_event().map(json.dumps), st.text(max_size=40)), max_size=8))
 def test_random_events_never_crash(lines: list[str]) -> None:
     source = SuricataSource("mem", json.dumps(FLOW), io.StringIO("\n".join(lines) + "\n"))
