@@ -1,0 +1,139 @@
+"""Brute force detector: many short connections from one source to one login service.
+
+A login service is known by its port (22 ssh, 3389 rdp, 21 ftp, 23 telnet, 445/139 smb, 3306 mysql,
+5432 postgres, 1433 mssql, 5900 vnc, `bruteforce.ports`) or, for services moved off their port, by
+the first bytes seen on a connection: the decoder's "banner" AppEvents name the service (ssh, ftp,
+rdp, smb, telnet), and this detector remembers per (server, port) what it said. It returns Evidence
+only: it never blocks and never does I/O.
+
+An attempt is a closed TCP connection to the service that the server answered (an unanswered one is
+a scan, counted by portscan) and that lasted at most `bruteforce.max_duration` seconds: password
+guessers open a connection, try a few passwords, get thrown out. Attempts are counted per (source,
+server, port) per judge window (index = int(flow start // judge.window)).
+
+Arithmetic (n = attempts, T = `bruteforce.min_attempts`, default 20):
+  threat = high for n >= T, critical for n >= 3 T
+  confidence = short connections / all connections of that source to that service in the window
+               (a long interactive session among them lowers it)
+  so 60 short logins in an hour score 1.0 and block by themselves; 20 score 0.8 and block with one
+  more finding (e.g. the scan that found the server). Why 20: scripts and admins rarely open more
+  than a handful of ssh/rdp connections an hour to one server, and mail pollers (IMAP/POP, which do
+  reconnect every few minutes) are not login services here.
+Evidence is emitted when the count first reaches T, when it doubles, and when the threat rises.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from slipsq.config import Option, positive
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.portscan import unanswered
+from slipsq.evidence import CRITICAL, HIGH, Evidence
+from slipsq.flow import AppEvent, Flow
+
+DEFAULT_PORTS = {22: "ssh", 3389: "rdp", 21: "ftp", 23: "telnet", 445: "smb", 139: "smb", 3306: "mysql",
+                 5432: "postgres", 1433: "mssql", 5900: "vnc", 5901: "vnc", 2323: "telnet"}
+LOGIN_SERVICES = frozenset({"ssh", "rdp", "ftp", "telnet", "smb"})
+# who speaks first: for these the banner's sender is the server, for the others its receiver
+_SERVER_FIRST = frozenset({"ftp"})
+_EITHER = frozenset({"ssh", "telnet"})  # both ends send: remember both ends (the client's is harmless)
+_MAX_BANNERS = 65_536
+_MAX_KEYS = 200_000
+
+
+@dataclass(slots=True)
+class _Count:
+    first: float
+    last: float = 0.0
+    short: int = 0
+    long: int = 0
+    emitted: int = 0
+    emitted_threat: float = 0.0
+
+
+class BruteForce(Detector):
+    name = "bruteforce"
+    evidence_kinds = ("login-bruteforce",)
+    options = (
+        Option("bruteforce.min_attempts", 20, "short connections from one source to one login service in "
+               "one judge window that make a brute force", positive, "> 0"),
+        Option("bruteforce.max_duration", 30.0, "longest connection (s) counted as one login attempt",
+               positive, "> 0"),
+        Option("bruteforce.ports", [], "extra login service ports, e.g. [2222, 10022] (named by their banner "
+               "when one is seen)", lambda v: all(type(p) is int and 0 < p < 65536 for p in v),
+               "a list of port numbers"),
+    )
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.window: float = self.cfg["judge.window"]
+        self.min_n: int = self.opt("min_attempts")
+        self.max_dur: float = self.opt("max_duration")
+        self.ports: dict[int, str] = dict(DEFAULT_PORTS)
+        for p in self.opt("ports"):
+            self.ports.setdefault(int(p), "login")
+        self.banners: OrderedDict[tuple[str, int], str] = OrderedDict()  # (server, port) -> service
+        self.counts: dict[tuple[str, str, int], _Count] = {}
+        self.index = -1
+
+    def on_app(self, event: AppEvent) -> list[Evidence]:
+        if event.kind != "banner":
+            return NO_EVIDENCE
+        service = event.data.get("service", "")
+        if service in _SERVER_FIRST:
+            ends = [(event.saddr, event.sport)]
+        elif service in _EITHER:
+            ends = [(event.saddr, event.sport), (event.daddr, event.dport)]
+        else:  # client-first protocols (rdp, smb, http, tls...) and unknown: the receiver is the server
+            ends = [(event.daddr, event.dport)]
+        for end in ends:
+            self.banners[end] = service
+            self.banners.move_to_end(end)
+        while len(self.banners) > _MAX_BANNERS:
+            self.banners.popitem(last=False)
+        return NO_EVIDENCE
+
+    def service(self, server: str, port: int) -> str | None:
+        """The login service at (server, port): its banner says so, else its port does."""
+        said = self.banners.get((server, port))
+        if said is not None:
+            return said if said in LOGIN_SERVICES else None
+        return self.ports.get(port)
+
+    def on_flow(self, flow: Flow) -> list[Evidence]:
+        if flow.is_report or flow.proto != "tcp":
+            return NO_EVIDENCE
+        service = self.service(flow.daddr, flow.dport)
+        if service is None or unanswered(flow):
+            return NO_EVIDENCE
+        index = int(flow.start // self.window)
+        if index > self.index:
+            self.index, self.counts = index, {}
+        key = (flow.saddr, flow.daddr, flow.dport)
+        c = self.counts.get(key)
+        if c is None:
+            if len(self.counts) >= _MAX_KEYS:
+                return NO_EVIDENCE
+            c = self.counts[key] = _Count(flow.start)
+        c.last = max(c.last, flow.start)
+        if flow.dur <= self.max_dur:
+            c.short += 1
+        else:
+            c.long += 1
+            return NO_EVIDENCE
+        n = c.short
+        if n < self.min_n:
+            return NO_EVIDENCE
+        threat = CRITICAL if n >= 3 * self.min_n else HIGH
+        if c.emitted and n < 2 * c.emitted and threat <= c.emitted_threat:
+            return NO_EVIDENCE
+        c.emitted, c.emitted_threat = n, threat
+        src, dst, port = key
+        conf = n / (n + c.long)
+        desc = (f"{service} brute force from {src} to {dst}:{port}/tcp: {n} short connections "
+                f"(<= {self.max_dur:g}s) in {c.last - c.first:.0f}s, {c.long} longer sessions")
+        return [Evidence(ts=c.last, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,
+                         proto="tcp", description=desc, threat_level=threat, confidence=round(conf, 3),
+                         label=service, key=f"bruteforce:{src}:{dst}:{port}/tcp", flows=(flow,))]

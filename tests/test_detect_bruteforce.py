@@ -1,0 +1,87 @@
+"""Brute force detector: bursts of short logins by port and by banner; admins and mail pollers stay quiet."""
+
+from __future__ import annotations
+
+import pytest
+from flowgen import T0, config, flow, run, sort_flows
+
+from slipsq.detect.bruteforce import BruteForce
+from slipsq.errors import ConfigError
+from slipsq.flow import AppEvent, Flow
+
+ATTACKER = "198.51.100.66"
+SERVER = "192.168.1.10"
+
+
+def attempts(src: str, dst: str, port: int, n: int, start: float = T0, every: float = 3.0,
+             dur: float = 2.5) -> list[Flow]:
+    return [flow(start + i * every, src, dst, port, dur=dur, sbytes=1500, dbytes=2500, sport=40000 + i)
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("port,service", [(22, "ssh"), (3389, "rdp"), (21, "ftp"), (445, "smb")])
+def test_burst_on_known_port_blocks_source(port: int, service: str) -> None:
+    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, port, 70))
+    assert rec.blocked_ips == [ATTACKER]
+    first = rec.by("bruteforce")[0].evidence
+    assert first.description.startswith(f"{service} brute force from {ATTACKER} to {SERVER}:{port}/tcp: 20 ")
+    assert first.score == pytest.approx(0.8)
+
+
+def test_ssh_on_another_port_is_recognised_by_banner() -> None:
+    port = 2200
+    banner = AppEvent(T0 - 1, "banner", SERVER, port, ATTACKER, 40000, "tcp",
+                      {"service": "ssh", "text": "SSH-2.0-OpenSSH_9.2"})
+    flows = attempts(ATTACKER, SERVER, port, 70)
+    rec, _ = run([BruteForce], flows, events=[banner])
+    assert rec.blocked_ips == [ATTACKER]
+    assert rec.by("bruteforce")[0].evidence.label == "ssh"
+    rec2, _ = run([BruteForce], flows)  # without the banner, port 2200 says nothing
+    assert rec2.by("bruteforce") == []
+
+
+def test_rdp_banner_comes_from_the_client() -> None:
+    banner = AppEvent(T0 - 1, "banner", ATTACKER, 40000, SERVER, 13389, "tcp", {"service": "rdp", "text": ""})
+    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, 13389, 25), events=[banner])
+    assert [a.evidence.label for a in rec.by("bruteforce")] == ["rdp"]
+
+
+def test_http_banner_on_port_22_makes_it_not_a_login_service() -> None:
+    banner = AppEvent(T0 - 1, "banner", ATTACKER, 40000, SERVER, 22, "tcp",
+                      {"service": "http", "text": "GET /"})
+    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, 22, 70), events=[banner])
+    assert rec.by("bruteforce") == []
+
+
+def test_benign_look_alikes() -> None:
+    flows = sort_flows(
+        attempts("192.168.1.5", SERVER, 22, 12, every=200),  # an admin's scripted ssh runs
+        attempts("192.168.1.6", SERVER, 22, 40, dur=900, every=60),  # long interactive sessions
+        attempts("192.168.1.7", "203.0.113.5", 993, 30, every=120),  # IMAP poller (not a login service)
+        [flow(T0 + i, "198.51.100.9", SERVER, 22, dbytes=0, state="S_") for i in range(50)],  # a scan
+    )
+    rec, _ = run([BruteForce], flows)
+    assert rec.by("bruteforce") == []
+
+
+def test_long_sessions_lower_confidence() -> None:
+    flows = sort_flows(attempts(ATTACKER, SERVER, 22, 20), attempts(ATTACKER, SERVER, 22, 20, dur=600,
+                                                                   start=T0 - 0.5))
+    rec, _ = run([BruteForce], flows)
+    ev = rec.by("bruteforce")[0].evidence
+    assert ev.confidence < 0.6 and rec.blocked_ips == []
+
+
+def test_counted_per_window() -> None:
+    flows = attempts(ATTACKER, SERVER, 22, 15, start=T0 + 3500) + attempts(ATTACKER, SERVER, 22, 15,
+                                                                          start=T0 + 3600)
+    rec, _ = run([BruteForce], flows)
+    assert rec.by("bruteforce") == []
+
+
+def test_extra_ports_option() -> None:
+    cfg = config([BruteForce], **{"bruteforce.ports": [2222]})
+    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, 2222, 25), cfg=cfg)
+    assert rec.by("bruteforce")
+    with pytest.raises(ConfigError, match=r"bruteforce\.ports"):
+        config([BruteForce], **{"bruteforce.ports": ["ssh"]})
