@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -114,6 +115,22 @@ def test_header_problems_are_input_errors_naming_file_and_line(tmp_path: Path) -
                      path="http"))
     with pytest.raises(InputError, match="http log"):
         list(open_flow_source(str(p)))
+
+
+@pytest.mark.parametrize("value", ["\\x", "\\x0a", "\\xZZ"])
+def test_bad_separator_is_an_input_error(tmp_path: Path, value: str) -> None:
+    p = tmp_path / "conn.log"
+    p.write_text(f"#separator {value}\n#fields\tts\n1\n")
+    with pytest.raises(InputError, match=r"conn.log:1: bad #separator"):
+        list(open_flow_source(str(p)))
+
+
+def test_zeek_on_standard_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tsv(CONN_FIELDS, [conn_row(), conn_row(ts="930.5")]).encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))  # a stdin without peek()
+    source = open_flow_source("-")
+    assert [f.start for f in source if isinstance(f, Flow)] == [928.943457, 930.5]
+    assert source.format == "zeek" and source.name == "<stdin>"
 
 
 def test_dns_tsv_gives_query_and_response_events(tmp_path: Path) -> None:
@@ -227,7 +244,8 @@ def mutated_row(draw: st.DrawFn) -> str:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(mutated_row(), st.text(max_size=60)), max_size=8))
+@given(st.lists(st.one_of(mutated_row(), st.text(max_size=60), st.text(max_size=12).map(lambda t: "#separator " + t)),
+                max_size=8))
 def test_tsv_random_rows_never_crash_and_both_parsers_agree(rows: list[str]) -> None:
     # every row twice: the second time the fast path's caches are warm
     body = "\t".join(conn_row()) + "\n" + "\n".join(rows + rows) + "\n" + "\t".join(conn_row()) + "\n"

@@ -106,19 +106,19 @@ class Addresses:
     ipaddress.ip_address costs a microsecond or more per call."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, str] = {}
+        self.cache: dict[str, str] = {}
 
     def __call__(self, text: str) -> str:
-        hit = self._cache.get(text)
+        hit = self.cache.get(text)
         if hit is not None:
             return hit
         try:
             norm = ipaddress.ip_address(text).compressed
         except ValueError:
             raise ValueError(f"bad address {text[:60]!r}") from None
-        if len(self._cache) >= 200_000:
-            self._cache.clear()
-        self._cache[text] = norm
+        if len(self.cache) >= 200_000:
+            self.cache.clear()
+        self.cache[text] = norm
         return norm
 
     def valid(self, text: str) -> str | None:
@@ -133,10 +133,13 @@ class ArgusTime:
     epoch seconds (`ra -u`), or a bare `HH:MM:SS.ffffff` (ra's default; the date is unknown, so day 0
     is 1970-01-01 and a jump back of more than 12 hours is taken as midnight passing).
 
-    strptime is slow; the date part is sliced and cached, the time of day is three slices."""
+    strptime is slow; the date part is sliced and cached, the time of day is three slices, and
+    `minutes` maps a checked "YYYY/MM/DD HH:MM" prefix to its epoch for the readers' fast paths (flows
+    come many per minute)."""
 
     def __init__(self) -> None:
         self._days: dict[str, float] = {}
+        self.minutes: dict[str, float] = {}
         self._tod_day = 0.0
         self._tod_last = -1.0
 
@@ -152,7 +155,11 @@ class ArgusTime:
             sec = float(s[17:])
             if not (0 <= h < 24 and 0 <= m < 60 and 0.0 <= sec < 61.0):
                 raise ValueError(f"bad time {s[:40]!r}")
-            return day + h * 3600 + m * 60 + sec
+            minute = day + h * 3600 + m * 60
+            if len(self.minutes) > 100_000:
+                self.minutes.clear()
+            self.minutes[s[:16]] = minute
+            return minute + sec
         if len(s) >= 8 and s[2] == ":" and s[5] == ":":
             return self._time_of_day(s)
         t = float(s)

@@ -95,7 +95,11 @@ def open_input(path: str) -> Opened:
     name = "<stdin>" if path == "-" else path
     raw: Any
     if path == "-":
-        raw = sys.stdin.buffer
+        raw = getattr(sys.stdin, "buffer", None)
+        if raw is None:
+            raise InputError("<stdin>: standard input is not available")
+        if not hasattr(raw, "peek"):  # e.g. a BytesIO standing in for stdin
+            raw = io.BufferedReader(raw)
     else:
         try:
             raw = open(path, "rb")  # closed by Opened.close
@@ -117,9 +121,9 @@ def open_input(path: str) -> Opened:
         if opened.kind is not None:
             return opened
         first, opened.lineno = read_first_line(raw)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: a closed standard input
         opened.close()
-        raise InputError(f"{name}: cannot read: {e.strerror or e}") from None
+        raise InputError(f"{name}: cannot read: {getattr(e, 'strerror', None) or e}") from None
     if not first:
         opened.close()
         raise InputError(f"{name}: is empty")
