@@ -96,6 +96,8 @@ class Daemon:
         self.diversion_installed = False
         self.want_reload = False
         self.started = time.time()
+        self.engine_errors = 0
+        self._last_error_log = -math.inf
 
     # --- start ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -160,14 +162,14 @@ class Daemon:
         sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         handlers = {s: signal.signal(s, self._on_signal) for s in sigs}
         try:
-            engine, source, table = self.engine, self.source, self.engine.table
+            source, table = self.source, self.engine.table
             fds = (self.control.fileno(), rfd)
             next_tick = 0.0
             while not self.stop:
                 source.run(BUDGET, 0.5, fds)
                 now = time.time()
                 if table.pending or now >= next_tick:
-                    engine.advance(now)
+                    self._advance(now)
                     next_tick = now + 0.5
                 self.control.poll()
                 try:
@@ -186,6 +188,17 @@ class Daemon:
             os.close(rfd)
             os.close(wfd)
 
+    def _advance(self, now: float) -> None:
+        """Run the engine; a bug in one detector must not take the gateway's inspection down with it
+        (the packet path keeps running; the error is reported, at most once a minute)."""
+        try:
+            self.engine.advance(now)
+        except Exception as e:  # the last line of defence of a long-running daemon
+            self.engine_errors += 1
+            if now - self._last_error_log >= 60:
+                self._last_error_log = now
+                log(f"engine error ({self.engine_errors} so far), continuing: {type(e).__name__}: {e}")
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGHUP:
             self.want_reload = True
@@ -202,7 +215,7 @@ class Daemon:
                 log(f"could not remove the diversion rule: {e}")
         if src is not None:
             src.drain()
-            self.engine.advance(time.time())
+            self._advance(time.time())
             src.close()
         if hasattr(self, "control"):
             self.control.close()
@@ -262,7 +275,7 @@ class Daemon:
         return {
             "pid": os.getpid(), "uptime": round(time.time() - self.started, 1), "queue": self.queue_num,
             "packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
-            "errors": q["errors"], "table": self.engine.table.stats(),
+            "errors": q["errors"], "engine_errors": self.engine_errors, "table": self.engine.table.stats(),
             "flows": c.flows, "alerts": c.alerts, "blocks_decided": c.blocks,
             "blocks_active": len(self.store.active(time.time())),
             "kernel": None if k is None else {"waiting": k.waiting, "queue_dropped": k.queue_dropped,
