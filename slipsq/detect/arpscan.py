@@ -1,0 +1,111 @@
+"""ARP scan detector: one sender asking "who-has" for many distinct addresses in a short time.
+
+A host discovering its LAN (nmap -sn, netdiscover, worms) sends ARP requests for every address of
+the subnet; a normal host asks for its gateway and the few peers it talks to. Per sender (MAC, IP)
+the detector keeps the ARP requests of the last `arpscan.period` seconds (a sliding window in
+packet time) and counts distinct target IPs. It returns Evidence only: it never blocks and never
+does I/O. ARP is seen in captures and inline on bridges; flow files carry none.
+
+Arithmetic (n = distinct targets in the period, T = `arpscan.min_targets`, default 20 in 60 s):
+  threat = medium for n >= T, high for n >= 3 T, critical for n >= 10 T; confidence 1.0
+  so sweeping a whole /24 (254 targets) in a minute is critical × 1.0 and blocks by itself, while 20
+  to 59 targets (0.5) need another finding against the same host in the hour.
+Gratuitous ARP (target = sender) is ignored. Probes from 0.0.0.0 (RFC 5227 duplicate address
+detection, a booting host) are reported with may_block=False: there is no IP to block.
+Evidence is emitted when n first reaches T, when it doubles, and when the threat rises.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from slipsq.config import Option, positive
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.evidence import CRITICAL, HIGH, MEDIUM, Evidence
+from slipsq.flow import AppEvent
+
+_MAX_SENDERS = 10_000
+
+
+@dataclass(slots=True)
+class _Sender:
+    recent: deque[tuple[float, str]] = field(default_factory=deque)  # (ts, target) in the period
+    targets: dict[str, int] = field(default_factory=dict)  # target -> requests in the period
+    first: float = 0.0
+    emitted: int = 0
+    emitted_threat: float = 0.0
+    emitted_window: int = -1
+
+
+class ArpScan(Detector):
+    name = "arpscan"
+    evidence_kinds = ("arp-scan",)
+    options = (
+        Option("arpscan.min_targets", 20, "distinct addresses one sender asks for (ARP who-has) within the "
+               "period that make an ARP scan", positive, "> 0"),
+        Option("arpscan.period", 60.0, "the sliding period (s) for arpscan.min_targets", positive, "> 0"),
+    )
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.min_n: int = self.opt("min_targets")
+        self.period: float = self.opt("period")
+        self.window: float = self.cfg["judge.window"]
+        self.senders: dict[tuple[str, str], _Sender] = {}
+
+    def on_app(self, event: AppEvent) -> list[Evidence]:
+        if event.kind != "arp" or event.data.get("op") != 1:
+            return NO_EVIDENCE
+        src_ip, dst_ip = event.data.get("src_ip", ""), event.data.get("dst_ip", "")
+        if not dst_ip or src_ip == dst_ip:
+            return NO_EVIDENCE
+        key = (event.data.get("src_mac", ""), src_ip)
+        s = self.senders.get(key)
+        if s is None:
+            if len(self.senders) >= _MAX_SENDERS:
+                self._forget_idle(event.ts)
+                if len(self.senders) >= _MAX_SENDERS:
+                    return NO_EVIDENCE
+            s = self.senders[key] = _Sender()
+        ts = event.ts
+        while s.recent and s.recent[0][0] < ts - self.period:  # slide the period
+            _, old = s.recent.popleft()
+            left = s.targets[old] - 1
+            if left:
+                s.targets[old] = left
+            else:
+                del s.targets[old]
+        if not s.recent:
+            s.first, s.emitted, s.emitted_threat = ts, 0, 0.0  # a new burst
+        s.recent.append((ts, dst_ip))
+        s.targets[dst_ip] = s.targets.get(dst_ip, 0) + 1
+        return self._judge(key, s, event)
+
+    def _judge(self, key: tuple[str, str], s: _Sender, event: AppEvent) -> list[Evidence]:
+        n = len(s.targets)
+        if n < self.min_n:
+            return NO_EVIDENCE
+        threat = CRITICAL if n >= 10 * self.min_n else HIGH if n >= 3 * self.min_n else MEDIUM
+        window = int(event.ts // self.window)
+        if s.emitted and n < 2 * s.emitted and threat <= s.emitted_threat and window == s.emitted_window:
+            return NO_EVIDENCE
+        s.emitted, s.emitted_threat, s.emitted_window = n, threat, window
+        mac, ip = key
+        probe = ip in ("", "0.0.0.0")
+        who = f"{mac} (ARP probes from 0.0.0.0)" if probe else f"{ip} ({mac})"
+        desc = (f"ARP scan from {who}: who-has for {n} addresses in {event.ts - s.first:.0f}s "
+                f"(period {self.period:g}s)")
+        return [Evidence(ts=event.ts, detector=self.name, offender=ip or "0.0.0.0", src_ip=ip or "0.0.0.0",
+                         dst_ip=event.data.get("dst_ip", ""), dst_port=0, proto="arp", description=desc,
+                         threat_level=threat, confidence=1.0, may_block=not probe,
+                         key=f"arpscan:{mac}:{ip}")]
+
+    def _forget_idle(self, now: float) -> None:
+        for k in [k for k, s in self.senders.items() if not s.recent or s.recent[-1][0] < now - self.period]:
+            del self.senders[k]
+
+    def on_tick(self, now: float) -> list[Evidence]:
+        if len(self.senders) > 1000:  # keep the table small on a busy LAN
+            self._forget_idle(now)
+        return NO_EVIDENCE

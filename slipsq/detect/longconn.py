@@ -1,0 +1,61 @@
+"""Long connection detector: a flow to a host outside the local network that lasts at least
+`longconn.min_duration` seconds (25 minutes by default, as in Slips).
+
+Long connections are normal for many things (chat, VPNs, streaming, ssh), but they are also how
+reverse shells and some C&C channels live; so this is evidence with may_block=False: it shows in the
+alerts and adds to the remote host's score, and it can never cause a block on its own (the judge
+needs at least one blocking finding in the window). It never blocks and never does I/O.
+
+Seen on active-timeout reports (the flow is still open) and on closed flows, and reported once per
+connection (5-tuple + start). Arithmetic: threat low (0.2) × confidence 1.0 = 0.2 per remote service
+(key longconn:<client>:<server>:<port>/<proto>, counted once per window by the judge).
+"Local" is a private, link-local, loopback or multicast address, one of the gateway's own addresses
+or one on the allow list.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from slipsq.config import Option, positive
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.prefixes import is_local
+from slipsq.evidence import LOW, Evidence
+from slipsq.flow import Flow
+
+_MAX_SEEN = 100_000  # connections remembered as already reported (oldest forgotten first)
+
+
+class LongConnection(Detector):
+    name = "longconn"
+    evidence_kinds = ("long-connection",)
+    options = (
+        Option("longconn.min_duration", 1500.0, "a connection to a non-local host lasting this long (s) is "
+               "reported (never blocks on its own)", positive, "> 0"),
+    )
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.min_dur: float = self.opt("min_duration")
+        self.reported: OrderedDict[tuple[str, str, int, str, int, float], None] = OrderedDict()
+
+    def on_flow(self, flow: Flow) -> list[Evidence]:
+        if flow.dur < self.min_dur:
+            return NO_EVIDENCE
+        dst = flow.daddr
+        if is_local(dst) or self.ctx.allow.why_protected(dst) is not None:
+            return NO_EVIDENCE
+        conn = (flow.saddr, dst, flow.sport, flow.proto, flow.dport, flow.start)
+        if conn in self.reported:
+            return NO_EVIDENCE
+        self.reported[conn] = None
+        if len(self.reported) > _MAX_SEEN:
+            self.reported.popitem(last=False)
+        state = "still open" if flow.is_report else "closed"
+        mb = flow.bytes / 1e6
+        desc = (f"long connection from {flow.saddr} to {dst}:{flow.dport}/{flow.proto}: "
+                f"{flow.dur / 60:.0f} min ({state}), {mb:.2f} MB, {flow.pkts} packets")
+        return [Evidence(ts=flow.end, detector=self.name, offender=dst, src_ip=flow.saddr, dst_ip=dst,
+                         dst_port=flow.dport, proto=flow.proto, description=desc, threat_level=LOW,
+                         confidence=1.0, may_block=False,
+                         key=f"longconn:{flow.saddr}:{dst}:{flow.dport}/{flow.proto}", flows=(flow,))]
