@@ -63,57 +63,173 @@ def _reason(e: BaseException) -> str:
 
 
 def _replay_pure(engine: Any, path: Path, progress: Progress | None) -> dict[str, Any]:
-    """The reference path: dpkt readers and one `Engine.packet` call per packet. dpkt's pcapng
-    reader knows one interface only: every packet gets the first interface's link type."""
-    import dpkt
-
+    """The reference path: the readable twin of PcapFile below and one `Engine.packet` call per
+    packet. (dpkt's readers were the first choice, but dpkt.pcapng.Reader gives every packet the
+    first interface's link type and time resolution, and dpkt.pcap.Reader hands a record cut short
+    over as if whole; the compiled reader does neither.)"""
     try:
-        fh = path.open("rb")
+        data = path.read_bytes()
     except OSError as e:
         raise InputError(f"{path}: {_reason(e)}") from None
-    with fh:
-        size = os.fstat(fh.fileno()).st_size
-        magic = fh.read(4)
-        fh.seek(0)
-        if not magic:
-            raise InputError(f"{path}: the file is empty, not a capture")
-        try:
-            reader: Any = dpkt.pcapng.Reader(fh) if magic == b"\x0a\x0d\x0d\x0a" else dpkt.pcap.Reader(fh)
-        except (ValueError, dpkt.Error) as e:
-            raise InputError(f"{path}: not a pcap or pcapng capture ({e})") from None
-        linktype = reader.datalink()
-        counts = {"packets": 0, "truncated": 0, "corrupt": 0}
-        first = last = 0.0
-        next_report = time.monotonic() + PROGRESS_EVERY
-        for ts, buf in _records(reader, counts):
-            if not counts["packets"]:
-                first = ts
-            counts["packets"] += 1
-            last = ts
-            engine.packet(buf, ts, linktype)
-            if progress is not None and time.monotonic() >= next_report:
-                next_report = time.monotonic() + PROGRESS_EVERY
-                progress(fh.tell(), size)
-        if counts["packets"]:
-            engine.advance(last)
-        if progress is not None:
-            progress(size, size)
-    fmt = "pcapng" if magic == b"\x0a\x0d\x0d\x0a" else "pcap"
-    return {"format": fmt, "linktypes": [linktype], **counts, "first_ts": first, "last_ts": last}
+    try:
+        reader = PureCapture(data)
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
+    first = last = 0.0
+    next_report = time.monotonic() + PROGRESS_EVERY
+    for ts, buf, linktype in reader:
+        if not reader.packets:
+            first = ts
+        reader.packets += 1
+        last = ts
+        engine.packet(buf, ts, linktype)
+        if progress is not None and time.monotonic() >= next_report:
+            next_report = time.monotonic() + PROGRESS_EVERY
+            progress(reader.pos, len(data))
+    if reader.packets:
+        engine.advance(last)
+    if progress is not None:
+        progress(len(data), len(data))
+    return {"format": reader.format, "linktypes": reader.linktypes, "packets": reader.packets,
+            "truncated": reader.truncated, "corrupt": reader.corrupt, "first_ts": first, "last_ts": last}
 
 
-def _records(reader: Any, counts: dict[str, int]) -> Iterator[tuple[float, bytes]]:
-    """dpkt's records, with a cut-short last record counted instead of raised."""
-    import dpkt
+PCAP_MAGICS = {0xA1B2C3D4: 1e6, 0xA1B23C4D: 1e9}
+MAX_RECORD = 262144  # libpcap's largest snaplen: a longer record length means a corrupt file
 
-    it = iter(reader)
-    while True:
-        try:
-            ts, buf = next(it)
-        except StopIteration:
-            return
-        except (dpkt.Error, ValueError, struct.error):
-            counts["truncated"] += 1
-            return
-        yield ts, buf
 
+class PureCapture:
+    """pcap/pcapng records as (ts, frame, link type), by the compiled PcapFile's rules."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos, self.packets, self.truncated, self.corrupt = data, 0, 0, 0, 0
+        self.linktypes: list[int] = []
+        self.ifaces: list[tuple[int, float, float]] = []  # (link type, divisor, offset)
+        self.last_ts = 0.0
+        if not data:
+            raise ValueError("the file is empty, not a capture")
+        if len(data) < 4:
+            raise ValueError(f"too short to be a capture ({len(data)} bytes)")
+        for e in ("<", ">"):
+            (magic,) = struct.unpack_from(e + "I", data)
+            if magic in PCAP_MAGICS:
+                if len(data) < 24:
+                    raise ValueError(f"the pcap file header is cut short ({len(data)} of 24 bytes)")
+                (major,) = struct.unpack_from(e + "H", data, 4)
+                if major != 2:
+                    raise ValueError(f"unsupported pcap version {major}")
+                self.e, self.format, self.divisor = e, "pcap", PCAP_MAGICS[magic]
+                self.snaplen, network = struct.unpack_from(e + "II", data, 16)
+                self.linktypes.append(network & 0x0FFFFFFF)
+                self.pos = 24
+                return
+        if data[:4] != b"\x0a\x0d\x0d\x0a":
+            raise ValueError(f"not a pcap or pcapng capture (it starts with {data[:4].hex()})")
+        self.format = "pcapng"
+        error = self._section()
+        if error:
+            raise ValueError(error)
+
+    def _section(self) -> str:
+        d, at = self.data, self.pos
+        if len(d) - at < 28:
+            return "the pcapng section header is cut short"
+        bom = d[at + 8:at + 12]
+        if bom not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+            return "the pcapng section header has no valid byte-order magic"
+        self.e = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+        (blen,) = struct.unpack_from(self.e + "I", d, at + 4)
+        if blen < 28 or blen % 4:
+            return "the pcapng section header has an impossible length"
+        if at + blen > len(d):
+            return "the pcapng section header is cut short"
+        if struct.unpack_from(self.e + "H", d, at + 12)[0] != 1:
+            return "the pcapng version is not 1.x"
+        self.ifaces = []
+        self.pos = at + blen
+        return ""
+
+    def __iter__(self) -> Iterator[tuple[float, bytes, int]]:
+        return self._pcap() if self.format == "pcap" else self._pcapng()
+
+    def _pcap(self) -> Iterator[tuple[float, bytes, int]]:
+        d, e = self.data, self.e
+        while self.pos < len(d):
+            if len(d) - self.pos < 16:
+                self.truncated += 1
+                return
+            sec, frac, caplen = struct.unpack_from(e + "III", d, self.pos)
+            if caplen > MAX_RECORD and caplen > self.snaplen:
+                self.corrupt += 1
+                return
+            if 16 + caplen > len(d) - self.pos:
+                self.truncated += 1
+                return
+            start = self.pos + 16
+            self.pos = start + caplen
+            yield sec + frac / self.divisor, d[start:start + caplen], self.linktypes[0]
+
+    def _pcapng(self) -> Iterator[tuple[float, bytes, int]]:
+        d = self.data
+        while self.pos < len(d):
+            at, left = self.pos, len(d) - self.pos
+            if left < 12:
+                self.truncated += 1
+                return
+            if d[at:at + 4] == b"\x0a\x0d\x0d\x0a":
+                error = self._section()
+                if error:
+                    self.truncated += "cut short" in error
+                    self.corrupt += "cut short" not in error
+                    return
+                continue
+            e = self.e
+            btype, blen = struct.unpack_from(e + "II", d, at)
+            if blen < 12 or blen % 4:
+                self.corrupt += 1
+                return
+            if blen > left:
+                self.truncated += 1
+                return
+            self.pos = at + blen
+            if btype == 1 and blen >= 20:
+                self._interface(at, blen)
+            elif btype in (6, 2):
+                if blen < 32:
+                    self.corrupt += 1
+                    continue
+                iface = struct.unpack_from(e + ("I" if btype == 6 else "H"), d, at + 8)[0]
+                hi, lo, caplen = struct.unpack_from(e + "III", d, at + 12)
+                if iface >= len(self.ifaces) or 28 + caplen > blen - 4:
+                    self.corrupt += 1
+                    continue
+                linktype, divisor, offset = self.ifaces[iface]
+                self.last_ts = offset + ((hi << 32) | lo) / divisor
+                yield self.last_ts, d[at + 28:at + 28 + caplen], linktype
+            elif btype == 3:
+                if not self.ifaces:
+                    self.corrupt += 1
+                    continue
+                caplen = min(struct.unpack_from(e + "I", d, at + 8)[0], blen - 16)
+                yield self.last_ts, d[at + 12:at + 12 + caplen], self.ifaces[0][0]
+
+    def _interface(self, at: int, blen: int) -> None:
+        d, e = self.data, self.e
+        divisor, offset = 1e6, 0.0
+        o, end = at + 16, at + blen - 4
+        while o + 4 <= end:
+            code, olen = struct.unpack_from(e + "HH", d, o)
+            if code == 0 or o + 4 + olen > end:
+                break
+            if code == 9 and olen >= 1:  # if_tsresol: 10^-v, or 2^-v when the top bit is set
+                v = d[o + 4]
+                divisor = 1.0
+                for _ in range(v & 0x7F):
+                    divisor *= 2.0 if v & 0x80 else 10.0
+            elif code == 14 and olen >= 8:  # if_tsoffset
+                offset = float(struct.unpack_from(e + "q", d, o + 4)[0])
+            o += 4 + ((olen + 3) & ~3)
+        linktype = struct.unpack_from(e + "H", d, at + 8)[0]
+        self.ifaces.append((linktype, divisor, offset))
+        if linktype not in self.linktypes:
+            self.linktypes.append(linktype)
