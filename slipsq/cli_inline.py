@@ -145,12 +145,14 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
 
     def work() -> None:
         from slipsq.control import Admin
-        from slipsq.verdict.store import BlockStore
+        from slipsq.verdict.store import DB_NAME, BlockStore, resolve_state_dir
 
         sd = _state_dir(ctx, state_dir)
         reply = _daemon(sd, {"cmd": "blocks"})
         if reply is not None:
             rows = reply["blocks"]
+        elif not (resolve_state_dir(sd) / DB_NAME).exists():
+            rows = []  # slipsq never ran with this state dir: nothing was ever blocked
         else:
             rows = Admin(BlockStore(sd, create=False), None, _no_allow(), None).blocks()
         if as_json:

@@ -224,6 +224,8 @@ def test_cli_without_a_daemon(tmp_path: Path) -> None:
     assert "daemon is not running" in r.output
     r = CliRunner().invoke(main, ["unblock", "1.2.3", "--state-dir", str(tmp_path)])
     assert r.exit_code == InputError.code and "'1.2.3' is not an IP address" in r.output
+    r = CliRunner().invoke(main, ["blocks", "--state-dir", str(tmp_path / "never-ran")])
+    assert r.exit_code == 0 and r.output.strip() == "no blocks"
     BlockStore(tmp_path).add("198.51.100.3", since=1.0, expires=None, reason="r", by="judge")
     r = CliRunner().invoke(main, ["blocks", "--json", "--state-dir", str(tmp_path)])
     assert r.exit_code == 0 and [b["ip"] for b in json.loads(r.output)] == ["198.51.100.3"]
