@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,7 +114,10 @@ def _toml(values: dict[str, Any]) -> str:
 
 @pytest.fixture(params=["nft", "legacy"])
 def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+    name = str(request.param)
+    if shutil.which(f"iptables-{name}") is None:
+        pytest.skip(f"iptables-{name} is not installed here")
+    return name
 
 
 def wait_for(pred: Any, timeout: float, step: float = 0.2) -> float | None:
