@@ -225,15 +225,22 @@ def test_real_ra_output_reads(tmp_path: Path) -> None:
         ("10.1.0.5", 5555, "10.1.0.1", 53)}
 
 
-def test_standard_input_is_streamed_line_by_line(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_standard_input_is_streamed_line_by_line(monkeypatch: pytest.MonkeyPatch, compressed: bool) -> None:
     """A writer that holds the second row back until told: the first flow must come out while the
     writer is still waiting, and waiting for the next row must cost (almost) no CPU."""
-    writer = textwrap.dedent("""
-        import sys
-        print("StartTime,Dur,Proto,SrcAddr,Sport,Dir,DstAddr,Dport,State,TotPkts,TotBytes", flush=True)
-        print("2020/01/01 00:00:00.0,1,tcp,10.0.0.1,1000,   ->,10.0.0.2,80,S0,1,60", flush=True)
+    writer = textwrap.dedent(f"""
+        import gzip, sys
+        out = gzip.GzipFile(fileobj=sys.stdout.buffer, mode="wb") if {compressed} else sys.stdout.buffer
+        def put(line):
+            out.write(line.encode() + b"\\n")
+            out.flush()  # for gzip: a sync flush, the row is decodable now
+            sys.stdout.buffer.flush()
+        put("StartTime,Dur,Proto,SrcAddr,Sport,Dir,DstAddr,Dport,State,TotPkts,TotBytes")
+        put("2020/01/01 00:00:00.0,1,tcp,10.0.0.1,1000,   ->,10.0.0.2,80,S0,1,60")
         sys.stdin.readline()  # paused until the test says go
-        print("2020/01/01 00:00:01.0,1,tcp,10.0.0.1,1001,   ->,10.0.0.2,80,S0,1,60", flush=True)
+        put("2020/01/01 00:00:01.0,1,tcp,10.0.0.1,1001,   ->,10.0.0.2,80,S0,1,60")
+        out.close()
     """)
     proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, stdin=subprocess.PIPE)
     released = threading.Event()

@@ -138,7 +138,8 @@ def _gunzip(opened: Opened) -> Opened:
         opened.close()
         gz = gzip.open(opened.path, "rb")
     else:
-        gz = gzip.GzipFile(fileobj=io.BufferedReader(_Available(opened.stream)), mode="rb")
+        # unbuffered on purpose: a BufferedReader would wait for a full 128 KiB read before inflating
+        gz = gzip.GzipFile(fileobj=_Available(opened.stream), mode="rb")
     opened = Opened(name, opened.path, opened.magic, gz, gzipped=True)
     opened._close.append(gz.close)
     try:
