@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = str(Path(__file__).with_name("netprobe.py"))
 CNC, LEGIT = "10.71.3.2", "10.71.3.3"
+CNC6 = "fd71:3::2"
 CLIENT_A, CLIENT_B = "10.71.1.2", "10.71.2.2"
 GW_ADDRS = ("10.71.1.1", "10.71.2.1", "10.71.3.1")
 
@@ -94,12 +95,18 @@ class Lab:
             self.ip(self.ns[side], "route", "add", "default", "via", gw_addr.split("/")[0])
             if side == "srv":
                 self.ip(self.ns[side], "addr", "add", "10.71.3.3/24", "dev", outer)
+            # IPv6 too (nodad: usable at once, no duplicate-address-detection wait)
+            n = {"a": 1, "b": 2, "srv": 3}[side]
+            self.ip(self.ns[side], "-6", "addr", "add", f"fd71:{n}::2/64", "dev", outer, "nodad")
+            self.ip(self.gw, "-6", "addr", "add", f"fd71:{n}::1/64", "dev", inner, "nodad")
+            self.ip(self.ns[side], "-6", "route", "add", "default", "via", f"fd71:{n}::1")
         self.sh(self.gw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.sh(self.gw, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
         return self
 
     def serve(self) -> subprocess.Popen[str]:
         """The C&C and the legitimate service, both answering TCP port 8080."""
-        p = self.probe(self.ns["srv"], "serve", f"{CNC}:8080", f"{LEGIT}:8080")
+        p = self.probe(self.ns["srv"], "serve", f"{CNC}:8080", f"{LEGIT}:8080", f"[{CNC6}]:8080")
         assert p.stdout is not None
         if p.stdout.readline().strip() != "ready":
             raise RuntimeError(f"server did not start: {p.stderr.read() if p.stderr else ''}")

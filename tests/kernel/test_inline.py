@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.kernel.conftest import Slipsq, _toml, wait_for
-from tests.kernel.lab import CNC, LEGIT, Lab
+from tests.kernel.lab import CNC, CNC6, LEGIT, Lab
 
 pytestmark = pytest.mark.kernel
 
@@ -206,3 +206,20 @@ def test_hostile_packets_pass_without_crashing_slipsq(lab: Lab, tmp_path: Path, 
     code, err = s.stop()
     assert code == 0, err
     assert "Traceback" not in err and "reloaded" in err
+
+
+def test_ipv6_blocks_work_the_same(lab: Lab, tmp_path: Path) -> None:
+    lab.serve()
+    s = Slipsq(lab, tmp_path / "state", "nft", config=CONFIG)
+    s.start()
+    # the first IPv6 packets wait for neighbour discovery on the fresh veths
+    assert wait_for(lambda: lab.connect("a", CNC6, timeout=2.0), timeout=10) is not None
+    s.cli("block", CNC6.upper(), "--for", "5m")
+    assert not lab.connect("a", CNC6, timeout=0.5)
+    assert lab.connect("b", LEGIT)  # IPv4 untouched
+    assert [b["ip"] for b in s.blocks()] == [CNC6]  # stored in canonical form
+    assert s.status()["packets"] > 0
+    s.cli("unblock", CNC6)
+    assert lab.connect("a", CNC6)
+    code, err = s.stop()
+    assert code == 0, err
