@@ -49,7 +49,7 @@ class NfqueueSource:
     def __init__(self, num: int, table: Any, maxlen: int = DEFAULT_MAXLEN,
                  copy_range: int = COPY_RANGE, gso: bool = True) -> None:
         try:
-            from slipsq import _nfq  # type: ignore[attr-defined]
+            from slipsq import _nfq
         except ImportError as e:
             raise SystemSetupError(f"inline mode is not built here ({e}); build with "
                                    "'python setup.py build_ext --inplace' after installing "

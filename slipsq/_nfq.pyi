@@ -1,0 +1,18 @@
+"""Type stub of the compiled NFQUEUE source (slipsq/_nfq.pyx)."""
+
+from collections.abc import Iterable
+from typing import Any
+
+LINKTYPE_RAW: int
+
+class Queue:
+    num: int
+    rcvbuf: int
+    fail_open: bool
+    gso: bool
+    def __init__(self, num: int, table: Any, *, maxlen: int = ..., copy_range: int = ..., rcvbuf: int = ...,
+                 fail_open: bool = ..., gso: bool = ...) -> None: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+    def run(self, budget: int = ..., timeout: float = ..., fds: Iterable[int] = ...) -> int: ...
