@@ -23,7 +23,8 @@ from slipsq.sources.flowfiles.binetflow import BinetflowSource, is_header
 from slipsq.sources.flowfiles.nfdump import NfdumpSource
 from slipsq.sources.flowfiles.streams import Opened, binary_kind, open_input
 from slipsq.sources.flowfiles.suricata import SuricataSource, is_eve
-from slipsq.sources.flowfiles.zeek import ZeekFolderSource, ZeekSource, find_log, is_zeek_json
+from slipsq.sources.flowfiles.zeek import ZeekSource, is_zeek_json
+from slipsq.sources.flowfiles.zeek_folder import ZeekFolderSource, find_log
 
 __all__ = ["FORMATS", "FlowSource", "Item", "detect_format", "detect_text", "open_flow_source"]
 
