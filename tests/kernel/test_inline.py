@@ -70,6 +70,7 @@ def test_block_unblock_restart_on_a_real_gateway(lab: Lab, tmp_path: Path, backe
     # kill -9: nothing bound to the queue, --queue-bypass lets traffic through
     s.cli("block", CNC, "--for", "1h")
     s.kill9()
+    assert "NFQUEUE" in s.iptables()  # the diversion is still there, with nothing bound to the queue
     assert lab.connect("b", LEGIT)
     assert not lab.connect("a", CNC, timeout=0.5)  # the kernel block outlives the daemon
     # as after a reboot: the kernel forgets, the store remembers; a restart re-applies
