@@ -5,9 +5,21 @@ A new detector is a new module (see README.md beside this file for the anatomy) 
 
 from __future__ import annotations
 
+from slipsq.detect.arpscan import ArpScan
 from slipsq.detect.base import Detector
+from slipsq.detect.beacon import Beacon
+from slipsq.detect.bruteforce import BruteForce
+from slipsq.detect.longconn import LongConnection
+from slipsq.detect.portscan import PortScan
 from slipsq.detect.stratosphere import StratosphereDetector
+from slipsq.detect.threatintel import ThreatIntel
 
 DETECTORS: list[type[Detector]] = [
     StratosphereDetector,
+    ThreatIntel,
+    PortScan,
+    Beacon,
+    BruteForce,
+    ArpScan,
+    LongConnection,
 ]

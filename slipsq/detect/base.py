@@ -8,7 +8,7 @@ never do I/O: they see flows, app events and the time they are given.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,6 +30,8 @@ class Context:
     models: Sequence[Any] = ()
     # ip -> domain names it was resolved from (filled by the engine from DNS answers)
     dns_names: dict[str, set[str]] = field(default_factory=dict)
+    # ip -> {country, asn, org}: GeoIP/ASN lookups for alerts (slipsq.enrich.make_enrichers); [] = none
+    enrichers: list[Callable[[str], dict[str, Any]]] = field(default_factory=list)
 
 
 NO_EVIDENCE: list[Evidence] = []

@@ -55,7 +55,8 @@ class PrefixSet(Generic[V]):
         table.setdefault(int(n.network_address) >> (bits - n.prefixlen), value)
 
     def lookup(self, ip: str) -> V | None:
-        """The value of the exact address, else of the longest network holding it, else None."""
+        """The value of the exact address, else of the longest network holding it, else None.
+        An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is looked up as the IPv4 address it carries."""
         parsed = parse_ip_int(ip)
         if parsed is None:
             return None
