@@ -788,6 +788,7 @@ cdef extern from *:
     uint32_t rd32 "sq_rd32"(const uint8_t* p, int sw) nogil
     uint16_t rd16 "sq_rd16"(const uint8_t* p, int sw) nogil
     int64_t rd64 "sq_rd64"(const uint8_t* p, int sw) nogil
+    void prefetch "__builtin_prefetch"(const void* p) nogil
 
 cdef enum:
     SEC_OK = 0
@@ -971,6 +972,9 @@ cdef class PcapFile:
                 lt = self.linktype
                 self.pos += 16 + caplen
                 b += 16
+                # the next record's header and IP header: fetched while this packet is worked on
+                prefetch(self.base + self.pos)
+                prefetch(self.base + self.pos + 64)
             else:
                 if left < 12:
                     if left > 0:
@@ -996,6 +1000,7 @@ cdef class PcapFile:
                     self.done = True
                     break
                 self.pos += blen
+                prefetch(self.base + self.pos)
                 if btype == 1 and blen >= 20:
                     self._interface(self.pos - blen, blen)
                     continue
