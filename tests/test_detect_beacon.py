@@ -128,3 +128,9 @@ def test_scores_stay_in_range(gaps: list[float], sizes: list[int]) -> None:
     assert 0.0 <= s <= 1.0 and d >= 0 and m >= 0
     z, zd = size_score(sizes)
     assert 0.0 <= z <= 1.0 and zd >= 0
+
+
+def test_inbound_periodic_clients_are_not_beacons() -> None:
+    # an Internet host guessing passwords every 3 s on a LAN server: brute force, not our C&C
+    rec, _ = run([Beacon], beacon("198.51.100.66", "192.168.1.30", 22, 3.0, 40))
+    assert rec.by("beacon") == []

@@ -20,12 +20,20 @@ def attempts(src: str, dst: str, port: int, n: int, start: float = T0, every: fl
 
 
 @pytest.mark.parametrize("port,service", [(22, "ssh"), (3389, "rdp"), (21, "ftp"), (445, "smb")])
-def test_burst_on_known_port_blocks_source(port: int, service: str) -> None:
-    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, port, 70))
+def test_burst_from_outside_blocks_at_the_threshold(port: int, service: str) -> None:
+    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, port, 25))
     assert rec.blocked_ips == [ATTACKER]
     first = rec.by("bruteforce")[0].evidence
     assert first.description.startswith(f"{service} brute force from {ATTACKER} to {SERVER}:{port}/tcp: 20 ")
-    assert first.score == pytest.approx(0.8)
+    assert first.score == pytest.approx(1.0)
+
+
+def test_burst_from_inside_needs_three_times_more() -> None:
+    inside = "192.168.1.77"
+    rec, _ = run([BruteForce], attempts(inside, SERVER, 22, 59))
+    assert rec.by("bruteforce")[0].evidence.score == pytest.approx(0.8) and rec.blocked_ips == []
+    rec, _ = run([BruteForce], attempts(inside, SERVER, 22, 60))
+    assert rec.blocked_ips == [inside]
 
 
 def test_ssh_on_another_port_is_recognised_by_banner() -> None:

@@ -36,6 +36,8 @@ Legitimate periodic traffic is told apart by who and where, not by timing (it is
   `beacon.allow_domains` (connectivity checks, update services): ignored.
 * both ends private (LAN monitoring, printers, NAS polling): reported, may_block=False, unless
   `beacon.local_may_block`.
+* an outside client calling a local server (inbound): ignored. A password guesser or a monitoring
+  probe is just as regular, and the C&C of our hosts is outside; bruteforce/portscan judge those.
 Limits: the detector sees connections, so a UDP beacon that keeps one source port alive (one flow
 table entry) or a beacon inside one long TCP connection shows no gaps; the long-connection detector
 reports the latter.
@@ -154,6 +156,10 @@ class Beacon(Detector):
         if f.proto == "udp" and (f.dport in _IGNORED_UDP_PORTS or f.sport == 123):
             return True
         if f.dport in _DNS_PORTS and (is_local(f.daddr) or f.daddr in self._own()):
+            return True
+        if is_local(f.daddr) and not is_local(f.saddr):
+            # inbound: an Internet client calling a local server regularly is a scanner, a brute
+            # forcer or a monitoring service, never our hosts' C&C (blocking the server would be wrong)
             return True
         if self.ctx.allow.why_protected(f.daddr) is not None:  # allow list, multicast, own, broadcast
             return True

@@ -12,13 +12,16 @@ guessers open a connection, try a few passwords, get thrown out. Attempts are co
 server, port) per judge window (index = int(flow start // judge.window)).
 
 Arithmetic (n = attempts, T = `bruteforce.min_attempts`, default 20):
-  threat = high for n >= T, critical for n >= 3 T
+  threat = high for n >= T; critical for n >= 3 T, or for n >= T from an outside (non-local) source
+           to a local server (an Internet host hammering a LAN login service)
   confidence = short connections / all connections of that source to that service in the window
                (a long interactive session among them lowers it)
-  so 60 short logins in an hour score 1.0 and block by themselves; 20 score 0.8 and block with one
-  more finding (e.g. the scan that found the server). Why 20: scripts and admins rarely open more
-  than a handful of ssh/rdp connections an hour to one server, and mail pollers (IMAP/POP, which do
-  reconnect every few minutes) are not login services here.
+  so 20 short logins from the Internet, or 60 from inside, score 1.0 and block by themselves; 20
+  from inside score 0.8 and block with one more finding (e.g. the scan that found the server).
+  Inside sources get more room because admin automation (Ansible opens an ssh connection per task)
+  looks like this too. Why 20: people rarely open more than a handful of ssh/rdp connections an
+  hour to one server, and mail pollers (IMAP/POP, which reconnect every few minutes) are not login
+  services here.
 Evidence is emitted when the count first reaches T, when it doubles, and when the threat rises.
 """
 
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.portscan import unanswered
+from slipsq.detect.prefixes import is_local
 from slipsq.evidence import CRITICAL, HIGH, Evidence
 from slipsq.flow import AppEvent, Flow
 
@@ -126,7 +130,8 @@ class BruteForce(Detector):
         n = c.short
         if n < self.min_n:
             return NO_EVIDENCE
-        threat = CRITICAL if n >= 3 * self.min_n else HIGH
+        inbound = is_local(flow.daddr) and not is_local(flow.saddr)
+        threat = CRITICAL if n >= 3 * self.min_n or inbound else HIGH
         if c.emitted and n < 2 * c.emitted and threat <= c.emitted_threat:
             return NO_EVIDENCE
         c.emitted, c.emitted_threat = n, threat
