@@ -12,6 +12,7 @@ import sys
 import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from slipsq.flow import AppEvent, Flow
@@ -198,3 +199,24 @@ def read_zeek_conn(path: Any) -> list[Flow]:
                             state=r.get("conn_state", ""), closed_by="file"))
     out.sort(key=lambda f: f.start)
     return out
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def replay_pcap(path: Any, detectors: Sequence[type[Detector]], cfg: Config | None = None) -> Recorder:
+    """A capture through the real engine, decoder and flow table (as `slipsq replay` does)."""
+    from slipsq.sources.pcap import replay_capture
+
+    rec = Recorder()
+    eng = Engine(cfg or config(detectors), sinks=[rec], detectors=list(detectors))
+    replay_capture(eng, path)
+    eng.finish()
+    return rec
+
+
+def my_detectors() -> list[type[Detector]]:
+    """Every registered detector but the Markov one (its evidence is another engineer's to pin)."""
+    from slipsq.detect import DETECTORS
+
+    return [d for d in DETECTORS if d.name != "stratosphere"]

@@ -67,3 +67,11 @@ def test_arp_sweep_in_a_generated_capture(tmp_path: Path) -> None:
     replay_capture(eng, path)
     eng.finish()
     assert rec.blocked_ips == ["10.1.1.66"]
+
+
+def test_arp_scan_capture_end_to_end() -> None:
+    from flowgen import DATA, my_detectors, replay_pcap
+
+    rec = replay_pcap(DATA / "arp-scan.pcap", my_detectors())
+    assert rec.blocked_ips == ["192.168.1.99"]
+    assert {a.evidence.offender for a in rec.seen} == {"192.168.1.99"}

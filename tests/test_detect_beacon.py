@@ -134,3 +134,27 @@ def test_inbound_periodic_clients_are_not_beacons() -> None:
     # an Internet host guessing passwords every 3 s on a LAN server: brute force, not our C&C
     rec, _ = run([Beacon], beacon("198.51.100.66", "192.168.1.30", 22, 3.0, 40))
     assert rec.by("beacon") == []
+
+
+def test_beacon_capture_end_to_end() -> None:
+    from flowgen import DATA, my_detectors, replay_pcap
+
+    rec = replay_pcap(DATA / "beacon-https.pcap", my_detectors())
+    assert rec.blocked_ips == ["203.0.113.66"]
+    assert {a.evidence.detector for a in rec.seen} == {"beacon"}
+
+
+def test_normal_home_capture_is_quiet() -> None:
+    """Browsing, DNS to the router, NTP, SSDP, mDNS, connectivity checks: no alert from any detector."""
+    from flowgen import DATA, my_detectors, replay_pcap
+
+    rec = replay_pcap(DATA / "normal-home.pcap", my_detectors())
+    assert rec.seen == [] and rec.blocked_ips == []
+
+
+@pytest.mark.shared
+def test_normal_day_is_not_a_beacon(shared_data) -> None:  # type: ignore[no-untyped-def]
+    from flowgen import read_binetflow
+
+    rec, _ = run([Beacon], read_binetflow(shared_data / "flows/ctu-normal-2013-10-21.binetflow"))
+    assert rec.by("beacon") == [] and rec.blocked_ips == []

@@ -93,3 +93,13 @@ def test_extra_ports_option() -> None:
     assert rec.by("bruteforce")
     with pytest.raises(ConfigError, match=r"bruteforce\.ports"):
         config([BruteForce], **{"bruteforce.ports": ["ssh"]})
+
+
+def test_bruteforce_capture_end_to_end() -> None:
+    """Real packets: the SSH banner on port 2222 is recognised by the decoder and remembered here."""
+    from flowgen import DATA, my_detectors, replay_pcap
+
+    rec = replay_pcap(DATA / "bruteforce-ssh.pcap", my_detectors())
+    assert rec.blocked_ips == ["198.51.100.77", "203.0.113.50"]
+    assert {a.evidence.dst_port for a in rec.by("bruteforce")} == {22, 2222}
+    assert {a.evidence.label for a in rec.by("bruteforce")} == {"ssh"}

@@ -129,3 +129,14 @@ def test_no_scan_in_a_normal_day(shared_data) -> None:  # type: ignore[no-untype
     rec, _ = run([PortScan], read_binetflow(shared_data / "flows/ctu-normal-2013-10-21.binetflow"))
     assert rec.blocked_ips == []
     assert rec.by("portscan") == []
+
+
+def test_portscan_capture_end_to_end() -> None:
+    from flowgen import DATA, my_detectors, replay_pcap
+
+    rec = replay_pcap(DATA / "portscan.pcap", my_detectors())
+    assert rec.blocked_ips == ["192.168.1.99"]
+    labels = {a.evidence.label for a in rec.by("portscan")}
+    # the ICMP sweep and the 445 sweep come first; the block then drops the vertical scan's packets
+    assert {"icmp-sweep", "horizontal"} <= labels
+    assert {a.evidence.offender for a in rec.seen} == {"192.168.1.99"}
