@@ -148,6 +148,7 @@ class Beacon(Detector):
         self.local_may_block: bool = self.opt("local_may_block")
         self.allow_domains = tuple(d.lower().strip(".") for d in self.opt("allow_domains"))
         self.window: float = self.cfg["judge.window"]
+        self.own = {str(a) for a in ctx.allow.own}  # the gateway itself may be the resolver
         self.tuples: dict[tuple[str, str, int, str], _Tuple] = {}
         self._next_prune = 0.0
 
@@ -155,7 +156,7 @@ class Beacon(Detector):
     def _ignored(self, f: Flow) -> bool:
         if f.proto == "udp" and (f.dport in _IGNORED_UDP_PORTS or f.sport == 123):
             return True
-        if f.dport in _DNS_PORTS and (is_local(f.daddr) or f.daddr in self._own()):
+        if f.dport in _DNS_PORTS and (is_local(f.daddr) or f.daddr in self.own):
             return True
         if is_local(f.daddr) and not is_local(f.saddr):
             # inbound: an Internet client calling a local server regularly is a scanner, a brute
@@ -166,9 +167,6 @@ class Beacon(Detector):
         if f.daddr.endswith(".255"):  # a subnet broadcast the allow list cannot know
             return True
         return self._allowed_name(f.daddr)
-
-    def _own(self) -> set[str]:
-        return {str(a) for a in self.ctx.allow.own}
 
     def _allowed_name(self, ip: str) -> bool:
         names = self.ctx.dns_names.get(ip)

@@ -139,6 +139,7 @@ class BruteForce(Detector):
         conf = n / (n + c.long)
         desc = (f"{service} brute force from {src} to {dst}:{port}/tcp: {n} short connections "
                 f"(<= {self.max_dur:g}s) in {c.last - c.first:.0f}s, {c.long} longer sessions")
-        return [Evidence(ts=c.last, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,
+        ts = max(c.last, self.index * self.window)  # a late flow of the last window counts in this one
+        return [Evidence(ts=ts, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,
                          proto="tcp", description=desc, threat_level=threat, confidence=round(conf, 3),
                          label=service, key=f"bruteforce:{src}:{dst}:{port}/tcp", flows=(flow,))]

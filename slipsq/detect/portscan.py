@@ -167,6 +167,7 @@ class PortScan(Detector):
         else:
             desc = f"ICMP echo sweep from {src} to {n} hosts in {span} ({t.answered} answered)"
             dst, port, ekey = flow.daddr, 0, f"icmpsweep:{src}/{proto}"
-        return [Evidence(ts=t.last, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,
+        ts = max(t.last, self.index * self.window)  # a late flow of the last window counts in this one
+        return [Evidence(ts=ts, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,
                          proto=proto, description=desc, threat_level=threat, confidence=round(conf, 3),
                          label=kind, key=ekey, flows=(flow,))]
