@@ -169,3 +169,14 @@ def test_list_parser_never_crashes(tmp_path_factory: pytest.TempPathFactory, lin
 def test_is_local() -> None:
     assert is_local("10.1.2.3") and is_local("fe80::1") and is_local("239.255.255.250")
     assert not is_local("203.0.113.5") and not is_local("8.8.8.8") and not is_local("bogus")
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "x.txt").write_text("1.2.3.4\n")
+
+    def denied(self: Path, *a: object, **k: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", denied)  # works as root too, where chmod 0 does not stop reads
+    with pytest.raises(InputError, match=r"x\.txt cannot be read: Permission denied"):
+        load_lists(tmp_path)
