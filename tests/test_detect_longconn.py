@@ -45,3 +45,14 @@ def test_normal_day_long_connections_never_block(shared_data) -> None:  # type: 
     rec, _ = run([LongConnection], read_binetflow(shared_data / "flows/ctu-normal-2013-10-21.binetflow"))
     assert rec.blocked_ips == []
     assert rec.by("longconn")  # the CTU user keeps Jabber/HTTPS connections open for an hour
+
+
+def test_consecutive_records_of_one_connection_are_one_and_udp_is_off_by_default() -> None:
+    hourly = [flow(T0 + h * 3600, HOST, REMOTE, 5222, dur=3600, sport=50000) for h in range(4)]  # Argus style
+    again = flow(T0 + 5 * 3600, HOST, REMOTE, 5222, dur=2000, sport=50000)  # port reused after a pause
+    ntp = flow(T0, HOST, REMOTE, 123, "udp", dur=3600)
+    rec, _ = run([LongConnection], [*hourly, again, ntp])
+    assert [int((a.evidence.ts - T0) // 3600) for a in rec.by("longconn")] == [1, 5]
+    cfg = config([LongConnection], **{"longconn.protocols": ["tcp", "udp"]})
+    rec, _ = run([LongConnection], [ntp], cfg=cfg)
+    assert len(rec.by("longconn")) == 1

@@ -7,7 +7,11 @@ alerts and adds to the remote host's score, and it can never cause a block on it
 needs at least one blocking finding in the window). It never blocks and never does I/O.
 
 Seen on active-timeout reports (the flow is still open) and on closed flows, and reported once per
-connection (5-tuple + start). Arithmetic: threat low (0.2) × confidence 1.0 = 0.2 per remote service
+connection: a 5-tuple seen again while it is still going (the next record starts within a minute of
+the last one's end, as the flow table's reports and Argus's hourly status records do) is the same
+connection. Only the protocols in `longconn.protocols` (TCP by default: long UDP "flows" are NTP,
+DHCP and DNS status records of a flow exporter, not sessions).
+Arithmetic: threat low (0.2) × confidence 1.0 = 0.2 per remote service
 (key longconn:<client>:<server>:<port>/<proto>, counted once per window by the judge).
 "Local" is a private, link-local, loopback or multicast address, one of the gateway's own addresses
 or one on the allow list.
@@ -32,23 +36,28 @@ class LongConnection(Detector):
     options = (
         Option("longconn.min_duration", 1500.0, "a connection to a non-local host lasting this long (s) is "
                "reported (never blocks on its own)", positive, "> 0"),
+        Option("longconn.protocols", ["tcp"], "protocols whose long flows are reported",
+               lambda v: all(isinstance(p, str) for p in v), "a list of protocol names, e.g. [\"tcp\"]"),
     )
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.min_dur: float = self.opt("min_duration")
-        self.reported: OrderedDict[tuple[str, str, int, str, int, float], None] = OrderedDict()
+        self.protocols = frozenset(self.opt("protocols"))
+        # 5-tuple -> end of its last record: the same connection while records keep following on
+        self.reported: OrderedDict[tuple[str, int, str, int, str], float] = OrderedDict()
 
     def on_flow(self, flow: Flow) -> list[Evidence]:
-        if flow.dur < self.min_dur:
+        if flow.dur < self.min_dur or flow.proto not in self.protocols:
             return NO_EVIDENCE
         dst = flow.daddr
         if is_local(dst) or self.ctx.allow.why_protected(dst) is not None:
             return NO_EVIDENCE
-        conn = (flow.saddr, dst, flow.sport, flow.proto, flow.dport, flow.start)
-        if conn in self.reported:
+        conn = (flow.saddr, flow.sport, dst, flow.dport, flow.proto)
+        last_end = self.reported.pop(conn, None)
+        self.reported[conn] = max(flow.end, last_end or 0.0)  # (re)inserted last: the LRU order
+        if last_end is not None and flow.start <= last_end + 60.0:
             return NO_EVIDENCE
-        self.reported[conn] = None
         if len(self.reported) > _MAX_SEEN:
             self.reported.popitem(last=False)
         state = "still open" if flow.is_report else "closed"
