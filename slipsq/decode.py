@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import dpkt
 
+from slipsq.appdecode import dns_events, payload_events
 from slipsq.flow import AppEvent
 
 ETHERNET, RAW, LINUX_SLL, LINUX_SLL2, IPV4, IPV6 = 1, 101, 113, 276, 228, 229
@@ -234,8 +235,8 @@ def ip_str(packed: bytes) -> str:
 
 def app_events(ip_packet: bytes, ts: float) -> list[AppEvent]:
     """Events in one handed-up packet: bytes from the IP header (or, for ARP, the ARP header).
-    The IP and TCP/UDP headers are read with struct (this runs for every handed-up packet: dpkt's
-    object per layer would cost more than the rest of the pipeline); DNS and TLS with dpkt."""
+    The IP and TCP/UDP headers are read with struct, the payloads by `slipsq.appdecode` (this runs
+    for every handed-up packet: dpkt's object per layer costs more than the rest of the pipeline)."""
     if not ip_packet:
         return []
     version = ip_packet[0] >> 4
@@ -247,9 +248,9 @@ def app_events(ip_packet: bytes, ts: float) -> list[AppEvent]:
     src, dst, proto, sport, dport, payload = l4
     base = (ts, ip_str(src), sport, ip_str(dst), dport, proto)
     if sport in DNS_PORTS or dport in DNS_PORTS:
-        return _dns(base, payload, proto == "tcp")
+        return dns_events(base, payload, proto == "tcp")
     if proto == "tcp" and payload:
-        return _payload(base, payload)
+        return payload_events(base, payload)
     return []
 
 
@@ -299,99 +300,3 @@ def _arp(buf: bytes, ts: float) -> list[AppEvent]:
     mac = ":".join(f"{b:02x}" for b in arp.sha)
     return [AppEvent(ts, "arp", src_ip, 0, dst_ip, 0, "arp",
                      {"op": arp.op, "src_mac": mac, "src_ip": src_ip, "dst_ip": dst_ip})]
-
-
-def _dns(base: tuple[float, str, int, str, int, str], payload: bytes, tcp: bool) -> list[AppEvent]:
-    if tcp:  # DNS over TCP: a 2-byte length, then the message (only whole messages are read)
-        if len(payload) < 2:
-            return []
-        (n,) = struct.unpack_from("!H", payload)
-        payload = payload[2:2 + n]
-    try:
-        msg = dpkt.dns.DNS(payload)
-        if not msg.qd:
-            return []
-        q = msg.qd[0]
-        answers = [ip_str(rr.rdata) for rr in msg.an
-                   if rr.type in (dpkt.dns.DNS_A, dpkt.dns.DNS_AAAA) and len(rr.rdata) in (4, 16)]
-        data = {"query": str(q.name).lower(), "qtype": int(q.type), "answers": answers,
-                "rcode": int(msg.rcode), "response": bool(msg.qr)}
-    except Exception:  # truncated or hostile DNS: no event
-        return []
-    return [_event(base, "dns", data)]
-
-
-def _event(base: tuple[float, str, int, str, int, str], kind: str, data: dict[str, object]) -> AppEvent:
-    ts, saddr, sport, daddr, dport, proto = base
-    return AppEvent(ts, kind, saddr, sport, daddr, dport, proto, data)
-
-
-HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"CONNECT ", b"PATCH ",
-                b"TRACE ")
-
-
-def _service(payload: bytes) -> str:
-    """A guess at the protocol from a connection's first bytes (either side)."""
-    if payload.startswith(b"SSH-"):
-        return "ssh"
-    if payload.startswith(b"220"):
-        head = payload[:200].upper()
-        return "smtp" if b"SMTP" in head or b"MAIL" in head else "ftp"
-    if len(payload) >= 6 and payload[0] == 3 and payload[1] == 0 and payload[5] & 0xF0 == 0xE0:
-        return "rdp"  # TPKT version 3, then an X.224 Connection Request (0xE0)
-    if len(payload) >= 8 and payload[0] == 0 and payload[4:8] in (b"\xffSMB", b"\xfeSMB"):
-        return "smb"
-    if payload[0] == 0xFF:
-        return "telnet"  # IAC option negotiation
-    if payload.startswith(HTTP_METHODS) or payload.startswith(b"HTTP/"):
-        return "http"
-    if len(payload) >= 3 and payload[0] == 0x16 and payload[1] == 3:
-        return "tls"
-    return "unknown"
-
-
-def _payload(base: tuple[float, str, int, str, int, str], payload: bytes) -> list[AppEvent]:
-    service = _service(payload)
-    events = [_event(base, "banner", {"service": service, "text": payload[:64].decode("latin-1")})]
-    if service == "tls":
-        sni = _sni(payload)
-        if sni is not None:
-            events.append(_event(base, "tls", {"sni": sni}))
-    elif service == "http" and not payload.startswith(b"HTTP/"):
-        events.append(_event(base, "http", _http(payload)))
-    return events
-
-
-def _sni(payload: bytes) -> str | None:
-    """The server name of a TLS ClientHello, or None (not a ClientHello, no SNI, or cut short)."""
-    try:
-        rec = dpkt.ssl.TLSRecord(payload)
-        hs = dpkt.ssl.TLSHandshake(rec.data)
-        if not isinstance(hs.data, dpkt.ssl.TLSClientHello):
-            return None
-        for ext_type, ext_data in getattr(hs.data, "extensions", ()):
-            if ext_type == 0 and len(ext_data) >= 5:  # server_name: list len, type 0, name len, name
-                (n,) = struct.unpack_from("!H", ext_data, 3)
-                return bytes(ext_data[5:5 + n]).decode("ascii", "replace").lower()
-    except Exception:  # a ClientHello split over segments or hostile bytes
-        return None
-    return None
-
-
-def _http(payload: bytes) -> dict[str, object]:
-    """Request line and the Host/User-Agent headers from what the first segment holds."""
-    head = payload.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-    lines = head.split("\r\n")
-    parts = lines[0].split(" ")
-    data: dict[str, object] = {"method": parts[0], "uri": parts[1] if len(parts) > 1 else "",
-                               "host": "", "user_agent": ""}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        name = name.strip().lower()
-        if name == "host":
-            data["host"] = value.strip().lower()
-        elif name == "user-agent":
-            data["user_agent"] = value.strip()
-    return data

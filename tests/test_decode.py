@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from slipsq import appdecode, decode
 from slipsq.decode import Packet, app_events, parse
 from tests.helpers import (
     ACK,
@@ -315,3 +317,70 @@ def test_hostile_truncations_of_real_payloads() -> None:
             app_events(tcp(A, 1, B, 53, PSH | ACK, payload[:cut]), 0.0)
             app_events(tcp(A, 1, B, 443, PSH | ACK, payload[:cut]), 0.0)
             app_events(udp(A, 1, B, 53, payload[:cut]), 0.0)
+
+
+# --- the hand-written payload parsers against dpkt ------------------------------------------------------
+
+def dpkt_dns(msg: bytes) -> dict[str, object] | None:
+    try:
+        d = dpkt.dns.DNS(msg)
+        if not d.qd:
+            return None
+        answers = [decode.ip_str(rr.rdata) for rr in d.an if (rr.type, len(rr.rdata)) in ((1, 4), (28, 16))]
+        return {"query": d.qd[0].name.lower(), "qtype": d.qd[0].type, "answers": answers, "rcode": d.rcode,
+                "response": bool(d.qr)}
+    except Exception:
+        return None
+
+
+label = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)
+dns_names = st.lists(label, min_size=1, max_size=5).map(".".join)
+ipv4s = st.integers(0, 2**32 - 1).map(lambda i: str(ipaddress.IPv4Address(i)))
+ipv6s = st.integers(0, 2**128 - 1).map(lambda i: str(ipaddress.IPv6Address(i)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(dns_names, st.lists(st.one_of(ipv4s, ipv6s), max_size=4), st.integers(0, 5), st.booleans())
+def test_dns_parser_agrees_with_dpkt(name: str, answers: list[str], rcode: int, response: bool) -> None:
+    msg = dns_response(name, answers, rcode=rcode) if response else dns_query(name)
+    mine = appdecode.parse_dns(msg)
+    assert mine == dpkt_dns(msg) and mine is not None
+    # addresses as text by libc inet_ntop (the flow table's form), equal as addresses
+    got = [ipaddress.ip_address(a) for a in mine["answers"]]  # type: ignore[attr-defined]
+    assert got == ([ipaddress.ip_address(a) for a in answers] if response else [])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=120), st.integers(0, 200))
+def test_dns_parser_on_hostile_bytes(noise: bytes, cut: int) -> None:
+    msg = (dns_response("a.example", ["1.2.3.4", A6]) + noise)[:cut] if cut % 2 else noise
+    mine = appdecode.parse_dns(msg)
+    ref = dpkt_dns(msg)
+    if ref is not None and mine is not None and not noise.count(b"\xc0"):
+        assert mine["query"] == ref["query"] and mine["qtype"] == ref["qtype"]
+
+
+def test_dns_compression_pointers() -> None:
+    msg = bytearray(dns_response("www.example.com", ["1.2.3.4"]))
+    assert appdecode.parse_dns(bytes(msg)) == dpkt_dns(bytes(msg))
+    loop = bytearray(dns_query("x.example"))
+    loop[12:14] = b"\xc0\x0c"  # a pointer to itself: refused, never a loop
+    assert appdecode.parse_dns(bytes(loop)) is None
+
+
+def dpkt_sni(payload: bytes) -> str | None:
+    rec = dpkt.ssl.TLSRecord(payload)
+    hello = dpkt.ssl.TLSHandshake(rec.data).data
+    for ext_type, data in hello.extensions:
+        if ext_type == 0:
+            return bytes(data[5:]).decode().lower()
+    return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(dns_names)
+def test_sni_parser_agrees_with_dpkt(name: str) -> None:
+    hello = tls_client_hello(name)
+    assert appdecode.tls_sni(hello) == dpkt_sni(hello) == name.lower()
+    for cut in (10, 44, 50, len(hello) - 3):
+        assert appdecode.tls_sni(hello[:cut]) is None  # cut before the whole name: no guess

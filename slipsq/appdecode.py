@@ -1,0 +1,195 @@
+"""Application payloads of the packets the flow table hands up: DNS, TLS ClientHello SNI, HTTP
+requests and the first bytes of TCP connections ("banners").
+
+`decode.app_events` finds the payload; this module turns it into `AppEvent`s. The parsers are small
+and bounded (every length is checked, a compression pointer must point backwards, names stop at
+255 bytes) because they run on hostile bytes for every DNS packet and every connection's first
+payload; dpkt's object-per-field parsers cost ten times more here, so tests check these against
+dpkt instead. Nothing here keeps state or raises.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from slipsq.flow import AppEvent
+
+Base = tuple[float, str, int, str, int, str]  # ts, saddr, sport, daddr, dport, proto
+HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"CONNECT ", b"PATCH ",
+                b"TRACE ")
+_U16 = struct.Struct("!H")
+_RR = struct.Struct("!HHIH")
+
+
+def event(base: Base, kind: str, data: dict[str, object]) -> AppEvent:
+    ts, saddr, sport, daddr, dport, proto = base
+    return AppEvent(ts, kind, saddr, sport, daddr, dport, proto, data)
+
+
+# --- DNS -----------------------------------------------------------------------------------------
+
+def dns_events(base: Base, payload: bytes, tcp: bool) -> list[AppEvent]:
+    """One "dns" event when the message has a question; answers are its A/AAAA records (those that
+    are whole: a response cut short still reports its query)."""
+    if tcp:  # DNS over TCP: a 2-byte length, then the message
+        if len(payload) < 2:
+            return []
+        payload = payload[2:2 + _U16.unpack_from(payload)[0]]
+    data = parse_dns(payload)
+    return [event(base, "dns", data)] if data is not None else []
+
+
+def parse_dns(msg: bytes) -> dict[str, object] | None:
+    n = len(msg)
+    if n < 12:
+        return None
+    _, flags, qdcount, ancount = struct.unpack_from("!HHHH", msg)
+    if qdcount == 0:
+        return None
+    query, pos = dns_name(msg, 12)
+    if query is None or pos + 4 > n:
+        return None
+    (qtype,) = _U16.unpack_from(msg, pos)
+    pos += 4
+    for _ in range(min(qdcount - 1, 64)):
+        other, pos = dns_name(msg, pos)
+        if other is None:
+            break
+        pos += 4
+    answers: list[str] = []
+    for _ in range(min(ancount, 256)):
+        name, pos = dns_name(msg, pos)
+        if name is None or pos + 10 > n:
+            break
+        rtype, _rclass, _ttl, rdlen = _RR.unpack_from(msg, pos)
+        pos += 10
+        if pos + rdlen > n:
+            break
+        if rtype == 1 and rdlen == 4:
+            answers.append(socket.inet_ntop(socket.AF_INET, msg[pos:pos + 4]))
+        elif rtype == 28 and rdlen == 16:
+            answers.append(socket.inet_ntop(socket.AF_INET6, msg[pos:pos + 16]))
+        pos += rdlen
+    return {"query": query.lower(), "qtype": qtype, "answers": answers, "rcode": flags & 0xF,
+            "response": bool(flags & 0x8000)}
+
+
+def dns_name(msg: bytes, pos: int) -> tuple[str | None, int]:
+    """(name, position after it) or (None, pos). Pointers must go backwards (no loops)."""
+    labels: list[bytes] = []
+    after = 0
+    limit = pos  # a pointer must point before the name that uses it
+    total = 0
+    n = len(msg)
+    while True:
+        if pos >= n:
+            return None, pos
+        length = msg[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length & 0xC0 == 0xC0:
+            if pos + 2 > n:
+                return None, pos
+            ptr = _U16.unpack_from(msg, pos)[0] & 0x3FFF
+            if ptr >= limit:
+                return None, pos
+            if not after:
+                after = pos + 2
+            limit = pos = ptr
+            continue
+        if length & 0xC0:
+            return None, pos
+        total += length + 1
+        if total > 255 or pos + 1 + length > n:
+            return None, pos
+        labels.append(msg[pos + 1:pos + 1 + length])
+        pos += 1 + length
+    return b".".join(labels).decode("utf-8", "replace"), after or pos
+
+
+# --- TCP payloads --------------------------------------------------------------------------------
+
+def service(payload: bytes) -> str:
+    """A guess at the protocol from a connection's first bytes (either side)."""
+    if payload.startswith(b"SSH-"):
+        return "ssh"
+    if payload.startswith(b"220"):
+        head = payload[:200].upper()
+        return "smtp" if b"SMTP" in head or b"MAIL" in head else "ftp"
+    if len(payload) >= 6 and payload[0] == 3 and payload[1] == 0 and payload[5] & 0xF0 == 0xE0:
+        return "rdp"  # TPKT version 3, then an X.224 Connection Request (0xE0)
+    if len(payload) >= 8 and payload[0] == 0 and payload[4:8] in (b"\xffSMB", b"\xfeSMB"):
+        return "smb"
+    if payload[0] == 0xFF:
+        return "telnet"  # IAC option negotiation
+    if payload.startswith(HTTP_METHODS) or payload.startswith(b"HTTP/"):
+        return "http"
+    if len(payload) >= 3 and payload[0] == 0x16 and payload[1] == 3:
+        return "tls"
+    return "unknown"
+
+
+def payload_events(base: Base, payload: bytes) -> list[AppEvent]:
+    """A "banner" for a connection's first payload, plus "tls" or "http" when it is one."""
+    svc = service(payload)
+    events = [event(base, "banner", {"service": svc, "text": payload[:64].decode("latin-1")})]
+    if svc == "tls":
+        sni = tls_sni(payload)
+        if sni is not None:
+            events.append(event(base, "tls", {"sni": sni}))
+    elif svc == "http" and not payload.startswith(b"HTTP/"):
+        events.append(event(base, "http", http_request(payload)))
+    return events
+
+
+def tls_sni(p: bytes) -> str | None:
+    """The server name of a TLS ClientHello, or None (not a ClientHello, no SNI, or cut short
+    before it). Reads only what the first segment holds."""
+    n = len(p)
+    if n < 44 or p[0] != 0x16 or p[5] != 1:  # handshake record, ClientHello
+        return None
+    pos = 43  # record header 5, handshake header 4, version 2, random 32
+    pos += 1 + p[pos]  # session id
+    if pos + 2 > n:
+        return None
+    pos += 2 + _U16.unpack_from(p, pos)[0]  # cipher suites
+    if pos + 1 > n:
+        return None
+    pos += 1 + p[pos]  # compression methods
+    if pos + 2 > n:
+        return None
+    end = min(n, pos + 2 + _U16.unpack_from(p, pos)[0])
+    pos += 2
+    while pos + 4 <= end:
+        ext_type, ext_len = struct.unpack_from("!HH", p, pos)
+        pos += 4
+        if ext_type == 0:  # server_name: list length, name type 0, name length, name
+            if pos + 5 > end or p[pos + 2] != 0:
+                return None
+            (name_len,) = _U16.unpack_from(p, pos + 3)
+            if pos + 5 + name_len > end:
+                return None
+            return p[pos + 5:pos + 5 + name_len].decode("ascii", "replace").lower()
+        pos += ext_len
+    return None
+
+
+def http_request(payload: bytes) -> dict[str, object]:
+    """Request line and the Host/User-Agent headers from what the first segment holds."""
+    head = payload.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    lines = head.split("\r\n")
+    parts = lines[0].split(" ")
+    data: dict[str, object] = {"method": parts[0], "uri": parts[1] if len(parts) > 1 else "",
+                               "host": "", "user_agent": ""}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name = name.strip().lower()
+        if name == "host":
+            data["host"] = value.strip().lower()
+        elif name == "user-agent":
+            data["user_agent"] = value.strip()
+    return data
