@@ -23,6 +23,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,12 +133,12 @@ class Row:
         return self.packets / self.seconds if self.seconds > 0 else 0.0
 
 
-def run_best(name: str, cmd: list[str] | str, packets: int, repeat: int, shell: bool = False) -> Row:
+def run_best(name: str, cmd: list[str] | str, packets: int, repeat: int) -> Row:
     """The fastest of `repeat` runs (wall clock), with the largest peak RSS seen."""
     best: Row | None = None
     rss = 0.0
     for _ in range(repeat):
-        row = run_child(name, cmd, packets, shell)
+        row = run_child(name, cmd, packets)
         if row.skipped:
             return row
         rss = max(rss, row.rss_mb)
@@ -148,22 +149,46 @@ def run_best(name: str, cmd: list[str] | str, packets: int, repeat: int, shell: 
     return best
 
 
-def run_child(name: str, cmd: list[str] | str, packets: int, shell: bool = False) -> Row:
-    """Run one measured command in a child process; wait4 gives that child's own peak RSS (for a
-    shell pipeline: the largest of its processes) and CPU time."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - started
-    row = Row(name, packets, seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
-    last = err.strip().splitlines()[-1] if err.strip() else ""
-    if proc.returncode == SKIP:
+def _gnu_time() -> str | None:
+    path = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
+    if path is None:
+        return None
+    r = subprocess.run([path, "--version"], capture_output=True, text=True)
+    return path if "GNU" in r.stdout + r.stderr else None
+
+
+GNU_TIME = _gnu_time()
+
+
+def run_child(name: str, cmd: list[str] | str, packets: int) -> Row:
+    """Run one measured command (a string is a shell pipeline) in a child process, with its own peak
+    RSS and CPU time.
+
+    A child started from this (large) Python process inherits its size as a floor of ru_maxrss, so
+    the command runs under GNU time, a tiny process whose own child's figures are clean; without
+    GNU time, os.wait4's figures are used (and small RSS values are only an upper bound)."""
+    argv: list[str] = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        if GNU_TIME:
+            argv = [GNU_TIME, "-f", "%M %U %S", "-o", tf.name, *argv]
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode(errors="replace")
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        rss_mb, cpu = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+        measured = tf.read().split()
+        if GNU_TIME and len(measured) >= 3:
+            rss_mb, cpu = int(measured[-3]) / 1024, float(measured[-2]) + float(measured[-1])
+    code = os.waitstatus_to_exitcode(status)
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("Command exited with")]
+    last = lines[-1] if lines else ""
+    if code == SKIP:
         return Row(name, skipped=True, note=f"skipped: {last}")
-    if proc.returncode != 0:
-        return Row(name, skipped=True, note=f"failed (exit {proc.returncode}): {last[:120]}")
+    if code != 0:
+        return Row(name, skipped=True, note=f"failed (exit {code}): {last[:120]}")
+    row = Row(name, packets, seconds, cpu, rss_mb)
     if last.startswith("{"):
         row.info = json.loads(last)
         row.packets = int(row.info.get("packets", packets))
@@ -178,7 +203,7 @@ def python_child(snippet: str, path: Path) -> list[str]:
 
 def generator_version() -> str:
     h = hashlib.sha256()
-    for p in sorted((ROOT / "tools").glob("gen*.py")):
+    for p in sorted((ROOT / "tools").glob("gen_*.py")):
         h.update(p.read_bytes())
     return h.hexdigest()[:10]
 
@@ -264,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(run_best("table, no detectors", python_child(TABLE_ONLY, path), a.packets, a.repeat))
     if shutil.which("argus") and shutil.which("ra"):
         rows.append(run_best("argus | ra", f"argus -r '{path}' -w - | ra -n -r - > /dev/null", a.packets,
-                             a.repeat, shell=True))
+                             a.repeat))
     else:
         rows.append(Row("argus | ra", skipped=True, note="skipped: argus/ra not installed "
                         "(Debian: argus-server argus-client)"))

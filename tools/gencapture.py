@@ -166,9 +166,15 @@ def arp_scan_capture(seed: int = 1) -> Iterator[Packet]:
                                  rng=rng))
 
 
+def letters_example(seed: int = 1) -> Iterator[Packet]:
+    """letters.md's beacon alone: an HTTPS fetch every 2 s moving ~6 KB in ~0.2 s, 90 times."""
+    return beacon(INFECTED, CNC, 443, interval=2.0, jitter=0.02, count=90, size=6000, start=EPOCH,
+                  sni="telemetry.example.net", rng=random.Random(seed))
+
+
 SCENARIOS: dict[str, Callable[..., Iterator[Packet]]] = {
     "demo": demo, "portscan": portscan, "bruteforce-ssh": bruteforce_ssh, "normal-home": normal_home,
-    "arp-scan": arp_scan_capture, "realistic": realistic,
+    "arp-scan": arp_scan_capture, "beacon": letters_example, "realistic": realistic,
 }
 
 
