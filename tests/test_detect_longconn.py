@@ -44,7 +44,9 @@ def test_threshold_is_configurable() -> None:
 def test_normal_day_long_connections_never_block(shared_data) -> None:  # type: ignore[no-untyped-def]
     rec, _ = run([LongConnection], read_binetflow(shared_data / "flows/ctu-normal-2013-10-21.binetflow"))
     assert rec.blocked_ips == []
-    assert rec.by("longconn")  # the CTU user keeps Jabber/HTTPS connections open for an hour
+    alerts = rec.by("longconn")
+    # the CTU user keeps ssh, Jabber and HTTP(S) sessions open for hours: 7 connections, each once
+    assert 1 <= len(alerts) <= 10 and not any(a.evidence.may_block for a in alerts)
 
 
 def test_consecutive_records_of_one_connection_are_one_and_udp_is_off_by_default() -> None:

@@ -7,7 +7,7 @@ alerts and adds to the remote host's score, and it can never cause a block on it
 needs at least one blocking finding in the window). It never blocks and never does I/O.
 
 Seen on active-timeout reports (the flow is still open) and on closed flows, and reported once per
-connection: a 5-tuple seen again while it is still going (the next record starts within a minute of
+connection: a 5-tuple seen again while it is still going (the next record starts within 10 minutes of
 the last one's end, as the flow table's reports and Argus's hourly status records do) is the same
 connection. Only the protocols in `longconn.protocols` (TCP by default: long UDP "flows" are NTP,
 DHCP and DNS status records of a flow exporter, not sessions).
@@ -28,6 +28,9 @@ from slipsq.evidence import LOW, Evidence
 from slipsq.flow import Flow
 
 _MAX_SEEN = 100_000  # connections remembered as already reported (oldest forgotten first)
+# records of one 5-tuple this close are one connection (Argus status records of an idle ssh session
+# are ~100 s apart: a keepalive every few minutes); an ephemeral port reused sooner is very unlikely
+_SAME_CONNECTION_GAP = 600.0
 
 
 class LongConnection(Detector):
@@ -56,7 +59,7 @@ class LongConnection(Detector):
         conn = (flow.saddr, flow.sport, dst, flow.dport, flow.proto)
         last_end = self.reported.pop(conn, None)
         self.reported[conn] = max(flow.end, last_end or 0.0)  # (re)inserted last: the LRU order
-        if last_end is not None and flow.start <= last_end + 60.0:
+        if last_end is not None and flow.start <= last_end + _SAME_CONNECTION_GAP:
             return NO_EVIDENCE
         if len(self.reported) > _MAX_SEEN:
             self.reported.popitem(last=False)
