@@ -53,5 +53,5 @@ def test_missing_and_directory(tmp_path: Path) -> None:
 
 def test_overrides_are_validated_too() -> None:
     assert load(None, {"judge.threshold": 3})["judge.threshold"] == 3.0
-    with pytest.raises(ConfigError, match="judge.threshold"):
+    with pytest.raises(ConfigError, match=r"judge\.threshold"):
         load(None, {"judge.threshold": 0})
