@@ -21,6 +21,7 @@ from typing import Any
 from slipsq import config as configmod
 from slipsq.allow import AllowList, own_addresses
 from slipsq.control import Admin, ControlServer, parse_duration
+from slipsq.enrich import make_enrichers
 from slipsq.errors import ModelError, SlipsqError
 from slipsq.output.alerts import Alert, AlertWriter
 from slipsq.sources.nfqueue import DEFAULT_MAXLEN, FAIL_OPEN_NOTE, NfqueueSource, check_system
@@ -114,6 +115,7 @@ class Daemon:
         self.sink = InlineSink(self.fw, self.store)
         self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
         self.engine = Engine(self.cfg, models=load_models(self.cfg), allow=self.allow,
+                             enrichers=make_enrichers(self.cfg),
                              sinks=[self.writer, self.sink])
         self.admin.engine, self.admin.sink = self.engine, self.sink
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
@@ -228,8 +230,6 @@ class Daemon:
     # --- reload and control --------------------------------------------------------------------
     def reload(self) -> None:
         """New config, allow list and models; the flow table, blocks and evidence windows are kept."""
-        from slipsq.engine import Engine
-
         try:
             cfg = configmod.load(self.config_path)
             allow = make_allow(cfg)
@@ -237,13 +237,8 @@ class Daemon:
         except SlipsqError as e:
             log(f"reload failed, keeping the running configuration: {e}")
             return
-        old = self.engine
-        new = Engine(cfg, models=models, allow=allow, sinks=old.sinks, table=old.table)
-        # the judge's memory is state, not config: carry it over (blocks, repeat counts, windows)
-        for attr in ("_blocked_until", "_times_blocked", "_windows"):
-            setattr(new.judge, attr, getattr(old.judge, attr))
-        new.counters, new.now = old.counters, old.now
-        new.ctx.dns_names = old.ctx.dns_names
+        self.engine.reconfigure(cfg, models, allow, make_enrichers(cfg))
+        new = self.engine
         self.cfg, self.allow, self.engine = cfg, allow, new
         self.fw.allow = allow
         self.writer.as_json = bool(cfg["output.json"])

@@ -58,11 +58,21 @@ class Counters:
 class Engine:
     def __init__(self, config: Config, *, models: Sequence[Any] = (), allow: AllowList | None = None,
                  sinks: Sequence[Sink] = (), detectors: Sequence[type[Detector]] | None = None,
-                 table: Any = None) -> None:
+                 table: Any = None, enrichers: Sequence[Callable[[str], dict[str, Any]]] = ()) -> None:
+        self.sinks = list(sinks)
+        self.table = table if table is not None else make_table(config)
+        self.counters = Counters()
+        self.now = 0.0
+        self._next_tick = 0.0
+        self._detector_classes = DETECTORS if detectors is None else detectors
+        self._configure(config, models, allow, enrichers)
+
+    def _configure(self, config: Config, models: Sequence[Any], allow: AllowList | None,
+                   enrichers: Sequence[Callable[[str], dict[str, Any]]]) -> None:
         self.config = config
         self.allow = allow or AllowList(config["allow.ips"])
-        self.ctx = Context(config, self.allow, models)
-        self.detectors = [cls(self.ctx) for cls in (DETECTORS if detectors is None else detectors)]
+        self.ctx = Context(config, self.allow, models, enrichers=list(enrichers))
+        self.detectors = [cls(self.ctx) for cls in self._detector_classes]
         # call lists built once: no per-flow getattr or dispatch by name
         self._on_flow: list[Callable[[Flow], list[Evidence]]] = [
             d.on_flow for d in self.detectors if d.overrides("on_flow")]
@@ -71,11 +81,16 @@ class Engine:
         self._on_tick: list[Callable[[float], list[Evidence]]] = [
             d.on_tick for d in self.detectors if d.overrides("on_tick")]
         self.judge = Judge(config, self.allow)
-        self.sinks = list(sinks)
-        self.table = table if table is not None else make_table(config)
-        self.counters = Counters()
-        self.now = 0.0
-        self._next_tick = 0.0
+
+    def reconfigure(self, config: Config, models: Sequence[Any], allow: AllowList,
+                    enrichers: Sequence[Callable[[str], dict[str, Any]]] = ()) -> None:
+        """A reload (SIGHUP): new config, allow list, models and detectors. Kept: the flow table, the
+        judge's blocks, repeat counts and evidence windows, DNS names, counters. Detectors start
+        afresh (their options may have changed), so a half-seen beacon is seen again from zero."""
+        old_judge, old_ctx = self.judge, self.ctx
+        self._configure(config, models, allow, enrichers)
+        self.judge.take_state(old_judge)
+        self.ctx.dns_names = old_ctx.dns_names
 
     # --- inputs -------------------------------------------------------------------------------
     def packet(self, buf: bytes, ts: float, linktype: int) -> int:

@@ -113,6 +113,11 @@ class Judge:
         self._blocked_until[ip] = until
         self._times_blocked[ip] = max(self._times_blocked.get(ip, 0), times)
 
+    def take_state(self, old: Judge) -> None:
+        """After a reload: keep what the old judge knew (blocks, repeat counts, open windows)."""
+        self._windows, self._blocked_until, self._times_blocked = (
+            old._windows, old._blocked_until, old._times_blocked)
+
     def prune(self, now: float) -> None:
         """Forget windows that ended (bounded memory on a long-running gateway)."""
         index = int(now // self.window)

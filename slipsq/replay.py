@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from slipsq import config as configmod
 from slipsq.engine import Engine, Sink
+from slipsq.enrich import make_enrichers
 from slipsq.errors import InputError, ModelError
 from slipsq.flow import Flow
 from slipsq.output.alerts import AlertWriter
@@ -124,8 +125,7 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
             except OSError as e:
                 raise InputError(f"cannot write into {out}: {e.strerror}") from None
             sinks += [AlertWriter(files[0], True), AlertWriter(files[1], False), BinetflowWriter(files[2])]
-        engine = Engine(cfg, models=models, sinks=sinks)
-        _attach_enrichers(engine, cfg)
+        engine = Engine(cfg, models=models, sinks=sinks, enrichers=make_enrichers(cfg))
         started = time.perf_counter()
         inputs: dict[str, Any] = {}
         for path, kind in kinds:
@@ -142,14 +142,6 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
             _print_tuples(engine, stdout, opts.as_json)
         _print_summary(summary, stdout, opts.as_json)
     return 0
-
-
-def _attach_enrichers(engine: Engine, cfg: configmod.Config) -> None:
-    try:
-        from slipsq.enrich import make_enrichers
-    except ImportError:
-        return
-    engine.ctx.enrichers = make_enrichers(cfg)  # type: ignore[attr-defined]
 
 
 def _replay_flows(engine: Engine, path: str, fmt: str) -> dict[str, Any]:
