@@ -47,6 +47,7 @@ cdef enum:
     TH_RST = 0x04
     TH_ACK = 0x10
     MAX_RECORD = 262144    # libpcap's largest snaplen: a longer record length means a corrupt file
+    MAX_FLOWS_CAP = 0x7FFFFFFF  # flows are found by uint32 index; memory runs out long before
 
 cdef str FLAG_LETTERS = "FSRPAUEC"
 
@@ -369,7 +370,7 @@ cdef class FlowTable:
                                "other_idle")):
             self.idle[i] = o[k]
         self.active_timeout = o["active_timeout"]
-        self.max_flows = o["max_flows"]
+        self.max_flows = min(o["max_flows"], MAX_FLOWS_CAP)
         self.emergency_factor = o["emergency_factor"]
         self.now = -INFINITY
         self.next_expire = -INFINITY

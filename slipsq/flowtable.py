@@ -66,6 +66,7 @@ STAT_KEYS = ("packets", "bytes", "non_ip", "malformed", "fragments", "dropped", 
              "flows_closed", "evicted", "app_packets", "arp")
 N_CLASSES = 6
 ACTIVE = N_CLASSES  # index of the active-report list in tie-breaking
+MAX_FLOWS_CAP = 0x7FFFFFFF  # the compiled table finds flows by uint32 index
 
 
 def icmp_class(proto: int, itype: int) -> int:
@@ -129,7 +130,7 @@ class FlowTable:
         self.idle = (o["tcp_new_idle"], o["tcp_idle"], o["tcp_closed_linger"], o["udp_idle"],
                      o["icmp_idle"], o["other_idle"])
         self.active_timeout: float = o["active_timeout"]
-        self.max_flows: int = o["max_flows"]
+        self.max_flows: int = min(o["max_flows"], MAX_FLOWS_CAP)
         self.emergency_factor: float = o["emergency_factor"]
         self.flows: dict[tuple[Any, ...], _Entry] = {}
         self.lists: list[OrderedDict[tuple[Any, ...], _Entry]] = [OrderedDict() for _ in range(N_CLASSES)]
