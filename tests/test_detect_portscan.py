@@ -51,6 +51,16 @@ def test_icmp_sweep() -> None:
     assert alerts[-1].evidence.label == "icmp-sweep"
 
 
+def test_icmpv6_sweep_and_ipv6_horizontal_scan() -> None:
+    src = "2001:db8::66"
+    pings = [flow(T0 + i * 0.01, src, f"2001:db8:1::{i:x}", 7, "ipv6-icmp", sport=128, dbytes=0, state="ECO")
+             for i in range(1, 31)]
+    syns = syn_scan(src, [f"2001:db8:2::{i:x}" for i in range(1, 31)], [22], start=T0 + 5)
+    rec, _ = run([PortScan], [*pings, *syns])
+    assert {a.evidence.label for a in rec.by("portscan")} == {"icmp-sweep", "horizontal"}
+    assert rec.blocked_ips == [src]
+
+
 def test_medium_scan_needs_corroboration() -> None:
     dsts = [f"198.51.100.{i}" for i in range(1, 13)]
     rec, _ = run([PortScan], syn_scan(SCANNER, dsts, [445]))
