@@ -1,5 +1,6 @@
-"""Scripted traffic for detector tests: Flow and AppEvent builders, and a runner that feeds them through
-the real Engine with a ReplayRecorder sink.
+"""Scripted traffic for detector tests: Flow and AppEvent builders, a runner that feeds them through
+the real Engine (with its real flow table, which flows from scripts and files skip, as flow files do)
+and a ReplayRecorder sink, readers for the shared Argus/Zeek files, and capture replay.
 
 Every scenario is deterministic (seeded random.Random). Flows are returned in start order, the way a
 flow-file source feeds the engine.
@@ -8,53 +9,19 @@ flow-file source feeds the engine.
 from __future__ import annotations
 
 import random
-import sys
-import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slipsq.flow import AppEvent, Flow
-
-try:  # the engine imports slipsq.decode; until that module lands, a no-op stand-in is enough here
-    import slipsq.decode  # noqa: F401
-except ImportError:  # pragma: no cover - only while decode.py is being written
-    _stub = types.ModuleType("slipsq.decode")
-    _stub.app_events = lambda ip_packet, ts: []  # type: ignore[attr-defined]
-    sys.modules["slipsq.decode"] = _stub
-
 from slipsq.config import CORE_OPTIONS, Config
 from slipsq.detect.base import Detector
 from slipsq.engine import Engine
+from slipsq.flow import AppEvent, Flow
 from slipsq.output.alerts import Alert
 from slipsq.verdict.replay import ReplayRecorder
 
 T0 = 1_699_999_200.0  # an hour boundary (472222 x 3600), so judge windows are easy to reason about
-
-
-class FakeTable:
-    """A flow table that holds nothing: flows come straight from the scenario."""
-
-    pending = False
-
-    def expire(self, now: float) -> None:
-        pass
-
-    def close_all(self, now: float) -> None:
-        pass
-
-    def block(self, ip: str) -> None:
-        pass
-
-    def unblock(self, ip: str) -> None:
-        pass
-
-    def pop_app(self) -> list[Any]:
-        return []
-
-    def pop_closed(self) -> list[Flow]:
-        return []
 
 
 @dataclass
@@ -85,8 +52,7 @@ def run(detectors: Sequence[type[Detector]], flows: Iterable[Flow] = (), events:
 
     cfg = cfg or config(detectors)
     rec = Recorder()
-    eng = Engine(cfg, allow=AllowList(cfg["allow.ips"], own), sinks=[rec], detectors=list(detectors),
-                 table=FakeTable())
+    eng = Engine(cfg, allow=AllowList(cfg["allow.ips"], own), sinks=[rec], detectors=list(detectors))
     items: list[tuple[float, int, Flow | AppEvent]] = [(f.start, 1, f) for f in flows]
     items += [(e.ts, 0, e) for e in events]
     items.sort(key=lambda x: (x[0], x[1]))

@@ -153,12 +153,12 @@ def test_portscan_capture_end_to_end() -> None:
 
 
 def test_a_late_flow_of_the_last_window_is_judged_in_the_current_one() -> None:
-    from flowgen import FakeTable, Recorder, config
+    from flowgen import Recorder, config
 
     from slipsq.engine import Engine
 
     rec = Recorder()
-    eng = Engine(config([PortScan]), sinks=[rec], detectors=[PortScan], table=FakeTable())
+    eng = Engine(config([PortScan]), sinks=[rec], detectors=[PortScan])
     eng.flow(flow(T0 + 3600, "192.168.1.2", "198.51.100.1", 443))  # window 1 has begun
     for f in syn_scan(SCANNER, [f"198.51.100.{i}" for i in range(1, 11)], [23], start=T0 + 3590, step=0.5):
         eng.flow(f)  # flows of window 0 that arrive late (a flow table emits them when they close)

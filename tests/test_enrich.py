@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from flowgen import T0, FakeTable, Recorder, config, flow
+from flowgen import T0, Recorder, config, flow
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
@@ -82,7 +82,7 @@ def test_alerts_carry_enrichment_through_the_engine(dbs: tuple[Path, Path]) -> N
 
     c = config([LongConnection])
     rec = Recorder()
-    eng = Engine(c, allow=AllowList(), sinks=[rec], detectors=[LongConnection], table=FakeTable())
+    eng = Engine(c, allow=AllowList(), sinks=[rec], detectors=[LongConnection])
     eng.ctx.enrichers = make_enrichers(cfg(**{"enrich.city_db": str(dbs[0]), "enrich.asn_db": str(dbs[1])}))
     eng.flow(flow(T0, "192.168.1.2", "198.51.100.7", 443, dur=2000))
     eng.finish()
