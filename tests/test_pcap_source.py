@@ -364,3 +364,12 @@ def test_replay_pure_path_reads_pcapng_interfaces(tmp_path: Path, monkeypatch: p
     fast, info, _ = replay(path, monkeypatch, pure=False)
     pure, pinfo, _ = replay(path, monkeypatch, pure=True)
     assert fast == pure and len(fast) == 3 and info == pinfo and info["linktypes"] == [1, 276]
+
+
+def test_an_engine_with_the_twin_table_replays_through_the_pure_reader(tmp_path: Path) -> None:
+    path = write_pcap(tmp_path / "t.pcap", eth_records(conversation()))
+    sink = FlowSink()
+    engine = Engine(load(None), detectors=[], sinks=[sink], table=PyTable(load(None)))
+    info = replay_capture(engine, path)
+    engine.finish()
+    assert info["packets"] == 9 and len(sink.flows) == 3

@@ -30,7 +30,10 @@ def replay_capture(engine: Any, path: str | os.PathLike[str],
     p = Path(path)
     if os.environ.get("SLIPSQ_PURE_PYTHON") == "1":
         return _replay_pure(engine, p, progress)
-    from slipsq._flowtable import PcapFile
+    from slipsq._flowtable import FlowTable, PcapFile
+
+    if not isinstance(engine.table, FlowTable):  # an engine given the twin table: the twin's reader
+        return _replay_pure(engine, p, progress)
 
     try:
         pcap = PcapFile(str(p))
