@@ -47,7 +47,11 @@ class _Available(io.RawIOBase):
         return True
 
     def readinto(self, b: Any) -> int:
-        return int(self._inner.readinto1(b))
+        # read1, not readinto1: CPython 3.11's readinto1 with a large buffer copies what is buffered
+        # and then still blocks in a raw read for more
+        data = self._inner.read1(len(b))
+        b[: len(data)] = data
+        return len(data)
 
 
 def read_first_line(stream: IO[bytes]) -> tuple[bytes, int]:
