@@ -158,3 +158,13 @@ def test_normal_day_is_not_a_beacon(shared_data) -> None:  # type: ignore[no-unt
 
     rec, _ = run([Beacon], read_binetflow(shared_data / "flows/ctu-normal-2013-10-21.binetflow"))
     assert rec.by("beacon") == [] and rec.blocked_ips == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(min_value=1.0, max_value=3600.0), st.floats(min_value=0.0, max_value=0.1),
+       st.integers(min_value=0, max_value=10**6), st.sampled_from(["tcp", "udp"]))
+def test_any_steady_beacon_blocks_by_its_12th_connection(interval: float, jitter: float, seed: int,
+                                                         proto: str) -> None:
+    flows = beacon(HOST, C2, 8443, interval, 12, jitter=jitter, seed=seed, proto=proto)
+    rec, _ = run([Beacon], flows)
+    assert rec.blocked_ips == [C2]

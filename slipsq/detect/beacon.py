@@ -120,7 +120,8 @@ class Beacon(Detector):
                "> 0"),
         Option("beacon.min_score", 0.6, "timing regularity (0..1) a tuple needs to be reported", fraction,
                "between 0 and 1"),
-        Option("beacon.min_interval", 1.0, "shortest median interval (s) considered a beacon", positive,
+        Option("beacon.min_interval", 0.8, "shortest median interval (s) considered a beacon (1 s, with room "
+               "for jitter)", positive,
                "> 0"),
         Option("beacon.max_interval", 3900.0, "longest median interval (s) considered a beacon", positive,
                "> 0"),
