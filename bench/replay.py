@@ -208,16 +208,16 @@ def generator_version() -> str:
     return h.hexdigest()[:10]
 
 
-def ensure_capture(packets: int, flows: int, seed: int) -> Path:
+def ensure_capture(packets: int, flows: int, seed: int, out: Path = OUT) -> Path:
     """The benchmark capture, generated once per (size, seed, generator version)."""
     from tools.gencapture import realistic, write_capture
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"realistic-{packets}p-{flows}f-s{seed}-{generator_version()}.pcap"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"realistic-{packets}p-{flows}f-s{seed}-{generator_version()}.pcap"
     if path.exists():
         return path
     version = generator_version()
-    for old in OUT.glob("realistic-*.pcap"):
+    for old in out.glob("realistic-*.pcap"):
         if version not in old.name:
             old.unlink()  # made by an older generator: stale
     print(f"generating {path.name} ({packets:,} packets, >= {flows:,} flows) ...", flush=True)
@@ -233,7 +233,7 @@ def ensure_capture(packets: int, flows: int, seed: int) -> Path:
 
 def write_slice(src: Path, n: int) -> Path:
     """The first `n` records of a pcap, copied byte for byte (for the slow dpkt baselines)."""
-    dst = OUT / f"{src.stem}-first{n}.pcap"
+    dst = src.parent / f"{src.stem}-first{n}.pcap"
     if dst.exists():
         return dst
     with src.open("rb") as fi, dst.open("wb") as fo:
@@ -269,22 +269,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slice", type=int, default=300_000, help="packets the dpkt baselines read")
     ap.add_argument("--repeat", type=int, default=3, help="runs per row; the fastest counts")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile top-20 of slipsq replay")
+    ap.add_argument("--library", action="store_true",
+                    help="time replay_capture + finish in-process instead of the `slipsq replay` CLI")
+    ap.add_argument("--out-dir", type=Path, default=OUT, help="where the generated captures are cached")
     a = ap.parse_args(argv)
 
-    path = ensure_capture(a.packets, a.flows, a.seed)
+    path = ensure_capture(a.packets, a.flows, a.seed, a.out_dir.resolve())
     part = write_slice(path, min(a.slice, a.packets))
     size_mb = path.stat().st_size / 1e6
-    print(f"capture: {path.relative_to(ROOT)} ({a.packets:,} packets, {size_mb:.0f} MB); "
+    print(f"capture: {path} ({a.packets:,} packets, {size_mb:.0f} MB); "
           f"dpkt rows read the first {min(a.slice, a.packets):,} packets and are scaled", flush=True)
 
     warm_cache(path)
     rows: list[Row] = []
-    if slipsq_cli_works():
+    if not a.library and slipsq_cli_works():
         cli = [sys.executable, "-m", "slipsq", "replay", str(path), "--json"]
         rows.append(run_best("slipsq replay (CLI)", cli, a.packets, a.repeat))
     else:
         row = run_best("slipsq replay (library)", python_child(LIBRARY_REPLAY, path), a.packets, a.repeat)
-        row.note = row.note or "`slipsq replay` CLI not ready: timed replay_capture + finish"
+        row.note = row.note or ("timed replay_capture + finish" if a.library
+                                else "`slipsq replay` CLI not ready: timed replay_capture + finish")
         rows.append(row)
     rows.append(run_best("table, no detectors", python_child(TABLE_ONLY, path), a.packets, a.repeat))
     if shutil.which("argus") and shutil.which("ra"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import shlex
 from collections import Counter
 from pathlib import Path
@@ -410,3 +411,26 @@ def test_bundled_captures_are_reproducible_from_their_readme(tmp_path: Path) -> 
         assert g.main(args) == 0
         assert out.read_bytes() == (DATA / name).read_bytes(), f"{name} differs from its README command"
         assert (DATA / name).stat().st_size < 300_000
+
+
+# --- the replay benchmark ---------------------------------------------------------------------------
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("library", [False, True], ids=["cli", "library"])
+def test_replay_bench_runs_every_row_on_a_small_capture(tmp_path: Path, library: bool) -> None:
+    """`make bench` is not part of `make test`; this keeps bench/replay.py from rotting unseen."""
+    import subprocess
+    import sys
+
+    root = DATA.parent.parent
+    args = [sys.executable, str(root / "bench" / "replay.py"), "--packets", "20000", "--flows", "600",
+            "--slice", "5000", "--repeat", "1", "--out-dir", str(tmp_path)] + (["--library"] if library else [])
+    r = subprocess.run(args, capture_output=True, text=True, cwd=root, timeout=170)
+    assert r.returncode == 0, r.stderr
+    rows = {line[:24].strip(): line for line in r.stdout.splitlines() if line[:1].isalpha()}
+    replay = "slipsq replay (library)" if library else "slipsq replay (CLI)"
+    for name in (replay, "table, no detectors", "dpkt reader only", "dpkt decode all"):
+        assert name in rows and "skipped" not in rows[name] and "failed" not in rows[name], r.stdout
+        assert re.search(r"\s[\d,]+\s+[\d.]+\s+[\d.]+\s+[\d,]+\s.*\s\d+MB", rows[name]), rows[name]
+    assert "20,000" in rows["table, no detectors"]
+    assert "flows opened" in r.stdout and "bytes per flow" in r.stdout
