@@ -106,7 +106,7 @@ def _background(rng: random.Random, t0: float, duration: float, sites: int = 12,
 
 def demo(seed: int = 1) -> Iterator[Packet]:
     """beacon-https.pcap: a home network, and 192.168.1.66 fetching https://203.0.113.66 every 2 s for
-    3 minutes, each connection ~0.2 s moving ~2.3 KB of IP bytes (a resumed TLS session: large/medium,
+    3 minutes, each connection ~0.16 s moving ~2.1 KB of IP bytes (a resumed TLS session: large/medium,
     letters 88.h.h.h...; smaller than letters.md's 6 KB so the bundled file stays under 300 KB)."""
     rng, t0 = random.Random(seed), EPOCH
     return merge(*_background(rng, t0, 200.0, sites=3, max_response=3000),
