@@ -108,6 +108,8 @@ cdef class PcapFile:
     cdef bint ng
     cdef bint swapped
     cdef bint done
+    cdef Py_ssize_t mapped_to
+    cdef int populate
     cdef int linktype
     cdef uint32_t snaplen
     cdef double divisor
@@ -127,3 +129,4 @@ cdef class PcapFile:
 
     cdef int _section(self, Py_ssize_t at) noexcept
     cdef int _interface(self, Py_ssize_t at, uint32_t blen) except -1
+    cdef void _map_ahead(self) noexcept nogil
