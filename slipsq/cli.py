@@ -113,7 +113,7 @@ def _config_path(ctx: click.Context, local: str | None) -> str | None:
               help="One JSON object per alert per line, then {\"summary\": ...}.")
 @click.option("--tuples", is_flag=True,
               help="Print every 4-tuple with its behavioral letter string instead of the alerts.")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--out", "out_dir", default=None, metavar="DIR",
               help="Also write alerts.jsonl, alerts.log and flows.binetflow into this folder.")
 @click.option("--models", "models_dir", type=click.Path(), default=None,
               help="Folder of slipsq models [default: the models shipped with slipsq].")

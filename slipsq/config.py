@@ -141,9 +141,10 @@ class Config:
 
 
 def all_options() -> list[Option]:
+    from slipsq import enrich
     from slipsq.detect import DETECTORS  # detectors declare their own options
 
-    opts = list(CORE_OPTIONS)
+    opts = list(CORE_OPTIONS) + list(enrich.OPTIONS)
     for det in DETECTORS:
         opts.extend(det.options)
     return opts

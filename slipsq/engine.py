@@ -74,11 +74,11 @@ class Engine:
         self.ctx = Context(config, self.allow, models, enrichers=list(enrichers))
         self.detectors = [cls(self.ctx) for cls in self._detector_classes]
         # call lists built once: no per-flow getattr or dispatch by name
-        self._on_flow: list[Callable[[Flow], list[Evidence]]] = [
+        self._on_flow: list[Callable[[Flow], Sequence[Evidence]]] = [
             d.on_flow for d in self.detectors if d.overrides("on_flow")]
-        self._on_app: list[Callable[[AppEvent], list[Evidence]]] = [
+        self._on_app: list[Callable[[AppEvent], Sequence[Evidence]]] = [
             d.on_app for d in self.detectors if d.overrides("on_app")]
-        self._on_tick: list[Callable[[float], list[Evidence]]] = [
+        self._on_tick: list[Callable[[float], Sequence[Evidence]]] = [
             d.on_tick for d in self.detectors if d.overrides("on_tick")]
         self.judge = Judge(config, self.allow)
 

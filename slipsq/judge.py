@@ -61,8 +61,11 @@ class Judge:
         ip = ev.offender
         index = int(ev.ts // self.window)
         w = self._windows.get(ip)
-        if w is None or w.index != index:
+        if w is None or w.index < index:
             w = self._windows[ip] = _Window(index)
+        # else: evidence from a flow that closed late, after the window moved on: it joins the
+        # current window rather than wiping it
+
         key = ev.key or f"#{next(self._unique)}"
         w.findings[key] = max(w.findings.get(key, 0.0), ev.score)
         w.may_block = w.may_block or ev.may_block

@@ -98,3 +98,10 @@ def test_zero_duration_means_until_unblocked() -> None:
     j = judge(**{"judge.block_duration": 0.0})
     d = j.add(ev(1, level=CRITICAL, conf=1.0))
     assert d.duration == 0.0 and j.is_blocked("203.0.113.9", 1e12) and j.expired(1e12) == []
+
+
+def test_late_evidence_joins_the_current_window_instead_of_wiping_it() -> None:
+    j = judge(**{"judge.window": 100.0})
+    j.add(ev(150, conf=1.0, key="a"))  # window 1: 0.8
+    d = j.add(ev(90, conf=1.0, key="b"))  # a flow that closed late, from window 0
+    assert d.action == "block" and d.score == pytest.approx(1.6)

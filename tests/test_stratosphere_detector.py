@@ -143,7 +143,7 @@ def test_min_letters_and_no_models() -> None:
 def test_reports_and_icmp_are_ignored_and_idle_tuples_expire() -> None:
     det = detector(**{"stratosphere.tuple_idle": 600.0})
     f = Flow(0.0, 1.0, "tcp", "10.0.0.5", 1234, "192.0.2.1", 443, sbytes=100, closed_by="active")
-    assert det.on_flow(f) == [] and det.tuples() == []
+    assert list(det.on_flow(f)) == [] and det.tuples() == []
     det.on_flow(Flow(0.0, 1.0, "icmp", "10.0.0.5", 8, "192.0.2.1", 7, sbytes=84))
     det.on_flow(Flow(0.0, 1.0, "udp", "10.0.0.5", 5353, "192.0.2.1", 53, sbytes=84))
     rows = [(t["dst_port"], t["proto"], t["flows"], t["letters"]) for t in det.tuples()]

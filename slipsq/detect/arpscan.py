@@ -18,6 +18,7 @@ Evidence is emitted when n first reaches T, when it doubles, and when the threat
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from slipsq.config import Option, positive
@@ -54,7 +55,7 @@ class ArpScan(Detector):
         self.window: float = self.cfg["judge.window"]
         self.senders: dict[tuple[str, str], _Sender] = {}
 
-    def on_app(self, event: AppEvent) -> list[Evidence]:
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         if event.kind != "arp" or event.data.get("op") != 1:
             return NO_EVIDENCE
         src_ip, dst_ip = event.data.get("src_ip", ""), event.data.get("dst_ip", "")
@@ -82,7 +83,7 @@ class ArpScan(Detector):
         s.targets[dst_ip] = s.targets.get(dst_ip, 0) + 1
         return self._judge(key, s, event)
 
-    def _judge(self, key: tuple[str, str], s: _Sender, event: AppEvent) -> list[Evidence]:
+    def _judge(self, key: tuple[str, str], s: _Sender, event: AppEvent) -> Sequence[Evidence]:
         n = len(s.targets)
         if n < self.min_n:
             return NO_EVIDENCE
@@ -105,7 +106,7 @@ class ArpScan(Detector):
         for k in [k for k, s in self.senders.items() if not s.recent or s.recent[-1][0] < now - self.period]:
             del self.senders[k]
 
-    def on_tick(self, now: float) -> list[Evidence]:
+    def on_tick(self, now: float) -> Sequence[Evidence]:
         if len(self.senders) > 1000:  # keep the table small on a busy LAN
             self._forget_idle(now)
         return NO_EVIDENCE

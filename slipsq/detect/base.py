@@ -34,7 +34,7 @@ class Context:
     enrichers: list[Callable[[str], dict[str, Any]]] = field(default_factory=list)
 
 
-NO_EVIDENCE: list[Evidence] = []
+NO_EVIDENCE: tuple[Evidence, ...] = ()  # immutable: safe to share between hooks
 
 
 class Detector:
@@ -50,15 +50,15 @@ class Detector:
         """This detector's own option `key` (declared as `<name>.<key>`)."""
         return self.cfg[f"{self.name}.{key}"]
 
-    def on_flow(self, flow: Flow) -> list[Evidence]:
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         """Called for every closed flow (and every active-timeout report: check flow.is_report)."""
         return NO_EVIDENCE
 
-    def on_app(self, event: AppEvent) -> list[Evidence]:
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         """Called for every decoded application event (DNS, TLS SNI, HTTP host, banners, ARP)."""
         return NO_EVIDENCE
 
-    def on_tick(self, now: float) -> list[Evidence]:
+    def on_tick(self, now: float) -> Sequence[Evidence]:
         """Called when time advances (at least once a second of flow time, and at end of input)."""
         return NO_EVIDENCE
 

@@ -46,6 +46,7 @@ reports the latter.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import median
 
@@ -180,7 +181,7 @@ class Beacon(Detector):
         return False
 
     # --- hooks ------------------------------------------------------------------------------------
-    def on_flow(self, flow: Flow) -> list[Evidence]:
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.is_report or flow.proto not in ("tcp", "udp") or self._ignored(flow):
             return NO_EVIDENCE
         key = (flow.saddr, flow.daddr, flow.dport, flow.proto)
@@ -202,7 +203,7 @@ class Beacon(Detector):
             return NO_EVIDENCE
         return self._score(key, t, flow)
 
-    def _score(self, key: tuple[str, str, int, str], t: _Tuple, flow: Flow) -> list[Evidence]:
+    def _score(self, key: tuple[str, str, int, str], t: _Tuple, flow: Flow) -> Sequence[Evidence]:
         n = len(t.starts)
         window = int(t.last // self.window)
         threat = CRITICAL if n >= self.full_n else HIGH
@@ -236,7 +237,7 @@ class Beacon(Detector):
                          confidence=round(confidence, 3), may_block=may_block,
                          key=f"beacon:{src}:{dst}:{port}/{proto}", flows=(flow,))]
 
-    def on_tick(self, now: float) -> list[Evidence]:
+    def on_tick(self, now: float) -> Sequence[Evidence]:
         if now >= self._next_prune:  # forget tuples silent for longer than two slow-beacon periods
             self._next_prune = now + 60.0
             horizon = now - 2 * self.max_iv

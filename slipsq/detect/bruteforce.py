@@ -28,6 +28,7 @@ Evidence is emitted when the count first reaches T, when it doubles, and when th
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from slipsq.config import Option, positive
@@ -82,7 +83,7 @@ class BruteForce(Detector):
         self.counts: dict[tuple[str, str, int], _Count] = {}
         self.index = -1
 
-    def on_app(self, event: AppEvent) -> list[Evidence]:
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         if event.kind != "banner":
             return NO_EVIDENCE
         service = event.data.get("service", "")
@@ -106,7 +107,7 @@ class BruteForce(Detector):
             return said if said in LOGIN_SERVICES else None
         return self.ports.get(port)
 
-    def on_flow(self, flow: Flow) -> list[Evidence]:
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.is_report or flow.proto != "tcp":
             return NO_EVIDENCE
         service = self.service(flow.daddr, flow.dport)

@@ -20,6 +20,7 @@ or one on the allow list.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
@@ -50,7 +51,7 @@ class LongConnection(Detector):
         # 5-tuple -> end of its last record: the same connection while records keep following on
         self.reported: OrderedDict[tuple[str, int, str, int, str], float] = OrderedDict()
 
-    def on_flow(self, flow: Flow) -> list[Evidence]:
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.dur < self.min_dur or flow.proto not in self.protocols:
             return NO_EVIDENCE
         dst = flow.daddr

@@ -25,6 +25,7 @@ Evidence is emitted when a kind first crosses T, again when its count doubles or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from slipsq.config import Option, positive
@@ -100,7 +101,7 @@ class PortScan(Detector):
         self.seen = {k: {} for k in self.thresholds}
         self.tally = {k: {} for k in self.thresholds}
 
-    def on_flow(self, flow: Flow) -> list[Evidence]:
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.is_report:
             return NO_EVIDENCE
         index = int(flow.start // self.window)
@@ -111,13 +112,13 @@ class PortScan(Detector):
             port = f"{flow.dport}/{flow.proto}"
             h = self._count("horizontal", (flow.saddr, port, flow.proto), flow.daddr, failed, flow)
             v = self._count("vertical", (flow.saddr, flow.daddr, flow.proto), port, failed, flow)
-            return h + v if h or v else NO_EVIDENCE  # never extend the shared NO_EVIDENCE list
+            return [*h, *v] if h or v else NO_EVIDENCE
         if _ECHO_REQUEST.get(flow.proto) == flow.sport:
             return self._count("icmp-sweep", (flow.saddr, "", flow.proto), flow.daddr, unanswered(flow), flow)
         return NO_EVIDENCE
 
     def _count(self, kind: str, key: tuple[str, str, str], target: str, failed: bool,
-               flow: Flow) -> list[Evidence]:
+               flow: Flow) -> Sequence[Evidence]:
         seen = self.seen[kind]
         targets = seen.get(key)
         if targets is None:
@@ -144,7 +145,7 @@ class PortScan(Detector):
             return NO_EVIDENCE
         return self._judge(kind, key, t, flow)
 
-    def _judge(self, kind: str, key: tuple[str, str, str], t: _Targets, flow: Flow) -> list[Evidence]:
+    def _judge(self, kind: str, key: tuple[str, str, str], t: _Targets, flow: Flow) -> Sequence[Evidence]:
         threshold = self.thresholds[kind]
         total = t.failed + t.answered
         n = total if kind == "icmp-sweep" else t.failed

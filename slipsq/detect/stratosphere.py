@@ -18,6 +18,7 @@ It never blocks and never does I/O: models come in `ctx.models` (loaded by the c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from slipsq.config import Option, positive
@@ -63,7 +64,7 @@ class StratosphereDetector(Detector):
         self.matches = 0  # malicious matches (flows whose tuple matched a malicious model)
         self.benign_matches = 0
 
-    def on_flow(self, flow: Flow) -> list[Evidence]:
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         t = self.table.add(flow)
         if t is None:
             return NO_EVIDENCE
@@ -79,7 +80,7 @@ class StratosphereDetector(Detector):
         t.label = ""
         return NO_EVIDENCE
 
-    def _matched(self, t: TupleLetters, model: Model, dist: float, flow: Flow) -> list[Evidence]:
+    def _matched(self, t: TupleLetters, model: Model, dist: float, flow: Flow) -> Sequence[Evidence]:
         t.label = model.label
         if model.benign:
             self.benign_matches += 1
@@ -106,7 +107,7 @@ class StratosphereDetector(Detector):
             threat_level=HIGH, confidence=conf, label=model.label,
             key=f"stratosphere:{tuple_id}:{model.label}", flows=(flow,))]
 
-    def on_tick(self, now: float) -> list[Evidence]:
+    def on_tick(self, now: float) -> Sequence[Evidence]:
         self.table.expire(now)
         return NO_EVIDENCE
 

@@ -25,6 +25,7 @@ import csv
 import ipaddress
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,7 +214,7 @@ class ThreatIntel(Detector):
         self._cache[ip] = found
         return found
 
-    def on_flow(self, flow: Flow) -> list[Evidence]:
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if not len(self.intel):
             return NO_EVIDENCE
         out: list[Evidence] | None = None
