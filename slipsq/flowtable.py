@@ -49,7 +49,7 @@ from slipsq.decode import (
     IPV6,  # noqa: F401
     LINUX_SLL,  # noqa: F401
     LINUX_SLL2,  # noqa: F401
-    RAW,
+    RAW,  # noqa: F401
     Packet,
     ip_str,
     parse,
@@ -174,10 +174,6 @@ class FlowTable:
         c["bytes"] += p.ip_len
         self._update(p, ts, buf)
         return ACCEPT
-
-    def feed_ip(self, ip: bytes, ts: float) -> int:
-        """A packet starting at its IP header (as NFQUEUE gives it)."""
-        return self.feed(ip, ts, RAW)
 
     def _key(self, p: Packet) -> tuple[Any, ...]:
         if (p.proto == 1 and p.family == 4) or (p.proto == 58 and p.family == 6):
