@@ -411,3 +411,16 @@ def test_both_tables_on_shared_captures(shared_data: Any) -> None:
             results.append((out + t.pop_closed(), t.stats()))
         assert results[0] == results[1]
         assert results[0][1]["flows_closed"] > 0
+
+
+@pytest.mark.parametrize("src,dst,itype,code,state", [
+    (A, B, 3, 1, "URH"), (A, B, 3, 0, "URN"), (A, B, 3, 13, "URF"), (A, B, 3, 4, "URO"), (A, B, 5, 1, "RED"),
+    (A, B, 13, 0, "ECO"), (A, B, 14, 0, "ECR"), (A6, B6, 3, 0, "TXD"), (A6, B6, 1, 3, "URH"),
+    (A6, B6, 137, 0, "RED"), (A6, B6, 135, 0, "INT"),
+])
+def test_icmp_state_labels(make: Make, src: str, dst: str, itype: int, code: int, state: str) -> None:
+    t = make()
+    feed(t, [(0.0, icmp(src, dst, itype, code=code))])
+    t.close_all(1.0)
+    f = only(t.pop_closed())
+    assert (f.state, f.sport) == (state, itype)
