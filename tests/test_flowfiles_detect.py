@@ -1,6 +1,5 @@
 """Format detection from content (paths and first bytes), gzip, pcap magics, and the inputs that are
 none of these: every problem is an InputError naming the input."""
-# ruff: noqa: E501  (sample headers are long)
 
 from __future__ import annotations
 
