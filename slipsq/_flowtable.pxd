@@ -77,6 +77,7 @@ cdef class FlowTable:
     cdef uint32_t max_flows
     cdef double now
     cdef double next_expire
+    cdef bint ticked          # packet time reached a new second (the engine ticks then too)
     cdef BlockSlot* bslots
     cdef uint32_t bmask
     cdef uint32_t nblocked

@@ -374,6 +374,7 @@ cdef class FlowTable:
         self.emergency_factor = o["emergency_factor"]
         self.now = -INFINITY
         self.next_expire = -INFINITY
+        self.ticked = False
         self.nbuckets = 4096
         self.buckets = <uint32_t*>PyMem_Malloc(self.nbuckets * sizeof(uint32_t))
         if self.buckets == NULL:
@@ -414,6 +415,7 @@ cdef class FlowTable:
         if ts >= self.next_expire:
             self._expire(ts)
             self.next_expire = floor(ts) + 1.0
+            self.ticked = True
         c_parse(buf, n, linktype, &p)
         if p.arp:
             self.n_arp += 1
@@ -966,7 +968,8 @@ cdef class PcapFile:
 
     def feed(self, FlowTable table not None, Py_ssize_t max_packets):
         """Feed up to `max_packets` packets to `table`, stopping right after a packet that left the
-        table with something pending. Returns the number fed: 0 at the end of the file."""
+        table with something pending or whose time reached a new second. Returns the number fed:
+        0 at the end of the file."""
         cdef Py_ssize_t done = 0, left
         cdef const uint8_t* b
         cdef uint32_t btype, blen, caplen, iface
@@ -1060,6 +1063,9 @@ cdef class PcapFile:
                 self.first_ts = ts
             self.last_ts = ts
             done += 1
-            if table.closed or table.app:
+            if table.closed or table.app or table.ticked:
+                # the engine analyses, applies blocks and ticks before the next packet, exactly
+                # where a packet-by-packet replay would (Engine.packet)
+                table.ticked = False
                 break
         return done

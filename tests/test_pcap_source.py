@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from slipsq.config import CORE_OPTIONS, Config, load
+from slipsq.detect.base import Detector
 from slipsq.engine import Engine
 from slipsq.errors import InputError
 from slipsq.flow import Flow
@@ -200,10 +201,21 @@ def test_feed_returns_right_after_a_pending_packet(tmp_path: Path) -> None:
             (1.3, udp(A, 1, B, 2)), (1.4, udp(A, 1, B, 2))]
     path = write_pcap(tmp_path / "p.pcap", recs, linktype=101)
     pcap, t = PcapFile(str(path)), table()
-    assert pcap.feed(t, 100) == 3 and t.pending and pcap.last_ts == pytest.approx(1.2)
+    assert pcap.feed(t, 100) == 1 and not t.pending  # the first packet starts packet time: a tick
+    assert pcap.feed(t, 100) == 2 and t.pending and pcap.last_ts == pytest.approx(1.2)
     t.pop_app()
     assert pcap.feed(t, 1) == 1 and pcap.feed(t, 100) == 1 and pcap.feed(t, 100) == 0
     assert pcap.packets == 5 and pcap.offset == path.stat().st_size
+
+
+def test_feed_returns_when_packet_time_reaches_a_new_second(tmp_path: Path) -> None:
+    recs = [(ts, udp(A, 1, B, 2)) for ts in (10.0, 10.5, 10.9, 11.0, 11.2, 13.7, 13.8)]
+    path = write_pcap(tmp_path / "s.pcap", recs, linktype=101)
+    pcap, t = PcapFile(str(path)), table()
+    returns = []
+    while n := pcap.feed(t, 100):
+        returns.append((n, pcap.last_ts))
+    assert returns == [(1, 10.0), (3, 11.0), (2, 13.7), (1, 13.8)]
 
 
 def test_expiry_runs_inside_the_loop_in_packet_time(tmp_path: Path) -> None:
@@ -373,3 +385,33 @@ def test_an_engine_with_the_twin_table_replays_through_the_pure_reader(tmp_path:
     info = replay_capture(engine, path)
     engine.finish()
     assert info["packets"] == 9 and len(sink.flows) == 3
+
+
+class TickRecorder(Detector):
+    """Records when the engine ticks and which flows it saw: the fast and pure paths must agree."""
+
+    name = "tickrecorder"
+    seen: ClassVar[list[tuple[str, float]]] = []
+
+    def on_tick(self, now: float) -> list[Any]:
+        self.seen.append(("tick", now))
+        return []
+
+    def on_flow(self, flow: Flow) -> list[Any]:
+        self.seen.append((f"flow {flow.saddr}:{flow.sport} {flow.closed_by}", flow.end))
+        return []
+
+
+def test_fast_and_pure_paths_tick_at_the_same_packets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recs = [(100.0 + 0.37 * k, eth(udp(A, 1000 + k % 7, B, 9, b"x"))) for k in range(60)]
+    path = write_pcap(tmp_path / "ticks.pcap", recs)
+    runs = []
+    for pure in (False, True):
+        monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1" if pure else "0")
+        TickRecorder.seen = []
+        engine = Engine(Config(CORE_OPTIONS, {"flowtable.udp_idle": 2.0}), detectors=[TickRecorder])
+        replay_capture(engine, path)
+        engine.finish()
+        runs.append(TickRecorder.seen)
+    assert runs[0] == runs[1]
+    assert sum(1 for kind, _ in runs[0] if kind == "tick") >= 22
