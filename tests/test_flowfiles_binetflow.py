@@ -122,10 +122,12 @@ def test_icmp_hex_ports_non_ip_rows_and_date_formats(tmp_path: Path) -> None:
         13:23:05.000000,0.002457,man,0,0,,0,0,STA,,,0,0
         2013/10/21 13:23:06.000000,1,llc,00:11:22:33:44:55,0x42,   ->,01:80:c2:00:00:00,0x42,INT,,,1,60
         2013/10/21 13:23:07.000000,1,ipv6-icmp,fe80::1,0x0087,   ->,ff02::1:ff00:2,0x0000,INT,0,,1,86
+        2013/10/21 13:23:08.000000,1,132,10.0.0.1,5000,   ->,10.0.0.2,5001,INT,0,,1,86
         """)
     flows, counts, _ = read(path)
-    assert counts["rows"] == 6 and counts["skipped_non_ip"] == 3 and counts["bad_rows"] == 0
-    unreach, echo, nd = flows
+    assert counts["rows"] == 7 and counts["skipped_non_ip"] == 3 and counts["bad_rows"] == 0
+    unreach, echo, nd, sctp = flows
+    assert sctp.proto == "sctp"
     assert (unreach.sport, unreach.dport, unreach.stos) == (3, 0x12D6, 192)  # type 3, code 3 in the high byte
     assert (echo.sport, echo.dport, echo.start) == (8, 0xF095, datetime(2013, 10, 21, 13, 32, 45,
                                                                       tzinfo=UTC).timestamp())

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from slipsq.errors import InputError
-from slipsq.flow import Flow
+from slipsq.flow import Flow, proto_name
 from slipsq.sources.flowfiles.base import (
     Addresses,
     ArgusTime,
@@ -151,6 +151,8 @@ class BinetflowSource(FlowSource):
             proto = f[i_proto].strip().lower()
             if proto in non_ip:
                 return None
+            if proto.isdigit():  # Argus prints numbers for protocols it has no name for
+                proto = proto_name(int(proto))
             try:
                 saddr = addr(f[i_saddr].strip())
                 daddr = addr(f[i_daddr].strip())
