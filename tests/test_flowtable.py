@@ -323,6 +323,22 @@ def test_compiled_table_memory_per_open_flow() -> None:
     assert used / n <= 200  # measured from outside: no Python object per flow
 
 
+def test_twin_memory_per_open_flow_is_what_it_says() -> None:
+    n = 20_000
+    template = udp(A, 1000, B, 2000)
+    packets = [template[:12] + i.to_bytes(4, "big") + template[16:] for i in range(n)]
+    tracemalloc.start()
+    try:
+        t = PyTable(config())
+        base = tracemalloc.get_traced_memory()[0]
+        for buf in packets:
+            t.feed(buf, 0.0, 101)
+        used = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert 0.75 * PyTable.bytes_per_flow <= used / n <= 1.25 * PyTable.bytes_per_flow
+
+
 # --- both tables, same packets, same flows -----------------------------------------------------------
 
 HOSTS = [A, B, C]
