@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from slipsq.config import CORE_OPTIONS, Config, load
 from slipsq.detect.base import Detector
@@ -415,3 +417,18 @@ def test_fast_and_pure_paths_tick_at_the_same_packets(tmp_path: Path, monkeypatc
         runs.append(TickRecorder.seen)
     assert runs[0] == runs[1]
     assert sum(1 for kind, _ in runs[0] if kind == "tick") >= 22
+
+
+PCAP_HEAD = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101)
+NG_HEAD = (struct.pack("<II", 0x0A0D0D0A, 28) + struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+           + struct.pack("<I", 28) + struct.pack("<II", 1, 20) + struct.pack("<HHI", 101, 0, 0)
+           + struct.pack("<I", 20))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from([PCAP_HEAD, NG_HEAD, b""]), st.binary(max_size=300))
+def test_readers_never_crash_and_agree_on_random_bodies(tmp_path: Path, head: bytes, body: bytes) -> None:
+    path = tmp_path / "random.cap"
+    path.write_bytes(head + body)
+    c, py = read_both(path)
+    assert c == py
