@@ -140,3 +140,12 @@ def test_tuples_show_the_beacon_letters() -> None:
     assert beacon and beacon[0]["dst_port"] == 443 and beacon[0]["proto"] == "tcp"
     # strongly periodic large/medium connections: 'h' with '.' symbols (letters.md §3)
     assert ".h.h.h.h" in beacon[0]["letters"]
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_unsupported_link_type(tmp_path: Path, pure: str) -> None:
+    f = tmp_path / "tokenring.pcap"
+    data = bytearray((DATA / "normal-home.pcap").read_bytes())
+    data[20:24] = (6).to_bytes(4, "little")  # LINKTYPE_IEEE802_5
+    f.write_bytes(bytes(data))
+    one_clear_line(slipsq("replay", str(f), env={"SLIPSQ_PURE_PYTHON": pure}), 2, "unsupported link type 6")

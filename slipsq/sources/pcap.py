@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from slipsq.decode import ETHERNET, IPV4, IPV6, LINUX_SLL, LINUX_SLL2, RAW
 from slipsq.errors import InputError
 
 Progress = Callable[[int, int], None]
@@ -40,6 +41,7 @@ def replay_capture(engine: Any, path: str | os.PathLike[str],
     except (ValueError, OSError) as e:
         raise InputError(f"{p}: {_reason(e)}") from None
     try:
+        check_linktypes(p, pcap.linktypes)
         table = engine.table
         size = pcap.total
         next_report = time.monotonic() + PROGRESS_EVERY
@@ -52,11 +54,25 @@ def replay_capture(engine: Any, path: str | os.PathLike[str],
             engine.advance(pcap.last_ts)
         if progress is not None:
             progress(size, size)
+        if pcap.packets:
+            check_linktypes(p, pcap.linktypes)
         return {"format": pcap.format, "linktypes": pcap.linktypes, "packets": pcap.packets,
                 "truncated": pcap.truncated, "corrupt": pcap.corrupt,
                 "first_ts": pcap.first_ts, "last_ts": pcap.last_ts}
     finally:
         pcap.close()
+
+
+SUPPORTED_LINKTYPES = {ETHERNET: "Ethernet", RAW: "raw IP", 12: "raw IP", 14: "raw IP", LINUX_SLL: "Linux SLL",
+                       LINUX_SLL2: "Linux SLL2", IPV4: "IPv4", IPV6: "IPv6"}
+
+
+def check_linktypes(path: Path, linktypes: list[int]) -> None:
+    """A capture none of whose interfaces slipsq can read is an error, not a file of non-IP packets."""
+    if linktypes and not any(lt in SUPPORTED_LINKTYPES for lt in linktypes):
+        names = ", ".join(sorted(set(SUPPORTED_LINKTYPES.values())))
+        raise InputError(f"{path}: unsupported link type {', '.join(map(str, linktypes))} "
+                         f"(slipsq reads {names})")
 
 
 def _reason(e: BaseException) -> str:
@@ -78,6 +94,7 @@ def _replay_pure(engine: Any, path: Path, progress: Progress | None) -> dict[str
         reader = PureCapture(data)
     except ValueError as e:
         raise InputError(f"{path}: {e}") from None
+    check_linktypes(path, reader.linktypes)
     first = last = 0.0
     next_report = time.monotonic() + PROGRESS_EVERY
     for ts, buf, linktype in reader:
@@ -91,6 +108,7 @@ def _replay_pure(engine: Any, path: Path, progress: Progress | None) -> dict[str
             progress(reader.pos, len(data))
     if reader.packets:
         engine.advance(last)
+        check_linktypes(path, reader.linktypes)
     if progress is not None:
         progress(len(data), len(data))
     return {"format": reader.format, "linktypes": reader.linktypes, "packets": reader.packets,
