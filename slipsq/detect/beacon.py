@@ -166,9 +166,9 @@ class Beacon(Detector):
             return True
         if self.ctx.allow.why_protected(f.daddr) is not None:  # allow list, multicast, own, broadcast
             return True
-        if f.daddr.endswith(".255"):  # a subnet broadcast the allow list cannot know
-            return True
-        return self._allowed_name(f.daddr)
+        # a subnet broadcast the allow list cannot know (allowed domain names are checked only when a
+        # tuple is about to be reported: DNS names per flow would cost more than the scoring)
+        return f.daddr.endswith(".255")
 
     def _allowed_name(self, ip: str) -> bool:
         names = self.ctx.dns_names.get(ip)
@@ -215,7 +215,7 @@ class Beacon(Detector):
         timing, disp, iv = timing_score(gaps)
         # fewer connections, noisier statistics: raise the bar by up to 0.15 below full_n
         bar = self.min_score + 0.15 * max(0, self.full_n - n) / max(1, self.full_n - self.min_n)
-        if timing < bar or not self.min_iv <= iv <= self.max_iv:
+        if timing < bar or not self.min_iv <= iv <= self.max_iv or self._allowed_name(key[1]):
             return NO_EVIDENCE
         size, sdisp = size_score(t.sizes)
         confidence = (0.7 * timing + 0.3 * size) * min(1.0, n / self.full_n)
