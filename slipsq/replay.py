@@ -153,6 +153,9 @@ def _replay_flows(engine: Engine, path: str, fmt: str) -> dict[str, Any]:
             engine.flow(item)
         else:
             engine.app(item)
+    warning = source.warning()
+    if warning:  # which rows were bad and why (file:line), so the admin can fix the exporter
+        sys.stderr.write(f"slipsq: warning: {warning}\n")
     return {"format": source.format, **source.counts}
 
 

@@ -115,8 +115,8 @@ def read_binetflow(path: Any) -> list[Flow]:
     """Argus binetflow CSV (the shared captures) read with the csv module, in start order.
 
     Kept here, small and independent of slipsq's own readers, so detector tests read the real data
-    even while the readers change. Rows without SrcPkts get dpkts from TotPkts only when the state
-    says the target answered (the state is what the detectors look at first)."""
+    even while the readers change. Rows without SrcPkts put all packets on the source side (the state
+    is what the detectors look at to tell answered from unanswered)."""
     import csv
     import datetime
 

@@ -149,3 +149,15 @@ def test_unsupported_link_type(tmp_path: Path, pure: str) -> None:
     data[20:24] = (6).to_bytes(4, "little")  # LINKTYPE_IEEE802_5
     f.write_bytes(bytes(data))
     one_clear_line(slipsq("replay", str(f), env={"SLIPSQ_PURE_PYTHON": pure}), 2, "unsupported link type 6")
+
+
+def test_bad_flow_rows_are_counted_named_and_skipped(tmp_path: Path) -> None:
+    f = tmp_path / "few.binetflow"
+    f.write_text("StartTime,Dur,Proto,SrcAddr,Sport,Dir,DstAddr,Dport,State,TotPkts,TotBytes,SrcBytes\n"
+                 "2019/04/04 16:24:47.672448,1.0,tcp,10.8.0.69,56101,   ->,14.1.11.113,999,S0,3,300,100\n"
+                 "2019/04/04 16:24:48.672448,oops,tcp,10.8.0.69,56102,   ->,14.1.11.113,998,S0,3,300,100\n")
+    p = slipsq("replay", "--json", str(f))
+    assert p.returncode == 0, p.stderr
+    _, summary = alerts_and_summary(p.stdout)
+    assert summary["flows"] == 1 and summary["inputs"][str(f)]["bad_rows"] == 1
+    assert "few.binetflow:3" in p.stderr and "Traceback" not in p.stderr
