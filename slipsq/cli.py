@@ -139,7 +139,7 @@ def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool, tuples: b
     opts = ReplayOptions(inputs=list(inputs), as_json=as_json, tuples=tuples, out_dir=out_dir,
                          models_dir=models_dir, fmt=fmt, config_path=_config_path(ctx, config_path),
                          progress=sys.stderr.isatty() if progress is None else progress)
-    sys.exit(run_guarded(lambda: run_replay(opts, click.get_text_stream("stdout")), _debug(ctx)) or 0)
+    sys.exit(run_guarded(lambda: run_replay(opts, sys.stdout), _debug(ctx)) or 0)
 
 
 # --- models -------------------------------------------------------------------------------------
