@@ -24,6 +24,7 @@ from slipsq.control import Admin, ControlServer, parse_duration
 from slipsq.enrich import make_enrichers
 from slipsq.errors import ModelError, SlipsqError
 from slipsq.output.alerts import Alert, AlertWriter
+from slipsq.sink import Sink
 from slipsq.sources.nfqueue import DEFAULT_MAXLEN, FAIL_OPEN_NOTE, NfqueueSource, check_system
 from slipsq.verdict.firewall import Firewall, diversion_tag
 from slipsq.verdict.store import BlockStore, resolve_state_dir
@@ -35,16 +36,13 @@ def log(msg: str) -> None:
     print(f"slipsq: {msg}", file=sys.stderr, flush=True)
 
 
-class InlineSink:
+class InlineSink(Sink):
     """The engine's verdict sink inline: a block goes to the kernel and the store in one step."""
 
     def __init__(self, firewall: Firewall, store: BlockStore) -> None:
         self.fw = firewall
         self.store = store
         self.actor = "judge"  # who is unblocking: Admin sets "admin:<user>" around engine.unblock
-
-    def alert(self, alert: Alert) -> None:
-        pass
 
     def block(self, ip: str, duration: float, alert: Alert) -> None:
         seconds = duration or None
@@ -61,9 +59,6 @@ class InlineSink:
         self.fw.unblock([ip])
         who = "expiry" if reason == "block expired" else self.actor
         self.store.remove(ip, ts=ts, who=who, reason=reason)
-
-    def flow(self, flow: Any) -> None:
-        pass
 
 
 def load_models(cfg: configmod.Config) -> list[Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from slipsq.allow import AllowList
 from slipsq.config import Config
@@ -25,15 +25,7 @@ from slipsq.evidence import Evidence
 from slipsq.flow import AppEvent, Flow
 from slipsq.judge import Decision, Judge
 from slipsq.output.alerts import Alert
-
-
-class Sink(Protocol):
-    """Where decisions go: alert outputs, the replay recorder, the firewall and block store."""
-
-    def alert(self, alert: Alert) -> None: ...
-    def block(self, ip: str, duration: float, alert: Alert) -> None: ...
-    def unblock(self, ip: str, ts: float, reason: str) -> None: ...
-    def flow(self, flow: Flow) -> None: ...
+from slipsq.sink import Sink
 
 
 def make_table(config: Config) -> Any:

@@ -16,6 +16,7 @@ from slipsq.engine import Engine
 from slipsq.errors import InputError
 from slipsq.flow import Flow
 from slipsq.flowtable import FlowTable as PyTable
+from slipsq.sink import Sink
 from slipsq.sources.pcap import replay_capture
 from tests.helpers import (
     ACK,
@@ -247,18 +248,10 @@ def test_shared_captures_read_like_dpkt(shared_data: Path) -> None:
 
 # --- replay_capture through the Engine --------------------------------------------------------------------
 
-class FlowSink:
+class FlowSink(Sink):
     def __init__(self) -> None:
         self.flows: list[Flow] = []
 
-    def alert(self, alert: Any) -> None:
-        pass
-
-    def block(self, ip: str, duration: float, alert: Any) -> None:
-        pass
-
-    def unblock(self, ip: str, ts: float, reason: str) -> None:
-        pass
 
     def flow(self, flow: Flow) -> None:
         self.flows.append(flow)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from slipsq.evidence import Evidence, threat_name
 from slipsq.judge import Decision
+from slipsq.sink import Sink
 
 if TYPE_CHECKING:
     from slipsq.detect.base import Context
@@ -84,7 +85,7 @@ class Alert:
         return head + tail
 
 
-class AlertWriter:
+class AlertWriter(Sink):
     """A sink that writes alerts to a text stream, as JSON lines or human lines."""
 
     def __init__(self, stream: TextIO, as_json: bool) -> None:
@@ -95,12 +96,6 @@ class AlertWriter:
         self.stream.write((alert.to_json() if self.as_json else alert.to_text()) + "\n")
         self.stream.flush()
 
-    def block(self, ip: str, duration: float, alert: Alert) -> None:
-        pass
-
     def unblock(self, ip: str, ts: float, reason: str) -> None:
         if not self.as_json:
             self.stream.write(f"{iso(ts)} [UNBLOCK] {ip}: {reason}\n")
-
-    def flow(self, flow: Any) -> None:
-        pass

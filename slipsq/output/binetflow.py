@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TextIO
 
 from slipsq.flow import Flow
+from slipsq.sink import Sink
 
 HEADER = "StartTime,Dur,Proto,SrcAddr,Sport,Dir,DstAddr,Dport,State,sTos,dTos,TotPkts,TotBytes,SrcBytes,Label"
 
@@ -26,7 +27,7 @@ def format_flow(flow: Flow) -> str:
             f"{flow.pkts},{flow.bytes},{flow.sbytes},{_clean(flow.label)}")
 
 
-class BinetflowWriter:
+class BinetflowWriter(Sink):
     """A sink that writes every closed flow (not active-timeout reports) as one CSV row."""
 
     def __init__(self, stream: TextIO) -> None:
@@ -35,12 +36,3 @@ class BinetflowWriter:
 
     def flow(self, flow: Flow) -> None:
         self.stream.write(format_flow(flow) + "\n")
-
-    def alert(self, alert: Any) -> None:
-        pass
-
-    def block(self, ip: str, duration: float, alert: Any) -> None:
-        pass
-
-    def unblock(self, ip: str, ts: float, reason: str) -> None:
-        pass

@@ -7,13 +7,13 @@ never reach the flow table), exactly as the kernel rule will do inline.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from slipsq.output.alerts import Alert
+from slipsq.sink import Sink
 
 
 @dataclass
-class ReplayRecorder:
+class ReplayRecorder(Sink):
     blocks: list[tuple[float, str, float, str]] = field(default_factory=list)  # ts, ip, duration, detector
     unblocks: list[tuple[float, str, str]] = field(default_factory=list)
     alerts: int = 0
@@ -27,8 +27,6 @@ class ReplayRecorder:
     def unblock(self, ip: str, ts: float, reason: str) -> None:
         self.unblocks.append((ts, ip, reason))
 
-    def flow(self, flow: Any) -> None:
-        pass
 
     @property
     def blocked_ips(self) -> list[str]:
