@@ -84,6 +84,7 @@ cdef class FlowTable:
     cdef object blocked
     cdef list closed
     cdef list app
+    cdef int app_mask         # the app kinds to hand up (bits of slipsq.flowtable.APP_KINDS)
     cdef uint64_t n_packets, n_bytes, n_non_ip, n_malformed, n_fragments, n_dropped
     cdef uint64_t n_closed, n_evicted, n_app, n_arp
 

@@ -20,6 +20,7 @@ import ipaddress
 import mmap
 
 from slipsq.flow import Flow, proto_name
+from slipsq.flowtable import APP_KINDS, app_kinds_of, app_mask
 
 cdef extern from "arpa/inet.h" nogil:
     const char* inet_ntop(int af, const void* src, char* dst, unsigned int size)
@@ -50,6 +51,21 @@ cdef enum:
     MAX_FLOWS_CAP = 0x7FFFFFFF  # flows are found by uint32 index; memory runs out long before
 
 cdef str FLAG_LETTERS = "FSRPAUEC"
+
+cdef enum:  # app kind bits: slipsq.flowtable.APP_KINDS (checked at import below)
+    APP_DNS = 1
+    APP_DNS_ALL = 2
+    APP_BANNER = 4
+    APP_TLS = 8
+    APP_HTTP = 16
+    APP_ARP = 32
+    APP_PAYLOAD = 64
+    APP_ALL = 127
+
+if (APP_KINDS != {"dns": APP_DNS, "dns-queries": APP_DNS_ALL, "banner": APP_BANNER, "tls": APP_TLS,
+                  "http": APP_HTTP, "arp": APP_ARP, "payload": APP_PAYLOAD}
+        or sum(APP_KINDS.values()) != APP_ALL):
+    raise ImportError("slipsq._flowtable is out of date with slipsq.flowtable.APP_KINDS: rebuild it")
 
 
 # --- parsing (mirrors slipsq/decode.parse line by line) -------------------------------------------
@@ -239,6 +255,39 @@ def parse_packet(const uint8_t[::1] buf, int linktype):
             bool(p.malformed), bool(p.arp), p.ip_off, p.payload_len)
 
 
+# --- what is handed up (mirrors slipsq/flowtable.dns_answer and first_payload_class) -----------------
+
+cdef inline bint dns_answer(const uint8_t* buf, Py_ssize_t n, Parsed* p) noexcept nogil:
+    cdef Py_ssize_t end = smin(n, p.ip_off + p.ip_len)
+    cdef Py_ssize_t pos = p.ip_off + p.ip_len - p.payload_len + (2 if p.proto == 6 else 0)
+    return end - pos >= 8 and (buf[pos + 2] & 0x80) != 0 and (buf[pos + 6] | buf[pos + 7]) != 0
+
+
+cdef inline bint starts(const uint8_t* b, Py_ssize_t k, const char* s, Py_ssize_t m) noexcept nogil:
+    return k >= m and memcmp(b, s, m) == 0
+
+
+cdef int first_payload_class(const uint8_t* buf, Py_ssize_t n, Parsed* p) noexcept nogil:
+    cdef Py_ssize_t pos = p.ip_off + p.ip_len - p.payload_len
+    cdef Py_ssize_t k = smin(n, p.ip_off + p.ip_len) - pos
+    cdef const uint8_t* b = buf + pos
+    if k <= 0:
+        return 0
+    if starts(b, k, b"SSH-", 4) or starts(b, k, b"220", 3) or starts(b, k, b"RFB ", 4) or b[0] == 0xFF:
+        return APP_BANNER
+    if k >= 6 and b[0] == 3 and b[1] == 0 and (b[5] & 0xF0) == 0xE0:
+        return APP_BANNER  # TPKT, then an X.224 Connection Request: RDP
+    if k >= 8 and b[0] == 0 and (memcmp(b + 4, b"\xffSMB", 4) == 0 or memcmp(b + 4, b"\xfeSMB", 4) == 0):
+        return APP_BANNER
+    if (starts(b, k, b"GET ", 4) or starts(b, k, b"POST ", 5) or starts(b, k, b"HEAD ", 5)
+            or starts(b, k, b"PUT ", 4) or starts(b, k, b"DELETE ", 7) or starts(b, k, b"OPTIONS ", 8)
+            or starts(b, k, b"CONNECT ", 8) or starts(b, k, b"PATCH ", 6) or starts(b, k, b"TRACE ", 6)):
+        return APP_HTTP
+    if k >= 6 and b[0] == 0x16 and b[1] == 3 and b[5] == 1:
+        return APP_TLS
+    return 0
+
+
 # --- hashing ----------------------------------------------------------------------------------------
 
 cdef inline uint64_t mix64(uint64_t x) noexcept nogil:
@@ -385,6 +434,7 @@ cdef class FlowTable:
         self.bmask = 0
         self.closed = []
         self.app = []
+        self.app_mask = APP_ALL
         self.n_packets = self.n_bytes = self.n_non_ip = self.n_malformed = self.n_fragments = 0
         self.n_dropped = self.n_closed = self.n_evicted = self.n_app = self.n_arp = 0
 
@@ -419,8 +469,9 @@ cdef class FlowTable:
         c_parse(buf, n, linktype, &p)
         if p.arp:
             self.n_arp += 1
-            self.n_app += 1
-            self.app.append((ts, PyBytes_FromStringAndSize(<const char*>buf + p.ip_off, n - p.ip_off)))
+            if self.app_mask & APP_ARP:
+                self.n_app += 1
+                self.app.append((ts, PyBytes_FromStringAndSize(<const char*>buf + p.ip_off, n - p.ip_off)))
             return 1
         if p.family == 0:
             if p.malformed:
@@ -541,12 +592,16 @@ cdef class FlowTable:
             self.heads[cls] = i
         self.tails[cls] = i
         if e.proto == 6 or e.proto == 17:
-            hand_up = (p.sport == 53 or p.sport == 5353 or p.dport == 53 or p.dport == 5353)
-            if not hand_up and e.proto == 6 and p.payload_len > 0:
+            hand_up = False
+            if p.sport == 53 or p.sport == 5353 or p.dport == 53 or p.dport == 5353:
+                hand_up = (self.app_mask & APP_DNS_ALL) != 0 or (
+                    (self.app_mask & APP_DNS) != 0 and dns_answer(buf, n, p))
+            elif e.proto == 6 and p.payload_len > 0:
                 bit = 1 if fwd else 2
                 if not e.seen & bit:
-                    e.seen |= bit
-                    hand_up = True
+                    e.seen |= bit  # the first payload, handed up or not: later ones are not first
+                    hand_up = (self.app_mask & APP_PAYLOAD) != 0 or (
+                        first_payload_class(buf, n, p) & self.app_mask) != 0
             if hand_up:
                 self.n_app += 1
                 self.app.append((ts, PyBytes_FromStringAndSize(
@@ -721,6 +776,14 @@ cdef class FlowTable:
     def pop_app(self):
         out, self.app = self.app, []
         return out
+
+    def set_app_kinds(self, kinds):
+        """Hand up from now on only the app packets of these kinds (slipsq.flowtable.APP_KINDS)."""
+        self.app_mask = app_mask(kinds)
+
+    @property
+    def app_kinds(self):
+        return app_kinds_of(self.app_mask)
 
     def stats(self):
         return {"packets": self.n_packets, "bytes": self.n_bytes, "non_ip": self.n_non_ip,

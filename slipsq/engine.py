@@ -73,6 +73,9 @@ class Engine:
         self._on_tick: list[Callable[[float], Sequence[Evidence]]] = [
             d.on_tick for d in self.detectors if d.overrides("on_tick")]
         self.judge = Judge(config, self.allow)
+        # the table hands up only packets someone decodes: DNS answers (ctx.dns_names) and what
+        # the detectors declare
+        self.table.set_app_kinds(frozenset({"dns"}).union(*(d.app_kinds for d in self.detectors)))
 
     def reconfigure(self, config: Config, models: Sequence[Any], allow: AllowList,
                     enrichers: Sequence[Callable[[str], dict[str, Any]]] = ()) -> None:

@@ -65,9 +65,10 @@ class Flow:
         return self.closed_by == "active"
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 4x more, once per decoded packet
 class AppEvent:
-    """Something decoded from inside a packet (or a log line) that a detector may want.
+    """Something decoded from inside a packet (or a log line) that a detector may want. Read-only
+    by convention: every detector sees the same event.
 
     kind: "dns" (data: query, qtype, answers, rcode), "tls" (data: sni), "http" (data: host,
     method, uri, user_agent), "banner" (data: service, text; the first bytes a server or client sent

@@ -30,9 +30,16 @@ Rules (both tables):
   echo-like request), "ECR" (answered, or a reply), "URP"/"URH"/"URN"/"URF"/"URO" (unreachable: port,
   host, net, filtered, other), "TXD" (time exceeded), "RED" (redirect), else CON/INT.
 * `dir` is "<->" when both sides sent packets, else "->".
-* App packets (ts, bytes from the IP header cut to the IP length) for every TCP/UDP packet with port
-  53 or 5353 on either side and for the first TCP payload of each direction; ARP frames are handed up
-  from the ARP header.
+* App packets (ts, bytes from the IP header cut to the IP length) are handed up only for the kinds
+  someone asked for (`set_app_kinds`, once, from the detectors' `app_kinds`; a table nobody asked
+  hands up everything, as `APP_KINDS` all together do). A DNS packet is one with port 53 or 5353 on
+  either side (TCP or UDP); "dns-queries" hands up every one, "dns" only responses (QR set) with at
+  least one answer (ANCOUNT > 0; over TCP after the 2-byte length). The first TCP payload of each
+  direction (DNS ports excluded) is classified by its first bytes: "banner" (login services: "SSH-",
+  "220", TPKT with an X.224 Connection Request, NetBIOS + SMB/SMB2, telnet IAC 0xFF, "RFB "),
+  "http" (a request method), "tls" (a ClientHello record: 0x16 0x03 .. .. .. 0x01), anything else
+  no class; it is handed up when its class is asked for, and every one when "payload" is. ARP frames
+  (from the ARP header) only when "arp" is asked for. `app_packets` counts what was handed up.
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
+from slipsq.appdecode import HTTP_METHODS
 from slipsq.config import Config
 from slipsq.decode import (
     ETHERNET,  # noqa: F401  (re-exported link type constants)
@@ -67,6 +76,53 @@ STAT_KEYS = ("packets", "bytes", "non_ip", "malformed", "fragments", "dropped", 
 N_CLASSES = 6
 ACTIVE = N_CLASSES  # index of the active-report list in tie-breaking
 MAX_FLOWS_CAP = 0x7FFFFFFF  # the compiled table finds flows by uint32 index
+DNS_PORTS = (53, 5353)
+# app kinds and their bits (the compiled table uses the same bits)
+APP_KINDS = {"dns": 1, "dns-queries": 2, "banner": 4, "tls": 8, "http": 16, "arp": 32, "payload": 64}
+APP_DNS, APP_DNS_ALL, APP_BANNER, APP_TLS, APP_HTTP, APP_ARP, APP_PAYLOAD = APP_KINDS.values()
+APP_ALL = sum(APP_KINDS.values())
+
+
+def app_mask(kinds: Iterable[str]) -> int:
+    """The bit mask of app kinds; an unknown kind is a programming error in a detector."""
+    mask = 0
+    for k in kinds:
+        bit = APP_KINDS.get(k)
+        if bit is None:
+            raise ValueError(f"unknown app kind {k!r} (known: {', '.join(APP_KINDS)})")
+        mask |= bit
+    return mask
+
+
+def app_kinds_of(mask: int) -> frozenset[str]:
+    return frozenset(k for k, bit in APP_KINDS.items() if mask & bit)
+
+
+def dns_answer(buf: bytes, p: Packet) -> bool:
+    """A DNS response (QR set) with at least one answer: the header read where the payload starts."""
+    end = min(len(buf), p.ip_off + p.ip_len)
+    pos = p.ip_off + p.ip_len - p.payload_len + (2 if p.proto == 6 else 0)
+    return end - pos >= 8 and bool(buf[pos + 2] & 0x80) and (buf[pos + 6] | buf[pos + 7]) != 0
+
+
+def first_payload_class(buf: bytes, p: Packet) -> int:
+    """The app kind bit of a connection's first payload from its first bytes (0: none of ours).
+    Same tests as `appdecode.service` for the login services, plus VNC's "RFB "."""
+    pos = p.ip_off + p.ip_len - p.payload_len
+    b = bytes(buf[pos:min(len(buf), p.ip_off + p.ip_len)][:8])
+    if not b:
+        return 0
+    if b.startswith((b"SSH-", b"220", b"RFB ")) or b[0] == 0xFF:
+        return APP_BANNER
+    if len(b) >= 6 and b[0] == 3 and b[1] == 0 and b[5] & 0xF0 == 0xE0:
+        return APP_BANNER  # TPKT, then an X.224 Connection Request: RDP
+    if len(b) >= 8 and b[0] == 0 and b[4:8] in (b"\xffSMB", b"\xfeSMB"):
+        return APP_BANNER
+    if b.startswith(HTTP_METHODS):
+        return APP_HTTP
+    if len(b) >= 6 and b[0] == 0x16 and b[1] == 3 and b[5] == 1:
+        return APP_TLS
+    return 0
 
 
 def icmp_class(proto: int, itype: int) -> int:
@@ -139,6 +195,7 @@ class FlowTable:
         self.closed: list[Flow] = []
         self.app: list[tuple[float, bytes]] = []
         self.counts = dict.fromkeys(STAT_KEYS, 0)
+        self.app_mask = APP_ALL
         self.now = -math.inf
         self.next_expire = -math.inf
 
@@ -155,8 +212,9 @@ class FlowTable:
         p = parse(buf, linktype)
         if p.arp:
             c["arp"] += 1
-            c["app_packets"] += 1
-            self.app.append((ts, bytes(buf[p.ip_off:])))
+            if self.app_mask & APP_ARP:
+                c["app_packets"] += 1
+                self.app.append((ts, bytes(buf[p.ip_off:])))
             return ACCEPT
         if p.family == 0:
             c["malformed" if p.malformed else "non_ip"] += 1
@@ -231,12 +289,15 @@ class FlowTable:
         e.cls = cls
         self.lists[cls][key] = e
         if proto in (6, 17):
-            hand_up = p.sport in (53, 5353) or p.dport in (53, 5353)
-            if not hand_up and proto == 6 and p.payload_len > 0:
+            mask = self.app_mask
+            hand_up = False
+            if p.sport in DNS_PORTS or p.dport in DNS_PORTS:
+                hand_up = bool(mask & APP_DNS_ALL) or (bool(mask & APP_DNS) and dns_answer(buf, p))
+            elif proto == 6 and p.payload_len > 0:
                 bit = 1 if forward else 2
                 if not e.seen & bit:
-                    e.seen |= bit
-                    hand_up = True
+                    e.seen |= bit  # the first payload, handed up or not: later ones are not first
+                    hand_up = bool(mask & APP_PAYLOAD) or bool(first_payload_class(buf, p) & mask)
             if hand_up:
                 self.counts["app_packets"] += 1
                 self.app.append((ts, bytes(buf[p.ip_off:p.ip_off + p.ip_len])))
@@ -328,6 +389,14 @@ class FlowTable:
     def pop_app(self) -> list[tuple[float, bytes]]:
         out, self.app = self.app, []
         return out
+
+    def set_app_kinds(self, kinds: Iterable[str]) -> None:
+        """Hand up from now on only the app packets of these kinds (see APP_KINDS)."""
+        self.app_mask = app_mask(kinds)
+
+    @property
+    def app_kinds(self) -> frozenset[str]:
+        return app_kinds_of(self.app_mask)
 
     # --- blocked addresses --------------------------------------------------------------------
     def block(self, ip: str) -> None:

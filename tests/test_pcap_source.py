@@ -15,6 +15,7 @@ from slipsq.detect.base import Detector
 from slipsq.engine import Engine
 from slipsq.errors import InputError
 from slipsq.flow import Flow
+from slipsq.flowtable import APP_KINDS
 from slipsq.flowtable import FlowTable as PyTable
 from slipsq.sink import Sink
 from slipsq.sources.pcap import replay_capture
@@ -262,6 +263,7 @@ def replay(path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1" if pure else "0")
     sink = FlowSink()
     engine = Engine(load(None), detectors=[], sinks=[sink])
+    engine.table.set_app_kinds(APP_KINDS)  # every app packet, so both paths decode the same events
     calls: list[tuple[int, int]] = []
     info = replay_capture(engine, path, progress=lambda done, total: calls.append((done, total)))
     engine.finish()

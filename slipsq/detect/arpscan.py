@@ -42,6 +42,7 @@ class _Sender:
 class ArpScan(Detector):
     name = "arpscan"
     evidence_kinds = ("arp-scan",)
+    app_kinds = frozenset({"arp"})
     options = (
         Option("arpscan.min_targets", 20, "distinct addresses one sender asks for (ARP who-has) within the "
                "period that make an ARP scan", positive, "> 0"),

@@ -38,9 +38,18 @@ NO_EVIDENCE: tuple[Evidence, ...] = ()  # immutable: safe to share between hooks
 
 
 class Detector:
+    """Subclass and override the hooks you need (see detect/README.md).
+
+    `app_kinds` names the app events `on_app` wants (slipsq.flowtable.APP_KINDS: "dns", "banner",
+    "tls", "http", "arp", ...). The engine asks the flow table for the union of every detector's
+    kinds plus "dns" (DNS answers fill ctx.dns_names), so a packet nobody wants is never decoded:
+    an event kind that no detector declares may never reach `on_app`.
+    """
+
     name: ClassVar[str] = "base"
     options: ClassVar[tuple[Option, ...]] = ()
     evidence_kinds: ClassVar[tuple[str, ...]] = ()  # the kinds of finding, for docs and `slipsq detectors`
+    app_kinds: ClassVar[frozenset[str]] = frozenset()  # app events on_app needs (the table hands up only these)
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

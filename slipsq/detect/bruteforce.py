@@ -61,6 +61,7 @@ class _Count:
 class BruteForce(Detector):
     name = "bruteforce"
     evidence_kinds = ("login-bruteforce",)
+    app_kinds = frozenset({"banner"})  # the first bytes of connections name moved login services
     options = (
         Option("bruteforce.min_attempts", 20, "short connections from one source to one login service in "
                "one judge window that make a brute force", positive, "> 0"),
