@@ -24,7 +24,7 @@ This module computes letters; it never decides anything and never does I/O.
 
 from __future__ import annotations
 
-import math
+from math import isfinite
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
@@ -73,18 +73,18 @@ def row(t1: float | None, t2: float | None) -> str:
 
 
 def time_symbol(t2: float) -> str:
-    for limit, sym in SYMBOLS:
-        if t2 <= limit:
-            return sym
-    return ""
+    # SYMBOLS unrolled (this runs once per flow)
+    return "." if t2 <= 5.0 else "," if t2 <= 60.0 else "+" if t2 <= 300.0 else "*" if t2 <= HOUR else ""
 
 
 def piece(t1: float | None, t2: float | None, col: int, symbol: bool = True) -> str:
     """One flow's characters: a `0` per whole hour of T2, the letter, the time symbol of T2."""
     if t2 is None:
-        return row(t1, t2)[col]
-    zeros = "0" * min(MAX_ZEROS, int(t2 / HOUR)) if t2 >= HOUR else ""
-    return zeros + row(t1, t2)[col] + (time_symbol(t2) if symbol else "")
+        return ROW_NO_DATA[col]
+    out = row(t1, t2)[col] + time_symbol(t2) if symbol else row(t1, t2)[col]
+    if t2 >= HOUR:
+        return "0" * min(MAX_ZEROS, int(t2 / HOUR)) + out
+    return out
 
 
 def letters_of(flows: list[tuple[float, int, float]], variant: str = "classic") -> str:
@@ -117,8 +117,8 @@ class TupleLetters:
     def __init__(self, key: TupleKey) -> None:
         self.client, self.server, self.port, self.proto = key
         self.starts = array("d")  # the recent flows, in start order
-        self.cols = array("b")
-        self.plens = array("I")  # characters each recent flow put in the string
+        self.cols: list[int] = []  # lists, not arrays: cheaper to create for the many one-flow tuples
+        self.plens: list[int] = []  # characters each recent flow put in the string
         self.dropped = 0  # flows let go from the front of the recent window
         self.text = ""
         self.pairs: dict[str, int] = {}  # "ab" -> how often a is followed by b in text
@@ -143,7 +143,44 @@ class TupleLetters:
         """Place one flow; False when it starts too early to be placed (see the module doc)."""
         st = self.starts
         n = len(st)
-        i = n if n == 0 or start >= st[-1] else bisect_right(st, start)
+        if n and start < st[-1]:
+            return self._insert(start, col, variant, max_chars)
+        # The common case: the flow starts after every recent one. This is _insert with i == n: only
+        # the new flow's piece is computed, nothing after it changes, and the only new transitions
+        # are from the string's last character through the piece.
+        nth = self.dropped + n  # the flow's index in the whole tuple
+        if nth == 0:
+            p = ROW_NO_DATA[col]
+        else:
+            t2 = start - st[-1]
+            p = piece(st[-1] - st[-2] if nth >= 2 else None, t2, col, not (nth == 1 and variant == "slips"))
+        st.append(start)
+        self.cols.append(col)
+        self.plens.append(len(p))
+        text = self.text
+        if text:
+            pairs = self.pairs
+            s = text[-1] + p
+            for k in range(len(s) - 1):
+                ab = s[k:k + 2]
+                pairs[ab] = pairs.get(ab, 0) + 1
+        text += p
+        self.flows += 1
+        if n >= LATE_WINDOW:  # one flow more than the window: let the oldest go
+            del st[0], self.cols[0], self.plens[0]
+            self.dropped += 1
+        cut = len(text) - max_chars
+        if cut > 0:
+            _count(self.pairs, text[:cut + 1], -1)
+            text = text[cut:]
+        self.text = text
+        return True
+
+    def _insert(self, start: float, col: int, variant: str, max_chars: int) -> bool:
+        """A flow that starts before the tuple's last one: placed by start time (see the module doc)."""
+        st = self.starts
+        n = len(st)
+        i = bisect_right(st, start)
         tail = sum(self.plens[i:]) if i < n else 0
         if (self.dropped and i < 2) or tail > len(self.text):
             return False
@@ -161,7 +198,7 @@ class TupleLetters:
         _count(self.pairs, left + text[off_i:off_j] + right, -1)
         _count(self.pairs, left + mid + right, +1)
         self.text = text[:off_i] + mid + text[off_j:]
-        self.plens[i:old_end] = array("I", [len(p) for p in new])
+        self.plens[i:old_end] = [len(p) for p in new]
         self.flows += 1
         if len(st) > LATE_WINDOW:
             k = len(st) - LATE_WINDOW
@@ -192,22 +229,27 @@ class LetterTable:
 
     def add(self, flow: Flow) -> TupleLetters | None:
         """Give the flow its letter; the tuple it changed, or None when the flow gets no letter."""
-        if flow.is_report or flow.proto not in LETTER_PROTOS or not math.isfinite(flow.start):
+        start = flow.start
+        if flow.proto not in LETTER_PROTOS or flow.is_report or not isfinite(start):
             return None
         key = (flow.saddr, flow.daddr, flow.dport, flow.proto)
-        t = self._tuples.get(key)
+        tuples = self._tuples
+        t = tuples.get(key)
         if t is None:
-            t = self._tuples[key] = TupleLetters(key)
-            t.first_seen = flow.start
-            if len(self._tuples) > self.max_tuples:
-                self._tuples.popitem(last=False)
+            t = tuples[key] = TupleLetters(key)
+            t.first_seen = start
+            if len(tuples) > self.max_tuples:
+                tuples.popitem(last=False)
                 self.evicted += 1
         else:
-            self._tuples.move_to_end(key)
-        if not t.add(flow.start, column(flow.bytes, flow.dur), self.variant, self.max_chars):
+            tuples.move_to_end(key)
+        end = flow.end
+        col = column(flow.sbytes + flow.dbytes, end - start if end > start else 0.0)  # bytes, dur
+        if not t.add(start, col, self.variant, self.max_chars):
             self.too_late += 1
             return None
-        t.last_seen = max(t.last_seen, flow.end)
+        if end > t.last_seen:
+            t.last_seen = end
         return t
 
     def expire(self, now: float) -> int:
