@@ -26,7 +26,6 @@ Evidence is emitted when a kind first crosses T, again when its count doubles or
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
@@ -60,17 +59,16 @@ def unanswered(f: Flow) -> bool:
     return f.dpkts == 0
 
 
-@dataclass(slots=True)
 class _Targets:
-    first: float
-    last: float = 0.0
-    failed: int = 0
-    answered: int = 0
-    emitted: int = 0
-    emitted_threat: float = 0.0
+    """One (source, port, proto) or (source, target, proto) key of a window: its targets and tally."""
 
-    def __post_init__(self) -> None:
-        self.last = self.first
+    __slots__ = ("answered", "emitted", "emitted_threat", "failed", "first", "last", "targets")
+
+    def __init__(self, first: float) -> None:
+        self.first = self.last = first
+        self.targets: dict[str | int, bool] = {}  # target (host, or port number) -> answered
+        self.failed = self.answered = self.emitted = 0
+        self.emitted_threat = 0.0
 
 
 class PortScan(Detector):
@@ -91,15 +89,13 @@ class PortScan(Detector):
         self.thresholds = {"vertical": self.opt("vertical_ports"), "horizontal": self.opt("horizontal_hosts"),
                            "icmp-sweep": self.opt("icmp_hosts")}
         self.index = -1
-        # kind -> (source, port-or-target, proto) -> per-target flag (True: answered) and the tally
-        self.seen: dict[str, dict[tuple[str, str, str], dict[str, bool]]] = {}
-        self.tally: dict[str, dict[tuple[str, str, str], _Targets]] = {}
+        # kind -> (source, port number or target, proto) -> the targets and their tally
+        self.seen: dict[str, dict[tuple[str, str | int, str], _Targets]] = {}
         self._reset(-1)
 
     def _reset(self, index: int) -> None:
         self.index = index
         self.seen = {k: {} for k in self.thresholds}
-        self.tally = {k: {} for k in self.thresholds}
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.is_report:
@@ -107,27 +103,28 @@ class PortScan(Detector):
         index = int(flow.start // self.window)
         if index > self.index:  # a new window: scans are judged per window (a late flow of the
             self._reset(index)  # previous window is counted in the current one)
-        if flow.proto in ("tcp", "udp"):
+        proto = flow.proto
+        if proto == "tcp" or proto == "udp":
             failed = unanswered(flow)
-            port = f"{flow.dport}/{flow.proto}"
-            h = self._count("horizontal", (flow.saddr, port, flow.proto), flow.daddr, failed, flow)
-            v = self._count("vertical", (flow.saddr, flow.daddr, flow.proto), port, failed, flow)
+            # the port is a number here (proto is in the key); "port/proto" is formatted in _judge
+            h = self._count("horizontal", (flow.saddr, flow.dport, proto), flow.daddr, failed, flow)
+            v = self._count("vertical", (flow.saddr, flow.daddr, proto), flow.dport, failed, flow)
             return [*h, *v] if h or v else NO_EVIDENCE
-        if _ECHO_REQUEST.get(flow.proto) == flow.sport:
-            return self._count("icmp-sweep", (flow.saddr, "", flow.proto), flow.daddr, unanswered(flow), flow)
+        if _ECHO_REQUEST.get(proto) == flow.sport:
+            return self._count("icmp-sweep", (flow.saddr, "", proto), flow.daddr, unanswered(flow), flow)
         return NO_EVIDENCE
 
-    def _count(self, kind: str, key: tuple[str, str, str], target: str, failed: bool,
+    def _count(self, kind: str, key: tuple[str, str | int, str], target: str | int, failed: bool,
                flow: Flow) -> Sequence[Evidence]:
         seen = self.seen[kind]
-        targets = seen.get(key)
-        if targets is None:
+        t = seen.get(key)
+        if t is None:
             if len(seen) >= _MAX_KEYS:
                 return NO_EVIDENCE
-            targets = seen[key] = {}
-            self.tally[kind][key] = _Targets(flow.start)
-        t = self.tally[kind][key]
-        t.last = max(t.last, flow.start)
+            t = seen[key] = _Targets(flow.start)
+        elif flow.start > t.last:
+            t.last = flow.start
+        targets = t.targets
         before = targets.get(target)
         if before is None:
             if len(targets) >= _MAX_TARGETS:
@@ -137,15 +134,20 @@ class PortScan(Detector):
                 t.failed += 1
             else:
                 t.answered += 1
+                # a TCP/UDP count (failed targets) that did not grow cannot make new evidence:
+                if kind != "icmp-sweep":  # _judge would find nothing it has not judged already
+                    return NO_EVIDENCE
         elif not before and not failed:  # answered now: no longer a failed target
             targets[target] = True
             t.failed -= 1
             t.answered += 1
+            if kind != "icmp-sweep":  # the count fell: nothing new (as above)
+                return NO_EVIDENCE
         else:
             return NO_EVIDENCE
         return self._judge(kind, key, t, flow)
 
-    def _judge(self, kind: str, key: tuple[str, str, str], t: _Targets, flow: Flow) -> Sequence[Evidence]:
+    def _judge(self, kind: str, key: tuple[str, str | int, str], t: _Targets, flow: Flow) -> Sequence[Evidence]:
         threshold = self.thresholds[kind]
         total = t.failed + t.answered
         n = total if kind == "icmp-sweep" else t.failed
@@ -160,6 +162,7 @@ class PortScan(Detector):
         src, what, proto = key
         span = f"{t.last - t.first:.0f}s"
         if kind == "horizontal":
+            what = f"{what}/{proto}"
             desc = (f"horizontal port scan to port {what} from {src} to {n} unanswered hosts in {span} "
                     f"({t.answered} answered)")
             dst, port, ekey = flow.daddr, flow.dport, f"hscan:{src}:{what}"
