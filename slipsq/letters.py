@@ -24,11 +24,11 @@ This module computes letters; it never decides anything and never does I/O.
 
 from __future__ import annotations
 
-from math import isfinite
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator
+from math import isfinite
 
 from slipsq.flow import Flow
 
