@@ -169,7 +169,7 @@ class PortScan(Detector):
         elif kind == "vertical":
             desc = (f"vertical port scan to {what} from {src}: {n} unanswered {proto} ports in {span} "
                     f"({t.answered} answered)")
-            dst, port, ekey = what, 0, f"vscan:{src}:{what}/{proto}"
+            dst, port, ekey = str(what), 0, f"vscan:{src}:{what}/{proto}"
         else:
             desc = f"ICMP echo sweep from {src} to {n} hosts in {span} ({t.answered} answered)"
             dst, port, ekey = flow.daddr, 0, f"icmpsweep:{src}/{proto}"
