@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import tracemalloc
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from slipsq.config import CORE_OPTIONS, Config
 from slipsq.flow import Flow
+from slipsq.flowtable import APP_KINDS
 from slipsq.flowtable import FlowTable as PyTable
 from tests.helpers import (
     ACK,
@@ -21,11 +23,13 @@ from tests.helpers import (
     SYN,
     arp,
     dns_query,
+    dns_response,
     eth,
     icmp,
     ip,
     sll,
     tcp,
+    tls_client_hello,
     udp,
     vlan,
 )
@@ -258,8 +262,13 @@ def test_counters(make: Make) -> None:
     assert s["bytes"] == 31 + 44  # the flow's packets only; the later fragment is in no flow
 
 
-def test_app_packets(make: Make) -> None:
+@pytest.mark.parametrize("kinds", [None, APP_KINDS], ids=["default", "all-kinds"])
+def test_app_packets(make: Make, kinds: Any) -> None:
+    """Every kind asked for (and a table nobody configured) hands up what the table always did: every
+    DNS-port packet, every first payload each way, every ARP frame."""
     t = make()
+    if kinds is not None:
+        t.set_app_kinds(kinds)
     q = udp(A, 5353, B, 5353, dns_query("x.local"))
     data = tcp(A, 40000, B, 80, PSH | ACK, b"GET / HTTP/1.0\r\n\r\n")
     feed(t, [*handshake(t0=0.0), (1.0, data), (1.1, tcp(A, 40000, B, 80, PSH | ACK, b"more")),
@@ -345,18 +354,32 @@ HOSTS = [A, B, C]
 HOSTS6 = [A6, B6]
 
 
+DNS_MSGS = [dns_query("a.example"), dns_response("a.example", ["192.0.2.1"]),
+            dns_response("nx.example", [], rcode=3)]
+# first payloads of every class the tables tell apart, near misses, and DNS over TCP
+PAYLOADS = [b"", b"data", b"SSH-2.0-x\r\n", b"SSH", b"220 ftp ready", b"\xff\xfb\x01", b"RFB 003.008\n",
+            b"\x03\x00\x00\x13\x0e\xe0\x00", b"\x03\x00\x00\x0b\x06\xd0", b"\x00\x00\x00\x54\xfeSMB@",
+            b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK", b"221 bye", b"SSH2", b"RFB", b"GET", b"\x16\x03",
+            tls_client_hello("x.example"), b"\x16\x03\x03\x00\x40\x02",
+            *(struct.pack("!H", len(m)) + m for m in DNS_MSGS)]
+
+
 @st.composite
-def packet(draw: st.DrawFn) -> tuple[float, bytes]:
-    kind = draw(st.sampled_from(["tcp", "udp", "icmp", "tcp6", "other", "frag", "junk"]))
+def packet(draw: st.DrawFn) -> tuple[float, bytes, int]:
+    kind = draw(st.sampled_from(["tcp", "udp", "icmp", "tcp6", "other", "frag", "junk", "arp"]))
     dt = draw(st.sampled_from([0.0, 0.001, 0.5, 1.0, 3.0, 40.0]))
     hosts = HOSTS6 if kind == "tcp6" else HOSTS
     s, d = draw(st.sampled_from(hosts)), draw(st.sampled_from(hosts))
-    sp, dp = draw(st.sampled_from([53, 80, 1000, 1001])), draw(st.sampled_from([53, 80, 1000]))
+    sp, dp = draw(st.sampled_from([53, 80, 1000, 1001])), draw(st.sampled_from([53, 80, 1000, 5353]))
+    if kind == "arp":
+        return dt, arp(draw(st.sampled_from([1, 2]))), 1
     if kind in ("tcp", "tcp6"):
         flags = draw(st.sampled_from([SYN, SYN | ACK, ACK, PSH | ACK, FIN | ACK, RST, RST | ACK, FIN]))
-        buf = tcp(s, sp, d, dp, flags, draw(st.sampled_from([b"", b"data"])))
+        buf = tcp(s, sp, d, dp, flags, draw(st.sampled_from(PAYLOADS)))
+        if draw(st.booleans()):  # cut by the capture's snap length, anywhere
+            buf = buf[:draw(st.integers(20, len(buf)))]
     elif kind == "udp":
-        buf = udp(s, sp, d, dp, draw(st.sampled_from([b"", b"x" * 30])))
+        buf = udp(s, sp, d, dp, draw(st.sampled_from([b"", b"x" * 30, *DNS_MSGS])))
     elif kind == "icmp":
         buf = icmp(s, d, draw(st.sampled_from([0, 8, 3, 11, 13])), ident=draw(st.sampled_from([1, 2])))
     elif kind == "other":
@@ -365,7 +388,7 @@ def packet(draw: st.DrawFn) -> tuple[float, bytes]:
         buf = ip(s, d, 17, b"\0" * 16, frag_offset=draw(st.sampled_from([0, 5])), mf=True)
     else:
         buf = draw(st.binary(max_size=60))
-    return dt, buf
+    return dt, buf, 101
 
 
 def run_table(table: Table, steps: list[tuple[str, Any]]) -> tuple[list[Any], dict[str, int]]:
@@ -373,11 +396,13 @@ def run_table(table: Table, steps: list[tuple[str, Any]]) -> tuple[list[Any], di
     ts = 1000.0
     for op, arg in steps:
         if op == "pkt":
-            dt, buf = arg
+            dt, buf, linktype = arg
             ts += dt
-            out.append(("v", table.feed(buf, ts, 101)))
+            out.append(("v", table.feed(buf, ts, linktype)))
         elif op == "expire":
             out.append(("x", table.expire(ts + arg)))
+        elif op == "kinds":
+            table.set_app_kinds(arg)
         elif op == "block":
             table.block(arg)
         else:
@@ -393,19 +418,75 @@ steps_strategy = st.lists(st.one_of(
     st.tuples(st.just("pkt"), packet()),
     st.tuples(st.just("expire"), st.sampled_from([0.0, 2.0, 31.0, 61.0, 400.0])),
     st.tuples(st.sampled_from(["block", "unblock"]), st.sampled_from(HOSTS)),
+    st.tuples(st.just("kinds"), st.frozensets(st.sampled_from(sorted(APP_KINDS)))),
 ), max_size=80)
 
 
 @pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps_strategy, st.sampled_from([3, 5, 1000]), st.sampled_from([0.0, 2.0]),
-       st.sampled_from([10.0, 300.0]))
+       st.sampled_from([10.0, 300.0]), st.frozensets(st.sampled_from(sorted(APP_KINDS))))
 def test_both_tables_emit_the_same_flows(steps: list[tuple[str, Any]], max_flows: int, linger: float,
-                                         active: float) -> None:
+                                         active: float, kinds: frozenset[str]) -> None:
+    """Same flows, verdicts, app packets and counters, whatever app kinds are asked for (at the start
+    and between packets)."""
     opts = {"max_flows": max_flows, "tcp_closed_linger": linger, "active_timeout": active}
+    steps = [("kinds", kinds), *steps]
     py = run_table(PyTable(config(**opts)), steps)
     c = run_table(CTable(config(**opts)), steps)
     assert c == py
+
+
+@st.composite
+def app_packet(draw: st.DrawFn) -> tuple[float, bytes, int]:
+    """Packets that reach the hand-up rules: payloads of every class on few flows, DNS, ARP."""
+    kind = draw(st.sampled_from(["tcp", "tcp", "tcp6", "udp", "arp"]))
+    hosts = HOSTS6 if kind == "tcp6" else HOSTS[:2]
+    s, d = draw(st.permutations(hosts))[:2]
+    # many client ports: most payloads are a first payload
+    sp = draw(st.sampled_from([53, 22]) | st.integers(1000, 1015))
+    dp = draw(st.sampled_from([53, 5353, 443, 1000]))
+    if kind == "arp":
+        return 0.01, arp(), 1
+    if kind == "udp":
+        return 0.01, udp(s, sp, d, dp, draw(st.sampled_from([b"", b"x" * 30, *DNS_MSGS]))), 101
+    buf = tcp(s, sp, d, dp, draw(st.sampled_from([ACK, PSH | ACK, SYN])), draw(st.sampled_from(PAYLOADS)))
+    if draw(st.booleans()):
+        buf = buf[:draw(st.integers(20, len(buf)))]
+    return 0.01, buf, 101
+
+
+@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(app_packet(), min_size=5, max_size=40),
+       st.sampled_from([frozenset({k}) for k in APP_KINDS])
+       | st.frozensets(st.sampled_from(sorted(APP_KINDS))))
+def test_both_tables_hand_up_the_same_app_packets(packets: list[tuple[float, bytes, int]],
+                                                  kinds: frozenset[str]) -> None:
+    steps = [("kinds", kinds), *(("pkt", p) for p in packets)]
+    py = run_table(PyTable(config()), steps)
+    assert run_table(CTable(config()), steps) == py
+
+
+@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(PAYLOADS)
+       | st.sampled_from(PAYLOADS).flatmap(lambda p: st.integers(0, len(p)).map(lambda n: p[:n]))
+       | st.binary(min_size=1, max_size=12), st.booleans())
+def test_both_tables_classify_first_payloads_alike(payload: bytes, cut: bool) -> None:
+    """Each class's first bytes, their prefixes and random bytes, under each kind alone, as a first
+    payload and as TCP DNS."""
+    for port in (53, 443):
+        buf = tcp(A, 40000, B, port, PSH | ACK, payload)
+        if cut:  # the capture holds less than the IP length says
+            buf = buf[:40 + len(payload) // 2]
+        for kind in APP_KINDS:
+            got = []
+            for t in (PyTable(config()), CTable(config())):
+                t.set_app_kinds([kind])
+                t.feed(buf, 1.0, 101)
+                got.append(t.pop_app())
+            assert got[0] == got[1], (kind, port)
 
 
 def test_both_tables_on_shared_captures(shared_data: Any) -> None:
