@@ -59,6 +59,7 @@ from slipsq.flow import Flow
 # ports whose periodic chatter is infrastructure: NTP, mDNS, LLMNR, SSDP, NetBIOS name/datagram
 _IGNORED_UDP_PORTS = frozenset({123, 5353, 5355, 1900, 137, 138})
 _DNS_PORTS = frozenset({53, 853, 5353})
+_MAX_SERVERS = 65536  # servers whose allow-list answer is remembered (bounded memory)
 
 DEFAULT_ALLOW_DOMAINS = [
     "connectivitycheck.gstatic.com", "connectivitycheck.android.com", "clients3.google.com",
@@ -152,23 +153,33 @@ class Beacon(Detector):
         self.window: float = self.cfg["judge.window"]
         self.own = {str(a) for a in ctx.allow.own}  # the gateway itself may be the resolver
         self.tuples: dict[tuple[str, str, int, str], _Tuple] = {}
+        self._never: dict[str, bool] = {}  # server -> never a beacon (allow list, broadcast)
         self._next_prune = 0.0
 
     # --- which traffic is never a beacon --------------------------------------------------------
     def _ignored(self, f: Flow) -> bool:
         if f.proto == "udp" and (f.dport in _IGNORED_UDP_PORTS or f.sport == 123):
             return True
-        if f.dport in _DNS_PORTS and (is_local(f.daddr) or f.daddr in self.own):
+        dst = f.daddr
+        dst_local = is_local(dst)
+        if dst_local and (f.dport in _DNS_PORTS or not is_local(f.saddr)):
+            # DNS to a local resolver; or inbound: an Internet client calling a local server
+            # regularly is a scanner, a brute forcer or a monitoring service, never our hosts' C&C
+            # (blocking the server would be wrong)
             return True
-        if is_local(f.daddr) and not is_local(f.saddr):
-            # inbound: an Internet client calling a local server regularly is a scanner, a brute
-            # forcer or a monitoring service, never our hosts' C&C (blocking the server would be wrong)
+        if f.dport in _DNS_PORTS and dst in self.own:
             return True
-        if self.ctx.allow.why_protected(f.daddr) is not None:  # allow list, multicast, own, broadcast
-            return True
-        # a subnet broadcast the allow list cannot know (allowed domain names are checked only when a
-        # tuple is about to be reported: DNS names per flow would cost more than the scoring)
-        return f.daddr.endswith(".255")
+        # what depends on the server alone is asked once per server (the answers never change)
+        never = self._never.get(dst)
+        if never is None:
+            # allow list, multicast, own, broadcast; or a subnet broadcast the allow list cannot know
+            # (allowed domain names are checked only when a tuple is about to be reported: DNS names
+            # per flow would cost more than the scoring)
+            never = self.ctx.allow.why_protected(dst) is not None or dst.endswith(".255")
+            if len(self._never) >= _MAX_SERVERS:
+                self._never.clear()
+            self._never[dst] = never
+        return never
 
     def _allowed_name(self, ip: str) -> bool:
         names = self.ctx.dns_names.get(ip)
@@ -185,21 +196,28 @@ class Beacon(Detector):
         if flow.is_report or flow.proto not in ("tcp", "udp") or self._ignored(flow):
             return NO_EVIDENCE
         key = (flow.saddr, flow.daddr, flow.dport, flow.proto)
-        t = self.tuples.pop(key, None)  # pop + reinsert keeps dict order = least recently used first
+        tuples = self.tuples
+        t = tuples.pop(key, None)  # pop + reinsert keeps dict order = least recently used first
         if t is None:
             t = _Tuple()
-            if len(self.tuples) >= self.max_tuples:
-                del self.tuples[next(iter(self.tuples))]
-        self.tuples[key] = t
-        # flows close out of start order (a long one closes late): insert by start time
-        i = bisect.bisect(t.starts, flow.start)
-        t.starts.insert(i, flow.start)
-        t.sizes.insert(i, flow.bytes)
-        if len(t.starts) > self.history:
-            del t.starts[0], t.sizes[0]
+            if len(tuples) >= self.max_tuples:
+                del tuples[next(iter(tuples))]
+        tuples[key] = t
+        start = flow.start
+        starts = t.starts
+        if not starts or start >= starts[-1]:  # the common case: it starts after the others
+            starts.append(start)
+            t.sizes.append(flow.bytes)
+        else:  # flows close out of start order (a long one closes late): insert by start time
+            i = bisect.bisect(starts, start)
+            starts.insert(i, start)
+            t.sizes.insert(i, flow.bytes)
+        if len(starts) > self.history:
+            del starts[0], t.sizes[0]
         t.total += 1
-        t.last = max(t.last, flow.start)
-        if len(t.starts) < self.min_n:
+        if start > t.last:
+            t.last = start
+        if len(starts) < self.min_n:
             return NO_EVIDENCE
         return self._score(key, t, flow)
 
