@@ -286,3 +286,22 @@ def test_json_random_records_never_crash(records: list[dict[str, object]], kind:
     except InputError:
         return
     assert len(items) >= 1 and source.counts["rows"] == len(records) + 1
+
+
+@pytest.mark.parametrize("header, sep", [("#separator \\x09", "\t"), ("#separator ,", ","), ("#separator", "\t"),
+                                         ("#separator \\x2c", ",")])
+def test_separator_header_forms(tmp_path: Path, header: str, sep: str) -> None:
+    f = tmp_path / "conn.log"
+    fields = ["ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto"]
+    f.write_text(f"{header}\n#path{sep}conn\n#fields{sep}" + sep.join(fields) + "\n"
+                 + sep.join(["1700000000.5", "10.0.0.1", "5000", "10.0.0.2", "80", "tcp"]) + "\n")
+    [flow] = [x for x in open_flow_source(str(f)) if isinstance(x, Flow)]
+    assert (flow.saddr, flow.daddr, flow.dport) == ("10.0.0.1", "10.0.0.2", 80)
+
+
+@pytest.mark.parametrize("header", ["#separator \\8", "#separator abc", "#separator \\x0a"])
+def test_bad_separator_is_one_clear_error(tmp_path: Path, header: str) -> None:
+    f = tmp_path / "conn.log"
+    f.write_text(f"{header}\n#fields\tts\n1\n")
+    with pytest.raises(InputError, match=r"conn\.log:1: bad #separator"):
+        list(open_flow_source(str(f)))

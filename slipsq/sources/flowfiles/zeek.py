@@ -21,6 +21,7 @@ TSV: `#separator` is honoured (`\\x09` escapes), `#set_separator`, `#unset_field
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +69,9 @@ def _number(v: Any, what: str) -> float:
 def _proto(proto: str, saddr: str) -> str:
     proto = proto.lower()
     return "ipv6-icmp" if proto == "icmp" and ":" in saddr else proto
+
+
+_HEX_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
 
 
 class ZeekSource(FlowSource):
@@ -228,11 +232,12 @@ class ZeekSource(FlowSource):
             raise InputError(f"{self.name}: no #fields header: not a Zeek TSV log")
 
     def _separator(self, line: str, lineno: int) -> str:
+        # Zeek writes the separator as \xHH (a tab: "#separator \x09"); a literal character is accepted too
         value = line[len("#separator"):].strip(" ") or "\\x09"
-        try:
-            sep = value.encode("ascii", "replace").decode("unicode_escape")
-        except UnicodeDecodeError:
-            sep = ""
+        if _HEX_ESCAPES.fullmatch(value):
+            sep = bytes.fromhex(value.replace("\\x", "")).decode("latin-1")
+        else:
+            sep = value if len(value) == 1 else ""
         if not sep or sep in "\r\n":
             raise InputError(f"{self.name}:{lineno}: bad #separator {value[:20]!r}")
         return sep
