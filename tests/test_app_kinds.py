@@ -172,10 +172,11 @@ def engine(table_cls: Any, detectors: Sequence[type[Detector]]) -> Engine:
 
 
 def test_the_engine_asks_for_what_its_detectors_declare(table_cls: Any) -> None:
-    assert BruteForce.app_kinds == {"banner"} and ArpScan.app_kinds == {"arp"}
+    assert BruteForce.app_kinds == {"banner", "http"} and ArpScan.app_kinds == {"arp"}
     assert engine(table_cls, []).table.app_kinds == {"dns"}
-    assert engine(table_cls, [BruteForce, ArpScan]).table.app_kinds == {"dns", "banner", "arp"}
-    assert engine(table_cls, DETECTORS).table.app_kinds == {"dns", "banner", "arp"}
+    assert engine(table_cls, [ArpScan]).table.app_kinds == {"dns", "arp"}
+    assert engine(table_cls, [BruteForce, ArpScan]).table.app_kinds == {"dns", "banner", "http", "arp"}
+    assert engine(table_cls, DETECTORS).table.app_kinds == {"dns", "banner", "http", "arp"}
     e = engine(table_cls, [WantsTls])
     assert e.table.app_kinds == {"dns", "tls"}
     e.reconfigure(load(None), (), e.allow)
@@ -197,4 +198,20 @@ def test_a_detector_gets_the_events_it_declares_and_no_more(table_cls: Any) -> N
     # the ClientHello gives its banner and its tls event; the SSH banner and the DNS query never come up
     assert got == [("banner", "tls"), ("dns", "example.com"), ("tls", "c2.example.net")]
     assert e.ctx.dns_names["192.0.2.7"] == {"example.com"}
+    assert e.table.stats()["app_packets"] == 2
+
+
+def test_bruteforce_learns_services_through_the_table(table_cls: Any) -> None:
+    """Through the real table: an SSH banner names a moved SSH server, an HTTP request on port 22
+    says it is no login service, a TLS ClientHello never comes up (port 3389 stays RDP by its port)."""
+    e = engine(table_cls, [BruteForce])
+    pkts = [*first_payload(SSH_SERVER, sport=40000, dport=2222),
+            *first_payload(b"GET / HTTP/1.1\r\n", 40001, 22),
+            *first_payload(tls_client_hello("rdp.example"), 40002, 3389)]
+    for i, buf in enumerate(pkts):
+        e.packet(buf, 1000.0 + i * 0.01, 101)
+    e.advance(1001.0)
+    [bf] = e.detectors
+    assert isinstance(bf, BruteForce)
+    assert (bf.service(B, 2222), bf.service(B, 22), bf.service(B, 3389)) == ("ssh", None, "rdp")
     assert e.table.stats()["app_packets"] == 2

@@ -61,7 +61,9 @@ class _Count:
 class BruteForce(Detector):
     name = "bruteforce"
     evidence_kinds = ("login-bruteforce",)
-    app_kinds = frozenset({"banner"})  # the first bytes of connections name moved login services
+    # login banners name moved login services; HTTP requests on a login port say it is not one (a
+    # few per cent of first payloads; TLS, most of them, is not asked for)
+    app_kinds = frozenset({"banner", "http"})
     options = (
         Option("bruteforce.min_attempts", 20, "short connections from one source to one login service in "
                "one judge window that make a brute force", positive, "> 0"),
