@@ -266,17 +266,16 @@ class Chain:
                     break
             return lp
         last = n - 2  # the transitions of T[:n] are those at k <= n-2
-        src, pos = self._src, self._pos
+        src, pos, log, penalty = self._src, self._pos, math.log, LOG_PENALTY  # locals: the hot loop
         sa = src.get(first)
         ca = bisect_right(sa, last) if sa is not None else 0
-        lp = math.log(ca / (n - 1)) if ca else 0.0
+        lp = log(ca / (n - 1)) if ca else 0.0
         for ab, c in pairs.items():
             pa = pos.get(ab)
-            cab = bisect_right(pa, last) if pa is not None else 0
-            if cab:
-                lp += c * math.log(cab / bisect_right(src[ab[0]], last))
+            if pa is not None and (cab := bisect_right(pa, last)):
+                lp += c * log(cab / bisect_right(src[ab[0]], last))
             else:
-                lp += c * LOG_PENALTY
+                lp += c * penalty
             if lp < floor:
                 break
         return lp
@@ -295,7 +294,10 @@ class Chain:
             return None
         lp_t = self.logpt[min(n, self.length)]
         floor = self.threshold * lp_t * (1 + 1e-9)  # below this, distance > threshold whatever follows
-        d = distance_of(lp_t, self.log_prob(n, first, pairs, floor))
+        lp_s = self.log_prob(n, first, pairs, floor)
+        if lp_s < floor:  # stopped early (most models): distance_of would give lp_s / lp_t > threshold
+            return None
+        d = distance_of(lp_t, lp_s)
         return d if 1.0 <= d <= self.threshold else None
 
 
