@@ -111,11 +111,11 @@ def _count(pairs: dict[str, int], text: str, delta: int) -> None:
 class TupleLetters:
     """One 4-tuple: its string (the last max_chars characters), transition counts, recent flows."""
 
-    __slots__ = ("alerted", "client", "cols", "dropped", "first_seen", "flows", "label", "last_seen",
-                 "pairs", "plens", "port", "proto", "server", "starts", "text")
+    __slots__ = ("alerted", "cols", "dropped", "first_seen", "flows", "key", "label", "last_seen", "pairs",
+                 "plens", "starts", "text")
 
-    def __init__(self, key: TupleKey) -> None:
-        self.client, self.server, self.port, self.proto = key
+    def __init__(self, key: TupleKey, first_seen: float = 0.0) -> None:
+        self.key = key  # (client, server, server port, proto)
         self.starts = array("d")  # the recent flows, in start order
         self.cols: list[int] = []  # lists, not arrays: cheaper to create for the many one-flow tuples
         self.plens: list[int] = []  # characters each recent flow put in the string
@@ -123,14 +123,28 @@ class TupleLetters:
         self.text = ""
         self.pairs: dict[str, int] = {}  # "ab" -> how often a is followed by b in text
         self.flows = 0
-        self.first_seen = self.last_seen = 0.0
+        self.first_seen = first_seen
+        self.last_seen = 0.0
         # set by the detector: the model label this tuple last matched, the last evidence emitted
         self.label = ""
         self.alerted: tuple[int, str, float] | None = None  # (judge window, label, confidence)
 
+    # the key's parts by name (read when reporting, not per flow)
     @property
-    def key(self) -> TupleKey:
-        return (self.client, self.server, self.port, self.proto)
+    def client(self) -> str:
+        return self.key[0]
+
+    @property
+    def server(self) -> str:
+        return self.key[1]
+
+    @property
+    def port(self) -> int:
+        return self.key[2]
+
+    @property
+    def proto(self) -> str:
+        return self.key[3]
 
     def _piece(self, i: int, variant: str) -> str:
         n = self.dropped + i  # the flow's index in the whole tuple
@@ -236,8 +250,7 @@ class LetterTable:
         tuples = self._tuples
         t = tuples.get(key)
         if t is None:
-            t = tuples[key] = TupleLetters(key)
-            t.first_seen = start
+            t = tuples[key] = TupleLetters(key, start)
             if len(tuples) > self.max_tuples:
                 tuples.popitem(last=False)
                 self.evicted += 1

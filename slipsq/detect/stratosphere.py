@@ -68,11 +68,14 @@ class StratosphereDetector(Detector):
         t = self.table.add(flow)
         if t is None:
             return NO_EVIDENCE
-        n = len(t.text)
-        chains = self.chains[t.proto]
-        if n < self.min_letters or not chains:
+        text = t.text
+        n = len(text)
+        if n < self.min_letters:  # most tuples: too short to match, nothing more to do
             return NO_EVIDENCE
-        first, pairs = t.text[0], t.pairs
+        chains = self.chains[flow.proto]  # the tuple's protocol
+        if not chains:
+            return NO_EVIDENCE
+        first, pairs = text[0], t.pairs
         for ch in chains:
             d = ch.matches(n, first, pairs)
             if d is not None:
