@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from statistics import median
 
 from slipsq.config import Option, fraction, positive
@@ -100,15 +99,17 @@ def size_score(sizes: list[int]) -> tuple[float, float]:
     return 1 - min(1.0, d / 0.5), d
 
 
-@dataclass(slots=True)
 class _Tuple:
-    starts: list[float] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    total: int = 0  # connections seen (the lists keep only the last `history`)
-    emitted_n: int = 0  # total when evidence was last emitted (0: never)
-    emitted_window: int = -1
-    emitted_threat: float = 0.0
-    last: float = 0.0
+    __slots__ = ("emitted_n", "emitted_threat", "emitted_window", "last", "sizes", "starts", "total")
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.sizes: list[int] = []
+        self.total = 0  # connections seen (the lists keep only the last `history`)
+        self.emitted_n = 0  # total when evidence was last emitted (0: never)
+        self.emitted_window = -1
+        self.emitted_threat = 0.0
+        self.last = 0.0
 
 
 class Beacon(Detector):
@@ -207,7 +208,7 @@ class Beacon(Detector):
         starts = t.starts
         if not starts or start >= starts[-1]:  # the common case: it starts after the others
             starts.append(start)
-            t.sizes.append(flow.bytes)
+            t.sizes.append(flow.sbytes + flow.dbytes)  # flow.bytes
         else:  # flows close out of start order (a long one closes late): insert by start time
             i = bisect.bisect(starts, start)
             starts.insert(i, start)
