@@ -124,6 +124,8 @@ def service(payload: bytes) -> str:
         return "smb"
     if payload[0] == 0xFF:
         return "telnet"  # IAC option negotiation
+    if payload.startswith(b"RFB "):
+        return "vnc"  # the server's ProtocolVersion, e.g. "RFB 003.008"
     if payload.startswith(HTTP_METHODS) or payload.startswith(b"HTTP/"):
         return "http"
     if len(payload) >= 3 and payload[0] == 0x16 and payload[1] == 3:

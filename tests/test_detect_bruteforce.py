@@ -103,3 +103,15 @@ def test_bruteforce_capture_end_to_end() -> None:
     assert rec.blocked_ips == ["198.51.100.77", "203.0.113.50"]
     assert {a.evidence.dst_port for a in rec.by("bruteforce")} == {22, 2222}
     assert {a.evidence.label for a in rec.by("bruteforce")} == {"ssh"}
+
+
+def test_vnc_is_recognised_by_its_protocol_version_banner() -> None:
+    from slipsq.appdecode import service
+
+    assert service(b"RFB 003.008\n") == "vnc"
+    port = 5999
+    banner = AppEvent(T0 - 1, "banner", SERVER, port, ATTACKER, 40000, "tcp",
+                      {"service": service(b"RFB 003.008\n"), "text": "RFB 003.008\n"})
+    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, port, 70), events=[banner])
+    assert rec.blocked_ips == [ATTACKER]
+    assert rec.by("bruteforce")[0].evidence.label == "vnc"

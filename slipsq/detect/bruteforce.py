@@ -40,9 +40,9 @@ from slipsq.flow import AppEvent, Flow
 
 DEFAULT_PORTS = {22: "ssh", 3389: "rdp", 21: "ftp", 23: "telnet", 445: "smb", 139: "smb", 3306: "mysql",
                  5432: "postgres", 1433: "mssql", 5900: "vnc", 5901: "vnc", 2323: "telnet"}
-LOGIN_SERVICES = frozenset({"ssh", "rdp", "ftp", "telnet", "smb"})
+LOGIN_SERVICES = frozenset({"ssh", "rdp", "ftp", "telnet", "smb", "vnc"})
 # who speaks first: for these the banner's sender is the server, for the others its receiver
-_SERVER_FIRST = frozenset({"ftp"})
+_SERVER_FIRST = frozenset({"ftp", "vnc"})
 _EITHER = frozenset({"ssh", "telnet"})  # both ends send: remember both ends (the client's is harmless)
 _MAX_BANNERS = 65_536
 _MAX_KEYS = 200_000
