@@ -76,13 +76,21 @@ def _bowley(xs: list[float], m: float) -> float:
     return 0.0 if q3 - q1 <= 0.2 * m else (q1 + q3 - 2 * m) / (q3 - q1)
 
 
+def _median_sorted(xs: list[float]) -> float:
+    """statistics.median of an already sorted list, without sorting it again (same arithmetic)."""
+    n = len(xs)
+    if n == 0:
+        return median(xs)  # its StatisticsError
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
 def timing_score(gaps: list[float]) -> tuple[float, float, float]:
     """(score 0..1, dispersion MAD/median, median gap) of the gaps between connection starts."""
     xs = sorted(gaps)
-    m = median(xs)
+    m = _median_sorted(xs)
     if m <= 0:
         return 0.0, float("inf"), m
-    d = median(abs(x - m) for x in xs) / m
+    d = _median_sorted(sorted([abs(x - m) for x in xs])) / m
     f = sum(1 for x in xs if 0.5 * m <= x <= 1.6 * m) / len(xs)
     s = _bowley(xs, m)
     score = (0.4 * (1 - min(1.0, max(0.0, d - 0.1) / 0.4)) + 0.4 * max(0.0, (f - 0.5) / 0.5)
