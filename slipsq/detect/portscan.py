@@ -54,8 +54,8 @@ def unanswered(f: Flow) -> bool:
     if st in _ANSWERED_STATES:
         return False
     if "_" in st:
-        dst = st.split("_", 1)[1]
-        return not any(c in dst for c in "SPF")
+        dst = st.partition("_")[2]
+        return not ("S" in dst or "P" in dst or "F" in dst)
     return f.dpkts == 0
 
 
