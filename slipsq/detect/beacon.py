@@ -46,6 +46,7 @@ reports the latter.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from statistics import median
 
@@ -164,6 +165,8 @@ class Beacon(Detector):
         self.tuples: dict[tuple[str, str, int, str], _Tuple] = {}
         self._never: dict[str, bool] = {}  # server -> never a beacon (allow list, broadcast)
         self._next_prune = 0.0
+        # at most the smallest t.last of all tuples (last only grows; removing tuples only raises it)
+        self._oldest_last = math.inf
 
     # --- which traffic is never a beacon --------------------------------------------------------
     def _ignored(self, f: Flow) -> bool:
@@ -226,6 +229,8 @@ class Beacon(Detector):
         t.total += 1
         if start > t.last:
             t.last = start
+        if t.last < self._oldest_last:  # a new tuple may start before every other one
+            self._oldest_last = t.last
         if len(starts) < self.min_n:
             return NO_EVIDENCE
         return self._score(key, t, flow)
@@ -268,6 +273,8 @@ class Beacon(Detector):
         if now >= self._next_prune:  # forget tuples silent for longer than two slow-beacon periods
             self._next_prune = now + 60.0
             horizon = now - 2 * self.max_iv
-            for k in [k for k, t in self.tuples.items() if t.last < horizon]:
-                del self.tuples[k]
+            if horizon > self._oldest_last:  # else no tuple is that silent: no need to look at them all
+                for k in [k for k, t in self.tuples.items() if t.last < horizon]:
+                    del self.tuples[k]
+                self._oldest_last = min((t.last for t in self.tuples.values()), default=math.inf)
         return NO_EVIDENCE
