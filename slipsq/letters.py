@@ -114,16 +114,17 @@ class TupleLetters:
     __slots__ = ("alerted", "cols", "dropped", "first_seen", "flows", "key", "label", "last_seen", "pairs",
                  "plens", "starts", "text")
 
-    def __init__(self, key: TupleKey, first_seen: float = 0.0) -> None:
+    def __init__(self, key: TupleKey, start: float, col: int) -> None:
+        """The tuple of its first flow (what add() would make of it: one letter from the digit row)."""
         self.key = key  # (client, server, server port, proto)
-        self.starts = array("d")  # the recent flows, in start order
-        self.cols: list[int] = []  # lists, not arrays: cheaper to create for the many one-flow tuples
-        self.plens: list[int] = []  # characters each recent flow put in the string
+        self.starts = array("d", (start,))  # the recent flows, in start order
+        self.cols = [col]  # lists, not arrays: cheaper to create for the many one-flow tuples
+        self.plens = [1]  # characters each recent flow put in the string
         self.dropped = 0  # flows let go from the front of the recent window
-        self.text = ""
+        self.text = ROW_NO_DATA[col]
         self.pairs: dict[str, int] = {}  # "ab" -> how often a is followed by b in text
-        self.flows = 0
-        self.first_seen = first_seen
+        self.flows = 1
+        self.first_seen = start
         self.last_seen = 0.0
         # set by the detector: the model label this tuple last matched, the last evidence emitted
         self.label = ""
@@ -246,21 +247,21 @@ class LetterTable:
         start = flow.start
         if flow.proto not in LETTER_PROTOS or flow.is_report or not isfinite(start):
             return None
+        end = flow.end
+        col = column(flow.sbytes + flow.dbytes, end - start if end > start else 0.0)  # bytes, dur
         key = (flow.saddr, flow.daddr, flow.dport, flow.proto)
         tuples = self._tuples
         t = tuples.get(key)
-        if t is None:
-            t = tuples[key] = TupleLetters(key, start)
+        if t is None:  # most tuples have one flow: made with it, no add()
+            t = tuples[key] = TupleLetters(key, start, col)
             if len(tuples) > self.max_tuples:
                 tuples.popitem(last=False)
                 self.evicted += 1
         else:
             tuples.move_to_end(key)
-        end = flow.end
-        col = column(flow.sbytes + flow.dbytes, end - start if end > start else 0.0)  # bytes, dur
-        if not t.add(start, col, self.variant, self.max_chars):
-            self.too_late += 1
-            return None
+            if not t.add(start, col, self.variant, self.max_chars):
+                self.too_late += 1
+                return None
         if end > t.last_seen:
             t.last_seen = end
         return t
