@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from slipsq.errors import ConfigError
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -53,7 +54,7 @@ class AllowList:
             return "a link-local address"
         if a.is_multicast:
             return "a multicast address"
-        if a.is_unspecified or a == ipaddress.IPv4Address("255.255.255.255"):
+        if a.is_unspecified or a == _BROADCAST:
             return "not a host address"
         if a in self.own:
             return "one of this gateway's own addresses"
