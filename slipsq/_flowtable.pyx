@@ -396,6 +396,18 @@ cdef inline FlowEntry* ent(FlowEntry** chunks, uint32_t i) noexcept nogil:
     return &chunks[i >> CHUNK_BITS][i & (CHUNK - 1)]
 
 
+cdef inline void unlink_class(FlowEntry** chunks, uint32_t* heads, uint32_t* tails, FlowEntry* e) noexcept nogil:
+    """Take `e` out of the list of its timeout class (e.cls is not FREE)."""
+    if e.lprev != NIL:
+        ent(chunks, e.lprev).lnext = e.lnext
+    else:
+        heads[e.cls] = e.lnext
+    if e.lnext != NIL:
+        ent(chunks, e.lnext).lprev = e.lprev
+    else:
+        tails[e.cls] = e.lprev
+
+
 # --- the flow table ---------------------------------------------------------------------------------
 
 cdef class FlowTable:
@@ -575,14 +587,7 @@ cdef class FlowTable:
         else:
             cls = 3 if e.proto == 17 else (4 if icmp else 5)
         if e.cls != FREE:  # move to the young end of its (maybe new) class list
-            if e.lprev != NIL:
-                ent(self.chunks, e.lprev).lnext = e.lnext
-            else:
-                self.heads[e.cls] = e.lnext
-            if e.lnext != NIL:
-                ent(self.chunks, e.lnext).lprev = e.lprev
-            else:
-                self.tails[e.cls] = e.lprev
+            unlink_class(self.chunks, &self.heads[0], &self.tails[0], e)
         e.cls = cls
         e.lnext = NIL
         e.lprev = self.tails[cls]
@@ -658,14 +663,7 @@ cdef class FlowTable:
             link = &ent(self.chunks, link[0]).hnext
         link[0] = e.hnext
         if e.cls != FREE:
-            if e.lprev != NIL:
-                ent(self.chunks, e.lprev).lnext = e.lnext
-            else:
-                self.heads[e.cls] = e.lnext
-            if e.lnext != NIL:
-                ent(self.chunks, e.lnext).lprev = e.lprev
-            else:
-                self.tails[e.cls] = e.lprev
+            unlink_class(self.chunks, &self.heads[0], &self.tails[0], e)
         if e.aprev != NIL:
             ent(self.chunks, e.aprev).anext = e.anext
         else:
