@@ -52,6 +52,8 @@ class Engine:
                  sinks: Sequence[Sink] = (), detectors: Sequence[type[Detector]] | None = None,
                  table: Any = None, enrichers: Sequence[Callable[[str], dict[str, Any]]] = ()) -> None:
         self.sinks = list(sinks)
+        # per closed flow, only the sinks that write flows (most ignore them)
+        self._flow_sinks = [s.flow for s in self.sinks if type(s).flow is not Sink.flow]
         self.table = table if table is not None else make_table(config)
         self.counters = Counters()
         self.now = 0.0
@@ -173,8 +175,8 @@ class Engine:
             self.counters.reports += 1
         else:
             self.counters.flows += 1
-            for s in self.sinks:
-                s.flow(flow)
+            for write in self._flow_sinks:
+                write(flow)
         for fn in self._on_flow:
             for ev in fn(flow):
                 self._evidence(ev)

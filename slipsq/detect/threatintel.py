@@ -184,6 +184,7 @@ class ThreatIntel(Detector):
         self.folder: str = self.opt("folder")
         self.window: float = self.cfg["judge.window"]
         self.intel = IntelSet()
+        self.empty = True  # no lists loaded: every flow returns at once (len() of the sets is not free)
         self.stats = IntelStats()
         self._cache: dict[str, str | None] = {}
         self._index = -1
@@ -198,6 +199,7 @@ class ThreatIntel(Detector):
         """Read the folder again; on error the lists in use stay as they were (and the error is raised)."""
         intel, stats = load_lists(self.folder)
         self.intel, self.stats, self._cache = intel, stats, {}
+        self.empty = len(intel) == 0
         log.info("threat intelligence: %s", stats.summary())
         if stats.bad_lines:
             log.warning("threat intelligence: %d bad lines skipped (first: %s)", stats.bad_lines,
@@ -215,7 +217,7 @@ class ThreatIntel(Detector):
         return found
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
-        if not len(self.intel):
+        if self.empty:
             return NO_EVIDENCE
         out: list[Evidence] | None = None
         for ip in (flow.saddr, flow.daddr):
