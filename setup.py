@@ -1,6 +1,7 @@
 """Build slipsq's compiled core.
 
 `slipsq._flowtable` is the per-packet hot path (capture reading, fixed-header parsing, flow table).
+`slipsq._letters` is the Stratosphere detector's per-flow path (letters, Markov matching).
 `slipsq._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers and NetfilterQueue's
 `.pxd`, so it is only built where both are present (a replay-only machine still builds).
 """
@@ -15,7 +16,11 @@ CFLAGS = ["-O3", "-Wno-unused-function", "-Wno-unreachable-code"]
 
 
 def extensions() -> list[Extension]:
-    exts = [Extension("slipsq._flowtable", ["slipsq/_flowtable.pyx"], extra_compile_args=CFLAGS)]
+    exts = [
+        Extension("slipsq._flowtable", ["slipsq/_flowtable.pyx"], extra_compile_args=CFLAGS),
+        # no FMA contraction: the compiled Markov sums must equal markov.py's to the last bit
+        Extension("slipsq._letters", ["slipsq/_letters.pyx"], extra_compile_args=[*CFLAGS, "-ffp-contract=off"]),
+    ]
     if os.path.exists("slipsq/_nfq.pyx") and os.path.exists("/usr/include/libnetfilter_queue/libnetfilter_queue.h"):
         try:
             import netfilterqueue  # noqa: F401  (its _impl.pxd is cimported)

@@ -130,6 +130,11 @@ class TupleLetters:
         self.label = ""
         self.alerted: tuple[int, str, float] | None = None  # (judge window, label, confidence)
 
+    @property
+    def length(self) -> int:
+        """The string's length (what the compiled twin keeps without making the string)."""
+        return len(self.text)
+
     # the key's parts by name (read when reporting, not per flow)
     @property
     def client(self) -> str:

@@ -13,12 +13,17 @@ repeated matches once per window. The evidence is emitted on the tuple's first m
 in a judge window, and again only when the confidence has grown by CONFIDENCE_STEP since (or
 reached 1), not on every flow.
 
+The letters and the matching run in the compiled twin `slipsq._letters` unless SLIPSQ_PURE_PYTHON=1
+or the extension is not built; then in the readable `slipsq.letters` / `slipsq.markov`. Both give the
+same strings and distances (tests/test_letters_compiled.py); the choice is made once per detector.
+
 It never blocks and never does I/O: models come in `ctx.models` (loaded by the caller).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from slipsq.config import Option, positive
@@ -29,6 +34,35 @@ from slipsq.letters import LetterTable, TupleLetters
 from slipsq.markov import Chain, Model
 
 CONFIDENCE_STEP = 0.1
+
+Matcher = Callable[[list[Any], Any], "tuple[Any, float] | None"]
+
+
+def first_match(chains: list[Chain], t: TupleLetters) -> tuple[Chain, float] | None:
+    """The first chain the tuple's string matches, with its distance (the readable twin of
+    `_letters.first_match`)."""
+    text = t.text
+    n, first, pairs = len(text), text[0], t.pairs
+    for ch in chains:
+        d = ch.matches(n, first, pairs)
+        if d is not None:
+            return ch, d
+    return None
+
+
+def implementation() -> tuple[type, type, Matcher, bool]:
+    """(LetterTable, Chain, first_match, compiled): the compiled ones unless SLIPSQ_PURE_PYTHON=1 or
+    the extension is not built."""
+    if os.environ.get("SLIPSQ_PURE_PYTHON") != "1":
+        try:
+            from slipsq._letters import Chain as CChain
+            from slipsq._letters import LetterTable as CTable
+            from slipsq._letters import first_match as c_first
+        except ImportError:
+            pass
+        else:
+            return CTable, CChain, c_first, True
+    return LetterTable, Chain, first_match, False
 
 
 class StratosphereDetector(Detector):
@@ -51,7 +85,8 @@ class StratosphereDetector(Detector):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         cfg = self.cfg
-        self.table = LetterTable(cfg["letters.variant"], self.opt("max_letters"), self.opt("tuple_idle"),
+        table_cls, chain_cls, self._first_match, self.compiled = implementation()
+        self.table: LetterTable = table_cls(cfg["letters.variant"], self.opt("max_letters"), self.opt("tuple_idle"),
                                  self.opt("max_tuples"))
         self.min_letters: int = cfg["markov.min_letters"]
         self.block_client = cfg["markov.block"] == "client"
@@ -60,7 +95,7 @@ class StratosphereDetector(Detector):
         self.chains: dict[str, list[Chain]] = {"tcp": [], "udp": []}
         for m in ctx.models:
             if isinstance(m, Model) and m.proto in self.chains:
-                self.chains[m.proto].append(Chain(m))
+                self.chains[m.proto].append(chain_cls(m))
         self.matches = 0  # malicious matches (flows whose tuple matched a malicious model)
         self.benign_matches = 0
 
@@ -68,18 +103,14 @@ class StratosphereDetector(Detector):
         t = self.table.add(flow)
         if t is None:
             return NO_EVIDENCE
-        text = t.text
-        n = len(text)
-        if n < self.min_letters:  # most tuples: too short to match, nothing more to do
+        if t.length < self.min_letters:  # most tuples: too short to match, nothing more to do
             return NO_EVIDENCE
         chains = self.chains[flow.proto]  # the tuple's protocol
         if not chains:
             return NO_EVIDENCE
-        first, pairs = text[0], t.pairs
-        for ch in chains:
-            d = ch.matches(n, first, pairs)
-            if d is not None:
-                return self._matched(t, ch.model, d, flow)
+        hit = self._first_match(chains, t)
+        if hit is not None:
+            return self._matched(t, hit[0].model, hit[1], flow)
         t.label = ""
         return NO_EVIDENCE
 

@@ -1,0 +1,19 @@
+"""Type stub of the compiled Stratosphere per-flow path (slipsq/_letters.pyx); its twins are
+slipsq/letters.py (LetterTable, TupleLetters) and slipsq/markov.py (Chain)."""
+
+from slipsq import letters as _twin_letters
+from slipsq import markov as _twin_markov
+from slipsq.flow import Flow
+
+# Declared as subtypes of the readable twins: the interface is the same, so code typed against the
+# twins (the detector picks either at run time) accepts the compiled classes too.
+class TupleLetters(_twin_letters.TupleLetters):
+    def __init__(self, key: _twin_letters.TupleKey, start: float, col: int) -> None: ...
+
+class LetterTable(_twin_letters.LetterTable):
+    def add(self, flow: Flow) -> TupleLetters | None: ...  # type: ignore[override]
+
+class Chain(_twin_markov.Chain):
+    def __init__(self, model: _twin_markov.Model) -> None: ...
+
+def first_match(chains: list[Chain], t: TupleLetters) -> tuple[Chain, float] | None: ...

@@ -1,0 +1,663 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The compiled per-flow path of the Stratosphere detector: behavioral letters and Markov matching.
+
+The rules are those of the readable twins `slipsq/letters.py` (LetterTable, TupleLetters) and
+`slipsq/markov.py` (Chain.matches); read their docstrings. Both sides must give the same strings, the
+same transition counts (in the same order: the log-probability of a string is summed in that order,
+so the distances are equal to the last bit) and the same matches; tests/test_letters_compiled.py
+checks it. Here a tuple's recent flows, its string and its transition counts live in C arrays, and a
+Chain reads its position lists and log-probabilities from C arrays indexed by character codes. A
+Chain is built from the twin's Chain (the numpy pass that computes log P(T cut at n) runs once per
+model, it is not the hot path), so both use the very same numbers.
+
+This module computes letters and distances; it never decides anything and never does I/O.
+"""
+
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from libc.math cimport INFINITY, isfinite, log
+from libc.stdint cimport int32_t, uint8_t, uint16_t
+from libc.string cimport memcpy, memmove
+
+from collections import OrderedDict
+
+from slipsq import markov as _markov
+from slipsq.letters import LATE_WINDOW as _LATE_WINDOW, MAX_ZEROS as _MAX_ZEROS, VARIANTS
+
+cdef enum:
+    NCODES = 128  # characters are 7-bit ASCII (the letters alphabet); a pair code is a << 7 | b
+    NPAIRS = 16384
+    PIECE_MAX = 1003  # MAX_ZEROS zeros + letter + symbol (+1 spare)
+
+cdef int LATE = _LATE_WINDOW
+cdef int MAXZ = _MAX_ZEROS
+cdef double LOG_PENALTY = _markov.LOG_PENALTY
+cdef double ABSENT = 1.0  # log-probabilities are <= 0: 1.0 marks "no such transition"
+cdef const char* ROW_NO_DATA = b"123456789"
+cdef const char* ROW_STRONG = b"abcdefghi"
+cdef const char* ROW_WEAK = b"ABCDEFGHI"
+cdef const char* ROW_WEAK_NOT = b"rstuvwxyz"
+cdef const char* ROW_STRONG_NOT = b"RSTUVWXYZ"
+
+
+cdef struct Pair:
+    uint16_t code
+    int32_t count
+
+
+cdef inline int column(long size, double dur) noexcept:
+    cdef int s = 0 if size <= 250 else 1 if size <= 1100 else 2
+    cdef int d = 0 if dur <= 0.1 else 1 if dur <= 10.0 else 2
+    return 3 * s + d
+
+
+cdef int c_piece(double t1, bint has_t1, double t2, bint has_t2, int col, bint symbol, char* out) noexcept:
+    """letters.piece into out; its length."""
+    cdef const char* r
+    cdef double lo, hi, td, h
+    cdef int k = 0, z, j
+    if not has_t2:
+        out[0] = ROW_NO_DATA[col]
+        return 1
+    if not has_t1:
+        r = ROW_NO_DATA
+    else:
+        if t1 <= t2:
+            lo = t1
+            hi = t2
+        else:
+            lo = t2
+            hi = t1
+        td = 1.0 if lo == 0 else hi / lo
+        if td <= 1.05:
+            r = ROW_STRONG
+        elif td <= 1.3:
+            r = ROW_WEAK
+        elif td <= 5.0:
+            r = ROW_WEAK_NOT
+        else:
+            r = ROW_STRONG_NOT
+    if t2 >= 3600.0:
+        h = t2 / 3600.0
+        z = MAXZ if h >= MAXZ else <int>h
+        for j in range(z):
+            out[j] = 48  # '0'
+        k = z
+    out[k] = r[col]
+    k += 1
+    if symbol:
+        if t2 <= 5.0:
+            out[k] = 46  # '.'
+            k += 1
+        elif t2 <= 60.0:
+            out[k] = 44  # ','
+            k += 1
+        elif t2 <= 300.0:
+            out[k] = 43  # '+'
+            k += 1
+        elif t2 <= 3600.0:
+            out[k] = 42  # '*'
+            k += 1
+    return k
+
+
+cdef class TupleLetters:
+    """One 4-tuple (see letters.TupleLetters): recent flows, string and transition counts in C arrays."""
+
+    cdef public object key
+    cdef public long flows, dropped
+    cdef public double first_seen, last_seen
+    cdef public str label
+    cdef public object alerted
+    cdef double* _starts  # recent flows in start order; _cols and _plens live in the same block
+    cdef uint8_t* _cols
+    cdef uint16_t* _plens
+    cdef int n, cap
+    cdef char* _text
+    cdef int tlen, tcap
+    cdef Pair* _pairs  # in the order a dict would keep them (first insertion first)
+    cdef int npairs, pcap
+
+    def __cinit__(self, object key, double start, int col) -> None:
+        self.key = key
+        self.cap = 2
+        self._starts = <double*>PyMem_Malloc(self.cap * (sizeof(double) + sizeof(uint16_t) + 1))
+        self.tcap = 16
+        self._text = <char*>PyMem_Malloc(self.tcap)
+        self.pcap = 4
+        self._pairs = <Pair*>PyMem_Malloc(self.pcap * sizeof(Pair))
+        if self._starts == NULL or self._text == NULL or self._pairs == NULL:
+            raise MemoryError()
+        self._plens = <uint16_t*>(self._starts + self.cap)
+        self._cols = <uint8_t*>(self._plens + self.cap)
+        self._starts[0] = start
+        self._cols[0] = col
+        self._plens[0] = 1
+        self.n = 1
+        self._text[0] = ROW_NO_DATA[col]
+        self.tlen = 1
+        self.npairs = 0
+        self.flows = 1
+        self.dropped = 0
+        self.first_seen = start
+        self.last_seen = 0.0
+        self.label = ""
+        self.alerted = None
+
+    def __dealloc__(self) -> None:
+        PyMem_Free(self._starts)
+        PyMem_Free(self._text)
+        PyMem_Free(self._pairs)
+
+    # --- read-only views (reports and tests; not per flow) -----------------------------------------
+    @property
+    def text(self) -> str:
+        return self._text[:self.tlen].decode("ascii")
+
+    @property
+    def length(self) -> int:
+        return self.tlen
+
+    @property
+    def pairs(self) -> dict:
+        cdef int k
+        return {chr(self._pairs[k].code >> 7) + chr(self._pairs[k].code & 127): self._pairs[k].count
+                for k in range(self.npairs)}
+
+    @property
+    def starts(self) -> list:
+        return [self._starts[k] for k in range(self.n)]
+
+    @property
+    def cols(self) -> list:
+        return [self._cols[k] for k in range(self.n)]
+
+    @property
+    def plens(self) -> list:
+        return [self._plens[k] for k in range(self.n)]
+
+    @property
+    def client(self) -> str:
+        return self.key[0]
+
+    @property
+    def server(self) -> str:
+        return self.key[1]
+
+    @property
+    def port(self) -> int:
+        return self.key[2]
+
+    @property
+    def proto(self) -> str:
+        return self.key[3]
+
+    # --- storage ----------------------------------------------------------------------------------
+    cdef int _grow_flows(self, int need) except -1:
+        if need <= self.cap:
+            return 0
+        cdef int cap = self.cap * 2
+        while cap < need:
+            cap *= 2
+        cdef double* st = <double*>PyMem_Malloc(cap * (sizeof(double) + sizeof(uint16_t) + 1))
+        if st == NULL:
+            raise MemoryError()
+        cdef uint16_t* pl = <uint16_t*>(st + cap)
+        cdef uint8_t* co = <uint8_t*>(pl + cap)
+        memcpy(st, self._starts, self.n * sizeof(double))
+        memcpy(pl, self._plens, self.n * sizeof(uint16_t))
+        memcpy(co, self._cols, self.n)
+        PyMem_Free(self._starts)
+        self._starts, self._plens, self._cols, self.cap = st, pl, co, cap
+        return 0
+
+    cdef int _grow_text(self, int need) except -1:
+        if need <= self.tcap:
+            return 0
+        cdef int cap = self.tcap * 2
+        while cap < need:
+            cap *= 2
+        cdef char* t = <char*>PyMem_Realloc(self._text, cap)
+        if t == NULL:
+            raise MemoryError()
+        self._text, self.tcap = t, cap
+        return 0
+
+    cdef int _bump(self, int code, int delta) except -1:
+        """pairs[code] += delta, dropping it at 0 (dict semantics: a new pair goes last)."""
+        cdef int k
+        cdef Pair* p = self._pairs
+        for k in range(self.npairs):
+            if p[k].code == code:
+                p[k].count += delta
+                if p[k].count == 0:
+                    memmove(p + k, p + k + 1, (self.npairs - k - 1) * sizeof(Pair))
+                    self.npairs -= 1
+                return 0
+        if delta == 0:
+            return 0
+        if self.npairs == self.pcap:
+            p = <Pair*>PyMem_Realloc(self._pairs, 2 * self.pcap * sizeof(Pair))
+            if p == NULL:
+                raise MemoryError()
+            self._pairs = p
+            self.pcap *= 2
+        p[self.npairs].code = code
+        p[self.npairs].count = delta
+        self.npairs += 1
+        return 0
+
+    cdef int _count(self, const char* s, int n, int delta) except -1:
+        cdef int k
+        for k in range(n - 1):
+            self._bump((<uint8_t>s[k] & 127) << 7 | (<uint8_t>s[k + 1] & 127), delta)
+        return 0
+
+    cdef int _cut(self, int max_chars) except -1:
+        cdef int cut = self.tlen - max_chars
+        if cut > 0:
+            self._count(self._text, cut + 1, -1)
+            memmove(self._text, self._text + cut, self.tlen - cut)
+            self.tlen -= cut
+        return 0
+
+    cdef int _drop_front(self, int k) noexcept:
+        cdef int m = self.n - k
+        memmove(self._starts, self._starts + k, m * sizeof(double))
+        memmove(self._cols, self._cols + k, m)
+        memmove(self._plens, self._plens + k, m * sizeof(uint16_t))
+        self.n = m
+        self.dropped += k
+        return 0
+
+    cdef int _piece_at(self, int i, bint slips, char* out) noexcept:
+        cdef long nth = self.dropped + i
+        cdef double* st = self._starts
+        cdef double t2 = st[i] - st[i - 1] if nth >= 1 else 0.0
+        cdef double t1 = st[i - 1] - st[i - 2] if nth >= 2 else 0.0
+        return c_piece(t1, nth >= 2, t2, nth >= 1, self._cols[i], not (slips and nth == 1), out)
+
+    # --- placing a flow ---------------------------------------------------------------------------
+    def add(self, double start, int col, str variant, int max_chars) -> bool:
+        """Place one flow; False when it starts too early to be placed (see letters.TupleLetters.add)."""
+        return self._add(start, col, variant == "slips", max_chars)
+
+    cdef bint _add(self, double start, int col, bint slips, int max_chars) except -1:
+        cdef int n = self.n, plen, k
+        cdef long nth
+        cdef double* st = self._starts
+        cdef char p[PIECE_MAX]
+        if n and start < st[n - 1]:
+            return self._insert(start, col, slips, max_chars)
+        nth = self.dropped + n
+        if nth == 0:
+            p[0] = ROW_NO_DATA[col]
+            plen = 1
+        else:
+            plen = c_piece(st[n - 1] - st[n - 2] if nth >= 2 else 0.0, nth >= 2, start - st[n - 1], True, col,
+                           not (nth == 1 and slips), p)
+        self._grow_flows(n + 1)
+        self._starts[n] = start
+        self._cols[n] = col
+        self._plens[n] = plen
+        self.n = n + 1
+        if self.tlen:
+            self._bump((<uint8_t>self._text[self.tlen - 1]) << 7 | <uint8_t>p[0], 1)
+            for k in range(plen - 1):
+                self._bump((<uint8_t>p[k]) << 7 | <uint8_t>p[k + 1], 1)
+        self._grow_text(self.tlen + plen)
+        memcpy(self._text + self.tlen, p, plen)
+        self.tlen += plen
+        self.flows += 1
+        if n >= LATE:
+            self._drop_front(1)
+        self._cut(max_chars)
+        return True
+
+    cdef bint _insert(self, double start, int col, bint slips, int max_chars) except -1:
+        cdef int n = self.n, i, lo, hi, mid, k, tail = 0, nnew, old_end, off_i, off_j, ls, mlen, left
+        cdef char buf[3 * PIECE_MAX + 2]
+        cdef char midbuf[3 * PIECE_MAX]
+        cdef int plen_new[3]
+        # bisect_right over the recent starts
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if start < self._starts[mid]:
+                hi = mid
+            else:
+                lo = mid + 1
+        i = lo
+        for k in range(i, n):
+            tail += self._plens[k]
+        if (self.dropped and i < 2) or tail > self.tlen:
+            return False
+        self._grow_flows(n + 1)
+        memmove(self._starts + i + 1, self._starts + i, (n - i) * sizeof(double))
+        memmove(self._cols + i + 1, self._cols + i, n - i)
+        self._starts[i] = start
+        self._cols[i] = col
+        nnew = min(i + 3, n + 1) - i
+        mlen = 0
+        for k in range(nnew):
+            plen_new[k] = self._piece_at(i + k, slips, midbuf + mlen)
+            mlen += plen_new[k]
+        old_end = min(i + 2, n)
+        off_i = self.tlen - tail
+        off_j = off_i
+        for k in range(i, old_end):
+            off_j += self._plens[k]
+        left = 1 if off_i >= 1 else 0
+        # old: left + text[off_i:off_j] + right, new: left + mid + right
+        ls = 0
+        if left:
+            buf[0] = self._text[off_i - 1]
+            ls = 1
+        memcpy(buf + ls, self._text + off_i, off_j - off_i)
+        ls += off_j - off_i
+        if off_j < self.tlen:
+            buf[ls] = self._text[off_j]
+            ls += 1
+        self._count(buf, ls, -1)
+        ls = 0
+        if left:
+            buf[0] = self._text[off_i - 1]
+            ls = 1
+        memcpy(buf + ls, midbuf, mlen)
+        ls += mlen
+        if off_j < self.tlen:
+            buf[ls] = self._text[off_j]
+            ls += 1
+        self._count(buf, ls, 1)
+        # text = text[:off_i] + mid + text[off_j:]
+        self._grow_text(self.tlen - (off_j - off_i) + mlen)
+        memmove(self._text + off_i + mlen, self._text + off_j, self.tlen - off_j)
+        memcpy(self._text + off_i, midbuf, mlen)
+        self.tlen += mlen - (off_j - off_i)
+        # plens[i:old_end] = the new lengths (one more entry than before)
+        memmove(self._plens + i + nnew, self._plens + old_end, (n - old_end) * sizeof(uint16_t))
+        for k in range(nnew):
+            self._plens[i + k] = plen_new[k]
+        self.n = n + 1
+        self.flows += 1
+        if self.n > LATE:
+            self._drop_front(self.n - LATE)
+        self._cut(max_chars)
+        return True
+
+
+cdef class LetterTable:
+    """Every live 4-tuple, least recently active first (see letters.LetterTable)."""
+
+    cdef public str variant
+    cdef public int max_chars
+    cdef public double idle
+    cdef public int max_tuples
+    cdef public long too_late, expired, evicted
+    cdef object _tuples
+    cdef bint slips
+
+    def __init__(self, str variant="classic", int max_chars=4096, double idle=21600.0,
+                 int max_tuples=100_000) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"letters variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+        self.variant = variant
+        self.slips = variant == "slips"
+        self.max_chars = max(2, max_chars)
+        self.idle = idle
+        self.max_tuples = max(1, max_tuples)
+        self._tuples = OrderedDict()
+        self.too_late = 0
+        self.expired = 0
+        self.evicted = 0
+
+    def add(self, flow: object) -> TupleLetters | None:
+        """Give the flow its letter; the tuple it changed, or None when the flow gets no letter."""
+        cdef double start, end
+        cdef int col
+        cdef TupleLetters t
+        proto = flow.proto
+        if (proto != "tcp" and proto != "udp") or flow.is_report:
+            return None
+        start = flow.start
+        if not isfinite(start):
+            return None
+        end = flow.end
+        col = column(flow.sbytes + flow.dbytes, end - start if end > start else 0.0)
+        key = (flow.saddr, flow.daddr, flow.dport, proto)
+        tuples = self._tuples
+        found = tuples.get(key)
+        if found is None:
+            t = TupleLetters(key, start, col)
+            tuples[key] = t
+            if len(tuples) > self.max_tuples:
+                tuples.popitem(last=False)
+                self.evicted += 1
+        else:
+            t = <TupleLetters>found
+            tuples.move_to_end(key)
+            if not t._add(start, col, self.slips, self.max_chars):
+                self.too_late += 1
+                return None
+        if end > t.last_seen:
+            t.last_seen = end
+        return t
+
+    def expire(self, double now) -> int:
+        """Drop tuples idle for longer than `idle` (only the least recently active are looked at)."""
+        cdef int gone = 0
+        cdef double limit = now - self.idle
+        tuples = self._tuples
+        while tuples:
+            t = <TupleLetters>next(iter(tuples.values()))
+            if t.last_seen >= limit:
+                break
+            tuples.popitem(last=False)
+            gone += 1
+        self.expired += gone
+        return gone
+
+    def get(self, key: object) -> TupleLetters | None:
+        return self._tuples.get(key)
+
+    def __len__(self) -> int:
+        return len(self._tuples)
+
+    def __iter__(self) -> object:
+        return iter(list(self._tuples.values()))
+
+
+# --- matching ------------------------------------------------------------------------------------
+
+cdef inline double distance_of(double lp_t, double lp_s) noexcept:
+    cdef double lo, hi
+    if lp_t <= lp_s:
+        lo, hi = lp_t, lp_s
+    else:
+        lo, hi = lp_s, lp_t
+    if hi - lo <= 1e-12 * -lo:
+        return 1.0
+    if hi == 0:
+        return INFINITY
+    return lo / hi
+
+
+cdef inline int bisect_right(const int32_t* a, int n, int x) noexcept:
+    cdef int lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x < a[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+cdef inline int code_of(str ch) except -1:
+    cdef Py_UCS4 c = ch[0]
+    return c if c < 128 else 127
+
+
+cdef class Chain:
+    """A model made ready for matching (see markov.Chain), its tables in C arrays."""
+
+    cdef public object model
+    cdef public double threshold
+    cdef public int length
+    cdef double* _logpt  # length + 1
+    cdef double* _full  # NPAIRS, ABSENT when the pair never occurs in T
+    cdef double _full_init[NCODES]
+    cdef int32_t* _pos  # every position list, concatenated
+    cdef int* _pos_off  # NPAIRS + 1 offsets into _pos
+    cdef int32_t* _src
+    cdef int _src_off[NCODES + 1]
+
+    def __init__(self, model: object) -> None:
+        twin = _markov.Chain(model)
+        cdef int k, c, total
+        self.model = model
+        self.threshold = twin.threshold
+        self.length = twin.length
+        self._logpt = <double*>PyMem_Malloc((self.length + 1) * sizeof(double))
+        self._full = <double*>PyMem_Malloc(NPAIRS * sizeof(double))
+        self._pos_off = <int*>PyMem_Malloc((NPAIRS + 1) * sizeof(int))
+        self._pos = <int32_t*>PyMem_Malloc((self.length + 1) * sizeof(int32_t))
+        self._src = <int32_t*>PyMem_Malloc((self.length + 1) * sizeof(int32_t))
+        if (self._logpt == NULL or self._full == NULL or self._pos_off == NULL or self._pos == NULL
+                or self._src == NULL):
+            raise MemoryError()
+        for k in range(self.length + 1):
+            self._logpt[k] = twin.logpt[k]
+        for k in range(NPAIRS):
+            self._full[k] = ABSENT
+        for k in range(NCODES):
+            self._full_init[k] = ABSENT
+        for ab, g in twin._full.items():
+            self._full[code_of(ab[0]) << 7 | code_of(ab[1])] = g
+        for a, g in twin._full_init.items():
+            self._full_init[code_of(a)] = g
+        by_code = {code_of(ab[0]) << 7 | code_of(ab[1]): ks for ab, ks in twin._pos.items()}
+        total = 0
+        for c in range(NPAIRS):
+            self._pos_off[c] = total
+            for k in by_code.get(c, ()):
+                self._pos[total] = k
+                total += 1
+        self._pos_off[NPAIRS] = total
+        by_code = {code_of(a): ks for a, ks in twin._src.items()}
+        total = 0
+        for c in range(NCODES):
+            self._src_off[c] = total
+            for k in by_code.get(c, ()):
+                self._src[total] = k
+                total += 1
+        self._src_off[NCODES] = total
+
+    def __dealloc__(self) -> None:
+        PyMem_Free(self._logpt)
+        PyMem_Free(self._full)
+        PyMem_Free(self._pos_off)
+        PyMem_Free(self._pos)
+        PyMem_Free(self._src)
+
+    @property
+    def logpt(self) -> list:
+        return [self._logpt[k] for k in range(self.length + 1)]
+
+    cdef double _log_prob(self, int n, int first, const Pair* pairs, int npairs, double floor) noexcept:
+        cdef double lp, g
+        cdef int k, last, ca, cab, a, code
+        if n >= self.length:
+            g = self._full_init[first]
+            lp = g if g != ABSENT else 0.0
+            for k in range(npairs):
+                g = self._full[pairs[k].code]
+                lp += <double>pairs[k].count * (g if g != ABSENT else LOG_PENALTY)
+                if lp < floor:
+                    break
+            return lp
+        last = n - 2  # the transitions of T[:n] are those at k <= n-2
+        ca = bisect_right(self._src + self._src_off[first], self._src_off[first + 1] - self._src_off[first],
+                          last)
+        lp = log(<double>ca / <double>(n - 1)) if ca else 0.0
+        for k in range(npairs):
+            code = pairs[k].code
+            cab = bisect_right(self._pos + self._pos_off[code], self._pos_off[code + 1] - self._pos_off[code],
+                               last)
+            if cab:
+                a = code >> 7
+                lp += <double>pairs[k].count * log(
+                    <double>cab / <double>bisect_right(self._src + self._src_off[a],
+                                                       self._src_off[a + 1] - self._src_off[a], last))
+            else:
+                lp += <double>pairs[k].count * LOG_PENALTY
+            if lp < floor:
+                break
+        return lp
+
+    cdef double _matches(self, int n, int first, const Pair* pairs, int npairs) noexcept:
+        """The distance when S matches, else -1 (see markov.Chain.matches)."""
+        cdef double lp_t, floor, lp_s, d
+        if n < 2 or self.length < 2:
+            return -1.0
+        lp_t = self._logpt[n if n < self.length else self.length]
+        floor = self.threshold * lp_t * (1 + 1e-9)
+        lp_s = self._log_prob(n, first, pairs, npairs, floor)
+        if lp_s < floor:
+            return -1.0
+        d = distance_of(lp_t, lp_s)
+        return d if 1.0 <= d <= self.threshold else -1.0
+
+    # --- the twin's interface, S given as (length, first character, transition counts) ----------
+    def log_prob(self, int n, str first, dict pairs, double floor=-INFINITY) -> float:
+        cdef Pair* p = _pairs_of(pairs)
+        try:
+            return self._log_prob(n, code_of(first), p, len(pairs), floor)
+        finally:
+            PyMem_Free(p)
+
+    def distance(self, int n, str first, dict pairs) -> float:
+        cdef Pair* p
+        if n < 2 or self.length < 2:
+            return INFINITY
+        p = _pairs_of(pairs)
+        try:
+            return distance_of(self._logpt[n if n < self.length else self.length],
+                               self._log_prob(n, code_of(first), p, len(pairs), -INFINITY))
+        finally:
+            PyMem_Free(p)
+
+    def matches(self, int n, str first, dict pairs) -> float | None:
+        cdef Pair* p = _pairs_of(pairs)
+        cdef double d
+        try:
+            d = self._matches(n, code_of(first), p, len(pairs))
+        finally:
+            PyMem_Free(p)
+        return d if d >= 0 else None
+
+
+cdef Pair* _pairs_of(dict pairs) except NULL:
+    cdef Pair* p = <Pair*>PyMem_Malloc((len(pairs) + 1) * sizeof(Pair))
+    cdef int k = 0
+    if p == NULL:
+        raise MemoryError()
+    for ab, c in pairs.items():
+        p[k].code = code_of(ab[0]) << 7 | code_of(ab[1])
+        p[k].count = c
+        k += 1
+    return p
+
+
+def first_match(list chains, TupleLetters t) -> tuple[Chain, float] | None:
+    """The first chain the tuple's string matches, with its distance; None when none does."""
+    cdef Chain ch
+    cdef double d
+    cdef int first
+    if t.tlen == 0:
+        return None
+    first = <uint8_t>t._text[0] & 127
+    for ch in chains:
+        d = ch._matches(t.tlen, first, t._pairs, t.npairs)
+        if d >= 0:
+            return ch, d
+    return None
