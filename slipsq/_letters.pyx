@@ -44,7 +44,8 @@ cdef struct Pair:
     int32_t count
 
 
-cdef inline int column(long size, double dur) noexcept:
+cdef inline int column(double size, double dur) noexcept:
+    # size as a double: any int a flow file gives converts (the classes end at 1100 bytes)
     cdef int s = 0 if size <= 250 else 1 if size <= 1100 else 2
     cdef int d = 0 if dur <= 0.1 else 1 if dur <= 10.0 else 2
     return 3 * s + d
@@ -412,7 +413,7 @@ cdef class LetterTable:
 
     def add(self, flow: object) -> TupleLetters | None:
         """Give the flow its letter; the tuple it changed, or None when the flow gets no letter."""
-        cdef double start, end
+        cdef double start, end, size
         cdef int col
         cdef TupleLetters t
         proto = flow.proto
@@ -422,7 +423,8 @@ cdef class LetterTable:
         if not isfinite(start):
             return None
         end = flow.end
-        col = column(flow.sbytes + flow.dbytes, end - start if end > start else 0.0)
+        size = flow.sbytes + flow.dbytes
+        col = column(size, end - start if end > start else 0.0)
         key = (flow.saddr, flow.daddr, flow.dport, proto)
         tuples = self._tuples
         found = tuples.get(key)

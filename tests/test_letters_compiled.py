@@ -78,7 +78,7 @@ def same_matches(pc: list[py_markov.Chain], cc: list[Any], pt: Any, ct: Any) -> 
 
 @st.composite
 def sequences(draw: st.DrawFn) -> list[Flow]:
-    """Flows of up to three tuples: gaps from GAPS (symbol bins, hours) or any, sizes and durations
+    """Flows of up to three tuples: gaps from GAPS (symbol bins, hours) or any, sizes (one beyond 64 bits) and durations
     across every column, some UDP, some active-timeout reports; in start, close or shuffled order."""
     n = draw(st.integers(1, 90))
     t = 1_700_000_000.0
@@ -86,7 +86,7 @@ def sequences(draw: st.DrawFn) -> list[Flow]:
     for _ in range(n):
         t += draw(st.one_of(st.sampled_from(GAPS), st.floats(0, 20_000)))
         who = draw(st.integers(0, 2))
-        out.append(flow(t, draw(st.sampled_from((0, 100, 250, 251, 600, 1100, 1101, 6000))),
+        out.append(flow(t, draw(st.sampled_from((0, 100, 250, 251, 600, 1100, 1101, 6000, 10**20))),
                         draw(st.sampled_from((0.0, 0.05, 0.1, 0.2, 1.0, 10.0, 10.5, 30.0, 5000.0))),
                         client=CLIENTS[who % 2], proto="udp" if who == 2 else "tcp",
                         closed_by=draw(st.sampled_from(("fin",) * 9 + ("active",)))))
