@@ -19,7 +19,8 @@ def extensions() -> list[Extension]:
     exts = [
         Extension("slipsq._flowtable", ["slipsq/_flowtable.pyx"], extra_compile_args=CFLAGS),
         # no FMA contraction: the compiled Markov sums must equal markov.py's to the last bit
-        Extension("slipsq._letters", ["slipsq/_letters.pyx"], extra_compile_args=[*CFLAGS, "-ffp-contract=off"]),
+        Extension("slipsq._letters", ["slipsq/_letters.pyx"],
+                  extra_compile_args=[*CFLAGS, "-ffp-contract=off"]),
     ]
     if os.path.exists("slipsq/_nfq.pyx") and os.path.exists("/usr/include/libnetfilter_queue/libnetfilter_queue.h"):
         try:

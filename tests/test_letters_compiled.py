@@ -78,8 +78,9 @@ def same_matches(pc: list[py_markov.Chain], cc: list[Any], pt: Any, ct: Any) -> 
 
 @st.composite
 def sequences(draw: st.DrawFn) -> list[Flow]:
-    """Flows of up to three tuples: gaps from GAPS (symbol bins, hours) or any, sizes (one beyond 64 bits) and durations
-    across every column, some UDP, some active-timeout reports; in start, close or shuffled order."""
+    """Flows of up to three tuples: gaps from GAPS (symbol bins, hours) or any, sizes (one beyond 64
+    bits) and durations across every column, some UDP, some active-timeout reports; in start, close or
+    shuffled order."""
     n = draw(st.integers(1, 90))
     t = 1_700_000_000.0
     out = []
@@ -113,7 +114,8 @@ def test_tables_give_the_same_tuples_and_counters(flows: list[Flow], variant: st
             assert a.pairs == pairs_of(a.text)
         if k % 7 == 6:
             assert pt.expire(f.end) == ct.expire(f.end)
-        assert (pt.too_late, pt.evicted, pt.expired, len(pt)) == (ct.too_late, ct.evicted, ct.expired, len(ct))
+        counters = (pt.too_late, pt.evicted, pt.expired, len(pt))
+        assert counters == (ct.too_late, ct.evicted, ct.expired, len(ct))
     assert [state(t) for t in pt] == [state(t) for t in ct]
     assert (pt.variant, pt.max_chars, pt.idle, pt.max_tuples) == (ct.variant, ct.max_chars, ct.idle,
                                                                   ct.max_tuples)

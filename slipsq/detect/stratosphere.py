@@ -86,8 +86,8 @@ class StratosphereDetector(Detector):
         super().__init__(ctx)
         cfg = self.cfg
         table_cls, chain_cls, self._first_match, self.compiled = implementation()
-        self.table: LetterTable = table_cls(cfg["letters.variant"], self.opt("max_letters"), self.opt("tuple_idle"),
-                                 self.opt("max_tuples"))
+        self.table: LetterTable = table_cls(cfg["letters.variant"], self.opt("max_letters"),
+                                            self.opt("tuple_idle"), self.opt("max_tuples"))
         self.min_letters: int = cfg["markov.min_letters"]
         self.block_client = cfg["markov.block"] == "client"
         self.window: float = cfg["judge.window"]
