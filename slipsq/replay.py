@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,10 +23,8 @@ from slipsq.errors import InputError, ModelError
 from slipsq.flow import Flow
 from slipsq.output.alerts import AlertWriter
 from slipsq.output.binetflow import BinetflowWriter
+from slipsq.sources.flowfiles.streams import binary_kind
 from slipsq.verdict.replay import ReplayRecorder
-
-PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d",
-               b"\x0a\x0d\x0d\x0a"}
 
 
 @dataclass
@@ -39,7 +37,6 @@ class ReplayOptions:
     fmt: str = "auto"
     config_path: str | None = None
     progress: bool = False
-    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_models_dir(cli_dir: str | None, configured: str | None) -> Path:
@@ -62,7 +59,8 @@ def load_engine_models(cli_dir: str | None, cfg: configmod.Config) -> list[Any]:
 
 
 def input_kind(path: str, fmt: str) -> str:
-    """'pcap' or a flow format name, from --format or from the content."""
+    """'pcap' (the compiled capture reader) or 'flows' (the flow-file readers, which detect their
+    own format), from --format or from the file's first bytes."""
     if path != "-":
         p = Path(path)
         if not p.exists():
@@ -75,7 +73,7 @@ def input_kind(path: str, fmt: str) -> str:
                 raise InputError(f"{path}: permission denied") from None
             except OSError as e:
                 raise InputError(f"{path}: cannot read: {e.strerror}") from None
-            if head in PCAP_MAGICS:
+            if binary_kind(head) == "pcap":
                 if fmt not in ("auto", "pcap"):
                     raise InputError(f"{path} is a packet capture, not {fmt}")
                 return "pcap"
@@ -108,7 +106,7 @@ def _progress_bar(name: str, enabled: bool, stack: ExitStack) -> Callable[[int, 
 
 
 def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
-    cfg = configmod.load(opts.config_path, opts.overrides)
+    cfg = configmod.load(opts.config_path)
     models = load_engine_models(opts.models_dir, cfg)
     kinds = [(path, input_kind(path, opts.fmt)) for path in opts.inputs]  # fail before any output
     recorder = ReplayRecorder()
