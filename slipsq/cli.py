@@ -177,13 +177,15 @@ def models_import(ctx: click.Context, files: tuple[str, ...], to_dir: str) -> No
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model.")
 @click.pass_context
 def models_list(ctx: click.Context, models_dir: str | None, as_json: bool) -> None:
-    """List the models slipsq would use."""
+    """List the models slipsq would use (--models, else the config's markov.models, else the shipped ones)."""
 
     def work() -> None:
+        from slipsq.config import load
         from slipsq.markov import load_models
         from slipsq.replay import resolve_models_dir
 
-        folder = resolve_models_dir(models_dir, None)
+        cfg = load(_config_path(ctx, None))
+        folder = resolve_models_dir(models_dir, cfg["markov.models"] or None)
         loaded = load_models(folder)
         if not as_json:
             click.echo(f"{len(loaded)} models in {folder}")

@@ -161,3 +161,16 @@ def test_bad_flow_rows_are_counted_named_and_skipped(tmp_path: Path) -> None:
     _, summary = alerts_and_summary(p.stdout)
     assert summary["flows"] == 1 and summary["inputs"][str(f)]["bad_rows"] == 1
     assert "few.binetflow:3" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_models_list_follows_the_configured_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "few"
+    folder.mkdir()
+    shipped = sorted((ROOT / "models").glob("*.json"))[:2]
+    for f in shipped:
+        (folder / f.name).write_text(f.read_text())
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[markov]\nmodels = "{folder}"\n')
+    p = slipsq("--config", str(cfg), "models", "list")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(f"2 models in {folder}")

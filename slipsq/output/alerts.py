@@ -34,7 +34,7 @@ class Alert:
     def build(cls, ev: Evidence, decision: Decision, ctx: Context | None = None) -> Alert:
         enrich: dict[str, Any] = {}
         if ctx is not None:
-            for fn in getattr(ctx, "enrichers", ()):
+            for fn in ctx.enrichers:
                 for ip in (ev.src_ip, ev.dst_ip):
                     info = fn(ip)
                     if info:
