@@ -111,60 +111,21 @@ def sort_flows(*groups: Iterable[Flow]) -> list[Flow]:
     return sorted((f for g in groups for f in g), key=lambda f: f.start)
 
 
+def read_flow_file(path: Any, fmt: str) -> list[Flow]:
+    """The flows of a flow file read by slipsq's own reader (as `slipsq replay` reads it), in start order."""
+    from slipsq.sources.flowfiles import open_flow_source
+
+    return sorted((f for f in open_flow_source(str(path), fmt) if isinstance(f, Flow)), key=lambda f: f.start)
+
+
 def read_binetflow(path: Any) -> list[Flow]:
-    """Argus binetflow CSV (the shared captures) read with the csv module, in start order.
-
-    Kept here, small and independent of slipsq's own readers, so detector tests read the real data
-    even while the readers change. Rows without SrcPkts put all packets on the source side (the state
-    is what the detectors look at to tell answered from unanswered)."""
-    import csv
-    import datetime
-
-    out: list[Flow] = []
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                start = datetime.datetime.strptime(row["StartTime"], "%Y/%m/%d %H:%M:%S.%f").replace(
-                    tzinfo=datetime.UTC).timestamp()
-                dur = float(row["Dur"])
-                tot_pkts, tot_bytes = int(row["TotPkts"]), int(row["TotBytes"])
-                spkts = int(row.get("SrcPkts") or tot_pkts)
-                sbytes = int(row.get("SrcBytes") or tot_bytes)
-            except (ValueError, KeyError, TypeError):
-                continue
-            if row["Proto"] not in ("tcp", "udp", "icmp", "ipv6-icmp"):
-                continue
-            out.append(Flow(start, start + dur, row["Proto"], row["SrcAddr"], int(row["Sport"] or "0", 0),
-                            row["DstAddr"], int(row["Dport"] or "0", 0), spkts, tot_pkts - spkts, sbytes,
-                            tot_bytes - sbytes, state=row["State"], closed_by="file"))
-    out.sort(key=lambda f: f.start)
-    return out
+    """Argus binetflow CSV (the shared captures), in start order."""
+    return read_flow_file(path, "binetflow")
 
 
 def read_zeek_conn(path: Any) -> list[Flow]:
     """Zeek conn.log, TSV with a #fields header or JSON lines, in start order."""
-    import json
-
-    out: list[Flow] = []
-    fields: list[str] = []
-    with open(path) as fh:
-        for line in fh:
-            line = line.rstrip("\n")
-            if line.startswith("#fields"):
-                fields = line.split("\t")[1:]
-                continue
-            if not line or line.startswith("#"):
-                continue
-            r = json.loads(line) if line.startswith("{") else dict(zip(fields, line.split("\t")))
-            num = {k: (0 if v in ("-", "(empty)", None) else v) for k, v in r.items()}
-            start = float(num["ts"])
-            out.append(Flow(start, start + float(num.get("duration") or 0), r["proto"], r["id.orig_h"],
-                            int(num["id.orig_p"]), r["id.resp_h"], int(num["id.resp_p"]),
-                            int(num.get("orig_pkts", 0)), int(num.get("resp_pkts", 0)),
-                            int(num.get("orig_ip_bytes", 0)), int(num.get("resp_ip_bytes", 0)),
-                            state=r.get("conn_state", ""), closed_by="file"))
-    out.sort(key=lambda f: f.start)
-    return out
+    return read_flow_file(path, "zeek")
 
 
 DATA = Path(__file__).resolve().parent / "data"
