@@ -122,6 +122,12 @@ def _restore_join(args: list[str]) -> str:
     return " ".join(f'"{a}"' if (" " in a or not a) else a for a in args)
 
 
+def _doomed(rules: list[RuleState], pred: Any) -> list[RuleState]:
+    """The rules `pred` picks, highest position first per chain, so that deleting them in this order
+    by position never shifts one still to be deleted."""
+    return sorted((r for r in rules if pred(r)), key=lambda r: (r.chain, -r.position))
+
+
 class NftBackend:
     """iptables-nft(-restore): each change is one `--noflush` batch, applied atomically."""
 
@@ -158,8 +164,7 @@ class NftBackend:
         self._restore(family, [f"{verb} {_restore_join(rule.args())}"])
 
     def delete_tagged(self, family: int, pred: Any) -> int:
-        # delete from the highest position down so earlier deletions don't shift later ones
-        doomed = sorted((r for r in self.rules(family)[0] if pred(r)), key=lambda r: (r.chain, -r.position))
+        doomed = _doomed(self.rules(family)[0], pred)
         if doomed:
             self._restore(family, [f"-D {r.chain} {r.position}" for r in doomed])
         return len(doomed)
@@ -233,7 +238,7 @@ class LegacyBackend:
             chain.append_rule(r)
 
     def delete_tagged(self, family: int, pred: Any) -> int:
-        doomed = sorted((r for r in self.rules(family)[0] if pred(r)), key=lambda r: (r.chain, -r.position))
+        doomed = _doomed(self.rules(family)[0], pred)
         t = self._table(family)
         for r in doomed:
             chain = self.iptc.Chain(t, r.chain)
