@@ -105,14 +105,13 @@ class Daemon:
         self.store = BlockStore(self.state_dir)
         self.fw = Firewall(self.allow, self.backend, ipv6=os.path.exists("/proc/net/if_inet6"))
         # the control socket first: it is also the "is another slipsq using this state dir" check
-        self.admin = Admin(self.store, self.fw, self.allow, self._default_duration())
         self.control = ControlServer(self.state_dir, self.handle)
         self.sink = InlineSink(self.fw, self.store)
         self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
         self.engine = Engine(self.cfg, models=load_models(self.cfg), allow=self.allow,
                              enrichers=make_enrichers(self.cfg),
                              sinks=[self.writer, self.sink])
-        self.admin.engine, self.admin.sink = self.engine, self.sink
+        self.admin = Admin(self.store, self.fw, self.allow, self._default_duration(), self.engine, self.sink)
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
         # and only then the diversion, when asked
@@ -233,11 +232,10 @@ class Daemon:
             log(f"reload failed, keeping the running configuration: {e}")
             return
         self.engine.reconfigure(cfg, models, allow, make_enrichers(cfg))
-        new = self.engine
-        self.cfg, self.allow, self.engine = cfg, allow, new
-        self.fw.allow = allow
+        self.cfg, self.allow = cfg, allow
+        self.fw.allow = self.admin.allow = allow
+        self.admin.default_duration = self._default_duration()
         self.writer.as_json = bool(cfg["output.json"])
-        self.admin = Admin(self.store, self.fw, allow, self._default_duration(), new, self.sink)
         log(f"reloaded {cfg.source}: {len(models)} models, {len(allow.networks)} allow-list entries")
 
     def handle(self, req: dict[str, Any], who: str) -> dict[str, Any]:
