@@ -22,7 +22,7 @@ def _state_dir(ctx: click.Context, local: str | None) -> str | None:
     if local:
         return local
     obj = ctx.find_root().obj or {}
-    return obj.get("state_dir") or os.environ.get("SLIPSQ_STATE_DIR") or None
+    return obj.get("state_dir") or None  # then resolve_state_dir: $SLIPSQ_STATE_DIR, the default
 
 
 def _guard(ctx: click.Context, fn: Callable[[], Any]) -> None:
@@ -144,6 +144,7 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
     """Current blocks: ip, reason, detector, since, expires."""
 
     def work() -> None:
+        from slipsq.allow import AllowList
         from slipsq.control import Admin
         from slipsq.verdict.store import DB_NAME, BlockStore, resolve_state_dir
 
@@ -154,7 +155,7 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
         elif not (resolve_state_dir(sd) / DB_NAME).exists():
             rows = []  # slipsq never ran with this state dir: nothing was ever blocked
         else:
-            rows = Admin(BlockStore(sd, create=False), None, _no_allow(), None).blocks()
+            rows = Admin(BlockStore(sd, create=False), None, AllowList(), None).blocks()
         if as_json:
             click.echo(json.dumps(rows, default=str))
             return
@@ -165,12 +166,6 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
                        f"{b['detector'] or '-'} by {b['by']}: {b['reason']}")
 
     _guard(ctx, work)
-
-
-def _no_allow() -> Any:
-    from slipsq.allow import AllowList
-
-    return AllowList()
 
 
 @click.command()
