@@ -128,11 +128,7 @@ def open_input(path: str) -> Opened:
     except (OSError, ValueError) as e:  # ValueError: a closed standard input
         opened.close()
         raise InputError(f"{name}: cannot read: {getattr(e, 'strerror', None) or e}") from None
-    if not first:
-        opened.close()
-        raise InputError(f"{name}: is empty")
-    opened.first = first.decode("utf-8", "replace").lstrip("\ufeff")
-    return opened
+    return _with_first(opened, first, "is empty")
 
 
 def _gunzip(opened: Opened) -> Opened:
@@ -157,8 +153,13 @@ def _gunzip(opened: Opened) -> Opened:
     except (OSError, EOFError, zlib.error) as e:
         opened.close()
         raise InputError(f"{name}: is not a readable gzip file: {e}") from None
+    return _with_first(opened, first, "is empty (an empty gzip file)")
+
+
+def _with_first(opened: Opened, first: bytes, empty: str) -> Opened:
+    """`opened` with its first text line decoded; closed and InputError(`empty`) when there is none."""
     if not first:
         opened.close()
-        raise InputError(f"{name}: is empty (an empty gzip file)")
+        raise InputError(f"{opened.name}: {empty}")
     opened.first = first.decode("utf-8", "replace").lstrip("\ufeff")
     return opened
