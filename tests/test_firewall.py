@@ -192,3 +192,13 @@ def test_ipset_script_always_parses_back(ip: Any, seconds: float | None) -> None
 def test_unknown_backend_name() -> None:
     with pytest.raises(SystemSetupError, match="unknown iptables backend"):
         backends.make_backend("pf")
+
+
+def test_unblock_is_one_canonical_batch(fw: tuple[Firewall, list[str]]) -> None:
+    f, scripts = fw
+    f.unblock(["192.0.2.1", "2001:DB8::1"])
+    assert scripts == ["del slipsq-block4 192.0.2.1 -exist\ndel slipsq-block6 2001:db8::1 -exist\n"]
+    scripts.clear()
+    f.families = (4,)  # IPv6 disabled: its set does not exist, nothing to delete there
+    f.unblock(["2001:db8::1"])
+    assert scripts == []

@@ -203,15 +203,15 @@ class Firewall:
         return refused
 
     def unblock(self, ips: Iterable[str]) -> None:
-        ips = [str(ipaddress.ip_address(ip)) for ip in ips]
-        ips = [ip for ip in ips if ipaddress.ip_address(ip).version == 4 or 6 in self.families]
-        script = ipset_script(dels=ips)
+        addrs = [ipaddress.ip_address(ip) for ip in ips]
+        script = ipset_script(dels=[str(a) for a in addrs if a.version == 4 or 6 in self.families])
         if script:
-            # dels use -exist; a set that does not exist means nothing is blocked there: fine
-            out = subprocess.run([self.ipset, "restore"], input=script, capture_output=True, text=True,
-                                 timeout=30)
-            if out.returncode != 0 and "does not exist" not in out.stderr:
-                raise SystemSetupError(f"ipset restore: {out.stderr.strip()}")
+            try:
+                self._ipset(["restore"], script)
+            except SystemSetupError as e:
+                # dels use -exist; a set that does not exist means nothing is blocked there: fine
+                if "does not exist" not in e.message:
+                    raise
 
 
 def diversion_tag(queue: int) -> str:
