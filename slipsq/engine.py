@@ -103,10 +103,6 @@ class Engine:
         self.advance(flow.start)
         self._analyze(flow)
 
-    def app(self, event: AppEvent) -> None:
-        """One application event from a log (e.g. a Zeek dns.log line)."""
-        self._app(event)
-
     def advance(self, now: float) -> None:
         """Time is `now` (packet or flow time in replay, wall time live): process what the table has
         ready, and once per second of time let the table expire flows and detectors tick."""
@@ -117,9 +113,7 @@ class Engine:
             self._next_tick = int(self.now) + 1.0
             self.table.expire(self.now)
             self.drain()
-            for fn in self._on_tick:
-                for ev in fn(self.now):
-                    self._evidence(ev)
+            self._tick()
             for ip in self.judge.expired(self.now):
                 self.table.unblock(ip)
                 for s in self.sinks:
@@ -133,7 +127,7 @@ class Engine:
         while table.pending:
             for ts, ip_packet in table.pop_app():
                 for event in app_events(ip_packet, ts):
-                    self._app(event)
+                    self.app(event)
             for flow in table.pop_closed():
                 self._analyze(flow)
 
@@ -141,9 +135,7 @@ class Engine:
         """End of input: close every open flow and analyse it, then a last tick."""
         self.table.close_all(self.now)
         self.drain()
-        for fn in self._on_tick:
-            for ev in fn(self.now):
-                self._evidence(ev)
+        self._tick()
 
     # --- admin actions ------------------------------------------------------------------------
     def unblock(self, ip: str, reason: str = "unblocked by admin") -> None:
@@ -157,8 +149,9 @@ class Engine:
         self.judge.restore(ip, until, times)
         self.table.block(ip)
 
-    # --- internals ----------------------------------------------------------------------------
-    def _app(self, event: AppEvent) -> None:
+    def app(self, event: AppEvent) -> None:
+        """One application event: decoded from a packet the table handed up, or read from a log
+        (e.g. a Zeek dns.log line). DNS answers also feed `ctx.dns_names`."""
         self.counters.app_events += 1
         if event.kind == "dns":
             query = event.data.get("query", "")
@@ -168,6 +161,12 @@ class Engine:
                     names.add(query)
         for fn in self._on_app:
             for ev in fn(event):
+                self._evidence(ev)
+
+    # --- internals ----------------------------------------------------------------------------
+    def _tick(self) -> None:
+        for fn in self._on_tick:
+            for ev in fn(self.now):
                 self._evidence(ev)
 
     def _analyze(self, flow: Flow) -> None:
