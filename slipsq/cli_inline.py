@@ -52,7 +52,7 @@ def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str |
     """Admin on the store and the kernel, for when no daemon runs."""
     from slipsq import config as configmod
     from slipsq.control import Admin
-    from slipsq.daemon import make_allow
+    from slipsq.daemon import default_duration, make_allow
     from slipsq.verdict.store import BlockStore
 
     if os.geteuid() != 0:
@@ -61,9 +61,8 @@ def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str |
     obj = ctx.find_root().obj or {}
     cfg = configmod.load(config_path or obj.get("config_path"))
     allow = make_allow(cfg)
-    fw = _firewall(allow)
-    d = float(cfg["judge.block_duration"])
-    return Admin(BlockStore(state_dir), fw, allow, d if d > 0 else None)
+    fw = _firewall(allow)  # before the store: a firewall we cannot drive leaves no state dir behind
+    return Admin(BlockStore(state_dir), fw, allow, default_duration(cfg))
 
 
 def _when(ts: float | None) -> str:

@@ -79,6 +79,12 @@ def make_allow(cfg: configmod.Config) -> AllowList:
     return AllowList(cfg["allow.ips"], own_addresses() if cfg["allow.own_addresses"] else [])
 
 
+def default_duration(cfg: configmod.Config) -> float | None:
+    """A manual block's length when none is given: judge.block_duration, 0 meaning no expiry."""
+    d = float(cfg["judge.block_duration"])
+    return d if d > 0 else None
+
+
 class Daemon:
     def __init__(self, queue: int, install_rules: bool, config_path: str | None, state_dir: str | None,
                  queue_maxlen: int | None = None, backend: str | None = None) -> None:
@@ -111,7 +117,7 @@ class Daemon:
         self.engine = Engine(self.cfg, models=load_models(self.cfg), allow=self.allow,
                              enrichers=make_enrichers(self.cfg),
                              sinks=[self.writer, self.sink])
-        self.admin = Admin(self.store, self.fw, self.allow, self._default_duration(), self.engine, self.sink)
+        self.admin = Admin(self.store, self.fw, self.allow, default_duration(self.cfg), self.engine, self.sink)
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
         # and only then the diversion, when asked
@@ -126,10 +132,6 @@ class Daemon:
             f"fail-open {'on' if i.fail_open else 'UNSUPPORTED'}), iptables backend {self.fw.backend.name}, "
             f"state {self.state_dir}" + ("" if self.install_rules else "; diversion rules not installed "
                                         "(--install-rules)"))
-
-    def _default_duration(self) -> float | None:
-        d = float(self.cfg["judge.block_duration"])
-        return d if d > 0 else None
 
     def restore_blocks(self, now: float) -> None:
         """Unexpired blocks back into the kernel (one batch) and the engine; expired ones removed."""
@@ -234,7 +236,7 @@ class Daemon:
         self.engine.reconfigure(cfg, models, allow, make_enrichers(cfg))
         self.cfg, self.allow = cfg, allow
         self.fw.allow = self.admin.allow = allow
-        self.admin.default_duration = self._default_duration()
+        self.admin.default_duration = default_duration(self.cfg)
         self.writer.as_json = bool(cfg["output.json"])
         log(f"reloaded {cfg.source}: {len(models)} models, {len(allow.networks)} allow-list entries")
 
