@@ -38,8 +38,6 @@ DUR_SHORT, DUR_MEDIUM = 0.1, 10.0
 TD_STRONG, TD_WEAK, TD_WEAK_NOT = 1.05, 1.3, 5.0
 ROW_NO_DATA, ROW_STRONG, ROW_WEAK = "123456789", "abcdefghi", "ABCDEFGHI"
 ROW_WEAK_NOT, ROW_STRONG_NOT = "rstuvwxyz", "RSTUVWXYZ"
-# letters.md §3: the symbol for T2 (the gap to the previous flow of the tuple)
-SYMBOLS = ((5.0, "."), (60.0, ","), (300.0, "+"), (3600.0, "*"))
 HOUR = 3600.0
 MAX_ZEROS = 1000  # 41 days of silence; only reachable with a huge stratosphere.tuple_idle
 
@@ -73,7 +71,8 @@ def row(t1: float | None, t2: float | None) -> str:
 
 
 def time_symbol(t2: float) -> str:
-    # SYMBOLS unrolled (this runs once per flow)
+    """letters.md §3: the symbol for T2, the gap to the previous flow of the tuple (<= 5 s ".", <= 60 s ",",
+    <= 300 s "+", <= 1 h "*", longer: none; the hours are the leading zeros of `piece`)."""
     return "." if t2 <= 5.0 else "," if t2 <= 60.0 else "+" if t2 <= 300.0 else "*" if t2 <= HOUR else ""
 
 
