@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from slipsq.allow import AllowList
 from slipsq.config import Config, Option
 from slipsq.evidence import Evidence
 from slipsq.flow import AppEvent, Flow
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass
