@@ -62,9 +62,7 @@ def open_db(key: str, path: str, warnings: list[str] | None = None) -> Any | Non
 def _get(reader: Any, ip: str) -> dict[str, Any]:
     try:
         rec = reader.get(ip)
-    except (ValueError, TypeError):  # not an IP address, or an IPv6 address in an IPv4-only DB
-        return {}
-    except Exception:  # a corrupt record inside a valid-looking file: no enrichment, never a crash
+    except Exception:  # not an IP, IPv6 in an IPv4-only DB, or a corrupt record: no enrichment, no crash
         return {}
     return rec if isinstance(rec, dict) else {}
 
