@@ -396,6 +396,9 @@ cdef inline FlowEntry* ent(FlowEntry** chunks, uint32_t i) noexcept nogil:
     return &chunks[i >> CHUNK_BITS][i & (CHUNK - 1)]
 
 
+# Each entry is on two doubly linked lists of indices: its timeout class's (lprev/lnext, list e.cls)
+# and the active-report list (aprev/anext, list ACTIVE_LIST). heads/tails are the table's arrays.
+
 cdef inline void unlink_class(FlowEntry** chunks, uint32_t* heads, uint32_t* tails, FlowEntry* e) noexcept nogil:
     """Take `e` out of the list of its timeout class (e.cls is not FREE)."""
     if e.lprev != NIL:
@@ -406,6 +409,43 @@ cdef inline void unlink_class(FlowEntry** chunks, uint32_t* heads, uint32_t* tai
         ent(chunks, e.lnext).lprev = e.lprev
     else:
         tails[e.cls] = e.lprev
+
+
+cdef inline void append_class(FlowEntry** chunks, uint32_t* heads, uint32_t* tails, FlowEntry* e,
+                              uint32_t i, int cls) noexcept nogil:
+    """Put entry `i` (`e`, on no class list) at the young end of the list of class `cls`."""
+    e.cls = cls
+    e.lnext = NIL
+    e.lprev = tails[cls]
+    if e.lprev != NIL:
+        ent(chunks, e.lprev).lnext = i
+    else:
+        heads[cls] = i
+    tails[cls] = i
+
+
+cdef inline void unlink_active(FlowEntry** chunks, uint32_t* heads, uint32_t* tails, FlowEntry* e) noexcept nogil:
+    """Take `e` out of the active-report list."""
+    if e.aprev != NIL:
+        ent(chunks, e.aprev).anext = e.anext
+    else:
+        heads[ACTIVE_LIST] = e.anext
+    if e.anext != NIL:
+        ent(chunks, e.anext).aprev = e.aprev
+    else:
+        tails[ACTIVE_LIST] = e.aprev
+
+
+cdef inline void append_active(FlowEntry** chunks, uint32_t* heads, uint32_t* tails, FlowEntry* e,
+                               uint32_t i) noexcept nogil:
+    """Put entry `i` (`e`, not on the active list) at the end of the active-report list."""
+    e.anext = NIL
+    e.aprev = tails[ACTIVE_LIST]
+    if e.aprev != NIL:
+        ent(chunks, e.aprev).anext = i
+    else:
+        heads[ACTIVE_LIST] = i
+    tails[ACTIVE_LIST] = i
 
 
 # --- the flow table ---------------------------------------------------------------------------------
@@ -549,13 +589,7 @@ cdef class FlowTable:
             e.active_due = ts + self.active_timeout
             e.hnext = self.buckets[h & (self.nbuckets - 1)]
             self.buckets[h & (self.nbuckets - 1)] = i
-            e.anext = NIL
-            e.aprev = self.tails[ACTIVE_LIST]
-            if e.aprev != NIL:
-                ent(self.chunks, e.aprev).anext = i
-            else:
-                self.heads[ACTIVE_LIST] = i
-            self.tails[ACTIVE_LIST] = i
+            append_active(self.chunks, &self.heads[0], &self.tails[0], e, i)
             self.count += 1
             if self.count > self.nbuckets:
                 self._grow_buckets()
@@ -588,14 +622,7 @@ cdef class FlowTable:
             cls = 3 if e.proto == 17 else (4 if icmp else 5)
         if e.cls != FREE:  # move to the young end of its (maybe new) class list
             unlink_class(self.chunks, &self.heads[0], &self.tails[0], e)
-        e.cls = cls
-        e.lnext = NIL
-        e.lprev = self.tails[cls]
-        if e.lprev != NIL:
-            ent(self.chunks, e.lprev).lnext = i
-        else:
-            self.heads[cls] = i
-        self.tails[cls] = i
+        append_class(self.chunks, &self.heads[0], &self.tails[0], e, i, cls)
         if e.proto == 6 or e.proto == 17:
             hand_up = False
             if p.sport == 53 or p.sport == 5353 or p.dport == 53 or p.dport == 5353:
@@ -664,14 +691,7 @@ cdef class FlowTable:
         link[0] = e.hnext
         if e.cls != FREE:
             unlink_class(self.chunks, &self.heads[0], &self.tails[0], e)
-        if e.aprev != NIL:
-            ent(self.chunks, e.aprev).anext = e.anext
-        else:
-            self.heads[ACTIVE_LIST] = e.anext
-        if e.anext != NIL:
-            ent(self.chunks, e.anext).aprev = e.aprev
-        else:
-            self.tails[ACTIVE_LIST] = e.aprev
+        unlink_active(self.chunks, &self.heads[0], &self.tails[0], e)
         e.cls = FREE
         e.hnext = self.free_head
         self.free_head = i
@@ -711,12 +731,8 @@ cdef class FlowTable:
                 self._emit(e, "active")
                 e.active_due = now + self.active_timeout
                 if e.anext != NIL:  # move to the end of the active list
-                    self.heads[ACTIVE_LIST] = e.anext
-                    ent(self.chunks, e.anext).aprev = NIL
-                    e.aprev = self.tails[ACTIVE_LIST]
-                    ent(self.chunks, e.aprev).anext = i
-                    e.anext = NIL
-                    self.tails[ACTIVE_LIST] = i
+                    unlink_active(self.chunks, &self.heads[0], &self.tails[0], e)
+                    append_active(self.chunks, &self.heads[0], &self.tails[0], e, i)
             else:
                 self._emit(e, "idle" if not e.closing else ("fin" if e.closing == CLOSE_FIN else "rst"))
                 self._remove(i)
