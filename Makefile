@@ -36,7 +36,7 @@ build: deps
 	$(VPY) setup.py -q build_ext --inplace
 
 run: build
-	$(VENV)/bin/slipsq replay $(CAPTURE) --models models/
+	$(VENV)/bin/slipsq replay $(CAPTURE)
 
 lint: deps
 	$(VENV)/bin/ruff check slipsq tests tools bench

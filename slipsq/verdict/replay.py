@@ -16,17 +16,12 @@ from slipsq.sink import Sink
 class ReplayRecorder(Sink):
     blocks: list[tuple[float, str, float, str]] = field(default_factory=list)  # ts, ip, duration, detector
     unblocks: list[tuple[float, str, str]] = field(default_factory=list)
-    alerts: int = 0
-
-    def alert(self, alert: Alert) -> None:
-        self.alerts += 1
 
     def block(self, ip: str, duration: float, alert: Alert) -> None:
         self.blocks.append((alert.evidence.ts, ip, duration, alert.evidence.detector))
 
     def unblock(self, ip: str, ts: float, reason: str) -> None:
         self.unblocks.append((ts, ip, reason))
-
 
     @property
     def blocked_ips(self) -> list[str]:
