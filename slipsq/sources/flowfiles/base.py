@@ -11,8 +11,9 @@ from __future__ import annotations
 import calendar
 import datetime
 import ipaddress
+import json
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from slipsq.errors import InputError
@@ -21,6 +22,8 @@ from slipsq.flow import AppEvent, Flow
 Item = Flow | AppEvent
 
 MAX_PROBLEMS = 5  # first problems kept (file:line: why) for the warning; the rest are only counted
+# what building an item from a JSON object of unexpected shape may raise: the row is bad, not the input
+JSON_ROW_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError, RecursionError)
 
 
 def new_counts() -> dict[str, int]:
@@ -61,6 +64,31 @@ class FlowSource:
 
     def _items(self) -> Iterator[Item]:  # pragma: no cover - every reader overrides it
         raise NotImplementedError
+
+    def json_rows(self, lines: Iterable[str], lineno: int,
+                  make: Callable[[dict[str, Any]], Item | list[AppEvent] | None]) -> Iterator[Item]:
+        """The items `make` builds from JSON lines (one object per line; `lineno` is the number of the
+        line before the first). Counts rows; a line that is not a JSON object or that `make` rejects is
+        counted and skipped as bad."""
+        counts = self.counts
+        loads = json.loads
+        for line in lines:
+            lineno += 1
+            if not line.strip():
+                continue
+            counts["rows"] += 1
+            try:
+                record = loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+                item = make(record)
+            except JSON_ROW_ERRORS as e:
+                self.bad(lineno, row_error(e))
+                continue
+            if isinstance(item, list):
+                yield from item
+            elif item is not None:
+                yield item
 
     def bad(self, lineno: int, why: str) -> None:
         """Count a malformed row and keep the first few reasons."""

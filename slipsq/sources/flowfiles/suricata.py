@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from slipsq.errors import InputError
 from slipsq.flow import AppEvent, Flow, proto_name
-from slipsq.sources.flowfiles.base import Addresses, FlowSource, Item, row_error
+from slipsq.sources.flowfiles.base import Addresses, FlowSource, Item
 
 # DNS names → numbers, as on the wire (RFC 1035, 3596, 2782, 6891, 9460; RFC 1035/6895 rcodes)
 QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "HINFO": 13, "MX": 15, "TXT": 16, "AAAA": 28,
@@ -96,32 +97,20 @@ class SuricataSource(FlowSource):
         self.counts["dns_queries"] = 0
 
     def _items(self) -> Iterator[Item]:
-        counts = self.counts
-        loads = json.loads
-        lineno = self._lineno - 1
-        for src in ([self._first], self._lines):
-            for line in src:
-                lineno += 1
-                if not line.strip():
-                    continue
-                counts["rows"] += 1
-                try:
-                    r = loads(line)
-                    if not isinstance(r, dict):
-                        raise ValueError("not a JSON object")
-                    kind = r.get("event_type")
-                    if kind == "flow":
-                        flow = self._flow(r)
-                        counts["flows"] += 1
-                        yield flow
-                    elif kind == "dns":
-                        for event in self._dns(r):
-                            counts["app_events"] += 1
-                            yield event
-                    else:
-                        counts["other_events"] += 1
-                except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as e:
-                    self.bad(lineno, row_error(e))
+        yield from self.json_rows(chain([self._first], self._lines), self._lineno - 1, self._event)
+
+    def _event(self, r: dict[str, Any]) -> Flow | list[AppEvent] | None:
+        kind = r.get("event_type")
+        if kind == "flow":
+            flow = self._flow(r)
+            self.counts["flows"] += 1
+            return flow
+        if kind == "dns":
+            events = self._dns(r)
+            self.counts["app_events"] += len(events)
+            return events
+        self.counts["other_events"] += 1
+        return None
 
     def _ends(self, r: dict[str, Any]) -> tuple[str, int, str, int, str]:
         proto = _proto(r["proto"])

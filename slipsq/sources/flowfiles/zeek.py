@@ -24,6 +24,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 from slipsq.errors import InputError
@@ -105,36 +106,11 @@ class ZeekSource(FlowSource):
             raise InputError(f"{name}:{first_lineno}: not a Zeek TSV log (no #separator/#fields header)")
 
     def _items(self) -> Iterator[Item]:
-        lines = self._lines
-        first = [self._first]
         if self.json:
-            yield from self._json(first, self._lineno - 1)
-            yield from self._json(lines, self._lineno)
+            make = self._conn_json if self.kind == "conn" else self._dns_json
+            yield from self.json_rows(chain([self._first], self._lines), self._lineno - 1, make)
         else:
-            yield from self._tsv(first, lines)
-
-    # --- JSON lines ------------------------------------------------------------------------------
-    def _json(self, lines: Iterable[str], lineno: int) -> Iterator[Item]:
-        counts = self.counts
-        make = self._conn_json if self.kind == "conn" else self._dns_json
-        loads = json.loads
-        for line in lines:
-            lineno += 1
-            if not line.strip():
-                continue
-            counts["rows"] += 1
-            try:
-                record = loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-                item = make(record)
-            except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError) as e:
-                self.bad(lineno, row_error(e))
-                continue
-            if isinstance(item, list):
-                yield from item
-            else:
-                yield item
+            yield from self._tsv([self._first], self._lines)
 
     def _conn_json(self, r: dict[str, Any]) -> Flow:
         saddr = self.addr(r["id.orig_h"])
