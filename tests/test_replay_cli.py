@@ -87,8 +87,6 @@ def test_output_folder_that_is_a_file(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def demo_run() -> subprocess.CompletedProcess[str]:
-    if not DEMO.exists():
-        pytest.skip("tests/data/beacon-https.pcap not generated yet")
     return slipsq("replay", "--json", str(DEMO))
 
 
@@ -131,8 +129,6 @@ def test_outputs_folder(tmp_path: Path, demo_run: subprocess.CompletedProcess[st
 
 
 def test_tuples_show_the_beacon_letters() -> None:
-    if not DEMO.exists():
-        pytest.skip("tests/data/beacon-https.pcap not generated yet")
     p = slipsq("replay", "--tuples", "--json", str(DEMO))
     assert p.returncode == 0, p.stderr
     rows = [json.loads(x) for x in p.stdout.splitlines()[:-1]]
