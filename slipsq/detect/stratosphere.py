@@ -31,7 +31,7 @@ from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.evidence import HIGH, Evidence
 from slipsq.flow import Flow
 from slipsq.letters import LetterTable, TupleLetters
-from slipsq.markov import Chain, Model
+from slipsq.markov import Chain, Model, match
 
 CONFIDENCE_STEP = 0.1
 
@@ -40,14 +40,8 @@ Matcher = Callable[[list[Any], Any], "tuple[Any, float] | None"]
 
 def first_match(chains: list[Chain], t: TupleLetters) -> tuple[Chain, float] | None:
     """The first chain the tuple's string matches, with its distance (the readable twin of
-    `_letters.first_match`)."""
-    text = t.text
-    n, first, pairs = len(text), text[0], t.pairs
-    for ch in chains:
-        d = ch.matches(n, first, pairs)
-        if d is not None:
-            return ch, d
-    return None
+    `_letters.first_match`): markov.match on the tuple's string and its kept transition counts."""
+    return match(chains, t.text, t.pairs)
 
 
 def implementation() -> tuple[type, type, Matcher, bool]:
