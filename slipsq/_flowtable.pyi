@@ -3,15 +3,6 @@
 from slipsq.config import Config
 from slipsq.flowtable import FlowTable as _TwinTable
 
-ETHERNET: int
-RAW: int
-LINUX_SLL: int
-LINUX_SLL2: int
-IPV4: int
-IPV6: int
-ACCEPT: int
-DROP: int
-
 def parse_packet(
     buf: bytes, linktype: int
 ) -> tuple[int, bytes, bytes, int, int, int, int, int, int, int, bool, bool, int, int]: ...

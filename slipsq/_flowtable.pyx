@@ -29,9 +29,6 @@ cdef extern from "sys/socket.h":
     int AF_INET
     int AF_INET6
 
-ETHERNET, RAW, LINUX_SLL, LINUX_SLL2, IPV4, IPV6 = 1, 101, 113, 276, 228, 229
-ACCEPT, DROP = 1, 0
-
 cdef extern from *:
     """
     #define SQ_NIL 0xFFFFFFFFu
@@ -194,6 +191,8 @@ cdef void c_parse(const uint8_t* buf, Py_ssize_t n, int linktype, Parsed* p) noe
     cdef Py_ssize_t off = 0, at = 0
     cdef int etype, version
     memset(p, 0, sizeof(Parsed))
+    # link types by number, as named in slipsq.decode: raw IP 101/12/14, IPV4 228, IPV6 229,
+    # ETHERNET 1, LINUX_SLL 113, LINUX_SLL2 276
     if linktype == 101 or linktype == 12 or linktype == 14:
         etype = -1
     elif linktype == 228:

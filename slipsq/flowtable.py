@@ -52,17 +52,7 @@ from typing import Any
 
 from slipsq.appdecode import HTTP_METHODS
 from slipsq.config import Config
-from slipsq.decode import (
-    ETHERNET,  # noqa: F401  (re-exported link type constants)
-    IPV4,  # noqa: F401
-    IPV6,  # noqa: F401
-    LINUX_SLL,  # noqa: F401
-    LINUX_SLL2,  # noqa: F401
-    RAW,  # noqa: F401
-    Packet,
-    ip_str,
-    parse,
-)
+from slipsq.decode import Packet, ip_str, parse
 from slipsq.flow import Flow, proto_name
 
 ACCEPT, DROP = 1, 0
