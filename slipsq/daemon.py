@@ -134,19 +134,21 @@ class Daemon:
                                         "(--install-rules)"))
 
     def restore_blocks(self, now: float) -> None:
-        """Unexpired blocks back into the kernel (one batch) and the engine; expired ones removed."""
+        """Unexpired blocks back into the kernel (one batch) and the engine; expired ones and ones
+        protected now removed (one batch too)."""
         gone = self.store.purge_expired(now)
-        if gone:
-            self.fw.unblock([b.ip for b in gone])
+        out = [b.ip for b in gone]
         entries = []
         for b in self.store.active(now):
             why = self.allow.why_protected(b.ip)
             if why is not None:  # the allow list changed since: protected now wins
-                self.fw.unblock([b.ip])
+                out.append(b.ip)
                 self.store.remove(b.ip, ts=now, who="allow-list", reason=f"now protected: {why}")
                 continue
             entries.append((b.ip, b.remaining(now)))
             self.engine.restore_block(b.ip, math.inf if b.expires is None else b.expires, b.times)
+        if out:
+            self.fw.unblock(out)
         self.fw.block(entries)
         if entries or gone:
             log(f"restored {len(entries)} blocks from the store, {len(gone)} expired ones removed")

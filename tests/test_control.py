@@ -260,6 +260,7 @@ def test_daemon_start_restores_unexpired_blocks_and_drops_the_rest(tmp_path: Pat
     d.allow = AllowList(["10.9.0.0/16"])
     fw = FakeFirewall(d.allow)
     fw.set["198.51.100.1"] = 5.0  # still in the kernel set
+    fw.set["10.9.0.5"] = None  # blocked before the allow list covered it: it must leave the kernel too
     d.store, d.fw, d.engine = store, fw, RestoreEngine()  # type: ignore[assignment]
     d.restore_blocks(500.0)
     assert d.engine.restored == {"198.51.100.2": (1000.0, 2), "198.51.100.3": (math.inf, 1)}
