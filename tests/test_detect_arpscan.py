@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from flowgen import T0, Recorder, config, run
 from helpers import arp, write_pcap
 
@@ -54,11 +53,8 @@ def test_thresholds_are_configurable() -> None:
 
 
 def test_arp_sweep_in_a_generated_capture(tmp_path: Path) -> None:
-    try:
-        from slipsq.sources.pcap import replay_capture
-    except ImportError as e:  # pragma: no cover
-        pytest.skip(f"pcap replay source not importable yet: {e}")
     from slipsq.engine import Engine
+    from slipsq.sources.pcap import replay_capture
 
     frames = [(T0 + i * 0.02, arp(1, src_ip="10.1.1.66", dst_ip=f"10.1.1.{i}")) for i in range(1, 255)]
     path = write_pcap(tmp_path / "arpscan.pcap", frames)
