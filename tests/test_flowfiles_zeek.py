@@ -248,6 +248,8 @@ def test_tsv_random_rows_never_crash_and_both_parsers_agree(rows: list[str]) -> 
     for fast in (True, False):
         source = ZeekSource("mem", text.split("\n", 1)[0], io.StringIO(text.split("\n", 1)[1]))
         source.fast_path = fast
+        parser = source._tsv_parser(list(CONN_FIELDS), "conn", 1, "-", "(empty)", ",")
+        assert parser.__name__ == ("fast" if fast else "careful")  # both paths really compared
         try:
             items = list(source)
         except InputError as e:
@@ -256,6 +258,28 @@ def test_tsv_random_rows_never_crash_and_both_parsers_agree(rows: list[str]) -> 
         assert source.counts["flows"] == len(items) >= 1
         results.append(("", source.counts, items))
     assert results[0] == results[1]
+
+
+EDGE_VALUES = ["", "-", "(empty)", "0", "-1", "+1", " 1", "1_0", "1.5", "-0.0", "nan", "inf", "1e999", "0x10", "\u0663",
+               "65535", "65536", "99999999999", "9223372036854775807", "9223372036854775808", "10.0.2.112", "TCP"]
+
+
+def test_every_column_edge_value_both_parsers_agree() -> None:
+    # the random test above rarely hits one column with one edge value: here every pair, each twice
+    rows = ["\t".join(conn_row())]
+    for i in range(len(CONN_FIELDS)):
+        for v in EDGE_VALUES:
+            row = conn_row()
+            row[i] = v
+            rows += ["\t".join(row)] * 2
+    text = tsv(CONN_FIELDS, []) + "\n".join(rows) + "\n"
+    results = []
+    for fast in (True, False):
+        source = ZeekSource("mem", text.split("\n", 1)[0], io.StringIO(text.split("\n", 1)[1]))
+        source.fast_path = fast
+        results.append((list(source), source.counts))
+    assert results[0] == results[1]
+    assert 0 < results[0][1]["bad_rows"] < results[0][1]["rows"]
 
 
 JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
