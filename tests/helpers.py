@@ -136,7 +136,8 @@ def write_pcap(path: Path, records: Iterable[Record], linktype: int = 1, *, nano
     return path
 
 
-def _block(e: str, btype: int, body: bytes) -> bytes:
+def pcapng_block(e: str, btype: int, body: bytes) -> bytes:
+    """One pcapng block (byte order `e`): type, total length, body padded to 4 bytes, length again."""
     body += b"\0" * (-len(body) % 4)
     n = len(body) + 12
     return struct.pack(e + "II", btype, n) + body + struct.pack(e + "I", n)
@@ -148,16 +149,16 @@ def write_pcapng(path: Path, interfaces: Sequence[tuple[int, int]],
     """A pcapng file. `interfaces` are (link type, if_tsresol: 6 for µs, 9 for ns, 0x80|n for 2^-n);
     records are (interface index, timestamp, frame), written as Enhanced Packet Blocks."""
     e = ">" if big_endian else "<"
-    out = [_block(e, 0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1))]
+    out = [pcapng_block(e, 0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1))]
     resols = []
     for linktype, tsresol in interfaces:
         opts = struct.pack(e + "HH", 9, 1) + bytes([tsresol]) + b"\0\0\0" + struct.pack(e + "HH", 0, 0)
-        out.append(_block(e, 1, struct.pack(e + "HHI", linktype, 0, 65535) + opts))
+        out.append(pcapng_block(e, 1, struct.pack(e + "HHI", linktype, 0, 65535) + opts))
         resols.append(2 ** (tsresol & 0x7F) if tsresol & 0x80 else 10 ** tsresol)
     for iface, ts, frame in records:
         ticks = round(ts * resols[iface])
         head = struct.pack(e + "IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame))
-        out.append(_block(e, 6, head + frame))
+        out.append(pcapng_block(e, 6, head + frame))
     path.write_bytes(b"".join(out))
     return path
 

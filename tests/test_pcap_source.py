@@ -29,6 +29,7 @@ from tests.helpers import (
     eth,
     icmp,
     pcap_bytes_fast,
+    pcapng_block,
     sll2,
     tcp,
     udp,
@@ -130,9 +131,8 @@ def test_pcapng_other_blocks_are_skipped_and_simple_packets_read(tmp_path: Path)
     path = write_pcapng(tmp_path / "s.pcapng", [(101, 6)], [(0, 10.0, udp(A, 1, B, 2))])
     data = path.read_bytes()
     frame = udp(A, 1, B, 2, b"spb")
-    spb_body = struct.pack("<I", len(frame)) + frame + b"\0" * (-len(frame) % 4)
-    spb = struct.pack("<II", 3, len(spb_body) + 12) + spb_body + struct.pack("<I", len(spb_body) + 12)
-    isb = struct.pack("<III", 5, 20, 0) + b"\0" * 4 + struct.pack("<I", 20)
+    spb = pcapng_block("<", 3, struct.pack("<I", len(frame)) + frame)
+    isb = pcapng_block("<", 5, b"\0" * 8)
     path.write_bytes(data + isb + spb)
     pcap = PcapFile(str(path))
     flows, _, _ = drain(pcap, table())
@@ -415,9 +415,8 @@ def test_fast_and_pure_paths_tick_at_the_same_packets(tmp_path: Path, monkeypatc
 
 
 PCAP_HEAD = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101)
-NG_HEAD = (struct.pack("<II", 0x0A0D0D0A, 28) + struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
-           + struct.pack("<I", 28) + struct.pack("<II", 1, 20) + struct.pack("<HHI", 101, 0, 0)
-           + struct.pack("<I", 20))
+NG_HEAD = (pcapng_block("<", 0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+           + pcapng_block("<", 1, struct.pack("<HHI", 101, 0, 0)))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
