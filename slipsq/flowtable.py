@@ -52,7 +52,7 @@ from typing import Any
 
 from slipsq.appdecode import HTTP_METHODS
 from slipsq.config import Config
-from slipsq.decode import Packet, ip_str, parse
+from slipsq.decode import DNS_PORTS, Packet, ip_str, parse
 from slipsq.flow import Flow, proto_name
 
 ACCEPT, DROP = 1, 0
@@ -66,7 +66,6 @@ STAT_KEYS = ("packets", "bytes", "non_ip", "malformed", "fragments", "dropped", 
 N_CLASSES = 6
 ACTIVE = N_CLASSES  # index of the active-report list in tie-breaking
 MAX_FLOWS_CAP = 0x7FFFFFFF  # the compiled table finds flows by uint32 index
-DNS_PORTS = (53, 5353)
 # app kinds and their bits (the compiled table uses the same bits)
 APP_KINDS = {"dns": 1, "dns-queries": 2, "banner": 4, "tls": 8, "http": 16, "arp": 32, "payload": 64}
 APP_DNS, APP_DNS_ALL, APP_BANNER, APP_TLS, APP_HTTP, APP_ARP, APP_PAYLOAD = APP_KINDS.values()
