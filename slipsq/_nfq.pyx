@@ -104,9 +104,6 @@ cdef class Queue:
         want = rcvbuf if rcvbuf else maxlen * (copy_range + 1024)
         self.rcvbuf = nfnl_rcvbufsiz(nfq_nfnlh(self.nfq.h), want)
 
-    def fileno(self) -> int:
-        return nfq_fd(self.nfq.h)
-
     def close(self) -> None:
         """Unbind. The kernel drops what is still queued at that moment, so a clean stop removes the
         diversion first and runs the queue dry before closing."""

@@ -68,9 +68,6 @@ class NfqueueSource:
         self.info = QueueInfo(num, maxlen, copy_range, int(self.q.rcvbuf), bool(self.q.fail_open),
                               bool(self.q.gso))
 
-    def fileno(self) -> int:
-        return int(self.q.fileno())
-
     def run(self, budget: int, timeout: float, fds: Sequence[int] = ()) -> int:
         return int(self.q.run(budget, timeout, tuple(fds)))
 
