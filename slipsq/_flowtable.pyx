@@ -447,6 +447,11 @@ cdef inline void append_active(FlowEntry** chunks, uint32_t* heads, uint32_t* ta
     tails[ACTIVE_LIST] = i
 
 
+cdef inline str closing_reason(FlowEntry* e):
+    """closed_by of a closing TCP flow (the twin keeps this string in e.closing)."""
+    return "fin" if e.closing == CLOSE_FIN else "rst"
+
+
 # --- the flow table ---------------------------------------------------------------------------------
 
 cdef class FlowTable:
@@ -568,7 +573,7 @@ cdef class FlowTable:
                     break
             i = e.hnext
         if i != NIL and e.closing and p.proto == 6 and flags & (TH_SYN | TH_ACK) == TH_SYN:
-            self._emit(e, "fin" if e.closing == CLOSE_FIN else "rst")
+            self._emit(e, closing_reason(e))
             self._remove(i)
             i = NIL
         if i == NIL:
@@ -733,7 +738,7 @@ cdef class FlowTable:
                     unlink_active(self.chunks, &self.heads[0], &self.tails[0], e)
                     append_active(self.chunks, &self.heads[0], &self.tails[0], e, i)
             else:
-                self._emit(e, "idle" if not e.closing else ("fin" if e.closing == CLOSE_FIN else "rst"))
+                self._emit(e, closing_reason(e) if e.closing else "idle")
                 self._remove(i)
 
     def close_all(self, double now):
@@ -745,7 +750,7 @@ cdef class FlowTable:
         while self.heads[ACTIVE_LIST] != NIL:
             i = self.heads[ACTIVE_LIST]
             e = ent(self.chunks, i)
-            self._emit(e, "end" if not e.closing else ("fin" if e.closing == CLOSE_FIN else "rst"))
+            self._emit(e, closing_reason(e) if e.closing else "end")
             self._remove(i)
 
     cdef int _evict(self) except -1:
