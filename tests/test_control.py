@@ -110,7 +110,7 @@ def test_unblock_unknown_ip(admin: Admin) -> None:
         admin.unblock("198.51.100.1")
 
 
-def test_unblock_of_a_kernel_only_block_still_works(admin: Admin) -> None:
+def test_unblock_of_a_block_only_in_the_firewall_still_works(admin: Admin) -> None:
     # e.g. the store was lost but the set still holds the address
     assert isinstance(admin.fw, FakeFirewall)
     admin.fw.set["198.51.100.2"] = 60.0
@@ -270,7 +270,7 @@ def test_daemon_start_restores_unexpired_blocks_and_drops_the_rest(tmp_path: Pat
     assert store.audit("10.9.0.5")[-1].who == "allow-list"
 
 
-def test_a_judged_block_reaches_kernel_and_store_in_one_step(tmp_path: Path) -> None:
+def test_a_judged_block_goes_to_firewall_and_store_in_one_step(tmp_path: Path) -> None:
     from slipsq.daemon import InlineSink
     from slipsq.evidence import CRITICAL, Evidence
     from slipsq.judge import Decision

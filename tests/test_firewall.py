@@ -150,7 +150,7 @@ def fw(monkeypatch: pytest.MonkeyPatch) -> tuple[Firewall, list[str]]:
     return f, scripts
 
 
-def test_protected_addresses_never_reach_the_kernel(fw: tuple[Firewall, list[str]]) -> None:
+def test_protected_addresses_never_reach_the_ipset_batch(fw: tuple[Firewall, list[str]]) -> None:
     f, scripts = fw
     refused = f.block([("203.0.113.7", 60), ("10.9.3.3", 60), ("192.168.1.1", 60), ("127.0.0.1", 60),
                        ("fe80::1", 60), ("::ffff:192.168.1.1", 60)])

@@ -62,3 +62,26 @@ def test_install_block_and_remove_only_what_slipsq_made(lab: Lab, backend: str, 
     # removing again is harmless
     lab.sh(lab.gw, *env, f"SLIPSQ_IPTABLES_BACKEND={backend}", sys.executable, "-m", "slipsq",
            "rules", "remove", "--state-dir", str(tmp_path))
+
+
+UNBLOCK_LOST = r"""
+import json, sys
+from slipsq.allow import AllowList
+from slipsq.control import Admin
+from slipsq.verdict.firewall import Firewall
+from slipsq.verdict.store import BlockStore
+fw = Firewall(AllowList(), backend=sys.argv[1])
+fw.install(None)
+fw.block([("203.0.113.8", 600)])
+before = sorted(fw.members())
+Admin(BlockStore(sys.argv[2]), fw, AllowList(), None).unblock("203.0.113.8")  # the store never knew it
+print(json.dumps({"before": before, "after": sorted(fw.members())}))
+"""
+
+
+def test_unblock_of_a_block_only_in_the_kernel_set(lab: Lab, backend: str, tmp_path: Path) -> None:
+    import json
+
+    env = ["env", f"PYTHONPATH={ROOT}"]
+    out = json.loads(lab.sh(lab.gw, *env, sys.executable, "-c", UNBLOCK_LOST, backend, str(tmp_path)).stdout)
+    assert out == {"before": ["203.0.113.8"], "after": []}
