@@ -245,12 +245,11 @@ def rules_remove(ctx: click.Context, state_dir: str | None) -> None:
 
 
 def _firewall(allow: Any = None) -> Any:
-    from slipsq.verdict.firewall import Firewall
+    from slipsq.verdict.firewall import host_firewall
 
     if os.geteuid() != 0:
         raise SystemSetupError("reading or changing the firewall needs root")
-    backend = os.environ.get("SLIPSQ_IPTABLES_BACKEND", "auto")
-    return Firewall(allow, backend, ipv6=os.path.exists("/proc/net/if_inet6"))
+    return host_firewall(allow)
 
 
 def register(group: click.Group) -> None:

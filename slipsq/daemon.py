@@ -26,7 +26,7 @@ from slipsq.errors import ModelError, SlipsqError
 from slipsq.output.alerts import Alert, AlertWriter
 from slipsq.sink import Sink
 from slipsq.sources.nfqueue import DEFAULT_MAXLEN, FAIL_OPEN_NOTE, NfqueueSource, check_system
-from slipsq.verdict.firewall import Firewall, diversion_tag
+from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall
 from slipsq.verdict.store import BlockStore, resolve_state_dir
 
 BUDGET = 1024  # packets per return to Python at most (the engine still runs whenever flows are pending)
@@ -93,7 +93,7 @@ class Daemon:
         self.config_path = config_path
         self.state_dir = resolve_state_dir(state_dir)
         self.maxlen = queue_maxlen or DEFAULT_MAXLEN
-        self.backend = backend or os.environ.get("SLIPSQ_IPTABLES_BACKEND", "auto")
+        self.backend = backend
         self.stop = False
         self.diversion_installed = False
         self.want_reload = False
@@ -109,7 +109,7 @@ class Daemon:
         self.cfg = configmod.load(self.config_path)
         self.allow = make_allow(self.cfg)
         self.store = BlockStore(self.state_dir)
-        self.fw = Firewall(self.allow, self.backend, ipv6=os.path.exists("/proc/net/if_inet6"))
+        self.fw = host_firewall(self.allow, self.backend)
         # the control socket first: it is also the "is another slipsq using this state dir" check
         self.control = ControlServer(self.state_dir, self.handle)
         self.sink = InlineSink(self.fw, self.store)

@@ -17,6 +17,7 @@ even if a caller asks. It never flushes or edits a chain or set it did not creat
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shutil
 import subprocess
@@ -212,6 +213,13 @@ class Firewall:
                 # dels use -exist; a set that does not exist means nothing is blocked there: fine
                 if "does not exist" not in e.message:
                     raise
+
+
+def host_firewall(allow: AllowList | None, backend: str | None = None) -> Firewall:
+    """This host's Firewall: `backend`, else $SLIPSQ_IPTABLES_BACKEND, else auto; IPv6 sets when the
+    kernel has IPv6."""
+    return Firewall(allow, backend or os.environ.get("SLIPSQ_IPTABLES_BACKEND", "auto"),
+                    ipv6=os.path.exists("/proc/net/if_inet6"))
 
 
 def diversion_tag(queue: int) -> str:
