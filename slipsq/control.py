@@ -222,8 +222,7 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 10.0) -> dict
                                    "run as root") from None
         except (FileNotFoundError, ConnectionRefusedError):
             return None
-        user = os.environ.get("SUDO_USER") or _login()
-        s.sendall(json.dumps({**req, "user": user}).encode() + b"\n")
+        s.sendall(json.dumps({**req, "user": _user()}).encode() + b"\n")
         line = _read_line(s)
     except TimeoutError:
         raise SystemSetupError(f"the slipsq daemon did not answer within {timeout:g}s ({path})") from None
@@ -235,7 +234,11 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 10.0) -> dict
     return reply
 
 
-def _login() -> str:
+def _user() -> str:
+    """The person behind this command: the sudo caller, else the login of our uid."""
+    sudo = os.environ.get("SUDO_USER")
+    if sudo:
+        return sudo
     import pwd
 
     try:
@@ -245,4 +248,4 @@ def _login() -> str:
 
 
 def who_am_i() -> str:
-    return f"admin:{os.environ.get('SUDO_USER') or _login()}"
+    return f"admin:{_user()}"
