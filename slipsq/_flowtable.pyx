@@ -18,6 +18,7 @@ from libc.string cimport memcmp, memcpy, memset
 
 import ipaddress
 import mmap
+import os
 
 from slipsq.flow import Flow, proto_name
 from slipsq.flowtable import APP_KINDS, app_kinds_of, app_mask
@@ -922,7 +923,6 @@ cdef class PcapFile:
         self.mapped_to = 0
         self.populate = MADV_POPULATE_READ_
         with open(path, "rb") as fh:
-            import os
             self.size = os.fstat(fh.fileno()).st_size
             if self.size == 0:
                 raise ValueError("the file is empty, not a capture")
@@ -1056,7 +1056,7 @@ cdef class PcapFile:
         cdef uint32_t btype, blen, caplen, iface
         cdef uint64_t ticks
         cdef double ts
-        cdef int lt
+        cdef int lt, err
         while done < max_packets and not self.done:
             if self.pos + MAP_WINDOW // 2 > self.mapped_to:
                 self._map_ahead()
