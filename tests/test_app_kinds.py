@@ -32,13 +32,16 @@ Make = Callable[..., Any]
 
 
 @pytest.fixture(params=["py", "c"])
-def make(request: pytest.FixtureRequest) -> Make:
+def table_cls(request: pytest.FixtureRequest) -> Any:
     if request.param == "c" and CTable is None:
         pytest.skip("slipsq._flowtable is not built")
-    cls = PyTable if request.param == "py" else CTable
+    return PyTable if request.param == "py" else CTable
 
+
+@pytest.fixture
+def make(table_cls: Any) -> Make:
     def build(kinds: Sequence[str] | None = None) -> Any:
-        t = cls(Config(CORE_OPTIONS))
+        t = table_cls(Config(CORE_OPTIONS))
         if kinds is not None:
             t.set_app_kinds(kinds)
         return t
@@ -157,13 +160,6 @@ class WantsTls(Detector):
     def on_app(self, event: AppEvent) -> list[Any]:
         WantsTls.seen.append(event)
         return []
-
-
-@pytest.fixture(params=["py", "c"])
-def table_cls(request: pytest.FixtureRequest) -> Any:
-    if request.param == "c" and CTable is None:
-        pytest.skip("slipsq._flowtable is not built")
-    return PyTable if request.param == "py" else CTable
 
 
 def engine(table_cls: Any, detectors: Sequence[type[Detector]]) -> Engine:
