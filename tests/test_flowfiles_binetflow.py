@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slipsq.errors import InputError
-from slipsq.flow import Flow
+from slipsq.flow import AppEvent, Flow
 from slipsq.output.binetflow import HEADER, format_flow
 from slipsq.sources.flowfiles import open_flow_source
 from slipsq.sources.flowfiles.binetflow import BinetflowSource
@@ -372,12 +372,9 @@ def mutated(draw: st.DrawFn) -> str:
     return ",".join(fields)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=SLOW_OK)
-@given(st.lists(st.one_of(mutated(), st.text(max_size=80)), max_size=8))
-def test_random_and_mutated_rows_never_crash_and_both_parsers_agree(rows: list[str]) -> None:
-    # every row twice: the second time the fast path's caches are warm
-    text = "\n".join([GOOD, *rows, GOOD, *rows]) + "\n"
-    results = []
+def both_parsers(text: str) -> list[tuple[str, dict[str, int], list[Flow | AppEvent]]]:
+    """(error, counts, flows) from the fast and from the careful row parser, for rows under STRAT_HEADER."""
+    results: list[tuple[str, dict[str, int], list[Flow | AppEvent]]] = []
     for fast in (True, False):
         source = BinetflowSource("mem", STRAT_HEADER, io.StringIO(text))
         source.fast_path = fast
@@ -391,6 +388,14 @@ def test_random_and_mutated_rows_never_crash_and_both_parsers_agree(rows: list[s
         assert c["flows"] == len(out) >= 2
         assert c["flows"] + c["bad_rows"] + c["skipped_non_ip"] == c["rows"]
         results.append(("", c, out))
+    return results
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=SLOW_OK)
+@given(st.lists(st.one_of(mutated(), st.text(max_size=80)), max_size=8))
+def test_random_and_mutated_rows_never_crash_and_both_parsers_agree(rows: list[str]) -> None:
+    # every row twice: the second time the fast path's caches are warm
+    results = both_parsers("\n".join([GOOD, *rows, GOOD, *rows]) + "\n")
     assert results[0] == results[1]
 
 
@@ -408,12 +413,7 @@ def test_every_column_edge_value_both_parsers_agree() -> None:
             fields = GOOD.split(",")
             fields[i] = v
             rows += [",".join(fields)] * 2
-    text = "\n".join(rows) + "\n"
-    results = []
-    for fast in (True, False):
-        source = BinetflowSource("mem", STRAT_HEADER, io.StringIO(text))
-        source.fast_path = fast
-        results.append((list(source), source.counts))
+    results = both_parsers("\n".join(rows) + "\n")
     assert results[0] == results[1]
     assert 0 < results[0][1]["bad_rows"] < results[0][1]["rows"]
 

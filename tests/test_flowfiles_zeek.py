@@ -237,14 +237,9 @@ def mutated_row(draw: st.DrawFn) -> str:
     return "\t".join(row)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=SLOW_OK)
-@given(st.lists(st.one_of(mutated_row(), st.text(max_size=60), st.text(max_size=12).map(lambda t: "#separator " + t)),
-                max_size=8))
-def test_tsv_random_rows_never_crash_and_both_parsers_agree(rows: list[str]) -> None:
-    # every row twice: the second time the fast path's caches are warm
-    body = "\t".join(conn_row()) + "\n" + "\n".join(rows + rows) + "\n" + "\t".join(conn_row()) + "\n"
-    text = tsv(CONN_FIELDS, []) + body
-    results = []
+def both_parsers(text: str) -> list[tuple[str, dict[str, int], list[Flow | AppEvent]]]:
+    """(error, counts, items) from the fast and from the careful conn-row parser, for a TSV text."""
+    results: list[tuple[str, dict[str, int], list[Flow | AppEvent]]] = []
     for fast in (True, False):
         source = ZeekSource("mem", text.split("\n", 1)[0], io.StringIO(text.split("\n", 1)[1]))
         source.fast_path = fast
@@ -257,6 +252,16 @@ def test_tsv_random_rows_never_crash_and_both_parsers_agree(rows: list[str]) -> 
             continue
         assert source.counts["flows"] == len(items) >= 1
         results.append(("", source.counts, items))
+    return results
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=SLOW_OK)
+@given(st.lists(st.one_of(mutated_row(), st.text(max_size=60), st.text(max_size=12).map(lambda t: "#separator " + t)),
+                max_size=8))
+def test_tsv_random_rows_never_crash_and_both_parsers_agree(rows: list[str]) -> None:
+    # every row twice: the second time the fast path's caches are warm
+    body = "\t".join(conn_row()) + "\n" + "\n".join(rows + rows) + "\n" + "\t".join(conn_row()) + "\n"
+    results = both_parsers(tsv(CONN_FIELDS, []) + body)
     assert results[0] == results[1]
 
 
@@ -272,12 +277,7 @@ def test_every_column_edge_value_both_parsers_agree() -> None:
             row = conn_row()
             row[i] = v
             rows += ["\t".join(row)] * 2
-    text = tsv(CONN_FIELDS, []) + "\n".join(rows) + "\n"
-    results = []
-    for fast in (True, False):
-        source = ZeekSource("mem", text.split("\n", 1)[0], io.StringIO(text.split("\n", 1)[1]))
-        source.fast_path = fast
-        results.append((list(source), source.counts))
+    results = both_parsers(tsv(CONN_FIELDS, []) + "\n".join(rows) + "\n")
     assert results[0] == results[1]
     assert 0 < results[0][1]["bad_rows"] < results[0][1]["rows"]
 
