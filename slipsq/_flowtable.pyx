@@ -11,6 +11,7 @@ capture it was given, and never call Python per packet.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.math cimport INFINITY, floor
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -352,9 +353,49 @@ cdef str addr_str(const uint8_t* a, int family):
     return out.decode("ascii")
 
 
+# The text of recently emitted addresses, direct-mapped by address hash: one address gives one str
+# object, so the detectors' dicts keyed by addresses hash it once (str caches its hash) and compare
+# by identity, and every flow of a busy host shares one string instead of allocating its own.
+ctypedef struct AddrText:
+    uint8_t family
+    uint8_t addr[16]
+    PyObject* text
+
+cdef enum:
+    ADDR_TEXT_SLOTS = 16384
+
+cdef AddrText ADDR_TEXT[ADDR_TEXT_SLOTS]
+
+
+cdef str addr_text(const uint8_t* a, int family):
+    cdef AddrText* slot = &ADDR_TEXT[mix64(addr_word(a, family)) & (ADDR_TEXT_SLOTS - 1)]
+    cdef size_t n = 4 if family == 4 else 16
+    if slot.text != NULL and slot.family == family and memcmp(slot.addr, a, n) == 0:
+        return <str>slot.text
+    text = addr_str(a, family)
+    Py_XDECREF(slot.text)
+    Py_INCREF(text)
+    slot.text = <PyObject*>text
+    slot.family = <uint8_t>family
+    memcpy(slot.addr, a, n)
+    return text
+
+
 cdef str flags_str(int flags):
     cdef int i
     return "".join([FLAG_LETTERS[i] for i in range(8) if flags & (1 << i)])
+
+
+# TCP states ("<client flags>_<server flags>"), built once per pair of flag sets
+cdef list TCP_STATES = [None] * 65536
+
+
+cdef str tcp_state(int aflags, int bflags):
+    cdef int i = (aflags << 8) | bflags
+    state = TCP_STATES[i]
+    if state is None:
+        state = TCP_STATES[i] = flags_str(aflags) + "_" + flags_str(bflags)
+    return <str>state
 
 
 cdef str icmp_state(int proto, int itype, int code, bint answered):
@@ -772,13 +813,13 @@ cdef class FlowTable:
         if closed_by != "active":
             self.n_closed += 1
         if e.proto == 6:
-            state = flags_str(e.aflags) + "_" + flags_str(e.bflags)
+            state = tcp_state(e.aflags, e.bflags)
         elif e.icmp:
             state = icmp_state(e.proto, e.pa, e.pb, e.bpkts > 0)
         else:
             state = "CON" if e.apkts and e.bpkts else "INT"
         self.closed.append(Flow(
-            e.first, e.last, proto_str(e.proto), addr_str(e.a, e.family), e.pa, addr_str(e.b, e.family),
+            e.first, e.last, proto_str(e.proto), addr_text(e.a, e.family), e.pa, addr_text(e.b, e.family),
             e.pb, e.apkts, e.bpkts, e.abytes, e.bbytes, state, "<->" if e.apkts and e.bpkts else "->",
             e.atos, e.btos, "", closed_by))
         return 0
