@@ -7,8 +7,8 @@ same transition counts (in the same order: the log-probability of a string is su
 so the distances are equal to the last bit) and the same matches; tests/test_letters_compiled.py
 checks it. Here a tuple's recent flows, its string and its transition counts live in C arrays, and a
 Chain reads its position lists and log-probabilities from C arrays indexed by character codes. A
-Chain is built from the twin's Chain (the numpy pass that computes log P(T cut at n) runs once per
-model, it is not the hot path), so both use the very same numbers.
+Chain is built in C from the model's letters by the twin's own one-pass arithmetic (the same terms
+summed in the same order), so both hold the very same numbers.
 
 This module computes letters and distances; it never decides anything and never does I/O.
 """
@@ -16,7 +16,7 @@ This module computes letters and distances; it never decides anything and never 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.math cimport INFINITY, isfinite, log
 from libc.stdint cimport int32_t, uint8_t, uint16_t
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcpy, memmove, memset
 
 from collections import OrderedDict
 
@@ -513,46 +513,72 @@ cdef class Chain:
     cdef int32_t* _src
     cdef int _src_off[NCODES + 1]
 
+    def __cinit__(self) -> None:
+        self._logpt = self._full = NULL
+        self._pos = self._src = NULL
+        self._pos_off = NULL
+
     def __init__(self, model: object) -> None:
-        twin = _markov.Chain(model)
-        cdef int k, c, total
+        # markov.Chain.__init__ in C arrays: the same terms summed in the same order (see there)
+        letters = model.letters if len(model.letters) >= 2 else ""
+        cdef bytes tb = letters.encode("ascii")
+        cdef const uint8_t* t = tb
+        cdef int L = len(tb), m = L - 1, k, c, a, r, q, firsts = 0
+        cdef double acc = 0.0
+        cdef double* f
+        cdef int* fill
         self.model = model
-        self.threshold = twin.threshold
-        self.length = twin.length
-        self._logpt = <double*>PyMem_Malloc((self.length + 1) * sizeof(double))
+        self.threshold = model.threshold
+        self.length = L
+        self._logpt = <double*>PyMem_Malloc((L + 1) * sizeof(double))
         self._full = <double*>PyMem_Malloc(NPAIRS * sizeof(double))
         self._pos_off = <int*>PyMem_Malloc((NPAIRS + 1) * sizeof(int))
-        self._pos = <int32_t*>PyMem_Malloc((self.length + 1) * sizeof(int32_t))
-        self._src = <int32_t*>PyMem_Malloc((self.length + 1) * sizeof(int32_t))
-        if (self._logpt == NULL or self._full == NULL or self._pos_off == NULL or self._pos == NULL
-                or self._src == NULL):
-            raise MemoryError()
-        for k in range(self.length + 1):
-            self._logpt[k] = twin.logpt[k]
-        for k in range(NPAIRS):
-            self._full[k] = ABSENT
-        for k in range(NCODES):
-            self._full_init[k] = ABSENT
-        for ab, g in twin._full.items():
-            self._full[code_of(ab[0]) << 7 | code_of(ab[1])] = g
-        for a, g in twin._full_init.items():
-            self._full_init[code_of(a)] = g
-        by_code = {code_of(ab[0]) << 7 | code_of(ab[1]): ks for ab, ks in twin._pos.items()}
-        total = 0
-        for c in range(NPAIRS):
-            self._pos_off[c] = total
-            for k in by_code.get(c, ()):
-                self._pos[total] = k
-                total += 1
-        self._pos_off[NPAIRS] = total
-        by_code = {code_of(a): ks for a, ks in twin._src.items()}
-        total = 0
-        for c in range(NCODES):
-            self._src_off[c] = total
-            for k in by_code.get(c, ()):
-                self._src[total] = k
-                total += 1
-        self._src_off[NCODES] = total
+        self._pos = <int32_t*>PyMem_Malloc((L + 1) * sizeof(int32_t))
+        self._src = <int32_t*>PyMem_Malloc((L + 1) * sizeof(int32_t))
+        f = <double*>PyMem_Malloc((L + 2) * sizeof(double))
+        fill = <int*>PyMem_Malloc((NPAIRS + NCODES) * sizeof(int))
+        try:
+            if (self._logpt == NULL or self._full == NULL or self._pos_off == NULL or self._pos == NULL
+                    or self._src == NULL or f == NULL or fill == NULL):
+                raise MemoryError()
+            for k in range(m):
+                if t[k] >= NCODES or t[k + 1] >= NCODES:
+                    raise ValueError(f"model {model.label!r}: letters outside the alphabet")
+            # position lists: count per pair / per character, offsets, then positions in k order
+            memset(self._pos_off, 0, (NPAIRS + 1) * sizeof(int))
+            memset(self._src_off, 0, (NCODES + 1) * sizeof(int))
+            for k in range(m):
+                self._pos_off[(t[k] << 7 | t[k + 1]) + 1] += 1
+                self._src_off[t[k] + 1] += 1
+            for c in range(NPAIRS):
+                self._pos_off[c + 1] += self._pos_off[c]
+            for c in range(NCODES):
+                self._src_off[c + 1] += self._src_off[c]
+            memset(fill, 0, (NPAIRS + NCODES) * sizeof(int))
+            f[0] = 0.0
+            for k in range(1, m + 2):
+                f[k] = <double>k * log(<double>k)
+            self._logpt[0] = 0.0
+            if L >= 1:
+                self._logpt[1] = 0.0
+            for k in range(m):
+                c, a = t[k] << 7 | t[k + 1], t[k]
+                r, q = fill[c], fill[NPAIRS + a]
+                self._pos[self._pos_off[c] + r] = k
+                self._src[self._src_off[a] + q] = k
+                fill[c], fill[NPAIRS + a] = r + 1, q + 1
+                acc += f[r + 1] - f[r] - f[q + 1] + f[q]
+                firsts += t[k] == t[0]
+                self._logpt[k + 2] = acc + log(<double>firsts / <double>(k + 1))
+            for c in range(NPAIRS):
+                self._full[c] = ABSENT
+                if fill[c]:
+                    self._full[c] = log(<double>fill[c] / <double>fill[NPAIRS + (c >> 7)])
+            for a in range(NCODES):
+                self._full_init[a] = log(<double>fill[NPAIRS + a] / <double>m) if fill[NPAIRS + a] else ABSENT
+        finally:
+            PyMem_Free(f)
+            PyMem_Free(fill)
 
     def __dealloc__(self) -> None:
         PyMem_Free(self._logpt)

@@ -31,13 +31,10 @@ import tempfile
 from array import array
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from slipsq.errors import ModelError
 
@@ -201,26 +198,6 @@ def reference_distance(training: str, s: str) -> float:
     return distance_of(logp(t), logp(s))
 
 
-def _ranks(codes: np.ndarray) -> np.ndarray:
-    """For each position, how many earlier positions hold the same code."""
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    group_start = np.repeat(starts, np.diff(np.r_[starts, len(codes)]))
-    ranks = np.empty(len(codes), dtype=np.int64)
-    ranks[order] = np.arange(len(codes)) - group_start
-    return ranks
-
-
-def _groups(codes: np.ndarray, name: Callable[[int], str]) -> dict[str, array]:
-    """code -> sorted positions where it occurs."""
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    cuts = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
-    return {name(int(sorted_codes[g[0]])): array("i", order[g].astype(np.int32).tobytes())
-            for g in np.split(np.arange(len(codes)), cuts) if len(g)}
-
-
 class Chain:
     """A model made ready for matching: position lists and log P(T cut at n) for every n."""
 
@@ -231,25 +208,35 @@ class Chain:
         self.threshold = model.threshold
         t = model.letters if len(model.letters) >= 2 else ""  # too short to have a chain: never matches
         self.length = len(t)
+        m = len(t) - 1  # transitions
         # positions: "ab" -> sorted k with t[k:k+2] == "ab"; "a" -> sorted k < len-1 with t[k] == "a"
-        codes = np.frombuffer(t.encode("ascii"), dtype=np.uint8).astype(np.int32)
-        src_codes, pair_codes = codes[:-1], codes[:-1] * 256 + codes[1:]
-        self._pos = _groups(pair_codes, lambda c: chr(c >> 8) + chr(c & 255))
-        self._src = _groups(src_codes, chr)
+        pos: dict[str, array] = {}
+        src: dict[str, array] = {}
         # log P(T[:n]) under the chain of T[:n] is Σ f(c_ab) - Σ f(c_a) with f(x) = x ln x, plus the
         # initial probability of t[0]. Adding the transition at k (the r-th of its pair, the q-th from
-        # its character) adds f(r+1) - f(r) - f(q+1) + f(q); a cumulative sum gives every n at once.
-        m = len(t) - 1
-        f = np.arange(m + 2, dtype=np.float64)
-        f[1:] *= np.log(f[1:])
-        r, q = _ranks(pair_codes), _ranks(src_codes)
-        acc = np.cumsum(f[r + 1] - f[r] - f[q + 1] + f[q])
-        firsts = np.cumsum(src_codes == (codes[0] if len(t) else -1))
-        logpt = np.zeros(len(t) + 1)
-        logpt[2:] = acc + np.log(firsts / np.arange(1, m + 1))
-        self.logpt = array("d", logpt.tobytes())
-        self._full = {ab: math.log(len(ks) / len(self._src[ab[0]])) for ab, ks in self._pos.items()}
-        self._full_init = {a: math.log(len(ks) / m) for a, ks in self._src.items()}
+        # its character) adds f(r+1) - f(r) - f(q+1) + f(q); a running sum gives every n in one pass.
+        # (_letters.Chain computes the same terms in the same order, so both agree to the last bit.)
+        f = [0.0] + [x * math.log(x) for x in range(1, m + 2)]
+        self.logpt = logpt = array("d", bytes(8 * (len(t) + 1)))
+        acc = 0.0
+        firsts = 0
+        for k in range(m):
+            ab, a = t[k:k + 2], t[k]
+            pa = pos.get(ab)
+            if pa is None:
+                pa = pos[ab] = array("i")
+            sa = src.get(a)
+            if sa is None:
+                sa = src[a] = array("i")
+            r, q = len(pa), len(sa)
+            pa.append(k)
+            sa.append(k)
+            acc += f[r + 1] - f[r] - f[q + 1] + f[q]
+            firsts += a == t[0]
+            logpt[k + 2] = acc + math.log(firsts / (k + 1))
+        self._pos, self._src = pos, src
+        self._full = {ab: math.log(len(ks) / len(src[ab[0]])) for ab, ks in pos.items()}
+        self._full_init = {a: math.log(len(ks) / m) for a, ks in src.items()}
 
     def log_prob(self, n: int, first: str, pairs: dict[str, int], floor: float = -math.inf) -> float:
         """log P(S) under the chain of T cut at n, for S given by its first character and transitions.

@@ -176,6 +176,19 @@ def test_every_shipped_model_on_its_own_behaviour() -> None:
     assert hits > 100  # the models do match their own behaviour: the comparison covers real matches
 
 
+def test_compiled_chains_of_the_shipped_models_hold_the_reference_numbers() -> None:
+    # the compiled Chain is built in C from the letters (not copied from the twin): every
+    # log P(T cut at n) and every full-length log-probability must be the twin's to the last bit
+    for m in SHIPPED:
+        a, b = py_markov.Chain(m), c.Chain(m)
+        assert list(a.logpt) == b.logpt, m.label
+        t = m.letters
+        for s in (t, t[: len(t) // 3], t[::-1][:500]):
+            pairs = pairs_of(s)
+            for n in (len(s), len(t), max(2, len(t) // 2)):
+                assert a.log_prob(n, s[0], pairs) == b.log_prob(n, s[0], pairs), m.label
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(st.sampled_from(LETTERS), max_size=300), st.text(st.sampled_from("45eE.,*0"), max_size=300),
        st.text(st.sampled_from(LETTERS), min_size=1, max_size=200), st.floats(1.0, 4.0))
