@@ -89,6 +89,9 @@ def main(ctx: click.Context, queue: int | None, install_rules: bool, queue_maxle
             from slipsq.daemon import run_daemon
         except ImportError as e:
             raise SlipsqError(f"inline mode is not available in this build: {e}") from None
+        from slipsq.engine import tune_gc
+
+        tune_gc()
         return run_daemon(queue=queue, install_rules=install_rules, config_path=config_path,
                           state_dir=state_dir, queue_maxlen=queue_maxlen)
 
@@ -134,8 +137,10 @@ def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool, tuples: b
     Several inputs are analysed in order as one stream of time. Blocks decided at time t drop every
     later packet to or from that IP (counted in the summary), as the kernel would inline.
     """
+    from slipsq.engine import tune_gc
     from slipsq.replay import ReplayOptions, run_replay
 
+    tune_gc()
     opts = ReplayOptions(inputs=list(inputs), as_json=as_json, tuples=tuples, out_dir=out_dir,
                          models_dir=models_dir, fmt=fmt, config_path=_config_path(ctx, config_path),
                          progress=sys.stderr.isatty() if progress is None else progress)
