@@ -292,13 +292,15 @@ def _l4(buf: bytes) -> tuple[bytes, bytes, str, int, int, bytes] | None:
     return None
 
 
+_ARP = struct.Struct("!HHBBH6s4s6s4s")  # hrd, pro, hln, pln, op, sha, spa, tha, tpa (dpkt.arp.ARP's fields)
+
+
 def _arp(buf: bytes, ts: float) -> list[AppEvent]:
     if len(buf) < 28:
         return []
-    arp = dpkt.arp.ARP(buf[:28])
-    if arp.hrd != 1 or arp.pro != 0x0800 or arp.hln != 6 or arp.pln != 4:
+    hrd, pro, hln, pln, op, sha, spa, _tha, tpa = _ARP.unpack_from(buf)
+    if hrd != 1 or pro != 0x0800 or hln != 6 or pln != 4:  # Ethernet / IPv4 only
         return []
-    src_ip, dst_ip = ip_str(arp.spa), ip_str(arp.tpa)
-    mac = ":".join(f"{b:02x}" for b in arp.sha)
+    src_ip, dst_ip = ip_str(spa), ip_str(tpa)
     return [AppEvent(ts, "arp", src_ip, 0, dst_ip, 0, "arp",
-                     {"op": arp.op, "src_mac": mac, "src_ip": src_ip, "dst_ip": dst_ip})]
+                     {"op": op, "src_mac": sha.hex(":"), "src_ip": src_ip, "dst_ip": dst_ip})]

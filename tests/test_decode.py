@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -287,6 +288,22 @@ def test_arp_event() -> None:
     assert ev.kind == "arp" and ev.saddr == "192.168.1.1" and ev.daddr == "192.168.1.7"
     assert ev.data == {"op": 2, "src_mac": "aa:bb:cc:00:11:22", "src_ip": "192.168.1.1",
                        "dst_ip": "192.168.1.7"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=28, max_size=60), st.booleans())
+def test_arp_events_agree_with_dpkt(raw: bytes, ethernet_ipv4: bool) -> None:
+    # dpkt.arp.ARP is the reference for the struct-based ARP reader
+    buf = (b"\x00\x01\x08\x00\x06\x04" + raw[6:]) if ethernet_ipv4 else raw
+    ref = dpkt.arp.ARP(buf[:28])
+    evs = decode._arp(buf, 5.0)
+    if (ref.hrd, ref.pro, ref.hln, ref.pln) != (1, 0x0800, 6, 4):
+        assert evs == []
+        return
+    (ev,) = evs
+    assert ev.data == {"op": ref.op, "src_mac": ":".join(f"{b:02x}" for b in ref.sha),
+                       "src_ip": socket.inet_ntoa(ref.spa), "dst_ip": socket.inet_ntoa(ref.tpa)}
+    assert (ev.saddr, ev.daddr, ev.kind) == (ev.data["src_ip"], ev.data["dst_ip"], "arp")
 
 
 def test_no_events_for_plain_packets() -> None:
