@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from slipsq.config import load
 from slipsq.detect import DETECTORS
-from slipsq.engine import Engine
+from slipsq.engine import Engine, tune_gc
 from slipsq.replay import load_engine_models
 from slipsq.sources.pcap import replay_capture
 
@@ -29,6 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load(None)
     models = load_engine_models(None, cfg)
+    tune_gc()  # as the CLI does
 
     def cpu(dets: list) -> tuple[float, int]:
         best, packets = 1e9, 0
