@@ -136,6 +136,10 @@ def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool, tuples: b
     eve.json, an nfdump file, or - for standard input (a stream: alerts print as they happen).
     Several inputs are analysed in order as one stream of time. Blocks decided at time t drop every
     later packet to or from that IP (counted in the summary), as the kernel would inline.
+
+    Exit status: 0 all inputs read whole; 2 an input missing, unreadable or damaged (a capture cut
+    short is still analysed up to the damage, then named on stderr); 3 bad configuration; 4
+    unusable models.
     """
     from slipsq.engine import tune_gc
     from slipsq.replay import ReplayOptions, run_replay

@@ -139,7 +139,24 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
         if opts.tuples:
             _print_tuples(engine, stdout, opts.as_json)
         _print_summary(summary, stdout, opts.as_json)
-    return 0
+    damaged = [note for path, info in inputs.items() if (note := _damage(path, info))]
+    for note in damaged:  # after the results: what was whole was analysed, but the input is not sound
+        sys.stderr.write(f"slipsq: {note}\n")
+    return InputError.code if damaged else 0
+
+
+def _damage(path: str, info: dict[str, Any]) -> str | None:
+    """One line for a capture whose records are cut short or corrupt, else None."""
+    truncated, corrupt = info.get("truncated", 0), info.get("corrupt", 0)
+    if not truncated and not corrupt:
+        return None
+    what = []
+    if truncated:
+        what.append("the file ends inside a record")
+    if corrupt:
+        what.append(f"{corrupt} corrupt record{'s' if corrupt > 1 else ''} (impossible lengths)")
+    return (f"{path}: damaged capture: {' and '.join(what)}; the {info.get('packets', 0)} whole packets "
+            f"were analysed")
 
 
 def _replay_flows(engine: Engine, path: str, fmt: str) -> dict[str, Any]:

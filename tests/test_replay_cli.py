@@ -51,6 +51,23 @@ def test_truncated_pcap(tmp_path: Path) -> None:
     one_clear_line(slipsq("replay", str(f)), 2, "cut.pcap")
 
 
+def test_capture_cut_short_is_analysed_then_exits_non_zero(tmp_path: Path) -> None:
+    # a capture whose writer died mid-record (tcpdump killed, disk full): what is whole is analysed
+    # and reported as usual, then one line says the input is damaged, and the exit status says so
+    data = DEMO.read_bytes()
+    f = tmp_path / "cut.pcap"
+    f.write_bytes(data[:-7])
+    whole = slipsq("replay", "--json", str(DEMO))
+    cut = slipsq("replay", "--json", str(f))
+    assert whole.returncode == 0 and whole.stderr == ""
+    alerts, summary = alerts_and_summary(cut.stdout)
+    full_alerts, full_summary = alerts_and_summary(whole.stdout)
+    assert summary["packets"] == full_summary["packets"] - 1 and summary["inputs"][str(f)]["truncated"] == 1
+    assert summary["blocked_ips"] == full_summary["blocked_ips"] == ["203.0.113.66"]
+    assert [a["description"] for a in alerts] == [a["description"] for a in full_alerts]
+    one_clear_line(cut, 2, "cut.pcap", "damaged capture", f"the {summary['packets']} whole packets")
+
+
 def test_not_a_capture_nor_flows(tmp_path: Path) -> None:
     f = tmp_path / "random.bin"
     f.write_bytes(os.urandom(4096))
