@@ -9,6 +9,8 @@ def parse_packet(
 
 # Declared as a subtype of the readable twin: the interface is the same, so code typed against the
 # twin (the engine picks either at run time) accepts the compiled table too.
+def address_text(packed: bytes) -> str: ...
+
 class FlowTable(_TwinTable):
     bytes_per_flow: int
     def __init__(self, config: Config) -> None: ...

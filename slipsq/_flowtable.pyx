@@ -348,7 +348,16 @@ cdef inline uint32_t next_pow2(uint32_t v) noexcept nogil:
 # --- emission helpers -------------------------------------------------------------------------------
 
 cdef str addr_str(const uint8_t* a, int family):
+    """The address as Python's ipaddress writes it (see appdecode.ip_str): libc's text, except for
+    IPv6 addresses starting with 80 zero bits (::a.b.c.d, ::ffff:a.b.c.d), which libc writes dotted."""
     cdef char out[64]
+    cdef int i
+    if family == 6:
+        for i in range(10):
+            if a[i]:
+                break
+        else:
+            return str(ipaddress.IPv6Address(PyBytes_FromStringAndSize(<const char*>a, 16)))
     inet_ntop(AF_INET if family == 4 else AF_INET6, a, out, 64)
     return out.decode("ascii")
 
@@ -384,6 +393,13 @@ cdef str addr_text(const uint8_t* a, int family):
 cdef str flags_str(int flags):
     cdef int i
     return "".join([FLAG_LETTERS[i] for i in range(8) if flags & (1 << i)])
+
+
+def address_text(bytes packed):
+    """The text the table gives a packed 4- or 16-byte address (through its cache), for tests."""
+    if len(packed) not in (4, 16):
+        raise ValueError("an address is 4 or 16 bytes")
+    return addr_text(<const uint8_t*><const char*>packed, 4 if len(packed) == 4 else 6)
 
 
 # TCP states ("<client flags>_<server flags>"), built once per pair of flag sets

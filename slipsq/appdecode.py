@@ -10,6 +10,7 @@ dpkt instead. Nothing here keeps state or raises.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 
@@ -20,6 +21,30 @@ HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b
                 b"TRACE ")
 _U16 = struct.Struct("!H")
 _RR = struct.Struct("!HHIH")
+
+
+_IP_STR: dict[bytes, str] = {}
+_V4_EMBEDDING = bytes(10)  # IPv6 addresses starting with 80 zero bits: ::a.b.c.d, ::ffff:a.b.c.d
+
+
+def ip_str(packed: bytes) -> str:
+    """Text of a packed IPv4/IPv6 address, as Python's ipaddress writes it: the one form slipsq uses
+    everywhere (flows, alerts, the block store, `slipsq unblock`). libc's inet_ntop (faster) gives
+    the same text except for IPv6 addresses that embed an IPv4 one, which it writes dotted; those go
+    through ipaddress. The compiled table follows the same rule. Memoized: the same few addresses
+    come back in every app packet."""
+    text = _IP_STR.get(packed)
+    if text is None:
+        if len(_IP_STR) >= 65536:  # bounded: a scan of many addresses must not grow it forever
+            _IP_STR.clear()
+        if len(packed) == 4:
+            text = socket.inet_ntop(socket.AF_INET, packed)
+        elif packed.startswith(_V4_EMBEDDING):
+            text = str(ipaddress.IPv6Address(packed))
+        else:
+            text = socket.inet_ntop(socket.AF_INET6, packed)
+        _IP_STR[packed] = text
+    return text
 
 
 def event(base: Base, kind: str, data: dict[str, object]) -> AppEvent:
@@ -66,10 +91,8 @@ def parse_dns(msg: bytes) -> dict[str, object] | None:
         pos += 10
         if pos + rdlen > n:
             break
-        if rtype == 1 and rdlen == 4:
-            answers.append(socket.inet_ntop(socket.AF_INET, msg[pos:pos + 4]))
-        elif rtype == 28 and rdlen == 16:
-            answers.append(socket.inet_ntop(socket.AF_INET6, msg[pos:pos + 16]))
+        if (rtype == 1 and rdlen == 4) or (rtype == 28 and rdlen == 16):
+            answers.append(ip_str(msg[pos:pos + rdlen]))
         pos += rdlen
     return {"query": query.lower(), "qtype": qtype, "answers": answers, "rcode": flags & 0xF,
             "response": bool(flags & 0x8000)}

@@ -26,14 +26,13 @@ The rules both parsers follow:
 
 from __future__ import annotations
 
-import socket
 import struct
 from dataclasses import dataclass
 from typing import TypeVar
 
 import dpkt
 
-from slipsq.appdecode import dns_events, payload_events
+from slipsq.appdecode import dns_events, ip_str, payload_events
 from slipsq.flow import AppEvent
 
 ETHERNET, RAW, LINUX_SLL, LINUX_SLL2, IPV4, IPV6 = 1, 101, 113, 276, 228, 229
@@ -216,21 +215,6 @@ def _transport(p: Packet, buf: bytes, pos: int, end: int, l4_len: int) -> None:
             (p.dport,) = struct.unpack_from("!H", buf, pos + 4)
         else:
             p.dport = icmp.code
-
-
-_IP_STR: dict[bytes, str] = {}
-
-
-def ip_str(packed: bytes) -> str:
-    """Text form of a packed IPv4/IPv6 address (libc inet_ntop, as the compiled table uses).
-    Memoized: the same few addresses come back in every app packet."""
-    text = _IP_STR.get(packed)
-    if text is None:
-        if len(_IP_STR) >= 65536:  # bounded: a scan of many addresses must not grow it forever
-            _IP_STR.clear()
-        family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
-        text = _IP_STR[packed] = socket.inet_ntop(family, packed)
-    return text
 
 
 # --- deep parsing of the packets the flow table hands up -----------------------------------------
