@@ -60,12 +60,20 @@ class Counters:
     evidence: int = 0
     alerts: int = 0
     blocks: int = 0
+    errors: int = 0  # detector, decoder or sink calls that raised (only counted with on_error)
 
 
 class Engine:
     def __init__(self, config: Config, *, models: Sequence[Any] = (), allow: AllowList | None = None,
                  sinks: Sequence[Sink] = (), detectors: Sequence[type[Detector]] | None = None,
-                 table: Any = None, enrichers: Sequence[Callable[[str], dict[str, Any]]] = ()) -> None:
+                 table: Any = None, enrichers: Sequence[Callable[[str], dict[str, Any]]] = (),
+                 on_error: Callable[[str, Exception], None] | None = None) -> None:
+        """`on_error`: None (replay, tests) lets an exception from a detector, the app decoder or a
+        sink propagate: a bug must be loud. Given (the daemon), such an exception is counted and
+        reported as on_error(what failed, exception), and only that one call's result is lost: the
+        other detectors still see the flow, the rest of the batch is analysed, the other sinks
+        (the block store) still get the block."""
+        self.on_error = on_error
         self.sinks = list(sinks)
         # per closed flow, only the sinks that write flows (most ignore them)
         self._flow_sinks = [s.flow for s in self.sinks if type(s).flow is not Sink.flow]
@@ -131,8 +139,11 @@ class Engine:
             self._tick()
             for ip in self.judge.expired(self.now):
                 self.table.unblock(ip)
-                for s in self.sinks:
-                    s.unblock(ip, self.now, "block expired")
+                for s in self.sinks:  # one sink failing does not keep the block in the others
+                    try:
+                        s.unblock(ip, self.now, "block expired")
+                    except Exception as e:
+                        self._failed(s.unblock, e)
             self.judge.prune(self.now)
 
     def drain(self) -> None:
@@ -141,7 +152,12 @@ class Engine:
         table = self.table
         while table.pending:
             for ts, ip_packet in table.pop_app():
-                for event in app_events(ip_packet, ts):
+                try:
+                    events = app_events(ip_packet, ts)
+                except Exception as e:
+                    self._failed("app decoder", e)
+                    continue
+                for event in events:
                     self.app(event)
             for flow in table.pop_closed():
                 self._analyze(flow)
@@ -156,7 +172,7 @@ class Engine:
     def unblock(self, ip: str, reason: str = "unblocked by admin") -> None:
         self.judge.forget(ip)
         self.table.unblock(ip)
-        for s in self.sinks:
+        for s in self.sinks:  # an admin's action: a sink that fails is an error for the admin to see
             s.unblock(ip, self.now, reason)
 
     def restore_block(self, ip: str, until: float, times: int = 1) -> None:
@@ -175,13 +191,32 @@ class Engine:
                 if len(names) < 16:
                     names.add(query)
         for fn in self._on_app:
-            for ev in fn(event):
+            try:
+                evs = fn(event)
+            except Exception as e:
+                self._failed(fn, e)
+                continue
+            for ev in evs:
                 self._evidence(ev)
 
     # --- internals ----------------------------------------------------------------------------
+    def _failed(self, what: Any, e: Exception) -> None:
+        """A detector method, the app decoder or a sink method raised `e` (see __init__)."""
+        if self.on_error is None:
+            raise e
+        owner = getattr(what, "__self__", None)
+        name = what if isinstance(what, str) else getattr(owner, "name", None) or type(owner).__name__
+        self.counters.errors += 1
+        self.on_error(f"{name}.{what.__name__}" if owner is not None else str(name), e)
+
     def _tick(self) -> None:
         for fn in self._on_tick:
-            for ev in fn(self.now):
+            try:
+                evs = fn(self.now)
+            except Exception as e:
+                self._failed(fn, e)
+                continue
+            for ev in evs:
                 self._evidence(ev)
 
     def _analyze(self, flow: Flow) -> None:
@@ -192,7 +227,12 @@ class Engine:
             for write in self._flow_sinks:
                 write(flow)
         for fn in self._on_flow:
-            for ev in fn(flow):
+            try:
+                evs = fn(flow)
+            except Exception as e:
+                self._failed(fn, e)
+                continue
+            for ev in evs:
                 self._evidence(ev)
 
     def _evidence(self, ev: Evidence) -> None:
@@ -201,9 +241,16 @@ class Engine:
         alert = Alert.build(ev, decision, self.ctx)
         self.counters.alerts += 1
         for s in self.sinks:
-            s.alert(alert)
+            try:
+                s.alert(alert)
+            except Exception as e:
+                self._failed(s.alert, e)
         if decision.action == "block":
             self.counters.blocks += 1
-            self.table.block(decision.blocked_ip)
+            self.table.block(decision.blocked_ip)  # first: from now on its packets are dropped
             for s in self.sinks:
-                s.block(decision.blocked_ip, decision.duration, alert)
+                try:
+                    s.block(decision.blocked_ip, decision.duration, alert)
+                except Exception as e:
+                    self._failed(s.block, e)
+

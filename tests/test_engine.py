@@ -177,3 +177,54 @@ print("ok")
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+# --- a failing detector or sink (see Engine's on_error) ---------------------------------------------
+
+class Explodes(Detector):
+    """A buggy detector: raises on every flow to port 666 and on every tick."""
+
+    name = "explodes"
+
+    def on_flow(self, flow: Flow) -> list[Evidence]:
+        if flow.dport == 666:
+            raise KeyError("bug")
+        return []
+
+    def on_tick(self, now: float) -> list[Evidence]:
+        raise ZeroDivisionError("bug")
+
+
+class BrokenSink(ReplayRecorder):
+    def alert(self, alert: Any) -> None:
+        raise OSError("stdout is gone")
+
+
+def _batch(e: Engine) -> None:
+    """Five UDP flows closed in one batch (the end of input); the middle one goes to port 666."""
+    for i, port in enumerate((53, 80, 666, 123, 443)):
+        e.packet(udp("192.168.1.5", 5000 + i, BAD, port, b"q"), T0 + i * 0.001, RAW)
+    e.finish()
+
+
+def test_with_on_error_a_failing_detector_loses_only_its_own_call(table_cls: Any) -> None:
+    FlagBad.seen_flows.clear()
+    cfg = Config(CORE_OPTIONS)
+    errors: list[tuple[str, Exception]] = []
+    broken, rec = BrokenSink(), ReplayRecorder()
+    e = Engine(cfg, detectors=[Explodes, FlagBad], sinks=[broken, rec], table=table_cls(cfg),
+               on_error=lambda where, exc: errors.append((where, exc)))
+    _batch(e)
+    # every flow of the batch reached the next detector, the one that made the buggy one raise too
+    assert sorted(f.dport for f in FlagBad.seen_flows) == [53, 80, 123, 443, 666]
+    assert rec.blocked_ips == [BAD]  # the sink after the broken one still got the block
+    where = [w for w, _ in errors]
+    assert "explodes.on_flow" in where and "explodes.on_tick" in where and "BrokenSink.alert" in where
+    assert e.counters.errors == len(errors) and all(isinstance(x, Exception) for _, x in errors)
+
+
+def test_without_on_error_a_failing_detector_is_loud(table_cls: Any) -> None:
+    cfg = Config(CORE_OPTIONS)
+    e = Engine(cfg, detectors=[Explodes], table=table_cls(cfg))
+    with pytest.raises((KeyError, ZeroDivisionError)):
+        _batch(e)
