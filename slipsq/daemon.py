@@ -37,25 +37,57 @@ def log(msg: str) -> None:
 
 
 class InlineSink(Sink):
-    """The engine's verdict sink inline: a block goes to the kernel and the store in one step."""
+    """The engine's verdict sink inline: a block goes to the kernel and the store in one step.
+
+    A block is never lost: when the kernel refuses the set update (ipset failing, the ip_set module
+    unloaded), the block is still written to the store, the flow table keeps dropping the address's
+    packets in slipsq, and the kernel update is retried (`retry`, from the daemon's loop) until it
+    succeeds or the block expires."""
+
+    RETRY_EVERY = 5.0  # seconds between kernel retries
 
     def __init__(self, firewall: Firewall, store: BlockStore) -> None:
         self.fw = firewall
         self.store = store
         self.actor = "judge"  # who is unblocking: Admin sets "admin:<user>" around engine.unblock
+        self.pending: dict[str, float | None] = {}  # ip -> expiry (None: none) of blocks not in the kernel yet
+        self._next_retry = 0.0
 
     def block(self, ip: str, duration: float, alert: Alert) -> None:
         seconds = duration or None
-        refused = self.fw.block([(ip, seconds)])
+        now = alert.evidence.ts
+        expires = None if seconds is None else now + seconds
+        try:
+            refused = self.fw.block([(ip, seconds)])
+        except SlipsqError as e:
+            refused = []
+            self.pending[ip] = expires
+            log(f"the kernel refused the block of {ip} ({e}); slipsq drops its packets itself and "
+                f"retries every {self.RETRY_EVERY:.0f} s")
         if refused:  # the judge already refuses these; this is the second line of defence
             log(f"not blocking {ip}: {refused[0][1]}")
             return
-        now = alert.evidence.ts
-        self.store.add(ip, since=now, expires=None if seconds is None else now + seconds,
-                       reason=alert.decision.reason, detector=alert.evidence.detector,
-                       evidence=alert.to_dict(), by="judge")
+        self.store.add(ip, since=now, expires=expires, reason=alert.decision.reason,
+                       detector=alert.evidence.detector, evidence=alert.to_dict(), by="judge")
+
+    def retry(self, now: float) -> None:
+        """Put the blocks the kernel refused into it (one batch), at most every RETRY_EVERY s."""
+        if not self.pending or now < self._next_retry:
+            return
+        self._next_retry = now + self.RETRY_EVERY
+        for ip in [ip for ip, exp in self.pending.items() if exp is not None and exp <= now]:
+            del self.pending[ip]  # expired meanwhile: the engine unblocks it, nothing to add
+        entries = [(ip, None if exp is None else exp - now) for ip, exp in self.pending.items()]
+        try:
+            self.fw.block(entries)
+        except SlipsqError as e:
+            log(f"the kernel still refuses {len(entries)} block(s) ({e}); slipsq keeps dropping them itself")
+            return
+        log(f"{len(entries)} block(s) the kernel had refused are in the kernel now")
+        self.pending.clear()
 
     def unblock(self, ip: str, ts: float, reason: str) -> None:
+        self.pending.pop(ip, None)
         self.fw.unblock([ip])
         who = "expiry" if reason == "block expired" else self.actor
         self.store.remove(ip, ts=ts, who=who, reason=reason)
@@ -116,7 +148,7 @@ class Daemon:
         self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
         self.engine = Engine(self.cfg, models=load_models(self.cfg), allow=self.allow,
                              enrichers=make_enrichers(self.cfg),
-                             sinks=[self.writer, self.sink])
+                             sinks=[self.writer, self.sink], on_error=self._engine_error)
         self.admin = Admin(self.store, self.fw, self.allow, default_duration(self.cfg), self.engine, self.sink)
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
@@ -190,14 +222,21 @@ class Daemon:
 
     def _advance(self, now: float) -> None:
         """Run the engine; a bug in one detector must not take the gateway's inspection down with it
-        (the packet path keeps running; the error is reported, at most once a minute)."""
+        (the packet path keeps running; the error is reported, at most once a minute). The engine
+        isolates each detector, decoder and sink call (`_engine_error`); this catch is the last line
+        of defence for anything else."""
         try:
             self.engine.advance(now)
         except Exception as e:  # the last line of defence of a long-running daemon
-            self.engine_errors += 1
-            if now - self._last_error_log >= 60:
-                self._last_error_log = now
-                log(f"engine error ({self.engine_errors} so far), continuing: {type(e).__name__}: {e}")
+            self._engine_error("engine", e)
+        self.sink.retry(now)
+
+    def _engine_error(self, where: str, e: Exception) -> None:
+        self.engine_errors += 1
+        now = time.time()
+        if now - self._last_error_log >= 60:
+            self._last_error_log = now
+            log(f"engine error in {where} ({self.engine_errors} so far), continuing: {type(e).__name__}: {e}")
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGHUP:

@@ -292,3 +292,48 @@ def test_a_judged_block_goes_to_firewall_and_store_in_one_step(tmp_path: Path) -
     assert "192.168.1.1" not in fw.set and store.get("192.168.1.1") is None
     sink.unblock("203.0.113.5", 3700.0, "block expired")
     assert store.audit("203.0.113.5")[-1].who == "expiry" and fw.set == {}
+
+
+class RefusingFirewall(FakeFirewall):
+    """A kernel that refuses set updates until `working` (ipset failing, ip_set module unloaded)."""
+
+    def __init__(self, allow: AllowList) -> None:
+        super().__init__(allow)
+        self.working = False
+        self.attempts = 0
+
+    def block(self, entries: Any) -> list[tuple[str, str]]:
+        self.attempts += 1
+        if not self.working:
+            raise SystemSetupError("ipset restore: Kernel error received: set type not supported")
+        return super().block(entries)
+
+
+def test_a_block_the_kernel_refuses_is_stored_and_retried_until_it_lands(tmp_path: Path) -> None:
+    from slipsq.daemon import InlineSink
+    from slipsq.evidence import CRITICAL, Evidence
+    from slipsq.judge import Decision
+    from slipsq.output.alerts import Alert
+
+    fw, store = RefusingFirewall(AllowList()), BlockStore(tmp_path)
+    sink = InlineSink(fw, store)  # type: ignore[arg-type]
+
+    def judged(ip: str, at: float, seconds: float) -> None:
+        ev = Evidence(ts=at, detector="portscan", offender=ip, src_ip=ip, dst_ip="10.0.0.2", dst_port=0,
+                      proto="tcp", description="scan", threat_level=CRITICAL, confidence=1.0)
+        sink.block(ip, seconds, Alert(ev, Decision("block", ip, seconds, 1.0, "score 1.00")))
+
+    judged("203.0.113.5", 100.0, 3600.0)
+    judged("203.0.113.6", 100.0, 10.0)  # expires before the kernel works again
+    # nothing lost: both are in the store (they come back after a restart) and awaiting the kernel
+    assert store.get("203.0.113.5") is not None and store.get("203.0.113.6") is not None
+    assert fw.set == {} and set(sink.pending) == {"203.0.113.5", "203.0.113.6"}
+    sink.retry(101.0)
+    assert fw.attempts == 3 and fw.set == {}  # still refused; kept
+    sink.retry(102.0)
+    assert fw.attempts == 3  # not before RETRY_EVERY seconds
+    fw.working = True
+    sink.retry(101.0 + sink.RETRY_EVERY + 10)  # 203.0.113.6 expired meanwhile: not added
+    assert fw.set == {"203.0.113.5": pytest.approx(3600.0 - 16.0)} and sink.pending == {}
+    sink.retry(1000.0)
+    assert fw.attempts == 4  # nothing pending: no more kernel calls
