@@ -190,14 +190,7 @@ class Engine:
                 names = self.ctx.dns_names.setdefault(answer, set())
                 if len(names) < 16:
                     names.add(query)
-        for fn in self._on_app:
-            try:
-                evs = fn(event)
-            except Exception as e:
-                self._failed(fn, e)
-                continue
-            for ev in evs:
-                self._evidence(ev)
+        self._run(self._on_app, event)
 
     # --- internals ----------------------------------------------------------------------------
     def _failed(self, what: Any, e: Exception) -> None:
@@ -210,9 +203,14 @@ class Engine:
         self.on_error(f"{name}.{what.__name__}" if owner is not None else str(name), e)
 
     def _tick(self) -> None:
-        for fn in self._on_tick:
+        self._run(self._on_tick, self.now)
+
+    def _run(self, calls: Sequence[Callable[[Any], Sequence[Evidence]]], arg: Any) -> None:
+        """Each detector method in `calls` on `arg` (a flow, an app event, the time), in order, and
+        the evidence each returns to the judge."""
+        for fn in calls:
             try:
-                evs = fn(self.now)
+                evs = fn(arg)
             except Exception as e:
                 self._failed(fn, e)
                 continue
@@ -226,14 +224,7 @@ class Engine:
             self.counters.flows += 1
             for write in self._flow_sinks:
                 write(flow)
-        for fn in self._on_flow:
-            try:
-                evs = fn(flow)
-            except Exception as e:
-                self._failed(fn, e)
-                continue
-            for ev in evs:
-                self._evidence(ev)
+        self._run(self._on_flow, flow)
 
     def _evidence(self, ev: Evidence) -> None:
         self.counters.evidence += 1
