@@ -2,6 +2,7 @@
 
 `slipsq._flowtable` is the per-packet hot path (capture reading, fixed-header parsing, flow table).
 `slipsq._letters` is the Stratosphere detector's per-flow path (letters, Markov matching).
+`slipsq._appdecode` decodes the app packets the table hands up most (DNS answers).
 `slipsq._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers and NetfilterQueue's
 `.pxd`, so it is only built where both are present (a replay-only machine still builds).
 """
@@ -21,6 +22,7 @@ def extensions() -> list[Extension]:
         # no FMA contraction: the compiled Markov sums must equal markov.py's to the last bit
         Extension("slipsq._letters", ["slipsq/_letters.pyx"],
                   extra_compile_args=[*CFLAGS, "-ffp-contract=off"]),
+        Extension("slipsq._appdecode", ["slipsq/_appdecode.pyx"], extra_compile_args=CFLAGS),
     ]
     if os.path.exists("slipsq/_nfq.pyx") and os.path.exists("/usr/include/libnetfilter_queue/libnetfilter_queue.h"):
         try:

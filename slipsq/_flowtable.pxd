@@ -55,6 +55,9 @@ ctypedef struct FlowEntry:
     uint8_t seen           # bit 0/1: client/server payload already handed up
     uint8_t icmp
 
+cdef str addr_text(const uint8_t* a, int family)  # an address's text, one str object per address
+
+
 ctypedef struct BlockSlot:
     uint8_t used
     uint8_t family

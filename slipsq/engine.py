@@ -19,7 +19,6 @@ from typing import Any
 
 from slipsq.allow import AllowList
 from slipsq.config import Config
-from slipsq.decode import app_events
 from slipsq.detect import DETECTORS
 from slipsq.detect.base import Context, Detector
 from slipsq.evidence import Evidence
@@ -36,6 +35,21 @@ def make_table(config: Config) -> Any:
     else:
         from slipsq._flowtable import FlowTable  # type: ignore[no-redef]
     return FlowTable(config)
+
+
+def make_app_decoder() -> Callable[[bytes, float], list[AppEvent]]:
+    """The compiled decoder of handed-up app packets (slipsq._appdecode), or its readable twin
+    `decode.app_events` when SLIPSQ_PURE_PYTHON=1 or the extension is not built."""
+    if os.environ.get("SLIPSQ_PURE_PYTHON") != "1":
+        try:
+            from slipsq._appdecode import app_events
+        except ImportError:
+            pass
+        else:
+            return app_events
+    from slipsq.decode import app_events as readable
+
+    return readable
 
 
 def tune_gc() -> None:
@@ -78,6 +92,7 @@ class Engine:
         # per closed flow, only the sinks that write flows (most ignore them)
         self._flow_sinks = [s.flow for s in self.sinks if type(s).flow is not Sink.flow]
         self.table = table if table is not None else make_table(config)
+        self._app_events = make_app_decoder()
         self.counters = Counters()
         self.now = 0.0
         self._next_tick = 0.0
@@ -153,7 +168,7 @@ class Engine:
         while table.pending:
             for ts, ip_packet in table.pop_app():
                 try:
-                    events = app_events(ip_packet, ts)
+                    events = self._app_events(ip_packet, ts)
                 except Exception as e:
                     self._failed("app decoder", e)
                     continue

@@ -1,0 +1,6 @@
+"""Type stub of the compiled app-packet decoder (slipsq/_appdecode.pyx); its twin is decode.app_events."""
+
+from slipsq.flow import AppEvent
+
+def app_events(ip_packet: bytes, ts: float) -> list[AppEvent]: ...
+def parse_dns_message(msg: bytes) -> dict[str, object] | None: ...

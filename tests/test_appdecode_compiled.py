@@ -1,0 +1,163 @@
+"""The compiled app-packet decoder (slipsq/_appdecode.pyx) against the readable one
+(decode.app_events, appdecode.parse_dns, themselves checked against dpkt in test_decode.py): equal
+events for real, generated, mutated and random packets."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from slipsq import appdecode, decode
+from tests.helpers import ACK, PSH, dns_query, dns_response, ip, tcp, tls_client_hello, udp
+
+c = pytest.importorskip("slipsq._appdecode")
+
+A, B, A6, B6 = "192.168.1.5", "198.51.100.7", "2001:db8::5", "2001:db8::7"
+label = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=63)
+dns_names = st.lists(label, min_size=1, max_size=5).map(".".join)
+addresses = st.one_of(st.integers(0, 2**32 - 1).map(lambda i: str(ipaddress.IPv4Address(i))),
+                      st.integers(0, 2**128 - 1).map(lambda i: str(ipaddress.IPv6Address(i))),
+                      st.integers(0, 2**32 - 1).map(lambda i: f"::ffff:{ipaddress.IPv4Address(i)}"))
+
+
+def same(packet: bytes, ts: float = 7.5) -> list[object]:
+    mine, ref = c.app_events(packet, ts), decode.app_events(packet, ts)
+    assert mine == ref, (packet.hex(), mine, ref)
+    return mine
+
+
+def dns_packets(msg: bytes, v6: bool, over_tcp: bool, port: int) -> list[bytes]:
+    src, dst = (A6, B6) if v6 else (A, B)
+    if over_tcp:
+        framed = len(msg).to_bytes(2, "big") + msg
+        return [tcp(dst, port, src, 40000, PSH | ACK, framed), tcp(src, 40000, dst, port, PSH | ACK, framed)]
+    return [udp(dst, port, src, 40000, msg), udp(src, 40000, dst, port, msg)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(dns_names, st.lists(addresses, max_size=5), st.integers(0, 5), st.booleans(), st.booleans(), st.booleans(),
+       st.sampled_from([53, 5353]))
+def test_dns_events_are_equal(name: str, answers: list[str], rcode: int, response: bool, v6: bool,
+                              over_tcp: bool, port: int) -> None:
+    msg = dns_response(name, answers, rcode=rcode) if response else dns_query(name)
+    assert c.parse_dns_message(msg) == appdecode.parse_dns(msg) is not None
+    for p in dns_packets(msg, v6, over_tcp, port):
+        (ev,) = same(p)
+        assert ev.kind == "dns" and ev.data["query"] == name.lower()  # type: ignore[attr-defined]
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dns_names, st.lists(addresses, min_size=1, max_size=3), st.booleans(), st.booleans(),
+       st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), min_size=1, max_size=6),
+       st.integers(0, 400))
+def test_mutated_and_cut_packets_decode_equally(name: str, answers: list[str], v6: bool, over_tcp: bool,
+                                                flips: list[tuple[int, int]], cut: int) -> None:
+    # every header field and DNS byte is fair game: lengths, offsets, pointers, counts
+    for p in dns_packets(dns_response(name, answers), v6, over_tcp, 53):
+        mutated = bytearray(p)
+        for at, value in flips:
+            mutated[at % len(mutated)] = value
+        same(bytes(mutated))
+        same(bytes(mutated[:cut]))
+        same(p[:cut])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_decode_equally(buf: bytes) -> None:
+    same(buf)
+    same(bytes([0x45]) + buf)  # an IPv4 header start
+    same(bytes([0x60]) + buf)  # an IPv6 header start
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=120), st.sampled_from([0, 43, 60, 51, 44, 6, 17]), st.integers(0, 8))
+def test_ipv6_extension_headers_decode_equally(noise: bytes, first: int, hops: int) -> None:
+    # a chain of extension headers of random lengths in front of UDP to port 53
+    msg = dns_response("a.example", ["1.2.3.4"])
+    body = bytearray()
+    nxt = first
+    for i in range(hops):
+        body += bytes([(17 if i == hops - 1 else first), (noise[i] if i < len(noise) else 0) & 3]) + bytes(6)
+    body += udp(A, 40000, B, 53, msg)[20:]
+    head = bytearray(ip(A6, B6, 17, b""))
+    head[6] = nxt if hops else 17
+    head[4:6] = len(body).to_bytes(2, "big")
+    same(bytes(head[:40]) + bytes(body) + noise)
+
+
+def test_other_kinds_go_through_the_readable_decoders() -> None:
+    hello = tls_client_hello("x.example")
+    assert [e.kind for e in same(tcp(A, 40000, B, 443, PSH | ACK, hello))] == ["banner", "tls"]
+    assert [e.kind for e in same(tcp(A, 40000, B, 80, PSH | ACK, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"))] \
+        == ["banner", "http"]
+    assert same(tcp(A, 40000, B, 80, ACK)) == []
+    assert same(b"") == []
+
+
+def test_every_handed_up_packet_of_the_bundled_captures_decodes_equally() -> None:
+    from slipsq._flowtable import FlowTable, PcapFile
+    from slipsq.config import CORE_OPTIONS, Config
+    from slipsq.flowtable import APP_KINDS
+
+    data = Path(__file__).resolve().parent / "data"
+    shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "pcaps"
+    n = 0
+    for path in [*sorted(data.glob("*.pcap")), *sorted(shared.glob("*.pcap"))]:
+        table = FlowTable(Config(CORE_OPTIONS))
+        table.set_app_kinds(frozenset(APP_KINDS))  # every kind: the most packets handed up
+        pcap = PcapFile(str(path))
+        while pcap.feed(table, 4096):
+            for ts, packet in table.pop_app():
+                same(packet, ts)
+                n += 1
+            table.pop_closed()
+        pcap.close()
+    assert n > 100
+
+
+def _with_ext(dns: bytes) -> bytes:
+    """IPv6 → hop-by-hop (8 B) → destination options (16 B) → UDP to port 53."""
+    u = udp(A, 40000, B, 53, dns)[20:]
+    body = bytes([60, 0]) + bytes(6) + bytes([17, 1]) + bytes(14) + u
+    head = bytearray(ip(A6, B6, 17, b"")[:40])
+    head[6] = 0
+    head[4:6] = len(body).to_bytes(2, "big")
+    return bytes(head) + body
+
+
+def test_every_cut_and_every_length_field_decodes_equally() -> None:
+    # the boundaries a random search rarely hits: each packet cut at every byte, and each length
+    # field (IPv4 total length, IPv6 payload length, the DNS-over-TCP prefix) set to every value near
+    # the truth
+    dns = dns_response("www.example.com", ["1.2.3.4", "2001:db8::9"])
+    framed = len(dns).to_bytes(2, "big") + dns
+    packets = {"v4 udp": (udp(A, 53, B, 40000, dns), 2), "v6 ext udp": (_with_ext(dns), 4),
+               "v4 tcp": (tcp(A, 53, B, 40000, PSH | ACK, framed), 2),
+               "v6 tcp": (tcp(A6, 53, B6, 40000, PSH | ACK, framed), 4)}
+    for name, (p, length_at) in packets.items():
+        for cut in range(len(p) + 1):
+            same(p[:cut])
+        true_len = int.from_bytes(p[length_at:length_at + 2], "big")
+        for value in range(max(0, true_len - 80), true_len + 8):
+            q = bytearray(p)
+            q[length_at:length_at + 2] = value.to_bytes(2, "big")
+            same(bytes(q))
+        if "tcp" in name:  # the DNS-over-TCP length prefix
+            at = len(p) - len(framed)
+            for value in range(len(dns) + 4):
+                q = bytearray(p)
+                q[at:at + 2] = value.to_bytes(2, "big")
+                assert len(same(bytes(q))) == (1 if value >= 12 + 4 + len("www.example.com") + 2 else 0), value
+
+
+def test_engine_uses_the_compiled_decoder_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    from slipsq.engine import make_app_decoder
+
+    assert make_app_decoder() is c.app_events
+    monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
+    assert make_app_decoder() is decode.app_events
