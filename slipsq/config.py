@@ -76,6 +76,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
     # addresses that are never blocked
     Option("allow.ips", [], "IPs and networks (CIDR) that are never blocked, e.g. the admin's laptop"),
     Option("allow.own_addresses", True, "never block this machine's own addresses (read at start)"),
+    # what DNS answers taught (detectors read it as ctx.dns_names)
+    Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
+           "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),
     # outputs
     Option("output.json", False, "print alerts as JSON lines"),
 )

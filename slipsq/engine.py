@@ -113,6 +113,7 @@ class Engine:
         self._on_tick: list[Callable[[float], Sequence[Evidence]]] = [
             d.on_tick for d in self.detectors if d.overrides("on_tick")]
         self.judge = Judge(config, self.allow)
+        self._max_dns: int = config["dns.max_addresses"]
         # the table hands up only packets someone decodes: DNS answers (ctx.dns_names) and what
         # the detectors declare
         self.table.set_app_kinds(frozenset({"dns"}).union(*(d.app_kinds for d in self.detectors)))
@@ -125,7 +126,9 @@ class Engine:
         old_judge, old_ctx = self.judge, self.ctx
         self._configure(config, models, allow, enrichers)
         self.judge.take_state(old_judge)
-        self.ctx.dns_names = old_ctx.dns_names
+        self.ctx.dns_names = known = old_ctx.dns_names
+        for answer in list(known)[:max(0, len(known) - self._max_dns)]:  # a smaller bound: oldest go
+            del known[answer]
 
     # --- inputs -------------------------------------------------------------------------------
     def packet(self, buf: bytes, ts: float, linktype: int) -> int:
@@ -201,8 +204,16 @@ class Engine:
         self.counters.app_events += 1
         if event.kind == "dns":
             query = event.data.get("query", "")
+            known = self.ctx.dns_names
             for answer in event.data.get("answers", ()):
-                names = self.ctx.dns_names.setdefault(answer, set())
+                # pop and put back: dict order is least recently answered first, and that one goes
+                # when the map is full (a hostile resolver may answer with endless addresses)
+                names = known.pop(answer, None)
+                if names is None:
+                    names = set()
+                    if len(known) >= self._max_dns:
+                        del known[next(iter(known))]
+                known[answer] = names
                 if len(names) < 16:
                     names.add(query)
         self._run(self._on_app, event)

@@ -228,3 +228,24 @@ def test_without_on_error_a_failing_detector_is_loud(table_cls: Any) -> None:
     e = Engine(cfg, detectors=[Explodes], table=table_cls(cfg))
     with pytest.raises((KeyError, ZeroDivisionError)):
         _batch(e)
+
+
+def _dns_answer(e: Engine, query: str, *answers: str) -> None:
+    e.app(AppEvent(T0, "dns", "192.168.1.1", 53, "192.168.1.5", 40000, "udp",
+                   {"query": query, "qtype": 1, "answers": list(answers), "rcode": 0, "response": True}))
+
+
+def test_dns_names_stay_bounded_and_keep_the_recently_answered() -> None:
+    # answers come from the network: a hostile resolver must not grow the map without end
+    cfg = Config(CORE_OPTIONS, {"dns.max_addresses": 3})
+    e = Engine(cfg, detectors=[])
+    _dns_answer(e, "a.example", "198.51.100.1", "198.51.100.2")
+    _dns_answer(e, "b.example", "198.51.100.3")
+    _dns_answer(e, "a.example", "198.51.100.1")  # answered again: the most recent now
+    _dns_answer(e, "c.example", "198.51.100.4")  # the map is full: the least recently answered goes
+    assert set(e.ctx.dns_names) == {"198.51.100.1", "198.51.100.3", "198.51.100.4"}
+    assert e.ctx.dns_names["198.51.100.1"] == {"a.example"}
+    _dns_answer(e, "flood.example", *(f"203.0.113.{i}" for i in range(200)))
+    assert len(e.ctx.dns_names) == 3
+    e.reconfigure(Config(CORE_OPTIONS, {"dns.max_addresses": 2}), [], e.allow)  # a smaller bound at reload
+    assert list(e.ctx.dns_names) == ["203.0.113.198", "203.0.113.199"]
