@@ -74,7 +74,6 @@ class Counters:
     evidence: int = 0
     alerts: int = 0
     blocks: int = 0
-    errors: int = 0  # detector, decoder or sink calls that raised (only counted with on_error)
 
 
 class Engine:
@@ -83,8 +82,8 @@ class Engine:
                  table: Any = None, enrichers: Sequence[Callable[[str], dict[str, Any]]] = (),
                  on_error: Callable[[str, Exception], None] | None = None) -> None:
         """`on_error`: None (replay, tests) lets an exception from a detector, the app decoder or a
-        sink propagate: a bug must be loud. Given (the daemon), such an exception is counted and
-        reported as on_error(what failed, exception), and only that one call's result is lost: the
+        sink propagate: a bug must be loud. Given (the daemon), such an exception is handed to
+        on_error(what failed, exception) to count and report, and only that one call's result is lost: the
         other detectors still see the flow, the rest of the batch is analysed, the other sinks
         (the block store) still get the block."""
         self.on_error = on_error
@@ -225,7 +224,6 @@ class Engine:
             raise e
         owner = getattr(what, "__self__", None)
         name = what if isinstance(what, str) else getattr(owner, "name", None) or type(owner).__name__
-        self.counters.errors += 1
         self.on_error(f"{name}.{what.__name__}" if owner is not None else str(name), e)
 
     def _tick(self) -> None:

@@ -220,7 +220,7 @@ def test_with_on_error_a_failing_detector_loses_only_its_own_call(table_cls: Any
     assert rec.blocked_ips == [BAD]  # the sink after the broken one still got the block
     where = [w for w, _ in errors]
     assert "explodes.on_flow" in where and "explodes.on_tick" in where and "BrokenSink.alert" in where
-    assert e.counters.errors == len(errors) and all(isinstance(x, Exception) for _, x in errors)
+    assert all(isinstance(x, (KeyError, ZeroDivisionError, OSError)) for _, x in errors)
 
 
 def test_without_on_error_a_failing_detector_is_loud(table_cls: Any) -> None:
