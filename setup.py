@@ -11,7 +11,7 @@ import os
 import shutil
 
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 CFLAGS = ["-O3", "-Wno-unused-function", "-Wno-unreachable-code"]
 
@@ -45,6 +45,12 @@ if shutil.which("cc") is None and shutil.which("gcc") is None:
     raise SystemExit("slipsq needs a C compiler (Debian: apt-get install build-essential)")
 
 setup(
+    # the shipped Markov models live in models/ at the top of a checkout (beside the package) and
+    # travel inside an installed package as slipsq/models/, where slipsq.markov looks for them
+    packages=[*find_packages(include=["slipsq", "slipsq.*"]), "slipsq.models"],
+    package_dir={"slipsq.models": "models"},
+    package_data={"slipsq": ["*.pyx", "*.pxd", "*.pyi", "py.typed", "detect/README.md"],
+                  "slipsq.models": ["*.json", "README.md"]},
     ext_modules=cythonize(
         extensions(),
         language_level=3,

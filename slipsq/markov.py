@@ -305,5 +305,9 @@ def match(chains: list[Chain], s: str, pairs: dict[str, int] | None = None) -> t
 
 
 def shipped_models_dir() -> Path:
-    """The models shipped with slipsq, beside the package in a checkout."""
-    return Path(__file__).resolve().parent.parent / "models"
+    """The models shipped with slipsq: models/ beside the package in a checkout, slipsq/models/ in an
+    installed package (setup.py puts them there), else /usr/share/slipsq/models. The first that
+    exists; the checkout's path when none does."""
+    here = Path(__file__).resolve().parent
+    candidates = (here.parent / "models", here / "models", Path("/usr/share/slipsq/models"))
+    return next((p for p in candidates if p.is_dir()), candidates[0])

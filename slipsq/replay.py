@@ -41,14 +41,15 @@ class ReplayOptions:
 
 def resolve_models_dir(cli_dir: str | None, configured: str | None) -> Path:
     """The models folder: --models, else config `markov.models`, else $SLIPSQ_MODELS, else the
-    models shipped with slipsq (beside the package in a checkout, or /usr/share/slipsq/models)."""
+    models shipped with slipsq (markov.shipped_models_dir)."""
     for candidate in (cli_dir, configured, os.environ.get("SLIPSQ_MODELS")):
         if candidate:
             return Path(candidate)
-    here = Path(__file__).resolve().parent
-    for shipped in (here.parent / "models", here / "models", Path("/usr/share/slipsq/models")):
-        if shipped.is_dir():
-            return shipped
+    from slipsq.markov import shipped_models_dir
+
+    shipped = shipped_models_dir()
+    if shipped.is_dir():
+        return shipped
     raise ModelError("no models folder found: pass --models DIR (see 'slipsq models import')")
 
 
