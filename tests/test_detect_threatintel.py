@@ -169,6 +169,11 @@ def test_list_parser_never_crashes(tmp_path_factory: pytest.TempPathFactory, lin
 def test_is_local() -> None:
     assert is_local("10.1.2.3") and is_local("fe80::1") and is_local("239.255.255.250")
     assert not is_local("203.0.113.5") and not is_local("8.8.8.8") and not is_local("bogus")
+    # asked about endless addresses (a scan), its memory stays bounded and its answers stay right
+    for i in range(70_000):
+        assert is_local(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
+    assert len(is_local.__self__) <= 65536  # type: ignore[attr-defined]
+    assert is_local("192.168.7.7") and not is_local("198.51.100.9")
 
 
 def test_unreadable_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

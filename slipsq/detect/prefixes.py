@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -104,7 +103,17 @@ _LOCAL = build(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"
                 "fc00::/7", "fe80::/10", "ff00::/8", "::1/128", "::/128"], True)
 
 
-@lru_cache(maxsize=65536)
-def is_local(ip: str) -> bool:
-    """True for addresses of the local network (private, link-local, loopback, multicast)."""
-    return _LOCAL.lookup(ip) is not None
+class _Locality(dict[str, bool]):
+    """address -> is it local, filled on first ask; emptied when it reaches 65,536 addresses (a
+    scan of many addresses must not grow it without end). A hit is one C-level dict lookup: the
+    detectors ask this for most flows, and functools.lru_cache's bookkeeping cost half again more."""
+
+    def __missing__(self, ip: str) -> bool:
+        if len(self) >= 65536:
+            self.clear()
+        local = self[ip] = _LOCAL.lookup(ip) is not None
+        return local
+
+
+is_local = _Locality().__getitem__
+"""True for addresses of the local network (private, link-local, loopback, multicast)."""
