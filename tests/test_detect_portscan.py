@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from flowgen import T0, browsing, flow, read_binetflow, read_zeek_conn, run, sort_flows
+from flowgen import T0, Recorder, browsing, config, flow, read_binetflow, read_zeek_conn, run, sort_flows
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -165,3 +165,93 @@ def test_a_late_flow_of_the_last_window_is_judged_in_the_current_one() -> None:
     eng.finish()
     [alert] = rec.by("portscan")
     assert int(alert.evidence.ts // 3600) == int((T0 + 3600) // 3600)
+
+
+# --- forged sources: a server the network uses is not cut off by a scan alone -------------------------
+
+RESOLVER = "198.51.100.53"
+LAN = [f"192.168.1.{i}" for i in range(10, 130)]
+
+
+def lookups(start: float) -> list[Flow]:
+    """Local hosts asking the resolver and getting answers (the resolver is in use)."""
+    return [flow(start + i, h, RESOLVER, 53, "udp", sport=50000 + i, sbytes=70, dbytes=120)
+            for i, h in enumerate(LAN[:5])]
+
+
+def forged_scan(start: float) -> list[Flow]:
+    """SYNs 'from' the resolver to 120 LAN hosts, rejected (what a forged-source scan looks like)."""
+    return syn_scan(RESOLVER, LAN, [23], start=start, state="S_RA")
+
+
+def test_a_scan_from_a_server_in_use_alerts_but_never_blocks() -> None:
+    rec, _ = run([PortScan], [*lookups(T0), *forged_scan(T0 + 60)])
+    alerts = rec.by("portscan")
+    assert alerts and rec.blocked_ips == []
+    assert all(not a.evidence.may_block and "answers local hosts" in a.evidence.description for a in alerts)
+    # the same scan from an address nobody here uses is blocked as before
+    rec, _ = run([PortScan], forged_scan(T0 + 60))
+    assert rec.blocked_ips == [RESOLVER]
+
+
+def test_in_use_means_answered_within_the_window() -> None:
+    # the lookups were more than a window (1 h) before the scan: no longer in use, the scan blocks
+    rec, _ = run([PortScan], [*lookups(T0), *forged_scan(T0 + 3 * 3600)])
+    assert rec.blocked_ips == [RESOLVER]
+    # unanswered lookups do not make a server "in use" (a scanner cannot make itself one)
+    unanswered_lookups = [flow(T0 + i, h, RESOLVER, 53, "udp", dbytes=0) for i, h in enumerate(LAN[:5])]
+    rec, _ = run([PortScan], [*unanswered_lookups, *forged_scan(T0 + 60)])
+    assert rec.blocked_ips == [RESOLVER]
+
+
+def test_block_servers_in_use_restores_the_block() -> None:
+    from flowgen import config
+
+    cfg = config([PortScan], portscan__block_servers_in_use=True)
+    rec, _ = run([PortScan], [*lookups(T0), *forged_scan(T0 + 60)], cfg=cfg)
+    assert rec.blocked_ips == [RESOLVER]
+
+
+def test_a_forged_scan_in_real_packets_does_not_cut_off_the_resolver(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # packets as a capture holds them: hosts resolve names through the resolver, then SYNs "from"
+    # the resolver hit 120 LAN hosts on port 23 and get RSTs; afterwards the hosts keep resolving
+    from helpers import ACK, RST, SYN, dns_query, dns_response, eth, tcp, udp, write_pcap
+
+    from slipsq.detect import DETECTORS
+    from slipsq.engine import Engine
+    from slipsq.sources.pcap import replay_capture
+
+    t, recs = T0, []
+
+    def resolve(host: str, port: int) -> None:
+        nonlocal t
+        recs.append((t, eth(udp(host, port, RESOLVER, 53, dns_query("example.org")))))
+        recs.append((t + 0.01, eth(udp(RESOLVER, 53, host, port, dns_response("example.org", ["93.184.216.34"])))))
+        t += 0.5
+
+    for i, host in enumerate(LAN[:5]):
+        resolve(host, 50000 + i)
+    # "in use" is learnt from flows that completed: these lookups' flows close after the UDP idle
+    # timeout (60 s); on a real network the resolver has been answering for hours
+    t += 120
+    for host in LAN:
+        recs.append((t, eth(tcp(RESOLVER, 55555, host, 23, SYN))))
+        recs.append((t + 0.001, eth(tcp(host, 23, RESOLVER, 55555, RST | ACK))))
+        t += 0.05
+    t += 300  # the scan's flows have closed; the hosts resolve again
+    for i, host in enumerate(LAN[:5]):
+        resolve(host, 51000 + i)
+    path = write_pcap(tmp_path / "forged.pcap", recs)
+
+    rec = Recorder()
+    eng = Engine(config(list(DETECTORS)), sinks=[rec])
+    replay_capture(eng, path)
+    eng.finish()
+    assert any(a.evidence.offender == RESOLVER for a in rec.by("portscan"))
+    assert rec.blocked_ips == [] and eng.table.stats()["dropped"] == 0
+
+
+def test_a_long_connection_still_open_makes_its_server_in_use() -> None:
+    report = flow(T0, LAN[0], RESOLVER, 443, dur=600.0, closed_by="active")  # an active-timeout report
+    rec, _ = run([PortScan], [report, *forged_scan(T0 + 700)])
+    assert rec.by("portscan") and rec.blocked_ips == []
