@@ -252,6 +252,7 @@ def test_a_forged_scan_in_real_packets_does_not_cut_off_the_resolver(tmp_path) -
 
 
 def test_a_long_connection_still_open_makes_its_server_in_use() -> None:
-    report = flow(T0, LAN[0], RESOLVER, 443, dur=600.0, closed_by="active")  # an active-timeout report
-    rec, _ = run([PortScan], [report, *forged_scan(T0 + 700)])
+    # an active-timeout report of a connection open for 2 hours: its server answered just now
+    report = flow(T0, LAN[0], RESOLVER, 443, dur=7200.0, closed_by="active")
+    rec, _ = run([PortScan], [report, *forged_scan(T0 + 7260)])
     assert rec.by("portscan") and rec.blocked_ips == []

@@ -135,15 +135,15 @@ class PortScan(Detector):
         from flows that closed or reported: a server first answering less than a flow timeout ago
         (60 s for UDP) is not known yet. A known server's time is refreshed at most every 300 s, so
         "in the last window" may end up to 5 minutes early; most answered flows then cost one lookup."""
-        server, served = flow.daddr, self.served
+        server, served, when = flow.daddr, self.served, flow.end  # its last packet: when it last answered
         last = served.get(server)
-        if last is not None and flow.start < last + 300.0:
+        if last is not None and when < last + 300.0:
             return
         if is_local(server) or not is_local(flow.saddr):
             return
         if served.pop(server, None) is None and len(served) >= _MAX_SERVED:
             del served[next(iter(served))]
-        served[server] = flow.start
+        served[server] = when
 
     def _count(self, kind: str, key: tuple[str, str | int, str], target: str | int, failed: bool,
                flow: Flow) -> Sequence[Evidence]:
