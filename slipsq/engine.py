@@ -24,6 +24,7 @@ from slipsq.detect.base import Context, Detector
 from slipsq.evidence import Evidence
 from slipsq.flow import AppEvent, Flow
 from slipsq.judge import Decision, Judge
+from slipsq.lru import touch, trim
 from slipsq.output.alerts import Alert
 from slipsq.sink import Sink
 
@@ -69,10 +70,8 @@ def tune_gc() -> None:
 @dataclass
 class Counters:
     flows: int = 0
-    reports: int = 0
     app_events: int = 0
-    evidence: int = 0
-    alerts: int = 0
+    alerts: int = 0  # one per piece of evidence
     blocks: int = 0
 
 
@@ -125,9 +124,8 @@ class Engine:
         old_judge, old_ctx = self.judge, self.ctx
         self._configure(config, models, allow, enrichers)
         self.judge.take_state(old_judge)
-        self.ctx.dns_names = known = old_ctx.dns_names
-        for answer in list(known)[:max(0, len(known) - self._max_dns)]:  # a smaller bound: oldest go
-            del known[answer]
+        self.ctx.dns_names = old_ctx.dns_names
+        trim(self.ctx.dns_names, self._max_dns)  # the bound may be smaller now
 
     # --- inputs -------------------------------------------------------------------------------
     def packet(self, buf: bytes, ts: float, linktype: int) -> int:
@@ -203,28 +201,23 @@ class Engine:
         self.counters.app_events += 1
         if event.kind == "dns":
             query = event.data.get("query", "")
-            known = self.ctx.dns_names
             for answer in event.data.get("answers", ()):
-                # pop and put back: dict order is least recently answered first, and that one goes
-                # when the map is full (a hostile resolver may answer with endless addresses)
-                names = known.pop(answer, None)
-                if names is None:
-                    names = set()
-                    if len(known) >= self._max_dns:
-                        del known[next(iter(known))]
-                known[answer] = names
+                # bounded: a hostile resolver may answer with endless addresses
+                names = touch(self.ctx.dns_names, answer, set, self._max_dns)
                 if len(names) < 16:
                     names.add(query)
         self._run(self._on_app, event)
 
     # --- internals ----------------------------------------------------------------------------
     def _failed(self, what: Any, e: Exception) -> None:
-        """A detector method, the app decoder or a sink method raised `e` (see __init__)."""
+        """`what` (a detector or sink method, or a name) raised `e` (see __init__). The name is made
+        here, on failure only: the calls themselves pass what they already hold."""
         if self.on_error is None:
             raise e
-        owner = getattr(what, "__self__", None)
-        name = what if isinstance(what, str) else getattr(owner, "name", None) or type(owner).__name__
-        self.on_error(f"{name}.{what.__name__}" if owner is not None else str(name), e)
+        if not isinstance(what, str):  # a bound method: "beacon.on_flow", "InlineSink.block"
+            owner = what.__self__
+            what = f"{getattr(owner, 'name', None) or type(owner).__name__}.{what.__name__}"
+        self.on_error(what, e)
 
     def _tick(self) -> None:
         self._run(self._on_tick, self.now)
@@ -242,16 +235,13 @@ class Engine:
                 self._evidence(ev)
 
     def _analyze(self, flow: Flow) -> None:
-        if flow.is_report:
-            self.counters.reports += 1
-        else:
+        if not flow.is_report:  # an active-timeout report is the same flow again, not a new one
             self.counters.flows += 1
             for write in self._flow_sinks:
                 write(flow)
         self._run(self._on_flow, flow)
 
     def _evidence(self, ev: Evidence) -> None:
-        self.counters.evidence += 1
         decision: Decision = self.judge.add(ev)
         alert = Alert.build(ev, decision, self.ctx)
         self.counters.alerts += 1
