@@ -52,14 +52,13 @@ from statistics import median
 
 from slipsq.config import Option, fraction, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.detect.prefixes import is_local
+from slipsq.detect.prefixes import Memo, is_local
 from slipsq.evidence import CRITICAL, HIGH, LOW, Evidence
 from slipsq.flow import Flow
 
 # ports whose periodic chatter is infrastructure: NTP, mDNS, LLMNR, SSDP, NetBIOS name/datagram
 _IGNORED_UDP_PORTS = frozenset({123, 5353, 5355, 1900, 137, 138})
 _DNS_PORTS = frozenset({53, 853, 5353})
-_MAX_SERVERS = 65536  # servers whose allow-list answer is remembered (bounded memory)
 
 DEFAULT_ALLOW_DOMAINS = [
     "connectivitycheck.gstatic.com", "connectivitycheck.android.com", "clients3.google.com",
@@ -163,7 +162,11 @@ class Beacon(Detector):
         self.window: float = self.cfg["judge.window"]
         self.own = {str(a) for a in ctx.allow.own}  # the gateway itself may be the resolver
         self.tuples: dict[tuple[str, str, int, str], _Tuple] = {}
-        self._never: dict[str, bool] = {}  # server -> never a beacon (allow list, broadcast)
+        # server -> never a beacon: what depends on the server alone is asked once (the answers never
+        # change): allow list, multicast, own, broadcast; or a subnet broadcast the allow list cannot
+        # know (allowed domain names are checked only when a tuple is about to be reported: DNS names
+        # per flow would cost more than the scoring)
+        self._never = Memo(lambda dst: ctx.allow.why_protected(dst) is not None or dst.endswith(".255")).__getitem__
         self._next_prune = 0.0
         # at most the smallest t.last of all tuples (last only grows; removing tuples only raises it)
         self._oldest_last = math.inf
@@ -181,17 +184,7 @@ class Beacon(Detector):
             return True
         if f.dport in _DNS_PORTS and dst in self.own:
             return True
-        # what depends on the server alone is asked once per server (the answers never change)
-        never = self._never.get(dst)
-        if never is None:
-            # allow list, multicast, own, broadcast; or a subnet broadcast the allow list cannot know
-            # (allowed domain names are checked only when a tuple is about to be reported: DNS names
-            # per flow would cost more than the scoring)
-            never = self.ctx.allow.why_protected(dst) is not None or dst.endswith(".255")
-            if len(self._never) >= _MAX_SERVERS:
-                self._never.clear()
-            self._never[dst] = never
-        return never
+        return self._never(dst)
 
     def _allowed_name(self, ip: str) -> bool:
         names = self.ctx.dns_names.get(ip)

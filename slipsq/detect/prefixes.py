@@ -6,14 +6,15 @@ handful: threat lists use few distinct lengths. No dependency: the stdlib `ipadd
 integers do the masking. (pytricia/py-radix would do the same in C, but are not packaged for Debian's
 Python 3.11 here and the few-lengths dict is as fast for lists of this shape.)
 
-Also `is_local(ip)`: the address ranges detectors treat as "this network, not the Internet".
+Also `is_local(ip)`: the address ranges detectors treat as "this network, not the Internet"; and
+`Memo`, the bounded per-address memo it uses (detectors use it for their own per-address answers).
 This module holds data only; it never reads files (threatintel.py does).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -103,17 +104,22 @@ _LOCAL = build(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"
                 "fc00::/7", "fe80::/10", "ff00::/8", "::1/128", "::/128"], True)
 
 
-class _Locality(dict[str, bool]):
-    """address -> is it local, filled on first ask; emptied when it reaches 65,536 addresses (a
-    scan of many addresses must not grow it without end). A hit is one C-level dict lookup: the
-    detectors ask this for most flows, and functools.lru_cache's bookkeeping cost half again more."""
+class Memo(dict[str, V]):
+    """address -> fn(address), filled on first ask; emptied when it reaches `size` addresses (a scan
+    of many addresses must not grow it without end). Call its bound `__getitem__`: a hit is one
+    C-level dict lookup (detectors ask per flow, and functools.lru_cache's bookkeeping costs half again
+    more)."""
 
-    def __missing__(self, ip: str) -> bool:
-        if len(self) >= 65536:
+    def __init__(self, fn: Callable[[str], V], size: int = 65536) -> None:
+        super().__init__()
+        self.fn, self.size = fn, size
+
+    def __missing__(self, ip: str) -> V:
+        if len(self) >= self.size:
             self.clear()
-        local = self[ip] = _LOCAL.lookup(ip) is not None
-        return local
+        value = self[ip] = self.fn(ip)
+        return value
 
 
-is_local = _Locality().__getitem__
+is_local = Memo(lambda ip: _LOCAL.lookup(ip) is not None).__getitem__
 """True for addresses of the local network (private, link-local, loopback, multicast)."""

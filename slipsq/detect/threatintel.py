@@ -25,13 +25,13 @@ import csv
 import ipaddress
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from slipsq.config import Option
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.detect.prefixes import PrefixSet
+from slipsq.detect.prefixes import Memo, PrefixSet
 from slipsq.errors import ConfigError, InputError
 from slipsq.evidence import CRITICAL, Evidence
 from slipsq.flow import Flow
@@ -42,7 +42,6 @@ IP_COLUMNS = ("ip", "ip_address", "ipaddress", "ip_addr", "address", "addr", "ne
               "prefix", "indicator", "ioc", "dst_ip", "dstip", "src_ip", "srcip", "value", "host")
 MIN_PREFIX = {4: 8, 6: 16}
 MAX_WARNINGS = 10
-_CACHE = 65_536
 
 
 @dataclass
@@ -186,7 +185,7 @@ class ThreatIntel(Detector):
         self.intel = IntelSet()
         self.empty = True  # no lists loaded: every flow returns at once (len() of the sets is not free)
         self.stats = IntelStats()
-        self._cache: dict[str, str | None] = {}
+        self._lookup: Callable[[str], str | None] = Memo(self.intel.lookup).__getitem__
         self._index = -1
         self._reported: set[str] = set()
         if self.folder:
@@ -198,23 +197,13 @@ class ThreatIntel(Detector):
     def reload(self) -> IntelStats:
         """Read the folder again; on error the lists in use stay as they were (and the error is raised)."""
         intel, stats = load_lists(self.folder)
-        self.intel, self.stats, self._cache = intel, stats, {}
+        self.intel, self.stats, self._lookup = intel, stats, Memo(intel.lookup).__getitem__
         self.empty = len(intel) == 0
         log.info("threat intelligence: %s", stats.summary())
         if stats.bad_lines:
             log.warning("threat intelligence: %d bad lines skipped (first: %s)", stats.bad_lines,
                         "; ".join(stats.warnings[:3]))
         return stats
-
-    def _lookup(self, ip: str) -> str | None:
-        hit = self._cache.get(ip, "")
-        if hit != "":
-            return hit
-        found = self.intel.lookup(ip)
-        if len(self._cache) >= _CACHE:
-            self._cache.clear()
-        self._cache[ip] = found
-        return found
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if self.empty:
