@@ -106,16 +106,13 @@ def ipv6_ext(src: str, dst: str, proto: int, payload: bytes, exts: Sequence[int]
             body += struct.pack("!BBHII", nxt, 1, 0, 0x100, 1)
         else:
             body += struct.pack("!BB6s", nxt, 0, b"\x01\x04\0\0\0\0")
-    body += payload
-    hdr = struct.pack("!IHBB16s16s", 0x60000000, len(body), chain[0], 64, packed(src), packed(dst))
-    return hdr + body
+    return ip(src, dst, chain[0], body + payload)
 
 
 def ipv6_fragment(src: str, dst: str, proto: int, payload: bytes, offset: int, more: bool) -> bytes:
     """An IPv6 fragment (offset in 8-byte units)."""
     frag = struct.pack("!BBHI", proto, 0, (offset << 3) | int(more), 0x99)
-    body = frag + payload
-    return struct.pack("!IHBB16s16s", 0x60000000, len(body), 44, 64, packed(src), packed(dst)) + body
+    return ip(src, dst, 44, frag + payload)
 
 
 # --- captures -------------------------------------------------------------------------------------
