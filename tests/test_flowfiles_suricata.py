@@ -143,3 +143,10 @@ def test_random_events_never_crash(lines: list[str]) -> None:
     c = source.counts
     assert c["flows"] + c["app_events"] == len(items) >= 1
     assert c["rows"] >= c["flows"] + c["bad_rows"] + c["other_events"]
+
+
+@pytest.mark.parametrize("fmt", ["auto", "zeek", "suricata"])
+def test_too_deeply_nested_first_line_is_an_input_error(tmp_path: Path, fmt: str) -> None:
+    path = write(tmp_path, ['{"a":' * 100_000])  # json.loads raises RecursionError, not ValueError
+    with pytest.raises(InputError):
+        open_flow_source(path, fmt)

@@ -13,12 +13,11 @@ decide anything, and never raise anything but InputError (a message naming the f
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 
 from slipsq.errors import InputError
-from slipsq.sources.flowfiles.base import FlowSource, Item
+from slipsq.sources.flowfiles.base import FlowSource, Item, first_record
 from slipsq.sources.flowfiles.binetflow import BinetflowSource, is_header
 from slipsq.sources.flowfiles.nfdump import NfdumpSource
 from slipsq.sources.flowfiles.streams import Opened, binary_kind, open_input
@@ -40,10 +39,7 @@ def detect_text(first: str) -> str | None:
     if s.startswith("#"):
         return "zeek" if s.startswith(ZEEK_DIRECTIVES) else None
     if s.startswith("{"):
-        try:
-            record = json.loads(s)
-        except (ValueError, RecursionError):
-            return None
+        record = first_record(s)
         if is_eve(record):
             return "suricata"
         return "zeek" if is_zeek_json(record) else None

@@ -120,6 +120,15 @@ class FlowSource:
         self.close()
 
 
+def first_record(line: str) -> Any:
+    """The JSON value of an input's first line, or None when it is not JSON (nesting too deep for the
+    parser included: a RecursionError must not escape as anything but "not this format")."""
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
 def row_error(e: Exception) -> str:
     """A short reason for a bad row from the exception its parsing raised."""
     if isinstance(e, IndexError):

@@ -18,7 +18,6 @@ reads; it never sorts events nor reads ahead.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from itertools import chain
@@ -26,7 +25,7 @@ from typing import Any
 
 from slipsq.errors import InputError
 from slipsq.flow import AppEvent, Flow, proto_name
-from slipsq.sources.flowfiles.base import Addresses, FlowSource, Item
+from slipsq.sources.flowfiles.base import Addresses, FlowSource, Item, first_record
 
 # DNS names → numbers, as on the wire (RFC 1035, 3596, 2782, 6891, 9460; RFC 1035/6895 rcodes)
 QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "HINFO": 13, "MX": 15, "TXT": 16, "AAAA": 28,
@@ -84,11 +83,7 @@ class SuricataSource(FlowSource):
 
     def __init__(self, name: str, first: str, lines: Iterable[str], first_lineno: int = 1) -> None:
         super().__init__(name)
-        try:
-            record = json.loads(first)
-        except ValueError:
-            record = None
-        if not is_eve(record):
+        if not is_eve(first_record(first)):
             raise InputError(f"{name}:{first_lineno}: not a Suricata eve.json (no event_type)")
         self._first = first
         self._lines = lines

@@ -20,7 +20,6 @@ TSV: `#separator` is honoured (`\\x09` escapes), `#set_separator`, `#unset_field
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from typing import Any
 
 from slipsq.errors import InputError
 from slipsq.flow import AppEvent, Flow
-from slipsq.sources.flowfiles.base import Addresses, FlowSource, Item, count, finite, port, row_error
+from slipsq.sources.flowfiles.base import Addresses, FlowSource, Item, count, finite, first_record, port, row_error
 
 CONN_REQUIRED = ("ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto")
 DNS_REQUIRED = ("ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "query")
@@ -91,10 +90,7 @@ class ZeekSource(FlowSource):
         self.kind = ""
         self.fast_path = True  # False: every conn row through the careful parser (the tests compare both)
         if self.json:
-            try:
-                record = json.loads(first)
-            except ValueError:
-                record = None
+            record = first_record(first)
             if not is_zeek_json(record):
                 raise InputError(f"{name}:{first_lineno}: not a Zeek JSON log (no ts, uid, id.orig_h)")
             kind = log_kind(record)
