@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flowgen import T0, Recorder, config, run
+from flowgen import DATA, T0, config, my_detectors, replay_pcap, run
 from helpers import arp, write_pcap
 
 from slipsq.detect.arpscan import ArpScan
@@ -53,21 +53,12 @@ def test_thresholds_are_configurable() -> None:
 
 
 def test_arp_sweep_in_a_generated_capture(tmp_path: Path) -> None:
-    from slipsq.engine import Engine
-    from slipsq.sources.pcap import replay_capture
-
     frames = [(T0 + i * 0.02, arp(1, src_ip="10.1.1.66", dst_ip=f"10.1.1.{i}")) for i in range(1, 255)]
-    path = write_pcap(tmp_path / "arpscan.pcap", frames)
-    rec = Recorder()
-    eng = Engine(config([ArpScan]), sinks=[rec], detectors=[ArpScan])
-    replay_capture(eng, path)
-    eng.finish()
+    rec = replay_pcap(write_pcap(tmp_path / "arpscan.pcap", frames), [ArpScan])
     assert rec.blocked_ips == ["10.1.1.66"]
 
 
 def test_arp_scan_capture_end_to_end() -> None:
-    from flowgen import DATA, my_detectors, replay_pcap
-
     rec = replay_pcap(DATA / "arp-scan.pcap", my_detectors())
     assert rec.blocked_ips == ["192.168.1.99"]
     assert {a.evidence.offender for a in rec.seen} == {"192.168.1.99"}

@@ -121,15 +121,9 @@ def test_shared_scans_are_found(shared_data) -> None:  # type: ignore[no-untyped
 
 @pytest.mark.shared
 def test_icmp_sweep_in_test12_pcap(shared_data) -> None:  # type: ignore[no-untyped-def]
-    from flowgen import Recorder, config
+    from flowgen import replay_pcap
 
-    from slipsq.engine import Engine
-    from slipsq.sources.pcap import replay_capture
-
-    rec = Recorder()
-    eng = Engine(config([PortScan]), sinks=[rec], detectors=[PortScan])
-    replay_capture(eng, shared_data / "pcaps/test12-icmp-portscan.pcap")
-    eng.finish()
+    rec = replay_pcap(shared_data / "pcaps/test12-icmp-portscan.pcap", [PortScan])
     sweeps = [a for a in rec.by("portscan") if a.evidence.label == "icmp-sweep"]
     assert sweeps and {a.evidence.offender for a in sweeps} == {"192.168.1.109"}
 
@@ -153,8 +147,6 @@ def test_portscan_capture_end_to_end() -> None:
 
 
 def test_a_late_flow_of_the_last_window_is_judged_in_the_current_one() -> None:
-    from flowgen import Recorder, config
-
     from slipsq.engine import Engine
 
     rec = Recorder()
@@ -205,8 +197,6 @@ def test_in_use_means_answered_within_the_window() -> None:
 
 
 def test_block_servers_in_use_restores_the_block() -> None:
-    from flowgen import config
-
     cfg = config([PortScan], portscan__block_servers_in_use=True)
     rec, _ = run([PortScan], [*lookups(T0), *forged_scan(T0 + 60)], cfg=cfg)
     assert rec.blocked_ips == [RESOLVER]
