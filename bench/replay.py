@@ -134,6 +134,11 @@ class Row:
     def pps(self) -> float:
         return self.packets / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def cpu_pps(self) -> float:
+        """Packets per CPU second: the rate a busy machine skews least."""
+        return self.packets / self.cpu if self.cpu > 0 else 0.0
+
 
 def run_best(name: str, cmd: list[str] | str, packets: int, repeat: int) -> Row:
     """The fastest of `repeat` runs (wall clock), with the largest peak RSS seen."""
@@ -214,10 +219,10 @@ def ensure_capture(packets: int, flows: int, seed: int, out: Path = OUT) -> Path
     from tools.gencapture import realistic, write_capture
 
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"realistic-{packets}p-{flows}f-s{seed}-{generator_version()}.pcap"
+    version = generator_version()
+    path = out / f"realistic-{packets}p-{flows}f-s{seed}-{version}.pcap"
     if path.exists():
         return path
-    version = generator_version()
     for old in out.glob("realistic-*.pcap"):
         if version not in old.name:
             old.unlink()  # made by an older generator: stale
@@ -308,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if not has_argus:
         rows.append(Row("argus | ra", skipped=True, note="skipped: argus/ra not installed "
                         "(Debian: argus-server argus-client)"))
-    rounds = [(s.pps / g.pps, (s.packets / s.cpu) / (g.packets / g.cpu) if s.cpu and g.cpu else 0.0)
+    rounds = [(s.pps / g.pps, s.cpu_pps / g.cpu_pps if g.cpu_pps else 0.0)
               for s, g in zip(runs[jobs[0][0]], runs.get("argus | ra", []))
               if not s.skipped and not g.skipped and g.pps]
     for name, snippet in (("dpkt reader only", DPKT_READ), ("dpkt decode all", DPKT_DECODE)):
@@ -344,8 +349,7 @@ def print_table(rows: list[Row]) -> None:
             continue
         ratio = f"{r.pps / argus.pps:.2f}" if argus and argus.pps else "-"
         # the same ratio from CPU time: packets per CPU second against Argus's
-        cpu_ratio = (f"{(r.packets / r.cpu) / (argus.packets / argus.cpu):.2f}"
-                     if argus and argus.cpu and r.cpu else "-")
+        cpu_ratio = f"{r.cpu_pps / argus.cpu_pps:.2f}" if argus and argus.cpu and r.cpu else "-"
         print(f"{r.name:24} {r.packets:>11,} {r.seconds:>7.2f} {r.cpu:>7.2f} {r.pps:>11,.0f} {ratio:>8} "
               f"{cpu_ratio:>6} {r.rss_mb:>7.0f}MB  {r.note}")
     table = next((r for r in rows if r.name.startswith("table") and r.info), None)
