@@ -283,30 +283,20 @@ cdef class TupleLetters:
         return self._add(start, col, variant == "slips", max_chars)
 
     cdef bint _add(self, double start, int col, bint slips, int max_chars) except -1:
-        cdef int n = self.n, plen, k
-        cdef long nth
-        cdef double* st = self._starts
+        cdef int n = self.n, plen, k  # n >= 1: a tuple is made with its first flow
         cdef char p[PIECE_MAX]
-        if n and start < st[n - 1]:
+        if start < self._starts[n - 1]:
             return self._insert(start, col, slips, max_chars)
-        nth = self.dropped + n
-        if nth == 0:
-            p[0] = ROW_NO_DATA[col]
-            plen = 1
-        else:
-            plen = c_piece(st[n - 1] - st[n - 2] if nth >= 2 else 0.0, nth >= 2, start - st[n - 1], True, col,
-                           not (nth == 1 and slips), p)
         self._grow_flows(n + 1)
         self._starts[n] = start
         self._cols[n] = col
-        self._plens[n] = plen
         self.n = n + 1
-        if self.tlen:
-            self._bump((<uint8_t>self._text[self.tlen - 1]) << 7 | <uint8_t>p[0], 1)
-            for k in range(plen - 1):
-                self._bump((<uint8_t>p[k]) << 7 | <uint8_t>p[k + 1], 1)
+        plen = self._piece_at(n, slips, p)
+        self._plens[n] = plen
         self._grow_text(self.tlen + plen)
         memcpy(self._text + self.tlen, p, plen)
+        k = 1 if self.tlen else 0  # the new transitions: from the string's last character through the piece
+        self._count(self._text + self.tlen - k, plen + k, 1)
         self.tlen += plen
         self.flows += 1
         if n >= LATE:

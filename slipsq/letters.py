@@ -161,29 +161,18 @@ class TupleLetters:
     def add(self, start: float, col: int, variant: str, max_chars: int) -> bool:
         """Place one flow; False when it starts too early to be placed (see the module doc)."""
         st = self.starts
-        n = len(st)
-        if n and start < st[-1]:
+        n = len(st)  # >= 1: a tuple is made with its first flow
+        if start < st[-1]:
             return self._insert(start, col, variant, max_chars)
         # The common case: the flow starts after every recent one. This is _insert with i == n: only
         # the new flow's piece is computed, nothing after it changes, and the only new transitions
         # are from the string's last character through the piece.
-        nth = self.dropped + n  # the flow's index in the whole tuple
-        if nth == 0:
-            p = ROW_NO_DATA[col]
-        else:
-            t2 = start - st[-1]
-            p = piece(st[-1] - st[-2] if nth >= 2 else None, t2, col, not (nth == 1 and variant == "slips"))
         st.append(start)
         self.cols.append(col)
+        p = self._piece(n, variant)
         self.plens.append(len(p))
-        text = self.text
-        if text:
-            pairs = self.pairs
-            s = text[-1] + p
-            for k in range(len(s) - 1):
-                ab = s[k:k + 2]
-                pairs[ab] = pairs.get(ab, 0) + 1
-        text += p
+        text = self.text + p
+        _count(self.pairs, text[-len(p) - 1:], +1)
         self.flows += 1
         if n >= LATE_WINDOW:  # one flow more than the window: let the oldest go
             del st[0], self.cols[0], self.plens[0]
@@ -200,7 +189,7 @@ class TupleLetters:
         st = self.starts
         n = len(st)
         i = bisect_right(st, start)
-        tail = sum(self.plens[i:]) if i < n else 0
+        tail = sum(self.plens[i:])  # i < n: the flow starts before the last one
         if (self.dropped and i < 2) or tail > len(self.text):
             return False
         st.insert(i, start)
