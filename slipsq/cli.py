@@ -274,8 +274,8 @@ def ti_update(ctx: click.Context, config_path: str | None, state_dir: str | None
         try:
             reply = request(resolve_state_dir(sd), {"cmd": "reload"})
         except SlipsqError as e:
-            reply = None
             click.echo(f"could not reach the daemon ({e}): it reads the lists when it starts")
+            return
         if reply is not None:
             click.echo("the running daemon reloaded its configuration and lists")
         else:

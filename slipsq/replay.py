@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from slipsq import config as configmod
-from slipsq.engine import Engine, Sink
+from slipsq.engine import Engine
 from slipsq.enrich import make_enrichers
 from slipsq.errors import InputError, ModelError
 from slipsq.flow import Flow
+from slipsq.markov import load_models, shipped_models_dir
 from slipsq.output.alerts import AlertWriter
 from slipsq.output.binetflow import BinetflowWriter
+from slipsq.sink import Sink
 from slipsq.sources.flowfiles.streams import binary_kind
 from slipsq.verdict.replay import ReplayRecorder
 
@@ -45,8 +47,6 @@ def resolve_models_dir(cli_dir: str | None, configured: str | None) -> Path:
     for candidate in (cli_dir, configured, os.environ.get("SLIPSQ_MODELS")):
         if candidate:
             return Path(candidate)
-    from slipsq.markov import shipped_models_dir
-
     shipped = shipped_models_dir()
     if shipped.is_dir():
         return shipped
@@ -54,8 +54,6 @@ def resolve_models_dir(cli_dir: str | None, configured: str | None) -> Path:
 
 
 def load_engine_models(cli_dir: str | None, cfg: configmod.Config) -> list[Any]:
-    from slipsq.markov import load_models
-
     return list(load_models(resolve_models_dir(cli_dir, cfg["markov.models"] or None)))
 
 
