@@ -54,8 +54,6 @@ class FlowSource:
         self._started = True
         try:
             yield from self._items()
-        except InputError:
-            raise
         except (OSError, EOFError, zlib.error, UnicodeError) as e:
             # EOFError/zlib.error: a truncated or corrupt gzip file
             raise InputError(f"{self.name}: cannot read: {e}") from e
