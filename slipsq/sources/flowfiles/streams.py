@@ -66,12 +66,11 @@ def read_first_line(stream: IO[bytes]) -> tuple[bytes, int]:
 
 @dataclass
 class Opened:
-    """An input opened for reading: `magic` is its first bytes (before any decompression); for text,
-    `first` is the first non-blank line (decompressed) and `lines()` the lines after it."""
+    """An input opened for reading: `kind` from its first (decompressed) bytes; for text, `first` is
+    the first non-blank line and `lines()` the lines after it."""
 
     name: str
     path: str | None  # None for standard input
-    magic: bytes
     stream: IO[bytes]
     kind: str | None = None  # 'pcap' or 'nfdump' for binary inputs, None for text
     gzipped: bool = False
@@ -111,15 +110,15 @@ def open_input(path: str) -> Opened:
             raise InputError(f"{path}: is a directory without conn.log (not a Zeek log folder)") from None
         except OSError as e:
             raise InputError(f"{path}: cannot open: {e.strerror or e}") from None
-    opened = Opened(name, None if path == "-" else path, b"", raw)
+    opened = Opened(name, None if path == "-" else path, raw)
     if path != "-":
         opened._close.append(raw.close)
     try:
         # peek: the magic must not be lost, and a pcapng's first "line" is blank
-        opened.magic = raw.peek(8)[:8] if path == "-" else raw.read(8)
+        magic = raw.peek(8)[:8] if path == "-" else raw.read(8)
         if path != "-":
             raw.seek(0)
-        opened.kind = binary_kind(opened.magic)
+        opened.kind = binary_kind(magic)
         if opened.kind == "gzip":
             return _gunzip(opened)
         if opened.kind is not None:
@@ -140,7 +139,7 @@ def _gunzip(opened: Opened) -> Opened:
     else:
         # unbuffered on purpose: a BufferedReader would wait for a full 128 KiB read before inflating
         gz = gzip.GzipFile(fileobj=_Available(opened.stream), mode="rb")
-    opened = Opened(name, opened.path, opened.magic, gz, gzipped=True)
+    opened = Opened(name, opened.path, gz, gzipped=True)
     opened._close.append(gz.close)
     try:
         inner = gz.peek(8)[:8]  # type: ignore[attr-defined]
