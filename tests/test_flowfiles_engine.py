@@ -4,35 +4,21 @@ captures must give port-scan evidence against the scanner, and the CTU normal da
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from slipsq.config import CORE_OPTIONS, Config
+from flowgen import Recorder, config
+
 from slipsq.detect import DETECTORS
 from slipsq.detect.base import Detector
 from slipsq.detect.portscan import PortScan
 from slipsq.engine import Engine
 from slipsq.flow import Flow
-from slipsq.output.alerts import Alert
-from slipsq.sources.flowfiles import open_flow_source
-from slipsq.verdict.replay import ReplayRecorder
+from slipsq.sources.flowfiles import FlowSource, open_flow_source
 
 
-class Alerts(ReplayRecorder):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[Alert] = []
-
-    def alert(self, alert: Alert) -> None:
-        super().alert(alert)
-        self.seen.append(alert)
-
-
-def replay(path: Path, detectors: list[type[Detector]]) -> tuple[Alerts, Engine, Any]:
-    opts = list(CORE_OPTIONS)
-    for d in detectors:
-        opts.extend(d.options)
-    sink = Alerts()
-    engine = Engine(Config(opts), sinks=[sink], detectors=detectors)
+def replay(path: Path, detectors: list[type[Detector]]) -> tuple[Recorder, Engine, FlowSource]:
+    """The file through the engine in input order, as `slipsq replay FILE` feeds it."""
+    sink = Recorder()
+    engine = Engine(config(detectors), sinks=[sink], detectors=detectors)
     source = open_flow_source(str(path))
     for item in source:
         engine.flow(item) if isinstance(item, Flow) else engine.app(item)
@@ -40,8 +26,8 @@ def replay(path: Path, detectors: list[type[Detector]]) -> tuple[Alerts, Engine,
     return sink, engine, source
 
 
-def scanners(sink: Alerts) -> set[str]:
-    return {a.evidence.offender for a in sink.seen if a.evidence.detector == PortScan.name}
+def scanners(sink: Recorder) -> set[str]:
+    return {a.evidence.offender for a in sink.by(PortScan.name)}
 
 
 def test_port_scan_captures_give_port_scan_evidence(shared_data: Path) -> None:
