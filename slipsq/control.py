@@ -10,6 +10,7 @@ This module decides nothing about traffic and never blocks a protected address.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import struct
@@ -38,7 +39,7 @@ def parse_duration(text: str) -> float | None:
         value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
         raise InputError(f"'{text}' is not a duration (e.g. 90s, 15m, 4h, 2d, or 'forever')") from None
-    if value <= 0 or value != value:
+    if not 0 < value < math.inf:  # NaN and inf too: no expiry is 'forever'; inf would crash the ipset batch
         raise InputError(f"'{text}' is not a positive duration")
     return value
 
