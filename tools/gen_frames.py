@@ -61,11 +61,10 @@ def checksum(data: bytes) -> int:
 class Host:
     """One address with what frames need precomputed: packed form, MAC, word sum."""
 
-    __slots__ = ("ip", "mac", "packed", "psum", "v6")
+    __slots__ = ("mac", "packed", "psum", "v6")
 
     def __init__(self, ip: str) -> None:
         addr = ipaddress.ip_address(ip)
-        self.ip = str(addr)
         self.v6 = addr.version == 6
         self.packed = addr.packed
         self.psum = int.from_bytes(self.packed, "big") % 0xFFFF
@@ -82,8 +81,8 @@ def mac_for(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
         if addr.version == 4:
             return b"\x01\x00\x5e" + (int(addr) & 0x7FFFFF).to_bytes(3, "big")
         return b"\x33\x33" + addr.packed[-4:]
-    if addr.version == 4 and (int(addr) & 0xFF == 0xFF or addr == ipaddress.IPv4Address("255.255.255.255")):
-        return BROADCAST_MAC  # x.x.x.255: the home /24's broadcast
+    if addr.version == 4 and int(addr) & 0xFF == 0xFF:
+        return BROADCAST_MAC  # x.x.x.255: the home /24's broadcast (and 255.255.255.255)
     if any(addr in net for net in _LOCAL_NETS):
         return b"\x02\x00" + addr.packed[-4:]
     return ROUTER_MAC
@@ -112,7 +111,7 @@ class Path:
         # IPv4 header constants: version/IHL/TOS, flags DF, TTL (protocol added per packet)
         self.ipsum = (0x4500 | tos) + 0x4000 + (ttl << 8) + s.psum + d.psum
 
-    def ip(self, proto: int, body: bytes, body_sum: int, ipid: int) -> bytes:
+    def ip(self, proto: int, body: bytes, ipid: int) -> bytes:
         """An Ethernet frame carrying `body` (a transport segment whose checksum is already set)."""
         n = len(body)
         if self.v6:
@@ -139,9 +138,8 @@ class Path:
             off = hlen << 2
             n = (self.psum + TCP + tlen + sport + dport + seq + ack + (off << 8 | flags) + win + psum
                  + (int.from_bytes(opts, "big") if opts else 0))
-            c = 0xFFFF - n % 0xFFFF
-            seg = _TCP.pack(sport, dport, seq, ack, off, flags, win, 0 if c == 0xFFFF else c, 0)
-            return self.ip(TCP, seg + opts + payload, 0, ipid)
+            seg = _TCP.pack(sport, dport, seq, ack, off, flags, win, _fold(n), 0)
+            return self.ip(TCP, seg + opts + payload, ipid)
         # IPv4 without options, in one pack: most generated packets go through these lines
         tlen = 20 + len(payload)
         c = 0xFFFF - (self.psum + 0x5006 + tlen + sport + dport + seq + ack + flags + win + psum) % 0xFFFF
@@ -164,14 +162,14 @@ class Path:
         if psum is None:
             psum = word_sum(payload)
         c = _fold(self.psum + UDP + ulen + sport + dport + ulen + psum) or 0xFFFF
-        return self.ip(UDP, _UDP.pack(sport, dport, ulen, c) + payload, 0, ipid)
+        return self.ip(UDP, _UDP.pack(sport, dport, ulen, c) + payload, ipid)
 
     def icmp(self, ipid: int, type_: int, code: int, ident: int, seq: int, payload: bytes) -> bytes:
         n = (type_ << 8 | code) + ident + seq + word_sum(payload)
         if self.v6:
             n += self.psum + ICMP6 + 8 + len(payload)
         msg = _ICMP.pack(type_, code, _fold(n), ident, seq) + payload
-        return self.ip(ICMP6 if self.v6 else ICMP, msg, 0, ipid)
+        return self.ip(ICMP6 if self.v6 else ICMP, msg, ipid)
 
 
 def arp_frame(op: int, sender_mac: bytes, sender_ip: str, target_mac: bytes, target_ip: str,
