@@ -15,6 +15,7 @@ import heapq
 import random
 from collections import Counter
 from collections.abc import Iterator
+from itertools import islice
 
 from tools.gen_frames import Content
 from tools.gen_scenarios import SITES
@@ -139,7 +140,7 @@ def _plan(n_packets: int, n_flows: int, rng: random.Random, duration: float, sta
         total += count
         stats[kind] += 1
         # the flow that crosses the budget is cut short, like a capture that stops mid-transfer
-        yield t, _limit(gen, n_packets - total + count) if total > n_packets else gen
+        yield t, islice(gen, n_packets - total + count) if total > n_packets else gen
         if total >= n_packets:
             stats["packets"] = n_packets
             return
@@ -151,13 +152,6 @@ def _plan(n_packets: int, n_flows: int, rng: random.Random, duration: float, sta
         yield t, udp_stream(cl, net.server(), net.sport(c), 3478, t, n_packets - total, interval=gap, rng=rng)
     else:
         stats["packets"] = total
-
-
-def _limit(gen: Iterator[Packet], n: int) -> Iterator[Packet]:
-    for i, p in enumerate(gen):
-        if i >= n:
-            return
-        yield p
 
 
 def _bulk(net: _Network, t: float, want: int, rng: random.Random) -> tuple[int, Iterator[Packet]]:
