@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 
-from tools.gen_frames import Content, host
+from tools.gen_frames import Content
 from tools.gen_sessions import (
     Message,
     Packet,
@@ -250,5 +250,5 @@ def long_connection(client: str, server: str, port: int = 443, *, start: float =
 
 
 __all__ = ["SITES", "Ports", "arp_scan", "beacon", "connectivity_check", "dns_to_local_resolver",
-           "horizontal_scan", "host", "icmp_sweep", "long_connection", "mdns", "merge", "normal_browsing",
+           "horizontal_scan", "icmp_sweep", "long_connection", "mdns", "merge", "normal_browsing",
            "ntp_polling", "site_address", "ssdp_multicast", "ssh_bruteforce", "vertical_scan"]

@@ -30,7 +30,6 @@ from tools.gen_frames import (
     Path,
     arp_frame,
     host,
-    word_sum,
 )
 
 Packet = tuple[float, bytes]
@@ -363,4 +362,4 @@ def arp_who_has(src_ip: str, target_ip: str, start: float, *, reply: bool = True
 
 __all__ = ["arp_who_has", "client_hello", "dns_message", "dns_query", "http_session", "icmp_echo",
            "ssh_session", "tcp_packet_count", "tcp_probe", "tcp_session", "tls_session", "udp_exchange",
-           "udp_stream", "word_sum"]
+           "udp_stream"]
