@@ -95,11 +95,8 @@ class InlineSink(Sink):
 
 def load_models(cfg: configmod.Config) -> list[Any]:
     """The Markov models, or [] with a warning (inline mode still runs its other detectors)."""
-    try:
-        from slipsq.replay import load_engine_models
-    except ImportError as e:
-        log(f"warning: models are unavailable in this build ({e})")
-        return []
+    from slipsq.replay import load_engine_models
+
     try:
         return load_engine_models(None, cfg)
     except ModelError as e:
