@@ -11,7 +11,10 @@ import hashlib
 import random
 import re
 import shlex
+import subprocess
+import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import dpkt
@@ -82,6 +85,15 @@ def assert_time_ordered(packets: list[tuple[float, bytes]]) -> None:
     assert times == sorted(times)
 
 
+def check_stream(stream: Iterable[tuple[float, bytes]]) -> None:
+    """A generated stream is not empty, is in time order, and every frame in it is valid."""
+    packets = list(stream)
+    assert packets
+    assert_time_ordered(packets)
+    for _, frame in packets:
+        check_frame(frame)
+
+
 def stream_bytes(conv: list[tuple[float, dpkt.ip.IP, dpkt.tcp.TCP]], src: bytes) -> bytes:
     """Reassemble one direction by sequence number (checks there are no holes or overlaps)."""
     segs = sorted((tcp.seq, tcp.data) for _, ip, tcp in conv if ip.src == src and tcp.data)
@@ -128,11 +140,7 @@ def test_every_session_kind_parses_with_valid_lengths_and_checksums(client: str,
         g.icmp_echo(client, server, T0, count=3),
     ]
     for s in streams:
-        packets = list(s)
-        assert packets
-        assert_time_ordered(packets)
-        for _, frame in packets:
-            check_frame(frame)
+        check_stream(s)
 
 
 def test_short_frames_from_the_router_are_padded_like_real_ethernet() -> None:
@@ -271,19 +279,16 @@ def test_udp_beacon_and_scans() -> None:
 
 def test_bruteforce_browsing_and_background_are_time_ordered_and_valid() -> None:
     rng = random.Random(2)
-    for packets in (
-        list(g.ssh_bruteforce("203.0.113.50", "192.168.1.30", 2222, 5, start=T0, rng=rng)),
-        list(g.normal_browsing("192.168.1.10", 5, 60, start=T0, max_response=20000, rng=rng)),
-        list(g.ntp_polling("192.168.1.10", "198.51.100.123", start=T0, count=3, rng=rng)),
-        list(g.ssdp_multicast("192.168.1.20", start=T0, count=2, rng=rng)),
-        list(g.mdns("192.168.1.11", start=T0, count=2)),
-        list(g.connectivity_check("192.168.1.10", start=T0, count=2, rng=rng)),
-        list(g.long_connection("192.168.1.10", "198.51.100.3", start=T0, duration=300, rng=rng)),
+    for stream in (
+        g.ssh_bruteforce("203.0.113.50", "192.168.1.30", 2222, 5, start=T0, rng=rng),
+        g.normal_browsing("192.168.1.10", 5, 60, start=T0, max_response=20000, rng=rng),
+        g.ntp_polling("192.168.1.10", "198.51.100.123", start=T0, count=3, rng=rng),
+        g.ssdp_multicast("192.168.1.20", start=T0, count=2, rng=rng),
+        g.mdns("192.168.1.11", start=T0, count=2),
+        g.connectivity_check("192.168.1.10", start=T0, count=2, rng=rng),
+        g.long_connection("192.168.1.10", "198.51.100.3", start=T0, duration=300, rng=rng),
     ):
-        assert packets
-        assert_time_ordered(packets)
-        for _, f in packets:
-            check_frame(f)
+        check_stream(stream)
     brute = list(g.ssh_bruteforce("203.0.113.50", "192.168.1.30", 2222, 5, start=T0, interval=3, rng=rng))
     assert len(syn_times(brute, 2222)) == 5
     longc = tcp_of(list(g.long_connection("192.168.1.10", "198.51.100.3", start=T0, duration=600,
@@ -293,7 +298,7 @@ def test_bruteforce_browsing_and_background_are_time_ordered_and_valid() -> None
 
 # --- the benchmark mix ------------------------------------------------------------------------------
 
-def test_realistic_has_the_requested_size_and_mix(tmp_path: Path) -> None:
+def test_realistic_has_the_requested_size_and_mix() -> None:
     stats: Counter[str] = Counter()
     packets = list(g.realistic(40_000, 1_500, seed=7, duration=600, stats=stats))
     assert len(packets) == 40_000
@@ -419,9 +424,6 @@ def test_bundled_captures_are_reproducible_from_their_readme(tmp_path: Path) -> 
 @pytest.mark.parametrize("library", [False, True], ids=["cli", "library"])
 def test_replay_bench_runs_every_row_on_a_small_capture(tmp_path: Path, library: bool) -> None:
     """`make bench` is not part of `make test`; this keeps bench/replay.py from rotting unseen."""
-    import subprocess
-    import sys
-
     root = DATA.parent.parent
     args = [sys.executable, str(root / "bench" / "replay.py"), "--packets", "20000", "--flows", "600",
             "--slice", "5000", "--repeat", "1", "--out-dir", str(tmp_path)] + (["--library"] if library else [])
