@@ -102,11 +102,12 @@ class ZeekSource(FlowSource):
             raise InputError(f"{name}:{first_lineno}: not a Zeek TSV log (no #separator/#fields header)")
 
     def _items(self) -> Iterator[Item]:
+        lines = chain([self._first], self._lines)
         if self.json:
             make = self._conn_json if self.kind == "conn" else self._dns_json
-            yield from self.json_rows(chain([self._first], self._lines), self._lineno - 1, make)
+            yield from self.json_rows(lines, self._lineno - 1, make)
         else:
-            yield from self._tsv([self._first], self._lines)
+            yield from self._tsv(lines)
 
     def _conn_json(self, r: dict[str, Any]) -> Flow:
         saddr = self.addr(r["id.orig_h"])
@@ -155,51 +156,50 @@ class ZeekSource(FlowSource):
         return events
 
     # --- TSV -------------------------------------------------------------------------------------
-    def _tsv(self, first: list[str], lines: Iterable[str]) -> Iterator[Item]:
+    def _tsv(self, lines: Iterable[str]) -> Iterator[Item]:
         counts = self.counts
         sep, set_sep, unset, empty, path = "\t", ",", "-", "(empty)", ""
         parse: Parser | None = None
         nfields = 0
         lineno = self._lineno - 1
-        for src in (first, lines):
-            for line in src:
-                lineno += 1
-                line = line.rstrip("\r\n")
-                if line[:1] == "#":
-                    if line.startswith("#separator"):
-                        sep = self._separator(line, lineno)
-                        continue
-                    key, _, value = line.partition(sep)
-                    if key == "#set_separator":
-                        set_sep = value
-                    elif key == "#unset_field":
-                        unset = value
-                    elif key == "#empty_field":
-                        empty = value
-                    elif key == "#path":
-                        path = value
-                    elif key == "#fields":
-                        names = value.split(sep)
-                        nfields = len(names)
-                        parse = self._tsv_parser(names, path, lineno, unset, empty, set_sep)
+        for line in lines:
+            lineno += 1
+            line = line.rstrip("\r\n")
+            if line[:1] == "#":
+                if line.startswith("#separator"):
+                    sep = self._separator(line, lineno)
                     continue
-                if not line:
-                    continue
-                counts["rows"] += 1
-                if parse is None:
-                    raise InputError(f"{self.name}:{lineno}: data before the #fields header")
-                f = line.split(sep)
-                try:
-                    if len(f) != nfields:
-                        f = self._fix_fields(f, nfields)
-                    item = parse(f)
-                except (ValueError, IndexError, OverflowError) as e:
-                    self.bad(lineno, row_error(e))
-                    continue
-                if isinstance(item, list):
-                    yield from item
-                elif item is not None:
-                    yield item
+                key, _, value = line.partition(sep)
+                if key == "#set_separator":
+                    set_sep = value
+                elif key == "#unset_field":
+                    unset = value
+                elif key == "#empty_field":
+                    empty = value
+                elif key == "#path":
+                    path = value
+                elif key == "#fields":
+                    names = value.split(sep)
+                    nfields = len(names)
+                    parse = self._tsv_parser(names, path, lineno, unset, empty, set_sep)
+                continue
+            if not line:
+                continue
+            counts["rows"] += 1
+            if parse is None:
+                raise InputError(f"{self.name}:{lineno}: data before the #fields header")
+            f = line.split(sep)
+            try:
+                if len(f) != nfields:
+                    f = self._fix_fields(f, nfields)
+                item = parse(f)
+            except (ValueError, IndexError, OverflowError) as e:
+                self.bad(lineno, row_error(e))
+                continue
+            if isinstance(item, list):
+                yield from item
+            elif item is not None:
+                yield item
         if parse is None:
             raise InputError(f"{self.name}: no #fields header: not a Zeek TSV log")
 
