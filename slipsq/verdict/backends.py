@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,6 +57,9 @@ class RuleState:
     text: str
 
 
+RulePred = Callable[[RuleState], bool]  # which of slipsq's rules delete_tagged removes
+
+
 def detect_backend() -> str:
     """'nft' or 'legacy': what the system's `iptables` command drives."""
     exe = shutil.which("iptables")
@@ -81,7 +85,7 @@ class Backend(Protocol):
 
     def ensure_chain(self, family: int) -> None: ...
     def insert(self, family: int, rule: RuleSpec, position: int) -> None: ...
-    def delete_tagged(self, family: int, pred: Any) -> int: ...
+    def delete_tagged(self, family: int, pred: RulePred) -> int: ...
     def delete_chain(self, family: int) -> None: ...
     def rules(self, family: int) -> tuple[list[RuleState], bool]: ...
 
@@ -122,7 +126,7 @@ def _restore_join(args: list[str]) -> str:
     return " ".join(f'"{a}"' if (" " in a or not a) else a for a in args)
 
 
-def _doomed(rules: list[RuleState], pred: Any) -> list[RuleState]:
+def _doomed(rules: list[RuleState], pred: RulePred) -> list[RuleState]:
     """The rules `pred` picks, highest position first per chain, so that deleting them in this order
     by position never shifts one still to be deleted."""
     return sorted((r for r in rules if pred(r)), key=lambda r: (r.chain, -r.position))
@@ -163,7 +167,7 @@ class NftBackend:
         verb = f"-I {rule.chain} {position}" if position > 0 else f"-A {rule.chain}"
         self._restore(family, [f"{verb} {_restore_join(rule.args())}"])
 
-    def delete_tagged(self, family: int, pred: Any) -> int:
+    def delete_tagged(self, family: int, pred: RulePred) -> int:
         doomed = _doomed(self.rules(family)[0], pred)
         if doomed:
             self._restore(family, [f"-D {r.chain} {r.position}" for r in doomed])
@@ -237,7 +241,7 @@ class LegacyBackend:
         else:
             chain.append_rule(r)
 
-    def delete_tagged(self, family: int, pred: Any) -> int:
+    def delete_tagged(self, family: int, pred: RulePred) -> int:
         doomed = _doomed(self.rules(family)[0], pred)
         t = self._table(family)
         for r in doomed:
