@@ -253,6 +253,20 @@ cdef class TupleLetters:
             self._bump((<uint8_t>s[k] & 127) << 7 | (<uint8_t>s[k + 1] & 127), delta)
         return 0
 
+    cdef int _count_between(self, int off_i, const char* mid, int mlen, int off_j, int delta) except -1:
+        """_count of text[off_i - 1] + mid + text[off_j] (each end only when the text has it)."""
+        cdef char buf[3 * PIECE_MAX + 2]
+        cdef int ls = 0
+        if off_i >= 1:
+            buf[0] = self._text[off_i - 1]
+            ls = 1
+        memcpy(buf + ls, mid, mlen)
+        ls += mlen
+        if off_j < self.tlen:
+            buf[ls] = self._text[off_j]
+            ls += 1
+        return self._count(buf, ls, delta)
+
     cdef int _cut(self, int max_chars) except -1:
         cdef int cut = self.tlen - max_chars
         if cut > 0:
@@ -305,8 +319,7 @@ cdef class TupleLetters:
         return True
 
     cdef bint _insert(self, double start, int col, bint slips, int max_chars) except -1:
-        cdef int n = self.n, i, lo, hi, mid, k, tail = 0, nnew, old_end, off_i, off_j, ls, mlen, left
-        cdef char buf[3 * PIECE_MAX + 2]
+        cdef int n = self.n, i, lo, hi, mid, k, tail = 0, nnew, old_end, off_i, off_j, mlen
         cdef char midbuf[3 * PIECE_MAX]
         cdef int plen_new[3]
         # bisect_right over the recent starts
@@ -337,28 +350,9 @@ cdef class TupleLetters:
         off_j = off_i
         for k in range(i, old_end):
             off_j += self._plens[k]
-        left = 1 if off_i >= 1 else 0
-        # old: left + text[off_i:off_j] + right, new: left + mid + right
-        ls = 0
-        if left:
-            buf[0] = self._text[off_i - 1]
-            ls = 1
-        memcpy(buf + ls, self._text + off_i, off_j - off_i)
-        ls += off_j - off_i
-        if off_j < self.tlen:
-            buf[ls] = self._text[off_j]
-            ls += 1
-        self._count(buf, ls, -1)
-        ls = 0
-        if left:
-            buf[0] = self._text[off_i - 1]
-            ls = 1
-        memcpy(buf + ls, midbuf, mlen)
-        ls += mlen
-        if off_j < self.tlen:
-            buf[ls] = self._text[off_j]
-            ls += 1
-        self._count(buf, ls, 1)
+        # the transitions of the old pieces go, those of the recomputed ones come
+        self._count_between(off_i, self._text + off_i, off_j - off_i, off_j, -1)
+        self._count_between(off_i, midbuf, mlen, off_j, 1)
         # text = text[:off_i] + mid + text[off_j:]
         self._grow_text(self.tlen - (off_j - off_i) + mlen)
         memmove(self._text + off_i + mlen, self._text + off_j, self.tlen - off_j)
