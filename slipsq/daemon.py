@@ -75,8 +75,10 @@ class InlineSink(Sink):
         if not self.pending or now < self._next_retry:
             return
         self._next_retry = now + self.RETRY_EVERY
-        for ip in [ip for ip, exp in self.pending.items() if exp is not None and exp <= now]:
-            del self.pending[ip]  # expired meanwhile: the engine unblocks it, nothing to add
+        # one expired meanwhile: the engine unblocks it, nothing to add
+        self.pending = {ip: exp for ip, exp in self.pending.items() if exp is None or exp > now}
+        if not self.pending:  # all expired: no empty batch, no "0 block(s)" message
+            return
         entries = [(ip, None if exp is None else exp - now) for ip, exp in self.pending.items()]
         try:
             self.fw.block(entries)

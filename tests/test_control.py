@@ -337,3 +337,8 @@ def test_a_block_the_kernel_refuses_is_stored_and_retried_until_it_lands(tmp_pat
     assert fw.set == {"203.0.113.5": pytest.approx(3600.0 - 16.0)} and sink.pending == {}
     sink.retry(1000.0)
     assert fw.attempts == 4  # nothing pending: no more kernel calls
+    fw.working = False
+    judged("203.0.113.7", 2000.0, 10.0)
+    assert fw.attempts == 5 and set(sink.pending) == {"203.0.113.7"}
+    sink.retry(2020.0)  # it expired before any retry: dropped without another kernel call
+    assert fw.attempts == 5 and sink.pending == {}
