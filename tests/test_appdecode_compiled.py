@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slipsq import appdecode, decode
-from tests.helpers import ACK, PSH, dns_query, dns_response, ip, tcp, tls_client_hello, udp
+from tests.helpers import ACK, PSH, dns_query, dns_response, ipv6_ext, tcp, tls_client_hello, udp
 
 c = pytest.importorskip("slipsq._appdecode")
 
@@ -74,20 +74,17 @@ def test_random_bytes_decode_equally(buf: bytes) -> None:
     same(bytes([0x60]) + buf)  # an IPv6 header start
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=120), st.sampled_from([0, 43, 60, 51, 44, 6, 17]), st.integers(0, 8))
-def test_ipv6_extension_headers_decode_equally(noise: bytes, first: int, hops: int) -> None:
-    # a chain of extension headers of random lengths in front of UDP to port 53
-    msg = dns_response("a.example", ["1.2.3.4"])
-    body = bytearray()
-    nxt = first
-    for i in range(hops):
-        body += bytes([(17 if i == hops - 1 else first), (noise[i] if i < len(noise) else 0) & 3]) + bytes(6)
-    body += udp(A, 40000, B, 53, msg)[20:]
-    head = bytearray(ip(A6, B6, 17, b""))
-    head[6] = nxt if hops else 17
-    head[4:6] = len(body).to_bytes(2, "big")
-    same(bytes(head[:40]) + bytes(body) + noise)
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0, 43, 60, 51, 44]), max_size=9), st.integers(0, 400), st.integers(0, 255),
+       st.binary(max_size=40))
+def test_ipv6_extension_chains_decode_equally(exts: list[int], at: int, value: int, noise: bytes) -> None:
+    # real chains (up to one past the limit of 8), then one byte of the chain set to anything:
+    # next-header values, header lengths running past the packet, fragment offsets
+    p = ipv6_ext(A6, B6, 17, udp(A, 40000, B, 53, dns_response("a.example", ["1.2.3.4"]))[20:], exts)
+    same(p + noise)
+    q = bytearray(p)
+    q[6 + at % (len(q) - 6)] = value
+    same(bytes(q))
 
 
 def test_other_kinds_go_through_the_readable_decoders() -> None:
@@ -120,23 +117,14 @@ def test_every_handed_up_packet_of_the_bundled_captures_decodes_equally() -> Non
     assert n > 100
 
 
-def _with_ext(dns: bytes) -> bytes:
-    """IPv6 → hop-by-hop (8 B) → destination options (16 B) → UDP to port 53."""
-    u = udp(A, 40000, B, 53, dns)[20:]
-    body = bytes([60, 0]) + bytes(6) + bytes([17, 1]) + bytes(14) + u
-    head = bytearray(ip(A6, B6, 17, b"")[:40])
-    head[6] = 0
-    head[4:6] = len(body).to_bytes(2, "big")
-    return bytes(head) + body
-
-
 def test_every_cut_and_every_length_field_decodes_equally() -> None:
     # the boundaries a random search rarely hits: each packet cut at every byte, and each length
     # field (IPv4 total length, IPv6 payload length, the DNS-over-TCP prefix) set to every value near
     # the truth
     dns = dns_response("www.example.com", ["1.2.3.4", "2001:db8::9"])
     framed = len(dns).to_bytes(2, "big") + dns
-    packets = {"v4 udp": (udp(A, 53, B, 40000, dns), 2), "v6 ext udp": (_with_ext(dns), 4),
+    v6_ext = ipv6_ext(A6, B6, 17, udp(A, 40000, B, 53, dns)[20:], [0, 60])  # hop-by-hop, destination options
+    packets = {"v4 udp": (udp(A, 53, B, 40000, dns), 2), "v6 ext udp": (v6_ext, 4),
                "v4 tcp": (tcp(A, 53, B, 40000, PSH | ACK, framed), 2),
                "v6 tcp": (tcp(A6, 53, B6, 40000, PSH | ACK, framed), 4)}
     for name, (p, length_at) in packets.items():
