@@ -21,6 +21,7 @@ from slipsq.flow import AppEvent, Flow
 
 Item = Flow | AppEvent
 
+ICMP = frozenset({"icmp", "ipv6-icmp"})  # protocols whose "ports" are type and code (or echo id)
 MAX_PROBLEMS = 5  # first problems kept (file:line: why) for the warning; the rest are only counted
 # what building an item from a JSON object of unexpected shape may raise: the row is bad, not the input
 JSON_ROW_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError, RecursionError)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from slipsq.errors import InputError
 from slipsq.flow import Flow, proto_name
 from slipsq.sources.flowfiles.base import (
+    ICMP,
     Addresses,
     ArgusTime,
     FlowSource,
@@ -53,7 +54,6 @@ NON_IP = frozenset({"arp", "rarp", "llc", "man", "lldp", "stp", "ipx", "ipx/spx"
 IP_NAMES = frozenset({"tcp", "udp", "icmp", "ipv6-icmp", "igmp", "gre", "esp", "ah", "sctp", "pim", "ospf",
                       "ospf-igp", "vrrp", "rsvp", "udt", "rtp", "rtcp", "ipv6", "ipnip", "ipip", "l2tp",
                       "ipv6-frag", "ipv6-route", "ipv6-opts", "ipv6-nonxt", "egp", "dccp", "carp"})
-ICMP = frozenset({"icmp", "ipv6-icmp"})
 
 
 def is_header(line: str) -> bool:

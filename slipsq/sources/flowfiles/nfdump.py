@@ -26,11 +26,10 @@ from collections.abc import Iterator
 
 from slipsq.errors import InputError
 from slipsq.flow import Flow, proto_name
-from slipsq.sources.flowfiles.base import Addresses, FlowSource, Item, count, finite, port, row_error
+from slipsq.sources.flowfiles.base import ICMP, Addresses, FlowSource, Item, count, finite, port, row_error
 
 FIELDS = "%tsr,%td,%pr,%sa,%sp,%da,%dp,%ipkt,%ibyt,%opkt,%obyt,%flg,%stos,%dtos"
 NCOLS = FIELDS.count(",") + 1
-ICMP = ("icmp", "ipv6-icmp")
 
 
 def nfdump_command(path: str) -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from slipsq.errors import InputError
 from slipsq.flow import AppEvent, Flow, proto_name
-from slipsq.sources.flowfiles.base import Addresses, FlowSource, Item, first_record
+from slipsq.sources.flowfiles.base import ICMP, Addresses, FlowSource, Item, first_record
 
 # DNS names → numbers, as on the wire (RFC 1035, 3596, 2782, 6891, 9460; RFC 1035/6895 rcodes)
 QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "HINFO": 13, "MX": 15, "TXT": 16, "AAAA": 28,
@@ -111,7 +111,7 @@ class SuricataSource(FlowSource):
         proto = _proto(r["proto"])
         saddr = self.addr(r["src_ip"])
         daddr = self.addr(r["dest_ip"])
-        if proto in ("icmp", "ipv6-icmp"):
+        if proto in ICMP:
             sport, dport = _count(r.get("icmp_type"), "icmp_type"), _count(r.get("icmp_code"), "icmp_code")
         else:
             sport, dport = _count(r.get("src_port"), "src_port"), _count(r.get("dest_port"), "dest_port")

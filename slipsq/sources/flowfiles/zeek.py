@@ -28,7 +28,17 @@ from typing import Any
 
 from slipsq.errors import InputError
 from slipsq.flow import AppEvent, Flow
-from slipsq.sources.flowfiles.base import Addresses, FlowSource, Item, count, finite, first_record, port, row_error
+from slipsq.sources.flowfiles.base import (
+    ICMP,
+    Addresses,
+    FlowSource,
+    Item,
+    count,
+    finite,
+    first_record,
+    port,
+    row_error,
+)
 
 CONN_REQUIRED = ("ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto")
 DNS_REQUIRED = ("ts", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "query")
@@ -288,7 +298,7 @@ class ZeekSource(FlowSource):
                         num(f, i_sbytes, "orig bytes"), num(f, i_dbytes, "resp bytes"),
                         "" if state == unset else state, "->", 0, 0,
                         "" if label in (unset, empty) else label, "file")
-            if proto not in ("icmp", "ipv6-icmp"):  # proven valid: the fast path may take it
+            if proto not in ICMP:  # proven valid: the fast path may take it
                 protos[f[i_proto]] = proto
             counts["flows"] += 1
             return flow
