@@ -197,8 +197,7 @@ def main() -> None:
     for label, n, dt, base in results:
         rate = n / dt
         ratio = f"{rate / base:.2f}x" if base else "-"
-        target = ("ok" if rate >= TARGET else "BELOW") if "reader" in label and label[:3] in ("bin", "zee") \
-            and "json" not in label else ""
+        target = ("ok" if rate >= TARGET else "BELOW") if label in ("binetflow reader", "zeek-tsv reader") else ""
         print(f"{label:<22} {n:>10,} {dt:>8.2f} {rate:>11,.0f} {ratio:>9} {target:>8}")
     for name, rate in base_rate.items():
         print(f"baseline: {name} lines split only: {rate:,.0f} lines/s")
