@@ -11,11 +11,16 @@ import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from slipsq.errors import SlipsqError, SystemSetupError
+
+if TYPE_CHECKING:  # for the annotations only: the commands import these where they use them
+    from slipsq.allow import AllowList
+    from slipsq.control import Admin
+    from slipsq.verdict.firewall import Firewall
 
 
 def _state_dir(ctx: click.Context, local: str | None) -> str | None:
@@ -48,7 +53,7 @@ class _ReplyError(SlipsqError):
     code = 2
 
 
-def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str | None) -> Any:
+def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str | None) -> Admin:
     """Admin on the store and the kernel, for when no daemon runs."""
     from slipsq import config as configmod
     from slipsq.control import Admin
@@ -244,7 +249,7 @@ def rules_remove(ctx: click.Context, state_dir: str | None) -> None:
     _guard(ctx, work)
 
 
-def _firewall(allow: Any = None) -> Any:
+def _firewall(allow: AllowList | None = None) -> Firewall:
     from slipsq.verdict.firewall import host_firewall
 
     if os.geteuid() != 0:
