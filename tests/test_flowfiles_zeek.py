@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from slipsq.errors import InputError
 from slipsq.flow import AppEvent, Flow
-from slipsq.sources.flowfiles import detect_format, open_flow_source
+from slipsq.sources.flowfiles import FlowSource, detect_format, open_flow_source
 from slipsq.sources.flowfiles.zeek import ZeekSource
 
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]  # the test machine may be busy
@@ -48,7 +48,7 @@ def conn_row(ts: str = "928.943457", oh: str = "10.0.2.112", op: str = "49168", 
             "ShADadfF", opk, oib, rpk, rib, "(empty)"]
 
 
-def read(path: Path | str) -> tuple[list[Flow | AppEvent], dict[str, int], object]:
+def read(path: Path | str) -> tuple[list[Flow | AppEvent], dict[str, int], FlowSource]:
     source = open_flow_source(str(path))
     items = list(source)
     return items, source.counts, source
@@ -61,7 +61,7 @@ def test_conn_tsv_uses_ip_bytes_and_maps_every_field(tmp_path: Path) -> None:
     assert detect_format(str(p)) == "zeek"
     (a, b), counts, source = read(p)
     assert isinstance(a, Flow) and isinstance(b, Flow)
-    assert source.format == "zeek" and counts["rows"] == 2 and counts["flows"] == 2  # type: ignore[attr-defined]
+    assert source.format == "zeek" and counts["rows"] == 2 and counts["flows"] == 2
     assert (a.start, a.proto, a.saddr, a.sport, a.daddr, a.dport) == (928.943457, "tcp", "10.0.2.112", 49168,
                                                                      "195.113.214.219", 80)
     assert a.dur == pytest.approx(0.055687)
@@ -101,7 +101,7 @@ def test_bad_rows_are_counted_with_file_and_line(tmp_path: Path) -> None:
     items, counts, source = read(p)
     assert [f.start for f in items if isinstance(f, Flow)] == [928.943457, 931.0]
     assert counts["bad_rows"] == 6 and counts["rows"] == 8
-    assert source.problems[0] == f"{p}:9: bad address '10.0.2.300'"  # type: ignore[attr-defined]
+    assert source.problems[0] == f"{p}:9: bad address '10.0.2.300'"
 
 
 def test_header_problems_are_input_errors_naming_file_and_line(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_json_conn_and_dns(tmp_path: Path) -> None:
     assert a.start == pytest.approx(1700828217.314165) and a.dur == pytest.approx(0.2)
     assert (a.sbytes, a.dbytes, a.state, b.start, b.dur) == (60, 40, "REJ", 1700828218.5, 0.0)
     assert counts["bad_rows"] == 3
-    assert f"{p}:3: Expecting property name" in source.problems[0]  # type: ignore[attr-defined]
+    assert f"{p}:3: Expecting property name" in source.problems[0]
     d = tmp_path / "dns.log"
     d.write_text(json.dumps({"ts": 5.0, "uid": "C3", "id.orig_h": "10.0.0.5", "id.orig_p": 4000, "proto": "udp",
                              "id.resp_h": "10.0.0.1", "id.resp_p": 53, "query": "a.example", "qtype": 1,
@@ -183,7 +183,7 @@ def test_folder_merges_conn_and_dns_in_time_order(tmp_path: Path) -> None:
     items, counts, source = read(tmp_path)
     times = [i.start if isinstance(i, Flow) else i.ts for i in items]
     assert times == [10.0, 15.0, 20.0, 25.0, 30.0]
-    assert counts["flows"] == 3 and counts["app_events"] == 2 and source.name == str(tmp_path)  # type: ignore[attr-defined]
+    assert counts["flows"] == 3 and counts["app_events"] == 2 and source.name == str(tmp_path)
 
 
 def test_folder_without_conn_log(tmp_path: Path) -> None:
