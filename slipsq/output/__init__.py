@@ -1,1 +1,2 @@
-"""Outputs: alerts (JSON lines and a human log), flows as Argus binetflow, the replay recorder."""
+"""Outputs: alerts (JSON lines and a human log) and flows as Argus binetflow. (The replay recorder,
+which records blocks instead of making them, is in slipsq.verdict.replay.)"""
