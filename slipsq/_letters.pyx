@@ -505,12 +505,13 @@ cdef class Chain:
     def __init__(self, model: object) -> None:
         # markov.Chain.__init__ in C arrays: the same terms summed in the same order (see there)
         letters = model.letters if len(model.letters) >= 2 else ""
-        cdef bytes tb = letters.encode("ascii")
+        cdef bytes tb = letters.encode("ascii")  # every code < NCODES (else UnicodeEncodeError)
         cdef const uint8_t* t = tb
         cdef int L = len(tb), m = L - 1, k, c, a, r, q, firsts = 0
         cdef double acc = 0.0
         cdef double* f
-        cdef int* fill
+        cdef int* pair_n  # how many of each pair / character the pass has met (at its end: their counts)
+        cdef int char_n[NCODES]
         self.model = model
         self.threshold = model.threshold
         self.length = L
@@ -520,14 +521,11 @@ cdef class Chain:
         self._pos = <int32_t*>PyMem_Malloc((L + 1) * sizeof(int32_t))
         self._src = <int32_t*>PyMem_Malloc((L + 1) * sizeof(int32_t))
         f = <double*>PyMem_Malloc((L + 2) * sizeof(double))
-        fill = <int*>PyMem_Malloc((NPAIRS + NCODES) * sizeof(int))
+        pair_n = <int*>PyMem_Malloc(NPAIRS * sizeof(int))
         try:
             if (self._logpt == NULL or self._full == NULL or self._pos_off == NULL or self._pos == NULL
-                    or self._src == NULL or f == NULL or fill == NULL):
+                    or self._src == NULL or f == NULL or pair_n == NULL):
                 raise MemoryError()
-            for k in range(m):
-                if t[k] >= NCODES or t[k + 1] >= NCODES:
-                    raise ValueError(f"model {model.label!r}: letters outside the alphabet")
             # position lists: count per pair / per character, offsets, then positions in k order
             memset(self._pos_off, 0, (NPAIRS + 1) * sizeof(int))
             memset(self._src_off, 0, (NCODES + 1) * sizeof(int))
@@ -538,7 +536,8 @@ cdef class Chain:
                 self._pos_off[c + 1] += self._pos_off[c]
             for c in range(NCODES):
                 self._src_off[c + 1] += self._src_off[c]
-            memset(fill, 0, (NPAIRS + NCODES) * sizeof(int))
+            memset(pair_n, 0, NPAIRS * sizeof(int))
+            memset(char_n, 0, NCODES * sizeof(int))
             f[0] = 0.0
             for k in range(1, m + 2):
                 f[k] = <double>k * log(<double>k)
@@ -547,22 +546,22 @@ cdef class Chain:
                 self._logpt[1] = 0.0
             for k in range(m):
                 c, a = t[k] << 7 | t[k + 1], t[k]
-                r, q = fill[c], fill[NPAIRS + a]
+                r, q = pair_n[c], char_n[a]
                 self._pos[self._pos_off[c] + r] = k
                 self._src[self._src_off[a] + q] = k
-                fill[c], fill[NPAIRS + a] = r + 1, q + 1
+                pair_n[c], char_n[a] = r + 1, q + 1
                 acc += f[r + 1] - f[r] - f[q + 1] + f[q]
                 firsts += t[k] == t[0]
                 self._logpt[k + 2] = acc + log(<double>firsts / <double>(k + 1))
             for c in range(NPAIRS):
                 self._full[c] = ABSENT
-                if fill[c]:
-                    self._full[c] = log(<double>fill[c] / <double>fill[NPAIRS + (c >> 7)])
+                if pair_n[c]:
+                    self._full[c] = log(<double>pair_n[c] / <double>char_n[c >> 7])
             for a in range(NCODES):
-                self._full_init[a] = log(<double>fill[NPAIRS + a] / <double>m) if fill[NPAIRS + a] else ABSENT
+                self._full_init[a] = log(<double>char_n[a] / <double>m) if char_n[a] else ABSENT
         finally:
             PyMem_Free(f)
-            PyMem_Free(fill)
+            PyMem_Free(pair_n)
 
     def __dealloc__(self) -> None:
         PyMem_Free(self._logpt)
