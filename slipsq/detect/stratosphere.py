@@ -114,7 +114,7 @@ class StratosphereDetector(Detector):
             self.benign_matches += 1
             return NO_EVIDENCE
         self.matches += 1
-        n = len(t.text)
+        n = t.length
         conf = min(1.0, n / self.full_letters)
         ts = max(flow.start, flow.end)
         win = int(ts // self.window)
