@@ -217,7 +217,7 @@ class Chain:
         # its character) adds f(r+1) - f(r) - f(q+1) + f(q); a running sum gives every n in one pass.
         # (_letters.Chain computes the same terms in the same order, so both agree to the last bit.)
         f = [0.0] + [x * math.log(x) for x in range(1, m + 2)]
-        self.logpt = logpt = array("d", bytes(8 * (len(t) + 1)))
+        self.logpt = logpt = array("d", [0.0]) * (len(t) + 1)  # 0 for n = 0 and 1: no transition
         acc = 0.0
         firsts = 0
         for k in range(m):
