@@ -3,6 +3,7 @@ blocks drop, `slipsq rules remove` removes only what slipsq made (a foreign rule
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -31,8 +32,6 @@ def ipt(lab: Lab, backend: str, fam: int = 4) -> str:
 
 
 def test_install_block_and_remove_only_what_slipsq_made(lab: Lab, backend: str, tmp_path: Path) -> None:
-    import json
-
     cmd = "iptables-nft" if backend == "nft" else "iptables-legacy"
     # the admin's own chain and rule, which slipsq must never touch
     lab.sh(lab.gw, cmd, "-N", "ADMIN")
@@ -80,8 +79,6 @@ print(json.dumps({"before": before, "after": sorted(fw.members())}))
 
 
 def test_unblock_of_a_block_only_in_the_kernel_set(lab: Lab, backend: str, tmp_path: Path) -> None:
-    import json
-
     env = ["env", f"PYTHONPATH={ROOT}"]
     out = json.loads(lab.sh(lab.gw, *env, sys.executable, "-c", UNBLOCK_LOST, backend, str(tmp_path)).stdout)
     assert out == {"before": ["203.0.113.8"], "after": []}
