@@ -79,6 +79,8 @@ def test_matches_again_in_the_next_judge_window_and_blocks_the_client_when_asked
     assert len(windows) >= 3 and all(e.offender == "10.0.0.9" for e in evs)
     per_window = {w: [e for e in evs if int(e.ts // 3600) == w] for w in windows}
     assert all(len(v) >= 1 for v in per_window.values())
+    # the tuple keeps matching: every window from its first match to its last flow has evidence
+    assert windows == list(range(windows[0], int(max(f.end for f in flows) // 3600) + 1))
 
 
 def test_flows_closing_out_of_order_still_match() -> None:
