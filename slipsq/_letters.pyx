@@ -267,21 +267,19 @@ cdef class TupleLetters:
             ls += 1
         return self._count(buf, ls, delta)
 
-    cdef int _cut(self, int max_chars) except -1:
-        cdef int cut = self.tlen - max_chars
+    cdef int _trim(self, int max_chars) except -1:
+        """Let go the oldest flows beyond the recent window and the first characters beyond max_chars."""
+        cdef int k = self.n - LATE, cut = self.tlen - max_chars
+        if k > 0:  # keep the last LATE flows
+            memmove(self._starts, self._starts + k, LATE * sizeof(double))
+            memmove(self._cols, self._cols + k, LATE)
+            memmove(self._plens, self._plens + k, LATE * sizeof(uint16_t))
+            self.n = LATE
+            self.dropped += k
         if cut > 0:
             self._count(self._text, cut + 1, -1)
             memmove(self._text, self._text + cut, self.tlen - cut)
             self.tlen -= cut
-        return 0
-
-    cdef int _drop_front(self, int k) noexcept:
-        cdef int m = self.n - k
-        memmove(self._starts, self._starts + k, m * sizeof(double))
-        memmove(self._cols, self._cols + k, m)
-        memmove(self._plens, self._plens + k, m * sizeof(uint16_t))
-        self.n = m
-        self.dropped += k
         return 0
 
     cdef int _piece_at(self, int i, bint slips, char* out) noexcept:
@@ -313,9 +311,7 @@ cdef class TupleLetters:
         self._count(self._text + self.tlen - k, plen + k, 1)
         self.tlen += plen
         self.flows += 1
-        if n >= LATE:
-            self._drop_front(1)
-        self._cut(max_chars)
+        self._trim(max_chars)
         return True
 
     cdef bint _insert(self, double start, int col, bint slips, int max_chars) except -1:
@@ -364,9 +360,7 @@ cdef class TupleLetters:
             self._plens[i + k] = plen_new[k]
         self.n = n + 1
         self.flows += 1
-        if self.n > LATE:
-            self._drop_front(self.n - LATE)
-        self._cut(max_chars)
+        self._trim(max_chars)
         return True
 
 

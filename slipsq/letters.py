@@ -171,17 +171,10 @@ class TupleLetters:
         self.cols.append(col)
         p = self._piece(n, variant)
         self.plens.append(len(p))
-        text = self.text + p
-        _count(self.pairs, text[-len(p) - 1:], +1)
+        self.text += p
+        _count(self.pairs, self.text[-len(p) - 1:], +1)
         self.flows += 1
-        if n >= LATE_WINDOW:  # one flow more than the window: let the oldest go
-            del st[0], self.cols[0], self.plens[0]
-            self.dropped += 1
-        cut = len(text) - max_chars
-        if cut > 0:
-            _count(self.pairs, text[:cut + 1], -1)
-            text = text[cut:]
-        self.text = text
+        self._trim(max_chars)
         return True
 
     def _insert(self, start: float, col: int, variant: str, max_chars: int) -> bool:
@@ -208,15 +201,19 @@ class TupleLetters:
         self.text = text[:off_i] + mid + text[off_j:]
         self.plens[i:old_end] = [len(p) for p in new]
         self.flows += 1
-        if len(st) > LATE_WINDOW:
-            k = len(st) - LATE_WINDOW
-            del st[:k], self.cols[:k], self.plens[:k]
+        self._trim(max_chars)
+        return True
+
+    def _trim(self, max_chars: int) -> None:
+        """Let go the oldest flows beyond the recent window and the first characters beyond max_chars."""
+        k = len(self.starts) - LATE_WINDOW
+        if k > 0:
+            del self.starts[:k], self.cols[:k], self.plens[:k]
             self.dropped += k
         cut = len(self.text) - max_chars
         if cut > 0:
             _count(self.pairs, self.text[:cut + 1], -1)
             self.text = self.text[cut:]
-        return True
 
 
 class LetterTable:
