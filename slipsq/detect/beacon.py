@@ -55,6 +55,7 @@ from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import Memo, is_local
 from slipsq.evidence import CRITICAL, HIGH, LOW, Evidence
 from slipsq.flow import Flow
+from slipsq.lru import touch
 
 # ports whose periodic chatter is infrastructure: NTP, mDNS, LLMNR, SSDP, NetBIOS name/datagram
 _IGNORED_UDP_PORTS = frozenset({123, 5353, 5355, 1900, 137, 138})
@@ -201,13 +202,7 @@ class Beacon(Detector):
         if flow.is_report or flow.proto not in ("tcp", "udp") or self._ignored(flow):
             return NO_EVIDENCE
         key = (flow.saddr, flow.daddr, flow.dport, flow.proto)
-        tuples = self.tuples
-        t = tuples.pop(key, None)  # pop + reinsert keeps dict order = least recently used first
-        if t is None:
-            t = _Tuple()
-            if len(tuples) >= self.max_tuples:
-                del tuples[next(iter(tuples))]
-        tuples[key] = t
+        t = touch(self.tuples, key, _Tuple, self.max_tuples)  # bounded, least recently used goes first
         start = flow.start
         starts = t.starts
         if not starts or start >= starts[-1]:  # the common case: it starts after the others

@@ -38,6 +38,7 @@ from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import is_local
 from slipsq.evidence import CRITICAL, HIGH, MEDIUM, Evidence
 from slipsq.flow import Flow
+from slipsq.lru import put
 
 # Zeek conn states with no answer from the responder (or a reset one); Argus single-word states
 _FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH", "INT", "REQ", "RST",
@@ -141,9 +142,7 @@ class PortScan(Detector):
             return
         if is_local(server) or not is_local(flow.saddr):
             return
-        if served.pop(server, None) is None and len(served) >= _MAX_SERVED:
-            del served[next(iter(served))]
-        served[server] = when
+        put(served, server, when, _MAX_SERVED)
 
     def _count(self, kind: str, key: tuple[str, str | int, str], target: str | int, failed: bool,
                flow: Flow) -> Sequence[Evidence]:
