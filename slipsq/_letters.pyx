@@ -491,11 +491,6 @@ cdef class Chain:
     cdef int32_t* _src
     cdef int _src_off[NCODES + 1]
 
-    def __cinit__(self) -> None:
-        self._logpt = self._full = NULL
-        self._pos = self._src = NULL
-        self._pos_off = NULL
-
     def __init__(self, model: object) -> None:
         # markov.Chain.__init__ in C arrays: the same terms summed in the same order (see there)
         letters = model.letters if len(model.letters) >= 2 else ""
