@@ -9,6 +9,8 @@ cdef enum:
     N_LISTS = 7
     CHUNK_BITS = 12        # flow entries are allocated 4096 at a time, never moved
     MAX_EXT = 8            # IPv6 extension headers followed before a packet counts as malformed
+    CLASS_LINKS = 0        # FlowEntry.prev/next index of the timeout-class list links
+    ACTIVE_LINKS = 1       # ... and of the active-report list links
 
 ctypedef struct Parsed:
     const uint8_t* src
@@ -36,10 +38,8 @@ ctypedef struct FlowEntry:
     uint32_t bpkts
     uint32_t hnext         # hash chain, and the free list when unused
     uint32_t hash
-    uint32_t lprev         # timeout-class list, ordered by last packet
-    uint32_t lnext
-    uint32_t aprev         # active-report list, ordered by report due time
-    uint32_t anext
+    uint32_t prev[2]       # [CLASS_LINKS]: timeout-class list, ordered by last packet;
+    uint32_t next[2]       # [ACTIVE_LINKS]: active-report list, ordered by report due time
     uint8_t a[16]          # the client address (IPv4 uses the first 4 bytes)
     uint8_t b[16]
     uint16_t pa            # client port (ICMP: the first packet's type)

@@ -453,56 +453,33 @@ cdef inline FlowEntry* ent(FlowEntry** chunks, uint32_t i) noexcept nogil:
     return &chunks[i >> CHUNK_BITS][i & (CHUNK - 1)]
 
 
-# Each entry is on two doubly linked lists of indices: its timeout class's (lprev/lnext, list e.cls)
-# and the active-report list (aprev/anext, list ACTIVE_LIST). heads/tails are the table's arrays.
+# Each entry is on two doubly linked lists of indices: its timeout class's (links CLASS_LINKS, list
+# e.cls) and the active-report list (links ACTIVE_LINKS, list ACTIVE_LIST). heads/tails are the
+# table's arrays; `k` is always a constant, so the compiler makes each call site its own code.
 
-cdef inline void unlink_class(FlowEntry** chunks, uint32_t* heads, uint32_t* tails, FlowEntry* e) noexcept nogil:
-    """Take `e` out of the list of its timeout class (e.cls is not FREE)."""
-    if e.lprev != NIL:
-        ent(chunks, e.lprev).lnext = e.lnext
+cdef inline void unlink(FlowEntry** chunks, uint32_t* heads, uint32_t* tails, FlowEntry* e, int k,
+                        int lst) noexcept nogil:
+    """Take `e` out of list `lst`, whose links are e.prev[k]/e.next[k]."""
+    if e.prev[k] != NIL:
+        ent(chunks, e.prev[k]).next[k] = e.next[k]
     else:
-        heads[e.cls] = e.lnext
-    if e.lnext != NIL:
-        ent(chunks, e.lnext).lprev = e.lprev
+        heads[lst] = e.next[k]
+    if e.next[k] != NIL:
+        ent(chunks, e.next[k]).prev[k] = e.prev[k]
     else:
-        tails[e.cls] = e.lprev
+        tails[lst] = e.prev[k]
 
 
-cdef inline void append_class(FlowEntry** chunks, uint32_t* heads, uint32_t* tails, FlowEntry* e,
-                              uint32_t i, int cls) noexcept nogil:
-    """Put entry `i` (`e`, on no class list) at the young end of the list of class `cls`."""
-    e.cls = cls
-    e.lnext = NIL
-    e.lprev = tails[cls]
-    if e.lprev != NIL:
-        ent(chunks, e.lprev).lnext = i
+cdef inline void append(FlowEntry** chunks, uint32_t* heads, uint32_t* tails, FlowEntry* e, uint32_t i,
+                        int k, int lst) noexcept nogil:
+    """Put entry `i` (`e`, not on list `lst`) at the young end of list `lst`, through links `k`."""
+    e.next[k] = NIL
+    e.prev[k] = tails[lst]
+    if e.prev[k] != NIL:
+        ent(chunks, e.prev[k]).next[k] = i
     else:
-        heads[cls] = i
-    tails[cls] = i
-
-
-cdef inline void unlink_active(FlowEntry** chunks, uint32_t* heads, uint32_t* tails, FlowEntry* e) noexcept nogil:
-    """Take `e` out of the active-report list."""
-    if e.aprev != NIL:
-        ent(chunks, e.aprev).anext = e.anext
-    else:
-        heads[ACTIVE_LIST] = e.anext
-    if e.anext != NIL:
-        ent(chunks, e.anext).aprev = e.aprev
-    else:
-        tails[ACTIVE_LIST] = e.aprev
-
-
-cdef inline void append_active(FlowEntry** chunks, uint32_t* heads, uint32_t* tails, FlowEntry* e,
-                               uint32_t i) noexcept nogil:
-    """Put entry `i` (`e`, not on the active list) at the end of the active-report list."""
-    e.anext = NIL
-    e.aprev = tails[ACTIVE_LIST]
-    if e.aprev != NIL:
-        ent(chunks, e.aprev).anext = i
-    else:
-        heads[ACTIVE_LIST] = i
-    tails[ACTIVE_LIST] = i
+        heads[lst] = i
+    tails[lst] = i
 
 
 cdef inline str closing_reason(FlowEntry* e):
@@ -651,7 +628,7 @@ cdef class FlowTable:
             e.active_due = ts + self.active_timeout
             e.hnext = self.buckets[h & (self.nbuckets - 1)]
             self.buckets[h & (self.nbuckets - 1)] = i
-            append_active(self.chunks, &self.heads[0], &self.tails[0], e, i)
+            append(self.chunks, &self.heads[0], &self.tails[0], e, i, ACTIVE_LINKS, ACTIVE_LIST)
             self.count += 1
             if self.count > self.nbuckets:
                 self._grow_buckets()
@@ -683,8 +660,9 @@ cdef class FlowTable:
         else:
             cls = 3 if e.proto == 17 else (4 if icmp else 5)
         if e.cls != FREE:  # move to the young end of its (maybe new) class list
-            unlink_class(self.chunks, &self.heads[0], &self.tails[0], e)
-        append_class(self.chunks, &self.heads[0], &self.tails[0], e, i, cls)
+            unlink(self.chunks, &self.heads[0], &self.tails[0], e, CLASS_LINKS, e.cls)
+        append(self.chunks, &self.heads[0], &self.tails[0], e, i, CLASS_LINKS, cls)
+        e.cls = cls
         if e.proto == 6 or e.proto == 17:
             hand_up = False
             if p.sport == 53 or p.sport == 5353 or p.dport == 53 or p.dport == 5353:
@@ -739,7 +717,7 @@ cdef class FlowTable:
             e = ent(self.chunks, i)
             e.hnext = b[e.hash & (nb - 1)]
             b[e.hash & (nb - 1)] = i
-            i = e.anext
+            i = e.next[ACTIVE_LINKS]
         PyMem_Free(self.buckets)
         self.buckets = b
         self.nbuckets = nb
@@ -752,8 +730,8 @@ cdef class FlowTable:
             link = &ent(self.chunks, link[0]).hnext
         link[0] = e.hnext
         if e.cls != FREE:
-            unlink_class(self.chunks, &self.heads[0], &self.tails[0], e)
-        unlink_active(self.chunks, &self.heads[0], &self.tails[0], e)
+            unlink(self.chunks, &self.heads[0], &self.tails[0], e, CLASS_LINKS, e.cls)
+        unlink(self.chunks, &self.heads[0], &self.tails[0], e, ACTIVE_LINKS, ACTIVE_LIST)
         e.cls = FREE
         e.hnext = self.free_head
         self.free_head = i
@@ -792,9 +770,9 @@ cdef class FlowTable:
             if best == ACTIVE_LIST:
                 self._emit(e, "active")
                 e.active_due = now + self.active_timeout
-                if e.anext != NIL:  # move to the end of the active list
-                    unlink_active(self.chunks, &self.heads[0], &self.tails[0], e)
-                    append_active(self.chunks, &self.heads[0], &self.tails[0], e, i)
+                if e.next[ACTIVE_LINKS] != NIL:  # move to the end of the active list
+                    unlink(self.chunks, &self.heads[0], &self.tails[0], e, ACTIVE_LINKS, ACTIVE_LIST)
+                    append(self.chunks, &self.heads[0], &self.tails[0], e, i, ACTIVE_LINKS, ACTIVE_LIST)
             else:
                 self._emit(e, closing_reason(e) if e.closing else "idle")
                 self._remove(i)
