@@ -312,21 +312,27 @@ def test_interface_types(make: Make) -> None:
 
 # --- memory ---------------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
-def test_compiled_table_memory_per_open_flow() -> None:
-    assert CTable.bytes_per_flow <= 200
-    n = 100_000
+def traced_flows(make_table: Callable[[], Any], n: int) -> tuple[Any, int]:
+    """A table from `make_table` fed one UDP packet for each of `n` new flows, and the bytes
+    tracemalloc saw allocated while feeding them."""
     template = udp(A, 1000, B, 2000)
     packets = [template[:12] + i.to_bytes(4, "big") + template[16:] for i in range(n)]
     tracemalloc.start()
     try:
-        t = CTable(config(max_flows=200_000))
+        t = make_table()
         base = tracemalloc.get_traced_memory()[0]
         for buf in packets:
             t.feed(buf, 0.0, 101)
-        used = tracemalloc.get_traced_memory()[0] - base
+        return t, tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
+
+
+@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
+def test_compiled_table_memory_per_open_flow() -> None:
+    assert CTable.bytes_per_flow <= 200
+    n = 100_000
+    t, used = traced_flows(lambda: CTable(config(max_flows=200_000)), n)
     assert t.stats()["flows_open"] == n and not t.pending
     assert t.memory() / n <= 200
     assert used / n <= 200  # measured from outside: no Python object per flow
@@ -334,17 +340,7 @@ def test_compiled_table_memory_per_open_flow() -> None:
 
 def test_twin_memory_per_open_flow_is_what_it_says() -> None:
     n = 20_000
-    template = udp(A, 1000, B, 2000)
-    packets = [template[:12] + i.to_bytes(4, "big") + template[16:] for i in range(n)]
-    tracemalloc.start()
-    try:
-        t = PyTable(config())
-        base = tracemalloc.get_traced_memory()[0]
-        for buf in packets:
-            t.feed(buf, 0.0, 101)
-        used = tracemalloc.get_traced_memory()[0] - base
-    finally:
-        tracemalloc.stop()
+    _, used = traced_flows(lambda: PyTable(config()), n)
     assert 0.75 * PyTable.bytes_per_flow <= used / n <= 1.25 * PyTable.bytes_per_flow
 
 
