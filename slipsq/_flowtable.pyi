@@ -7,10 +7,10 @@ def parse_packet(
     buf: bytes, linktype: int
 ) -> tuple[int, bytes, bytes, int, int, int, int, int, int, int, bool, bool, int, int]: ...
 
-# Declared as a subtype of the readable twin: the interface is the same, so code typed against the
-# twin (the engine picks either at run time) accepts the compiled table too.
 def address_text(packed: bytes) -> str: ...
 
+# Declared as a subtype of the readable twin: the interface is the same, so code typed against the
+# twin (the engine picks either at run time) accepts the compiled table too.
 class FlowTable(_TwinTable):
     bytes_per_flow: int
     def __init__(self, config: Config) -> None: ...
