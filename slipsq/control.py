@@ -92,11 +92,7 @@ class Admin:
             raise InputError(f"{ip} is not blocked")
         if self.engine is not None and self.sink is not None:
             # the engine forgets the judgement and tells the sinks, which remove rule and record
-            self.sink.actor = who
-            try:
-                self.engine.unblock(ip, reason)
-            finally:
-                self.sink.actor = "judge"
+            self.engine.unblock(ip, reason, who)
         else:
             if self.fw is not None:
                 self.fw.unblock([ip])

@@ -49,7 +49,6 @@ class InlineSink(Sink):
     def __init__(self, firewall: Firewall, store: BlockStore) -> None:
         self.fw = firewall
         self.store = store
-        self.actor = "judge"  # who is unblocking: Admin sets "admin:<user>" around engine.unblock
         self.pending: dict[str, float | None] = {}  # ip -> expiry (None: none) of blocks not in the kernel yet
         self._next_retry = 0.0
 
@@ -88,10 +87,9 @@ class InlineSink(Sink):
         log(f"{len(entries)} block(s) the kernel had refused are in the kernel now")
         self.pending.clear()
 
-    def unblock(self, ip: str, ts: float, reason: str) -> None:
+    def unblock(self, ip: str, ts: float, reason: str, who: str) -> None:
         self.pending.pop(ip, None)
         self.fw.unblock([ip])
-        who = "expiry" if reason == "block expired" else self.actor
         self.store.remove(ip, ts=ts, who=who, reason=reason)
 
 

@@ -156,7 +156,7 @@ class Engine:
                 self.table.unblock(ip)
                 for s in self.sinks:  # one sink failing does not keep the block in the others
                     try:
-                        s.unblock(ip, self.now, "block expired")
+                        s.unblock(ip, self.now, "block expired", "expiry")
                     except Exception as e:
                         self._failed(s.unblock, e)
             self.judge.prune(self.now)
@@ -184,11 +184,11 @@ class Engine:
         self._tick()
 
     # --- admin actions ------------------------------------------------------------------------
-    def unblock(self, ip: str, reason: str = "unblocked by admin") -> None:
+    def unblock(self, ip: str, reason: str = "unblocked by admin", who: str = "admin") -> None:
         self.judge.forget(ip)
         self.table.unblock(ip)
         for s in self.sinks:  # an admin's action: a sink that fails is an error for the admin to see
-            s.unblock(ip, self.now, reason)
+            s.unblock(ip, self.now, reason, who)
 
     def restore_block(self, ip: str, until: float, times: int = 1) -> None:
         """A block from the store, re-applied at start: the table drops, the judge remembers."""

@@ -17,8 +17,8 @@ class Sink:
     def block(self, ip: str, duration: float, alert: Alert) -> None:
         """The judge blocked `ip` for `duration` seconds (0: until unblocked) because of `alert`."""
 
-    def unblock(self, ip: str, ts: float, reason: str) -> None:
-        """A block ended: expired, or lifted by an admin."""
+    def unblock(self, ip: str, ts: float, reason: str, who: str) -> None:
+        """A block ended: expired (`who` is "expiry"), or lifted by an admin (`who` names them)."""
 
     def flow(self, flow: Flow) -> None:
         """Every closed flow (not active-timeout reports)."""

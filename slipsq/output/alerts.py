@@ -96,6 +96,6 @@ class AlertWriter(Sink):
         self.stream.write((alert.to_json() if self.as_json else alert.to_text()) + "\n")
         self.stream.flush()
 
-    def unblock(self, ip: str, ts: float, reason: str) -> None:
+    def unblock(self, ip: str, ts: float, reason: str, who: str) -> None:
         if not self.as_json:
             self.stream.write(f"{iso(ts)} [UNBLOCK] {ip}: {reason}\n")

@@ -20,7 +20,7 @@ class ReplayRecorder(Sink):
     def block(self, ip: str, duration: float, alert: Alert) -> None:
         self.blocks.append((alert.evidence.ts, ip, duration, alert.evidence.detector))
 
-    def unblock(self, ip: str, ts: float, reason: str) -> None:
+    def unblock(self, ip: str, ts: float, reason: str, who: str) -> None:
         self.unblocks.append((ts, ip, reason))
 
     @property
