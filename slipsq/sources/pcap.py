@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from slipsq.decode import ETHERNET, IPV4, IPV6, LINUX_SLL, LINUX_SLL2, RAW
+from slipsq.decode import ETHERNET, IPV4, IPV6, LINUX_SLL, LINUX_SLL2, RAW_TYPES
 from slipsq.errors import InputError
 
 Progress = Callable[[int, int], None]
@@ -63,7 +63,7 @@ def replay_capture(engine: Any, path: str | os.PathLike[str],
         pcap.close()
 
 
-SUPPORTED_LINKTYPES = {ETHERNET: "Ethernet", RAW: "raw IP", 12: "raw IP", 14: "raw IP", LINUX_SLL: "Linux SLL",
+SUPPORTED_LINKTYPES = {ETHERNET: "Ethernet", **dict.fromkeys(RAW_TYPES, "raw IP"), LINUX_SLL: "Linux SLL",
                        LINUX_SLL2: "Linux SLL2", IPV4: "IPv4", IPV6: "IPv6"}
 
 
