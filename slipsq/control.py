@@ -168,6 +168,9 @@ class ControlServer:
             reply = {"ok": False, "error": e.message}
         except (OSError, ValueError) as e:
             reply = {"ok": False, "error": f"bad request: {e}"}
+        except Exception as e:  # any other failure of one request (a locked store, a bug) is that
+            # request's error for the admin, never the end of the daemon that verdicts the traffic
+            reply = {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
         try:
             conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
         except OSError:

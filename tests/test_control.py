@@ -164,6 +164,8 @@ def server(tmp_path: Path) -> Iterator[tuple[ControlServer, list[tuple[dict[str,
         seen.append((req, who))
         if req["cmd"] == "block" and req.get("ip") == "10.0.0.1":
             raise InputError("refusing to block 10.0.0.1: one of this gateway's own addresses")
+        if req["cmd"] == "reload":
+            raise RuntimeError("database is locked")  # not a slipsq error: a failure nobody planned for
         if req["cmd"] == "blocks":
             return {"ok": True, "blocks": [{"ip": "203.0.113.7", "remaining": 60.0, "since": 1.0,
                                             "detector": "beacon", "by": "judge", "reason": "r"}]}
@@ -199,6 +201,15 @@ def test_socket_is_private_and_answers(server: tuple[ControlServer, list[Any]], 
     bad = request(tmp_path, {"cmd": "format-disk"})
     assert bad is not None and not bad["ok"] and "unknown request" in bad["error"]
 
+
+def test_an_unexpected_failure_answers_that_request_and_the_server_goes_on(
+        server: tuple[ControlServer, list[Any]], tmp_path: Path) -> None:
+    failed = request(tmp_path, {"cmd": "reload"})
+    assert failed == {"ok": False, "error": "internal error: RuntimeError: database is locked"}
+    assert request(tmp_path, {"cmd": "status"}) == {"ok": True}  # still serving
+    refused = request(tmp_path, {"cmd": "block", "ip": "10.0.0.1"})
+    assert refused == {"ok": False,
+                       "error": "refusing to block 10.0.0.1: one of this gateway's own addresses"}
 
 
 def test_no_daemon_means_none(tmp_path: Path) -> None:
