@@ -240,50 +240,6 @@ def config_show(ctx: click.Context, config_path: str | None) -> None:
     run_guarded(work, _debug(ctx))
 
 
-# --- threat intelligence ------------------------------------------------------------------------
-
-@main.group()
-def ti() -> None:
-    """Threat-intelligence lists: local files of bad IPs and networks (config threatintel.folder)."""
-
-
-@ti.command("update")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="TOML configuration naming threatintel.folder.")
-@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
-              help="State directory of a running daemon [default: /var/lib/slipsq; env SLIPSQ_STATE_DIR].")
-@click.pass_context
-def ti_update(ctx: click.Context, config_path: str | None, state_dir: str | None) -> None:
-    """Check the lists (counts, bad lines) and make a running daemon reload them."""
-
-    def work() -> None:
-        from slipsq.config import load
-        from slipsq.control import request
-        from slipsq.detect.threatintel import load_lists
-        from slipsq.errors import ConfigError
-        from slipsq.verdict.store import resolve_state_dir
-
-        cfg = load(_config_path(ctx, config_path))
-        folder = cfg["threatintel.folder"]
-        if not folder:
-            raise ConfigError("threatintel.folder is not set: give --config FILE with "
-                              "[threatintel] folder = \"/path/to/lists\"")
-        _, stats = load_lists(folder)
-        click.echo(f"{folder}: {stats.summary()}")
-        sd = state_dir or (ctx.find_root().obj or {}).get("state_dir")
-        try:
-            reply = request(resolve_state_dir(sd), {"cmd": "reload"})
-        except SlipsqError as e:
-            click.echo(f"could not reach the daemon ({e}): it reads the lists when it starts")
-            return
-        if reply is not None:
-            click.echo("the running daemon reloaded its configuration and lists")
-        else:
-            click.echo("no daemon is running: the lists are read when slipsq starts (and by every replay)")
-
-    run_guarded(work, _debug(ctx))
-
-
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

@@ -1,4 +1,4 @@
-"""Admin commands of inline mode: block, unblock, blocks, status, rules show/remove.
+"""Admin commands of inline mode: block, unblock, blocks, status, rules show/remove, ti update.
 
 Each talks to the running daemon over its control socket, and acts on the block store and the kernel
 directly when no daemon runs (so `slipsq unblock` always works). Messages and exit codes only; the
@@ -257,7 +257,47 @@ def _firewall(allow: AllowList | None = None) -> Firewall:
     return host_firewall(allow)
 
 
+@click.group()
+def ti() -> None:
+    """Threat-intelligence lists: local files of bad IPs and networks (config threatintel.folder)."""
+
+
+@ti.command("update")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML configuration naming threatintel.folder.")
+@STATE_DIR
+@click.pass_context
+def ti_update(ctx: click.Context, config_path: str | None, state_dir: str | None) -> None:
+    """Check the lists (counts, bad lines) and make a running daemon reload them."""
+
+    def work() -> None:
+        from slipsq.config import load
+        from slipsq.control import request
+        from slipsq.detect.threatintel import load_lists
+        from slipsq.errors import ConfigError
+        from slipsq.verdict.store import resolve_state_dir
+
+        cfg = load(config_path or (ctx.find_root().obj or {}).get("config_path"))
+        folder = cfg["threatintel.folder"]
+        if not folder:
+            raise ConfigError("threatintel.folder is not set: give --config FILE with "
+                              "[threatintel] folder = \"/path/to/lists\"")
+        _, stats = load_lists(folder)
+        click.echo(f"{folder}: {stats.summary()}")
+        try:
+            reply = request(resolve_state_dir(_state_dir(ctx, state_dir)), {"cmd": "reload"})
+        except SlipsqError as e:
+            click.echo(f"could not reach the daemon ({e}): it reads the lists when it starts")
+            return
+        if reply is not None:
+            click.echo("the running daemon reloaded its configuration and lists")
+        else:
+            click.echo("no daemon is running: the lists are read when slipsq starts (and by every replay)")
+
+    _guard(ctx, work)
+
+
 def register(group: click.Group) -> None:
-    """Add the inline admin commands to the `slipsq` group (called by slipsq.cli)."""
-    for cmd in (block, unblock, blocks, status, rules):
+    """Add the admin commands to the `slipsq` group (called by slipsq.cli)."""
+    for cmd in (block, unblock, blocks, status, rules, ti):
         group.add_command(cmd)
