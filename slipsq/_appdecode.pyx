@@ -13,23 +13,14 @@ for every input. Nothing here keeps state, and nothing raises on hostile bytes.
 
 from libc.stdint cimport uint8_t
 
-from slipsq._flowtable cimport addr_text
+from slipsq._flowtable cimport MAX_EXT, addr_text, be16, ipv6_ext
 
 from slipsq.appdecode import payload_events
 from slipsq.decode import _arp
 from slipsq.flow import AppEvent
 
 cdef enum:
-    MAX_EXT = 8        # decode.MAX_EXT
     MAX_NAME = 255     # a name's labels and their length bytes, at most (appdecode.dns_name)
-
-
-cdef inline int u16(const uint8_t* b, Py_ssize_t at) noexcept nogil:
-    return (b[at] << 8) | b[at + 1]
-
-
-cdef inline bint ipv6_ext(int proto) noexcept nogil:
-    return proto == 0 or proto == 43 or proto == 60 or proto == 51 or proto == 44
 
 
 cdef inline bint dns_port(int port) noexcept nogil:
@@ -52,21 +43,21 @@ def app_events(bytes ip_packet, double ts):
         if n < 20:
             return []
         hl = (b[0] & 15) * 4
-        if hl < 20 or u16(b, 2) < hl or n < hl or u16(b, 6) & 0x1FFF:
+        if hl < 20 or be16(b + 2) < hl or n < hl or be16(b + 6) & 0x1FFF:
             return []
         family, proto, pos = 4, b[9], hl
         src, dst = b + 12, b + 16
-        end = n if n < u16(b, 2) else u16(b, 2)
+        end = n if n < be16(b + 2) else be16(b + 2)
     else:
         if n < 40:
             return []
         family, proto, pos = 6, b[6], 40
         src, dst = b + 8, b + 24
-        end = n if n < 40 + u16(b, 4) else 40 + u16(b, 4)
+        end = n if n < 40 + be16(b + 4) else 40 + be16(b + 4)
         for k in range(MAX_EXT):
             if not ipv6_ext(proto):
                 break
-            if pos + 8 > end or (proto == 44 and u16(b, pos + 2) >> 3):
+            if pos + 8 > end or (proto == 44 and be16(b + pos + 2) >> 3):
                 return []
             step = 8 if proto == 44 else (b[pos + 1] + 2) * 4 if proto == 51 else (b[pos + 1] + 1) * 8
             proto, pos = b[pos], pos + step
@@ -74,10 +65,10 @@ def app_events(bytes ip_packet, double ts):
         doff = (b[pos + 12] >> 4) * 4
         if doff < 20:
             return []
-        sport, dport = u16(b, pos), u16(b, pos + 2)
+        sport, dport = be16(b + pos), be16(b + pos + 2)
         pos += doff
     elif proto == 17 and end - pos >= 8:
-        sport, dport = u16(b, pos), u16(b, pos + 2)
+        sport, dport = be16(b + pos), be16(b + pos + 2)
         pos += 8
     else:
         return []
@@ -89,7 +80,7 @@ def app_events(bytes ip_packet, double ts):
         if proto == 6:  # DNS over TCP: a 2-byte length, then the message
             if end - pos < 2:
                 return []
-            k = u16(b, pos)
+            k = be16(b + pos)
             pos += 2
             if pos + k < end:
                 end = pos + k
@@ -115,13 +106,13 @@ cdef object parse_dns(const uint8_t* m, Py_ssize_t n):
     cdef int flags, qdcount, ancount, qtype, rtype, i
     if n < 12:
         return None
-    flags, qdcount, ancount = u16(m, 2), u16(m, 4), u16(m, 6)
+    flags, qdcount, ancount = be16(m + 2), be16(m + 4), be16(m + 6)
     if qdcount == 0:
         return None
     query = dns_name(m, n, 12, &pos)
     if query is None or pos + 4 > n:
         return None
-    qtype = u16(m, pos)
+    qtype = be16(m + pos)
     pos += 4
     for i in range(min(qdcount - 1, 64)):
         if dns_name(m, n, pos, &pos) is None:
@@ -131,7 +122,7 @@ cdef object parse_dns(const uint8_t* m, Py_ssize_t n):
     for i in range(min(ancount, 256)):
         if dns_name(m, n, pos, &pos) is None or pos + 10 > n:
             break
-        rtype, rdlen = u16(m, pos), u16(m, pos + 8)
+        rtype, rdlen = be16(m + pos), be16(m + pos + 8)
         pos += 10
         if pos + rdlen > n:
             break
@@ -157,12 +148,12 @@ cdef str dns_name(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* af
             pos += 1
             break
         if length & 0xC0 == 0xC0:
-            if pos + 2 > n or (u16(m, pos) & 0x3FFF) >= limit:
+            if pos + 2 > n or (be16(m + pos) & 0x3FFF) >= limit:
                 after_out[0] = pos
                 return None
             if not after:
                 after = pos + 2
-            limit = pos = u16(m, pos) & 0x3FFF
+            limit = pos = be16(m + pos) & 0x3FFF
             continue
         if length & 0xC0:
             after_out[0] = pos

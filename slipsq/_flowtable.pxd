@@ -58,6 +58,16 @@ ctypedef struct FlowEntry:
 cdef str addr_text(const uint8_t* a, int family)  # an address's text, one str object per address
 
 
+# header reading shared with the compiled app decoder (_appdecode.pyx)
+cdef inline int be16(const uint8_t* p) noexcept nogil:
+    return (p[0] << 8) | p[1]
+
+
+cdef inline bint ipv6_ext(int nxt) noexcept nogil:
+    """Hop-by-hop, routing, destination options, AH, fragment: the extension headers followed."""
+    return nxt == 0 or nxt == 43 or nxt == 60 or nxt == 51 or nxt == 44
+
+
 ctypedef struct BlockSlot:
     uint8_t used
     uint8_t family

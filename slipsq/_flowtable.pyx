@@ -69,10 +69,6 @@ if (APP_KINDS != {"dns": APP_DNS, "dns-queries": APP_DNS_ALL, "banner": APP_BANN
 
 # --- parsing (mirrors slipsq/decode.parse line by line) -------------------------------------------
 
-cdef inline int be16(const uint8_t* p) noexcept nogil:
-    return (p[0] << 8) | p[1]
-
-
 cdef inline Py_ssize_t smin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a if a < b else b
 
@@ -142,10 +138,6 @@ cdef void parse_ipv4(Parsed* p, const uint8_t* buf, Py_ssize_t n, Py_ssize_t off
     if fo & 0x2000:
         p.frag = 1
     parse_transport(p, buf, off + hl, smin(n, off + p.ip_len), p.ip_len - hl)
-
-
-cdef inline bint ipv6_ext(int nxt) noexcept nogil:
-    return nxt == 0 or nxt == 43 or nxt == 60 or nxt == 51 or nxt == 44
 
 
 cdef void parse_ipv6(Parsed* p, const uint8_t* buf, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
