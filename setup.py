@@ -1,7 +1,7 @@
 """Build slipsq's compiled core.
 
 `slipsq._flowtable` is the per-packet hot path (capture reading, fixed-header parsing, flow table).
-`slipsq._letters` is the Stratosphere detector's per-flow path (letters, Markov matching).
+`slipsq.detect.stratosphere._letters` is the Stratosphere detector's per-flow path (letters, Markov matching).
 `slipsq._appdecode` decodes the app packets the table hands up most (DNS answers).
 `slipsq._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers and NetfilterQueue's
 `.pxd`, so it is only built where both are present (a replay-only machine still builds).
@@ -20,7 +20,7 @@ def extensions() -> list[Extension]:
     exts = [
         Extension("slipsq._flowtable", ["slipsq/_flowtable.pyx"], extra_compile_args=CFLAGS),
         # no FMA contraction: the compiled Markov sums must equal markov.py's to the last bit
-        Extension("slipsq._letters", ["slipsq/_letters.pyx"],
+        Extension("slipsq.detect.stratosphere._letters", ["slipsq/detect/stratosphere/_letters.pyx"],
                   extra_compile_args=[*CFLAGS, "-ffp-contract=off"]),
         Extension("slipsq._appdecode", ["slipsq/_appdecode.pyx"], extra_compile_args=CFLAGS),
     ]
@@ -46,10 +46,11 @@ if shutil.which("cc") is None and shutil.which("gcc") is None:
 
 setup(
     # the shipped Markov models live in models/ at the top of a checkout (beside the package) and
-    # travel inside an installed package as slipsq/models/, where slipsq.markov looks for them
+    # travel inside an installed package as slipsq/models/, where slipsq.detect.stratosphere.markov looks for them
     packages=[*find_packages(include=["slipsq", "slipsq.*"]), "slipsq.models"],
     package_dir={"slipsq.models": "models"},
     package_data={"slipsq": ["*.pyx", "*.pxd", "*.pyi", "py.typed", "detect/README.md"],
+                  "slipsq.detect.stratosphere": ["*.pyx", "*.pyi"],
                   "slipsq.models": ["*.json", "README.md"]},
     ext_modules=cythonize(
         extensions(),

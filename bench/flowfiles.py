@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slipsq.config import load  # noqa: E402
 from slipsq.engine import Engine  # noqa: E402
 from slipsq.flow import Flow  # noqa: E402
+from slipsq.runmode import load_config as load  # noqa: E402
 from slipsq.sources.flowfiles import open_flow_source  # noqa: E402
 
 TARGET = 100_000

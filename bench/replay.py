@@ -41,13 +41,13 @@ SKIP = 3  # exit code of a child that cannot run its row (the code it needs is n
 LIBRARY_REPLAY = """
 import sys, json
 try:
-    from slipsq import config
+    from slipsq import runmode
     from slipsq.engine import Engine
     from slipsq.sources.pcap import replay_capture
     from slipsq.replay import load_engine_models
 except ImportError as e:
     print(f"not importable: {e}", file=sys.stderr); sys.exit(3)
-cfg = config.load()
+cfg = runmode.load_config()
 engine = Engine(cfg, models=load_engine_models(None, cfg))
 info = replay_capture(engine, sys.argv[1])
 engine.finish()
@@ -57,11 +57,11 @@ print(json.dumps({"packets": info["packets"], "flows": engine.counters.flows}), 
 TABLE_ONLY = """
 import sys, json
 try:
-    from slipsq import config
+    from slipsq import runmode
     from slipsq._flowtable import FlowTable, PcapFile
 except ImportError as e:
     print(f"not importable: {e}", file=sys.stderr); sys.exit(3)
-table = FlowTable(config.load())
+table = FlowTable(runmode.load_config())
 pcap = PcapFile(sys.argv[1])
 tick = 0.0
 peak = 0

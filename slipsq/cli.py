@@ -167,8 +167,8 @@ def models_import(ctx: click.Context, files: tuple[str, ...], to_dir: str) -> No
     """Convert Stratosphere IPS .stfm model files into slipsq models (safely: no pickle code runs)."""
 
     def work() -> None:
-        from slipsq.markov import write_model
-        from slipsq.stfm import import_stfm
+        from slipsq.detect.stratosphere.markov import write_model
+        from slipsq.detect.stratosphere.stfm import import_stfm
 
         Path(to_dir).mkdir(parents=True, exist_ok=True)
         for f in files:
@@ -189,9 +189,9 @@ def models_list(ctx: click.Context, models_dir: str | None, as_json: bool) -> No
     """List the models slipsq would use (--models, else the config's markov.models, else the shipped ones)."""
 
     def work() -> None:
-        from slipsq.config import load
-        from slipsq.markov import load_models
+        from slipsq.detect.stratosphere.markov import load_models
         from slipsq.replay import resolve_models_dir
+        from slipsq.runmode import load_config as load
 
         cfg = load(_config_path(ctx, None))
         folder = resolve_models_dir(models_dir, cfg["markov.models"] or None)
@@ -225,7 +225,7 @@ def config_show(ctx: click.Context, config_path: str | None) -> None:
     """Print every configuration key as TOML, with its help as a comment."""
 
     def work() -> None:
-        from slipsq.config import load
+        from slipsq.runmode import load_config as load
 
         cfg = load(_config_path(ctx, config_path))
         section = ""

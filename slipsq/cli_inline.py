@@ -55,7 +55,7 @@ class _ReplyError(SlipsqError):
 
 def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str | None) -> Admin:
     """Admin on the store and the kernel, for when no daemon runs."""
-    from slipsq import config as configmod
+    from slipsq import runmode
     from slipsq.control import Admin
     from slipsq.daemon import default_duration, make_allow
     from slipsq.verdict.store import BlockStore
@@ -64,7 +64,7 @@ def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str |
         raise SystemSetupError("the slipsq daemon is not running, and acting on the firewall directly "
                                "needs root")
     obj = ctx.find_root().obj or {}
-    cfg = configmod.load(config_path or obj.get("config_path"))
+    cfg = runmode.load_config(config_path or obj.get("config_path"))
     allow = make_allow(cfg)
     fw = _firewall(allow)  # before the store: a firewall we cannot drive leaves no state dir behind
     return Admin(BlockStore(state_dir), fw, allow, default_duration(cfg))
@@ -271,10 +271,10 @@ def ti_update(ctx: click.Context, config_path: str | None, state_dir: str | None
     """Check the lists (counts, bad lines) and make a running daemon reload them."""
 
     def work() -> None:
-        from slipsq.config import load
         from slipsq.control import request
         from slipsq.detect.threatintel import load_lists
         from slipsq.errors import ConfigError
+        from slipsq.runmode import load_config as load
         from slipsq.verdict.store import resolve_state_dir
 
         cfg = load(config_path or (ctx.find_root().obj or {}).get("config_path"))

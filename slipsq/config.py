@@ -1,6 +1,7 @@
 """Configuration: one TOML file, every default declared once as an Option, validated at load.
 
-Core options are declared here; each detector declares its own (`Detector.options`). Keys are
+Core options are declared here; each detector declares its own (`Detector.options`), and the wiring
+(slipsq.runmode) hands the whole list to `load`: this module knows no detector. Keys are
 dotted: `[flowtable] tcp_idle = 300` is `flowtable.tcp_idle`. An unknown key or a value of the
 wrong type is a ConfigError naming the key. This module reads files; it never touches the network.
 """
@@ -143,18 +144,10 @@ class Config:
         return sorted(self._values.items())
 
 
-def all_options() -> list[Option]:
-    from slipsq import enrich
-    from slipsq.detect import DETECTORS  # detectors declare their own options
-
-    opts = list(CORE_OPTIONS) + list(enrich.OPTIONS)
-    for det in DETECTORS:
-        opts.extend(det.options)
-    return opts
-
-
-def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Read the TOML file at `path` (None: defaults only) and apply `overrides` (from CLI flags)."""
+def load(options: Iterable[Option], path: str | Path | None = None,
+         overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read the TOML file at `path` (None: defaults only) against the declared `options` (the wiring,
+    slipsq.runmode, hands over the core's and every detector's) and apply `overrides` (CLI flags)."""
     values: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -171,7 +164,7 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
             raise ConfigError(f"configuration file {p} cannot be read (permission denied)") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"configuration file {p} is not valid TOML: {e}") from None
-    cfg = Config(all_options(), values, source)
+    cfg = Config(options, values, source)
     for k, v in (overrides or {}).items():
         cfg.set(k, v)
     return cfg

@@ -19,11 +19,13 @@ import time
 from typing import Any
 
 from slipsq import config as configmod
+from slipsq import runmode
 from slipsq.allow import AllowList, own_addresses
 from slipsq.control import Admin, ControlServer, parse_duration
 from slipsq.enrich import make_enrichers
 from slipsq.errors import ModelError, SlipsqError
-from slipsq.output.alerts import Alert, AlertWriter
+from slipsq.output.alerts import AlertWriter
+from slipsq.records import Alert
 from slipsq.sink import Sink
 from slipsq.sources.nfqueue import DEFAULT_MAXLEN, FAIL_OPEN_NOTE, NfqueueSource, check_system
 from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall
@@ -135,7 +137,7 @@ class Daemon:
         from slipsq.engine import Engine
 
         check_system()
-        self.cfg = configmod.load(self.config_path)
+        self.cfg = runmode.load_config(self.config_path)
         self.allow = make_allow(self.cfg)
         self.store = BlockStore(self.state_dir)
         self.fw = host_firewall(self.allow, self.backend)
@@ -265,7 +267,7 @@ class Daemon:
     def reload(self) -> None:
         """New config, allow list and models; the flow table, blocks and evidence windows are kept."""
         try:
-            cfg = configmod.load(self.config_path)
+            cfg = runmode.load_config(self.config_path)
             allow = make_allow(cfg)
             models = load_models(cfg)
         except SlipsqError as e:

@@ -12,45 +12,42 @@ Python runs only when a flow closes, an app packet needs deep parsing, or time a
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from slipsq import twins
 from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.detect import DETECTORS
 from slipsq.detect.base import Context, Detector
-from slipsq.evidence import Evidence
 from slipsq.flow import AppEvent, Flow
-from slipsq.judge import Decision, Judge
+from slipsq.judge import Judge
 from slipsq.lru import touch, trim
-from slipsq.output.alerts import Alert
+from slipsq.records import Alert, Decision, Evidence
 from slipsq.sink import Sink
 
 
 def make_table(config: Config) -> Any:
-    """The compiled flow table, or its pure-Python twin when SLIPSQ_PURE_PYTHON=1."""
-    if os.environ.get("SLIPSQ_PURE_PYTHON") == "1":
+    """The compiled flow table, or its pure-Python twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq._flowtable")
+    if fast is None:
         from slipsq.flowtable import FlowTable
-    else:
-        from slipsq._flowtable import FlowTable  # type: ignore[no-redef]
-    return FlowTable(config)
+
+        return FlowTable(config)
+    return fast.FlowTable(config)
 
 
 def make_app_decoder() -> Callable[[bytes, float], list[AppEvent]]:
     """The compiled decoder of handed-up app packets (slipsq._appdecode), or its readable twin
-    `decode.app_events` when SLIPSQ_PURE_PYTHON=1 or the extension is not built."""
-    if os.environ.get("SLIPSQ_PURE_PYTHON") != "1":
-        try:
-            from slipsq._appdecode import app_events
-        except ImportError:
-            pass
-        else:
-            return app_events
-    from slipsq.decode import app_events as readable
+    `decode.app_events` (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq._appdecode")
+    if fast is None:
+        from slipsq.decode import app_events
 
-    return readable
+        return app_events
+    decoder: Callable[[bytes, float], list[AppEvent]] = fast.app_events
+    return decoder
 
 
 def tune_gc() -> None:
@@ -243,7 +240,7 @@ class Engine:
 
     def _evidence(self, ev: Evidence) -> None:
         decision: Decision = self.judge.add(ev)
-        alert = Alert.build(ev, decision, self.ctx)
+        alert = Alert.build(ev, decision, self.ctx.enrichers)
         self.counters.alerts += 1
         for s in self.sinks:
             try:

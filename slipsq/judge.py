@@ -19,16 +19,7 @@ from itertools import count
 
 from slipsq.allow import AllowList
 from slipsq.config import Config
-from slipsq.evidence import Evidence
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    action: str  # "alert" or "block"
-    blocked_ip: str  # "" unless action == "block"
-    duration: float  # seconds; 0 = until unblocked
-    score: float  # the offender's window score after this evidence
-    reason: str  # one line: why blocked, or why not
+from slipsq.records import Decision, Evidence
 
 
 @dataclass

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from slipsq import config as configmod
+from slipsq import runmode
+from slipsq.detect.stratosphere.markov import load_models, shipped_models_dir
 from slipsq.engine import Engine
 from slipsq.enrich import make_enrichers
 from slipsq.errors import InputError, ModelError
 from slipsq.flow import Flow
-from slipsq.markov import load_models, shipped_models_dir
 from slipsq.output.alerts import AlertWriter
 from slipsq.output.binetflow import BinetflowWriter
 from slipsq.sink import Sink
@@ -105,7 +106,7 @@ def _progress_bar(name: str, enabled: bool, stack: ExitStack) -> Callable[[int, 
 
 
 def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
-    cfg = configmod.load(opts.config_path)
+    cfg = runmode.load_config(opts.config_path)
     models = load_engine_models(opts.models_dir, cfg)
     kinds = [(path, input_kind(path, opts.fmt)) for path in opts.inputs]  # fail before any output
     recorder = ReplayRecorder()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from slipsq.flow import Flow
-    from slipsq.output.alerts import Alert
+    from slipsq.records import Alert
 
 
 class Sink:

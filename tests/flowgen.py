@@ -18,7 +18,7 @@ from slipsq.config import CORE_OPTIONS, Config
 from slipsq.detect.base import Detector
 from slipsq.engine import Engine
 from slipsq.flow import AppEvent, Flow
-from slipsq.output.alerts import Alert
+from slipsq.records import Alert
 from slipsq.verdict.replay import ReplayRecorder
 
 T0 = 1_699_999_200.0  # an hour boundary (472222 x 3600), so judge windows are easy to reason about

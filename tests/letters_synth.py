@@ -1,4 +1,4 @@
-"""Flows that write a given letter string: the inverse of slipsq.letters, for tests.
+"""Flows that write a given letter string: the inverse of slipsq.detect.stratosphere.letters, for tests.
 
 Each character class of letters.md is mapped back to a representative flow (size, duration) and
 a gap T2 chosen so that T2/T1 lands in the letter's periodicity row and T2 in its time symbol's
@@ -8,8 +8,8 @@ picks the closest gap then, so tests compare `letters_of(flows)` with what they 
 
 from __future__ import annotations
 
+from slipsq.detect.stratosphere.letters import ROW_NO_DATA, ROW_STRONG, ROW_STRONG_NOT, ROW_WEAK, ROW_WEAK_NOT
 from slipsq.flow import Flow
-from slipsq.letters import ROW_NO_DATA, ROW_STRONG, ROW_STRONG_NOT, ROW_WEAK, ROW_WEAK_NOT
 
 SIZES = (100, 600, 6000)  # small, medium, large (bytes)
 DURS = (0.05, 1.0, 30.0)  # short, medium, long (seconds)

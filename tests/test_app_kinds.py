@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from slipsq.config import CORE_OPTIONS, Config, load
+from slipsq.config import CORE_OPTIONS, Config
 from slipsq.detect import DETECTORS
 from slipsq.detect.arpscan import ArpScan
 from slipsq.detect.base import Detector
@@ -18,6 +18,7 @@ from slipsq.engine import Engine
 from slipsq.flow import AppEvent
 from slipsq.flowtable import APP_KINDS
 from slipsq.flowtable import FlowTable as PyTable
+from slipsq.runmode import load_config as load
 from tests.helpers import ACK, PSH, SYN, arp, dns_query, dns_response, tcp, tls_client_hello, udp
 
 try:

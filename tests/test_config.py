@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from slipsq.config import load
 from slipsq.errors import ConfigError
+from slipsq.runmode import load_config as load
 
 
 def test_defaults_load_and_every_option_has_help() -> None:

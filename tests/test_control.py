@@ -301,9 +301,7 @@ def test_daemon_start_restores_unexpired_blocks_and_drops_the_rest(tmp_path: Pat
 
 def test_a_judged_block_goes_to_firewall_and_store_in_one_step(tmp_path: Path) -> None:
     from slipsq.daemon import InlineSink
-    from slipsq.evidence import CRITICAL, Evidence
-    from slipsq.judge import Decision
-    from slipsq.output.alerts import Alert
+    from slipsq.records import CRITICAL, Alert, Decision, Evidence
 
     allow = AllowList(own=["192.168.1.1"])
     fw, store = FakeFirewall(allow), BlockStore(tmp_path)
@@ -340,9 +338,7 @@ class RefusingFirewall(FakeFirewall):
 
 def test_a_block_the_kernel_refuses_is_stored_and_retried_until_it_lands(tmp_path: Path) -> None:
     from slipsq.daemon import InlineSink
-    from slipsq.evidence import CRITICAL, Evidence
-    from slipsq.judge import Decision
-    from slipsq.output.alerts import Alert
+    from slipsq.records import CRITICAL, Alert, Decision, Evidence
 
     fw, store = RefusingFirewall(AllowList()), BlockStore(tmp_path)
     sink = InlineSink(fw, store)  # type: ignore[arg-type]

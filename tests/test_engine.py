@@ -17,8 +17,8 @@ import pytest
 from slipsq.config import CORE_OPTIONS, Config
 from slipsq.detect.base import Detector
 from slipsq.engine import Engine
-from slipsq.evidence import CRITICAL, Evidence
 from slipsq.flow import AppEvent, Flow
+from slipsq.records import CRITICAL, Evidence
 from slipsq.verdict.replay import ReplayRecorder
 from tests.helpers import ACK, FIN, SYN, tcp, udp
 

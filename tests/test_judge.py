@@ -6,8 +6,8 @@ import pytest
 
 from slipsq.allow import AllowList
 from slipsq.config import CORE_OPTIONS, Config
-from slipsq.evidence import CRITICAL, HIGH, LOW, MEDIUM, Evidence
 from slipsq.judge import Judge
+from slipsq.records import CRITICAL, HIGH, LOW, MEDIUM, Evidence
 
 
 def ev(ts: float, offender: str = "203.0.113.9", level: float = HIGH, conf: float = 0.5, key: str = "",

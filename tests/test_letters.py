@@ -1,4 +1,4 @@
-"""Behavioral letters (slipsq.letters) against letters.md §1-3: every row, class, threshold and symbol."""
+"""Behavioral letters (stratosphere/letters.py) against letters.md §1-3: every row, class, threshold and symbol."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from slipsq.detect.stratosphere.letters import LATE_WINDOW, LetterTable, column, letters_of
+from slipsq.detect.stratosphere.markov import pairs_of
 from slipsq.flow import Flow
-from slipsq.letters import LATE_WINDOW, LetterTable, column, letters_of
-from slipsq.markov import pairs_of
 
 MED, SMALL, LARGE = 500, 100, 6000
 

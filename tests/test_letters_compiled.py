@@ -1,4 +1,4 @@
-"""The compiled letters + Markov path (slipsq/_letters.pyx) against its readable twins (letters.py,
+"""The compiled letters + Markov path (slipsq/detect/stratosphere/_letters.pyx) against its readable twins (letters.py,
 markov.py): the same flows give the same strings, the same transition counts (in the same order, so
 log-probabilities are summed in the same order) and the same matches at exactly the same distances.
 
@@ -17,16 +17,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from letters_synth import flows_for
 
-from slipsq import letters as py_letters
-from slipsq import markov as py_markov
 from slipsq.allow import AllowList
-from slipsq.config import Config, all_options
+from slipsq.config import Config
 from slipsq.detect.base import Context
-from slipsq.detect.stratosphere import StratosphereDetector, first_match, implementation
+from slipsq.detect.stratosphere import letters as py_letters
+from slipsq.detect.stratosphere import markov as py_markov
+from slipsq.detect.stratosphere.detector import StratosphereDetector, first_match, implementation
+from slipsq.detect.stratosphere.markov import ALPHABET, Model, label_protocol, load_models, pairs_of, shipped_models_dir
 from slipsq.flow import Flow
-from slipsq.markov import ALPHABET, Model, label_protocol, load_models, pairs_of, shipped_models_dir
+from slipsq.runmode import all_options
 
-c = pytest.importorskip("slipsq._letters", reason="the compiled extension is not built "
+c = pytest.importorskip("slipsq.detect.stratosphere._letters", reason="the compiled extension is not built "
                         "(python setup.py build_ext --inplace)")
 
 SHIPPED = load_models(shipped_models_dir())

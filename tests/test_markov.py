@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slipsq.errors import ModelError
-from slipsq.markov import (
+from slipsq.detect.stratosphere.markov import (
     Chain,
     Model,
     distance_of,
@@ -26,6 +25,7 @@ from slipsq.markov import (
     shipped_models_dir,
     write_model,
 )
+from slipsq.errors import ModelError
 
 LOG01 = math.log(0.01)
 
@@ -219,7 +219,7 @@ def test_empty_folder_means_no_models(tmp_path: Path, caplog: pytest.LogCaptureF
                        st.one_of(st.text(max_size=12), st.floats(), st.integers(), st.none(),
                                  st.dictionaries(st.text(max_size=3), st.text(max_size=3)))))
 def test_any_json_object_loads_or_gives_a_model_error(data: dict[str, object]) -> None:
-    from slipsq.markov import from_dict
+    from slipsq.detect.stratosphere.markov import from_dict
 
     try:
         m = from_dict(data, "fuzz")

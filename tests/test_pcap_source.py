@@ -10,13 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slipsq.config import CORE_OPTIONS, Config, load
+from slipsq.config import CORE_OPTIONS, Config
 from slipsq.detect.base import Detector
 from slipsq.engine import Engine
 from slipsq.errors import InputError
 from slipsq.flow import Flow
 from slipsq.flowtable import APP_KINDS
 from slipsq.flowtable import FlowTable as PyTable
+from slipsq.runmode import load_config as load
 from slipsq.sink import Sink
 from slipsq.sources.pcap import replay_capture
 from tests.helpers import (

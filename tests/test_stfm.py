@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from slipsq.detect.stratosphere.markov import Chain, load_models, shipped_models_dir, write_model
+from slipsq.detect.stratosphere.stfm import import_stfm, read_stfm
 from slipsq.errors import ModelError
-from slipsq.markov import Chain, load_models, shipped_models_dir, write_model
-from slipsq.stfm import import_stfm, read_stfm
 
 
 def p0(obj: object) -> bytes:

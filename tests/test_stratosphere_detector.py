@@ -12,13 +12,14 @@ import pytest
 from letters_synth import flows_for
 
 from slipsq.allow import AllowList
-from slipsq.config import Config, all_options
+from slipsq.config import Config
 from slipsq.detect import DETECTORS
 from slipsq.detect.base import Context
-from slipsq.detect.stratosphere import StratosphereDetector
-from slipsq.evidence import HIGH, Evidence
+from slipsq.detect.stratosphere.detector import StratosphereDetector
+from slipsq.detect.stratosphere.markov import Model, label_protocol, load_models, reference_distance, shipped_models_dir
 from slipsq.flow import Flow
-from slipsq.markov import Model, label_protocol, load_models, reference_distance, shipped_models_dir
+from slipsq.records import HIGH, Evidence
+from slipsq.runmode import all_options
 
 LURK = "From-Botnet-TCP-Unknown-Lurk.CC-1"
 

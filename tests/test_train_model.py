@@ -10,12 +10,13 @@ from helpers import ACK, FIN, PSH, SYN, eth, tcp, write_pcap
 from letters_synth import flows_for
 
 from slipsq.allow import AllowList
-from slipsq.config import Config, all_options
+from slipsq.config import Config
 from slipsq.detect.base import Context
-from slipsq.detect.stratosphere import StratosphereDetector
+from slipsq.detect.stratosphere.detector import StratosphereDetector
+from slipsq.detect.stratosphere.markov import load_models
 from slipsq.flow import Flow
-from slipsq.markov import load_models
 from slipsq.output.binetflow import HEADER, format_flow
+from slipsq.runmode import all_options
 from tools.train_model import main
 
 BEHAVIOUR = "99+i+i+I+i+i+i+I+i+i+i+i+I+i+"  # a large, long download every ~2 minutes

@@ -24,11 +24,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from slipsq.allow import AllowList
-from slipsq.config import Config, all_options
+from slipsq.config import Config
 from slipsq.detect.base import Context
-from slipsq.detect.stratosphere import StratosphereDetector
+from slipsq.detect.stratosphere.detector import StratosphereDetector
+from slipsq.detect.stratosphere.markov import load_models, reference_distance, shipped_models_dir
 from slipsq.flow import Flow
-from slipsq.markov import load_models, reference_distance, shipped_models_dir
+from slipsq.runmode import all_options
 
 
 def detector() -> StratosphereDetector:

@@ -23,13 +23,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script from a checkout: find slipsq beside tools/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from slipsq.config import Config, all_options
-from slipsq.detect.stratosphere import StratosphereDetector
+from slipsq.config import Config
+from slipsq.detect.stratosphere.detector import StratosphereDetector
+from slipsq.detect.stratosphere.markov import Model, label_protocol, validate, write_model
 from slipsq.engine import Engine
 from slipsq.errors import SlipsqError
 from slipsq.flow import Flow
-from slipsq.markov import Model, label_protocol, validate, write_model
 from slipsq.replay import input_kind
+from slipsq.runmode import all_options
 
 UNCAPPED = {"stratosphere.max_letters": 1 << 30, "stratosphere.tuple_idle": 1e15,
             "stratosphere.max_tuples": 1 << 30}

@@ -11,7 +11,7 @@ from slipsq.detect.beacon import Beacon
 from slipsq.detect.bruteforce import BruteForce
 from slipsq.detect.longconn import LongConnection
 from slipsq.detect.portscan import PortScan
-from slipsq.detect.stratosphere import StratosphereDetector
+from slipsq.detect.stratosphere.detector import StratosphereDetector
 from slipsq.detect.threatintel import ThreatIntel
 
 DETECTORS: list[type[Detector]] = [

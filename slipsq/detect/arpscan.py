@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.evidence import CRITICAL, HIGH, MEDIUM, Evidence
 from slipsq.flow import AppEvent
+from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
 _MAX_SENDERS = 10_000
 

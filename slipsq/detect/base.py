@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 from slipsq.allow import AllowList
 from slipsq.config import Config, Option
-from slipsq.evidence import Evidence
 from slipsq.flow import AppEvent, Flow
+from slipsq.records import Evidence
 
 
 @dataclass

@@ -53,9 +53,9 @@ from statistics import median
 from slipsq.config import Option, fraction, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import Memo, is_local
-from slipsq.evidence import CRITICAL, HIGH, LOW, Evidence
 from slipsq.flow import Flow
 from slipsq.lru import touch
+from slipsq.records import CRITICAL, HIGH, LOW, Evidence
 
 # ports whose periodic chatter is infrastructure: NTP, mDNS, LLMNR, SSDP, NetBIOS name/datagram
 _IGNORED_UDP_PORTS = frozenset({123, 5353, 5355, 1900, 137, 138})

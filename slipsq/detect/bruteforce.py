@@ -35,8 +35,8 @@ from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.portscan import unanswered
 from slipsq.detect.prefixes import is_local
-from slipsq.evidence import CRITICAL, HIGH, Evidence
 from slipsq.flow import AppEvent, Flow
+from slipsq.records import CRITICAL, HIGH, Evidence
 
 DEFAULT_PORTS = {22: "ssh", 3389: "rdp", 21: "ftp", 23: "telnet", 445: "smb", 139: "smb", 3306: "mysql",
                  5432: "postgres", 1433: "mssql", 5900: "vnc", 5901: "vnc", 2323: "telnet"}

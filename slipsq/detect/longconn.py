@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import is_local
-from slipsq.evidence import LOW, Evidence
 from slipsq.flow import Flow
+from slipsq.records import LOW, Evidence
 
 _MAX_SEEN = 100_000  # connections remembered as already reported (oldest forgotten first)
 # records of one 5-tuple this close are one connection (Argus status records of an idle ssh session

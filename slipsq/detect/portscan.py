@@ -36,9 +36,9 @@ from collections.abc import Sequence
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import is_local
-from slipsq.evidence import CRITICAL, HIGH, MEDIUM, Evidence
 from slipsq.flow import Flow
 from slipsq.lru import put
+from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
 # Zeek conn states with no answer from the responder (or a reset one); Argus single-word states
 _FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH", "INT", "REQ", "RST",

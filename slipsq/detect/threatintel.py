@@ -33,8 +33,8 @@ from slipsq.config import Option
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import Memo, PrefixSet
 from slipsq.errors import ConfigError, InputError
-from slipsq.evidence import CRITICAL, Evidence
 from slipsq.flow import Flow
+from slipsq.records import CRITICAL, Evidence
 
 log = logging.getLogger("slipsq.threatintel")
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from slipsq import twins
 from slipsq.decode import ETHERNET, IPV4, IPV6, LINUX_SLL, LINUX_SLL2, RAW_TYPES
 from slipsq.errors import InputError
 
@@ -29,9 +30,10 @@ def replay_capture(engine: Any, path: str | os.PathLike[str],
     """Replay one capture through `engine` (the caller calls `engine.finish()` after all inputs).
     Returns what was read: format, link types, packets, truncated and corrupt records, time span."""
     p = Path(path)
-    if os.environ.get("SLIPSQ_PURE_PYTHON") == "1":
+    fast = twins.compiled("slipsq._flowtable")
+    if fast is None:
         return _replay_pure(engine, p, progress)
-    from slipsq._flowtable import FlowTable, PcapFile
+    FlowTable, PcapFile = fast.FlowTable, fast.PcapFile
 
     if not isinstance(engine.table, FlowTable):  # an engine given the twin table: the twin's reader
         return _replay_pure(engine, p, progress)

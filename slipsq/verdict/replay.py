@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from slipsq.output.alerts import Alert
+from slipsq.records import Alert
 from slipsq.sink import Sink
 
 

@@ -1,8 +1,8 @@
-"""Type stub of the compiled Stratosphere per-flow path (slipsq/_letters.pyx); its twins are
-slipsq/letters.py (LetterTable, TupleLetters) and slipsq/markov.py (Chain)."""
+"""Type stub of the compiled Stratosphere per-flow path (slipsq/detect/stratosphere/_letters.pyx); its twins are
+slipsq/detect/stratosphere/letters.py (LetterTable, TupleLetters) and slipsq/detect/stratosphere/markov.py (Chain)."""
 
-from slipsq import letters as _twin_letters
-from slipsq import markov as _twin_markov
+from slipsq.detect.stratosphere import letters as _twin_letters
+from slipsq.detect.stratosphere import markov as _twin_markov
 from slipsq.flow import Flow
 
 # Declared as subtypes of the readable twins: the interface is the same, so code typed against the

@@ -27,8 +27,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from slipsq.detect.stratosphere.markov import Model, label_protocol, validate
 from slipsq.errors import ModelError
-from slipsq.markov import Model, label_protocol, validate
 
 MAX_SIZE = 16 * 1024 * 1024  # the published files are at most 62 KB
 SOURCE = "Stratosphere Linux IPS 0.2 published models, Stratosphere Laboratory, CTU Prague"

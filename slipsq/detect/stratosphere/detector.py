@@ -1,8 +1,8 @@
 """The Stratosphere detector: behavioral letters per 4-tuple, matched against Markov-chain models.
 
-On each closed TCP/UDP flow: the flow's 4-tuple gets its letter (slipsq.letters); once the tuple's
+On each closed TCP/UDP flow: the flow's 4-tuple gets its letter (slipsq.detect.stratosphere.letters); once the tuple's
 string has `markov.min_letters` characters, it is matched against the models of its protocol in
-order (slipsq.markov), and the first match wins. A `Normal` model's match means benign: no evidence.
+order (slipsq.detect.stratosphere.markov), and the first match wins. A `Normal` model's match means benign: no evidence.
 A malicious match is evidence against the server end (the client with `markov.block = "client"`):
 
   threat HIGH; confidence = min(1, letters / stratosphere.confident_letters)
@@ -13,25 +13,25 @@ repeated matches once per window. The evidence is emitted on the tuple's first m
 in a judge window, and again only when the confidence has grown by CONFIDENCE_STEP since (or
 reached 1), not on every flow.
 
-The letters and the matching run in the compiled twin `slipsq._letters` unless SLIPSQ_PURE_PYTHON=1
-or the extension is not built; then in the readable `slipsq.letters` / `slipsq.markov`. Both give the
-same strings and distances (tests/test_letters_compiled.py); the choice is made once per detector.
+The letters and the matching run in the compiled `_letters` unless the readable twins `letters` /
+`markov` are asked for (slipsq.twins). Both give the same strings and distances
+(tests/test_letters_compiled.py); the choice is made once per detector.
 
 It never blocks and never does I/O: models come in `ctx.models` (loaded by the caller).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.evidence import HIGH, Evidence
+from slipsq.detect.stratosphere.letters import LetterTable, TupleLetters
+from slipsq.detect.stratosphere.markov import Chain, Model, match
 from slipsq.flow import Flow
-from slipsq.letters import LetterTable, TupleLetters
-from slipsq.markov import Chain, Model, match
+from slipsq.records import HIGH, Evidence
 
 CONFIDENCE_STEP = 0.1
 
@@ -45,18 +45,12 @@ def first_match(chains: list[Chain], t: TupleLetters) -> tuple[Chain, float] | N
 
 
 def implementation() -> tuple[type, type, Matcher, bool]:
-    """(LetterTable, Chain, first_match, compiled): the compiled ones unless SLIPSQ_PURE_PYTHON=1 or
-    the extension is not built."""
-    if os.environ.get("SLIPSQ_PURE_PYTHON") != "1":
-        try:
-            from slipsq._letters import Chain as CChain
-            from slipsq._letters import LetterTable as CTable
-            from slipsq._letters import first_match as c_first
-        except ImportError:
-            pass
-        else:
-            return CTable, CChain, c_first, True
-    return LetterTable, Chain, first_match, False
+    """(LetterTable, Chain, first_match, compiled): the compiled ones unless slipsq.twins asks for
+    the readable twins."""
+    fast = twins.compiled("slipsq.detect.stratosphere._letters")
+    if fast is None:
+        return LetterTable, Chain, first_match, False
+    return fast.LetterTable, fast.Chain, fast.first_match, True
 
 
 class StratosphereDetector(Detector):

@@ -308,6 +308,6 @@ def shipped_models_dir() -> Path:
     """The models shipped with slipsq: models/ beside the package in a checkout, slipsq/models/ in an
     installed package (setup.py puts them there), else /usr/share/slipsq/models. The first that
     exists; the checkout's path when none does."""
-    here = Path(__file__).resolve().parent
-    candidates = (here.parent / "models", here / "models", Path("/usr/share/slipsq/models"))
+    package = Path(__file__).resolve().parents[2]  # slipsq/ (this file is slipsq/detect/stratosphere/)
+    candidates = (package.parent / "models", package / "models", Path("/usr/share/slipsq/models"))
     return next((p for p in candidates if p.is_dir()), candidates[0])

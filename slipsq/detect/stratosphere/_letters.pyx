@@ -1,8 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The compiled per-flow path of the Stratosphere detector: behavioral letters and Markov matching.
 
-The rules are those of the readable twins `slipsq/letters.py` (LetterTable, TupleLetters) and
-`slipsq/markov.py` (Chain.matches); read their docstrings. Both sides must give the same strings, the
+The rules are those of the readable twins `slipsq/detect/stratosphere/letters.py` (LetterTable, TupleLetters) and
+`slipsq/detect/stratosphere/markov.py` (Chain.matches); read their docstrings. Both sides must give the same strings, the
 same transition counts (in the same order: the log-probability of a string is summed in that order,
 so the distances are equal to the last bit) and the same matches; tests/test_letters_compiled.py
 checks it. Here a tuple's recent flows, its string and its transition counts live in C arrays, and a
@@ -20,8 +20,8 @@ from libc.string cimport memcpy, memmove, memset
 
 from collections import OrderedDict
 
-from slipsq import markov as _markov
-from slipsq.letters import LATE_WINDOW as _LATE_WINDOW, MAX_ZEROS as _MAX_ZEROS, VARIANTS
+from slipsq.detect.stratosphere import markov as _markov
+from slipsq.detect.stratosphere.letters import LATE_WINDOW as _LATE_WINDOW, MAX_ZEROS as _MAX_ZEROS, VARIANTS
 
 cdef enum:
     NCODES = 128  # characters are 7-bit ASCII (the letters alphabet); a pair code is a << 7 | b

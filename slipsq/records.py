@@ -1,0 +1,174 @@
+"""The records the pipeline passes along, in one low module that imports no stage: Evidence (what
+a detector found), Decision (what the judge made of it), Alert (both, as people and tools read them),
+and the commands the engine returns for the caller to carry out: Alert, Block, Unblock (and Flow,
+from slipsq.flow, for the flow writers). Data only: no I/O, no clock.
+
+Threat levels follow Slips: info 0, low 0.2, medium 0.5, high 0.8, critical 1.0. The judge sums
+threat_level × confidence per offender per time window (see judge.py).
+
+Alert JSON fields (stable, one object per line): ts, time, detector, src_ip, dst_ip, dst_port, proto,
+description, threat_level, confidence, score, label, action ("alert" or "block"), blocked_ip,
+block_seconds, reason, offender, and `enrich` (GeoIP/ASN of the IPs, where configured).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from slipsq.flow import Flow
+
+INFO, LOW, MEDIUM, HIGH, CRITICAL = 0.0, 0.2, 0.5, 0.8, 1.0
+THREAT_NAMES = {INFO: "info", LOW: "low", MEDIUM: "medium", HIGH: "high", CRITICAL: "critical"}
+
+
+def threat_name(level: float) -> str:
+    return THREAT_NAMES.get(level, f"{level:.2f}")
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One finding against one IP (`offender`, the IP the judge would block).
+
+    `src_ip`/`dst_ip`/`dst_port`/`proto` name the 4-tuple (or the scan's source and one target)
+    that shows it. `may_block=False` marks evidence that is reported and counted but can never cause
+    a block on its own (the judge needs at least one blocking piece in the window).
+    `key` lets a detector say "this is the same finding as before" (e.g. the same tuple matched the
+    same model again); the judge counts a key once per window, with its highest score.
+    """
+
+    ts: float
+    detector: str
+    offender: str
+    src_ip: str
+    dst_ip: str
+    dst_port: int
+    proto: str
+    description: str
+    threat_level: float
+    confidence: float
+    label: str = ""
+    may_block: bool = True
+    key: str = ""
+    flows: tuple[Flow, ...] = ()
+
+    @property
+    def score(self) -> float:
+        return self.threat_level * self.confidence
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: str  # "alert" or "block"
+    blocked_ip: str  # "" unless action == "block"
+    duration: float  # seconds; 0 = until unblocked
+    score: float  # the offender's window score after this evidence
+    reason: str  # one line: why blocked, or why not
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    evidence: Evidence
+    decision: Decision
+    enrich: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, ev: Evidence, decision: Decision,
+              enrichers: Sequence[Callable[[str], dict[str, Any]]] = ()) -> Alert:
+        enrich: dict[str, Any] = {}
+        for fn in enrichers:
+            for ip in (ev.src_ip, ev.dst_ip):
+                info = fn(ip)
+                if info:
+                    enrich[ip] = info
+        return cls(ev, decision, enrich)
+
+    def to_dict(self) -> dict[str, Any]:
+        ev, d = self.evidence, self.decision
+        out: dict[str, Any] = {
+            "ts": round(ev.ts, 6),
+            "time": iso(ev.ts),
+            "detector": ev.detector,
+            "src_ip": ev.src_ip,
+            "dst_ip": ev.dst_ip,
+            "dst_port": ev.dst_port,
+            "proto": ev.proto,
+            "description": ev.description,
+            "threat_level": threat_name(ev.threat_level),
+            "confidence": round(ev.confidence, 3),
+            "score": round(d.score, 3),
+            "label": ev.label,
+            "action": d.action,
+            "blocked_ip": d.blocked_ip or None,
+            "block_seconds": d.duration if d.action == "block" else None,
+            "reason": d.reason,
+            "offender": ev.offender,
+        }
+        if self.enrich:
+            out["enrich"] = self.enrich
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=False, separators=(",", ":"))
+
+    def to_text(self) -> str:
+        ev, d = self.evidence, self.decision
+        port = f":{ev.dst_port}" if ev.dst_port else ""
+        head = f"{iso(ev.ts)} [{d.action.upper():5}] {ev.detector}: {ev.description}"
+        tail = (f"  ({ev.src_ip} -> {ev.dst_ip}{port}/{ev.proto}, threat {threat_name(ev.threat_level)}, "
+                f"confidence {ev.confidence:.2f}, score {d.score:.2f}")
+        if ev.label:
+            tail += f", model {ev.label}"
+        if d.action == "block":
+            dur = "until unblocked" if not d.duration else f"for {d.duration / 3600:g}h"
+            tail += f"; BLOCKED {d.blocked_ip} {dur}: {d.reason})"
+        else:
+            tail += f"; {d.reason})"
+        return head + tail
+
+
+# --- commands: what the engine decided, for the caller to carry out -----------------------------
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Block `ip` from `ts` for `duration` seconds (0: until unblocked).
+
+    `by` says who decided: "judge" (then `alert` is the alert that decided), "admin:<user>" (a
+    manual block), or "store" (a block re-applied at start: it is already in the store and only
+    has to reach the kernel). `times` counts this IP's blocks, this one included."""
+
+    ip: str
+    ts: float
+    duration: float
+    reason: str
+    by: str
+    alert: Alert | None = None
+    times: int = 1
+
+    @property
+    def expires(self) -> float | None:
+        return self.ts + self.duration if self.duration else None
+
+    @property
+    def detector(self) -> str:
+        return self.alert.evidence.detector if self.alert is not None else "manual"
+
+
+@dataclass(frozen=True, slots=True)
+class Unblock:
+    """A block ended at `ts`: expired (`who` is "expiry") or lifted (`who` names the admin)."""
+
+    ip: str
+    ts: float
+    reason: str
+    who: str
+
+
+Command = Alert | Block | Unblock | Flow

@@ -1,0 +1,44 @@
+"""Which implementation runs: the compiled core (Cython) or its readable pure-Python twins.
+
+Every compiled module has a readable twin with the same interface, held equal by differential
+tests: `_flowtable` (flowtable.py, decode.py), `_appdecode` (decode.app_events),
+`detect/stratosphere/_letters` (letters.py, markov.py). This is the one place that chooses between
+them. SLIPSQ_PURE_PYTHON=1 asks for the twins; otherwise the compiled module must be there, and a
+missing one is a SystemSetupError that says how to build it, never a silent fall-back to code that
+is 10x slower. The choice is read at each call (tests switch it per test) and reported by
+`implementation()` in `slipsq status` and the replay summary.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+from slipsq.errors import SystemSetupError
+
+ENV = "SLIPSQ_PURE_PYTHON"
+
+
+def pure() -> bool:
+    """True when the readable twins were asked for (SLIPSQ_PURE_PYTHON=1)."""
+    return os.environ.get(ENV) == "1"
+
+
+def implementation() -> str:
+    """"compiled" or "pure-python": what the engine, the table and the detectors run now."""
+    return "pure-python" if pure() else "compiled"
+
+
+def compiled(name: str) -> ModuleType | None:
+    """The compiled module `name` (e.g. "slipsq._flowtable"), or None when the twins were asked for.
+    SystemSetupError when it was not built."""
+    if pure():
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise SystemSetupError(
+            f"slipsq's compiled core is not built ({name}: {e}); run 'make build' (or "
+            f"'python setup.py build_ext --inplace'), or set {ENV}=1 to run the slower readable twins"
+        ) from None
