@@ -182,6 +182,8 @@ cdef str addr_str(const uint8_t* a, int family):
 # The text of recently emitted addresses, direct-mapped by address hash: one address gives one str
 # object, so the detectors' dicts keyed by addresses hash it once (str caches its hash) and compare
 # by identity, and every flow of a busy host shares one string instead of allocating its own.
+# It is state, so it lives in this one module (an inline in _decode.pxd would give every module
+# its own copy); _appdecode cimports addr_text from here so its events share the flows' strings.
 ctypedef struct AddrText:
     uint8_t family
     uint8_t addr[16]
