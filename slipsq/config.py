@@ -72,7 +72,7 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("judge.persist_after", 60.0,
            "a finding still reported this many seconds after its first report in a window is persistent",
            positive, "> 0"),
-    Option("judge.persist_min", 0.7,
+    Option("judge.persist_min", 0.6,
            "a persistent critical finding whose threat_level x confidence reaches this counts twice", fraction,
            "between 0 and 1"),
     Option("judge.block_duration", 14400.0, "how long a block lasts (seconds); 0 means until unblocked",

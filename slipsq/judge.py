@@ -6,14 +6,14 @@ The arithmetic, so an admin can check any decision by hand (`slipsq explain IP` 
                     one window; s = its best threat_level x confidence over its reports
     persistent    = reported again at least `judge.persist_after` s (60) after its first report in
                     the window, and at least one report at critical threat with
-                    threat_level x confidence >= `judge.persist_min` (0.7)
+                    threat_level x confidence >= `judge.persist_min` (0.6)
     weight        = 2 for a persistent finding, else 1
     score(ip, window) = sum over the findings against ip of weight x s
     block when score >= `judge.threshold` (1), at least one finding may block, and ip is not protected
 
 Why: a finding that keeps coming is stronger than one report of it. A near-certain beacon (critical
-x 0.99) reported for a minute counts 1.98 and blocks with margin; one weak finding never blocks
-alone: below critical x 0.7 it never doubles, and one report cannot persist. Only critical findings
+x 0.9, the most one beacon report can say) reported for a minute counts 1.8 and blocks with margin; one weak finding never blocks
+alone: below critical x 0.6 it never doubles, and one report cannot persist. Only critical findings
 double because the detectors already escalate what persists at lower levels themselves (beacon and
 brute force raise their threat as the count grows; the room they leave below critical, e.g. for
 admin automation, is deliberate). Evidence without a `key` is a finding of its own each time (it

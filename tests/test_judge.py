@@ -126,8 +126,8 @@ def test_a_near_certain_finding_that_keeps_coming_blocks_with_margin() -> None:
 
 def test_one_weak_finding_never_blocks_however_long_it_persists() -> None:
     j = judge()
-    for t in range(0, 3600, 30):  # critical x 0.69 (below persist_min), and high x 1.0, for an hour
-        d = j.add(ev(float(t), level=CRITICAL, conf=0.69, key="k"))
+    for t in range(0, 3600, 30):  # critical x 0.59 (below persist_min), and high x 1.0, for an hour
+        d = j.add(ev(float(t), level=CRITICAL, conf=0.59, key="k"))
         assert d.action == "alert"
         d = j.add(ev(float(t), level=HIGH, conf=1.0, key="k2", offender="203.0.113.10"))
         assert d.action == "alert"
