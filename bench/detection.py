@@ -134,7 +134,8 @@ def run_corpus(quick: bool = False, only: set[str] | None = None, keep: Path | N
 
 
 def table(results: list[Result]) -> str:
-    head = f"{'scenario':30} {'kind':9} {'outcome':8} {'blocked':22} {'wrong':5} {'alerts':>6} {'ttb':>8}  found by / expected"
+    head = (f"{'scenario':30} {'kind':9} {'outcome':8} {'blocked':22} {'wrong':5} {'alerts':>6} {'ttb':>8}  "
+            "found by / expected")
     lines = [head, "-" * len(head)]
     for r in results:
         ttb = "" if r.ttb is None else f"{r.ttb:.0f}s"

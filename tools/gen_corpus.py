@@ -232,9 +232,9 @@ def _updates(rng: random.Random) -> Iterator[Packet]:
 
 
 def _streaming(rng: random.Random) -> Iterator[Packet]:
-    """A video stream: segments over two kept-alive HTTPS connections (~4 MB), one every 6 s."""
+    """A video stream: 100 segments of 15-25 kB, one every 6 s, over one kept-alive HTTPS connection."""
     msgs: list[Message] = [("c", Content(500)), ("s", Content(4000))]
-    for k in range(100):
+    for _ in range(100):
         msgs += [("c", Content(300), 6.0), ("s", Content(rng.randint(15_000, 25_000)))]
     return merge(*_home(rng, 600), _with_dns("video.example.com", "198.51.100.90", LAPTOP, T0 + 5, rng),
                  tcp_session(LAPTOP, "198.51.100.90", 50500, 443, T0 + 5, messages=msgs, rate=2e7, rng=rng))
@@ -242,9 +242,10 @@ def _streaming(rng: random.Random) -> Iterator[Packet]:
 
 def _smart_home(rng: random.Random) -> Iterator[Packet]:
     """Smart-home devices and their clouds: a plug and a camera keep MQTT-over-TLS connections with a
-    ping every 60 s; a thermostat reconnects once an hour; a hub asks its cloud every 2 h."""
+    ping every 60 s; a TV keeps one to its cloud with a ping every 4 min; a hub asks its cloud every 2 h."""
     tv, plug, cam = "192.168.1.20", "192.168.1.30", "192.168.1.31"
-    streams = _home(rng, 3600) + [
+    streams = [
+        *_home(rng, 3600),
         long_connection(plug, "198.51.100.70", 8883, start=T0 + 2, duration=3600, keepalive=60, rng=rng),
         long_connection(cam, "198.51.100.71", 8883, start=T0 + 3, duration=3600, keepalive=60, rng=rng),
         long_connection(tv, "198.51.100.72", 443, start=T0 + 4, duration=3600, keepalive=240, rng=rng)]
