@@ -12,12 +12,13 @@ The arithmetic, so an admin can check any decision by hand (`slipsq explain IP` 
     block when score >= `judge.threshold` (1), at least one finding may block, and ip is not protected
 
 Why: a finding that keeps coming is stronger than one report of it. A near-certain beacon (critical
-x 0.9, the most one beacon report can say) reported for a minute counts 1.8 and blocks with
-margin; one weak finding never blocks alone: below critical x 0.6 it never doubles, and one
-report cannot persist. Only critical findings double because the detectors already escalate what persists at lower levels themselves (beacon and
-brute force raise their threat as the count grows; the room they leave below critical, e.g. for
-admin automation, is deliberate). Evidence without a `key` is a finding of its own each time (it
-adds up, as before). Without persistence the sum is Slips' (threat level x confidence).
+x 0.9, the most one beacon report can say) reported for a minute counts 1.8 and blocks with margin;
+one weak finding never blocks alone: below critical x 0.6 it never doubles, and one report cannot
+persist. Only critical findings double because the detectors already escalate what persists at lower
+levels themselves (beacon and brute force raise their threat as the count grows; the room they leave
+below critical, e.g. for admin automation, is deliberate). Evidence without a `key` is a finding of
+its own each time (it adds up, as before). Without persistence the sum is Slips' (threat level x
+confidence).
 
 Windows are `judge.window` seconds wide (1 hour by default, like Slips), aligned on multiples of the
 width in flow time, so replay is deterministic. A block lasts `judge.block_duration`; each new block
