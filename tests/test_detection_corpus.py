@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import detection  # noqa: E402
+import detection
 
-from tools import gen_corpus  # noqa: E402
+from tools import gen_corpus
 
 QUICK = [s.name for s in gen_corpus.SCENARIOS if s.quick]
 
