@@ -56,19 +56,19 @@ def test_a_scan_of_one_high_port_is_not_a_swarm() -> None:
     # answered probes to 50 hosts on the same port: one port, not a swarm's random ports
     probes = [flow(T0 + i, HOST, f"198.51.100.{i}", 5555, dbytes=60) for i in range(50)]
     rec, eng = run([P2P, PortScan], probes)
-    assert rec.by("p2p") == [] and not eng.ctx.peers.is_p2p(HOST, T0 + 60)
+    assert rec.by("p2p") == [] and not eng.engine.ctx.peers.is_p2p(HOST, T0 + 60)
 
 
 def test_unanswered_probes_are_no_peers() -> None:
     probes = [flow(T0 + i, HOST, f"198.51.100.{i}", 20000 + i, dbytes=0) for i in range(50)]
     _, eng = run([P2P], probes)
-    assert not eng.ctx.peers.is_p2p(HOST, T0 + 60)
+    assert not eng.engine.ctx.peers.is_p2p(HOST, T0 + 60)
 
 
 def test_inbound_peers_make_a_p2p_host_and_are_peers_on_any_port() -> None:
     inbound = [flow(T0 + i, f"93.1.{i}.9", HOST, 51413, sport=40000 + i * 7, dbytes=300) for i in range(12)]
     _, eng = run([P2P], inbound)
-    peers = eng.ctx.peers
+    peers = eng.engine.ctx.peers
     assert peers.is_p2p(HOST, T0 + 20)
     assert peers.is_peer(HOST, "93.1.3.9", 443, T0 + 20, {})  # it connected in: a peer whatever the port
     assert not peers.is_peer(HOST, C2, 443, T0 + 20, {})  # a server on 443 is no peer
