@@ -72,7 +72,7 @@ def test_a_hung_ipset_does_not_stall_forwarding(lab: Lab, tmp_path: Path) -> Non
             answered += ok and time.monotonic() - t < 1.5
         # every connection went through the queue and was verdicted while ipset hung
         assert tried >= 3 and answered == tried, (answered, tried)
-        out, err = blocker.communicate(timeout=HANG + 30)
+        _, err = blocker.communicate(timeout=HANG + 30)
     finally:
         if blocker.poll() is None:
             blocker.kill()
