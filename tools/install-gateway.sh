@@ -163,6 +163,9 @@ pip=("$VENV/bin/python" -m pip -q --disable-pip-version-check)
 "$VENV/bin/python" -c 'import slipsq._nfq, slipsq._flowtable' 2>/dev/null \
   || die "the build in $VENV lacks the compiled inline core (slipsq._nfq); see the pip output above"
 version="$("$VENV/bin/slipsq" --version)"
+mkdir -p "$VENV/share/doc/slipsq"
+install -m 0644 "$SRC/README.md" "$VENV/share/doc/slipsq/README.md"
+install -m 0644 "$SRC/systemd/README.md" "$VENV/share/doc/slipsq/service.md"
 say "built $version into $VENV"
 
 mkdir -p "$ROOT$BINDIR"
