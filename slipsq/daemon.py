@@ -18,14 +18,15 @@ import sys
 import time
 from typing import Any
 
+from slipsq import budget, runmode
 from slipsq import config as configmod
-from slipsq import runmode
 from slipsq.allow import AllowList, own_addresses
 from slipsq.control import Admin, ControlServer, parse_duration
 from slipsq.enrich import make_enrichers
 from slipsq.errors import ModelError, SlipsqError
 from slipsq.output.alerts import AlertWriter
 from slipsq.records import Alert
+from slipsq.service import Service, rss_kb
 from slipsq.sink import Sink
 from slipsq.sources.nfqueue import DEFAULT_MAXLEN, FAIL_OPEN_NOTE, NfqueueSource, check_system
 from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall
@@ -138,6 +139,8 @@ class Daemon:
 
         check_system()
         self.cfg = runmode.load_config(self.config_path)
+        budgeted = budget.apply(self.cfg)
+        self.svc = Service.from_env(self.cfg, self.state_dir)  # notify, journal, alerts.jsonl (service.py)
         self.allow = make_allow(self.cfg)
         self.store = BlockStore(self.state_dir)
         self.fw = host_firewall(self.allow, self.backend)
@@ -147,7 +150,8 @@ class Daemon:
         self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
         self.engine = Engine(self.cfg, models=load_models(self.cfg), allow=self.allow,
                              enrichers=make_enrichers(self.cfg),
-                             sinks=[self.writer, self.sink], on_error=self._engine_error)
+                             sinks=[*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks,
+                                    self.sink], on_error=self._engine_error)
         self.admin = Admin(self.store, self.fw, self.allow, default_duration(self.cfg), self.engine, self.sink)
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
@@ -163,6 +167,9 @@ class Daemon:
             f"fail-open {'on' if i.fail_open else 'UNSUPPORTED'}), iptables backend {self.fw.backend.name}, "
             f"state {self.state_dir}" + ("" if self.install_rules else "; diversion rules not installed "
                                         "(--install-rules)"))
+        if budgeted:
+            log("memory budget " + ", ".join(f"{k} {new}" for k, (_, new) in budgeted.items()))
+        self.svc.ready(self.light_status())
 
     def restore_blocks(self, now: float) -> None:
         """Unexpired blocks back into the kernel (one batch) and the engine; expired ones and ones
@@ -198,6 +205,7 @@ class Daemon:
             next_tick = 0.0
             while not self.stop:
                 source.run(BUDGET, 0.5, fds)
+                self.svc.tick(time.monotonic(), self.light_status)  # the watchdog is fed from here
                 now = time.time()
                 if table.pending or now >= next_tick:
                     self._advance(now)
@@ -246,6 +254,9 @@ class Daemon:
     def shutdown(self) -> None:
         """Diversion out first (no new packets come), then verdict what is queued, then unbind."""
         src = getattr(self, "source", None)
+        svc = getattr(self, "svc", None)
+        if svc is not None:
+            svc.stopping()
         if self.diversion_installed:
             try:
                 self.fw.remove_diversion(self.queue_num)
@@ -262,16 +273,21 @@ class Daemon:
             self.store.close()
         if src is not None:
             log("stopped; blocks stay in force until they expire (slipsq blocks / slipsq unblock IP)")
+        if svc is not None:
+            svc.close()
 
     # --- reload and control --------------------------------------------------------------------
     def reload(self) -> None:
         """New config, allow list and models; the flow table, blocks and evidence windows are kept."""
+        self.svc.reloading()
         try:
             cfg = runmode.load_config(self.config_path)
+            budget.apply(cfg)
             allow = make_allow(cfg)
             models = load_models(cfg)
         except SlipsqError as e:
             log(f"reload failed, keeping the running configuration: {e}")
+            self.svc.ready(self.light_status())
             return
         self.engine.reconfigure(cfg, models, allow, make_enrichers(cfg))
         self.cfg, self.allow = cfg, allow
@@ -279,6 +295,7 @@ class Daemon:
         self.admin.default_duration = default_duration(self.cfg)
         self.writer.as_json = bool(cfg["output.json"])
         log(f"reloaded {cfg.source}: {len(models)} models, {len(allow.networks)} allow-list entries")
+        self.svc.ready(self.light_status())
 
     def handle(self, req: dict[str, Any], who: str) -> dict[str, Any]:
         cmd = req["cmd"]
@@ -297,6 +314,13 @@ class Daemon:
             return {"ok": True}
         return {"ok": True, "status": self.status()}
 
+    def light_status(self) -> dict[str, Any]:
+        """Counters only (no subprocess, no SQLite): cheap enough for the packet loop (STATUS=)."""
+        q = self.source.stats()
+        c = self.engine.counters
+        return {"packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
+                "table": self.engine.table.stats(), "alerts": c.alerts, "blocks_decided": c.blocks}
+
     def status(self) -> dict[str, Any]:
         q = self.source.stats()
         k = self.source.kernel()
@@ -314,6 +338,10 @@ class Daemon:
             "fail_open": self.source.info.fail_open, "note": FAIL_OPEN_NOTE,
             "backend": self.fw.backend.name, "diversion": diversion_tag(self.queue_num) if self.install_rules
             else "not installed by slipsq",
+            "per_second": self.svc.rates.to_dict(),
+            "memory": {"rss_kb": rss_kb(), "table_bytes": int(getattr(self.engine.table, "memory", int)())},
+            "last_alerts": self.svc.recent, "systemd": self.svc.notifier.enabled,
+            "watchdog": self.svc.notifier.watchdog_every,
         }
 
 

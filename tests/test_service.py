@@ -114,4 +114,4 @@ def test_watchdog_pings_at_half_the_interval(listener: tuple[str, socket.socket]
 def test_status_line_from_the_daemons_status() -> None:
     st = {"packets": 1200, "dropped": 7, "alerts": 3, "blocks_active": 2, "table": {"flows_open": 41}}
     assert status_line(st) == "1200 packets (7 dropped), 41 open flows, 3 alerts, 2 blocks"
-    assert status_line({}) == "0 packets (0 dropped), 0 open flows, 0 alerts, 0 blocks"
+    assert status_line({"blocks_decided": 4}) == "0 packets (0 dropped), 0 open flows, 0 alerts, 4 blocks decided"
