@@ -42,4 +42,4 @@ def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
     if "--offline" in r.stderr:
         pytest.skip("systemd-analyze too old for --offline security")
     line = next(x for x in r.stdout.splitlines() if "Overall exposure level" in x)
-    assert float(line.split(":")[1].split()[0]) <= 3.0, line  # 2.2 when written; 6.0 before hardening
+    assert float(line.split(":")[1].split()[0]) <= 3.0, line  # 2.3 when written; 6.0 before hardening
