@@ -33,6 +33,9 @@ from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall
 from slipsq.verdict.store import BlockStore, resolve_state_dir
 
 BUDGET = 1024  # packets per return to Python at most (the engine still runs whenever flows are pending)
+# an idle daemon wakes once a second, no more (a Pi's CPU and power); the control socket and signals
+# wake it at once, and the engine's timers run once a second anyway
+IDLE_WAKE = 1.0
 
 
 def log(msg: str) -> None:
@@ -204,12 +207,12 @@ class Daemon:
             fds = (self.control.fileno(), rfd)
             next_tick = 0.0
             while not self.stop:
-                source.run(BUDGET, 0.5, fds)
+                source.run(BUDGET, IDLE_WAKE, fds)
                 self.svc.tick(time.monotonic(), self.light_status)  # the watchdog is fed from here
                 now = time.time()
                 if table.pending or now >= next_tick:
                     self._advance(now)
-                    next_tick = now + 0.5
+                    next_tick = now + IDLE_WAKE
                 self.control.poll()
                 try:
                     os.read(rfd, 512)

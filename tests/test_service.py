@@ -115,3 +115,54 @@ def test_status_line_from_the_daemons_status() -> None:
     st = {"packets": 1200, "dropped": 7, "alerts": 3, "blocks_active": 2, "table": {"flows_open": 41}}
     assert status_line(st) == "1200 packets (7 dropped), 41 open flows, 3 alerts, 2 blocks"
     assert status_line({"blocks_decided": 4}) == "0 packets (0 dropped), 0 open flows, 0 alerts, 4 blocks decided"
+
+
+def _cfg(**values: object) -> object:
+    from slipsq.runmode import load_config
+
+    return load_config(None, values)
+
+
+def test_service_by_hand_prints_alerts_and_writes_no_file(tmp_path: Path) -> None:
+    from slipsq.service import RecentAlerts, Service
+
+    svc = Service.from_env(_cfg(), tmp_path, env={"TERM": "xterm"})
+    assert svc.alerts_to_stdout and [type(s) for s in svc.sinks] == [RecentAlerts]
+    assert not svc.notifier.enabled
+    svc.close()
+
+
+def test_service_under_systemd_journal_and_alerts_jsonl_in_the_logs_directory(tmp_path: Path) -> None:
+    from slipsq.output.alertlog import RotatingAlertLog
+    from slipsq.output.journal import JournalSink
+    from slipsq.service import Service
+
+    env = {"INVOCATION_ID": "x", "LOGS_DIRECTORY": str(tmp_path / "logs"), "NOTIFY_SOCKET": str(tmp_path / "n")}
+    svc = Service.from_env(_cfg(**{"output.alerts_log_files": 2}), tmp_path / "state", env=env)
+    assert not svc.alerts_to_stdout and svc.notifier.enabled and "NOTIFY_SOCKET" not in env
+    log = next(s for s in svc.sinks if isinstance(s, RotatingAlertLog))
+    assert log.path == tmp_path / "logs" / "alerts.jsonl" and log.keep == 2
+    assert any(isinstance(s, JournalSink) for s in svc.sinks)
+    svc.close()
+    # no LOGS_DIRECTORY (an old systemd): the state directory; output.journal = no: stdout again
+    svc = Service.from_env(_cfg(**{"output.journal": "no"}), tmp_path / "state", env={"INVOCATION_ID": "x"})
+    log = next(s for s in svc.sinks if isinstance(s, RotatingAlertLog))
+    assert log.path == tmp_path / "state" / "alerts.jsonl" and svc.alerts_to_stdout
+    svc.close()
+
+
+def test_tick_keeps_rates_and_sends_status(listener: tuple[str, socket.socket]) -> None:
+    from slipsq.service import Service
+
+    path, sock = listener
+    svc = Service(Notifier(path, watchdog_every=100.0))
+    counts = iter([{"packets": 100, "accepted": 90, "dropped": 10}, {"packets": 1100, "accepted": 1080, "dropped": 20}])
+    svc.tick(0.0, lambda: next(counts))
+    assert sock.recv(100) == b"WATCHDOG=1" and sock.recv(200).startswith(b"STATUS=100 packets")
+    svc.tick(5.0, lambda: 1 / 0)  # neither due: status_fn is not called
+    svc.tick(10.0, lambda: next(counts))
+    assert sock.recv(200).startswith(b"STATUS=1100 packets")
+    assert svc.rates.to_dict() == {"packets": 100.0, "verdicts": 100.0}
+    svc.tick(60.0, lambda: {"packets": 1100}, healthy=False)  # a stuck worker: no ping, status still
+    assert sock.recv(200).startswith(b"STATUS=")
+    svc.close()

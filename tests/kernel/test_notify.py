@@ -64,7 +64,7 @@ def test_notify_watchdog_reload_stop_on_a_real_queue(lab: Lab, tmp_path: Path) -
                config={"allow.ips": [f"{LEGIT}/32"], "output.alerts_log": str(tmp_path / "logs"),
                        "output.journal": "no", "memory.budget_mb": 100})
     base_env = s.env()
-    s.env = lambda: {**base_env, "NOTIFY_SOCKET": str(sup.path), "WATCHDOG_USEC": "2000000"}  # type: ignore[method-assign]
+    s.env = lambda: {**base_env, "NOTIFY_SOCKET": str(sup.path), "WATCHDOG_USEC": "4000000"}  # type: ignore[method-assign]
     try:
         s.start(wait=False)
         ready = sup.wait_for("READY", 20)
@@ -74,22 +74,23 @@ def test_notify_watchdog_reload_stop_on_a_real_queue(lab: Lab, tmp_path: Path) -
         assert "NFQUEUE" in s.iptables() and "--queue-bypass" in s.iptables()
         assert "packets" in ready["STATUS"]
 
-        # traffic through the queue; the watchdog pings at half of WatchdogSec (1 s)
+        # traffic through the queue; the watchdog pings at half of WatchdogSec (2 s), late by at most
+        # one turn of the loop (an idle loop wakes once a second)
         t0 = len(sup.got)
         for _ in range(5):
             assert lab.connect("a", CNC)
-        sup.read(4.5)
+        sup.read(7)
         pings = [t for t, m in sup.got[t0:] if "WATCHDOG" in m]
         assert len(pings) >= 3, sup.got[t0:]
-        assert max(b - a for a, b in itertools.pairwise(pings)) < 1.8
+        assert max(b - a for a, b in itertools.pairwise(pings)) < 3.2
 
         # a stopped (hung) process stops pinging; it resumes when it runs again
         os.kill(s.proc.pid, signal.SIGSTOP)
         n = sup.count("WATCHDOG")
-        sup.read(2.5)
+        sup.read(4.5)
         assert sup.count("WATCHDOG") == n
         os.kill(s.proc.pid, signal.SIGCONT)
-        sup.read(2.5)
+        sup.read(3.5)
         assert sup.count("WATCHDOG") > n
 
         # STATUS counts the real packets (every 10 s); `slipsq status` shows the service fields
@@ -97,7 +98,7 @@ def test_notify_watchdog_reload_stop_on_a_real_queue(lab: Lab, tmp_path: Path) -
         statuses = [m["STATUS"] for _, m in sup.got if "STATUS" in m and "READY" not in m]
         assert statuses and int(statuses[-1].split()[0]) > 0, statuses
         st = s.status()
-        assert st["running"] and st["systemd"] and st["watchdog"] == 2.0
+        assert st["running"] and st["systemd"] and st["watchdog"] == 4.0
         assert st["memory"]["rss_kb"] > 0 and st["per_second"]["packets"] >= 0
         assert "memory budget" in _stderr_so_far(s)
 
