@@ -44,7 +44,7 @@ try:
     from slipsq import runmode
     from slipsq.engine import Engine
     from slipsq.sources.pcap import replay_capture
-    from slipsq.replay import load_engine_models
+    from slipsq.runmode import load_engine_models
 except ImportError as e:
     print(f"not importable: {e}", file=sys.stderr); sys.exit(3)
 cfg = runmode.load_config()

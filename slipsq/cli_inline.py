@@ -57,7 +57,7 @@ def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str |
     """Admin on the store and the kernel, for when no daemon runs."""
     from slipsq import runmode
     from slipsq.control import Admin
-    from slipsq.daemon import default_duration, make_allow
+    from slipsq.daemon import default_duration
     from slipsq.verdict.store import BlockStore
 
     if os.geteuid() != 0:
@@ -65,7 +65,7 @@ def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str |
                                "needs root")
     obj = ctx.find_root().obj or {}
     cfg = runmode.load_config(config_path or obj.get("config_path"))
-    allow = make_allow(cfg)
+    allow = runmode.make_allow(cfg)
     fw = _firewall(allow)  # before the store: a firewall we cannot drive leaves no state dir behind
     return Admin(BlockStore(state_dir), fw, allow, default_duration(cfg))
 

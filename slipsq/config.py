@@ -80,6 +80,13 @@ CORE_OPTIONS: tuple[Option, ...] = (
     # what DNS answers taught (detectors read it as ctx.dns_names)
     Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
            "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),
+    # inline mode
+    Option("queue.maxlen", 1024,
+           "packets the kernel holds for slipsq before fail-open passes the rest uninspected; small, so a "
+           "stalled slipsq costs little: 1,024 packets are 0.1 s at 10,000 packets/s", positive, "> 0"),
+    Option("daemon.stall_timeout", 10.0,
+           "when the packet loop has not run for this many seconds, slipsq exits (the kernel then passes "
+           "traffic, systemd restarts it); 0: never", non_negative, ">= 0"),
     # outputs
     Option("output.json", False, "print alerts as JSON lines"),
     Option("output.alerts_log", "auto", "inline: folder for alerts.jsonl (rotated by size); auto: the service's "

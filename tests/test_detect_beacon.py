@@ -39,7 +39,7 @@ def test_jittered_beacon_is_reported_and_blocks_with_one_corroboration(seed: int
     assert 0.5 <= best
     assert all(a.evidence.offender == C2 for a in alerts)
     # one corroborating finding of 0.5 against the same server is enough
-    assert best + 0.5 >= eng.config["judge.threshold"]
+    assert best + 0.5 >= eng.engine.config["judge.threshold"]
 
 
 def test_udp_beacon_with_changing_source_ports() -> None:
@@ -116,7 +116,7 @@ def test_memory_is_bounded() -> None:
     cfg = config([Beacon], **{"beacon.max_tuples": 50})
     flows = [flow(T0 + i, HOST, f"198.51.{i // 250}.{i % 250}", 443) for i in range(500)]
     _, eng = run([Beacon], flows, cfg=cfg)
-    det = eng.detectors[0]
+    det = eng.engine.detectors[0]
     assert isinstance(det, Beacon) and len(det.tuples) <= 50
 
 

@@ -22,7 +22,7 @@ from slipsq.output.journal import (
     field_name,
     started_by_systemd,
 )
-from slipsq.records import Alert, Decision, Evidence
+from slipsq.records import Alert, Block, Decision, Evidence, Unblock
 
 
 def _alert(action: str = "alert") -> Alert:
@@ -86,14 +86,17 @@ def test_alerts_and_blocks_carry_priority_and_filterable_fields(journal_socket: 
     assert got["SLIPSQ_BLOCK_SECONDS"] == "14400.0" and int(got["PRIORITY"]) <= WARNING
     assert got["MESSAGE_ID"] != decode(encode({"MESSAGE_ID": "x"}))["MESSAGE_ID"]
 
-    sink.unblock("203.0.113.7", 1_700_000_100.0, "expired", "expiry")
-    got = decode(sock.recv(65536))
+    sink.block(Block("203.0.113.7", 1_700_000_000.0, 14400.0, "score", "judge", alert=_alert("block")))
+    sink.unblock(Unblock("203.0.113.7", 1_700_000_100.0, "expired", "expiry"))
+    got = decode(sock.recv(65536))  # the judge's block was logged with its alert: the unblock is next
     assert got["SLIPSQ_ACTION"] == "unblock" and got["PRIORITY"] == str(NOTICE) and got["SLIPSQ_BY"] == "expiry"
 
-    sink.manual_block("198.51.100.9", 1_700_000_200.0, 0.0, "manual", "admin:root")
+    sink.block(Block("198.51.100.9", 1_700_000_200.0, 0.0, "manual", "admin:root"))
     got = decode(sock.recv(65536))
     assert got["SLIPSQ_ACTION"] == "block" and got["PRIORITY"] == str(WARNING)
-    assert "until unblocked" in got["MESSAGE"]
+    assert "until unblocked" in got["MESSAGE"] and got["SLIPSQ_BY"] == "admin:root"
+    sink.block(Block("198.51.100.9", 1_700_000_300.0, 60.0, "restored", "store"))
+    assert decode(sock.recv(65536))["PRIORITY"] == str(NOTICE)
     sink.journal.close()
 
 

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import TextIO
 
-from slipsq.records import Alert, iso
+from slipsq.records import Alert, Block, Unblock, iso
 from slipsq.sink import Sink
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -150,14 +150,18 @@ class JournalSink(Sink):
         self.journal.send(alert.to_text(), WARNING, MESSAGE_ID=MESSAGE_IDS.get(action, MESSAGE_IDS["alert"]),
                           **alert_fields(alert))
 
-    def manual_block(self, ip: str, ts: float, duration: float, reason: str, by: str) -> None:
-        """A block that no alert decided (an admin's, or one re-applied from the store at start)."""
-        until = "until unblocked" if not duration else f"for {duration / 3600:g}h"
-        self.journal.send(f"{iso(ts)} [BLOCK] {ip} {until} by {by}: {reason}", WARNING if by != "store" else NOTICE,
-                          MESSAGE_ID=MESSAGE_IDS["block"], SLIPSQ_ACTION="block", SLIPSQ_BLOCKED_IP=ip,
-                          SLIPSQ_BLOCK_SECONDS=duration, SLIPSQ_REASON=reason, SLIPSQ_BY=by)
+    def block(self, block: Block) -> None:
+        """A block no alert decided (an admin's, or one re-applied from the store at start); the
+        judge's blocks were logged with their alert."""
+        if block.alert is not None:
+            return
+        until = "until unblocked" if not block.duration else f"for {block.duration / 3600:g}h"
+        self.journal.send(f"{iso(block.ts)} [BLOCK] {block.ip} {until} by {block.by}: {block.reason}",
+                          NOTICE if block.by == "store" else WARNING, MESSAGE_ID=MESSAGE_IDS["block"],
+                          SLIPSQ_ACTION="block", SLIPSQ_BLOCKED_IP=block.ip, SLIPSQ_BLOCK_SECONDS=block.duration,
+                          SLIPSQ_REASON=block.reason, SLIPSQ_BY=block.by)
 
-    def unblock(self, ip: str, ts: float, reason: str, who: str) -> None:
-        self.journal.send(f"{iso(ts)} [UNBLOCK] {ip}: {reason} ({who})", NOTICE,
-                          MESSAGE_ID=MESSAGE_IDS["unblock"], SLIPSQ_ACTION="unblock", SLIPSQ_BLOCKED_IP=ip,
-                          SLIPSQ_REASON=reason, SLIPSQ_BY=who)
+    def unblock(self, unblock: Unblock) -> None:
+        self.journal.send(f"{iso(unblock.ts)} [UNBLOCK] {unblock.ip}: {unblock.reason} ({unblock.who})", NOTICE,
+                          MESSAGE_ID=MESSAGE_IDS["unblock"], SLIPSQ_ACTION="unblock", SLIPSQ_BLOCKED_IP=unblock.ip,
+                          SLIPSQ_REASON=unblock.reason, SLIPSQ_BY=unblock.who)

@@ -15,7 +15,7 @@ from typing import Any
 from slipsq.errors import SystemSetupError
 from slipsq.verdict.firewall import QueueCounters, queue_counters
 
-DEFAULT_MAXLEN = 4096
+DEFAULT_MAXLEN = 1024  # config queue.maxlen
 # bytes copied per packet: headers plus enough payload for DNS, TLS ClientHello and HTTP Host
 # (the kernel's byte counts come from the IP header, so big GSO packets are counted whole)
 COPY_RANGE = 4096
