@@ -421,7 +421,7 @@ class Daemon:
 
     # --- reload and control (control thread) -------------------------------------------------------
     def _serve_control(self) -> None:
-        self.control.serve(self._threads_stop)
+        self.control.serve(self._threads_stop, every=IDLE_WAKE)
 
     def _reload_logged(self) -> None:
         self.svc.reloading()
