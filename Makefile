@@ -69,4 +69,5 @@ purge:
 	tools/install-gateway.sh --uninstall --purge $(INSTALL_ARGS)
 
 clean:
-	rm -rf build slipsq/*.c slipsq/*.so slipsq/*.html .pytest_cache .mypy_cache
+	rm -rf build .pytest_cache .mypy_cache
+	find slipsq \( -name '_*.c' -o -name '*.so' -o -name '*.html' \) -delete

@@ -61,7 +61,7 @@ def build_daemon_parts() -> tuple[object, object]:
     from slipsq.enrich import make_enrichers
 
     try:
-        import slipsq._nfq  # noqa: F401
+        import slipsq.sources._nfq  # noqa: F401
     except ImportError:
         pass
     from slipsq.detect import DETECTORS

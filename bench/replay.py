@@ -58,7 +58,8 @@ TABLE_ONLY = """
 import sys, json
 try:
     from slipsq import runmode
-    from slipsq._flowtable import FlowTable, PcapFile
+    from slipsq._flowtable import FlowTable
+    from slipsq.sources._pcap import PcapFile
 except ImportError as e:
     print(f"not importable: {e}", file=sys.stderr); sys.exit(3)
 table = FlowTable(runmode.load_config())

@@ -66,8 +66,15 @@ CORE_OPTIONS: tuple[Option, ...] = (
     # judge
     Option("judge.window", 3600.0, "width of the evidence time window (seconds), as in Slips", positive, "> 0"),
     Option("judge.threshold", 1.0,
-           "block when the sum of threat_level x confidence of an IP's evidence in one window reaches this",
+           "block when an IP's window score (sum of threat_level x confidence per finding, persistent ones "
+           "twice: see judge.py) reaches this",
            positive, "> 0"),
+    Option("judge.persist_after", 60.0,
+           "a finding still reported this many seconds after its first report in a window is persistent",
+           positive, "> 0"),
+    Option("judge.persist_min", 0.6,
+           "a persistent critical finding whose threat_level x confidence reaches this counts twice", fraction,
+           "between 0 and 1"),
     Option("judge.block_duration", 14400.0, "how long a block lasts (seconds); 0 means until unblocked",
            non_negative, ">= 0"),
     Option("judge.repeat_factor", 2.0, "each new block of a repeat offender lasts this many times longer",

@@ -66,7 +66,7 @@ def test_install_upgrade_uninstall_in_a_scratch_root(tmp_path: Path) -> None:
     assert link.is_symlink() and link.resolve() == (venv / "bin/slipsq").resolve()
     v = _run(str(link), "--version")
     assert v.returncode == 0 and v.stdout.startswith("slipsq, version")
-    where = _run(str(venv / "bin/python"), "-c", "import slipsq, slipsq._nfq; print(slipsq.__file__)")
+    where = _run(str(venv / "bin/python"), "-c", "import slipsq, slipsq.sources._nfq; print(slipsq.__file__)")
     assert where.stdout.startswith(str(venv)), where
     # the configuration: loads, the SSH client first on the allow list, every option present
     cfg = load_config(conf)

@@ -160,8 +160,8 @@ pip=("$VENV/bin/python" -m pip -q --disable-pip-version-check)
 "${pip[@]}" install --upgrade pip setuptools wheel "Cython>=3" "NetfilterQueue>=1.1"
 # --no-build-isolation: setup.py cimports NetfilterQueue's .pxd to build the inline module (_nfq)
 "${pip[@]}" install --upgrade --no-build-isolation "$build"
-"$VENV/bin/python" -c 'import slipsq._nfq, slipsq._flowtable' 2>/dev/null \
-  || die "the build in $VENV lacks the compiled inline core (slipsq._nfq); see the pip output above"
+"$VENV/bin/python" -c 'import slipsq.sources._nfq, slipsq._flowtable' 2>/dev/null \
+  || die "the build in $VENV lacks the compiled inline core (slipsq.sources._nfq); see the pip output above"
 version="$("$VENV/bin/slipsq" --version)"
 mkdir -p "$VENV/share/doc/slipsq"
 install -m 0644 "$SRC/README.md" "$VENV/share/doc/slipsq/README.md"

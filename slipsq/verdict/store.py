@@ -209,6 +209,14 @@ class BlockStore:
         row = self.db.execute("SELECT * FROM blocks WHERE ip = ?", (ip,)).fetchone()
         return None if row is None else Block(*row)
 
+    def block_evidence(self, ip: str) -> str | None:
+        """The evidence JSON of `ip`'s block in force, else of its last block in the audit trail."""
+        row = self.db.execute("SELECT evidence FROM blocks WHERE ip = ?", (ip,)).fetchone()
+        if row is None:
+            row = self.db.execute("SELECT evidence FROM audit WHERE ip = ? AND action = 'block' "
+                                  "ORDER BY id DESC LIMIT 1", (ip,)).fetchone()
+        return None if row is None else str(row[0])
+
     def active(self, now: float) -> list[Block]:
         """Blocks still in force at `now`, oldest first."""
         rows = self.db.execute("SELECT * FROM blocks WHERE expires IS NULL OR expires > ? ORDER BY since, ip",

@@ -39,8 +39,8 @@ from tests.helpers import (
     write_pcapng,
 )
 
-_ft = pytest.importorskip("slipsq._flowtable", reason="slipsq._flowtable is not built")
-PcapFile, CTable = _ft.PcapFile, _ft.FlowTable
+PcapFile = pytest.importorskip("slipsq.sources._pcap", reason="slipsq.sources._pcap is not built").PcapFile
+CTable = pytest.importorskip("slipsq._flowtable", reason="slipsq._flowtable is not built").FlowTable
 
 A, B, A6, B6 = "10.0.0.1", "10.0.0.2", "2001:db8::1", "2001:db8::2"
 
