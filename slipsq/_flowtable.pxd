@@ -45,7 +45,7 @@ cdef str addr_text(const uint8_t* a, int family)  # an address's text, one str o
 
 
 ctypedef struct BlockSlot:
-    uint8_t used
+    uint8_t used              # 0 free, 1 an address, 2 a deleted one (probing goes past it)
     uint8_t family
     uint8_t addr[16]
 
@@ -69,7 +69,8 @@ cdef class FlowTable:
     cdef bint ticked          # packet time reached a new second (the engine ticks then too)
     cdef BlockSlot* bslots
     cdef uint32_t bmask
-    cdef uint32_t nblocked
+    cdef uint32_t nblocked    # live entries in bslots
+    cdef uint32_t btomb       # deleted entries (tombstones) in bslots
     cdef object blocked
     cdef list closed
     cdef list app
@@ -88,3 +89,4 @@ cdef class FlowTable:
     cdef int _emit(self, FlowEntry* e, str closed_by) except -1
     cdef bint _blocked(self, int family, const uint8_t* addr) noexcept
     cdef void _rebuild_blocks(self) except *
+    cdef void _insert_block(self, bytes packed) noexcept

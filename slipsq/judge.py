@@ -29,6 +29,7 @@ printed with the digits it takes to compare with the threshold as the decision d
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -73,6 +74,7 @@ class Judge:
         self.allow = allow
         self._windows: dict[str, _Window] = {}
         self._blocked_until: dict[str, float] = {}  # ip -> expiry (inf: no expiry)
+        self._expiry_heap: list[tuple[float, str]] = []  # (expiry, ip); stale entries skipped
         self._times_blocked: dict[str, int] = {}
         self._unique = count()
 
@@ -134,7 +136,7 @@ class Judge:
         if self.base_duration > 0:
             duration = min(self.base_duration * self.repeat_factor**n, self.max_duration)
         self._times_blocked[ip] = n + 1
-        self._blocked_until[ip] = ev.ts + duration if duration else float("inf")
+        self._set_block(ip, ev.ts + duration if duration else float("inf"))
         window = self.findings(w)
         parts = " + ".join(f"{fd.detector} {fmt_score(fd.score, 0.0)}" + (" x2" if fd.weight == 2 else "")
                            for fd in window[:4])
@@ -155,11 +157,25 @@ class Judge:
         return until is not None and now < until
 
     def expired(self, now: float) -> list[str]:
-        """IPs whose block has run out at `now`; they are forgotten here (the sink removes the rule)."""
-        gone = [ip for ip, until in self._blocked_until.items() if now >= until]
-        for ip in gone:
-            del self._blocked_until[ip]
+        """IPs whose block has run out at `now`; they are forgotten here (the sink removes the rule).
+        O(expired) per call, not O(blocked): a heap of (expiry, ip), whose stale entries (a block
+        lifted or renewed since) are skipped as they come up."""
+        heap, until_of = self._expiry_heap, self._blocked_until
+        gone = []
+        while heap and heap[0][0] <= now:
+            until, ip = heapq.heappop(heap)
+            if until_of.get(ip) == until:
+                del until_of[ip]
+                gone.append(ip)
         return gone
+
+    def _set_block(self, ip: str, until: float) -> None:
+        self._blocked_until[ip] = until
+        if until != float("inf"):
+            heapq.heappush(self._expiry_heap, (until, ip))
+            if len(self._expiry_heap) > 2 * len(self._blocked_until) + 1024:  # many stale entries
+                self._expiry_heap = [(u, i) for i, u in self._blocked_until.items() if u != float("inf")]
+                heapq.heapify(self._expiry_heap)
 
     def forget(self, ip: str) -> None:
         """An admin unblocked `ip`: drop its block and the evidence that led to it."""
@@ -167,14 +183,14 @@ class Judge:
         self._windows.pop(ip, None)
 
     def restore(self, ip: str, until: float, times: int = 1) -> None:
-        """A block loaded from the store at start (until: inf for no expiry)."""
-        self._blocked_until[ip] = until
+        """A block loaded from the store at start, or decided by an admin (until: inf for none)."""
+        self._set_block(ip, until)
         self._times_blocked[ip] = max(self._times_blocked.get(ip, 0), times)
 
     def take_state(self, old: Judge) -> None:
         """After a reload: keep what the old judge knew (blocks, repeat counts, open windows)."""
-        self._windows, self._blocked_until, self._times_blocked = (
-            old._windows, old._blocked_until, old._times_blocked)
+        self._windows, self._blocked_until, self._times_blocked, self._expiry_heap = (
+            old._windows, old._blocked_until, old._times_blocked, old._expiry_heap)
 
     def prune(self, now: float) -> None:
         """Forget windows that ended (bounded memory on a long-running gateway)."""

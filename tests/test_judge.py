@@ -161,3 +161,26 @@ def test_keyless_flood_stays_bounded_and_still_counts() -> None:
 @given(st.floats(0, 10, allow_nan=False), st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0]))
 def test_a_printed_score_never_contradicts_the_comparison(score: float, threshold: float) -> None:
     assert (float(fmt_score(score, threshold)) >= threshold) == (score >= threshold)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["block", "forget", "tick"]), st.integers(0, 7),
+                          st.floats(1, 500)), max_size=60))
+def test_expiry_heap_reports_exactly_what_a_scan_of_every_block_would(ops: list[tuple[str, int, float]]) -> None:
+    # expired() pops a heap instead of scanning every block each second; renewed and forgotten
+    # blocks leave stale heap entries behind, which must never be reported
+    j, model, now = judge(), {}, 0.0
+    for op, n, x in ops:
+        ip = f"203.0.113.{n}"
+        if op == "block":
+            j.restore(ip, now + x)
+            model[ip] = now + x
+        elif op == "forget":
+            j.forget(ip)
+            model.pop(ip, None)
+        else:
+            now += x
+            want = sorted(i for i, u in model.items() if now >= u)
+            assert sorted(j.expired(now)) == want
+            for i in want:
+                del model[i]
+        assert all(j.is_blocked(i, now) == (now < u) for i, u in model.items())
