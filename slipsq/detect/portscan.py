@@ -49,7 +49,6 @@ _FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH", 
 _ANSWERED_STATES = frozenset({"SF", "S1", "S2", "S3", "RSTO", "RSTR", "CON", "ECR", "ACC", "EST"})
 _ECHO_REQUEST = {"icmp": 8, "ipv6-icmp": 128}
 _MAX_TARGETS = 20_000  # per key: a full 65535-port scan is still counted, memory stays bounded
-_MAX_KEYS = 200_000  # per kind per window
 _MAX_SERVED = 65_536  # servers in use by local hosts remembered (least recently used forgotten first)
 
 
@@ -94,6 +93,8 @@ class PortScan(Detector):
                positive, "> 0"),
         Option("portscan.block_servers_in_use", False, "a scan from an address local hosts were answered by "
                "in the last window may block it (off: alert only, as a scan's source can be forged)"),
+        Option("portscan.max_keys", 200_000, "(source, port or host) pairs counted per kind per window at most "
+               "(bounded memory; memory.budget_mb lowers it)", positive, "> 0"),
     )
 
     def __init__(self, ctx: Context) -> None:
@@ -102,6 +103,7 @@ class PortScan(Detector):
         self.thresholds = {"vertical": self.opt("vertical_ports"), "horizontal": self.opt("horizontal_hosts"),
                            "icmp-sweep": self.opt("icmp_hosts")}
         self.block_in_use: bool = self.opt("block_servers_in_use")
+        self.max_keys: int = self.opt("max_keys")
         self.served: dict[str, float] = {}  # non-local server answering local hosts -> when (LRU order)
         self.index = -1
         # kind -> (source, port number or target, proto) -> the targets and their tally
@@ -151,7 +153,7 @@ class PortScan(Detector):
         seen = self.seen[kind]
         t = seen.get(key)
         if t is None:
-            if len(seen) >= _MAX_KEYS:
+            if len(seen) >= self.max_keys:
                 return NO_EVIDENCE
             t = seen[key] = _Targets(flow.start)
         elif flow.start > t.last:
