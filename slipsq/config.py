@@ -74,6 +74,12 @@ CORE_OPTIONS: tuple[Option, ...] = (
            lambda v: v >= 1, ">= 1"),
     Option("judge.max_block_duration", 604800.0, "the longest a block can grow to (seconds)", positive, "> 0"),
     Option("judge.block", True, "false: alert only, never block (an IDS)"),
+    Option("judge.max_offenders", 200_000, "offenders whose evidence window and repeat count are kept "
+           "(least recently judged forgotten first; never an active block)", positive, "> 0"),
+    Option("judge.max_findings", 1024, "distinct findings summed per offender per window (more still "
+           "alert, they no longer add to the score)", positive, "> 0"),
+    Option("judge.max_blocks", 65_536, "active blocks at most; past it new blocks are refused (and said "
+           "so), never an older one forgotten", positive, "> 0"),
     # addresses that are never blocked
     Option("allow.ips", [], "IPs and networks (CIDR) that are never blocked, e.g. the admin's laptop"),
     Option("allow.own_addresses", True, "never block this machine's own addresses (read at start)"),

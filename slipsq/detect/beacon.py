@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from statistics import median
 
@@ -162,14 +163,16 @@ class Beacon(Detector):
         self.allow_domains = tuple(d.lower().strip(".") for d in self.opt("allow_domains"))
         self.window: float = self.cfg["judge.window"]
         self.own = {str(a) for a in ctx.allow.own}  # the gateway itself may be the resolver
-        self.tuples: dict[tuple[str, str, int, str], _Tuple] = {}
+        # least recently seen first (slipsq.lru.touch): eviction and pruning take from the front
+        self.tuples: OrderedDict[tuple[str, str, int, str], _Tuple] = OrderedDict()
         # server -> never a beacon: what depends on the server alone is asked once (the answers never
         # change): allow list, multicast, own, broadcast; or a subnet broadcast the allow list cannot
         # know (allowed domain names are checked only when a tuple is about to be reported: DNS names
         # per flow would cost more than the scoring)
         self._never = Memo(lambda dst: ctx.allow.why_protected(dst) is not None or dst.endswith(".255")).__getitem__
         self._next_prune = 0.0
-        # at most the smallest t.last of all tuples (last only grows; removing tuples only raises it)
+        # when the next prune may find something: the front tuple's last (the one pruning looks at), or
+        # lower when a tuple with an older start was touched since
         self._oldest_last = math.inf
 
     # --- which traffic is never a beacon --------------------------------------------------------
@@ -262,7 +265,15 @@ class Beacon(Detector):
             self._next_prune = now + 60.0
             horizon = now - 2 * self.max_iv
             if horizon > self._oldest_last:  # else no tuple is that silent: no need to look at them all
-                for k in [k for k, t in self.tuples.items() if t.last < horizon]:
-                    del self.tuples[k]
-                self._oldest_last = min((t.last for t in self.tuples.values()), default=math.inf)
+                # The front is the tuple seen least recently, so the silent ones are there: pop
+                # them until the first that is not (O(tuples dropped), never a walk over the map).
+                # A tuple whose last flow started long ago but closed late sits further back and
+                # waits for a later prune or the max_tuples bound.
+                tuples = self.tuples
+                while tuples:
+                    first = next(iter(tuples.values()))
+                    if first.last >= horizon:
+                        break
+                    tuples.popitem(last=False)
+                self._oldest_last = first.last if tuples else math.inf
         return NO_EVIDENCE

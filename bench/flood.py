@@ -1,0 +1,171 @@
+"""Flood benchmark: floods of invented keys against the same volume on few keys, in one run.
+
+    python bench/flood.py [--flows 400000] [--few 1000] [--rate 10000] [--only servers,dns]
+
+Each row replays `--flows` one-packet flows (raw IPv4, `--rate` flows per second of packet time)
+through a whole Engine (compiled flow table, every detector, judge), in its own child process so the
+RSS numbers are that row's own. Kinds of flood:
+
+  sources   one UDP packet each from --flows distinct (spoofed) sources to one server
+  servers   one LAN host sending one UDP packet each to --flows distinct servers
+  tuples    distinct (client, server, port) triples: every detector's per-tuple state
+  dns       DNS answers, each for a distinct name with a distinct address (ctx.dns_names)
+
+and the same kind on `--few` keys (the same volume, keys repeating). After the flood, packet time
+runs on (one advance per second) until every flow has expired; the longest single advance is the
+longest time the engine would hold the packet loop (the forwarding gap inline, where it runs in the
+loop). Reported per row: µs per flow, that longest advance, RSS before the flood, at its peak, and
+after expiry (after slipsq.memory.trim(), which hands freed heap back to the kernel).
+
+Targets (issue 12): invented keys cost within 1.5x of few keys per flow; RSS after expiry within
+10 % of before; no advance over 1 s. Run by hand or by `make bench`, never by `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+KINDS = ("sources", "servers", "tuples", "dns")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _csum(b: bytes) -> int:
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    s = (s >> 16) + (s & 0xFFFF)
+    return ~(s + (s >> 16)) & 0xFFFF
+
+
+def udp4(src: int, sport: int, dst: int, dport: int, payload: bytes) -> bytes:
+    """A raw IPv4/UDP packet (linktype 101) with a valid header checksum."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    hdr = struct.pack("!BBHHHBBHII", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, src, dst)
+    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+    return hdr + udp
+
+
+def dns_answer(name: str, addr: int) -> bytes:
+    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    head = struct.pack("!HHHHHH", 0x1234, 0x8180, 1, 1, 0, 0)
+    ans = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 300, 4) + struct.pack("!I", addr)
+    return head + q + struct.pack("!HH", 1, 1) + ans
+
+
+LAN = 0x0A000005          # 10.0.0.5
+RESOLVER = 0x08080808     # 8.8.8.8
+SERVER = 0xC6120001       # 198.18.0.1
+NET = 0x2C000000          # 44.0.0.0/8: invented public addresses
+
+
+def packet(kind: str, i: int, keys: int) -> bytes:
+    k = i % keys
+    sport = 1024 + i % 60000
+    if kind == "sources":
+        return udp4(NET + k, sport, SERVER, 443, b"x" * 32)
+    if kind == "servers":
+        return udp4(LAN, sport, NET + k, 443, b"x" * 32)
+    if kind == "tuples":
+        return udp4(LAN + (k & 0xFF), sport, NET + (k >> 8), 1000 + k % 50000, b"x" * 32)
+    return udp4(RESOLVER, 53, LAN, sport, dns_answer(f"h{k}.example.com", NET + k))
+
+
+def child(kind: str, flows: int, keys: int, rate: float) -> dict[str, Any]:
+    from slipsq import memory, runmode
+    from slipsq.engine import Engine, tune_gc
+
+    cfg = runmode.load_config()
+    engine = Engine(cfg)
+    tune_gc()
+    t0 = 1_700_000_000.0
+    for i in range(2000):  # warm up: first-use allocations are not the flood's
+        engine.packet(packet(kind, i, 50), t0 + i / rate, 101)
+    engine.advance(t0 + 1000)
+    memory.trim()
+    before = rss_mb()
+    peak = before
+    t0 += 2000
+    bufs = [packet(kind, i, keys) for i in range(min(flows, 1 << 16))] if keys <= 1 << 16 else None
+    start = time.perf_counter()
+    for i in range(flows):
+        buf = bufs[i % len(bufs)] if bufs is not None and keys <= len(bufs) else packet(kind, i, keys)
+        engine.packet(buf, t0 + i / rate, 101)
+        if i % 50_000 == 0:
+            peak = max(peak, rss_mb())
+    peak = max(peak, rss_mb())
+    now = t0 + flows / rate
+    longest = 0.0
+    for s in range(1, 700):  # past every idle timeout: every flow of the flood is analysed
+        a = time.perf_counter()
+        engine.advance(now + s)
+        longest = max(longest, time.perf_counter() - a)
+        if s % 10 == 0:
+            peak = max(peak, rss_mb())
+    work = time.perf_counter() - start  # table and detectors: all the work the flood caused
+    for s in range(700, 8200, 60):  # two judge windows later: per-window and per-tuple state is gone
+        engine.advance(now + s)
+    memory.trim()
+    after = rss_mb()
+    return {"kind": kind, "keys": keys, "flows": engine.counters.flows, "seconds": work,
+            "us_per_flow": work / flows * 1e6, "longest_advance": longest,
+            "rss_before": before, "rss_peak": peak, "rss_after": after,
+            "open_after": engine.table.stats()["flows_open"]}
+
+
+def run_child(kind: str, flows: int, keys: int, rate: float) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--child", kind, "--flows", str(flows), "--keys", str(keys),
+                          "--rate", str(rate)], capture_output=True, text=True, check=False,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if out.returncode != 0:
+        sys.exit(f"flood.py: child {kind}/{keys} failed:\n{out.stderr}")
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--flows", type=int, default=400_000)
+    ap.add_argument("--few", type=int, default=1000, help="keys of the baseline rows")
+    ap.add_argument("--rate", type=float, default=10_000.0, help="flows per second of packet time")
+    ap.add_argument("--only", default=",".join(KINDS), help="comma-separated kinds")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--keys", type=int, default=0, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(a.child, a.flows, a.keys, a.rate)))
+        return
+    rows = []
+    for kind in a.only.split(","):
+        few = run_child(kind, a.flows, a.few, a.rate)  # interleaved: few, many, per kind
+        many = run_child(kind, a.flows, a.flows, a.rate)
+        rows.append((few, many))
+    if a.json:
+        print(json.dumps([r for pair in rows for r in pair], indent=1))
+        return
+    print(f"{a.flows} one-packet flows per row, {a.rate:.0f}/s of packet time; RSS in MB")
+    print(f"{'kind':8} {'keys':>8} {'us/flow':>8} {'ratio':>6} {'longest':>8} {'rss0':>7} {'peak':>7} "
+          f"{'after':>7} {'after/0':>8}")
+    for few, many in rows:
+        for r in (few, many):
+            ratio = r["us_per_flow"] / few["us_per_flow"]
+            print(f"{r['kind']:8} {r['keys']:>8} {r['us_per_flow']:8.1f} {ratio:6.2f} "
+                  f"{r['longest_advance']:7.2f}s {r['rss_before']:7.1f} {r['rss_peak']:7.1f} "
+                  f"{r['rss_after']:7.1f} {r['rss_after'] / r['rss_before']:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
