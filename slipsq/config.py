@@ -52,6 +52,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("flowtable.max_flows", 500_000,
            "hard cap on open flows; at the cap the least recently seen flow is evicted (counted)",
            positive, "> 0"),
+    Option("flowtable.expire_batch", 10_000,
+           "flows an expiry pass emits at most; a mass expiry (a flood timing out) goes on a tenth of a "
+           "second later, so the packet loop never waits for all of it", positive, "> 0"),
     Option("flowtable.emergency_factor", 0.1,
            "above 90% of max_flows, idle timeouts are multiplied by this (like Suricata's emergency mode)",
            fraction, "between 0 and 1"),
