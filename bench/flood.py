@@ -86,13 +86,14 @@ def packet(kind: str, i: int, keys: int) -> bytes:
 def child(kind: str, flows: int, keys: int, rate: float) -> dict[str, Any]:
     from slipsq import memory, runmode
     from slipsq.engine import Engine, tune_gc
+    from slipsq.replay import load_engine_models
 
     cfg = runmode.load_config()
-    engine = Engine(cfg)
+    engine = Engine(cfg, models=load_engine_models(None, cfg))  # as the daemon runs it
     tune_gc()
     t0 = 1_700_000_000.0
-    for i in range(2000):  # warm up: first-use allocations are not the flood's
-        engine.packet(packet(kind, i, 50), t0 + i / rate, 101)
+    for i in range(2000):  # warm up: first-use allocations are not the flood's (nothing gets blocked)
+        engine.packet(packet("dns", i, 50), t0 + i / rate, 101)
     engine.advance(t0 + 1000)
     memory.trim()
     before = rss_mb()
@@ -115,14 +116,15 @@ def child(kind: str, flows: int, keys: int, rate: float) -> dict[str, Any]:
         if s % 10 == 0:
             peak = max(peak, rss_mb())
     work = time.perf_counter() - start  # table and detectors: all the work the flood caused
-    for s in range(700, 8200, 60):  # two judge windows later: per-window and per-tuple state is gone
+    for s in range(700, 25_000, 60):  # past the longest horizon (stratosphere.tuple_idle, 6 h)
         engine.advance(now + s)
     memory.trim()
     after = rss_mb()
     return {"kind": kind, "keys": keys, "flows": engine.counters.flows, "seconds": work,
             "us_per_flow": work / flows * 1e6, "longest_advance": longest,
             "rss_before": before, "rss_peak": peak, "rss_after": after,
-            "open_after": engine.table.stats()["flows_open"]}
+            "open_after": engine.table.stats()["flows_open"],
+            "blocks": engine.counters.blocks, "dropped": engine.table.stats()["dropped"]}
 
 
 def run_child(kind: str, flows: int, keys: int, rate: float) -> dict[str, Any]:

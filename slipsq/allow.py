@@ -37,8 +37,9 @@ class AllowList:
         if ip in self._cache:
             return self._cache[ip]
         reason = self._reason(ip)
-        if len(self._cache) < 65536:
-            self._cache[ip] = reason
+        if len(self._cache) >= 65536:  # bounded: emptied when full (O(1) amortized), so a flood of
+            self._cache.clear()        # invented addresses cannot leave later lookups uncached
+        self._cache[ip] = reason
         return reason
 
     def _reason(self, ip: str) -> str | None:

@@ -145,6 +145,14 @@ class PortScan(Detector):
             return self._count("icmp-sweep", (flow.saddr, "", proto), flow.daddr, unanswered(flow), flow)
         return NO_EVIDENCE
 
+    def on_tick(self, now: float) -> Sequence[Evidence]:
+        # a window that ended is forgotten even when no flow comes to start the next one (after a
+        # flood of forged sources, its targets would otherwise stay in memory until one does)
+        index = int(now // self.window)
+        if index > self.index and self.total:
+            self._reset(index)
+        return NO_EVIDENCE
+
     def _in_use(self, flow: Flow) -> None:
         """Remember a non-local server that answered a local client (see the module docstring). Known
         from flows that closed or reported: a server first answering less than a flow timeout ago
