@@ -1,6 +1,7 @@
 """Flood benchmark: floods of invented keys against the same volume on few keys, in one run.
 
     python bench/flood.py [--flows 400000] [--few 1000] [--rate 10000] [--only servers,dns]
+    FLOOD_TREE=/work/main python bench/flood.py     # the same rows on another checkout (A/B)
 
 Each row replays `--flows` one-packet flows (raw IPv4, `--rate` flows per second of packet time)
 through a whole Engine (compiled flow table, every detector, judge), in its own child process so the
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, os.environ.get("FLOOD_TREE", str(ROOT)))  # the tree under test (A/B: another checkout)
 
 KINDS = ("sources", "servers", "tuples", "dns")
 
@@ -71,21 +72,33 @@ SERVER = 0xC6120001       # 198.18.0.1
 NET = 0x2C000000          # 44.0.0.0/8: invented public addresses
 
 
-def packet(kind: str, i: int, keys: int) -> bytes:
+def packets(kind: str, i: int, keys: int) -> list[bytes]:
+    """The packets of flow `i` of a flood of `kind` on `keys` keys."""
     k = i % keys
     sport = 1024 + i % 60000
     if kind == "sources":
-        return udp4(NET + k, sport, SERVER, 443, b"x" * 32)
+        return [udp4(NET + k, sport, SERVER, 443, b"x" * 32)]
     if kind == "servers":
-        return udp4(LAN, sport, NET + k, 443, b"x" * 32)
+        return [udp4(LAN, sport, NET + k, 443, b"x" * 32)]
     if kind == "tuples":
-        return udp4(LAN + (k & 0xFF), sport, NET + (k >> 8), 1000 + k % 50000, b"x" * 32)
-    return udp4(RESOLVER, 53, LAN, sport, dns_answer(f"h{k}.example.com", NET + k))
+        return [udp4(LAN + (k & 0xFF), sport, NET + (k >> 8), 1000 + k % 50000, b"x" * 32)]
+    answer = dns_answer(f"h{k}.example.com", NET + k)  # a query and its answer: an answered flow
+    return [udp4(LAN, sport, RESOLVER, 53, answer[:12] + answer[12:answer.index(b"\xc0\x0c")]),
+            udp4(RESOLVER, 53, LAN, sport, answer)]
 
 
 def child(kind: str, flows: int, keys: int, rate: float) -> dict[str, Any]:
-    from slipsq import memory, runmode
+    from slipsq import runmode
     from slipsq.engine import Engine, tune_gc
+
+    def trim() -> None:
+        try:
+            from slipsq import memory
+        except ImportError:  # an older tree (A/B against main, FLOOD_TREE=/work/main): the same call
+            import ctypes
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        else:
+            memory.trim()
     from slipsq.replay import load_engine_models
 
     cfg = runmode.load_config()
@@ -93,17 +106,19 @@ def child(kind: str, flows: int, keys: int, rate: float) -> dict[str, Any]:
     tune_gc()
     t0 = 1_700_000_000.0
     for i in range(2000):  # warm up: first-use allocations are not the flood's (nothing gets blocked)
-        engine.packet(packet("dns", i, 50), t0 + i / rate, 101)
+        for buf in packets("dns", i, 50):
+            engine.packet(buf, t0 + i / rate, 101)
     engine.advance(t0 + 1000)
-    memory.trim()
+    trim()
     before = rss_mb()
     peak = before
     t0 += 2000
-    bufs = [packet(kind, i, keys) for i in range(min(flows, 1 << 16))] if keys <= 1 << 16 else None
+    made = [packets(kind, i, keys) for i in range(flows)]  # made before the clock starts
     start = time.perf_counter()
-    for i in range(flows):
-        buf = bufs[i % len(bufs)] if bufs is not None and keys <= len(bufs) else packet(kind, i, keys)
-        engine.packet(buf, t0 + i / rate, 101)
+    for i, bufs in enumerate(made):
+        ts = t0 + i / rate
+        for buf in bufs:
+            engine.packet(buf, ts, 101)
         if i % 50_000 == 0:
             peak = max(peak, rss_mb())
     peak = max(peak, rss_mb())
@@ -118,7 +133,7 @@ def child(kind: str, flows: int, keys: int, rate: float) -> dict[str, Any]:
     work = time.perf_counter() - start  # table and detectors: all the work the flood caused
     for s in range(700, 25_000, 60):  # past the longest horizon (stratosphere.tuple_idle, 6 h)
         engine.advance(now + s)
-    memory.trim()
+    trim()
     after = rss_mb()
     return {"kind": kind, "keys": keys, "flows": engine.counters.flows, "seconds": work,
             "us_per_flow": work / flows * 1e6, "longest_advance": longest,
@@ -130,7 +145,7 @@ def child(kind: str, flows: int, keys: int, rate: float) -> dict[str, Any]:
 def run_child(kind: str, flows: int, keys: int, rate: float) -> dict[str, Any]:
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--flows", str(flows), "--keys", str(keys),
                           "--rate", str(rate)], capture_output=True, text=True, check=False,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         env={**os.environ, "PYTHONPATH": os.environ.get("FLOOD_TREE", str(ROOT))})
     if out.returncode != 0:
         sys.exit(f"flood.py: child {kind}/{keys} failed:\n{out.stderr}")
     result: dict[str, Any] = json.loads(out.stdout)

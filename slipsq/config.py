@@ -85,7 +85,13 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "so), never an older one forgotten", positive, "> 0"),
     # addresses that are never blocked
     Option("allow.ips", [], "IPs and networks (CIDR) that are never blocked, e.g. the admin's laptop"),
-    Option("allow.own_addresses", True, "never block this machine's own addresses (read at start)"),
+    Option("allow.own_addresses", True, "never block this machine's own addresses (followed while running: "
+           "an address gained later, by DHCP, a VPN or IPv6 privacy, is protected within a second)"),
+    Option("allow.infrastructure", True, "never block what this gateway depends on: its default gateways, "
+           "DNS resolvers (resolv.conf, systemd-resolved), NTP servers (chrony, timesyncd), the servers its "
+           "own sockets talk to, and the network and broadcast addresses of its subnets"),
+    Option("allow.reread", 30.0, "seconds between re-reads of the protected addresses (address and route "
+           "changes are followed at once, through netlink)", positive, "> 0"),
     # what DNS answers taught (detectors read it as ctx.dns_names)
     Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
            "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),

@@ -44,7 +44,12 @@ def parse_duration(text: str) -> float | None:
     return value
 
 
+class DaemonTimeout(SystemSetupError):
+    """The daemon's socket took the request but no answer came in time (a stopped or stuck daemon)."""
+
+
 def canonical_ip(text: str) -> str:
+    """The address as slipsq prints it everywhere (an IPv4-mapped IPv6 address as IPv4)."""
     try:
         return str(parse_ip(text))
     except ValueError as e:
@@ -62,6 +67,8 @@ class Admin:
         self.default_duration = default_duration
         self.engine = engine
         self.sink = sink
+        self._store_version = store.data_version()
+        self._next_sync = 0.0
 
     def block(self, ip: str, duration: float | str | None = "default", reason: str = "manual",
               who: str = "admin", now: float | None = None) -> Block:
@@ -98,6 +105,33 @@ class Admin:
                 self.fw.unblock([ip])
             self.store.remove(ip, who=who, reason=reason)
         return known
+
+    def sync_store(self, now: float) -> tuple[list[str], list[str]]:
+        """In the daemon, at most once a second: when another process changed the store (an admin
+        command that found the daemon stuck applied its block or unblock to the store and the kernel
+        itself), make the engine agree with it: blocks gone from the store are forgotten by the judge
+        and no longer dropped by the flow table; blocks new in the store are restored. Returns
+        (unblocked, blocked) IPs; ([], []) costs one query when nothing changed."""
+        if self.engine is None or now < self._next_sync:
+            return [], []
+        self._next_sync = now + 1.0
+        version = self.store.data_version()
+        if version == self._store_version:
+            return [], []
+        self._store_version = version
+        stored = {b.ip: b for b in self.store.active(now)}
+        known = self.engine.judge.blocked()
+        gone = [ip for ip in known if ip not in stored]
+        for ip in gone:
+            self.engine.judge.forget(ip)
+            self.engine.table.unblock(ip)
+            if self.sink is not None:
+                getattr(self.sink, "pending", {}).pop(ip, None)
+        new = [ip for ip in stored if ip not in known]
+        for ip in new:
+            b = stored[ip]
+            self.engine.restore_block(ip, math.inf if b.expires is None else b.expires, b.times)
+        return gone, new
 
     def blocks(self, now: float | None = None) -> list[dict[str, Any]]:
         now = time.time() if now is None else now
@@ -225,7 +259,7 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 10.0) -> dict
         s.sendall(json.dumps({**req, "user": _user()}).encode() + b"\n")
         line = _read_line(s)
     except TimeoutError:
-        raise SystemSetupError(f"the slipsq daemon did not answer within {timeout:g}s ({path})") from None
+        raise DaemonTimeout(f"the slipsq daemon did not answer within {timeout:g}s ({path})") from None
     finally:
         s.close()
     if not line:

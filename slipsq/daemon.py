@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from slipsq import config as configmod
-from slipsq import runmode
+from slipsq import protect, runmode
 from slipsq.allow import AllowList, own_addresses
 from slipsq.control import Admin, ControlServer, parse_duration
 from slipsq.enrich import make_enrichers
@@ -139,6 +139,7 @@ class Daemon:
         check_system()
         self.cfg = runmode.load_config(self.config_path)
         self.allow = make_allow(self.cfg)
+        self.protected = protect.for_config(self.allow, self.cfg)  # issue 12: followed while running
         self.store = BlockStore(self.state_dir)
         self.fw = host_firewall(self.allow, self.backend)
         # the control socket first: it is also the "is another slipsq using this state dir" check
@@ -153,6 +154,8 @@ class Daemon:
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
         # and only then the diversion, when asked
         self.fw.install(None)
+        if self.fw.cleaned:  # issue 12: a switched firewall.backend left rules in the other one
+            log("removed what slipsq had left in the other iptables backend: " + "; ".join(self.fw.cleaned))
         self.restore_blocks(time.time())
         self.source = NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen)
         if self.install_rules:
@@ -229,6 +232,9 @@ class Daemon:
         except Exception as e:  # the last line of defence of a long-running daemon
             self._engine_error("engine", e)
         self.sink.retry(now)
+        if self.protected is not None:  # issue 12: addresses gained since start (never waits)
+            self.protected.refresh(now)
+        self.admin.sync_store(now)  # issue 12: what an admin changed while this daemon was stuck
 
     def _engine_error(self, where: str, e: Exception) -> None:
         self.engine_errors += 1
@@ -257,6 +263,9 @@ class Daemon:
             src.close()
         if hasattr(self, "control"):
             self.control.close()
+        guard: protect.ProtectedAddresses | None = getattr(self, "protected", None)
+        if guard is not None:
+            guard.close()
         self.diversion_installed = False
         if hasattr(self, "store"):
             self.store.close()
@@ -274,6 +283,8 @@ class Daemon:
             log(f"reload failed, keeping the running configuration: {e}")
             return
         self.engine.reconfigure(cfg, models, allow, make_enrichers(cfg))
+        if self.protected is not None:
+            self.protected.allow = allow  # the next refresh installs the current map into it
         self.cfg, self.allow = cfg, allow
         self.fw.allow = self.admin.allow = allow
         self.admin.default_duration = default_duration(self.cfg)

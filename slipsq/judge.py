@@ -32,7 +32,6 @@ from slipsq.config import Config
 from slipsq.records import Decision, Evidence
 
 
-
 @dataclass
 class _Window:
     index: int
