@@ -367,3 +367,51 @@ def test_a_block_the_kernel_refuses_is_stored_and_retried_until_it_lands(tmp_pat
     assert fw.attempts == 5 and set(sink.pending) == {"203.0.113.7"}
     sink.retry(2020.0)  # it expired before any retry: dropped without another kernel call
     assert fw.attempts == 5 and sink.pending == {}
+
+
+# --- a change made while the daemon was stuck (issue 12) ---------------------------------------------
+
+def test_the_daemon_takes_up_what_an_admin_changed_in_the_store_meanwhile(tmp_path: Path) -> None:
+    from slipsq import runmode
+    from slipsq.engine import Engine
+
+    allow = AllowList()
+    engine = Engine(runmode.load_config(), allow=allow)
+    daemon_admin = Admin(BlockStore(tmp_path), FakeFirewall(allow), allow, 3600.0, engine)  # type: ignore[arg-type]
+    daemon_admin.block("203.0.113.5", 3600.0, now=1000.0)
+    assert engine.judge.is_blocked("203.0.113.5", 1001.0)
+    assert daemon_admin.sync_store(1001.0) == ([], [])  # its own writes are not news
+    # the CLI, finding the daemon stuck, acts on the store itself: one unblock, one new block
+    cli_admin = Admin(BlockStore(tmp_path), FakeFirewall(allow), allow, 3600.0)  # type: ignore[arg-type]
+    cli_admin.unblock("203.0.113.5")
+    cli_admin.block("::ffff:198.51.100.7", None, now=1002.0)
+    assert daemon_admin.sync_store(1001.5) == ([], [])  # at most once a second
+    assert daemon_admin.sync_store(1003.0) == (["203.0.113.5"], ["198.51.100.7"])
+    assert not engine.judge.is_blocked("203.0.113.5", 1003.0)
+    assert engine.judge.is_blocked("198.51.100.7", 1e12)
+    assert daemon_admin.sync_store(1004.0) == ([], [])
+
+
+def test_mapped_addresses_print_as_ipv4(admin: Admin) -> None:
+    from slipsq.control import canonical_ip
+
+    assert canonical_ip("::ffff:1.2.3.4") == "1.2.3.4"
+    admin.block("::ffff:203.0.113.4", 60.0)
+    assert [b["ip"] for b in admin.blocks()] == ["203.0.113.4"]
+    with pytest.raises(InputError, match="refusing to block 192.168.1.1"):
+        admin.block("::FFFF:192.168.1.1")
+
+
+def test_a_daemon_that_does_not_answer_is_a_timeout_the_cli_can_tell(tmp_path: Path) -> None:
+    import socket as so
+
+    from slipsq.control import DaemonTimeout
+
+    s = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    s.bind(str(socket_path(tmp_path)))
+    s.listen(1)  # accepted by the kernel, never answered: a SIGSTOPped daemon
+    try:
+        with pytest.raises(DaemonTimeout, match="did not answer within 0.2s"):
+            request(tmp_path, {"cmd": "status"}, timeout=0.2)
+    finally:
+        s.close()
