@@ -160,6 +160,95 @@ def run_child(kind: str, flows: int, keys: int, rate: float) -> dict[str, Any]:
     return result
 
 
+RECV = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)
+s.bind((sys.argv[1], 9999)); s.settimeout(0.5)
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[2]); last = None; gap = 0.0; n = 0; at = 0.0
+while time.monotonic() < end:
+    try:
+        s.recv(64)
+    except TimeoutError:
+        continue
+    now = time.monotonic(); n += 1
+    if last is not None and now - last > gap:
+        gap, at = now - last, now - end + float(sys.argv[2])
+    last = now
+print(n, round(gap, 3), round(at, 1), flush=True)
+"""
+SEND = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((sys.argv[1], 9999))
+end = time.monotonic() + float(sys.argv[2]); n = 0
+while time.monotonic() < end:
+    s.send(b"p"); n += 1; time.sleep(0.005)
+print(n, flush=True)
+"""
+SPOOF = r"""
+import socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+dst = socket.inet_aton(sys.argv[1]); n = int(sys.argv[2])
+for i in range(n):  # one UDP packet from each of n invented sources (44.0.0.0/8)
+    src = struct.pack("!I", 0x2C000000 + i + 1)
+    udp = struct.pack("!HHHH", 1024 + i % 60000, 7, 12, 0) + b"xxxx"
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 32, i & 0xFFFF, 0, 64, 17, 0, src, dst)
+    try:
+        s.sendto(hdr + udp, (sys.argv[1], 0))
+    except OSError:
+        pass
+print(n, flush=True)
+"""
+
+
+def lab_run(flood: int, seconds: float) -> dict[str, Any]:
+    """slipsq in a namespace gateway: the longest gap in a 200 packets/s probe stream through it while
+    `flood` spoofed-source one-packet flows arrive and then expire (flowtable.udp_idle = 5 s)."""
+    import tempfile
+
+    from tests.kernel.lab import CNC, Lab, why_no_lab
+
+    why = why_no_lab()
+    if why:
+        sys.exit(f"flood.py --lab: {why}")
+    lab = Lab().up()
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix="slipsq-flood-"))
+        conf = tmp / "slipsq.toml"
+        conf.write_text("[flowtable]\nudp_idle = 5.0\n")
+        lab.sh(lab.gw, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
+        for side in ("a", "b", "srv"):
+            lab.sh(lab.gw, "sysctl", "-qw", f"net.ipv4.conf.sq{lab.sfx}{side}1.rp_filter=0")
+        tree = os.environ.get("FLOOD_TREE", str(ROOT))
+        d = lab.popen(lab.gw, sys.executable, "-m", "slipsq", "--queue", "7", "--install-rules", "--state-dir",
+                      str(tmp / "state"), "--config", str(conf), env={"PYTHONPATH": tree})
+        deadline = time.monotonic() + 20
+        while lab.sh(lab.gw, "iptables", "-S", check=False).stdout.count("NFQUEUE") == 0:
+            if d.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"flood.py --lab: slipsq did not start: {d.stderr.read() if d.stderr else ''}")
+            time.sleep(0.2)
+        recv = lab.popen(lab.ns["srv"], sys.executable, "-c", RECV, CNC, str(seconds))
+        assert recv.stdout is not None
+        recv.stdout.readline()
+        send = lab.popen(lab.ns["b"], sys.executable, "-c", SEND, CNC, str(seconds - 1))
+        time.sleep(2.0)
+        t = time.monotonic()
+        lab.sh(lab.ns["a"], sys.executable, "-c", SPOOF, CNC, str(flood), timeout=120)
+        flood_s = time.monotonic() - t
+        got, gap, at = recv.stdout.readline().split()
+        sent = send.communicate(timeout=30)[0].strip()
+        rss = int(lab.sh(lab.gw, "ps", "-o", "rss=", "-p", str(d.pid)).stdout.strip() or 0) / 1000
+        st = json.loads(lab.sh(lab.gw, "env", f"PYTHONPATH={tree}", sys.executable, "-m", "slipsq", "status",
+                               "--json", "--state-dir", str(tmp / "state")).stdout)
+        seen = {"inspected_packets": st["packets"], "flows_closed": st["flows"],
+                "queue_dropped": (st["kernel"] or {}).get("queue_dropped")}
+        return {"flood": flood, "flood_seconds": round(flood_s, 1), "probe_sent": int(sent),
+                "probe_received": int(got), "longest_gap": float(gap), "gap_at": float(at), "rss_mb": rss, **seen}
+    finally:
+        lab.down()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--flows", type=int, default=400_000)
@@ -167,9 +256,16 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10_000.0, help="flows per second of packet time")
     ap.add_argument("--only", default=",".join(KINDS), help="comma-separated kinds")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--lab", type=int, default=0, metavar="N",
+                    help="instead: N spoofed-source flows through slipsq in a namespace gateway (root); "
+                         "report the longest forwarding gap of a probe stream")
+    ap.add_argument("--seconds", type=float, default=30.0, help="--lab: length of the probe stream")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--keys", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.lab:
+        print(json.dumps(lab_run(a.lab, a.seconds)))
+        return
     if a.child:
         print(json.dumps(child(a.child, a.flows, a.keys, a.rate)))
         return
