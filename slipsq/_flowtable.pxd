@@ -66,6 +66,8 @@ cdef class FlowTable:
     cdef uint32_t max_flows
     cdef double now
     cdef double next_expire
+    cdef uint32_t expire_batch  # flows emitted per expiry pass at most (the rest: next pass)
+    cdef bint behind          # the last pass stopped at expire_batch: more are due
     cdef bint ticked          # packet time reached a new second (the engine ticks then too)
     cdef BlockSlot* bslots
     cdef uint32_t bmask
@@ -83,6 +85,8 @@ cdef class FlowTable:
     cdef int _update(self, const unsigned char* buf, Py_ssize_t length, Parsed* p, double ts) except -1
     cdef uint32_t _alloc(self) except? 0xFFFFFFFF
     cdef int _grow_buckets(self) except -1
+    cdef int _resize_buckets(self, uint32_t nb) except -1
+    cdef int _shrink(self) except -1
     cdef void _remove(self, uint32_t i) noexcept
     cdef int _expire(self, double now) except -1
     cdef int _evict(self) except -1

@@ -345,6 +345,8 @@ cdef class FlowTable:
         self.active_timeout = o["active_timeout"]
         self.max_flows = min(o["max_flows"], MAX_FLOWS_CAP)
         self.emergency_factor = o["emergency_factor"]
+        self.expire_batch = o["expire_batch"]
+        self.behind = False
         self.now = -INFINITY
         self.next_expire = -INFINITY
         self.ticked = False
@@ -389,7 +391,9 @@ cdef class FlowTable:
             self.now = ts
         if ts >= self.next_expire:
             self._expire(ts)
-            self.next_expire = floor(ts) + 1.0
+            # behind (a mass expiry): the next batch a tenth of a second on, so the engine analyses
+            # one batch between packets instead of holding the queue for all of them
+            self.next_expire = ts + 0.1 if self.behind else floor(ts) + 1.0
             self.ticked = True
         parse(buf, n, linktype, &p)
         if p.arp:
@@ -540,7 +544,71 @@ cdef class FlowTable:
         return i
 
     cdef int _grow_buckets(self) except -1:
-        cdef uint32_t nb = self.nbuckets * 2, i
+        return self._resize_buckets(self.nbuckets * 2)
+
+    cdef int _shrink(self) except -1:
+        """Give memory back after a mass expiry: when under a quarter of the allocated entries are in
+        use, move the used entries of the last chunks into free slots of the first ones (fixing the
+        hash chain and both list links that point at each), free those chunks, and halve the
+        buckets down to the flow count. O(entries allocated), and only after the table emptied to a
+        quarter, so O(1) per flow removed, amortized. Entries move only here, between packets."""
+        cdef uint32_t keep, limit, c, i, j = 0, k, lst, nb
+        cdef uint32_t* link
+        cdef FlowEntry* e
+        cdef FlowEntry* d
+        cdef FlowEntry** chunks
+        cdef long long si
+        if self.nchunks <= 1 or <uint64_t>self.count * 4 >= self.cap:
+            return 0
+        keep = (2 * self.count + CHUNK - 1) >> CHUNK_BITS
+        if keep < 1:
+            keep = 1
+        limit = keep << CHUNK_BITS
+        for i in range(limit, self.cap):
+            e = ent(self.chunks, i)
+            if e.cls == FREE:
+                continue
+            while ent(self.chunks, j).cls != FREE:  # the next free slot below limit (there are enough:
+                j += 1                              # count <= limit / 2)
+            d = ent(self.chunks, j)
+            memcpy(d, e, sizeof(FlowEntry))
+            link = &self.buckets[e.hash & (self.nbuckets - 1)]
+            while link[0] != i:
+                link = &ent(self.chunks, link[0]).hnext
+            link[0] = j
+            for k in range(2):
+                lst = d.cls if k == CLASS_LINKS else ACTIVE_LIST
+                if d.prev[k] != NIL:
+                    ent(self.chunks, d.prev[k]).next[k] = j
+                else:
+                    self.heads[lst] = j
+                if d.next[k] != NIL:
+                    ent(self.chunks, d.next[k]).prev[k] = j
+                else:
+                    self.tails[lst] = j
+            e.cls = FREE
+            j += 1
+        for c in range(keep, self.nchunks):
+            PyMem_Free(self.chunks[c])
+        chunks = <FlowEntry**>PyMem_Realloc(self.chunks, keep * sizeof(FlowEntry*))
+        if chunks != NULL:
+            self.chunks = chunks
+        self.nchunks, self.cap = keep, limit
+        self.free_head = NIL
+        for si in range(<long long>limit - 1, -1, -1):  # the free list again, in index order
+            e = ent(self.chunks, <uint32_t>si)
+            if e.cls == FREE:
+                e.hnext = self.free_head
+                self.free_head = <uint32_t>si
+        nb = self.nbuckets
+        while nb > 4096 and nb // 2 >= self.count:
+            nb //= 2
+        if nb != self.nbuckets:
+            self._resize_buckets(nb)
+        return 0
+
+    cdef int _resize_buckets(self, uint32_t nb) except -1:
+        cdef uint32_t i
         cdef uint32_t* b = <uint32_t*>PyMem_Malloc(nb * sizeof(uint32_t))
         cdef FlowEntry* e
         if b == NULL:
@@ -572,8 +640,14 @@ cdef class FlowTable:
         self.count -= 1
 
     # --- time ------------------------------------------------------------------------------------
+    @property
+    def expiry_behind(self):
+        """True when the last expiry pass stopped at flowtable.expire_batch with more flows due."""
+        return self.behind
+
     def expire(self, double now):
-        """Emit what has timed out at `now` (idle, closing linger, active reports)."""
+        """Emit what has timed out at `now` (idle, closing linger, active reports), at most
+        flowtable.expire_batch flows; the rest on the next call (or packet, a tenth of a second on)."""
         if now > self.now:
             self.now = now
         self._expire(now)
@@ -581,10 +655,11 @@ cdef class FlowTable:
     cdef int _expire(self, double now) except -1:
         cdef int c, best
         cdef double factor, due, best_due
-        cdef uint32_t i
+        cdef uint32_t i, emitted = 0
         cdef FlowEntry* e
         # decided once per pass: an emergency pass runs until the emergency timeouts are met
         factor = self.emergency_factor if <uint64_t>self.count * 10 > <uint64_t>self.max_flows * 9 else 1.0
+        self.behind = False
         while True:
             best = -1
             best_due = INFINITY
@@ -598,7 +673,12 @@ cdef class FlowTable:
             if i != NIL and ent(self.chunks, i).active_due < best_due:
                 best, best_due = ACTIVE_LIST, ent(self.chunks, i).active_due
             if best < 0 or best_due > now:
+                self._shrink()
                 return 0
+            if emitted >= self.expire_batch:
+                self.behind = True
+                return 0
+            emitted += 1
             i = self.heads[best]
             e = ent(self.chunks, i)
             if best == ACTIVE_LIST:

@@ -39,11 +39,11 @@ def _guard(ctx: click.Context, fn: Callable[[], Any]) -> None:
         ctx.exit(int(code))
 
 
-def _daemon(state_dir: str | None, req: dict[str, Any]) -> dict[str, Any] | None:
+def _daemon(state_dir: str | None, req: dict[str, Any], wait: float = 10.0) -> dict[str, Any] | None:
     from slipsq.control import request
     from slipsq.verdict.store import resolve_state_dir
 
-    reply = request(resolve_state_dir(state_dir), req)
+    reply = request(resolve_state_dir(state_dir), req, wait)
     if reply is not None and not reply.get("ok"):
         raise _ReplyError(str(reply.get("error", "the daemon refused")))
     return reply
@@ -70,6 +70,10 @@ def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str |
     obj = ctx.find_root().obj or {}
     cfg = runmode.load_config(config_path or obj.get("config_path"))
     allow = runmode.make_allow(cfg)
+    if cfg["allow.infrastructure"]:  # what the daemon protects, read once (it follows changes itself)
+        from slipsq.protect import OWN, gather
+
+        allow.set_protected({a: r for a, r in gather().items() if r != OWN or cfg["allow.own_addresses"]})
     fw = _firewall(allow)  # before the store: a firewall we cannot drive leaves no state dir behind
     return Admin(BlockStore(state_dir), fw, allow, default_duration(cfg))
 
@@ -89,6 +93,10 @@ def _left(seconds: float | None) -> str:
 
 STATE_DIR = click.option("--state-dir", type=click.Path(file_okay=False), default=None,
                          help="State directory [default: /var/lib/slipsq; env SLIPSQ_STATE_DIR].")
+WAIT = click.option("--wait", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
+                    help="How long to wait for the daemon's answer; past it, act on the store and the kernel "
+                         "directly (the daemon takes the change up when it runs again).")
+STUCK = ("directly: the daemon did not answer within {wait:g}s; it takes the change up when it runs again")
 CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                       help="TOML configuration (allow list, default block duration) when no daemon runs.")
 
@@ -100,24 +108,29 @@ CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False)
 @click.option("--reason", default="manual", show_default=True, help="Why (kept in the audit trail).")
 @STATE_DIR
 @CONFIG
+@WAIT
 @click.pass_context
 def block(ctx: click.Context, ip: str, duration: str | None, reason: str, state_dir: str | None,
-          config_path: str | None) -> None:
+          config_path: str | None, wait: float) -> None:
     """Block IP in the kernel now (refused for this gateway's own, loopback and allow-listed addresses)."""
 
     def work() -> None:
-        from slipsq.control import canonical_ip, parse_duration, who_am_i
+        from slipsq.control import DaemonTimeout, canonical_ip, parse_duration, who_am_i
 
         addr = canonical_ip(ip)
         seconds = parse_duration(duration) if duration else "default"
         sd = _state_dir(ctx, state_dir)
         req = {"cmd": "block", "ip": addr, "duration": duration or "default", "reason": reason}
-        reply = _daemon(sd, req)
+        note = ""
+        try:
+            reply = _daemon(sd, req, wait)
+        except DaemonTimeout:
+            reply, note = None, f"; {STUCK.format(wait=wait)}"
         if reply is not None:
             b = reply["block"]
         else:
             b = _offline_admin(ctx, sd, config_path).block(addr, seconds, reason, who_am_i()).to_dict()
-        click.echo(f"blocked {addr} until {_when(b['expires'])} ({reason})")
+        click.echo(f"blocked {addr} until {_when(b['expires'])} ({reason}){note}")
 
     _guard(ctx, work)
 
@@ -128,18 +141,25 @@ def block(ctx: click.Context, ip: str, duration: str | None, reason: str, state_
               help="Why (kept in the audit trail).")
 @STATE_DIR
 @CONFIG
+@WAIT
 @click.pass_context
-def unblock(ctx: click.Context, ip: str, reason: str, state_dir: str | None, config_path: str | None) -> None:
+def unblock(ctx: click.Context, ip: str, reason: str, state_dir: str | None, config_path: str | None,
+            wait: float) -> None:
     """Remove IP's block at once (kernel and store); the daemon also forgets the evidence against it."""
 
     def work() -> None:
-        from slipsq.control import canonical_ip, who_am_i
+        from slipsq.control import DaemonTimeout, canonical_ip, who_am_i
 
         addr = canonical_ip(ip)
         sd = _state_dir(ctx, state_dir)
-        if _daemon(sd, {"cmd": "unblock", "ip": addr, "reason": reason}) is None:
+        note = ""
+        try:
+            reply = _daemon(sd, {"cmd": "unblock", "ip": addr, "reason": reason}, wait)
+        except DaemonTimeout:
+            reply, note = None, f" ({STUCK.format(wait=wait)})"
+        if reply is None:
             _offline_admin(ctx, sd, config_path).unblock(addr, who_am_i(), reason)
-        click.echo(f"unblocked {addr}")
+        click.echo(f"unblocked {addr}{note}")
 
     _guard(ctx, work)
 
@@ -262,9 +282,13 @@ def rules_remove(ctx: click.Context, state_dir: str | None) -> None:
     """Remove everything slipsq put in the firewall (its tagged rules, chain SLIPSQ, its sets)."""
 
     def work() -> None:
-        n = _firewall().remove_all()
-        click.echo(f"removed {n} slipsq rules, chain SLIPSQ and sets slipsq-block4/6; "
-                   "blocks stay in the store (slipsq blocks) and return when the daemon starts")
+        done = _firewall().remove_all()
+        click.echo(done.message())
+        if done.left:
+            raise SystemSetupError("some of slipsq's firewall state could not be removed (see above; "
+                                   "a running daemon puts it back: stop it first)")
+        if done.rules or done.chains or done.sets:
+            click.echo("blocks stay in the store (slipsq blocks) and return when the daemon starts")
 
     _guard(ctx, work)
 

@@ -52,6 +52,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("flowtable.max_flows", 500_000,
            "hard cap on open flows; at the cap the least recently seen flow is evicted (counted)",
            positive, "> 0"),
+    Option("flowtable.expire_batch", 10_000,
+           "flows an expiry pass emits at most; a mass expiry (a flood timing out) goes on a tenth of a "
+           "second later, so the packet loop never waits for all of it", positive, "> 0"),
     Option("flowtable.emergency_factor", 0.1,
            "above 90% of max_flows, idle timeouts are multiplied by this (like Suricata's emergency mode)",
            fraction, "between 0 and 1"),
@@ -81,9 +84,22 @@ CORE_OPTIONS: tuple[Option, ...] = (
            lambda v: v >= 1, ">= 1"),
     Option("judge.max_block_duration", 604800.0, "the longest a block can grow to (seconds)", positive, "> 0"),
     Option("judge.block", True, "false: alert only, never block (an IDS)"),
+    Option("judge.max_offenders", 200_000, "offenders whose evidence window and repeat count are kept "
+           "(least recently judged forgotten first; never an active block)", positive, "> 0"),
+    Option("judge.max_findings", 256, "distinct findings listed per offender per window (more still "
+           "add to the score, not to the list `slipsq explain` shows; each piece of evidence is summed "
+           "over this list)", positive, "> 0"),
+    Option("judge.max_blocks", 65_536, "active blocks at most; past it new blocks are refused (and said "
+           "so), never an older one forgotten", positive, "> 0"),
     # addresses that are never blocked
     Option("allow.ips", [], "IPs and networks (CIDR) that are never blocked, e.g. the admin's laptop"),
-    Option("allow.own_addresses", True, "never block this machine's own addresses (read at start)"),
+    Option("allow.own_addresses", True, "never block this machine's own addresses (followed while running: "
+           "an address gained later, by DHCP, a VPN or IPv6 privacy, is protected within a second)"),
+    Option("allow.infrastructure", True, "never block what this gateway depends on: its default gateways, "
+           "DNS resolvers (resolv.conf, systemd-resolved), NTP servers (chrony, timesyncd), the servers its "
+           "own sockets talk to, and the network and broadcast addresses of its subnets"),
+    Option("allow.reread", 30.0, "seconds between re-reads of the protected addresses (address and route "
+           "changes are followed at once, through netlink)", positive, "> 0"),
     # what DNS answers taught (detectors read it as ctx.dns_names)
     Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
            "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),

@@ -50,7 +50,12 @@ def parse_duration(text: str) -> float | None:
     return value
 
 
+class DaemonTimeout(SystemSetupError):
+    """The daemon's socket took the request but no answer came in time (a stopped or stuck daemon)."""
+
+
 def canonical_ip(text: str) -> str:
+    """The address as slipsq prints it everywhere (an IPv4-mapped IPv6 address as IPv4)."""
     try:
         return str(parse_ip(text))
     except ValueError as e:
@@ -243,7 +248,7 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 10.0) -> dict
         s.sendall(json.dumps({**req, "user": _user()}).encode() + b"\n")
         line = _read_line(s)
     except TimeoutError:
-        raise SystemSetupError(f"the slipsq daemon did not answer within {timeout:g}s ({path})") from None
+        raise DaemonTimeout(f"the slipsq daemon did not answer within {timeout:g}s ({path})") from None
     finally:
         s.close()
     if not line:

@@ -36,7 +36,7 @@ from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
-from slipsq import budget, runmode, twins
+from slipsq import budget, protect, runmode, twins
 from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.control import Admin, ControlServer, check_block, parse_duration
@@ -49,6 +49,7 @@ from slipsq.sink import Fanout
 from slipsq.sources.nfqueue import FAIL_OPEN_NOTE, NfqueueSource, check_system
 from slipsq.verdict.apply import Change, Outcome, carry_out, changes
 from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall
+from slipsq.verdict.store import Block as Stored
 from slipsq.verdict.store import BlockStore, resolve_state_dir
 
 BUDGET = 1024  # packets per return to Python at most (the engine still runs whenever flows are pending)
@@ -84,6 +85,20 @@ class Worker:
         self._q: SimpleQueue[tuple[list[Command], Future[Outcome] | None] | Callable[[], None] | None] = (
             SimpleQueue())
         self._thread = threading.Thread(target=self._run, name="slipsq-worker", daemon=True)
+        # another process (an admin command that found this daemon stuck) may change the store:
+        # on_store_change(ips unblocked there, blocks added there) tells the daemon, at most every
+        # SYNC_EVERY s (one cheap query when nothing changed)
+        self.on_store_change: Callable[[list[str], list[Stored]], None] | None = None
+        self._store_version = 0
+        self._store_ips: set[str] = set()
+        self.remember_store(clock())
+
+    SYNC_EVERY = 1.0
+
+    def remember_store(self, now: float) -> None:
+        """Take the store as it is now as the known state (at start, after restoring blocks)."""
+        self._store_version = self.store.data_version()
+        self._store_ips = {b.ip for b in self.store.active(now)}
 
     def start(self) -> None:
         self._thread.start()
@@ -117,11 +132,12 @@ class Worker:
 
     def _run(self) -> None:
         next_retry = self.clock() + self.RETRY_EVERY
+        next_sync = self.clock() + self.SYNC_EVERY
         while True:
             try:
-                item = self._q.get(timeout=self.RETRY_EVERY)
+                item = self._q.get(timeout=self.SYNC_EVERY)
             except Empty:
-                item = ([], None)  # nothing came: a retry turn
+                item = ([], None)  # nothing came: a retry and sync turn
             batch: list[tuple[list[Command], Future[Outcome] | None]] = []
             stop = False
             while True:  # everything queued by now is one batch: one ipset call, one transaction
@@ -139,8 +155,29 @@ class Worker:
             if batch or ((self.kernel_pending or self.store_pending) and now >= next_retry):
                 next_retry = now + self.RETRY_EVERY
                 self._carry_out(batch, now)
+            if now >= next_sync and not self.store_pending:
+                next_sync = now + self.SYNC_EVERY
+                self._sync(now)
             if stop:
                 return
+
+    def _sync(self, now: float) -> None:
+        """What another process changed in the store since last time (its own writes do not count,
+        see BlockStore.data_version), handed to on_store_change."""
+        try:
+            version = self.store.data_version()
+            if version == self._store_version:
+                return
+            self._store_version = version
+            active = {b.ip: b for b in self.store.active(now)}
+        except Exception as e:  # the store unreadable now: the next turn tries again
+            log(f"cannot read the block store ({type(e).__name__}: {e})")
+            return
+        gone = sorted(self._store_ips - set(active))
+        new = [b for ip, b in active.items() if ip not in self._store_ips]
+        self._store_ips = set(active)
+        if (gone or new) and self.on_store_change is not None:
+            self.on_store_change(gone, new)
 
     def _carry_out(self, batch: list[tuple[list[Command], Future[Outcome] | None]], now: float) -> None:
         self.busy_since = now
@@ -186,6 +223,12 @@ class Worker:
         if keep:
             s = carry_out(None, self.store, keep, now)
             out.stored, out.store_error = s.stored, s.store_error
+            if not s.store_error:
+                for c in keep:
+                    if isinstance(c, Unblock):
+                        self._store_ips.discard(c.ip)
+                    else:
+                        self._store_ips.add(c.ip)
             if s.store_error:
                 if not store_was:
                     log(f"the block store failed ({s.store_error}); the blocks stand in the kernel and are "
@@ -228,6 +271,7 @@ class Daemon:
         self.svc = Service.from_env(self.cfg, self.state_dir)  # sd_notify, journal, alerts.jsonl (service.py)
         self.maxlen = self.maxlen_flag or int(self.cfg["queue.maxlen"])
         self.allow = runmode.make_allow(self.cfg)
+        self.protected = protect.for_config(self.allow, self.cfg)  # followed while running (never waits)
         self.store = BlockStore(self.state_dir)
         self.fw = host_firewall(self.allow, self.backend)
         # the control socket first: it is also the "is another slipsq using this state dir" check
@@ -235,12 +279,15 @@ class Daemon:
         self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
         writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks]
         self.worker = Worker(self.fw, self.store, Fanout(writers, on_error=self._engine_error))
+        self.worker.on_store_change = self._store_changed
         self.engine = runmode.build_engine(self.cfg, load_models(self.cfg), self.allow,
                                            on_error=self._engine_error)
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
         # and only then the diversion, when asked
         self.fw.install(None)
+        if self.fw.cleaned:  # issue 12: a switched firewall.backend left rules in the other one
+            log("removed what slipsq had left in the other iptables backend: " + "; ".join(self.fw.cleaned))
         self.restore_blocks(time.time())
         self.source = NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen)
         if self.install_rules:
@@ -278,6 +325,8 @@ class Daemon:
         for what, err in (("kernel", out.kernel_error), ("block store", out.store_error)):
             if err:
                 raise SlipsqError(f"cannot restore the stored blocks: the {what} failed: {err}")
+        if hasattr(self, "worker"):
+            self.worker.remember_store(now)
         restored = sum(1 for c in batch if not isinstance(c, Unblock))
         if restored or gone:
             log(f"restored {restored} blocks from the store, {len(gone)} expired ones removed")
@@ -339,6 +388,33 @@ class Daemon:
             commands = self.engine.take()
         if commands:
             self.worker.submit(commands)
+        if self.protected is not None:  # addresses gained since start (never waits)
+            self.protected.refresh(now)
+
+    def _store_changed(self, gone: list[str], new: list[Stored]) -> None:
+        """(worker thread) Another process changed the store: an admin command that found this
+        daemon stuck applied a block or an unblock to the store and the kernel itself. The packet
+        loop makes the engine agree (the judge forgets or restores, the table drops or passes)."""
+        def sync() -> None:
+            now = time.time()
+            known = self.engine.judge.blocked()
+            commands: list[Command] = []
+            for ip in gone:
+                if ip in known:
+                    commands += self.engine.unblock(ip, now, "unblocked while slipsq did not answer", "store")
+            for b in new:
+                if b.ip not in known:
+                    commands += self.engine.block(b.ip, now, b.remaining(now) or 0.0, b.reason, "store", b.times)
+            if commands:
+                self.worker.submit(commands)
+                log(f"picked up from the block store: {len(gone)} unblocked, {len(new)} blocked by an admin "
+                    "while slipsq did not answer")
+
+        self._calls.put(sync)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
 
     def _run_calls(self) -> None:
         """Engine work the control thread asked for (it waits on its future)."""
@@ -408,6 +484,9 @@ class Daemon:
             src.close()
         if hasattr(self, "control"):
             self.control.close()
+        guard: protect.ProtectedAddresses | None = getattr(self, "protected", None)
+        if guard is not None:
+            guard.close()
         if hasattr(self, "worker") and not self.worker.stop():
             log("the worker did not finish in time (a hung ipset or store?); the flow table had dropped "
                 "what it blocked")
@@ -443,6 +522,8 @@ class Daemon:
 
     def _swap(self, cfg: Config, allow: AllowList, models: list[Any]) -> None:
         self.engine.reconfigure(cfg, models, allow, make_enrichers(cfg))
+        if self.protected is not None:
+            self.protected.allow = allow  # the next refresh installs the current map into it
         self.cfg, self.allow = cfg, allow
         self.fw.allow = allow
         self.writer.as_json = bool(cfg["output.json"])

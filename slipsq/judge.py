@@ -25,19 +25,26 @@ width in flow time, so replay is deterministic. A block lasts `judge.block_durat
 of the same IP lasts `judge.repeat_factor` times longer, up to `judge.max_block_duration`. Scores are
 printed with the digits it takes to compare with the threshold as the decision did (0.996, not
 1.00). The judge decides only; the engine carries decisions to the sinks.
+
+Bounded, because evidence comes from the network (forged sources make an offender per packet):
+at most `judge.max_offenders` open windows and repeat counts (the least recently judged offender's
+are forgotten first: that loses evidence or a repeat count, never a block), at most
+`judge.max_findings` findings listed per window (later ones still add to the score), and at most
+`judge.max_blocks` active blocks: past it a new block is refused and said so, so the bound never
+forgets an active block. Every operation is O(1) (amortized): block expiry is a heap, windows are
+pruned from the front of their creation order.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from itertools import count
 
 from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.records import CRITICAL, Decision, Evidence, Finding, fmt_score
-
-MAX_FINDINGS = 256  # per IP per window: a flood of keyless evidence cannot grow a window unbounded
 
 
 @dataclass(slots=True)
@@ -58,7 +65,7 @@ class _Window:
     findings: dict[str, _Finding] = field(default_factory=dict)  # key -> finding
     may_block: bool = False
     detectors: dict[str, int] = field(default_factory=dict)  # detector -> pieces of evidence
-    overflow: float = 0.0  # the score of findings beyond MAX_FINDINGS (kept in the sum, not listed)
+    overflow: float = 0.0  # the score of findings beyond judge.max_findings (in the sum, not listed)
 
 
 class Judge:
@@ -71,11 +78,15 @@ class Judge:
         self.base_duration = config["judge.block_duration"]
         self.repeat_factor = config["judge.repeat_factor"]
         self.max_duration = config["judge.max_block_duration"]
+        self.max_offenders: int = config["judge.max_offenders"]
+        self.max_findings: int = config["judge.max_findings"]
+        self.max_blocks: int = config["judge.max_blocks"]
         self.allow = allow
-        self._windows: dict[str, _Window] = {}
+        # ip -> its window, in order of window creation (pruning pops the front)
+        self._windows: OrderedDict[str, _Window] = OrderedDict()
         self._blocked_until: dict[str, float] = {}  # ip -> expiry (inf: no expiry)
         self._expiry_heap: list[tuple[float, str]] = []  # (expiry, ip); stale entries skipped
-        self._times_blocked: dict[str, int] = {}
+        self._times_blocked: OrderedDict[str, int] = OrderedDict()  # least recently blocked first
         self._unique = count()
 
     def weight(self, f: _Finding) -> int:
@@ -91,9 +102,14 @@ class Judge:
     def add(self, ev: Evidence) -> Decision:
         ip = ev.offender
         index = int(ev.ts // self.window)
-        w = self._windows.get(ip)
+        windows = self._windows
+        w = windows.get(ip)
         if w is None or w.index < index:
-            w = self._windows[ip] = _Window(index)
+            if w is not None:
+                del windows[ip]  # re-made: to the back of the creation order
+            elif len(windows) >= self.max_offenders:
+                windows.popitem(last=False)
+            w = windows[ip] = _Window(index)
         # else: evidence from a flow that closed late, after the window moved on: it joins the
         # current window rather than wiping it
 
@@ -107,7 +123,7 @@ class Judge:
             f.strong = f.strong or self._strong(ev)
             if s > f.best:
                 f.best, f.description, f.detector = s, ev.description, ev.detector
-        elif len(w.findings) < MAX_FINDINGS:
+        elif len(w.findings) < self.max_findings:
             w.findings[key] = _Finding(s, ev.ts, ev.ts, ev.detector, ev.description, ev.may_block,
                                        self._strong(ev))
         else:
@@ -130,12 +146,15 @@ class Judge:
             return Decision("alert", "", 0.0, score, f"not blocked: {ip} is {protected}", t)
         if not self.enabled:
             return Decision("alert", "", 0.0, score, "not blocked: blocking is disabled (judge.block = false)", t)
+        if len(self._blocked_until) >= self.max_blocks:
+            return Decision("alert", "", 0.0, score, f"not blocked: {len(self._blocked_until)} blocks are "
+                            "active, the most judge.max_blocks allows", t)
 
         n = self._times_blocked.get(ip, 0)
         duration = 0.0
         if self.base_duration > 0:
             duration = min(self.base_duration * self.repeat_factor**n, self.max_duration)
-        self._times_blocked[ip] = n + 1
+        self._count_block(ip, n + 1)
         self._set_block(ip, ev.ts + duration if duration else float("inf"))
         window = self.findings(w)
         parts = " + ".join(f"{fd.detector} {fmt_score(fd.score, 0.0)}" + (" x2" if fd.weight == 2 else "")
@@ -177,6 +196,17 @@ class Judge:
                 self._expiry_heap = [(u, i) for i, u in self._blocked_until.items() if u != float("inf")]
                 heapq.heapify(self._expiry_heap)
 
+    def _count_block(self, ip: str, times: int) -> None:
+        counts = self._times_blocked
+        counts.pop(ip, None)
+        if len(counts) >= self.max_offenders:
+            counts.popitem(last=False)  # a repeat count, never a block (those are in _blocked_until)
+        counts[ip] = times
+
+    def blocked(self) -> dict[str, float]:
+        """The active blocks the judge knows: ip -> until (inf: no expiry). A copy."""
+        return dict(self._blocked_until)
+
     def forget(self, ip: str) -> None:
         """An admin unblocked `ip`: drop its block and the evidence that led to it."""
         self._blocked_until.pop(ip, None)
@@ -185,7 +215,7 @@ class Judge:
     def restore(self, ip: str, until: float, times: int = 1) -> None:
         """A block loaded from the store at start, or decided by an admin (until: inf for none)."""
         self._set_block(ip, until)
-        self._times_blocked[ip] = max(self._times_blocked.get(ip, 0), times)
+        self._count_block(ip, max(self._times_blocked.get(ip, 0), times))
 
     def take_state(self, old: Judge) -> None:
         """After a reload: keep what the old judge knew (blocks, repeat counts, open windows)."""
@@ -193,7 +223,13 @@ class Judge:
             old._windows, old._blocked_until, old._times_blocked, old._expiry_heap)
 
     def prune(self, now: float) -> None:
-        """Forget windows that ended (bounded memory on a long-running gateway)."""
+        """Forget windows that ended (bounded memory on a long-running gateway). The front is the
+        oldest window made, so this pops ended ones until the first that is open: O(windows ended).
+        (A window made late for an older index, from evidence that closed late, waits behind it.)"""
         index = int(now // self.window)
-        for ip in [ip for ip, w in self._windows.items() if w.index < index]:
-            del self._windows[ip]
+        windows = self._windows
+        while windows:
+            w = next(iter(windows.values()))
+            if w.index >= index:
+                break
+            windows.popitem(last=False)

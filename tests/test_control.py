@@ -368,3 +368,63 @@ def test_a_failing_store_keeps_the_block_in_the_kernel_and_writes_it_later(tmp_p
     store.write = real_write  # type: ignore[method-assign]
     worker.apply([], 110.0)
     assert store.get("203.0.113.8") is not None and worker.store_pending == []
+# --- a change made while the daemon was stuck (issue 12) ---------------------------------------------
+
+def test_the_worker_tells_the_daemon_what_an_admin_changed_in_the_store_meanwhile(tmp_path: Path) -> None:
+    allow = AllowList()
+    store = BlockStore(tmp_path)
+    worker = _worker(FakeFirewall(allow), store)
+    seen: list[tuple[list[str], list[str]]] = []
+    worker.on_store_change = lambda gone, new: seen.append((gone, [b.ip for b in new]))
+    worker.apply([_judged("203.0.113.5", 1000.0, 3600.0)], 1000.0)
+    worker._sync(1001.0)
+    assert seen == []  # its own writes are not news
+    # the CLI, finding the daemon stuck, acts on the store itself: one unblock, one new block
+    cli_admin = Admin(BlockStore(tmp_path), FakeFirewall(allow), allow, 3600.0)  # type: ignore[arg-type]
+    cli_admin.unblock("203.0.113.5")
+    cli_admin.block("::ffff:198.51.100.7", None, now=1002.0)
+    worker._sync(1003.0)
+    assert seen == [(["203.0.113.5"], ["198.51.100.7"])]
+    worker._sync(1004.0)
+    assert len(seen) == 1  # nothing new
+
+
+def test_the_daemon_makes_the_engine_agree_with_the_store(tmp_path: Path) -> None:
+    from slipsq.daemon import Daemon
+
+    d = Daemon(0, False, None, str(tmp_path))
+    allow = AllowList()
+    d.engine = _engine(allow)
+    store = BlockStore(tmp_path)
+    d.worker = _worker(FakeFirewall(allow), store)
+    d.engine.block("203.0.113.5", 1000.0, 3600.0, "r", "judge")
+    stored = Admin(BlockStore(tmp_path), None, allow, None).block("198.51.100.7", None, now=1000.0)
+    d._store_changed(["203.0.113.5"], [stored])
+    d._run_calls()  # what the packet loop does on its next turn
+    assert not d.engine.judge.is_blocked("203.0.113.5", 1001.0) and not d.engine.table.is_blocked("203.0.113.5")
+    assert d.engine.table.is_blocked("198.51.100.7") and d.engine.judge.is_blocked("198.51.100.7", 1e12)
+
+
+def test_mapped_addresses_print_as_ipv4(admin: Admin) -> None:
+    from slipsq.control import canonical_ip
+
+    assert canonical_ip("::ffff:1.2.3.4") == "1.2.3.4"
+    admin.block("::ffff:203.0.113.4", 60.0)
+    assert [b["ip"] for b in admin.blocks()] == ["203.0.113.4"]
+    with pytest.raises(InputError, match=r"refusing to block 192\.168\.1\.1"):
+        admin.block("::FFFF:192.168.1.1")
+
+
+def test_a_daemon_that_does_not_answer_is_a_timeout_the_cli_can_tell(tmp_path: Path) -> None:
+    import socket as so
+
+    from slipsq.control import DaemonTimeout
+
+    s = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    s.bind(str(socket_path(tmp_path)))
+    s.listen(1)  # accepted by the kernel, never answered: a SIGSTOPped daemon
+    try:
+        with pytest.raises(DaemonTimeout, match=r"did not answer within 0\.2s"):
+            request(tmp_path, {"cmd": "status"}, timeout=0.2)
+    finally:
+        s.close()

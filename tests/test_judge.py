@@ -184,3 +184,54 @@ def test_expiry_heap_reports_exactly_what_a_scan_of_every_block_would(ops: list[
             for i in want:
                 del model[i]
         assert all(j.is_blocked(i, now) == (now < u) for i, u in model.items())
+# --- bounded under floods (issue 12) ----------------------------------------------------------------
+
+def test_offenders_past_the_bound_forget_evidence_never_a_block() -> None:
+    j = judge(**{"judge.max_offenders": 3})
+    blocked = j.add(ev(0.0, "203.0.113.1", CRITICAL, 1.0))
+    assert blocked.action == "block"
+    for i in range(2, 50):  # a flood of forged offenders, each with one low finding
+        j.add(ev(float(i), f"203.0.113.{i}", LOW, 0.2))
+    assert len(j._windows) <= 3 and len(j._times_blocked) <= 3
+    assert j.is_blocked("203.0.113.1", 60.0)  # the block is untouched by the bound
+    # an early offender's evidence was forgotten: its next finding starts from zero
+    d = j.add(ev(60.0, "203.0.113.2", LOW, 0.2))
+    assert d.score == pytest.approx(LOW * 0.2)
+
+
+def test_blocks_past_max_blocks_are_refused_and_said_so() -> None:
+    j = judge(**{"judge.max_blocks": 2})
+    assert [j.add(ev(0.0, f"203.0.113.{i}", CRITICAL, 1.0)).action for i in (1, 2)] == ["block", "block"]
+    d = j.add(ev(1.0, "203.0.113.3", CRITICAL, 1.0))
+    assert d.action == "alert" and "judge.max_blocks" in d.reason
+    assert j.is_blocked("203.0.113.1", 2.0) and j.is_blocked("203.0.113.2", 2.0)
+    assert j.expired(14400.0) == ["203.0.113.1", "203.0.113.2"]  # then room again
+    assert j.add(ev(14401.0, "203.0.113.3", CRITICAL, 1.0)).action == "block"
+
+
+def test_findings_per_window_are_bounded_and_the_score_kept_as_they_change() -> None:
+    # the list is bounded (what explain shows); findings past it still add to the score
+    j = judge(**{"judge.max_findings": 4, "judge.threshold": 100.0})
+    for i in range(10):
+        d = j.add(ev(float(i), key=f"k{i}", level=HIGH, conf=0.5))
+    assert d.score == pytest.approx(10 * 0.4) and len(j._windows["203.0.113.9"].findings) == 4
+    d = j.add(ev(11.0, key="k0", level=CRITICAL, conf=1.0))  # a listed finding grows: the sum follows
+    assert d.score == pytest.approx(9 * 0.4 + 1.0)
+
+
+def test_expiry_skips_stale_heap_entries() -> None:
+    j = judge()
+    j.add(ev(0.0, level=CRITICAL, conf=1.0))
+    j.forget("203.0.113.9")
+    j.restore("203.0.113.9", 50_000.0, 1)  # unblocked, then blocked again for longer
+    assert j.expired(20_000.0) == []  # the first block's heap entry is stale
+    assert j.expired(50_000.0) == ["203.0.113.9"]
+
+
+def test_prune_takes_ended_windows_from_the_front() -> None:
+    j = judge()
+    for i in range(5):
+        j.add(ev(float(i), f"203.0.113.{i}", LOW, 0.2))
+    j.add(ev(3700.0, "203.0.113.9", LOW, 0.2))
+    j.prune(3700.0)
+    assert list(j._windows) == ["203.0.113.9"]

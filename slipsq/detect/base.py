@@ -8,6 +8,7 @@ never do I/O: they see flows, app events and the time they are given.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -27,7 +28,8 @@ class Context:
     allow: AllowList
     models: Sequence[Any] = ()
     # ip -> domain names it was resolved from (filled by the engine from DNS answers)
-    dns_names: dict[str, set[str]] = field(default_factory=dict)
+    # (least recently answered first; bounded by dns.max_addresses through slipsq.lru.touch)
+    dns_names: OrderedDict[str, set[str]] = field(default_factory=OrderedDict)
     # local P2P hosts and their peers (filled by the p2p detector, read by beacon)
     peers: Peers = field(default_factory=Peers)
     # ip -> {country, asn, org}: GeoIP/ASN lookups for alerts (slipsq.enrich.make_enrichers); [] = none

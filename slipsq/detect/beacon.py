@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from statistics import median
 
@@ -170,18 +171,20 @@ class Beacon(Detector):
         self.block_client = self.opt("block") == "client"
         self.local_may_block: bool = self.opt("local_may_block")
         self.max_conf: float = self.opt("max_confidence")
-        self._p2p_reported: dict[str, int] = {}  # P2P host -> judge window of its last chatter report
+        self._p2p_reported: OrderedDict[str, int] = OrderedDict()  # P2P host -> judge window of its last chatter report
         self.allow_domains = tuple(d.lower().strip(".") for d in self.opt("allow_domains"))
         self.window: float = self.cfg["judge.window"]
         self.own = {str(a) for a in ctx.allow.own}  # the gateway itself may be the resolver
-        self.tuples: dict[tuple[str, str, int, str], _Tuple] = {}
+        # least recently seen first (slipsq.lru.touch): eviction and pruning take from the front
+        self.tuples: OrderedDict[tuple[str, str, int, str], _Tuple] = OrderedDict()
         # server -> never a beacon: what depends on the server alone is asked once (the answers never
         # change): allow list, multicast, own, broadcast; or a subnet broadcast the allow list cannot
         # know (allowed domain names are checked only when a tuple is about to be reported: DNS names
         # per flow would cost more than the scoring)
         self._never = Memo(lambda dst: ctx.allow.why_protected(dst) is not None or dst.endswith(".255")).__getitem__
         self._next_prune = 0.0
-        # at most the smallest t.last of all tuples (last only grows; removing tuples only raises it)
+        # when the next prune may find something: the front tuple's last (the one pruning looks at), or
+        # lower when a tuple with an older start was touched since
         self._oldest_last = math.inf
 
     # --- which traffic is never a beacon --------------------------------------------------------
@@ -284,7 +287,15 @@ class Beacon(Detector):
             self._next_prune = now + 60.0
             horizon = now - 2 * self.max_iv
             if horizon > self._oldest_last:  # else no tuple is that silent: no need to look at them all
-                for k in [k for k, t in self.tuples.items() if t.last < horizon]:
-                    del self.tuples[k]
-                self._oldest_last = min((t.last for t in self.tuples.values()), default=math.inf)
+                # The front is the tuple seen least recently, so the silent ones are there: pop
+                # them until the first that is not (O(tuples dropped), never a walk over the map).
+                # A tuple whose last flow started long ago but closed late sits further back and
+                # waits for a later prune or the max_tuples bound.
+                tuples = self.tuples
+                while tuples:
+                    first = next(iter(tuples.values()))
+                    if first.last >= horizon:
+                        break
+                    tuples.popitem(last=False)
+                self._oldest_last = first.last if tuples else math.inf
         return NO_EVIDENCE

@@ -24,6 +24,7 @@ Limits: recognition is by flows only (no payload signatures yet), so a client wi
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from slipsq.config import Option, positive
@@ -55,8 +56,8 @@ class P2P(Detector):
         ctx.peers.memory = self.opt("memory")
         self.window: float = self.cfg["judge.window"]
         # host -> {peer: (last seen, remote port)}, least recently seen first
-        self.recent: dict[str, dict[str, tuple[float, int]]] = {}
-        self.reported: dict[str, int] = {}  # host -> judge window of its last report
+        self.recent: OrderedDict[str, OrderedDict[str, tuple[float, int]]] = OrderedDict()
+        self.reported: OrderedDict[str, int] = OrderedDict()  # host -> judge window of its last report
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.proto not in ("tcp", "udp") or not flow.dpkts or not flow.spkts:
@@ -74,7 +75,7 @@ class P2P(Detector):
                 return NO_EVIDENCE
             self.ctx.peers.connected_in(host, peer, flow.end)
         now = flow.end
-        peers = touch(self.recent, host, dict, _MAX_TRACKED)
+        peers = touch(self.recent, host, OrderedDict, _MAX_TRACKED)
         put(peers, peer, (now, port), _MAX_PEERS)
         horizon = now - self.horizon
         while peers:  # oldest first: drop those seen before the horizon (amortised O(1))

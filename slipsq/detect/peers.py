@@ -6,6 +6,7 @@ Data only, bounded, O(1) per question: no I/O, no clock (times are flow times gi
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from slipsq.lru import put
@@ -23,8 +24,8 @@ class Peers:
 
     def __init__(self, memory: float = 3600.0) -> None:
         self.memory = memory  # a host stays a P2P host this long after the last sign
-        self.hosts: dict[str, float] = {}
-        self.inbound: dict[tuple[str, str], float] = {}
+        self.hosts: OrderedDict[str, float] = OrderedDict()
+        self.inbound: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     def mark(self, host: str, ts: float) -> None:
         put(self.hosts, host, ts, MAX_HOSTS)

@@ -205,6 +205,12 @@ class BlockStore:
         return [Block(*r) for r in rows]
 
     # --- reading ------------------------------------------------------------------------------
+    def data_version(self) -> int:
+        """A number that changes when another connection (an admin command while the daemon was
+        stuck) committed to the store since this one last looked; this connection's own commits do
+        not change it. One cheap query: the daemon asks once a second."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
     def get(self, ip: str) -> Block | None:
         row = self.db.execute("SELECT * FROM blocks WHERE ip = ?", (ip,)).fetchone()
         return None if row is None else Block(*row)
