@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from slipsq.allow import AllowList
 from slipsq.config import Config, Option
+from slipsq.detect.inuse import ServersInUse
 from slipsq.flow import AppEvent, Flow
 from slipsq.records import Evidence
 
@@ -29,6 +30,9 @@ class Context:
     dns_names: dict[str, set[str]] = field(default_factory=dict)
     # ip -> {country, asn, org}: GeoIP/ASN lookups for alerts (slipsq.enrich.make_enrichers); [] = none
     enrichers: list[Callable[[str], dict[str, Any]]] = field(default_factory=list)
+    # non-local servers that answered local hosts, and when (fed and asked by detectors whose
+    # evidence could be forged: portscan, reconnect; see detect/inuse.py)
+    servers: ServersInUse = field(default_factory=ServersInUse)
 
 
 NO_EVIDENCE: tuple[Evidence, ...] = ()  # immutable: safe to share between hooks
