@@ -36,7 +36,6 @@ from collections.abc import Sequence
 
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
