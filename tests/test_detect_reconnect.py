@@ -12,7 +12,8 @@ from flowgen import T0, config, flow, replay_pcap, run, write_scenario
 from slipsq.detect.portscan import PortScan
 from slipsq.detect.reconnect import Reconnect
 from slipsq.flow import Flow
-from tools.gen_scenarios import reconnection_storm, tls_session
+from tools.gen_scenarios import reconnection_storm
+from tools.gen_sessions import tls_session
 
 HOST, CC = "192.168.1.66", "203.0.113.50"
 EPOCH = 1_717_243_200.0  # 2024-06-01 12:00 UTC, an hour boundary
