@@ -73,6 +73,7 @@ def test_lan_inbound_and_unsplit_flows_are_skipped() -> None:
         up(T0, 900 * MB, src="198.51.100.9", dst="192.168.1.30"),  # someone uploads to our server
         flow(T0, HOST, DROP, 443, sbytes=900 * MB, dbytes=0, dpkts=0, state="PA_PA"),  # a binetflow w/o SrcBytes
         flow(T0, HOST, DROP, 3478, "udp", sbytes=900 * MB, dbytes=MB),  # a call's UDP
+        up(T0, 900 * MB, src="198.51.100.9", dst="203.0.113.9", sport=443, port=50000),  # seen backwards
     ]
     rec, _ = run([Exfil], flows)
     assert rec.seen == []

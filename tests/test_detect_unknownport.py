@@ -57,6 +57,7 @@ def test_guards() -> None:
         conn(T0, sbytes=200, dbytes=200),  # a handshake, no data
         conn(T0, dbytes=0, state="S_RA"),  # refused: the storm detector's case
         conn(T0, src="198.51.100.9", dst="192.168.1.30", port=5552),  # inbound
+        conn(T0, port=50123, sport=22), conn(T0, port=50124, sport=5228),  # a flow seen backwards ("<?>")
     ]
     rec, _ = run([UnknownPort], flows, [SEEN])
     assert rec.seen == []

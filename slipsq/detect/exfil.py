@@ -23,6 +23,8 @@ False-positive guards:
   they are mostly UDP, which is not counted at all (games, calls, QUIC uploads).
 * Uploads to LAN destinations (a NAS, another PC) and inbound uploads (to our servers) are not
   judged; an upload by a client that is not ours (a public address) is reported, never blocks.
+* Flows seen backwards (a well-known source port, an ephemeral destination port: a flow file's
+  "<?>" flows) would make a download an upload: skipped.
 * Flows whose bytes are not split by direction (a flow file without SrcBytes: dbytes 0 and dpkts 0
   on a connection that was answered) are skipped: every byte would look like an upload.
 * A flow that carried under 16 kB both ways does not open a pair (the common small flow costs one
@@ -98,6 +100,8 @@ class Exfil(Detector):
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.proto != "tcp" or flow.dpkts == 0:  # TCP sends ACKs back: none means no split or no answer
+            return NO_EVIDENCE
+        if flow.sport < 1024 <= flow.dport:  # a server's port as the source: seen backwards (a download)
             return NO_EVIDENCE
         src, dst = flow.saddr, flow.daddr
         up, down = flow.sbytes, flow.dbytes

@@ -14,7 +14,9 @@ connection carried 10x `unknownport.min_bytes`.
 False-positive guards:
 * Well-known ports (below 1024) and common service ports above (VPN, XMPP, push, MQTT, STUN/TURN,
   SIP, RTMP, alternative HTTP ...: `unknownport.known_ports`) are never reported.
-* LAN destinations (private, link-local, multicast) and inbound connections are not judged.
+* LAN destinations (private, link-local, multicast) and inbound connections are not judged, nor
+  flows whose source port is a service port (a flow file's "<?>" flows, seen backwards: the
+  server's 22 or 443 as the source, the client's ephemeral port as the destination).
 * Only connections that were answered and carried data (at least `unknownport.min_bytes` both ways,
   IP lengths: a handshake and teardown alone are ~400 bytes) count; scans and storms have their
   own detectors.
@@ -91,6 +93,9 @@ class UnknownPort(Detector):
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         port = flow.dport
         if port < 1024 or port in self.known or flow.proto != "tcp" or flow.is_report:
+            return NO_EVIDENCE
+        sport = flow.sport
+        if sport < 1024 or sport in self.known:  # a service's port as the source: a flow seen backwards
             return NO_EVIDENCE
         dst, src = flow.daddr, flow.saddr
         if flow.sbytes + flow.dbytes < self.min_bytes or is_local(dst) or unanswered(flow):
