@@ -81,13 +81,14 @@ class Reconnect(Detector):
         self.local_may_block: bool = self.opt("local_may_block")
         self.max_tuples: int = self.opt("max_tuples")
         self.servers = ctx.servers
+        self._note = ctx.servers.note  # bound once: called for every answered TCP flow
         self.storms: dict[tuple[str, str, int], _Storm] = {}
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.proto != "tcp":
             return NO_EVIDENCE
         if not unanswered(flow):
-            self.servers.note(flow)  # answered: its server is in use (reports too: a long session)
+            self._note(flow)  # answered: its server is in use (reports too: a long session)
             return NO_EVIDENCE
         if flow.is_report or flow.dport in _SKIPPED_PORTS:
             return NO_EVIDENCE
