@@ -86,8 +86,10 @@ class UnknownPort(Detector):
         self.clients: dict[str, _Client] = {}
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
-        if event.kind == "dns" and self.need_dns:
-            put(self.dns_clients, event.daddr, event.ts, _MAX_CLIENTS)  # a response goes to the client
+        if event.kind == "dns" and self.need_dns:  # a response goes to the client
+            last = self.dns_clients.get(event.daddr)
+            if last is None or event.ts > last + 60.0:  # refreshed once a minute: most answers cost one lookup
+                put(self.dns_clients, event.daddr, event.ts, _MAX_CLIENTS)
         return NO_EVIDENCE
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
