@@ -54,4 +54,5 @@ bench: build
 	$(VPY) bench/inline.py
 
 clean:
-	rm -rf build slipsq/*.c slipsq/*.so slipsq/*.html .pytest_cache .mypy_cache
+	rm -rf build .pytest_cache .mypy_cache
+	find slipsq \( -name '_*.c' -o -name '*.so' -o -name '*.html' \) -delete

@@ -190,8 +190,8 @@ def models_list(ctx: click.Context, models_dir: str | None, as_json: bool) -> No
 
     def work() -> None:
         from slipsq.detect.stratosphere.markov import load_models
-        from slipsq.replay import resolve_models_dir
         from slipsq.runmode import load_config as load
+        from slipsq.runmode import resolve_models_dir
 
         cfg = load(_config_path(ctx, None))
         folder = resolve_models_dir(models_dir, cfg["markov.models"] or None)

@@ -1,4 +1,4 @@
-"""Admin commands of inline mode: block, unblock, blocks, status, rules show/remove, ti update.
+"""Admin commands of inline mode: block, unblock, blocks, status, rules show/remove, ti update, explain.
 
 Each talks to the running daemon over its control socket, and acts on the block store and the kernel
 directly when no daemon runs (so `slipsq unblock` always works). Messages and exit codes only; the
@@ -53,11 +53,15 @@ class _ReplyError(SlipsqError):
     code = 2
 
 
+class _NotBlocked(SlipsqError):
+    code = 1
+
+
 def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str | None) -> Admin:
     """Admin on the store and the kernel, for when no daemon runs."""
     from slipsq import runmode
     from slipsq.control import Admin
-    from slipsq.daemon import default_duration, make_allow
+    from slipsq.daemon import default_duration
     from slipsq.verdict.store import BlockStore
 
     if os.geteuid() != 0:
@@ -65,7 +69,7 @@ def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str |
                                "needs root")
     obj = ctx.find_root().obj or {}
     cfg = runmode.load_config(config_path or obj.get("config_path"))
-    allow = make_allow(cfg)
+    allow = runmode.make_allow(cfg)
     fw = _firewall(allow)  # before the store: a firewall we cannot drive leaves no state dir behind
     return Admin(BlockStore(state_dir), fw, allow, default_duration(cfg))
 
@@ -297,7 +301,33 @@ def ti_update(ctx: click.Context, config_path: str | None, state_dir: str | None
     _guard(ctx, work)
 
 
+@click.command()
+@click.argument("ip")
+@click.option("--from", "out_dir", type=click.Path(), default=None, metavar="DIR",
+              help="A replay output folder (`slipsq replay -o DIR`) instead of the block store.")
+@click.option("--json", "as_json", is_flag=True, help="The deciding alert as JSON, with its window.")
+@STATE_DIR
+@click.pass_context
+def explain(ctx: click.Context, ip: str, out_dir: str | None, as_json: bool, state_dir: str | None) -> None:
+    """Why IP was blocked: the evidence of the window that decided (detector, score, description).
+    Reads the block store (daemon up or down) or a replay's alerts.jsonl; exit 1 when not blocked."""
+
+    def work() -> None:
+        from slipsq import explain as ex
+
+        addr = ex.normalize_ip(ip)
+        alert = ex.from_replay(out_dir, addr) if out_dir else ex.from_store(_state_dir(ctx, state_dir), addr)
+        if alert is None:
+            raise _NotBlocked(f"{addr} was not blocked ({f'in {out_dir}' if out_dir else 'in the block store'})")
+        if as_json:
+            click.echo(json.dumps(alert))
+        else:
+            click.echo(ex.render(addr, alert))
+
+    _guard(ctx, work)
+
+
 def register(group: click.Group) -> None:
     """Add the admin commands to the `slipsq` group (called by slipsq.cli)."""
-    for cmd in (block, unblock, blocks, status, rules, ti):
+    for cmd in (block, unblock, blocks, status, rules, ti, explain):
         group.add_command(cmd)

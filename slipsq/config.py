@@ -66,8 +66,15 @@ CORE_OPTIONS: tuple[Option, ...] = (
     # judge
     Option("judge.window", 3600.0, "width of the evidence time window (seconds), as in Slips", positive, "> 0"),
     Option("judge.threshold", 1.0,
-           "block when the sum of threat_level x confidence of an IP's evidence in one window reaches this",
+           "block when an IP's window score (sum of threat_level x confidence per finding, persistent ones "
+           "twice: see judge.py) reaches this",
            positive, "> 0"),
+    Option("judge.persist_after", 60.0,
+           "a finding still reported this many seconds after its first report in a window is persistent",
+           positive, "> 0"),
+    Option("judge.persist_min", 0.6,
+           "a persistent critical finding whose threat_level x confidence reaches this counts twice", fraction,
+           "between 0 and 1"),
     Option("judge.block_duration", 14400.0, "how long a block lasts (seconds); 0 means until unblocked",
            non_negative, ">= 0"),
     Option("judge.repeat_factor", 2.0, "each new block of a repeat offender lasts this many times longer",
@@ -80,6 +87,13 @@ CORE_OPTIONS: tuple[Option, ...] = (
     # what DNS answers taught (detectors read it as ctx.dns_names)
     Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
            "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),
+    # inline mode
+    Option("queue.maxlen", 1024,
+           "packets the kernel holds for slipsq before fail-open passes the rest uninspected; small, so a "
+           "stalled slipsq costs little: 1,024 packets are 0.1 s at 10,000 packets/s", positive, "> 0"),
+    Option("daemon.stall_timeout", 10.0,
+           "when the packet loop has not run for this many seconds, slipsq exits (the kernel then passes "
+           "traffic, systemd restarts it); 0: never", non_negative, ">= 0"),
     # outputs
     Option("output.json", False, "print alerts as JSON lines"),
 )

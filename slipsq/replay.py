@@ -7,7 +7,6 @@ Time is packet (or flow) time, so two runs over the same input give the same ale
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -16,12 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from slipsq import config as configmod
 from slipsq import runmode
-from slipsq.detect.stratosphere.markov import load_models, shipped_models_dir
 from slipsq.engine import Engine
-from slipsq.enrich import make_enrichers
-from slipsq.errors import InputError, ModelError
+from slipsq.errors import InputError
 from slipsq.flow import Flow
 from slipsq.output.alerts import AlertWriter
 from slipsq.output.binetflow import BinetflowWriter
@@ -40,22 +36,6 @@ class ReplayOptions:
     fmt: str = "auto"
     config_path: str | None = None
     progress: bool = False
-
-
-def resolve_models_dir(cli_dir: str | None, configured: str | None) -> Path:
-    """The models folder: --models, else config `markov.models`, else $SLIPSQ_MODELS, else the
-    models shipped with slipsq (markov.shipped_models_dir)."""
-    for candidate in (cli_dir, configured, os.environ.get("SLIPSQ_MODELS")):
-        if candidate:
-            return Path(candidate)
-    shipped = shipped_models_dir()
-    if shipped.is_dir():
-        return shipped
-    raise ModelError("no models folder found: pass --models DIR (see 'slipsq models import')")
-
-
-def load_engine_models(cli_dir: str | None, cfg: configmod.Config) -> list[Any]:
-    return list(load_models(resolve_models_dir(cli_dir, cfg["markov.models"] or None)))
 
 
 def input_kind(path: str, fmt: str) -> str:
@@ -107,7 +87,7 @@ def _progress_bar(name: str, enabled: bool, stack: ExitStack) -> Callable[[int, 
 
 def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
     cfg = runmode.load_config(opts.config_path)
-    models = load_engine_models(opts.models_dir, cfg)
+    models = runmode.load_engine_models(opts.models_dir, cfg)
     kinds = [(path, input_kind(path, opts.fmt)) for path in opts.inputs]  # fail before any output
     recorder = ReplayRecorder()
     with ExitStack() as stack:
@@ -123,17 +103,18 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
             except OSError as e:
                 raise InputError(f"cannot write into {out}: {e.strerror}") from None
             sinks += [AlertWriter(files[0], True), AlertWriter(files[1], False), BinetflowWriter(files[2])]
-        engine = Engine(cfg, models=models, sinks=sinks, enrichers=make_enrichers(cfg))
+        run = runmode.Offline(runmode.build_engine(cfg, models, runmode.make_allow(cfg)), sinks)
+        engine = run.engine
         started = time.perf_counter()
         inputs: dict[str, Any] = {}
         for path, kind in kinds:
             if kind == "pcap":
                 from slipsq.sources.pcap import replay_capture
 
-                inputs[path] = replay_capture(engine, path, progress=_progress_bar(path, opts.progress, stack))
+                inputs[path] = replay_capture(run, path, progress=_progress_bar(path, opts.progress, stack))
             else:
-                inputs[path] = _replay_flows(engine, path, opts.fmt)
-        engine.finish()
+                inputs[path] = _replay_flows(run, path, opts.fmt)
+        run.finish()
         elapsed = time.perf_counter() - started
         summary = _summary(engine, recorder, inputs, elapsed)
         if opts.tuples:
@@ -159,15 +140,15 @@ def _damage(path: str, info: dict[str, Any]) -> str | None:
             f"were analysed")
 
 
-def _replay_flows(engine: Engine, path: str, fmt: str) -> dict[str, Any]:
+def _replay_flows(run: runmode.Offline, path: str, fmt: str) -> dict[str, Any]:
     from slipsq.sources.flowfiles import open_flow_source
 
     source = open_flow_source(path, fmt)
     for item in source:
         if isinstance(item, Flow):
-            engine.flow(item)
+            run.flow(item)
         else:
-            engine.app(item)
+            run.app(item)
     warning = source.warning()
     if warning:  # which rows were bad and why (file:line), so the admin can fix the exporter
         sys.stderr.write(f"slipsq: warning: {warning}\n")

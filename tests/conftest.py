@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# ../shared/data beside the checkout; SLIPSQ_SHARED_DATA names it elsewhere (e.g. from a git worktree)
-SHARED = Path(os.environ.get("SLIPSQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+# ../shared/data beside the checkout, or $SLIPSQ_SHARED_DATA (a git worktree lives elsewhere)
+SHARED = Path(os.environ.get("SLIPSQ_SHARED_DATA") or ROOT.parent / "shared" / "data")
 sys.path.insert(0, str(ROOT))  # so tests can import tools.* (the project's own generators)
 
 

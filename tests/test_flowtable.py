@@ -387,6 +387,32 @@ def packet(draw: st.DrawFn) -> tuple[float, bytes, int]:
     return dt, buf, 101
 
 
+MANY = [f"10.{i >> 8}.{i & 255}.7" for i in range(200)] + [f"2001:db8::{i:x}" for i in range(1, 60)]
+
+
+@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(MANY)), max_size=400))
+def test_the_compiled_block_set_drops_exactly_the_blocked_addresses(ops: list[tuple[bool, str]]) -> None:
+    """Blocks and unblocks are O(1) inserts and tombstones in an open-addressing set that grows and
+    is rebuilt now and then: whatever the order, a packet is dropped exactly when its address is
+    in the model set (many addresses, so growth, tombstones and rebuilds all happen)."""
+    t, model = CTable(Config(CORE_OPTIONS)), set()
+    for add, addr in ops:
+        if add:
+            t.block(addr)
+            model.add(addr)
+        else:
+            t.unblock(addr)
+            model.discard(addr)
+    ts = 1000.0
+    for addr in MANY:
+        ts += 0.001
+        peer = "10.99.0.1" if ":" not in addr else "2001:db8:99::1"
+        assert t.feed(udp(peer, 1, addr, 2), ts, 101) == (0 if addr in model else 1), addr
+        assert t.is_blocked(addr) == (addr in model)
+
+
 def run_table(table: Table, steps: list[tuple[str, Any]]) -> tuple[list[Any], dict[str, int]]:
     out: list[Any] = []
     ts = 1000.0

@@ -12,6 +12,7 @@ from slipsq.detect.bruteforce import BruteForce
 from slipsq.detect.dga import DGA
 from slipsq.detect.exfil import Exfil
 from slipsq.detect.longconn import LongConnection
+from slipsq.detect.p2p import P2P
 from slipsq.detect.portscan import PortScan
 from slipsq.detect.reconnect import Reconnect
 from slipsq.detect.stratosphere.detector import StratosphereDetector
@@ -22,6 +23,7 @@ DETECTORS: list[type[Detector]] = [
     StratosphereDetector,
     ThreatIntel,
     PortScan,
+    P2P,  # before Beacon: beacon asks it which hosts run P2P software
     Beacon,
     BruteForce,
     ArpScan,

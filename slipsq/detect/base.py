@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from slipsq.allow import AllowList
 from slipsq.config import Config, Option
 from slipsq.detect.inuse import ServersInUse
+from slipsq.detect.peers import Peers
 from slipsq.flow import AppEvent, Flow
 from slipsq.records import Evidence
 
@@ -28,6 +29,8 @@ class Context:
     models: Sequence[Any] = ()
     # ip -> domain names it was resolved from (filled by the engine from DNS answers)
     dns_names: dict[str, set[str]] = field(default_factory=dict)
+    # local P2P hosts and their peers (filled by the p2p detector, read by beacon)
+    peers: Peers = field(default_factory=Peers)
     # ip -> {country, asn, org}: GeoIP/ASN lookups for alerts (slipsq.enrich.make_enrichers); [] = none
     enrichers: list[Callable[[str], dict[str, Any]]] = field(default_factory=list)
     # non-local servers that answered local hosts, and when (fed and asked by detectors whose

@@ -13,6 +13,7 @@ connection. Only the protocols in `longconn.protocols` (TCP by default: long UDP
 DHCP and DNS status records of a flow exporter, not sessions).
 Arithmetic: threat low (0.2) × confidence 1.0 = 0.2 per remote service
 (key longconn:<client>:<server>:<port>/<proto>, counted once per window by the judge).
+Connections of a P2P host to its peers (detect/p2p.py) are not reported: the p2p line says it once.
 "Local" is a private, link-local, loopback or multicast address, one of the gateway's own addresses
 or one on the allow list.
 """
@@ -57,6 +58,8 @@ class LongConnection(Detector):
         dst = flow.daddr
         if is_local(dst) or self.ctx.allow.why_protected(dst) is not None:
             return NO_EVIDENCE
+        if self.ctx.peers.is_peer(flow.saddr, dst, flow.dport, flow.end, self.ctx.dns_names):
+            return NO_EVIDENCE  # a P2P host's peer connection (detect/p2p.py): the swarm is reported once
         conn = (flow.saddr, flow.sport, dst, flow.dport, flow.proto)
         last_end = self.reported.pop(conn, None)
         self.reported[conn] = max(flow.end, last_end or 0.0)  # (re)inserted last: the LRU order

@@ -12,8 +12,10 @@ ping sweep too); answered echoes only lower the confidence.
 
 Arithmetic (n = targets counted, T = the threshold option for the kind):
   threat = medium for n >= T, high for n >= 3 T, critical for n >= 10 T
-  confidence = failed targets / all targets contacted by that (source, port) or (source, target),
-               for ICMP 0.6 + 0.4 × the unanswered share
+  confidence = min(1, failed share / 0.9), the failed share being failed targets / all targets
+               contacted by that (source, port) or (source, target) (a scan that finds a few open
+               hosts or ports, up to 10 %, is still a certain scan); for ICMP 0.6 + 0.4 × the
+               unanswered share
   so 100 closed ports on one host (T = 10) is critical × 1.0 = 1.0 and blocks by itself; a horizontal
   scan of 30 hosts is high × ~1.0 = 0.8 and blocks with one more finding in the hour.
 Defaults (10 ports / 10 hosts, Slips uses 5) leave room for normal hosts, which do meet a few dead
@@ -173,7 +175,8 @@ class PortScan(Detector):
             return NO_EVIDENCE
         t.emitted, t.emitted_threat = n, threat
         share = t.failed / total
-        conf = 0.6 + 0.4 * share if kind == "icmp-sweep" else share
+        # a scan finds what it looks for: up to 10 % of answered targets is still a certain scan
+        conf = 0.6 + 0.4 * share if kind == "icmp-sweep" else min(1.0, share / 0.9)
         src, what, proto = key
         span = f"{t.last - t.first:.0f}s"
         if kind == "horizontal":

@@ -189,9 +189,17 @@ class Firewall:
     def block(self, entries: Iterable[tuple[str, float | None]]) -> list[tuple[str, str]]:
         """Add (ip, seconds or None for no expiry) to the sets in one batch. Returns the refused
         (ip, why) pairs: protected addresses never reach the kernel."""
+        return self.update(entries, ())
+
+    def unblock(self, ips: Iterable[str]) -> None:
+        self.update((), ips)
+
+    def update(self, adds: Iterable[tuple[str, float | None]], dels: Iterable[str]) -> list[tuple[str, str]]:
+        """Remove `dels` and add `adds` (ip, seconds or None) in ONE `ipset restore`. Returns the
+        refused (ip, why) pairs of `adds`: protected addresses never reach the kernel."""
         ok: list[tuple[str, float | None]] = []
         refused: list[tuple[str, str]] = []
-        for ip, seconds in entries:
+        for ip, seconds in adds:
             why = self.allow.why_protected(ip)
             if why is None and 6 not in self.families and ipaddress.ip_address(ip).version == 6:
                 why = "IPv6, which is disabled"
@@ -199,20 +207,17 @@ class Firewall:
                 ok.append((str(ipaddress.ip_address(ip)), seconds))
             else:
                 refused.append((ip, why))
-        if ok:  # creating the sets in the same batch costs nothing and makes block() self-sufficient
-            self._ipset(["restore"], self._create_script() + ipset_script(adds=ok))
-        return refused
-
-    def unblock(self, ips: Iterable[str]) -> None:
-        addrs = [ipaddress.ip_address(ip) for ip in ips]
-        script = ipset_script(dels=[str(a) for a in addrs if a.version == 4 or 6 in self.families])
-        if script:
+        gone = [str(a) for a in map(ipaddress.ip_address, dels) if a.version == 4 or 6 in self.families]
+        if ok:  # creating the sets in the same batch costs nothing and makes the update self-sufficient
+            self._ipset(["restore"], self._create_script() + ipset_script(adds=ok, dels=gone))
+        elif gone:
             try:
-                self._ipset(["restore"], script)
+                self._ipset(["restore"], ipset_script(dels=gone))
             except SystemSetupError as e:
                 # dels use -exist; a set that does not exist means nothing is blocked there: fine
                 if "does not exist" not in e.message:
                     raise
+        return refused
 
 
 def host_firewall(allow: AllowList | None, backend: str | None = None) -> Firewall:
