@@ -63,7 +63,7 @@ def test_a_named_server_alerts_but_does_not_block_alone() -> None:
     rec, _ = run([Exfil], flows, [named(DROP, "nas.my-family.example")])
     alerts = rec.by("exfil")
     assert alerts and rec.blocked_ips == []
-    assert max(a.evidence.score for a in alerts) == 0.7
+    assert max(a.evidence.score for a in alerts) == 0.55  # below judge.persist_min: never doubles
     assert "(nas.my-family.example)" in alerts[0].evidence.description
 
 
@@ -90,7 +90,7 @@ def test_a_long_connection_counts_each_byte_once() -> None:
                for k in range(1, 6)]
     last = flow(T0, HOST, DROP, 443, dur=1600, sbytes=520 * MB, dbytes=6 * MB, closed_by="fin")
     rec, eng = run([Exfil], [*reports, last])
-    det = next(d for d in eng.detectors if isinstance(d, Exfil))
+    det = next(d for d in eng.engine.detectors if isinstance(d, Exfil))
     (pair,) = det.pairs.values()
     assert pair.up == 520 * MB and pair.down == 6 * MB
     assert rec.blocked_ips == [DROP]  # 500 MB by the fifth report: critical
@@ -100,7 +100,7 @@ def test_a_long_connection_counts_each_byte_once() -> None:
 def test_small_flows_do_not_open_pairs() -> None:
     flows = [flow(T0 + i, HOST, f"198.51.{i // 250}.{i % 250}", 443, sbytes=900, dbytes=9000) for i in range(2000)]
     _, eng = run([Exfil], flows)
-    assert next(d for d in eng.detectors if isinstance(d, Exfil)).pairs == {}
+    assert next(d for d in eng.engine.detectors if isinstance(d, Exfil)).pairs == {}
 
 
 def test_packets_through_the_compiled_table(tmp_path: Path) -> None:

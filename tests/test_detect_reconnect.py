@@ -71,7 +71,7 @@ def test_in_use_is_shared_with_portscan() -> None:
     used = flow(T0 - 100, "192.168.1.10", CC, 443, dur=20)
     rec, eng = run([PortScan, Reconnect], [used, *storm(300, start=T0)])
     assert rec.blocked_ips == []
-    assert eng.ctx.servers.in_use(CC, T0, 3600)
+    assert eng.engine.ctx.servers.in_use(CC, T0, 3600)
 
 
 def test_lan_printer_and_inbound_storms() -> None:
@@ -113,7 +113,7 @@ def test_state_is_bounded() -> None:
     flows = [flow(T0 + i * 0.001, HOST, f"203.0.{i // 250}.{i % 250}", 1604, sbytes=60, dbytes=0, state="S_")
              for i in range(3000)]
     _, eng = run([Reconnect], flows, cfg=config([Reconnect], reconnect__max_tuples=1000))
-    det = next(d for d in eng.detectors if isinstance(d, Reconnect))
+    det = next(d for d in eng.engine.detectors if isinstance(d, Reconnect))
     assert len(det.storms) == 1000
 
 

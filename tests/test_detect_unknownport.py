@@ -81,7 +81,7 @@ def test_a_p2p_host_is_reported_only_up_to_max_servers() -> None:
 def test_state_is_bounded() -> None:
     flows = [conn(T0 + i * 0.001, src=f"10.{i // 250}.0.{i % 250}") for i in range(2000)]
     _, eng = run([UnknownPort], flows, cfg=config([UnknownPort], unknownport__need_dns=False))
-    det = next(d for d in eng.detectors if isinstance(d, UnknownPort))
+    det = next(d for d in eng.engine.detectors if isinstance(d, UnknownPort))
     assert len(det.clients) <= 65_536 and len(det.clients) == 2000
 
 

@@ -7,10 +7,11 @@ one connection is seen while it runs, each byte once). It returns Evidence only.
 Arithmetic (up, down = bytes in the window; M = `exfil.min_bytes`, 50 MB; R = `exfil.ratio`, 10):
   judged when up >= M and up >= R x down
   threat     = medium for up >= M, high for up >= 3 M, critical for up >= 10 M
-  confidence = min(1, up / down / 2 R) x (1.0 for an address no DNS answer named, 0.7 for a named one)
+  confidence = min(1, up / down / 2 R) x (1.0 for an address no DNS answer named, 0.55 for a named one)
   so 500 MB to a bare address with under 25 MB back scores 1.0 x 1.0 and blocks by itself; 60 MB
-  scores at most 0.5 (an alert); an upload to a named server never exceeds 0.7 (an alert that
-  blocks only with other evidence against the server: people upload to their own named servers).
+  scores at most 0.5 (an alert); an upload to a named server never exceeds 0.55 (an alert that
+  blocks only with other evidence against the server: people upload to their own named servers;
+  below the judge's persist_min 0.6, so a named upload that keeps growing never doubles either).
 Evidence is emitted when a pair first qualifies, again when its upload doubles or its threat
 rises; one key per pair. The offender is the server (the drop site).
 
@@ -151,7 +152,7 @@ class Exfil(Detector):
             p.emitted, p.emitted_threat = p.up, threat  # judged and allowed: not again until it doubles
             return NO_EVIDENCE
         p.emitted, p.emitted_threat = p.up, threat
-        confidence = min(1.0, p.up / max(1, p.down) / (2 * self.ratio)) * (0.7 if names else 1.0)
+        confidence = min(1.0, p.up / max(1, p.down) / (2 * self.ratio)) * (0.55 if names else 1.0)
         name = f" ({sorted(names)[0]})" if names else " (no DNS answer named it)"
         desc = (f"large upload from {src} to {dst}{name}: {p.up / 1e6:.1f} MB sent, {p.down / 1e6:.1f} MB "
                 f"received in {p.last - p.first:.0f}s")
