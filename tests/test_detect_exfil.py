@@ -30,20 +30,24 @@ def named(ip: str, name: str, ts: float = T0 - 5) -> AppEvent:
 
 
 def test_a_bulk_upload_to_a_bare_address_blocks() -> None:
-    flows = [up(T0 + i * 70, 25 * MB, sport=40000 + i) for i in range(24)]  # 600 MB, 4.8 MB back
+    flows = [up(T0 + i * 70, 5 * MB, sport=40000 + i) for i in range(24)]  # 120 MB, 4.8 MB back
     rec, _ = run([Exfil], flows)
     alerts = rec.by("exfil")
     assert rec.blocked_ips == [DROP]
     first = alerts[0].evidence
-    assert first.description.startswith(f"large upload from {HOST} to {DROP} (no DNS answer named it): 50.0 MB "
+    assert first.description.startswith(f"large upload from {HOST} to {DROP} (no DNS answer named it): 10.0 MB "
                                          "sent, 0.4 MB received")
     assert first.threat_level == 0.5 and first.confidence == 1.0
+    blocking = next(a for a in alerts if a.decision.action == "block").evidence
+    assert blocking.threat_level == 1.0 and blocking.description.split(": ")[1].startswith("30.0 MB sent")
     assert alerts[-1].evidence.threat_level == 1.0
     assert len(alerts) <= 5 and {a.evidence.key for a in alerts} == {f"exfil:{HOST}:{DROP}"}
 
 
 def test_a_marginal_upload_alerts_only() -> None:
-    rec, _ = run([Exfil], [up(T0, 60 * MB)])
+    rec, _ = run([Exfil], [up(T0, 15 * MB)])  # to a bare address: medium x 1.0
+    assert rec.by("exfil") and rec.blocked_ips == []
+    rec, _ = run([Exfil], [up(T0, 60 * MB)], [named(DROP, "files.example.org")])  # named: medium x 0.55
     assert rec.by("exfil") and rec.blocked_ips == []
 
 
@@ -97,6 +101,17 @@ def test_a_long_connection_counts_each_byte_once() -> None:
     assert det.open == {}
 
 
+def test_bittorrent_seeding_is_not_exfiltration() -> None:
+    from slipsq.allow import AllowList
+    from slipsq.detect.base import Context
+
+    ctx = Context(config([Exfil]), AllowList())
+    seeding = up(T0, 900 * MB, port=51413)  # to a peer's high port, no DNS name
+    assert Exfil(ctx).on_flow(seeding)  # an ordinary host: judged
+    ctx.peers.mark(HOST, T0)  # the p2p detector saw BitTorrent on it
+    assert not Exfil(ctx).on_flow(seeding)
+
+
 def test_small_flows_do_not_open_pairs() -> None:
     flows = [flow(T0 + i, HOST, f"198.51.{i // 250}.{i % 250}", 443, sbytes=900, dbytes=9000) for i in range(2000)]
     _, eng = run([Exfil], flows)
@@ -104,7 +119,7 @@ def test_small_flows_do_not_open_pairs() -> None:
 
 
 def test_packets_through_the_compiled_table(tmp_path: Path) -> None:
-    cfg = config([Exfil], exfil__min_bytes=2 * MB)  # 20 MB of packets: 10x the bar, critical
+    cfg = config([Exfil], exfil__min_bytes=2 * MB, exfil__min_bytes_unnamed=2 * MB)  # 20 MB: critical
     pcap = write_scenario(tmp_path / "exfil.pcap", bulk_upload(HOST, DROP, 8443, size=20 * MB, start=EPOCH))
     rec = replay_pcap(pcap, [Exfil], cfg)
     assert rec.blocked_ips == [DROP]

@@ -4,11 +4,13 @@ Per (client, server) and judge window it sums the TCP bytes each way (flow bytes
 open part of a long connection counts from its active-timeout reports, so a backup-sized upload in
 one connection is seen while it runs, each byte once). It returns Evidence only.
 
-Arithmetic (up, down = bytes in the window; M = `exfil.min_bytes`, 50 MB; R = `exfil.ratio`, 10):
-  judged when up >= M and up >= R x down
-  threat     = medium for up >= M, high for up >= 3 M, critical for up >= 10 M
-  confidence = min(1, up / down / 2 R) x (1.0 for an address no DNS answer named, 0.55 for a named one)
-  so 500 MB to a bare address with under 25 MB back scores 1.0 x 1.0 and blocks by itself; 60 MB
+Arithmetic (up, down = bytes in the window; R = `exfil.ratio`, 10):
+  judged when up >= B and up >= R x down, where B is the bar for the server:
+    an address no DNS answer named: B = `exfil.min_bytes_unnamed` (10 MB); threat medium for
+      up >= B, high for up >= 2 B, critical for up >= 3 B; confidence = min(1, up / down / 2 R)
+    a named server: B = `exfil.min_bytes` (50 MB); medium >= B, high >= 3 B, critical >= 10 B;
+      confidence = 0.55 x min(1, up / down / 2 R)
+  so 30 MB to a bare address with under 1.5 MB back scores 1.0 x 1.0 and blocks by itself, 10-19 MB
   scores at most 0.5 (an alert); an upload to a named server never exceeds 0.55 (an alert that
   blocks only with other evidence against the server: people upload to their own named servers;
   below the judge's persist_min 0.6, so a named upload that keeps growing never doubles either).
@@ -22,6 +24,8 @@ False-positive guards:
   seen before, so a long-lived backup connection opened after a lookup is known by name.
 * Video calls and screen sharing are symmetric (both ends send video): the ratio R keeps them out;
   they are mostly UDP, which is not counted at all (games, calls, QUIC uploads).
+* BitTorrent seeding: a P2P host (ctx.peers, the p2p detector) uploads hundreds of MB to unnamed
+  peers on high ports; uploads from a P2P host to what looks like its peer are not judged.
 * Uploads to LAN destinations (a NAS, another PC) and inbound uploads (to our servers) are not
   judged; an upload by a client that is not ours (a public address) is reported, never blocks.
 * Flows seen backwards (a well-known source port, an ephemeral destination port: a flow file's
@@ -80,7 +84,9 @@ class Exfil(Detector):
     evidence_kinds = ("exfiltration",)
     options = (
         Option("exfil.min_bytes", 50_000_000, "bytes one host uploads to one server in one window before it is "
-               "judged; 3x is high, 10x critical", positive, "> 0"),
+               "judged when DNS named the server; 3x is high, 10x critical", positive, "> 0"),
+        Option("exfil.min_bytes_unnamed", 10_000_000, "bytes one host uploads in one window to a server no DNS "
+               "answer named before it is judged; 2x is high, 3x critical", positive, "> 0"),
         Option("exfil.ratio", 10.0, "the upload must be at least this many times what came back", positive, "> 0"),
         Option("exfil.allow_domains", DEFAULT_ALLOW_DOMAINS, "servers whose DNS names end with one of these are "
                "never judged (cloud storage, backup, photo and video uploads, calls)"),
@@ -92,6 +98,8 @@ class Exfil(Detector):
         super().__init__(ctx)
         self.window: float = self.cfg["judge.window"]
         self.min_bytes: int = self.opt("min_bytes")
+        self.min_unnamed: int = self.opt("min_bytes_unnamed")
+        self.bar = min(self.min_bytes, self.min_unnamed)  # below it no pair can be judged
         self.ratio: float = self.opt("ratio")
         self.allow_domains = tuple(d.lower().strip(".") for d in self.opt("allow_domains"))
         self.max_pairs: int = self.opt("max_pairs")
@@ -131,7 +139,7 @@ class Exfil(Detector):
         pair.down += down
         if flow.end > pair.last:
             pair.last = flow.end
-        if pair.up < self.min_bytes or pair.up < self.ratio * pair.down:
+        if pair.up < self.bar or pair.up < self.ratio * pair.down:
             return NO_EVIDENCE
         return self._judge(src, dst, pair, flow)
 
@@ -143,12 +151,17 @@ class Exfil(Detector):
         return False
 
     def _judge(self, src: str, dst: str, p: _Pair, flow: Flow) -> Sequence[Evidence]:
-        m = self.min_bytes
-        threat = CRITICAL if p.up >= 10 * m else HIGH if p.up >= 3 * m else MEDIUM
-        if p.emitted and p.up < 2 * p.emitted and threat <= p.emitted_threat:
-            return NO_EVIDENCE
         names = self.ctx.dns_names.get(dst) or set()
-        if names and self._allowed_name(names):
+        if names:
+            m = self.min_bytes
+            threat = CRITICAL if p.up >= 10 * m else HIGH if p.up >= 3 * m else MEDIUM if p.up >= m else 0.0
+        else:
+            m = self.min_unnamed
+            threat = CRITICAL if p.up >= 3 * m else HIGH if p.up >= 2 * m else MEDIUM if p.up >= m else 0.0
+        if not threat or (p.emitted and p.up < 2 * p.emitted and threat <= p.emitted_threat):
+            return NO_EVIDENCE
+        if (names and self._allowed_name(names)) or self.ctx.peers.is_peer(src, dst, flow.dport, flow.end,
+                                                                           self.ctx.dns_names):
             p.emitted, p.emitted_threat = p.up, threat  # judged and allowed: not again until it doubles
             return NO_EVIDENCE
         p.emitted, p.emitted_threat = p.up, threat

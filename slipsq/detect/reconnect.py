@@ -26,6 +26,8 @@ False-positive guards:
   portscan's and bruteforce's business: offender there is the outside source); and the in-use
   guard above means a forged storm can get at most a server nobody here uses blocked. Allow-listed
   and own addresses are never blocked (the judge).
+* A P2P client retrying a peer that left the swarm (ctx.peers says the client runs P2P software
+  and the server looks like a peer): reported, never blocks.
 * A LAN printer, NAS or camera that is off: both ends private, reported, never blocks
   (`reconnect.local_may_block`). DNS ports (53, 853) are skipped: a resolver down is a hiccup.
 * A client that is not ours (a public address: a transit flow, an IPv6 LAN, a network with public
@@ -130,6 +132,9 @@ class Reconnect(Detector):
         elif is_local(dst) and not self.local_may_block:
             may_block = False
             desc += "; both ends private: reported, never blocks (reconnect.local_may_block)"
+        elif self.ctx.peers.is_peer(src, dst, port, ts, self.ctx.dns_names):
+            may_block = False
+            desc += f"; {src} runs P2P software and {dst} looks like a peer gone: reported, never blocks"
         elif self.servers.in_use(dst, ts, self.window):
             may_block = False
             desc += (f"; {dst} answers local hosts (in the last {self.window:.0f}s): a storm alone never "

@@ -22,7 +22,8 @@ False-positive guards:
   own detectors.
 * P2P hosts: a BitTorrent or game client talks to many peers on high ports that DNS never named.
   A C&C is a few servers; so once a client has reached `unknownport.max_servers` such servers in a
-  window it is taken for a P2P host and nothing more is said about it in that window.
+  window it is taken for a P2P host and nothing more is said about it in that window; a host the
+  p2p detector recognised (ctx.peers: BitTorrent handshakes, DHT, uTP) is not judged at all.
 * A host whose DNS we do not see (it uses DNS over HTTPS, or a resolver whose traffic does not
   cross us; a flow file has no DNS at all) would look as if it never asked: a client is judged
   only after a DNS answer to it was seen (`unknownport.need_dns` = false judges every client).
@@ -103,6 +104,8 @@ class UnknownPort(Detector):
         if flow.sbytes + flow.dbytes < self.min_bytes or is_local(dst) or unanswered(flow):
             return NO_EVIDENCE
         if dst in self.ctx.dns_names or (self.need_dns and src not in self.dns_clients):
+            return NO_EVIDENCE
+        if self.ctx.peers.is_p2p(src, flow.start):  # the p2p detector saw P2P software on it
             return NO_EVIDENCE
         c = touch(self.clients, src, _Client, _MAX_CLIENTS)
         index = int(flow.start // self.window)
