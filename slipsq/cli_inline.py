@@ -183,30 +183,46 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
 def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
     """The running daemon: uptime, packets, verdicts, flows, alerts, blocks, kernel queue drops."""
 
-    def work() -> None:
+    def work() -> int:
         from slipsq.verdict.store import resolve_state_dir
 
         sd = _state_dir(ctx, state_dir)
         reply = _daemon(sd, {"cmd": "status"})
         if reply is None:
-            raise SystemSetupError("the slipsq daemon is not running "
-                                   f"(no control socket in {resolve_state_dir(sd)})")
-        st = reply["status"]
+            where = resolve_state_dir(sd)
+            if as_json:
+                click.echo(json.dumps({"running": False, "state_dir": str(where)}))
+            else:
+                click.echo(f"slipsq is not running (no control socket in {where}); with --install-rules "
+                           "the diversion fails open: traffic flows uninspected")
+            return 3  # as `systemctl status` for a stopped unit
+        st = {"running": True, **reply["status"]}
         if as_json:
             click.echo(json.dumps(st, default=str))
-            return
+            return 0
         k = st["kernel"] or {}
         t = st["table"]
-        click.echo(f"slipsq pid {st['pid']}, up {_left(st['uptime'])}, NFQUEUE {st['queue']} "
-                   f"({st['backend']} iptables, diversion: {st['diversion']})")
+        rate = st.get("per_second") or {}
+        mem = st.get("memory") or {}
+        click.echo(f"slipsq running, pid {st['pid']}, up {_left(st['uptime'])}, NFQUEUE {st['queue']} "
+                   f"({st['backend']} iptables, diversion: {st['diversion']})"
+                   + (", under systemd" if st.get("systemd") else "")
+                   + (f", watchdog {st['watchdog']:g}s" if st.get("watchdog") else ""))
         click.echo(f"packets {st['packets']}  accepted {st['accepted']}  dropped {st['dropped']}  "
-                   f"errors {st['errors']}")
+                   f"errors {st['errors']}  ({rate.get('packets', 0):g} packets/s, "
+                   f"{rate.get('verdicts', 0):g} verdicts/s)")
         click.echo(f"flows {st['flows']} closed, {t.get('flows_open', 0)} open  alerts {st['alerts']}  "
                    f"blocks {st['blocks_active']} active ({st['blocks_decided']} decided since start)")
+        if mem:
+            click.echo(f"memory {mem.get('rss_kb', 0) / 1024:.1f} MB resident "
+                       f"(flow table {mem.get('table_bytes', 0) / 2**20:.1f} MB)")
         click.echo(f"kernel queue: waiting {k.get('waiting', '?')} / {k.get('maxlen', '?')}, "
                    f"queue_dropped {k.get('queue_dropped', '?')}, user_dropped {k.get('user_dropped', '?')}; "
                    f"kernel block rules dropped {st['kernel_block_drops']['packets']} packets")
         click.echo(f"fail-open {'on' if st['fail_open'] else 'off'}: {st['note']}")
+        for a in st.get("last_alerts") or []:
+            click.echo(f"  {a['time']} [{a['action']}] {a['detector']} {a['offender']}: {a['description']}")
+        return 0
 
     _guard(ctx, work)
 

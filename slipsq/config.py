@@ -96,6 +96,18 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "traffic, systemd restarts it); 0: never", non_negative, ">= 0"),
     # outputs
     Option("output.json", False, "print alerts as JSON lines"),
+    Option("output.alerts_log", "auto", "inline: folder for alerts.jsonl (rotated by size); auto: the service's "
+           "logs directory ($LOGS_DIRECTORY, /var/log/slipsq) when run by systemd, else none; \"\": none"),
+    Option("output.alerts_log_max_bytes", 10_000_000, "alerts.jsonl is rotated when it would grow past this",
+           positive, "> 0"),
+    Option("output.alerts_log_files", 5, "rotated alerts.jsonl files kept (alerts.jsonl.1 ... .N)",
+           non_negative, ">= 0"),
+    Option("output.journal", "auto", "inline: alerts and messages to the systemd journal with SLIPSQ_* fields: "
+           "auto (when started by systemd), yes, no (stdout/stderr)",
+           lambda v: v in ("auto", "yes", "no"), "auto, yes or no"),
+    # small machines
+    Option("memory.budget_mb", 0, "inline: lower the flow table's, detectors' and DNS caps to fit this many MB "
+           "(e.g. 100 on a Raspberry Pi; at least 48); 0: no budget, each cap as set", non_negative, ">= 0"),
 )
 
 

@@ -36,7 +36,7 @@ from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
-from slipsq import runmode, twins
+from slipsq import budget, runmode, twins
 from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.control import Admin, ControlServer, check_block, parse_duration
@@ -44,6 +44,7 @@ from slipsq.enrich import make_enrichers
 from slipsq.errors import InputError, ModelError, SlipsqError
 from slipsq.output.alerts import AlertWriter
 from slipsq.records import Command, Unblock
+from slipsq.service import Service, rss_kb
 from slipsq.sink import Fanout
 from slipsq.sources.nfqueue import FAIL_OPEN_NOTE, NfqueueSource, check_system
 from slipsq.verdict.apply import Change, Outcome, carry_out, changes
@@ -51,6 +52,9 @@ from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall
 from slipsq.verdict.store import BlockStore, resolve_state_dir
 
 BUDGET = 1024  # packets per return to Python at most (the engine still runs whenever flows are pending)
+# an idle daemon wakes once a second, no more (a Pi's CPU and power); the control socket and signals
+# wake it at once, and the engine's timers run once a second anyway
+IDLE_WAKE = 1.0
 STALL_EXIT = 75  # exit status when the watchdog ends a stalled packet loop (EX_TEMPFAIL: restart me)
 T = TypeVar("T")
 
@@ -220,6 +224,8 @@ class Daemon:
     def start(self) -> None:
         check_system()
         self.cfg = runmode.load_config(self.config_path)
+        budgeted = budget.apply(self.cfg)  # memory.budget_mb
+        self.svc = Service.from_env(self.cfg, self.state_dir)  # sd_notify, journal, alerts.jsonl (service.py)
         self.maxlen = self.maxlen_flag or int(self.cfg["queue.maxlen"])
         self.allow = runmode.make_allow(self.cfg)
         self.store = BlockStore(self.state_dir)
@@ -227,7 +233,8 @@ class Daemon:
         # the control socket first: it is also the "is another slipsq using this state dir" check
         self.control = ControlServer(self.state_dir, self.handle)
         self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
-        self.worker = Worker(self.fw, self.store, Fanout([self.writer], on_error=self._engine_error))
+        writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks]
+        self.worker = Worker(self.fw, self.store, Fanout(writers, on_error=self._engine_error))
         self.engine = runmode.build_engine(self.cfg, load_models(self.cfg), self.allow,
                                            on_error=self._engine_error)
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
@@ -251,6 +258,9 @@ class Daemon:
             f"fail-open {'on' if i.fail_open else 'UNSUPPORTED'}), iptables backend {self.fw.backend.name}, "
             f"state {self.state_dir}" + ("" if self.install_rules else "; diversion rules not installed "
                                         "(--install-rules)"))
+        if budgeted:
+            log("memory budget " + ", ".join(f"{k} {new}" for k, (_, new) in budgeted.items()))
+        self.svc.ready(self.light_status())  # READY=1: the queue is bound, the rules are in
 
     def restore_blocks(self, now: float) -> None:
         """Unexpired blocks back into the kernel and the engine, through the engine's block command
@@ -288,12 +298,12 @@ class Daemon:
             fds = (self._wake_r, rfd)
             next_tick = 0.0
             while not self.stop:
-                source.run(BUDGET, 0.5, fds)
+                source.run(BUDGET, IDLE_WAKE, fds)
                 self.beat()
                 now = time.time()
                 if table.pending or now >= next_tick:
                     self._advance(now)
-                    next_tick = now + 0.5
+                    next_tick = now + IDLE_WAKE
                 self._run_calls()
                 for fd in fds:
                     try:
@@ -313,8 +323,10 @@ class Daemon:
             os.close(wfd)
 
     def beat(self) -> None:
-        """The packet loop is alive (it returns from the queue at least every 0.5 s)."""
+        """The packet loop is alive (it returns from the queue at least every IDLE_WAKE s): the stall
+        watchdog's heartbeat, and systemd's (WATCHDOG=1 is sent from here, the packet loop, only)."""
         self.heartbeat = time.monotonic()
+        self.svc.tick(self.heartbeat, self.light_status)
 
     def _advance(self, now: float) -> None:
         """Run the engine and hand what it decided to the worker. A bug in one detector must not take
@@ -382,6 +394,9 @@ class Daemon:
         commands, then unbind."""
         self._threads_stop.set()
         src = getattr(self, "source", None)
+        svc: Service | None = getattr(self, "svc", None)
+        if svc is not None:
+            svc.stopping()
         if self.diversion_installed:
             try:
                 self.fw.remove_diversion(self.queue_num)
@@ -401,21 +416,26 @@ class Daemon:
             self.store.close()
         if src is not None:
             log("stopped; blocks stay in force until they expire (slipsq blocks / slipsq unblock IP)")
+        if svc is not None:
+            svc.close()
 
     # --- reload and control (control thread) -------------------------------------------------------
     def _serve_control(self) -> None:
-        self.control.serve(self._threads_stop)
+        self.control.serve(self._threads_stop, every=IDLE_WAKE)
 
     def _reload_logged(self) -> None:
+        self.svc.reloading()
         try:
             self.reload()
         except SlipsqError as e:
             log(f"reload failed, keeping the running configuration: {e}")
+        self.svc.ready(self.light_status())
 
     def reload(self) -> None:
         """New config, allow list and models, loaded here (off the packet loop), then swapped in on
         the loop; the flow table, blocks and evidence windows are kept."""
         cfg = runmode.load_config(self.config_path)
+        budget.apply(cfg)
         allow = runmode.make_allow(cfg)
         models = load_models(cfg)
         self.on_loop(lambda: self._swap(cfg, allow, models))
@@ -471,6 +491,14 @@ class Daemon:
         if out.kernel_error:
             raise SlipsqError(f"unblocked in slipsq, but the kernel refused: {out.kernel_error} (retrying)")
 
+    def light_status(self) -> dict[str, Any]:
+        """Counters only (no subprocess, no SQLite, no other thread): cheap enough for the packet loop
+        (systemd's STATUS= line, the per-second rates)."""
+        q = self.source.stats()
+        c = self.engine.counters
+        return {"packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
+                "table": self.engine.table.stats(), "alerts": c.alerts, "blocks_decided": c.blocks}
+
     def status(self) -> dict[str, Any]:
         q = self.source.stats()
         k = self.source.kernel()
@@ -499,6 +527,10 @@ class Daemon:
             "implementation": twins.implementation(),
             "backend": self.fw.backend.name, "diversion": diversion_tag(self.queue_num) if self.install_rules
             else "not installed by slipsq",
+            "per_second": self.svc.rates.to_dict(),
+            "memory": {"rss_kb": rss_kb(), "table_bytes": int(getattr(self.engine.table, "memory", int)())},
+            "last_alerts": self.svc.recent, "systemd": self.svc.notifier.enabled,
+            "watchdog": self.svc.notifier.watchdog_every,
         }
 
 

@@ -251,8 +251,10 @@ def test_cli_without_a_daemon(tmp_path: Path) -> None:
     from slipsq.cli import main
 
     r = CliRunner().invoke(main, ["status", "--state-dir", str(tmp_path)])
-    assert r.exit_code == SystemSetupError.code
-    assert "daemon is not running" in r.output
+    assert r.exit_code == 3  # as systemctl status for a stopped unit
+    assert r.output.startswith("slipsq is not running (no control socket in")
+    r = CliRunner().invoke(main, ["status", "--json", "--state-dir", str(tmp_path)])
+    assert r.exit_code == 3 and json.loads(r.output) == {"running": False, "state_dir": str(tmp_path)}
     r = CliRunner().invoke(main, ["unblock", "1.2.3", "--state-dir", str(tmp_path)])
     assert r.exit_code == InputError.code and "'1.2.3' is not an IP address" in r.output
     r = CliRunner().invoke(main, ["blocks", "--state-dir", str(tmp_path / "never-ran")])

@@ -48,7 +48,6 @@ _FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH", 
 _ANSWERED_STATES = frozenset({"SF", "S1", "S2", "S3", "RSTO", "RSTR", "CON", "ECR", "ACC", "EST"})
 _ECHO_REQUEST = {"icmp": 8, "ipv6-icmp": 128}
 _MAX_TARGETS = 20_000  # per key: a full 65535-port scan is still counted, memory stays bounded
-_MAX_KEYS = 200_000  # per kind per window
 
 
 def unanswered(f: Flow) -> bool:
@@ -92,6 +91,8 @@ class PortScan(Detector):
                positive, "> 0"),
         Option("portscan.block_servers_in_use", False, "a scan from an address local hosts were answered by "
                "in the last window may block it (off: alert only, as a scan's source can be forged)"),
+        Option("portscan.max_keys", 200_000, "(source, port or host) pairs counted per kind per window at most "
+               "(bounded memory; memory.budget_mb lowers it)", positive, "> 0"),
     )
 
     def __init__(self, ctx: Context) -> None:
@@ -100,6 +101,7 @@ class PortScan(Detector):
         self.thresholds = {"vertical": self.opt("vertical_ports"), "horizontal": self.opt("horizontal_hosts"),
                            "icmp-sweep": self.opt("icmp_hosts")}
         self.block_in_use: bool = self.opt("block_servers_in_use")
+        self.max_keys: int = self.opt("max_keys")
         self.servers = ctx.servers  # shared: who answered local hosts (detect/inuse.py)
         self.index = -1
         # kind -> (source, port number or target, proto) -> the targets and their tally
@@ -136,7 +138,7 @@ class PortScan(Detector):
         seen = self.seen[kind]
         t = seen.get(key)
         if t is None:
-            if len(seen) >= _MAX_KEYS:
+            if len(seen) >= self.max_keys:
                 return NO_EVIDENCE
             t = seen[key] = _Targets(flow.start)
         elif flow.start > t.last:
