@@ -79,7 +79,8 @@ if (APP_KINDS != {"dns": APP_DNS, "dns-queries": APP_DNS_ALL, "banner": APP_BANN
 cdef inline bint dns_answer(const uint8_t* buf, Py_ssize_t n, Parsed* p) noexcept nogil:
     cdef Py_ssize_t end = smin(n, p.ip_off + p.ip_len)
     cdef Py_ssize_t pos = p.ip_off + p.ip_len - p.payload_len + (2 if p.proto == 6 else 0)
-    return end - pos >= 8 and (buf[pos + 2] & 0x80) != 0 and (buf[pos + 6] | buf[pos + 7]) != 0
+    return end - pos >= 8 and (buf[pos + 2] & 0x80) != 0 and (
+        (buf[pos + 6] | buf[pos + 7]) != 0 or (buf[pos + 3] & 0xF) == 3)
 
 
 cdef inline bint starts(const uint8_t* b, Py_ssize_t k, const char* s, Py_ssize_t m) noexcept nogil:

@@ -34,12 +34,13 @@ Rules (both tables):
   someone asked for (`set_app_kinds`, once, from the detectors' `app_kinds`; a table nobody asked
   hands up everything, as `APP_KINDS` all together do). A DNS packet is one with port 53 or 5353 on
   either side (TCP or UDP); "dns-queries" hands up every one, "dns" only responses (QR set) with at
-  least one answer (ANCOUNT > 0; over TCP after the 2-byte length). The first TCP payload of each
-  direction (DNS ports excluded) is classified by its first bytes: "banner" (login services: "SSH-",
-  "220", TPKT with an X.224 Connection Request, NetBIOS + SMB/SMB2, telnet IAC 0xFF, "RFB "),
-  "http" (a request method), "tls" (a ClientHello record: 0x16 0x03 .. .. .. 0x01), anything else
-  no class; it is handed up when its class is asked for, and every one when "payload" is. ARP frames
-  (from the ARP header) only when "arp" is asked for. `app_packets` counts what was handed up.
+  least one answer (ANCOUNT > 0; over TCP after the 2-byte length) or NXDOMAIN (RCODE 3, no answer).
+  The first TCP payload of each direction (DNS ports excluded) is classified by its first bytes:
+  "banner" (login services: "SSH-", "220", TPKT with an X.224 Connection Request, NetBIOS +
+  SMB/SMB2, telnet IAC 0xFF, "RFB "), "http" (a request method), "tls" (a ClientHello record:
+  0x16 0x03 .. .. .. 0x01), anything else no class; it is handed up when its class is asked for,
+  and every one when "payload" is. ARP frames (from the ARP header) only when "arp" is asked for.
+  `app_packets` counts what was handed up.
 """
 
 from __future__ import annotations
@@ -88,10 +89,12 @@ def app_kinds_of(mask: int) -> frozenset[str]:
 
 
 def dns_answer(buf: bytes, p: Packet) -> bool:
-    """A DNS response (QR set) with at least one answer: the header read where the payload starts."""
+    """A DNS response (QR set) with at least one answer, or an NXDOMAIN one (rcode 3, for the DGA
+    detector): the header read where the payload starts."""
     end = min(len(buf), p.ip_off + p.ip_len)
     pos = p.ip_off + p.ip_len - p.payload_len + (2 if p.proto == 6 else 0)
-    return end - pos >= 8 and bool(buf[pos + 2] & 0x80) and (buf[pos + 6] | buf[pos + 7]) != 0
+    return end - pos >= 8 and bool(buf[pos + 2] & 0x80) and (
+        (buf[pos + 6] | buf[pos + 7]) != 0 or (buf[pos + 3] & 0xF) == 3)
 
 
 def first_payload_class(buf: bytes, p: Packet) -> int:

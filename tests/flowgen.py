@@ -143,6 +143,18 @@ def replay_pcap(path: Any, detectors: Sequence[type[Detector]], cfg: Config | No
     return rec
 
 
+def write_scenario(path: Path, *streams: Iterable[tuple[float, bytes]]) -> Path:
+    """A pcap (Ethernet) of the project's scenario builders' packets (tools.gen_scenarios), merged in time order."""
+    from tools.gen_frames import CaptureWriter
+    from tools.gen_scenarios import merge
+
+    with path.open("wb") as fh:
+        w = CaptureWriter(fh)
+        w.write_all(merge(*streams))
+        w.flush()
+    return path
+
+
 def my_detectors() -> list[type[Detector]]:
     """Every registered detector but the Markov one (its evidence is another engineer's to pin)."""
     from slipsq.detect import DETECTORS

@@ -66,16 +66,20 @@ def test_a_table_nobody_configured_hands_up_everything(make: Make) -> None:
     assert make().app_kinds == frozenset(APP_KINDS)
 
 
-def test_dns_only_answered_responses(make: Make) -> None:
+def test_dns_only_answered_and_nxdomain_responses(make: Make) -> None:
     t = make(["dns"])
     query = udp(A, 5000, B, 53, dns_query("example.com"))
     answered = udp(B, 53, A, 5000, dns_response("example.com", ["192.0.2.7"]))
-    empty = udp(B, 53, A, 5000, dns_response("nx.example.com", [], rcode=3))
+    nxdomain = udp(B, 53, A, 5000, dns_response("nx.example.com", [], rcode=3))  # for the DGA detector
+    empty = udp(B, 53, A, 5000, dns_response("aaaa.example.com", []))  # NOERROR, no address
+    servfail = udp(B, 53, A, 5000, dns_response("x.example.com", [], rcode=2))
+    nx_query = udp(A, 5000, B, 53, dns_query("nx.example.com")[:3] + b"\x03" + dns_query("nx.example.com")[4:])
     junk = udp(A, 5001, B, 53, b"\x00\x01")
     assert handed(t, [query]) == []
     assert handed(t, [answered]) == [answered]
-    assert handed(t, [empty, junk]) == []
-    assert t.stats()["app_packets"] == 1
+    assert handed(t, [nxdomain]) == [nxdomain]
+    assert handed(t, [empty, servfail, nx_query, junk]) == []  # rcode 3 on a query (QR clear) is not one
+    assert t.stats()["app_packets"] == 2
 
 
 def test_dns_over_tcp_reads_after_the_length(make: Make) -> None:

@@ -24,3 +24,21 @@ def test_infected_host_capture(shared_data) -> None:  # type: ignore[no-untyped-
     assert {a.evidence.offender for a in rec.seen} == {"192.168.2.16"}
     assert rec.blocked_ips == ["192.168.2.16"]
     assert {a.evidence.label for a in rec.seen} == {"horizontal"}
+
+
+def test_the_c2_down_detectors_on_a_normal_day(shared_data) -> None:  # type: ignore[no-untyped-def]
+    # reconnection storms, unusual ports, exfiltration, DGA: no alert at all (the file has no DNS, so
+    # unusual ports are judged for every client: one note, a 1 s, 176 kB transfer to a bare address)
+    from flowgen import config
+
+    from slipsq.detect.dga import DGA
+    from slipsq.detect.exfil import Exfil
+    from slipsq.detect.reconnect import Reconnect
+    from slipsq.detect.unknownport import UnknownPort
+
+    flows = read_binetflow(shared_data / "flows/ctu-normal-2013-10-21.binetflow")
+    dets = [Reconnect, UnknownPort, Exfil, DGA]
+    rec, _ = run(dets, flows)
+    assert rec.seen == []
+    rec, _ = run(dets, flows, cfg=config(dets, unknownport__need_dns=False))
+    assert rec.blocked_ips == [] and [a.evidence.detector for a in rec.seen] == ["unknownport"]

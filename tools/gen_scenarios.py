@@ -237,6 +237,48 @@ def connectivity_check(client: str, *, start: float = 0.0, interval: float = 300
                    for i in range(count)))
 
 
+def reconnection_storm(client: str, server: str, port: int = 1604, *, start: float = 0.0, count: int = 720,
+                       interval: float = 0.66, answer: str = "closed",
+                       rng: random.Random | None = None) -> Iterator[Packet]:
+    """Malware whose C&C is down: `count` connection attempts to one server:port, `interval` s apart,
+    each from a new source port; the server resets each (answer "closed": SYN -> RST/ACK) or never
+    answers ("filtered": a lone SYN)."""
+    rng = rng or random.Random(0)
+    ports = Ports(rng)
+    return merge(*(tcp_probe(client, server, ports(), port, start + i * interval, answer, rtt=0.03, rng=rng)
+                   for i in range(count)))
+
+
+def dga_lookups(client: str, resolver: str = "192.168.1.1", *, count: int = 120, start: float = 0.0,
+                interval: float = 2.0, hit_every: int = 0, tld: str = "com",
+                rng: random.Random | None = None) -> Iterator[Packet]:
+    """A DGA looking for its C&C: `count` lookups of random 10-16 letter names under `tld`, all
+    NXDOMAIN but every `hit_every`-th (0: none), which resolves to 203.0.113.99."""
+    rng = rng or random.Random(0)
+    ports = Ports(rng)
+    streams = []
+    for i in range(count):
+        name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(10, 16))) + "." + tld
+        hit = "203.0.113.99" if hit_every and i % hit_every == hit_every - 1 else None
+        streams.append(dns_query(client, resolver, name, hit, start + i * interval, sport=ports(), rng=rng))
+    return merge(*streams)
+
+
+def bulk_upload(client: str, server: str, port: int = 443, *, size: int = 20_000_000, start: float = 0.0,
+                response: int = 20_000, connections: int = 1, rate: float = 5e6,
+                rng: random.Random | None = None) -> Iterator[Packet]:
+    """`size` bytes uploaded in `connections` TCP connections one after another (exfiltration, or a
+    backup), each answered with `response` bytes."""
+    rng = rng or random.Random(0)
+    ports = Ports(rng)
+    each = size // connections
+    streams, t = [], start
+    for _ in range(connections):
+        streams.append(tcp_session(client, server, ports(), port, t, each, response, 0.03, rate=rate, rng=rng))
+        t += each / rate + 1.0
+    return merge(*streams)
+
+
 def long_connection(client: str, server: str, port: int = 443, *, start: float = 0.0,
                     duration: float = 1800.0, keepalive: float = 30.0,
                     rng: random.Random | None = None) -> Iterator[Packet]:
@@ -249,6 +291,7 @@ def long_connection(client: str, server: str, port: int = 443, *, start: float =
     return tcp_session(client, server, Ports(rng)(), port, start, messages=both, rtt=0.03, rng=rng)
 
 
-__all__ = ["SITES", "Ports", "arp_scan", "beacon", "connectivity_check", "dns_to_local_resolver",
-           "horizontal_scan", "icmp_sweep", "long_connection", "mdns", "merge", "normal_browsing",
-           "ntp_polling", "site_address", "ssdp_multicast", "ssh_bruteforce", "vertical_scan"]
+__all__ = ["SITES", "Ports", "arp_scan", "beacon", "bulk_upload", "connectivity_check", "dga_lookups",
+           "dns_to_local_resolver", "horizontal_scan", "icmp_sweep", "long_connection", "mdns", "merge",
+           "normal_browsing", "ntp_polling", "reconnection_storm", "site_address", "ssdp_multicast",
+           "ssh_bruteforce", "vertical_scan"]

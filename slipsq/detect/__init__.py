@@ -9,11 +9,15 @@ from slipsq.detect.arpscan import ArpScan
 from slipsq.detect.base import Detector
 from slipsq.detect.beacon import Beacon
 from slipsq.detect.bruteforce import BruteForce
+from slipsq.detect.dga import DGA
+from slipsq.detect.exfil import Exfil
 from slipsq.detect.longconn import LongConnection
 from slipsq.detect.p2p import P2P
 from slipsq.detect.portscan import PortScan
+from slipsq.detect.reconnect import Reconnect
 from slipsq.detect.stratosphere.detector import StratosphereDetector
 from slipsq.detect.threatintel import ThreatIntel
+from slipsq.detect.unknownport import UnknownPort
 
 DETECTORS: list[type[Detector]] = [
     StratosphereDetector,
@@ -24,4 +28,8 @@ DETECTORS: list[type[Detector]] = [
     BruteForce,
     ArpScan,
     LongConnection,
+    Reconnect,
+    UnknownPort,
+    Exfil,
+    DGA,
 ]

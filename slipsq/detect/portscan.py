@@ -27,20 +27,18 @@ Evidence is emitted when a kind first crosses T, again when its count doubles or
 A scan's source address can be forged: SYNs or pings sent with the address of, say, the network's
 DNS resolver would otherwise get that resolver blocked for everyone. So a scanner that local hosts
 are using as a server (one of them connected to it and got an answer within the last judge window)
-is reported but never blocked on scans (may_block=False), unless `portscan.block_servers_in_use`.
+is reported but never blocked on scans (may_block=False), unless `portscan.block_servers_in_use`
+(the servers-in-use table, detect/inuse.py, is shared with the reconnection-storm detector).
 Other evidence against it (a beacon, a threat list) still blocks it as usual.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
-from slipsq.lru import put
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
 # Zeek conn states with no answer from the responder (or a reset one); Argus single-word states
@@ -112,10 +110,9 @@ class PortScan(Detector):
         self.max_targets: int = self.opt("max_targets")
         self.max_keys: int = self.opt("max_keys")
         self.max_total: int = self.opt("max_total_targets")
-        self.max_served: int = self.opt("max_servers")
         self.total = 0  # targets tracked in this window, all pairs
-        # non-local server answering local hosts -> when (least recently used first, slipsq.lru.put)
-        self.served: OrderedDict[str, float] = OrderedDict()
+        self.servers = ctx.servers  # shared: who answered local hosts (detect/inuse.py)
+        self.servers.bound = self.opt("max_servers")
         self.index = -1
         # kind -> (source, port number or target, proto) -> the targets and their tally
         self.seen: dict[str, dict[tuple[str, str | int, str], _Targets]] = {}
@@ -129,7 +126,7 @@ class PortScan(Detector):
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.is_report:  # a long connection, still open: counts for "in use", not as a target
             if flow.proto in ("tcp", "udp") and not self.block_in_use and not unanswered(flow):
-                self._in_use(flow)
+                self.servers.note(flow)
             return NO_EVIDENCE
         index = int(flow.start // self.window)
         if index > self.index:  # a new window: scans are judged per window (a late flow of the
@@ -138,7 +135,7 @@ class PortScan(Detector):
         if proto == "tcp" or proto == "udp":
             failed = unanswered(flow)
             if not failed and not self.block_in_use:
-                self._in_use(flow)
+                self.servers.note(flow)
             # the port is a number here (proto is in the key); "port/proto" is formatted in _judge
             h = self._count("horizontal", (flow.saddr, flow.dport, proto), flow.daddr, failed, flow)
             v = self._count("vertical", (flow.saddr, flow.daddr, proto), flow.dport, failed, flow)
@@ -154,19 +151,6 @@ class PortScan(Detector):
         if index > self.index and self.total:
             self._reset(index)
         return NO_EVIDENCE
-
-    def _in_use(self, flow: Flow) -> None:
-        """Remember a non-local server that answered a local client (see the module docstring). Known
-        from flows that closed or reported: a server first answering less than a flow timeout ago
-        (60 s for UDP) is not known yet. A known server's time is refreshed at most every 300 s, so
-        "in the last window" may end up to 5 minutes early; most answered flows then cost one lookup."""
-        server, served, when = flow.daddr, self.served, flow.end  # its last packet: when it last answered
-        last = served.get(server)
-        if last is not None and when < last + 300.0:
-            return
-        if is_local(server) or not is_local(flow.saddr):
-            return
-        put(served, server, when, self.max_served)
 
     def _count(self, kind: str, key: tuple[str, str | int, str], target: str | int, failed: bool,
                flow: Flow) -> Sequence[Evidence]:
@@ -230,8 +214,7 @@ class PortScan(Detector):
             desc = f"ICMP echo sweep from {src} to {n} hosts in {span} ({t.answered} answered)"
             dst, port, ekey = flow.daddr, 0, f"icmpsweep:{src}/{proto}"
         ts = max(t.last, self.index * self.window)  # a late flow of the last window counts in this one
-        served = self.served.get(src)
-        in_use = served is not None and served >= ts - self.window
+        in_use = not self.block_in_use and self.servers.in_use(src, ts, self.window)
         if in_use:
             desc += (f"; {src} answers local hosts (in the last {self.window:.0f}s): a scan alone never "
                      f"blocks it, its source may be forged (portscan.block_servers_in_use)")

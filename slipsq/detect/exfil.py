@@ -1,0 +1,181 @@
+"""Exfiltration: a large upload from one of our hosts to one server, far more than came back.
+
+Per (client, server) and judge window it sums the TCP bytes each way (flow bytes, IP lengths; the
+open part of a long connection counts from its active-timeout reports, so a backup-sized upload in
+one connection is seen while it runs, each byte once). It returns Evidence only.
+
+Arithmetic (up, down = bytes in the window; R = `exfil.ratio`, 10):
+  judged when up >= B and up >= R x down, where B is the bar for the server:
+    an address no DNS answer named: B = `exfil.min_bytes_unnamed` (10 MB); threat medium for
+      up >= B, high for up >= 2 B, critical for up >= 3 B; confidence = min(1, up / down / 2 R)
+    a named server: B = `exfil.min_bytes` (50 MB); medium >= B, high >= 3 B, critical >= 10 B;
+      confidence = 0.55 x min(1, up / down / 2 R)
+  so 30 MB to a bare address with under 1.5 MB back scores 1.0 x 1.0 and blocks by itself, 10-19 MB
+  scores at most 0.5 (an alert); an upload to a named server never exceeds 0.55 (an alert that
+  blocks only with other evidence against the server: people upload to their own named servers;
+  below the judge's persist_min 0.6, so a named upload that keeps growing never doubles either).
+Evidence is emitted when a pair first qualifies, again when its upload doubles or its threat
+rises; one key per pair. The offender is the server (the drop site).
+
+False-positive guards:
+* Backups, photo and video uploads to the big clouds: a server whose DNS names (ctx.dns_names) end
+  with one of `exfil.allow_domains` (storage, backup, photo, video and conferencing services) is
+  never judged; those uploads are huge, asymmetric and legitimate. The names come from DNS answers
+  seen before, so a long-lived backup connection opened after a lookup is known by name.
+* Video calls and screen sharing are symmetric (both ends send video): the ratio R keeps them out;
+  they are mostly UDP, which is not counted at all (games, calls, QUIC uploads).
+* BitTorrent seeding: a P2P host (ctx.peers, the p2p detector) uploads hundreds of MB to unnamed
+  peers on high ports; uploads from a P2P host to what looks like its peer are not judged.
+* Uploads to LAN destinations (a NAS, another PC) and inbound uploads (to our servers) are not
+  judged; an upload by a client that is not ours (a public address) is reported, never blocks.
+* Flows seen backwards (a well-known source port, an ephemeral destination port: a flow file's
+  "<?>" flows) would make a download an upload: skipped.
+* Flows whose bytes are not split by direction (a flow file without SrcBytes: dbytes 0 and dpkts 0
+  on a connection that was answered) are skipped: every byte would look like an upload.
+* A flow that carried under 16 kB both ways is not counted (most flows: it costs one comparison):
+  50 MB in such flows would take 3,000+ connections to one server, a beacon's business.
+Caught: bulk theft (ransomware's double extortion, a dump of a disk or mailbox) to a bare address
+or an unknown named host, in one connection or many, within a window. Not caught: small thefts (an
+infostealer's few MB of passwords, below M), uploads spread over many servers or windows, uploads
+to an allowed cloud (attackers use them too: an allow-list trade), exfiltration over UDP or DNS.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from slipsq.config import Option, positive
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.prefixes import is_local
+from slipsq.flow import Flow
+from slipsq.lru import put, touch
+from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
+
+DEFAULT_ALLOW_DOMAINS = [
+    # storage and backup
+    "icloud.com", "icloud-content.com", "me.com", "dropbox.com", "dropboxapi.com", "box.com", "boxcloud.com",
+    "onedrive.com", "onedrive.live.com", "sharepoint.com", "storage.live.com", "googleapis.com",
+    "googleusercontent.com", "drive.google.com", "backblazeb2.com", "backblaze.com", "wasabisys.com",
+    "crashplan.com", "carbonite.com", "idrive.com", "pcloud.com", "mega.nz", "mega.co.nz", "tresorit.com",
+    "sync.com", "nextcloud.com", "synology.me", "quickconnect.to", "amazonphotos.com", "photos.google.com",
+    "flickr.com", "smugmug.com",
+    # video upload and live streaming
+    "youtube.com", "googlevideo.com", "vimeo.com", "twitch.tv", "live-video.net", "rtmp.youtube.com",
+    # calls and conferencing (their TCP fallbacks)
+    "zoom.us", "teams.microsoft.com", "skype.com", "webex.com", "whatsapp.net", "facetime.apple.com",
+    "discord.gg", "discord.media",
+]
+_MIN_FLOW_BYTES = 16_384
+_MAX_OPEN = 65_536
+
+
+class _Pair:
+    __slots__ = ("down", "emitted", "emitted_threat", "first", "index", "last", "up")
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.up = self.down = self.emitted = 0
+        self.emitted_threat = 0.0
+        self.first = self.last = 0.0
+
+
+class Exfil(Detector):
+    name = "exfil"
+    evidence_kinds = ("exfiltration",)
+    options = (
+        Option("exfil.min_bytes", 50_000_000, "bytes one host uploads to one server in one window before it is "
+               "judged when DNS named the server; 3x is high, 10x critical", positive, "> 0"),
+        Option("exfil.min_bytes_unnamed", 10_000_000, "bytes one host uploads in one window to a server no DNS "
+               "answer named before it is judged; 2x is high, 3x critical", positive, "> 0"),
+        Option("exfil.ratio", 10.0, "the upload must be at least this many times what came back", positive, "> 0"),
+        Option("exfil.allow_domains", DEFAULT_ALLOW_DOMAINS, "servers whose DNS names end with one of these are "
+               "never judged (cloud storage, backup, photo and video uploads, calls)"),
+        Option("exfil.max_pairs", 100_000, "(client, server) pairs counted at most (least recently used "
+               "forgotten first)", positive, "> 0"),
+    )
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.window: float = self.cfg["judge.window"]
+        self.min_bytes: int = self.opt("min_bytes")
+        self.min_unnamed: int = self.opt("min_bytes_unnamed")
+        self.bar = min(self.min_bytes, self.min_unnamed)  # below it no pair can be judged
+        self.ratio: float = self.opt("ratio")
+        self.allow_domains = tuple(d.lower().strip(".") for d in self.opt("allow_domains"))
+        self.max_pairs: int = self.opt("max_pairs")
+        self.pairs: OrderedDict[tuple[str, str], _Pair] = OrderedDict()
+        # a long connection's bytes already counted from its reports: 5-tuple -> (up, down)
+        self.open: OrderedDict[tuple[str, int, str, int], tuple[int, int]] = OrderedDict()
+
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        # small flows first (most flows: one comparison); TCP sends ACKs back: no packet back means
+        # a file without a byte split, or no answer
+        if flow.sbytes + flow.dbytes < _MIN_FLOW_BYTES or flow.dpkts == 0 or flow.proto != "tcp":
+            return NO_EVIDENCE
+        if flow.sport < 1024 <= flow.dport:  # a server's port as the source: seen backwards (a download)
+            return NO_EVIDENCE
+        src, dst = flow.saddr, flow.daddr
+        up, down = flow.sbytes, flow.dbytes
+        if flow.is_report:  # a long connection still open: count what is new since its last report
+            fkey = (src, flow.sport, dst, flow.dport)
+            seen = self.open.get(fkey)
+            put(self.open, fkey, (up, down), _MAX_OPEN)
+            if seen is not None:
+                up, down = up - seen[0], down - seen[1]
+        elif self.open:  # it closed: its reports counted part of it already
+            seen = self.open.pop((src, flow.sport, dst, flow.dport), None)
+            if seen is not None:
+                up, down = up - seen[0], down - seen[1]
+        pair = self.pairs.get((src, dst))
+        if pair is None:
+            if is_local(dst):
+                return NO_EVIDENCE
+            pair = touch(self.pairs, (src, dst), _Pair, self.max_pairs)
+        index = int(flow.end // self.window)  # the bytes arrived by its end (a report: since the last one)
+        if index > pair.index:
+            pair.index, pair.up, pair.down, pair.emitted, pair.emitted_threat = index, 0, 0, 0, 0.0
+            pair.first = flow.start
+        pair.up += up
+        pair.down += down
+        if flow.end > pair.last:
+            pair.last = flow.end
+        if pair.up < self.bar or pair.up < self.ratio * pair.down:
+            return NO_EVIDENCE
+        return self._judge(src, dst, pair, flow)
+
+    def _allowed_name(self, names: set[str]) -> bool:
+        for name in names:
+            n = name.lower().rstrip(".")
+            if any(n == d or n.endswith("." + d) for d in self.allow_domains):
+                return True
+        return False
+
+    def _judge(self, src: str, dst: str, p: _Pair, flow: Flow) -> Sequence[Evidence]:
+        names = self.ctx.dns_names.get(dst) or set()
+        if names:
+            m = self.min_bytes
+            threat = CRITICAL if p.up >= 10 * m else HIGH if p.up >= 3 * m else MEDIUM if p.up >= m else 0.0
+        else:
+            m = self.min_unnamed
+            threat = CRITICAL if p.up >= 3 * m else HIGH if p.up >= 2 * m else MEDIUM if p.up >= m else 0.0
+        if not threat or (p.emitted and p.up < 2 * p.emitted and threat <= p.emitted_threat):
+            return NO_EVIDENCE
+        if (names and self._allowed_name(names)) or self.ctx.peers.is_peer(src, dst, flow.dport, flow.end,
+                                                                           self.ctx.dns_names):
+            p.emitted, p.emitted_threat = p.up, threat  # judged and allowed: not again until it doubles
+            return NO_EVIDENCE
+        p.emitted, p.emitted_threat = p.up, threat
+        confidence = min(1.0, p.up / max(1, p.down) / (2 * self.ratio)) * (0.55 if names else 1.0)
+        name = f" ({sorted(names)[0]})" if names else " (no DNS answer named it)"
+        desc = (f"large upload from {src} to {dst}{name}: {p.up / 1e6:.1f} MB sent, {p.down / 1e6:.1f} MB "
+                f"received in {p.last - p.first:.0f}s")
+        may_block = is_local(src)
+        if not may_block:
+            desc += f"; {src} is not a private address (not known to be ours): reported, never blocks"
+        elif names:
+            desc += "; a named server: alone it does not block"
+        return [Evidence(ts=max(p.last, p.index * self.window), detector=self.name, offender=dst, src_ip=src,
+                         dst_ip=dst, dst_port=flow.dport, proto="tcp", description=desc, threat_level=threat,
+                         confidence=round(confidence, 3), label="exfiltration", key=f"exfil:{src}:{dst}",
+                         flows=(flow,), may_block=may_block)]

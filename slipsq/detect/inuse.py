@@ -1,0 +1,49 @@
+"""Servers in use: non-local addresses that answered a local client, and when they last did.
+
+A signal made of SYNs or pings alone (a scan, a reconnection storm) can be forged: packets sent
+with, or sent to, the address of a server everyone uses (the network's DNS resolver, a bank, a
+video service) would otherwise get that server blocked for everyone. A server that local hosts are
+really using answered them, which a forger cannot fake from outside, so detectors whose evidence
+could be forged ask `in_use(ip, ts, window)` and then report without blocking (may_block=False).
+
+One table per engine, shared by every detector through `Context.servers` (scans and storms ask the
+same question of the same facts). Known from flows that closed or reported: a server first
+answering less than a flow timeout ago (60 s for UDP) is not known yet. Bounded (least recently
+refreshed forgotten first) and O(1) per flow. Data only: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from slipsq.detect.prefixes import is_local
+from slipsq.flow import Flow
+from slipsq.lru import put
+
+MAX_SERVED = 65_536  # servers remembered (least recently refreshed forgotten first)
+REFRESH = 300.0  # a known server's time is refreshed at most this often (most flows cost one lookup)
+
+
+class ServersInUse:
+    __slots__ = ("bound", "when")
+
+    def __init__(self, bound: int = MAX_SERVED) -> None:
+        self.when: OrderedDict[str, float] = OrderedDict()  # server -> its last answer to a local client (LRU order)
+        self.bound = bound
+
+    def note(self, flow: Flow) -> None:
+        """`flow` was answered (the caller checked, e.g. with portscan.unanswered): remember its
+        server when it is non-local and its client local. The time is refreshed at most every
+        REFRESH seconds, so "in the last window" may end up to 5 minutes early."""
+        server, when = flow.daddr, flow.end  # its last packet: when it last answered
+        last = self.when.get(server)
+        if last is not None and when < last + REFRESH:
+            return
+        if is_local(server) or not is_local(flow.saddr):
+            return
+        put(self.when, server, when, self.bound)
+
+    def in_use(self, ip: str, ts: float, window: float) -> bool:
+        """True when `ip` answered a local client within `window` seconds before `ts`."""
+        last = self.when.get(ip)
+        return last is not None and last >= ts - window

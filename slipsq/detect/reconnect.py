@@ -1,0 +1,146 @@
+"""Reconnection storm: one host trying one server:port again and again, and never getting in.
+
+Malware whose C&C is down (or refuses it) keeps calling: a real RAT opened ~720 TCP connections to
+one server:port in 8 minutes, one every ~0.5 s, every one rejected (SYN -> RST). Slips calls this
+"multiple reconnection attempts". Per (client, server, port) and judge window (index = int(flow
+start // judge.window), as portscan) it counts the TCP connections that failed: rejected or
+unanswered (portscan.unanswered: S_RA, S_, REJ, S0 ...). It returns Evidence only.
+
+Arithmetic (n = failed attempts in the window, T = `reconnect.attempts`, 10 by default):
+  threat     = medium for n >= T, high for n >= 5 T, critical for n >= 20 T
+  confidence = 0.5 + 0.5 x min(1, n / 20 T)
+  so 10 attempts score 0.5 x 0.525 = 0.26 (an alert), 50 score 0.8 x 0.625 = 0.5, 100 score 0.6,
+  and 200 score 1.0 x 1.0 = 1.0: the real case above blocks by itself ~100 s after its first attempt.
+Evidence is emitted when n first reaches T, again when it doubles or its threat rises; one key per
+tuple, so the judge counts a storm once per window at its highest score.
+The offender is the server (the C&C; `reconnect.block = "client"` blocks the infected host instead).
+
+False-positive guards:
+* A service briefly down: an application retries a few times (often with back-off); below T
+  nothing is said, and a server that answered ANY local host within the last judge window (the
+  shared servers-in-use table, detect/inuse.py, also portscan's) is reported but never blocked on
+  a storm: a server people use is not a C&C that refuses its bots.
+* Forged storms: a SYN-only flow can be forged, and a local host or a web page can make a browser
+  hammer any server:port. So the evidence goes to the server only when our own host is the client
+  (a private address), never when an outside client hammers one of ours (inbound storms are
+  portscan's and bruteforce's business: offender there is the outside source); and the in-use
+  guard above means a forged storm can get at most a server nobody here uses blocked. Allow-listed
+  and own addresses are never blocked (the judge).
+* A P2P client retrying a peer that left the swarm (ctx.peers says the client runs P2P software
+  and the server looks like a peer): reported, never blocks.
+* A LAN printer, NAS or camera that is off: both ends private, reported, never blocks
+  (`reconnect.local_may_block`). DNS ports (53, 853) are skipped: a resolver down is a hiccup.
+* A client that is not ours (a public address: a transit flow, an IPv6 LAN, a network with public
+  IPv4 like the CTU day): reported, never blocks, as we cannot tell which end is ours.
+Not caught: UDP (no "rejected" in UDP; an unanswered UDP flow is often a one-way stream), a C&C
+that answers and then closes at once (answered: the beacon detector's case), a storm spread over
+many servers (each below T) and a storm slower than T per window.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from slipsq.config import Option, positive
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.portscan import unanswered
+from slipsq.detect.prefixes import is_local
+from slipsq.flow import Flow
+from slipsq.lru import touch
+from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
+
+_SKIPPED_PORTS = frozenset({53, 853})
+
+
+class _Storm:
+    __slots__ = ("emitted", "emitted_threat", "failed", "first", "index", "last")
+
+    def __init__(self) -> None:
+        self.index = -1  # the window counted in
+        self.failed = self.emitted = 0
+        self.emitted_threat = 0.0
+        self.first = self.last = 0.0
+
+
+class Reconnect(Detector):
+    name = "reconnect"
+    evidence_kinds = ("reconnection-storm",)
+    options = (
+        Option("reconnect.attempts", 10, "failed (rejected or unanswered) TCP connections from one host to one "
+               "server:port in one window before it is reported; 5x is high, 20x critical", positive, "> 0"),
+        Option("reconnect.block", "server", "which end of a storm to block: server (the C&C) or client",
+               lambda v: v in ("server", "client"), "server or client"),
+        Option("reconnect.local_may_block", False, "storms between two private addresses may block"),
+        Option("reconnect.max_tuples", 100_000, "(client, server, port) tuples counted at most (least recently "
+               "used forgotten first)", positive, "> 0"),
+    )
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.window: float = self.cfg["judge.window"]
+        self.t: int = self.opt("attempts")
+        self.block_client = self.opt("block") == "client"
+        self.local_may_block: bool = self.opt("local_may_block")
+        self.max_tuples: int = self.opt("max_tuples")
+        self.servers = ctx.servers
+        self._note = ctx.servers.note  # bound once: called for every answered TCP flow
+        self.storms: OrderedDict[tuple[str, str, int], _Storm] = OrderedDict()
+
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        if flow.proto != "tcp":
+            return NO_EVIDENCE
+        dpkts = flow.dpkts
+        # most flows: the server sent packets averaging over 60 bytes (a reset is 40): it answered,
+        # no need to read the state
+        if (dpkts >= 2 and flow.dbytes > 60 * dpkts) or not unanswered(flow):
+            self._note(flow)  # answered: its server is in use (reports too: a long session)
+            return NO_EVIDENCE
+        if flow.is_report or flow.dport in _SKIPPED_PORTS:
+            return NO_EVIDENCE
+        src, dst = flow.saddr, flow.daddr
+        if is_local(dst) and not is_local(src):  # inbound: an outside client, not our host's C&C
+            return NO_EVIDENCE
+        s = touch(self.storms, (src, dst, flow.dport), _Storm, self.max_tuples)
+        index = int(flow.start // self.window)
+        if index > s.index:  # a new window: count afresh (a late flow of the last one counts here)
+            s.index, s.failed, s.emitted, s.emitted_threat, s.first = index, 0, 0, 0.0, flow.start
+        s.failed += 1
+        if flow.start > s.last:
+            s.last = flow.start
+        n = s.failed
+        if n < self.t or (n < 2 * s.emitted and n not in (5 * self.t, 20 * self.t)):
+            return NO_EVIDENCE
+        return self._judge(src, dst, flow.dport, s, flow)
+
+    def _judge(self, src: str, dst: str, port: int, s: _Storm, flow: Flow) -> Sequence[Evidence]:
+        n, t = s.failed, self.t
+        threat = CRITICAL if n >= 20 * t else HIGH if n >= 5 * t else MEDIUM
+        if s.emitted and n < 2 * s.emitted and threat <= s.emitted_threat:
+            return NO_EVIDENCE
+        s.emitted, s.emitted_threat = n, threat
+        confidence = 0.5 + 0.5 * min(1.0, n / (20 * t))
+        ts = max(s.last, s.index * self.window)
+        span = s.last - s.first
+        rate = f", one every {span / (n - 1):.1f}s" if n > 1 and span > 0 else ""
+        desc = (f"reconnection storm from {src} to {dst}:{port}/tcp: {n} connections rejected or unanswered "
+                f"in {span:.0f}s{rate}")
+        may_block = True
+        offender = src if self.block_client else dst
+        if not is_local(src):
+            may_block = False
+            desc += f"; {src} is not a private address (not known to be ours): reported, never blocks"
+        elif is_local(dst) and not self.local_may_block:
+            may_block = False
+            desc += "; both ends private: reported, never blocks (reconnect.local_may_block)"
+        elif self.ctx.peers.is_peer(src, dst, port, ts, self.ctx.dns_names):
+            may_block = False
+            desc += f"; {src} runs P2P software and {dst} looks like a peer gone: reported, never blocks"
+        elif self.servers.in_use(dst, ts, self.window):
+            may_block = False
+            desc += (f"; {dst} answers local hosts (in the last {self.window:.0f}s): a storm alone never "
+                     f"blocks it, SYNs can be forged")
+        return [Evidence(ts=ts, detector=self.name, offender=offender, src_ip=src, dst_ip=dst, dst_port=port,
+                         proto="tcp", description=desc, threat_level=threat, confidence=round(confidence, 3),
+                         label="reconnection-storm", key=f"reconnect:{src}:{dst}:{port}/tcp", flows=(flow,),
+                         may_block=may_block)]

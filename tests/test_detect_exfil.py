@@ -1,0 +1,131 @@
+"""Exfiltration: large uploads from one of our hosts to one server, compared with what came back
+(flows, long connections seen through their reports, packets through the compiled table); the
+guards: cloud backups named by DNS, named servers, video calls, LAN and inbound uploads, flow files
+without a byte split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flowgen import T0, config, flow, replay_pcap, run, write_scenario
+
+from slipsq.detect.exfil import Exfil
+from slipsq.flow import AppEvent, Flow
+from tools.gen_scenarios import bulk_upload
+from tools.gen_sessions import dns_query, udp_stream
+
+HOST, DROP, RESOLVER = "192.168.1.66", "203.0.113.77", "192.168.1.1"
+MB = 1_000_000
+EPOCH = 1_717_243_200.0
+
+
+def up(ts: float, sbytes: int, dbytes: int = 200_000, dst: str = DROP, src: str = HOST, port: int = 443,
+       sport: int = 40000, **kw: object) -> Flow:
+    return flow(ts, src, dst, port, dur=60, sbytes=sbytes, dbytes=dbytes, sport=sport, **kw)  # type: ignore[arg-type]
+
+
+def named(ip: str, name: str, ts: float = T0 - 5) -> AppEvent:
+    return AppEvent(ts, "dns", RESOLVER, 53, HOST, 53000, "udp",
+                    {"query": name, "qtype": 1, "answers": [ip], "rcode": 0, "response": True})
+
+
+def test_a_bulk_upload_to_a_bare_address_blocks() -> None:
+    flows = [up(T0 + i * 70, 5 * MB, sport=40000 + i) for i in range(24)]  # 120 MB, 4.8 MB back
+    rec, _ = run([Exfil], flows)
+    alerts = rec.by("exfil")
+    assert rec.blocked_ips == [DROP]
+    first = alerts[0].evidence
+    assert first.description.startswith(f"large upload from {HOST} to {DROP} (no DNS answer named it): 10.0 MB "
+                                         "sent, 0.4 MB received")
+    assert first.threat_level == 0.5 and first.confidence == 1.0
+    blocking = next(a for a in alerts if a.decision.action == "block").evidence
+    assert blocking.threat_level == 1.0 and blocking.description.split(": ")[1].startswith("30.0 MB sent")
+    assert alerts[-1].evidence.threat_level == 1.0
+    assert len(alerts) <= 5 and {a.evidence.key for a in alerts} == {f"exfil:{HOST}:{DROP}"}
+
+
+def test_a_marginal_upload_alerts_only() -> None:
+    rec, _ = run([Exfil], [up(T0, 15 * MB)])  # to a bare address: medium x 1.0
+    assert rec.by("exfil") and rec.blocked_ips == []
+    rec, _ = run([Exfil], [up(T0, 60 * MB)], [named(DROP, "files.example.org")])  # named: medium x 0.55
+    assert rec.by("exfil") and rec.blocked_ips == []
+
+
+def test_an_upload_with_as_much_back_is_not_exfiltration() -> None:
+    rec, _ = run([Exfil], [up(T0 + i * 70, 30 * MB, 20 * MB, sport=40000 + i) for i in range(20)])
+    assert rec.seen == []
+
+
+def test_a_cloud_backup_named_by_dns_is_never_judged() -> None:
+    flows = [up(T0 + i * 70, 50 * MB, sport=40000 + i) for i in range(20)]  # 1 GB
+    rec, _ = run([Exfil], flows, [named(DROP, "f001.backblazeb2.com")])
+    assert rec.seen == []
+
+
+def test_a_named_server_alerts_but_does_not_block_alone() -> None:
+    flows = [up(T0 + i * 70, 50 * MB, sport=40000 + i) for i in range(20)]
+    rec, _ = run([Exfil], flows, [named(DROP, "nas.my-family.example")])
+    alerts = rec.by("exfil")
+    assert alerts and rec.blocked_ips == []
+    assert max(a.evidence.score for a in alerts) == 0.55  # below judge.persist_min: never doubles
+    assert "(nas.my-family.example)" in alerts[0].evidence.description
+
+
+def test_lan_inbound_and_unsplit_flows_are_skipped() -> None:
+    flows = [
+        up(T0, 900 * MB, dst="192.168.1.5"),  # to the NAS
+        up(T0, 900 * MB, src="198.51.100.9", dst="192.168.1.30"),  # someone uploads to our server
+        flow(T0, HOST, DROP, 443, sbytes=900 * MB, dbytes=0, dpkts=0, state="PA_PA"),  # a binetflow w/o SrcBytes
+        flow(T0, HOST, DROP, 3478, "udp", sbytes=900 * MB, dbytes=MB),  # a call's UDP
+        up(T0, 900 * MB, src="198.51.100.9", dst="203.0.113.9", sport=443, port=50000),  # seen backwards
+    ]
+    rec, _ = run([Exfil], flows)
+    assert rec.seen == []
+
+
+def test_a_client_that_is_not_ours_never_blocks() -> None:
+    rec, _ = run([Exfil], [up(T0, 900 * MB, src="198.51.100.9")])
+    assert rec.by("exfil") and rec.blocked_ips == []
+
+
+def test_a_long_connection_counts_each_byte_once() -> None:
+    # reports carry the totals so far: 100, 200, ... 500 MB, then the close at 520 MB
+    reports = [flow(T0, HOST, DROP, 443, dur=300 * k, sbytes=100 * k * MB, dbytes=k * MB, closed_by="active")
+               for k in range(1, 6)]
+    last = flow(T0, HOST, DROP, 443, dur=1600, sbytes=520 * MB, dbytes=6 * MB, closed_by="fin")
+    rec, eng = run([Exfil], [*reports, last])
+    det = next(d for d in eng.engine.detectors if isinstance(d, Exfil))
+    (pair,) = det.pairs.values()
+    assert pair.up == 520 * MB and pair.down == 6 * MB
+    assert rec.blocked_ips == [DROP]  # 500 MB by the fifth report: critical
+    assert det.open == {}
+
+
+def test_bittorrent_seeding_is_not_exfiltration() -> None:
+    from slipsq.allow import AllowList
+    from slipsq.detect.base import Context
+
+    ctx = Context(config([Exfil]), AllowList())
+    seeding = up(T0, 900 * MB, port=51413)  # to a peer's high port, no DNS name
+    assert Exfil(ctx).on_flow(seeding)  # an ordinary host: judged
+    ctx.peers.mark(HOST, T0)  # the p2p detector saw BitTorrent on it
+    assert not Exfil(ctx).on_flow(seeding)
+
+
+def test_small_flows_do_not_open_pairs() -> None:
+    flows = [flow(T0 + i, HOST, f"198.51.{i // 250}.{i % 250}", 443, sbytes=900, dbytes=9000) for i in range(2000)]
+    _, eng = run([Exfil], flows)
+    assert next(d for d in eng.engine.detectors if isinstance(d, Exfil)).pairs == {}
+
+
+def test_packets_through_the_compiled_table(tmp_path: Path) -> None:
+    cfg = config([Exfil], exfil__min_bytes=2 * MB, exfil__min_bytes_unnamed=2 * MB)  # 20 MB: critical
+    pcap = write_scenario(tmp_path / "exfil.pcap", bulk_upload(HOST, DROP, 8443, size=20 * MB, start=EPOCH))
+    rec = replay_pcap(pcap, [Exfil], cfg)
+    assert rec.blocked_ips == [DROP]
+    # a video call (symmetric UDP) and a backup named by DNS move as much and say nothing
+    pcap = write_scenario(tmp_path / "benign.pcap",
+                          udp_stream(HOST, "198.51.100.30", 50000, 3478, EPOCH, 20_000, size=1200, interval=0.01),
+                          dns_query(HOST, RESOLVER, "upload.photos.google.com", "198.51.100.40", EPOCH),
+                          bulk_upload(HOST, "198.51.100.40", 443, size=20 * MB, start=EPOCH + 1))
+    assert replay_pcap(pcap, [Exfil], cfg).seen == []
