@@ -34,7 +34,7 @@ from slipsq.verdict.replay import ReplayRecorder
 @dataclass
 class ReplayOptions:
     inputs: list[str]
-    as_json: bool = False
+    as_json: bool | None = False  # None: the config's output.json
     tuples: bool = False
     out_dir: str | None = None
     models_dir: str | None = None
@@ -86,6 +86,8 @@ def _progress_bar(name: str, enabled: bool, stack: ExitStack) -> Callable[[int, 
 
 def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
     cfg = runmode.load_config(opts.config_path)
+    if opts.as_json is None:
+        opts.as_json = bool(cfg["output.json"])
     models = load_engine_models(opts.models_dir, cfg)
     planned = inputs_mod.plan(opts.inputs, opts.fmt)  # fail before any output; in time order
     recorder = ReplayRecorder()

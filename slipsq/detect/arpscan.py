@@ -46,7 +46,8 @@ class ArpScan(Detector):
     options = (
         Option("arpscan.min_targets", 20, "distinct addresses one sender asks for (ARP who-has) within the "
                "period that make an ARP scan", positive, "> 0"),
-        Option("arpscan.period", 60.0, "the sliding period (s) for arpscan.min_targets", positive, "> 0"),
+        Option("arpscan.period", 60.0, "the sliding period (s) for arpscan.min_targets", positive, "> 0",
+               duration=True),
     )
 
     def __init__(self, ctx: Context) -> None:
