@@ -46,7 +46,7 @@ def _with_units(text: str, original: str) -> float:
 def format_duration(seconds: float) -> str:
     """The shortest text parse_duration reads back as `seconds` when whole ("4h", "1h30m", "90.5s")."""
     if seconds != int(seconds) or seconds == 0:
-        return f"{seconds:g}s"
+        return f"{seconds:.6f}".rstrip("0").rstrip(".") + "s"
     left, parts = int(seconds), []
     for unit, size in UNITS.items():
         if left >= size:
