@@ -2,6 +2,8 @@
 #   make run    install, build, replay the bundled capture
 #   make test   install, build, lint, run every test
 #   make bench  install, build, run the benchmarks in bench/
+#   make install    install the gateway service: /opt/slipsq, /usr/local/bin/slipsq, /etc/slipsq, the unit
+#   make uninstall  remove it again, firewall rules included (config and blocks stay; make purge: them too)
 SHELL := /bin/bash
 PY      ?= python3
 VENV    := .venv
@@ -10,7 +12,7 @@ APT_PKGS := build-essential python3-dev python3-venv libnetfilter-queue-dev libn
             iptables ipset iproute2 argus-server argus-client nfdump
 CAPTURE ?= tests/data/beacon-https.pcap
 
-.PHONY: all deps sysdeps build run test lint unit bench clean
+.PHONY: all deps sysdeps build run test lint unit bench clean install uninstall purge
 
 all: build
 
@@ -58,5 +60,19 @@ bench: build
 	$(VPY) bench/flowfiles.py
 	$(VPY) bench/inline.py
 
+# the installer needs none of the targets above (a Pi without the dev tools runs it directly);
+# DESTDIR=DIR installs into a scratch root (no apt, no systemctl), PREFIX moves the venv
+PREFIX ?= /opt/slipsq
+INSTALL_ARGS = --prefix $(PREFIX) $(if $(DESTDIR),--root $(DESTDIR))
+install:
+	tools/install-gateway.sh $(INSTALL_ARGS)
+
+uninstall:
+	tools/install-gateway.sh --uninstall $(INSTALL_ARGS)
+
+purge:
+	tools/install-gateway.sh --uninstall --purge $(INSTALL_ARGS)
+
 clean:
-	rm -rf build slipsq/*.c slipsq/*.so slipsq/*.html .pytest_cache .mypy_cache
+	rm -rf build .pytest_cache .mypy_cache
+	find slipsq \( -name '_*.c' -o -name '*.so' -o -name '*.html' \) -delete

@@ -1,10 +1,13 @@
 """Build slipsq's compiled core.
 
-`slipsq._flowtable` is the per-packet hot path (capture reading, fixed-header parsing, flow table).
-`slipsq.detect.stratosphere._letters` is the Stratosphere detector's per-flow path (letters, Markov matching).
-`slipsq._appdecode` decodes the app packets the table hands up most (DNS answers).
-`slipsq._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers and NetfilterQueue's
-`.pxd`, so it is only built where both are present (a replay-only machine still builds).
+The compiled core, one module per pipeline stage, each beside its readable twin:
+`slipsq/_decode.pxd` is the packet decoder (inline functions compiled into the modules that cimport
+it; `slipsq._decode` only shows it to the tests). `slipsq._flowtable` is the flow table.
+`slipsq.sources._pcap` reads captures into the table. `slipsq._appdecode` decodes the app packets the
+table hands up most (DNS answers). `slipsq.detect.stratosphere._letters` is the Stratosphere
+detector's per-flow path (letters, Markov matching). `slipsq.sources._nfq` is the NFQUEUE source; it
+needs libnetfilter_queue's headers and NetfilterQueue's `.pxd`, so it is only built where both are
+present (a replay-only machine still builds).
 """
 
 import os
@@ -18,13 +21,15 @@ CFLAGS = ["-O3", "-Wno-unused-function", "-Wno-unreachable-code"]
 
 def extensions() -> list[Extension]:
     exts = [
+        Extension("slipsq._decode", ["slipsq/_decode.pyx"], extra_compile_args=CFLAGS),
         Extension("slipsq._flowtable", ["slipsq/_flowtable.pyx"], extra_compile_args=CFLAGS),
+        Extension("slipsq.sources._pcap", ["slipsq/sources/_pcap.pyx"], extra_compile_args=CFLAGS),
         # no FMA contraction: the compiled Markov sums must equal markov.py's to the last bit
         Extension("slipsq.detect.stratosphere._letters", ["slipsq/detect/stratosphere/_letters.pyx"],
                   extra_compile_args=[*CFLAGS, "-ffp-contract=off"]),
         Extension("slipsq._appdecode", ["slipsq/_appdecode.pyx"], extra_compile_args=CFLAGS),
     ]
-    if os.path.exists("slipsq/_nfq.pyx") and os.path.exists("/usr/include/libnetfilter_queue/libnetfilter_queue.h"):
+    if os.path.exists("slipsq/sources/_nfq.pyx") and os.path.exists("/usr/include/libnetfilter_queue/libnetfilter_queue.h"):
         try:
             import netfilterqueue  # noqa: F401  (its _impl.pxd is cimported)
         except ImportError:
@@ -32,8 +37,8 @@ def extensions() -> list[Extension]:
         else:
             exts.append(
                 Extension(
-                    "slipsq._nfq",
-                    ["slipsq/_nfq.pyx"],
+                    "slipsq.sources._nfq",
+                    ["slipsq/sources/_nfq.pyx"],
                     libraries=["netfilter_queue", "nfnetlink"],
                     extra_compile_args=CFLAGS,
                 )
@@ -50,6 +55,7 @@ setup(
     packages=[*find_packages(include=["slipsq", "slipsq.*"]), "slipsq.models"],
     package_dir={"slipsq.models": "models"},
     package_data={"slipsq": ["*.pyx", "*.pxd", "*.pyi", "py.typed", "detect/README.md"],
+                  "slipsq.sources": ["*.pyx", "*.pyi"],
                   "slipsq.detect.stratosphere": ["*.pyx", "*.pyi"],
                   "slipsq.models": ["*.json", "README.md"]},
     ext_modules=cythonize(

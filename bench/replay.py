@@ -44,7 +44,7 @@ try:
     from slipsq import runmode
     from slipsq.engine import Engine
     from slipsq.sources.pcap import replay_capture
-    from slipsq.replay import load_engine_models
+    from slipsq.runmode import load_engine_models
 except ImportError as e:
     print(f"not importable: {e}", file=sys.stderr); sys.exit(3)
 cfg = runmode.load_config()
@@ -58,7 +58,8 @@ TABLE_ONLY = """
 import sys, json
 try:
     from slipsq import runmode
-    from slipsq._flowtable import FlowTable, PcapFile
+    from slipsq._flowtable import FlowTable
+    from slipsq.sources._pcap import PcapFile
 except ImportError as e:
     print(f"not importable: {e}", file=sys.stderr); sys.exit(3)
 table = FlowTable(runmode.load_config())

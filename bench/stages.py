@@ -17,8 +17,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from slipsq.detect import DETECTORS
 from slipsq.engine import Engine, tune_gc
-from slipsq.replay import load_engine_models
 from slipsq.runmode import load_config as load
+from slipsq.runmode import load_engine_models
 from slipsq.sources.pcap import replay_capture
 
 

@@ -13,7 +13,8 @@ for every input. Nothing here keeps state, and nothing raises on hostile bytes.
 
 from libc.stdint cimport uint8_t
 
-from slipsq._flowtable cimport MAX_EXT, addr_text, be16, ipv6_ext
+from slipsq._decode cimport MAX_EXT, be16, ipv6_ext
+from slipsq._flowtable cimport addr_text
 
 from slipsq.appdecode import payload_events
 from slipsq.decode import _arp

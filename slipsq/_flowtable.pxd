@@ -1,32 +1,18 @@
-# C declarations of the compiled flow table (slipsq/_flowtable.pyx) for other compiled sources
-# (the NFQUEUE source cimports FlowTable and calls feed_ip with the queue's payload pointer).
+# C declarations of the compiled flow table (slipsq/_flowtable.pyx) for the other compiled modules:
+# the sources cimport FlowTable and call feed_link (sources/_pcap.pyx, a capture's frames) or feed_ip
+# (sources/_nfq.pyx, the queue's payload pointer) C to C; the app decoder cimports addr_text.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+from slipsq._decode cimport Parsed
 
 cdef enum:
     N_CLASSES = 6          # timeout classes: tcp new, tcp established, tcp closing, udp, icmp, other
     ACTIVE_LIST = 6        # index of the active-report list among the list heads
     N_LISTS = 7
     CHUNK_BITS = 12        # flow entries are allocated 4096 at a time, never moved
-    MAX_EXT = 8            # IPv6 extension headers followed before a packet counts as malformed
     CLASS_LINKS = 0        # FlowEntry.prev/next index of the timeout-class list links
     ACTIVE_LINKS = 1       # ... and of the active-report list links
-
-ctypedef struct Parsed:
-    const uint8_t* src
-    const uint8_t* dst
-    int family
-    int proto
-    int sport
-    int dport
-    int tcp_flags
-    int ip_len
-    int tos
-    int frag
-    int malformed
-    int arp
-    Py_ssize_t ip_off
-    int payload_len
 
 ctypedef struct FlowEntry:
     double first
@@ -58,18 +44,8 @@ ctypedef struct FlowEntry:
 cdef str addr_text(const uint8_t* a, int family)  # an address's text, one str object per address
 
 
-# header reading shared with the compiled app decoder (_appdecode.pyx)
-cdef inline int be16(const uint8_t* p) noexcept nogil:
-    return (p[0] << 8) | p[1]
-
-
-cdef inline bint ipv6_ext(int nxt) noexcept nogil:
-    """Hop-by-hop, routing, destination options, AH, fragment: the extension headers followed."""
-    return nxt == 0 or nxt == 43 or nxt == 60 or nxt == 51 or nxt == 44
-
-
 ctypedef struct BlockSlot:
-    uint8_t used
+    uint8_t used              # 0 free, 1 an address, 2 a deleted one (probing goes past it)
     uint8_t family
     uint8_t addr[16]
 
@@ -90,10 +66,13 @@ cdef class FlowTable:
     cdef uint32_t max_flows
     cdef double now
     cdef double next_expire
+    cdef uint32_t expire_batch  # flows emitted per expiry pass at most (the rest: next pass)
+    cdef bint behind          # the last pass stopped at expire_batch: more are due
     cdef bint ticked          # packet time reached a new second (the engine ticks then too)
     cdef BlockSlot* bslots
     cdef uint32_t bmask
-    cdef uint32_t nblocked
+    cdef uint32_t nblocked    # live entries in bslots
+    cdef uint32_t btomb       # deleted entries (tombstones) in bslots
     cdef object blocked
     cdef list closed
     cdef list app
@@ -106,42 +85,12 @@ cdef class FlowTable:
     cdef int _update(self, const unsigned char* buf, Py_ssize_t length, Parsed* p, double ts) except -1
     cdef uint32_t _alloc(self) except? 0xFFFFFFFF
     cdef int _grow_buckets(self) except -1
+    cdef int _resize_buckets(self, uint32_t nb) except -1
+    cdef int _shrink(self) except -1
     cdef void _remove(self, uint32_t i) noexcept
     cdef int _expire(self, double now) except -1
     cdef int _evict(self) except -1
     cdef int _emit(self, FlowEntry* e, str closed_by) except -1
     cdef bint _blocked(self, int family, const uint8_t* addr) noexcept
     cdef void _rebuild_blocks(self) except *
-
-
-cdef class PcapFile:
-    cdef object _mm
-    cdef const uint8_t[::1] _view
-    cdef const uint8_t* base
-    cdef Py_ssize_t size
-    cdef Py_ssize_t pos
-    cdef bint ng
-    cdef bint swapped
-    cdef bint done
-    cdef Py_ssize_t mapped_to
-    cdef int populate
-    cdef int linktype
-    cdef uint32_t snaplen
-    cdef double divisor
-    cdef int* if_linktype
-    cdef double* if_divisor
-    cdef double* if_offset
-    cdef int n_if
-    cdef int if_cap
-    cdef readonly str path
-    cdef readonly str format
-    cdef readonly list linktypes
-    cdef readonly uint64_t packets
-    cdef readonly uint64_t truncated
-    cdef readonly uint64_t corrupt
-    cdef readonly double first_ts
-    cdef readonly double last_ts
-
-    cdef int _section(self, Py_ssize_t at) noexcept
-    cdef int _interface(self, Py_ssize_t at, uint32_t blen) except -1
-    cdef void _map_ahead(self) noexcept nogil
+    cdef void _insert_block(self, bytes packed) noexcept

@@ -1,25 +1,33 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The compiled per-packet hot path: capture reading, fixed-header parsing and the flow table.
+"""The compiled flow table: bidirectional flows from decoded packets, and what it hands up.
 
-The rules are those of the readable twin `slipsq/flowtable.py` and of `slipsq/decode.py` (read their
-docstrings); both sides must give the same summaries and emit the same flows in the same order.
-Flows live in C structs (allocated 4096 at a time and never moved), found through a chained hash of
-uint32 indices, and sit on one LRU list per timeout class plus one list ordered by active-report
-due time; expiry reads only the old ends of those lists. Python objects are made only when a flow is
-emitted or a packet is handed up for deep parsing. This module must never do I/O beyond reading the
-capture it was given, and never call Python per packet.
+The rules are those of the readable twin `slipsq/flowtable.py` (read its docstring); both must emit
+the same flows in the same order and hand up the same packets. Packets are decoded by the inline
+functions of `_decode.pxd` (twin: `slipsq/decode.py`), compiled into this module. Flows live in C
+structs (allocated 4096 at a time and never moved), found through a chained hash of uint32 indices,
+and sit on one LRU list per timeout class plus one list ordered by active-report due time; expiry
+reads only the old ends of those lists. Python objects are made only when a flow is emitted or a
+packet is handed up for deep parsing.
+
+Also here, because they are the table's: the first-payload classifier (which packets are handed up
+is a table rule; twin: `flowtable.first_payload_class`), and the address-text cache, the one place
+compiled code turns a packed address into its str (`addr_text`, cimported by `_appdecode` so events
+and flows share one str per address). The sources (`sources/_pcap.pyx`, `sources/_nfq.pyx`) call
+`feed_link`/`feed_ip` through `_flowtable.pxd`, C to C. This module does no I/O and never calls
+Python per packet.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.math cimport INFINITY, floor
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
+from slipsq._decode cimport Parsed, parse, smin
+
 import ipaddress
-import mmap
-import os
+from socket import AF_INET, AF_INET6, inet_pton
 
 from slipsq.flow import Flow, proto_name
 from slipsq.flowtable import APP_KINDS, app_kinds_of, app_mask
@@ -46,7 +54,6 @@ cdef enum:
     TH_SYN = 0x02
     TH_RST = 0x04
     TH_ACK = 0x10
-    MAX_RECORD = 262144    # libpcap's largest snaplen: a longer record length means a corrupt file
     MAX_FLOWS_CAP = 0x7FFFFFFF  # flows are found by uint32 index; memory runs out long before
 
 cdef str FLAG_LETTERS = "FSRPAUEC"
@@ -65,187 +72,6 @@ if (APP_KINDS != {"dns": APP_DNS, "dns-queries": APP_DNS_ALL, "banner": APP_BANN
                   "http": APP_HTTP, "arp": APP_ARP, "payload": APP_PAYLOAD}
         or sum(APP_KINDS.values()) != APP_ALL):
     raise ImportError("slipsq._flowtable is out of date with slipsq.flowtable.APP_KINDS: rebuild it")
-
-
-# --- parsing (mirrors slipsq/decode.parse line by line) -------------------------------------------
-
-cdef inline Py_ssize_t smin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    return a if a < b else b
-
-
-cdef inline bint icmp_id_type(int proto, int t) noexcept nogil:
-    if proto == 1:
-        return t == 0 or t == 8 or (13 <= t <= 18)
-    return t == 128 or t == 129
-
-
-cdef void parse_transport(Parsed* p, const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end,
-                          Py_ssize_t l4_len) noexcept nogil:
-    cdef Py_ssize_t avail = smin(end - pos, l4_len)
-    cdef int proto = p.proto, doff
-    if proto == 6:
-        if avail < 20:
-            p.malformed = 1
-            return
-        doff = (buf[pos + 12] >> 4) * 4
-        if doff < 20 or doff > l4_len:
-            p.malformed = 1
-            return
-        p.sport = be16(buf + pos)
-        p.dport = be16(buf + pos + 2)
-        p.tcp_flags = be16(buf + pos + 12) & 0x1FF
-        p.payload_len = <int>(l4_len - doff)
-    elif proto == 17:
-        if avail < 8:
-            p.malformed = 1
-            return
-        p.sport = be16(buf + pos)
-        p.dport = be16(buf + pos + 2)
-        p.payload_len = <int>(l4_len - 8)
-    elif (proto == 1 and p.family == 4) or (proto == 58 and p.family == 6):
-        if avail < 4:
-            p.malformed = 1
-            return
-        p.sport = buf[pos]
-        if icmp_id_type(proto, buf[pos]):
-            if avail < 8:
-                p.malformed = 1
-                return
-            p.dport = be16(buf + pos + 4)
-        else:
-            p.dport = buf[pos + 1]
-
-
-cdef void parse_ipv4(Parsed* p, const uint8_t* buf, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
-    cdef int hl, fo
-    if n < off + 20 or buf[off] >> 4 != 4:
-        p.malformed = 1
-        return
-    p.family = 4
-    p.src = buf + off + 12
-    p.dst = buf + off + 16
-    p.proto = buf[off + 9]
-    p.tos = buf[off + 1]
-    p.ip_len = be16(buf + off + 2)
-    hl = (buf[off] & 15) * 4
-    if hl < 20 or p.ip_len < hl or n < off + hl:
-        p.malformed = 1
-        return
-    fo = be16(buf + off + 6)
-    if fo & 0x1FFF:
-        p.frag = 2
-        return
-    if fo & 0x2000:
-        p.frag = 1
-    parse_transport(p, buf, off + hl, smin(n, off + p.ip_len), p.ip_len - hl)
-
-
-cdef void parse_ipv6(Parsed* p, const uint8_t* buf, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
-    cdef Py_ssize_t end, pos
-    cdef int nxt, count = 0
-    if n < off + 40 or buf[off] >> 4 != 6:
-        p.malformed = 1
-        return
-    p.family = 6
-    p.src = buf + off + 8
-    p.dst = buf + off + 24
-    p.tos = ((buf[off] & 15) << 4) | (buf[off + 1] >> 4)
-    p.ip_len = 40 + be16(buf + off + 4)
-    end = smin(n, off + p.ip_len)
-    nxt = buf[off + 6]
-    pos = off + 40
-    while ipv6_ext(nxt):
-        count += 1
-        if count > MAX_EXT or pos + 8 > end:
-            p.proto = nxt
-            p.malformed = 1
-            return
-        if nxt == 44:
-            nxt = buf[pos]
-            if be16(buf + pos + 2) >> 3:
-                p.proto = nxt
-                p.frag = 2
-                return
-            pos += 8
-            p.frag = 1
-            continue
-        if nxt == 51:
-            nxt, pos = buf[pos], pos + (buf[pos + 1] + 2) * 4
-        else:
-            nxt, pos = buf[pos], pos + (buf[pos + 1] + 1) * 8
-        if pos > end:
-            p.proto = nxt
-            p.malformed = 1
-            return
-    p.proto = nxt
-    parse_transport(p, buf, pos, end, p.ip_len - (pos - off))
-
-
-cdef void c_parse(const uint8_t* buf, Py_ssize_t n, int linktype, Parsed* p) noexcept nogil:
-    cdef Py_ssize_t off = 0, at = 0
-    cdef int etype, version
-    memset(p, 0, sizeof(Parsed))
-    # link types by number, as named in slipsq.decode: raw IP 101/12/14, IPV4 228, IPV6 229,
-    # ETHERNET 1, LINUX_SLL 113, LINUX_SLL2 276
-    if linktype == 101 or linktype == 12 or linktype == 14:
-        etype = -1
-    elif linktype == 228:
-        etype = 0x0800
-    elif linktype == 229:
-        etype = 0x86DD
-    else:
-        if linktype == 1:
-            off, at = 14, 12
-        elif linktype == 113:
-            off, at = 16, 14
-        elif linktype == 276:
-            off, at = 20, 0
-        else:
-            return  # unknown link type: non-IP
-        if n < off:
-            p.malformed = 1
-            return
-        etype = be16(buf + at)
-        while etype == 0x8100 or etype == 0x88A8 or etype == 0x9100:
-            if n < off + 4:
-                p.malformed = 1
-                return
-            etype = be16(buf + off + 2)
-            off += 4
-    if etype == 0x0806:
-        p.arp = 1
-        p.ip_off = off
-        return
-    if etype == -1:
-        if n <= off:
-            p.malformed = 1
-            return
-        version = buf[off] >> 4
-        if version == 4:
-            etype = 0x0800
-        elif version == 6:
-            etype = 0x86DD
-        else:
-            p.malformed = 1
-            return
-    p.ip_off = off
-    if etype == 0x0800:
-        parse_ipv4(p, buf, n, off)
-    elif etype == 0x86DD:
-        parse_ipv6(p, buf, n, off)
-
-
-def parse_packet(const uint8_t[::1] buf, int linktype):
-    """The compiled parser's summary as a tuple in `decode.Packet` field order (for the tests)."""
-    cdef Parsed p
-    cdef Py_ssize_t n = buf.shape[0]
-    cdef uint8_t empty = 0
-    c_parse(&buf[0] if n else &empty, n, linktype, &p)
-    alen = 4 if p.family == 4 else 16
-    src = p.src[:alen] if p.family else b""
-    dst = p.dst[:alen] if p.family else b""
-    return (p.family, src, dst, p.proto, p.sport, p.dport, p.tcp_flags, p.ip_len, p.tos, p.frag,
-            bool(p.malformed), bool(p.arp), p.ip_off, p.payload_len)
 
 
 # --- what is handed up (mirrors slipsq/flowtable.dns_answer and first_payload_class) -----------------
@@ -357,6 +183,8 @@ cdef str addr_str(const uint8_t* a, int family):
 # The text of recently emitted addresses, direct-mapped by address hash: one address gives one str
 # object, so the detectors' dicts keyed by addresses hash it once (str caches its hash) and compare
 # by identity, and every flow of a busy host shares one string instead of allocating its own.
+# It is state, so it lives in this one module (an inline in _decode.pxd would give every module
+# its own copy); _appdecode cimports addr_text from here so its events share the flows' strings.
 ctypedef struct AddrText:
     uint8_t family
     uint8_t addr[16]
@@ -481,6 +309,19 @@ cdef inline str closing_reason(FlowEntry* e):
 
 # --- the flow table ---------------------------------------------------------------------------------
 
+cdef bytes _packed(str ip):
+    """The 4 or 16 bytes of an address's text (inet_pton: 10x cheaper than ipaddress, which mattered
+    for a burst of blocks); ValueError for text that is no address."""
+    try:
+        return inet_pton(AF_INET, ip)
+    except OSError:
+        pass
+    try:
+        return inet_pton(AF_INET6, ip)
+    except OSError:
+        raise ValueError(f"'{ip}' does not appear to be an IPv4 or IPv6 address") from None
+
+
 cdef class FlowTable:
     """Bidirectional flows from packets, in C. Same interface and rules as slipsq.flowtable.FlowTable."""
 
@@ -504,6 +345,8 @@ cdef class FlowTable:
         self.active_timeout = o["active_timeout"]
         self.max_flows = min(o["max_flows"], MAX_FLOWS_CAP)
         self.emergency_factor = o["emergency_factor"]
+        self.expire_batch = o["expire_batch"]
+        self.behind = False
         self.now = -INFINITY
         self.next_expire = -INFINITY
         self.ticked = False
@@ -515,6 +358,7 @@ cdef class FlowTable:
         self.blocked = set()
         self.nblocked = 0
         self.bmask = 0
+        self.btomb = 0
         self.closed = []
         self.app = []
         self.app_mask = APP_ALL
@@ -547,9 +391,11 @@ cdef class FlowTable:
             self.now = ts
         if ts >= self.next_expire:
             self._expire(ts)
-            self.next_expire = floor(ts) + 1.0
+            # behind (a mass expiry): the next batch a tenth of a second on, so the engine analyses
+            # one batch between packets instead of holding the queue for all of them
+            self.next_expire = ts + 0.1 if self.behind else floor(ts) + 1.0
             self.ticked = True
-        c_parse(buf, n, linktype, &p)
+        parse(buf, n, linktype, &p)
         if p.arp:
             self.n_arp += 1
             if self.app_mask & APP_ARP:
@@ -698,7 +544,71 @@ cdef class FlowTable:
         return i
 
     cdef int _grow_buckets(self) except -1:
-        cdef uint32_t nb = self.nbuckets * 2, i
+        return self._resize_buckets(self.nbuckets * 2)
+
+    cdef int _shrink(self) except -1:
+        """Give memory back after a mass expiry: when under a quarter of the allocated entries are in
+        use, move the used entries of the last chunks into free slots of the first ones (fixing the
+        hash chain and both list links that point at each), free those chunks, and halve the
+        buckets down to the flow count. O(entries allocated), and only after the table emptied to a
+        quarter, so O(1) per flow removed, amortized. Entries move only here, between packets."""
+        cdef uint32_t keep, limit, c, i, j = 0, k, lst, nb
+        cdef uint32_t* link
+        cdef FlowEntry* e
+        cdef FlowEntry* d
+        cdef FlowEntry** chunks
+        cdef long long si
+        if self.nchunks <= 1 or <uint64_t>self.count * 4 >= self.cap:
+            return 0
+        keep = (2 * self.count + CHUNK - 1) >> CHUNK_BITS
+        if keep < 1:
+            keep = 1
+        limit = keep << CHUNK_BITS
+        for i in range(limit, self.cap):
+            e = ent(self.chunks, i)
+            if e.cls == FREE:
+                continue
+            while ent(self.chunks, j).cls != FREE:  # the next free slot below limit (there are enough:
+                j += 1                              # count <= limit / 2)
+            d = ent(self.chunks, j)
+            memcpy(d, e, sizeof(FlowEntry))
+            link = &self.buckets[e.hash & (self.nbuckets - 1)]
+            while link[0] != i:
+                link = &ent(self.chunks, link[0]).hnext
+            link[0] = j
+            for k in range(2):
+                lst = d.cls if k == CLASS_LINKS else ACTIVE_LIST
+                if d.prev[k] != NIL:
+                    ent(self.chunks, d.prev[k]).next[k] = j
+                else:
+                    self.heads[lst] = j
+                if d.next[k] != NIL:
+                    ent(self.chunks, d.next[k]).prev[k] = j
+                else:
+                    self.tails[lst] = j
+            e.cls = FREE
+            j += 1
+        for c in range(keep, self.nchunks):
+            PyMem_Free(self.chunks[c])
+        chunks = <FlowEntry**>PyMem_Realloc(self.chunks, keep * sizeof(FlowEntry*))
+        if chunks != NULL:
+            self.chunks = chunks
+        self.nchunks, self.cap = keep, limit
+        self.free_head = NIL
+        for si in range(<long long>limit - 1, -1, -1):  # the free list again, in index order
+            e = ent(self.chunks, <uint32_t>si)
+            if e.cls == FREE:
+                e.hnext = self.free_head
+                self.free_head = <uint32_t>si
+        nb = self.nbuckets
+        while nb > 4096 and nb // 2 >= self.count:
+            nb //= 2
+        if nb != self.nbuckets:
+            self._resize_buckets(nb)
+        return 0
+
+    cdef int _resize_buckets(self, uint32_t nb) except -1:
+        cdef uint32_t i
         cdef uint32_t* b = <uint32_t*>PyMem_Malloc(nb * sizeof(uint32_t))
         cdef FlowEntry* e
         if b == NULL:
@@ -730,8 +640,14 @@ cdef class FlowTable:
         self.count -= 1
 
     # --- time ------------------------------------------------------------------------------------
+    @property
+    def expiry_behind(self):
+        """True when the last expiry pass stopped at flowtable.expire_batch with more flows due."""
+        return self.behind
+
     def expire(self, double now):
-        """Emit what has timed out at `now` (idle, closing linger, active reports)."""
+        """Emit what has timed out at `now` (idle, closing linger, active reports), at most
+        flowtable.expire_batch flows; the rest on the next call (or packet, a tenth of a second on)."""
         if now > self.now:
             self.now = now
         self._expire(now)
@@ -739,10 +655,11 @@ cdef class FlowTable:
     cdef int _expire(self, double now) except -1:
         cdef int c, best
         cdef double factor, due, best_due
-        cdef uint32_t i
+        cdef uint32_t i, emitted = 0
         cdef FlowEntry* e
         # decided once per pass: an emergency pass runs until the emergency timeouts are met
         factor = self.emergency_factor if <uint64_t>self.count * 10 > <uint64_t>self.max_flows * 9 else 1.0
+        self.behind = False
         while True:
             best = -1
             best_due = INFINITY
@@ -756,7 +673,12 @@ cdef class FlowTable:
             if i != NIL and ent(self.chunks, i).active_due < best_due:
                 best, best_due = ACTIVE_LIST, ent(self.chunks, i).active_due
             if best < 0 or best_due > now:
+                self._shrink()
                 return 0
+            if emitted >= self.expire_batch:
+                self.behind = True
+                return 0
+            emitted += 1
             i = self.heads[best]
             e = ent(self.chunks, i)
             if best == ACTIVE_LIST:
@@ -843,337 +765,76 @@ cdef class FlowTable:
 
     # --- blocked addresses -----------------------------------------------------------------------
     def block(self, str ip):
-        self.blocked.add(ipaddress.ip_address(ip).packed)
-        self._rebuild_blocks()
+        """Drop `ip`'s packets from now on. O(1): an insert into the open-addressing set (a rebuild
+        only when it grows past half full), so a burst of 1,000 blocks costs 1,000 inserts."""
+        packed = _packed(ip)
+        if packed in self.blocked:
+            return
+        self.blocked.add(packed)
+        if self.bslots == NULL or 2 * (self.nblocked + self.btomb + 1) > self.bmask + 1:
+            self._rebuild_blocks()
+        else:
+            self._insert_block(packed)
 
     def unblock(self, str ip):
-        self.blocked.discard(ipaddress.ip_address(ip).packed)
-        self._rebuild_blocks()
+        """Pass `ip`'s packets again. O(1): its slot becomes a tombstone (rebuilt away when they
+        pile up)."""
+        packed = _packed(ip)
+        if packed not in self.blocked:
+            return
+        self.blocked.discard(packed)
+        cdef const uint8_t* a = packed
+        cdef int fam = 4 if len(packed) == 4 else 6
+        cdef uint32_t j = <uint32_t>mix64(addr_word(a, fam)) & self.bmask
+        while self.bslots[j].used:
+            if (self.bslots[j].used == 1 and self.bslots[j].family == fam
+                    and memcmp(self.bslots[j].addr, a, len(packed)) == 0):
+                self.bslots[j].used = 2
+                self.nblocked -= 1
+                self.btomb += 1
+                break
+            j = (j + 1) & self.bmask
+        if 4 * self.btomb > self.bmask + 1:
+            self._rebuild_blocks()
 
     def is_blocked(self, str ip):
-        return ipaddress.ip_address(ip).packed in self.blocked
+        return _packed(ip) in self.blocked
+
+    cdef void _insert_block(self, bytes packed) noexcept:
+        cdef const uint8_t* a = packed
+        cdef int fam = 4 if len(packed) == 4 else 6
+        cdef uint32_t j = <uint32_t>mix64(addr_word(a, fam)) & self.bmask
+        while self.bslots[j].used == 1:
+            j = (j + 1) & self.bmask
+        if self.bslots[j].used == 2:
+            self.btomb -= 1
+        self.bslots[j].used = 1
+        self.bslots[j].family = fam
+        memcpy(self.bslots[j].addr, a, len(packed))
+        self.nblocked += 1
 
     cdef void _rebuild_blocks(self) except *:
-        # an open-addressing set, rebuilt on every change: blocks change rarely, lookups are per packet
-        cdef uint32_t size = next_pow2(<uint32_t>(2 * len(self.blocked) + 2)), j
+        # an open-addressing set, rebuilt at a quarter full when it grows (amortised O(1) per block)
+        # or when tombstones pile up; lookups are per packet
+        cdef uint32_t size = next_pow2(<uint32_t>(4 * len(self.blocked) + 4))
         cdef BlockSlot* slots = <BlockSlot*>PyMem_Malloc(size * sizeof(BlockSlot))
-        cdef const uint8_t* a
-        cdef int fam
         if slots == NULL:
             raise MemoryError()
         memset(slots, 0, size * sizeof(BlockSlot))
-        for packed in self.blocked:
-            a = packed
-            fam = 4 if len(packed) == 4 else 6
-            j = <uint32_t>mix64(addr_word(a, fam)) & (size - 1)
-            while slots[j].used:
-                j = (j + 1) & (size - 1)
-            slots[j].used = 1
-            slots[j].family = fam
-            memcpy(slots[j].addr, a, len(packed))
         PyMem_Free(self.bslots)
         self.bslots = slots
         self.bmask = size - 1
-        self.nblocked = len(self.blocked)
+        self.nblocked = 0
+        self.btomb = 0
+        for packed in self.blocked:
+            self._insert_block(packed)
 
     cdef bint _blocked(self, int family, const uint8_t* addr) noexcept:
         cdef uint32_t j = <uint32_t>mix64(addr_word(addr, family)) & self.bmask
         cdef size_t alen = 4 if family == 4 else 16
         while self.bslots[j].used:
-            if self.bslots[j].family == family and memcmp(self.bslots[j].addr, addr, alen) == 0:
+            if (self.bslots[j].used == 1 and self.bslots[j].family == family
+                    and memcmp(self.bslots[j].addr, addr, alen) == 0):
                 return True
             j = (j + 1) & self.bmask
         return False
-
-
-# --- capture files ----------------------------------------------------------------------------------
-
-cdef extern from *:
-    """
-    static inline uint32_t sq_rd32(const uint8_t* p, int sw) {
-        uint32_t v; memcpy(&v, p, 4); return sw ? __builtin_bswap32(v) : v; }
-    static inline uint16_t sq_rd16(const uint8_t* p, int sw) {
-        uint16_t v; memcpy(&v, p, 2); return sw ? __builtin_bswap16(v) : v; }
-    static inline int64_t sq_rd64(const uint8_t* p, int sw) {
-        uint64_t v; memcpy(&v, p, 8); return (int64_t)(sw ? __builtin_bswap64(v) : v); }
-    """
-    uint32_t rd32 "sq_rd32"(const uint8_t* p, int sw) nogil
-    uint16_t rd16 "sq_rd16"(const uint8_t* p, int sw) nogil
-    int64_t rd64 "sq_rd64"(const uint8_t* p, int sw) nogil
-    void prefetch "__builtin_prefetch"(const void* p) nogil
-
-cdef extern from "sys/mman.h" nogil:
-    int madvise(void* addr, size_t length, int advice)
-    int MADV_WILLNEED
-
-cdef enum:
-    MADV_POPULATE_READ_ = 22   # Linux 5.14: map a range's pages now (older kernels: EINVAL)
-    MAP_WINDOW = 8 << 20       # bytes of the file mapped ahead of the reader at a time
-
-cdef enum:
-    SEC_OK = 0
-    SEC_SHORT = 1
-    SEC_BOM = 2
-    SEC_LENGTH = 3
-    SEC_VERSION = 4
-
-cdef dict SECTION_ERRORS = {
-    SEC_SHORT: "the pcapng section header is cut short",
-    SEC_BOM: "the pcapng section header has no valid byte-order magic",
-    SEC_LENGTH: "the pcapng section header has an impossible length",
-    SEC_VERSION: "the pcapng version is not 1.x",
-}
-
-
-cdef class PcapFile:
-    """A pcap (either byte order, µs or ns) or pcapng (SHB/IDB/EPB/SPB/PB, several interfaces with
-    their own link types and time resolutions) capture, memory-mapped and read in C.
-
-    Raises ValueError with a message for a person when the file is not a capture. A record cut short
-    at the end counts in `truncated`; an impossible record length stops the file and counts in
-    `corrupt`; neither raises."""
-
-    def __cinit__(self):
-        self.if_linktype = NULL
-        self.if_divisor = NULL
-        self.if_offset = NULL
-        self.base = NULL
-
-    def __init__(self, str path):
-        cdef uint32_t magic
-        cdef int err
-        self.path = path
-        self.linktypes = []
-        self.packets = self.truncated = self.corrupt = 0
-        self.first_ts = self.last_ts = 0.0
-        self.n_if = self.if_cap = 0
-        self.mapped_to = 0
-        self.populate = MADV_POPULATE_READ_
-        with open(path, "rb") as fh:
-            self.size = os.fstat(fh.fileno()).st_size
-            if self.size == 0:
-                raise ValueError("the file is empty, not a capture")
-            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            self._view = self._mm
-            self.base = &self._view[0]
-            if self.size < 4:
-                raise ValueError(f"too short to be a capture ({self.size} bytes)")
-            magic = rd32(self.base, 0)
-            if magic in (0xA1B2C3D4, 0xA1B23C4D, 0xD4C3B2A1, 0x4D3CB2A1):
-                self.ng = False
-                self.swapped = magic in (0xD4C3B2A1, 0x4D3CB2A1)
-                if self.size < 24:
-                    raise ValueError(f"the pcap file header is cut short ({self.size} of 24 bytes)")
-                if rd16(self.base + 4, self.swapped) != 2:
-                    raise ValueError(f"unsupported pcap version {rd16(self.base + 4, self.swapped)}")
-                self.divisor = 1e9 if magic in (0xA1B23C4D, 0x4D3CB2A1) else 1e6
-                self.snaplen = rd32(self.base + 16, self.swapped)
-                self.linktype = rd32(self.base + 20, self.swapped) & 0x0FFFFFFF
-                self.linktypes.append(self.linktype)
-                self.format = "pcap"
-                self.pos = 24
-            elif magic == 0x0A0D0D0A:
-                self.ng = True
-                self.format = "pcapng"
-                err = self._section(0)
-                if err != SEC_OK:
-                    raise ValueError(SECTION_ERRORS[err])
-            else:
-                raise ValueError("not a pcap or pcapng capture (it starts with "
-                                 f"{bytes(self._view[:4]).hex()})")
-        except BaseException:
-            self.close()
-            raise
-
-    def __dealloc__(self):
-        PyMem_Free(self.if_linktype)
-        PyMem_Free(self.if_divisor)
-        PyMem_Free(self.if_offset)
-
-    def close(self):
-        self._view = None
-        self.base = NULL
-        self.done = True
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
-
-    @property
-    def offset(self):
-        """Bytes read so far (for progress)."""
-        return self.pos
-
-    @property
-    def total(self):
-        return self.size
-
-    cdef void _map_ahead(self) noexcept nogil:
-        # Page faults one page at a time cost more than the parsing; map the next window in one call.
-        cdef Py_ssize_t start = self.mapped_to, length
-        if start >= self.size:
-            return
-        length = MAP_WINDOW if self.size - start > MAP_WINDOW else self.size - start
-        if madvise(<void*>(self.base + start), <size_t>length, self.populate) != 0:
-            if self.populate != MADV_WILLNEED:
-                self.populate = MADV_WILLNEED  # an older kernel: at least start reading ahead
-                madvise(<void*>(self.base + start), <size_t>length, self.populate)
-        self.mapped_to = start + length
-
-    cdef int _section(self, Py_ssize_t at) noexcept:
-        cdef uint32_t bom, blen
-        if self.size - at < 28:
-            return SEC_SHORT
-        bom = rd32(self.base + at + 8, 0)
-        if bom == 0x1A2B3C4D:
-            self.swapped = False
-        elif bom == 0x4D3C2B1A:
-            self.swapped = True
-        else:
-            return SEC_BOM
-        blen = rd32(self.base + at + 4, self.swapped)
-        if blen < 28 or blen % 4:
-            return SEC_LENGTH
-        if at + blen > self.size:
-            return SEC_SHORT
-        if rd16(self.base + at + 12, self.swapped) != 1:
-            return SEC_VERSION
-        self.n_if = 0  # interface ids are per section
-        self.pos = at + blen
-        return SEC_OK
-
-    cdef int _interface(self, Py_ssize_t at, uint32_t blen) except -1:
-        cdef Py_ssize_t o = at + 16, end = at + blen - 4
-        cdef int code, olen, v, k
-        cdef double divisor = 1e6, offset = 0.0
-        if self.n_if == self.if_cap:
-            self.if_cap = self.if_cap * 2 + 4
-            self.if_linktype = <int*>PyMem_Realloc(self.if_linktype, self.if_cap * sizeof(int))
-            self.if_divisor = <double*>PyMem_Realloc(self.if_divisor, self.if_cap * sizeof(double))
-            self.if_offset = <double*>PyMem_Realloc(self.if_offset, self.if_cap * sizeof(double))
-            if self.if_linktype == NULL or self.if_divisor == NULL or self.if_offset == NULL:
-                raise MemoryError()
-        while o + 4 <= end:
-            code = rd16(self.base + o, self.swapped)
-            olen = rd16(self.base + o + 2, self.swapped)
-            if code == 0 or o + 4 + olen > end:
-                break
-            if code == 9 and olen >= 1:  # if_tsresol: 10^-v, or 2^-v when the top bit is set
-                v = self.base[o + 4]
-                divisor = 1.0
-                for k in range(v & 0x7F):
-                    divisor *= 2.0 if v & 0x80 else 10.0
-            elif code == 14 and olen >= 8:  # if_tsoffset: seconds added to every timestamp
-                offset = <double>rd64(self.base + o + 4, self.swapped)
-            o += 4 + ((olen + 3) & ~3)
-        self.if_linktype[self.n_if] = rd16(self.base + at + 8, self.swapped)
-        self.if_divisor[self.n_if] = divisor
-        self.if_offset[self.n_if] = offset
-        self.n_if += 1
-        if self.if_linktype[self.n_if - 1] not in self.linktypes:
-            self.linktypes.append(self.if_linktype[self.n_if - 1])
-        return 0
-
-    def feed(self, FlowTable table not None, Py_ssize_t max_packets):
-        """Feed up to `max_packets` packets to `table`, stopping right after a packet that left the
-        table with something pending or whose time reached a new second. Returns the number fed:
-        0 at the end of the file."""
-        cdef Py_ssize_t done = 0, left
-        cdef const uint8_t* b
-        cdef uint32_t btype, blen, caplen, iface
-        cdef uint64_t ticks
-        cdef double ts
-        cdef int lt, err
-        while done < max_packets and not self.done:
-            if self.pos + MAP_WINDOW // 2 > self.mapped_to:
-                self._map_ahead()
-            b = self.base + self.pos
-            left = self.size - self.pos
-            if not self.ng:
-                if left < 16:
-                    if left > 0:
-                        self.truncated += 1
-                    self.done = True
-                    break
-                caplen = rd32(b + 8, self.swapped)
-                if caplen > MAX_RECORD and caplen > self.snaplen:
-                    self.corrupt += 1
-                    self.done = True
-                    break
-                if 16 + <Py_ssize_t>caplen > left:
-                    self.truncated += 1
-                    self.done = True
-                    break
-                ts = <double>rd32(b, self.swapped) + <double>rd32(b + 4, self.swapped) / self.divisor
-                lt = self.linktype
-                self.pos += 16 + caplen
-                b += 16
-                # the next record's header and IP header: fetched while this packet is worked on
-                prefetch(self.base + self.pos)
-                prefetch(self.base + self.pos + 64)
-            else:
-                if left < 12:
-                    if left > 0:
-                        self.truncated += 1
-                    self.done = True
-                    break
-                btype = rd32(b, self.swapped)
-                if btype == 0x0A0D0D0A:
-                    err = self._section(self.pos)
-                    if err == SEC_SHORT:
-                        self.truncated += 1
-                    if err != SEC_OK:
-                        self.corrupt += err != SEC_SHORT
-                        self.done = True
-                    continue
-                blen = rd32(b + 4, self.swapped)
-                if blen < 12 or blen % 4:
-                    self.corrupt += 1
-                    self.done = True
-                    break
-                if blen > left:
-                    self.truncated += 1
-                    self.done = True
-                    break
-                self.pos += blen
-                prefetch(self.base + self.pos)
-                if btype == 1 and blen >= 20:
-                    self._interface(self.pos - blen, blen)
-                    continue
-                if btype == 6 or btype == 2:  # enhanced / obsolete packet block
-                    if blen < 32:
-                        self.corrupt += 1
-                        continue
-                    iface = rd32(b + 8, self.swapped) if btype == 6 else rd16(b + 8, self.swapped)
-                    caplen = rd32(b + 20, self.swapped)
-                    if iface >= <uint32_t>self.n_if or 28 + <Py_ssize_t>caplen > blen - 4:
-                        self.corrupt += 1
-                        continue
-                    ticks = (<uint64_t>rd32(b + 12, self.swapped) << 32) | rd32(b + 16, self.swapped)
-                    ts = self.if_offset[iface] + <double>ticks / self.if_divisor[iface]
-                    b += 28
-                elif btype == 3:  # simple packet block: interface 0, no timestamp
-                    if self.n_if == 0:
-                        self.corrupt += 1
-                        continue
-                    iface = 0
-                    caplen = rd32(b + 8, self.swapped)
-                    if caplen > blen - 16:
-                        caplen = blen - 16
-                    ts = self.last_ts
-                    b += 12
-                else:
-                    continue  # name resolution, statistics, custom blocks: nothing for us
-                lt = self.if_linktype[iface]
-            table.feed_link(b, caplen, ts, lt)
-            self.packets += 1
-            if self.packets == 1:
-                self.first_ts = ts
-            self.last_ts = ts
-            done += 1
-            if table.closed or table.app or table.ticked:
-                # the engine analyses, applies blocks and ticks before the next packet, exactly
-                # where a packet-by-packet replay would (Engine.packet)
-                table.ticked = False
-                break
-        return done

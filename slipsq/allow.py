@@ -5,7 +5,7 @@ addresses, and the configured allow list. Pure data; reading the host's addresse
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from slipsq.errors import ConfigError
 
@@ -14,31 +14,54 @@ _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An IP address, or a ValueError whose message a person can read."""
+    """An IP address, or a ValueError whose message a person can read. An IPv4-mapped IPv6 address
+    (::ffff:1.2.3.4) is the IPv4 address it maps: that is the host, and how slipsq prints it."""
     try:
-        return ipaddress.ip_address(text.strip())
+        a = ipaddress.ip_address(text.strip())
     except ValueError:
         raise ValueError(f"'{text}' is not an IP address") from None
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        return a.ipv4_mapped
+    return a
 
 
 class AllowList:
-    def __init__(self, networks: Iterable[str] = (), own: Iterable[str] = ()) -> None:
+    """`own`: this machine's addresses at start. `protected`: {address: reason} of what else the
+    gateway depends on (slipsq.protect: subnet edges, gateways, resolvers, NTP, its sockets' peers),
+    replaced while running by `set_protected`."""
+
+    def __init__(self, networks: Iterable[str] = (), own: Iterable[str] = (),
+                 protected: Mapping[str, str] | None = None) -> None:
         self.networks: list[IPNet] = []
         for n in networks:
             try:
                 self.networks.append(ipaddress.ip_network(n, strict=False))
             except ValueError:
                 raise ConfigError(f"configuration key 'allow.ips': '{n}' is not an IP address or network") from None
-        self.own = {ipaddress.ip_address(a) for a in own}
+        self.own = {parse_ip(a) for a in own}
+        self.protected: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
         self._cache: dict[str, str | None] = {}
+        self.set_protected(protected or {})
+
+    def set_protected(self, protected: Mapping[str, str]) -> None:
+        """Replace the protected addresses (from the daemon's loop: a read that finished)."""
+        out = {}
+        for text, reason in protected.items():
+            try:
+                out[parse_ip(text)] = reason
+            except ValueError:
+                continue
+        self.protected = out
+        self._cache = {}
 
     def why_protected(self, ip: str) -> str | None:
         """None when `ip` may be blocked, else the reason it may not (for messages and alerts)."""
         if ip in self._cache:
             return self._cache[ip]
         reason = self._reason(ip)
-        if len(self._cache) < 65536:
-            self._cache[ip] = reason
+        if len(self._cache) >= 65536:  # bounded: emptied when full (O(1) amortized), so a flood of
+            self._cache.clear()        # invented addresses cannot leave later lookups uncached
+        self._cache[ip] = reason
         return reason
 
     def _reason(self, ip: str) -> str | None:
@@ -46,8 +69,6 @@ class AllowList:
             a = parse_ip(ip)
         except ValueError as e:
             return str(e)
-        if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
-            a = a.ipv4_mapped
         if a.is_loopback:
             return "a loopback address"
         if a.is_link_local:
@@ -58,6 +79,9 @@ class AllowList:
             return "not a host address"
         if a in self.own:
             return "one of this gateway's own addresses"
+        protected = self.protected.get(a)
+        if protected is not None:
+            return protected
         for net in self.networks:
             if a.version == net.version and a in net:
                 return f"on the allow list ({net})"

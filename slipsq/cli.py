@@ -231,8 +231,8 @@ def models_list(ctx: click.Context, models_dir: str | None, as_json: bool, confi
 
     def work() -> None:
         from slipsq.detect.stratosphere.markov import load_models
-        from slipsq.replay import resolve_models_dir
         from slipsq.runmode import load_config as load
+        from slipsq.runmode import resolve_models_dir
 
         cfg = load(_config_path(ctx, config_path))
         folder = resolve_models_dir(models_dir, cfg["markov.models"] or None)
@@ -277,6 +277,42 @@ def config_show(ctx: click.Context, config_path: str | None) -> None:
                 section = sec
             click.echo(f"# {cfg.options[key].help}")
             click.echo(f"{name} = {_toml_value(value)}")
+
+    run_guarded(work, _debug(ctx))
+
+
+@config.command("init")
+@click.option("--allow", "allow", multiple=True, metavar="IP",
+              help="Also put IP (or a CIDR network) on the allow list; repeatable.")
+@click.option("--guess/--no-guess", default=True, show_default=True,
+              help="Fill in the interfaces, the upstream router and your SSH client address from this machine.")
+@click.pass_context
+def config_init(ctx: click.Context, allow: tuple[str, ...], guess: bool) -> None:
+    """Print a first configuration file: every key commented with its default and help, and the allow
+    list filled in from this machine (the installer writes it to /etc/slipsq/slipsq.toml)."""
+
+    def work() -> None:
+        import os
+
+        from slipsq import gateway
+        from slipsq.allow import AllowList
+        from slipsq.errors import ConfigError
+        from slipsq.runmode import all_options
+        from slipsq.runmode import load_config as load
+
+        try:
+            AllowList(list(allow))
+        except (ValueError, SlipsqError) as e:
+            raise ConfigError(f"--allow: {e}") from None
+        machine = gateway.probe(os.environ) if guess else gateway.Machine()
+        text = gateway.initial_config(all_options(), machine, allow)
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".toml") as fh:  # what we print must load
+            fh.write(text)
+            fh.flush()
+            load(fh.name)
+        click.echo(text, nl=False)
 
     run_guarded(work, _debug(ctx))
 

@@ -1,4 +1,4 @@
-"""Admin commands of inline mode: block, unblock, blocks, status, rules show/remove, ti update.
+"""Admin commands of inline mode: block, unblock, blocks, status, rules show/remove, ti update, explain.
 
 Each talks to the running daemon over its control socket, and acts on the block store and the kernel
 directly when no daemon runs (so `slipsq unblock` always works). Messages and exit codes only; the
@@ -39,11 +39,11 @@ def _guard(ctx: click.Context, fn: Callable[[], Any]) -> None:
         ctx.exit(int(code))
 
 
-def _daemon(state_dir: str | None, req: dict[str, Any]) -> dict[str, Any] | None:
+def _daemon(state_dir: str | None, req: dict[str, Any], wait: float = 10.0) -> dict[str, Any] | None:
     from slipsq.control import request
     from slipsq.verdict.store import resolve_state_dir
 
-    reply = request(resolve_state_dir(state_dir), req)
+    reply = request(resolve_state_dir(state_dir), req, wait)
     if reply is not None and not reply.get("ok"):
         raise _ReplyError(str(reply.get("error", "the daemon refused")))
     return reply
@@ -53,11 +53,15 @@ class _ReplyError(SlipsqError):
     code = 2
 
 
+class _NotBlocked(SlipsqError):
+    code = 1
+
+
 def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str | None) -> Admin:
     """Admin on the store and the kernel, for when no daemon runs."""
     from slipsq import runmode
     from slipsq.control import Admin
-    from slipsq.daemon import default_duration, make_allow
+    from slipsq.daemon import default_duration
     from slipsq.verdict.store import BlockStore
 
     if os.geteuid() != 0:
@@ -65,7 +69,11 @@ def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str |
                                "needs root")
     obj = ctx.find_root().obj or {}
     cfg = runmode.load_config(config_path or obj.get("config_path"))
-    allow = make_allow(cfg)
+    allow = runmode.make_allow(cfg)
+    if cfg["allow.infrastructure"]:  # what the daemon protects, read once (it follows changes itself)
+        from slipsq.protect import OWN, gather
+
+        allow.set_protected({a: r for a, r in gather().items() if r != OWN or cfg["allow.own_addresses"]})
     fw = _firewall(allow)  # before the store: a firewall we cannot drive leaves no state dir behind
     return Admin(BlockStore(state_dir), fw, allow, default_duration(cfg))
 
@@ -85,6 +93,10 @@ def _left(seconds: float | None) -> str:
 
 STATE_DIR = click.option("--state-dir", type=click.Path(file_okay=False), default=None,
                          help="State directory [default: /var/lib/slipsq; env SLIPSQ_STATE_DIR].")
+WAIT = click.option("--wait", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
+                    help="How long to wait for the daemon's answer; past it, act on the store and the kernel "
+                         "directly (the daemon takes the change up when it runs again).")
+STUCK = ("directly: the daemon did not answer within {wait:g}s; it takes the change up when it runs again")
 CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                       help="TOML configuration (allow list, default block duration) when no daemon runs.")
 
@@ -96,27 +108,32 @@ CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False)
 @click.option("--reason", default="manual", show_default=True, help="Why (kept in the audit trail).")
 @STATE_DIR
 @CONFIG
+@WAIT
 @click.pass_context
 def block(ctx: click.Context, ip: str, duration: str | None, reason: str, state_dir: str | None,
-          config_path: str | None) -> None:
+          config_path: str | None, wait: float) -> None:
     """Block IP in the kernel now (refused for this gateway's own, loopback and allow-listed addresses)."""
 
     def work() -> None:
-        from slipsq.control import canonical_ip, parse_duration, who_am_i
+        from slipsq.control import DaemonTimeout, canonical_ip, parse_duration, who_am_i
 
         addr = canonical_ip(ip)
         seconds = parse_duration(duration) if duration else "default"
         sd = _state_dir(ctx, state_dir)
         req = {"cmd": "block", "ip": addr, "duration": duration or "default", "reason": reason}
-        reply = _daemon(sd, req)
+        note = ""
+        try:
+            reply = _daemon(sd, req, wait)
+        except DaemonTimeout:
+            reply, note = None, f"; {STUCK.format(wait=wait)}"
         if reply is not None:
             b = reply["block"]
         else:
             b = _offline_admin(ctx, sd, config_path).block(addr, seconds, reason, who_am_i()).to_dict()
         if b["expires"] is None:  # asked for by name ('forever'): say so, since blocks expire by default
-            click.echo(f"blocked {addr} with no expiry, until 'slipsq unblock {addr}' ({reason})")
+            click.echo(f"blocked {addr} with no expiry, until 'slipsq unblock {addr}' ({reason}){note}")
         else:
-            click.echo(f"blocked {addr} until {_when(b['expires'])} ({reason})")
+            click.echo(f"blocked {addr} until {_when(b['expires'])} ({reason}){note}")
 
     _guard(ctx, work)
 
@@ -127,18 +144,25 @@ def block(ctx: click.Context, ip: str, duration: str | None, reason: str, state_
               help="Why (kept in the audit trail).")
 @STATE_DIR
 @CONFIG
+@WAIT
 @click.pass_context
-def unblock(ctx: click.Context, ip: str, reason: str, state_dir: str | None, config_path: str | None) -> None:
+def unblock(ctx: click.Context, ip: str, reason: str, state_dir: str | None, config_path: str | None,
+            wait: float) -> None:
     """Remove IP's block at once (kernel and store); the daemon also forgets the evidence against it."""
 
     def work() -> None:
-        from slipsq.control import canonical_ip, who_am_i
+        from slipsq.control import DaemonTimeout, canonical_ip, who_am_i
 
         addr = canonical_ip(ip)
         sd = _state_dir(ctx, state_dir)
-        if _daemon(sd, {"cmd": "unblock", "ip": addr, "reason": reason}) is None:
+        note = ""
+        try:
+            reply = _daemon(sd, {"cmd": "unblock", "ip": addr, "reason": reason}, wait)
+        except DaemonTimeout:
+            reply, note = None, f" ({STUCK.format(wait=wait)})"
+        if reply is None:
             _offline_admin(ctx, sd, config_path).unblock(addr, who_am_i(), reason)
-        click.echo(f"unblocked {addr}")
+        click.echo(f"unblocked {addr}{note}")
 
     _guard(ctx, work)
 
@@ -182,30 +206,46 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
 def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
     """The running daemon: uptime, packets, verdicts, flows, alerts, blocks, kernel queue drops."""
 
-    def work() -> None:
+    def work() -> int:
         from slipsq.verdict.store import resolve_state_dir
 
         sd = _state_dir(ctx, state_dir)
         reply = _daemon(sd, {"cmd": "status"})
         if reply is None:
-            raise SystemSetupError("the slipsq daemon is not running "
-                                   f"(no control socket in {resolve_state_dir(sd)})")
-        st = reply["status"]
+            where = resolve_state_dir(sd)
+            if as_json:
+                click.echo(json.dumps({"running": False, "state_dir": str(where)}))
+            else:
+                click.echo(f"slipsq is not running (no control socket in {where}); with --install-rules "
+                           "the diversion fails open: traffic flows uninspected")
+            return 3  # as `systemctl status` for a stopped unit
+        st = {"running": True, **reply["status"]}
         if as_json:
             click.echo(json.dumps(st, default=str))
-            return
+            return 0
         k = st["kernel"] or {}
         t = st["table"]
-        click.echo(f"slipsq pid {st['pid']}, up {_left(st['uptime'])}, NFQUEUE {st['queue']} "
-                   f"({st['backend']} iptables, diversion: {st['diversion']})")
+        rate = st.get("per_second") or {}
+        mem = st.get("memory") or {}
+        click.echo(f"slipsq running, pid {st['pid']}, up {_left(st['uptime'])}, NFQUEUE {st['queue']} "
+                   f"({st['backend']} iptables, diversion: {st['diversion']})"
+                   + (", under systemd" if st.get("systemd") else "")
+                   + (f", watchdog {st['watchdog']:g}s" if st.get("watchdog") else ""))
         click.echo(f"packets {st['packets']}  accepted {st['accepted']}  dropped {st['dropped']}  "
-                   f"errors {st['errors']}")
+                   f"errors {st['errors']}  ({rate.get('packets', 0):g} packets/s, "
+                   f"{rate.get('verdicts', 0):g} verdicts/s)")
         click.echo(f"flows {st['flows']} closed, {t.get('flows_open', 0)} open  alerts {st['alerts']}  "
                    f"blocks {st['blocks_active']} active ({st['blocks_decided']} decided since start)")
+        if mem:
+            click.echo(f"memory {mem.get('rss_kb', 0) / 1024:.1f} MB resident "
+                       f"(flow table {mem.get('table_bytes', 0) / 2**20:.1f} MB)")
         click.echo(f"kernel queue: waiting {k.get('waiting', '?')} / {k.get('maxlen', '?')}, "
                    f"queue_dropped {k.get('queue_dropped', '?')}, user_dropped {k.get('user_dropped', '?')}; "
                    f"kernel block rules dropped {st['kernel_block_drops']['packets']} packets")
         click.echo(f"fail-open {'on' if st['fail_open'] else 'off'}: {st['note']}")
+        for a in st.get("last_alerts") or []:
+            click.echo(f"  {a['time']} [{a['action']}] {a['detector']} {a['offender']}: {a['description']}")
+        return 0
 
     _guard(ctx, work)
 
@@ -245,9 +285,13 @@ def rules_remove(ctx: click.Context, state_dir: str | None) -> None:
     """Remove everything slipsq put in the firewall (its tagged rules, chain SLIPSQ, its sets)."""
 
     def work() -> None:
-        n = _firewall().remove_all()
-        click.echo(f"removed {n} slipsq rules, chain SLIPSQ and sets slipsq-block4/6; "
-                   "blocks stay in the store (slipsq blocks) and return when the daemon starts")
+        done = _firewall().remove_all()
+        click.echo(done.message())
+        if done.left:
+            raise SystemSetupError("some of slipsq's firewall state could not be removed (see above; "
+                                   "a running daemon puts it back: stop it first)")
+        if done.rules or done.chains or done.sets:
+            click.echo("blocks stay in the store (slipsq blocks) and return when the daemon starts")
 
     _guard(ctx, work)
 
@@ -300,7 +344,33 @@ def ti_update(ctx: click.Context, config_path: str | None, state_dir: str | None
     _guard(ctx, work)
 
 
+@click.command()
+@click.argument("ip")
+@click.option("--from", "out_dir", type=click.Path(), default=None, metavar="DIR",
+              help="A replay output folder (`slipsq replay -o DIR`) instead of the block store.")
+@click.option("--json", "as_json", is_flag=True, help="The deciding alert as JSON, with its window.")
+@STATE_DIR
+@click.pass_context
+def explain(ctx: click.Context, ip: str, out_dir: str | None, as_json: bool, state_dir: str | None) -> None:
+    """Why IP was blocked: the evidence of the window that decided (detector, score, description).
+    Reads the block store (daemon up or down) or a replay's alerts.jsonl; exit 1 when not blocked."""
+
+    def work() -> None:
+        from slipsq import explain as ex
+
+        addr = ex.normalize_ip(ip)
+        alert = ex.from_replay(out_dir, addr) if out_dir else ex.from_store(_state_dir(ctx, state_dir), addr)
+        if alert is None:
+            raise _NotBlocked(f"{addr} was not blocked ({f'in {out_dir}' if out_dir else 'in the block store'})")
+        if as_json:
+            click.echo(json.dumps(alert))
+        else:
+            click.echo(ex.render(addr, alert))
+
+    _guard(ctx, work)
+
+
 def register(group: click.Group) -> None:
     """Add the admin commands to the `slipsq` group (called by slipsq.cli)."""
-    for cmd in (block, unblock, blocks, status, rules, ti):
+    for cmd in (block, unblock, blocks, status, rules, ti, explain):
         group.add_command(cmd)

@@ -58,6 +58,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("flowtable.max_flows", 500_000,
            "hard cap on open flows; at the cap the least recently seen flow is evicted (counted)",
            positive, "> 0"),
+    Option("flowtable.expire_batch", 10_000,
+           "flows an expiry pass emits at most; a mass expiry (a flood timing out) goes on a tenth of a "
+           "second later, so the packet loop never waits for all of it", positive, "> 0"),
     Option("flowtable.emergency_factor", 0.1,
            "above 90% of max_flows, idle timeouts are multiplied by this (like Suricata's emergency mode)",
            fraction, "between 0 and 1"),
@@ -73,8 +76,15 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("judge.window", 3600.0, "width of the evidence time window (seconds), as in Slips", positive, "> 0",
            duration=True),
     Option("judge.threshold", 1.0,
-           "block when the sum of threat_level x confidence of an IP's evidence in one window reaches this",
+           "block when an IP's window score (sum of threat_level x confidence per finding, persistent ones "
+           "twice: see judge.py) reaches this",
            positive, "> 0"),
+    Option("judge.persist_after", 60.0,
+           "a finding still reported this many seconds after its first report in a window is persistent",
+           positive, "> 0"),
+    Option("judge.persist_min", 0.6,
+           "a persistent critical finding whose threat_level x confidence reaches this counts twice", fraction,
+           "between 0 and 1"),
     Option("judge.block_duration", 14400.0, "how long a block lasts (seconds); 0 means until unblocked",
            non_negative, ">= 0", duration=True),
     Option("judge.repeat_factor", 2.0, "each new block of a repeat offender lasts this many times longer",
@@ -82,17 +92,46 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("judge.max_block_duration", 604800.0, "the longest a block can grow to (seconds)", positive, "> 0",
            duration=True),
     Option("judge.block", True, "false: alert only, never block (an IDS)"),
+    Option("judge.max_offenders", 200_000, "offenders whose evidence window and repeat count are kept "
+           "(least recently judged forgotten first; never an active block)", positive, "> 0"),
+    Option("judge.max_findings", 256, "distinct findings listed per offender per window (more still "
+           "add to the score, not to the list `slipsq explain` shows; each piece of evidence is summed "
+           "over this list)", positive, "> 0"),
+    Option("judge.max_blocks", 65_536, "active blocks at most; past it new blocks are refused (and said "
+           "so), never an older one forgotten", positive, "> 0"),
     # addresses that are never blocked
     Option("allow.ips", [], "IPs and networks (CIDR) that are never blocked, e.g. the admin's laptop"),
-    Option("allow.own_addresses", True, "never block this machine's own addresses (read at start)"),
+    Option("allow.own_addresses", True, "never block this machine's own addresses (followed while running: "
+           "an address gained later, by DHCP, a VPN or IPv6 privacy, is protected within a second)"),
+    Option("allow.infrastructure", True, "never block what this gateway depends on: its default gateways, "
+           "DNS resolvers (resolv.conf, systemd-resolved), NTP servers (chrony, timesyncd), the servers its "
+           "own sockets talk to, and the network and broadcast addresses of its subnets"),
+    Option("allow.reread", 30.0, "seconds between re-reads of the protected addresses (address and route "
+           "changes are followed at once, through netlink)", positive, "> 0", duration=True),
     # what DNS answers taught (detectors read it as ctx.dns_names)
     Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
            "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),
     # inline mode
-    Option("queue.maxlen", 4096, "longest the kernel queue may grow before it fails open (--queue-maxlen)",
-           lambda v: 1 <= v <= 1 << 20, "between 1 and 1048576"),
+    Option("queue.maxlen", 1024,
+           "packets the kernel holds for slipsq before fail-open passes the rest uninspected; small, so a "
+           "stalled slipsq costs little: 1,024 packets are 0.1 s at 10,000 packets/s", positive, "> 0"),
+    Option("daemon.stall_timeout", 10.0,
+           "when the packet loop has not run for this many seconds, slipsq exits (the kernel then passes "
+           "traffic, systemd restarts it); 0: never", non_negative, ">= 0", duration=True),
     # outputs
     Option("output.json", False, "print alerts as JSON lines, inline and in replay (--json/--no-json)"),
+    Option("output.alerts_log", "auto", "inline: folder for alerts.jsonl (rotated by size); auto: the service's "
+           "logs directory ($LOGS_DIRECTORY, /var/log/slipsq) when run by systemd, else none; \"\": none"),
+    Option("output.alerts_log_max_bytes", 10_000_000, "alerts.jsonl is rotated when it would grow past this",
+           positive, "> 0"),
+    Option("output.alerts_log_files", 5, "rotated alerts.jsonl files kept (alerts.jsonl.1 ... .N)",
+           non_negative, ">= 0"),
+    Option("output.journal", "auto", "inline: alerts and messages to the systemd journal with SLIPSQ_* fields: "
+           "auto (when started by systemd), yes, no (stdout/stderr)",
+           lambda v: v in ("auto", "yes", "no"), "auto, yes or no"),
+    # small machines
+    Option("memory.budget_mb", 0, "inline: lower the flow table's, detectors' and DNS caps to fit this many MB "
+           "(e.g. 100 on a Raspberry Pi; at least 48); 0: no budget, each cap as set", non_negative, ">= 0"),
 )
 
 

@@ -1,9 +1,10 @@
 """Admin control: the daemon's Unix socket (`control.sock` in the state directory, mode 0600, root
 only, one JSON request line → one JSON reply line per connection) and the admin actions behind it.
 
-`Admin` does block/unblock/blocks on the store and the kernel, and, inside the daemon, on the engine
-too (so an unblocked IP's old evidence is forgotten). The CLI talks to the daemon through `request`
-when it runs and uses `Admin` directly when it does not, so `slipsq unblock` always works.
+`Admin` does block/unblock/blocks on the store and the kernel, for when no daemon runs; the daemon
+takes the same requests through its engine (so an unblocked IP's old evidence is forgotten). The
+CLI talks to the daemon through `request` when it runs and uses `Admin` directly when it does not,
+so `slipsq unblock` always works.
 This module decides nothing about traffic and never blocks a protected address.
 """
 
@@ -11,18 +12,22 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slipsq import durations
+from slipsq import durations, records
 from slipsq.allow import AllowList, parse_ip
 from slipsq.errors import InputError, SlipsqError, SystemSetupError
+from slipsq.verdict.apply import Outcome, carry_out
 from slipsq.verdict.firewall import Firewall
-from slipsq.verdict.store import Block, BlockStore
+from slipsq.verdict.store import Block as Stored
+from slipsq.verdict.store import BlockStore
 
 SOCKET_NAME = "control.sock"
 MAX_LINE = 65536
@@ -46,60 +51,69 @@ def parse_duration(text: str) -> float | None:
     return value
 
 
+class DaemonTimeout(SystemSetupError):
+    """The daemon's socket took the request but no answer came in time (a stopped or stuck daemon)."""
+
+
 def canonical_ip(text: str) -> str:
+    """The address as slipsq prints it everywhere (an IPv4-mapped IPv6 address as IPv4)."""
     try:
         return str(parse_ip(text))
     except ValueError as e:
         raise InputError(str(e)) from None
 
 
+def check_block(allow: AllowList, text: str) -> str:
+    """The canonical text of an IP an admin asks to block; InputError when it is not an IP or it is
+    protected (the daemon and the offline Admin check the same way)."""
+    ip = canonical_ip(text)
+    why = allow.why_protected(ip)
+    if why is not None:
+        raise InputError(f"refusing to block {ip}: {why}")
+    return ip
+
+
 class Admin:
-    """Block, unblock and list, on the store and the kernel (and the engine, when given one)."""
+    """Block, unblock and list on the store and the kernel directly, for when no daemon runs (the
+    daemon takes the same requests through its engine). Each change is the engine's own command,
+    carried out by verdict.apply.carry_out: the way a judged block takes too."""
 
     def __init__(self, store: BlockStore, firewall: Firewall | None, allow: AllowList,
-                 default_duration: float | None, engine: Any = None, sink: Any = None) -> None:
+                 default_duration: float | None) -> None:
         self.store = store
         self.fw = firewall
         self.allow = allow
         self.default_duration = default_duration
-        self.engine = engine
-        self.sink = sink
 
     def block(self, ip: str, duration: float | str | None = "default", reason: str = "manual",
-              who: str = "admin", now: float | None = None) -> Block:
-        ip = canonical_ip(ip)
-        why = self.allow.why_protected(ip)
-        if why is not None:
-            raise InputError(f"refusing to block {ip}: {why}")
+              who: str = "admin", now: float | None = None) -> Stored:
+        ip = check_block(self.allow, ip)
         now = time.time() if now is None else now
         seconds = self.default_duration if duration == "default" else duration
         assert not isinstance(seconds, str)
-        if self.fw is not None:
-            refused = self.fw.block([(ip, seconds)])
-            if refused:
-                raise InputError(f"refusing to block {ip}: {refused[0][1]}")
-        expires = None if seconds is None else now + seconds
-        b = self.store.add(ip, since=now, expires=expires, reason=reason, detector="manual",
-                           evidence={"manual": True, "reason": reason}, by=who)
-        if self.engine is not None:
-            self.engine.restore_block(ip, float("inf") if expires is None else expires, b.times)
-        return b
+        out = self._carry_out(records.Block(ip, now, seconds or 0.0, reason, who), now)
+        if ip in out.refused:
+            raise InputError(f"refusing to block {ip}: {out.refused[ip]}")
+        return out.stored[ip]
 
-    def unblock(self, ip: str, who: str = "admin", reason: str = "unblocked by admin") -> Block | None:
-        """Remove the block at once (kernel, store, engine). InputError when `ip` is not blocked."""
+    def unblock(self, ip: str, who: str = "admin", reason: str = "unblocked by admin") -> Stored | None:
+        """Remove the block at once (kernel, store). InputError when `ip` is not blocked."""
         ip = canonical_ip(ip)
         known = self.store.get(ip)
         in_kernel = self.fw is not None and ip in self.fw.members()
         if known is None and not in_kernel:
             raise InputError(f"{ip} is not blocked")
-        if self.engine is not None and self.sink is not None:
-            # the engine forgets the judgement and tells the sinks, which remove rule and record
-            self.engine.unblock(ip, reason, who)
-        else:
-            if self.fw is not None:
-                self.fw.unblock([ip])
-            self.store.remove(ip, who=who, reason=reason)
+        now = time.time()
+        self._carry_out(records.Unblock(ip, now, reason, who), now)
         return known
+
+    def _carry_out(self, change: records.Block | records.Unblock, now: float) -> Outcome:
+        out = carry_out(self.fw, self.store, [change], now)
+        if out.kernel_error:
+            raise SystemSetupError(f"the kernel refused: {out.kernel_error}")
+        if out.store_error:
+            raise SystemSetupError(f"the block store failed: {out.store_error}")
+        return out
 
     def blocks(self, now: float | None = None) -> list[dict[str, Any]]:
         now = time.time() if now is None else now
@@ -118,7 +132,8 @@ def socket_path(state_dir: Path) -> Path:
 
 
 class ControlServer:
-    """Non-blocking listener polled by the daemon's loop; each request is answered at once."""
+    """Non-blocking listener: `serve` answers requests in the thread that calls it (the daemon's
+    control thread) until told to stop; `poll` answers what is waiting now."""
 
     def __init__(self, state_dir: Path, handler: Callable[[dict[str, Any], str], dict[str, Any]]) -> None:
         self.path = socket_path(state_dir)
@@ -140,6 +155,13 @@ class ControlServer:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def serve(self, stop: threading.Event, every: float = 0.5) -> None:
+        """Answer requests until `stop` is set (checked every `every` seconds)."""
+        while not stop.is_set():
+            ready, _, _ = select.select([self.sock], [], [], every)
+            if ready and not stop.is_set():
+                self.poll()
 
     def poll(self) -> int:
         """Answer every connection waiting now. Returns how many."""
@@ -227,7 +249,7 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 10.0) -> dict
         s.sendall(json.dumps({**req, "user": _user()}).encode() + b"\n")
         line = _read_line(s)
     except TimeoutError:
-        raise SystemSetupError(f"the slipsq daemon did not answer within {timeout:g}s ({path})") from None
+        raise DaemonTimeout(f"the slipsq daemon did not answer within {timeout:g}s ({path})") from None
     finally:
         s.close()
     if not line:

@@ -1,10 +1,24 @@
-"""Inline mode: `slipsq --queue N`. Wires NFQUEUE → engine (flow table, detectors, judge) → the
-inline sink (kernel block + block store) and alerts on stdout, and runs the loop that gives the
-engine wall time, answers the control socket and handles signals.
+"""Inline mode: `slipsq --queue N`. NFQUEUE → engine (flow table, detectors, judge) → commands, which
+a worker thread carries out (alerts to stdout, blocks to the kernel and the block store). Three threads,
+each owning its part, so that the packet loop never waits on I/O:
+
+    packet loop (main)  reads the queue (verdicts come from the compiled table), gives the engine wall
+                        time, hands each batch of commands to the worker, runs the engine calls the
+                        control thread posts (manual block/unblock, reload swap), beats the heartbeat
+    worker              owns the firewall and the block store: one `ipset restore` and one store
+                        transaction per batch, retried when the kernel or the store fails (no block
+                        is ever lost: the table drops a blocked IP's packets meanwhile)
+    control             answers the control socket (slipsq block/unblock/blocks/status/reload); it
+                        asks the packet loop for engine work and the worker for store/kernel work,
+                        and waits for them itself
+    watchdog            when the packet loop has not beaten for `daemon.stall_timeout` seconds, the
+                        process exits: the kernel then passes the traffic (--queue-bypass) and
+                        systemd restarts slipsq; a hung slipsq must not hold the network
 
     SIGTERM/SIGINT  stop reading, remove the diversion rules it installed, verdict what is queued,
-                    unbind; blocks stay (they expire by themselves in the kernel)
-    SIGHUP          reload config, allow list and models; flows, blocks and evidence are kept
+                    carry out the last commands, unbind; blocks stay (they expire by themselves)
+    SIGHUP          reload config, allow list and models (loaded off the packet loop); flows, blocks
+                    and evidence are kept
 
 It never decides anything itself (the judge does) and never blocks a protected address.
 """
@@ -15,105 +29,216 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Future
+from queue import Empty, SimpleQueue
+from typing import Any, TypeVar
 
-from slipsq import config as configmod
-from slipsq import runmode
-from slipsq.allow import AllowList, own_addresses
-from slipsq.control import Admin, ControlServer, parse_duration
+from slipsq import budget, protect, runmode, twins
+from slipsq.allow import AllowList
+from slipsq.config import Config
+from slipsq.control import Admin, ControlServer, check_block, parse_duration
 from slipsq.enrich import make_enrichers
-from slipsq.errors import ModelError, SlipsqError
+from slipsq.errors import InputError, ModelError, SlipsqError
 from slipsq.output.alerts import AlertWriter
-from slipsq.records import Alert
-from slipsq.sink import Sink
-from slipsq.sources.nfqueue import DEFAULT_MAXLEN, FAIL_OPEN_NOTE, NfqueueSource, check_system
+from slipsq.records import Command, Unblock
+from slipsq.service import Service, rss_kb
+from slipsq.sink import Fanout
+from slipsq.sources.nfqueue import FAIL_OPEN_NOTE, NfqueueSource, check_system
+from slipsq.verdict.apply import Change, Outcome, carry_out, changes
 from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall
+from slipsq.verdict.store import Block as Stored
 from slipsq.verdict.store import BlockStore, resolve_state_dir
 
 BUDGET = 1024  # packets per return to Python at most (the engine still runs whenever flows are pending)
+# an idle daemon wakes once a second, no more (a Pi's CPU and power); the control socket and signals
+# wake it at once, and the engine's timers run once a second anyway
+IDLE_WAKE = 1.0
+STALL_EXIT = 75  # exit status when the watchdog ends a stalled packet loop (EX_TEMPFAIL: restart me)
+T = TypeVar("T")
 
 
 def log(msg: str) -> None:
     print(f"slipsq: {msg}", file=sys.stderr, flush=True)
 
 
-class InlineSink(Sink):
-    """The engine's verdict sink inline: a block goes to the kernel and the store in one step.
+class Worker:
+    """The daemon's I/O thread: carries out batches of the engine's commands, in order.
 
-    A block is never lost: when the kernel refuses the set update (ipset failing, the ip_set module
-    unloaded), the block is still written to the store, the flow table keeps dropping the address's
-    packets in slipsq, and the kernel update is retried (`retry`, from the daemon's loop) until it
-    succeeds or the block expires."""
+    Alerts go to the writers; blocks and unblocks go to the kernel (one `ipset restore` for the
+    whole batch) and the store (one transaction). A kernel or store failure keeps that part pending:
+    it is retried with the next batch, and every RETRY_EVERY seconds, until it lands (the flow table
+    drops a blocked IP's packets meanwhile, and expired blocks drop out of the retry by themselves).
+    `call` runs any other function on the firewall or the store here, for the control thread."""
 
-    RETRY_EVERY = 5.0  # seconds between kernel retries
+    RETRY_EVERY = 5.0
 
-    def __init__(self, firewall: Firewall, store: BlockStore) -> None:
-        self.fw = firewall
-        self.store = store
-        self.pending: dict[str, float | None] = {}  # ip -> expiry (None: none) of blocks not in the kernel yet
-        self._next_retry = 0.0
+    def __init__(self, fw: Firewall, store: BlockStore, writers: Fanout,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.fw, self.store, self.writers, self.clock = fw, store, writers, clock
+        self.kernel_pending: list[Change] = []
+        self.store_pending: list[Change] = []
+        self.batches = 0
+        self.busy_since = 0.0  # when the batch being carried out began (0: idle), for status
+        self._q: SimpleQueue[tuple[list[Command], Future[Outcome] | None] | Callable[[], None] | None] = (
+            SimpleQueue())
+        self._thread = threading.Thread(target=self._run, name="slipsq-worker", daemon=True)
+        # another process (an admin command that found this daemon stuck) may change the store:
+        # on_store_change(ips unblocked there, blocks added there) tells the daemon, at most every
+        # SYNC_EVERY s (one cheap query when nothing changed)
+        self.on_store_change: Callable[[list[str], list[Stored]], None] | None = None
+        self._store_version = 0
+        self._store_ips: set[str] = set()
+        self.remember_store(clock())
 
-    def block(self, ip: str, duration: float, alert: Alert) -> None:
-        seconds = duration or None
-        now = alert.evidence.ts
-        expires = None if seconds is None else now + seconds
+    SYNC_EVERY = 1.0
+
+    def remember_store(self, now: float) -> None:
+        """Take the store as it is now as the known state (at start, after restoring blocks)."""
+        self._store_version = self.store.data_version()
+        self._store_ips = {b.ip for b in self.store.active(now)}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, commands: list[Command]) -> Future[Outcome]:
+        """Queue a batch; the future is done when it has been carried out (for admins who wait)."""
+        done: Future[Outcome] = Future()
+        self._q.put((commands, done))
+        return done
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run fn() in the worker thread (the firewall and the store are used from this thread only)."""
+        done: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as e:
+                done.set_exception(e)
+
+        self._q.put(run)
+        return done
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Carry out what is queued, then end the thread. False when it did not end in time."""
+        if not self._thread.is_alive():  # never started (a failed start) or already ended
+            return True
+        self._q.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        next_retry = self.clock() + self.RETRY_EVERY
+        next_sync = self.clock() + self.SYNC_EVERY
+        while True:
+            try:
+                item = self._q.get(timeout=self.SYNC_EVERY)
+            except Empty:
+                item = ([], None)  # nothing came: a retry and sync turn
+            batch: list[tuple[list[Command], Future[Outcome] | None]] = []
+            stop = False
+            while True:  # everything queued by now is one batch: one ipset call, one transaction
+                if item is None:
+                    stop = True
+                elif callable(item):
+                    item()
+                else:
+                    batch.append(item)
+                try:
+                    item = self._q.get_nowait()
+                except Empty:
+                    break
+            now = self.clock()
+            if batch or ((self.kernel_pending or self.store_pending) and now >= next_retry):
+                next_retry = now + self.RETRY_EVERY
+                self._carry_out(batch, now)
+            if now >= next_sync and not self.store_pending:
+                next_sync = now + self.SYNC_EVERY
+                self._sync(now)
+            if stop:
+                return
+
+    def _sync(self, now: float) -> None:
+        """What another process changed in the store since last time (its own writes do not count,
+        see BlockStore.data_version), handed to on_store_change."""
         try:
-            refused = self.fw.block([(ip, seconds)])
-        except SlipsqError as e:
-            refused = []
-            self.pending[ip] = expires
-            log(f"the kernel refused the block of {ip} ({e}); slipsq drops its packets itself and "
-                f"retries every {self.RETRY_EVERY:.0f} s")
-        if refused:  # the judge already refuses these; this is the second line of defence
-            log(f"not blocking {ip}: {refused[0][1]}")
+            version = self.store.data_version()
+            if version == self._store_version:
+                return
+            self._store_version = version
+            active = {b.ip: b for b in self.store.active(now)}
+        except Exception as e:  # the store unreadable now: the next turn tries again
+            log(f"cannot read the block store ({type(e).__name__}: {e})")
             return
-        self.store.add(ip, since=now, expires=expires, reason=alert.decision.reason,
-                       detector=alert.evidence.detector, evidence=alert.to_dict(), by="judge")
+        gone = sorted(self._store_ips - set(active))
+        new = [b for ip, b in active.items() if ip not in self._store_ips]
+        self._store_ips = set(active)
+        if (gone or new) and self.on_store_change is not None:
+            self.on_store_change(gone, new)
 
-    def retry(self, now: float) -> None:
-        """Put the blocks the kernel refused into it (one batch), at most every RETRY_EVERY s."""
-        if not self.pending or now < self._next_retry:
-            return
-        self._next_retry = now + self.RETRY_EVERY
-        # one expired meanwhile: the engine unblocks it, nothing to add
-        self.pending = {ip: exp for ip, exp in self.pending.items() if exp is None or exp > now}
-        if not self.pending:  # all expired: no empty batch, no "0 block(s)" message
-            return
-        entries = [(ip, None if exp is None else exp - now) for ip, exp in self.pending.items()]
+    def _carry_out(self, batch: list[tuple[list[Command], Future[Outcome] | None]], now: float) -> None:
+        self.busy_since = now
+        commands = [c for cmds, _ in batch for c in cmds]
         try:
-            self.fw.block(entries)
-        except SlipsqError as e:
-            log(f"the kernel still refuses {len(entries)} block(s) ({e}); slipsq keeps dropping them itself")
+            self.writers(commands)
+            outcome = self.apply(changes(commands), now)
+        except BaseException as e:  # a bug here must not leave an admin waiting forever
+            for _, done in batch:
+                if done is not None:
+                    done.set_exception(e)
+            log(f"worker error, continuing: {type(e).__name__}: {e}")
             return
-        log(f"{len(entries)} block(s) the kernel had refused are in the kernel now")
-        self.pending.clear()
+        finally:
+            self.busy_since = 0.0
+        self.batches += 1
+        for _, done in batch:
+            if done is not None:
+                done.set_result(outcome)
 
-    def unblock(self, ip: str, ts: float, reason: str, who: str) -> None:
-        self.pending.pop(ip, None)
-        self.fw.unblock([ip])
-        self.store.remove(ip, ts=ts, who=who, reason=reason)
-
-
-def load_models(cfg: configmod.Config) -> list[Any]:
-    """The Markov models, or [] with a warning (inline mode still runs its other detectors)."""
-    from slipsq.replay import load_engine_models
-
-    try:
-        return load_engine_models(None, cfg)
-    except ModelError as e:
-        log(f"warning: running without Markov models: {e}")
-        return []
-
-
-def make_allow(cfg: configmod.Config) -> AllowList:
-    return AllowList(cfg["allow.ips"], own_addresses() if cfg["allow.own_addresses"] else [])
-
-
-def default_duration(cfg: configmod.Config) -> float | None:
-    """A manual block's length when none is given: judge.block_duration, 0 meaning no expiry."""
-    d = float(cfg["judge.block_duration"])
-    return d if d > 0 else None
+    def apply(self, new: list[Change], now: float) -> Outcome:
+        """Kernel and store for `new`, after whatever failed before (so the last command per IP wins)."""
+        kernel_was, store_was = bool(self.kernel_pending), bool(self.store_pending)
+        kernel = self.kernel_pending + new
+        stored = self.store_pending + new
+        out = Outcome()
+        if kernel:
+            k = carry_out(self.fw, None, kernel, now)
+            out.refused, out.kernel_error = k.refused, k.kernel_error
+            for ip, why in k.refused.items():  # the judge already refuses these: a second line of defence
+                log(f"not blocking {ip}: {why}")
+            if k.kernel_error:
+                if not kernel_was:
+                    log(f"the kernel refused a block update ({k.kernel_error}); slipsq drops the packets "
+                        f"itself and retries every {self.RETRY_EVERY:.0f} s")
+                # a block that runs out before the retry turns into a delete there (apply.plan)
+                self.kernel_pending = kernel
+            else:
+                if kernel_was:
+                    log("the block updates the kernel had refused are in the kernel now")
+                self.kernel_pending = []
+        keep = [c for c in stored if c.ip not in out.refused]
+        if keep:
+            s = carry_out(None, self.store, keep, now)
+            out.stored, out.store_error = s.stored, s.store_error
+            if not s.store_error:
+                for c in keep:
+                    if isinstance(c, Unblock):
+                        self._store_ips.discard(c.ip)
+                    else:
+                        self._store_ips.add(c.ip)
+            if s.store_error:
+                if not store_was:
+                    log(f"the block store failed ({s.store_error}); the blocks stand in the kernel and are "
+                        f"written when the store works again (retried every {self.RETRY_EVERY:.0f} s)")
+                self.store_pending = keep
+            else:
+                if store_was:
+                    log("the block store works again; every pending block is written")
+                self.store_pending = []
+        return out
 
 
 class Daemon:
@@ -123,68 +248,93 @@ class Daemon:
         self.install_rules = install_rules
         self.config_path = config_path
         self.state_dir = resolve_state_dir(state_dir)
-        self.maxlen = queue_maxlen or DEFAULT_MAXLEN
+        self.maxlen_flag = queue_maxlen
         self.backend = backend
         self.stop = False
         self.diversion_installed = False
         self.want_reload = False
         self.started = time.time()
         self.engine_errors = 0
+        self.heartbeat = time.monotonic()
         self._last_error_log = -math.inf
+        self._calls: SimpleQueue[Callable[[], None]] = SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+        self._threads_stop = threading.Event()
 
     # --- start ---------------------------------------------------------------------------------
     def start(self) -> None:
-        from slipsq.engine import Engine
-
         check_system()
         self.cfg = runmode.load_config(self.config_path)
-        self.allow = make_allow(self.cfg)
+        budgeted = budget.apply(self.cfg)  # memory.budget_mb
+        self.svc = Service.from_env(self.cfg, self.state_dir)  # sd_notify, journal, alerts.jsonl (service.py)
+        self.maxlen = self.maxlen_flag or int(self.cfg["queue.maxlen"])
+        self.allow = runmode.make_allow(self.cfg)
+        self.protected = protect.for_config(self.allow, self.cfg)  # followed while running (never waits)
         self.store = BlockStore(self.state_dir)
         self.fw = host_firewall(self.allow, self.backend)
         # the control socket first: it is also the "is another slipsq using this state dir" check
         self.control = ControlServer(self.state_dir, self.handle)
-        self.sink = InlineSink(self.fw, self.store)
         self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
-        self.engine = Engine(self.cfg, models=load_models(self.cfg), allow=self.allow,
-                             enrichers=make_enrichers(self.cfg),
-                             sinks=[self.writer, self.sink], on_error=self._engine_error)
-        self.admin = Admin(self.store, self.fw, self.allow, default_duration(self.cfg), self.engine, self.sink)
+        writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks]
+        self.worker = Worker(self.fw, self.store, Fanout(writers, on_error=self._engine_error))
+        self.worker.on_store_change = self._store_changed
+        self.engine = runmode.build_engine(self.cfg, load_models(self.cfg), self.allow,
+                                           on_error=self._engine_error)
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
         # and only then the diversion, when asked
         self.fw.install(None)
+        if self.fw.cleaned:  # issue 12: a switched firewall.backend left rules in the other one
+            log("removed what slipsq had left in the other iptables backend: " + "; ".join(self.fw.cleaned))
         self.restore_blocks(time.time())
         self.source = NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen)
         if self.install_rules:
             self.fw.install(self.queue_num)
             self.diversion_installed = True
+        # the other threads hold the GIL for 1 ms at most at a time, not CPython's 5 ms: the packet
+        # loop gets it back quickly whenever the worker or the control thread is busy in Python
+        sys.setswitchinterval(0.001)
+        self.worker.start()
+        self._spawn(self._serve_control, "slipsq-control")
+        if self.cfg["daemon.stall_timeout"] > 0:
+            self._spawn(self._watchdog, "slipsq-watchdog")
         i = self.source.info
         log(f"inline on NFQUEUE {i.num} (maxlen {i.maxlen}, copy {i.copy_range} B, rcvbuf {i.rcvbuf} B, "
             f"fail-open {'on' if i.fail_open else 'UNSUPPORTED'}), iptables backend {self.fw.backend.name}, "
             f"state {self.state_dir}" + ("" if self.install_rules else "; diversion rules not installed "
                                         "(--install-rules)"))
+        if budgeted:
+            log("memory budget " + ", ".join(f"{k} {new}" for k, (_, new) in budgeted.items()))
+        self.svc.ready(self.light_status())  # READY=1: the queue is bound, the rules are in
 
     def restore_blocks(self, now: float) -> None:
-        """Unexpired blocks back into the kernel (one batch) and the engine; expired ones and ones
-        protected now removed (one batch too)."""
+        """Unexpired blocks back into the kernel and the engine, through the engine's block command
+        (one kernel batch); expired ones and ones protected now removed."""
         gone = self.store.purge_expired(now)
-        out = [b.ip for b in gone]
-        entries = []
+        batch: list[Change] = [Unblock(b.ip, now, "block expired", "expiry") for b in gone]
         for b in self.store.active(now):
             why = self.allow.why_protected(b.ip)
             if why is not None:  # the allow list changed since: protected now wins
-                out.append(b.ip)
-                self.store.remove(b.ip, ts=now, who="allow-list", reason=f"now protected: {why}")
+                batch.append(Unblock(b.ip, now, f"now protected: {why}", "allow-list"))
                 continue
-            entries.append((b.ip, b.remaining(now)))
-            self.engine.restore_block(b.ip, math.inf if b.expires is None else b.expires, b.times)
-        if out:
-            self.fw.unblock(out)
-        self.fw.block(entries)
-        if entries or gone:
-            log(f"restored {len(entries)} blocks from the store, {len(gone)} expired ones removed")
+            seconds = b.remaining(now)
+            batch += changes(self.engine.block(b.ip, now, seconds or 0.0, b.reason, "store", b.times))
+        out = carry_out(self.fw, self.store, batch, now)
+        for what, err in (("kernel", out.kernel_error), ("block store", out.store_error)):
+            if err:
+                raise SlipsqError(f"cannot restore the stored blocks: the {what} failed: {err}")
+        if hasattr(self, "worker"):
+            self.worker.remember_store(now)
+        restored = sum(1 for c in batch if not isinstance(c, Unblock))
+        if restored or gone:
+            log(f"restored {restored} blocks from the store, {len(gone)} expired ones removed")
 
-    # --- run -----------------------------------------------------------------------------------
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        threading.Thread(target=target, name=name, daemon=True).start()
+
+    # --- the packet loop ---------------------------------------------------------------------------
     def run(self) -> int:
         rfd, wfd = os.pipe()
         os.set_blocking(wfd, False)
@@ -194,22 +344,24 @@ class Daemon:
         handlers = {s: signal.signal(s, self._on_signal) for s in sigs}
         try:
             source, table = self.source, self.engine.table
-            fds = (self.control.fileno(), rfd)
+            fds = (self._wake_r, rfd)
             next_tick = 0.0
             while not self.stop:
-                source.run(BUDGET, 0.5, fds)
+                source.run(BUDGET, IDLE_WAKE, fds)
+                self.beat()
                 now = time.time()
                 if table.pending or now >= next_tick:
                     self._advance(now)
-                    next_tick = now + 0.5
-                self.control.poll()
-                try:
-                    os.read(rfd, 512)
-                except BlockingIOError:
-                    pass
+                    next_tick = now + IDLE_WAKE
+                self._run_calls()
+                for fd in fds:
+                    try:
+                        os.read(fd, 512)
+                    except BlockingIOError:
+                        pass
                 if self.want_reload:
                     self.want_reload = False
-                    self.reload()
+                    self._spawn(self._reload_logged, "slipsq-reload")
             return 0
         finally:
             self.shutdown()
@@ -219,16 +371,77 @@ class Daemon:
             os.close(rfd)
             os.close(wfd)
 
+    def beat(self) -> None:
+        """The packet loop is alive (it returns from the queue at least every IDLE_WAKE s): the stall
+        watchdog's heartbeat, and systemd's (WATCHDOG=1 is sent from here, the packet loop, only)."""
+        self.heartbeat = time.monotonic()
+        self.svc.tick(self.heartbeat, self.light_status)
+
     def _advance(self, now: float) -> None:
-        """Run the engine; a bug in one detector must not take the gateway's inspection down with it
-        (the packet path keeps running; the error is reported, at most once a minute). The engine
-        isolates each detector, decoder and sink call (`_engine_error`); this catch is the last line
-        of defence for anything else."""
+        """Run the engine and hand what it decided to the worker. A bug in one detector must not take
+        the gateway's inspection down with it: the engine isolates each detector and decoder call
+        (`_engine_error`); this catch is the last line of defence for anything else."""
         try:
-            self.engine.advance(now)
+            commands = self.engine.advance(now)
         except Exception as e:  # the last line of defence of a long-running daemon
             self._engine_error("engine", e)
-        self.sink.retry(now)
+            commands = self.engine.take()
+        if commands:
+            self.worker.submit(commands)
+        if self.protected is not None:  # addresses gained since start (never waits)
+            self.protected.refresh(now)
+
+    def _store_changed(self, gone: list[str], new: list[Stored]) -> None:
+        """(worker thread) Another process changed the store: an admin command that found this
+        daemon stuck applied a block or an unblock to the store and the kernel itself. The packet
+        loop makes the engine agree (the judge forgets or restores, the table drops or passes)."""
+        def sync() -> None:
+            now = time.time()
+            known = self.engine.judge.blocked()
+            commands: list[Command] = []
+            for ip in gone:
+                if ip in known:
+                    commands += self.engine.unblock(ip, now, "unblocked while slipsq did not answer", "store")
+            for b in new:
+                if b.ip not in known:
+                    commands += self.engine.block(b.ip, now, b.remaining(now) or 0.0, b.reason, "store", b.times)
+            if commands:
+                self.worker.submit(commands)
+                log(f"picked up from the block store: {len(gone)} unblocked, {len(new)} blocked by an admin "
+                    "while slipsq did not answer")
+
+        self._calls.put(sync)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def _run_calls(self) -> None:
+        """Engine work the control thread asked for (it waits on its future)."""
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except Empty:
+                return
+            call()
+
+    def on_loop(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run fn() on the packet loop (which owns the engine) and wait for its result (control
+        thread only). SlipsqError when the loop does not get to it in `timeout` seconds."""
+        done: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as e:
+                done.set_exception(e)
+
+        self._calls.put(run)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+        return _wait(done, timeout, "the packet loop")
 
     def _engine_error(self, where: str, e: Exception) -> None:
         self.engine_errors += 1
@@ -243,9 +456,23 @@ class Daemon:
         else:
             self.stop = True
 
+    def _watchdog(self) -> None:
+        limit = float(self.cfg["daemon.stall_timeout"])
+        while not self._threads_stop.wait(1.0):
+            stalled = time.monotonic() - self.heartbeat
+            if stalled > limit:
+                log(f"the packet loop has not run for {stalled:.0f} s (daemon.stall_timeout {limit:g}); "
+                    "exiting so that the kernel passes traffic (fail-open) and systemd restarts slipsq")
+                os._exit(STALL_EXIT)
+
     def shutdown(self) -> None:
-        """Diversion out first (no new packets come), then verdict what is queued, then unbind."""
+        """Diversion out first (no new packets come), then verdict what is queued, carry out the last
+        commands, then unbind."""
+        self._threads_stop.set()
         src = getattr(self, "source", None)
+        svc: Service | None = getattr(self, "svc", None)
+        if svc is not None:
+            svc.stopping()
         if self.diversion_installed:
             try:
                 self.fw.remove_diversion(self.queue_num)
@@ -257,64 +484,158 @@ class Daemon:
             src.close()
         if hasattr(self, "control"):
             self.control.close()
+        guard: protect.ProtectedAddresses | None = getattr(self, "protected", None)
+        if guard is not None:
+            guard.close()
+        if hasattr(self, "worker") and not self.worker.stop():
+            log("the worker did not finish in time (a hung ipset or store?); the flow table had dropped "
+                "what it blocked")
         self.diversion_installed = False
         if hasattr(self, "store"):
             self.store.close()
         if src is not None:
             log("stopped; blocks stay in force until they expire (slipsq blocks / slipsq unblock IP)")
+        if svc is not None:
+            svc.close()
 
-    # --- reload and control --------------------------------------------------------------------
-    def reload(self) -> None:
-        """New config, allow list and models; the flow table, blocks and evidence windows are kept."""
+    # --- reload and control (control thread) -------------------------------------------------------
+    def _serve_control(self) -> None:
+        self.control.serve(self._threads_stop, every=IDLE_WAKE)
+
+    def _reload_logged(self) -> None:
+        self.svc.reloading()
         try:
-            cfg = runmode.load_config(self.config_path)
-            allow = make_allow(cfg)
-            models = load_models(cfg)
+            self.reload()
         except SlipsqError as e:
             log(f"reload failed, keeping the running configuration: {e}")
-            return
-        self.engine.reconfigure(cfg, models, allow, make_enrichers(cfg))
-        self.cfg, self.allow = cfg, allow
-        self.fw.allow = self.admin.allow = allow
-        self.admin.default_duration = default_duration(self.cfg)
-        self.writer.as_json = bool(cfg["output.json"])
+        self.svc.ready(self.light_status())
+
+    def reload(self) -> None:
+        """New config, allow list and models, loaded here (off the packet loop), then swapped in on
+        the loop; the flow table, blocks and evidence windows are kept."""
+        cfg = runmode.load_config(self.config_path)
+        budget.apply(cfg)
+        allow = runmode.make_allow(cfg)
+        models = load_models(cfg)
+        self.on_loop(lambda: self._swap(cfg, allow, models))
         log(f"reloaded {cfg.source}: {len(models)} models, {len(allow.networks)} allow-list entries")
+
+    def _swap(self, cfg: Config, allow: AllowList, models: list[Any]) -> None:
+        self.engine.reconfigure(cfg, models, allow, make_enrichers(cfg))
+        if self.protected is not None:
+            self.protected.allow = allow  # the next refresh installs the current map into it
+        self.cfg, self.allow = cfg, allow
+        self.fw.allow = allow
+        self.writer.as_json = bool(cfg["output.json"])
 
     def handle(self, req: dict[str, Any], who: str) -> dict[str, Any]:
         cmd = req["cmd"]
         if cmd == "block":
-            dur = req.get("duration", "default")
-            seconds = parse_duration(str(dur)) if dur not in ("default", None) else "default"
-            b = self.admin.block(str(req.get("ip", "")), seconds, str(req.get("reason") or "manual"), who)
-            return {"ok": True, "block": b.to_dict()}
+            return {"ok": True, "block": self.admin_block(req, who)}
         if cmd == "unblock":
-            self.admin.unblock(str(req.get("ip", "")), who, str(req.get("reason") or "unblocked by admin"))
+            self.admin_unblock(str(req.get("ip", "")), who, str(req.get("reason") or "unblocked by admin"))
             return {"ok": True}
         if cmd == "blocks":
-            return {"ok": True, "blocks": self.admin.blocks()}
+            admin = Admin(self.store, None, self.allow, default_duration(self.cfg))
+            return {"ok": True, "blocks": _wait(self.worker.call(admin.blocks), 10.0, "the worker")}
         if cmd == "reload":
             self.reload()
             return {"ok": True}
         return {"ok": True, "status": self.status()}
 
+    def admin_block(self, req: dict[str, Any], who: str) -> dict[str, Any]:
+        """A manual block: checked here, decided on the packet loop through the engine (the same
+        Block command as the judge's), carried out by the worker; answered once it is stored."""
+        dur = req.get("duration", "default")
+        seconds = default_duration(self.cfg) if dur in ("default", None) else parse_duration(str(dur))
+        ip = check_block(self.allow, str(req.get("ip", "")))
+        reason = str(req.get("reason") or "manual")
+        done = self.on_loop(lambda: self.worker.submit(self.engine.block(ip, time.time(), seconds or 0.0, reason, who)))
+        out = _wait(done, 30.0, "the worker")
+        if ip in out.refused:
+            raise InputError(f"refusing to block {ip}: {out.refused[ip]}")
+        stored = out.stored.get(ip)
+        if stored is None:  # the store failed: the worker retries; the block stands in the kernel and table
+            return {"ip": ip, "pending": out.store_error or out.kernel_error}
+        return stored.to_dict()
+
+    def admin_unblock(self, text: str, who: str, reason: str) -> None:
+        from slipsq.control import canonical_ip
+
+        ip = canonical_ip(text)
+        known = _wait(self.worker.call(lambda: self.store.get(ip) is not None or ip in self.fw.members()),
+                      10.0, "the worker")
+        if not known:
+            raise InputError(f"{ip} is not blocked")
+        done = self.on_loop(lambda: self.worker.submit(self.engine.unblock(ip, time.time(), reason, who)))
+        out = _wait(done, 30.0, "the worker")
+        if out.kernel_error:
+            raise SlipsqError(f"unblocked in slipsq, but the kernel refused: {out.kernel_error} (retrying)")
+
+    def light_status(self) -> dict[str, Any]:
+        """Counters only (no subprocess, no SQLite, no other thread): cheap enough for the packet loop
+        (systemd's STATUS= line, the per-second rates)."""
+        q = self.source.stats()
+        c = self.engine.counters
+        return {"packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
+                "table": self.engine.table.stats(), "alerts": c.alerts, "blocks_decided": c.blocks}
+
     def status(self) -> dict[str, Any]:
         q = self.source.stats()
         k = self.source.kernel()
         c = self.engine.counters
-        pk, by = self.fw.drop_counters()
+        now = time.time()
+        try:
+            (pk, by), active = _wait(self.worker.call(lambda: (self.fw.drop_counters(),
+                                                               len(self.store.active(now)))), 5.0, "the worker")
+        except SlipsqError:
+            pk = by = active = -1  # the worker is busy (a hung ipset?): say so rather than wait
+        busy = self.worker.busy_since
         return {
-            "pid": os.getpid(), "uptime": round(time.time() - self.started, 1), "queue": self.queue_num,
+            "pid": os.getpid(), "uptime": round(now - self.started, 1), "queue": self.queue_num,
             "packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
             "errors": q["errors"], "engine_errors": self.engine_errors, "table": self.engine.table.stats(),
             "flows": c.flows, "alerts": c.alerts, "blocks_decided": c.blocks,
-            "blocks_active": len(self.store.active(time.time())),
+            "blocks_active": active,
+            "worker": {"batches": self.worker.batches, "busy_s": round(now - busy, 1) if busy else 0.0,
+                       "kernel_pending": len(self.worker.kernel_pending),
+                       "store_pending": len(self.worker.store_pending)},
+            "packet_loop_age_s": round(time.monotonic() - self.heartbeat, 3),
             "kernel": None if k is None else {"waiting": k.waiting, "queue_dropped": k.queue_dropped,
                                               "user_dropped": k.user_dropped, "maxlen": self.maxlen},
             "kernel_block_drops": {"packets": pk, "bytes": by},
             "fail_open": self.source.info.fail_open, "note": FAIL_OPEN_NOTE,
+            "implementation": twins.implementation(),
             "backend": self.fw.backend.name, "diversion": diversion_tag(self.queue_num) if self.install_rules
             else "not installed by slipsq",
+            "per_second": self.svc.rates.to_dict(),
+            "memory": {"rss_kb": rss_kb(), "table_bytes": int(getattr(self.engine.table, "memory", int)())},
+            "last_alerts": self.svc.recent, "systemd": self.svc.notifier.enabled,
+            "watchdog": self.svc.notifier.watchdog_every,
         }
+
+
+def _wait(done: Future[T], timeout: float, who: str) -> T:
+    try:
+        return done.result(timeout)
+    except TimeoutError:
+        raise SlipsqError(f"{who} did not get to it within {timeout:g} s (it is busy or hung); "
+                          "try again, or see 'slipsq status'") from None
+
+
+def load_models(cfg: Config) -> list[Any]:
+    """The Markov models, or [] with a warning (inline mode still runs its other detectors)."""
+    try:
+        return runmode.load_engine_models(None, cfg)
+    except ModelError as e:
+        log(f"warning: running without Markov models: {e}")
+        return []
+
+
+def default_duration(cfg: Config) -> float | None:
+    """A manual block's length when none is given: judge.block_duration, 0 meaning no expiry."""
+    d = float(cfg["judge.block_duration"])
+    return d if d > 0 else None
 
 
 def run_daemon(queue: int, install_rules: bool, config_path: str | None, state_dir: str | None,

@@ -2,7 +2,7 @@
 
 `parse(buf, linktype)` walks the link layer, the IP header and the fixed transport header and
 returns a small `Packet` summary; the pure-Python flow table uses it, and the compiled parser in
-`_flowtable.pyx` must return exactly the same fields for every input (a differential test checks it).
+`_decode.pxd` must return exactly the same fields for every input (a differential test checks it).
 `app_events(ip_packet, ts)` deep-parses the few packets the flow table hands up (the kinds the
 detectors ask for: DNS answers, first TCP payloads that look like a login banner, HTTP or a TLS
 ClientHello, ARP; see `FlowTable.set_app_kinds`) into `AppEvent`s. Neither keeps state; neither

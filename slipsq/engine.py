@@ -1,12 +1,17 @@
-"""The engine: wires flow table → detectors → judge → sinks. Sans-io: it opens no socket, reads no
-clock and no file. Sources hand it packets (through its flow table) or flows, with their time; sinks
-receive what it decides. Live and replay differ only in the source and the sinks given to it.
+"""The engine: flow table → detectors → judge, returning what was decided. Sans-io: it opens no
+socket, reads no clock and no file, and calls nothing that does. Sources hand it packets (through its
+flow table) or flows, with their time; every input method returns the commands that follow from it
+(slipsq.records: Alert, Block, Unblock, and closed Flows when `export_flows`), in decision order, for
+the caller to carry out: replay writes them at once (runmode.Offline), the daemon hands each batch to
+its worker thread (one ipset batch, one store transaction) so the packet loop never waits on I/O.
 
-    source ──packets──► table.feed() ─ closed flows, app packets ─► drain() ─► detectors ─► judge ─► sinks
-    source ──flows────► flow() ─────────────────────────────────────────────► detectors ─► judge ─► sinks
+    source ──packets──► table.feed() ─ closed flows, app packets ─► drain() ─► detectors ─► judge ─► commands
+    source ──flows────► flow() ─────────────────────────────────────────────► detectors ─► judge ─► commands
 
 The per-packet work (parse, flow update, blocked-IP check) happens inside the compiled flow table;
-Python runs only when a flow closes, an app packet needs deep parsing, or time advances.
+Python runs only when a flow closes, an app packet needs deep parsing, or time advances. A block
+takes effect in the table at once (its packets are dropped from the next packet on); the command
+only carries it to the kernel and the store.
 """
 
 from __future__ import annotations
@@ -24,8 +29,7 @@ from slipsq.detect.base import Context, Detector
 from slipsq.flow import AppEvent, Flow
 from slipsq.judge import Judge
 from slipsq.lru import touch, trim
-from slipsq.records import Alert, Decision, Evidence
-from slipsq.sink import Sink
+from slipsq.records import Alert, Block, Command, Decision, Evidence, Unblock
 
 
 def make_table(config: Config) -> Any:
@@ -74,18 +78,17 @@ class Counters:
 
 class Engine:
     def __init__(self, config: Config, *, models: Sequence[Any] = (), allow: AllowList | None = None,
-                 sinks: Sequence[Sink] = (), detectors: Sequence[type[Detector]] | None = None,
-                 table: Any = None, enrichers: Sequence[Callable[[str], dict[str, Any]]] = (),
+                 detectors: Sequence[type[Detector]] | None = None, table: Any = None,
+                 enrichers: Sequence[Callable[[str], dict[str, Any]]] = (), export_flows: bool = False,
                  on_error: Callable[[str, Exception], None] | None = None) -> None:
-        """`on_error`: None (replay, tests) lets an exception from a detector, the app decoder or a
-        sink propagate: a bug must be loud. Given (the daemon), such an exception is handed to
-        on_error(what failed, exception) to count and report, and only that one call's result is lost: the
-        other detectors still see the flow, the rest of the batch is analysed, the other sinks
-        (the block store) still get the block."""
+        """`export_flows`: also return every closed flow (not active-timeout reports) as a command,
+        for flow writers. `on_error`: None (replay, tests) lets an exception from a detector or the
+        app decoder propagate: a bug must be loud. Given (the daemon), such an exception is handed to
+        on_error(what failed, exception) to count and report, and only that one call's result is
+        lost: the other detectors still see the flow, the rest of the batch is analysed."""
         self.on_error = on_error
-        self.sinks = list(sinks)
-        # per closed flow, only the sinks that write flows (most ignore them)
-        self._flow_sinks = [s.flow for s in self.sinks if type(s).flow is not Sink.flow]
+        self.export_flows = export_flows
+        self._out: list[Command] = []  # what was decided since the last take()
         self.table = table if table is not None else make_table(config)
         self._app_events = make_app_decoder()
         self.counters = Counters()
@@ -124,23 +127,35 @@ class Engine:
         self.ctx.dns_names = old_ctx.dns_names
         trim(self.ctx.dns_names, self._max_dns)  # the bound may be smaller now
 
-    # --- inputs -------------------------------------------------------------------------------
+    # --- inputs: each returns the commands it led to ------------------------------------------
+    def take(self) -> list[Command]:
+        """The commands decided since the last call, in decision order (and forget them here)."""
+        out, self._out = self._out, []
+        return out
+
     def packet(self, buf: bytes, ts: float, linktype: int) -> int:
         """One packet (the reference path, one Python call per packet; the fast sources call the
-        table directly and then `drain`). Returns the table's verdict: 1 accept, 0 drop."""
+        table directly and then `advance`). Returns the table's verdict: 1 accept, 0 drop; the
+        commands wait for the next `take()` or `advance()`."""
         verdict: int = self.table.feed(buf, ts, linktype)
         if self.table.pending or ts >= self._next_tick:
-            self.advance(ts)
+            self._advance(ts)
         return verdict
 
-    def flow(self, flow: Flow) -> None:
+    def flow(self, flow: Flow) -> list[Command]:
         """One flow from a flow file: it skips decode and the flow table."""
-        self.advance(flow.start)
+        self._advance(flow.start)
         self._analyze(flow)
+        return self.take()
 
-    def advance(self, now: float) -> None:
+    def advance(self, now: float) -> list[Command]:
         """Time is `now` (packet or flow time in replay, wall time live): process what the table has
-        ready, and once per second of time let the table expire flows and detectors tick."""
+        ready, and once per second of time let the table expire flows, detectors tick and blocks
+        expire."""
+        self._advance(now)
+        return self.take()
+
+    def _advance(self, now: float) -> None:
         if now > self.now:
             self.now = now
         self.drain()
@@ -151,11 +166,7 @@ class Engine:
             self._tick()
             for ip in self.judge.expired(self.now):
                 self.table.unblock(ip)
-                for s in self.sinks:  # one sink failing does not keep the block in the others
-                    try:
-                        s.unblock(ip, self.now, "block expired", "expiry")
-                    except Exception as e:
-                        self._failed(s.unblock, e)
+                self._out.append(Unblock(ip, self.now, "block expired", "expiry"))
             self.judge.prune(self.now)
 
     def drain(self) -> None:
@@ -170,31 +181,45 @@ class Engine:
                     self._failed("app decoder", e)
                     continue
                 for event in events:
-                    self.app(event)
+                    self._app(event)
             for flow in table.pop_closed():
                 self._analyze(flow)
 
-    def finish(self) -> None:
+    def finish(self) -> list[Command]:
         """End of input: close every open flow and analyse it, then a last tick."""
         self.table.close_all(self.now)
         self.drain()
         self._tick()
+        return self.take()
 
-    # --- admin actions ------------------------------------------------------------------------
-    def unblock(self, ip: str, reason: str = "unblocked by admin", who: str = "admin") -> None:
+    def app(self, event: AppEvent) -> list[Command]:
+        """One application event read from a log (e.g. a Zeek dns.log line)."""
+        self._app(event)
+        return self.take()
+
+    # --- blocks decided outside the judge -----------------------------------------------------
+    def block(self, ip: str, ts: float, duration: float, reason: str, by: str, times: int = 1) -> list[Command]:
+        """A block decided by an admin (`by` = "admin:<user>") or re-applied from the store at start
+        (`by` = "store"): the same path as the judge's blocks. The table drops its packets at once,
+        the judge remembers it (and counts it for repeat offenders); the Block command carries it to
+        the kernel (and, unless it came from the store, to the store). The caller checks that `ip`
+        may be blocked (AllowList.why_protected) first."""
+        self.judge.restore(ip, ts + duration if duration else float("inf"), times)
+        self.table.block(ip)
+        self._out.append(Block(ip, ts, duration, reason, by, None, times))
+        return self.take()
+
+    def unblock(self, ip: str, ts: float, reason: str = "unblocked by admin", who: str = "admin") -> list[Command]:
+        """An admin lifted the block of `ip`: the judge forgets it and its evidence, the table passes
+        its packets again, the Unblock command removes rule and record."""
         self.judge.forget(ip)
         self.table.unblock(ip)
-        for s in self.sinks:  # an admin's action: a sink that fails is an error for the admin to see
-            s.unblock(ip, self.now, reason, who)
+        self._out.append(Unblock(ip, ts, reason, who))
+        return self.take()
 
-    def restore_block(self, ip: str, until: float, times: int = 1) -> None:
-        """A block from the store, re-applied at start: the table drops, the judge remembers."""
-        self.judge.restore(ip, until, times)
-        self.table.block(ip)
-
-    def app(self, event: AppEvent) -> None:
-        """One application event: decoded from a packet the table handed up, or read from a log
-        (e.g. a Zeek dns.log line). DNS answers also feed `ctx.dns_names`."""
+    def _app(self, event: AppEvent) -> None:
+        """One application event: decoded from a packet the table handed up, or read from a log.
+        DNS answers also feed `ctx.dns_names`."""
         self.counters.app_events += 1
         if event.kind == "dns":
             query = event.data.get("query", "")
@@ -207,11 +232,11 @@ class Engine:
 
     # --- internals ----------------------------------------------------------------------------
     def _failed(self, what: Any, e: Exception) -> None:
-        """`what` (a detector or sink method, or a name) raised `e` (see __init__). The name is made
-        here, on failure only: the calls themselves pass what they already hold."""
+        """`what` (a detector method, or a name) raised `e` (see __init__). The name is made here, on
+        failure only: the calls themselves pass what they already hold."""
         if self.on_error is None:
             raise e
-        if not isinstance(what, str):  # a bound method: "beacon.on_flow", "InlineSink.block"
+        if not isinstance(what, str):  # a bound method: "beacon.on_flow"
             owner = what.__self__
             what = f"{getattr(owner, 'name', None) or type(owner).__name__}.{what.__name__}"
         self.on_error(what, e)
@@ -234,25 +259,17 @@ class Engine:
     def _analyze(self, flow: Flow) -> None:
         if not flow.is_report:  # an active-timeout report is the same flow again, not a new one
             self.counters.flows += 1
-            for write in self._flow_sinks:
-                write(flow)
+            if self.export_flows:
+                self._out.append(flow)
         self._run(self._on_flow, flow)
 
     def _evidence(self, ev: Evidence) -> None:
         decision: Decision = self.judge.add(ev)
         alert = Alert.build(ev, decision, self.ctx.enrichers, decided=self.now)
         self.counters.alerts += 1
-        for s in self.sinks:
-            try:
-                s.alert(alert)
-            except Exception as e:
-                self._failed(s.alert, e)
+        self._out.append(alert)
         if decision.action == "block":
             self.counters.blocks += 1
-            self.table.block(decision.blocked_ip)  # first: from now on its packets are dropped
-            for s in self.sinks:
-                try:
-                    s.block(decision.blocked_ip, decision.duration, alert)
-                except Exception as e:
-                    self._failed(s.block, e)
+            self.table.block(decision.blocked_ip)  # at once: from the next packet on, it is dropped
+            self._out.append(Block(decision.blocked_ip, ev.ts, decision.duration, decision.reason, "judge", alert))
 

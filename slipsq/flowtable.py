@@ -177,6 +177,8 @@ class FlowTable:
         self.active_timeout: float = o["active_timeout"]
         self.max_flows: int = min(o["max_flows"], MAX_FLOWS_CAP)
         self.emergency_factor: float = o["emergency_factor"]
+        self.expire_batch: int = o["expire_batch"]
+        self.behind = False  # the last expiry pass stopped at expire_batch with more due
         self.flows: dict[tuple[Any, ...], _Entry] = {}
         self.lists: list[OrderedDict[tuple[Any, ...], _Entry]] = [OrderedDict() for _ in range(N_CLASSES)]
         self.active: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
@@ -197,7 +199,7 @@ class FlowTable:
             self.now = ts
         if ts >= self.next_expire:
             self._expire(ts)
-            self.next_expire = math.floor(ts) + 1.0
+            self.next_expire = ts + 0.1 if self.behind else math.floor(ts) + 1.0  # see the compiled twin
         p = parse(buf, linktype)
         if p.arp:
             c["arp"] += 1
@@ -298,10 +300,16 @@ class FlowTable:
             self.now = now
         self._expire(now)
 
+    @property
+    def expiry_behind(self) -> bool:
+        return self.behind
+
     def _expire(self, now: float) -> None:
         active_timeout = self.active_timeout
         # decided once per pass: an emergency pass runs until the emergency timeouts are met
         factor = self.emergency_factor if len(self.flows) * 10 > self.max_flows * 9 else 1.0
+        self.behind = False
+        emitted = 0
         while True:
             best, best_due = -1, math.inf
             for i, lst in enumerate(self.lists):
@@ -316,6 +324,10 @@ class FlowTable:
                     best, best_due = ACTIVE, e.active_due
             if best < 0 or best_due > now:
                 return
+            if emitted >= self.expire_batch:
+                self.behind = True
+                return
+            emitted += 1
             if best == ACTIVE:
                 e = next(iter(self.active.values()))
                 self._emit(e, "active")

@@ -1,101 +1,211 @@
 """The judge: adds evidence up per offending IP per time window and decides alert or block.
 
-The arithmetic, so an admin can check any decision by hand:
+The arithmetic, so an admin can check any decision by hand (`slipsq explain IP` lists the numbers):
 
-    score(ip, window) = sum over distinct findings of threat_level x confidence
-    block when score >= judge.threshold, at least one finding may block, and the IP is not protected
+    a finding     = the evidence a detector reports with one `key` (e.g. one beacon tuple), within
+                    one window; s = its best threat_level x confidence over its reports
+    persistent    = reported again at least `judge.persist_after` s (60) after its first report in
+                    the window, and at least one report at critical threat with
+                    threat_level x confidence >= `judge.persist_min` (0.6)
+    weight        = 2 for a persistent finding, else 1
+    score(ip, window) = sum over the findings against ip of weight x s
+    block when score >= `judge.threshold` (1), at least one finding may block, and ip is not protected
+
+Why: a finding that keeps coming is stronger than one report of it. A near-certain beacon (critical
+x 0.9, the most one beacon report can say) reported for a minute counts 1.8 and blocks with margin;
+one weak finding never blocks alone: below critical x 0.6 it never doubles, and one report cannot
+persist. Only critical findings double because the detectors already escalate what persists at lower
+levels themselves (beacon and brute force raise their threat as the count grows; the room they leave
+below critical, e.g. for admin automation, is deliberate). Evidence without a `key` is a finding of
+its own each time (it adds up, as before). Without persistence the sum is Slips' (threat level x
+confidence).
 
 Windows are `judge.window` seconds wide (1 hour by default, like Slips), aligned on multiples of the
-width in flow time, so replay is deterministic. A finding that a detector reports again with the
-same `key` counts once per window, at its highest score. A block lasts `judge.block_duration`;
-each new block of the same IP lasts `judge.repeat_factor` times longer, up to
-`judge.max_block_duration`. The judge decides only; the engine carries decisions to the sinks.
+width in flow time, so replay is deterministic. A block lasts `judge.block_duration`; each new block
+of the same IP lasts `judge.repeat_factor` times longer, up to `judge.max_block_duration`. Scores are
+printed with the digits it takes to compare with the threshold as the decision did (0.996, not
+1.00). The judge decides only; the engine carries decisions to the sinks.
+
+Bounded, because evidence comes from the network (forged sources make an offender per packet):
+at most `judge.max_offenders` open windows and repeat counts (the least recently judged offender's
+are forgotten first: that loses evidence or a repeat count, never a block), at most
+`judge.max_findings` findings listed per window (later ones still add to the score), and at most
+`judge.max_blocks` active blocks: past it a new block is refused and said so, so the bound never
+forgets an active block. Every operation is O(1) (amortized): block expiry is a heap, windows are
+pruned from the front of their creation order.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from itertools import count
 
 from slipsq.allow import AllowList
 from slipsq.config import Config
-from slipsq.records import Decision, Evidence
+from slipsq.records import CRITICAL, Decision, Evidence, Finding, fmt_score
+
+
+@dataclass(slots=True)
+class _Finding:
+    best: float
+    first: float
+    last: float
+    detector: str
+    description: str
+    may_block: bool
+    strong: bool  # a report at critical threat with score >= persist_min: it may persist
+    reports: int = 1
 
 
 @dataclass
 class _Window:
     index: int
-    findings: dict[str, float] = field(default_factory=dict)  # key -> best score
+    findings: dict[str, _Finding] = field(default_factory=dict)  # key -> finding
     may_block: bool = False
     detectors: dict[str, int] = field(default_factory=dict)  # detector -> pieces of evidence
-
-    @property
-    def score(self) -> float:
-        return sum(self.findings.values())
+    overflow: float = 0.0  # the score of findings beyond judge.max_findings (in the sum, not listed)
 
 
 class Judge:
     def __init__(self, config: Config, allow: AllowList) -> None:
         self.window = config["judge.window"]
         self.threshold = config["judge.threshold"]
+        self.persist_after: float = config["judge.persist_after"]
+        self.persist_min: float = config["judge.persist_min"]
         self.enabled = config["judge.block"]
         self.base_duration = config["judge.block_duration"]
         self.repeat_factor = config["judge.repeat_factor"]
         self.max_duration = config["judge.max_block_duration"]
+        self.max_offenders: int = config["judge.max_offenders"]
+        self.max_findings: int = config["judge.max_findings"]
+        self.max_blocks: int = config["judge.max_blocks"]
         self.allow = allow
-        self._windows: dict[str, _Window] = {}
+        # ip -> its window, in order of window creation (pruning pops the front)
+        self._windows: OrderedDict[str, _Window] = OrderedDict()
         self._blocked_until: dict[str, float] = {}  # ip -> expiry (inf: no expiry)
-        self._times_blocked: dict[str, int] = {}
+        self._expiry_heap: list[tuple[float, str]] = []  # (expiry, ip); stale entries skipped
+        self._times_blocked: OrderedDict[str, int] = OrderedDict()  # least recently blocked first
         self._unique = count()
+
+    def weight(self, f: _Finding) -> int:
+        """2 for a persistent finding (see the module docstring), else 1."""
+        return 2 if f.strong and f.last - f.first >= self.persist_after else 1
+
+    def _strong(self, ev: Evidence) -> bool:
+        return ev.threat_level >= CRITICAL and ev.score >= self.persist_min
+
+    def score(self, w: _Window) -> float:
+        return w.overflow + sum(self.weight(f) * f.best for f in w.findings.values())
 
     def add(self, ev: Evidence) -> Decision:
         ip = ev.offender
         index = int(ev.ts // self.window)
-        w = self._windows.get(ip)
+        windows = self._windows
+        w = windows.get(ip)
         if w is None or w.index < index:
-            w = self._windows[ip] = _Window(index)
+            if w is not None:
+                del windows[ip]  # re-made: to the back of the creation order
+            elif len(windows) >= self.max_offenders:
+                windows.popitem(last=False)
+            w = windows[ip] = _Window(index)
         # else: evidence from a flow that closed late, after the window moved on: it joins the
         # current window rather than wiping it
 
         key = ev.key or f"#{next(self._unique)}"
-        w.findings[key] = max(w.findings.get(key, 0.0), ev.score)
+        f = w.findings.get(key)
+        s = ev.score
+        if f is not None:
+            f.reports += 1
+            f.first, f.last = min(f.first, ev.ts), max(f.last, ev.ts)
+            f.may_block = f.may_block or ev.may_block
+            f.strong = f.strong or self._strong(ev)
+            if s > f.best:
+                f.best, f.description, f.detector = s, ev.description, ev.detector
+        elif len(w.findings) < self.max_findings:
+            w.findings[key] = _Finding(s, ev.ts, ev.ts, ev.detector, ev.description, ev.may_block,
+                                       self._strong(ev))
+        else:
+            w.overflow += s
         w.may_block = w.may_block or ev.may_block
         w.detectors[ev.detector] = w.detectors.get(ev.detector, 0) + 1
-        score = w.score
+        score = self.score(w)
+        t = self.threshold
+        shown = fmt_score(score, t)
 
         if self.is_blocked(ip, ev.ts):
-            return Decision("alert", "", 0.0, score, f"{ip} is already blocked")
-        if score < self.threshold:
-            return Decision("alert", "", 0.0, score, f"score {score:.2f} below threshold {self.threshold:g}")
+            return Decision("alert", "", 0.0, score, f"{ip} is already blocked", t)
+        if score < t:
+            return Decision("alert", "", 0.0, score, f"score {shown} below threshold {t:g}", t)
         if not w.may_block:
             return Decision("alert", "", 0.0, score,
-                            f"score {score:.2f} >= {self.threshold:g} but no evidence that may block on its own")
+                            f"score {shown} >= {t:g} but no evidence that may block on its own", t)
         protected = self.allow.why_protected(ip)
         if protected is not None:
-            return Decision("alert", "", 0.0, score, f"not blocked: {ip} is {protected}")
+            return Decision("alert", "", 0.0, score, f"not blocked: {ip} is {protected}", t)
         if not self.enabled:
-            return Decision("alert", "", 0.0, score, "not blocked: blocking is disabled (judge.block = false)")
+            return Decision("alert", "", 0.0, score, "not blocked: blocking is disabled (judge.block = false)", t)
+        if len(self._blocked_until) >= self.max_blocks:
+            return Decision("alert", "", 0.0, score, f"not blocked: {len(self._blocked_until)} blocks are "
+                            "active, the most judge.max_blocks allows", t)
 
         n = self._times_blocked.get(ip, 0)
         duration = 0.0
         if self.base_duration > 0:
             duration = min(self.base_duration * self.repeat_factor**n, self.max_duration)
-        self._times_blocked[ip] = n + 1
-        self._blocked_until[ip] = ev.ts + duration if duration else float("inf")
-        parts = ", ".join(f"{c} x {d}" for d, c in sorted(w.detectors.items()))
+        self._count_block(ip, n + 1)
+        self._set_block(ip, ev.ts + duration if duration else float("inf"))
+        window = self.findings(w)
+        parts = " + ".join(f"{fd.detector} {fmt_score(fd.score, 0.0)}" + (" x2" if fd.weight == 2 else "")
+                           for fd in window[:4])
+        if len(window) > 4:
+            parts += f" + {len(window) - 4} more"
         return Decision("block", ip, duration, score,
-                        f"score {score:.2f} >= threshold {self.threshold:g} in this window ({parts})")
+                        f"score {shown} >= threshold {t:g} in this window ({parts})", t, tuple(window))
+
+    def findings(self, w: _Window) -> list[Finding]:
+        """The window's findings as records, largest contribution first."""
+        out = [Finding(f.detector, k, f.best, self.weight(f), f.first, f.last, f.reports, f.may_block,
+                       f.description) for k, f in w.findings.items()]
+        out.sort(key=lambda x: (-x.weight * x.score, x.first))
+        return out
 
     def is_blocked(self, ip: str, now: float) -> bool:
         until = self._blocked_until.get(ip)
         return until is not None and now < until
 
     def expired(self, now: float) -> list[str]:
-        """IPs whose block has run out at `now`; they are forgotten here (the sink removes the rule)."""
-        gone = [ip for ip, until in self._blocked_until.items() if now >= until]
-        for ip in gone:
-            del self._blocked_until[ip]
+        """IPs whose block has run out at `now`; they are forgotten here (the sink removes the rule).
+        O(expired) per call, not O(blocked): a heap of (expiry, ip), whose stale entries (a block
+        lifted or renewed since) are skipped as they come up."""
+        heap, until_of = self._expiry_heap, self._blocked_until
+        gone = []
+        while heap and heap[0][0] <= now:
+            until, ip = heapq.heappop(heap)
+            if until_of.get(ip) == until:
+                del until_of[ip]
+                gone.append(ip)
         return gone
+
+    def _set_block(self, ip: str, until: float) -> None:
+        self._blocked_until[ip] = until
+        if until != float("inf"):
+            heapq.heappush(self._expiry_heap, (until, ip))
+            if len(self._expiry_heap) > 2 * len(self._blocked_until) + 1024:  # many stale entries
+                self._expiry_heap = [(u, i) for i, u in self._blocked_until.items() if u != float("inf")]
+                heapq.heapify(self._expiry_heap)
+
+    def _count_block(self, ip: str, times: int) -> None:
+        counts = self._times_blocked
+        counts.pop(ip, None)
+        if len(counts) >= self.max_offenders:
+            counts.popitem(last=False)  # a repeat count, never a block (those are in _blocked_until)
+        counts[ip] = times
+
+    def blocked(self) -> dict[str, float]:
+        """The active blocks the judge knows: ip -> until (inf: no expiry). A copy."""
+        return dict(self._blocked_until)
 
     def forget(self, ip: str) -> None:
         """An admin unblocked `ip`: drop its block and the evidence that led to it."""
@@ -103,17 +213,23 @@ class Judge:
         self._windows.pop(ip, None)
 
     def restore(self, ip: str, until: float, times: int = 1) -> None:
-        """A block loaded from the store at start (until: inf for no expiry)."""
-        self._blocked_until[ip] = until
-        self._times_blocked[ip] = max(self._times_blocked.get(ip, 0), times)
+        """A block loaded from the store at start, or decided by an admin (until: inf for none)."""
+        self._set_block(ip, until)
+        self._count_block(ip, max(self._times_blocked.get(ip, 0), times))
 
     def take_state(self, old: Judge) -> None:
         """After a reload: keep what the old judge knew (blocks, repeat counts, open windows)."""
-        self._windows, self._blocked_until, self._times_blocked = (
-            old._windows, old._blocked_until, old._times_blocked)
+        self._windows, self._blocked_until, self._times_blocked, self._expiry_heap = (
+            old._windows, old._blocked_until, old._times_blocked, old._expiry_heap)
 
     def prune(self, now: float) -> None:
-        """Forget windows that ended (bounded memory on a long-running gateway)."""
+        """Forget windows that ended (bounded memory on a long-running gateway). The front is the
+        oldest window made, so this pops ended ones until the first that is open: O(windows ended).
+        (A window made late for an older index, from evidence that closed late, waits behind it.)"""
         index = int(now // self.window)
-        for ip in [ip for ip, w in self._windows.items() if w.index < index]:
-            del self._windows[ip]
+        windows = self._windows
+        while windows:
+            w = next(iter(windows.values()))
+            if w.index >= index:
+                break
+            windows.popitem(last=False)

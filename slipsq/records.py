@@ -4,14 +4,15 @@ and the commands the engine returns for the caller to carry out: Alert, Block, U
 from slipsq.flow, for the flow writers). Data only: no I/O, no clock.
 
 Threat levels follow Slips: info 0, low 0.2, medium 0.5, high 0.8, critical 1.0. The judge sums
-threat_level × confidence per offender per time window (see judge.py).
+threat_level × confidence per offender per time window, persistent findings twice (see judge.py).
 
 Alert JSON fields (stable, one object per line): ts, time (the traffic's time: the evidence's),
 decided_ts, decided (when the judge decided: the engine's clock, so alerts are in this order),
 detector, src_ip, src_port, dst_ip, dst_port, proto, description, threat_level, confidence, score,
 label, action ("alert" or "block"), blocked_ip, block_seconds, reason, offender, community_id and
 flow_key (of the evidence's last flow: its Community ID, and its StartTime,Proto,SrcAddr,Sport,
-DstAddr,Dport in flows.binetflow; null without a flow), and `enrich` (GeoIP/ASN, where configured).
+DstAddr,Dport in flows.binetflow; null without a flow), `window` (on a block only: the findings of
+the window that decided, see Finding) and `enrich` (GeoIP/ASN of the IPs, where configured).
 """
 
 from __future__ import annotations
@@ -64,12 +65,45 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True)
+class Finding:
+    """One finding of the window that decided a block, as the judge counted it (see judge.py):
+    `score` its best threat_level x confidence, `weight` 2 when it persisted, else 1."""
+
+    detector: str
+    key: str
+    score: float
+    weight: int
+    first: float  # flow time of its first and last report in the window
+    last: float
+    reports: int
+    may_block: bool
+    description: str  # of its best report
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"detector": self.detector, "key": self.key, "score": round(self.score, 6),
+                "weight": self.weight, "first": round(self.first, 6), "last": round(self.last, 6),
+                "reports": self.reports, "may_block": self.may_block, "description": self.description}
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     action: str  # "alert" or "block"
     blocked_ip: str  # "" unless action == "block"
     duration: float  # seconds; 0 = until unblocked
     score: float  # the offender's window score after this evidence
     reason: str  # one line: why blocked, or why not
+    threshold: float = 1.0  # what the score was compared with (for printing it truthfully)
+    window: tuple[Finding, ...] = ()  # on a block: the window's findings, largest contribution first
+
+
+def fmt_score(score: float, threshold: float) -> str:
+    """`score` with two decimals, or as many more (up to 6) as it takes for the printed number to
+    compare with `threshold` as the score itself does: 0.996 against 1 prints "0.996", never "1.00"."""
+    for digits in range(2, 7):
+        text = f"{score:.{digits}f}"
+        if (float(text) >= threshold) == (score >= threshold):
+            return text
+    return repr(score)
 
 
 def iso(ts: float) -> str:
@@ -130,7 +164,7 @@ class Alert:
             "description": ev.description,
             "threat_level": threat_name(ev.threat_level),
             "confidence": round(ev.confidence, 3),
-            "score": round(d.score, 3),
+            "score": round(d.score, 6),
             "label": ev.label,
             "action": d.action,
             "blocked_ip": d.blocked_ip or None,
@@ -140,6 +174,8 @@ class Alert:
             "community_id": community_id(last) if last is not None else None,
             "flow_key": flow_key(last) if last is not None else None,
         }
+        if d.window:
+            out["window"] = [f.to_dict() for f in d.window]
         if self.enrich:
             out["enrich"] = self.enrich
         return out
@@ -156,7 +192,7 @@ class Alert:
         head = f"{iso(self.decided_ts)} [{d.action.upper():5}] {ev.detector}: {ev.description}"
         tail = (f"  (traffic at {iso(ev.ts)}; {src} -> {ev.dst_ip}{port}/{ev.proto}, "
                 f"threat {threat_name(ev.threat_level)}, "
-                f"confidence {ev.confidence:.2f}, score {d.score:.2f}")
+                f"confidence {ev.confidence:.2f}, score {fmt_score(d.score, d.threshold)}")
         if ev.label:
             tail += f", model {ev.label}"
         if d.action == "block":

@@ -7,21 +7,16 @@ Time is packet (or flow) time, so two runs over the same input give the same ale
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
-from slipsq import config as configmod
 from slipsq import runmode
-from slipsq.detect.stratosphere.markov import load_models, shipped_models_dir
 from slipsq.engine import Engine
-from slipsq.enrich import make_enrichers
-from slipsq.errors import InputError, ModelError
+from slipsq.errors import InputError
 from slipsq.output import results
 from slipsq.output.alerts import AlertWriter
 from slipsq.output.binetflow import BinetflowWriter
@@ -42,22 +37,6 @@ class ReplayOptions:
     config_path: str | None = None
     progress: bool = False
     force: bool = False  # -o DIR may overwrite earlier results
-
-
-def resolve_models_dir(cli_dir: str | None, configured: str | None) -> Path:
-    """The models folder: --models, else config `markov.models`, else $SLIPSQ_MODELS, else the
-    models shipped with slipsq (markov.shipped_models_dir)."""
-    for candidate in (cli_dir, configured, os.environ.get("SLIPSQ_MODELS")):
-        if candidate:
-            return Path(candidate)
-    shipped = shipped_models_dir()
-    if shipped.is_dir():
-        return shipped
-    raise ModelError("no models folder found: pass --models DIR (see 'slipsq models import')")
-
-
-def load_engine_models(cli_dir: str | None, cfg: configmod.Config) -> list[Any]:
-    return list(load_models(resolve_models_dir(cli_dir, cfg["markov.models"] or None)))
 
 
 def input_kind(path: str, fmt: str) -> str:
@@ -88,7 +67,7 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
     cfg = runmode.load_config(opts.config_path)
     if opts.as_json is None:
         opts.as_json = bool(cfg["output.json"])
-    models = load_engine_models(opts.models_dir, cfg)
+    models = runmode.load_engine_models(opts.models_dir, cfg)
     planned = inputs_mod.plan(opts.inputs, opts.fmt)  # fail before any output; in time order
     recorder = ReplayRecorder()
     with ExitStack() as stack:
@@ -98,14 +77,15 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
         if opts.out_dir:
             files = results.open_results(opts.out_dir, opts.force, stack)
             sinks += [AlertWriter(files[0], True), AlertWriter(files[1], False), BinetflowWriter(files[2])]
-        engine = Engine(cfg, models=models, sinks=sinks, enrichers=make_enrichers(cfg))
+        run = runmode.Offline(runmode.build_engine(cfg, models, runmode.make_allow(cfg)), sinks)
+        engine = run.engine
         started = time.perf_counter()
         inputs: dict[str, Any] = {}
         for inp in planned:
             refused = inputs_mod.overlap(inp, engine.now, list(inputs))
             inputs[inp.path] = {"refused": refused} if refused else inputs_mod.replay_input(
-                engine, inp, opts.fmt, _progress_bar(inp.path, opts.progress, stack))
-        engine.finish()
+                run, inp, opts.fmt, _progress_bar(inp.path, opts.progress, stack))
+        run.finish()
         elapsed = time.perf_counter() - started
         summary = _summary(engine, recorder, inputs, elapsed)
         if opts.tuples:

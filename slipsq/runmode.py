@@ -6,14 +6,22 @@ with the commands the engine returns.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from slipsq import config as configmod
 from slipsq import enrich
+from slipsq.allow import AllowList, own_addresses
 from slipsq.config import Config, Option
 from slipsq.detect import DETECTORS
+from slipsq.detect.stratosphere.markov import load_models, shipped_models_dir
+from slipsq.engine import Engine
+from slipsq.enrich import make_enrichers
+from slipsq.errors import ModelError
+from slipsq.flow import AppEvent, Flow
+from slipsq.sink import Fanout, Sink
 
 
 def all_options() -> list[Option]:
@@ -27,3 +35,66 @@ def all_options() -> list[Option]:
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
     """The configuration file at `path` (None: defaults), validated against every option."""
     return configmod.load(all_options(), path, overrides)
+
+
+def make_allow(cfg: Config) -> AllowList:
+    """The never-block list of a run, inline and replay alike: `allow.ips`, and this machine's own
+    addresses unless `allow.own_addresses` is false (a replayed capture of this gateway must not
+    block what the gateway itself would refuse to block)."""
+    return AllowList(cfg["allow.ips"], own_addresses() if cfg["allow.own_addresses"] else [])
+
+
+def resolve_models_dir(cli_dir: str | None, configured: str | None) -> Path:
+    """The models folder: --models, else config `markov.models`, else $SLIPSQ_MODELS, else the
+    models shipped with slipsq (markov.shipped_models_dir)."""
+    for candidate in (cli_dir, configured, os.environ.get("SLIPSQ_MODELS")):
+        if candidate:
+            return Path(candidate)
+    shipped = shipped_models_dir()
+    if shipped.is_dir():
+        return shipped
+    raise ModelError("no models folder found: pass --models DIR (see 'slipsq models import')")
+
+
+def load_engine_models(cli_dir: str | None, cfg: Config) -> list[Any]:
+    """The Markov models (ModelError when they are missing or unusable)."""
+    return list(load_models(resolve_models_dir(cli_dir, cfg["markov.models"] or None)))
+
+
+def build_engine(cfg: Config, models: Sequence[Any], allow: AllowList, *, export_flows: bool = False,
+                 on_error: Callable[[str, Exception], None] | None = None) -> Engine:
+    """The engine of a run: every registered detector, the models, the allow list, the enrichers."""
+    return Engine(cfg, models=models, allow=allow, enrichers=make_enrichers(cfg),
+                  export_flows=export_flows, on_error=on_error)
+
+
+class Offline:
+    """An engine driven offline (replay, tests, tools): every command it returns is carried to the
+    sinks at once, in order. Sources (sources/pcap.py) drive it as they would the engine: they feed
+    `table` and call `advance`; flow files call `flow` and `app`."""
+
+    def __init__(self, engine: Engine, sinks: Sequence[Sink] = ()) -> None:
+        self.engine = engine
+        self.apply = Fanout(sinks)
+        engine.export_flows = engine.export_flows or self.apply.wants(Flow)
+
+    @property
+    def table(self) -> Any:
+        return self.engine.table
+
+    def packet(self, buf: bytes, ts: float, linktype: int) -> int:
+        verdict = self.engine.packet(buf, ts, linktype)
+        self.apply(self.engine.take())
+        return verdict
+
+    def advance(self, now: float) -> None:
+        self.apply(self.engine.advance(now))
+
+    def flow(self, flow: Flow) -> None:
+        self.apply(self.engine.flow(flow))
+
+    def app(self, event: AppEvent) -> None:
+        self.apply(self.engine.app(event))
+
+    def finish(self) -> None:
+        self.apply(self.engine.finish())

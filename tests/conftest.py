@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
+
+# ../shared/data beside the checkout, or $SLIPSQ_SHARED_DATA (a git worktree lives elsewhere)
+SHARED = Path(os.environ.get("SLIPSQ_SHARED_DATA") or ROOT.parent / "shared" / "data")
 sys.path.insert(0, str(ROOT))  # so tests can import tools.* (the project's own generators)
 
 

@@ -19,6 +19,7 @@ from slipsq.detect.base import Detector
 from slipsq.engine import Engine
 from slipsq.flow import AppEvent, Flow
 from slipsq.records import Alert
+from slipsq.runmode import Offline
 from slipsq.verdict.replay import ReplayRecorder
 
 T0 = 1_699_999_200.0  # an hour boundary (472222 x 3600), so judge windows are easy to reason about
@@ -52,7 +53,7 @@ def run(detectors: Sequence[type[Detector]], flows: Iterable[Flow] = (), events:
 
     cfg = cfg or config(detectors)
     rec = Recorder()
-    eng = Engine(cfg, allow=AllowList(cfg["allow.ips"], own), sinks=[rec], detectors=list(detectors))
+    eng = Offline(Engine(cfg, allow=AllowList(cfg["allow.ips"], own), detectors=list(detectors)), [rec])
     items: list[tuple[float, int, Flow | AppEvent]] = [(f.start, 1, f) for f in flows]
     items += [(e.ts, 0, e) for e in events]
     items.sort(key=lambda x: (x[0], x[1]))
@@ -136,7 +137,7 @@ def replay_pcap(path: Any, detectors: Sequence[type[Detector]], cfg: Config | No
     from slipsq.sources.pcap import replay_capture
 
     rec = Recorder()
-    eng = Engine(cfg or config(detectors), sinks=[rec], detectors=list(detectors))
+    eng = Offline(Engine(cfg or config(detectors), detectors=list(detectors)), [rec])
     replay_capture(eng, path)
     eng.finish()
     return rec

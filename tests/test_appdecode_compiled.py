@@ -97,9 +97,10 @@ def test_other_kinds_go_through_the_readable_decoders() -> None:
 
 
 def test_every_handed_up_packet_of_the_bundled_captures_decodes_equally() -> None:
-    from slipsq._flowtable import FlowTable, PcapFile
+    from slipsq._flowtable import FlowTable
     from slipsq.config import CORE_OPTIONS, Config
     from slipsq.flowtable import APP_KINDS
+    from slipsq.sources._pcap import PcapFile
 
     data = Path(__file__).resolve().parent / "data"
     shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "pcaps"

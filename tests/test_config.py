@@ -68,5 +68,5 @@ def test_durations_are_seconds_or_text(tmp_path: Path) -> None:
 def test_a_utf16_config_is_named_not_an_internal_error(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_bytes("[judge]\nblock = false\n".encode("utf-16"))
-    with pytest.raises(ConfigError, match="not UTF-8.*UTF-16"):
+    with pytest.raises(ConfigError, match=r"not UTF-8.*UTF-16"):
         load(f)

@@ -40,24 +40,12 @@ class FakeFirewall:
         for ip in ips:
             self.set.pop(ip, None)
 
+    def update(self, adds: Any, dels: Any) -> list[tuple[str, str]]:
+        self.unblock(dels)
+        return self.block(adds)
+
     def members(self) -> dict[str, int]:
         return {ip: int(s or 0) for ip, s in self.set.items()}
-
-
-class FakeEngine:
-    """Records what the admin asks of the engine (the real one is tested in test_engine.py)."""
-
-    def __init__(self, sink: Any) -> None:
-        self.sink = sink
-        self.restored: list[tuple[str, float, int]] = []
-        self.forgotten: list[str] = []
-
-    def restore_block(self, ip: str, until: float, times: int = 1) -> None:
-        self.restored.append((ip, until, times))
-
-    def unblock(self, ip: str, reason: str = "", who: str = "admin") -> None:
-        self.forgotten.append(ip)
-        self.sink.unblock(ip, 0.0, reason, who)
 
 
 @pytest.fixture
@@ -118,42 +106,56 @@ def test_unblock_of_a_block_only_in_the_firewall_still_works(admin: Admin) -> No
     assert admin.fw.set == {}
 
 
-def test_with_an_engine_unblock_makes_it_forget(tmp_path: Path) -> None:
-    from slipsq.daemon import InlineSink
-
-    allow = AllowList()
-    fw = FakeFirewall(allow)
-    store = BlockStore(tmp_path)
-    sink = InlineSink(fw, store)  # type: ignore[arg-type]
-    engine = FakeEngine(sink)
-    a = Admin(store, fw, allow, None, engine, sink)  # type: ignore[arg-type]
-    a.block("203.0.113.9", None, "r", "admin:x", now=5.0)
-    assert engine.restored == [("203.0.113.9", math.inf, 1)]
-    a.unblock("203.0.113.9", "admin:y")
-    assert engine.forgotten == ["203.0.113.9"]
-    assert store.audit("203.0.113.9")[-1].who == "admin:y"
-    assert fw.set == {}
-
-
-def test_the_real_engine_tells_the_store_who_ended_each_block(tmp_path: Path) -> None:
-    # an admin's unblock is recorded with the admin's name, an expiry as "expiry": the name travels
-    # with the call (Sink.unblock's who), so it cannot stick to a later decision
+def _engine(allow: AllowList) -> Any:
     from slipsq.config import CORE_OPTIONS, Config
-    from slipsq.daemon import InlineSink
     from slipsq.engine import Engine
+
+    return Engine(Config(CORE_OPTIONS), allow=allow, detectors=[])
+
+
+def _worker(fw: Any, store: BlockStore) -> Any:
+    from slipsq.daemon import Worker
+    from slipsq.sink import Fanout
+
+    return Worker(fw, store, Fanout([]))
+
+
+def test_the_daemon_path_tells_the_store_who_ended_each_block(tmp_path: Path) -> None:
+    # an admin's unblock is recorded with the admin's name, an expiry as "expiry": the name travels
+    # in the Unblock command, so it cannot stick to a later decision
+    from slipsq.verdict.apply import changes
 
     allow = AllowList()
     fw, store = FakeFirewall(allow), BlockStore(tmp_path)
-    sink = InlineSink(fw, store)  # type: ignore[arg-type]
-    engine = Engine(Config(CORE_OPTIONS), allow=allow, sinks=[sink], detectors=[])
-    a = Admin(store, fw, allow, None, engine, sink)  # type: ignore[arg-type]
-    a.block("203.0.113.9", 100.0, "r", "admin:x", now=1000.0)
-    a.block("203.0.113.10", 100.0, "r", "admin:x", now=1000.0)
-    a.unblock("203.0.113.9", "admin:y")
-    engine.advance(1200.0)  # 203.0.113.10 has expired
-    assert store.audit("203.0.113.9")[-1].who == "admin:y"
+    engine, worker = _engine(allow), _worker(fw, store)
+    batch = [*engine.block("203.0.113.9", 1000.0, 100.0, "r", "admin:x"),
+             *engine.block("203.0.113.10", 1000.0, 100.0, "r", "admin:x"),
+             *engine.unblock("203.0.113.9", 1000.0, "oops", "admin:y")]
+    out = worker.apply(changes(batch), 1000.0)
+    assert set(out.stored) == {"203.0.113.10"} and fw.set == {"203.0.113.10": 100.0}
+    assert store.audit("203.0.113.9")[-1].who == "admin:y" and engine.table.is_blocked("203.0.113.10")
+    worker.apply(changes(engine.advance(1200.0)), 1200.0)  # 203.0.113.10 has expired
     assert store.audit("203.0.113.10")[-1].who == "expiry"
-    assert fw.set == {}
+    assert fw.set == {} and not engine.table.is_blocked("203.0.113.10")
+
+
+def test_the_worker_thread_carries_out_batches_in_order_and_answers(tmp_path: Path) -> None:
+    from slipsq.records import Block, Unblock
+
+    fw, store = FakeFirewall(AllowList()), BlockStore(tmp_path)
+    worker = _worker(fw, store)
+    worker.start()
+    try:
+        first = worker.submit([Block("203.0.113.1", 10.0, 0.0, "r", "admin:a")])
+        second = worker.submit([Unblock("203.0.113.1", 11.0, "r", "admin:b"),
+                                Block("203.0.113.2", 11.0, 0.0, "r", "admin:b")])
+        # both may be one batch (the worker takes everything queued at once): each future is done
+        # when its commands are carried out, with the outcome of the batch they were part of
+        assert "203.0.113.2" in second.result(5).stored and first.result(5).kernel_error == ""
+        assert worker.call(lambda: sorted(fw.set)).result(5) == ["203.0.113.2"]
+    finally:
+        assert worker.stop()
+    assert [a.action for a in store.audit("203.0.113.1")] == ["block", "unblock"]
 
 
 @pytest.fixture
@@ -249,8 +251,10 @@ def test_cli_without_a_daemon(tmp_path: Path) -> None:
     from slipsq.cli import main
 
     r = CliRunner().invoke(main, ["status", "--state-dir", str(tmp_path)])
-    assert r.exit_code == SystemSetupError.code
-    assert "daemon is not running" in r.output
+    assert r.exit_code == 3  # as systemctl status for a stopped unit
+    assert r.output.startswith("slipsq is not running (no control socket in")
+    r = CliRunner().invoke(main, ["status", "--json", "--state-dir", str(tmp_path)])
+    assert r.exit_code == 3 and json.loads(r.output) == {"running": False, "state_dir": str(tmp_path)}
     r = CliRunner().invoke(main, ["unblock", "1.2.3", "--state-dir", str(tmp_path)])
     assert r.exit_code == InputError.code and "'1.2.3' is not an IP address" in r.output
     r = CliRunner().invoke(main, ["blocks", "--state-dir", str(tmp_path / "never-ran")])
@@ -260,20 +264,6 @@ def test_cli_without_a_daemon(tmp_path: Path) -> None:
     assert r.exit_code == 0 and [b["ip"] for b in json.loads(r.output)] == ["198.51.100.3"]
 
 
-def test_not_root_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from slipsq.sources.nfqueue import check_system
-
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(SystemSetupError, match="inline mode needs root"):
-        check_system()
-
-
-class RestoreEngine:
-    def __init__(self) -> None:
-        self.restored: dict[str, tuple[float, int]] = {}
-
-    def restore_block(self, ip: str, until: float, times: int = 1) -> None:
-        self.restored[ip] = (until, times)
 
 
 def test_daemon_start_restores_unexpired_blocks_and_drops_the_rest(tmp_path: Path) -> None:
@@ -290,34 +280,42 @@ def test_daemon_start_restores_unexpired_blocks_and_drops_the_rest(tmp_path: Pat
     fw = FakeFirewall(d.allow)
     fw.set["198.51.100.1"] = 5.0  # still in the kernel set
     fw.set["10.9.0.5"] = None  # blocked before the allow list covered it: it must leave the kernel too
-    d.store, d.fw, d.engine = store, fw, RestoreEngine()  # type: ignore[assignment]
+    d.store, d.fw, d.engine = store, fw, _engine(d.allow)  # type: ignore[assignment]
     d.restore_blocks(500.0)
-    assert d.engine.restored == {"198.51.100.2": (1000.0, 2), "198.51.100.3": (math.inf, 1)}
+    assert d.engine.judge._blocked_until == {"198.51.100.2": 1000.0, "198.51.100.3": math.inf}
+    assert d.engine.judge._times_blocked == {"198.51.100.2": 2, "198.51.100.3": 1}
+    assert d.engine.table.is_blocked("198.51.100.2") and not d.engine.table.is_blocked("10.9.0.5")
     assert fw.set == {"198.51.100.2": 500.0, "198.51.100.3": None}  # one batch, with what is left
     assert {b.ip for b in store.active(500.0)} == {"198.51.100.2", "198.51.100.3"}
     assert store.audit("198.51.100.1")[-1].who == "expiry"
     assert store.audit("10.9.0.5")[-1].who == "allow-list"
 
 
+def _judged(ip: str, at: float, seconds: float) -> Any:
+    from slipsq.records import CRITICAL, Alert, Block, Decision, Evidence
+
+    ev = Evidence(ts=at, detector="beacon", offender=ip, src_ip="10.0.0.2", dst_ip=ip, dst_port=443,
+                  proto="tcp", description="beacon every 60 s", threat_level=CRITICAL, confidence=1.0)
+    d = Decision("block", ip, seconds, 1.0, "score 1.00")
+    return Block(ip, at, seconds, d.reason, "judge", Alert(ev, d))
+
+
 def test_a_judged_block_goes_to_firewall_and_store_in_one_step(tmp_path: Path) -> None:
-    from slipsq.daemon import InlineSink
-    from slipsq.records import CRITICAL, Alert, Decision, Evidence
+    from slipsq.records import Unblock
 
     allow = AllowList(own=["192.168.1.1"])
     fw, store = FakeFirewall(allow), BlockStore(tmp_path)
-    sink = InlineSink(fw, store)  # type: ignore[arg-type]
-    ev = Evidence(ts=100.0, detector="beacon", offender="203.0.113.5", src_ip="10.0.0.2",
-                  dst_ip="203.0.113.5", dst_port=443, proto="tcp", description="beacon every 60 s",
-                  threat_level=CRITICAL, confidence=1.0)
-    sink.block("203.0.113.5", 3600.0, Alert(ev, Decision("block", "203.0.113.5", 3600.0, 1.0, "score 1.00")))
+    worker = _worker(fw, store)
+    worker.apply([_judged("203.0.113.5", 100.0, 3600.0)], 100.0)
     b = store.get("203.0.113.5")
     assert b is not None and b.expires == 3700.0 and b.by == "judge" and b.detector == "beacon"
     assert json.loads(b.evidence)["description"] == "beacon every 60 s"
     assert fw.set == {"203.0.113.5": 3600.0}
     # defence in depth: even if a decision names a protected address, nothing is blocked or stored
-    sink.block("192.168.1.1", 3600.0, Alert(ev, Decision("block", "192.168.1.1", 3600.0, 1.0, "x")))
+    out = worker.apply([_judged("192.168.1.1", 100.0, 3600.0)], 100.0)
+    assert out.refused == {"192.168.1.1": "one of this gateway's own addresses"}
     assert "192.168.1.1" not in fw.set and store.get("192.168.1.1") is None
-    sink.unblock("203.0.113.5", 3700.0, "block expired", "expiry")
+    worker.apply([Unblock("203.0.113.5", 3700.0, "block expired", "expiry")], 3700.0)
     assert store.audit("203.0.113.5")[-1].who == "expiry" and fw.set == {}
 
 
@@ -329,41 +327,104 @@ class RefusingFirewall(FakeFirewall):
         self.working = False
         self.attempts = 0
 
-    def block(self, entries: Any) -> list[tuple[str, str]]:
+    def update(self, adds: Any, dels: Any) -> list[tuple[str, str]]:
         self.attempts += 1
         if not self.working:
             raise SystemSetupError("ipset restore: Kernel error received: set type not supported")
-        return super().block(entries)
+        return super().update(adds, dels)
 
 
 def test_a_block_the_kernel_refuses_is_stored_and_retried_until_it_lands(tmp_path: Path) -> None:
-    from slipsq.daemon import InlineSink
-    from slipsq.records import CRITICAL, Alert, Decision, Evidence
-
     fw, store = RefusingFirewall(AllowList()), BlockStore(tmp_path)
-    sink = InlineSink(fw, store)  # type: ignore[arg-type]
-
-    def judged(ip: str, at: float, seconds: float) -> None:
-        ev = Evidence(ts=at, detector="portscan", offender=ip, src_ip=ip, dst_ip="10.0.0.2", dst_port=0,
-                      proto="tcp", description="scan", threat_level=CRITICAL, confidence=1.0)
-        sink.block(ip, seconds, Alert(ev, Decision("block", ip, seconds, 1.0, "score 1.00")))
-
-    judged("203.0.113.5", 100.0, 3600.0)
-    judged("203.0.113.6", 100.0, 10.0)  # expires before the kernel works again
+    worker = _worker(fw, store)
+    out = worker.apply([_judged("203.0.113.5", 100.0, 3600.0), _judged("203.0.113.6", 100.0, 10.0)], 100.0)
     # nothing lost: both are in the store (they come back after a restart) and awaiting the kernel
+    assert out.kernel_error and set(out.stored) == {"203.0.113.5", "203.0.113.6"}
     assert store.get("203.0.113.5") is not None and store.get("203.0.113.6") is not None
-    assert fw.set == {} and set(sink.pending) == {"203.0.113.5", "203.0.113.6"}
-    sink.retry(101.0)
-    assert fw.attempts == 3 and fw.set == {}  # still refused; kept
-    sink.retry(102.0)
-    assert fw.attempts == 3  # not before RETRY_EVERY seconds
+    assert fw.set == {} and {c.ip for c in worker.kernel_pending} == {"203.0.113.5", "203.0.113.6"}
+    worker.apply([], 101.0)  # a retry turn
+    assert fw.attempts == 2 and fw.set == {}  # still refused; kept
     fw.working = True
-    sink.retry(101.0 + sink.RETRY_EVERY + 10)  # 203.0.113.6 expired meanwhile: not added
-    assert fw.set == {"203.0.113.5": pytest.approx(3600.0 - 16.0)} and sink.pending == {}
-    sink.retry(1000.0)
-    assert fw.attempts == 4  # nothing pending: no more kernel calls
-    fw.working = False
-    judged("203.0.113.7", 2000.0, 10.0)
-    assert fw.attempts == 5 and set(sink.pending) == {"203.0.113.7"}
-    sink.retry(2020.0)  # it expired before any retry: dropped without another kernel call
-    assert fw.attempts == 5 and sink.pending == {}
+    worker.apply([], 116.0)  # 203.0.113.6 expired meanwhile: a delete, not an add
+    assert fw.set == {"203.0.113.5": pytest.approx(3600.0 - 16.0)} and worker.kernel_pending == []
+    assert store.get("203.0.113.5") is not None  # stored once, not again by the retry
+    assert [a.action for a in store.audit("203.0.113.5")] == ["block"]
+    worker.apply([], 1000.0)
+    assert fw.attempts == 3  # nothing pending, no batch: no kernel call
+
+
+def test_a_failing_store_keeps_the_block_in_the_kernel_and_writes_it_later(tmp_path: Path) -> None:
+    fw, store = FakeFirewall(AllowList()), BlockStore(tmp_path)
+    worker = _worker(fw, store)
+    real_write = store.write
+
+    def broken(changes: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    store.write = broken  # type: ignore[method-assign]
+    out = worker.apply([_judged("203.0.113.8", 100.0, 3600.0)], 100.0)
+    assert "No space left" in out.store_error and fw.set == {"203.0.113.8": 3600.0}
+    assert store.get("203.0.113.8") is None and len(worker.store_pending) == 1
+    store.write = real_write  # type: ignore[method-assign]
+    worker.apply([], 110.0)
+    assert store.get("203.0.113.8") is not None and worker.store_pending == []
+# --- a change made while the daemon was stuck (issue 12) ---------------------------------------------
+
+def test_the_worker_tells_the_daemon_what_an_admin_changed_in_the_store_meanwhile(tmp_path: Path) -> None:
+    allow = AllowList()
+    store = BlockStore(tmp_path)
+    worker = _worker(FakeFirewall(allow), store)
+    seen: list[tuple[list[str], list[str]]] = []
+    worker.on_store_change = lambda gone, new: seen.append((gone, [b.ip for b in new]))
+    worker.apply([_judged("203.0.113.5", 1000.0, 3600.0)], 1000.0)
+    worker._sync(1001.0)
+    assert seen == []  # its own writes are not news
+    # the CLI, finding the daemon stuck, acts on the store itself: one unblock, one new block
+    cli_admin = Admin(BlockStore(tmp_path), FakeFirewall(allow), allow, 3600.0)  # type: ignore[arg-type]
+    cli_admin.unblock("203.0.113.5")
+    cli_admin.block("::ffff:198.51.100.7", None, now=1002.0)
+    worker._sync(1003.0)
+    assert seen == [(["203.0.113.5"], ["198.51.100.7"])]
+    worker._sync(1004.0)
+    assert len(seen) == 1  # nothing new
+
+
+def test_the_daemon_makes_the_engine_agree_with_the_store(tmp_path: Path) -> None:
+    from slipsq.daemon import Daemon
+
+    d = Daemon(0, False, None, str(tmp_path))
+    allow = AllowList()
+    d.engine = _engine(allow)
+    store = BlockStore(tmp_path)
+    d.worker = _worker(FakeFirewall(allow), store)
+    d.engine.block("203.0.113.5", 1000.0, 3600.0, "r", "judge")
+    stored = Admin(BlockStore(tmp_path), None, allow, None).block("198.51.100.7", None, now=1000.0)
+    d._store_changed(["203.0.113.5"], [stored])
+    d._run_calls()  # what the packet loop does on its next turn
+    assert not d.engine.judge.is_blocked("203.0.113.5", 1001.0) and not d.engine.table.is_blocked("203.0.113.5")
+    assert d.engine.table.is_blocked("198.51.100.7") and d.engine.judge.is_blocked("198.51.100.7", 1e12)
+
+
+def test_mapped_addresses_print_as_ipv4(admin: Admin) -> None:
+    from slipsq.control import canonical_ip
+
+    assert canonical_ip("::ffff:1.2.3.4") == "1.2.3.4"
+    admin.block("::ffff:203.0.113.4", 60.0)
+    assert [b["ip"] for b in admin.blocks()] == ["203.0.113.4"]
+    with pytest.raises(InputError, match=r"refusing to block 192\.168\.1\.1"):
+        admin.block("::FFFF:192.168.1.1")
+
+
+def test_a_daemon_that_does_not_answer_is_a_timeout_the_cli_can_tell(tmp_path: Path) -> None:
+    import socket as so
+
+    from slipsq.control import DaemonTimeout
+
+    s = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    s.bind(str(socket_path(tmp_path)))
+    s.listen(1)  # accepted by the kernel, never answered: a SIGSTOPped daemon
+    try:
+        with pytest.raises(DaemonTimeout, match=r"did not answer within 0\.2s"):
+            request(tmp_path, {"cmd": "status"}, timeout=0.2)
+    finally:
+        s.close()

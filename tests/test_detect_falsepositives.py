@@ -11,7 +11,7 @@ pytestmark = pytest.mark.shared
 
 def test_a_normal_day_blocks_no_one(shared_data) -> None:  # type: ignore[no-untyped-def]
     rec, eng = run(my_detectors(), read_binetflow(shared_data / "flows/ctu-normal-2013-10-21.binetflow"))
-    assert eng.counters.flows > 2000
+    assert eng.engine.counters.flows > 2000
     assert rec.blocked_ips == []
     # what remains: long ssh/Jabber/HTTP sessions, reported, never blocking
     assert {a.evidence.detector for a in rec.seen} <= {"longconn"}

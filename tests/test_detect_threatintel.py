@@ -110,7 +110,7 @@ def test_reload_picks_up_changes_and_keeps_old_lists_on_error(tmp_path: Path) ->
     (tmp_path / "l.txt").write_text("203.0.113.5\n")
     cfg = config([ThreatIntel], **{"threatintel.folder": str(tmp_path)})
     _, eng = run([ThreatIntel], cfg=cfg)
-    det = eng.detectors[0]
+    det = eng.engine.detectors[0]
     assert isinstance(det, ThreatIntel)
     assert det._lookup("203.0.113.6") is None
     (tmp_path / "l.txt").write_text("203.0.113.6\n")

@@ -19,6 +19,8 @@ from slipsq.detect.base import Detector
 from slipsq.engine import Engine
 from slipsq.flow import AppEvent, Flow
 from slipsq.records import CRITICAL, Evidence
+from slipsq.runmode import Offline
+from slipsq.sink import Fanout
 from slipsq.verdict.replay import ReplayRecorder
 from tests.helpers import ACK, FIN, SYN, tcp, udp
 
@@ -62,7 +64,7 @@ def engine(table_cls: Any) -> tuple[Engine, ReplayRecorder]:
     FlagBad.seen_apps.clear()
     cfg = Config(CORE_OPTIONS)
     rec = ReplayRecorder()
-    return Engine(cfg, detectors=[FlagBad], sinks=[rec], table=table_cls(cfg)), rec
+    return Offline(Engine(cfg, detectors=[FlagBad], table=table_cls(cfg)), [rec]), rec
 
 
 def session(e: Engine, client: str, server: str, sport: int, t: float, payload: bytes = b"x" * 100) -> list[int]:
@@ -90,7 +92,7 @@ def test_a_connection_becomes_one_flow_after_the_linger(engine: tuple[Engine, Re
     assert (f.spkts, f.dpkts) == (5, 3)
     assert f.sbytes == 5 * 40 + 100 and f.dbytes == 3 * 40 + 300  # IP total lengths, both ways
     assert f.closed_by == "fin"
-    assert e.counters.flows == 1
+    assert e.engine.counters.flows == 1
 
 
 def test_block_drops_every_later_packet_and_unblock_restores(engine: tuple[Engine, ReplayRecorder]) -> None:
@@ -107,8 +109,11 @@ def test_block_drops_every_later_packet_and_unblock_restores(engine: tuple[Engin
     assert e.table.stats()["dropped"] == 9
     # other hosts are untouched
     assert session(e, "192.168.1.5", "198.51.100.7", 40002, T0 + 101) == [1] * 8
-    e.unblock(BAD)
-    assert rec.unblocks[-1][1:] == (BAD, "unblocked by admin")
+    commands = e.engine.unblock(BAD, T0 + 150)
+    assert [type(c).__name__ for c in commands] == ["Unblock"]  # returned, not carried out by the engine
+    assert rec.unblocks == []
+    e.apply(commands)
+    assert rec.unblocks[-1] == (T0 + 150, BAD, "unblocked by admin")
     assert session(e, "192.168.1.5", BAD, 40003, T0 + 200) == [1] * 8
 
 
@@ -122,11 +127,17 @@ def test_blocks_expire_in_time(engine: tuple[Engine, ReplayRecorder]) -> None:
     assert rec.unblocks and rec.unblocks[0][1:] == (BAD, "block expired")
 
 
-def test_restored_block_drops_at_once(engine: tuple[Engine, ReplayRecorder]) -> None:
+def test_restored_and_manual_blocks_drop_at_once_and_are_the_judges_command(
+        engine: tuple[Engine, ReplayRecorder]) -> None:
     e, _ = engine
-    e.restore_block(BAD, T0 + 3600)
+    [restored] = e.engine.block(BAD, T0, 3600.0, "old block", "store", times=2)
+    assert (restored.ip, restored.expires, restored.by, restored.times, restored.alert) == (
+        BAD, T0 + 3600, "store", 2, None)
     assert session(e, "192.168.1.5", BAD, 40000, T0) == [0] * 8
-    assert e.judge.is_blocked(BAD, T0 + 1)
+    assert e.engine.judge.is_blocked(BAD, T0 + 1)
+    [manual] = e.engine.block("198.51.100.99", T0, 0.0, "manual", "admin:alice")
+    assert manual.expires is None and manual.detector == "manual"
+    assert e.engine.judge.is_blocked("198.51.100.99", T0 + 10**9)  # 0: until unblocked
 
 
 def test_dns_answers_become_app_events_and_names(engine: tuple[Engine, ReplayRecorder]) -> None:
@@ -139,7 +150,7 @@ def test_dns_answers_become_app_events_and_names(engine: tuple[Engine, ReplayRec
     e.advance(T0 + 1)
     dns = [a for a in FlagBad.seen_apps if a.kind == "dns"]
     assert any(a.data.get("answers") == ["203.0.113.9"] for a in dns)
-    assert e.ctx.dns_names[BAD] == {"c2.example.net"}
+    assert e.engine.ctx.dns_names[BAD] == {"c2.example.net"}
 
 
 def test_finish_closes_open_flows(engine: tuple[Engine, ReplayRecorder]) -> None:
@@ -200,11 +211,11 @@ class BrokenSink(ReplayRecorder):
         raise OSError("stdout is gone")
 
 
-def _batch(e: Engine) -> None:
+def _batch(e: Engine) -> list[Any]:
     """Five UDP flows closed in one batch (the end of input); the middle one goes to port 666."""
     for i, port in enumerate((53, 80, 666, 123, 443)):
         e.packet(udp("192.168.1.5", 5000 + i, BAD, port, b"q"), T0 + i * 0.001, RAW)
-    e.finish()
+    return e.finish()
 
 
 def test_with_on_error_a_failing_detector_loses_only_its_own_call(table_cls: Any) -> None:
@@ -212,9 +223,9 @@ def test_with_on_error_a_failing_detector_loses_only_its_own_call(table_cls: Any
     cfg = Config(CORE_OPTIONS)
     errors: list[tuple[str, Exception]] = []
     broken, rec = BrokenSink(), ReplayRecorder()
-    e = Engine(cfg, detectors=[Explodes, FlagBad], sinks=[broken, rec], table=table_cls(cfg),
+    e = Engine(cfg, detectors=[Explodes, FlagBad], table=table_cls(cfg),
                on_error=lambda where, exc: errors.append((where, exc)))
-    _batch(e)
+    Fanout([broken, rec], on_error=lambda where, exc: errors.append((where, exc)))(_batch(e))
     # every flow of the batch reached the next detector, the one that made the buggy one raise too
     assert sorted(f.dport for f in FlagBad.seen_flows) == [53, 80, 123, 443, 666]
     assert rec.blocked_ips == [BAD]  # the sink after the broken one still got the block

@@ -79,11 +79,12 @@ def test_missing_or_corrupt_files_warn_and_do_not_crash(tmp_path: Path, dbs: tup
 def test_alerts_carry_enrichment_through_the_engine(dbs: tuple[Path, Path]) -> None:
     from slipsq.allow import AllowList
     from slipsq.engine import Engine
+    from slipsq.runmode import Offline
 
     c = config([LongConnection])
     rec = Recorder()
-    eng = Engine(c, allow=AllowList(), sinks=[rec], detectors=[LongConnection])
-    eng.ctx.enrichers = make_enrichers(cfg(**{"enrich.city_db": str(dbs[0]), "enrich.asn_db": str(dbs[1])}))
+    eng = Offline(Engine(c, allow=AllowList(), detectors=[LongConnection]), [rec])
+    eng.engine.ctx.enrichers = make_enrichers(cfg(**{"enrich.city_db": str(dbs[0]), "enrich.asn_db": str(dbs[1])}))
     eng.flow(flow(T0, "192.168.1.2", "198.51.100.7", 443, dur=2000))
     eng.finish()
     want = {"country": "NL", "asn": 64500, "org": "Example AS"}

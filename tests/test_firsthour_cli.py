@@ -213,7 +213,7 @@ def test_alert_json_carries_ports_community_id_and_flow_key(tmp_path: Path) -> N
     calc = communityid.CommunityID()
     for a in alerts:
         assert a["decided_ts"] >= a["ts"] and isinstance(a["src_port"], int)
-        start, proto, saddr, sport, daddr, dport = a["flow_key"].split(",")
+        _, proto, saddr, sport, daddr, dport = a["flow_key"].split(",")
         assert a["flow_key"] in keys  # joins with a row of flows.binetflow
         want = calc.calc(communityid.FlowTuple(6, saddr, daddr, int(sport), int(dport)))
         assert proto == "tcp" and a["community_id"] == want

@@ -387,6 +387,32 @@ def packet(draw: st.DrawFn) -> tuple[float, bytes, int]:
     return dt, buf, 101
 
 
+MANY = [f"10.{i >> 8}.{i & 255}.7" for i in range(200)] + [f"2001:db8::{i:x}" for i in range(1, 60)]
+
+
+@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(MANY)), max_size=400))
+def test_the_compiled_block_set_drops_exactly_the_blocked_addresses(ops: list[tuple[bool, str]]) -> None:
+    """Blocks and unblocks are O(1) inserts and tombstones in an open-addressing set that grows and
+    is rebuilt now and then: whatever the order, a packet is dropped exactly when its address is
+    in the model set (many addresses, so growth, tombstones and rebuilds all happen)."""
+    t, model = CTable(Config(CORE_OPTIONS)), set()
+    for add, addr in ops:
+        if add:
+            t.block(addr)
+            model.add(addr)
+        else:
+            t.unblock(addr)
+            model.discard(addr)
+    ts = 1000.0
+    for addr in MANY:
+        ts += 0.001
+        peer = "10.99.0.1" if ":" not in addr else "2001:db8:99::1"
+        assert t.feed(udp(peer, 1, addr, 2), ts, 101) == (0 if addr in model else 1), addr
+        assert t.is_blocked(addr) == (addr in model)
+
+
 def run_table(table: Table, steps: list[tuple[str, Any]]) -> tuple[list[Any], dict[str, int]]:
     out: list[Any] = []
     ts = 1000.0
@@ -554,3 +580,82 @@ def test_ipv4_embedding_ipv6_flow_gets_pythons_text(make: Make) -> None:
     t.close_all(2.0)
     (f,) = t.pop_closed()
     assert (f.saddr, f.daddr) == ("::ffff:a00:1", "::102:304")
+
+
+# --- floods: mass expiry in batches, memory given back ----------------------------------------------
+
+def test_a_mass_expiry_comes_in_batches(make: Make) -> None:
+    t = make(udp_idle=10.0, expire_batch=100)
+    feed(t, [(0.0, udp(A, p, B, 53)) for p in range(1, 351)])
+    t.pop_closed()
+    sizes = []
+    t.expire(20.0)
+    while True:  # the engine's ticks (or packets, a tenth of a second apart) take the rest
+        sizes.append(len(t.pop_closed()))
+        if not t.expiry_behind:
+            break
+        t.expire(20.0)
+    assert sizes == [100, 100, 100, 50] and t.stats()["flows_open"] == 0
+
+
+def test_packets_take_the_next_batch_a_tenth_of_a_second_later(make: Make) -> None:
+    t = make(udp_idle=10.0, expire_batch=100)
+    feed(t, [(0.0, udp(A, p, B, 53)) for p in range(1, 251)])
+    feed(t, [(20.0, udp(C, 9, B, 9))])
+    assert len(t.pop_closed()) == 100 and t.expiry_behind
+    feed(t, [(20.05, udp(C, 9, B, 9))])
+    assert t.pop_closed() == []  # not yet: the engine analyses the first batch in between
+    feed(t, [(20.1, udp(C, 9, B, 9))])
+    assert len(t.pop_closed()) == 100
+
+
+def test_compiled_table_gives_memory_back_after_a_flood_and_keeps_its_flows() -> None:
+    if CTable is None:
+        pytest.skip("slipsq._flowtable is not built")
+    t = CTable(config(udp_idle=10.0, tcp_idle=1000.0, max_flows=100_000))
+    feed(t, handshake(t0=0.0))  # one flow that outlives the flood, created first (low index)
+    template = udp(A, 1000, B, 2000)
+    feed(t, [(1.0, template[:12] + i.to_bytes(4, "big") + template[16:]) for i in range(1, 60_000)])
+    feed(t, handshake(C, 41000, B, 443, t0=2.0))  # another one, created last (highest index: it moves)
+    peak = t.memory()
+    while True:
+        t.expire(30.0)
+        t.pop_closed()
+        if not t.expiry_behind:
+            break
+    assert t.stats()["flows_open"] == 2
+    assert t.memory() < peak / 10
+    # both survivors still found by their packets, counted on, and closed with the right totals
+    feed(t, [(31.0, tcp(A, 40000, B, 80, ACK)), (31.5, tcp(C, 41000, B, 443, ACK))])
+    assert t.stats()["flows_open"] == 2
+    t.close_all(40.0)
+    flows = sorted(t.pop_closed(), key=lambda f: f.saddr)
+    assert [(f.saddr, f.spkts, f.dpkts) for f in flows] == [(A, 3, 1), (C, 3, 1)]
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1), st.lists(st.tuples(st.integers(0, 9000), st.integers(0, 3)), min_size=1,
+                                           max_size=60))
+def test_both_tables_agree_across_a_shrink(seed: int, later: list[tuple[int, int]]) -> None:
+    """A flood of 9,000 UDP flows (three chunks) expires, the compiled table moves its survivors;
+    packets of survivors and of new flows afterwards give both tables the same flows."""
+    if CTable is None:
+        pytest.skip("slipsq._flowtable is not built")
+    import random
+
+    rnd = random.Random(seed)
+    survivors = set(rnd.sample(range(9000), 40))
+    tables = [PyTable(config(udp_idle=10.0, expire_batch=2500)), CTable(config(udp_idle=10.0, expire_batch=2500))]
+    outs: list[list[Any]] = [[], []]
+    for t, out in zip(tables, outs):
+        feed(t, [(0.0, udp(A, 1 + i, B, 53)) for i in range(9000)])
+        feed(t, [(5.0, udp(B, 53, A, 1 + i)) for i in sorted(survivors)])  # these live until 15 s
+        for _ in range(6):  # 8,960 flows due, 2,500 a pass: the last passes shrink the table
+            t.expire(12.0)
+            out.extend(t.pop_closed())
+        feed(t, [(13.0 + j * 0.01, udp(B if d else A, 53 if d else 1 + i, A if d else B, 1 + i if d else 53))
+                 for j, (i, d) in enumerate(later)])
+        t.close_all(14.0)
+        out.extend(t.pop_closed())
+    assert outs[0] == outs[1]
+    assert tables[1].memory() < 9000 * CTable.bytes_per_flow / 2

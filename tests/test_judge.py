@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from slipsq.allow import AllowList
 from slipsq.config import CORE_OPTIONS, Config
 from slipsq.judge import Judge
-from slipsq.records import CRITICAL, HIGH, LOW, MEDIUM, Evidence
+from slipsq.records import CRITICAL, HIGH, LOW, MEDIUM, Evidence, fmt_score
 
 
 def ev(ts: float, offender: str = "203.0.113.9", level: float = HIGH, conf: float = 0.5, key: str = "",
@@ -30,7 +32,7 @@ def test_scores_add_up_to_the_threshold_then_block() -> None:
     assert d.action == "block" and d.blocked_ip == "203.0.113.9"
     assert d.score == pytest.approx(1.2)
     assert d.duration == 14400.0
-    assert "3 x test" in d.reason
+    assert "(test 0.40 + test 0.40 + test 0.40)" in d.reason
     assert j.is_blocked("203.0.113.9", 31)
     # further evidence while blocked: alert only
     assert j.add(ev(40)).reason.endswith("already blocked")
@@ -105,3 +107,131 @@ def test_late_evidence_joins_the_current_window_instead_of_wiping_it() -> None:
     j.add(ev(150, conf=1.0, key="a"))  # window 1: 0.8
     d = j.add(ev(90, conf=1.0, key="b"))  # a flow that closed late, from window 0
     assert d.action == "block" and d.score == pytest.approx(1.6)
+
+
+def test_a_near_certain_finding_that_keeps_coming_blocks_with_margin() -> None:
+    # issue 11: a real HTTPS beacon reported 10x at critical, 0.98-0.996, never reached 1.0
+    j = judge()
+    confs = [0.98, 0.985, 0.99, 0.996, 0.99, 0.994, 0.996, 0.99, 0.995, 0.996]
+    decisions = [j.add(ev(20.0 * i, level=CRITICAL, conf=c, key="beacon:x")) for i, c in enumerate(confs)]
+    first_block = next(i for i, d in enumerate(decisions) if d.action == "block")
+    assert first_block == 3  # 60 s after the first report: persistent
+    d = decisions[first_block]
+    assert d.score == pytest.approx(2 * 0.996) and d.score - 1.0 > 0.9
+    assert "x2" in d.reason and d.window[0].weight == 2 and d.window[0].reports == 4
+    # before that, the printed score says what the decision says
+    assert decisions[0].reason == "score 0.98 below threshold 1"
+    assert "0.996 below" in judge().add(ev(0, level=CRITICAL, conf=0.996)).reason
+
+
+def test_one_weak_finding_never_blocks_however_long_it_persists() -> None:
+    j = judge()
+    for t in range(0, 3600, 30):  # critical x 0.59 (below persist_min), and high x 1.0, for an hour
+        d = j.add(ev(float(t), level=CRITICAL, conf=0.59, key="k"))
+        assert d.action == "alert"
+        d = j.add(ev(float(t), level=HIGH, conf=1.0, key="k2", offender="203.0.113.10"))
+        assert d.action == "alert"
+    assert d.score == pytest.approx(0.8)
+
+
+def test_one_report_cannot_persist_and_persistence_needs_time() -> None:
+    j = judge()
+    for t in range(59):  # a second apart, for 58 s: not yet persistent
+        d = j.add(ev(float(t), level=CRITICAL, conf=0.9, key="k"))
+    assert d.action == "alert" and d.score == pytest.approx(0.9)
+    d = j.add(ev(60.0, level=CRITICAL, conf=0.9, key="k"))
+    assert d.action == "block" and d.score == pytest.approx(1.8)
+
+
+def test_persistence_is_per_window() -> None:
+    j = judge(**{"judge.window": 100.0})
+    j.add(ev(10, level=CRITICAL, conf=0.8, key="k"))
+    d = j.add(ev(110, level=CRITICAL, conf=0.8, key="k"))  # new window: its first report again
+    assert d.action == "alert" and d.score == pytest.approx(0.8)
+
+
+def test_keyless_flood_stays_bounded_and_still_counts() -> None:
+    j = judge(**{"judge.threshold": 1000.0})
+    for t in range(2000):
+        d = j.add(ev(float(t), level=LOW, conf=1.0))
+    w = j._windows["203.0.113.9"]
+    assert len(w.findings) <= 256 and d.score == pytest.approx(400.0)
+
+
+@given(st.floats(0, 10, allow_nan=False), st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0]))
+def test_a_printed_score_never_contradicts_the_comparison(score: float, threshold: float) -> None:
+    assert (float(fmt_score(score, threshold)) >= threshold) == (score >= threshold)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["block", "forget", "tick"]), st.integers(0, 7),
+                          st.floats(1, 500)), max_size=60))
+def test_expiry_heap_reports_exactly_what_a_scan_of_every_block_would(ops: list[tuple[str, int, float]]) -> None:
+    # expired() pops a heap instead of scanning every block each second; renewed and forgotten
+    # blocks leave stale heap entries behind, which must never be reported
+    j, model, now = judge(), {}, 0.0
+    for op, n, x in ops:
+        ip = f"203.0.113.{n}"
+        if op == "block":
+            j.restore(ip, now + x)
+            model[ip] = now + x
+        elif op == "forget":
+            j.forget(ip)
+            model.pop(ip, None)
+        else:
+            now += x
+            want = sorted(i for i, u in model.items() if now >= u)
+            assert sorted(j.expired(now)) == want
+            for i in want:
+                del model[i]
+        assert all(j.is_blocked(i, now) == (now < u) for i, u in model.items())
+# --- bounded under floods (issue 12) ----------------------------------------------------------------
+
+def test_offenders_past_the_bound_forget_evidence_never_a_block() -> None:
+    j = judge(**{"judge.max_offenders": 3})
+    blocked = j.add(ev(0.0, "203.0.113.1", CRITICAL, 1.0))
+    assert blocked.action == "block"
+    for i in range(2, 50):  # a flood of forged offenders, each with one low finding
+        j.add(ev(float(i), f"203.0.113.{i}", LOW, 0.2))
+    assert len(j._windows) <= 3 and len(j._times_blocked) <= 3
+    assert j.is_blocked("203.0.113.1", 60.0)  # the block is untouched by the bound
+    # an early offender's evidence was forgotten: its next finding starts from zero
+    d = j.add(ev(60.0, "203.0.113.2", LOW, 0.2))
+    assert d.score == pytest.approx(LOW * 0.2)
+
+
+def test_blocks_past_max_blocks_are_refused_and_said_so() -> None:
+    j = judge(**{"judge.max_blocks": 2})
+    assert [j.add(ev(0.0, f"203.0.113.{i}", CRITICAL, 1.0)).action for i in (1, 2)] == ["block", "block"]
+    d = j.add(ev(1.0, "203.0.113.3", CRITICAL, 1.0))
+    assert d.action == "alert" and "judge.max_blocks" in d.reason
+    assert j.is_blocked("203.0.113.1", 2.0) and j.is_blocked("203.0.113.2", 2.0)
+    assert j.expired(14400.0) == ["203.0.113.1", "203.0.113.2"]  # then room again
+    assert j.add(ev(14401.0, "203.0.113.3", CRITICAL, 1.0)).action == "block"
+
+
+def test_findings_per_window_are_bounded_and_the_score_kept_as_they_change() -> None:
+    # the list is bounded (what explain shows); findings past it still add to the score
+    j = judge(**{"judge.max_findings": 4, "judge.threshold": 100.0})
+    for i in range(10):
+        d = j.add(ev(float(i), key=f"k{i}", level=HIGH, conf=0.5))
+    assert d.score == pytest.approx(10 * 0.4) and len(j._windows["203.0.113.9"].findings) == 4
+    d = j.add(ev(11.0, key="k0", level=CRITICAL, conf=1.0))  # a listed finding grows: the sum follows
+    assert d.score == pytest.approx(9 * 0.4 + 1.0)
+
+
+def test_expiry_skips_stale_heap_entries() -> None:
+    j = judge()
+    j.add(ev(0.0, level=CRITICAL, conf=1.0))
+    j.forget("203.0.113.9")
+    j.restore("203.0.113.9", 50_000.0, 1)  # unblocked, then blocked again for longer
+    assert j.expired(20_000.0) == []  # the first block's heap entry is stale
+    assert j.expired(50_000.0) == ["203.0.113.9"]
+
+
+def test_prune_takes_ended_windows_from_the_front() -> None:
+    j = judge()
+    for i in range(5):
+        j.add(ev(float(i), f"203.0.113.{i}", LOW, 0.2))
+    j.add(ev(3700.0, "203.0.113.9", LOW, 0.2))
+    j.prune(3700.0)
+    assert list(j._windows) == ["203.0.113.9"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,7 +13,7 @@ from slipsq.lru import put, touch, trim
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 12)), max_size=80), st.integers(1, 6), st.integers(0, 6))
 def test_touch_and_put_keep_the_most_recently_used(uses: list[tuple[bool, int]], bound: int, smaller: int) -> None:
-    d: dict[int, list[int]] = {}
+    d: OrderedDict[int, list[int]] = OrderedDict()
     model: list[int] = []  # keys, least recently used first
     for with_put, key in uses:
         if key in model:
@@ -31,7 +33,7 @@ def test_touch_and_put_keep_the_most_recently_used(uses: list[tuple[bool, int]],
 
 
 def test_touch_returns_the_same_value_while_the_key_stays() -> None:
-    d: dict[str, set[str]] = {}
+    d: OrderedDict[str, set[str]] = OrderedDict()
     touch(d, "a", set, 2).add("x")
     touch(d, "b", set, 2)
     assert touch(d, "a", set, 2) == {"x"}  # kept, now the most recent

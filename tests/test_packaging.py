@@ -22,7 +22,7 @@ def test_an_installed_package_carries_and_finds_the_shipped_models(tmp_path: Pat
     assert len(shipped) >= 18
     assert sorted(p.name for p in (build / "slipsq" / "models").glob("*.json")) == shipped
     # and that package, away from the checkout, resolves and loads them by default
-    code = ("from slipsq.replay import resolve_models_dir; from slipsq.detect.stratosphere.markov import load_models; "
+    code = ("from slipsq.runmode import resolve_models_dir; from slipsq.detect.stratosphere.markov import load_models; "
             "d = resolve_models_dir(None, None); print(d); print(len(load_models(d)))")
     env = {k: v for k, v in os.environ.items() if k != "SLIPSQ_MODELS"}
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,

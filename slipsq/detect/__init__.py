@@ -10,6 +10,7 @@ from slipsq.detect.base import Detector
 from slipsq.detect.beacon import Beacon
 from slipsq.detect.bruteforce import BruteForce
 from slipsq.detect.longconn import LongConnection
+from slipsq.detect.p2p import P2P
 from slipsq.detect.portscan import PortScan
 from slipsq.detect.stratosphere.detector import StratosphereDetector
 from slipsq.detect.threatintel import ThreatIntel
@@ -18,6 +19,7 @@ DETECTORS: list[type[Detector]] = [
     StratosphereDetector,
     ThreatIntel,
     PortScan,
+    P2P,  # before Beacon: beacon asks it which hosts run P2P software
     Beacon,
     BruteForce,
     ArpScan,

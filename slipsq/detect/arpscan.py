@@ -17,16 +17,15 @@ Evidence is emitted when n first reaches T, when it doubles, and when the threat
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.flow import AppEvent
+from slipsq.lru import touch
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
-
-_MAX_SENDERS = 10_000
 
 
 @dataclass(slots=True)
@@ -48,6 +47,10 @@ class ArpScan(Detector):
                "period that make an ARP scan", positive, "> 0"),
         Option("arpscan.period", 60.0, "the sliding period (s) for arpscan.min_targets", positive, "> 0",
                duration=True),
+        Option("arpscan.max_senders", 10_000, "ARP senders (MAC, IP) tracked (least recently heard "
+               "forgotten first)", positive, "> 0"),
+        Option("arpscan.max_targets", 65_536, "who-has requests remembered per sender within the period "
+               "(oldest forgotten first)", positive, "> 0"),
     )
 
     def __init__(self, ctx: Context) -> None:
@@ -55,7 +58,10 @@ class ArpScan(Detector):
         self.min_n: int = self.opt("min_targets")
         self.period: float = self.opt("period")
         self.window: float = self.cfg["judge.window"]
-        self.senders: dict[tuple[str, str], _Sender] = {}
+        self.max_senders: int = self.opt("max_senders")
+        self.max_targets: int = self.opt("max_targets")
+        # least recently heard first: idle senders are forgotten from the front, O(1) each
+        self.senders: OrderedDict[tuple[str, str], _Sender] = OrderedDict()
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         if event.kind != "arp" or event.data.get("op") != 1:
@@ -64,15 +70,9 @@ class ArpScan(Detector):
         if not dst_ip or src_ip == dst_ip:
             return NO_EVIDENCE
         key = (event.data.get("src_mac", ""), src_ip)
-        s = self.senders.get(key)
-        if s is None:
-            if len(self.senders) >= _MAX_SENDERS:
-                self._forget_idle(event.ts)
-                if len(self.senders) >= _MAX_SENDERS:
-                    return NO_EVIDENCE
-            s = self.senders[key] = _Sender()
+        s = touch(self.senders, key, _Sender, self.max_senders)
         ts = event.ts
-        while s.recent and s.recent[0][0] < ts - self.period:  # slide the period
+        while s.recent and (s.recent[0][0] < ts - self.period or len(s.recent) >= self.max_targets):
             _, old = s.recent.popleft()
             left = s.targets[old] - 1
             if left:
@@ -104,11 +104,12 @@ class ArpScan(Detector):
                          threat_level=threat, confidence=1.0, may_block=not probe,
                          key=f"arpscan:{mac}:{ip}")]
 
-    def _forget_idle(self, now: float) -> None:
-        for k in [k for k, s in self.senders.items() if not s.recent or s.recent[-1][0] < now - self.period]:
-            del self.senders[k]
-
     def on_tick(self, now: float) -> Sequence[Evidence]:
-        if len(self.senders) > 1000:  # keep the table small on a busy LAN
-            self._forget_idle(now)
+        # keep the table small on a busy LAN: the front is the sender heard least recently
+        senders = self.senders
+        while senders:
+            s = next(iter(senders.values()))
+            if s.recent and s.recent[-1][0] >= now - self.period:
+                break
+            senders.popitem(last=False)
         return NO_EVIDENCE

@@ -8,12 +8,14 @@ never do I/O: they see flows, app events and the time they are given.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from slipsq.allow import AllowList
 from slipsq.config import Config, Option
+from slipsq.detect.peers import Peers
 from slipsq.flow import AppEvent, Flow
 from slipsq.records import Evidence
 
@@ -26,7 +28,10 @@ class Context:
     allow: AllowList
     models: Sequence[Any] = ()
     # ip -> domain names it was resolved from (filled by the engine from DNS answers)
-    dns_names: dict[str, set[str]] = field(default_factory=dict)
+    # (least recently answered first; bounded by dns.max_addresses through slipsq.lru.touch)
+    dns_names: OrderedDict[str, set[str]] = field(default_factory=OrderedDict)
+    # local P2P hosts and their peers (filled by the p2p detector, read by beacon)
+    peers: Peers = field(default_factory=Peers)
     # ip -> {country, asn, org}: GeoIP/ASN lookups for alerts (slipsq.enrich.make_enrichers); [] = none
     enrichers: list[Callable[[str], dict[str, Any]]] = field(default_factory=list)
 

@@ -19,12 +19,17 @@ Scoring (learned from how RITA and Slips score beacons, written for slipsq; all 
   raised by up to 0.15 for tuples with fewer than `beacon.block_connections` connections (fewer gaps,
   noisier statistics: at 6 connections the bar is 0.75).
 * size = 1 - min(1, MAD(sizes) / median(sizes) / 0.5): 1.0 for identical sizes.
-* confidence = (0.7 timing + 0.3 size) × min(1, n / `beacon.block_connections`).
+* confidence = `beacon.max_confidence` (0.9) × (0.7 timing + 0.3 size) × min(1, n / `beacon.block_connections`).
 * threat = critical once n ≥ `beacon.block_connections` (12), else high.
 
-So a strict beacon with steady sizes reaches 1.0 × 1.0 = 1.0 at its 12th connection and blocks by
-itself (at 10 s that is within 2 minutes); a ±50 % jittered beacon with random sizes scores about
-0.6 and blocks with one corroboration (a Markov match or another finding against the same server).
+So one report never blocks: a strict beacon with steady sizes reaches critical × 0.9 at its 12th
+connection, and an hourly update check is just as regular, and as steady, as a C&C. A beacon blocks
+by itself when it persists: the judge counts a critical finding twice when it is reported again a
+minute or more after its first report in the window (judge.py), so a strict or ±30 % jittered
+beacon at intervals up to ~10 minutes blocks by itself (a 10 s beacon within 3 minutes, a 2 s one
+within 2), while a tuple seen once an hour (one report per window) never does. A ±50 % jittered
+beacon with random sizes scores about 0.55 and blocks with one corroboration (a Markov match or
+another finding against the same server).
 The offender is the server (the C&C), or the client with `beacon.block = "client"`.
 
 Legitimate periodic traffic is told apart by who and where, not by timing (it is just as regular):
@@ -34,6 +39,9 @@ Legitimate periodic traffic is told apart by who and where, not by timing (it is
   with may_block=False (a resolver relays, it is not a C&C).
 * a server the allow list protects (ctx.allow), or whose DNS names (ctx.dns_names) end with one of
   `beacon.allow_domains` (connectivity checks, update services): ignored.
+* a peer of a P2P host (detect/p2p.py: it connected in, or listens on an unnamed high non-service
+  port of a host that talks to a swarm): one low line per P2P host per window, may_block=False, under its
+  own key ("p2p-chatter:..."), so it never adds to a beacon finding. A swarm is not a C&C.
 * both ends private (LAN monitoring, printers, NAS polling): reported, may_block=False, unless
   `beacon.local_may_block`.
 * an outside client calling a local server (inbound): ignored. A password guesser or a monitoring
@@ -47,6 +55,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from statistics import median
 
@@ -54,7 +63,7 @@ from slipsq.config import Option, fraction, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import Memo, is_local
 from slipsq.flow import Flow
-from slipsq.lru import touch
+from slipsq.lru import put, touch
 from slipsq.records import CRITICAL, HIGH, LOW, Evidence
 
 # ports whose periodic chatter is infrastructure: NTP, mDNS, LLMNR, SSDP, NetBIOS name/datagram
@@ -143,6 +152,8 @@ class Beacon(Detector):
                "> 0"),
         Option("beacon.block", "server", "which end of a beacon to block: server (the C&C) or client",
                lambda v: v in ("server", "client"), "server or client"),
+        Option("beacon.max_confidence", 0.9, "confidence of a perfect beacon: below 1, so one report never "
+               "blocks (the judge doubles a beacon that persists)", fraction, "between 0 and 1"),
         Option("beacon.local_may_block", False, "beacons between two private addresses may block"),
         Option("beacon.allow_domains", DEFAULT_ALLOW_DOMAINS,
                "servers whose DNS names end with one of these are never reported (connectivity checks)"),
@@ -159,17 +170,21 @@ class Beacon(Detector):
         self.max_tuples: int = self.opt("max_tuples")
         self.block_client = self.opt("block") == "client"
         self.local_may_block: bool = self.opt("local_may_block")
+        self.max_conf: float = self.opt("max_confidence")
+        self._p2p_reported: OrderedDict[str, int] = OrderedDict()  # P2P host -> judge window of its last chatter report
         self.allow_domains = tuple(d.lower().strip(".") for d in self.opt("allow_domains"))
         self.window: float = self.cfg["judge.window"]
         self.own = {str(a) for a in ctx.allow.own}  # the gateway itself may be the resolver
-        self.tuples: dict[tuple[str, str, int, str], _Tuple] = {}
+        # least recently seen first (slipsq.lru.touch): eviction and pruning take from the front
+        self.tuples: OrderedDict[tuple[str, str, int, str], _Tuple] = OrderedDict()
         # server -> never a beacon: what depends on the server alone is asked once (the answers never
         # change): allow list, multicast, own, broadcast; or a subnet broadcast the allow list cannot
         # know (allowed domain names are checked only when a tuple is about to be reported: DNS names
         # per flow would cost more than the scoring)
         self._never = Memo(lambda dst: ctx.allow.why_protected(dst) is not None or dst.endswith(".255")).__getitem__
         self._next_prune = 0.0
-        # at most the smallest t.last of all tuples (last only grows; removing tuples only raises it)
+        # when the next prune may find something: the front tuple's last (the one pruning looks at), or
+        # lower when a tuple with an older start was touched since
         self._oldest_last = math.inf
 
     # --- which traffic is never a beacon --------------------------------------------------------
@@ -231,6 +246,8 @@ class Beacon(Detector):
         same = window == t.emitted_window and threat == t.emitted_threat
         if t.emitted_n and same and t.total < 1.5 * t.emitted_n:
             return NO_EVIDENCE
+        if t.emitted_n and window == t.emitted_window and t.emitted_threat == LOW:
+            return NO_EVIDENCE  # reported low (P2P peer, public resolver): nothing new this window
         gaps = [b - a for a, b in zip(t.starts, t.starts[1:])]
         timing, disp, iv = timing_score(gaps)
         # fewer connections, noisier statistics: raise the bar by up to 0.15 below full_n
@@ -238,11 +255,19 @@ class Beacon(Detector):
         if timing < bar or not self.min_iv <= iv <= self.max_iv or self._allowed_name(key[1]):
             return NO_EVIDENCE
         size, sdisp = size_score(t.sizes)
-        confidence = (0.7 * timing + 0.3 * size) * min(1.0, n / self.full_n)
+        confidence = self.max_conf * (0.7 * timing + 0.3 * size) * min(1.0, n / self.full_n)
         src, dst, port, proto = key
         may_block = True
         note = ""
-        if port in _DNS_PORTS:
+        finding = "beacon"
+        if self.ctx.peers.is_peer(src, dst, port, t.last, self.ctx.dns_names):
+            t.emitted_n, t.emitted_window, t.emitted_threat = t.total, window, LOW
+            if self._p2p_reported.get(src) == window:  # one low line per P2P host per window is enough
+                return NO_EVIDENCE
+            put(self._p2p_reported, src, window, 4096)
+            may_block, threat, finding = False, LOW, "p2p-chatter"
+            note = "; peer of a P2P host (see p2p): chatter with a swarm, reported low, never blocks"
+        elif port in _DNS_PORTS:
             may_block, threat, note = False, LOW, "; DNS to a public resolver: reported, never blocks"
         elif is_local(src) and is_local(dst) and not self.local_may_block:
             may_block, note = False, "; both ends private: reported, never blocks (beacon.local_may_block)"
@@ -255,14 +280,22 @@ class Beacon(Detector):
         return [Evidence(ts=t.last, detector=self.name, offender=offender, src_ip=src, dst_ip=dst,
                          dst_port=port, proto=proto, description=desc, threat_level=threat,
                          confidence=round(confidence, 3), may_block=may_block,
-                         key=f"beacon:{src}:{dst}:{port}/{proto}", flows=(flow,))]
+                         key=f"{finding}:{src}:{dst}:{port}/{proto}", flows=(flow,))]
 
     def on_tick(self, now: float) -> Sequence[Evidence]:
         if now >= self._next_prune:  # forget tuples silent for longer than two slow-beacon periods
             self._next_prune = now + 60.0
             horizon = now - 2 * self.max_iv
             if horizon > self._oldest_last:  # else no tuple is that silent: no need to look at them all
-                for k in [k for k, t in self.tuples.items() if t.last < horizon]:
-                    del self.tuples[k]
-                self._oldest_last = min((t.last for t in self.tuples.values()), default=math.inf)
+                # The front is the tuple seen least recently, so the silent ones are there: pop
+                # them until the first that is not (O(tuples dropped), never a walk over the map).
+                # A tuple whose last flow started long ago but closed late sits further back and
+                # waits for a later prune or the max_tuples bound.
+                tuples = self.tuples
+                while tuples:
+                    first = next(iter(tuples.values()))
+                    if first.last >= horizon:
+                        break
+                    tuples.popitem(last=False)
+                self._oldest_last = first.last if tuples else math.inf
         return NO_EVIDENCE

@@ -36,6 +36,7 @@ from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.portscan import unanswered
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import AppEvent, Flow
+from slipsq.lru import put
 from slipsq.records import CRITICAL, HIGH, Evidence
 
 DEFAULT_PORTS = {22: "ssh", 3389: "rdp", 21: "ftp", 23: "telnet", 445: "smb", 139: "smb", 3306: "mysql",
@@ -44,8 +45,6 @@ LOGIN_SERVICES = frozenset({"ssh", "rdp", "ftp", "telnet", "smb", "vnc"})
 # who speaks first: for these the banner's sender is the server, for the others its receiver
 _SERVER_FIRST = frozenset({"ftp", "vnc"})
 _EITHER = frozenset({"ssh", "telnet"})  # both ends send: remember both ends (the client's is harmless)
-_MAX_BANNERS = 65_536
-_MAX_KEYS = 200_000
 
 
 @dataclass(slots=True)
@@ -72,6 +71,10 @@ class BruteForce(Detector):
         Option("bruteforce.ports", [], "extra login service ports, e.g. [2222, 10022] (named by their banner "
                "when one is seen)", lambda v: all(type(p) is int and 0 < p < 65536 for p in v),
                "a list of port numbers"),
+        Option("bruteforce.max_banners", 65_536, "login banners remembered per (server, port) (least "
+               "recently seen forgotten first)", positive, "> 0"),
+        Option("bruteforce.max_keys", 200_000, "(client, server, port) triples counted per judge window; "
+               "a triple first seen when full is not counted", positive, "> 0"),
     )
 
     def __init__(self, ctx: Context) -> None:
@@ -85,6 +88,8 @@ class BruteForce(Detector):
         self.banners: OrderedDict[tuple[str, int], str] = OrderedDict()  # (server, port) -> service
         self.counts: dict[tuple[str, str, int], _Count] = {}
         self.index = -1
+        self.max_banners: int = self.opt("max_banners")
+        self.max_keys: int = self.opt("max_keys")
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         if event.kind != "banner":
@@ -97,10 +102,7 @@ class BruteForce(Detector):
         else:  # client-first protocols (rdp, smb, http, tls...) and unknown: the receiver is the server
             ends = [(event.daddr, event.dport)]
         for end in ends:
-            self.banners[end] = service
-            self.banners.move_to_end(end)
-        while len(self.banners) > _MAX_BANNERS:
-            self.banners.popitem(last=False)
+            put(self.banners, end, service, self.max_banners)
         return NO_EVIDENCE
 
     def service(self, server: str, port: int) -> str | None:
@@ -122,7 +124,7 @@ class BruteForce(Detector):
         key = (flow.saddr, flow.daddr, flow.dport)
         c = self.counts.get(key)
         if c is None:
-            if len(self.counts) >= _MAX_KEYS:
+            if len(self.counts) >= self.max_keys:
                 return NO_EVIDENCE
             c = self.counts[key] = _Count(flow.start)
         c.last = max(c.last, flow.start)

@@ -13,6 +13,7 @@ connection. Only the protocols in `longconn.protocols` (TCP by default: long UDP
 DHCP and DNS status records of a flow exporter, not sessions).
 Arithmetic: threat low (0.2) × confidence 1.0 = 0.2 per remote service
 (key longconn:<client>:<server>:<port>/<proto>, counted once per window by the judge).
+Connections of a P2P host to its peers (detect/p2p.py) are not reported: the p2p line says it once.
 "Local" is a private, link-local, loopback or multicast address, one of the gateway's own addresses
 or one on the allow list.
 """
@@ -28,7 +29,6 @@ from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
 from slipsq.records import LOW, Evidence
 
-_MAX_SEEN = 100_000  # connections remembered as already reported (oldest forgotten first)
 # records of one 5-tuple this close are one connection (Argus status records of an idle ssh session
 # are ~100 s apart: a keepalive every few minutes); an ephemeral port reused sooner is very unlikely
 _SAME_CONNECTION_GAP = 600.0
@@ -42,12 +42,15 @@ class LongConnection(Detector):
                "reported (never blocks on its own)", positive, "> 0", duration=True),
         Option("longconn.protocols", ["tcp"], "protocols whose long flows are reported",
                lambda v: all(isinstance(p, str) for p in v), "a list of protocol names, e.g. [\"tcp\"]"),
+        Option("longconn.max_connections", 100_000, "connections remembered as already reported (least "
+               "recently seen forgotten first)", positive, "> 0"),
     )
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.min_dur: float = self.opt("min_duration")
         self.protocols = frozenset(self.opt("protocols"))
+        self.max_seen: int = self.opt("max_connections")
         # 5-tuple -> end of its last record: the same connection while records keep following on
         self.reported: OrderedDict[tuple[str, int, str, int, str], float] = OrderedDict()
 
@@ -57,12 +60,14 @@ class LongConnection(Detector):
         dst = flow.daddr
         if is_local(dst) or self.ctx.allow.why_protected(dst) is not None:
             return NO_EVIDENCE
+        if self.ctx.peers.is_peer(flow.saddr, dst, flow.dport, flow.end, self.ctx.dns_names):
+            return NO_EVIDENCE  # a P2P host's peer connection (detect/p2p.py): the swarm is reported once
         conn = (flow.saddr, flow.sport, dst, flow.dport, flow.proto)
         last_end = self.reported.pop(conn, None)
         self.reported[conn] = max(flow.end, last_end or 0.0)  # (re)inserted last: the LRU order
         if last_end is not None and flow.start <= last_end + _SAME_CONNECTION_GAP:
             return NO_EVIDENCE
-        if len(self.reported) > _MAX_SEEN:
+        if len(self.reported) > self.max_seen:
             self.reported.popitem(last=False)
         state = "still open" if flow.is_report else "closed"
         mb = flow.bytes / 1e6

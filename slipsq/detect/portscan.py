@@ -12,8 +12,10 @@ ping sweep too); answered echoes only lower the confidence.
 
 Arithmetic (n = targets counted, T = the threshold option for the kind):
   threat = medium for n >= T, high for n >= 3 T, critical for n >= 10 T
-  confidence = failed targets / all targets contacted by that (source, port) or (source, target),
-               for ICMP 0.6 + 0.4 × the unanswered share
+  confidence = min(1, failed share / 0.9), the failed share being failed targets / all targets
+               contacted by that (source, port) or (source, target) (a scan that finds a few open
+               hosts or ports, up to 10 %, is still a certain scan); for ICMP 0.6 + 0.4 × the
+               unanswered share
   so 100 closed ports on one host (T = 10) is critical × 1.0 = 1.0 and blocks by itself; a horizontal
   scan of 30 hosts is high × ~1.0 = 0.8 and blocks with one more finding in the hour.
 Defaults (10 ports / 10 hosts, Slips uses 5) leave room for normal hosts, which do meet a few dead
@@ -31,6 +33,7 @@ Other evidence against it (a beacon, a threat list) still blocks it as usual.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from slipsq.config import Option, positive
@@ -46,9 +49,6 @@ _FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH", 
                             "ECO"})  # Argus: ECO is an echo request without reply, ECR answered
 _ANSWERED_STATES = frozenset({"SF", "S1", "S2", "S3", "RSTO", "RSTR", "CON", "ECR", "ACC", "EST"})
 _ECHO_REQUEST = {"icmp": 8, "ipv6-icmp": 128}
-_MAX_TARGETS = 20_000  # per key: a full 65535-port scan is still counted, memory stays bounded
-_MAX_KEYS = 200_000  # per kind per window
-_MAX_SERVED = 65_536  # servers in use by local hosts remembered (least recently used forgotten first)
 
 
 def unanswered(f: Flow) -> bool:
@@ -90,6 +90,15 @@ class PortScan(Detector):
                "horizontal scan", positive, "> 0"),
         Option("portscan.icmp_hosts", 10, "hosts echo-requested by one source that make an ICMP sweep",
                positive, "> 0"),
+        Option("portscan.max_targets", 20_000, "targets counted per (source, port) or (source, host): a "
+               "full 65535-port scan still counts far past every threshold, memory stays bounded", positive, "> 0"),
+        Option("portscan.max_keys", 200_000, "(source, port) and (source, host) pairs tracked per kind per "
+               "window; a pair first seen when full is not counted", positive, "> 0"),
+        Option("portscan.max_total_targets", 2_000_000, "targets tracked over all pairs of a window (bounds "
+               "memory under a flood of forged sources); a target first seen when full is not counted",
+               positive, "> 0"),
+        Option("portscan.max_servers", 65_536, "servers in use by local hosts remembered (least recently "
+               "used forgotten first)", positive, "> 0"),
         Option("portscan.block_servers_in_use", False, "a scan from an address local hosts were answered by "
                "in the last window may block it (off: alert only, as a scan's source can be forged)"),
     )
@@ -100,7 +109,13 @@ class PortScan(Detector):
         self.thresholds = {"vertical": self.opt("vertical_ports"), "horizontal": self.opt("horizontal_hosts"),
                            "icmp-sweep": self.opt("icmp_hosts")}
         self.block_in_use: bool = self.opt("block_servers_in_use")
-        self.served: dict[str, float] = {}  # non-local server answering local hosts -> when (LRU order)
+        self.max_targets: int = self.opt("max_targets")
+        self.max_keys: int = self.opt("max_keys")
+        self.max_total: int = self.opt("max_total_targets")
+        self.max_served: int = self.opt("max_servers")
+        self.total = 0  # targets tracked in this window, all pairs
+        # non-local server answering local hosts -> when (least recently used first, slipsq.lru.put)
+        self.served: OrderedDict[str, float] = OrderedDict()
         self.index = -1
         # kind -> (source, port number or target, proto) -> the targets and their tally
         self.seen: dict[str, dict[tuple[str, str | int, str], _Targets]] = {}
@@ -109,6 +124,7 @@ class PortScan(Detector):
     def _reset(self, index: int) -> None:
         self.index = index
         self.seen = {k: {} for k in self.thresholds}
+        self.total = 0
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.is_report:  # a long connection, still open: counts for "in use", not as a target
@@ -131,6 +147,14 @@ class PortScan(Detector):
             return self._count("icmp-sweep", (flow.saddr, "", proto), flow.daddr, unanswered(flow), flow)
         return NO_EVIDENCE
 
+    def on_tick(self, now: float) -> Sequence[Evidence]:
+        # a window that ended is forgotten even when no flow comes to start the next one (after a
+        # flood of forged sources, its targets would otherwise stay in memory until one does)
+        index = int(now // self.window)
+        if index > self.index and self.total:
+            self._reset(index)
+        return NO_EVIDENCE
+
     def _in_use(self, flow: Flow) -> None:
         """Remember a non-local server that answered a local client (see the module docstring). Known
         from flows that closed or reported: a server first answering less than a flow timeout ago
@@ -142,14 +166,14 @@ class PortScan(Detector):
             return
         if is_local(server) or not is_local(flow.saddr):
             return
-        put(served, server, when, _MAX_SERVED)
+        put(served, server, when, self.max_served)
 
     def _count(self, kind: str, key: tuple[str, str | int, str], target: str | int, failed: bool,
                flow: Flow) -> Sequence[Evidence]:
         seen = self.seen[kind]
         t = seen.get(key)
         if t is None:
-            if len(seen) >= _MAX_KEYS:
+            if len(seen) >= self.max_keys:
                 return NO_EVIDENCE
             t = seen[key] = _Targets(flow.start)
         elif flow.start > t.last:
@@ -157,8 +181,9 @@ class PortScan(Detector):
         targets = t.targets
         before = targets.get(target)
         if before is None:
-            if len(targets) >= _MAX_TARGETS:
+            if len(targets) >= self.max_targets or self.total >= self.max_total:
                 return NO_EVIDENCE
+            self.total += 1
             targets[target] = not failed
             if failed:
                 t.failed += 1
@@ -188,7 +213,8 @@ class PortScan(Detector):
             return NO_EVIDENCE
         t.emitted, t.emitted_threat = n, threat
         share = t.failed / total
-        conf = 0.6 + 0.4 * share if kind == "icmp-sweep" else share
+        # a scan finds what it looks for: up to 10 % of answered targets is still a certain scan
+        conf = 0.6 + 0.4 * share if kind == "icmp-sweep" else min(1.0, share / 0.9)
         src, what, proto = key
         span = f"{t.last - t.first:.0f}s"
         if kind == "horizontal":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from slipsq.records import Alert, iso
+from slipsq.records import Alert, Unblock, iso
 from slipsq.sink import Sink
 
 
@@ -19,6 +19,6 @@ class AlertWriter(Sink):
         self.stream.write((alert.to_json() if self.as_json else alert.to_text()) + "\n")
         self.stream.flush()
 
-    def unblock(self, ip: str, ts: float, reason: str, who: str) -> None:
+    def unblock(self, unblock: Unblock) -> None:
         if not self.as_json:
-            self.stream.write(f"{iso(ts)} [UNBLOCK] {ip}: {reason}\n")
+            self.stream.write(f"{iso(unblock.ts)} [UNBLOCK] {unblock.ip}: {unblock.reason}\n")

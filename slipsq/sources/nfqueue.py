@@ -1,4 +1,4 @@
-"""The live source: NFQUEUE via the compiled `slipsq._nfq` (per-packet work stays in C), plus the
+"""The live source: NFQUEUE via the compiled `sources/_nfq.pyx` (per-packet work stays in C), plus the
 checks that turn a machine that cannot run inline into one clear line, and the kernel's counters.
 
 This module reads the clock for the packets it hands the table (wall time, in `_nfq`); it decides
@@ -15,7 +15,7 @@ from typing import Any
 from slipsq.errors import SystemSetupError
 from slipsq.verdict.firewall import QueueCounters, queue_counters
 
-DEFAULT_MAXLEN = 4096
+DEFAULT_MAXLEN = 1024  # config queue.maxlen
 # bytes copied per packet: headers plus enough payload for DNS, TLS ClientHello and HTTP Host
 # (the kernel's byte counts come from the IP header, so big GSO packets are counted whole)
 COPY_RANGE = 4096
@@ -49,7 +49,7 @@ class NfqueueSource:
     def __init__(self, num: int, table: Any, maxlen: int = DEFAULT_MAXLEN,
                  copy_range: int = COPY_RANGE, gso: bool = True) -> None:
         try:
-            from slipsq import _nfq
+            from slipsq.sources import _nfq
         except ImportError as e:
             raise SystemSetupError(f"inline mode is not built here ({e}); build with "
                                    "'python setup.py build_ext --inplace' after installing "

@@ -1,9 +1,10 @@
 """Capture replay: a pcap/pcapng file through the engine, in packet time.
 
-The fast path hands the whole file to the compiled reader (`_flowtable.PcapFile.feed`), which parses
-and updates the flow table in C and returns to Python only when the table has something for the
-engine (closed flows, app packets) or after a batch; Python runs no code per packet. With
-SLIPSQ_PURE_PYTHON=1 the reference path reads with dpkt and feeds `Engine.packet` one by one.
+The fast path hands the whole file to the compiled reader beside this module (`_pcap.PcapFile.feed`,
+sources/_pcap.pyx), which parses and updates the compiled flow table in C and returns to Python only
+when the table has something for the engine (closed flows, app packets) or after a batch; Python
+runs no code per packet. With SLIPSQ_PURE_PYTHON=1 the reference path reads with `PureCapture`
+below (the readable twin of the compiled reader) and feeds `Engine.packet` one by one.
 This module reads files and reports progress; it never decides anything about the traffic.
 """
 
@@ -30,10 +31,10 @@ def replay_capture(engine: Any, path: str | os.PathLike[str],
     """Replay one capture through `engine` (the caller calls `engine.finish()` after all inputs).
     Returns what was read: format, link types, packets, truncated and corrupt records, time span."""
     p = Path(path)
-    fast = twins.compiled("slipsq._flowtable")
-    if fast is None:
+    table_mod, reader_mod = twins.compiled("slipsq._flowtable"), twins.compiled("slipsq.sources._pcap")
+    if table_mod is None or reader_mod is None:
         return _replay_pure(engine, p, progress)
-    FlowTable, PcapFile = fast.FlowTable, fast.PcapFile
+    FlowTable, PcapFile = table_mod.FlowTable, reader_mod.PcapFile
 
     if not isinstance(engine.table, FlowTable):  # an engine given the twin table: the twin's reader
         return _replay_pure(engine, p, progress)

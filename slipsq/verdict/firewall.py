@@ -24,7 +24,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from slipsq.allow import AllowList
+from slipsq.allow import AllowList, parse_ip
 from slipsq.errors import SystemSetupError
 from slipsq.verdict.backends import CHAIN, TAG, Backend, RuleSpec, RuleState, make_backend
 
@@ -87,6 +87,29 @@ def queue_counters(path: str = "/proc/net/netfilter/nfnetlink_queue") -> dict[in
     return out
 
 
+@dataclass(frozen=True)
+class Removed:
+    """What `Firewall.remove_all` removed, and what it found still there afterwards."""
+
+    rules: int
+    chains: int
+    sets: list[str]
+    left: list[str]
+
+    def message(self) -> str:
+        if not (self.rules or self.chains or self.sets or self.left):
+            return "nothing of slipsq's was in the firewall"
+        parts = [f"{self.rules} slipsq rules"]
+        if self.chains:
+            parts.append(f"{self.chains} SLIPSQ chains")
+        if self.sets:
+            parts.append("sets " + ", ".join(self.sets))
+        msg = "removed " + ", ".join(parts)
+        if self.left:
+            msg += "; STILL THERE: " + ", ".join(self.left)
+        return msg
+
+
 class Firewall:
     """slipsq's sets, chain and rules in one network namespace, on one iptables backend."""
 
@@ -99,6 +122,8 @@ class Firewall:
         if exe is None:
             raise SystemSetupError("ipset is not installed (Debian: apt-get install ipset)")
         self.ipset = exe
+        self._cleaned_others = False
+        self.cleaned: list[str] = []  # what the first install removed from the other backend
 
     # --- ipset ------------------------------------------------------------------------------------
     def _ipset(self, args: Sequence[str], script: str | None = None, check: bool = True) -> str:
@@ -130,9 +155,71 @@ class Firewall:
         return out
 
     # --- rules ------------------------------------------------------------------------------------
+    def other_backends(self) -> list[Backend]:
+        """The iptables backends this one is not, where this host has them: slipsq's rules left in
+        one (firewall.backend switched from nft to legacy or back) would send every packet through
+        the queue twice, or drop a block twice."""
+        out: list[Backend] = []
+        for name in ("nft", "legacy"):
+            if name == self.backend.name:
+                continue
+            try:
+                out.append(make_backend(name))
+            except SystemSetupError:
+                continue  # not installed: nothing of ours can be in it
+        return out
+
+    def _remove_from(self, backend: Backend) -> tuple[int, int]:
+        """(rules, chains) of slipsq's removed from `backend`, both families."""
+        rules = chains = 0
+        for fam in self.families:
+            rules += backend.delete_tagged(fam, lambda r: r.chain != CHAIN)
+            if backend.rules(fam)[1]:
+                backend.delete_chain(fam)
+                chains += 1
+        return rules, chains
+
+    def remove_other_backends(self) -> list[str]:
+        """Remove what slipsq left in the other backend (see other_backends); what was removed, for
+        a message (empty: nothing was there). A backend that cannot be read here is skipped."""
+        said = []
+        for b in self.other_backends():
+            try:
+                rules, chains = self._remove_from(b)
+            except Exception:  # iptc raises its own kinds: unusable here, nothing of ours in it
+                continue
+            if rules or chains:
+                said.append(f"{rules} rules and chain SLIPSQ of the {b.name} backend")
+        return said
+
+    def leftover(self) -> list[str]:
+        """What of slipsq's is still in the kernel, on every backend, as words (empty: nothing)."""
+        out = []
+        for b in [self.backend, *self.other_backends()]:
+            for fam in self.families:
+                try:
+                    rules, chain = b.rules(fam)
+                except Exception:  # as in remove_other_backends
+                    continue
+                if rules:
+                    out.append(f"{len(rules)} IPv{fam} rules ({b.name})")
+                if chain:
+                    out.append(f"IPv{fam} chain {CHAIN} ({b.name})")
+        out += [f"set {name}" for name in self.sets()]
+        return out
+
+    def sets(self) -> list[str]:
+        """slipsq's ipsets that exist now."""
+        names = self._ipset(["list", "-n"], check=False).split()
+        return [n for n in (SET4, SET6) if n in names]
+
     def install(self, queue: int | None = None, divert: Sequence[str] = ("FORWARD",)) -> None:
         """Sets, chain SLIPSQ with its DROP rules, jumps from INPUT/FORWARD/OUTPUT at position 1, and
-        (with `queue`) the NFQUEUE diversion right after the jump. Idempotent."""
+        (with `queue`) the NFQUEUE diversion right after the jump. Idempotent. The first install of
+        this Firewall also removes what slipsq left in the other iptables backend."""
+        if not self._cleaned_others:
+            self._cleaned_others = True
+            self.cleaned = self.remove_other_backends()
         self.ensure_sets()
         for fam in self.families:
             s = SET4 if fam == 4 else SET6
@@ -163,15 +250,24 @@ class Firewall:
         tag = diversion_tag(queue)
         return sum(self.backend.delete_tagged(f, lambda r: r.comment == tag) for f in self.families)
 
-    def remove_all(self) -> int:
-        """Everything slipsq made: tagged rules in any chain, chain SLIPSQ, the two sets."""
-        n = 0
-        for fam in self.families:
-            n += self.backend.delete_tagged(fam, lambda r: r.chain != CHAIN)
-            self.backend.delete_chain(fam)
-        for s in (SET4, SET6):
-            self._ipset(["destroy", s], check=False)  # absent is fine
-        return n
+    def remove_all(self) -> Removed:
+        """Everything slipsq made, on every iptables backend: tagged rules in any chain, chain
+        SLIPSQ, the two sets. Says what it removed and what is still there (checked afterwards)."""
+        rules = chains = 0
+        backends = [self.backend]
+        for b in self.other_backends():
+            try:
+                b.rules(self.families[0])
+            except Exception:  # as in remove_other_backends
+                continue
+            backends.append(b)
+        for b in backends:
+            r, c = self._remove_from(b)
+            rules, chains = rules + r, chains + c
+        had = self.sets()
+        for name in had:
+            self._ipset(["destroy", name], check=False)  # a set in use cannot go: leftover says so
+        return Removed(rules, chains, [n for n in had if n not in self.sets()], self.leftover())
 
     def rules(self) -> list[tuple[int, RuleState]]:
         return [(fam, r) for fam in self.families for r in self.backend.rules(fam)[0]]
@@ -189,30 +285,35 @@ class Firewall:
     def block(self, entries: Iterable[tuple[str, float | None]]) -> list[tuple[str, str]]:
         """Add (ip, seconds or None for no expiry) to the sets in one batch. Returns the refused
         (ip, why) pairs: protected addresses never reach the kernel."""
-        ok: list[tuple[str, float | None]] = []
-        refused: list[tuple[str, str]] = []
-        for ip, seconds in entries:
-            why = self.allow.why_protected(ip)
-            if why is None and 6 not in self.families and ipaddress.ip_address(ip).version == 6:
-                why = "IPv6, which is disabled"
-            if why is None:
-                ok.append((str(ipaddress.ip_address(ip)), seconds))
-            else:
-                refused.append((ip, why))
-        if ok:  # creating the sets in the same batch costs nothing and makes block() self-sufficient
-            self._ipset(["restore"], self._create_script() + ipset_script(adds=ok))
-        return refused
+        return self.update(entries, ())
 
     def unblock(self, ips: Iterable[str]) -> None:
-        addrs = [ipaddress.ip_address(ip) for ip in ips]
-        script = ipset_script(dels=[str(a) for a in addrs if a.version == 4 or 6 in self.families])
-        if script:
+        self.update((), ips)
+
+    def update(self, adds: Iterable[tuple[str, float | None]], dels: Iterable[str]) -> list[tuple[str, str]]:
+        """Remove `dels` and add `adds` (ip, seconds or None) in ONE `ipset restore`. Returns the
+        refused (ip, why) pairs of `adds`: protected addresses never reach the kernel."""
+        ok: list[tuple[str, float | None]] = []
+        refused: list[tuple[str, str]] = []
+        for ip, seconds in adds:
+            why = self.allow.why_protected(ip)
+            if why is None and 6 not in self.families and parse_ip(ip).version == 6:
+                why = "IPv6, which is disabled"
+            if why is None:
+                ok.append((str(parse_ip(ip)), seconds))  # ::ffff:a.b.c.d is a.b.c.d, in the IPv4 set
+            else:
+                refused.append((ip, why))
+        gone = [str(a) for a in map(parse_ip, dels) if a.version == 4 or 6 in self.families]
+        if ok:  # creating the sets in the same batch costs nothing and makes the update self-sufficient
+            self._ipset(["restore"], self._create_script() + ipset_script(adds=ok, dels=gone))
+        elif gone:
             try:
-                self._ipset(["restore"], script)
+                self._ipset(["restore"], ipset_script(dels=gone))
             except SystemSetupError as e:
                 # dels use -exist; a set that does not exist means nothing is blocked there: fine
                 if "does not exist" not in e.message:
                     raise
+        return refused
 
 
 def host_firewall(allow: AllowList | None, backend: str | None = None) -> Firewall:

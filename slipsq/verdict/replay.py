@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from slipsq.records import Alert
+from slipsq.records import Block, Unblock
 from slipsq.sink import Sink
 
 
@@ -17,11 +17,11 @@ class ReplayRecorder(Sink):
     blocks: list[tuple[float, str, float, str]] = field(default_factory=list)  # ts, ip, duration, detector
     unblocks: list[tuple[float, str, str]] = field(default_factory=list)
 
-    def block(self, ip: str, duration: float, alert: Alert) -> None:
-        self.blocks.append((alert.evidence.ts, ip, duration, alert.evidence.detector))
+    def block(self, block: Block) -> None:
+        self.blocks.append((block.ts, block.ip, block.duration, block.detector))
 
-    def unblock(self, ip: str, ts: float, reason: str, who: str) -> None:
-        self.unblocks.append((ts, ip, reason))
+    def unblock(self, unblock: Unblock) -> None:
+        self.unblocks.append((unblock.ts, unblock.ip, unblock.reason))
 
     @property
     def blocked_ips(self) -> list[str]:

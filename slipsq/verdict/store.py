@@ -1,8 +1,9 @@
 """The block store: every block in force and an audit trail of every block and unblock, in SQLite
 in the state directory (default /var/lib/slipsq, `--state-dir DIR`, env SLIPSQ_STATE_DIR).
 
-One transaction per decision in WAL mode with synchronous=FULL: once `add`/`remove` returns, the
-decision survives a crash or a power cut. The store only records; it never touches the kernel
+One transaction per call in WAL mode with synchronous=FULL (`write` takes a whole batch of the
+engine's commands in one): once it returns, the decisions survive a crash or a power cut. The store
+only records; it never touches the kernel
 (firewall.py does) and never decides (the judge does).
 """
 
@@ -12,12 +13,13 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from slipsq import records
 from slipsq.errors import SystemSetupError
 
 DEFAULT_STATE_DIR = "/var/lib/slipsq"
@@ -105,7 +107,9 @@ class BlockStore:
                 raise SystemSetupError(f"no block store in {self.dir} "
                                        "(slipsq has not run with this state dir)")
             fresh = not self.path.exists()
-            self.db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            # the daemon opens the store on its main thread and then uses it from its worker thread
+            # only (one thread at a time, never two at once), which sqlite's own check cannot see
+            self.db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             if fresh:
                 os.chmod(self.path, 0o600)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -142,29 +146,50 @@ class BlockStore:
     def add(self, ip: str, *, since: float, expires: float | None, reason: str, detector: str = "",
             evidence: Any = None, by: str = "judge") -> Block:
         """Record a block (replacing a block of the same IP) and its audit line, in one transaction."""
-        ev = evidence if isinstance(evidence, str) else json.dumps(evidence, default=str, sort_keys=True)
-        if evidence is None:
-            ev = ""
         with self._tx() as db:
-            row = db.execute("SELECT COUNT(*) FROM audit WHERE ip = ? AND action = 'block'", (ip,)).fetchone()
-            times = int(row[0]) + 1
-            db.execute("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (ip, since, expires, reason, detector, ev, by, times))
-            db.execute("INSERT INTO audit (ts, action, ip, who, reason, detector, expires, evidence) "
-                       "VALUES (?, 'block', ?, ?, ?, ?, ?, ?)",
-                       (since, ip, by, reason, detector, expires, ev))
-        return Block(ip, since, expires, reason, detector, ev, by, times)
+            return self._add(db, ip, since, expires, reason, detector, evidence, by)
 
     def remove(self, ip: str, *, ts: float | None = None, who: str, reason: str) -> Block | None:
         """Forget the block of `ip` (audit line included). None when `ip` was not blocked."""
-        ts = time.time() if ts is None else ts
         with self._tx() as db:
-            row = db.execute("SELECT * FROM blocks WHERE ip = ?", (ip,)).fetchone()
-            if row is None:
-                return None
-            db.execute("DELETE FROM blocks WHERE ip = ?", (ip,))
-            db.execute("INSERT INTO audit (ts, action, ip, who, reason, detector, expires) "
-                       "VALUES (?, 'unblock', ?, ?, ?, ?, ?)", (ts, ip, who, reason, row[4], row[2]))
+            return self._remove(db, ip, time.time() if ts is None else ts, who, reason)
+
+    def write(self, changes: Sequence[records.Block | records.Unblock]) -> dict[str, Block]:
+        """Blocks and unblocks (the engine's commands) in order, in ONE transaction: one fsync for a
+        whole batch. Returns the stored record of each IP the batch blocked. A Block from the store
+        itself (`by` = "store", re-applied at start) is already here and is skipped."""
+        stored: dict[str, Block] = {}
+        with self._tx() as db:
+            for c in changes:
+                if isinstance(c, records.Unblock):
+                    stored.pop(c.ip, None)
+                    self._remove(db, c.ip, c.ts, c.who, c.reason)
+                elif c.by != "store":
+                    evidence = c.alert.to_dict() if c.alert is not None else {"manual": True, "reason": c.reason}
+                    stored[c.ip] = self._add(db, c.ip, c.ts, c.expires, c.reason, c.detector, evidence, c.by)
+        return stored
+
+    def _add(self, db: sqlite3.Connection, ip: str, since: float, expires: float | None, reason: str,
+             detector: str, evidence: Any, by: str) -> Block:
+        ev = evidence if isinstance(evidence, str) else json.dumps(evidence, default=str, sort_keys=True)
+        if evidence is None:
+            ev = ""
+        row = db.execute("SELECT COUNT(*) FROM audit WHERE ip = ? AND action = 'block'", (ip,)).fetchone()
+        times = int(row[0]) + 1
+        db.execute("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (ip, since, expires, reason, detector, ev, by, times))
+        db.execute("INSERT INTO audit (ts, action, ip, who, reason, detector, expires, evidence) "
+                   "VALUES (?, 'block', ?, ?, ?, ?, ?, ?)",
+                   (since, ip, by, reason, detector, expires, ev))
+        return Block(ip, since, expires, reason, detector, ev, by, times)
+
+    def _remove(self, db: sqlite3.Connection, ip: str, ts: float, who: str, reason: str) -> Block | None:
+        row = db.execute("SELECT * FROM blocks WHERE ip = ?", (ip,)).fetchone()
+        if row is None:
+            return None
+        db.execute("DELETE FROM blocks WHERE ip = ?", (ip,))
+        db.execute("INSERT INTO audit (ts, action, ip, who, reason, detector, expires) "
+                   "VALUES (?, 'unblock', ?, ?, ?, ?, ?)", (ts, ip, who, reason, row[4], row[2]))
         return Block(*row)
 
     def purge_expired(self, now: float) -> list[Block]:
@@ -180,9 +205,23 @@ class BlockStore:
         return [Block(*r) for r in rows]
 
     # --- reading ------------------------------------------------------------------------------
+    def data_version(self) -> int:
+        """A number that changes when another connection (an admin command while the daemon was
+        stuck) committed to the store since this one last looked; this connection's own commits do
+        not change it. One cheap query: the daemon asks once a second."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
     def get(self, ip: str) -> Block | None:
         row = self.db.execute("SELECT * FROM blocks WHERE ip = ?", (ip,)).fetchone()
         return None if row is None else Block(*row)
+
+    def block_evidence(self, ip: str) -> str | None:
+        """The evidence JSON of `ip`'s block in force, else of its last block in the audit trail."""
+        row = self.db.execute("SELECT evidence FROM blocks WHERE ip = ?", (ip,)).fetchone()
+        if row is None:
+            row = self.db.execute("SELECT evidence FROM audit WHERE ip = ? AND action = 'block' "
+                                  "ORDER BY id DESC LIMIT 1", (ip,)).fetchone()
+        return None if row is None else str(row[0])
 
     def active(self, now: float) -> list[Block]:
         """Blocks still in force at `now`, oldest first."""

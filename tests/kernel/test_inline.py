@@ -101,9 +101,10 @@ def test_block_unblock_restart_on_a_real_gateway(lab: Lab, tmp_path: Path, backe
 def test_a_beacon_is_judged_and_then_dropped_in_the_kernel(lab: Lab, tmp_path: Path) -> None:
     lab.serve()
     cfg = dict(CONFIG)
-    # a lab beacon between private addresses, 1 s apart: let it block after 6 regular connections
+    # a lab beacon between private addresses, 1 s apart: let it block after 6 regular connections,
+    # once the finding has persisted 8 s (the judge's persistence rule, shortened from 60 s for the lab)
     cfg.update({"beacon.local_may_block": True, "beacon.min_connections": 4, "beacon.block_connections": 6,
-                "beacon.min_interval": 0.5, "flowtable.tcp_closed_linger": 0.5})
+                "beacon.min_interval": 0.5, "flowtable.tcp_closed_linger": 0.5, "judge.persist_after": 8.0})
     s = Slipsq(lab, tmp_path / "state", "nft", config=cfg)
     s.start()
     beacon = lab.probe(lab.ns["a"], "beacon", f"{CNC}:8080", "1.0", "40")

@@ -17,6 +17,7 @@ from slipsq.errors import InputError
 from slipsq.flow import Flow
 from slipsq.flowtable import APP_KINDS
 from slipsq.flowtable import FlowTable as PyTable
+from slipsq.runmode import Offline
 from slipsq.runmode import load_config as load
 from slipsq.sink import Sink
 from slipsq.sources.pcap import replay_capture
@@ -38,8 +39,8 @@ from tests.helpers import (
     write_pcapng,
 )
 
-_ft = pytest.importorskip("slipsq._flowtable", reason="slipsq._flowtable is not built")
-PcapFile, CTable = _ft.PcapFile, _ft.FlowTable
+PcapFile = pytest.importorskip("slipsq.sources._pcap", reason="slipsq.sources._pcap is not built").PcapFile
+CTable = pytest.importorskip("slipsq._flowtable", reason="slipsq._flowtable is not built").FlowTable
 
 A, B, A6, B6 = "10.0.0.1", "10.0.0.2", "2001:db8::1", "2001:db8::2"
 
@@ -263,7 +264,7 @@ def replay(path: Path, monkeypatch: pytest.MonkeyPatch,
            pure: bool) -> tuple[list[Flow], dict[str, Any], Engine]:
     monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1" if pure else "0")
     sink = FlowSink()
-    engine = Engine(load(None), detectors=[], sinks=[sink])
+    engine = Offline(Engine(load(None), detectors=[]), [sink])
     engine.table.set_app_kinds(APP_KINDS)  # every app packet, so both paths decode the same events
     calls: list[tuple[int, int]] = []
     info = replay_capture(engine, path, progress=lambda done, total: calls.append((done, total)))
@@ -282,7 +283,7 @@ def test_replay_capture_fast_and_pure_paths_agree(tmp_path: Path, monkeypatch: p
     pure, pinfo, pengine = replay(path, monkeypatch, pure=True)
     assert info["packets"] == pinfo["packets"] == len(recs) and info["format"] == "pcap"
     assert len(fast) > 20 and fast == pure
-    assert engine.counters.app_events == pengine.counters.app_events > 0
+    assert engine.engine.counters.app_events == pengine.engine.counters.app_events > 0
     assert engine.table.stats() == pengine.table.stats()
     again, _, _ = replay(path, monkeypatch, pure=False)
     assert again == fast  # deterministic
@@ -379,7 +380,7 @@ def test_replay_pure_path_reads_pcapng_interfaces(tmp_path: Path, monkeypatch: p
 def test_an_engine_with_the_twin_table_replays_through_the_pure_reader(tmp_path: Path) -> None:
     path = write_pcap(tmp_path / "t.pcap", eth_records(conversation()))
     sink = FlowSink()
-    engine = Engine(load(None), detectors=[], sinks=[sink], table=PyTable(load(None)))
+    engine = Offline(Engine(load(None), detectors=[], table=PyTable(load(None))), [sink])
     info = replay_capture(engine, path)
     engine.finish()
     assert info["packets"] == 9 and len(sink.flows) == 3

@@ -1,7 +1,9 @@
 # cython: language_level=3
 """The NFQUEUE source, compiled: one C callback per packet that hands the copied IP packet to the
-flow table and gives the kernel its verdict. No Python object per packet on the fast path (the
-C flow table's `feed_ip`), no logging, no I/O beyond the netlink socket.
+flow table and gives the kernel its verdict. No Python object per packet on the fast path (the C
+flow table's `feed_ip`, declared in `_flowtable.pxd`), no logging, no I/O beyond the netlink socket.
+`sources/nfqueue.py` is its Python side (the checks that turn a machine that cannot run inline into
+one clear line, the kernel's counters) and the only module that imports it.
 
 NetfilterQueue (python-netfilterqueue) opens the nfnetlink handle; this module creates the queue
 itself with its own C callback (so no `Packet` object is made per packet), sets what NetfilterQueue

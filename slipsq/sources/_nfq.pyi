@@ -1,4 +1,4 @@
-"""Type stub of the compiled NFQUEUE source (slipsq/_nfq.pyx)."""
+"""Type stub of the compiled NFQUEUE source (slipsq/sources/_nfq.pyx), used by sources/nfqueue.py."""
 
 from collections.abc import Iterable
 from typing import Any

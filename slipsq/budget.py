@@ -1,0 +1,54 @@
+"""A memory budget for small machines: `memory.budget_mb` (e.g. 100 on a Raspberry Pi) lowers the
+caps of the maps that grow with traffic so that, together, they fit.
+
+The costs per entry are measured by bench/memory.py on CPython 3.11 (x86-64; arm64 the same within a
+few percent: the same pointer size and allocator): the flow table 128 B per open flow (+ hash
+buckets), a Stratosphere 4-tuple ~520 B, a beacon 4-tuple ~580 B, a port-scan key ~320 B, a remembered DNS answer ~200 B
+(estimate). The idle daemon itself (interpreter, modules, models) is ~35 MB and comes first.
+A budget only ever lowers a cap: a smaller value set in the file stays. 0 (the default) is no budget.
+This module changes configuration values; it measures nothing at run time.
+"""
+
+from __future__ import annotations
+
+from slipsq.config import Config
+
+BASE_MB = 35  # the idle daemon: interpreter, slipsq's modules, the shipped models (bench/memory.py)
+MIN_MB = 48  # below this the caps would be too small to detect anything
+# measured costs are for each map alone; together they cost more (allocator fragmentation, the Flow
+# objects in flight, memory the table frees but the allocator keeps): bench/memory.py's closed-flows
+# run at 100 MB came out 1.3-1.45x the sum, hence this factor
+OVERHEAD = 1.45
+
+# key -> (bytes per entry, share of what the budget leaves after BASE_MB)
+SHARES: dict[str, tuple[int, float]] = {
+    "flowtable.max_flows": (136, 0.22),  # C arrays: exact, no OVERHEAD
+    "stratosphere.max_tuples": (520, 0.24),
+    "beacon.max_tuples": (580, 0.24),
+    "portscan.max_keys": (320, 0.20),
+    "dns.max_addresses": (200, 0.10),
+}
+
+
+def caps(budget_mb: int) -> dict[str, int]:
+    """The cap each budgeted map gets from `budget_mb` (>= MIN_MB)."""
+    spare = (max(budget_mb, MIN_MB) - BASE_MB) * 1024 * 1024
+    out = {}
+    for key, (cost, share) in SHARES.items():
+        per_entry = cost if key == "flowtable.max_flows" else cost * OVERHEAD
+        out[key] = max(1000, int(spare * share / per_entry))
+    return out
+
+
+def apply(cfg: Config) -> dict[str, tuple[int, int]]:
+    """Lower `cfg`'s caps to fit memory.budget_mb, in place; returns {key: (old, new)} of what changed
+    (for the daemon's start-up line)."""
+    budget = int(cfg["memory.budget_mb"])
+    changed: dict[str, tuple[int, int]] = {}
+    if budget <= 0:
+        return changed
+    for key, cap in caps(budget).items():
+        if key in cfg.options and cfg[key] > cap:
+            changed[key] = (cfg[key], cap)
+            cfg.set(key, cap)
+    return changed

@@ -1,0 +1,103 @@
+"""Peer-to-peer awareness: recognises local hosts that run P2P software (BitTorrent, its DHT and uTP,
+other swarms) from their flows, so that their periodic chatter with peers is not taken for a C&C.
+
+The principle: a C&C beacon talks to a few servers; keep-alives to a swarm of peers are not a beacon.
+So a local host is a P2P host when, within `p2p.horizon` seconds (600), it exchanged traffic (the
+remote end answered) with at least `p2p.min_peers` (10) distinct remote addresses on high ports
+(>= 1024, not a known service port such as 8080 or 3389, see peers.SERVICE_PORTS) that no DNS answer
+named, on at least half as many distinct remote ports (a swarm listens on random ports; a scan or a
+cluster of servers uses one). Remote hosts that connect in to a local high port count as its peers
+too, and are remembered as peers whatever their port. The host stays a P2P host for `p2p.memory`
+seconds (3600) after the last time it met the rule.
+
+What follows (in beacon.py): a regular tuple from a P2P host to a peer-like address (one that
+connected in, or a high non-service port without a DNS name) is reported once per window at low
+threat, may_block=False: at most a low alert, never a block of the peer. A beacon from the same
+host to a server on 443, to a named host or to a service port is still judged as a beacon.
+
+Evidence: one info-level line per P2P host per judge window ("runs peer-to-peer software"), so the
+alerts and `slipsq explain` show why its chatter was let be. It never blocks and never does I/O.
+Limits: recognition is by flows only (no payload signatures yet), so a client with fewer than
+`p2p.min_peers` answered peers is not recognised; flow files without DNS make every address
+"unnamed", which only matters for hosts that also meet the peer count.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from slipsq.config import Option, positive
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.peers import SERVICE_PORTS
+from slipsq.detect.prefixes import is_local
+from slipsq.flow import Flow
+from slipsq.lru import put, touch
+from slipsq.records import INFO, Evidence
+
+_MAX_TRACKED = 65_536  # local hosts whose recent peers are counted
+_MAX_PEERS = 128  # recent peers kept per host (the count only has to reach min_peers)
+
+
+class P2P(Detector):
+    name = "p2p"
+    evidence_kinds = ("p2p-host",)
+    options = (
+        Option("p2p.min_peers", 10, "distinct unnamed high-port peers (that answered) that make a P2P host",
+               lambda v: v >= 3, ">= 3"),
+        Option("p2p.horizon", 600.0, "seconds within which those peers must be seen", positive, "> 0"),
+        Option("p2p.memory", 3600.0, "seconds a host stays a P2P host after the last sign", positive, "> 0"),
+    )
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.min_peers: int = self.opt("min_peers")
+        self.horizon: float = self.opt("horizon")
+        ctx.peers.memory = self.opt("memory")
+        self.window: float = self.cfg["judge.window"]
+        # host -> {peer: (last seen, remote port)}, least recently seen first
+        self.recent: OrderedDict[str, OrderedDict[str, tuple[float, int]]] = OrderedDict()
+        self.reported: OrderedDict[str, int] = OrderedDict()  # host -> judge window of its last report
+
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        if flow.proto not in ("tcp", "udp") or not flow.dpkts or not flow.spkts:
+            return NO_EVIDENCE  # only exchanges count: a probe nobody answered is a scan's
+        src_local, dst_local = is_local(flow.saddr), is_local(flow.daddr)
+        if src_local == dst_local:
+            return NO_EVIDENCE
+        if src_local:  # outbound: the remote end is a peer if it listens on a high, unnamed port
+            host, peer, port = flow.saddr, flow.daddr, flow.dport
+            if port < 1024 or port in SERVICE_PORTS or peer in self.ctx.dns_names:
+                return NO_EVIDENCE
+        else:  # inbound to a local high port: a swarm found the host's listening port
+            host, peer, port = flow.daddr, flow.saddr, flow.sport
+            if flow.dport < 1024 or flow.dport in SERVICE_PORTS:
+                return NO_EVIDENCE
+            self.ctx.peers.connected_in(host, peer, flow.end)
+        now = flow.end
+        peers = touch(self.recent, host, OrderedDict, _MAX_TRACKED)
+        put(peers, peer, (now, port), _MAX_PEERS)
+        horizon = now - self.horizon
+        while peers:  # oldest first: drop those seen before the horizon (amortised O(1))
+            first = next(iter(peers))
+            if peers[first][0] >= horizon:
+                break
+            del peers[first]
+        if len(peers) < self.min_peers:
+            return NO_EVIDENCE
+        last = self.ctx.peers.hosts.get(host)
+        if last is not None and now - last < 60.0:  # recognised a minute ago: no need to count again
+            return NO_EVIDENCE
+        ports = {p for _, p in peers.values()}
+        if 2 * len(ports) < self.min_peers:
+            return NO_EVIDENCE
+        self.ctx.peers.mark(host, now)
+        window = int(now // self.window)
+        if self.reported.get(host) == window:
+            return NO_EVIDENCE
+        put(self.reported, host, window, _MAX_TRACKED)
+        desc = (f"{host} runs peer-to-peer software: {len(peers)} peers on {len(ports)} high ports without "
+                f"DNS names within {self.horizon:g}s; its periodic chatter with peers is not judged a beacon")
+        return [Evidence(ts=now, detector=self.name, offender=host, src_ip=host, dst_ip=peer, dst_port=port,
+                         proto=flow.proto, description=desc, threat_level=INFO, confidence=1.0,
+                         may_block=False, key=f"p2p:{host}", flows=(flow,))]

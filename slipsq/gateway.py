@@ -1,0 +1,188 @@
+"""The gateway's first configuration: what `slipsq config init` (run by the installer) writes to
+/etc/slipsq/slipsq.toml when there is none.
+
+Every option is in the file with its help as a comment; options left at their default are commented
+out (`# tcp_idle = 300.0`), so a later release's better default still applies to them, and
+uncommenting a line gives exactly the default. What can be guessed from the machine is filled in:
+
+* the WAN interface (the one with the default route) and its next hop, the LAN interfaces (the other
+  ones with an address) and their networks, said in the file's header;
+* `allow.ips`: the admin's SSH client address (from $SSH_CONNECTION / $SSH_CLIENT, or `who` when
+  sudo dropped them) and the upstream router, so the first start can never lock the admin out or
+  cut the gateway off its uplink. The gateway's own addresses are protected anyway
+  (allow.own_addresses).
+
+Parsing (`ip -j` JSON, `who` lines) and rendering are pure functions; `probe` runs the commands.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from slipsq.config import Option
+
+
+@dataclass
+class Machine:
+    wan: list[str] = field(default_factory=list)  # interfaces with a default route
+    upstream: list[str] = field(default_factory=list)  # their next hops
+    lan: dict[str, list[str]] = field(default_factory=dict)  # other interfaces -> their networks
+    admins: list[str] = field(default_factory=list)  # SSH client addresses
+
+
+def parse_default_routes(text: str) -> list[tuple[str, str]]:
+    """(device, next hop) of each default route in `ip -j route show default` output."""
+    out = []
+    for r in json.loads(text or "[]"):
+        if r.get("dst") == "default" and r.get("dev"):
+            out.append((str(r["dev"]), str(r.get("gateway", ""))))
+    return out
+
+
+def parse_addresses(text: str) -> dict[str, list[str]]:
+    """Interface -> its global networks (CIDR), from `ip -j addr show`; loopback and link-local
+    addresses left out (they are never blocked anyway)."""
+    out: dict[str, list[str]] = {}
+    for link in json.loads(text or "[]"):
+        name = str(link.get("ifname", ""))
+        for a in link.get("addr_info", []):
+            if a.get("scope") != "global" or "local" not in a:
+                continue
+            net = ipaddress.ip_interface(f"{a['local']}/{a.get('prefixlen', 32)}").network
+            out.setdefault(name, []).append(str(net))
+    return out
+
+
+_WHO_HOST = re.compile(r"\(([0-9a-fA-F.:]+)(?:%[^)]*)?\)\s*$")
+
+
+def ssh_clients(env: Mapping[str, str], who: str = "") -> list[str]:
+    """The admin's SSH client address: $SSH_CONNECTION or $SSH_CLIENT when set, else the remote
+    hosts `who` lists (sudo resets the environment; `who` still knows where the sessions come from).
+    Only syntactically valid IP addresses are kept."""
+    found: list[str] = []
+    for var in ("SSH_CONNECTION", "SSH_CLIENT"):
+        first = env.get(var, "").split()
+        if first:
+            found.append(first[0])
+            break
+    if not found:
+        for line in who.splitlines():
+            m = _WHO_HOST.search(line)
+            if m:
+                found.append(m.group(1))
+    out: list[str] = []
+    for a in found:
+        try:
+            ip = str(ipaddress.ip_address(a))
+        except ValueError:
+            continue
+        if ip not in out:
+            out.append(ip)
+    return out
+
+
+def guess(routes: Sequence[tuple[str, str]], addresses: Mapping[str, Sequence[str]],
+          admins: Sequence[str]) -> Machine:
+    m = Machine(admins=list(admins))
+    for dev, hop in routes:
+        if dev not in m.wan:
+            m.wan.append(dev)
+        if hop and hop not in m.upstream:
+            m.upstream.append(hop)
+    m.lan = {dev: list(nets) for dev, nets in addresses.items() if dev not in m.wan}
+    return m
+
+
+def _run(*cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def probe(env: Mapping[str, str]) -> Machine:
+    """This machine, as far as `ip` and `who` tell (nothing guessed when they are missing)."""
+    routes: list[tuple[str, str]] = []
+    for fam in ("-4", "-6"):
+        try:
+            routes += parse_default_routes(_run("ip", "-j", fam, "route", "show", "default"))
+        except (ValueError, AttributeError):
+            pass
+    try:
+        addrs = parse_addresses(_run("ip", "-j", "addr", "show"))
+    except (ValueError, AttributeError):
+        addrs = {}
+    return guess(routes, addrs, ssh_clients(env, _run("who")))
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def header(m: Machine) -> list[str]:
+    lines = ["# slipsq configuration (written by 'slipsq config init'; edit freely, the installer keeps it).",
+             "# Every option is here with what it does; commented-out lines show the default.",
+             "# Reload after editing: systemctl reload slipsq",
+             "#"]
+    lines.append(f"# This machine: WAN {', '.join(m.wan) or '(no default route found)'}"
+                 + (f" via {', '.join(m.upstream)}" if m.upstream else ""))
+    for dev, nets in m.lan.items():
+        lines.append(f"#               LAN {dev} {', '.join(nets)}")
+    if m.admins:
+        lines.append(f"# Installed from an SSH session from {', '.join(m.admins)}: on the allow list below.")
+    else:
+        lines.append("# No SSH session found: put your admin host on the allow list below before starting.")
+    return lines
+
+
+def allow_list(m: Machine) -> list[str]:
+    out: list[str] = []
+    for ip in [*m.admins, *m.upstream]:
+        if ip not in out:
+            out.append(ip)
+    return out
+
+
+def render(options: Iterable[Option], values: Mapping[str, Any], head: Sequence[str] = ()) -> str:
+    """The commented TOML file: every option under its section, its help as a comment, the line
+    active only where `values` gives something other than the default."""
+    out = list(head)
+    by_section: dict[str, list[Option]] = {}
+    for o in sorted(options, key=lambda o: o.key):
+        by_section.setdefault(o.key.rpartition(".")[0], []).append(o)
+    for sec, opts in by_section.items():
+        out += ["", f"[{sec}]"]
+        for o in opts:
+            name = o.key.rpartition(".")[2]
+            out.append(f"# {o.help}" + (f" ({o.check_help})" if o.check_help else ""))
+            if o.key in values and values[o.key] != o.default:
+                out.append(f"{name} = {toml_value(values[o.key])}")
+            else:
+                out.append(f"# {name} = {toml_value(o.default)}")
+    return "\n".join(out) + "\n"
+
+
+def initial_config(options: Iterable[Option], m: Machine, extra_allow: Sequence[str] = ()) -> str:
+    allow = allow_list(m)
+    for ip in extra_allow:
+        if ip not in allow:
+            allow.append(ip)
+    lan_nets = [n for nets in m.lan.values() for n in nets]
+    head = header(m)
+    if lan_nets:
+        head.append("# To never block your whole LAN (slipsq then only blocks outside hosts), add: "
+                    f"{', '.join(lan_nets)}")
+    return render(options, {"allow.ips": allow} if allow else {}, head)

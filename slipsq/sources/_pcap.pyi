@@ -1,0 +1,20 @@
+"""Type stub of the compiled capture reader (slipsq/sources/_pcap.pyx); its twin is sources.pcap.PureCapture."""
+
+from slipsq._flowtable import FlowTable
+
+class PcapFile:
+    path: str
+    format: str
+    linktypes: list[int]
+    packets: int
+    truncated: int
+    corrupt: int
+    first_ts: float
+    last_ts: float
+    def __init__(self, path: str) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+    def feed(self, table: FlowTable, max_packets: int) -> int: ...

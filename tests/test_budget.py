@@ -1,0 +1,39 @@
+"""slipsq.budget: memory.budget_mb lowers the traffic-grown caps, never raises one."""
+
+from __future__ import annotations
+
+import pytest
+
+from slipsq import budget
+from slipsq.runmode import load_config
+
+
+def test_no_budget_changes_nothing() -> None:
+    cfg = load_config(None)
+    before = dict(cfg.items())
+    assert budget.apply(cfg) == {}
+    assert dict(cfg.items()) == before
+
+
+def test_a_pi_budget_fits_100k_flows_and_lowers_the_detector_caps() -> None:
+    cfg = load_config(None, {"memory.budget_mb": 100, "beacon.max_tuples": 1000})
+    changed = budget.apply(cfg)
+    assert cfg["flowtable.max_flows"] >= 100_000  # issue 13: 100,000 open flows in 100 MB
+    assert set(changed) == set(budget.SHARES) - {"beacon.max_tuples"}  # 1000 is already below its cap
+    assert cfg["beacon.max_tuples"] == 1000
+    for key, (old, new) in changed.items():
+        assert new < old and cfg[key] == new
+    # what the caps add up to stays inside the budget (the table exact, the rest with overhead)
+    total = sum(cfg[k] * cost * (1 if k == "flowtable.max_flows" else budget.OVERHEAD)
+                for k, (cost, _) in budget.SHARES.items())
+    assert budget.BASE_MB * 2**20 + total <= 100 * 2**20
+
+
+@pytest.mark.parametrize("mb", [1, 48])
+def test_tiny_budgets_are_raised_to_the_minimum(mb: int) -> None:
+    assert budget.caps(mb) == budget.caps(budget.MIN_MB)
+
+
+def test_bigger_budget_bigger_caps() -> None:
+    small, big = budget.caps(100), budget.caps(400)
+    assert all(big[k] > small[k] for k in small)

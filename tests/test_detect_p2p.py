@@ -1,0 +1,75 @@
+"""P2P awareness: a host that talks to a swarm is recognised, its chatter with peers never blocks,
+and a C&C beacon from the same host (or a scan that looks like a swarm) is still judged."""
+
+from __future__ import annotations
+
+import random
+
+from flowgen import T0, beacon, flow, run, sort_flows
+
+from slipsq.detect.beacon import Beacon
+from slipsq.detect.longconn import LongConnection
+from slipsq.detect.p2p import P2P
+from slipsq.detect.portscan import PortScan
+
+HOST, C2 = "192.168.1.40", "203.0.113.66"
+
+
+def swarm(n_peers: int = 30, minutes: int = 20, seed: int = 3, host: str = HOST) -> list:  # type: ignore[type-arg]
+    """uTP keep-alives every ~61 s to each peer (each its own one-datagram-each-way flow)."""
+    rng = random.Random(seed)
+    flows = []
+    for i in range(n_peers):
+        peer, port, t0 = f"85.{i}.{rng.randrange(255)}.7", rng.randrange(10000, 65000), T0 + rng.uniform(0, 60)
+        flows += [flow(t0 + k * 61 + rng.uniform(0, 0.3), host, peer, port, "udp", sport=51413, sbytes=74,
+                       dbytes=74, dur=0.05) for k in range(minutes)]
+    return flows
+
+
+def test_swarm_keepalives_are_one_low_line_and_block_no_one() -> None:
+    rec, _ = run([P2P, Beacon, LongConnection], sort_flows(swarm()))
+    assert rec.blocked_ips == []
+    p2p = rec.by("p2p")
+    assert len(p2p) == 1 and p2p[0].evidence.offender == HOST and not p2p[0].evidence.may_block
+    chatter = rec.by("beacon")
+    assert len(chatter) == 1 and chatter[0].evidence.threat_level == 0.2
+    assert chatter[0].evidence.key.startswith("p2p-chatter:") and not chatter[0].evidence.may_block
+
+
+def test_without_p2p_awareness_the_same_day_blocks_peers() -> None:
+    rec, _ = run([Beacon], sort_flows(swarm()))  # what it was before: every peer a "C&C"
+    assert len(rec.blocked_ips) > 10
+
+
+def test_a_cnc_beacon_from_a_p2p_host_is_still_blocked() -> None:
+    cnc = beacon(HOST, C2, 443, 10.0, 60, start=T0 + 30)
+    rec, _ = run([P2P, Beacon], sort_flows(swarm(), cnc))
+    assert rec.blocked_ips == [C2]
+
+
+def test_a_beacon_to_an_unnamed_high_port_from_an_ordinary_host_blocks() -> None:
+    rec, _ = run([P2P, Beacon], beacon("192.168.1.41", C2, 40000, 10.0, 60))
+    assert rec.blocked_ips == [C2] and rec.by("p2p") == []
+
+
+def test_a_scan_of_one_high_port_is_not_a_swarm() -> None:
+    # answered probes to 50 hosts on the same port: one port, not a swarm's random ports
+    probes = [flow(T0 + i, HOST, f"198.51.100.{i}", 5555, dbytes=60) for i in range(50)]
+    rec, eng = run([P2P, PortScan], probes)
+    assert rec.by("p2p") == [] and not eng.engine.ctx.peers.is_p2p(HOST, T0 + 60)
+
+
+def test_unanswered_probes_are_no_peers() -> None:
+    probes = [flow(T0 + i, HOST, f"198.51.100.{i}", 20000 + i, dbytes=0) for i in range(50)]
+    _, eng = run([P2P], probes)
+    assert not eng.engine.ctx.peers.is_p2p(HOST, T0 + 60)
+
+
+def test_inbound_peers_make_a_p2p_host_and_are_peers_on_any_port() -> None:
+    inbound = [flow(T0 + i, f"93.1.{i}.9", HOST, 51413, sport=40000 + i * 7, dbytes=300) for i in range(12)]
+    _, eng = run([P2P], inbound)
+    peers = eng.engine.ctx.peers
+    assert peers.is_p2p(HOST, T0 + 20)
+    assert peers.is_peer(HOST, "93.1.3.9", 443, T0 + 20, {})  # it connected in: a peer whatever the port
+    assert not peers.is_peer(HOST, C2, 443, T0 + 20, {})  # a server on 443 is no peer
+    assert not peers.is_p2p(HOST, T0 + 20 + 3601)  # forgotten an hour after the last sign

@@ -1,0 +1,333 @@
+"""The labeled detection corpus: generated packet-level scenarios, each with its truth, for
+bench/detection.py and tests/test_detection_corpus.py.
+
+A scenario is a name, a kind ("malicious" or "benign"), the addresses whose block is right (`bad`:
+the infected host and its C&C, the attacker), the detector(s) expected to find it, and a builder of
+time-ordered (time, Ethernet frame) packets. Benign scenarios have no `bad` address: any block in
+them is wrong. Every scenario runs beside a little home background (DNS to the router, NTP), so
+no scenario is alone on the wire. Deterministic: the same seed gives the same bytes.
+
+    python -m tools.gen_corpus DIR [--only NAME,...] [--quick]   # writes DIR/<name>.pcap
+
+Test and benchmark tooling; never imported by slipsq itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.gen_frames import Content
+from tools.gen_realistic import EPOCH
+from tools.gen_scenarios import (
+    Ports,
+    horizontal_scan,
+    long_connection,
+    merge,
+    normal_browsing,
+    ntp_polling,
+    ssh_bruteforce,
+    vertical_scan,
+)
+from tools.gen_sessions import (
+    Message,
+    Packet,
+    dns_query,
+    tcp_probe,
+    tcp_session,
+    tls_session,
+    udp_exchange,
+    udp_stream,
+)
+
+ROUTER, LAPTOP, PHONE, VICTIM = "192.168.1.1", "192.168.1.10", "192.168.1.11", "192.168.1.66"
+CNC = "203.0.113.66"
+T0 = EPOCH  # an hour boundary: judge windows are easy to reason about
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    kind: str  # "malicious" or "benign"
+    build: Callable[[random.Random], Iterator[Packet]]
+    bad: frozenset[str] = frozenset()  # addresses whose block is right
+    detectors: tuple[str, ...] = ()  # the detectors expected to find it (for the table)
+    quick: bool = False  # in the fast subset the test runs
+    note: str = ""
+    start: float = T0  # when the behaviour starts (time to block counts from here)
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _home(rng: random.Random, duration: float) -> list[Iterator[Packet]]:
+    """A quiet background: a phone browsing a little, the laptop's NTP."""
+    return [normal_browsing(PHONE, max(2, int(duration // 300)), duration, start=T0, resolver=ROUTER,
+                            max_response=20_000, connections=2, rng=rng),
+            ntp_polling(LAPTOP, "198.51.100.123", start=T0 + 3, interval=64, count=int(duration // 64) + 1,
+                        rng=rng)]
+
+
+def _with_dns(name: str, ip: str, client: str, t: float, rng: random.Random) -> Iterator[Packet]:
+    return dns_query(client, ROUTER, name, ip, t - 0.5, sport=rng.randrange(30000, 60000), rng=rng)
+
+
+# --- malicious ----------------------------------------------------------------------------------
+
+def _beacon(interval: float, jitter: float, count: int, size: int = 2500, named: bool = True,
+            port: int = 443, size_jitter: float = 0.01) -> Callable[[random.Random], Iterator[Packet]]:
+    """A TLS beacon: connection i starts at i x interval ± jitter x interval (uniform), and moves
+    `size` ± size_jitter bytes (a real beacon is never lab-perfect: issue 11's moved 6.1 kB ± 1 %)."""
+    def build(rng: random.Random) -> Iterator[Packet]:
+        duration = interval * count
+        ports = Ports(rng)
+        sessions = []
+        for i in range(count):
+            t = T0 + 10 + i * interval + (rng.uniform(-jitter, jitter) * interval if i else 0.0)
+            k = 1 + rng.uniform(-size_jitter, size_jitter)
+            cert = min(2800, size // 3)
+            rest = max(200, int((size - 470 - cert) * k))
+            sessions.append(tls_session(VICTIM, CNC, "cdn-edge.example.net", t, rest // 4, rest - rest // 4,
+                                        sport=ports(), port=port, certificate_bytes=cert, rng=rng))
+        parts = _home(rng, duration) + sessions
+        if named:
+            parts.append(_with_dns("cdn-edge.example.net", CNC, VICTIM, T0 + 10, rng))
+        return merge(*parts)
+    return build
+
+
+def _beacon_sizes(rng: random.Random) -> Iterator[Packet]:
+    """Every 20 s ±10 %, each connection moving 1.5-9 kB (commands of different lengths)."""
+    ports = Ports(rng)
+    sessions = [tls_session(VICTIM, CNC, "api.example.net", T0 + 10 + i * 20 + rng.uniform(-2, 2),
+                            rng.randint(300, 1500), rng.randint(800, 7500), sport=ports(), rng=rng)
+                for i in range(60)]
+    return merge(*_home(rng, 1200), _with_dns("api.example.net", CNC, VICTIM, T0 + 10, rng), *sessions)
+
+
+def _storm(rng: random.Random) -> Iterator[Packet]:
+    """A RAT whose controller refuses it: ~720 connections to CNC:4782 in 8 min, each SYN -> RST."""
+    return merge(*_home(rng, 600), *(tcp_probe(VICTIM, CNC, 49152 + i, 4782, T0 + 10 + i * 0.667 + rng.uniform(0, 0.1),
+                                               state="closed", rtt=0.04, rng=rng) for i in range(720)))
+
+
+def _dga(rng: random.Random) -> Iterator[Packet]:
+    """Bursts of NXDOMAIN: 40 random .com names every 5 minutes, 4 bursts, to the LAN's resolver."""
+    streams = _home(rng, 1200)
+    for burst in range(4):
+        for i in range(40):
+            name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(10, 18))) + ".com"
+            streams.append(dns_query(VICTIM, ROUTER, name, None, T0 + 10 + burst * 300 + i * 0.2,
+                                     sport=40000 + burst * 100 + i, rng=rng))
+    return merge(*streams)
+
+
+def _exfil(rng: random.Random) -> Iterator[Packet]:
+    """A large upload (30 MB) to one unnamed server, a few kB back."""
+    return merge(*_home(rng, 300), tcp_session(VICTIM, CNC, 51000, 8443, T0 + 10, 30_000_000, 6000, 0.05,
+                                               rate=5e6, rng=rng))
+
+
+def _hscan(rng: random.Random) -> Iterator[Packet]:
+    return merge(*_home(rng, 300), horizontal_scan(VICTIM, "192.168.1.0/24", 445, start=T0 + 10, rate=50,
+                                                   open_hosts=[LAPTOP], closed_hosts=[PHONE], rng=rng))
+
+
+def _vscan(rng: random.Random) -> Iterator[Packet]:
+    return merge(*_home(rng, 300), vertical_scan("198.51.100.77", LAPTOP, range(1, 1025), start=T0 + 10,
+                                                 open_ports=[22, 80], rng=rng))
+
+
+def _brute(rng: random.Random) -> Iterator[Packet]:
+    return merge(*_home(rng, 300), ssh_bruteforce("198.51.100.88", LAPTOP, attempts=40, start=T0 + 10, rng=rng))
+
+
+# --- benign look-alikes ---------------------------------------------------------------------------
+
+def _bt_peer_port(rng: random.Random) -> int:
+    return rng.randrange(10000, 65000)
+
+
+BT_HANDSHAKE = b"\x13BitTorrent protocol" + bytes(8)
+
+
+def _bittorrent(rng: random.Random, duration: float = 1800.0, n_peers: int = 40, client: str = LAPTOP
+                ) -> Iterator[Packet]:
+    """A BitTorrent client on a normal day: TCP peer connections (handshake, then 4-byte keep-alives
+    every 120 s inside the connection), uTP/UDP keep-alives every ~61 s to each peer (74-128-byte
+    datagrams; each one its own flow, as after an idle timeout), DHT pings, and peers that connect
+    in to the client's port 51413. No peer is named by DNS."""
+    streams = _home(rng, duration)
+    peers = [f"{rng.choice((45, 62, 77, 81, 88, 93, 109, 151, 178, 185))}.{rng.randrange(1, 255)}."
+             f"{rng.randrange(1, 255)}.{rng.randrange(1, 255)}" for _ in range(n_peers)]
+    ports = [_bt_peer_port(rng) for _ in peers]
+    tcp_ports = Ports(rng)
+    for i, (peer, port) in enumerate(zip(peers, ports)):
+        t = T0 + 5 + rng.uniform(0, 60)
+        if i % 3 == 0:  # a TCP peer connection with keep-alives inside it
+            msgs: list[Message] = [("c", Content(68, BT_HANDSHAKE)), ("s", Content(68, BT_HANDSHAKE))]
+            for k in range(int(duration // 120) - 1):
+                msgs += [("c", Content(4, bytes(4)), 120.0 if k else 1.0), ("s", Content(4, bytes(4)))]
+            streams.append(tcp_session(client, peer, tcp_ports(), port, t, messages=msgs, rng=rng))
+        else:  # uTP: keep-alive datagrams ~every 61 s, each answered
+            size = rng.choice((46, 60, 74, 100))
+            for k in range(int(duration // 61)):
+                tk = t + k * 61 + rng.uniform(0, 0.5)
+                streams.append(udp_exchange(client, peer, 51413, port, tk,
+                                            (("c", b"\x21\x00" + rng.randbytes(size - 2)),
+                                             ("s", b"\x21\x00" + rng.randbytes(size - 2))), rng=rng))
+    for k in range(int(duration // 20)):  # DHT: a ping to some node every 20 s
+        node, nport = rng.choice(peers), rng.randrange(1025, 65000)
+        streams.append(udp_exchange(client, node, 51413, nport, T0 + 7 + k * 20,
+                                    (("c", b"d1:ad2:id20:" + rng.randbytes(20) + b"e1:q4:ping1:t2:aa1:y1:qe"),
+                                     ("s", b"d1:rd2:id20:" + rng.randbytes(20) + b"e1:t2:aa1:y1:re")), rng=rng))
+    for k in range(8):  # peers that connect in
+        peer = rng.choice(peers)
+        streams.append(tcp_session(peer, client, rng.randrange(30000, 60000), 51413, T0 + 30 + k * 200,
+                                   messages=[("c", Content(68, BT_HANDSHAKE)),
+                                             ("s", Content(68, BT_HANDSHAKE))], rng=rng))
+    return merge(*streams)
+
+
+def _swarm(rng: random.Random) -> Iterator[Packet]:
+    """Another P2P swarm (a Kademlia-like overlay, e.g. a file-sharing or a game client): UDP pings
+    every 30 s to 25 peers on their own random ports, each answered."""
+    streams = _home(rng, 1200)
+    peers = [(f"{rng.randrange(80, 200)}.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}",
+              rng.randrange(2000, 65000)) for _ in range(25)]
+    for peer, port in peers:
+        t = T0 + rng.uniform(0, 30)
+        for k in range(40):
+            streams.append(udp_exchange(PHONE, peer, 4672, port, t + k * 30 + rng.uniform(0, 0.2),
+                                        (("c", rng.randbytes(35)), ("s", rng.randbytes(35))), rng=rng))
+    return merge(*streams)
+
+
+def _push(rng: random.Random) -> Iterator[Packet]:
+    """Messaging and push keep-alives: long TLS connections to 5228 and 5222 with small pings."""
+    return merge(*_home(rng, 1800), _with_dns("mtalk.example.com", "198.51.100.228", PHONE, T0 + 5, rng),
+                 long_connection(PHONE, "198.51.100.228", 5228, start=T0 + 5, duration=1800, keepalive=60, rng=rng),
+                 long_connection(LAPTOP, "198.51.100.222", 5222, start=T0 + 8, duration=1800, keepalive=45, rng=rng))
+
+
+def _ntp(rng: random.Random) -> Iterator[Packet]:
+    return merge(*_home(rng, 300), ntp_polling(PHONE, "198.51.100.124", start=T0 + 1, interval=16, count=120,
+                                               rng=rng))
+
+
+def _updates(rng: random.Random) -> Iterator[Packet]:
+    """OS and app update checks: an OS every 4 h, an app every hour (±5 min), over 13 hours."""
+    streams = _home(rng, 600)
+    ports = Ports(rng)
+    for k in range(4):
+        t = T0 + 60 + k * 4 * 3600
+        streams += [_with_dns("update.example.org", "198.51.100.50", LAPTOP, t, rng),
+                    tls_session(LAPTOP, "198.51.100.50", "update.example.org", t, 900, 4000, sport=ports(), rng=rng)]
+    for k in range(13):
+        t = T0 + 120 + k * 3600 + rng.uniform(-300, 300)
+        streams += [_with_dns("app.example.net", "198.51.100.51", PHONE, t, rng),
+                    tls_session(PHONE, "198.51.100.51", "app.example.net", t, 600, 2500, sport=ports(), rng=rng)]
+    return merge(*streams)
+
+
+def _streaming(rng: random.Random) -> Iterator[Packet]:
+    """A video stream: 100 segments of 15-25 kB, one every 6 s, over one kept-alive HTTPS connection."""
+    msgs: list[Message] = [("c", Content(500)), ("s", Content(4000))]
+    for _ in range(100):
+        msgs += [("c", Content(300), 6.0), ("s", Content(rng.randint(15_000, 25_000)))]
+    return merge(*_home(rng, 600), _with_dns("video.example.com", "198.51.100.90", LAPTOP, T0 + 5, rng),
+                 tcp_session(LAPTOP, "198.51.100.90", 50500, 443, T0 + 5, messages=msgs, rate=2e7, rng=rng))
+
+
+def _smart_home(rng: random.Random) -> Iterator[Packet]:
+    """Smart-home devices and their clouds: a plug and a camera keep MQTT-over-TLS connections with a
+    ping every 60 s; a TV keeps one to its cloud with a ping every 4 min; a hub asks its cloud every 2 h."""
+    tv, plug, cam = "192.168.1.20", "192.168.1.30", "192.168.1.31"
+    streams = [
+        *_home(rng, 3600),
+        long_connection(plug, "198.51.100.70", 8883, start=T0 + 2, duration=3600, keepalive=60, rng=rng),
+        long_connection(cam, "198.51.100.71", 8883, start=T0 + 3, duration=3600, keepalive=60, rng=rng),
+        long_connection(tv, "198.51.100.72", 443, start=T0 + 4, duration=3600, keepalive=240, rng=rng)]
+    ports = Ports(rng)
+    for k in range(3):
+        streams.append(tls_session("192.168.1.32", "198.51.100.73", "hub.example.com", T0 + 10 + k * 7200,
+                                   500, 1200, sport=ports(), rng=rng))
+    return merge(*streams)
+
+
+def _video_call(rng: random.Random) -> Iterator[Packet]:
+    """A 10-minute video call: one UDP media stream to a relay on 3478, STUN checks, a signalling TLS."""
+    return merge(*_home(rng, 600), _with_dns("meet.example.com", "198.51.100.95", LAPTOP, T0 + 1, rng),
+                 tls_session(LAPTOP, "198.51.100.95", "meet.example.com", T0 + 1, 2000, 8000, rng=rng),
+                 udp_stream(LAPTOP, "198.51.100.96", 50001, 3478, T0 + 3, 12_000, size=1000, interval=0.05,
+                            rng=rng))
+
+
+def _backup(rng: random.Random) -> Iterator[Packet]:
+    """A nightly backup: 30 MB uploaded over HTTPS to a named backup service."""
+    return merge(*_home(rng, 300), _with_dns("backup.example.com", "198.51.100.99", LAPTOP, T0 + 10, rng),
+                 tls_session(LAPTOP, "198.51.100.99", "backup.example.com", T0 + 10, 30_000_000, 8000,
+                             rate=5e6, rng=rng))
+
+
+def _browsing(rng: random.Random) -> Iterator[Packet]:
+    return merge(*_home(rng, 1800), normal_browsing(LAPTOP, 60, 1800, start=T0, resolver=ROUTER, rng=rng))
+
+
+BAD = frozenset({VICTIM, CNC})
+SCENARIOS: list[Scenario] = [
+    Scenario("beacon-https-2.2s", "malicious", _beacon(2.2, 0.005, 270, size=6100), BAD, ("beacon",), True,
+             "issue 11: one server:443 every 2.2 s, sizes ~6.1 kB"),
+    Scenario("beacon-10s-1%", "malicious", _beacon(10.0, 0.01, 40), BAD, ("beacon",), True),
+    Scenario("beacon-60s-10%", "malicious", _beacon(60.0, 0.10, 40), BAD, ("beacon",)),
+    Scenario("beacon-30s-30%", "malicious", _beacon(30.0, 0.30, 50), BAD, ("beacon",), True),
+    Scenario("beacon-10min-1%", "malicious", _beacon(600.0, 0.01, 14), BAD, ("beacon",)),
+    Scenario("beacon-unnamed-8080", "malicious", _beacon(15.0, 0.05, 40, named=False, port=8080), BAD, ("beacon",)),
+    Scenario("beacon-varying-sizes", "malicious", _beacon_sizes, BAD, ("beacon",)),
+    Scenario("reconnection-storm", "malicious", _storm, BAD, ("reconnect",), note="needs the new detectors"),
+    Scenario("dga-nxdomain", "malicious", _dga, frozenset({VICTIM}), ("dga",), note="needs the new detectors"),
+    Scenario("exfiltration", "malicious", _exfil, BAD, ("exfil",), note="needs the new detectors"),
+    Scenario("horizontal-scan", "malicious", _hscan, frozenset({VICTIM}), ("portscan",)),
+    Scenario("vertical-scan", "malicious", _vscan, frozenset({"198.51.100.77"}), ("portscan",)),
+    Scenario("ssh-bruteforce", "malicious", _brute, frozenset({"198.51.100.88"}), ("bruteforce",)),
+    Scenario("bittorrent-day", "benign", _bittorrent, quick=True, note="issue 11: 60+ alerts, 7 peers blocked"),
+    Scenario("p2p-swarm-udp", "benign", _swarm, quick=True),
+    Scenario("push-keepalives", "benign", _push),
+    Scenario("ntp", "benign", _ntp, quick=True),
+    Scenario("update-checks", "benign", _updates),
+    Scenario("streaming", "benign", _streaming),
+    Scenario("smart-home", "benign", _smart_home),
+    Scenario("video-call", "benign", _video_call),
+    Scenario("backup-upload", "benign", _backup),
+    Scenario("browsing", "benign", _browsing),
+]
+BY_NAME = {s.name: s for s in SCENARIOS}
+
+
+def write(scenario: Scenario, path: Path, seed: int = 1) -> int:
+    from tools.gencapture import write_capture
+
+    return write_capture(scenario.build(random.Random(seed)), path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dir")
+    ap.add_argument("--only", default="", help="comma-separated scenario names")
+    ap.add_argument("--quick", action="store_true", help="only the fast subset")
+    args = ap.parse_args(argv)
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [n for n in args.only.split(",") if n]
+    for s in SCENARIOS:
+        if (names and s.name not in names) or (args.quick and not s.quick):
+            continue
+        n = write(s, out / f"{s.name}.pcap")
+        print(f"{s.name}: {n} packets")
+    return 0
+
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
