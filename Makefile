@@ -21,23 +21,28 @@ sysdeps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "slipsq: need root to install:$$missing" >&2; exit 1; fi; \
-	  echo "installing system packages:$$missing"; \
+	  echo "slipsq: installing system packages with apt-get (once):$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 $(VENV)/.deps: pyproject.toml | sysdeps
-	@[ -x $(VPY) ] || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3"
-	$(VPY) -m pip install -q NetfilterQueue
-	$(VPY) -m pip install -q --no-build-isolation -e ".[test]"
+	@[ -x $(VPY) ] || { echo "slipsq: creating the Python environment in $(VENV)/"; $(PY) -m venv $(VENV); }
+	@echo "slipsq: installing pip, setuptools and Cython into $(VENV)/ (once; about a minute in all)"
+	@$(VPY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3"
+	@echo "slipsq: installing NetfilterQueue (compiles against libnetfilter-queue)"
+	@$(VPY) -m pip install -q NetfilterQueue
+	@echo "slipsq: installing slipsq and its dependencies (pyproject.toml), with the test tools"
+	@$(VPY) -m pip install -q --no-build-isolation -e ".[test]"
 	@touch $@
 
 deps: sysdeps $(VENV)/.deps
 
 build: deps
-	$(VPY) setup.py -q build_ext --inplace
+	@echo "slipsq: building the compiled core (Cython; up to a minute the first time)"
+	@$(VPY) setup.py -q build_ext --inplace
 
 run: build
+	@echo "slipsq: replaying $(CAPTURE)"
 	$(VENV)/bin/slipsq replay $(CAPTURE)
 
 lint: deps

@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from slipsq import __version__
-from slipsq.errors import SlipsqError
+from slipsq.errors import EXIT_CODES, SlipsqError, UsageError
 
 EXIT_INTERNAL = 70
+EXIT_HELP = "\b\nExit status:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -52,14 +54,15 @@ class Group(click.Group):
         return list(self.commands)
 
 
-@click.group(cls=Group, invoke_without_command=True,
+@click.group(cls=Group, invoke_without_command=True, epilog=EXIT_HELP,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--queue", type=click.IntRange(0, 65535), default=None, metavar="N",
               help="Run inline: bind NFQUEUE N, verdict every packet, block what is judged malicious.")
 @click.option("--install-rules", is_flag=True,
               help="With --queue: insert the diversion rules (with --queue-bypass) and remove them on stop.")
 @click.option("--queue-maxlen", type=click.IntRange(1, 1 << 20), default=None, metavar="N",
-              help="Longest the kernel queue may grow before fail-open (default from config).")
+              help="With --queue: longest the kernel queue may grow before fail-open [default: config "
+                   "queue.maxlen, 4096].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML configuration file (see 'slipsq config show').")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None, envvar="SLIPSQ_STATE_DIR",
@@ -78,9 +81,17 @@ def main(ctx: click.Context, queue: int | None, install_rules: bool, queue_maxle
     """
     ctx.ensure_object(dict)
     ctx.obj.update(debug=debug, config_path=config_path, state_dir=state_dir)
+    inline = [name for name, given in (("--queue", queue is not None), ("--install-rules", install_rules),
+                                       ("--queue-maxlen", queue_maxlen is not None)) if given]
     if ctx.invoked_subcommand is not None:
+        if inline:  # they run the daemon; a subcommand would silently ignore them
+            _fail(f"{', '.join(inline)} run{'s' if len(inline) == 1 else ''} slipsq inline and cannot be "
+                  f"combined with '{ctx.invoked_subcommand}'", UsageError.code)
         return
     if queue is None:
+        if inline:
+            _fail(f"{', '.join(inline)} need{'s' if len(inline) == 1 else ''} --queue N (inline mode)",
+                  UsageError.code)
         click.echo(ctx.get_help())
         return
 
@@ -90,10 +101,12 @@ def main(ctx: click.Context, queue: int | None, install_rules: bool, queue_maxle
         except ImportError as e:
             raise SlipsqError(f"inline mode is not available in this build: {e}") from None
         from slipsq.engine import tune_gc
+        from slipsq.runmode import load_config
 
+        maxlen = queue_maxlen or load_config(config_path)["queue.maxlen"]  # the flag overrides the config
         tune_gc()
         return run_daemon(queue=queue, install_rules=install_rules, config_path=config_path,
-                          state_dir=state_dir, queue_maxlen=queue_maxlen)
+                          state_dir=state_dir, queue_maxlen=maxlen)
 
     sys.exit(run_guarded(daemon, debug) or 0)
 
@@ -112,12 +125,18 @@ def _config_path(ctx: click.Context, local: str | None) -> str | None:
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("--json", "as_json", is_flag=True,
-              help="One JSON object per alert per line, then {\"summary\": ...}.")
+@click.option("--json/--no-json", "as_json", default=None,
+              help="One JSON object per alert per line, then {\"summary\": ...} [default: config "
+                   "output.json, false].")
 @click.option("--tuples", is_flag=True,
               help="Print every 4-tuple with its behavioral letter string instead of the alerts.")
 @click.option("-o", "--out", "out_dir", default=None, metavar="DIR",
-              help="Also write alerts.jsonl, alerts.log and flows.binetflow into this folder.")
+              help="Also write alerts.jsonl, alerts.log, flows.binetflow and summary.json into this folder "
+                   "(refused when it holds earlier results, unless --force).")
+@click.option("--force", is_flag=True, help="With -o: overwrite the results of an earlier run.")
+@click.option("--separate", is_flag=True,
+              help="Analyse each input on its own timeline (its own engine and summary; with -o, in "
+                   "DIR/<input name>/) instead of one timeline in time order.")
 @click.option("--models", "models_dir", type=click.Path(), default=None,
               help="Folder of slipsq models [default: the models shipped with slipsq].")
 @click.option("--format", "fmt", default="auto", show_default=True,
@@ -128,27 +147,47 @@ def _config_path(ctx: click.Context, local: str | None) -> str | None:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: when stderr is a terminal].")
 @click.pass_context
-def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool, tuples: bool, out_dir: str | None,
-           models_dir: str | None, fmt: str, config_path: str | None, progress: bool | None) -> None:
+def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tuples: bool, out_dir: str | None,
+           force: bool, separate: bool, models_dir: str | None, fmt: str, config_path: str | None,
+           progress: bool | None) -> None:
     """Analyse captures or flow files offline, exactly as inline mode would.
 
     INPUT is a pcap/pcapng file, an Argus binetflow file, a Zeek log (or log folder), a Suricata
-    eve.json, an nfdump file, or - for standard input (a stream: alerts print as they happen).
-    Several inputs are analysed in order as one stream of time. Blocks decided at time t drop every
-    later packet to or from that IP (counted in the summary), as the kernel would inline.
+    eve.json, an nfdump file, any of them gzip, xz or zstd compressed, or - for standard input (a
+    stream: alerts print as they happen; `tcpdump -w - | slipsq replay -` works). Several inputs are
+    one timeline, read in the order of their first packet or flow; an input that overlaps an
+    earlier one in time is refused by name (merge them first, or --separate). Blocks decided at time
+    t drop every later packet to or from that IP (counted in the summary), as the kernel would.
 
-    Exit status: 0 all inputs read whole; 2 an input missing, unreadable or damaged (a capture cut
-    short is still analysed up to the damage, then named on stderr); 3 bad configuration; 4
-    unusable models.
+    Exit status: 0 every input read whole; 2 an input missing, unreadable, overlapping or damaged
+    (bad rows, cut short, its reader complained: the results come first, then one line per damaged
+    input); 3 bad configuration; 4 unusable models.
     """
     from slipsq.engine import tune_gc
     from slipsq.replay import ReplayOptions, run_replay
 
     tune_gc()
-    opts = ReplayOptions(inputs=list(inputs), as_json=as_json, tuples=tuples, out_dir=out_dir,
-                         models_dir=models_dir, fmt=fmt, config_path=_config_path(ctx, config_path),
-                         progress=sys.stderr.isatty() if progress is None else progress)
-    sys.exit(run_guarded(lambda: run_replay(opts, sys.stdout), _debug(ctx)) or 0)
+    runs = [list(inputs)] if not separate else [[i] for i in inputs]
+    code = 0
+    for n, run in enumerate(runs):
+        folder = out_dir
+        if separate and out_dir:
+            folder = str(Path(out_dir) / _out_name(run[0], n))
+        if separate and n and not (as_json or tuples):
+            click.echo("")
+        opts = ReplayOptions(inputs=run, as_json=as_json, tuples=tuples, out_dir=folder, force=force,
+                             models_dir=models_dir, fmt=fmt, config_path=_config_path(ctx, config_path),
+                             progress=sys.stderr.isatty() if progress is None else progress)
+        if separate and not (as_json or tuples):
+            click.echo(f"== {run[0]} ==")
+        code = max(code, int(run_guarded(partial(run_replay, opts, sys.stdout), _debug(ctx)) or 0))
+    sys.exit(code)
+
+
+def _out_name(path: str, n: int) -> str:
+    """A folder name for one input's results with --separate -o DIR: its file name, numbered."""
+    name = "stdin" if path == "-" else Path(path).name or "input"
+    return f"{n + 1:02d}-{name}"
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -184,8 +223,10 @@ def models_import(ctx: click.Context, files: tuple[str, ...], to_dir: str) -> No
 @click.option("--models", "models_dir", type=click.Path(), default=None,
               help="Folder of slipsq models [default: the models shipped with slipsq].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML configuration file (its markov.models is the folder).")
 @click.pass_context
-def models_list(ctx: click.Context, models_dir: str | None, as_json: bool) -> None:
+def models_list(ctx: click.Context, models_dir: str | None, as_json: bool, config_path: str | None) -> None:
     """List the models slipsq would use (--models, else the config's markov.models, else the shipped ones)."""
 
     def work() -> None:
@@ -193,7 +234,7 @@ def models_list(ctx: click.Context, models_dir: str | None, as_json: bool) -> No
         from slipsq.runmode import load_config as load
         from slipsq.runmode import resolve_models_dir
 
-        cfg = load(_config_path(ctx, None))
+        cfg = load(_config_path(ctx, config_path))
         folder = resolve_models_dir(models_dir, cfg["markov.models"] or None)
         loaded = load_models(folder)
         if not as_json:

@@ -104,7 +104,7 @@ CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False)
 @click.command()
 @click.argument("ip")
 @click.option("--for", "duration", default=None, metavar="DURATION",
-              help="How long: 90s, 15m, 4h, 2d, or 'forever' [default: judge.block_duration].")
+              help="How long: 90s, 15m, 4h, 1h30m, 2d, or 'forever' (0 is refused) [default: judge.block_duration].")
 @click.option("--reason", default="manual", show_default=True, help="Why (kept in the audit trail).")
 @STATE_DIR
 @CONFIG
@@ -130,7 +130,10 @@ def block(ctx: click.Context, ip: str, duration: str | None, reason: str, state_
             b = reply["block"]
         else:
             b = _offline_admin(ctx, sd, config_path).block(addr, seconds, reason, who_am_i()).to_dict()
-        click.echo(f"blocked {addr} until {_when(b['expires'])} ({reason}){note}")
+        if b["expires"] is None:  # asked for by name ('forever'): say so, since blocks expire by default
+            click.echo(f"blocked {addr} with no expiry, until 'slipsq unblock {addr}' ({reason}){note}")
+        else:
+            click.echo(f"blocked {addr} until {_when(b['expires'])} ({reason}){note}")
 
     _guard(ctx, work)
 

@@ -2,8 +2,9 @@
 
 Core options are declared here; each detector declares its own (`Detector.options`), and the wiring
 (slipsq.runmode) hands the whole list to `load`: this module knows no detector. Keys are
-dotted: `[flowtable] tcp_idle = 300` is `flowtable.tcp_idle`. An unknown key or a value of the
-wrong type is a ConfigError naming the key. This module reads files; it never touches the network.
+dotted: `[flowtable] tcp_idle = 300` is `flowtable.tcp_idle`; durations are seconds or text like "5m"
+or "4h" (slipsq.durations). An unknown key or a value of the wrong type is a ConfigError naming the
+key. This module reads files; it never touches the network.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slipsq.durations import parse_duration
 from slipsq.errors import ConfigError
 
 
@@ -24,6 +26,7 @@ class Option:
     help: str
     check: Callable[[Any], bool] | None = None  # extra validation beyond the type
     check_help: str = ""
+    duration: bool = False  # seconds, also written as "4h", "15m", "1h30m" (slipsq.durations)
 
 
 def positive(v: Any) -> bool:
@@ -40,15 +43,18 @@ def fraction(v: Any) -> bool:
 
 CORE_OPTIONS: tuple[Option, ...] = (
     # flow table (timeouts in seconds; like Suricata: per protocol and per state)
-    Option("flowtable.tcp_new_idle", 30.0, "idle timeout of a TCP flow not yet established", positive, "> 0"),
-    Option("flowtable.tcp_idle", 300.0, "idle timeout of an established TCP flow", positive, "> 0"),
+    Option("flowtable.tcp_new_idle", 30.0, "idle timeout of a TCP flow not yet established", positive, "> 0",
+           duration=True),
+    Option("flowtable.tcp_idle", 300.0, "idle timeout of an established TCP flow", positive, "> 0", duration=True),
     Option("flowtable.tcp_closed_linger", 2.0,
-           "seconds a TCP flow stays after FIN both ways or RST, to catch the last ACKs", non_negative, ">= 0"),
-    Option("flowtable.udp_idle", 60.0, "idle timeout of a UDP flow", positive, "> 0"),
-    Option("flowtable.icmp_idle", 30.0, "idle timeout of an ICMP flow", positive, "> 0"),
-    Option("flowtable.other_idle", 60.0, "idle timeout of flows of other IP protocols", positive, "> 0"),
+           "seconds a TCP flow stays after FIN both ways or RST, to catch the last ACKs", non_negative, ">= 0",
+           duration=True),
+    Option("flowtable.udp_idle", 60.0, "idle timeout of a UDP flow", positive, "> 0", duration=True),
+    Option("flowtable.icmp_idle", 30.0, "idle timeout of an ICMP flow", positive, "> 0", duration=True),
+    Option("flowtable.other_idle", 60.0, "idle timeout of flows of other IP protocols", positive, "> 0", duration=True),
     Option("flowtable.active_timeout", 300.0,
-           "a flow open this long is reported (not closed) and again every such period", positive, "> 0"),
+           "a flow open this long is reported (not closed) and again every such period", positive, "> 0",
+           duration=True),
     Option("flowtable.max_flows", 500_000,
            "hard cap on open flows; at the cap the least recently seen flow is evicted (counted)",
            positive, "> 0"),
@@ -67,7 +73,8 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("markov.block", "server", "which end of a matched 4-tuple to block: server or client",
            lambda v: v in ("server", "client"), "server or client"),
     # judge
-    Option("judge.window", 3600.0, "width of the evidence time window (seconds), as in Slips", positive, "> 0"),
+    Option("judge.window", 3600.0, "width of the evidence time window (seconds), as in Slips", positive, "> 0",
+           duration=True),
     Option("judge.threshold", 1.0,
            "block when an IP's window score (sum of threat_level x confidence per finding, persistent ones "
            "twice: see judge.py) reaches this",
@@ -79,10 +86,11 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "a persistent critical finding whose threat_level x confidence reaches this counts twice", fraction,
            "between 0 and 1"),
     Option("judge.block_duration", 14400.0, "how long a block lasts (seconds); 0 means until unblocked",
-           non_negative, ">= 0"),
+           non_negative, ">= 0", duration=True),
     Option("judge.repeat_factor", 2.0, "each new block of a repeat offender lasts this many times longer",
            lambda v: v >= 1, ">= 1"),
-    Option("judge.max_block_duration", 604800.0, "the longest a block can grow to (seconds)", positive, "> 0"),
+    Option("judge.max_block_duration", 604800.0, "the longest a block can grow to (seconds)", positive, "> 0",
+           duration=True),
     Option("judge.block", True, "false: alert only, never block (an IDS)"),
     Option("judge.max_offenders", 200_000, "offenders whose evidence window and repeat count are kept "
            "(least recently judged forgotten first; never an active block)", positive, "> 0"),
@@ -99,7 +107,7 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "DNS resolvers (resolv.conf, systemd-resolved), NTP servers (chrony, timesyncd), the servers its "
            "own sockets talk to, and the network and broadcast addresses of its subnets"),
     Option("allow.reread", 30.0, "seconds between re-reads of the protected addresses (address and route "
-           "changes are followed at once, through netlink)", positive, "> 0"),
+           "changes are followed at once, through netlink)", positive, "> 0", duration=True),
     # what DNS answers taught (detectors read it as ctx.dns_names)
     Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
            "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),
@@ -109,9 +117,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "stalled slipsq costs little: 1,024 packets are 0.1 s at 10,000 packets/s", positive, "> 0"),
     Option("daemon.stall_timeout", 10.0,
            "when the packet loop has not run for this many seconds, slipsq exits (the kernel then passes "
-           "traffic, systemd restarts it); 0: never", non_negative, ">= 0"),
+           "traffic, systemd restarts it); 0: never", non_negative, ">= 0", duration=True),
     # outputs
-    Option("output.json", False, "print alerts as JSON lines"),
+    Option("output.json", False, "print alerts as JSON lines, inline and in replay (--json/--no-json)"),
     Option("output.alerts_log", "auto", "inline: folder for alerts.jsonl (rotated by size); auto: the service's "
            "logs directory ($LOGS_DIRECTORY, /var/log/slipsq) when run by systemd, else none; \"\": none"),
     Option("output.alerts_log_max_bytes", 10_000_000, "alerts.jsonl is rotated when it would grow past this",
@@ -162,6 +170,11 @@ class Config:
         where = f" in {self.source}" if self.source != "defaults" else ""
         if opt is None:
             raise ConfigError(f"unknown configuration key '{key}'{where} (see 'slipsq config show')")
+        if opt.duration and isinstance(value, str):
+            try:
+                value = parse_duration(value)
+            except ValueError as e:
+                raise ConfigError(f"configuration key '{key}'{where}: {e}") from None
         if not _same_type(opt.default, value):
             want = type(opt.default).__name__
             raise ConfigError(f"configuration key '{key}'{where} must be a {want}, not {value!r}")
@@ -186,6 +199,15 @@ class Config:
         return sorted(self._values.items())
 
 
+def _utf16(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(head) == 4 and (head[1] == 0 or head[0] == 0))
+
+
 def load(options: Iterable[Option], path: str | Path | None = None,
          overrides: Mapping[str, Any] | None = None) -> Config:
     """Read the TOML file at `path` (None: defaults only) against the declared `options` (the wiring,
@@ -206,6 +228,9 @@ def load(options: Iterable[Option], path: str | Path | None = None,
             raise ConfigError(f"configuration file {p} cannot be read (permission denied)") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"configuration file {p} is not valid TOML: {e}") from None
+        except UnicodeDecodeError:
+            hint = " (it looks like UTF-16: iconv -f UTF-16 -t UTF-8)" if _utf16(p) else ""
+            raise ConfigError(f"configuration file {p} is not UTF-8 text, which TOML must be{hint}") from None
     cfg = Config(options, values, source)
     for k, v in (overrides or {}).items():
         cfg.set(k, v)

@@ -11,7 +11,6 @@ This module decides nothing about traffic and never blocks a protected address.
 from __future__ import annotations
 
 import json
-import math
 import os
 import select
 import socket
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slipsq import records
+from slipsq import durations, records
 from slipsq.allow import AllowList, parse_ip
 from slipsq.errors import InputError, SlipsqError, SystemSetupError
 from slipsq.verdict.apply import Outcome, carry_out
@@ -36,17 +35,19 @@ COMMANDS = ("block", "unblock", "blocks", "status", "reload")
 
 
 def parse_duration(text: str) -> float | None:
-    """'90', '30s', '15m', '4h', '2d', '1w' → seconds; '0', 'forever', 'never' → None (no expiry)."""
+    """A block's length: the duration syntax of slipsq.durations ('90', '15m', '4h', '1h30m') in
+    seconds, or None (no expiry) for 'forever'. 0 is refused: a block of no time is a typo, and a
+    block without expiry must be asked for by name."""
     t = text.strip().lower()
-    if t in ("0", "forever", "never", "permanent"):
+    if t in ("forever", "never", "permanent"):
         return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     try:
-        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+        value = durations.parse_duration(t)
     except ValueError:
-        raise InputError(f"'{text}' is not a duration (e.g. 90s, 15m, 4h, 2d, or 'forever')") from None
-    if not 0 < value < math.inf:  # NaN and inf too: no expiry is 'forever'; inf would crash the ipset batch
-        raise InputError(f"'{text}' is not a positive duration")
+        raise InputError(f"'{text}' is not a duration (e.g. 90s, 15m, 4h, 1h30m, 2d, or 'forever')") from None
+    if value == 0:
+        raise InputError(f"'{text}' is a block of no time: give a duration (e.g. 4h), or 'forever' for a "
+                         "block that lasts until unblocked")
     return value
 
 

@@ -265,7 +265,7 @@ class Engine:
 
     def _evidence(self, ev: Evidence) -> None:
         decision: Decision = self.judge.add(ev)
-        alert = Alert.build(ev, decision, self.ctx.enrichers)
+        alert = Alert.build(ev, decision, self.ctx.enrichers, decided=self.now)
         self.counters.alerts += 1
         self._out.append(alert)
         if decision.action == "block":

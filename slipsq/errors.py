@@ -39,3 +39,23 @@ class SystemSetupError(SlipsqError):
     """The system lacks what inline mode needs: root, NFQUEUE, iptables/ipset, a free queue."""
 
     code = 5
+
+
+class UsageError(SlipsqError):
+    """Options that do not go together (the message says which), as click's own usage errors."""
+
+    code = 2
+
+
+# every exit status of slipsq, for --help and the README (keep both in step with this table)
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "success; replay: every input was read whole"),
+    (1, "the command failed (e.g. the daemon refused a request)"),
+    (2, "bad usage, or an input missing, unreadable, not a capture or flow file, or damaged (replay "
+        "prints its results first, then one line per damaged input)"),
+    (3, "bad configuration (the message names the key and file)"),
+    (4, "unusable models"),
+    (5, "the system lacks what inline mode needs (root, NFQUEUE, iptables/ipset), or no daemon runs"),
+    (70, "internal error: a bug in slipsq (--debug shows the traceback; please report it)"),
+    (130, "interrupted (Ctrl-C)"),
+)

@@ -6,10 +6,13 @@ from slipsq.flow, for the flow writers). Data only: no I/O, no clock.
 Threat levels follow Slips: info 0, low 0.2, medium 0.5, high 0.8, critical 1.0. The judge sums
 threat_level × confidence per offender per time window, persistent findings twice (see judge.py).
 
-Alert JSON fields (stable, one object per line): ts, time, detector, src_ip, dst_ip, dst_port, proto,
-description, threat_level, confidence, score, label, action ("alert" or "block"), blocked_ip,
-block_seconds, reason, offender, `window` (on a block only: the findings of the window that decided,
-see Finding) and `enrich` (GeoIP/ASN of the IPs, where configured).
+Alert JSON fields (stable, one object per line): ts, time (the traffic's time: the evidence's),
+decided_ts, decided (when the judge decided: the engine's clock, so alerts are in this order),
+detector, src_ip, src_port, dst_ip, dst_port, proto, description, threat_level, confidence, score,
+label, action ("alert" or "block"), blocked_ip, block_seconds, reason, offender, community_id and
+flow_key (of the evidence's last flow: its Community ID, and its StartTime,Proto,SrcAddr,Sport,
+DstAddr,Dport in flows.binetflow; null without a flow), `window` (on a block only: the findings of
+the window that decided, see Finding) and `enrich` (GeoIP/ASN of the IPs, where configured).
 """
 
 from __future__ import annotations
@@ -109,28 +112,52 @@ def iso(ts: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
+    """`decided`: the engine's time when the judge decided (0: the evidence's own time). The evidence
+    time is when the traffic happened; a flow's evidence comes when the flow closes, later."""
+
     evidence: Evidence
     decision: Decision
     enrich: dict[str, Any] = field(default_factory=dict)
+    decided: float = 0.0
 
     @classmethod
     def build(cls, ev: Evidence, decision: Decision,
-              enrichers: Sequence[Callable[[str], dict[str, Any]]] = ()) -> Alert:
+              enrichers: Sequence[Callable[[str], dict[str, Any]]] = (), decided: float = 0.0) -> Alert:
         enrich: dict[str, Any] = {}
         for fn in enrichers:
             for ip in (ev.src_ip, ev.dst_ip):
                 info = fn(ip)
                 if info:
                     enrich[ip] = info
-        return cls(ev, decision, enrich)
+        return cls(ev, decision, enrich, decided)
+
+    @property
+    def decided_ts(self) -> float:
+        return self.decided or self.evidence.ts
+
+    def src_port(self) -> int | None:
+        """The source port of the evidence's last flow, seen from the evidence's src_ip."""
+        ev = self.evidence
+        if not ev.flows:
+            return None
+        f = ev.flows[-1]
+        if f.saddr == ev.src_ip:
+            return f.sport
+        return f.dport if f.daddr == ev.src_ip else None
 
     def to_dict(self) -> dict[str, Any]:
+        from slipsq.flowkeys import community_id, flow_key
+
         ev, d = self.evidence, self.decision
+        last = ev.flows[-1] if ev.flows else None
         out: dict[str, Any] = {
             "ts": round(ev.ts, 6),
             "time": iso(ev.ts),
+            "decided_ts": round(self.decided_ts, 6),
+            "decided": iso(self.decided_ts),
             "detector": ev.detector,
             "src_ip": ev.src_ip,
+            "src_port": self.src_port(),
             "dst_ip": ev.dst_ip,
             "dst_port": ev.dst_port,
             "proto": ev.proto,
@@ -144,6 +171,8 @@ class Alert:
             "block_seconds": d.duration if d.action == "block" else None,
             "reason": d.reason,
             "offender": ev.offender,
+            "community_id": community_id(last) if last is not None else None,
+            "flow_key": flow_key(last) if last is not None else None,
         }
         if d.window:
             out["window"] = [f.to_dict() for f in d.window]
@@ -157,8 +186,12 @@ class Alert:
     def to_text(self) -> str:
         ev, d = self.evidence, self.decision
         port = f":{ev.dst_port}" if ev.dst_port else ""
-        head = f"{iso(ev.ts)} [{d.action.upper():5}] {ev.detector}: {ev.description}"
-        tail = (f"  ({ev.src_ip} -> {ev.dst_ip}{port}/{ev.proto}, threat {threat_name(ev.threat_level)}, "
+        sport = self.src_port()
+        src = f"{ev.src_ip}:{sport}" if sport else ev.src_ip
+        # decision time first, so the lines of a log are in time order; the traffic's time beside it
+        head = f"{iso(self.decided_ts)} [{d.action.upper():5}] {ev.detector}: {ev.description}"
+        tail = (f"  (traffic at {iso(ev.ts)}; {src} -> {ev.dst_ip}{port}/{ev.proto}, "
+                f"threat {threat_name(ev.threat_level)}, "
                 f"confidence {ev.confidence:.2f}, score {fmt_score(d.score, d.threshold)}")
         if ev.label:
             tail += f", model {ev.label}"

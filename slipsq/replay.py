@@ -12,58 +12,36 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 from slipsq import runmode
 from slipsq.engine import Engine
 from slipsq.errors import InputError
-from slipsq.flow import Flow
+from slipsq.output import results
 from slipsq.output.alerts import AlertWriter
 from slipsq.output.binetflow import BinetflowWriter
 from slipsq.sink import Sink
-from slipsq.sources.flowfiles.streams import binary_kind
+from slipsq.sources import inputs as inputs_mod
+from slipsq.sources.inputs import classify
 from slipsq.verdict.replay import ReplayRecorder
 
 
 @dataclass
 class ReplayOptions:
     inputs: list[str]
-    as_json: bool = False
+    as_json: bool | None = False  # None: the config's output.json
     tuples: bool = False
     out_dir: str | None = None
     models_dir: str | None = None
     fmt: str = "auto"
     config_path: str | None = None
     progress: bool = False
+    force: bool = False  # -o DIR may overwrite earlier results
 
 
 def input_kind(path: str, fmt: str) -> str:
-    """'pcap' (the compiled capture reader) or 'flows' (the flow-file readers, which detect their
-    own format), from --format or from the file's first bytes."""
-    if path != "-":
-        p = Path(path)
-        if not p.exists():
-            raise InputError(f"{path}: no such file or directory")
-        if p.is_file():
-            try:
-                with p.open("rb") as fh:
-                    head = fh.read(4)
-            except PermissionError:
-                raise InputError(f"{path}: permission denied") from None
-            except OSError as e:
-                raise InputError(f"{path}: cannot read: {e.strerror}") from None
-            if binary_kind(head) == "pcap":
-                if fmt not in ("auto", "pcap"):
-                    raise InputError(f"{path} is a packet capture, not {fmt}")
-                return "pcap"
-    if fmt == "pcap":
-        if path == "-":
-            raise InputError("packet captures cannot be read from standard input: give the file name")
-        if Path(path).is_dir():
-            raise InputError(f"{path} is a directory, not a packet capture")
-        raise InputError(f"{path} is not a pcap or pcapng file (unknown magic number)")
-    return "flows"
+    """'pcap' (the compiled capture reader), 'pcap-stream' or 'flows' (slipsq.sources.inputs)."""
+    return classify(path, fmt).kind
 
 
 def _progress_bar(name: str, enabled: bool, stack: ExitStack) -> Callable[[int, int], None] | None:
@@ -87,72 +65,38 @@ def _progress_bar(name: str, enabled: bool, stack: ExitStack) -> Callable[[int, 
 
 def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
     cfg = runmode.load_config(opts.config_path)
+    if opts.as_json is None:
+        opts.as_json = bool(cfg["output.json"])
     models = runmode.load_engine_models(opts.models_dir, cfg)
-    kinds = [(path, input_kind(path, opts.fmt)) for path in opts.inputs]  # fail before any output
+    planned = inputs_mod.plan(opts.inputs, opts.fmt)  # fail before any output; in time order
     recorder = ReplayRecorder()
     with ExitStack() as stack:
         sinks: list[Sink] = [recorder]
         if not opts.tuples:
             sinks.append(AlertWriter(stdout, opts.as_json))
         if opts.out_dir:
-            out = Path(opts.out_dir)
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                files = [stack.enter_context((out / n).open("w")) for n in
-                         ("alerts.jsonl", "alerts.log", "flows.binetflow")]
-            except OSError as e:
-                raise InputError(f"cannot write into {out}: {e.strerror}") from None
+            files = results.open_results(opts.out_dir, opts.force, stack)
             sinks += [AlertWriter(files[0], True), AlertWriter(files[1], False), BinetflowWriter(files[2])]
         run = runmode.Offline(runmode.build_engine(cfg, models, runmode.make_allow(cfg)), sinks)
         engine = run.engine
         started = time.perf_counter()
         inputs: dict[str, Any] = {}
-        for path, kind in kinds:
-            if kind == "pcap":
-                from slipsq.sources.pcap import replay_capture
-
-                inputs[path] = replay_capture(run, path, progress=_progress_bar(path, opts.progress, stack))
-            else:
-                inputs[path] = _replay_flows(run, path, opts.fmt)
+        for inp in planned:
+            refused = inputs_mod.overlap(inp, engine.now, list(inputs))
+            inputs[inp.path] = {"refused": refused} if refused else inputs_mod.replay_input(
+                run, inp, opts.fmt, _progress_bar(inp.path, opts.progress, stack))
         run.finish()
         elapsed = time.perf_counter() - started
         summary = _summary(engine, recorder, inputs, elapsed)
         if opts.tuples:
             _print_tuples(engine, stdout, opts.as_json)
         _print_summary(summary, stdout, opts.as_json)
-    damaged = [note for path, info in inputs.items() if (note := _damage(path, info))]
+        if opts.out_dir:
+            results.write_summary(opts.out_dir, summary)
+    damaged = [note for path, info in inputs.items() if (note := results.damage(path, info))]
     for note in damaged:  # after the results: what was whole was analysed, but the input is not sound
         sys.stderr.write(f"slipsq: {note}\n")
     return InputError.code if damaged else 0
-
-
-def _damage(path: str, info: dict[str, Any]) -> str | None:
-    """One line for a capture whose records are cut short or corrupt, else None."""
-    truncated, corrupt = info.get("truncated", 0), info.get("corrupt", 0)
-    if not truncated and not corrupt:
-        return None
-    what = []
-    if truncated:
-        what.append("the file ends inside a record")
-    if corrupt:
-        what.append(f"{corrupt} corrupt record{'s' if corrupt > 1 else ''} (impossible lengths)")
-    return (f"{path}: damaged capture: {' and '.join(what)}; the {info.get('packets', 0)} whole packets "
-            f"were analysed")
-
-
-def _replay_flows(run: runmode.Offline, path: str, fmt: str) -> dict[str, Any]:
-    from slipsq.sources.flowfiles import open_flow_source
-
-    source = open_flow_source(path, fmt)
-    for item in source:
-        if isinstance(item, Flow):
-            run.flow(item)
-        else:
-            run.app(item)
-    warning = source.warning()
-    if warning:  # which rows were bad and why (file:line), so the admin can fix the exporter
-        sys.stderr.write(f"slipsq: warning: {warning}\n")
-    return {"format": source.format, **source.counts}
 
 
 def _summary(engine: Engine, recorder: ReplayRecorder, inputs: dict[str, Any], elapsed: float) -> dict[str, Any]:
@@ -189,9 +133,8 @@ def _print_summary(s: dict[str, Any], out: TextIO, as_json: bool) -> None:
         f"evicted flows: {s['evicted_flows']}\n"
         f"  {s['elapsed_s']:.2f} s, {s['packets_per_s']} packets/s, {s['flows_per_s']} flows/s\n")
     for name, info in s["inputs"].items():
-        bad = {k: v for k, v in info.items() if k in ("bad_rows", "skipped_non_ip", "truncated", "corrupt") and v}
-        if bad:
-            out.write(f"  {name}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in bad.items()) + "\n")
+        if what := results.lost(info):
+            out.write(f"  {name}: {what}\n")
 
 
 def _print_tuples(engine: Engine, out: TextIO, as_json: bool) -> None:

@@ -28,7 +28,8 @@ def test_file_values_and_int_for_float(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text, words", [
     ("[judge]\nwindw = 60\n", ["unknown", "judge.windw"]),
-    ("[judge]\nwindow = \"an hour\"\n", ["judge.window", "must be a float"]),
+    ("[judge]\nwindow = \"an hour\"\n", ["judge.window", "not a duration", "4h"]),
+    ("[judge]\nwindow = [1]\n", ["judge.window", "must be a float"]),
     ("[judge]\nwindow = -5\n", ["judge.window", "> 0"]),
     ("[judge]\nblock = 1\n", ["judge.block", "bool"]),
     ("[letters]\nvariant = \"modern\"\n", ["letters.variant", "classic or slips"]),
@@ -55,3 +56,17 @@ def test_overrides_are_validated_too() -> None:
     assert load(None, {"judge.threshold": 3})["judge.threshold"] == 3.0
     with pytest.raises(ConfigError, match=r"judge\.threshold"):
         load(None, {"judge.threshold": 0})
+
+
+def test_durations_are_seconds_or_text(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[judge]\nblock_duration = "4h"\nwindow = 1800\n[flowtable]\ntcp_idle = "1h30m"\n')
+    cfg = load(f)
+    assert (cfg["judge.block_duration"], cfg["judge.window"], cfg["flowtable.tcp_idle"]) == (14400.0, 1800.0, 5400.0)
+
+
+def test_a_utf16_config_is_named_not_an_internal_error(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_bytes("[judge]\nblock = false\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match=r"not UTF-8.*UTF-16"):
+        load(f)

@@ -45,7 +45,8 @@ class ArpScan(Detector):
     options = (
         Option("arpscan.min_targets", 20, "distinct addresses one sender asks for (ARP who-has) within the "
                "period that make an ARP scan", positive, "> 0"),
-        Option("arpscan.period", 60.0, "the sliding period (s) for arpscan.min_targets", positive, "> 0"),
+        Option("arpscan.period", 60.0, "the sliding period (s) for arpscan.min_targets", positive, "> 0",
+               duration=True),
         Option("arpscan.max_senders", 10_000, "ARP senders (MAC, IP) tracked (least recently heard "
                "forgotten first)", positive, "> 0"),
         Option("arpscan.max_targets", 65_536, "who-has requests remembered per sender within the period "

@@ -143,9 +143,9 @@ class Beacon(Detector):
                "between 0 and 1"),
         Option("beacon.min_interval", 0.8, "shortest median interval (s) considered a beacon (1 s, with room "
                "for jitter)", positive,
-               "> 0"),
+               "> 0", duration=True),
         Option("beacon.max_interval", 3900.0, "longest median interval (s) considered a beacon", positive,
-               "> 0"),
+               "> 0", duration=True),
         Option("beacon.history", 48, "connections remembered per 4-tuple (bounded memory)", lambda v: v >= 8,
                ">= 8"),
         Option("beacon.max_tuples", 200_000, "4-tuples remembered at most (oldest forgotten first)", positive,

@@ -67,7 +67,7 @@ class BruteForce(Detector):
         Option("bruteforce.min_attempts", 20, "short connections from one source to one login service in "
                "one judge window that make a brute force", positive, "> 0"),
         Option("bruteforce.max_duration", 30.0, "longest connection (s) counted as one login attempt",
-               positive, "> 0"),
+               positive, "> 0", duration=True),
         Option("bruteforce.ports", [], "extra login service ports, e.g. [2222, 10022] (named by their banner "
                "when one is seen)", lambda v: all(type(p) is int and 0 < p < 65536 for p in v),
                "a list of port numbers"),

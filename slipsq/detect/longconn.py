@@ -39,7 +39,7 @@ class LongConnection(Detector):
     evidence_kinds = ("long-connection",)
     options = (
         Option("longconn.min_duration", 1500.0, "a connection to a non-local host lasting this long (s) is "
-               "reported (never blocks on its own)", positive, "> 0"),
+               "reported (never blocks on its own)", positive, "> 0", duration=True),
         Option("longconn.protocols", ["tcp"], "protocols whose long flows are reported",
                lambda v: all(isinstance(p, str) for p in v), "a list of protocol names, e.g. [\"tcp\"]"),
         Option("longconn.max_connections", 100_000, "connections remembered as already reported (least "

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TextIO
 
 from slipsq.flow import Flow
+from slipsq.flowkeys import argus_port, argus_time
 from slipsq.sink import Sink
 
 HEADER = "StartTime,Dur,Proto,SrcAddr,Sport,Dir,DstAddr,Dport,State,sTos,dTos,TotPkts,TotBytes,SrcBytes,Label"
-
-
-def _port(flow: Flow, port: int) -> str:
-    # Argus writes ICMP "ports" (type, id) in hex
-    return f"0x{port:04x}" if flow.proto in ("icmp", "ipv6-icmp") else str(port)
 
 
 def _clean(text: str) -> str:
@@ -21,9 +16,9 @@ def _clean(text: str) -> str:
 
 
 def format_flow(flow: Flow) -> str:
-    start = datetime.fromtimestamp(flow.start, UTC).strftime("%Y/%m/%d %H:%M:%S.%f")
-    return (f"{start},{flow.dur:.6f},{flow.proto},{flow.saddr},{_port(flow, flow.sport)},{flow.dir:>5},"
-            f"{flow.daddr},{_port(flow, flow.dport)},{_clean(flow.state)},{flow.stos},{flow.dtos},"
+    p = flow.proto
+    return (f"{argus_time(flow.start)},{flow.dur:.6f},{p},{flow.saddr},{argus_port(p, flow.sport)},{flow.dir:>5},"
+            f"{flow.daddr},{argus_port(p, flow.dport)},{_clean(flow.state)},{flow.stos},{flow.dtos},"
             f"{flow.pkts},{flow.bytes},{flow.sbytes},{_clean(flow.label)}")
 
 

@@ -61,7 +61,7 @@ class StratosphereDetector(Detector):
                lambda v: v >= 16, ">= 16"),
         Option("stratosphere.tuple_idle", 21600.0,
                "a 4-tuple without a flow for this many seconds is forgotten (bounded memory)",
-               positive, "> 0"),
+               positive, "> 0", duration=True),
         Option("stratosphere.max_tuples", 100_000,
                "most 4-tuples kept; beyond it the least recently active is forgotten", positive, "> 0"),
         Option("stratosphere.confident_letters", 35,

@@ -6,7 +6,7 @@
     engine.finish(); print(source.counts, source.warning())
 
 The format is detected from the content (magic bytes, first line), not from the name; gzip files are
-read transparently. A pcap is recognised (detect_format returns "pcap") so the caller can hand it to
+read transparently (also xz and zstd). A pcap is recognised (detect_format returns "pcap") so the caller can hand it to
 the pcap source. These readers skip decode and the flow table: the rows are already flows. They never
 decide anything, and never raise anything but InputError (a message naming the file and line).
 """
@@ -25,7 +25,7 @@ from slipsq.sources.flowfiles.suricata import SuricataSource, is_eve
 from slipsq.sources.flowfiles.zeek import ZeekSource, is_zeek_json
 from slipsq.sources.flowfiles.zeek_folder import ZeekFolderSource, find_log
 
-__all__ = ["FORMATS", "FlowSource", "Item", "detect_format", "detect_text", "open_flow_source"]
+__all__ = ["FORMATS", "FlowSource", "Item", "detect_format", "detect_text", "open_flow_source", "source_from"]
 
 FORMATS = ("binetflow", "zeek", "suricata", "nfdump")
 KNOWN = "Argus binetflow, Zeek conn/dns log or folder, Suricata eve.json, nfdump or pcap"
@@ -86,13 +86,18 @@ def _detect_bytes(data: bytes) -> str:
 
 def _detect_opened(opened: Opened) -> str:
     if opened.kind is not None:
-        if opened.gzipped:
-            raise InputError(f"{opened.name}: is a gzip-compressed {opened.kind} file: decompress it first")
+        if opened.gzipped and opened.kind == "nfdump":
+            raise InputError(f"{opened.name}: is a {opened.compression}-compressed nfdump file: decompress it "
+                             "first (nfdump reads files by name)")
         return opened.kind
     fmt = detect_text(opened.first)
     if fmt is None:
+        head = opened.first.strip()[:60]
+        if not head.isprintable():  # binary data: its bytes would only garble the terminal
+            raise InputError(f"{opened.name}: is binary data, not a capture or flow file slipsq can read "
+                             f"({KNOWN})")
         raise InputError(f"{opened.name}:{opened.lineno}: is not a flow file slipsq can read ({KNOWN}): "
-                         f"starts {opened.first.strip()[:60]!r}")
+                         f"starts {head!r}")
     return fmt
 
 
@@ -115,10 +120,22 @@ def open_flow_source(path: str, fmt: str = "auto") -> FlowSource:
         raise
 
 
+def source_from(opened: Opened, fmt: str = "auto") -> FlowSource:
+    """A FlowSource on an input already opened (standard input, whose first bytes were looked at)."""
+    if fmt != "auto" and fmt not in FORMATS:
+        opened.close()
+        raise InputError(f"unknown flow format {fmt!r}: use auto or one of {', '.join(FORMATS)}")
+    try:
+        return _open(opened, fmt)
+    except BaseException:
+        opened.close()
+        raise
+
+
 def _open(opened: Opened, fmt: str) -> FlowSource:
     name = opened.name
     if opened.kind == "pcap":
-        raise InputError(f"{name}: is a packet capture (pcap), not a flow file: replay it as a pcap")
+        raise InputError(f"{name}: is a packet capture (pcap), not a flow file: replay it with `slipsq replay`")
     if opened.kind == "nfdump":
         if fmt not in ("auto", "nfdump"):
             raise InputError(f"{name}: is an nfdump file, not {fmt}")
@@ -137,4 +154,5 @@ def _open(opened: Opened, fmt: str) -> FlowSource:
     else:
         source = SuricataSource(name, opened.first, opened.lines(), opened.lineno)
     source.on_close(opened.close)
+    source.probes.append(opened.ending)
     return source

@@ -12,12 +12,12 @@ import calendar
 import datetime
 import ipaddress
 import json
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from slipsq.errors import InputError
 from slipsq.flow import AppEvent, Flow
+from slipsq.sources.flowfiles.streams import DECOMPRESSION_ERRORS
 
 Item = Flow | AppEvent
 
@@ -25,6 +25,9 @@ ICMP = frozenset({"icmp", "ipv6-icmp"})  # protocols whose "ports" are type and 
 MAX_PROBLEMS = 5  # first problems kept (file:line: why) for the warning; the rest are only counted
 # what building an item from a JSON object of unexpected shape may raise: the row is bad, not the input
 JSON_ROW_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError, RecursionError)
+
+
+READ_ERRORS: tuple[type[BaseException], ...] = (*DECOMPRESSION_ERRORS, UnicodeError)
 
 
 def new_counts() -> dict[str, int]:
@@ -48,6 +51,10 @@ class FlowSource:
         self.problems = problems if problems is not None else []
         self._closers: list[Callable[[], Any]] = []
         self._started = False
+        # damage found while reading: the input stopped early (a compressed stream cut short, a
+        # read error), and probes asked after reading (a last line cut short, the reader's stderr)
+        self.broken = ""
+        self.probes: list[Callable[[], str | None]] = []
 
     def __iter__(self) -> Iterator[Item]:
         if self._started:
@@ -55,9 +62,10 @@ class FlowSource:
         self._started = True
         try:
             yield from self._items()
-        except (OSError, EOFError, zlib.error, UnicodeError) as e:
-            # EOFError/zlib.error: a truncated or corrupt gzip file
-            raise InputError(f"{self.name}: cannot read: {e}") from e
+        except READ_ERRORS as e:
+            # a compressed file cut short (EOFError) or corrupt, or a read error: what came before
+            # was whole and has been analysed; the rest is lost, and the caller says so
+            self.broken = ("it ends early: " if isinstance(e, EOFError) else "reading stopped: ") + str(e)
         finally:
             self.close()
 
@@ -101,6 +109,16 @@ class FlowSource:
         if not n:
             return None
         return f"{self.name}: {n} malformed row(s) skipped; first: " + "; ".join(self.problems)
+
+    def damage(self) -> str | None:
+        """One line saying what of this input was lost (call after reading it), else None: bad rows
+        skipped, the input ending early or mid-row, what its reader program complained about."""
+        what = [self.broken] if self.broken else []
+        what += [note for probe in self.probes if (note := probe())]
+        n = self.counts["bad_rows"]
+        if n:
+            what.append(f"{n} malformed row{'s' if n > 1 else ''} skipped (first: {'; '.join(self.problems)})")
+        return "; ".join(what) or None
 
     def on_close(self, fn: Callable[[], Any]) -> None:
         self._closers.append(fn)

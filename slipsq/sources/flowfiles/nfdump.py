@@ -13,7 +13,8 @@ direction each: such a record is a flow whose d-side counts are 0, as nfdump giv
 ICMP: nfdump prints `type.code` as the destination port; the flow gets sport = type, dport = code.
 
 This module runs nfdump and reads its output as it comes; it never parses the binary format itself.
-A missing nfdump program is an InputError that says so.
+A missing nfdump program is an InputError that says so; whatever nfdump prints on stderr while it
+exits 0 (a file cut short) is damage, reported after the results.
 """
 
 from __future__ import annotations
@@ -77,11 +78,15 @@ class NfdumpSource(FlowSource):
                     proc.kill()
                     proc.wait()
                 proc.stdout.close()
+            err.seek(0)
+            why = [ln.strip() for ln in err.read(2000).decode("utf-8", "replace").splitlines() if ln.strip()]
             if code != 0:
-                err.seek(0)
-                why = err.read(2000).decode("utf-8", "replace").strip().splitlines()
                 raise InputError(f"{self.name}: nfdump failed (exit {code}): "
                                  f"{why[-1] if why else 'no message'}")
+            if why:
+                # nfdump exits 0 on a file cut short ("Short read", "appendix offset error"), having
+                # printed what it could: its complaint is the only sign that records were lost
+                self.broken = "nfdump reported: " + " / ".join(why[:3])
 
     @staticmethod
     def _flow(f: list[str], addr: Addresses) -> Flow:

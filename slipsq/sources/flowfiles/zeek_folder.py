@@ -42,6 +42,7 @@ def open_zeek_log(path: str, counts: dict[str, int] | None = None,
         opened.close()
         raise
     source.on_close(opened.close)
+    source.probes.append(opened.ending)
     return source
 
 
@@ -70,3 +71,10 @@ class ZeekFolderSource(FlowSource):
 
     def _items(self) -> Iterator[Item]:
         yield from heapq.merge(*self.logs, key=_time)
+
+    def damage(self) -> str | None:
+        # the logs share this folder's counts and problems: those are reported once, here
+        notes = [f"{log.name}: {note}" for log in self.logs
+                 if (note := "; ".join(x for x in [log.broken, *(p() for p in log.probes)] if x))]
+        own = super().damage()
+        return "; ".join([*notes, *([own] if own else [])]) or None

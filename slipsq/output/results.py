@@ -1,0 +1,84 @@
+"""What a replay leaves behind: the `-o DIR` folder (refused when it holds earlier results, unless
+forced), the summary file in it, and the one damage line per input that `slipsq replay` prints after
+its results (the rule for every input format: what was whole is analysed and reported, then any loss
+is named and the exit status is 2).
+
+This module writes files and formats text; it never analyses traffic.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, TextIO
+
+from slipsq.errors import InputError
+
+RESULT_FILES = ("alerts.jsonl", "alerts.log", "flows.binetflow", "summary.json")
+
+
+def open_results(out_dir: str, force: bool, stack: ExitStack) -> list[TextIO]:
+    """alerts.jsonl, alerts.log and flows.binetflow opened for writing in `out_dir` (created when
+    missing). InputError when the folder already holds results of an earlier run and not `force`:
+    results an analyst may have joined on are not overwritten by accident."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        earlier = [n for n in RESULT_FILES if (out / n).exists()]
+        if earlier and not force:
+            raise InputError(f"{out} already holds results ({', '.join(earlier)}): choose another folder, "
+                             "or pass --force to overwrite them")
+        (out / "summary.json").unlink(missing_ok=True)  # no stale summary beside new alerts
+        return [stack.enter_context((out / n).open("w")) for n in RESULT_FILES[:3]]
+    except OSError as e:
+        raise InputError(f"cannot write into {out}: {e.strerror}") from None
+
+
+def write_summary(out_dir: str, summary: dict[str, Any]) -> None:
+    """summary.json beside the alerts: the same object `--json` prints last."""
+    path = Path(out_dir) / "summary.json"
+    try:
+        path.write_text(json.dumps({"summary": summary}, indent=1) + "\n")
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror}") from None
+
+
+def damage(path: str, info: dict[str, Any]) -> str | None:
+    """What of one input was lost, as one line naming the file; None when it was read whole.
+
+    A capture: records cut short or impossible. A flow file: the reader's note (bad rows, a
+    compressed stream or a last line cut short, the nfdump program's complaints)."""
+    path = "<stdin>" if path == "-" else path
+    if info.get("refused"):
+        return str(info["refused"])
+    note = info.get("damage")
+    if note:
+        return f"{path}: damaged input: {note}; the rest ({_whole(info)}) was analysed"
+    truncated, corrupt = info.get("truncated", 0), info.get("corrupt", 0)
+    if not truncated and not corrupt:
+        return None
+    what = []
+    if truncated:
+        what.append("the file ends inside a record")
+    if corrupt:
+        what.append(f"{corrupt} corrupt record{'s' if corrupt > 1 else ''} (impossible lengths)")
+    return (f"{path}: damaged capture: {' and '.join(what)}; the {info.get('packets', 0)} whole packets "
+            f"were analysed")
+
+
+def _whole(info: dict[str, Any]) -> str:
+    if "flows" in info:
+        return f"{info['flows']} flows, {info.get('app_events', 0)} app events"
+    return f"{info.get('packets', 0)} packets"
+
+
+def lost(info: dict[str, Any]) -> str:
+    """The summary's words for what one input lost ("" when nothing)."""
+    counted = ("skipped_non_ip", "truncated", "corrupt") + (() if info.get("damage") else ("bad_rows",))
+    parts = [f"{k.replace('_', ' ')} {info[k]}" for k in counted if info.get(k)]
+    if info.get("damage"):
+        parts.append(f"lost: {info['damage']}")
+    if info.get("refused"):
+        parts.append("not read: it overlaps an earlier input in time")
+    return ", ".join(parts)
