@@ -111,14 +111,7 @@ class Worker:
 
     def call(self, fn: Callable[[], T]) -> Future[T]:
         """Run fn() in the worker thread (the firewall and the store are used from this thread only)."""
-        done: Future[T] = Future()
-
-        def run() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as e:
-                done.set_exception(e)
-
+        done, run = _deferred(fn)
         self._q.put(run)
         return done
 
@@ -428,14 +421,7 @@ class Daemon:
     def on_loop(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
         """Run fn() on the packet loop (which owns the engine) and wait for its result (control
         thread only). SlipsqError when the loop does not get to it in `timeout` seconds."""
-        done: Future[T] = Future()
-
-        def run() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as e:
-                done.set_exception(e)
-
+        done, run = _deferred(fn)
         self._calls.put(run)
         try:
             os.write(self._wake_w, b"x")
@@ -613,6 +599,19 @@ class Daemon:
             "last_alerts": self.svc.recent, "systemd": self.svc.notifier.enabled,
             "watchdog": self.svc.notifier.watchdog_every,
         }
+
+
+def _deferred(fn: Callable[[], T]) -> tuple[Future[T], Callable[[], None]]:
+    """(future, run): calling run() in another thread runs fn() there and settles the future."""
+    done: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(fn())
+        except BaseException as e:
+            done.set_exception(e)
+
+    return done, run
 
 
 def _wait(done: Future[T], timeout: float, who: str) -> T:
