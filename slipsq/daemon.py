@@ -130,7 +130,7 @@ class Worker:
             try:
                 item = self._q.get(timeout=self.SYNC_EVERY)
             except Empty:
-                item = ([], None)  # nothing came: a retry and sync turn
+                item = _idle  # nothing came: a retry and sync turn, no batch
             batch: list[tuple[list[Command], Future[Outcome] | None]] = []
             stop = False
             while True:  # everything queued by now is one batch: one ipset call, one transaction
@@ -599,6 +599,10 @@ class Daemon:
             "last_alerts": self.svc.recent, "systemd": self.svc.notifier.enabled,
             "watchdog": self.svc.notifier.watchdog_every,
         }
+
+
+def _idle() -> None:
+    """The worker's turn when nothing was queued (it still retries and syncs)."""
 
 
 def _deferred(fn: Callable[[], T]) -> tuple[Future[T], Callable[[], None]]:
