@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,3 +23,16 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/data is absent (real captures are optional)")
     return SHARED
+
+
+@pytest.fixture
+def dgram(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
+    """A Unix datagram socket the test reads (a fake NOTIFY_SOCKET or journal socket): (path, socket)."""
+    path = str(tmp_path / "dgram.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(2)
+    try:
+        yield path, s
+    finally:
+        s.close()

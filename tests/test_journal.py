@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,16 +31,6 @@ def _alert(action: str = "alert") -> Alert:
     return Alert(ev, Decision(action, blocked, 14400.0 if blocked else 0.0, 1.2, "score 1.20 >= 1.00"))
 
 
-@pytest.fixture
-def journal_socket(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
-    path = str(tmp_path / "journal.sock")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(path)
-    s.settimeout(2)
-    try:
-        yield path, s
-    finally:
-        s.close()
 
 
 def test_encode_plain_and_binary_fields() -> None:
@@ -69,8 +58,8 @@ def test_decode_refuses_damaged_datagrams(bad: bytes) -> None:
         decode(bad)
 
 
-def test_alerts_and_blocks_carry_priority_and_filterable_fields(journal_socket: tuple[str, socket.socket]) -> None:
-    path, sock = journal_socket
+def test_alerts_and_blocks_carry_priority_and_filterable_fields(dgram: tuple[str, socket.socket]) -> None:
+    path, sock = dgram
     sink = JournalSink(Journal(path))
     sink.alert(_alert("alert"))
     got = decode(sock.recv(65536))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,20 +17,10 @@ def _recv(sock: socket.socket) -> dict[str, str]:
     return dict(line.split("=", 1) for line in data.split("\n"))
 
 
-@pytest.fixture
-def listener(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
-    path = str(tmp_path / "notify")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(path)
-    s.settimeout(2)
-    try:
-        yield path, s
-    finally:
-        s.close()
 
 
-def test_ready_status_stopping_reach_the_socket(listener: tuple[str, socket.socket]) -> None:
-    path, sock = listener
+def test_ready_status_stopping_reach_the_socket(dgram: tuple[str, socket.socket]) -> None:
+    path, sock = dgram
     n = Notifier.from_env({"NOTIFY_SOCKET": path})
     assert n.enabled
     assert n.ready("bound")
@@ -100,8 +89,8 @@ def test_watchdog_interval(env: dict[str, str], want: float | None) -> None:
     assert watchdog_interval(env, 1234) == want
 
 
-def test_watchdog_pings_at_half_the_interval(listener: tuple[str, socket.socket]) -> None:
-    path, sock = listener
+def test_watchdog_pings_at_half_the_interval(dgram: tuple[str, socket.socket]) -> None:
+    path, sock = dgram
     n = Notifier(path, watchdog_every=10.0)
     pings = [t for t in (0.0, 1.0, 4.9, 5.0, 5.1, 9.9, 10.0, 14.0, 15.0) if n.watchdog(100.0 + t)]
     assert pings == [0.0, 5.0, 10.0, 15.0]
@@ -151,10 +140,10 @@ def test_service_under_systemd_journal_and_alerts_jsonl_in_the_logs_directory(tm
     svc.close()
 
 
-def test_tick_keeps_rates_and_sends_status(listener: tuple[str, socket.socket]) -> None:
+def test_tick_keeps_rates_and_sends_status(dgram: tuple[str, socket.socket]) -> None:
     from slipsq.service import Service
 
-    path, sock = listener
+    path, sock = dgram
     svc = Service(Notifier(path, watchdog_every=100.0))
     counts = iter([{"packets": 100, "accepted": 90, "dropped": 10}, {"packets": 1100, "accepted": 1080, "dropped": 20}])
     svc.tick(0.0, lambda: next(counts))
