@@ -62,3 +62,15 @@ def test_arp_scan_capture_end_to_end() -> None:
     rec = replay_pcap(DATA / "arp-scan.pcap", my_detectors())
     assert rec.blocked_ips == ["192.168.1.99"]
     assert {a.evidence.offender for a in rec.seen} == {"192.168.1.99"}
+
+
+def test_a_flood_of_forged_senders_stays_within_the_total_and_a_real_sweep_is_still_seen() -> None:
+    cfg = config([ArpScan], arpscan__max_total_targets=5000)
+    flood = [who_has(T0 + i * 1e-4, f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}", f"10.99.{j}.{i % 250}",
+                     mac=f"02:00:00:{i // 65536 % 256:02x}:{i // 256 % 256:02x}:{i % 256:02x}")
+             for i in range(2000) for j in range(10)]
+    sweep = [who_has(T0 + 2.5 + i * 0.01, "192.168.1.66", f"192.168.1.{i}") for i in range(1, 255)]
+    rec, eng = run([ArpScan], events=flood + sweep, cfg=cfg)
+    det = next(d for d in eng.engine.detectors if isinstance(d, ArpScan))
+    assert det.targets.total <= 5000 and det.targets.total == sum(len(m) for m in det.targets.maps.values())
+    assert "192.168.1.66" in rec.blocked_ips

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from flowgen import T0, replay_pcap, run, write_scenario
+from flowgen import T0, config, replay_pcap, run, write_scenario
 
 from slipsq.detect.dga import DGA, looks_random, site
 from slipsq.flow import AppEvent
@@ -130,3 +130,17 @@ def test_packets_through_the_flow_table(tmp_path: Path, pure: bool, monkeypatch:
     rec = replay_pcap(pcap, [DGA])
     assert rec.blocked_ips == [HOST]
     assert {a.evidence.offender for a in rec.seen} == {HOST}
+
+
+def test_a_flood_of_nxdomains_to_invented_hosts_stays_within_the_total_and_the_real_dga_blocks() -> None:
+    """NXDOMAINs from the local resolver to 2,000 invented clients fill no more than
+    dga.max_total_sites; the infected host, active last, keeps its count and is blocked."""
+    cfg = config([DGA], dga__max_total_sites=4000)
+    names = random_names(40, seed=7)
+    flood = [nx(T0 + i * 0.001 + k * 0.0001, names[(i + k * 7) % 40], client=f"10.2.{i // 250}.{i % 250 + 1}")
+             for i in range(2000) for k in range(5)]
+    real = [nx(T0 + 10 + i * 2, n) for i, n in enumerate(random_names(150))]
+    rec, eng = run([DGA], events=flood + real, cfg=cfg)
+    det = next(d for d in eng.engine.detectors if isinstance(d, DGA))
+    assert det.sites.total <= 4000 and det.sites.total == sum(len(m) for m in det.sites.maps.values())
+    assert HOST in rec.blocked_ips

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from flowgen import T0, beacon, flow, run, sort_flows
+from flowgen import T0, beacon, config, flow, run, sort_flows
 
 from slipsq.detect.beacon import Beacon
 from slipsq.detect.longconn import LongConnection
@@ -73,3 +73,18 @@ def test_inbound_peers_make_a_p2p_host_and_are_peers_on_any_port() -> None:
     assert peers.is_peer(HOST, "93.1.3.9", 443, T0 + 20, {})  # it connected in: a peer whatever the port
     assert not peers.is_peer(HOST, C2, 443, T0 + 20, {})  # a server on 443 is no peer
     assert not peers.is_p2p(HOST, T0 + 20 + 3601)  # forgotten an hour after the last sign
+
+
+def test_forged_swarms_stay_within_the_total_and_a_real_swarm_is_still_recognised() -> None:
+    """Hosts invented on the LAN, each talking to its own 'peers', fill no more than p2p.max_total_peers;
+    the real P2P host, active last, keeps its peers and is still recognised (its chatter never blocks)."""
+    cfg = config([P2P, Beacon], p2p__max_total_peers=3000)
+    forged = [flow(T0 + i * 0.001, f"10.1.{i // 200}.{i % 200 + 1}", f"77.{j}.{i % 250}.9", 20000 + j, "udp",
+                   sbytes=74, dbytes=74, dur=0.01) for i in range(1000) for j in range(20)]
+    later = [flow(f.start + 30, f.saddr, f.daddr, f.dport, "udp", sport=51413, sbytes=74, dbytes=74, dur=0.05)
+             for f in swarm(minutes=15)]
+    rec, eng = run([P2P, Beacon], sort_flows(forged, later), cfg=cfg)
+    det = next(d for d in eng.engine.detectors if isinstance(d, P2P))
+    assert det.recent.total <= 3000 and det.recent.total == sum(len(m) for m in det.recent.maps.values())
+    assert any(a.evidence.offender == HOST for a in rec.by("p2p"))
+    assert rec.blocked_ips == []

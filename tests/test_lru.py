@@ -7,7 +7,7 @@ from collections import OrderedDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slipsq.lru import put, touch, trim
+from slipsq.lru import Nested, put, touch, trim
 
 
 @settings(max_examples=300, deadline=None)
@@ -39,3 +39,42 @@ def test_touch_returns_the_same_value_while_the_key_stays() -> None:
     assert touch(d, "a", set, 2) == {"x"}  # kept, now the most recent
     touch(d, "c", set, 2)  # full: "b", the least recently used, goes
     assert list(d) == ["a", "c"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 9)), max_size=120),
+       st.integers(1, 4), st.integers(1, 5), st.integers(1, 8))
+def test_nested_keeps_all_three_bounds_and_an_exact_total(
+        ops: list[tuple[int, int, int]], max_outer: int, max_inner: int, max_total: int) -> None:
+    n: Nested[int, int, int] = Nested(max_outer, max_inner, max_total)
+    for op, key, ikey in ops:
+        if op == 0:
+            n.put(key, ikey, ikey)
+            assert n.get(key) is not None and n.get(key)[ikey] == ikey  # type: ignore[index]
+            assert list(n.maps)[-1] == key and list(n.maps[key])[-1] == ikey  # both most recently used
+        elif op == 1:
+            had = ikey in (n.get(key) or {})
+            assert (n.pop(key, ikey) is not None) == had
+        elif op == 2:
+            if n.get(key):
+                n.pop_first(key)
+            n.clear(key + 1)
+        else:
+            n.discard(key)
+        assert n.total == sum(len(m) for m in n.maps.values())
+        assert len(n) <= max_outer and n.total <= max_total
+        assert all(len(m) <= max_inner for m in n.maps.values())
+
+
+def test_nested_evicts_the_least_recently_used_keys_for_the_total() -> None:
+    n: Nested[str, int, None] = Nested(100, 100, 6)
+    for i in range(3):
+        n.put("old", i, None)
+    for i in range(3):
+        n.put("mid", i, None)
+    n.touch("old")  # now "mid" is the least recently used
+    n.put("new", 0, None)
+    assert list(n.maps) == ["old", "new"] and n.total == 4
+    for i in range(10):  # one key alone at the total: it makes room in itself
+        n.put("new", i + 1, None)
+    assert list(n.maps) == ["new"] and list(n.maps["new"]) == [5, 6, 7, 8, 9, 10]

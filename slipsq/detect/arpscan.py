@@ -2,9 +2,9 @@
 
 A host discovering its LAN (nmap -sn, netdiscover, worms) sends ARP requests for every address of
 the subnet; a normal host asks for its gateway and the few peers it talks to. Per sender (MAC, IP)
-the detector keeps the ARP requests of the last `arpscan.period` seconds (a sliding window in
-packet time) and counts distinct target IPs. It returns Evidence only: it never blocks and never
-does I/O. ARP is seen in captures and inline on bridges; flow files carry none.
+the detector keeps the addresses asked for in the last `arpscan.period` seconds (a sliding window
+in packet time, bounded per sender and over all senders) and counts them. It returns Evidence
+only: it never blocks and never does I/O. ARP is seen in captures and inline on bridges; flow files carry none.
 
 Arithmetic (n = distinct targets in the period, T = `arpscan.min_targets`, default 20 in 60 s):
   threat = medium for n >= T, high for n >= 3 T, critical for n >= 10 T; confidence 1.0
@@ -17,22 +17,21 @@ Evidence is emitted when n first reaches T, when it doubles, and when the threat
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.flow import AppEvent
-from slipsq.lru import touch
+from slipsq.lru import Nested, touch
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
 
 @dataclass(slots=True)
 class _Sender:
-    recent: deque[tuple[float, str]] = field(default_factory=deque)  # (ts, target) in the period
-    targets: dict[str, int] = field(default_factory=dict)  # target -> requests in the period
     first: float = 0.0
+    last: float = 0.0
     emitted: int = 0
     emitted_threat: float = 0.0
     emitted_window: int = -1
@@ -49,8 +48,10 @@ class ArpScan(Detector):
                duration=True),
         Option("arpscan.max_senders", 10_000, "ARP senders (MAC, IP) tracked (least recently heard "
                "forgotten first)", positive, "> 0"),
-        Option("arpscan.max_targets", 65_536, "who-has requests remembered per sender within the period "
-               "(oldest forgotten first)", positive, "> 0"),
+        Option("arpscan.max_targets", 65_536, "addresses asked for remembered per sender within the period "
+               "(the least recently asked forgotten first)", positive, "> 0"),
+        Option("arpscan.max_total_targets", 131_072, "addresses asked for remembered over all senders (the "
+               "least recently heard senders' are forgotten first)", positive, "> 0"),
     )
 
     def __init__(self, ctx: Context) -> None:
@@ -62,6 +63,10 @@ class ArpScan(Detector):
         self.max_targets: int = self.opt("max_targets")
         # least recently heard first: idle senders are forgotten from the front, O(1) each
         self.senders: OrderedDict[tuple[str, str], _Sender] = OrderedDict()
+        # sender -> {target: when last asked for}, least recently asked first: the distinct targets
+        # of the period are its entries asked for within it
+        self.targets: Nested[tuple[str, str], str, float] = Nested(
+            self.max_senders, self.max_targets, self.opt("max_total_targets"))
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         if event.kind != "arp" or event.data.get("op") != 1:
@@ -70,23 +75,20 @@ class ArpScan(Detector):
         if not dst_ip or src_ip == dst_ip:
             return NO_EVIDENCE
         key = (event.data.get("src_mac", ""), src_ip)
+        if key not in self.senders:  # new, or forgotten: whatever targets are left belong to no burst
+            self.targets.discard(key)
         s = touch(self.senders, key, _Sender, self.max_senders)
         ts = event.ts
-        while s.recent and (s.recent[0][0] < ts - self.period or len(s.recent) >= self.max_targets):
-            _, old = s.recent.popleft()
-            left = s.targets[old] - 1
-            if left:
-                s.targets[old] = left
-            else:
-                del s.targets[old]
-        if not s.recent:
+        targets = self.targets.touch(key)
+        while targets and next(iter(targets.values())) < ts - self.period:
+            self.targets.pop_first(key)
+        if not targets:
             s.first, s.emitted, s.emitted_threat = ts, 0, 0.0  # a new burst
-        s.recent.append((ts, dst_ip))
-        s.targets[dst_ip] = s.targets.get(dst_ip, 0) + 1
-        return self._judge(key, s, event)
+        self.targets.put(key, dst_ip, ts)
+        s.last = ts
+        return self._judge(key, s, len(targets), event)
 
-    def _judge(self, key: tuple[str, str], s: _Sender, event: AppEvent) -> Sequence[Evidence]:
-        n = len(s.targets)
+    def _judge(self, key: tuple[str, str], s: _Sender, n: int, event: AppEvent) -> Sequence[Evidence]:
         if n < self.min_n:
             return NO_EVIDENCE
         threat = CRITICAL if n >= 10 * self.min_n else HIGH if n >= 3 * self.min_n else MEDIUM
@@ -108,8 +110,9 @@ class ArpScan(Detector):
         # keep the table small on a busy LAN: the front is the sender heard least recently
         senders = self.senders
         while senders:
-            s = next(iter(senders.values()))
-            if s.recent and s.recent[-1][0] >= now - self.period:
+            key, s = next(iter(senders.items()))
+            if s.last >= now - self.period:
                 break
             senders.popitem(last=False)
+            self.targets.discard(key)
         return NO_EVIDENCE

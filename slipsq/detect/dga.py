@@ -53,7 +53,7 @@ from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import AppEvent
-from slipsq.lru import put, touch
+from slipsq.lru import Nested, put, touch
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
 NXDOMAIN = 3
@@ -63,7 +63,7 @@ _CC_SECOND = frozenset({"co", "com", "net", "org", "ac", "gov", "edu", "or", "ne
 _CONSONANT_RUN = re.compile(r"[bcdfghjklmnpqrstvwxz]{5}")
 _MIXED = re.compile(r"[a-z][0-9]|[0-9][a-z]")  # letter-digit boundaries
 _MAX_HOSTS = 65_536
-_MAX_SITES = 4096  # per host per window (a DGA is judged long before; memory stays bounded)
+_MAX_SITES = 4096  # per host per window (a DGA is judged long before); dga.max_total_sites bounds them all
 _MAX_RESOLVERS = 65_536
 
 
@@ -91,11 +91,10 @@ def looks_random(label: str) -> bool:
 
 
 class _Host:
-    __slots__ = ("emitted", "emitted_threat", "first", "index", "last", "names", "sites")
+    __slots__ = ("emitted", "emitted_threat", "first", "index", "last", "names")
 
     def __init__(self) -> None:
         self.index = -1
-        self.sites: dict[str, str] = {}  # random-looking NXDOMAIN site -> one name asked under it
         self.names = 0  # NXDOMAIN answers counted (all names, for the description)
         self.emitted = 0
         self.emitted_threat = 0.0
@@ -109,6 +108,8 @@ class DGA(Detector):
     options = (
         Option("dga.nxdomains", 10, "random-looking NXDOMAIN sites one host asked for in one window before it "
                "is reported; 3x is high, 5x critical", positive, "> 0"),
+        Option("dga.max_total_sites", 65_536, "random-looking NXDOMAIN sites remembered over all hosts (the "
+               "least recently active hosts' are forgotten first)", positive, "> 0"),
         Option("dga.local_suffixes", list(LOCAL_SUFFIXES), "names ending with one of these are never counted "
                "(search domains, reverse lookups)"),
     )
@@ -119,6 +120,8 @@ class DGA(Detector):
         self.t: int = self.opt("nxdomains")
         self.local_suffixes = tuple("." + s.lower().strip(".") for s in self.opt("local_suffixes"))
         self.hosts: OrderedDict[str, _Host] = OrderedDict()
+        # host -> {random-looking NXDOMAIN site: one name asked under it}, in this host's window
+        self.sites: Nested[str, str, str] = Nested(_MAX_HOSTS, _MAX_SITES, self.opt("max_total_sites"))
         self.resolvers: OrderedDict[tuple[str, str], float] = OrderedDict()  # (client, resolver) -> last real answer
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
@@ -133,9 +136,8 @@ class DGA(Detector):
                 last = self.resolvers.get(key)
                 if last is None or event.ts > last + 300.0:
                     put(self.resolvers, key, event.ts, _MAX_RESOLVERS)
-                h = self.hosts.get(client)
-                if h is not None and h.sites:  # it resolves after all: a hiccup, not a DGA name
-                    h.sites.pop(site(str(data.get("query", ""))), None)
+                if client in self.sites:  # it resolves after all: a hiccup, not a DGA name
+                    self.sites.pop(client, site(str(data.get("query", ""))))
             return NO_EVIDENCE
         if rcode != NXDOMAIN:
             return NO_EVIDENCE
@@ -151,13 +153,14 @@ class DGA(Detector):
         index = int(event.ts // self.window)
         if index > h.index:
             h.index, h.names, h.emitted, h.emitted_threat, h.first = index, 0, 0, 0.0, event.ts
-            h.sites.clear()
+            self.sites.clear(client)
         h.names += 1
         h.last = event.ts
-        if s in h.sites or len(h.sites) >= _MAX_SITES:
+        sites = self.sites.touch(client)
+        if s in sites or len(sites) >= _MAX_SITES:
             return NO_EVIDENCE
-        h.sites[s] = name
-        n, t = len(h.sites), self.t
+        self.sites.put(client, s, name)
+        n, t = len(sites), self.t
         if n < t:
             return NO_EVIDENCE
         threat = CRITICAL if n >= 5 * t else HIGH if n >= 3 * t else MEDIUM
@@ -165,7 +168,7 @@ class DGA(Detector):
             return NO_EVIDENCE
         h.emitted, h.emitted_threat = n, threat
         confidence = 0.5 + 0.5 * min(1.0, n / (5 * t))
-        sample = ", ".join(list(h.sites.values())[-3:])
+        sample = ", ".join(list(sites.values())[-3:])
         desc = (f"DGA-like DNS from {client}: {n} random-looking domains that do not exist (NXDOMAIN) in "
                 f"{h.last - h.first:.0f}s, e.g. {sample}")
         may_block = is_local(client)

@@ -32,11 +32,11 @@ from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.peers import SERVICE_PORTS
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
-from slipsq.lru import put, touch
+from slipsq.lru import Nested, put
 from slipsq.records import INFO, Evidence
 
 _MAX_TRACKED = 65_536  # local hosts whose recent peers are counted
-_MAX_PEERS = 128  # recent peers kept per host (the count only has to reach min_peers)
+_MAX_PEERS = 128  # recent peers kept per host (the count only has to reach min_peers); p2p.max_total_peers bounds all
 
 
 class P2P(Detector):
@@ -47,6 +47,8 @@ class P2P(Detector):
                lambda v: v >= 3, ">= 3"),
         Option("p2p.horizon", 600.0, "seconds within which those peers must be seen", positive, "> 0"),
         Option("p2p.memory", 3600.0, "seconds a host stays a P2P host after the last sign", positive, "> 0"),
+        Option("p2p.max_total_peers", 65_536, "recent peers remembered over all hosts (the least recently active "
+               "hosts' are forgotten first)", positive, "> 0"),
     )
 
     def __init__(self, ctx: Context) -> None:
@@ -56,7 +58,8 @@ class P2P(Detector):
         ctx.peers.memory = self.opt("memory")
         self.window: float = self.cfg["judge.window"]
         # host -> {peer: (last seen, remote port)}, least recently seen first
-        self.recent: OrderedDict[str, OrderedDict[str, tuple[float, int]]] = OrderedDict()
+        self.recent: Nested[str, str, tuple[float, int]] = Nested(_MAX_TRACKED, _MAX_PEERS,
+                                                                  self.opt("max_total_peers"))
         self.reported: OrderedDict[str, int] = OrderedDict()  # host -> judge window of its last report
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
@@ -75,14 +78,13 @@ class P2P(Detector):
                 return NO_EVIDENCE
             self.ctx.peers.connected_in(host, peer, flow.end)
         now = flow.end
-        peers = touch(self.recent, host, OrderedDict, _MAX_TRACKED)
-        put(peers, peer, (now, port), _MAX_PEERS)
+        self.recent.put(host, peer, (now, port))
+        peers = self.recent.touch(host)
         horizon = now - self.horizon
         while peers:  # oldest first: drop those seen before the horizon (amortised O(1))
-            first = next(iter(peers))
-            if peers[first][0] >= horizon:
+            if next(iter(peers.values()))[0] >= horizon:
                 break
-            del peers[first]
+            self.recent.pop_first(host)
         if len(peers) < self.min_peers:
             return NO_EVIDENCE
         last = self.ctx.peers.hosts.get(host)
