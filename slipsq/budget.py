@@ -1,10 +1,11 @@
 """A memory budget for small machines: `memory.budget_mb` (e.g. 100 on a Raspberry Pi) lowers the
 caps of the maps that grow with traffic so that, together, they fit.
 
-The costs per entry are measured by bench/memory.py on CPython 3.11 (x86-64; arm64 the same within a
-few percent: the same pointer size and allocator): the flow table 128 B per open flow (+ hash
-buckets), a Stratosphere 4-tuple ~520 B, a beacon 4-tuple ~580 B, a port-scan key ~320 B, a remembered DNS answer ~200 B
-(estimate). The idle daemon itself (interpreter, modules, models) is ~35 MB and comes first.
+Every map the network can fill has a cap here (a cap left out is memory a flood takes outside the
+budget). The costs per entry are measured by bench/mapcost.py (one flood per map, tracemalloc, the
+key strings a flood invents included) on CPython 3.11 x86-64 (arm64 the same within a few percent:
+the same pointer size and allocator); the flow table's 136 B per open flow is its C arrays, exact.
+The idle daemon itself (interpreter, modules, models) is ~35 MB (bench/memory.py) and comes first.
 A budget only ever lowers a cap: a smaller value set in the file stays. 0 (the default) is no budget.
 This module changes configuration values; it measures nothing at run time.
 """
@@ -22,11 +23,20 @@ OVERHEAD = 1.45
 
 # key -> (bytes per entry, share of what the budget leaves after BASE_MB)
 SHARES: dict[str, tuple[int, float]] = {
-    "flowtable.max_flows": (136, 0.22),  # C arrays: exact, no OVERHEAD
-    "stratosphere.max_tuples": (520, 0.24),
-    "beacon.max_tuples": (580, 0.24),
-    "portscan.max_keys": (320, 0.20),
-    "dns.max_addresses": (200, 0.10),
+    "flowtable.max_flows": (136, 0.22),  # C arrays: exact, no OVERHEAD; 100,000 flows at 100 MB
+    "stratosphere.max_tuples": (440, 0.14),
+    "beacon.max_tuples": (590, 0.14),
+    "portscan.max_keys": (860, 0.10),  # a (source, port) and a (source, host) key with their targets
+    "portscan.max_total_targets": (90, 0.04),  # one more target of a key
+    "dns.max_addresses": (410, 0.08),
+    "judge.max_offenders": (1000, 0.08),  # an evidence window with one finding and its description
+    "reconnect.max_tuples": (360, 0.04),
+    "exfil.max_pairs": (450, 0.04),
+    "bruteforce.max_keys": (260, 0.03),
+    "longconn.max_connections": (290, 0.03),
+    "dga.max_total_sites": (270, 0.02),
+    "p2p.max_total_peers": (700, 0.02),
+    "arpscan.max_total_targets": (160, 0.02),
 }
 
 

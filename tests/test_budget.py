@@ -37,3 +37,25 @@ def test_tiny_budgets_are_raised_to_the_minimum(mb: int) -> None:
 def test_bigger_budget_bigger_caps() -> None:
     small, big = budget.caps(100), budget.caps(400)
     assert all(big[k] > small[k] for k in small)
+
+
+def test_every_map_a_flood_can_fill_is_in_the_budget() -> None:
+    """A cap left out of budget.SHARES is memory a flood takes outside memory.budget_mb. The caps left
+    out below bound a map only per key or are never network-fed past a few entries; each says why."""
+    per_key_or_not_network_fed = {
+        "portscan.max_targets",  # per key; the total is portscan.max_total_targets
+        "portscan.max_servers",  # servers that answered local hosts: bounded by what the LAN uses
+        "arpscan.max_senders", "arpscan.max_targets",  # per sender; the total is arpscan.max_total_targets
+        "bruteforce.max_banners",  # servers whose login banner local hosts read
+        "judge.max_findings",  # per offender (x judge.max_offenders)
+        "judge.max_blocks",  # blocks: each one an admin can see, refused past the cap
+        "stratosphere.max_letters",  # per tuple, one letter per flow: a flow rate, not a key flood
+        "unknownport.max_servers",  # a threshold, not a map
+    }
+    cfg = load_config(None)
+    caps = {k for k in cfg.options if k.rpartition(".")[2].startswith("max_")
+            and isinstance(cfg[k], int) and not isinstance(cfg[k], bool)}
+    missing = caps - set(budget.SHARES) - per_key_or_not_network_fed
+    assert not missing, f"caps outside the memory budget: {sorted(missing)}"
+    assert sum(share for _, share in budget.SHARES.values()) <= 1.0 + 1e-9
+    assert set(budget.SHARES) <= set(cfg.options)
