@@ -43,6 +43,7 @@ from slipsq.control import Admin, ControlServer, check_block, parse_duration
 from slipsq.enrich import make_enrichers
 from slipsq.errors import InputError, ModelError, SlipsqError
 from slipsq.output.alerts import AlertWriter
+from slipsq.output.metrics import Exporter, Tally, daemon_snapshot
 from slipsq.records import Command, Unblock
 from slipsq.service import Service, rss_kb
 from slipsq.sink import Fanout
@@ -270,7 +271,8 @@ class Daemon:
         # the control socket first: it is also the "is another slipsq using this state dir" check
         self.control = ControlServer(self.state_dir, self.handle)
         self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
-        writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks]
+        self.tally = Tally()  # alerts and blocks per detector, for the metrics
+        writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks, self.tally]
         self.worker = Worker(self.fw, self.store, Fanout(writers, on_error=self._engine_error))
         self.worker.on_store_change = self._store_changed
         self.engine = runmode.build_engine(self.cfg, load_models(self.cfg), self.allow,
@@ -293,6 +295,8 @@ class Daemon:
         self._spawn(self._serve_control, "slipsq-control")
         if self.cfg["daemon.stall_timeout"] > 0:
             self._spawn(self._watchdog, "slipsq-watchdog")
+        self.metrics = Exporter.from_config(self.cfg, lambda: daemon_snapshot(self), log)  # [metrics], own threads
+        self.metrics.start()
         i = self.source.info
         log(f"inline on NFQUEUE {i.num} (maxlen {i.maxlen}, copy {i.copy_range} B, rcvbuf {i.rcvbuf} B, "
             f"fail-open {'on' if i.fail_open else 'UNSUPPORTED'}), iptables backend {self.fw.backend.name}, "
@@ -455,6 +459,8 @@ class Daemon:
         """Diversion out first (no new packets come), then verdict what is queued, carry out the last
         commands, then unbind."""
         self._threads_stop.set()
+        if hasattr(self, "metrics"):  # first: it reads the queue's counters
+            self.metrics.stop()
         src = getattr(self, "source", None)
         svc: Service | None = getattr(self, "svc", None)
         if svc is not None:
