@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import Any
@@ -76,12 +76,23 @@ class View:
         ips = [b["ip"] for b in self.blocks]
         self.selected = ips.index(keep) if keep in ips else min(self.selected, max(0, len(ips) - 1))
 
+    def take(self, item: tuple[Any, ...]) -> None:
+        """One result the Poller posted."""
+        if item[0] == "status":
+            self.take_status(item[1], item[2], item[3])
+        elif item[0] == "blocks":
+            self.take_blocks(item[1], item[2])
+        else:
+            self.message = item[1]
+
     def selected_ip(self) -> str:
         return str(self.blocks[self.selected]["ip"]) if 0 <= self.selected < len(self.blocks) else ""
 
     def key(self, key: str) -> str:
         """One key (curses' name for it: 'KEY_UP', 'j', 'u', ...). Returns the IP to unblock once
         the admin confirmed, 'quit', or ''."""
+        if not self.confirm:
+            self.message = ""  # read: the next key brings the key help back
         if self.confirm:
             ip, self.confirm = self.confirm, ""
             if key in ("y", "Y"):
@@ -156,7 +167,7 @@ def render(v: View, width: int, height: int, now: float) -> list[Line]:
     head = (f" slipsq top  pid {st.get('pid')}  up {left(st.get('uptime', 0))}  NFQUEUE {st.get('queue')}  "
             f"{st.get('backend', '')}  fail-open {'on' if st.get('fail_open') else 'OFF'}" if st else
             " slipsq top")
-    clock = datetime.now().strftime("%H:%M:%S ")
+    clock = datetime.now(UTC).strftime("%H:%M:%S UTC ")  # as the alerts' times and the logs
     lines: list[Line] = [(head.ljust(width - len(clock)) + clock if width > len(head) + len(clock) else head,
                           REVERSE)]
     body: list[Line] = []
@@ -221,7 +232,7 @@ def _blocks(v: View, now: float) -> list[Line]:
 
 
 def _alerts(v: View) -> list[Line]:
-    out: list[Line] = [("ALERTS (newest first)", BOLD)]
+    out: list[Line] = [("ALERTS (newest first, decision time UTC)", BOLD)]
     for a in reversed(v.alerts):
         out.append((f"  {_clock(str(a.get('time', '')))} {a.get('action', '')!s:<5} "
                     f"{a.get('detector', '')!s:<12} {a.get('offender', '')!s:<15} "
@@ -303,16 +314,6 @@ class Poller:
         self.wake.set()
 
 
-def apply(view: View, item: tuple[Any, ...]) -> None:
-    """One posted result into the view."""
-    if item[0] == "status":
-        view.take_status(item[1], item[2], item[3])
-    elif item[0] == "blocks":
-        view.take_blocks(item[1], item[2])
-    else:
-        view.message = item[1]
-
-
 # --- the terminal -----------------------------------------------------------------------------------
 
 def run(state_dir: Path, interval: float = POLL) -> int:
@@ -355,7 +356,7 @@ def _ui(scr: Any, state_dir: Path, interval: float) -> None:
             dirty = False
             while True:
                 try:
-                    apply(view, results.get_nowait())
+                    view.take(results.get_nowait())
                 except Empty:
                     break
                 dirty = True

@@ -10,7 +10,6 @@ stand-ins, and a thread plays the packet loop (it runs what the control thread p
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,17 +105,24 @@ class KernelFreeDaemon(Daemon):
         alert = Alert(ev, Decision("block", ip, 600.0, 1.8, "score 1.80 >= 1.00"), decided=time.time())
         from slipsq.records import Block
 
-        def decide() -> None:
+        def decide() -> Any:  # on the loop, as the engine decides; the loop never waits for the worker
+            self.engine.counters.alerts += 1
+            self.engine.counters.blocks += 1
             self.engine.table.block(ip)
             self.engine.judge.restore(ip, time.time() + 600.0)
-            self.worker.submit([alert, Block(ip, time.time(), 600.0, "beacon", "judge", alert)]).result(10)
+            return self.worker.submit([alert, Block(ip, time.time(), 600.0, "beacon", "judge", alert)])
 
-        self.on_loop(decide)
+        self.on_loop(decide).result(10)
 
     def alert(self, ip: str, detector: str, description: str) -> None:
         ev = Evidence(time.time(), detector, ip, ip, "198.51.100.1", 22, "tcp", description, 0.5, 0.5)
         alert = Alert(ev, Decision("alert", "", 0.0, 0.25, "score 0.25 < 1.00"), decided=time.time())
-        self.worker.submit([alert]).result(10)
+
+        def decide() -> Any:
+            self.engine.counters.alerts += 1
+            return self.worker.submit([alert])
+
+        self.on_loop(decide).result(10)
 
     def close(self) -> None:
         self._threads_stop.set()
@@ -143,7 +149,3 @@ def wait_for(pred: Any, timeout: float = 20.0, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return bool(pred())
-
-
-def started(thread_name: str) -> bool:
-    return any(t.name == thread_name for t in threading.enumerate())

@@ -117,6 +117,22 @@ def test_a_counter_the_daemon_has_appears_and_one_it_lacks_does_not(exporter_for
     assert value(fams, "slipsq_bypassed_flows") == 3 and value(fams, "slipsq_packets") == 9
 
 
+def test_stop_closes_the_port(exporter_for: Any) -> None:
+    listen = f"127.0.0.1:{free_port()}"
+    e = exporter_for(lambda: {"queue": {"packets": 1}}, listen=listen)
+    assert value(scrape(listen), "slipsq_packets") == 1
+    e.stop()
+
+    def refused() -> bool:
+        try:
+            scrape(listen)
+        except OSError:
+            return True
+        return False
+
+    assert wait_for(refused)
+
+
 def test_names_follow_the_prometheus_conventions() -> None:
     # one prefix, snake case, counters end in _total, units spelled out in base units
     for m in METRICS:
@@ -234,3 +250,11 @@ def test_parse_listen_refuses_with_a_value_error_only(text: str) -> None:
         assert str(e)
     else:
         assert 0 < port < 65536 and host
+
+
+@pytest.mark.parametrize("bad", ["slipsq.prom", "/var/lib/node_exporter/slipsq.txt", "relative/x.prom"])
+def test_a_textfile_node_exporter_would_not_read_is_refused(tmp_path: Path, bad: str) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[metrics]\ntextfile = "{bad}"\n')
+    with pytest.raises(ConfigError, match=r"metrics\.textfile.*\.prom"):
+        runmode.load_config(conf)

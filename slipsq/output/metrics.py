@@ -283,7 +283,7 @@ class Exporter:
         self.snapshot, self.log = snapshot, log
         self.server: Any = None
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._writer: threading.Thread | None = None
         self._last_error = ""
 
     @classmethod
@@ -305,15 +305,15 @@ class Exporter:
             except OSError as e:
                 self.log(f"cannot serve metrics on {self.listen}: {e.strerror or e}; running without them")
             else:
-                self._spawn(lambda: self.server.serve_forever(poll_interval=0.5), "slipsq-metrics-http")
+                self._spawn(self.server.serve_forever, "slipsq-metrics-http")
                 self.log(f"metrics on http://{self.listen}/metrics")
         if self.textfile:
-            self._spawn(lambda: self._write_every(reg), "slipsq-metrics-textfile")
+            self._writer = self._spawn(lambda: self._write_every(reg), "slipsq-metrics-textfile")
 
-    def _spawn(self, target: Callable[[], None], name: str) -> None:
+    def _spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
-        self._threads.append(t)
+        return t
 
     def write(self, reg: Any) -> bool:
         """One atomic rewrite of the textfile (prometheus_client writes a temporary file beside it and
@@ -339,12 +339,19 @@ class Exporter:
             self.write(reg)
 
     def stop(self) -> None:
+        """At once (the packet loop calls it on its way down, before the diversion is removed): the
+        HTTP server shuts down in the background (a request in flight may take HTTP_TIMEOUT), the
+        textfile writer is joined (one write at most) and its file removed."""
         self._stop.set()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-        for t in self._threads:
-            t.join(timeout=5)
+        server, self.server = self.server, None
+        if server is not None:
+            def close() -> None:
+                server.shutdown()
+                server.server_close()
+
+            threading.Thread(target=close, name="slipsq-metrics-stop", daemon=True).start()
+        if self._writer is not None:
+            self._writer.join(timeout=2)
         if self.textfile:
             try:
                 os.unlink(self.textfile)
