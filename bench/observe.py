@@ -3,6 +3,7 @@ the daemon), and a Prometheus scrape's (in-process, over HTTP, against a `slipsq
 
     python bench/observe.py top --seconds 60 --rounds 3
     python bench/observe.py scrape --scrapes 300
+    python bench/observe.py lab --seconds 60       # root: a real daemon in a namespace gateway
 
 The daemon is tests/fakedaemon.py's kernel-free one (the real control server, handler, engine, worker
 and store; counters moved by a thread as if 20,000 packets/s went through), in its own process, with
@@ -27,9 +28,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid`, and of its children it has waited for (the daemon's iptables-save)."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    return sum(int(f) for f in fields[11:15]) / TICK
 
 
 def serve(state_dir: str, metrics_listen: str) -> None:
@@ -145,6 +147,61 @@ def measure_scrape(scrapes: int) -> None:
               f"{cpu / base if base else float('nan'):>6.2f}")
 
 
+def measure_lab(seconds: float, requests: int) -> None:
+    """A real daemon in a namespace gateway (tests/kernel/lab.py, root): what a full and a light
+    status request cost it (the full one runs iptables-save for the block rules' counters), and
+    slipsq top's CPU and the daemon's, watched and not, over `seconds`."""
+    import shutil
+
+    from slipsq.control import request
+    from tests.kernel.conftest import Slipsq
+    from tests.kernel.lab import Lab
+    from tests.screen import Term
+
+    lab = Lab()
+    try:
+        lab.up()
+        with tempfile.TemporaryDirectory() as tmp:
+            s = Slipsq(lab, Path(tmp) / "state", "nft" if shutil.which("iptables-nft") else "legacy")
+            s.start()
+            assert s.proc is not None
+            pid = s.proc.pid
+            for i in range(10):
+                s.cli("block", f"203.0.113.{i + 1}", "--for", "1h")
+            print(f"status requests to a real daemon ({s.backend} backend, 10 blocks), {requests} each")
+            print(f"{'':<14} {'median ms':>10} {'daemon CPU ms/request':>22}")
+            for light in (False, True):
+                times = []
+                c0 = cpu_seconds(pid)
+                for _ in range(requests):
+                    t0 = time.perf_counter()
+                    request(s.state_dir, {"cmd": "status", "light": light})
+                    times.append(time.perf_counter() - t0)
+                cpu = (cpu_seconds(pid) - c0) / requests
+                print(f"{'light' if light else 'full':<14} {1e3 * statistics.median(times):>10.2f} {1e3 * cpu:>22.2f}")
+            c0 = cpu_seconds(pid)
+            time.sleep(seconds)
+            idle = cpu_seconds(pid) - c0
+            t = Term(s.state_dir, 30, 120)
+            try:
+                t.wait("BLOCKS (10)")
+                t0, c0 = cpu_seconds(t.child.pid), cpu_seconds(pid)
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    t.pump()
+                    time.sleep(0.2)
+                top, watched = cpu_seconds(t.child.pid) - t0, cpu_seconds(pid) - c0
+                t.child.send("q")
+                t.finish()
+            finally:
+                t.close()
+            print(f"over {seconds:g} s: slipsq top {top:.2f} s CPU ({100 * top / seconds:.2f} %); the daemon "
+                  f"{idle:.2f} s unwatched, {watched:.2f} s watched (+{100 * (watched - idle) / seconds:.2f} %)")
+            s.stop()
+    finally:
+        lab.down()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -153,12 +210,17 @@ def main() -> None:
     t.add_argument("--rounds", type=int, default=1)
     s = sub.add_parser("scrape")
     s.add_argument("--scrapes", type=int, default=300)
+    lab = sub.add_parser("lab")
+    lab.add_argument("--seconds", type=float, default=60.0)
+    lab.add_argument("--requests", type=int, default=100)
     v = sub.add_parser("serve")
     v.add_argument("state_dir")
     v.add_argument("metrics_listen", nargs="?", default="")
     a = ap.parse_args()
     if a.what == "top":
         measure_top(a.seconds, a.rounds)
+    elif a.what == "lab":
+        measure_lab(a.seconds, a.requests)
     elif a.what == "scrape":
         measure_scrape(a.scrapes)
     else:

@@ -1,8 +1,9 @@
 """`slipsq top`: a live terminal view of the running daemon, a client of its control socket.
 
-Once a second it asks for `status` (counters: packets, verdicts, flows, the kernel queue, memory, the
-last alerts) and works out rates from the difference; it asks for the `blocks` list only when the
-block counts changed or every BLOCKS_EVERY seconds, and counts each block's time down itself. The
+Once a second it asks for a light `status` (counters only, no iptables-save: packets, verdicts,
+flows, the kernel queue, memory, the last alerts) and works out rates from the difference; it asks
+for the `blocks` list only when the block counts changed or every BLOCKS_EVERY seconds, and counts
+each block's time down itself. The
 arrow keys (or j/k) select a block, `u` unblocks it after a y/n confirmation, `q` or Ctrl-C leaves.
 When the daemon goes away the view says so and keeps asking; a tiny terminal gets what fits.
 
@@ -282,7 +283,7 @@ class Poller:
         return reply, ""
 
     def once(self) -> None:
-        reply, why = self.ask({"cmd": "status"}, TIMEOUT)
+        reply, why = self.ask({"cmd": "status", "light": True}, TIMEOUT)  # no iptables-save every second
         st = None if reply is None else reply.get("status")
         self.post(("status", st, why, time.monotonic()))
         if st is None:

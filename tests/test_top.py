@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slipsq.top import REVERSE, View, left, rates, render
-from tests.fakedaemon import running_daemon, wait_for
+from tests.fakedaemon import running_daemon
 from tests.screen import ROOT, Term
 
 STATUS: dict[str, Any] = {
@@ -239,10 +239,18 @@ def test_without_a_terminal_it_says_so(tmp_path: Path) -> None:
         "slipsq: slipsq top needs a terminal; for scripts: slipsq status --json"
 
 
-def test_the_daemon_reference_is_real(tmp_path: Path) -> None:
-    # the fake daemon answers with the real handler: the shape top reads is the daemon's
+def test_the_light_status_top_asks_for_is_counters_only(tmp_path: Path) -> None:
+    # once a second must not mean an iptables-save (drop_counters) and a store query every second
     with running_daemon(tmp_path) as d:
-        assert wait_for(lambda: d.status()["packet_loop_age_s"] < 1.0)
-        st = d.status()
+        d.judged_block("203.0.113.7", "beacon")
+        calls: list[int] = []
+        real = d.fw.drop_counters
+        d.fw.drop_counters = lambda: calls.append(1) or real()
+        light = d.handle({"cmd": "status", "light": True}, "admin:x")["status"]
+        assert calls == [] and light["kernel_block_drops"] is None and light["blocks_active"] == 1
+        full = d.handle({"cmd": "status"}, "admin:x")["status"]
+        assert calls == [1] and full["kernel_block_drops"] == {"packets": 0, "bytes": 0}
+        assert full["blocks_active"] == 1
+        # top reads these from either
         assert {"pid", "packets", "accepted", "dropped", "table", "kernel", "memory", "last_alerts",
-                "blocks_active", "blocks_decided", "worker", "packet_loop_age_s"} <= set(st)
+                "blocks_active", "blocks_decided", "worker", "packet_loop_age_s"} <= set(light)
