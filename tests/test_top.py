@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slipsq.top import REVERSE, View, left, rates, render
+from slipsq.topview import REVERSE, View, left, rates, render
 from tests.fakedaemon import running_daemon
 from tests.screen import ROOT, Term
 
