@@ -53,7 +53,7 @@ def serve(state_dir: str, metrics_listen: str) -> None:
         if metrics_listen:
             from slipsq.output.metrics import Exporter, daemon_snapshot
 
-            exporter = Exporter.from_config(d.cfg, lambda: daemon_snapshot(d), print)
+            exporter = Exporter.from_config(d.cfg, lambda: daemon_snapshot(d), lambda m: print(m, file=sys.stderr))
             exporter.start()
         print("ready", flush=True)
         n = 0

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from slipsq import runmode
+from slipsq.detect import DETECTORS
 from slipsq.errors import ConfigError
 from slipsq.output.metrics import METRICS, Exporter, daemon_snapshot, parse_listen
 from tests.fakedaemon import running_daemon, wait_for
@@ -89,11 +90,12 @@ def test_a_real_daemon_scraped_over_http(tmp_path: Path) -> None:
     assert value(fams, "slipsq_verdicts", verdict="accept") == 1480
     assert value(fams, "slipsq_packet_errors") == 1
     # judged blocks come with their alert; the admin's block has no detector: "manual"
-    assert samples(fams["slipsq_alerts"]) == {(("detector", "beacon"),): 1, (("detector", "portscan"),): 1,
-                                              (("detector", "longconn"),): 1}
-    assert samples(fams["slipsq_blocks"]) == {(("detector", "beacon"),): 1, (("detector", "portscan"),): 1,
-                                              (("detector", "manual"),): 1}
-    assert samples(fams["slipsq_unblocks"]) == {(("kind", "admin"),): 1}
+    # every detector has its series from the start, at 0 until its first alert
+    alerts = {k[0][1]: v for k, v in samples(fams["slipsq_alerts"]).items()}
+    assert alerts == {**dict.fromkeys([d.name for d in DETECTORS], 0.0), "beacon": 1, "portscan": 1, "longconn": 1}
+    blocks = {k[0][1]: v for k, v in samples(fams["slipsq_blocks"]).items() if v}
+    assert blocks == {"beacon": 1, "portscan": 1, "manual": 1}
+    assert samples(fams["slipsq_unblocks"]) == {(("kind", "admin"),): 1, (("kind", "expiry"),): 0}
     assert fams["slipsq_blocks_active"].type == "gauge" and value(fams, "slipsq_blocks_active") == 2
     assert value(fams, "slipsq_queue_maxlen") == 1024 and value(fams, "slipsq_queue_dropped") == 0
     assert value(fams, "slipsq_flows_open") == 0 and value(fams, "slipsq_engine_errors") == 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,12 +71,19 @@ OPTIONS: tuple[Option, ...] = (
 
 class Tally(Sink):
     """Alerts and blocks per detector, unblocks per kind, counted as the worker carries them out.
-    Readers in other threads take `counts()`: copies of plain dicts (atomic under the GIL)."""
+    Every detector starts at 0 (Prometheus' advice: a series that appears only with its first event
+    hides that first increase from rate()). Readers in other threads take `counts()`: copies of plain
+    dicts (atomic under the GIL)."""
 
-    def __init__(self) -> None:
-        self.alerts: dict[str, int] = {}
-        self.blocks: dict[str, int] = {}
-        self.unblocks: dict[str, int] = {}
+    def __init__(self, detectors: Iterable[str] | None = None) -> None:
+        if detectors is None:
+            from slipsq.detect import DETECTORS
+
+            detectors = [d.name for d in DETECTORS]
+        names = list(detectors)
+        self.alerts: dict[str, int] = dict.fromkeys(names, 0)
+        self.blocks: dict[str, int] = dict.fromkeys([*names, "manual"], 0)
+        self.unblocks: dict[str, int] = dict.fromkeys(["expiry", "admin"], 0)
 
     def alert(self, alert: Alert) -> None:
         d = alert.evidence.detector
