@@ -4,8 +4,10 @@ node-exporter textfile; the [metrics] config keys."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import stat
 import threading
 import time
 import urllib.request
@@ -202,8 +204,13 @@ def test_scrapes_in_parallel_are_all_answered(exporter_for: Any) -> None:
 def test_the_textfile_is_written_atomically_and_removed_at_stop(tmp_path: Path, exporter_for: Any) -> None:
     path = tmp_path / "slipsq.prom"
     snap = {"queue": {"packets": 1}, "tally": {"alerts": {"beacon": 2}}}
-    e = exporter_for(lambda: snap, textfile=str(path), every=0.05)
-    assert wait_for(path.exists)
+    old = os.umask(0o077)  # slipsq.service's: node_exporter, another user, must still read the file
+    try:
+        e = exporter_for(lambda: snap, textfile=str(path), every=0.05)
+        assert wait_for(path.exists)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
     fams = families(path.read_text())
     assert value(fams, "slipsq_packets") == 1 and value(fams, "slipsq_alerts", detector="beacon") == 2
     snap["queue"] = {"packets": 2}

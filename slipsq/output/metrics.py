@@ -15,6 +15,7 @@ kernel or the block store, and never stops the daemon: a metrics failure is logg
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import threading
@@ -58,11 +59,12 @@ def _listen_ok(v: Any) -> bool:
 
 OPTIONS: tuple[Option, ...] = (
     Option("metrics.listen", "", "inline: serve Prometheus metrics over HTTP on ADDRESS:PORT, e.g. "
-           "\"127.0.0.1:9467\" (no authentication: keep it on loopback or a management address); \"\": off",
+           "\"127.0.0.1:9467\" (no authentication: keep it on loopback or a management address); read at start; "
+           "\"\": off",
            _listen_ok, "\"\" or an IP address and port, e.g. 127.0.0.1:9467 or [::1]:9467"),
     Option("metrics.textfile", "", "inline: write the metrics to this file for node_exporter's textfile "
-           "collector (replaced atomically; name it *.prom), e.g. /var/lib/node_exporter/textfile/slipsq.prom; "
-           "\"\": off", lambda v: v == "" or (v.startswith("/") and v.endswith(".prom")),
+           "collector (replaced atomically, removed at stop), e.g. /var/lib/node_exporter/textfile/slipsq.prom; read "
+           "at start; \"\": off", lambda v: v == "" or (v.startswith("/") and v.endswith(".prom")),
            "\"\" or an absolute path ending in .prom (node_exporter reads only those)"),
     Option("metrics.textfile_every", 15.0, "seconds between rewrites of metrics.textfile", positive, "> 0",
            duration=True),
@@ -249,6 +251,25 @@ def daemon_snapshot(d: Any) -> dict[str, Any]:
     }
 
 
+def write_atomic(path: str, data: bytes) -> None:
+    """`data` as the whole of `path`, never half of it: written beside it, then renamed over it.
+    Mode 0644 whatever the umask (slipsq.service has 0077): node_exporter runs as its own user. The
+    temporary name does not end in .prom, so node_exporter never reads it."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o644)
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 # --- serving: HTTP and the textfile, each in its own thread -----------------------------------------
 
 HTTP_TIMEOUT = 5.0  # seconds a client may take to send its request: the one server thread is not held longer
@@ -323,14 +344,16 @@ class Exporter:
         return t
 
     def write(self, reg: Any) -> bool:
-        """One atomic rewrite of the textfile (prometheus_client writes a temporary file beside it and
-        renames it). A failure is logged once until it changes or the file can be written again."""
-        from prometheus_client import write_to_textfile
+        """One atomic rewrite of the textfile. A failure is logged once until it changes or the file
+        can be written again."""
+        from prometheus_client import generate_latest
 
         try:
-            write_to_textfile(self.textfile, reg)
+            write_atomic(self.textfile, generate_latest(reg))
         except Exception as e:  # a full disk, a missing folder, a bug: never the daemon's end
             msg = f"cannot write metrics to {self.textfile}: {type(e).__name__}: {e}"
+            if isinstance(e, OSError) and e.errno == errno.EROFS:
+                msg += " (under systemd: let slipsq.service write there, ReadWritePaths=)"
             if msg != self._last_error:
                 self.log(msg + f" (retrying every {self.every:g} s)")
             self._last_error = msg
