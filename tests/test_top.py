@@ -254,3 +254,23 @@ def test_the_light_status_top_asks_for_is_counters_only(tmp_path: Path) -> None:
         # top reads these from either
         assert {"pid", "packets", "accepted", "dropped", "table", "kernel", "memory", "last_alerts",
                 "blocks_active", "blocks_decided", "worker", "packet_loop_age_s"} <= set(light)
+
+
+KEYS = st.sampled_from(["KEY_UP", "KEY_DOWN", "j", "k", "u", "U", "y", "Y", "n", "q", "x", "^[", "KEY_RESIZE"])
+
+
+@given(st.lists(KEYS, max_size=40), st.integers(0, 5))
+def test_any_keys_keep_the_selection_in_the_list_and_unblock_only_after_y(keys: list[str], n: int) -> None:
+    v = View("/s")
+    v.take_status(dict(STATUS), "", 1.0)
+    v.take_blocks([{"ip": f"192.0.2.{i}", "remaining": float(i)} for i in range(n)], 1.0)
+    prev = ""
+    for key in keys:
+        asked = v.confirm
+        act = v.key(key)
+        if act not in ("", "quit"):  # an unblock: only the IP that was asked about, only after y
+            assert key in ("y", "Y") and act == asked and prev in ("u", "U")
+        if act == "quit":
+            assert key in ("q", "Q") and not asked
+        assert 0 <= v.selected < max(1, n)
+        prev = key
