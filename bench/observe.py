@@ -73,7 +73,11 @@ def serve(state_dir: str, metrics_listen: str) -> None:
 def start_daemon(state_dir: str, metrics_listen: str = "") -> subprocess.Popen[str]:
     p = subprocess.Popen([sys.executable, __file__, "serve", state_dir, metrics_listen], stdout=subprocess.PIPE,
                          text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    assert p.stdout is not None
+    if p.stdout.readline().strip() != "ready":
+        p.kill()
+        p.wait(10)
+        raise SystemExit("the kernel-free daemon did not start")
     return p
 
 
