@@ -130,7 +130,7 @@ def _ui(scr: Any, state_dir: Path, interval: float) -> None:
     attrs = {NORMAL: curses.A_NORMAL, BOLD: curses.A_BOLD, REVERSE: curses.A_REVERSE}
     scr.timeout(250)  # keys answer within a quarter second; nothing is redrawn unless it changed
     results: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
-    view = View(str(state_dir))
+    view = View(str(state_dir), interval)
     poller = Poller(state_dir, results.put, interval)
     threading.Thread(target=poller.run, name="slipsq-top-poll", daemon=True).start()
     last = 0.0

@@ -14,6 +14,7 @@ from typing import Any
 
 POLL = 1.0  # seconds between status requests (and redraws)
 KEEP_ALERTS = 200
+LOOP_LATE = 2.0  # the packet loop returns at least once a second (daemon.IDLE_WAKE): later than this is news
 
 NORMAL, BOLD, REVERSE = 0, 1, 2
 Line = tuple[str, int]
@@ -24,6 +25,7 @@ class View:
     """What the screen shows: the daemon's last answers, the admin's selection and prompt."""
 
     state_dir: str
+    interval: float = POLL
     status: dict[str, Any] | None = None
     down: str = "connecting"  # why there is no status now ("" while the daemon answers)
     blocks: list[dict[str, Any]] = field(default_factory=list)
@@ -154,7 +156,7 @@ def render(v: View, width: int, height: int, now: float) -> list[Line]:
     body: list[Line] = []
     if st is None:
         body += [(f"slipsq is not running: {v.down}", BOLD),
-                 (f"(state dir {v.state_dir}; asking again every {POLL:g} s)", NORMAL),
+                 (f"(state dir {v.state_dir}; asking again every {v.interval:g} s)", NORMAL),
                  ("With --install-rules the diversion fails open: traffic flows uninspected.", NORMAL)]
     else:
         body += _counters(st, v.rates)
@@ -196,7 +198,7 @@ def _counters(st: dict[str, Any], r: dict[str, float]) -> list[Line]:
          f"{num(st.get('blocks_decided'))} decided since start"
          + (f"   {pending} block changes waiting for a retry" if pending else ""), NORMAL),
     ]
-    if age > 2 * POLL:
+    if age > LOOP_LATE:
         out.append((f"the packet loop has not run for {age:.0f} s", BOLD))
     return out
 
