@@ -330,9 +330,10 @@ def _toml_value(v: Any) -> str:
 def _register_admin_commands() -> None:
     """block, unblock, blocks, status, rules, ti: they import their heavy parts only when run, so a
     replay-only machine (no libnetfilter_queue) still lists them, and a broken import is loud."""
-    from slipsq import cli_inline
+    from slipsq import cli_inline, top
 
     cli_inline.register(main)
+    main.add_command(top.command)  # slipsq top: its own module
 
 
 _register_admin_commands()

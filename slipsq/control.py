@@ -30,7 +30,10 @@ from slipsq.verdict.store import Block as Stored
 from slipsq.verdict.store import BlockStore
 
 SOCKET_NAME = "control.sock"
-MAX_LINE = 65536
+MAX_LINE = 65536  # a request
+# an answer: the block list carries each block's evidence, so it grows with the blocks (1-2 kB each);
+# the daemon (root) is trusted, the bound only stops a runaway
+MAX_REPLY = 256 << 20
 COMMANDS = ("block", "unblock", "blocks", "status", "reload")
 
 
@@ -208,16 +211,18 @@ class ControlServer:
             pass
 
 
-def _read_line(conn: socket.socket) -> bytes:
-    buf = b""
-    while b"\n" not in buf:
-        chunk = conn.recv(4096)
+def _read_line(conn: socket.socket, limit: int = MAX_LINE) -> bytes:
+    buf = bytearray()
+    while True:
+        chunk = conn.recv(65536)
         if not chunk:
             break
         buf += chunk
-        if len(buf) > MAX_LINE:
-            raise ValueError("request too long")
-    return buf.split(b"\n", 1)[0]
+        if len(buf) > limit:
+            raise ValueError("request too long" if limit == MAX_LINE else "answer too long")
+        if b"\n" in chunk:
+            break
+    return bytes(buf.split(b"\n", 1)[0])
 
 
 def _alive(path: Path) -> bool:
@@ -247,7 +252,7 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 10.0) -> dict
         except (FileNotFoundError, ConnectionRefusedError):
             return None
         s.sendall(json.dumps({**req, "user": _user()}).encode() + b"\n")
-        line = _read_line(s)
+        line = _read_line(s, MAX_REPLY)
     except TimeoutError:
         raise DaemonTimeout(f"the slipsq daemon did not answer within {timeout:g}s ({path})") from None
     finally:

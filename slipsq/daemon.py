@@ -43,6 +43,7 @@ from slipsq.control import Admin, ControlServer, check_block, parse_duration
 from slipsq.enrich import make_enrichers
 from slipsq.errors import InputError, ModelError, SlipsqError
 from slipsq.output.alerts import AlertWriter
+from slipsq.output.metrics import Exporter, Tally, daemon_snapshot
 from slipsq.records import Command, Unblock
 from slipsq.service import Service, rss_kb
 from slipsq.sink import Fanout
@@ -270,7 +271,8 @@ class Daemon:
         # the control socket first: it is also the "is another slipsq using this state dir" check
         self.control = ControlServer(self.state_dir, self.handle)
         self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
-        writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks]
+        self.tally = Tally()  # alerts and blocks per detector, for the metrics
+        writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks, self.tally]
         self.worker = Worker(self.fw, self.store, Fanout(writers, on_error=self._engine_error))
         self.worker.on_store_change = self._store_changed
         self.engine = runmode.build_engine(self.cfg, load_models(self.cfg), self.allow,
@@ -293,6 +295,8 @@ class Daemon:
         self._spawn(self._serve_control, "slipsq-control")
         if self.cfg["daemon.stall_timeout"] > 0:
             self._spawn(self._watchdog, "slipsq-watchdog")
+        self.metrics = Exporter.from_config(self.cfg, lambda: daemon_snapshot(self), log)  # [metrics], own threads
+        self.metrics.start()
         i = self.source.info
         log(f"inline on NFQUEUE {i.num} (maxlen {i.maxlen}, copy {i.copy_range} B, rcvbuf {i.rcvbuf} B, "
             f"fail-open {'on' if i.fail_open else 'UNSUPPORTED'}), iptables backend {self.fw.backend.name}, "
@@ -455,6 +459,8 @@ class Daemon:
         """Diversion out first (no new packets come), then verdict what is queued, carry out the last
         commands, then unbind."""
         self._threads_stop.set()
+        if hasattr(self, "metrics"):  # first: it reads the queue's counters
+            self.metrics.stop()
         src = getattr(self, "source", None)
         svc: Service | None = getattr(self, "svc", None)
         if svc is not None:
@@ -527,7 +533,7 @@ class Daemon:
         if cmd == "reload":
             self.reload()
             return {"ok": True}
-        return {"ok": True, "status": self.status()}
+        return {"ok": True, "status": self.status(bool(req.get("light")))}
 
     def admin_block(self, req: dict[str, Any], who: str) -> dict[str, Any]:
         """A manual block: checked here, decided on the packet loop through the engine (the same
@@ -566,14 +572,19 @@ class Daemon:
         return {"packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
                 "table": self.engine.table.stats(), "alerts": c.alerts, "blocks_decided": c.blocks}
 
-    def status(self) -> dict[str, Any]:
+    def status(self, light: bool = False) -> dict[str, Any]:
+        """`light` (slipsq top asks once a second): counters only, no `iptables-save` for the block
+        rules' counters (kernel_block_drops is None) and no store query (the judge's active blocks)."""
         q = self.source.stats()
         k = self.source.kernel()
         c = self.engine.counters
         now = time.time()
         try:
-            (pk, by), active = _wait(self.worker.call(lambda: (self.fw.drop_counters(),
-                                                               len(self.store.active(now)))), 5.0, "the worker")
+            if light:  # a copy of the judge's dict is atomic: no need to ask the packet loop
+                (pk, by), active = (-1, -1), len(self.engine.judge.blocked())
+            else:
+                (pk, by), active = _wait(self.worker.call(lambda: (self.fw.drop_counters(),
+                                                                   len(self.store.active(now)))), 5.0, "the worker")
         except SlipsqError:
             pk = by = active = -1  # the worker is busy (a hung ipset?): say so rather than wait
         busy = self.worker.busy_since
@@ -589,7 +600,7 @@ class Daemon:
             "packet_loop_age_s": round(time.monotonic() - self.heartbeat, 3),
             "kernel": None if k is None else {"waiting": k.waiting, "queue_dropped": k.queue_dropped,
                                               "user_dropped": k.user_dropped, "maxlen": self.maxlen},
-            "kernel_block_drops": {"packets": pk, "bytes": by},
+            "kernel_block_drops": None if light else {"packets": pk, "bytes": by},
             "fail_open": self.source.info.fail_open, "note": FAIL_OPEN_NOTE,
             "implementation": twins.implementation(),
             "backend": self.fw.backend.name, "diversion": diversion_tag(self.queue_num) if self.install_rules

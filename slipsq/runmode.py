@@ -21,12 +21,13 @@ from slipsq.engine import Engine
 from slipsq.enrich import make_enrichers
 from slipsq.errors import ModelError
 from slipsq.flow import AppEvent, Flow
+from slipsq.output import metrics
 from slipsq.sink import Fanout, Sink
 
 
 def all_options() -> list[Option]:
     """Every declared option: the core's, the enrichers', and each detector's own."""
-    opts = list(configmod.CORE_OPTIONS) + list(enrich.OPTIONS)
+    opts = list(configmod.CORE_OPTIONS) + list(enrich.OPTIONS) + list(metrics.OPTIONS)
     for det in DETECTORS:
         opts.extend(det.options)
     return opts

@@ -428,3 +428,27 @@ def test_a_daemon_that_does_not_answer_is_a_timeout_the_cli_can_tell(tmp_path: P
             request(tmp_path, {"cmd": "status"}, timeout=0.2)
     finally:
         s.close()
+
+
+def test_a_long_block_list_reaches_the_admin(tmp_path: Path) -> None:
+    # each block carries its evidence (1-2 kB): 300 blocks are far more than one request line may be
+    blocks = [{"ip": f"203.0.113.{i % 250}", "evidence": {"window": "x" * 2000}} for i in range(300)]
+    srv = ControlServer(tmp_path, lambda req, who: {"ok": True, "blocks": blocks})
+    stop = threading.Event()
+    t = threading.Thread(target=srv.serve, args=(stop, 0.05), daemon=True)
+    t.start()
+    try:
+        reply = request(tmp_path, {"cmd": "blocks"})
+        assert reply is not None and reply["blocks"] == blocks
+        # a request that long is still refused by the daemon
+        import socket as so
+
+        with so.socket(so.AF_UNIX, so.SOCK_STREAM) as s:
+            s.connect(str(socket_path(tmp_path)))
+            s.sendall(b'{"cmd": "status", "pad": "' + b"x" * 100_000 + b'"}\n')
+            s.settimeout(10)
+            assert b"request too long" in s.recv(4096)
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
