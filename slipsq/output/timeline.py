@@ -121,7 +121,9 @@ class Story:
 
 
 def _alert_ts(a: dict[str, Any]) -> float:
-    return float(a.get("decided_ts") or a.get("ts") or 0.0)
+    """Its traffic's time, the clock of flows, names and blocks alike (a block is stamped with the
+    traffic time of the evidence that decided it; `decided_ts` is the engine's later clock)."""
+    return float(a.get("ts") or a.get("decided_ts") or 0.0)
 
 
 def hosts_with_evidence(records: Iterable[dict[str, Any]]) -> set[str]:
@@ -237,7 +239,8 @@ def events(story: Story) -> list[tuple[float, str, str]]:
         else:
             out.append((float(b["ts"]), "UNBLOCKED", f"{b['ip']} by {b.get('who', '?')}: "
                         f"{printable(b.get('reason', ''))}"))
-    out.sort(key=lambda e: e[0])
+    order = {"flows": 0, "dns": 1, "evidence": 2, "BLOCKED": 3, "UNBLOCKED": 4}
+    out.sort(key=lambda e: (e[0], order[e[1]]))  # at one time: a block after the evidence that decided it
     return out
 
 

@@ -58,8 +58,7 @@ def host_view(s: Story, rank: int) -> dict[str, Any]:
     if s.windows:
         plots.append(svg.windows(sorted(s.windows.items()), s.threshold))
     if s.alerts:
-        points = [(float(a.get("decided_ts") or a["ts"]), float(a.get("score") or 0.0), a.get("action") == "block")
-                  for a in s.alerts]
+        points = [(float(a["ts"]), float(a.get("score") or 0.0), a.get("action") == "block") for a in s.alerts]
         plots.append(svg.scatter(points, first, last))
     rows = events(s)
     names = sorted(s.names.values(), key=lambda n: (-n.count, n.name))
