@@ -38,7 +38,7 @@ def timed(cmd: list[str]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--packets", type=int, default=1_000_000)
+    ap.add_argument("--packets", type=int, default=3_000_000)  # bench/replay.py's capture: made once for both
     ap.add_argument("--flows", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)

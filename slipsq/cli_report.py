@@ -54,7 +54,8 @@ def _guard(ctx: click.Context, fn: Any) -> None:
 
 FROM_HELP = "A `slipsq replay -o DIR` folder [default: this gateway's state directory]."
 STATE_HELP = "The gateway's state directory [default: /var/lib/slipsq; env SLIPSQ_STATE_DIR]."
-SINCE_HELP = "Only what happened in the last DURATION (24h, 90m, 2d) [default: all of a replay folder; 24h on a gateway]."
+SINCE_HELP = ("Only what happened in the last DURATION (24h, 90m, 2d) [default: all of a replay folder; 24h on a "
+              "gateway].")
 
 
 @click.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
+from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,7 +28,7 @@ def test_a_strip_has_one_tick_per_connection_and_says_how_regular() -> None:
     ticks = [e for e in root.iter(f"{SVG}line") if e.get("y1") == "18"]
     assert len(ticks) == 30
     xs = [float(e.get("x1", "0")) for e in ticks]
-    gaps = [b - a for a, b in zip(xs, xs[1:])]
+    gaps = [b - a for a, b in pairwise(xs)]
     assert max(gaps) - min(gaps) <= 0.2  # evenly spaced starts are evenly spaced ticks (x printed to 0.1)
     assert "every 10.0 s (spread 0.0 s)" in "".join(root.itertext())
     assert svg.regularity([5.0]) == "one connection"

@@ -228,9 +228,9 @@ def events(story: Story) -> list[tuple[float, str, str]]:
         out.append((n.first, "dns", f"asked {printable(n.name)} -> {what}{times}"))
     for a in story.alerts:
         action = "BLOCK" if a.get("action") == "block" else "alert"
+        score = fmt_score(float(a.get("score") or 0), story.threshold)
         out.append((_alert_ts(a), "evidence", f"[{action}] {a.get('detector', '?')}: "
-                    f"{printable(a.get('description', ''))} (score {fmt_score(float(a.get('score') or 0), story.threshold)}"
-                    f", against {a.get('offender', '?')})"))
+                    f"{printable(a.get('description', ''))} (score {score}, against {a.get('offender', '?')})"))
     for b in story.blocks:
         if b.get("k") == "block":
             dur = "until unblocked" if not b.get("duration") else f"for {float(b['duration']) / 3600:g}h"

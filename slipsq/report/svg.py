@@ -17,6 +17,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import pairwise
 
 from markupsafe import Markup
 from markupsafe import escape as _escape
@@ -59,7 +60,7 @@ def _axis(t0: float, t1: float, width: int, y: float) -> list[str]:
 def regularity(starts: Sequence[float]) -> str:
     """The gaps between connection starts in words: "every 2.0 s (spread 0.1 s)"."""
     s = sorted(starts)
-    gaps = [b - a for a, b in zip(s, s[1:])]
+    gaps = [b - a for a, b in pairwise(s)]
     if not gaps:
         return "one connection"
     med = statistics.median(gaps)
