@@ -112,3 +112,35 @@ def test_the_gateway_source_is_the_activity_log_and_the_store_audit(out: Path, t
 def test_activity_records_are_json_objects_with_a_kind(out: Path) -> None:
     kinds = {json.loads(line)["k"] for line in (out / "activity.jsonl").read_text().splitlines()}
     assert kinds == {"flow", "dns", "alert", "block"}
+
+
+def test_a_hostile_dns_name_from_the_wire_is_text_in_the_report(out: Path, tmp_path: Path) -> None:
+    """A DNS answer whose name is markup (a label may hold any byte) reaches the page as text: the
+    capture goes through the real decoder, the activity log and the template."""
+    from html.parser import HTMLParser
+
+    from tests.helpers import dns_query, dns_response, eth, udp, write_pcap
+
+    hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>.evil.example"
+    t = gen_corpus.T0 - 60  # before the beacon capture: one timeline, no overlap
+    write_pcap(tmp_path / "h.pcap", [
+        (t, eth(udp(VICTIM, 40000, "192.168.1.1", 53, dns_query(hostile)))),
+        (t + 0.01, eth(udp("192.168.1.1", 53, VICTIM, 40000, dns_response(hostile, ["198.51.100.9"])))),
+    ])
+    r = CliRunner().invoke(main, ["replay", str(tmp_path / "h.pcap"), str(out.parent / "b.pcap"),
+                                  "-o", str(tmp_path / "o"), "--report"])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "o" / "report.html").read_text()
+
+    class Tags(HTMLParser):
+        tags: set[str] = set()
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.tags.add(tag)
+
+    p = Tags()
+    p.feed(page)
+    assert "script" not in p.tags and "img" not in p.tags
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;.evil.example" in page
+    timeline = (tmp_path / "o" / "timeline" / f"{VICTIM}.txt").read_text()
+    assert f"asked {hostile} -> 198.51.100.9" in timeline
