@@ -147,3 +147,16 @@ def test_a_write_that_fails_is_reported_once_and_never_raised(tmp_path: Path) ->
     for _ in range(3):
         log.write_line("{}")
     assert err.getvalue().count("cannot write") == 1
+
+
+def test_select_skips_lines_unparsed_but_never_loses_a_record(beacon_run: tuple[list[dict], dict[str, str]],
+                                                              tmp_path: Path) -> None:
+    records, _ = beacon_run
+    (tmp_path / "activity.jsonl").write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+    reader = Reader.folder(tmp_path)
+    assert list(reader) == records
+    assert list(reader.select(kinds=("alert", "block"))) == [r for r in records if r["k"] in ("alert", "block")]
+    # a prefilter on the text: every record that names the host is still there
+    mine = list(reader.select(mentions=[gen_corpus.CNC]))
+    assert len(mine) < len(records)
+    assert build(mine, {gen_corpus.CNC}) == build(records, {gen_corpus.CNC})

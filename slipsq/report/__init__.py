@@ -11,7 +11,7 @@ slipsq.output.timeline, the page by slipsq.report.html. It never touches the ker
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,15 @@ def stories(reader: Iterable[dict[str, Any]], hosts: Iterable[str] | None = None
             threshold: float = 1.0) -> list[Story]:
     """The stories of `hosts` (None: every host with evidence), highest score first (then most
     blocks, then address). Reads the records twice when it has to find the hosts first."""
-    wanted = set(hosts) if hosts is not None else hosts_with_evidence(reader)
-    built = build(reader, wanted, window, threshold)
+    wanted = set(hosts) if hosts is not None else hosts_with_evidence(_select(reader, kinds=("alert", "block")))
+    built = build(_select(reader, mentions=wanted), wanted, window, threshold)
     return sorted(built.values(), key=lambda s: (-s.score, -s.times_blocked, s.ip))
+
+
+def _select(records: Iterable[dict[str, Any]], **how: Any) -> Iterable[dict[str, Any]]:
+    """records.select(**how) where the source can skip lines unparsed (activity.Reader), else all."""
+    select = getattr(records, "select", None)
+    return select(**how) if select is not None else records
 
 
 def file_name(ip: str) -> str:
@@ -96,10 +102,16 @@ class GatewayRecords:
         return self.reader.skipped
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for r in self.reader:
+        return self.select()
+
+    def select(self, kinds: Collection[str] | None = None, mentions: Collection[str] | None = None
+               ) -> Iterator[dict[str, Any]]:
+        for r in self.reader.select(kinds, mentions):
             if r.get("k") not in ("block", "unblock"):
                 yield r
-        yield from audit_records(self.folder, self.since)
+        for r in audit_records(self.folder, self.since):
+            if kinds is None or r["k"] in kinds:
+                yield r
 
 
 def audit_records(state_dir: Path, since: float) -> list[dict[str, Any]]:
