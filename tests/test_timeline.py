@@ -92,7 +92,25 @@ def test_every_per_host_map_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     s = build(recs, {"10.0.0.9"})["10.0.0.9"]
     assert len(s.tuples) == 10 and s.left_out["tuples"] == 290
     assert len(s.names) == 5 and s.left_out["names"] == 45
-    assert "left out: 290 tuples, 45 names" in render(s)
+    text = render(s)
+    assert "left out: 290 tuples, 45 names" in text
+    # ten one-flow tuples to port 23 on ten hosts: one line, not ten
+    assert "10.0.0.9 -> 10 hosts:23/tcp, one flow each, 600 B up, 0 B down" in text
+    assert text.count(":23/tcp") == 1
+
+
+def test_scans_are_one_line_each_and_other_tuples_stay() -> None:
+    def rec(i: int, dst: str, dport: int, n: int = 1) -> list[dict]:
+        return [{"k": "flow", "ts": 100.0 + i + j, "end": 100.5 + i + j, "proto": "tcp", "src": "10.0.0.9",
+                 "sport": 40000 + j, "dst": dst, "dport": dport, "sbytes": 60, "dbytes": 40} for j in range(n)]
+    recs = [r for i in range(8) for r in rec(i, "10.0.1.1", 1000 + i)]  # vertical: 8 ports of one host
+    recs += [r for i in range(3) for r in rec(i, f"10.0.2.{i}", 22)]  # 3 one-flow tuples: too few to group
+    recs += rec(0, "10.0.3.3", 443, n=4)  # a 4-tuple with 4 flows
+    body = render(build(recs, {"10.0.0.9"})["10.0.0.9"]).split("\n\n")[1].splitlines()
+    assert sum("10.0.0.9 -> 10.0.1.1: 8 ports/tcp, one flow each" in ln for ln in body) == 1
+    assert sum(":22/tcp: 1 flow," in ln for ln in body) == 3
+    assert sum("10.0.0.9 -> 10.0.3.3:443/tcp: 4 flows" in ln for ln in body) == 1
+    assert len(body) == 5
 
 
 def test_records_of_the_wrong_shape_are_left_out() -> None:

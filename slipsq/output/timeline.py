@@ -29,6 +29,7 @@ MAX_TUPLES = 2000  # 4-tuples per host (the first seen; later ones are counted)
 MAX_NAMES = 2000  # DNS names per host
 MAX_ALERTS = 2000  # alerts per host (the first ones: the story's beginning matters)
 MAX_LINES = 400  # 4-tuple lines in a text timeline (the busiest)
+SPREAD = 5  # one-flow 4-tuples of one client to one port (or one host) that make one "scan" line
 HOUR = 3600.0
 
 
@@ -216,7 +217,10 @@ def _alert(stories: dict[str, Story], r: dict[str, Any], window: float) -> None:
 def events(story: Story) -> list[tuple[float, str, str]]:
     """The story's lines in time order: (time, kind, text). A 4-tuple is one line at its first flow."""
     out: list[tuple[float, str, str]] = []
-    busiest = sorted(story.tuples.values(), key=lambda t: -t.flows)[:MAX_LINES]
+    single, spread = _spreads(list(story.tuples.values()))
+    for first, text in spread:
+        out.append((first, "flows", text))
+    busiest = sorted(single, key=lambda t: -t.flows)[:MAX_LINES]
     for t in busiest:
         letters = t.letters
         tail = f"; letters {letters[:60]}{'…' if len(letters) > 60 else ''}" if letters else ""
@@ -242,6 +246,30 @@ def events(story: Story) -> list[tuple[float, str, str]]:
     order = {"flows": 0, "dns": 1, "evidence": 2, "BLOCKED": 3, "UNBLOCKED": 4}
     out.sort(key=lambda e: (e[0], order[e[1]]))  # at one time: a block after the evidence that decided it
     return out
+
+
+def _spreads(tuples: list[TupleStats]) -> tuple[list[TupleStats], list[tuple[float, str]]]:
+    """One-flow 4-tuples of one client to one port on many hosts (a horizontal scan), then to many
+    ports of one host (a vertical one), SPREAD or more: one line each, so a scan is one line of the
+    story, not a thousand. Returns the other tuples and those lines."""
+    rest = [t for t in tuples if t.flows != 1]
+    singles = [t for t in tuples if t.flows == 1]
+    lines: list[tuple[float, str]] = []
+    for key, what in ((lambda t: (t.src, t.dport, t.proto), "hosts"), (lambda t: (t.src, t.dst, t.proto), "ports")):
+        groups: dict[tuple[str, Any, str], list[TupleStats]] = {}
+        for t in singles:
+            groups.setdefault(key(t), []).append(t)
+        singles = []
+        for (src, mid, proto), group in groups.items():
+            if len(group) < SPREAD:
+                singles += group
+                continue
+            up, down = sum(t.sbytes for t in group), sum(t.dbytes for t in group)
+            first, last = min(t.first for t in group), max(t.last for t in group)
+            target = f"{len(group)} hosts:{mid}/{proto}" if what == "hosts" else f"{mid}: {len(group)} ports/{proto}"
+            lines.append((first, f"{src} -> {target}, one flow each, {_bytes(up)} up, {_bytes(down)} down, "
+                                 f"until {when(last)[11:]}"))
+    return rest + singles, lines
 
 
 def render(story: Story, skipped: int = 0) -> str:
