@@ -28,8 +28,10 @@ def _source(ctx: click.Context, from_dir: str | None, since: str | None, state_d
     except ValueError as e:
         raise UsageError(f"--since: {e}") from None
     if from_dir:
-        cut = time.time() - span if span else float("-inf")
-        return Reader.folder(from_dir, cut), from_dir
+        reader = Reader.folder(from_dir)
+        if span:  # a replayed capture's "last hour" ends with its traffic, not now
+            reader.since = (reader.last_ts() or time.time()) - span
+        return reader, from_dir
     obj = ctx.find_root().obj or {}
     records = GatewayRecords(state_dir or obj.get("state_dir") or None, time.time() - (span or 86400.0))
     return records, f"gateway state {records.folder}"
@@ -54,8 +56,8 @@ def _guard(ctx: click.Context, fn: Any) -> None:
 
 FROM_HELP = "A `slipsq replay -o DIR` folder [default: this gateway's state directory]."
 STATE_HELP = "The gateway's state directory [default: /var/lib/slipsq; env SLIPSQ_STATE_DIR]."
-SINCE_HELP = ("Only what happened in the last DURATION (24h, 90m, 2d) [default: all of a replay folder; 24h on a "
-              "gateway].")
+SINCE_HELP = ("Only what happened in the last DURATION (24h, 90m, 2d) of the traffic [default: all of a replay "
+              "folder; 24h on a gateway].")
 
 
 @click.command()

@@ -47,6 +47,16 @@ def test_timeline_from_a_replay_folder_is_the_file(out: Path) -> None:
     assert r.exit_code == 0 and "asked " in r.output
 
 
+def test_since_on_a_replay_folder_counts_back_from_its_last_traffic(out: Path) -> None:
+    whole = CliRunner().invoke(main, ["timeline", VICTIM, "--from", str(out)]).output
+    # the traffic runs 12:00:00-12:06:27 (the beacon blocked at 12:02:00, the laptop's NTP goes on)
+    last = CliRunner().invoke(main, ["timeline", VICTIM, "--from", str(out), "--since", "300s"]).output
+    assert "asked cdn-edge.example.net" in whole and "asked cdn-edge.example.net" not in last  # at 12:00:09
+    assert "[BLOCK] " in last and "12:02:00" in last
+    assert "nothing about" in CliRunner().invoke(main, ["timeline", "192.168.1.11", "--from", str(out),
+                                                         "--since", "1s"]).output
+
+
 def test_report_from_a_replay_folder(out: Path, tmp_path: Path) -> None:
     page = tmp_path / "r.html"
     r = CliRunner().invoke(main, ["report", "--from", str(out), "-o", str(page)])

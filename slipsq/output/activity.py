@@ -159,6 +159,27 @@ class Reader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.select()
 
+    def last_ts(self) -> float | None:
+        """The time of the newest record (read from the end of the newest file): where "the last
+        hour" of a replayed capture ends."""
+        if not self.files:
+            return None
+        try:
+            with self.files[-1].open("rb") as fh:
+                fh.seek(max(0, fh.seek(0, 2) - 65536))
+                tail = fh.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return None
+        times = []
+        for line in tail:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("ts"), (int, float)):
+                times.append(max(float(rec["ts"]), _num(rec.get("end"))))
+        return max(times, default=None)
+
     def select(self, kinds: Collection[str] | None = None, mentions: Collection[str] | None = None
                ) -> Iterator[dict[str, Any]]:
         """The records, or only those of `kinds`, or only lines that mention one of a few addresses
