@@ -10,6 +10,8 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 APT_PKGS := build-essential python3-dev python3-venv libnetfilter-queue-dev libnfnetlink-dev \
             iptables ipset iproute2 argus-server argus-client nfdump
+# what only the tests need (never a gateway): a real browser for the HTML report's test
+TEST_APT_PKGS := chromium
 CAPTURE ?= tests/data/beacon-https.pcap
 
 .PHONY: all deps sysdeps build run test lint unit bench clean install uninstall purge
@@ -17,8 +19,9 @@ CAPTURE ?= tests/data/beacon-https.pcap
 all: build
 
 # System packages: installed only when missing (dpkg knows), so a second run costs nothing.
+test unit: APT_EXTRA = $(TEST_APT_PKGS)
 sysdeps:
-	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PKGS) $(APT_EXTRA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "slipsq: need root to install:$$missing" >&2; exit 1; fi; \
 	  echo "slipsq: installing system packages with apt-get (once):$$missing"; \
@@ -59,6 +62,7 @@ bench: build
 	$(VPY) bench/replay.py
 	$(VPY) bench/flowfiles.py
 	$(VPY) bench/inline.py
+	$(VPY) bench/report.py
 
 # the installer needs none of the targets above (a Pi without the dev tools runs it directly);
 # DESTDIR=DIR installs into a scratch root (no apt, no systemctl), PREFIX moves the venv

@@ -57,6 +57,7 @@ setup(
     package_data={"slipsq": ["*.pyx", "*.pxd", "*.pyi", "py.typed", "detect/README.md"],
                   "slipsq.sources": ["*.pyx", "*.pyi"],
                   "slipsq.detect.stratosphere": ["*.pyx", "*.pyi"],
+                  "slipsq.report": ["templates/*.j2"],
                   "slipsq.models": ["*.json", "README.md"]},
     ext_modules=cythonize(
         extensions(),

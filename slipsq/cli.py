@@ -131,9 +131,12 @@ def _config_path(ctx: click.Context, local: str | None) -> str | None:
 @click.option("--tuples", is_flag=True,
               help="Print every 4-tuple with its behavioral letter string instead of the alerts.")
 @click.option("-o", "--out", "out_dir", default=None, metavar="DIR",
-              help="Also write alerts.jsonl, alerts.log, flows.binetflow and summary.json into this folder "
-                   "(refused when it holds earlier results, unless --force).")
+              help="Also write alerts.jsonl, alerts.log, flows.binetflow, activity.jsonl, summary.json and "
+                   "timeline/<ip>.txt per host with evidence into this folder (refused when it holds earlier "
+                   "results, unless --force).")
 @click.option("--force", is_flag=True, help="With -o: overwrite the results of an earlier run.")
+@click.option("--report", "report", is_flag=True,
+              help="With -o: also DIR/report.html, one self-contained page of what happened (see 'slipsq report').")
 @click.option("--separate", is_flag=True,
               help="Analyse each input on its own timeline (its own engine and summary; with -o, in "
                    "DIR/<input name>/) instead of one timeline in time order.")
@@ -148,7 +151,7 @@ def _config_path(ctx: click.Context, local: str | None) -> str | None:
               help="Progress bar on stderr [default: when stderr is a terminal].")
 @click.pass_context
 def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tuples: bool, out_dir: str | None,
-           force: bool, separate: bool, models_dir: str | None, fmt: str, config_path: str | None,
+           force: bool, report: bool, separate: bool, models_dir: str | None, fmt: str, config_path: str | None,
            progress: bool | None) -> None:
     """Analyse captures or flow files offline, exactly as inline mode would.
 
@@ -166,6 +169,8 @@ def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tu
     from slipsq.engine import tune_gc
     from slipsq.replay import ReplayOptions, run_replay
 
+    if report and not out_dir:
+        _fail("--report needs -o DIR (the report is written as DIR/report.html)", UsageError.code)
     tune_gc()
     runs = [list(inputs)] if not separate else [[i] for i in inputs]
     code = 0
@@ -175,7 +180,7 @@ def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tu
             folder = str(Path(out_dir) / _out_name(run[0], n))
         if separate and n and not (as_json or tuples):
             click.echo("")
-        opts = ReplayOptions(inputs=run, as_json=as_json, tuples=tuples, out_dir=folder, force=force,
+        opts = ReplayOptions(inputs=run, as_json=as_json, tuples=tuples, out_dir=folder, force=force, report=report,
                              models_dir=models_dir, fmt=fmt, config_path=_config_path(ctx, config_path),
                              progress=sys.stderr.isatty() if progress is None else progress)
         if separate and not (as_json or tuples):
@@ -330,9 +335,10 @@ def _toml_value(v: Any) -> str:
 def _register_admin_commands() -> None:
     """block, unblock, blocks, status, rules, ti: they import their heavy parts only when run, so a
     replay-only machine (no libnetfilter_queue) still lists them, and a broken import is loud."""
-    from slipsq import cli_inline, top
+    from slipsq import cli_inline, cli_report, top
 
     cli_inline.register(main)
+    cli_report.register(main)  # timeline, report
     main.add_command(top.command)  # slipsq top: its own module
 
 

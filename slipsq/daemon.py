@@ -42,6 +42,7 @@ from slipsq.config import Config
 from slipsq.control import Admin, ControlServer, check_block, parse_duration
 from slipsq.enrich import make_enrichers
 from slipsq.errors import InputError, ModelError, SlipsqError
+from slipsq.output import activity
 from slipsq.output.alerts import AlertWriter
 from slipsq.output.metrics import Exporter, Tally, daemon_snapshot
 from slipsq.records import Command, Unblock
@@ -272,11 +273,15 @@ class Daemon:
         self.control = ControlServer(self.state_dir, self.handle)
         self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
         self.tally = Tally()  # alerts and blocks per detector, for the metrics
-        writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks, self.tally]
+        # the activity log behind `slipsq timeline`/`report`: written by the worker, never the loop
+        activity_log = activity.gateway_sink(self.cfg, self.state_dir)
+        writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks, self.tally,
+                   *([activity_log] if activity_log is not None else [])]
         self.worker = Worker(self.fw, self.store, Fanout(writers, on_error=self._engine_error))
         self.worker.on_store_change = self._store_changed
         self.engine = runmode.build_engine(self.cfg, load_models(self.cfg), self.allow,
-                                           on_error=self._engine_error)
+                                           on_error=self._engine_error, export_flows=activity_log is not None,
+                                           export_queries=activity_log is not None)
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
         # and only then the diversion, when asked

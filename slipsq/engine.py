@@ -1,9 +1,10 @@
 """The engine: flow table → detectors → judge, returning what was decided. Sans-io: it opens no
 socket, reads no clock and no file, and calls nothing that does. Sources hand it packets (through its
 flow table) or flows, with their time; every input method returns the commands that follow from it
-(slipsq.records: Alert, Block, Unblock, and closed Flows when `export_flows`), in decision order, for
-the caller to carry out: replay writes them at once (runmode.Offline), the daemon hands each batch to
-its worker thread (one ipset batch, one store transaction) so the packet loop never waits on I/O.
+(slipsq.records: Alert, Block, Unblock, closed Flows when `export_flows`, DNS answers as Query when
+`export_queries`), in decision order, for the caller to carry out: replay writes them at once
+(runmode.Offline), the daemon hands each batch to its worker thread (one ipset batch, one store
+transaction) so the packet loop never waits on I/O.
 
     source ──packets──► table.feed() ─ closed flows, app packets ─► drain() ─► detectors ─► judge ─► commands
     source ──flows────► flow() ─────────────────────────────────────────────► detectors ─► judge ─► commands
@@ -29,7 +30,7 @@ from slipsq.detect.base import Context, Detector
 from slipsq.flow import AppEvent, Flow
 from slipsq.judge import Judge
 from slipsq.lru import touch, trim
-from slipsq.records import Alert, Block, Command, Decision, Evidence, Unblock
+from slipsq.records import Alert, Block, Command, Decision, Evidence, Query, Unblock
 
 
 def make_table(config: Config) -> Any:
@@ -80,14 +81,16 @@ class Engine:
     def __init__(self, config: Config, *, models: Sequence[Any] = (), allow: AllowList | None = None,
                  detectors: Sequence[type[Detector]] | None = None, table: Any = None,
                  enrichers: Sequence[Callable[[str], dict[str, Any]]] = (), export_flows: bool = False,
-                 on_error: Callable[[str, Exception], None] | None = None) -> None:
+                 on_error: Callable[[str, Exception], None] | None = None, export_queries: bool = False) -> None:
         """`export_flows`: also return every closed flow (not active-timeout reports) as a command,
-        for flow writers. `on_error`: None (replay, tests) lets an exception from a detector or the
-        app decoder propagate: a bug must be loud. Given (the daemon), such an exception is handed to
+        for flow writers; `export_queries`: also every DNS answer as a Query (the activity log).
+        `on_error`: None (replay, tests) lets an exception from a detector or the app decoder
+        propagate: a bug must be loud. Given (the daemon), such an exception is handed to
         on_error(what failed, exception) to count and report, and only that one call's result is
         lost: the other detectors still see the flow, the rest of the batch is analysed."""
         self.on_error = on_error
         self.export_flows = export_flows
+        self.export_queries = export_queries
         self._out: list[Command] = []  # what was decided since the last take()
         self.table = table if table is not None else make_table(config)
         self._app_events = make_app_decoder()
@@ -228,6 +231,10 @@ class Engine:
                 names = touch(self.ctx.dns_names, answer, set, self._max_dns)
                 if len(names) < 16:
                     names.add(query)
+            if self.export_queries and event.data.get("response", True):
+                # a response goes to the client that asked (a log's query line has no answer yet)
+                self._out.append(Query(event.ts, event.daddr, query, int(event.data.get("rcode") or 0),
+                                       tuple(event.data.get("answers", ()))))
         self._run(self._on_app, event)
 
     # --- internals ----------------------------------------------------------------------------

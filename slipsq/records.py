@@ -1,7 +1,7 @@
 """The records the pipeline passes along, in one low module that imports no stage: Evidence (what
 a detector found), Decision (what the judge made of it), Alert (both, as people and tools read them),
 and the commands the engine returns for the caller to carry out: Alert, Block, Unblock (and Flow,
-from slipsq.flow, for the flow writers). Data only: no I/O, no clock.
+from slipsq.flow, for the flow writers; Query, DNS answers, for the activity log). Data only: no I/O, no clock.
 
 Threat levels follow Slips: info 0, low 0.2, medium 0.5, high 0.8, critical 1.0. The judge sums
 threat_level × confidence per offender per time window, persistent findings twice (see judge.py).
@@ -240,4 +240,17 @@ class Unblock:
     who: str
 
 
-Command = Alert | Block | Unblock | Flow
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A DNS answer seen for `host` (the client that asked): `name` asked, `rcode` (0 ok, 3 NXDOMAIN),
+    the A/AAAA `answers`. Returned only when the caller asks for them (Engine.export_queries), for
+    the activity log behind `slipsq timeline` and `slipsq report`. `name` came from the network."""
+
+    ts: float
+    host: str
+    name: str
+    rcode: int
+    answers: tuple[str, ...] = ()
+
+
+Command = Alert | Block | Unblock | Flow | Query

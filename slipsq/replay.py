@@ -18,6 +18,7 @@ from slipsq import runmode
 from slipsq.engine import Engine
 from slipsq.errors import InputError
 from slipsq.output import results
+from slipsq.output.activity import ActivityWriter
 from slipsq.output.alerts import AlertWriter
 from slipsq.output.binetflow import BinetflowWriter
 from slipsq.sink import Sink
@@ -37,6 +38,7 @@ class ReplayOptions:
     config_path: str | None = None
     progress: bool = False
     force: bool = False  # -o DIR may overwrite earlier results
+    report: bool = False  # with out_dir: also DIR/report.html
 
 
 def input_kind(path: str, fmt: str) -> str:
@@ -76,7 +78,8 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
             sinks.append(AlertWriter(stdout, opts.as_json))
         if opts.out_dir:
             files = results.open_results(opts.out_dir, opts.force, stack)
-            sinks += [AlertWriter(files[0], True), AlertWriter(files[1], False), BinetflowWriter(files[2])]
+            sinks += [AlertWriter(files[0], True), AlertWriter(files[1], False), BinetflowWriter(files[2]),
+                      ActivityWriter(files[3])]
         run = runmode.Offline(runmode.build_engine(cfg, models, runmode.make_allow(cfg)), sinks)
         engine = run.engine
         started = time.perf_counter()
@@ -93,6 +96,10 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
         _print_summary(summary, stdout, opts.as_json)
         if opts.out_dir:
             results.write_summary(opts.out_dir, summary)
+    if opts.out_dir:  # after the files above are closed: the timelines read activity.jsonl back
+        from slipsq.report import replay_outputs
+
+        replay_outputs(opts.out_dir, cfg, opts.report)
     damaged = [note for path, info in inputs.items() if (note := results.damage(path, info))]
     for note in damaged:  # after the results: what was whole was analysed, but the input is not sound
         sys.stderr.write(f"slipsq: {note}\n")

@@ -21,13 +21,15 @@ from slipsq.engine import Engine
 from slipsq.enrich import make_enrichers
 from slipsq.errors import ModelError
 from slipsq.flow import AppEvent, Flow
-from slipsq.output import metrics
+from slipsq.output import activity, metrics
+from slipsq.records import Query
 from slipsq.sink import Fanout, Sink
 
 
 def all_options() -> list[Option]:
     """Every declared option: the core's, the enrichers', and each detector's own."""
-    opts = list(configmod.CORE_OPTIONS) + list(enrich.OPTIONS) + list(metrics.OPTIONS)
+    opts = (list(configmod.CORE_OPTIONS) + list(enrich.OPTIONS) + list(metrics.OPTIONS)
+            + list(activity.OPTIONS))
     for det in DETECTORS:
         opts.extend(det.options)
     return opts
@@ -63,10 +65,10 @@ def load_engine_models(cli_dir: str | None, cfg: Config) -> list[Any]:
 
 
 def build_engine(cfg: Config, models: Sequence[Any], allow: AllowList, *, export_flows: bool = False,
-                 on_error: Callable[[str, Exception], None] | None = None) -> Engine:
+                 on_error: Callable[[str, Exception], None] | None = None, export_queries: bool = False) -> Engine:
     """The engine of a run: every registered detector, the models, the allow list, the enrichers."""
     return Engine(cfg, models=models, allow=allow, enrichers=make_enrichers(cfg),
-                  export_flows=export_flows, on_error=on_error)
+                  export_flows=export_flows, on_error=on_error, export_queries=export_queries)
 
 
 class Offline:
@@ -78,6 +80,7 @@ class Offline:
         self.engine = engine
         self.apply = Fanout(sinks)
         engine.export_flows = engine.export_flows or self.apply.wants(Flow)
+        engine.export_queries = engine.export_queries or self.apply.wants(Query)
 
     @property
     def table(self) -> Any:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from slipsq.flow import Flow
-from slipsq.records import Alert, Block, Command, Unblock
+from slipsq.records import Alert, Block, Command, Query, Unblock
 
 
 class Sink:
@@ -24,6 +24,9 @@ class Sink:
 
     def flow(self, flow: Flow) -> None:
         """Every closed flow (not active-timeout reports), when the engine exports flows."""
+
+    def query(self, query: Query) -> None:
+        """Every DNS answer (who asked which name), when the engine exports queries."""
 
 
 class Fanout:
@@ -40,7 +43,8 @@ class Fanout:
         self._calls: dict[type, list[tuple[str, Callable[[Any], None]]]] = {
             kind: [(f"{type(s).__name__}.{hook}", getattr(s, hook)) for s in self.sinks
                    if getattr(type(s), hook) is not getattr(Sink, hook)]
-            for kind, hook in ((Alert, "alert"), (Block, "block"), (Unblock, "unblock"), (Flow, "flow"))}
+            for kind, hook in ((Alert, "alert"), (Block, "block"), (Unblock, "unblock"), (Flow, "flow"),
+                                    (Query, "query"))}
 
     def wants(self, kind: type) -> bool:
         """True when some sink takes commands of this kind (e.g. Flow: export flows at all?)."""

@@ -30,3 +30,20 @@ def test_an_installed_package_carries_and_finds_the_shipped_models(tmp_path: Pat
     assert r.returncode == 0, r.stderr
     where, count = r.stdout.split()
     assert Path(where) == build / "slipsq" / "models" and int(count) == len(shipped)
+
+
+def test_an_installed_package_carries_the_report_template(tmp_path: Path) -> None:
+    """slipsq.report's Jinja2 template is package data: an installed slipsq (the gateway's) renders
+    the page away from the checkout."""
+    build = tmp_path / "lib"
+    r = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "-d", str(build)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (build / "slipsq" / "report" / "templates" / "report.html.j2").is_file()
+    code = ("import slipsq.report.html as h; print(h.__file__); "
+            "print(h.render_report([], 'x').count('No host had evidence'))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(build), "SLIPSQ_PURE_PYTHON": "1"})
+    assert r.returncode == 0, r.stderr
+    where, count = r.stdout.split()
+    assert Path(where).is_relative_to(build) and count == "1"

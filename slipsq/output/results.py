@@ -15,11 +15,13 @@ from typing import Any, TextIO
 
 from slipsq.errors import InputError
 
-RESULT_FILES = ("alerts.jsonl", "alerts.log", "flows.binetflow", "summary.json")
+RESULT_FILES = ("alerts.jsonl", "alerts.log", "flows.binetflow", "activity.jsonl", "summary.json", "report.html",
+                "timeline")
+OPENED = 4  # the first four are written as the replay runs; the others after it
 
 
 def open_results(out_dir: str, force: bool, stack: ExitStack) -> list[TextIO]:
-    """alerts.jsonl, alerts.log and flows.binetflow opened for writing in `out_dir` (created when
+    """alerts.jsonl, alerts.log, flows.binetflow and activity.jsonl opened for writing in `out_dir` (created when
     missing). InputError when the folder already holds results of an earlier run and not `force`:
     results an analyst may have joined on are not overwritten by accident."""
     out = Path(out_dir)
@@ -29,8 +31,9 @@ def open_results(out_dir: str, force: bool, stack: ExitStack) -> list[TextIO]:
         if earlier and not force:
             raise InputError(f"{out} already holds results ({', '.join(earlier)}): choose another folder, "
                              "or pass --force to overwrite them")
-        (out / "summary.json").unlink(missing_ok=True)  # no stale summary beside new alerts
-        return [stack.enter_context((out / n).open("w")) for n in RESULT_FILES[:3]]
+        for stale in ("summary.json", "report.html"):  # none from an earlier run beside new alerts
+            (out / stale).unlink(missing_ok=True)
+        return [stack.enter_context((out / n).open("w")) for n in RESULT_FILES[:OPENED]]
     except OSError as e:
         raise InputError(f"cannot write into {out}: {e.strerror}") from None
 

@@ -136,6 +136,10 @@ def test_a_beacon_is_judged_and_then_dropped_in_the_kernel(lab: Lab, tmp_path: P
     s.cli("unblock", CNC)
     assert lab.connect("a", CNC)
     assert s.blocks() == []
+    # the story of it, from the gateway's activity log (written by the worker) and its block store
+    story = s.cli("timeline", CNC, "--since", "1h").stdout
+    assert ":8080/tcp: " in story and "letters " in story, story
+    assert f"BLOCKED   {CNC}" in story and f"UNBLOCKED {CNC}" in story and "[BLOCK] beacon" in story
 
 
 HOSTILE = r"""

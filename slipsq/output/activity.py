@@ -1,0 +1,219 @@
+"""The activity log: what `slipsq timeline` and `slipsq report` are built from, one JSON object per
+line, the same format from a replay folder (`slipsq replay -o DIR`: DIR/activity.jsonl) and from a
+running gateway (its state directory: activity.jsonl, rotated by size like alerts.jsonl, so a busy
+week cannot fill a Pi's SD card; the newest lines are the last hours).
+
+    {"k": "flow",    "ts": start, "end": .., "proto": .., "src": .., "sport": .., "dst": .., "dport": ..,
+                     "sbytes": .., "dbytes": .., "pkts": .., "state": ..}
+    {"k": "dns",     "ts": .., "host": who asked, "name": .., "rcode": .., "answers": [..]}
+    {"k": "alert",   ...records.Alert.to_dict()}
+    {"k": "block",   "ts": .., "ip": .., "duration": .., "reason": .., "by": .., "times": ..}
+    {"k": "unblock", "ts": .., "ip": .., "reason": .., "who": ..}
+
+Written by a sink: in replay as the commands come, inline by the daemon's worker thread, never on
+the packet loop. Reading skips lines that are not whole JSON objects (a log being written ends in a
+half line) and counts them. This module writes and reads lines; it decides nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from slipsq.config import Option, positive
+from slipsq.errors import InputError
+from slipsq.flow import Flow
+from slipsq.output.alertlog import RotatingAlertLog
+from slipsq.records import Alert, Block, Query, Unblock
+from slipsq.sink import Sink
+
+FILE_NAME = "activity.jsonl"
+MAX_MENTIONS = 64  # addresses a text prefilter looks for; with more, every line is parsed
+
+OPTIONS = (
+    Option("output.activity", True, "inline: keep an activity log (flows, DNS answers, alerts, blocks) in the "
+           "state directory, for `slipsq timeline` and `slipsq report`"),
+    Option("output.activity_max_bytes", 16_000_000, "activity.jsonl is rotated when it would grow past this",
+           positive, "> 0"),
+    Option("output.activity_files", 4, "rotated activity.jsonl files kept (activity.jsonl.1 ... .N): the log "
+           "holds at most (N + 1) x activity_max_bytes", lambda v: v >= 0, ">= 0"),
+)
+
+
+# --- commands to records ------------------------------------------------------------------------
+
+def flow_record(f: Flow) -> dict[str, Any]:
+    return {"k": "flow", "ts": round(f.start, 6), "end": round(f.end, 6), "proto": f.proto, "src": f.saddr,
+            "sport": f.sport, "dst": f.daddr, "dport": f.dport, "sbytes": f.sbytes, "dbytes": f.dbytes,
+            "pkts": f.pkts, "state": f.state}
+
+
+def query_record(q: Query) -> dict[str, Any]:
+    return {"k": "dns", "ts": round(q.ts, 6), "host": q.host, "name": q.name, "rcode": q.rcode,
+            "answers": list(q.answers)}
+
+
+def alert_record(a: Alert) -> dict[str, Any]:
+    return {"k": "alert", **a.to_dict()}
+
+
+def block_record(b: Block) -> dict[str, Any]:
+    return {"k": "block", "ts": round(b.ts, 6), "ip": b.ip, "duration": b.duration, "reason": b.reason,
+            "by": b.by, "times": b.times}
+
+
+def unblock_record(u: Unblock) -> dict[str, Any]:
+    return {"k": "unblock", "ts": round(u.ts, 6), "ip": u.ip, "reason": u.reason, "who": u.who}
+
+
+def dumps(record: dict[str, Any]) -> str:
+    # ensure_ascii: a hostile name's control characters stay escaped inside the file too
+    return json.dumps(record, separators=(",", ":"))
+
+
+class ActivityWriter(Sink):
+    """The activity log on a text stream (replay's DIR/activity.jsonl)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write_line(self, line: str) -> None:
+        self.stream.write(line + "\n")
+
+    def flow(self, flow: Flow) -> None:
+        self.write_line(dumps(flow_record(flow)))
+
+    def query(self, query: Query) -> None:
+        self.write_line(dumps(query_record(query)))
+
+    def alert(self, alert: Alert) -> None:
+        self.write_line(dumps(alert_record(alert)))
+
+    def block(self, block: Block) -> None:
+        self.write_line(dumps(block_record(block)))
+
+    def unblock(self, unblock: Unblock) -> None:
+        self.write_line(dumps(unblock_record(unblock)))
+
+
+class RotatingActivityLog(ActivityWriter):
+    """The gateway's activity log: `directory`/activity.jsonl, rotated by size with `keep` old files
+    (RotatingAlertLog's rotation and its never-raise rule: a full disk is reported once)."""
+
+    def __init__(self, directory: str | Path, max_bytes: int = 16_000_000, keep: int = 4,
+                 errors: TextIO | None = None) -> None:
+        self.log = RotatingAlertLog(directory, max_bytes, keep, errors)
+        self.log.path = Path(directory) / FILE_NAME
+        self.path = self.log.path
+
+    def write_line(self, line: str) -> None:
+        self.log.write_line(line)
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def gateway_sink(cfg: Any, state_dir: str | Path) -> RotatingActivityLog | None:
+    """The daemon's activity log per the config (None when output.activity is false)."""
+    if not cfg["output.activity"]:
+        return None
+    return RotatingActivityLog(state_dir, cfg["output.activity_max_bytes"], cfg["output.activity_files"])
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+def log_files(folder: str | Path) -> list[Path]:
+    """The activity files of a folder, oldest first: activity.jsonl.N ... .1, activity.jsonl."""
+    folder = Path(folder)
+    rotated = []
+    for p in folder.glob(FILE_NAME + ".*"):
+        suffix = p.name[len(FILE_NAME) + 1:]
+        if suffix.isdigit():
+            rotated.append((int(suffix), p))
+    files = [p for _, p in sorted(rotated, reverse=True)]
+    if (folder / FILE_NAME).is_file():
+        files.append(folder / FILE_NAME)
+    return files
+
+
+class Reader:
+    """The records of some activity files, read again on each iteration (the timeline reads twice:
+    first which hosts have evidence, then their stories). `skipped` counts lines that were not
+    JSON objects (the last, half-written line of a live log is one)."""
+
+    def __init__(self, files: list[Path], since: float = float("-inf")) -> None:
+        self.files = files
+        self.since = since
+        self.skipped = 0
+
+    @classmethod
+    def folder(cls, folder: str | Path, since: float = float("-inf"), what: str = "") -> Reader:
+        files = log_files(folder)
+        if not files:
+            hint = what or "give the folder of `slipsq replay -o DIR`, or the state directory of a gateway"
+            raise InputError(f"{folder}: no {FILE_NAME} there ({hint})")
+        return cls(files, since)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.select()
+
+    def last_ts(self) -> float | None:
+        """The time of the newest record (read from the end of the newest file): where "the last
+        hour" of a replayed capture ends."""
+        if not self.files:
+            return None
+        try:
+            with self.files[-1].open("rb") as fh:
+                fh.seek(max(0, fh.seek(0, 2) - 65536))
+                tail = fh.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return None
+        times = []
+        for line in tail:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("ts"), (int, float)):
+                times.append(max(float(rec["ts"]), _num(rec.get("end"))))
+        return max(times, default=None)
+
+    def select(self, kinds: Collection[str] | None = None, mentions: Collection[str] | None = None
+               ) -> Iterator[dict[str, Any]]:
+        """The records, or only those of `kinds`, or only lines that mention one of a few addresses
+        (a prefilter on the text: most lines of a busy log are skipped without parsing them; the
+        caller still checks the fields)."""
+        self.skipped = 0
+        since = self.since
+        prefixes = tuple(f'{{"k":"{k}"' for k in kinds) if kinds is not None else None
+        words = list(mentions) if mentions is not None and len(mentions) <= MAX_MENTIONS else None
+        for path in self.files:
+            try:
+                fh = path.open(encoding="utf-8", errors="replace")
+            except FileNotFoundError:  # rotated away between listing and opening
+                continue
+            except OSError as e:
+                raise InputError(f"cannot read {path}: {e.strerror}") from None
+            with fh:
+                for line in fh:
+                    # dumps() writes "k" first: another kind's line is skipped unparsed
+                    if prefixes is not None and line.startswith('{"k":"') and not line.startswith(prefixes):
+                        continue
+                    if words is not None and not any(w in line for w in words):
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        self.skipped += bool(line.strip())
+                        continue
+                    if not isinstance(rec, dict) or not isinstance(rec.get("ts"), (int, float)):
+                        self.skipped += 1
+                        continue
+                    if rec["ts"] >= since or (rec.get("k") == "flow" and _num(rec.get("end")) >= since):
+                        yield rec
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) else float("-inf")

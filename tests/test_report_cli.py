@@ -1,0 +1,155 @@
+"""`slipsq replay -o DIR [--report]`, `slipsq timeline IP` and `slipsq report` as a user meets them:
+from a replay folder and from a gateway's state directory (activity log + block store)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from slipsq.cli import main
+from slipsq.output.activity import RotatingActivityLog
+from slipsq.verdict.store import BlockStore
+from tools import gen_corpus
+from tools.gencapture import write_capture
+
+CNC, VICTIM = gen_corpus.CNC, gen_corpus.VICTIM
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("replay")
+    write_capture(gen_corpus.BY_NAME["beacon-10s-1%"].build(random.Random(1)), d / "b.pcap")
+    r = CliRunner().invoke(main, ["replay", str(d / "b.pcap"), "-o", str(d / "out"), "--report"])
+    assert r.exit_code == 0, r.output
+    return d / "out"
+
+
+def test_replay_writes_a_timeline_per_host_with_evidence_and_the_report(out: Path) -> None:
+    names = sorted(p.name for p in (out / "timeline").iterdir())
+    assert f"{CNC}.txt" in names and f"{VICTIM}.txt" in names
+    assert "192.168.1.11.txt" not in names  # the phone browsing beside it has no evidence
+    text = (out / "timeline" / f"{CNC}.txt").read_text()
+    assert text.startswith(f"timeline of {CNC}: ") and "BLOCKED" in text
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and CNC in page and "<svg" in page
+
+
+def test_timeline_from_a_replay_folder_is_the_file(out: Path) -> None:
+    r = CliRunner().invoke(main, ["timeline", VICTIM, "--from", str(out)])
+    assert r.exit_code == 0, r.output
+    assert r.output == (out / "timeline" / f"{VICTIM}.txt").read_text()
+    # any host of the folder has a story, evidence or not
+    r = CliRunner().invoke(main, ["timeline", "192.168.1.11", "--from", str(out)])
+    assert r.exit_code == 0 and "asked " in r.output
+
+
+def test_since_on_a_replay_folder_counts_back_from_its_last_traffic(out: Path) -> None:
+    whole = CliRunner().invoke(main, ["timeline", VICTIM, "--from", str(out)]).output
+    # the traffic runs 12:00:00-12:06:27 (the beacon blocked at 12:02:00, the laptop's NTP goes on)
+    last = CliRunner().invoke(main, ["timeline", VICTIM, "--from", str(out), "--since", "300s"]).output
+    assert "asked cdn-edge.example.net" in whole and "asked cdn-edge.example.net" not in last  # at 12:00:09
+    assert "[BLOCK] " in last and "12:02:00" in last
+    assert "nothing about" in CliRunner().invoke(main, ["timeline", "192.168.1.11", "--from", str(out),
+                                                         "--since", "1s"]).output
+
+
+def test_report_from_a_replay_folder(out: Path, tmp_path: Path) -> None:
+    page = tmp_path / "r.html"
+    r = CliRunner().invoke(main, ["report", "--from", str(out), "-o", str(page)])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith(f"{page}: 2 host(s) with evidence")
+    assert CNC in page.read_text()
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["timeline", "not-an-ip", "--from", "."], 2, "'not-an-ip' is not an IP address"),
+    (["timeline", "10.9.9.9", "--from", "OUT"], 1, "nothing about 10.9.9.9 in "),
+    (["timeline", "10.9.9.9", "--from", "/nonexistent"], 2, "/nonexistent: no activity.jsonl there"),
+    (["report", "--from", "OUT", "--since", "soon"], 2, "--since: "),
+    (["report", "--from", "OUT", "-o", "/nonexistent/x.html"], 2, "cannot write /nonexistent/x.html"),
+    (["replay", "x.pcap", "--report"], 2, "--report needs -o DIR"),
+])
+def test_bad_input_is_one_line_and_an_exit_code(out: Path, args: list[str], code: int, message: str) -> None:
+    r = CliRunner().invoke(main, [str(out) if a == "OUT" else a for a in args])
+    assert r.exit_code == code, r.output
+    assert r.output.startswith("slipsq: ") and message in r.output and "Traceback" not in r.output
+
+
+def test_a_second_replay_into_the_folder_is_refused_then_forced(out: Path, tmp_path: Path) -> None:
+    d = tmp_path / "o"
+    d.mkdir()
+    (d / "timeline").mkdir()
+    (d / "timeline" / "10.0.0.1.txt").write_text("stale")
+    cap = out.parent / "b.pcap"
+    r = CliRunner().invoke(main, ["replay", str(cap), "-o", str(d)])
+    assert r.exit_code == 2 and "already holds results (timeline)" in r.output
+    r = CliRunner().invoke(main, ["replay", str(cap), "-o", str(d), "--force"])
+    assert r.exit_code == 0, r.output
+    assert not (d / "timeline" / "10.0.0.1.txt").exists() and (d / "timeline" / f"{CNC}.txt").exists()
+    assert not (d / "report.html").exists()
+
+
+def test_the_gateway_source_is_the_activity_log_and_the_store_audit(out: Path, tmp_path: Path) -> None:
+    """What the daemon's worker writes (the same records, through the rotating log) and the store's
+    audit trail, which also has what an admin did while the daemon was down."""
+    log = RotatingActivityLog(tmp_path, max_bytes=50_000_000)
+    for line in (out / "activity.jsonl").read_text().splitlines():
+        log.write_line(line)
+    log.close()
+    store = BlockStore(tmp_path)
+    store.add(CNC, since=gen_corpus.T0 + 500, expires=gen_corpus.T0 + 4100, reason="beacon", detector="beacon",
+              evidence={})
+    store.remove(CNC, ts=gen_corpus.T0 + 900, who="admin:alice", reason="false positive?")
+    store.close()
+    r = CliRunner().invoke(main, ["--state-dir", str(tmp_path), "timeline", CNC, "--since", "100000d"])
+    assert r.exit_code == 0, r.output
+    assert "UNBLOCKED 203.0.113.66 by admin:alice: false positive?" in r.output
+    assert r.output.count("BLOCKED  ") == 1  # the audit's block, not the log's copy as well
+    page = tmp_path / "gw.html"
+    r = CliRunner().invoke(main, ["--state-dir", str(tmp_path), "report", "-o", str(page), "--since", "100000d"])
+    assert r.exit_code == 0 and "gateway state" in page.read_text()
+    # the default is the last 24 h: this traffic is older, so nobody is in it
+    r = CliRunner().invoke(main, ["--state-dir", str(tmp_path), "report", "-o", str(page)])
+    assert r.exit_code == 0 and "0 host(s)" in r.output
+    r = CliRunner().invoke(main, ["--state-dir", str(tmp_path / "none"), "timeline", CNC])
+    assert r.exit_code == 2 and "no activity.jsonl there (is slipsq running inline" in r.output
+
+
+def test_activity_records_are_json_objects_with_a_kind(out: Path) -> None:
+    kinds = {json.loads(line)["k"] for line in (out / "activity.jsonl").read_text().splitlines()}
+    assert kinds == {"flow", "dns", "alert", "block"}
+
+
+def test_a_hostile_dns_name_from_the_wire_is_text_in_the_report(out: Path, tmp_path: Path) -> None:
+    """A DNS answer whose name is markup (a label may hold any byte) reaches the page as text: the
+    capture goes through the real decoder, the activity log and the template."""
+    from html.parser import HTMLParser
+
+    from tests.helpers import dns_query, dns_response, eth, udp, write_pcap
+
+    hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>.evil.example"
+    t = gen_corpus.T0 - 60  # before the beacon capture: one timeline, no overlap
+    write_pcap(tmp_path / "h.pcap", [
+        (t, eth(udp(VICTIM, 40000, "192.168.1.1", 53, dns_query(hostile)))),
+        (t + 0.01, eth(udp("192.168.1.1", 53, VICTIM, 40000, dns_response(hostile, ["198.51.100.9"])))),
+    ])
+    r = CliRunner().invoke(main, ["replay", str(tmp_path / "h.pcap"), str(out.parent / "b.pcap"),
+                                  "-o", str(tmp_path / "o"), "--report"])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "o" / "report.html").read_text()
+
+    tags: set[str] = set()
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            tags.add(tag)
+
+    Tags().feed(page)
+    assert "script" not in tags and "img" not in tags
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;.evil.example" in page
+    timeline = (tmp_path / "o" / "timeline" / f"{VICTIM}.txt").read_text()
+    assert f"asked {hostile} -> 198.51.100.9" in timeline
