@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from slipsq import config as configmod
-from slipsq import enrich
+from slipsq import enrich, hooks
 from slipsq.allow import AllowList, own_addresses
 from slipsq.config import Config, Option
 from slipsq.detect import DETECTORS
@@ -21,12 +21,14 @@ from slipsq.engine import Engine
 from slipsq.enrich import make_enrichers
 from slipsq.errors import ModelError
 from slipsq.flow import AppEvent, Flow
+from slipsq.output import formats
 from slipsq.sink import Fanout, Sink
 
 
 def all_options() -> list[Option]:
-    """Every declared option: the core's, the enrichers', and each detector's own."""
-    opts = list(configmod.CORE_OPTIONS) + list(enrich.OPTIONS)
+    """Every declared option: the core's, the enrichers', the alert formats' and hooks', and each
+    detector's own."""
+    opts = list(configmod.CORE_OPTIONS) + list(enrich.OPTIONS) + list(formats.OPTIONS) + list(hooks.OPTIONS)
     for det in DETECTORS:
         opts.extend(det.options)
     return opts

@@ -16,21 +16,25 @@ from typing import Any, TextIO
 from slipsq.errors import InputError
 
 RESULT_FILES = ("alerts.jsonl", "alerts.log", "flows.binetflow", "summary.json")
+# the alerts in another format (--alert-format; slipsq.output.formats.RESULT_FILE), when asked for
+FORMAT_FILES = ("eve.json", "alerts.idmefv2.jsonl", "alerts.syslog")
 
 
-def open_results(out_dir: str, force: bool, stack: ExitStack) -> list[TextIO]:
-    """alerts.jsonl, alerts.log and flows.binetflow opened for writing in `out_dir` (created when
-    missing). InputError when the folder already holds results of an earlier run and not `force`:
-    results an analyst may have joined on are not overwritten by accident."""
+def open_results(out_dir: str, force: bool, stack: ExitStack, extra: str | None = None) -> list[TextIO]:
+    """alerts.jsonl, alerts.log and flows.binetflow (and `extra`, one of FORMAT_FILES) opened for
+    writing in `out_dir` (created when missing). InputError when the folder already holds results
+    of an earlier run and not `force`: results an analyst may have joined on are not overwritten by
+    accident."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        earlier = [n for n in RESULT_FILES if (out / n).exists()]
+        earlier = [n for n in RESULT_FILES + FORMAT_FILES if (out / n).exists()]
         if earlier and not force:
             raise InputError(f"{out} already holds results ({', '.join(earlier)}): choose another folder, "
                              "or pass --force to overwrite them")
-        (out / "summary.json").unlink(missing_ok=True)  # no stale summary beside new alerts
-        return [stack.enter_context((out / n).open("w")) for n in RESULT_FILES[:3]]
+        for stale in ("summary.json", *FORMAT_FILES):  # no stale summary or alerts beside new ones
+            (out / stale).unlink(missing_ok=True)
+        return [stack.enter_context((out / n).open("w")) for n in (*RESULT_FILES[:3], *([extra] if extra else []))]
     except OSError as e:
         raise InputError(f"cannot write into {out}: {e.strerror}") from None
 
