@@ -52,6 +52,10 @@ class Mailbox(Generic[T]):
             self._cv.notify()
         return True
 
+    def full(self) -> bool:
+        """A hint for a producer that would rather not build an item that cannot be queued."""
+        return len(self._items) >= self.maxlen
+
     def pending(self) -> int:
         return len(self._items)
 

@@ -210,7 +210,8 @@ class HookStats:
 class Job:
     event: str  # "alert" or "block"
     payload: bytes
-    env: dict[str, str]
+    ip: str
+    detector: str
 
 
 def block_payload(block: Block) -> dict[str, Any]:
@@ -248,13 +249,16 @@ class Hooks(Sink):
         if not self.buckets[event].take(self.clock()):
             self.stats[event].rate_limited += 1
             return
-        env = {**os.environ, "SLIPSQ_EVENT": event, "SLIPSQ_IP": ip, "SLIPSQ_DETECTOR": detector}
-        self.mailbox.offer(Job(event, json.dumps(payload(), separators=(",", ":")).encode() + b"\n", env))
+        if self.mailbox.full():  # counted as the mailbox counts; the JSON is not even built
+            self.mailbox.dropped += 1
+            return
+        self.mailbox.offer(Job(event, json.dumps(payload(), separators=(",", ":")).encode() + b"\n", ip, detector))
 
     def _run(self, job: Job) -> None:
         st = self.stats[job.event]
         st.runs += 1
-        res = run_command(self.commands[job.event], job.payload, self.timeout, job.env)
+        env = {**os.environ, "SLIPSQ_EVENT": job.event, "SLIPSQ_IP": job.ip, "SLIPSQ_DETECTOR": job.detector}
+        res = run_command(self.commands[job.event], job.payload, self.timeout, env)
         if res.ok:
             st.ok += 1
             return
