@@ -182,13 +182,14 @@ def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tu
         folder = out_dir
         if separate and out_dir:
             folder = str(Path(out_dir) / _out_name(run[0], n))
-        if separate and n and not (as_json or tuples):
+        plain = not (as_json or tuples) and alert_format in (None, "auto", "text")  # headings only among text
+        if separate and n and plain:
             click.echo("")
         opts = ReplayOptions(inputs=run, as_json=as_json, tuples=tuples, out_dir=folder, force=force,
                              models_dir=models_dir, fmt=fmt, alert_format=alert_format,
                              config_path=_config_path(ctx, config_path),
                              progress=sys.stderr.isatty() if progress is None else progress)
-        if separate and not (as_json or tuples):
+        if separate and plain:
             click.echo(f"== {run[0]} ==")
         code = max(code, int(run_guarded(partial(run_replay, opts, sys.stdout), _debug(ctx)) or 0))
     sys.exit(code)

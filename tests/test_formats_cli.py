@@ -81,3 +81,12 @@ def test_bad_config_values_name_the_key(tmp_path: Path) -> None:
 def test_inline_flag_is_refused_with_a_subcommand() -> None:
     p = slipsq("--alert-format", "eve", "replay", str(SCAN))
     assert p.returncode != 0 and "--alert-format runs slipsq inline" in p.stderr
+
+
+def test_separate_runs_print_no_headings_into_a_foreign_format() -> None:
+    p = slipsq("replay", str(SCAN), str(DATA / "bruteforce-ssh.pcap"), "--separate", "--alert-format", "eve",
+               "--no-progress")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines and all(json.loads(x)["event_type"] == "alert" for x in lines)
+    assert p.stderr.count("summary:") == 2

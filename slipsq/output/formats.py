@@ -41,8 +41,9 @@ def _target(v: str) -> bool:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("output.format", "auto", "alert format on stdout, inline and in replay (--alert-format): auto (text, "
-           "or jsonl with output.json/--json), text, jsonl, eve (Suricata EVE), idmefv2, syslog (RFC 5424)",
+    Option("output.format", "auto", "alert format on stdout, in replay and inline (where the journal, when used, "
+           "takes the alerts instead; see format_log), --alert-format: auto (text, or jsonl with "
+           "output.json/--json), text, jsonl, eve (Suricata EVE), idmefv2, syslog (RFC 5424)",
            lambda v: v in FORMATS, ", ".join(FORMATS)),
     Option("output.format_log", "", "inline: also append every alert in output.format (jsonl for auto or text) "
            "to this file, rotated like alerts.jsonl (e.g. /var/log/slipsq/eve.json for EveBox or Filebeat's "
