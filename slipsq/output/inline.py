@@ -47,6 +47,24 @@ class InlineOutputs:
                 close()
 
 
+def status_lines(status: dict[str, Any]) -> list[str]:
+    """`slipsq status`'s lines for the hooks and the syslog sender (none when neither is set up)."""
+    lines = []
+    hooks_st = status.get("hooks") or {}
+    for event in ("on_block", "on_alert"):
+        h = hooks_st.get(event)
+        if h:
+            lines.append(f"hook {event}: {h['runs']} runs ({h['ok']} ok, {h['failed']} failed, {h['timed_out']} timed "
+                         f"out), {h['rate_limited']} rate-limited" + (f"; last error: {h['last_error']}"
+                                                                       if h["last_error"] else ""))
+    if hooks_st:
+        lines.append(f"hooks: {hooks_st['dropped_queue_full']} dropped (queue full), {hooks_st['waiting']} waiting")
+    sl = status.get("syslog")
+    if sl:
+        lines.append(f"syslog: {sl['sent']} sent, {sl['failed']} failed, {sl['dropped']} dropped (queue full)")
+    return lines
+
+
 def build(cfg: Config, fmt: str, in_iface: str, log: Callable[[str], None]) -> InlineOutputs:
     """`fmt`: the alert format in force (--alert-format, else output.format). ConfigError (naming
     the key) for a hook program that is not there or a syslog host that does not resolve."""

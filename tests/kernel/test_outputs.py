@@ -70,5 +70,6 @@ def test_blocks_run_the_hook_and_alerts_go_to_an_eve_file(lab: Lab, tmp_path: Pa
     assert blocked[0]["alert"]["signature"].startswith("SLIPSQ beacon: ") and blocked[0]["dest_ip"] == CNC
     st = s.status()["hooks"]
     assert st["on_block"]["ok"] == 2 and st["on_block"]["failed"] == 0
+    assert "hook on_block: 2 runs (2 ok, 0 failed, 0 timed out), 0 rate-limited" in s.cli("status").stdout
     code, err = s.stop()
     assert code == 0, err
