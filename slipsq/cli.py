@@ -67,11 +67,14 @@ class Group(click.Group):
               help="TOML configuration file (see 'slipsq config show').")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None, envvar="SLIPSQ_STATE_DIR",
               help="Where blocks and the control socket live\n[default: /var/lib/slipsq; env SLIPSQ_STATE_DIR].")
+@click.option("--alert-format", default=None, type=click.Choice(["auto", "text", "jsonl", "eve", "idmefv2", "syslog"]),
+              help="With --queue: alerts on stdout as text, jsonl, eve (Suricata EVE), idmefv2 or syslog "
+                   "(RFC 5424) [default: config output.format, auto].")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(__version__, prog_name="slipsq")
 @click.pass_context
 def main(ctx: click.Context, queue: int | None, install_rules: bool, queue_maxlen: int | None,
-         config_path: str | None, state_dir: str | None, debug: bool) -> None:
+         config_path: str | None, state_dir: str | None, alert_format: str | None, debug: bool) -> None:
     """slipsq: a behavioral intrusion prevention system for Linux gateways.
 
     \b
@@ -82,7 +85,8 @@ def main(ctx: click.Context, queue: int | None, install_rules: bool, queue_maxle
     ctx.ensure_object(dict)
     ctx.obj.update(debug=debug, config_path=config_path, state_dir=state_dir)
     inline = [name for name, given in (("--queue", queue is not None), ("--install-rules", install_rules),
-                                       ("--queue-maxlen", queue_maxlen is not None)) if given]
+                                       ("--queue-maxlen", queue_maxlen is not None),
+                                       ("--alert-format", alert_format is not None)) if given]
     if ctx.invoked_subcommand is not None:
         if inline:  # they run the daemon; a subcommand would silently ignore them
             _fail(f"{', '.join(inline)} run{'s' if len(inline) == 1 else ''} slipsq inline and cannot be "
@@ -106,7 +110,7 @@ def main(ctx: click.Context, queue: int | None, install_rules: bool, queue_maxle
         maxlen = queue_maxlen or load_config(config_path)["queue.maxlen"]  # the flag overrides the config
         tune_gc()
         return run_daemon(queue=queue, install_rules=install_rules, config_path=config_path,
-                          state_dir=state_dir, queue_maxlen=maxlen)
+                          state_dir=state_dir, queue_maxlen=maxlen, alert_format=alert_format)
 
     sys.exit(run_guarded(daemon, debug) or 0)
 
@@ -144,15 +148,20 @@ def _config_path(ctx: click.Context, local: str | None) -> str | None:
               help="Folder of slipsq models [default: the models shipped with slipsq].")
 @click.option("--format", "fmt", default="auto", show_default=True,
               type=click.Choice(["auto", "pcap", "binetflow", "zeek", "suricata", "nfdump"]),
-              help="Input format; auto detects it from the content.")
+              help="Input format; auto detects it from the content (the alerts' format: --alert-format).")
+@click.option("--alert-format", default=None, type=click.Choice(["auto", "text", "jsonl", "eve", "idmefv2", "syslog"]),
+              help="Alerts on stdout as text, jsonl, eve (Suricata EVE), idmefv2 or syslog (RFC 5424); with "
+                   "eve, idmefv2 or syslog the summary goes to stderr, and -o DIR also gets eve.json, "
+                   "alerts.idmefv2.jsonl or alerts.syslog [default: config output.format, auto: text, or "
+                   "jsonl with --json].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML configuration file.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: when stderr is a terminal].")
 @click.pass_context
 def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tuples: bool, out_dir: str | None,
-           force: bool, report: bool, separate: bool, models_dir: str | None, fmt: str, config_path: str | None,
-           progress: bool | None) -> None:
+           force: bool, report: bool, separate: bool, models_dir: str | None, fmt: str,
+           alert_format: str | None, config_path: str | None, progress: bool | None) -> None:
     """Analyse captures or flow files offline, exactly as inline mode would.
 
     INPUT is a pcap/pcapng file, an Argus binetflow file, a Zeek log (or log folder), a Suricata
@@ -178,12 +187,14 @@ def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tu
         folder = out_dir
         if separate and out_dir:
             folder = str(Path(out_dir) / _out_name(run[0], n))
-        if separate and n and not (as_json or tuples):
+        plain = not (as_json or tuples) and alert_format in (None, "auto", "text")  # headings only among text
+        if separate and n and plain:
             click.echo("")
         opts = ReplayOptions(inputs=run, as_json=as_json, tuples=tuples, out_dir=folder, force=force, report=report,
-                             models_dir=models_dir, fmt=fmt, config_path=_config_path(ctx, config_path),
+                             models_dir=models_dir, fmt=fmt, alert_format=alert_format,
+                             config_path=_config_path(ctx, config_path),
                              progress=sys.stderr.isatty() if progress is None else progress)
-        if separate and not (as_json or tuples):
+        if separate and plain:
             click.echo(f"== {run[0]} ==")
         code = max(code, int(run_guarded(partial(run_replay, opts, sys.stdout), _debug(ctx)) or 0))
     sys.exit(code)

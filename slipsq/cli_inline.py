@@ -207,6 +207,7 @@ def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
     """The running daemon: uptime, packets, verdicts, flows, alerts, blocks, kernel queue drops."""
 
     def work() -> int:
+        from slipsq.output.inline import status_lines
         from slipsq.verdict.store import resolve_state_dir
 
         sd = _state_dir(ctx, state_dir)
@@ -243,6 +244,8 @@ def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
                    f"queue_dropped {k.get('queue_dropped', '?')}, user_dropped {k.get('user_dropped', '?')}; "
                    f"kernel block rules dropped {st['kernel_block_drops']['packets']} packets")
         click.echo(f"fail-open {'on' if st['fail_open'] else 'off'}: {st['note']}")
+        for line in status_lines(st):  # hooks and the syslog sender, when set up
+            click.echo(line)
         for a in st.get("last_alerts") or []:
             click.echo(f"  {a['time']} [{a['action']}] {a['detector']} {a['offender']}: {a['description']}")
         return 0

@@ -43,6 +43,7 @@ from slipsq.control import Admin, ControlServer, check_block, parse_duration
 from slipsq.enrich import make_enrichers
 from slipsq.errors import InputError, ModelError, SlipsqError
 from slipsq.output import activity
+from slipsq.output import inline as inline_outputs
 from slipsq.output.alerts import AlertWriter
 from slipsq.output.metrics import Exporter, Tally, daemon_snapshot
 from slipsq.records import Command, Unblock
@@ -238,8 +239,10 @@ class Worker:
 
 class Daemon:
     def __init__(self, queue: int, install_rules: bool, config_path: str | None, state_dir: str | None,
-                 queue_maxlen: int | None = None, backend: str | None = None) -> None:
+                 queue_maxlen: int | None = None, backend: str | None = None,
+                 alert_format: str | None = None) -> None:
         self.queue_num = queue
+        self.alert_format = alert_format  # --alert-format; None: the config's output.format
         self.install_rules = install_rules
         self.config_path = config_path
         self.state_dir = resolve_state_dir(state_dir)
@@ -271,12 +274,15 @@ class Daemon:
         self.fw = host_firewall(self.allow, self.backend)
         # the control socket first: it is also the "is another slipsq using this state dir" check
         self.control = ControlServer(self.state_dir, self.handle)
-        self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
+        fmt, iface = self.alert_format or self.cfg["output.format"], f"NFQ#{self.queue_num}"  # as Suricata names it
+        self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]), fmt, in_iface=iface,
+                                  facility=self.cfg["output.syslog_facility"])
+        self.outputs = inline_outputs.build(self.cfg, fmt, iface, self.svc.log)  # format_log, syslog, hooks
         self.tally = Tally()  # alerts and blocks per detector, for the metrics
         # the activity log behind `slipsq timeline`/`report`: written by the worker, never the loop
         activity_log = activity.gateway_sink(self.cfg, self.state_dir)
-        writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks, self.tally,
-                   *([activity_log] if activity_log is not None else [])]
+        writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks, *self.outputs.sinks,
+                   self.tally, *([activity_log] if activity_log is not None else [])]
         self.worker = Worker(self.fw, self.store, Fanout(writers, on_error=self._engine_error))
         self.worker.on_store_change = self._store_changed
         self.engine = runmode.build_engine(self.cfg, load_models(self.cfg), self.allow,
@@ -494,6 +500,8 @@ class Daemon:
             log("stopped; blocks stay in force until they expire (slipsq blocks / slipsq unblock IP)")
         if svc is not None:
             svc.close()
+        if hasattr(self, "outputs"):
+            self.outputs.close()
 
     # --- reload and control (control thread) -------------------------------------------------------
     def _serve_control(self) -> None:
@@ -612,7 +620,7 @@ class Daemon:
             else "not installed by slipsq",
             "per_second": self.svc.rates.to_dict(),
             "memory": {"rss_kb": rss_kb(), "table_bytes": int(getattr(self.engine.table, "memory", int)())},
-            "last_alerts": self.svc.recent, "systemd": self.svc.notifier.enabled,
+            "last_alerts": self.svc.recent, "systemd": self.svc.notifier.enabled, **self.outputs.counters(),
             "watchdog": self.svc.notifier.watchdog_every,
         }
 
@@ -658,9 +666,9 @@ def default_duration(cfg: Config) -> float | None:
 
 
 def run_daemon(queue: int, install_rules: bool, config_path: str | None, state_dir: str | None,
-               queue_maxlen: int | None = None, backend: str | None = None) -> int:
+               queue_maxlen: int | None = None, backend: str | None = None, alert_format: str | None = None) -> int:
     """`slipsq --queue N`: run until SIGTERM/SIGINT. SlipsqError (one line) when it cannot start."""
-    d = Daemon(queue, install_rules, config_path, state_dir, queue_maxlen, backend)
+    d = Daemon(queue, install_rules, config_path, state_dir, queue_maxlen, backend, alert_format)
     try:
         d.start()
     except BaseException:

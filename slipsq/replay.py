@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from slipsq import runmode
 from slipsq.engine import Engine
 from slipsq.errors import InputError
-from slipsq.output import results
+from slipsq.output import formats, results
 from slipsq.output.activity import ActivityWriter
 from slipsq.output.alerts import AlertWriter
 from slipsq.output.binetflow import BinetflowWriter
@@ -39,6 +39,7 @@ class ReplayOptions:
     progress: bool = False
     force: bool = False  # -o DIR may overwrite earlier results
     report: bool = False  # with out_dir: also DIR/report.html
+    alert_format: str | None = None  # --alert-format; None: the config's output.format (formats.FORMATS)
 
 
 def input_kind(path: str, fmt: str) -> str:
@@ -71,15 +72,22 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
         opts.as_json = bool(cfg["output.json"])
     models = runmode.load_engine_models(opts.models_dir, cfg)
     planned = inputs_mod.plan(opts.inputs, opts.fmt)  # fail before any output; in time order
+    fmt = opts.alert_format or cfg["output.format"]
+    shown = formats.resolve(fmt, opts.as_json)
+    # a replay's syslog lines name no process (PROCID "-"): the same input gives the same bytes
+    how: dict[str, Any] = {"procid": "-", "facility": cfg["output.syslog_facility"]}
     recorder = ReplayRecorder()
     with ExitStack() as stack:
         sinks: list[Sink] = [recorder]
         if not opts.tuples:
-            sinks.append(AlertWriter(stdout, opts.as_json))
+            sinks.append(AlertWriter(stdout, opts.as_json, fmt, **how))
         if opts.out_dir:
-            files = results.open_results(opts.out_dir, opts.force, stack)
+            extra = formats.RESULT_FILE.get(shown)
+            files = results.open_results(opts.out_dir, opts.force, stack, extra)
             sinks += [AlertWriter(files[0], True), AlertWriter(files[1], False), BinetflowWriter(files[2]),
                       ActivityWriter(files[3])]
+            if extra:
+                sinks.append(AlertWriter(files[4], True, shown, **how))
         run = runmode.Offline(runmode.build_engine(cfg, models, runmode.make_allow(cfg)), sinks)
         engine = run.engine
         started = time.perf_counter()
@@ -93,7 +101,9 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
         summary = _summary(engine, recorder, inputs, elapsed)
         if opts.tuples:
             _print_tuples(engine, stdout, opts.as_json)
-        _print_summary(summary, stdout, opts.as_json)
+        # EVE, IDMEFv2 and syslog on stdout are for a program to read: the summary goes to stderr
+        _print_summary(summary, sys.stderr if shown in formats.FOREIGN and not opts.tuples else stdout,
+                       opts.as_json)
         if opts.out_dir:
             results.write_summary(opts.out_dir, summary)
     if opts.out_dir:  # after the files above are closed: the timelines read activity.jsonl back

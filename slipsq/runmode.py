@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from slipsq import config as configmod
-from slipsq import enrich
+from slipsq import enrich, hooks
 from slipsq.allow import AllowList, own_addresses
 from slipsq.config import Config, Option
 from slipsq.detect import DETECTORS
@@ -21,15 +21,16 @@ from slipsq.engine import Engine
 from slipsq.enrich import make_enrichers
 from slipsq.errors import ModelError
 from slipsq.flow import AppEvent, Flow
-from slipsq.output import activity, metrics
+from slipsq.output import activity, formats, metrics
 from slipsq.records import Query
 from slipsq.sink import Fanout, Sink
 
 
 def all_options() -> list[Option]:
-    """Every declared option: the core's, the enrichers', and each detector's own."""
+    """Every declared option: the core's, the enrichers', the outputs' (metrics, activity log, alert
+    formats, hooks), and each detector's own."""
     opts = (list(configmod.CORE_OPTIONS) + list(enrich.OPTIONS) + list(metrics.OPTIONS)
-            + list(activity.OPTIONS))
+            + list(activity.OPTIONS) + list(formats.OPTIONS) + list(hooks.OPTIONS))
     for det in DETECTORS:
         opts.extend(det.options)
     return opts

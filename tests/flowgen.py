@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,50 @@ def my_detectors() -> list[type[Detector]]:
     from slipsq.detect import DETECTORS
 
     return [d for d in DETECTORS if d.name != "stratosphere"]
+
+
+@cache
+def bundled_alerts() -> tuple[Alert, ...]:
+    """Every alert of the bundled captures (tests/data/*.pcap) under every detector but the Markov
+    one: real alerts, blocks among them, for the output-format tests."""
+    out: list[Alert] = []
+    for pcap in sorted(DATA.glob("*.pcap")):
+        out += replay_pcap(pcap, my_detectors()).seen
+    return tuple(out)
+
+
+def hostile_alerts() -> Any:
+    """A hypothesis strategy of alerts whose every text field an attacker may shape (descriptions
+    naming DNS names or SNI of any bytes: quotes, backslashes, brackets, newlines, NUL, emoji),
+    with IPv4 and IPv6 ends, odd ports and protocols, with and without a flow, alert or block."""
+    from hypothesis import strategies as st
+
+    text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
+    ips = st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str))
+    ports = st.integers(0, 65535)
+    protos = st.sampled_from(["tcp", "udp", "icmp", "ipv6-icmp", "arp", "sctp"])
+    times = st.floats(1e9, 2e9, allow_nan=False)
+
+    @st.composite
+    def build(draw: Any) -> Alert:
+        from slipsq.records import Decision, Evidence
+
+        src, dst, proto = draw(ips), draw(ips), draw(protos)
+        flows: tuple[Flow, ...] = ()
+        ts = draw(times)
+        if draw(st.booleans()):
+            start = ts - draw(st.floats(0, 3600))
+            flows = (Flow(start, ts, proto, src, draw(ports), dst, draw(ports), spkts=draw(st.integers(0, 10**6)),
+                          dpkts=draw(st.integers(0, 10**6)), sbytes=draw(st.integers(0, 10**9)),
+                          dbytes=draw(st.integers(0, 10**9))),)
+        detector = draw(st.one_of(st.sampled_from(["portscan", "beacon", "dga", "stratosphere"]), text))
+        ev = Evidence(ts, detector, draw(st.sampled_from([src, dst])), src, dst, draw(ports), proto, draw(text),
+                      draw(st.sampled_from([0.0, 0.2, 0.5, 0.8, 1.0])), draw(st.floats(0, 1)), label=draw(text),
+                      flows=flows)
+        block = draw(st.booleans())
+        decision = Decision("block" if block else "alert", ev.offender if block else "",
+                            draw(st.sampled_from([0.0, 3600.0, 14400.0])) if block else 0.0,
+                            draw(st.floats(0, 10)), draw(text))
+        return Alert(ev, decision, decided=ts + draw(st.floats(0, 60)))
+
+    return build()

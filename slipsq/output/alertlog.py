@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -39,13 +40,16 @@ def rotate(path: Path, keep: int) -> None:
 
 class RotatingAlertLog(Sink):
     """A sink that appends every alert to `directory`/alerts.jsonl, at most `max_bytes` per file
-    (a line longer than that still gets a file of its own) and `keep` old files."""
+    (a line longer than that still gets a file of its own) and `keep` old files. `name` and `line`
+    make it another file in another format (output.format_log: eve.json in EVE, for instance)."""
 
     def __init__(self, directory: str | Path, max_bytes: int = 10_000_000, keep: int = 5,
-                 errors: TextIO | None = None) -> None:
+                 errors: TextIO | None = None, name: str = FILE_NAME,
+                 line: Callable[[Alert], str] = Alert.to_json) -> None:
         if max_bytes <= 0 or keep < 0:
             raise ValueError("max_bytes must be > 0 and keep >= 0")
-        self.path = Path(directory) / FILE_NAME
+        self.path = Path(directory) / name
+        self.line = line
         self.max_bytes = max_bytes
         self.keep = keep
         self.errors = errors
@@ -86,7 +90,7 @@ class RotatingAlertLog(Sink):
             self.close()
 
     def alert(self, alert: Alert) -> None:
-        self.write_line(alert.to_json())
+        self.write_line(self.line(alert))
 
     def close(self) -> None:
         if self._fh is not None:

@@ -18,22 +18,25 @@ from slipsq.errors import InputError
 RESULT_FILES = ("alerts.jsonl", "alerts.log", "flows.binetflow", "activity.jsonl", "summary.json", "report.html",
                 "timeline")
 OPENED = 4  # the first four are written as the replay runs; the others after it
+# the alerts in another format (--alert-format; slipsq.output.formats.RESULT_FILE), when asked for
+FORMAT_FILES = ("eve.json", "alerts.idmefv2.jsonl", "alerts.syslog")
 
 
-def open_results(out_dir: str, force: bool, stack: ExitStack) -> list[TextIO]:
-    """alerts.jsonl, alerts.log, flows.binetflow and activity.jsonl opened for writing in `out_dir` (created when
-    missing). InputError when the folder already holds results of an earlier run and not `force`:
-    results an analyst may have joined on are not overwritten by accident."""
+def open_results(out_dir: str, force: bool, stack: ExitStack, extra: str | None = None) -> list[TextIO]:
+    """alerts.jsonl, alerts.log, flows.binetflow and activity.jsonl (and `extra`, one of FORMAT_FILES)
+    opened for writing in `out_dir` (created when missing). InputError when the folder already holds
+    results of an earlier run and not `force`: results an analyst may have joined on are not
+    overwritten by accident."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        earlier = [n for n in RESULT_FILES if (out / n).exists()]
+        earlier = [n for n in RESULT_FILES + FORMAT_FILES if (out / n).exists()]
         if earlier and not force:
             raise InputError(f"{out} already holds results ({', '.join(earlier)}): choose another folder, "
                              "or pass --force to overwrite them")
-        for stale in ("summary.json", "report.html"):  # none from an earlier run beside new alerts
+        for stale in ("summary.json", "report.html", *FORMAT_FILES):  # none from an earlier run beside new alerts
             (out / stale).unlink(missing_ok=True)
-        return [stack.enter_context((out / n).open("w")) for n in RESULT_FILES[:OPENED]]
+        return [stack.enter_context((out / n).open("w")) for n in (*RESULT_FILES[:OPENED], *([extra] if extra else []))]
     except OSError as e:
         raise InputError(f"cannot write into {out}: {e.strerror}") from None
 
