@@ -19,6 +19,7 @@ from typing import Any
 from slipsq import runmode
 from slipsq.control import ControlServer
 from slipsq.daemon import Daemon, Worker
+from slipsq.output import inline as inline_outputs
 from slipsq.output.metrics import Tally
 from slipsq.records import Alert, Decision, Evidence
 from slipsq.service import Notifier, Service
@@ -83,7 +84,8 @@ class KernelFreeDaemon(Daemon):
         self.store = BlockStore(self.state_dir)
         self.fw: Any = FakeFirewall()
         self.tally = Tally()
-        self.worker = Worker(self.fw, self.store, Fanout([*self.svc.sinks, self.tally]))
+        self.outputs = inline_outputs.build(self.cfg, self.cfg["output.format"], "NFQ#5", self.svc.log)
+        self.worker = Worker(self.fw, self.store, Fanout([*self.svc.sinks, *self.outputs.sinks, self.tally]))
         self.engine = runmode.build_engine(self.cfg, [], self.allow)
         self.source: Any = FakeSource()
         self.control = ControlServer(self.state_dir, self.handle)
