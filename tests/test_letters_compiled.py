@@ -140,7 +140,7 @@ def test_tuple_add_directly_in_any_order(raw: list[tuple[float, int, float]], va
 
 # --- matching ------------------------------------------------------------------------------------
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sequences(), st.sampled_from(py_letters.VARIANTS), st.sampled_from((3, 16, 4096)),
        st.lists(st.tuples(st.text(st.sampled_from("45eE.,*0hH+"), max_size=120),
                           st.sampled_from((1.0, 1.1, 1.5, 3.0, 1e9))), max_size=4))

@@ -60,7 +60,9 @@ def test_block_unblock_restart_on_a_real_gateway(lab: Lab, tmp_path: Path, backe
     assert s.status()["packets"] == packets_before  # slipsq's own counter did not move
     assert lab.connect("b", LEGIT)  # the other client is unaffected
     [b] = s.blocks()
-    assert b["ip"] == CNC and b["by"].startswith("admin:") and 590 < b["remaining"] <= 600
+    # the block's own length, not a clock reading: a loaded machine may take seconds to get here
+    assert b["ip"] == CNC and b["by"].startswith("admin:") and b["expires"] - b["since"] == pytest.approx(600)
+    assert 0 < b["remaining"] <= 600
 
     # unblock: connectivity back at once, audit trail kept
     s.cli("unblock", CNC)
