@@ -36,7 +36,7 @@ from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
-from slipsq import budget, protect, runmode, twins
+from slipsq import budget, multiqueue, protect, runmode, twins
 from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.control import Admin, ControlServer, check_block, parse_duration
@@ -235,8 +235,8 @@ class Worker:
 
 
 class Daemon:
-    def __init__(self, queue: int, install_rules: bool, config_path: str | None, state_dir: str | None,
-                 queue_maxlen: int | None = None, backend: str | None = None) -> None:
+    def __init__(self, queue: multiqueue.Queues, install_rules: bool, config_path: str | None,
+                 state_dir: str | None, queue_maxlen: int | None = None, backend: str | None = None) -> None:
         self.queue_num = queue
         self.install_rules = install_rules
         self.config_path = config_path
@@ -273,8 +273,10 @@ class Daemon:
         writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks]
         self.worker = Worker(self.fw, self.store, Fanout(writers, on_error=self._engine_error))
         self.worker.on_store_change = self._store_changed
+        # --queue A:B: the table is the workers' (slipsq.multiqueue); the engine cannot tell
+        remote = None if isinstance(self.queue_num, int) else multiqueue.RemoteTable()
         self.engine = runmode.build_engine(self.cfg, load_models(self.cfg), self.allow,
-                                           on_error=self._engine_error)
+                                           on_error=self._engine_error, table=remote)
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
         # and only then the diversion, when asked
@@ -282,7 +284,11 @@ class Daemon:
         if self.fw.cleaned:  # issue 12: a switched firewall.backend left rules in the other one
             log("removed what slipsq had left in the other iptables backend: " + "; ".join(self.fw.cleaned))
         self.restore_blocks(time.time())
-        self.source = NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen)
+        self.source: NfqueueSource | multiqueue.WorkerPool = (
+            NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen)
+            if isinstance(self.queue_num, int) else multiqueue.WorkerPool(
+                *self.queue_num, self.engine.table, maxlen=self.maxlen,
+                table_config=self.cfg.section("flowtable"), stall_timeout=float(self.cfg["daemon.stall_timeout"])))
         if self.install_rules:
             self.fw.install(self.queue_num)
             self.diversion_installed = True
@@ -577,7 +583,7 @@ class Daemon:
         except SlipsqError:
             pk = by = active = -1  # the worker is busy (a hung ipset?): say so rather than wait
         busy = self.worker.busy_since
-        return {
+        st: dict[str, Any] = {
             "pid": os.getpid(), "uptime": round(now - self.started, 1), "queue": self.queue_num,
             "packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
             "errors": q["errors"], "engine_errors": self.engine_errors, "table": self.engine.table.stats(),
@@ -599,6 +605,9 @@ class Daemon:
             "last_alerts": self.svc.recent, "systemd": self.svc.notifier.enabled,
             "watchdog": self.svc.notifier.watchdog_every,
         }
+        if isinstance(self.source, multiqueue.WorkerPool):
+            st.update(self.source.status_extra())  # the range, and packets per worker
+        return st
 
 
 def _idle() -> None:
@@ -641,9 +650,10 @@ def default_duration(cfg: Config) -> float | None:
     return d if d > 0 else None
 
 
-def run_daemon(queue: int, install_rules: bool, config_path: str | None, state_dir: str | None,
-               queue_maxlen: int | None = None, backend: str | None = None) -> int:
-    """`slipsq --queue N`: run until SIGTERM/SIGINT. SlipsqError (one line) when it cannot start."""
+def run_daemon(queue: multiqueue.Queues, install_rules: bool, config_path: str | None,
+               state_dir: str | None, queue_maxlen: int | None = None, backend: str | None = None) -> int:
+    """`slipsq --queue N` (or A:B: slipsq.multiqueue): run until SIGTERM/SIGINT. SlipsqError (one line)
+    when it cannot start."""
     d = Daemon(queue, install_rules, config_path, state_dir, queue_maxlen, backend)
     try:
         d.start()

@@ -62,10 +62,11 @@ def load_engine_models(cli_dir: str | None, cfg: Config) -> list[Any]:
 
 
 def build_engine(cfg: Config, models: Sequence[Any], allow: AllowList, *, export_flows: bool = False,
-                 on_error: Callable[[str, Exception], None] | None = None) -> Engine:
-    """The engine of a run: every registered detector, the models, the allow list, the enrichers."""
+                 on_error: Callable[[str, Exception], None] | None = None, table: Any = None) -> Engine:
+    """The engine of a run: every registered detector, the models, the allow list, the enrichers.
+    `table`: None for the flow table (compiled or twin), or the workers' (multiqueue.RemoteTable)."""
     return Engine(cfg, models=models, allow=allow, enrichers=make_enrichers(cfg),
-                  export_flows=export_flows, on_error=on_error)
+                  export_flows=export_flows, on_error=on_error, table=table)
 
 
 class Offline:
