@@ -221,9 +221,13 @@ class WorkerPool:
                 except OSError:
                     s.setsockopt(socket.SOL_SOCKET, opt, SOCK_BUF)
         try:
+            # a session of its own: with the kernel's autogroup scheduling (the default on Debian), the
+            # processes of one session share one task's CPU on a busy machine, and a second worker
+            # would add nothing; it still ends with the daemon (EOF on its socket, or systemd's cgroup)
             w.proc = subprocess.Popen(
                 [sys.executable, "-m", "slipsq.mqworker", str(theirs.fileno()), str(w.num), str(self.maxlen)],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                start_new_session=True)
         finally:
             theirs.close()
         mine.setblocking(False)
