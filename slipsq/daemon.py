@@ -20,6 +20,9 @@ each owning its part, so that the packet loop never waits on I/O:
     SIGHUP          reload config, allow list and models (loaded off the packet loop); flows, blocks
                     and evidence are kept
 
+With `--queue A:B` the packet loop reads from worker processes instead of a queue (one per queue,
+slipsq.multiqueue: they verdict packets and ship closed flows here); all the rest is as above.
+
 It never decides anything itself (the judge does) and never blocks a protected address.
 """
 
@@ -297,6 +300,7 @@ class Daemon:
         sys.setswitchinterval(0.001)
         self.worker.start()
         self._spawn(self._serve_control, "slipsq-control")
+        self.heartbeat = time.monotonic()  # the watchdog counts from here: start-up is not a stall
         if self.cfg["daemon.stall_timeout"] > 0:
             self._spawn(self._watchdog, "slipsq-watchdog")
         i = self.source.info

@@ -44,6 +44,7 @@ START_WAIT = 15.0  # seconds for every worker to bind its queue at start
 DRAIN_WAIT = 3.0
 RESTART_MIN, RESTART_MAX = 1.0, 30.0  # seconds before a dead worker is restarted (doubling while it keeps dying)
 SOCK_BUF = 8 << 20  # socket buffers far above one message (mqwire.MAX_MESSAGE): bursts wait in the kernel
+READ_BATCH = 64  # messages read from one worker before the engine runs (at most ~600 flows each)
 QUEUE_KEYS = ("packets", "accepted", "dropped", "errors", "enobufs", "no_payload")
 
 Queues = int | tuple[int, int]
@@ -148,7 +149,7 @@ class RemoteTable:
 
 
 @dataclass
-class Worker:
+class WorkerProc:
     """One worker process as the daemon sees it."""
 
     num: int
@@ -192,7 +193,7 @@ class WorkerPool:
         self.table_config = {f"flowtable.{k}": v for k, v in table_config.items()}
         self.table_config["flowtable.max_flows"] = max(1000, math.ceil(table_config["max_flows"] / n))
         self.stall_timeout = stall_timeout
-        self.workers = {num: Worker(num) for num in range(first, last + 1)}
+        self.workers = {num: WorkerProc(num) for num in range(first, last + 1)}
         self.messages = 0
         self.all_started = False  # until every worker is bound: a failure fails the start
         try:
@@ -212,7 +213,7 @@ class WorkerPool:
             f"flowtable.max_flows {self.table_config['flowtable.max_flows']} each")
 
     # --- processes ---------------------------------------------------------------------------------
-    def _spawn(self, w: Worker) -> None:
+    def _spawn(self, w: WorkerProc) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for s in (mine, theirs):
             for opt, force in ((socket.SO_SNDBUF, 32), (socket.SO_RCVBUF, 33)):  # *BUFFORCE as root
@@ -250,7 +251,7 @@ class WorkerPool:
                 raise SystemSetupError(f"queue workers {', '.join(late)} did not bind within {seconds:g} s")
             self._poll(min(left, 0.2), ())
 
-    def _died(self, w: Worker, why: str) -> None:
+    def _died(self, w: WorkerProc, why: str) -> None:
         """The worker is gone (EOF, a broken message, a stall): reap it; restart it later."""
         for k, v in w.counts().items():
             w.base[k] = v
@@ -292,11 +293,11 @@ class WorkerPool:
                 w.backoff = RESTART_MIN  # a minute of good health forgives earlier deaths
 
     # --- messages ----------------------------------------------------------------------------------
-    def _send(self, w: Worker, data: bytes) -> None:
+    def _send(self, w: WorkerProc, data: bytes) -> None:
         w.outbox.append(data)
         self._flush(w)
 
-    def _flush(self, w: Worker) -> None:
+    def _flush(self, w: WorkerProc) -> None:
         while w.outbox and w.sock is not None:
             try:
                 w.sock.send(w.outbox[0])
@@ -307,8 +308,12 @@ class WorkerPool:
                 return
             w.outbox.popleft()
 
-    def _receive(self, w: Worker) -> None:
-        while w.sock is not None:
+    def _receive(self, w: WorkerProc) -> None:
+        # at most READ_BATCH messages at a time: the engine gets its turn (and the flows read so far
+        # are analysed) before more are taken in; the rest waits in the socket, then in the worker
+        for _ in range(READ_BATCH):
+            if w.sock is None:
+                return
             try:
                 data = w.sock.recv(mqwire.MAX_MESSAGE)
             except BlockingIOError:
@@ -328,7 +333,7 @@ class WorkerPool:
             w.last_seen = time.monotonic()
             self._handle(w, msg)
 
-    def _handle(self, w: Worker, msg: tuple[Any, ...]) -> None:
+    def _handle(self, w: WorkerProc, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
         if kind == "batch":
             if msg[2]:
@@ -349,7 +354,7 @@ class WorkerPool:
             if self.all_started:
                 log(f"queue worker {w.num} could not start: {w.error}")
 
-    def _took_stats(self, w: Worker, stats: dict[str, Any]) -> None:
+    def _took_stats(self, w: WorkerProc, stats: dict[str, Any]) -> None:
         w.stats = stats
         if isinstance(stats.get("table"), dict):
             self.table.worker_tables[w.num] = stats["table"]

@@ -2,7 +2,7 @@
 RemoteTable the engine drives, and the claim the design rests on: packets split over two flow
 tables by address pair (as the kernel's --queue-balance hash does), shipped over the wire and judged
 in one engine, give the same decisions as one table. The real processes and queues are tested in
-tests/kernel/test_multiqueue.py."""
+tests/kernel/test_queue_workers.py."""
 
 from __future__ import annotations
 

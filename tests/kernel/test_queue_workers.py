@@ -150,3 +150,108 @@ def test_a_busy_queue_in_the_range_fails_the_start_with_one_line(lab: Lab, tmp_p
     assert "slipsq queue 5:6" not in s.iptables()  # nothing diverted to a range it could not serve
     code, _ = first.stop()
     assert code == 0
+
+
+CONSUMER = r"""
+import json, signal, sys
+from netfilterqueue import NetfilterQueue
+seen = {}
+def cb(p):
+    b = p.get_payload()
+    key = ".".join(map(str, b[12:16])) + ">" + ".".join(map(str, b[16:20]))
+    seen[key] = seen.get(key, 0) + 1
+    p.accept()
+def stop(*a):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGTERM, stop)
+q = NetfilterQueue()
+q.bind(int(sys.argv[1]), cb)
+print("ready", flush=True)
+try:
+    q.run()
+except KeyboardInterrupt:
+    pass
+print(json.dumps(seen), flush=True)
+"""
+ECHO = r"""
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7777))
+s.settimeout(0.5)
+print("ready", flush=True)
+end = time.monotonic() + 20
+while time.monotonic() < end:
+    try:
+        d, a = s.recvfrom(100)
+        s.sendto(d, a)
+    except OSError:
+        pass
+"""
+ASK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.5)
+s.connect((sys.argv[1], 7777))
+ok = 0
+for i in range(50):
+    s.send(b"x")
+    try:
+        s.recv(10)
+        ok += 1
+    except OSError:
+        pass
+print(ok)
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs")
+@pytest.mark.parametrize("fanout", [False, True], ids=["hash", "cpu-fanout"])
+def test_why_the_rule_balances_by_hash_not_by_cpu(lab: Lab, fanout: bool) -> None:
+    """The kernel's behaviour slipsq's design rests on: --queue-balance alone sends both directions
+    of a conversation to one queue (one worker's table sees the whole flow); with --queue-cpu-fanout
+    the queue follows the CPU, so a client on CPU 0 and a server on CPU 1 put the requests in one
+    queue and the answers in the other: two one-way half flows, which the port-scan detector would
+    count as unanswered. Bare consumers record what each queue got."""
+    extra = ["--queue-cpu-fanout"] if fanout else []
+    lab.sh(lab.gw, "iptables", "-I", "FORWARD", "-p", "udp", "--dport", "7777", "-j", "NFQUEUE",
+           "--queue-balance", "5:6", "--queue-bypass", *extra)
+    lab.sh(lab.gw, "iptables", "-I", "FORWARD", "-p", "udp", "--sport", "7777", "-j", "NFQUEUE",
+           "--queue-balance", "5:6", "--queue-bypass", *extra)
+    consumers = [lab.popen(lab.gw, sys.executable, "-c", CONSUMER, str(q)) for q in (5, 6)]
+    for c in consumers:
+        assert c.stdout is not None and c.stdout.readline().strip() == "ready"
+    echo = lab.popen(lab.ns["srv"], "taskset", "-c", "1", sys.executable, "-c", ECHO)
+    assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+    r = lab.sh(lab.ns["a"], "taskset", "-c", "0", sys.executable, "-c", ASK, CNC)
+    assert int(r.stdout) >= 45
+    seen = []
+    for c in consumers:
+        c.terminate()
+        seen.append(json.loads(c.communicate(timeout=10)[0].splitlines()[-1]))
+    there, back = f"{CLIENT_A}>{CNC}", f"{CNC}>{CLIENT_A}"
+    split = [q for q in seen if there in q] != [q for q in seen if back in q]
+    assert split == fanout, seen
+
+
+def test_a_stalled_worker_is_killed_and_restarted(lab: Lab, tmp_path: Path) -> None:
+    lab.serve()
+    s = Slipsq(lab, tmp_path / "state", "nft", queue=QUEUES, config=dict(CONFIG, **{"daemon.stall_timeout": 3.0}))
+    s.start()
+    victim = s.status()["workers"][1]
+    os.kill(victim["pid"], signal.SIGSTOP)  # hung: bound to its queue, answering nothing
+    try:
+        def replaced() -> bool:
+            w = s.status()["workers"][1]
+            return bool(w["alive"] and w["restarts"] == 1 and w["pid"] != victim["pid"])
+
+        assert wait_for(replaced, timeout=15, step=0.3) is not None
+        assert not alive(victim["pid"]) or open(f"/proc/{victim['pid']}/stat").read().split()[2] == "Z"
+    finally:
+        if alive(victim["pid"]):
+            os.kill(victim["pid"], signal.SIGKILL)
+    for _ in range(4):
+        assert lab.connect("a", CNC) and lab.connect("b", LEGIT)
+    assert s.proc is not None and s.proc.poll() is None  # the daemon itself went on
+    code, err = s.stop()
+    assert code == 0, err
+    assert "sent nothing for" in err and "restarted" in err
