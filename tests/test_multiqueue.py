@@ -165,3 +165,14 @@ def test_two_tables_over_the_wire_decide_what_one_table_decides() -> None:
     assert d2 == d1
     assert two.counters.flows == one.counters.flows
     assert all(w.is_blocked(SCANNER) for w in workers)
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--queue", "1:0"], "--queue A:B needs A < B"),
+    (["--queue", "zero"], "--queue takes N or A:B"),
+    (["--queue", "0:1", "replay", "x.pcap"], "cannot be combined with 'replay'"),
+])
+def test_the_cli_refuses_a_bad_queue_with_one_line(args: list[str], says: str) -> None:
+    from tests.test_replay_cli import one_clear_line, slipsq
+
+    one_clear_line(slipsq(*args), 2, says)
