@@ -304,7 +304,8 @@ class Daemon:
         if self.cfg["daemon.stall_timeout"] > 0:
             self._spawn(self._watchdog, "slipsq-watchdog")
         i = self.source.info
-        log(f"inline on NFQUEUE {i.num} (maxlen {i.maxlen}, copy {i.copy_range} B, rcvbuf {i.rcvbuf} B, "
+        log(f"inline on NFQUEUE {multiqueue.queue_text(self.queue_num)} (maxlen {i.maxlen}, copy {i.copy_range} B, "
+            f"rcvbuf {i.rcvbuf} B, "
             f"fail-open {'on' if i.fail_open else 'UNSUPPORTED'}), iptables backend {self.fw.backend.name}, "
             f"state {self.state_dir}" + ("" if self.install_rules else "; diversion rules not installed "
                                         "(--install-rules)"))
