@@ -13,7 +13,7 @@ queues, beacons, the judge's sums) runs once, in the daemon, on the same records
 so every detector works unchanged. The kernel's balance hash is over the address pair and protocol
 (both directions of a conversation land in one queue), so a worker's flows are whole.
 
-This module is the daemon's side: `RemoteTable` stands in for the flow table inside the engine, and
+This module is the daemon's side: `RemoteTable` (slipsq.mqtable) stands in for the flow table inside the engine, and
 `WorkerPool` stands in for the NFQUEUE source in the daemon's packet loop (same `run`, `drain`,
 `stats`, `kernel`, `close`). It never blocks the loop on a worker: messages to a busy worker wait in
 its outbox; a dead or stalled worker is restarted (its queue fails open meanwhile: --queue-bypass).
@@ -35,7 +35,7 @@ from typing import Any
 
 from slipsq import mqwire
 from slipsq.errors import SystemSetupError, UsageError
-from slipsq.flow import Flow
+from slipsq.mqtable import RemoteTable as RemoteTable  # the daemon builds it as multiqueue.RemoteTable
 from slipsq.sources.nfqueue import QueueInfo
 from slipsq.verdict.firewall import QueueCounters, queue_counters
 
@@ -71,81 +71,6 @@ def parse_queue(text: str) -> Queues:
 
 def queue_text(q: Queues) -> str:
     return str(q) if isinstance(q, int) else f"{q[0]}:{q[1]}"
-
-
-class RemoteTable:
-    """The engine's flow table in a multi-worker daemon: the workers' closed flows and app packets
-    arrive here (WorkerPool), blocks and app kinds leave from here to every worker. The engine
-    cannot tell it from a FlowTable: `pending`, `pop_closed`, `pop_app`, `block`, `unblock`,
-    `set_app_kinds`, `stats`; expiry happens in each worker, once a second of its own clock."""
-
-    def __init__(self) -> None:
-        self.closed: list[Flow] = []
-        self.app: list[tuple[float, bytes]] = []
-        self.blocked: set[str] = set()
-        self.kinds: frozenset[str] = frozenset()
-        self.outbox: list[tuple[str, Any]] = []  # ops for every worker, in order, since the last take
-        self.worker_tables: dict[int, dict[str, int]] = {}  # queue -> its table's last stats
-        self.worker_bytes: dict[int, int] = {}
-
-    @property
-    def pending(self) -> bool:
-        return bool(self.closed) or bool(self.app)
-
-    def pop_closed(self) -> list[Flow]:
-        out, self.closed = self.closed, []
-        return out
-
-    def pop_app(self) -> list[tuple[float, bytes]]:
-        out, self.app = self.app, []
-        return out
-
-    def _op(self, op: str, ip: str) -> None:
-        if self.outbox and self.outbox[-1][0] == op:
-            self.outbox[-1][1].append(ip)  # a burst of blocks is one op per worker
-        else:
-            self.outbox.append((op, [ip]))
-
-    def block(self, ip: str) -> None:
-        if ip not in self.blocked:
-            self.blocked.add(ip)
-            self._op("block", ip)
-
-    def unblock(self, ip: str) -> None:
-        if ip in self.blocked:
-            self.blocked.discard(ip)
-            self._op("unblock", ip)
-
-    def is_blocked(self, ip: str) -> bool:
-        return ip in self.blocked
-
-    def set_app_kinds(self, kinds: frozenset[str]) -> None:
-        self.kinds = frozenset(kinds)
-        self.outbox.append(("kinds", sorted(self.kinds)))
-
-    def take_ops(self) -> list[tuple[str, Any]]:
-        out, self.outbox = self.outbox, []
-        return out
-
-    def state_ops(self) -> list[tuple[str, Any]]:
-        """What a new worker must know first: the blocked addresses and the app kinds."""
-        return [("block", sorted(self.blocked)), ("kinds", sorted(self.kinds))]
-
-    def expire(self, now: float) -> None:
-        """Each worker expires its own flows every second; the engine's call has nothing to do."""
-
-    def close_all(self, now: float) -> None:
-        """Workers emit their open flows only when they stop; nothing to do here."""
-
-    def stats(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for s in self.worker_tables.values():
-            for k, v in s.items():
-                out[k] = out.get(k, 0) + int(v)
-        return out
-
-    def memory(self) -> int:
-        return sum(self.worker_bytes.values())
 
 
 @dataclass
