@@ -64,6 +64,7 @@ bench: build
 	$(VPY) bench/inline.py
 	$(VPY) bench/report.py
 	$(VPY) bench/hooks.py
+	$(VPY) bench/multiqueue.py
 
 # the installer needs none of the targets above (a Pi without the dev tools runs it directly);
 # DESTDIR=DIR installs into a scratch root (no apt, no systemctl), PREFIX moves the venv

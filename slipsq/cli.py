@@ -56,8 +56,9 @@ class Group(click.Group):
 
 @click.group(cls=Group, invoke_without_command=True, epilog=EXIT_HELP,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--queue", type=click.IntRange(0, 65535), default=None, metavar="N",
-              help="Run inline: bind NFQUEUE N, verdict every packet, block what is judged malicious.")
+@click.option("--queue", default=None, metavar="N|A:B",
+              help="Run inline: bind NFQUEUE N, verdict every packet, block what is judged malicious. "
+                   "A:B: one worker process per queue A..B (one per core), judged together.")
 @click.option("--install-rules", is_flag=True,
               help="With --queue: insert the diversion rules (with --queue-bypass) and remove them on stop.")
 @click.option("--queue-maxlen", type=click.IntRange(1, 1 << 20), default=None, metavar="N",
@@ -73,7 +74,7 @@ class Group(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(__version__, prog_name="slipsq")
 @click.pass_context
-def main(ctx: click.Context, queue: int | None, install_rules: bool, queue_maxlen: int | None,
+def main(ctx: click.Context, queue: str | None, install_rules: bool, queue_maxlen: int | None,
          config_path: str | None, state_dir: str | None, alert_format: str | None, debug: bool) -> None:
     """slipsq: a behavioral intrusion prevention system for Linux gateways.
 
@@ -99,6 +100,13 @@ def main(ctx: click.Context, queue: int | None, install_rules: bool, queue_maxle
         click.echo(ctx.get_help())
         return
 
+    try:
+        from slipsq.multiqueue import parse_queue
+
+        queues = parse_queue(queue)
+    except SlipsqError as e:
+        _fail(e.message, e.code)
+
     def daemon() -> int:
         try:
             from slipsq.daemon import run_daemon
@@ -109,7 +117,7 @@ def main(ctx: click.Context, queue: int | None, install_rules: bool, queue_maxle
 
         maxlen = queue_maxlen or load_config(config_path)["queue.maxlen"]  # the flag overrides the config
         tune_gc()
-        return run_daemon(queue=queue, install_rules=install_rules, config_path=config_path,
+        return run_daemon(queue=queues, install_rules=install_rules, config_path=config_path,
                           state_dir=state_dir, queue_maxlen=maxlen, alert_format=alert_format)
 
     sys.exit(run_guarded(daemon, debug) or 0)

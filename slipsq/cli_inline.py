@@ -235,6 +235,11 @@ def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
         click.echo(f"packets {st['packets']}  accepted {st['accepted']}  dropped {st['dropped']}  "
                    f"errors {st['errors']}  ({rate.get('packets', 0):g} packets/s, "
                    f"{rate.get('verdicts', 0):g} verdicts/s)")
+        for w in st.get("workers") or []:  # --queue A:B: the sums above, worker by worker
+            click.echo(f"  queue {w['queue']}: " + (f"worker pid {w['pid']}" if w["alive"] else
+                                                     "worker DOWN (this queue fails open until it is back)")
+                       + f", packets {w['packets']}, dropped {w['dropped']}, {w['flows_open']} open flows, "
+                         f"restarts {w['restarts']}")
         click.echo(f"flows {st['flows']} closed, {t.get('flows_open', 0)} open  alerts {st['alerts']}  "
                    f"blocks {st['blocks_active']} active ({st['blocks_decided']} decided since start)")
         if mem:

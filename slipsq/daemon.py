@@ -20,6 +20,9 @@ each owning its part, so that the packet loop never waits on I/O:
     SIGHUP          reload config, allow list and models (loaded off the packet loop); flows, blocks
                     and evidence are kept
 
+With `--queue A:B` the packet loop reads from worker processes instead of a queue (one per queue,
+slipsq.multiqueue: they verdict packets and ship closed flows here); all the rest is as above.
+
 It never decides anything itself (the judge does) and never blocks a protected address.
 """
 
@@ -36,7 +39,7 @@ from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
-from slipsq import budget, protect, runmode, twins
+from slipsq import budget, multiqueue, protect, runmode, twins
 from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.control import Admin, ControlServer, check_block, parse_duration
@@ -238,8 +241,8 @@ class Worker:
 
 
 class Daemon:
-    def __init__(self, queue: int, install_rules: bool, config_path: str | None, state_dir: str | None,
-                 queue_maxlen: int | None = None, backend: str | None = None,
+    def __init__(self, queue: multiqueue.Queues, install_rules: bool, config_path: str | None,
+                 state_dir: str | None, queue_maxlen: int | None = None, backend: str | None = None,
                  alert_format: str | None = None) -> None:
         self.queue_num = queue
         self.alert_format = alert_format  # --alert-format; None: the config's output.format
@@ -274,7 +277,8 @@ class Daemon:
         self.fw = host_firewall(self.allow, self.backend)
         # the control socket first: it is also the "is another slipsq using this state dir" check
         self.control = ControlServer(self.state_dir, self.handle)
-        fmt, iface = self.alert_format or self.cfg["output.format"], f"NFQ#{self.queue_num}"  # as Suricata names it
+        fmt = self.alert_format or self.cfg["output.format"]
+        iface = "NFQ#" + multiqueue.queue_text(self.queue_num)  # as Suricata names a queue (NFQ#0, or NFQ#0:3)
         self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]), fmt, in_iface=iface,
                                   facility=self.cfg["output.syslog_facility"])
         self.outputs = inline_outputs.build(self.cfg, fmt, iface, self.svc.log)  # format_log, syslog, hooks
@@ -285,9 +289,11 @@ class Daemon:
                    self.tally, *([activity_log] if activity_log is not None else [])]
         self.worker = Worker(self.fw, self.store, Fanout(writers, on_error=self._engine_error))
         self.worker.on_store_change = self._store_changed
+        # --queue A:B: the table is the workers' (slipsq.multiqueue); the engine cannot tell
+        remote = None if isinstance(self.queue_num, int) else multiqueue.RemoteTable()
         self.engine = runmode.build_engine(self.cfg, load_models(self.cfg), self.allow,
                                            on_error=self._engine_error, export_flows=activity_log is not None,
-                                           export_queries=activity_log is not None)
+                                           export_queries=activity_log is not None, table=remote)
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
         # and only then the diversion, when asked
@@ -295,7 +301,11 @@ class Daemon:
         if self.fw.cleaned:  # issue 12: a switched firewall.backend left rules in the other one
             log("removed what slipsq had left in the other iptables backend: " + "; ".join(self.fw.cleaned))
         self.restore_blocks(time.time())
-        self.source = NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen)
+        self.source: NfqueueSource | multiqueue.WorkerPool = (
+            NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen)
+            if isinstance(self.queue_num, int) else multiqueue.WorkerPool(
+                *self.queue_num, self.engine.table, maxlen=self.maxlen,
+                table_config=self.cfg.section("flowtable"), stall_timeout=float(self.cfg["daemon.stall_timeout"])))
         if self.install_rules:
             self.fw.install(self.queue_num)
             self.diversion_installed = True
@@ -304,12 +314,14 @@ class Daemon:
         sys.setswitchinterval(0.001)
         self.worker.start()
         self._spawn(self._serve_control, "slipsq-control")
+        self.heartbeat = time.monotonic()  # the watchdog counts from here: start-up is not a stall
         if self.cfg["daemon.stall_timeout"] > 0:
             self._spawn(self._watchdog, "slipsq-watchdog")
         self.metrics = Exporter.from_config(self.cfg, lambda: daemon_snapshot(self), log)  # [metrics], own threads
         self.metrics.start()
         i = self.source.info
-        log(f"inline on NFQUEUE {i.num} (maxlen {i.maxlen}, copy {i.copy_range} B, rcvbuf {i.rcvbuf} B, "
+        log(f"inline on NFQUEUE {multiqueue.queue_text(self.queue_num)} (maxlen {i.maxlen}, copy {i.copy_range} B, "
+            f"rcvbuf {i.rcvbuf} B, "
             f"fail-open {'on' if i.fail_open else 'UNSUPPORTED'}), iptables backend {self.fw.backend.name}, "
             f"state {self.state_dir}" + ("" if self.install_rules else "; diversion rules not installed "
                                         "(--install-rules)"))
@@ -601,7 +613,7 @@ class Daemon:
         except SlipsqError:
             pk = by = active = -1  # the worker is busy (a hung ipset?): say so rather than wait
         busy = self.worker.busy_since
-        return {
+        st: dict[str, Any] = {
             "pid": os.getpid(), "uptime": round(now - self.started, 1), "queue": self.queue_num,
             "packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
             "errors": q["errors"], "engine_errors": self.engine_errors, "table": self.engine.table.stats(),
@@ -623,6 +635,9 @@ class Daemon:
             "last_alerts": self.svc.recent, "systemd": self.svc.notifier.enabled, **self.outputs.counters(),
             "watchdog": self.svc.notifier.watchdog_every,
         }
+        if isinstance(self.source, multiqueue.WorkerPool):
+            st.update(self.source.status_extra())  # the range, and packets per worker
+        return st
 
 
 def _idle() -> None:
@@ -665,9 +680,11 @@ def default_duration(cfg: Config) -> float | None:
     return d if d > 0 else None
 
 
-def run_daemon(queue: int, install_rules: bool, config_path: str | None, state_dir: str | None,
-               queue_maxlen: int | None = None, backend: str | None = None, alert_format: str | None = None) -> int:
-    """`slipsq --queue N`: run until SIGTERM/SIGINT. SlipsqError (one line) when it cannot start."""
+def run_daemon(queue: multiqueue.Queues, install_rules: bool, config_path: str | None,
+               state_dir: str | None, queue_maxlen: int | None = None, backend: str | None = None,
+               alert_format: str | None = None) -> int:
+    """`slipsq --queue N` (or A:B: slipsq.multiqueue): run until SIGTERM/SIGINT. SlipsqError (one line)
+    when it cannot start."""
     d = Daemon(queue, install_rules, config_path, state_dir, queue_maxlen, backend, alert_format)
     try:
         d.start()

@@ -66,10 +66,12 @@ def load_engine_models(cli_dir: str | None, cfg: Config) -> list[Any]:
 
 
 def build_engine(cfg: Config, models: Sequence[Any], allow: AllowList, *, export_flows: bool = False,
-                 on_error: Callable[[str, Exception], None] | None = None, export_queries: bool = False) -> Engine:
-    """The engine of a run: every registered detector, the models, the allow list, the enrichers."""
+                 on_error: Callable[[str, Exception], None] | None = None, export_queries: bool = False,
+                 table: Any = None) -> Engine:
+    """The engine of a run: every registered detector, the models, the allow list, the enrichers.
+    `table`: None for the flow table (compiled or twin), or the workers' (multiqueue.RemoteTable)."""
     return Engine(cfg, models=models, allow=allow, enrichers=make_enrichers(cfg),
-                  export_flows=export_flows, on_error=on_error, export_queries=export_queries)
+                  export_flows=export_flows, on_error=on_error, export_queries=export_queries, table=table)
 
 
 class Offline:

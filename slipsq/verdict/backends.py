@@ -31,7 +31,8 @@ class RuleSpec:
     target: str  # DROP, NFQUEUE or a chain name
     comment: str = TAG
     match_set: tuple[str, str] | None = None  # (set name, "src"|"dst")
-    queue: int | None = None  # NFQUEUE --queue-num, always with --queue-bypass
+    # NFQUEUE --queue-num N, or --queue-balance A:B for (A, B); always with --queue-bypass
+    queue: int | tuple[int, int] | None = None
 
     def args(self) -> list[str]:
         """The rule in iptables syntax, without the -A/-I CHAIN part."""
@@ -39,7 +40,11 @@ class RuleSpec:
         if self.match_set:
             a += ["-m", "set", "--match-set", self.match_set[0], self.match_set[1]]
         a += ["-m", "comment", "--comment", self.comment, "-j", self.target]
-        if self.queue is not None:
+        if isinstance(self.queue, tuple):
+            # the kernel's hash over the address pair (not --queue-cpu-fanout, which picks by CPU and
+            # splits a connection's two directions over two workers' tables: slipsq.multiqueue)
+            a += ["--queue-balance", f"{self.queue[0]}:{self.queue[1]}", "--queue-bypass"]
+        elif self.queue is not None:
             a += ["--queue-num", str(self.queue), "--queue-bypass"]
         return a
 
@@ -204,7 +209,10 @@ class LegacyBackend:
         c = r.create_match("comment")
         c.comment = spec.comment
         r.target = self.iptc.Target(r, spec.target)
-        if spec.queue is not None:
+        if isinstance(spec.queue, tuple):
+            r.target.queue_balance = f"{spec.queue[0]}:{spec.queue[1]}"
+            r.target.queue_bypass = ""
+        elif spec.queue is not None:
             r.target.queue_num = str(spec.queue)
             r.target.queue_bypass = ""
         return r

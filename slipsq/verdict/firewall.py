@@ -4,6 +4,7 @@ chain SLIPSQ, which INPUT, FORWARD and OUTPUT jump to first, ahead of the NFQUEU
 
     FORWARD  1  -m comment --comment slipsq -j SLIPSQ
     FORWARD  2  -m comment --comment "slipsq queue 0" -j NFQUEUE --queue-num 0 --queue-bypass
+                (--queue 0:3: "slipsq queue 0:3" ... --queue-balance 0:3 --queue-bypass)
     SLIPSQ      -m set --match-set slipsq-block4 src -j DROP   (and dst)
 
 so a blocked IP's packets never reach userspace again. Set membership changes are one `ipset
@@ -213,7 +214,7 @@ class Firewall:
         names = self._ipset(["list", "-n"], check=False).split()
         return [n for n in (SET4, SET6) if n in names]
 
-    def install(self, queue: int | None = None, divert: Sequence[str] = ("FORWARD",)) -> None:
+    def install(self, queue: int | tuple[int, int] | None = None, divert: Sequence[str] = ("FORWARD",)) -> None:
         """Sets, chain SLIPSQ with its DROP rules, jumps from INPUT/FORWARD/OUTPUT at position 1, and
         (with `queue`) the NFQUEUE diversion right after the jump. Idempotent. The first install of
         this Firewall also removes what slipsq left in the other iptables backend."""
@@ -246,7 +247,7 @@ class Firewall:
                 return r.position + 1
         return 1
 
-    def remove_diversion(self, queue: int) -> int:
+    def remove_diversion(self, queue: int | tuple[int, int]) -> int:
         tag = diversion_tag(queue)
         return sum(self.backend.delete_tagged(f, lambda r: r.comment == tag) for f in self.families)
 
@@ -323,5 +324,6 @@ def host_firewall(allow: AllowList | None, backend: str | None = None) -> Firewa
                     ipv6=os.path.exists("/proc/net/if_inet6"))
 
 
-def diversion_tag(queue: int) -> str:
-    return f"{TAG} queue {queue}"
+def diversion_tag(queue: int | tuple[int, int]) -> str:
+    """The diversion rule's comment: "slipsq queue 0", or "slipsq queue 0:3" for a worker pool."""
+    return f"{TAG} queue {queue}" if isinstance(queue, int) else f"{TAG} queue {queue[0]}:{queue[1]}"

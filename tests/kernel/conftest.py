@@ -45,7 +45,7 @@ def lab() -> Iterator[Lab]:
 class Slipsq:
     """slipsq in the lab's gateway: the daemon as a subprocess, admin commands, status."""
 
-    def __init__(self, lab: Lab, state_dir: Path, backend: str, queue: int = 5,
+    def __init__(self, lab: Lab, state_dir: Path, backend: str, queue: int | str = 5,
                  config: dict[str, Any] | None = None) -> None:
         self.lab, self.state_dir, self.backend, self.queue = lab, state_dir, backend, queue
         self.config_path = state_dir.parent / f"slipsq-{lab.sfx}.toml"

@@ -1,0 +1,130 @@
+"""The queue workers' wire (slipsq.mqwire): what a worker writes the daemon reads back unchanged,
+cut into messages under the size limit; anything else is one WireError, never another exception
+and never code run."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slipsq import mqwire
+from slipsq.flow import Flow
+from slipsq.mqwire import WireError
+
+texts = st.text(max_size=40)
+counts = st.integers(min_value=0, max_value=2**63)
+times = st.floats(allow_nan=False, allow_infinity=False, width=64)
+flows = st.builds(Flow, times, times, texts, texts, counts, texts, counts, counts, counts, counts, counts, texts,
+                  texts, counts, counts, texts, texts)
+apps = st.tuples(times, st.binary(max_size=4096))
+stats = st.none() | st.dictionaries(st.text(max_size=10), st.integers() | st.text(max_size=5), max_size=5)
+
+
+def decode_all(messages: list[bytes]) -> tuple[list[Flow], list[tuple[float, bytes]], list[object]]:
+    fl: list[Flow] = []
+    ap: list[tuple[float, bytes]] = []
+    st_: list[object] = []
+    for m in messages:
+        assert len(m) <= mqwire.MAX_MESSAGE
+        msg = mqwire.loads(m)
+        assert msg[0] == "batch"
+        fl += mqwire.flows_of(msg)
+        ap += msg[2]
+        st_.append(msg[3])
+    return fl, ap, st_
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(flows, max_size=60), st.lists(apps, max_size=20), stats)
+def test_batches_round_trip(fs: list[Flow], app: list[tuple[float, bytes]], s: dict[str, object] | None) -> None:
+    msgs = mqwire.encode_batches(fs, app, s)
+    got_f, got_a, got_s = decode_all(msgs)
+    assert got_f == fs
+    assert got_a == app
+    assert got_s[-1] == s and all(x is None for x in got_s[:-1])  # stats once, on the last message
+
+
+def test_big_batches_are_cut_under_the_limit_and_keep_their_order() -> None:
+    fs = [Flow(float(i), float(i) + 1, "tcp", f"10.0.{i // 250}.{i % 250}", 40000 + i % 1000, "192.0.2.1", 80,
+               3, 2, 180, 120, "S_RA", "<->", 0, 0, "", "rst") for i in range(20_000)]
+    app = [(float(i), bytes([i % 256]) * 4000) for i in range(300)]
+    msgs = mqwire.encode_batches(fs, app, {"pid": 1})
+    assert len(msgs) > 2
+    got_f, got_a, got_s = decode_all(msgs)
+    assert got_f == fs and got_a == app and got_s[-1] == {"pid": 1}
+
+
+def test_nothing_to_send_is_one_heartbeat_with_the_stats() -> None:
+    [m] = mqwire.encode_batches([], [], {"queue": {"packets": 5}})
+    assert mqwire.loads(m) == ("batch", [], [], {"queue": {"packets": 5}})
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_are_a_message_or_one_wire_error(data: bytes) -> None:
+    try:
+        msg = mqwire.loads(data)
+    except WireError:
+        return
+    assert type(msg) is tuple and msg[0] in ("batch", "ready", "drained", "error", "ops")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=40), st.integers(min_value=0, max_value=10_000))
+def test_a_damaged_message_is_a_wire_error_or_still_well_formed(junk: bytes, at: int) -> None:
+    good = mqwire.encode_batches([Flow(1.0, 2.0, "udp", "10.0.0.1", 5, "10.0.0.2", 53)], [(1.0, b"x")], None)[0]
+    at %= len(good)
+    bad = good[:at] + junk + good[at + len(junk):]
+    try:
+        msg = mqwire.loads(bad)
+    except WireError:
+        return
+    mqwire.flows_of(msg) if msg[0] == "batch" else None  # well-formed: the daemon can use it
+
+
+class Boom:
+    ran = False
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (Boom.go, ())
+
+    @staticmethod
+    def go() -> None:
+        Boom.ran = True
+
+
+def test_no_class_is_looked_up_and_no_code_runs() -> None:
+    evil = pickle.dumps(("batch", [Boom()], [], None), 5)
+    with pytest.raises(WireError, match="not allowed"):
+        mqwire.loads(evil)
+    assert not Boom.ran
+    with pytest.raises(WireError, match="not allowed"):  # a Flow object itself is a class lookup too
+        mqwire.loads(pickle.dumps(("batch", [Flow(1.0, 2.0, "tcp", "a", 1, "b", 2)], [], None), 5))
+
+
+@pytest.mark.parametrize("msg", [
+    ("batch", [("x",)], [], None),                                   # a flow of the wrong length
+    ("batch", [(1.0, 2.0, "tcp", "a", "1", "b", 2, 0, 0, 0, 0, "", "", 0, 0, "", "")], [], None),  # port as text
+    ("batch", [], [(1, b"x")], None),                                # app time not a float
+    ("batch", [], [], [1]),                                          # stats not a dict
+    ("batch", [], []),                                               # too short
+    ("ops", [("format-disk", None)]),                                # unknown op
+    ("ops", "block"),
+    ("ready", []),
+    ("error", 5),
+    ("hello",),
+    ["batch", [], [], None],                                         # a list, not a tuple
+    (),
+])
+def test_wrong_shapes_are_refused(msg: object) -> None:
+    with pytest.raises(WireError):
+        mqwire.loads(pickle.dumps(msg, 5))
+
+
+def test_ops_round_trip() -> None:
+    items = [("config", {"flowtable.max_flows": 10}), ("block", ["192.0.2.1", "2001:db8::1"]),
+             ("kinds", ["dns"]), ("unblock", ["192.0.2.1"]), ("drain", None), ("stop", None)]
+    assert mqwire.loads(mqwire.ops(items)) == ("ops", items)
