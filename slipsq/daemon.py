@@ -182,8 +182,9 @@ class Worker:
         self.busy_since = now
         commands = [c for cmds, _ in batch for c in cmds]
         try:
-            self.writers(commands)
+            # the kernel first: a block must not wait while a batch's flows go to the activity log
             outcome = self.apply(changes(commands), now)
+            self.writers(commands)
         except BaseException as e:  # a bug here must not leave an admin waiting forever
             for _, done in batch:
                 if done is not None:
