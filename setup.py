@@ -5,7 +5,8 @@ The compiled core, one module per pipeline stage, each beside its readable twin:
 it; `slipsq._decode` only shows it to the tests). `slipsq._flowtable` is the flow table.
 `slipsq.sources._pcap` reads captures into the table. `slipsq._appdecode` decodes the app packets the
 table hands up most (DNS answers). `slipsq.detect.stratosphere._letters` is the Stratosphere
-detector's per-flow path (letters, Markov matching). `slipsq.sources._nfq` is the NFQUEUE source; it
+detector's per-flow path (letters, Markov matching); `slipsq.detect._portscan` and `_beacon` the per-flow state
+of the port scan and beacon detectors. `slipsq.sources._nfq` is the NFQUEUE source; it
 needs libnetfilter_queue's headers and NetfilterQueue's `.pxd`, so it is only built where both are
 present (a replay-only machine still builds).
 """
@@ -28,6 +29,8 @@ def extensions() -> list[Extension]:
         Extension("slipsq.detect.stratosphere._letters", ["slipsq/detect/stratosphere/_letters.pyx"],
                   extra_compile_args=[*CFLAGS, "-ffp-contract=off"]),
         Extension("slipsq._appdecode", ["slipsq/_appdecode.pyx"], extra_compile_args=CFLAGS),
+        Extension("slipsq.detect._portscan", ["slipsq/detect/_portscan.pyx"], extra_compile_args=CFLAGS),
+        Extension("slipsq.detect._beacon", ["slipsq/detect/_beacon.pyx"], extra_compile_args=CFLAGS),
     ]
     if os.path.exists("slipsq/sources/_nfq.pyx") and os.path.exists("/usr/include/libnetfilter_queue/libnetfilter_queue.h"):
         try:
@@ -56,6 +59,7 @@ setup(
     package_dir={"slipsq.models": "models"},
     package_data={"slipsq": ["*.pyx", "*.pxd", "*.pyi", "py.typed", "detect/README.md"],
                   "slipsq.sources": ["*.pyx", "*.pyi"],
+                  "slipsq.detect": ["*.pyx", "*.pyi"],
                   "slipsq.detect.stratosphere": ["*.pyx", "*.pyi"],
                   "slipsq.report": ["templates/*.j2"],
                   "slipsq.models": ["*.json", "README.md"]},

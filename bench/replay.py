@@ -279,12 +279,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--library", action="store_true",
                     help="time replay_capture + finish in-process instead of the `slipsq replay` CLI")
     ap.add_argument("--out-dir", type=Path, default=OUT, help="where the generated captures are cached")
+    ap.add_argument("--double-flows", action="store_true",
+                    help="then the same on a capture with twice the flows per packet (2 x --flows): the "
+                         "per-flow work weighs twice as much there")
     a = ap.parse_args(argv)
+    code = run(a, a.flows, dpkt=True)
+    if a.double_flows and code == 0:
+        print(f"\n--- the same packets with twice the flows ({2 * a.flows:,}) ---", flush=True)
+        code = run(a, 2 * a.flows, dpkt=False)
+    return code
 
-    path = ensure_capture(a.packets, a.flows, a.seed, a.out_dir.resolve())
+
+def run(a: argparse.Namespace, flows: int, dpkt: bool) -> int:
+    """Every row on the capture of `a.packets` packets and `flows` flows; the dpkt rows if `dpkt`."""
+    path = ensure_capture(a.packets, flows, a.seed, a.out_dir.resolve())
     part = write_slice(path, min(a.slice, a.packets))
     size_mb = path.stat().st_size / 1e6
-    print(f"capture: {path} ({a.packets:,} packets, {size_mb:.0f} MB); "
+    print(f"capture: {path} ({a.packets:,} packets, {flows:,} flows, {size_mb:.0f} MB); "
           f"dpkt rows read the first {min(a.slice, a.packets):,} packets and are scaled", flush=True)
 
     # an installed slipsq has its byte code compiled (pip does it); a checkout run with
@@ -317,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = [(s.pps / g.pps, s.cpu_pps / g.cpu_pps if g.cpu_pps else 0.0)
               for s, g in zip(runs[jobs[0][0]], runs.get("argus | ra", []))
               if not s.skipped and not g.skipped and g.pps]
-    for name, snippet in (("dpkt reader only", DPKT_READ), ("dpkt decode all", DPKT_DECODE)):
+    for name, snippet in (("dpkt reader only", DPKT_READ), ("dpkt decode all", DPKT_DECODE)) if dpkt else ():
         row = run_best(name, python_child(snippet, part), min(a.slice, a.packets), a.repeat)
         if not row.skipped:
             row.note = f"{row.packets:,}-packet slice; the whole file: ~{a.packets / max(row.pps, 1):.0f} s"

@@ -1,9 +1,15 @@
-"""Where replay time goes: CPU seconds of the engine with no detectors, then what each detector adds.
+"""Where replay time goes: CPU seconds of the engine with no detectors, then what each detector adds,
+and the detectors' cost per closed flow (µs).
 
-    python -m tools.gencapture realistic --out /tmp/r1m.pcap --packets 1000000 --flows 33000
-    python bench/stages.py /tmp/r1m.pcap
+    python bench/stages.py bench/out/realistic-3000000p-100000f-s1-*.pcap --runs 3
+    python bench/stages.py FILE --only portscan,beacon     # just these rows (and "all")
+    python bench/stages.py FILE --total                    # only "no detectors" and "all"
 
-CPU time (process_time), best of `--runs` runs each, so a busy machine skews it less than wall time.
+CPU time (process_time) of replay_capture + finish in this process, best of `--runs` runs each, so a
+busy machine skews it less than wall time. The rows run in rounds (every row once, then again), so a
+burst of load lands on all of them alike. `µs/flow` is the row's CPU time above "no detectors"
+divided by the flows the engine analysed: the Python work per closed flow (the table's own work and
+the flows' hand-over are in "no detectors").
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from slipsq import twins
 from slipsq.detect import DETECTORS
+from slipsq.detect.base import Detector
 from slipsq.engine import Engine, tune_gc
 from slipsq.runmode import load_config as load
 from slipsq.runmode import load_engine_models
@@ -26,28 +34,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("capture")
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--only", default="", help="comma-separated detector names (default: every one)")
+    ap.add_argument("--total", action="store_true", help="only 'no detectors' and 'all'")
     args = ap.parse_args()
     cfg = load(None)
     models = load_engine_models(None, cfg)
     tune_gc()  # as the CLI does
-
-    def cpu(dets: list) -> tuple[float, int]:
-        best, packets = 1e9, 0
-        for _ in range(args.runs):
+    only = {n for n in args.only.split(",") if n}
+    rows: list[tuple[str, list[type[Detector]]]] = [("no detectors", [])]
+    if not args.total:
+        rows += [(d.name, [d]) for d in DETECTORS if not only or d.name in only]
+    rows.append(("all", list(DETECTORS)))
+    best = {name: 1e9 for name, _ in rows}
+    packets = flows = 0
+    for _ in range(args.runs):
+        for name, dets in rows:
             e = Engine(cfg, models=models, detectors=dets)
             t = time.process_time()
             replay_capture(e, args.capture)
             e.finish()
-            best = min(best, time.process_time() - t)
-            packets = e.table.stats()["packets"]
-        return best, packets
-
-    base, packets = cpu([])
+            best[name] = min(best[name], time.process_time() - t)
+            packets, flows = e.table.stats()["packets"], e.counters.flows
+    base = best["no detectors"]
+    print(f"{twins.implementation()}; {packets:,} packets, {flows:,} flows; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'no detectors':14} {base:6.2f} s  {packets / base:10,.0f} packets/s")
-    for d in DETECTORS:
-        print(f"{d.name:14} +{cpu([d])[0] - base:5.2f} s")
-    total, _ = cpu(list(DETECTORS))
-    print(f"{'all':14} {total:6.2f} s  {packets / total:10,.0f} packets/s")
+    for name, _ in rows[1:-1]:
+        extra = best[name] - base
+        print(f"{name:14} +{extra:5.2f} s  {extra / max(flows, 1) * 1e6:6.2f} µs/flow")
+    total = best["all"]
+    print(f"{'all':14} {total:6.2f} s  {packets / total:10,.0f} packets/s  "
+          f"{(total - base) / max(flows, 1) * 1e6:6.2f} µs/flow over no detectors")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,19 @@ from slipsq.detect.beacon import Beacon, size_score, timing_score
 C2 = "203.0.113.50"
 HOST = "192.168.1.20"
 
+MODULE = "slipsq.detect._beacon"
+
+
+@pytest.fixture(autouse=True, params=["py", "c"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on the readable twin (py) and the compiled per-flow state (c)."""
+    if request.param == "py":
+        monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
+    else:
+        pytest.importorskip(MODULE, reason="the compiled extension is not built")
+        monkeypatch.delenv("SLIPSQ_PURE_PYTHON", raising=False)
+    return str(request.param)
+
 
 @pytest.mark.parametrize("interval,by", [(1.0, 95.0), (10.0, 110.0), (60.0, 660.0), (600.0, 6600.0)])
 def test_strict_beacon_blocks_the_server_once_it_persists(interval: float, by: float) -> None:

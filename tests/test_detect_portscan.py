@@ -15,6 +15,19 @@ from slipsq.flow import Flow
 
 SCANNER = "192.0.2.12"
 
+MODULE = "slipsq.detect._portscan"
+
+
+@pytest.fixture(autouse=True, params=["py", "c"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on the readable twin (py) and the compiled per-flow state (c)."""
+    if request.param == "py":
+        monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
+    else:
+        pytest.importorskip(MODULE, reason="the compiled extension is not built")
+        monkeypatch.delenv("SLIPSQ_PURE_PYTHON", raising=False)
+    return str(request.param)
+
 
 def syn_scan(src: str, dsts: list[str], ports: list[int], start: float = T0, step: float = 0.05,
              state: str = "S_") -> list[Flow]:

@@ -56,9 +56,10 @@ from __future__ import annotations
 import bisect
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from statistics import median
 
+from slipsq import twins
 from slipsq.config import Option, fraction, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import Memo, is_local
@@ -130,6 +131,78 @@ class _Tuple:
         self.last = 0.0
 
 
+TupleKey = tuple[str, str, int, str]  # (client, server, server port, proto)
+
+
+class Tuples:
+    """The per-flow state: 4-tuple -> its last `history` connection starts and sizes, at most
+    `bound` tuples, least recently seen first (slipsq.lru.touch: eviction and pruning take from the
+    front). The readable twin of the compiled `_beacon.Tuples` (slipsq.twins chooses; the
+    differential tests in tests/test_beacon_compiled.py hold them equal)."""
+
+    __slots__ = ("bound", "history", "map", "oldest_last")
+
+    def __init__(self, history: int, bound: int) -> None:
+        self.history, self.bound = history, bound
+        self.map: OrderedDict[TupleKey, _Tuple] = OrderedDict()
+        # when the next prune may find something: the front tuple's last (the one pruning looks at),
+        # or lower when a tuple with an older start was touched since
+        self.oldest_last = math.inf
+
+    def __len__(self) -> int:
+        return len(self.map)
+
+    def __iter__(self) -> Iterator[TupleKey]:
+        """The keys, least recently seen first."""
+        return iter(self.map)
+
+    def get(self, key: TupleKey) -> _Tuple | None:
+        return self.map.get(key)
+
+    def add(self, key: TupleKey, start: float, size: int) -> _Tuple:
+        """One connection of `key` that started at `start` and carried `size` bytes (both ways)."""
+        t = touch(self.map, key, _Tuple, self.bound)  # bounded, least recently used goes first
+        starts = t.starts
+        if not starts or start >= starts[-1]:  # the common case: it starts after the others
+            starts.append(start)
+            t.sizes.append(size)
+        else:  # flows close out of start order (a long one closes late): insert by start time
+            i = bisect.bisect(starts, start)
+            starts.insert(i, start)
+            t.sizes.insert(i, size)
+        if len(starts) > self.history:
+            del starts[0], t.sizes[0]
+        t.total += 1
+        if start > t.last:
+            t.last = start
+        if t.last < self.oldest_last:  # a new tuple may start before every other one
+            self.oldest_last = t.last
+        return t
+
+    def prune(self, horizon: float) -> None:
+        """Forget the tuples whose last connection started before `horizon`."""
+        if horizon <= self.oldest_last:  # no tuple is that silent: no need to look at them
+            return
+        # The front is the tuple seen least recently, so the silent ones are there: pop them until
+        # the first that is not (O(tuples dropped), never a walk over the map). A tuple whose last
+        # flow started long ago but closed late sits further back and waits for a later prune or
+        # the bound.
+        tuples = self.map
+        while tuples:
+            first = next(iter(tuples.values()))
+            if first.last >= horizon:
+                break
+            tuples.popitem(last=False)
+        self.oldest_last = first.last if tuples else math.inf
+
+
+def make_tuples(history: int, bound: int) -> Tuples:
+    """The compiled Tuples, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._beacon")
+    cls: type[Tuples] = Tuples if fast is None else fast.Tuples
+    return cls(history, bound)
+
+
 class Beacon(Detector):
     name = "beacon"
     evidence_kinds = ("beacon",)
@@ -175,17 +248,13 @@ class Beacon(Detector):
         self.allow_domains = tuple(d.lower().strip(".") for d in self.opt("allow_domains"))
         self.window: float = self.cfg["judge.window"]
         self.own = {str(a) for a in ctx.allow.own}  # the gateway itself may be the resolver
-        # least recently seen first (slipsq.lru.touch): eviction and pruning take from the front
-        self.tuples: OrderedDict[tuple[str, str, int, str], _Tuple] = OrderedDict()
+        self.tuples = make_tuples(self.history, self.max_tuples)
         # server -> never a beacon: what depends on the server alone is asked once (the answers never
         # change): allow list, multicast, own, broadcast; or a subnet broadcast the allow list cannot
         # know (allowed domain names are checked only when a tuple is about to be reported: DNS names
         # per flow would cost more than the scoring)
         self._never = Memo(lambda dst: ctx.allow.why_protected(dst) is not None or dst.endswith(".255")).__getitem__
         self._next_prune = 0.0
-        # when the next prune may find something: the front tuple's last (the one pruning looks at), or
-        # lower when a tuple with an older start was touched since
-        self._oldest_last = math.inf
 
     # --- which traffic is never a beacon --------------------------------------------------------
     def _ignored(self, f: Flow) -> bool:
@@ -217,24 +286,8 @@ class Beacon(Detector):
         if flow.is_report or flow.proto not in ("tcp", "udp") or self._ignored(flow):
             return NO_EVIDENCE
         key = (flow.saddr, flow.daddr, flow.dport, flow.proto)
-        t = touch(self.tuples, key, _Tuple, self.max_tuples)  # bounded, least recently used goes first
-        start = flow.start
-        starts = t.starts
-        if not starts or start >= starts[-1]:  # the common case: it starts after the others
-            starts.append(start)
-            t.sizes.append(flow.sbytes + flow.dbytes)  # flow.bytes
-        else:  # flows close out of start order (a long one closes late): insert by start time
-            i = bisect.bisect(starts, start)
-            starts.insert(i, start)
-            t.sizes.insert(i, flow.bytes)
-        if len(starts) > self.history:
-            del starts[0], t.sizes[0]
-        t.total += 1
-        if start > t.last:
-            t.last = start
-        if t.last < self._oldest_last:  # a new tuple may start before every other one
-            self._oldest_last = t.last
-        if len(starts) < self.min_n:
+        t = self.tuples.add(key, flow.start, flow.sbytes + flow.dbytes)
+        if len(t.starts) < self.min_n:
             return NO_EVIDENCE
         return self._score(key, t, flow)
 
@@ -285,17 +338,5 @@ class Beacon(Detector):
     def on_tick(self, now: float) -> Sequence[Evidence]:
         if now >= self._next_prune:  # forget tuples silent for longer than two slow-beacon periods
             self._next_prune = now + 60.0
-            horizon = now - 2 * self.max_iv
-            if horizon > self._oldest_last:  # else no tuple is that silent: no need to look at them all
-                # The front is the tuple seen least recently, so the silent ones are there: pop
-                # them until the first that is not (O(tuples dropped), never a walk over the map).
-                # A tuple whose last flow started long ago but closed late sits further back and
-                # waits for a later prune or the max_tuples bound.
-                tuples = self.tuples
-                while tuples:
-                    first = next(iter(tuples.values()))
-                    if first.last >= horizon:
-                        break
-                    tuples.popitem(last=False)
-                self._oldest_last = first.last if tuples else math.inf
+            self.tuples.prune(now - 2 * self.max_iv)
         return NO_EVIDENCE

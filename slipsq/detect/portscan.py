@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.flow import Flow
@@ -78,6 +79,80 @@ class _Targets:
         self.emitted_threat = 0.0
 
 
+# the kinds, by the index Tally counts them under
+KINDS = ("horizontal", "vertical", "icmp-sweep")
+HORIZONTAL, VERTICAL, ICMP_SWEEP = 0, 1, 2
+TallyKey = tuple[str, "str | int", str]
+
+
+class Tally:
+    """The per-flow state of one judge window: per kind, (source, port or target, proto) -> its
+    targets. The readable twin of the compiled `_portscan.Tally` (slipsq.twins chooses; the
+    differential tests in tests/test_portscan_compiled.py hold them equal). Bounded: at most
+    `max_keys` keys per kind, `max_targets` targets per key, `max_total` targets in all."""
+
+    __slots__ = ("max_keys", "max_targets", "max_total", "seen", "total")
+
+    def __init__(self, max_keys: int, max_targets: int, max_total: int) -> None:
+        self.max_keys, self.max_targets, self.max_total = max_keys, max_targets, max_total
+        self.seen: list[dict[TallyKey, _Targets]] = [{}, {}, {}]  # by kind index
+        self.total = 0  # targets tracked in this window, all keys
+
+    def reset(self) -> None:
+        """A new window: forget every key."""
+        self.seen = [{}, {}, {}]
+        self.total = 0
+
+    def pair(self, saddr: str, daddr: str, dport: int, proto: str, failed: bool,
+             start: float) -> tuple[_Targets | None, _Targets | None] | None:
+        """A TCP/UDP flow: count it horizontally and vertically. None (most flows) when neither
+        count can make new evidence, else the (horizontal, vertical) tallies to judge (or None)."""
+        h = self.count(HORIZONTAL, (saddr, dport, proto), daddr, failed, start)
+        v = self.count(VERTICAL, (saddr, daddr, proto), dport, failed, start)
+        return None if h is None and v is None else (h, v)
+
+    def count(self, kind: int, key: TallyKey, target: str | int, failed: bool, start: float) -> _Targets | None:
+        """Count `target` under `key`; the key's tally when it may make new evidence, else None."""
+        seen = self.seen[kind]
+        t = seen.get(key)
+        if t is None:
+            if len(seen) >= self.max_keys:
+                return None
+            t = seen[key] = _Targets(start)
+        elif start > t.last:
+            t.last = start
+        targets = t.targets
+        before = targets.get(target)
+        if before is None:
+            if len(targets) >= self.max_targets or self.total >= self.max_total:
+                return None
+            self.total += 1
+            targets[target] = not failed
+            if failed:
+                t.failed += 1
+            else:
+                t.answered += 1
+                # a TCP/UDP count (failed targets) that did not grow cannot make new evidence:
+                if kind != ICMP_SWEEP:  # the judge would find nothing it has not judged already
+                    return None
+        elif not before and not failed:  # answered now: no longer a failed target
+            targets[target] = True
+            t.failed -= 1
+            t.answered += 1
+            if kind != ICMP_SWEEP:  # the count fell: nothing new (as above)
+                return None
+        else:
+            return None
+        return t
+
+
+def make_tally(max_keys: int, max_targets: int, max_total: int) -> Tally:
+    """The compiled Tally, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._portscan")
+    cls: type[Tally] = Tally if fast is None else fast.Tally
+    return cls(max_keys, max_targets, max_total)
+
+
 class PortScan(Detector):
     name = "portscan"
     evidence_kinds = ("vertical", "horizontal", "icmp-sweep")
@@ -107,21 +182,15 @@ class PortScan(Detector):
         self.thresholds = {"vertical": self.opt("vertical_ports"), "horizontal": self.opt("horizontal_hosts"),
                            "icmp-sweep": self.opt("icmp_hosts")}
         self.block_in_use: bool = self.opt("block_servers_in_use")
-        self.max_targets: int = self.opt("max_targets")
-        self.max_keys: int = self.opt("max_keys")
-        self.max_total: int = self.opt("max_total_targets")
-        self.total = 0  # targets tracked in this window, all pairs
         self.servers = ctx.servers  # shared: who answered local hosts (detect/inuse.py)
         self.servers.bound = self.opt("max_servers")
         self.index = -1
-        # kind -> (source, port number or target, proto) -> the targets and their tally
-        self.seen: dict[str, dict[tuple[str, str | int, str], _Targets]] = {}
-        self._reset(-1)
+        # the window's counts: compiled, or the readable twin
+        self.tally = make_tally(self.opt("max_keys"), self.opt("max_targets"), self.opt("max_total_targets"))
 
     def _reset(self, index: int) -> None:
         self.index = index
-        self.seen = {k: {} for k in self.thresholds}
-        self.total = 0
+        self.tally.reset()
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.is_report:  # a long connection, still open: counts for "in use", not as a target
@@ -137,56 +206,32 @@ class PortScan(Detector):
             if not failed and not self.block_in_use:
                 self.servers.note(flow)
             # the port is a number here (proto is in the key); "port/proto" is formatted in _judge
-            h = self._count("horizontal", (flow.saddr, flow.dport, proto), flow.daddr, failed, flow)
-            v = self._count("vertical", (flow.saddr, flow.daddr, proto), flow.dport, failed, flow)
-            return [*h, *v] if h or v else NO_EVIDENCE
+            hv = self.tally.pair(flow.saddr, flow.daddr, flow.dport, proto, failed, flow.start)
+            if hv is None:
+                return NO_EVIDENCE
+            h, v = hv
+            out: list[Evidence] = []
+            if h is not None:
+                out += self._judge(HORIZONTAL, (flow.saddr, flow.dport, proto), h, flow)
+            if v is not None:
+                out += self._judge(VERTICAL, (flow.saddr, flow.daddr, proto), v, flow)
+            return out or NO_EVIDENCE
         if _ECHO_REQUEST.get(proto) == flow.sport:
-            return self._count("icmp-sweep", (flow.saddr, "", proto), flow.daddr, unanswered(flow), flow)
+            key = (flow.saddr, "", proto)
+            t = self.tally.count(ICMP_SWEEP, key, flow.daddr, unanswered(flow), flow.start)
+            return NO_EVIDENCE if t is None else self._judge(ICMP_SWEEP, key, t, flow)
         return NO_EVIDENCE
 
     def on_tick(self, now: float) -> Sequence[Evidence]:
         # a window that ended is forgotten even when no flow comes to start the next one (after a
         # flood of forged sources, its targets would otherwise stay in memory until one does)
         index = int(now // self.window)
-        if index > self.index and self.total:
+        if index > self.index and self.tally.total:
             self._reset(index)
         return NO_EVIDENCE
 
-    def _count(self, kind: str, key: tuple[str, str | int, str], target: str | int, failed: bool,
-               flow: Flow) -> Sequence[Evidence]:
-        seen = self.seen[kind]
-        t = seen.get(key)
-        if t is None:
-            if len(seen) >= self.max_keys:
-                return NO_EVIDENCE
-            t = seen[key] = _Targets(flow.start)
-        elif flow.start > t.last:
-            t.last = flow.start
-        targets = t.targets
-        before = targets.get(target)
-        if before is None:
-            if len(targets) >= self.max_targets or self.total >= self.max_total:
-                return NO_EVIDENCE
-            self.total += 1
-            targets[target] = not failed
-            if failed:
-                t.failed += 1
-            else:
-                t.answered += 1
-                # a TCP/UDP count (failed targets) that did not grow cannot make new evidence:
-                if kind != "icmp-sweep":  # _judge would find nothing it has not judged already
-                    return NO_EVIDENCE
-        elif not before and not failed:  # answered now: no longer a failed target
-            targets[target] = True
-            t.failed -= 1
-            t.answered += 1
-            if kind != "icmp-sweep":  # the count fell: nothing new (as above)
-                return NO_EVIDENCE
-        else:
-            return NO_EVIDENCE
-        return self._judge(kind, key, t, flow)
-
-    def _judge(self, kind: str, key: tuple[str, str | int, str], t: _Targets, flow: Flow) -> Sequence[Evidence]:
+    def _judge(self, k: int, key: TallyKey, t: _Targets, flow: Flow) -> Sequence[Evidence]:
+        kind = KINDS[k]
         threshold = self.thresholds[kind]
         total = t.failed + t.answered
         n = total if kind == "icmp-sweep" else t.failed

@@ -1,0 +1,132 @@
+"""The compiled per-flow state of the port scan and beacon detectors (slipsq/detect/_portscan.pyx,
+_beacon.pyx) against their readable twins (portscan.Tally, beacon.Tuples): the same calls give the
+same answers and leave the same state, bounds and LRU order included; and the whole detectors, fed
+the same flows, give the same evidence. (Every test of test_detect_portscan.py and
+test_detect_beacon.py also runs on both: see their `implementation` fixtures.)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pytest
+from flowgen import T0, beacon, browsing, flow, run, sort_flows
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slipsq.detect import beacon as py_beacon
+from slipsq.detect import portscan as py_portscan
+from slipsq.detect.beacon import Beacon
+from slipsq.detect.portscan import PortScan
+from slipsq.flow import Flow
+
+c_portscan = pytest.importorskip("slipsq.detect._portscan", reason="the compiled extension is not built "
+                                 "(python setup.py build_ext --inplace)")
+c_beacon = pytest.importorskip("slipsq.detect._beacon", reason="the compiled extension is not built")
+
+SOURCES = ("10.0.0.1", "10.0.0.2", "198.51.100.9")
+HOSTS = ("198.51.100.1", "198.51.100.2", "10.0.0.7", "2001:db8::1")
+PORTS = (22, 80, 443, 445)
+
+
+def tally_state(t: Any) -> Any:
+    """Everything a tally keeps (targets in insertion order do not matter: compare as a dict)."""
+    return None if t is None else (t.first, t.last, dict(t.targets), t.failed, t.answered, t.emitted,
+                                   t.emitted_threat)
+
+
+def portscan_state(tally: Any) -> Any:
+    return tally.total, [{k: tally_state(v) for k, v in seen.items()} for seen in tally.seen]
+
+
+count_op = st.tuples(st.just("count"), st.integers(0, 2), st.sampled_from(SOURCES),
+                     st.sampled_from(HOSTS + PORTS), st.sampled_from(HOSTS + PORTS), st.booleans(),
+                     st.floats(0, 100))
+pair_op = st.tuples(st.just("pair"), st.sampled_from(SOURCES), st.sampled_from(HOSTS), st.sampled_from(PORTS),
+                    st.sampled_from(("tcp", "udp")), st.booleans(), st.floats(0, 100))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(count_op, pair_op, st.just(("reset",))), max_size=120),
+       st.integers(1, 4), st.integers(1, 4), st.integers(1, 12))
+def test_tally_twins_agree(ops: list[tuple[Any, ...]], max_keys: int, max_targets: int, max_total: int) -> None:
+    py, c = py_portscan.Tally(max_keys, max_targets, max_total), c_portscan.Tally(max_keys, max_targets, max_total)
+    for op in ops:
+        if op[0] == "count":
+            _, kind, src, what, target, failed, start = op
+            a = py.count(kind, (src, what, "tcp"), target, failed, start)
+            b = c.count(kind, (src, what, "tcp"), target, failed, start)
+            assert tally_state(a) == tally_state(b)
+        elif op[0] == "pair":
+            a2, b2 = py.pair(*op[1:]), c.pair(*op[1:])
+            assert (a2 is None) == (b2 is None)
+            if a2 is not None and b2 is not None:
+                assert [tally_state(x) for x in a2] == [tally_state(x) for x in b2]
+        else:
+            py.reset()
+            c.reset()
+        assert portscan_state(py) == portscan_state(c)
+
+
+def tuples_state(ts: Any) -> Any:
+    """The keys in LRU order, each with everything its tuple keeps, and the prune hint."""
+    return ts.oldest_last, [(k, tuple_state(ts.get(k))) for k in ts]
+
+
+def tuple_state(t: Any) -> Any:
+    return (list(t.starts), list(t.sizes), t.total, t.emitted_n, t.emitted_window, t.emitted_threat, t.last)
+
+
+add_op = st.tuples(st.just("add"), st.sampled_from(SOURCES), st.sampled_from(HOSTS), st.sampled_from(PORTS),
+                   st.floats(0, 1000), st.integers(0, 10_000))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(add_op, st.tuples(st.just("prune"), st.floats(0, 1200))), max_size=150),
+       st.integers(1, 5), st.integers(2, 9))
+def test_tuples_twins_agree(ops: list[tuple[Any, ...]], bound: int, history: int) -> None:
+    py, c = py_beacon.Tuples(history, bound), c_beacon.Tuples(history, bound)
+    for op in ops:
+        if op[0] == "add":
+            _, src, dst, port, start, size = op
+            key = (src, dst, port, "tcp")
+            assert tuple_state(py.add(key, start, size)) == tuple_state(c.add(key, start, size))
+        else:
+            py.prune(op[1])
+            c.prune(op[1])
+        assert tuples_state(py) == tuples_state(c)
+        assert len(py) == len(c) <= bound
+    assert math.isinf(py_beacon.Tuples(history, bound).oldest_last)
+
+
+def mixed_flows(seed: int) -> list[Flow]:
+    """Scans (answered and not, out of start order), beacons, browsing, pings: every branch."""
+    rng = random.Random(seed)
+    scanner = rng.choice(SOURCES)
+    scans = [flow(T0 + rng.uniform(0, 7200), scanner, rng.choice(HOSTS[:2]) if rng.random() < 0.5 else
+                  f"198.51.100.{rng.randrange(1, 60)}", rng.randrange(1, 200), rng.choice(("tcp", "udp")),
+                  state=rng.choice(("S_", "S_RA", "SF", "", "INT")), dbytes=rng.choice((0, 400)))
+             for _ in range(600)]
+    pings = [flow(T0 + rng.uniform(0, 7200), scanner, f"10.0.1.{i}", 7, "icmp", sport=8,
+                  state=rng.choice(("ECO", "ECR")), dbytes=rng.choice((0, 84))) for i in range(60)]
+    return sort_flows(scans, pings, beacon("10.0.0.5", "203.0.113.9", 443, 30.0, 60, jitter=0.1),
+                      beacon("10.0.0.6", "203.0.113.10", 8080, 5.0, 200, jitter=0.4),
+                      browsing("10.0.0.8", [f"198.51.100.{i}" for i in range(1, 40)], 300))
+
+
+@pytest.mark.parametrize("detector", [PortScan, Beacon])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_detectors_give_the_same_evidence_on_both(detector: Any, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    flows = mixed_flows(seed)
+    evidence = {}
+    for impl in ("py", "c"):
+        if impl == "py":
+            monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
+        else:
+            monkeypatch.delenv("SLIPSQ_PURE_PYTHON", raising=False)
+        rec, _ = run([detector], flows)
+        evidence[impl] = [(a.evidence, a.decision) for a in rec.seen]
+    assert evidence["py"], "the mix must make some evidence, or the comparison proves nothing"
+    assert evidence["py"] == evidence["c"]
