@@ -9,7 +9,7 @@ PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 APT_PKGS := build-essential python3-dev python3-venv libnetfilter-queue-dev libnfnetlink-dev \
-            iptables ipset iproute2 argus-server argus-client nfdump
+            iptables ipset iproute2 argus-server argus-client nfdump iperf3 ethtool
 CAPTURE ?= tests/data/beacon-https.pcap
 
 .PHONY: all deps sysdeps build run test lint unit bench clean install uninstall purge
@@ -59,6 +59,7 @@ bench: build
 	$(VPY) bench/replay.py
 	$(VPY) bench/flowfiles.py
 	$(VPY) bench/inline.py
+	$(VPY) bench/throughput.py
 
 # the installer needs none of the targets above (a Pi without the dev tools runs it directly);
 # DESTDIR=DIR installs into a scratch root (no apt, no systemctl), PREFIX moves the venv

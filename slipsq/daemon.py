@@ -43,9 +43,11 @@ from slipsq.control import Admin, ControlServer, check_block, parse_duration
 from slipsq.enrich import make_enrichers
 from slipsq.errors import InputError, ModelError, SlipsqError
 from slipsq.output.alerts import AlertWriter
+from slipsq.output.binetflow import BinetflowWriter
 from slipsq.records import Command, Unblock
 from slipsq.service import Service, rss_kb
 from slipsq.sink import Fanout
+from slipsq.sources import conntrack
 from slipsq.sources.nfqueue import FAIL_OPEN_NOTE, NfqueueSource, check_system
 from slipsq.verdict.apply import Change, Outcome, carry_out, changes
 from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall
@@ -244,6 +246,7 @@ class Daemon:
         self.maxlen_flag = queue_maxlen
         self.backend = backend
         self.stop = False
+        self.bypass: conntrack.Merger | None = None  # flow bypass (sources/conntrack.py), when enabled
         self.diversion_installed = False
         self.want_reload = False
         self.started = time.time()
@@ -271,9 +274,12 @@ class Daemon:
         self.control = ControlServer(self.state_dir, self.handle)
         self.writer = AlertWriter(sys.stdout, bool(self.cfg["output.json"]))
         writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks]
+        if self.cfg["output.flows_log"]:  # what the detectors saw, flow by flow (written by the worker)
+            writers.append(BinetflowWriter(open(self.cfg["output.flows_log"], "a", buffering=1)))
         self.worker = Worker(self.fw, self.store, Fanout(writers, on_error=self._engine_error))
         self.worker.on_store_change = self._store_changed
         self.engine = runmode.build_engine(self.cfg, load_models(self.cfg), self.allow,
+                                           export_flows=bool(self.cfg["output.flows_log"]),
                                            on_error=self._engine_error)
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
@@ -282,9 +288,11 @@ class Daemon:
         if self.fw.cleaned:  # issue 12: a switched firewall.backend left rules in the other one
             log("removed what slipsq had left in the other iptables backend: " + "; ".join(self.fw.cleaned))
         self.restore_blocks(time.time())
-        self.source = NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen)
+        self.bypass = conntrack.start_bypass(self.cfg, self.engine.table)  # None: bypass.enabled off
+        mark = int(self.cfg["bypass.mark"]) if self.bypass is not None else 0
+        self.source = NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen, bypass_mark=mark)
         if self.install_rules:
-            self.fw.install(self.queue_num)
+            self.fw.install(self.queue_num, bypass_mark=mark)
             self.diversion_installed = True
         # the other threads hold the GIL for 1 ms at most at a time, not CPython's 5 ms: the packet
         # loop gets it back quickly whenever the worker or the control thread is busy in Python
@@ -338,11 +346,15 @@ class Daemon:
         try:
             source, table = self.source, self.engine.table
             fds = (self._wake_r, rfd)
+            bypass = getattr(self, "bypass", None)
+            polled = fds if bypass is None else (*fds, bypass.fd)
             next_tick = 0.0
             while not self.stop:
-                source.run(BUDGET, IDLE_WAKE, fds)
+                source.run(BUDGET, IDLE_WAKE, polled)
                 self.beat()
                 now = time.time()
+                if bypass is not None:
+                    bypass.poll(now)  # conntrack's counts for bypassed flows (sources/conntrack.py)
                 if table.pending or now >= next_tick:
                     self._advance(now)
                     next_tick = now + IDLE_WAKE
@@ -466,6 +478,9 @@ class Daemon:
                 log(f"could not remove the diversion rule: {e}")
         if src is not None:
             src.drain()
+            merger: conntrack.Merger | None = getattr(self, "bypass", None)
+            if merger is not None:
+                merger.close()  # held flows go on with what they have
             self._advance(time.time())
             src.close()
         if hasattr(self, "control"):
@@ -581,6 +596,9 @@ class Daemon:
             "pid": os.getpid(), "uptime": round(now - self.started, 1), "queue": self.queue_num,
             "packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
             "errors": q["errors"], "engine_errors": self.engine_errors, "table": self.engine.table.stats(),
+            "bypass": None if self.bypass is None else {
+                "bypassed": self.engine.table.stats()["bypassed"], **self.bypass.stats(),
+                "marks": q["bypass_marks"], "unmarks": q["unbypass_marks"], "mark_errors": q["mark_errors"]},
             "flows": c.flows, "alerts": c.alerts, "blocks_decided": c.blocks,
             "blocks_active": active,
             "worker": {"batches": self.worker.batches, "busy_s": round(now - busy, 1) if busy else 0.0,

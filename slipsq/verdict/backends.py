@@ -32,12 +32,14 @@ class RuleSpec:
     comment: str = TAG
     match_set: tuple[str, str] | None = None  # (set name, "src"|"dst")
     queue: int | None = None  # NFQUEUE --queue-num, always with --queue-bypass
+    extra: tuple[str, ...] = ()  # more matches in iptables syntax (-p, -m NAME, --option values)
 
     def args(self) -> list[str]:
         """The rule in iptables syntax, without the -A/-I CHAIN part."""
         a: list[str] = []
         if self.match_set:
             a += ["-m", "set", "--match-set", self.match_set[0], self.match_set[1]]
+        a += list(self.extra)
         a += ["-m", "comment", "--comment", self.comment, "-j", self.target]
         if self.queue is not None:
             a += ["--queue-num", str(self.queue), "--queue-bypass"]
@@ -201,6 +203,7 @@ class LegacyBackend:
         if spec.match_set:
             m = r.create_match("set")
             m.match_set = list(spec.match_set)
+        _extra_matches(r, spec.extra)
         c = r.create_match("comment")
         c.comment = spec.comment
         r.target = self.iptc.Target(r, spec.target)
@@ -255,6 +258,28 @@ class LegacyBackend:
             chain = self.iptc.Chain(t, CHAIN)
             chain.flush()  # our own chain: the only one slipsq ever flushes
             chain.delete()
+
+
+def _extra_matches(rule: Any, extra: tuple[str, ...]) -> None:
+    """RuleSpec.extra onto a python-iptables rule: `-p` sets the protocol, `-m NAME` starts a match,
+    `--option v...` sets the current match's option (its values up to the next `-` word)."""
+    match: Any = None
+    i = 0
+    while i < len(extra):
+        word = extra[i]
+        j = i + 1
+        while j < len(extra) and not extra[j].startswith("-"):
+            j += 1
+        values = list(extra[i + 1:j])
+        if word == "-p":
+            rule.protocol = values[0]
+        elif word == "-m":
+            match = rule.create_match(values[0])
+        elif word.startswith("--") and match is not None:
+            setattr(match, word[2:].replace("-", "_"), values if len(values) > 1 else values[0])
+        else:
+            raise ValueError(f"cannot express {word!r} in python-iptables")
+        i = j
 
 
 def make_backend(name: str = "auto") -> Backend:

@@ -6,7 +6,14 @@ chain SLIPSQ, which INPUT, FORWARD and OUTPUT jump to first, ahead of the NFQUEU
     FORWARD  2  -m comment --comment "slipsq queue 0" -j NFQUEUE --queue-num 0 --queue-bypass
     SLIPSQ      -m set --match-set slipsq-block4 src -j DROP   (and dst)
 
-so a blocked IP's packets never reach userspace again. Set membership changes are one `ipset
+so a blocked IP's packets never reach userspace again. With flow bypass (slipsq/flowtable.py,
+"Bypass"), one more rule between the jump and the diversion forwards the connections the queue
+marked, except their SYN/FIN/RST packets (so slipsq still sees each connection open and close):
+
+    FORWARD  2  -p tcp -m tcp --tcp-flags FIN,SYN,RST NONE -m connmark --mark 0x400000/0x400000
+                -m comment --comment "slipsq queue 0 bypass" -j ACCEPT
+
+Blocks still win: the jump to SLIPSQ comes first. Set membership changes are one `ipset
 restore` batch per decision (no per-IP shell-out loop; pyroute2 would avoid the fork but is not a
 dependency, and ipset's own tool is what an admin debugs with). Rules go through backends.py.
 
@@ -213,10 +220,12 @@ class Firewall:
         names = self._ipset(["list", "-n"], check=False).split()
         return [n for n in (SET4, SET6) if n in names]
 
-    def install(self, queue: int | None = None, divert: Sequence[str] = ("FORWARD",)) -> None:
+    def install(self, queue: int | None = None, divert: Sequence[str] = ("FORWARD",),
+                bypass_mark: int = 0) -> None:
         """Sets, chain SLIPSQ with its DROP rules, jumps from INPUT/FORWARD/OUTPUT at position 1, and
-        (with `queue`) the NFQUEUE diversion right after the jump. Idempotent. The first install of
-        this Firewall also removes what slipsq left in the other iptables backend."""
+        (with `queue`) the NFQUEUE diversion right after the jump, and (with `bypass_mark`) the bypass
+        rule between the two. Idempotent. The first install of this Firewall also removes what
+        slipsq left in the other iptables backend."""
         if not self._cleaned_others:
             self._cleaned_others = True
             self.cleaned = self.remove_other_backends()
@@ -239,6 +248,8 @@ class Firewall:
                     if (hook, "NFQUEUE", diversion_tag(queue)) not in mine:
                         spec = RuleSpec(hook, "NFQUEUE", diversion_tag(queue), queue=queue)
                         self.backend.insert(fam, spec, self._after_jump(fam, hook))
+                    if bypass_mark and (hook, "ACCEPT", bypass_tag(queue)) not in mine:
+                        self.backend.insert(fam, bypass_rule(hook, queue, bypass_mark), self._after_jump(fam, hook))
 
     def _after_jump(self, fam: int, hook: str) -> int:
         for r in self.backend.rules(fam)[0]:
@@ -247,8 +258,10 @@ class Firewall:
         return 1
 
     def remove_diversion(self, queue: int) -> int:
-        tag = diversion_tag(queue)
-        return sum(self.backend.delete_tagged(f, lambda r: r.comment == tag) for f in self.families)
+        """The diversion and its bypass rule (a bypass rule without the queue would let marked
+        connections skip the admin's own rules after it)."""
+        tags = (diversion_tag(queue), bypass_tag(queue))
+        return sum(self.backend.delete_tagged(f, lambda r: r.comment in tags) for f in self.families)
 
     def remove_all(self) -> Removed:
         """Everything slipsq made, on every iptables backend: tagged rules in any chain, chain
@@ -325,3 +338,15 @@ def host_firewall(allow: AllowList | None, backend: str | None = None) -> Firewa
 
 def diversion_tag(queue: int) -> str:
     return f"{TAG} queue {queue}"
+
+
+def bypass_tag(queue: int) -> str:
+    return f"{TAG} queue {queue} bypass"
+
+
+def bypass_rule(hook: str, queue: int, mark: int) -> RuleSpec:
+    """Forward what the queue marked bypassed, SYN/FIN/RST excepted (they still go to the queue)."""
+    m = f"{mark:#x}/{mark:#x}"
+    return RuleSpec(hook, "ACCEPT", bypass_tag(queue),
+                    extra=("-p", "tcp", "-m", "tcp", "--tcp-flags", "FIN,SYN,RST", "NONE",
+                           "-m", "connmark", "--mark", m))
