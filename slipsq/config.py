@@ -125,7 +125,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "the same flow; blocks still win. Needs conntrack (nf_conntrack_acct is turned on)"),
     Option("bypass.after", 10, "packets each way a TCP flow sends through the queue before it is bypassed",
            positive, "> 0"),
-    Option("bypass.mark", 0x400000, "the connmark bit(s) slipsq owns for bypassed connections", positive, "> 0"),
+    Option("bypass.mark", 0x400000, "the (conn)mark bit slipsq owns for bypassed connections", positive, "> 0"),
+    Option("bypass.repeat_mark", 0x800000, "the mark bit slipsq owns for a packet it sends back through the "
+           "hook to mark its connection (NF_REPEAT); must not share a bit with bypass.mark", positive, "> 0"),
     Option("bypass.max_open", 65_536, "bypassed flows open at once at most (they are never evicted); "
            "at most half of flowtable.max_flows", positive, "> 0"),
     Option("bypass.merge_timeout", 1.0, "seconds to wait for conntrack's counters of a bypassed flow before "

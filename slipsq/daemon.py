@@ -289,10 +289,11 @@ class Daemon:
             log("removed what slipsq had left in the other iptables backend: " + "; ".join(self.fw.cleaned))
         self.restore_blocks(time.time())
         self.bypass = conntrack.start_bypass(self.cfg, self.engine.table)  # None: bypass.enabled off
-        mark = int(self.cfg["bypass.mark"]) if self.bypass is not None else 0
-        self.source = NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen, bypass_mark=mark)
+        mark, repeat = conntrack.marks(self.cfg) if self.bypass is not None else (0, 0)
+        self.source = NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen, bypass_mark=mark,
+                                    repeat_mark=repeat)
         if self.install_rules:
-            self.fw.install(self.queue_num, bypass_mark=mark)
+            self.fw.install(self.queue_num, bypass_mark=mark, repeat_mark=repeat)
             self.diversion_installed = True
         # the other threads hold the GIL for 1 ms at most at a time, not CPython's 5 ms: the packet
         # loop gets it back quickly whenever the worker or the control thread is busy in Python

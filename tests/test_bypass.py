@@ -18,7 +18,7 @@ from slipsq.flowtable import BYPASS, UNBYPASS
 from slipsq.flowtable import FlowTable as PyTable
 from slipsq.sources.conntrack import Counters, get_request, merge, parse_answers
 from slipsq.verdict.backends import RuleSpec, parse_save
-from slipsq.verdict.firewall import bypass_rule, bypass_tag
+from slipsq.verdict.firewall import bypass_rules, bypass_tag
 from tests.bypass_sim import ip_packets, replay
 from tests.helpers import tcp
 
@@ -191,18 +191,36 @@ def test_answers_round_trip(seq: int, port: int, pkts: int, byts: int) -> None:
 
 
 # --- the kernel rule ---------------------------------------------------------------------------
-def test_bypass_rule_text_and_parse_back() -> None:
-    spec = bypass_rule("FORWARD", 0, 0x400000)
-    args = spec.args()
-    assert args == ["-p", "tcp", "-m", "tcp", "--tcp-flags", "FIN,SYN,RST", "NONE", "-m", "connmark",
-                    "--mark", "0x400000/0x400000", "-m", "comment", "--comment", "slipsq queue 0 bypass",
-                    "-j", "ACCEPT"]
-    # what iptables-save prints for it reads back as slipsq's rule, with its tag
-    saved = ('-A FORWARD -p tcp -m tcp --tcp-flags FIN,SYN,RST NONE -m connmark --mark 0x400000/0x400000 '
+def test_bypass_rules_text_and_parse_back() -> None:
+    specs = bypass_rules("FORWARD", 0, 0x400000, 0x800000)
+    tag = ["-m", "comment", "--comment", "slipsq queue 0 bypass"]
+    repeat = ["-m", "mark", "--mark", "0x800000/0x800000"]
+    assert [s.args() for s in specs] == [
+        repeat + tag + ["-j", "CONNMARK", "--save-mark", "--nfmask", "0x400000", "--ctmask", "0x400000"],
+        repeat + tag + ["-j", "ACCEPT"],
+        ["-p", "tcp", "-m", "tcp", "--tcp-flags", "FIN,SYN,RST", "NONE", "-m", "connmark", "--mark",
+         "0x400000/0x400000", *tag, "-j", "ACCEPT"]]
+    # what iptables-save prints for them reads back as slipsq's rules, with their tag
+    saved = ('-A FORWARD -m mark --mark 0x800000/0x800000 -m comment --comment "slipsq queue 0 bypass" '
+             '-j CONNMARK --save-mark --nfmask 0x400000 --ctmask 0x400000\n'
+             '-A FORWARD -m mark --mark 0x800000/0x800000 -m comment --comment "slipsq queue 0 bypass" -j ACCEPT\n'
+             '-A FORWARD -p tcp -m tcp --tcp-flags FIN,SYN,RST NONE -m connmark --mark 0x400000/0x400000 '
              '-m comment --comment "slipsq queue 0 bypass" -j ACCEPT\n')
     rules, _ = parse_save(saved)
-    assert [(r.chain, r.comment, r.target) for r in rules] == [("FORWARD", bypass_tag(0), "ACCEPT")]
+    assert [(r.chain, r.position, r.comment, r.target) for r in rules] == [
+        ("FORWARD", 1, bypass_tag(0), "CONNMARK"), ("FORWARD", 2, bypass_tag(0), "ACCEPT"),
+        ("FORWARD", 3, bypass_tag(0), "ACCEPT")]
     assert RuleSpec("FORWARD", "ACCEPT").args()[-2:] == ["-j", "ACCEPT"]
+
+
+def test_marks_must_not_share_a_bit() -> None:
+    from slipsq.errors import SystemSetupError
+    from slipsq.sources.conntrack import marks
+
+    cfg = runmode.load_config(None, {"bypass.mark": 0x3, "bypass.repeat_mark": 0x2})
+    with pytest.raises(SystemSetupError, match="share no bit"):
+        marks(cfg)
+    assert marks(runmode.load_config(None)) == (0x400000, 0x800000)
 
 
 # --- detections identical with bypass on and off -------------------------------------------------

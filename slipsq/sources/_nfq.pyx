@@ -11,18 +11,18 @@ itself with its own C callback (so no `Packet` object is made per packet), sets 
 to Python every `budget` packets, when the table has work for the engine, when one of the caller's
 file descriptors (control socket, signal pipe) is readable, or after `timeout` seconds.
 
-Bypass: when the table's verdict is 2 (bypass) or 3 (unbypass), the verdict message carries the
-connection's new mark (an NFQA_CT nest with CTA_MARK and CTA_MARK_MASK, which the kernel applies to
-the packet's conntrack entry with the verdict), so one kernel rule (`-m connmark --mark B/B -j
-ACCEPT`, ahead of NFQUEUE) forwards the rest of the connection. That message is built here by hand
-(libnetfilter_queue 1.0's old API cannot attach NFQA_CT; its new API needs libmnl): 52 bytes, sent
-on the queue's own netlink socket, so no second socket and no reinjection (NF_REPEAT) are needed.
+Bypass (as Suricata's NFQ repeat mode): when the table's verdict is 2 (bypass) or 3 (unbypass), the
+packet goes back to the start of its hook (NF_REPEAT) with slipsq's "verdicted" mark bit set and its
+bypass bit set or cleared (its other mark bits kept); slipsq's rules copy the bypass bit into the
+connection's mark and accept it, and a third rule forwards the marked connection's later packets
+(verdict/firewall.py). Why not set the connmark in the verdict itself (NFQA_CT with CTA_MARK): the
+kernel applies that only when built with CONFIG_NETFILTER_NETLINK_GLUE_CT, which not every kernel
+is (this project's test machine's is not); NF_REPEAT works everywhere, for one packet per flow.
 
 It must never read a packet after giving its verdict: the kernel may reuse the buffer.
 """
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t
-from libc.string cimport memset
+from libc.stdint cimport uint16_t, uint32_t
 from libc.errno cimport errno, EINTR, EAGAIN, ENOBUFS
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 from cpython.exc cimport PyErr_CheckSignals
@@ -31,7 +31,8 @@ from netfilterqueue._impl cimport (
     NetfilterQueue, nfq_handle, nfq_q_handle, nfq_data, nfgenmsg, nfq_callback, nfqnl_msg_packet_hdr,
     nfq_create_queue, nfq_destroy_queue, nfq_set_mode, nfq_set_queue_maxlen, nfq_handle_packet,
     nfq_get_msg_packet_hdr, nfq_get_payload, nfq_set_verdict, nfq_fd, nfq_nfnlh, nfnl_rcvbufsiz,
-    recv, MSG_DONTWAIT, ntohl, htonl, htons, NF_ACCEPT, NF_DROP, NFQNL_COPY_PACKET,
+    recv, MSG_DONTWAIT, ntohl, NF_ACCEPT, NF_DROP, NF_REPEAT, NFQNL_COPY_PACKET, nfq_set_verdict2,
+    nfq_get_nfmark,
 )
 
 from slipsq._flowtable cimport FlowTable
@@ -44,60 +45,6 @@ cdef extern from "libnetfilter_queue/linux_nfnetlink_queue.h":
     enum:
         NFQA_CFG_F_FAIL_OPEN
         NFQA_CFG_F_GSO
-        NFQA_VERDICT_HDR
-        NFQA_CT
-        NFQNL_MSG_VERDICT
-
-# linux/netfilter/nfnetlink_conntrack.h (uapi, stable); not included: it clashes with libnfnetlink's
-# copy of nfnetlink.h, which libnetfilter_queue.h includes
-DEF CTA_MARK = 8
-DEF CTA_MARK_MASK = 21
-
-cdef extern from "linux/netlink.h":
-    enum:
-        NLM_F_REQUEST
-        NLA_F_NESTED
-    struct sockaddr_nl:
-        unsigned short nl_family
-        uint32_t nl_pid
-        uint32_t nl_groups
-
-cdef extern from "libnfnetlink/libnfnetlink.h":
-    enum:
-        NFNL_SUBSYS_QUEUE
-        NFNETLINK_V0
-
-cdef extern from "sys/socket.h" nogil:
-    struct sockaddr:
-        pass
-    ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr, unsigned int addrlen)
-    enum:
-        AF_NETLINK
-        AF_UNSPEC
-
-# The verdict message with a conntrack mark: nlmsghdr, nfgenmsg, NFQA_VERDICT_HDR {verdict, id},
-# NFQA_CT { CTA_MARK, CTA_MARK_MASK }, all in network order except the netlink headers.
-ctypedef struct MarkVerdict:
-    uint32_t nlmsg_len
-    uint16_t nlmsg_type
-    uint16_t nlmsg_flags
-    uint32_t nlmsg_seq
-    uint32_t nlmsg_pid
-    uint8_t nfgen_family
-    uint8_t nfgen_version
-    uint16_t res_id
-    uint16_t vh_len
-    uint16_t vh_type
-    uint32_t verdict
-    uint32_t packet_id
-    uint16_t ct_len
-    uint16_t ct_type
-    uint16_t mark_len
-    uint16_t mark_type
-    uint32_t mark
-    uint16_t mask_len
-    uint16_t mask_type
-    uint32_t mask
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -131,10 +78,9 @@ cdef class Queue:
     cdef readonly unsigned int rcvbuf
     cdef readonly bint fail_open
     cdef readonly bint gso
-    cdef readonly uint32_t bypass_mark  # the connmark bit of bypassed connections (0: no bypass)
+    cdef readonly uint32_t bypass_mark  # the (conn)mark bit of bypassed connections (0: no bypass)
+    cdef readonly uint32_t repeat_mark  # the mark bit of a packet slipsq re-injected (NF_REPEAT)
     cdef unsigned long long bypass_marks, unbypass_marks, mark_errors
-    cdef MarkVerdict mv
-    cdef sockaddr_nl kernel
     cdef double now
     cdef unsigned long long packets, accepted, dropped, errors, enobufs, no_payload
     cdef char *buf
@@ -144,24 +90,12 @@ cdef class Queue:
         self.qh = NULL
 
     def __init__(self, int num, table, *, unsigned int maxlen=4096, unsigned int copy_range=4096,
-                 unsigned int rcvbuf=0, bint fail_open=True, bint gso=True, uint32_t bypass_mark=0) -> None:
+                 unsigned int rcvbuf=0, bint fail_open=True, bint gso=True, uint32_t bypass_mark=0,
+                 uint32_t repeat_mark=0) -> None:
         cdef unsigned int want
         self.num = num
         self.bypass_mark = bypass_mark
-        memset(&self.mv, 0, sizeof(MarkVerdict))
-        self.mv.nlmsg_len = sizeof(MarkVerdict)
-        self.mv.nlmsg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT
-        self.mv.nlmsg_flags = NLM_F_REQUEST
-        self.mv.nfgen_family = AF_UNSPEC
-        self.mv.nfgen_version = NFNETLINK_V0
-        self.mv.res_id = htons(<uint16_t>num)
-        self.mv.vh_len, self.mv.vh_type = 12, NFQA_VERDICT_HDR
-        self.mv.ct_len, self.mv.ct_type = 20, NFQA_CT | NLA_F_NESTED
-        self.mv.mark_len, self.mv.mark_type = 8, CTA_MARK
-        self.mv.mask_len, self.mv.mask_type = 8, CTA_MARK_MASK
-        self.mv.mask = htonl(bypass_mark)
-        memset(&self.kernel, 0, sizeof(sockaddr_nl))
-        self.kernel.nl_family = AF_NETLINK
+        self.repeat_mark = repeat_mark if bypass_mark else 0
         self.table = table
         self.ctable = table if isinstance(table, FlowTable) else None
         self.feed = table.feed
@@ -288,18 +222,17 @@ cdef int _on_packet(nfq_q_handle *qh, nfgenmsg *nfmsg, nfq_data *nfa, void *data
             verdict = 1
     else:
         q.no_payload += 1
+    cdef uint32_t mark
     if verdict >= 2 and q.bypass_mark:
         q.accepted += 1
         if verdict == 2:
             q.bypass_marks += 1
         else:
             q.unbypass_marks += 1
-        # CTA_MARK_MASK names the bits to change: set (bypass) or clear (unbypass) the one bit
-        q.mv.mark = htonl(q.bypass_mark) if verdict == 2 else 0
-        q.mv.verdict = htonl(NF_ACCEPT)
-        q.mv.packet_id = hdr.packet_id
-        if sendto(nfq_fd(q.nfq.h), &q.mv, sizeof(MarkVerdict), 0, <const sockaddr*>&q.kernel,
-                  sizeof(sockaddr_nl)) < 0:
+        mark = (<uint32_t>nfq_get_nfmark(nfa) & ~(q.bypass_mark | q.repeat_mark)) | q.repeat_mark
+        if verdict == 2:
+            mark |= q.bypass_mark
+        if nfq_set_verdict2(qh, pid, NF_REPEAT, mark, 0, NULL) < 0:
             q.mark_errors += 1  # the mark is lost; the packet must still get its verdict
             nfq_set_verdict(qh, pid, NF_ACCEPT, 0, NULL)
     elif verdict:

@@ -223,14 +223,24 @@ class Merger:
         self.sock.close()
 
 
+def marks(cfg: Any) -> tuple[int, int]:
+    """(bypass.mark, bypass.repeat_mark), refused with a message when they share a bit."""
+    mark, repeat = int(cfg["bypass.mark"]), int(cfg["bypass.repeat_mark"])
+    if mark & repeat or mark > 0xFFFFFFFF or repeat > 0xFFFFFFFF:
+        raise SystemSetupError(f"bypass.mark {mark:#x} and bypass.repeat_mark {repeat:#x} must be distinct "
+                               "32-bit masks that share no bit")
+    return mark, repeat
+
+
 def start_bypass(cfg: Any, table: Any) -> Merger | None:
     """Bypass on `table` as configured (None when bypass.enabled is off): the table's bypass rule,
     the conntrack socket, accounting on in this network namespace."""
     if not cfg["bypass.enabled"]:
         return None
+    marks(cfg)
     merger = Merger(table, float(cfg["bypass.merge_timeout"]))
     # the request loads nf_conntrack_netlink (and nf_conntrack) when they are modules, so the
-    # accounting sysctl exists, and the queue's verdicts can set connmarks (its NFQA_CT hook)
+    # accounting sysctl exists
     try:
         merger.sock.send(get_request(0, Flow(0.0, 0.0, "tcp", "0.0.0.0", 0, "0.0.0.0", 0)))
     except OSError:

@@ -33,6 +33,7 @@ class RuleSpec:
     match_set: tuple[str, str] | None = None  # (set name, "src"|"dst")
     queue: int | None = None  # NFQUEUE --queue-num, always with --queue-bypass
     extra: tuple[str, ...] = ()  # more matches in iptables syntax (-p, -m NAME, --option values)
+    target_args: tuple[str, ...] = ()  # the target's options (--option values)
 
     def args(self) -> list[str]:
         """The rule in iptables syntax, without the -A/-I CHAIN part."""
@@ -43,7 +44,7 @@ class RuleSpec:
         a += ["-m", "comment", "--comment", self.comment, "-j", self.target]
         if self.queue is not None:
             a += ["--queue-num", str(self.queue), "--queue-bypass"]
-        return a
+        return a + list(self.target_args)
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,7 @@ class LegacyBackend:
         if spec.queue is not None:
             r.target.queue_num = str(spec.queue)
             r.target.queue_bypass = ""
+        _options(r.target, spec.target_args)
         return r
 
     def rules(self, family: int) -> tuple[list[RuleState], bool]:
@@ -276,9 +278,21 @@ def _extra_matches(rule: Any, extra: tuple[str, ...]) -> None:
         elif word == "-m":
             match = rule.create_match(values[0])
         elif word.startswith("--") and match is not None:
-            setattr(match, word[2:].replace("-", "_"), values if len(values) > 1 else values[0])
+            _options(match, extra[i:j])
         else:
             raise ValueError(f"cannot express {word!r} in python-iptables")
+        i = j
+
+
+def _options(obj: Any, words: tuple[str, ...]) -> None:
+    """`--option [values]` words onto a python-iptables match or target (no value: a flag)."""
+    i = 0
+    while i < len(words):
+        j = i + 1
+        while j < len(words) and not words[j].startswith("--"):
+            j += 1
+        values = list(words[i + 1:j])
+        setattr(obj, words[i][2:].replace("-", "_"), values if len(values) > 1 else values[0] if values else "")
         i = j
 
 

@@ -8,10 +8,15 @@ chain SLIPSQ, which INPUT, FORWARD and OUTPUT jump to first, ahead of the NFQUEU
 
 so a blocked IP's packets never reach userspace again. With flow bypass (slipsq/flowtable.py,
 "Bypass"), one more rule between the jump and the diversion forwards the connections the queue
-marked, except their SYN/FIN/RST packets (so slipsq still sees each connection open and close):
+marked, except their SYN/FIN/RST packets (so slipsq still sees each connection open and close),
+and two before it take the packet the queue sent back through the hook (NF_REPEAT, with the repeat
+bit and the bypass bit set or cleared) and copy its bypass bit into its connection's mark:
 
-    FORWARD  2  -p tcp -m tcp --tcp-flags FIN,SYN,RST NONE -m connmark --mark 0x400000/0x400000
-                -m comment --comment "slipsq queue 0 bypass" -j ACCEPT
+    FORWARD  2  -m mark --mark 0x800000/0x800000 -j CONNMARK --save-mark --nfmask 0x400000 --ctmask 0x400000
+    FORWARD  3  -m mark --mark 0x800000/0x800000 -j ACCEPT
+    FORWARD  4  -p tcp -m tcp --tcp-flags FIN,SYN,RST NONE -m connmark --mark 0x400000/0x400000 -j ACCEPT
+
+(each with -m comment --comment "slipsq queue 0 bypass").
 
 Blocks still win: the jump to SLIPSQ comes first. Set membership changes are one `ipset
 restore` batch per decision (no per-IP shell-out loop; pyroute2 would avoid the fork but is not a
@@ -221,11 +226,11 @@ class Firewall:
         return [n for n in (SET4, SET6) if n in names]
 
     def install(self, queue: int | None = None, divert: Sequence[str] = ("FORWARD",),
-                bypass_mark: int = 0) -> None:
+                bypass_mark: int = 0, repeat_mark: int = 0) -> None:
         """Sets, chain SLIPSQ with its DROP rules, jumps from INPUT/FORWARD/OUTPUT at position 1, and
-        (with `queue`) the NFQUEUE diversion right after the jump, and (with `bypass_mark`) the bypass
-        rule between the two. Idempotent. The first install of this Firewall also removes what
-        slipsq left in the other iptables backend."""
+        (with `queue`) the NFQUEUE diversion right after the jump, and (with `bypass_mark` and
+        `repeat_mark`) the bypass rules between the two. Idempotent. The first install of this
+        Firewall also removes what slipsq left in the other iptables backend."""
         if not self._cleaned_others:
             self._cleaned_others = True
             self.cleaned = self.remove_other_backends()
@@ -249,7 +254,9 @@ class Firewall:
                         spec = RuleSpec(hook, "NFQUEUE", diversion_tag(queue), queue=queue)
                         self.backend.insert(fam, spec, self._after_jump(fam, hook))
                     if bypass_mark and (hook, "ACCEPT", bypass_tag(queue)) not in mine:
-                        self.backend.insert(fam, bypass_rule(hook, queue, bypass_mark), self._after_jump(fam, hook))
+                        at = self._after_jump(fam, hook)
+                        for k, spec in enumerate(bypass_rules(hook, queue, bypass_mark, repeat_mark)):
+                            self.backend.insert(fam, spec, at + k)
 
     def _after_jump(self, fam: int, hook: str) -> int:
         for r in self.backend.rules(fam)[0]:
@@ -344,9 +351,13 @@ def bypass_tag(queue: int) -> str:
     return f"{TAG} queue {queue} bypass"
 
 
-def bypass_rule(hook: str, queue: int, mark: int) -> RuleSpec:
-    """Forward what the queue marked bypassed, SYN/FIN/RST excepted (they still go to the queue)."""
-    m = f"{mark:#x}/{mark:#x}"
-    return RuleSpec(hook, "ACCEPT", bypass_tag(queue),
-                    extra=("-p", "tcp", "-m", "tcp", "--tcp-flags", "FIN,SYN,RST", "NONE",
-                           "-m", "connmark", "--mark", m))
+def bypass_rules(hook: str, queue: int, mark: int, repeat: int) -> list[RuleSpec]:
+    """A packet the queue sent back (repeat bit): its bypass bit into its connection's mark, and
+    accepted; then: forward what is marked bypassed, SYN/FIN/RST excepted (they still go to the
+    queue). All three tagged alike, so they come and go together."""
+    tag, r = bypass_tag(queue), ("-m", "mark", "--mark", f"{repeat:#x}/{repeat:#x}")
+    return [RuleSpec(hook, "CONNMARK", tag, extra=r,
+                     target_args=("--save-mark", "--nfmask", f"{mark:#x}", "--ctmask", f"{mark:#x}")),
+            RuleSpec(hook, "ACCEPT", tag, extra=r),
+            RuleSpec(hook, "ACCEPT", tag, extra=("-p", "tcp", "-m", "tcp", "--tcp-flags", "FIN,SYN,RST", "NONE",
+                                                 "-m", "connmark", "--mark", f"{mark:#x}/{mark:#x}"))]
