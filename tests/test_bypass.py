@@ -196,10 +196,10 @@ def test_bypass_rules_text_and_parse_back() -> None:
     tag = ["-m", "comment", "--comment", "slipsq queue 0 bypass"]
     repeat = ["-m", "mark", "--mark", "0x800000/0x800000"]
     assert [s.args() for s in specs] == [
-        repeat + tag + ["-j", "CONNMARK", "--save-mark", "--nfmask", "0x400000", "--ctmask", "0x400000"],
-        repeat + tag + ["-j", "ACCEPT"],
         ["-p", "tcp", "-m", "tcp", "--tcp-flags", "FIN,SYN,RST", "NONE", "-m", "connmark", "--mark",
-         "0x400000/0x400000", *tag, "-j", "ACCEPT"]]
+         "0x400000/0x400000", *tag, "-j", "ACCEPT"],
+        repeat + tag + ["-j", "CONNMARK", "--save-mark", "--nfmask", "0x400000", "--ctmask", "0x400000"],
+        repeat + tag + ["-j", "ACCEPT"]]
     # what iptables-save prints for them reads back as slipsq's rules, with their tag
     saved = ('-A FORWARD -m mark --mark 0x800000/0x800000 -m comment --comment "slipsq queue 0 bypass" '
              '-j CONNMARK --save-mark --nfmask 0x400000 --ctmask 0x400000\n'

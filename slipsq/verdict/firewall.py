@@ -9,12 +9,13 @@ chain SLIPSQ, which INPUT, FORWARD and OUTPUT jump to first, ahead of the NFQUEU
 so a blocked IP's packets never reach userspace again. With flow bypass (slipsq/flowtable.py,
 "Bypass"), one more rule between the jump and the diversion forwards the connections the queue
 marked, except their SYN/FIN/RST packets (so slipsq still sees each connection open and close),
-and two before it take the packet the queue sent back through the hook (NF_REPEAT, with the repeat
-bit and the bypass bit set or cleared) and copy its bypass bit into its connection's mark:
+and two after it take the packet the queue sent back through the hook (NF_REPEAT, with the repeat
+bit and the bypass bit set or cleared) and copy its bypass bit into its connection's mark (the
+forwarding rule comes first: it is the one every bypassed packet meets):
 
-    FORWARD  2  -m mark --mark 0x800000/0x800000 -j CONNMARK --save-mark --nfmask 0x400000 --ctmask 0x400000
-    FORWARD  3  -m mark --mark 0x800000/0x800000 -j ACCEPT
-    FORWARD  4  -p tcp -m tcp --tcp-flags FIN,SYN,RST NONE -m connmark --mark 0x400000/0x400000 -j ACCEPT
+    FORWARD  2  -p tcp -m tcp --tcp-flags FIN,SYN,RST NONE -m connmark --mark 0x400000/0x400000 -j ACCEPT
+    FORWARD  3  -m mark --mark 0x800000/0x800000 -j CONNMARK --save-mark --nfmask 0x400000 --ctmask 0x400000
+    FORWARD  4  -m mark --mark 0x800000/0x800000 -j ACCEPT
 
 (each with -m comment --comment "slipsq queue 0 bypass").
 
@@ -352,12 +353,13 @@ def bypass_tag(queue: int) -> str:
 
 
 def bypass_rules(hook: str, queue: int, mark: int, repeat: int) -> list[RuleSpec]:
-    """A packet the queue sent back (repeat bit): its bypass bit into its connection's mark, and
-    accepted; then: forward what is marked bypassed, SYN/FIN/RST excepted (they still go to the
-    queue). All three tagged alike, so they come and go together."""
+    """Forward what is marked bypassed, SYN/FIN/RST excepted (they still go to the queue); then a
+    packet the queue sent back (repeat bit): its bypass bit into its connection's mark, and accepted
+    (it never matches the first rule: its connection is not marked yet, or it carries FIN/SYN/RST).
+    All three tagged alike, so they come and go together."""
     tag, r = bypass_tag(queue), ("-m", "mark", "--mark", f"{repeat:#x}/{repeat:#x}")
-    return [RuleSpec(hook, "CONNMARK", tag, extra=r,
+    return [RuleSpec(hook, "ACCEPT", tag, extra=("-p", "tcp", "-m", "tcp", "--tcp-flags", "FIN,SYN,RST", "NONE",
+                                                 "-m", "connmark", "--mark", f"{mark:#x}/{mark:#x}")),
+            RuleSpec(hook, "CONNMARK", tag, extra=r,
                      target_args=("--save-mark", "--nfmask", f"{mark:#x}", "--ctmask", f"{mark:#x}")),
-            RuleSpec(hook, "ACCEPT", tag, extra=r),
-            RuleSpec(hook, "ACCEPT", tag, extra=("-p", "tcp", "-m", "tcp", "--tcp-flags", "FIN,SYN,RST", "NONE",
-                                                 "-m", "connmark", "--mark", f"{mark:#x}/{mark:#x}"))]
+            RuleSpec(hook, "ACCEPT", tag, extra=r)]

@@ -90,7 +90,7 @@ def test_bulk_upload_with_and_without_bypass(lab: Lab, tmp_path: Path, enabled: 
     s.start()
     rules = [x for x in s.iptables().splitlines() if x.startswith("-A FORWARD")]
     if enabled:  # blocks first, then the bypass rules, then the diversion
-        assert "-j SLIPSQ" in rules[0] and "CONNMARK" in rules[1] and "connmark" in rules[3], rules
+        assert "-j SLIPSQ" in rules[0] and "connmark" in rules[1] and "CONNMARK" in rules[2], rules
         assert "NFQUEUE" in rules[4], rules
         assert lab.sh(lab.gw, "sysctl", "-n", "net.netfilter.nf_conntrack_acct").stdout.strip() == "1"
     else:
@@ -166,11 +166,11 @@ def test_bypass_rule_on_both_backends(lab: Lab, backend: str, tmp_path: Path) ->
         fwd = [x for x in lab.sh(lab.gw, fam_cmd, "-S").stdout.splitlines() if x.startswith("-A FORWARD")]
         assert len(fwd) == 5, fwd
         assert "-j SLIPSQ" in fwd[0] and "NFQUEUE" in fwd[4]
-        assert "--mark 0x800000/0x800000" in fwd[1] and \
-            "-j CONNMARK --save-mark --nfmask 0x400000 --ctmask 0x400000" in fwd[1]
-        assert "--mark 0x800000/0x800000" in fwd[2] and fwd[2].endswith("-j ACCEPT")
-        assert "--tcp-flags FIN,SYN,RST NONE" in fwd[3] and "connmark --mark 0x400000/0x400000" in fwd[3]
-        assert all("slipsq queue 4 bypass" in x for x in fwd[1:4]) and fwd[3].endswith("-j ACCEPT")
+        assert "--tcp-flags FIN,SYN,RST NONE" in fwd[1] and "connmark --mark 0x400000/0x400000" in fwd[1]
+        assert "--mark 0x800000/0x800000" in fwd[2] and \
+            "-j CONNMARK --save-mark --nfmask 0x400000 --ctmask 0x400000" in fwd[2]
+        assert "--mark 0x800000/0x800000" in fwd[3] and fwd[3].endswith("-j ACCEPT")
+        assert all("slipsq queue 4 bypass" in x for x in fwd[1:4]) and fwd[1].endswith("-j ACCEPT")
     removed = lab.sh(lab.gw, *env, sys.executable, "-c", RULES, backend).stdout.split()[-1]
     assert removed == "8"  # the diversion and the 3 bypass rules, IPv4 and IPv6
     lab.sh(lab.gw, *env, sys.executable, "-c", script, backend)
