@@ -1,6 +1,7 @@
 """TCP bulk throughput (iperf3) through a namespace gateway: no queue, the bare C consumer
-(bench/nfq_accept.c, compiled here), slipsq with bypass off and with bypass on; with the veths'
-offloads on (GRO/GSO super-packets) and off (every packet MTU-sized). Needs root and iperf3.
+(bench/nfq_accept.c, compiled here), slipsq with bypass off and with bypass on, and the kernel floor
+of bypass (conntrack with accounting and the bypass rule, no queue at all); with the veths' offloads
+on (GRO/GSO super-packets) and off (every packet MTU-sized). Needs root and iperf3.
 
     python bench/throughput.py [--seconds 3] [--rounds 3] [--json]
 
@@ -28,7 +29,10 @@ sys.path.insert(0, str(ROOT))
 from tests.kernel.lab import CNC, Lab, why_no_lab  # noqa: E402
 
 QUEUE = 5
-MODES = ("none", "bare-c", "slipsq", "slipsq-bypass")
+MODES = ("none", "bare-c", "slipsq", "slipsq-bypass", "conntrack")
+# the conntrack row: what every bypassed packet still costs in the kernel, with no queue at all
+FLOOR = ["FORWARD", "-p", "tcp", "-m", "tcp", "--tcp-flags", "FIN,SYN,RST", "NONE", "-m", "connmark", "--mark",
+         "0x400000/0x400000", "-j", "ACCEPT"]
 BYPASS_TOML = "[bypass]\nenabled = true\n"
 
 
@@ -57,7 +61,10 @@ class Consumer:
 
     def start(self) -> None:
         lab = self.lab
-        if self.mode == "bare-c":
+        if self.mode == "conntrack":
+            lab.sh(lab.gw, "iptables", "-I", *FLOOR)
+            lab.sh(lab.gw, "sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
+        elif self.mode == "bare-c":
             lab.sh(lab.gw, "iptables", "-I", "FORWARD", "-j", "NFQUEUE", "--queue-num", str(QUEUE),
                    "--queue-bypass")
             self.proc = lab.popen(lab.gw, str(self.bare), str(QUEUE))
@@ -85,6 +92,9 @@ class Consumer:
     def stop(self) -> int:
         """Packets the consumer verdicted (-1 for none)."""
         if self.mode == "none":
+            return -1
+        if self.mode == "conntrack":
+            self.lab.sh(self.lab.gw, "iptables", "-D", *FLOOR)
             return -1
         if self.mode == "bare-c":
             self.proc.send_signal(signal.SIGTERM)
