@@ -10,8 +10,9 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 APT_PKGS := build-essential python3-dev python3-venv libnetfilter-queue-dev libnfnetlink-dev \
             iptables ipset iproute2 argus-server argus-client nfdump
-# what only the tests need (never a gateway): a real browser for the HTML report's test
-TEST_APT_PKGS := chromium
+# what only the tests and benchmarks need (never a gateway): a real browser for the HTML report's
+# test, iperf3 and ethtool for the bypass throughput bench and its kernel test
+TEST_APT_PKGS := chromium iperf3 ethtool
 CAPTURE ?= tests/data/beacon-https.pcap
 
 .PHONY: all deps sysdeps build run test lint unit bench clean install uninstall purge
@@ -19,7 +20,7 @@ CAPTURE ?= tests/data/beacon-https.pcap
 all: build
 
 # System packages: installed only when missing (dpkg knows), so a second run costs nothing.
-test unit: APT_EXTRA = $(TEST_APT_PKGS)
+test unit bench: APT_EXTRA = $(TEST_APT_PKGS)
 sysdeps:
 	@missing=""; for p in $(APT_PKGS) $(APT_EXTRA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -65,6 +66,7 @@ bench: build
 	$(VPY) bench/report.py
 	$(VPY) bench/hooks.py
 	$(VPY) bench/multiqueue.py
+	$(VPY) bench/throughput.py
 
 # the installer needs none of the targets above (a Pi without the dev tools runs it directly);
 # DESTDIR=DIR installs into a scratch root (no apt, no systemctl), PREFIX moves the venv

@@ -10,6 +10,13 @@ cdef enum:
     N_CLASSES = 6          # timeout classes: tcp new, tcp established, tcp closing, udp, icmp, other
     ACTIVE_LIST = 6        # index of the active-report list among the list heads
     N_LISTS = 7
+    BYPASSED = 254         # FlowEntry.cls of a bypassed entry: on no idle list (its packets pass us by)
+    BYPASS_ON = 1
+    BYPASS_DONE = 2
+    V_DROP = 0             # verdicts of feed_ip/feed_link (slipsq.flowtable ACCEPT, DROP, BYPASS, UNBYPASS)
+    V_ACCEPT = 1
+    V_BYPASS = 2           # accept, and mark the connection so the kernel forwards the rest itself
+    V_UNBYPASS = 3         # accept, and clear that mark: every later packet is queued again
     CHUNK_BITS = 12        # flow entries are allocated 4096 at a time, never moved
     CLASS_LINKS = 0        # FlowEntry.prev/next index of the timeout-class list links
     ACTIVE_LINKS = 1       # ... and of the active-report list links
@@ -40,6 +47,7 @@ ctypedef struct FlowEntry:
     uint8_t closing        # 0, CLOSE_FIN or CLOSE_RST
     uint8_t seen           # bit 0/1: client/server payload already handed up
     uint8_t icmp
+    uint8_t bypass         # 0 never, BYPASS_ON now (kernel forwards its packets), BYPASS_DONE since a FIN/RST
 
 cdef str addr_text(const uint8_t* a, int family)  # an address's text, one str object per address
 
@@ -79,10 +87,16 @@ cdef class FlowTable:
     cdef int app_mask         # the app kinds to hand up (bits of slipsq.flowtable.APP_KINDS)
     cdef uint64_t n_packets, n_bytes, n_non_ip, n_malformed, n_fragments, n_dropped
     cdef uint64_t n_closed, n_evicted, n_app, n_arp
+    cdef uint32_t bypass_after   # packets each way before a TCP flow is bypassed (0: never)
+    cdef uint32_t bypass_max     # bypassed flows open at once at most (they leave the idle lists)
+    cdef uint32_t n_bypass_open
+    cdef uint64_t n_bypassed
+    cdef list held               # flows of bypassed entries: their counts come from conntrack first
 
     cdef int feed_ip(self, const unsigned char* ip, Py_ssize_t length, double ts) except -1
     cdef int feed_link(self, const unsigned char* buf, Py_ssize_t length, double ts, int linktype) except -1
     cdef int _update(self, const unsigned char* buf, Py_ssize_t length, Parsed* p, double ts) except -1
+    cdef int _bypass_verdict(self, FlowEntry* e, Parsed* p, int flags) noexcept
     cdef uint32_t _alloc(self) except? 0xFFFFFFFF
     cdef int _grow_buckets(self) except -1
     cdef int _resize_buckets(self, uint32_t nb) except -1

@@ -53,6 +53,7 @@ cdef enum:
     TH_FIN = 0x01
     TH_SYN = 0x02
     TH_RST = 0x04
+    TH_PSH = 0x08
     TH_ACK = 0x10
     MAX_FLOWS_CAP = 0x7FFFFFFF  # flows are found by uint32 index; memory runs out long before
 
@@ -365,6 +366,9 @@ cdef class FlowTable:
         self.app_mask = APP_ALL
         self.n_packets = self.n_bytes = self.n_non_ip = self.n_malformed = self.n_fragments = 0
         self.n_dropped = self.n_closed = self.n_evicted = self.n_app = self.n_arp = 0
+        self.bypass_after = self.bypass_max = self.n_bypass_open = 0
+        self.n_bypassed = 0
+        self.held = []
 
     def __dealloc__(self):
         cdef uint32_t c
@@ -420,8 +424,7 @@ cdef class FlowTable:
             if p.frag == 2:
                 return 1
         self.n_bytes += p.ip_len
-        self._update(buf, n, &p, ts)
-        return 1
+        return self._update(buf, n, &p, ts)
 
     cdef int _update(self, const unsigned char* buf, Py_ssize_t n, Parsed* p, double ts) except -1:
         cdef bint icmp = (p.proto == 1 and p.family == 4) or (p.proto == 58 and p.family == 6)
@@ -431,7 +434,7 @@ cdef class FlowTable:
         cdef FlowEntry* e = NULL
         cdef int pcls = icmp_class(p.proto, p.sport) if icmp else 0
         cdef bint fwd, swap, hand_up
-        cdef int cls, bit, flags = p.tcp_flags
+        cdef int cls, bit, flags = p.tcp_flags, verdict = V_ACCEPT
         while i != NIL:
             e = ent(self.chunks, i)
             if e.hash == h and e.proto == p.proto and e.family == p.family:
@@ -446,8 +449,10 @@ cdef class FlowTable:
                           and memcmp(e.b, p.src, alen) == 0)):
                     break
             i = e.hnext
-        if i != NIL and e.closing and p.proto == 6 and flags & (TH_SYN | TH_ACK) == TH_SYN:
-            self._emit(e, closing_reason(e))
+        if i != NIL and (e.closing or e.bypass == BYPASS_ON) and p.proto == 6 and flags & (TH_SYN | TH_ACK) == TH_SYN:
+            if e.bypass == BYPASS_ON:
+                verdict = V_UNBYPASS  # a new connection on a bypassed tuple: queue it from the start
+            self._emit(e, closing_reason(e) if e.closing else "idle")
             self._remove(i)
             i = NIL
         if i == NIL:
@@ -498,10 +503,19 @@ cdef class FlowTable:
             cls = 2 if e.closing else (1 if e.apkts and e.bpkts else 0)
         else:
             cls = 3 if e.proto == 17 else (4 if icmp else 5)
-        if e.cls != FREE:  # move to the young end of its (maybe new) class list
-            unlink(self.chunks, &self.heads[0], &self.tails[0], e, CLASS_LINKS, e.cls)
-        append(self.chunks, &self.heads[0], &self.tails[0], e, i, CLASS_LINKS, cls)
-        e.cls = cls
+        if self.bypass_after and e.proto == 6:
+            bit = self._bypass_verdict(e, p, flags)
+            if bit != V_ACCEPT:
+                verdict = bit
+        if e.bypass == BYPASS_ON:
+            if e.cls < N_CLASSES:  # bypassed just now: off its idle list (see _bypass_verdict)
+                unlink(self.chunks, &self.heads[0], &self.tails[0], e, CLASS_LINKS, e.cls)
+            e.cls = BYPASSED
+        else:
+            if e.cls < N_CLASSES:  # move to the young end of its (maybe new) class list
+                unlink(self.chunks, &self.heads[0], &self.tails[0], e, CLASS_LINKS, e.cls)
+            append(self.chunks, &self.heads[0], &self.tails[0], e, i, CLASS_LINKS, cls)
+            e.cls = cls
         if e.proto == 6 or e.proto == 17:
             hand_up = False
             if p.sport == 53 or p.sport == 5353 or p.dport == 53 or p.dport == 5353:
@@ -517,7 +531,27 @@ cdef class FlowTable:
                 self.n_app += 1
                 self.app.append((ts, PyBytes_FromStringAndSize(
                     <const char*>buf + p.ip_off, smin(n - p.ip_off, p.ip_len))))
-        return 0
+        return verdict
+
+    cdef int _bypass_verdict(self, FlowEntry* e, Parsed* p, int flags) noexcept:
+        """Bypass (slipsq.flowtable.FlowTable._bypass_verdict has the rules and why)."""
+        if e.bypass == BYPASS_ON:
+            if flags & (TH_FIN | TH_RST | TH_SYN):
+                e.bypass = BYPASS_DONE
+                self.n_bypass_open -= 1
+                return V_UNBYPASS
+            return V_ACCEPT  # queued before the kernel saw the mark: counted here and by conntrack alike
+        if (e.bypass == 0 and not e.closing and not flags & (TH_FIN | TH_RST | TH_SYN)
+                and e.apkts >= self.bypass_after and e.bpkts >= self.bypass_after
+                and e.seen & 1 and e.aflags & TH_PSH
+                and ((e.seen & 2 and e.bflags & TH_PSH) or (not e.seen & 2 and e.apkts >= 4 * self.bypass_after))
+                and self.n_bypass_open < self.bypass_max
+                and p.sport != 53 and p.sport != 5353 and p.dport != 53 and p.dport != 5353):
+            e.bypass = BYPASS_ON
+            self.n_bypass_open += 1
+            self.n_bypassed += 1
+            return V_BYPASS
+        return V_ACCEPT
 
     cdef uint32_t _alloc(self) except? 0xFFFFFFFF:
         cdef uint32_t i, c
@@ -578,6 +612,8 @@ cdef class FlowTable:
                 link = &ent(self.chunks, link[0]).hnext
             link[0] = j
             for k in range(2):
+                if k == CLASS_LINKS and d.cls >= N_CLASSES:
+                    continue  # bypassed: on no class list
                 lst = d.cls if k == CLASS_LINKS else ACTIVE_LIST
                 if d.prev[k] != NIL:
                     ent(self.chunks, d.prev[k]).next[k] = j
@@ -632,7 +668,9 @@ cdef class FlowTable:
         while link[0] != i:
             link = &ent(self.chunks, link[0]).hnext
         link[0] = e.hnext
-        if e.cls != FREE:
+        if e.bypass == BYPASS_ON:
+            self.n_bypass_open -= 1
+        if e.cls < N_CLASSES:
             unlink(self.chunks, &self.heads[0], &self.tails[0], e, CLASS_LINKS, e.cls)
         unlink(self.chunks, &self.heads[0], &self.tails[0], e, ACTIVE_LINKS, ACTIVE_LIST)
         e.cls = FREE
@@ -727,7 +765,7 @@ cdef class FlowTable:
             state = icmp_state(e.proto, e.pa, e.pb, e.bpkts > 0)
         else:
             state = "CON" if e.apkts and e.bpkts else "INT"
-        self.closed.append(Flow(
+        (self.held if e.bypass else self.closed).append(Flow(
             e.first, e.last, proto_str(e.proto), addr_text(e.a, e.family), e.pa, addr_text(e.b, e.family),
             e.pb, e.apkts, e.bpkts, e.abytes, e.bbytes, state, "<->" if e.apkts and e.bpkts else "->",
             e.atos, e.btos, "", closed_by))
@@ -746,6 +784,19 @@ cdef class FlowTable:
         out, self.app = self.app, []
         return out
 
+    def set_bypass(self, int after, int max_open):
+        """Bypass TCP flows after `after` packets each way (0: never), at most `max_open` at once."""
+        self.bypass_after = max(0, after)
+        self.bypass_max = max(0, max_open)
+
+    def pop_held(self):
+        out, self.held = self.held, []
+        return out
+
+    def put_closed(self, flow):
+        """A held flow, its counts merged: analysed like any closed flow from now on."""
+        self.closed.append(flow)
+
     def set_app_kinds(self, kinds):
         """Hand up from now on only the app packets of these kinds (slipsq.flowtable.APP_KINDS)."""
         self.app_mask = app_mask(kinds)
@@ -758,7 +809,7 @@ cdef class FlowTable:
         return {"packets": self.n_packets, "bytes": self.n_bytes, "non_ip": self.n_non_ip,
                 "malformed": self.n_malformed, "fragments": self.n_fragments, "dropped": self.n_dropped,
                 "flows_open": self.count, "flows_closed": self.n_closed, "evicted": self.n_evicted,
-                "app_packets": self.n_app, "arp": self.n_arp}
+                "app_packets": self.n_app, "arp": self.n_arp, "bypassed": self.n_bypassed}
 
     def memory(self):
         """Bytes held for flows now: entry chunks and hash buckets."""

@@ -118,10 +118,27 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("daemon.stall_timeout", 10.0,
            "when the packet loop has not run for this many seconds, slipsq exits (the kernel then passes "
            "traffic, systemd restarts it); 0: never", non_negative, ">= 0", duration=True),
+    # flow bypass (inline): the kernel forwards the rest of a flow that can tell slipsq nothing more
+    Option("bypass.enabled", False, "inline: once a TCP flow has bypass.after packets each way (and the "
+           "client's first payload was seen), mark its connection so the kernel forwards the rest without "
+           "queueing it; SYN/FIN/RST are still queued and the counts come from conntrack, so detectors see "
+           "the same flow; blocks still win. Needs conntrack (nf_conntrack_acct is turned on)"),
+    Option("bypass.after", 10, "packets each way a TCP flow sends through the queue before it is bypassed",
+           positive, "> 0"),
+    Option("bypass.mark", 0x400000, "the (conn)mark bit slipsq owns for bypassed connections", positive, "> 0"),
+    Option("bypass.repeat_mark", 0x800000, "the mark bit slipsq owns for a packet it sends back through the "
+           "hook to mark its connection (NF_REPEAT); must not share a bit with bypass.mark", positive, "> 0"),
+    Option("bypass.max_open", 65_536, "bypassed flows open at once at most (they are never evicted); "
+           "at most half of flowtable.max_flows", positive, "> 0"),
+    Option("bypass.merge_timeout", 1.0, "seconds to wait for conntrack's counters of a bypassed flow before "
+           "it is analysed with the counts slipsq saw (counted as 'unmerged')", positive, "> 0",
+           duration=True),
     # outputs
     Option("output.json", False, "print alerts as JSON lines, inline and in replay (--json/--no-json)"),
     Option("output.alerts_log", "auto", "inline: folder for alerts.jsonl (rotated by size); auto: the service's "
            "logs directory ($LOGS_DIRECTORY, /var/log/slipsq) when run by systemd, else none; \"\": none"),
+    Option("output.flows_log", "", "inline: a file that every closed flow is appended to as Argus binetflow "
+           "CSV (what the detectors saw); \"\": none"),
     Option("output.alerts_log_max_bytes", 10_000_000, "alerts.jsonl is rotated when it would grow past this",
            positive, "> 0"),
     Option("output.alerts_log_files", 5, "rotated alerts.jsonl files kept (alerts.jsonl.1 ... .N)",

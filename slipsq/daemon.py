@@ -48,10 +48,12 @@ from slipsq.errors import InputError, ModelError, SlipsqError
 from slipsq.output import activity
 from slipsq.output import inline as inline_outputs
 from slipsq.output.alerts import AlertWriter
+from slipsq.output.binetflow import BinetflowWriter
 from slipsq.output.metrics import Exporter, Tally, daemon_snapshot
 from slipsq.records import Command, Unblock
 from slipsq.service import Service, rss_kb
 from slipsq.sink import Fanout
+from slipsq.sources import conntrack
 from slipsq.sources.nfqueue import FAIL_OPEN_NOTE, NfqueueSource, check_system
 from slipsq.verdict.apply import Change, Outcome, carry_out, changes
 from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall
@@ -253,6 +255,7 @@ class Daemon:
         self.maxlen_flag = queue_maxlen
         self.backend = backend
         self.stop = False
+        self.bypass: conntrack.Merger | None = None  # flow bypass (sources/conntrack.py), when enabled
         self.diversion_installed = False
         self.want_reload = False
         self.started = time.time()
@@ -288,12 +291,15 @@ class Daemon:
         activity_log = activity.gateway_sink(self.cfg, self.state_dir)
         writers = [*([self.writer] if self.svc.alerts_to_stdout else []), *self.svc.sinks, *self.outputs.sinks,
                    self.tally, *([activity_log] if activity_log is not None else [])]
+        if self.cfg["output.flows_log"]:  # what the detectors saw, flow by flow (written by the worker)
+            writers.append(BinetflowWriter(open(self.cfg["output.flows_log"], "a", buffering=1)))
         self.worker = Worker(self.fw, self.store, Fanout(writers, on_error=self._engine_error))
         self.worker.on_store_change = self._store_changed
         # --queue A:B: the table is the workers' (slipsq.multiqueue); the engine cannot tell
         remote = None if isinstance(self.queue_num, int) else multiqueue.RemoteTable()
         self.engine = runmode.build_engine(self.cfg, load_models(self.cfg), self.allow,
-                                           on_error=self._engine_error, export_flows=activity_log is not None,
+                                           on_error=self._engine_error,
+                                           export_flows=activity_log is not None or bool(self.cfg["output.flows_log"]),
                                            export_queries=activity_log is not None, table=remote)
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
@@ -302,13 +308,20 @@ class Daemon:
         if self.fw.cleaned:  # issue 12: a switched firewall.backend left rules in the other one
             log("removed what slipsq had left in the other iptables backend: " + "; ".join(self.fw.cleaned))
         self.restore_blocks(time.time())
+        self.bypass = None  # bypass.enabled: one queue only (a worker's table is in another process)
+        if isinstance(self.queue_num, int):
+            self.bypass = conntrack.start_bypass(self.cfg, self.engine.table)  # None: bypass.enabled off
+        elif self.cfg["bypass.enabled"]:
+            log("bypass.enabled is not used with a queue range (--queue A:B): every packet is inspected")
+        mark, repeat = conntrack.marks(self.cfg) if self.bypass is not None else (0, 0)
         self.source: NfqueueSource | multiqueue.WorkerPool = (
-            NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen)
+            NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen, bypass_mark=mark,
+                          repeat_mark=repeat)
             if isinstance(self.queue_num, int) else multiqueue.WorkerPool(
                 *self.queue_num, self.engine.table, maxlen=self.maxlen,
                 table_config=self.cfg.section("flowtable"), stall_timeout=float(self.cfg["daemon.stall_timeout"])))
         if self.install_rules:
-            self.fw.install(self.queue_num)
+            self.fw.install(self.queue_num, bypass_mark=mark, repeat_mark=repeat)
             self.diversion_installed = True
         # the other threads hold the GIL for 1 ms at most at a time, not CPython's 5 ms: the packet
         # loop gets it back quickly whenever the worker or the control thread is busy in Python
@@ -366,11 +379,15 @@ class Daemon:
         try:
             source, table = self.source, self.engine.table
             fds = (self._wake_r, rfd)
+            bypass = getattr(self, "bypass", None)
+            polled = fds if bypass is None else (*fds, bypass.fd)
             next_tick = 0.0
             while not self.stop:
-                source.run(BUDGET, IDLE_WAKE, fds)
+                source.run(BUDGET, IDLE_WAKE, polled)
                 self.beat()
                 now = time.time()
+                if bypass is not None:
+                    bypass.poll(now)  # conntrack's counts for bypassed flows (sources/conntrack.py)
                 if table.pending or now >= next_tick:
                     self._advance(now)
                     next_tick = now + IDLE_WAKE
@@ -496,6 +513,9 @@ class Daemon:
                 log(f"could not remove the diversion rule: {e}")
         if src is not None:
             src.drain()
+            merger: conntrack.Merger | None = getattr(self, "bypass", None)
+            if merger is not None:
+                merger.close()  # held flows go on with what they have
             self._advance(time.time())
             src.close()
         if hasattr(self, "control"):
@@ -618,6 +638,9 @@ class Daemon:
             "pid": os.getpid(), "uptime": round(now - self.started, 1), "queue": self.queue_num,
             "packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
             "errors": q["errors"], "engine_errors": self.engine_errors, "table": self.engine.table.stats(),
+            "bypass": None if self.bypass is None else {
+                "bypassed": self.engine.table.stats()["bypassed"], **self.bypass.stats(),
+                "marks": q["bypass_marks"], "unmarks": q["unbypass_marks"], "mark_errors": q["mark_errors"]},
             "flows": c.flows, "alerts": c.alerts, "blocks_decided": c.blocks,
             "blocks_active": active,
             "worker": {"batches": self.worker.batches, "busy_s": round(now - busy, 1) if busy else 0.0,

@@ -41,6 +41,20 @@ Rules (both tables):
   0x16 0x03 .. .. .. 0x01), anything else no class; it is handed up when its class is asked for,
   and every one when "payload" is. ARP frames (from the ARP header) only when "arp" is asked for.
   `app_packets` counts what was handed up.
+* Bypass (off until `set_bypass(after, max_open)`, which only the inline run mode calls): a TCP flow
+  that has `after` packets each way, whose client has sent payload and PSH and whose server has too
+  (or the client has sent 4 x `after` packets: an upload to a silent server), so the first payloads
+  the app decoders want were seen and the flags of the flow's state are all in, not on a DNS port,
+  not closing, and not carrying SYN/FIN/RST in this packet, gets the verdict BYPASS: the queue marks
+  its connection and the kernel forwards the rest without queueing it. From then on it is on no idle
+  list (it cannot go idle here: we no longer see its packets) and never evicted; at most `max_open`
+  are bypassed at once, so the table stays bounded. The kernel still queues its SYN/FIN/RST packets:
+  the first such one gets UNBYPASS (every later packet is queued again, so the close and the flow's
+  last packet are seen here) and the flow takes its normal way to closing. A SYN without ACK on a
+  bypassed flow is a new connection on the tuple: the old flow is emitted ("idle") and the new one
+  starts, unbypassed. A flow that was ever bypassed is emitted into `held` instead of `closed`: its
+  counts must first be merged with the kernel's (sources/conntrack.py), which hands it back with
+  `put_closed`. `bypassed` counts flows bypassed.
 """
 
 from __future__ import annotations
@@ -57,13 +71,15 @@ from slipsq.decode import DNS_PORTS, Packet, ip_str, parse
 from slipsq.flow import Flow, proto_name
 
 ACCEPT, DROP = 1, 0
-FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+BYPASS, UNBYPASS = 2, 3  # accept and mark the connection bypassed in the kernel / clear that mark
+BYPASSED = -2  # _Entry.cls of a bypassed flow: on no idle list, its packets pass the queue by
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 FLAG_LETTERS = ((0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"), (0x10, "A"), (0x20, "U"),
                 (0x40, "E"), (0x80, "C"))
 ICMP4_CLASS = {8: 1, 0: 1, 13: 2, 14: 2, 15: 3, 16: 3, 17: 4, 18: 4}
 ICMP6_CLASS = {128: 1, 129: 1}
 STAT_KEYS = ("packets", "bytes", "non_ip", "malformed", "fragments", "dropped", "flows_open",
-             "flows_closed", "evicted", "app_packets", "arp")
+             "flows_closed", "evicted", "app_packets", "arp", "bypassed")
 N_CLASSES = 6
 ACTIVE = N_CLASSES  # index of the active-report list in tie-breaking
 MAX_FLOWS_CAP = 0x7FFFFFFF  # the compiled table finds flows by uint32 index
@@ -150,7 +166,7 @@ def icmp_state(proto: int, itype: int, code: int, answered: bool) -> str:
 
 class _Entry:
     __slots__ = ("a", "abytes", "active_due", "aflags", "apkts", "atos", "b", "bbytes", "bflags", "bpkts",
-                 "btos", "closing", "cls", "first", "key", "last", "pa", "pb", "proto", "seen")
+                 "btos", "bypass", "closing", "cls", "first", "key", "last", "pa", "pb", "proto", "seen")
 
     def __init__(self, key: tuple[Any, ...], p: Packet, ts: float, swap: bool, active_due: float) -> None:
         self.key = key
@@ -164,6 +180,7 @@ class _Entry:
         self.atos = self.btos = 0
         self.closing = ""      # "", "fin" or "rst"
         self.seen = 0          # bit 0: client sent payload, bit 1: server sent payload
+        self.bypass = 0        # 0 never, 1 bypassed now, 2 bypassed until a FIN/RST/SYN
         self.cls = -1
         self.active_due = active_due
 
@@ -192,6 +209,10 @@ class FlowTable:
         self.app_mask = APP_ALL
         self.now = -math.inf
         self.next_expire = -math.inf
+        self.bypass_after = 0
+        self.bypass_max = 0
+        self.bypass_open = 0
+        self.held: list[Flow] = []
 
     # --- packets ------------------------------------------------------------------------------
     def feed(self, buf: bytes, ts: float, linktype: int) -> int:
@@ -224,8 +245,7 @@ class FlowTable:
             if p.frag == 2:
                 return ACCEPT
         c["bytes"] += p.ip_len
-        self._update(p, ts, buf)
-        return ACCEPT
+        return self._update(p, ts, buf)
 
     def _key(self, p: Packet) -> tuple[Any, ...]:
         if (p.proto == 1 and p.family == 4) or (p.proto == 58 and p.family == 6):
@@ -234,12 +254,15 @@ class FlowTable:
         lo, hi = sorted(((p.src, p.sport), (p.dst, p.dport)))
         return (p.proto, lo, hi)
 
-    def _update(self, p: Packet, ts: float, buf: bytes) -> None:
+    def _update(self, p: Packet, ts: float, buf: bytes) -> int:
         key = self._key(p)
         e = self.flows.get(key)
+        verdict = ACCEPT
         syn_only = p.proto == 6 and p.tcp_flags & (SYN | ACK) == SYN
-        if e is not None and e.closing and syn_only:
-            self._emit(e, e.closing)
+        if e is not None and (e.closing or e.bypass == 1) and syn_only:
+            if e.bypass == 1:
+                verdict = UNBYPASS  # a new connection on a bypassed tuple: queue it from the start
+            self._emit(e, e.closing or "idle")
             self._remove(e)
             e = None
         if e is None:
@@ -278,10 +301,17 @@ class FlowTable:
             cls = 2 if e.closing else 1 if e.apkts and e.bpkts else 0
         else:
             cls = 3 if proto == 17 else 4 if icmp else 5
+        if self.bypass_after and proto == 6:
+            v = self._bypass_verdict(e, p)
+            if v != ACCEPT:
+                verdict = v
         if e.cls >= 0:
             del self.lists[e.cls][key]
-        e.cls = cls
-        self.lists[cls][key] = e
+        if e.bypass == 1:
+            e.cls = BYPASSED
+        else:
+            e.cls = cls
+            self.lists[cls][key] = e
         if proto in (6, 17):
             mask = self.app_mask
             hand_up = False
@@ -295,6 +325,35 @@ class FlowTable:
             if hand_up:
                 self.counts["app_packets"] += 1
                 self.app.append((ts, bytes(buf[p.ip_off:p.ip_off + p.ip_len])))
+        return verdict
+
+    def _bypass_verdict(self, e: _Entry, p: Packet) -> int:
+        """See "Bypass" in the module docstring. Why these conditions: `after` packets each way
+        covers the handshake and the first exchanges the app decoders and banner checks read; the
+        client's payload must have been seen (an idle-open connection is never bypassed before it
+        says anything), with its PSH flag; the server's too, unless the client has sent 4 x
+        `after` packets without an answer (an upload): a flag first set in the bypassed middle
+        would be missing from the flow's state (PSH is the one every talking side sets); DNS never
+        (every answer feeds ctx.dns_names); SYN/FIN/RST never, so the kernel rule (which matches no
+        such packet) and this table agree on what is seen."""
+        flags = p.tcp_flags
+        if e.bypass == 1:
+            if flags & (FIN | RST | SYN):
+                e.bypass = 2
+                self.bypass_open -= 1
+                return UNBYPASS
+            return ACCEPT  # queued before the kernel saw the mark: counted here and by conntrack alike
+        if (e.bypass == 0 and not e.closing and not flags & (FIN | RST | SYN)
+                and e.apkts >= self.bypass_after and e.bpkts >= self.bypass_after
+                and e.seen & 1 and e.aflags & PSH
+                and ((e.seen & 2 and e.bflags & PSH) or (not e.seen & 2 and e.apkts >= 4 * self.bypass_after))
+                and self.bypass_open < self.bypass_max
+                and p.sport not in DNS_PORTS and p.dport not in DNS_PORTS):
+            e.bypass = 1
+            self.bypass_open += 1
+            self.counts["bypassed"] += 1
+            return BYPASS
+        return ACCEPT
 
     # --- time ---------------------------------------------------------------------------------
     def expire(self, now: float) -> None:
@@ -363,7 +422,10 @@ class FlowTable:
     def _remove(self, e: _Entry) -> None:
         del self.flows[e.key]
         del self.active[e.key]
-        del self.lists[e.cls][e.key]
+        if e.bypass == 1:
+            self.bypass_open -= 1
+        if e.cls >= 0:
+            del self.lists[e.cls][e.key]
 
     def _emit(self, e: _Entry, closed_by: str) -> None:
         if closed_by != "active":
@@ -375,7 +437,7 @@ class FlowTable:
             state = icmp_state(proto, e.pa, e.pb, e.bpkts > 0)
         else:
             state = "CON" if e.apkts and e.bpkts else "INT"
-        self.closed.append(Flow(
+        (self.held if e.bypass else self.closed).append(Flow(
             start=e.first, end=e.last, proto=proto_name(proto), saddr=ip_str(e.a), sport=e.pa,
             daddr=ip_str(e.b), dport=e.pb, spkts=e.apkts, dpkts=e.bpkts, sbytes=e.abytes,
             dbytes=e.bbytes, state=state, dir="<->" if e.apkts and e.bpkts else "->", stos=e.atos,
@@ -393,6 +455,19 @@ class FlowTable:
     def pop_app(self) -> list[tuple[float, bytes]]:
         out, self.app = self.app, []
         return out
+
+    def set_bypass(self, after: int, max_open: int) -> None:
+        """Bypass TCP flows after `after` packets each way (0: never), at most `max_open` at once."""
+        self.bypass_after = max(0, after)
+        self.bypass_max = max(0, max_open)
+
+    def pop_held(self) -> list[Flow]:
+        out, self.held = self.held, []
+        return out
+
+    def put_closed(self, flow: Flow) -> None:
+        """A held flow, its counts merged: analysed like any closed flow from now on."""
+        self.closed.append(flow)
 
     def set_app_kinds(self, kinds: Iterable[str]) -> None:
         """Hand up from now on only the app packets of these kinds (see APP_KINDS)."""

@@ -11,6 +11,14 @@ itself with its own C callback (so no `Packet` object is made per packet), sets 
 to Python every `budget` packets, when the table has work for the engine, when one of the caller's
 file descriptors (control socket, signal pipe) is readable, or after `timeout` seconds.
 
+Bypass (as Suricata's NFQ repeat mode): when the table's verdict is 2 (bypass) or 3 (unbypass), the
+packet goes back to the start of its hook (NF_REPEAT) with slipsq's "verdicted" mark bit set and its
+bypass bit set or cleared (its other mark bits kept); slipsq's rules copy the bypass bit into the
+connection's mark and accept it, and a third rule forwards the marked connection's later packets
+(verdict/firewall.py). Why not set the connmark in the verdict itself (NFQA_CT with CTA_MARK): the
+kernel applies that only when built with CONFIG_NETFILTER_NETLINK_GLUE_CT, which not every kernel
+is (this project's test machine's is not); NF_REPEAT works everywhere, for one packet per flow.
+
 It must never read a packet after giving its verdict: the kernel may reuse the buffer.
 """
 
@@ -23,7 +31,8 @@ from netfilterqueue._impl cimport (
     NetfilterQueue, nfq_handle, nfq_q_handle, nfq_data, nfgenmsg, nfq_callback, nfqnl_msg_packet_hdr,
     nfq_create_queue, nfq_destroy_queue, nfq_set_mode, nfq_set_queue_maxlen, nfq_handle_packet,
     nfq_get_msg_packet_hdr, nfq_get_payload, nfq_set_verdict, nfq_fd, nfq_nfnlh, nfnl_rcvbufsiz,
-    recv, MSG_DONTWAIT, ntohl, NF_ACCEPT, NF_DROP, NFQNL_COPY_PACKET,
+    recv, MSG_DONTWAIT, ntohl, NF_ACCEPT, NF_DROP, NF_REPEAT, NFQNL_COPY_PACKET, nfq_set_verdict2,
+    nfq_get_nfmark,
 )
 
 from slipsq._flowtable cimport FlowTable
@@ -69,6 +78,9 @@ cdef class Queue:
     cdef readonly unsigned int rcvbuf
     cdef readonly bint fail_open
     cdef readonly bint gso
+    cdef readonly uint32_t bypass_mark  # the (conn)mark bit of bypassed connections (0: no bypass)
+    cdef readonly uint32_t repeat_mark  # the mark bit of a packet slipsq re-injected (NF_REPEAT)
+    cdef unsigned long long bypass_marks, unbypass_marks, mark_errors
     cdef double now
     cdef unsigned long long packets, accepted, dropped, errors, enobufs, no_payload
     cdef char *buf
@@ -78,9 +90,12 @@ cdef class Queue:
         self.qh = NULL
 
     def __init__(self, int num, table, *, unsigned int maxlen=4096, unsigned int copy_range=4096,
-                 unsigned int rcvbuf=0, bint fail_open=True, bint gso=True) -> None:
+                 unsigned int rcvbuf=0, bint fail_open=True, bint gso=True, uint32_t bypass_mark=0,
+                 uint32_t repeat_mark=0) -> None:
         cdef unsigned int want
         self.num = num
+        self.bypass_mark = bypass_mark
+        self.repeat_mark = repeat_mark if bypass_mark else 0
         self.table = table
         self.ctable = table if isinstance(table, FlowTable) else None
         self.feed = table.feed
@@ -120,11 +135,14 @@ cdef class Queue:
 
     def stats(self) -> dict:
         return {"packets": self.packets, "accepted": self.accepted, "dropped": self.dropped,
-                "errors": self.errors, "enobufs": self.enobufs, "no_payload": self.no_payload}
+                "errors": self.errors, "enobufs": self.enobufs, "no_payload": self.no_payload,
+                "bypass_marks": self.bypass_marks, "unbypass_marks": self.unbypass_marks,
+                "mark_errors": self.mark_errors}
 
     cdef inline bint _pending(self) except -1:
         if self.ctable is not None:
-            return len(self.ctable.closed) > 0 or len(self.ctable.app) > 0
+            # held: bypassed flows waiting for conntrack's counts (the daemon asks at once)
+            return len(self.ctable.closed) > 0 or len(self.ctable.app) > 0 or len(self.ctable.held) > 0
         return bool(self.table.pending)
 
     def run(self, unsigned int budget=1024, double timeout=1.0, fds=()) -> int:
@@ -204,7 +222,20 @@ cdef int _on_packet(nfq_q_handle *qh, nfgenmsg *nfmsg, nfq_data *nfa, void *data
             verdict = 1
     else:
         q.no_payload += 1
-    if verdict:
+    cdef uint32_t mark
+    if verdict >= 2 and q.bypass_mark:
+        q.accepted += 1
+        if verdict == 2:
+            q.bypass_marks += 1
+        else:
+            q.unbypass_marks += 1
+        mark = (<uint32_t>nfq_get_nfmark(nfa) & ~(q.bypass_mark | q.repeat_mark)) | q.repeat_mark
+        if verdict == 2:
+            mark |= q.bypass_mark
+        if nfq_set_verdict2(qh, pid, NF_REPEAT, mark, 0, NULL) < 0:
+            q.mark_errors += 1  # the mark is lost; the packet must still get its verdict
+            nfq_set_verdict(qh, pid, NF_ACCEPT, 0, NULL)
+    elif verdict:
         q.accepted += 1
         nfq_set_verdict(qh, pid, NF_ACCEPT, 0, NULL)
     else:

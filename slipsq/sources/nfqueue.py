@@ -47,7 +47,8 @@ class NfqueueSource:
     """One bound queue feeding `table`. `run()` returns to the caller often (see _nfq.Queue.run)."""
 
     def __init__(self, num: int, table: Any, maxlen: int = DEFAULT_MAXLEN,
-                 copy_range: int = COPY_RANGE, gso: bool = True) -> None:
+                 copy_range: int = COPY_RANGE, gso: bool = True, bypass_mark: int = 0,
+                 repeat_mark: int = 0) -> None:
         try:
             from slipsq.sources import _nfq
         except ImportError as e:
@@ -56,7 +57,8 @@ class NfqueueSource:
                                    "libnetfilter-queue-dev") from None
         self.num = num
         try:
-            self.q = _nfq.Queue(num, table, maxlen=maxlen, copy_range=copy_range, gso=gso)
+            self.q = _nfq.Queue(num, table, maxlen=maxlen, copy_range=copy_range, gso=gso,
+                                bypass_mark=bypass_mark, repeat_mark=repeat_mark)
         except BlockingIOError:
             raise SystemSetupError(f"another process (slipsq?) is bound to queue {num}; "
                                    "stop it or use another --queue") from None

@@ -33,12 +33,15 @@ class RuleSpec:
     match_set: tuple[str, str] | None = None  # (set name, "src"|"dst")
     # NFQUEUE --queue-num N, or --queue-balance A:B for (A, B); always with --queue-bypass
     queue: int | tuple[int, int] | None = None
+    extra: tuple[str, ...] = ()  # more matches in iptables syntax (-p, -m NAME, --option values)
+    target_args: tuple[str, ...] = ()  # the target's options (--option values)
 
     def args(self) -> list[str]:
         """The rule in iptables syntax, without the -A/-I CHAIN part."""
         a: list[str] = []
         if self.match_set:
             a += ["-m", "set", "--match-set", self.match_set[0], self.match_set[1]]
+        a += list(self.extra)
         a += ["-m", "comment", "--comment", self.comment, "-j", self.target]
         if isinstance(self.queue, tuple):
             # the kernel's hash over the address pair (not --queue-cpu-fanout, which picks by CPU and
@@ -46,7 +49,7 @@ class RuleSpec:
             a += ["--queue-balance", f"{self.queue[0]}:{self.queue[1]}", "--queue-bypass"]
         elif self.queue is not None:
             a += ["--queue-num", str(self.queue), "--queue-bypass"]
-        return a
+        return a + list(self.target_args)
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,7 @@ class LegacyBackend:
         if spec.match_set:
             m = r.create_match("set")
             m.match_set = list(spec.match_set)
+        _extra_matches(r, spec.extra)
         c = r.create_match("comment")
         c.comment = spec.comment
         r.target = self.iptc.Target(r, spec.target)
@@ -215,6 +219,7 @@ class LegacyBackend:
         elif spec.queue is not None:
             r.target.queue_num = str(spec.queue)
             r.target.queue_bypass = ""
+        _options(r.target, spec.target_args)
         return r
 
     def rules(self, family: int) -> tuple[list[RuleState], bool]:
@@ -263,6 +268,40 @@ class LegacyBackend:
             chain = self.iptc.Chain(t, CHAIN)
             chain.flush()  # our own chain: the only one slipsq ever flushes
             chain.delete()
+
+
+def _extra_matches(rule: Any, extra: tuple[str, ...]) -> None:
+    """RuleSpec.extra onto a python-iptables rule: `-p` sets the protocol, `-m NAME` starts a match,
+    `--option v...` sets the current match's option (its values up to the next `-` word)."""
+    match: Any = None
+    i = 0
+    while i < len(extra):
+        word = extra[i]
+        j = i + 1
+        while j < len(extra) and not extra[j].startswith("-"):
+            j += 1
+        values = list(extra[i + 1:j])
+        if word == "-p":
+            rule.protocol = values[0]
+        elif word == "-m":
+            match = rule.create_match(values[0])
+        elif word.startswith("--") and match is not None:
+            _options(match, extra[i:j])
+        else:
+            raise ValueError(f"cannot express {word!r} in python-iptables")
+        i = j
+
+
+def _options(obj: Any, words: tuple[str, ...]) -> None:
+    """`--option [values]` words onto a python-iptables match or target (no value: a flag)."""
+    i = 0
+    while i < len(words):
+        j = i + 1
+        while j < len(words) and not words[j].startswith("--"):
+            j += 1
+        values = list(words[i + 1:j])
+        setattr(obj, words[i][2:].replace("-", "_"), values if len(values) > 1 else values[0] if values else "")
+        i = j
 
 
 def make_backend(name: str = "auto") -> Backend:

@@ -7,7 +7,20 @@ chain SLIPSQ, which INPUT, FORWARD and OUTPUT jump to first, ahead of the NFQUEU
                 (--queue 0:3: "slipsq queue 0:3" ... --queue-balance 0:3 --queue-bypass)
     SLIPSQ      -m set --match-set slipsq-block4 src -j DROP   (and dst)
 
-so a blocked IP's packets never reach userspace again. Set membership changes are one `ipset
+so a blocked IP's packets never reach userspace again. With flow bypass (slipsq/flowtable.py,
+"Bypass"), one more rule between the jump and the diversion forwards the connections the queue
+marked, except their SYN/FIN/RST packets (so slipsq still sees each connection open and close),
+and two after it take the packet the queue sent back through the hook (NF_REPEAT, with the repeat
+bit and the bypass bit set or cleared) and copy its bypass bit into its connection's mark (the
+forwarding rule comes first: it is the one every bypassed packet meets):
+
+    FORWARD  2  -p tcp -m tcp --tcp-flags FIN,SYN,RST NONE -m connmark --mark 0x400000/0x400000 -j ACCEPT
+    FORWARD  3  -m mark --mark 0x800000/0x800000 -j CONNMARK --save-mark --nfmask 0x400000 --ctmask 0x400000
+    FORWARD  4  -m mark --mark 0x800000/0x800000 -j ACCEPT
+
+(each with -m comment --comment "slipsq queue 0 bypass").
+
+Blocks still win: the jump to SLIPSQ comes first. Set membership changes are one `ipset
 restore` batch per decision (no per-IP shell-out loop; pyroute2 would avoid the fork but is not a
 dependency, and ipset's own tool is what an admin debugs with). Rules go through backends.py.
 
@@ -214,10 +227,12 @@ class Firewall:
         names = self._ipset(["list", "-n"], check=False).split()
         return [n for n in (SET4, SET6) if n in names]
 
-    def install(self, queue: int | tuple[int, int] | None = None, divert: Sequence[str] = ("FORWARD",)) -> None:
+    def install(self, queue: int | tuple[int, int] | None = None, divert: Sequence[str] = ("FORWARD",),
+                bypass_mark: int = 0, repeat_mark: int = 0) -> None:
         """Sets, chain SLIPSQ with its DROP rules, jumps from INPUT/FORWARD/OUTPUT at position 1, and
-        (with `queue`) the NFQUEUE diversion right after the jump. Idempotent. The first install of
-        this Firewall also removes what slipsq left in the other iptables backend."""
+        (with `queue`) the NFQUEUE diversion right after the jump, and (with `bypass_mark` and
+        `repeat_mark`) the bypass rules between the two. Idempotent. The first install of this
+        Firewall also removes what slipsq left in the other iptables backend."""
         if not self._cleaned_others:
             self._cleaned_others = True
             self.cleaned = self.remove_other_backends()
@@ -240,6 +255,10 @@ class Firewall:
                     if (hook, "NFQUEUE", diversion_tag(queue)) not in mine:
                         spec = RuleSpec(hook, "NFQUEUE", diversion_tag(queue), queue=queue)
                         self.backend.insert(fam, spec, self._after_jump(fam, hook))
+                    if bypass_mark and (hook, "ACCEPT", bypass_tag(queue)) not in mine:
+                        at = self._after_jump(fam, hook)
+                        for k, spec in enumerate(bypass_rules(hook, queue, bypass_mark, repeat_mark)):
+                            self.backend.insert(fam, spec, at + k)
 
     def _after_jump(self, fam: int, hook: str) -> int:
         for r in self.backend.rules(fam)[0]:
@@ -248,8 +267,10 @@ class Firewall:
         return 1
 
     def remove_diversion(self, queue: int | tuple[int, int]) -> int:
-        tag = diversion_tag(queue)
-        return sum(self.backend.delete_tagged(f, lambda r: r.comment == tag) for f in self.families)
+        """The diversion and its bypass rule (a bypass rule without the queue would let marked
+        connections skip the admin's own rules after it)."""
+        tags = (diversion_tag(queue), bypass_tag(queue))
+        return sum(self.backend.delete_tagged(f, lambda r: r.comment in tags) for f in self.families)
 
     def remove_all(self) -> Removed:
         """Everything slipsq made, on every iptables backend: tagged rules in any chain, chain
@@ -327,3 +348,20 @@ def host_firewall(allow: AllowList | None, backend: str | None = None) -> Firewa
 def diversion_tag(queue: int | tuple[int, int]) -> str:
     """The diversion rule's comment: "slipsq queue 0", or "slipsq queue 0:3" for a worker pool."""
     return f"{TAG} queue {queue}" if isinstance(queue, int) else f"{TAG} queue {queue[0]}:{queue[1]}"
+
+
+def bypass_tag(queue: int | tuple[int, int]) -> str:
+    return f"{diversion_tag(queue)} bypass"
+
+
+def bypass_rules(hook: str, queue: int | tuple[int, int], mark: int, repeat: int) -> list[RuleSpec]:
+    """Forward what is marked bypassed, SYN/FIN/RST excepted (they still go to the queue); then a
+    packet the queue sent back (repeat bit): its bypass bit into its connection's mark, and accepted
+    (it never matches the first rule: its connection is not marked yet, or it carries FIN/SYN/RST).
+    All three tagged alike, so they come and go together."""
+    tag, r = bypass_tag(queue), ("-m", "mark", "--mark", f"{repeat:#x}/{repeat:#x}")
+    return [RuleSpec(hook, "ACCEPT", tag, extra=("-p", "tcp", "-m", "tcp", "--tcp-flags", "FIN,SYN,RST", "NONE",
+                                                 "-m", "connmark", "--mark", f"{mark:#x}/{mark:#x}")),
+            RuleSpec(hook, "CONNMARK", tag, extra=r,
+                     target_args=("--save-mark", "--nfmask", f"{mark:#x}", "--ctmask", f"{mark:#x}")),
+            RuleSpec(hook, "ACCEPT", tag, extra=r)]

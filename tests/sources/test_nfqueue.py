@@ -49,8 +49,10 @@ class FakeQueue:
 
     runs: ClassVar[list[int]] = []
 
-    def __init__(self, num: int, table: Any, *, maxlen: int, copy_range: int, gso: bool) -> None:
+    def __init__(self, num: int, table: Any, *, maxlen: int, copy_range: int, gso: bool, bypass_mark: int = 0,
+                 repeat_mark: int = 0) -> None:
         self.num, self.table, self.maxlen, self.copy_range = num, table, maxlen, copy_range
+        self.bypass_mark, self.repeat_mark = bypass_mark, repeat_mark
         self.rcvbuf, self.fail_open, self.gso = 8_388_608, 1, gso
         self.closed = False
         self.calls: list[tuple[int, float, tuple[int, ...]]] = []
