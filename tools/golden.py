@@ -76,8 +76,9 @@ def replay_outputs(path: Path, pure: bool) -> dict[str, str]:
         r = subprocess.run([sys.executable, "-m", "slipsq", "replay", str(path), "-o", str(d)], cwd=ROOT,
                            env=env, capture_output=True, text=True)
         out["o.exit"] = f"{r.returncode}\n{r.stderr}"
-        for f in sorted(d.glob("*")) if d.is_dir() else []:
-            out[f"o.{f.name}"] = normalise(f.read_text())
+        for f in sorted(d.rglob("*")) if d.is_dir() else []:  # timeline/<ip>.txt too
+            if f.is_file():
+                out["o." + str(f.relative_to(d)).replace(os.sep, "__")] = normalise(f.read_text())
     return out
 
 
