@@ -208,3 +208,20 @@ def hostile_alerts() -> Any:
         return Alert(ev, decision, decided=ts + draw(st.floats(0, 60)))
 
     return build()
+
+
+def both_twins(module: str) -> Any:
+    """An autouse fixture that runs every test of a test module on the readable twin (py) and on the
+    compiled `module` (c); assign it to a name in the test module."""
+    import pytest
+
+    @pytest.fixture(autouse=True, params=["py", "c"])
+    def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+        if request.param == "py":
+            monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
+        else:
+            pytest.importorskip(module, reason="the compiled extension is not built")
+            monkeypatch.delenv("SLIPSQ_PURE_PYTHON", raising=False)
+        return str(request.param)
+
+    return implementation

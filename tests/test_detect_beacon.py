@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from flowgen import T0, beacon, browsing, config, flow, run, sort_flows
+from flowgen import T0, beacon, both_twins, browsing, config, flow, run, sort_flows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,18 +12,7 @@ from slipsq.detect.beacon import Beacon, size_score, timing_score
 C2 = "203.0.113.50"
 HOST = "192.168.1.20"
 
-MODULE = "slipsq.detect._beacon"
-
-
-@pytest.fixture(autouse=True, params=["py", "c"])
-def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs on the readable twin (py) and the compiled per-flow state (c)."""
-    if request.param == "py":
-        monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
-    else:
-        pytest.importorskip(MODULE, reason="the compiled extension is not built")
-        monkeypatch.delenv("SLIPSQ_PURE_PYTHON", raising=False)
-    return str(request.param)
+implementation = both_twins("slipsq.detect._beacon")  # every test on the readable (py) and compiled (c) state
 
 
 @pytest.mark.parametrize("interval,by", [(1.0, 95.0), (10.0, 110.0), (60.0, 660.0), (600.0, 6600.0)])

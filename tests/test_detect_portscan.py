@@ -6,7 +6,18 @@ from __future__ import annotations
 import random
 
 import pytest
-from flowgen import T0, Recorder, browsing, config, flow, read_binetflow, read_zeek_conn, run, sort_flows
+from flowgen import (
+    T0,
+    Recorder,
+    both_twins,
+    browsing,
+    config,
+    flow,
+    read_binetflow,
+    read_zeek_conn,
+    run,
+    sort_flows,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,18 +26,7 @@ from slipsq.flow import Flow
 
 SCANNER = "192.0.2.12"
 
-MODULE = "slipsq.detect._portscan"
-
-
-@pytest.fixture(autouse=True, params=["py", "c"])
-def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs on the readable twin (py) and the compiled per-flow state (c)."""
-    if request.param == "py":
-        monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
-    else:
-        pytest.importorskip(MODULE, reason="the compiled extension is not built")
-        monkeypatch.delenv("SLIPSQ_PURE_PYTHON", raising=False)
-    return str(request.param)
+implementation = both_twins("slipsq.detect._portscan")  # every test on the readable (py) and compiled (c) state
 
 
 def syn_scan(src: str, dsts: list[str], ports: list[int], start: float = T0, step: float = 0.05,
