@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slipsq.output.timeline import build
-from slipsq.report import svg
+from slipsq.report import rank, svg
 from slipsq.report.html import render_report
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -80,7 +80,7 @@ def _page(name: str) -> str:
         {"k": "block", "ts": 1100.0, "ip": "203.0.113.66", "duration": 14400, "reason": f"beacon {name}",
          "by": "judge"},
     ]
-    stories = sorted(build(recs, {"192.168.1.66", "203.0.113.66"}).values(), key=lambda s: -s.score)
+    stories = rank(build(recs, {"192.168.1.66", "203.0.113.66"}).values())
     return render_report(stories, "test")
 
 

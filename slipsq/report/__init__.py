@@ -28,7 +28,13 @@ def stories(reader: Iterable[dict[str, Any]], hosts: Iterable[str] | None = None
     blocks, then address). Reads the records twice when it has to find the hosts first."""
     wanted = set(hosts) if hosts is not None else hosts_with_evidence(_select(reader, kinds=("alert", "block")))
     built = build(_select(reader, mentions=wanted), wanted, window, threshold)
-    return sorted(built.values(), key=lambda s: (-s.score, -s.times_blocked, s.ip))
+    return rank(built.values())
+
+
+def rank(stories: Iterable[Story]) -> list[Story]:
+    """Highest score first, then most blocks (a blocked server before the client that called it, at
+    the same score), then address: the same order on every run."""
+    return sorted(stories, key=lambda s: (-s.score, -s.times_blocked, s.ip))
 
 
 def _select(records: Iterable[dict[str, Any]], **how: Any) -> Iterable[dict[str, Any]]:
