@@ -33,6 +33,19 @@ def positive(v: Any) -> bool:
     return bool(v > 0)
 
 
+def empty_or(parse: Callable[[Any], object]) -> Callable[[Any], bool]:
+    """A check for an option that is off as "" and otherwise must parse (parse raises ValueError)."""
+    def ok(v: Any) -> bool:
+        if v == "":
+            return True
+        try:
+            parse(v)
+        except ValueError:
+            return False
+        return True
+    return ok
+
+
 def non_negative(v: Any) -> bool:
     return bool(v >= 0)
 

@@ -17,7 +17,7 @@ import os
 import socket
 from collections.abc import Callable
 
-from slipsq.config import Option
+from slipsq.config import Option, empty_or
 from slipsq.errors import ConfigError
 from slipsq.output.eve import eve_line
 from slipsq.output.idmef import idmef_line
@@ -30,16 +30,6 @@ FOREIGN = ("eve", "idmefv2", "syslog")  # other tools' formats: nothing else may
 RESULT_FILE = {"eve": "eve.json", "idmefv2": "alerts.idmefv2.jsonl", "syslog": "alerts.syslog"}
 
 
-def _target(v: str) -> bool:
-    if not v:
-        return True
-    try:
-        parse_target(v)
-    except ValueError:
-        return False
-    return True
-
-
 OPTIONS: tuple[Option, ...] = (
     Option("output.format", "auto", "alert format on stdout, in replay and inline (where the journal, when used, "
            "takes the alerts instead; see format_log), --alert-format: auto (text, or jsonl with "
@@ -49,7 +39,7 @@ OPTIONS: tuple[Option, ...] = (
            "to this file, rotated like alerts.jsonl (e.g. /var/log/slipsq/eve.json for EveBox or Filebeat's "
            "suricata module); \"\": none"),
     Option("output.syslog", "", "inline: also send every alert as RFC 5424 syslog to udp://HOST[:PORT] or "
-           "tcp://HOST[:PORT] (octet-counted), from a thread of its own; \"\": none", _target,
+           "tcp://HOST[:PORT] (octet-counted), from a thread of its own; \"\": none", empty_or(parse_target),
            "udp://HOST[:PORT] or tcp://HOST[:PORT]"),
     Option("output.syslog_facility", "daemon", "syslog facility of slipsq's messages (daemon, local0 ... local7, "
            "auth, ...)", lambda v: v in FACILITIES, "a syslog facility name (daemon, local0 ... local7, ...)"),

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from slipsq.config import Option, positive
+from slipsq.config import Option, empty_or, positive
 from slipsq.records import Alert, Block, Unblock
 from slipsq.sink import Sink
 
@@ -47,21 +47,11 @@ def parse_listen(text: str) -> tuple[str, int]:
     return str(addr), int(port)
 
 
-def _listen_ok(v: Any) -> bool:
-    if v == "":
-        return True
-    try:
-        parse_listen(v)
-    except ValueError:
-        return False
-    return True
-
-
 OPTIONS: tuple[Option, ...] = (
     Option("metrics.listen", "", "inline: serve Prometheus metrics over HTTP on ADDRESS:PORT, e.g. "
            "\"127.0.0.1:9467\" (no authentication: keep it on loopback or a management address); read at start; "
            "\"\": off",
-           _listen_ok, "\"\" or an IP address and port, e.g. 127.0.0.1:9467 or [::1]:9467"),
+           empty_or(parse_listen), "\"\" or an IP address and port, e.g. 127.0.0.1:9467 or [::1]:9467"),
     Option("metrics.textfile", "", "inline: write the metrics to this file for node_exporter's textfile "
            "collector (replaced atomically, removed at stop), e.g. /var/lib/node_exporter/textfile/slipsq.prom; read "
            "at start; \"\": off", lambda v: v == "" or (v.startswith("/") and v.endswith(".prom")),
