@@ -23,9 +23,6 @@ class Term:
         self.child = pexpect.spawn(sys.executable, ["-m", "slipsq", "top", "--state-dir", str(state_dir), *extra],
                                    env=env, dimensions=(rows, cols), encoding="utf-8", codec_errors="replace")
         self.raw = ""
-        self._resize(rows, cols)
-
-    def _resize(self, rows: int, cols: int) -> None:
         self.vt = pyte.Screen(cols, rows)
         self.stream = pyte.Stream(self.vt)
 
@@ -51,8 +48,11 @@ class Term:
         raise AssertionError(f"not on screen after {timeout:g} s: {texts}\n{self.screen()}")
 
     def resize(self, rows: int, cols: int) -> None:
-        self.child.setwinsize(rows, cols)  # the kernel sends the program SIGWINCH
-        self._resize(rows, cols)
+        """As a terminal window resized: what is drawn stays where it fits (curses may redraw only
+        what changed), and the kernel sends the program SIGWINCH."""
+        self.pump()
+        self.vt.resize(rows, cols)
+        self.child.setwinsize(rows, cols)
 
     def finish(self, timeout: float = 20.0) -> int | None:
         """Wait for the program to end; its exit status (None: killed by a signal). What it wrote

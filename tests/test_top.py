@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,9 +196,8 @@ def test_top_in_a_terminal_against_a_daemon(tmp_path: Path, term: Any) -> None:
 
         # a tiny terminal: what fits, no crash; back to a normal size
         t.resize(4, 20)
-        time.sleep(1.5)
-        assert t.child.isalive()
-        t.screen()
+        small = t.wait(" slipsq top  pid", "up/down j/k select")  # the header and the keys, cut to fit
+        assert len(small.splitlines()) == 4 and t.child.isalive()
         t.resize(30, 110)
         t.wait("BLOCKS (1)", "203.0.113.7")
     # the daemon went away: said so, and asked again
