@@ -7,10 +7,21 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
+from slipsq.addr import parse_ip_int
 from slipsq.errors import ConfigError
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
-_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+# What is never a host to block, by the rules of ipaddress's is_loopback, is_link_local, is_multicast
+# and is_unspecified (plus the IPv4 broadcast), as (version, network integer, prefix length, reason):
+# checked on integers, as every address is, so a flood of new addresses costs a C parse each.
+_NEVER = tuple((n.version, int(n.network_address), n.prefixlen, reason) for n, reason in (
+    (ipaddress.ip_network(net), reason) for net, reason in (
+        ("127.0.0.0/8", "a loopback address"), ("::1/128", "a loopback address"),
+        ("169.254.0.0/16", "a link-local address"), ("fe80::/10", "a link-local address"),
+        ("224.0.0.0/4", "a multicast address"), ("ff00::/8", "a multicast address"),
+        ("0.0.0.0/32", "not a host address"), ("255.255.255.255/32", "not a host address"),
+        ("::/128", "not a host address"))))
 
 
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -39,7 +50,12 @@ class AllowList:
             except ValueError:
                 raise ConfigError(f"configuration key 'allow.ips': '{n}' is not an IP address or network") from None
         self.own = {parse_ip(a) for a in own}
+        # the same, on integers (what _reason asks): (version, address) and allow-list ranges
+        self._own = {(a.version, int(a)) for a in self.own}
+        self._nets = [(n.version, int(n.network_address), n.prefixlen, f"on the allow list ({n})")
+                      for n in self.networks]
         self.protected: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
+        self._protected: dict[tuple[int, int], str] = {}
         self._cache: dict[str, str | None] = {}
         self.set_protected(protected or {})
 
@@ -52,6 +68,7 @@ class AllowList:
             except ValueError:
                 continue
         self.protected = out
+        self._protected = {(a.version, int(a)): reason for a, reason in out.items()}
         self._cache = {}
 
     def why_protected(self, ip: str) -> str | None:
@@ -65,30 +82,30 @@ class AllowList:
         return reason
 
     def _reason(self, ip: str) -> str | None:
-        try:
-            a = parse_ip(ip)
-        except ValueError as e:
-            return str(e)
-        if a.is_loopback:
-            return "a loopback address"
-        if a.is_link_local:
-            return "a link-local address"
-        if a.is_multicast:
-            return "a multicast address"
-        if a.is_unspecified or a == _BROADCAST:
-            return "not a host address"
-        if a in self.own:
+        parsed = parse_ip_int(ip)
+        if parsed is None:
+            return f"'{ip}' is not an IP address"
+        fixed = _in(parsed, _NEVER)
+        if fixed is not None:
+            return fixed
+        if parsed in self._own:
             return "one of this gateway's own addresses"
-        protected = self.protected.get(a)
+        protected = self._protected.get(parsed)
         if protected is not None:
             return protected
-        for net in self.networks:
-            if a.version == net.version and a in net:
-                return f"on the allow list ({net})"
-        return None
+        return _in(parsed, self._nets)
 
     def allowed(self, ip: str) -> bool:
         return self.why_protected(ip) is not None
+
+
+def _in(addr: tuple[int, int], ranges: Iterable[tuple[int, int, int, str]]) -> str | None:
+    """The reason of the first range in `ranges` that holds `addr` (version, integer), else None."""
+    version, value = addr
+    for v, net, plen, reason in ranges:
+        if v == version and value >> ((32 if v == 4 else 128) - plen) == net >> ((32 if v == 4 else 128) - plen):
+            return reason
+    return None
 
 
 def own_addresses() -> list[str]:

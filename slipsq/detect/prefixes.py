@@ -2,8 +2,8 @@
 
 Lookup of an address costs one dict probe for the exact set plus one probe per prefix length that is
 actually present (longest first), so at most 33 probes for IPv4 and 129 for IPv6, and in practice a
-handful: threat lists use few distinct lengths. No dependency: the stdlib `ipaddress` parses, and
-integers do the masking. (pytricia/py-radix would do the same in C, but are not packaged for Debian's
+handful: threat lists use few distinct lengths. No dependency: `slipsq.addr` parses (in C, through
+inet_pton), and integers do the masking. (pytricia/py-radix would do the same in C, but are not packaged for Debian's
 Python 3.11 here and the few-lengths dict is as fast for lists of this shape.)
 
 Also `is_local(ip)`: the address ranges detectors treat as "this network, not the Internet"; and
@@ -17,19 +17,10 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
+from slipsq.addr import parse_ip_int
+
 V = TypeVar("V")
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_ip_int(text: str) -> tuple[int, int] | None:
-    """(version, integer) of an address, IPv4-mapped IPv6 folded to IPv4; None if not an address."""
-    try:
-        a = ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
-        a = a.ipv4_mapped
-    return a.version, int(a)
 
 
 class PrefixSet(Generic[V]):
