@@ -144,6 +144,8 @@ def _ui(scr: Any, state_dir: Path, interval: float) -> None:
                     break
                 dirty = True
             ch = scr.getch()
+            if ch == curses.KEY_RESIZE:  # what the terminal shows now is its own guess (it may have
+                scr.clear()              # reflowed the old lines): the next refresh repaints it all
             if ch != -1:
                 dirty = True
                 act = view.key(curses.keyname(ch).decode(errors="replace"))

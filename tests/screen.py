@@ -19,7 +19,10 @@ class Term:
     """`slipsq top` in a pty; `screen()` is what a person would see."""
 
     def __init__(self, state_dir: Path, rows: int = 30, cols: int = 110, *extra: str) -> None:
-        env = dict(os.environ, TERM="xterm", LANG="C.UTF-8", LC_ALL="C.UTF-8", PYTHONPATH=str(ROOT))
+        # without LINES and COLUMNS (pytest-xdist's workers have them): curses would take them for
+        # the size and never follow the terminal's
+        env = {k: v for k, v in os.environ.items() if k not in ("LINES", "COLUMNS")}
+        env.update(TERM="xterm", LANG="C.UTF-8", LC_ALL="C.UTF-8", PYTHONPATH=str(ROOT))
         self.child = pexpect.spawn(sys.executable, ["-m", "slipsq", "top", "--state-dir", str(state_dir), *extra],
                                    env=env, dimensions=(rows, cols), encoding="utf-8", codec_errors="replace")
         self.raw = ""
