@@ -159,16 +159,19 @@ def main() -> int:
     if args.json:
         print(json.dumps(r))
         return 0
-    print(f"iperf3 TCP, {args.seconds:g} s per run, {args.rounds} rounds; ratio = mode / none in the same round")
+    print(f"iperf3 TCP, {args.seconds:g} s per run, {args.rounds} rounds; ratio = mode / none (or / conntrack, "
+          "the kernel floor of bypass: a router that forwards with conntrack on) in the same round")
     print(f"{'offloads':<13} {'mode':<14} {'Gbit/s med':>10} {'x none min':>10} {'med':>6} {'max':>6} "
-          f"{'queued pkts med':>16}")
+          f"{'x conntrack med':>15} {'queued pkts med':>16}")
     for key, runs in r.items():
         base = [g for g, _ in runs["none"]]
+        floor = [g for g, _ in runs["conntrack"]]
         for mode, xs in runs.items():
             ratios = sorted(g / b for (g, _), b in zip(xs, base, strict=True))
+            to_floor = statistics.median(g / b for (g, _), b in zip(xs, floor, strict=True))
             queued = statistics.median(q for _, q in xs)
             print(f"{key:<13} {mode:<14} {statistics.median(g for g, _ in xs):>10.2f} {ratios[0]:>10.2f} "
-                  f"{statistics.median(ratios):>6.2f} {ratios[-1]:>6.2f} "
+                  f"{statistics.median(ratios):>6.2f} {ratios[-1]:>6.2f} {to_floor:>15.2f} "
                   f"{'-' if queued < 0 else int(queued):>16}")
     return 0
 

@@ -797,6 +797,33 @@ cdef class FlowTable:
         """A held flow, its counts merged: analysed like any closed flow from now on."""
         self.closed.append(flow)
 
+    def end_bypassed(self, str saddr, int sport, str daddr, int dport):
+        """Forget the bypassed TCP flow of this connection without emitting it: conntrack showed it
+        silent for an idle timeout, and the merger hands its last report back as the idle close
+        (slipsq.flowtable.FlowTable.end_bypassed). True when such a flow was open."""
+        cdef bytes a = _packed(saddr), b = _packed(daddr)
+        if len(a) != len(b):
+            return False
+        cdef Parsed p
+        memset(&p, 0, sizeof(Parsed))
+        p.src, p.dst = a, b
+        p.family, p.proto, p.sport, p.dport = (4 if len(a) == 4 else 6), 6, sport, dport
+        cdef uint32_t h = flow_hash(&p, False)
+        cdef uint32_t i = self.buckets[h & (self.nbuckets - 1)]
+        cdef FlowEntry* e
+        while i != NIL:
+            e = ent(self.chunks, i)
+            if (e.hash == h and e.proto == 6 and e.family == p.family and e.bypass == BYPASS_ON
+                    and ((e.pa == sport and e.pb == dport and memcmp(e.a, p.src, len(a)) == 0
+                          and memcmp(e.b, p.dst, len(a)) == 0)
+                         or (e.pa == dport and e.pb == sport and memcmp(e.a, p.dst, len(a)) == 0
+                             and memcmp(e.b, p.src, len(a)) == 0))):
+                self.n_closed += 1
+                self._remove(i)
+                return True
+            i = e.hnext
+        return False
+
     def set_app_kinds(self, kinds):
         """Hand up from now on only the app packets of these kinds (slipsq.flowtable.APP_KINDS)."""
         self.app_mask = app_mask(kinds)

@@ -54,7 +54,9 @@ Rules (both tables):
   bypassed flow is a new connection on the tuple: the old flow is emitted ("idle") and the new one
   starts, unbypassed. A flow that was ever bypassed is emitted into `held` instead of `closed`: its
   counts must first be merged with the kernel's (sources/conntrack.py), which hands it back with
-  `put_closed`. `bypassed` counts flows bypassed.
+  `put_closed`. `bypassed` counts flows bypassed. Its time is conntrack's too: the merger gives its
+  active reports the end conntrack's timer shows, and when that end is an idle timeout ago it hands
+  the report back as the idle close and `end_bypassed` forgets the flow here.
 """
 
 from __future__ import annotations
@@ -468,6 +470,24 @@ class FlowTable:
     def put_closed(self, flow: Flow) -> None:
         """A held flow, its counts merged: analysed like any closed flow from now on."""
         self.closed.append(flow)
+
+    def end_bypassed(self, saddr: str, sport: int, daddr: str, dport: int) -> bool:
+        """Forget the bypassed TCP flow of this connection without emitting it. The conntrack merger
+        calls it when the kernel's timer shows the connection silent for an idle timeout: without
+        bypass this table would have closed it as idle, and with bypass it cannot (it sees none of
+        the packets, and none stop coming), so the merger hands the flow's last report back as that
+        idle close. True when such a flow was open."""
+        try:
+            a, b = ipaddress.ip_address(saddr).packed, ipaddress.ip_address(daddr).packed
+        except ValueError:
+            return False
+        lo, hi = sorted(((a, sport), (b, dport)))
+        e = self.flows.get((6, lo, hi))
+        if e is None or e.bypass != 1:
+            return False
+        self.counts["flows_closed"] += 1
+        self._remove(e)
+        return True
 
     def set_app_kinds(self, kinds: Iterable[str]) -> None:
         """Hand up from now on only the app packets of these kinds (see APP_KINDS)."""

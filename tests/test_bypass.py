@@ -5,6 +5,7 @@ the differential proof that detections are the same with bypass on and off (test
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from slipsq import runmode
 from slipsq.flow import Flow
 from slipsq.flowtable import BYPASS, UNBYPASS
 from slipsq.flowtable import FlowTable as PyTable
-from slipsq.sources.conntrack import Counters, get_request, merge, parse_answers
+from slipsq.sources.conntrack import Counters, Merger, Timers, get_request, last_packet, merge, parse_answers
 from slipsq.verdict.backends import RuleSpec, parse_save
 from slipsq.verdict.firewall import bypass_rules, bypass_tag
 from tests.bypass_sim import ip_packets, replay
@@ -138,8 +139,9 @@ def test_merge_never_lowers_a_count_and_keeps_a_flow_without_counters() -> None:
 
 
 # --- conntrack messages -----------------------------------------------------------------------------
-def answer(seq: int, c: Counters, daddr: str = S, dport: int = 8080) -> bytes:
-    """A conntrack entry message as the kernel sends it (encoded by pyroute2)."""
+def answer(seq: int, c: Counters, daddr: str = S, dport: int = 8080, state: int = 3) -> bytes:
+    """A conntrack entry message as the kernel sends it (encoded by pyroute2); its TCP state and
+    timer when `c.timeout` is set (3: ESTABLISHED)."""
     from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple, nfct_msg
 
     fam = socket.AF_INET6 if ":" in c.saddr else socket.AF_INET
@@ -153,6 +155,9 @@ def answer(seq: int, c: Counters, daddr: str = S, dport: int = 8080) -> bytes:
                                                    ["CTA_COUNTERS_BYTES", c.orig_bytes]]}],
                   ["CTA_COUNTERS_REPLY", {"attrs": [["CTA_COUNTERS_PACKETS", c.reply_pkts],
                                                     ["CTA_COUNTERS_BYTES", c.reply_bytes]]}]]
+    if c.timeout is not None:
+        tcp_info = {"attrs": [["CTA_PROTOINFO_TCP_STATE", state]]}
+        m["attrs"] += [["CTA_TIMEOUT", c.timeout], ["CTA_PROTOINFO", {"attrs": [["CTA_PROTOINFO_TCP", tcp_info]]}]]
     m.encode()
     return bytes(m.data)
 
@@ -174,6 +179,82 @@ def test_request_asks_for_the_clients_tuple() -> None:
     tup = m.get_attr("CTA_TUPLE_ORIG")
     assert tup.get_attr("CTA_TUPLE_IP").get_attr("CTA_IP_V4_SRC") == C
     assert tup.get_attr("CTA_TUPLE_PROTO").get_attr("CTA_PROTO_DST_PORT") == 8080
+
+
+def test_the_timer_is_read_only_of_an_established_connection() -> None:
+    c = Counters(C, 40000, 10, 20_000, 5, 300, timeout=431_990)
+    assert parse_answers(answer(1, c)) == [(1, c)]
+    assert parse_answers(answer(2, c, state=5)) == [(2, Counters(C, 40000, 10, 20_000, 5, 300))]  # TIME_WAIT
+
+
+def test_last_packet_from_the_timer() -> None:
+    timers = Timers(established=432_000, short=300)
+    at = Counters(C, 40000, 1, 1, 1, 1, timeout=431_990)
+    assert last_packet(at, 5_000.0, timers) == 4_990.0  # the timer restarted 10 s ago
+    assert last_packet(Counters(C, 40000, 1, 1, 1, 1, timeout=432_000), 5_000.0, timers) == 5_000.0
+    for timeout in (None, 300, 12, 432_001):  # not established; shortened (unacknowledged data); odd
+        assert last_packet(Counters(C, 40000, 1, 1, 1, 1, timeout=timeout), 5_000.0, timers) is None
+
+
+def bypassed_report(table: Any) -> Flow:
+    """A bypassed conversation whose only report came (at t = 100 + active timeout)."""
+    conversation(table, 4)
+    table.expire(100.0 + 300.0)
+    (report,) = table.pop_held()
+    assert report.closed_by == "active" and report.end < 100.2
+    return report
+
+
+@pytest.fixture
+def merger(table: Any) -> Iterator[Merger]:
+    """The merger of `table`, conntrack's timers as Debian's defaults; answers are handed to it
+    directly (_give_back), as its socket would."""
+    m = Merger(table, idle=300.0, timers=Timers(established=432_000, short=300))
+    yield m
+    m.sock.close()
+
+
+def test_a_report_ends_at_the_last_packet_conntrack_saw(table: Any, merger: Merger) -> None:
+    report, m = bypassed_report(table), merger
+    # the connection is busy: conntrack's timer restarted 2 s before the report
+    m._give_back(report, Counters(C, 40000, 5000, 9e6, 4000, 2e5, timeout=431_998), 400.0)
+    (back,) = table.pop_closed()
+    assert back.closed_by == "active" and back.end == 398.0 and back.spkts == 5000  # a long connection is long
+    assert table.stats()["flows_open"] == 1
+
+
+def test_a_silent_bypassed_connection_closes_as_idle_once(table: Any, merger: Merger) -> None:
+    report, m = bypassed_report(table), merger
+    # still talking 4 min ago (after the table last saw it), silent since: not idle yet
+    m._give_back(report, Counters(C, 40000, 9, 900, 7, 800, timeout=432_000 - 240), 400.0)
+    assert [(f.closed_by, f.end) for f in table.pop_closed()] == [("active", 160.0)]
+    # silent for 350 s, more than flowtable.tcp_idle: the close the table would have made, at its last packet
+    m._give_back(report, Counters(C, 40000, 9, 900, 7, 800, timeout=432_000 - 350), 500.0)
+    (back,) = table.pop_closed()
+    assert back.closed_by == "idle" and back.end == 150.0 and back.spkts == 9
+    assert m.ended_idle == 1 and table.stats()["flows_open"] == 0 and table.stats()["flows_closed"] == 1
+    table.expire(100.0 + 3 * 3600)  # the table forgot it: no more reports
+    assert table.pop_held() == [] and table.pop_closed() == []
+
+
+def test_unknown_timer_or_no_timers_keep_the_report(table: Any, merger: Merger) -> None:
+    report, m = bypassed_report(table), merger
+    m._give_back(report, Counters(C, 40000, 9, 900, 7, 800, timeout=120), 400.0)  # shortened timer
+    m.timers = None
+    m._give_back(report, Counters(C, 40000, 9, 900, 7, 800, timeout=1000), 400.0)
+    assert [(f.closed_by, f.end) for f in table.pop_closed()] == [("active", report.end)] * 2
+    assert table.stats()["flows_open"] == 1
+
+
+def test_end_bypassed_only_forgets_a_bypassed_tcp_flow(table: Any) -> None:
+    conversation(table, 4)  # bypassed
+    conversation(table, 1, sport=40001)  # too short to be bypassed
+    assert not table.end_bypassed(C, 40001, S, 8080)
+    assert not table.end_bypassed(C, 40002, S, 8080)  # no such flow
+    assert not table.end_bypassed(C, 40000, "fd00::9", 8080)  # other family
+    assert table.end_bypassed(S, 8080, C, 40000)  # either way round
+    assert not table.end_bypassed(C, 40000, S, 8080)  # once
+    assert table.stats()["flows_open"] == 1
 
 
 @settings(max_examples=300, deadline=None)

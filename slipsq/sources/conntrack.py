@@ -16,6 +16,15 @@ fd in the packet loop's poll: it never waits on I/O. A request whose answer does
 rewrote the tuple, or accounting was off when the connection began), gives the flow back with the
 table's own counts and is counted as `unmerged`: never a lost flow.
 
+Time, too: the table sees none of a bypassed connection's middle, so the end of its active-timeout
+reports would be the last packet queued (long connections would look short), and a connection that
+falls silent without FIN or RST would be reported again every active timeout instead of closing as
+idle. Conntrack knows: every packet of an ESTABLISHED connection restarts its timer at
+nf_conntrack_tcp_timeout_established, so the timer's remaining seconds (CTA_TIMEOUT) tell when the
+last packet passed (`last_packet`, to a second). A report gets that end; a report whose connection
+has been silent for `flowtable.tcp_idle` becomes the idle close the table would have made (the table
+forgets the flow: `end_bypassed`).
+
 Pending requests are bounded (`MAX_PENDING`, oldest given back first when full), O(1) each.
 This module decides nothing about traffic.
 """
@@ -25,10 +34,12 @@ from __future__ import annotations
 import dataclasses
 import errno
 import ipaddress
+import math
 import socket
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from slipsq.errors import SystemSetupError
@@ -41,6 +52,8 @@ NLM_F_REQUEST = 1
 NLMSG_ERROR = 2
 MAX_PENDING = 65_536
 ACCT_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_acct"
+TCP_SYSCTL = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_"
+TCP_CONNTRACK_ESTABLISHED = 3
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,35 @@ class Counters:
     orig_bytes: int
     reply_pkts: int
     reply_bytes: int
+    timeout: int | None = None  # CTA_TIMEOUT, seconds left, of an ESTABLISHED connection (else None)
+
+
+@dataclass(frozen=True)
+class Timers:
+    """This namespace's conntrack TCP timeouts (seconds) that `last_packet` reads the timer by."""
+
+    established: int
+    short: int  # the longer of unacknowledged and max_retrans: a timer at or under it says nothing
+
+    @classmethod
+    def read(cls, prefix: str = TCP_SYSCTL) -> Timers | None:
+        try:
+            est, unack, retrans = (int(Path(prefix + name).read_text()) for name in
+                                   ("established", "unacknowledged", "max_retrans"))
+        except (OSError, ValueError):
+            return None
+        return cls(est, max(unack, retrans))
+
+
+def last_packet(c: Counters, now: float, timers: Timers) -> float | None:
+    """When the connection's last packet passed, from its conntrack timer: each packet of an
+    ESTABLISHED connection sets it to `established`, so it was `established - timeout` seconds ago.
+    None when the timer cannot tell: not ESTABLISHED, or at most `short` left (conntrack shortens
+    the timer of a connection with unacknowledged data or retransmissions, so it reads as both
+    recent and long ago)."""
+    if c.timeout is None or not timers.short < c.timeout <= timers.established:
+        return None
+    return now - (timers.established - c.timeout)
 
 
 def merge(flow: Flow, c: Counters | None) -> Flow:
@@ -115,9 +157,14 @@ def _counters(cls: Any, raw: bytes) -> Counters | None:
         co, cr = m.get_attr("CTA_COUNTERS_ORIG"), m.get_attr("CTA_COUNTERS_REPLY")
         if co is None or cr is None or saddr is None:
             return None
+        info = m.get_attr("CTA_PROTOINFO")
+        tcp = info.get_attr("CTA_PROTOINFO_TCP") if info is not None else None
+        established = tcp is not None and tcp.get_attr("CTA_PROTOINFO_TCP_STATE") == TCP_CONNTRACK_ESTABLISHED
+        timeout = m.get_attr("CTA_TIMEOUT") if established else None
         return Counters(str(saddr), int(proto.get_attr("CTA_PROTO_SRC_PORT")),
                         int(co.get_attr("CTA_COUNTERS_PACKETS")), int(co.get_attr("CTA_COUNTERS_BYTES")),
-                        int(cr.get_attr("CTA_COUNTERS_PACKETS")), int(cr.get_attr("CTA_COUNTERS_BYTES")))
+                        int(cr.get_attr("CTA_COUNTERS_PACKETS")), int(cr.get_attr("CTA_COUNTERS_BYTES")),
+                        None if timeout is None else int(timeout))
     except Exception:  # pyroute2 raises various kinds on a message it cannot decode
         return None
 
@@ -140,10 +187,14 @@ class Merger:
     """Gives the table's held (bypassed) flows back with the kernel's counts. `poll(now)` from the
     packet loop: never blocks; `fd` belongs in its poll set."""
 
-    def __init__(self, table: Any, timeout: float = 1.0, max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, table: Any, timeout: float = 1.0, max_pending: int = MAX_PENDING, *,
+                 idle: float = math.inf, timers: Timers | None = None) -> None:
+        """`idle`: flowtable.tcp_idle; `timers`: conntrack's (None: unknown, so reports keep the
+        table's end and are never closed here)."""
         self.table = table
         self.timeout = timeout
         self.max_pending = max_pending
+        self.idle, self.timers = idle, timers
         try:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
             self.sock.bind((0, 0))
@@ -152,7 +203,7 @@ class Merger:
             raise SystemSetupError(f"cannot open a conntrack netlink socket: {e}") from None
         self.pending: OrderedDict[int, tuple[Flow, float]] = OrderedDict()
         self.seq = 0
-        self.merged = self.unmerged = 0
+        self.merged = self.unmerged = self.ended_idle = 0
 
     @property
     def fd(self) -> int:
@@ -161,16 +212,16 @@ class Merger:
     def poll(self, now: float) -> int:
         """Answers in, held flows out as requests, late ones given back as they are. Returns how
         many flows went back to the table."""
-        back = self._read()
+        back = self._read(now)
         for flow in self.table.pop_held():
             if len(self.pending) >= self.max_pending:
-                self._give_back(self.pending.popitem(last=False)[1][0], None)
+                self._give_back(self.pending.popitem(last=False)[1][0], None, now)
                 back += 1
             self.seq = (self.seq + 1) & 0xFFFFFFFF or 1
             try:
                 self.sock.send(get_request(self.seq, flow))
             except OSError:  # EAGAIN, ENOBUFS: never wait; the flow goes on with what the table has
-                self._give_back(flow, None)
+                self._give_back(flow, None, now)
                 back += 1
                 continue
             self.pending[self.seq] = (flow, now + self.timeout)
@@ -179,19 +230,19 @@ class Merger:
             if due > now:
                 break
             del self.pending[seq]
-            self._give_back(flow, None)
+            self._give_back(flow, None, now)
             back += 1
         return back
 
     def flush(self) -> None:
         """At stop: every flow still held or waiting goes back as it is."""
         for flow, _ in self.pending.values():
-            self._give_back(flow, None)
+            self._give_back(flow, None, 0.0)
         self.pending.clear()
         for flow in self.table.pop_held():
-            self._give_back(flow, None)
+            self._give_back(flow, None, 0.0)
 
-    def _read(self) -> int:
+    def _read(self, now: float) -> int:
         back = 0
         while True:
             try:
@@ -205,18 +256,36 @@ class Merger:
             for seq, counters in parse_answers(data):
                 item = self.pending.pop(seq, None)
                 if item is not None:
-                    self._give_back(item[0], counters)
+                    self._give_back(item[0], counters, now)
                     back += 1
 
-    def _give_back(self, flow: Flow, counters: Counters | None) -> None:
+    def _give_back(self, flow: Flow, counters: Counters | None, now: float) -> None:
         if counters is None:
             self.unmerged += 1
         else:
             self.merged += 1
-        self.table.put_closed(merge(flow, counters))
+            flow = merge(flow, counters)
+            if flow.is_report and self.timers is not None:
+                flow = self._timed(flow, counters, now, self.timers)
+        self.table.put_closed(flow)
+
+    def _timed(self, report: Flow, c: Counters, now: float, timers: Timers) -> Flow:
+        """A bypassed flow's report, its end read off conntrack's timer (see the module doc); the
+        idle close instead when that end is an idle timeout ago."""
+        last = last_packet(c, now, timers)
+        if last is None:
+            return report
+        if last > report.end:
+            report = dataclasses.replace(report, end=min(last, now))
+        if now - report.end >= self.idle and self.table.end_bypassed(report.saddr, report.sport, report.daddr,
+                                                                     report.dport):
+            self.ended_idle += 1
+            return dataclasses.replace(report, closed_by="idle")
+        return report
 
     def stats(self) -> dict[str, int]:
-        return {"merged": self.merged, "unmerged": self.unmerged, "waiting": len(self.pending)}
+        return {"merged": self.merged, "unmerged": self.unmerged, "waiting": len(self.pending),
+                "ended_idle": self.ended_idle}
 
     def close(self) -> None:
         self.flush()
@@ -238,7 +307,7 @@ def start_bypass(cfg: Any, table: Any) -> Merger | None:
     if not cfg["bypass.enabled"]:
         return None
     marks(cfg)
-    merger = Merger(table, float(cfg["bypass.merge_timeout"]))
+    merger = Merger(table, float(cfg["bypass.merge_timeout"]), idle=float(cfg["flowtable.tcp_idle"]))
     # the request loads nf_conntrack_netlink (and nf_conntrack) when they are modules, so the
     # accounting sysctl exists
     try:
@@ -246,6 +315,7 @@ def start_bypass(cfg: Any, table: Any) -> Merger | None:
     except OSError:
         pass
     enable_accounting()
+    merger.timers = Timers.read()  # (the request above loaded conntrack: its sysctls exist now)
     table.set_bypass(int(cfg["bypass.after"]),
                      min(int(cfg["bypass.max_open"]), int(cfg["flowtable.max_flows"]) // 2))
     return merger

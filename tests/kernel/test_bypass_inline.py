@@ -177,3 +177,45 @@ def test_bypass_rule_on_both_backends(lab: Lab, backend: str, tmp_path: Path) ->
     lab.sh(lab.gw, *env, f"SLIPSQ_IPTABLES_BACKEND={backend}", sys.executable, "-m", "slipsq", "rules", "remove",
            "--state-dir", str(tmp_path))
     assert "slipsq" not in lab.sh(lab.gw, cmd, "-S").stdout
+
+
+TALK_THEN_HUSH = f"""
+import socket, sys, time
+s = socket.create_connection(("{CNC}", 9100), timeout=10)
+chunk = b"x" * 4096
+t_end = time.time() + float(sys.argv[1])
+while time.time() < t_end:  # a long connection that keeps talking (bypassed after its first packets)
+    s.sendall(chunk)
+    time.sleep(0.05)
+print("quiet", time.time(), flush=True)
+time.sleep(float(sys.argv[2]))  # then silent, the connection left open (no FIN, no RST)
+s.close()
+print("closed", flush=True)
+"""
+
+
+def test_a_bypassed_connection_keeps_its_time(lab: Lab, tmp_path: Path) -> None:
+    """Silent for an idle timeout, it closes as idle, at its last packet, as without bypass: the
+    table saw none of its packets after the first ones, so that end is conntrack's timer read (the
+    same reading gives its active reports their end: tests/test_bypass.py)."""
+    cfg = {**config(tmp_path, True), "flowtable.tcp_idle": 4.0, "flowtable.active_timeout": 2.0}
+    s = Slipsq(lab, tmp_path / "state", "nft", config=cfg)
+    s.start()
+    srv = sink(lab)
+    talker = lab.popen(lab.ns["a"], sys.executable, "-c", TALK_THEN_HUSH, "7", "12")
+    quiet_at = float(talker.stdout.readline().split()[1])
+    log = tmp_path / "flows.binetflow"
+    # silent from quiet_at: closed as idle about tcp_idle (4 s) later, plus an active timeout (2 s)
+    assert wait_for(lambda: len(flows(log)) == 1, timeout=10), s.status()
+    [f] = flows(log)
+    start = time.mktime(time.strptime(f["StartTime"].split(".")[0], "%Y/%m/%d %H:%M:%S")) + \
+        float("0." + f["StartTime"].split(".")[1])
+    assert abs(start + float(f["Dur"]) - quiet_at) < 1.5, (f, quiet_at)  # ends at its last packet
+    assert float(f["Dur"]) > 6.0 and int(f["SrcBytes"]) > 100 * 4096, f  # the whole talk, bypassed
+    assert talker.poll() is None  # (the connection is still open: only silent)
+    b = s.status()["bypass"]
+    assert (b["bypassed"], b["ended_idle"]) == (1, 1), b
+    talker.wait(timeout=20)
+    srv.wait(timeout=20)
+    code, err = s.stop()
+    assert code == 0, err
