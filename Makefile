@@ -56,8 +56,11 @@ lint: deps
 unit: build
 	$(VENV)/bin/pytest -q -m "not kernel"
 
+# every test: the namespace-free tiers on both cores (pytest-xdist), then the kernel tests one at a
+# time (each builds a namespace lab and measures real traffic: they must not share the CPUs)
 test: build lint
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra -n 2 -m "not kernel"
+	$(VENV)/bin/pytest -q -ra -m kernel
 
 bench: build
 	$(VPY) bench/replay.py
