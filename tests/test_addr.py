@@ -1,5 +1,6 @@
-"""The fast address parse (slipsq.addr) against ipaddress, and the allow list's integer rules against
-the ipaddress properties they stand for."""
+"""The fast address parse (slipsq.addr) against ipaddress, the allow list's integer rules against
+the ipaddress properties they stand for, and the local-address test against a prefix set of the
+local networks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from slipsq.addr import parse_ip_int
 from slipsq.allow import AllowList
+from slipsq.detect.prefixes import LOCAL_NETWORKS, build, local_int
 
 
 def reference(text: str) -> tuple[int, int] | None:
@@ -88,3 +90,24 @@ near = st.sampled_from(["127.0.0.1", "127.255.255.255", "128.0.0.0", "169.254.3.
 def test_allow_list_on_integers_is_the_ipaddress_rules(text: str) -> None:
     allow = allow_list()  # a new one each time: no answer from its cache
     assert allow.why_protected(text) == reference_reason(allow, text)
+
+
+LOCAL = build(LOCAL_NETWORKS, True)
+edges = [int(a) + d for net in LOCAL_NETWORKS for n in [ipaddress.ip_network(net)]
+         for a in (n.network_address, n.broadcast_address) for d in (-1, 0, 1)]
+
+
+@given(st.one_of(st.integers(0, 2 ** 32 - 1).map(lambda n: (4, n)), st.integers(0, 2 ** 128 - 1).map(lambda n: (6, n)),
+                 st.sampled_from(edges).map(lambda n: (4 if n < 2 ** 32 and n >= 0 else 6, n % 2 ** 128)),
+                 st.sampled_from(edges).map(lambda n: (6, n % 2 ** 128))))
+@settings(max_examples=1500)
+def test_local_int_is_the_prefix_set_of_local_networks(addr: tuple[int, int]) -> None:
+    assert local_int(*addr) == (LOCAL.lookup_int(*addr) is not None)
+
+
+def test_local_int_known_answers() -> None:
+    for ip in ("10.1.2.3", "172.31.255.255", "192.168.1.1", "100.127.0.1", "127.0.0.1", "169.254.9.9", "239.1.1.1",
+               "0.1.2.3", "255.255.255.255", "fd00::1", "fe80::1", "ff02::fb", "::1", "::"):
+        assert local_int(*parse_ip_int(ip)), ip  # type: ignore[misc]
+    for ip in ("172.32.0.1", "192.169.0.1", "100.128.0.1", "240.0.0.1", "8.8.8.8", "2001:db8::1", "fec0::1", "::2"):
+        assert not local_int(*parse_ip_int(ip)), ip  # type: ignore[misc]

@@ -90,9 +90,25 @@ def build(networks: Iterable[str], value: V) -> PrefixSet[V]:
 # Not the Internet: RFC 1918, CGNAT, loopback, link-local, multicast, ULA, "this network".
 # (ipaddress's is_private also counts the documentation ranges, which tests and examples use as
 # stand-ins for Internet hosts, so it is not used here.)
-_LOCAL = build(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
-                "169.254.0.0/16", "224.0.0.0/4", "0.0.0.0/8", "255.255.255.255/32",
-                "fc00::/7", "fe80::/10", "ff00::/8", "::1/128", "::/128"], True)
+LOCAL_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
+                  "169.254.0.0/16", "224.0.0.0/4", "0.0.0.0/8", "255.255.255.255/32",
+                  "fc00::/7", "fe80::/10", "ff00::/8", "::1/128", "::/128")
+
+
+def local_int(version: int, n: int) -> bool:
+    """True when the address (version, integer) is in LOCAL_NETWORKS: the same answer as a PrefixSet
+    of them (tests/test_addr.py holds it so), in a few integer tests instead of a probe per prefix
+    length (each new address a flow brings is asked about: a flood of them must stay cheap)."""
+    if version == 4:
+        top = n >> 24
+        return (top == 10 or top == 127 or top == 0 or n >> 28 == 0xE or n >> 20 == 0xAC1
+                or n >> 16 == 0xC0A8 or n >> 16 == 0xA9FE or n >> 22 == 0x191 or n == 0xFFFFFFFF)
+    return n >> 121 == 0x7E or n >> 118 == 0x3FA or n >> 120 == 0xFF or n <= 1
+
+
+def _local(ip: str) -> bool:
+    parsed = parse_ip_int(ip)
+    return parsed is not None and local_int(*parsed)
 
 
 class Memo(dict[str, V]):
@@ -112,5 +128,5 @@ class Memo(dict[str, V]):
         return value
 
 
-is_local = Memo(lambda ip: _LOCAL.lookup(ip) is not None).__getitem__
+is_local = Memo(_local).__getitem__
 """True for addresses of the local network (private, link-local, loopback, multicast)."""
