@@ -308,18 +308,20 @@ class Daemon:
         if self.fw.cleaned:  # issue 12: a switched firewall.backend left rules in the other one
             log("removed what slipsq had left in the other iptables backend: " + "; ".join(self.fw.cleaned))
         self.restore_blocks(time.time())
-        self.bypass = None  # bypass.enabled: one queue only (a worker's table is in another process)
-        if isinstance(self.queue_num, int):
-            self.bypass = conntrack.start_bypass(self.cfg, self.engine.table)  # None: bypass.enabled off
-        elif self.cfg["bypass.enabled"]:
-            log("bypass.enabled is not used with a queue range (--queue A:B): every packet is inspected")
-        mark, repeat = conntrack.marks(self.cfg) if self.bypass is not None else (0, 0)
+        # flow bypass (sources/conntrack.py): the merger is here with one queue; with a queue range
+        # each worker runs its own on its own table
+        bypass = conntrack.bypass_settings(self.cfg)  # None: bypass.enabled off
+        self.bypass = None
+        if isinstance(self.queue_num, int) and bypass is not None:
+            self.bypass = conntrack.start_merger(bypass, self.engine.table)
+        mark, repeat = (bypass["mark"], bypass["repeat"]) if bypass is not None else (0, 0)
         self.source: NfqueueSource | multiqueue.WorkerPool = (
             NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen, bypass_mark=mark,
                           repeat_mark=repeat)
             if isinstance(self.queue_num, int) else multiqueue.WorkerPool(
                 *self.queue_num, self.engine.table, maxlen=self.maxlen,
-                table_config=self.cfg.section("flowtable"), stall_timeout=float(self.cfg["daemon.stall_timeout"])))
+                table_config=self.cfg.section("flowtable"), stall_timeout=float(self.cfg["daemon.stall_timeout"]),
+                bypass=bypass))
         if self.install_rules:
             self.fw.install(self.queue_num, bypass_mark=mark, repeat_mark=repeat)
             self.diversion_installed = True
@@ -618,6 +620,13 @@ class Daemon:
         return {"packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
                 "table": self.engine.table.stats(), "alerts": c.alerts, "blocks_decided": c.blocks}
 
+    def _bypass_status(self, q: dict[str, int]) -> dict[str, int] | None:
+        """Bypass's counters for `slipsq status`: this process's merger, or the sum of the queue
+        workers' (None when bypass is off)."""
+        if isinstance(self.source, multiqueue.WorkerPool):
+            return self.source.bypass_stats()
+        return None if self.bypass is None else self.bypass.status(q)
+
     def status(self, light: bool = False) -> dict[str, Any]:
         """`light` (slipsq top asks once a second): counters only, no `iptables-save` for the block
         rules' counters (kernel_block_drops is None) and no store query (the judge's active blocks)."""
@@ -638,9 +647,7 @@ class Daemon:
             "pid": os.getpid(), "uptime": round(now - self.started, 1), "queue": self.queue_num,
             "packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
             "errors": q["errors"], "engine_errors": self.engine_errors, "table": self.engine.table.stats(),
-            "bypass": None if self.bypass is None else {
-                "bypassed": self.engine.table.stats()["bypassed"], **self.bypass.stats(),
-                "marks": q["bypass_marks"], "unmarks": q["unbypass_marks"], "mark_errors": q["mark_errors"]},
+            "bypass": self._bypass_status(q),
             "flows": c.flows, "alerts": c.alerts, "blocks_decided": c.blocks,
             "blocks_active": active,
             "worker": {"batches": self.worker.batches, "busy_s": round(now - busy, 1) if busy else 0.0,

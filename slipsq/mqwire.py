@@ -39,7 +39,7 @@ MAX_MESSAGE = 256 * 1024
 # flow costs at most with its strings not yet in the memo: used to cut batches before encoding
 _APP_OVERHEAD = 24
 _FLOW_COST = 400
-OPS = frozenset({"config", "block", "unblock", "kinds", "drain", "stop"})
+OPS = frozenset({"config", "bypass", "block", "unblock", "kinds", "drain", "stop"})
 # Flow's fields in order, with the types a worker sends (slipsq.flow.Flow)
 FLOW_TYPES: tuple[type, ...] = (float, float, str, str, int, str, int, int, int, int, int, str, str, int, int,
                                 str, str)

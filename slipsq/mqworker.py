@@ -11,8 +11,9 @@ scan spread over queues is seen whole; it sends back blocks, unblocks and app ki
 Startup: read the "init" ops (table config, blocked addresses, app kinds) from FD, build the table,
 bind the queue, answer "ready" (or "error" with one line), then loop. It exits when the daemon says
 "stop" or goes away (EOF on FD): it must never outlive the daemon, and it never does I/O other than
-its queue and FD (no files, no firewall, no store; the packet loop never waits on the daemon: a full
-socket keeps at most MAX_BACKLOG messages here and counts what it had to let go).
+its queue and FD, and with bypass its own conntrack socket (no files, no firewall, no store; the
+packet loop never waits on the daemon: a full socket keeps at most MAX_BACKLOG messages here and
+counts what it had to let go).
 """
 
 from __future__ import annotations
@@ -67,14 +68,22 @@ class QueueWorker:
         else:
             self.table = fast.FlowTable(cfg)
         self.apply(init[1])
-        self.source = NfqueueSource(self.num, self.table, maxlen=self.maxlen)  # SystemSetupError: one line
+        bypass = ops.get("bypass")  # flow bypass on this worker's table (sources/conntrack.py)
+        self.merger: Any = None
+        if bypass is not None:
+            from slipsq.sources import conntrack
+
+            self.merger = conntrack.start_merger(bypass, self.table)
+        self.source = NfqueueSource(self.num, self.table, maxlen=self.maxlen,  # SystemSetupError: one line
+                                    bypass_mark=int(bypass["mark"]) if bypass else 0,
+                                    repeat_mark=int(bypass["repeat"]) if bypass else 0)
         i = self.source.info
         self.send(mqwire.dumps(("ready", {"num": self.num, "pid": os.getpid(), "maxlen": i.maxlen,
                                           "rcvbuf": i.rcvbuf, "fail_open": i.fail_open, "gso": i.gso})))
 
     def apply(self, items: list[tuple[str, Any]]) -> None:
         for op, arg in items:
-            if op == "config":
+            if op == "config" or op == "bypass":
                 continue  # read once, at start
             if op == "block":
                 for ip in arg:
@@ -90,8 +99,12 @@ class QueueWorker:
                 self.stop = True
 
     def stats(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "queue": self.source.stats(), "table": self.table.stats(),
-                "table_bytes": int(self.table.memory()), "lost_messages": self.lost_messages}
+        q = self.source.stats()
+        out = {"pid": os.getpid(), "queue": q, "table": self.table.stats(),
+               "table_bytes": int(self.table.memory()), "lost_messages": self.lost_messages}
+        if self.merger is not None:
+            out["bypass"] = self.merger.status(q)
+        return out
 
     def send(self, data: bytes) -> None:
         """Never waits: what the socket cannot take now waits here (bounded), oldest first."""
@@ -132,11 +145,13 @@ class QueueWorker:
                 self.apply(msg[1])
 
     def run(self) -> None:
-        fds = (self.sock.fileno(),)
+        fds = (self.sock.fileno(),) if self.merger is None else (self.sock.fileno(), self.merger.fd)
         next_tick = 0.0
         while not self.stop:
             self.source.run(BUDGET, TICK, fds)
             now = time.time()
+            if self.merger is not None:
+                self.merger.poll(now)  # conntrack's counts for this table's bypassed flows
             tick = now >= next_tick
             if tick:
                 next_tick = now + TICK
@@ -146,11 +161,15 @@ class QueueWorker:
             self.read_ops()
             if self.draining:  # the diversion is gone: verdict what is queued, ship, report
                 self.source.drain()
+                if self.merger is not None:
+                    self.merger.flush()  # held flows go on with what they have
                 self.ship(False)
                 self.send(mqwire.dumps(("drained", self.stats())))
                 self.draining = False
         self.flush_backlog()
         self.source.close()
+        if self.merger is not None:
+            self.merger.close()
 
 
 def main(argv: list[str]) -> int:

@@ -110,9 +110,13 @@ class WorkerPool:
     """The daemon's packet source for `--queue A:B`: a worker process per queue (see the module doc)."""
 
     def __init__(self, first: int, last: int, table: RemoteTable, *, maxlen: int,
-                 table_config: dict[str, Any], stall_timeout: float = 0.0) -> None:
+                 table_config: dict[str, Any], stall_timeout: float = 0.0,
+                 bypass: dict[str, Any] | None = None) -> None:
+        """`bypass`: conntrack.bypass_settings (None: off); each worker bypasses on its own table,
+        with its share of bypass.max_open, and merges its own flows' counts from conntrack."""
         self.first, self.last, self.table, self.maxlen = first, last, table, maxlen
         n = last - first + 1
+        self.bypass = None if bypass is None else {**bypass, "max_open": max(1, int(bypass["max_open"]) // n)}
         # `table_config`: the flowtable.* section; flowtable.max_flows is the whole host's, each
         # worker holds its share
         self.table_config = {f"flowtable.{k}": v for k, v in table_config.items()}
@@ -162,6 +166,8 @@ class WorkerPool:
         w.restart_at = math.inf
         w.outbox.clear()
         init = [("config", self.table_config), *self.table.state_ops()]
+        if self.bypass is not None:
+            init.append(("bypass", self.bypass))
         self._send(w, mqwire.ops(init))
 
     def _wait_ready(self, seconds: float) -> None:
@@ -339,6 +345,17 @@ class WorkerPool:
         for w in self.workers.values():
             for k, v in w.counts().items():
                 out[k] += v
+        return out
+
+    def bypass_stats(self) -> dict[str, int] | None:
+        """The workers' bypass counters, summed (None when bypass is off). A restarted worker's
+        counters start again from zero."""
+        if self.bypass is None:
+            return None
+        out: dict[str, int] = {}
+        for w in self.workers.values():
+            for k, v in (w.stats.get("bypass") or {}).items():
+                out[k] = out.get(k, 0) + int(v)
         return out
 
     def kernel(self) -> QueueCounters | None:

@@ -287,6 +287,12 @@ class Merger:
         return {"merged": self.merged, "unmerged": self.unmerged, "waiting": len(self.pending),
                 "ended_idle": self.ended_idle}
 
+    def status(self, queue: dict[str, int]) -> dict[str, int]:
+        """`slipsq status`'s bypass counters: flows bypassed (the table's count), merges, and the
+        marks its queue (`queue`: the source's stats) set."""
+        return {"bypassed": self.table.stats()["bypassed"], **self.stats(), "marks": queue["bypass_marks"],
+                "unmarks": queue["unbypass_marks"], "mark_errors": queue["mark_errors"]}
+
     def close(self) -> None:
         self.flush()
         self.sock.close()
@@ -301,24 +307,40 @@ def marks(cfg: Any) -> tuple[int, int]:
     return mark, repeat
 
 
-def start_bypass(cfg: Any, table: Any) -> Merger | None:
-    """Bypass on `table` as configured (None when bypass.enabled is off): the table's bypass rule,
-    the conntrack socket, accounting on in this network namespace."""
+def bypass_settings(cfg: Any) -> dict[str, Any] | None:
+    """What bypass needs, checked and prepared once for the daemon (None when bypass.enabled is
+    off): the marks, conntrack loaded and accounting on in this network namespace. Plain numbers,
+    so they can also cross the wire to queue workers (`start_merger` in each)."""
     if not cfg["bypass.enabled"]:
         return None
-    marks(cfg)
-    merger = Merger(table, float(cfg["bypass.merge_timeout"]), idle=float(cfg["flowtable.tcp_idle"]))
-    # the request loads nf_conntrack_netlink (and nf_conntrack) when they are modules, so the
+    mark, repeat = marks(cfg)
+    # a request loads nf_conntrack_netlink (and nf_conntrack) when they are modules, so the
     # accounting sysctl exists
     try:
-        merger.sock.send(get_request(0, Flow(0.0, 0.0, "tcp", "0.0.0.0", 0, "0.0.0.0", 0)))
-    except OSError:
-        pass
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as s:
+            s.bind((0, 0))
+            s.send(get_request(0, Flow(0.0, 0.0, "tcp", "0.0.0.0", 0, "0.0.0.0", 0)))
+    except OSError as e:
+        raise SystemSetupError(f"cannot open a conntrack netlink socket: {e}") from None
     enable_accounting()
-    merger.timers = Timers.read()  # (the request above loaded conntrack: its sysctls exist now)
-    table.set_bypass(int(cfg["bypass.after"]),
-                     min(int(cfg["bypass.max_open"]), int(cfg["flowtable.max_flows"]) // 2))
+    return {"after": int(cfg["bypass.after"]),
+            "max_open": min(int(cfg["bypass.max_open"]), int(cfg["flowtable.max_flows"]) // 2),
+            "merge_timeout": float(cfg["bypass.merge_timeout"]), "idle": float(cfg["flowtable.tcp_idle"]),
+            "mark": mark, "repeat": repeat}
+
+
+def start_merger(settings: dict[str, Any], table: Any) -> Merger:
+    """Bypass on `table` (the daemon's, or a queue worker's own) with `bypass_settings`: its bypass
+    rule and its conntrack merger."""
+    merger = Merger(table, float(settings["merge_timeout"]), idle=float(settings["idle"]), timers=Timers.read())
+    table.set_bypass(int(settings["after"]), int(settings["max_open"]))
     return merger
+
+
+def start_bypass(cfg: Any, table: Any) -> Merger | None:
+    """Bypass on `table` as configured (None when bypass.enabled is off)."""
+    settings = bypass_settings(cfg)
+    return None if settings is None else start_merger(settings, table)
 
 
 def accounting_on(path: str = ACCT_SYSCTL) -> bool:
