@@ -54,6 +54,15 @@ def why_no_lab() -> str | None:
     return None
 
 
+def alive(pid: int) -> bool:
+    """True while a process with this pid exists (a reaped child's pid is gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class Lab:
     def __init__(self) -> None:
         sfx = secrets.token_hex(2)

@@ -8,7 +8,6 @@ their own Lab rather than the `lab` fixture so they can look after `down()`.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -16,20 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.lab import Daemon, Lab
+from tests.kernel.lab import Daemon, Lab, alive
 
 
 def namespaces() -> set[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_daemon_that_exits_fails_at_once_with_its_message(tmp_path: Path) -> None:
