@@ -12,8 +12,8 @@ takes their veths, ipsets and iptables rules with them) and kills every process 
 Addresses are fixed: each namespace has its own stack, so they cannot clash with the host.
 
 `Daemon` runs slipsq in the gateway: the one way the kernel tests (conftest's `Slipsq`) and the
-benches (bench/throughput.py, bench/multiqueue.py) start it, wait until it answers, ask its status
-and stop it. It never cleans up on its own: its process is the lab's, so `down()` kills it and the
+benches (bench/throughput.py, multiqueue.py, inline.py) start it, wait until it answers, ask its
+status and stop it. It never cleans up on its own: its process is the lab's, so `down()` kills it and the
 namespace's deletion takes its rules, whatever failed first. This module must never touch the host's
 own namespaces, firewall or files outside the directories a caller hands it.
 """
@@ -162,8 +162,9 @@ class Daemon:
     """slipsq's daemon in a lab's gateway: its command line, its start, its status, its stop.
 
     `backend` sets $SLIPSQ_IPTABLES_BACKEND for the daemon and its admin commands (None: slipsq's own
-    choice, auto). `config` is written as TOML beside the state directory and passed with --config
-    (None: no --config, slipsq's defaults only). `prefix` goes before the interpreter (e.g. nice).
+    choice, auto). `config` is written as TOML beside the state directory, one file per lab there (a
+    second Daemon beside it rewrites it), and passed with --config (None: no --config, slipsq's
+    defaults only). `prefix` goes before the interpreter (e.g. nice).
     """
 
     def __init__(self, lab: Lab, state_dir: Path, *, queue: int | str = 5, backend: str | None = None,
