@@ -17,14 +17,13 @@ import signal
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.kernel.lab import CNC, Lab, why_no_lab  # noqa: E402
+from tests.kernel.lab import CNC, Daemon, Lab, why_no_lab  # noqa: E402
 
 QUEUE = 3
 BARE = r"""
@@ -52,7 +51,8 @@ print(n, flush=True)
 class Mode:
     def __init__(self, lab: Lab, name: str, state: Path) -> None:
         self.lab, self.name, self.state = lab, name, state
-        self.proc: Any = None
+        self.proc: Any = None  # the bare consumer
+        self.daemon: Daemon | None = None  # slipsq, in the slipsq mode
 
     def start(self) -> None:
         lab = self.lab
@@ -62,19 +62,13 @@ class Mode:
             self.proc = lab.popen(lab.gw, sys.executable, "-c", BARE, str(QUEUE))
             assert self.proc.stdout.readline().strip() == "ready"
         elif self.name == "slipsq":
-            self.proc = lab.popen(lab.gw, sys.executable, "-m", "slipsq", "--queue", str(QUEUE),
-                                  "--install-rules", "--state-dir", str(self.state))
-            for _ in range(100):
-                if self.status() is not None:
-                    break
-                time.sleep(0.1)
-            else:
-                raise RuntimeError(f"slipsq did not start: {self.proc.stderr.read()}")
+            # no config file, no backend: what a bare `slipsq --queue` does
+            self.daemon = Daemon(lab, self.state, queue=QUEUE)
+            self.daemon.start(timeout=30)  # a shared machine can be slow to start it
 
     def status(self) -> dict[str, Any] | None:
-        r = self.lab.sh(self.lab.gw, "env", f"PYTHONPATH={ROOT}", sys.executable, "-m", "slipsq",
-                        "status", "--json", "--state-dir", str(self.state), check=False)
-        return json.loads(r.stdout) if r.returncode == 0 else None
+        """slipsq's status, or None when it does not answer (or this mode is not slipsq)."""
+        return self.daemon.try_status() if self.daemon else None
 
     def inspected(self) -> int:
         if self.name == "slipsq":
@@ -91,9 +85,8 @@ class Mode:
             n = int(out.split()[-1])
             self.lab.sh(self.lab.gw, "iptables", "-D", "FORWARD", "-j", "NFQUEUE", "--queue-num", str(QUEUE),
                         "--queue-bypass")
-        elif self.name == "slipsq":
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.communicate(timeout=20)
+        elif self.daemon is not None:
+            self.daemon.stop(timeout=20)
         return n
 
 

@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.kernel.lab import CNC, Lab, why_no_lab  # noqa: E402
+from tests.kernel.lab import CNC, Daemon, Lab, why_no_lab  # noqa: E402
 
 NET = "10.71.4"
 DESTS = 64
@@ -81,29 +81,18 @@ NICE: list[str] = []  # ["nice", "-n", "-10"] with --nice
 MAXLEN = [16384]  # --queue-maxlen of both modes (--maxlen)
 
 
-class Run:
-    def __init__(self, lab: Lab, queue: str, state: Path) -> None:
-        self.lab, self.queue, self.state = lab, queue, state
-        self.proc: Any = lab.popen(lab.gw, *NICE, sys.executable, "-m", "slipsq", "--queue", queue, "--install-rules",
-                                   "--state-dir", str(state), "--queue-maxlen", str(MAXLEN[0]))
-        for _ in range(150):
-            if self.status() is not None:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"slipsq --queue {queue} did not start: {self.proc.stderr.read()}")
+def start(lab: Lab, queue: str, state: Path) -> Daemon:
+    """slipsq on `queue` (one process, or a worker per queue of a range) with neither a config file
+    nor a backend of the bench's choosing: what a bare `slipsq --queue` does."""
+    run = Daemon(lab, state, queue=queue, prefix=NICE)
+    run.start("--queue-maxlen", str(MAXLEN[0]), timeout=30)  # a shared machine can be slow to start it
+    return run
 
-    def status(self) -> dict[str, Any] | None:
-        r = self.lab.sh(self.lab.gw, "env", f"PYTHONPATH={ROOT}", sys.executable, "-m", "slipsq", "status",
-                        "--json", "--state-dir", str(self.state), check=False)
-        return json.loads(r.stdout) if r.returncode == 0 else None
 
-    def pids(self) -> list[int]:
-        st = self.status() or {}
-        return [int(st["pid"])] + [int(w["pid"]) for w in st.get("workers", []) if w.get("pid")]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.communicate(timeout=30)
+def pids(run: Daemon) -> list[int]:
+    """The daemon's pid and its workers'."""
+    st = run.try_status() or {}
+    return [int(st["pid"])] + [int(w["pid"]) for w in st.get("workers", []) if w.get("pid")]
 
 
 def forwarded(lab: Lab) -> int:
@@ -114,15 +103,15 @@ def forwarded(lab: Lab) -> int:
     return 0
 
 
-def phase(lab: Lab, run: Run, seconds: float, senders: int) -> dict[str, Any]:
-    pids = run.pids()
-    s0, c0, m0, f0 = run.status() or {}, [cpu_of(p) for p in pids], machine_busy(), forwarded(lab)
+def phase(lab: Lab, run: Daemon, seconds: float, senders: int) -> dict[str, Any]:
+    procs = pids(run)
+    s0, c0, m0, f0 = run.try_status() or {}, [cpu_of(p) for p in procs], machine_busy(), forwarded(lab)
     t0 = time.monotonic()
     floods = [lab.popen(lab.ns["ab"[i % 2]], *NICE, sys.executable, "-c", FLOOD, NET, str(DESTS), str(seconds))
               for i in range(senders)]
     sent = sum(int(p.communicate(timeout=seconds + 30)[0].split()[-1]) for p in floods)
     wall = time.monotonic() - t0
-    s1, c1, m1, f1 = run.status() or {}, [cpu_of(p) for p in pids], machine_busy(), forwarded(lab)
+    s1, c1, m1, f1 = run.try_status() or {}, [cpu_of(p) for p in procs], machine_busy(), forwarded(lab)
     per = [w1["packets"] - w0["packets"] for w0, w1 in zip(s0.get("workers", []), s1.get("workers", []))]
     return {"queue": run.queue, "sent": sent, "seconds": wall,
             "inspected_pps": (s1["packets"] - s0["packets"]) / wall, "forwarded_pps": (f1 - f0) / wall,
@@ -144,12 +133,12 @@ def bench(rounds: int, seconds: float, senders: int) -> list[dict[str, Any]]:
             # alternate which goes first, so a drift in the machine's load favours neither
             for queue in (("3", "3:4") if r % 2 == 0 else ("3:4", "3")):
                 with tempfile.TemporaryDirectory() as state:
-                    run = Run(lab, queue, Path(state))
+                    run = start(lab, queue, Path(state))
                     try:
                         time.sleep(0.5)
                         pair[queue] = phase(lab, run, seconds, senders)
                     finally:
-                        run.stop()
+                        run.stop(timeout=30)
             out.append({"one": pair["3"], "two": pair["3:4"],
                         "ratio": pair["3:4"]["inspected_pps"] / max(1.0, pair["3"]["inspected_pps"])})
     finally:

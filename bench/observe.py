@@ -158,15 +158,15 @@ def measure_lab(seconds: float, requests: int) -> None:
     import shutil
 
     from slipsq.control import request
-    from tests.kernel.conftest import Slipsq
-    from tests.kernel.lab import Lab
+    from tests.kernel.lab import Daemon, Lab
     from tests.screen import Term
 
     lab = Lab()
     try:
         lab.up()
         with tempfile.TemporaryDirectory() as tmp:
-            s = Slipsq(lab, Path(tmp) / "state", "nft" if shutil.which("iptables-nft") else "legacy")
+            s = Daemon(lab, Path(tmp) / "state", backend="nft" if shutil.which("iptables-nft") else "legacy",
+                       config={})  # an empty config file, as the kernel tests run it
             s.start()
             assert s.proc is not None
             pid = s.proc.pid

@@ -26,14 +26,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.kernel.lab import CNC, Lab, why_no_lab  # noqa: E402
+from tests.kernel.lab import CNC, Daemon, Lab, why_no_lab  # noqa: E402
 
 QUEUE = 5
 MODES = ("none", "bare-c", "slipsq", "slipsq-bypass", "conntrack")
 # the conntrack row: what every bypassed packet still costs in the kernel, with no queue at all
 FLOOR = ["FORWARD", "-p", "tcp", "-m", "tcp", "--tcp-flags", "FIN,SYN,RST", "NONE", "-m", "connmark", "--mark",
          "0x400000/0x400000", "-j", "ACCEPT"]
-BYPASS_TOML = "[bypass]\nenabled = true\n"
 
 
 def build_bare(out: Path) -> Path:
@@ -56,7 +55,8 @@ class Consumer:
 
     def __init__(self, lab: Lab, mode: str, tmp: Path, bare: Path) -> None:
         self.lab, self.mode, self.tmp, self.bare = lab, mode, tmp, bare
-        self.proc: Any = None
+        self.proc: Any = None  # the bare C consumer
+        self.daemon: Daemon | None = None  # slipsq, in the slipsq modes
         self.state = tmp / f"state-{mode}"
 
     def start(self) -> None:
@@ -71,23 +71,11 @@ class Consumer:
             if self.proc.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"nfq_accept: {self.proc.stderr.read()}")
         elif self.mode.startswith("slipsq"):
-            cfg = self.tmp / f"{self.mode}.toml"
-            cfg.write_text(BYPASS_TOML if self.mode == "slipsq-bypass" else "")
             self.state.mkdir(exist_ok=True)
-            self.proc = lab.popen(lab.gw, sys.executable, "-m", "slipsq", "--queue", str(QUEUE), "--install-rules",
-                                  "--state-dir", str(self.state), "--config", str(cfg))
-            for _ in range(150):
-                if self.status() is not None:
-                    return
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-            raise RuntimeError(f"slipsq did not start: {self.proc.stderr.read()}")
-
-    def status(self) -> dict[str, Any] | None:
-        r = self.lab.sh(self.lab.gw, "env", f"PYTHONPATH={ROOT}", sys.executable, "-m", "slipsq", "status",
-                        "--json", "--state-dir", str(self.state), check=False)
-        return json.loads(r.stdout) if r.returncode == 0 else None
+            # an empty config file for plain slipsq, bypass on for slipsq-bypass
+            config = {"bypass.enabled": True} if self.mode == "slipsq-bypass" else {}
+            self.daemon = Daemon(lab, self.state, queue=QUEUE, config=config)
+            self.daemon.start(timeout=30)  # a shared machine can be slow to import and build it
 
     def stop(self) -> int:
         """Packets the consumer verdicted (-1 for none)."""
@@ -102,9 +90,9 @@ class Consumer:
             self.lab.sh(self.lab.gw, "iptables", "-D", "FORWARD", "-j", "NFQUEUE", "--queue-num", str(QUEUE),
                         "--queue-bypass")
             return int(out.split()[-1])
-        st = self.status() or {}
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=30)
+        assert self.daemon is not None
+        st = self.daemon.try_status() or {}
+        self.daemon.stop(timeout=30)
         return int(st.get("packets", -1))
 
 

@@ -1,4 +1,4 @@
-"""Kernel-test fixtures: a fresh namespace lab per test, and a helper that runs slipsq in its gateway.
+"""Kernel-test fixtures: a fresh namespace lab per test, and slipsq in its gateway as the tests run it.
 
 Everything is skipped cleanly when not root or when `ip netns` does not work; the lab and every
 process it started are removed in teardown, failure or not.
@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.kernel.lab import ROOT, Lab, why_no_lab
+from tests.kernel.lab import Daemon, Lab, why_no_lab
 
 _REASON = why_no_lab()
 
@@ -42,53 +40,19 @@ def lab() -> Iterator[Lab]:
         lb.down()
 
 
-class Slipsq:
-    """slipsq in the lab's gateway: the daemon as a subprocess, admin commands, status."""
+class Slipsq(Daemon):
+    """slipsq in the lab's gateway as the kernel tests run it (tests.kernel.lab.Daemon): always on an
+    explicit iptables backend and always with a config file, empty or not, so that no test reads
+    another's config or leaves the backend to the host; plus what tests inspect afterwards."""
+
+    config_path: Path  # never None here: the file is always written (tests rewrite it for SIGHUP)
 
     def __init__(self, lab: Lab, state_dir: Path, backend: str, queue: int | str = 5,
                  config: dict[str, Any] | None = None) -> None:
-        self.lab, self.state_dir, self.backend, self.queue = lab, state_dir, backend, queue
-        self.config_path = state_dir.parent / f"slipsq-{lab.sfx}.toml"
-        self.config_path.write_text(_toml(config or {}))
-        self.proc: subprocess.Popen[str] | None = None
-
-    def env(self) -> dict[str, str]:
-        return {"SLIPSQ_IPTABLES_BACKEND": self.backend}
-
-    def start(self, *extra: str, wait: bool = True) -> subprocess.Popen[str]:
-        self.proc = self.lab.popen(self.lab.gw, sys.executable, "-m", "slipsq", "--queue", str(self.queue),
-                                   "--install-rules", "--state-dir", str(self.state_dir),
-                                   "--config", str(self.config_path), *extra, env=self.env())
-        if wait:
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"slipsq exited {self.proc.returncode}: {self.proc.stderr.read()}")
-                if self.cli("status", check=False).returncode == 0:
-                    return self.proc
-                time.sleep(0.1)
-            raise RuntimeError("slipsq did not answer status within 15 s")
-        return self.proc
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        r = self.lab.sh(self.lab.gw, "env", f"PYTHONPATH={ROOT}", f"SLIPSQ_IPTABLES_BACKEND={self.backend}",
-                        sys.executable, "-m", "slipsq", *args, "--state-dir", str(self.state_dir),
-                        check=False, timeout=60)
-        if check and r.returncode != 0:
-            raise AssertionError(f"slipsq {' '.join(args)} exited {r.returncode}: {r.stderr.strip()}")
-        return r
-
-    def status(self) -> dict[str, Any]:
-        return dict(json.loads(self.cli("status", "--json").stdout))
+        super().__init__(lab, state_dir, queue=queue, backend=backend, config=config or {})
 
     def blocks(self) -> list[dict[str, Any]]:
         return list(json.loads(self.cli("blocks", "--json").stdout))
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> tuple[int, str]:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        _, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, err
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -102,14 +66,6 @@ class Slipsq:
 
     def set_members(self) -> str:
         return self.lab.sh(self.lab.gw, "ipset", "save", "slipsq-block4", check=False).stdout
-
-
-def _toml(values: dict[str, Any]) -> str:
-    sections: dict[str, list[str]] = {}
-    for key, v in values.items():
-        sec, _, name = key.rpartition(".")
-        sections.setdefault(sec, []).append(f"{name} = {json.dumps(v)}")
-    return "".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
 
 
 @pytest.fixture(params=["nft", "legacy"])

@@ -10,10 +10,17 @@
 Names carry a random 4-hex suffix, so runs never collide; `down()` deletes the namespaces (which
 takes their veths, ipsets and iptables rules with them) and kills every process the lab started.
 Addresses are fixed: each namespace has its own stack, so they cannot clash with the host.
+
+`Daemon` runs slipsq in the gateway: the one way the kernel tests (conftest's `Slipsq`) and the
+benches (bench/throughput.py, multiqueue.py, inline.py) start it, wait until it answers, ask its
+status and stop it. It never cleans up on its own: its process is the lab's, so `down()` kills it and the
+namespace's deletion takes its rules, whatever failed first. This module must never touch the host's
+own namespaces, firewall or files outside the directories a caller hands it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -21,7 +28,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = str(Path(__file__).with_name("netprobe.py"))
@@ -43,6 +52,15 @@ def why_no_lab() -> str | None:
         return f"ip netns is unavailable: {r.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
+
+
+def alive(pid: int) -> bool:
+    """True while a process with this pid exists (a reaped child's pid is gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class Lab:
@@ -138,3 +156,84 @@ class Lab:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         # veths die with their namespaces; give the kernel a moment before the next lab
         time.sleep(0.05)
+
+
+class Daemon:
+    """slipsq's daemon in a lab's gateway: its command line, its start, its status, its stop.
+
+    `backend` sets $SLIPSQ_IPTABLES_BACKEND for the daemon and its admin commands (None: slipsq's own
+    choice, auto). `config` is written as TOML beside the state directory, one file per lab there (a
+    second Daemon beside it rewrites it), and passed with --config (None: no --config, slipsq's
+    defaults only). `prefix` goes before the interpreter (e.g. nice).
+    """
+
+    def __init__(self, lab: Lab, state_dir: Path, *, queue: int | str = 5, backend: str | None = None,
+                 config: Mapping[str, Any] | None = None, prefix: Sequence[str] = ()) -> None:
+        self.lab, self.state_dir, self.backend, self.queue = lab, state_dir, backend, queue
+        self.prefix = tuple(prefix)
+        self.config_path: Path | None = None
+        if config is not None:
+            self.config_path = state_dir.parent / f"slipsq-{lab.sfx}.toml"
+            self.config_path.write_text(to_toml(config))
+        self.proc: subprocess.Popen[str] | None = None
+
+    def env(self) -> dict[str, str]:
+        """What the daemon's environment adds to the lab's (a subclass may add more)."""
+        return {"SLIPSQ_IPTABLES_BACKEND": self.backend} if self.backend else {}
+
+    def start(self, *extra: str, wait: bool = True, timeout: float = 15) -> subprocess.Popen[str]:
+        """Start the daemon (`extra`: more of its flags); with `wait`, return once it answers status.
+
+        Raises RuntimeError when it exits first or does not answer within `timeout` s; the process is
+        the lab's either way, so the lab's `down()` still kills it."""
+        config = ("--config", str(self.config_path)) if self.config_path else ()
+        self.proc = self.lab.popen(self.lab.gw, *self.prefix, sys.executable, "-m", "slipsq", "--queue",
+                                   str(self.queue), "--install-rules", "--state-dir", str(self.state_dir),
+                                   *config, *extra, env=self.env())
+        if wait:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    # it has exited, so reading its stderr to the end cannot block
+                    err = self.proc.stderr.read() if self.proc.stderr else ""
+                    raise RuntimeError(f"slipsq exited {self.proc.returncode}: {err}")
+                if self.cli("status", check=False).returncode == 0:
+                    return self.proc
+                time.sleep(0.1)
+            raise RuntimeError(f"slipsq did not answer status within {timeout:g} s")
+        return self.proc
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """An admin command (`slipsq ARGS --state-dir ...`) run in the gateway against this daemon."""
+        env = [f"PYTHONPATH={ROOT}"] + ([f"SLIPSQ_IPTABLES_BACKEND={self.backend}"] if self.backend else [])
+        r = self.lab.sh(self.lab.gw, "env", *env, sys.executable, "-m", "slipsq", *args, "--state-dir",
+                        str(self.state_dir), check=False, timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError(f"slipsq {' '.join(args)} exited {r.returncode}: {r.stderr.strip()}")
+        return r
+
+    def status(self) -> dict[str, Any]:
+        """`slipsq status --json`; AssertionError when the daemon does not answer."""
+        return dict(json.loads(self.cli("status", "--json").stdout))
+
+    def try_status(self) -> dict[str, Any] | None:
+        """`slipsq status --json`, or None when the daemon does not answer (yet, or any more)."""
+        r = self.cli("status", "--json", check=False)
+        return dict(json.loads(r.stdout)) if r.returncode == 0 else None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> tuple[int, str]:
+        """Signal the daemon and wait for it: (exit code, its stderr)."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err
+
+
+def to_toml(values: Mapping[str, Any]) -> str:
+    """A flat {"section.key": value} as TOML: one table per section, values as JSON (which TOML reads
+    alike for the strings, numbers, booleans and lists slipsq's options take)."""
+    sections: dict[str, list[str]] = {}
+    for key, v in values.items():
+        sec, _, name = key.rpartition(".")
+        sections.setdefault(sec, []).append(f"{name} = {json.dumps(v)}")
+    return "".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items())

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.conftest import Slipsq, _toml, wait_for
-from tests.kernel.lab import CNC, CNC6, LEGIT, Lab
+from tests.kernel.conftest import Slipsq, wait_for
+from tests.kernel.lab import CNC, CNC6, LEGIT, Lab, to_toml
 
 pytestmark = pytest.mark.kernel
 
@@ -194,7 +194,7 @@ def test_hostile_packets_pass_without_crashing_slipsq(lab: Lab, tmp_path: Path, 
     # SIGHUP reloads the allow list without dropping blocks
     s.cli("block", "192.0.2.50", "--for", "1h")
     cfg = dict(CONFIG, **{"allow.ips": [f"{LEGIT}/32", f"{CNC}/32"]})
-    s.config_path.write_text(_toml(cfg))
+    s.config_path.write_text(to_toml(cfg))
     assert s.proc is not None
     s.proc.send_signal(signal.SIGHUP)
     time.sleep(1.0)  # the signal wakes the loop at once (set_wakeup_fd); 1 s is ample

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.kernel.conftest import Slipsq, wait_for
-from tests.kernel.lab import CLIENT_A, CNC, LEGIT, Lab
+from tests.kernel.lab import CLIENT_A, CNC, LEGIT, Lab, alive
 
 pytestmark = pytest.mark.kernel
 
@@ -45,14 +45,6 @@ def scan_targets(lab: Lab) -> None:
     """Every address of SCAN_NET is the server's (a local route): SYN to port 23 -> RST."""
     lab.sh(lab.ns["srv"], "ip", "route", "add", "local", f"{SCAN_NET}.0/24", "dev", "lo")
     lab.sh(lab.gw, "ip", "route", "add", f"{SCAN_NET}.0/24", "via", CNC)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_scan_spread_over_two_workers_is_judged_whole_and_blocked(lab: Lab, tmp_path: Path) -> None:
