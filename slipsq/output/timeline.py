@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slipsq.detect.stratosphere.letters import LETTER_PROTOS, letters_of
-from slipsq.records import fmt_score
+from slipsq.records import fmt_score, printable
 
 MAX_SAMPLES = 2000  # flows per 4-tuple kept for letters and plots (the newest)
 MAX_TUPLES = 2000  # 4-tuples per host (the first seen; later ones are counted)
@@ -31,15 +31,6 @@ MAX_ALERTS = 2000  # alerts per host (the first ones: the story's beginning matt
 MAX_LINES = 400  # 4-tuple lines in a text timeline (the busiest)
 SPREAD = 5  # one-flow 4-tuples of one client to one port (or one host) that make one "scan" line
 HOUR = 3600.0
-
-
-def printable(text: Any) -> str:
-    """`text` with control and other unprintable characters as \\xNN escapes (a DNS name may hold any
-    byte: it must not drive the terminal that prints it)."""
-    s = str(text)
-    if s.isprintable():
-        return s
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
 
 
 def when(ts: float) -> str:
