@@ -297,3 +297,24 @@ def test_any_keys_keep_the_selection_in_the_list_and_unblock_only_after_y(keys: 
             assert key in ("q", "Q") and not asked
         assert 0 <= v.selected < max(1, n)
         prev = key
+
+
+def test_status_and_explain_print_a_hostile_description_escaped(tmp_path: Path) -> None:
+    """A DNS name quoted in a description (DGA samples) holds any bytes: `slipsq status` and `slipsq
+    explain` print it escaped, one line per alert, so it cannot clear the admin's screen or add a
+    line that looks like another alert."""
+    from click.testing import CliRunner
+
+    from slipsq.cli import main
+
+    evil = "e.g. a\x1b[2J\rb.example\n  2026-12-05T00:00:00Z [block] fake 10.6.6.6: forged"
+    with running_daemon(tmp_path) as d:
+        d.alert("203.0.113.8", "dga", evil)
+        d.judged_block("203.0.113.9", "dga", evil)
+        status = CliRunner().invoke(main, ["status", "--state-dir", str(tmp_path)])
+        explain = CliRunner().invoke(main, ["explain", "203.0.113.9", "--state-dir", str(tmp_path)])
+    for r in (status, explain):
+        assert r.exit_code == 0, r.output
+        assert all(line.isprintable() for line in r.output.splitlines())
+        assert "e.g. a\\x1b[2J\\rb.example\\n  2026-12-05" in r.output
+        assert not any(line.lstrip().startswith("2026-12-05T00:00:00Z") for line in r.output.splitlines())
