@@ -174,3 +174,23 @@ def test_hostile_activity_lines_are_left_out_never_an_internal_error(tmp_path: P
     r = CliRunner().invoke(main, ["timeline", host, "--from", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert "kept" in r.output and "2 unreadable log lines skipped" in r.output and "4-tuples, 0 flows" in r.output
+
+
+def test_a_report_holds_no_lone_surrogate_and_no_control_character(tmp_path: Path) -> None:
+    """An address, an answer or a by-line that is no text (a lone surrogate, which a damaged log's
+    JSON escape makes) and a folder named in bytes that are no UTF-8 (Python hands them over as
+    surrogates) ended `slipsq report` in an internal error, its temporary file left behind."""
+    host = "10.0.0.1"
+    folder = tmp_path / "bad-\udcff-name"  # the bytes b"bad-\xff-name" on disk
+    folder.mkdir()
+    lines = [{"k": "alert", "ts": 5.0, "offender": host, "src_ip": host, "score": 1.5, "description": "kept"},
+             {"k": "flow", "ts": 6.0, "end": 7.0, "src": host, "dst": "\ud800\x1b[2J", "dport": 80, "proto": "tcp",
+              "sbytes": 1, "dbytes": 1},
+             {"k": "dns", "ts": 6.0, "host": host, "name": "n", "rcode": 0, "answers": ["\ud800\x1b"]},
+             {"k": "block", "ts": 8.0, "ip": host, "duration": 60, "reason": "r", "by": "\ud800\x1b"}]
+    (folder / "activity.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    r = CliRunner().invoke(main, ["report", "--from", str(folder), "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "r.html").read_text()
+    assert "kept" in page and "\\ud800\\x1b[2J" in page and "\x1b" not in page
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder.name, "r.html"])
