@@ -203,7 +203,7 @@ def hostile_records(draw: st.DrawFn) -> dict[str, object]:
     return rec
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)  # (a page each: about 0.1 s per example)
 @given(st.lists(hostile_records(), max_size=6))
 def test_a_hostile_activity_log_never_breaks_a_timeline_or_the_report(tmp_path_factory: pytest.TempPathFactory,
                                                                       recs: list[dict[str, object]]) -> None:
