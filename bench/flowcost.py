@@ -96,8 +96,9 @@ def main() -> int:
 
     names = [n for n in args.only.split(",") if n] or [d.name for d in DETECTORS]
     # bytecode compiled once here, not in each row (PYTHONDONTWRITEBYTECODE would make every row compile)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(args.tree / "slipsq")], check=False,
-                   stdout=subprocess.DEVNULL, env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+                   stdout=subprocess.DEVNULL, env=env)
     base, flows = count(args.tree, capture, "none")
     print(f"{capture.name}: {flows:,} flows; slipsq from {args.tree}")
     print(f"{'no detectors':14} {base:>15,} instructions")

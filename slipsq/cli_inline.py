@@ -208,6 +208,7 @@ def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
 
     def work() -> int:
         from slipsq.output.inline import status_lines
+        from slipsq.records import printable
         from slipsq.verdict.store import resolve_state_dir
 
         sd = _state_dir(ctx, state_dir)
@@ -255,8 +256,9 @@ def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
         click.echo(f"fail-open {'on' if st['fail_open'] else 'off'}: {st['note']}")
         for line in status_lines(st):  # hooks and the syslog sender, when set up
             click.echo(line)
-        for a in st.get("last_alerts") or []:
-            click.echo(f"  {a['time']} [{a['action']}] {a['detector']} {a['offender']}: {a['description']}")
+        for a in st.get("last_alerts") or []:  # a description quotes DNS names of any bytes: escaped
+            click.echo(printable(f"  {a['time']} [{a['action']}] {a['detector']} {a['offender']}: "
+                                 f"{a['description']}"))
         return 0
 
     _guard(ctx, work)

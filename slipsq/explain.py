@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from slipsq.errors import InputError, SystemSetupError
-from slipsq.records import fmt_score, iso
+from slipsq.records import fmt_score, iso, printable
 
 
 def normalize_ip(text: str) -> str:
@@ -92,7 +92,8 @@ def render(ip: str, alert: dict[str, Any]) -> str:
         if isinstance(f.get("first"), (int, float)) and isinstance(f.get("last"), (int, float)):
             span = f["last"] - f["first"]
             when = f", {f.get('reports', 1)} report(s) over {span:.0f}s from {iso(f['first'])[11:19]}"
-        lines.append(f"  {f.get('detector', '?'):<13} {fmt_score(score, 0.0)} x{weight}{when}: "
-                     f"{f.get('description', '')}")
+        # a description quotes DNS names of any bytes: escaped, it stays on its line and off the terminal
+        lines.append(printable(f"  {f.get('detector', '?'):<13} {fmt_score(score, 0.0)} x{weight}{when}: "
+                               f"{f.get('description', '')}"))
     lines.append(f"  total {fmt_score(total, 1.0)}")
     return "\n".join(lines)

@@ -45,7 +45,7 @@ from typing import Any
 from slipsq.background import Mailbox
 from slipsq.config import Config, Option
 from slipsq.errors import ConfigError
-from slipsq.records import Alert, Block
+from slipsq.records import Alert, Block, printable
 from slipsq.sink import Sink
 
 OUTPUT_KEEP = 4096  # bytes of a hook's stdout and stderr kept (for the log line and status)
@@ -270,7 +270,8 @@ class Hooks(Sink):
             why = f"could not start: {res.error}"
         else:
             tail = res.stderr.decode("utf-8", "replace").strip().splitlines()
-            why = f"exit status {res.returncode}" + (f": {tail[-1][:200]}" if tail else "")
+            # escaped: it may quote a description (DNS names of any bytes) into our log and `status`
+            why = f"exit status {res.returncode}" + (f": {printable(tail[-1][:200])}" if tail else "")
         st.last_error = why
         st.unlogged += 1
         now = self.clock()

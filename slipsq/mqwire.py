@@ -11,9 +11,9 @@ message is then checked for its shape; anything else is a WireError.
                        ("batch", flows, app, stats)  closed flows as Flow field tuples, app packets
                                                   as (ts, ip packet), counters (None: unchanged)
                        ("drained", stats)         the queue ran dry after a drain request
-    daemon -> worker   ("ops", [(op, arg), ...])  "config" (the flowtable.* keys, first message
-                                                  only), "block"/"unblock" addresses, "kinds" (app
-                                                  kinds to hand up), "drain", "stop"
+    daemon -> worker   ("ops", [(op, arg), ...])  "config" (the flowtable.* keys: the last op of
+                                                  a worker's init), "block"/"unblock" addresses,
+                                                  "kinds" (app kinds to hand up), "drain", "stop"
 
 Why pickle and not JSON or struct: a closed flow is 17 fields, four of them short strings the
 table already shares (address texts, protocol, state); pickle's C code writes a batch of such
@@ -39,6 +39,8 @@ MAX_MESSAGE = 256 * 1024
 # flow costs at most with its strings not yet in the memo: used to cut batches before encoding
 _APP_OVERHEAD = 24
 _FLOW_COST = 400
+# what an address costs in an ops message besides its text, at most (opcode, length, memo)
+_ADDR_OVERHEAD = 16
 OPS = frozenset({"config", "bypass", "block", "unblock", "kinds", "drain", "stop"})
 # Flow's fields in order, with the types a worker sends (slipsq.flow.Flow)
 FLOW_TYPES: tuple[type, ...] = (float, float, str, str, int, str, int, int, int, int, int, str, str, int, int,
@@ -142,5 +144,36 @@ def encode_batches(flows: Sequence[Flow], app: Sequence[tuple[float, bytes]],
     return out
 
 
-def ops(items: Sequence[tuple[str, Any]]) -> bytes:
-    return dumps(("ops", list(items)))
+def ops(items: Sequence[tuple[str, Any]]) -> list[bytes]:
+    """Ops messages for `items`, in order, each under MAX_MESSAGE: a long block or unblock list is
+    cut over several messages (a worker's init carries every active block, up to judge.max_blocks:
+    65,536 addresses are some 2 MB, and a longer datagram reaches the worker truncated)."""
+    out: list[bytes] = []
+    cur: list[tuple[str, Any]] = []
+    size = 0
+    budget = MAX_MESSAGE - 4096
+
+    def cut() -> None:
+        nonlocal cur, size
+        out.append(dumps(("ops", cur)))
+        cur, size = [], 0
+
+    for op, arg in items:
+        if op in ("block", "unblock"):
+            for ip in arg:
+                cost = len(ip) + _ADDR_OVERHEAD
+                if size + cost > budget:
+                    cut()
+                if not cur or cur[-1][0] != op:
+                    cur.append((op, []))
+                cur[-1][1].append(ip)
+                size += cost
+            continue
+        cost = len(dumps((op, arg)))
+        if size + cost > budget and cur:
+            cut()
+        cur.append((op, arg))
+        size += cost
+    if cur or not out:
+        cut()
+    return out

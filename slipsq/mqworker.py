@@ -8,12 +8,13 @@ what the detectors consume, closed flows and app packets, to the daemon over the
 batches (slipsq.mqwire). The daemon runs every detector and the judge on all workers' flows, so a
 scan spread over queues is seen whole; it sends back blocks, unblocks and app kinds.
 
-Startup: read the "init" ops (table config, blocked addresses, app kinds) from FD, build the table,
-bind the queue, answer "ready" (or "error" with one line), then loop. It exits when the daemon says
-"stop" or goes away (EOF on FD): it must never outlive the daemon, and it never does I/O other than
-its queue and FD, and with bypass its own conntrack socket (no files, no firewall, no store; the
-packet loop never waits on the daemon: a full socket keeps at most MAX_BACKLOG messages here and
-counts what it had to let go).
+Startup: read the "init" ops (blocked addresses, app kinds and bypass settings, then the table
+config: as many messages as the blocks take) from FD, build the table, bind the queue, answer
+"ready" (or "error" with one line), then loop. It exits when the daemon says "stop" or goes away
+(EOF on FD): it must never outlive the daemon, and it never does I/O other than its queue and FD,
+and with bypass its own conntrack socket (no files, no firewall, no store; the packet loop never
+waits on the daemon: a full socket keeps at most MAX_BACKLOG messages here and counts what it had
+to let go).
 """
 
 from __future__ import annotations
@@ -52,13 +53,8 @@ class QueueWorker:
         from slipsq import twins
         from slipsq.sources.nfqueue import NfqueueSource
 
-        self.sock.settimeout(INIT_WAIT)
-        init = mqwire.loads(self.sock.recv(mqwire.MAX_MESSAGE))
-        self.sock.setblocking(False)
-        ops = dict(init[1]) if init[0] == "ops" else {}
-        if "config" not in ops:
-            raise SystemExit("slipsq worker: no init message from the daemon")
-        cfg = configmod.load(configmod.CORE_OPTIONS, None, ops["config"])
+        init = self.read_init()
+        cfg = configmod.load(configmod.CORE_OPTIONS, None, dict(init)["config"])
         # the table alone (not slipsq.engine, which would import every detector into every worker)
         fast = twins.compiled("slipsq._flowtable")
         if fast is None:
@@ -67,8 +63,8 @@ class QueueWorker:
             self.table: Any = FlowTable(cfg)
         else:
             self.table = fast.FlowTable(cfg)
-        self.apply(init[1])
-        bypass = ops.get("bypass")  # flow bypass on this worker's table (sources/conntrack.py)
+        self.apply(init)
+        bypass = dict(init).get("bypass")  # flow bypass on this worker's table (sources/conntrack.py)
         self.merger: Any = None
         if bypass is not None:
             from slipsq.sources import conntrack
@@ -80,6 +76,20 @@ class QueueWorker:
         i = self.source.info
         self.send(mqwire.dumps(("ready", {"num": self.num, "pid": os.getpid(), "maxlen": i.maxlen,
                                           "rcvbuf": i.rcvbuf, "fail_open": i.fail_open, "gso": i.gso})))
+
+    def read_init(self) -> list[tuple[str, Any]]:
+        """The init ops, up to the config (the daemon sends it last: every block before the queue is
+        bound, over as many messages as they take)."""
+        self.sock.settimeout(INIT_WAIT)
+        items: list[tuple[str, Any]] = []
+        while not items or items[-1][0] != "config":
+            data = self.sock.recv(mqwire.MAX_MESSAGE)
+            msg = mqwire.loads(data) if data else ("eof",)
+            if msg[0] != "ops":
+                raise SystemExit("slipsq worker: no init message from the daemon")
+            items += msg[1]
+        self.sock.setblocking(False)
+        return items
 
     def apply(self, items: list[tuple[str, Any]]) -> None:
         for op, arg in items:

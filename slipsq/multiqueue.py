@@ -73,6 +73,14 @@ def queue_text(q: Queues) -> str:
     return str(q) if isinstance(q, int) else f"{q[0]}:{q[1]}"
 
 
+def init_ops(table: RemoteTable, table_config: dict[str, Any],
+             bypass: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
+    """What a new worker is told before it binds its queue: every active block and the app kinds,
+    its bypass settings (when bypass is on), then the config last (the worker reads its init up to
+    it, however many messages the blocks take)."""
+    return [*table.state_ops(), *([("bypass", bypass)] if bypass is not None else []), ("config", table_config)]
+
+
 @dataclass
 class WorkerProc:
     """One worker process as the daemon sees it."""
@@ -165,10 +173,8 @@ class WorkerPool:
         w.last_seen = w.started = time.monotonic()
         w.restart_at = math.inf
         w.outbox.clear()
-        init = [("config", self.table_config), *self.table.state_ops()]
-        if self.bypass is not None:
-            init.append(("bypass", self.bypass))
-        self._send(w, mqwire.ops(init))
+        for m in mqwire.ops(init_ops(self.table, self.table_config, self.bypass)):
+            self._send(w, m)
 
     def _wait_ready(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -315,10 +321,11 @@ class WorkerPool:
         before = self.messages
         ops = self.table.take_ops()
         if ops:
-            data = mqwire.ops(ops)
+            messages = mqwire.ops(ops)
             for w in self.workers.values():
-                if w.alive:
-                    self._send(w, data)
+                for m in messages:
+                    if w.alive:
+                        self._send(w, m)
         for w in self.workers.values():
             self._flush(w)
         self._restart_due()
@@ -334,7 +341,8 @@ class WorkerPool:
         flows (their analysis follows, in the daemon's own drain)."""
         live = [w for w in self.workers.values() if w.ready]
         for w in live:
-            self._send(w, mqwire.ops([("drain", None)]))
+            for m in mqwire.ops([("drain", None)]):
+                self._send(w, m)
         deadline = time.monotonic() + seconds
         while any(not w.drained and w.alive for w in live) and time.monotonic() < deadline:
             self._poll(deadline - time.monotonic(), ())
@@ -384,7 +392,7 @@ class WorkerPool:
                 try:
                     w.sock.setblocking(True)
                     w.sock.settimeout(0.5)
-                    w.sock.send(mqwire.ops([("stop", None)]))
+                    w.sock.send(mqwire.ops([("stop", None)])[0])
                 except OSError:
                     pass
         deadline = time.monotonic() + 3.0

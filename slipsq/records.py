@@ -106,6 +106,15 @@ def fmt_score(score: float, threshold: float) -> str:
     return repr(score)
 
 
+def printable(text: Any) -> str:
+    """`text` with control and other unprintable characters as \\xNN escapes (a DNS name may hold any
+    byte: it must not drive the terminal that prints it, nor start a line of its own in a log)."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -200,7 +209,8 @@ class Alert:
             tail += f"; BLOCKED {d.blocked_ip} {dur}: {d.reason})"
         else:
             tail += f"; {d.reason})"
-        return head + tail
+        # one line whatever the description quotes (a newline in a DNS name would forge a second alert)
+        return printable(head + tail)
 
 
 # --- commands: what the engine decided, for the caller to carry out -----------------------------

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from slipsq.records import printable
+
 POLL = 1.0  # seconds between status requests (and redraws)
 KEEP_ALERTS = 200
 LOOP_LATE = 2.0  # the packet loop returns at least once a second (daemon.IDLE_WAKE): later than this is news
@@ -174,7 +176,9 @@ def render(v: View, width: int, height: int, now: float) -> list[Line]:
     if height > 1:
         lines += [("", NORMAL)] * (height - 1 - len(lines))
         lines.append((" " + foot, REVERSE))
-    return [(text[:width], attr) for text, attr in lines[:height]]
+    # escaped before it is cut: a description quotes DNS names of any bytes, and curses refuses a NUL
+    # (ValueError: the view would end) and moves the cursor for a newline or a tab
+    return [(printable(text)[:width], attr) for text, attr in lines[:height]]
 
 
 def _counters(st: dict[str, Any], r: dict[str, float]) -> list[Line]:

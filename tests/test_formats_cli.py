@@ -4,12 +4,17 @@ one line."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
 from syslog_rfc5424_parser import SyslogMessage
 
+from slipsq.output.alerts import AlertWriter
+from slipsq.records import Alert, printable
+from tests.flowgen import hostile_alerts
 from tests.test_replay_cli import DATA, one_clear_line, slipsq
 
 SCAN = DATA / "portscan.pcap"
@@ -90,3 +95,16 @@ def test_separate_runs_print_no_headings_into_a_foreign_format() -> None:
     lines = p.stdout.splitlines()
     assert lines and all(json.loads(x)["event_type"] == "alert" for x in lines)
     assert p.stderr.count("summary:") == 2
+
+
+@given(hostile_alerts())
+def test_a_hostile_description_is_one_printable_text_line(alert: Alert) -> None:
+    """The text format (stdout, the journal's MESSAGE and its stderr fallback): a DNS name with a
+    newline, ESC or NUL in a description stays inside its alert's one line, escaped, and cannot
+    forge a second alert line or drive the admin's terminal."""
+    out = io.StringIO()
+    AlertWriter(out, as_json=False, fmt="text").alert(alert)
+    text = out.getvalue()
+    assert text.endswith("\n") and text.count("\n") == 1
+    assert text[:-1].isprintable()
+    assert printable(alert.evidence.description) in text

@@ -171,3 +171,17 @@ def test_config_checks_commands_and_limits(tmp_path: Path) -> None:
     h = from_config(_cfg(hooks__on_block="true --flag", hooks__timeout="2m"), print)  # found on PATH
     assert h is not None and h.commands["block"][1:] == ["--flag"] and h.timeout == 120.0
     h.close()
+
+
+def test_a_hooks_last_words_are_printed_escaped(tmp_path: Path) -> None:
+    """A hook's stderr may quote what it was given (a notifier failing on a description that holds
+    a DNS name's ESC bytes): its last line goes to the daemon's log and to `slipsq status` escaped."""
+    hook = _script(tmp_path, "fail", "printf 'cannot send \\033[2J\\033]0;owned\\007 to the phone\\n' >&2; exit 1\n")
+    logged: list[str] = []
+    h = _hooks({"alert": [str(hook)]}, logged)
+    h.alert(bundled_alerts()[0])
+    _wait_for(lambda: h.counters()["on_alert"]["failed"] == 1)
+    h.close()
+    last = h.counters()["on_alert"]["last_error"]
+    assert last == "exit status 1: cannot send \\x1b[2J\\x1b]0;owned\\x07 to the phone"
+    assert logged and all(line.isprintable() for line in logged)

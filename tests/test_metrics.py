@@ -267,3 +267,40 @@ def test_a_textfile_node_exporter_would_not_read_is_refused(tmp_path: Path, bad:
     conf.write_text(f'[metrics]\ntextfile = "{bad}"\n')
     with pytest.raises(ConfigError, match=r"metrics\.textfile.*\.prom"):
         runmode.load_config(conf)
+
+
+def test_a_client_that_trickles_its_request_is_cut_off_and_scrapes_go_on(exporter_for: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The socket timeout bounds each read, not a request: a client sending a byte now and then
+    (under the timeout each time) held the one server thread for as long as it liked, and every
+    scrape behind it failed. It gets HTTP_TIMEOUT for the whole request."""
+    from slipsq.output import metrics
+
+    monkeypatch.setattr(metrics, "HTTP_TIMEOUT", 1.0)
+    listen = f"127.0.0.1:{free_port()}"
+    exporter_for(lambda: {"queue": {"packets": 5}}, listen=listen)
+    slow = socket.create_connection(parse_listen(listen))
+    cut = threading.Event()
+
+    def trickle() -> None:
+        data = b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 200
+        try:
+            for i in range(len(data)):  # a byte every 0.3 s: never idle for the 1 s timeout
+                slow.send(data[i:i + 1])
+                time.sleep(0.3)
+        except OSError:
+            cut.set()  # reset by the server
+            return
+        slow.settimeout(5)
+        try:
+            if slow.recv(1024) == b"":
+                cut.set()
+        except OSError:
+            cut.set()
+
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    time.sleep(0.5)  # it is the request the server is reading
+    assert value(scrape(listen), "slipsq_packets") == 5  # answered while the trickle would go on for a minute
+    assert wait_for(cut.is_set, 30)
+    slow.close()

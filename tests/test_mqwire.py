@@ -127,4 +127,36 @@ def test_wrong_shapes_are_refused(msg: object) -> None:
 def test_ops_round_trip() -> None:
     items = [("config", {"flowtable.max_flows": 10}), ("block", ["192.0.2.1", "2001:db8::1"]),
              ("kinds", ["dns"]), ("unblock", ["192.0.2.1"]), ("drain", None), ("stop", None)]
-    assert mqwire.loads(mqwire.ops(items)) == ("ops", items)
+    assert [mqwire.loads(m) for m in mqwire.ops(items)] == [("ops", items)]
+
+
+addresses = st.ip_addresses().map(str)
+op_items = st.lists(st.tuples(st.sampled_from(["block", "unblock"]), st.lists(addresses, max_size=50))
+                    | st.tuples(st.sampled_from(["kinds"]), st.lists(st.sampled_from(["dns", "tls"])))
+                    | st.tuples(st.sampled_from(["drain", "stop"]), st.none()), max_size=8)
+
+
+@settings(max_examples=100, deadline=None)
+@given(op_items, st.integers(0, 70_000), st.booleans())
+def test_ops_of_any_length_are_cut_under_the_limit_in_order(items: list[tuple[str, object]], many: int,
+                                                           v6: bool) -> None:
+    # up to judge.max_blocks (65,536) addresses in one op: what a worker's init carries
+    burst = [f"2001:db8:ffff:ffff:ffff:ffff:{i >> 16:x}:{i & 0xFFFF:x}" if v6 else
+             f"10.{i >> 16}.{i >> 8 & 255}.{i & 255}" for i in range(many)]
+    items = [*items, ("block", burst), ("config", {"flowtable.max_flows": 10})]
+    messages = mqwire.ops(items)
+    got: list[tuple[str, object]] = []
+    for m in messages:
+        assert len(m) <= mqwire.MAX_MESSAGE
+        kind, ops = mqwire.loads(m)
+        assert kind == "ops" and ops
+        got += ops
+
+    def per_address(ops: list[tuple[str, object]]) -> list[tuple[str, object]]:
+        out: list[tuple[str, object]] = []
+        for op, arg in ops:
+            out += [(op, ip) for ip in arg] if op in ("block", "unblock") else [(op, arg)]  # type: ignore[union-attr]
+        return out
+
+    assert per_address(got) == per_address(items)
+    assert got[-1][0] == "config"  # a worker's init ends with it

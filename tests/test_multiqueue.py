@@ -176,3 +176,35 @@ def test_the_cli_refuses_a_bad_queue_with_one_line(args: list[str], says: str) -
     from tests.test_replay_cli import one_clear_line, slipsq
 
     one_clear_line(slipsq(*args), 2, says)
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_a_worker_reads_an_init_with_every_block_the_judge_allows(v6: bool) -> None:
+    """judge.max_blocks (65,536) active blocks reach a starting worker whole, over the real kind of
+    socket: a single init message of them was longer than the worker reads (it came truncated, the
+    worker could not start, and its queue stayed open to every blocked address)."""
+    import socket
+    import threading
+
+    from slipsq.mqworker import QueueWorker
+    from slipsq.multiqueue import SOCK_BUF, init_ops
+
+    t = RemoteTable()
+    ips = [f"2001:db8:ffff:ffff:ffff:ffff:{i >> 16:x}:{i & 0xFFFF:x}" if v6 else
+           f"10.{i >> 16}.{i >> 8 & 255}.{i & 255}" for i in range(65_536)]
+    for ip in ips:
+        t.block(ip)
+    t.set_app_kinds(frozenset({"dns"}))
+    daemon, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with daemon, worker:
+        for s in (daemon, worker):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCK_BUF)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF)
+        messages = mqwire.ops(init_ops(t, {"flowtable.max_flows": 1000}))
+        sender = threading.Thread(target=lambda: [daemon.sendall(m) for m in messages], daemon=True)
+        sender.start()  # (a thread: without root's buffer sizes they would not all fit at once)
+        init = QueueWorker(worker, 0, 1024).read_init()
+        sender.join(5)
+    blocked = [ip for op, arg in init if op == "block" for ip in arg]
+    assert blocked == sorted(ips) and ("kinds", ["dns"]) in init
+    assert init[-1] == ("config", {"flowtable.max_flows": 1000})

@@ -153,3 +153,44 @@ def test_a_hostile_dns_name_from_the_wire_is_text_in_the_report(out: Path, tmp_p
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;.evil.example" in page
     timeline = (tmp_path / "o" / "timeline" / f"{VICTIM}.txt").read_text()
     assert f"asked {hostile} -> 198.51.100.9" in timeline
+
+
+def test_hostile_activity_lines_are_left_out_never_an_internal_error(tmp_path: Path) -> None:
+    """Lines a damaged or hand-edited log may hold (each of them ended `slipsq report` and `slipsq
+    timeline` in "internal error: OverflowError ..." before): the page and the story are written
+    from the rest, and the lines without a usable time are counted as skipped."""
+    host = "10.0.0.1"
+    lines = [{"k": "alert", "ts": 5.0, "offender": host, "src_ip": host, "score": 1.5, "description": "kept"},
+             {"k": "dns", "ts": float("inf"), "host": host, "name": "x", "rcode": 0},
+             {"k": "dns", "ts": 1e300, "host": host, "name": "x", "rcode": 0},
+             {"k": "flow", "ts": 6.0, "src": host, "dst": "10.0.0.2", "dport": 80, "proto": "tcp", "sbytes": "x",
+              "dbytes": 0},
+             {"k": "alert", "ts": 7.0, "offender": host, "score": "high"},
+             {"k": "block", "ts": 8.0, "ip": host, "duration": [1]}]
+    (tmp_path / "activity.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    r = CliRunner().invoke(main, ["report", "--from", str(tmp_path), "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    assert "1 host(s) with evidence" in r.output and "kept" in (tmp_path / "r.html").read_text()
+    r = CliRunner().invoke(main, ["timeline", host, "--from", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "kept" in r.output and "2 unreadable log lines skipped" in r.output and "4-tuples, 0 flows" in r.output
+
+
+def test_a_report_holds_no_lone_surrogate_and_no_control_character(tmp_path: Path) -> None:
+    """An address, an answer or a by-line that is no text (a lone surrogate, which a damaged log's
+    JSON escape makes) and a folder named in bytes that are no UTF-8 (Python hands them over as
+    surrogates) ended `slipsq report` in an internal error, its temporary file left behind."""
+    host = "10.0.0.1"
+    folder = tmp_path / "bad-\udcff-name"  # the bytes b"bad-\xff-name" on disk
+    folder.mkdir()
+    lines = [{"k": "alert", "ts": 5.0, "offender": host, "src_ip": host, "score": 1.5, "description": "kept"},
+             {"k": "flow", "ts": 6.0, "end": 7.0, "src": host, "dst": "\ud800\x1b[2J", "dport": 80, "proto": "tcp",
+              "sbytes": 1, "dbytes": 1},
+             {"k": "dns", "ts": 6.0, "host": host, "name": "n", "rcode": 0, "answers": ["\ud800\x1b"]},
+             {"k": "block", "ts": 8.0, "ip": host, "duration": 60, "reason": "r", "by": "\ud800\x1b"}]
+    (folder / "activity.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    r = CliRunner().invoke(main, ["report", "--from", str(folder), "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "r.html").read_text()
+    assert "kept" in page and "\\ud800\\x1b[2J" in page and "\x1b" not in page
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder.name, "r.html"])

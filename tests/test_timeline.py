@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slipsq import runmode
@@ -178,3 +178,52 @@ def test_select_skips_lines_unparsed_but_never_loses_a_record(beacon_run: tuple[
     mine = list(reader.select(mentions=[gen_corpus.CNC]))
     assert len(mine) < len(records)
     assert build(mine, {gen_corpus.CNC}) == build(records, {gen_corpus.CNC})
+
+
+HOST = "10.0.0.1"
+_values = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                    st.floats(allow_nan=True, allow_infinity=True),
+                    st.text(st.characters(blacklist_categories=()), max_size=20),  # lone surrogates too
+                    st.lists(st.integers(), max_size=2),
+                    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                    st.sampled_from([HOST, "10.0.0.2", "1e300", "nan"]))
+_fields = ("ts", "end", "src", "dst", "dport", "proto", "sbytes", "dbytes", "host", "name", "rcode", "answers",
+           "offender", "src_ip", "score", "action", "detector", "description", "ip", "duration", "reason", "by", "who")
+
+
+@st.composite
+def hostile_records(draw: st.DrawFn) -> dict[str, object]:
+    """An activity record of a known kind naming the host, every other field anything JSON holds."""
+    rec: dict[str, object] = {"k": draw(st.sampled_from(["flow", "dns", "alert", "block", "unblock"]))}
+    for f in _fields:
+        if draw(st.booleans()):
+            rec[f] = draw(_values)
+    for f in draw(st.lists(st.sampled_from(["src", "host", "offender", "ip"]), max_size=2)):
+        rec[f] = HOST
+    return rec
+
+
+@settings(max_examples=100, deadline=None)  # (a page each: about 0.1 s per example)
+@given(st.lists(hostile_records(), max_size=6))
+def test_a_hostile_activity_log_never_breaks_a_timeline_or_the_report(tmp_path_factory: pytest.TempPathFactory,
+                                                                      recs: list[dict[str, object]]) -> None:
+    """Whatever a line of activity.jsonl holds (a hand-edited or damaged log: a time of 1e300 or
+    Infinity, a count that is text, a block with a list for its duration), the reader and the
+    stories leave it out or tell it, and the text and the page are written: `slipsq report` never
+    ends in an internal error for a line of its input."""
+    from slipsq.report import stories
+    from slipsq.report.html import render_report
+
+    d = tmp_path_factory.mktemp("hostile")
+    good = {"k": "alert", "ts": 5.0, "offender": HOST, "src_ip": HOST, "score": 1.5, "description": "ok"}
+    (d / "activity.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [good, *recs]))
+    reader = Reader.folder(d)
+    found = stories(reader)
+    assert HOST in [s.ip for s in found]
+    for s in found:
+        text = render(s, reader.skipped)
+        assert all(line.isprintable() for line in text.splitlines())
+    page = render_report(found, "test", skipped=reader.skipped)
+    assert page.startswith("<!DOCTYPE html>")
+    page.encode("utf-8")  # what write_report does: a lone surrogate would fail it (internal error)
+    assert "\x1b" not in page

@@ -140,6 +140,31 @@ def test_any_terminal_size_gets_what_fits(width: int, height: int, up: bool, nbl
         assert lines[-1][1] == REVERSE and lines[-1][0].strip()  # the keys (or the prompt) stay in sight
 
 
+hostile = st.text(max_size=30)  # what a DNS name quoted in a description may hold: NUL, newline, ESC
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(hostile, hostile, hostile), max_size=5), st.lists(st.tuples(hostile, hostile), max_size=5),
+       st.integers(1, 200), st.integers(1, 60))
+def test_hostile_text_from_the_daemon_is_drawn_escaped(alerts: list[tuple[str, str, str]],
+                                                      blocks: list[tuple[str, str]], width: int, height: int) -> None:
+    """curses refuses a NUL (the view ended with "internal error: ValueError") and moves the cursor
+    for a newline: every line of the screen is printable text, what the network wrote included."""
+    v = view()
+    for desc, detector, offender in alerts:
+        v.alerts.append({"time": desc, "detector": detector, "action": "alert", "offender": offender,
+                         "description": desc})
+    v.take_blocks([{"ip": f"192.0.2.{i}", "remaining": 60.0, "detector": d, "by": "judge", "reason": r}
+                   for i, (r, d) in enumerate(blocks)], 0.0)
+    lines = render(v, width, height, 1.0)
+    assert lines and all(t.isprintable() and len(t) <= width for t, _ in lines)
+    # and what it said is still there to read
+    v.alerts.append({"time": "2026-12-05T15:40:01Z", "detector": "dga", "action": "alert",
+                     "offender": "192.0.2.1", "description": "e.g. a\x00b\nc.example"})
+    if width >= 120 and height >= 30:
+        assert any(t.endswith("e.g. a\\x00b\\nc.example") for t, _ in render(v, width, height, 1.0))
+
+
 @pytest.mark.parametrize("seconds,want", [(None, "no expiry"), (59.9, "0m59s"), (3600, "1h00m"),
                                           (90000, "1d01h"), (-5, "0m00s")])
 def test_left(seconds: float | None, want: str) -> None:
@@ -272,3 +297,24 @@ def test_any_keys_keep_the_selection_in_the_list_and_unblock_only_after_y(keys: 
             assert key in ("q", "Q") and not asked
         assert 0 <= v.selected < max(1, n)
         prev = key
+
+
+def test_status_and_explain_print_a_hostile_description_escaped(tmp_path: Path) -> None:
+    """A DNS name quoted in a description (DGA samples) holds any bytes: `slipsq status` and `slipsq
+    explain` print it escaped, one line per alert, so it cannot clear the admin's screen or add a
+    line that looks like another alert."""
+    from click.testing import CliRunner
+
+    from slipsq.cli import main
+
+    evil = "e.g. a\x1b[2J\rb.example\n  2026-12-05T00:00:00Z [block] fake 10.6.6.6: forged"
+    with running_daemon(tmp_path) as d:
+        d.alert("203.0.113.8", "dga", evil)
+        d.judged_block("203.0.113.9", "dga", evil)
+        status = CliRunner().invoke(main, ["status", "--state-dir", str(tmp_path)])
+        explain = CliRunner().invoke(main, ["explain", "203.0.113.9", "--state-dir", str(tmp_path)])
+    for r in (status, explain):
+        assert r.exit_code == 0, r.output
+        assert all(line.isprintable() for line in r.output.splitlines())
+        assert "e.g. a\\x1b[2J\\rb.example\\n  2026-12-05" in r.output
+        assert not any(line.lstrip().startswith("2026-12-05T00:00:00Z") for line in r.output.splitlines())

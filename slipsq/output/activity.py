@@ -11,8 +11,9 @@ week cannot fill a Pi's SD card; the newest lines are the last hours).
     {"k": "unblock", "ts": .., "ip": .., "reason": .., "who": ..}
 
 Written by a sink: in replay as the commands come, inline by the daemon's worker thread, never on
-the packet loop. Reading skips lines that are not whole JSON objects (a log being written ends in a
-half line) and counts them. This module writes and reads lines; it decides nothing.
+the packet loop. Reading skips lines that are not whole JSON objects with a time (a log being
+written ends in a half line; a hand-edited one may hold anything) and counts them. This module
+writes and reads lines; it decides nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from slipsq.records import Alert, Block, Query, Unblock
 from slipsq.sink import Sink
 
 FILE_NAME = "activity.jsonl"
+MAX_TS = 1e11  # a time past year 5000 (or Infinity, which json reads) is no record slipsq wrote
 MAX_MENTIONS = 64  # addresses a text prefilter looks for; with more, every line is parsed
 
 OPTIONS = (
@@ -176,7 +178,7 @@ class Reader:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(rec, dict) and isinstance(rec.get("ts"), (int, float)):
+            if isinstance(rec, dict) and is_time(rec.get("ts")):
                 times.append(max(float(rec["ts"]), _num(rec.get("end"))))
         return max(times, default=None)
 
@@ -208,12 +210,17 @@ class Reader:
                     except ValueError:
                         self.skipped += bool(line.strip())
                         continue
-                    if not isinstance(rec, dict) or not isinstance(rec.get("ts"), (int, float)):
+                    if not isinstance(rec, dict) or not is_time(rec.get("ts")):
                         self.skipped += 1
                         continue
                     if rec["ts"] >= since or (rec.get("k") == "flow" and _num(rec.get("end")) >= since):
                         yield rec
 
 
+def is_time(v: Any) -> bool:
+    """A record's time: a number of seconds since 1970 that a date can be made of (not NaN or inf)."""
+    return isinstance(v, (int, float)) and 0 <= v < MAX_TS
+
+
 def _num(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) else float("-inf")
+    return float(v) if is_time(v) else float("-inf")

@@ -262,7 +262,7 @@ def write_atomic(path: str, data: bytes) -> None:
 
 # --- serving: HTTP and the textfile, each in its own thread -----------------------------------------
 
-HTTP_TIMEOUT = 5.0  # seconds a client may take to send its request: the one server thread is not held longer
+HTTP_TIMEOUT = 5.0  # seconds a client may take for its whole request: the one server thread is not held longer
 
 
 def http_server(listen: str, reg: Any) -> Any:
@@ -284,6 +284,23 @@ def http_server(listen: str, reg: Any) -> Any:
 
     class Handler(WSGIRequestHandler):
         timeout = HTTP_TIMEOUT
+
+        def handle(self) -> None:
+            # the socket timeout bounds each read, not the request: a client trickling a byte now
+            # and then would hold the one server thread (and every scrape) as long as it liked
+            cut = threading.Timer(self.timeout, self._cut)
+            cut.daemon = True
+            cut.start()
+            try:
+                super().handle()
+            finally:
+                cut.cancel()
+
+        def _cut(self) -> None:
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)  # its read returns: the request ends
+            except OSError:
+                pass
 
         def log_message(self, format: str, *args: Any) -> None:  # a scrape every 15 s is no news
             pass

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slipsq.detect.stratosphere.letters import LETTER_PROTOS, letters_of
-from slipsq.records import fmt_score
+from slipsq.output.activity import is_time
+from slipsq.records import fmt_score, printable
 
 MAX_SAMPLES = 2000  # flows per 4-tuple kept for letters and plots (the newest)
 MAX_TUPLES = 2000  # 4-tuples per host (the first seen; later ones are counted)
@@ -31,15 +32,6 @@ MAX_ALERTS = 2000  # alerts per host (the first ones: the story's beginning matt
 MAX_LINES = 400  # 4-tuple lines in a text timeline (the busiest)
 SPREAD = 5  # one-flow 4-tuples of one client to one port (or one host) that make one "scan" line
 HOUR = 3600.0
-
-
-def printable(text: Any) -> str:
-    """`text` with control and other unprintable characters as \\xNN escapes (a DNS name may hold any
-    byte: it must not drive the terminal that prints it)."""
-    s = str(text)
-    if s.isprintable():
-        return s
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
 
 
 def when(ts: float) -> str:
@@ -154,34 +146,51 @@ def build(records: Iterable[dict[str, Any]], hosts: Iterable[str], window: float
             elif k == "alert":
                 _alert(stories, r, window)
             elif k in ("block", "unblock"):
-                s = stories.get(r.get("ip"))  # type: ignore[arg-type]
-                if s is not None:
-                    s.blocks.append(r)
-        except (TypeError, ValueError, KeyError):
+                _block(stories.get(r.get("ip")), r)  # type: ignore[arg-type]
+        except (TypeError, ValueError, KeyError, OverflowError):  # (int() of a JSON 1e400 is inf)
             continue  # a record of the wrong shape (a hand-edited log): left out, never a crash
     return stories
 
 
+# Each record is read whole before it changes a story: a field of the wrong kind raises (build leaves
+# the record out) while nothing of it is kept, so what a story holds can always be printed.
+
+def _time(v: Any) -> float:
+    if not is_time(v):
+        raise ValueError(f"not a time: {v!r:.40}")
+    return float(v)
+
+
+def _number(v: Any) -> float:
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"not a finite number: {v!r:.40}")
+    return f
+
+
 def _flow(stories: dict[str, Story], r: dict[str, Any]) -> None:
     src, dst = r["src"], r["dst"]
+    key = (src, dst, int(r["dport"]), str(r["proto"]))
+    ts = _time(r["ts"])
+    values = (ts, _time(r.get("end") or ts), int(r["sbytes"]), int(r["dbytes"]))
     for ip in (src, dst) if src != dst else (src,):
         s = stories.get(ip)
         if s is None:
             continue
-        key = (src, dst, int(r["dport"]), str(r["proto"]))
         t = s.tuples.get(key)
         if t is None:
             if len(s.tuples) >= MAX_TUPLES:
                 s.left_out["tuples"] += 1
                 continue
             t = s.tuples[key] = TupleStats(*key)
-        t.add(float(r["ts"]), float(r.get("end") or r["ts"]), int(r["sbytes"]), int(r["dbytes"]))
+        t.add(*values)
 
 
 def _dns(s: Story | None, r: dict[str, Any]) -> None:
     if s is None:
         return
-    name, ts = str(r["name"]), float(r["ts"])
+    name, ts, rcode = str(r["name"]), _time(r["ts"]), int(r.get("rcode") or 0)
+    answers = [str(a) for a in list(r.get("answers") or ())[:8]]
     n = s.names.get(name)
     if n is None:
         if len(s.names) >= MAX_NAMES:
@@ -190,15 +199,19 @@ def _dns(s: Story | None, r: dict[str, Any]) -> None:
         n = s.names[name] = NameStats(name, ts, ts, 0)
     n.count += 1
     n.first, n.last = min(n.first, ts), max(n.last, ts)
-    n.rcode = int(r.get("rcode") or 0)
-    for a in list(r.get("answers") or ())[:8]:
+    n.rcode = rcode
+    for a in answers:
         if len(n.answers) < 8:
-            n.answers.add(str(a))
+            n.answers.add(a)
 
 
 def _alert(stories: dict[str, Story], r: dict[str, Any], window: float) -> None:
-    offender = r.get("offender")
-    for ip in {offender, r.get("src_ip")}:
+    # the offender's window score after this evidence; the source of the evidence (an infected
+    # host whose C&C server is the offender) shares it: its traffic made that score
+    start = (_time(r["ts"]) // window) * window  # the judge's windows are aligned (judge.py)
+    score = _number(r.get("score") or 0.0)
+    _time(_alert_ts(r))
+    for ip in {r.get("offender"), r.get("src_ip")}:
         s = stories.get(ip)  # type: ignore[arg-type]
         if s is None:
             continue
@@ -206,10 +219,16 @@ def _alert(stories: dict[str, Story], r: dict[str, Any], window: float) -> None:
             s.alerts.append(r)
         else:
             s.left_out["alerts"] += 1
-        # the offender's window score after this evidence; the source of the evidence (an infected
-        # host whose C&C server is the offender) shares it: its traffic made that score
-        start = (float(r["ts"]) // window) * window  # the judge's windows are aligned (judge.py)
-        s.windows[start] = max(s.windows.get(start, 0.0), float(r.get("score") or 0.0))
+        s.windows[start] = max(s.windows.get(start, 0.0), score)
+
+
+def _block(s: Story | None, r: dict[str, Any]) -> None:
+    if s is None:
+        return
+    _time(r["ts"])
+    if r.get("k") == "block" and r.get("duration"):
+        _number(r["duration"])
+    s.blocks.append(r)
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -245,7 +264,7 @@ def events(story: Story) -> list[tuple[float, str, str]]:
                         f"{printable(b.get('reason', ''))}"))
     order = {"flows": 0, "dns": 1, "evidence": 2, "BLOCKED": 3, "UNBLOCKED": 4}
     out.sort(key=lambda e: (e[0], order[e[1]]))  # at one time: a block after the evidence that decided it
-    return out
+    return [(ts, kind, printable(text)) for ts, kind, text in out]  # (addresses and detectors too)
 
 
 def _spreads(tuples: list[TupleStats]) -> tuple[list[TupleStats], list[tuple[float, str]]]:
@@ -275,7 +294,7 @@ def _spreads(tuples: list[TupleStats]) -> tuple[list[TupleStats], list[tuple[flo
 def render(story: Story, skipped: int = 0) -> str:
     """The text timeline of one host (what `slipsq timeline IP` prints, and -o DIR's timeline/IP.txt)."""
     first, last = story.span()
-    lines = [f"timeline of {story.ip}: {when(first)} to {when(last)} UTC",
+    lines = [f"timeline of {printable(story.ip)}: {when(first)} to {when(last)} UTC",
              f"  highest window score {fmt_score(story.score, story.threshold)} (threshold "
              f"{story.threshold:g}); blocked {story.times_blocked} time(s); {len(story.tuples)} 4-tuples, "
              f"{story.flows} flows, {len(story.names)} DNS names, {len(story.alerts)} alerts"]

@@ -4,7 +4,8 @@ Jinja2 template shipped in the package (slipsq/report/templates/report.html.j2).
 Self-contained: the CSS is inline, the plots are inline SVG (slipsq.report.svg), there is no script,
 no font, no image and no link to anything outside the file, so it opens on a machine without network
 and leaks nothing when opened. Autoescaping is on for every value: DNS names, descriptions and
-reasons came from the network, and a hostile name must show as text, never become markup. This
+reasons came from the network, and a hostile name must show as text, never become markup; every
+text is `printable` first (no control character, no lone surrogate, which UTF-8 cannot write). This
 module formats; it reads no traffic and writes no file.
 """
 
@@ -32,16 +33,16 @@ def environment() -> Environment:
 
 def _tuple_row(t: TupleStats) -> dict[str, Any]:
     letters = t.letters
-    return {"label": t.label(), "flows": t.flows, "up": t.sbytes, "down": t.dbytes, "first": when(t.first),
+    return {"label": printable(t.label()), "flows": t.flows, "up": t.sbytes, "down": t.dbytes, "first": when(t.first),
             "letters": letters[:160] + ("…" if len(letters) > 160 else "")}
 
 
 def _block_row(b: dict[str, Any]) -> dict[str, str]:
     if b.get("k") == "block":
         dur = "until unblocked" if not b.get("duration") else f"for {float(b['duration']) / 3600:g} h"
-        return {"what": "blocked", "when": when(float(b["ts"])), "how": dur, "who": str(b.get("by", "")),
+        return {"what": "blocked", "when": when(float(b["ts"])), "how": dur, "who": printable(b.get("by", "")),
                 "reason": printable(b.get("reason", ""))}
-    return {"what": "unblocked", "when": when(float(b["ts"])), "how": "", "who": str(b.get("who", "")),
+    return {"what": "unblocked", "when": when(float(b["ts"])), "how": "", "who": printable(b.get("who", "")),
             "reason": printable(b.get("reason", ""))}
 
 
@@ -63,13 +64,14 @@ def host_view(s: Story, rank: int) -> dict[str, Any]:
     rows = events(s)
     names = sorted(s.names.values(), key=lambda n: (-n.count, n.name))
     return {
-        "rank": rank, "ip": s.ip, "score": fmt_score(s.score, s.threshold), "over": s.score >= s.threshold,
+        "rank": rank, "ip": printable(s.ip), "score": fmt_score(s.score, s.threshold), "over": s.score >= s.threshold,
         "blocked": s.times_blocked, "flows": s.flows, "tuples": len(s.tuples), "span": f"{when(first)} – {when(last)}",
         "plots": plots,
         "tuple_rows": [_tuple_row(t) for t in busiest[:MAX_TUPLE_ROWS]],
         "more_tuples": max(0, len(busiest) - MAX_TUPLE_ROWS),
         "names": [{"name": printable(n.name), "count": n.count,
-                   "answer": "NXDOMAIN" if n.rcode == 3 else ", ".join(sorted(n.answers)) or f"rcode {n.rcode}"}
+                   "answer": printable("NXDOMAIN" if n.rcode == 3 else
+                                       ", ".join(sorted(n.answers)) or f"rcode {n.rcode}")}
                   for n in names[:100]],
         "more_names": max(0, len(names) - 100),
         "blocks": [_block_row(b) for b in sorted(s.blocks, key=lambda b: float(b["ts"]))],
@@ -86,7 +88,7 @@ def render_report(found: list[Story], source: str, left_out: int = 0, skipped: i
     page = environment().get_template("report.html.j2")
     return page.render(
         hosts=[host_view(s, i + 1) for i, s in enumerate(found)],
-        source=source, version=__version__, left_out=left_out, skipped=skipped,
+        source=printable(source), version=__version__, left_out=left_out, skipped=skipped,
         generated=(now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC"),
         span=f"{when(min(a for a, _ in spans))} – {when(max(b for _, b in spans))} UTC" if spans else "no activity",
         blocked=sum(1 for s in found if s.times_blocked),
