@@ -264,11 +264,21 @@ class Engine:
                 self._evidence(ev)
 
     def _analyze(self, flow: Flow) -> None:
-        if not flow.is_report:  # an active-timeout report is the same flow again, not a new one
+        if flow.closed_by != "active":  # an active-timeout report (is_report) is the same flow again
             self.counters.flows += 1
             if self.export_flows:
                 self._out.append(flow)
-        self._run(self._on_flow, flow)
+        # _run, written out: this loop runs for every closed flow and every detector, and most
+        # calls return no evidence
+        for fn in self._on_flow:
+            try:
+                evs = fn(flow)
+            except Exception as e:
+                self._failed(fn, e)
+                continue
+            if evs:
+                for ev in evs:
+                    self._evidence(ev)
 
     def _evidence(self, ev: Evidence) -> None:
         decision: Decision = self.judge.add(ev)

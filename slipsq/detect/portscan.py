@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.prefixes import Memo
 from slipsq.flow import Flow
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
@@ -50,13 +51,8 @@ _ANSWERED_STATES = frozenset({"SF", "S1", "S2", "S3", "RSTO", "RSTR", "CON", "EC
 _ECHO_REQUEST = {"icmp": 8, "ipv6-icmp": 128}
 
 
-def unanswered(f: Flow) -> bool:
-    """True when the flow got no answer or a reject: from its state, else from its packet counts.
-
-    Argus TCP states are "<source flags>_<destination flags>": the target answered when it sent a
-    SYN, data, or a FIN (e.g. S_ and S_RA are unanswered/rejected, FSPA_FSPA answered).
-    """
-    st = f.state
+def _state_unanswered(st: str) -> bool | None:
+    """What a state string says (see `unanswered`); None when it says nothing."""
     if st in _FAILED_STATES:
         return True
     if st in _ANSWERED_STATES:
@@ -64,7 +60,22 @@ def unanswered(f: Flow) -> bool:
     if "_" in st:
         dst = st.partition("_")[2]
         return not ("S" in dst or "P" in dst or "F" in dst)
-    return f.dpkts == 0
+    return None
+
+
+# state -> _state_unanswered(state): a table's flows carry a few hundred distinct flag combinations,
+# asked about by three detectors per flow (bounded: a flow file may carry any text)
+_BY_STATE = Memo(_state_unanswered, 4096).__getitem__
+
+
+def unanswered(f: Flow) -> bool:
+    """True when the flow got no answer or a reject: from its state, else from its packet counts.
+
+    Argus TCP states are "<source flags>_<destination flags>": the target answered when it sent a
+    SYN, data, or a FIN (e.g. S_ and S_RA are unanswered/rejected, FSPA_FSPA answered).
+    """
+    said = _BY_STATE(f.state)
+    return f.dpkts == 0 if said is None else said
 
 
 class _Targets:
