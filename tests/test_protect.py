@@ -19,8 +19,14 @@ from slipsq.config import CORE_OPTIONS, Config
 from slipsq.judge import Judge
 from slipsq.records import CRITICAL, Evidence
 
+
+def not_v4_mapped(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    # ip_addresses(v=6) draws only IPv6Address (its type says either); ::ffff:a.b.c.d is IPv4 in disguise
+    return isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is None
+
+
 v4 = st.ip_addresses(v=4).map(str)
-v6 = st.ip_addresses(v=6).filter(lambda a: a.ipv4_mapped is None).map(str)
+v6 = st.ip_addresses(v=6).filter(not_v4_mapped).map(str)
 addrs = st.one_of(v4, v6)
 
 IP_ADDR = json.dumps([
