@@ -8,7 +8,7 @@ import ipaddress
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -114,10 +114,11 @@ def test_ss_gives_the_servers_the_gateway_talks_to_not_clients_calling_in() -> N
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=400))
 def test_parsers_never_raise_on_junk(text: str) -> None:
-    for parse in (protect.parse_resolv_conf, protect.parse_chrony_conf, protect.parse_chronyc_sources,
-                  protect.parse_timesyncd_conf, protect.parse_timesync_show, protect.parse_ss,
-                  protect.parse_ip_route):
-        parse(text)  # type: ignore[operator]
+    parsers: tuple[Callable[[str], object], ...] = (
+        protect.parse_resolv_conf, protect.parse_chrony_conf, protect.parse_chronyc_sources,
+        protect.parse_timesyncd_conf, protect.parse_timesync_show, protect.parse_ss, protect.parse_ip_route)
+    for parse in parsers:
+        parse(text)
     protect.parse_ip_addr(text)
     protect.parse_ip_addr(json.dumps([{"addr_info": [{"local": text, "prefixlen": text}]}, text]))
 
