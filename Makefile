@@ -51,7 +51,7 @@ run: build
 
 lint: deps
 	$(VENV)/bin/ruff check slipsq tests tools bench
-	$(VENV)/bin/mypy slipsq
+	$(VENV)/bin/mypy slipsq tests bench tools
 
 unit: build
 	$(VENV)/bin/pytest -q -m "not kernel"

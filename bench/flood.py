@@ -103,11 +103,9 @@ def child(kind: str, flows: int, keys: int, rate: float) -> dict[str, Any]:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         else:
             memory.trim()
-    from slipsq.replay import load_engine_models
-
     cfg = runmode.load_config()
     cfg.set("judge.block", False)  # judged, alerted, never dropped: every row analyses all its flows
-    engine = Engine(cfg, models=load_engine_models(None, cfg))  # as the daemon runs it
+    engine = Engine(cfg, models=runmode.load_engine_models(None, cfg))  # as the daemon runs it
     tune_gc()
     t0 = 1_700_000_000.0
     for i in range(2000):  # warm up: first-use allocations are not the flood's (nothing gets blocked)

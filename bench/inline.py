@@ -93,8 +93,9 @@ class Mode:
 def udp(lab: Lab, seconds: float, rate: float = 0.0) -> tuple[int, int]:
     """(sent, received) small UDP datagrams from client A to the server through the gateway."""
     sink = lab.probe(lab.ns["srv"], "udpsink", f"{CNC}:9999", str(seconds + 1.5))
+    assert sink.stdout is not None
     if sink.stdout.readline().strip() != "ready":
-        raise RuntimeError(f"udp sink: {sink.stderr.read()}")
+        raise RuntimeError(f"udp sink: {sink.stderr.read() if sink.stderr else ''}")
     flood = lab.probe(lab.ns["a"], "udpflood", f"{CNC}:9999", str(seconds), "18", str(rate))
     sent = int(flood.communicate(timeout=seconds + 30)[0].split()[-1])
     received = int(sink.communicate(timeout=seconds + 30)[0].split()[-1])
@@ -104,7 +105,7 @@ def udp(lab: Lab, seconds: float, rate: float = 0.0) -> tuple[int, int]:
 def tcp(lab: Lab, seconds: float) -> float:
     """Mbit/s of one TCP stream from client A to the server."""
     sink = lab.probe(lab.ns["srv"], "tcpsink", f"{CNC}:9998", str(seconds))
-    assert sink.stdout.readline().strip() == "ready"
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
     send = lab.probe(lab.ns["a"], "tcpsend", f"{CNC}:9998", str(seconds))
     send.communicate(timeout=seconds + 30)
     r = json.loads(sink.communicate(timeout=seconds + 30)[0].splitlines()[-1])

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from slipsq import runmode
 from slipsq.control import ControlServer
@@ -25,7 +25,7 @@ from slipsq.records import Alert, Decision, Evidence
 from slipsq.service import Notifier, Service
 from slipsq.sink import Fanout
 from slipsq.sources.nfqueue import QueueInfo
-from slipsq.verdict.firewall import QueueCounters
+from slipsq.verdict.firewall import Firewall, QueueCounters
 from slipsq.verdict.store import BlockStore
 
 
@@ -85,7 +85,9 @@ class KernelFreeDaemon(Daemon):
         self.fw: Any = FakeFirewall()
         self.tally = Tally()
         self.outputs = inline_outputs.build(self.cfg, self.cfg["output.format"], "NFQ#5", self.svc.log)
-        self.worker = Worker(self.fw, self.store, Fanout([*self.svc.sinks, *self.outputs.sinks, self.tally]))
+        # the fake stands in for the Firewall by its duck type (the worker calls its update)
+        self.worker = Worker(cast(Firewall, self.fw), self.store,
+                             Fanout([*self.svc.sinks, *self.outputs.sinks, self.tally]))
         self.engine = runmode.build_engine(self.cfg, [], self.allow)
         self.source: Any = FakeSource()
         self.control = ControlServer(self.state_dir, self.handle)

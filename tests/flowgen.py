@@ -48,7 +48,7 @@ def config(detectors: Sequence[type[Detector]], **values: Any) -> Config:
 
 
 def run(detectors: Sequence[type[Detector]], flows: Iterable[Flow] = (), events: Iterable[AppEvent] = (),
-        cfg: Config | None = None, own: Sequence[str] = ()) -> tuple[Recorder, Engine]:
+        cfg: Config | None = None, own: Sequence[str] = ()) -> tuple[Recorder, Offline]:
     """Feed flows (by start) and app events (by ts) through a real Engine in time order."""
     from slipsq.allow import AllowList
 
@@ -179,7 +179,7 @@ def hostile_alerts() -> Any:
     with IPv4 and IPv6 ends, odd ports and protocols, with and without a flow, alert or block."""
     from hypothesis import strategies as st
 
-    text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
+    text = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=60)
     ips = st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str))
     ports = st.integers(0, 65535)
     protos = st.sampled_from(["tcp", "udp", "icmp", "ipv6-icmp", "arp", "sctp"])

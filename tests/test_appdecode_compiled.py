@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slipsq import appdecode, decode
+from slipsq.flow import AppEvent
 from tests.helpers import ACK, PSH, dns_query, dns_response, ipv6_ext, tcp, tls_client_hello, udp
 
 c = pytest.importorskip("slipsq._appdecode")
@@ -24,7 +25,7 @@ addresses = st.one_of(st.integers(0, 2**32 - 1).map(lambda i: str(ipaddress.IPv4
                       st.integers(0, 2**32 - 1).map(lambda i: f"::ffff:{ipaddress.IPv4Address(i)}"))
 
 
-def same(packet: bytes, ts: float = 7.5) -> list[object]:
+def same(packet: bytes, ts: float = 7.5) -> list[AppEvent]:
     mine, ref = c.app_events(packet, ts), decode.app_events(packet, ts)
     assert mine == ref, (packet.hex(), mine, ref)
     return mine

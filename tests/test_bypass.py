@@ -217,7 +217,7 @@ def merger(table: Any) -> Iterator[Merger]:
 def test_a_report_ends_at_the_last_packet_conntrack_saw(table: Any, merger: Merger) -> None:
     report, m = bypassed_report(table), merger
     # the connection is busy: conntrack's timer restarted 2 s before the report
-    m._give_back(report, Counters(C, 40000, 5000, 9e6, 4000, 2e5, timeout=431_998), 400.0)
+    m._give_back(report, Counters(C, 40000, 5000, 9_000_000, 4000, 200_000, timeout=431_998), 400.0)
     (back,) = table.pop_closed()
     assert back.closed_by == "active" and back.end == 398.0 and back.spkts == 5000  # a long connection is long
     assert table.stats()["flows_open"] == 1

@@ -40,10 +40,12 @@ from tests.helpers import (
 
 try:
     from slipsq._decode import parse_packet
-except ImportError:  # pragma: no cover - the extension is built by `make` / setup.py
-    parse_packet = None
 
-needs_c = pytest.mark.skipif(parse_packet is None, reason="slipsq._decode is not built")
+    COMPILED = True
+except ImportError:  # pragma: no cover - the extension is built by `make` / setup.py
+    COMPILED = False
+
+needs_c = pytest.mark.skipif(not COMPILED, reason="slipsq._decode is not built")
 
 A, B, A6, B6 = "10.0.0.1", "10.0.0.2", "2001:db8::1", "2001:db8::2"
 

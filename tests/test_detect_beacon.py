@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from flowgen import T0, beacon, both_twins, browsing, config, flow, run, sort_flows
 from hypothesis import given, settings
@@ -164,7 +166,7 @@ def test_normal_home_capture_is_quiet() -> None:
 
 
 @pytest.mark.shared
-def test_normal_day_is_not_a_beacon(shared_data) -> None:  # type: ignore[no-untyped-def]
+def test_normal_day_is_not_a_beacon(shared_data: Path) -> None:
     from flowgen import read_binetflow
 
     rec, _ = run([Beacon], read_binetflow(shared_data / "flows/ctu-normal-2013-10-21.binetflow"))

@@ -3,13 +3,15 @@ threat intelligence) on real normal traffic, and what they find in a real infect
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from flowgen import my_detectors, read_binetflow, replay_pcap, run
 
 pytestmark = pytest.mark.shared
 
 
-def test_a_normal_day_blocks_no_one(shared_data) -> None:  # type: ignore[no-untyped-def]
+def test_a_normal_day_blocks_no_one(shared_data: Path) -> None:
     rec, eng = run(my_detectors(), read_binetflow(shared_data / "flows/ctu-normal-2013-10-21.binetflow"))
     assert eng.engine.counters.flows > 2000
     assert rec.blocked_ips == []
@@ -18,7 +20,7 @@ def test_a_normal_day_blocks_no_one(shared_data) -> None:  # type: ignore[no-unt
     assert not any(a.evidence.may_block for a in rec.seen)
 
 
-def test_infected_host_capture(shared_data) -> None:  # type: ignore[no-untyped-def]
+def test_infected_host_capture(shared_data: Path) -> None:
     rec = replay_pcap(shared_data / "pcaps/test7-malicious.pcap", my_detectors())
     # the infected Windows host scans telnet and 8080 on the Internet; nothing else is accused
     assert {a.evidence.offender for a in rec.seen} == {"192.168.2.16"}
@@ -26,7 +28,7 @@ def test_infected_host_capture(shared_data) -> None:  # type: ignore[no-untyped-
     assert {a.evidence.label for a in rec.seen} == {"horizontal"}
 
 
-def test_the_c2_down_detectors_on_a_normal_day(shared_data) -> None:  # type: ignore[no-untyped-def]
+def test_the_c2_down_detectors_on_a_normal_day(shared_data: Path) -> None:
     # reconnection storms, unusual ports, exfiltration, DGA: no alert at all (the file has no DNS, so
     # unusual ports are judged for every client: one note, a 1 s, 176 kB transfer to a bare address)
     from flowgen import config

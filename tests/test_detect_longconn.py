@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from flowgen import T0, config, flow, read_binetflow, run
 
@@ -41,7 +43,7 @@ def test_threshold_is_configurable() -> None:
 
 
 @pytest.mark.shared
-def test_normal_day_long_connections_never_block(shared_data) -> None:  # type: ignore[no-untyped-def]
+def test_normal_day_long_connections_never_block(shared_data: Path) -> None:
     rec, _ = run([LongConnection], read_binetflow(shared_data / "flows/ctu-normal-2013-10-21.binetflow"))
     assert rec.blocked_ips == []
     alerts = rec.by("longconn")

@@ -4,6 +4,7 @@ clients (many answered servers, passive FTP) must stay quiet."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from flowgen import (
@@ -122,7 +123,7 @@ def test_unanswered_is_total(state: str, dpkts: int) -> None:
 
 
 @pytest.mark.shared
-def test_shared_scans_are_found(shared_data) -> None:  # type: ignore[no-untyped-def]
+def test_shared_scans_are_found(shared_data: Path) -> None:
     rec, _ = run([PortScan], read_binetflow(shared_data / "flows/test11-portscan.binetflow"))
     found = {(a.evidence.offender, a.evidence.label) for a in rec.by("portscan")}
     assert ("10.8.0.69", "vertical") in found
@@ -133,7 +134,7 @@ def test_shared_scans_are_found(shared_data) -> None:  # type: ignore[no-untyped
 
 
 @pytest.mark.shared
-def test_icmp_sweep_in_test12_pcap(shared_data) -> None:  # type: ignore[no-untyped-def]
+def test_icmp_sweep_in_test12_pcap(shared_data: Path) -> None:
     from flowgen import replay_pcap
 
     rec = replay_pcap(shared_data / "pcaps/test12-icmp-portscan.pcap", [PortScan])
@@ -142,7 +143,7 @@ def test_icmp_sweep_in_test12_pcap(shared_data) -> None:  # type: ignore[no-unty
 
 
 @pytest.mark.shared
-def test_no_scan_in_a_normal_day(shared_data) -> None:  # type: ignore[no-untyped-def]
+def test_no_scan_in_a_normal_day(shared_data: Path) -> None:
     rec, _ = run([PortScan], read_binetflow(shared_data / "flows/ctu-normal-2013-10-21.binetflow"))
     assert rec.blocked_ips == []
     assert rec.by("portscan") == []
@@ -216,7 +217,7 @@ def test_block_servers_in_use_restores_the_block() -> None:
     assert rec.blocked_ips == [RESOLVER]
 
 
-def test_a_forged_scan_in_real_packets_does_not_cut_off_the_resolver(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_forged_scan_in_real_packets_does_not_cut_off_the_resolver(tmp_path: Path) -> None:
     # packets as a capture holds them: hosts resolve names through the resolver, then SYNs "from"
     # the resolver hit 120 LAN hosts on port 23 and get RSTs; afterwards the hosts keep resolving
     from helpers import ACK, RST, SYN, dns_query, dns_response, eth, tcp, udp, write_pcap

@@ -18,7 +18,7 @@ from slipsq.config import CORE_OPTIONS, Config
 from slipsq.detect.base import Detector
 from slipsq.engine import Engine
 from slipsq.flow import AppEvent, Flow
-from slipsq.records import CRITICAL, Evidence
+from slipsq.records import CRITICAL, Block, Evidence
 from slipsq.runmode import Offline
 from slipsq.sink import Fanout
 from slipsq.verdict.replay import ReplayRecorder
@@ -59,7 +59,7 @@ def table_cls(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def engine(table_cls: Any) -> tuple[Engine, ReplayRecorder]:
+def engine(table_cls: Any) -> tuple[Offline, ReplayRecorder]:
     FlagBad.seen_flows.clear()
     FlagBad.seen_apps.clear()
     cfg = Config(CORE_OPTIONS)
@@ -67,7 +67,7 @@ def engine(table_cls: Any) -> tuple[Engine, ReplayRecorder]:
     return Offline(Engine(cfg, detectors=[FlagBad], table=table_cls(cfg)), [rec]), rec
 
 
-def session(e: Engine, client: str, server: str, sport: int, t: float, payload: bytes = b"x" * 100) -> list[int]:
+def session(e: Offline, client: str, server: str, sport: int, t: float, payload: bytes = b"x" * 100) -> list[int]:
     """A whole TCP connection, packet by packet; returns the verdicts."""
     pkts = [
         tcp(client, sport, server, 443, SYN),
@@ -82,7 +82,7 @@ def session(e: Engine, client: str, server: str, sport: int, t: float, payload: 
     return [e.packet(p, t + i * 0.01, RAW) for i, p in enumerate(pkts)]
 
 
-def test_a_connection_becomes_one_flow_after_the_linger(engine: tuple[Engine, ReplayRecorder]) -> None:
+def test_a_connection_becomes_one_flow_after_the_linger(engine: tuple[Offline, ReplayRecorder]) -> None:
     e, _ = engine
     assert session(e, "192.168.1.5", "198.51.100.7", 40000, T0) == [1] * 8
     assert FlagBad.seen_flows == []  # still lingering after FIN both ways
@@ -95,7 +95,7 @@ def test_a_connection_becomes_one_flow_after_the_linger(engine: tuple[Engine, Re
     assert e.engine.counters.flows == 1
 
 
-def test_block_drops_every_later_packet_and_unblock_restores(engine: tuple[Engine, ReplayRecorder]) -> None:
+def test_block_drops_every_later_packet_and_unblock_restores(engine: tuple[Offline, ReplayRecorder]) -> None:
     e, rec = engine
     session(e, "192.168.1.5", BAD, 40000, T0)
     e.advance(T0 + 5)  # the flow closes, critical evidence, block
@@ -117,7 +117,7 @@ def test_block_drops_every_later_packet_and_unblock_restores(engine: tuple[Engin
     assert session(e, "192.168.1.5", BAD, 40003, T0 + 200) == [1] * 8
 
 
-def test_blocks_expire_in_time(engine: tuple[Engine, ReplayRecorder]) -> None:
+def test_blocks_expire_in_time(engine: tuple[Offline, ReplayRecorder]) -> None:
     e, rec = engine
     session(e, "192.168.1.5", BAD, 40000, T0)
     e.advance(T0 + 5)
@@ -128,19 +128,20 @@ def test_blocks_expire_in_time(engine: tuple[Engine, ReplayRecorder]) -> None:
 
 
 def test_restored_and_manual_blocks_drop_at_once_and_are_the_judges_command(
-        engine: tuple[Engine, ReplayRecorder]) -> None:
+        engine: tuple[Offline, ReplayRecorder]) -> None:
     e, _ = engine
     [restored] = e.engine.block(BAD, T0, 3600.0, "old block", "store", times=2)
+    assert isinstance(restored, Block)
     assert (restored.ip, restored.expires, restored.by, restored.times, restored.alert) == (
         BAD, T0 + 3600, "store", 2, None)
     assert session(e, "192.168.1.5", BAD, 40000, T0) == [0] * 8
     assert e.engine.judge.is_blocked(BAD, T0 + 1)
     [manual] = e.engine.block("198.51.100.99", T0, 0.0, "manual", "admin:alice")
-    assert manual.expires is None and manual.detector == "manual"
+    assert isinstance(manual, Block) and manual.expires is None and manual.detector == "manual"
     assert e.engine.judge.is_blocked("198.51.100.99", T0 + 10**9)  # 0: until unblocked
 
 
-def test_dns_answers_become_app_events_and_names(engine: tuple[Engine, ReplayRecorder]) -> None:
+def test_dns_answers_become_app_events_and_names(engine: tuple[Offline, ReplayRecorder]) -> None:
     e, _ = engine
     q = dpkt.dns.DNS(id=7, qd=[dpkt.dns.DNS.Q(name="c2.example.net", type=dpkt.dns.DNS_A)])
     r = dpkt.dns.DNS(id=7, qr=dpkt.dns.DNS_R, qd=q.qd, an=[dpkt.dns.DNS.RR(
@@ -153,7 +154,7 @@ def test_dns_answers_become_app_events_and_names(engine: tuple[Engine, ReplayRec
     assert e.engine.ctx.dns_names[BAD] == {"c2.example.net"}
 
 
-def test_finish_closes_open_flows(engine: tuple[Engine, ReplayRecorder]) -> None:
+def test_finish_closes_open_flows(engine: tuple[Offline, ReplayRecorder]) -> None:
     e, _ = engine
     e.packet(udp("192.168.1.5", 5000, "198.51.100.7", 9999, b"x" * 10), T0, RAW)
     e.packet(udp("198.51.100.7", 9999, "192.168.1.5", 5000, b"y" * 20), T0 + 0.5, RAW)
@@ -163,7 +164,7 @@ def test_finish_closes_open_flows(engine: tuple[Engine, ReplayRecorder]) -> None
     assert f.closed_by == "end" and f.pkts == 2 and f.bytes == 28 + 10 + 28 + 20
 
 
-def test_flows_from_files_skip_the_table(engine: tuple[Engine, ReplayRecorder]) -> None:
+def test_flows_from_files_skip_the_table(engine: tuple[Offline, ReplayRecorder]) -> None:
     e, rec = engine
     e.flow(Flow(T0, T0 + 1, "tcp", "192.168.1.5", 4000, BAD, 80, 3, 3, 300, 900, "FIN"))
     assert rec.blocked_ips == [BAD]

@@ -3,6 +3,7 @@ defence in depth against blocking protected addresses. The kernel half is in tes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,12 @@ class FakeBackend:
 def fw(monkeypatch: pytest.MonkeyPatch) -> tuple[Firewall, list[str]]:
     scripts: list[str] = []
     f = Firewall(AllowList(["10.9.0.0/16"], own=["192.168.1.1"]), backend=FakeBackend())
-    monkeypatch.setattr(f, "_ipset", lambda args, script=None, check=True: scripts.append(script or "") or "")
+
+    def ipset(args: Sequence[str], script: str | None = None, check: bool = True) -> str:
+        scripts.append(script or "")
+        return ""
+
+    monkeypatch.setattr(f, "_ipset", ipset)
     return f, scripts
 
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import communityid
@@ -104,10 +105,11 @@ def demo_results() -> tuple[list[dict], dict]:
 
 @pytest.mark.parametrize("suffix, compress", [(".gz", gzip.compress), (".xz", lzma.compress),
                                               (".zst", zstandard.compress)])
-def test_compressed_capture_gives_the_plain_files_results(tmp_path: Path, suffix: str, compress: object,
+def test_compressed_capture_gives_the_plain_files_results(tmp_path: Path, suffix: str,
+                                                          compress: Callable[[bytes], bytes],
                                                           demo_results: tuple[list[dict], dict]) -> None:
     f = tmp_path / f"demo.pcap{suffix}"
-    f.write_bytes(compress(DEMO.read_bytes()))  # type: ignore[operator]
+    f.write_bytes(compress(DEMO.read_bytes()))
     p = slipsq("replay", "--json", str(f))
     assert p.returncode == 0, p.stderr
     alerts, summary = results(p)
@@ -117,8 +119,8 @@ def test_compressed_capture_gives_the_plain_files_results(tmp_path: Path, suffix
 
 
 @pytest.mark.parametrize("compress", [lambda b: b, gzip.compress], ids=["pcap", "pcap.gz"])
-def test_capture_on_standard_input(compress: object, demo_results: tuple[list[dict], dict]) -> None:
-    p = slipsq_bytes("replay", "--json", "-", stdin=compress(DEMO.read_bytes()))  # type: ignore[operator]
+def test_capture_on_standard_input(compress: Callable[[bytes], bytes], demo_results: tuple[list[dict], dict]) -> None:
+    p = slipsq_bytes("replay", "--json", "-", stdin=compress(DEMO.read_bytes()))
     assert p.returncode == 0, p.stderr
     alerts, summary = results(p)
     assert alerts == demo_results[0] and summary["packets"] == demo_results[1]["packets"]

@@ -36,8 +36,10 @@ from tests.helpers import (
 
 try:
     from slipsq._flowtable import FlowTable as CTable
-except ImportError:  # pragma: no cover
-    CTable = None
+
+    COMPILED = True
+except ImportError:  # pragma: no cover - then every test that uses CTable skips
+    COMPILED = False
 
 A, B, C, A6, B6 = "10.0.0.1", "10.0.0.2", "10.0.0.3", "2001:db8::1", "2001:db8::2"
 Table = Any
@@ -50,7 +52,7 @@ def config(**flowtable: Any) -> Config:
 
 @pytest.fixture(params=["py", "c"])
 def make(request: pytest.FixtureRequest) -> Make:
-    if request.param == "c" and CTable is None:
+    if request.param == "c" and not COMPILED:
         pytest.skip("slipsq._flowtable is not built")
     cls = PyTable if request.param == "py" else CTable
 
@@ -328,7 +330,7 @@ def traced_flows(make_table: Callable[[], Any], n: int) -> tuple[Any, int]:
         tracemalloc.stop()
 
 
-@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
+@pytest.mark.skipif(not COMPILED, reason="slipsq._flowtable is not built")
 def test_compiled_table_memory_per_open_flow() -> None:
     assert CTable.bytes_per_flow <= 200
     n = 100_000
@@ -390,7 +392,7 @@ def packet(draw: st.DrawFn) -> tuple[float, bytes, int]:
 MANY = [f"10.{i >> 8}.{i & 255}.7" for i in range(200)] + [f"2001:db8::{i:x}" for i in range(1, 60)]
 
 
-@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
+@pytest.mark.skipif(not COMPILED, reason="slipsq._flowtable is not built")
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.sampled_from(MANY)), max_size=400))
 def test_the_compiled_block_set_drops_exactly_the_blocked_addresses(ops: list[tuple[bool, str]]) -> None:
@@ -444,7 +446,7 @@ steps_strategy = st.lists(st.one_of(
 ), max_size=80)
 
 
-@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
+@pytest.mark.skipif(not COMPILED, reason="slipsq._flowtable is not built")
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps_strategy, st.sampled_from([3, 5, 1000]), st.sampled_from([0.0, 2.0]),
        st.sampled_from([10.0, 300.0]), st.frozensets(st.sampled_from(sorted(APP_KINDS))))
@@ -478,7 +480,7 @@ def app_packet(draw: st.DrawFn) -> tuple[float, bytes, int]:
     return 0.01, buf, 101
 
 
-@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
+@pytest.mark.skipif(not COMPILED, reason="slipsq._flowtable is not built")
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(app_packet(), min_size=5, max_size=40),
        st.sampled_from([frozenset({k}) for k in APP_KINDS])
@@ -490,7 +492,7 @@ def test_both_tables_hand_up_the_same_app_packets(packets: list[tuple[float, byt
     assert run_table(CTable(config()), steps) == py
 
 
-@pytest.mark.skipif(CTable is None, reason="slipsq._flowtable is not built")
+@pytest.mark.skipif(not COMPILED, reason="slipsq._flowtable is not built")
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(PAYLOADS)
        | st.sampled_from(PAYLOADS).flatmap(lambda p: st.integers(0, len(p)).map(lambda n: p[:n]))
@@ -512,7 +514,7 @@ def test_both_tables_classify_first_payloads_alike(payload: bytes, cut: bool) ->
 
 
 def test_both_tables_on_shared_captures(shared_data: Any) -> None:
-    if CTable is None:
+    if not COMPILED:
         pytest.skip("slipsq._flowtable is not built")
     import dpkt
 
@@ -610,7 +612,7 @@ def test_packets_take_the_next_batch_a_tenth_of_a_second_later(make: Make) -> No
 
 
 def test_compiled_table_gives_memory_back_after_a_flood_and_keeps_its_flows() -> None:
-    if CTable is None:
+    if not COMPILED:
         pytest.skip("slipsq._flowtable is not built")
     t = CTable(config(udp_idle=10.0, tcp_idle=1000.0, max_flows=100_000))
     feed(t, handshake(t0=0.0))  # one flow that outlives the flood, created first (low index)
@@ -639,13 +641,14 @@ def test_compiled_table_gives_memory_back_after_a_flood_and_keeps_its_flows() ->
 def test_both_tables_agree_across_a_shrink(seed: int, later: list[tuple[int, int]]) -> None:
     """A flood of 9,000 UDP flows (three chunks) expires, the compiled table moves its survivors;
     packets of survivors and of new flows afterwards give both tables the same flows."""
-    if CTable is None:
+    if not COMPILED:
         pytest.skip("slipsq._flowtable is not built")
     import random
 
     rnd = random.Random(seed)
     survivors = set(rnd.sample(range(9000), 40))
-    tables = [PyTable(config(udp_idle=10.0, expire_batch=2500)), CTable(config(udp_idle=10.0, expire_batch=2500))]
+    compiled = CTable(config(udp_idle=10.0, expire_batch=2500))
+    tables = [PyTable(config(udp_idle=10.0, expire_batch=2500)), compiled]
     outs: list[list[Any]] = [[], []]
     for t, out in zip(tables, outs):
         feed(t, [(0.0, udp(A, 1 + i, B, 53)) for i in range(9000)])
@@ -658,4 +661,4 @@ def test_both_tables_agree_across_a_shrink(seed: int, later: list[tuple[int, int
         t.close_all(14.0)
         out.extend(t.pop_closed())
     assert outs[0] == outs[1]
-    assert tables[1].memory() < 9000 * CTable.bytes_per_flow / 2
+    assert compiled.memory() < 9000 * CTable.bytes_per_flow / 2

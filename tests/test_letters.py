@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -15,7 +16,7 @@ from slipsq.flow import Flow
 MED, SMALL, LARGE = 500, 100, 6000
 
 
-def flows_at(starts: list[float], size: int = MED, dur: float = 1.0) -> list[tuple[float, int, float]]:
+def flows_at(starts: Sequence[float], size: int = MED, dur: float = 1.0) -> list[tuple[float, int, float]]:
     return [(float(s), size, dur) for s in starts]
 
 

@@ -24,7 +24,7 @@ from slipsq.runmode import all_options
 LURK = "From-Botnet-TCP-Unknown-Lurk.CC-1"
 
 
-def detector(models: Sequence[Model] | None = None, **values: Any) -> StratosphereDetector:
+def detector(models: Sequence[Model] | None = None, /, **values: Any) -> StratosphereDetector:
     cfg = Config(all_options(), values)
     return StratosphereDetector(Context(cfg, AllowList(), load_models(shipped_models_dir()) if models is None
                                         else models))
@@ -206,7 +206,7 @@ def test_no_published_model_matches_a_normal_users_day(shared_data: Path) -> Non
     from slipsq.sources.flowfiles import open_flow_source
 
     det = detector()
-    evs = []
+    evs: list[Evidence] = []
     for item in open_flow_source(str(shared_data / "flows" / "ctu-normal-2013-10-21.binetflow")):
         if isinstance(item, Flow):
             evs += det.on_flow(item)

@@ -7,6 +7,7 @@ import io
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -114,9 +115,10 @@ def test_scans_are_one_line_each_and_other_tuples_stay() -> None:
 
 
 def test_records_of_the_wrong_shape_are_left_out() -> None:
-    recs = [{"k": "flow", "ts": 1.0, "src": "10.0.0.1"}, {"k": "dns", "ts": 2.0, "host": "10.0.0.1"},
-            {"k": "alert", "ts": "x", "offender": "10.0.0.1"},
-            {"k": "dns", "ts": 3.0, "host": "10.0.0.1", "name": "ok.example", "rcode": 0, "answers": ["1.2.3.4"]}]
+    recs: list[dict[str, Any]] = [
+        {"k": "flow", "ts": 1.0, "src": "10.0.0.1"}, {"k": "dns", "ts": 2.0, "host": "10.0.0.1"},
+        {"k": "alert", "ts": "x", "offender": "10.0.0.1"},
+        {"k": "dns", "ts": 3.0, "host": "10.0.0.1", "name": "ok.example", "rcode": 0, "answers": ["1.2.3.4"]}]
     s = build(recs, {"10.0.0.1"})["10.0.0.1"]
     assert list(s.names) == ["ok.example"] and not s.tuples
 

@@ -29,8 +29,9 @@ STATUS: dict[str, Any] = {
     "last_alerts": [{"time": "2026-12-05T15:40:01.123456Z", "detector": "beacon", "action": "block",
                      "offender": "203.0.113.7", "description": "beacon every 2 s", "score": 1.8}],
 }
-BLOCKS = [{"ip": "203.0.113.7", "remaining": 3600.0, "detector": "beacon", "by": "judge", "reason": "beacon"},
-          {"ip": "198.51.100.9", "remaining": None, "detector": "", "by": "admin:alice", "reason": "manual"}]
+BLOCKS: list[dict[str, Any]] = [
+    {"ip": "203.0.113.7", "remaining": 3600.0, "detector": "beacon", "by": "judge", "reason": "beacon"},
+    {"ip": "198.51.100.9", "remaining": None, "detector": "", "by": "admin:alice", "reason": "manual"}]
 
 
 def view() -> View:
@@ -268,7 +269,12 @@ def test_the_light_status_top_asks_for_is_counters_only(tmp_path: Path) -> None:
         d.judged_block("203.0.113.7", "beacon")
         calls: list[int] = []
         real = d.fw.drop_counters
-        d.fw.drop_counters = lambda: calls.append(1) or real()
+
+        def counted() -> tuple[int, int]:
+            calls.append(1)
+            return real()
+
+        d.fw.drop_counters = counted
         light = d.handle({"cmd": "status", "light": True}, "admin:x")["status"]
         assert calls == [] and light["kernel_block_drops"] is None and light["blocks_active"] == 1
         full = d.handle({"cmd": "status"}, "admin:x")["status"]

@@ -68,7 +68,7 @@ print("got", n, flush=True)
 
 def sink(lab: Lab) -> Any:
     p = lab.popen(lab.ns["srv"], sys.executable, "-c", SINK)
-    assert p.stdout.readline().strip() == "ready"
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     return p
 
 
@@ -133,7 +133,7 @@ def test_a_block_drops_the_rest_of_a_bypassed_connection(lab: Lab, tmp_path: Pat
     srv = sink(lab)
     go = tmp_path / "go"
     up = lab.popen(lab.ns["a"], sys.executable, "-c", UPLOAD, str(2 * 1024 * 1024), str(go))
-    assert up.stdout.readline().split()[0] == "half"
+    assert up.stdout is not None and up.stdout.readline().split()[0] == "half"
     assert s.status()["bypass"]["bypassed"] == 1  # the connection is bypassed by now
     drops_before = s.status()["kernel_block_drops"]["packets"]
     s.cli("block", CNC, "--for", "10m", "--reason", "test")
@@ -207,6 +207,7 @@ def test_a_bypassed_connection_keeps_its_time(lab: Lab, tmp_path: Path) -> None:
     s.start()
     srv = sink(lab)
     talker = lab.popen(lab.ns["a"], sys.executable, "-c", TALK_THEN_HUSH, "7", "12")
+    assert talker.stdout is not None
     quiet_at = float(talker.stdout.readline().split()[1])
     log = tmp_path / "flows.binetflow"
     # silent from quiet_at: closed as idle about tcp_idle (4 s) later, plus an active timeout (2 s)

@@ -66,10 +66,10 @@ def test_notify_watchdog_reload_stop_on_a_real_queue(lab: Lab, tmp_path: Path) -
     base_env = s.env()
     s.env = lambda: {**base_env, "NOTIFY_SOCKET": str(sup.path), "WATCHDOG_USEC": "4000000"}  # type: ignore[method-assign]
     try:
-        s.start(wait=False)
+        proc = s.start(wait=False)
         ready = sup.wait_for("READY", 20)
-        assert ready is not None, s.proc.stderr.read() if s.proc and s.proc.poll() is not None else "no READY"
-        assert ready["MAINPID"] == str(s.proc.pid)  # ip netns exec execs slipsq: the same pid
+        assert ready is not None, proc.stderr.read() if proc.stderr and proc.poll() is not None else "no READY"
+        assert ready["MAINPID"] == str(proc.pid)  # ip netns exec execs slipsq: the same pid
         # READY came after the queue was bound and the rules were in
         assert "NFQUEUE" in s.iptables() and "--queue-bypass" in s.iptables()
         assert "packets" in ready["STATUS"]
@@ -85,11 +85,11 @@ def test_notify_watchdog_reload_stop_on_a_real_queue(lab: Lab, tmp_path: Path) -
         assert max(b - a for a, b in itertools.pairwise(pings)) < 3.2
 
         # a stopped (hung) process stops pinging; it resumes when it runs again
-        os.kill(s.proc.pid, signal.SIGSTOP)
+        os.kill(proc.pid, signal.SIGSTOP)
         n = sup.count("WATCHDOG")
         sup.read(4.5)
         assert sup.count("WATCHDOG") == n
-        os.kill(s.proc.pid, signal.SIGCONT)
+        os.kill(proc.pid, signal.SIGCONT)
         sup.read(3.5)
         assert sup.count("WATCHDOG") > n
 
@@ -104,7 +104,7 @@ def test_notify_watchdog_reload_stop_on_a_real_queue(lab: Lab, tmp_path: Path) -
 
         # SIGHUP: RELOADING=1, then READY=1 again
         n_ready = sup.count("READY")
-        os.kill(s.proc.pid, signal.SIGHUP)
+        os.kill(proc.pid, signal.SIGHUP)
         assert sup.wait_for("RELOADING", 10) is not None
         end = time.monotonic() + 10
         while sup.count("READY") == n_ready and time.monotonic() < end:

@@ -41,9 +41,9 @@ def test_the_daemon_runs_under_the_units_sandbox(lab: Lab, tmp_path: Path, backe
     lab.popen = sandboxed  # type: ignore[method-assign]
     lab.serve()
     s = Slipsq(lab, tmp_path / "state", backend, config={"allow.ips": [f"{LEGIT}/32"]})
-    s.start()
-    status = dict(line.split(":", 1) for line in
-                  lab.sh(lab.gw, "cat", f"/proc/{s.proc.pid}/status").stdout.splitlines())  # type: ignore[union-attr]
+    proc = s.start()
+    lines = lab.sh(lab.gw, "cat", f"/proc/{proc.pid}/status").stdout.splitlines()
+    status = dict(line.split(":", 1) for line in lines)
     assert status["CapBnd"].strip() == "0000000000003002"  # NET_ADMIN, NET_RAW, DAC_OVERRIDE
     assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1"
     assert "NFQUEUE" in s.iptables()
@@ -53,7 +53,7 @@ def test_the_daemon_runs_under_the_units_sandbox(lab: Lab, tmp_path: Path, backe
     assert not lab.connect("a", CNC, timeout=0.5)
     s.cli("unblock", CNC)
     assert wait_for(lambda: lab.connect("a", CNC, timeout=0.5), 5) is not None
-    s.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    proc.send_signal(signal.SIGHUP)
     assert s.cli("status").returncode == 0
     code, err = s.stop(signal.SIGTERM)
     assert code == 0, err  # -31 would be SIGSYS: a syscall the filter denies

@@ -126,7 +126,9 @@ def test_drain_stops_when_the_queue_is_dry_and_is_bounded(monkeypatch: pytest.Mo
     src = NfqueueSource(1, object())
     assert src.info.maxlen == DEFAULT_MAXLEN
     monkeypatch.setattr(FakeQueue, "runs", [5, 3, 0, 9])
-    assert src.drain(1.0) == 8 and len(src.q.calls) == 3  # stopped at the first empty run
+    q = src.q
+    assert isinstance(q, FakeQueue)
+    assert src.drain(1.0) == 8 and len(q.calls) == 3  # stopped at the first empty run
     monkeypatch.setattr(FakeQueue, "runs", [1] * 100)
     assert src.drain(0.2) == 4  # never more than seconds / 0.05 runs, however busy the queue
 

@@ -261,7 +261,7 @@ class FlowSink(Sink):
 
 
 def replay(path: Path, monkeypatch: pytest.MonkeyPatch,
-           pure: bool) -> tuple[list[Flow], dict[str, Any], Engine]:
+           pure: bool) -> tuple[list[Flow], dict[str, Any], Offline]:
     monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1" if pure else "0")
     sink = FlowSink()
     engine = Offline(Engine(load(None), detectors=[]), [sink])
@@ -320,7 +320,7 @@ def read_both(path: Path) -> tuple[Any, Any]:
     else:
         t = PyTable(Config(CORE_OPTIONS))
         last = 0.0
-        app: list[Any] = []
+        app = []
         flows = []
         for ts, buf, lt in reader:
             reader.packets += 1

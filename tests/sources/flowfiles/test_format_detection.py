@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,9 +69,10 @@ def test_inputs_that_are_none_of_these(tmp_path: Path) -> None:
     for name, data in cases.items():
         path = tmp_path / name
         path.write_bytes(data)
-        for call in (detect_format, open_flow_source):
+        calls: tuple[Callable[[str], object], ...] = (detect_format, open_flow_source)
+        for call in calls:
             with pytest.raises(InputError) as e:
-                call(str(path))  # type: ignore[operator]
+                call(str(path))
             assert str(path) in str(e.value), (name, str(e.value))
     with pytest.raises(InputError, match="is empty"):
         open_flow_source(str(tmp_path / "empty"))

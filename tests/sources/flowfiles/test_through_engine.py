@@ -16,7 +16,7 @@ from slipsq.runmode import Offline
 from slipsq.sources.flowfiles import FlowSource, open_flow_source
 
 
-def replay(path: Path, detectors: list[type[Detector]]) -> tuple[Recorder, Engine, FlowSource]:
+def replay(path: Path, detectors: list[type[Detector]]) -> tuple[Recorder, Offline, FlowSource]:
     """The file through the engine in input order, as `slipsq replay FILE` feeds it."""
     sink = Recorder()
     engine = Offline(Engine(config(detectors), detectors=detectors), [sink])

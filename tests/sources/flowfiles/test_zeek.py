@@ -8,6 +8,7 @@ import io
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -188,9 +189,10 @@ def test_folder_merges_conn_and_dns_in_time_order(tmp_path: Path) -> None:
 
 def test_folder_without_conn_log(tmp_path: Path) -> None:
     (tmp_path / "dns.log").write_text("x\n")
-    for call in (detect_format, open_flow_source):
+    calls: tuple[Callable[[str], object], ...] = (detect_format, open_flow_source)
+    for call in calls:
         with pytest.raises(InputError, match=r"directory without conn\.log"):
-            call(str(tmp_path))  # type: ignore[operator]
+            call(str(tmp_path))
 
 
 # --- the shared Zeek logs --------------------------------------------------------------------------
