@@ -11,8 +11,9 @@ VPY     := $(VENV)/bin/python
 APT_PKGS := build-essential python3-dev python3-venv libnetfilter-queue-dev libnfnetlink-dev \
             iptables ipset iproute2 argus-server argus-client nfdump
 # what only the tests and benchmarks need (never a gateway): a real browser for the HTML report's
-# test, iperf3 and ethtool for the bypass throughput bench and its kernel test
-TEST_APT_PKGS := chromium iperf3 ethtool
+# test, iperf3 and ethtool for the bypass throughput bench and its kernel test, the system python's
+# libseccomp binding for the service sandbox's kernel test (tests/kernel/sandbox.py)
+TEST_APT_PKGS := chromium iperf3 ethtool python3-seccomp
 CAPTURE ?= tests/data/beacon-https.pcap
 
 .PHONY: all deps sysdeps build run test lint unit bench clean install uninstall purge
@@ -21,6 +22,8 @@ all: build
 
 # System packages: installed only when missing (dpkg knows), so a second run costs nothing.
 test unit bench: APT_EXTRA = $(TEST_APT_PKGS)
+# and valgrind for bench/flowcost.py (instructions per flow: the same on a busy machine)
+bench: APT_EXTRA += valgrind
 sysdeps:
 	@missing=""; for p in $(APT_PKGS) $(APT_EXTRA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -64,6 +67,7 @@ test: build lint
 
 bench: build
 	$(VPY) bench/replay.py
+	$(VPY) bench/flowcost.py
 	$(VPY) bench/flowfiles.py
 	$(VPY) bench/inline.py
 	$(VPY) bench/report.py
