@@ -9,19 +9,9 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slipsq.addr import parse_ip_int
+from slipsq.addr import _slow, parse_ip_int
 from slipsq.allow import AllowList
 from slipsq.detect.prefixes import LOCAL_NETWORKS, build, local_int
-
-
-def reference(text: str) -> tuple[int, int] | None:
-    try:
-        a = ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
-        a = a.ipv4_mapped
-    return a.version, int(a)
 
 
 def reference_reason(allow: AllowList, text: str) -> str | None:
@@ -62,7 +52,7 @@ texts = st.one_of(v4_text, v6_text, st.ip_addresses().map(str), st.ip_addresses(
 @given(texts)
 @settings(max_examples=800)
 def test_fast_parse_is_ipaddress(text: str) -> None:
-    assert parse_ip_int(text) == reference(text)
+    assert parse_ip_int(text) == _slow(text)  # ipaddress's judgement, which it used to be
 
 
 def test_known_answers() -> None:
