@@ -5,6 +5,7 @@ and never code run."""
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -152,10 +153,10 @@ def test_ops_of_any_length_are_cut_under_the_limit_in_order(items: list[tuple[st
         assert kind == "ops" and ops
         got += ops
 
-    def per_address(ops: list[tuple[str, object]]) -> list[tuple[str, object]]:
-        out: list[tuple[str, object]] = []
+    def per_address(ops: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
         for op, arg in ops:
-            out += [(op, ip) for ip in arg] if op in ("block", "unblock") else [(op, arg)]  # type: ignore[union-attr]
+            out += [(op, ip) for ip in arg] if op in ("block", "unblock") else [(op, arg)]
         return out
 
     assert per_address(got) == per_address(items)

@@ -201,7 +201,12 @@ def test_a_worker_reads_an_init_with_every_block_the_judge_allows(v6: bool) -> N
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCK_BUF)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF)
         messages = mqwire.ops(init_ops(t, {"flowtable.max_flows": 1000}))
-        sender = threading.Thread(target=lambda: [daemon.sendall(m) for m in messages], daemon=True)
+
+        def send_all() -> None:
+            for m in messages:
+                daemon.sendall(m)
+
+        sender = threading.Thread(target=send_all, daemon=True)
         sender.start()  # (a thread: without root's buffer sizes they would not all fit at once)
         init = QueueWorker(worker, 0, 1024).read_init()
         sender.join(5)
