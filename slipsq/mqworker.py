@@ -13,8 +13,8 @@ config: as many messages as the blocks take) from FD, build the table, bind the 
 "ready" (or "error" with one line), then loop. It exits when the daemon says "stop" or goes away
 (EOF on FD): it must never outlive the daemon, and it never does I/O other than its queue and FD,
 and with bypass its own conntrack socket (no files, no firewall, no store; the packet loop never
-waits on the daemon: a full socket keeps at most MAX_BACKLOG messages here and counts what it had
-to let go).
+waits on the daemon: a full socket keeps at most MAX_BACKLOG_BYTES of messages here and counts what
+it had to let go).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from slipsq import mqwire
 BUDGET = 1024  # packets per return to Python, as the daemon's packet loop
 TICK = 1.0  # expiry and stats every second, as the engine's tick
 INIT_WAIT = 15.0  # seconds the worker waits for its init message
-MAX_BACKLOG = 256  # messages kept while the daemon's socket is full (then counted as lost)
+# bytes of messages kept while the daemon's socket is full, oldest dropped first (and counted as lost):
+# about 20,000 closed flows; a count of messages (256 of up to 256 kB) would allow 64 MB on a Pi
+MAX_BACKLOG_BYTES = 8 << 20
 
 
 def log(msg: str) -> None:
@@ -44,6 +46,7 @@ class QueueWorker:
     def __init__(self, sock: socket.socket, num: int, maxlen: int) -> None:
         self.sock, self.num, self.maxlen = sock, num, maxlen
         self.backlog: deque[bytes] = deque()
+        self.backlog_bytes = 0
         self.lost_messages = 0
         self.stop = False
         self.draining = False
@@ -117,12 +120,14 @@ class QueueWorker:
         return out
 
     def send(self, data: bytes) -> None:
-        """Never waits: what the socket cannot take now waits here (bounded), oldest first."""
+        """Never waits: what the socket cannot take now waits here (at most MAX_BACKLOG_BYTES, the
+        oldest let go first), in order."""
         if self.backlog or not self._try(data):
-            if len(self.backlog) >= MAX_BACKLOG:
-                self.backlog.popleft()
-                self.lost_messages += 1
             self.backlog.append(data)
+            self.backlog_bytes += len(data)
+            while self.backlog_bytes > MAX_BACKLOG_BYTES and len(self.backlog) > 1:
+                self.backlog_bytes -= len(self.backlog.popleft())
+                self.lost_messages += 1
 
     def _try(self, data: bytes) -> bool:
         try:
@@ -133,6 +138,7 @@ class QueueWorker:
 
     def flush_backlog(self) -> None:
         while self.backlog and self._try(self.backlog[0]):
+            self.backlog_bytes -= len(self.backlog[0])
             self.backlog.popleft()
 
     def ship(self, with_stats: bool) -> None:

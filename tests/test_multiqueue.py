@@ -213,3 +213,34 @@ def test_a_worker_reads_an_init_with_every_block_the_judge_allows(v6: bool) -> N
     blocked = [ip for op, arg in init if op == "block" for ip in arg]
     assert blocked == sorted(ips) and ("kinds", ["dns"]) in init
     assert init[-1] == ("config", {"flowtable.max_flows": 1000})
+
+
+def test_a_worker_keeps_a_bounded_backlog_and_sends_the_rest_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon stops reading: the worker never waits, keeps at most MAX_BACKLOG_BYTES (oldest let
+    go, counted), and once the daemon reads again the rest arrives whole and in order."""
+    import socket
+
+    from slipsq import mqworker
+
+    monkeypatch.setattr(mqworker, "MAX_BACKLOG_BYTES", 64 * 1024)
+    daemon, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with daemon, worker:
+        worker.setblocking(False)
+        w = mqworker.QueueWorker(worker, 0, 1024)
+        sent = [mqwire.dumps(("error", f"{i:06d}" + "x" * 4000)) for i in range(400)]  # ~1.6 MB
+        for m in sent:
+            w.send(m)  # never blocks (the socket's buffer fills after some of them)
+        assert w.backlog_bytes <= 64 * 1024 and w.backlog_bytes == sum(map(len, w.backlog))
+        assert w.lost_messages > 0
+        daemon.settimeout(1.0)
+        got: list[bytes] = []
+        while True:
+            w.flush_backlog()
+            try:
+                got.append(daemon.recv(mqwire.MAX_MESSAGE))
+            except TimeoutError:
+                break
+        assert not w.backlog and w.backlog_bytes == 0
+        assert len(got) + w.lost_messages == len(sent)
+        # what came is what was sent, in order: the socket's first part, then the backlog's newest
+        assert got == [m for m in sent if m in set(got)] and got[-1] == sent[-1]
