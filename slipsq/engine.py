@@ -260,25 +260,16 @@ class Engine:
             except Exception as e:
                 self._failed(fn, e)
                 continue
-            for ev in evs:
-                self._evidence(ev)
+            if evs:  # most calls find nothing
+                for ev in evs:
+                    self._evidence(ev)
 
     def _analyze(self, flow: Flow) -> None:
-        if flow.closed_by != "active":  # an active-timeout report (is_report) is the same flow again
+        if not flow.is_report:  # an active-timeout report is the same flow again, not a new one
             self.counters.flows += 1
             if self.export_flows:
                 self._out.append(flow)
-        # _run, written out: this loop runs for every closed flow and every detector, and most
-        # calls return no evidence
-        for fn in self._on_flow:
-            try:
-                evs = fn(flow)
-            except Exception as e:
-                self._failed(fn, e)
-                continue
-            if evs:
-                for ev in evs:
-                    self._evidence(ev)
+        self._run(self._on_flow, flow)
 
     def _evidence(self, ev: Evidence) -> None:
         decision: Decision = self.judge.add(ev)
