@@ -31,11 +31,21 @@ def parse_ip_int(text: str) -> tuple[int, int] | None:
     return 6, int.from_bytes(b, "big")
 
 
-def _slow(text: str) -> tuple[int, int] | None:
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IP address, or a ValueError whose message a person can read. An IPv4-mapped IPv6 address
+    (::ffff:1.2.3.4) is the IPv4 address it maps: that is the host, and how slipsq prints it."""
     try:
         a = ipaddress.ip_address(text.strip())
     except ValueError:
-        return None
+        raise ValueError(f"'{text}' is not an IP address") from None
     if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
-        a = a.ipv4_mapped
+        return a.ipv4_mapped
+    return a
+
+
+def _slow(text: str) -> tuple[int, int] | None:
+    try:
+        a = parse_ip(text)
+    except ValueError:
+        return None
     return a.version, int(a)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from slipsq.addr import parse_ip_int
+from slipsq.addr import parse_ip, parse_ip_int
 from slipsq.errors import ConfigError
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -22,18 +22,6 @@ _NEVER = tuple((n.version, int(n.network_address), n.prefixlen, reason) for n, r
         ("224.0.0.0/4", "a multicast address"), ("ff00::/8", "a multicast address"),
         ("0.0.0.0/32", "not a host address"), ("255.255.255.255/32", "not a host address"),
         ("::/128", "not a host address"))))
-
-
-def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An IP address, or a ValueError whose message a person can read. An IPv4-mapped IPv6 address
-    (::ffff:1.2.3.4) is the IPv4 address it maps: that is the host, and how slipsq prints it."""
-    try:
-        a = ipaddress.ip_address(text.strip())
-    except ValueError:
-        raise ValueError(f"'{text}' is not an IP address") from None
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
-        return a.ipv4_mapped
-    return a
 
 
 class AllowList:

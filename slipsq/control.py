@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from slipsq import durations, records
-from slipsq.allow import AllowList, parse_ip
+from slipsq.addr import parse_ip
+from slipsq.allow import AllowList
 from slipsq.errors import InputError, SlipsqError, SystemSetupError
 from slipsq.verdict.apply import Outcome, carry_out
 from slipsq.verdict.firewall import Firewall

@@ -38,7 +38,8 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from slipsq.allow import AllowList, parse_ip
+from slipsq.addr import parse_ip
+from slipsq.allow import AllowList
 from slipsq.errors import SystemSetupError
 from slipsq.verdict.backends import CHAIN, TAG, Backend, RuleSpec, RuleState, make_backend
 
