@@ -304,6 +304,28 @@ cdef inline void append(FlowEntry** chunks, uint32_t* heads, uint32_t* tails, Fl
     tails[lst] = i
 
 
+cdef inline uint32_t find_entry(FlowEntry** chunks, uint32_t i, Parsed* p, uint32_t h, bint icmp) noexcept nogil:
+    """The index of `p`'s flow (either direction) in the bucket chain starting at `i`, or NIL."""
+    cdef size_t alen = 4 if p.family == 4 else 16
+    cdef int pcls = icmp_class(p.proto, p.sport) if icmp else 0
+    cdef FlowEntry* e
+    while i != NIL:
+        e = ent(chunks, i)
+        if e.hash == h and e.proto == p.proto and e.family == p.family:
+            if icmp:
+                if icmp_class(p.proto, e.pa) == pcls and e.pb == p.dport and (
+                        (memcmp(e.a, p.src, alen) == 0 and memcmp(e.b, p.dst, alen) == 0)
+                        or (memcmp(e.a, p.dst, alen) == 0 and memcmp(e.b, p.src, alen) == 0)):
+                    return i
+            elif ((e.pa == p.sport and e.pb == p.dport and memcmp(e.a, p.src, alen) == 0
+                   and memcmp(e.b, p.dst, alen) == 0)
+                  or (e.pa == p.dport and e.pb == p.sport and memcmp(e.a, p.dst, alen) == 0
+                      and memcmp(e.b, p.src, alen) == 0)):
+                return i
+        i = e.hnext
+    return NIL
+
+
 cdef inline str closing_reason(FlowEntry* e):
     """closed_by of a closing TCP flow (the twin keeps this string in e.closing)."""
     return "fin" if e.closing == CLOSE_FIN else "rst"
@@ -430,25 +452,10 @@ cdef class FlowTable:
         cdef bint icmp = (p.proto == 1 and p.family == 4) or (p.proto == 58 and p.family == 6)
         cdef uint32_t h = flow_hash(p, icmp)
         cdef size_t alen = 4 if p.family == 4 else 16
-        cdef uint32_t i = self.buckets[h & (self.nbuckets - 1)]
-        cdef FlowEntry* e = NULL
-        cdef int pcls = icmp_class(p.proto, p.sport) if icmp else 0
+        cdef uint32_t i = find_entry(self.chunks, self.buckets[h & (self.nbuckets - 1)], p, h, icmp)
+        cdef FlowEntry* e = NULL if i == NIL else ent(self.chunks, i)
         cdef bint fwd, swap, hand_up
         cdef int cls, bit, flags = p.tcp_flags, verdict = V_ACCEPT
-        while i != NIL:
-            e = ent(self.chunks, i)
-            if e.hash == h and e.proto == p.proto and e.family == p.family:
-                if icmp:
-                    if icmp_class(p.proto, e.pa) == pcls and e.pb == p.dport and (
-                            (memcmp(e.a, p.src, alen) == 0 and memcmp(e.b, p.dst, alen) == 0)
-                            or (memcmp(e.a, p.dst, alen) == 0 and memcmp(e.b, p.src, alen) == 0)):
-                        break
-                elif ((e.pa == p.sport and e.pb == p.dport and memcmp(e.a, p.src, alen) == 0
-                       and memcmp(e.b, p.dst, alen) == 0)
-                      or (e.pa == p.dport and e.pb == p.sport and memcmp(e.a, p.dst, alen) == 0
-                          and memcmp(e.b, p.src, alen) == 0)):
-                    break
-            i = e.hnext
         if i != NIL and (e.closing or e.bypass == BYPASS_ON) and p.proto == 6 and flags & (TH_SYN | TH_ACK) == TH_SYN:
             if e.bypass == BYPASS_ON:
                 verdict = V_UNBYPASS  # a new connection on a bypassed tuple: queue it from the start
@@ -809,20 +816,12 @@ cdef class FlowTable:
         p.src, p.dst = a, b
         p.family, p.proto, p.sport, p.dport = (4 if len(a) == 4 else 6), 6, sport, dport
         cdef uint32_t h = flow_hash(&p, False)
-        cdef uint32_t i = self.buckets[h & (self.nbuckets - 1)]
-        cdef FlowEntry* e
-        while i != NIL:
-            e = ent(self.chunks, i)
-            if (e.hash == h and e.proto == 6 and e.family == p.family and e.bypass == BYPASS_ON
-                    and ((e.pa == sport and e.pb == dport and memcmp(e.a, p.src, len(a)) == 0
-                          and memcmp(e.b, p.dst, len(a)) == 0)
-                         or (e.pa == dport and e.pb == sport and memcmp(e.a, p.dst, len(a)) == 0
-                             and memcmp(e.b, p.src, len(a)) == 0))):
-                self.n_closed += 1
-                self._remove(i)
-                return True
-            i = e.hnext
-        return False
+        cdef uint32_t i = find_entry(self.chunks, self.buckets[h & (self.nbuckets - 1)], &p, h, False)
+        if i == NIL or ent(self.chunks, i).bypass != BYPASS_ON:
+            return False
+        self.n_closed += 1
+        self._remove(i)
+        return True
 
     def set_app_kinds(self, kinds):
         """Hand up from now on only the app packets of these kinds (slipsq.flowtable.APP_KINDS)."""
