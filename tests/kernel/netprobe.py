@@ -4,7 +4,8 @@
     python netprobe.py udpsink IP:PORT SECONDS               UDP: count datagrams, print the count
     python netprobe.py beacon IP:PORT INTERVAL COUNT         TCP connect every INTERVAL s, print JSON lines
     python netprobe.py udpflood IP:PORT SECONDS SIZE [RATE]  send UDP (RATE/s or flat out), print the count
-    python netprobe.py tcpsink IP:PORT SECONDS                TCP: accept one sender, print bytes received
+    python netprobe.py tcpsink IP:PORT SECONDS [IDLE]         TCP: accept one sender, print bytes received
+                                                             (ends IDLE s, default 2, after its last bytes)
     python netprobe.py tcpsend IP:PORT SECONDS                TCP: send as fast as possible
     python netprobe.py ping IP COUNT INTERVAL                 ICMP echo (raw socket), print RTTs in ms as JSON
 
@@ -99,7 +100,7 @@ def udpflood(addr: str, seconds: float, size: int, rate: float = 0.0) -> None:
     print(n, flush=True)
 
 
-def tcpsink(addr: str, seconds: float) -> None:
+def tcpsink(addr: str, seconds: float, idle: float = 2.0) -> None:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(_addr(addr))
@@ -107,7 +108,7 @@ def tcpsink(addr: str, seconds: float) -> None:
     s.settimeout(seconds + 10)
     print("ready", flush=True)
     c, _ = s.accept()
-    c.settimeout(2.0)
+    c.settimeout(idle)
     n = 0
     t0 = time.monotonic()
     try:
@@ -172,7 +173,7 @@ if __name__ == "__main__":
     elif cmd == "udpsink":
         udpsink(args[0], float(args[1]))
     elif cmd == "tcpsink":
-        tcpsink(args[0], float(args[1]))
+        tcpsink(args[0], float(args[1]), *(float(a) for a in args[2:3]))
     elif cmd == "tcpsend":
         tcpsend(args[0], float(args[1]))
     elif cmd == "ping":

@@ -11,6 +11,7 @@ the client's close.
 from __future__ import annotations
 
 import csv
+import json
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.kernel.conftest import Slipsq, wait_for
-from tests.kernel.lab import CNC, Lab
+from tests.kernel.lab import CNC, PROBE, Lab
 
 pytestmark = pytest.mark.kernel
 
@@ -43,33 +44,16 @@ s.recv(1)
 s.close()
 print("sent", sent, time.time(), flush=True)
 """
-SINK = f"""
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("{CNC}", 9100))
-s.listen(1)
-print("ready", flush=True)
-c, _ = s.accept()
-c.settimeout(20)
-n = 0
-try:
-    while True:
-        b = c.recv(1 << 20)
-        if not b:
-            break
-        n += len(b)
-except OSError:
-    pass
-c.close()
-print("got", n, flush=True)
-"""
-
-
 def sink(lab: Lab) -> Any:
-    p = lab.popen(lab.ns["srv"], sys.executable, "-c", SINK)
+    """netprobe's TCP sink on the server, waiting up to 20 s between bytes (a test pauses its sender)."""
+    p = lab.popen(lab.ns["srv"], sys.executable, PROBE, "tcpsink", f"{CNC}:9100", "60", "20")
     assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     return p
+
+
+def received(p: Any, timeout: float) -> int:
+    """The bytes the sink got, once it is done."""
+    return int(json.loads(p.communicate(timeout=timeout)[0])["bytes"])
 
 
 def flows(path: Path) -> list[dict[str, str]]:
@@ -102,7 +86,7 @@ def test_bulk_upload_with_and_without_bypass(lab: Lab, tmp_path: Path, enabled: 
     r = lab.sh(lab.ns["a"], sys.executable, "-c", UPLOAD, "0", timeout=60)
     _, sent, closed_at = r.stdout.split()
     assert int(sent) == SEND
-    assert srv.communicate(timeout=30)[0].split() == ["got", str(SEND)]
+    assert received(srv, timeout=30) == SEND
     log = tmp_path / "flows.binetflow"
     assert wait_for(lambda: len(flows(log)) == 1, timeout=15), s.status()
     queued = s.status()["packets"] - before
@@ -139,8 +123,7 @@ def test_a_block_drops_the_rest_of_a_bypassed_connection(lab: Lab, tmp_path: Pat
     s.cli("block", CNC, "--for", "10m", "--reason", "test")
     go.write_text("go")
     # the client cannot go on: its packets are dropped by the block rule, ahead of the bypass rule
-    got = srv.communicate(timeout=40)[0].split()
-    assert got[0] == "got" and int(got[1]) < SEND
+    assert received(srv, timeout=40) < SEND
     assert s.status()["kernel_block_drops"]["packets"] > drops_before
     s.cli("rules", "remove")
     assert "connmark" not in s.iptables() and "SLIPSQ" not in s.iptables()
