@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import ipaddress
 import math
 import socket
 import struct
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slipsq.addr import parse_ip_int
 from slipsq.errors import SystemSetupError
 from slipsq.flow import Flow
 
@@ -103,7 +103,7 @@ def merge(flow: Flow, c: Counters | None) -> Flow:
     table counted that conntrack had not yet, i.e. never by more than a packet in flight)."""
     if c is None:
         return flow
-    same = ipaddress.ip_address(c.saddr) == ipaddress.ip_address(flow.saddr) and c.sport == flow.sport
+    same = parse_ip_int(c.saddr) == parse_ip_int(flow.saddr) and c.sport == flow.sport
     sp, sb, dp, db = ((c.orig_pkts, c.orig_bytes, c.reply_pkts, c.reply_bytes) if same
                       else (c.reply_pkts, c.reply_bytes, c.orig_pkts, c.orig_bytes))
     spkts, dpkts = max(flow.spkts, sp), max(flow.dpkts, dp)
