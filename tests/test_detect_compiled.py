@@ -16,10 +16,13 @@ from flowgen import T0, beacon, browsing, flow, run, sort_flows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from slipsq.addr import parse_ip_int
 from slipsq.detect import beacon as py_beacon
+from slipsq.detect import inuse as py_inuse
 from slipsq.detect import portscan as py_portscan
 from slipsq.detect.beacon import Beacon
 from slipsq.detect.portscan import PortScan
+from slipsq.detect.prefixes import _local
 from slipsq.flow import Flow
 
 c_portscan = pytest.importorskip("slipsq.detect._portscan", reason="the compiled extension is not built "
@@ -130,3 +133,96 @@ def test_detectors_give_the_same_evidence_on_both(detector: Any, seed: int, monk
         evidence[impl] = [(a.evidence, a.decision) for a in rec.seen]
     assert evidence["py"], "the mix must make some evidence, or the comparison proves nothing"
     assert evidence["py"] == evidence["c"]
+
+
+# --- the per-flow path (portscan.Counts) and the servers in use (inuse.ServersInUse) ----------------
+
+LAN = ("10.0.0.1", "192.168.1.9", "fe80::2", "::ffff:10.0.0.3")
+WAN = ("198.51.100.1", "2001:db8::1", "::ffff:8.8.8.8", "203.0.113.77")
+STATES = ("", "S_", "S_RA", "SF", "S0", "REJ", "CON", "INT", "ECO", "ECR", "FSPA_FSPA", "SPA_", "ZZ", "X_Y")
+PROTOS = ("tcp", "udp", "icmp", "ipv6-icmp", "gre")
+
+flows = st.builds(
+    lambda start, proto, saddr, daddr, dport, sport, state, dpkts, dur, closed_by: Flow(
+        start, start + dur, proto, saddr, sport, daddr, dport, 1, dpkts, 100, 100 * dpkts, state=state,
+        closed_by=closed_by),
+    st.floats(0, 20_000), st.sampled_from(PROTOS), st.sampled_from(LAN + WAN), st.sampled_from(LAN + WAN),
+    st.sampled_from(PORTS), st.sampled_from((8, 128, 0, 40000)), st.sampled_from(STATES), st.integers(0, 2),
+    st.sampled_from((0.0, 1.0, 400.0)), st.sampled_from(("fin", "rst", "active", "idle")))
+
+
+def servers_state(s: Any) -> Any:
+    return list(s.when.items()), s.bound
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(flows, st.tuples(st.sampled_from(LAN + WAN), st.floats(0, 20_000))), max_size=80),
+       st.integers(1, 5))
+def test_servers_twins_agree(ops: list[Any], bound: int) -> None:
+    py, c = py_inuse.ServersInUse(bound), c_portscan.Servers(bound)
+    for op in ops:
+        if isinstance(op, Flow):
+            py.note(op)
+            c.note(op)
+        else:
+            assert py.in_use(op[0], op[1], 3600) == c.in_use(op[0], op[1], 3600)
+        assert servers_state(py) == servers_state(c)  # LRU order included
+
+
+def hits_state(hits: Any) -> Any:
+    return None if hits is None else [(k, key, tally_state(t)) for k, key, t in hits]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(flows, st.floats(0, 20_000)), max_size=100), st.sampled_from((600.0, 3600.0, 0.1)),
+       st.booleans(), st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)),
+       st.integers(1, 6), st.integers(1, 4), st.integers(1, 12))
+def test_counts_twins_agree(ops: list[Any], window: float, note_servers: bool, thresholds: tuple[int, int, int],
+                            max_keys: int, max_targets: int, max_total: int) -> None:
+    """The one call per flow: same hits, same window, same counts, same servers noted (a float in
+    `ops` is a reset to that time's window, as on_tick does)."""
+    py = py_portscan.Counts(py_portscan.Tally(max_keys, max_targets, max_total), py_inuse.ServersInUse(3),
+                            window, note_servers, thresholds)
+    c = c_portscan.Counts(c_portscan.Tally(max_keys, max_targets, max_total), c_portscan.Servers(3),
+                          window, note_servers, thresholds)
+    for op in ops:
+        if isinstance(op, Flow):
+            assert hits_state(py.add(op)) == hits_state(c.add(op))
+        else:
+            py.reset(int(op // window))
+            c.reset(int(op // window))
+        assert py.index == c.index and type(py.index) is type(c.index)
+        assert portscan_state(py.tally) == portscan_state(c.tally)
+        assert servers_state(py.servers) == servers_state(c.servers)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 1e11), st.integers(0, 2**40)),
+       st.one_of(st.floats(1e-3, 1e6), st.sampled_from((0.1, 0.7, 3600.0, 0.0))))
+def test_the_window_index_is_pythons_floor_division(start: float, window: float) -> None:
+    """The compiled path finds the window in C: the same integer as int(start // window), and the same
+    error where Python raises (NaN, infinity, a zero window)."""
+    f = Flow(start, start, "gre", "10.0.0.1", 0, "10.0.0.2", 0)
+    answers = []
+    for mod in (py_portscan, c_portscan):
+        counts = mod.Counts(mod.Tally(5, 5, 5), py_inuse.ServersInUse(), window, True, (1, 1, 1))
+        try:
+            counts.add(f)
+            answers.append(counts.index)
+        except (ValueError, OverflowError, ZeroDivisionError) as e:
+            answers.append(type(e))
+    assert answers[0] == answers[1]
+    if not isinstance(answers[0], type):
+        assert answers[0] == max(-1, int(start // window))
+
+
+@given(st.one_of(st.ip_addresses().map(str), st.text("0123456789abcdef:.% ", max_size=45),
+                 st.sampled_from(("::ffff:10.0.0.1", "fe80::1", "febf::1", "fec0::1", "fc00::", "ff02::1", "::",
+                                  "::1", "::2", "255.255.255.255", "100.64.0.1", "01.2.3.4", "1.2.3.4\0", " ::1"))))
+def test_the_compiled_local_test_is_is_local(ip: str) -> None:
+    """What the compiled servers table parses itself (inet_pton in C) is what prefixes.is_local says;
+    text it does not parse it leaves to is_local."""
+    got = c_portscan.local_text(ip)
+    assert got is None or got == _local(ip)
+    if "%" not in ip and " " not in ip and "\0" not in ip and parse_ip_int(ip) is not None and ip.isascii():
+        assert got is not None or ip.strip() != ip  # the plain form of an address: parsed in C

@@ -1,9 +1,16 @@
-"""Type stub of the compiled port scan counting (slipsq/detect/_portscan.pyx); its twin is
-slipsq/detect/portscan.py (Tally, _Targets)."""
+"""Type stub of the compiled port scan path (slipsq/detect/_portscan.pyx); its twins are
+slipsq/detect/portscan.py (Counts, Tally, _Targets) and slipsq/detect/inuse.py (ServersInUse)."""
 
+from slipsq.detect import inuse as _inuse
 from slipsq.detect import portscan as _twin
 
 class Targets(_twin._Targets): ...
 
 class Tally(_twin.Tally):
     def __init__(self, max_keys: int, max_targets: int, max_total: int) -> None: ...
+
+class Servers(_inuse.ServersInUse): ...
+
+class Counts(_twin.Counts): ...
+
+def local_text(ip: str) -> bool | None: ...

@@ -1,16 +1,47 @@
 # cython: language_level=3
-"""The port scan detector's per-flow counting, compiled: the twin of `portscan.Tally` and
-`portscan._Targets` (read those for the rules; slipsq.twins chooses). Every flow the detector sees
-is counted twice (horizontally and vertically), so this is its hot path; the judging of a count that
-may make new evidence (rare) stays in portscan.py.
+"""The port scan detector's per-flow path, compiled: the twins of `portscan.Counts` (the one call
+per flow: window index, unanswered test, servers-in-use note, counting), `portscan.Tally` and
+`portscan._Targets` (the window's counts), and `inuse.ServersInUse` (the servers local hosts use,
+shared with the reconnect detector). Read the twins for the rules; slipsq.twins chooses. Every flow
+the detector sees goes through here, most answered by None without a line of Python; the judging of
+a count that reached its threshold (rare) stays in portscan.py.
 
-The same maps as the twin (Python dicts keyed by the same tuples), with the bounds checked in the
-same order, so both return the same tallies for the same calls (tests/test_portscan_compiled.py).
+The same maps as the twins (Python dicts keyed by the same tuples, the same OrderedDict of servers,
+the same memos of states and local addresses), with the bounds checked in the same order, so both
+return the same answers and keep the same state for the same calls (tests/test_detect_compiled.py).
 Data only: no I/O, no clock.
 """
 
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from collections import OrderedDict
+
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_CheckExact
+from libc.math cimport copysign, floor, fmod
+from libc.stdint cimport uint8_t, uint32_t
+from libc.string cimport memchr, strlen
+
+from slipsq.detect.inuse import MAX_SERVED, REFRESH as _REFRESH
+from slipsq.detect.portscan import _BY_STATE, _ECHO_REQUEST
+from slipsq.detect.prefixes import is_local
+
+cdef extern from "arpa/inet.h" nogil:
+    int inet_pton(int af, const char* src, void* dst)
+
+cdef extern from "sys/socket.h":
+    int AF_INET
+    int AF_INET6
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object o)  # the text is its own UTF-8: no copy, no encoding error
+
+cdef double REFRESH = _REFRESH
+# the memos behind portscan.unanswered's state lookup and prefixes.is_local (dict subclasses): a
+# hit is read here in C, a miss asks the memo, which fills it (the same memo the twins use)
+cdef object _STATES = _BY_STATE.__self__
+cdef object _LOCAL = is_local.__self__
+cdef Py_ssize_t _LOCAL_SIZE = _LOCAL.size
+cdef dict _ECHO = _ECHO_REQUEST
 
 cdef enum:
     HORIZONTAL = 0
@@ -124,3 +155,208 @@ cdef class Tally:
         else:
             return None
         return t
+
+
+cdef int _local_bytes(object ip) except -2:
+    """prefixes.local_int of the address `ip` (text), parsed as addr.parse_ip_int does (inet_pton,
+    the IPv4-mapped fold): 1 or 0; -1 for text inet_pton refuses (parse_ip_int's slow judge decides)."""
+    cdef Py_ssize_t n
+    cdef const char* text
+    cdef uint8_t b[16]
+    cdef uint32_t v4
+    cdef int i
+    if not PyUnicode_IS_ASCII(ip):  # inet_pton refuses it (the slow judge decides)
+        return -1
+    text = PyUnicode_AsUTF8AndSize(ip, &n)
+    if <size_t>n != strlen(text):  # a NUL inside: Python's inet_pton refuses it
+        return -1
+    if memchr(text, 58, n) == NULL:  # no ":": IPv4
+        if inet_pton(AF_INET, text, b) != 1:
+            return -1
+        v4 = (<uint32_t>b[0] << 24) | (<uint32_t>b[1] << 16) | (<uint32_t>b[2] << 8) | b[3]
+        return _local4(v4)
+    if inet_pton(AF_INET6, text, b) != 1:
+        return -1
+    for i in range(10):
+        if b[i]:
+            break
+    else:
+        if b[10] == 0xFF and b[11] == 0xFF:  # ::ffff:a.b.c.d is the IPv4 address
+            v4 = (<uint32_t>b[12] << 24) | (<uint32_t>b[13] << 16) | (<uint32_t>b[14] << 8) | b[15]
+            return _local4(v4)
+    # fc00::/7, fe80::/10, ff00::/8, and :: or ::1 (n <= 1)
+    if (b[0] & 0xFE) == 0xFC or (b[0] == 0xFE and (b[1] & 0xC0) == 0x80) or b[0] == 0xFF:
+        return 1
+    for i in range(15):
+        if b[i]:
+            return 0
+    return b[15] <= 1
+
+
+cdef inline int _local4(uint32_t n) noexcept:
+    """prefixes.local_int(4, n)."""
+    cdef uint32_t top = n >> 24
+    return (top == 10 or top == 127 or top == 0 or n >> 28 == 0xE or n >> 20 == 0xAC1
+            or n >> 16 == 0xC0A8 or n >> 16 == 0xA9FE or n >> 22 == 0x191 or n == 0xFFFFFFFF)
+
+
+def local_text(str ip):
+    """What `_local_bytes` answers (for the tests that hold it equal to prefixes.local_int): True,
+    False, or None for text it leaves to the slow judge."""
+    cdef int r = _local_bytes(ip)
+    return None if r == -1 else bool(r)
+
+
+cdef inline int _local(object ip) except -1:
+    """prefixes.is_local(ip): a hit in its memo, else the answer parsed here, put in the memo as its
+    __missing__ would (other detectors ask about the same addresses)."""
+    cdef PyObject* hit = PyDict_GetItem(_LOCAL, ip)
+    if hit != NULL:
+        return (<object>hit) is True
+    cdef int r = _local_bytes(ip) if PyUnicode_CheckExact(ip) else -1
+    if r == -1:  # not the plain form (or not text): the memo's own function decides (or raises)
+        return bool(is_local(ip))
+    if PyDict_Size(_LOCAL) >= _LOCAL_SIZE:
+        _LOCAL.clear()
+    _LOCAL[ip] = r == 1
+    return r
+
+
+cdef inline int _unanswered(object flow) except -1:
+    """portscan.unanswered(flow)."""
+    state = flow.state
+    cdef PyObject* hit = PyDict_GetItem(_STATES, state)
+    said = _BY_STATE(state) if hit == NULL else <object>hit
+    if said is None:
+        return bool(flow.dpkts == 0)
+    return bool(said)
+
+
+cdef inline double _floordiv(double x, double y) noexcept:
+    """Python's float x // y, step for step (CPython's _float_div_mod): floor(x / y) differs, e.g.
+    1 // 0.1 is 9.0, floor(1 / 0.1) 10.0. NaN when y is 0 or x not finite (Python raises then)."""
+    cdef double mod = fmod(x, y)
+    cdef double div = (x - mod) / y
+    cdef double fd
+    if mod:
+        if (y < 0) != (mod < 0):
+            div -= 1.0
+    if div:
+        fd = floor(div)
+        if div - fd > 0.5:
+            fd += 1.0
+        return fd
+    return copysign(0.0, x / y)
+
+
+cdef class Servers:
+    """Non-local servers that answered a local client, and when they last did (inuse.ServersInUse):
+    the same OrderedDict, least recently refreshed first."""
+
+    cdef readonly object when  # server -> its last answer to a local client (LRU order)
+    cdef public Py_ssize_t bound
+    cdef object _move_to_end, _popitem  # bound once: called from C on a refresh / when full
+
+    def __init__(self, Py_ssize_t bound=MAX_SERVED):
+        self.when = OrderedDict()
+        self.bound = bound
+        self._move_to_end, self._popitem = self.when.move_to_end, self.when.popitem
+
+    def note(self, flow):
+        self._note(flow)
+
+    cdef int _note(self, object flow) except -1:
+        server, when = flow.daddr, flow.end
+        cdef PyObject* last = PyDict_GetItem(self.when, server)
+        if last != NULL and <double>when < <double>(<object>last) + REFRESH:
+            return 0  # most flows: refreshed less than REFRESH ago
+        if _local(server) or not _local(flow.saddr):
+            return 0
+        # lru.put
+        if last != NULL:
+            self._move_to_end(server)
+        elif PyDict_Size(self.when) >= self.bound:
+            self._popitem(False)
+        self.when[server] = when  # through OrderedDict's own setitem: it keeps the order
+        return 0
+
+    def in_use(self, ip, ts, window):
+        last = self.when.get(ip)
+        return last is not None and last >= ts - window
+
+
+cdef class Counts:
+    """The detector's per-flow path and state (portscan.Counts)."""
+
+    cdef readonly Tally tally
+    cdef readonly object servers, index
+    cdef Servers fast_servers  # servers, when it is the compiled table (else None: ask its note)
+    cdef readonly double window
+    cdef double index_fd  # index as a float (the window math is in floats; int(index_fd) == index)
+    cdef readonly bint note_servers
+    cdef long long th[3]  # thresholds by kind
+
+    def __init__(self, Tally tally, servers, double window, bint note_servers, thresholds):
+        self.tally, self.servers, self.window, self.note_servers = tally, servers, window, note_servers
+        self.fast_servers = servers if isinstance(servers, Servers) else None
+        for k in range(3):  # a threshold past any count never reached: clamp it to fit
+            self.th[k] = min(int(thresholds[k]), 1 << 62)
+        self.index, self.index_fd = -1, -1.0
+
+    @property
+    def thresholds(self):
+        return (self.th[0], self.th[1], self.th[2])
+
+    def reset(self, index):
+        self.index, self.index_fd = index, <double>index
+        self.tally.reset()
+
+    cdef int _note(self, object flow) except -1:
+        if self.fast_servers is not None:
+            return self.fast_servers._note(flow)
+        self.servers.note(flow)
+        return 0
+
+    def add(self, flow):
+        proto = flow.proto
+        if flow.closed_by == "active":  # flow.is_report, read here (the property costs a Python call)
+            if (proto == "tcp" or proto == "udp") and self.note_servers and not _unanswered(flow):
+                self._note(flow)
+            return None
+        start_o = flow.start
+        cdef double start = start_o
+        cdef double fd = _floordiv(start, self.window)
+        if fd - fd != 0:  # NaN or infinite: Python's arithmetic raises as the twin does
+            fd = int(start_o // self.window)
+        if fd > self.index_fd:  # a new window
+            self.reset(int(fd))
+        cdef bint failed
+        cdef object h, v
+        if proto == "tcp" or proto == "udp":
+            failed = _unanswered(flow)
+            if not failed and self.note_servers:
+                self._note(flow)
+            saddr, daddr, dport = flow.saddr, flow.daddr, flow.dport
+            h = self.tally._count(HORIZONTAL, (saddr, dport, proto), daddr, failed, start)
+            v = self.tally._count(VERTICAL, (saddr, daddr, proto), dport, failed, start)
+            if h is not None and (<Targets>h).failed < self.th[HORIZONTAL]:
+                h = None
+            if v is not None and (<Targets>v).failed < self.th[VERTICAL]:
+                v = None
+            if h is None and v is None:
+                return None
+            hits = []
+            if h is not None:
+                hits.append((HORIZONTAL, (saddr, dport, proto), h))
+            if v is not None:
+                hits.append((VERTICAL, (saddr, daddr, proto), v))
+            return hits
+        cdef Targets t
+        if _ECHO.get(proto) == flow.sport:
+            key = (flow.saddr, "", proto)
+            found = self.tally._count(ICMP_SWEEP, key, flow.daddr, _unanswered(flow), start)
+            if found is not None:
+                t = <Targets>found
+                if t.failed + t.answered >= self.th[ICMP_SWEEP]:
+                    return [(ICMP_SWEEP, key, t)]
+        return None

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from slipsq.allow import AllowList
 from slipsq.config import Config, Option
-from slipsq.detect.inuse import ServersInUse
+from slipsq.detect.inuse import ServersInUse, make_servers
 from slipsq.detect.peers import Peers
 from slipsq.flow import AppEvent, Flow
 from slipsq.records import Evidence
@@ -37,7 +37,7 @@ class Context:
     enrichers: list[Callable[[str], dict[str, Any]]] = field(default_factory=list)
     # non-local servers that answered local hosts, and when (fed and asked by detectors whose
     # evidence could be forged: portscan, reconnect; see detect/inuse.py)
-    servers: ServersInUse = field(default_factory=ServersInUse)
+    servers: ServersInUse = field(default_factory=make_servers)
 
 
 NO_EVIDENCE: tuple[Evidence, ...] = ()  # immutable: safe to share between hooks

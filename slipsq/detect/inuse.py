@@ -10,12 +10,17 @@ One table per engine, shared by every detector through `Context.servers` (scans 
 same question of the same facts). Known from flows that closed or reported: a server first
 answering less than a flow timeout ago (60 s for UDP) is not known yet. Bounded (least recently
 refreshed forgotten first) and O(1) per flow. Data only: no I/O, no clock.
+
+`ServersInUse` is the readable twin of the compiled `detect/_portscan.Servers` (asked on every
+answered flow, by two detectors); `make_servers` chooses (slipsq.twins), tests/test_detect_compiled.py
+holds them equal.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
+from slipsq import twins
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
 from slipsq.lru import put
@@ -47,3 +52,10 @@ class ServersInUse:
         """True when `ip` answered a local client within `window` seconds before `ts`."""
         last = self.when.get(ip)
         return last is not None and last >= ts - window
+
+
+def make_servers(bound: int = MAX_SERVED) -> ServersInUse:
+    """The compiled table, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._portscan")
+    cls: type[ServersInUse] = ServersInUse if fast is None else fast.Servers
+    return cls(bound)

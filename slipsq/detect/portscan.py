@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.inuse import ServersInUse
 from slipsq.detect.prefixes import Memo
 from slipsq.flow import Flow
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
@@ -164,6 +165,73 @@ def make_tally(max_keys: int, max_targets: int, max_total: int) -> Tally:
     return cls(max_keys, max_targets, max_total)
 
 
+Hit = tuple[int, TallyKey, _Targets]  # a kind's count that reached its threshold: (kind, key, tally)
+
+
+class Counts:
+    """The detector's per-flow path: the window index, the window's Tally, and the servers-in-use
+    notes of answered flows. The readable twin of the compiled `_portscan.Counts` (the one call per
+    flow; make_counts chooses, tests/test_detect_compiled.py holds them equal). `add` answers None
+    for most flows; only a count that reached its kind's threshold goes back to Python to be judged."""
+
+    __slots__ = ("index", "note_servers", "servers", "tally", "thresholds", "window")
+
+    def __init__(self, tally: Tally, servers: ServersInUse, window: float, note_servers: bool,
+                 thresholds: tuple[int, int, int]) -> None:
+        self.tally, self.servers, self.window = tally, servers, window
+        self.note_servers = note_servers  # off with portscan.block_servers_in_use (nobody asks)
+        self.thresholds = thresholds  # by kind index
+        self.index = -1  # the judge window counted in
+
+    def reset(self, index: int) -> None:
+        """A new window: forget every count."""
+        self.index = index
+        self.tally.reset()
+
+    def add(self, flow: Flow) -> list[Hit] | None:
+        """Count one flow. None (most flows), else the counts that reached their threshold, horizontal
+        before vertical (the judge may still find nothing new in them)."""
+        if flow.is_report:  # a long connection, still open: counts for "in use", not as a target
+            if flow.proto in ("tcp", "udp") and self.note_servers and not unanswered(flow):
+                self.servers.note(flow)
+            return None
+        index = int(flow.start // self.window)
+        if index > self.index:  # a new window: scans are judged per window (a late flow of the
+            self.reset(index)  # previous window is counted in the current one)
+        proto = flow.proto
+        if proto == "tcp" or proto == "udp":
+            failed = unanswered(flow)
+            if not failed and self.note_servers:
+                self.servers.note(flow)
+            # the port is a number here (proto is in the key); "port/proto" is formatted in _judge
+            hv = self.tally.pair(flow.saddr, flow.daddr, flow.dport, proto, failed, flow.start)
+            if hv is None:
+                return None
+            h, v = hv
+            hits: list[Hit] = []
+            if h is not None and h.failed >= self.thresholds[HORIZONTAL]:
+                hits.append((HORIZONTAL, (flow.saddr, flow.dport, proto), h))
+            if v is not None and v.failed >= self.thresholds[VERTICAL]:
+                hits.append((VERTICAL, (flow.saddr, flow.daddr, proto), v))
+            return hits or None
+        if _ECHO_REQUEST.get(proto) == flow.sport:
+            key: TallyKey = (flow.saddr, "", proto)
+            t = self.tally.count(ICMP_SWEEP, key, flow.daddr, unanswered(flow), flow.start)
+            if t is not None and t.failed + t.answered >= self.thresholds[ICMP_SWEEP]:
+                return [(ICMP_SWEEP, key, t)]
+        return None
+
+
+def make_counts(window: float, block_in_use: bool, thresholds: tuple[int, int, int], servers: ServersInUse,
+                max_keys: int, max_targets: int, max_total: int) -> Counts:
+    """The compiled per-flow path (with the compiled Tally), or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._portscan")
+    if fast is None:
+        return Counts(Tally(max_keys, max_targets, max_total), servers, window, not block_in_use, thresholds)
+    return fast.Counts(fast.Tally(max_keys, max_targets, max_total), servers, window, not block_in_use,
+                       thresholds)  # type: ignore[no-any-return]
+
+
 class PortScan(Detector):
     name = "portscan"
     evidence_kinds = ("vertical", "horizontal", "icmp-sweep")
@@ -195,50 +263,26 @@ class PortScan(Detector):
         self.block_in_use: bool = self.opt("block_servers_in_use")
         self.servers = ctx.servers  # shared: who answered local hosts (detect/inuse.py)
         self.servers.bound = self.opt("max_servers")
-        self.index = -1
-        # the window's counts: compiled, or the readable twin
-        self.tally = make_tally(self.opt("max_keys"), self.opt("max_targets"), self.opt("max_total_targets"))
-
-    def _reset(self, index: int) -> None:
-        self.index = index
-        self.tally.reset()
+        # the per-flow path and the window's counts: compiled, or the readable twin
+        self.counts = make_counts(self.window, self.block_in_use, (self.opt("horizontal_hosts"),
+                                  self.opt("vertical_ports"), self.opt("icmp_hosts")), self.servers,
+                                  self.opt("max_keys"), self.opt("max_targets"), self.opt("max_total_targets"))
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
-        if flow.is_report:  # a long connection, still open: counts for "in use", not as a target
-            if flow.proto in ("tcp", "udp") and not self.block_in_use and not unanswered(flow):
-                self.servers.note(flow)
+        hits = self.counts.add(flow)  # most flows: None, at the cost of one call
+        if hits is None:
             return NO_EVIDENCE
-        index = int(flow.start // self.window)
-        if index > self.index:  # a new window: scans are judged per window (a late flow of the
-            self._reset(index)  # previous window is counted in the current one)
-        proto = flow.proto
-        if proto == "tcp" or proto == "udp":
-            failed = unanswered(flow)
-            if not failed and not self.block_in_use:
-                self.servers.note(flow)
-            # the port is a number here (proto is in the key); "port/proto" is formatted in _judge
-            hv = self.tally.pair(flow.saddr, flow.daddr, flow.dport, proto, failed, flow.start)
-            if hv is None:
-                return NO_EVIDENCE
-            h, v = hv
-            out: list[Evidence] = []
-            if h is not None:
-                out += self._judge(HORIZONTAL, (flow.saddr, flow.dport, proto), h, flow)
-            if v is not None:
-                out += self._judge(VERTICAL, (flow.saddr, flow.daddr, proto), v, flow)
-            return out or NO_EVIDENCE
-        if _ECHO_REQUEST.get(proto) == flow.sport:
-            key = (flow.saddr, "", proto)
-            t = self.tally.count(ICMP_SWEEP, key, flow.daddr, unanswered(flow), flow.start)
-            return NO_EVIDENCE if t is None else self._judge(ICMP_SWEEP, key, t, flow)
-        return NO_EVIDENCE
+        out: list[Evidence] = []
+        for kind, key, t in hits:
+            out += self._judge(kind, key, t, flow)
+        return out or NO_EVIDENCE
 
     def on_tick(self, now: float) -> Sequence[Evidence]:
         # a window that ended is forgotten even when no flow comes to start the next one (after a
         # flood of forged sources, its targets would otherwise stay in memory until one does)
         index = int(now // self.window)
-        if index > self.index and self.tally.total:
-            self._reset(index)
+        if index > self.counts.index and self.counts.tally.total:
+            self.counts.reset(index)
         return NO_EVIDENCE
 
     def _judge(self, k: int, key: TallyKey, t: _Targets, flow: Flow) -> Sequence[Evidence]:
@@ -269,7 +313,7 @@ class PortScan(Detector):
         else:
             desc = f"ICMP echo sweep from {src} to {n} hosts in {span} ({t.answered} answered)"
             dst, port, ekey = flow.daddr, 0, f"icmpsweep:{src}/{proto}"
-        ts = max(t.last, self.index * self.window)  # a late flow of the last window counts in this one
+        ts = max(t.last, self.counts.index * self.window)  # a late flow of the last window counts in this one
         in_use = not self.block_in_use and self.servers.in_use(src, ts, self.window)
         if in_use:
             desc += (f"; {src} answers local hosts (in the last {self.window:.0f}s): a scan alone never "
