@@ -14,13 +14,15 @@ Data only: no I/O, no clock.
 
 from collections import OrderedDict
 
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_Size
+cimport cython
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_CheckExact
 from libc.math cimport copysign, floor, fmod
 from libc.stdint cimport uint8_t, uint32_t
 from libc.string cimport memchr, strlen
 
+from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.inuse import MAX_SERVED, REFRESH as _REFRESH
 from slipsq.detect.portscan import _BY_STATE, _ECHO_REQUEST
 from slipsq.detect.prefixes import is_local
@@ -49,7 +51,8 @@ cdef enum:
     ICMP_SWEEP = 2
 
 
-cdef class Targets:
+@cython.no_gc  # holds targets (text, numbers) and a dict of them: never in a reference cycle, so the
+cdef class Targets:  # collector need not track the one per key, nor walk them every young collection
     """One key of a window: its targets (target -> answered) and tally (portscan._Targets).
 
     Most keys of normal traffic (a client and one server, a client and one port) only ever get one
@@ -104,7 +107,7 @@ cdef class Tally:
 
     cdef object _count(self, int kind, tuple key, object target, bint failed, double start):
         cdef dict seen = <dict>self.seen[kind]
-        cdef PyObject* found = PyDict_GetItem(seen, key)
+        cdef PyObject* found = PyDict_GetItemWithError(seen, key)
         cdef Targets t
         if found == NULL:
             if len(seen) >= self.max_keys:
@@ -125,7 +128,7 @@ cdef class Tally:
         elif t.more is None:
             before = -1
         else:
-            found_t = PyDict_GetItem(t.more, target)
+            found_t = PyDict_GetItemWithError(t.more, target)
             before = -1 if found_t == NULL else (1 if <object>found_t else 0)
         if before == -1:
             if t.size() >= self.max_targets or self.total >= self.max_total:
@@ -210,7 +213,7 @@ def local_text(str ip):
 cdef inline int _local(object ip) except -1:
     """prefixes.is_local(ip): a hit in its memo, else the answer parsed here, put in the memo as its
     __missing__ would (other detectors ask about the same addresses)."""
-    cdef PyObject* hit = PyDict_GetItem(_LOCAL, ip)
+    cdef PyObject* hit = PyDict_GetItemWithError(_LOCAL, ip)
     if hit != NULL:
         return (<object>hit) is True
     cdef int r = _local_bytes(ip) if PyUnicode_CheckExact(ip) else -1
@@ -225,7 +228,7 @@ cdef inline int _local(object ip) except -1:
 cdef inline int _unanswered(object flow) except -1:
     """portscan.unanswered(flow)."""
     state = flow.state
-    cdef PyObject* hit = PyDict_GetItem(_STATES, state)
+    cdef PyObject* hit = PyDict_GetItemWithError(_STATES, state)
     said = _BY_STATE(state) if hit == NULL else <object>hit
     if said is None:
         return bool(flow.dpkts == 0)
@@ -267,7 +270,7 @@ cdef class Servers:
 
     cdef int _note(self, object flow) except -1:
         server, when = flow.daddr, flow.end
-        cdef PyObject* last = PyDict_GetItem(self.when, server)
+        cdef PyObject* last = PyDict_GetItemWithError(self.when, server)
         if last != NULL and <double>when < <double>(<object>last) + REFRESH:
             return 0  # most flows: refreshed less than REFRESH ago
         if _local(server) or not _local(flow.saddr):
@@ -295,9 +298,11 @@ cdef class Counts:
     cdef double index_fd  # index as a float (the window math is in floats; int(index_fd) == index)
     cdef readonly bint note_servers
     cdef long long th[3]  # thresholds by kind
+    cdef readonly object judge
 
-    def __init__(self, Tally tally, servers, double window, bint note_servers, thresholds):
+    def __init__(self, Tally tally, servers, double window, bint note_servers, thresholds, judge):
         self.tally, self.servers, self.window, self.note_servers = tally, servers, window, note_servers
+        self.judge = judge
         self.fast_servers = servers if isinstance(servers, Servers) else None
         for k in range(3):  # a threshold past any count never reached: clamp it to fit
             self.th[k] = min(int(thresholds[k]), 1 << 62)
@@ -317,7 +322,14 @@ cdef class Counts:
         self.servers.note(flow)
         return 0
 
+    def on_flow(self, flow):
+        hits = self._add(flow)
+        return NO_EVIDENCE if hits is None else self.judge(hits, flow)
+
     def add(self, flow):
+        return self._add(flow)
+
+    cdef object _add(self, object flow):
         proto = flow.proto
         if flow.closed_by == "active":  # flow.is_report, read here (the property costs a Python call)
             if (proto == "tcp" or proto == "udp") and self.note_servers and not _unanswered(flow):
