@@ -1,19 +1,22 @@
 """Reconnection storms: one host hammering one server:port that refuses or ignores it (flows, and
 packets through the compiled table); the guards: a few retries, a server in use, a forged storm,
-a LAN printer, an inbound storm, a client that is not ours."""
+a LAN printer, an inbound storm, a client that is not ours. Every test runs on both servers-in-use
+tables (the readable inuse.ServersInUse and the compiled _portscan.Servers)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from flowgen import T0, config, flow, replay_pcap, run, write_scenario
+from flowgen import T0, both_twins, config, flow, replay_pcap, run, write_scenario
 
 from slipsq.detect.portscan import PortScan
 from slipsq.detect.reconnect import Reconnect
 from slipsq.flow import Flow
 from tools.gen_scenarios import reconnection_storm
 from tools.gen_sessions import tls_session
+
+implementation = both_twins("slipsq.detect._portscan")  # the servers in use: readable (py) and compiled (c)
 
 HOST, CC = "192.168.1.66", "203.0.113.50"
 EPOCH = 1_717_243_200.0  # 2024-06-01 12:00 UTC, an hour boundary
