@@ -1,5 +1,7 @@
 """Type stub of the compiled beacon per-flow state (slipsq/detect/_beacon.pyx); its twin is
-slipsq/detect/beacon.py (Tuples, _Tuple)."""
+slipsq/detect/beacon.py (Tuples, _Tuple, Intake)."""
+
+from collections.abc import Callable, Collection
 
 from slipsq.detect import beacon as _twin
 
@@ -7,3 +9,7 @@ class Tuple(_twin._Tuple): ...
 
 class Tuples(_twin.Tuples):
     def __init__(self, history: int, bound: int) -> None: ...
+
+class Intake(_twin.Intake):
+    def __init__(self, tuples: _twin.Tuples, min_n: int, full_n: int, window: float, own: Collection[str],
+                 local: Callable[[str], bool], never: Callable[[str], bool]) -> None: ...

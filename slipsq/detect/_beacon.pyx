@@ -10,9 +10,20 @@ prune the same tuples in the same order (tests/test_beacon_compiled.py). Data on
 
 from bisect import bisect
 
-from cpython.dict cimport PyDict_DelItem, PyDict_GetItem, PyDict_SetItem
+from cpython.dict cimport PyDict_Clear, PyDict_DelItem, PyDict_GetItem, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
 from libc.math cimport INFINITY
+from libc.string cimport memchr, memcmp, strlen
+
+from slipsq.detect.prefixes import MEMO_SIZE, is_local
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object)
+    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+
+cdef extern from "arpa/inet.h" nogil:
+    int AF_INET, AF_INET6
+    int inet_pton(int af, const char* src, void* dst)
 
 
 cdef class Tuple:
@@ -84,6 +95,9 @@ cdef class Tuples:
         PyDict_DelItem(self.map, t.key)
 
     def add(self, tuple key, double start, object size):
+        return self._add(key, start, size)
+
+    cdef Tuple _add(self, tuple key, double start, object size):
         cdef PyObject* found = PyDict_GetItem(self.map, key)
         cdef Tuple t
         if found == NULL:
@@ -125,3 +139,142 @@ cdef class Tuples:
         while self.head is not None and self.head.last < horizon:
             self._pop_front()
         self.oldest_last = INFINITY if self.head is None else self.head.last
+
+
+# the twin's _IGNORED_UDP_PORTS and _DNS_PORTS: Cython tests `in` a literal tuple with one C
+# comparison per element for an int (Python's == for anything else), no hash and no set probe
+cdef inline bint _ignored_udp_port(object port) except -1:
+    return port in (123, 5353, 5355, 1900, 137, 138)
+
+
+cdef inline bint _dns_port(object port) except -1:
+    return port in (53, 853, 5353)
+
+
+cdef inline bint _local_v4(const unsigned char* b):
+    """prefixes.local_int for an IPv4 address (4 bytes, network order)."""
+    cdef unsigned long n = (<unsigned long>b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
+    cdef unsigned long top = n >> 24
+    return (top == 10 or top == 127 or top == 0 or n >> 28 == 0xE or n >> 20 == 0xAC1
+            or n >> 16 == 0xC0A8 or n >> 16 == 0xA9FE or n >> 22 == 0x191 or n == 0xFFFFFFFF)
+
+
+cdef int _local_text(object ip):
+    """prefixes.is_local's answer (1 or 0) for the plain text form that addr.parse_ip_int parses
+    with inet_pton, through the same libc inet_pton; -1 for anything else (not a str, not ASCII, a
+    NUL, or a form only `ipaddress` reads), which the caller leaves to the Python memo. A new
+    address is asked about at most once per memo fill: a flood of invented ones must stay cheap."""
+    cdef Py_ssize_t n
+    cdef const char* s
+    cdef unsigned char b[16]
+    cdef int i
+    if type(ip) is not str or not PyUnicode_IS_ASCII(ip):
+        return -1
+    s = PyUnicode_AsUTF8AndSize(ip, &n)
+    if <Py_ssize_t>strlen(s) != n:
+        return -1
+    if memchr(s, c":", n) == NULL:
+        return _local_v4(b) if inet_pton(AF_INET, s, b) == 1 else -1
+    if inet_pton(AF_INET6, s, b) != 1:
+        return -1
+    if memcmp(b, b"\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0:  # ::ffff:a.b.c.d is a.b.c.d
+        return _local_v4(b + 12)
+    # fc00::/7, fe80::/10, ff00::/8; ::1 and ::
+    if b[0] & 0xFE == 0xFC or (b[0] == 0xFE and b[1] & 0xC0 == 0x80) or b[0] == 0xFF:
+        return 1
+    for i in range(15):
+        if b[i]:
+            return 0
+    return b[15] <= 1
+
+
+def local_address(ip):
+    """True/False as prefixes.is_local answers, or None when the caller must ask it (the tests)."""
+    cdef int r = _local_text(ip)
+    return None if r < 0 else r == 1
+
+
+cdef double LOW = 0.2, HIGH = 0.8, CRITICAL = 1.0  # slipsq.records's threat levels
+
+
+cdef class Intake:
+    """One call per closed flow: ignore rules, tuple update, anything new to score (beacon.Intake).
+
+    A known address costs one C dict lookup. `local` (prefixes.is_local, a Memo's bound
+    __getitem__) is looked up in that memo, and a new address is answered by _local_text and put
+    in it as Memo.__missing__ would (only what _local_text cannot read goes to the memo's Python
+    function). `never` is the twin's memo of the same name, a dict here, bounded the same way."""
+
+    cdef Tuples tuples
+    cdef long min_n, full_n
+    cdef object window  # a Python float: `last // window` as Python computes it
+    cdef object own, local, protected
+    cdef object local_memo  # a Memo: a dict subclass (Cython's `dict` is the exact type)
+    cdef dict never
+    cdef Py_ssize_t local_size
+
+    def __init__(self, Tuples tuples, long min_n, long full_n, double window, own, local, protected):
+        self.tuples, self.min_n, self.full_n, self.window = tuples, min_n, full_n, float(window)
+        self.own, self.local, self.protected = own, local, protected
+        # another `local` (a test's) is only called: _local_text answers prefixes.is_local's question
+        self.local_memo = is_local.__self__ if local is is_local else None
+        self.local_size = is_local.__self__.size
+        self.never = {}
+
+    cdef bint _local(self, object ip) except -1:
+        cdef PyObject* found
+        cdef int r
+        if self.local_memo is None:
+            return self.local(ip)
+        found = PyDict_GetItem(self.local_memo, ip)
+        if found != NULL:
+            return <object>found
+        r = _local_text(ip)
+        if r < 0:
+            return self.local(ip)  # the memo's own function decides (and fills it)
+        if PyDict_Size(self.local_memo) >= self.local_size:  # as Memo.__missing__
+            PyDict_Clear(self.local_memo)
+        PyDict_SetItem(self.local_memo, ip, r == 1)
+        return r
+
+    cdef bint _never(self, object dst) except -1:
+        cdef PyObject* found = PyDict_GetItem(self.never, dst)
+        if found != NULL:
+            return <object>found
+        value = self.protected(dst) is not None or dst.endswith(".255")
+        if PyDict_Size(self.never) >= MEMO_SIZE:  # as Memo.__missing__
+            PyDict_Clear(self.never)
+        PyDict_SetItem(self.never, dst, value)
+        return value
+
+    cdef bint _ignored(self, f, object proto) except -1:
+        dport = f.dport
+        if proto == "udp" and (_ignored_udp_port(dport) or f.sport == 123):
+            return True
+        dst = f.daddr
+        if self._local(dst) and (_dns_port(dport) or not self._local(f.saddr)):
+            return True
+        if _dns_port(dport) and dst in self.own:
+            return True
+        return self._never(dst)
+
+    def ignored(self, f):
+        """The twin's `ignored` (for the differential tests)."""
+        return self._ignored(f, f.proto)
+
+    def add(self, f):
+        proto = f.proto
+        # f.closed_by == "active" is Flow.is_report, read without calling the property
+        if f.closed_by == "active" or not (proto == "tcp" or proto == "udp") or self._ignored(f, proto):
+            return None
+        cdef Tuple t = self.tuples._add((f.saddr, f.daddr, f.dport, proto), f.start, f.sbytes + f.dbytes)
+        cdef Py_ssize_t n = len(t.starts)
+        if n < self.min_n:
+            return None
+        if t.emitted_n and int(<object>t.last // self.window) == t.emitted_window:
+            if t.emitted_threat == LOW:
+                return None
+            if (CRITICAL if n >= self.full_n else HIGH) == t.emitted_threat and t.total < 1.5 * t.emitted_n:
+                return None
+        return t
+
