@@ -11,9 +11,10 @@ prune the same tuples in the same order (tests/test_beacon_compiled.py). Data on
 from bisect import bisect
 
 from cpython.dict cimport PyDict_Clear, PyDict_DelItem, PyDict_GetItem, PyDict_SetItem, PyDict_Size
+from cpython.long cimport PyLong_FromUnsignedLong
 from cpython.ref cimport PyObject
 from libc.math cimport INFINITY
-from libc.string cimport memchr, memcmp, strlen
+from libc.string cimport memchr, memcmp, memcpy, strlen
 
 from slipsq.detect.prefixes import MEMO_SIZE, is_local
 
@@ -151,47 +152,85 @@ cdef inline bint _dns_port(object port) except -1:
     return port in (53, 853, 5353)
 
 
-cdef inline bint _local_v4(const unsigned char* b):
-    """prefixes.local_int for an IPv4 address (4 bytes, network order)."""
-    cdef unsigned long n = (<unsigned long>b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
-    cdef unsigned long top = n >> 24
-    return (top == 10 or top == 127 or top == 0 or n >> 28 == 0xE or n >> 20 == 0xAC1
-            or n >> 16 == 0xC0A8 or n >> 16 == 0xA9FE or n >> 22 == 0x191 or n == 0xFFFFFFFF)
-
-
-cdef int _local_text(object ip):
-    """prefixes.is_local's answer (1 or 0) for the plain text form that addr.parse_ip_int parses
-    with inet_pton, through the same libc inet_pton; -1 for anything else (not a str, not ASCII, a
-    NUL, or a form only `ipaddress` reads), which the caller leaves to the Python memo. A new
-    address is asked about at most once per memo fill: a flood of invented ones must stay cheap."""
+cdef int _parse(object ip, unsigned char* b) except -2:
+    """addr.parse_ip_int's parse of the plain text form, through the same libc inet_pton: 4 (the
+    address in b[0:4], an IPv4-mapped IPv6 one folded so) or 6 (b[0:16]); -1 for anything else
+    (not a str, not ASCII, a NUL, or a form only `ipaddress` reads), which the caller leaves to the
+    Python functions. A new address is parsed once per memo fill: a flood of them must stay cheap."""
     cdef Py_ssize_t n
     cdef const char* s
-    cdef unsigned char b[16]
-    cdef int i
     if type(ip) is not str or not PyUnicode_IS_ASCII(ip):
         return -1
     s = PyUnicode_AsUTF8AndSize(ip, &n)
     if <Py_ssize_t>strlen(s) != n:
         return -1
     if memchr(s, c":", n) == NULL:
-        return _local_v4(b) if inet_pton(AF_INET, s, b) == 1 else -1
+        return 4 if inet_pton(AF_INET, s, b) == 1 else -1
     if inet_pton(AF_INET6, s, b) != 1:
         return -1
     if memcmp(b, b"\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0:  # ::ffff:a.b.c.d is a.b.c.d
-        return _local_v4(b + 12)
-    # fc00::/7, fe80::/10, ff00::/8; ::1 and ::
-    if b[0] & 0xFE == 0xFC or (b[0] == 0xFE and b[1] & 0xC0 == 0x80) or b[0] == 0xFF:
-        return 1
+        memcpy(b, b + 12, 4)
+        return 4
+    return 6
+
+
+cdef inline unsigned long _v4(const unsigned char* b):
+    return (<unsigned long>b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
+
+
+cdef inline bint _zero_below(const unsigned char* b, unsigned char last):
+    """An IPv6 address that is 15 zero bytes and a last byte <= `last`."""
+    cdef int i
     for i in range(15):
         if b[i]:
-            return 0
-    return b[15] <= 1
+            return False
+    return b[15] <= last
+
+
+cdef bint _local(int version, const unsigned char* b):
+    """prefixes.local_int."""
+    cdef unsigned long n, top
+    if version == 4:
+        n = _v4(b)
+        top = n >> 24
+        return (top == 10 or top == 127 or top == 0 or n >> 28 == 0xE or n >> 20 == 0xAC1
+                or n >> 16 == 0xC0A8 or n >> 16 == 0xA9FE or n >> 22 == 0x191 or n == 0xFFFFFFFF)
+    # fc00::/7, fe80::/10, ff00::/8; ::1 and ::
+    return (b[0] & 0xFE == 0xFC or (b[0] == 0xFE and b[1] & 0xC0 == 0x80) or b[0] == 0xFF
+            or _zero_below(b, 1))
+
+
+cdef bint _fixed_never(int version, const unsigned char* b):
+    """In allow._NEVER: loopback, link-local, multicast, unspecified, the IPv4 broadcast."""
+    cdef unsigned long n
+    if version == 4:
+        n = _v4(b)
+        return n >> 24 == 127 or n >> 16 == 0xA9FE or n >> 28 == 0xE or n == 0 or n == 0xFFFFFFFF
+    return (b[0] == 0xFE and b[1] & 0xC0 == 0x80) or b[0] == 0xFF or _zero_below(b, 1)
+
+
+cdef bint _ends_255(object dst) except -1:
+    """dst.endswith(".255") (a subnet broadcast the allow list cannot know), on the ASCII text."""
+    cdef Py_ssize_t n
+    cdef const char* s
+    if type(dst) is not str or not PyUnicode_IS_ASCII(dst):
+        return dst.endswith(".255")
+    s = PyUnicode_AsUTF8AndSize(dst, &n)
+    return n >= 4 and memcmp(s + n - 4, b".255", 4) == 0
 
 
 def local_address(ip):
-    """True/False as prefixes.is_local answers, or None when the caller must ask it (the tests)."""
-    cdef int r = _local_text(ip)
-    return None if r < 0 else r == 1
+    """prefixes.is_local's answer, or None when the C parse leaves it to Python (for the tests)."""
+    cdef unsigned char b[16]
+    cdef int version = _parse(ip, b)
+    return None if version < 0 else _local(version, b)
+
+
+def fixed_never(ip):
+    """Whether allow._NEVER holds `ip`, or None when the C parse leaves it to Python (the tests)."""
+    cdef unsigned char b[16]
+    cdef int version = _parse(ip, b)
+    return None if version < 0 else _fixed_never(version, b)
 
 
 cdef double LOW = 0.2, HIGH = 0.8, CRITICAL = 1.0  # slipsq.records's threat levels
@@ -201,47 +240,62 @@ cdef class Intake:
     """One call per closed flow: ignore rules, tuple update, anything new to score (beacon.Intake).
 
     A known address costs one C dict lookup. `local` (prefixes.is_local, a Memo's bound
-    __getitem__) is looked up in that memo, and a new address is answered by _local_text and put
-    in it as Memo.__missing__ would (only what _local_text cannot read goes to the memo's Python
-    function). `never` is the twin's memo of the same name, a dict here, bounded the same way."""
+    __getitem__) is looked up in that memo, and a new address is parsed and tested in C and put in
+    it as Memo.__missing__ would (what _parse cannot read goes to the memo's own function). `never`
+    is the twin's memo of the same name, a dict here, bounded the same way."""
 
     cdef Tuples tuples
     cdef long min_n, full_n
     cdef object window  # a Python float: `last // window` as Python computes it
-    cdef object own, local, protected
+    cdef object own, local, protected, listed
     cdef object local_memo  # a Memo: a dict subclass (Cython's `dict` is the exact type)
     cdef dict never
     cdef Py_ssize_t local_size
 
-    def __init__(self, Tuples tuples, long min_n, long full_n, double window, own, local, protected):
+    def __init__(self, Tuples tuples, long min_n, long full_n, double window, own, local, allow):
         self.tuples, self.min_n, self.full_n, self.window = tuples, min_n, full_n, float(window)
-        self.own, self.local, self.protected = own, local, protected
-        # another `local` (a test's) is only called: _local_text answers prefixes.is_local's question
+        self.own, self.local = own, local
+        self.protected, self.listed = allow.why_protected, allow.listed
+        # another `local` (a test's) is only called: _local answers prefixes.is_local's question
         self.local_memo = is_local.__self__ if local is is_local else None
         self.local_size = is_local.__self__.size
         self.never = {}
 
     cdef bint _local(self, object ip) except -1:
         cdef PyObject* found
-        cdef int r
+        cdef unsigned char b[16]
+        cdef int version
         if self.local_memo is None:
             return self.local(ip)
         found = PyDict_GetItem(self.local_memo, ip)
         if found != NULL:
             return <object>found
-        r = _local_text(ip)
-        if r < 0:
+        version = _parse(ip, b)
+        if version < 0:
             return self.local(ip)  # the memo's own function decides (and fills it)
+        value = _local(version, b)
         if PyDict_Size(self.local_memo) >= self.local_size:  # as Memo.__missing__
             PyDict_Clear(self.local_memo)
-        PyDict_SetItem(self.local_memo, ip, r == 1)
-        return r
+        PyDict_SetItem(self.local_memo, ip, value)
+        return value
 
     cdef bint _never(self, object dst) except -1:
+        """The twin's `allow.why_protected(dst) is not None or dst.endswith(".255")`, memoised: the
+        allow list's fixed ranges in C, and only the rest (own, protected, listed) asked of it."""
         cdef PyObject* found = PyDict_GetItem(self.never, dst)
+        cdef unsigned char b[16]
+        cdef int version
         if found != NULL:
             return <object>found
-        value = self.protected(dst) is not None or dst.endswith(".255")
+        version = _parse(dst, b)
+        if version < 0:
+            value = self.protected(dst) is not None
+        elif _fixed_never(version, b):
+            value = True
+        else:
+            number = PyLong_FromUnsignedLong(_v4(b)) if version == 4 else int.from_bytes(b[:16], "big")
+            value = self.listed(version, number) is not None
+        value = value or _ends_255(dst)
         if PyDict_Size(self.never) >= MEMO_SIZE:  # as Memo.__missing__
             PyDict_Clear(self.never)
         PyDict_SetItem(self.never, dst, value)

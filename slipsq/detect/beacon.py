@@ -60,6 +60,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from statistics import median
 
 from slipsq import twins
+from slipsq.allow import AllowList
 from slipsq.config import Option, fraction, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import MEMO_SIZE, Memo, is_local
@@ -204,18 +205,19 @@ class Intake:
     of the compiled `_beacon.Intake` (tests/test_detect_compiled.py holds them equal).
 
     `local` answers "is this address local" (prefixes.is_local, a memo: the same answer forever).
-    `protected` is the allow list's why_protected: a server it protects, or a subnet broadcast it
-    cannot know, is never a beacon. That is asked once per server (`never`, a memo like is_local:
-    allowed domain names are checked only when a tuple is about to be reported, DNS names per flow
-    would cost more than the scoring)."""
+    A server the allow list protects (why_protected), or a subnet broadcast it cannot know, is
+    never a beacon: asked once per server (`never`, a memo like is_local; allowed domain names are
+    checked only when a tuple is about to be reported: DNS names per flow would cost more than the
+    scoring)."""
 
     __slots__ = ("full_n", "local", "min_n", "never", "own", "tuples", "window")
 
     def __init__(self, tuples: Tuples, min_n: int, full_n: int, window: float, own: Collection[str],
-                 local: Callable[[str], bool], protected: Callable[[str], str | None]) -> None:
+                 local: Callable[[str], bool], allow: AllowList) -> None:
         self.tuples, self.min_n, self.full_n, self.window = tuples, min_n, full_n, window
         self.own, self.local = own, local
-        self.never = Memo(lambda dst: protected(dst) is not None or dst.endswith(".255"), MEMO_SIZE).__getitem__
+        self.never = Memo(lambda dst: allow.why_protected(dst) is not None or dst.endswith(".255"),
+                          MEMO_SIZE).__getitem__
 
     def ignored(self, f: Flow) -> bool:
         """Traffic that is never a beacon (see the module docstring)."""
@@ -256,11 +258,11 @@ def make_tuples(history: int, bound: int) -> Tuples:
 
 
 def make_intake(tuples: Tuples, min_n: int, full_n: int, window: float, own: Collection[str],
-                local: Callable[[str], bool], protected: Callable[[str], str | None]) -> Intake:
+                local: Callable[[str], bool], allow: AllowList) -> Intake:
     """The compiled Intake, or its readable twin (slipsq.twins decides; give it make_tuples's)."""
     fast = twins.compiled("slipsq.detect._beacon")
     cls: type[Intake] = Intake if fast is None else fast.Intake
-    return cls(tuples, min_n, full_n, window, own, local, protected)
+    return cls(tuples, min_n, full_n, window, own, local, allow)
 
 
 class Beacon(Detector):
@@ -310,7 +312,7 @@ class Beacon(Detector):
         self.own = {str(a) for a in ctx.allow.own}  # the gateway itself may be the resolver
         self.tuples = make_tuples(self.history, self.max_tuples)
         self._intake = make_intake(self.tuples, self.min_n, self.full_n, self.window, self.own, is_local,
-                                   ctx.allow.why_protected).add
+                                   ctx.allow).add
         self._next_prune = 0.0
 
     def _allowed_name(self, ip: str) -> bool:
