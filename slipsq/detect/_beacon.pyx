@@ -244,7 +244,7 @@ cdef class Intake:
     it as Memo.__missing__ would (what _parse cannot read goes to the memo's own function). `never`
     is the twin's memo of the same name, a dict here, bounded the same way."""
 
-    cdef Tuples tuples
+    cdef readonly Tuples tuples
     cdef long min_n, full_n
     cdef object window  # a Python float: `last // window` as Python computes it
     cdef object own, local, protected, listed
