@@ -8,8 +8,10 @@ test_detect_beacon.py also runs on both: see their `implementation` fixtures.)
 
 from __future__ import annotations
 
+import gc
 import math
 import random
+import sys
 from typing import Any
 
 import pytest
@@ -157,6 +159,25 @@ def test_intake_twins_agree(ops: list[tuple[Flow, float, bool]], min_n: int, ful
         assert tuples_state(py.tuples) == tuples_state(c.tuples)
     memo = is_local.__self__  # type: ignore[attr-defined]
     assert all(memo[ip] == _local(ip) for ip in ADDRESSES if ip in memo)  # what the C side put there
+
+
+@pytest.mark.parametrize("in_a_cycle", [False, True])
+def test_dropped_compiled_tuples_free_every_tuple(in_a_cycle: bool) -> None:
+    # the compiled tuples are outside the cycle collector: their LRU links must be broken when the
+    # map goes, by refcount or by the collector (a cycle through it), or every tuple would leak
+    marker = "".join(["198.51.100.", "77"])  # a string only this test holds
+    before = sys.getrefcount(marker)
+    ts = c_beacon.Tuples(8, 100)
+    for i in range(5):
+        ts.add((marker, f"198.51.100.{i}", 443, "tcp"), float(i), 10)
+    assert sys.getrefcount(marker) == before + 5
+    if in_a_cycle:
+        holder: list[Any] = [ts]
+        holder.append(holder)
+        del holder
+    del ts
+    gc.collect()
+    assert sys.getrefcount(marker) == before
 
 
 def mixed_flows(seed: int) -> list[Flow]:

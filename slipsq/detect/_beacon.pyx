@@ -10,6 +10,8 @@ prune the same tuples in the same order (tests/test_beacon_compiled.py). Data on
 
 from bisect import bisect
 
+cimport cython
+
 from cpython.dict cimport PyDict_Clear, PyDict_DelItem, PyDict_GetItem, PyDict_SetItem, PyDict_Size
 from cpython.long cimport PyLong_FromUnsignedLong
 from cpython.ref cimport PyObject
@@ -19,6 +21,7 @@ from libc.string cimport memchr, memcmp, memcpy, strlen
 from slipsq.detect.prefixes import MEMO_SIZE, is_local
 
 cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void*)
     bint PyUnicode_IS_ASCII(object)
     const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
 
@@ -27,8 +30,13 @@ cdef extern from "arpa/inet.h" nogil:
     int inet_pton(int af, const char* src, void* dst)
 
 
+@cython.no_gc
 cdef class Tuple:
-    """One 4-tuple: its last connections' starts and sizes, and what was last reported (beacon._Tuple)."""
+    """One 4-tuple: its last connections' starts and sizes, and what was last reported (beacon._Tuple).
+
+    Outside the cycle collector, as are its two lists (they hold only floats and ints): a replay
+    makes a tuple per new connection pair, and each young collection walked them all again. The one
+    cycle a tuple is in, its LRU links, Tuples breaks when it is freed."""
 
     cdef public list starts, sizes
     cdef public long total, emitted_n, emitted_window
@@ -43,6 +51,7 @@ cdef class Tuple:
         self.emitted_threat = self.last = 0.0
 
 
+@cython.no_gc_clear  # the collector must not empty head before __dealloc__ unlinks the tuples
 cdef class Tuples:
     """4-tuple -> Tuple, at most `bound`, least recently seen first (beacon.Tuples)."""
 
@@ -55,6 +64,13 @@ cdef class Tuples:
         self.history, self.bound = history, bound
         self.map = {}
         self.oldest_last = INFINITY
+
+    def __dealloc__(self):
+        cdef Tuple t = self.head, after
+        while t is not None:  # break the links' cycles: Tuple is not collected
+            after = t.next
+            t.prev = t.next = None
+            t = after
 
     def __len__(self):
         return len(self.map)
@@ -106,6 +122,8 @@ cdef class Tuples:
                 self._pop_front()
             t = Tuple.__new__(Tuple)
             t.starts, t.sizes = [], []
+            PyObject_GC_UnTrack(<PyObject*>t.starts)  # floats and ints only: never in a cycle
+            PyObject_GC_UnTrack(<PyObject*>t.sizes)
             t.emitted_window = -1
             t.key = key
             PyDict_SetItem(self.map, key, t)
