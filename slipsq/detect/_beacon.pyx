@@ -1,11 +1,14 @@
 # cython: language_level=3
-"""The beacon detector's per-flow state, compiled: the twin of `beacon.Tuples` and `beacon._Tuple`
-(read those for the rules; slipsq.twins chooses). Every TCP/UDP connection the detector does not
-ignore lands here, so this is its hot path; the scoring (rare) stays in beacon.py.
+"""The beacon detector's per-flow path, compiled: the twin of `beacon.Intake`, `beacon.Tuples` and
+`beacon._Tuple` (read those for the rules; slipsq.twins chooses). Every closed flow comes through
+`Intake.add`: the ignore rules, the tuple update and "anything new to say" run here, so Python runs
+only to score (rare, beacon.py).
 
 The LRU order of the twin's OrderedDict is a doubly linked list through the tuples themselves (a
 dict finds a tuple, the links give O(1) move-to-end and pop-front), so the same calls evict and
-prune the same tuples in the same order (tests/test_beacon_compiled.py). Data only: no I/O, no clock.
+prune the same tuples in the same order. A new address is parsed here by the libc inet_pton that
+addr.parse_ip_int calls, and tested as prefixes.local_int and the allow list's fixed ranges test
+it (tests/test_detect_compiled.py holds all of it equal). Data only: no I/O, no clock.
 """
 
 from bisect import bisect

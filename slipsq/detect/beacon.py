@@ -139,7 +139,7 @@ class Tuples:
     """The per-flow state: 4-tuple -> its last `history` connection starts and sizes, at most
     `bound` tuples, least recently seen first (slipsq.lru.touch: eviction and pruning take from the
     front). The readable twin of the compiled `_beacon.Tuples` (slipsq.twins chooses; the
-    differential tests in tests/test_beacon_compiled.py hold them equal)."""
+    differential tests in tests/test_detect_compiled.py hold them equal)."""
 
     __slots__ = ("bound", "history", "map", "oldest_last")
 
