@@ -340,6 +340,12 @@ def run(a: argparse.Namespace, flows: int, dpkt: bool) -> int:
         print(f"\nslipsq ÷ Argus per round (back-to-back runs): wall {wall[0]:.2f} min, "
               f"{statistics.median(wall):.2f} median, {wall[-1]:.2f} max; CPU {cpu[0]:.2f} min, "
               f"{statistics.median(cpu):.2f} median, {cpu[-1]:.2f} max")
+    argus = next((r for r in rows if r.name == "argus | ra" and not r.skipped), None)
+    if argus is not None and argus.seconds % 1.0 < 0.05:
+        # seen on every run since 2026-11-23: 1.01 s for a 60,000-packet slice, 3.01-5.01 s here
+        print(f"note: argus's wall time ({argus.seconds:.2f} s) is whole seconds: argus ends on its 1 s timer "
+              "after the input ends, so its wall figure is rounded up by up to 1 s and moves in 1 s steps; "
+              "the CPU ratio does not have that step")
     load = os.getloadavg()[0]
     print(f"\nbest of {a.repeat} runs per row; load average {load:.1f} on {os.cpu_count()} CPUs at the end"
           + (" (a busy machine: compare CPU seconds, not wall seconds)" if load > 0.5 * (os.cpu_count() or 1)

@@ -12,16 +12,27 @@ from slipsq.errors import ConfigError
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+Ranges = dict[int, tuple[tuple[int, int, str], ...]]  # version -> (host bits, network >> host bits, reason)
+
+
+def _ranges(nets: Iterable[tuple[IPNet, str]]) -> Ranges:
+    """Networks as integer tests by version, in order: `value >> bits == top` holds the address."""
+    out: dict[int, list[tuple[int, int, str]]] = {4: [], 6: []}
+    for n, reason in nets:
+        bits = n.max_prefixlen - n.prefixlen
+        out[n.version].append((bits, int(n.network_address) >> bits, reason))
+    return {v: tuple(r) for v, r in out.items()}
+
+
 # What is never a host to block, by the rules of ipaddress's is_loopback, is_link_local, is_multicast
-# and is_unspecified (plus the IPv4 broadcast), as (version, network integer, prefix length, reason):
-# checked on integers, as every address is, so a flood of new addresses costs a C parse each.
-_NEVER = tuple((n.version, int(n.network_address), n.prefixlen, reason) for n, reason in (
-    (ipaddress.ip_network(net), reason) for net, reason in (
-        ("127.0.0.0/8", "a loopback address"), ("::1/128", "a loopback address"),
-        ("169.254.0.0/16", "a link-local address"), ("fe80::/10", "a link-local address"),
-        ("224.0.0.0/4", "a multicast address"), ("ff00::/8", "a multicast address"),
-        ("0.0.0.0/32", "not a host address"), ("255.255.255.255/32", "not a host address"),
-        ("::/128", "not a host address"))))
+# and is_unspecified (plus the IPv4 broadcast): checked on integers, as every address is, so a flood
+# of new addresses costs a C parse and a few shifts each.
+_NEVER = _ranges((ipaddress.ip_network(net), reason) for net, reason in (
+    ("127.0.0.0/8", "a loopback address"), ("::1/128", "a loopback address"),
+    ("169.254.0.0/16", "a link-local address"), ("fe80::/10", "a link-local address"),
+    ("224.0.0.0/4", "a multicast address"), ("ff00::/8", "a multicast address"),
+    ("0.0.0.0/32", "not a host address"), ("255.255.255.255/32", "not a host address"),
+    ("::/128", "not a host address")))
 
 
 class AllowList:
@@ -40,8 +51,7 @@ class AllowList:
         self.own = {parse_ip(a) for a in own}
         # the same, on integers (what _reason asks): (version, address) and allow-list ranges
         self._own = {(a.version, int(a)) for a in self.own}
-        self._nets = [(n.version, int(n.network_address), n.prefixlen, f"on the allow list ({n})")
-                      for n in self.networks]
+        self._nets = _ranges((n, f"on the allow list ({n})") for n in self.networks)
         self.protected: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
         self._protected: dict[tuple[int, int], str] = {}
         self._cache: dict[str, str | None] = {}
@@ -70,30 +80,34 @@ class AllowList:
         return reason
 
     def _reason(self, ip: str) -> str | None:
+        # asked for every new address a flow brings: few frames, the ranges tested inline
         parsed = parse_ip_int(ip)
         if parsed is None:
             return f"'{ip}' is not an IP address"
-        fixed = _in(parsed, _NEVER)
-        if fixed is not None:
-            return fixed
+        version, value = parsed
+        for bits, top, reason in _NEVER[version]:
+            if value >> bits == top:
+                return reason
+        return self.listed(version, value)
+
+    def listed(self, version: int, value: int) -> str | None:
+        """Why an address (as addr.parse_ip_int gives it) is protected beyond the fixed ranges
+        (loopback, link-local, multicast, unspecified, broadcast): one of this gateway's own, a
+        protected one, or on the allow list; else None. (The beacon detector's compiled intake tests
+        the fixed ranges in C and asks only this.)"""
+        parsed = (version, value)
         if parsed in self._own:
             return "one of this gateway's own addresses"
         protected = self._protected.get(parsed)
         if protected is not None:
             return protected
-        return _in(parsed, self._nets)
+        for bits, top, reason in self._nets[version]:
+            if value >> bits == top:
+                return reason
+        return None
 
     def allowed(self, ip: str) -> bool:
         return self.why_protected(ip) is not None
-
-
-def _in(addr: tuple[int, int], ranges: Iterable[tuple[int, int, int, str]]) -> str | None:
-    """The reason of the first range in `ranges` that holds `addr` (version, integer), else None."""
-    version, value = addr
-    for v, net, plen, reason in ranges:
-        if v == version and value >> ((32 if v == 4 else 128) - plen) == net >> ((32 if v == 4 else 128) - plen):
-            return reason
-    return None
 
 
 def own_addresses() -> list[str]:

@@ -116,11 +116,13 @@ def block(ctx: click.Context, ip: str, duration: str | None, reason: str, state_
 
     def work() -> None:
         from slipsq.control import DaemonTimeout, canonical_ip, parse_duration, who_am_i
+        from slipsq.records import printable
 
+        why = printable(reason)  # one line in the audit and the logs, whatever bytes it held
         addr = canonical_ip(ip)
         seconds = parse_duration(duration) if duration else "default"
         sd = _state_dir(ctx, state_dir)
-        req = {"cmd": "block", "ip": addr, "duration": duration or "default", "reason": reason}
+        req = {"cmd": "block", "ip": addr, "duration": duration or "default", "reason": why}
         note = ""
         try:
             reply = _daemon(sd, req, wait)
@@ -129,11 +131,11 @@ def block(ctx: click.Context, ip: str, duration: str | None, reason: str, state_
         if reply is not None:
             b = reply["block"]
         else:
-            b = _offline_admin(ctx, sd, config_path).block(addr, seconds, reason, who_am_i()).to_dict()
+            b = _offline_admin(ctx, sd, config_path).block(addr, seconds, why, who_am_i()).to_dict()
         if b["expires"] is None:  # asked for by name ('forever'): say so, since blocks expire by default
-            click.echo(f"blocked {addr} with no expiry, until 'slipsq unblock {addr}' ({reason}){note}")
+            click.echo(f"blocked {addr} with no expiry, until 'slipsq unblock {addr}' ({why}){note}")
         else:
-            click.echo(f"blocked {addr} until {_when(b['expires'])} ({reason}){note}")
+            click.echo(f"blocked {addr} until {_when(b['expires'])} ({why}){note}")
 
     _guard(ctx, work)
 
@@ -152,16 +154,18 @@ def unblock(ctx: click.Context, ip: str, reason: str, state_dir: str | None, con
 
     def work() -> None:
         from slipsq.control import DaemonTimeout, canonical_ip, who_am_i
+        from slipsq.records import printable
 
+        why = printable(reason)
         addr = canonical_ip(ip)
         sd = _state_dir(ctx, state_dir)
         note = ""
         try:
-            reply = _daemon(sd, {"cmd": "unblock", "ip": addr, "reason": reason}, wait)
+            reply = _daemon(sd, {"cmd": "unblock", "ip": addr, "reason": why}, wait)
         except DaemonTimeout:
             reply, note = None, f" ({STUCK.format(wait=wait)})"
         if reply is None:
-            _offline_admin(ctx, sd, config_path).unblock(addr, who_am_i(), reason)
+            _offline_admin(ctx, sd, config_path).unblock(addr, who_am_i(), why)
         click.echo(f"unblocked {addr}{note}")
 
     _guard(ctx, work)

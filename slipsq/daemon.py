@@ -50,7 +50,7 @@ from slipsq.output import inline as inline_outputs
 from slipsq.output.alerts import AlertWriter
 from slipsq.output.binetflow import BinetflowWriter
 from slipsq.output.metrics import Exporter, Tally, daemon_snapshot
-from slipsq.records import Command, Unblock
+from slipsq.records import Command, Unblock, printable
 from slipsq.service import Service, rss_kb
 from slipsq.sink import Fanout
 from slipsq.sources import conntrack
@@ -573,7 +573,7 @@ class Daemon:
         if cmd == "block":
             return {"ok": True, "block": self.admin_block(req, who)}
         if cmd == "unblock":
-            self.admin_unblock(str(req.get("ip", "")), who, str(req.get("reason") or "unblocked by admin"))
+            self.admin_unblock(str(req.get("ip", "")), who, printable(req.get("reason") or "unblocked by admin"))
             return {"ok": True}
         if cmd == "blocks":
             admin = Admin(self.store, None, self.allow, default_duration(self.cfg))
@@ -589,7 +589,7 @@ class Daemon:
         dur = req.get("duration", "default")
         seconds = default_duration(self.cfg) if dur in ("default", None) else parse_duration(str(dur))
         ip = check_block(self.allow, str(req.get("ip", "")))
-        reason = str(req.get("reason") or "manual")
+        reason = printable(req.get("reason") or "manual")  # one line in the audit and the logs
         done = self.on_loop(lambda: self.worker.submit(self.engine.block(ip, time.time(), seconds or 0.0, reason, who)))
         out = _wait(done, 30.0, "the worker")
         if ip in out.refused:

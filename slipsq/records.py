@@ -115,6 +115,21 @@ def printable(text: Any) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
 
 
+def json_line(obj: Any) -> str:
+    """`obj` as one compact JSON line that any UTF-8 stream can take. Non-ASCII text stays as it is
+    (smaller and readable, as Suricata writes it), unless the object holds a lone surrogate, which
+    UTF-8 cannot encode (a JSON input such as eve.json may carry one as a "\\udcff" escape): then the
+    line is all-ASCII escapes, the same JSON to any reader. Without this the writer's
+    UnicodeEncodeError would lose that alert."""
+    line = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    if not line.isascii():
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(obj, separators=(",", ":"))
+    return line
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

@@ -24,7 +24,7 @@ from typing import Any
 import click
 
 from slipsq.cli_inline import STATE_DIR, _guard, _state_dir
-from slipsq.topview import BOLD, NORMAL, POLL, REVERSE, View, render
+from slipsq.topview import BOLD, NORMAL, POLL, REVERSE, View, columns, render
 
 BLOCKS_EVERY = 10.0  # seconds between block-list requests when the counts did not change
 TIMEOUT = 3.0  # seconds to wait for the daemon's answer to a status or blocks request
@@ -161,7 +161,8 @@ def _ui(scr: Any, state_dir: Path, interval: float) -> None:
                 scr.erase()
                 for y, (text, attr) in enumerate(render(view, width, height, now)):
                     try:
-                        scr.addstr(y, 0, text.ljust(width) if attr == REVERSE else text, attrs[attr])
+                        bar = attr == REVERSE  # a bar fills the line: padded by columns, not characters
+                        scr.addstr(y, 0, text + " " * (width - columns(text)) if bar else text, attrs[attr])
                     except curses.error:  # the bottom-right cell: the text is drawn, the cursor cannot follow
                         pass
                 scr.refresh()

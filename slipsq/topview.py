@@ -6,6 +6,7 @@ of day aside), so every screen can be tested without a terminal. slipsq.top talk
 
 from __future__ import annotations
 
+import unicodedata
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -178,7 +179,33 @@ def render(v: View, width: int, height: int, now: float) -> list[Line]:
         lines.append((" " + foot, REVERSE))
     # escaped before it is cut: a description quotes DNS names of any bytes, and curses refuses a NUL
     # (ValueError: the view would end) and moves the cursor for a newline or a tab
-    return [(printable(text)[:width], attr) for text, attr in lines[:height]]
+    return [(fit(printable(text), width), attr) for text, attr in lines[:height]]
+
+
+def cells(ch: str) -> int:
+    """Terminal columns one character takes: 2 for East Asian wide and full-width characters (CJK,
+    most emoji), 0 for combining marks, 1 otherwise."""
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def columns(text: str) -> int:
+    """Terminal columns `text` takes (see cells)."""
+    return len(text) if text.isascii() else sum(cells(ch) for ch in text)
+
+
+def fit(text: str, width: int) -> str:
+    """The longest start of `text` that fills at most `width` terminal columns (a line cut by
+    characters would run over the edge with wide ones, and curses wraps it onto the next line)."""
+    if text.isascii():
+        return text[:width]
+    used = 0
+    for i, ch in enumerate(text):
+        used += cells(ch)
+        if used > width:
+            return text[:i]
+    return text
 
 
 def _counters(st: dict[str, Any], r: dict[str, float]) -> list[Line]:

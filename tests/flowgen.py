@@ -175,11 +175,14 @@ def bundled_alerts() -> tuple[Alert, ...]:
 
 def hostile_alerts() -> Any:
     """A hypothesis strategy of alerts whose every text field an attacker may shape (descriptions
-    naming DNS names or SNI of any bytes: quotes, backslashes, brackets, newlines, NUL, emoji),
+    naming DNS names or SNI of any bytes: quotes, backslashes, brackets, newlines, NUL, emoji, and
+    lone surrogates, which a JSON input such as Suricata's eve.json may carry as a "\\udcff" escape),
     with IPv4 and IPv6 ends, odd ports and protocols, with and without a flow, alert or block."""
     from hypothesis import strategies as st
 
-    text = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=60)
+    # hypothesis leaves surrogates out of text() unless asked: put one in the middle of a third of them
+    text = st.tuples(st.text(max_size=30), st.sampled_from(["", "", "\udcff", "\ud800"]),
+                     st.text(max_size=30)).map("".join)
     ips = st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str))
     ports = st.integers(0, 65535)
     protos = st.sampled_from(["tcp", "udp", "icmp", "ipv6-icmp", "arp", "sctp"])

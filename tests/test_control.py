@@ -452,3 +452,20 @@ def test_a_long_block_list_reaches_the_admin(tmp_path: Path) -> None:
         stop.set()
         t.join(5)
         srv.close()
+
+
+def test_an_admin_reason_of_any_bytes_is_kept_as_one_printable_line(tmp_path: Path) -> None:
+    """`--reason` with non-UTF-8 bytes (a lone surrogate once Python decodes argv) or a newline: the
+    block is stored and printed, the reason escaped on one line, never a store failure."""
+    from slipsq.cli import main
+    from slipsq.verdict.store import BlockStore
+
+    r = CliRunner().invoke(main, ["block", "192.0.2.9", "--reason", "bad\udcffname\nsecond line",
+                                  "--state-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("\n") == 1 and "(bad\\udcffname\\nsecond line)" in r.output
+    b = BlockStore(tmp_path).get("192.0.2.9")
+    assert b is not None and b.reason == "bad\\udcffname\\nsecond line"
+    r = CliRunner().invoke(main, ["unblock", "192.0.2.9", "--reason", "\udcfe", "--state-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert BlockStore(tmp_path).audit("192.0.2.9")[-1].reason == "\\udcfe"

@@ -1,14 +1,17 @@
 """The compiled per-flow state of the port scan and beacon detectors (slipsq/detect/_portscan.pyx,
-_beacon.pyx) against their readable twins (portscan.Tally, beacon.Tuples): the same calls give the
-same answers and leave the same state, bounds and LRU order included; and the whole detectors, fed
-the same flows, give the same evidence. (Every test of test_detect_portscan.py and
+_beacon.pyx) against their readable twins (portscan.Tally, beacon.Tuples and beacon.Intake): the
+same calls give the same answers and leave the same state, bounds and LRU order included; the
+beacon intake's C address tests give the answers of prefixes.is_local and the allow list; and the
+whole detectors, fed the same flows, give the same evidence. (Every test of test_detect_portscan.py and
 test_detect_beacon.py also runs on both: see their `implementation` fixtures.)
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import random
+import sys
 from typing import Any
 
 import pytest
@@ -17,12 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slipsq.addr import parse_ip_int
+from slipsq.allow import AllowList
 from slipsq.detect import beacon as py_beacon
 from slipsq.detect import inuse as py_inuse
 from slipsq.detect import portscan as py_portscan
 from slipsq.detect.beacon import Beacon
 from slipsq.detect.portscan import PortScan
-from slipsq.detect.prefixes import _local
+from slipsq.detect.prefixes import _local, is_local
 from slipsq.flow import Flow
 
 c_portscan = pytest.importorskip("slipsq.detect._portscan", reason="the compiled extension is not built "
@@ -102,6 +106,80 @@ def test_tuples_twins_agree(ops: list[tuple[Any, ...]], bound: int, history: int
         assert tuples_state(py) == tuples_state(c)
         assert len(py) == len(c) <= bound
     assert math.isinf(py_beacon.Tuples(history, bound).oldest_last)
+
+
+# text that may or may not be an address: plain forms (the C parse), IPv4-mapped ones, and what
+# only ipaddress reads or nobody does (left to the Python functions)
+address_text = st.one_of(
+    st.ip_addresses().map(str), st.ip_addresses(v=4).map(lambda a: f"::ffff:{a}"),
+    st.ip_addresses(v=6).map(lambda a: a.exploded), st.ip_addresses().map(lambda a: f" {a}"),
+    st.from_regex(r"\A[0-9a-f:.]{0,20}\Z"), st.text(max_size=12))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(address_text)
+def test_the_c_address_tests_answer_as_python(text: str) -> None:
+    local, fixed = c_beacon.local_address(text), c_beacon.fixed_never(text)
+    assert local is None or local == _local(text)
+    # with nothing own, protected or listed, the allow list protects exactly its fixed ranges
+    assert fixed is None or fixed == (AllowList().why_protected(text) is not None)
+    assert (local is None) == (fixed is None)
+
+
+@given(st.ip_addresses())
+def test_the_c_parse_reads_every_plain_address(a: Any) -> None:
+    assert c_beacon.local_address(str(a)) is not None  # so the tests above test the C path
+
+
+OWN, PROTECTED, LISTED = "203.0.113.1", "198.51.100.53", "192.0.2.0/28"
+ADDRESSES = ("10.0.0.1", "10.0.0.2", "192.168.1.255", "224.0.0.251", "127.0.0.1", "8.8.8.8", OWN, PROTECTED,
+             "192.0.2.7", "198.51.100.255", "2001:db8::1", "fe80::1", "::ffff:10.0.0.3", " 8.8.4.4", "host")
+intake_flow = st.builds(
+    flow, st.floats(0, 500), st.sampled_from(ADDRESSES), st.sampled_from(ADDRESSES),
+    st.sampled_from((53, 123, 443, 853, 1900, 5353, 8080)), st.sampled_from(("tcp", "udp", "icmp")),
+    sport=st.sampled_from((123, 40000)), closed_by=st.sampled_from(("fin", "active")),
+    sbytes=st.integers(0, 5000), dbytes=st.integers(0, 5000))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(intake_flow, st.sampled_from((0.2, 0.8, 1.0)), st.booleans()), max_size=80),
+       st.integers(1, 4), st.integers(2, 6), st.sampled_from((1.0, 50.0, 3600.0)))
+def test_intake_twins_agree(ops: list[tuple[Flow, float, bool]], min_n: int, full_n: int, window: float) -> None:
+    allow = AllowList([LISTED], [OWN], {PROTECTED: "a resolver"})
+    own = {OWN}
+    py = py_beacon.Intake(py_beacon.Tuples(8, 3), min_n, full_n, window, own, is_local, allow)
+    c = c_beacon.Intake(c_beacon.Tuples(8, 3), min_n, full_n, window, own, is_local, allow)
+    for f, threat, report in ops:
+        assert py.ignored(f) == c.ignored(f)
+        a, b = py.add(f), c.add(f)
+        assert (a is None) == (b is None)
+        if a is not None and b is not None:
+            assert tuple_state(a) == tuple_state(b)
+            if report:  # as Beacon._score does when it reports: what the intake asks next time
+                for t in (a, b):
+                    t.emitted_n, t.emitted_window, t.emitted_threat = t.total, int(t.last // window), threat
+        assert tuples_state(py.tuples) == tuples_state(c.tuples)
+    memo = is_local.__self__  # type: ignore[attr-defined]
+    assert all(memo[ip] == _local(ip) for ip in ADDRESSES if ip in memo)  # what the C side put there
+
+
+@pytest.mark.parametrize("in_a_cycle", [False, True])
+def test_dropped_compiled_tuples_free_every_tuple(in_a_cycle: bool) -> None:
+    # the compiled tuples are outside the cycle collector: their LRU links must be broken when the
+    # map goes, by refcount or by the collector (a cycle through it), or every tuple would leak
+    marker = "".join(["198.51.100.", "77"])  # a string only this test holds
+    before = sys.getrefcount(marker)
+    ts = c_beacon.Tuples(8, 100)
+    for i in range(5):
+        ts.add((marker, f"198.51.100.{i}", 443, "tcp"), float(i), 10)
+    assert sys.getrefcount(marker) == before + 5
+    if in_a_cycle:
+        holder: list[Any] = [ts]
+        holder.append(holder)
+        del holder
+    del ts
+    gc.collect()
+    assert sys.getrefcount(marker) == before
 
 
 def mixed_flows(seed: int) -> list[Flow]:

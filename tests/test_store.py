@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from slipsq.errors import SystemSetupError
-from slipsq.verdict.store import DB_NAME, BlockStore, resolve_state_dir
+from slipsq.verdict.store import DB_NAME, BlockStore, resolve_state_dir, storable
 
 
 def test_state_dir_flag_then_env_then_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -106,3 +108,25 @@ def test_schema_is_plain_sqlite(tmp_path: Path) -> None:
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     rows = db.execute("SELECT ip, reason, detector, by FROM blocks").fetchall()
     assert rows == [("192.0.2.4", "r", "d", "judge")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.tuples(st.text(max_size=20), st.sampled_from(["\udcff", "\ud800", "é", ""]),
+                 st.text(max_size=20)).map("".join))
+def test_any_text_is_stored_and_its_batch_with_it(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    """A reason or admin name SQLite cannot encode (a lone surrogate: non-UTF-8 bytes in a
+    command-line argument) is kept as its escape, and the judge's block written in the same
+    transaction is not lost with it."""
+    from slipsq.records import Block, Unblock
+
+    store = BlockStore(tmp_path_factory.mktemp("state"))
+    stored = store.write([Block("203.0.113.7", 1000.0, 3600.0, "score 1.2", "judge"),
+                          Block("198.51.100.9", 1000.0, 0.0, text, f"admin:{text}")])
+    assert set(stored) == {"203.0.113.7", "198.51.100.9"}
+    kept = store.get("198.51.100.9")
+    assert kept is not None and kept.reason == storable(text) and kept.by == storable(f"admin:{text}")
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        assert storable(text) == text  # UTF-8 text is kept as it is
+    store.write([Unblock("198.51.100.9", 1001.0, text, text)])
+    assert store.get("198.51.100.9") is None
+    assert store.audit("198.51.100.9")[-1].reason == storable(text)

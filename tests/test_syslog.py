@@ -8,7 +8,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -80,7 +80,9 @@ def test_hostile_text_never_breaks_a_message(alert: Alert) -> None:
     line = syslog_line(alert, "gw", 1)
     assert "\n" not in line and "\r" not in line  # one alert, one line, whatever a domain name holds
     controls = re.compile(r"[\x00-\x1f\x7f]")
-    want = {k: controls.sub(" ", v) for k, v in sd_params(alert)}
+    line.encode("utf-8")  # a lone surrogate (a JSON input's "\udcff") must not stop the line being sent
+    # and it arrives as the text \udcff
+    want = {k: controls.sub(" ", v.encode("utf-8", "backslashreplace").decode()) for k, v in sd_params(alert)}
     msgid, sd_id, params, msg = _rfc_parse(line)
     assert sd_id == SD_ID and {k: _unescape(v) for k, v in params.items()} == want
     assert msg == controls.sub(" ", alert.to_text()) and msgid in ("alert", "block")
@@ -147,8 +149,10 @@ def test_udp_sender_sends_one_datagram_per_alert() -> None:
 
 
 @pytest.fixture
-def tcp_server() -> Iterator[tuple[int, list[bytes]]]:
-    """A loopback TCP listener that collects what one client sends."""
+def tcp_server() -> Iterator[tuple[int, Callable[[], bytes]]]:
+    """A loopback TCP listener for one client, and a function that waits until that client closed
+    its connection and returns every byte it sent (read right after the client's close, the
+    listener's thread may not have received the last bytes yet)."""
     got: list[bytes] = []
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.bind(("127.0.0.1", 0))
@@ -164,19 +168,25 @@ def tcp_server() -> Iterator[tuple[int, list[bytes]]]:
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    yield srv.getsockname()[1], got
+
+    def received() -> bytes:
+        t.join(10)
+        assert not t.is_alive(), "the client did not close its connection within 10 s"
+        return b"".join(got)
+
+    yield srv.getsockname()[1], received
     t.join(10)
     srv.close()
 
 
-def test_tcp_sender_frames_by_octet_count(tcp_server: tuple[int, list[bytes]]) -> None:
-    port, got = tcp_server
+def test_tcp_sender_frames_by_octet_count(tcp_server: tuple[int, Callable[[], bytes]]) -> None:
+    port, received = tcp_server
     alerts = bundled_alerts()[:5]
     sender = SyslogSender(f"tcp://127.0.0.1:{port}", "gw", 7)
     for a in alerts:
         sender.alert(a)
     sender.close()  # sends what is queued, then closes the connection
-    data = b"".join(got)
+    data = received()
     frames = []
     while data:  # RFC 6587 3.4.1: MSG-LEN SP SYSLOG-MSG
         length, _, rest = data.partition(b" ")

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slipsq.topview import REVERSE, View, left, rates, render
+from slipsq.topview import REVERSE, View, cells, columns, fit, left, rates, render
 from tests.fakedaemon import running_daemon
 from tests.screen import ROOT, Term
 
@@ -134,9 +134,10 @@ def test_any_terminal_size_gets_what_fits(width: int, height: int, up: bool, nbl
     v.take_blocks([{"ip": f"2001:db8::{i:x}", "remaining": i * 1000.0} for i in range(nblocks)], 0.0)
     for i in range(nalerts):
         v.alerts.append({"time": "2026-12-05T15:40:01Z", "detector": "x" * i, "action": "alert",
-                         "offender": "192.0.2.1", "description": "é" * i})
+                         "offender": "192.0.2.1", "description": "é" * i + "表\u0301😀" * i})
     lines = render(v, width, height, 1.0)
-    assert len(lines) <= height and all(len(t) <= width for t, _ in lines)
+    # columns, not characters: a wide character (CJK, emoji) takes two, a combining mark none
+    assert len(lines) <= height and all(columns(t) <= width for t, _ in lines)
     if height >= 2 and width >= 12:
         assert lines[-1][1] == REVERSE and lines[-1][0].strip()  # the keys (or the prompt) stay in sight
 
@@ -324,3 +325,17 @@ def test_status_and_explain_print_a_hostile_description_escaped(tmp_path: Path) 
         assert all(line.isprintable() for line in r.output.splitlines())
         assert "e.g. a\\x1b[2J\\rb.example\\n  2026-12-05" in r.output
         assert not any(line.lstrip().startswith("2026-12-05T00:00:00Z") for line in r.output.splitlines())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40), st.integers(0, 50))
+def test_fit_keeps_the_longest_start_that_fits_the_columns(text: str, width: int) -> None:
+    out = fit(text, width)
+    assert text.startswith(out) and columns(out) <= width
+    if out != text:  # the next character would not have fitted
+        assert columns(out) + cells(text[len(out)]) > width
+
+
+def test_columns_of_wide_and_combining_characters() -> None:
+    assert columns("abc") == 3 and columns("表示") == 4 and columns("e\u0301") == 1 and columns("😀") == 2
+    assert fit("表示する", 5) == "表示" and fit("ab", 0) == ""

@@ -1,22 +1,45 @@
 # cython: language_level=3
-"""The beacon detector's per-flow state, compiled: the twin of `beacon.Tuples` and `beacon._Tuple`
-(read those for the rules; slipsq.twins chooses). Every TCP/UDP connection the detector does not
-ignore lands here, so this is its hot path; the scoring (rare) stays in beacon.py.
+"""The beacon detector's per-flow path, compiled: the twin of `beacon.Intake`, `beacon.Tuples` and
+`beacon._Tuple` (read those for the rules; slipsq.twins chooses). Every closed flow comes through
+`Intake.add`: the ignore rules, the tuple update and "anything new to say" run here, so Python runs
+only to score (rare, beacon.py).
 
 The LRU order of the twin's OrderedDict is a doubly linked list through the tuples themselves (a
 dict finds a tuple, the links give O(1) move-to-end and pop-front), so the same calls evict and
-prune the same tuples in the same order (tests/test_beacon_compiled.py). Data only: no I/O, no clock.
+prune the same tuples in the same order. A new address is parsed here by the libc inet_pton that
+addr.parse_ip_int calls, and tested as prefixes.local_int and the allow list's fixed ranges test
+it (tests/test_detect_compiled.py holds all of it equal). Data only: no I/O, no clock.
 """
 
 from bisect import bisect
 
-from cpython.dict cimport PyDict_DelItem, PyDict_GetItem, PyDict_SetItem
+cimport cython
+
+from cpython.dict cimport PyDict_Clear, PyDict_DelItem, PyDict_GetItem, PyDict_SetItem, PyDict_Size
+from cpython.long cimport PyLong_FromUnsignedLong
 from cpython.ref cimport PyObject
 from libc.math cimport INFINITY
+from libc.string cimport memchr, memcmp, memcpy, strlen
+
+from slipsq.detect.prefixes import MEMO_SIZE, is_local
+
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void*)
+    bint PyUnicode_IS_ASCII(object)
+    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+
+cdef extern from "arpa/inet.h" nogil:
+    int AF_INET, AF_INET6
+    int inet_pton(int af, const char* src, void* dst)
 
 
+@cython.no_gc
 cdef class Tuple:
-    """One 4-tuple: its last connections' starts and sizes, and what was last reported (beacon._Tuple)."""
+    """One 4-tuple: its last connections' starts and sizes, and what was last reported (beacon._Tuple).
+
+    Outside the cycle collector, as are its two lists (they hold only floats and ints): a replay
+    makes a tuple per new connection pair, and each young collection walked them all again. The one
+    cycle a tuple is in, its LRU links, Tuples breaks when it is freed."""
 
     cdef public list starts, sizes
     cdef public long total, emitted_n, emitted_window
@@ -31,6 +54,7 @@ cdef class Tuple:
         self.emitted_threat = self.last = 0.0
 
 
+@cython.no_gc_clear  # the collector must not empty head before __dealloc__ unlinks the tuples
 cdef class Tuples:
     """4-tuple -> Tuple, at most `bound`, least recently seen first (beacon.Tuples)."""
 
@@ -43,6 +67,13 @@ cdef class Tuples:
         self.history, self.bound = history, bound
         self.map = {}
         self.oldest_last = INFINITY
+
+    def __dealloc__(self):
+        cdef Tuple t = self.head, after
+        while t is not None:  # break the links' cycles: Tuple is not collected
+            after = t.next
+            t.prev = t.next = None
+            t = after
 
     def __len__(self):
         return len(self.map)
@@ -84,6 +115,9 @@ cdef class Tuples:
         PyDict_DelItem(self.map, t.key)
 
     def add(self, tuple key, double start, object size):
+        return self._add(key, start, size)
+
+    cdef Tuple _add(self, tuple key, double start, object size):
         cdef PyObject* found = PyDict_GetItem(self.map, key)
         cdef Tuple t
         if found == NULL:
@@ -91,6 +125,8 @@ cdef class Tuples:
                 self._pop_front()
             t = Tuple.__new__(Tuple)
             t.starts, t.sizes = [], []
+            PyObject_GC_UnTrack(<PyObject*>t.starts)  # floats and ints only: never in a cycle
+            PyObject_GC_UnTrack(<PyObject*>t.sizes)
             t.emitted_window = -1
             t.key = key
             PyDict_SetItem(self.map, key, t)
@@ -125,3 +161,195 @@ cdef class Tuples:
         while self.head is not None and self.head.last < horizon:
             self._pop_front()
         self.oldest_last = INFINITY if self.head is None else self.head.last
+
+
+# the twin's _IGNORED_UDP_PORTS and _DNS_PORTS: Cython tests `in` a literal tuple with one C
+# comparison per element for an int (Python's == for anything else), no hash and no set probe
+cdef inline bint _ignored_udp_port(object port) except -1:
+    return port in (123, 5353, 5355, 1900, 137, 138)
+
+
+cdef inline bint _dns_port(object port) except -1:
+    return port in (53, 853, 5353)
+
+
+cdef int _parse(object ip, unsigned char* b) except -2:
+    """addr.parse_ip_int's parse of the plain text form, through the same libc inet_pton: 4 (the
+    address in b[0:4], an IPv4-mapped IPv6 one folded so) or 6 (b[0:16]); -1 for anything else
+    (not a str, not ASCII, a NUL, or a form only `ipaddress` reads), which the caller leaves to the
+    Python functions. A new address is parsed once per memo fill: a flood of them must stay cheap."""
+    cdef Py_ssize_t n
+    cdef const char* s
+    if type(ip) is not str or not PyUnicode_IS_ASCII(ip):
+        return -1
+    s = PyUnicode_AsUTF8AndSize(ip, &n)
+    if <Py_ssize_t>strlen(s) != n:
+        return -1
+    if memchr(s, c":", n) == NULL:
+        return 4 if inet_pton(AF_INET, s, b) == 1 else -1
+    if inet_pton(AF_INET6, s, b) != 1:
+        return -1
+    if memcmp(b, b"\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0:  # ::ffff:a.b.c.d is a.b.c.d
+        memcpy(b, b + 12, 4)
+        return 4
+    return 6
+
+
+cdef inline unsigned long _v4(const unsigned char* b):
+    return (<unsigned long>b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
+
+
+cdef inline bint _zero_below(const unsigned char* b, unsigned char last):
+    """An IPv6 address that is 15 zero bytes and a last byte <= `last`."""
+    cdef int i
+    for i in range(15):
+        if b[i]:
+            return False
+    return b[15] <= last
+
+
+cdef bint _local(int version, const unsigned char* b):
+    """prefixes.local_int."""
+    cdef unsigned long n, top
+    if version == 4:
+        n = _v4(b)
+        top = n >> 24
+        return (top == 10 or top == 127 or top == 0 or n >> 28 == 0xE or n >> 20 == 0xAC1
+                or n >> 16 == 0xC0A8 or n >> 16 == 0xA9FE or n >> 22 == 0x191 or n == 0xFFFFFFFF)
+    # fc00::/7, fe80::/10, ff00::/8; ::1 and ::
+    return (b[0] & 0xFE == 0xFC or (b[0] == 0xFE and b[1] & 0xC0 == 0x80) or b[0] == 0xFF
+            or _zero_below(b, 1))
+
+
+cdef bint _fixed_never(int version, const unsigned char* b):
+    """In allow._NEVER: loopback, link-local, multicast, unspecified, the IPv4 broadcast."""
+    cdef unsigned long n
+    if version == 4:
+        n = _v4(b)
+        return n >> 24 == 127 or n >> 16 == 0xA9FE or n >> 28 == 0xE or n == 0 or n == 0xFFFFFFFF
+    return (b[0] == 0xFE and b[1] & 0xC0 == 0x80) or b[0] == 0xFF or _zero_below(b, 1)
+
+
+cdef bint _ends_255(object dst) except -1:
+    """dst.endswith(".255") (a subnet broadcast the allow list cannot know), on the ASCII text."""
+    cdef Py_ssize_t n
+    cdef const char* s
+    if type(dst) is not str or not PyUnicode_IS_ASCII(dst):
+        return dst.endswith(".255")
+    s = PyUnicode_AsUTF8AndSize(dst, &n)
+    return n >= 4 and memcmp(s + n - 4, b".255", 4) == 0
+
+
+def local_address(ip):
+    """prefixes.is_local's answer, or None when the C parse leaves it to Python (for the tests)."""
+    cdef unsigned char b[16]
+    cdef int version = _parse(ip, b)
+    return None if version < 0 else _local(version, b)
+
+
+def fixed_never(ip):
+    """Whether allow._NEVER holds `ip`, or None when the C parse leaves it to Python (the tests)."""
+    cdef unsigned char b[16]
+    cdef int version = _parse(ip, b)
+    return None if version < 0 else _fixed_never(version, b)
+
+
+cdef double LOW = 0.2, HIGH = 0.8, CRITICAL = 1.0  # slipsq.records's threat levels
+
+
+cdef class Intake:
+    """One call per closed flow: ignore rules, tuple update, anything new to score (beacon.Intake).
+
+    A known address costs one C dict lookup. `local` (prefixes.is_local, a Memo's bound
+    __getitem__) is looked up in that memo, and a new address is parsed and tested in C and put in
+    it as Memo.__missing__ would (what _parse cannot read goes to the memo's own function). `never`
+    is the twin's memo of the same name, a dict here, bounded the same way."""
+
+    cdef readonly Tuples tuples
+    cdef long min_n, full_n
+    cdef object window  # a Python float: `last // window` as Python computes it
+    cdef object own, local, protected, listed
+    cdef object local_memo  # a Memo: a dict subclass (Cython's `dict` is the exact type)
+    cdef dict never
+    cdef Py_ssize_t local_size
+
+    def __init__(self, Tuples tuples, long min_n, long full_n, double window, own, local, allow):
+        self.tuples, self.min_n, self.full_n, self.window = tuples, min_n, full_n, float(window)
+        self.own, self.local = own, local
+        self.protected, self.listed = allow.why_protected, allow.listed
+        # another `local` (a test's) is only called: _local answers prefixes.is_local's question
+        self.local_memo = is_local.__self__ if local is is_local else None
+        self.local_size = is_local.__self__.size
+        self.never = {}
+
+    cdef bint _local(self, object ip) except -1:
+        cdef PyObject* found
+        cdef unsigned char b[16]
+        cdef int version
+        if self.local_memo is None:
+            return self.local(ip)
+        found = PyDict_GetItem(self.local_memo, ip)
+        if found != NULL:
+            return <object>found
+        version = _parse(ip, b)
+        if version < 0:
+            return self.local(ip)  # the memo's own function decides (and fills it)
+        value = _local(version, b)
+        if PyDict_Size(self.local_memo) >= self.local_size:  # as Memo.__missing__
+            PyDict_Clear(self.local_memo)
+        PyDict_SetItem(self.local_memo, ip, value)
+        return value
+
+    cdef bint _never(self, object dst) except -1:
+        """The twin's `allow.why_protected(dst) is not None or dst.endswith(".255")`, memoised: the
+        allow list's fixed ranges in C, and only the rest (own, protected, listed) asked of it."""
+        cdef PyObject* found = PyDict_GetItem(self.never, dst)
+        cdef unsigned char b[16]
+        cdef int version
+        if found != NULL:
+            return <object>found
+        version = _parse(dst, b)
+        if version < 0:
+            value = self.protected(dst) is not None
+        elif _fixed_never(version, b):
+            value = True
+        else:
+            number = PyLong_FromUnsignedLong(_v4(b)) if version == 4 else int.from_bytes(b[:16], "big")
+            value = self.listed(version, number) is not None
+        value = value or _ends_255(dst)
+        if PyDict_Size(self.never) >= MEMO_SIZE:  # as Memo.__missing__
+            PyDict_Clear(self.never)
+        PyDict_SetItem(self.never, dst, value)
+        return value
+
+    cdef bint _ignored(self, f, object proto) except -1:
+        dport = f.dport
+        if proto == "udp" and (_ignored_udp_port(dport) or f.sport == 123):
+            return True
+        dst = f.daddr
+        if self._local(dst) and (_dns_port(dport) or not self._local(f.saddr)):
+            return True
+        if _dns_port(dport) and dst in self.own:
+            return True
+        return self._never(dst)
+
+    def ignored(self, f):
+        """The twin's `ignored` (for the differential tests)."""
+        return self._ignored(f, f.proto)
+
+    def add(self, f):
+        proto = f.proto
+        # f.closed_by == "active" is Flow.is_report, read without calling the property
+        if f.closed_by == "active" or not (proto == "tcp" or proto == "udp") or self._ignored(f, proto):
+            return None
+        cdef Tuple t = self.tuples._add((f.saddr, f.daddr, f.dport, proto), f.start, f.sbytes + f.dbytes)
+        cdef Py_ssize_t n = len(t.starts)
+        if n < self.min_n:
+            return None
+        if t.emitted_n and int(<object>t.last // self.window) == t.emitted_window:
+            if t.emitted_threat == LOW:
+                return None
+            if (CRITICAL if n >= self.full_n else HIGH) == t.emitted_threat and t.total < 1.5 * t.emitted_n:
+                return None
+        return t
+

@@ -56,13 +56,14 @@ from __future__ import annotations
 import bisect
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from statistics import median
 
 from slipsq import twins
+from slipsq.allow import AllowList
 from slipsq.config import Option, fraction, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.detect.prefixes import Memo, is_local
+from slipsq.detect.prefixes import MEMO_SIZE, Memo, is_local
 from slipsq.flow import Flow
 from slipsq.lru import put, touch
 from slipsq.records import CRITICAL, HIGH, LOW, Evidence
@@ -138,7 +139,7 @@ class Tuples:
     """The per-flow state: 4-tuple -> its last `history` connection starts and sizes, at most
     `bound` tuples, least recently seen first (slipsq.lru.touch: eviction and pruning take from the
     front). The readable twin of the compiled `_beacon.Tuples` (slipsq.twins chooses; the
-    differential tests in tests/test_beacon_compiled.py hold them equal)."""
+    differential tests in tests/test_detect_compiled.py hold them equal)."""
 
     __slots__ = ("bound", "history", "map", "oldest_last")
 
@@ -196,11 +197,72 @@ class Tuples:
         self.oldest_last = first.last if tuples else math.inf
 
 
+class Intake:
+    """The detector's per-flow path, one call per closed flow: the ignore rules that depend on the
+    flow alone, the tuple update, and whether the tuple could say something new. `add` answers the
+    tuple to score, or None: the common case (ignored, fewer than `min_n` connections, or nothing
+    new since its last report), so Python's scoring runs only when it may report. The readable twin
+    of the compiled `_beacon.Intake` (tests/test_detect_compiled.py holds them equal).
+
+    `local` answers "is this address local" (prefixes.is_local, a memo: the same answer forever).
+    A server the allow list protects (why_protected), or a subnet broadcast it cannot know, is
+    never a beacon: asked once per server (`never`, a memo like is_local; allowed domain names are
+    checked only when a tuple is about to be reported: DNS names per flow would cost more than the
+    scoring)."""
+
+    __slots__ = ("full_n", "local", "min_n", "never", "own", "tuples", "window")
+
+    def __init__(self, tuples: Tuples, min_n: int, full_n: int, window: float, own: Collection[str],
+                 local: Callable[[str], bool], allow: AllowList) -> None:
+        self.tuples, self.min_n, self.full_n, self.window = tuples, min_n, full_n, window
+        self.own, self.local = own, local
+        self.never = Memo(lambda dst: allow.why_protected(dst) is not None or dst.endswith(".255"),
+                          MEMO_SIZE).__getitem__
+
+    def ignored(self, f: Flow) -> bool:
+        """Traffic that is never a beacon (see the module docstring)."""
+        if f.proto == "udp" and (f.dport in _IGNORED_UDP_PORTS or f.sport == 123):
+            return True
+        dst = f.daddr
+        if self.local(dst) and (f.dport in _DNS_PORTS or not self.local(f.saddr)):
+            # DNS to a local resolver; or inbound: an Internet client calling a local server
+            # regularly is a scanner, a brute forcer or a monitoring service, never our hosts' C&C
+            # (blocking the server would be wrong)
+            return True
+        if f.dport in _DNS_PORTS and dst in self.own:
+            return True
+        return self.never(dst)
+
+    def add(self, f: Flow) -> _Tuple | None:
+        if f.is_report or f.proto not in ("tcp", "udp") or self.ignored(f):
+            return None
+        t = self.tuples.add((f.saddr, f.daddr, f.dport, f.proto), f.start, f.sbytes + f.dbytes)
+        n = len(t.starts)
+        if n < self.min_n:
+            return None
+        if t.emitted_n and int(t.last // self.window) == t.emitted_window:
+            # reported before in this judge window: re-score only when it could say something new
+            if t.emitted_threat == LOW:  # reported low (P2P peer, public resolver)
+                return None
+            threat = CRITICAL if n >= self.full_n else HIGH
+            if threat == t.emitted_threat and t.total < 1.5 * t.emitted_n:  # same threat, not grown by half
+                return None
+        return t
+
+
 def make_tuples(history: int, bound: int) -> Tuples:
     """The compiled Tuples, or its readable twin (slipsq.twins decides)."""
     fast = twins.compiled("slipsq.detect._beacon")
     cls: type[Tuples] = Tuples if fast is None else fast.Tuples
     return cls(history, bound)
+
+
+def make_intake(tuples: Tuples, min_n: int, full_n: int, window: float, own: Collection[str],
+                local: Callable[[str], bool], allow: AllowList) -> Intake:
+    """The compiled Intake, or its readable twin (slipsq.twins decides; give it make_tuples's)."""
+    fast = twins.compiled("slipsq.detect._beacon")
+    cls: type[Intake] = Intake if fast is None else fast.Intake
+    return cls(tuples, min_n, full_n, window, own, local, allow)
 
 
 class Beacon(Detector):
@@ -249,27 +311,9 @@ class Beacon(Detector):
         self.window: float = self.cfg["judge.window"]
         self.own = {str(a) for a in ctx.allow.own}  # the gateway itself may be the resolver
         self.tuples = make_tuples(self.history, self.max_tuples)
-        # server -> never a beacon: what depends on the server alone is asked once (the answers never
-        # change): allow list, multicast, own, broadcast; or a subnet broadcast the allow list cannot
-        # know (allowed domain names are checked only when a tuple is about to be reported: DNS names
-        # per flow would cost more than the scoring)
-        self._never = Memo(lambda dst: ctx.allow.why_protected(dst) is not None or dst.endswith(".255")).__getitem__
+        self._intake = make_intake(self.tuples, self.min_n, self.full_n, self.window, self.own, is_local,
+                                   ctx.allow).add
         self._next_prune = 0.0
-
-    # --- which traffic is never a beacon --------------------------------------------------------
-    def _ignored(self, f: Flow) -> bool:
-        if f.proto == "udp" and (f.dport in _IGNORED_UDP_PORTS or f.sport == 123):
-            return True
-        dst = f.daddr
-        dst_local = is_local(dst)
-        if dst_local and (f.dport in _DNS_PORTS or not is_local(f.saddr)):
-            # DNS to a local resolver; or inbound: an Internet client calling a local server
-            # regularly is a scanner, a brute forcer or a monitoring service, never our hosts' C&C
-            # (blocking the server would be wrong)
-            return True
-        if f.dport in _DNS_PORTS and dst in self.own:
-            return True
-        return self._never(dst)
 
     def _allowed_name(self, ip: str) -> bool:
         names = self.ctx.dns_names.get(ip)
@@ -283,33 +327,23 @@ class Beacon(Detector):
 
     # --- hooks ------------------------------------------------------------------------------------
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
-        if flow.is_report or flow.proto not in ("tcp", "udp") or self._ignored(flow):
-            return NO_EVIDENCE
-        key = (flow.saddr, flow.daddr, flow.dport, flow.proto)
-        t = self.tuples.add(key, flow.start, flow.sbytes + flow.dbytes)
-        if len(t.starts) < self.min_n:
-            return NO_EVIDENCE
-        return self._score(key, t, flow)
+        t = self._intake(flow)  # None unless the flow's tuple may be reported (the compiled path)
+        return NO_EVIDENCE if t is None else self._score(t, flow)
 
-    def _score(self, key: tuple[str, str, int, str], t: _Tuple, flow: Flow) -> Sequence[Evidence]:
+    def _score(self, t: _Tuple, flow: Flow) -> Sequence[Evidence]:
+        """Score a tuple the intake let through (enough connections, and something new to say)."""
         n = len(t.starts)
         window = int(t.last // self.window)
         threat = CRITICAL if n >= self.full_n else HIGH
-        # re-score only when it could say something new: first time, grown by half, threat up, new window
-        same = window == t.emitted_window and threat == t.emitted_threat
-        if t.emitted_n and same and t.total < 1.5 * t.emitted_n:
-            return NO_EVIDENCE
-        if t.emitted_n and window == t.emitted_window and t.emitted_threat == LOW:
-            return NO_EVIDENCE  # reported low (P2P peer, public resolver): nothing new this window
         gaps = [b - a for a, b in zip(t.starts, t.starts[1:])]
         timing, disp, iv = timing_score(gaps)
         # fewer connections, noisier statistics: raise the bar by up to 0.15 below full_n
         bar = self.min_score + 0.15 * max(0, self.full_n - n) / max(1, self.full_n - self.min_n)
-        if timing < bar or not self.min_iv <= iv <= self.max_iv or self._allowed_name(key[1]):
+        if timing < bar or not self.min_iv <= iv <= self.max_iv or self._allowed_name(flow.daddr):
             return NO_EVIDENCE
         size, sdisp = size_score(t.sizes)
         confidence = self.max_conf * (0.7 * timing + 0.3 * size) * min(1.0, n / self.full_n)
-        src, dst, port, proto = key
+        src, dst, port, proto = flow.saddr, flow.daddr, flow.dport, flow.proto  # the tuple's key
         may_block = True
         note = ""
         finding = "beacon"

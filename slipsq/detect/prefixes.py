@@ -111,13 +111,16 @@ def _local(ip: str) -> bool:
     return parsed is not None and local_int(*parsed)
 
 
+MEMO_SIZE = 65536  # addresses a Memo holds before it is emptied
+
+
 class Memo(dict[str, V]):
     """address -> fn(address), filled on first ask; emptied when it reaches `size` addresses (a scan
     of many addresses must not grow it without end). Call its bound `__getitem__`: a hit is one
     C-level dict lookup (detectors ask per flow, and functools.lru_cache's bookkeeping costs half again
     more)."""
 
-    def __init__(self, fn: Callable[[str], V], size: int = 65536) -> None:
+    def __init__(self, fn: Callable[[str], V], size: int = MEMO_SIZE) -> None:
         super().__init__()
         self.fn, self.size = fn, size
 

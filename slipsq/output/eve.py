@@ -25,13 +25,12 @@ Pure functions: no I/O, no clock.
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from slipsq.flowkeys import ICMP, community_id, flow_key
 from slipsq.output.kinds import kind
-from slipsq.records import Alert
+from slipsq.records import Alert, json_line
 
 GID = 1
 REV = 1
@@ -111,4 +110,4 @@ def to_eve(alert: Alert, in_iface: str | None = None) -> dict[str, Any]:
 
 def eve_line(alert: Alert, in_iface: str | None = None) -> str:
     """One eve.json line (no newline)."""
-    return json.dumps(to_eve(alert, in_iface), separators=(",", ":"), ensure_ascii=False)
+    return json_line(to_eve(alert, in_iface))

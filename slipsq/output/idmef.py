@@ -21,13 +21,12 @@ Pure functions: no I/O, no clock.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from slipsq import __version__
 from slipsq.output.kinds import kind
-from slipsq.records import Alert, iso
+from slipsq.records import Alert, iso, json_line
 
 VERSION = "2.D.V08"
 # the namespace of slipsq's uuid5 IDs (itself uuid5 of slipsq's name in the URL namespace)
@@ -88,4 +87,4 @@ def to_idmef(alert: Alert, hostname: str = "") -> dict[str, Any]:
 
 def idmef_line(alert: Alert, hostname: str = "") -> str:
     """One IDMEFv2 message as one JSON line (no newline)."""
-    return json.dumps(to_idmef(alert, hostname), separators=(",", ":"), ensure_ascii=False)
+    return json_line(to_idmef(alert, hostname))

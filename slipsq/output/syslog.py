@@ -56,7 +56,12 @@ def header_token(text: str, limit: int) -> str:
 
 
 def sd_value(value: object) -> str:
-    return str(value).translate(_SD_ESCAPES)
+    """A PARAM-VALUE: RFC 5424's three escapes, controls as spaces, and a lone surrogate (which
+    UTF-8 cannot carry: the line would not be written) as the text \\udcff."""
+    text = str(value)
+    if not text.isascii():  # first, so the escape's own backslash is escaped below
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.translate(_SD_ESCAPES)
 
 
 def timestamp(ts: float) -> str:

@@ -88,6 +88,8 @@ class FlowSource:
                 record = loads(line)
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")
+                if "\\ud" in line or "\\uD" in line:  # a surrogate's escape: the one way JSON holds one
+                    record = scrub(record)
                 item = make(record)
             except JSON_ROW_ERRORS as e:
                 self.bad(lineno, row_error(e))
@@ -135,6 +137,24 @@ class FlowSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def scrub(value: Any) -> Any:
+    """`value` (parsed JSON) with every lone surrogate in its strings, keys included, written as the
+    text \\udcff. JSON may escape one ("\\udcff" is valid JSON, not valid Unicode); no UTF-8 output
+    (flows.binetflow, alerts, eve.json, the block store) could write it, and the run would end on
+    that line. A surrogate pair (an escaped emoji) is one proper character after parsing and stays."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
 
 
 def first_record(line: str) -> Any:
