@@ -6,9 +6,10 @@ it; `slipsq._decode` only shows it to the tests). `slipsq._flowtable` is the flo
 `slipsq.sources._pcap` reads captures into the table. `slipsq._appdecode` decodes the app packets the
 table hands up most (DNS answers). `slipsq.detect.stratosphere._letters` is the Stratosphere
 detector's per-flow path (letters, Markov matching); `slipsq.detect._portscan` and `_beacon` the per-flow state
-of the port scan and beacon detectors (_portscan also the servers-in-use table they share with reconnect). `slipsq.sources._nfq` is the NFQUEUE source; it
-needs libnetfilter_queue's headers and NetfilterQueue's `.pxd`, so it is only built where both are
-present (a replay-only machine still builds).
+of the port scan and beacon detectors (`_portscan` also the servers-in-use table that portscan shares
+with reconnect). `slipsq.sources._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers
+and NetfilterQueue's `.pxd`, so it is only built where both are present (a replay-only machine still
+builds).
 """
 
 import os
