@@ -244,8 +244,11 @@ class Engine:
         if self.on_error is None:
             raise e
         if not isinstance(what, str):  # a bound method: "beacon.on_flow"
-            owner = what.__self__
-            what = f"{getattr(owner, 'name', None) or type(owner).__name__}.{what.__name__}"
+            hook = what.__name__
+            # the detector whose hook it is, also when the detector handed the engine another
+            # object's method (portscan's compiled per-flow path)
+            owner = next((d for d in self.detectors if getattr(d, hook, None) == what), what.__self__)
+            what = f"{getattr(owner, 'name', None) or type(owner).__name__}.{hook}"
         self.on_error(what, e)
 
     def _tick(self) -> None:

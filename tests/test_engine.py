@@ -235,6 +235,32 @@ def test_with_on_error_a_failing_detector_loses_only_its_own_call(table_cls: Any
     assert all(isinstance(x, (KeyError, ZeroDivisionError, OSError)) for _, x in errors)
 
 
+class _Path:
+    """A per-flow path object a detector hands the engine as its hook (as portscan does)."""
+
+    def on_flow(self, flow: Flow) -> list[Evidence]:
+        raise KeyError("bug")
+
+
+class Delegates(Detector):
+    name = "delegates"
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self.on_flow = _Path().on_flow  # type: ignore[method-assign]
+
+    def on_flow(self, flow: Flow) -> list[Evidence]:  # (replaced per instance above)
+        return []
+
+
+def test_a_failure_in_a_delegated_hook_is_named_by_its_detector(table_cls: Any) -> None:
+    cfg = Config(CORE_OPTIONS)
+    errors: list[str] = []
+    e = Engine(cfg, detectors=[Delegates], table=table_cls(cfg), on_error=lambda where, exc: errors.append(where))
+    _batch(e)
+    assert errors and set(errors) == {"delegates.on_flow"}
+
+
 def test_without_on_error_a_failing_detector_is_loud(table_cls: Any) -> None:
     cfg = Config(CORE_OPTIONS)
     e = Engine(cfg, detectors=[Explodes], table=table_cls(cfg))
