@@ -60,7 +60,7 @@ setup(
     package_dir={"slipsq.models": "models"},
     package_data={"slipsq": ["*.pyx", "*.pxd", "*.pyi", "py.typed", "detect/README.md"],
                   "slipsq.sources": ["*.pyx", "*.pyi"],
-                  "slipsq.detect": ["*.pyx", "*.pyi"],
+                  "slipsq.detect": ["*.pyx", "*.pxd", "*.pyi"],
                   "slipsq.detect.stratosphere": ["*.pyx", "*.pyi"],
                   "slipsq.report": ["templates/*.j2"],
                   "slipsq.models": ["*.json", "README.md"]},

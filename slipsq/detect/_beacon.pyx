@@ -19,18 +19,15 @@ from cpython.dict cimport PyDict_Clear, PyDict_DelItem, PyDict_GetItem, PyDict_S
 from cpython.long cimport PyLong_FromUnsignedLong
 from cpython.ref cimport PyObject
 from libc.math cimport INFINITY
-from libc.string cimport memchr, memcmp, memcpy, strlen
+from libc.string cimport memcmp
 
 from slipsq.detect.prefixes import MEMO_SIZE, is_local
 
+from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes, parse_text,
+                                      v4_of, zero_below)
+
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(void*)
-    bint PyUnicode_IS_ASCII(object)
-    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
-
-cdef extern from "arpa/inet.h" nogil:
-    int AF_INET, AF_INET6
-    int inet_pton(int af, const char* src, void* dst)
 
 
 @cython.no_gc
@@ -173,61 +170,13 @@ cdef inline bint _dns_port(object port) except -1:
     return port in (53, 853, 5353)
 
 
-cdef int _parse(object ip, unsigned char* b) except -2:
-    """addr.parse_ip_int's parse of the plain text form, through the same libc inet_pton: 4 (the
-    address in b[0:4], an IPv4-mapped IPv6 one folded so) or 6 (b[0:16]); -1 for anything else
-    (not a str, not ASCII, a NUL, or a form only `ipaddress` reads), which the caller leaves to the
-    Python functions. A new address is parsed once per memo fill: a flood of them must stay cheap."""
-    cdef Py_ssize_t n
-    cdef const char* s
-    if type(ip) is not str or not PyUnicode_IS_ASCII(ip):
-        return -1
-    s = PyUnicode_AsUTF8AndSize(ip, &n)
-    if <Py_ssize_t>strlen(s) != n:
-        return -1
-    if memchr(s, c":", n) == NULL:
-        return 4 if inet_pton(AF_INET, s, b) == 1 else -1
-    if inet_pton(AF_INET6, s, b) != 1:
-        return -1
-    if memcmp(b, b"\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0:  # ::ffff:a.b.c.d is a.b.c.d
-        memcpy(b, b + 12, 4)
-        return 4
-    return 6
-
-
-cdef inline unsigned long _v4(const unsigned char* b):
-    return (<unsigned long>b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
-
-
-cdef inline bint _zero_below(const unsigned char* b, unsigned char last):
-    """An IPv6 address that is 15 zero bytes and a last byte <= `last`."""
-    cdef int i
-    for i in range(15):
-        if b[i]:
-            return False
-    return b[15] <= last
-
-
-cdef bint _local(int version, const unsigned char* b):
-    """prefixes.local_int."""
-    cdef unsigned long n, top
-    if version == 4:
-        n = _v4(b)
-        top = n >> 24
-        return (top == 10 or top == 127 or top == 0 or n >> 28 == 0xE or n >> 20 == 0xAC1
-                or n >> 16 == 0xC0A8 or n >> 16 == 0xA9FE or n >> 22 == 0x191 or n == 0xFFFFFFFF)
-    # fc00::/7, fe80::/10, ff00::/8; ::1 and ::
-    return (b[0] & 0xFE == 0xFC or (b[0] == 0xFE and b[1] & 0xC0 == 0x80) or b[0] == 0xFF
-            or _zero_below(b, 1))
-
-
 cdef bint _fixed_never(int version, const unsigned char* b):
     """In allow._NEVER: loopback, link-local, multicast, unspecified, the IPv4 broadcast."""
     cdef unsigned long n
     if version == 4:
-        n = _v4(b)
+        n = v4_of(b)
         return n >> 24 == 127 or n >> 16 == 0xA9FE or n >> 28 == 0xE or n == 0 or n == 0xFFFFFFFF
-    return (b[0] == 0xFE and b[1] & 0xC0 == 0x80) or b[0] == 0xFF or _zero_below(b, 1)
+    return (b[0] == 0xFE and b[1] & 0xC0 == 0x80) or b[0] == 0xFF or zero_below(b, 1)
 
 
 cdef bint _ends_255(object dst) except -1:
@@ -243,14 +192,14 @@ cdef bint _ends_255(object dst) except -1:
 def local_address(ip):
     """prefixes.is_local's answer, or None when the C parse leaves it to Python (for the tests)."""
     cdef unsigned char b[16]
-    cdef int version = _parse(ip, b)
-    return None if version < 0 else _local(version, b)
+    cdef int version = parse_text(ip, b)
+    return None if version < 0 else local_bytes(version, b)
 
 
 def fixed_never(ip):
     """Whether allow._NEVER holds `ip`, or None when the C parse leaves it to Python (the tests)."""
     cdef unsigned char b[16]
-    cdef int version = _parse(ip, b)
+    cdef int version = parse_text(ip, b)
     return None if version < 0 else _fixed_never(version, b)
 
 
@@ -291,10 +240,10 @@ cdef class Intake:
         found = PyDict_GetItem(self.local_memo, ip)
         if found != NULL:
             return <object>found
-        version = _parse(ip, b)
+        version = parse_text(ip, b)
         if version < 0:
             return self.local(ip)  # the memo's own function decides (and fills it)
-        value = _local(version, b)
+        value = local_bytes(version, b)
         if PyDict_Size(self.local_memo) >= self.local_size:  # as Memo.__missing__
             PyDict_Clear(self.local_memo)
         PyDict_SetItem(self.local_memo, ip, value)
@@ -308,13 +257,13 @@ cdef class Intake:
         cdef int version
         if found != NULL:
             return <object>found
-        version = _parse(dst, b)
+        version = parse_text(dst, b)
         if version < 0:
             value = self.protected(dst) is not None
         elif _fixed_never(version, b):
             value = True
         else:
-            number = PyLong_FromUnsignedLong(_v4(b)) if version == 4 else int.from_bytes(b[:16], "big")
+            number = PyLong_FromUnsignedLong(v4_of(b)) if version == 4 else int.from_bytes(b[:16], "big")
             value = self.listed(version, number) is not None
         value = value or _ends_255(dst)
         if PyDict_Size(self.never) >= MEMO_SIZE:  # as Memo.__missing__

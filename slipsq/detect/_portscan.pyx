@@ -17,25 +17,14 @@ from collections import OrderedDict
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_CheckExact
+from cpython.unicode cimport PyUnicode_CheckExact
 from libc.math cimport copysign, floor, fmod
-from libc.stdint cimport uint8_t, uint32_t
-from libc.string cimport memchr, strlen
 
+from slipsq.detect._addrtext cimport local_bytes, parse_text
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.inuse import MAX_SERVED, REFRESH as _REFRESH
 from slipsq.detect.portscan import _BY_STATE, _ECHO_REQUEST
 from slipsq.detect.prefixes import is_local
-
-cdef extern from "arpa/inet.h" nogil:
-    int inet_pton(int af, const char* src, void* dst)
-
-cdef extern from "sys/socket.h":
-    int AF_INET
-    int AF_INET6
-
-cdef extern from "Python.h":
-    bint PyUnicode_IS_ASCII(object o)  # the text is its own UTF-8: no copy, no encoding error
 
 cdef double REFRESH = _REFRESH
 # the memos behind portscan.unanswered's state lookup and prefixes.is_local (dict subclasses): a
@@ -163,44 +152,9 @@ cdef class Tally:
 cdef int _local_bytes(object ip) except -2:
     """prefixes.local_int of the address `ip` (text), parsed as addr.parse_ip_int does (inet_pton,
     the IPv4-mapped fold): 1 or 0; -1 for text inet_pton refuses (parse_ip_int's slow judge decides)."""
-    cdef Py_ssize_t n
-    cdef const char* text
-    cdef uint8_t b[16]
-    cdef uint32_t v4
-    cdef int i
-    if not PyUnicode_IS_ASCII(ip):  # inet_pton refuses it (the slow judge decides)
-        return -1
-    text = PyUnicode_AsUTF8AndSize(ip, &n)
-    if <size_t>n != strlen(text):  # a NUL inside: Python's inet_pton refuses it
-        return -1
-    if memchr(text, 58, n) == NULL:  # no ":": IPv4
-        if inet_pton(AF_INET, text, b) != 1:
-            return -1
-        v4 = (<uint32_t>b[0] << 24) | (<uint32_t>b[1] << 16) | (<uint32_t>b[2] << 8) | b[3]
-        return _local4(v4)
-    if inet_pton(AF_INET6, text, b) != 1:
-        return -1
-    for i in range(10):
-        if b[i]:
-            break
-    else:
-        if b[10] == 0xFF and b[11] == 0xFF:  # ::ffff:a.b.c.d is the IPv4 address
-            v4 = (<uint32_t>b[12] << 24) | (<uint32_t>b[13] << 16) | (<uint32_t>b[14] << 8) | b[15]
-            return _local4(v4)
-    # fc00::/7, fe80::/10, ff00::/8, and :: or ::1 (n <= 1)
-    if (b[0] & 0xFE) == 0xFC or (b[0] == 0xFE and (b[1] & 0xC0) == 0x80) or b[0] == 0xFF:
-        return 1
-    for i in range(15):
-        if b[i]:
-            return 0
-    return b[15] <= 1
-
-
-cdef inline int _local4(uint32_t n) noexcept:
-    """prefixes.local_int(4, n)."""
-    cdef uint32_t top = n >> 24
-    return (top == 10 or top == 127 or top == 0 or n >> 28 == 0xE or n >> 20 == 0xAC1
-            or n >> 16 == 0xC0A8 or n >> 16 == 0xA9FE or n >> 22 == 0x191 or n == 0xFFFFFFFF)
+    cdef unsigned char b[16]
+    cdef int version = parse_text(ip, b)
+    return -1 if version < 0 else local_bytes(version, b)
 
 
 def local_text(str ip):
