@@ -13,6 +13,7 @@ summed in the same order), so both hold the very same numbers.
 This module computes letters and distances; it never decides anything and never does I/O.
 """
 
+cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.math cimport INFINITY, isfinite, log
 from libc.stdint cimport int32_t, uint8_t, uint16_t
@@ -101,8 +102,14 @@ cdef int c_piece(double t1, bint has_t1, double t2, bint has_t2, int col, bint s
     return k
 
 
+@cython.no_gc
 cdef class TupleLetters:
-    """One 4-tuple (see letters.TupleLetters): recent flows, string and transition counts in C arrays."""
+    """One 4-tuple (see letters.TupleLetters): recent flows, string and transition counts in C arrays.
+
+    Outside the cycle collector: its object fields hold a key tuple of addresses and numbers, a
+    label and the last alert's (window, label, confidence), never itself, so it can be in no cycle;
+    a replay makes one per new 4-tuple (about one per flow), and each young collection walked them
+    all again."""
 
     cdef public object key
     cdef public long flows, dropped
