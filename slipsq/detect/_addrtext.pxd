@@ -5,6 +5,8 @@
 # parsed once per memo fill, so a flood of invented addresses stays cheap. Inline functions only
 # (compiled into each module that cimports them): no extension module of its own. Data only.
 
+from cpython.dict cimport PyDict_Clear, PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
+from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.string cimport memchr, memcmp, memcpy, strlen
 
@@ -64,3 +66,22 @@ cdef inline bint local_bytes(int version, const unsigned char* b) noexcept:
     # fc00::/7, fe80::/10, ff00::/8; ::1 and ::
     return ((b[0] & 0xFE) == 0xFC or (b[0] == 0xFE and (b[1] & 0xC0) == 0x80) or b[0] == 0xFF
             or zero_below(b, 1))
+
+
+cdef inline int memo_local(object memo, Py_ssize_t size, object ip, object fallback) except -1:
+    """prefixes.is_local(ip) through its memo (`memo`, bounded at `size`): a hit is one C lookup; a
+    miss is parsed and tested here and put in the memo as Memo.__missing__ would (other detectors
+    ask about the same addresses); what parse_text leaves to Python, `fallback` (the memo's own
+    function) decides, and fills the memo itself."""
+    cdef unsigned char b[16]
+    cdef PyObject* hit = PyDict_GetItemWithError(memo, ip)
+    if hit != NULL:
+        return (<object>hit) is True
+    cdef int version = parse_text(ip, b)
+    if version < 0:
+        return bool(fallback(ip))
+    cdef bint value = local_bytes(version, b)
+    if PyDict_Size(memo) >= size:
+        PyDict_Clear(memo)
+    PyDict_SetItem(memo, ip, value)
+    return value

@@ -23,8 +23,8 @@ from libc.string cimport memcmp
 
 from slipsq.detect.prefixes import MEMO_SIZE, is_local
 
-from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes, parse_text,
-                                      v4_of, zero_below)
+from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes, memo_local,
+                                      parse_text, v4_of, zero_below)
 
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(void*)
@@ -232,22 +232,9 @@ cdef class Intake:
         self.never = {}
 
     cdef bint _local(self, object ip) except -1:
-        cdef PyObject* found
-        cdef unsigned char b[16]
-        cdef int version
         if self.local_memo is None:
             return self.local(ip)
-        found = PyDict_GetItem(self.local_memo, ip)
-        if found != NULL:
-            return <object>found
-        version = parse_text(ip, b)
-        if version < 0:
-            return self.local(ip)  # the memo's own function decides (and fills it)
-        value = local_bytes(version, b)
-        if PyDict_Size(self.local_memo) >= self.local_size:  # as Memo.__missing__
-            PyDict_Clear(self.local_memo)
-        PyDict_SetItem(self.local_memo, ip, value)
-        return value
+        return memo_local(self.local_memo, self.local_size, ip, self.local)
 
     cdef bint _never(self, object dst) except -1:
         """The twin's `allow.why_protected(dst) is not None or dst.endswith(".255")`, memoised: the

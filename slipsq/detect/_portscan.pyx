@@ -17,10 +17,9 @@ from collections import OrderedDict
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
-from cpython.unicode cimport PyUnicode_CheckExact
 from libc.math cimport copysign, floor, fmod
 
-from slipsq.detect._addrtext cimport local_bytes, parse_text
+from slipsq.detect._addrtext cimport local_bytes, memo_local, parse_text
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.inuse import MAX_SERVED, REFRESH as _REFRESH
 from slipsq.detect.portscan import _BY_STATE, _ECHO_REQUEST
@@ -149,34 +148,17 @@ cdef class Tally:
         return t
 
 
-cdef int _local_bytes(object ip) except -2:
-    """prefixes.local_int of the address `ip` (text), parsed as addr.parse_ip_int does (inet_pton,
-    the IPv4-mapped fold): 1 or 0; -1 for text inet_pton refuses (parse_ip_int's slow judge decides)."""
+def local_text(str ip):
+    """What the C parse answers of `ip` (for the tests that hold it equal to prefixes.local_int):
+    True, False, or None for text it leaves to the slow judge."""
     cdef unsigned char b[16]
     cdef int version = parse_text(ip, b)
-    return -1 if version < 0 else local_bytes(version, b)
-
-
-def local_text(str ip):
-    """What `_local_bytes` answers (for the tests that hold it equal to prefixes.local_int): True,
-    False, or None for text it leaves to the slow judge."""
-    cdef int r = _local_bytes(ip)
-    return None if r == -1 else bool(r)
+    return None if version < 0 else local_bytes(version, b)
 
 
 cdef inline int _local(object ip) except -1:
-    """prefixes.is_local(ip): a hit in its memo, else the answer parsed here, put in the memo as its
-    __missing__ would (other detectors ask about the same addresses)."""
-    cdef PyObject* hit = PyDict_GetItemWithError(_LOCAL, ip)
-    if hit != NULL:
-        return (<object>hit) is True
-    cdef int r = _local_bytes(ip) if PyUnicode_CheckExact(ip) else -1
-    if r == -1:  # not the plain form (or not text): the memo's own function decides (or raises)
-        return bool(is_local(ip))
-    if PyDict_Size(_LOCAL) >= _LOCAL_SIZE:
-        _LOCAL.clear()
-    _LOCAL[ip] = r == 1
-    return r
+    """prefixes.is_local(ip), through its memo (shared with every other detector)."""
+    return memo_local(_LOCAL, _LOCAL_SIZE, ip, is_local)
 
 
 cdef inline int _unanswered(object flow) except -1:
