@@ -115,6 +115,13 @@ def printable(text: Any) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
 
 
+def utf8_text(text: str) -> str:
+    """`text` as any UTF-8 stream, file or database can take it: a lone surrogate (non-UTF-8 bytes
+    in a command-line argument, a "\\udcff" escape in a JSON input), which UTF-8 cannot encode,
+    becomes the text \\udcff; everything else is kept as it is."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def json_line(obj: Any) -> str:
     """`obj` as one compact JSON line that any UTF-8 stream can take. Non-ASCII text stays as it is
     (smaller and readable, as Suricata writes it), unless the object holds a lone surrogate, which

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slipsq.errors import SystemSetupError
-from slipsq.verdict.store import DB_NAME, BlockStore, resolve_state_dir, storable
+from slipsq.records import utf8_text
+from slipsq.verdict.store import DB_NAME, BlockStore, resolve_state_dir
 
 
 def test_state_dir_flag_then_env_then_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -124,9 +125,9 @@ def test_any_text_is_stored_and_its_batch_with_it(tmp_path_factory: pytest.TempP
                           Block("198.51.100.9", 1000.0, 0.0, text, f"admin:{text}")])
     assert set(stored) == {"203.0.113.7", "198.51.100.9"}
     kept = store.get("198.51.100.9")
-    assert kept is not None and kept.reason == storable(text) and kept.by == storable(f"admin:{text}")
+    assert kept is not None and kept.reason == utf8_text(text) and kept.by == utf8_text(f"admin:{text}")
     if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
-        assert storable(text) == text  # UTF-8 text is kept as it is
+        assert utf8_text(text) == text  # UTF-8 text is kept as it is
     store.write([Unblock("198.51.100.9", 1001.0, text, text)])
     assert store.get("198.51.100.9") is None
-    assert store.audit("198.51.100.9")[-1].reason == storable(text)
+    assert store.audit("198.51.100.9")[-1].reason == utf8_text(text)

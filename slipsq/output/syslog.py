@@ -25,7 +25,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from slipsq.background import Mailbox
-from slipsq.records import Alert
+from slipsq.records import Alert, utf8_text
 from slipsq.sink import Sink
 
 SD_ID = "slipsq@32473"
@@ -58,10 +58,7 @@ def header_token(text: str, limit: int) -> str:
 def sd_value(value: object) -> str:
     """A PARAM-VALUE: RFC 5424's three escapes, controls as spaces, and a lone surrogate (which
     UTF-8 cannot carry: the line would not be written) as the text \\udcff."""
-    text = str(value)
-    if not text.isascii():  # first, so the escape's own backslash is escaped below
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text.translate(_SD_ESCAPES)
+    return utf8_text(str(value)).translate(_SD_ESCAPES)  # first, so the escape's backslash is escaped
 
 
 def timestamp(ts: float) -> str:

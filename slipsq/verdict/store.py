@@ -51,13 +51,6 @@ CREATE INDEX IF NOT EXISTS audit_ip ON audit (ip);
 """
 
 
-def storable(text: str) -> str:
-    """`text` as SQLite can keep it: UTF-8. A lone surrogate (non-UTF-8 bytes in a command-line
-    argument, a "\\udcff" escape in a JSON request) becomes the text \\udcff; without this the
-    transaction, and every block of its batch, would fail."""
-    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def resolve_state_dir(state_dir: str | os.PathLike[str] | None = None) -> Path:
     """The state directory: the flag, else $SLIPSQ_STATE_DIR, else /var/lib/slipsq."""
     if state_dir:
@@ -183,7 +176,8 @@ class BlockStore:
             ev = ""
         row = db.execute("SELECT COUNT(*) FROM audit WHERE ip = ? AND action = 'block'", (ip,)).fetchone()
         times = int(row[0]) + 1
-        reason, detector, ev, by = storable(reason), storable(detector), storable(ev), storable(by)
+        # any text: one SQLite cannot encode would fail the transaction, every block of its batch with it
+        reason, detector, ev, by = map(records.utf8_text, (reason, detector, ev, by))
         db.execute("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (ip, since, expires, reason, detector, ev, by, times))
         db.execute("INSERT INTO audit (ts, action, ip, who, reason, detector, expires, evidence) "
@@ -197,7 +191,8 @@ class BlockStore:
             return None
         db.execute("DELETE FROM blocks WHERE ip = ?", (ip,))
         db.execute("INSERT INTO audit (ts, action, ip, who, reason, detector, expires) "
-                   "VALUES (?, 'unblock', ?, ?, ?, ?, ?)", (ts, ip, storable(who), storable(reason), row[4], row[2]))
+                   "VALUES (?, 'unblock', ?, ?, ?, ?, ?)",
+                   (ts, ip, records.utf8_text(who), records.utf8_text(reason), row[4], row[2]))
         return Block(*row)
 
     def purge_expired(self, now: float) -> list[Block]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from slipsq.errors import InputError
 from slipsq.flow import AppEvent, Flow
+from slipsq.records import utf8_text
 from slipsq.sources.flowfiles.streams import DECOMPRESSION_ERRORS
 
 Item = Flow | AppEvent
@@ -145,11 +146,7 @@ def scrub(value: Any) -> Any:
     (flows.binetflow, alerts, eve.json, the block store) could write it, and the run would end on
     that line. A surrogate pair (an escaped emoji) is one proper character after parsing and stays."""
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-        return value
+        return utf8_text(value)
     if isinstance(value, dict):
         return {scrub(k): scrub(v) for k, v in value.items()}
     if isinstance(value, list):
