@@ -57,7 +57,8 @@ class QueueWorker:
         from slipsq.sources.nfqueue import NfqueueSource
 
         init = self.read_init()
-        cfg = configmod.load(configmod.CORE_OPTIONS, None, dict(init)["config"])
+        settings = dict(init)  # (the last of each op: config is read_init's last)
+        cfg = configmod.load(configmod.CORE_OPTIONS, None, settings["config"])
         # the table alone (not slipsq.engine, which would import every detector into every worker)
         fast = twins.compiled("slipsq._flowtable")
         if fast is None:
@@ -67,7 +68,7 @@ class QueueWorker:
         else:
             self.table = fast.FlowTable(cfg)
         self.apply(init)
-        bypass = dict(init).get("bypass")  # flow bypass on this worker's table (sources/conntrack.py)
+        bypass = settings.get("bypass")  # flow bypass on this worker's table (sources/conntrack.py)
         self.merger: Any = None
         if bypass is not None:
             from slipsq.sources import conntrack
