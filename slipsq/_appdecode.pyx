@@ -17,7 +17,7 @@ from slipsq._decode cimport MAX_EXT, be16, ipv6_ext
 from slipsq._flowtable cimport addr_text
 
 from slipsq.appdecode import payload_events
-from slipsq.decode import _arp
+from slipsq.appdecode import arp_events
 from slipsq.flow import AppEvent
 
 cdef enum:
@@ -38,7 +38,7 @@ def app_events(bytes ip_packet, double ts):
     if n == 0:
         return []
     if b[0] >> 4 != 4 and b[0] >> 4 != 6:
-        return _arp(ip_packet, ts)
+        return arp_events(ip_packet, ts)
     # decode._l4
     if b[0] >> 4 == 4:
         if n < 20:

@@ -30,7 +30,7 @@ import ipaddress
 from socket import AF_INET, AF_INET6, inet_pton
 
 from slipsq.flow import Flow, proto_name
-from slipsq.flowtable import APP_KINDS, app_kinds_of, app_mask
+from slipsq.appdecode import APP_KINDS, app_kinds_of, app_mask
 
 cdef extern from "arpa/inet.h" nogil:
     const char* inet_ntop(int af, const void* src, char* dst, unsigned int size)

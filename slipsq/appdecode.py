@@ -13,14 +13,36 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from collections.abc import Iterable
 
 from slipsq.flow import AppEvent
 
+# The kinds of packets a flow table hands up and their bits (both tables use the same bits; see
+# `FlowTable.set_app_kinds` in flowtable.py for what each kind is)
+APP_KINDS = {"dns": 1, "dns-queries": 2, "banner": 4, "tls": 8, "http": 16, "arp": 32, "payload": 64}
 Base = tuple[float, str, int, str, int, str]  # ts, saddr, sport, daddr, dport, proto
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"CONNECT ", b"PATCH ",
                 b"TRACE ")
 _U16 = struct.Struct("!H")
 _RR = struct.Struct("!HHIH")
+
+
+_ARP = struct.Struct("!HHBBH6s4s6s4s")  # hrd, pro, hln, pln, op, sha, spa, tha, tpa (dpkt.arp.ARP's fields)
+
+
+def app_mask(kinds: Iterable[str]) -> int:
+    """The bit mask of app kinds; an unknown kind is a programming error in a detector."""
+    mask = 0
+    for k in kinds:
+        bit = APP_KINDS.get(k)
+        if bit is None:
+            raise ValueError(f"unknown app kind {k!r} (known: {', '.join(APP_KINDS)})")
+        mask |= bit
+    return mask
+
+
+def app_kinds_of(mask: int) -> frozenset[str]:
+    return frozenset(k for k, bit in APP_KINDS.items() if mask & bit)
 
 
 _IP_STR: dict[bytes, str] = {}
@@ -218,3 +240,15 @@ def http_request(payload: bytes) -> dict[str, object]:
         elif name == "user-agent":
             data["user_agent"] = value.strip()
     return data
+
+
+def arp_events(buf: bytes, ts: float) -> list[AppEvent]:
+    """The event of one ARP frame (`buf` from the ARP header): Ethernet/IPv4 ARP only."""
+    if len(buf) < 28:
+        return []
+    hrd, pro, hln, pln, op, sha, spa, _tha, tpa = _ARP.unpack_from(buf)
+    if hrd != 1 or pro != 0x0800 or hln != 6 or pln != 4:  # Ethernet / IPv4 only
+        return []
+    src_ip, dst_ip = ip_str(spa), ip_str(tpa)
+    return [AppEvent(ts, "arp", src_ip, 0, dst_ip, 0, "arp",
+                     {"op": op, "src_mac": sha.hex(":"), "src_ip": src_ip, "dst_ip": dst_ip})]

@@ -32,11 +32,10 @@ from typing import TypeVar
 
 import dpkt
 
-from slipsq.appdecode import dns_events, ip_str, payload_events
+from slipsq.appdecode import arp_events, dns_events, ip_str, payload_events
 from slipsq.flow import AppEvent
+from slipsq.linktypes import ETHERNET, IPV4, IPV6, LINUX_SLL, LINUX_SLL2, RAW_TYPES
 
-ETHERNET, RAW, LINUX_SLL, LINUX_SLL2, IPV4, IPV6 = 1, 101, 113, 276, 228, 229
-RAW_TYPES = frozenset((RAW, 12, 14))
 VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100))
 IPV6_EXT = frozenset((0, 43, 60, 51, 44))
 MAX_EXT = 8
@@ -227,7 +226,7 @@ def app_events(ip_packet: bytes, ts: float) -> list[AppEvent]:
         return []
     version = ip_packet[0] >> 4
     if version not in (4, 6):
-        return _arp(ip_packet, ts)
+        return arp_events(ip_packet, ts)
     l4 = _l4(ip_packet)
     if l4 is None:
         return []
@@ -274,17 +273,3 @@ def _l4(buf: bytes) -> tuple[bytes, bytes, str, int, int, bytes] | None:
         sport, dport = struct.unpack_from("!HH", buf, pos)
         return src, dst, "udp", sport, dport, buf[pos + 8:end]
     return None
-
-
-_ARP = struct.Struct("!HHBBH6s4s6s4s")  # hrd, pro, hln, pln, op, sha, spa, tha, tpa (dpkt.arp.ARP's fields)
-
-
-def _arp(buf: bytes, ts: float) -> list[AppEvent]:
-    if len(buf) < 28:
-        return []
-    hrd, pro, hln, pln, op, sha, spa, _tha, tpa = _ARP.unpack_from(buf)
-    if hrd != 1 or pro != 0x0800 or hln != 6 or pln != 4:  # Ethernet / IPv4 only
-        return []
-    src_ip, dst_ip = ip_str(spa), ip_str(tpa)
-    return [AppEvent(ts, "arp", src_ip, 0, dst_ip, 0, "arp",
-                     {"op": op, "src_mac": sha.hex(":"), "src_ip": src_ip, "dst_ip": dst_ip})]

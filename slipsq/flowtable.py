@@ -67,7 +67,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from slipsq.appdecode import HTTP_METHODS
+from slipsq.appdecode import APP_KINDS, HTTP_METHODS, app_kinds_of, app_mask
 from slipsq.config import Config
 from slipsq.decode import DNS_PORTS, Packet, ip_str, parse
 from slipsq.flow import Flow, proto_name
@@ -85,25 +85,9 @@ STAT_KEYS = ("packets", "bytes", "non_ip", "malformed", "fragments", "dropped", 
 N_CLASSES = 6
 ACTIVE = N_CLASSES  # index of the active-report list in tie-breaking
 MAX_FLOWS_CAP = 0x7FFFFFFF  # the compiled table finds flows by uint32 index
-# app kinds and their bits (the compiled table uses the same bits)
-APP_KINDS = {"dns": 1, "dns-queries": 2, "banner": 4, "tls": 8, "http": 16, "arp": 32, "payload": 64}
+# app kinds and their bits (appdecode.APP_KINDS; the compiled table uses the same bits)
 APP_DNS, APP_DNS_ALL, APP_BANNER, APP_TLS, APP_HTTP, APP_ARP, APP_PAYLOAD = APP_KINDS.values()
 APP_ALL = sum(APP_KINDS.values())
-
-
-def app_mask(kinds: Iterable[str]) -> int:
-    """The bit mask of app kinds; an unknown kind is a programming error in a detector."""
-    mask = 0
-    for k in kinds:
-        bit = APP_KINDS.get(k)
-        if bit is None:
-            raise ValueError(f"unknown app kind {k!r} (known: {', '.join(APP_KINDS)})")
-        mask |= bit
-    return mask
-
-
-def app_kinds_of(mask: int) -> frozenset[str]:
-    return frozenset(k for k, bit in APP_KINDS.items() if mask & bit)
 
 
 def dns_answer(buf: bytes, p: Packet) -> bool:

@@ -298,7 +298,7 @@ def test_arp_events_agree_with_dpkt(raw: bytes, ethernet_ipv4: bool) -> None:
     # dpkt.arp.ARP is the reference for the struct-based ARP reader
     buf = (b"\x00\x01\x08\x00\x06\x04" + raw[6:]) if ethernet_ipv4 else raw
     ref = dpkt.arp.ARP(buf[:28])
-    evs = decode._arp(buf, 5.0)
+    evs = appdecode.arp_events(buf, 5.0)
     if (ref.hrd, ref.pro, ref.hln, ref.pln) != (1, 0x0800, 6, 4):
         assert evs == []
         return

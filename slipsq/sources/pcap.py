@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from slipsq import twins
-from slipsq.decode import ETHERNET, IPV4, IPV6, LINUX_SLL, LINUX_SLL2, RAW_TYPES
 from slipsq.errors import InputError
+from slipsq.linktypes import ETHERNET, IPV4, IPV6, LINUX_SLL, LINUX_SLL2, RAW_TYPES
 
 Progress = Callable[[int, int], None]
 BATCH = 65536          # packets per call into C when nothing is pending
