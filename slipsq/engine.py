@@ -32,6 +32,12 @@ from slipsq.judge import Judge
 from slipsq.lru import touch, trim
 from slipsq.records import Alert, Block, Command, Decision, Evidence, Query, Unblock
 
+# the event kinds each app kind a detector may declare gives (appdecode.APP_KINDS: "dns-queries" asks
+# the table for DNS queries too, whose events are "dns" ones; "payload" for every first payload)
+_EVENT_KINDS: dict[str, tuple[str, ...]] = {
+    "dns": ("dns",), "dns-queries": ("dns",), "banner": ("banner",), "tls": ("tls",), "http": ("http",),
+    "arp": ("arp",), "payload": ("banner", "tls", "http")}
+
 
 def make_table(config: Config) -> Any:
     """The compiled flow table, or its pure-Python twin (slipsq.twins decides)."""
@@ -109,8 +115,14 @@ class Engine:
         # call lists built once: no per-flow getattr or dispatch by name
         self._on_flow: list[Callable[[Flow], Sequence[Evidence]]] = [
             d.on_flow for d in self.detectors if d.overrides("on_flow")]
-        self._on_app: list[Callable[[AppEvent], Sequence[Evidence]]] = [
-            d.on_app for d in self.detectors if d.overrides("on_app")]
+        # app events by kind: a detector is called only for the kinds it declares (a DNS answer
+        # used to cost every on_app detector a Python call that returned at its first line)
+        self._on_app: dict[str, list[Callable[[AppEvent], Sequence[Evidence]]]] = {}
+        listeners = [d for d in self.detectors if d.overrides("on_app")]
+        for kind in ("dns", "banner", "tls", "http", "arp"):
+            self._on_app[kind] = [d.on_app for d in listeners
+                                  if not d.app_kinds or any(kind in _EVENT_KINDS.get(k, ()) for k in d.app_kinds)]
+        self._on_any_app = [d.on_app for d in listeners]  # an event of a kind none of these names
         self._on_tick: list[Callable[[float], Sequence[Evidence]]] = [
             d.on_tick for d in self.detectors if d.overrides("on_tick")]
         self.judge = Judge(config, self.allow)
@@ -235,7 +247,7 @@ class Engine:
                 # a response goes to the client that asked (a log's query line has no answer yet)
                 self._out.append(Query(event.ts, event.daddr, query, int(event.data.get("rcode") or 0),
                                        tuple(event.data.get("answers", ()))))
-        self._run(self._on_app, event)
+        self._run(self._on_app.get(event.kind, self._on_any_app), event)
 
     # --- internals ----------------------------------------------------------------------------
     def _failed(self, what: Any, e: Exception) -> None:

@@ -287,3 +287,38 @@ def test_dns_names_stay_bounded_and_keep_the_recently_answered() -> None:
     assert len(e.ctx.dns_names) == 3
     e.reconfigure(Config(CORE_OPTIONS, {"dns.max_addresses": 2}), [], e.allow)  # a smaller bound at reload
     assert list(e.ctx.dns_names) == ["203.0.113.198", "203.0.113.199"]
+
+
+def _listener(name: str, kinds: frozenset[str], seen: list[tuple[str, str]]) -> type[Detector]:
+    class Listens(Detector):
+        app_kinds = kinds
+
+        def on_app(self, event: AppEvent) -> list[Evidence]:
+            seen.append((name, event.kind))
+            return []
+
+    Listens.name = name
+    return Listens
+
+
+def test_app_events_reach_only_the_detectors_that_declared_their_kind() -> None:
+    """One event of each kind, through Engine.app (as a log's events arrive): a detector hears the
+    kinds it names ("payload" names every first-payload kind, "dns-queries" DNS), one that names
+    none hears all, and an event of a kind no table hands up still reaches every listener."""
+    seen: list[tuple[str, str]] = []
+    dets = [_listener("dns", frozenset({"dns"}), seen), _listener("arp", frozenset({"arp"}), seen),
+            _listener("queries", frozenset({"dns-queries"}), seen),
+            _listener("payload", frozenset({"payload"}), seen),
+            _listener("login", frozenset({"banner", "http"}), seen), _listener("all", frozenset(), seen)]
+    e = Engine(Config(CORE_OPTIONS), detectors=dets)
+    for i, kind in enumerate(("dns", "banner", "tls", "http", "arp", "smtp")):
+        e.app(AppEvent(float(i), kind, "10.0.0.1", 53, "10.0.0.2", 40000, "udp", {}))
+    heard: dict[str, list[str]] = {}
+    for name, kind in seen:
+        heard.setdefault(name, []).append(kind)
+    assert heard == {
+        "dns": ["dns", "smtp"], "queries": ["dns", "smtp"], "arp": ["arp", "smtp"],
+        "payload": ["banner", "tls", "http", "smtp"], "login": ["banner", "http", "smtp"],
+        "all": ["dns", "banner", "tls", "http", "arp", "smtp"]}
+    # and in detector order within one event
+    assert [n for n, k in seen if k == "dns"] == ["dns", "queries", "all"]

@@ -46,10 +46,12 @@ NO_EVIDENCE: tuple[Evidence, ...] = ()  # immutable: safe to share between hooks
 class Detector:
     """Subclass and override the hooks you need (see detect/README.md).
 
-    `app_kinds` names the app events `on_app` wants (slipsq.flowtable.APP_KINDS: "dns", "banner",
+    `app_kinds` names the app events `on_app` wants (slipsq.appdecode.APP_KINDS: "dns", "banner",
     "tls", "http", "arp", ...). The engine asks the flow table for the union of every detector's
-    kinds plus "dns" (DNS answers fill ctx.dns_names), so a packet nobody wants is never decoded:
-    an event kind that no detector declares may never reach `on_app`.
+    kinds plus "dns" (DNS answers fill ctx.dns_names), so a packet nobody wants is never decoded,
+    and calls `on_app` only with the events of the kinds it names ("dns-queries" gives "dns" events,
+    "payload" "banner", "tls" and "http" ones), from packets and from logs alike. A detector that
+    names none gets every event.
     """
 
     name: ClassVar[str] = "base"
