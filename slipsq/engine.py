@@ -27,6 +27,7 @@ from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.detect import DETECTORS
 from slipsq.detect.base import Context, Detector
+from slipsq.dispatch import make_flow_calls
 from slipsq.flow import AppEvent, Flow
 from slipsq.judge import Judge
 from slipsq.lru import touch, trim
@@ -113,8 +114,9 @@ class Engine:
         self.ctx = Context(config, self.allow, models, enrichers=list(enrichers))
         self.detectors = [cls(self.ctx) for cls in self._detector_classes]
         # call lists built once: no per-flow getattr or dispatch by name
-        self._on_flow: list[Callable[[Flow], Sequence[Evidence]]] = [
-            d.on_flow for d in self.detectors if d.overrides("on_flow")]
+        # the per-flow loop (slipsq/dispatch.py, compiled): each on_flow hook past its FlowGate
+        self._flows = make_flow_calls([(d.on_flow, d.flow_gate) for d in self.detectors if d.overrides("on_flow")],
+                                      self._evidence, self._failed)
         # app events by kind: a detector is called only for the kinds it declares (a DNS answer
         # used to cost every on_app detector a Python call that returned at its first line)
         self._on_app: dict[str, list[Callable[[AppEvent], Sequence[Evidence]]]] = {}
@@ -284,7 +286,7 @@ class Engine:
             self.counters.flows += 1
             if self.export_flows:
                 self._out.append(flow)
-        self._run(self._on_flow, flow)
+        self._flows.run(flow)
 
     def _evidence(self, ev: Evidence) -> None:
         decision: Decision = self.judge.add(ev)

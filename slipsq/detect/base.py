@@ -43,6 +43,42 @@ class Context:
 NO_EVIDENCE: tuple[Evidence, ...] = ()  # immutable: safe to share between hooks
 
 
+@dataclass(frozen=True, slots=True)
+class FlowGate:
+    """The flows a detector's `on_flow` can never act on, declared so the engine skips the call.
+
+    Most detectors return at their first line for most flows (a long-connection detector for every
+    short one); the call's Python frame was the cost. A flow passes when every condition that is set
+    holds; for a flow that does not, the detector's `on_flow` must return NO_EVIDENCE and change
+    nothing, so skipping it changes nothing (tests/test_dispatch.py holds each gated detector to
+    it). The compiled dispatcher tests these in C and calls the detector whenever a field is not
+    a plain float or int it can read; calling is always correct, skipping is the shortcut."""
+
+    protos: frozenset[str] | None = None  # the flow's protocol is one of these (None: any)
+    reports: bool = True  # False: not an active-timeout report (flow.is_report)
+    min_dur: float = 0.0  # if set: flow.dur >= min_dur
+    min_bytes: int = 0  # if set: flow.sbytes + flow.dbytes >= min_bytes
+    answered: bool = False  # True: flow.dpkts != 0
+    min_dport: int = 0  # if set: flow.dport >= min_dport
+    skip_dports: frozenset[int] = frozenset()  # flow.dport is none of these
+
+    def admits(self, flow: Flow) -> bool:
+        """The definition the compiled dispatcher (slipsq/_dispatch.pyx) follows."""
+        if self.protos is not None and flow.proto not in self.protos:
+            return False
+        if not self.reports and flow.is_report:
+            return False
+        if self.min_dur and flow.dur < self.min_dur:
+            return False
+        if self.min_bytes and flow.sbytes + flow.dbytes < self.min_bytes:
+            return False
+        if self.answered and flow.dpkts == 0:
+            return False
+        if self.min_dport and flow.dport < self.min_dport:
+            return False
+        return not (self.skip_dports and flow.dport in self.skip_dports)
+
+
 class Detector:
     """Subclass and override the hooks you need (see detect/README.md).
 
@@ -51,13 +87,15 @@ class Detector:
     kinds plus "dns" (DNS answers fill ctx.dns_names), so a packet nobody wants is never decoded,
     and calls `on_app` only with the events of the kinds it names ("dns-queries" gives "dns" events,
     "payload" "banner", "tls" and "http" ones), from packets and from logs alike. A detector that
-    names none gets every event.
+    names none gets every event. `flow_gate` likewise names the flows `on_flow` can act on (FlowGate).
     """
 
     name: ClassVar[str] = "base"
     options: ClassVar[tuple[Option, ...]] = ()
     evidence_kinds: ClassVar[tuple[str, ...]] = ()  # the kinds of finding, for docs and `slipsq detectors`
     app_kinds: ClassVar[frozenset[str]] = frozenset()  # app events on_app needs (the table hands up only these)
+    # the flows on_flow can never act on (FlowGate); set in __init__ when it depends on options
+    flow_gate: FlowGate | None = None
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from slipsq.config import Option, positive
-from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
 from slipsq.records import LOW, Evidence
@@ -50,6 +50,7 @@ class LongConnection(Detector):
         super().__init__(ctx)
         self.min_dur: float = self.opt("min_duration")
         self.protocols = frozenset(self.opt("protocols"))
+        self.flow_gate = FlowGate(protos=self.protocols, min_dur=self.min_dur)  # on_flow's first test
         self.max_seen: int = self.opt("max_connections")
         # 5-tuple -> end of its last record: the same connection while records keep following on
         self.reported: OrderedDict[tuple[str, int, str, int, str], float] = OrderedDict()

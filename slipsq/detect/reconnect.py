@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from slipsq.config import Option, positive
-from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.portscan import unanswered
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
@@ -66,6 +66,7 @@ class _Storm:
 class Reconnect(Detector):
     name = "reconnect"
     evidence_kinds = ("reconnection-storm",)
+    flow_gate = FlowGate(protos=frozenset({"tcp"}))  # on_flow's first test: TCP only
     options = (
         Option("reconnect.attempts", 10, "failed (rejected or unanswered) TCP connections from one host to one "
                "server:port in one window before it is reported; 5x is high, 20x critical", positive, "> 0"),

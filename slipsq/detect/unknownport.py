@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from slipsq.config import Option, non_negative, positive
-from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.portscan import unanswered
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import AppEvent, Flow
@@ -86,6 +86,9 @@ class UnknownPort(Detector):
         self.need_dns: bool = self.opt("need_dns")
         self.dns_clients: OrderedDict[str, float] = OrderedDict()  # client -> last DNS answer to it (LRU order)
         self.clients: OrderedDict[str, _Client] = OrderedDict()
+        # on_flow's first tests (nearly every flow ends there: a well-known or a known port)
+        self.flow_gate = FlowGate(protos=frozenset({"tcp"}), reports=False, min_dport=1024, skip_dports=self.known,
+                                  min_bytes=self.min_bytes)
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         if event.kind == "dns" and self.need_dns:  # a response goes to the client

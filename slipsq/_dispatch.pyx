@@ -1,0 +1,177 @@
+# cython: language_level=3
+"""The engine's per-flow loop, compiled: the twin of `dispatch.FlowCalls` (read that and
+`detect.base.FlowGate` for the rules; slipsq.twins chooses, tests/test_dispatch.py holds them equal).
+
+The gates are tested in C on the flow's fields, read once per flow and only if some hook has a
+gate: times and counts that are plain floats and ints are compared as C numbers; a field of any
+other type (a flow file's odd value, a bool, an int past 64 bits) makes that test let the flow
+through, so the hook is called as it would be without a gate. No state beyond the call list; no I/O.
+"""
+
+cimport cython
+
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+
+
+cdef struct Gate:
+    bint on
+    bint reports       # False: an active-timeout report does not pass
+    double min_dur     # 0: not set
+    long long min_bytes
+    bint answered
+    long long min_dport
+
+
+cdef struct Facts:
+    bint times_ok
+    double dur
+    bint bytes_ok
+    long long nbytes
+    bint dpkts_ok
+    long long dpkts
+    bint dport_ok
+    long long dport
+    bint report
+
+
+cdef bint as_ll(object v, long long* out) noexcept:
+    """`v` as a C long long when it is a plain int that fits (with room to add two of them)."""
+    cdef int overflow = 0
+    cdef long long x
+    if not PyLong_CheckExact(v):
+        return False
+    x = PyLong_AsLongLongAndOverflow(v, &overflow)
+    if overflow or x > (1LL << 61) or x < -(1LL << 61):
+        return False
+    out[0] = x
+    return True
+
+
+cdef class FlowCalls:
+    """The `on_flow` hooks with their gates (None: every flow), and where evidence and errors go."""
+
+    cdef readonly list hooks
+    cdef readonly object evidence, failed
+    cdef list _fns, _protos, _skip
+    cdef object _proto, _dport  # the flow being dispatched: its protocol and destination port
+    cdef Gate* _gates
+    cdef Py_ssize_t n
+    cdef bint gated
+
+    def __cinit__(self, hooks, evidence, failed):
+        self._gates = NULL
+
+    def __init__(self, hooks, evidence, failed):
+        cdef Py_ssize_t i
+        self.hooks = list(hooks)
+        self.evidence = evidence
+        self.failed = failed
+        self.n = len(self.hooks)
+        self._gates = <Gate*>PyMem_Malloc(max(1, self.n) * sizeof(Gate))
+        if self._gates == NULL:
+            raise MemoryError()
+        self._fns, self._protos, self._skip = [], [], []
+        self.gated = False
+        for i, (fn, gate) in enumerate(self.hooks):
+            self._fns.append(fn)
+            self._gates[i].on = False
+            self._protos.append(None)
+            self._skip.append(None)
+            if gate is not None:
+                self._load(i, gate)
+
+    cdef void _load(self, Py_ssize_t i, object gate):
+        """Gate `i` from a FlowGate; one whose numbers C cannot hold stays off (every flow passes)."""
+        cdef Gate g
+        try:
+            g.reports = bool(gate.reports)
+            g.min_dur = float(gate.min_dur)
+            g.min_bytes = int(gate.min_bytes)
+            g.answered = bool(gate.answered)
+            g.min_dport = int(gate.min_dport)
+            protos = None if gate.protos is None else frozenset(gate.protos)
+            skip = frozenset(gate.skip_dports) if gate.skip_dports else None
+        except (TypeError, ValueError, OverflowError):
+            return
+        g.on = True
+        self._gates[i] = g
+        self._protos[i] = protos
+        self._skip[i] = skip
+        self.gated = True
+
+    def __dealloc__(self):
+        PyMem_Free(self._gates)
+
+    cdef void _read(self, object flow, Facts* f):
+        cdef double d
+        cdef long long sb = 0, db = 0
+        f.times_ok = f.bytes_ok = f.dpkts_ok = f.dport_ok = f.report = False
+        self._proto = self._dport = None
+        try:
+            start, end = flow.start, flow.end
+            if PyFloat_CheckExact(start) and PyFloat_CheckExact(end):
+                d = PyFloat_AS_DOUBLE(end) - PyFloat_AS_DOUBLE(start)
+                f.dur = d if d > 0.0 else 0.0  # Flow.dur: max(0.0, end - start)
+                f.times_ok = True
+            f.bytes_ok = as_ll(flow.sbytes, &sb) and as_ll(flow.dbytes, &db)
+            f.nbytes = sb + db
+            f.dpkts_ok = as_ll(flow.dpkts, &f.dpkts)
+            dport = flow.dport
+            f.dport_ok = as_ll(dport, &f.dport)
+            f.report = bool(flow.closed_by == "active")  # Flow.is_report
+            self._proto, self._dport = flow.proto, dport
+        except Exception:  # an odd flow: every gate lets it through
+            f.times_ok = f.bytes_ok = f.dpkts_ok = f.dport_ok = f.report = False
+            self._proto = self._dport = None
+
+    cdef bint _admits(self, Py_ssize_t i, Facts* f) noexcept:
+        cdef Gate* g = &self._gates[i]
+        proto, dport = self._proto, self._dport
+        protos = self._protos[i]
+        if protos is not None and proto is not None:
+            try:
+                if proto not in <frozenset>protos:
+                    return False
+            except Exception:
+                pass
+        if not g.reports and f.report:
+            return False
+        if g.min_dur != 0.0 and f.times_ok and f.dur < g.min_dur:
+            return False
+        if g.min_bytes != 0 and f.bytes_ok and f.nbytes < g.min_bytes:
+            return False
+        if g.answered and f.dpkts_ok and f.dpkts == 0:
+            return False
+        if g.min_dport != 0 and f.dport_ok and f.dport < g.min_dport:
+            return False
+        skip = self._skip[i]
+        if skip is not None and dport is not None:
+            try:
+                if dport in <frozenset>skip:
+                    return False
+            except Exception:
+                pass
+        return True
+
+    def run(self, flow):
+        cdef Py_ssize_t i
+        cdef Facts f
+        cdef bint read = False
+        for i in range(self.n):
+            fn = self._fns[i]
+            if self._gates[i].on:
+                if not read:
+                    self._read(flow, &f)
+                    read = True
+                if not self._admits(i, &f):
+                    continue
+            try:
+                evs = fn(flow)
+            except Exception as e:
+                self.failed(fn, e)
+                continue
+            if evs:  # most calls find nothing
+                for ev in evs:
+                    self.evidence(ev)

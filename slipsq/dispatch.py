@@ -1,0 +1,62 @@
+"""Each closed flow to the detectors' `on_flow` hooks, in order, past their gates; their evidence to
+the judge. The readable twin of `slipsq/_dispatch.pyx` (slipsq.twins chooses; tests/test_dispatch.py
+holds them equal).
+
+This is the engine's per-flow loop, taken out of engine.py so that it can be compiled: per closed
+flow it calls up to a dozen hooks, and a detector whose `FlowGate` turns the flow away (most
+detectors, for most flows) is not called at all. Errors go to the engine's `failed` callback as
+they did (a failing hook never stops the others); evidence goes to its `evidence` callback in hook
+order. No state of its own beyond the call list; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from slipsq import twins
+from slipsq.detect.base import FlowGate
+from slipsq.flow import Flow
+from slipsq.records import Evidence
+
+Hook = Callable[[Flow], Sequence[Evidence]]
+
+
+class FlowCalls:
+    """The `on_flow` hooks with their gates (None: every flow), and where evidence and errors go."""
+
+    def __init__(self, hooks: Sequence[tuple[Hook, FlowGate | None]], evidence: Callable[[Evidence], None],
+                 failed: Callable[[Any, Exception], None]) -> None:
+        self.hooks = list(hooks)
+        self.evidence = evidence
+        self.failed = failed
+
+    def run(self, flow: Flow) -> None:
+        for fn, gate in self.hooks:
+            if gate is not None and not _admits(gate, flow):
+                continue
+            try:
+                evs = fn(flow)
+            except Exception as e:
+                self.failed(fn, e)
+                continue
+            if evs:  # most calls find nothing
+                for ev in evs:
+                    self.evidence(ev)
+
+
+def _admits(gate: FlowGate, flow: Flow) -> bool:
+    """The gate's answer; a flow it cannot judge (a field of an odd type) goes to the hook, as it
+    would without a gate."""
+    try:
+        return gate.admits(flow)
+    except Exception:
+        return True
+
+
+def make_flow_calls(hooks: Sequence[tuple[Hook, FlowGate | None]], evidence: Callable[[Evidence], None],
+                    failed: Callable[[Any, Exception], None]) -> FlowCalls:
+    """The compiled FlowCalls, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq._dispatch")
+    cls: type[FlowCalls] = FlowCalls if fast is None else fast.FlowCalls
+    return cls(hooks, evidence, failed)

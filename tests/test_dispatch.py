@@ -1,0 +1,205 @@
+"""The engine's per-flow loop (slipsq/dispatch.py and its compiled twin slipsq/_dispatch.pyx) and the
+flow gates detectors declare (detect.base.FlowGate).
+
+Two things must hold for the gates to be a pure shortcut: both loops call the same hooks in the
+same order with the same results, errors and evidence routed as the engine's own loop did; and a
+gated detector, for every flow its gate turns away, returns no evidence and changes nothing, so
+that skipping the call is the same as making it (checked here for each detector that has a gate,
+on flows drawn around its thresholds).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slipsq import dispatch
+from slipsq.allow import AllowList
+from slipsq.config import Config
+from slipsq.detect import DETECTORS
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
+from slipsq.detect.inuse import ServersInUse
+from slipsq.flow import Flow
+from slipsq.records import Alert, Evidence
+from slipsq.runmode import all_options
+
+c_dispatch = pytest.importorskip("slipsq._dispatch", reason="the compiled extension is not built")
+
+TWINS = [dispatch.FlowCalls, c_dispatch.FlowCalls]
+ADDRS = ("10.0.0.5", "192.168.1.20", "198.51.100.7", "203.0.113.9", "2001:db8::4")
+PORTS = (22, 53, 80, 443, 1023, 1024, 1883, 3478, 5222, 6667, 8080, 40000, 65535)
+STATES = ("S_", "S_RA", "SA_SA", "SPA_SPA", "FSPA_FSPA", "S_SA", "CON", "INT", "")
+
+times = st.floats(0, 2e9, allow_nan=False, allow_infinity=False)
+flows = st.builds(
+    lambda start, dur, proto, src, sport, dst, dport, spkts, dpkts, sbytes, dbytes, state, closed_by:
+    Flow(start, start + dur, proto, src, sport, dst, dport, spkts, dpkts, sbytes, dbytes, state,
+         "<->" if dpkts else "->", 0, 0, "", closed_by),
+    times, st.one_of(st.floats(0, 4000, allow_nan=False), st.sampled_from([0.0, 1499.9, 1500.0, 1500.1])),
+    st.sampled_from(("tcp", "udp", "icmp", "ipv6-icmp", "gre")), st.sampled_from(ADDRS), st.sampled_from(PORTS),
+    st.sampled_from(ADDRS), st.sampled_from(PORTS), st.integers(0, 40), st.integers(0, 40),
+    st.one_of(st.integers(0, 40_000), st.sampled_from([999, 1000, 16_383, 16_384])),
+    st.one_of(st.integers(0, 40_000), st.just(0)), st.sampled_from(STATES),
+    st.sampled_from(("fin", "rst", "idle", "active", "end", "evict", "file")))
+gates = st.one_of(st.none(), st.builds(
+    FlowGate, st.one_of(st.none(), st.frozensets(st.sampled_from(("tcp", "udp", "icmp")))), st.booleans(),
+    st.sampled_from([0.0, 1.0, 1500.0]), st.sampled_from([0, 1000, 16_384]), st.booleans(),
+    st.sampled_from([0, 1024]), st.frozensets(st.sampled_from(PORTS), max_size=4)))
+
+
+def recorder(calls: list[Any]) -> tuple[Callable[..., Any], Callable[..., Any], Callable[[int], Any]]:
+    def evidence(ev: Any) -> None:
+        calls.append(("evidence", ev))
+
+    def failed(fn: Any, e: Exception) -> None:
+        calls.append(("failed", fn.__name__, str(e)))
+
+    def hook(i: int) -> Callable[[Flow], Any]:
+        def on_flow(flow: Flow) -> Any:
+            calls.append(("call", i, flow.start))
+            if flow.dport == 1883 and i == 1:
+                raise ValueError("boom")
+            return [f"ev{i}"] if flow.dport == 8080 else NO_EVIDENCE
+
+        on_flow.__name__ = f"hook{i}"
+        return on_flow
+
+    return evidence, failed, hook
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(gates, min_size=1, max_size=5), st.lists(flows, max_size=25))
+def test_both_loops_call_the_same_hooks_route_the_same_evidence_and_errors(gs: list[FlowGate | None],
+                                                                         fs: list[Flow]) -> None:
+    seen = []
+    for cls in TWINS:
+        calls: list[Any] = []
+        evidence, failed, hook = recorder(calls)
+        loop = cls([(hook(i), g) for i, g in enumerate(gs)], evidence, failed)
+        for f in fs:
+            loop.run(f)
+        seen.append(calls)
+    assert seen[0] == seen[1]
+    # and the readable definition: a hook is called exactly for the flows its gate admits
+    want = [(i, f.start) for f in fs for i, g in enumerate(gs) if g is None or g.admits(f)]
+    assert [(c[1], c[2]) for c in seen[0] if c[0] == "call"] == want
+
+
+@pytest.mark.parametrize("cls", TWINS)
+def test_odd_field_types_reach_the_hook_instead_of_failing(cls: Any) -> None:
+    """A flow file may give ints for times, a bool or a huge int for a count: the compiled loop then
+    calls the hook (always correct) rather than guess; neither loop raises."""
+    gate = FlowGate(protos=frozenset({"tcp"}), min_dur=1500.0, min_bytes=16_384, answered=True, min_dport=1024)
+    calls: list[Any] = []
+    evidence, failed, hook = recorder(calls)
+    loop = cls([(hook(0), gate)], evidence, failed)
+    odd = [Flow(0, 4000, "tcp", "a", 1, "b", 40000, 1, 2, 10**30, 10**30),  # int times, huge counts
+           Flow(0.0, 4000.0, "tcp", "a", 1, "b", 40000, 1, True, 20_000, 0),  # a bool count
+           Flow(0.0, 4000.0, "tcp", "a", 1, "b", None, 1, 2, 20_000, 0)]  # type: ignore[arg-type]
+    for f in odd:
+        loop.run(f)
+    assert [c[0] for c in calls] == ["call", "call", "call"]
+    # a flow the gate turns away on plain fields is not called
+    loop.run(Flow(0.0, 10.0, "tcp", "a", 1, "b", 40000, 1, 2, 20_000, 0))
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("cls", TWINS)
+def test_a_failing_hook_is_reported_and_the_others_still_run(cls: Any) -> None:
+    calls: list[Any] = []
+    evidence, failed, hook = recorder(calls)
+    loop = cls([(hook(0), None), (hook(1), None), (hook(2), None)], evidence, failed)
+    loop.run(Flow(1.0, 2.0, "tcp", "a", 1, "b", 1883))
+    assert calls == [("call", 0, 1.0), ("call", 1, 1.0), ("failed", "hook1", "boom"), ("call", 2, 1.0)]
+    calls.clear()
+
+    def strict(fn: Any, e: Exception) -> None:  # the engine without on_error: the error propagates
+        raise e
+
+    loop = cls([(hook(1), None), (hook(2), None)], evidence, strict)
+    with pytest.raises(ValueError, match="boom"):
+        loop.run(Flow(1.0, 2.0, "tcp", "a", 1, "b", 1883))
+    assert calls == [("call", 1, 1.0)]
+
+
+# --- every gated detector: what its gate turns away it would have ignored ------------------------
+
+GATED = [d for d in DETECTORS if d.flow_gate is not None or "flow_gate" in d.__init__.__code__.co_names]
+
+
+def state(obj: Any, depth: int = 0) -> Any:
+    """A comparable picture of a detector's own state (its dicts in order, its slot objects)."""
+    if depth > 6:
+        return repr(obj)
+    if isinstance(obj, (str, int, float, bool, type(None), FlowGate)):
+        return obj
+    if isinstance(obj, (dict, OrderedDict)):
+        return [(state(k, depth + 1), state(v, depth + 1)) for k, v in obj.items()]
+    if isinstance(obj, (list, tuple)):
+        return [state(v, depth + 1) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(map(repr, obj))
+    slots = [s for c in type(obj).__mro__ for s in getattr(c, "__slots__", ())]
+    if slots:
+        return [(s, state(getattr(obj, s, None), depth + 1)) for s in slots]
+    if hasattr(obj, "__dict__"):
+        return [(k, state(v, depth + 1)) for k, v in sorted(vars(obj).items()) if k not in ("ctx", "cfg")]
+    return repr(obj)
+
+
+def make(cls: type[Detector]) -> Detector:
+    """The detector with the readable servers-in-use table (reconnect writes it; `state` can read it)."""
+    cfg = Config(all_options())
+    return cls(Context(cfg, AllowList([]), servers=ServersInUse()))
+
+
+def test_the_gated_detectors_are_the_ones_expected() -> None:
+    """A guard against a gate added without the check below covering it (or one lost)."""
+    names = {d.name for d in DETECTORS if make(d).flow_gate is not None}
+    assert names >= {"longconn", "unknownport", "reconnect"}
+    assert {d.name for d in GATED} == names
+
+
+@pytest.mark.parametrize("cls", GATED, ids=lambda c: c.name)
+@settings(max_examples=150, deadline=None)
+@given(fs=st.lists(flows, min_size=1, max_size=60))
+def test_a_gated_detector_ignores_every_flow_its_gate_turns_away(cls: type[Detector], fs: list[Flow]) -> None:
+    fs = sorted(fs, key=lambda f: f.start)
+    always, gated = make(cls), make(cls)
+    gate = gated.flow_gate
+    assert gate is not None
+    for f in fs:
+        got: list[Evidence] = list(always.on_flow(f))
+        if gate.admits(f):
+            assert list(gated.on_flow(f)) == got
+        else:
+            assert got == [], (f, got)
+    assert state(always) == state(gated)
+
+
+def test_engine_skips_gated_hooks_but_keeps_their_findings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the engine: a long connection is still reported with the gates on, and the hook is
+    not called for the short flows around it."""
+    from slipsq.detect.longconn import LongConnection
+    from slipsq.engine import Engine
+
+    called: list[float] = []
+    original = LongConnection.on_flow
+
+    def counting(self: LongConnection, flow: Flow) -> Any:
+        called.append(flow.start)
+        return original(self, flow)
+
+    monkeypatch.setattr(LongConnection, "on_flow", counting)
+    e = Engine(Config(all_options()), detectors=[LongConnection])
+    short = [Flow(float(i), i + 1.0, "tcp", "10.0.0.5", 40000 + i, "198.51.100.7", 443, 5, 5, 800, 4000)
+             for i in range(50)]
+    long = Flow(100.0, 3000.0, "tcp", "10.0.0.5", 41000, "198.51.100.7", 443, 500, 500, 80_000, 400_000)
+    alerts = [c for f in [*short, long] for c in e.flow(f) if isinstance(c, Alert)]
+    assert called == [100.0]
+    assert len(alerts) == 1 and "long connection" in alerts[0].evidence.description
