@@ -282,7 +282,7 @@ class Engine:
                     self._evidence(ev)
 
     def _analyze(self, flow: Flow) -> None:
-        if not flow.is_report:  # an active-timeout report is the same flow again, not a new one
+        if flow.closed_by != "active":  # not a report (Flow.is_report, without a property call per flow)
             self.counters.flows += 1
             if self.export_flows:
                 self._out.append(flow)

@@ -10,6 +10,7 @@ on flows drawn around its thresholds).
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slipsq import dispatch
+from slipsq import dispatch, twins
 from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.detect import DETECTORS
@@ -144,6 +145,9 @@ def state(obj: Any, depth: int = 0) -> Any:
         return [state(v, depth + 1) for v in obj]
     if isinstance(obj, (set, frozenset)):
         return sorted(map(repr, obj))
+    if callable(obj) and hasattr(obj, "__self__"):  # a bound method: what it is bound to (a memo)
+        owner = obj.__self__
+        return (obj.__name__, None if isinstance(owner, Detector) else state(owner, depth + 1))
     slots = [s for c in type(obj).__mro__ for s in getattr(c, "__slots__", ())]
     if slots:
         return [(s, state(getattr(obj, s, None), depth + 1)) for s in slots]
@@ -153,15 +157,24 @@ def state(obj: Any, depth: int = 0) -> Any:
 
 
 def make(cls: type[Detector]) -> Detector:
-    """The detector with the readable servers-in-use table (reconnect writes it; `state` can read it)."""
+    """The detector with its readable twins (`state` can read them) and the readable servers-in-use
+    table (reconnect writes it)."""
     cfg = Config(all_options())
-    return cls(Context(cfg, AllowList([]), servers=ServersInUse()))
+    old = os.environ.get(twins.ENV)
+    os.environ[twins.ENV] = "1"
+    try:
+        return cls(Context(cfg, AllowList([]), servers=ServersInUse()))
+    finally:
+        if old is None:
+            del os.environ[twins.ENV]
+        else:
+            os.environ[twins.ENV] = old
 
 
 def test_the_gated_detectors_are_the_ones_expected() -> None:
     """A guard against a gate added without the check below covering it (or one lost)."""
     names = {d.name for d in DETECTORS if make(d).flow_gate is not None}
-    assert names >= {"longconn", "unknownport", "reconnect"}
+    assert names >= {"longconn", "unknownport", "reconnect", "beacon"}
     assert {d.name for d in GATED} == names
 
 

@@ -21,6 +21,7 @@ from cpython.ref cimport PyObject
 from libc.math cimport INFINITY
 from libc.string cimport memcmp
 
+from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.prefixes import MEMO_SIZE, is_local
 
 from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes, memo_local,
@@ -221,6 +222,7 @@ cdef class Intake:
     cdef object local_memo  # a Memo: a dict subclass (Cython's `dict` is the exact type)
     cdef dict never
     cdef Py_ssize_t local_size
+    cdef public object score  # the detector's scoring (Beacon._score), for on_flow
 
     def __init__(self, Tuples tuples, long min_n, long full_n, double window, own, local, allow):
         self.tuples, self.min_n, self.full_n, self.window = tuples, min_n, full_n, float(window)
@@ -230,6 +232,7 @@ cdef class Intake:
         self.local_memo = is_local.__self__ if local is is_local else None
         self.local_size = is_local.__self__.size
         self.never = {}
+        self.score = None
 
     cdef bint _local(self, object ip) except -1:
         if self.local_memo is None:
@@ -274,6 +277,15 @@ cdef class Intake:
         return self._ignored(f, f.proto)
 
     def add(self, f):
+        return self._add(f)
+
+    def on_flow(self, f):
+        """The detector's hook, handed to the engine (beacon.Intake.on_flow): `add`, and the
+        detector's scoring only for a tuple it lets through."""
+        t = self._add(f)
+        return NO_EVIDENCE if t is None else self.score(t, f)
+
+    cdef object _add(self, f):
         proto = f.proto
         # f.closed_by == "active" is Flow.is_report, read without calling the property
         if f.closed_by == "active" or not (proto == "tcp" or proto == "udp") or self._ignored(f, proto):

@@ -62,7 +62,7 @@ from statistics import median
 from slipsq import twins
 from slipsq.allow import AllowList
 from slipsq.config import Option, fraction, positive
-from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.prefixes import MEMO_SIZE, Memo, is_local
 from slipsq.flow import Flow
 from slipsq.lru import put, touch
@@ -210,7 +210,7 @@ class Intake:
     checked only when a tuple is about to be reported: DNS names per flow would cost more than the
     scoring)."""
 
-    __slots__ = ("full_n", "local", "min_n", "never", "own", "tuples", "window")
+    __slots__ = ("full_n", "local", "min_n", "never", "own", "score", "tuples", "window")
 
     def __init__(self, tuples: Tuples, min_n: int, full_n: int, window: float, own: Collection[str],
                  local: Callable[[str], bool], allow: AllowList) -> None:
@@ -218,6 +218,17 @@ class Intake:
         self.own, self.local = own, local
         self.never = Memo(lambda dst: allow.why_protected(dst) is not None or dst.endswith(".255"),
                           MEMO_SIZE).__getitem__
+        # the detector's scoring, for on_flow (Beacon._score): called only for a tuple `add` lets through
+        self.score: Callable[[_Tuple, Flow], Sequence[Evidence]] | None = None
+
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        """The detector's hook, handed to the engine (one call per flow, no Beacon frame): `add`,
+        and the detector's scoring only for a tuple it lets through."""
+        t = self.add(flow)
+        if t is None:
+            return NO_EVIDENCE
+        assert self.score is not None, "Beacon sets the intake's score"
+        return self.score(t, flow)
 
     def ignored(self, f: Flow) -> bool:
         """Traffic that is never a beacon (see the module docstring)."""
@@ -268,6 +279,7 @@ def make_intake(tuples: Tuples, min_n: int, full_n: int, window: float, own: Col
 class Beacon(Detector):
     name = "beacon"
     evidence_kinds = ("beacon",)
+    flow_gate = FlowGate(protos=frozenset({"tcp", "udp"}), reports=False)  # Intake.add's first test
     options = (
         Option("beacon.min_connections", 6, "connections of a 4-tuple before it is scored", lambda v: v >= 4,
                ">= 4"),
@@ -311,8 +323,12 @@ class Beacon(Detector):
         self.window: float = self.cfg["judge.window"]
         self.own = {str(a) for a in ctx.allow.own}  # the gateway itself may be the resolver
         self.tuples = make_tuples(self.history, self.max_tuples)
-        self._intake = make_intake(self.tuples, self.min_n, self.full_n, self.window, self.own, is_local,
-                                   ctx.allow).add
+        self.intake = make_intake(self.tuples, self.min_n, self.full_n, self.window, self.own, is_local,
+                                  ctx.allow)
+        self.intake.score = self._score
+        # the engine calls the intake's on_flow directly (compiled: no Python frame per flow); the
+        # class's on_flow below says the same in Python
+        self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
         self._next_prune = 0.0
 
     def _allowed_name(self, ip: str) -> bool:
@@ -326,8 +342,8 @@ class Beacon(Detector):
         return False
 
     # --- hooks ------------------------------------------------------------------------------------
-    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
-        t = self._intake(flow)  # None unless the flow's tuple may be reported (the compiled path)
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:  # replaced by self.intake.on_flow in __init__
+        t = self.intake.add(flow)  # None unless the flow's tuple may be reported
         return NO_EVIDENCE if t is None else self._score(t, flow)
 
     def _score(self, t: _Tuple, flow: Flow) -> Sequence[Evidence]:
