@@ -33,6 +33,7 @@ def extensions() -> list[Extension]:
         Extension("slipsq.detect._portscan", ["slipsq/detect/_portscan.pyx"], extra_compile_args=CFLAGS),
         Extension("slipsq.detect._beacon", ["slipsq/detect/_beacon.pyx"], extra_compile_args=CFLAGS),
         Extension("slipsq._dispatch", ["slipsq/_dispatch.pyx"], extra_compile_args=CFLAGS),
+        Extension("slipsq._wirescan", ["slipsq/_wirescan.pyx"], extra_compile_args=CFLAGS),
     ]
     if os.path.exists("slipsq/sources/_nfq.pyx") and os.path.exists("/usr/include/libnetfilter_queue/libnetfilter_queue.h"):
         try:

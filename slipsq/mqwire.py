@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import io
 import pickle
-from collections.abc import Sequence
+import pickletools
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from slipsq import twins
 from slipsq.errors import SlipsqError
 from slipsq.flow import Flow
 
@@ -62,8 +64,67 @@ def dumps(msg: tuple[Any, ...]) -> bytes:
     return pickle.dumps(msg, PROTOCOL)
 
 
+# the opcodes protocol 5 writes for the values a message may hold. Not PUT, BINPUT or LONG_BINPUT
+# (protocol 5 memoises with MEMOIZE): their explicit index makes the C unpickler grow its memo to
+# twice that index, and one damaged byte asked it for 18 GB (found by the fuzz test below)
+ALLOWED_OPCODES = frozenset((
+    "PROTO", "FRAME", "STOP", "MARK", "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_LIST",
+    "APPEND", "APPENDS", "EMPTY_DICT", "SETITEM", "SETITEMS", "MEMOIZE", "BINGET", "LONG_BINGET", "NONE",
+    "NEWTRUE", "NEWFALSE", "BININT", "BININT1", "BININT2", "LONG1", "LONG4", "BINFLOAT", "SHORT_BINUNICODE",
+    "BINUNICODE", "BINUNICODE8", "SHORT_BINBYTES", "BINBYTES", "BINBYTES8"))
+
+
+def _arg_length(op: pickletools.OpcodeInfo) -> int:
+    """An opcode's argument length as pickletools describes it: >= 0 fixed, or -1, -4, -8 for a
+    length of that many bytes first (little-endian), then the bytes."""
+    if op.arg is None:
+        return 0
+    n = op.arg.n
+    if n >= 0:
+        return n
+    return {pickletools.TAKEN_FROM_ARGUMENT1: -1, pickletools.TAKEN_FROM_ARGUMENT4: -4,
+            pickletools.TAKEN_FROM_ARGUMENT4U: -4, pickletools.TAKEN_FROM_ARGUMENT8U: -8}[n]
+
+
+_ARG = {ord(op.code): _arg_length(op) for op in pickletools.opcodes if op.name in ALLOWED_OPCODES}
+
+
+def scan(data: bytes) -> str | None:
+    """None when `data` is a run of allowed opcodes ending with STOP, else why not: checked before
+    the unpickler sees a byte (the readable twin of the compiled `_wirescan.scan`)."""
+    pos, n = 0, len(data)
+    while pos < n:
+        op = data[pos]
+        arg = _ARG.get(op)
+        if arg is None:
+            return f"opcode 0x{op:02x} at {pos} is not one a worker message holds"
+        pos += 1
+        if op == ord("."):  # STOP
+            return None
+        if arg >= 0:
+            pos += arg
+            continue
+        k = -arg
+        if pos + k > n:
+            break
+        length = int.from_bytes(data[pos:pos + k], "little")
+        pos += k
+        if length > n - pos:
+            break
+        pos += length
+    return "the message ends inside an opcode, or before its STOP"
+
+
+def _scanner() -> Callable[[bytes], str | None]:
+    fast = twins.compiled("slipsq._wirescan")
+    return scan if fast is None else fast.scan  # type: ignore[no-any-return]
+
+
 def loads(data: bytes) -> tuple[Any, ...]:
     """A message's tuple, shape checked. WireError for anything this module would not have written."""
+    why = _scanner()(data)
+    if why is not None:
+        raise WireError(f"unreadable worker message ({why})")
     try:
         msg = _NoGlobals(io.BytesIO(data)).load()
     except Exception as e:  # truncated, garbage, a refused global, a recursion bomb: all one kind

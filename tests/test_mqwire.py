@@ -4,7 +4,11 @@ and never code run."""
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -86,6 +90,41 @@ def test_a_damaged_message_is_a_wire_error_or_still_well_formed(junk: bytes, at:
     mqwire.flows_of(msg) if msg[0] == "batch" else None  # well-formed: the daemon can use it
 
 
+c_wirescan = pytest.importorskip("slipsq._wirescan", reason="the compiled extension is not built")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(flows, max_size=4), st.lists(apps, max_size=3), stats, st.binary(min_size=1, max_size=12),
+       st.integers(min_value=0, max_value=10_000))
+def test_both_opcode_checks_agree(fl: list[Flow], ap: list[tuple[float, bytes]], sts: dict[str, Any] | None,
+                                  junk: bytes, at: int) -> None:
+    """The compiled check and its readable twin pass every message the workers write, and give the
+    same answer on damaged ones."""
+    for good in mqwire.encode_batches(fl, ap, sts):
+        assert c_wirescan.scan(good) is None and mqwire.scan(good) is None
+        at %= len(good)
+        bad = good[:at] + junk + good[at + len(junk):]
+        assert c_wirescan.scan(bad) == mqwire.scan(bad)
+
+
+def test_a_memo_index_cannot_make_the_reader_allocate() -> None:
+    """A damaged byte that reads as LONG_BINPUT with a large index made the C unpickler grow its memo
+    to twice that index (the fuzz test above once drove a worker to 14 GB). Here 2**26: 1 GB without
+    the opcode check; with it, the message is refused before the unpickler runs."""
+    code = ("import resource, sys\nfrom slipsq import mqwire\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    mqwire.loads(b'\\x80\\x05N' + b'r' + (2**26).to_bytes(4, 'little') + b'.')\n"
+            "except mqwire.WireError as e:\n    print('refused:', e)\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    for pure in ("0", "1"):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, SLIPSQ_PURE_PYTHON=pure))
+        assert r.returncode == 0, r.stderr
+        said, grew_mb = r.stdout.splitlines()
+        assert said.startswith("refused: unreadable worker message (opcode 0x72 at 3"), said
+        assert int(grew_mb) < 100
+
+
 class Boom:
     ran = False
 
@@ -99,11 +138,15 @@ class Boom:
 
 def test_no_class_is_looked_up_and_no_code_runs() -> None:
     evil = pickle.dumps(("batch", [Boom()], [], None), 5)
-    with pytest.raises(WireError, match="not allowed"):
+    with pytest.raises(WireError, match=r"not one a worker message holds"):
         mqwire.loads(evil)
     assert not Boom.ran
-    with pytest.raises(WireError, match="not allowed"):  # a Flow object itself is a class lookup too
+    with pytest.raises(WireError, match="0x93"):  # a Flow object itself is a class lookup (STACK_GLOBAL)
         mqwire.loads(pickle.dumps(("batch", [Flow(1.0, 2.0, "tcp", "a", 1, "b", 2)], [], None), 5))
+    # behind the opcode check, the unpickler itself still refuses every global
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        mqwire._NoGlobals(io.BytesIO(evil)).load()
+    assert not Boom.ran
 
 
 @pytest.mark.parametrize("msg", [

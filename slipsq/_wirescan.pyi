@@ -1,0 +1,4 @@
+"""Type stub of the compiled worker-message opcode check (slipsq/_wirescan.pyx); its twin is
+slipsq/mqwire.py (scan)."""
+
+def scan(data: bytes) -> str | None: ...
