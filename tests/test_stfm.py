@@ -171,3 +171,18 @@ def test_all_published_models_import(shared_data: Path) -> None:
         s = shipped[m.label]
         assert (s.letters, s.threshold) == (m.letters, m.threshold)
         assert s.provenance["sha256"] == m.provenance["sha256"]
+
+
+@pytest.mark.parametrize("put", [b"p4000000000\n", b"r\x00\x00\x00\x40"])  # PUT (protocol 0), LONG_BINPUT
+def test_a_memo_index_past_the_file_is_refused_before_the_unpickler_runs(tmp_path: Path, put: bytes) -> None:
+    """The C unpickler grows its memo to twice the index a PUT names: a 40-byte file could ask for
+    32 or 8 GB. It is refused by name, with the good objects around it."""
+    data = stfm()
+    at = data.index(b"(dp")  # the first object: a dict, memoised at once
+    f = tmp_path / "m.stfm"
+    f.write_bytes(data[:at] + b"(d" + put + data[at + len(b"(dp1\n"):])
+    with pytest.raises(ModelError, match=r"m\.stfm: not a Stratosphere model file: memo index \d+ at byte \d+"):
+        import_stfm(f)
+    # the same file with its own index still imports
+    f.write_bytes(data)
+    assert import_stfm(f).label

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,27 @@ def _check(objs: list[Any], where: str) -> None:
         raise ModelError(f"{where}: object 6 (the threshold) is not a number")
 
 
+def memo_bomb(data: bytes) -> str | None:
+    """Where the file stores into the unpickler's memo at an index it could never have reached (past
+    its own length), or None. The C unpickler grows its memo to twice the index it is given: one
+    hostile or damaged PUT asks for gigabytes before a single object is checked."""
+    stream = io.BytesIO(data)
+    try:
+        while stream.tell() < len(data):
+            for op, arg, pos in pickletools.genops(stream):
+                if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > len(data):
+                    return f"memo index {arg} at byte {pos}"
+    except Exception:  # noqa: BLE001 a corrupt pickle: the unpickler below names what is wrong
+        return None
+    return None
+
+
 def read_stfm(data: bytes, where: str) -> list[Any]:
     """The six objects of an .stfm file's bytes, through the restricted unpickler."""
+    bomb = memo_bomb(data)
+    if bomb is not None:
+        raise ModelError(f"{where}: not a Stratosphere model file: {bomb} (past the file's end: it would "
+                         f"make the reader allocate without bound); nothing was executed")
     stream = io.BytesIO(data)
     unpickler = RestrictedUnpickler(stream, encoding="latin1")
     objs: list[Any] = []
