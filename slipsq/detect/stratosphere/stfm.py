@@ -102,7 +102,7 @@ def memo_bomb(data: bytes) -> str | None:
     try:
         while stream.tell() < len(data):
             for op, arg, pos in pickletools.genops(stream):
-                if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > len(data):
+                if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and isinstance(arg, int) and arg > len(data):
                     return f"memo index {arg} at byte {pos}"
     except Exception:  # a corrupt pickle: the unpickler below names what is wrong
         return None
