@@ -195,10 +195,12 @@ def test_compiled_chains_of_the_shipped_models_hold_the_reference_numbers() -> N
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(st.sampled_from(LETTERS), max_size=300), st.text(st.sampled_from("45eE.,*0"), max_size=300),
-       st.text(st.sampled_from(LETTERS), min_size=1, max_size=200), st.floats(1.0, 4.0))
-def test_chain_interface_on_any_strings(training: str, training2: str, s: str, thr: float) -> None:
+       st.text(st.sampled_from(LETTERS), min_size=1, max_size=200), st.floats(1.0, 4.0),
+       st.sampled_from((None, 2, 5, 40)))
+def test_chain_interface_on_any_strings(training: str, training2: str, s: str, thr: float,
+                                        longest: int | None) -> None:
     for t in (training, training2, s + training, s[: len(s) // 2]):
-        a, b = py_markov.Chain(model(t, thr)), c.Chain(model(t, thr))
+        a, b = py_markov.Chain(model(t, thr), longest), c.Chain(model(t, thr), longest)
         assert (a.length, a.threshold, list(a.logpt)) == (b.length, b.threshold, b.logpt)
         pairs = pairs_of(s)
         for n in (len(s), max(2, len(s) // 2), len(t), len(t) + 5):

@@ -18,7 +18,7 @@ class LetterTable(_twin_letters.LetterTable):
     def add(self, flow: Flow) -> TupleLetters | None: ...  # type: ignore[override]
 
 class Chain(_twin_markov.Chain):
-    def __init__(self, model: _twin_markov.Model) -> None: ...
+    def __init__(self, model: _twin_markov.Model, longest: int | None = None) -> None: ...
 
 class PerFlow:
     table: LetterTable

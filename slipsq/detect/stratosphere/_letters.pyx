@@ -635,9 +635,11 @@ cdef class Chain:
     cdef int32_t* _src
     cdef int _src_off[NCODES + 1]
 
-    def __init__(self, model: object) -> None:
+    def __init__(self, model: object, longest: object = None) -> None:
         # markov.Chain.__init__ in C arrays: the same terms summed in the same order (see there)
         letters = model.letters if len(model.letters) >= 2 else ""
+        if longest is not None and len(letters) > longest + 1:
+            letters = letters[:max(2, longest + 1)]  # the twin's cut (see there)
         cdef bytes tb = letters.encode("ascii")  # every code < NCODES (else UnicodeEncodeError)
         cdef const uint8_t* t = tb
         cdef int L = len(tb), m = L - 1, k, c, a, r, q, firsts = 0

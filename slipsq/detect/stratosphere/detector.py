@@ -83,7 +83,8 @@ class StratosphereDetector(Detector):
         self.chains: dict[str, list[Chain]] = {"tcp": [], "udp": []}
         for m in ctx.models:
             if isinstance(m, Model) and m.proto in self.chains:
-                self.chains[m.proto].append(chain_cls(m))
+                # a tuple's string never outgrows the table's max_chars: the chain needs no more of T
+                self.chains[m.proto].append(chain_cls(m, self.table.max_chars))
         self.matches = 0  # malicious matches (flows whose tuple matched a malicious model)
         self.benign_matches = 0
         fast = twins.compiled("slipsq.detect.stratosphere._letters") if self.compiled else None
