@@ -621,6 +621,29 @@ cdef inline int code_of(str ch) except -1:
     return c if c < 128 else 127
 
 
+cdef double* XLOGX = NULL  # k ln k for k < XLOGX_N, shared by every Chain (the numbers each computed alone)
+cdef int XLOGX_N = 0
+
+
+cdef const double* _xlogx(int n) except NULL:
+    """k ln k for k in 0..n-1 (markov.Chain's `f`), grown on demand and kept: as long as the longest
+    chain made, one log() per k once rather than once per chain."""
+    global XLOGX, XLOGX_N
+    cdef int k
+    cdef double* t
+    if n > XLOGX_N:
+        t = <double*>PyMem_Realloc(XLOGX, n * sizeof(double))
+        if t == NULL:
+            raise MemoryError()
+        if XLOGX_N == 0:
+            t[0] = 0.0
+            XLOGX_N = 1
+        for k in range(XLOGX_N, n):
+            t[k] = <double>k * log(<double>k)
+        XLOGX, XLOGX_N = t, n
+    return XLOGX
+
+
 cdef class Chain:
     """A model made ready for matching (see markov.Chain), its tables in C arrays."""
 
@@ -644,7 +667,7 @@ cdef class Chain:
         cdef const uint8_t* t = tb
         cdef int L = len(tb), m = L - 1, k, c, a, r, q, firsts = 0
         cdef double acc = 0.0
-        cdef double* f
+        cdef const double* f
         cdef int* pair_n  # how many of each pair / character the pass has met (at its end: their counts)
         cdef int char_n[NCODES]
         self.model = model
@@ -655,11 +678,11 @@ cdef class Chain:
         self._pos_off = <int*>PyMem_Malloc((NPAIRS + 1) * sizeof(int))
         self._pos = <int32_t*>PyMem_Malloc((L + 1) * sizeof(int32_t))
         self._src = <int32_t*>PyMem_Malloc((L + 1) * sizeof(int32_t))
-        f = <double*>PyMem_Malloc((L + 2) * sizeof(double))
+        f = _xlogx(L + 1)  # f[k] = k ln k for k <= m + 1
         pair_n = <int*>PyMem_Malloc(NPAIRS * sizeof(int))
         try:
             if (self._logpt == NULL or self._full == NULL or self._pos_off == NULL or self._pos == NULL
-                    or self._src == NULL or f == NULL or pair_n == NULL):
+                    or self._src == NULL or pair_n == NULL):
                 raise MemoryError()
             # position lists: count per pair / per character, offsets, then positions in k order
             memset(self._pos_off, 0, (NPAIRS + 1) * sizeof(int))
@@ -673,9 +696,6 @@ cdef class Chain:
                 self._src_off[c + 1] += self._src_off[c]
             memset(pair_n, 0, NPAIRS * sizeof(int))
             memset(char_n, 0, NCODES * sizeof(int))
-            f[0] = 0.0
-            for k in range(1, m + 2):
-                f[k] = <double>k * log(<double>k)
             self._logpt[0] = 0.0
             if L >= 1:
                 self._logpt[1] = 0.0
@@ -695,7 +715,6 @@ cdef class Chain:
             for a in range(NCODES):
                 self._full_init[a] = log(<double>char_n[a] / <double>m) if char_n[a] else ABSENT
         finally:
-            PyMem_Free(f)
             PyMem_Free(pair_n)
 
     def __dealloc__(self) -> None:
