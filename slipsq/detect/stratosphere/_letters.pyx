@@ -10,6 +10,10 @@ Chain reads its position lists and log-probabilities from C arrays indexed by ch
 Chain is built in C from the model's letters by the twin's own one-pass arithmetic (the same terms
 summed in the same order), so both hold the very same numbers.
 
+`PerFlow.on_flow` is what the engine calls per closed flow when compiled: the twin of
+StratosphereDetector.on_flow (letter, length test, first matching chain), returning to the
+detector's Python only on a match, when the evidence is built there.
+
 This module computes letters and distances; it never decides anything and never does I/O.
 """
 
