@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 import random
+import sys
+import tracemalloc
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -192,10 +195,12 @@ def test_compiled_chains_of_the_shipped_models_hold_the_reference_numbers() -> N
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(st.sampled_from(LETTERS), max_size=300), st.text(st.sampled_from("45eE.,*0"), max_size=300),
-       st.text(st.sampled_from(LETTERS), min_size=1, max_size=200), st.floats(1.0, 4.0))
-def test_chain_interface_on_any_strings(training: str, training2: str, s: str, thr: float) -> None:
+       st.text(st.sampled_from(LETTERS), min_size=1, max_size=200), st.floats(1.0, 4.0),
+       st.sampled_from((None, 2, 5, 40)))
+def test_chain_interface_on_any_strings(training: str, training2: str, s: str, thr: float,
+                                        longest: int | None) -> None:
     for t in (training, training2, s + training, s[: len(s) // 2]):
-        a, b = py_markov.Chain(model(t, thr)), c.Chain(model(t, thr))
+        a, b = py_markov.Chain(model(t, thr), longest), c.Chain(model(t, thr), longest)
         assert (a.length, a.threshold, list(a.logpt)) == (b.length, b.threshold, b.logpt)
         pairs = pairs_of(s)
         for n in (len(s), max(2, len(s) // 2), len(t), len(t) + 5):
@@ -229,3 +234,81 @@ def test_detector_evidence_is_identical_either_way(monkeypatch: pytest.MonkeyPat
     pure = evidence()
     assert compiled == pure
     assert len(compiled) > 10  # matches happened
+
+
+@dataclass(slots=True)
+class OtherFlow(Flow):
+    """Not Flow itself: the compiled path reads it through getattr, not from Flow's slots."""
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sequences(), st.sampled_from(py_letters.VARIANTS), st.sampled_from((1, 2, 7)), st.sampled_from((1, 2, 100)),
+       st.sampled_from((16, 4096)), st.booleans(), st.randoms(use_true_random=False))
+def test_the_compiled_per_flow_path_is_the_detectors_on_flow(flows: list[Flow], variant: str, min_letters: int,
+                                                               max_tuples: int, max_letters: int, other: bool,
+                                                               rnd: random.Random) -> None:
+    """PerFlow.on_flow (what the engine calls when compiled) against the detector's own on_flow: the
+    same evidence, tuples, labels and counters, on flows that match a malicious model, a benign one
+    or none, with evictions, expiry and flows read through getattr."""
+    trained = py_letters.letters_of([(f.start, f.bytes, f.dur) for f in flows], variant)
+    models = [model(trained[:40], 1.1, n=1), model(trained, 1.3, "UDP", n=2),
+              Model("From-Normal-TCP-Test-3", "TCP", trained[::-1] + "4.", 2.0, {})]
+    models += [m for m in SHIPPED if len(m.letters) < 500]  # (the long ones take the twin a second)
+    rnd.shuffle(models)
+    if other:  # some flows of a Flow subclass: the compiled path reads those through getattr
+        flows = [OtherFlow(*(getattr(f, n) for n in Flow.__dataclass_fields__)) if rnd.random() < 0.5 else f
+                 for f in flows]
+    cfg = Config(all_options(), {"letters.variant": variant, "markov.min_letters": min_letters,
+                                 "stratosphere.max_tuples": max_tuples, "stratosphere.max_letters": max_letters,
+                                 "stratosphere.tuple_idle": 20_000.0})
+
+    def run(pure: bool) -> Any:
+        with pytest.MonkeyPatch.context() as mp:
+            if pure:
+                mp.setenv("SLIPSQ_PURE_PYTHON", "1")
+            det = StratosphereDetector(Context(cfg, AllowList(), models))
+        assert det.compiled is not pure
+        assert isinstance(getattr(det.on_flow, "__self__", None), c.PerFlow) is not pure
+        out: list[Any] = []
+        for k, f in enumerate(flows):
+            out += [(e.ts, e.key, e.description, e.confidence, e.offender, e.flows) for e in det.on_flow(f)]
+            if k % 5 == 4:
+                det.on_tick(f.end)
+        t = det.table
+        return out, det.tuples(), det.matches, det.benign_matches, (t.too_late, t.evicted, t.expired, len(t))
+
+    assert run(False) == run(True)
+
+
+def test_the_compiled_path_reads_every_flow_field_from_its_slot() -> None:
+    # not a matter of correctness (getattr gives the same values) but of cost: if Flow changes so
+    # that a field is no longer a plain slot, this says the fast read silently went away
+    assert c.direct_fields() == ("proto", "closed_by", "start", "end", "sbytes", "dbytes", "saddr", "daddr", "dport")
+
+
+def test_dropped_tuples_let_go_of_their_memory() -> None:
+    """Evicted and expired tuples, with arrays in the object and grown onto the heap, free it all: the
+    table's memory stays flat over many generations of tuples (tracemalloc sees PyMem_Malloc)."""
+    table = c.LetterTable(max_tuples=50, idle=100.0)
+    held = table.add(flow(0.0, 100, 1.0, port=1))  # a tuple the caller still holds once it is dropped
+
+    def generation(g: int) -> None:
+        for k in range(200):  # 200 tuples of 1 or 30 flows (past the in-object room): 150 evicted
+            for j in range(1 if k % 2 else 30):
+                table.add(flow(g * 1e6 + k + j * 7.0, 100 * j, 1.0, port=k + 2))
+        table.expire(g * 1e6 + 500.0)
+
+    generation(1)
+    tracemalloc.start()
+    try:
+        generation(2)
+        base = tracemalloc.get_traced_memory()[0]
+        for g in range(3, 30):
+            generation(g)
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert len(table) <= 50 and table.evicted >= 27 * 150
+    assert grown < 20_000, grown
+    assert held is not None and held.text == "2" and held.key[2] == 1  # still whole (100 bytes, 1 s: "2")
+    assert sys.getrefcount(held) == 2  # only this frame's name holds it: the table let go

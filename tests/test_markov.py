@@ -103,6 +103,23 @@ def test_fast_distance_equals_the_reference_definition(t: str, s: str) -> None:
     assert a == b or a == pytest.approx(b, rel=1e-9)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text("abAB.,+*0e", min_size=2, max_size=120), st.text("abAB.,+*0h", min_size=2, max_size=60),
+       st.integers(2, 70), st.floats(1.0, 3.0))
+def test_a_chain_cut_at_the_longest_string_answers_as_the_whole_one(t: str, s: str, longest: int,
+                                                                     thr: float) -> None:
+    # the detector cuts every model at its tuples' longest string + 1 (stratosphere.max_letters)
+    whole, cut = Chain(model(t, threshold=thr)), Chain(model(t, threshold=thr), longest)
+    assert cut.length == min(len(t), longest + 1)
+    s = s[:longest]
+    for n in range(2, len(s) + 1):
+        pairs = pairs_of(s[:n])
+        assert cut.log_prob(n, s[0], pairs) == whole.log_prob(n, s[0], pairs)
+        assert cut.distance(n, s[0], pairs) == whole.distance(n, s[0], pairs)
+        assert cut.matches(n, s[0], pairs) == whole.matches(n, s[0], pairs)
+    assert list(cut.logpt) == list(whole.logpt)[:cut.length + 1]
+
+
 def test_cost_per_letter_does_not_grow_with_the_string() -> None:
     # the fast path reads only the transition counts: a 4000-character S costs what a 40 one does
     t = ("88,h,h,h,h,H,h,h,h,y.y,h," * 400)[:8000]

@@ -10,19 +10,37 @@ Chain reads its position lists and log-probabilities from C arrays indexed by ch
 Chain is built in C from the model's letters by the twin's own one-pass arithmetic (the same terms
 summed in the same order), so both hold the very same numbers.
 
+`PerFlow.on_flow` is what the engine calls per closed flow when compiled: the twin of
+StratosphereDetector.on_flow (letter, length test, first matching chain), returning to the
+detector's Python only on a match, when the evidence is built there.
+
 This module computes letters and distances; it never decides anything and never does I/O.
 """
 
 cimport cython
+from cpython.dict cimport PyDict_DelItem, PyDict_GetItem, PyDict_SetItem
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.ref cimport PyObject
 from libc.math cimport INFINITY, isfinite, log
 from libc.stdint cimport int32_t, uint8_t, uint16_t
 from libc.string cimport memcpy, memmove, memset
 
-from collections import OrderedDict
+from types import MemberDescriptorType
 
+from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.stratosphere import markov as _markov
 from slipsq.detect.stratosphere.letters import LATE_WINDOW as _LATE_WINDOW, MAX_ZEROS as _MAX_ZEROS, VARIANTS
+from slipsq.flow import Flow
+
+cdef extern from "structmember.h":
+    enum: T_OBJECT_EX  # how a __slots__ attribute is stored: a PyObject* at a fixed offset
+
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
 
 cdef enum:
     NCODES = 128  # characters are 7-bit ASCII (the letters alphabet); a pair code is a << 7 | b
@@ -38,6 +56,48 @@ cdef const char* ROW_STRONG = b"abcdefghi"
 cdef const char* ROW_WEAK = b"ABCDEFGHI"
 cdef const char* ROW_WEAK_NOT = b"rstuvwxyz"
 cdef const char* ROW_STRONG_NOT = b"RSTUVWXYZ"
+
+
+# --- reading a Flow ------------------------------------------------------------------------------
+# Flow is a slots dataclass: each field is a PyObject* at a fixed offset in the object, which its
+# member descriptor gives. Reading it there costs a load; getattr costs a type lookup and a
+# descriptor call (about 200 instructions, nine fields a flow: the largest part of `add` once).
+# The offsets are read from the class itself at import, so a field added, moved or turned into a
+# property is still read right: anything but a plain slot (or a subclass of Flow, or an unset
+# slot) goes through getattr as before.
+cdef enum:
+    F_PROTO, F_CLOSED_BY, F_START, F_END, F_SBYTES, F_DBYTES, F_SADDR, F_DADDR, F_DPORT, NFLOW_FIELDS
+
+FLOW_FIELDS = ("proto", "closed_by", "start", "end", "sbytes", "dbytes", "saddr", "daddr", "dport")
+cdef Py_ssize_t OFFSET[NFLOW_FIELDS]
+cdef object FLOW = Flow
+
+
+cdef Py_ssize_t _slot_offset(str name) except -2:
+    d = Flow.__dict__.get(name)
+    if not isinstance(d, MemberDescriptorType):
+        return -1
+    cdef PyMemberDef* m = (<PyMemberDescrObject*><PyObject*>d).d_member
+    return m.offset if m.type == T_OBJECT_EX else -1
+
+
+for _k, _name in enumerate(FLOW_FIELDS):
+    OFFSET[_k] = _slot_offset(_name)
+
+
+def direct_fields() -> tuple:
+    """The Flow fields read straight from their slot (the others go through getattr; for the tests)."""
+    return tuple(name for k, name in enumerate(FLOW_FIELDS) if OFFSET[k] >= 0)
+
+
+cdef inline object _field(object flow, bint direct, int k):
+    """flow.<FLOW_FIELDS[k]>; direct: type(flow) is Flow."""
+    cdef PyObject* v
+    if direct and OFFSET[k] >= 0:
+        v = (<PyObject**>((<char*><PyObject*>flow) + OFFSET[k]))[0]
+        if v != NULL:
+            return <object>v
+    return getattr(flow, FLOW_FIELDS[k])
 
 
 cdef struct Pair:
@@ -109,7 +169,11 @@ cdef class TupleLetters:
     Outside the cycle collector: its object fields hold a key tuple of addresses and numbers, a
     label and the last alert's (window, label, confidence), never itself, so it can be in no cycle;
     a replay makes one per new 4-tuple (about one per flow), and each young collection walked them
-    all again."""
+    all again. Its LRU links (LetterTable) are borrowed pointers, not references, for the same reason.
+
+    The arrays start in the object itself (room for 2 flows, 16 characters, 4 pairs) and move to
+    the heap only when they outgrow it: most tuples see one flow, and three mallocs and frees for
+    each cost more than the rest of its making."""
 
     cdef public object key
     cdef public long flows, dropped
@@ -124,19 +188,26 @@ cdef class TupleLetters:
     cdef int tlen, tcap
     cdef Pair* _pairs  # in the order a dict would keep them (first insertion first)
     cdef int npairs, pcap
+    cdef PyObject* _prev  # LetterTable's LRU links (borrowed: its dict holds the reference)
+    cdef PyObject* _next
+    cdef double _flows0[3]  # the first block: 2 starts, 2 plens, 2 cols (22 bytes)
+    cdef char _text0[16]
+    cdef Pair _pairs0[4]
 
-    def __cinit__(self, object key, double start, int col) -> None:
+    def __init__(self, object key, double start, int col) -> None:
+        self._setup(key, start, col)
+
+    cdef void _setup(self, object key, double start, int col) noexcept:
+        """The tuple of its first flow (LetterTable makes it with __new__ and this: no argument parsing)."""
         self.key = key
         self.cap = 2
-        self._starts = <double*>PyMem_Malloc(self.cap * (sizeof(double) + sizeof(uint16_t) + 1))
-        self.tcap = 16
-        self._text = <char*>PyMem_Malloc(self.tcap)
-        self.pcap = 4
-        self._pairs = <Pair*>PyMem_Malloc(self.pcap * sizeof(Pair))
-        if self._starts == NULL or self._text == NULL or self._pairs == NULL:
-            raise MemoryError()
+        self._starts = self._flows0
         self._plens = <uint16_t*>(self._starts + self.cap)
         self._cols = <uint8_t*>(self._plens + self.cap)
+        self.tcap = 16
+        self._text = self._text0
+        self.pcap = 4
+        self._pairs = self._pairs0
         self._starts[0] = start
         self._cols[0] = col
         self._plens[0] = 1
@@ -152,9 +223,12 @@ cdef class TupleLetters:
         self.alerted = None
 
     def __dealloc__(self) -> None:
-        PyMem_Free(self._starts)
-        PyMem_Free(self._text)
-        PyMem_Free(self._pairs)
+        if self._starts != self._flows0:
+            PyMem_Free(self._starts)
+        if self._text != self._text0:
+            PyMem_Free(self._text)
+        if self._pairs != self._pairs0:
+            PyMem_Free(self._pairs)
 
     # --- read-only views (reports and tests; not per flow) -----------------------------------------
     @property
@@ -214,7 +288,8 @@ cdef class TupleLetters:
         memcpy(st, self._starts, self.n * sizeof(double))
         memcpy(pl, self._plens, self.n * sizeof(uint16_t))
         memcpy(co, self._cols, self.n)
-        PyMem_Free(self._starts)
+        if self._starts != self._flows0:
+            PyMem_Free(self._starts)
         self._starts, self._plens, self._cols, self.cap = st, pl, co, cap
         return 0
 
@@ -224,7 +299,13 @@ cdef class TupleLetters:
         cdef int cap = self.tcap * 2
         while cap < need:
             cap *= 2
-        cdef char* t = <char*>PyMem_Realloc(self._text, cap)
+        cdef char* t
+        if self._text == self._text0:
+            t = <char*>PyMem_Malloc(cap)
+            if t != NULL:
+                memcpy(t, self._text0, self.tlen)
+        else:
+            t = <char*>PyMem_Realloc(self._text, cap)
         if t == NULL:
             raise MemoryError()
         self._text, self.tcap = t, cap
@@ -244,7 +325,12 @@ cdef class TupleLetters:
         if delta == 0:
             return 0
         if self.npairs == self.pcap:
-            p = <Pair*>PyMem_Realloc(self._pairs, 2 * self.pcap * sizeof(Pair))
+            if p == self._pairs0:
+                p = <Pair*>PyMem_Malloc(2 * self.pcap * sizeof(Pair))
+                if p != NULL:
+                    memcpy(p, self._pairs0, self.npairs * sizeof(Pair))
+            else:
+                p = <Pair*>PyMem_Realloc(self._pairs, 2 * self.pcap * sizeof(Pair))
             if p == NULL:
                 raise MemoryError()
             self._pairs = p
@@ -372,14 +458,21 @@ cdef class TupleLetters:
 
 
 cdef class LetterTable:
-    """Every live 4-tuple, least recently active first (see letters.LetterTable)."""
+    """Every live 4-tuple, least recently active first (see letters.LetterTable).
+
+    The twin's OrderedDict is a dict (key -> tuple) and a doubly linked list through the tuples
+    (borrowed pointers: the dict owns them), so move-to-end and drop-oldest are a few pointer
+    writes, not an OrderedDict's second hash table and its node allocations. Every removal goes
+    through _pop_front, which unlinks before the dict lets go."""
 
     cdef public str variant
     cdef public int max_chars
     cdef public double idle
     cdef public int max_tuples
     cdef public long too_late, expired, evicted
-    cdef object _tuples
+    cdef dict _map
+    cdef PyObject* _head  # least recently active
+    cdef PyObject* _tail  # most recently active
     cdef bint slips
 
     def __init__(self, str variant="classic", int max_chars=4096, double idle=21600.0,
@@ -391,37 +484,82 @@ cdef class LetterTable:
         self.max_chars = max(2, max_chars)
         self.idle = idle
         self.max_tuples = max(1, max_tuples)
-        self._tuples = OrderedDict()
+        self._map = {}
+        self._head = self._tail = NULL
         self.too_late = 0
         self.expired = 0
         self.evicted = 0
 
+    # --- the LRU list ------------------------------------------------------------------------------
+    cdef inline void _unlink(self, TupleLetters t) noexcept:
+        if t._prev == NULL:
+            self._head = t._next
+        else:
+            (<TupleLetters>t._prev)._next = t._next
+        if t._next == NULL:
+            self._tail = t._prev
+        else:
+            (<TupleLetters>t._next)._prev = t._prev
+        t._prev = t._next = NULL
+
+    cdef inline void _append(self, TupleLetters t) noexcept:
+        t._prev = self._tail
+        t._next = NULL
+        if self._tail == NULL:
+            self._head = <PyObject*>t
+        else:
+            (<TupleLetters>self._tail)._next = <PyObject*>t
+        self._tail = <PyObject*>t
+
+    cdef int _pop_front(self) except -1:
+        cdef TupleLetters t = <TupleLetters>self._head  # a reference: alive until unlinked and deleted
+        self._unlink(t)
+        PyDict_DelItem(self._map, t.key)
+        return 0
+
+    # --- placing a flow ---------------------------------------------------------------------------
     def add(self, flow: object) -> TupleLetters | None:
         """Give the flow its letter; the tuple it changed, or None when the flow gets no letter."""
+        cdef bint udp
+        return self._add(flow, &udp)
+
+    cdef TupleLetters _add(self, object flow, bint* udp):
+        """add(); *udp tells the tuple's protocol (set when the result is not None)."""
         cdef double start, end, size
         cdef int col
         cdef TupleLetters t
-        proto = flow.proto
-        if (proto != "tcp" and proto != "udp") or flow.is_report:
+        cdef PyObject* found
+        cdef bint direct = type(flow) is FLOW
+        proto = _field(flow, direct, F_PROTO)
+        if proto == "tcp":
+            udp[0] = False
+        elif proto == "udp":
+            udp[0] = True
+        else:
             return None
-        start = flow.start
+        if _field(flow, direct, F_CLOSED_BY) == "active":  # flow.is_report, without the property's call
+            return None
+        start = _field(flow, direct, F_START)
         if not isfinite(start):
             return None
-        end = flow.end
-        size = flow.sbytes + flow.dbytes
+        end = _field(flow, direct, F_END)
+        size = _field(flow, direct, F_SBYTES) + _field(flow, direct, F_DBYTES)
         col = column(size, end - start if end > start else 0.0)
-        key = (flow.saddr, flow.daddr, flow.dport, proto)
-        tuples = self._tuples
-        found = tuples.get(key)
-        if found is None:
-            t = TupleLetters(key, start, col)
-            tuples[key] = t
-            if len(tuples) > self.max_tuples:
-                tuples.popitem(last=False)
+        key = (_field(flow, direct, F_SADDR), _field(flow, direct, F_DADDR), _field(flow, direct, F_DPORT), proto)
+        found = PyDict_GetItem(self._map, key)
+        if found == NULL:
+            t = TupleLetters.__new__(TupleLetters)
+            t._setup(key, start, col)
+            PyDict_SetItem(self._map, key, t)
+            self._append(t)
+            if len(self._map) > self.max_tuples:
+                self._pop_front()
                 self.evicted += 1
         else:
             t = <TupleLetters>found
-            tuples.move_to_end(key)
+            if found != self._tail:
+                self._unlink(t)
+                self._append(t)
             if not t._add(start, col, self.slips, self.max_chars):
                 self.too_late += 1
                 return None
@@ -433,24 +571,27 @@ cdef class LetterTable:
         """Drop tuples idle for longer than `idle` (only the least recently active are looked at)."""
         cdef int gone = 0
         cdef double limit = now - self.idle
-        tuples = self._tuples
-        while tuples:
-            t = <TupleLetters>next(iter(tuples.values()))
-            if t.last_seen >= limit:
+        while self._head != NULL:
+            if (<TupleLetters>self._head).last_seen >= limit:
                 break
-            tuples.popitem(last=False)
+            self._pop_front()
             gone += 1
         self.expired += gone
         return gone
 
     def get(self, key: object) -> TupleLetters | None:
-        return self._tuples.get(key)
+        return self._map.get(key)
 
     def __len__(self) -> int:
-        return len(self._tuples)
+        return len(self._map)
 
     def __iter__(self) -> object:
-        return iter(list(self._tuples.values()))
+        cdef list out = []
+        cdef PyObject* p = self._head
+        while p != NULL:
+            out.append(<TupleLetters>p)
+            p = (<TupleLetters>p)._next
+        return iter(out)
 
 
 # --- matching ------------------------------------------------------------------------------------
@@ -484,6 +625,29 @@ cdef inline int code_of(str ch) except -1:
     return c if c < 128 else 127
 
 
+cdef double* XLOGX = NULL  # k ln k for k < XLOGX_N, shared by every Chain (the numbers each computed alone)
+cdef int XLOGX_N = 0
+
+
+cdef const double* _xlogx(int n) except NULL:
+    """k ln k for k in 0..n-1 (markov.Chain's `f`), grown on demand and kept: as long as the longest
+    chain made, one log() per k once rather than once per chain."""
+    global XLOGX, XLOGX_N
+    cdef int k
+    cdef double* t
+    if n > XLOGX_N:
+        t = <double*>PyMem_Realloc(XLOGX, n * sizeof(double))
+        if t == NULL:
+            raise MemoryError()
+        if XLOGX_N == 0:
+            t[0] = 0.0
+            XLOGX_N = 1
+        for k in range(XLOGX_N, n):
+            t[k] = <double>k * log(<double>k)
+        XLOGX, XLOGX_N = t, n
+    return XLOGX
+
+
 cdef class Chain:
     """A model made ready for matching (see markov.Chain), its tables in C arrays."""
 
@@ -498,14 +662,16 @@ cdef class Chain:
     cdef int32_t* _src
     cdef int _src_off[NCODES + 1]
 
-    def __init__(self, model: object) -> None:
+    def __init__(self, model: object, longest: object = None) -> None:
         # markov.Chain.__init__ in C arrays: the same terms summed in the same order (see there)
         letters = model.letters if len(model.letters) >= 2 else ""
+        if longest is not None and len(letters) > longest + 1:
+            letters = letters[:max(2, longest + 1)]  # the twin's cut (see there)
         cdef bytes tb = letters.encode("ascii")  # every code < NCODES (else UnicodeEncodeError)
         cdef const uint8_t* t = tb
         cdef int L = len(tb), m = L - 1, k, c, a, r, q, firsts = 0
         cdef double acc = 0.0
-        cdef double* f
+        cdef const double* f
         cdef int* pair_n  # how many of each pair / character the pass has met (at its end: their counts)
         cdef int char_n[NCODES]
         self.model = model
@@ -516,11 +682,11 @@ cdef class Chain:
         self._pos_off = <int*>PyMem_Malloc((NPAIRS + 1) * sizeof(int))
         self._pos = <int32_t*>PyMem_Malloc((L + 1) * sizeof(int32_t))
         self._src = <int32_t*>PyMem_Malloc((L + 1) * sizeof(int32_t))
-        f = <double*>PyMem_Malloc((L + 2) * sizeof(double))
+        f = _xlogx(L + 1)  # f[k] = k ln k for k <= m + 1
         pair_n = <int*>PyMem_Malloc(NPAIRS * sizeof(int))
         try:
             if (self._logpt == NULL or self._full == NULL or self._pos_off == NULL or self._pos == NULL
-                    or self._src == NULL or f == NULL or pair_n == NULL):
+                    or self._src == NULL or pair_n == NULL):
                 raise MemoryError()
             # position lists: count per pair / per character, offsets, then positions in k order
             memset(self._pos_off, 0, (NPAIRS + 1) * sizeof(int))
@@ -534,9 +700,6 @@ cdef class Chain:
                 self._src_off[c + 1] += self._src_off[c]
             memset(pair_n, 0, NPAIRS * sizeof(int))
             memset(char_n, 0, NCODES * sizeof(int))
-            f[0] = 0.0
-            for k in range(1, m + 2):
-                f[k] = <double>k * log(<double>k)
             self._logpt[0] = 0.0
             if L >= 1:
                 self._logpt[1] = 0.0
@@ -556,7 +719,6 @@ cdef class Chain:
             for a in range(NCODES):
                 self._full_init[a] = log(<double>char_n[a] / <double>m) if char_n[a] else ABSENT
         finally:
-            PyMem_Free(f)
             PyMem_Free(pair_n)
 
     def __dealloc__(self) -> None:
@@ -668,3 +830,37 @@ def first_match(list chains, TupleLetters t) -> tuple[Chain, float] | None:
         if d >= 0:
             return ch, d
     return None
+
+
+cdef class PerFlow:
+    """The detector's whole per-flow path in one call (StratosphereDetector.on_flow, its twin): the
+    letter, the length test, the first matching chain of the flow's protocol; back to Python
+    (`matched`, which builds the evidence) only on a match. The detector hands its `on_flow` to the
+    engine, so a flow that matches nothing runs no Python frame at all."""
+
+    cdef readonly LetterTable table
+    cdef readonly int min_letters
+    cdef list _tcp, _udp
+    cdef object matched
+
+    def __init__(self, LetterTable table, int min_letters, list tcp, list udp, matched: object) -> None:
+        self.table, self.min_letters, self._tcp, self._udp, self.matched = table, min_letters, tcp, udp, matched
+
+    def on_flow(self, flow: object) -> object:
+        cdef bint udp
+        cdef TupleLetters t = self.table._add(flow, &udp)
+        cdef Chain ch
+        cdef double d
+        cdef int first
+        if t is None or t.tlen < self.min_letters:
+            return NO_EVIDENCE
+        chains = self._udp if udp else self._tcp
+        if not chains:
+            return NO_EVIDENCE
+        first = <uint8_t>t._text[0] & 127
+        for ch in chains:
+            d = ch._matches(t.tlen, first, t._pairs, t.npairs)
+            if d >= 0:
+                return self.matched(t, ch.model, d, flow)
+        t.label = ""
+        return NO_EVIDENCE

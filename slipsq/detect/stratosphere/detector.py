@@ -83,11 +83,20 @@ class StratosphereDetector(Detector):
         self.chains: dict[str, list[Chain]] = {"tcp": [], "udp": []}
         for m in ctx.models:
             if isinstance(m, Model) and m.proto in self.chains:
-                self.chains[m.proto].append(chain_cls(m))
+                # a tuple's string never outgrows the table's max_chars: the chain needs no more of T
+                self.chains[m.proto].append(chain_cls(m, self.table.max_chars))
         self.matches = 0  # malicious matches (flows whose tuple matched a malicious model)
         self.benign_matches = 0
+        fast = twins.compiled("slipsq.detect.stratosphere._letters") if self.compiled else None
+        if fast is not None:
+            # the engine calls on_flow once per flow: hand it the compiled path (_letters.PerFlow: the
+            # method below in C, back to Python only on a match) rather than a Python frame that
+            # calls the table and the matcher in turn
+            self.on_flow = fast.PerFlow(  # type: ignore[method-assign]
+                self.table, self.min_letters, self.chains["tcp"], self.chains["udp"], self._matched).on_flow
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        """The readable twin of _letters.PerFlow.on_flow (what the engine calls when compiled)."""
         t = self.table.add(flow)
         if t is None:
             return NO_EVIDENCE

@@ -203,10 +203,16 @@ class Chain:
 
     __slots__ = ("_full", "_full_init", "_pos", "_src", "length", "logpt", "model", "threshold")
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, longest: int | None = None) -> None:
+        """`longest`: the longest string S this chain will be asked about (None: any). The chain of T cut
+        at n <= longest reads only T's first longest + 1 characters, so T is cut there: a 60,000-letter
+        model costs what a 4,097-letter one does to make and to keep, and answers the same."""
         self.model = model
         self.threshold = model.threshold
         t = model.letters if len(model.letters) >= 2 else ""  # too short to have a chain: never matches
+        if longest is not None and len(t) > longest + 1:
+            # longest + 1 > n: S is never as long as the cut T, as it never was as long as T
+            t = t[:max(2, longest + 1)]
         self.length = len(t)
         m = len(t) - 1  # transitions
         # positions: "ab" -> sorted k with t[k:k+2] == "ab"; "a" -> sorted k < len-1 with t[k] == "a"
