@@ -14,6 +14,17 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
+from dataclasses import fields
+
+from slipsq.flow import Flow
+
+from slipsq._flowslots cimport (F_CLOSED_BY, F_DBYTES, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SBYTES, F_START,
+                                FlowSlots, flow_direct, flow_field, flow_slots)
+
+cdef tuple NAMES = tuple(f.name for f in fields(Flow))
+cdef FlowSlots SLOTS
+flow_slots(&SLOTS, Flow, NAMES)
+
 
 cdef struct Gate:
     bint on
@@ -109,19 +120,22 @@ cdef class FlowCalls:
         cdef long long sb = 0, db = 0
         f.times_ok = f.bytes_ok = f.dpkts_ok = f.dport_ok = f.report = False
         self._proto = self._dport = None
+        cdef bint direct = flow_direct(&SLOTS, flow)  # a Flow: its fields read from their slots
         try:
-            start, end = flow.start, flow.end
+            start = flow_field(&SLOTS, flow, direct, F_START, NAMES)
+            end = flow_field(&SLOTS, flow, direct, F_END, NAMES)
             if PyFloat_CheckExact(start) and PyFloat_CheckExact(end):
                 d = PyFloat_AS_DOUBLE(end) - PyFloat_AS_DOUBLE(start)
                 f.dur = d if d > 0.0 else 0.0  # Flow.dur: max(0.0, end - start)
                 f.times_ok = True
-            f.bytes_ok = as_ll(flow.sbytes, &sb) and as_ll(flow.dbytes, &db)
+            f.bytes_ok = (as_ll(flow_field(&SLOTS, flow, direct, F_SBYTES, NAMES), &sb)
+                          and as_ll(flow_field(&SLOTS, flow, direct, F_DBYTES, NAMES), &db))
             f.nbytes = sb + db
-            f.dpkts_ok = as_ll(flow.dpkts, &f.dpkts)
-            dport = flow.dport
+            f.dpkts_ok = as_ll(flow_field(&SLOTS, flow, direct, F_DPKTS, NAMES), &f.dpkts)
+            dport = flow_field(&SLOTS, flow, direct, F_DPORT, NAMES)
             f.dport_ok = as_ll(dport, &f.dport)
-            f.report = bool(flow.closed_by == "active")  # Flow.is_report
-            self._proto, self._dport = flow.proto, dport
+            f.report = bool(flow_field(&SLOTS, flow, direct, F_CLOSED_BY, NAMES) == "active")  # Flow.is_report
+            self._proto, self._dport = flow_field(&SLOTS, flow, direct, F_PROTO, NAMES), dport
         except Exception:  # an odd flow: every gate lets it through
             f.times_ok = f.bytes_ok = f.dpkts_ok = f.dport_ok = f.report = False
             self._proto = self._dport = None

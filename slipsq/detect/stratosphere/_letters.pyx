@@ -25,22 +25,15 @@ from libc.math cimport INFINITY, isfinite, log
 from libc.stdint cimport int32_t, uint8_t, uint16_t
 from libc.string cimport memcpy, memmove, memset
 
-from types import MemberDescriptorType
+from dataclasses import fields
 
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.stratosphere import markov as _markov
 from slipsq.detect.stratosphere.letters import LATE_WINDOW as _LATE_WINDOW, MAX_ZEROS as _MAX_ZEROS, VARIANTS
 from slipsq.flow import Flow
 
-cdef extern from "structmember.h":
-    enum: T_OBJECT_EX  # how a __slots__ attribute is stored: a PyObject* at a fixed offset
-
-    ctypedef struct PyMemberDef:
-        int type
-        Py_ssize_t offset
-
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef* d_member
+from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES,
+                                F_START, NFLOW_FIELDS, FlowSlots, flow_direct, flow_field, flow_slots)
 
 cdef enum:
     NCODES = 128  # characters are 7-bit ASCII (the letters alphabet); a pair code is a << 7 | b
@@ -59,45 +52,21 @@ cdef const char* ROW_STRONG_NOT = b"RSTUVWXYZ"
 
 
 # --- reading a Flow ------------------------------------------------------------------------------
-# Flow is a slots dataclass: each field is a PyObject* at a fixed offset in the object, which its
-# member descriptor gives. Reading it there costs a load; getattr costs a type lookup and a
-# descriptor call (about 200 instructions, nine fields a flow: the largest part of `add` once).
-# The offsets are read from the class itself at import, so a field added, moved or turned into a
-# property is still read right: anything but a plain slot (or a subclass of Flow, or an unset
-# slot) goes through getattr as before.
-cdef enum:
-    F_PROTO, F_CLOSED_BY, F_START, F_END, F_SBYTES, F_DBYTES, F_SADDR, F_DADDR, F_DPORT, NFLOW_FIELDS
-
-FLOW_FIELDS = ("proto", "closed_by", "start", "end", "sbytes", "dbytes", "saddr", "daddr", "dport")
-cdef Py_ssize_t OFFSET[NFLOW_FIELDS]
-cdef object FLOW = Flow
-
-
-cdef Py_ssize_t _slot_offset(str name) except -2:
-    d = Flow.__dict__.get(name)
-    if not isinstance(d, MemberDescriptorType):
-        return -1
-    cdef PyMemberDef* m = (<PyMemberDescrObject*><PyObject*>d).d_member
-    return m.offset if m.type == T_OBJECT_EX else -1
-
-
-for _k, _name in enumerate(FLOW_FIELDS):
-    OFFSET[_k] = _slot_offset(_name)
+# its fields straight from their slots (slipsq/_flowslots.pxd): nine a flow, ~200 instructions each
+# through getattr, the largest part of `add` once
+cdef tuple FLOW_NAMES = tuple(f.name for f in fields(Flow))
+cdef FlowSlots SLOTS
+flow_slots(&SLOTS, Flow, FLOW_NAMES)
 
 
 def direct_fields() -> tuple:
     """The Flow fields read straight from their slot (the others go through getattr; for the tests)."""
-    return tuple(name for k, name in enumerate(FLOW_FIELDS) if OFFSET[k] >= 0)
+    return tuple(FLOW_NAMES[k] for k in range(NFLOW_FIELDS) if SLOTS.offset[k] >= 0)
 
 
 cdef inline object _field(object flow, bint direct, int k):
-    """flow.<FLOW_FIELDS[k]>; direct: type(flow) is Flow."""
-    cdef PyObject* v
-    if direct and OFFSET[k] >= 0:
-        v = (<PyObject**>((<char*><PyObject*>flow) + OFFSET[k]))[0]
-        if v != NULL:
-            return <object>v
-    return getattr(flow, FLOW_FIELDS[k])
+    """flow.<FLOW_NAMES[k]>; direct: flow_direct(&SLOTS, flow)."""
+    return flow_field(&SLOTS, flow, direct, k, FLOW_NAMES)
 
 
 cdef struct Pair:
@@ -529,7 +498,7 @@ cdef class LetterTable:
         cdef int col
         cdef TupleLetters t
         cdef PyObject* found
-        cdef bint direct = type(flow) is FLOW
+        cdef bint direct = flow_direct(&SLOTS, flow)
         proto = _field(flow, direct, F_PROTO)
         if proto == "tcp":
             udp[0] = False
