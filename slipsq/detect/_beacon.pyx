@@ -21,14 +21,23 @@ from cpython.ref cimport PyObject
 from libc.math cimport INFINITY
 from libc.string cimport memcmp
 
+from dataclasses import fields
+
 from slipsq.detect.base import NO_EVIDENCE
+from slipsq.flow import Flow
 from slipsq.detect.prefixes import MEMO_SIZE, is_local
 
+from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPORT, F_PROTO, F_SADDR, F_SBYTES, F_SPORT,
+                                F_START, FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes, memo_local,
                                       parse_text, v4_of, zero_below)
 
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(void*)
+
+cdef tuple NAMES = tuple(f.name for f in fields(Flow))
+cdef FlowSlots SLOTS
+flow_slots(&SLOTS, Flow, NAMES)
 
 
 @cython.no_gc
@@ -261,12 +270,10 @@ cdef class Intake:
         PyDict_SetItem(self.never, dst, value)
         return value
 
-    cdef bint _ignored(self, f, object proto) except -1:
-        dport = f.dport
-        if proto == "udp" and (_ignored_udp_port(dport) or f.sport == 123):
+    cdef bint _ignored(self, f, bint direct, object proto, object dport, object dst) except -1:
+        if proto == "udp" and (_ignored_udp_port(dport) or flow_field(&SLOTS, f, direct, F_SPORT, NAMES) == 123):
             return True
-        dst = f.daddr
-        if self._local(dst) and (_dns_port(dport) or not self._local(f.saddr)):
+        if self._local(dst) and (_dns_port(dport) or not self._local(flow_field(&SLOTS, f, direct, F_SADDR, NAMES))):
             return True
         if _dns_port(dport) and dst in self.own:
             return True
@@ -274,7 +281,7 @@ cdef class Intake:
 
     def ignored(self, f):
         """The twin's `ignored` (for the differential tests)."""
-        return self._ignored(f, f.proto)
+        return self._ignored(f, False, f.proto, f.dport, f.daddr)
 
     def add(self, f):
         return self._add(f)
@@ -286,11 +293,19 @@ cdef class Intake:
         return NO_EVIDENCE if t is None else self.score(t, f)
 
     cdef object _add(self, f):
-        proto = f.proto
-        # f.closed_by == "active" is Flow.is_report, read without calling the property
-        if f.closed_by == "active" or not (proto == "tcp" or proto == "udp") or self._ignored(f, proto):
+        cdef bint direct = flow_direct(&SLOTS, f)  # a Flow: its fields read from their slots
+        proto = flow_field(&SLOTS, f, direct, F_PROTO, NAMES)
+        # closed_by == "active" is Flow.is_report, read without calling the property
+        if flow_field(&SLOTS, f, direct, F_CLOSED_BY, NAMES) == "active" or not (proto == "tcp" or proto == "udp"):
             return None
-        cdef Tuple t = self.tuples._add((f.saddr, f.daddr, f.dport, proto), f.start, f.sbytes + f.dbytes)
+        dport = flow_field(&SLOTS, f, direct, F_DPORT, NAMES)
+        dst = flow_field(&SLOTS, f, direct, F_DADDR, NAMES)
+        if self._ignored(f, direct, proto, dport, dst):
+            return None
+        cdef Tuple t = self.tuples._add((flow_field(&SLOTS, f, direct, F_SADDR, NAMES), dst, dport, proto),
+                                        flow_field(&SLOTS, f, direct, F_START, NAMES),
+                                        flow_field(&SLOTS, f, direct, F_SBYTES, NAMES)
+                                        + flow_field(&SLOTS, f, direct, F_DBYTES, NAMES))
         cdef Py_ssize_t n = len(t.starts)
         if n < self.min_n:
             return None

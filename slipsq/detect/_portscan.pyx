@@ -13,17 +13,21 @@ Data only: no I/O, no clock.
 """
 
 from collections import OrderedDict
+from dataclasses import fields
 
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
 from libc.math cimport copysign, floor, fmod
 
+from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SPORT, F_START,
+                                F_STATE, FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq.detect._addrtext cimport local_bytes, memo_local, parse_text
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.inuse import MAX_SERVED, REFRESH as _REFRESH
 from slipsq.detect.portscan import _BY_STATE, _ECHO_REQUEST
 from slipsq.detect.prefixes import is_local
+from slipsq.flow import Flow
 
 cdef double REFRESH = _REFRESH
 # the memos behind portscan.unanswered's state lookup and prefixes.is_local (dict subclasses): a
@@ -161,13 +165,23 @@ cdef inline int _local(object ip) except -1:
     return memo_local(_LOCAL, _LOCAL_SIZE, ip, is_local)
 
 
+cdef tuple NAMES = tuple(f.name for f in fields(Flow))
+cdef FlowSlots SLOTS
+flow_slots(&SLOTS, Flow, NAMES)
+
+
+cdef inline object _f(object flow, int k):
+    """flow.<NAMES[k]>, from its slot when it is a Flow (slipsq/_flowslots.pxd)."""
+    return flow_field(&SLOTS, flow, flow_direct(&SLOTS, flow), k, NAMES)
+
+
 cdef inline int _unanswered(object flow) except -1:
     """portscan.unanswered(flow)."""
-    state = flow.state
+    state = _f(flow, F_STATE)
     cdef PyObject* hit = PyDict_GetItemWithError(_STATES, state)
     said = _BY_STATE(state) if hit == NULL else <object>hit
     if said is None:
-        return bool(flow.dpkts == 0)
+        return bool(_f(flow, F_DPKTS) == 0)
     return bool(said)
 
 
@@ -205,11 +219,11 @@ cdef class Servers:
         self._note(flow)
 
     cdef int _note(self, object flow) except -1:
-        server, when = flow.daddr, flow.end
+        server, when = _f(flow, F_DADDR), _f(flow, F_END)
         cdef PyObject* last = PyDict_GetItemWithError(self.when, server)
         if last != NULL and <double>when < <double>(<object>last) + REFRESH:
             return 0  # most flows: refreshed less than REFRESH ago
-        if _local(server) or not _local(flow.saddr):
+        if _local(server) or not _local(_f(flow, F_SADDR)):
             return 0
         # lru.put
         if last != NULL:
@@ -266,12 +280,12 @@ cdef class Counts:
         return self._add(flow)
 
     cdef object _add(self, object flow):
-        proto = flow.proto
-        if flow.closed_by == "active":  # flow.is_report, read here (the property costs a Python call)
+        proto = _f(flow, F_PROTO)
+        if _f(flow, F_CLOSED_BY) == "active":  # flow.is_report, read here (the property costs a Python call)
             if (proto == "tcp" or proto == "udp") and self.note_servers and not _unanswered(flow):
                 self._note(flow)
             return None
-        start_o = flow.start
+        start_o = _f(flow, F_START)
         cdef double start = start_o
         cdef double fd = _floordiv(start, self.window)
         if fd - fd != 0:  # NaN or infinite: Python's arithmetic raises as the twin does
@@ -284,7 +298,7 @@ cdef class Counts:
             failed = _unanswered(flow)
             if not failed and self.note_servers:
                 self._note(flow)
-            saddr, daddr, dport = flow.saddr, flow.daddr, flow.dport
+            saddr, daddr, dport = _f(flow, F_SADDR), _f(flow, F_DADDR), _f(flow, F_DPORT)
             h = self.tally._count(HORIZONTAL, (saddr, dport, proto), daddr, failed, start)
             v = self.tally._count(VERTICAL, (saddr, daddr, proto), dport, failed, start)
             if h is not None and (<Targets>h).failed < self.th[HORIZONTAL]:
@@ -300,9 +314,9 @@ cdef class Counts:
                 hits.append((VERTICAL, (saddr, daddr, proto), v))
             return hits
         cdef Targets t
-        if _ECHO.get(proto) == flow.sport:
-            key = (flow.saddr, "", proto)
-            found = self.tally._count(ICMP_SWEEP, key, flow.daddr, _unanswered(flow), start)
+        if _ECHO.get(proto) == _f(flow, F_SPORT):
+            key = (_f(flow, F_SADDR), "", proto)
+            found = self.tally._count(ICMP_SWEEP, key, _f(flow, F_DADDR), _unanswered(flow), start)
             if found is not None:
                 t = <Targets>found
                 if t.failed + t.answered >= self.th[ICMP_SWEEP]:
