@@ -15,15 +15,17 @@ import sys
 from typing import Any
 
 import pytest
-from flowgen import T0, beacon, browsing, flow, run, sort_flows
+from flowgen import T0, beacon, browsing, config, flow, run, sort_flows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slipsq.addr import parse_ip_int
 from slipsq.allow import AllowList
 from slipsq.detect import beacon as py_beacon
+from slipsq.detect import p2p as py_p2p
 from slipsq.detect import inuse as py_inuse
 from slipsq.detect import portscan as py_portscan
+from slipsq.detect.base import NO_EVIDENCE, Context
 from slipsq.detect.beacon import Beacon
 from slipsq.detect.portscan import PortScan
 from slipsq.detect.prefixes import _local, is_local
@@ -32,6 +34,7 @@ from slipsq.flow import Flow
 c_portscan = pytest.importorskip("slipsq.detect._portscan", reason="the compiled extension is not built "
                                  "(python setup.py build_ext --inplace)")
 c_beacon = pytest.importorskip("slipsq.detect._beacon", reason="the compiled extension is not built")
+c_p2p = pytest.importorskip("slipsq.detect._p2p", reason="the compiled extension is not built")
 
 SOURCES = ("10.0.0.1", "10.0.0.2", "198.51.100.9")
 HOSTS = ("198.51.100.1", "198.51.100.2", "10.0.0.7", "2001:db8::1")
@@ -307,3 +310,38 @@ def test_the_compiled_local_test_is_is_local(ip: str) -> None:
     assert got is None or got == _local(ip)
     if "%" not in ip and " " not in ip and "\0" not in ip and parse_ip_int(ip) is not None and ip.isascii():
         assert got is not None or ip.strip() != ip  # the plain form of an address: parsed in C
+
+
+# --- the P2P detector's per-flow tests (p2p.Intake) ------------------------------------------------
+
+P2P_ADDRESSES = ("192.168.1.40", "10.0.0.2", "85.1.2.7", "203.0.113.9", "2001:db8::7", "fe80::1",
+                 "::ffff:10.0.0.3", "::ffff:8.8.8.8", " 8.8.4.4", "host")
+p2p_flow = st.builds(
+    lambda start, proto, saddr, daddr, sport, dport, spkts, dpkts: Flow(
+        start, start + 1.0, proto, saddr, sport, daddr, dport, spkts, dpkts, 100 * spkts, 100 * dpkts),
+    st.floats(0, 5000), st.sampled_from(("tcp", "udp", "icmp", "gre")), st.sampled_from(P2P_ADDRESSES),
+    st.sampled_from(P2P_ADDRESSES), st.sampled_from((80, 1023, 1024, 3389, 8080, 51413, 60000)),
+    st.sampled_from((22, 443, 1023, 1024, 4444, 6881, 40000)), st.integers(0, 2), st.integers(0, 2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(p2p_flow, max_size=60), st.sets(st.sampled_from(P2P_ADDRESSES)))
+def test_p2p_intake_twins_agree(ops: list[Flow], named: set[str]) -> None:
+    """The same flows handed to `count` with the same arguments, the others answered NO_EVIDENCE."""
+    ctx = Context(config([]), AllowList())
+    ctx.dns_names.update((ip, {"x.example"}) for ip in named)
+    calls: dict[str, list[Any]] = {"py": [], "c": []}
+
+    def counter(impl: str) -> Any:
+        def count(*args: Any) -> Any:
+            calls[impl].append(args)
+            return [args]
+        return count
+
+    py, c = py_p2p.Intake(ctx, is_local, counter("py")), c_p2p.Intake(ctx, is_local, counter("c"))
+    for f in ops:
+        a, b = py.on_flow(f), c.on_flow(f)
+        assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
+        assert calls["py"] == calls["c"]
+    memo = is_local.__self__  # type: ignore[attr-defined]
+    assert all(memo[ip] == _local(ip) for ip in P2P_ADDRESSES if ip in memo)  # what the C side put there
