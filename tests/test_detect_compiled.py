@@ -12,6 +12,7 @@ import gc
 import math
 import random
 import sys
+from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from slipsq.addr import parse_ip_int
 from slipsq.allow import AllowList
 from slipsq.detect import beacon as py_beacon
+from slipsq.detect import bruteforce as py_bruteforce
 from slipsq.detect import p2p as py_p2p
 from slipsq.detect import inuse as py_inuse
 from slipsq.detect import portscan as py_portscan
@@ -29,12 +31,13 @@ from slipsq.detect.base import NO_EVIDENCE, Context
 from slipsq.detect.beacon import Beacon
 from slipsq.detect.portscan import PortScan
 from slipsq.detect.prefixes import _local, is_local
-from slipsq.flow import Flow
+from slipsq.flow import AppEvent, Flow
 
 c_portscan = pytest.importorskip("slipsq.detect._portscan", reason="the compiled extension is not built "
                                  "(python setup.py build_ext --inplace)")
 c_beacon = pytest.importorskip("slipsq.detect._beacon", reason="the compiled extension is not built")
 c_p2p = pytest.importorskip("slipsq.detect._p2p", reason="the compiled extension is not built")
+c_bruteforce = pytest.importorskip("slipsq.detect._bruteforce", reason="the compiled extension is not built")
 
 SOURCES = ("10.0.0.1", "10.0.0.2", "198.51.100.9")
 HOSTS = ("198.51.100.1", "198.51.100.2", "10.0.0.7", "2001:db8::1")
@@ -345,3 +348,50 @@ def test_p2p_intake_twins_agree(ops: list[Flow], named: set[str]) -> None:
         assert calls["py"] == calls["c"]
     memo = is_local.__self__  # type: ignore[attr-defined]
     assert all(memo[ip] == _local(ip) for ip in P2P_ADDRESSES if ip in memo)  # what the C side put there
+
+
+# --- the brute force detector's per-flow and per-event tests (bruteforce.Intake) ---------------------
+
+BF_SERVERS = ("192.168.1.10", "198.51.100.66")
+BF_PORTS = (21, 22, 80, 2222, 3389, 8080)
+bf_flow = st.builds(
+    lambda start, proto, saddr, daddr, dport, state, dpkts, dur, closed_by: Flow(
+        start, start + dur, proto, saddr, 40000, daddr, dport, 3, dpkts, 300, 300 * dpkts, state=state,
+        closed_by=closed_by),
+    st.floats(0, 5000), st.sampled_from(("tcp", "udp", "icmp")), st.sampled_from(BF_SERVERS),
+    st.sampled_from(BF_SERVERS), st.sampled_from(BF_PORTS), st.sampled_from(STATES), st.integers(0, 2),
+    st.sampled_from((0.0, 2.5, 400.0)), st.sampled_from(("fin", "rst", "active", "idle")))
+bf_event = st.builds(
+    lambda kind, saddr, daddr, dport, service: AppEvent(T0, kind, saddr, 40000, daddr, dport, "tcp",
+                                                        {"service": service}),
+    st.sampled_from(("banner", "http", "dns")), st.sampled_from(BF_SERVERS), st.sampled_from(BF_SERVERS),
+    st.sampled_from(BF_PORTS), st.sampled_from(("ssh", "ftp", "http", "tls", "vnc")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(bf_flow, bf_event), max_size=60),
+       st.dictionaries(st.tuples(st.sampled_from(BF_SERVERS), st.sampled_from(BF_PORTS)),
+                       st.sampled_from(("ssh", "rdp", "http", "tls")), max_size=4))
+def test_bruteforce_intake_twins_agree(ops: list[Any], said: dict[tuple[str, int], str]) -> None:
+    """The same flows handed to `count` with the same service, the same events to `banner`, every
+    other flow and event answered NO_EVIDENCE; the banners are the detector's (read here only)."""
+    banners = OrderedDict(said)
+    ports = dict(py_bruteforce.DEFAULT_PORTS)
+    calls: dict[str, list[Any]] = {"py": [], "c": []}
+
+    def recorder(impl: str, what: str) -> Any:
+        def record(*args: Any) -> Any:
+            calls[impl].append((what, *args))
+            return [what]
+        return record
+
+    py = py_bruteforce.Intake(banners, ports, recorder("py", "count"), recorder("py", "banner"))
+    c = c_bruteforce.Intake(banners, ports, recorder("c", "count"), recorder("c", "banner"))
+    for op in ops:
+        if isinstance(op, Flow):
+            a, b = py.on_flow(op), c.on_flow(op)
+            assert py.service(op.daddr, op.dport) == c.service(op.daddr, op.dport)
+        else:
+            a, b = py.on_app(op), c.on_app(op)
+        assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
+        assert calls["py"] == calls["c"]

@@ -28,9 +28,10 @@ Evidence is emitted when the count first reaches T, when it doubles, and when th
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.portscan import unanswered
@@ -55,6 +56,52 @@ class _Count:
     long: int = 0
     emitted: int = 0
     emitted_threat: float = 0.0
+
+
+class Intake:
+    """The detector's per-flow and per-event path: which flows may be login attempts and which app
+    events are banners. `on_flow` answers NO_EVIDENCE for a report of a connection still open, a
+    flow that is not TCP, one to no login service (its banner says so, else its port does) and one
+    the server did not answer (a scan's, counted by portscan): most flows. It hands the others to
+    `count(service, flow)`. `on_app` hands the banners to `banner(event)` (the table hands up HTTP
+    requests too, and the engine every DNS answer). The readable twin of the compiled
+    `_bruteforce.Intake` (make_intake chooses, tests/test_detect_compiled.py holds them equal)."""
+
+    __slots__ = ("banner", "banners", "count", "ports")
+
+    def __init__(self, banners: Mapping[tuple[str, int], str], ports: dict[int, str],
+                 count: Callable[[str, Flow], Sequence[Evidence]],
+                 banner: Callable[[AppEvent], Sequence[Evidence]]) -> None:
+        self.banners, self.ports, self.count, self.banner = banners, ports, count, banner
+
+    def service(self, server: str, port: int) -> str | None:
+        """The login service at (server, port): its banner says so, else its port does."""
+        said = self.banners.get((server, port))
+        if said is not None:
+            return said if said in LOGIN_SERVICES else None
+        return self.ports.get(port)
+
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        if flow.is_report or flow.proto != "tcp":
+            return NO_EVIDENCE
+        service = self.service(flow.daddr, flow.dport)
+        if service is None or unanswered(flow):
+            return NO_EVIDENCE
+        return self.count(service, flow)
+
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
+        if event.kind != "banner":
+            return NO_EVIDENCE
+        return self.banner(event)
+
+
+def make_intake(banners: Mapping[tuple[str, int], str], ports: dict[int, str],
+                count: Callable[[str, Flow], Sequence[Evidence]],
+                banner: Callable[[AppEvent], Sequence[Evidence]]) -> Intake:
+    """The compiled Intake, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._bruteforce")
+    cls: type[Intake] = Intake if fast is None else fast.Intake
+    return cls(banners, ports, count, banner)
 
 
 class BruteForce(Detector):
@@ -90,10 +137,17 @@ class BruteForce(Detector):
         self.index = -1
         self.max_banners: int = self.opt("max_banners")
         self.max_keys: int = self.opt("max_keys")
+        self.intake = make_intake(self.banners, self.ports, self._count, self._banner)
+        # the engine calls these once per flow and per app event: hand it the compiled path itself
+        # (the Python frame of a method that only calls it would cost as much as the compiled tests)
+        self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
+        self.on_app = self.intake.on_app  # type: ignore[method-assign]
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
-        if event.kind != "banner":
-            return NO_EVIDENCE
+        return self.intake.on_app(event)  # (not called by the engine: see __init__)
+
+    def _banner(self, event: AppEvent) -> Sequence[Evidence]:
+        """A banner (Intake.on_app): remember what the server at its end said it is."""
         service = event.data.get("service", "")
         if service in _SERVER_FIRST:
             ends = [(event.saddr, event.sport)]
@@ -107,17 +161,13 @@ class BruteForce(Detector):
 
     def service(self, server: str, port: int) -> str | None:
         """The login service at (server, port): its banner says so, else its port does."""
-        said = self.banners.get((server, port))
-        if said is not None:
-            return said if said in LOGIN_SERVICES else None
-        return self.ports.get(port)
+        return self.intake.service(server, port)
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
-        if flow.is_report or flow.proto != "tcp":
-            return NO_EVIDENCE
-        service = self.service(flow.daddr, flow.dport)
-        if service is None or unanswered(flow):
-            return NO_EVIDENCE
+        return self.intake.on_flow(flow)  # (not called by the engine: see __init__)
+
+    def _count(self, service: str, flow: Flow) -> Sequence[Evidence]:
+        """A flow the intake let through: an answered, closed TCP connection to login `service`."""
         index = int(flow.start // self.window)
         if index > self.index:
             self.index, self.counts = index, {}
