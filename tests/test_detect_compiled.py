@@ -24,6 +24,7 @@ from slipsq.addr import parse_ip_int
 from slipsq.allow import AllowList
 from slipsq.detect import beacon as py_beacon
 from slipsq.detect import bruteforce as py_bruteforce
+from slipsq.detect import exfil as py_exfil
 from slipsq.detect import p2p as py_p2p
 from slipsq.detect import inuse as py_inuse
 from slipsq.detect import portscan as py_portscan
@@ -38,6 +39,7 @@ c_portscan = pytest.importorskip("slipsq.detect._portscan", reason="the compiled
 c_beacon = pytest.importorskip("slipsq.detect._beacon", reason="the compiled extension is not built")
 c_p2p = pytest.importorskip("slipsq.detect._p2p", reason="the compiled extension is not built")
 c_bruteforce = pytest.importorskip("slipsq.detect._bruteforce", reason="the compiled extension is not built")
+c_exfil = pytest.importorskip("slipsq.detect._exfil", reason="the compiled extension is not built")
 
 SOURCES = ("10.0.0.1", "10.0.0.2", "198.51.100.9")
 HOSTS = ("198.51.100.1", "198.51.100.2", "10.0.0.7", "2001:db8::1")
@@ -393,5 +395,30 @@ def test_bruteforce_intake_twins_agree(ops: list[Any], said: dict[tuple[str, int
             assert py.service(op.daddr, op.dport) == c.service(op.daddr, op.dport)
         else:
             a, b = py.on_app(op), c.on_app(op)
+        assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
+        assert calls["py"] == calls["c"]
+
+
+# --- the exfiltration detector's per-flow tests (exfil.Intake) -------------------------------------
+
+exfil_flow = st.builds(
+    lambda proto, sport, dport, dpkts, sbytes, dbytes, closed_by: Flow(
+        T0, T0 + 60, proto, "192.168.1.66", sport, "203.0.113.77", dport, 10, dpkts, sbytes, dbytes,
+        closed_by=closed_by),
+    st.sampled_from(("tcp", "udp", "icmp")), st.sampled_from((22, 443, 1023, 1024, 40000)),
+    st.sampled_from((22, 443, 1023, 1024, 40000)), st.integers(0, 2),
+    st.one_of(st.integers(0, 20_000), st.sampled_from((16_383, 16_384, 10**9))),
+    st.one_of(st.integers(0, 20_000), st.just(0)), st.sampled_from(("fin", "active")))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(exfil_flow, max_size=40))
+def test_exfil_intake_twins_agree(ops: list[Flow]) -> None:
+    """The same flows handed to `count`, every other one answered NO_EVIDENCE."""
+    calls: dict[str, list[Any]] = {"py": [], "c": []}
+    py = py_exfil.Intake(lambda f: calls["py"].append(f) or [f])
+    c = c_exfil.Intake(lambda f: calls["c"].append(f) or [f])
+    for f in ops:
+        a, b = py.on_flow(f), c.on_flow(f)
         assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
         assert calls["py"] == calls["c"]

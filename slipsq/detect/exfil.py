@@ -43,8 +43,9 @@ to an allowed cloud (attackers use them too: an allow-list trade), exfiltration 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import is_local
@@ -80,6 +81,34 @@ class _Pair:
         self.first = self.last = 0.0
 
 
+class Intake:
+    """The detector's per-flow path: could the flow be part of an upload? `on_flow` answers
+    NO_EVIDENCE for a flow that carried under 16 kB both ways (most flows: one comparison), one
+    with no packet back (a flow file without a byte split, or no answer: TCP sends ACKs back), one
+    that is not TCP, and one seen backwards (a well-known source port, an ephemeral destination
+    port: a download). It hands the others to `count(flow)`. The readable twin of the compiled
+    `_exfil.Intake` (make_intake chooses, tests/test_detect_compiled.py holds them equal)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: Callable[[Flow], Sequence[Evidence]]) -> None:
+        self.count = count
+
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        if flow.sbytes + flow.dbytes < _MIN_FLOW_BYTES or flow.dpkts == 0 or flow.proto != "tcp":
+            return NO_EVIDENCE
+        if flow.sport < 1024 <= flow.dport:  # a server's port as the source: seen backwards
+            return NO_EVIDENCE
+        return self.count(flow)
+
+
+def make_intake(count: Callable[[Flow], Sequence[Evidence]]) -> Intake:
+    """The compiled Intake, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._exfil")
+    cls: type[Intake] = Intake if fast is None else fast.Intake
+    return cls(count)
+
+
 class Exfil(Detector):
     name = "exfil"
     evidence_kinds = ("exfiltration",)
@@ -107,14 +136,16 @@ class Exfil(Detector):
         self.pairs: OrderedDict[tuple[str, str], _Pair] = OrderedDict()
         # a long connection's bytes already counted from its reports: 5-tuple -> (up, down)
         self.open: OrderedDict[tuple[str, int, str, int], tuple[int, int]] = OrderedDict()
+        self.intake = make_intake(self._count)
+        # the engine calls on_flow once per flow: hand it the compiled path itself (the Python frame
+        # of a method that only calls it would cost more than the compiled tests)
+        self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
-        # small flows first (most flows: one comparison); TCP sends ACKs back: no packet back means
-        # a file without a byte split, or no answer
-        if flow.sbytes + flow.dbytes < _MIN_FLOW_BYTES or flow.dpkts == 0 or flow.proto != "tcp":
-            return NO_EVIDENCE
-        if flow.sport < 1024 <= flow.dport:  # a server's port as the source: seen backwards (a download)
-            return NO_EVIDENCE
+        return self.intake.on_flow(flow)  # (not called by the engine: see __init__)
+
+    def _count(self, flow: Flow) -> Sequence[Evidence]:
+        """A flow the intake let through: a TCP flow of 16 kB or more, answered, the right way round."""
         src, dst = flow.saddr, flow.daddr
         up, down = flow.sbytes, flow.dbytes
         if flow.is_report:  # a long connection still open: count what is new since its last report
