@@ -401,24 +401,40 @@ def test_bruteforce_intake_twins_agree(ops: list[Any], said: dict[tuple[str, int
 
 # --- the exfiltration detector's per-flow tests (exfil.Intake) -------------------------------------
 
+EXFIL_HOSTS = ("192.168.1.66", "10.0.0.2", "203.0.113.77", "198.51.100.9", "2001:db8::1")
 exfil_flow = st.builds(
-    lambda proto, sport, dport, dpkts, sbytes, dbytes, closed_by: Flow(
-        T0, T0 + 60, proto, "192.168.1.66", sport, "203.0.113.77", dport, 10, dpkts, sbytes, dbytes,
-        closed_by=closed_by),
-    st.sampled_from(("tcp", "udp", "icmp")), st.sampled_from((22, 443, 1023, 1024, 40000)),
-    st.sampled_from((22, 443, 1023, 1024, 40000)), st.integers(0, 2),
-    st.one_of(st.integers(0, 20_000), st.sampled_from((16_383, 16_384, 10**9))),
-    st.one_of(st.integers(0, 20_000), st.just(0)), st.sampled_from(("fin", "active")))
+    lambda start, proto, saddr, daddr, sport, dport, dpkts, sbytes, dbytes, closed_by: Flow(
+        start, start + 60, proto, saddr, sport, daddr, dport, 10, dpkts, sbytes, dbytes, closed_by=closed_by),
+    st.floats(0, 20_000), st.sampled_from(("tcp", "tcp", "udp")), st.sampled_from(EXFIL_HOSTS),
+    st.sampled_from(EXFIL_HOSTS), st.sampled_from((443, 1023, 40000)), st.sampled_from((443, 1023, 1024, 40000)),
+    st.integers(0, 2), st.one_of(st.integers(0, 20_000), st.sampled_from((16_384, 10**6, 10**9))),
+    st.one_of(st.integers(0, 20_000), st.just(0), st.just(10**6)), st.sampled_from(("fin", "active", "active")))
 
 
-@settings(max_examples=500, deadline=None)
-@given(st.lists(exfil_flow, max_size=40))
-def test_exfil_intake_twins_agree(ops: list[Flow]) -> None:
-    """The same flows handed to `count`, every other one answered NO_EVIDENCE."""
-    calls: dict[str, list[Any]] = {"py": [], "c": []}
-    py = py_exfil.Intake(lambda f: calls["py"].append(f) or [f])
-    c = c_exfil.Intake(lambda f: calls["c"].append(f) or [f])
+def pair_state(p: Any) -> Any:
+    return p.index, p.up, p.down, p.emitted, p.emitted_threat, p.first, p.last
+
+
+def exfil_state(i: Any) -> Any:
+    return [(k, pair_state(p)) for k, p in i.pairs.items()], list(i.open.items())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(exfil_flow, max_size=60), st.sampled_from((600.0, 3600.0, 0.7)), st.sampled_from((16_384, 10**6)),
+       st.sampled_from((1.0, 10.0)), st.integers(1, 4), st.booleans())
+def test_exfil_intake_twins_agree(ops: list[Flow], window: float, bar: int, ratio: float, max_pairs: int,
+                                  report: bool) -> None:
+    """The same pairs judged with the same sums; the same pairs and open reports kept, in the same
+    LRU order; every other flow answered NO_EVIDENCE."""
+    def judge(src: str, dst: str, p: Any, f: Flow) -> Any:
+        if report:  # as Exfil._judge does when it reports
+            p.emitted, p.emitted_threat = p.up, 0.5
+        return [(src, dst, pair_state(p), f)]
+
+    py = py_exfil.Intake(window, bar, ratio, max_pairs, is_local, judge)
+    c = c_exfil.Intake(window, bar, ratio, max_pairs, is_local, judge)
     for f in ops:
         a, b = py.on_flow(f), c.on_flow(f)
         assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
-        assert calls["py"] == calls["c"]
+        assert exfil_state(py) == exfil_state(c)
+        assert len(py.pairs) <= max_pairs

@@ -1,11 +1,12 @@
 """Type stub of the compiled exfiltration per-flow path (slipsq/detect/_exfil.pyx); its twin is
-slipsq/detect/exfil.py (Intake)."""
+slipsq/detect/exfil.py (Intake, _Pair)."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from slipsq.detect import exfil as _twin
-from slipsq.flow import Flow
-from slipsq.records import Evidence
+
+class Pair(_twin._Pair): ...
 
 class Intake(_twin.Intake):
-    def __init__(self, count: Callable[[Flow], Sequence[Evidence]]) -> None: ...
+    def __init__(self, window: float, bar: int, ratio: float, max_pairs: int, local: Callable[[str], bool],
+                 judge: _twin.Judge) -> None: ...
