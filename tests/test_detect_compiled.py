@@ -12,7 +12,6 @@ import gc
 import math
 import random
 import sys
-from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -25,8 +24,8 @@ from slipsq.allow import AllowList
 from slipsq.detect import beacon as py_beacon
 from slipsq.detect import bruteforce as py_bruteforce
 from slipsq.detect import exfil as py_exfil
-from slipsq.detect import p2p as py_p2p
 from slipsq.detect import inuse as py_inuse
+from slipsq.detect import p2p as py_p2p
 from slipsq.detect import portscan as py_portscan
 from slipsq.detect.base import NO_EVIDENCE, Context
 from slipsq.detect.beacon import Beacon
@@ -362,41 +361,50 @@ bf_flow = st.builds(
         closed_by=closed_by),
     st.floats(0, 5000), st.sampled_from(("tcp", "udp", "icmp")), st.sampled_from(BF_SERVERS),
     st.sampled_from(BF_SERVERS), st.sampled_from(BF_PORTS), st.sampled_from(STATES), st.integers(0, 2),
-    st.sampled_from((0.0, 2.5, 400.0)), st.sampled_from(("fin", "rst", "active", "idle")))
+    st.sampled_from((0.0, 2.5, 400.0, -1.0)), st.sampled_from(("fin", "rst", "active", "idle")))
 bf_event = st.builds(
     lambda kind, saddr, daddr, dport, service: AppEvent(T0, kind, saddr, 40000, daddr, dport, "tcp",
                                                         {"service": service}),
     st.sampled_from(("banner", "http", "dns")), st.sampled_from(BF_SERVERS), st.sampled_from(BF_SERVERS),
-    st.sampled_from(BF_PORTS), st.sampled_from(("ssh", "ftp", "http", "tls", "vnc")))
+    st.sampled_from(BF_PORTS), st.sampled_from(("ssh", "ftp", "http", "tls", "vnc", "rdp", "telnet")))
+
+
+def count_state(c: Any) -> Any:
+    return c.first, c.last, c.short, c.long, c.emitted, c.emitted_threat
+
+
+def bruteforce_state(i: Any) -> Any:
+    return i.index, {k: count_state(c) for k, c in i.counts.items()}, list(i.banners.items())
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(bf_flow, bf_event), max_size=60),
-       st.dictionaries(st.tuples(st.sampled_from(BF_SERVERS), st.sampled_from(BF_PORTS)),
-                       st.sampled_from(("ssh", "rdp", "http", "tls")), max_size=4))
-def test_bruteforce_intake_twins_agree(ops: list[Any], said: dict[tuple[str, int], str]) -> None:
-    """The same flows handed to `count` with the same service, the same events to `banner`, every
-    other flow and event answered NO_EVIDENCE; the banners are the detector's (read here only)."""
-    banners = OrderedDict(said)
+@given(st.lists(st.one_of(bf_flow, bf_event, st.sampled_from(BF_PORTS)), max_size=80),
+       st.sampled_from((600.0, 3600.0, 0.7)), st.integers(1, 3), st.integers(1, 4), st.integers(1, 3),
+       st.booleans())
+def test_bruteforce_intake_twins_agree(ops: list[Any], window: float, min_n: int, max_keys: int, max_banners: int,
+                                       report: bool) -> None:
+    """The same counts judged; the same counts, window and banners kept (the banners' LRU order
+    included); every other flow and event answered NO_EVIDENCE. (A port in `ops` asks `service`.)"""
+    def judge(service: str, key: Any, c: Any, f: Flow) -> Any:
+        if report:  # as BruteForce._judge does when it reports
+            c.emitted, c.emitted_threat = c.short, 0.8
+        return [(service, key, count_state(c), f)]
+
     ports = dict(py_bruteforce.DEFAULT_PORTS)
-    calls: dict[str, list[Any]] = {"py": [], "c": []}
-
-    def recorder(impl: str, what: str) -> Any:
-        def record(*args: Any) -> Any:
-            calls[impl].append((what, *args))
-            return [what]
-        return record
-
-    py = py_bruteforce.Intake(banners, ports, recorder("py", "count"), recorder("py", "banner"))
-    c = c_bruteforce.Intake(banners, ports, recorder("c", "count"), recorder("c", "banner"))
+    py = py_bruteforce.Intake(ports, window, min_n, 30.0, max_keys, max_banners, judge)
+    c = c_bruteforce.Intake(ports, window, min_n, 30.0, max_keys, max_banners, judge)
     for op in ops:
+        a: Any
+        b: Any
         if isinstance(op, Flow):
             a, b = py.on_flow(op), c.on_flow(op)
-            assert py.service(op.daddr, op.dport) == c.service(op.daddr, op.dport)
-        else:
+        elif isinstance(op, AppEvent):
             a, b = py.on_app(op), c.on_app(op)
+        else:
+            a, b = [py.service(s, op) for s in BF_SERVERS], [c.service(s, op) for s in BF_SERVERS]
         assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
-        assert calls["py"] == calls["c"]
+        assert bruteforce_state(py) == bruteforce_state(c)
+        assert len(py.banners) <= max_banners and len(py.counts) <= max_keys
 
 
 # --- the exfiltration detector's per-flow tests (exfil.Intake) -------------------------------------

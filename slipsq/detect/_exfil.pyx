@@ -12,6 +12,7 @@ parsed in C and put there, as _beacon and _portscan do). tests/test_detect_compi
 equal. Data only: no I/O, no clock.
 """
 
+import sys
 from collections import OrderedDict
 
 cimport cython
@@ -52,8 +53,9 @@ cdef class Intake:
     # OrderedDict methods bound once (called from C; its setitem keeps the order)
     cdef object _pairs_popitem, _open_get, _open_pop, _open_move, _open_popitem
 
-    def __init__(self, window, bar, ratio, Py_ssize_t max_pairs, local, judge):
-        self.window, self.bar, self.ratio, self.max_pairs = window, bar, ratio, max_pairs
+    def __init__(self, window, bar, ratio, max_pairs, local, judge):
+        self.window, self.bar, self.ratio = window, bar, ratio
+        self.max_pairs = min(max_pairs, sys.maxsize)  # a bound past any size a map can reach: clamp it
         self.local, self.judge = local, judge
         self.local_memo = _LOCAL if local is is_local else None
         self.pairs, self.open = OrderedDict(), OrderedDict()

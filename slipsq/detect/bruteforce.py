@@ -28,7 +28,7 @@ Evidence is emitted when the count first reaches T, when it doubles, and when th
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from slipsq import twins
@@ -58,21 +58,31 @@ class _Count:
     emitted_threat: float = 0.0
 
 
+# what the intake hands a count that reached min_attempts: (service, (src, dst, port), count, flow) -> evidence
+Judge = Callable[[str, tuple[str, str, int], _Count, Flow], Sequence[Evidence]]
+
+
 class Intake:
-    """The detector's per-flow and per-event path: which flows may be login attempts and which app
-    events are banners. `on_flow` answers NO_EVIDENCE for a report of a connection still open, a
-    flow that is not TCP, one to no login service (its banner says so, else its port does) and one
-    the server did not answer (a scan's, counted by portscan): most flows. It hands the others to
-    `count(service, flow)`. `on_app` hands the banners to `banner(event)` (the table hands up HTTP
-    requests too, and the engine every DNS answer). The readable twin of the compiled
+    """The detector's per-flow and per-event path and state. `on_flow` answers NO_EVIDENCE for a
+    report of a connection still open, a flow that is not TCP, one to no login service (its banner
+    says so, else its port does) and one the server did not answer (a scan's, counted by portscan):
+    most flows. The others are counted per (source, server, port) in the judge window of their
+    start (`counts`, at most `max_keys` keys; a key first seen when full is not counted), and a
+    short one whose count reached `min_n` goes to `judge`. `on_app` remembers what each banner says
+    of its server (`banners`, at most `max_banners`, least recently seen first; the table hands up
+    HTTP requests too, and the engine every DNS answer). The readable twin of the compiled
     `_bruteforce.Intake` (make_intake chooses, tests/test_detect_compiled.py holds them equal)."""
 
-    __slots__ = ("banner", "banners", "count", "ports")
+    __slots__ = ("banners", "counts", "index", "judge", "max_banners", "max_dur", "max_keys", "min_n", "ports",
+                 "window")
 
-    def __init__(self, banners: Mapping[tuple[str, int], str], ports: dict[int, str],
-                 count: Callable[[str, Flow], Sequence[Evidence]],
-                 banner: Callable[[AppEvent], Sequence[Evidence]]) -> None:
-        self.banners, self.ports, self.count, self.banner = banners, ports, count, banner
+    def __init__(self, ports: dict[int, str], window: float, min_n: int, max_dur: float, max_keys: int,
+                 max_banners: int, judge: Judge) -> None:
+        self.ports, self.window, self.min_n, self.max_dur = ports, window, min_n, max_dur
+        self.max_keys, self.max_banners, self.judge = max_keys, max_banners, judge
+        self.banners: OrderedDict[tuple[str, int], str] = OrderedDict()  # (server, port) -> service
+        self.counts: dict[tuple[str, str, int], _Count] = {}
+        self.index = -1  # the judge window counted in
 
     def service(self, server: str, port: int) -> str | None:
         """The login service at (server, port): its banner says so, else its port does."""
@@ -87,21 +97,46 @@ class Intake:
         service = self.service(flow.daddr, flow.dport)
         if service is None or unanswered(flow):
             return NO_EVIDENCE
-        return self.count(service, flow)
+        index = int(flow.start // self.window)
+        if index > self.index:
+            self.index, self.counts = index, {}
+        key = (flow.saddr, flow.daddr, flow.dport)
+        c = self.counts.get(key)
+        if c is None:
+            if len(self.counts) >= self.max_keys:
+                return NO_EVIDENCE
+            c = self.counts[key] = _Count(flow.start)
+        c.last = max(c.last, flow.start)
+        if flow.dur <= self.max_dur:
+            c.short += 1
+        else:
+            c.long += 1
+            return NO_EVIDENCE
+        if c.short < self.min_n:
+            return NO_EVIDENCE
+        return self.judge(service, key, c, flow)
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         if event.kind != "banner":
             return NO_EVIDENCE
-        return self.banner(event)
+        service = event.data.get("service", "")
+        if service in _SERVER_FIRST:
+            ends = [(event.saddr, event.sport)]
+        elif service in _EITHER:
+            ends = [(event.saddr, event.sport), (event.daddr, event.dport)]
+        else:  # client-first protocols (rdp, smb, http, tls...) and unknown: the receiver is the server
+            ends = [(event.daddr, event.dport)]
+        for end in ends:
+            put(self.banners, end, service, self.max_banners)
+        return NO_EVIDENCE
 
 
-def make_intake(banners: Mapping[tuple[str, int], str], ports: dict[int, str],
-                count: Callable[[str, Flow], Sequence[Evidence]],
-                banner: Callable[[AppEvent], Sequence[Evidence]]) -> Intake:
+def make_intake(ports: dict[int, str], window: float, min_n: int, max_dur: float, max_keys: int, max_banners: int,
+                judge: Judge) -> Intake:
     """The compiled Intake, or its readable twin (slipsq.twins decides)."""
     fast = twins.compiled("slipsq.detect._bruteforce")
     cls: type[Intake] = Intake if fast is None else fast.Intake
-    return cls(banners, ports, count, banner)
+    return cls(ports, window, min_n, max_dur, max_keys, max_banners, judge)
 
 
 class BruteForce(Detector):
@@ -132,12 +167,11 @@ class BruteForce(Detector):
         self.ports: dict[int, str] = dict(DEFAULT_PORTS)
         for p in self.opt("ports"):
             self.ports.setdefault(int(p), "login")
-        self.banners: OrderedDict[tuple[str, int], str] = OrderedDict()  # (server, port) -> service
-        self.counts: dict[tuple[str, str, int], _Count] = {}
-        self.index = -1
         self.max_banners: int = self.opt("max_banners")
         self.max_keys: int = self.opt("max_keys")
-        self.intake = make_intake(self.banners, self.ports, self._count, self._banner)
+        self.intake = make_intake(self.ports, self.window, self.min_n, self.max_dur, self.max_keys, self.max_banners,
+                                  self._judge)
+        self.banners = self.intake.banners  # (server, port) -> what its banner said (the intake's)
         # the engine calls these once per flow and per app event: hand it the compiled path itself
         # (the Python frame of a method that only calls it would cost as much as the compiled tests)
         self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
@@ -146,46 +180,17 @@ class BruteForce(Detector):
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         return self.intake.on_app(event)  # (not called by the engine: see __init__)
 
-    def _banner(self, event: AppEvent) -> Sequence[Evidence]:
-        """A banner (Intake.on_app): remember what the server at its end said it is."""
-        service = event.data.get("service", "")
-        if service in _SERVER_FIRST:
-            ends = [(event.saddr, event.sport)]
-        elif service in _EITHER:
-            ends = [(event.saddr, event.sport), (event.daddr, event.dport)]
-        else:  # client-first protocols (rdp, smb, http, tls...) and unknown: the receiver is the server
-            ends = [(event.daddr, event.dport)]
-        for end in ends:
-            put(self.banners, end, service, self.max_banners)
-        return NO_EVIDENCE
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        return self.intake.on_flow(flow)  # (not called by the engine: see __init__)
 
     def service(self, server: str, port: int) -> str | None:
         """The login service at (server, port): its banner says so, else its port does."""
         return self.intake.service(server, port)
 
-    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
-        return self.intake.on_flow(flow)  # (not called by the engine: see __init__)
-
-    def _count(self, service: str, flow: Flow) -> Sequence[Evidence]:
-        """A flow the intake let through: an answered, closed TCP connection to login `service`."""
-        index = int(flow.start // self.window)
-        if index > self.index:
-            self.index, self.counts = index, {}
-        key = (flow.saddr, flow.daddr, flow.dport)
-        c = self.counts.get(key)
-        if c is None:
-            if len(self.counts) >= self.max_keys:
-                return NO_EVIDENCE
-            c = self.counts[key] = _Count(flow.start)
-        c.last = max(c.last, flow.start)
-        if flow.dur <= self.max_dur:
-            c.short += 1
-        else:
-            c.long += 1
-            return NO_EVIDENCE
+    def _judge(self, service: str, key: tuple[str, str, int], c: _Count, flow: Flow) -> Sequence[Evidence]:
+        """A count of short connections that reached min_attempts (Intake.on_flow): evidence when it
+        first does, when it doubles and when the threat rises."""
         n = c.short
-        if n < self.min_n:
-            return NO_EVIDENCE
         inbound = is_local(flow.daddr) and not is_local(flow.saddr)
         threat = CRITICAL if n >= 3 * self.min_n or inbound else HIGH
         if c.emitted and n < 2 * c.emitted and threat <= c.emitted_threat:
@@ -195,7 +200,7 @@ class BruteForce(Detector):
         conf = n / (n + c.long)
         desc = (f"{service} brute force from {src} to {dst}:{port}/tcp: {n} short connections "
                 f"(<= {self.max_dur:g}s) in {c.last - c.first:.0f}s, {c.long} longer sessions")
-        ts = max(c.last, self.index * self.window)  # a late flow of the last window counts in this one
+        ts = max(c.last, self.intake.index * self.window)  # a late flow of the last window counts in this one
         return [Evidence(ts=ts, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,
                          proto="tcp", description=desc, threat_level=threat, confidence=round(conf, 3),
                          label=service, key=f"bruteforce:{src}:{dst}:{port}/tcp", flows=(flow,))]
