@@ -1,9 +1,11 @@
-"""The compiled per-flow state of the port scan and beacon detectors (slipsq/detect/_portscan.pyx,
-_beacon.pyx) against their readable twins (portscan.Tally, beacon.Tuples and beacon.Intake): the
-same calls give the same answers and leave the same state, bounds and LRU order included; the
-beacon intake's C address tests give the answers of prefixes.is_local and the allow list; and the
-whole detectors, fed the same flows, give the same evidence. (Every test of test_detect_portscan.py and
-test_detect_beacon.py also runs on both: see their `implementation` fixtures.)
+"""The compiled per-flow state of the port scan, beacon, P2P, brute force and exfiltration detectors
+(slipsq/detect/_portscan.pyx, _beacon.pyx, _p2p.pyx, _bruteforce.pyx, _exfil.pyx) against their
+readable twins (portscan.Tally, beacon.Tuples and beacon.Intake, p2p.Intake, bruteforce.Intake,
+exfil.Intake): the same calls give the same answers and leave the same state, bounds and LRU order
+included; the beacon intake's C address tests give the answers of prefixes.is_local and the allow
+list; and the whole detectors, fed the same flows, give the same evidence. (Every test of
+test_detect_portscan.py, test_detect_beacon.py, test_detect_p2p.py, test_detect_bruteforce.py and
+test_detect_exfil.py also runs on both: see their `implementation` fixtures.)
 """
 
 from __future__ import annotations

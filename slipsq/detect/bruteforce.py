@@ -23,6 +23,8 @@ Arithmetic (n = attempts, T = `bruteforce.min_attempts`, default 20):
   hour to one server, and mail pollers (IMAP/POP, which reconnect every few minutes) are not login
   services here.
 Evidence is emitted when the count first reaches T, when it doubles, and when the threat rises.
+The per-flow and per-event path and state (the tests, the counts, the banners) are `Intake`,
+compiled as `_bruteforce.Intake` (slipsq.twins chooses): Python runs only to judge a count at T.
 """
 
 from __future__ import annotations

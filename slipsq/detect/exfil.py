@@ -34,6 +34,8 @@ False-positive guards:
   on a connection that was answered) are skipped: every byte would look like an upload.
 * A flow that carried under 16 kB both ways is not counted (most flows: it costs one comparison):
   50 MB in such flows would take 3,000+ connections to one server, a beacon's business.
+The per-flow path and state (the tests, the reports, the pair sums) are `Intake`, compiled as
+`_exfil.Intake` (slipsq.twins chooses): Python runs only to judge a pair past the bar and R.
 Caught: bulk theft (ransomware's double extortion, a dump of a disk or mailbox) to a bare address
 or an unknown named host, in one connection or many, within a window. Not caught: small thefts (an
 infostealer's few MB of passwords, below M), uploads spread over many servers or windows, uploads

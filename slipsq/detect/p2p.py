@@ -17,6 +17,8 @@ host to a server on 443, to a named host or to a service port is still judged as
 
 Evidence: one info-level line per P2P host per judge window ("runs peer-to-peer software"), so the
 alerts and `slipsq explain` show why its chatter was let be. It never blocks and never does I/O.
+The per-flow tests (which flows are a peer exchange) are `Intake`, compiled as `_p2p.Intake`
+(slipsq.twins chooses): most flows never reach this module's Python.
 Limits: recognition is by flows only (no payload signatures yet), so a client with fewer than
 `p2p.min_peers` answered peers is not recognised; flow files without DNS make every address
 "unnamed", which only matters for hosts that also meet the peer count.
