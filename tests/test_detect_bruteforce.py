@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from flowgen import T0, config, flow, run, sort_flows
+from flowgen import T0, both_twins, config, flow, run, sort_flows
 
 from slipsq.detect.bruteforce import BruteForce
 from slipsq.errors import ConfigError
@@ -11,6 +11,8 @@ from slipsq.flow import AppEvent, Flow
 
 ATTACKER = "198.51.100.66"
 SERVER = "192.168.1.10"
+
+implementation = both_twins("slipsq.detect._bruteforce")  # every test on the readable (py) and compiled (c) path
 
 
 def attempts(src: str, dst: str, port: int, n: int, start: float = T0, every: float = 3.0,

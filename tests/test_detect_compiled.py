@@ -1,9 +1,11 @@
-"""The compiled per-flow state of the port scan and beacon detectors (slipsq/detect/_portscan.pyx,
-_beacon.pyx) against their readable twins (portscan.Tally, beacon.Tuples and beacon.Intake): the
-same calls give the same answers and leave the same state, bounds and LRU order included; the
-beacon intake's C address tests give the answers of prefixes.is_local and the allow list; and the
-whole detectors, fed the same flows, give the same evidence. (Every test of test_detect_portscan.py and
-test_detect_beacon.py also runs on both: see their `implementation` fixtures.)
+"""The compiled per-flow state of the port scan, beacon, P2P, brute force and exfiltration detectors
+(slipsq/detect/_portscan.pyx, _beacon.pyx, _p2p.pyx, _bruteforce.pyx, _exfil.pyx) against their
+readable twins (portscan.Tally, beacon.Tuples and beacon.Intake, p2p.Intake, bruteforce.Intake,
+exfil.Intake): the same calls give the same answers and leave the same state, bounds and LRU order
+included; the beacon intake's C address tests give the answers of prefixes.is_local and the allow
+list; and the whole detectors, fed the same flows, give the same evidence. (Every test of
+test_detect_portscan.py, test_detect_beacon.py, test_detect_p2p.py, test_detect_bruteforce.py and
+test_detect_exfil.py also runs on both: see their `implementation` fixtures.)
 """
 
 from __future__ import annotations
@@ -15,23 +17,30 @@ import sys
 from typing import Any
 
 import pytest
-from flowgen import T0, beacon, browsing, flow, run, sort_flows
+from flowgen import T0, beacon, browsing, config, flow, run, sort_flows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slipsq.addr import parse_ip_int
 from slipsq.allow import AllowList
 from slipsq.detect import beacon as py_beacon
+from slipsq.detect import bruteforce as py_bruteforce
+from slipsq.detect import exfil as py_exfil
 from slipsq.detect import inuse as py_inuse
+from slipsq.detect import p2p as py_p2p
 from slipsq.detect import portscan as py_portscan
+from slipsq.detect.base import NO_EVIDENCE, Context
 from slipsq.detect.beacon import Beacon
 from slipsq.detect.portscan import PortScan
 from slipsq.detect.prefixes import _local, is_local
-from slipsq.flow import Flow
+from slipsq.flow import AppEvent, Flow
 
 c_portscan = pytest.importorskip("slipsq.detect._portscan", reason="the compiled extension is not built "
                                  "(python setup.py build_ext --inplace)")
 c_beacon = pytest.importorskip("slipsq.detect._beacon", reason="the compiled extension is not built")
+c_p2p = pytest.importorskip("slipsq.detect._p2p", reason="the compiled extension is not built")
+c_bruteforce = pytest.importorskip("slipsq.detect._bruteforce", reason="the compiled extension is not built")
+c_exfil = pytest.importorskip("slipsq.detect._exfil", reason="the compiled extension is not built")
 
 SOURCES = ("10.0.0.1", "10.0.0.2", "198.51.100.9")
 HOSTS = ("198.51.100.1", "198.51.100.2", "10.0.0.7", "2001:db8::1")
@@ -307,3 +316,135 @@ def test_the_compiled_local_test_is_is_local(ip: str) -> None:
     assert got is None or got == _local(ip)
     if "%" not in ip and " " not in ip and "\0" not in ip and parse_ip_int(ip) is not None and ip.isascii():
         assert got is not None or ip.strip() != ip  # the plain form of an address: parsed in C
+
+
+# --- the P2P detector's per-flow tests (p2p.Intake) ------------------------------------------------
+
+P2P_ADDRESSES = ("192.168.1.40", "10.0.0.2", "85.1.2.7", "203.0.113.9", "2001:db8::7", "fe80::1",
+                 "::ffff:10.0.0.3", "::ffff:8.8.8.8", " 8.8.4.4", "host")
+p2p_flow = st.builds(
+    lambda start, proto, saddr, daddr, sport, dport, spkts, dpkts: Flow(
+        start, start + 1.0, proto, saddr, sport, daddr, dport, spkts, dpkts, 100 * spkts, 100 * dpkts),
+    st.floats(0, 5000), st.sampled_from(("tcp", "udp", "icmp", "gre")), st.sampled_from(P2P_ADDRESSES),
+    st.sampled_from(P2P_ADDRESSES), st.sampled_from((80, 1023, 1024, 3389, 8080, 51413, 60000)),
+    st.sampled_from((22, 443, 1023, 1024, 4444, 6881, 40000)), st.integers(0, 2), st.integers(0, 2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(p2p_flow, max_size=60), st.sets(st.sampled_from(P2P_ADDRESSES)))
+def test_p2p_intake_twins_agree(ops: list[Flow], named: set[str]) -> None:
+    """The same flows handed to `count` with the same arguments, the others answered NO_EVIDENCE."""
+    ctx = Context(config([]), AllowList())
+    ctx.dns_names.update((ip, {"x.example"}) for ip in named)
+    calls: dict[str, list[Any]] = {"py": [], "c": []}
+
+    def counter(impl: str) -> Any:
+        def count(*args: Any) -> Any:
+            calls[impl].append(args)
+            return [args]
+        return count
+
+    py, c = py_p2p.Intake(ctx, is_local, counter("py")), c_p2p.Intake(ctx, is_local, counter("c"))
+    for f in ops:
+        a, b = py.on_flow(f), c.on_flow(f)
+        assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
+        assert calls["py"] == calls["c"]
+    memo = is_local.__self__  # type: ignore[attr-defined]
+    assert all(memo[ip] == _local(ip) for ip in P2P_ADDRESSES if ip in memo)  # what the C side put there
+
+
+# --- the brute force detector's per-flow and per-event tests (bruteforce.Intake) ---------------------
+
+BF_SERVERS = ("192.168.1.10", "198.51.100.66")
+BF_PORTS = (21, 22, 80, 2222, 3389, 8080)
+bf_flow = st.builds(
+    lambda start, proto, saddr, daddr, dport, state, dpkts, dur, closed_by: Flow(
+        start, start + dur, proto, saddr, 40000, daddr, dport, 3, dpkts, 300, 300 * dpkts, state=state,
+        closed_by=closed_by),
+    st.floats(0, 5000), st.sampled_from(("tcp", "udp", "icmp")), st.sampled_from(BF_SERVERS),
+    st.sampled_from(BF_SERVERS), st.sampled_from(BF_PORTS), st.sampled_from(STATES), st.integers(0, 2),
+    st.sampled_from((0.0, 2.5, 400.0, -1.0)), st.sampled_from(("fin", "rst", "active", "idle")))
+bf_event = st.builds(
+    lambda kind, saddr, daddr, dport, service: AppEvent(T0, kind, saddr, 40000, daddr, dport, "tcp",
+                                                        {"service": service}),
+    st.sampled_from(("banner", "http", "dns")), st.sampled_from(BF_SERVERS), st.sampled_from(BF_SERVERS),
+    st.sampled_from(BF_PORTS), st.sampled_from(("ssh", "ftp", "http", "tls", "vnc", "rdp", "telnet")))
+
+
+def count_state(c: Any) -> Any:
+    return c.first, c.last, c.short, c.long, c.emitted, c.emitted_threat
+
+
+def bruteforce_state(i: Any) -> Any:
+    return i.index, {k: count_state(c) for k, c in i.counts.items()}, list(i.banners.items())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(bf_flow, bf_event, st.sampled_from(BF_PORTS)), max_size=80),
+       st.sampled_from((600.0, 3600.0, 0.7)), st.integers(1, 3), st.integers(1, 4), st.integers(1, 3),
+       st.booleans())
+def test_bruteforce_intake_twins_agree(ops: list[Any], window: float, min_n: int, max_keys: int, max_banners: int,
+                                       report: bool) -> None:
+    """The same counts judged; the same counts, window and banners kept (the banners' LRU order
+    included); every other flow and event answered NO_EVIDENCE. (A port in `ops` asks `service`.)"""
+    def judge(service: str, key: Any, c: Any, f: Flow) -> Any:
+        if report:  # as BruteForce._judge does when it reports
+            c.emitted, c.emitted_threat = c.short, 0.8
+        return [(service, key, count_state(c), f)]
+
+    ports = dict(py_bruteforce.DEFAULT_PORTS)
+    py = py_bruteforce.Intake(ports, window, min_n, 30.0, max_keys, max_banners, judge)
+    c = c_bruteforce.Intake(ports, window, min_n, 30.0, max_keys, max_banners, judge)
+    for op in ops:
+        a: Any
+        b: Any
+        if isinstance(op, Flow):
+            a, b = py.on_flow(op), c.on_flow(op)
+        elif isinstance(op, AppEvent):
+            a, b = py.on_app(op), c.on_app(op)
+        else:
+            a, b = [py.service(s, op) for s in BF_SERVERS], [c.service(s, op) for s in BF_SERVERS]
+        assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
+        assert bruteforce_state(py) == bruteforce_state(c)
+        assert len(py.banners) <= max_banners and len(py.counts) <= max_keys
+
+
+# --- the exfiltration detector's per-flow tests (exfil.Intake) -------------------------------------
+
+EXFIL_HOSTS = ("192.168.1.66", "10.0.0.2", "203.0.113.77", "198.51.100.9", "2001:db8::1")
+exfil_flow = st.builds(
+    lambda start, proto, saddr, daddr, sport, dport, dpkts, sbytes, dbytes, closed_by: Flow(
+        start, start + 60, proto, saddr, sport, daddr, dport, 10, dpkts, sbytes, dbytes, closed_by=closed_by),
+    st.floats(0, 20_000), st.sampled_from(("tcp", "tcp", "udp")), st.sampled_from(EXFIL_HOSTS),
+    st.sampled_from(EXFIL_HOSTS), st.sampled_from((443, 1023, 40000)), st.sampled_from((443, 1023, 1024, 40000)),
+    st.integers(0, 2), st.one_of(st.integers(0, 20_000), st.sampled_from((16_384, 10**6, 10**9))),
+    st.one_of(st.integers(0, 20_000), st.just(0), st.just(10**6)), st.sampled_from(("fin", "active", "active")))
+
+
+def pair_state(p: Any) -> Any:
+    return p.index, p.up, p.down, p.emitted, p.emitted_threat, p.first, p.last
+
+
+def exfil_state(i: Any) -> Any:
+    return [(k, pair_state(p)) for k, p in i.pairs.items()], list(i.open.items())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(exfil_flow, max_size=60), st.sampled_from((600.0, 3600.0, 0.7)), st.sampled_from((16_384, 10**6)),
+       st.sampled_from((1.0, 10.0)), st.integers(1, 4), st.booleans())
+def test_exfil_intake_twins_agree(ops: list[Flow], window: float, bar: int, ratio: float, max_pairs: int,
+                                  report: bool) -> None:
+    """The same pairs judged with the same sums; the same pairs and open reports kept, in the same
+    LRU order; every other flow answered NO_EVIDENCE."""
+    def judge(src: str, dst: str, p: Any, f: Flow) -> Any:
+        if report:  # as Exfil._judge does when it reports
+            p.emitted, p.emitted_threat = p.up, 0.5
+        return [(src, dst, pair_state(p), f)]
+
+    py = py_exfil.Intake(window, bar, ratio, max_pairs, is_local, judge)
+    c = c_exfil.Intake(window, bar, ratio, max_pairs, is_local, judge)
+    for f in ops:
+        a, b = py.on_flow(f), c.on_flow(f)
+        assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
+        assert exfil_state(py) == exfil_state(c)
+        assert len(py.pairs) <= max_pairs

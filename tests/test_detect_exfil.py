@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flowgen import T0, config, flow, replay_pcap, run, write_scenario
+from flowgen import T0, both_twins, config, flow, replay_pcap, run, write_scenario
 
 from slipsq.detect.exfil import Exfil
 from slipsq.flow import AppEvent, Flow
@@ -17,6 +17,8 @@ from tools.gen_sessions import dns_query, udp_stream
 HOST, DROP, RESOLVER = "192.168.1.66", "203.0.113.77", "192.168.1.1"
 MB = 1_000_000
 EPOCH = 1_717_243_200.0
+
+implementation = both_twins("slipsq.detect._exfil")  # every test on the readable (py) and compiled (c) path
 
 
 def up(ts: float, sbytes: int, dbytes: int = 200_000, dst: str = DROP, src: str = HOST, port: int = 443,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from flowgen import T0, beacon, config, flow, run, sort_flows
+from flowgen import T0, beacon, both_twins, config, flow, run, sort_flows
 
 from slipsq.detect.beacon import Beacon
 from slipsq.detect.longconn import LongConnection
@@ -13,6 +13,8 @@ from slipsq.detect.p2p import P2P
 from slipsq.detect.portscan import PortScan
 
 HOST, C2 = "192.168.1.40", "203.0.113.66"
+
+implementation = both_twins("slipsq.detect._p2p")  # every test on the readable (py) and compiled (c) path
 
 
 def swarm(n_peers: int = 30, minutes: int = 20, seed: int = 3, host: str = HOST) -> list:  # type: ignore[type-arg]

@@ -23,14 +23,17 @@ Arithmetic (n = attempts, T = `bruteforce.min_attempts`, default 20):
   hour to one server, and mail pollers (IMAP/POP, which reconnect every few minutes) are not login
   services here.
 Evidence is emitted when the count first reaches T, when it doubles, and when the threat rises.
+The per-flow and per-event path and state (the tests, the counts, the banners) are `Intake`,
+compiled as `_bruteforce.Intake` (slipsq.twins chooses): Python runs only to judge a count at T.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.portscan import unanswered
@@ -55,6 +58,87 @@ class _Count:
     long: int = 0
     emitted: int = 0
     emitted_threat: float = 0.0
+
+
+# what the intake hands a count that reached min_attempts: (service, (src, dst, port), count, flow) -> evidence
+Judge = Callable[[str, tuple[str, str, int], _Count, Flow], Sequence[Evidence]]
+
+
+class Intake:
+    """The detector's per-flow and per-event path and state. `on_flow` answers NO_EVIDENCE for a
+    report of a connection still open, a flow that is not TCP, one to no login service (its banner
+    says so, else its port does) and one the server did not answer (a scan's, counted by portscan):
+    most flows. The others are counted per (source, server, port) in the judge window of their
+    start (`counts`, at most `max_keys` keys; a key first seen when full is not counted), and a
+    short one whose count reached `min_n` goes to `judge`. `on_app` remembers what each banner says
+    of its server (`banners`, at most `max_banners`, least recently seen first; the table hands up
+    HTTP requests too, and the engine every DNS answer). The readable twin of the compiled
+    `_bruteforce.Intake` (make_intake chooses, tests/test_detect_compiled.py holds them equal)."""
+
+    __slots__ = ("banners", "counts", "index", "judge", "max_banners", "max_dur", "max_keys", "min_n", "ports",
+                 "window")
+
+    def __init__(self, ports: dict[int, str], window: float, min_n: int, max_dur: float, max_keys: int,
+                 max_banners: int, judge: Judge) -> None:
+        self.ports, self.window, self.min_n, self.max_dur = ports, window, min_n, max_dur
+        self.max_keys, self.max_banners, self.judge = max_keys, max_banners, judge
+        self.banners: OrderedDict[tuple[str, int], str] = OrderedDict()  # (server, port) -> service
+        self.counts: dict[tuple[str, str, int], _Count] = {}
+        self.index = -1  # the judge window counted in
+
+    def service(self, server: str, port: int) -> str | None:
+        """The login service at (server, port): its banner says so, else its port does."""
+        said = self.banners.get((server, port))
+        if said is not None:
+            return said if said in LOGIN_SERVICES else None
+        return self.ports.get(port)
+
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        if flow.is_report or flow.proto != "tcp":
+            return NO_EVIDENCE
+        service = self.service(flow.daddr, flow.dport)
+        if service is None or unanswered(flow):
+            return NO_EVIDENCE
+        index = int(flow.start // self.window)
+        if index > self.index:
+            self.index, self.counts = index, {}
+        key = (flow.saddr, flow.daddr, flow.dport)
+        c = self.counts.get(key)
+        if c is None:
+            if len(self.counts) >= self.max_keys:
+                return NO_EVIDENCE
+            c = self.counts[key] = _Count(flow.start)
+        c.last = max(c.last, flow.start)
+        if flow.dur <= self.max_dur:
+            c.short += 1
+        else:
+            c.long += 1
+            return NO_EVIDENCE
+        if c.short < self.min_n:
+            return NO_EVIDENCE
+        return self.judge(service, key, c, flow)
+
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
+        if event.kind != "banner":
+            return NO_EVIDENCE
+        service = event.data.get("service", "")
+        if service in _SERVER_FIRST:
+            ends = [(event.saddr, event.sport)]
+        elif service in _EITHER:
+            ends = [(event.saddr, event.sport), (event.daddr, event.dport)]
+        else:  # client-first protocols (rdp, smb, http, tls...) and unknown: the receiver is the server
+            ends = [(event.daddr, event.dport)]
+        for end in ends:
+            put(self.banners, end, service, self.max_banners)
+        return NO_EVIDENCE
+
+
+def make_intake(ports: dict[int, str], window: float, min_n: int, max_dur: float, max_keys: int, max_banners: int,
+                judge: Judge) -> Intake:
+    """The compiled Intake, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._bruteforce")
+    cls: type[Intake] = Intake if fast is None else fast.Intake
+    return cls(ports, window, min_n, max_dur, max_keys, max_banners, judge)
 
 
 class BruteForce(Detector):
@@ -85,57 +169,30 @@ class BruteForce(Detector):
         self.ports: dict[int, str] = dict(DEFAULT_PORTS)
         for p in self.opt("ports"):
             self.ports.setdefault(int(p), "login")
-        self.banners: OrderedDict[tuple[str, int], str] = OrderedDict()  # (server, port) -> service
-        self.counts: dict[tuple[str, str, int], _Count] = {}
-        self.index = -1
         self.max_banners: int = self.opt("max_banners")
         self.max_keys: int = self.opt("max_keys")
+        self.intake = make_intake(self.ports, self.window, self.min_n, self.max_dur, self.max_keys, self.max_banners,
+                                  self._judge)
+        self.banners = self.intake.banners  # (server, port) -> what its banner said (the intake's)
+        # the engine calls these once per flow and per app event: hand it the compiled path itself
+        # (the Python frame of a method that only calls it would cost as much as the compiled tests)
+        self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
+        self.on_app = self.intake.on_app  # type: ignore[method-assign]
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
-        if event.kind != "banner":
-            return NO_EVIDENCE
-        service = event.data.get("service", "")
-        if service in _SERVER_FIRST:
-            ends = [(event.saddr, event.sport)]
-        elif service in _EITHER:
-            ends = [(event.saddr, event.sport), (event.daddr, event.dport)]
-        else:  # client-first protocols (rdp, smb, http, tls...) and unknown: the receiver is the server
-            ends = [(event.daddr, event.dport)]
-        for end in ends:
-            put(self.banners, end, service, self.max_banners)
-        return NO_EVIDENCE
+        return self.intake.on_app(event)  # (not called by the engine: see __init__)
+
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        return self.intake.on_flow(flow)  # (not called by the engine: see __init__)
 
     def service(self, server: str, port: int) -> str | None:
         """The login service at (server, port): its banner says so, else its port does."""
-        said = self.banners.get((server, port))
-        if said is not None:
-            return said if said in LOGIN_SERVICES else None
-        return self.ports.get(port)
+        return self.intake.service(server, port)
 
-    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
-        if flow.is_report or flow.proto != "tcp":
-            return NO_EVIDENCE
-        service = self.service(flow.daddr, flow.dport)
-        if service is None or unanswered(flow):
-            return NO_EVIDENCE
-        index = int(flow.start // self.window)
-        if index > self.index:
-            self.index, self.counts = index, {}
-        key = (flow.saddr, flow.daddr, flow.dport)
-        c = self.counts.get(key)
-        if c is None:
-            if len(self.counts) >= self.max_keys:
-                return NO_EVIDENCE
-            c = self.counts[key] = _Count(flow.start)
-        c.last = max(c.last, flow.start)
-        if flow.dur <= self.max_dur:
-            c.short += 1
-        else:
-            c.long += 1
-            return NO_EVIDENCE
+    def _judge(self, service: str, key: tuple[str, str, int], c: _Count, flow: Flow) -> Sequence[Evidence]:
+        """A count of short connections that reached min_attempts (Intake.on_flow): evidence when it
+        first does, when it doubles and when the threat rises."""
         n = c.short
-        if n < self.min_n:
-            return NO_EVIDENCE
         inbound = is_local(flow.daddr) and not is_local(flow.saddr)
         threat = CRITICAL if n >= 3 * self.min_n or inbound else HIGH
         if c.emitted and n < 2 * c.emitted and threat <= c.emitted_threat:
@@ -145,7 +202,7 @@ class BruteForce(Detector):
         conf = n / (n + c.long)
         desc = (f"{service} brute force from {src} to {dst}:{port}/tcp: {n} short connections "
                 f"(<= {self.max_dur:g}s) in {c.last - c.first:.0f}s, {c.long} longer sessions")
-        ts = max(c.last, self.index * self.window)  # a late flow of the last window counts in this one
+        ts = max(c.last, self.intake.index * self.window)  # a late flow of the last window counts in this one
         return [Evidence(ts=ts, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,
                          proto="tcp", description=desc, threat_level=threat, confidence=round(conf, 3),
                          label=service, key=f"bruteforce:{src}:{dst}:{port}/tcp", flows=(flow,))]

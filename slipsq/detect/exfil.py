@@ -34,6 +34,8 @@ False-positive guards:
   on a connection that was answered) are skipped: every byte would look like an upload.
 * A flow that carried under 16 kB both ways is not counted (most flows: it costs one comparison):
   50 MB in such flows would take 3,000+ connections to one server, a beacon's business.
+The per-flow path and state (the tests, the reports, the pair sums) are `Intake`, compiled as
+`_exfil.Intake` (slipsq.twins chooses): Python runs only to judge a pair past the bar and R.
 Caught: bulk theft (ransomware's double extortion, a dump of a disk or mailbox) to a bare address
 or an unknown named host, in one connection or many, within a window. Not caught: small thefts (an
 infostealer's few MB of passwords, below M), uploads spread over many servers or windows, uploads
@@ -43,8 +45,9 @@ to an allowed cloud (attackers use them too: an allow-list trade), exfiltration 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import is_local
@@ -80,6 +83,76 @@ class _Pair:
         self.first = self.last = 0.0
 
 
+# what the intake hands a pair whose upload passed the bar and the ratio: (src, dst, pair, flow) -> evidence
+Judge = Callable[[str, str, _Pair, Flow], Sequence[Evidence]]
+
+
+class Intake:
+    """The detector's per-flow path and state, one call per flow: the early tests, the open
+    connections' reports and the per-pair sums. `on_flow` answers NO_EVIDENCE for a flow that
+    carried under 16 kB both ways (most flows: one comparison), one with no packet back (a flow
+    file without a byte split, or no answer: TCP sends ACKs back), one that is not TCP, one seen
+    backwards (a well-known source port, an ephemeral destination port: a download), one to a
+    local server, and one whose pair's upload is below the bar or the ratio; it hands the other
+    pairs to `judge(src, dst, pair, flow)`. The readable twin of the compiled `_exfil.Intake`
+    (make_intake chooses, tests/test_detect_compiled.py holds them equal).
+
+    `pairs` ((client, server) -> its window's sums, at most `max_pairs`, least recently opened
+    first) and `open` (a long connection's bytes already counted from its reports: 5-tuple ->
+    (up, down), at most _MAX_OPEN) are bounded maps (slipsq.lru); `local` is prefixes.is_local."""
+
+    __slots__ = ("bar", "judge", "local", "max_pairs", "open", "pairs", "ratio", "window")
+
+    def __init__(self, window: float, bar: int, ratio: float, max_pairs: int, local: Callable[[str], bool],
+                 judge: Judge) -> None:
+        self.window, self.bar, self.ratio, self.max_pairs = window, bar, ratio, max_pairs
+        self.local, self.judge = local, judge
+        self.pairs: OrderedDict[tuple[str, str], _Pair] = OrderedDict()
+        self.open: OrderedDict[tuple[str, int, str, int], tuple[int, int]] = OrderedDict()
+
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        if flow.sbytes + flow.dbytes < _MIN_FLOW_BYTES or flow.dpkts == 0 or flow.proto != "tcp":
+            return NO_EVIDENCE
+        if flow.sport < 1024 <= flow.dport:  # a server's port as the source: seen backwards
+            return NO_EVIDENCE
+        src, dst = flow.saddr, flow.daddr
+        up, down = flow.sbytes, flow.dbytes
+        if flow.is_report:  # a long connection still open: count what is new since its last report
+            fkey = (src, flow.sport, dst, flow.dport)
+            seen = self.open.get(fkey)
+            put(self.open, fkey, (up, down), _MAX_OPEN)
+            if seen is not None:
+                up, down = up - seen[0], down - seen[1]
+        elif self.open:  # it closed: its reports counted part of it already
+            seen = self.open.pop((src, flow.sport, dst, flow.dport), None)
+            if seen is not None:
+                up, down = up - seen[0], down - seen[1]
+        pair = self.pairs.get((src, dst))
+        if pair is None:
+            if self.local(dst):
+                return NO_EVIDENCE
+            pair = touch(self.pairs, (src, dst), _Pair, self.max_pairs)
+        index = int(flow.end // self.window)  # the bytes arrived by its end (a report: since the last one)
+        if index > pair.index:
+            pair.index, pair.up, pair.down, pair.emitted, pair.emitted_threat = index, 0, 0, 0, 0.0
+            pair.first = flow.start
+        pair.up += up
+        pair.down += down
+        if flow.end > pair.last:
+            pair.last = flow.end
+        if pair.up < self.bar or pair.up < self.ratio * pair.down:
+            return NO_EVIDENCE
+        return self.judge(src, dst, pair, flow)
+
+
+def make_intake(window: float, bar: int, ratio: float, max_pairs: int, local: Callable[[str], bool],
+                judge: Judge) -> Intake:
+    """The compiled Intake, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._exfil")
+    cls: type[Intake] = Intake if fast is None else fast.Intake
+    return cls(window, bar, ratio, max_pairs, local, judge)
+
+
 class Exfil(Detector):
     name = "exfil"
     evidence_kinds = ("exfiltration",)
@@ -104,45 +177,15 @@ class Exfil(Detector):
         self.ratio: float = self.opt("ratio")
         self.allow_domains = tuple(d.lower().strip(".") for d in self.opt("allow_domains"))
         self.max_pairs: int = self.opt("max_pairs")
-        self.pairs: OrderedDict[tuple[str, str], _Pair] = OrderedDict()
-        # a long connection's bytes already counted from its reports: 5-tuple -> (up, down)
-        self.open: OrderedDict[tuple[str, int, str, int], tuple[int, int]] = OrderedDict()
+        self.intake = make_intake(self.window, self.bar, self.ratio, self.max_pairs, is_local, self._judge)
+        self.pairs = self.intake.pairs  # (client, server) -> its window's sums
+        self.open = self.intake.open  # a long connection's bytes already counted from its reports
+        # the engine calls on_flow once per flow: hand it the compiled path itself (the Python frame
+        # of a method that only calls it would cost more than the compiled tests)
+        self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
-        # small flows first (most flows: one comparison); TCP sends ACKs back: no packet back means
-        # a file without a byte split, or no answer
-        if flow.sbytes + flow.dbytes < _MIN_FLOW_BYTES or flow.dpkts == 0 or flow.proto != "tcp":
-            return NO_EVIDENCE
-        if flow.sport < 1024 <= flow.dport:  # a server's port as the source: seen backwards (a download)
-            return NO_EVIDENCE
-        src, dst = flow.saddr, flow.daddr
-        up, down = flow.sbytes, flow.dbytes
-        if flow.is_report:  # a long connection still open: count what is new since its last report
-            fkey = (src, flow.sport, dst, flow.dport)
-            seen = self.open.get(fkey)
-            put(self.open, fkey, (up, down), _MAX_OPEN)
-            if seen is not None:
-                up, down = up - seen[0], down - seen[1]
-        elif self.open:  # it closed: its reports counted part of it already
-            seen = self.open.pop((src, flow.sport, dst, flow.dport), None)
-            if seen is not None:
-                up, down = up - seen[0], down - seen[1]
-        pair = self.pairs.get((src, dst))
-        if pair is None:
-            if is_local(dst):
-                return NO_EVIDENCE
-            pair = touch(self.pairs, (src, dst), _Pair, self.max_pairs)
-        index = int(flow.end // self.window)  # the bytes arrived by its end (a report: since the last one)
-        if index > pair.index:
-            pair.index, pair.up, pair.down, pair.emitted, pair.emitted_threat = index, 0, 0, 0, 0.0
-            pair.first = flow.start
-        pair.up += up
-        pair.down += down
-        if flow.end > pair.last:
-            pair.last = flow.end
-        if pair.up < self.bar or pair.up < self.ratio * pair.down:
-            return NO_EVIDENCE
-        return self._judge(src, dst, pair, flow)
+        return self.intake.on_flow(flow)  # (not called by the engine: see __init__)
 
     def _allowed_name(self, names: set[str]) -> bool:
         for name in names:

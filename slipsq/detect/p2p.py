@@ -17,6 +17,8 @@ host to a server on 443, to a named host or to a service port is still judged as
 
 Evidence: one info-level line per P2P host per judge window ("runs peer-to-peer software"), so the
 alerts and `slipsq explain` show why its chatter was let be. It never blocks and never does I/O.
+The per-flow tests (which flows are a peer exchange) are `Intake`, compiled as `_p2p.Intake`
+(slipsq.twins chooses): most flows never reach this module's Python.
 Limits: recognition is by flows only (no payload signatures yet), so a client with fewer than
 `p2p.min_peers` answered peers is not recognised; flow files without DNS make every address
 "unnamed", which only matters for hosts that also meet the peer count.
@@ -25,8 +27,9 @@ Limits: recognition is by flows only (no payload signatures yet), so a client wi
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.peers import SERVICE_PORTS
@@ -37,6 +40,50 @@ from slipsq.records import INFO, Evidence
 
 _MAX_TRACKED = 65_536  # local hosts whose recent peers are counted
 _MAX_PEERS = 128  # recent peers kept per host (the count only has to reach min_peers); p2p.max_total_peers bounds all
+# what the intake hands an exchange to: (local host, peer, peer's port, inbound, flow) -> evidence
+Count = Callable[[str, str, int, bool, Flow], Sequence[Evidence]]
+
+
+class Intake:
+    """The detector's per-flow path, one call per flow: which flows count as a peer exchange. An
+    exchange is an answered TCP or UDP flow (packets both ways; a probe nobody answered is a scan's)
+    between a local host and a remote address: outbound to a high port that is no known service and
+    no DNS answer named, or inbound to a local high port that is no known service (a swarm found
+    the host's listening port; the peer counts whatever its own port). `on_flow` answers
+    NO_EVIDENCE for every other flow (most flows) and hands an exchange to `count(host, peer, port,
+    inbound, flow)`. The readable twin of the compiled `_p2p.Intake` (make_intake chooses,
+    tests/test_detect_compiled.py holds them equal).
+
+    `local` answers "is this address local" (prefixes.is_local); `ctx.dns_names` is read per flow,
+    not kept: a reload gives the context the old names map after the detector was made."""
+
+    __slots__ = ("count", "ctx", "local")
+
+    def __init__(self, ctx: Context, local: Callable[[str], bool], count: Count) -> None:
+        self.ctx, self.local, self.count = ctx, local, count
+
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        if flow.proto not in ("tcp", "udp") or not flow.dpkts or not flow.spkts:
+            return NO_EVIDENCE
+        saddr, daddr = flow.saddr, flow.daddr
+        src_local, dst_local = self.local(saddr), self.local(daddr)
+        if src_local == dst_local:
+            return NO_EVIDENCE
+        if src_local:  # outbound: the remote end is a peer if it listens on a high, unnamed port
+            port = flow.dport
+            if port < 1024 or port in SERVICE_PORTS or daddr in self.ctx.dns_names:
+                return NO_EVIDENCE
+            return self.count(saddr, daddr, port, False, flow)
+        if flow.dport < 1024 or flow.dport in SERVICE_PORTS:  # inbound to a port no swarm listens on
+            return NO_EVIDENCE
+        return self.count(daddr, saddr, flow.sport, True, flow)
+
+
+def make_intake(ctx: Context, local: Callable[[str], bool], count: Count) -> Intake:
+    """The compiled Intake, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._p2p")
+    cls: type[Intake] = Intake if fast is None else fast.Intake
+    return cls(ctx, local, count)
 
 
 class P2P(Detector):
@@ -61,21 +108,17 @@ class P2P(Detector):
         self.recent: Nested[str, str, tuple[float, int]] = Nested(_MAX_TRACKED, _MAX_PEERS,
                                                                   self.opt("max_total_peers"))
         self.reported: OrderedDict[str, int] = OrderedDict()  # host -> judge window of its last report
+        self.intake = make_intake(ctx, is_local, self._count)
+        # the engine calls on_flow once per flow: hand it the compiled path itself (the Python frame
+        # of a method that only calls it would cost as much as the compiled tests)
+        self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
-        if flow.proto not in ("tcp", "udp") or not flow.dpkts or not flow.spkts:
-            return NO_EVIDENCE  # only exchanges count: a probe nobody answered is a scan's
-        src_local, dst_local = is_local(flow.saddr), is_local(flow.daddr)
-        if src_local == dst_local:
-            return NO_EVIDENCE
-        if src_local:  # outbound: the remote end is a peer if it listens on a high, unnamed port
-            host, peer, port = flow.saddr, flow.daddr, flow.dport
-            if port < 1024 or port in SERVICE_PORTS or peer in self.ctx.dns_names:
-                return NO_EVIDENCE
-        else:  # inbound to a local high port: a swarm found the host's listening port
-            host, peer, port = flow.daddr, flow.saddr, flow.sport
-            if flow.dport < 1024 or flow.dport in SERVICE_PORTS:
-                return NO_EVIDENCE
+        return self.intake.on_flow(flow)  # (not called by the engine: see __init__)
+
+    def _count(self, host: str, peer: str, port: int, inbound: bool, flow: Flow) -> Sequence[Evidence]:
+        """A flow the intake let through: an exchange of local `host` with `peer`:`port`."""
+        if inbound:
             self.ctx.peers.connected_in(host, peer, flow.end)
         now = flow.end
         self.recent.put(host, peer, (now, port))

@@ -1,0 +1,139 @@
+# cython: language_level=3
+"""The brute force detector's per-flow and per-event path and state, compiled: the twin of
+`bruteforce.Intake` and `bruteforce._Count` (read them for the rules; slipsq.twins chooses). Every
+flow and every app event the detector sees comes through here: the report, protocol, login-service
+and answered tests, the per-window counts and the banners run in C, so Python runs only to judge a
+count that reached min_attempts (bruteforce.BruteForce._judge).
+
+The same maps as the twin (a dict of counts per window, the banners' OrderedDict changed through its
+own methods so its order is the twin's) and the counts' times and numbers kept as Python objects
+(the same arithmetic, the same types in the evidence). tests/test_detect_compiled.py holds both
+equal. Data only: no I/O, no clock.
+"""
+
+import sys
+from collections import OrderedDict
+
+cimport cython
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
+from cpython.ref cimport PyObject
+from cpython.set cimport PySet_Contains
+
+from slipsq.detect.base import NO_EVIDENCE
+from slipsq.detect.bruteforce import _EITHER, _SERVER_FIRST, LOGIN_SERVICES
+from slipsq.detect.portscan import _BY_STATE
+
+cdef object _STATES = _BY_STATE.__self__  # the memo behind portscan.unanswered's state lookup
+cdef object _LOGIN_SERVICES = LOGIN_SERVICES
+cdef object _SERVER_FIRST_ = _SERVER_FIRST
+cdef object _EITHER_ = _EITHER
+cdef object _NO_EVIDENCE = NO_EVIDENCE
+
+
+cdef inline bint _unanswered(object flow) except -1:
+    """portscan.unanswered(flow) (as _portscan's): a memo hit is read in C."""
+    state = flow.state
+    cdef PyObject* hit = PyDict_GetItemWithError(_STATES, state)
+    said = _BY_STATE(state) if hit == NULL else <object>hit
+    if said is None:
+        return bool(flow.dpkts == 0)
+    return bool(said)
+
+
+@cython.no_gc  # holds numbers only: never in a reference cycle
+cdef class Count:
+    """One (source, server, port) of a window (bruteforce._Count)."""
+
+    cdef public object first, last, short, long, emitted, emitted_threat
+
+    def __init__(self, first):
+        self.first = first
+        self.last = 0.0
+        self.short = self.long = self.emitted = 0
+        self.emitted_threat = 0.0
+
+
+cdef class Intake:
+    """One call per flow (on_flow) and per app event (on_app): bruteforce.Intake."""
+
+    cdef readonly dict ports, counts  # port -> login service; this window's counts
+    cdef readonly object banners, index, window, min_n, max_dur, judge
+    cdef readonly Py_ssize_t max_keys, max_banners
+    cdef object _move, _popitem  # the banners' OrderedDict methods, bound once
+
+    def __init__(self, dict ports, window, min_n, max_dur, max_keys, max_banners, judge):
+        self.ports, self.window, self.min_n, self.max_dur, self.judge = ports, window, min_n, max_dur, judge
+        # a bound past any size a map can reach: clamp it to fit
+        self.max_keys, self.max_banners = min(max_keys, sys.maxsize), min(max_banners, sys.maxsize)
+        self.banners = OrderedDict()
+        self._move, self._popitem = self.banners.move_to_end, self.banners.popitem
+        self.counts = {}
+        self.index = -1
+
+    cdef object _service(self, object server, object port):
+        cdef PyObject* said = PyDict_GetItemWithError(self.banners, (server, port))
+        if said != NULL:
+            return <object>said if PySet_Contains(_LOGIN_SERVICES, <object>said) == 1 else None
+        cdef PyObject* known = PyDict_GetItemWithError(self.ports, port)
+        return None if known == NULL else <object>known
+
+    def service(self, server, port):
+        return self._service(server, port)
+
+    def on_flow(self, flow):
+        # flow.closed_by == "active" is Flow.is_report, read without calling the property
+        if flow.closed_by == "active" or flow.proto != "tcp":
+            return _NO_EVIDENCE
+        saddr, daddr, dport = flow.saddr, flow.daddr, flow.dport
+        service = self._service(daddr, dport)
+        if service is None or _unanswered(flow):
+            return _NO_EVIDENCE
+        start = flow.start
+        index = int(start // self.window)
+        if index > self.index:
+            self.index, self.counts = index, {}
+        key = (saddr, daddr, dport)
+        cdef PyObject* found = PyDict_GetItemWithError(self.counts, key)
+        cdef Count c
+        if found == NULL:
+            if PyDict_Size(self.counts) >= self.max_keys:
+                return _NO_EVIDENCE
+            c = Count(start)
+            PyDict_SetItem(self.counts, key, c)
+        else:
+            c = <Count>found
+        if start > c.last:  # max(c.last, start)
+            c.last = start
+        dur = flow.end - start  # Flow.dur: max(0.0, end - start)
+        if not dur > 0.0:
+            dur = 0.0
+        if dur <= self.max_dur:
+            c.short += 1
+        else:
+            c.long += 1
+            return _NO_EVIDENCE
+        if c.short < self.min_n:
+            return _NO_EVIDENCE
+        return self.judge(service, key, c, flow)
+
+    cdef int _put(self, tuple end, object service) except -1:
+        """lru.put(banners, end, service, max_banners)."""
+        if end in self.banners:
+            self._move(end)
+        elif PyDict_Size(self.banners) >= self.max_banners:
+            self._popitem(False)
+        self.banners[end] = service  # through OrderedDict's own setitem: it keeps the order
+        return 0
+
+    def on_app(self, event):
+        if event.kind != "banner":
+            return _NO_EVIDENCE
+        service = event.data.get("service", "")
+        if PySet_Contains(_SERVER_FIRST_, service) == 1:
+            self._put((event.saddr, event.sport), service)
+        elif PySet_Contains(_EITHER_, service) == 1:
+            self._put((event.saddr, event.sport), service)
+            self._put((event.daddr, event.dport), service)
+        else:  # client-first protocols and unknown: the receiver is the server
+            self._put((event.daddr, event.dport), service)
+        return _NO_EVIDENCE

@@ -1,0 +1,118 @@
+# cython: language_level=3
+"""The exfiltration detector's per-flow path and state, compiled: the twin of `exfil.Intake` and
+`exfil._Pair` (read them for the rules; slipsq.twins chooses). Every flow the detector sees comes
+through `Intake.on_flow`: most carry under 16 kB and are answered by the first test; the rest update
+the open connections' reports and the pair's sums here, so Python runs only to judge a pair whose
+upload passed the bar and the ratio (exfil.Exfil._judge).
+
+The same maps as the twin (OrderedDicts keyed by the same tuples, changed through OrderedDict's own
+methods so their order is the twin's), the sums kept as Python numbers (the same arithmetic, the
+same types in the evidence), and "is it local" read in prefixes.is_local's memo (a new address is
+parsed in C and put there, as _beacon and _portscan do). tests/test_detect_compiled.py holds both
+equal. Data only: no I/O, no clock.
+"""
+
+import sys
+from collections import OrderedDict
+
+cimport cython
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_Size
+from cpython.ref cimport PyObject
+
+from slipsq.detect._addrtext cimport memo_local
+from slipsq.detect.base import NO_EVIDENCE
+from slipsq.detect.exfil import _MAX_OPEN, _MIN_FLOW_BYTES
+from slipsq.detect.prefixes import is_local
+
+cdef object _NO_EVIDENCE = NO_EVIDENCE
+cdef object _MIN_BYTES = _MIN_FLOW_BYTES
+cdef Py_ssize_t MAX_OPEN = _MAX_OPEN
+cdef object _LOCAL = is_local.__self__  # the Memo behind prefixes.is_local (a dict subclass)
+cdef Py_ssize_t _LOCAL_SIZE = _LOCAL.size
+
+
+@cython.no_gc  # holds numbers only: never in a reference cycle (one per pair: the collector need not walk them)
+cdef class Pair:
+    """One (client, server) pair's sums in its judge window (exfil._Pair)."""
+
+    cdef public object index, up, down, emitted, emitted_threat, first, last
+
+    def __init__(self):
+        self.index = -1
+        self.up = self.down = self.emitted = 0
+        self.emitted_threat = 0.0
+        self.first = self.last = 0.0
+
+
+cdef class Intake:
+    """One call per flow: the early tests, the reports and the pair's sums (exfil.Intake)."""
+
+    cdef readonly object window, bar, ratio, local, judge, pairs, open
+    cdef readonly Py_ssize_t max_pairs
+    cdef object local_memo  # is_local's memo when `local` is is_local (else None: `local` is called)
+    # OrderedDict methods bound once (called from C; its setitem keeps the order)
+    cdef object _pairs_popitem, _open_get, _open_pop, _open_move, _open_popitem
+
+    def __init__(self, window, bar, ratio, max_pairs, local, judge):
+        self.window, self.bar, self.ratio = window, bar, ratio
+        self.max_pairs = min(max_pairs, sys.maxsize)  # a bound past any size a map can reach: clamp it
+        self.local, self.judge = local, judge
+        self.local_memo = _LOCAL if local is is_local else None
+        self.pairs, self.open = OrderedDict(), OrderedDict()
+        self._pairs_popitem = self.pairs.popitem
+        self._open_get, self._open_pop = self.open.get, self.open.pop
+        self._open_move, self._open_popitem = self.open.move_to_end, self.open.popitem
+
+    cdef inline bint _local(self, object ip) except -1:
+        if self.local_memo is None:
+            return bool(self.local(ip))
+        return memo_local(_LOCAL, _LOCAL_SIZE, ip, is_local)
+
+    def on_flow(self, flow):
+        up, down = flow.sbytes, flow.dbytes
+        if up + down < _MIN_BYTES or flow.dpkts == 0 or flow.proto != "tcp":
+            return _NO_EVIDENCE
+        sport, dport = flow.sport, flow.dport
+        if sport < 1024 <= dport:  # a server's port as the source: seen backwards
+            return _NO_EVIDENCE
+        src, dst = flow.saddr, flow.daddr
+        if flow.closed_by == "active":  # Flow.is_report: count what is new since its last report
+            fkey = (src, sport, dst, dport)
+            seen = self._open_get(fkey)
+            # lru.put(open, fkey, (up, down), _MAX_OPEN)
+            if seen is not None:  # (a value is never None)
+                self._open_move(fkey)
+            elif PyDict_Size(self.open) >= MAX_OPEN:
+                self._open_popitem(False)
+            self.open[fkey] = (up, down)
+            if seen is not None:
+                up, down = up - seen[0], down - seen[1]
+        elif PyDict_Size(self.open):  # it closed: its reports counted part of it already
+            seen = self._open_pop((src, sport, dst, dport), None)
+            if seen is not None:
+                up, down = up - seen[0], down - seen[1]
+        key = (src, dst)
+        cdef PyObject* found = PyDict_GetItemWithError(self.pairs, key)
+        cdef Pair pair
+        if found == NULL:
+            if self._local(dst):
+                return _NO_EVIDENCE
+            # lru.touch(pairs, key, _Pair, max_pairs) of a key that is not there
+            if PyDict_Size(self.pairs) >= self.max_pairs:
+                self._pairs_popitem(False)
+            pair = Pair()
+            self.pairs[key] = pair
+        else:
+            pair = <Pair>found
+        end = flow.end
+        index = int(end // self.window)  # the bytes arrived by its end (a report: since the last one)
+        if index > pair.index:
+            pair.index, pair.up, pair.down, pair.emitted, pair.emitted_threat = index, 0, 0, 0, 0.0
+            pair.first = flow.start
+        pair.up += up
+        pair.down += down
+        if end > pair.last:
+            pair.last = end
+        if pair.up < self.bar or pair.up < self.ratio * pair.down:
+            return _NO_EVIDENCE
+        return self.judge(src, dst, pair, flow)

@@ -1,0 +1,62 @@
+# cython: language_level=3
+"""The P2P detector's per-flow path, compiled: the twin of `p2p.Intake` (read it for the rules;
+slipsq.twins chooses). Every flow the detector sees comes through `Intake.on_flow`: the exchange,
+side and port tests run here, an address's "is it local" is one C lookup in prefixes.is_local's memo
+(a new address is parsed in C and put there, as _beacon and _portscan do), and the few flows that
+count as a peer exchange go to the detector's `count` (p2p.P2P._count, Python: the recent-peer map
+and the evidence). Data only: no I/O, no clock.
+"""
+
+from cpython.set cimport PySet_Contains
+
+from slipsq.detect._addrtext cimport memo_local
+from slipsq.detect.base import NO_EVIDENCE
+from slipsq.detect.peers import SERVICE_PORTS
+from slipsq.detect.prefixes import is_local
+
+cdef object _LOCAL = is_local.__self__  # the Memo behind prefixes.is_local (a dict subclass)
+cdef Py_ssize_t _LOCAL_SIZE = _LOCAL.size
+cdef object _SERVICE_PORTS = SERVICE_PORTS
+cdef object _NO_EVIDENCE = NO_EVIDENCE
+
+
+cdef inline bint _low_or_service(object port) except -1:
+    """The twin's `port < 1024 or port in SERVICE_PORTS`: not a port a swarm listens on."""
+    if port < 1024:
+        return True
+    return PySet_Contains(_SERVICE_PORTS, port) == 1
+
+
+cdef class Intake:
+    """One call per flow: is it an answered exchange between a local host and a remote high port
+    (p2p.Intake)? Most flows are answered NO_EVIDENCE here; the others go to `count`."""
+
+    cdef readonly object ctx, local, count
+    cdef object local_memo  # is_local's memo when `local` is is_local (else None: `local` is called)
+
+    def __init__(self, ctx, local, count):
+        self.ctx, self.local, self.count = ctx, local, count
+        self.local_memo = _LOCAL if local is is_local else None
+
+    cdef inline bint _local(self, object ip) except -1:
+        if self.local_memo is None:
+            return bool(self.local(ip))
+        return memo_local(_LOCAL, _LOCAL_SIZE, ip, is_local)
+
+    def on_flow(self, flow):
+        proto = flow.proto
+        if not (proto == "tcp" or proto == "udp") or not flow.dpkts or not flow.spkts:
+            return _NO_EVIDENCE
+        saddr, daddr = flow.saddr, flow.daddr
+        cdef bint src_local = self._local(saddr)
+        cdef bint dst_local = self._local(daddr)
+        if src_local == dst_local:
+            return _NO_EVIDENCE
+        if src_local:  # outbound
+            port = flow.dport
+            if _low_or_service(port) or daddr in self.ctx.dns_names:
+                return _NO_EVIDENCE
+            return self.count(saddr, daddr, port, False, flow)
+        if _low_or_service(flow.dport):  # inbound to a local port a swarm does not listen on
+            return _NO_EVIDENCE
+        return self.count(daddr, saddr, flow.sport, True, flow)
