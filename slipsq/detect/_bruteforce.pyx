@@ -11,6 +11,8 @@ own methods so its order is the twin's) and the counts' times and numbers kept a
 equal. Data only: no I/O, no clock.
 """
 
+from dataclasses import fields
+
 import sys
 from collections import OrderedDict
 
@@ -18,10 +20,23 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
 from cpython.set cimport PySet_Contains
+from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_START, F_STATE,
+                                FlowSlots, flow_direct, flow_field, flow_slots)
 
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.bruteforce import _EITHER, _SERVER_FIRST, LOGIN_SERVICES
 from slipsq.detect.portscan import _BY_STATE
+from slipsq.flow import Flow
+
+cdef tuple NAMES = tuple(f.name for f in fields(Flow))
+cdef FlowSlots SLOTS
+flow_slots(&SLOTS, Flow, NAMES)
+
+
+cdef inline object _f(object flow, int k):
+    """flow.<NAMES[k]>, from its slot when it is a Flow (slipsq/_flowslots.pxd)."""
+    return flow_field(&SLOTS, flow, flow_direct(&SLOTS, flow), k, NAMES)
+
 
 cdef object _STATES = _BY_STATE.__self__  # the memo behind portscan.unanswered's state lookup
 cdef object _LOGIN_SERVICES = LOGIN_SERVICES
@@ -32,11 +47,11 @@ cdef object _NO_EVIDENCE = NO_EVIDENCE
 
 cdef inline bint _unanswered(object flow) except -1:
     """portscan.unanswered(flow) (as _portscan's): a memo hit is read in C."""
-    state = flow.state
+    state = _f(flow, F_STATE)
     cdef PyObject* hit = PyDict_GetItemWithError(_STATES, state)
     said = _BY_STATE(state) if hit == NULL else <object>hit
     if said is None:
-        return bool(flow.dpkts == 0)
+        return bool(_f(flow, F_DPKTS) == 0)
     return bool(said)
 
 
@@ -82,13 +97,13 @@ cdef class Intake:
 
     def on_flow(self, flow):
         # flow.closed_by == "active" is Flow.is_report, read without calling the property
-        if flow.closed_by == "active" or flow.proto != "tcp":
+        if _f(flow, F_CLOSED_BY) == "active" or _f(flow, F_PROTO) != "tcp":
             return _NO_EVIDENCE
-        saddr, daddr, dport = flow.saddr, flow.daddr, flow.dport
+        saddr, daddr, dport = _f(flow, F_SADDR), _f(flow, F_DADDR), _f(flow, F_DPORT)
         service = self._service(daddr, dport)
         if service is None or _unanswered(flow):
             return _NO_EVIDENCE
-        start = flow.start
+        start = _f(flow, F_START)
         index = int(start // self.window)
         if index > self.index:
             self.index, self.counts = index, {}
@@ -104,7 +119,7 @@ cdef class Intake:
             c = <Count>found
         if start > c.last:  # max(c.last, start)
             c.last = start
-        dur = flow.end - start  # Flow.dur: max(0.0, end - start)
+        dur = _f(flow, F_END) - start  # Flow.dur: max(0.0, end - start)
         if not dur > 0.0:
             dur = 0.0
         if dur <= self.max_dur:

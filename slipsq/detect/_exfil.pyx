@@ -12,6 +12,8 @@ parsed in C and put there, as _beacon and _portscan do). tests/test_detect_compi
 equal. Data only: no I/O, no clock.
 """
 
+from dataclasses import fields
+
 import sys
 from collections import OrderedDict
 
@@ -20,9 +22,22 @@ from cpython.dict cimport PyDict_GetItemWithError, PyDict_Size
 from cpython.ref cimport PyObject
 
 from slipsq.detect._addrtext cimport memo_local
+from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES,
+                                F_SPORT, F_START, FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.exfil import _MAX_OPEN, _MIN_FLOW_BYTES
 from slipsq.detect.prefixes import is_local
+from slipsq.flow import Flow
+
+cdef tuple NAMES = tuple(f.name for f in fields(Flow))
+cdef FlowSlots SLOTS
+flow_slots(&SLOTS, Flow, NAMES)
+
+
+cdef inline object _f(object flow, int k):
+    """flow.<NAMES[k]>, from its slot when it is a Flow (slipsq/_flowslots.pxd)."""
+    return flow_field(&SLOTS, flow, flow_direct(&SLOTS, flow), k, NAMES)
+
 
 cdef object _NO_EVIDENCE = NO_EVIDENCE
 cdef object _MIN_BYTES = _MIN_FLOW_BYTES
@@ -69,14 +84,14 @@ cdef class Intake:
         return memo_local(_LOCAL, _LOCAL_SIZE, ip, is_local)
 
     def on_flow(self, flow):
-        up, down = flow.sbytes, flow.dbytes
-        if up + down < _MIN_BYTES or flow.dpkts == 0 or flow.proto != "tcp":
+        up, down = _f(flow, F_SBYTES), _f(flow, F_DBYTES)
+        if up + down < _MIN_BYTES or _f(flow, F_DPKTS) == 0 or _f(flow, F_PROTO) != "tcp":
             return _NO_EVIDENCE
-        sport, dport = flow.sport, flow.dport
+        sport, dport = _f(flow, F_SPORT), _f(flow, F_DPORT)
         if sport < 1024 <= dport:  # a server's port as the source: seen backwards
             return _NO_EVIDENCE
-        src, dst = flow.saddr, flow.daddr
-        if flow.closed_by == "active":  # Flow.is_report: count what is new since its last report
+        src, dst = _f(flow, F_SADDR), _f(flow, F_DADDR)
+        if _f(flow, F_CLOSED_BY) == "active":  # Flow.is_report: count what is new since its last report
             fkey = (src, sport, dst, dport)
             seen = self._open_get(fkey)
             # lru.put(open, fkey, (up, down), _MAX_OPEN)
@@ -104,11 +119,11 @@ cdef class Intake:
             self.pairs[key] = pair
         else:
             pair = <Pair>found
-        end = flow.end
+        end = _f(flow, F_END)
         index = int(end // self.window)  # the bytes arrived by its end (a report: since the last one)
         if index > pair.index:
             pair.index, pair.up, pair.down, pair.emitted, pair.emitted_threat = index, 0, 0, 0, 0.0
-            pair.first = flow.start
+            pair.first = _f(flow, F_START)
         pair.up += up
         pair.down += down
         if end > pair.last:

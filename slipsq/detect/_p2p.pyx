@@ -7,12 +7,27 @@ count as a peer exchange go to the detector's `count` (p2p.P2P._count, Python: t
 and the evidence). Data only: no I/O, no clock.
 """
 
+from dataclasses import fields
+
 from cpython.set cimport PySet_Contains
 
 from slipsq.detect._addrtext cimport memo_local
+from slipsq._flowslots cimport (F_DADDR, F_DPKTS, F_DPORT, F_PROTO, F_SADDR, F_SPKTS, F_SPORT, FlowSlots, flow_direct,
+                                flow_field, flow_slots)
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.peers import SERVICE_PORTS
 from slipsq.detect.prefixes import is_local
+from slipsq.flow import Flow
+
+cdef tuple NAMES = tuple(f.name for f in fields(Flow))
+cdef FlowSlots SLOTS
+flow_slots(&SLOTS, Flow, NAMES)
+
+
+cdef inline object _f(object flow, int k):
+    """flow.<NAMES[k]>, from its slot when it is a Flow (slipsq/_flowslots.pxd)."""
+    return flow_field(&SLOTS, flow, flow_direct(&SLOTS, flow), k, NAMES)
+
 
 cdef object _LOCAL = is_local.__self__  # the Memo behind prefixes.is_local (a dict subclass)
 cdef Py_ssize_t _LOCAL_SIZE = _LOCAL.size
@@ -44,19 +59,19 @@ cdef class Intake:
         return memo_local(_LOCAL, _LOCAL_SIZE, ip, is_local)
 
     def on_flow(self, flow):
-        proto = flow.proto
-        if not (proto == "tcp" or proto == "udp") or not flow.dpkts or not flow.spkts:
+        proto = _f(flow, F_PROTO)
+        if not (proto == "tcp" or proto == "udp") or not _f(flow, F_DPKTS) or not _f(flow, F_SPKTS):
             return _NO_EVIDENCE
-        saddr, daddr = flow.saddr, flow.daddr
+        saddr, daddr = _f(flow, F_SADDR), _f(flow, F_DADDR)
         cdef bint src_local = self._local(saddr)
         cdef bint dst_local = self._local(daddr)
         if src_local == dst_local:
             return _NO_EVIDENCE
         if src_local:  # outbound
-            port = flow.dport
+            port = _f(flow, F_DPORT)
             if _low_or_service(port) or daddr in self.ctx.dns_names:
                 return _NO_EVIDENCE
             return self.count(saddr, daddr, port, False, flow)
-        if _low_or_service(flow.dport):  # inbound to a local port a swarm does not listen on
+        if _low_or_service(_f(flow, F_DPORT)):  # inbound to a local port a swarm does not listen on
             return _NO_EVIDENCE
-        return self.count(daddr, saddr, flow.sport, True, flow)
+        return self.count(daddr, saddr, _f(flow, F_SPORT), True, flow)
