@@ -20,8 +20,9 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
 from cpython.set cimport PySet_Contains
-from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_START, F_STATE,
+from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_START,
                                 FlowSlots, flow_direct, flow_field, flow_slots)
+from slipsq.detect._states cimport flow_unanswered
 
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.bruteforce import _EITHER, _SERVER_FIRST, LOGIN_SERVICES
@@ -46,13 +47,8 @@ cdef object _NO_EVIDENCE = NO_EVIDENCE
 
 
 cdef inline bint _unanswered(object flow) except -1:
-    """portscan.unanswered(flow) (as _portscan's): a memo hit is read in C."""
-    state = _f(flow, F_STATE)
-    cdef PyObject* hit = PyDict_GetItemWithError(_STATES, state)
-    said = _BY_STATE(state) if hit == NULL else <object>hit
-    if said is None:
-        return bool(_f(flow, F_DPKTS) == 0)
-    return bool(said)
+    """portscan.unanswered(flow) (detect/_states.pxd)."""
+    return flow_unanswered(&SLOTS, flow, NAMES, _STATES, _BY_STATE)
 
 
 @cython.no_gc  # holds numbers only: never in a reference cycle

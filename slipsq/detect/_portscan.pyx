@@ -20,8 +20,9 @@ from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
 from libc.math cimport copysign, floor, fmod
 
-from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SPORT, F_START,
-                                F_STATE, FlowSlots, flow_direct, flow_field, flow_slots)
+from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_SPORT, F_START, FlowSlots,
+                                flow_direct, flow_field, flow_slots)
+from slipsq.detect._states cimport flow_unanswered
 from slipsq.detect._addrtext cimport local_bytes, memo_local, parse_text
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.inuse import MAX_SERVED, REFRESH as _REFRESH
@@ -176,13 +177,8 @@ cdef inline object _f(object flow, int k):
 
 
 cdef inline int _unanswered(object flow) except -1:
-    """portscan.unanswered(flow)."""
-    state = _f(flow, F_STATE)
-    cdef PyObject* hit = PyDict_GetItemWithError(_STATES, state)
-    said = _BY_STATE(state) if hit == NULL else <object>hit
-    if said is None:
-        return bool(_f(flow, F_DPKTS) == 0)
-    return bool(said)
+    """portscan.unanswered(flow) (detect/_states.pxd)."""
+    return flow_unanswered(&SLOTS, flow, NAMES, _STATES, _BY_STATE)
 
 
 cdef inline double _floordiv(double x, double y) noexcept:
