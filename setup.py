@@ -73,6 +73,7 @@ setup(
     ext_modules=cythonize(
         extensions(),
         language_level=3,
+        nthreads=min(4, os.cpu_count() or 1),  # .pyx -> .c in parallel (the C compiles: setup.cfg)
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
     ),
 )
