@@ -1,6 +1,7 @@
-"""Each closed flow to the detectors' `on_flow` hooks, in order, past their gates; their evidence to
-the judge. The readable twin of `slipsq/_dispatch.pyx` (slipsq.twins chooses; tests/test_dispatch.py
-holds them equal).
+"""The engine's one call loop: each closed flow to the detectors' `on_flow` hooks, in order, past
+their gates (and likewise each app event to the `on_app` hooks of its kind, each tick to `on_tick`,
+with no gates); their evidence to the judge. The readable twin of `slipsq/_dispatch.pyx`
+(slipsq.twins chooses; tests/test_dispatch.py holds them equal).
 
 This is the engine's per-flow loop, taken out of engine.py so that it can be compiled: per closed
 flow it calls up to a dozen hooks, and a detector whose `FlowGate` turns the flow away (most
@@ -19,7 +20,7 @@ from slipsq.detect.base import FlowGate
 from slipsq.flow import Flow
 from slipsq.records import Evidence
 
-Hook = Callable[[Flow], Sequence[Evidence]]
+Hook = Callable[[Any], Sequence[Evidence]]  # on_flow (a Flow), on_app (an AppEvent), on_tick (the time)
 
 
 class FlowCalls:
@@ -31,12 +32,13 @@ class FlowCalls:
         self.evidence = evidence
         self.failed = failed
 
-    def run(self, flow: Flow) -> None:
+    def run(self, arg: Any) -> None:
+        """Each hook on `arg`, in order (a gate is given a Flow only: on_flow's)."""
         for fn, gate in self.hooks:
-            if gate is not None and not _admits(gate, flow):
+            if gate is not None and not _admits(gate, arg):
                 continue
             try:
-                evs = fn(flow)
+                evs = fn(arg)
             except Exception as e:
                 self.failed(fn, e)
                 continue

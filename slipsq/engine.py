@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from slipsq import twins
@@ -113,20 +114,18 @@ class Engine:
         self.allow = allow or AllowList(config["allow.ips"])
         self.ctx = Context(config, self.allow, models, enrichers=list(enrichers))
         self.detectors = [cls(self.ctx) for cls in self._detector_classes]
-        # call lists built once: no per-flow getattr or dispatch by name
-        # the per-flow loop (slipsq/dispatch.py, compiled): each on_flow hook past its FlowGate
-        self._flows = make_flow_calls([(d.on_flow, d.flow_gate) for d in self.detectors if d.overrides("on_flow")],
-                                      self._evidence, self._failed)
+        # call lists built once (slipsq/dispatch.py, compiled): no per-flow getattr or dispatch by name;
+        # each on_flow hook past its FlowGate
+        calls = partial(make_flow_calls, evidence=self._evidence, failed=self._failed)
+        self._flows = calls([(d.on_flow, d.flow_gate) for d in self.detectors if d.overrides("on_flow")])
         # app events by kind: a detector is called only for the kinds it declares (a DNS answer
         # used to cost every on_app detector a Python call that returned at its first line)
-        self._on_app: dict[str, list[Callable[[AppEvent], Sequence[Evidence]]]] = {}
         listeners = [d for d in self.detectors if d.overrides("on_app")]
-        for kind in ("dns", "banner", "tls", "http", "arp"):
-            self._on_app[kind] = [d.on_app for d in listeners
-                                  if not d.app_kinds or any(kind in _EVENT_KINDS.get(k, ()) for k in d.app_kinds)]
-        self._on_any_app = [d.on_app for d in listeners]  # an event of a kind none of these names
-        self._on_tick: list[Callable[[float], Sequence[Evidence]]] = [
-            d.on_tick for d in self.detectors if d.overrides("on_tick")]
+        self._on_app = {kind: calls([(d.on_app, None) for d in listeners if not d.app_kinds
+                                     or any(kind in _EVENT_KINDS.get(k, ()) for k in d.app_kinds)])
+                        for kind in ("dns", "banner", "tls", "http", "arp")}
+        self._on_any_app = calls([(d.on_app, None) for d in listeners])  # a kind none of these names
+        self._on_tick = calls([(d.on_tick, None) for d in self.detectors if d.overrides("on_tick")])
         self.judge = Judge(config, self.allow)
         self._max_dns: int = config["dns.max_addresses"]
         # the table hands up only packets someone decodes: DNS answers (ctx.dns_names) and what
@@ -250,7 +249,7 @@ class Engine:
                 # a response goes to the client that asked (a log's query line has no answer yet)
                 self._out.append(Query(event.ts, event.daddr, query, int(event.data.get("rcode") or 0),
                                        tuple(event.data.get("answers", ()))))
-        self._run(self._on_app.get(event.kind, self._on_any_app), event)
+        self._on_app.get(event.kind, self._on_any_app).run(event)
 
     # --- internals ----------------------------------------------------------------------------
     def _failed(self, what: Any, e: Exception) -> None:
@@ -267,20 +266,7 @@ class Engine:
         self.on_error(what, e)
 
     def _tick(self) -> None:
-        self._run(self._on_tick, self.now)
-
-    def _run(self, calls: Sequence[Callable[[Any], Sequence[Evidence]]], arg: Any) -> None:
-        """Each detector method in `calls` on `arg` (a flow, an app event, the time), in order, and
-        the evidence each returns to the judge."""
-        for fn in calls:
-            try:
-                evs = fn(arg)
-            except Exception as e:
-                self._failed(fn, e)
-                continue
-            if evs:  # most calls find nothing
-                for ev in evs:
-                    self._evidence(ev)
+        self._on_tick.run(self.now)
 
     def _analyze(self, flow: Flow) -> None:
         if flow.closed_by != "active":  # not a report (Flow.is_report, without a property call per flow)
