@@ -156,16 +156,40 @@ class ControlServer:
         os.chmod(self.path, 0o600)
         self.sock.listen(16)
         self.sock.setblocking(False)
+        # close() may come from another thread while `serve` waits in select: it wakes the server
+        # through this pipe and lets it return before the socket goes, so the serving thread never
+        # meets a closed descriptor (EBADF, or worse a reused one).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._lock = threading.Lock()
+        self._closing = False
+        self._idle = threading.Event()  # set while no thread is inside `serve`
+        self._idle.set()
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def serve(self, stop: threading.Event, every: float = 0.5) -> None:
-        """Answer requests until `stop` is set (checked every `every` seconds)."""
-        while not stop.is_set():
-            ready, _, _ = select.select([self.sock], [], [], every)
-            if ready and not stop.is_set():
-                self.poll()
+        """Answer requests until `stop` is set (checked every `every` seconds) or `close` is called
+        (at once)."""
+        with self._lock:
+            if self._closing:
+                return
+            self._idle.clear()
+        try:
+            while not stop.is_set():
+                try:
+                    ready, _, _ = select.select([self.sock, self._wake_r], [], [], every)
+                except (OSError, ValueError):
+                    if self._closing:  # close() gave up waiting for a stuck handler
+                        return
+                    raise
+                if self._closing or self._wake_r in ready:
+                    return
+                if ready and not stop.is_set():
+                    self.poll()
+        finally:
+            self._idle.set()
 
     def poll(self) -> int:
         """Answer every connection waiting now. Returns how many."""
@@ -175,6 +199,10 @@ class ControlServer:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return n
+            except OSError:
+                if self._closing:  # closed under us after close() stopped waiting
+                    return n
+                raise
             n += 1
             with conn:
                 self._serve(conn)
@@ -204,8 +232,21 @@ class ControlServer:
         except OSError:
             pass
 
-    def close(self) -> None:
+    def close(self, wait: float = 5.0) -> None:
+        """Stop `serve` (waiting up to `wait` seconds for a request being answered), then close the
+        socket and remove its path. Safe to call twice."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:  # the pipe is full: the server is being woken already
+            pass
+        self._idle.wait(wait)  # a handler stuck past `wait` meets a closed socket, which poll expects
         self.sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
         try:
             self.path.unlink()
         except FileNotFoundError:

@@ -8,6 +8,7 @@ import math
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -469,3 +470,36 @@ def test_an_admin_reason_of_any_bytes_is_kept_as_one_printable_line(tmp_path: Pa
     r = CliRunner().invoke(main, ["unblock", "192.0.2.9", "--reason", "\udcfe", "--state-dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert BlockStore(tmp_path).audit("192.0.2.9")[-1].reason == "\\udcfe"
+
+
+def test_close_from_another_thread_stops_serve_at_once_and_cleanly(tmp_path: Path) -> None:
+    """The daemon closes the control socket from its main thread while the control thread waits in
+    select; the CI once saw that thread die on EBADF. close() must wake `serve`, let it return, and
+    only then close the socket: no exception in the serving thread, and no wait for `every`."""
+    for _ in range(20):
+        srv = ControlServer(tmp_path, lambda r, w: {"ok": True})
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def run(s: ControlServer = srv, stop: threading.Event = stop, errors: list[BaseException] = errors) -> None:
+            try:
+                s.serve(stop, every=30.0)
+            except BaseException as e:  # any escape is the failure under test
+                errors.append(e)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        assert request(tmp_path, {"cmd": "status"}, timeout=5) == {"ok": True}
+        t0 = time.monotonic()
+        srv.close()
+        t.join(timeout=5)
+        assert not t.is_alive() and time.monotonic() - t0 < 5
+        assert errors == []
+        assert not socket_path(tmp_path).exists()
+        srv.close()  # twice is harmless
+
+
+def test_serve_after_close_returns(tmp_path: Path) -> None:
+    srv = ControlServer(tmp_path, lambda r, w: {"ok": True})
+    srv.close()
+    srv.serve(threading.Event(), every=30.0)  # returns at once instead of selecting on a closed socket
