@@ -179,7 +179,7 @@ class ControlServer:
         try:
             while not stop.is_set():
                 try:
-                    ready, _, _ = select.select([self.sock, self._wake_r], [], [], every)
+                    ready, _, _ = select.select([self.sock.fileno(), self._wake_r], [], [], every)
                 except (OSError, ValueError):
                     if self._closing:  # close() gave up waiting for a stuck handler
                         return
