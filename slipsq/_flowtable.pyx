@@ -25,12 +25,22 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
 from slipsq._decode cimport Parsed, parse, smin
+from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DIR, F_DPKTS, F_DPORT, F_DTOS, F_END, F_LABEL,
+                                F_PROTO, F_SADDR, F_SBYTES, F_SPKTS, F_SPORT, F_START, F_STATE, F_STOS, FlowSlots,
+                                flow_alloc, flow_buildable, flow_put, flow_slots)
 
 import ipaddress
+from dataclasses import fields
 from socket import AF_INET, AF_INET6, inet_pton
 
 from slipsq.flow import Flow, proto_name
 from slipsq.appdecode import APP_KINDS, app_kinds_of, app_mask
+
+cdef FlowSlots SLOTS
+flow_slots(&SLOTS, Flow, tuple(f.name for f in fields(Flow)))
+# _emit writes a Flow's slots itself only when that makes what Flow(...) makes: every field a plain
+# slot, the generic allocator, and no __post_init__ beyond the dataclass's own __init__
+cdef bint FLOW_BUILDABLE = flow_buildable(&SLOTS) and not hasattr(Flow, "__post_init__")
 
 cdef extern from "arpa/inet.h" nogil:
     const char* inet_ntop(int af, const void* src, char* dst, unsigned int size)
@@ -178,7 +188,22 @@ cdef str addr_str(const uint8_t* a, int family):
                 break
         else:
             return str(ipaddress.IPv6Address(PyBytes_FromStringAndSize(<const char*>a, 16)))
-    inet_ntop(AF_INET if family == 4 else AF_INET6, a, out, 64)
+    cdef Py_ssize_t n = 0
+    if family == 4:  # dotted quad by hand: glibc's inet_ntop goes through sprintf (~1,800 instructions)
+        for i in range(4):
+            if i:
+                out[n] = 46  # "."
+                n += 1
+            if a[i] >= 100:
+                out[n] = 48 + a[i] // 100
+                n += 1
+            if a[i] >= 10:
+                out[n] = 48 + (a[i] // 10) % 10
+                n += 1
+            out[n] = 48 + a[i] % 10
+            n += 1
+        return out[:n].decode("ascii")
+    inet_ntop(AF_INET6, a, out, 64)
     return out.decode("ascii")
 
 
@@ -772,10 +797,32 @@ cdef class FlowTable:
             state = icmp_state(e.proto, e.pa, e.pb, e.bpkts > 0)
         else:
             state = "CON" if e.apkts and e.bpkts else "INT"
-        (self.held if e.bypass else self.closed).append(Flow(
-            e.first, e.last, proto_str(e.proto), addr_text(e.a, e.family), e.pa, addr_text(e.b, e.family),
-            e.pb, e.apkts, e.bpkts, e.abytes, e.bbytes, state, "<->" if e.apkts and e.bpkts else "->",
-            e.atos, e.btos, "", closed_by))
+        cdef str direction = "<->" if e.apkts and e.bpkts else "->"
+        if not FLOW_BUILDABLE:  # Flow is not (or no longer) a plain slots dataclass
+            (self.held if e.bypass else self.closed).append(Flow(
+                e.first, e.last, proto_str(e.proto), addr_text(e.a, e.family), e.pa, addr_text(e.b, e.family),
+                e.pb, e.apkts, e.bpkts, e.abytes, e.bbytes, state, direction, e.atos, e.btos, "", closed_by))
+            return 0
+        # the same Flow, its slots written in place (_flowslots.pxd): no Python __init__ a flow
+        f = flow_alloc(&SLOTS)
+        flow_put(&SLOTS, f, F_START, e.first)
+        flow_put(&SLOTS, f, F_END, e.last)
+        flow_put(&SLOTS, f, F_PROTO, proto_str(e.proto))
+        flow_put(&SLOTS, f, F_SADDR, addr_text(e.a, e.family))
+        flow_put(&SLOTS, f, F_SPORT, e.pa)
+        flow_put(&SLOTS, f, F_DADDR, addr_text(e.b, e.family))
+        flow_put(&SLOTS, f, F_DPORT, e.pb)
+        flow_put(&SLOTS, f, F_SPKTS, e.apkts)
+        flow_put(&SLOTS, f, F_DPKTS, e.bpkts)
+        flow_put(&SLOTS, f, F_SBYTES, e.abytes)
+        flow_put(&SLOTS, f, F_DBYTES, e.bbytes)
+        flow_put(&SLOTS, f, F_STATE, state)
+        flow_put(&SLOTS, f, F_DIR, direction)
+        flow_put(&SLOTS, f, F_STOS, e.atos)
+        flow_put(&SLOTS, f, F_DTOS, e.btos)
+        flow_put(&SLOTS, f, F_LABEL, "")
+        flow_put(&SLOTS, f, F_CLOSED_BY, closed_by)
+        (self.held if e.bypass else self.closed).append(f)
         return 0
 
     # --- results ---------------------------------------------------------------------------------

@@ -547,6 +547,42 @@ def test_icmp_state_labels(make: Make, src: str, dst: str, itype: int, code: int
     assert (f.state, f.sport) == (state, itype)
 
 
+# --- the compiled table builds its Flows by writing their slots (_flowslots.pxd) ------------------------
+
+def test_a_flow_the_compiled_table_builds_is_an_ordinary_flow() -> None:
+    """_emit fills a Flow's slots in C instead of calling Flow(...): the object must be exactly what
+    the constructor makes (every field set, equal, hashable as a dataclass is not, copyable, known
+    to the cycle collector, released with its fields)."""
+    import copy
+    import dataclasses
+    import gc
+    import sys
+    from collections import Counter
+
+    if not COMPILED:
+        pytest.skip("slipsq._flowtable is not built")
+    t = CTable(config())
+    feed(t, [*handshake(), (100.5, tcp(A, 40000, B, 80, PSH | ACK, b"data")), (101.0, tcp(A, 40000, B, 80, FIN | ACK)),
+             (101.01, tcp(B, 80, A, 40000, FIN | ACK)), (101.02, tcp(A, 40000, B, 80, ACK))])
+    t.close_all(200.0)
+    f = only(t.pop_closed())
+    assert type(f) is Flow
+    values = {k.name: getattr(f, k.name) for k in dataclasses.fields(Flow)}  # AttributeError if one is unset
+    assert Flow(**values) == f and dataclasses.astuple(f) == tuple(values.values())
+    assert copy.copy(f) == f and dataclasses.replace(f, label="x").label == "x"
+    assert (f.saddr, f.daddr, f.sport, f.dport, f.proto, f.label) == (A, B, 40000, 80, "tcp", "")
+    assert gc.is_tracked(f)
+    # each field holds one reference, released when the flow goes: no leak, no double release
+    held = [getattr(f, k.name) for k in dataclasses.fields(Flow)]
+    del values
+    refs = Counter(id(v) for v in held)
+    before = {id(v): sys.getrefcount(v) for v in held}
+    del f
+    after = {id(v): sys.getrefcount(v) for v in held}
+    mortal = [i for i, n in before.items() if n < 1 << 20]  # not the interpreter's static "" or small ints
+    assert len(mortal) >= 8 and all(after[i] == before[i] - refs[i] for i in mortal)
+
+
 # --- address text: one form everywhere ---------------------------------------------------------------
 
 # IPv6 addresses whose text libc and Python disagree on unless handled (::a.b.c.d, ::ffff:a.b.c.d),
