@@ -112,6 +112,7 @@ def test_reload_picks_up_changes_and_keeps_old_lists_on_error(tmp_path: Path) ->
     _, eng = run([ThreatIntel], cfg=cfg)
     det = eng.engine.detectors[0]
     assert isinstance(det, ThreatIntel)
+    assert det.flow_gate is None  # lists loaded: the engine calls it for every flow
     assert det._lookup("203.0.113.6") is None
     (tmp_path / "l.txt").write_text("203.0.113.6\n")
     assert det.reload().addresses == 1
@@ -124,8 +125,10 @@ def test_reload_picks_up_changes_and_keeps_old_lists_on_error(tmp_path: Path) ->
 
 
 def test_off_by_default() -> None:
-    rec, _ = run([ThreatIntel], [flow(T0, HOST, "203.0.113.5", 443)])
+    rec, eng = run([ThreatIntel], [flow(T0, HOST, "203.0.113.5", 443)])
     assert rec.by("threatintel") == []
+    gate = eng.engine.detectors[0].flow_gate  # no lists: the engine skips the call for every flow
+    assert gate is not None and not gate.admits(flow(T0, HOST, "203.0.113.5", 443))
 
 
 nets4 = st.builds(lambda a, p: ipaddress.ip_network((a, p), strict=False),

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slipsq.config import Option
-from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.prefixes import Memo, PrefixSet
 from slipsq.errors import ConfigError, InputError
 from slipsq.flow import Flow
@@ -170,6 +170,9 @@ def load_lists(folder: str | os.PathLike[str]) -> tuple[IntelSet, IntelStats]:
     return intel, stats
 
 
+_NO_FLOWS = FlowGate(protos=frozenset())  # admits no flow
+
+
 class ThreatIntel(Detector):
     name = "threatintel"
     evidence_kinds = ("blacklisted-ip",)
@@ -184,6 +187,7 @@ class ThreatIntel(Detector):
         self.window: float = self.cfg["judge.window"]
         self.intel = IntelSet()
         self.empty = True  # no lists loaded: every flow returns at once (len() of the sets is not free)
+        self.flow_gate: FlowGate | None = _NO_FLOWS  # and the engine does not even call (see reload)
         self.stats = IntelStats()
         self._lookup: Callable[[str], str | None] = Memo(self.intel.lookup).__getitem__
         self._index = -1
@@ -199,6 +203,9 @@ class ThreatIntel(Detector):
         intel, stats = load_lists(self.folder)
         self.intel, self.stats, self._lookup = intel, stats, Memo(intel.lookup).__getitem__
         self.empty = len(intel) == 0
+        # no lists: no flow can match, and the engine skips the call in C (it reads the gate when it
+        # is built; a daemon reload builds new detectors, so the gate follows the lists)
+        self.flow_gate = _NO_FLOWS if self.empty else None
         log.info("threat intelligence: %s", stats.summary())
         if stats.bad_lines:
             log.warning("threat intelligence: %d bad lines skipped (first: %s)", stats.bad_lines,
