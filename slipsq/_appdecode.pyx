@@ -5,20 +5,47 @@ DNS answers.
 The rules are those of the readable `decode.app_events`, `decode._l4` and `appdecode.parse_dns` /
 `appdecode.dns_name` (read their docstrings), followed line by line: the IP and TCP/UDP headers and
 the DNS message are read from the packet's bytes in C, and Python objects are made only for the
-event itself (names, answers, the data dict). Addresses get their text from the flow table's cache
-(the same str objects as the flows). The rarer kinds (ARP, first TCP payloads: banners, TLS, HTTP)
-go to the readable functions. tests/test_appdecode_compiled.py checks that both give equal events
+event itself (names, answers, the data dict), each built by writing its slots. Addresses get their
+text from the flow table's cache (the same str objects as the flows). First TCP payloads (banners,
+TLS server names) are read here too; an HTTP request's headers and ARP go to the readable functions. tests/test_appdecode_compiled.py checks that both give equal events
 for every input. Nothing here keeps state, and nothing raises on hostile bytes.
 """
 
+from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeLatin1
 from libc.stdint cimport uint8_t
+from libc.string cimport memcmp
 
 from slipsq._decode cimport MAX_EXT, be16, ipv6_ext
+from slipsq._flowslots cimport plain_slots, slot_put, slots_alloc
 from slipsq._flowtable cimport addr_text
 
-from slipsq.appdecode import payload_events
-from slipsq.appdecode import arp_events
+from dataclasses import fields
+
+from slipsq.appdecode import arp_events, http_request
 from slipsq.flow import AppEvent
+
+# an AppEvent is built by writing its slots (_flowslots.pxd), not through the dataclass's __init__
+cdef tuple EV_NAMES = tuple(f.name for f in fields(AppEvent))
+if EV_NAMES != ("ts", "kind", "saddr", "sport", "daddr", "dport", "proto", "data"):
+    raise ValueError(f"AppEvent's fields are {EV_NAMES}: _appdecode.new_event knows others")
+cdef Py_ssize_t EV_OFF[8]
+cdef bint EV_BUILDABLE = plain_slots(AppEvent, EV_NAMES, EV_OFF)
+
+
+cdef object new_event(double ts, str kind, str saddr, int sport, str daddr, int dport, str proto, dict data):
+    """AppEvent(ts, kind, saddr, sport, daddr, dport, proto, data)."""
+    if not EV_BUILDABLE:
+        return AppEvent(ts, kind, saddr, sport, daddr, dport, proto, data)
+    ev = slots_alloc(AppEvent)
+    slot_put(ev, EV_OFF[0], ts)
+    slot_put(ev, EV_OFF[1], kind)
+    slot_put(ev, EV_OFF[2], saddr)
+    slot_put(ev, EV_OFF[3], sport)
+    slot_put(ev, EV_OFF[4], daddr)
+    slot_put(ev, EV_OFF[5], dport)
+    slot_put(ev, EV_OFF[6], proto)
+    slot_put(ev, EV_OFF[7], data)
+    return ev
 
 cdef enum:
     MAX_NAME = 255     # a name's labels and their length bytes, at most (appdecode.dns_name)
@@ -88,12 +115,111 @@ def app_events(bytes ip_packet, double ts):
         data = parse_dns(b + pos, end - pos)
         if data is None:
             return []
-        return [AppEvent(ts, "dns", addr_text(src, family), sport, addr_text(dst, family), dport, proto_name,
-                         data)]
+        return [new_event(ts, "dns", addr_text(src, family), sport, addr_text(dst, family), dport, proto_name,
+                          data)]
     if proto == 6 and end > pos:
-        return payload_events((ts, addr_text(src, family), sport, addr_text(dst, family), dport, proto_name),
-                              ip_packet[pos:end])
+        return payload_events(ip_packet, pos, end, ts, addr_text(src, family), sport, addr_text(dst, family),
+                              dport)
     return []
+
+
+# --- first TCP payloads: appdecode.payload_events, service and tls_sni ---------------------------
+
+cdef bint starts(const uint8_t* p, Py_ssize_t n, const char* prefix, Py_ssize_t k) noexcept:
+    return n >= k and memcmp(p, prefix, k) == 0
+
+
+cdef bint has_upper(const uint8_t* p, Py_ssize_t n, const char* word) noexcept:
+    """`word` (4 upper-case ASCII letters) in p[:n].upper(): bytes.upper() changes ASCII only."""
+    cdef Py_ssize_t i, j
+    cdef uint8_t ch
+    for i in range(n - 3):
+        for j in range(4):
+            ch = p[i + j]
+            if ch >= 97 and ch <= 122:
+                ch -= 32
+            if ch != <uint8_t>word[j]:
+                break
+        else:
+            return True
+    return False
+
+
+cdef bint http_start(const uint8_t* p, Py_ssize_t n) noexcept:
+    """appdecode.HTTP_METHODS or b"HTTP/" starts the payload."""
+    return (starts(p, n, b"GET ", 4) or starts(p, n, b"POST ", 5) or starts(p, n, b"HEAD ", 5)
+            or starts(p, n, b"PUT ", 4) or starts(p, n, b"DELETE ", 7) or starts(p, n, b"OPTIONS ", 8)
+            or starts(p, n, b"CONNECT ", 8) or starts(p, n, b"PATCH ", 6) or starts(p, n, b"TRACE ", 6)
+            or starts(p, n, b"HTTP/", 5))
+
+
+cdef str service(const uint8_t* p, Py_ssize_t n):
+    """appdecode.service, on a payload of n >= 1 bytes."""
+    if starts(p, n, b"SSH-", 4):
+        return "ssh"
+    if starts(p, n, b"220", 3):
+        return "smtp" if has_upper(p, min(n, 200), b"SMTP") or has_upper(p, min(n, 200), b"MAIL") else "ftp"
+    if n >= 6 and p[0] == 3 and p[1] == 0 and p[5] & 0xF0 == 0xE0:
+        return "rdp"
+    if n >= 8 and p[0] == 0 and (memcmp(p + 4, b"\xffSMB", 4) == 0 or memcmp(p + 4, b"\xfeSMB", 4) == 0):
+        return "smb"
+    if p[0] == 0xFF:
+        return "telnet"
+    if starts(p, n, b"RFB ", 4):
+        return "vnc"
+    if http_start(p, n):
+        return "http"
+    if n >= 3 and p[0] == 0x16 and p[1] == 3:
+        return "tls"
+    return "unknown"
+
+
+cdef object tls_sni(const uint8_t* p, Py_ssize_t n):
+    """appdecode.tls_sni, step for step: the ClientHello's server name, or None."""
+    cdef Py_ssize_t pos, end, ext_type, ext_len, name_len
+    if n < 44 or p[0] != 0x16 or p[5] != 1:
+        return None
+    pos = 43
+    pos += 1 + p[pos]
+    if pos + 2 > n:
+        return None
+    pos += 2 + be16(p + pos)
+    if pos + 1 > n:
+        return None
+    pos += 1 + p[pos]
+    if pos + 2 > n:
+        return None
+    end = min(n, pos + 2 + be16(p + pos))
+    pos += 2
+    while pos + 4 <= end:
+        ext_type, ext_len = be16(p + pos), be16(p + pos + 2)
+        pos += 4
+        if ext_type == 0:
+            if pos + 5 > end or p[pos + 2] != 0:
+                return None
+            name_len = be16(p + pos + 3)
+            if pos + 5 + name_len > end:
+                return None
+            return PyUnicode_DecodeASCII(<const char*>p + pos + 5, name_len, "replace").lower()
+        pos += ext_len
+    return None
+
+
+cdef list payload_events(bytes packet, Py_ssize_t pos, Py_ssize_t end, double ts, str saddr, int sport,
+                         str daddr, int dport):
+    """appdecode.payload_events for the payload packet[pos:end] (not empty) of a TCP segment."""
+    cdef const uint8_t* p = <const uint8_t*><const char*>packet + pos
+    cdef Py_ssize_t n = end - pos
+    cdef str svc = service(p, n)
+    events = [new_event(ts, "banner", saddr, sport, daddr, dport, "tcp",
+                        {"service": svc, "text": PyUnicode_DecodeLatin1(<const char*>p, min(n, 64), NULL)})]
+    if svc == "tls":
+        sni = tls_sni(p, n)
+        if sni is not None:
+            events.append(new_event(ts, "tls", saddr, sport, daddr, dport, "tcp", {"sni": sni}))
+    elif svc == "http" and not starts(p, n, b"HTTP/", 5):
+        events.append(new_event(ts, "http", saddr, sport, daddr, dport, "tcp", http_request(packet[pos:end])))
+    return events
 
 
 def parse_dns_message(bytes msg):
@@ -172,3 +298,8 @@ cdef str dns_name(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* af
         pos += 1 + length
     after_out[0] = after if after else pos
     return out[:used].decode("utf-8", "replace")
+
+
+def tls_server_name(bytes payload):
+    """appdecode.tls_sni on a whole payload (for tests)."""
+    return tls_sni(<const uint8_t*><const char*>payload, len(payload))

@@ -66,11 +66,11 @@ cdef inline bint flow_direct(FlowSlots* s, object flow) noexcept:
     return <PyObject*>Py_TYPE(flow) == s.cls
 
 
-# --- building a Flow from C (the flow table's _emit) ----------------------------------------------
-# The mirror of the reader: a Flow made by the type's allocator with its slots written in place, not
-# through the dataclass's Python __init__ called with 17 arguments (~2,700 instructions a flow, once
-# per closed flow). Only for a class whose every field is a plain slot and whose allocator is the
-# generic one (flow_buildable); anything else is built by calling the class.
+# --- building a slots object from C (the flow table's Flows, the app decoder's AppEvents) ----------
+# The mirror of the reader: an object made by its type's allocator with its slots written in place,
+# not through a dataclass's Python __init__ (~2,700 instructions for a Flow's 17 arguments, once per
+# closed flow). Only for a class whose every field is a plain slot and whose allocator is the generic
+# one (plain_slots); anything else is built by calling the class.
 
 cdef extern from "Python.h":
     ctypedef PyObject* (*allocfunc)(void*, Py_ssize_t)
@@ -79,20 +79,28 @@ cdef extern from "Python.h":
     PyObject* PyType_GenericAlloc(void* t, Py_ssize_t nitems)
 
 
-cdef inline bint flow_buildable(FlowSlots* s) noexcept:
-    """Every field of s.cls is a plain slot and s.cls allocates as any class does: flow_alloc and
-    flow_put make the same object as calling s.cls with every field (a slots dataclass without
-    __post_init__, which flow_slots's caller checks)."""
-    cdef int k
-    for k in range(NFLOW_FIELDS):
-        if s.offset[k] < 0:
-            return False
-    return (<_TypeAlloc*>s.cls).tp_alloc == <allocfunc>PyType_GenericAlloc
+cdef inline bint plain_slots(object cls, tuple names, Py_ssize_t* offsets) except -1:
+    """offsets[k] = where field names[k] of `cls` lives (-1: not a plain slot). True when slots_alloc
+    and slot_put make what calling `cls` with every field makes: every field a plain slot, the
+    generic allocator, no __post_init__ (the caller passes a slots dataclass's fields, in order)."""
+    from types import MemberDescriptorType
+    cdef Py_ssize_t k
+    cdef PyMemberDef* m
+    cdef bint plain = not hasattr(cls, "__post_init__")
+    for k in range(len(names)):
+        offsets[k] = -1
+        d = cls.__dict__.get(names[k])
+        if isinstance(d, MemberDescriptorType):
+            m = (<PyMemberDescrObject*><PyObject*>d).d_member
+            if m.type == T_OBJECT_EX:
+                offsets[k] = m.offset
+        plain = plain and offsets[k] >= 0
+    return plain and (<_TypeAlloc*><PyObject*>cls).tp_alloc == <allocfunc>PyType_GenericAlloc
 
 
-cdef inline object flow_alloc(FlowSlots* s):
-    """A new, empty s.cls (every slot unset): the caller flow_puts every field before anyone sees it."""
-    cdef PyObject* o = (<_TypeAlloc*>s.cls).tp_alloc(<void*>s.cls, 0)
+cdef inline object slots_alloc(object cls):
+    """A new, empty `cls` (every slot unset): the caller slot_puts every field before anyone sees it."""
+    cdef PyObject* o = (<_TypeAlloc*><PyObject*>cls).tp_alloc(<void*><PyObject*>cls, 0)
     if o == NULL:
         raise MemoryError()
     obj = <object>o  # a reference of its own
@@ -100,7 +108,21 @@ cdef inline object flow_alloc(FlowSlots* s):
     return obj
 
 
-cdef inline void flow_put(FlowSlots* s, object flow, int k, object value) noexcept:
-    """Field k of a flow from flow_alloc, set once (the slot is empty: nothing to release)."""
+cdef inline void slot_put(object obj, Py_ssize_t offset, object value) noexcept:
+    """A field of an object from slots_alloc, set once (the slot is empty: nothing to release)."""
     Py_INCREF(value)
-    (<PyObject**>((<char*><PyObject*>flow) + s.offset[k]))[0] = <PyObject*>value
+    (<PyObject**>((<char*><PyObject*>obj) + offset))[0] = <PyObject*>value
+
+
+cdef inline bint flow_buildable(FlowSlots* s, tuple names) except -1:
+    """plain_slots for Flow (`s` from flow_slots with the same names)."""
+    cdef Py_ssize_t offsets[NFLOW_FIELDS]
+    return plain_slots(<object>s.cls, names, offsets)
+
+
+cdef inline object flow_alloc(FlowSlots* s):
+    return slots_alloc(<object>s.cls)
+
+
+cdef inline void flow_put(FlowSlots* s, object flow, int k, object value) noexcept:
+    slot_put(flow, s.offset[k], value)

@@ -38,9 +38,8 @@ from slipsq.appdecode import APP_KINDS, app_kinds_of, app_mask
 
 cdef FlowSlots SLOTS
 flow_slots(&SLOTS, Flow, tuple(f.name for f in fields(Flow)))
-# _emit writes a Flow's slots itself only when that makes what Flow(...) makes: every field a plain
-# slot, the generic allocator, and no __post_init__ beyond the dataclass's own __init__
-cdef bint FLOW_BUILDABLE = flow_buildable(&SLOTS) and not hasattr(Flow, "__post_init__")
+# _emit writes a Flow's slots itself only when that makes what Flow(...) makes (_flowslots.pxd)
+cdef bint FLOW_BUILDABLE = flow_buildable(&SLOTS, tuple(f.name for f in fields(Flow)))
 
 cdef extern from "arpa/inet.h" nogil:
     const char* inet_ntop(int af, const void* src, char* dst, unsigned int size)

@@ -88,6 +88,44 @@ def test_ipv6_extension_chains_decode_equally(exts: list[int], at: int, value: i
     same(bytes(q))
 
 
+# first payloads: every service's start, near misses (a byte short, another case, a flipped byte),
+# "220" greetings naming SMTP or MAIL in any case anywhere in (or just past) their first 200 bytes,
+# TLS ClientHellos cut and mutated anywhere (server name lengths, extension lengths, record type)
+_STARTS = [b"SSH-", b"SSH", b"220", b"22", b"\x03\x00\x00\x13\x0e\xe0", b"\x03\x00\x00\x13\x0e\xd0",
+           b"\x00\x00\x00\x54\xffSMB", b"\x00\x00\x00\x54\xfeSMB", b"\x00\x00\x00\x54\xfdSMB",
+           b"\xff", b"RFB ", b"RFB", b"GET ", b"GET", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ",
+           b"CONNECT ", b"PATCH ", b"TRACE ", b"HTTP/", b"HTTP", b"get ", b"\x16\x03", b"\x16\x02", b""]
+_WORDS = st.sampled_from([b"SMTP", b"smtp", b"sMtP", b"MAIL", b"mail", b"Mail", b"SMT", b"MAI", b"ESMTP"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(_STARTS), st.binary(max_size=80), st.one_of(st.none(), st.tuples(st.integers(0, 260), _WORDS)),
+       st.booleans())
+def test_first_payloads_decode_equally(start: bytes, rest: bytes, word: tuple[int, bytes] | None, v6: bool) -> None:
+    payload = start + rest
+    if word is not None:
+        at, w = word
+        payload = payload.ljust(at, b"x")[:at] + w + payload[at:]
+    if not payload:
+        payload = b"\x00"
+    src, dst = (A6, B6) if v6 else (A, B)
+    events = same(tcp(src, 40000, dst, 8080, PSH | ACK, payload))
+    assert events[0].kind == "banner" and events[0].data["service"] == appdecode.service(payload)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["x.example", "", "A.Example.COM", "\u00e9.example", "a" * 200]),
+       st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_size=4), st.integers(0, 700))
+def test_tls_client_hellos_decode_equally(name: str, flips: list[tuple[int, int]], cut: int) -> None:
+    hello = bytearray(tls_client_hello(name))
+    for at, value in flips:
+        hello[at % len(hello)] = value
+    for payload in (bytes(hello), bytes(hello[:max(1, cut)])):
+        events = same(tcp(A, 40000, B, 443, PSH | ACK, payload))
+        assert c.tls_server_name(payload) == appdecode.tls_sni(payload)
+        assert events[0].kind == "banner"
+
+
 def test_other_kinds_go_through_the_readable_decoders() -> None:
     hello = tls_client_hello("x.example")
     assert [e.kind for e in same(tcp(A, 40000, B, 443, PSH | ACK, hello))] == ["banner", "tls"]
@@ -95,6 +133,15 @@ def test_other_kinds_go_through_the_readable_decoders() -> None:
         == ["banner", "http"]
     assert same(tcp(A, 40000, B, 80, ACK)) == []
     assert same(b"") == []
+    # the events are built by writing their slots (_flowslots.pxd): ordinary AppEvents all the same
+    import copy
+    import dataclasses
+    import gc
+
+    answer = udp(B, 53, A, 40000, dns_response("a.b", ["1.2.3.4"]))
+    for ev in same(tcp(A, 40000, B, 443, PSH | ACK, hello)) + same(answer):
+        assert type(ev) is AppEvent and gc.is_tracked(ev)
+        assert AppEvent(**{f.name: getattr(ev, f.name) for f in dataclasses.fields(AppEvent)}) == ev == copy.copy(ev)
 
 
 def test_every_handed_up_packet_of_the_bundled_captures_decodes_equally() -> None:
