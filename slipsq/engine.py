@@ -199,8 +199,8 @@ class Engine:
                     continue
                 for event in events:
                     self._app(event)
-            for flow in table.pop_closed():
-                self._analyze(flow)
+            # each closed flow as _analyze does, the loop in C (dispatch.FlowCalls.run_flows)
+            self._flows.run_flows(table.pop_closed(), self._out if self.export_flows else None, self.counters)
 
     def finish(self) -> list[Command]:
         """End of input: close every open flow and analyse it, then a last tick."""
@@ -269,6 +269,7 @@ class Engine:
         self._on_tick.run(self.now)
 
     def _analyze(self, flow: Flow) -> None:
+        """One flow (from a flow file; the table's go through FlowCalls.run_flows, the same steps)."""
         if flow.closed_by != "active":  # not a report (Flow.is_report, without a property call per flow)
             self.counters.flows += 1
             if self.export_flows:

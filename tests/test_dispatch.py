@@ -91,6 +91,43 @@ def test_both_loops_call_the_same_hooks_route_the_same_evidence_and_errors(gs: l
     assert [(c[1], c[2]) for c in seen[0] if c[0] == "call"] == want
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(gates, min_size=1, max_size=4), st.lists(flows, max_size=25), st.booleans())
+def test_run_flows_is_the_engines_analyze_for_each_flow(gs: list[FlowGate | None], fs: list[Flow],
+                                                         export: bool) -> None:
+    """The engine hands each batch of closed flows to run_flows: per flow, in order, count it unless
+    it is a report, export it (before its evidence) when asked, then run the hooks; both loops alike,
+    and the count kept when a hook's error propagates mid-batch."""
+    seen = []
+    for cls in TWINS:
+        calls: list[Any] = []
+        evidence, failed, hook = recorder(calls)
+        loop = cls([(hook(i), g) for i, g in enumerate(gs)], evidence, failed)
+        counters = type("Counters", (), {"flows": 5})()
+        out: list[Any] | None = calls if export else None  # exported flows land among the calls
+        loop.run_flows(iter(fs), out, counters)
+        seen.append((calls, counters.flows))
+    assert seen[0] == seen[1]
+    calls, n = seen[0]
+    assert n == 5 + sum(f.closed_by != "active" for f in fs)
+    if export:
+        assert [c for c in calls if isinstance(c, Flow)] == [f for f in fs if f.closed_by != "active"]
+    for cls in TWINS:  # an error that propagates (replay: a bug is loud) still leaves the count right
+        calls = []
+        evidence, _, hook = recorder(calls)
+
+        def strict(fn: Any, e: Exception) -> None:
+            raise e
+
+        loop = cls([(hook(1), None)], evidence, strict)
+        counters = type("Counters", (), {"flows": 0})()
+        batch = [Flow(1.0, 2.0, "tcp", "a", 1, "b", 80), Flow(2.0, 3.0, "tcp", "a", 1, "b", 1883),
+                 Flow(3.0, 4.0, "tcp", "a", 1, "b", 80)]
+        with pytest.raises(ValueError, match="boom"):
+            loop.run_flows(batch, None, counters)
+        assert counters.flows == 2 and [c[2] for c in calls] == [1.0, 2.0]
+
+
 @pytest.mark.parametrize("cls", TWINS)
 def test_odd_field_types_reach_the_hook_instead_of_failing(cls: Any) -> None:
     """A flow file may give ints for times, a bool or a huge int for a count: the compiled loop then
