@@ -7,7 +7,8 @@ The rules are those of the readable `decode.app_events`, `decode._l4` and `appde
 the DNS message are read from the packet's bytes in C, and Python objects are made only for the
 event itself (names, answers, the data dict), each built by writing its slots. Addresses get their
 text from the flow table's cache (the same str objects as the flows). First TCP payloads (banners,
-TLS server names) are read here too; an HTTP request's headers and ARP go to the readable functions. tests/test_appdecode_compiled.py checks that both give equal events
+TLS server names) and ARP frames are read here too; an HTTP request's headers go to the readable
+`appdecode.http_request`. tests/test_appdecode_compiled.py checks that both give equal events
 for every input. Nothing here keeps state, and nothing raises on hostile bytes.
 """
 
@@ -21,7 +22,7 @@ from slipsq._flowtable cimport addr_text
 
 from dataclasses import fields
 
-from slipsq.appdecode import arp_events, http_request
+from slipsq.appdecode import http_request
 from slipsq.flow import AppEvent
 
 # an AppEvent is built by writing its slots (_flowslots.pxd), not through the dataclass's __init__
@@ -65,7 +66,7 @@ def app_events(bytes ip_packet, double ts):
     if n == 0:
         return []
     if b[0] >> 4 != 4 and b[0] >> 4 != 6:
-        return arp_events(ip_packet, ts)
+        return arp(b, n, ts)
     # decode._l4
     if b[0] >> 4 == 4:
         if n < 20:
@@ -121,6 +122,25 @@ def app_events(bytes ip_packet, double ts):
         return payload_events(ip_packet, pos, end, ts, addr_text(src, family), sport, addr_text(dst, family),
                               dport)
     return []
+
+
+cdef list arp(const uint8_t* b, Py_ssize_t n, double ts):
+    """appdecode.arp_events: the event of an Ethernet/IPv4 ARP frame (`b` from the ARP header)."""
+    cdef char mac[17]
+    cdef int i
+    if n < 28 or be16(b) != 1 or be16(b + 2) != 0x0800 or b[4] != 6 or b[5] != 4:
+        return []
+    for i in range(6):  # bytes.hex(":"): two lower-case digits a byte
+        mac[3 * i] = HEX[b[8 + i] >> 4]
+        mac[3 * i + 1] = HEX[b[8 + i] & 15]
+        if i < 5:
+            mac[3 * i + 2] = 58  # ":"
+    src_ip, dst_ip = addr_text(b + 14, 4), addr_text(b + 24, 4)
+    return [new_event(ts, "arp", src_ip, 0, dst_ip, 0, "arp",
+                      {"op": be16(b + 6), "src_mac": mac[:17].decode("ascii"), "src_ip": src_ip, "dst_ip": dst_ip})]
+
+
+cdef const char* HEX = b"0123456789abcdef"
 
 
 # --- first TCP payloads: appdecode.payload_events, service and tls_sni ---------------------------

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from slipsq import appdecode, decode
 from slipsq.flow import AppEvent
-from tests.helpers import ACK, PSH, dns_query, dns_response, ipv6_ext, tcp, tls_client_hello, udp
+from tests.helpers import ACK, PSH, arp, dns_query, dns_response, ipv6_ext, tcp, tls_client_hello, udp
 
 c = pytest.importorskip("slipsq._appdecode")
 
@@ -124,6 +124,22 @@ def test_tls_client_hellos_decode_equally(name: str, flips: list[tuple[int, int]
         events = same(tcp(A, 40000, B, 443, PSH | ACK, payload))
         assert c.tls_server_name(payload) == appdecode.tls_sni(payload)
         assert events[0].kind == "banner"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 65535), st.binary(min_size=6, max_size=6), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+       st.lists(st.tuples(st.integers(0, 27), st.integers(0, 255)), max_size=3), st.integers(0, 40))
+def test_arp_frames_decode_equally(op: int, mac: bytes, spa: int, tpa: int, flips: list[tuple[int, int]],
+                                   cut: int) -> None:
+    # the frame from its ARP header, as the table hands it up: every field set to anything (hardware
+    # and protocol types and lengths included), and cut anywhere
+    frame = bytearray(arp(op, mac, str(ipaddress.IPv4Address(spa)), str(ipaddress.IPv4Address(tpa)))[14:])
+    for at, value in flips:
+        frame[at] = value
+    for packet in (bytes(frame), bytes(frame[:cut])):
+        events = same(packet)
+        if packet[:6] == b"\x00\x01\x08\x00\x06\x04" and len(packet) >= 28:
+            assert events[0].kind == "arp" and events[0].data["src_mac"] == packet[8:14].hex(":")
 
 
 def test_other_kinds_go_through_the_readable_decoders() -> None:
