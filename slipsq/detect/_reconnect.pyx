@@ -12,6 +12,7 @@ detect/_addrtext.pxd) run here; only a failed outbound attempt goes to the detec
 from dataclasses import fields
 
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
+from libc.limits cimport LONG_MAX
 from cpython.set cimport PySet_Contains
 
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPKTS, F_DPORT, F_PROTO, F_SADDR, FlowSlots,
@@ -38,7 +39,7 @@ cdef object _NO_EVIDENCE = NO_EVIDENCE
 
 
 cdef inline int _small(object v, long* out) noexcept:
-    """1 and the value in `out` when `v` is an exact int that fits a C long / 64 (so 60 times it
+    """1 and the value in `out` when `v` is an exact int that fits a C long / 60 (so 60 times it
     still fits): the packet and byte counts of every real flow; 0 for anything else (a bool, a
     float, a huge int), which the caller leaves to Python's arithmetic."""
     cdef int overflow = 0
@@ -46,7 +47,7 @@ cdef inline int _small(object v, long* out) noexcept:
     if not PyLong_CheckExact(v):
         return 0
     n = PyLong_AsLongAndOverflow(v, &overflow)
-    if overflow or n > (1L << 56) or n < -(1L << 56):
+    if overflow or n > LONG_MAX // 60 or n < -(LONG_MAX // 60):  # (C constants: no boxing of n)
         return 0
     out[0] = n
     return 1
