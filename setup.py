@@ -7,9 +7,9 @@ it; `slipsq._decode` only shows it to the tests). `slipsq._flowtable` is the flo
 table hands up most (DNS answers). `slipsq.detect.stratosphere._letters` is the Stratosphere
 detector's per-flow path (letters, Markov matching); `slipsq.detect._portscan` and `_beacon` the per-flow state
 of the port scan and beacon detectors (`_portscan` also the servers-in-use table that portscan shares
-with reconnect); `_p2p`, `_bruteforce`, `_exfil` and `_reconnect` the per-flow tests of the P2P, brute force,
-exfiltration and reconnection-storm detectors (`_reconnect` cimports `_portscan`'s servers table,
-`_portscan.pxd`). `slipsq.sources._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers
+with reconnect); `_p2p`, `_bruteforce`, `_exfil` and `_reconnect` the per-flow tests of the P2P,
+brute force, exfiltration and reconnection-storm detectors (`_reconnect` cimports `_portscan`'s
+servers table: `_portscan.pxd`). `slipsq.sources._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers
 and NetfilterQueue's `.pxd`, so it is only built where both are present (a replay-only machine still
 builds).
 """

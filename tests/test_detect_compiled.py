@@ -1,11 +1,12 @@
 """The compiled per-flow state of the port scan, beacon, P2P, brute force, exfiltration and
 reconnection-storm detectors (slipsq/detect/_portscan.pyx, _beacon.pyx, _p2p.pyx, _bruteforce.pyx,
 _exfil.pyx, _reconnect.pyx) against their readable twins (portscan.Tally, beacon.Tuples and
-beacon.Intake, p2p.Intake, bruteforce.Intake, exfil.Intake, reconnect.Intake): the same calls give the same answers and leave the same state, bounds and LRU order
-included; the beacon intake's C address tests give the answers of prefixes.is_local and the allow
-list; and the whole detectors, fed the same flows, give the same evidence. (Every test of
-test_detect_portscan.py, test_detect_beacon.py, test_detect_p2p.py, test_detect_bruteforce.py,
-test_detect_exfil.py and test_detect_reconnect.py also runs on both: see their `implementation` fixtures.)
+beacon.Intake, p2p.Intake, bruteforce.Intake, exfil.Intake, reconnect.Intake): the same calls give
+the same answers and leave the same state, bounds and LRU order included; the beacon intake's C
+address tests give the answers of prefixes.is_local and the allow list; and the whole detectors,
+fed the same flows, give the same evidence. (Every test of test_detect_portscan.py,
+test_detect_beacon.py, test_detect_p2p.py, test_detect_bruteforce.py, test_detect_exfil.py and
+test_detect_reconnect.py also runs on both: see their `implementation` fixtures.)
 """
 
 from __future__ import annotations
@@ -528,8 +529,13 @@ def test_reconnect_intake_notes_through_the_compiled_table_and_counts_a_failed_a
     """Not a vacuous agreement: an answered outbound flow lands in the compiled table (by its C
     call), a rejected one reaches `count`, an inbound or DNS or report one neither."""
     counted: list[Flow] = []
+
+    def count(f: Flow) -> Any:
+        counted.append(f)
+        return [f]
+
     table = c_portscan.Servers(8)
-    intake = c_reconnect.Intake(table, is_local, lambda f: counted.append(f) or [f])
+    intake = c_reconnect.Intake(table, is_local, count)
     lan, cc = "192.168.1.66", "203.0.113.50"
     answered = Flow(T0, T0 + 5, "tcp", lan, 40000, cc, 443, 10, 10, 900, 9000, state="FSPA_FSPA")
     rejected = Flow(T0, T0 + 0.1, "tcp", lan, 40001, cc, 1604, 1, 1, 60, 40, state="S_RA", closed_by="rst")
