@@ -80,7 +80,8 @@ class Intake:
     NO_EVIDENCE for those and hands the others to `count(flow)`. The readable twin of the compiled
     `_reconnect.Intake` (make_intake chooses, tests/test_detect_compiled.py holds them equal).
 
-    `servers` is the context's table (kept: a reload keeps it); `local` is prefixes.is_local."""
+    `servers` is the context's table, held for the detector's life (a reload makes a new context and
+    new detectors); `local` is prefixes.is_local."""
 
     __slots__ = ("count", "local", "note", "servers")
 
