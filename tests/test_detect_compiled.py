@@ -35,6 +35,7 @@ from slipsq.detect.base import NO_EVIDENCE, Context
 from slipsq.detect.beacon import Beacon
 from slipsq.detect.portscan import PortScan
 from slipsq.detect.prefixes import _local, is_local
+from slipsq.detect.reconnect import Reconnect
 from slipsq.flow import AppEvent, Flow
 
 c_portscan = pytest.importorskip("slipsq.detect._portscan", reason="the compiled extension is not built "
@@ -547,3 +548,38 @@ def test_reconnect_intake_notes_through_the_compiled_table_and_counts_a_failed_a
     for f in (inbound, dns, report):
         assert intake.on_flow(f) is NO_EVIDENCE
     assert counted == [rejected]
+
+
+def storm_flows(seed: int) -> list[Flow]:
+    """Storms (rejected, unanswered, to a server some host uses, inbound, to DNS, between LAN hosts)
+    among answered sessions, out of start order: every branch of the reconnect detector."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(1500):
+        src = rng.choice(("10.0.0.1", "10.0.0.2", "198.51.100.9"))
+        answered = rng.random() < 0.3
+        # nobody uses .50 (its storms may block); .51 answers some flows (its storms never block)
+        dst = rng.choice(("203.0.113.51", "10.0.0.7", "2001:db8::1", *(() if answered else ("203.0.113.50",) * 3)))
+        port = rng.choice((1604, 4444, 53, 443))
+        out.append(flow(T0 + rng.uniform(0, 7200), src, dst, port, dur=rng.choice((0.03, 30.0)),
+                        dbytes=rng.choice((3000, 400)) if answered else rng.choice((0, 40)),
+                        state="" if answered else rng.choice(("S_RA", "S_", "REJ", "S0")),
+                        sport=rng.randrange(32768, 61000), closed_by=rng.choice(("fin", "rst", "active"))))
+    return sort_flows(out)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_reconnect_gives_the_same_evidence_on_both(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole detector, beside port scan (the servers-in-use table they share), on both."""
+    flows = storm_flows(seed)
+    evidence = {}
+    for impl in ("py", "c"):
+        if impl == "py":
+            monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
+        else:
+            monkeypatch.delenv("SLIPSQ_PURE_PYTHON", raising=False)
+        rec, _ = run([PortScan, Reconnect], flows)
+        evidence[impl] = [(a.evidence, a.decision) for a in rec.seen]
+    storms = [e for e, _ in evidence["py"] if e.detector == "reconnect"]
+    assert {e.may_block for e in storms} == {True, False}, "the mix must make storms that block and that do not"
+    assert evidence["py"] == evidence["c"]
