@@ -7,8 +7,9 @@ it; `slipsq._decode` only shows it to the tests). `slipsq._flowtable` is the flo
 table hands up most (DNS answers). `slipsq.detect.stratosphere._letters` is the Stratosphere
 detector's per-flow path (letters, Markov matching); `slipsq.detect._portscan` and `_beacon` the per-flow state
 of the port scan and beacon detectors (`_portscan` also the servers-in-use table that portscan shares
-with reconnect); `_p2p`, `_bruteforce` and `_exfil` the per-flow tests of the P2P, brute force and
-exfiltration detectors. `slipsq.sources._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers
+with reconnect); `_p2p`, `_bruteforce`, `_exfil` and `_reconnect` the per-flow tests of the P2P,
+brute force, exfiltration and reconnection-storm detectors (`_reconnect` cimports `_portscan`'s
+servers table: `_portscan.pxd`). `slipsq.sources._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers
 and NetfilterQueue's `.pxd`, so it is only built where both are present (a replay-only machine still
 builds).
 """
@@ -38,6 +39,7 @@ def extensions() -> list[Extension]:
         Extension("slipsq.detect._p2p", ["slipsq/detect/_p2p.pyx"], extra_compile_args=CFLAGS),
         Extension("slipsq.detect._bruteforce", ["slipsq/detect/_bruteforce.pyx"], extra_compile_args=CFLAGS),
         Extension("slipsq.detect._exfil", ["slipsq/detect/_exfil.pyx"], extra_compile_args=CFLAGS),
+        Extension("slipsq.detect._reconnect", ["slipsq/detect/_reconnect.pyx"], extra_compile_args=CFLAGS),
     ]
     if os.path.exists("slipsq/sources/_nfq.pyx") and os.path.exists("/usr/include/libnetfilter_queue/libnetfilter_queue.h"):
         try:

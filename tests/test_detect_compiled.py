@@ -1,11 +1,12 @@
-"""The compiled per-flow state of the port scan, beacon, P2P, brute force and exfiltration detectors
-(slipsq/detect/_portscan.pyx, _beacon.pyx, _p2p.pyx, _bruteforce.pyx, _exfil.pyx) against their
-readable twins (portscan.Tally, beacon.Tuples and beacon.Intake, p2p.Intake, bruteforce.Intake,
-exfil.Intake): the same calls give the same answers and leave the same state, bounds and LRU order
-included; the beacon intake's C address tests give the answers of prefixes.is_local and the allow
-list; and the whole detectors, fed the same flows, give the same evidence. (Every test of
-test_detect_portscan.py, test_detect_beacon.py, test_detect_p2p.py, test_detect_bruteforce.py and
-test_detect_exfil.py also runs on both: see their `implementation` fixtures.)
+"""The compiled per-flow state of the port scan, beacon, P2P, brute force, exfiltration and
+reconnection-storm detectors (slipsq/detect/_portscan.pyx, _beacon.pyx, _p2p.pyx, _bruteforce.pyx,
+_exfil.pyx, _reconnect.pyx) against their readable twins (portscan.Tally, beacon.Tuples and
+beacon.Intake, p2p.Intake, bruteforce.Intake, exfil.Intake, reconnect.Intake): the same calls give
+the same answers and leave the same state, bounds and LRU order included; the beacon intake's C
+address tests give the answers of prefixes.is_local and the allow list; and the whole detectors,
+fed the same flows, give the same evidence. (Every test of test_detect_portscan.py,
+test_detect_beacon.py, test_detect_p2p.py, test_detect_bruteforce.py, test_detect_exfil.py and
+test_detect_reconnect.py also runs on both: see their `implementation` fixtures.)
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from slipsq.detect import exfil as py_exfil
 from slipsq.detect import inuse as py_inuse
 from slipsq.detect import p2p as py_p2p
 from slipsq.detect import portscan as py_portscan
+from slipsq.detect import reconnect as py_reconnect
 from slipsq.detect.base import NO_EVIDENCE, Context
 from slipsq.detect.beacon import Beacon
 from slipsq.detect.portscan import PortScan
 from slipsq.detect.prefixes import _local, is_local
+from slipsq.detect.reconnect import Reconnect
 from slipsq.flow import AppEvent, Flow
 
 c_portscan = pytest.importorskip("slipsq.detect._portscan", reason="the compiled extension is not built "
@@ -41,6 +44,7 @@ c_beacon = pytest.importorskip("slipsq.detect._beacon", reason="the compiled ext
 c_p2p = pytest.importorskip("slipsq.detect._p2p", reason="the compiled extension is not built")
 c_bruteforce = pytest.importorskip("slipsq.detect._bruteforce", reason="the compiled extension is not built")
 c_exfil = pytest.importorskip("slipsq.detect._exfil", reason="the compiled extension is not built")
+c_reconnect = pytest.importorskip("slipsq.detect._reconnect", reason="the compiled extension is not built")
 
 SOURCES = ("10.0.0.1", "10.0.0.2", "198.51.100.9")
 HOSTS = ("198.51.100.1", "198.51.100.2", "10.0.0.7", "2001:db8::1")
@@ -448,3 +452,134 @@ def test_exfil_intake_twins_agree(ops: list[Flow], window: float, bar: int, rati
         assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
         assert exfil_state(py) == exfil_state(c)
         assert len(py.pairs) <= max_pairs
+
+
+# --- the reconnection-storm detector's per-flow tests (reconnect.Intake) ----------------------------
+
+class SubFlow(Flow):
+    """A Flow of another class: the compiled readers take every field of it through getattr."""
+
+    __slots__ = ()
+
+
+RC_ADDRESSES = ("192.168.1.66", "10.0.0.2", "203.0.113.50", "2001:db8::1", "fe80::1", "::ffff:8.8.8.8",
+                " 8.8.4.4", "host")
+RC_STATES = ("S_", "S_RA", "S0", "REJ", "INT", "SF", "FSPA_FSPA", "", "ZZ")  # mostly unanswered: the packets decide
+rc_flow = st.builds(
+    lambda cls, start, dur, proto, saddr, daddr, dport, dpkts, extra, state, closed_by: cls(
+        start, start + dur, proto, saddr, 40000, daddr, dport, 1, dpkts, 60, 60 * dpkts + extra, state=state,
+        closed_by=closed_by),
+    st.sampled_from((Flow, Flow, Flow, SubFlow)),
+    st.one_of(st.floats(0, 20_000), st.integers(0, 20_000)),  # int times too (a flow file's)
+    st.sampled_from((0.0, 1.0, 400.0, 0)), st.sampled_from(("tcp", "tcp", "tcp", "udp", "icmp")),
+    st.sampled_from(RC_ADDRESSES), st.sampled_from(RC_ADDRESSES), st.sampled_from((22, 53, 443, 853, 1604, 53.0)),
+    # the packets back around the "answered" line: 0..3, a bool, a float, past a C long / 64
+    st.one_of(st.integers(0, 3), st.integers(2, 3), st.booleans(), st.just(2.0), st.just(2**60)),
+    # the bytes back around 60 x packets (a huge count: Python's arithmetic)
+    st.sampled_from((-1, 0, 0, 1, 100, 10**20)),
+    st.sampled_from(RC_STATES), st.sampled_from(("fin", "rst", "rst", "active", "idle")))
+
+
+class RecordingServers(py_inuse.ServersInUse):
+    """A servers table of another class: the compiled intake calls its `note` (recorded here)."""
+
+    __slots__ = ("notes",)
+
+    def __init__(self, bound: int) -> None:
+        super().__init__(bound)
+        self.notes: list[Flow] = []
+
+    def note(self, flow: Flow) -> None:
+        self.notes.append(flow)
+        super().note(flow)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(rc_flow, max_size=60), st.sampled_from(("py", "c", "recording")), st.integers(1, 4), st.booleans())
+def test_reconnect_intake_twins_agree(ops: list[Flow], table: str, bound: int, memo_local: bool) -> None:
+    """The same flows handed to `count`; the same answered flows noted, leaving the same servers in
+    use (in the same LRU order), through the compiled table's C call or any other table's `note`;
+    every other flow answered NO_EVIDENCE."""
+    calls: dict[str, list[Any]] = {"py": [], "c": []}
+
+    def counter(impl: str) -> Any:
+        def count(f: Flow) -> Any:
+            calls[impl].append(f)
+            return [f]
+        return count
+
+    def servers() -> Any:
+        return {"py": py_inuse.ServersInUse, "c": c_portscan.Servers, "recording": RecordingServers}[table](bound)
+
+    local = is_local if memo_local else (lambda ip: ip.startswith(("192.168.", "10.", "fe80")))
+    py_table, c_table = servers(), servers()
+    py = py_reconnect.Intake(py_table, local, counter("py"))
+    c = c_reconnect.Intake(c_table, local, counter("c"))
+    for f in ops:
+        a, b = py.on_flow(f), c.on_flow(f)
+        assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
+        assert calls["py"] == calls["c"]
+        assert servers_state(py_table) == servers_state(c_table)
+        if table == "recording":
+            assert py_table.notes == c_table.notes
+    memo = is_local.__self__  # type: ignore[attr-defined]
+    assert all(memo[ip] == _local(ip) for ip in RC_ADDRESSES if ip in memo)  # what the C side put there
+
+
+def test_reconnect_intake_notes_through_the_compiled_table_and_counts_a_failed_attempt() -> None:
+    """Not a vacuous agreement: an answered outbound flow lands in the compiled table (by its C
+    call), a rejected one reaches `count`, an inbound or DNS or report one neither."""
+    counted: list[Flow] = []
+
+    def count(f: Flow) -> Any:
+        counted.append(f)
+        return [f]
+
+    table = c_portscan.Servers(8)
+    intake = c_reconnect.Intake(table, is_local, count)
+    lan, cc = "192.168.1.66", "203.0.113.50"
+    answered = Flow(T0, T0 + 5, "tcp", lan, 40000, cc, 443, 10, 10, 900, 9000, state="FSPA_FSPA")
+    rejected = Flow(T0, T0 + 0.1, "tcp", lan, 40001, cc, 1604, 1, 1, 60, 40, state="S_RA", closed_by="rst")
+    inbound = Flow(T0, T0 + 0.1, "tcp", cc, 40002, lan, 22, 1, 1, 60, 40, state="S_RA")
+    dns = Flow(T0, T0 + 0.1, "tcp", lan, 40003, cc, 53, 1, 0, 60, 0, state="S_")
+    report = Flow(T0, T0 + 0.1, "tcp", lan, 40004, cc, 1604, 1, 0, 60, 0, state="S_", closed_by="active")
+    assert intake.on_flow(answered) is NO_EVIDENCE and list(table.when) == [cc]
+    assert intake.on_flow(rejected) == [rejected] and counted == [rejected]
+    for f in (inbound, dns, report):
+        assert intake.on_flow(f) is NO_EVIDENCE
+    assert counted == [rejected]
+
+
+def storm_flows(seed: int) -> list[Flow]:
+    """Storms (rejected, unanswered, to a server some host uses, inbound, to DNS, between LAN hosts)
+    among answered sessions, out of start order: every branch of the reconnect detector."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(1500):
+        src = rng.choice(("10.0.0.1", "10.0.0.2", "198.51.100.9"))
+        answered = rng.random() < 0.3
+        # nobody uses .50 (its storms may block); .51 answers some flows (its storms never block)
+        dst = rng.choice(("203.0.113.51", "10.0.0.7", "2001:db8::1", *(() if answered else ("203.0.113.50",) * 3)))
+        port = rng.choice((1604, 4444, 53, 443))
+        out.append(flow(T0 + rng.uniform(0, 7200), src, dst, port, dur=rng.choice((0.03, 30.0)),
+                        dbytes=rng.choice((3000, 400)) if answered else rng.choice((0, 40)),
+                        state="" if answered else rng.choice(("S_RA", "S_", "REJ", "S0")),
+                        sport=rng.randrange(32768, 61000), closed_by=rng.choice(("fin", "rst", "active"))))
+    return sort_flows(out)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_reconnect_gives_the_same_evidence_on_both(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole detector, beside port scan (the servers-in-use table they share), on both."""
+    flows = storm_flows(seed)
+    evidence = {}
+    for impl in ("py", "c"):
+        if impl == "py":
+            monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
+        else:
+            monkeypatch.delenv("SLIPSQ_PURE_PYTHON", raising=False)
+        rec, _ = run([PortScan, Reconnect], flows)
+        evidence[impl] = [(a.evidence, a.decision) for a in rec.seen]
+    storms = [e for e, _ in evidence["py"] if e.detector == "reconnect"]
+    assert {e.may_block for e in storms} == {True, False}, "the mix must make storms that block and that do not"
+    assert evidence["py"] == evidence["c"]

@@ -1,7 +1,7 @@
 """Reconnection storms: one host hammering one server:port that refuses or ignores it (flows, and
 packets through the compiled table); the guards: a few retries, a server in use, a forged storm,
-a LAN printer, an inbound storm, a client that is not ours. Every test runs on both servers-in-use
-tables (the readable inuse.ServersInUse and the compiled _portscan.Servers)."""
+a LAN printer, an inbound storm, a client that is not ours. Every test runs on the readable twins
+(reconnect.Intake, inuse.ServersInUse) and on the compiled ones (_reconnect.Intake, _portscan.Servers)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from slipsq.flow import Flow
 from tools.gen_scenarios import reconnection_storm
 from tools.gen_sessions import tls_session
 
-implementation = both_twins("slipsq.detect._portscan")  # the servers in use: readable (py) and compiled (c)
+implementation = both_twins("slipsq.detect._reconnect")  # the intake and servers in use: readable (py), compiled (c)
 
 HOST, CC = "192.168.1.66", "203.0.113.50"
 EPOCH = 1_717_243_200.0  # 2024-06-01 12:00 UTC, an hour boundary

@@ -200,11 +200,7 @@ cdef inline double _floordiv(double x, double y) noexcept:
 
 cdef class Servers:
     """Non-local servers that answered a local client, and when they last did (inuse.ServersInUse):
-    the same OrderedDict, least recently refreshed first."""
-
-    cdef readonly object when  # server -> its last answer to a local client (LRU order)
-    cdef public Py_ssize_t bound
-    cdef object _move_to_end, _popitem  # bound once: called from C on a refresh / when full
+    the same OrderedDict, least recently refreshed first. (Its fields and `_note`: _portscan.pxd.)"""
 
     def __init__(self, Py_ssize_t bound=MAX_SERVED):
         self.when = OrderedDict()

@@ -35,15 +35,21 @@ False-positive guards:
 Not caught: UDP (no "rejected" in UDP; an unanswered UDP flow is often a one-way stream), a C&C
 that answers and then closes at once (answered: the beacon detector's case), a storm spread over
 many servers (each below T) and a storm slower than T per window.
+
+The per-flow tests (answered, a report, a skipped port, inbound) are `Intake`, compiled as
+`_reconnect.Intake` (slipsq.twins chooses): almost every flow is answered and ends there, after
+noting its server in the servers-in-use table; only a failed outbound attempt reaches the storms map.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
+from slipsq.detect.inuse import ServersInUse
 from slipsq.detect.portscan import unanswered
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
@@ -51,6 +57,8 @@ from slipsq.lru import touch
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
 _SKIPPED_PORTS = frozenset({53, 853})
+# what the intake hands a failed outbound attempt to: the storms map and the judgement
+Count = Callable[[Flow], Sequence[Evidence]]
 
 
 class _Storm:
@@ -61,6 +69,48 @@ class _Storm:
         self.failed = self.emitted = 0
         self.emitted_threat = 0.0
         self.first = self.last = 0.0
+
+
+class Intake:
+    """The detector's per-flow path, one call per flow: which flows are a failed outbound attempt.
+    A TCP flow the server answered (packets back averaging over 60 bytes, or a state or packet count
+    that portscan.unanswered calls answered: most flows) notes its server in the servers-in-use
+    table (`servers.note`: reports too, a long session is in use) and ends there; so do a report, a
+    DNS port and an inbound flow (an outside client to a local server). `on_flow` answers
+    NO_EVIDENCE for those and hands the others to `count(flow)`. The readable twin of the compiled
+    `_reconnect.Intake` (make_intake chooses, tests/test_detect_compiled.py holds them equal).
+
+    `servers` is the context's table, held for the detector's life (a reload makes a new context and
+    new detectors); `local` is prefixes.is_local."""
+
+    __slots__ = ("count", "local", "note", "servers")
+
+    def __init__(self, servers: ServersInUse, local: Callable[[str], bool], count: Count) -> None:
+        self.servers, self.local, self.count = servers, local, count
+        self.note = servers.note  # bound once: called for every answered TCP flow
+
+    def on_flow(self, flow: Flow) -> Sequence[Evidence]:
+        if flow.proto != "tcp":
+            return NO_EVIDENCE
+        dpkts = flow.dpkts
+        # most flows: the server sent packets averaging over 60 bytes (a reset is 40): it answered,
+        # no need to read the state
+        if (dpkts >= 2 and flow.dbytes > 60 * dpkts) or not unanswered(flow):
+            self.note(flow)  # answered: its server is in use (reports too: a long session)
+            return NO_EVIDENCE
+        if flow.is_report or flow.dport in _SKIPPED_PORTS:
+            return NO_EVIDENCE
+        src, dst = flow.saddr, flow.daddr
+        if self.local(dst) and not self.local(src):  # inbound: an outside client, not our host's C&C
+            return NO_EVIDENCE
+        return self.count(flow)
+
+
+def make_intake(servers: ServersInUse, local: Callable[[str], bool], count: Count) -> Intake:
+    """The compiled Intake, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._reconnect")
+    cls: type[Intake] = Intake if fast is None else fast.Intake
+    return cls(servers, local, count)
 
 
 class Reconnect(Detector):
@@ -85,23 +135,18 @@ class Reconnect(Detector):
         self.local_may_block: bool = self.opt("local_may_block")
         self.max_tuples: int = self.opt("max_tuples")
         self.servers = ctx.servers
-        self._note = ctx.servers.note  # bound once: called for every answered TCP flow
         self.storms: OrderedDict[tuple[str, str, int], _Storm] = OrderedDict()
+        self.intake = make_intake(ctx.servers, is_local, self._count)
+        # the engine calls on_flow once per flow: hand it the compiled path itself (the Python frame
+        # of a method that only calls it would cost as much as the compiled tests)
+        self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
-        if flow.proto != "tcp":
-            return NO_EVIDENCE
-        dpkts = flow.dpkts
-        # most flows: the server sent packets averaging over 60 bytes (a reset is 40): it answered,
-        # no need to read the state
-        if (dpkts >= 2 and flow.dbytes > 60 * dpkts) or not unanswered(flow):
-            self._note(flow)  # answered: its server is in use (reports too: a long session)
-            return NO_EVIDENCE
-        if flow.is_report or flow.dport in _SKIPPED_PORTS:
-            return NO_EVIDENCE
+        return self.intake.on_flow(flow)  # (not called by the engine: see __init__)
+
+    def _count(self, flow: Flow) -> Sequence[Evidence]:
+        """A failed outbound attempt the intake let through: count it in its tuple's window."""
         src, dst = flow.saddr, flow.daddr
-        if is_local(dst) and not is_local(src):  # inbound: an outside client, not our host's C&C
-            return NO_EVIDENCE
         s = touch(self.storms, (src, dst, flow.dport), _Storm, self.max_tuples)
         index = int(flow.start // self.window)
         if index > s.index:  # a new window: count afresh (a late flow of the last one counts here)
