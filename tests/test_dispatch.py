@@ -138,13 +138,18 @@ def test_odd_field_types_reach_the_hook_instead_of_failing(cls: Any) -> None:
     loop = cls([(hook(0), gate)], evidence, failed)
     odd = [Flow(0, 4000, "tcp", "a", 1, "b", 40000, 1, 2, 10**30, 10**30),  # int times, huge counts
            Flow(0.0, 4000.0, "tcp", "a", 1, "b", 40000, 1, True, 20_000, 0),  # a bool count
-           Flow(0.0, 4000.0, "tcp", "a", 1, "b", None, 1, 2, 20_000, 0)]  # type: ignore[arg-type]
+           Flow(0.0, 4000.0, "tcp", "a", 1, "b", None, 1, 2, 20_000, 0),  # type: ignore[arg-type]
+           Flow(0.0, 4000.0, ["tcp"], "a", 1, "b", 40000, 1, 2, 20_000, 0)]  # type: ignore[arg-type]  # unhashable
     for f in odd:
         loop.run(f)
-    assert [c[0] for c in calls] == ["call", "call", "call"]
+    assert [c[0] for c in calls] == ["call", "call", "call", "call"]
+    # an unhashable port where ports are skipped: the hook is called too
+    skipping = cls([(hook(0), FlowGate(skip_dports=frozenset({80})))], evidence, failed)
+    skipping.run(Flow(0.0, 1.0, "tcp", "a", 1, "b", [80]))  # type: ignore[arg-type]
+    assert len(calls) == 5
     # a flow the gate turns away on plain fields is not called
     loop.run(Flow(0.0, 10.0, "tcp", "a", 1, "b", 40000, 1, 2, 20_000, 0))
-    assert len(calls) == 3
+    assert len(calls) == 5
 
 
 @pytest.mark.parametrize("cls", TWINS)
