@@ -108,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     files = extra if a.only_extra else inputs(corpus, extra)
     with ThreadPoolExecutor(a.jobs) as pool:
         results = list(pool.map(lambda p: replay_outputs(p, a.pure), files))
+    # outputs name their inputs by path: a check from another checkout (a worktree) or another
+    # shared-data folder writes those paths as the save did, so only real differences show
+    here = {"root.txt": str(ROOT), "shared.txt": str(SHARED.resolve())}
+    if a.action == "check":
+        for name, path in here.items():
+            saved_path = (a.dir / name).read_text().strip() if (a.dir / name).exists() else path
+            if saved_path != path:
+                results = [{k: v.replace(path, saved_path) for k, v in r.items()} for r in results]
     bad = 0
     for path, outs in zip(files, results):
         where = a.dir / "outputs" / key(path)
@@ -127,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         bad += bool(diff)
     if a.action == "save":
         (a.dir / "extra.json").write_text(json.dumps([str(p) for p in extra]))
+        for name, path in here.items():
+            (a.dir / name).write_text(path + "\n")
         print(f"saved the outputs of {len(files)} inputs in {a.dir}")
         return 0
     print(f"{len(files) - bad} of {len(files)} inputs byte-identical")
