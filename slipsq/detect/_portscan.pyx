@@ -211,6 +211,12 @@ cdef class Servers:
         self._note(flow)
 
     cdef int _note(self, object flow) except -1:
+        # port scan and reconnect both note each answered TCP flow, one after the other: a second
+        # note of the same flow finds what the first left (refreshed now, or not to be noted) and
+        # changes nothing, so it is skipped (-1 dict lookup a flow)
+        if flow is self._last:
+            return 0
+        self._last = flow
         server, when = _f(flow, F_DADDR), _f(flow, F_END)
         cdef PyObject* last = PyDict_GetItemWithError(self.when, server)
         if last != NULL and <double>when < <double>(<object>last) + REFRESH:
