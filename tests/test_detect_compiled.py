@@ -210,18 +210,23 @@ def mixed_flows(seed: int) -> list[Flow]:
                       browsing("10.0.0.8", [f"198.51.100.{i}" for i in range(1, 40)], 300))
 
 
-@pytest.mark.parametrize("detector", [PortScan, Beacon])
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_detectors_give_the_same_evidence_on_both(detector: Any, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    flows = mixed_flows(seed)
+def evidence_on_both(detectors: list[Any], flows: list[Flow], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """impl ("py": the readable twins, "c": compiled) -> (evidence, decision) of every alert."""
     evidence = {}
     for impl in ("py", "c"):
         if impl == "py":
             monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
         else:
             monkeypatch.delenv("SLIPSQ_PURE_PYTHON", raising=False)
-        rec, _ = run([detector], flows)
+        rec, _ = run(detectors, flows)
         evidence[impl] = [(a.evidence, a.decision) for a in rec.seen]
+    return evidence
+
+
+@pytest.mark.parametrize("detector", [PortScan, Beacon])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_detectors_give_the_same_evidence_on_both(detector: Any, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    evidence = evidence_on_both([detector], mixed_flows(seed), monkeypatch)
     assert evidence["py"], "the mix must make some evidence, or the comparison proves nothing"
     assert evidence["py"] == evidence["c"]
 
@@ -571,15 +576,7 @@ def storm_flows(seed: int) -> list[Flow]:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_reconnect_gives_the_same_evidence_on_both(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole detector, beside port scan (the servers-in-use table they share), on both."""
-    flows = storm_flows(seed)
-    evidence = {}
-    for impl in ("py", "c"):
-        if impl == "py":
-            monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
-        else:
-            monkeypatch.delenv("SLIPSQ_PURE_PYTHON", raising=False)
-        rec, _ = run([PortScan, Reconnect], flows)
-        evidence[impl] = [(a.evidence, a.decision) for a in rec.seen]
+    evidence = evidence_on_both([PortScan, Reconnect], storm_flows(seed), monkeypatch)
     storms = [e for e, _ in evidence["py"] if e.detector == "reconnect"]
     assert {e.may_block for e in storms} == {True, False}, "the mix must make storms that block and that do not"
     assert evidence["py"] == evidence["c"]
