@@ -84,7 +84,7 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         print("bench/flowcost.py: skipped: needs valgrind (apt-get install valgrind)", file=sys.stderr)
         return 0
-    capture = args.capture
+    capture = args.capture.resolve() if args.capture is not None else None  # the rows run in --tree
     if capture is None:
         full = sorted(OUT.glob("realistic-3000000p-100000f-s1-*.pcap"))
         full = [p for p in full if "-first" not in p.name]
