@@ -9,7 +9,8 @@ detector's per-flow path (letters, Markov matching); `slipsq.detect._portscan` a
 of the port scan and beacon detectors (`_portscan` also the servers-in-use table that portscan shares
 with reconnect); `_p2p`, `_bruteforce`, `_exfil` and `_reconnect` the per-flow tests of the P2P,
 brute force, exfiltration and reconnection-storm detectors (`_reconnect` cimports `_portscan`'s
-servers table: `_portscan.pxd`). `slipsq.sources._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers
+servers table: `_portscan.pxd`); `_dns` what each DNS answer costs the DGA and unknown-port detectors.
+`slipsq.sources._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers
 and NetfilterQueue's `.pxd`, so it is only built where both are present (a replay-only machine still
 builds).
 """
@@ -40,6 +41,7 @@ def extensions() -> list[Extension]:
         Extension("slipsq.detect._bruteforce", ["slipsq/detect/_bruteforce.pyx"], extra_compile_args=CFLAGS),
         Extension("slipsq.detect._exfil", ["slipsq/detect/_exfil.pyx"], extra_compile_args=CFLAGS),
         Extension("slipsq.detect._reconnect", ["slipsq/detect/_reconnect.pyx"], extra_compile_args=CFLAGS),
+        Extension("slipsq.detect._dns", ["slipsq/detect/_dns.pyx"], extra_compile_args=CFLAGS),
     ]
     if os.path.exists("slipsq/sources/_nfq.pyx") and os.path.exists("/usr/include/libnetfilter_queue/libnetfilter_queue.h"):
         try:

@@ -6,7 +6,8 @@ inline decoder `_decode.pxd`: decode.py), `sources/_pcap` (sources.pcap.PureCapt
 (decode.app_events), `detect/stratosphere/_letters` (letters.py, markov.py), `detect/_portscan`
 (portscan.Counts and Tally, inuse.ServersInUse), `detect/_beacon` (beacon.Tuples, beacon.Intake),
 `detect/_p2p` (p2p.Intake), `detect/_bruteforce` (bruteforce.Intake, _Count), `detect/_exfil`
-(exfil.Intake, _Pair), `detect/_reconnect` (reconnect.Intake), `_dispatch` (dispatch.FlowCalls, the
+(exfil.Intake, _Pair), `detect/_reconnect` (reconnect.Intake), `detect/_dns` (dga.Intake,
+unknownport.DnsIntake), `_dispatch` (dispatch.FlowCalls, the
 engine's per-flow loop) and `_wirescan` (mqwire.scan, the worker messages' opcode check).
 This is the one place that chooses between them. SLIPSQ_PURE_PYTHON=1 asks for the twins; otherwise
 the compiled module must be there, and a missing one is a SystemSetupError that says how to build

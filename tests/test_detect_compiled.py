@@ -1,7 +1,8 @@
 """The compiled per-flow state of the port scan, beacon, P2P, brute force, exfiltration and
 reconnection-storm detectors (slipsq/detect/_portscan.pyx, _beacon.pyx, _p2p.pyx, _bruteforce.pyx,
-_exfil.pyx, _reconnect.pyx) against their readable twins (portscan.Tally, beacon.Tuples and
-beacon.Intake, p2p.Intake, bruteforce.Intake, exfil.Intake, reconnect.Intake): the same calls give
+_exfil.pyx, _reconnect.pyx, and _dns.pyx for the DGA and unknown-port detectors' DNS answers) against
+their readable twins (portscan.Tally, beacon.Tuples and beacon.Intake, p2p.Intake, bruteforce.Intake,
+exfil.Intake, reconnect.Intake, dga.Intake, unknownport.DnsIntake): the same calls give
 the same answers and leave the same state, bounds and LRU order included; the beacon intake's C
 address tests give the answers of prefixes.is_local and the allow list; and the whole detectors,
 fed the same flows, give the same evidence. (Every test of test_detect_portscan.py,
@@ -360,6 +361,124 @@ def test_p2p_intake_twins_agree(ops: list[Flow], named: set[str]) -> None:
         assert calls["py"] == calls["c"]
     memo = is_local.__self__  # type: ignore[attr-defined]
     assert all(memo[ip] == _local(ip) for ip in P2P_ADDRESSES if ip in memo)  # what the C side put there
+
+
+# --- what each DNS answer costs the DGA and unknown-port detectors (dga.Intake, unknownport.DnsIntake) ---
+
+DNS_HOSTS = ("192.168.1.7", "10.0.0.9", "8.8.8.8", "2001:db8::53")
+
+
+class _SubEvent(AppEvent):  # not an AppEvent itself: the compiled side reads it through getattr
+    __slots__ = ()
+
+
+dns_event = st.builds(
+    lambda ts, kind, resolver, sport, client, rcode, answers, query, sub, extra: (_SubEvent if sub else AppEvent)(
+        ts, kind, resolver, sport, client, 40000, "udp",
+        {"query": query, "answers": answers, **({} if rcode == "absent" else {"rcode": rcode}), **extra}),
+    # times on and around the refresh intervals (60 s, 300 s), ints too, and anything
+    st.one_of(st.sampled_from([0, 0.0, 59.9, 60, 60.1, 299.9, 300, 300.0, 300.1, 360, 600, 600.5]), st.floats(0, 2000)),
+    st.sampled_from(("dns", "dns", "dns", "tls", "arp")), st.sampled_from(DNS_HOSTS[:2] * 3 + DNS_HOSTS[2:]),
+    st.sampled_from((53, 53, 53, 5353, 853)),
+    st.sampled_from(DNS_HOSTS[:2] * 3 + DNS_HOSTS[2:]), st.sampled_from((0, 0, 0, 3, 2, None, "absent", 0.0, False)),
+    st.sampled_from(([], ["1.2.3.4"], ["1.2.3.4", "::1"])), st.sampled_from(("a.example", "x7k2p9qmz.example", "")),
+    st.booleans(), st.sampled_from(({}, {"response": False})))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(dns_event, max_size=50), st.sets(st.sampled_from(DNS_HOSTS)), st.integers(1, 3))
+def test_dns_intakes_twins_agree(events: list[AppEvent], counted: set[str], bound: int) -> None:
+    """Both DGA intakes refresh the same resolvers in the same LRU order, hand the same answers to
+    `resolved` and the same NXDOMAINs to `nxdomain`; both unknown-port intakes keep the same clients
+    (with need_dns on and off)."""
+    from collections import OrderedDict
+
+    from slipsq.detect import dga as py_dga
+    from slipsq.detect import unknownport as py_unknownport
+
+    c_dns = pytest.importorskip("slipsq.detect._dns")
+    seen: dict[str, list[Any]] = {"py": [], "c": []}
+    resolvers: dict[str, OrderedDict[tuple[str, str], float]] = {"py": OrderedDict(), "c": OrderedDict()}
+    clients: dict[tuple[str, bool], OrderedDict[str, float]] = {
+        (impl, need): OrderedDict() for impl in ("py", "c") for need in (True, False)}
+
+    def hooks(impl: str) -> tuple[Any, Any]:
+        def resolved(client: str, query: object) -> None:
+            seen[impl].append(("resolved", client, query))
+
+        def nxdomain(event: AppEvent) -> Any:
+            seen[impl].append(("nxdomain", event))
+            return [event.data.get("query")]
+        return resolved, nxdomain
+
+    dga = {"py": py_dga.Intake(resolvers["py"], set(counted), *hooks("py")),
+           "c": c_dns.DgaIntake(resolvers["c"], set(counted), *hooks("c"))}
+    kinds = {"py": py_unknownport.DnsIntake, "c": c_dns.ClientsIntake}
+    ports = {(impl, need): kinds[impl](clients[impl, need], need) for impl in ("py", "c") for need in (True, False)}
+    with pytest.MonkeyPatch.context() as mp:  # small bounds, so that the eviction order is compared too
+        for module in (py_dga, c_dns):
+            mp.setattr(module, "_MAX_RESOLVERS", bound)
+        for module in (py_unknownport, c_dns):
+            mp.setattr(module, "_MAX_CLIENTS", bound)
+        for ev in events:
+            a, b = dga["py"].on_app(ev), dga["c"].on_app(ev)
+            assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
+            for need in (True, False):
+                assert ports["py", need].on_app(ev) is NO_EVIDENCE and ports["c", need].on_app(ev) is NO_EVIDENCE
+            assert len(resolvers["c"]) <= bound and len(clients["c", True]) <= bound
+    assert seen["py"] == seen["c"]
+    assert list(resolvers["py"].items()) == list(resolvers["c"].items())
+    for need in (True, False):
+        assert list(clients["py", need].items()) == list(clients["c", need].items())
+    assert not clients["py", False]
+
+
+@pytest.mark.parametrize("impl", ["py", "c"])
+def test_dns_intakes_refresh_strictly_after_their_interval(impl: str) -> None:
+    """The refresh boundaries, which a random search rarely lands on: a resolver is refreshed only
+    more than 300 s after its last refresh, a client more than 60 s; each refresh moves it last."""
+    from collections import OrderedDict
+
+    from slipsq.detect import dga as py_dga
+    from slipsq.detect import unknownport as py_unknownport
+
+    c_dns = pytest.importorskip("slipsq.detect._dns")
+    resolvers: OrderedDict[tuple[str, str], float] = OrderedDict()
+    clients: OrderedDict[str, float] = OrderedDict()
+    def never(*args: Any) -> Any:
+        raise AssertionError(f"called with {args}")
+
+    dga = (py_dga.Intake if impl == "py" else c_dns.DgaIntake)(resolvers, set(), never, never)
+    port = (py_unknownport.DnsIntake if impl == "py" else c_dns.ClientsIntake)(clients, True)
+
+    def answer(ts: float, client: str = "192.168.1.7") -> AppEvent:
+        return AppEvent(ts, "dns", "8.8.8.8", 53, client, 40000, "udp", {"query": "a.example", "rcode": 0,
+                                                                        "answers": ["1.2.3.4"]})
+
+    for ts, client in [(0.0, "192.168.1.7"), (1.0, "10.0.0.9"), (60.0, "192.168.1.7"), (60.5, "192.168.1.7"),
+                       (300.0, "192.168.1.7"), (300.5, "192.168.1.7")]:
+        dga.on_app(answer(ts, client))
+        port.on_app(answer(ts, client))
+        if ts == 60.0:  # exactly the client interval: not yet refreshed, not moved
+            assert list(clients.items()) == [("192.168.1.7", 0.0), ("10.0.0.9", 1.0)]
+    assert list(resolvers.items()) == [(("10.0.0.9", "8.8.8.8"), 1.0), (("192.168.1.7", "8.8.8.8"), 300.5)]
+    assert list(clients.items()) == [("10.0.0.9", 1.0), ("192.168.1.7", 300.0)]  # 60.5, then 300.0
+    dga.on_app(answer(300.5 + 300.0))  # exactly the interval: not yet
+    port.on_app(answer(300.5 + 60.0, "10.0.0.9"))  # 10.0.0.9 last at 1.0: due, and moves last
+    assert resolvers["192.168.1.7", "8.8.8.8"] == 300.5
+    assert list(clients) == ["192.168.1.7", "10.0.0.9"] and clients["10.0.0.9"] == 360.5
+
+
+def test_the_dns_intakes_are_the_detectors_hooks() -> None:
+    """The engine calls each detector's on_app: with the compiled build, that is the intake itself."""
+    from slipsq.detect.dga import DGA
+    from slipsq.detect.unknownport import UnknownPort
+
+    c_dns = pytest.importorskip("slipsq.detect._dns")
+    ctx = Context(config([DGA, UnknownPort]), AllowList())
+    d, u = DGA(ctx), UnknownPort(ctx)
+    assert isinstance(d.intake, c_dns.DgaIntake) and d.on_app == d.intake.on_app
+    assert isinstance(u.dns_intake, c_dns.ClientsIntake) and u.on_app == u.dns_intake.on_app
 
 
 # --- the brute force detector's per-flow and per-event tests (bruteforce.Intake) ---------------------

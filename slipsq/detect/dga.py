@@ -47,8 +47,9 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Sequence
 
+from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import is_local
@@ -90,6 +91,49 @@ def looks_random(label: str) -> bool:
     return n - letters >= 3 and len(_MIXED.findall(s)) >= 3
 
 
+class Intake:
+    """The detector's per-answer path: what every DNS event costs. Not DNS or not from port 53:
+    nothing. A real answer (NOERROR with addresses): its resolver is one this client uses (refreshed
+    at most every 300 s), and a site counted for the client is handed to `resolved(client, query)`.
+    Another error than NXDOMAIN: nothing. NXDOMAIN: `nxdomain(event)` judges it. The readable twin
+    of the compiled `_dns.DgaIntake` (make_intake chooses, tests/test_detect_compiled.py holds them
+    equal). `resolvers` and `sites` (the Nested's outer map) are the detector's own, shared."""
+
+    __slots__ = ("nxdomain", "resolved", "resolvers", "sites")
+
+    def __init__(self, resolvers: OrderedDict[tuple[str, str], float], sites: Container[str],
+                 resolved: Callable[[str, object], None],
+                 nxdomain: Callable[[AppEvent], Sequence[Evidence]]) -> None:
+        self.resolvers, self.sites, self.resolved, self.nxdomain = resolvers, sites, resolved, nxdomain
+
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
+        if event.kind != "dns" or event.sport != 53:
+            return NO_EVIDENCE
+        data = event.data
+        rcode = data.get("rcode")
+        if rcode == 0:
+            if data.get("answers"):
+                client = event.daddr
+                key = (client, event.saddr)
+                last = self.resolvers.get(key)
+                if last is None or event.ts > last + 300.0:
+                    put(self.resolvers, key, event.ts, _MAX_RESOLVERS)
+                if client in self.sites:  # it resolves after all: a hiccup, not a DGA name
+                    self.resolved(client, data.get("query", ""))
+            return NO_EVIDENCE
+        if rcode != NXDOMAIN:
+            return NO_EVIDENCE
+        return self.nxdomain(event)
+
+
+def make_intake(resolvers: OrderedDict[tuple[str, str], float], sites: Container[str],
+                resolved: Callable[[str, object], None], nxdomain: Callable[[AppEvent], Sequence[Evidence]]) -> Intake:
+    """The compiled intake, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._dns")
+    cls: type[Intake] = Intake if fast is None else fast.DgaIntake
+    return cls(resolvers, sites, resolved, nxdomain)
+
+
 class _Host:
     __slots__ = ("emitted", "emitted_threat", "first", "index", "last", "names")
 
@@ -123,24 +167,23 @@ class DGA(Detector):
         # host -> {random-looking NXDOMAIN site: one name asked under it}, in this host's window
         self.sites: Nested[str, str, str] = Nested(_MAX_HOSTS, _MAX_SITES, self.opt("max_total_sites"))
         self.resolvers: OrderedDict[tuple[str, str], float] = OrderedDict()  # (client, resolver) -> last real answer
+        self.intake = make_intake(self.resolvers, self.sites.maps, self._resolved, self._nxdomain)
+        # the engine calls on_app for every DNS answer: hand it the intake itself (no Python frame
+        # for the answers that only refresh a resolver, nearly all of them)
+        self.on_app = self.intake.on_app  # type: ignore[method-assign]
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
-        if event.kind != "dns" or event.sport != 53:
-            return NO_EVIDENCE
+        return self.intake.on_app(event)  # (not called by the engine: see __init__)
+
+    def _resolved(self, client: str, query: object) -> None:
+        """A real answer for `client`, which has NXDOMAIN sites counted: the site of `query` is no
+        DGA name after all (a resolver hiccup), so it leaves the count."""
+        self.sites.pop(client, site(str(query)))
+
+    def _nxdomain(self, event: AppEvent) -> Sequence[Evidence]:
+        """An NXDOMAIN answer from port 53 (the intake let it through): count it if it looks random."""
         data = event.data
-        rcode = data.get("rcode")
         client, resolver = event.daddr, event.saddr
-        if rcode == 0:
-            if data.get("answers"):
-                key = (client, resolver)
-                last = self.resolvers.get(key)
-                if last is None or event.ts > last + 300.0:
-                    put(self.resolvers, key, event.ts, _MAX_RESOLVERS)
-                if client in self.sites:  # it resolves after all: a hiccup, not a DGA name
-                    self.sites.pop(client, site(str(data.get("query", ""))))
-            return NO_EVIDENCE
-        if rcode != NXDOMAIN:
-            return NO_EVIDENCE
         name = str(data.get("query", "")).rstrip(".")
         if "." not in name or name.endswith(self.local_suffixes):
             return NO_EVIDENCE

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from slipsq import twins
 from slipsq.config import Option, non_negative, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.portscan import unanswered
@@ -62,6 +63,32 @@ class _Client:
         self.servers: dict[tuple[str, int], None] = {}  # (server, port) reported in this window
 
 
+class DnsIntake:
+    """What every DNS answer costs the detector: the client it goes to has used DNS now (refreshed at
+    most once a minute, so most answers cost one lookup); nothing when `unknownport.need_dns` is off.
+    The readable twin of the compiled `_dns.ClientsIntake` (make_dns_intake chooses,
+    tests/test_detect_compiled.py holds them equal)."""
+
+    __slots__ = ("clients", "need_dns")
+
+    def __init__(self, clients: OrderedDict[str, float], need_dns: bool) -> None:
+        self.clients, self.need_dns = clients, need_dns
+
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
+        if event.kind == "dns" and self.need_dns:  # a response goes to the client
+            last = self.clients.get(event.daddr)
+            if last is None or event.ts > last + 60.0:
+                put(self.clients, event.daddr, event.ts, _MAX_CLIENTS)
+        return NO_EVIDENCE
+
+
+def make_dns_intake(clients: OrderedDict[str, float], need_dns: bool) -> DnsIntake:
+    """The compiled intake, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._dns")
+    cls: type[DnsIntake] = DnsIntake if fast is None else fast.ClientsIntake
+    return cls(clients, need_dns)
+
+
 class UnknownPort(Detector):
     name = "unknownport"
     evidence_kinds = ("unknown-port-no-dns",)
@@ -86,16 +113,14 @@ class UnknownPort(Detector):
         self.need_dns: bool = self.opt("need_dns")
         self.dns_clients: OrderedDict[str, float] = OrderedDict()  # client -> last DNS answer to it (LRU order)
         self.clients: OrderedDict[str, _Client] = OrderedDict()
+        self.dns_intake = make_dns_intake(self.dns_clients, self.need_dns)
+        self.on_app = self.dns_intake.on_app  # type: ignore[method-assign]  # the engine calls it per DNS answer
         # on_flow's first tests (nearly every flow ends there: a well-known or a known port)
         self.flow_gate = FlowGate(protos=frozenset({"tcp"}), reports=False, min_dport=1024, skip_dports=self.known,
                                   min_bytes=self.min_bytes)
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
-        if event.kind == "dns" and self.need_dns:  # a response goes to the client
-            last = self.dns_clients.get(event.daddr)
-            if last is None or event.ts > last + 60.0:  # refreshed once a minute: most answers cost one lookup
-                put(self.dns_clients, event.daddr, event.ts, _MAX_CLIENTS)
-        return NO_EVIDENCE
+        return self.dns_intake.on_app(event)  # (not called by the engine: see __init__)
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         port = flow.dport

@@ -1,0 +1,102 @@
+# cython: language_level=3
+"""What every DNS answer costs two detectors, compiled: the twins of `dga.Intake` and
+`unknownport.DnsIntake` (read those for the rules; slipsq.twins chooses). The flow table hands up a
+DNS answer for most connections (65,816 of them in a 200k-flow bench capture, half as many as there
+are flows), and nearly all of them only refresh a timestamp: the resolver a client uses (DGA), the
+clients that used DNS (unknown port). Here that is a few C dict lookups on the event's slots; Python
+runs only for a refresh that is due (lru.put, the detector's own map), a counted site that resolved
+after all, and an NXDOMAIN answer (the detector's judging). Data only: no I/O, no clock.
+"""
+
+from dataclasses import fields
+
+from cpython.dict cimport PyDict_Contains, PyDict_GetItem
+from cpython.object cimport Py_TYPE
+from cpython.ref cimport PyObject
+
+from slipsq._flowslots cimport plain_slots
+from slipsq.detect.base import NO_EVIDENCE
+from slipsq.detect.dga import _MAX_RESOLVERS, NXDOMAIN
+from slipsq.detect.unknownport import _MAX_CLIENTS
+from slipsq.flow import AppEvent
+from slipsq.lru import put
+
+cdef object _NO_EVIDENCE = NO_EVIDENCE
+cdef object _put = put
+cdef object _AppEvent = AppEvent
+
+# AppEvent's fields, read from their slots when the event is an AppEvent itself (getattr otherwise)
+cdef tuple EV_NAMES = tuple(f.name for f in fields(AppEvent))
+if EV_NAMES != ("ts", "kind", "saddr", "sport", "daddr", "dport", "proto", "data"):
+    raise ValueError(f"AppEvent's fields are {EV_NAMES}: _dns knows others")
+cdef enum:
+    E_TS, E_KIND, E_SADDR, E_SPORT, E_DADDR, E_DPORT, E_PROTO, E_DATA
+cdef Py_ssize_t EV_OFF[8]
+plain_slots(AppEvent, EV_NAMES, EV_OFF)  # fills the offsets (-1: not a plain slot)
+
+
+cdef inline object _ev(object event, int k):
+    """event.<EV_NAMES[k]>."""
+    cdef PyObject* v
+    if <PyObject*>Py_TYPE(event) == <PyObject*>_AppEvent and EV_OFF[k] >= 0:
+        v = (<PyObject**>((<char*><PyObject*>event) + EV_OFF[k]))[0]
+        if v != NULL:
+            return <object>v
+    return getattr(event, EV_NAMES[k])
+
+
+cdef inline object _get(object d, object key):
+    """d.get(key) for an exact dict in C, a method call for anything else."""
+    cdef PyObject* v
+    if type(d) is dict:
+        v = PyDict_GetItem(d, key)
+        return None if v == NULL else <object>v
+    return d.get(key)
+
+
+cdef class DgaIntake:
+    """dga.Intake: one call per app event."""
+
+    cdef readonly object resolvers, sites, resolved, nxdomain
+
+    def __init__(self, resolvers, sites, resolved, nxdomain):
+        self.resolvers, self.sites, self.resolved, self.nxdomain = resolvers, sites, resolved, nxdomain
+
+    def on_app(self, event):
+        if _ev(event, E_KIND) != "dns" or _ev(event, E_SPORT) != 53:
+            return _NO_EVIDENCE
+        data = _ev(event, E_DATA)
+        rcode = _get(data, "rcode")
+        if rcode == 0:
+            if _get(data, "answers"):
+                client = _ev(event, E_DADDR)
+                key = (client, _ev(event, E_SADDR))
+                last = self.resolvers.get(key)  # an OrderedDict: its own get (it keeps the order)
+                ts = _ev(event, E_TS)
+                if last is None or ts > last + 300.0:
+                    _put(self.resolvers, key, ts, _MAX_RESOLVERS)
+                if client in self.sites:
+                    self.resolved(client, data.get("query", ""))
+            return _NO_EVIDENCE
+        if rcode != NXDOMAIN:
+            return _NO_EVIDENCE
+        return self.nxdomain(event)
+
+
+cdef class ClientsIntake:
+    """unknownport.DnsIntake: one call per app event."""
+
+    cdef readonly object clients
+    cdef readonly bint need_dns
+
+    def __init__(self, clients, bint need_dns):
+        self.clients, self.need_dns = clients, need_dns
+
+    def on_app(self, event):
+        if _ev(event, E_KIND) == "dns" and self.need_dns:
+            client = _ev(event, E_DADDR)
+            last = self.clients.get(client)
+            ts = _ev(event, E_TS)
+            if last is None or ts > last + 60.0:
+                _put(self.clients, client, ts, _MAX_CLIENTS)
+        return _NO_EVIDENCE
