@@ -176,7 +176,7 @@ cdef class FlowCalls:
         return True
 
     def run_flows(self, flows, list out, counters):
-        """Engine._analyze for each of `flows` in order, in one call: a flow that is not an
+        """Each of `flows` in order, in one call (Engine._analyze): a flow that is not an
         active-timeout report counts in counters.flows and goes to `out` (None: nowhere) before
         the hooks see it."""
         cdef Py_ssize_t n = 0

@@ -161,7 +161,7 @@ class Engine:
     def flow(self, flow: Flow) -> list[Command]:
         """One flow from a flow file: it skips decode and the flow table."""
         self._advance(flow.start)
-        self._analyze(flow)
+        self._analyze([flow])
         return self.take()
 
     def advance(self, now: float) -> list[Command]:
@@ -199,8 +199,7 @@ class Engine:
                     continue
                 for event in events:
                     self._app(event)
-            # each closed flow as _analyze does, the loop in C (dispatch.FlowCalls.run_flows)
-            self._flows.run_flows(table.pop_closed(), self._out if self.export_flows else None, self.counters)
+            self._analyze(table.pop_closed())
 
     def finish(self) -> list[Command]:
         """End of input: close every open flow and analyse it, then a last tick."""
@@ -268,13 +267,11 @@ class Engine:
     def _tick(self) -> None:
         self._on_tick.run(self.now)
 
-    def _analyze(self, flow: Flow) -> None:
-        """One flow (from a flow file; the table's go through FlowCalls.run_flows, the same steps)."""
-        if flow.closed_by != "active":  # not a report (Flow.is_report, without a property call per flow)
-            self.counters.flows += 1
-            if self.export_flows:
-                self._out.append(flow)
-        self._flows.run(flow)
+    def _analyze(self, flows: list[Flow]) -> None:
+        """Closed flows, in order: each counted (unless an active-timeout report) and exported when
+        asked, then past every detector's gate to its on_flow; one call into the compiled loop a batch
+        (dispatch.FlowCalls.run_flows), not a Python frame a flow."""
+        self._flows.run_flows(flows, self._out if self.export_flows else None, self.counters)
 
     def _evidence(self, ev: Evidence) -> None:
         decision: Decision = self.judge.add(ev)
