@@ -17,7 +17,8 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memcmp
 
 from slipsq._decode cimport MAX_EXT, be16, ipv6_ext
-from slipsq._flowslots cimport plain_slots, slot_put, slots_alloc
+from slipsq._flowslots cimport (E_DADDR, E_DATA, E_DPORT, E_KIND, E_PROTO, E_SADDR, E_SPORT, E_TS, NEVENT_FIELDS,
+                                event_slots, slot_put, slots_alloc)
 from slipsq._flowtable cimport addr_text
 
 from dataclasses import fields
@@ -26,11 +27,8 @@ from slipsq.appdecode import http_request
 from slipsq.flow import AppEvent
 
 # an AppEvent is built by writing its slots (_flowslots.pxd), not through the dataclass's __init__
-cdef tuple EV_NAMES = tuple(f.name for f in fields(AppEvent))
-if EV_NAMES != ("ts", "kind", "saddr", "sport", "daddr", "dport", "proto", "data"):
-    raise ValueError(f"AppEvent's fields are {EV_NAMES}: _appdecode.new_event knows others")
-cdef Py_ssize_t EV_OFF[8]
-cdef bint EV_BUILDABLE = plain_slots(AppEvent, EV_NAMES, EV_OFF)
+cdef Py_ssize_t EV_OFF[NEVENT_FIELDS]
+cdef bint EV_BUILDABLE = event_slots(AppEvent, tuple(f.name for f in fields(AppEvent)), EV_OFF)
 
 
 cdef object new_event(double ts, str kind, str saddr, int sport, str daddr, int dport, str proto, dict data):
@@ -38,14 +36,14 @@ cdef object new_event(double ts, str kind, str saddr, int sport, str daddr, int 
     if not EV_BUILDABLE:
         return AppEvent(ts, kind, saddr, sport, daddr, dport, proto, data)
     ev = slots_alloc(AppEvent)
-    slot_put(ev, EV_OFF[0], ts)
-    slot_put(ev, EV_OFF[1], kind)
-    slot_put(ev, EV_OFF[2], saddr)
-    slot_put(ev, EV_OFF[3], sport)
-    slot_put(ev, EV_OFF[4], daddr)
-    slot_put(ev, EV_OFF[5], dport)
-    slot_put(ev, EV_OFF[6], proto)
-    slot_put(ev, EV_OFF[7], data)
+    slot_put(ev, EV_OFF[E_TS], ts)
+    slot_put(ev, EV_OFF[E_KIND], kind)
+    slot_put(ev, EV_OFF[E_SADDR], saddr)
+    slot_put(ev, EV_OFF[E_SPORT], sport)
+    slot_put(ev, EV_OFF[E_DADDR], daddr)
+    slot_put(ev, EV_OFF[E_DPORT], dport)
+    slot_put(ev, EV_OFF[E_PROTO], proto)
+    slot_put(ev, EV_OFF[E_DATA], data)
     return ev
 
 cdef enum:

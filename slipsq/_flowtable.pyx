@@ -27,7 +27,7 @@ from libc.string cimport memcmp, memcpy, memset
 from slipsq._decode cimport Parsed, parse, smin
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DIR, F_DPKTS, F_DPORT, F_DTOS, F_END, F_LABEL,
                                 F_PROTO, F_SADDR, F_SBYTES, F_SPKTS, F_SPORT, F_START, F_STATE, F_STOS, FlowSlots,
-                                flow_alloc, flow_buildable, flow_put, flow_slots)
+                                flow_alloc, flow_put, flow_slots)
 
 import ipaddress
 from dataclasses import fields
@@ -36,10 +36,8 @@ from socket import AF_INET, AF_INET6, inet_pton
 from slipsq.flow import Flow, proto_name
 from slipsq.appdecode import APP_KINDS, app_kinds_of, app_mask
 
-cdef FlowSlots SLOTS
+cdef FlowSlots SLOTS  # _emit writes a Flow's slots itself when that makes what Flow(...) makes
 flow_slots(&SLOTS, Flow, tuple(f.name for f in fields(Flow)))
-# _emit writes a Flow's slots itself only when that makes what Flow(...) makes (_flowslots.pxd)
-cdef bint FLOW_BUILDABLE = flow_buildable(&SLOTS, tuple(f.name for f in fields(Flow)))
 
 cdef extern from "arpa/inet.h" nogil:
     const char* inet_ntop(int af, const void* src, char* dst, unsigned int size)
@@ -797,7 +795,7 @@ cdef class FlowTable:
         else:
             state = "CON" if e.apkts and e.bpkts else "INT"
         cdef str direction = "<->" if e.apkts and e.bpkts else "->"
-        if not FLOW_BUILDABLE:  # Flow is not (or no longer) a plain slots dataclass
+        if not SLOTS.buildable:  # Flow is not (or no longer) a plain slots dataclass
             (self.held if e.bypass else self.closed).append(Flow(
                 e.first, e.last, proto_str(e.proto), addr_text(e.a, e.family), e.pa, addr_text(e.b, e.family),
                 e.pb, e.apkts, e.bpkts, e.abytes, e.bbytes, state, direction, e.atos, e.btos, "", closed_by))

@@ -10,11 +10,12 @@ after all, and an NXDOMAIN answer (the detector's judging). Data only: no I/O, n
 
 from dataclasses import fields
 
-from cpython.dict cimport PyDict_Contains, PyDict_GetItem
+from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport Py_TYPE
 from cpython.ref cimport PyObject
 
-from slipsq._flowslots cimport plain_slots
+from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_SADDR, E_SPORT, E_TS, NEVENT_FIELDS, event_slots,
+                                slot_field)
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.dga import _MAX_RESOLVERS, NXDOMAIN
 from slipsq.detect.unknownport import _MAX_CLIENTS
@@ -27,22 +28,13 @@ cdef object _AppEvent = AppEvent
 
 # AppEvent's fields, read from their slots when the event is an AppEvent itself (getattr otherwise)
 cdef tuple EV_NAMES = tuple(f.name for f in fields(AppEvent))
-if EV_NAMES != ("ts", "kind", "saddr", "sport", "daddr", "dport", "proto", "data"):
-    raise ValueError(f"AppEvent's fields are {EV_NAMES}: _dns knows others")
-cdef enum:
-    E_TS, E_KIND, E_SADDR, E_SPORT, E_DADDR, E_DPORT, E_PROTO, E_DATA
-cdef Py_ssize_t EV_OFF[8]
-plain_slots(AppEvent, EV_NAMES, EV_OFF)  # fills the offsets (-1: not a plain slot)
+cdef Py_ssize_t EV_OFF[NEVENT_FIELDS]
+event_slots(AppEvent, EV_NAMES, EV_OFF)
 
 
 cdef inline object _ev(object event, int k):
     """event.<EV_NAMES[k]>."""
-    cdef PyObject* v
-    if <PyObject*>Py_TYPE(event) == <PyObject*>_AppEvent and EV_OFF[k] >= 0:
-        v = (<PyObject**>((<char*><PyObject*>event) + EV_OFF[k]))[0]
-        if v != NULL:
-            return <object>v
-    return getattr(event, EV_NAMES[k])
+    return slot_field(EV_OFF, event, <PyObject*>Py_TYPE(event) == <PyObject*>_AppEvent, k, EV_NAMES)
 
 
 cdef inline object _get(object d, object key):
