@@ -122,6 +122,9 @@ def app_events(bytes ip_packet, double ts):
     return []
 
 
+cdef const char* HEX = b"0123456789abcdef"
+
+
 cdef list arp(const uint8_t* b, Py_ssize_t n, double ts):
     """appdecode.arp_events: the event of an Ethernet/IPv4 ARP frame (`b` from the ARP header)."""
     cdef char mac[17]
@@ -136,9 +139,6 @@ cdef list arp(const uint8_t* b, Py_ssize_t n, double ts):
     src_ip, dst_ip = addr_text(b + 14, 4), addr_text(b + 24, 4)
     return [new_event(ts, "arp", src_ip, 0, dst_ip, 0, "arp",
                       {"op": be16(b + 6), "src_mac": mac[:17].decode("ascii"), "src_ip": src_ip, "dst_ip": dst_ip})]
-
-
-cdef const char* HEX = b"0123456789abcdef"
 
 
 # --- first TCP payloads: appdecode.payload_events, service and tls_sni ---------------------------
