@@ -33,6 +33,7 @@ def extensions() -> list[Extension]:
         Extension("slipsq.detect.stratosphere._letters", ["slipsq/detect/stratosphere/_letters.pyx"],
                   extra_compile_args=[*CFLAGS, "-ffp-contract=off"]),
         Extension("slipsq._appdecode", ["slipsq/_appdecode.pyx"], extra_compile_args=CFLAGS),
+        Extension("slipsq.detect._prefixes", ["slipsq/detect/_prefixes.pyx"], extra_compile_args=CFLAGS),
         Extension("slipsq.detect._portscan", ["slipsq/detect/_portscan.pyx"], extra_compile_args=CFLAGS),
         Extension("slipsq.detect._beacon", ["slipsq/detect/_beacon.pyx"], extra_compile_args=CFLAGS),
         Extension("slipsq._dispatch", ["slipsq/_dispatch.pyx"], extra_compile_args=CFLAGS),

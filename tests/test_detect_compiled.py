@@ -46,6 +46,7 @@ c_p2p = pytest.importorskip("slipsq.detect._p2p", reason="the compiled extension
 c_bruteforce = pytest.importorskip("slipsq.detect._bruteforce", reason="the compiled extension is not built")
 c_exfil = pytest.importorskip("slipsq.detect._exfil", reason="the compiled extension is not built")
 c_reconnect = pytest.importorskip("slipsq.detect._reconnect", reason="the compiled extension is not built")
+c_prefixes = pytest.importorskip("slipsq.detect._prefixes", reason="the compiled extension is not built")
 
 SOURCES = ("10.0.0.1", "10.0.0.2", "198.51.100.9")
 HOSTS = ("198.51.100.1", "198.51.100.2", "10.0.0.7", "2001:db8::1")
@@ -326,6 +327,41 @@ def test_the_compiled_local_test_is_is_local(ip: str) -> None:
     assert got is None or got == _local(ip)
     if "%" not in ip and " " not in ip and "\0" not in ip and parse_ip_int(ip) is not None and ip.isascii():
         assert got is not None or ip.strip() != ip  # the plain form of an address: parsed in C
+
+
+class _Text(str):  # a str subclass: never cached, always asked of is_local
+    pass
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.one_of(address_text, address_text.map(_Text)), min_size=1, max_size=8))
+def test_the_shared_local_cache_answers_as_is_local(texts: list[str]) -> None:
+    """detect/_prefixes.text_local, which every compiled detector asks: the answer of
+    prefixes.is_local for any text, on a miss (parsed in C), on a hit by identity, and on a hit by
+    an equal text in another object (a flow file's rows); asked in any order and again."""
+    for text in texts + texts[::-1]:
+        want = _local(text)
+        assert c_prefixes.cached_local(text) is want
+        twin = "".join(list(text))  # an equal text, most often another object
+        assert c_prefixes.cached_local(twin) is want
+
+
+def test_the_shared_local_cache_stays_within_its_slots_and_forgets_nothing_it_needs() -> None:
+    """A flood of invented addresses only replaces slots (4,096 at most, each a reference to one
+    text); every answer stays right after its slot was taken by another address."""
+    first = [f"10.{i >> 8 & 255}.{i & 255}.1" for i in range(6000)] + [f"85.1.{i >> 8}.{i & 255}" for i in range(6000)]
+    for ip in first:
+        assert c_prefixes.cached_local(ip) is ip.startswith("10.")
+    assert 0 < c_prefixes.cache_size() <= 4096
+    for ip in reversed(first):
+        assert c_prefixes.cached_local(ip) is ip.startswith("10.")
+    marker = "".join(["203.0.113.", "99"])  # held by the cache while in its slot, let go when replaced
+    before = sys.getrefcount(marker)
+    c_prefixes.cached_local(marker)
+    assert sys.getrefcount(marker) == before + 1
+    for ip in first:  # every slot is taken again (a 12,000-address flood over 4,096 slots)
+        c_prefixes.cached_local(ip)
+    assert sys.getrefcount(marker) in (before, before + 1)  # only if no address fell in its slot
 
 
 # --- the P2P detector's per-flow tests (p2p.Intake) ------------------------------------------------

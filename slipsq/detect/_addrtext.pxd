@@ -2,7 +2,8 @@
 # Address text in C, for the compiled detectors (_beacon, _portscan): the same answers as
 # slipsq.addr.parse_ip_int (through the same libc inet_pton, the IPv4-mapped fold) and
 # slipsq.detect.prefixes.local_int, held equal by tests/test_detect_compiled.py. A new address is
-# parsed once per memo fill, so a flood of invented addresses stays cheap. Inline functions only
+# parsed in a few hundred instructions, so a flood of invented addresses stays cheap (_prefixes.pyx
+# caches the local test of recent ones). Inline functions only
 # (compiled into each module that cimports them): no extension module of its own. Data only.
 
 from cpython.dict cimport PyDict_Clear, PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
@@ -66,22 +67,3 @@ cdef inline bint local_bytes(int version, const unsigned char* b) noexcept:
     # fc00::/7, fe80::/10, ff00::/8; ::1 and ::
     return ((b[0] & 0xFE) == 0xFC or (b[0] == 0xFE and (b[1] & 0xC0) == 0x80) or b[0] == 0xFF
             or zero_below(b, 1))
-
-
-cdef inline int memo_local(object memo, Py_ssize_t size, object ip, object fallback) except -1:
-    """prefixes.is_local(ip) through its memo (`memo`, bounded at `size`): a hit is one C lookup; a
-    miss is parsed and tested here and put in the memo as Memo.__missing__ would (other detectors
-    ask about the same addresses); what parse_text leaves to Python, `fallback` (the memo's own
-    function) decides, and fills the memo itself."""
-    cdef unsigned char b[16]
-    cdef PyObject* hit = PyDict_GetItemWithError(memo, ip)
-    if hit != NULL:
-        return (<object>hit) is True
-    cdef int version = parse_text(ip, b)
-    if version < 0:
-        return bool(fallback(ip))
-    cdef bint value = local_bytes(version, b)
-    if PyDict_Size(memo) >= size:
-        PyDict_Clear(memo)
-    PyDict_SetItem(memo, ip, value)
-    return value

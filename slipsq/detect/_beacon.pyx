@@ -29,8 +29,9 @@ from slipsq.detect.prefixes import MEMO_SIZE, is_local
 
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPORT, F_PROTO, F_SADDR, F_SBYTES, F_SPORT,
                                 F_START, FlowSlots, flow_direct, flow_field, flow_slots)
-from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes, memo_local,
+from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes,
                                       parse_text, v4_of, zero_below)
+from slipsq.detect._prefixes cimport text_local
 
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(void*)
@@ -219,18 +220,16 @@ cdef double LOW = 0.2, HIGH = 0.8, CRITICAL = 1.0  # slipsq.records's threat lev
 cdef class Intake:
     """One call per closed flow: ignore rules, tuple update, anything new to score (beacon.Intake).
 
-    A known address costs one C dict lookup. `local` (prefixes.is_local, a Memo's bound
-    __getitem__) is looked up in that memo, and a new address is parsed and tested in C and put in
-    it as Memo.__missing__ would (what _parse cannot read goes to the memo's own function). `never`
-    is the twin's memo of the same name, a dict here, bounded the same way."""
+    `local`, when it is prefixes.is_local, is answered in C (_prefixes.text_local: a small cache
+    shared by the compiled detectors, then a C parse; what that cannot read goes to is_local).
+    `never` is the twin's memo of the same name, a dict here, bounded the same way."""
 
     cdef readonly Tuples tuples
     cdef long min_n, full_n
     cdef object window  # a Python float: `last // window` as Python computes it
     cdef object own, local, protected, listed
-    cdef object local_memo  # a Memo: a dict subclass (Cython's `dict` is the exact type)
+    cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
     cdef dict never
-    cdef Py_ssize_t local_size
     cdef public object score  # the detector's scoring (Beacon._score), for on_flow
 
     def __init__(self, Tuples tuples, long min_n, long full_n, double window, own, local, allow):
@@ -238,15 +237,14 @@ cdef class Intake:
         self.own, self.local = own, local
         self.protected, self.listed = allow.why_protected, allow.listed
         # another `local` (a test's) is only called: _local answers prefixes.is_local's question
-        self.local_memo = is_local.__self__ if local is is_local else None
-        self.local_size = is_local.__self__.size
+        self.fast_local = local is is_local
         self.never = {}
         self.score = None
 
     cdef bint _local(self, object ip) except -1:
-        if self.local_memo is None:
+        if not self.fast_local:
             return self.local(ip)
-        return memo_local(self.local_memo, self.local_size, ip, self.local)
+        return text_local(ip)
 
     cdef bint _never(self, object dst) except -1:
         """The twin's `allow.why_protected(dst) is not None or dst.endswith(".255")`, memoised: the

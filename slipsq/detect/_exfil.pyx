@@ -7,8 +7,8 @@ upload passed the bar and the ratio (exfil.Exfil._judge).
 
 The same maps as the twin (OrderedDicts keyed by the same tuples, changed through OrderedDict's own
 methods so their order is the twin's), the sums kept as Python numbers (the same arithmetic, the
-same types in the evidence), and "is it local" read in prefixes.is_local's memo (a new address is
-parsed in C and put there, as _beacon and _portscan do). tests/test_detect_compiled.py holds both
+same types in the evidence), and "is it local" asked in C (_prefixes.text_local, the cache the
+compiled detectors share). tests/test_detect_compiled.py holds both
 equal. Data only: no I/O, no clock.
 """
 
@@ -21,7 +21,7 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Size
 from cpython.ref cimport PyObject
 
-from slipsq.detect._addrtext cimport memo_local
+from slipsq.detect._prefixes cimport text_local
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES,
                                 F_SPORT, F_START, FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq.detect.base import NO_EVIDENCE
@@ -42,8 +42,6 @@ cdef inline object _f(object flow, int k):
 cdef object _NO_EVIDENCE = NO_EVIDENCE
 cdef object _MIN_BYTES = _MIN_FLOW_BYTES
 cdef Py_ssize_t MAX_OPEN = _MAX_OPEN
-cdef object _LOCAL = is_local.__self__  # the Memo behind prefixes.is_local (a dict subclass)
-cdef Py_ssize_t _LOCAL_SIZE = _LOCAL.size
 
 
 @cython.no_gc  # holds numbers only: never in a reference cycle (one per pair: the collector need not walk them)
@@ -64,7 +62,7 @@ cdef class Intake:
 
     cdef readonly object window, bar, ratio, local, judge, pairs, open
     cdef readonly Py_ssize_t max_pairs
-    cdef object local_memo  # is_local's memo when `local` is is_local (else None: `local` is called)
+    cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
     # OrderedDict methods bound once (called from C; its setitem keeps the order)
     cdef object _pairs_popitem, _open_get, _open_pop, _open_move, _open_popitem
 
@@ -72,16 +70,16 @@ cdef class Intake:
         self.window, self.bar, self.ratio = window, bar, ratio
         self.max_pairs = min(max_pairs, sys.maxsize)  # a bound past any size a map can reach: clamp it
         self.local, self.judge = local, judge
-        self.local_memo = _LOCAL if local is is_local else None
+        self.fast_local = local is is_local
         self.pairs, self.open = OrderedDict(), OrderedDict()
         self._pairs_popitem = self.pairs.popitem
         self._open_get, self._open_pop = self.open.get, self.open.pop
         self._open_move, self._open_popitem = self.open.move_to_end, self.open.popitem
 
     cdef inline bint _local(self, object ip) except -1:
-        if self.local_memo is None:
+        if not self.fast_local:
             return bool(self.local(ip))
-        return memo_local(_LOCAL, _LOCAL_SIZE, ip, is_local)
+        return text_local(ip)
 
     def on_flow(self, flow):
         up, down = _f(flow, F_SBYTES), _f(flow, F_DBYTES)

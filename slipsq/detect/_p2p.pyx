@@ -1,8 +1,8 @@
 # cython: language_level=3
 """The P2P detector's per-flow path, compiled: the twin of `p2p.Intake` (read it for the rules;
 slipsq.twins chooses). Every flow the detector sees comes through `Intake.on_flow`: the exchange,
-side and port tests run here, an address's "is it local" is one C lookup in prefixes.is_local's memo
-(a new address is parsed in C and put there, as _beacon and _portscan do), and the few flows that
+side and port tests run here, an address's "is it local" is asked in C (_prefixes.text_local, the
+cache the compiled detectors share), and the few flows that
 count as a peer exchange go to the detector's `count` (p2p.P2P._count, Python: the recent-peer map
 and the evidence). Data only: no I/O, no clock.
 """
@@ -11,7 +11,7 @@ from dataclasses import fields
 
 from cpython.set cimport PySet_Contains
 
-from slipsq.detect._addrtext cimport memo_local
+from slipsq.detect._prefixes cimport text_local
 from slipsq._flowslots cimport (F_DADDR, F_DPKTS, F_DPORT, F_PROTO, F_SADDR, F_SPKTS, F_SPORT, FlowSlots, flow_direct,
                                 flow_field, flow_slots)
 from slipsq.detect.base import NO_EVIDENCE
@@ -29,8 +29,6 @@ cdef inline object _f(object flow, int k):
     return flow_field(&SLOTS, flow, flow_direct(&SLOTS, flow), k, NAMES)
 
 
-cdef object _LOCAL = is_local.__self__  # the Memo behind prefixes.is_local (a dict subclass)
-cdef Py_ssize_t _LOCAL_SIZE = _LOCAL.size
 cdef object _SERVICE_PORTS = SERVICE_PORTS
 cdef object _NO_EVIDENCE = NO_EVIDENCE
 
@@ -47,16 +45,16 @@ cdef class Intake:
     (p2p.Intake)? Most flows are answered NO_EVIDENCE here; the others go to `count`."""
 
     cdef readonly object ctx, local, count
-    cdef object local_memo  # is_local's memo when `local` is is_local (else None: `local` is called)
+    cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
 
     def __init__(self, ctx, local, count):
         self.ctx, self.local, self.count = ctx, local, count
-        self.local_memo = _LOCAL if local is is_local else None
+        self.fast_local = local is is_local
 
     cdef inline bint _local(self, object ip) except -1:
-        if self.local_memo is None:
+        if not self.fast_local:
             return bool(self.local(ip))
-        return memo_local(_LOCAL, _LOCAL_SIZE, ip, is_local)
+        return text_local(ip)
 
     def on_flow(self, flow):
         proto = _f(flow, F_PROTO)

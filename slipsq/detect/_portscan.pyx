@@ -7,8 +7,9 @@ the detector sees goes through here, most answered by None without a line of Pyt
 a count that reached its threshold (rare) stays in portscan.py.
 
 The same maps as the twins (Python dicts keyed by the same tuples, the same OrderedDict of servers,
-the same memos of states and local addresses), with the bounds checked in the same order, so both
-return the same answers and keep the same state for the same calls (tests/test_detect_compiled.py).
+the same memo of states; the local test in C, detect/_prefixes.pyx), with the bounds checked in the
+same order, so both return the same answers and keep the same state for the same calls
+(tests/test_detect_compiled.py).
 Data only: no I/O, no clock.
 """
 
@@ -23,7 +24,8 @@ from libc.math cimport copysign, floor, fmod
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_SPORT, F_START, FlowSlots,
                                 flow_direct, flow_field, flow_slots)
 from slipsq.detect._states cimport flow_unanswered
-from slipsq.detect._addrtext cimport local_bytes, memo_local, parse_text
+from slipsq.detect._addrtext cimport local_bytes, parse_text
+from slipsq.detect._prefixes cimport text_local
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.inuse import MAX_SERVED, REFRESH as _REFRESH
 from slipsq.detect.portscan import _BY_STATE, _ECHO_REQUEST
@@ -31,11 +33,9 @@ from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
 
 cdef double REFRESH = _REFRESH
-# the memos behind portscan.unanswered's state lookup and prefixes.is_local (dict subclasses): a
-# hit is read here in C, a miss asks the memo, which fills it (the same memo the twins use)
+# the memo behind portscan.unanswered's state lookup (a dict subclass): a hit is read here in C, a
+# miss asks the memo, which fills it (the same memo the twins use)
 cdef object _STATES = _BY_STATE.__self__
-cdef object _LOCAL = is_local.__self__
-cdef Py_ssize_t _LOCAL_SIZE = _LOCAL.size
 cdef dict _ECHO = _ECHO_REQUEST
 
 cdef enum:
@@ -162,8 +162,8 @@ def local_text(str ip):
 
 
 cdef inline int _local(object ip) except -1:
-    """prefixes.is_local(ip), through its memo (shared with every other detector)."""
-    return memo_local(_LOCAL, _LOCAL_SIZE, ip, is_local)
+    """prefixes.is_local(ip), in C (_prefixes.text_local, a cache shared with every compiled detector)."""
+    return text_local(ip)
 
 
 cdef tuple NAMES = tuple(f.name for f in fields(Flow))

@@ -4,8 +4,7 @@ it for the rules; slipsq.twins chooses). Every TCP flow the engine closes comes 
 `Intake.on_flow`: the answered test (packets back averaging over 60 bytes, else portscan.unanswered
 through its state memo, detect/_states.pxd), the note of an answered flow's server in the compiled
 servers-in-use table (`_portscan.Servers._note`, a C call: no Python frame), the report, DNS port
-and inbound tests (an address's "is it local" is one C lookup in prefixes.is_local's memo,
-detect/_addrtext.pxd) run here; only a failed outbound attempt goes to the detector's `count`
+and inbound tests (an address's "is it local" asked in C: detect/_prefixes.pyx) run here; only a failed outbound attempt goes to the detector's `count`
 (reconnect.Reconnect._count, Python: the storms map and the evidence). Data only: no I/O, no clock.
 """
 
@@ -17,7 +16,7 @@ from cpython.set cimport PySet_Contains
 
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPKTS, F_DPORT, F_PROTO, F_SADDR, FlowSlots,
                                 flow_direct, flow_field, flow_slots)
-from slipsq.detect._addrtext cimport memo_local
+from slipsq.detect._prefixes cimport text_local
 from slipsq.detect._portscan cimport Servers
 from slipsq.detect._states cimport flow_unanswered
 
@@ -32,8 +31,6 @@ cdef FlowSlots SLOTS
 flow_slots(&SLOTS, Flow, NAMES)
 
 cdef object _STATES = _BY_STATE.__self__  # the memo behind portscan.unanswered's state lookup
-cdef object _LOCAL = is_local.__self__  # the Memo behind prefixes.is_local (a dict subclass)
-cdef Py_ssize_t _LOCAL_SIZE = _LOCAL.size
 cdef object _SKIPPED = _SKIPPED_PORTS
 cdef object _NO_EVIDENCE = NO_EVIDENCE
 
@@ -59,18 +56,18 @@ cdef class Intake:
 
     cdef readonly object servers, local, count, note
     cdef Servers fast_servers  # servers, when it is the compiled table (else None: call `note`)
-    cdef object local_memo  # is_local's memo when `local` is is_local (else None: `local` is called)
+    cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
 
     def __init__(self, servers, local, count):
         self.servers, self.local, self.count = servers, local, count
         self.note = servers.note
         self.fast_servers = servers if type(servers) is Servers else None
-        self.local_memo = _LOCAL if local is is_local else None
+        self.fast_local = local is is_local
 
     cdef inline bint _local(self, object ip) except -1:
-        if self.local_memo is None:
+        if not self.fast_local:
             return bool(self.local(ip))
-        return memo_local(_LOCAL, _LOCAL_SIZE, ip, is_local)
+        return text_local(ip)
 
     cdef inline bint _answered(self, object flow, bint direct) except -1:
         """The twin's `(dpkts >= 2 and dbytes > 60 * dpkts) or not unanswered(flow)`."""
