@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""The engine's per-flow loop, compiled: the twin of `dispatch.FlowCalls` (read that and
-`detect.base.FlowGate` for the rules; slipsq.twins chooses, tests/test_dispatch.py holds them equal).
+"""The engine's per-flow loop, compiled: the twins of `dispatch.FlowCalls` and `dispatch.AppCalls`
+(read those and `detect.base.FlowGate` for the rules; slipsq.twins chooses, tests/test_dispatch.py
+holds them equal).
 
 The gates are tested in C on the flow's fields, read once per flow and only if some hook has a
 gate: times and counts that are plain floats and ints are compared as C numbers; a field of any
@@ -16,7 +17,20 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
 from dataclasses import fields
 
-from slipsq.flow import Flow
+from collections import OrderedDict
+
+from cpython.dict cimport PyDict_GetItemWithError
+from cpython.object cimport Py_TYPE
+from cpython.ref cimport PyObject
+from cpython.set cimport PySet_Add
+
+from slipsq.dispatch import MAX_NAMES as _MAX_NAMES
+from slipsq.flow import AppEvent, Flow
+from slipsq.lru import touch
+from slipsq.records import Query
+
+cdef extern from "Python.h":
+    Py_ssize_t PySet_GET_SIZE(object s)
 
 cdef extern from "Python.h":
     int _set_contains "PySet_Contains"(object s, object key)  # -1 and an error set: cannot tell
@@ -186,11 +200,14 @@ cdef class FlowCalls:
                     n += 1
                     if out is not None:
                         out.append(flow)
-                self.run(flow)
+                self._run(flow)
         finally:
             counters.flows += n
 
     def run(self, flow):
+        self._run(flow)
+
+    cdef int _run(self, object flow) except -1:
         cdef Py_ssize_t i
         cdef Facts f
         cdef bint read = False
@@ -210,3 +227,92 @@ cdef class FlowCalls:
             if evs:  # most calls find nothing
                 for ev in evs:
                     self.evidence(ev)
+        return 0
+
+
+from slipsq._flowslots cimport E_DADDR, E_DATA, E_KIND, E_TS, NEVENT_FIELDS, event_slots, slot_field
+
+cdef tuple EV_NAMES = tuple(f.name for f in fields(AppEvent))
+cdef Py_ssize_t EV_OFF[NEVENT_FIELDS]
+event_slots(AppEvent, EV_NAMES, EV_OFF)
+cdef object _AppEvent = AppEvent
+cdef Py_ssize_t MAX_NAMES = _MAX_NAMES
+cdef object _Query = Query
+cdef object _ODict = OrderedDict
+cdef object _lru_touch = touch
+cdef object _move_to_end = OrderedDict.move_to_end
+cdef object _popitem = OrderedDict.popitem
+
+
+cdef inline object _ev(object event, int k):
+    """event.<EV_NAMES[k]>, from its slot when it is an AppEvent itself."""
+    return slot_field(EV_OFF, event, <PyObject*>Py_TYPE(event) == <PyObject*>_AppEvent, k, EV_NAMES)
+
+
+cdef object _touch(object d, object key, Py_ssize_t bound):
+    """lru.touch(d, key, set, bound) for an OrderedDict d (its own methods, called from C)."""
+    cdef PyObject* found = PyDict_GetItemWithError(d, key)  # dict.get, which OrderedDict keeps
+    if found != NULL:
+        value = <object>found
+        _move_to_end(d, key)
+        return value
+    if len(d) >= bound:
+        _popitem(d, False)
+    value = set()
+    d[key] = value  # OrderedDict's own setitem: it keeps the order
+    return value
+
+
+cdef class AppCalls:
+    """App events to the on_app hooks of their kind, DNS answers' names into ctx.dns_names first
+    (dispatch.AppCalls)."""
+
+    cdef readonly dict by_kind
+    cdef readonly object other, decode, ctx, failed
+    cdef readonly Py_ssize_t max_dns
+
+    def __init__(self, dict by_kind, other, decode, ctx, Py_ssize_t max_dns, failed):
+        self.by_kind, self.other, self.decode, self.ctx = by_kind, other, decode, ctx
+        self.max_dns, self.failed = max_dns, failed
+
+    def run_packets(self, packets, list out, counters):
+        for ts, ip_packet in packets:
+            try:
+                events = self.decode(ip_packet, ts)
+            except Exception as e:
+                self.failed("app decoder", e)
+                continue
+            for event in events:
+                self._event(event, out, counters)
+
+    def run(self, event, list out, counters):
+        self._event(event, out, counters)
+
+    cdef int _event(self, object event, list out, object counters) except -1:
+        counters.app_events += 1
+        kind = _ev(event, E_KIND)
+        cdef Py_ssize_t size
+        if kind == "dns":
+            data = _ev(event, E_DATA)
+            query = data.get("query", "")
+            names_map = self.ctx.dns_names
+            fast = type(names_map) is _ODict
+            for answer in data.get("answers", ()):
+                names = _touch(names_map, answer, self.max_dns) if fast else _lru_touch(names_map, answer, set, self.max_dns)
+                size = PySet_GET_SIZE(names) if type(names) is set else len(names)
+                if size < MAX_NAMES:
+                    if type(names) is set:
+                        PySet_Add(names, query)
+                    else:
+                        names.add(query)
+            if out is not None and data.get("response", True):
+                out.append(_Query(_ev(event, E_TS), _ev(event, E_DADDR), query, int(data.get("rcode") or 0),
+                                  tuple(data.get("answers", ()))))
+        cdef PyObject* found = PyDict_GetItemWithError(self.by_kind, kind)
+        calls = self.other if found == NULL else <object>found
+        if type(calls) is FlowCalls:
+            (<FlowCalls>calls)._run(event)
+        else:
+            calls.run(event)
+        return 0
+

@@ -8,6 +8,10 @@ flow it calls up to a dozen hooks, and a detector whose `FlowGate` turns the flo
 detectors, for most flows) is not called at all. Errors go to the engine's `failed` callback as
 they did (a failing hook never stops the others); evidence goes to its `evidence` callback in hook
 order. No state of its own beyond the call list; no I/O.
+
+`AppCalls` is the same for app events (Engine._app): the app packets the table hands up decoded,
+each DNS answer's names learnt into ctx.dns_names, each event to the hooks of its kind. A DNS answer
+comes with half of all flows, so this too is one compiled call per batch.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from slipsq import twins
-from slipsq.detect.base import FlowGate
-from slipsq.flow import Flow
-from slipsq.records import Evidence
+from slipsq.detect.base import Context, FlowGate
+from slipsq.flow import AppEvent, Flow
+from slipsq.lru import touch
+from slipsq.records import Evidence, Query
 
 Hook = Callable[[Any], Sequence[Evidence]]  # on_flow (a Flow), on_app (an AppEvent), on_tick (the time)
 
@@ -62,6 +67,53 @@ class FlowCalls:
                     self.evidence(ev)
 
 
+MAX_NAMES = 16  # names kept per answered address (a hostile resolver may give one address endless names)
+
+
+class AppCalls:
+    """App events to the `on_app` hooks of their kind (`by_kind`: kind -> FlowCalls without gates;
+    `other` for a kind not in it), each DNS answer's names into `ctx.dns_names` first (bounded at
+    `max_dns` addresses, least recently answered first, MAX_NAMES names each); each DNS response
+    goes to `out` as a Query command (None: nowhere)."""
+
+    def __init__(self, by_kind: dict[str, FlowCalls], other: FlowCalls,
+                 decode: Callable[[bytes, float], list[AppEvent]], ctx: Context, max_dns: int,
+                 failed: Callable[[Any, Exception], None]) -> None:
+        self.by_kind, self.other, self.decode = by_kind, other, decode
+        self.ctx = ctx  # read per event: a reload hands the old names map to the new context
+        self.max_dns, self.failed = max_dns, failed
+
+    def run_packets(self, packets: Iterable[tuple[float, bytes]], out: list[Any] | None, counters: Any) -> None:
+        """The table's app packets (pop_app), in order: each decoded (a decoder error goes to
+        `failed` as "app decoder" and loses only that packet), its events run as `run` does."""
+        for ts, ip_packet in packets:
+            try:
+                events = self.decode(ip_packet, ts)
+            except Exception as e:
+                self.failed("app decoder", e)
+                continue
+            for event in events:
+                self.run(event, out, counters)
+
+    def run(self, event: AppEvent, out: list[Any] | None, counters: Any) -> None:
+        """One event: counted; a DNS one teaches its answers' names (and is exported); then the hooks."""
+        counters.app_events += 1
+        if event.kind == "dns":
+            data = event.data
+            query = data.get("query", "")
+            names_map = self.ctx.dns_names
+            for answer in data.get("answers", ()):
+                # bounded: a hostile resolver may answer with endless addresses
+                names = touch(names_map, answer, set, self.max_dns)
+                if len(names) < MAX_NAMES:
+                    names.add(query)
+            if out is not None and data.get("response", True):
+                # a response goes to the client that asked (a log's query line has no answer yet)
+                out.append(Query(event.ts, event.daddr, query, int(data.get("rcode") or 0),
+                                 tuple(data.get("answers", ()))))
+        self.by_kind.get(event.kind, self.other).run(event)
+
+
 def _admits(gate: FlowGate, flow: Flow) -> bool:
     """The gate's answer; a flow it cannot judge (a field of an odd type) goes to the hook, as it
     would without a gate."""
@@ -77,3 +129,11 @@ def make_flow_calls(hooks: Sequence[tuple[Hook, FlowGate | None]], evidence: Cal
     fast = twins.compiled("slipsq._dispatch")
     cls: type[FlowCalls] = FlowCalls if fast is None else fast.FlowCalls
     return cls(hooks, evidence, failed)
+
+
+def make_app_calls(by_kind: dict[str, FlowCalls], other: FlowCalls, decode: Callable[[bytes, float], list[AppEvent]],
+                   ctx: Context, max_dns: int, failed: Callable[[Any, Exception], None]) -> AppCalls:
+    """The compiled AppCalls, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq._dispatch")
+    cls: type[AppCalls] = AppCalls if fast is None else fast.AppCalls
+    return cls(by_kind, other, decode, ctx, max_dns, failed)

@@ -28,11 +28,11 @@ from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.detect import DETECTORS
 from slipsq.detect.base import Context, Detector
-from slipsq.dispatch import make_flow_calls
+from slipsq.dispatch import make_app_calls, make_flow_calls
 from slipsq.flow import AppEvent, Flow
 from slipsq.judge import Judge
-from slipsq.lru import touch, trim
-from slipsq.records import Alert, Block, Command, Decision, Evidence, Query, Unblock
+from slipsq.lru import trim
+from slipsq.records import Alert, Block, Command, Decision, Evidence, Unblock
 
 # the event kinds each app kind a detector may declare gives (appdecode.APP_KINDS: "dns-queries" asks
 # the table for DNS queries too, whose events are "dns" ones; "payload" for every first payload)
@@ -121,13 +121,14 @@ class Engine:
         # app events by kind: a detector is called only for the kinds it declares (a DNS answer
         # used to cost every on_app detector a Python call that returned at its first line)
         listeners = [d for d in self.detectors if d.overrides("on_app")]
-        self._on_app = {kind: calls([(d.on_app, None) for d in listeners if not d.app_kinds
-                                     or any(kind in _EVENT_KINDS.get(k, ()) for k in d.app_kinds)])
-                        for kind in ("dns", "banner", "tls", "http", "arp")}
-        self._on_any_app = calls([(d.on_app, None) for d in listeners])  # a kind none of these names
+        on_app = {kind: calls([(d.on_app, None) for d in listeners if not d.app_kinds
+                               or any(kind in _EVENT_KINDS.get(k, ()) for k in d.app_kinds)])
+                  for kind in ("dns", "banner", "tls", "http", "arp")}
+        on_any_app = calls([(d.on_app, None) for d in listeners])  # a kind none of these names
+        self._max_dns: int = config["dns.max_addresses"]
+        self._apps = make_app_calls(on_app, on_any_app, self._app_events, self.ctx, self._max_dns, self._failed)
         self._on_tick = calls([(d.on_tick, None) for d in self.detectors if d.overrides("on_tick")])
         self.judge = Judge(config, self.allow)
-        self._max_dns: int = config["dns.max_addresses"]
         # the table hands up only packets someone decodes: DNS answers (ctx.dns_names) and what
         # the detectors declare
         self.table.set_app_kinds(frozenset({"dns"}).union(*(d.app_kinds for d in self.detectors)))
@@ -191,14 +192,7 @@ class Engine:
         that carries them closed), then closed flows, in the order the table emitted them."""
         table = self.table
         while table.pending:
-            for ts, ip_packet in table.pop_app():
-                try:
-                    events = self._app_events(ip_packet, ts)
-                except Exception as e:
-                    self._failed("app decoder", e)
-                    continue
-                for event in events:
-                    self._app(event)
+            self._apps.run_packets(table.pop_app(), self._out if self.export_queries else None, self.counters)
             self._analyze(table.pop_closed())
 
     def finish(self) -> list[Command]:
@@ -235,20 +229,8 @@ class Engine:
 
     def _app(self, event: AppEvent) -> None:
         """One application event: decoded from a packet the table handed up, or read from a log.
-        DNS answers also feed `ctx.dns_names`."""
-        self.counters.app_events += 1
-        if event.kind == "dns":
-            query = event.data.get("query", "")
-            for answer in event.data.get("answers", ()):
-                # bounded: a hostile resolver may answer with endless addresses
-                names = touch(self.ctx.dns_names, answer, set, self._max_dns)
-                if len(names) < 16:
-                    names.add(query)
-            if self.export_queries and event.data.get("response", True):
-                # a response goes to the client that asked (a log's query line has no answer yet)
-                self._out.append(Query(event.ts, event.daddr, query, int(event.data.get("rcode") or 0),
-                                       tuple(event.data.get("answers", ()))))
-        self._on_app.get(event.kind, self._on_any_app).run(event)
+        DNS answers also feed `ctx.dns_names` (dispatch.AppCalls)."""
+        self._apps.run(event, self._out if self.export_queries else None, self.counters)
 
     # --- internals ----------------------------------------------------------------------------
     def _failed(self, what: Any, e: Exception) -> None:

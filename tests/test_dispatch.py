@@ -25,8 +25,8 @@ from slipsq.config import Config
 from slipsq.detect import DETECTORS
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.inuse import ServersInUse
-from slipsq.flow import Flow
-from slipsq.records import Alert, Evidence
+from slipsq.flow import AppEvent, Flow
+from slipsq.records import Alert, Evidence, Query
 from slipsq.runmode import all_options
 
 c_dispatch = pytest.importorskip("slipsq._dispatch", reason="the compiled extension is not built")
@@ -168,6 +168,115 @@ def test_a_failing_hook_is_reported_and_the_others_still_run(cls: Any) -> None:
     with pytest.raises(ValueError, match="boom"):
         loop.run(Flow(1.0, 2.0, "tcp", "a", 1, "b", 1883))
     assert calls == [("call", 1, 1.0)]
+
+
+# --- app events: Engine._app's loop (dispatch.AppCalls and its compiled twin) ----------------------
+
+APP_TWINS = [dispatch.AppCalls, c_dispatch.AppCalls]
+NAMES = ("a.example", "b.example", "cdn.example", "")
+POOL = tuple(f"n{i}.example" for i in range(20))
+app_events = st.builds(
+    lambda ts, kind, host, query, answers, response, rcode: AppEvent(
+        ts, kind, "192.0.2.53", 53, host, 40000, "udp",
+        {"query": query, "answers": answers, "rcode": rcode, **({} if response is None else {"response": response})}),
+    times, st.sampled_from(("dns", "dns", "tls", "banner", "arp", "mqtt")), st.sampled_from(ADDRS),
+    st.sampled_from(NAMES), st.lists(st.sampled_from(ADDRS), max_size=4), st.sampled_from((None, True, False)),
+    st.sampled_from((0, 3, None)))
+
+
+def app_loop(cls: Any, calls: list[Any], ctx: Any, max_dns: int, decode: Any = None) -> Any:
+    """An AppCalls whose hooks record (kind-listeners "dns" and "tls", the rest to `other`)."""
+    def evidence(ev: Any) -> None:
+        calls.append(("evidence", ev))
+
+    def failed(fn: Any, e: Exception) -> None:
+        calls.append(("failed", fn if isinstance(fn, str) else fn.__name__, str(e)))
+
+    def hook(name: str) -> Callable[[AppEvent], Any]:
+        def on_app(event: AppEvent) -> Any:
+            calls.append((name, event.kind, event.ts))
+            return ["ev-" + name] if event.data.get("rcode") == 3 else NO_EVIDENCE
+
+        on_app.__name__ = name
+        return on_app
+
+    flow_cls = dispatch.FlowCalls if cls is dispatch.AppCalls else c_dispatch.FlowCalls
+    by_kind = {"dns": flow_cls([(hook("dga"), None), (hook("port"), None)], evidence, failed),
+               "tls": flow_cls([(hook("tls"), None)], evidence, failed)}
+    return cls(by_kind, flow_cls([(hook("any"), None)], evidence, failed), decode, ctx, max_dns, failed)
+
+
+def names_state(names: Any) -> list[Any]:
+    return [(ip, sorted(v)) for ip, v in names.items()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(app_events, max_size=30), st.integers(1, 4), st.booleans(),
+       st.lists(st.tuples(st.sampled_from(ADDRS), st.one_of(  # names already learnt: a few, or about MAX_NAMES
+           st.sets(st.sampled_from(NAMES)), st.sets(st.sampled_from(POOL), min_size=14, max_size=17))), max_size=3))
+def test_both_app_loops_learn_the_same_names_and_call_the_same_hooks(events: list[AppEvent], max_dns: int,
+                                                                     export: bool, before: list[Any]) -> None:
+    """Per event, in order: counted; a DNS answer's addresses touched in ctx.dns_names (least recently
+    answered first, at most max_dns, at most MAX_NAMES names each, already-full sets left alone); a
+    response exported as a Query when asked; then the hooks of its kind. Both twins alike."""
+    seen = []
+    for cls in APP_TWINS:
+        calls: list[Any] = []
+        ctx = type("Ctx", (), {})()
+        ctx.dns_names = OrderedDict((ip, set(ns)) for ip, ns in before)
+        loop = app_loop(cls, calls, ctx, max_dns)
+        counters = type("Counters", (), {"app_events": 2})()
+        for e in events:
+            loop.run(e, calls if export else None, counters)
+        seen.append((calls, names_state(ctx.dns_names), counters.app_events))
+    assert seen[0] == seen[1]
+    calls, names, n = seen[0]
+    assert n == 2 + len(events)
+    had = {ip: len(ns) for ip, ns in before}  # a set learnt before keeps its size: no name is added
+    assert len(names) <= max(max_dns, len(had))
+    assert all(len(v) <= max(dispatch.MAX_NAMES, had.get(ip, 0)) for ip, v in names)
+    dns = [e for e in events if e.kind == "dns"]
+    if dns and dns[-1].data["answers"]:  # the last answered address is the most recent
+        assert names[-1][0] == dns[-1].data["answers"][-1]
+    queries = [c for c in calls if isinstance(c, Query)]
+    assert len(queries) == (sum(e.data.get("response", True) is not False for e in dns) if export else 0)
+    assert [c for c in calls if isinstance(c, tuple) and c[0] == "any"] == [("any", e.kind, e.ts) for e in events
+                                                                           if e.kind not in ("dns", "tls")]
+
+
+@pytest.mark.parametrize("cls", APP_TWINS)
+def test_app_packets_are_decoded_in_order_and_a_decoder_error_loses_only_its_packet(cls: Any) -> None:
+    calls: list[Any] = []
+    ctx = type("Ctx", (), {"dns_names": OrderedDict()})()
+
+    def decode(packet: bytes, ts: float) -> list[AppEvent]:
+        if packet == b"bad":
+            raise ValueError("cut short")
+        return [AppEvent(ts, "dns", "192.0.2.53", 53, "10.0.0.5", 40000, "udp",
+                         {"query": packet.decode(), "answers": ["198.51.100.7"]})]
+
+    loop = app_loop(cls, calls, ctx, 8, decode)
+    counters = type("Counters", (), {"app_events": 0})()
+    loop.run_packets(iter([(1.0, b"a.example"), (2.0, b"bad"), (3.0, b"b.example")]), None, counters)
+    assert calls == [("dga", "dns", 1.0), ("port", "dns", 1.0), ("failed", "app decoder", "cut short"),
+                     ("dga", "dns", 3.0), ("port", "dns", 3.0)]
+    assert counters.app_events == 2 and names_state(ctx.dns_names) == [("198.51.100.7", ["a.example", "b.example"])]
+
+
+@pytest.mark.parametrize("cls", APP_TWINS)
+def test_a_names_map_of_another_type_is_touched_through_lru(cls: Any) -> None:
+    """ctx.dns_names is an OrderedDict; anything else (a subclass) goes through lru.touch itself."""
+    class Names(OrderedDict):  # type: ignore[type-arg]
+        pass
+
+    ctx = type("Ctx", (), {"dns_names": Names()})()
+    loop = app_loop(cls, [], ctx, 2)
+    counters = type("Counters", (), {"app_events": 0})()
+    for i, ip in enumerate(("10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.3")):
+        loop.run(AppEvent(float(i), "dns", "192.0.2.53", 53, "10.0.0.5", 40000, "udp",
+                          {"query": f"n{i}", "answers": [ip]}), None, counters)
+    assert type(ctx.dns_names) is Names
+    assert names_state(ctx.dns_names) == [("10.0.0.1", ["n0", "n2"]), ("10.0.0.3", ["n3"])]
 
 
 # --- every gated detector: what its gate turns away it would have ignored ------------------------
