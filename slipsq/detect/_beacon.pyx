@@ -227,7 +227,7 @@ cdef class Intake:
     cdef readonly Tuples tuples
     cdef long min_n, full_n
     cdef object window  # a Python float: `last // window` as Python computes it
-    cdef object own, local, protected, listed
+    cdef object own, local, protected, listed, allow
     cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
     cdef dict never
     cdef public object score  # the detector's scoring (Beacon._score), for on_flow
@@ -235,7 +235,7 @@ cdef class Intake:
     def __init__(self, Tuples tuples, long min_n, long full_n, double window, own, local, allow):
         self.tuples, self.min_n, self.full_n, self.window = tuples, min_n, full_n, float(window)
         self.own, self.local = own, local
-        self.protected, self.listed = allow.why_protected, allow.listed
+        self.protected, self.listed, self.allow = allow.why_protected, allow.listed, allow
         # another `local` (a test's) is only called: _local answers prefixes.is_local's question
         self.fast_local = local is is_local
         self.never = {}
@@ -259,6 +259,8 @@ cdef class Intake:
             value = self.protected(dst) is not None
         elif _fixed_never(version, b):
             value = True
+        elif self._nothing_listed(version):  # no own, protected or allowed address: no Python call
+            value = False
         else:
             number = PyLong_FromUnsignedLong(v4_of(b)) if version == 4 else int.from_bytes(b[:16], "big")
             value = self.listed(version, number) is not None
@@ -267,6 +269,17 @@ cdef class Intake:
             PyDict_Clear(self.never)
         PyDict_SetItem(self.never, dst, value)
         return value
+
+    cdef bint _nothing_listed(self, int version) except -1:
+        """True when allow.listed(version, anything) can only be None: an AllowList with no own
+        address, nothing protected and no allow-list range of that version (its fields are read each
+        time: set_protected replaces them). Anything else (another allow object) says False."""
+        a = self.allow
+        own, protected, nets = getattr(a, "_own", None), getattr(a, "_protected", None), getattr(a, "_nets", None)
+        if type(own) is not set or type(protected) is not dict or type(nets) is not dict or own or protected:
+            return False
+        ranges = (<dict>nets).get(version)
+        return type(ranges) is tuple and len(<tuple>ranges) == 0
 
     cdef bint _ignored(self, f, bint direct, object proto, object dport, object dst) except -1:
         if proto == "udp" and (_ignored_udp_port(dport) or flow_field(&SLOTS, f, direct, F_SPORT, NAMES) == 123):
