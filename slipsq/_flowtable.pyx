@@ -137,6 +137,22 @@ cdef inline uint64_t addr_word(const uint8_t* a, int family) noexcept nogil:
     return w[0] ^ (w[1] * <uint64_t>0x9E3779B97F4A7C15ULL)
 
 
+cdef inline bint addr_eq(const uint8_t* x, const uint8_t* y, size_t alen) noexcept nogil:
+    """memcmp(x, y, alen) == 0 for an address (alen 4 or 16) as one or two integer compares: the
+    length is not known to the compiler at a memcmp call, so each one was a libc call (several per
+    packet: the bucket chain, the direction, the block set)."""
+    cdef uint32_t x4, y4
+    cdef uint64_t x8[2]
+    cdef uint64_t y8[2]
+    if alen == 4:
+        memcpy(&x4, x, 4)
+        memcpy(&y4, y, 4)
+        return x4 == y4
+    memcpy(x8, x, 16)
+    memcpy(y8, y, 16)
+    return x8[0] == y8[0] and x8[1] == y8[1]
+
+
 cdef inline int icmp_class(int proto, int t) noexcept nogil:
     # echo-like requests and replies share a class; every other type is its own (see flowtable.py)
     if proto == 1:
@@ -223,7 +239,7 @@ cdef AddrText ADDR_TEXT[ADDR_TEXT_SLOTS]
 cdef str addr_text(const uint8_t* a, int family):
     cdef AddrText* slot = &ADDR_TEXT[mix64(addr_word(a, family)) & (ADDR_TEXT_SLOTS - 1)]
     cdef size_t n = 4 if family == 4 else 16
-    if slot.text != NULL and slot.family == family and memcmp(slot.addr, a, n) == 0:
+    if slot.text != NULL and slot.family == family and addr_eq(slot.addr, a, n):
         return <str>slot.text
     text = addr_str(a, family)
     Py_XDECREF(slot.text)
@@ -336,13 +352,13 @@ cdef inline uint32_t find_entry(FlowEntry** chunks, uint32_t i, Parsed* p, uint3
         if e.hash == h and e.proto == p.proto and e.family == p.family:
             if icmp:
                 if icmp_class(p.proto, e.pa) == pcls and e.pb == p.dport and (
-                        (memcmp(e.a, p.src, alen) == 0 and memcmp(e.b, p.dst, alen) == 0)
-                        or (memcmp(e.a, p.dst, alen) == 0 and memcmp(e.b, p.src, alen) == 0)):
+                        (addr_eq(e.a, p.src, alen) and addr_eq(e.b, p.dst, alen))
+                        or (addr_eq(e.a, p.dst, alen) and addr_eq(e.b, p.src, alen))):
                     return i
-            elif ((e.pa == p.sport and e.pb == p.dport and memcmp(e.a, p.src, alen) == 0
-                   and memcmp(e.b, p.dst, alen) == 0)
-                  or (e.pa == p.dport and e.pb == p.sport and memcmp(e.a, p.dst, alen) == 0
-                      and memcmp(e.b, p.src, alen) == 0)):
+            elif ((e.pa == p.sport and e.pb == p.dport and addr_eq(e.a, p.src, alen)
+                   and addr_eq(e.b, p.dst, alen))
+                  or (e.pa == p.dport and e.pb == p.sport and addr_eq(e.a, p.dst, alen)
+                      and addr_eq(e.b, p.src, alen))):
                 return i
         i = e.hnext
     return NIL
@@ -506,9 +522,9 @@ cdef class FlowTable:
             if self.count > self.nbuckets:
                 self._grow_buckets()
         if icmp:
-            fwd = memcmp(p.src, e.a, alen) == 0
+            fwd = addr_eq(p.src, e.a, alen)
         else:
-            fwd = memcmp(p.src, e.a, alen) == 0 and p.sport == e.pa
+            fwd = addr_eq(p.src, e.a, alen) and p.sport == e.pa
         if fwd:
             e.apkts += 1
             e.abytes += p.ip_len
@@ -956,7 +972,7 @@ cdef class FlowTable:
         cdef size_t alen = 4 if family == 4 else 16
         while self.bslots[j].used:
             if (self.bslots[j].used == 1 and self.bslots[j].family == family
-                    and memcmp(self.bslots[j].addr, addr, alen) == 0):
+                    and addr_eq(self.bslots[j].addr, addr, alen)):
                 return True
             j = (j + 1) & self.bmask
         return False
