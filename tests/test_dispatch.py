@@ -264,6 +264,33 @@ def test_app_packets_are_decoded_in_order_and_a_decoder_error_loses_only_its_pac
 
 
 @pytest.mark.parametrize("cls", APP_TWINS)
+def test_an_error_that_propagates_mid_batch_leaves_the_event_count_right(cls: Any) -> None:
+    """Replay lets a hook's error propagate (a bug must be loud): the events up to and including the
+    failing one are counted, as the engine's own loop counted them, and nothing after it runs."""
+    seen: list[float] = []
+
+    def hook(event: AppEvent) -> Any:
+        seen.append(event.ts)
+        if event.data.get("query") == "boom.example":
+            raise ValueError("boom")
+        return NO_EVIDENCE
+
+    def strict(fn: Any, e: Exception) -> None:
+        raise e
+
+    def decode(packet: bytes, ts: float) -> list[AppEvent]:
+        return [AppEvent(ts, "dns", "192.0.2.53", 53, "10.0.0.5", 40000, "udp", {"query": packet.decode()})]
+
+    flow_cls = dispatch.FlowCalls if cls is dispatch.AppCalls else c_dispatch.FlowCalls
+    loop = cls({"dns": flow_cls([(hook, None)], print, strict)}, flow_cls([], print, strict), decode,
+               type("Ctx", (), {"dns_names": OrderedDict()})(), 8, strict)
+    counters = type("Counters", (), {"app_events": 1})()
+    with pytest.raises(ValueError, match="boom"):
+        loop.run_packets([(1.0, b"a.example"), (2.0, b"boom.example"), (3.0, b"c.example")], None, counters)
+    assert counters.app_events == 3 and seen == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("cls", APP_TWINS)
 def test_a_names_map_of_another_type_is_touched_through_lru(cls: Any) -> None:
     """ctx.dns_names is an OrderedDict; anything else (a subclass) goes through lru.touch itself."""
     class Names(OrderedDict):  # type: ignore[type-arg]
