@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 LOG_PENALTY = math.log(0.01)  # an unseen transition (letters.md §4)
 ALPHABET = frozenset("0123456789abcdefghiABCDEFGHIrstuvwxyzRSTUVWXYZ.,+*")
+_DROP_ALPHABET = str.maketrans("", "", "".join(ALPHABET))  # letters.translate(it): what is not a letter
 PROTOCOLS = ("TCP", "UDP")
 FIELDS = ("label", "protocol", "letters", "threshold", "provenance")
 
@@ -81,7 +82,9 @@ def validate(model: Model, where: str) -> Model:
         raise ModelError(f"{where}: protocol '{model.protocol}' does not match the label's '{proto}'")
     if not isinstance(model.letters, str) or len(model.letters) < 2:
         raise ModelError(f"{where}: 'letters' must be a string of at least 2 characters")
-    bad = sorted(set(model.letters) - ALPHABET)
+    # (the shipped models carry ~300,000 letters: translate drops them in C, a set of them cost ~4 ms
+    # of every start)
+    bad = sorted(set(model.letters.translate(_DROP_ALPHABET)))
     if bad:
         raise ModelError(f"{where}: 'letters' has characters that are not letters or symbols: "
                          f"{''.join(bad)!r}")
