@@ -92,6 +92,27 @@ def test_tally_twins_agree(ops: list[tuple[Any, ...]], max_keys: int, max_target
         assert portscan_state(py) == portscan_state(c)
 
 
+# parts whose hashes collide (hash(-1) == hash(-2), hash(0) == hash(2**61 - 1)) or that are equal in
+# another type or object (443 and 443.0, a text and its copy): the compiled key map must tell apart
+# what a tuple key tells apart, and join what it joins
+MANY_SOURCES = tuple(f"10.0.{i}.{j}" for i in range(3) for j in range(40))
+ODD_PARTS = (-1, -2, 0, 2**61 - 1, 443, 443.0, "443", "tcp", "".join(["t", "cp"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(MANY_SOURCES), st.sampled_from(ODD_PARTS),
+                          st.sampled_from(("tcp", "udp")), st.sampled_from(HOSTS + PORTS), st.booleans(),
+                          st.floats(0, 100)), min_size=50, max_size=400), st.integers(20, 500))
+def test_tally_twins_agree_as_the_key_map_grows(ops: list[tuple[Any, ...]], max_keys: int) -> None:
+    py, c = py_portscan.Tally(max_keys, 50, 100_000), c_portscan.Tally(max_keys, 50, 100_000)
+    for kind, src, what, proto, target, failed, start in ops:
+        a = py.count(kind, (src, what, proto), target, failed, start)
+        b = c.count(kind, (src, what, proto), target, failed, start)
+        assert tally_state(a) == tally_state(b)
+    assert portscan_state(py) == portscan_state(c)
+    assert [len(s) for s in c.seen] == [len(s) for s in py.seen]
+
+
 def tuples_state(ts: Any) -> Any:
     """The keys in LRU order, each with everything its tuple keeps, and the prune hint."""
     return ts.oldest_last, [(k, tuple_state(ts.get(k))) for k in ts]

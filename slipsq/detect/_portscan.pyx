@@ -6,11 +6,11 @@ shared with the reconnect detector). Read the twins for the rules; slipsq.twins 
 the detector sees goes through here, most answered by None without a line of Python; the judging of
 a count that reached its threshold (rare) stays in portscan.py.
 
-The same maps as the twins (Python dicts keyed by the same tuples, the same OrderedDict of servers,
-the same memo of states; the local test in C, detect/_prefixes.pyx), with the bounds checked in the
-same order, so both return the same answers and keep the same state for the same calls
-(tests/test_detect_compiled.py).
-Data only: no I/O, no clock.
+The same state as the twins (each window's keys in a KeyMap where the twin has a dict keyed by a
+(source, port or target, proto) tuple: the same keys, equal by the same rule, without the tuple;
+the same OrderedDict of servers, the same memo of states; the local test in C, detect/_prefixes.pyx),
+with the bounds checked in the same order, so both return the same answers and keep the same state
+for the same calls (tests/test_detect_compiled.py). Data only: no I/O, no clock.
 """
 
 from collections import OrderedDict
@@ -18,8 +18,15 @@ from dataclasses import fields
 
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
-from cpython.ref cimport PyObject
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport Py_EQ, PyObject_RichCompareBool
+from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from libc.math cimport copysign, floor, fmod
+from libc.stdint cimport int32_t, uint64_t
+from libc.string cimport memset
+
+cdef extern from "Python.h":
+    Py_hash_t PyObject_Hash(object o) except? -1
 
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_SPORT, F_START, FlowSlots,
                                 flow_direct, flow_field, flow_slots)
@@ -75,41 +82,166 @@ cdef class Targets:  # collector need not track the one per key, nor walk them e
         return (self.one is not None) + (0 if self.more is None else len(self.more))
 
 
+ctypedef struct KeyEntry:
+    Py_hash_t hash
+    PyObject* a  # the key's three parts (references held): source, port or target, proto
+    PyObject* b
+    PyObject* c
+    PyObject* t  # its Targets (a reference held)
+
+
+cdef inline Py_hash_t key_hash(object a, object b, object c) except? -1:
+    """One hash of the three parts (equal parts give equal hashes, as a tuple's would)."""
+    cdef uint64_t h = <uint64_t>PyObject_Hash(a)
+    h = (h ^ (h >> 31)) * <uint64_t>0xFF51AFD7ED558CCDULL + <uint64_t>PyObject_Hash(b)
+    h = (h ^ (h >> 31)) * <uint64_t>0xC4CEB9FE1A85EC53ULL + <uint64_t>PyObject_Hash(c)
+    h ^= h >> 29
+    h *= <uint64_t>0x9E3779B97F4A7C15ULL
+    return <Py_hash_t>(h ^ (h >> 32))
+
+
+cdef inline int same(PyObject* stored, object x) except -1:
+    """stored == x, as a tuple compares its items (identity first, then ==)."""
+    return stored == <PyObject*>x or PyObject_RichCompareBool(<object>stored, x, Py_EQ)
+
+
+@cython.no_gc  # holds texts, numbers and Targets (themselves outside the collector): no cycle
+cdef class KeyMap:
+    """(a, b, c) -> Targets: one kind's keys in one window, the twin's dict keyed by a 3-tuple
+    without the tuple. Entries are dense in insertion order (as a dict's) behind an open-addressing
+    index of positions; a window only adds keys (a new window is a new map), so nothing is ever
+    deleted. Per flow this saves the key tuple the dict needed (made, hashed, compared by loading
+    it, freed at the window's end, walked by the cycle collector until it untracks it)."""
+
+    cdef KeyEntry* entries
+    cdef Py_ssize_t n, cap
+    cdef int32_t* index  # slot -> position in entries, -1 empty
+    cdef size_t mask  # slots - 1; 0 before the first key
+
+    def __cinit__(self):
+        self.entries, self.index = NULL, NULL
+        self.n = self.cap = 0
+        self.mask = 0
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            Py_XDECREF(self.entries[i].a)
+            Py_XDECREF(self.entries[i].b)
+            Py_XDECREF(self.entries[i].c)
+            Py_XDECREF(self.entries[i].t)
+        PyMem_Free(self.entries)
+        PyMem_Free(self.index)
+
+    def __len__(self):
+        return self.n
+
+    def items(self):
+        """((a, b, c), Targets) in insertion order (for tests and tools: `Tally.seen`)."""
+        cdef Py_ssize_t i
+        return [((<object>self.entries[i].a, <object>self.entries[i].b, <object>self.entries[i].c),
+                 <object>self.entries[i].t) for i in range(self.n)]
+
+    cdef Py_ssize_t find(self, Py_hash_t h, object a, object b, object c) except -2:
+        """The position of the key, or -1."""
+        cdef size_t i
+        cdef int32_t pos
+        cdef KeyEntry* e
+        if self.mask == 0:
+            return -1
+        i = <size_t>h & self.mask
+        while True:
+            pos = self.index[i]
+            if pos < 0:
+                return -1
+            e = &self.entries[pos]
+            if e.hash == h and same(e.a, a) and same(e.b, b) and same(e.c, c):
+                return pos
+            i = (i + 1) & self.mask
+
+    cdef int add(self, Py_hash_t h, object a, object b, object c, object t) except -1:
+        """A new key (find said -1) with its Targets."""
+        cdef size_t i
+        cdef KeyEntry* grown
+        if self.n == self.cap:
+            grown = <KeyEntry*>PyMem_Realloc(self.entries, max(8, 2 * self.cap) * sizeof(KeyEntry))
+            if grown == NULL:
+                raise MemoryError()
+            self.entries, self.cap = grown, max(8, 2 * self.cap)
+        if 3 * (self.n + 1) > 2 * <Py_ssize_t>(self.mask + 1) or self.mask == 0:  # at most 2/3 full
+            self._reindex(16 if self.mask == 0 else 2 * (self.mask + 1))
+        Py_INCREF(a)
+        Py_INCREF(b)
+        Py_INCREF(c)
+        Py_INCREF(t)
+        self.entries[self.n] = KeyEntry(h, <PyObject*>a, <PyObject*>b, <PyObject*>c, <PyObject*>t)
+        i = <size_t>h & self.mask
+        while self.index[i] >= 0:
+            i = (i + 1) & self.mask
+        self.index[i] = <int32_t>self.n
+        self.n += 1
+        return 0
+
+    cdef int _reindex(self, size_t slots) except -1:
+        cdef int32_t* index = <int32_t*>PyMem_Malloc(slots * sizeof(int32_t))
+        cdef Py_ssize_t pos
+        cdef size_t i
+        if index == NULL:
+            raise MemoryError()
+        memset(index, 0xFF, slots * sizeof(int32_t))  # every slot -1
+        for pos in range(self.n):
+            i = <size_t>self.entries[pos].hash & (slots - 1)
+            while index[i] >= 0:
+                i = (i + 1) & (slots - 1)
+            index[i] = <int32_t>pos
+        PyMem_Free(self.index)
+        self.index, self.mask = index, slots - 1
+        return 0
+
+
 cdef class Tally:
-    """The per-flow state of one judge window (portscan.Tally)."""
+    """The per-flow state of one judge window (portscan.Tally): per kind, a KeyMap where the twin
+    has a dict keyed by (source, port or target, proto)."""
 
     cdef public long max_keys, max_targets, max_total, total
-    cdef public list seen
+    cdef list maps  # KeyMap by kind
 
     def __init__(self, long max_keys, long max_targets, long max_total):
         self.max_keys, self.max_targets, self.max_total = max_keys, max_targets, max_total
-        self.seen = [{}, {}, {}]
-        self.total = 0
+        self.reset()
 
     def reset(self):
-        self.seen = [{}, {}, {}]
+        self.maps = [KeyMap(), KeyMap(), KeyMap()]
         self.total = 0
 
+    @property
+    def seen(self):
+        """The twin's view: per kind, {(a, b, c): Targets} (for tests and tools)."""
+        return [dict((<KeyMap>m).items()) for m in self.maps]
+
     def pair(self, str saddr, str daddr, object dport, str proto, bint failed, double start):
-        cdef object h = self._count(HORIZONTAL, (saddr, dport, proto), daddr, failed, start)
-        cdef object v = self._count(VERTICAL, (saddr, daddr, proto), dport, failed, start)
+        cdef object h = self._count(HORIZONTAL, saddr, dport, proto, daddr, failed, start)
+        cdef object v = self._count(VERTICAL, saddr, daddr, proto, dport, failed, start)
         return None if h is None and v is None else (h, v)
 
     def count(self, int kind, tuple key, object target, bint failed, double start):
-        return self._count(kind, key, target, failed, start)
+        """The twin's count, for a key (source, port or target, proto)."""
+        a, b, c = key
+        return self._count(kind, a, b, c, target, failed, start)
 
-    cdef object _count(self, int kind, tuple key, object target, bint failed, double start):
-        cdef dict seen = <dict>self.seen[kind]
-        cdef PyObject* found = PyDict_GetItemWithError(seen, key)
+    cdef object _count(self, int kind, object a, object b, object c, object target, bint failed, double start):
+        cdef KeyMap keys = <KeyMap>self.maps[kind]
+        cdef Py_hash_t h = key_hash(a, b, c)
+        cdef Py_ssize_t pos = keys.find(h, a, b, c)
         cdef Targets t
-        if found == NULL:
-            if len(seen) >= self.max_keys:
+        if pos < 0:
+            if keys.n >= self.max_keys:
                 return None
             t = Targets.__new__(Targets)
             t.first = t.last = start
-            PyDict_SetItem(seen, key, t)
+            keys.add(h, a, b, c, t)
         else:
-            t = <Targets>found
+            t = <Targets>keys.entries[pos].t
             if start > t.last:
                 t.last = start
         cdef int before  # -1 not a target yet, 0 failed so far, 1 answered
@@ -297,8 +429,8 @@ cdef class Counts:
             if not failed and self.note_servers:
                 self._note(flow)
             saddr, daddr, dport = _f(flow, F_SADDR), _f(flow, F_DADDR), _f(flow, F_DPORT)
-            h = self.tally._count(HORIZONTAL, (saddr, dport, proto), daddr, failed, start)
-            v = self.tally._count(VERTICAL, (saddr, daddr, proto), dport, failed, start)
+            h = self.tally._count(HORIZONTAL, saddr, dport, proto, daddr, failed, start)
+            v = self.tally._count(VERTICAL, saddr, daddr, proto, dport, failed, start)
             if h is not None and (<Targets>h).failed < self.th[HORIZONTAL]:
                 h = None
             if v is not None and (<Targets>v).failed < self.th[VERTICAL]:
@@ -313,10 +445,10 @@ cdef class Counts:
             return hits
         cdef Targets t
         if _ECHO.get(proto) == _f(flow, F_SPORT):
-            key = (_f(flow, F_SADDR), "", proto)
-            found = self.tally._count(ICMP_SWEEP, key, _f(flow, F_DADDR), _unanswered(flow), start)
+            saddr = _f(flow, F_SADDR)
+            found = self.tally._count(ICMP_SWEEP, saddr, "", proto, _f(flow, F_DADDR), _unanswered(flow), start)
             if found is not None:
                 t = <Targets>found
                 if t.failed + t.answered >= self.th[ICMP_SWEEP]:
-                    return [(ICMP_SWEEP, key, t)]
+                    return [(ICMP_SWEEP, (saddr, "", proto), t)]
         return None
