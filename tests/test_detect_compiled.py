@@ -123,7 +123,8 @@ def tuple_state(t: Any) -> Any:
 
 
 add_op = st.tuples(st.just("add"), st.sampled_from(SOURCES), st.sampled_from(HOSTS), st.sampled_from(PORTS),
-                   st.floats(0, 1000), st.integers(0, 10_000))
+                   st.one_of(st.floats(0, 1000), st.sampled_from((1.0, 2.0, 3.0))),  # ties: their order
+                   st.integers(0, 10_000))
 
 
 @settings(max_examples=300, deadline=None)
@@ -203,6 +204,38 @@ def test_intake_twins_agree(ops: list[tuple[Flow, float, bool]], min_n: int, ful
         assert tuples_state(py.tuples) == tuples_state(c.tuples)
     memo = is_local.__self__  # type: ignore[attr-defined]
     assert all(memo[ip] == _local(ip) for ip in ADDRESSES if ip in memo)  # what the C side put there
+
+
+@pytest.mark.parametrize("mod", [py_beacon, c_beacon])
+def test_a_connection_that_closes_late_goes_after_those_that_started_with_it(mod: Any) -> None:
+    """Out of start order, a connection is inserted as bisect.bisect_right does: after every one with
+    the same start (the sizes show the order)."""
+    ts = mod.Tuples(9, 10)
+    key = ("10.0.0.1", "198.51.100.1", 443, "tcp")
+    for start, size in ((1.0, 1), (3.0, 2), (2.0, 3), (2.0, 4), (1.0, 5)):
+        t = ts.add(key, start, size)
+    assert (list(t.starts), list(t.sizes)) == ([1.0, 1.0, 2.0, 2.0, 3.0], [1, 5, 3, 4, 2])
+
+
+def test_a_compiled_tuple_holds_each_size_while_it_keeps_the_connection() -> None:
+    """The C array of connections holds a reference to each size it keeps: taken on insert, let go
+    when the connection falls out of the history and when the tuple is freed."""
+    size = int("9" * 30)  # an object only this test holds
+    before = sys.getrefcount(size)
+    ts = c_beacon.Tuples(3, 10)
+    key = ("10.0.0.1", "198.51.100.1", 443, "tcp")
+    ts.add(key, 1.0, size)
+    assert sys.getrefcount(size) == before + 1 and ts.get(key).sizes == [size]
+    ts.add(key, 0.5, size)  # before the first: inserted in front
+    assert sys.getrefcount(size) == before + 2 and ts.get(key).starts == [0.5, 1.0]
+    for i in range(3):  # a history of 3: both fall out
+        ts.add(key, 10.0 + i, 7)
+    assert sys.getrefcount(size) == before and ts.get(key).starts == [10.0, 11.0, 12.0]
+    ts.add(("10.0.0.2", "198.51.100.1", 443, "tcp"), 1.0, size)
+    assert sys.getrefcount(size) == before + 1
+    del ts
+    gc.collect()
+    assert sys.getrefcount(size) == before
 
 
 @pytest.mark.parametrize("in_a_cycle", [False, True])

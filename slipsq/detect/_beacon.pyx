@@ -11,15 +11,14 @@ addr.parse_ip_int calls, and tested as prefixes.local_int and the allow list's f
 it (tests/test_detect_compiled.py holds all of it equal). Data only: no I/O, no clock.
 """
 
-from bisect import bisect
-
 cimport cython
 
 from cpython.dict cimport PyDict_Clear, PyDict_DelItem, PyDict_GetItem, PyDict_SetItem, PyDict_Size
 from cpython.long cimport PyLong_FromUnsignedLong
-from cpython.ref cimport PyObject
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.math cimport INFINITY
-from libc.string cimport memcmp
+from libc.string cimport memcmp, memmove
 
 from dataclasses import fields
 
@@ -33,33 +32,87 @@ from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCI
                                       parse_text, v4_of, zero_below)
 from slipsq.detect._prefixes cimport text_local
 
-cdef extern from "Python.h":
-    void PyObject_GC_UnTrack(void*)
-
 cdef tuple NAMES = tuple(f.name for f in fields(Flow))
 cdef FlowSlots SLOTS
 flow_slots(&SLOTS, Flow, NAMES)
+
+
+ctypedef struct Conn:
+    double start
+    PyObject* size  # a reference held
 
 
 @cython.no_gc
 cdef class Tuple:
     """One 4-tuple: its last connections' starts and sizes, and what was last reported (beacon._Tuple).
 
-    Outside the cycle collector, as are its two lists (they hold only floats and ints): a replay
-    makes a tuple per new connection pair, and each young collection walked them all again. The one
-    cycle a tuple is in, its LRU links, Tuples breaks when it is freed."""
+    The connections are one C array of (start, size) in start order, at most `history` + 1 long
+    (the twin keeps two lists: two list objects, their item arrays and a float object per start,
+    ~170 B more per tuple and three more allocations per new one); `starts` and `sizes` give the
+    twin's lists. Outside the cycle collector: it holds only numbers; the one cycle a tuple is in,
+    its LRU links, Tuples breaks when it is freed."""
 
-    cdef public list starts, sizes
+    cdef Conn* conns
+    cdef Py_ssize_t n, cap
     cdef public long total, emitted_n, emitted_window
     cdef public double emitted_threat, last
     cdef object key
     cdef Tuple prev, next  # LRU links: prev is less recently seen
 
+    def __cinit__(self):
+        self.conns, self.n, self.cap = NULL, 0, 0
+
     def __init__(self):
-        self.starts, self.sizes = [], []
         self.total = self.emitted_n = 0
         self.emitted_window = -1
         self.emitted_threat = self.last = 0.0
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            Py_DECREF(<object>self.conns[i].size)
+        PyMem_Free(self.conns)
+
+    @property
+    def starts(self):
+        """The twin's list of starts (a new list: read it once)."""
+        cdef Py_ssize_t i
+        return [self.conns[i].start for i in range(self.n)]
+
+    @property
+    def sizes(self):
+        """The twin's list of sizes, in the same order."""
+        cdef Py_ssize_t i
+        return [<object>self.conns[i].size for i in range(self.n)]
+
+    cdef int put(self, double start, object size, Py_ssize_t history) except -1:
+        """Insert a connection by start time (after those with the same start, as bisect does);
+        then keep only the last `history`."""
+        cdef Py_ssize_t lo = 0, hi = self.n, mid
+        cdef Conn* grown
+        if self.n == self.cap:
+            grown = <Conn*>PyMem_Realloc(self.conns, max(4, 2 * self.cap) * sizeof(Conn))
+            if grown == NULL:
+                raise MemoryError()
+            self.conns, self.cap = grown, max(4, 2 * self.cap)
+        if self.n and not start >= self.conns[self.n - 1].start:  # out of start order (rare)
+            while lo < hi:  # bisect.bisect_right
+                mid = (lo + hi) // 2
+                if start < self.conns[mid].start:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            memmove(&self.conns[lo + 1], &self.conns[lo], (self.n - lo) * sizeof(Conn))
+        else:
+            lo = self.n
+        Py_INCREF(size)
+        self.conns[lo].start, self.conns[lo].size = start, <PyObject*>size
+        self.n += 1
+        if self.n > history:
+            Py_DECREF(<object>self.conns[0].size)
+            memmove(&self.conns[0], &self.conns[1], (self.n - 1) * sizeof(Conn))
+            self.n -= 1
+        return 0
 
 
 @cython.no_gc_clear  # the collector must not empty head before __dealloc__ unlinks the tuples
@@ -132,9 +185,6 @@ cdef class Tuples:
             if len(self.map) >= self.bound:
                 self._pop_front()
             t = Tuple.__new__(Tuple)
-            t.starts, t.sizes = [], []
-            PyObject_GC_UnTrack(<PyObject*>t.starts)  # floats and ints only: never in a cycle
-            PyObject_GC_UnTrack(<PyObject*>t.sizes)
             t.emitted_window = -1
             t.key = key
             PyDict_SetItem(self.map, key, t)
@@ -144,18 +194,7 @@ cdef class Tuples:
             if t is not self.tail:
                 self._unlink(t)
                 self._append(t)
-        cdef list starts = t.starts
-        cdef Py_ssize_t i, n = len(starts)
-        if n == 0 or start >= <double>starts[n - 1]:  # the common case: it starts after the others
-            starts.append(start)
-            t.sizes.append(size)
-        else:  # flows close out of start order: insert by start time
-            i = bisect(starts, start)
-            starts.insert(i, start)
-            t.sizes.insert(i, size)
-        if len(starts) > self.history:
-            del starts[0]
-            del t.sizes[0]
+        t.put(start, size, self.history)
         t.total += 1
         if start > t.last:
             t.last = start
@@ -317,7 +356,7 @@ cdef class Intake:
                                         flow_field(&SLOTS, f, direct, F_START, NAMES),
                                         flow_field(&SLOTS, f, direct, F_SBYTES, NAMES)
                                         + flow_field(&SLOTS, f, direct, F_DBYTES, NAMES))
-        cdef Py_ssize_t n = len(t.starts)
+        cdef Py_ssize_t n = t.n
         if n < self.min_n:
             return None
         if t.emitted_n and int(<object>t.last // self.window) == t.emitted_window:

@@ -348,16 +348,17 @@ class Beacon(Detector):
 
     def _score(self, t: _Tuple, flow: Flow) -> Sequence[Evidence]:
         """Score a tuple the intake let through (enough connections, and something new to say)."""
-        n = len(t.starts)
+        starts, sizes = t.starts, t.sizes  # (the compiled tuple makes these lists when asked: once)
+        n = len(starts)
         window = int(t.last // self.window)
         threat = CRITICAL if n >= self.full_n else HIGH
-        gaps = [b - a for a, b in zip(t.starts, t.starts[1:])]
+        gaps = [b - a for a, b in zip(starts, starts[1:])]
         timing, disp, iv = timing_score(gaps)
         # fewer connections, noisier statistics: raise the bar by up to 0.15 below full_n
         bar = self.min_score + 0.15 * max(0, self.full_n - n) / max(1, self.full_n - self.min_n)
         if timing < bar or not self.min_iv <= iv <= self.max_iv or self._allowed_name(flow.daddr):
             return NO_EVIDENCE
-        size, sdisp = size_score(t.sizes)
+        size, sdisp = size_score(sizes)
         confidence = self.max_conf * (0.7 * timing + 0.3 * size) * min(1.0, n / self.full_n)
         src, dst, port, proto = flow.saddr, flow.daddr, flow.dport, flow.proto  # the tuple's key
         may_block = True
@@ -376,9 +377,9 @@ class Beacon(Detector):
             may_block, note = False, "; both ends private: reported, never blocks (beacon.local_may_block)"
         t.emitted_n, t.emitted_window, t.emitted_threat = t.total, window, threat
         offender = src if self.block_client else dst
-        span = t.starts[-1] - t.starts[0]
+        span = starts[-1] - starts[0]
         desc = (f"C&C beacon from {src} to {dst}:{port}/{proto}: {n} connections every {iv:.1f}s "
-                f"(gap dispersion {disp:.0%}, sizes ~{int(median(t.sizes))} B dispersion {sdisp:.0%}) "
+                f"(gap dispersion {disp:.0%}, sizes ~{int(median(sizes))} B dispersion {sdisp:.0%}) "
                 f"over {span:.0f}s; timing score {timing:.2f}, size score {size:.2f}{note}")
         return [Evidence(ts=t.last, detector=self.name, offender=offender, src_ip=src, dst_ip=dst,
                          dst_port=port, proto=proto, description=desc, threat_level=threat,
