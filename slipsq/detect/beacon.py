@@ -57,6 +57,7 @@ import bisect
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Sequence
+from itertools import pairwise
 from statistics import median
 
 from slipsq import twins
@@ -352,7 +353,7 @@ class Beacon(Detector):
         n = len(starts)
         window = int(t.last // self.window)
         threat = CRITICAL if n >= self.full_n else HIGH
-        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        gaps = [b - a for a, b in pairwise(starts)]
         timing, disp, iv = timing_score(gaps)
         # fewer connections, noisier statistics: raise the bar by up to 0.15 below full_n
         bar = self.min_score + 0.15 * max(0, self.full_n - n) / max(1, self.full_n - self.min_n)
