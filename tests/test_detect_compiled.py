@@ -238,6 +238,19 @@ def test_a_compiled_tuple_holds_each_size_while_it_keeps_the_connection() -> Non
     assert sys.getrefcount(size) == before
 
 
+@pytest.mark.parametrize("mod", [py_beacon, c_beacon])
+def test_an_address_protected_while_running_is_ignored_from_then_on(mod: Any) -> None:
+    """The daemon replaces the protected addresses as it learns them (AllowList.set_protected): a
+    destination first seen after that is never tracked, also when the allow list started empty (the
+    compiled intake then skips allow.listed for what it knows cannot be listed)."""
+    allow = AllowList()
+    intake = mod.Intake(mod.Tuples(8, 100), 1, 4, 3600.0, set(), is_local, allow)
+    assert intake.add(flow(T0, "192.168.1.5", "198.51.100.61", 443)) is not None  # tracked
+    allow.set_protected({"198.51.100.62": "a resolver"})
+    assert intake.add(flow(T0 + 1, "192.168.1.5", "198.51.100.62", 443)) is None  # protected now
+    assert intake.add(flow(T0 + 2, "192.168.1.5", "198.51.100.63", 443)) is not None
+
+
 @pytest.mark.parametrize("in_a_cycle", [False, True])
 def test_dropped_compiled_tuples_free_every_tuple(in_a_cycle: bool) -> None:
     # the compiled tuples are outside the cycle collector: their LRU links must be broken when the

@@ -267,6 +267,7 @@ cdef class Intake:
     cdef long min_n, full_n
     cdef object window  # a Python float: `last // window` as Python computes it
     cdef object own, local, protected, listed, allow
+    cdef bint unlisted_v4, unlisted_v6  # the allow list has no own address, and no range of that version
     cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
     cdef dict never
     cdef public object score  # the detector's scoring (Beacon._score), for on_flow
@@ -275,6 +276,10 @@ cdef class Intake:
         self.tuples, self.min_n, self.full_n, self.window = tuples, min_n, full_n, float(window)
         self.own, self.local = own, local
         self.protected, self.listed, self.allow = allow.why_protected, allow.listed, allow
+        own_ints, nets = getattr(allow, "_own", None), getattr(allow, "_nets", None)
+        fixed = type(own_ints) is set and not own_ints and type(nets) is dict
+        self.unlisted_v4 = fixed and type(nets.get(4)) is tuple and not nets.get(4)
+        self.unlisted_v6 = fixed and type(nets.get(6)) is tuple and not nets.get(6)
         # another `local` (a test's) is only called: _local answers prefixes.is_local's question
         self.fast_local = local is is_local
         self.never = {}
@@ -311,14 +316,13 @@ cdef class Intake:
 
     cdef bint _nothing_listed(self, int version) except -1:
         """True when allow.listed(version, anything) can only be None: an AllowList with no own
-        address, nothing protected and no allow-list range of that version (its fields are read each
-        time: set_protected replaces them). Anything else (another allow object) says False."""
-        a = self.allow
-        own, protected, nets = getattr(a, "_own", None), getattr(a, "_protected", None), getattr(a, "_nets", None)
-        if type(own) is not set or type(protected) is not dict or type(nets) is not dict or own or protected:
+        address and no allow-list range of that version (both fixed when it is made: read once, in
+        __init__) and nothing protected (set_protected replaces it: read each time). Anything else
+        (another allow object) says False."""
+        if not (self.unlisted_v4 if version == 4 else self.unlisted_v6):
             return False
-        ranges = (<dict>nets).get(version)
-        return type(ranges) is tuple and len(<tuple>ranges) == 0
+        protected = getattr(self.allow, "_protected", None)
+        return type(protected) is dict and not protected
 
     cdef bint _ignored(self, f, bint direct, object proto, object dport, object dst) except -1:
         if proto == "udp" and (_ignored_udp_port(dport) or flow_field(&SLOTS, f, direct, F_SPORT, NAMES) == 123):
