@@ -169,8 +169,13 @@ class Engine:
         """Time is `now` (packet or flow time in replay, wall time live): process what the table has
         ready, and once per second of time let the table expire flows, detectors tick and blocks
         expire."""
-        self._advance(now)
-        out, self._out = self._out, []  # take(), without its call: once per closed flow in a replay
+        # _advance, inlined: a replay calls this once per closed flow or app packet
+        if now > self.now:
+            self.now = now
+        self.drain()
+        if self.now >= self._next_tick:
+            self._second()
+        out, self._out = self._out, []  # take(), without its call
         return out
 
     def _advance(self, now: float) -> None:
@@ -178,14 +183,18 @@ class Engine:
             self.now = now
         self.drain()
         if self.now >= self._next_tick:
-            self._next_tick = int(self.now) + 1.0
-            self.table.expire(self.now)
-            self.drain()
-            self._tick()
-            for ip in self.judge.expired(self.now):
-                self.table.unblock(ip)
-                self._out.append(Unblock(ip, self.now, "block expired", "expiry"))
-            self.judge.prune(self.now)
+            self._second()
+
+    def _second(self) -> None:
+        """Once per second of time: the table expires idle flows, detectors tick, blocks expire."""
+        self._next_tick = int(self.now) + 1.0
+        self.table.expire(self.now)
+        self.drain()
+        self._tick()
+        for ip in self.judge.expired(self.now):
+            self.table.unblock(ip)
+            self._out.append(Unblock(ip, self.now, "block expired", "expiry"))
+        self.judge.prune(self.now)
 
     def drain(self) -> None:
         """Analyse what the flow table has ready: app packets first (they happened before the flow
@@ -193,7 +202,8 @@ class Engine:
         table = self.table
         while table.pending:
             self._apps.run_packets(table.pop_app(), self._out if self.export_queries else None, self.counters)
-            self._analyze(table.pop_closed())
+            # _analyze, inlined (once per closed flow in a replay)
+            self._flows.run_flows(table.pop_closed(), self._out if self.export_flows else None, self.counters)
 
     def finish(self) -> list[Command]:
         """End of input: close every open flow and analyse it, then a last tick."""
