@@ -3,14 +3,17 @@
 `unknownport.DnsIntake` (read those for the rules; slipsq.twins chooses). The flow table hands up a
 DNS answer for most connections (65,816 of them in a 200k-flow bench capture, half as many as there
 are flows), and nearly all of them only refresh a timestamp: the resolver a client uses (DGA), the
-clients that used DNS (unknown port). Here that is a few C dict lookups on the event's slots; Python
-runs only for a refresh that is due (lru.put, the detector's own map), a counted site that resolved
-after all, and an NXDOMAIN answer (the detector's judging). Data only: no I/O, no clock.
+clients that used DNS (unknown port). Here that is a few C dict lookups on the event's slots, and a
+refresh that is due is lru.put's steps on the detector's own OrderedDict called from C; Python runs
+only for a counted site that resolved after all, and an NXDOMAIN answer (the detector's judging).
+Data only: no I/O, no clock.
 """
 
 from dataclasses import fields
 
-from cpython.dict cimport PyDict_GetItem
+from collections import OrderedDict
+
+from cpython.dict cimport PyDict_Contains, PyDict_GetItem, PyDict_GetItemWithError
 from cpython.object cimport Py_TYPE
 from cpython.ref cimport PyObject
 
@@ -24,6 +27,9 @@ from slipsq.lru import put
 
 cdef object _NO_EVIDENCE = NO_EVIDENCE
 cdef object _put = put
+cdef object _ODict = OrderedDict
+cdef object _move_to_end = OrderedDict.move_to_end
+cdef object _popitem = OrderedDict.popitem
 cdef object _AppEvent = AppEvent
 
 # AppEvent's fields, read from their slots when the event is an AppEvent itself (getattr otherwise)
@@ -46,6 +52,29 @@ cdef inline object _get(object d, object key):
     return d.get(key)
 
 
+cdef inline object _od_get(object d, object key):
+    """d.get(key) for an OrderedDict (dict's own get, which it keeps) in C; a method call otherwise."""
+    cdef PyObject* v
+    if type(d) is _ODict:
+        v = PyDict_GetItemWithError(d, key)
+        return None if v == NULL else <object>v
+    return d.get(key)
+
+
+cdef int _lru_put(object d, object key, object value, Py_ssize_t bound) except -1:
+    """lru.put(d, key, value, bound) for an OrderedDict, its own methods called from C (a refresh
+    that is due: most answers of a capture with many clients); lru.put itself for anything else."""
+    if type(d) is not _ODict:
+        _put(d, key, value, bound)
+        return 0
+    if PyDict_Contains(d, key):
+        _move_to_end(d, key)
+    elif len(d) >= bound:
+        _popitem(d, False)
+    d[key] = value  # OrderedDict's own setitem: it keeps the order
+    return 0
+
+
 cdef class DgaIntake:
     """dga.Intake: one call per app event."""
 
@@ -63,10 +92,10 @@ cdef class DgaIntake:
             if _get(data, "answers"):
                 client = _ev(event, E_DADDR)
                 key = (client, _ev(event, E_SADDR))
-                last = self.resolvers.get(key)  # an OrderedDict: its own get (it keeps the order)
+                last = _od_get(self.resolvers, key)
                 ts = _ev(event, E_TS)
                 if last is None or ts > last + 300.0:
-                    _put(self.resolvers, key, ts, _MAX_RESOLVERS)
+                    _lru_put(self.resolvers, key, ts, _MAX_RESOLVERS)
                 if client in self.sites:
                     self.resolved(client, data.get("query", ""))
             return _NO_EVIDENCE
@@ -87,8 +116,8 @@ cdef class ClientsIntake:
     def on_app(self, event):
         if _ev(event, E_KIND) == "dns" and self.need_dns:
             client = _ev(event, E_DADDR)
-            last = self.clients.get(client)
+            last = _od_get(self.clients, client)
             ts = _ev(event, E_TS)
             if last is None or ts > last + 60.0:
-                _put(self.clients, client, ts, _MAX_CLIENTS)
+                _lru_put(self.clients, client, ts, _MAX_CLIENTS)
         return _NO_EVIDENCE
