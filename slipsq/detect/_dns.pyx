@@ -13,7 +13,7 @@ from dataclasses import fields
 
 from collections import OrderedDict
 
-from cpython.dict cimport PyDict_Contains, PyDict_GetItem, PyDict_GetItemWithError
+from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError
 from cpython.object cimport Py_TYPE
 from cpython.ref cimport PyObject
 
@@ -44,18 +44,10 @@ cdef inline object _ev(object event, int k):
 
 
 cdef inline object _get(object d, object key):
-    """d.get(key) for an exact dict in C, a method call for anything else."""
+    """d.get(key) in C for a dict or an OrderedDict (dict's own get, which OrderedDict keeps); a
+    method call for anything else."""
     cdef PyObject* v
-    if type(d) is dict:
-        v = PyDict_GetItem(d, key)
-        return None if v == NULL else <object>v
-    return d.get(key)
-
-
-cdef inline object _od_get(object d, object key):
-    """d.get(key) for an OrderedDict (dict's own get, which it keeps) in C; a method call otherwise."""
-    cdef PyObject* v
-    if type(d) is _ODict:
+    if type(d) is dict or type(d) is _ODict:
         v = PyDict_GetItemWithError(d, key)
         return None if v == NULL else <object>v
     return d.get(key)
@@ -92,7 +84,7 @@ cdef class DgaIntake:
             if _get(data, "answers"):
                 client = _ev(event, E_DADDR)
                 key = (client, _ev(event, E_SADDR))
-                last = _od_get(self.resolvers, key)
+                last = _get(self.resolvers, key)
                 ts = _ev(event, E_TS)
                 if last is None or ts > last + 300.0:
                     _lru_put(self.resolvers, key, ts, _MAX_RESOLVERS)
@@ -116,7 +108,7 @@ cdef class ClientsIntake:
     def on_app(self, event):
         if _ev(event, E_KIND) == "dns" and self.need_dns:
             client = _ev(event, E_DADDR)
-            last = _od_get(self.clients, client)
+            last = _get(self.clients, client)
             ts = _ev(event, E_TS)
             if last is None or ts > last + 60.0:
                 _lru_put(self.clients, client, ts, _MAX_CLIENTS)
