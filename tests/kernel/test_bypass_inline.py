@@ -63,6 +63,20 @@ def flows(path: Path) -> list[dict[str, str]]:
         return [r for r in csv.DictReader(fh) if r["Dport"] == "9100"]
 
 
+def retransmitted(lab: Lab, ns: str) -> int:
+    """TCP segments the host in `ns` has retransmitted so far (its absolute counter: nstat's history
+    file is per user, not per namespace)."""
+    for line in lab.sh(ns, "nstat", "-asz", "TcpRetransSegs").stdout.splitlines():
+        if line.startswith("TcpRetransSegs"):
+            return int(line.split()[1])
+    return 0
+
+
+# the most a bulk upload's IP bytes can exceed its payload by: IPv4 and TCP headers with timestamps
+# (52 B) on segments of a 1448-byte MSS, and a few packets without payload (handshake, FIN)
+HEADERS = 52 / 1448
+
+
 def config(tmp_path: Path, enabled: bool) -> dict[str, Any]:
     return {"bypass.enabled": enabled, "bypass.after": 10, "flowtable.tcp_closed_linger": 0.5,
             "output.flows_log": str(tmp_path / "flows.binetflow")}
@@ -83,6 +97,7 @@ def test_bulk_upload_with_and_without_bypass(lab: Lab, tmp_path: Path, enabled: 
         assert not any("connmark" in x for x in rules)
     srv = sink(lab)
     before = s.status()["packets"]
+    retrans = retransmitted(lab, lab.ns["a"])
     r = lab.sh(lab.ns["a"], sys.executable, "-c", UPLOAD, "0", timeout=60)
     _, sent, closed_at = r.stdout.split()
     assert int(sent) == SEND
@@ -92,7 +107,12 @@ def test_bulk_upload_with_and_without_bypass(lab: Lab, tmp_path: Path, enabled: 
     queued = s.status()["packets"] - before
     st = s.status()
     [f] = flows(log)
-    assert int(f["SrcBytes"]) >= SEND and int(f["SrcBytes"]) <= SEND * 1.02, f
+    # every payload byte counted once, plus headers and what the sender sent again: the switch to
+    # bypass lets later packets overtake those still in the queue, and the receiver's duplicate ACKs
+    # make the sender retransmit a few segments (seen: 18 here, 3.3 % of the bytes on a loaded CI
+    # machine with two workers), which the kernel counts as Argus on the wire would
+    resent = retransmitted(lab, lab.ns["a"]) - retrans
+    assert SEND <= int(f["SrcBytes"]) <= SEND * (1 + HEADERS) + (resent + 8) * 1500, (f, resent)
     end = time.mktime(time.strptime(f["StartTime"].split(".")[0], "%Y/%m/%d %H:%M:%S")) + \
         float("0." + f["StartTime"].split(".")[1]) + float(f["Dur"])
     assert abs(end - float(closed_at)) < 1.0, (f, closed_at)
