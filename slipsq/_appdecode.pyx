@@ -7,8 +7,8 @@ The rules are those of the readable `decode.app_events`, `decode._l4` and `appde
 the DNS message are read from the packet's bytes in C, and Python objects are made only for the
 event itself (names, answers, the data dict), each built by writing its slots. Addresses get their
 text from the flow table's cache (the same str objects as the flows). First TCP payloads (banners,
-TLS server names) and ARP frames are read here too; an HTTP request's headers go to the readable
-`appdecode.http_request`. tests/test_appdecode_compiled.py checks that both give equal events
+TLS server names, an HTTP request's line and Host/User-Agent headers: `appdecode.http_request`) and
+ARP frames are read here too. tests/test_appdecode_compiled.py checks that both give equal events
 for every input. Nothing here keeps state, and nothing raises on hostile bytes.
 """
 
@@ -23,7 +23,6 @@ from slipsq._flowtable cimport addr_text
 
 from dataclasses import fields
 
-from slipsq.appdecode import http_request
 from slipsq.flow import AppEvent
 
 # an AppEvent is built by writing its slots (_flowslots.pxd), not through the dataclass's __init__
@@ -223,6 +222,76 @@ cdef object tls_sni(const uint8_t* p, Py_ssize_t n):
     return None
 
 
+cdef inline bint latin1_space(uint8_t c) noexcept:
+    """What str.strip() strips of a latin-1 character: \\t \\n \\v \\f \\r, \\x1c-\\x1f, space, \\x85, \\xa0."""
+    return (9 <= c <= 13) or (28 <= c <= 32) or c == 0x85 or c == 0xA0
+
+
+cdef bint header_is(const uint8_t* p, Py_ssize_t n, const char* name, Py_ssize_t k) noexcept:
+    """`p[:n].decode("latin-1").strip().lower() == name` for a lowercase ASCII name: no latin-1
+    letter lowercases to ASCII, so the test is ASCII case-insensitive after the strip."""
+    cdef Py_ssize_t i = 0, j = n
+    while i < j and latin1_space(p[i]):
+        i += 1
+    while j > i and latin1_space(p[j - 1]):
+        j -= 1
+    if j - i != k:
+        return False
+    for m in range(k):
+        if (p[i + m] | 0x20 if 65 <= p[i + m] <= 90 else p[i + m]) != <uint8_t>name[m]:
+            return False
+    return True
+
+
+cdef dict http_fields(const uint8_t* p, Py_ssize_t n):
+    """appdecode.http_request of p[:n]: the request line's method and URI, the Host (stripped,
+    lowered) and User-Agent (stripped) headers, the last of each winning; the lines are found in C
+    and only what is kept is decoded."""
+    cdef Py_ssize_t end = n, i, start, colon, sp1, sp2
+    i = 0
+    while i + 3 < n:  # the head ends at the first blank line
+        if p[i] == 13 and p[i + 1] == 10 and p[i + 2] == 13 and p[i + 3] == 10:
+            end = i
+            break
+        i += 1
+    start = 0  # the request line: up to the first CRLF
+    i = 0
+    while i + 1 < end and not (p[i] == 13 and p[i + 1] == 10):
+        i += 1
+    cdef Py_ssize_t line_end = i if i + 1 < end else end
+    sp1 = 0
+    while sp1 < line_end and p[sp1] != 32:
+        sp1 += 1
+    uri = ""
+    if sp1 < line_end:
+        sp2 = sp1 + 1
+        while sp2 < line_end and p[sp2] != 32:
+            sp2 += 1
+        uri = PyUnicode_DecodeLatin1(<const char*>p + sp1 + 1, sp2 - sp1 - 1, NULL)
+    data = {"method": PyUnicode_DecodeLatin1(<const char*>p, sp1, NULL), "uri": uri, "host": "", "user_agent": ""}
+    start = line_end + 2
+    while start <= end and line_end < end:  # each header line
+        i = start
+        while i + 1 < end and not (p[i] == 13 and p[i + 1] == 10):
+            i += 1
+        line_end = i if i + 1 < end else end
+        colon = start
+        while colon < line_end and p[colon] != 58:
+            colon += 1
+        if colon < line_end:
+            if header_is(p + start, colon - start, "host", 4):
+                data["host"] = PyUnicode_DecodeLatin1(<const char*>p + colon + 1, line_end - colon - 1, NULL).strip().lower()
+            elif header_is(p + start, colon - start, "user-agent", 10):
+                data["user_agent"] = PyUnicode_DecodeLatin1(<const char*>p + colon + 1, line_end - colon - 1, NULL).strip()
+        start = line_end + 2
+    return data
+
+
+def http_request_c(bytes payload):
+    """http_fields of a whole payload (for the tests that hold it equal to appdecode.http_request)."""
+    return http_fields(<const uint8_t*><const char*>payload, len(payload))
+
+
 cdef list payload_events(bytes packet, Py_ssize_t pos, Py_ssize_t end, double ts, str saddr, int sport,
                          str daddr, int dport):
     """appdecode.payload_events for the payload packet[pos:end] (not empty) of a TCP segment."""
@@ -236,7 +305,7 @@ cdef list payload_events(bytes packet, Py_ssize_t pos, Py_ssize_t end, double ts
         if sni is not None:
             events.append(new_event(ts, "tls", saddr, sport, daddr, dport, "tcp", {"sni": sni}))
     elif svc == "http" and not starts(p, n, b"HTTP/", 5):
-        events.append(new_event(ts, "http", saddr, sport, daddr, dport, "tcp", http_request(packet[pos:end])))
+        events.append(new_event(ts, "http", saddr, sport, daddr, dport, "tcp", http_fields(p, n)))
     return events
 
 

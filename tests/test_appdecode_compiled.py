@@ -214,3 +214,33 @@ def test_engine_uses_the_compiled_decoder_unless_told_not_to(monkeypatch: pytest
     assert make_app_decoder() is c.app_events
     monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
     assert make_app_decoder() is decode.app_events
+
+
+# pieces of HTTP requests and what could confuse a parser of them: CR and LF alone, the blank line,
+# header names in any case with latin-1 whitespace around them (str.strip strips \x85 and \xa0 too)
+HTTP_PIECES = (b"GET", b"POST", b" ", b"  ", b"/", b"/index.html?q=1", b"HTTP/1.1", b"\r\n", b"\r", b"\n",
+               b"\r\n\r\n", b"Host", b"HOST", b"host", b"hOsT", b"User-Agent", b"user-agent", b"UserAgent", b":",
+               b": ", b"Example.COM", b"\xc0\xdf", b"\xa0", b"\x85", b"\t", b"\x1c", b"\x0b", b"curl/8.0", b"x")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.lists(st.sampled_from(HTTP_PIECES), max_size=30).map(b"".join), st.binary(max_size=80)))
+def test_http_requests_are_read_as_the_readable_parser_reads_them(payload: bytes) -> None:
+    """The request line's method and URI and the Host and User-Agent headers, found in C, are what
+    appdecode.http_request makes of the same first payload."""
+    from slipsq.appdecode import http_request
+
+    assert c.http_request_c(payload) == http_request(payload)
+
+
+def test_every_latin1_character_around_the_headers_is_stripped_as_python_strips_it() -> None:
+    """Each of the 256 byte values around a header's name and value: what str.strip() takes away
+    (\\t-\\r, \\x1c-\\x1f, space, \\x85, \\xa0) and nothing else, and the host lowered as str.lower()
+    lowers latin-1."""
+    from slipsq.appdecode import http_request
+
+    for b in range(256):
+        ch = bytes([b])
+        payload = (b"GET /" + ch + b" HTTP/1.1\r\n" + ch + b"Host" + ch + b":" + ch + b"W\xc0" + ch +
+                   b"\r\n" + ch + b"User-Agent:" + ch + b"ua" + ch + b"\r\n\r\n")
+        assert c.http_request_c(payload) == http_request(payload), b
