@@ -169,13 +169,8 @@ class Engine:
         """Time is `now` (packet or flow time in replay, wall time live): process what the table has
         ready, and once per second of time let the table expire flows, detectors tick and blocks
         expire."""
-        # _advance, inlined: a replay calls this once per closed flow or app packet
-        if now > self.now:
-            self.now = now
-        self.drain()
-        if self.now >= self._next_tick:
-            self._second()
-        out, self._out = self._out, []  # take(), without its call
+        self._advance(now)
+        out, self._out = self._out, []  # take(), without its call: once per closed flow in a replay
         return out
 
     def _advance(self, now: float) -> None:
@@ -202,8 +197,7 @@ class Engine:
         table = self.table
         while table.pending:
             self._apps.run_packets(table.pop_app(), self._out if self.export_queries else None, self.counters)
-            # _analyze, inlined (once per closed flow in a replay)
-            self._flows.run_flows(table.pop_closed(), self._out if self.export_flows else None, self.counters)
+            self._analyze(table.pop_closed())
 
     def finish(self) -> list[Command]:
         """End of input: close every open flow and analyse it, then a last tick."""
