@@ -11,30 +11,29 @@ through, so the hook is called as it would be without a gate. No state beyond th
 
 cimport cython
 
+from cpython.dict cimport PyDict_GetItemWithError
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-
-from dataclasses import fields
-
-from collections import OrderedDict
-
-from cpython.dict cimport PyDict_GetItemWithError
 from cpython.object cimport Py_TYPE
 from cpython.ref cimport PyObject
 from cpython.set cimport PySet_Add
 
+from collections import OrderedDict
+from dataclasses import fields
+
+from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_TS, F_CLOSED_BY, F_DBYTES, F_DPKTS, F_DPORT, F_END,
+                                F_PROTO, F_SBYTES, F_START, NEVENT_FIELDS, FlowSlots, event_slots, flow_direct,
+                                flow_field, flow_slots, slot_field)
 from slipsq.dispatch import MAX_NAMES as _MAX_NAMES
 from slipsq.flow import AppEvent, Flow
 from slipsq.lru import touch
 from slipsq.records import Query
 
 cdef extern from "Python.h":
-    Py_ssize_t PySet_GET_SIZE(object s)
-
-cdef extern from "Python.h":
     int _set_contains "PySet_Contains"(object s, object key)  # -1 and an error set: cannot tell
     void PyErr_Clear()
+    Py_ssize_t PySet_GET_SIZE(object s)
 
 
 cdef inline int _in(object s, object key) noexcept:
@@ -45,9 +44,6 @@ cdef inline int _in(object s, object key) noexcept:
         PyErr_Clear()
     return r
 
-
-from slipsq._flowslots cimport (F_CLOSED_BY, F_DBYTES, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SBYTES, F_START,
-                                FlowSlots, flow_direct, flow_field, flow_slots)
 
 cdef tuple NAMES = tuple(f.name for f in fields(Flow))
 cdef FlowSlots SLOTS
@@ -229,8 +225,6 @@ cdef class FlowCalls:
                     self.evidence(ev)
         return 0
 
-
-from slipsq._flowslots cimport E_DADDR, E_DATA, E_KIND, E_TS, NEVENT_FIELDS, event_slots, slot_field
 
 cdef tuple EV_NAMES = tuple(f.name for f in fields(AppEvent))
 cdef Py_ssize_t EV_OFF[NEVENT_FIELDS]
