@@ -10,6 +10,8 @@ of the port scan and beacon detectors (`_portscan` also the servers-in-use table
 with reconnect); `_p2p`, `_bruteforce`, `_exfil` and `_reconnect` the per-flow tests of the P2P,
 brute force, exfiltration and reconnection-storm detectors (`_reconnect` cimports `_portscan`'s
 servers table: `_portscan.pxd`); `_dns` what each DNS answer costs the DGA and unknown-port detectors.
+`slipsq._lru` is slipsq.lru's touch and put on an OrderedDict, cimported (`_lru.pxd`) by the compiled
+modules that keep a bounded map.
 `slipsq.sources._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers
 and NetfilterQueue's `.pxd`, so it is only built where both are present (a replay-only machine still
 builds).
@@ -28,6 +30,7 @@ def extensions() -> list[Extension]:
     exts = [
         Extension("slipsq._decode", ["slipsq/_decode.pyx"], extra_compile_args=CFLAGS),
         Extension("slipsq._flowtable", ["slipsq/_flowtable.pyx"], extra_compile_args=CFLAGS),
+        Extension("slipsq._lru", ["slipsq/_lru.pyx"], extra_compile_args=CFLAGS),
         Extension("slipsq.sources._pcap", ["slipsq/sources/_pcap.pyx"], extra_compile_args=CFLAGS),
         # no FMA contraction: the compiled Markov sums must equal markov.py's to the last bit
         Extension("slipsq.detect.stratosphere._letters", ["slipsq/detect/stratosphere/_letters.pyx"],

@@ -17,32 +17,30 @@ from libc.stdint cimport uint8_t
 from libc.string cimport memcmp
 
 from slipsq._decode cimport MAX_EXT, be16, ipv6_ext
-from slipsq._flowslots cimport (E_DADDR, E_DATA, E_DPORT, E_KIND, E_PROTO, E_SADDR, E_SPORT, E_TS, NEVENT_FIELDS,
+from slipsq._flowslots cimport (E_DADDR, E_DATA, E_DPORT, E_KIND, E_PROTO, E_SADDR, E_SPORT, E_TS, EventSlots,
                                 event_slots, slot_put, slots_alloc)
 from slipsq._flowtable cimport addr_text
-
-from dataclasses import fields
 
 from slipsq.flow import AppEvent
 
 # an AppEvent is built by writing its slots (_flowslots.pxd), not through the dataclass's __init__
-cdef Py_ssize_t EV_OFF[NEVENT_FIELDS]
-cdef bint EV_BUILDABLE = event_slots(AppEvent, tuple(f.name for f in fields(AppEvent)), EV_OFF)
+cdef EventSlots EV
+event_slots(&EV, AppEvent)
 
 
 cdef object new_event(double ts, str kind, str saddr, int sport, str daddr, int dport, str proto, dict data):
     """AppEvent(ts, kind, saddr, sport, daddr, dport, proto, data)."""
-    if not EV_BUILDABLE:
+    if not EV.buildable:
         return AppEvent(ts, kind, saddr, sport, daddr, dport, proto, data)
     ev = slots_alloc(AppEvent)
-    slot_put(ev, EV_OFF[E_TS], ts)
-    slot_put(ev, EV_OFF[E_KIND], kind)
-    slot_put(ev, EV_OFF[E_SADDR], saddr)
-    slot_put(ev, EV_OFF[E_SPORT], sport)
-    slot_put(ev, EV_OFF[E_DADDR], daddr)
-    slot_put(ev, EV_OFF[E_DPORT], dport)
-    slot_put(ev, EV_OFF[E_PROTO], proto)
-    slot_put(ev, EV_OFF[E_DATA], data)
+    slot_put(ev, EV.offset[E_TS], ts)
+    slot_put(ev, EV.offset[E_KIND], kind)
+    slot_put(ev, EV.offset[E_SADDR], saddr)
+    slot_put(ev, EV.offset[E_SPORT], sport)
+    slot_put(ev, EV.offset[E_DADDR], daddr)
+    slot_put(ev, EV.offset[E_DPORT], dport)
+    slot_put(ev, EV.offset[E_PROTO], proto)
+    slot_put(ev, EV.offset[E_DATA], data)
     return ev
 
 cdef enum:

@@ -15,19 +15,17 @@ from cpython.dict cimport PyDict_GetItemWithError
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.object cimport Py_TYPE
 from cpython.ref cimport PyObject
 from cpython.set cimport PySet_Add
 
-from collections import OrderedDict
 from dataclasses import fields
 
 from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_TS, F_CLOSED_BY, F_DBYTES, F_DPKTS, F_DPORT, F_END,
-                                F_PROTO, F_SBYTES, F_START, NEVENT_FIELDS, FlowSlots, event_slots, flow_direct,
-                                flow_field, flow_slots, slot_field)
+                                F_PROTO, F_SBYTES, F_START, EventSlots, FlowSlots, event_field, event_slots,
+                                flow_direct, flow_field, flow_slots)
+from slipsq._lru cimport touch as lru_touch
 from slipsq.dispatch import MAX_NAMES as _MAX_NAMES
 from slipsq.flow import AppEvent, Flow
-from slipsq.lru import touch
 from slipsq.records import Query
 
 cdef extern from "Python.h":
@@ -226,35 +224,11 @@ cdef class FlowCalls:
         return 0
 
 
-cdef tuple EV_NAMES = tuple(f.name for f in fields(AppEvent))
-cdef Py_ssize_t EV_OFF[NEVENT_FIELDS]
-event_slots(AppEvent, EV_NAMES, EV_OFF)
-cdef object _AppEvent = AppEvent
+cdef EventSlots EV
+event_slots(&EV, AppEvent)
 cdef Py_ssize_t MAX_NAMES = _MAX_NAMES
 cdef object _Query = Query
-cdef object _ODict = OrderedDict
-cdef object _lru_touch = touch
-cdef object _move_to_end = OrderedDict.move_to_end
-cdef object _popitem = OrderedDict.popitem
-
-
-cdef inline object _ev(object event, int k):
-    """event.<EV_NAMES[k]>, from its slot when it is an AppEvent itself."""
-    return slot_field(EV_OFF, event, <PyObject*>Py_TYPE(event) == <PyObject*>_AppEvent, k, EV_NAMES)
-
-
-cdef object _touch(object d, object key, Py_ssize_t bound):
-    """lru.touch(d, key, set, bound) for an OrderedDict d (its own methods, called from C)."""
-    cdef PyObject* found = PyDict_GetItemWithError(d, key)  # dict.get, which OrderedDict keeps
-    if found != NULL:
-        value = <object>found
-        _move_to_end(d, key)
-        return value
-    if len(d) >= bound:
-        _popitem(d, False)
-    value = set()
-    d[key] = value  # OrderedDict's own setitem: it keeps the order
-    return value
+cdef object _set = set
 
 
 cdef class AppCalls:
@@ -284,15 +258,14 @@ cdef class AppCalls:
 
     cdef int _event(self, object event, list out, object counters) except -1:
         counters.app_events += 1
-        kind = _ev(event, E_KIND)
+        kind = event_field(&EV, event, E_KIND)
         cdef Py_ssize_t size
         if kind == "dns":
-            data = _ev(event, E_DATA)
+            data = event_field(&EV, event, E_DATA)
             query = data.get("query", "")
             names_map = self.ctx.dns_names
-            fast = type(names_map) is _ODict
             for answer in data.get("answers", ()):
-                names = _touch(names_map, answer, self.max_dns) if fast else _lru_touch(names_map, answer, set, self.max_dns)
+                names = lru_touch(names_map, answer, _set, self.max_dns)
                 size = PySet_GET_SIZE(names) if type(names) is set else len(names)
                 if size < MAX_NAMES:
                     if type(names) is set:
@@ -300,8 +273,8 @@ cdef class AppCalls:
                     else:
                         names.add(query)
             if out is not None and data.get("response", True):
-                out.append(_Query(_ev(event, E_TS), _ev(event, E_DADDR), query, int(data.get("rcode") or 0),
-                                  tuple(data.get("answers", ()))))
+                out.append(_Query(event_field(&EV, event, E_TS), event_field(&EV, event, E_DADDR), query,
+                                  int(data.get("rcode") or 0), tuple(data.get("answers", ()))))
         cdef PyObject* found = PyDict_GetItemWithError(self.by_kind, kind)
         calls = self.other if found == NULL else <object>found
         if type(calls) is FlowCalls:

@@ -128,8 +128,25 @@ cdef enum:
     E_TS, E_KIND, E_SADDR, E_SPORT, E_DADDR, E_DPORT, E_PROTO, E_DATA, NEVENT_FIELDS
 
 
-cdef inline bint event_slots(object cls, tuple names, Py_ssize_t* offsets) except -1:
-    """slot_offsets for AppEvent (`cls`, whose fields are `names`, in E_* order)."""
+ctypedef struct EventSlots:
+    PyObject* cls  # AppEvent (borrowed: a class lives as long as its module)
+    PyObject* names  # its field names, a tuple (one reference per module that fills a table, kept)
+    Py_ssize_t offset[NEVENT_FIELDS]  # -1: read through getattr
+    bint buildable  # slots_alloc and slot_put make what AppEvent(...) makes (slot_offsets)
+
+
+cdef inline int event_slots(EventSlots* s, object cls) except -1:
+    """Fill `s` for AppEvent (`cls`, a slots dataclass whose fields are in E_* order)."""
+    from dataclasses import fields
+    names = tuple([f.name for f in fields(cls)])  # (a generator here: Cython cannot compile it in a .pxd)
     if names != ("ts", "kind", "saddr", "sport", "daddr", "dport", "proto", "data"):
         raise ValueError(f"AppEvent's fields are {names}: the compiled readers (_flowslots.pxd) know others")
-    return slot_offsets(cls, names, offsets)
+    Py_INCREF(names)
+    s.names, s.cls = <PyObject*>names, <PyObject*>cls
+    s.buildable = slot_offsets(cls, names, s.offset)
+    return 0
+
+
+cdef inline object event_field(EventSlots* s, object event, int k):
+    """event.<its k-th field>, from its slot when it is an AppEvent itself."""
+    return slot_field(s.offset, event, <PyObject*>Py_TYPE(event) == s.cls, k, <tuple>s.names)

@@ -8,7 +8,8 @@ inline decoder `_decode.pxd`: decode.py), `sources/_pcap` (sources.pcap.PureCapt
 `detect/_p2p` (p2p.Intake), `detect/_bruteforce` (bruteforce.Intake, _Count), `detect/_exfil`
 (exfil.Intake, _Pair), `detect/_reconnect` (reconnect.Intake), `detect/_dns` (dga.Intake,
 unknownport.DnsIntake), `_dispatch` (dispatch.FlowCalls, the
-engine's per-flow loop) and `_wirescan` (mqwire.scan, the worker messages' opcode check).
+engine's per-flow loop), `_wirescan` (mqwire.scan, the worker messages' opcode check) and `_lru`
+(lru.touch and lru.put, on an OrderedDict).
 This is the one place that chooses between them. SLIPSQ_PURE_PYTHON=1 asks for the twins; otherwise
 the compiled module must be there, and a missing one is a SystemSetupError that says how to build
 it, never a silent fall-back to code that is 10x slower. The choice is read at each call (tests

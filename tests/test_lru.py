@@ -1,9 +1,11 @@
-"""slipsq.lru against a plain model of a least-recently-used map, on random sequences of uses."""
+"""slipsq.lru against a plain model of a least-recently-used map, on random sequences of uses; its
+compiled twin (slipsq._lru, which the compiled detectors cimport) against slipsq.lru."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,3 +80,42 @@ def test_nested_evicts_the_least_recently_used_keys_for_the_total() -> None:
     for i in range(10):  # one key alone at the total: it makes room in itself
         n.put("new", i + 1, None)
     assert list(n.maps) == ["new"] and list(n.maps["new"]) == [5, 6, 7, 8, 9, 10]
+
+
+class _Ordered(OrderedDict):  # type: ignore[type-arg]
+    """A subclass: the compiled steps leave it to slipsq.lru (it may override what they call)."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 9), st.integers()), max_size=80), st.integers(1, 6),
+       st.sampled_from([OrderedDict, _Ordered]))
+def test_compiled_touch_and_put_equal_the_twins(ops: list[tuple[int, int, int]], bound: int,
+                                                kind: type[OrderedDict[int, list[int]]]) -> None:
+    c = pytest.importorskip("slipsq._lru", reason="the compiled extension is not built")
+    mine, twin = kind(), kind()
+    for op, key, value in ops:
+        if op == 0:
+            got, want = c.touch_(mine, key, list, bound), touch(twin, key, list, bound)
+            assert got == want
+            got.append(value)  # the value kept in the map, not a copy
+            want.append(value)
+        elif op == 1 or kind is not OrderedDict:
+            c.put_(mine, key, [value], bound)
+            put(twin, key, [value], bound)
+        else:  # put_known: the caller has looked the key up (OrderedDicts only)
+            c.put_known_(mine, key, [value], key in mine, bound)
+            put(twin, key, [value], bound)
+        assert list(mine.items()) == list(twin.items())
+        assert type(mine) is kind and len(mine) <= bound
+
+
+def test_compiled_touch_passes_on_what_make_raises() -> None:
+    c = pytest.importorskip("slipsq._lru", reason="the compiled extension is not built")
+    d: OrderedDict[str, int] = OrderedDict(a=1)
+
+    def make() -> int:
+        raise RuntimeError("make")
+
+    with pytest.raises(RuntimeError, match="make"):
+        c.touch_(d, "b", make, 1)
+    assert list(d) == []  # touch evicts before it makes, as lru.touch does

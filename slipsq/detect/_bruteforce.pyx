@@ -22,6 +22,7 @@ from cpython.ref cimport PyObject
 from cpython.set cimport PySet_Contains
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_START,
                                 FlowSlots, flow_direct, flow_field, flow_slots)
+from slipsq._lru cimport put as lru_put
 from slipsq.detect._states cimport flow_unanswered
 
 from slipsq.detect.base import NO_EVIDENCE
@@ -70,14 +71,12 @@ cdef class Intake:
     cdef readonly dict ports, counts  # port -> login service; this window's counts
     cdef readonly object banners, index, window, min_n, max_dur, judge
     cdef readonly Py_ssize_t max_keys, max_banners
-    cdef object _move, _popitem  # the banners' OrderedDict methods, bound once
 
     def __init__(self, dict ports, window, min_n, max_dur, max_keys, max_banners, judge):
         self.ports, self.window, self.min_n, self.max_dur, self.judge = ports, window, min_n, max_dur, judge
         # a bound past any size a map can reach: clamp it to fit
         self.max_keys, self.max_banners = min(max_keys, sys.maxsize), min(max_banners, sys.maxsize)
         self.banners = OrderedDict()
-        self._move, self._popitem = self.banners.move_to_end, self.banners.popitem
         self.counts = {}
         self.index = -1
 
@@ -127,24 +126,15 @@ cdef class Intake:
             return _NO_EVIDENCE
         return self.judge(service, key, c, flow)
 
-    cdef int _put(self, tuple end, object service) except -1:
-        """lru.put(banners, end, service, max_banners)."""
-        if end in self.banners:
-            self._move(end)
-        elif PyDict_Size(self.banners) >= self.max_banners:
-            self._popitem(False)
-        self.banners[end] = service  # through OrderedDict's own setitem: it keeps the order
-        return 0
-
     def on_app(self, event):
         if event.kind != "banner":
             return _NO_EVIDENCE
         service = event.data.get("service", "")
         if PySet_Contains(_SERVER_FIRST_, service) == 1:
-            self._put((event.saddr, event.sport), service)
+            lru_put(self.banners, (event.saddr, event.sport), service, self.max_banners)
         elif PySet_Contains(_EITHER_, service) == 1:
-            self._put((event.saddr, event.sport), service)
-            self._put((event.daddr, event.dport), service)
+            lru_put(self.banners, (event.saddr, event.sport), service, self.max_banners)
+            lru_put(self.banners, (event.daddr, event.dport), service, self.max_banners)
         else:  # client-first protocols and unknown: the receiver is the server
-            self._put((event.daddr, event.dport), service)
+            lru_put(self.banners, (event.daddr, event.dport), service, self.max_banners)
         return _NO_EVIDENCE

@@ -21,6 +21,7 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Size
 from cpython.ref cimport PyObject
 
+from slipsq._lru cimport put_known
 from slipsq.detect._prefixes cimport text_local
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES,
                                 F_SPORT, F_START, FlowSlots, flow_direct, flow_field, flow_slots)
@@ -63,8 +64,7 @@ cdef class Intake:
     cdef readonly object window, bar, ratio, local, judge, pairs, open
     cdef readonly Py_ssize_t max_pairs
     cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
-    # OrderedDict methods bound once (called from C; its setitem keeps the order)
-    cdef object _pairs_popitem, _open_get, _open_pop, _open_move, _open_popitem
+    cdef object _open_get, _open_pop  # bound once
 
     def __init__(self, window, bar, ratio, max_pairs, local, judge):
         self.window, self.bar, self.ratio = window, bar, ratio
@@ -72,9 +72,7 @@ cdef class Intake:
         self.local, self.judge = local, judge
         self.fast_local = local is is_local
         self.pairs, self.open = OrderedDict(), OrderedDict()
-        self._pairs_popitem = self.pairs.popitem
         self._open_get, self._open_pop = self.open.get, self.open.pop
-        self._open_move, self._open_popitem = self.open.move_to_end, self.open.popitem
 
     cdef inline bint _local(self, object ip) except -1:
         if not self.fast_local:
@@ -92,12 +90,7 @@ cdef class Intake:
         if _f(flow, F_CLOSED_BY) == "active":  # Flow.is_report: count what is new since its last report
             fkey = (src, sport, dst, dport)
             seen = self._open_get(fkey)
-            # lru.put(open, fkey, (up, down), _MAX_OPEN)
-            if seen is not None:  # (a value is never None)
-                self._open_move(fkey)
-            elif PyDict_Size(self.open) >= MAX_OPEN:
-                self._open_popitem(False)
-            self.open[fkey] = (up, down)
+            put_known(self.open, fkey, (up, down), seen is not None, MAX_OPEN)  # a value is never None
             if seen is not None:
                 up, down = up - seen[0], down - seen[1]
         elif PyDict_Size(self.open):  # it closed: its reports counted part of it already
@@ -110,11 +103,8 @@ cdef class Intake:
         if found == NULL:
             if self._local(dst):
                 return _NO_EVIDENCE
-            # lru.touch(pairs, key, _Pair, max_pairs) of a key that is not there
-            if PyDict_Size(self.pairs) >= self.max_pairs:
-                self._pairs_popitem(False)
-            pair = Pair()
-            self.pairs[key] = pair
+            pair = Pair()  # lru.touch(pairs, key, _Pair, max_pairs) of a key that is not there
+            put_known(self.pairs, key, pair, False, self.max_pairs)
         else:
             pair = <Pair>found
         end = _f(flow, F_END)

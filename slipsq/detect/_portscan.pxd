@@ -6,7 +6,6 @@
 cdef class Servers:
     cdef readonly object when  # server -> its last answer to a local client (LRU order)
     cdef public Py_ssize_t bound
-    cdef object _move_to_end, _popitem  # bound once: called from C on a refresh / when full
     cdef object _last  # the flow noted last (held, so its identity cannot be another flow's)
 
     cdef int _note(self, object flow) except -1

@@ -30,6 +30,7 @@ cdef extern from "Python.h":
 
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_SPORT, F_START, FlowSlots,
                                 flow_direct, flow_field, flow_slots)
+from slipsq._lru cimport put_known
 from slipsq.detect._states cimport flow_unanswered
 from slipsq.detect._addrtext cimport local_bytes, parse_text
 from slipsq.detect._prefixes cimport text_local
@@ -337,7 +338,6 @@ cdef class Servers:
     def __init__(self, Py_ssize_t bound=MAX_SERVED):
         self.when = OrderedDict()
         self.bound = bound
-        self._move_to_end, self._popitem = self.when.move_to_end, self.when.popitem
 
     def note(self, flow):
         self._note(flow)
@@ -355,12 +355,7 @@ cdef class Servers:
             return 0  # most flows: refreshed less than REFRESH ago
         if _local(server) or not _local(_f(flow, F_SADDR)):
             return 0
-        # lru.put
-        if last != NULL:
-            self._move_to_end(server)
-        elif PyDict_Size(self.when) >= self.bound:
-            self._popitem(False)
-        self.when[server] = when  # through OrderedDict's own setitem: it keeps the order
+        put_known(self.when, server, when, last != NULL, self.bound)  # lru.put
         return 0
 
     def in_use(self, ip, ts, window):
