@@ -18,7 +18,8 @@ from cpython.long cimport PyLong_FromUnsignedLong
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.math cimport INFINITY
-from libc.string cimport memcmp, memmove
+from libc.stdint cimport uint32_t
+from libc.string cimport memcmp, memcpy, memmove
 
 from dataclasses import fields
 
@@ -254,6 +255,8 @@ def fixed_never(ip):
 
 
 cdef double LOW = 0.2, HIGH = 0.8, CRITICAL = 1.0  # slipsq.records's threat levels
+cdef enum:
+    MAX_OWN = 32  # own addresses the intake tests in C (a gateway has a handful; more: allow.listed)
 
 
 cdef class Intake:
@@ -267,7 +270,10 @@ cdef class Intake:
     cdef long min_n, full_n
     cdef object window  # a Python float: `last // window` as Python computes it
     cdef object own, local, protected, listed, allow
-    cdef bint unlisted_v4, unlisted_v6  # the allow list has no own address, and no range of that version
+    cdef bint unlisted_v4, unlisted_v6  # the allow list has no range of that version, its own addresses are below
+    cdef int n_own4, n_own6  # the allow list's own addresses (-1: more than MAX_OWN, or not an AllowList's)
+    cdef uint32_t own4[MAX_OWN]
+    cdef unsigned char own6[MAX_OWN][16]
     cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
     cdef dict never
     cdef public object score  # the detector's scoring (Beacon._score), for on_flow
@@ -277,9 +283,10 @@ cdef class Intake:
         self.own, self.local = own, local
         self.protected, self.listed, self.allow = allow.why_protected, allow.listed, allow
         own_ints, nets = getattr(allow, "_own", None), getattr(allow, "_nets", None)
-        fixed = type(own_ints) is set and not own_ints and type(nets) is dict
+        fixed = type(own_ints) is set and type(nets) is dict
         self.unlisted_v4 = fixed and type(nets.get(4)) is tuple and not nets.get(4)
         self.unlisted_v6 = fixed and type(nets.get(6)) is tuple and not nets.get(6)
+        self._read_own(own_ints if fixed else None)
         # another `local` (a test's) is only called: _local answers prefixes.is_local's question
         self.fast_local = local is is_local
         self.never = {}
@@ -295,7 +302,7 @@ cdef class Intake:
         allow list's fixed ranges in C, and only the rest (own, protected, listed) asked of it."""
         cdef PyObject* found = PyDict_GetItem(self.never, dst)
         cdef unsigned char b[16]
-        cdef int version
+        cdef int version, listed
         if found != NULL:
             return <object>found
         version = parse_text(dst, b)
@@ -303,26 +310,61 @@ cdef class Intake:
             value = self.protected(dst) is not None
         elif _fixed_never(version, b):
             value = True
-        elif self._nothing_listed(version):  # no own, protected or allowed address: no Python call
-            value = False
         else:
-            number = PyLong_FromUnsignedLong(v4_of(b)) if version == 4 else int.from_bytes(b[:16], "big")
-            value = self.listed(version, number) is not None
+            listed = self._listed_c(version, b)  # own, or nothing protected or allowed: no Python call
+            if listed >= 0:
+                value = listed == 1
+            else:
+                number = PyLong_FromUnsignedLong(v4_of(b)) if version == 4 else int.from_bytes(b[:16], "big")
+                value = self.listed(version, number) is not None
         value = value or _ends_255(dst)
         if PyDict_Size(self.never) >= MEMO_SIZE:  # as Memo.__missing__
             PyDict_Clear(self.never)
         PyDict_SetItem(self.never, dst, value)
         return value
 
-    cdef bint _nothing_listed(self, int version) except -1:
-        """True when allow.listed(version, anything) can only be None: an AllowList with no own
-        address and no allow-list range of that version (both fixed when it is made: read once, in
-        __init__) and nothing protected (set_protected replaces it: read each time). Anything else
-        (another allow object) says False."""
-        if not (self.unlisted_v4 if version == 4 else self.unlisted_v6):
-            return False
+    cdef int _read_own(self, object own_ints) except -1:
+        """The allow list's own addresses ((version, int) pairs, fixed when it is made) into the C
+        arrays; n_own4 = n_own6 = -1 when they are not such a set or more than MAX_OWN."""
+        self.n_own4 = self.n_own6 = -1
+        if own_ints is None or len(own_ints) > MAX_OWN:
+            return 0
+        cdef int n4 = 0, n6 = 0
+        cdef const unsigned char* raw
+        for version, value in own_ints:
+            if version == 4 and type(value) is int and 0 <= value < 2 ** 32:
+                self.own4[n4] = <uint32_t>value
+                n4 += 1
+            elif version == 6 and type(value) is int and 0 <= value < 2 ** 128:
+                packed = value.to_bytes(16, "big")
+                raw = packed
+                memcpy(self.own6[n6], raw, 16)
+                n6 += 1
+            else:
+                return 0
+        self.n_own4, self.n_own6 = n4, n6
+        return 0
+
+    cdef int _listed_c(self, int version, const unsigned char* b) except -2:
+        """allow.listed(version, b) answered in C when it can be: 1 (one of the gateway's own), 0
+        (not listed: no allow-list range of that version, fixed when the list is made, and nothing
+        protected, which set_protected replaces, so it is read each time), -1 (ask allow.listed:
+        another allow object, ranges of that version, or something protected)."""
+        cdef int i
+        cdef uint32_t n
+        if not (self.unlisted_v4 if version == 4 else self.unlisted_v6) or self.n_own4 < 0:
+            return -1
+        if version == 4:
+            n = <uint32_t>v4_of(b)
+            for i in range(self.n_own4):
+                if self.own4[i] == n:
+                    return 1
+        else:
+            for i in range(self.n_own6):
+                if memcmp(self.own6[i], b, 16) == 0:
+                    return 1
         protected = getattr(self.allow, "_protected", None)
-        return type(protected) is dict and not protected
+        return 0 if type(protected) is dict and not protected else -1
 
     cdef bint _ignored(self, f, bint direct, object proto, object dport, object dst) except -1:
         if proto == "udp" and (_ignored_udp_port(dport) or flow_field(&SLOTS, f, direct, F_SPORT, NAMES) == 123):
