@@ -19,6 +19,7 @@ cdef enum:
     V_UNBYPASS = 3         # accept, and clear that mark: every later packet is queued again
     CHUNK_BITS = 12        # flow entries are allocated 4096 at a time, never moved
     CLASS_LINKS = 0        # FlowEntry.prev/next index of the timeout-class list links
+    BYPASS_MAX_WAITS = 128  # packets a ready flow waits for a drained queue before it switches anyway
     ACTIVE_LINKS = 1       # ... and of the active-report list links
 
 ctypedef struct FlowEntry:
@@ -48,8 +49,12 @@ ctypedef struct FlowEntry:
     uint8_t seen           # bit 0/1: client/server payload already handed up
     uint8_t icmp
     uint8_t bypass         # 0 never, BYPASS_ON now (kernel forwards its packets), BYPASS_DONE since a FIN/RST
+    uint8_t bypass_waits   # packets that found the flow ready for bypass but the queue not drained
 
 cdef str addr_text(const uint8_t* a, int family)  # an address's text, one str object per address
+
+# the bypass gate (FlowTable.gate_bypass): true when the source's queue holds no packet now
+ctypedef bint (*bypass_gate_fn)(void* ctx) noexcept
 
 
 ctypedef struct BlockSlot:
@@ -92,11 +97,16 @@ cdef class FlowTable:
     cdef uint32_t n_bypass_open
     cdef uint64_t n_bypassed
     cdef list held               # flows of bypassed entries: their counts come from conntrack first
+    cdef bypass_gate_fn gate_fn  # the bypass gate (NULL: switch at once)
+    cdef void* gate_ctx
+    cdef object gate_py          # a Python gate (set_bypass_gate), called through gate_fn
+    cdef uint64_t n_bypass_waits, n_bypass_forced
 
     cdef int feed_ip(self, const unsigned char* ip, Py_ssize_t length, double ts) except -1
     cdef int feed_link(self, const unsigned char* buf, Py_ssize_t length, double ts, int linktype) except -1
     cdef int _update(self, const unsigned char* buf, Py_ssize_t length, Parsed* p, double ts) except -1
     cdef int _bypass_verdict(self, FlowEntry* e, Parsed* p, int flags) noexcept
+    cdef void gate_bypass(self, bypass_gate_fn fn, void* ctx) noexcept
     cdef uint32_t _alloc(self) except? 0xFFFFFFFF
     cdef int _grow_buckets(self) except -1
     cdef int _resize_buckets(self, uint32_t nb) except -1

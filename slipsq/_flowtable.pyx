@@ -384,6 +384,13 @@ cdef bytes _packed(str ip):
         raise ValueError(f"'{ip}' does not appear to be an IPv4 or IPv6 address") from None
 
 
+cdef bint _py_gate(void* ctx) noexcept:
+    """The table's Python gate (set_bypass_gate), called from _bypass_verdict. An exception is
+    reported as unraisable and counts as a closed gate: the flow waits, at most BYPASS_MAX_WAITS
+    packets, as it would behind a busy queue."""
+    return bool((<FlowTable>ctx).gate_py())
+
+
 cdef class FlowTable:
     """Bidirectional flows from packets, in C. Same interface and rules as slipsq.flowtable.FlowTable."""
 
@@ -428,6 +435,9 @@ cdef class FlowTable:
         self.n_dropped = self.n_closed = self.n_evicted = self.n_app = self.n_arp = 0
         self.bypass_after = self.bypass_max = self.n_bypass_open = 0
         self.n_bypassed = 0
+        self.n_bypass_waits = self.n_bypass_forced = 0
+        self.gate_fn = NULL
+        self.gate_ctx = NULL
         self.held = []
 
     def __dealloc__(self):
@@ -592,11 +602,23 @@ cdef class FlowTable:
                 and ((e.seen & 2 and e.bflags & TH_PSH) or (not e.seen & 2 and e.apkts >= 4 * self.bypass_after))
                 and self.n_bypass_open < self.bypass_max
                 and p.sport != 53 and p.sport != 5353 and p.dport != 53 and p.dport != 5353):
+            if self.gate_fn != NULL and not self.gate_fn(self.gate_ctx):
+                if e.bypass_waits < BYPASS_MAX_WAITS:
+                    e.bypass_waits += 1
+                    self.n_bypass_waits += 1
+                    return V_ACCEPT
+                self.n_bypass_forced += 1
             e.bypass = BYPASS_ON
             self.n_bypass_open += 1
             self.n_bypassed += 1
             return V_BYPASS
         return V_ACCEPT
+
+    cdef void gate_bypass(self, bypass_gate_fn fn, void* ctx) noexcept:
+        """The NFQUEUE source's gate (C to C; NULL: none): see slipsq.flowtable.FlowTable.set_bypass_gate."""
+        self.gate_fn = fn
+        self.gate_ctx = ctx
+        self.gate_py = None
 
     cdef uint32_t _alloc(self) except? 0xFFFFFFFF:
         cdef uint32_t i, c
@@ -856,6 +878,15 @@ cdef class FlowTable:
         self.bypass_after = max(0, after)
         self.bypass_max = max(0, max_open)
 
+    def set_bypass_gate(self, gate):
+        """A Python gate (slipsq.flowtable.FlowTable.set_bypass_gate; None: none), for tests and a
+        Python source; the NFQUEUE source sets its C gate with gate_bypass."""
+        if gate is None:
+            self.gate_bypass(NULL, NULL)
+        else:
+            self.gate_bypass(_py_gate, <void*>self)
+            self.gate_py = gate
+
     def pop_held(self):
         out, self.held = self.held, []
         return out
@@ -895,7 +926,8 @@ cdef class FlowTable:
         return {"packets": self.n_packets, "bytes": self.n_bytes, "non_ip": self.n_non_ip,
                 "malformed": self.n_malformed, "fragments": self.n_fragments, "dropped": self.n_dropped,
                 "flows_open": self.count, "flows_closed": self.n_closed, "evicted": self.n_evicted,
-                "app_packets": self.n_app, "arp": self.n_arp, "bypassed": self.n_bypassed}
+                "app_packets": self.n_app, "arp": self.n_arp, "bypassed": self.n_bypassed,
+                "bypass_waits": self.n_bypass_waits, "bypass_forced": self.n_bypass_forced}
 
     def memory(self):
         """Bytes held for flows now: entry chunks and hash buckets."""

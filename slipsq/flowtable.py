@@ -57,6 +57,15 @@ Rules (both tables):
   `put_closed`. `bypassed` counts flows bypassed. Its time is conntrack's too: the merger gives its
   active reports the end conntrack's timer shows, and when that end is an idle timeout ago it hands
   the report back as the idle close and `end_bypassed` forgets the flow here.
+  The switch waits for a drained queue (`set_bypass_gate`, which the NFQUEUE source sets): once the
+  kernel marks the connection, its next packets are forwarded at once, overtaking any of its packets
+  still waiting in the queue; the receiver sees them out of order, and a TCP sender retransmits
+  what looks lost (measured in the namespace lab: 18 segments on a 20 MB upload; conntrack counts
+  them too). So a flow that is ready switches only on a packet the gate lets through (the queue held
+  no other packet when it was read: none of the flow's can be left behind), and otherwise waits for
+  its next packet, `BYPASS_MAX_WAITS` packets at most; then it switches anyway (a queue that never
+  drains is the load bypass is for). `bypass_waits` counts the packets that waited,
+  `bypass_forced` the flows that switched with packets queued.
 """
 
 from __future__ import annotations
@@ -64,7 +73,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from slipsq.appdecode import APP_KINDS, HTTP_METHODS, app_kinds_of, app_mask
@@ -81,7 +90,8 @@ FLAG_LETTERS = ((0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"), (0x10, "A"),
 ICMP4_CLASS = {8: 1, 0: 1, 13: 2, 14: 2, 15: 3, 16: 3, 17: 4, 18: 4}
 ICMP6_CLASS = {128: 1, 129: 1}
 STAT_KEYS = ("packets", "bytes", "non_ip", "malformed", "fragments", "dropped", "flows_open",
-             "flows_closed", "evicted", "app_packets", "arp", "bypassed")
+             "flows_closed", "evicted", "app_packets", "arp", "bypassed", "bypass_waits", "bypass_forced")
+BYPASS_MAX_WAITS = 128  # packets a flow ready for bypass waits for a drained queue (set_bypass_gate)
 N_CLASSES = 6
 ACTIVE = N_CLASSES  # index of the active-report list in tie-breaking
 MAX_FLOWS_CAP = 0x7FFFFFFF  # the compiled table finds flows by uint32 index
@@ -152,7 +162,8 @@ def icmp_state(proto: int, itype: int, code: int, answered: bool) -> str:
 
 class _Entry:
     __slots__ = ("a", "abytes", "active_due", "aflags", "apkts", "atos", "b", "bbytes", "bflags", "bpkts",
-                 "btos", "bypass", "closing", "cls", "first", "key", "last", "pa", "pb", "proto", "seen")
+                 "btos", "bypass", "bypass_waits", "closing", "cls", "first", "key", "last", "pa", "pb", "proto",
+                 "seen")
 
     def __init__(self, key: tuple[Any, ...], p: Packet, ts: float, swap: bool, active_due: float) -> None:
         self.key = key
@@ -167,6 +178,7 @@ class _Entry:
         self.closing = ""      # "", "fin" or "rst"
         self.seen = 0          # bit 0: client sent payload, bit 1: server sent payload
         self.bypass = 0        # 0 never, 1 bypassed now, 2 bypassed until a FIN/RST/SYN
+        self.bypass_waits = 0  # packets that found it ready for bypass but the queue not drained
         self.cls = -1
         self.active_due = active_due
 
@@ -198,6 +210,7 @@ class FlowTable:
         self.bypass_after = 0
         self.bypass_max = 0
         self.bypass_open = 0
+        self.bypass_gate: Callable[[], bool] | None = None
         self.held: list[Flow] = []
 
     # --- packets ------------------------------------------------------------------------------
@@ -335,6 +348,12 @@ class FlowTable:
                 and ((e.seen & 2 and e.bflags & PSH) or (not e.seen & 2 and e.apkts >= 4 * self.bypass_after))
                 and self.bypass_open < self.bypass_max
                 and p.sport not in DNS_PORTS and p.dport not in DNS_PORTS):
+            if self.bypass_gate is not None and not self.bypass_gate():
+                if e.bypass_waits < BYPASS_MAX_WAITS:
+                    e.bypass_waits += 1
+                    self.counts["bypass_waits"] += 1
+                    return ACCEPT
+                self.counts["bypass_forced"] += 1
             e.bypass = 1
             self.bypass_open += 1
             self.counts["bypassed"] += 1
@@ -446,6 +465,11 @@ class FlowTable:
         """Bypass TCP flows after `after` packets each way (0: never), at most `max_open` at once."""
         self.bypass_after = max(0, after)
         self.bypass_max = max(0, max_open)
+
+    def set_bypass_gate(self, gate: Callable[[], bool] | None) -> None:
+        """`gate()`: may a flow that is ready for bypass switch now? The NFQUEUE source answers True
+        only while its queue holds no packet (see "Bypass" in the module docstring); None: always."""
+        self.bypass_gate = gate
 
     def pop_held(self) -> list[Flow]:
         out, self.held = self.held, []

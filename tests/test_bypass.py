@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from slipsq import runmode
 from slipsq.flow import Flow
-from slipsq.flowtable import BYPASS, UNBYPASS
+from slipsq.flowtable import BYPASS, BYPASS_MAX_WAITS, UNBYPASS
 from slipsq.flowtable import FlowTable as PyTable
 from slipsq.sources.conntrack import Counters, Merger, Timers, get_request, last_packet, merge, parse_answers
 from slipsq.verdict.backends import RuleSpec, parse_save
@@ -106,6 +106,49 @@ def test_syn_on_a_bypassed_tuple_is_a_new_connection(table: Any) -> None:
     assert table.feed(tcp(C, 40000, S, 8080, SYN), 150.0, RAW) == UNBYPASS
     assert [f.closed_by for f in table.pop_held()] == ["idle"]
     assert table.stats()["flows_open"] == 1
+
+
+def test_a_ready_flow_switches_only_when_the_gate_opens(table: Any) -> None:
+    """The switch waits for a drained queue (the NFQUEUE source's gate): the gate is asked only for
+    a flow that is ready, once per packet while it waits; the first packet it lets through switches."""
+    answers = [False, False, False, True]
+    asked: list[int] = []
+
+    def gate() -> bool:
+        asked.append(len(asked))
+        return answers[min(len(asked) - 1, len(answers) - 1)]
+
+    table.set_bypass_gate(gate)
+    v = conversation(table, 8)
+    assert v.count(BYPASS) == 1 and v.index(BYPASS) == 6 + 3  # three packets waited (index 6: no gate)
+    assert len(asked) == 4  # nothing asked before the flow was ready, nothing after it switched
+    st = table.stats()
+    assert (st["bypassed"], st["bypass_waits"], st["bypass_forced"]) == (1, 3, 0)
+
+
+def test_a_queue_that_never_drains_delays_the_switch_by_a_bounded_number_of_packets(table: Any) -> None:
+    table.set_bypass_gate(lambda: False)
+    v = conversation(table, BYPASS_MAX_WAITS)
+    assert v.count(BYPASS) == 1 and v.index(BYPASS) == 6 + BYPASS_MAX_WAITS  # it waited, then switched anyway
+    st = table.stats()
+    assert (st["bypassed"], st["bypass_waits"], st["bypass_forced"]) == (1, BYPASS_MAX_WAITS, 1)
+    table.set_bypass_gate(None)  # no gate: a ready flow switches at once
+    v = conversation(table, 4, sport=40001)
+    assert v.index(BYPASS) == 6 and table.stats()["bypass_waits"] == BYPASS_MAX_WAITS
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.booleans(), min_size=1, max_size=40), st.integers(1, 6))
+def test_the_twins_wait_alike(answers: list[bool], n: int) -> None:
+    """Both tables ask the gate at the same packets and give the same verdicts and counts."""
+    out = []
+    for make in [p.values[0] for p in _tables()]:
+        t = make(runmode.load_config(None))
+        t.set_bypass(3, 2)
+        t.set_bypass_gate(iter([*answers, *[True] * 200]).__next__)  # the answers, then open
+        v = [conversation(t, 10 + n, sport=40000 + k, t0=100.0 + k) for k in range(3)]
+        out.append((v, {k: t.stats()[k] for k in ("bypassed", "bypass_waits", "bypass_forced")}))
+    assert all(o == out[0] for o in out)
 
 
 def test_off_by_default() -> None:

@@ -18,6 +18,10 @@ connection's mark and accept it, and a third rule forwards the marked connection
 (verdict/firewall.py). Why not set the connmark in the verdict itself (NFQA_CT with CTA_MARK): the
 kernel applies that only when built with CONFIG_NETFILTER_NETLINK_GLUE_CT, which not every kernel
 is (this project's test machine's is not); NF_REPEAT works everywhere, for one packet per flow.
+The table switches a flow only when the queue is drained (its bypass gate, `_queue_drained`: a
+non-blocking MSG_PEEK on the queue's socket finds nothing), so no packet of the flow is left in the
+queue for the forwarded ones to overtake (slipsq/flowtable.py, "Bypass"). One peek per packet of a
+flow that is ready and waiting, at most BYPASS_MAX_WAITS a flow: no syscall on any other packet.
 
 It must never read a packet after giving its verdict: the kernel may reuse the buffer.
 """
@@ -46,6 +50,10 @@ cdef extern from "libnetfilter_queue/linux_nfnetlink_queue.h":
         NFQA_CFG_F_FAIL_OPEN
         NFQA_CFG_F_GSO
 
+cdef extern from "<sys/socket.h>" nogil:
+    enum:
+        MSG_PEEK
+
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
         int fd
@@ -66,6 +74,14 @@ cdef inline double wall_time() noexcept nogil:
     return t.tv_sec + t.tv_nsec * 1e-9
 
 
+cdef bint _queue_drained(void* ctx) noexcept nogil:
+    """The table's bypass gate: true when the queue's socket (`ctx`: its fd) holds no packet now.
+    Every packet the kernel queues is sent to the socket at once, and each one read here gets its
+    verdict before the next read, so an empty socket means no packet of any flow is waiting."""
+    cdef char byte
+    return recv((<int*>ctx)[0], &byte, 1, MSG_PEEK | MSG_DONTWAIT) < 0 and errno == EAGAIN
+
+
 cdef class Queue:
     """One bound NFQUEUE feeding one flow table. Counters are read by `stats()`."""
 
@@ -80,6 +96,7 @@ cdef class Queue:
     cdef readonly bint gso
     cdef readonly uint32_t bypass_mark  # the (conn)mark bit of bypassed connections (0: no bypass)
     cdef readonly uint32_t repeat_mark  # the mark bit of a packet slipsq re-injected (NF_REPEAT)
+    cdef int fd  # the queue's socket (the bypass gate peeks at it)
     cdef unsigned long long bypass_marks, unbypass_marks, mark_errors
     cdef double now
     cdef unsigned long long packets, accepted, dropped, errors, enobufs, no_payload
@@ -120,15 +137,34 @@ cdef class Queue:
         # a receive buffer that holds a full queue, so user_dropped stays 0 below the queue's capacity
         want = rcvbuf if rcvbuf else maxlen * (copy_range + 1024)
         self.rcvbuf = nfnl_rcvbufsiz(nfq_nfnlh(self.nfq.h), want)
+        self.fd = nfq_fd(self.nfq.h)
+        if self.bypass_mark:  # a flow switches to bypass only when the queue is drained
+            if self.ctable is not None:
+                self.ctable.gate_bypass(_queue_drained, &self.fd)
+            else:
+                table.set_bypass_gate(self.drained)
+
+    def drained(self) -> bool:
+        """Whether the queue holds no packet now (the bypass gate, for a Python table)."""
+        return self.qh != NULL and _queue_drained(&self.fd)
 
     def close(self) -> None:
         """Unbind. The kernel drops what is still queued at that moment, so a clean stop removes the
         diversion first and runs the queue dry before closing."""
+        self._ungate()
+        if self.bypass_mark and self.ctable is None:
+            self.table.set_bypass_gate(None)
         if self.qh != NULL:
             nfq_destroy_queue(self.qh)
             self.qh = NULL
 
+    cdef void _ungate(self) noexcept:
+        """The table may outlive the queue: take the gate (which reads this object's fd) off it."""
+        if self.bypass_mark and self.ctable is not None:
+            self.ctable.gate_bypass(NULL, NULL)
+
     def __dealloc__(self) -> None:
+        self._ungate()
         if self.qh != NULL:
             nfq_destroy_queue(self.qh)
             self.qh = NULL
