@@ -110,8 +110,8 @@ def test_bulk_upload_with_and_without_bypass(lab: Lab, tmp_path: Path, enabled: 
     # every payload byte counted once, plus headers and what the sender sent again. The switch to
     # bypass waits for a drained queue (flowtable.py, "Bypass"); one that did not come within
     # BYPASS_MAX_WAITS packets switches anyway (bypass_forced), its later packets overtake those still
-    # queued, and the receiver's duplicate ACKs make the sender retransmit (seen before the wait: 9
-    # to 180 segments, up to 3.3 % of the bytes; with it, 0 in 10 runs here), which the kernel counts
+    # queued, and the receiver's duplicate ACKs make the sender retransmit (seen when it switched with
+    # packets queued: 0 to 180 segments, up to 3.3 % of the bytes; after a wait, 0 in 10 runs here), which the kernel counts
     # as Argus on the wire would
     resent = retransmitted(lab, lab.ns["a"]) - retrans
     waits = {k: v for k, v in st["table"].items() if k.startswith("bypass")}
