@@ -143,6 +143,9 @@ METRICS: tuple[Metric, ...] = (
     # the bypass counter (flows handed back to the kernel uninspected), wherever the daemon keeps it
     Metric("slipsq_bypassed_flows_total", "counter", "flows the kernel was told to pass without slipsq",
            _first(_at("bypassed"), _at("queue", "bypassed"), _at("table", "bypassed"))),
+    Metric("slipsq_bypass_forced_total", "counter", "bypassed flows that switched before the queue drained "
+           "(their forwarded packets may have overtaken queued ones)",
+           _first(_at("bypass", "forced"), _at("table", "bypass_forced"))),
     Metric("slipsq_queue_waiting", "gauge", "packets waiting in the kernel's queue for slipsq",
            _at("kernel", "waiting")),
     Metric("slipsq_queue_maxlen", "gauge", "packets the kernel queue holds before fail-open",
