@@ -68,9 +68,13 @@ def main() -> None:
           f"{(total - base) / max(flows, 1) * 1e6:6.2f} µs/flow over no detectors")
     if len(rows) == len(DETECTORS) + 2:  # every detector has its row: compare the parts with the whole
         parts = sum(best[name] - base for name, _ in rows[1:-1])
-        print(f"the rows summed: +{parts:.2f} s; all together: +{total - base:.2f} s, "
-              f"{(total - base - parts) / max(parts, 1e-9):+.0%} (above 0: the detectors slow each other "
-              "down when they run together: more live state, fewer cache hits, longer collections)")
+        if parts <= 0.05 * (total - base):  # the rows are within the noise of "no detectors"
+            print(f"the rows summed: {parts:+.2f} s against {total - base:+.2f} s all together: the machine was "
+                  "too noisy for the rows (run again with more --runs)")
+        else:
+            print(f"the rows summed: +{parts:.2f} s; all together: +{total - base:.2f} s, "
+                  f"{(total - base - parts) / parts:+.0%} (above 0: the detectors slow each other down when "
+                  "they run together: more live state, fewer cache hits, longer collections)")
 
 
 if __name__ == "__main__":
