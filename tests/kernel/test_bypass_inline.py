@@ -134,6 +134,55 @@ def test_bulk_upload_with_and_without_bypass(lab: Lab, tmp_path: Path, enabled: 
     assert "NFQUEUE" not in left and "bypass" not in left  # the bypass rules leave with the diversion
 
 
+DRAINED = r"""
+import json, os, sys, time
+from slipsq._flowtable import FlowTable
+from slipsq.runmode import load_config
+from slipsq.sources._nfq import Queue
+q = Queue(int(sys.argv[1]), FlowTable(load_config(None)), bypass_mark=0x400000, repeat_mark=0x800000)
+print("ready", q.drained(), flush=True)
+while not os.path.exists(sys.argv[2]):  # the test has sent: the packets wait in the socket, unread
+    time.sleep(0.05)
+waiting, handled = q.drained(), 0
+for _ in range(10):
+    handled += q.run(budget=3, timeout=1.0)
+    if handled >= 3:
+        break
+print(json.dumps({"waiting": waiting, "handled": handled, "after": q.drained()}), flush=True)
+q.close()
+"""
+SEND3 = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(3):
+    s.sendto(b"x%d" % i, (sys.argv[1], 7778))
+"""
+
+
+def queued(lab: Lab, queue: int) -> int:
+    """Packets the gateway's kernel holds for `queue` (waiting for a verdict)."""
+    for line in lab.sh(lab.gw, "cat", "/proc/net/netfilter/nfnetlink_queue").stdout.splitlines():
+        f = line.split()
+        if f and int(f[0]) == queue:
+            return int(f[2])
+    return -1
+
+
+def test_the_bypass_gate_sees_packets_waiting_in_the_queue(lab: Lab, tmp_path: Path) -> None:
+    """The gate a ready flow waits on (sources/_nfq.pyx: a MSG_PEEK on the queue's socket) is closed
+    while the kernel holds packets the queue has not read, and open once they have their verdicts."""
+    lab.sh(lab.gw, "iptables", "-I", "FORWARD", "-p", "udp", "--dport", "7778", "-j", "NFQUEUE",
+           "--queue-num", "7")
+    go = tmp_path / "go"
+    child = lab.popen(lab.gw, sys.executable, "-c", DRAINED, "7", str(go))
+    assert child.stdout is not None and child.stdout.readline().split() == ["ready", "True"]
+    lab.sh(lab.ns["a"], sys.executable, "-c", SEND3, CNC)
+    assert wait_for(lambda: queued(lab, 7) == 3, timeout=5), queued(lab, 7)
+    go.write_text("go")
+    out, err = child.communicate(timeout=30)
+    assert json.loads(out.splitlines()[-1]) == {"waiting": False, "handled": 3, "after": True}, err
+
+
 def test_a_block_drops_the_rest_of_a_bypassed_connection(lab: Lab, tmp_path: Path) -> None:
     s = Slipsq(lab, tmp_path / "state", "nft", config=config(tmp_path, True))
     s.start()
