@@ -231,6 +231,15 @@ cdef object _Query = Query
 cdef object _set = set
 
 
+cdef inline object _dget(object d, object key, object default):
+    """d.get(key, default), a C lookup for a plain dict (what the decoder gives); a call otherwise."""
+    cdef PyObject* v
+    if type(d) is dict:
+        v = PyDict_GetItemWithError(d, key)
+        return default if v == NULL else <object>v
+    return d.get(key, default)
+
+
 cdef class AppCalls:
     """App events to the on_app hooks of their kind, DNS answers' names into ctx.dns_names first
     (dispatch.AppCalls)."""
@@ -262,9 +271,10 @@ cdef class AppCalls:
         cdef Py_ssize_t size
         if kind == "dns":
             data = event_field(&EV, event, E_DATA)
-            query = data.get("query", "")
+            query = _dget(data, "query", "")
+            answers = _dget(data, "answers", ())
             names_map = self.ctx.dns_names
-            for answer in data.get("answers", ()):
+            for answer in answers:
                 names = lru_touch(names_map, answer, _set, self.max_dns)
                 size = PySet_GET_SIZE(names) if type(names) is set else len(names)
                 if size < MAX_NAMES:
@@ -272,9 +282,9 @@ cdef class AppCalls:
                         PySet_Add(names, query)
                     else:
                         names.add(query)
-            if out is not None and data.get("response", True):
+            if out is not None and _dget(data, "response", True):
                 out.append(_Query(event_field(&EV, event, E_TS), event_field(&EV, event, E_DADDR), query,
-                                  int(data.get("rcode") or 0), tuple(data.get("answers", ()))))
+                                  int(_dget(data, "rcode", None) or 0), tuple(answers)))
         cdef PyObject* found = PyDict_GetItemWithError(self.by_kind, kind)
         calls = self.other if found == NULL else <object>found
         if type(calls) is FlowCalls:
