@@ -20,6 +20,7 @@ cdef enum:
     CHUNK_BITS = 12        # flow entries are allocated 4096 at a time, never moved
     CLASS_LINKS = 0        # FlowEntry.prev/next index of the timeout-class list links
     BYPASS_MAX_WAITS = 128  # packets a ready flow waits for a drained queue before it switches anyway
+                           # (at most 255: FlowEntry.bypass_waits is a uint8_t)
     ACTIVE_LINKS = 1       # ... and of the active-report list links
 
 ctypedef struct FlowEntry:

@@ -386,8 +386,8 @@ cdef bytes _packed(str ip):
 
 cdef bint _py_gate(void* ctx) noexcept:
     """The table's Python gate (set_bypass_gate), called from _bypass_verdict. An exception is
-    reported as unraisable and counts as a closed gate: the flow waits, at most BYPASS_MAX_WAITS
-    packets, as it would behind a busy queue."""
+    reported through sys.unraisablehook and counts as a closed gate: the flow waits, at most
+    BYPASS_MAX_WAITS packets, as it would behind a busy queue (slipsq.flowtable's _gate_open)."""
     return bool((<FlowTable>ctx).gate_py())
 
 
@@ -877,6 +877,11 @@ cdef class FlowTable:
         """Bypass TCP flows after `after` packets each way (0: never), at most `max_open` at once."""
         self.bypass_after = max(0, after)
         self.bypass_max = max(0, max_open)
+
+    @property
+    def bypass_gated(self):
+        """Whether a gate holds ready flows back (slipsq.flowtable.FlowTable.bypass_gated)."""
+        return self.gate_fn != NULL
 
     def set_bypass_gate(self, gate):
         """A Python gate (slipsq.flowtable.FlowTable.set_bypass_gate; None: none), for tests and a

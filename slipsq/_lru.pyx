@@ -2,7 +2,8 @@
 """slipsq.lru's `touch` and `put`, compiled, for the compiled detectors and the engine's app loop
 (cimport them from _lru.pxd). lru.py is the definition and the readable twin; tests/test_lru.py holds
 the two equal. An OrderedDict is changed through its own methods (move_to_end, popitem, setitem),
-called from C, so its order is exactly what lru.py leaves; any other mapping goes to lru.py itself.
+called from C, so its order is exactly what lru.py leaves; `touch` and `put` hand any other mapping
+to lru.py itself. `put_known` is for an OrderedDict only (its callers own theirs: an exact one).
 Data only: no I/O, no clock.
 """
 

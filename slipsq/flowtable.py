@@ -60,11 +60,12 @@ Rules (both tables):
   The switch waits for a drained queue (`set_bypass_gate`, which the NFQUEUE source sets): once the
   kernel marks the connection, its next packets are forwarded at once, overtaking any of its packets
   still waiting in the queue; the receiver sees them out of order, and a TCP sender retransmits
-  what looks lost (measured in the namespace lab: 18 segments on a 20 MB upload; conntrack counts
-  them too). So a flow that is ready switches only on a packet the gate lets through (the queue held
-  no other packet when it was read: none of the flow's can be left behind), and otherwise waits for
-  its next packet, `BYPASS_MAX_WAITS` packets at most; then it switches anyway (a queue that never
-  drains is the load bypass is for). `bypass_waits` counts the packets that waited,
+  what looks lost (namespace lab, 20 MB upload: 0, 0, 9, 90 and 180 segments in five switches with
+  packets queued; conntrack counts them too). So a flow that is ready switches only on a packet the
+  gate lets through (the queue held no packet at the gate's look, while this one was being
+  handled: none of the flow's can be left behind, but for one that arrives between the look and the
+  mark), and otherwise waits for its next packet, `BYPASS_MAX_WAITS` packets at most; then it
+  switches anyway (a queue that never drains is the load bypass is for). `bypass_waits` counts the packets that waited,
   `bypass_forced` the flows that switched with packets queued.
 """
 
@@ -72,8 +73,10 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from types import SimpleNamespace
 from typing import Any
 
 from slipsq.appdecode import APP_KINDS, HTTP_METHODS, app_kinds_of, app_mask
@@ -348,7 +351,7 @@ class FlowTable:
                 and ((e.seen & 2 and e.bflags & PSH) or (not e.seen & 2 and e.apkts >= 4 * self.bypass_after))
                 and self.bypass_open < self.bypass_max
                 and p.sport not in DNS_PORTS and p.dport not in DNS_PORTS):
-            if self.bypass_gate is not None and not self.bypass_gate():
+            if self.bypass_gate is not None and not self._gate_open():
                 if e.bypass_waits < BYPASS_MAX_WAITS:
                     e.bypass_waits += 1
                     self.counts["bypass_waits"] += 1
@@ -470,6 +473,22 @@ class FlowTable:
         """`gate()`: may a flow that is ready for bypass switch now? The NFQUEUE source answers True
         only while its queue holds no packet (see "Bypass" in the module docstring); None: always."""
         self.bypass_gate = gate
+
+    @property
+    def bypass_gated(self) -> bool:
+        """Whether a gate holds ready flows back."""
+        return self.bypass_gate is not None
+
+    def _gate_open(self) -> bool:
+        """The gate's answer. One that raises is reported through sys.unraisablehook and counts as
+        closed (the flow waits, at most BYPASS_MAX_WAITS packets): the packet still gets its verdict,
+        as in the compiled table, whose gate is called where nothing can propagate."""
+        try:
+            return bool(self.bypass_gate() if self.bypass_gate is not None else True)
+        except Exception as e:
+            sys.unraisablehook(SimpleNamespace(exc_type=type(e), exc_value=e, exc_traceback=e.__traceback__,
+                                               err_msg="slipsq: the bypass gate failed", object=self.bypass_gate))
+            return False
 
     def pop_held(self) -> list[Flow]:
         out, self.held = self.held, []

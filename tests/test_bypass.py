@@ -137,6 +137,26 @@ def test_a_queue_that_never_drains_delays_the_switch_by_a_bounded_number_of_pack
     assert v.index(BYPASS) == 6 and table.stats()["bypass_waits"] == BYPASS_MAX_WAITS
 
 
+def test_a_gate_that_fails_holds_the_flow_back_and_is_reported(table: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both twins: the packet still gets its verdict (no exception into the packet path), the
+    failure goes to sys.unraisablehook, and the flow waits as behind a busy queue."""
+    reported: list[Any] = []
+    monkeypatch.setattr("sys.unraisablehook", reported.append)
+
+    def gate() -> bool:
+        raise OSError("the socket is gone")
+
+    table.set_bypass_gate(gate)
+    assert table.bypass_gated
+    v = conversation(table, 5)
+    assert BYPASS not in v and all(x == 1 for x in v)
+    st_ = table.stats()
+    assert (st_["bypassed"], st_["bypass_waits"]) == (0, len(v) - 6)
+    assert len(reported) == len(v) - 6 and isinstance(reported[0].exc_value, OSError)
+    table.set_bypass_gate(None)
+    assert not table.bypass_gated
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.booleans(), min_size=1, max_size=40), st.integers(1, 6))
 def test_the_twins_wait_alike(answers: list[bool], n: int) -> None:

@@ -181,7 +181,8 @@ intake_flow = st.builds(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(intake_flow, st.sampled_from((0.2, 0.8, 1.0)), st.booleans()), max_size=80),
        st.integers(1, 4), st.integers(2, 6), st.sampled_from((1.0, 50.0, 3600.0)),
-       st.sampled_from(("all", "none", "own", "own-v6", "own-both", "protected", "listed-v6")))
+       st.sampled_from(("all", "none", "own", "own-v6", "own-both", "own-protected", "own-listed-v6", "many-own",
+                        "protected", "listed-v6")))
 def test_intake_twins_agree(ops: list[tuple[Flow, float, bool]], min_n: int, full_n: int, window: float,
                             lists: str) -> None:
     # an allow list with own, protected and listed addresses (every `never` miss asks allow.listed),
@@ -190,8 +191,12 @@ def test_intake_twins_agree(ops: list[tuple[Flow, float, bool]], min_n: int, ful
     allow = {"all": AllowList([LISTED], [OWN], {PROTECTED: "a resolver"}), "none": AllowList(),
              "own": AllowList([], [OWN]), "protected": AllowList([], [], {PROTECTED: "a resolver"}),
              "own-v6": AllowList([], ["2001:db8::1"]), "own-both": AllowList([], [OWN, "2001:db8::1", "10.0.0.2"]),
+             "own-protected": AllowList([], [OWN], {PROTECTED: "a resolver"}),
+             "own-listed-v6": AllowList(["2001:db8::/32"], [OWN]),
+             # more own addresses than the compiled intake copies: it asks allow.listed
+             "many-own": AllowList([], [OWN, *(f"198.18.0.{i}" for i in range(40))]),
              "listed-v6": AllowList(["2001:db8::/32"])}[lists]
-    own = {OWN} if lists in ("all", "own", "own-both") else set()
+    own = {OWN} if lists in ("all", "own", "own-both", "own-protected", "own-listed-v6", "many-own") else set()
     py = py_beacon.Intake(py_beacon.Tuples(8, 3), min_n, full_n, window, own, is_local, allow)
     c = c_beacon.Intake(c_beacon.Tuples(8, 3), min_n, full_n, window, own, is_local, allow)
     for f, threat, report in ops:

@@ -325,13 +325,17 @@ cdef class Intake:
 
     cdef int _read_own(self, object own_ints) except -1:
         """The allow list's own addresses ((version, int) pairs, fixed when it is made) into the C
-        arrays; n_own4 = n_own6 = -1 when they are not such a set or more than MAX_OWN."""
+        arrays; n_own4 = n_own6 = -1 (allow.listed is asked) when they are not a set of such pairs,
+        or more than MAX_OWN."""
         self.n_own4 = self.n_own6 = -1
         if own_ints is None or len(own_ints) > MAX_OWN:
             return 0
         cdef int n4 = 0, n6 = 0
         cdef const unsigned char* raw
-        for version, value in own_ints:
+        for item in own_ints:
+            if type(item) is not tuple or len(item) != 2:
+                return 0
+            version, value = item
             if version == 4 and type(value) is int and 0 <= value < 2 ** 32:
                 self.own4[n4] = <uint32_t>value
                 n4 += 1

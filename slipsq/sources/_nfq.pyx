@@ -21,11 +21,13 @@ is (this project's test machine's is not); NF_REPEAT works everywhere, for one p
 The table switches a flow only when the queue is drained (its bypass gate, `_queue_drained`: a
 non-blocking MSG_PEEK on the queue's socket finds nothing), so no packet of the flow is left in the
 queue for the forwarded ones to overtake (slipsq/flowtable.py, "Bypass"). One peek per packet of a
-flow that is ready and waiting, at most BYPASS_MAX_WAITS a flow: no syscall on any other packet.
+flow that is ready and waiting (at most BYPASS_MAX_WAITS + 1 a flow, the last one that switches it
+anyway): no syscall on any other packet.
 
 It must never read a packet after giving its verdict: the kernel may reuse the buffer.
 """
 
+cimport cython
 from libc.stdint cimport uint16_t, uint32_t
 from libc.errno cimport errno, EINTR, EAGAIN, ENOBUFS
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
@@ -74,14 +76,28 @@ cdef inline double wall_time() noexcept nogil:
     return t.tv_sec + t.tv_nsec * 1e-9
 
 
+ctypedef struct Gate:
+    int fd  # the queue's socket
+    unsigned long long enobufs  # overruns the gate's peek reported (and so took from run())
+
+
 cdef bint _queue_drained(void* ctx) noexcept nogil:
-    """The table's bypass gate: true when the queue's socket (`ctx`: its fd) holds no packet now.
-    Every packet the kernel queues is sent to the socket at once, and each one read here gets its
-    verdict before the next read, so an empty socket means no packet of any flow is waiting."""
+    """The table's bypass gate: true when the queue's socket (`ctx`: the Queue's Gate) holds no
+    packet now. Every packet the kernel queues is sent to the socket at once, and each one read here
+    gets its verdict before the next read, so an empty socket means no packet of any flow is
+    waiting. A pending overrun (ENOBUFS) is reported to the first recv, a peek too, which clears it:
+    it is counted here, as run() would have."""
+    cdef Gate* g = <Gate*>ctx
     cdef char byte
-    return recv((<int*>ctx)[0], &byte, 1, MSG_PEEK | MSG_DONTWAIT) < 0 and errno == EAGAIN
+    if recv(g.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0:
+        return False
+    cdef int err = errno
+    if err == ENOBUFS:
+        g.enobufs += 1
+    return err == EAGAIN
 
 
+@cython.no_gc_clear  # __dealloc__ must still see ctable (to take the gate off it) and nfq
 cdef class Queue:
     """One bound NFQUEUE feeding one flow table. Counters are read by `stats()`."""
 
@@ -96,7 +112,7 @@ cdef class Queue:
     cdef readonly bint gso
     cdef readonly uint32_t bypass_mark  # the (conn)mark bit of bypassed connections (0: no bypass)
     cdef readonly uint32_t repeat_mark  # the mark bit of a packet slipsq re-injected (NF_REPEAT)
-    cdef int fd  # the queue's socket (the bypass gate peeks at it)
+    cdef Gate gate  # the bypass gate's view of the queue (its fd) and what it counted
     cdef unsigned long long bypass_marks, unbypass_marks, mark_errors
     cdef double now
     cdef unsigned long long packets, accepted, dropped, errors, enobufs, no_payload
@@ -137,30 +153,32 @@ cdef class Queue:
         # a receive buffer that holds a full queue, so user_dropped stays 0 below the queue's capacity
         want = rcvbuf if rcvbuf else maxlen * (copy_range + 1024)
         self.rcvbuf = nfnl_rcvbufsiz(nfq_nfnlh(self.nfq.h), want)
-        self.fd = nfq_fd(self.nfq.h)
+        self.gate.fd = nfq_fd(self.nfq.h)
+        self.gate.enobufs = 0
         if self.bypass_mark:  # a flow switches to bypass only when the queue is drained
             if self.ctable is not None:
-                self.ctable.gate_bypass(_queue_drained, &self.fd)
+                self.ctable.gate_bypass(_queue_drained, &self.gate)
             else:
                 table.set_bypass_gate(self.drained)
 
     def drained(self) -> bool:
         """Whether the queue holds no packet now (the bypass gate, for a Python table)."""
-        return self.qh != NULL and _queue_drained(&self.fd)
+        return self.qh != NULL and _queue_drained(&self.gate)
 
     def close(self) -> None:
         """Unbind. The kernel drops what is still queued at that moment, so a clean stop removes the
         diversion first and runs the queue dry before closing."""
         self._ungate()
-        if self.bypass_mark and self.ctable is None:
+        if self.bypass_mark and self.ctable is None and getattr(self.table, "bypass_gate", None) == self.drained:
             self.table.set_bypass_gate(None)
         if self.qh != NULL:
             nfq_destroy_queue(self.qh)
             self.qh = NULL
 
     cdef void _ungate(self) noexcept:
-        """The table may outlive the queue: take the gate (which reads this object's fd) off it."""
-        if self.bypass_mark and self.ctable is not None:
+        """The table may outlive the queue: take this queue's gate (it points into this object) off
+        it, and only this queue's (another gate set since stays)."""
+        if self.ctable is not None and self.ctable.gate_ctx == <void*>&self.gate:
             self.ctable.gate_bypass(NULL, NULL)
 
     def __dealloc__(self) -> None:
@@ -171,7 +189,7 @@ cdef class Queue:
 
     def stats(self) -> dict:
         return {"packets": self.packets, "accepted": self.accepted, "dropped": self.dropped,
-                "errors": self.errors, "enobufs": self.enobufs, "no_payload": self.no_payload,
+                "errors": self.errors, "enobufs": self.enobufs + self.gate.enobufs, "no_payload": self.no_payload,
                 "bypass_marks": self.bypass_marks, "unbypass_marks": self.unbypass_marks,
                 "mark_errors": self.mark_errors}
 

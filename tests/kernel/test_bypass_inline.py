@@ -139,7 +139,9 @@ import json, os, sys, time
 from slipsq._flowtable import FlowTable
 from slipsq.runmode import load_config
 from slipsq.sources._nfq import Queue
-q = Queue(int(sys.argv[1]), FlowTable(load_config(None)), bypass_mark=0x400000, repeat_mark=0x800000)
+t = FlowTable(load_config(None))
+q = Queue(int(sys.argv[1]), t, bypass_mark=0x400000, repeat_mark=0x800000)
+assert t.bypass_gated  # the compiled table asks the queue's C gate
 print("ready", q.drained(), flush=True)
 while not os.path.exists(sys.argv[2]):  # the test has sent: the packets wait in the socket, unread
     time.sleep(0.05)
@@ -148,8 +150,14 @@ for _ in range(10):
     handled += q.run(budget=3, timeout=1.0)
     if handled >= 3:
         break
-print(json.dumps({"waiting": waiting, "handled": handled, "after": q.drained()}), flush=True)
+after = q.drained()
 q.close()
+closed = t.bypass_gated  # the queue took its gate off the table (it points into the queue)
+q2 = Queue(int(sys.argv[1]), t, bypass_mark=0x400000, repeat_mark=0x800000)
+t.set_bypass_gate(lambda: True)  # another gate, set since: closing q2 must leave it
+q2.close()
+print(json.dumps({"waiting": waiting, "handled": handled, "after": after, "gated_after_close": closed,
+                  "other_gate_kept": t.bypass_gated}), flush=True)
 """
 SEND3 = r"""
 import socket, sys
@@ -180,7 +188,8 @@ def test_the_bypass_gate_sees_packets_waiting_in_the_queue(lab: Lab, tmp_path: P
     assert wait_for(lambda: queued(lab, 7) == 3, timeout=5), queued(lab, 7)
     go.write_text("go")
     out, err = child.communicate(timeout=30)
-    assert json.loads(out.splitlines()[-1]) == {"waiting": False, "handled": 3, "after": True}, err
+    assert json.loads(out.splitlines()[-1]) == {"waiting": False, "handled": 3, "after": True,
+                                                "gated_after_close": False, "other_gate_kept": True}, err
 
 
 def test_a_block_drops_the_rest_of_a_bypassed_connection(lab: Lab, tmp_path: Path) -> None:
