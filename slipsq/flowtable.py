@@ -59,14 +59,14 @@ Rules (both tables):
   the report back as the idle close and `end_bypassed` forgets the flow here.
   The switch waits for a drained queue (`set_bypass_gate`, which the NFQUEUE source sets): once the
   kernel marks the connection, its next packets are forwarded at once, overtaking any of its packets
-  still waiting in the queue; the receiver sees them out of order, and a TCP sender retransmits
-  what looks lost (namespace lab, 20 MB upload: a burst of 45-180 segments in 6 of 21 uploads;
-  conntrack counts them too; with the wait below, 8 of 59). So a flow that is ready switches only
-  on a packet the gate lets through (the queue held no packet at the gate's look, while this one was being
+  still waiting in the queue; the receiver sees them out of order, and a TCP sender retransmits what
+  looks lost (namespace lab, 20 MB upload: a burst of 45-180 segments in 6 of 21 uploads; conntrack
+  counts them too; with the wait below, 8 of 59). So a flow that is ready switches only on a packet
+  the gate lets through (the queue held no packet at the gate's look, while this one was being
   handled: none of the flow's can be left behind, but for one that arrives between the look and the
   mark), and otherwise waits for its next packet, `BYPASS_MAX_WAITS` packets at most; then it
-  switches anyway (a queue that never drains is the load bypass is for). `bypass_waits` counts the packets that waited,
-  `bypass_forced` the flows that switched with packets queued.
+  switches anyway (a queue that never drains is the load bypass is for). `bypass_waits` counts the
+  packets that waited, `bypass_forced` the flows that switched with packets queued.
 """
 
 from __future__ import annotations
