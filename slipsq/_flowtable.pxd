@@ -101,7 +101,7 @@ cdef class FlowTable:
     cdef bypass_gate_fn gate_fn  # the bypass gate (NULL: switch at once)
     cdef void* gate_ctx
     cdef object gate_py          # a Python gate (set_bypass_gate), called through gate_fn
-    cdef uint64_t n_bypass_waits, n_bypass_forced
+    cdef uint64_t n_bypass_waits, n_bypass_forced, n_bypass_late
 
     cdef int feed_ip(self, const unsigned char* ip, Py_ssize_t length, double ts) except -1
     cdef int feed_link(self, const unsigned char* buf, Py_ssize_t length, double ts, int linktype) except -1

@@ -435,7 +435,7 @@ cdef class FlowTable:
         self.n_dropped = self.n_closed = self.n_evicted = self.n_app = self.n_arp = 0
         self.bypass_after = self.bypass_max = self.n_bypass_open = 0
         self.n_bypassed = 0
-        self.n_bypass_waits = self.n_bypass_forced = 0
+        self.n_bypass_waits = self.n_bypass_forced = self.n_bypass_late = 0
         self.gate_fn = NULL
         self.gate_ctx = NULL
         self.held = []
@@ -595,7 +595,8 @@ cdef class FlowTable:
                 e.bypass = BYPASS_DONE
                 self.n_bypass_open -= 1
                 return V_UNBYPASS
-            return V_ACCEPT  # queued before the kernel saw the mark: counted here and by conntrack alike
+            self.n_bypass_late += 1  # queued before the kernel saw the mark: the flow's forwarded
+            return V_ACCEPT          # packets may have overtaken it (counted here and by conntrack alike)
         if (e.bypass == 0 and not e.closing and not flags & (TH_FIN | TH_RST | TH_SYN)
                 and e.apkts >= self.bypass_after and e.bpkts >= self.bypass_after
                 and e.seen & 1 and e.aflags & TH_PSH
@@ -932,7 +933,8 @@ cdef class FlowTable:
                 "malformed": self.n_malformed, "fragments": self.n_fragments, "dropped": self.n_dropped,
                 "flows_open": self.count, "flows_closed": self.n_closed, "evicted": self.n_evicted,
                 "app_packets": self.n_app, "arp": self.n_arp, "bypassed": self.n_bypassed,
-                "bypass_waits": self.n_bypass_waits, "bypass_forced": self.n_bypass_forced}
+                "bypass_waits": self.n_bypass_waits, "bypass_forced": self.n_bypass_forced,
+                "bypass_late": self.n_bypass_late}
 
     def memory(self):
         """Bytes held for flows now: entry chunks and hash buckets."""

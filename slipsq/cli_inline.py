@@ -249,9 +249,10 @@ def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
                    f"blocks {st['blocks_active']} active ({st['blocks_decided']} decided since start)")
         if st.get("bypass"):
             b = st["bypass"]
-            click.echo(f"bypass: {b['bypassed']} flows bypassed ({b.get('forced', 0)} before the queue drained: "
-                       f"their packets may have overtaken queued ones), counts merged from conntrack for "
-                       f"{b['merged']} ({b['unmerged']} kept slipsq's own, {b['waiting']} waiting)")
+            click.echo(f"bypass: {b['bypassed']} flows bypassed ({b.get('forced', 0)} before the queue drained; "
+                       f"{b.get('late', 0)} packets queued after a switch, which forwarded ones may have "
+                       f"overtaken), counts merged from conntrack for {b['merged']} ({b['unmerged']} kept "
+                       f"slipsq's own, {b['waiting']} waiting)")
         if mem:
             click.echo(f"memory {mem.get('rss_kb', 0) / 1024:.1f} MB resident "
                        f"(flow table {mem.get('table_bytes', 0) / 2**20:.1f} MB)")

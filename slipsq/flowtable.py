@@ -61,12 +61,14 @@ Rules (both tables):
   kernel marks the connection, its next packets are forwarded at once, overtaking any of its packets
   still waiting in the queue; the receiver sees them out of order, and a TCP sender retransmits what
   looks lost (namespace lab, 20 MB upload: a burst of 45-180 segments in 6 of 21 uploads; conntrack
-  counts them too; with the wait below, 8 of 59). So a flow that is ready switches only on a packet
+  counts them too; with the wait below, 8 of 79). So a flow that is ready switches only on a packet
   the gate lets through (the queue held no packet at the gate's look, while this one was being
   handled: none of the flow's can be left behind, but for one that arrives between the look and the
   mark), and otherwise waits for its next packet, `BYPASS_MAX_WAITS` packets at most; then it
   switches anyway (a queue that never drains is the load bypass is for). `bypass_waits` counts the
-  packets that waited, `bypass_forced` the flows that switched with packets queued.
+  packets that waited, `bypass_forced` the flows that switched with packets queued, `bypass_late`
+  the packets of a bypassed flow that were queued before the kernel saw its mark (the ones its
+  forwarded packets may have overtaken).
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ FLAG_LETTERS = ((0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"), (0x10, "A"),
 ICMP4_CLASS = {8: 1, 0: 1, 13: 2, 14: 2, 15: 3, 16: 3, 17: 4, 18: 4}
 ICMP6_CLASS = {128: 1, 129: 1}
 STAT_KEYS = ("packets", "bytes", "non_ip", "malformed", "fragments", "dropped", "flows_open",
-             "flows_closed", "evicted", "app_packets", "arp", "bypassed", "bypass_waits", "bypass_forced")
+             "flows_closed", "evicted", "app_packets", "arp", "bypassed", "bypass_waits", "bypass_forced",
+             "bypass_late")
 BYPASS_MAX_WAITS = 128  # packets a flow ready for bypass waits for a drained queue (set_bypass_gate)
 N_CLASSES = 6
 ACTIVE = N_CLASSES  # index of the active-report list in tie-breaking
@@ -344,7 +347,8 @@ class FlowTable:
                 e.bypass = 2
                 self.bypass_open -= 1
                 return UNBYPASS
-            return ACCEPT  # queued before the kernel saw the mark: counted here and by conntrack alike
+            self.counts["bypass_late"] += 1  # queued before the kernel saw the mark: the flow's forwarded
+            return ACCEPT                    # packets may have overtaken it (counted here and by conntrack)
         if (e.bypass == 0 and not e.closing and not flags & (FIN | RST | SYN)
                 and e.apkts >= self.bypass_after and e.bpkts >= self.bypass_after
                 and e.seen & 1 and e.aflags & PSH

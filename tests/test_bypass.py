@@ -61,8 +61,11 @@ def test_bypass_after_packets_each_way_then_unbypass_on_fin(table: Any) -> None:
     # have 3 and the client's payload was seen is bypassed, and only that one says so
     assert v.count(BYPASS) == 1 and v.index(BYPASS) == 6
     assert table.stats()["bypassed"] == 1
-    # a packet queued before the kernel saw the mark is just accepted
+    # a packet queued before the kernel saw the mark is just accepted, and counted (as were the
+    # conversation's packets after the switch)
+    assert table.stats()["bypass_late"] == len(v) - 7
     assert table.feed(tcp(C, 40000, S, 8080, ACK), 101.0, RAW) == 1
+    assert table.stats()["bypass_late"] == len(v) - 6
     assert table.feed(tcp(C, 40000, S, 8080, FIN | ACK), 101.1, RAW) == UNBYPASS
     assert table.feed(tcp(S, 8080, C, 40000, FIN | ACK), 101.2, RAW) == 1  # unbypassed: plain accept
     table.expire(200.0)

@@ -107,6 +107,7 @@ def test_a_real_daemon_scraped_over_http(tmp_path: Path) -> None:
     # the flow table counts bypassed flows (bypass.enabled is off here: none)
     assert fams["slipsq_bypassed_flows"].type == "counter" and value(fams, "slipsq_bypassed_flows") == 0
     assert value(fams, "slipsq_bypass_forced") == 0  # and those that switched before the queue drained
+    assert value(fams, "slipsq_bypass_late_packets") == 0
 
 
 def test_a_counter_the_daemon_has_appears_and_one_it_lacks_does_not(exporter_for: Any) -> None:

@@ -146,6 +146,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("slipsq_bypass_forced_total", "counter", "bypassed flows that switched before the queue drained "
            "(their forwarded packets may have overtaken queued ones)",
            _first(_at("bypass", "forced"), _at("table", "bypass_forced"))),
+    Metric("slipsq_bypass_late_packets_total", "counter", "packets of bypassed flows queued before the kernel "
+           "saw the switch's mark (the flow's forwarded packets may have overtaken them)",
+           _first(_at("bypass", "late"), _at("table", "bypass_late"))),
     Metric("slipsq_queue_waiting", "gauge", "packets waiting in the kernel's queue for slipsq",
            _at("kernel", "waiting")),
     Metric("slipsq_queue_maxlen", "gauge", "packets the kernel queue holds before fail-open",

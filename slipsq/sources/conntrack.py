@@ -288,11 +288,12 @@ class Merger:
                 "ended_idle": self.ended_idle}
 
     def status(self, queue: dict[str, int]) -> dict[str, int]:
-        """`slipsq status`'s bypass counters: flows bypassed, and of those switched before the queue
-        drained (`forced`; the table's counts), merges, and the marks its queue (`queue`: the
-        source's stats) set."""
+        """`slipsq status`'s bypass counters: flows bypassed, of those switched before the queue
+        drained (`forced`), packets queued before the kernel saw a switch's mark (`late`; the
+        table's counts), merges, and the marks its queue (`queue`: the source's stats) set."""
         t = self.table.stats()
-        return {"bypassed": t["bypassed"], "forced": t.get("bypass_forced", 0), **self.stats(),
+        return {"bypassed": t["bypassed"], "forced": t.get("bypass_forced", 0), "late": t.get("bypass_late", 0),
+                **self.stats(),
                 "marks": queue["bypass_marks"],
                 "unmarks": queue["unbypass_marks"], "mark_errors": queue["mark_errors"]}
 

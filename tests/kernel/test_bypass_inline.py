@@ -111,7 +111,7 @@ def test_bulk_upload_with_and_without_bypass(lab: Lab, tmp_path: Path, enabled: 
     # bypass waits for a drained queue (flowtable.py, "Bypass"); one that did not come within
     # BYPASS_MAX_WAITS packets switches anyway (bypass_forced), its later packets overtake those still
     # queued, and the receiver's duplicate ACKs make the sender retransmit (a burst of 45-180 segments,
-    # up to 3.3 % of the bytes, in 6 of 21 uploads here without the wait, 8 of 59 with it: a packet can
+    # up to 3.3 % of the bytes, in 6 of 21 uploads here without the wait, 8 of 79 with it: a packet can
     # still arrive between the look at the queue and the mark), which the kernel counts as Argus on
     # the wire would
     resent = retransmitted(lab, lab.ns["a"]) - retrans
