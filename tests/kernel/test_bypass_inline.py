@@ -138,11 +138,12 @@ def test_bulk_upload_with_and_without_bypass(lab: Lab, tmp_path: Path, enabled: 
 DRAINED = r"""
 import json, os, sys, time
 from slipsq._flowtable import FlowTable
+from slipsq.flowtable import FlowTable as PyTable
 from slipsq.runmode import load_config
 from slipsq.sources._nfq import Queue
-t = FlowTable(load_config(None))
+t = (PyTable if sys.argv[3] == "py" else FlowTable)(load_config(None))
 q = Queue(int(sys.argv[1]), t, bypass_mark=0x400000, repeat_mark=0x800000)
-assert t.bypass_gated  # the compiled table asks the queue's C gate
+assert t.bypass_gated  # the table asks the queue's gate (the compiled one its C gate)
 print("ready", q.drained(), flush=True)
 while not os.path.exists(sys.argv[2]):  # the test has sent: the packets wait in the socket, unread
     time.sleep(0.05)
@@ -177,13 +178,15 @@ def queued(lab: Lab, queue: int) -> int:
     return -1
 
 
-def test_the_bypass_gate_sees_packets_waiting_in_the_queue(lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("table", ["c", "py"])
+def test_the_bypass_gate_sees_packets_waiting_in_the_queue(lab: Lab, tmp_path: Path, table: str) -> None:
     """The gate a ready flow waits on (sources/_nfq.pyx: a MSG_PEEK on the queue's socket) is closed
-    while the kernel holds packets the queue has not read, and open once they have their verdicts."""
+    while the kernel holds packets the queue has not read, and open once they have their verdicts;
+    for the compiled table and for its readable twin (SLIPSQ_PURE_PYTHON's, gated by Queue.drained)."""
     lab.sh(lab.gw, "iptables", "-I", "FORWARD", "-p", "udp", "--dport", "7778", "-j", "NFQUEUE",
            "--queue-num", "7")
     go = tmp_path / "go"
-    child = lab.popen(lab.gw, sys.executable, "-c", DRAINED, "7", str(go))
+    child = lab.popen(lab.gw, sys.executable, "-c", DRAINED, "7", str(go), table)
     assert child.stdout is not None and child.stdout.readline().split() == ["ready", "True"]
     lab.sh(lab.ns["a"], sys.executable, "-c", SEND3, CNC)
     assert wait_for(lambda: queued(lab, 7) == 3, timeout=5), queued(lab, 7)
