@@ -23,6 +23,7 @@ from dataclasses import fields
 from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_TS, F_CLOSED_BY, F_DBYTES, F_DPKTS, F_DPORT, F_END,
                                 F_PROTO, F_SBYTES, F_START, EventSlots, FlowSlots, event_field, event_slots,
                                 flow_direct, flow_field, flow_slots)
+from slipsq._lru cimport get as lru_get
 from slipsq._lru cimport touch as lru_touch
 from slipsq.dispatch import MAX_NAMES as _MAX_NAMES
 from slipsq.flow import AppEvent, Flow
@@ -231,15 +232,6 @@ cdef object _Query = Query
 cdef object _set = set
 
 
-cdef inline object _dget(object d, object key, object default):
-    """d.get(key, default), a C lookup for a plain dict (what the decoder gives); a call otherwise."""
-    cdef PyObject* v
-    if type(d) is dict:
-        v = PyDict_GetItemWithError(d, key)
-        return default if v == NULL else <object>v
-    return d.get(key, default)
-
-
 cdef class AppCalls:
     """App events to the on_app hooks of their kind, DNS answers' names into ctx.dns_names first
     (dispatch.AppCalls)."""
@@ -271,8 +263,8 @@ cdef class AppCalls:
         cdef Py_ssize_t size
         if kind == "dns":
             data = event_field(&EV, event, E_DATA)
-            query = _dget(data, "query", "")
-            answers = _dget(data, "answers", ())
+            query = lru_get(data, "query", "")
+            answers = lru_get(data, "answers", ())
             names_map = self.ctx.dns_names
             for answer in answers:
                 names = lru_touch(names_map, answer, _set, self.max_dns)
@@ -282,9 +274,9 @@ cdef class AppCalls:
                         PySet_Add(names, query)
                     else:
                         names.add(query)
-            if out is not None and _dget(data, "response", True):
+            if out is not None and lru_get(data, "response", True):
                 out.append(_Query(event_field(&EV, event, E_TS), event_field(&EV, event, E_DADDR), query,
-                                  int(_dget(data, "rcode", None) or 0), tuple(answers)))
+                                  int(lru_get(data, "rcode", None) or 0), tuple(answers)))
         cdef PyObject* found = PyDict_GetItemWithError(self.by_kind, kind)
         calls = self.other if found == NULL else <object>found
         if type(calls) is FlowCalls:

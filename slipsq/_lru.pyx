@@ -20,14 +20,14 @@ cdef object _move_to_end = OrderedDict.move_to_end
 cdef object _popitem = OrderedDict.popitem
 
 
-cdef object get(object d, object key):
-    """d.get(key) in C for a dict or an OrderedDict (dict's own lookup, which OrderedDict keeps); a
-    method call for anything else."""
+cdef object get(object d, object key, object default):
+    """d.get(key, default) in C for a dict or an OrderedDict (dict's own lookup, which OrderedDict
+    keeps); a method call for any other mapping."""
     cdef PyObject* v
     if type(d) is dict or type(d) is _ODict:
         v = PyDict_GetItemWithError(d, key)
-        return None if v == NULL else <object>v
-    return d.get(key)
+        return default if v == NULL else <object>v
+    return d.get(key, default)
 
 
 cdef object touch(object d, object key, object make, Py_ssize_t bound):
@@ -65,6 +65,11 @@ cdef int put_known(object d, object key, object value, bint present, Py_ssize_t 
         _popitem(d, False)
     d[key] = value
     return 0
+
+
+def get_(d, key, default=None):
+    """get() for tests."""
+    return get(d, key, default)
 
 
 def touch_(d, key, make, Py_ssize_t bound):

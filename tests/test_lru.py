@@ -4,6 +4,8 @@ compiled twin (slipsq._lru, which the compiled detectors cimport) against slipsq
 from __future__ import annotations
 
 from collections import OrderedDict
+from types import MappingProxyType
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -119,3 +121,15 @@ def test_compiled_touch_passes_on_what_make_raises() -> None:
     with pytest.raises(RuntimeError, match="make"):
         c.touch_(d, "b", make, 1)
     assert list(d) == []  # touch evicts before it makes, as lru.touch does
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.integers(0, 9), st.integers()), st.integers(0, 12),
+       st.sampled_from([dict, OrderedDict, _Ordered, MappingProxyType]))
+def test_compiled_get_is_the_mappings_get(d: dict[int, int], key: int, kind: Any) -> None:
+    """_lru.get(d, key, default): a C lookup for a dict or an OrderedDict, d.get for any other mapping;
+    what d.get(key, default) gives, either way."""
+    c = pytest.importorskip("slipsq._lru", reason="the compiled extension is not built")
+    m = kind(d)
+    default = object()
+    assert c.get_(m, key, default) is m.get(key, default)

@@ -37,12 +37,12 @@ cdef class DgaIntake:
         if event_field(&EV, event, E_KIND) != "dns" or event_field(&EV, event, E_SPORT) != 53:
             return _NO_EVIDENCE
         data = event_field(&EV, event, E_DATA)
-        rcode = _get(data, "rcode")
+        rcode = _get(data, "rcode", None)
         if rcode == 0:
-            if _get(data, "answers"):
+            if _get(data, "answers", None):
                 client = event_field(&EV, event, E_DADDR)
                 key = (client, event_field(&EV, event, E_SADDR))
-                last = _get(self.resolvers, key)
+                last = _get(self.resolvers, key, None)
                 ts = event_field(&EV, event, E_TS)
                 if last is None or ts > last + 300.0:
                     _lru_put(self.resolvers, key, ts, _MAX_RESOLVERS)
@@ -66,7 +66,7 @@ cdef class ClientsIntake:
     def on_app(self, event):
         if event_field(&EV, event, E_KIND) == "dns" and self.need_dns:
             client = event_field(&EV, event, E_DADDR)
-            last = _get(self.clients, client)
+            last = _get(self.clients, client, None)
             ts = event_field(&EV, event, E_TS)
             if last is None or ts > last + 60.0:
                 _lru_put(self.clients, client, ts, _MAX_CLIENTS)
