@@ -15,7 +15,7 @@ cimport cython
 
 from cpython.dict cimport PyDict_Clear, PyDict_DelItem, PyDict_GetItem, PyDict_SetItem, PyDict_Size
 from cpython.long cimport PyLong_FromUnsignedLong
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.math cimport INFINITY
 from libc.stdint cimport uint32_t
@@ -27,6 +27,7 @@ from slipsq.detect.base import NO_EVIDENCE
 from slipsq.flow import Flow
 from slipsq.detect.prefixes import MEMO_SIZE, is_local
 
+from slipsq._carray cimport grow
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPORT, F_PROTO, F_SADDR, F_SBYTES, F_SPORT,
                                 F_START, FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes,
@@ -90,12 +91,8 @@ cdef class Tuple:
         """Insert a connection by start time (after those with the same start, as bisect does);
         then keep only the last `history`."""
         cdef Py_ssize_t lo = 0, hi = self.n, mid
-        cdef Conn* grown
         if self.n == self.cap:
-            grown = <Conn*>PyMem_Realloc(self.conns, max(4, 2 * self.cap) * sizeof(Conn))
-            if grown == NULL:
-                raise MemoryError()
-            self.conns, self.cap = grown, max(4, 2 * self.cap)
+            self.conns = <Conn*>grow(self.conns, &self.cap, sizeof(Conn), 4)
         if self.n and not start >= self.conns[self.n - 1].start:  # out of start order (rare)
             while lo < hi:  # bisect.bisect_right
                 mid = (lo + hi) // 2

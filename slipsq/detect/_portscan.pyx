@@ -18,7 +18,7 @@ from dataclasses import fields
 
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport Py_EQ, PyObject_RichCompareBool
 from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
 from libc.math cimport copysign, floor, fmod
@@ -28,6 +28,7 @@ from libc.string cimport memset
 cdef extern from "Python.h":
     Py_hash_t PyObject_Hash(object o) except? -1
 
+from slipsq._carray cimport grow
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_SPORT, F_START, FlowSlots,
                                 flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport put_known
@@ -163,12 +164,8 @@ cdef class KeyMap:
     cdef int add(self, Py_hash_t h, object a, object b, object c, object t) except -1:
         """A new key (find said -1) with its Targets."""
         cdef size_t i
-        cdef KeyEntry* grown
         if self.n == self.cap:
-            grown = <KeyEntry*>PyMem_Realloc(self.entries, max(8, 2 * self.cap) * sizeof(KeyEntry))
-            if grown == NULL:
-                raise MemoryError()
-            self.entries, self.cap = grown, max(8, 2 * self.cap)
+            self.entries = <KeyEntry*>grow(self.entries, &self.cap, sizeof(KeyEntry), 8)
         if 3 * (self.n + 1) > 2 * <Py_ssize_t>(self.mask + 1) or self.mask == 0:  # at most 2/3 full
             self._reindex(16 if self.mask == 0 else 2 * (self.mask + 1))
         Py_INCREF(a)
