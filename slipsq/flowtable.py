@@ -166,6 +166,18 @@ def icmp_state(proto: int, itype: int, code: int, answered: bool) -> str:
     return "CON" if answered else "INT"
 
 
+def _gate_open(gate: Callable[[], bool]) -> bool:
+    """A bypass gate's answer. One that raises is reported through sys.unraisablehook and counts as
+    closed (the flow waits, at most BYPASS_MAX_WAITS packets): the packet still gets its verdict, as
+    in the compiled table, whose gate is called where nothing can propagate."""
+    try:
+        return bool(gate())
+    except Exception as e:
+        sys.unraisablehook(SimpleNamespace(exc_type=type(e), exc_value=e, exc_traceback=e.__traceback__,
+                                           err_msg="slipsq: the bypass gate failed", object=gate))
+        return False
+
+
 class _Entry:
     __slots__ = ("a", "abytes", "active_due", "aflags", "apkts", "atos", "b", "bbytes", "bflags", "bpkts",
                  "btos", "bypass", "bypass_waits", "closing", "cls", "first", "key", "last", "pa", "pb", "proto",
@@ -355,7 +367,7 @@ class FlowTable:
                 and ((e.seen & 2 and e.bflags & PSH) or (not e.seen & 2 and e.apkts >= 4 * self.bypass_after))
                 and self.bypass_open < self.bypass_max
                 and p.sport not in DNS_PORTS and p.dport not in DNS_PORTS):
-            if self.bypass_gate is not None and not self._gate_open():
+            if self.bypass_gate is not None and not _gate_open(self.bypass_gate):
                 if e.bypass_waits < BYPASS_MAX_WAITS:
                     e.bypass_waits += 1
                     self.counts["bypass_waits"] += 1
@@ -482,17 +494,6 @@ class FlowTable:
     def bypass_gated(self) -> bool:
         """Whether a gate holds ready flows back."""
         return self.bypass_gate is not None
-
-    def _gate_open(self) -> bool:
-        """The gate's answer. One that raises is reported through sys.unraisablehook and counts as
-        closed (the flow waits, at most BYPASS_MAX_WAITS packets): the packet still gets its verdict,
-        as in the compiled table, whose gate is called where nothing can propagate."""
-        try:
-            return bool(self.bypass_gate() if self.bypass_gate is not None else True)
-        except Exception as e:
-            sys.unraisablehook(SimpleNamespace(exc_type=type(e), exc_value=e, exc_traceback=e.__traceback__,
-                                               err_msg="slipsq: the bypass gate failed", object=self.bypass_gate))
-            return False
 
     def pop_held(self) -> list[Flow]:
         out, self.held = self.held, []

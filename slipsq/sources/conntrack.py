@@ -292,8 +292,7 @@ class Merger:
         drained (`forced`), packets queued before the kernel saw a switch's mark (`late`; the
         table's counts), merges, and the marks its queue (`queue`: the source's stats) set."""
         t = self.table.stats()
-        return {"bypassed": t["bypassed"], "forced": t.get("bypass_forced", 0), "late": t.get("bypass_late", 0),
-                **self.stats(),
+        return {"bypassed": t["bypassed"], "forced": t["bypass_forced"], "late": t["bypass_late"], **self.stats(),
                 "marks": queue["bypass_marks"],
                 "unmarks": queue["unbypass_marks"], "mark_errors": queue["mark_errors"]}
 
