@@ -241,6 +241,13 @@ cdef bint header_is(const uint8_t* p, Py_ssize_t n, const char* name, Py_ssize_t
     return True
 
 
+cdef inline Py_ssize_t line_end_at(const uint8_t* p, Py_ssize_t i, Py_ssize_t end) noexcept:
+    """Where the line that starts at i ends: at its CRLF, or at `end`."""
+    while i + 1 < end and not (p[i] == 13 and p[i + 1] == 10):
+        i += 1
+    return i if i + 1 < end else end
+
+
 cdef dict http_fields(const uint8_t* p, Py_ssize_t n):
     """appdecode.http_request of p[:n]: the request line's method and URI, the Host (stripped,
     lowered) and User-Agent (stripped) headers, the last of each winning; the lines are found in C
@@ -252,11 +259,7 @@ cdef dict http_fields(const uint8_t* p, Py_ssize_t n):
             end = i
             break
         i += 1
-    start = 0  # the request line: up to the first CRLF
-    i = 0
-    while i + 1 < end and not (p[i] == 13 and p[i + 1] == 10):
-        i += 1
-    cdef Py_ssize_t line_end = i if i + 1 < end else end
+    cdef Py_ssize_t line_end = line_end_at(p, 0, end)  # the request line
     sp1 = 0
     while sp1 < line_end and p[sp1] != 32:
         sp1 += 1
@@ -269,10 +272,7 @@ cdef dict http_fields(const uint8_t* p, Py_ssize_t n):
     data = {"method": PyUnicode_DecodeLatin1(<const char*>p, sp1, NULL), "uri": uri, "host": "", "user_agent": ""}
     start = line_end + 2
     while start <= end and line_end < end:  # each header line
-        i = start
-        while i + 1 < end and not (p[i] == 13 and p[i + 1] == 10):
-            i += 1
-        line_end = i if i + 1 < end else end
+        line_end = line_end_at(p, start, end)
         colon = start
         while colon < line_end and p[colon] != 58:
             colon += 1
