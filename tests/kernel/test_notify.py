@@ -75,14 +75,15 @@ def test_notify_watchdog_reload_stop_on_a_real_queue(lab: Lab, tmp_path: Path) -
         assert "packets" in ready["STATUS"]
 
         # traffic through the queue; the watchdog pings at half of WatchdogSec (2 s), late by at most
-        # one turn of the loop (an idle loop wakes once a second)
+        # one turn of the loop (an idle loop wakes once a second): never a gap systemd (4 s) would
+        # call a hang, whatever the scheduler adds to the 3 s
         t0 = len(sup.got)
         for _ in range(5):
             assert lab.connect("a", CNC)
         sup.read(7)
         pings = [t for t, m in sup.got[t0:] if "WATCHDOG" in m]
         assert len(pings) >= 3, sup.got[t0:]
-        assert max(b - a for a, b in itertools.pairwise(pings)) < 3.2
+        assert max(b - a for a, b in itertools.pairwise(pings)) < 4.0
 
         # a stopped (hung) process stops pinging; it resumes when it runs again
         os.kill(proc.pid, signal.SIGSTOP)
