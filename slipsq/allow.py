@@ -38,7 +38,11 @@ _NEVER = _ranges((ipaddress.ip_network(net), reason) for net, reason in (
 class AllowList:
     """`own`: this machine's addresses at start. `protected`: {address: reason} of what else the
     gateway depends on (slipsq.protect: subnet edges, gateways, resolvers, NTP, its sockets' peers),
-    replaced while running by `set_protected`."""
+    replaced while running by `set_protected`.
+
+    What a compiled reader may copy (the beacon intake answers `listed` in C from them): `own` and
+    `networks` are fixed when the list is made; `protected` is a new dict after each
+    `set_protected`, so it must be read again each time."""
 
     def __init__(self, networks: Iterable[str] = (), own: Iterable[str] = (),
                  protected: Mapping[str, str] | None = None) -> None:

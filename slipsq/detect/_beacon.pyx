@@ -23,6 +23,7 @@ from libc.string cimport memcmp, memcpy, memmove
 
 from dataclasses import fields
 
+from slipsq.allow import AllowList
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.flow import Flow
 from slipsq.detect.prefixes import MEMO_SIZE, is_local
@@ -279,11 +280,12 @@ cdef class Intake:
         self.tuples, self.min_n, self.full_n, self.window = tuples, min_n, full_n, float(window)
         self.own, self.local = own, local
         self.protected, self.listed, self.allow = allow.why_protected, allow.listed, allow
-        own_ints, nets = getattr(allow, "_own", None), getattr(allow, "_nets", None)
-        fixed = type(own_ints) is set and type(nets) is dict
-        self.unlisted_v4 = fixed and type(nets.get(4)) is tuple and not nets.get(4)
-        self.unlisted_v6 = fixed and type(nets.get(6)) is tuple and not nets.get(6)
-        self._read_own(own_ints if fixed else None)
+        # an AllowList's own addresses and networks are fixed when it is made (its docstring): read
+        # once; any other allow object is only asked
+        fixed = type(allow) is AllowList
+        versions = {n.version for n in allow.networks} if fixed else {4, 6}
+        self.unlisted_v4, self.unlisted_v6 = 4 not in versions, 6 not in versions
+        self._read_own(allow.own if fixed else None)
         # another `local` (a test's) is only called: _local answers prefixes.is_local's question
         self.fast_local = local is is_local
         self.never = {}
@@ -320,29 +322,23 @@ cdef class Intake:
         PyDict_SetItem(self.never, dst, value)
         return value
 
-    cdef int _read_own(self, object own_ints) except -1:
-        """The allow list's own addresses ((version, int) pairs, fixed when it is made) into the C
-        arrays; n_own4 = n_own6 = -1 (allow.listed is asked) when they are not a set of such pairs,
-        or more than MAX_OWN."""
+    cdef int _read_own(self, object own) except -1:
+        """An AllowList's own addresses (ipaddress objects, fixed when it is made) into the C arrays;
+        n_own4 = n_own6 = -1 (allow.listed is asked) for another allow object (None) or more than
+        MAX_OWN."""
         self.n_own4 = self.n_own6 = -1
-        if own_ints is None or len(own_ints) > MAX_OWN:
+        if own is None or len(own) > MAX_OWN:
             return 0
         cdef int n4 = 0, n6 = 0
-        cdef const unsigned char* raw
-        for item in own_ints:
-            if type(item) is not tuple or len(item) != 2:
-                return 0
-            version, value = item
-            if version == 4 and type(value) is int and 0 <= value < 2 ** 32:
-                self.own4[n4] = <uint32_t>value
+        cdef bytes packed
+        for a in own:
+            packed = a.packed
+            if len(packed) == 4:
+                self.own4[n4] = <uint32_t>v4_of(<const unsigned char*><const char*>packed)
                 n4 += 1
-            elif version == 6 and type(value) is int and 0 <= value < 2 ** 128:
-                packed = value.to_bytes(16, "big")
-                raw = packed
-                memcpy(self.own6[n6], raw, 16)
-                n6 += 1
             else:
-                return 0
+                memcpy(self.own6[n6], <const char*>packed, 16)
+                n6 += 1
         self.n_own4, self.n_own6 = n4, n6
         return 0
 
@@ -364,8 +360,7 @@ cdef class Intake:
             for i in range(self.n_own6):
                 if memcmp(self.own6[i], b, 16) == 0:
                     return 1
-        protected = getattr(self.allow, "_protected", None)
-        return 0 if type(protected) is dict and not protected else -1
+        return -1 if self.allow.protected else 0  # replaced by set_protected: read each time
 
     cdef bint _ignored(self, f, bint direct, object proto, object dport, object dst) except -1:
         if proto == "udp" and (_ignored_udp_port(dport) or flow_field(&SLOTS, f, direct, F_SPORT, NAMES) == 123):
