@@ -224,7 +224,8 @@ def test_the_textfile_is_written_atomically_and_removed_at_stop(tmp_path: Path, 
 
 def test_an_unwritable_textfile_is_logged_once(tmp_path: Path, exporter_for: Any) -> None:
     e = exporter_for(lambda: {}, textfile=str(tmp_path / "missing" / "slipsq.prom"), every=0.02)
-    time.sleep(0.3)  # a dozen failed rewrites
+    assert wait_for(lambda: any(m.startswith("cannot write metrics") for m in e.logged))
+    time.sleep(0.3)  # then a dozen more failed rewrites
     failures = [m for m in e.logged if m.startswith("cannot write metrics")]
     assert len(failures) == 1 and "retrying every 0.02 s" in failures[0]
     (tmp_path / "missing").mkdir()

@@ -77,10 +77,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def wait_for(pred: Any, timeout: float, step: float = 0.2) -> float | None:
-    """Seconds until pred() was true, or None after `timeout` (a bounded loop)."""
+    """Seconds until pred() was true, or None after `timeout` (a bounded loop). It looks once more
+    at the deadline: a pred that takes seconds (a CLI on a busy machine) still gets its last look."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if pred():
             return time.monotonic() - t0
         time.sleep(step)
-    return None
+    return time.monotonic() - t0 if pred() else None

@@ -176,6 +176,7 @@ class Daemon:
             self.config_path = state_dir.parent / f"slipsq-{lab.sfx}.toml"
             self.config_path.write_text(to_toml(config))
         self.proc: subprocess.Popen[str] | None = None
+        self._err_seen = ""  # what stderr_so_far read of the running daemon's stderr (stop returns it too)
 
     def env(self) -> dict[str, str]:
         """What the daemon's environment adds to the lab's (a subclass may add more)."""
@@ -221,12 +222,23 @@ class Daemon:
         r = self.cli("status", "--json", check=False)
         return dict(json.loads(r.stdout)) if r.returncode == 0 else None
 
+    def stderr_so_far(self) -> str:
+        """Everything the running daemon has written to stderr so far, read without blocking (to wait
+        for a line it logs while it runs); `stop` still returns the whole of it."""
+        assert self.proc is not None and self.proc.stderr is not None
+        os.set_blocking(self.proc.stderr.fileno(), False)
+        try:
+            self._err_seen += self.proc.stderr.read() or ""
+        finally:
+            os.set_blocking(self.proc.stderr.fileno(), True)
+        return self._err_seen
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> tuple[int, str]:
-        """Signal the daemon and wait for it: (exit code, its stderr)."""
+        """Signal the daemon and wait for it: (exit code, its whole stderr)."""
         assert self.proc is not None
         self.proc.send_signal(sig)
         _, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, err
+        return self.proc.returncode, self._err_seen + err
 
 
 def to_toml(values: Mapping[str, Any]) -> str:

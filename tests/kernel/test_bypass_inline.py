@@ -121,7 +121,10 @@ def test_bulk_upload_with_and_without_bypass(lab: Lab, tmp_path: Path, enabled: 
         float("0." + f["StartTime"].split(".")[1]) + float(f["Dur"])
     assert abs(end - float(closed_at)) < 1.0, (f, closed_at)
     if enabled:
-        assert queued < 200, (queued, st["bypass"])
+        # the bulk bypassed the queue: what went through it is the flow's first packets, those it
+        # held while it waited for a drained queue (up to BYPASS_MAX_WAITS) and any still queued at
+        # the switch (late)
+        assert queued - waits["bypass_waits"] - waits["bypass_late"] < 200, (queued, waits, st["bypass"])
         # (queue workers send their counters once a second: the status may lag that much)
         wait_for(lambda: s.status()["bypass"]["merged"] == 1, timeout=5)
         b = s.status()["bypass"]
@@ -274,20 +277,25 @@ def test_a_bypassed_connection_keeps_its_time(lab: Lab, tmp_path: Path) -> None:
     s = Slipsq(lab, tmp_path / "state", "nft", config=cfg)
     s.start()
     srv = sink(lab)
-    talker = lab.popen(lab.ns["a"], sys.executable, "-c", TALK_THEN_HUSH, "7", "12")
+    talker = lab.popen(lab.ns["a"], sys.executable, "-c", TALK_THEN_HUSH, "8", "30")
     assert talker.stdout is not None
     quiet_at = float(talker.stdout.readline().split()[1])
     log = tmp_path / "flows.binetflow"
-    # silent from quiet_at: closed as idle about tcp_idle (4 s) later, plus an active timeout (2 s)
-    assert wait_for(lambda: len(flows(log)) == 1, timeout=10), s.status()
+    # silent from quiet_at: closed as idle tcp_idle (4 s) later, found within an active timeout (2 s)
+    # and a tick; 12 s leaves a busy machine twice that
+    assert wait_for(lambda: len(flows(log)) == 1, timeout=12), s.status()
     [f] = flows(log)
     start = time.mktime(time.strptime(f["StartTime"].split(".")[0], "%Y/%m/%d %H:%M:%S")) + \
         float("0." + f["StartTime"].split(".")[1])
-    assert abs(start + float(f["Dur"]) - quiet_at) < 1.5, (f, quiet_at)  # ends at its last packet
-    assert float(f["Dur"]) > 6.0 and int(f["SrcBytes"]) > 100 * 4096, f  # the whole talk, bypassed
+    # it ends at its last packet, not when it was closed (tcp_idle = 4 s later): conntrack's timer
+    # counts whole seconds, so the end read from it is up to 1 s early
+    assert abs(start + float(f["Dur"]) - quiet_at) < 2.0, (f, quiet_at)
+    # the whole talk (8 s less that second), bypassed
+    assert float(f["Dur"]) > 6.0 and int(f["SrcBytes"]) > 100 * 4096, f
     assert talker.poll() is None  # (the connection is still open: only silent)
     b = s.status()["bypass"]
     assert (b["bypassed"], b["ended_idle"]) == (1, 1), b
+    talker.terminate()  # its socket closes with it: the sink ends
     talker.wait(timeout=20)
     srv.wait(timeout=20)
     code, err = s.stop()

@@ -110,7 +110,9 @@ def test_a_beacon_is_judged_and_then_dropped_in_the_kernel(lab: Lab, tmp_path: P
     s = Slipsq(lab, tmp_path / "state", "nft", config=cfg)
     s.start()
     beacon = lab.probe(lab.ns["a"], "beacon", f"{CNC}:8080", "1.0", "40")
-    normal = lab.probe(lab.ns["b"], "beacon", f"{LEGIT}:8080", "0.5", "80")
+    # (each connection of client B has min(0.8, interval) s to succeed: 1 s apart, a busy machine's
+    # stall of half a second does not fail one)
+    normal = lab.probe(lab.ns["b"], "beacon", f"{LEGIT}:8080", "1.0", "40")
     t0 = time.time()
     took = wait_for(lambda: any(b["ip"] == CNC for b in s.blocks()), timeout=30, step=0.5)
     assert took is not None, f"beacon not blocked within 30 s; status {s.status()}"
@@ -127,7 +129,7 @@ def test_a_beacon_is_judged_and_then_dropped_in_the_kernel(lab: Lab, tmp_path: P
     results = [json.loads(line) for line in out.splitlines() if line.strip()]
     later = [r for r in results if r["t"] > blocked_at + 0.1]
     assert later and not any(r["ok"] for r in later)
-    assert any(r["ok"] for r in results if r["t"] < t0 + 2)  # it did work before
+    assert results[0]["ok"]  # it did work before (a block takes 6 connections)
     # client B's traffic to the legitimate service kept working throughout
     normal.kill()
     nres = [json.loads(line) for line in normal.communicate(timeout=10)[0].splitlines() if line.strip()]

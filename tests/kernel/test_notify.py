@@ -101,7 +101,7 @@ def test_notify_watchdog_reload_stop_on_a_real_queue(lab: Lab, tmp_path: Path) -
         st = s.status()
         assert st["running"] and st["systemd"] and st["watchdog"] == 4.0
         assert st["memory"]["rss_kb"] > 0 and st["per_second"]["packets"] >= 0
-        assert "memory budget" in _stderr_so_far(s)
+        assert "memory budget" in s.stderr_so_far()
 
         # SIGHUP: RELOADING=1, then READY=1 again
         n_ready = sup.count("READY")
@@ -123,18 +123,3 @@ def test_notify_watchdog_reload_stop_on_a_real_queue(lab: Lab, tmp_path: Path) -
             s.proc.kill()
             s.proc.wait(10)
         sup.close()
-
-
-_seen_err: dict[int, str] = {}
-
-
-def _stderr_so_far(s: Slipsq) -> str:
-    """stderr of the running daemon read without blocking (its start-up lines)."""
-    assert s.proc is not None and s.proc.stderr is not None
-    os.set_blocking(s.proc.stderr.fileno(), False)
-    try:
-        chunk = s.proc.stderr.read() or ""
-    finally:
-        os.set_blocking(s.proc.stderr.fileno(), True)
-    _seen_err[s.proc.pid] = _seen_err.get(s.proc.pid, "") + chunk
-    return _seen_err[s.proc.pid]

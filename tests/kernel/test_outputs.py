@@ -51,7 +51,8 @@ def test_blocks_run_the_hook_and_alerts_go_to_an_eve_file(lab: Lab, tmp_path: Pa
     [manual] = _records(out)
     assert manual["event"] == "block" and manual["ip"] == "192.0.2.77" and manual["reason"] == "lab"
     assert str(manual["by"]).startswith("admin:") and manual["alert"] is None
-    assert "env block 192.0.2.77" in out.read_text()
+    # (the hook writes its env line after the JSON one)
+    assert wait_for(lambda: "env block 192.0.2.77" in out.read_text(), timeout=5) is not None, out.read_text()
 
     # a judged block: the hook gets it with its alert, and the alert is an EVE line in the file
     beacon = lab.probe(lab.ns["a"], "beacon", f"{CNC}:8080", "1.0", "40")
@@ -68,6 +69,8 @@ def test_blocks_run_the_hook_and_alerts_go_to_an_eve_file(lab: Lab, tmp_path: Pa
     blocked = [x for x in lines if x["alert"]["action"] == "blocked"]
     assert blocked and all(x["event_type"] == "alert" and x["in_iface"] == "NFQ#5" for x in lines)
     assert blocked[0]["alert"]["signature"].startswith("SLIPSQ beacon: ") and blocked[0]["dest_ip"] == CNC
+    # (a run is counted once the hook has exited and been reaped, after it wrote its record)
+    assert wait_for(lambda: s.status()["hooks"]["on_block"]["ok"] == 2, timeout=10) is not None, s.status()
     st = s.status()["hooks"]
     assert st["on_block"]["ok"] == 2 and st["on_block"]["failed"] == 0
     assert "hook on_block: 2 runs (2 ok, 0 failed, 0 timed out), 0 rate-limited" in s.cli("status").stdout

@@ -54,6 +54,9 @@ def test_the_daemon_runs_under_the_units_sandbox(lab: Lab, tmp_path: Path, backe
     s.cli("unblock", CNC)
     assert wait_for(lambda: lab.connect("a", CNC, timeout=0.5), 5) is not None
     proc.send_signal(signal.SIGHUP)
+    # the reload runs in a thread of its own (loads, then a swap on the packet loop): let it finish
+    # before SIGTERM, which would cut it short without its "reloaded" line
+    assert wait_for(lambda: "reloaded" in s.stderr_so_far(), 10) is not None, s.stderr_so_far()
     assert s.cli("status").returncode == 0
     code, err = s.stop(signal.SIGTERM)
     assert code == 0, err  # -31 would be SIGSYS: a syscall the filter denies

@@ -92,7 +92,9 @@ def test_a_hung_ipset_does_not_stall_forwarding(lab: Lab, tmp_path: Path) -> Non
 def test_a_stopped_slipsq_fails_open_quickly(lab: Lab, tmp_path: Path) -> None:
     lab.serve()
     s = Slipsq(lab, tmp_path / "state", "nft" if shutil.which("iptables-nft") else "legacy",
-               config={**CONFIG, "queue.maxlen": 64})
+               # (a stall timeout past the longest stop here: the watchdog must not end the daemon
+               # the moment it runs again, before its loop has beaten)
+               config={**CONFIG, "queue.maxlen": 64, "daemon.stall_timeout": 60})
     s.start()
     assert lab.connect("a", LEGIT)
     assert s.proc is not None
