@@ -15,6 +15,16 @@ machine has 2 cores shared with other work, and the senders and the kernel's for
 too, so the ratio is what this machine allows, not what 2 free cores would give. `--nice -10` runs
 the bench's own processes (senders, slipsq and its workers, alike in both modes) ahead of other work
 on a shared machine, for a few seconds per phase: nearer to a machine of one's own.
+
+    python bench/multiqueue.py --prefill 60000 [--rounds 5]    # capacity on 2 cores, no sender running
+
+`--prefill N` measures capacity with no sender competing for the cores: slipsq (the daemon and its
+workers) is stopped (SIGSTOP), the senders queue N packets a queue in the kernel (a queue deep
+enough to hold them; this kernel holds at most 65,536 in one queue, whatever its maxlen), and then
+slipsq is resumed (SIGCONT) and timed until its queues are empty (the
+"waiting" column of /proc/net/netfilter/nfnetlink_queue, read every millisecond by a small poller
+in the gateway). Inspected pps = packets waiting at the resume / seconds to drain them. While it
+drains, the machine runs slipsq, the kernel's forwarding of what it accepts, and the poller.
 """
 
 from __future__ import annotations
@@ -22,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +48,9 @@ from tests.kernel.lab import CNC, Daemon, Lab, why_no_lab  # noqa: E402
 
 NET = "10.71.4"
 DESTS = 64
+# --prefill: more address pairs, so the --queue-balance hash splits the packets more evenly (the
+# drain lasts as long as the fuller queue: an uneven split is a worker idle at the end)
+PREFILL_DESTS = 250
 FLOOD = r"""
 import socket, sys, time
 net, n, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -56,6 +71,51 @@ while time.monotonic() < end:
             except OSError:
                 pass
 print(sent, flush=True)
+"""
+
+SEND = r"""
+import socket, sys
+net, n, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+socks = []
+for i in range(1, n + 1):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect((f"{net}.{i}", 9999))
+    socks.append(s)
+payload = b"x" * 18
+sent = 0
+while sent < count:
+    for s in socks:
+        try:
+            s.send(payload)
+            sent += 1
+        except OSError:
+            pass
+print(sent, flush=True)
+"""
+# in the gateway: the packets waiting in `queues`, once now, then (after the bench's "go <t>" line)
+# every millisecond until none is left: the time they were all verdicted
+DRAIN = r"""
+import sys, time
+queues = {int(q) for q in sys.argv[1].split(",")}
+def per_queue():
+    n = {}
+    with open("/proc/net/netfilter/nfnetlink_queue") as fh:
+        for line in fh:
+            f = line.split()
+            if f and int(f[0]) in queues:
+                n[int(f[0])] = int(f[2])
+    return n
+def waiting():
+    return sum(per_queue().values())
+for line in sys.stdin:
+    if line.startswith("count"):
+        print(*sorted(per_queue().values()), flush=True)
+    elif line.startswith("go"):
+        end = time.time() + 60
+        while waiting() and time.time() < end:
+            time.sleep(0.001)
+        print(time.time(), waiting(), flush=True)
+        break
 """
 
 
@@ -120,7 +180,50 @@ def phase(lab: Lab, run: Daemon, seconds: float, senders: int) -> dict[str, Any]
             "machine_cpu": (m1[0] - m0[0]) / max(1.0, m1[1] - m0[1]) * (os.cpu_count() or 1)}
 
 
-def bench(rounds: int, seconds: float, senders: int) -> list[dict[str, Any]]:
+def queue_numbers(queue: int | str) -> list[int]:
+    first, _, last = str(queue).partition(":")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def prefill_phase(lab: Lab, run: Daemon, count: int, senders: int) -> dict[str, Any]:
+    """Stop slipsq, queue `count` packets a queue, resume it, time the drain (the module's docstring)."""
+    procs = pids(run)
+    poller = subprocess.Popen(["ip", "netns", "exec", lab.gw, sys.executable, "-c", DRAIN,
+                               ",".join(map(str, queue_numbers(run.queue)))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lab.procs.append(poller)  # the lab kills it in teardown, whatever happens here
+    assert poller.stdin is not None and poller.stdout is not None
+    f0, c0 = forwarded(lab), [cpu_of(p) for p in procs]
+    stopped = time.monotonic()
+    for p in procs:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        total = count * len(queue_numbers(run.queue))  # `count` a queue: each drains about as long
+        floods = [lab.popen(lab.ns["ab"[i % 2]], sys.executable, "-c", SEND, NET, str(PREFILL_DESTS),
+                            str(total // senders)) for i in range(senders)]
+        sent = sum(int(p.communicate(timeout=60)[0].split()[-1]) for p in floods)
+        time.sleep(0.2)  # the last packets' way through the gateway into the queue
+        poller.stdin.write("count\n")
+        poller.stdin.flush()
+        split = [int(x) for x in poller.stdout.readline().split()]
+        queued = sum(split)
+        poller.stdin.write("go\n")
+        poller.stdin.flush()
+        t0 = time.time()
+    finally:
+        for p in procs:
+            os.kill(p, signal.SIGCONT)
+    stop_s = time.monotonic() - stopped
+    t_end, left = poller.stdout.readline().split()
+    poller.wait(timeout=10)
+    wall = float(t_end) - t0
+    c1 = [cpu_of(p) for p in procs]
+    return {"queue": run.queue, "sent": sent, "queued": queued, "split": split, "left": int(left), "seconds": wall,
+            "stopped_s": stop_s, "inspected_pps": (queued - int(left)) / wall,
+            "forwarded_during": forwarded(lab) - f0, "slipsq_cpu": (sum(c1) - sum(c0)) / wall}
+
+
+def bench(rounds: int, seconds: float, senders: int, prefill: int = 0) -> list[dict[str, Any]]:
     lab = Lab()
     out = []
     try:
@@ -136,7 +239,8 @@ def bench(rounds: int, seconds: float, senders: int) -> list[dict[str, Any]]:
                     run = start(lab, queue, Path(state))
                     try:
                         time.sleep(0.5)
-                        pair[queue] = phase(lab, run, seconds, senders)
+                        pair[queue] = (prefill_phase(lab, run, prefill, senders) if prefill
+                                       else phase(lab, run, seconds, senders))
                     finally:
                         run.stop(timeout=30)
             out.append({"one": pair["3"], "two": pair["3:4"],
@@ -182,6 +286,21 @@ def wire(n: int = 20_000) -> dict[str, float]:
     return res
 
 
+def print_prefill(rows: list[dict[str, Any]]) -> None:
+    print(f"{'round':<6} {'1 proc pps':>11} {'2 workers pps':>14} {'ratio':>6} {'queued 1/2':>15} "
+          f"{'split 2':>13} {'drain s 1/2':>12} {'stopped s':>10} {'CPU 1':>6} {'CPU 2':>6}")
+    for i, r in enumerate(rows):
+        a, b = r["one"], r["two"]
+        print(f"{i:<6} {a['inspected_pps']:>11.0f} {b['inspected_pps']:>14.0f} {r['ratio']:>6.2f} "
+              f"{a['queued']:>7}/{b['queued']:<7} {'/'.join(map(str, b['split'])):>13} "
+              f"{a['seconds']:>5.2f}/{b['seconds']:<5.2f} "
+              f"{max(a['stopped_s'], b['stopped_s']):>10.1f} {a['slipsq_cpu']:>6.2f} {b['slipsq_cpu']:>6.2f}")
+    ratios = sorted(r["ratio"] for r in rows)
+    print(f"2 workers / 1 process, drain pps: min {ratios[0]:.2f}  median {statistics.median(ratios):.2f}  "
+          f"max {ratios[-1]:.2f} (target >= 1.6 on 2 cores)")
+    print(f"load average: {os.getloadavg()}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -191,6 +310,9 @@ def main() -> int:
                     help="--queue-maxlen of both modes: deep enough that a worker descheduled for a few ms by "
                          "other work does not overflow into fail-open (what is measured is capacity)")
     ap.add_argument("--nice", type=int, default=0, help="niceness of the bench's processes (e.g. -10)")
+    ap.add_argument("--prefill", type=int, default=0, metavar="N",
+                    help="capacity with no sender running: queue N packets a queue while slipsq is stopped, "
+                         "then time how fast it drains them (at most 65536 here; sets --maxlen to N + 10%%)")
     ap.add_argument("--wire", action="store_true", help="only the wire's cost per flow (no root)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -204,12 +326,15 @@ def main() -> int:
     if why:
         print(f"bench/multiqueue.py: skipped: {why}", file=sys.stderr)
         return 0
-    MAXLEN[0] = args.maxlen
+    MAXLEN[0] = max(args.maxlen, args.prefill + args.prefill // 10)
     if args.nice:
         NICE[:] = ["nice", "-n", str(args.nice)]
-    rows = bench(args.rounds, args.seconds, args.senders)
+    rows = bench(args.rounds, args.seconds, args.senders, args.prefill)
     if args.json:
         print(json.dumps({"rounds": rows, "wire": w}))
+        return 0
+    if args.prefill:
+        print_prefill(rows)
         return 0
     print(f"{'round':<6} {'1 proc pps':>11} {'2 workers pps':>14} {'ratio':>6} {'per worker':>17} "
           f"{'CPU 1':>6} {'CPU 2':>6} {'daemon':>7} {'machine 1/2':>12} {'fwd 1':>9} {'fwd 2':>9}")
