@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,10 @@ DESTS = 64
 # --prefill: more address pairs, so the --queue-balance hash splits the packets more evenly (the
 # drain lasts as long as the fuller queue: an uneven split is a worker idle at the end)
 PREFILL_DESTS = 250
+# for SECS seconds, or (SECS 0) until COUNT packets are sent (in bursts of one then, to stop at it)
 FLOOD = r"""
 import socket, sys, time
-net, n, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+net, n, secs, count = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 socks = []
 for i in range(1, n + 1):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -61,35 +63,16 @@ for i in range(1, n + 1):
     socks.append(s)
 payload = b"x" * 18
 sent = 0
+burst = 32 if secs else 1
 end = time.monotonic() + secs
-while time.monotonic() < end:
+while time.monotonic() < end if secs else sent < count:
     for s in socks:
-        for _ in range(32):
+        for _ in range(burst):
             try:
                 s.send(payload)
                 sent += 1
             except OSError:
                 pass
-print(sent, flush=True)
-"""
-
-SEND = r"""
-import socket, sys
-net, n, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-socks = []
-for i in range(1, n + 1):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.connect((f"{net}.{i}", 9999))
-    socks.append(s)
-payload = b"x" * 18
-sent = 0
-while sent < count:
-    for s in socks:
-        try:
-            s.send(payload)
-            sent += 1
-        except OSError:
-            pass
 print(sent, flush=True)
 """
 # in the gateway: the packets waiting in `queues`, once now, then (after the bench's "go <t>" line)
@@ -167,8 +150,8 @@ def phase(lab: Lab, run: Daemon, seconds: float, senders: int) -> dict[str, Any]
     procs = pids(run)
     s0, c0, m0, f0 = run.try_status() or {}, [cpu_of(p) for p in procs], machine_busy(), forwarded(lab)
     t0 = time.monotonic()
-    floods = [lab.popen(lab.ns["ab"[i % 2]], *NICE, sys.executable, "-c", FLOOD, NET, str(DESTS), str(seconds))
-              for i in range(senders)]
+    floods = [lab.popen(lab.ns["ab"[i % 2]], *NICE, sys.executable, "-c", FLOOD, NET, str(DESTS), str(seconds),
+                        "0") for i in range(senders)]
     sent = sum(int(p.communicate(timeout=seconds + 30)[0].split()[-1]) for p in floods)
     wall = time.monotonic() - t0
     s1, c1, m1, f1 = run.try_status() or {}, [cpu_of(p) for p in procs], machine_busy(), forwarded(lab)
@@ -199,7 +182,7 @@ def prefill_phase(lab: Lab, run: Daemon, count: int, senders: int) -> dict[str, 
         os.kill(p, signal.SIGSTOP)
     try:
         total = count * len(queue_numbers(run.queue))  # `count` a queue: each drains about as long
-        floods = [lab.popen(lab.ns["ab"[i % 2]], sys.executable, "-c", SEND, NET, str(PREFILL_DESTS),
+        floods = [lab.popen(lab.ns["ab"[i % 2]], sys.executable, "-c", FLOOD, NET, str(PREFILL_DESTS), "0",
                             str(total // senders)) for i in range(senders)]
         sent = sum(int(p.communicate(timeout=60)[0].split()[-1]) for p in floods)
         time.sleep(0.2)  # the last packets' way through the gateway into the queue
@@ -286,19 +269,37 @@ def wire(n: int = 20_000) -> dict[str, float]:
     return res
 
 
-def print_prefill(rows: list[dict[str, Any]]) -> None:
-    print(f"{'round':<6} {'1 proc pps':>11} {'2 workers pps':>14} {'ratio':>6} {'queued 1/2':>15} "
-          f"{'split 2':>13} {'drain s 1/2':>12} {'stopped s':>10} {'CPU 1':>6} {'CPU 2':>6}")
+Column = tuple[str, int, Callable[[int, dict[str, Any], dict[str, Any]], str]]  # header, width, text of
+# (round, one process's phase, two workers' phase)
+COMMON: list[Column] = [
+    ("round", 5, lambda i, a, b: str(i)), ("1 proc pps", 11, lambda i, a, b: f"{a['inspected_pps']:.0f}"),
+    ("2 workers pps", 14, lambda i, a, b: f"{b['inspected_pps']:.0f}"),
+    ("ratio", 6, lambda i, a, b: f"{b['inspected_pps'] / max(1.0, a['inspected_pps']):.2f}")]
+FLOOD_COLUMNS: list[Column] = [
+    *COMMON,
+    ("per worker", 17, lambda i, a, b: "/".join(str(round(x / b["seconds"])) for x in b["per_worker"])),
+    ("CPU 1", 6, lambda i, a, b: f"{a['slipsq_cpu']:.2f}"), ("CPU 2", 6, lambda i, a, b: f"{b['slipsq_cpu']:.2f}"),
+    ("daemon", 7, lambda i, a, b: f"{b['daemon_cpu']:.2f}"),
+    ("machine 1/2", 12, lambda i, a, b: f"{a['machine_cpu']:.2f}/{b['machine_cpu']:.2f}"),
+    ("fwd 1", 9, lambda i, a, b: f"{a['forwarded_pps']:.0f}"),
+    ("fwd 2", 9, lambda i, a, b: f"{b['forwarded_pps']:.0f}")]
+PREFILL_COLUMNS: list[Column] = [
+    *COMMON,
+    ("queued 1/2", 15, lambda i, a, b: f"{a['queued']}/{b['queued']}"),
+    ("split 2", 13, lambda i, a, b: "/".join(map(str, b["split"]))),
+    ("drain s 1/2", 12, lambda i, a, b: f"{a['seconds']:.2f}/{b['seconds']:.2f}"),
+    ("stopped s", 10, lambda i, a, b: f"{max(a['stopped_s'], b['stopped_s']):.1f}"),
+    ("CPU 1", 6, lambda i, a, b: f"{a['slipsq_cpu']:.2f}"), ("CPU 2", 6, lambda i, a, b: f"{b['slipsq_cpu']:.2f}")]
+
+
+def print_rounds(rows: list[dict[str, Any]], columns: list[Column], what: str) -> None:
+    """The table of rounds, then the ratio's min, median and max."""
+    print(" ".join(f"{h:>{w}}" for h, w, _ in columns))
     for i, r in enumerate(rows):
-        a, b = r["one"], r["two"]
-        print(f"{i:<6} {a['inspected_pps']:>11.0f} {b['inspected_pps']:>14.0f} {r['ratio']:>6.2f} "
-              f"{a['queued']:>7}/{b['queued']:<7} {'/'.join(map(str, b['split'])):>13} "
-              f"{a['seconds']:>5.2f}/{b['seconds']:<5.2f} "
-              f"{max(a['stopped_s'], b['stopped_s']):>10.1f} {a['slipsq_cpu']:>6.2f} {b['slipsq_cpu']:>6.2f}")
+        print(" ".join(f"{text(i, r['one'], r['two']):>{w}}" for _, w, text in columns))
     ratios = sorted(r["ratio"] for r in rows)
-    print(f"2 workers / 1 process, drain pps: min {ratios[0]:.2f}  median {statistics.median(ratios):.2f}  "
+    print(f"2 workers / 1 process, {what}: min {ratios[0]:.2f}  median {statistics.median(ratios):.2f}  "
           f"max {ratios[-1]:.2f} (target >= 1.6 on 2 cores)")
-    print(f"load average: {os.getloadavg()}")
 
 
 def main() -> int:
@@ -334,22 +335,12 @@ def main() -> int:
         print(json.dumps({"rounds": rows, "wire": w}))
         return 0
     if args.prefill:
-        print_prefill(rows)
+        print_rounds(rows, PREFILL_COLUMNS, "drained pps")
+        print(f"load average: {os.getloadavg()}")
         return 0
-    print(f"{'round':<6} {'1 proc pps':>11} {'2 workers pps':>14} {'ratio':>6} {'per worker':>17} "
-          f"{'CPU 1':>6} {'CPU 2':>6} {'daemon':>7} {'machine 1/2':>12} {'fwd 1':>9} {'fwd 2':>9}")
-    for i, r in enumerate(rows):
-        a, b = r["one"], r["two"]
-        print(f"{i:<6} {a['inspected_pps']:>11.0f} {b['inspected_pps']:>14.0f} {r['ratio']:>6.2f} "
-              f"{'/'.join(str(round(x / b['seconds'])) for x in b['per_worker']):>17} "
-              f"{a['slipsq_cpu']:>6.2f} {b['slipsq_cpu']:>6.2f} {b['daemon_cpu']:>7.2f} "
-              f"{a['machine_cpu']:>5.2f}/{b['machine_cpu']:<5.2f} {a['forwarded_pps']:>9.0f} "
-              f"{b['forwarded_pps']:>9.0f}")
-    ratios = sorted(r["ratio"] for r in rows)
+    print_rounds(rows, FLOOD_COLUMNS, "inspected pps (the senders share the cores)")
     eff = [(r["two"]["inspected_pps"] / max(0.01, r["two"]["slipsq_cpu"])) /
            (r["one"]["inspected_pps"] / max(0.01, r["one"]["slipsq_cpu"])) for r in rows]
-    print(f"2 workers / 1 process, inspected pps: min {ratios[0]:.2f}  median {statistics.median(ratios):.2f}  "
-          f"max {ratios[-1]:.2f} (target >= 1.6 on 2 free cores)")
     print(f"packets per slipsq CPU-second, 2 workers / 1 process: median {statistics.median(eff):.2f}")
     print(f"wire: {w['wire_us_per_flow']:.2f} us and {w['wire_bytes_per_flow']:.0f} B per closed flow "
           f"(JSON {w['json_us_per_flow']:.2f} us; Flow objects alone {w['flow_objects_us_per_flow']:.2f} us)")
