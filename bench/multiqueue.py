@@ -75,7 +75,7 @@ while time.monotonic() < end if secs else sent < count:
                 pass
 print(sent, flush=True)
 """
-# in the gateway: the packets waiting in `queues`, once now, then (after the bench's "go <t>" line)
+# in the gateway: the packets waiting in `queues` by queue (on a "count" line), then (on "go")
 # every millisecond until none is left: the time they were all verdicted
 DRAIN = r"""
 import sys, time
