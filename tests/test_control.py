@@ -455,11 +455,17 @@ def test_a_long_block_list_reaches_the_admin(tmp_path: Path) -> None:
         srv.close()
 
 
-def test_an_admin_reason_of_any_bytes_is_kept_as_one_printable_line(tmp_path: Path) -> None:
+def test_an_admin_reason_of_any_bytes_is_kept_as_one_printable_line(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """`--reason` with non-UTF-8 bytes (a lone surrogate once Python decodes argv) or a newline: the
-    block is stored and printed, the reason escaped on one line, never a store failure."""
+    block is stored and printed, the reason escaped on one line, never a store failure. (No daemon
+    runs, so the CLI acts on the firewall itself: a fake one here, not this host's kernel sets.)"""
+    from slipsq import cli_inline
     from slipsq.cli import main
     from slipsq.verdict.store import BlockStore
+
+    fw = FakeFirewall(AllowList())
+    monkeypatch.setattr(cli_inline, "_firewall", lambda allow=None: fw)
 
     r = CliRunner().invoke(main, ["block", "192.0.2.9", "--reason", "bad\udcffname\nsecond line",
                                   "--state-dir", str(tmp_path)])
@@ -467,8 +473,10 @@ def test_an_admin_reason_of_any_bytes_is_kept_as_one_printable_line(tmp_path: Pa
     assert r.output.count("\n") == 1 and "(bad\\udcffname\\nsecond line)" in r.output
     b = BlockStore(tmp_path).get("192.0.2.9")
     assert b is not None and b.reason == "bad\\udcffname\\nsecond line"
+    assert "192.0.2.9" in fw.set
     r = CliRunner().invoke(main, ["unblock", "192.0.2.9", "--reason", "\udcfe", "--state-dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
+    assert fw.set == {}
     assert BlockStore(tmp_path).audit("192.0.2.9")[-1].reason == "\\udcfe"
 
 
