@@ -18,9 +18,11 @@ from slipsq.verdict.backends import RuleSpec, RuleState, _restore_join, parse_ba
 from slipsq.verdict.firewall import (
     MAX_TIMEOUT,
     Firewall,
+    QueueCounters,
     diversion_tag,
     ipset_script,
     parse_ipset_save,
+    parse_queue_counters,
     queue_counters,
 )
 
@@ -103,12 +105,24 @@ def test_rule_spec_and_restore_quoting() -> None:
 
 
 def test_queue_counters_parse(tmp_path: Path) -> None:
+    text = "    0  12345     3 2  4016   17    2   900  1\n    5  999     0 2  4016   0    0   0  1\n"
+    assert parse_queue_counters(text) == parse_queue_counters(text + "   \n7 1 2\n")  # short lines: not a queue
     p = tmp_path / "nfnetlink_queue"
-    p.write_text("    0  12345     3 2  4016   17    2   900  1\n    5  999     0 2  4016   0    0   0  1\n")
+    p.write_text(text)
     q = queue_counters(str(p))
+    assert q == parse_queue_counters(text)
     assert q[0].queue_dropped == 17 and q[0].user_dropped == 2 and q[0].waiting == 3 and q[0].portid == 12345
     assert q[5].last_id == 0
     assert queue_counters(str(tmp_path / "absent")) == {}
+
+
+@given(st.lists(st.tuples(*[st.integers(0, 2**32)] * 9)), st.text())
+def test_queue_counters_parse_any_text(rows: list[tuple[int, ...]], junk: str) -> None:
+    """The kernel's lines come back as written; anything else in the text is skipped, never raised."""
+    text = "".join(" ".join(map(str, r)) + "\n" for r in rows)
+    got = parse_queue_counters(text)
+    assert got == {r[0]: QueueCounters(*r[:8]) for r in rows}
+    assert set(parse_queue_counters(junk + "\n" + text)) >= set(got)
 
 
 class FakeBackend:

@@ -87,19 +87,25 @@ class QueueCounters:
     last_id: int
 
 
+def parse_queue_counters(text: str) -> dict[int, QueueCounters]:
+    """The per-queue counters in the text of /proc/net/netfilter/nfnetlink_queue (read here, or in
+    another network namespace by whoever can). A line that is not eight numbers or more is skipped."""
+    out: dict[int, QueueCounters] = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 8 and all(x.isdigit() and x.isascii() for x in f[:8]):
+            q = QueueCounters(*(int(x) for x in f[:8]))
+            out[q.queue] = q
+    return out
+
+
 def queue_counters(path: str = "/proc/net/netfilter/nfnetlink_queue") -> dict[int, QueueCounters]:
     """The kernel's per-queue counters ({} when the module is not loaded or nothing is bound)."""
-    out: dict[int, QueueCounters] = {}
     try:
         with open(path) as fh:
-            for line in fh:
-                f = line.split()
-                if len(f) >= 8:
-                    q = QueueCounters(*(int(x) for x in f[:8]))
-                    out[q.queue] = q
+            return parse_queue_counters(fh.read())
     except OSError:
-        pass
-    return out
+        return {}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from slipsq.verdict.firewall import parse_queue_counters
 from tests.kernel.conftest import Slipsq, wait_for
 from tests.kernel.lab import CNC, PROBE, Lab
 
@@ -173,12 +174,9 @@ for i in range(3):
 
 
 def queued(lab: Lab, queue: int) -> int:
-    """Packets the gateway's kernel holds for `queue` (waiting for a verdict)."""
-    for line in lab.sh(lab.gw, "cat", "/proc/net/netfilter/nfnetlink_queue").stdout.splitlines():
-        f = line.split()
-        if f and int(f[0]) == queue:
-            return int(f[2])
-    return -1
+    """Packets the gateway's kernel holds for `queue` (waiting for a verdict); -1: no such queue."""
+    q = parse_queue_counters(lab.sh(lab.gw, "cat", "/proc/net/netfilter/nfnetlink_queue").stdout).get(queue)
+    return -1 if q is None else q.waiting
 
 
 @pytest.mark.parametrize("table", ["c", "py"])
