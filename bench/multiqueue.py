@@ -34,7 +34,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,25 +78,18 @@ print(sent, flush=True)
 # every millisecond until none is left: the time they were all verdicted
 DRAIN = r"""
 import sys, time
+from slipsq.verdict.firewall import queue_counters
 queues = {int(q) for q in sys.argv[1].split(",")}
 def per_queue():
-    n = {}
-    with open("/proc/net/netfilter/nfnetlink_queue") as fh:
-        for line in fh:
-            f = line.split()
-            if f and int(f[0]) in queues:
-                n[int(f[0])] = int(f[2])
-    return n
-def waiting():
-    return sum(per_queue().values())
+    return [c.waiting for num, c in sorted(queue_counters().items()) if num in queues]
 for line in sys.stdin:
     if line.startswith("count"):
-        print(*sorted(per_queue().values()), flush=True)
+        print(*per_queue(), flush=True)
     elif line.startswith("go"):
         end = time.time() + 60
-        while waiting() and time.time() < end:
+        while sum(per_queue()) and time.time() < end:
             time.sleep(0.001)
-        print(time.time(), waiting(), flush=True)
+        print(time.time(), sum(per_queue()), flush=True)
         break
 """
 
@@ -171,10 +163,8 @@ def queue_numbers(queue: int | str) -> list[int]:
 def prefill_phase(lab: Lab, run: Daemon, count: int, senders: int) -> dict[str, Any]:
     """Stop slipsq, queue `count` packets a queue, resume it, time the drain (the module's docstring)."""
     procs = pids(run)
-    poller = subprocess.Popen(["ip", "netns", "exec", lab.gw, sys.executable, "-c", DRAIN,
-                               ",".join(map(str, queue_numbers(run.queue)))],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    lab.procs.append(poller)  # the lab kills it in teardown, whatever happens here
+    poller = lab.popen(lab.gw, sys.executable, "-c", DRAIN, ",".join(map(str, queue_numbers(run.queue))),
+                       stdin=True)
     assert poller.stdin is not None and poller.stdout is not None
     f0, c0 = forwarded(lab), [cpu_of(p) for p in procs]
     stopped = time.monotonic()

@@ -85,11 +85,15 @@ class Lab:
     def ip(self, ns: str, *args: str) -> None:
         subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, timeout=10)
 
-    def popen(self, ns: str, *cmd: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def popen(self, ns: str, *cmd: str, env: dict[str, str] | None = None,
+              stdin: bool = False) -> subprocess.Popen[str]:
+        """`cmd` in namespace `ns`, its output piped (and its input, with `stdin`); the lab kills it
+        in teardown."""
         e = dict(os.environ, PYTHONPATH=str(ROOT))
         e.update(env or {})
         p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=e, start_new_session=True)
+                             stderr=subprocess.PIPE, stdin=subprocess.PIPE if stdin else None, text=True,
+                             env=e, start_new_session=True)
         self.procs.append(p)
         return p
 

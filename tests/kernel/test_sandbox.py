@@ -33,10 +33,10 @@ def _have_seccomp() -> bool:
 def test_the_daemon_runs_under_the_units_sandbox(lab: Lab, tmp_path: Path, backend: str) -> None:
     plain = lab.popen
 
-    def sandboxed(ns: str, *cmd: str, env: dict[str, str] | None = None) -> Any:
+    def sandboxed(ns: str, *cmd: str, env: dict[str, str] | None = None, stdin: bool = False) -> Any:
         if cmd[:3] == (sys.executable, "-m", "slipsq"):
             cmd = ("/usr/bin/python3", SANDBOX, UNIT, "--", *cmd)
-        return plain(ns, *cmd, env=env)
+        return plain(ns, *cmd, env=env, stdin=stdin)
 
     lab.popen = sandboxed  # type: ignore[method-assign]
     lab.serve()
