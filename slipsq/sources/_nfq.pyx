@@ -170,7 +170,7 @@ cdef class Queue:
         """Unbind. The kernel drops what is still queued at that moment, so a clean stop removes the
         diversion first and runs the queue dry before closing."""
         self._ungate()
-        if self.bypass_mark and self.ctable is None and getattr(self.table, "bypass_gate", None) == self.drained:
+        if getattr(self.table, "bypass_gate", None) == self.drained:  # a Python table's: only this queue's
             self.table.set_bypass_gate(None)
         if self.qh != NULL:
             nfq_destroy_queue(self.qh)
