@@ -249,6 +249,7 @@ def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
                    f"blocks {st['blocks_active']} active ({st['blocks_decided']} decided since start)")
         if st.get("bypass"):
             b = st["bypass"]
+            # (forced and late by .get: a daemon still running the version before them has neither)
             click.echo(f"bypass: {b['bypassed']} flows bypassed ({b.get('forced', 0)} before the queue drained; "
                        f"{b.get('late', 0)} packets queued after a switch, which forwarded ones may have "
                        f"overtaken), counts merged from conntrack for {b['merged']} ({b['unmerged']} kept "

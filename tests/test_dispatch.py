@@ -176,6 +176,8 @@ def test_a_failing_hook_is_reported_and_the_others_still_run(cls: Any) -> None:
 APP_TWINS = [dispatch.AppCalls, c_dispatch.AppCalls]
 NAMES = ("a.example", "b.example", "cdn.example", "")
 POOL = tuple(f"n{i}.example" for i in range(20))
+
+
 def _data(query: str, answers: list[str], response: bool | None, rcode: int | None, shape: str) -> Any:
     """An event's data: every key, some left out (a log's query line has no answers), or behind
     another mapping type than dict (the compiled loop reads a plain dict in C, anything else by .get)."""
