@@ -44,6 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from slipsq.multiqueue import parse_queue  # noqa: E402
 from tests.kernel.lab import CNC, Daemon, Lab, why_no_lab  # noqa: E402
 
 NET = "10.71.4"
@@ -156,8 +157,9 @@ def phase(lab: Lab, run: Daemon, seconds: float, senders: int) -> dict[str, Any]
 
 
 def queue_numbers(queue: int | str) -> list[int]:
-    first, _, last = str(queue).partition(":")
-    return list(range(int(first), int(last or first) + 1))
+    """The queues of a --queue argument, as the daemon reads it (multiqueue.parse_queue)."""
+    q = parse_queue(str(queue))
+    return [q] if isinstance(q, int) else list(range(q[0], q[1] + 1))
 
 
 def prefill_phase(lab: Lab, run: Daemon, count: int, senders: int) -> dict[str, Any]:
