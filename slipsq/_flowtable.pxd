@@ -52,6 +52,28 @@ ctypedef struct FlowEntry:
     uint8_t bypass         # 0 never, BYPASS_ON now (kernel forwards its packets), BYPASS_DONE since a FIN/RST
     uint8_t bypass_waits   # packets that found the flow ready for bypass but the queue not drained
 
+# a closed flow as the table's record mode ships it (FlowTable.set_records, slipsq/pipeline.py): the
+# fields a Flow is made of, before any Python object is; flows_of_records makes the Flows
+ctypedef struct FlowRecord:
+    double first
+    double last
+    uint64_t abytes
+    uint64_t bbytes
+    uint32_t apkts
+    uint32_t bpkts
+    uint8_t a[16]
+    uint8_t b[16]
+    uint16_t pa
+    uint16_t pb
+    uint8_t proto
+    uint8_t family
+    uint8_t aflags
+    uint8_t bflags
+    uint8_t atos
+    uint8_t btos
+    uint8_t icmp
+    uint8_t closed_by      # an index into CLOSED_BY (_flowtable.pyx)
+
 cdef str addr_text(const uint8_t* a, int family)  # an address's text, one str object per address
 
 # the bypass gate (FlowTable.gate_bypass): true when the source's queue holds no packet now
@@ -102,6 +124,10 @@ cdef class FlowTable:
     cdef void* gate_ctx
     cdef object gate_py          # a Python gate (set_bypass_gate), called through gate_fn
     cdef uint64_t n_bypass_waits, n_bypass_forced, n_bypass_late
+    cdef bint as_records         # closed flows go to recs as FlowRecords, not to `closed` as Flows
+    cdef FlowRecord* recs
+    cdef Py_ssize_t nrecs
+    cdef Py_ssize_t recs_cap
 
     cdef int feed_ip(self, const unsigned char* ip, Py_ssize_t length, double ts) except -1
     cdef int feed_link(self, const unsigned char* buf, Py_ssize_t length, double ts, int linktype) except -1
@@ -115,7 +141,7 @@ cdef class FlowTable:
     cdef void _remove(self, uint32_t i) noexcept
     cdef int _expire(self, double now) except -1
     cdef int _evict(self) except -1
-    cdef int _emit(self, FlowEntry* e, str closed_by) except -1
+    cdef int _emit(self, FlowEntry* e, int closed_by) except -1
     cdef bint _blocked(self, int family, const uint8_t* addr) noexcept
     cdef void _rebuild_blocks(self) except *
     cdef void _insert_block(self, bytes packed) noexcept

@@ -364,9 +364,85 @@ cdef inline uint32_t find_entry(FlowEntry** chunks, uint32_t i, Parsed* p, uint3
     return NIL
 
 
-cdef inline str closing_reason(FlowEntry* e):
+# why a flow was emitted (Flow.closed_by), by FlowRecord.closed_by
+cdef tuple CLOSED_BY = ("fin", "rst", "idle", "active", "evict", "end")
+cdef enum:
+    BY_FIN = 0
+    BY_RST = 1
+    BY_IDLE = 2
+    BY_ACTIVE = 3
+    BY_EVICT = 4
+    BY_END = 5
+
+
+cdef inline int closing_reason(FlowEntry* e) noexcept:
     """closed_by of a closing TCP flow (the twin keeps this string in e.closing)."""
-    return "fin" if e.closing == CLOSE_FIN else "rst"
+    return BY_FIN if e.closing == CLOSE_FIN else BY_RST
+
+
+# --- closed flows: an entry's record, and the Flow a record makes ---------------------------------
+
+cdef inline void record_of(FlowEntry* e, int closed_by, FlowRecord* r) noexcept:
+    r.first, r.last = e.first, e.last
+    r.abytes, r.bbytes, r.apkts, r.bpkts = e.abytes, e.bbytes, e.apkts, e.bpkts
+    memcpy(r.a, e.a, 16)
+    memcpy(r.b, e.b, 16)
+    r.pa, r.pb, r.proto, r.family = e.pa, e.pb, e.proto, e.family
+    r.aflags, r.bflags, r.atos, r.btos, r.icmp = e.aflags, e.bflags, e.atos, e.btos, e.icmp
+    r.closed_by = closed_by
+
+
+cdef object flow_of(FlowRecord* r):
+    """The Flow of a closed flow's record: what the table emits (and flows_of_records makes)."""
+    cdef str state
+    cdef str closed_by = CLOSED_BY[r.closed_by]
+    if r.proto == 6:
+        state = tcp_state(r.aflags, r.bflags)
+    elif r.icmp:
+        state = icmp_state(r.proto, r.pa, r.pb, r.bpkts > 0)
+    else:
+        state = "CON" if r.apkts and r.bpkts else "INT"
+    cdef str direction = "<->" if r.apkts and r.bpkts else "->"
+    if not SLOTS.buildable:  # Flow is not (or no longer) a plain slots dataclass
+        return Flow(r.first, r.last, proto_str(r.proto), addr_text(r.a, r.family), r.pa, addr_text(r.b, r.family),
+                    r.pb, r.apkts, r.bpkts, r.abytes, r.bbytes, state, direction, r.atos, r.btos, "", closed_by)
+    # the same Flow, its slots written in place (_flowslots.pxd): no Python __init__ a flow
+    f = flow_alloc(&SLOTS)
+    flow_put(&SLOTS, f, F_START, r.first)
+    flow_put(&SLOTS, f, F_END, r.last)
+    flow_put(&SLOTS, f, F_PROTO, proto_str(r.proto))
+    flow_put(&SLOTS, f, F_SADDR, addr_text(r.a, r.family))
+    flow_put(&SLOTS, f, F_SPORT, r.pa)
+    flow_put(&SLOTS, f, F_DADDR, addr_text(r.b, r.family))
+    flow_put(&SLOTS, f, F_DPORT, r.pb)
+    flow_put(&SLOTS, f, F_SPKTS, r.apkts)
+    flow_put(&SLOTS, f, F_DPKTS, r.bpkts)
+    flow_put(&SLOTS, f, F_SBYTES, r.abytes)
+    flow_put(&SLOTS, f, F_DBYTES, r.bbytes)
+    flow_put(&SLOTS, f, F_STATE, state)
+    flow_put(&SLOTS, f, F_DIR, direction)
+    flow_put(&SLOTS, f, F_STOS, r.atos)
+    flow_put(&SLOTS, f, F_DTOS, r.btos)
+    flow_put(&SLOTS, f, F_LABEL, "")
+    flow_put(&SLOTS, f, F_CLOSED_BY, closed_by)
+    return f
+
+
+def flows_of_records(const uint8_t[::1] data):
+    """The Flows of the records a table in record mode gave (FlowTable.pop_records), in order: the
+    same Flows it would have emitted itself. Records are this build's C structs: they cross between
+    processes of one build (slipsq/pipeline.py), never into a file."""
+    cdef Py_ssize_t i, n = data.shape[0] // sizeof(FlowRecord)
+    cdef FlowRecord rec
+    if data.shape[0] % sizeof(FlowRecord):
+        raise ValueError(f"{data.shape[0]} bytes are no whole number of {sizeof(FlowRecord)}-byte flow records")
+    out = []
+    for i in range(n):
+        memcpy(&rec, &data[0] + i * sizeof(FlowRecord), sizeof(FlowRecord))  # data may be unaligned
+        if rec.closed_by >= len(CLOSED_BY) or (rec.family != 4 and rec.family != 6):
+            raise ValueError(f"flow record {i} is not one this build wrote")
+        out.append(flow_of(&rec))
+    return out
 
 
 # --- the flow table ---------------------------------------------------------------------------------
@@ -401,6 +477,9 @@ cdef class FlowTable:
         self.chunks = NULL
         self.buckets = NULL
         self.bslots = NULL
+        self.recs = NULL
+        self.nrecs = self.recs_cap = 0
+        self.as_records = False
         self.nchunks = self.cap = self.count = 0
         self.free_head = NIL
         for i in range(N_LISTS):
@@ -448,6 +527,7 @@ cdef class FlowTable:
             PyMem_Free(self.chunks)
         PyMem_Free(self.buckets)
         PyMem_Free(self.bslots)
+        PyMem_Free(self.recs)
 
     # --- packets ---------------------------------------------------------------------------------
     def feed(self, const uint8_t[::1] buf, double ts, int linktype):
@@ -507,7 +587,7 @@ cdef class FlowTable:
         if i != NIL and (e.closing or e.bypass == BYPASS_ON) and p.proto == 6 and flags & (TH_SYN | TH_ACK) == TH_SYN:
             if e.bypass == BYPASS_ON:
                 verdict = V_UNBYPASS  # a new connection on a bypassed tuple: queue it from the start
-            self._emit(e, closing_reason(e) if e.closing else "idle")
+            self._emit(e, closing_reason(e) if e.closing else BY_IDLE)
             self._remove(i)
             i = NIL
         if i == NIL:
@@ -789,13 +869,13 @@ cdef class FlowTable:
             i = self.heads[best]
             e = ent(self.chunks, i)
             if best == ACTIVE_LIST:
-                self._emit(e, "active")
+                self._emit(e, BY_ACTIVE)
                 e.active_due = now + self.active_timeout
                 if e.next[ACTIVE_LINKS] != NIL:  # move to the end of the active list
                     unlink(self.chunks, &self.heads[0], &self.tails[0], e, ACTIVE_LINKS, ACTIVE_LIST)
                     append(self.chunks, &self.heads[0], &self.tails[0], e, i, ACTIVE_LINKS, ACTIVE_LIST)
             else:
-                self._emit(e, closing_reason(e) if e.closing else "idle")
+                self._emit(e, closing_reason(e) if e.closing else BY_IDLE)
                 self._remove(i)
 
     def close_all(self, double now):
@@ -807,7 +887,7 @@ cdef class FlowTable:
         while self.heads[ACTIVE_LIST] != NIL:
             i = self.heads[ACTIVE_LIST]
             e = ent(self.chunks, i)
-            self._emit(e, closing_reason(e) if e.closing else "end")
+            self._emit(e, closing_reason(e) if e.closing else BY_END)
             self._remove(i)
 
     cdef int _evict(self) except -1:
@@ -819,52 +899,35 @@ cdef class FlowTable:
                 best = i
         if best != NIL:
             self.n_evicted += 1
-            self._emit(ent(self.chunks, best), "evict")
+            self._emit(ent(self.chunks, best), BY_EVICT)
             self._remove(best)
         return 0
 
-    cdef int _emit(self, FlowEntry* e, str closed_by) except -1:
-        cdef str state
-        if closed_by != "active":
+    cdef int _emit(self, FlowEntry* e, int closed_by) except -1:
+        cdef FlowRecord* r
+        cdef FlowRecord* grown
+        cdef Py_ssize_t cap
+        if closed_by != BY_ACTIVE:
             self.n_closed += 1
-        if e.proto == 6:
-            state = tcp_state(e.aflags, e.bflags)
-        elif e.icmp:
-            state = icmp_state(e.proto, e.pa, e.pb, e.bpkts > 0)
-        else:
-            state = "CON" if e.apkts and e.bpkts else "INT"
-        cdef str direction = "<->" if e.apkts and e.bpkts else "->"
-        if not SLOTS.buildable:  # Flow is not (or no longer) a plain slots dataclass
-            (self.held if e.bypass else self.closed).append(Flow(
-                e.first, e.last, proto_str(e.proto), addr_text(e.a, e.family), e.pa, addr_text(e.b, e.family),
-                e.pb, e.apkts, e.bpkts, e.abytes, e.bbytes, state, direction, e.atos, e.btos, "", closed_by))
+        if self.as_records:
+            if self.nrecs == self.recs_cap:
+                cap = 2 * self.recs_cap if self.recs_cap else 256
+                grown = <FlowRecord*>PyMem_Realloc(self.recs, cap * sizeof(FlowRecord))
+                if grown == NULL:
+                    raise MemoryError()
+                self.recs, self.recs_cap = grown, cap
+            record_of(e, closed_by, &self.recs[self.nrecs])
+            self.nrecs += 1
             return 0
-        # the same Flow, its slots written in place (_flowslots.pxd): no Python __init__ a flow
-        f = flow_alloc(&SLOTS)
-        flow_put(&SLOTS, f, F_START, e.first)
-        flow_put(&SLOTS, f, F_END, e.last)
-        flow_put(&SLOTS, f, F_PROTO, proto_str(e.proto))
-        flow_put(&SLOTS, f, F_SADDR, addr_text(e.a, e.family))
-        flow_put(&SLOTS, f, F_SPORT, e.pa)
-        flow_put(&SLOTS, f, F_DADDR, addr_text(e.b, e.family))
-        flow_put(&SLOTS, f, F_DPORT, e.pb)
-        flow_put(&SLOTS, f, F_SPKTS, e.apkts)
-        flow_put(&SLOTS, f, F_DPKTS, e.bpkts)
-        flow_put(&SLOTS, f, F_SBYTES, e.abytes)
-        flow_put(&SLOTS, f, F_DBYTES, e.bbytes)
-        flow_put(&SLOTS, f, F_STATE, state)
-        flow_put(&SLOTS, f, F_DIR, direction)
-        flow_put(&SLOTS, f, F_STOS, e.atos)
-        flow_put(&SLOTS, f, F_DTOS, e.btos)
-        flow_put(&SLOTS, f, F_LABEL, "")
-        flow_put(&SLOTS, f, F_CLOSED_BY, closed_by)
-        (self.held if e.bypass else self.closed).append(f)
+        cdef FlowRecord rec
+        record_of(e, closed_by, &rec)
+        (self.held if e.bypass else self.closed).append(flow_of(&rec))
         return 0
 
     # --- results ---------------------------------------------------------------------------------
     @property
     def pending(self):
-        return bool(self.closed) or bool(self.app)
+        return bool(self.closed) or bool(self.app) or self.nrecs > 0
 
     def pop_closed(self):
         out, self.closed = self.closed, []
@@ -874,8 +937,23 @@ cdef class FlowTable:
         out, self.app = self.app, []
         return out
 
+    def set_records(self, bint on):
+        """Record mode (slipsq/pipeline.py): closed flows are kept as C records for pop_records, not
+        made into Flows. Not with bypass: a bypassed flow's record would skip its hold for conntrack."""
+        if on and self.bypass_after:
+            raise ValueError("record mode and flow bypass do not go together")
+        self.as_records = on
+
+    def pop_records(self):
+        """The closed flows since the last call, as bytes of FlowRecords (flows_of_records reads them)."""
+        out = PyBytes_FromStringAndSize(<const char*>self.recs, self.nrecs * sizeof(FlowRecord))
+        self.nrecs = 0
+        return out
+
     def set_bypass(self, int after, int max_open):
         """Bypass TCP flows after `after` packets each way (0: never), at most `max_open` at once."""
+        if after > 0 and self.as_records:
+            raise ValueError("record mode and flow bypass do not go together")
         self.bypass_after = max(0, after)
         self.bypass_max = max(0, max_open)
 

@@ -167,10 +167,15 @@ def _config_path(ctx: click.Context, local: str | None) -> str | None:
               help="TOML configuration file.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: when stderr is a terminal].")
+@click.option("--processes", type=click.IntRange(1, 2), default=None,
+              help="2: read a capture and keep its flow table in a second process while this one runs "
+                   "the detectors (the same results, byte for byte; for one capture input). 1: all in "
+                   "one process [default: 2 on a machine with two CPUs or more].")
 @click.pass_context
 def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tuples: bool, out_dir: str | None,
            force: bool, report: bool, separate: bool, models_dir: str | None, fmt: str,
-           alert_format: str | None, config_path: str | None, progress: bool | None) -> None:
+           alert_format: str | None, config_path: str | None, progress: bool | None,
+           processes: int | None) -> None:
     """Analyse captures or flow files offline, exactly as inline mode would.
 
     INPUT is a pcap/pcapng file, an Argus binetflow file, a Zeek log (or log folder), a Suricata
@@ -202,7 +207,7 @@ def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tu
         opts = ReplayOptions(inputs=run, as_json=as_json, tuples=tuples, out_dir=folder, force=force, report=report,
                              models_dir=models_dir, fmt=fmt, alert_format=alert_format,
                              config_path=_config_path(ctx, config_path),
-                             progress=sys.stderr.isatty() if progress is None else progress)
+                             progress=sys.stderr.isatty() if progress is None else progress, processes=processes)
         if separate and plain:
             click.echo(f"== {run[0]} ==")
         code = max(code, int(run_guarded(partial(run_replay, opts, sys.stdout), _debug(ctx)) or 0))

@@ -40,6 +40,7 @@ class ReplayOptions:
     force: bool = False  # -o DIR may overwrite earlier results
     report: bool = False  # with out_dir: also DIR/report.html
     alert_format: str | None = None  # --alert-format; None: the config's output.format (formats.FORMATS)
+    processes: int | None = None  # --processes; None: pipeline.default_processes()
 
 
 def input_kind(path: str, fmt: str) -> str:
@@ -92,10 +93,11 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
         engine = run.engine
         started = time.perf_counter()
         inputs: dict[str, Any] = {}
+        processes = _processes(opts, planned, engine)
         for inp in planned:
             refused = inputs_mod.overlap(inp, engine.now, list(inputs))
             inputs[inp.path] = {"refused": refused} if refused else inputs_mod.replay_input(
-                run, inp, opts.fmt, _progress_bar(inp.path, opts.progress, stack))
+                run, inp, opts.fmt, _progress_bar(inp.path, opts.progress, stack), processes)
         run.finish()
         elapsed = time.perf_counter() - started
         summary = _summary(engine, recorder, inputs, elapsed)
@@ -114,6 +116,16 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
     for note in damaged:  # after the results: what was whole was analysed, but the input is not sound
         sys.stderr.write(f"slipsq: {note}\n")
     return InputError.code if damaged else 0
+
+
+def _processes(opts: ReplayOptions, planned: list[Any], engine: Engine) -> int:
+    """2 (a table process beside the engine: slipsq.pipeline) for one capture, when asked (or by
+    default on two CPUs) and possible; else 1."""
+    from slipsq import pipeline
+
+    wanted = pipeline.default_processes() if opts.processes is None else opts.processes
+    one_capture = len(planned) == 1 and planned[0].kind == "pcap"
+    return 2 if wanted > 1 and one_capture and pipeline.usable(engine) else 1
 
 
 def _summary(engine: Engine, recorder: ReplayRecorder, inputs: dict[str, Any], elapsed: float) -> dict[str, Any]:

@@ -329,7 +329,7 @@ cdef class PcapFile:
                 self.first_ts = ts
             self.last_ts = ts
             done += 1
-            if table.closed or table.app or table.ticked:
+            if table.closed or table.app or table.nrecs or table.ticked:
                 # the engine analyses, applies blocks and ticks before the next packet, exactly
                 # where a packet-by-packet replay would (Engine.packet)
                 table.ticked = False

@@ -135,13 +135,15 @@ def overlap(inp: Input, now: float, before: list[str]) -> str | None:
             "analyse each on its own")
 
 
-def replay_input(engine: Any, inp: Input, fmt: str, progress: Progress | None = None) -> dict[str, Any]:
+def replay_input(engine: Any, inp: Input, fmt: str, progress: Progress | None = None,
+                 processes: int = 1) -> dict[str, Any]:
     """Read `inp` through `engine` (the caller calls engine.finish() after the last input). Returns
-    what was read; a "damage" entry says what was lost (slipsq.output.results.damage)."""
+    what was read; a "damage" entry says what was lost (slipsq.output.results.damage). `processes`:
+    for a capture, sources.pcap.replay_capture's."""
     if inp.kind == "pcap":
         from slipsq.sources.pcap import replay_capture
 
-        return replay_capture(engine, inp.path, progress=progress)
+        return replay_capture(engine, inp.path, progress=progress, processes=processes)
     if inp.kind == "pcap-stream":
         from slipsq.sources.pcapstream import replay_stream
 

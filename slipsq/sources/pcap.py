@@ -27,9 +27,11 @@ PROGRESS_EVERY = 0.25  # seconds between progress callbacks
 
 
 def replay_capture(engine: Any, path: str | os.PathLike[str],
-                   progress: Progress | None = None) -> dict[str, Any]:
+                   progress: Progress | None = None, processes: int = 1) -> dict[str, Any]:
     """Replay one capture through `engine` (the caller calls `engine.finish()` after all inputs).
-    Returns what was read: format, link types, packets, truncated and corrupt records, time span."""
+    Returns what was read: format, link types, packets, truncated and corrupt records, time span.
+    `processes` 2: the reader and flow table run in a second process (slipsq.pipeline; `engine` is
+    then a runmode.Offline and this capture its last input), with the same results."""
     p = Path(path)
     table_mod, reader_mod = twins.compiled("slipsq._flowtable"), twins.compiled("slipsq.sources._pcap")
     if table_mod is None or reader_mod is None:
@@ -45,6 +47,10 @@ def replay_capture(engine: Any, path: str | os.PathLike[str],
         raise InputError(f"{p}: {_reason(e)}") from None
     try:
         check_linktypes(p, pcap.linktypes)
+        if processes > 1:
+            from slipsq import pipeline
+
+            return pipeline.replay_capture(engine, pcap, progress)
         table = engine.table
         size = pcap.total
         next_report = time.monotonic() + PROGRESS_EVERY

@@ -1,0 +1,535 @@
+"""Replay one capture on two cores, with the output of one process, byte for byte.
+
+`slipsq replay` of a capture spends its time in two places: the compiled reader and flow table (a
+third to a half of it) and the engine's analysis of what the table hands up (closed flows through
+the detectors, app packets, the judge). Here the first runs in a child process, the *table
+process*, forked once the engine is built, and the second in this one, the *engine process*:
+
+    table process:   PcapFile.feed ─► FlowTable (record mode) ─► messages ─┐ pipe
+    engine process:  RecordedTable ◄──────────────────────────────────────┘ ─► detectors ─► judge ─► sinks
+
+**Messages.** The table process runs the engine's own time logic (Engine._advance and _second
+without the detectors) and sends a *message* each time the engine would have had something to do:
+"a" (advance: what the table handed up after a packet, at time `now`), "x" (the table's expiry pass
+of a new second), "z" (the capture's end, with what was read), "f" (the end of input: every open
+flow, and the table's counters). Messages are numbered from 1. A message carries its app packets and
+its closed flows as the table's C records (`_flowtable.FlowRecord`: no Python object a flow on that
+side, `flows_of_records` makes the Flows here). The engine process hands each message to the engine
+through `RecordedTable`, which the engine cannot tell from its FlowTable.
+
+**Blocks, exactly.** In one process a block reaches the table at once: the blocked address's next
+packets are dropped, so what the table emits after a block depends on it. The table process runs
+ahead, not knowing the blocks the engine has yet to decide, so its messages are a speculation. Every
+block and unblock is therefore told back with the number of the message the engine was analysing
+(`RecordedTable.step_done`). If the table process has fed no packet since that message, it applies
+the command at once and its messages stand. Otherwise it rolls back: it keeps *snapshots*, children
+forked at message boundaries and asleep on a pipe (a fork is a copy-on-write checkpoint of the whole
+table for about a millisecond); the newest snapshot at or before the command's message wakes, re-runs
+the packets since its fork without sending what the engine has already analysed, applies every
+command at its message and goes on, and the process that was ahead exits. The engine drops the
+messages it read from that process after the command ("r", the rollback marker, tells it which).
+Blocks are rare in a capture (none in a benign one); a rollback costs the re-run from the newest
+snapshot, at most SNAPSHOT_EVERY packets.
+
+**Wire.** Frames on the data pipe (table -> engine) are a 4-byte little-endian length and a marshal
+payload: ("m", new snapshot message numbers, [message, ...]), ("r", keep) the marker after a command,
+("e", text) the table process failed. A message is (number, kind, now, app packets, records, extra).
+On the control pipe (engine -> table): ("cmds", analysed, [(message number, "block"|"unblock", ip),
+...]) every command so far, ("ack", n) the engine is past snapshot n (older ones can go), ("done",).
+marshal, not pickle or slipsq.mqwire: both ends are forks of one process (one build, one trust
+domain, the records are this build's C structs), and marshal's C code reads a message's tuples and
+bytes in about a third of pickle's time; the queue workers' wire is hardened for a different case.
+
+**Failing open is not an option here; failing loudly is.** A table process that dies (killed, out
+of memory) ends the replay with PipelineError; a bug raises in the table process and its traceback
+travels back. When this process dies, the table process sees its pipes close and exits. `slipsq
+replay --processes 1` (or a capture among several inputs, or the readable twins) runs everything in
+one process, as before.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import signal
+import socket
+import struct
+import time
+import traceback
+from array import array
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slipsq import twins
+from slipsq.errors import SlipsqError
+from slipsq.flow import Flow
+
+SNAPSHOT_EVERY = 262_144   # packets between snapshots: a rollback re-runs at most this many
+FLUSH_MESSAGES = 512       # the table process writes a frame after this many messages ...
+FLUSH_BYTES = 256 * 1024   # ... or this many bytes of records and app packets, whichever first
+BATCH = 65536              # packets per call into the compiled reader when nothing is pending
+PROGRESS_EVERY = 0.25      # seconds between progress callbacks
+_LEN = struct.Struct("<I")
+_PIPE_SIZE = 1 << 20       # the data pipe's buffer (F_SETPIPE_SZ; the default 64 kB if refused)
+
+Progress = Callable[[int, int], None]
+
+
+class PipelineError(SlipsqError):
+    """The table process failed or left the protocol (a bug, or the process was killed)."""
+
+
+def default_processes() -> int:
+    """2 when this process may run on two CPUs or more, else 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return 2 if cpus >= 2 else 1
+
+
+def usable(engine: Any) -> bool:
+    """Whether `engine` can replay a capture through a table process: the compiled table (record
+    mode), and fork."""
+    fast = twins.compiled("slipsq._flowtable")
+    return (fast is not None and isinstance(engine.table, fast.FlowTable) and hasattr(os, "fork")
+            and twins.compiled("slipsq.sources._pcap") is not None)
+
+
+# --- framing (both processes) --------------------------------------------------------------------
+
+def frame(obj: Any) -> bytes:
+    payload = marshal.dumps(obj)
+    return _LEN.pack(len(payload)) + payload
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_frame(f: Any) -> Any:
+    """The next frame's object from the buffered file `f`; None at the end of the stream."""
+    head = f.read(_LEN.size)
+    if not head:
+        return None
+    if len(head) < _LEN.size:
+        raise PipelineError("the table process's stream ends inside a frame")
+    (n,) = _LEN.unpack(head)
+    body = f.read(n)
+    if len(body) < n:
+        raise PipelineError("the table process's stream ends inside a frame")
+    return marshal.loads(body)
+
+
+def commands_by_message(cmds: list[tuple[int, str, str]]) -> dict[int, list[tuple[str, str]]]:
+    out: dict[int, list[tuple[str, str]]] = {}
+    for n, op, ip in cmds:
+        out.setdefault(n, []).append((op, ip))
+    return out
+
+
+# --- the table process ---------------------------------------------------------------------------
+
+@dataclass
+class _Snapshot:
+    seq: int     # the message it was forked after (its commands applied)
+    pid: int
+    wake: int    # write end of the pipe it sleeps on
+
+
+class TableProcess:
+    """The reader and the flow table, in the forked child: Engine._advance/_second/finish's table
+    calls in the same order, each hand-up sent as a numbered message (module docstring)."""
+
+    def __init__(self, table: Any, pcap: Any, out_fd: int, ctl_fd: int, now: float, next_tick: float,
+                 snapshot_every: int = SNAPSHOT_EVERY) -> None:
+        self.table, self.pcap = table, pcap
+        self.out_fd, self.ctl_fd = out_fd, ctl_fd
+        self.now, self.next_tick = now, next_tick
+        self.snapshot_every = snapshot_every
+        self.seq = 0                 # the last message made
+        self.quiet_until = 0         # messages up to this one were analysed already: not sent
+        self.cmds: dict[int, list[tuple[str, str]]] = {}
+        self.fed = array("q", [0])   # fed[n]: packets fed when message n was made
+        self.out: list[tuple[Any, ...]] = []
+        self.out_bytes = 0
+        self.new_snapshots: list[int] = []
+        self.snapshots: list[_Snapshot] = []
+        self.snap_packets = 0
+        self.ctl_buf = b""
+        os.set_blocking(ctl_fd, False)
+
+    def run(self) -> None:
+        pcap, table = self.pcap, self.table
+        self._snapshot()  # message 0: before the first packet
+        while pcap.feed(table, BATCH):
+            self.advance(pcap.last_ts)
+        if pcap.packets:
+            self.advance(pcap.last_ts)
+        self._ship("z", {"format": pcap.format, "linktypes": pcap.linktypes, "packets": pcap.packets,
+                         "truncated": pcap.truncated, "corrupt": pcap.corrupt, "first_ts": pcap.first_ts,
+                         "last_ts": pcap.last_ts})
+        table.close_all(self.now)
+        self._ship("f", table.stats())
+        self._send()
+        while True:  # the engine may still decide a block at a message we fed packets past
+            os.set_blocking(self.ctl_fd, True)
+            self._poll()
+
+    def advance(self, now: float) -> None:
+        """Engine._advance's table calls: a message when the engine would analyse or tick."""
+        if now > self.now:
+            self.now = now
+        second = self.now >= self.next_tick
+        if second or self.table.pending:
+            self._ship("a", self.pcap.offset)
+        if second:  # Engine._second
+            self.next_tick = int(self.now) + 1.0
+            self.table.expire(self.now)
+            self._ship("x", None)
+
+    def _ship(self, kind: str, extra: Any) -> None:
+        self.seq += 1
+        seq = self.seq
+        apps, recs = self.table.pop_app(), self.table.pop_records()
+        self.fed.append(self.pcap.packets)
+        if seq > self.quiet_until:
+            self.out.append((seq, kind, self.now, apps, recs, extra))
+            self.out_bytes += len(recs) + 64 * len(apps)
+            if len(self.out) >= FLUSH_MESSAGES or self.out_bytes >= FLUSH_BYTES:
+                self._send()
+                self._poll()
+        for op, ip in self.cmds.get(seq, ()):
+            self._apply(op, ip)
+        if seq >= self.quiet_until and (not self.snapshots
+                                        or self.pcap.packets - self.snap_packets >= self.snapshot_every):
+            self._snapshot()
+
+    def _apply(self, op: str, ip: str) -> None:
+        (self.table.block if op == "block" else self.table.unblock)(ip)
+
+    def _send(self) -> None:
+        if self.out or self.new_snapshots:
+            _write_all(self.out_fd, frame(("m", self.new_snapshots, self.out)))
+            self.out, self.out_bytes, self.new_snapshots = [], 0, []
+
+    # --- the control pipe ------------------------------------------------------------------------
+    def _poll(self) -> None:
+        """Read and act on what the engine said (nothing waiting: return at once, unless blocking)."""
+        try:
+            data = os.read(self.ctl_fd, 65536)
+        except BlockingIOError:
+            return
+        if not data:  # the engine process is gone
+            self._exit(0)
+        self.ctl_buf += data
+        while len(self.ctl_buf) >= _LEN.size:
+            (n,) = _LEN.unpack_from(self.ctl_buf)
+            if len(self.ctl_buf) < _LEN.size + n:
+                break
+            msg = marshal.loads(self.ctl_buf[_LEN.size:_LEN.size + n])
+            self.ctl_buf = self.ctl_buf[_LEN.size + n:]
+            self._control(msg)
+
+    def _control(self, msg: tuple[Any, ...]) -> None:
+        if msg[0] == "ack":  # the engine is past snapshot msg[1]: keep only the newest at or before it
+            older = [s for s in self.snapshots if s.seq <= msg[1]]
+            for s in older[:-1]:
+                self._drop(s)
+        elif msg[0] == "done":
+            self._exit(0)
+        elif msg[0] == "cmds":
+            self._commands(msg[1], msg[2])
+        else:
+            raise PipelineError(f"unknown control message {msg[0]!r}")
+
+    def _commands(self, analysed: int, cmd_list: list[tuple[int, str, str]]) -> None:
+        new = commands_by_message(cmd_list)
+        changed = [n for n in new if new[n] != self.cmds.get(n, [])]
+        if not changed:
+            _write_all(self.out_fd, frame(("r", True)))
+            return
+        first = min(changed)
+        if self.pcap.packets == self.fed[first]:
+            # no packet fed since: what was sent stands; every command from `first` on, in order
+            # (re-applying one already applied leaves the same table: the last one per address wins)
+            for n in sorted(new):
+                if n >= first:
+                    for op, ip in new[n]:
+                        self._apply(op, ip)
+            self.cmds = new
+            _write_all(self.out_fd, frame(("r", True)))
+            return
+        back = [s for s in self.snapshots if s.seq <= first]
+        if not back:
+            raise PipelineError(f"no snapshot at or before message {first} (snapshots: "
+                                f"{[s.seq for s in self.snapshots]})")
+        chosen = back[-1]
+        _write_all(self.out_fd, frame(("r", False)))  # the engine drops what it holds from us
+        _write_all(chosen.wake, marshal.dumps((analysed, cmd_list)))
+        os.close(chosen.wake)
+        self.snapshots.remove(chosen)
+        for s in list(self.snapshots):
+            self._drop(s)
+        os._exit(0)  # the snapshot goes on in our place
+
+    # --- snapshots -------------------------------------------------------------------------------
+    def _snapshot(self) -> None:
+        self._send()  # the child must not carry messages this process still owes
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid:
+            os.close(r)
+            self.snapshots.append(_Snapshot(self.seq, pid, w))
+            self.new_snapshots.append(self.seq)
+            self.snap_packets = self.pcap.packets
+            return
+        # the snapshot: asleep until woken with the commands, or until its pipe closes
+        os.close(w)
+        for s in self.snapshots:
+            os.close(s.wake)
+        self.snapshots = []
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+        os.close(r)
+        if not data:
+            os._exit(0)
+        analysed, cmd_list = marshal.loads(data)
+        self.quiet_until = analysed
+        self.cmds = commands_by_message(cmd_list)
+        for op, ip in self.cmds.get(self.seq, ()):  # a command at our own message, told after our fork
+            self._apply(op, ip)
+        self.snap_packets = self.pcap.packets
+        self.ctl_buf = b""
+
+    def _drop(self, s: _Snapshot) -> None:
+        os.close(s.wake)  # it wakes to an empty message and exits
+        self.snapshots.remove(s)
+        try:
+            os.waitpid(s.pid, 0)
+        except ChildProcessError:
+            pass
+
+    def _exit(self, code: int) -> None:
+        for s in list(self.snapshots):
+            self._drop(s)
+        os._exit(code)
+
+
+def _table_main(table: Any, pcap: Any, out_fd: int, ctl_fd: int, now: float, next_tick: float,
+                snapshot_every: int) -> None:
+    """The forked child: run the table process; any exception goes back to the engine as text.
+    Never returns: os._exit (no atexit handler, no flush of the parent's buffered files)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's; we end when it does
+    code = 0
+    try:
+        TableProcess(table, pcap, out_fd, ctl_fd, now, next_tick, snapshot_every).run()
+    except BrokenPipeError:
+        code = 0  # the engine process went away first
+    except BaseException:
+        code = 1
+        try:
+            _write_all(out_fd, frame(("e", traceback.format_exc())))
+        except OSError:
+            pass
+    os._exit(code)
+
+
+# --- the engine process --------------------------------------------------------------------------
+
+class RecordedTable:
+    """The engine's flow table in the engine process: it hands the engine what the table process's
+    table handed up, message by message, and tells that process every block and unblock with the
+    message it was decided at. The engine cannot tell it from a FlowTable: pending, pop_app,
+    pop_closed, expire and close_all (each takes its message), block, unblock, is_blocked, stats."""
+
+    def __init__(self, stream: Any, ctl_fd: int, pid: int, flows_of_records: Callable[[bytes], list[Flow]]) -> None:
+        self.stream, self.ctl_fd, self.pid = stream, ctl_fd, pid
+        self._flows_of = flows_of_records
+        self.msgs: deque[tuple[Any, ...]] = deque()
+        self.seq = 0                                  # the message being analysed
+        self.app: list[tuple[float, bytes]] = []
+        self.recs = b""
+        self.blocked: set[str] = set()
+        self.cmds: list[tuple[int, str, str]] = []    # every command, with its message
+        self.told = 0                                 # commands the table process has been told
+        self.snapshots: deque[int] = deque()          # snapshots the engine has not passed yet
+        self.awaiting = False                         # a marker is due before the next message
+        self.final: dict[str, int] = {}
+        self.finished = False
+        self.rollbacks = 0                            # commands the table process re-ran for
+        self.kept = 0                                 # commands it applied at once
+
+    # --- the FlowTable interface -----------------------------------------------------------------
+    @property
+    def pending(self) -> bool:
+        return bool(self.recs) or bool(self.app)
+
+    def pop_closed(self) -> list[Flow]:
+        recs, self.recs = self.recs, b""
+        return self._flows_of(recs) if recs else []
+
+    def pop_app(self) -> list[tuple[float, bytes]]:
+        out, self.app = self.app, []
+        return out
+
+    def expire(self, now: float) -> None:
+        self._take("x")
+
+    def close_all(self, now: float) -> None:
+        msg = self._take("f")
+        self.final = msg[5]
+        self.close()
+
+    def block(self, ip: str) -> None:
+        socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)  # as FlowTable.block refuses
+        if ip not in self.blocked:
+            self.blocked.add(ip)
+            self.cmds.append((self.seq, "block", ip))
+
+    def unblock(self, ip: str) -> None:
+        if ip in self.blocked:
+            self.blocked.discard(ip)
+            self.cmds.append((self.seq, "unblock", ip))
+
+    def is_blocked(self, ip: str) -> bool:
+        return ip in self.blocked
+
+    def set_app_kinds(self, kinds: frozenset[str]) -> None:
+        raise PipelineError("the table process's app kinds are fixed when it starts")
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.final)
+
+    def memory(self) -> int:
+        return 0
+
+    # --- messages --------------------------------------------------------------------------------
+    def next_message(self) -> tuple[Any, ...]:
+        """The next message, loaded (its app packets and flows are pending)."""
+        while not self.msgs or self.awaiting:
+            self._read()
+        msg = self.msgs.popleft()
+        if msg[0] != self.seq + 1:
+            raise PipelineError(f"message {msg[0]} came after {self.seq}")
+        self.seq = msg[0]
+        self.app, self.recs = msg[3], msg[4]
+        return msg
+
+    def _take(self, kind: str) -> tuple[Any, ...]:
+        msg = self.next_message()
+        if msg[1] != kind:
+            raise PipelineError(f"message {msg[0]} is {msg[1]!r} where the engine expects {kind!r}")
+        return msg
+
+    def _read(self) -> None:
+        item = _read_frame(self.stream)
+        if item is None:
+            raise PipelineError("the table process ended before the end of the capture (killed, or out of memory?)")
+        kind = item[0]
+        if kind == "m":
+            self.snapshots.extend(item[1])
+            self.msgs.extend(item[2])
+        elif kind == "r":  # the answer to our commands: keep what we hold, or drop it (a rollback)
+            if not self.awaiting:
+                raise PipelineError("a rollback marker nobody asked for")
+            self.awaiting = False
+            if item[1]:
+                self.kept += 1
+            else:
+                self.rollbacks += 1
+                self.msgs.clear()
+                self.snapshots.clear()
+        elif kind == "e":
+            raise PipelineError(f"the table process failed:\n{item[1]}")
+        else:
+            raise PipelineError(f"unknown frame {kind!r} from the table process")
+
+    def step_done(self) -> None:
+        """The engine has analysed every message it took so far: tell the table process the commands
+        decided since, and which snapshots it is past."""
+        if len(self.cmds) > self.told:
+            self.told = len(self.cmds)
+            self._say(("cmds", self.seq, self.cmds))
+            self.awaiting = True
+            return
+        passed = None
+        while self.snapshots and self.snapshots[0] <= self.seq:
+            passed = self.snapshots.popleft()
+        if passed is not None:
+            self._say(("ack", passed))
+
+    def _say(self, msg: tuple[Any, ...]) -> None:
+        _write_all(self.ctl_fd, frame(msg))
+
+    def close(self) -> None:
+        """Let the table process go (it exits) and reap it."""
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            self._say(("done",))
+        except OSError:
+            pass
+        os.close(self.ctl_fd)
+        self.stream.close()
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def replay_capture(run: Any, pcap: Any, progress: Progress | None = None,
+                   snapshot_every: int = SNAPSHOT_EVERY) -> dict[str, Any]:
+    """Replay the opened capture `pcap` (a PcapFile) through `run` (runmode.Offline) with a table
+    process; the same result as sources.pcap.replay_capture's loop. The caller calls run.finish()
+    after (its close_all takes the last message and lets the table process go)."""
+    from slipsq import _flowtable  # type: ignore[attr-defined]
+
+    engine = run.engine
+    table = engine.table
+    table.set_records(True)
+    data_r, data_w = os.pipe()
+    ctl_r, ctl_w = os.pipe()
+    try:
+        import fcntl
+
+        fcntl.fcntl(data_w, 1031, _PIPE_SIZE)  # F_SETPIPE_SZ
+    except OSError:
+        pass
+    pid = os.fork()
+    if pid == 0:
+        os.close(data_r)
+        os.close(ctl_w)
+        _table_main(table, pcap, data_w, ctl_r, engine.now, engine._next_tick, snapshot_every)
+    os.close(data_w)
+    os.close(ctl_r)
+    recorded = RecordedTable(os.fdopen(data_r, "rb", buffering=1 << 20), ctl_w, pid, _flowtable.flows_of_records)
+    engine.table = recorded
+    size = pcap.total
+    next_report = time.monotonic() + PROGRESS_EVERY
+    try:
+        while True:
+            msg = recorded.next_message()
+            kind = msg[1]
+            run.advance(msg[2])
+            if kind == "z":
+                info: dict[str, Any] = msg[5]
+                break
+            if kind != "a":
+                raise PipelineError(f"message {msg[0]} is {kind!r} where the engine expects an advance")
+            recorded.step_done()
+            if progress is not None and time.monotonic() >= next_report:
+                next_report = time.monotonic() + PROGRESS_EVERY
+                progress(msg[5], size)
+    except BaseException:
+        recorded.close()
+        raise
+    if progress is not None:
+        progress(size, size)
+    return info

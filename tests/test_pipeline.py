@@ -1,0 +1,262 @@
+"""Replay with a table process (slipsq/pipeline.py): the same output as one process, byte for byte,
+however often the table process must roll back; and loud, clean failures when it dies."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slipsq import pipeline, runmode, twins
+from slipsq.config import Config
+from slipsq.output.alerts import AlertWriter
+from slipsq.records import Block, Unblock
+from slipsq.sink import Sink
+from slipsq.sources.pcap import replay_capture
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+
+pytestmark = pytest.mark.skipif(twins.compiled("slipsq._flowtable") is None or not hasattr(os, "fork"),
+                                reason="the table process needs the compiled table and fork")
+
+
+class Commands(Sink):
+    """Every Block and Unblock, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[Block | Unblock] = []
+
+    def block(self, block: Block) -> None:
+        self.seen.append(block)
+
+    def unblock(self, unblock: Unblock) -> None:
+        self.seen.append(unblock)
+
+
+def replay(path: Path, processes: int, cfg: Config | None = None,
+           snapshot_every: int = pipeline.SNAPSHOT_EVERY) -> tuple[str, dict[str, int], list[Any], Any]:
+    """(alerts as JSON lines, the table's counters, blocks and unblocks, the engine's table)."""
+    cfg = cfg or runmode.load_config(None)
+    out, cmds = io.StringIO(), Commands()
+    run = runmode.Offline(runmode.build_engine(cfg, runmode.load_engine_models(None, cfg), runmode.make_allow(cfg)),
+                          [AlertWriter(out, True), cmds])
+    if processes == 2:
+        from slipsq.sources._pcap import PcapFile
+
+        pcap = PcapFile(str(path))
+        try:
+            pipeline.replay_capture(run, pcap, snapshot_every=snapshot_every)
+        finally:
+            pcap.close()
+    else:
+        replay_capture(run, path)
+    table = run.engine.table
+    run.finish()
+    return out.getvalue(), table.stats(), cmds.seen, table
+
+
+def scans_with_expiring_blocks(path: Path) -> None:
+    """Three scanners that scan again and again, a short block that expires (and a repeat offender's
+    longer one), on top of home browsing: many blocks and unblocks, packets of blocked hosts dropped."""
+    from tools.gen_corpus import LAPTOP, ROUTER, T0, _home
+    from tools.gen_scenarios import merge, normal_browsing, vertical_scan
+    from tools.gencapture import write_capture
+
+    rng = random.Random(7)
+    streams = [*_home(rng, 400), normal_browsing("192.168.1.12", 8, 400, start=T0, resolver=ROUTER, rng=rng)]
+    for k, attacker in enumerate(("198.51.100.77", "198.51.100.78", "203.0.113.9")):
+        for round_ in range(4):
+            ports = range(1 + 300 * round_, 301 + 300 * round_)  # new ports: a new scan each round
+            streams.append(vertical_scan(attacker, LAPTOP, ports, start=T0 + 10 + 23 * k + 90 * round_,
+                                         rate=20, rng=random.Random(k * 10 + round_)))
+    write_capture(merge(*streams), path)
+
+
+@pytest.fixture(scope="module")
+def blocky(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pipeline") / "scans.pcap"
+    scans_with_expiring_blocks(path)
+    return path
+
+
+def short_blocks() -> Config:
+    return runmode.load_config(None, {"judge.block_duration": 40.0, "judge.repeat_factor": 1.5})
+
+
+@pytest.mark.parametrize("snapshot_every", [1, 97, 10**9])
+def test_blocks_and_unblocks_give_the_output_of_one_process(blocky: Path, snapshot_every: int) -> None:
+    cfg = short_blocks()
+    one = replay(blocky, 1, cfg)
+    alerts, stats, cmds, table = replay(blocky, 2, cfg, snapshot_every)
+    # the input does what it is for: blocks, expiries, re-blocks, packets dropped after a block
+    assert sum(isinstance(c, Block) for c in one[2]) >= 4
+    assert sum(isinstance(c, Unblock) for c in one[2]) >= 2
+    assert one[1]["dropped"] > 0
+    assert table.rollbacks >= 1  # the table process was ahead of a block, and went back
+    assert (alerts, stats, [repr(c) for c in cmds]) == (one[0], one[1], [repr(c) for c in one[2]])
+
+
+def test_every_bundled_capture_gives_the_output_of_one_process() -> None:
+    for path in sorted(DATA.glob("*.pcap")):
+        one = replay(path, 1)
+        two = replay(path, 2, snapshot_every=50)
+        assert (two[0], two[1]) == (one[0], one[1]), path
+
+
+def test_a_block_when_nothing_was_fed_past_it_is_kept(blocky: Path) -> None:
+    """The table process is not always ahead: at the capture's end a block decided on the last
+    flows meets a table that has fed every packet, and what was sent stands."""
+    cfg = short_blocks()
+    *_, table = replay(blocky, 2, cfg, 10**9)
+    assert table.rollbacks + table.kept >= 4
+    assert table.rollbacks >= 1
+
+
+def test_the_cli_replays_the_same_with_one_or_two_processes(blocky: Path, tmp_path: Path) -> None:
+    def cli(n: int) -> list[str]:
+        p = subprocess.run([sys.executable, "-m", "slipsq", "replay", str(blocky), "--json", "--processes", str(n),
+                            "-o", str(tmp_path / str(n))], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert p.returncode == 0, p.stderr
+        files = {f.name: f.read_text() for f in (tmp_path / str(n)).iterdir() if f.is_file()}
+        return [pipeline_free(p.stdout), pipeline_free(files.pop("summary.json")), files]  # type: ignore[list-item]
+
+    assert cli(1) == cli(2)
+
+
+def pipeline_free(text: str) -> str:
+    """The text with the summary's timing figures blanked (tools.golden's rule)."""
+    from tools.golden import normalise
+
+    return normalise(text)
+
+
+# --- records -------------------------------------------------------------------------------------
+
+def test_records_make_the_flows_the_table_emits() -> None:
+    from slipsq import _flowtable
+
+    cfg = runmode.load_config(None)
+    data = (DATA / "normal-home.pcap").read_bytes()
+    flows = {}
+    for mode in (False, True):
+        from slipsq.sources._pcap import PcapFile
+
+        table = _flowtable.FlowTable(cfg)
+        table.set_records(mode)
+        pcap = PcapFile(str(DATA / "normal-home.pcap"))
+        got = []
+        while pcap.feed(table, 1000):
+            table.expire(pcap.last_ts)
+            got += _flowtable.flows_of_records(table.pop_records()) if mode else table.pop_closed()
+        table.close_all(pcap.last_ts)
+        got += _flowtable.flows_of_records(table.pop_records()) if mode else table.pop_closed()
+        pcap.close()
+        flows[mode] = got
+    assert data and len(flows[False]) > 10
+    assert flows[True] == flows[False]
+
+
+def test_records_refuse_what_no_table_wrote() -> None:
+    from slipsq import _flowtable
+
+    with pytest.raises(ValueError, match="whole number"):
+        _flowtable.flows_of_records(b"\x00" * 7)
+    with pytest.raises(ValueError, match="not one this build wrote"):
+        _flowtable.flows_of_records(b"\xff" * 88 * 2)
+
+
+def test_record_mode_and_bypass_exclude_each_other() -> None:
+    from slipsq import _flowtable
+
+    table = _flowtable.FlowTable(runmode.load_config(None))
+    table.set_records(True)
+    with pytest.raises(ValueError, match="bypass"):
+        table.set_bypass(2, 100)
+
+
+# --- failures ------------------------------------------------------------------------------------
+
+def test_a_table_process_that_dies_ends_the_replay_with_one_clear_error(blocky: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = pipeline.TableProcess._ship
+
+    def dying(self: pipeline.TableProcess, kind: str, extra: Any) -> None:
+        if self.seq == 40:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(self, kind, extra)
+
+    monkeypatch.setattr(pipeline.TableProcess, "_ship", dying)
+    with pytest.raises(pipeline.PipelineError, match="ended before the end of the capture"):
+        replay(blocky, 2)
+
+
+def test_a_bug_in_the_table_process_comes_back_with_its_traceback(blocky: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: pipeline.TableProcess, now: float) -> None:
+        raise ZeroDivisionError("a planted bug")
+
+    monkeypatch.setattr(pipeline.TableProcess, "advance", broken)
+    with pytest.raises(pipeline.PipelineError, match=r"(?s)table process failed.*ZeroDivisionError: a planted bug"):
+        replay(blocky, 2)
+
+
+def children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out |= {int(c) for c in text}
+    return out
+
+
+def test_the_table_process_and_its_snapshots_end_with_the_replay(tmp_path: Path) -> None:
+    """SIGKILL the replay mid-way: no process of its pipeline is left behind."""
+    from tests.helpers import pcap_bytes_fast
+
+    big = tmp_path / "big.pcap"
+    big.write_bytes(pcap_bytes_fast(600_000, flows=5000))
+    proc = subprocess.Popen([sys.executable, "-m", "slipsq", "replay", str(big), "--json", "--processes", "2"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        kids: set[int] = set()
+        deadline = time.monotonic() + 60
+        while not kids and time.monotonic() < deadline and proc.poll() is None:
+            kids = children(proc.pid)
+            time.sleep(0.01)
+        assert kids, "the replay ended before it forked its table process"
+        grandkids = set().union(*(children(k) for k in kids if Path(f"/proc/{k}").exists()))
+        proc.kill()
+        proc.wait()
+        left = {p for p in kids | grandkids if _alive(p)}
+        deadline = time.monotonic() + 10
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = {p for p in left if _alive(p)}
+        assert not left
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_default_processes_follow_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert pipeline.default_processes() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert pipeline.default_processes() == 2
