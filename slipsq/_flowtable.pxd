@@ -74,6 +74,12 @@ ctypedef struct FlowRecord:
     uint8_t icmp
     uint8_t closed_by      # an index into CLOSED_BY (_flowtable.pyx)
 
+# the addresses of one IP packet, as the table's record mode logs them (FlowTable.touched_since)
+ctypedef struct SeenPacket:
+    uint8_t src[16]
+    uint8_t dst[16]
+    uint8_t family
+
 cdef str addr_text(const uint8_t* a, int family)  # an address's text, one str object per address
 
 # the bypass gate (FlowTable.gate_bypass): true when the source's queue holds no packet now
@@ -128,6 +134,8 @@ cdef class FlowTable:
     cdef FlowRecord* recs
     cdef Py_ssize_t nrecs
     cdef Py_ssize_t recs_cap
+    cdef SeenPacket* seen        # record mode: the last SEEN_RING IP packets' addresses, a ring
+    cdef uint64_t nseen          # IP packets logged in `seen` since record mode began
 
     cdef int feed_ip(self, const unsigned char* ip, Py_ssize_t length, double ts) except -1
     cdef int feed_link(self, const unsigned char* buf, Py_ssize_t length, double ts, int linktype) except -1

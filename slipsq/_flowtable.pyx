@@ -364,6 +364,10 @@ cdef inline uint32_t find_entry(FlowEntry** chunks, uint32_t i, Parsed* p, uint3
     return NIL
 
 
+cdef enum:
+    SEEN_RING = 1 << 16  # IP packets whose addresses record mode remembers (touched_since)
+
+
 # why a flow was emitted (Flow.closed_by), by FlowRecord.closed_by
 cdef tuple CLOSED_BY = ("fin", "rst", "idle", "active", "evict", "end")
 cdef enum:
@@ -478,6 +482,8 @@ cdef class FlowTable:
         self.buckets = NULL
         self.bslots = NULL
         self.recs = NULL
+        self.seen = NULL
+        self.nseen = 0
         self.nrecs = self.recs_cap = 0
         self.as_records = False
         self.nchunks = self.cap = self.count = 0
@@ -528,6 +534,7 @@ cdef class FlowTable:
         PyMem_Free(self.buckets)
         PyMem_Free(self.bslots)
         PyMem_Free(self.recs)
+        PyMem_Free(self.seen)
 
     # --- packets ---------------------------------------------------------------------------------
     def feed(self, const uint8_t[::1] buf, double ts, int linktype):
@@ -541,6 +548,7 @@ cdef class FlowTable:
 
     cdef int feed_link(self, const unsigned char* buf, Py_ssize_t n, double ts, int linktype) except -1:
         cdef Parsed p
+        cdef SeenPacket* seen
         self.n_packets += 1
         if ts > self.now:
             self.now = ts
@@ -563,6 +571,12 @@ cdef class FlowTable:
             else:
                 self.n_non_ip += 1
             return 1
+        if self.seen != NULL:  # record mode: which addresses the packets since a message had
+            seen = &self.seen[self.nseen & (SEEN_RING - 1)]
+            seen.family = p.family
+            memcpy(seen.src, p.src, 4 if p.family == 4 else 16)
+            memcpy(seen.dst, p.dst, 4 if p.family == 4 else 16)
+            self.nseen += 1
         if self.nblocked and (self._blocked(p.family, p.src) or self._blocked(p.family, p.dst)):
             self.n_dropped += 1
             return 0
@@ -939,10 +953,51 @@ cdef class FlowTable:
 
     def set_records(self, bint on):
         """Record mode (slipsq/pipeline.py): closed flows are kept as C records for pop_records, not
-        made into Flows. Not with bypass: a bypassed flow's record would skip its hold for conntrack."""
+        made into Flows, and the addresses of the last SEEN_RING IP packets are logged for
+        touched_since. Not with bypass: a bypassed flow's record would skip its hold for conntrack."""
         if on and self.bypass_after:
             raise ValueError("record mode and flow bypass do not go together")
         self.as_records = on
+        if on and self.seen == NULL:
+            self.seen = <SeenPacket*>PyMem_Malloc(SEEN_RING * sizeof(SeenPacket))
+            if self.seen == NULL:
+                raise MemoryError()
+        elif not on:
+            PyMem_Free(self.seen)
+            self.seen = NULL
+
+    @property
+    def seen_count(self):
+        """IP packets logged since record mode began (the position touched_since counts from)."""
+        return self.nseen
+
+    def touched_since(self, uint64_t since, addresses):
+        """Whether an IP packet logged after position `since` (a seen_count) had one of `addresses`
+        (texts) as its source or destination: the packets a block or unblock of them would have
+        changed. True also when those packets are no longer all in the log (more than SEEN_RING)."""
+        cdef uint64_t i
+        cdef SeenPacket* e
+        cdef Py_ssize_t k, m
+        cdef size_t n
+        cdef uint8_t wanted[64][16]
+        cdef int fam[64]
+        if self.seen == NULL or self.nseen - since > SEEN_RING or since > self.nseen:
+            return True
+        packed = [_packed(ip) for ip in addresses]
+        if len(packed) > 64:
+            return True  # a burst of commands: not worth a scan
+        m = len(packed)
+        for k in range(m):
+            fam[k] = 4 if len(packed[k]) == 4 else 6
+            memset(wanted[k], 0, 16)
+            memcpy(wanted[k], <const char*>packed[k], len(packed[k]))
+        for i in range(since, self.nseen):
+            e = &self.seen[i & (SEEN_RING - 1)]
+            n = 4 if e.family == 4 else 16
+            for k in range(m):
+                if fam[k] == e.family and (addr_eq(e.src, wanted[k], n) or addr_eq(e.dst, wanted[k], n)):
+                    return True
+        return False
 
     def pop_records(self):
         """The closed flows since the last call, as bytes of FlowRecords (flows_of_records reads them)."""
