@@ -4,7 +4,9 @@
 
 Generates (once, cached under bench/out/) a realistic capture with tools/gencapture (>= 3M packets,
 >= 100k flows), then times, each in its own child process so each gets its own peak RSS:
-  slipsq replay        `slipsq replay FILE --json > /dev/null` (or the library path if the CLI is absent)
+  slipsq replay        `slipsq replay FILE --json > /dev/null` (or the library path if the CLI is absent):
+                       two processes on two CPUs (slipsq/pipeline.py), as a user gets it
+    --processes 1      the same, all in one process
   table, no detectors  the compiled pcap reader feeding the flow table, closed flows popped and dropped
   argus | ra           `argus -r FILE -w - | ra -n -r - > /dev/null`, the Stratosphere IPS pipeline
   dpkt reader          `dpkt.pcap.Reader` loop alone (on a slice, rate scaled to the whole file)
@@ -304,7 +306,11 @@ def run(a: argparse.Namespace, flows: int, dpkt: bool) -> int:
     warm_cache(path)
     jobs: list[tuple[str, list[str] | str]] = []
     if not a.library and slipsq_cli_works():
+        # as a user runs it (two processes on a machine with two CPUs: slipsq/pipeline.py), then
+        # forced to one, the row that says what the second process is worth
         jobs.append(("slipsq replay (CLI)", [sys.executable, "-m", "slipsq", "replay", str(path), "--json"]))
+        jobs.append(("  --processes 1", [sys.executable, "-m", "slipsq", "replay", str(path), "--json",
+                                         "--processes", "1"]))
     else:
         jobs.append(("slipsq replay (library)", python_child(LIBRARY_REPLAY, path)))
     jobs.append(("table, no detectors", python_child(TABLE_ONLY, path)))

@@ -430,9 +430,9 @@ def test_replay_bench_runs_every_row_on_a_small_capture(tmp_path: Path, library:
             "--slice", "5000", "--repeat", "1", "--out-dir", str(tmp_path)] + (["--library"] if library else [])
     r = subprocess.run(args, capture_output=True, text=True, cwd=root, timeout=170)
     assert r.returncode == 0, r.stderr
-    rows = {line[:24].strip(): line for line in r.stdout.splitlines() if line[:1].isalpha()}
-    replay = "slipsq replay (library)" if library else "slipsq replay (CLI)"
-    for name in (replay, "table, no detectors", "dpkt reader only", "dpkt decode all"):
+    rows = {line[:24].strip(): line for line in r.stdout.splitlines() if line[:1].isalpha() or line[:3] == "  -"}
+    replay = ["slipsq replay (library)"] if library else ["slipsq replay (CLI)", "--processes 1"]
+    for name in (*replay, "table, no detectors", "dpkt reader only", "dpkt decode all"):
         assert name in rows and "skipped" not in rows[name] and "failed" not in rows[name], r.stdout
         assert re.search(r"\s[\d,]+\s+[\d.]+\s+[\d.]+\s+[\d,]+\s.*\s\d+MB", rows[name]), rows[name]
     assert "20,000" in rows["table, no detectors"]
