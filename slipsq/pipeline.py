@@ -334,9 +334,10 @@ def _table_main(table: Any, pcap: Any, out_fd: int, ctl_fd: int, now: float, nex
     """The forked child: run the table process; any exception goes back to the engine as text.
     Never returns: os._exit (no atexit handler, no flush of the parent's buffered files)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's; we end when it does
+    proc = TableProcess(table, pcap, out_fd, ctl_fd, now, next_tick, snapshot_every)
     code = 0
     try:
-        TableProcess(table, pcap, out_fd, ctl_fd, now, next_tick, snapshot_every).run()
+        proc.run()
     except BrokenPipeError:
         code = 0  # the engine process went away first
     except BaseException:
@@ -345,7 +346,7 @@ def _table_main(table: Any, pcap: Any, out_fd: int, ctl_fd: int, now: float, nex
             _write_all(out_fd, frame(("e", traceback.format_exc())))
         except OSError:
             pass
-    os._exit(code)
+    proc._exit(code)  # with our snapshots woken to exit and reaped
 
 
 # --- the engine process --------------------------------------------------------------------------
