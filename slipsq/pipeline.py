@@ -69,16 +69,14 @@ from typing import Any
 from slipsq import twins
 from slipsq.errors import SlipsqError
 from slipsq.flow import Flow
+from slipsq.sources.pcap import BATCH, PROGRESS_EVERY, Progress
 
 SNAPSHOT_EVERY = 262_144   # packets between snapshots: a rollback re-runs at most this many
 FLUSH_MESSAGES = 128       # the table process writes a frame after this many messages ...
 FLUSH_BYTES = 32 * 1024    # ... or this many bytes of records and app packets, whichever first
-BATCH = 65536              # packets per call into the compiled reader when nothing is pending
-PROGRESS_EVERY = 0.25      # seconds between progress callbacks
+                           # (small frames in the default 64 kB pipe: the table process stays a few
+                           # frames ahead, and answers a command after at most a frame's worth)
 _LEN = struct.Struct("<I")
-_PIPE_SIZE = 1 << 16       # the data pipe's buffer (F_SETPIPE_SZ; the default 64 kB if refused)
-
-Progress = Callable[[int, int], None]
 
 
 class PipelineError(SlipsqError):
@@ -505,12 +503,6 @@ def replay_capture(run: Any, pcap: Any, progress: Progress | None = None,
     table.set_records(True)
     data_r, data_w = os.pipe()
     ctl_r, ctl_w = os.pipe()
-    try:
-        import fcntl
-
-        fcntl.fcntl(data_w, 1031, _PIPE_SIZE)  # F_SETPIPE_SZ
-    except OSError:
-        pass
     pid = os.fork()
     if pid == 0:
         os.close(data_r)
