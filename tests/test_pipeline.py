@@ -105,6 +105,19 @@ def test_blocks_and_unblocks_give_the_output_of_one_process(blocky: Path, snapsh
     assert (alerts, stats, [repr(c) for c in cmds]) == (one[0], one[1], [repr(c) for c in one[2]])
 
 
+@pytest.mark.parametrize("flush", [1, 3])
+def test_small_frames_give_the_output_of_one_process(blocky: Path, flush: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames of one or three messages: other frame boundaries around every command and marker
+    (the engine holds what it read past a command until the answer)."""
+    monkeypatch.setattr(pipeline, "FLUSH_MESSAGES", flush)
+    cfg = short_blocks()
+    one = replay(blocky, 1, cfg)
+    alerts, stats, cmds, table = replay(blocky, 2, cfg, 300)
+    assert table.rollbacks + table.kept >= 8
+    assert (alerts, stats, [repr(c) for c in cmds]) == (one[0], one[1], [repr(c) for c in one[2]])
+
+
 def many_scanners(path: Path, n: int) -> None:
     """`n` scanners one after the other, each blocked once, most of them done before their block:
     commands the table process can take where it is (no packet since had their address)."""
