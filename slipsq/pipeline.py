@@ -164,6 +164,7 @@ class TableProcess:
         self.snap_packets = 0
         self.ctl_buf = b""
         os.set_blocking(ctl_fd, False)
+        os.set_blocking(out_fd, False)  # _write: a full data pipe must not stop us reading the engine
 
     def run(self) -> None:
         pcap, table = self.pcap, self.table
@@ -179,8 +180,8 @@ class TableProcess:
         self._ship("f", table.stats())
         self._send()
         while True:  # the engine may still decide a block at a message we fed packets past
+            self._poll()  # first what _write read while the pipe was full
             select.select([self.ctl_fd], [], [])
-            self._poll()
 
     def advance(self, now: float) -> None:
         """Engine._advance's table calls: a message when the engine would analyse or tick."""
@@ -216,13 +217,28 @@ class TableProcess:
 
     def _send(self) -> None:
         if self.out or self.new_snapshots:
-            _write_all(self.out_fd, frame(("m", self.new_snapshots, self.out)))
+            self._write(frame(("m", self.new_snapshots, self.out)))
             self.out, self.out_bytes, self.new_snapshots = [], 0, []
 
+    def _write(self, data: bytes) -> None:
+        """`data` down the data pipe. While the pipe is full, what the engine says is read into
+        ctl_buf (and acted on later, by _poll): the engine may be writing a command frame larger
+        than its pipe, and would wait for us as we wait for it."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.out_fd, view):]
+                continue
+            except BlockingIOError:
+                pass
+            readable, _, _ = select.select([self.ctl_fd], [self.out_fd], [])
+            if readable:
+                self._read_ctl()
+
     # --- the control pipe ------------------------------------------------------------------------
-    def _poll(self) -> None:
-        """Read and act on what the engine said; nothing waiting: return at once. (The control pipe
-        stays non-blocking: its flag is shared with every snapshot, which may read it later.)"""
+    def _read_ctl(self) -> None:
+        """What the engine has said so far, into ctl_buf. (The control pipe stays non-blocking: its
+        flag is shared with every snapshot, which may read it later.)"""
         try:
             data = os.read(self.ctl_fd, 65536)
         except BlockingIOError:
@@ -230,6 +246,10 @@ class TableProcess:
         if not data:  # the engine process is gone
             self._exit(0)
         self.ctl_buf += data
+
+    def _poll(self) -> None:
+        """Read and act on what the engine said; nothing waiting: return at once."""
+        self._read_ctl()
         while len(self.ctl_buf) >= _LEN.size:
             (n,) = _LEN.unpack_from(self.ctl_buf)
             if len(self.ctl_buf) < _LEN.size + n:
@@ -262,14 +282,14 @@ class TableProcess:
             # dropped (or passed) otherwise: what was sent stands, and the table takes them now
             for _, op, ip in told:
                 self._apply(op, ip)
-            _write_all(self.out_fd, frame(("r", True)))
+            self._write(frame(("r", True)))
             return
         back = [s for s in self.snapshots if s.seq <= first]
         if not back:
             raise PipelineError(f"no snapshot at or before message {first} (snapshots: "
                                 f"{[s.seq for s in self.snapshots]})")
         chosen = back[-1]
-        _write_all(self.out_fd, frame(("r", False)))  # the engine drops what it holds from us
+        self._write(frame(("r", False)))  # the engine drops what it holds from us
         every = [(n, op, ip) for n in sorted(self.cmds) for op, ip in self.cmds[n]]
         _write_all(chosen.wake, marshal.dumps((analysed, every)))
         os.close(chosen.wake)
@@ -341,13 +361,23 @@ def _table_main(table: Any, pcap: Any, out_fd: int, ctl_fd: int, now: float, nex
     except BaseException:
         code = 1
         try:
-            _write_all(out_fd, frame(("e", traceback.format_exc())))
+            proc._write(frame(("e", traceback.format_exc())))
         except OSError:
             pass
     proc._exit(code)  # with our snapshots woken to exit and reaped
 
 
 # --- the engine process --------------------------------------------------------------------------
+
+def _packed(ip: str) -> bytes:
+    """The 4 or 16 bytes of an address, and FlowTable.block's ValueError for text that is none."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.inet_pton(family, ip)
+        except OSError:
+            pass
+    raise ValueError(f"'{ip}' does not appear to be an IPv4 or IPv6 address")
+
 
 class RecordedTable:
     """The engine's flow table in the engine process: it hands the engine what the table process's
@@ -362,7 +392,7 @@ class RecordedTable:
         self.seq = 0                                  # the message being analysed
         self.app: list[tuple[float, bytes]] = []
         self.recs = b""
-        self.blocked: set[str] = set()
+        self.blocked: set[bytes] = set()              # packed, as FlowTable keeps them
         self.cmds: list[tuple[int, str, str]] = []    # every command, with its message
         self.told = 0                                 # commands the table process has been told
         self.snapshots: deque[int] = deque()          # snapshots the engine has not passed yet
@@ -389,23 +419,25 @@ class RecordedTable:
         self._take("x")
 
     def close_all(self, now: float) -> None:
-        msg = self._take("f")
-        self.final = msg[5]
-        self.close()
+        try:
+            self.final = self._take("f")[5]
+        finally:
+            self.close()
 
     def block(self, ip: str) -> None:
-        socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)  # as FlowTable.block refuses
-        if ip not in self.blocked:
-            self.blocked.add(ip)
+        packed = _packed(ip)
+        if packed not in self.blocked:
+            self.blocked.add(packed)
             self.cmds.append((self.seq, "block", ip))
 
     def unblock(self, ip: str) -> None:
-        if ip in self.blocked:
-            self.blocked.discard(ip)
+        packed = _packed(ip)
+        if packed in self.blocked:
+            self.blocked.discard(packed)
             self.cmds.append((self.seq, "unblock", ip))
 
     def is_blocked(self, ip: str) -> bool:
-        return ip in self.blocked
+        return _packed(ip) in self.blocked
 
     def set_app_kinds(self, kinds: frozenset[str]) -> None:
         raise PipelineError("the table process's app kinds are fixed when it starts")
@@ -480,6 +512,7 @@ class RecordedTable:
             return
         self.finished = True
         try:
+            os.set_blocking(self.ctl_fd, False)  # never wait here: closing the pipes ends it as well
             self._say(("done",))
         except OSError:
             pass
@@ -492,10 +525,12 @@ class RecordedTable:
 
 
 def replay_capture(run: Any, pcap: Any, progress: Progress | None = None,
-                   snapshot_every: int = SNAPSHOT_EVERY) -> dict[str, Any]:
+                   snapshot_every: int = SNAPSHOT_EVERY, check: Callable[[dict[str, Any]], None] | None = None
+                   ) -> dict[str, Any]:
     """Replay the opened capture `pcap` (a PcapFile) through `run` (runmode.Offline) with a table
-    process; the same result as sources.pcap.replay_capture's loop. The caller calls run.finish()
-    after (its close_all takes the last message and lets the table process go)."""
+    process; the same result as sources.pcap.replay_capture's loop. `check(info)` judges what was
+    read (its exception ends the table process too). The caller calls run.finish() after (its
+    close_all takes the last message and lets the table process go)."""
     from slipsq import _flowtable  # type: ignore[attr-defined]
 
     engine = run.engine
@@ -518,10 +553,14 @@ def replay_capture(run: Any, pcap: Any, progress: Progress | None = None,
         while True:
             msg = recorded.next_message()
             kind = msg[1]
-            run.advance(msg[2])
-            if kind == "z":
+            if kind == "z":  # the capture's end: the one-process loop's last advance, if it read any
                 info: dict[str, Any] = msg[5]
+                if info["packets"]:
+                    run.advance(msg[2])
+                if check is not None:
+                    check(info)
                 break
+            run.advance(msg[2])
             if kind != "a":
                 raise PipelineError(f"message {msg[0]} is {kind!r} where the engine expects an advance")
             recorded.step_done()

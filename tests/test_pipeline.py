@@ -143,6 +143,60 @@ def test_many_blocks_give_the_output_of_one_process(tmp_path: Path, snapshot_eve
     assert (alerts, stats, [repr(c) for c in cmds]) == (one[0], one[1], [repr(c) for c in one[2]])
 
 
+@pytest.mark.timeout(120)
+def test_thousands_of_blocks_at_one_message_do_not_deadlock(tmp_path: Path) -> None:
+    """3,000 scanners judged in one expiry pass: the engine's command frame (~77 kB) is larger than
+    the control pipe while the table process, ahead, waits on a full data pipe. It reads the
+    engine's commands while it waits (found by review: both processes hung)."""
+    from tests.helpers import ACK, FIN, RST, SYN, eth, tcp, write_pcap
+
+    t0, victim, server = 1_700_000_000.0, "192.168.1.10", "93.184.216.34"
+    recs = []
+    for k in range(3000):
+        scanner = f"198.18.{k // 250}.{1 + k % 250}"
+        for port in range(10):
+            t = t0 + 1 + port * 0.05 + k * 1e-5
+            recs += [(t, eth(tcp(scanner, 40000, victim, 1 + port, SYN))),
+                     (t + 0.001, eth(tcp(victim, 1 + port, scanner, 40000, RST | ACK)))]
+    for j in range(3000):  # then answered connections, for the table process to run ahead on
+        t, sport = t0 + 2 + j * 0.003, 10000 + j
+        recs += [(t + dt, eth(p)) for dt, p in (
+            (0, tcp(victim, sport, server, 443, SYN)), (0.0005, tcp(server, 443, victim, sport, SYN | ACK)),
+            (0.001, tcp(victim, sport, server, 443, ACK)), (0.0015, tcp(victim, sport, server, 443, FIN | ACK)),
+            (0.002, tcp(server, 443, victim, sport, FIN | ACK)))]
+    recs.sort(key=lambda r: r[0])
+    path = write_pcap(tmp_path / "burst.pcap", recs)
+    cfg = runmode.load_config(None, {"portscan.vertical_ports": 1, "flowtable.expire_batch": 1_000_000})
+    one = replay(path, 1, cfg)
+    two = replay(path, 2, cfg)
+    assert sum(isinstance(c, Block) for c in one[2]) == 3000
+    assert (two[0], two[1], [repr(c) for c in two[2]]) == (one[0], one[1], [repr(c) for c in one[2]])
+
+
+def test_an_empty_capture_and_a_foreign_link_type_as_in_one_process(tmp_path: Path) -> None:
+    """Through sources.pcap.replay_capture, the CLI's path (found by review: an empty capture failed
+    with two processes, and a pcapng of an unsupported link type passed)."""
+    from slipsq.errors import InputError
+    from tests.helpers import eth, tcp, write_pcap, write_pcapng
+
+    def through(path: Path, processes: int) -> dict[str, Any]:
+        cfg = runmode.load_config(None)
+        run = runmode.Offline(runmode.build_engine(cfg, runmode.load_engine_models(None, cfg),
+                                                   runmode.make_allow(cfg)))
+        info = replay_capture(run, path, processes=processes)
+        run.finish()
+        return info
+
+    empty = write_pcap(tmp_path / "empty.pcap", [])
+    assert through(empty, 2) == through(empty, 1)
+    foreign = write_pcapng(tmp_path / "lt147.pcapng", [(147, 6)],
+                           [(0, 1000.0, eth(tcp("10.0.0.1", 1, "10.0.0.2", 80)))])
+    for processes in (1, 2):
+        with pytest.raises(InputError, match="unsupported link type 147"):
+            through(foreign, processes)
+    assert not {p for p in children(os.getpid()) if _alive(p)}  # the table process was let go
+
+
 def test_every_bundled_capture_gives_the_output_of_one_process() -> None:
     for path in sorted(DATA.glob("*.pcap")):
         one = replay(path, 1)

@@ -50,7 +50,11 @@ def replay_capture(engine: Any, path: str | os.PathLike[str],
         if processes > 1:
             from slipsq import pipeline
 
-            return pipeline.replay_capture(engine, pcap, progress)
+            def check(info: dict[str, Any]) -> None:
+                if info["packets"]:  # pcapng: its interfaces are known once read
+                    check_linktypes(p, info["linktypes"])
+
+            return pipeline.replay_capture(engine, pcap, progress, check=check)
         table = engine.table
         size = pcap.total
         next_report = time.monotonic() + PROGRESS_EVERY
