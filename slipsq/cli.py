@@ -170,7 +170,8 @@ def _config_path(ctx: click.Context, local: str | None) -> str | None:
 @click.option("--processes", type=click.IntRange(1, 2), default=None,
               help="2: read a capture and keep its flow table in a second process while this one runs "
                    "the detectors (the same results, byte for byte; for one capture input). 1: all in "
-                   "one process [default: 2 on a machine with two CPUs or more].")
+                   "one process [default: 2 when two CPUs or more are available to it, counting a "
+                   "container's CPU quota].")
 @click.pass_context
 def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tuples: bool, out_dir: str | None,
            force: bool, report: bool, separate: bool, models_dir: str | None, fmt: str,

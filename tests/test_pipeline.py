@@ -347,8 +347,15 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_default_processes_follow_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_processes_follow_the_cpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(pipeline, "CPU_MAX", str(tmp_path / "absent"))
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert pipeline.default_processes() == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
     assert pipeline.default_processes() == 2
+    # a container's quota: 1.5 CPUs of 3 is one process; "max" (no quota) and a garbled file are none
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr(pipeline, "CPU_MAX", str(cpu_max))
+    for text, want in (("150000 100000\n", 1), ("200000 100000\n", 2), ("max 100000\n", 2), ("garbage", 2)):
+        cpu_max.write_text(text)
+        assert pipeline.default_processes() == want, text
