@@ -197,6 +197,32 @@ def test_an_empty_capture_and_a_foreign_link_type_as_in_one_process(tmp_path: Pa
     assert not {p for p in children(os.getpid()) if _alive(p)}  # the table process was let go
 
 
+@pytest.mark.parametrize("scenario", ["smart-home", "beacon-60s-10%"])
+def test_markov_matches_as_in_one_process(tmp_path: Path, scenario: str) -> None:
+    """Captures with Stratosphere matches among the other detectors' findings, snapshots every 50
+    packets: the same alerts in the same order."""
+    from tools import gen_corpus
+
+    path = tmp_path / f"{scenario}.pcap"
+    gen_corpus.write(gen_corpus.BY_NAME[scenario], path)
+    one = replay(path, 1)
+    two = replay(path, 2, snapshot_every=50)
+    assert '"detector":"stratosphere"' in one[0]
+    assert (two[0], two[1], [repr(c) for c in two[2]]) == (one[0], one[1], [repr(c) for c in one[2]])
+
+
+def test_tuples_are_the_same_with_two_processes(tmp_path: Path) -> None:
+    from tools import gen_corpus
+
+    path = tmp_path / "smart-home.pcap"
+    gen_corpus.write(gen_corpus.BY_NAME["smart-home"], path)
+    out = [subprocess.run([sys.executable, "-m", "slipsq", "replay", str(path), "--tuples", "--json",
+                           "--processes", n], capture_output=True, text=True, cwd=ROOT, timeout=120)
+           for n in ("1", "2")]
+    assert out[0].returncode == 0 and out[0].stdout.count("letters") > 10, out[0].stderr
+    assert pipeline_free(out[1].stdout) == pipeline_free(out[0].stdout)
+
+
 def test_every_bundled_capture_gives_the_output_of_one_process() -> None:
     for path in sorted(DATA.glob("*.pcap")):
         one = replay(path, 1)
