@@ -52,26 +52,11 @@ ctypedef struct FlowEntry:
     uint8_t bypass         # 0 never, BYPASS_ON now (kernel forwards its packets), BYPASS_DONE since a FIN/RST
     uint8_t bypass_waits   # packets that found the flow ready for bypass but the queue not drained
 
-# a closed flow as the table's record mode ships it (FlowTable.set_records, slipsq/pipeline.py): the
-# fields a Flow is made of, before any Python object is; flows_of_records makes the Flows
+# a closed flow as the table's record mode ships it (FlowTable.set_records, slipsq/pipeline.py): its
+# entry as it was when emitted, and why; flows_of_records makes the Flows (the links and class of
+# the copy mean nothing in another process)
 ctypedef struct FlowRecord:
-    double first
-    double last
-    uint64_t abytes
-    uint64_t bbytes
-    uint32_t apkts
-    uint32_t bpkts
-    uint8_t a[16]
-    uint8_t b[16]
-    uint16_t pa
-    uint16_t pb
-    uint8_t proto
-    uint8_t family
-    uint8_t aflags
-    uint8_t bflags
-    uint8_t atos
-    uint8_t btos
-    uint8_t icmp
+    FlowEntry entry
     uint8_t closed_by      # an index into CLOSED_BY (_flowtable.pyx)
 
 # the addresses of one IP packet, as the table's record mode logs them (FlowTable.touched_since)

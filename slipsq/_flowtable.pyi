@@ -5,6 +5,8 @@ from slipsq.flow import Flow
 from slipsq.flowtable import FlowTable as _TwinTable
 
 def address_text(packed: bytes) -> str: ...
+RECORD_SIZE: int
+
 def flows_of_records(data: bytes) -> list[Flow]: ...
 
 # Declared as a subtype of the readable twin: the interface is the same, so code typed against the

@@ -384,52 +384,45 @@ cdef inline int closing_reason(FlowEntry* e) noexcept:
     return BY_FIN if e.closing == CLOSE_FIN else BY_RST
 
 
-# --- closed flows: an entry's record, and the Flow a record makes ---------------------------------
+# --- closed flows: the Flow of an entry, in this process or (its record) another ----------------
 
-cdef inline void record_of(FlowEntry* e, int closed_by, FlowRecord* r) noexcept:
-    r.first, r.last = e.first, e.last
-    r.abytes, r.bbytes, r.apkts, r.bpkts = e.abytes, e.bbytes, e.apkts, e.bpkts
-    memcpy(r.a, e.a, 16)
-    memcpy(r.b, e.b, 16)
-    r.pa, r.pb, r.proto, r.family = e.pa, e.pb, e.proto, e.family
-    r.aflags, r.bflags, r.atos, r.btos, r.icmp = e.aflags, e.bflags, e.atos, e.btos, e.icmp
-    r.closed_by = closed_by
-
-
-cdef object flow_of(FlowRecord* r):
-    """The Flow of a closed flow's record: what the table emits (and flows_of_records makes)."""
+cdef object flow_of(FlowEntry* e, int by):
+    """The Flow of a closed flow's entry: what the table emits (and flows_of_records makes)."""
     cdef str state
-    cdef str closed_by = CLOSED_BY[r.closed_by]
-    if r.proto == 6:
-        state = tcp_state(r.aflags, r.bflags)
-    elif r.icmp:
-        state = icmp_state(r.proto, r.pa, r.pb, r.bpkts > 0)
+    cdef str closed_by = CLOSED_BY[by]
+    if e.proto == 6:
+        state = tcp_state(e.aflags, e.bflags)
+    elif e.icmp:
+        state = icmp_state(e.proto, e.pa, e.pb, e.bpkts > 0)
     else:
-        state = "CON" if r.apkts and r.bpkts else "INT"
-    cdef str direction = "<->" if r.apkts and r.bpkts else "->"
+        state = "CON" if e.apkts and e.bpkts else "INT"
+    cdef str direction = "<->" if e.apkts and e.bpkts else "->"
     if not SLOTS.buildable:  # Flow is not (or no longer) a plain slots dataclass
-        return Flow(r.first, r.last, proto_str(r.proto), addr_text(r.a, r.family), r.pa, addr_text(r.b, r.family),
-                    r.pb, r.apkts, r.bpkts, r.abytes, r.bbytes, state, direction, r.atos, r.btos, "", closed_by)
+        return Flow(e.first, e.last, proto_str(e.proto), addr_text(e.a, e.family), e.pa, addr_text(e.b, e.family),
+                    e.pb, e.apkts, e.bpkts, e.abytes, e.bbytes, state, direction, e.atos, e.btos, "", closed_by)
     # the same Flow, its slots written in place (_flowslots.pxd): no Python __init__ a flow
     f = flow_alloc(&SLOTS)
-    flow_put(&SLOTS, f, F_START, r.first)
-    flow_put(&SLOTS, f, F_END, r.last)
-    flow_put(&SLOTS, f, F_PROTO, proto_str(r.proto))
-    flow_put(&SLOTS, f, F_SADDR, addr_text(r.a, r.family))
-    flow_put(&SLOTS, f, F_SPORT, r.pa)
-    flow_put(&SLOTS, f, F_DADDR, addr_text(r.b, r.family))
-    flow_put(&SLOTS, f, F_DPORT, r.pb)
-    flow_put(&SLOTS, f, F_SPKTS, r.apkts)
-    flow_put(&SLOTS, f, F_DPKTS, r.bpkts)
-    flow_put(&SLOTS, f, F_SBYTES, r.abytes)
-    flow_put(&SLOTS, f, F_DBYTES, r.bbytes)
+    flow_put(&SLOTS, f, F_START, e.first)
+    flow_put(&SLOTS, f, F_END, e.last)
+    flow_put(&SLOTS, f, F_PROTO, proto_str(e.proto))
+    flow_put(&SLOTS, f, F_SADDR, addr_text(e.a, e.family))
+    flow_put(&SLOTS, f, F_SPORT, e.pa)
+    flow_put(&SLOTS, f, F_DADDR, addr_text(e.b, e.family))
+    flow_put(&SLOTS, f, F_DPORT, e.pb)
+    flow_put(&SLOTS, f, F_SPKTS, e.apkts)
+    flow_put(&SLOTS, f, F_DPKTS, e.bpkts)
+    flow_put(&SLOTS, f, F_SBYTES, e.abytes)
+    flow_put(&SLOTS, f, F_DBYTES, e.bbytes)
     flow_put(&SLOTS, f, F_STATE, state)
     flow_put(&SLOTS, f, F_DIR, direction)
-    flow_put(&SLOTS, f, F_STOS, r.atos)
-    flow_put(&SLOTS, f, F_DTOS, r.btos)
+    flow_put(&SLOTS, f, F_STOS, e.atos)
+    flow_put(&SLOTS, f, F_DTOS, e.btos)
     flow_put(&SLOTS, f, F_LABEL, "")
     flow_put(&SLOTS, f, F_CLOSED_BY, closed_by)
     return f
+
+
+RECORD_SIZE = sizeof(FlowRecord)  # bytes of one closed flow in pop_records' output
 
 
 def flows_of_records(const uint8_t[::1] data):
@@ -443,9 +436,9 @@ def flows_of_records(const uint8_t[::1] data):
     out = []
     for i in range(n):
         memcpy(&rec, &data[0] + i * sizeof(FlowRecord), sizeof(FlowRecord))  # data may be unaligned
-        if rec.closed_by >= len(CLOSED_BY) or (rec.family != 4 and rec.family != 6):
+        if rec.closed_by >= len(CLOSED_BY) or (rec.entry.family != 4 and rec.entry.family != 6):
             raise ValueError(f"flow record {i} is not one this build wrote")
-        out.append(flow_of(&rec))
+        out.append(flow_of(&rec.entry, rec.closed_by))
     return out
 
 
@@ -918,24 +911,22 @@ cdef class FlowTable:
         return 0
 
     cdef int _emit(self, FlowEntry* e, int closed_by) except -1:
-        cdef FlowRecord* r
         cdef FlowRecord* grown
         cdef Py_ssize_t cap
         if closed_by != BY_ACTIVE:
             self.n_closed += 1
-        if self.as_records:
-            if self.nrecs == self.recs_cap:
-                cap = 2 * self.recs_cap if self.recs_cap else 256
-                grown = <FlowRecord*>PyMem_Realloc(self.recs, cap * sizeof(FlowRecord))
-                if grown == NULL:
-                    raise MemoryError()
-                self.recs, self.recs_cap = grown, cap
-            record_of(e, closed_by, &self.recs[self.nrecs])
-            self.nrecs += 1
+        if not self.as_records:
+            (self.held if e.bypass else self.closed).append(flow_of(e, closed_by))
             return 0
-        cdef FlowRecord rec
-        record_of(e, closed_by, &rec)
-        (self.held if e.bypass else self.closed).append(flow_of(&rec))
+        if self.nrecs == self.recs_cap:
+            cap = 2 * self.recs_cap if self.recs_cap else 256
+            grown = <FlowRecord*>PyMem_Realloc(self.recs, cap * sizeof(FlowRecord))
+            if grown == NULL:
+                raise MemoryError()
+            self.recs, self.recs_cap = grown, cap
+        self.recs[self.nrecs].entry = e[0]
+        self.recs[self.nrecs].closed_by = closed_by
+        self.nrecs += 1
         return 0
 
     # --- results ---------------------------------------------------------------------------------

@@ -289,7 +289,7 @@ def test_records_refuse_what_no_table_wrote() -> None:
     with pytest.raises(ValueError, match="whole number"):
         _flowtable.flows_of_records(b"\x00" * 7)
     with pytest.raises(ValueError, match="not one this build wrote"):
-        _flowtable.flows_of_records(b"\xff" * 88 * 2)
+        _flowtable.flows_of_records(b"\xff" * _flowtable.RECORD_SIZE * 2)
 
 
 def test_record_mode_and_bypass_exclude_each_other() -> None:
