@@ -56,7 +56,6 @@ import marshal
 import os
 import select
 import signal
-import socket
 import struct
 import time
 import traceback
@@ -64,9 +63,9 @@ from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import Any
 
-from slipsq import twins
 from slipsq.errors import SlipsqError
 from slipsq.flow import Flow
 from slipsq.sources.pcap import BATCH, PROGRESS_EVERY, Progress
@@ -102,14 +101,6 @@ def default_processes() -> int:
     except (OSError, ValueError):
         pass  # no cgroup v2 limit here, or not one this reads
     return 2 if cpus >= 2 else 1
-
-
-def usable(engine: Any) -> bool:
-    """Whether `engine` can replay a capture through a table process: the compiled table (record
-    mode), and fork."""
-    fast = twins.compiled("slipsq._flowtable")
-    return (fast is not None and isinstance(engine.table, fast.FlowTable) and hasattr(os, "fork")
-            and twins.compiled("slipsq.sources._pcap") is not None)
 
 
 # --- framing (both processes) --------------------------------------------------------------------
@@ -288,7 +279,7 @@ class TableProcess:
         `analysed`: apply them now, or roll back to where they apply."""
         for n, op, ip in told:
             self.cmds.setdefault(n, []).append((op, ip))
-        first = min((n for n, _, _ in told), default=self.seq)
+        first = told[0][0]  # (in message order)
         if not self.table.touched_since(self.seen_at[first], {ip for _, _, ip in told}):
             # no packet since message `first` had one of these addresses, so none would have been
             # dropped (or passed) otherwise: what was sent stands, and the table takes them now
@@ -381,16 +372,6 @@ def _table_main(table: Any, pcap: Any, out_fd: int, ctl_fd: int, now: float, nex
 
 # --- the engine process --------------------------------------------------------------------------
 
-def _packed(ip: str) -> bytes:
-    """The 4 or 16 bytes of an address, and FlowTable.block's ValueError for text that is none."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            return socket.inet_pton(family, ip)
-        except OSError:
-            pass
-    raise ValueError(f"'{ip}' does not appear to be an IPv4 or IPv6 address")
-
-
 class RecordedTable:
     """The engine's flow table in the engine process: it hands the engine what the table process's
     table handed up, message by message, and tells that process every block and unblock with the
@@ -437,19 +418,19 @@ class RecordedTable:
             self.close()
 
     def block(self, ip: str) -> None:
-        packed = _packed(ip)
+        packed = ip_address(ip).packed  # as the tables key it (and the same ValueError)
         if packed not in self.blocked:
             self.blocked.add(packed)
             self.cmds.append((self.seq, "block", ip))
 
     def unblock(self, ip: str) -> None:
-        packed = _packed(ip)
+        packed = ip_address(ip).packed
         if packed in self.blocked:
             self.blocked.discard(packed)
             self.cmds.append((self.seq, "unblock", ip))
 
     def is_blocked(self, ip: str) -> bool:
-        return _packed(ip) in self.blocked
+        return ip_address(ip).packed in self.blocked
 
     def set_app_kinds(self, kinds: frozenset[str]) -> None:
         raise PipelineError("the table process's app kinds are fixed when it starts")
@@ -572,9 +553,9 @@ def replay_capture(run: Any, pcap: Any, progress: Progress | None = None,
                 if check is not None:
                     check(info)
                 break
-            run.advance(msg[2])
             if kind != "a":
                 raise PipelineError(f"message {msg[0]} is {kind!r} where the engine expects an advance")
+            run.advance(msg[2])
             recorded.step_done()
             if progress is not None and time.monotonic() >= next_report:
                 next_report = time.monotonic() + PROGRESS_EVERY
