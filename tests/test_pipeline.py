@@ -230,15 +230,6 @@ def test_every_bundled_capture_gives_the_output_of_one_process() -> None:
         assert (two[0], two[1]) == (one[0], one[1]), path
 
 
-def test_a_block_when_nothing_was_fed_past_it_is_kept(blocky: Path) -> None:
-    """The table process is not always ahead: at the capture's end a block decided on the last
-    flows meets a table that has fed every packet, and what was sent stands."""
-    cfg = short_blocks()
-    *_, table = replay(blocky, 2, cfg, 10**9)
-    assert table.rollbacks + table.kept >= 4
-    assert table.rollbacks >= 1
-
-
 def test_the_cli_replays_the_same_with_one_or_two_processes(blocky: Path, tmp_path: Path) -> None:
     def cli(n: int) -> list[str]:
         p = subprocess.run([sys.executable, "-m", "slipsq", "replay", str(blocky), "--json", "--processes", str(n),
@@ -263,7 +254,6 @@ def test_records_make_the_flows_the_table_emits() -> None:
     from slipsq import _flowtable
 
     cfg = runmode.load_config(None)
-    data = (DATA / "normal-home.pcap").read_bytes()
     flows = {}
     for mode in (False, True):
         from slipsq.sources._pcap import PcapFile
@@ -279,7 +269,7 @@ def test_records_make_the_flows_the_table_emits() -> None:
         got += _flowtable.flows_of_records(table.pop_records()) if mode else table.pop_closed()
         pcap.close()
         flows[mode] = got
-    assert data and len(flows[False]) > 10
+    assert len(flows[False]) > 10
     assert flows[True] == flows[False]
 
 
