@@ -443,21 +443,26 @@ class RecordedTable:
 
     # --- messages --------------------------------------------------------------------------------
     def next_message(self) -> tuple[Any, ...]:
-        """The next message, loaded (its app packets and flows are pending)."""
+        """The next message (now the one being analysed)."""
         while not self.msgs or self.awaiting:
             self._read()
         msg = self.msgs.popleft()
         if msg[0] != self.seq + 1:
             raise PipelineError(f"message {msg[0]} came after {self.seq}")
         self.seq = msg[0]
-        self.app, self.recs = msg[3], msg[4]
         return msg
 
     def _take(self, kind: str) -> tuple[Any, ...]:
+        """The next message, which must be of `kind`, loaded: its app packets and flows pending."""
         msg = self.next_message()
         if msg[1] != kind:
             raise PipelineError(f"message {msg[0]} is {msg[1]!r} where the engine expects {kind!r}")
+        self.app, self.recs = msg[3], msg[4]
         return msg
+
+    def load(self, msg: tuple[Any, ...]) -> None:
+        """Make the message's app packets and flows pending (for Engine.advance)."""
+        self.app, self.recs = msg[3], msg[4]
 
     def _read(self) -> None:
         item = _read_frame(self.stream)
@@ -542,24 +547,28 @@ def replay_capture(run: Any, pcap: Any, progress: Progress | None = None,
     engine.table = recorded
     size = pcap.total
     next_report = time.monotonic() + PROGRESS_EVERY
+    step, flows_of = run.step, recorded._flows_of
     try:
         while True:
             msg = recorded.next_message()
             kind = msg[1]
-            if kind == "z":  # the capture's end: the one-process loop's last advance, if it read any
+            if kind == "a":  # run.advance(now) with the message loaded, in 5 Python calls fewer
+                recs = msg[4]  # (Engine.step): ~100k messages a capture, ~7 % of this process
+                step(msg[2], msg[3], flows_of(recs) if recs else [])
+                recorded.step_done()
+                if progress is not None and time.monotonic() >= next_report:
+                    next_report = time.monotonic() + PROGRESS_EVERY
+                    progress(msg[5], size)
+            elif kind == "z":  # the capture's end: the one-process loop's last advance, if it read any
                 info: dict[str, Any] = msg[5]
+                recorded.load(msg)
                 if info["packets"]:
                     run.advance(msg[2])
                 if check is not None:
                     check(info)
                 break
-            if kind != "a":
+            else:
                 raise PipelineError(f"message {msg[0]} is {kind!r} where the engine expects an advance")
-            run.advance(msg[2])
-            recorded.step_done()
-            if progress is not None and time.monotonic() >= next_report:
-                next_report = time.monotonic() + PROGRESS_EVERY
-                progress(msg[5], size)
     except BaseException:
         recorded.close()
         raise

@@ -99,6 +99,12 @@ class Offline:
         if commands:  # most calls (one per closed flow in a replay) decide nothing
             self.apply(commands)
 
+    def step(self, now: float, app: list[tuple[float, bytes]], flows: list[Flow]) -> None:
+        """advance(now), the table's hand-up given (Engine.step)."""
+        commands = self.engine.step(now, app, flows)
+        if commands:
+            self.apply(commands)
+
     def flow(self, flow: Flow) -> None:
         self.apply(self.engine.flow(flow))
 
