@@ -322,3 +322,45 @@ def test_app_events_reach_only_the_detectors_that_declared_their_kind() -> None:
         "all": ["dns", "banner", "tls", "http", "arp", "smtp"]}
     # and in detector order within one event
     assert [n for n, k in seen if k == "dns"] == ["dns", "queries", "all"]
+
+
+def test_step_is_advance_with_the_hand_up_given(table_cls: Any) -> None:
+    """Engine.step (slipsq.pipeline's engine process, which holds the table's hand-up already) decides
+    what advance decides, command for command: DNS answers, closed flows, a block, ticks, expiry."""
+    from tests.helpers import dns_query, dns_response
+
+    pkts: list[tuple[bytes, float]] = []
+    t = T0
+    for i in range(40):
+        client = f"192.168.1.{5 + i % 3}"
+        pkts.append((udp(client, 4000 + i, "192.168.1.1", 53, dns_query(f"h{i}.example.net", ident=i)), t))
+        server = BAD if i >= 30 else f"198.51.100.{i}"
+        answer = dns_response(f"h{i}.example.net", [server], ident=i)
+        pkts.append((udp("192.168.1.1", 53, client, 4000 + i, answer), t + 0.01))
+        for again in (0.0, 65.0):  # twice on one port, a minute apart: the new SYN hands the first
+            # up at that packet, in a step whose new second also expires the DNS flow (order matters)
+            for j, (src, dst, sport, dport, flags) in enumerate([(client, server, 40000 + i, 443, SYN),
+                                                                (server, client, 443, 40000 + i, SYN | ACK),
+                                                                (client, server, 40000 + i, 443, FIN | ACK),
+                                                                (server, client, 443, 40000 + i, FIN | ACK)]):
+                pkts.append((tcp(src, sport, dst, dport, flags, b"x" * 10 * j), t + again + 0.02 + 0.01 * j))
+        t += 66.3
+
+    def run(stepwise: bool) -> list[str]:
+        cfg = Config(CORE_OPTIONS, {"judge.block_duration": 200.0})  # blocks expire at a tick
+        e = Engine(cfg, detectors=[FlagBad], table=table_cls(cfg), export_flows=True, export_queries=True)
+        out: list[Any] = []
+        for pkt, ts in pkts:
+            e.table.feed(pkt, ts, RAW)
+            if e.table.pending or ts >= e._next_tick:
+                out += e.step(ts, e.table.pop_app(), e.table.pop_closed()) if stepwise else e.advance(ts)
+        out += e.finish()
+        return [repr(c) for c in out]
+
+    by_advance = run(False)
+    # 40 DNS flows, 2 x 30 connections, and 5 to BAD while it was not blocked (blocked, unblocked at
+    # a tick 200 s later, blocked again)
+    kinds = [c.split("(")[0] for c in by_advance]
+    assert kinds.count("Flow") == 105 and kinds.count("Block") == 2 and kinds.count("Unblock") == 1
+    assert any("Query(" in c for c in by_advance)
+    assert run(True) == by_advance
