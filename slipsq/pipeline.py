@@ -467,7 +467,7 @@ class RecordedTable:
     def _read(self) -> None:
         item = _read_frame(self.stream)
         if item is None:
-            raise PipelineError("the table process ended before the end of the capture (killed, or out of memory?)")
+            raise self._gone()
         kind = item[0]
         if kind == "m":
             self.snapshots.extend(item[1])
@@ -502,7 +502,21 @@ class RecordedTable:
             self._say(("ack", passed))
 
     def _say(self, msg: tuple[Any, ...]) -> None:
-        _write_all(self.ctl_fd, frame(msg))
+        try:
+            _write_all(self.ctl_fd, frame(msg))
+        except BrokenPipeError:  # it is gone: say why, if its stream tells
+            raise self._gone() from None
+
+    def _gone(self) -> PipelineError:
+        """The error for a table process that stopped reading us: its own (an "e" frame it sent
+        before it ended), or that it ended (killed: nothing more on its stream)."""
+        try:
+            while (item := _read_frame(self.stream)) is not None:
+                if item[0] == "e":
+                    return PipelineError(f"the table process failed:\n{item[1]}")
+        except (OSError, ValueError, EOFError, PipelineError):
+            pass
+        return PipelineError("the table process ended before the end of the capture (killed, or out of memory?)")
 
     def close(self) -> None:
         """Let the table process go (it exits) and reap it."""
@@ -511,7 +525,7 @@ class RecordedTable:
         self.finished = True
         try:
             os.set_blocking(self.ctl_fd, False)  # never wait here: closing the pipes ends it as well
-            self._say(("done",))
+            _write_all(self.ctl_fd, frame(("done",)))
         except OSError:
             pass
         os.close(self.ctl_fd)

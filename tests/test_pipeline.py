@@ -307,6 +307,36 @@ def test_a_table_process_that_dies_ends_the_replay_with_one_clear_error(blocky: 
         replay(blocky, 2)
 
 
+@pytest.mark.parametrize("how", ["killed", "bug"])
+def test_a_command_for_a_table_process_that_is_gone_is_one_clear_error(blocky: Path, how: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine tells a block to a table process that has already ended (its control pipe is
+    broken): the replay ends with why it ended, as when the engine finds its stream closed."""
+    real_ship, real_say = pipeline.TableProcess._ship, pipeline.RecordedTable._say
+
+    def ending(self: pipeline.TableProcess, kind: str, extra: Any) -> None:
+        if self.seq == 40:
+            self._send()  # what it made so far reaches the engine, then it ends
+            if how == "killed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise ZeroDivisionError("a planted bug")
+        real_ship(self, kind, extra)
+
+    def late(self: pipeline.RecordedTable, msg: tuple[Any, ...]) -> None:
+        if not self.finished:
+            try:
+                os.waitpid(self.pid, 0)  # the table process has ended before we speak
+            except ChildProcessError:
+                pass
+        real_say(self, msg)
+
+    monkeypatch.setattr(pipeline.TableProcess, "_ship", ending)
+    monkeypatch.setattr(pipeline.RecordedTable, "_say", late)
+    said = "ended before the end of the capture" if how == "killed" else "(?s)table process failed.*a planted bug"
+    with pytest.raises(pipeline.PipelineError, match=said):
+        replay(blocky, 2)
+
+
 def test_a_bug_in_the_table_process_comes_back_with_its_traceback(blocky: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(self: pipeline.TableProcess, now: float) -> None:
