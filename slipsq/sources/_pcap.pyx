@@ -36,10 +36,12 @@ cdef extern from *:
 cdef extern from "sys/mman.h" nogil:
     int madvise(void* addr, size_t length, int advice)
     int MADV_WILLNEED
+    int MADV_DONTNEED
 
 cdef enum:
     MADV_POPULATE_READ_ = 22   # Linux 5.14: map a range's pages now (older kernels: EINVAL)
     MAP_WINDOW = 8 << 20       # bytes of the file mapped ahead of the reader at a time
+    PAGE = 65536               # released in multiples of this (a multiple of every page size)
 
 cdef enum:
     SEC_OK = 0
@@ -73,6 +75,7 @@ cdef class PcapFile:
     cdef bint swapped
     cdef bint done
     cdef Py_ssize_t mapped_to
+    cdef Py_ssize_t released_to
     cdef int populate
     cdef int linktype
     cdef uint32_t snaplen
@@ -105,7 +108,7 @@ cdef class PcapFile:
         self.packets = self.truncated = self.corrupt = 0
         self.first_ts = self.last_ts = 0.0
         self.n_if = self.if_cap = 0
-        self.mapped_to = 0
+        self.mapped_to = self.released_to = 0
         self.populate = MADV_POPULATE_READ_
         with open(path, "rb") as fh:
             self.size = os.fstat(fh.fileno()).st_size
@@ -177,6 +180,13 @@ cdef class PcapFile:
                 self.populate = MADV_WILLNEED  # an older kernel: at least start reading ahead
                 madvise(<void*>(self.base + start), <size_t>length, self.populate)
         self.mapped_to = start + length
+        # and unmap what lies more than a window behind the reader (it never reads back): the
+        # process's page tables stay a few windows long, not the file's size, so its resident size
+        # stays small and its exit has no gigabyte mapping to tear down (the pages stay cached)
+        cdef Py_ssize_t behind = (start - MAP_WINDOW) & ~<Py_ssize_t>(PAGE - 1)
+        if behind > self.released_to:
+            madvise(<void*>(self.base + self.released_to), <size_t>(behind - self.released_to), MADV_DONTNEED)
+            self.released_to = behind
 
     cdef int _section(self, Py_ssize_t at) noexcept:
         cdef uint32_t bom, blen

@@ -297,6 +297,41 @@ def test_replay_capture_of_a_large_generated_capture(tmp_path: Path, monkeypatch
     assert sum(f.pkts for f in flows) == 50_000
 
 
+
+def mapped_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, ours = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and ":" in head[3]:  # a mapping's first line
+            ours = len(head) >= 6 and head[5] == str(path)
+        elif ours and head and head[0] == "Rss:":
+            total += int(head[1])
+    return total
+
+
+def test_the_reader_keeps_only_a_few_windows_of_the_file_mapped(tmp_path: Path) -> None:
+    """Read parts of the file are unmapped behind the reader: 64 MB read, at most 3 windows (8 MB
+    each) resident, and every record read (a flow a packet, each packet a full-size UDP one)."""
+    path = tmp_path / "big.pcap"
+    t0, payload = 1_700_000_000.0, b"z" * 1400
+    frames = [eth(udp(f"10.1.{i // 250}.{i % 250 + 1}", 4000, B, 9000, payload)) for i in range(1000)]
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for k in range(47_000):  # 47,000 x 1,458 bytes: 65 MB
+            ts = t0 + k * 1e-4
+            f.write(struct.pack("<IIII", int(ts), int((ts % 1) * 1e6), len(frames[k % 1000]), len(frames[k % 1000])))
+            f.write(frames[k % 1000])
+    assert path.stat().st_size > 64 << 20
+    pcap, t = PcapFile(str(path)), table()
+    peak = 0
+    while pcap.feed(t, 5000):
+        peak = max(peak, mapped_kb(path))
+        t.pop_closed()
+    assert pcap.packets == 47_000 and pcap.truncated == pcap.corrupt == 0
+    assert 0 < peak <= 3 * 8 * 1024 + 1024, f"{peak} kB of the file resident at once"
+    pcap.close()
+
 # --- the compiled reader against its readable twin --------------------------------------------------------
 
 def read_both(path: Path) -> tuple[Any, Any]:
