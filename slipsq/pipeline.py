@@ -35,8 +35,10 @@ table takes where it is, one round trip (~0.2 ms measured: a capture with 999 bl
 against 0.9 s in one process; a capture with none or a few, 1.5-2x faster).
 
 **Wire.** Frames on the data pipe (table -> engine) are a 4-byte little-endian length and a marshal
-payload: ("m", new snapshot message numbers, [message, ...]), ("r", keep) the marker after a command,
-("e", text) the table process failed. A message is (number, kind, now, app packets, records, extra).
+payload: ("m", new snapshot message numbers, [message, ...]); ("r", keep[, pid]) the marker after a
+command (with the pid of the snapshot that rolled back and goes on); ("e", traceback) the table
+process failed (a bug); ("i", error class, message) its input failed it (the capture changed while
+read): that error, one message. A message is (number, kind, now, app packets, records, extra).
 On the control pipe (engine -> table): ("cmds", analysed, [(message number, "block"|"unblock", ip),
 ...]) every command so far, ("ack", n) the engine is past snapshot n (older ones can go), ("done",).
 marshal, not pickle or slipsq.mqwire: both ends are forks of one process (one build, one trust
@@ -66,7 +68,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any
 
-from slipsq.errors import SlipsqError
+from slipsq.errors import InputError, SlipsqError
 from slipsq.flow import Flow
 from slipsq.sources.pcap import BATCH, PROGRESS_EVERY, Progress
 
@@ -128,6 +130,16 @@ def _read_frame(f: Any) -> Any:
     if len(body) < n:
         raise PipelineError("the table process's stream ends inside a frame")
     return marshal.loads(body)
+
+
+def _failure(item: tuple[Any, ...]) -> SlipsqError:
+    """The error a failure frame from the table process stands for: ("e", traceback) a bug in it,
+    ("i", class name, message) a slipsq error of its own (an input that changed as it was read),
+    raised here as that error with its one message."""
+    if item[0] == "i":
+        cls = {c.__name__: c for c in (InputError, PipelineError)}.get(item[1], SlipsqError)
+        return cls(item[2])
+    return PipelineError(f"the table process failed:\n{item[1]}")
 
 
 def commands_by_message(cmds: list[tuple[int, str, str]]) -> dict[int, list[tuple[str, str]]]:
@@ -292,7 +304,7 @@ class TableProcess:
             raise PipelineError(f"no snapshot at or before message {first} (snapshots: "
                                 f"{[s.seq for s in self.snapshots]})")
         chosen = back[-1]
-        self._write(frame(("r", False)))  # the engine drops what it holds from us
+        self._write(frame(("r", False, chosen.pid)))  # the engine drops what it holds from us
         every = [(n, op, ip) for n in sorted(self.cmds) for op, ip in self.cmds[n]]
         _write_all(chosen.wake, marshal.dumps((analysed, every)))
         os.close(chosen.wake)
@@ -354,13 +366,18 @@ def _table_main(table: Any, pcap: Any, out_fd: int, ctl_fd: int, now: float, nex
                 snapshot_every: int) -> None:
     """The forked child: run the table process; any exception goes back to the engine as text.
     Never returns: os._exit (no atexit handler, no flush of the parent's buffered files)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's; we end when it does
     proc = TableProcess(table, pcap, out_fd, ctl_fd, now, next_tick, snapshot_every)
     code = 0
     try:
         proc.run()
     except BrokenPipeError:
         code = 0  # the engine process went away first
+    except SlipsqError as e:  # an input's fault (the capture changed while read): its one message
+        code = 1
+        try:
+            proc._write(frame(("i", type(e).__name__, e.message)))
+        except OSError:
+            pass
     except BaseException:
         code = 1
         try:
@@ -380,6 +397,8 @@ class RecordedTable:
 
     def __init__(self, stream: Any, ctl_fd: int, pid: int, flows_of_records: Callable[[bytes], list[Flow]]) -> None:
         self.stream, self.ctl_fd, self.pid = stream, ctl_fd, pid
+        self.pids = [pid]                             # table processes not reaped: the first, then
+                                                      # each rollback's snapshot (see _reap)
         self._flows_of = flows_of_records
         self.msgs: deque[tuple[Any, ...]] = deque()
         self.seq = 0                                  # the message being analysed
@@ -465,7 +484,10 @@ class RecordedTable:
         self.app, self.recs = msg[3], msg[4]
 
     def _read(self) -> None:
-        item = _read_frame(self.stream)
+        try:
+            item = _read_frame(self.stream)
+        except PipelineError:  # cut inside a frame: it was killed while writing
+            raise self._gone() from None
         if item is None:
             raise self._gone()
         kind = item[0]
@@ -482,8 +504,11 @@ class RecordedTable:
                 self.rollbacks += 1
                 self.msgs.clear()
                 self.snapshots.clear()
-        elif kind == "e":
-            raise PipelineError(f"the table process failed:\n{item[1]}")
+                self.pid = item[2]
+                self.pids.append(item[2])
+                self._reap(os.WNOHANG)
+        elif kind in ("e", "i"):
+            raise _failure(item)
         else:
             raise PipelineError(f"unknown frame {kind!r} from the table process")
 
@@ -507,13 +532,13 @@ class RecordedTable:
         except BrokenPipeError:  # it is gone: say why, if its stream tells
             raise self._gone() from None
 
-    def _gone(self) -> PipelineError:
+    def _gone(self) -> SlipsqError:
         """The error for a table process that stopped reading us: its own (an "e" frame it sent
         before it ended), or that it ended (killed: nothing more on its stream)."""
         try:
             while (item := _read_frame(self.stream)) is not None:
-                if item[0] == "e":
-                    return PipelineError(f"the table process failed:\n{item[1]}")
+                if item[0] in ("e", "i"):
+                    return _failure(item)
         except (OSError, ValueError, EOFError, PipelineError):
             pass
         return PipelineError("the table process ended before the end of the capture (killed, or out of memory?)")
@@ -530,10 +555,24 @@ class RecordedTable:
             pass
         os.close(self.ctl_fd)
         self.stream.close()
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
+        self._reap(0)
+
+    def _reap(self, flags: int) -> None:
+        """Reap the table processes that are this process's children and have ended (with flags 0:
+        wait for them). The first is; a snapshot that rolled back is an orphan once the process that
+        forked it exits, reaped by init, or by this process when it is a subreaper (PID 1 of a
+        container): then each rollback would leave a zombie here without this."""
+        left = []
+        for pid in self.pids:  # oldest first: once one has ended, the next is an orphan (ours or init's)
+            try:
+                done, _ = os.waitpid(pid, flags)
+            except ChildProcessError:  # not ours: init's, or (the newest, which runs on) not yet ours
+                if pid == self.pid and flags:
+                    left.append(pid)
+                continue
+            if done == 0:
+                left.append(pid)
+        self.pids = left
 
 
 def replay_capture(run: Any, pcap: Any, progress: Progress | None = None,
@@ -550,11 +589,26 @@ def replay_capture(run: Any, pcap: Any, progress: Progress | None = None,
     table.set_records(True)
     data_r, data_w = os.pipe()
     ctl_r, ctl_w = os.pipe()
-    pid = os.fork()
+    # Ctrl-C (SIGINT to the whole foreground group) is the engine's: the table process ignores it and
+    # ends when the engine does. Blocked across the fork, so that none lands in the child before it
+    # ignores it, nor in this process before the try below can stop the child.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for fd in (data_r, data_w, ctl_r, ctl_w):
+            os.close(fd)
+        raise
     if pid == 0:
-        os.close(data_r)
-        os.close(ctl_w)
-        _table_main(table, pcap, data_w, ctl_r, engine.now, engine._next_tick, snapshot_every)
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.close(data_r)
+            os.close(ctl_w)
+            _table_main(table, pcap, data_w, ctl_r, engine.now, engine._next_tick, snapshot_every)
+        finally:
+            os._exit(1)  # never back into the caller's code (_table_main itself ends with os._exit)
     os.close(data_w)
     os.close(ctl_r)
     recorded = RecordedTable(os.fdopen(data_r, "rb", buffering=1 << 20), ctl_w, pid, _flowtable.flows_of_records)
@@ -563,6 +617,7 @@ def replay_capture(run: Any, pcap: Any, progress: Progress | None = None,
     next_report = time.monotonic() + PROGRESS_EVERY
     step, flows_of = run.step, recorded._flows_of
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C since the fork is raised here
         while True:
             msg = recorded.next_message()
             kind = msg[1]

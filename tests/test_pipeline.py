@@ -347,6 +347,108 @@ def test_a_bug_in_the_table_process_comes_back_with_its_traceback(blocky: Path,
         replay(blocky, 2)
 
 
+def test_a_frame_cut_short_by_a_kill_is_the_same_clear_error(blocky: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table process dies half-way through writing a frame: the replay ends with why (killed),
+    not with a remark on the stream."""
+    real = pipeline.TableProcess._write
+
+    def half(self: pipeline.TableProcess, data: bytes) -> None:
+        if self.seq >= 10:  # (before the first block: the engine finds the cut frame as it reads)
+            real(self, data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(self, data)
+
+    monkeypatch.setattr(pipeline.TableProcess, "_write", half)
+    with pytest.raises(pipeline.PipelineError, match="ended before the end of the capture"):
+        replay(blocky, 2)
+
+
+def test_a_capture_cut_short_while_the_table_process_reads_it_is_one_input_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The capture is truncated under the table process's mapping (SIGBUS, caught by the reader):
+    the engine raises the reader's InputError, its one message naming the file."""
+    from slipsq.errors import InputError
+    from tests.helpers import pcap_bytes_fast
+
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(pcap_bytes_fast(200_000, flows=2000))  # ~24 MB: three reader windows
+    real = pipeline.TableProcess.advance
+
+    def cutting(self: pipeline.TableProcess, now: float) -> None:
+        if self.pcap.packets > 20_000 and path.stat().st_size > 1_000_000:
+            os.truncate(path, 1_000_000)
+        real(self, now)
+
+    monkeypatch.setattr(pipeline.TableProcess, "advance", cutting)
+    with pytest.raises(InputError, match=r"cut\.pcap: the file changed while it was read"):
+        replay(path, 2)
+
+
+SUBREAPER = """
+import ctypes, os, sys
+from pathlib import Path
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come to us
+sys.path.insert(0, sys.argv[2])
+from tests.test_pipeline import replay
+from slipsq import pipeline
+seen = []
+real = pipeline.RecordedTable._reap
+def count(self, flags):
+    real(self, flags)
+    seen.append(len(zombies()))
+def zombies():
+    out = []
+    for task in Path("/proc/self/task").iterdir():
+        for kid in (task / "children").read_text().split():
+            try:
+                if Path(f"/proc/{kid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    out.append(kid)
+            except FileNotFoundError:
+                pass
+    return out
+pipeline.RecordedTable._reap = count
+_, _, _, table = replay(Path(sys.argv[1]), 2, snapshot_every=5)
+print(table.rollbacks, max(seen), len(zombies()))
+"""
+
+
+def test_rollbacks_leave_no_zombie_when_the_replay_is_a_subreaper(blocky: Path) -> None:
+    """As PID 1 of a container (a subreaper), the snapshots that roll back become this process's
+    children once their parent exits: each is reaped, none is left a zombie."""
+    out = subprocess.run([sys.executable, "-c", SUBREAPER, str(blocky), str(ROOT)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rollbacks, most, left = map(int, out.stdout.split())
+    assert rollbacks >= 2 and most == 0 and left == 0, out.stdout
+
+
+CTRL_C_AT_FORK = """
+import os, signal, sys
+real = os.fork
+first = [True]
+def fork():
+    pid = real()
+    if first[0] and pid == 0:  # a Ctrl-C reaches both processes right after the table process's fork
+        os.kill(os.getppid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+    first[0] = False
+    return pid
+os.fork = fork
+from slipsq.cli import main
+sys.argv = ["slipsq", "replay", sys.argv[1], "--json", "--processes", "2"]
+main()
+"""
+
+
+def test_a_ctrl_c_at_the_fork_is_the_engines_alone(blocky: Path) -> None:
+    """SIGINT at the moment of the fork: one "interrupted" (the engine's), not a second one from a
+    table process that ran the CLI's exit path as if it were the engine."""
+    out = subprocess.run([sys.executable, "-c", CTRL_C_AT_FORK, str(blocky)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 130 and out.stderr.count("slipsq: interrupted") == 1, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+
+
 def children(pid: int) -> set[int]:
     out: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():

@@ -16,6 +16,8 @@ from slipsq._flowtable cimport FlowTable
 import mmap
 import os
 
+from slipsq.errors import InputError
+
 cdef enum:
     MAX_RECORD = 262144    # libpcap's largest snaplen: a longer record length means a corrupt file
 
@@ -32,6 +34,47 @@ cdef extern from *:
     uint16_t rd16 "sq_rd16"(const uint8_t* p, int sw) nogil
     int64_t rd64 "sq_rd64"(const uint8_t* p, int sw) nogil
     void prefetch "__builtin_prefetch"(const void* p) nogil
+
+cdef extern from *:
+    """
+    /* A capture cut short (or overwritten in place) while it is mapped: reading a page past its new
+       end raises SIGBUS, which would kill the process with no message. While feed() reads, a SIGBUS
+       jumps back into feed() instead (sigsetjmp there), which raises InputError. Any other SIGBUS
+       (not armed) gets the action that was there before ours. SA_NODEFER: the jump out of the
+       handler leaves SIGBUS unblocked, and sigsetjmp(env, 0) saves no signal mask (no system call
+       per feed). */
+    #include <setjmp.h>
+    #include <signal.h>
+    #include <string.h>
+    static sigjmp_buf sq_bus_env;
+    static volatile sig_atomic_t sq_bus_armed = 0;
+    static volatile sig_atomic_t sq_bus_installed = 0;
+    static struct sigaction sq_bus_old;
+    static void sq_bus_handler(int sig, siginfo_t* info, void* uctx) {
+        (void)sig; (void)info; (void)uctx;
+        if (sq_bus_armed) { sq_bus_armed = 0; siglongjmp(sq_bus_env, 1); }
+        sigaction(SIGBUS, &sq_bus_old, NULL);  /* not ours: as if we had never been there */
+        sq_bus_installed = 0;
+        raise(SIGBUS);  /* (a signal sent, under the old action; a fault also recurs on return) */
+    }
+    static int sq_bus_install(void) {
+        struct sigaction sa;
+        if (sq_bus_installed) return 0;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = sq_bus_handler;
+        sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGBUS, &sa, &sq_bus_old) != 0) return -1;
+        sq_bus_installed = 1;
+        return 0;
+    }
+    static inline void sq_bus_arm(int on) { sq_bus_armed = on; }
+    #define sq_bus_caught() (sigsetjmp(sq_bus_env, 0) != 0)
+    """
+    int sq_bus_install()
+    void sq_bus_arm(int on)
+    bint sq_bus_caught()
+
 
 cdef extern from "sys/mman.h" nogil:
     int madvise(void* addr, size_t length, int advice)
@@ -115,6 +158,7 @@ cdef class PcapFile:
             if self.size == 0:
                 raise ValueError("the file is empty, not a capture")
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        sq_bus_install()  # (fails only for a bad signal number: then a cut file kills, as before)
         try:
             self._view = self._mm
             self.base = &self._view[0]
@@ -245,7 +289,21 @@ cdef class PcapFile:
     def feed(self, FlowTable table not None, Py_ssize_t max_packets):
         """Feed up to `max_packets` packets to `table`, stopping right after a packet that left the
         table with something pending or whose time reached a new second. Returns the number fed:
-        0 at the end of the file."""
+        0 at the end of the file. InputError when the file was cut short or overwritten while it was
+        read (its pages went away under the mapping); the table may then hold half a packet: the
+        replay stops there."""
+        if sq_bus_caught():  # (sigsetjmp in this frame: a SIGBUS in _feed comes back here)
+            sq_bus_arm(0)
+            self.done = True
+            raise InputError(f"{self.path}: the file changed while it was read (cut short or overwritten "
+                             f"in place) after {self.packets:,} packets: the replay stopped there")
+        sq_bus_arm(1)
+        try:
+            return self._feed(table, max_packets)
+        finally:
+            sq_bus_arm(0)
+
+    cdef Py_ssize_t _feed(self, FlowTable table, Py_ssize_t max_packets) except -1:
         cdef Py_ssize_t done = 0, left
         cdef const uint8_t* b
         cdef uint32_t btype, blen, caplen, iface

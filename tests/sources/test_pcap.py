@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -331,6 +335,29 @@ def test_the_reader_keeps_only_a_few_windows_of_the_file_mapped(tmp_path: Path) 
     assert pcap.packets == 47_000 and pcap.truncated == pcap.corrupt == 0
     assert 0 < peak <= 3 * 8 * 1024 + 1024, f"{peak} kB of the file resident at once"
     pcap.close()
+
+
+def test_a_capture_cut_short_while_it_is_read_is_one_input_error(tmp_path: Path) -> None:
+    """Truncated under the reader's mapping (the pages past the new end raise SIGBUS when touched):
+    InputError naming the file, not a process killed without a word; and the reader is done."""
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(pcap_bytes_fast(200_000, flows=2000))  # ~24 MB
+    pcap, t = PcapFile(str(path)), table()
+    assert pcap.feed(t, 5000)
+    os.truncate(path, 1_000_000)
+    with pytest.raises(InputError, match=r"cut\.pcap: the file changed while it was read .* after [\d,]+ packets"):
+        while pcap.feed(t, 5000):
+            t.pop_closed()
+            t.pop_app()
+    assert pcap.feed(t, 5000) == 0  # done: nothing more is read
+    pcap.close()
+    # and a SIGBUS not from a capture's pages still kills as before (the handler passes it on)
+    code = "import os, signal, sys; sys.path.insert(0, sys.argv[1]); import slipsq.sources._pcap as m; " \
+           "m.PcapFile(sys.argv[2]); os.kill(os.getpid(), signal.SIGBUS)"
+    small = write_pcap(tmp_path / "small.pcap", eth_records(conversation()))
+    r = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parents[2]), str(small)],
+                       capture_output=True, timeout=60)
+    assert r.returncode == -signal.SIGBUS
 
 # --- the compiled reader against its readable twin --------------------------------------------------------
 
