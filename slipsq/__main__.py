@@ -1,5 +1,19 @@
-"""`python -m slipsq` is the `slipsq` command."""
+"""`python -m slipsq` and the `slipsq` command (pyproject.toml's entry point is `run`)."""
 
-from slipsq.cli import main
+import sys
 
-main()
+
+def run() -> None:
+    """slipsq.cli.main, with a Ctrl-C during start-up (the imports, before any command handles it)
+    ending as one later does: one line and exit status 130, not a traceback."""
+    try:
+        from slipsq.cli import main
+
+        main()
+    except KeyboardInterrupt:
+        sys.stderr.write("slipsq: interrupted\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

@@ -178,6 +178,7 @@ class TableProcess:
         self.snapshots: list[_Snapshot] = []
         self.snap_packets = 0
         self.ctl_buf = b""
+        self.fork_failed = ""        # why the last snapshot could not be made, if one could not
         os.set_blocking(ctl_fd, False)
         os.set_blocking(out_fd, False)  # _write: a full data pipe must not stop us reading the engine
 
@@ -301,6 +302,9 @@ class TableProcess:
             return
         back = [s for s in self.snapshots if s.seq <= first]
         if not back:
+            if self.fork_failed:
+                raise PipelineError(f"the table process has no snapshot to roll a block back to: a fork "
+                                    f"failed ({self.fork_failed}); replay with --processes 1")
             raise PipelineError(f"no snapshot at or before message {first} (snapshots: "
                                 f"{[s.seq for s in self.snapshots]})")
         chosen = back[-1]
@@ -316,8 +320,18 @@ class TableProcess:
     # --- snapshots -------------------------------------------------------------------------------
     def _snapshot(self) -> None:
         self._send()  # the child must not carry messages this process still owes
-        r, w = os.pipe()
-        pid = os.fork()
+        try:
+            r, w = os.pipe()
+        except OSError as e:
+            self._no_snapshot(e)
+            return
+        try:
+            pid = os.fork()
+        except OSError as e:
+            os.close(r)
+            os.close(w)
+            self._no_snapshot(e)
+            return
         if pid:
             os.close(r)
             self.snapshots.append(_Snapshot(self.seq, pid, w))
@@ -347,6 +361,13 @@ class TableProcess:
                     self._apply(op, ip)
         self.snap_packets = self.pcap.packets
         self.ctl_buf = b""
+
+    def _no_snapshot(self, e: OSError) -> None:
+        """A snapshot could not be made (out of processes or memory): go on with the older ones (a
+        rollback re-runs more packets; _commands stops with one message when it finds none), and
+        try again snapshot_every packets on."""
+        self.fork_failed = e.strerror or str(e)
+        self.snap_packets = self.pcap.packets
 
     def _drop(self, s: _Snapshot) -> None:
         os.close(s.wake)  # it wakes to an empty message and exits
@@ -595,10 +616,13 @@ def replay_capture(run: Any, pcap: Any, progress: Progress | None = None,
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         pid = os.fork()
-    except BaseException:
+    except BaseException as e:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for fd in (data_r, data_w, ctl_r, ctl_w):
             os.close(fd)
+        if isinstance(e, OSError):
+            raise PipelineError(f"cannot start the table process ({e.strerror or e}): "
+                                "replay with --processes 1") from None
         raise
     if pid == 0:
         try:

@@ -384,6 +384,44 @@ def test_a_capture_cut_short_while_the_table_process_reads_it_is_one_input_error
         replay(path, 2)
 
 
+def test_forks_that_fail_are_one_message_or_fewer_snapshots(blocky: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of processes (fork fails): at the start, one message; with no snapshot to roll back to, one
+    message; with fewer snapshots, the replay goes on with the older ones: the output of one process."""
+    import errno
+
+    real, me = os.fork, os.getpid()
+
+    def never() -> int:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", never)
+    with pytest.raises(pipeline.PipelineError, match=r"cannot start the table process \(Resource.*--processes 1"):
+        replay(blocky, 2)
+
+    def not_in_the_table_process() -> int:
+        return real() if os.getpid() == me else never()
+
+    monkeypatch.setattr(os, "fork", not_in_the_table_process)  # no snapshot ever: the first rollback stops it
+    with pytest.raises(pipeline.PipelineError, match=r"no snapshot to roll a block back to: a fork failed \("
+                                                     r"Resource.*--processes 1"):
+        replay(blocky, 2, snapshot_every=5)
+
+    made: dict[int, int] = {}
+
+    def every_other_snapshot() -> int:  # each table process's 1st, 3rd, ... snapshot is made
+        if os.getpid() != me:
+            made[os.getpid()] = made.get(os.getpid(), 0) + 1
+            if made[os.getpid()] % 2 == 0:
+                never()
+        return real()
+
+    monkeypatch.setattr(os, "fork", every_other_snapshot)
+    two = replay(blocky, 2, snapshot_every=5)
+    monkeypatch.setattr(os, "fork", real)
+    one = replay(blocky, 1)
+    assert two[3].rollbacks >= 2 and two[:3] == one[:3]
+
+
 SUBREAPER = """
 import ctypes, os, sys
 from pathlib import Path

@@ -68,6 +68,26 @@ def test_capture_cut_short_is_analysed_then_exits_non_zero(tmp_path: Path) -> No
     one_clear_line(cut, 2, "cut.pcap", "damaged capture", f"the {summary['packets']} whole packets")
 
 
+CTRL_C_IN_IMPORTS = """
+import builtins, sys
+real = builtins.__import__
+def interrupted(name, *args, **kwargs):
+    if name == "click":  # as if Ctrl-C came while the command was still importing its modules
+        raise KeyboardInterrupt
+    return real(name, *args, **kwargs)
+builtins.__import__ = interrupted
+sys.argv = ["slipsq", "replay", "x.pcap"]
+from slipsq.__main__ import run
+run()
+"""
+
+
+def test_a_ctrl_c_while_starting_is_one_line_and_status_130() -> None:
+    r = subprocess.run([sys.executable, "-c", CTRL_C_IN_IMPORTS], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert (r.returncode, r.stderr) == (130, "slipsq: interrupted\n")
+
+
 def test_not_a_capture_nor_flows(tmp_path: Path) -> None:
     f = tmp_path / "random.bin"
     f.write_bytes(os.urandom(4096))
