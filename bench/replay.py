@@ -22,6 +22,7 @@ import compileall
 import hashlib
 import json
 import os
+import platform
 import shutil
 import statistics
 import struct
@@ -353,7 +354,9 @@ def run(a: argparse.Namespace, flows: int, dpkt: bool) -> int:
               "after the input ends, so its wall figure is rounded up by up to 1 s and moves in 1 s steps; "
               "the CPU ratio does not have that step")
     load = os.getloadavg()[0]
-    print(f"\nbest of {a.repeat} runs per row; load average {load:.1f} on {os.cpu_count()} CPUs at the end"
+    # which interpreter ran the rows (see bench/README.md: this workplace's pyenv build or Debian's own)
+    print(f"\npython {platform.python_version()} ({sys.executable} -> {os.path.realpath(sys.executable)})")
+    print(f"best of {a.repeat} runs per row; load average {load:.1f} on {os.cpu_count()} CPUs at the end"
           + (" (a busy machine: compare CPU seconds, not wall seconds)" if load > 0.5 * (os.cpu_count() or 1)
              else ""))
     if a.profile:
