@@ -48,25 +48,22 @@ cdef extern from *:
     #include <string.h>
     static sigjmp_buf sq_bus_env;
     static volatile sig_atomic_t sq_bus_armed = 0;
-    static volatile sig_atomic_t sq_bus_installed = 0;
     static struct sigaction sq_bus_old;
     static void sq_bus_handler(int sig, siginfo_t* info, void* uctx) {
         (void)sig; (void)info; (void)uctx;
         if (sq_bus_armed) { sq_bus_armed = 0; siglongjmp(sq_bus_env, 1); }
         sigaction(SIGBUS, &sq_bus_old, NULL);  /* not ours: as if we had never been there */
-        sq_bus_installed = 0;
         raise(SIGBUS);  /* (a signal sent, under the old action; a fault also recurs on return) */
     }
-    static int sq_bus_install(void) {
-        struct sigaction sa;
-        if (sq_bus_installed) return 0;
+    static int sq_bus_install(void) {  /* at each file's opening: someone may have replaced it */
+        struct sigaction sa, now;
+        if (sigaction(SIGBUS, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO)
+                && now.sa_sigaction == sq_bus_handler) return 0;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = sq_bus_handler;
         sa.sa_flags = SA_SIGINFO | SA_NODEFER;
         sigemptyset(&sa.sa_mask);
-        if (sigaction(SIGBUS, &sa, &sq_bus_old) != 0) return -1;
-        sq_bus_installed = 1;
-        return 0;
+        return sigaction(SIGBUS, &sa, &sq_bus_old);
     }
     static inline void sq_bus_arm(int on) { sq_bus_armed = on; }
     #define sq_bus_caught() (sigsetjmp(sq_bus_env, 0) != 0)

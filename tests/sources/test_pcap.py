@@ -351,6 +351,19 @@ def test_a_capture_cut_short_while_it_is_read_is_one_input_error(tmp_path: Path)
             t.pop_app()
     assert pcap.feed(t, 5000) == 0  # done: nothing more is read
     pcap.close()
+    # again after faulthandler took SIGBUS over (pytest enables it too): each opening re-arms ours
+    import faulthandler
+
+    faulthandler.enable()
+    path.write_bytes(pcap_bytes_fast(200_000, flows=2000))
+    pcap, t = PcapFile(str(path)), table()
+    assert pcap.feed(t, 5000)
+    os.truncate(path, 1_000_000)
+    with pytest.raises(InputError, match="the file changed while it was read"):
+        while pcap.feed(t, 5000):
+            t.pop_closed()
+            t.pop_app()
+    pcap.close()
     # and a SIGBUS not from a capture's pages still kills as before (the handler passes it on)
     code = "import os, signal, sys; sys.path.insert(0, sys.argv[1]); import slipsq.sources._pcap as m; " \
            "m.PcapFile(sys.argv[2]); os.kill(os.getpid(), signal.SIGBUS)"
