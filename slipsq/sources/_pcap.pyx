@@ -39,19 +39,26 @@ cdef extern from *:
     """
     /* A capture cut short (or overwritten in place) while it is mapped: reading a page past its new
        end raises SIGBUS, which would kill the process with no message. While feed() reads, a SIGBUS
-       jumps back into feed() instead (sigsetjmp there), which raises InputError. Any other SIGBUS
-       (not armed) gets the action that was there before ours. SA_NODEFER: the jump out of the
+       at an address of the file's mapping jumps back into feed() instead (sigsetjmp there), which
+       raises InputError. Any other SIGBUS gets the action that was there before ours. The state is
+       per thread (a fault is delivered to the thread that faulted). SA_NODEFER: the jump out of the
        handler leaves SIGBUS unblocked, and sigsetjmp(env, 0) saves no signal mask (no system call
        per feed). */
     #include <setjmp.h>
     #include <signal.h>
     #include <string.h>
-    static sigjmp_buf sq_bus_env;
-    static volatile sig_atomic_t sq_bus_armed = 0;
+    static __thread sigjmp_buf sq_bus_env;
+    static __thread volatile sig_atomic_t sq_bus_armed = 0;
+    static __thread const char* volatile sq_bus_lo = NULL;
+    static __thread const char* volatile sq_bus_hi = NULL;
     static struct sigaction sq_bus_old;
     static void sq_bus_handler(int sig, siginfo_t* info, void* uctx) {
-        (void)sig; (void)info; (void)uctx;
-        if (sq_bus_armed) { sq_bus_armed = 0; siglongjmp(sq_bus_env, 1); }
+        (void)sig; (void)uctx;
+        if (sq_bus_armed && info != NULL && (const char*)info->si_addr >= sq_bus_lo
+                && (const char*)info->si_addr < sq_bus_hi) {
+            sq_bus_armed = 0;
+            siglongjmp(sq_bus_env, 1);
+        }
         sigaction(SIGBUS, &sq_bus_old, NULL);  /* not ours: as if we had never been there */
         raise(SIGBUS);  /* (a signal sent, under the old action; a fault also recurs on return) */
     }
@@ -65,11 +72,12 @@ cdef extern from *:
         sigemptyset(&sa.sa_mask);
         return sigaction(SIGBUS, &sa, &sq_bus_old);
     }
-    static inline void sq_bus_arm(int on) { sq_bus_armed = on; }
+    static inline void sq_bus_arm(const void* lo, Py_ssize_t n) {
+        sq_bus_lo = (const char*)lo; sq_bus_hi = (const char*)lo + n; sq_bus_armed = lo != NULL; }
     #define sq_bus_caught() (sigsetjmp(sq_bus_env, 0) != 0)
     """
     int sq_bus_install()
-    void sq_bus_arm(int on)
+    void sq_bus_arm(const void* lo, Py_ssize_t n)
     bint sq_bus_caught()
 
 
@@ -290,15 +298,15 @@ cdef class PcapFile:
         read (its pages went away under the mapping); the table may then hold half a packet: the
         replay stops there."""
         if sq_bus_caught():  # (sigsetjmp in this frame: a SIGBUS in _feed comes back here)
-            sq_bus_arm(0)
+            sq_bus_arm(NULL, 0)
             self.done = True
             raise InputError(f"{self.path}: the file changed while it was read (cut short or overwritten "
                              f"in place) after {self.packets:,} packets: the replay stopped there")
-        sq_bus_arm(1)
+        sq_bus_arm(self.base, self.size)
         try:
             return self._feed(table, max_packets)
         finally:
-            sq_bus_arm(0)
+            sq_bus_arm(NULL, 0)
 
     cdef Py_ssize_t _feed(self, FlowTable table, Py_ssize_t max_packets) except -1:
         cdef Py_ssize_t done = 0, left
