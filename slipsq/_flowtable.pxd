@@ -115,11 +115,10 @@ cdef class FlowTable:
     cdef void* gate_ctx
     cdef object gate_py          # a Python gate (set_bypass_gate), called through gate_fn
     cdef uint64_t n_bypass_waits, n_bypass_forced, n_bypass_late
-    cdef bint as_records         # closed flows go to recs as FlowRecords, not to `closed` as Flows
-    cdef FlowRecord* recs
+    cdef FlowRecord* recs        # record mode: closed flows as FlowRecords, not Flows in `closed`
     cdef Py_ssize_t nrecs
     cdef Py_ssize_t recs_cap
-    cdef SeenPacket* seen        # record mode: the last SEEN_RING IP packets' addresses, a ring
+    cdef SeenPacket* seen        # the last SEEN_RING IP packets' addresses, a ring; not NULL: record mode
     cdef uint64_t nseen          # IP packets logged in `seen` since record mode began
 
     cdef int feed_ip(self, const unsigned char* ip, Py_ssize_t length, double ts) except -1

@@ -478,7 +478,6 @@ cdef class FlowTable:
         self.seen = NULL
         self.nseen = 0
         self.nrecs = self.recs_cap = 0
-        self.as_records = False
         self.nchunks = self.cap = self.count = 0
         self.free_head = NIL
         for i in range(N_LISTS):
@@ -915,7 +914,7 @@ cdef class FlowTable:
         cdef Py_ssize_t cap
         if closed_by != BY_ACTIVE:
             self.n_closed += 1
-        if not self.as_records:
+        if self.seen == NULL:  # not in record mode
             (self.held if e.bypass else self.closed).append(flow_of(e, closed_by))
             return 0
         if self.nrecs == self.recs_cap:
@@ -948,7 +947,6 @@ cdef class FlowTable:
         touched_since. Not with bypass: a bypassed flow's record would skip its hold for conntrack."""
         if on and self.bypass_after:
             raise ValueError("record mode and flow bypass do not go together")
-        self.as_records = on
         if on and self.seen == NULL:
             self.seen = <SeenPacket*>PyMem_Malloc(SEEN_RING * sizeof(SeenPacket))
             if self.seen == NULL:
@@ -998,7 +996,7 @@ cdef class FlowTable:
 
     def set_bypass(self, int after, int max_open):
         """Bypass TCP flows after `after` packets each way (0: never), at most `max_open` at once."""
-        if after > 0 and self.as_records:
+        if after > 0 and self.seen != NULL:
             raise ValueError("record mode and flow bypass do not go together")
         self.bypass_after = max(0, after)
         self.bypass_max = max(0, max_open)

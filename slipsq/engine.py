@@ -179,10 +179,7 @@ class Engine:
         same order, without a round of questions to the table."""
         if now > self.now:
             self.now = now
-        if app:
-            self._apps.run_packets(app, self._out if self.export_queries else None, self.counters)
-        if flows:
-            self._flows.run_flows(flows, self._out if self.export_flows else None, self.counters)
+        self._hand_up(app, flows)
         if self.now >= self._next_tick:
             self._second()
         out, self._out = self._out, []
@@ -211,8 +208,14 @@ class Engine:
         that carries them closed), then closed flows, in the order the table emitted them."""
         table = self.table
         while table.pending:
-            self._apps.run_packets(table.pop_app(), self._out if self.export_queries else None, self.counters)
-            self._analyze(table.pop_closed())
+            self._hand_up(table.pop_app(), table.pop_closed())
+
+    def _hand_up(self, app: list[tuple[float, bytes]], flows: list[Flow]) -> None:
+        """One hand-up of the table (drain, step): its app packets, then its closed flows."""
+        if app:
+            self._apps.run_packets(app, self._out if self.export_queries else None, self.counters)
+        if flows:
+            self._analyze(flows)
 
     def finish(self) -> list[Command]:
         """End of input: close every open flow and analyse it, then a last tick."""

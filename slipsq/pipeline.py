@@ -176,7 +176,7 @@ class TableProcess:
         self.out_bytes = 0
         self.new_snapshots: list[int] = []
         self.snapshots: list[_Snapshot] = []
-        self.snap_packets = 0
+        self.snap_due = 0            # the packet count at which the next snapshot is due
         self.ctl_buf = b""
         self.fork_failed = ""        # why the last snapshot could not be made, if one could not
         os.set_blocking(ctl_fd, False)
@@ -224,8 +224,7 @@ class TableProcess:
             self._poll()  # a non-blocking read: the engine waits for our answer to a command
         for op, ip in self.cmds.get(seq, ()):
             self._apply(op, ip)
-        if seq >= self.quiet_until and (not self.snapshots
-                                        or self.pcap.packets - self.snap_packets >= self.snapshot_every):
+        if seq >= self.quiet_until and self.pcap.packets >= self.snap_due:
             self._snapshot()
 
     def _apply(self, op: str, ip: str) -> None:
@@ -319,24 +318,24 @@ class TableProcess:
 
     # --- snapshots -------------------------------------------------------------------------------
     def _snapshot(self) -> None:
+        """Fork a snapshot here, the next one due snapshot_every packets on. When the fork fails (out
+        of processes or memory) the older ones serve (a rollback re-runs more; _commands stops with
+        one message when none is left), and the next try is as far on."""
         self._send()  # the child must not carry messages this process still owes
+        self.snap_due = self.pcap.packets + self.snapshot_every
+        fds: tuple[int, ...] = ()
         try:
-            r, w = os.pipe()
-        except OSError as e:
-            self._no_snapshot(e)
-            return
-        try:
+            fds = r, w = os.pipe()
             pid = os.fork()
         except OSError as e:
-            os.close(r)
-            os.close(w)
-            self._no_snapshot(e)
+            for fd in fds:
+                os.close(fd)
+            self.fork_failed = e.strerror or str(e)
             return
         if pid:
             os.close(r)
             self.snapshots.append(_Snapshot(self.seq, pid, w))
             self.new_snapshots.append(self.seq)
-            self.snap_packets = self.pcap.packets
             return
         # the snapshot: asleep until woken with the commands, or until its pipe closes
         os.close(w)
@@ -359,15 +358,8 @@ class TableProcess:
             if n <= self.seq:
                 for op, ip in self.cmds[n][len(known.get(n, ())):]:
                     self._apply(op, ip)
-        self.snap_packets = self.pcap.packets
+        self.snap_due = 0  # its own first snapshot, once past what the engine has analysed
         self.ctl_buf = b""
-
-    def _no_snapshot(self, e: OSError) -> None:
-        """A snapshot could not be made (out of processes or memory): go on with the older ones (a
-        rollback re-runs more packets; _commands stops with one message when it finds none), and
-        try again snapshot_every packets on."""
-        self.fork_failed = e.strerror or str(e)
-        self.snap_packets = self.pcap.packets
 
     def _drop(self, s: _Snapshot) -> None:
         os.close(s.wake)  # it wakes to an empty message and exits
@@ -497,7 +489,7 @@ class RecordedTable:
         msg = self.next_message()
         if msg[1] != kind:
             raise PipelineError(f"message {msg[0]} is {msg[1]!r} where the engine expects {kind!r}")
-        self.app, self.recs = msg[3], msg[4]
+        self.load(msg)
         return msg
 
     def load(self, msg: tuple[Any, ...]) -> None:
