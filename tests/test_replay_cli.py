@@ -88,6 +88,29 @@ def test_a_ctrl_c_while_starting_is_one_line_and_status_130() -> None:
     assert (r.returncode, r.stderr) == (130, "slipsq: interrupted\n")
 
 
+CTRL_C_IN_CLICK = """
+import sys, click
+where = sys.argv[1]
+def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+if where == "parse":  # as if Ctrl-C came while click parsed the arguments
+    click.Group.parse_args = interrupted
+else:  # ... or while a command that does not catch it ran
+    import slipsq.cli
+    slipsq.cli.main.commands["config"].commands["show"].callback = interrupted
+sys.argv = ["slipsq", "config", "show"]
+from slipsq.__main__ import run
+run()
+"""
+
+
+@pytest.mark.parametrize("where", ["parse", "invoke"])
+def test_a_ctrl_c_inside_click_is_one_line_and_status_130(where: str) -> None:
+    r = subprocess.run([sys.executable, "-c", CTRL_C_IN_CLICK, where], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert (r.returncode, r.stderr) == (130, "slipsq: interrupted\n")
+
+
 def test_not_a_capture_nor_flows(tmp_path: Path) -> None:
     f = tmp_path / "random.bin"
     f.write_bytes(os.urandom(4096))
