@@ -20,6 +20,10 @@ def reference_reason(allow: AllowList, text: str) -> str | None:
         a = ipaddress.ip_address(text.strip())
     except ValueError:
         return f"'{text}' is not an IP address"
+    if isinstance(a, ipaddress.IPv6Address) and a.scope_id is not None:
+        # the address on one interface ("2001:db8::1%0") is that address: protected as it is (ipaddress
+        # compares the zone too, so `in allow.own` would say no; found by hypothesis, 2026-12-06)
+        a = ipaddress.IPv6Address(str(a).split("%")[0])
     if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
         a = a.ipv4_mapped
     if a.is_loopback:

@@ -175,7 +175,8 @@ intake_flow = st.builds(
     flow, st.floats(0, 500), st.sampled_from(ADDRESSES), st.sampled_from(ADDRESSES),
     st.sampled_from((53, 123, 443, 853, 1900, 5353, 8080)), st.sampled_from(("tcp", "udp", "icmp")),
     sport=st.sampled_from((123, 40000)), closed_by=st.sampled_from(("fin", "active")),
-    sbytes=st.integers(0, 5000), dbytes=st.integers(0, 5000))
+    sbytes=st.integers(0, 5000), dbytes=st.integers(0, 5000),
+    state=st.sampled_from(("", "", "SPA_SPA", "SA_SA", "S_RA", "SR_SA", "PA_PA", "OTH", "SF", "S0", "new")))
 
 
 @settings(max_examples=300, deadline=None)
@@ -317,7 +318,9 @@ def test_detectors_give_the_same_evidence_on_both(detector: Any, seed: int, monk
 
 LAN = ("10.0.0.1", "192.168.1.9", "fe80::2", "::ffff:10.0.0.3")
 WAN = ("198.51.100.1", "2001:db8::1", "::ffff:8.8.8.8", "203.0.113.77")
-STATES = ("", "S_", "S_RA", "SF", "S0", "REJ", "CON", "INT", "ECO", "ECR", "FSPA_FSPA", "SPA_", "ZZ", "X_Y")
+STATES = ("", "S_", "S_RA", "SF", "S0", "REJ", "CON", "INT", "ECO", "ECR", "FSPA_FSPA", "SPA_", "ZZ", "X_Y",
+          # how far a connection got (portscan.opened, conversed): a handshake, data back, neither
+          "SA_SA", "SA_SPA", "SR_SA", "R_SA", "PA_PA", "OTH", "RSTRH", "S1", "new", "established", "closed")
 PROTOS = ("tcp", "udp", "icmp", "ipv6-icmp", "gre")
 
 flows = st.builds(
@@ -659,12 +662,14 @@ def test_bruteforce_intake_twins_agree(ops: list[Any], window: float, min_n: int
 
 EXFIL_HOSTS = ("192.168.1.66", "10.0.0.2", "203.0.113.77", "198.51.100.9", "2001:db8::1")
 exfil_flow = st.builds(
-    lambda start, proto, saddr, daddr, sport, dport, dpkts, sbytes, dbytes, closed_by: Flow(
-        start, start + 60, proto, saddr, sport, daddr, dport, 10, dpkts, sbytes, dbytes, closed_by=closed_by),
+    lambda start, proto, saddr, daddr, sport, dport, dpkts, sbytes, dbytes, closed_by, state: Flow(
+        start, start + 60, proto, saddr, sport, daddr, dport, 10, dpkts, sbytes, dbytes, state=state,
+        closed_by=closed_by),
     st.floats(0, 20_000), st.sampled_from(("tcp", "tcp", "udp")), st.sampled_from(EXFIL_HOSTS),
     st.sampled_from(EXFIL_HOSTS), st.sampled_from((443, 1023, 40000)), st.sampled_from((443, 1023, 1024, 40000)),
     st.integers(0, 2), st.one_of(st.integers(0, 20_000), st.sampled_from((16_384, 10**6, 10**9))),
-    st.one_of(st.integers(0, 20_000), st.just(0), st.just(10**6)), st.sampled_from(("fin", "active", "active")))
+    st.one_of(st.integers(0, 20_000), st.just(0), st.just(10**6)), st.sampled_from(("fin", "active", "active")),
+    st.sampled_from(("", "", "SPA_SPA", "SA_SA", "PA_PA", "SR_SA", "OTH", "SF", "new")))
 
 
 def pair_state(p: Any) -> Any:

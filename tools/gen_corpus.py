@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.gen_frames import Content
+from tools.gen_frames import ACK, PSH, RST, SYN, Content
+from tools.gen_frames import Path as Way
 from tools.gen_realistic import EPOCH
 from tools.gen_scenarios import (
     Ports,
@@ -141,6 +142,131 @@ def _vscan(rng: random.Random) -> Iterator[Packet]:
 
 def _brute(rng: random.Random) -> Iterator[Packet]:
     return merge(*_home(rng, 300), ssh_bruteforce("198.51.100.88", LAPTOP, attempts=40, start=T0 + 10, rng=rng))
+
+
+# --- forged traffic: somebody else's address, to get it (or a server everyone uses) blocked --------
+# Each builder with genuine=True makes the same behaviour for real (tests/test_detect_forgery.py: the
+# real one is caught, so the forged one is not missed by a test that cannot fail).
+
+RESOLVER, NAS = "198.51.100.53", "192.168.1.20"  # a public resolver the house uses; a NAS with ssh open
+
+
+def _uses_resolver(rng: random.Random, duration: float, client: str = LAPTOP) -> list[Iterator[Packet]]:
+    """The house asks RESOLVER (directly: a phone's private DNS) every ~30 s: a server in use."""
+    return [dns_query(client, RESOLVER, f"site{k}.example.org", f"198.51.100.{100 + k % 50}",
+                      T0 + 2 + k * 30 + rng.uniform(0, 5), sport=rng.randrange(30000, 60000), rng=rng)
+            for k in range(int(duration // 30))]
+
+
+def _forged_ssh_syns(genuine: bool = False) -> Callable[[random.Random], Iterator[Packet]]:
+    """40 SYNs to the NAS's ssh, 5 s apart, with RESOLVER's address: the NAS answers SYN-ACK, and
+    RESOLVER (which never sent them) answers RST. Genuine: RESOLVER's address really guesses passwords."""
+    def build(rng: random.Random) -> Iterator[Packet]:
+        parts = _home(rng, 600) + _uses_resolver(rng, 600)
+        ports = Ports(rng)
+        if genuine:
+            parts.append(ssh_bruteforce(RESOLVER, NAS, attempts=40, start=T0 + 60, interval=5.0, rng=rng))
+            return merge(*parts)
+        a2n, n2a = Way(RESOLVER, NAS, ttl=50), Way(NAS, RESOLVER)
+
+        def syns() -> Iterator[Packet]:
+            for k in range(40):
+                t, sp, seq, sseq = T0 + 60 + k * 5.0, ports(), rng.getrandbits(32), rng.getrandbits(32)
+                yield t, a2n.tcp(rng.randrange(65536), sp, 22, seq, 0, SYN, opts=b"\x02\x04\x05\xb4")
+                yield t + 0.001, n2a.tcp(rng.randrange(65536), 22, sp, sseq, (seq + 1) & 0xFFFFFFFF, SYN | ACK)
+                yield t + 0.03, a2n.tcp(rng.randrange(65536), sp, 22, (seq + 1) & 0xFFFFFFFF, 0, RST, win=0)
+        return merge(*parts, syns())
+    return build
+
+
+def _forged_synacks(genuine: bool = False) -> Callable[[random.Random], Iterator[Packet]]:
+    """SYN-ACKs from RESOLVER:443 that the phone never asked for, every 20 s: it answers each with a
+    RST. Genuine: the phone really connects to RESOLVER:443 every 20 s (and gets data back)."""
+    def build(rng: random.Random) -> Iterator[Packet]:
+        parts = _home(rng, 900) + _uses_resolver(rng, 900)
+        ports = Ports(rng)
+        if genuine:
+            parts += [tcp_session(PHONE, RESOLVER, ports(), 443, T0 + 30 + k * 20.0, 300, 2000, rng=rng)
+                      for k in range(40)]
+            return merge(*parts)
+        r2p, p2r = Way(RESOLVER, PHONE, ttl=55), Way(PHONE, RESOLVER)
+
+        def synacks() -> Iterator[Packet]:
+            for k in range(40):
+                t, sp, seq = T0 + 30 + k * 20.0, ports(), rng.getrandbits(32)
+                yield t, r2p.tcp(rng.randrange(65536), 443, sp, seq, rng.getrandbits(32), SYN | ACK)
+                yield t + 0.0002, p2r.tcp(rng.randrange(65536), sp, 443, rng.getrandbits(32), 0, RST, win=0)
+        return merge(*parts, synacks())
+    return build
+
+
+def _halfopen_to_resolver(genuine: bool = False) -> Callable[[random.Random], Iterator[Packet]]:
+    """A SYN every 15 s from the laptop (forged on the LAN, or a web page's script) to RESOLVER:444,
+    closed (RST): a Markov 'C&C' string against the house's resolver. Genuine: the same to a server
+    nobody uses."""
+    def build(rng: random.Random) -> Iterator[Packet]:
+        server = "198.51.100.244" if genuine else RESOLVER
+        parts = _home(rng, 900) + _uses_resolver(rng, 900)
+        ports = Ports(rng)
+        parts += [tcp_probe(LAPTOP, server, ports(), 444, T0 + 60 + k * 15.0, "closed", rng=rng) for k in range(50)]
+        return merge(*parts)
+    return build
+
+
+def _forged_rsts(genuine: bool = False) -> Callable[[random.Random], Iterator[Packet]]:
+    """A VPN over TCP with a ping every 10 s; after each ping somebody on the LAN sends the server a
+    RST with a wrong sequence number, which the ends ignore. Genuine: the client really reconnects
+    after each ping (a new connection every 10 s)."""
+    def build(rng: random.Random) -> Iterator[Packet]:
+        server = "198.51.100.194"
+        parts = _home(rng, 900)
+        if genuine:
+            ports = Ports(rng)
+            parts += [tcp_session(PHONE, server, ports(), 1194, T0 + 20 + k * 10.0, 100, 150, rng=rng)
+                      for k in range(60)]
+            return merge(*parts)
+        sport = 45000
+        pings: list[Message] = []
+        for k in range(60):
+            pings += [("c", Content(rng.randint(40, 120)), 10.0 if k else 0.0), ("s", Content(rng.randint(40, 300)))]
+        parts.append(tcp_session(PHONE, server, sport, 1194, T0 + 20, messages=pings, rng=rng))
+        p2s = Way(PHONE, server)
+        parts.append(iter([(T0 + 20 + k * 10.0 + 0.5, p2s.tcp(rng.randrange(65536), sport, 1194,
+                                                               rng.getrandbits(32), 0, RST, win=0))
+                           for k in range(1, 60)]))
+        return merge(*parts)
+    return build
+
+
+def _long_keepalives(rng: random.Random) -> Iterator[Packet]:
+    """A push channel pinging every 7 minutes, longer than the flow table's TCP idle timeout (300 s):
+    the flow table cuts it into pieces, one per ping, for 3 hours."""
+    return merge(*_home(rng, 600), _with_dns("push.example.com", "198.51.100.223", PHONE, T0 + 5, rng),
+                 long_connection(PHONE, "198.51.100.223", 5223, start=T0 + 5, duration=3 * 3600, keepalive=420,
+                                 rng=rng))
+
+
+def _forged_upload(genuine: bool = False) -> Callable[[random.Random], Iterator[Packet]]:
+    """35 MB of segments from the laptop's address to RESOLVER:443 with no handshake (RESOLVER answers
+    one RST): an 'exfiltration' to the house's resolver. Genuine: a real 35 MB upload to a server."""
+    def build(rng: random.Random) -> Iterator[Packet]:
+        parts = _home(rng, 300) + _uses_resolver(rng, 300)
+        if genuine:
+            parts.append(tcp_session(LAPTOP, "198.51.100.245", 51000, 443, T0 + 10, 35_000_000, 6000, 0.05,
+                                     rate=5e6, rng=rng))
+            return merge(*parts)
+        l2r, r2l = Way(LAPTOP, RESOLVER), Way(RESOLVER, LAPTOP)
+        chunk = bytes(1448)
+
+        def segments() -> Iterator[Packet]:
+            seq = rng.getrandbits(32)
+            for k in range(35_000_000 // 1448):
+                yield T0 + 10.01 + k * 0.0003, l2r.tcp(k, 51000, 443, (seq + k * 1448) & 0xFFFFFFFF, 1,
+                                                       ACK | PSH, chunk)
+                if k == 0:  # the server resets the first segment of a connection it does not know
+                    yield T0 + 10.03, r2l.tcp(rng.randrange(65536), 443, 51000, 1, 0, RST, win=0)
+        return merge(*parts, segments())
+    return build
 
 
 # --- benign look-alikes ---------------------------------------------------------------------------
@@ -301,6 +427,17 @@ SCENARIOS: list[Scenario] = [
     Scenario("video-call", "benign", _video_call),
     Scenario("backup-upload", "benign", _backup),
     Scenario("browsing", "benign", _browsing),
+    Scenario("forged-ssh-syns", "benign", _forged_ssh_syns(), extra={"forged": True},
+             note="SYNs as the house's resolver get SYN-ACKs, never a login"),
+    Scenario("forged-synacks", "benign", _forged_synacks(), extra={"forged": True},
+             note="SYN-ACKs nobody asked for, from the resolver"),
+    Scenario("halfopen-to-resolver", "benign", _halfopen_to_resolver(), extra={"forged": True},
+             note="refused SYNs every 15 s to the house's resolver"),
+    Scenario("forged-rsts", "benign", _forged_rsts(), extra={"forged": True},
+             note="out-of-window RSTs cutting a VPN connection"),
+    Scenario("long-keepalives", "benign", _long_keepalives, note="a push channel idle longer than tcp_idle"),
+    Scenario("forged-upload", "benign", _forged_upload(), extra={"forged": True},
+             note="35 MB without a handshake to the resolver"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 

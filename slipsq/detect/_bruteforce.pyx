@@ -23,11 +23,11 @@ from cpython.set cimport PySet_Contains
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_START,
                                 FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport put as lru_put
-from slipsq.detect._states cimport flow_unanswered
+from slipsq.detect._states cimport flow_held
 
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.bruteforce import _EITHER, _SERVER_FIRST, LOGIN_SERVICES
-from slipsq.detect.portscan import _BY_STATE
+from slipsq.detect.portscan import _HELD_BY_STATE
 from slipsq.flow import Flow
 
 cdef tuple NAMES = tuple(f.name for f in fields(Flow))
@@ -40,16 +40,16 @@ cdef inline object _f(object flow, int k):
     return flow_field(&SLOTS, flow, flow_direct(&SLOTS, flow), k, NAMES)
 
 
-cdef object _STATES = _BY_STATE.__self__  # the memo behind portscan.unanswered's state lookup
+cdef object _STATES = _HELD_BY_STATE.__self__  # the memo behind portscan.conversed's state lookup
 cdef object _LOGIN_SERVICES = LOGIN_SERVICES
 cdef object _SERVER_FIRST_ = _SERVER_FIRST
 cdef object _EITHER_ = _EITHER
 cdef object _NO_EVIDENCE = NO_EVIDENCE
 
 
-cdef inline bint _unanswered(object flow) except -1:
-    """portscan.unanswered(flow) (detect/_states.pxd)."""
-    return flow_unanswered(&SLOTS, flow, NAMES, _STATES, _BY_STATE)
+cdef inline bint _conversed(object flow) except -1:
+    """portscan.conversed(flow) (detect/_states.pxd)."""
+    return flow_held(&SLOTS, flow, NAMES, _STATES, _HELD_BY_STATE, 2)
 
 
 @cython.no_gc  # holds numbers only: never in a reference cycle
@@ -96,7 +96,7 @@ cdef class Intake:
             return _NO_EVIDENCE
         saddr, daddr, dport = _f(flow, F_SADDR), _f(flow, F_DADDR), _f(flow, F_DPORT)
         service = self._service(daddr, dport)
-        if service is None or _unanswered(flow):
+        if service is None or not _conversed(flow):
             return _NO_EVIDENCE
         start = _f(flow, F_START)
         index = int(start // self.window)

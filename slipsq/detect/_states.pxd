@@ -1,7 +1,7 @@
 # cython: language_level=3
-# portscan.unanswered for the compiled detectors (_portscan, _bruteforce): a connection state's
-# answer read from portscan's own memo in C (a miss asks the memo, which fills itself), and the
-# packets back only when the state does not tell. Inline, compiled into each module that cimports
+# portscan.unanswered, opened and conversed for the compiled detectors (_portscan, _bruteforce,
+# _beacon, _exfil): a connection state's answer read from portscan's own memo in C (a miss asks
+# the memo, which fills itself), and the packets back only when the state does not tell. Inline, compiled into each module that cimports
 # it: no extension module of its own. Data only.
 
 from cpython.dict cimport PyDict_GetItemWithError
@@ -20,3 +20,16 @@ cdef inline int flow_unanswered(FlowSlots* s, object flow, tuple names, object m
     if said is None:
         return bool(flow_field(s, flow, direct, F_DPKTS, names) == 0)
     return bool(said)
+
+
+
+cdef inline int flow_held(FlowSlots* s, object flow, tuple names, object memo, object by_state, int level) except -1:
+    """portscan.opened(flow) (level 1) or portscan.conversed(flow) (level 2); `by_state`:
+    portscan._HELD_BY_STATE, `memo` its Memo."""
+    cdef bint direct = flow_direct(s, flow)
+    state = flow_field(s, flow, direct, F_STATE, names)
+    cdef PyObject* hit = PyDict_GetItemWithError(memo, state)
+    said = by_state(state) if hit == NULL else <object>hit
+    if said is None:
+        return bool(flow_field(s, flow, direct, F_DPKTS, names) != 0)
+    return bool(said >= level)

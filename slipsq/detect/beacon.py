@@ -32,6 +32,14 @@ beacon with random sizes scores about 0.55 and blocks with one corroboration (a 
 another finding against the same server).
 The offender is the server (the C&C), or the client with `beacon.block = "client"`.
 
+A TCP connection counts only when its handshake completed (`portscan.opened`: the client's SYN,
+the server's SYN-ACK, the client's ACK). Others are not calls to a service: attempts the server
+refused or never answered (a C&C that is down is the reconnection-storm detector's, which never
+blocks a server local hosts use), SYNs sent with a local host's address, a piece of one long
+connection (after a keep-alive gap longer than the flow table's idle timeout, or a forged RST that
+closed the flow but not the connection), and a SYN-ACK sent to a host that never asked; any of them
+could be made at will by somebody who wants a server everyone uses (a resolver, a push service)
+blocked.
 Legitimate periodic traffic is told apart by who and where, not by timing (it is just as regular):
 * NTP (udp port 123 on either side), mDNS/LLMNR/SSDP/NetBIOS ports, and any multicast/broadcast
   destination: ignored.
@@ -64,6 +72,7 @@ from slipsq import twins
 from slipsq.allow import AllowList
 from slipsq.config import Option, fraction, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
+from slipsq.detect.portscan import opened
 from slipsq.detect.prefixes import MEMO_SIZE, Memo, is_local
 from slipsq.flow import Flow
 from slipsq.lru import put, touch
@@ -234,6 +243,8 @@ class Intake:
     def ignored(self, f: Flow) -> bool:
         """Traffic that is never a beacon (see the module docstring)."""
         if f.proto == "udp" and (f.dport in _IGNORED_UDP_PORTS or f.sport == 123):
+            return True
+        if f.proto == "tcp" and not opened(f):
             return True
         dst = f.daddr
         if self.local(dst) and (f.dport in _DNS_PORTS or not self.local(f.saddr)):

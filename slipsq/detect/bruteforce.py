@@ -6,8 +6,10 @@ the first bytes seen on a connection: the decoder's "banner" AppEvents name the 
 rdp, smb, telnet), and this detector remembers per (server, port) what it said. It returns Evidence
 only: it never blocks and never does I/O.
 
-An attempt is a closed TCP connection to the service that the server answered (an unanswered one is
-a scan, counted by portscan) and that lasted at most `bruteforce.max_duration` seconds: password
+An attempt is a closed TCP connection to the service that the server took up and sent data on
+(`portscan.conversed`: an unanswered one is a scan, counted by portscan; one whose handshake never
+completed proves nothing of its source, whose address a forger may have used: SYNs sent as 8.8.8.8
+would get 8.8.8.8 blocked) and that lasted at most `bruteforce.max_duration` seconds: password
 guessers open a connection, try a few passwords, get thrown out. Attempts are counted per (source,
 server, port) per judge window (index = int(flow start // judge.window)).
 
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.detect.portscan import unanswered
+from slipsq.detect.portscan import conversed
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import AppEvent, Flow
 from slipsq.lru import put
@@ -97,7 +99,7 @@ class Intake:
         if flow.is_report or flow.proto != "tcp":
             return NO_EVIDENCE
         service = self.service(flow.daddr, flow.dport)
-        if service is None or unanswered(flow):
+        if service is None or not conversed(flow):
             return NO_EVIDENCE
         index = int(flow.start // self.window)
         if index > self.index:

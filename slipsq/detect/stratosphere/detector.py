@@ -17,6 +17,11 @@ The letters and the matching run in the compiled `_letters` unless the readable 
 `markov` are asked for (slipsq.twins). Both give the same strings and distances
 (tests/test_letters_compiled.py); the choice is made once per detector.
 
+A match on a tuple whose connections never completed (SYNs refused or unanswered, UDP never
+answered) against a server local hosts use (ctx.servers, detect/inuse.py) is reported with
+may_block=False: such attempts can be sent with a local host's address, or by a web page's script,
+to get the network's resolver blocked (the rule of port scans and reconnection storms).
+
 It never blocks and never does I/O: models come in `ctx.models` (loaded by the caller).
 """
 
@@ -28,6 +33,7 @@ from typing import Any, ClassVar
 from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.portscan import opened
 from slipsq.detect.stratosphere.letters import LetterTable, TupleLetters
 from slipsq.detect.stratosphere.markov import Chain, Model, match
 from slipsq.flow import Flow
@@ -128,15 +134,27 @@ class StratosphereDetector(Detector):
         t.alerted = (win, model.label, conf)
         tuple_id = f"{t.client}-{t.server}:{t.port}/{t.proto}"
         tail = t.text[-40:]
+        guard = ""
+        if not self.block_client and self._unheld(flow) and self.ctx.servers.in_use(t.server, ts, self.window):
+            guard = (f"; {t.server} answers local hosts (in the last {self.window:.0f}s) and this tuple's "
+                     "connections never completed: a match alone never blocks it, attempts can be forged")
         return [Evidence(
             ts=ts, detector=self.name,
             offender=t.client if self.block_client else t.server,
             src_ip=t.client, dst_ip=t.server, dst_port=t.port, proto=t.proto,
             description=(f"{t.client} -> {t.server}:{t.port}/{t.proto} behaves like {model.label}: "
                          f"Markov distance {dist:.3f} <= {model.threshold:g} over {n} letters "
-                         f"(...{tail})"),
-            threat_level=HIGH, confidence=conf, label=model.label,
+                         f"(...{tail}){guard}"),
+            threat_level=HIGH, confidence=conf, label=model.label, may_block=not guard,
             key=f"stratosphere:{tuple_id}:{model.label}", flows=(flow,))]
+
+    @staticmethod
+    def _unheld(flow: Flow) -> bool:
+        """The flow that matched was no connection its server took part in: a TCP handshake that never
+        completed (portscan.opened), a UDP flow never answered. Such attempts can be sent with any
+        local host's address (or by a web page's script), so against a server local hosts use they
+        are reported but never block by themselves (as port scans and reconnection storms)."""
+        return not opened(flow) if flow.proto == "tcp" else flow.dpkts == 0
 
     def on_tick(self, now: float) -> Sequence[Evidence]:
         self.table.expire(now)
