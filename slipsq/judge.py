@@ -4,14 +4,18 @@ The arithmetic, so an admin can check any decision by hand (`slipsq explain IP` 
 
     a finding     = the evidence a detector reports with one `key` (e.g. one beacon tuple), within
                     one window; s = its best threat_level x confidence over its reports
-    persistent    = reported again at least `judge.persist_after` s (60) after its first report in
-                    the window, and at least one report at critical threat with
-                    threat_level x confidence >= `judge.persist_min` (0.6)
+    persistent    = reported again by one source (src_ip) at least `judge.persist_after` s (60)
+                    after that source's first report in the window, and at least one of that
+                    source's reports at critical threat with threat_level x confidence >=
+                    `judge.persist_min` (0.6)
     weight        = 2 for a persistent finding, else 1
     score(ip, window) = sum over the findings against ip of weight x s
     block when score >= `judge.threshold` (1), at least one finding may block, and ip is not protected
 
-Why: a finding that keeps coming is stronger than one report of it. A near-certain beacon (critical
+Why: a finding that keeps coming is stronger than one report of it. Per source, because a key may
+gather several: beacon and Markov findings against a server are keyed by the service, so that the
+house's devices calling one update server every hour make one finding, and two of them reporting
+it once each is not one beacon that persists. A near-certain beacon (critical
 x 0.9, the most one beacon report can say) reported for a minute counts 1.8 and blocks with margin;
 one weak finding never blocks alone: below critical x 0.6 it never doubles, and one report cannot
 persist. Only critical findings double because the detectors already escalate what persists at lower
@@ -46,6 +50,8 @@ from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.records import CRITICAL, Decision, Evidence, Finding, fmt_score
 
+MAX_SOURCES = 16  # sources whose persistence one finding follows
+
 
 @dataclass(slots=True)
 class _Finding:
@@ -55,8 +61,11 @@ class _Finding:
     detector: str
     description: str
     may_block: bool
-    strong: bool  # a report at critical threat with score >= persist_min: it may persist
     reports: int = 1
+    persists: bool = False  # one source's reports made it persistent (weight 2)
+    # source -> [its first report, its last, it made a strong report (critical, >= persist_min)];
+    # at most MAX_SOURCES: a source past them still adds its score, not its persistence
+    sources: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,7 +100,20 @@ class Judge:
 
     def weight(self, f: _Finding) -> int:
         """2 for a persistent finding (see the module docstring), else 1."""
-        return 2 if f.strong and f.last - f.first >= self.persist_after else 1
+        return 2 if f.persists else 1
+
+    def _persist(self, f: _Finding, ev: Evidence) -> None:
+        """Count `ev` toward the persistence of its source's reports of `f`."""
+        rec = f.sources.get(ev.src_ip)
+        if rec is None:
+            if len(f.sources) >= MAX_SOURCES:
+                return
+            rec = f.sources[ev.src_ip] = [ev.ts, ev.ts, 0.0]
+        rec[0], rec[1] = min(rec[0], ev.ts), max(rec[1], ev.ts)
+        if self._strong(ev):
+            rec[2] = 1.0
+        if rec[2] and rec[1] - rec[0] >= self.persist_after:
+            f.persists = True
 
     def _strong(self, ev: Evidence) -> bool:
         return ev.threat_level >= CRITICAL and ev.score >= self.persist_min
@@ -120,12 +142,12 @@ class Judge:
             f.reports += 1
             f.first, f.last = min(f.first, ev.ts), max(f.last, ev.ts)
             f.may_block = f.may_block or ev.may_block
-            f.strong = f.strong or self._strong(ev)
+            self._persist(f, ev)
             if s > f.best:
                 f.best, f.description, f.detector = s, ev.description, ev.detector
         elif len(w.findings) < self.max_findings:
-            w.findings[key] = _Finding(s, ev.ts, ev.ts, ev.detector, ev.description, ev.may_block,
-                                       self._strong(ev))
+            f = w.findings[key] = _Finding(s, ev.ts, ev.ts, ev.detector, ev.description, ev.may_block)
+            self._persist(f, ev)
         else:
             w.overflow += s
         w.may_block = w.may_block or ev.may_block

@@ -27,7 +27,7 @@ def test_strict_beacon_blocks_the_server_once_it_persists(interval: float, by: f
     assert ts_block <= T0 + by + 1e-6
     alert = rec.by("beacon")[-1]
     assert f"every {interval:.1f}s" in alert.evidence.description
-    assert alert.evidence.key == f"beacon:{HOST}:{C2}:443/tcp"
+    assert alert.evidence.key == f"beacon:{C2}:443/tcp"  # the service: every client's reports are one finding
 
 
 def test_fast_beacon_is_blocked_within_three_minutes() -> None:
@@ -180,5 +180,30 @@ def test_any_steady_beacon_blocks_once_it_persists(interval: float, jitter: floa
                                                     proto: str) -> None:
     # 12 connections, and enough more that one report comes >= 60 s after the first (fast beacons)
     flows = beacon(HOST, C2, 8443, interval, 12 + int(100 / interval), jitter=jitter, seed=seed, proto=proto)
+    rec, _ = run([Beacon], flows)
+    assert rec.blocked_ips == [C2]
+
+
+def test_devices_calling_one_update_service_are_one_finding() -> None:
+    """Found by review: two devices of one brand checking the same update server every hour (HIGH,
+    0.54 each) added up to a block. Against a server the judge keys a beacon by the service, so the
+    house's devices make one finding (its best report); one device's alert is what two give."""
+    server = "198.51.100.77"
+    devices = [beacon(f"192.168.1.{30 + d}", server, 443, 3600.0, 9, jitter=0.02, start=T0 + 300 + 1700 * d,
+                      seed=d) for d in range(3)]
+    one, _ = run([Beacon], devices[0])
+    three, _ = run([Beacon], sort_flows(*devices))
+    assert one.by("beacon") and three.by("beacon")  # each device's check is reported ...
+    assert one.blocked_ips == three.blocked_ips == []  # ... and together they still block no one
+    assert {a.evidence.key for a in three.by("beacon")} == {f"beacon:{server}:443/tcp"}
+    # with the client as the offender, every device is its own finding, as before
+    cfg = config([Beacon], **{"beacon.block": "client"})
+    rec, _ = run([Beacon], sort_flows(*devices), cfg=cfg)
+    assert len({a.evidence.key for a in rec.by("beacon")}) == 3
+
+
+def test_a_beacon_from_two_hosts_to_one_c2_still_blocks() -> None:
+    """Two infected hosts: each one's beacon persists (critical, doubled) and blocks by itself."""
+    flows = sort_flows(beacon(HOST, C2, 443, 30.0, 40), beacon("192.168.1.21", C2, 443, 30.0, 40, start=T0 + 7))
     rec, _ = run([Beacon], flows)
     assert rec.blocked_ips == [C2]

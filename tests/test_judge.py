@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -107,6 +109,20 @@ def test_late_evidence_joins_the_current_window_instead_of_wiping_it() -> None:
     j.add(ev(150, conf=1.0, key="a"))  # window 1: 0.8
     d = j.add(ev(90, conf=1.0, key="b"))  # a flow that closed late, from window 0
     assert d.action == "block" and d.score == pytest.approx(1.6)
+
+
+def test_persistence_is_one_source_reporting_again() -> None:
+    """A key may gather several sources (beacon and Markov findings against a server are keyed by the
+    service): reports from different devices, minutes apart, are not one finding that persists."""
+    def from_(src: str, ts: float) -> Evidence:
+        return dataclasses.replace(ev(ts, level=CRITICAL, conf=0.9, key="beacon:203.0.113.9:443/tcp"), src_ip=src)
+
+    j = judge()
+    assert j.add(from_("192.168.1.30", 0.0)).score == pytest.approx(0.9)
+    d = j.add(from_("192.168.1.31", 300.0))  # another device, 5 minutes later: the same finding, once
+    assert (d.action, d.score) == ("alert", pytest.approx(0.9))
+    d = j.add(from_("192.168.1.30", 400.0))  # the first device again: now it persists
+    assert (d.action, d.score) == ("block", pytest.approx(1.8)) and "x2" in d.reason
 
 
 def test_a_near_certain_finding_that_keeps_coming_blocks_with_margin() -> None:

@@ -271,6 +271,26 @@ def _forged_upload(genuine: bool = False) -> Callable[[random.Random], Iterator[
 
 # --- benign look-alikes ---------------------------------------------------------------------------
 
+def _updates_three_devices(rng: random.Random) -> Iterator[Packet]:
+    """Three devices of one brand check the same update server once an hour (± 90 s), 14 hours."""
+    streams = _home(rng, 600)
+    ports = Ports(rng)
+    for d, dev in enumerate((LAPTOP, PHONE, "192.168.1.12")):
+        for h in range(14):
+            t = T0 + 300 + 1700 * d / 2 + h * 3600 + rng.uniform(-90, 90)
+            streams += [_with_dns("update.vendor.example.net", "198.51.100.155", dev, t, rng),
+                        tls_session(dev, "198.51.100.155", "update.vendor.example.net", t, 2000, 5400,
+                                    sport=ports(), rng=rng)]
+    return merge(*streams)
+
+
+def _ntp_two_devices(rng: random.Random) -> Iterator[Packet]:
+    """Two devices poll one public NTP server at chrony's settled interval (1024 s), 8 hours."""
+    return merge(*_home(rng, 600),
+                 *(ntp_polling(dev, "198.51.100.124", start=T0 + 5 + 17 * d, interval=1024, count=28, rng=rng)
+                   for d, dev in enumerate((LAPTOP, PHONE))))
+
+
 def _bt_peer_port(rng: random.Random) -> int:
     return rng.randrange(10000, 65000)
 
@@ -436,6 +456,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("forged-rsts", "benign", _forged_rsts(), extra={"forged": True},
              note="out-of-window RSTs cutting a VPN connection"),
     Scenario("long-keepalives", "benign", _long_keepalives, note="a push channel idle longer than tcp_idle"),
+    Scenario("updates-three-devices", "benign", _updates_three_devices, note="one update service, three devices"),
+    Scenario("ntp-two-devices", "benign", _ntp_two_devices, note="chrony's 1024 s polls from two devices"),
     Scenario("forged-upload", "benign", _forged_upload(), extra={"forged": True},
              note="35 MB without a handshake to the resolver"),
 ]

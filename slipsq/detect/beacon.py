@@ -30,7 +30,10 @@ beacon at intervals up to ~10 minutes blocks by itself (a 10 s beacon within 3 m
 within 2), while a tuple seen once an hour (one report per window) never does. A ±50 % jittered
 beacon with random sizes scores about 0.55 and blocks with one corroboration (a Markov match or
 another finding against the same server).
-The offender is the server (the C&C), or the client with `beacon.block = "client"`.
+The offender is the server (the C&C), or the client with `beacon.block = "client"`. Against a
+server, the reports of all local clients on one service are one finding for the judge (key
+`beacon:<server>:<port>/<proto>`): several devices calling an update service every hour do not add
+up to a block.
 
 A TCP connection counts only when its handshake completed (`portscan.opened`: the client's SYN,
 the server's SYN-ACK, the client's ACK). Others are not calls to a service: attempts the server
@@ -396,7 +399,15 @@ class Beacon(Detector):
         return [Evidence(ts=t.last, detector=self.name, offender=offender, src_ip=src, dst_ip=dst,
                          dst_port=port, proto=proto, description=desc, threat_level=threat,
                          confidence=round(confidence, 3), may_block=may_block,
-                         key=f"{finding}:{src}:{dst}:{port}/{proto}", flows=(flow,))]
+                         key=self._key(finding, src, dst, port, proto), flows=(flow,))]
+
+    def _key(self, finding: str, src: str, dst: str, port: int, proto: str) -> str:
+        """The judge's key: against a server, the service (server, port, protocol) without the
+        client. Two devices of one brand checking the same update server every hour are one finding
+        (its strongest report), not two adding up to a block: a service many local hosts call
+        regularly is a common one, not a surer C&C. Each device's own beacon still doubles when it
+        persists. Against the client (beacon.block = "client"), the whole tuple."""
+        return f"{finding}:{src}:{dst}:{port}/{proto}" if self.block_client else f"{finding}:{dst}:{port}/{proto}"
 
     def on_tick(self, now: float) -> Sequence[Evidence]:
         if now >= self._next_prune:  # forget tuples silent for longer than two slow-beacon periods

@@ -8,8 +8,10 @@ A malicious match is evidence against the server end (the client with `markov.bl
   threat HIGH; confidence = min(1, letters / stratosphere.confident_letters)
   (a longer string that still matches is a surer match; 7 letters give 0.2 with the defaults)
 
-The key `stratosphere:<client>-<server>:<port>/<proto>:<label>` lets the judge count a tuple's
-repeated matches once per window. The evidence is emitted on the tuple's first match of that label
+The key `stratosphere:<server>:<port>/<proto>:<label>` lets the judge count a service's repeated
+matches once per window, whichever local clients they came from: two devices polling the same NTP
+server on a fixed interval match the same model, and are one finding, not two adding up to a block
+(`stratosphere:<client>-<server>:...` when the client is the offender, `markov.block = "client"`). The evidence is emitted on the tuple's first match of that label
 in a judge window, and again only when the confidence has grown by CONFIDENCE_STEP since (or
 reached 1), not on every flow.
 
@@ -133,6 +135,7 @@ class StratosphereDetector(Detector):
             return NO_EVIDENCE
         t.alerted = (win, model.label, conf)
         tuple_id = f"{t.client}-{t.server}:{t.port}/{t.proto}"
+        service = f"{t.server}:{t.port}/{t.proto}"  # against the server: every client's match is one finding
         tail = t.text[-40:]
         guard = ""
         if not self.block_client and self._unheld(flow) and self.ctx.servers.in_use(t.server, ts, self.window):
@@ -146,7 +149,7 @@ class StratosphereDetector(Detector):
                          f"Markov distance {dist:.3f} <= {model.threshold:g} over {n} letters "
                          f"(...{tail}){guard}"),
             threat_level=HIGH, confidence=conf, label=model.label, may_block=not guard,
-            key=f"stratosphere:{tuple_id}:{model.label}", flows=(flow,))]
+            key=f"stratosphere:{tuple_id if self.block_client else service}:{model.label}", flows=(flow,))]
 
     @staticmethod
     def _unheld(flow: Flow) -> bool:
