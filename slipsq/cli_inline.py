@@ -185,12 +185,16 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
 
         sd = _state_dir(ctx, state_dir)
         reply = _daemon(sd, {"cmd": "blocks"})
+        damaged: dict[str, str] = {}
         if reply is not None:
-            rows = reply["blocks"]
+            rows, damaged = reply["blocks"], reply.get("damaged") or {}
         elif not (resolve_state_dir(sd) / DB_NAME).exists():
             rows = []  # slipsq never ran with this state dir: nothing was ever blocked
         else:
-            rows = Admin(BlockStore(sd, create=False), None, AllowList(), None).blocks()
+            store = BlockStore(sd, create=False)
+            rows, damaged = Admin(store, None, AllowList(), None).blocks(), store.damaged
+        for why in damaged.values():  # rows slipsq did not write: named, never a crash
+            click.echo(f"slipsq: the block store has a damaged row, skipped: {why}", err=True)
         if as_json:
             click.echo(json.dumps(rows, default=str))
             return

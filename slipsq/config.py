@@ -9,6 +9,7 @@ key. This module reads files; it never touches the network.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,18 @@ def non_negative(v: Any) -> bool:
 def fraction(v: Any) -> bool:
     return bool(0 <= v <= 1)
 
+
+def _addresses(v: list[str]) -> bool:
+    """Every item an IP address or a network in CIDR (as the allow list reads them)."""
+    try:
+        for item in v:
+            ipaddress.ip_network(item.strip(), strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+TEN_YEARS = 3650 * 86400.0  # the longest timed block (a later expiry has no date to print)
 
 CORE_OPTIONS: tuple[Option, ...] = (
     # flow table (timeouts in seconds; like Suricata: per protocol and per state)
@@ -99,11 +112,11 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "a persistent critical finding whose threat_level x confidence reaches this counts twice", fraction,
            "between 0 and 1"),
     Option("judge.block_duration", 14400.0, "how long a block lasts (seconds); 0 means until unblocked",
-           non_negative, ">= 0", duration=True),
+           lambda v: 0 <= v <= TEN_YEARS, "between 0 and 3650d", duration=True),
     Option("judge.repeat_factor", 2.0, "each new block of a repeat offender lasts this many times longer",
            lambda v: v >= 1, ">= 1"),
-    Option("judge.max_block_duration", 604800.0, "the longest a block can grow to (seconds)", positive, "> 0",
-           duration=True),
+    Option("judge.max_block_duration", 604800.0, "the longest a block can grow to (seconds)",
+           lambda v: 0 < v <= TEN_YEARS, "> 0 and at most 3650d", duration=True),
     Option("judge.block", True, "false: alert only, never block (an IDS)"),
     Option("judge.max_offenders", 200_000, "offenders whose evidence window and repeat count are kept "
            "(least recently judged forgotten first; never an active block)", positive, "> 0"),
@@ -113,7 +126,8 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("judge.max_blocks", 65_536, "active blocks at most; past it new blocks are refused (and said "
            "so), never an older one forgotten", positive, "> 0"),
     # addresses that are never blocked
-    Option("allow.ips", [], "IPs and networks (CIDR) that are never blocked, e.g. the admin's laptop"),
+    Option("allow.ips", [], "IPs and networks (CIDR) that are never blocked, e.g. the admin's laptop",
+           _addresses, "a list of IP addresses and networks, e.g. [\"192.168.1.10\", \"10.0.0.0/8\"]"),
     Option("allow.own_addresses", True, "never block this machine's own addresses (followed while running: "
            "an address gained later, by DHCP, a VPN or IPv6 privacy, is protected within a second)"),
     Option("allow.infrastructure", True, "never block what this gateway depends on: its default gateways, "
@@ -166,11 +180,23 @@ CORE_OPTIONS: tuple[Option, ...] = (
 
 
 def _same_type(default: Any, value: Any) -> bool:
+    """`value` is of `default`'s type; for a list, each element is of the type of the default's
+    elements (strings when the default is empty: every list option is a list of names or
+    addresses unless its default says otherwise)."""
     if isinstance(default, bool) or isinstance(value, bool):
         return isinstance(default, bool) and isinstance(value, bool)
     if isinstance(default, float):
         return isinstance(value, (int, float))
+    if isinstance(default, list):
+        element = default[0] if default else ""
+        return isinstance(value, list) and all(_same_type(element, v) for v in value)
     return isinstance(value, type(default))
+
+
+def _type_name(default: Any) -> str:
+    if isinstance(default, list):
+        return f"list of {type(default[0] if default else '').__name__}"
+    return type(default).__name__
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -206,7 +232,7 @@ class Config:
             except ValueError as e:
                 raise ConfigError(f"configuration key '{key}'{where}: {e}") from None
         if not _same_type(opt.default, value):
-            want = type(opt.default).__name__
+            want = _type_name(opt.default)
             raise ConfigError(f"configuration key '{key}'{where} must be a {want}, not {value!r}")
         if isinstance(opt.default, float):
             value = float(value)

@@ -38,6 +38,9 @@ MAX_REPLY = 256 << 20
 COMMANDS = ("block", "unblock", "blocks", "status", "reload")
 
 
+MAX_BLOCK = 3650 * 86400.0  # the longest timed block (10 years; longer ones have no date to print)
+
+
 def parse_duration(text: str) -> float | None:
     """A block's length: the duration syntax of slipsq.durations ('90', '15m', '4h', '1h30m') in
     seconds, or None (no expiry) for 'forever'. 0 is refused: a block of no time is a typo, and a
@@ -52,6 +55,9 @@ def parse_duration(text: str) -> float | None:
     if value == 0:
         raise InputError(f"'{text}' is a block of no time: give a duration (e.g. 4h), or 'forever' for a "
                          "block that lasts until unblocked")
+    if value > MAX_BLOCK:
+        raise InputError(f"'{text}' is longer than the longest timed block (3650d): give a shorter one, or "
+                         "'forever' for a block that lasts until unblocked")
     return value
 
 

@@ -366,6 +366,8 @@ class Daemon:
         restored = sum(1 for c in batch if not isinstance(c, Unblock))
         if restored or gone:
             log(f"restored {restored} blocks from the store, {len(gone)} expired ones removed")
+        for why in self.store.damaged.values():
+            log(f"block store {self.store.path}: a damaged row skipped (not restored): {why}")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         threading.Thread(target=target, name=name, daemon=True).start()
@@ -577,7 +579,8 @@ class Daemon:
             return {"ok": True}
         if cmd == "blocks":
             admin = Admin(self.store, None, self.allow, default_duration(self.cfg))
-            return {"ok": True, "blocks": _wait(self.worker.call(admin.blocks), 10.0, "the worker")}
+            return {"ok": True, "blocks": _wait(self.worker.call(admin.blocks), 10.0, "the worker"),
+                    "damaged": dict(self.store.damaged)}
         if cmd == "reload":
             self.reload()
             return {"ok": True}

@@ -34,6 +34,14 @@ def test_file_values_and_int_for_float(tmp_path: Path) -> None:
     ("[judge]\nblock = 1\n", ["judge.block", "bool"]),
     ("[letters]\nvariant = \"modern\"\n", ["letters.variant", "classic or slips"]),
     ("[judge\nwindow = 5\n", ["not valid TOML"]),
+    # lists are checked item by item (review: these were internal errors, or accepted by `config show`)
+    ("[beacon]\nallow_domains = [1, 2]\n", ["beacon.allow_domains", "list of str"]),
+    ("[unknownport]\nknown_ports = [\"x\"]\n", ["unknownport.known_ports", "list of int"]),
+    ("[allow]\nips = [1]\n", ["allow.ips", "list of str"]),
+    ("[allow]\nips = [\"10.0.0.300\"]\n", ["allow.ips", "IP addresses and networks", "10.0.0.300"]),
+    ("[allow]\nips = [\"10.0.0.0/33\"]\n", ["allow.ips", "10.0.0.0/33"]),
+    ("[longconn]\nprotocols = [\"bogus\"]\n", ["longconn.protocols", "protocol names"]),
+    ("[judge]\nblock_duration = 1e300\n", ["judge.block_duration", "3650d"]),
 ])
 def test_bad_values_name_the_key(tmp_path: Path, text: str, words: list[str]) -> None:
     f = tmp_path / "c.toml"

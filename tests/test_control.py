@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -56,12 +57,16 @@ def admin(tmp_path: Path) -> Admin:
 
 
 @pytest.mark.parametrize("text,want", [("90", 90.0), ("30s", 30.0), ("15m", 900.0), ("4h", 14400.0),
-                                       ("2d", 172800.0), ("1w", 604800.0), ("1h30m", 5400.0), ("forever", None)])
+                                       ("2d", 172800.0), ("1w", 604800.0), ("1h30m", 5400.0), ("forever", None),
+                                       ("3650d", 3650 * 86400.0)])
 def test_parse_duration(text: str, want: float | None) -> None:
     assert parse_duration(text) == want
 
 
-@pytest.mark.parametrize("bad", ["", "h", "4x", "-5m", "nan", "soon", "inf", "1e400h", "0", "0s"])
+# 3651d and more: no date to print for the expiry (review: `--for 3000000d` blocked, then failed to
+# print the year, exit 70)
+@pytest.mark.parametrize("bad", ["", "h", "4x", "-5m", "nan", "soon", "inf", "1e400h", "0", "0s", "3651d",
+                                 "3000000d", "99999999999d"])
 def test_parse_duration_rejects(bad: str) -> None:
     with pytest.raises(InputError):
         parse_duration(bad)
@@ -290,6 +295,36 @@ def test_daemon_start_restores_unexpired_blocks_and_drops_the_rest(tmp_path: Pat
     assert {b.ip for b in store.active(500.0)} == {"198.51.100.2", "198.51.100.3"}
     assert store.audit("198.51.100.1")[-1].who == "expiry"
     assert store.audit("10.9.0.5")[-1].who == "allow-list"
+
+
+def _damage(state: Path) -> None:
+    """Rows no slipsq wrote (review: one such row stopped `slipsq blocks` and the daemon's start)."""
+    db = sqlite3.connect(state / "blocks.sqlite3")
+    db.execute("INSERT INTO blocks VALUES ('not-an-ip', 1, 'abc', 'r', 'd', '{bad json', 'judge', 1)")
+    db.execute("INSERT INTO blocks VALUES ('198.51.100.9', 'yesterday', NULL, 'r', 'd', '', 'judge', 1)")
+    db.commit()
+    db.close()
+
+
+def test_a_damaged_store_row_is_skipped_and_named(tmp_path: Path) -> None:
+    from slipsq.cli import main
+    from slipsq.daemon import Daemon
+
+    store = BlockStore(tmp_path)
+    store.add("198.51.100.2", since=0.0, expires=None, reason="current")
+    _damage(tmp_path)
+    assert [b.ip for b in store.active(500.0)] == ["198.51.100.2"]
+    assert set(store.damaged) == {"'not-an-ip'", "'198.51.100.9'"}
+    assert store.get("198.51.100.9") is None and store.purge_expired(500.0) == []
+    r = CliRunner().invoke(main, ["blocks", "--state-dir", str(tmp_path)])
+    assert r.exit_code == 0 and "198.51.100.2" in r.stdout
+    assert "damaged row, skipped: 'not-an-ip' is not an IP address" in r.stderr
+    # the daemon restores what is whole and says what it skipped
+    d = Daemon(0, False, None, str(tmp_path))
+    d.allow = AllowList()
+    d.store, d.fw, d.engine = BlockStore(tmp_path), FakeFirewall(d.allow), _engine(d.allow)  # type: ignore[assignment]
+    d.restore_blocks(500.0)
+    assert d.fw.set == {"198.51.100.2": None}  # type: ignore[attr-defined]
 
 
 def _judged(ip: str, at: float, seconds: float) -> Any:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.prefixes import is_local
-from slipsq.flow import Flow
+from slipsq.flow import PROTO_NAMES, Flow
 from slipsq.records import LOW, Evidence
 
 # records of one 5-tuple this close are one connection (Argus status records of an idle ssh session
@@ -41,7 +41,8 @@ class LongConnection(Detector):
         Option("longconn.min_duration", 1500.0, "a connection to a non-local host lasting this long (s) is "
                "reported (never blocks on its own)", positive, "> 0", duration=True),
         Option("longconn.protocols", ["tcp"], "protocols whose long flows are reported",
-               lambda v: all(isinstance(p, str) for p in v), "a list of protocol names, e.g. [\"tcp\"]"),
+               lambda v: all(p in PROTO_NAMES.values() for p in v),
+               f"a list of protocol names ({', '.join(PROTO_NAMES.values())}), e.g. [\"tcp\"]"),
         Option("longconn.max_connections", 100_000, "connections remembered as already reported (least "
                "recently seen forgotten first)", positive, "> 0"),
     )

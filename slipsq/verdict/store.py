@@ -9,6 +9,7 @@ only records; it never touches the kernel
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sqlite3
@@ -94,12 +95,37 @@ class AuditEntry:
     expires: float | None
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # not NaN
+
+
+def _block(row: Sequence[Any]) -> tuple[Block | None, str]:
+    """The Block of a row of `blocks`, or (None, why) for a row no slipsq wrote: an address that is
+    none, times that are not numbers (SQLite keeps whatever text a hand edit or a damaged disk put in a
+    REAL column)."""
+    ip, since, expires, reason, detector, evidence, by, times = row
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        return None, f"{ip!r} is not an IP address"
+    if not _number(since) or not (expires is None or _number(expires)) or not isinstance(times, int):
+        return None, f"{ip}: since {since!r}, expires {expires!r}, times {times!r} are not numbers"
+    return Block(ip, float(since), None if expires is None else float(expires), str(reason), str(detector),
+                 str(evidence), str(by), times), ""
+
+
 class BlockStore:
-    """Blocks and the audit log. Safe to open from the daemon and an admin command at once."""
+    """Blocks and the audit log. Safe to open from the daemon and an admin command at once.
+
+    A row of `blocks` that slipsq did not write (an address that is none, times that are not numbers:
+    a hand edit, a damaged disk) is skipped by every reader and listed in `damaged` (row -> why), so
+    one bad row never stops the daemon or `slipsq blocks`; callers say so. It stays in the file, for
+    the admin to see (`slipsq unblock` removes one whose address is an address)."""
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         self.dir = resolve_state_dir(state_dir)
         self.path = self.dir / DB_NAME
+        self.damaged: dict[str, str] = {}  # rows of `blocks` skipped as damaged: repr(ip) -> why
         try:
             if create:
                 self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -198,14 +224,25 @@ class BlockStore:
     def purge_expired(self, now: float) -> list[Block]:
         """Remove blocks whose time ran out (audit who = "expiry"); returns them."""
         with self._tx() as db:
-            rows = db.execute("SELECT * FROM blocks WHERE expires IS NOT NULL AND expires <= ?",
-                              (now,)).fetchall()
-            for row in rows:
-                db.execute("DELETE FROM blocks WHERE ip = ?", (row[0],))
+            rows = self._blocks(db.execute("SELECT * FROM blocks WHERE expires IS NOT NULL AND expires <= ?",
+                                           (now,)).fetchall())
+            for b in rows:
+                db.execute("DELETE FROM blocks WHERE ip = ?", (b.ip,))
                 db.execute("INSERT INTO audit (ts, action, ip, who, reason, detector, expires) "
                            "VALUES (?, 'unblock', ?, 'expiry', 'block expired', ?, ?)",
-                           (now, row[0], row[4], row[2]))
-        return [Block(*r) for r in rows]
+                           (now, b.ip, b.detector, b.expires))
+        return rows
+
+    def _blocks(self, rows: list[Any]) -> list[Block]:
+        """The rows' Blocks; damaged ones skipped, into `damaged`."""
+        out = []
+        for row in rows:
+            b, why = _block(row)
+            if b is None:
+                self.damaged[repr(row[0])] = why
+            else:
+                out.append(b)
+        return out
 
     # --- reading ------------------------------------------------------------------------------
     def data_version(self) -> int:
@@ -216,7 +253,8 @@ class BlockStore:
 
     def get(self, ip: str) -> Block | None:
         row = self.db.execute("SELECT * FROM blocks WHERE ip = ?", (ip,)).fetchone()
-        return None if row is None else Block(*row)
+        found = self._blocks([row]) if row is not None else []
+        return found[0] if found else None
 
     def block_evidence(self, ip: str) -> str | None:
         """The evidence JSON of `ip`'s block in force, else of its last block in the audit trail."""
@@ -230,7 +268,7 @@ class BlockStore:
         """Blocks still in force at `now`, oldest first."""
         rows = self.db.execute("SELECT * FROM blocks WHERE expires IS NULL OR expires > ? ORDER BY since, ip",
                                (now,)).fetchall()
-        return [Block(*r) for r in rows]
+        return self._blocks(rows)
 
     def audit(self, ip: str | None = None, limit: int = 1000) -> list[AuditEntry]:
         """The audit trail, newest last."""
