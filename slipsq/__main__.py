@@ -6,6 +6,10 @@ import sys
 def run() -> None:
     """slipsq.cli.main, with a Ctrl-C during start-up (the imports, before any command handles it)
     ending as one later does: one line and exit status 130, not a traceback."""
+    if sys.stdout is None:  # started with standard output closed (`>&-`): nothing could be said
+        if sys.stderr is not None:
+            sys.stderr.write("slipsq: standard output is closed (redirect it, e.g. > /dev/null)\n")
+        sys.exit(1)
     try:
         from slipsq.cli import main
 

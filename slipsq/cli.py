@@ -42,10 +42,22 @@ def run_guarded(fn: Callable[[], Any], debug: bool) -> Any:
         # the reader of our output went away (e.g. `| head`): not an error worth a message
         sys.stderr.close()
         sys.exit(0)
+    except OSError as e:  # the system refused what no slipsq error covers: a full disk, a closed output
+        if debug:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        _fail(f"stopped: {e.strerror or e}{where}", 1)
     except Exception as e:
         if debug:
             raise
         _fail(f"internal error: {type(e).__name__}: {e} (run with --debug for details)", EXIT_INTERNAL)
+
+
+def _option_default(key: str) -> Any:
+    """A core option's default, for a help text that must not drift from it."""
+    from slipsq.config import CORE_OPTIONS
+
+    return next(o.default for o in CORE_OPTIONS if o.key == key)
 
 
 class Group(click.Group):
@@ -78,7 +90,7 @@ class Group(click.Group):
               help="With --queue: insert the diversion rules (with --queue-bypass) and remove them on stop.")
 @click.option("--queue-maxlen", type=click.IntRange(1, 1 << 20), default=None, metavar="N",
               help="With --queue: longest the kernel queue may grow before fail-open [default: config "
-                   "queue.maxlen, 4096].")
+                   f"queue.maxlen, {_option_default('queue.maxlen')}].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML configuration file (see 'slipsq config show').")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None, envvar="SLIPSQ_STATE_DIR",

@@ -53,9 +53,11 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (1, "the command failed (e.g. the daemon refused a request)"),
     (2, "bad usage, or an input missing, unreadable, not a capture or flow file, or damaged (replay "
         "prints its results first, then one line per damaged input)"),
-    (3, "bad configuration (the message names the key and file)"),
+    (3, "bad configuration (the message names the key and file); `status`: no daemon runs (as "
+        "`systemctl status` says of a stopped unit)"),
     (4, "unusable models"),
-    (5, "the system lacks what inline mode needs (root, NFQUEUE, iptables/ipset), or no daemon runs"),
+    (5, "the system lacks what inline mode needs (root, NFQUEUE, iptables/ipset), or no daemon runs "
+        "to answer a command that needs one"),
     (70, "internal error: a bug in slipsq (--debug shows the traceback; please report it)"),
     (130, "interrupted (Ctrl-C)"),
 )

@@ -248,3 +248,60 @@ def test_compiled_replay_never_loads_the_reference_parser() -> None:
     assert p.returncode == 0, p.stderr
     assert '"summary"' in p.stdout  # the replay ran
     assert p.stderr.strip().splitlines()[-1] == "[]", p.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+@pytest.mark.parametrize("args", [("replay", str(DEMO)), ("config", "show")])
+def test_a_full_output_is_one_line_not_an_internal_error(args: tuple[str, ...]) -> None:
+    """Found by review: `> /dev/full` was "internal error: OSError" (exit 70)."""
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "slipsq", *args], cwd=ROOT, stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=120)
+    assert (r.returncode, r.stderr) == (1, "slipsq: stopped: No space left on device\n")
+
+
+def test_a_closed_output_is_said() -> None:
+    r = subprocess.run([sys.executable, "-m", "slipsq", "replay", str(DEMO)], cwd=ROOT, stderr=subprocess.PIPE,
+                       text=True, timeout=120, preexec_fn=lambda: os.close(1))
+    assert (r.returncode, r.stderr) == (1, "slipsq: standard output is closed (redirect it, e.g. > /dev/null)\n")
+
+
+@pytest.mark.parametrize("how", [{}, {"SLIPSQ_PURE_PYTHON": "1"}, {"processes": "1"}])
+def test_a_record_dated_in_the_future_is_damage_not_the_end_of_every_block(tmp_path: Path,
+                                                                           how: dict[str, str]) -> None:
+    """Found by review: one record whose seconds read 0xFFFFFFFF (2106) moved replay's time past every
+    block's end ("[UNBLOCK] ... block expired"), exit 0. It is a corrupt record now: skipped, counted."""
+    data = bytearray(DEMO.read_bytes())
+    pos, n = 24, 0
+    while n < 200:  # the 201st record, mid-capture
+        pos += 16 + struct.unpack_from("<I", data, pos + 8)[0]
+        n += 1
+    struct.pack_into("<I", data, pos, 0xFFFFFFFF)
+    f = tmp_path / "future.pcap"
+    f.write_bytes(bytes(data))
+    env = {k: v for k, v in how.items() if k != "processes"}
+    extra = ("--processes", how["processes"]) if "processes" in how else ()
+    whole = slipsq("replay", "--json", *extra, str(DEMO), env=env)
+    hit = slipsq("replay", "--json", *extra, str(f), env=env)
+    _, summary = alerts_and_summary(hit.stdout)
+    _, full = alerts_and_summary(whole.stdout)
+    assert summary["blocked_ips"] == full["blocked_ips"] == ["203.0.113.66"]
+    assert summary["packets"] == full["packets"] - 1 and summary["inputs"][str(f)]["corrupt"] == 1
+    assert hit.returncode == 2 and "1 corrupt record (impossible lengths or dates)" in hit.stderr
+    assert "UNBLOCK" not in hit.stdout
+
+
+def test_a_flow_dated_in_the_future_is_a_bad_row(tmp_path: Path) -> None:
+    """Found by review: one binetflow row dated 2099 moved replay's time past the block's end: 0 blocks."""
+    out = tmp_path / "o"
+    assert slipsq("replay", str(DEMO), "-o", str(out)).returncode == 0
+    lines = (out / "flows.binetflow").read_text().splitlines()
+    first = lines[1].split(",")
+    future = ",".join(["2099/06/01 00:00:00.000000", *first[1:]])
+    f = tmp_path / "future.binetflow"
+    f.write_text("\n".join([lines[0], *lines[1:40], future, *lines[40:]]) + "\n")
+    whole = slipsq("replay", "--json", str(out / "flows.binetflow"))
+    hit = slipsq("replay", "--json", str(f))
+    assert alerts_and_summary(hit.stdout)[1]["blocked_ips"] == alerts_and_summary(whole.stdout)[1]["blocked_ips"]
+    assert alerts_and_summary(whole.stdout)[1]["blocked_ips"] == ["203.0.113.66"]
+    assert hit.returncode == 2 and "1 malformed row skipped" in hit.stderr and "(in the future)" in hit.stderr

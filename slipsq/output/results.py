@@ -68,7 +68,7 @@ def damage(path: str, info: dict[str, Any]) -> str | None:
     if truncated:
         what.append("the file ends inside a record")
     if corrupt:
-        what.append(f"{corrupt} corrupt record{'s' if corrupt > 1 else ''} (impossible lengths)")
+        what.append(f"{corrupt} corrupt record{'s' if corrupt > 1 else ''} (impossible lengths or dates)")
     return (f"{path}: damaged capture: {' and '.join(what)}; the {info.get('packets', 0)} whole packets "
             f"were analysed")
 

@@ -15,11 +15,13 @@ from slipsq._flowtable cimport FlowTable
 
 import mmap
 import os
+import time
 
 from slipsq.errors import InputError
 
 cdef enum:
     MAX_RECORD = 262144    # libpcap's largest snaplen: a longer record length means a corrupt file
+    FUTURE_SLACK = 86400   # s: how far past now a record may be dated (a capture host's clock off by hours)
 
 cdef extern from *:
     """
@@ -112,7 +114,8 @@ cdef class PcapFile:
 
     Raises ValueError with a message for a person when the file is not a capture. A record cut short
     at the end counts in `truncated`; an impossible record length stops the file and counts in
-    `corrupt`; neither raises."""
+    `corrupt`; a record dated more than a day from now (FUTURE_SLACK) is skipped and counts in
+    `corrupt`; none raises."""
 
     cdef object _mm
     cdef const uint8_t[::1] _view
@@ -141,6 +144,7 @@ cdef class PcapFile:
     cdef readonly uint64_t corrupt
     cdef readonly double first_ts
     cdef readonly double last_ts
+    cdef double latest  # a record dated after this (a day from now) is damage: counted corrupt, skipped
 
     def __cinit__(self):
         self.if_linktype = NULL
@@ -155,6 +159,7 @@ cdef class PcapFile:
         self.linktypes = []
         self.packets = self.truncated = self.corrupt = 0
         self.first_ts = self.last_ts = 0.0
+        self.latest = time.time() + FUTURE_SLACK
         self.n_if = self.if_cap = 0
         self.mapped_to = self.released_to = 0
         self.populate = MADV_POPULATE_READ_
@@ -396,6 +401,9 @@ cdef class PcapFile:
                 else:
                     continue  # name resolution, statistics, custom blocks: nothing for us
                 lt = self.if_linktype[iface]
+            if not ts <= self.latest:  # from the future (or NaN): a damaged timestamp would move
+                self.corrupt += 1      # replay's time past every block's end (sources/pcap.py)
+                continue
             table.feed_link(b, caplen, ts, lt)
             self.packets += 1
             if self.packets == 1:

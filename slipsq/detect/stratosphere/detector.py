@@ -11,9 +11,9 @@ A malicious match is evidence against the server end (the client with `markov.bl
 The key `stratosphere:<server>:<port>/<proto>:<label>` lets the judge count a service's repeated
 matches once per window, whichever local clients they came from: two devices polling the same NTP
 server on a fixed interval match the same model, and are one finding, not two adding up to a block
-(`stratosphere:<client>-<server>:...` when the client is the offender, `markov.block = "client"`). The evidence is emitted on the tuple's first match of that label
-in a judge window, and again only when the confidence has grown by CONFIDENCE_STEP since (or
-reached 1), not on every flow.
+(`stratosphere:<client>-<server>:...` when the client is the offender, `markov.block = "client"`).
+The evidence is emitted on the tuple's first match of that label in a judge window, and again only
+when the confidence has grown by CONFIDENCE_STEP since (or reached 1), not on every flow.
 
 The letters and the matching run in the compiled `_letters` unless the readable twins `letters` /
 `markov` are asked for (slipsq.twins). Both give the same strings and distances

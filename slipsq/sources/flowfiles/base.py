@@ -12,6 +12,7 @@ import calendar
 import datetime
 import ipaddress
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from slipsq.errors import InputError
 from slipsq.flow import AppEvent, Flow
 from slipsq.records import utf8_text
 from slipsq.sources.flowfiles.streams import DECOMPRESSION_ERRORS
+from slipsq.sources.pcap import FUTURE_SLACK
 
 Item = Flow | AppEvent
 
@@ -61,8 +63,19 @@ class FlowSource:
         if self._started:
             raise InputError(f"{self.name}: a flow source can be read only once")
         self._started = True
+        latest = time.time() + FUTURE_SLACK
         try:
-            yield from self._items()
+            for item in self._items():
+                flow = isinstance(item, Flow)
+                t = item.start if isinstance(item, Flow) else item.ts
+                if not t <= latest:  # dated in the future (or NaN): damage, as a capture's record
+                    self.counts["flows" if flow else "app_events"] -= 1
+                    self.counts["bad_rows"] += 1
+                    if len(self.problems) < MAX_PROBLEMS:
+                        self.problems.append(f"{self.name}: a {'flow' if flow else 'record'} dated {t!r} "
+                                             "(in the future)")
+                    continue
+                yield item
         except READ_ERRORS as e:
             # a compressed file cut short (EOFError) or corrupt, or a read error: what came before
             # was whole and has been analysed; the rest is lost, and the caller says so
