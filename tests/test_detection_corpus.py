@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,3 +51,31 @@ def test_a_bittorrent_day_is_at_most_low_alerts(results: dict[str, detection.Res
     assert [a["detector"] for a in r.alerts if a["threat_level"] not in ("info", "low")] == []
     assert any(a["detector"] == "p2p" for a in r.alerts)
     assert len(r.alerts) <= 5  # not one per peer
+
+
+def test_a_busy_p2p_host_whose_peers_are_gone_is_no_scanner(tmp_path: Path) -> None:
+    """Found by review: a BitTorrent PC trying hundreds of gone peers and DHT nodes on 51413 and 6881
+    was blocked as a horizontal scanner. From a host the p2p detector knows, such a scan of a high
+    port is reported, never blocks by itself; the same probing from a host that runs no P2P is a
+    scan, and blocked."""
+    import random
+
+    from tools.gencapture import write_capture
+
+    def blocked(build: Any, name: str) -> list[str]:
+        cap = tmp_path / f"{name}.pcap"
+        write_capture(build(random.Random(1)), cap)
+        return detection.Result(name, "benign", frozenset(), (), detection.replay(cap, tmp_path / name)).blocked
+
+    assert blocked(gen_corpus.BY_NAME["bittorrent-churn"].build, "churn") == []
+
+    def probes_only(rng: random.Random) -> Any:
+        # the churn scenario with the P2P day left out: no sign of a P2P client
+        original = gen_corpus._bittorrent
+        gen_corpus._bittorrent = lambda *a, **k: iter(())  # type: ignore[assignment]
+        try:
+            return iter(list(gen_corpus._bittorrent_churn(rng)))
+        finally:
+            gen_corpus._bittorrent = original  # type: ignore[assignment]
+
+    assert blocked(probes_only, "probes") == [gen_corpus.LAPTOP]

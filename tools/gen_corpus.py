@@ -336,6 +336,29 @@ def _bittorrent(rng: random.Random, duration: float = 1800.0, n_peers: int = 40,
     return merge(*streams)
 
 
+def _bittorrent_churn(rng: random.Random) -> Iterator[Packet]:
+    """A busy BitTorrent client for an hour: the day above, and half of the 1,200 DHT nodes and 400
+    peers it tries are gone (no answer; a peer's port is 51413 or 6881 a quarter of the time)."""
+    streams = [_bittorrent(rng, 3600.0, 60)]
+    sports = Ports(rng)
+
+    def default_port() -> int:  # clients' defaults are common: Transmission's 51413, libtorrent's 6881
+        x = rng.random()
+        return 51413 if x < 0.15 else 6881 if x < 0.25 else _bt_peer_port(rng)
+
+    def somewhere() -> str:
+        return f"{rng.choice((31, 46, 79, 84, 95, 176, 188, 213))}.{rng.randrange(1, 255)}." \
+               f"{rng.randrange(1, 255)}.{rng.randrange(1, 255)}"
+    for k in range(400):  # peers from the tracker and PEX that are gone: SYN, no answer
+        streams.append(tcp_probe(LAPTOP, somewhere(), sports(), default_port(), T0 + 20 + k * 9.0,
+                                 "filtered", rng=rng))
+    for k in range(1200):  # DHT queries to nodes that are gone
+        streams.append(udp_exchange(LAPTOP, somewhere(), 51413, default_port(), T0 + 15 + k * 3.0,
+                                    (("c", b"d1:ad2:id20:" + rng.randbytes(20) + b"e1:q4:ping1:t2:bb1:y1:qe"),),
+                                    rng=rng))
+    return merge(*streams)
+
+
 def _swarm(rng: random.Random) -> Iterator[Packet]:
     """Another P2P swarm (a Kademlia-like overlay, e.g. a file-sharing or a game client): UDP pings
     every 30 s to 25 peers on their own random ports, each answered."""
@@ -458,6 +481,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("long-keepalives", "benign", _long_keepalives, note="a push channel idle longer than tcp_idle"),
     Scenario("updates-three-devices", "benign", _updates_three_devices, note="one update service, three devices"),
     Scenario("ntp-two-devices", "benign", _ntp_two_devices, note="chrony's 1024 s polls from two devices"),
+    Scenario("bittorrent-churn", "benign", _bittorrent_churn, note="half the peers and DHT nodes gone"),
     Scenario("forged-upload", "benign", _forged_upload(), extra={"forged": True},
              note="35 MB without a handshake to the resolver"),
 ]

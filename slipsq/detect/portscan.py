@@ -30,6 +30,11 @@ are using as a server (one of them connected to it and got an answer within the 
 is reported but never blocked on scans (may_block=False), unless `portscan.block_servers_in_use`
 (the servers-in-use table, detect/inuse.py, is shared with the reconnection-storm detector).
 Other evidence against it (a beacon, a threat list) still blocks it as usual.
+
+A local host running P2P software (ctx.peers, the p2p detector) tries hundreds of swarm peers and DHT
+nodes an hour on their high ports, and many of them are gone: a horizontal "scan" of a port >= 1024
+that is no known service (peers.SERVICE_PORTS) from such a host is reported, never blocks by itself.
+Its scans of service ports (445, 22, 3389, 8080 ...) and its vertical scans still do.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.inuse import ServersInUse
+from slipsq.detect.peers import SERVICE_PORTS
 from slipsq.detect.prefixes import Memo
 from slipsq.flow import Flow
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
@@ -371,6 +377,11 @@ class PortScan(Detector):
         if in_use:
             desc += (f"; {src} answers local hosts (in the last {self.window:.0f}s): a scan alone never "
                      f"blocks it, its source may be forged (portscan.block_servers_in_use)")
+        swarm = (not in_use and kind == "horizontal" and port >= 1024 and port not in SERVICE_PORTS
+                 and self.ctx.peers.is_p2p(src, ts))
+        if swarm:
+            desc += (f"; {src} runs P2P software (see p2p): the peers of a swarm come and go, and the gone "
+                     "ones on their high ports look like this, so it alone never blocks")
         return [Evidence(ts=ts, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,
                          proto=proto, description=desc, threat_level=threat, confidence=round(conf, 3),
-                         label=kind, key=ekey, flows=(flow,), may_block=not in_use)]
+                         label=kind, key=ekey, flows=(flow,), may_block=not (in_use or swarm))]
