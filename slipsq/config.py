@@ -60,7 +60,7 @@ def _addresses(v: list[str]) -> bool:
     try:
         for item in v:
             ipaddress.ip_network(item.strip(), strict=False)
-    except ValueError:
+    except (ValueError, AttributeError):  # not an address, or not text at all
         return False
     return True
 
@@ -180,22 +180,24 @@ CORE_OPTIONS: tuple[Option, ...] = (
 
 
 def _same_type(default: Any, value: Any) -> bool:
-    """`value` is of `default`'s type; for a list, each element is of the type of the default's
-    elements (strings when the default is empty: every list option is a list of names or
-    addresses unless its default says otherwise)."""
+    """`value` is of `default`'s type; for a list, each item is of the type of the default's items
+    (a default with none: plain values, which the option's own check judges)."""
     if isinstance(default, bool) or isinstance(value, bool):
         return isinstance(default, bool) and isinstance(value, bool)
     if isinstance(default, float):
         return isinstance(value, (int, float))
-    if isinstance(default, list):
-        element = default[0] if default else ""
-        return isinstance(value, list) and all(_same_type(element, v) for v in value)
+    if isinstance(default, list):  # an empty default leaves the items to the option's own check
+        return isinstance(value, list) and all(_same_type(default[0], v) if default else _scalar(v) for v in value)
     return isinstance(value, type(default))
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, (str, int, float)) and not isinstance(v, bool)
 
 
 def _type_name(default: Any) -> str:
     if isinstance(default, list):
-        return f"list of {type(default[0] if default else '').__name__}"
+        return f"list of {type(default[0]).__name__}" if default else "list"
     return type(default).__name__
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +32,20 @@ def from_replay(out_dir: str | Path, ip: str) -> dict[str, Any] | None:
         path = Path(out_dir)
     if not path.is_file():
         raise InputError(f"{path}: no such file (give the folder of `slipsq replay -o DIR`)")
-    found = None
-    with path.open() as fh:
+    found, where = None, 0
+    with path.open(errors="replace") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 a = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise InputError(f"{path}:{n}: not a JSON line") from None
             if isinstance(a, dict) and a.get("action") == "block" and a.get("blocked_ip") == ip:
-                found = a
+                found, where = a, n
+    problem = damage(found) if found is not None else None
+    if problem:
+        raise InputError(f"{path}:{where}: the block alert of {ip} is damaged: {problem}")
     return found
 
 
@@ -60,9 +64,57 @@ def from_store(state_dir: str | None, ip: str) -> dict[str, Any] | None:
         return None
     try:
         ev = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise SystemSetupError(f"the stored evidence of {ip} is not JSON") from None
-    return ev if isinstance(ev, dict) else None
+    if not isinstance(ev, dict):
+        return None
+    problem = damage(ev)
+    if problem:
+        raise SystemSetupError(f"the stored evidence of {ip} is damaged: {problem}")
+    return ev
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _time(v: Any) -> bool:
+    return _number(v) and 0 <= v < 1e11  # a date can be made of it (as activity.is_time)
+
+
+def damage(alert: dict[str, Any]) -> str | None:
+    """What is wrong with a deciding alert that slipsq cannot have written (a hand-edited or damaged
+    file or store): the first field of the wrong type, as `window[0].score is not a number`; None
+    when `render` can show it. Text fields may hold anything (they are shown escaped)."""
+    if alert.get("manual"):
+        return None
+    if alert.get("block_seconds") is not None and not _number(alert["block_seconds"]):
+        return "block_seconds is not a number"
+    window = alert.get("window")
+    if window is not None and not isinstance(window, list):
+        return "window is not a list"
+    if window:
+        for i, f in enumerate(window):
+            if not isinstance(f, dict):
+                return f"window[{i}] is not an object"
+            if problem := _finding_damage(f):
+                return f"window[{i}].{problem}"
+        return None
+    if alert.get("score") is not None and not _number(alert["score"]):
+        return "score is not a number"
+    if alert.get("ts") is not None and not _time(alert["ts"]):
+        return "ts is not a time"
+    return None
+
+
+def _finding_damage(f: dict[str, Any]) -> str | None:
+    for key in ("score", "weight", "reports"):
+        if f.get(key) is not None and not _number(f[key]):
+            return f"{key} is not a number"
+    for key in ("first", "last"):
+        if f.get(key) is not None and not _time(f[key]):
+            return f"{key} is not a time"
+    return None
 
 
 def findings(alert: dict[str, Any]) -> list[dict[str, Any]]:
@@ -79,10 +131,10 @@ def findings(alert: dict[str, Any]) -> list[dict[str, Any]]:
 
 def render(ip: str, alert: dict[str, Any]) -> str:
     if alert.get("manual"):
-        return f"{ip} was blocked by hand: {alert.get('reason', '')}"
+        return printable(f"{ip} was blocked by hand: {alert.get('reason', '')}")
     secs = alert.get("block_seconds")
     dur = "until unblocked" if not secs else f"for {secs / 3600:g}h"
-    lines = [f"{ip} blocked at {alert.get('time', '?')} {dur}: {alert.get('reason', '')}",
+    lines = [printable(f"{ip} blocked at {alert.get('time', '?')} {dur}: {alert.get('reason', '')}"),
              "evidence of the deciding window (score = sum of weight x score):"]
     total = 0.0
     for f in findings(alert):
@@ -93,7 +145,7 @@ def render(ip: str, alert: dict[str, Any]) -> str:
             span = f["last"] - f["first"]
             when = f", {f.get('reports', 1)} report(s) over {span:.0f}s from {iso(f['first'])[11:19]}"
         # a description quotes DNS names of any bytes: escaped, it stays on its line and off the terminal
-        lines.append(printable(f"  {f.get('detector', '?'):<13} {fmt_score(score, 0.0)} x{weight}{when}: "
+        lines.append(printable(f"  {f.get('detector', '?')!s:<13} {fmt_score(score, 0.0)} x{weight}{when}: "
                                f"{f.get('description', '')}"))
     lines.append(f"  total {fmt_score(total, 1.0)}")
     return "\n".join(lines)

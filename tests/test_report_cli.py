@@ -4,8 +4,12 @@ from a replay folder and from a gateway's state directory (activity log + block 
 from __future__ import annotations
 
 import json
+import os
 import random
+import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -168,12 +172,14 @@ def test_hostile_activity_lines_are_left_out_never_an_internal_error(tmp_path: P
              {"k": "alert", "ts": 7.0, "offender": host, "score": "high"},
              {"k": "block", "ts": 8.0, "ip": host, "duration": [1]}]
     (tmp_path / "activity.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    damage = (f"slipsq: {tmp_path / 'activity.jsonl'}: damaged activity log: 2 of 6 lines unreadable (not a JSON "
+              "object with a time), skipped; the rest was read\n")
     r = CliRunner().invoke(main, ["report", "--from", str(tmp_path), "-o", str(tmp_path / "r.html")])
-    assert r.exit_code == 0, r.output
-    assert "1 host(s) with evidence" in r.output and "kept" in (tmp_path / "r.html").read_text()
+    assert r.exit_code == 2 and r.stderr == damage, r.output  # what was read is shown, then the damage: as replay
+    assert "1 host(s) with evidence" in r.stdout and "kept" in (tmp_path / "r.html").read_text()
     r = CliRunner().invoke(main, ["timeline", host, "--from", str(tmp_path)])
-    assert r.exit_code == 0, r.output
-    assert "kept" in r.output and "2 unreadable log lines skipped" in r.output and "4-tuples, 0 flows" in r.output
+    assert r.exit_code == 2 and r.stderr == damage, r.output
+    assert "kept" in r.stdout and "2 unreadable log lines skipped" in r.stdout and "4-tuples, 0 flows" in r.stdout
 
 
 def test_a_report_holds_no_lone_surrogate_and_no_control_character(tmp_path: Path) -> None:
@@ -194,3 +200,167 @@ def test_a_report_holds_no_lone_surrogate_and_no_control_character(tmp_path: Pat
     page = (tmp_path / "r.html").read_text()
     assert "kept" in page and "\\ud800\\x1b[2J" in page and "\x1b" not in page
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder.name, "r.html"])
+
+
+# --- damaged activity logs: told, never a quiet network -------------------------------------------
+
+def _damaged_folder(out: Path, dst: Path, damage: Callable[[int, dict[str, Any]], None]) -> int:
+    """A copy of the replay folder's activity log, `damage(line number, record)` applied to each record:
+    its number of lines."""
+    dst.mkdir()
+    recs = [json.loads(line) for line in (out / "activity.jsonl").read_text().splitlines()]
+    for n, rec in enumerate(recs, 1):
+        damage(n, rec)
+    (dst / "activity.jsonl").write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in recs))
+    return len(recs)
+
+
+def test_a_log_whose_every_time_is_damaged_is_no_quiet_network(out: Path, tmp_path: Path) -> None:
+    """Every "ts" set to "x": the report said "0 host(s) with evidence", exit 0, and the timeline
+    "nothing about" the host, as of a network where nothing happened."""
+    n = _damaged_folder(out, tmp_path / "d", lambda _, rec: rec.update(ts="x"))
+    log = tmp_path / "d" / "activity.jsonl"
+    damage = (f"slipsq: {log}: damaged activity log: all {n} lines unreadable (not a JSON object with a time), "
+              "skipped; nothing could be read from it\n")
+    page = tmp_path / "r.html"
+    r = CliRunner().invoke(main, ["report", "--from", str(tmp_path / "d"), "-o", str(page)])
+    assert r.exit_code == 2, r.output
+    assert r.stdout.startswith(f"{page}: 0 host(s) with evidence") and r.stderr == damage
+    assert (f'<p class="damage">Damaged activity log: {n} of {n} line(s) of {log} could not be read'
+            in page.read_text())
+    r = CliRunner().invoke(main, ["timeline", VICTIM, "--from", str(tmp_path / "d")])
+    assert r.exit_code == 2 and r.stdout == "", r.output
+    assert r.stderr == f"slipsq: nothing about {VICTIM} in what could be read of {tmp_path / 'd'}\n" + damage
+
+
+def test_a_few_damaged_lines_are_counted_over_the_whole_log(out: Path, tmp_path: Path) -> None:
+    """Three flow lines of a host with no evidence: no pass of the report parses them (its prefilters
+    skip other kinds and other hosts unparsed), yet they are counted, on the page too."""
+    def damage(_: int, rec: dict[str, Any]) -> None:
+        if rec["k"] == "flow" and rec["src"] == "192.168.1.11" and rec["sport"] % 3 == 0:
+            rec["ts"] = float("inf")
+    _damaged_folder(out, tmp_path / "d", damage)
+    bad = sum(line.count("Infinity") for line in (tmp_path / "d" / "activity.jsonl").read_text().splitlines())
+    assert bad >= 1
+    page = tmp_path / "r.html"
+    r = CliRunner().invoke(main, ["report", "--from", str(tmp_path / "d"), "-o", str(page)])
+    assert r.exit_code == 2 and r.stdout.startswith(f"{page}: 2 host(s) with evidence"), r.output
+    assert f" {bad} of " in r.stderr and r.stderr.count("\n") == 1
+    assert f"{bad} of " in page.read_text() and CNC in page.read_text()
+    r = CliRunner().invoke(main, ["timeline", "192.168.1.11", "--from", str(tmp_path / "d")])
+    assert r.exit_code == 2 and f"{bad} unreadable log lines skipped" in r.stdout and f" {bad} of " in r.stderr
+
+
+def test_a_gateway_log_being_written_is_not_damaged_but_its_rotated_files_may_be(out: Path, tmp_path: Path) -> None:
+    """The last line of the live activity.jsonl, its newline not written yet, is a record on its way;
+    a damaged line in a rotated file is named by its file."""
+    lines = (out / "activity.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "activity.jsonl.1").write_text("".join(lines[:10]))
+    (tmp_path / "activity.jsonl").write_text("".join(lines[10:]) + lines[0][:30])
+    page = tmp_path / "gw.html"
+    args = ["--state-dir", str(tmp_path), "report", "-o", str(page), "--since", "100000d"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and r.stderr == "", r.output
+    (tmp_path / "activity.jsonl.1").write_text("".join(lines[:9]) + "{not json}\n")
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith(f"slipsq: {tmp_path / 'activity.jsonl.1'}: damaged activity log: 1 of 10 lines ")
+    assert r.stderr.count("\n") == 1
+
+
+# --- where -o writes ------------------------------------------------------------------------------
+
+def _report(out: Path, target: str) -> Any:
+    return CliRunner().invoke(main, ["report", "--from", str(out), "-o", target])
+
+
+@pytest.mark.parametrize("kind", ["character device", "named pipe", "folder"])
+def test_report_refuses_to_replace_what_is_not_a_regular_file(out: Path, tmp_path: Path, kind: str) -> None:
+    """It wrote a temporary file and renamed it over PATH, whatever PATH was: a device node (even
+    /dev/null, for root) or a pipe became a regular file holding the page."""
+    node = tmp_path / "node"
+    if kind == "character device":
+        try:
+            os.mknod(node, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # what /dev/null is
+        except PermissionError:
+            pytest.skip("making a device node needs root (CAP_MKNOD)")
+    elif kind == "named pipe":
+        os.mkfifo(node)
+    else:
+        node.mkdir()
+    before = node.lstat()
+    for target in (node, tmp_path / "link"):
+        if target.name == "link":
+            target.symlink_to(node)
+        r = _report(out, str(target))
+        assert r.exit_code == 2 and r.stdout == "", r.output
+        via = f" (a link to {node})" if target.name == "link" else ""
+        assert r.stderr == (f"slipsq: -o {target}{via} is a {kind}: the report is written to a regular file, "
+                            "new or replaced whole, or with -o - to standard output; nothing was written\n")
+        assert stat.S_IFMT(node.lstat().st_mode) == stat.S_IFMT(before.st_mode) and node.lstat().st_ino == before.st_ino
+        assert (tmp_path / "link").is_symlink() or target.name != "link"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "node"]  # no temporary file left
+
+
+def test_report_through_a_symlink_writes_its_target(out: Path, tmp_path: Path) -> None:
+    """The link stays a link; its target (in another folder) is replaced whole, its mode kept, and
+    the temporary file was beside the target; a link to a file not there yet makes it."""
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "links").mkdir()
+    target = tmp_path / "pages" / "today.html"
+    target.write_text("old")
+    target.chmod(0o640)
+    link = tmp_path / "links" / "report.html"
+    link.symlink_to(target)
+    r = _report(out, str(link))
+    assert r.exit_code == 0 and r.stdout.startswith(f"{link}: 2 host(s) with evidence"), r.output
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text().startswith("<!DOCTYPE html>") and stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert [p.name for p in (tmp_path / "pages").iterdir()] == ["today.html"]
+    assert [p.name for p in (tmp_path / "links").iterdir()] == ["report.html"]
+    dangling = tmp_path / "links" / "new.html"
+    dangling.symlink_to(tmp_path / "pages" / "new.html")
+    r = _report(out, str(dangling))
+    assert r.exit_code == 0, r.output
+    assert dangling.is_symlink() and (tmp_path / "pages" / "new.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_report_to_a_regular_file_is_still_atomic(out: Path, tmp_path: Path) -> None:
+    page = tmp_path / "r.html"
+    page.write_text("old")
+    ino = page.stat().st_ino
+    r = _report(out, str(page))
+    assert r.exit_code == 0, r.output
+    assert page.read_text().startswith("<!DOCTYPE html>") and page.stat().st_ino != ino  # renamed over it
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_report_dash_is_standard_output(out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """-o - made a file named "-"; now the page is standard output, the summary line on stderr."""
+    monkeypatch.chdir(tmp_path)
+    r = _report(out, "-")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("<!DOCTYPE html>") and r.stdout.rstrip().endswith("</html>") and CNC in r.stdout
+    assert r.stderr.startswith("<stdout>: 2 host(s) with evidence")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_help_says_what_o_takes() -> None:
+    r = CliRunner().invoke(main, ["report", "--help"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0
+    assert "-o, --out FILE" in text and "- for standard output" in text and "symlink's target" in text
+    assert "(a device, a pipe, a folder) is refused" in text
+
+
+def test_a_line_nested_past_the_parsers_depth_is_one_unreadable_line(out: Path, tmp_path: Path) -> None:
+    """"[[[[..." ended report and timeline (and --since on a folder) in "internal error: RecursionError"."""
+    (tmp_path / "d").mkdir()
+    log = tmp_path / "d" / "activity.jsonl"
+    log.write_text((out / "activity.jsonl").read_text() + "[" * 100_000 + "\n")
+    page = str(tmp_path / "r.html")
+    for args in (["report", "-o", page], ["report", "-o", page, "--since", "1h"],
+                 ["timeline", VICTIM], ["timeline", VICTIM, "--since", "1h"]):
+        r = CliRunner().invoke(main, [*args, "--from", str(tmp_path / "d")])
+        assert r.exit_code == 2, r.output
+        assert r.stderr.startswith(f"slipsq: {log}: damaged activity log: 1 of ") and r.stderr.count("\n") == 1

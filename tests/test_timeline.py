@@ -229,3 +229,50 @@ def test_a_hostile_activity_log_never_breaks_a_timeline_or_the_report(tmp_path_f
     assert page.startswith("<!DOCTYPE html>")
     page.encode("utf-8")  # what write_report does: a lone surrogate would fail it (internal error)
     assert "\x1b" not in page
+
+
+_lines = st.one_of(
+    st.sampled_from(['{"k":"alert","ts":5.0,"offender":"10.0.0.1","score":1.5}',
+                     '{"k":"alert","ts":"x","offender":"10.0.0.1"}',
+                     '{"k":"flow","ts":6,"end":50,"src":"10.0.0.1","dst":"10.0.0.2"}',
+                     '{"k":"flow","ts":Infinity,"src":"10.0.0.2"}',
+                     '{"k":"dns","ts":1e300,"host":"10.0.0.2"}', '{"k":"dns","ts":7,"host":"10.0.0.2","name":"n"}',
+                     '{"k": "block", "ts": 8, "ip": "10.0.0.1"}', '{"k":"block","ts":100000000000,"ip":"10.0.0.1"}',
+                     "[1]", "", "   ", "not json", '{"k":"dns","ts":9,"ho', '"10.0.0.1"']),
+    st.text(max_size=30))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_lines, max_size=12), st.sampled_from([None, ("alert", "block"), ("flow",)]),
+       st.sampled_from([None, [], ["10.0.0.1"], ["10.0.0.2"]]), st.sampled_from([float("-inf"), 6.5]))
+def test_the_report_reader_reads_as_the_reader_and_counts_every_unreadable_line(
+        tmp_path_factory: pytest.TempPathFactory, lines: list[str], kinds: tuple[str, ...] | None,
+        mentions: list[str] | None, since: float) -> None:
+    """ActivityLog (what report and timeline read) yields what activity.Reader yields, and after any
+    one pass, prefiltered or not, counts every line that is no JSON object with a time (Reader counts
+    only those its pass parsed: none, when a report finds no host with evidence)."""
+    from slipsq.report import ActivityLog, _record
+
+    d = tmp_path_factory.mktemp("log")
+    text = "".join(line.replace("\n", " ").replace("\r", " ") + "\n" for line in lines)
+    (d / "activity.jsonl").write_text(text, encoding="utf-8", errors="surrogatepass")
+    got = ActivityLog.folder(d, since)
+    assert list(got.select(kinds, mentions)) == list(Reader.folder(d, since).select(kinds, mentions))
+    with (d / "activity.jsonl").open(encoding="utf-8", errors="replace") as fh:
+        all_lines = list(fh)  # as a reader splits them (splitlines would also split at \x0c)
+    bad = sum(1 for line in all_lines if line.strip() and _record(line) is None)
+    assert got.skipped == bad
+    assert got.unreadable == ({str(d / "activity.jsonl"): (bad, sum(1 for x in all_lines if x.strip()))} if bad else {})
+
+
+def test_a_line_in_the_written_shape_is_counted_once_a_pass_parses_it(tmp_path: Path) -> None:
+    from slipsq.report import ActivityLog
+
+    (tmp_path / "activity.jsonl").write_text('{"k":"flow","ts":5,"src":"10.0.0.1",oops}\n{"k":"dns","ts":"x"}\n'
+                                             '{"k":"alert","ts":5,"offender":"10.0.0.1"}\n')
+    log = ActivityLog.folder(tmp_path)
+    assert len(list(log.select(kinds=("alert",)))) == 1 and log.skipped == 1  # the flow line: taken as whole, unparsed
+    assert len(list(log.select(mentions=["10.0.0.1"]))) == 1 and log.skipped == 2
+    assert len(list(log.select(kinds=("alert",)))) == 1 and log.skipped == 2  # counted once, whichever pass
+    assert log.damage() == [f"{tmp_path / 'activity.jsonl'}: damaged activity log: 2 of 3 lines unreadable (not a "
+                            "JSON object with a time), skipped; the rest was read"]

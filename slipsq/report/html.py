@@ -82,13 +82,15 @@ def host_view(s: Story, rank: int) -> dict[str, Any]:
 
 
 def render_report(found: list[Story], source: str, left_out: int = 0, skipped: int = 0,
-                  now: datetime | None = None) -> str:
-    """The whole page for `found` (already ranked)."""
+                  now: datetime | None = None, unreadable: dict[str, tuple[int, int]] | None = None) -> str:
+    """The whole page for `found` (already ranked). `unreadable`: {file: (unreadable lines, lines)}
+    of the activity files that held lines no record could be read from, each told on the page."""
     spans = [s.span() for s in found]
     page = environment().get_template("report.html.j2")
+    damaged = [{"file": printable(f), "bad": bad, "lines": lines} for f, (bad, lines) in (unreadable or {}).items()]
     return page.render(
         hosts=[host_view(s, i + 1) for i, s in enumerate(found)],
-        source=printable(source), version=__version__, left_out=left_out, skipped=skipped,
+        source=printable(source), version=__version__, left_out=left_out, skipped=skipped, damaged=damaged,
         generated=(now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC"),
         span=f"{when(min(a for a, _ in spans))} – {when(max(b for _, b in spans))} UTC" if spans else "no activity",
         blocked=sum(1 for s in found if s.times_blocked),

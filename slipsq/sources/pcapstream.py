@@ -12,13 +12,14 @@ This module reads; it never decides anything about the traffic.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from slipsq.errors import InputError
 from slipsq.sources.flowfiles.streams import DECOMPRESSION_ERRORS, Opened
-from slipsq.sources.pcap import MAX_RECORD, PCAP_MAGICS, PureCapture, check_linktypes
+from slipsq.sources.pcap import FUTURE_SLACK, MAX_RECORD, PCAP_MAGICS, PureCapture, check_linktypes
 
 SHB = b"\x0a\x0d\x0d\x0a"
 NOT_A_CAPTURE: tuple[type[BaseException], ...] = (ValueError, *DECOMPRESSION_ERRORS)
@@ -35,6 +36,7 @@ class StreamCapture(PureCapture):
     def __init__(self, stream: IO[bytes]) -> None:  # PureCapture.__init__ wants the whole file
         self.stream = stream
         self.data, self.pos, self.packets, self.truncated, self.corrupt = b"", 0, 0, 0, 0
+        self.latest = time.time() + FUTURE_SLACK  # a record dated later is damage (pcap.FUTURE_SLACK)
         self.linktypes = []
         self.ifaces = []
         self.last_ts = 0.0
@@ -109,7 +111,11 @@ class StreamCapture(PureCapture):
             if len(frame) < caplen:
                 self.truncated += 1
                 return
-            yield sec + frac / divisor, frame, linktype
+            ts = sec + frac / divisor
+            if not ts <= self.latest:
+                self.corrupt += 1
+                continue
+            yield ts, frame, linktype
 
     def _stream_pcapng(self) -> Iterator[tuple[float, bytes, int]]:
         while True:
