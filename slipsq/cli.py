@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import signal
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -28,6 +29,15 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a replay (`timeout`, a service manager): it stops as a Ctrl-C does, what was
+    analysed kept (slipsq.replay), with its own message and status (128 + 15)."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def run_guarded(fn: Callable[[], Any], debug: bool) -> Any:
     """Run `fn`, turning slipsq errors and surprises into one line and an exit code."""
     try:
@@ -36,6 +46,8 @@ def run_guarded(fn: Callable[[], Any], debug: bool) -> Any:
         if debug:
             raise
         _fail(e.message, e.code)
+    except Terminated:
+        _fail("terminated", 143)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except BrokenPipeError:
@@ -222,6 +234,7 @@ def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tu
     if report and not out_dir:
         _fail("--report needs -o DIR (the report is written as DIR/report.html)", UsageError.code)
     tune_gc()
+    signal.signal(signal.SIGTERM, _terminated)  # the replay's own handler: the daemon has its own
     runs = [list(inputs)] if not separate else [[i] for i in inputs]
     code = 0
     for n, run in enumerate(runs):

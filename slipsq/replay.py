@@ -95,11 +95,22 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
         started = time.perf_counter()
         inputs: dict[str, Any] = {}
         processes = _processes(opts, planned)
-        for inp in planned:
-            refused = inputs_mod.overlap(inp, engine.now, list(inputs))
-            inputs[inp.path] = {"refused": refused} if refused else inputs_mod.replay_input(
-                run, inp, opts.fmt, _progress_bar(inp.path, opts.progress, stack), processes)
-        run.finish()
+        try:
+            for inp in planned:
+                refused = inputs_mod.overlap(inp, engine.now, list(inputs))
+                inputs[inp.path] = {"refused": refused} if refused else inputs_mod.replay_input(
+                    run, inp, opts.fmt, _progress_bar(inp.path, opts.progress, stack), processes)
+            run.finish()
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli.replay): what was analysed is in the folder
+            if opts.out_dir:       # as it went; its summary says so, and that the replay stopped there
+                for inp in planned:  # the input it was in
+                    if inp.path not in inputs:
+                        inputs[inp.path] = {"interrupted": True}
+                        break
+                summary = _summary(engine, recorder, inputs, time.perf_counter() - started)
+                summary["interrupted"] = True
+                results.write_summary(opts.out_dir, summary)
+            raise
         elapsed = time.perf_counter() - started
         summary = _summary(engine, recorder, inputs, elapsed)
         if opts.tuples:

@@ -305,3 +305,28 @@ def test_a_flow_dated_in_the_future_is_a_bad_row(tmp_path: Path) -> None:
     assert alerts_and_summary(hit.stdout)[1]["blocked_ips"] == alerts_and_summary(whole.stdout)[1]["blocked_ips"]
     assert alerts_and_summary(whole.stdout)[1]["blocked_ips"] == ["203.0.113.66"]
     assert hit.returncode == 2 and "1 malformed row skipped" in hit.stderr and "(in the future)" in hit.stderr
+
+
+@pytest.mark.parametrize("sig, code, said", [(2, 130, "interrupted"), (15, 143, "terminated")])
+def test_a_replay_stopped_by_a_signal_keeps_what_it_analysed(tmp_path: Path, sig: int, code: int, said: str) -> None:
+    """Found by review: SIGTERM (`timeout`, a service manager) killed a replay silently, with its
+    flows file empty and no summary. A stream that never ends is stopped while it waits for more."""
+    import signal
+    import time
+
+    out = tmp_path / "o"
+    with subprocess.Popen([sys.executable, "-m", "slipsq", "replay", "-", "-o", str(out)], cwd=ROOT,
+                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as p:
+        assert p.stdin is not None and p.stderr is not None
+        p.stdin.write(DEMO.read_bytes())  # the whole capture, and the pipe left open
+        p.stdin.flush()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (out / "activity.jsonl").is_file():
+            time.sleep(0.05)
+        time.sleep(1.0)  # well into the capture's packets: all of them are in the pipe
+        p.send_signal(signal.Signals(sig))
+        assert p.wait(timeout=60) == code
+        assert p.stderr.read().decode().strip().splitlines()[-1] == f"slipsq: {said}"
+    summary = json.loads((out / "summary.json").read_text())["summary"]
+    assert summary["interrupted"] is True and summary["inputs"] == {"-": {"interrupted": True}}
+    assert summary["alerts"] > 0  # the demo's beacon was analysed before the signal

@@ -171,6 +171,7 @@ class ZeekSource(FlowSource):
         sep, set_sep, unset, empty, path = "\t", ",", "-", "(empty)", ""
         parse: Parser | None = None
         nfields = 0
+        unusable = ""  # why the rows under the current header are bad (a later header slipsq cannot read)
         lineno = self._lineno - 1
         for line in lines:
             lineno += 1
@@ -191,11 +192,23 @@ class ZeekSource(FlowSource):
                 elif key == "#fields":
                     names = value.split(sep)
                     nfields = len(names)
-                    parse = self._tsv_parser(names, path, lineno, unset, empty, set_sep)
+                    try:
+                        parse = self._tsv_parser(names, path, lineno, unset, empty, set_sep)
+                        unusable = ""
+                    except InputError as e:
+                        if parse is None:  # the first header: this is no log slipsq can read
+                            raise
+                        # a later one (logs concatenated, a damaged line): what came before was read,
+                        # the rows under it are bad rows until a header slipsq can read
+                        why = e.message.removeprefix(f"{self.name}:{lineno}: ")
+                        unusable = f"under the #fields header of line {lineno}, which slipsq cannot use ({why})"
                 continue
             if not line:
                 continue
             counts["rows"] += 1
+            if unusable:
+                self.bad(lineno, unusable)
+                continue
             if parse is None:
                 raise InputError(f"{self.name}:{lineno}: data before the #fields header")
             f = line.split(sep)

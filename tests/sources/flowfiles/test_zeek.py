@@ -330,3 +330,17 @@ def test_bad_separator_is_one_clear_error(tmp_path: Path, header: str) -> None:
     f.write_text(f"{header}\n#fields\tts\n1\n")
     with pytest.raises(InputError, match=r"conn\.log:1: bad #separator"):
         list(open_flow_source(str(f)))
+
+
+def test_a_later_header_slipsq_cannot_use_makes_its_rows_bad_not_the_end(tmp_path: Path) -> None:
+    """Found by review: a second `#fields` line without the required fields stopped the replay with
+    an error and no summary. Logs may be concatenated: the rows under such a header are bad rows,
+    and a later usable header is read again."""
+    f = tmp_path / "conn.log"
+    good = tsv(CONN_FIELDS, [conn_row(), conn_row(ts="930.0")], close=False)
+    f.write_text(good + "#fields\tts\tfoo\n931\tx\n932\ty\n" + tsv(CONN_FIELDS, [conn_row(ts="933.0")]))
+    items, counts, source = read(f)
+    assert [i.start for i in items if isinstance(i, Flow)] == [928.943457, 930.0, 933.0]
+    assert counts["bad_rows"] == 2
+    damage = source.damage() or ""
+    assert "2 malformed rows skipped" in damage and "lacks required field(s): id.orig_h" in damage
