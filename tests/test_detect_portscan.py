@@ -201,6 +201,20 @@ def test_a_scan_from_a_server_in_use_alerts_but_never_blocks() -> None:
     assert rec.blocked_ips == [RESOLVER]
 
 
+def test_a_forged_scan_from_an_ipv6_server_in_use_never_blocks_it() -> None:
+    """Found by review: the guard recorded a server only for a private client, and a home's IPv6
+    hosts have global addresses, so a forged scan from the house's IPv6 resolver blocked it."""
+    resolver, lan = "2001:4860:4860::8888", [f"2001:db8:1:1::{i:x}" for i in range(1, 121)]
+    asked = [flow(T0 + i, h, resolver, 53, "udp", sport=50000 + i, sbytes=90, dbytes=140)
+             for i, h in enumerate(lan[:5])]
+    scan = syn_scan(resolver, lan, [445], start=T0 + 60, state="S_RA")
+    rec, _ = run([PortScan], [*asked, *scan])
+    assert rec.by("portscan") and rec.blocked_ips == []
+    assert all("answers local hosts" in a.evidence.description for a in rec.by("portscan"))
+    rec, _ = run([PortScan], scan)  # nobody here uses it: the scan blocks as before
+    assert rec.blocked_ips == [resolver]
+
+
 def test_in_use_means_answered_within_the_window() -> None:
     # the lookups were more than a window (1 h) before the scan: no longer in use, the scan blocks
     rec, _ = run([PortScan], [*lookups(T0), *forged_scan(T0 + 3 * 3600)])

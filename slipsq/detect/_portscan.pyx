@@ -328,6 +328,11 @@ cdef inline double _floordiv(double x, double y) noexcept:
     return copysign(0.0, x / y)
 
 
+cdef inline bint _v6(object text):
+    """inuse._v6: IPv6 text with no IPv4 address inside."""
+    return type(text) is str and ":" in <str>text and "." not in <str>text
+
+
 cdef class Servers:
     """Non-local servers that answered a local client, and when they last did (inuse.ServersInUse):
     the same OrderedDict, least recently refreshed first. (Its fields and `_note`: _portscan.pxd.)"""
@@ -350,7 +355,10 @@ cdef class Servers:
         cdef PyObject* last = PyDict_GetItemWithError(self.when, server)
         if last != NULL and <double>when < <double>(<object>last) + REFRESH:
             return 0  # most flows: refreshed less than REFRESH ago
-        if _local(server) or not _local(_f(flow, F_SADDR)):
+        if _local(server):
+            return 0
+        client = _f(flow, F_SADDR)
+        if not (_local(client) or _v6(client)):  # inuse.ServersInUse.note
             return 0
         put_known(self.when, server, when, last != NULL, self.bound)  # lru.put
         return 0

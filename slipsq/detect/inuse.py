@@ -29,6 +29,11 @@ MAX_SERVED = 65_536  # servers remembered (least recently refreshed forgotten fi
 REFRESH = 300.0  # a known server's time is refreshed at most this often (most flows cost one lookup)
 
 
+def _v6(text: str) -> bool:
+    """IPv6 text with no IPv4 address inside (an IPv4-mapped client is judged as the IPv4 one)."""
+    return isinstance(text, str) and ":" in text and "." not in text
+
+
 class ServersInUse:
     __slots__ = ("bound", "when")
 
@@ -38,13 +43,16 @@ class ServersInUse:
 
     def note(self, flow: Flow) -> None:
         """`flow` was answered (the caller checked, e.g. with portscan.unanswered): remember its
-        server when it is non-local and its client local. The time is refreshed at most every
+        server when it is non-local and its client local, or an IPv6 client (homes number their
+        hosts with global IPv6 addresses, which no range tells from the Internet's; inline, one end
+        of every flow is in this network. The price: a LAN host with a global IPv6 address that
+        answers the Internet is "in use" too, so its own scans alone do not block it). The time is refreshed at most every
         REFRESH seconds, so "in the last window" may end up to 5 minutes early."""
         server, when = flow.daddr, flow.end  # its last packet: when it last answered
         last = self.when.get(server)
         if last is not None and when < last + REFRESH:
             return
-        if is_local(server) or not is_local(flow.saddr):
+        if is_local(server) or not (is_local(flow.saddr) or _v6(flow.saddr)):
             return
         put(self.when, server, when, self.bound)
 
