@@ -97,7 +97,7 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
         processes = _processes(opts, planned)
         try:
             for inp in planned:
-                refused = inputs_mod.overlap(inp, engine.now, list(inputs))
+                refused = inputs_mod.overlap(inp, engine.now, [i for i in planned if i.path in inputs])
                 inputs[inp.path] = {"refused": refused} if refused else inputs_mod.replay_input(
                     run, inp, opts.fmt, _progress_bar(inp.path, opts.progress, stack), processes)
             run.finish()

@@ -330,3 +330,26 @@ def test_a_replay_stopped_by_a_signal_keeps_what_it_analysed(tmp_path: Path, sig
     summary = json.loads((out / "summary.json").read_text())["summary"]
     assert summary["interrupted"] is True and summary["inputs"] == {"-": {"interrupted": True}}
     assert summary["alerts"] > 0  # the demo's beacon was analysed before the signal
+
+
+def test_a_named_pipe_a_terminal_and_a_file_given_twice_are_said(tmp_path: Path) -> None:
+    """Found by review: a FIFO gave Python's "not seekable", a terminal on standard input waited in
+    silence, the same file twice got advice to mergecap it with itself, a flow file advice to mergecap."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    one_clear_line(slipsq("replay", str(fifo)), 2, "is a named pipe", f"slipsq replay - < {fifo}")
+    master, slave = os.openpty()
+    try:
+        r = subprocess.run([sys.executable, "-m", "slipsq", "replay", "-"], cwd=ROOT, stdin=slave,
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(master)
+        os.close(slave)
+    one_clear_line(r, 2, "standard input is a terminal")
+    twice = slipsq("replay", str(DEMO), str(DEMO))
+    assert twice.returncode == 2 and f"slipsq: {DEMO}: not read again: it was given twice" in twice.stderr
+    out = tmp_path / "o"
+    assert slipsq("replay", str(DEMO), "-o", str(out)).returncode == 0
+    flows = out / "flows.binetflow"
+    later = slipsq("replay", str(DATA / "normal-home.pcap"), str(flows))
+    assert later.returncode == 2 and "merge them into one input first, or pass --separate" in later.stderr

@@ -46,8 +46,9 @@ class ServersInUse:
         server when it is non-local and its client local, or an IPv6 client (homes number their
         hosts with global IPv6 addresses, which no range tells from the Internet's; inline, one end
         of every flow is in this network. The price: a LAN host with a global IPv6 address that
-        answers the Internet is "in use" too, so its own scans alone do not block it). The time is refreshed at most every
-        REFRESH seconds, so "in the last window" may end up to 5 minutes early."""
+        answers the Internet is "in use" too, so its own scans alone do not block it). The time is
+        refreshed at most every REFRESH seconds, so "in the last window" may end up to 5 minutes
+        early."""
         server, when = flow.daddr, flow.end  # its last packet: when it last answered
         last = self.when.get(server)
         if last is not None and when < last + REFRESH:

@@ -28,6 +28,8 @@ def open_results(out_dir: str, force: bool, stack: ExitStack, extra: str | None 
     results of an earlier run and not `force`: results an analyst may have joined on are not
     overwritten by accident."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out} is a file, not a folder: results are several files (give a folder)")
     try:
         out.mkdir(parents=True, exist_ok=True)
         earlier = [n for n in RESULT_FILES + FORMAT_FILES if (out / n).exists()]

@@ -14,6 +14,7 @@ it must be the only input. This module reads; it never decides anything about th
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ def classify(path: str, fmt: str) -> Input:
     """What `path` is, from --format `fmt` and its first bytes. InputError (no bytes of the input in
     the message) for a missing, unreadable or, with --format pcap, non-capture input."""
     if path == "-":
+        if sys.stdin is not None and sys.stdin.isatty():
+            raise InputError("standard input is a terminal, not a capture: pipe one into it (e.g. tcpdump -i "
+                             "eth0 -w - | slipsq replay -), or give files")
         opened = open_input("-")
         if opened.kind == "pcap":
             if fmt not in ("auto", "pcap"):
@@ -53,6 +57,8 @@ def classify(path: str, fmt: str) -> Input:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such file or directory")
+    if p.is_fifo():  # read once, as it comes: what standard input is for
+        raise InputError(f"{path} is a named pipe: give it as standard input (slipsq replay - < {path})")
     if p.is_file():
         try:
             with p.open("rb") as fh:
@@ -125,14 +131,18 @@ def first_time(inp: Input, fmt: str) -> float | None:
         source.close()
 
 
-def overlap(inp: Input, now: float, before: list[str]) -> str | None:
+def overlap(inp: Input, now: float, before: list[Input]) -> str | None:
     """Why `inp` cannot follow the inputs `before` (read up to time `now`) on one timeline, or None."""
+    if any(i.path == inp.path for i in before):
+        return f"{inp.path}: not read again: it was given twice"
     if inp.first_ts is None or not before or inp.first_ts >= now:
         return None
-    return (f"{inp.path}: not read: it starts at {iso(inp.first_ts)}, before {before[-1]} ends ({iso(now)}), "
-            "and inputs are read one after another on one timeline; merge them into one capture first "
-            f"(e.g. mergecap -w merged.pcap {' '.join(before)} {inp.path}), or pass --separate to "
-            "analyse each on its own")
+    captures = all(i.kind != "flows" for i in [*before, inp])  # mergecap merges captures only
+    names = [i.path for i in before]
+    return (f"{inp.path}: not read: it starts at {iso(inp.first_ts)}, before {names[-1]} ends ({iso(now)}), "
+            "and inputs are read one after another on one timeline; merge them into one input first"
+            + (f" (e.g. mergecap -w merged.pcap {' '.join(names)} {inp.path})" if captures else "")
+            + ", or pass --separate to analyse each on its own")
 
 
 def replay_input(engine: Any, inp: Input, fmt: str, progress: Progress | None = None,

@@ -148,8 +148,8 @@ class BlockStore:
             raise SystemSetupError(f"the state directory {self.dir} is not a directory") from None
         except sqlite3.OperationalError as e:
             if "readonly" in str(e) or "unable to open" in str(e):
-                raise SystemSetupError(f"cannot open the block store {self.path}: {e} "
-                                       "(run as root, or give --state-dir)") from None
+                hint = "give another --state-dir" if os.geteuid() == 0 else "run as root, or give --state-dir"
+                raise SystemSetupError(f"cannot open the block store {self.path}: {e} ({hint})") from None
             raise SystemSetupError(f"block store {self.path}: {e}") from None
         except sqlite3.DatabaseError as e:
             raise SystemSetupError(f"block store {self.path} is damaged: {e}") from None
