@@ -176,7 +176,8 @@ intake_flow = st.builds(
     st.sampled_from((53, 123, 443, 853, 1900, 5353, 8080)), st.sampled_from(("tcp", "udp", "icmp")),
     sport=st.sampled_from((123, 40000)), closed_by=st.sampled_from(("fin", "active")),
     sbytes=st.integers(0, 5000), dbytes=st.integers(0, 5000),
-    state=st.sampled_from(("", "", "SPA_SPA", "SA_SA", "S_RA", "SR_SA", "PA_PA", "OTH", "SF", "S0", "new")))
+    state=st.sampled_from(("", "", "SPA_SPA", "SA_SA", "S_RA", "SR_SA", "PA_PA", "PA_RA", "OTH", "SF", "S0", "new",
+                           "REQ", "FIN")))
 
 
 @settings(max_examples=300, deadline=None)
@@ -320,7 +321,8 @@ LAN = ("10.0.0.1", "192.168.1.9", "fe80::2", "::ffff:10.0.0.3")
 WAN = ("198.51.100.1", "2001:db8::1", "::ffff:8.8.8.8", "203.0.113.77")
 STATES = ("", "S_", "S_RA", "SF", "S0", "REJ", "CON", "INT", "ECO", "ECR", "FSPA_FSPA", "SPA_", "ZZ", "X_Y",
           # how far a connection got (portscan.opened, conversed): a handshake, data back, neither
-          "SA_SA", "SA_SPA", "SR_SA", "R_SA", "PA_PA", "OTH", "RSTRH", "S1", "new", "established", "closed")
+          "SA_SA", "SA_SPA", "SR_SA", "R_SA", "PA_PA", "PA_RA", "OTH", "RSTRH", "S1", "new", "established",
+          "closed", "REQ", "FIN", ".AP.SF")
 PROTOS = ("tcp", "udp", "icmp", "ipv6-icmp", "gre")
 
 flows = st.builds(
@@ -669,7 +671,7 @@ exfil_flow = st.builds(
     st.sampled_from(EXFIL_HOSTS), st.sampled_from((443, 1023, 40000)), st.sampled_from((443, 1023, 1024, 40000)),
     st.integers(0, 2), st.one_of(st.integers(0, 20_000), st.sampled_from((16_384, 10**6, 10**9))),
     st.one_of(st.integers(0, 20_000), st.just(0), st.just(10**6)), st.sampled_from(("fin", "active", "active")),
-    st.sampled_from(("", "", "SPA_SPA", "SA_SA", "PA_PA", "SR_SA", "OTH", "SF", "new")))
+    st.sampled_from(("", "", "SPA_SPA", "SA_SA", "PA_PA", "PA_RA", "SR_SA", "OTH", "SF", "new", "FIN")))
 
 
 def pair_state(p: Any) -> Any:

@@ -131,3 +131,16 @@ def test_packets_through_the_compiled_table(tmp_path: Path) -> None:
                           dns_query(HOST, RESOLVER, "upload.photos.google.com", "198.51.100.40", EPOCH),
                           bulk_upload(HOST, "198.51.100.40", 443, size=20 * MB, start=EPOCH + 1))
     assert replay_pcap(pcap, [Exfil], cfg).seen == []
+
+
+def test_pieces_of_a_real_upload_count_and_segments_the_server_denied_do_not() -> None:
+    """An upload seen from its middle (a capture begun after the handshake, a piece after an idle gap
+    or after the client's own RST: "PA_PA", its server acknowledging) is exfiltration as before (a
+    review of the forgery fix found them missed); segments with no handshake that the server reset
+    ("PA_RA": forged with a local host's address) are not counted."""
+    pieces = [up(T0 + i * 70, 5 * MB, sport=40000 + i, state="PA_PA") for i in range(8)]
+    rec, _ = run([Exfil], pieces)
+    assert rec.blocked_ips == [DROP]
+    denied = [up(T0 + i * 70, 5 * MB, dbytes=40, sport=40000 + i, state="PA_RA") for i in range(8)]
+    rec, _ = run([Exfil], denied)
+    assert rec.by("exfil") == [] and rec.blocked_ips == []

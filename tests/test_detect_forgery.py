@@ -1,7 +1,7 @@
 """Traffic forged to get somebody else blocked (tools/gen_corpus.py's "forged" scenarios), replayed at
 packet level as `slipsq replay -o DIR` does: nobody is blocked. Each forged scenario has a genuine
 twin, the same behaviour done for real, which is blocked: so what keeps the forged one unblocked is
-the proof the detectors now ask for (portscan.opened and conversed, the Markov guard of servers in
+the proof the detectors now ask for (tcpstate.opened and conversed, the Markov guard of servers in
 use), not a scenario too weak to matter.
 
 Found by review (2026-12-06): SYNs sent as a resolver got it blocked for ssh brute force, SYN-ACKs
@@ -22,7 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import detection
 
-from slipsq.detect.portscan import conversed, opened
+from slipsq.detect.tcpstate import conversed, denied, opened
 from slipsq.flow import Flow
 from tools import gen_corpus
 from tools.gencapture import write_capture
@@ -68,27 +68,33 @@ def test_a_push_channel_idle_longer_than_the_table_timeout_is_no_beacon(tmp_path
     assert [a for a in r.alerts if a["detector"] == "beacon"] == []
 
 
-@pytest.mark.parametrize(("state", "dpkts", "is_opened", "is_conversed"), [
-    ("SPA_SPA", 5, True, True),        # a connection with data back
-    ("FSPA_FSPA", 5, True, True),
-    ("SPA_SRA", 2, True, False),       # the server accepted, then reset without a word
-    ("SA_SA", 1, True, False),
-    ("SR_SA", 1, False, False),        # SYNs in somebody's name: its owner answers the SYN-ACK with RST
-    ("S_RA", 1, False, False),         # refused
-    ("S_", 0, False, False),           # never answered
-    ("R_SA", 1, False, False),         # a SYN-ACK nobody asked for
-    ("PA_PA", 3, False, False),        # the middle of a connection (after an idle timeout or a RST)
-    ("SF", 4, True, True),             # Zeek
-    ("S1", 4, True, True),
-    ("OTH", 4, False, False),
-    ("RSTRH", 1, False, False),
-    ("REJ", 1, False, False),
-    ("established", 4, True, True),    # Suricata
-    ("new", 1, False, False),
-    ("closed", 3, True, True),         # says nothing: the packets back decide
-    ("closed", 0, False, False),
-    (".AP.SF", 2, True, True),         # nfdump: both sides' flags in one, says nothing either
+@pytest.mark.parametrize(("state", "dpkts", "is_opened", "is_conversed", "is_denied"), [
+    ("SPA_SPA", 5, True, True, False),        # a connection with data back
+    ("FSPA_FSPA", 5, True, True, False),
+    ("SPA_SRA", 2, True, False, False),       # the server accepted, then reset without a word
+    ("SA_SA", 1, True, False, False),
+    ("SR_SA", 1, False, False, False),        # SYNs in somebody's name: its owner answers the SYN-ACK with RST
+    ("S_RA", 1, False, False, True),          # refused
+    ("S_", 0, False, False, False),           # never answered
+    ("R_SA", 1, False, False, False),         # a SYN-ACK nobody asked for
+    ("PA_PA", 3, False, False, False),        # the middle of a connection (after an idle gap or a RST)
+    ("PA_RA", 1, False, False, True),         # segments with no handshake, reset: forged
+    ("FPA_FPA", 3, False, False, False),      # an Argus status record after the first
+    ("SF", 4, True, True, False),             # Zeek
+    ("S1", 4, True, True, False),
+    ("OTH", 4, False, False, False),
+    ("RSTRH", 1, False, False, False),
+    ("REJ", 1, False, False, False),
+    ("established", 4, True, True, False),    # Suricata
+    ("new", 1, False, False, False),
+    ("REQ", 0, False, False, False),          # Argus: a SYN, nothing more
+    ("closed", 3, True, True, False),         # says nothing: opened; the packets back decide conversed
+    ("closed", 0, True, False, False),
+    ("FIN", 0, True, False, False),           # Argus words other than REQ say nothing either
+    (".AP.SF", 2, True, True, False),         # nfdump: both sides' flags in one
+    ("", 0, True, False, False),
 ])
-def test_how_far_a_connection_got(state: str, dpkts: int, is_opened: bool, is_conversed: bool) -> None:
+def test_how_far_a_connection_got(state: str, dpkts: int, is_opened: bool, is_conversed: bool,
+                                  is_denied: bool) -> None:
     f = Flow(0.0, 1.0, "tcp", "192.168.1.10", 40000, "198.51.100.1", 443, 3, dpkts, 180, 60 * dpkts, state=state)
-    assert (opened(f), conversed(f)) == (is_opened, is_conversed)
+    assert (opened(f), conversed(f), denied(f)) == (is_opened, is_conversed, is_denied)

@@ -215,6 +215,25 @@ def test_a_forged_scan_from_an_ipv6_server_in_use_never_blocks_it() -> None:
     assert rec.blocked_ips == [resolver]
 
 
+def test_a_syn_ack_nobody_asked_for_makes_no_server_in_use() -> None:
+    """Review of the IPv6 change: a scanner that first sends one SYN-ACK to a local host (which answers
+    RST: the flow reads client = local host, server = scanner, "R_SA") made itself a server in use,
+    and its scan never blocked. Only a connection whose handshake completed is a use."""
+    lan = [f"2001:db8:1::{i:x}" for i in range(1, 151)]
+    scanner = "2001:db8:bad::1"
+    poke = flow(T0, lan[0], scanner, 443, "tcp", sport=50000, state="R_SA", dpkts=1)
+    rec, _ = run([PortScan], [poke, *syn_scan(scanner, lan, [445], start=T0 + 10, state="S_RA")])
+    assert rec.blocked_ips == [scanner]
+    assert not any("answers local hosts" in a.evidence.description for a in rec.by("portscan"))
+
+
+def test_an_ipv4_mapped_client_is_an_ipv4_one() -> None:
+    from slipsq.detect.inuse import _v6
+
+    assert _v6("2001:db8::1") and not _v6("::ffff:203.0.113.9") and not _v6("::ffff:cb00:7109")
+    assert not _v6("203.0.113.9") and not _v6("not an address")
+
+
 def test_in_use_means_answered_within_the_window() -> None:
     # the lookups were more than a window (1 h) before the scan: no longer in use, the scan blocks
     rec, _ = run([PortScan], [*lookups(T0), *forged_scan(T0 + 3 * 3600)])

@@ -79,3 +79,14 @@ def test_a_busy_p2p_host_whose_peers_are_gone_is_no_scanner(tmp_path: Path) -> N
             gen_corpus._bittorrent = original  # type: ignore[assignment]
 
     assert blocked(probes_only, "probes") == [gen_corpus.LAPTOP]
+
+    def worm_too(rng: random.Random) -> Any:
+        # the same P2P host also scans 200 hosts on an IoT worm's port (review: 37215, 5555 and 7547
+        # went unblocked when every high port of a P2P host was exempt; only P2P clients' ports are)
+        from tools.gen_scenarios import horizontal_scan, merge
+
+        return merge(gen_corpus._bittorrent_churn(rng),
+                     horizontal_scan(gen_corpus.LAPTOP, "198.18.0.0/24", 37215, start=gen_corpus.T0 + 600,
+                                     rate=20, rng=rng))
+
+    assert blocked(worm_too, "worm") == [gen_corpus.LAPTOP]

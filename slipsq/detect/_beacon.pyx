@@ -27,7 +27,7 @@ from slipsq.allow import AllowList
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.flow import Flow
 from slipsq.detect.prefixes import MEMO_SIZE, is_local
-from slipsq.detect.portscan import _HELD_BY_STATE
+from slipsq.detect.tcpstate import _HELD_BY_STATE
 
 from slipsq._carray cimport grow
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPORT, F_PROTO, F_SADDR, F_SBYTES, F_SPORT,
@@ -35,12 +35,12 @@ from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPORT, F_PROTO
 from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes,
                                       parse_text, v4_of, zero_below)
 from slipsq.detect._prefixes cimport text_local
-from slipsq.detect._states cimport flow_held
+from slipsq.detect._states cimport flow_level
 
 cdef tuple NAMES = tuple(f.name for f in fields(Flow))
 cdef FlowSlots SLOTS
 flow_slots(&SLOTS, Flow, NAMES)
-cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind portscan.opened's state lookup
+cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.opened's state lookup
 
 
 ctypedef struct Conn:
@@ -368,8 +368,8 @@ cdef class Intake:
     cdef bint _ignored(self, f, bint direct, object proto, object dport, object dst) except -1:
         if proto == "udp" and (_ignored_udp_port(dport) or flow_field(&SLOTS, f, direct, F_SPORT, NAMES) == 123):
             return True
-        if proto == "tcp" and not flow_held(&SLOTS, f, NAMES, _HELD, _HELD_BY_STATE, 1):
-            return True
+        if proto == "tcp" and -1 <= flow_level(&SLOTS, f, NAMES, _HELD, _HELD_BY_STATE) <= 0:
+            return True  # not tcpstate.opened (-2: a state that does not tell counts as opened)
         if self._local(dst) and (_dns_port(dport) or not self._local(flow_field(&SLOTS, f, direct, F_SADDR, NAMES))):
             return True
         if _dns_port(dport) and dst in self.own:

@@ -23,12 +23,12 @@ from cpython.ref cimport PyObject
 
 from slipsq._lru cimport put_known
 from slipsq.detect._prefixes cimport text_local
-from slipsq.detect._states cimport flow_held
+from slipsq.detect._states cimport flow_level
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES,
                                 F_SPORT, F_START, FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.exfil import _MAX_OPEN, _MIN_FLOW_BYTES
-from slipsq.detect.portscan import _HELD_BY_STATE
+from slipsq.detect.tcpstate import _HELD_BY_STATE
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
 
@@ -43,7 +43,7 @@ cdef inline object _f(object flow, int k):
 
 
 cdef object _NO_EVIDENCE = NO_EVIDENCE
-cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind portscan.opened's state lookup
+cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.denied's state lookup
 cdef object _MIN_BYTES = _MIN_FLOW_BYTES
 cdef Py_ssize_t MAX_OPEN = _MAX_OPEN
 
@@ -86,7 +86,7 @@ cdef class Intake:
         up, down = _f(flow, F_SBYTES), _f(flow, F_DBYTES)
         if up + down < _MIN_BYTES or _f(flow, F_DPKTS) == 0 or _f(flow, F_PROTO) != "tcp":
             return _NO_EVIDENCE
-        if not flow_held(&SLOTS, flow, NAMES, _HELD, _HELD_BY_STATE, 1):  # portscan.opened
+        if flow_level(&SLOTS, flow, NAMES, _HELD, _HELD_BY_STATE) == -1:  # tcpstate.denied
             return _NO_EVIDENCE
         sport, dport = _f(flow, F_SPORT), _f(flow, F_DPORT)
         if sport < 1024 <= dport:  # a server's port as the source: seen backwards

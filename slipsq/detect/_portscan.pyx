@@ -32,11 +32,13 @@ from slipsq._carray cimport grow
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_SPORT, F_START, FlowSlots,
                                 flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport put_known
-from slipsq.detect._states cimport flow_unanswered
+from slipsq.detect._states cimport flow_level, flow_unanswered
 from slipsq.detect._addrtext cimport local_bytes, parse_text
 from slipsq.detect._prefixes cimport text_local
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.inuse import MAX_SERVED, REFRESH as _REFRESH
+from slipsq.detect.inuse import _v6 as _py_v6
+from slipsq.detect.tcpstate import _HELD_BY_STATE
 from slipsq.detect.portscan import _BY_STATE, _ECHO_REQUEST
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
@@ -45,6 +47,7 @@ cdef double REFRESH = _REFRESH
 # the memo behind portscan.unanswered's state lookup (a dict subclass): a hit is read here in C, a
 # miss asks the memo, which fills it (the same memo the twins use)
 cdef object _STATES = _BY_STATE.__self__
+cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.opened's state lookup
 cdef dict _ECHO = _ECHO_REQUEST
 
 cdef enum:
@@ -328,9 +331,13 @@ cdef inline double _floordiv(double x, double y) noexcept:
     return copysign(0.0, x / y)
 
 
-cdef inline bint _v6(object text):
-    """inuse._v6: IPv6 text with no IPv4 address inside."""
-    return type(text) is str and ":" in <str>text and "." not in <str>text
+cdef inline bint _v6(object text) except -1:
+    """inuse._v6: an IPv6 address (an IPv4-mapped one is IPv4), parsed in C when it can be."""
+    cdef unsigned char b[16]
+    cdef int version = parse_text(text, b)
+    if version < 0:
+        return _py_v6(text)
+    return version == 6
 
 
 cdef class Servers:
@@ -360,6 +367,8 @@ cdef class Servers:
         client = _f(flow, F_SADDR)
         if not (_local(client) or _v6(client)):  # inuse.ServersInUse.note
             return 0
+        if _f(flow, F_PROTO) == "tcp" and -1 <= flow_level(&SLOTS, flow, NAMES, _HELD, _HELD_BY_STATE) <= 0:
+            return 0  # not tcpstate.opened: a SYN-ACK nobody asked for is no use of the server
         put_known(self.when, server, when, last != NULL, self.bound)  # lru.put
         return 0
 

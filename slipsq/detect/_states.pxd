@@ -22,14 +22,11 @@ cdef inline int flow_unanswered(FlowSlots* s, object flow, tuple names, object m
     return bool(said)
 
 
-
-cdef inline int flow_held(FlowSlots* s, object flow, tuple names, object memo, object by_state, int level) except -1:
-    """portscan.opened(flow) (level 1) or portscan.conversed(flow) (level 2); `by_state`:
-    portscan._HELD_BY_STATE, `memo` its Memo."""
-    cdef bint direct = flow_direct(s, flow)
-    state = flow_field(s, flow, direct, F_STATE, names)
+cdef inline int flow_level(FlowSlots* s, object flow, tuple names, object memo, object by_state) except -3:
+    """tcpstate._state_held of the flow's state: -1 (denied), 0, 1 (opened), 2 (conversed), or -2
+    when the state does not say (the caller falls back as tcpstate.opened, conversed, denied do);
+    `by_state`: tcpstate._HELD_BY_STATE, `memo` its Memo."""
+    state = flow_field(s, flow, flow_direct(s, flow), F_STATE, names)
     cdef PyObject* hit = PyDict_GetItemWithError(memo, state)
     said = by_state(state) if hit == NULL else <object>hit
-    if said is None:
-        return bool(flow_field(s, flow, direct, F_DPKTS, names) != 0)
-    return bool(said >= level)
+    return -2 if said is None else <int>said

@@ -35,7 +35,7 @@ server, the reports of all local clients on one service are one finding for the 
 `beacon:<server>:<port>/<proto>`): several devices calling an update service every hour do not add
 up to a block.
 
-A TCP connection counts only when its handshake completed (`portscan.opened`: the client's SYN,
+A TCP connection counts only when its handshake completed (`tcpstate.opened`: the client's SYN,
 the server's SYN-ACK, the client's ACK). Others are not calls to a service: attempts the server
 refused or never answered (a C&C that is down is the reconnection-storm detector's, which never
 blocks a server local hosts use), SYNs sent with a local host's address, a piece of one long
@@ -75,8 +75,8 @@ from slipsq import twins
 from slipsq.allow import AllowList
 from slipsq.config import Option, fraction, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
-from slipsq.detect.portscan import opened
 from slipsq.detect.prefixes import MEMO_SIZE, Memo, is_local
+from slipsq.detect.tcpstate import opened
 from slipsq.flow import Flow
 from slipsq.lru import put, touch
 from slipsq.records import CRITICAL, HIGH, LOW, Evidence

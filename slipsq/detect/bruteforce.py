@@ -7,7 +7,7 @@ rdp, smb, telnet), and this detector remembers per (server, port) what it said. 
 only: it never blocks and never does I/O.
 
 An attempt is a closed TCP connection to the service that the server took up and sent data on
-(`portscan.conversed`: an unanswered one is a scan, counted by portscan; one whose handshake never
+(`tcpstate.conversed`: an unanswered one is a scan, counted by portscan; one whose handshake never
 completed proves nothing of its source, whose address a forger may have used: SYNs sent as 8.8.8.8
 would get 8.8.8.8 blocked) and that lasted at most `bruteforce.max_duration` seconds: password
 guessers open a connection, try a few passwords, get thrown out. Attempts are counted per (source,
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.detect.portscan import conversed
 from slipsq.detect.prefixes import is_local
+from slipsq.detect.tcpstate import conversed
 from slipsq.flow import AppEvent, Flow
 from slipsq.lru import put
 from slipsq.records import CRITICAL, HIGH, Evidence

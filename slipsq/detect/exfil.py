@@ -32,10 +32,11 @@ False-positive guards:
   "<?>" flows) would make a download an upload: skipped.
 * Flows whose bytes are not split by direction (a flow file without SrcBytes: dbytes 0 and dpkts 0
   on a connection that was answered) are skipped: every byte would look like an upload.
-* A TCP flow without the handshake that opens it (`portscan.opened`: the client's SYN, the
-  server's SYN-ACK) is not counted: segments sent with somebody else's address and no handshake,
-  answered by one RST, must not get a server everyone uses blocked; nor is a connection counted
-  from its middle.
+* A TCP flow its server denied (`tcpstate.denied`: no handshake seen, and the server reset it) is
+  not counted: segments sent with somebody else's address and no handshake, answered by a RST, must
+  not get a server everyone uses blocked. The middle of a real connection (a capture that began
+  after its handshake, a piece after an idle gap, or after the client's own RST) still counts: its
+  server acknowledges, it does not reset.
 * A flow that carried under 16 kB both ways is not counted (most flows: it costs one comparison):
   50 MB in such flows would take 3,000+ connections to one server, a beacon's business.
 The per-flow path and state (the tests, the reports, the pair sums) are `Intake`, compiled as
@@ -54,8 +55,8 @@ from collections.abc import Callable, Sequence
 from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.detect.portscan import opened
 from slipsq.detect.prefixes import is_local
+from slipsq.detect.tcpstate import denied
 from slipsq.flow import Flow
 from slipsq.lru import put, touch
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
@@ -118,7 +119,7 @@ class Intake:
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.sbytes + flow.dbytes < _MIN_FLOW_BYTES or flow.dpkts == 0 or flow.proto != "tcp":
             return NO_EVIDENCE
-        if not opened(flow):  # no handshake: segments anybody could have forged, or a piece of one
+        if denied(flow):  # its server reset segments it took for no connection of its own: forged
             return NO_EVIDENCE
         if flow.sport < 1024 <= flow.dport:  # a server's port as the source: seen backwards
             return NO_EVIDENCE

@@ -21,7 +21,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from slipsq import twins
+from slipsq.addr import parse_ip_int
 from slipsq.detect.prefixes import is_local
+from slipsq.detect.tcpstate import opened
 from slipsq.flow import Flow
 from slipsq.lru import put
 
@@ -30,8 +32,9 @@ REFRESH = 300.0  # a known server's time is refreshed at most this often (most f
 
 
 def _v6(text: str) -> bool:
-    """IPv6 text with no IPv4 address inside (an IPv4-mapped client is judged as the IPv4 one)."""
-    return isinstance(text, str) and ":" in text and "." not in text
+    """An IPv6 address (an IPv4-mapped one, in any spelling, is the IPv4 address it carries)."""
+    parsed = parse_ip_int(text)
+    return parsed is not None and parsed[0] == 6
 
 
 class ServersInUse:
@@ -46,7 +49,9 @@ class ServersInUse:
         server when it is non-local and its client local, or an IPv6 client (homes number their
         hosts with global IPv6 addresses, which no range tells from the Internet's; inline, one end
         of every flow is in this network. The price: a LAN host with a global IPv6 address that
-        answers the Internet is "in use" too, so its own scans alone do not block it). The time is
+        answers the Internet is "in use" too, so its own scans alone do not block it). A TCP flow
+        counts only when its handshake completed (tcpstate.opened): a scanner that sends one
+        SYN-ACK to a local host (which answers RST) must not make itself a server in use. The time is
         refreshed at most every REFRESH seconds, so "in the last window" may end up to 5 minutes
         early."""
         server, when = flow.daddr, flow.end  # its last packet: when it last answered
@@ -54,6 +59,8 @@ class ServersInUse:
         if last is not None and when < last + REFRESH:
             return
         if is_local(server) or not (is_local(flow.saddr) or _v6(flow.saddr)):
+            return
+        if flow.proto == "tcp" and not opened(flow):  # a SYN-ACK nobody asked for is no use of it
             return
         put(self.when, server, when, self.bound)
 

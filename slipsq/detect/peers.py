@@ -15,6 +15,9 @@ from slipsq.lru import put
 # a beacon even from a P2P host (proxies, alternate HTTP(S), XMPP/push, VPN, RDP, common RAT ports)
 SERVICE_PORTS = frozenset({1080, 1194, 1723, 3128, 3389, 4443, 4444, 5222, 5223, 5228, 5938, 6667, 8000,
                            8008, 8080, 8081, 8088, 8443, 8888, 9001, 9443})
+# the listening ports P2P clients use by default (BitTorrent 6881-6889 and Transmission's 51413, a
+# tracker's 6969, eMule's 4662/4672): where a swarm's gone peers pile up
+P2P_PORTS = frozenset({*range(6881, 6890), 51413, 6969, 4662, 4672})
 MAX_HOSTS = 4096  # local hosts remembered as P2P
 MAX_INBOUND = 65_536  # (host, peer) pairs where the peer connected in
 

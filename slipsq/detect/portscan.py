@@ -32,9 +32,10 @@ is reported but never blocked on scans (may_block=False), unless `portscan.block
 Other evidence against it (a beacon, a threat list) still blocks it as usual.
 
 A local host running P2P software (ctx.peers, the p2p detector) tries hundreds of swarm peers and DHT
-nodes an hour on their high ports, and many of them are gone: a horizontal "scan" of a port >= 1024
-that is no known service (peers.SERVICE_PORTS) from such a host is reported, never blocks by itself.
-Its scans of service ports (445, 22, 3389, 8080 ...) and its vertical scans still do.
+nodes an hour, and many of them are gone; those on the clients' default ports (peers.P2P_PORTS:
+6881-6889, 51413, ...) pile up into a horizontal "scan" of that port, which from such a host is
+reported, never blocks by itself. Its scans of any other port (445, 23, an IoT worm's 37215 or 7547)
+and its vertical scans still do.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.inuse import ServersInUse
-from slipsq.detect.peers import SERVICE_PORTS
+from slipsq.detect.peers import P2P_PORTS
 from slipsq.detect.prefixes import Memo
 from slipsq.flow import Flow
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
@@ -83,54 +84,6 @@ def unanswered(f: Flow) -> bool:
     """
     said = _BY_STATE(f.state)
     return f.dpkts == 0 if said is None else said
-
-
-# Zeek conn states of a connection whose handshake completed, and of one whose did not (or that
-# began unseen: OTH); Suricata's "established", and its "new": a flow that never got established
-_ESTABLISHED_STATES = frozenset({"SF", "S1", "S2", "S3", "RSTO", "RSTR", "established"})
-_NOT_ESTABLISHED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH", "new"})
-OPENED, CONVERSED = 1, 2  # _state_held's levels (0: neither)
-
-
-def _state_held(st: str) -> int | None:
-    """How far a TCP state string says the connection got (see `opened`, `conversed`): 0, OPENED or
-    CONVERSED; None when it does not say."""
-    if "_" in st:  # "<client flags>_<server flags>"
-        src, _, dst = st.partition("_")
-        if "S" not in src or "A" not in src or "S" not in dst:
-            return 0
-        return CONVERSED if "P" in dst else OPENED
-    if st in _ESTABLISHED_STATES:  # the most these states tell
-        return CONVERSED
-    if st in _NOT_ESTABLISHED_STATES:
-        return 0
-    return None
-
-
-_HELD_BY_STATE = Memo(_state_held, 4096).__getitem__
-
-
-def opened(f: Flow) -> bool:
-    """True when a TCP flow is a whole connection, its handshake completed: the client's SYN, the
-    server's SYN-ACK and the client's ACK were seen. Not SYNs sent with somebody else's address (its
-    owner answers the SYN-ACK with a RST, never an ACK), not the middle of a connection (a piece
-    after a keep-alive gap longer than the idle timeout, or after a forged RST that closed the flow
-    but not the connection), not a reply nobody asked for (a SYN-ACK sent to a host that sent no
-    SYN), not segments forged with no handshake at all. From the state (Argus and the flow table:
-    "<client flags>_<server flags>"; Zeek and Suricata states), else (a state that does not tell,
-    e.g. nfdump's flags of both sides) from the packets back."""
-    said = _HELD_BY_STATE(f.state)
-    return f.dpkts != 0 if said is None else said >= OPENED
-
-
-def conversed(f: Flow) -> bool:
-    """`opened`, and the server sent data: proof of the client's address even against a forger who
-    sends the ACK blind as well. A server sends data only once the client acknowledged its SYN-ACK
-    with the right number, which a sender off the path never sees. Brute force, whose evidence blames
-    the client, counts only these; beacon and exfiltration count `opened` connections (a client's
-    request that the server closed or reset without an answer is still a call it made)."""
-    said = _HELD_BY_STATE(f.state)
-    return f.dpkts != 0 if said is None else said == CONVERSED
 
 
 class _Targets:
@@ -377,8 +330,7 @@ class PortScan(Detector):
         if in_use:
             desc += (f"; {src} answers local hosts (in the last {self.window:.0f}s): a scan alone never "
                      f"blocks it, its source may be forged (portscan.block_servers_in_use)")
-        swarm = (not in_use and kind == "horizontal" and port >= 1024 and port not in SERVICE_PORTS
-                 and self.ctx.peers.is_p2p(src, ts))
+        swarm = not in_use and kind == "horizontal" and port in P2P_PORTS and self.ctx.peers.is_p2p(src, ts)
         if swarm:
             desc += (f"; {src} runs P2P software (see p2p): the peers of a swarm come and go, and the gone "
                      "ones on their high ports look like this, so it alone never blocks")

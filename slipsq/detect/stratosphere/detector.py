@@ -35,9 +35,9 @@ from typing import Any, ClassVar
 from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.detect.portscan import opened
 from slipsq.detect.stratosphere.letters import LetterTable, TupleLetters
 from slipsq.detect.stratosphere.markov import Chain, Model, match
+from slipsq.detect.tcpstate import opened
 from slipsq.flow import Flow
 from slipsq.records import HIGH, Evidence
 
@@ -154,7 +154,7 @@ class StratosphereDetector(Detector):
     @staticmethod
     def _unheld(flow: Flow) -> bool:
         """The flow that matched was no connection its server took part in: a TCP handshake that never
-        completed (portscan.opened), a UDP flow never answered. Such attempts can be sent with any
+        completed (tcpstate.opened), a UDP flow never answered. Such attempts can be sent with any
         local host's address (or by a web page's script), so against a server local hosts use they
         are reported but never block by themselves (as port scans and reconnection storms)."""
         return not opened(flow) if flow.proto == "tcp" else flow.dpkts == 0
