@@ -24,14 +24,15 @@ def _source(ctx: click.Context, from_dir: str | None, since: str | None, state_d
     else the gateway's state directory (the last --since, 24 h by default)."""
     from slipsq.durations import parse_duration
     from slipsq.errors import UsageError
-    from slipsq.report import ActivityLog, GatewayRecords
+    from slipsq.output.activity import Reader
+    from slipsq.report import GatewayRecords
 
     try:
         span = parse_duration(since) if since else None
     except ValueError as e:
         raise UsageError(f"--since: {e}") from None
     if from_dir:
-        reader = ActivityLog.folder(from_dir)
+        reader = Reader.folder(from_dir)
         if span:  # a replayed capture's "last hour" ends with its traffic, not now
             reader.since = (reader.last_ts() or time.time()) - span
         return reader, from_dir

@@ -19,7 +19,8 @@ writes and reads lines; it decides nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator
+import re
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -140,57 +141,85 @@ def log_files(folder: str | Path) -> list[Path]:
     return files
 
 
+_WRITTEN = re.compile(r'\{"k":"[a-z]+","ts":(?:0|[1-9][0-9]{0,10})(?:\.[0-9]+)?,.*\}$')
+
+
 class Reader:
     """The records of some activity files, read again on each iteration (the timeline reads twice:
-    first which hosts have evidence, then their stories). `skipped` counts lines that were not
-    JSON objects (the last, half-written line of a live log is one)."""
+    first which hosts have evidence, then their stories), and, per file, how many lines were no
+    record (not a JSON object with a usable time), over all its lines, although the prefilters of a
+    pass skip most lines unparsed (a report's second pass, which looks for the hosts with evidence,
+    parses none when there are none: a log whose every time was damaged must not read as a quiet
+    network). A line in the shape slipsq writes is taken as whole unless a pass parses it.
+    `skipped`: the unreadable lines found so far.
 
-    def __init__(self, files: list[Path], since: float = float("-inf")) -> None:
+    `live`: a gateway's log, still written: the last line of its newest file, without its newline
+    yet, is a record being written, not damage."""
+
+    def __init__(self, files: list[Path], since: float = float("-inf"), live: bool = False) -> None:
         self.files = files
         self.since = since
         self.skipped = 0
+        self.live = live
+        self._lines: dict[Path, int] = {}  # lines that are not blank, per file
+        self._bad: dict[Path, int] = {}  # unreadable lines not in the written shape (any pass finds them all)
+        self._odd: set[tuple[Path, int]] = set()  # unreadable lines in the written shape that a pass parsed
 
     @classmethod
-    def folder(cls, folder: str | Path, since: float = float("-inf"), what: str = "") -> Reader:
+    def folder(cls, folder: str | Path, since: float = float("-inf"), what: str = "",
+               live: bool = False) -> Reader:
         files = log_files(folder)
         if not files:
             hint = what or "give the folder of `slipsq replay -o DIR`, or the state directory of a gateway"
             raise InputError(f"{folder}: no {FILE_NAME} there ({hint})")
-        return cls(files, since)
+        return cls(files, since, live)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.select()
 
+    @property
+    def unreadable(self) -> dict[str, tuple[int, int]]:
+        """{file: (unreadable lines, lines)} of the files read so far that held unreadable lines."""
+        out = {}
+        for path, lines in self._lines.items():
+            bad = self._bad.get(path, 0) + sum(1 for p, _ in self._odd if p == path)
+            if bad:
+                out[str(path)] = (bad, lines)
+        return out
+
+    def damage(self) -> list[str]:
+        """One line per file that held unreadable lines, for after the results (as `slipsq replay`
+        names a damaged input)."""
+        return damage_lines(self.unreadable)
+
     def last_ts(self) -> float | None:
-        """The time of the newest record (read from the end of the newest file): where "the last
-        hour" of a replayed capture ends."""
-        if not self.files:
-            return None
-        try:
-            with self.files[-1].open("rb") as fh:
-                fh.seek(max(0, fh.seek(0, 2) - 65536))
-                tail = fh.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            return None
-        times = []
-        for line in tail:
+        """The time of the newest record (where "the last hour" of a replayed capture ends), for any
+        line: one nested past the JSON parser's depth ("[[[[...")
+        is unreadable, and when the end of the newest file holds no record (a damaged last line of
+        64 kB), the time is looked for in the whole file, then in the older ones."""
+        for path in reversed(self.files):
             try:
-                rec = json.loads(line)
-            except ValueError:
+                with path.open("rb") as fh:
+                    fh.seek(max(0, fh.seek(0, 2) - 65536))
+                    found = _newest(fh.read().decode("utf-8", "replace").splitlines())
+                    if found is None and fh.tell() > 65536:
+                        fh.seek(0)
+                        found = _newest(line.decode("utf-8", "replace") for line in fh)
+            except OSError:
                 continue
-            if isinstance(rec, dict) and is_time(rec.get("ts")):
-                times.append(max(float(rec["ts"]), _num(rec.get("end"))))
-        return max(times, default=None)
+            if found is not None:
+                return found
+        return None
 
     def select(self, kinds: Collection[str] | None = None, mentions: Collection[str] | None = None
                ) -> Iterator[dict[str, Any]]:
         """The records, or only those of `kinds`, or only lines that mention one of a few addresses
         (a prefilter on the text: most lines of a busy log are skipped without parsing them; the
-        caller still checks the fields)."""
-        self.skipped = 0
+        caller still checks the fields), counting unreadable lines per file."""
         since = self.since
         prefixes = tuple(f'{{"k":"{k}"' for k in kinds) if kinds is not None else None
         words = list(mentions) if mentions is not None and len(mentions) <= MAX_MENTIONS else None
+        newest = self.files[-1] if self.files else None
         for path in self.files:
             try:
                 fh = path.open(encoding="utf-8", errors="replace")
@@ -198,23 +227,62 @@ class Reader:
                 continue
             except OSError as e:
                 raise InputError(f"cannot read {path}: {e.strerror}") from None
+            writing = self.live and path == newest
+            lines = bad = 0
             with fh:
-                for line in fh:
+                for n, line in enumerate(fh, 1):
+                    lines += 1
                     # dumps() writes "k" first: another kind's line is skipped unparsed
-                    if prefixes is not None and line.startswith('{"k":"') and not line.startswith(prefixes):
+                    skip = ((prefixes is not None and line.startswith('{"k":"') and not line.startswith(prefixes))
+                            or (words is not None and not any(w in line for w in words)))
+                    if skip and _WRITTEN.match(line) is not None:
                         continue
-                    if words is not None and not any(w in line for w in words):
+                    rec = _record(line)
+                    if rec is None:
+                        if not line.strip():
+                            lines -= 1
+                        elif writing and not line.endswith("\n"):
+                            lines -= 1  # the record being written
+                        elif _WRITTEN.match(line) is None:
+                            bad += 1
+                        else:
+                            self._odd.add((path, n))
                         continue
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        self.skipped += bool(line.strip())
-                        continue
-                    if not isinstance(rec, dict) or not is_time(rec.get("ts")):
-                        self.skipped += 1
-                        continue
-                    if rec["ts"] >= since or (rec.get("k") == "flow" and _num(rec.get("end")) >= since):
+                    if not skip and (rec["ts"] >= since or (rec.get("k") == "flow" and is_time(rec.get("end"))
+                                                            and rec["end"] >= since)):
                         yield rec
+            self._lines[path], self._bad[path] = lines, bad
+            self.skipped = sum(self._bad.values()) + len(self._odd)
+
+
+def _newest(lines: Iterable[str]) -> float | None:
+    """The latest time (a flow's end, else the record's) of the records among `lines`."""
+    times = []
+    for line in lines:
+        rec = _record(line)
+        if rec is not None:
+            end: Any = rec.get("end")
+            times.append(max(float(rec["ts"]), float(end) if is_time(end) else float("-inf")))
+    return max(times, default=None)
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """The record of one line, or None when it is no JSON object with a usable time."""
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the parser's depth
+        return None
+    return rec if isinstance(rec, dict) and is_time(rec.get("ts")) else None
+
+
+def damage_lines(unreadable: dict[str, tuple[int, int]]) -> list[str]:
+    """`{file: (unreadable lines, lines)}` as one line per file."""
+    out = []
+    for path, (bad, lines) in unreadable.items():
+        what = f"all {lines} lines" if bad == lines else f"{bad} of {lines} lines"
+        rest = "nothing could be read from it" if bad == lines else "the rest was read"
+        out.append(f"{path}: damaged activity log: {what} unreadable (not a JSON object with a time), skipped; {rest}")
+    return out
 
 
 def is_time(v: Any) -> bool:

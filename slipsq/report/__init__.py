@@ -10,9 +10,7 @@ slipsq.output.timeline, the page by slipsq.report.html. It never touches the ker
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import secrets
 import stat
 import sys
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from slipsq.errors import InputError, UsageError
-from slipsq.output.activity import MAX_MENTIONS, Reader, is_time
+from slipsq.output.activity import Reader
 from slipsq.output.timeline import Story, build, hosts_with_evidence, render
 
 MAX_HOSTS = 200  # hosts in a report (the highest scores); a timeline file is written for every one
@@ -29,7 +27,6 @@ STDOUT = "-"  # `slipsq report -o -`: the page on standard output
 
 # a line as activity.dumps() writes it, "k" then a time slipsq can write: taken as whole unparsed by
 # the count of unreadable lines (json.loads of every line of a full gateway log costs a second)
-_WRITTEN = re.compile(r'\{"k":"[a-z]+","ts":(?:0|[1-9][0-9]{0,10})(?:\.[0-9]+)?,.*\}$')
 
 
 def stories(reader: Iterable[dict[str, Any]], hosts: Iterable[str] | None = None, window: float = 3600.0,
@@ -138,143 +135,13 @@ def write_report(path: str | Path, found: list[Story], source: str, skipped: int
 
 def replay_outputs(out_dir: str | Path, cfg: Any, report: bool) -> dict[str, Any]:
     """After `slipsq replay -o DIR`: DIR/timeline/<ip>.txt, and DIR/report.html with --report."""
-    reader = ActivityLog.folder(out_dir)
+    reader = Reader.folder(out_dir)
     found = stories(reader, None, cfg["judge.window"], cfg["judge.threshold"])
     write_timelines(out_dir, found, reader.skipped)
     out: dict[str, Any] = {"timelines": len(found)}
     if report:
         out["report_bytes"] = write_report(Path(out_dir) / "report.html", found, f"replay output {out_dir}",
                                            reader.skipped, reader.unreadable)
-    return out
-
-
-class ActivityLog(Reader):
-    """activity.Reader that also tells, per file, how many lines were no record (not a JSON object
-    with a usable time), over all its lines: the reader's own count is of the lines one pass parsed,
-    and its prefilters skip most lines unparsed (a report's second pass, which looks for the hosts
-    with evidence, parses none when there are none: a log whose every time was damaged read as a
-    quiet network). A line in the shape slipsq writes is taken as whole unless the pass parses it.
-
-    `live`: a gateway's log, still written: the last line of its newest file, without its newline
-    yet, is a record being written, not damage."""
-
-    def __init__(self, files: list[Path], since: float = float("-inf"), live: bool = False) -> None:
-        super().__init__(files, since)
-        self.live = live
-        self._lines: dict[Path, int] = {}  # lines that are not blank, per file
-        self._bad: dict[Path, int] = {}  # unreadable lines not in the written shape (any pass finds them all)
-        self._odd: set[tuple[Path, int]] = set()  # unreadable lines in the written shape that a pass parsed
-
-    @classmethod
-    def folder(cls, folder: str | Path, since: float = float("-inf"), what: str = "",
-               live: bool = False) -> ActivityLog:
-        reader = super().folder(folder, since, what)
-        assert isinstance(reader, ActivityLog)
-        reader.live = live
-        return reader
-
-    @property
-    def unreadable(self) -> dict[str, tuple[int, int]]:
-        """{file: (unreadable lines, lines)} of the files read so far that held unreadable lines."""
-        out = {}
-        for path, lines in self._lines.items():
-            bad = self._bad.get(path, 0) + sum(1 for p, _ in self._odd if p == path)
-            if bad:
-                out[str(path)] = (bad, lines)
-        return out
-
-    def damage(self) -> list[str]:
-        """One line per file that held unreadable lines, for after the results (as `slipsq replay`
-        names a damaged input)."""
-        return damage_lines(self.unreadable)
-
-    def last_ts(self) -> float | None:
-        """activity.Reader.last_ts, for any line: one nested past the JSON parser's depth ("[[[[...")
-        is unreadable, and when the end of the newest file holds no record (a damaged last line of
-        64 kB), the time is looked for in the whole file, then in the older ones."""
-        for path in reversed(self.files):
-            try:
-                with path.open("rb") as fh:
-                    fh.seek(max(0, fh.seek(0, 2) - 65536))
-                    found = _newest(fh.read().decode("utf-8", "replace").splitlines())
-                    if found is None and fh.tell() > 65536:
-                        fh.seek(0)
-                        found = _newest(line.decode("utf-8", "replace") for line in fh)
-            except OSError:
-                continue
-            if found is not None:
-                return found
-        return None
-
-    def select(self, kinds: Collection[str] | None = None, mentions: Collection[str] | None = None
-               ) -> Iterator[dict[str, Any]]:
-        """activity.Reader.select (the same records), counting unreadable lines per file."""
-        since = self.since
-        prefixes = tuple(f'{{"k":"{k}"' for k in kinds) if kinds is not None else None
-        words = list(mentions) if mentions is not None and len(mentions) <= MAX_MENTIONS else None
-        newest = self.files[-1] if self.files else None
-        for path in self.files:
-            try:
-                fh = path.open(encoding="utf-8", errors="replace")
-            except FileNotFoundError:  # rotated away between listing and opening
-                continue
-            except OSError as e:
-                raise InputError(f"cannot read {path}: {e.strerror}") from None
-            writing = self.live and path == newest
-            lines = bad = 0
-            with fh:
-                for n, line in enumerate(fh, 1):
-                    lines += 1
-                    # dumps() writes "k" first: another kind's line is skipped unparsed
-                    skip = ((prefixes is not None and line.startswith('{"k":"') and not line.startswith(prefixes))
-                            or (words is not None and not any(w in line for w in words)))
-                    if skip and _WRITTEN.match(line) is not None:
-                        continue
-                    rec = _record(line)
-                    if rec is None:
-                        if not line.strip():
-                            lines -= 1
-                        elif writing and not line.endswith("\n"):
-                            lines -= 1  # the record being written
-                        elif _WRITTEN.match(line) is None:
-                            bad += 1
-                        else:
-                            self._odd.add((path, n))
-                        continue
-                    if not skip and (rec["ts"] >= since or (rec.get("k") == "flow" and is_time(rec.get("end"))
-                                                            and rec["end"] >= since)):
-                        yield rec
-            self._lines[path], self._bad[path] = lines, bad
-            self.skipped = sum(self._bad.values()) + len(self._odd)
-
-
-def _newest(lines: Iterable[str]) -> float | None:
-    """The latest time (a flow's end, else the record's) of the records among `lines`."""
-    times = []
-    for line in lines:
-        rec = _record(line)
-        if rec is not None:
-            end: Any = rec.get("end")
-            times.append(max(float(rec["ts"]), float(end) if is_time(end) else float("-inf")))
-    return max(times, default=None)
-
-
-def _record(line: str) -> dict[str, Any] | None:
-    """The record of one line, or None when it is no JSON object with a usable time."""
-    try:
-        rec = json.loads(line)
-    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the parser's depth
-        return None
-    return rec if isinstance(rec, dict) and is_time(rec.get("ts")) else None
-
-
-def damage_lines(unreadable: dict[str, tuple[int, int]]) -> list[str]:
-    """`{file: (unreadable lines, lines)}` as one line per file."""
-    out = []
-    for path, (bad, lines) in unreadable.items():
-        what = f"all {lines} lines" if bad == lines else f"{bad} of {lines} lines"
-        rest = "nothing could be read from it" if bad == lines else "the rest was read"
-        out.append(f"{path}: damaged activity log: {what} unreadable (not a JSON object with a time), skipped; {rest}")
     return out
 
 
@@ -287,8 +154,8 @@ class GatewayRecords:
         from slipsq.verdict.store import resolve_state_dir
 
         self.folder = resolve_state_dir(state_dir)
-        self.reader = ActivityLog.folder(self.folder, since, what="is slipsq running inline with output.activity on?",
-                                         live=True)
+        self.reader = Reader.folder(self.folder, since, what="is slipsq running inline with output.activity on?",
+                                    live=True)
         self.since = since
 
     @property
