@@ -233,6 +233,8 @@ def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tu
 
     if report and not out_dir:
         _fail("--report needs -o DIR (the report is written as DIR/report.html)", UsageError.code)
+    if force and not out_dir:
+        _fail("--force needs -o DIR (it lets results in DIR be overwritten)", UsageError.code)
     tune_gc()
     signal.signal(signal.SIGTERM, _terminated)  # the replay's own handler: the daemon has its own
     runs = [list(inputs)] if not separate else [[i] for i in inputs]

@@ -8,19 +8,21 @@ replay output folder (`slipsq replay -o DIR`). It needs no daemon and never touc
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+from slipsq.addr import parse_ip
 from slipsq.errors import InputError, SystemSetupError
 from slipsq.records import fmt_score, iso, printable
 
 
 def normalize_ip(text: str) -> str:
+    """The address as slipsq prints it everywhere (addr.parse_ip: an IPv4-mapped IPv6 address as the
+    IPv4 one, as `block` and `unblock` take it)."""
     try:
-        return str(ipaddress.ip_address(text.strip()))
+        return str(parse_ip(text))
     except ValueError:
         raise InputError(f"{text!r} is not an IP address") from None
 

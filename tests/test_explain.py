@@ -124,3 +124,11 @@ def test_damaged_stored_evidence_is_one_line(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["explain", "203.0.113.5", "--state-dir", str(tmp_path)])
     assert r.exit_code != 0 and r.exit_code != 70, r.output
     assert r.output == "slipsq: the stored evidence of 203.0.113.5 is damaged: window[0].score is not a number\n"
+
+
+def test_an_ipv4_mapped_address_is_the_ipv4_one() -> None:
+    """As `block` and `unblock` take it (review: `explain ::ffff:203.0.113.66` found nothing)."""
+    from slipsq.explain import normalize_ip
+
+    assert normalize_ip("::ffff:203.0.113.66") == normalize_ip(" 203.0.113.66 ") == "203.0.113.66"
+    assert normalize_ip("2001:DB8::1") == "2001:db8::1"

@@ -353,3 +353,7 @@ def test_a_named_pipe_a_terminal_and_a_file_given_twice_are_said(tmp_path: Path)
     flows = out / "flows.binetflow"
     later = slipsq("replay", str(DATA / "normal-home.pcap"), str(flows))
     assert later.returncode == 2 and "merge them into one input first, or pass --separate" in later.stderr
+
+
+def test_force_without_a_folder_is_refused() -> None:
+    one_clear_line(slipsq("replay", "--force", str(DEMO)), 2, "--force needs -o DIR")
