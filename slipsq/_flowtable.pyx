@@ -659,7 +659,9 @@ cdef class FlowTable:
             e.cls = cls
         if e.proto == 6 or e.proto == 17:
             hand_up = False
-            if p.sport == 53 or p.sport == 5353 or p.dport == 53 or p.dport == 5353:
+            if p.sport == 53 and p.dport != 53 and fwd:
+                hand_up = False  # a DNS answer that began its flow: no query was seen (flowtable.py)
+            elif p.sport == 53 or p.sport == 5353 or p.dport == 53 or p.dport == 5353:
                 hand_up = (self.app_mask & APP_DNS_ALL) != 0 or (
                     (self.app_mask & APP_DNS) != 0 and dns_answer(buf, n, p))
             elif e.proto == 6 and p.payload_len > 0:

@@ -35,6 +35,9 @@ Rules (both tables):
   hands up everything, as `APP_KINDS` all together do). A DNS packet is one with port 53 or 5353 on
   either side (TCP or UDP); "dns-queries" hands up every one, "dns" only responses (QR set) with at
   least one answer (ANCOUNT > 0; over TCP after the 2-byte length) or NXDOMAIN (RCODE 3, no answer).
+  A packet from port 53 to another port that begins its flow (an answer to no query this table saw:
+  forged, e.g. NXDOMAIN answers sent to get a host blocked for DGA, or the tail of an exchange begun
+  before the capture) is never handed up.
   The first TCP payload of each direction (DNS ports excluded) is classified by its first bytes:
   "banner" (login services: "SSH-", "220", TPKT with an X.224 Connection Request, NetBIOS +
   SMB/SMB2, telnet IAC 0xFF, "RFB "), "http" (a request method), "tls" (a ClientHello record:
@@ -332,7 +335,9 @@ class FlowTable:
         if proto in (6, 17):
             mask = self.app_mask
             hand_up = False
-            if p.sport in DNS_PORTS or p.dport in DNS_PORTS:
+            if p.sport == 53 and p.dport != 53 and forward:
+                hand_up = False  # a DNS answer that began its flow: no query was seen
+            elif p.sport in DNS_PORTS or p.dport in DNS_PORTS:
                 hand_up = bool(mask & APP_DNS_ALL) or (bool(mask & APP_DNS) and dns_answer(buf, p))
             elif proto == 6 and p.payload_len > 0:
                 bit = 1 if forward else 2

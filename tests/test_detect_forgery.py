@@ -35,6 +35,7 @@ GENUINE: dict[str, tuple[Callable[[random.Random], Iterator[object]], str, str]]
     "halfopen-to-resolver": (gen_corpus._halfopen_to_resolver(genuine=True), "198.51.100.244", "stratosphere"),
     "forged-rsts": (gen_corpus._forged_rsts(genuine=True), "198.51.100.194", "beacon"),
     "forged-upload": (gen_corpus._forged_upload(genuine=True), "198.51.100.245", "exfil"),
+    "forged-nxdomain": (gen_corpus._forged_nxdomain(genuine=True), gen_corpus.LAPTOP, "dga"),
 }
 
 

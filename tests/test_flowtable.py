@@ -286,6 +286,23 @@ def test_app_packets(make: Make, kinds: Any) -> None:
     assert t.stats()["app_packets"] == 5 and not t.pending
 
 
+@pytest.mark.parametrize("kinds", [("dns",), ("dns-queries",)])
+def test_a_dns_answer_to_no_query_seen_is_not_handed_up(make: Make, kinds: tuple[str, ...]) -> None:
+    """Review: NXDOMAIN answers "from" a resolver with no query (forged, e.g. over IPv6 from the
+    Internet, where no NAT stops them) counted for DGA and got the laptop blocked. An answer that
+    begins its flow is not handed up; one to a query the table saw is, and so is a query a resolver
+    sends from port 53 to port 53."""
+    t = make()
+    t.set_app_kinds(frozenset(kinds))
+    nx = dns_response("qx7k2.example", [], rcode=3)
+    feed(t, [(1.0, udp(B, 53, A, 40001, nx)),                                  # no query before it
+             (2.0, udp(A, 40002, B, 53, dns_query("a.example"))),
+             (2.1, udp(B, 53, A, 40002, dns_response("a.example", ["192.0.2.1"]))),
+             (3.0, udp(C, 53, B, 53, dns_query("b.example")))])                # resolver to resolver
+    got = [ts for ts, _ in t.pop_app()]
+    assert got == ([2.1] if kinds == ("dns",) else [2.0, 2.1, 3.0])
+
+
 def test_link_types_reach_the_same_flow(make: Make) -> None:
     t = make()
     p = udp(A, 1, B, 2, b"x")

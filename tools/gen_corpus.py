@@ -36,6 +36,7 @@ from tools.gen_scenarios import (
 from tools.gen_sessions import (
     Message,
     Packet,
+    dns_message,
     dns_query,
     tcp_probe,
     tcp_session,
@@ -235,6 +236,26 @@ def _forged_rsts(genuine: bool = False) -> Callable[[random.Random], Iterator[Pa
                                                                rng.getrandbits(32), 0, RST, win=0))
                            for k in range(1, 60)]))
         return merge(*parts)
+    return build
+
+
+def _forged_nxdomain(genuine: bool = False) -> Callable[[random.Random], Iterator[Packet]]:
+    """160 NXDOMAIN answers for random names "from" the resolver to the laptop's ports, in 4 bursts,
+    with no query (forged: over IPv6 no NAT stops them): a DGA "from" the laptop. Genuine: the laptop
+    really asks for the names."""
+    def build(rng: random.Random) -> Iterator[Packet]:
+        streams = _home(rng, 1200) + _uses_resolver(rng, 1200)  # the laptop's resolver: it answers it
+        r2l = Way(RESOLVER, LAPTOP, ttl=55)
+        for burst in range(4):
+            for i in range(40):
+                name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(10, 18))) + ".com"
+                t, sport = T0 + 10 + burst * 300 + i * 0.2, 40000 + burst * 100 + i
+                if genuine:
+                    streams.append(dns_query(LAPTOP, RESOLVER, name, None, t, sport=sport, rng=rng))
+                else:
+                    answer = dns_message(name, rng.randrange(65536), None, response=True)
+                    streams.append(iter([(t, r2l.udp(rng.randrange(65536), 53, sport, answer))]))
+        return merge(*streams)
     return build
 
 
@@ -478,6 +499,8 @@ SCENARIOS: list[Scenario] = [
              note="refused SYNs every 15 s to the house's resolver"),
     Scenario("forged-rsts", "benign", _forged_rsts(), extra={"forged": True},
              note="out-of-window RSTs cutting a VPN connection"),
+    Scenario("forged-nxdomain", "benign", _forged_nxdomain(), extra={"forged": True},
+             note="NXDOMAIN answers to no query, 'from' the resolver"),
     Scenario("long-keepalives", "benign", _long_keepalives, note="a push channel idle longer than tcp_idle"),
     Scenario("updates-three-devices", "benign", _updates_three_devices, note="one update service, three devices"),
     Scenario("ntp-two-devices", "benign", _ntp_two_devices, note="chrony's 1024 s polls from two devices"),

@@ -33,10 +33,11 @@ False-positive guards:
   real, word-like names; the randomness test keeps nearly all of them out.
 * A resolver hiccup: only NXDOMAIN counts (SERVFAIL, refused, timeouts do not), and a site that
   then resolves for the same host in the same window is taken out of the count again.
-* Forged answers (an off-path sender spraying NXDOMAINs at a host to get it blocked): an answer
-  counts only from a resolver on the local network, or one that gave this host a real answer
-  (NOERROR with addresses) before; mDNS (5353) never counts. An attacker who knows the host's
-  public resolver can still forge: a block then hits the host, for judge.block_duration.
+* Forged answers (an off-path sender spraying NXDOMAINs at a host to get it blocked): the flow
+  table hands up no answer that begins its flow (no query seen), and an answer counts only from a
+  resolver on the local network, or one that gave this host a real answer (NOERROR with addresses)
+  before; mDNS (5353) never counts. An attacker who also guesses the port of a query in flight
+  can still forge one answer to it (so can anyone against DNS itself).
 Not caught: DGAs of dictionary words (Suppobox, Matsnu: they read like trackers), a DGA under a
 dynamic-DNS or cloud suffix (all its names fold into one site), a slow DGA (under T per window),
 and DNS the gateway cannot see (DNS over HTTPS, the gateway's own resolver when its traffic is not
