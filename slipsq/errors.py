@@ -60,4 +60,5 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
         "to answer a command that needs one"),
     (70, "internal error: a bug in slipsq (--debug shows the traceback; please report it)"),
     (130, "interrupted (Ctrl-C)"),
+    (143, "terminated (SIGTERM); a replay keeps what it analysed, its summary marked interrupted"),
 )
