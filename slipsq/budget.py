@@ -29,7 +29,7 @@ SHARES: dict[str, tuple[int, float]] = {
     "portscan.max_keys": (860, 0.10),  # a (source, port) and a (source, host) key with their targets
     "portscan.max_total_targets": (90, 0.04),  # one more target of a key
     "dns.max_addresses": (410, 0.08),
-    "judge.max_offenders": (1000, 0.08),  # an evidence window with one finding and its description
+    "judge.max_offenders": (1280, 0.08),  # an evidence window with one finding, its description and source
     "reconnect.max_tuples": (360, 0.04),
     "exfil.max_pairs": (450, 0.04),
     "bruteforce.max_keys": (260, 0.03),
