@@ -62,8 +62,8 @@ class NfdumpSource(FlowSource):
                 lineno = 0
                 for line in proc.stdout:
                     lineno += 1
-                    if not line.strip():
-                        continue
+                    if not line.strip() or line.strip() == "No matching flows":
+                        continue  # nfdump says so of a file with no flows (empty, or cut before any)
                     counts["rows"] += 1
                     try:
                         flow = self._flow(line.split(","), addr)
