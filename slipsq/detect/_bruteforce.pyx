@@ -20,10 +20,10 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
 from cpython.set cimport PySet_Contains
-from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_START,
+from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_START,
                                 FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport put as lru_put
-from slipsq.detect._states cimport flow_level
+from slipsq.detect._states cimport flow_conversed
 
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.bruteforce import _EITHER, _SERVER_FIRST, LOGIN_SERVICES
@@ -40,7 +40,7 @@ cdef inline object _f(object flow, int k):
     return flow_field(&SLOTS, flow, flow_direct(&SLOTS, flow), k, NAMES)
 
 
-cdef object _STATES = _HELD_BY_STATE.__self__  # the memo behind tcpstate.conversed's state lookup
+cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.conversed's state lookup
 cdef object _LOGIN_SERVICES = LOGIN_SERVICES
 cdef object _SERVER_FIRST_ = _SERVER_FIRST
 cdef object _EITHER_ = _EITHER
@@ -49,10 +49,7 @@ cdef object _NO_EVIDENCE = NO_EVIDENCE
 
 cdef inline bint _conversed(object flow) except -1:
     """tcpstate.conversed(flow) (detect/_states.pxd)."""
-    cdef int level = flow_level(&SLOTS, flow, NAMES, _STATES, _HELD_BY_STATE)
-    if level == -2:  # the state does not tell: the packets back decide
-        return _f(flow, F_DPKTS) != 0
-    return level == 2
+    return flow_conversed(&SLOTS, flow, NAMES, _HELD, _HELD_BY_STATE)
 
 
 @cython.no_gc  # holds numbers only: never in a reference cycle

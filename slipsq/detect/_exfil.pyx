@@ -23,7 +23,7 @@ from cpython.ref cimport PyObject
 
 from slipsq._lru cimport put_known
 from slipsq.detect._prefixes cimport text_local
-from slipsq.detect._states cimport flow_level
+from slipsq.detect._states cimport flow_denied
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES,
                                 F_SPORT, F_START, FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq.detect.base import NO_EVIDENCE
@@ -86,7 +86,7 @@ cdef class Intake:
         up, down = _f(flow, F_SBYTES), _f(flow, F_DBYTES)
         if up + down < _MIN_BYTES or _f(flow, F_DPKTS) == 0 or _f(flow, F_PROTO) != "tcp":
             return _NO_EVIDENCE
-        if flow_level(&SLOTS, flow, NAMES, _HELD, _HELD_BY_STATE) == -1:  # tcpstate.denied
+        if flow_denied(&SLOTS, flow, NAMES, _HELD, _HELD_BY_STATE):
             return _NO_EVIDENCE
         sport, dport = _f(flow, F_SPORT), _f(flow, F_DPORT)
         if sport < 1024 <= dport:  # a server's port as the source: seen backwards

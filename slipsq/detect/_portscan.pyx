@@ -32,7 +32,7 @@ from slipsq._carray cimport grow
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_SPORT, F_START, FlowSlots,
                                 flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport put_known
-from slipsq.detect._states cimport flow_level, flow_unanswered
+from slipsq.detect._states cimport flow_opened, flow_unanswered
 from slipsq.detect._addrtext cimport local_bytes, parse_text
 from slipsq.detect._prefixes cimport text_local
 from slipsq.detect.base import NO_EVIDENCE
@@ -367,8 +367,8 @@ cdef class Servers:
         client = _f(flow, F_SADDR)
         if not (_local(client) or _v6(client)):  # inuse.ServersInUse.note
             return 0
-        if _f(flow, F_PROTO) == "tcp" and -1 <= flow_level(&SLOTS, flow, NAMES, _HELD, _HELD_BY_STATE) <= 0:
-            return 0  # not tcpstate.opened: a SYN-ACK nobody asked for is no use of the server
+        if _f(flow, F_PROTO) == "tcp" and not flow_opened(&SLOTS, flow, NAMES, _HELD, _HELD_BY_STATE):
+            return 0  # a SYN-ACK nobody asked for is no use of the server
         put_known(self.when, server, when, last != NULL, self.bound)  # lru.put
         return 0
 
