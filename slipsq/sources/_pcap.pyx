@@ -18,10 +18,10 @@ import os
 import time
 
 from slipsq.errors import InputError
+from slipsq.sources.pcap import FUTURE_SLACK  # how far past now a record may be dated
 
 cdef enum:
     MAX_RECORD = 262144    # libpcap's largest snaplen: a longer record length means a corrupt file
-    FUTURE_SLACK = 86400   # s: how far past now a record may be dated (a capture host's clock off by hours)
 
 cdef extern from *:
     """
@@ -114,7 +114,7 @@ cdef class PcapFile:
 
     Raises ValueError with a message for a person when the file is not a capture. A record cut short
     at the end counts in `truncated`; an impossible record length stops the file and counts in
-    `corrupt`; a record dated more than a day from now (FUTURE_SLACK) is skipped and counts in
+    `corrupt`; a record dated more than a day from now (pcap.FUTURE_SLACK) is skipped and counts in
     `corrupt`; none raises."""
 
     cdef object _mm

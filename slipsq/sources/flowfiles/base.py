@@ -66,14 +66,12 @@ class FlowSource:
         latest = time.time() + FUTURE_SLACK
         try:
             for item in self._items():
-                flow = isinstance(item, Flow)
-                t = item.start if isinstance(item, Flow) else item.ts
+                t, counted = (item.start, "flows") if isinstance(item, Flow) else (item.ts, "app_events")
                 if not t <= latest:  # dated in the future (or NaN): damage, as a capture's record
-                    self.counts["flows" if flow else "app_events"] -= 1
+                    self.counts[counted] -= 1
                     self.counts["bad_rows"] += 1
                     if len(self.problems) < MAX_PROBLEMS:
-                        self.problems.append(f"{self.name}: a {'flow' if flow else 'record'} dated {t!r} "
-                                             "(in the future)")
+                        self.problems.append(f"{self.name}: a record dated {t!r} (in the future)")
                     continue
                 yield item
         except READ_ERRORS as e:
