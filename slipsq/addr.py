@@ -43,6 +43,15 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return a
 
 
+def parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An address or a network in CIDR (host bits allowed: 10.0.0.1/8 is 10.0.0.0/8), as the allow
+    list and its config key read them; ValueError for anything else (a number too: ipaddress would
+    take 1 for 0.0.0.1)."""
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not an IP address or network")
+    return ipaddress.ip_network(text, strict=False)
+
+
 def _slow(text: str) -> tuple[int, int] | None:
     try:
         a = parse_ip(text)

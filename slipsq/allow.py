@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from slipsq.addr import parse_ip, parse_ip_int
+from slipsq.addr import parse_ip, parse_ip_int, parse_network
 from slipsq.errors import ConfigError
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -49,7 +49,7 @@ class AllowList:
         self.networks: list[IPNet] = []
         for n in networks:
             try:
-                self.networks.append(ipaddress.ip_network(n, strict=False))
+                self.networks.append(parse_network(n))
             except ValueError:
                 raise ConfigError(f"configuration key 'allow.ips': '{n}' is not an IP address or network") from None
         self.own = {parse_ip(a) for a in own}

@@ -9,13 +9,13 @@ key. This module reads files; it never touches the network.
 
 from __future__ import annotations
 
-import ipaddress
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slipsq.addr import parse_network
 from slipsq.durations import parse_duration
 from slipsq.errors import ConfigError
 
@@ -56,16 +56,17 @@ def fraction(v: Any) -> bool:
 
 
 def _addresses(v: list[str]) -> bool:
-    """Every item an IP address or a network in CIDR (as the allow list reads them)."""
+    """Every item an IP address or a network in CIDR, as the allow list reads them."""
     try:
         for item in v:
-            ipaddress.ip_network(item.strip(), strict=False)
-    except (ValueError, AttributeError):  # not an address, or not text at all
+            parse_network(item)
+    except ValueError:
         return False
     return True
 
 
-TEN_YEARS = 3650 * 86400.0  # the longest timed block (a later expiry has no date to print)
+# the longest timed block, by config or `slipsq block --for` (a later expiry has no date to print)
+MAX_TIMED_BLOCK = 3650 * 86400.0
 
 CORE_OPTIONS: tuple[Option, ...] = (
     # flow table (timeouts in seconds; like Suricata: per protocol and per state)
@@ -112,11 +113,11 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "a persistent critical finding whose threat_level x confidence reaches this counts twice", fraction,
            "between 0 and 1"),
     Option("judge.block_duration", 14400.0, "how long a block lasts (seconds); 0 means until unblocked",
-           lambda v: 0 <= v <= TEN_YEARS, "between 0 and 3650d", duration=True),
+           lambda v: 0 <= v <= MAX_TIMED_BLOCK, "between 0 and 3650d", duration=True),
     Option("judge.repeat_factor", 2.0, "each new block of a repeat offender lasts this many times longer",
            lambda v: v >= 1, ">= 1"),
     Option("judge.max_block_duration", 604800.0, "the longest a block can grow to (seconds)",
-           lambda v: 0 < v <= TEN_YEARS, "> 0 and at most 3650d", duration=True),
+           lambda v: 0 < v <= MAX_TIMED_BLOCK, "> 0 and at most 3650d", duration=True),
     Option("judge.block", True, "false: alert only, never block (an IDS)"),
     Option("judge.max_offenders", 200_000, "offenders whose evidence window and repeat count are kept "
            "(least recently judged forgotten first; never an active block)", positive, "> 0"),

@@ -24,6 +24,7 @@ from typing import Any
 from slipsq import durations, records
 from slipsq.addr import parse_ip
 from slipsq.allow import AllowList
+from slipsq.config import MAX_TIMED_BLOCK
 from slipsq.errors import InputError, SlipsqError, SystemSetupError
 from slipsq.verdict.apply import Outcome, carry_out
 from slipsq.verdict.firewall import Firewall
@@ -36,9 +37,6 @@ MAX_LINE = 65536  # a request
 # the daemon (root) is trusted, the bound only stops a runaway
 MAX_REPLY = 256 << 20
 COMMANDS = ("block", "unblock", "blocks", "status", "reload")
-
-
-MAX_BLOCK = 3650 * 86400.0  # the longest timed block (10 years; longer ones have no date to print)
 
 
 def parse_duration(text: str) -> float | None:
@@ -55,7 +53,7 @@ def parse_duration(text: str) -> float | None:
     if value == 0:
         raise InputError(f"'{text}' is a block of no time: give a duration (e.g. 4h), or 'forever' for a "
                          "block that lasts until unblocked")
-    if value > MAX_BLOCK:
+    if value > MAX_TIMED_BLOCK:
         raise InputError(f"'{text}' is longer than the longest timed block (3650d): give a shorter one, or "
                          "'forever' for a block that lasts until unblocked")
     return value
