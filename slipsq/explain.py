@@ -9,13 +9,13 @@ replay output folder (`slipsq replay -o DIR`). It needs no daemon and never touc
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from slipsq.addr import parse_ip
 from slipsq.errors import InputError, SystemSetupError
-from slipsq.records import fmt_score, iso, printable
+from slipsq.output.activity import is_time
+from slipsq.records import fmt_score, is_number, iso, printable
 
 
 def normalize_ip(text: str) -> str:
@@ -76,21 +76,13 @@ def from_store(state_dir: str | None, ip: str) -> dict[str, Any] | None:
     return ev
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _time(v: Any) -> bool:
-    return _number(v) and 0 <= v < 1e11  # a date can be made of it (as activity.is_time)
-
-
 def damage(alert: dict[str, Any]) -> str | None:
     """What is wrong with a deciding alert that slipsq cannot have written (a hand-edited or damaged
     file or store): the first field of the wrong type, as `window[0].score is not a number`; None
     when `render` can show it. Text fields may hold anything (they are shown escaped)."""
     if alert.get("manual"):
         return None
-    if alert.get("block_seconds") is not None and not _number(alert["block_seconds"]):
+    if alert.get("block_seconds") is not None and not is_number(alert["block_seconds"]):
         return "block_seconds is not a number"
     window = alert.get("window")
     if window is not None and not isinstance(window, list):
@@ -102,19 +94,19 @@ def damage(alert: dict[str, Any]) -> str | None:
             if problem := _finding_damage(f):
                 return f"window[{i}].{problem}"
         return None
-    if alert.get("score") is not None and not _number(alert["score"]):
+    if alert.get("score") is not None and not is_number(alert["score"]):
         return "score is not a number"
-    if alert.get("ts") is not None and not _time(alert["ts"]):
+    if alert.get("ts") is not None and not is_time(alert["ts"]):
         return "ts is not a time"
     return None
 
 
 def _finding_damage(f: dict[str, Any]) -> str | None:
     for key in ("score", "weight", "reports"):
-        if f.get(key) is not None and not _number(f[key]):
+        if f.get(key) is not None and not is_number(f[key]):
             return f"{key} is not a number"
     for key in ("first", "last"):
-        if f.get(key) is not None and not _time(f[key]):
+        if f.get(key) is not None and not is_time(f[key]):
             return f"{key} is not a time"
     return None
 

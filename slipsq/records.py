@@ -18,6 +18,7 @@ the window that decided, see Finding) and `enrich` (GeoIP/ASN of the IPs, where 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -94,6 +95,12 @@ class Decision:
     reason: str  # one line: why blocked, or why not
     threshold: float = 1.0  # what the score was compared with (for printing it truthfully)
     window: tuple[Finding, ...] = ()  # on a block: the window's findings, largest contribution first
+
+
+def is_number(v: Any) -> bool:
+    """A finite int or float (not a bool): what a field slipsq wrote as a number holds, checked when
+    the file or store it comes from may have been edited or damaged."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def fmt_score(score: float, threshold: float) -> str:

@@ -95,10 +95,6 @@ class AuditEntry:
     expires: float | None
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # not NaN
-
-
 def _block(row: Sequence[Any]) -> tuple[Block | None, str]:
     """The Block of a row of `blocks`, or (None, why) for a row no slipsq wrote: an address that is
     none, times that are not numbers (SQLite keeps whatever text a hand edit or a damaged disk put in a
@@ -108,7 +104,8 @@ def _block(row: Sequence[Any]) -> tuple[Block | None, str]:
         ipaddress.ip_address(ip)
     except ValueError:
         return None, f"{ip!r} is not an IP address"
-    if not _number(since) or not (expires is None or _number(expires)) or not isinstance(times, int):
+    number = records.is_number
+    if not number(since) or not (expires is None or number(expires)) or not isinstance(times, int):
         return None, f"{ip}: since {since!r}, expires {expires!r}, times {times!r} are not numbers"
     return Block(ip, float(since), None if expires is None else float(expires), str(reason), str(detector),
                  str(evidence), str(by), times), ""
