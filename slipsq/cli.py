@@ -38,6 +38,13 @@ def _terminated(signum: int, frame: Any) -> None:
     raise Terminated
 
 
+def _stopped(e: KeyboardInterrupt) -> NoReturn:
+    """One line and the status of a stop by signal: SIGTERM (Terminated) or Ctrl-C."""
+    if isinstance(e, Terminated):
+        _fail("terminated", 143)
+    _fail("interrupted", 130)
+
+
 def run_guarded(fn: Callable[[], Any], debug: bool) -> Any:
     """Run `fn`, turning slipsq errors and surprises into one line and an exit code."""
     try:
@@ -46,10 +53,8 @@ def run_guarded(fn: Callable[[], Any], debug: bool) -> Any:
         if debug:
             raise
         _fail(e.message, e.code)
-    except Terminated:
-        _fail("terminated", 143)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    except KeyboardInterrupt as e:
+        _stopped(e)
     except BrokenPipeError:
         # the reader of our output went away (e.g. `| head`): not an error worth a message
         sys.stderr.close()
@@ -83,14 +88,14 @@ class Group(click.Group):
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
             return super().make_context(*args, **kwargs)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
+        except KeyboardInterrupt as e:
+            _stopped(e)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
+        except KeyboardInterrupt as e:
+            _stopped(e)
 
 
 @click.group(cls=Group, invoke_without_command=True, epilog=EXIT_HELP,
