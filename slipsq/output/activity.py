@@ -141,6 +141,8 @@ def log_files(folder: str | Path) -> list[Path]:
     return files
 
 
+# a line as dumps() writes it, "k" then a time slipsq can write: taken as whole unparsed by the
+# count of unreadable lines (json.loads of every line of a full gateway log costs a second)
 _WRITTEN = re.compile(r'\{"k":"[a-z]+","ts":(?:0|[1-9][0-9]{0,10})(?:\.[0-9]+)?,.*\}$')
 
 
@@ -151,7 +153,6 @@ class Reader:
     pass skip most lines unparsed (a report's second pass, which looks for the hosts with evidence,
     parses none when there are none: a log whose every time was damaged must not read as a quiet
     network). A line in the shape slipsq writes is taken as whole unless a pass parses it.
-    `skipped`: the unreadable lines found so far.
 
     `live`: a gateway's log, still written: the last line of its newest file, without its newline
     yet, is a record being written, not damage."""
@@ -159,7 +160,6 @@ class Reader:
     def __init__(self, files: list[Path], since: float = float("-inf"), live: bool = False) -> None:
         self.files = files
         self.since = since
-        self.skipped = 0
         self.live = live
         self._lines: dict[Path, int] = {}  # lines that are not blank, per file
         self._bad: dict[Path, int] = {}  # unreadable lines not in the written shape (any pass finds them all)
@@ -176,6 +176,11 @@ class Reader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.select()
+
+    @property
+    def skipped(self) -> int:
+        """The unreadable lines found so far, in every file."""
+        return sum(self._bad.values()) + len(self._odd)
 
     @property
     def unreadable(self) -> dict[str, tuple[int, int]]:
@@ -252,7 +257,6 @@ class Reader:
                                                             and rec["end"] >= since)):
                         yield rec
             self._lines[path], self._bad[path] = lines, bad
-            self.skipped = sum(self._bad.values()) + len(self._odd)
 
 
 def _newest(lines: Iterable[str]) -> float | None:

@@ -25,10 +25,6 @@ from slipsq.output.timeline import Story, build, hosts_with_evidence, render
 MAX_HOSTS = 200  # hosts in a report (the highest scores); a timeline file is written for every one
 STDOUT = "-"  # `slipsq report -o -`: the page on standard output
 
-# a line as activity.dumps() writes it, "k" then a time slipsq can write: taken as whole unparsed by
-# the count of unreadable lines (json.loads of every line of a full gateway log costs a second)
-
-
 def stories(reader: Iterable[dict[str, Any]], hosts: Iterable[str] | None = None, window: float = 3600.0,
             threshold: float = 1.0) -> list[Story]:
     """The stories of `hosts` (None: every host with evidence), highest score first (then most
