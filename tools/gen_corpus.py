@@ -30,6 +30,7 @@ from tools.gen_scenarios import (
     merge,
     normal_browsing,
     ntp_polling,
+    random_name,
     ssh_bruteforce,
     vertical_scan,
 )
@@ -119,7 +120,7 @@ def _dga(rng: random.Random) -> Iterator[Packet]:
     streams = _home(rng, 1200)
     for burst in range(4):
         for i in range(40):
-            name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(10, 18))) + ".com"
+            name = random_name(rng, 18)
             streams.append(dns_query(VICTIM, ROUTER, name, None, T0 + 10 + burst * 300 + i * 0.2,
                                      sport=40000 + burst * 100 + i, rng=rng))
     return merge(*streams)
@@ -227,10 +228,8 @@ def _forged_rsts(genuine: bool = False) -> Callable[[random.Random], Iterator[Pa
                       for k in range(60)]
             return merge(*parts)
         sport = 45000
-        pings: list[Message] = []
-        for k in range(60):
-            pings += [("c", Content(rng.randint(40, 120)), 10.0 if k else 0.0), ("s", Content(rng.randint(40, 300)))]
-        parts.append(tcp_session(PHONE, server, sport, 1194, T0 + 20, messages=pings, rng=rng))
+        parts.append(long_connection(PHONE, server, 1194, start=T0 + 20, duration=600, keepalive=10, sport=sport,
+                                     rng=rng))
         p2s = Way(PHONE, server)
         parts.append(iter([(T0 + 20 + k * 10.0 + 0.5, p2s.tcp(rng.randrange(65536), sport, 1194,
                                                                rng.getrandbits(32), 0, RST, win=0))
@@ -248,7 +247,7 @@ def _forged_nxdomain(genuine: bool = False) -> Callable[[random.Random], Iterato
         r2l = Way(RESOLVER, LAPTOP, ttl=55)
         for burst in range(4):
             for i in range(40):
-                name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(10, 18))) + ".com"
+                name = random_name(rng, 18)
                 t, sport = T0 + 10 + burst * 300 + i * 0.2, 40000 + burst * 100 + i
                 if genuine:
                     streams.append(dns_query(LAPTOP, RESOLVER, name, None, t, sport=sport, rng=rng))

@@ -249,6 +249,11 @@ def reconnection_storm(client: str, server: str, port: int = 1604, *, start: flo
                    for i in range(count)))
 
 
+def random_name(rng: random.Random, longest: int = 16, tld: str = "com") -> str:
+    """A random-letter domain name, 10 to `longest` letters, under `tld`: what a DGA asks for."""
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(10, longest))) + "." + tld
+
+
 def dga_lookups(client: str, resolver: str = "192.168.1.1", *, count: int = 120, start: float = 0.0,
                 interval: float = 2.0, hit_every: int = 0, tld: str = "com",
                 rng: random.Random | None = None) -> Iterator[Packet]:
@@ -258,7 +263,7 @@ def dga_lookups(client: str, resolver: str = "192.168.1.1", *, count: int = 120,
     ports = Ports(rng)
     streams = []
     for i in range(count):
-        name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(10, 16))) + "." + tld
+        name = random_name(rng, 16, tld)
         hit = "203.0.113.99" if hit_every and i % hit_every == hit_every - 1 else None
         streams.append(dns_query(client, resolver, name, hit, start + i * interval, sport=ports(), rng=rng))
     return merge(*streams)
@@ -280,18 +285,20 @@ def bulk_upload(client: str, server: str, port: int = 443, *, size: int = 20_000
 
 
 def long_connection(client: str, server: str, port: int = 443, *, start: float = 0.0,
-                    duration: float = 1800.0, keepalive: float = 30.0,
+                    duration: float = 1800.0, keepalive: float = 30.0, sport: int | None = None,
                     rng: random.Random | None = None) -> Iterator[Packet]:
-    """One long TCP connection (a chat or push channel): small exchanges every `keepalive` s."""
+    """One long TCP connection (a chat or push channel): small exchanges every `keepalive` s, from
+    `sport` (None: the client's next ephemeral port)."""
     rng = rng or random.Random(0)
     both: list[Message] = []
     for i in range(int(duration // keepalive)):
         both += [("c", Content(rng.randint(40, 120)), keepalive if i else 0.0),
                  ("s", Content(rng.randint(40, 300)))]
-    return tcp_session(client, server, Ports(rng)(), port, start, messages=both, rtt=0.03, rng=rng)
+    return tcp_session(client, server, Ports(rng)() if sport is None else sport, port, start, messages=both, rtt=0.03,
+                       rng=rng)
 
 
 __all__ = ["SITES", "Ports", "arp_scan", "beacon", "bulk_upload", "connectivity_check", "dga_lookups",
            "dns_to_local_resolver", "horizontal_scan", "icmp_sweep", "long_connection", "mdns", "merge",
-           "normal_browsing", "ntp_polling", "reconnection_storm", "site_address", "ssdp_multicast",
+           "normal_browsing", "ntp_polling", "random_name", "reconnection_storm", "site_address", "ssdp_multicast",
            "ssh_bruteforce", "vertical_scan"]
