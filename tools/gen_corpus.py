@@ -356,10 +356,10 @@ def _bittorrent(rng: random.Random, duration: float = 1800.0, n_peers: int = 40,
     return merge(*streams)
 
 
-def _bittorrent_churn(rng: random.Random) -> Iterator[Packet]:
+def _bittorrent_churn(rng: random.Random, swarm: bool = True) -> Iterator[Packet]:
     """A busy BitTorrent client for an hour: the day above, and half of the 1,200 DHT nodes and 400
     peers it tries are gone (no answer; a peer's port is 51413 or 6881 a quarter of the time)."""
-    streams = [_bittorrent(rng, 3600.0, 60)]
+    streams = [_bittorrent(rng, 3600.0, 60)] if swarm else []  # swarm=False: the gone peers alone
     sports = Ports(rng)
 
     def default_port() -> int:  # clients' defaults are common: Transmission's 51413, libtorrent's 6881

@@ -66,9 +66,9 @@ class FlowSource:
         latest = time.time() + FUTURE_SLACK
         try:
             for item in self._items():
-                t, counted = (item.start, "flows") if isinstance(item, Flow) else (item.ts, "app_events")
+                t = item.start if isinstance(item, Flow) else item.ts
                 if not t <= latest:  # dated in the future (or NaN): damage, as a capture's record
-                    self.counts[counted] -= 1
+                    self.counts["flows" if isinstance(item, Flow) else "app_events"] -= 1
                     self.counts["bad_rows"] += 1
                     if len(self.problems) < MAX_PROBLEMS:
                         self.problems.append(f"{self.name}: a record dated {t!r} (in the future)")
