@@ -4,7 +4,8 @@ total, who was blocked, alerted, missed or wrongly blocked, and the time to bloc
     python bench/detection.py [--quick] [--only NAME,...] [--json] [--keep DIR]
 
 The corpus: the generated scenarios of tools/gen_corpus.py (packet captures, replayed through the
-compiled flow table exactly as `slipsq replay -o DIR` does) and the real files in ../shared/data
+compiled flow table exactly as `slipsq replay -o DIR` does, with default settings or the few a
+scenario's `extra["config"]` gives, e.g. the IPv6 LAN's `network.local`) and the real files in ../shared/data
 (or $SLIPSQ_SHARED_DATA) with the truths their README gives; absent files are skipped.
 
 Per scenario: `bad` are the addresses whose block is right (the infected host, its C&C, the
@@ -99,11 +100,19 @@ class Result:
                 "expected": list(self.expected)}
 
 
-def replay(path: Path, out: Path) -> list[dict[str, Any]]:
-    """`slipsq replay PATH -o OUT` with default settings; the alerts it wrote."""
+def replay(path: Path, out: Path, config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """`slipsq replay PATH -o OUT` with default settings, or with `config` ({"section.key": value},
+    written as the TOML file the replay reads); the alerts it wrote."""
+    from slipsq.gateway import toml_value
     from slipsq.replay import ReplayOptions, run_replay
 
-    run_replay(ReplayOptions(inputs=[str(path)], as_json=True, out_dir=str(out)), io.StringIO())
+    config_path = None
+    if config:
+        config_path = out.parent / f"{out.name}.toml"
+        config_path.write_text("".join(f"[{k.rpartition('.')[0]}]\n{k.rpartition('.')[2]} = {toml_value(v)}\n"
+                                       for k, v in config.items()))
+    run_replay(ReplayOptions(inputs=[str(path)], as_json=True, out_dir=str(out),
+                             config_path=None if config_path is None else str(config_path)), io.StringIO())
     with (out / "alerts.jsonl").open() as fh:
         return [json.loads(line) for line in fh if line.strip()]
 
@@ -120,7 +129,8 @@ def run_corpus(quick: bool = False, only: set[str] | None = None, keep: Path | N
             d.mkdir(parents=True, exist_ok=True)
             cap = d / f"{s.name}.pcap"
             gen_corpus.write(s, cap)
-            results.append(Result(s.name, s.kind, s.bad, s.detectors, replay(cap, d / "out"), s.start + 10))
+            alerts = replay(cap, d / "out", s.extra.get("config"))  # type: ignore[arg-type]
+            results.append(Result(s.name, s.kind, s.bad, s.detectors, alerts, s.start + 10))
         if shared and SHARED.is_dir():
             for rel, kind, bad, expected in SHARED_CASES:
                 name = "shared:" + rel.split("/")[-1] if "conn.log" not in rel else "shared:" + rel

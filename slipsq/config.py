@@ -97,6 +97,8 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("markov.models", "", "folder of slipsq model files; empty: the models shipped with slipsq"),
     Option("markov.min_letters", 7, "a 4-tuple is matched against models once it has this many characters",
            positive, "> 0"),
+    Option("markov.local_may_block", False, "a match between two local addresses (private ranges, "
+           "network.local: a phone polling the NAS) may block"),
     Option("markov.block", "server", "which end of a matched 4-tuple to block: server or client",
            lambda v: v in ("server", "client"), "server or client"),
     # judge
@@ -136,6 +138,13 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "own sockets talk to, and the network and broadcast addresses of its subnets"),
     Option("allow.reread", 30.0, "seconds between re-reads of the protected addresses (address and route "
            "changes are followed at once, through netlink)", positive, "> 0", duration=True),
+    # what is "ours": the detectors' local addresses
+    Option("network.local", [], "this site's own networks besides the private ranges (RFC 1918, CGNAT, ULA, "
+           "link-local), e.g. the LAN's global IPv6 prefix or a public IPv4 LAN: the detectors count their "
+           "hosts as local, as they do 192.168.x.x (an upload, DGA lookups or a reconnection storm from one "
+           "of them can block; beacons and storms between two of them only alert). `slipsq config init` "
+           "fills in the LAN interfaces' networks",
+           _addresses, "a list of IP addresses and networks, e.g. [\"2001:db8:1::/64\"]"),
     # what DNS answers taught (detectors read it as ctx.dns_names)
     Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
            "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),

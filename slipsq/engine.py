@@ -28,6 +28,7 @@ from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.detect import DETECTORS
 from slipsq.detect.base import Context, Detector
+from slipsq.detect.prefixes import set_site_networks
 from slipsq.dispatch import make_app_calls, make_flow_calls
 from slipsq.flow import AppEvent, Flow
 from slipsq.judge import Judge
@@ -111,6 +112,7 @@ class Engine:
     def _configure(self, config: Config, models: Sequence[Any], allow: AllowList | None,
                    enrichers: Sequence[Callable[[str], dict[str, Any]]]) -> None:
         self.config = config
+        set_site_networks(config["network.local"])  # before the detectors: they ask is_local
         self.allow = allow or AllowList(config["allow.ips"])
         self.ctx = Context(config, self.allow, models, enrichers=list(enrichers))
         self.detectors = [cls(self.ctx) for cls in self._detector_classes]

@@ -7,6 +7,8 @@ uncommenting a line gives exactly the default. What can be guessed from the mach
 
 * the WAN interface (the one with the default route) and its next hop, the LAN interfaces (the other
   ones with an address) and their networks, said in the file's header;
+* `network.local`: the LAN interfaces' networks outside the private ranges (a global IPv6 prefix, a
+  public IPv4 LAN), so the detectors count the LAN's hosts as ours on every address they use;
 * `allow.ips`: the admin's SSH client address (from $SSH_CONNECTION / $SSH_CLIENT, or `who` when
   sudo dropped them) and the upstream router, so the first start can never lock the admin out or
   cut the gateway off its uplink. The gateway's own addresses are protected anyway
@@ -156,6 +158,20 @@ def allow_list(m: Machine) -> list[str]:
     return out
 
 
+def site_networks(m: Machine) -> list[str]:
+    """The LAN interfaces' networks the detectors would not call local by themselves (a global IPv6
+    prefix, a public IPv4 LAN): the guess for `network.local`."""
+    from slipsq.detect.prefixes import local_int  # (detectors' module: imported only when asked)
+
+    out: list[str] = []
+    for nets in m.lan.values():
+        for text in nets:
+            net = ipaddress.ip_network(text, strict=False)
+            if not local_int(net.version, int(net.network_address)) and text not in out:
+                out.append(text)
+    return out
+
+
 def render(options: Iterable[Option], values: Mapping[str, Any], head: Sequence[str] = ()) -> str:
     """The commented TOML file: every option under its section, its help as a comment, the line
     active only where `values` gives something other than the default."""
@@ -185,4 +201,11 @@ def initial_config(options: Iterable[Option], m: Machine, extra_allow: Sequence[
     if lan_nets:
         head.append("# To never block your whole LAN (slipsq then only blocks outside hosts), add: "
                     f"{', '.join(lan_nets)}")
-    return render(options, {"allow.ips": allow} if allow else {}, head)
+    values: dict[str, Any] = {"allow.ips": allow} if allow else {}
+    site = site_networks(m)
+    if site:
+        values["network.local"] = site
+        head.append(f"# network.local below: the LAN's networks outside the private ranges ({', '.join(site)}), "
+                    "so the detectors count their hosts as ours. A prefix your ISP changes is followed only "
+                    "when you edit it here.")
+    return render(options, values, head)

@@ -81,7 +81,7 @@ def test_lan_printer_and_inbound_storms() -> None:
     printer = storm(400, dst="192.168.1.40", port=9100)
     rec, _ = run([Reconnect], printer)
     assert rec.by("reconnect") and rec.blocked_ips == []  # reported, both ends private
-    assert "both ends private" in rec.by("reconnect")[-1].evidence.description
+    assert "both ends local" in rec.by("reconnect")[-1].evidence.description
     inbound = storm(400, src="198.51.100.9", dst="192.168.1.30", port=23)
     rec, _ = run([Reconnect], inbound)
     assert rec.seen == []  # an outside client hammering us is portscan's/bruteforce's business

@@ -464,6 +464,35 @@ def _browsing(rng: random.Random) -> Iterator[Packet]:
     return merge(*_home(rng, 1800), normal_browsing(LAPTOP, 60, 1800, start=T0, resolver=ROUTER, rng=rng))
 
 
+# --- a LAN on global IPv6 (no NAT): its hosts are "ours" only by the config's network.local ----------
+# (`slipsq config init` writes the LAN interfaces' global prefixes there; `extra["config"]` is what
+# bench/detection.py replays these scenarios with)
+
+V6_LAN = "2001:db8:1::/64"
+V6_PHONE, V6_NAS, V6_VICTIM = "2001:db8:1::20", "2001:db8:1::10", "2001:db8:1::66"
+CNC6 = "2001:db8:ff::66"
+V6_SITE = {"network.local": [V6_LAN]}
+
+
+def _v6_exfil(rng: random.Random) -> Iterator[Packet]:
+    """_exfil over IPv6: 30 MB from a LAN host's global address to one unnamed server."""
+    return merge(*_home(rng, 300), tcp_session(V6_VICTIM, CNC6, 51000, 8443, T0 + 10, 30_000_000, 6000, 0.05,
+                                               rate=5e6, rng=rng))
+
+
+def _nas_polling(phone: str, nas: str) -> Callable[[random.Random], Iterator[Packet]]:
+    """A phone's home-automation app polls the NAS (TLS, port 8123) every 30 s for an hour: LAN
+    traffic, which a gateway between two of its LANs (or a capture on the LAN) sees. Regular as a
+    beacon, and its letters match an HTTP C&C model."""
+    def build(rng: random.Random) -> Iterator[Packet]:
+        ports = Ports(rng)
+        polls = [tls_session(phone, nas, "nas.home.arpa", T0 + 5 + i * 30 + rng.uniform(-0.5, 0.5), 300, 1800,
+                             sport=ports(), port=8123, rng=rng) for i in range(120)]
+        return merge(*_home(rng, 3600), *polls)
+    return build
+
+
+
 BAD = frozenset({VICTIM, CNC})
 SCENARIOS: list[Scenario] = [
     Scenario("beacon-https-2.2s", "malicious", _beacon(2.2, 0.005, 270, size=6100), BAD, ("beacon",), True,
@@ -506,6 +535,11 @@ SCENARIOS: list[Scenario] = [
     Scenario("bittorrent-churn", "benign", _bittorrent_churn, note="half the peers and DHT nodes gone"),
     Scenario("forged-upload", "benign", _forged_upload(), extra={"forged": True},
              note="35 MB without a handshake to the resolver"),
+    Scenario("ipv6-lan-exfil", "malicious", _v6_exfil, frozenset({V6_VICTIM, CNC6}), ("exfil",),
+             extra={"config": V6_SITE}, note="30 MB from a LAN host's global IPv6 address (network.local)"),
+    Scenario("nas-polling", "benign", _nas_polling(PHONE, NAS), note="a phone polls the NAS every 30 s"),
+    Scenario("ipv6-lan-nas-polling", "benign", _nas_polling(V6_PHONE, V6_NAS), extra={"config": V6_SITE},
+             note="a phone polls the NAS every 30 s over the LAN's global IPv6 (network.local)"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 

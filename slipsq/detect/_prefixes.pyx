@@ -12,12 +12,15 @@ is nearly always the same object: a hit is a pointer comparison; an equal text i
 tests/test_detect_compiled.py) and takes the slot. Text the C parse leaves to Python (not ASCII,
 not plain str, a form only `ipaddress` reads) goes to is_local itself and is not cached here.
 Bounded by construction (a flood of invented addresses only replaces slots) and O(1) per ask.
+When the config adds the site's own networks (`network.local`), a miss the fixed ranges call not
+local asks is_local (its memo, then its PrefixSet); the answer is cached as any other.
 """
 
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.string cimport memcmp
 
 from slipsq.detect._addrtext cimport PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes, parse_text
+from slipsq.detect import prefixes
 from slipsq.detect.prefixes import is_local
 
 cdef extern from "Python.h":
@@ -34,6 +37,22 @@ cdef enum:
 
 cdef Slot CACHE[SLOTS]
 cdef object _SLOW = is_local  # the Python answer, for what the C parse cannot read
+cdef bint SITE = False  # the config adds networks (prefixes.set_site_networks): a miss asks is_local
+
+
+def clear():
+    """Forget every cached answer (prefixes.set_site_networks calls it: the answers may change)."""
+    global SITE
+    cdef int i
+    for i in range(SLOTS):
+        if CACHE[i].text != NULL:
+            Py_DECREF(<object>CACHE[i].text)
+            CACHE[i].text = NULL
+    SITE = prefixes.site_networks() > 0
+
+
+prefixes._on_change.append(clear)
+clear()  # networks set before this module was imported
 
 
 cdef int text_local(object ip) except -1:
@@ -60,6 +79,8 @@ cdef int text_local(object ip) except -1:
     if version < 0:
         return bool(_SLOW(ip))
     value = local_bytes(version, b)
+    if not value and SITE:
+        value = bool(_SLOW(ip))  # in one of the site's own networks? (once per text: then cached)
     Py_INCREF(ip)
     if slot.text != NULL:
         Py_DECREF(<object>slot.text)

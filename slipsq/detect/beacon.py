@@ -316,7 +316,8 @@ class Beacon(Detector):
                lambda v: v in ("server", "client"), "server or client"),
         Option("beacon.max_confidence", 0.9, "confidence of a perfect beacon: below 1, so one report never "
                "blocks (the judge doubles a beacon that persists)", fraction, "between 0 and 1"),
-        Option("beacon.local_may_block", False, "beacons between two private addresses may block"),
+        Option("beacon.local_may_block", False,
+               "beacons between two local addresses (private ranges, network.local) may block"),
         Option("beacon.allow_domains", DEFAULT_ALLOW_DOMAINS,
                "servers whose DNS names end with one of these are never reported (connectivity checks)"),
     )
@@ -389,7 +390,7 @@ class Beacon(Detector):
         elif port in _DNS_PORTS:
             may_block, threat, note = False, LOW, "; DNS to a public resolver: reported, never blocks"
         elif is_local(src) and is_local(dst) and not self.local_may_block:
-            may_block, note = False, "; both ends private: reported, never blocks (beacon.local_may_block)"
+            may_block, note = False, "; both ends local: reported, never blocks (beacon.local_may_block)"
         t.emitted_n, t.emitted_window, t.emitted_threat = t.total, window, threat
         offender = src if self.block_client else dst
         span = starts[-1] - starts[0]

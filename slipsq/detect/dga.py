@@ -217,7 +217,7 @@ class DGA(Detector):
                 f"{h.last - h.first:.0f}s, e.g. {sample}")
         may_block = is_local(client)
         if not may_block:
-            desc += f"; {client} is not a private address (not known to be ours): reported, never blocks"
+            desc += f"; {client} is not a local address (a private range or network.local): reported, never blocks"
         return [Evidence(ts=event.ts, detector=self.name, offender=client, src_ip=client, dst_ip=resolver,
                          dst_port=53, proto=event.proto, description=desc, threat_level=threat,
                          confidence=round(confidence, 3), label="dga", key=f"dga:{client}", may_block=may_block)]

@@ -223,7 +223,7 @@ class Exfil(Detector):
                 f"received in {p.last - p.first:.0f}s")
         may_block = is_local(src)
         if not may_block:
-            desc += f"; {src} is not a private address (not known to be ours): reported, never blocks"
+            desc += f"; {src} is not a local address (a private range or network.local): reported, never blocks"
         elif names:
             desc += "; a named server: alone it does not block"
         return [Evidence(ts=max(p.last, p.index * self.window), detector=self.name, offender=dst, src_ip=src,

@@ -6,7 +6,8 @@ handful: threat lists use few distinct lengths. No dependency: `slipsq.addr` par
 inet_pton), and integers do the masking. (pytricia/py-radix would do the same in C, but are not packaged for Debian's
 Python 3.11 here and the few-lengths dict is as fast for lists of this shape.)
 
-Also `is_local(ip)`: the address ranges detectors treat as "this network, not the Internet"; and
+Also `is_local(ip)`: the address ranges detectors treat as "this network, not the Internet" (the
+private ranges, and the site's own networks the config adds: `set_site_networks`); and
 `Memo`, the bounded per-address memo it uses (detectors use it for their own per-address answers).
 This module holds data only; it never reads files (threatintel.py does).
 """
@@ -17,7 +18,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from slipsq.addr import parse_ip_int
+from slipsq.addr import parse_ip_int, parse_network
 
 V = TypeVar("V")
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -106,9 +107,16 @@ def local_int(version: int, n: int) -> bool:
     return n >> 121 == 0x7E or n >> 118 == 0x3FA or n >> 120 == 0xFF or n <= 1
 
 
+# The site's own networks beyond LOCAL_NETWORKS (the config's `network.local`: a LAN's global IPv6
+# prefix, a public IPv4 LAN), set by the engine from its config. None when there are none: the test
+# is then LOCAL_NETWORKS' integer tests alone.
+_site: PrefixSet[bool] | None = None
+_on_change: list[Callable[[], None]] = []  # caches of is_local's answers (the compiled detectors')
+
+
 def _local(ip: str) -> bool:
     parsed = parse_ip_int(ip)
-    return parsed is not None and local_int(*parsed)
+    return parsed is not None and (local_int(*parsed) or (_site is not None and _site.lookup_int(*parsed) is not None))
 
 
 MEMO_SIZE = 65536  # addresses a Memo holds before it is emptied
@@ -131,5 +139,26 @@ class Memo(dict[str, V]):
         return value
 
 
-is_local = Memo(_local).__getitem__
-"""True for addresses of the local network (private, link-local, loopback, multicast)."""
+_memo: Memo[bool] = Memo(_local)
+is_local = _memo.__getitem__
+"""True for addresses of the local network (private, link-local, loopback, multicast, and the
+site's own networks: set_site_networks)."""
+
+
+def set_site_networks(networks: Iterable[str]) -> None:
+    """Make `networks` (addresses or CIDR, as `network.local` gives them) local too, in place of the
+    ones set before, for every detector of this process (one site a process: the engine sets it
+    from its config each time it is configured). Each answer cached before is forgotten."""
+    global _site
+    site: PrefixSet[bool] = PrefixSet()
+    for n in networks:
+        site.add(parse_network(n), True)
+    _site = site if len(site) else None
+    _memo.clear()
+    for clear in _on_change:
+        clear()
+
+
+def site_networks() -> int:
+    """How many networks set_site_networks made local (for the tests and `config show`)."""
+    return 0 if _site is None else len(_site)

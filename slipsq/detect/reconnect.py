@@ -122,7 +122,8 @@ class Reconnect(Detector):
                "server:port in one window before it is reported; 5x is high, 20x critical", positive, "> 0"),
         Option("reconnect.block", "server", "which end of a storm to block: server (the C&C) or client",
                lambda v: v in ("server", "client"), "server or client"),
-        Option("reconnect.local_may_block", False, "storms between two private addresses may block"),
+        Option("reconnect.local_may_block", False,
+               "storms between two local addresses (private ranges, network.local) may block"),
         Option("reconnect.max_tuples", 100_000, "(client, server, port) tuples counted at most (least recently "
                "used forgotten first)", positive, "> 0"),
     )
@@ -175,10 +176,10 @@ class Reconnect(Detector):
         offender = src if self.block_client else dst
         if not is_local(src):
             may_block = False
-            desc += f"; {src} is not a private address (not known to be ours): reported, never blocks"
+            desc += f"; {src} is not a local address (a private range or network.local): reported, never blocks"
         elif is_local(dst) and not self.local_may_block:
             may_block = False
-            desc += "; both ends private: reported, never blocks (reconnect.local_may_block)"
+            desc += "; both ends local: reported, never blocks (reconnect.local_may_block)"
         elif self.ctx.peers.is_peer(src, dst, port, ts, self.ctx.dns_names):
             may_block = False
             desc += f"; {src} runs P2P software and {dst} looks like a peer gone: reported, never blocks"

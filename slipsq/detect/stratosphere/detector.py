@@ -22,7 +22,9 @@ The letters and the matching run in the compiled `_letters` unless the readable 
 A match on a tuple whose connections never completed (SYNs refused or unanswered, UDP never
 answered) against a server local hosts use (ctx.servers, detect/inuse.py) is reported with
 may_block=False: such attempts can be sent with a local host's address, or by a web page's script,
-to get the network's resolver blocked (the rule of port scans and reconnection storms).
+to get the network's resolver blocked (the rule of port scans and reconnection storms). A match
+between two local addresses (a phone polling the NAS every 30 s looks like an HTTP C&C) is reported
+with may_block=False too, unless `markov.local_may_block` (the rule of beacons and storms).
 
 It never blocks and never does I/O: models come in `ctx.models` (loaded by the caller).
 """
@@ -35,6 +37,7 @@ from typing import Any, ClassVar
 from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.prefixes import is_local
 from slipsq.detect.stratosphere.letters import LetterTable, TupleLetters
 from slipsq.detect.stratosphere.markov import Chain, Model, match
 from slipsq.detect.tcpstate import opened
@@ -86,6 +89,7 @@ class StratosphereDetector(Detector):
                                             self.opt("tuple_idle"), self.opt("max_tuples"))
         self.min_letters: int = cfg["markov.min_letters"]
         self.block_client = cfg["markov.block"] == "client"
+        self.local_may_block: bool = cfg["markov.local_may_block"]
         self.window: float = cfg["judge.window"]
         self.full_letters: int = self.opt("confident_letters")
         self.chains: dict[str, list[Chain]] = {"tcp": [], "udp": []}
@@ -141,6 +145,8 @@ class StratosphereDetector(Detector):
         if not self.block_client and self._unheld(flow) and self.ctx.servers.in_use(t.server, ts, self.window):
             guard = (f"; {t.server} answers local hosts (in the last {self.window:.0f}s) and this tuple's "
                      "connections never completed: a match alone never blocks it, attempts can be forged")
+        elif not self.local_may_block and is_local(t.client) and is_local(t.server):
+            guard = "; both ends local: reported, never blocks (markov.local_may_block)"
         return [Evidence(
             ts=ts, detector=self.name,
             offender=t.client if self.block_client else t.server,
