@@ -49,8 +49,8 @@ def _daemon(state_dir: str | None, req: dict[str, Any], wait: float = 10.0) -> d
     return reply
 
 
-class _ReplyError(SlipsqError):
-    code = 2
+class _ReplyError(SlipsqError):  # the daemon refused: exit 1, as the offline Admin's RefusedError
+    code = 1
 
 
 class _NotBlocked(SlipsqError):

@@ -25,7 +25,7 @@ from slipsq import durations, records
 from slipsq.addr import parse_ip
 from slipsq.allow import AllowList
 from slipsq.config import MAX_TIMED_BLOCK
-from slipsq.errors import InputError, SlipsqError, SystemSetupError
+from slipsq.errors import InputError, RefusedError, SlipsqError, SystemSetupError
 from slipsq.verdict.apply import Outcome, carry_out
 from slipsq.verdict.firewall import Firewall
 from slipsq.verdict.store import Block as Stored
@@ -72,12 +72,12 @@ def canonical_ip(text: str) -> str:
 
 
 def check_block(allow: AllowList, text: str) -> str:
-    """The canonical text of an IP an admin asks to block; InputError when it is not an IP or it is
-    protected (the daemon and the offline Admin check the same way)."""
+    """The canonical text of an IP an admin asks to block; InputError when it is not an IP, RefusedError
+    when it is protected (the daemon and the offline Admin check the same way)."""
     ip = canonical_ip(text)
     why = allow.why_protected(ip)
     if why is not None:
-        raise InputError(f"refusing to block {ip}: {why}")
+        raise RefusedError(f"refusing to block {ip}: {why}")
     return ip
 
 
@@ -101,16 +101,16 @@ class Admin:
         assert not isinstance(seconds, str)
         out = self._carry_out(records.Block(ip, now, seconds or 0.0, reason, who), now)
         if ip in out.refused:
-            raise InputError(f"refusing to block {ip}: {out.refused[ip]}")
+            raise RefusedError(f"refusing to block {ip}: {out.refused[ip]}")
         return out.stored[ip]
 
     def unblock(self, ip: str, who: str = "admin", reason: str = "unblocked by admin") -> Stored | None:
-        """Remove the block at once (kernel, store). InputError when `ip` is not blocked."""
+        """Remove the block at once (kernel, store). RefusedError when `ip` is not blocked."""
         ip = canonical_ip(ip)
         known = self.store.get(ip)
         in_kernel = self.fw is not None and ip in self.fw.members()
         if known is None and not in_kernel:
-            raise InputError(f"{ip} is not blocked")
+            raise RefusedError(f"{ip} is not blocked")
         now = time.time()
         self._carry_out(records.Unblock(ip, now, reason, who), now)
         return known

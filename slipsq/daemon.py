@@ -44,7 +44,7 @@ from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.control import Admin, ControlServer, check_block, parse_duration
 from slipsq.enrich import make_enrichers
-from slipsq.errors import InputError, ModelError, SlipsqError
+from slipsq.errors import ModelError, RefusedError, SlipsqError
 from slipsq.output import activity
 from slipsq.output import inline as inline_outputs
 from slipsq.output.alerts import AlertWriter
@@ -596,7 +596,7 @@ class Daemon:
         done = self.on_loop(lambda: self.worker.submit(self.engine.block(ip, time.time(), seconds or 0.0, reason, who)))
         out = _wait(done, 30.0, "the worker")
         if ip in out.refused:
-            raise InputError(f"refusing to block {ip}: {out.refused[ip]}")
+            raise RefusedError(f"refusing to block {ip}: {out.refused[ip]}")
         stored = out.stored.get(ip)
         if stored is None:  # the store failed: the worker retries; the block stands in the kernel and table
             return {"ip": ip, "pending": out.store_error or out.kernel_error}
@@ -609,7 +609,7 @@ class Daemon:
         known = _wait(self.worker.call(lambda: self.store.get(ip) is not None or ip in self.fw.members()),
                       10.0, "the worker")
         if not known:
-            raise InputError(f"{ip} is not blocked")
+            raise RefusedError(f"{ip} is not blocked")
         done = self.on_loop(lambda: self.worker.submit(self.engine.unblock(ip, time.time(), reason, who)))
         out = _wait(done, 30.0, "the worker")
         if out.kernel_error:

@@ -23,6 +23,13 @@ class InputError(SlipsqError):
     code = 2
 
 
+class RefusedError(SlipsqError):
+    """A request understood and not carried out: unblock of an address that is not blocked, block of a
+    protected one (exit 1, "the command failed", whether the daemon or the store answered)."""
+
+    code = 1
+
+
 class ConfigError(SlipsqError):
     """The configuration (file or flags) is wrong; the message names the key."""
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from slipsq.allow import AllowList
 from slipsq.control import Admin, ControlServer, parse_duration, request, socket_path
-from slipsq.errors import InputError, SystemSetupError
+from slipsq.errors import InputError, RefusedError, SystemSetupError
 from slipsq.verdict.store import BlockStore
 
 
@@ -86,22 +86,23 @@ def test_block_and_unblock_offline(admin: Admin) -> None:
     assert admin.store.audit("203.0.113.7")[-1].who == "admin:bob"
 
 
-@pytest.mark.parametrize("ip,msg", [
-    ("192.168.1.1", "refusing to block 192.168.1.1: one of this gateway's own addresses"),
-    ("10.9.8.7", "refusing to block 10.9.8.7: on the allow list (10.9.0.0/16)"),
-    ("127.0.0.1", "refusing to block 127.0.0.1: a loopback address"),
-    ("nonsense", "'nonsense' is not an IP address"),
+@pytest.mark.parametrize("ip,msg,code", [
+    ("192.168.1.1", "refusing to block 192.168.1.1: one of this gateway's own addresses", 1),
+    ("10.9.8.7", "refusing to block 10.9.8.7: on the allow list (10.9.0.0/16)", 1),
+    ("127.0.0.1", "refusing to block 127.0.0.1: a loopback address", 1),
+    ("nonsense", "'nonsense' is not an IP address", 2),  # bad usage, not a refusal
 ])
-def test_block_refusals(admin: Admin, ip: str, msg: str) -> None:
-    with pytest.raises(InputError) as e:
+def test_block_refusals(admin: Admin, ip: str, msg: str, code: int) -> None:
+    with pytest.raises((RefusedError, InputError)) as e:
         admin.block(ip, 60.0)
-    assert str(e.value) == msg
+    assert str(e.value) == msg and e.value.code == code
     assert admin.store.active(0.0) == []
 
 
 def test_unblock_unknown_ip(admin: Admin) -> None:
-    with pytest.raises(InputError, match=r"^198\.51\.100\.1 is not blocked$"):
+    with pytest.raises(RefusedError, match=r"^198\.51\.100\.1 is not blocked$") as e:
         admin.unblock("198.51.100.1")
+    assert e.value.code == 1  # the command failed (README's exit table); 2 is bad usage
 
 
 def test_unblock_of_a_block_only_in_the_firewall_still_works(admin: Admin) -> None:
@@ -171,7 +172,7 @@ def server(tmp_path: Path) -> Iterator[tuple[ControlServer, list[tuple[dict[str,
     def handler(req: dict[str, Any], who: str) -> dict[str, Any]:
         seen.append((req, who))
         if req["cmd"] == "block" and req.get("ip") == "10.0.0.1":
-            raise InputError("refusing to block 10.0.0.1: one of this gateway's own addresses")
+            raise RefusedError("refusing to block 10.0.0.1: one of this gateway's own addresses")
         if req["cmd"] == "reload":
             raise RuntimeError("database is locked")  # not a slipsq error: a failure nobody planned for
         if req["cmd"] == "blocks":
@@ -247,7 +248,7 @@ def test_cli_uses_the_daemon(server: tuple[ControlServer, list[Any]], tmp_path: 
     r = CliRunner().invoke(main, ["blocks", "--state-dir", str(tmp_path)])
     assert "203.0.113.7" in r.output and "beacon" in r.output
     r = CliRunner().invoke(main, ["block", "10.0.0.1", "--state-dir", str(tmp_path)])
-    assert r.exit_code != 0
+    assert r.exit_code == 1  # the daemon refused: the command failed, as when no daemon runs
     assert r.output.strip().endswith("refusing to block 10.0.0.1: one of this gateway's own addresses")
     r = CliRunner().invoke(main, ["unblock", "203.0.113.7", "--state-dir", str(tmp_path)])
     assert r.exit_code == 0 and seen[-1][0]["cmd"] == "unblock" and seen[-1][0]["ip"] == "203.0.113.7"
@@ -447,7 +448,7 @@ def test_mapped_addresses_print_as_ipv4(admin: Admin) -> None:
     assert canonical_ip("::ffff:1.2.3.4") == "1.2.3.4"
     admin.block("::ffff:203.0.113.4", 60.0)
     assert [b["ip"] for b in admin.blocks()] == ["203.0.113.4"]
-    with pytest.raises(InputError, match=r"refusing to block 192\.168\.1\.1"):
+    with pytest.raises(RefusedError, match=r"refusing to block 192\.168\.1\.1"):
         admin.block("::FFFF:192.168.1.1")
 
 

@@ -41,14 +41,14 @@ def test_block_unblock_restart_on_a_real_gateway(lab: Lab, tmp_path: Path, backe
 
     # protected addresses are refused with one clear line and a non-zero exit
     r = s.cli("block", "10.71.1.1", check=False)
-    assert r.returncode != 0 and r.stderr.strip() == \
+    assert r.returncode == 1 and r.stderr.strip() == \
         "slipsq: refusing to block 10.71.1.1: one of this gateway's own addresses"
     r = s.cli("block", LEGIT, check=False)
     assert r.returncode != 0 and "allow list" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = s.cli("block", "not-an-ip", check=False)
-    assert r.returncode != 0 and "not an IP address" in r.stderr
+    assert r.returncode == 2 and "not an IP address" in r.stderr  # bad usage
     r = s.cli("unblock", "192.0.2.77", check=False)
-    assert r.returncode != 0 and "192.0.2.77 is not blocked" in r.stderr
+    assert r.returncode == 1 and "192.0.2.77 is not blocked" in r.stderr  # the command failed
 
     # a manual block: dropped in the kernel at once, the queue no longer sees that traffic
     s.cli("block", CNC, "--for", "10m", "--reason", "test")
