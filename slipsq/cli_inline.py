@@ -265,6 +265,10 @@ def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
                    f"queue_dropped {k.get('queue_dropped', '?')}, user_dropped {k.get('user_dropped', '?')}; "
                    f"kernel block rules dropped {st['kernel_block_drops']['packets']} packets")
         click.echo(f"fail-open {'on' if st['fail_open'] else 'off'}: {st['note']}")
+        nets = st.get("local_networks") or {}
+        click.echo("local: the private ranges" + "".join(
+            f"; {what} {', '.join(nets[key])}" for key, what in (("config", "network.local"), ("lan", "the LAN's"))
+            if nets.get(key)))
         for line in status_lines(st):  # hooks and the syslog sender, when set up
             click.echo(line)
         for a in st.get("last_alerts") or []:  # a description quotes DNS names of any bytes: escaped

@@ -145,6 +145,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "of them can block; beacons and storms between two of them only alert). `slipsq config init` "
            "fills in the LAN interfaces' networks",
            _addresses, "a list of IP addresses and networks, e.g. [\"2001:db8:1::/64\"]"),
+    Option("network.follow_lan", True, "inline: the networks of this gateway's LAN interfaces (those with "
+           "an address and no default route) are local too, as if in network.local, followed while "
+           "running: a new IPv6 prefix from the ISP counts within a second"),
     # what DNS answers taught (detectors read it as ctx.dns_names)
     Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
            "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),

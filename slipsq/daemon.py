@@ -301,6 +301,9 @@ class Daemon:
                                            on_error=self._engine_error,
                                            export_flows=activity_log is not None or bool(self.cfg["output.flows_log"]),
                                            export_queries=activity_log is not None, table=remote)
+        if self.protected is not None:  # network.follow_lan: the LAN's networks are local, followed
+            self.protected.on_lan = self._lan_changed
+        self._follow_lan()
         # sets, chain and jumps always (blocks need them), then the stored blocks, then the queue
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
         # and only then the diversion, when asked
@@ -562,11 +565,25 @@ class Daemon:
         self.on_loop(lambda: self._swap(cfg, allow, models))
         log(f"reloaded {cfg.source}: {len(models)} models, {len(allow.networks)} allow-list entries")
 
+    def _follow_lan(self) -> None:
+        """(packet loop) The LAN's networks as last read are local, when network.follow_lan."""
+        lan = self.protected.lan if self.protected is not None and self.cfg["network.follow_lan"] else []
+        self.engine.follow_lan(lan)
+
+    def _lan_changed(self, networks: list[str]) -> None:
+        """(packet loop) The LAN's networks changed (a new IPv6 prefix): local from now on; said by
+        the worker (no write on the loop)."""
+        if self.cfg["network.follow_lan"]:
+            self._follow_lan()
+            told = ", ".join([*self.cfg["network.local"], *networks]) or "none"
+            self.worker.call(lambda: log(f"local networks besides the private ranges now: {told}"))
+
     def _swap(self, cfg: Config, allow: AllowList, models: list[Any]) -> None:
         self.engine.reconfigure(cfg, models, allow, make_enrichers(cfg))
         if self.protected is not None:
             self.protected.allow = allow  # the next refresh installs the current map into it
         self.cfg, self.allow = cfg, allow
+        self._follow_lan()  # network.follow_lan may have changed
         self.fw.allow = allow
         self.writer.as_json = bool(cfg["output.json"])
 
@@ -661,7 +678,7 @@ class Daemon:
                                               "user_dropped": k.user_dropped, "maxlen": self.maxlen},
             "kernel_block_drops": None if light else {"packets": pk, "bytes": by},
             "fail_open": self.source.info.fail_open, "note": FAIL_OPEN_NOTE,
-            "implementation": twins.implementation(),
+            "implementation": twins.implementation(), "local_networks": self.engine.local_networks,
             "backend": self.fw.backend.name, "diversion": diversion_tag(self.queue_num) if self.install_rules
             else "not installed by slipsq",
             "per_second": self.svc.rates.to_dict(),

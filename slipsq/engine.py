@@ -107,12 +107,13 @@ class Engine:
         self.now = 0.0
         self._next_tick = 0.0
         self._detector_classes = DETECTORS if detectors is None else detectors
+        self._lan: tuple[str, ...] = ()  # the gateway's LAN networks (follow_lan), local with network.local
         self._configure(config, models, allow, enrichers)
 
     def _configure(self, config: Config, models: Sequence[Any], allow: AllowList | None,
                    enrichers: Sequence[Callable[[str], dict[str, Any]]]) -> None:
         self.config = config
-        set_site_networks(config["network.local"])  # before the detectors: they ask is_local
+        set_site_networks([*config["network.local"], *self._lan])  # before the detectors: they ask is_local
         self.allow = allow or AllowList(config["allow.ips"])
         self.ctx = Context(config, self.allow, models, enrichers=list(enrichers))
         self.detectors = [cls(self.ctx) for cls in self._detector_classes]
@@ -145,6 +146,18 @@ class Engine:
         self.judge.take_state(old_judge)
         self.ctx.dns_names = old_ctx.dns_names
         trim(self.ctx.dns_names, self._max_dns)  # the bound may be smaller now
+
+    def follow_lan(self, networks: Sequence[str]) -> None:
+        """The gateway's LAN networks, as the daemon reads them (`network.follow_lan`): local to every
+        detector from now on, with `network.local`, until the next call. Answers cached for the
+        networks before are forgotten; the detectors' state stays."""
+        self._lan = tuple(networks)
+        set_site_networks([*self.config["network.local"], *self._lan])
+
+    @property
+    def local_networks(self) -> dict[str, list[str]]:
+        """What is local besides the private ranges: the config's networks, and the LAN's followed."""
+        return {"config": list(self.config["network.local"]), "lan": list(self._lan)}
 
     # --- inputs: each returns the commands it led to ------------------------------------------
     def take(self) -> list[Command]:

@@ -206,6 +206,7 @@ def initial_config(options: Iterable[Option], m: Machine, extra_allow: Sequence[
     if site:
         values["network.local"] = site
         head.append(f"# network.local below: the LAN's networks outside the private ranges ({', '.join(site)}), "
-                    "so the detectors count their hosts as ours. A prefix your ISP changes is followed only "
-                    "when you edit it here.")
+                    "so the detectors count their hosts as ours (replays too). While it runs, the daemon "
+                    "also follows the LAN's prefixes by itself (network.follow_lan): a new one from your "
+                    "ISP needs no edit here.")
     return render(options, values, head)

@@ -275,18 +275,46 @@ def gather(run: Callable[[list[str]], str] = _run, read: Callable[[str], str] = 
                   *((reason, [a]) for a, reason in edges.items())])
 
 
+def parse_lan_networks(addr_json: str, routes_json: Iterable[str]) -> list[str] | None:
+    """`ip -j addr` and `ip -j route show default` (IPv4, IPv6) → the networks of the LAN interfaces
+    (a global address, no default route) outside the private ranges: what `network.follow_lan` makes
+    local (gateway.site_networks, the guess `config init` writes). None when it cannot tell the WAN
+    from the LAN (no default route: the uplink is down or being renewed, or the output unreadable):
+    the caller keeps what it knew, rather than call the ISP's network ours for a moment."""
+    from slipsq import gateway
+
+    try:
+        routes = [r for text in routes_json for r in gateway.parse_default_routes(text)]
+        if not routes:
+            return None
+        machine = gateway.guess(routes, gateway.parse_addresses(addr_json), [])
+        return gateway.site_networks(machine)
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return None
+
+
+def lan_networks(run: Callable[[list[str]], str] = _run) -> list[str] | None:
+    """This gateway's LAN networks now (parse_lan_networks of what `ip` says). Blocking I/O."""
+    return parse_lan_networks(run(["ip", "-j", "addr"]),
+                              [run(["ip", "-j", fam, "route", "show", "default"]) for fam in ("-4", "-6")])
+
+
 def for_config(allow: AllowList, config: Any) -> ProtectedAddresses | None:
     """The daemon's ProtectedAddresses for its config (allow.own_addresses, allow.infrastructure,
-    allow.reread), started; None when both are off."""
+    allow.reread, network.follow_lan), started; None when all three are off."""
     own, infra = bool(config["allow.own_addresses"]), bool(config["allow.infrastructure"])
-    if not (own or infra):
+    follow = bool(config["network.follow_lan"])
+    if not (own or infra or follow):
         return None
 
     def pick() -> dict[str, str]:
+        if not (own or infra):
+            return {}
         found = gather()
         return {a: r for a, r in found.items() if (r == OWN and own) or (r != OWN and infra)}
 
-    p = ProtectedAddresses(allow, pick, every=float(config["allow.reread"]))
+    # the LAN is read even when network.follow_lan is off: a reload that turns it on finds it known
+    p = ProtectedAddresses(allow, pick, every=float(config["allow.reread"]), lan_fn=lan_networks)
     p.start()
     return p
 
@@ -311,11 +339,18 @@ class ProtectedAddresses:
 
     In the daemon:  p = ProtectedAddresses(allow); p.start()  at start (waits up to `wait` s for
     the first read), `p.refresh(now)` once per loop turn, `p.close()` at shutdown, and
-    `p.allow = new_allow` after a reload (the next refresh installs the current map into it)."""
+    `p.allow = new_allow` after a reload (the next refresh installs the current map into it).
+    With `lan_fn` (network.follow_lan) the same reads also take the LAN's networks: `p.lan`, and
+    `p.on_lan(networks)` called from refresh (the packet loop) when they change."""
 
     def __init__(self, allow: AllowList, gather_fn: Callable[[], Mapping[str, str]] = gather,
-                 every: float = 30.0, netlink: bool = True) -> None:
+                 every: float = 30.0, netlink: bool = True,
+                 lan_fn: Callable[[], list[str] | None] | None = None) -> None:
         self.allow = allow
+        self.lan: list[str] = []  # the LAN networks lan_fn read last (network.follow_lan)
+        self.on_lan: Callable[[list[str]], None] | None = None  # told of each change, on the loop
+        self._lan_fn = lan_fn
+        self._ready_lan: list[str] | None = None
         self.every = every
         self.current: dict[str, str] = {}
         self.reads = 0  # finished reads (for status and tests)
@@ -351,6 +386,11 @@ class ProtectedAddresses:
             self._wake.set()
         with self._lock:
             ready, self._ready = self._ready, None
+            lan, self._ready_lan = self._ready_lan, None
+        if lan is not None and lan != self.lan:
+            self.lan = lan
+            if self.on_lan is not None:
+                self.on_lan(lan)
         if ready is not None and (ready != self.current or self._installed_into is not self.allow):
             self.changes += ready != self.current
             self.current = ready
@@ -392,10 +432,13 @@ class ProtectedAddresses:
                 return
             try:
                 found = dict(self._gather())
+                lan = None if self._lan_fn is None else self._lan_fn()  # None: keep what is known
             except Exception:  # a reader's bug must not stop the others next time
                 continue
             with self._lock:
                 self._ready = found
+                if lan is not None:
+                    self._ready_lan = list(lan)
             self.reads += 1
             self._first.set()
 
@@ -408,6 +451,6 @@ def status_line(p: ProtectedAddresses) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
 
 
-__all__ = ["ProtectedAddresses", "gather", "merge", "parse_chrony_conf", "parse_chronyc_sources",
-           "parse_ip_addr", "parse_ip_route", "parse_resolv_conf", "parse_ss", "parse_timesync_show",
-           "parse_timesyncd_conf", "status_line"]
+__all__ = ["ProtectedAddresses", "gather", "lan_networks", "merge", "parse_chrony_conf", "parse_chronyc_sources",
+           "parse_ip_addr", "parse_ip_route", "parse_lan_networks", "parse_resolv_conf", "parse_ss",
+           "parse_timesync_show", "parse_timesyncd_conf", "status_line"]

@@ -159,3 +159,14 @@ def test_config_init_with_private_lans_only_leaves_network_local_alone() -> None
     m = gateway.Machine(wan=["eth0"], lan={"br-lan": ["192.168.1.0/24", "fd00:5::/64"]})
     assert gateway.site_networks(m) == []
     assert "local" not in tomllib.loads(gateway.initial_config(all_options(), m)).get("network", {})
+
+
+def test_the_daemons_lan_networks_are_local_with_the_configs_and_survive_a_reload() -> None:
+    e = Engine(load_config(overrides={"network.local": ["198.51.100.0/24"]}), detectors=[])
+    e.follow_lan(["2001:db8:1:5::/64"])
+    assert prefixes.is_local("2001:db8:1:5::7") and prefixes.is_local("198.51.100.7")
+    assert e.local_networks == {"config": ["198.51.100.0/24"], "lan": ["2001:db8:1:5::/64"]}
+    e.reconfigure(load_config(), [], e.allow)  # a reload without network.local: the LAN's stay
+    assert prefixes.is_local("2001:db8:1:5::7") and not prefixes.is_local("198.51.100.7")
+    e.follow_lan(["2001:db8:1:6::/64"])  # a new prefix: the old one is the Internet's again
+    assert prefixes.is_local("2001:db8:1:6::7") and not prefixes.is_local("2001:db8:1:5::7")

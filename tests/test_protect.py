@@ -208,3 +208,62 @@ def test_netlink_socket_opens_where_the_kernel_has_it() -> None:
     if s is not None:
         assert s.getblocking() is False
         s.close()
+
+
+# --- network.follow_lan: the LAN's networks, read with the protected addresses ------------------------
+
+ADDR_JSON = json.dumps([
+    {"ifname": "eth0", "addr_info": [{"family": "inet", "local": "192.0.2.10", "prefixlen": 24, "scope": "global"},
+                                     {"family": "inet6", "local": "2001:db8:ff::2", "prefixlen": 64,
+                                      "scope": "global"}]},
+    {"ifname": "br-lan", "addr_info": [
+        {"family": "inet", "local": "192.168.1.1", "prefixlen": 24, "scope": "global"},
+        {"family": "inet6", "local": "2001:db8:1:5::1", "prefixlen": 64, "scope": "global"},
+        {"family": "inet6", "local": "fd00:5::1", "prefixlen": 64, "scope": "global"},
+        {"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "link"}]},
+    {"ifname": "dmz", "addr_info": [{"family": "inet", "local": "198.51.100.1", "prefixlen": 28, "scope": "global"}]},
+])
+ROUTES_JSON = [json.dumps([{"dst": "default", "gateway": "192.0.2.1", "dev": "eth0"}]),
+               json.dumps([{"dst": "default", "gateway": "fe80::1", "dev": "eth0"}])]
+
+
+def test_lan_networks_are_the_non_wan_interfaces_outside_the_private_ranges() -> None:
+    assert protect.parse_lan_networks(ADDR_JSON, ROUTES_JSON) == ["2001:db8:1:5::/64", "198.51.100.0/28"]
+    # no default route (the uplink down or renewing): WAN and LAN cannot be told apart, nothing is said
+    assert protect.parse_lan_networks(ADDR_JSON, ["", "[]"]) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(addr=st.text(max_size=200), route=st.text(max_size=100))
+def test_lan_networks_never_raise_on_junk(addr: str, route: str) -> None:
+    assert isinstance(protect.parse_lan_networks(addr, [route]), list | None)
+
+
+def test_a_new_lan_prefix_reaches_on_lan_on_the_refreshing_thread() -> None:
+    lan: list[str] | None = ["2001:db8:1::/64"]
+    told: list[tuple[list[str], str]] = []
+    p = protect.ProtectedAddresses(AllowList(), dict, every=5.0, netlink=False,
+                                   lan_fn=lambda: None if lan is None else list(lan))
+    p.start(wait=2.0)
+    try:
+        assert p.lan == ["2001:db8:1::/64"]  # the first read, before anyone listens
+        p.on_lan = lambda nets: told.append((nets, threading.current_thread().name))
+        lan = ["2001:db8:2::/64"]  # the ISP's new prefix
+        p.refresh(10.0)  # asks the reader
+        deadline = time.monotonic() + 5
+        while p.reads < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        p.refresh(11.0)
+        assert told == [(["2001:db8:2::/64"], threading.current_thread().name)]
+        p.refresh(16.0)  # read again, the same networks: nobody is told
+        while p.reads < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        p.refresh(17.0)
+        lan = None  # the uplink renews: no default route, WAN and LAN cannot be told apart
+        p.refresh(22.0)
+        while p.reads < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        p.refresh(23.0)
+        assert len(told) == 1 and p.lan == ["2001:db8:2::/64"]  # what was known stays
+    finally:
+        p.close()
