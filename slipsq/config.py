@@ -9,6 +9,7 @@ key. This module reads files; it never touches the network.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,22 @@ def non_negative(v: Any) -> bool:
 
 def fraction(v: Any) -> bool:
     return bool(0 <= v <= 1)
+
+
+def _site_networks(v: list[str]) -> bool:
+    """network.local: every item an address or a network written exactly (no host bits: a typo in
+    the prefix length must not make half the Internet local), IPv4 as IPv4 (an IPv4-mapped form
+    would match nothing), and no wider than /8 (IPv4) or /16 (IPv6)."""
+    try:
+        for item in v:
+            net = parse_network(item)
+            exact = ipaddress.ip_network(item, strict=True)
+            mapped = isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped is not None
+            if exact != net or mapped or net.prefixlen < (8 if net.version == 4 else 16):
+                return False
+    except ValueError:
+        return False
+    return True
 
 
 def _addresses(v: list[str]) -> bool:
@@ -144,10 +161,12 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "hosts as local, as they do 192.168.x.x (an upload, DGA lookups or a reconnection storm from one "
            "of them can block; beacons and storms between two of them only alert). `slipsq config init` "
            "fills in the LAN interfaces' networks",
-           _addresses, "a list of IP addresses and networks, e.g. [\"2001:db8:1::/64\"]"),
-    Option("network.follow_lan", True, "inline: the networks of this gateway's LAN interfaces (those with "
-           "an address and no default route) are local too, as if in network.local, followed while "
-           "running: a new IPv6 prefix from the ISP counts within a second"),
+           _site_networks, "a list of IP addresses and networks without host bits, at most /8 (IPv4) or /16 "
+           "(IPv6) wide, e.g. [\"2001:db8:1::/64\"]"),
+    Option("network.follow_lan", True, "inline: the global IPv6 networks of this gateway's LAN interfaces "
+           "(those no route leaves by: no default route in any table, no route via a gateway) are local "
+           "too, as if in network.local, followed while running: a new prefix from the ISP counts within "
+           "a second. Nothing changes while no IPv6 default route exists"),
     # what DNS answers taught (detectors read it as ctx.dns_names)
     Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
            "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),

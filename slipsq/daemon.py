@@ -276,7 +276,8 @@ class Daemon:
         self.svc = Service.from_env(self.cfg, self.state_dir)  # sd_notify, journal, alerts.jsonl (service.py)
         self.maxlen = self.maxlen_flag or int(self.cfg["queue.maxlen"])
         self.allow = runmode.make_allow(self.cfg)
-        self.protected = protect.for_config(self.allow, self.cfg)  # followed while running (never waits)
+        # what the gateway depends on, and its LAN: followed while running (never waits)
+        self.protected: protect.ProtectedAddresses | None = protect.for_config(self.allow, self.cfg)
         self.store = BlockStore(self.state_dir)
         self.fw = host_firewall(self.allow, self.backend)
         # the control socket first: it is also the "is another slipsq using this state dir" check

@@ -7,8 +7,10 @@ uncommenting a line gives exactly the default. What can be guessed from the mach
 
 * the WAN interface (the one with the default route) and its next hop, the LAN interfaces (the other
   ones with an address) and their networks, said in the file's header;
-* `network.local`: the LAN interfaces' networks outside the private ranges (a global IPv6 prefix, a
-  public IPv4 LAN), so the detectors count the LAN's hosts as ours on every address they use;
+* `network.local`: the LAN interfaces' networks outside the private ranges (a public IPv4 LAN, a
+  static global IPv6 prefix; a delegated prefix the ISP may change is left to the daemon, which
+  follows it), so the detectors count the LAN's hosts as ours on every address they use. An
+  interface any route leaves by (a default route in any table, a route via a gateway) is WAN;
 * `allow.ips`: the admin's SSH client address (from $SSH_CONNECTION / $SSH_CLIENT, or `who` when
   sudo dropped them) and the upstream router, so the first start can never lock the admin out or
   cut the gateway off its uplink. The gateway's own addresses are protected anyway
@@ -23,7 +25,7 @@ import ipaddress
 import json
 import re
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,32 +34,58 @@ from slipsq.config import Option
 
 @dataclass
 class Machine:
-    wan: list[str] = field(default_factory=list)  # interfaces with a default route
-    upstream: list[str] = field(default_factory=list)  # their next hops
+    wan: list[str] = field(default_factory=list)  # interfaces a route leaves by (default, or via a gateway)
+    upstream: list[str] = field(default_factory=list)  # the default routes' next hops
     lan: dict[str, list[str]] = field(default_factory=dict)  # other interfaces -> their networks
     admins: list[str] = field(default_factory=list)  # SSH client addresses
+    rotating: set[str] = field(default_factory=set)  # networks of addresses with a lifetime (DHCP, PD, RA)
+
+
+def _hops(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """A route and its multipath next hops (`nexthops`), each a dict that may name dev and gateway."""
+    more = r.get("nexthops")
+    return [r, *(h for h in more if isinstance(h, dict))] if isinstance(more, list) else [r]
 
 
 def parse_default_routes(text: str) -> list[tuple[str, str]]:
-    """(device, next hop) of each default route in `ip -j route show default` output."""
+    """(device, next hop) of each default route in `ip -j route show [table all]` output, multipath
+    next hops included (a load-balanced default names its devices only in `nexthops`)."""
     out = []
     for r in json.loads(text or "[]"):
-        if r.get("dst") == "default" and r.get("dev"):
-            out.append((str(r["dev"]), str(r.get("gateway", ""))))
+        if isinstance(r, dict) and r.get("dst") == "default":
+            out += [(str(h["dev"]), str(h.get("gateway", ""))) for h in _hops(r) if h.get("dev")]
     return out
 
 
-def parse_addresses(text: str) -> dict[str, list[str]]:
+def parse_away_devices(text: str) -> list[str]:
+    """The devices any route leaves by, from `ip -j route show table all`: those of default routes
+    and of routes via a gateway, in every table (a second uplink's default often lives in a policy
+    routing table) and every multipath hop. Such an interface leads to somebody else's network: its
+    networks are never guessed to be the LAN's."""
+    out: list[str] = []
+    for r in json.loads(text or "[]"):
+        if not isinstance(r, dict):
+            continue
+        hops = _hops(r)
+        if r.get("dst") == "default" or any(h.get("gateway") for h in hops):
+            out += [str(h["dev"]) for h in hops if h.get("dev") and str(h["dev"]) not in out]
+    return out
+
+
+def parse_addresses(text: str, rotating: set[str] | None = None) -> dict[str, list[str]]:
     """Interface -> its global networks (CIDR), from `ip -j addr show`; loopback and link-local
-    addresses left out (they are never blocked anyway)."""
+    addresses left out (they are never blocked anyway). `rotating`, when given, receives the networks
+    of addresses with a lifetime (`dynamic`: from DHCP, a delegated prefix, an RA), which may change."""
     out: dict[str, list[str]] = {}
     for link in json.loads(text or "[]"):
         name = str(link.get("ifname", ""))
         for a in link.get("addr_info", []):
             if a.get("scope") != "global" or "local" not in a:
                 continue
-            net = ipaddress.ip_interface(f"{a['local']}/{a.get('prefixlen', 32)}").network
-            out.setdefault(name, []).append(str(net))
+            net = str(ipaddress.ip_interface(f"{a['local']}/{a.get('prefixlen', 32)}").network)
+            out.setdefault(name, []).append(net)
+            if rotating is not None and a.get("dynamic"):
+                rotating.add(net)
     return out
 
 
@@ -91,13 +119,16 @@ def ssh_clients(env: Mapping[str, str], who: str = "") -> list[str]:
 
 
 def guess(routes: Sequence[tuple[str, str]], addresses: Mapping[str, Sequence[str]],
-          admins: Sequence[str]) -> Machine:
-    m = Machine(admins=list(admins))
+          admins: Sequence[str], away: Iterable[str] = (), rotating: Iterable[str] = ()) -> Machine:
+    """The WAN: interfaces of the default routes and of `away` (parse_away_devices); the LAN: the
+    other interfaces with an address."""
+    m = Machine(admins=list(admins), rotating=set(rotating))
     for dev, hop in routes:
         if dev not in m.wan:
             m.wan.append(dev)
         if hop and hop not in m.upstream:
             m.upstream.append(hop)
+    m.wan += [dev for dev in away if dev not in m.wan]
     m.lan = {dev: list(nets) for dev, nets in addresses.items() if dev not in m.wan}
     return m
 
@@ -109,19 +140,29 @@ def _run(*cmd: str) -> str:
         return ""
 
 
-def probe(env: Mapping[str, str]) -> Machine:
-    """This machine, as far as `ip` and `who` tell (nothing guessed when they are missing)."""
+def read_machine(run: Callable[..., str] = _run, admins: Sequence[str] = ()) -> Machine:
+    """This machine's interfaces and routes as `ip` tells them (every table, both families); what
+    cannot be read is left out (nothing guessed)."""
     routes: list[tuple[str, str]] = []
+    away: list[str] = []
     for fam in ("-4", "-6"):
         try:
-            routes += parse_default_routes(_run("ip", "-j", fam, "route", "show", "default"))
-        except (ValueError, AttributeError):
+            text = run("ip", "-j", fam, "route", "show", "table", "all")
+            routes += parse_default_routes(text)
+            away += parse_away_devices(text)
+        except (ValueError, AttributeError, TypeError, KeyError):
             pass
+    rotating: set[str] = set()
     try:
-        addrs = parse_addresses(_run("ip", "-j", "addr", "show"))
-    except (ValueError, AttributeError):
+        addrs = parse_addresses(run("ip", "-j", "addr", "show"), rotating)
+    except (ValueError, AttributeError, TypeError, KeyError):
         addrs = {}
-    return guess(routes, addrs, ssh_clients(env, _run("who")))
+    return guess(routes, addrs, admins, away, rotating)
+
+
+def probe(env: Mapping[str, str]) -> Machine:
+    """This machine, as far as `ip` and `who` tell (nothing guessed when they are missing)."""
+    return read_machine(_run, ssh_clients(env, _run("who")))
 
 
 def toml_value(v: Any) -> str:
@@ -158,17 +199,20 @@ def allow_list(m: Machine) -> list[str]:
     return out
 
 
-def site_networks(m: Machine) -> list[str]:
+def site_networks(m: Machine, version: int | None = None, lasting: bool = False) -> list[str]:
     """The LAN interfaces' networks the detectors would not call local by themselves (a global IPv6
-    prefix, a public IPv4 LAN): the guess for `network.local`."""
+    prefix, a public IPv4 LAN): of one IP version when given; with `lasting`, not those of an
+    address with a lifetime (a delegated IPv6 prefix the ISP may change: the daemon follows those)."""
     from slipsq.detect.prefixes import local_int  # (detectors' module: imported only when asked)
 
     out: list[str] = []
     for nets in m.lan.values():
         for text in nets:
             net = ipaddress.ip_network(text, strict=False)
-            if not local_int(net.version, int(net.network_address)) and text not in out:
-                out.append(text)
+            if (local_int(net.version, int(net.network_address)) or text in out
+                    or (version is not None and net.version != version) or (lasting and text in m.rotating)):
+                continue
+            out.append(text)
     return out
 
 
@@ -202,11 +246,14 @@ def initial_config(options: Iterable[Option], m: Machine, extra_allow: Sequence[
         head.append("# To never block your whole LAN (slipsq then only blocks outside hosts), add: "
                     f"{', '.join(lan_nets)}")
     values: dict[str, Any] = {"allow.ips": allow} if allow else {}
-    site = site_networks(m)
+    site = site_networks(m, lasting=True)
     if site:
         values["network.local"] = site
         head.append(f"# network.local below: the LAN's networks outside the private ranges ({', '.join(site)}), "
-                    "so the detectors count their hosts as ours (replays too). While it runs, the daemon "
-                    "also follows the LAN's prefixes by itself (network.follow_lan): a new one from your "
-                    "ISP needs no edit here.")
+                    "so the detectors count their hosts as ours (replays too).")
+    moving = [n for n in site_networks(m, version=6) if n not in site]
+    if moving:
+        head.append(f"# The LAN's IPv6 prefix {', '.join(moving)} has a lifetime (your ISP may change it): not "
+                    "written below; the daemon follows the LAN's IPv6 prefixes while it runs (network.follow_lan). "
+                    "For replays, add the current one to network.local.")
     return render(options, values, head)

@@ -275,37 +275,40 @@ def gather(run: Callable[[list[str]], str] = _run, read: Callable[[str], str] = 
                   *((reason, [a]) for a, reason in edges.items())])
 
 
-def parse_lan_networks(addr_json: str, routes_json: Iterable[str]) -> list[str] | None:
-    """`ip -j addr` and `ip -j route show default` (IPv4, IPv6) → the networks of the LAN interfaces
-    (a global address, no default route) outside the private ranges: what `network.follow_lan` makes
-    local (gateway.site_networks, the guess `config init` writes). None when it cannot tell the WAN
-    from the LAN (no default route: the uplink is down or being renewed, or the output unreadable):
-    the caller keeps what it knew, rather than call the ISP's network ours for a moment."""
+def parse_lan_networks(addr_json: str, routes4_json: str, routes6_json: str) -> list[str] | None:
+    """`ip -j addr` and `ip -j -4|-6 route show table all` → the global IPv6 networks of the LAN
+    interfaces: what `network.follow_lan` makes local (the prefix an ISP delegates, which changes).
+    An interface any route leaves by (a default route in any table, a route via a gateway, a
+    multipath hop) is WAN (gateway.parse_away_devices). IPv4 is left to network.local: a public IPv4
+    LAN does not move, and a second uplink's segment must never pass for the LAN's.
+    None when it cannot tell the WAN from the LAN (no IPv6 default route: the uplink is down or
+    renewing, or the output unreadable): the caller keeps what it knew."""
     from slipsq import gateway
 
     try:
-        routes = [r for text in routes_json for r in gateway.parse_default_routes(text)]
-        if not routes:
+        routes6 = gateway.parse_default_routes(routes6_json)
+        if not routes6:
             return None
-        machine = gateway.guess(routes, gateway.parse_addresses(addr_json), [])
-        return gateway.site_networks(machine)
+        routes = gateway.parse_default_routes(routes4_json) + routes6
+        away = gateway.parse_away_devices(routes4_json) + gateway.parse_away_devices(routes6_json)
+        machine = gateway.guess(routes, gateway.parse_addresses(addr_json), [], away)
+        return gateway.site_networks(machine, version=6)
     except (ValueError, AttributeError, TypeError, KeyError):
         return None
 
 
 def lan_networks(run: Callable[[list[str]], str] = _run) -> list[str] | None:
-    """This gateway's LAN networks now (parse_lan_networks of what `ip` says). Blocking I/O."""
-    return parse_lan_networks(run(["ip", "-j", "addr"]),
-                              [run(["ip", "-j", fam, "route", "show", "default"]) for fam in ("-4", "-6")])
+    """This gateway's LAN IPv6 networks now (parse_lan_networks of what `ip` says). Blocking I/O."""
+    return parse_lan_networks(*(run(cmd) for cmd in (["ip", "-j", "addr"],
+                                                      ["ip", "-j", "-4", "route", "show", "table", "all"],
+                                                      ["ip", "-j", "-6", "route", "show", "table", "all"])))
 
 
-def for_config(allow: AllowList, config: Any) -> ProtectedAddresses | None:
+def for_config(allow: AllowList, config: Any) -> ProtectedAddresses:
     """The daemon's ProtectedAddresses for its config (allow.own_addresses, allow.infrastructure,
-    allow.reread, network.follow_lan), started; None when all three are off."""
+    allow.reread), started; it reads the LAN's networks too (network.follow_lan: the daemon decides,
+    and a reload may turn it on)."""
     own, infra = bool(config["allow.own_addresses"]), bool(config["allow.infrastructure"])
-    follow = bool(config["network.follow_lan"])
-    if not (own or infra or follow):
-        return None
 
     def pick() -> dict[str, str]:
         if not (own or infra):

@@ -36,13 +36,17 @@ GENUINE: dict[str, tuple[Callable[[random.Random], Iterator[object]], str, str]]
     "forged-rsts": (gen_corpus._forged_rsts(genuine=True), "198.51.100.194", "beacon"),
     "forged-upload": (gen_corpus._forged_upload(genuine=True), "198.51.100.245", "exfil"),
     "forged-nxdomain": (gen_corpus._forged_nxdomain(genuine=True), gen_corpus.LAPTOP, "dga"),
+    "forged-scan-v6-nas": (gen_corpus._forged_scan_v6(genuine=True), gen_corpus.V6_PHONE, "portscan"),
 }
 
 
 def replay(build: Callable[[random.Random], Iterator[object]], tmp_path: Path, name: str) -> detection.Result:
+    """The capture `build` makes, replayed with its scenario's settings (`extra["config"]`, if any)."""
     cap = tmp_path / f"{name}.pcap"
     write_capture(build(random.Random(1)), cap)  # type: ignore[arg-type]
-    return detection.Result(name, "benign", frozenset(), (), detection.replay(cap, tmp_path / f"{name}-out"))
+    config = gen_corpus.BY_NAME[name.removesuffix("-genuine")].extra.get("config")
+    return detection.Result(name, "benign", frozenset(), (), detection.replay(cap, tmp_path / f"{name}-out",
+                                                                              config))  # type: ignore[arg-type]
 
 
 def test_every_forged_scenario_has_its_genuine_twin() -> None:

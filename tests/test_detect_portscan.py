@@ -195,7 +195,7 @@ def test_a_scan_from_a_server_in_use_alerts_but_never_blocks() -> None:
     rec, _ = run([PortScan], [*lookups(T0), *forged_scan(T0 + 60)])
     alerts = rec.by("portscan")
     assert alerts and rec.blocked_ips == []
-    assert all(not a.evidence.may_block and "answers local hosts" in a.evidence.description for a in alerts)
+    assert all(not a.evidence.may_block and "served connections in the last" in a.evidence.description for a in alerts)
     # the same scan from an address nobody here uses is blocked as before
     rec, _ = run([PortScan], forged_scan(T0 + 60))
     assert rec.blocked_ips == [RESOLVER]
@@ -210,7 +210,7 @@ def test_a_forged_scan_from_an_ipv6_server_in_use_never_blocks_it() -> None:
     scan = syn_scan(resolver, lan, [445], start=T0 + 60, state="S_RA")
     rec, _ = run([PortScan], [*asked, *scan])
     assert rec.by("portscan") and rec.blocked_ips == []
-    assert all("answers local hosts" in a.evidence.description for a in rec.by("portscan"))
+    assert all("served connections in the last" in a.evidence.description for a in rec.by("portscan"))
     rec, _ = run([PortScan], scan)  # nobody here uses it: the scan blocks as before
     assert rec.blocked_ips == [resolver]
 
@@ -224,7 +224,7 @@ def test_a_syn_ack_nobody_asked_for_makes_no_server_in_use() -> None:
     poke = flow(T0, lan[0], scanner, 443, "tcp", sport=50000, state="R_SA", dpkts=1)
     rec, _ = run([PortScan], [poke, *syn_scan(scanner, lan, [445], start=T0 + 10, state="S_RA")])
     assert rec.blocked_ips == [scanner]
-    assert not any("answers local hosts" in a.evidence.description for a in rec.by("portscan"))
+    assert not any("served connections in the last" in a.evidence.description for a in rec.by("portscan"))
 
 
 def test_an_ipv4_mapped_client_is_an_ipv4_one() -> None:

@@ -91,6 +91,15 @@ def test_without_network_local_the_ipv6_upload_only_alerted(tmp_path: Path) -> N
     assert "not a local address (a private range or network.local)" in exfil["description"]
 
 
+def test_an_outside_monitor_polling_a_forwarded_port_blocks_no_one(tmp_path: Path) -> None:
+    """Found by review: the Markov detector had no inbound rule (beacon ignores inbound polling), so
+    an uptime monitor polling the NAS's forwarded port every 30 s got the NAS blocked."""
+    r = _replay("uptime-monitor", tmp_path, None)
+    assert r.blocked == [], [a["description"] for a in r.blocks]
+    markov = [a for a in r.alerts if a["detector"] == "stratosphere" and a["offender"] == gen_corpus.NAS]
+    assert markov and all("inbound" in a["description"] for a in markov)
+
+
 # --- the mechanism ---------------------------------------------------------------------------------
 
 SITE = ["2001:db8:1::/64", "203.0.113.0/28"]
@@ -128,6 +137,12 @@ def _parsed(ip: str) -> tuple[int, int]:
     return a.version, int(a)
 
 
+def test_network_local_takes_exact_networks_and_single_addresses(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[network]\nlocal = ["147.32.0.0/16", "2001:db8:1:5::/64", "203.0.113.7", "2001:db8::1"]\n')
+    assert load_config(path)["network.local"][0] == "147.32.0.0/16"
+
+
 def test_each_engine_sets_the_networks_of_its_config() -> None:
     Engine(load_config(overrides={"network.local": ["2001:db8:1::/64"]}), detectors=[])
     assert prefixes.is_local("2001:db8:1::99") and prefixes.site_networks() == 1
@@ -135,7 +150,13 @@ def test_each_engine_sets_the_networks_of_its_config() -> None:
     assert not prefixes.is_local("2001:db8:1::99") and prefixes.site_networks() == 0
 
 
-@pytest.mark.parametrize("bad", [["2001:db8:1::/64", "nope"], ["10.0.0.0/33"], [5]])
+@pytest.mark.parametrize("bad", [
+    ["2001:db8:1::/64", "nope"], ["10.0.0.0/33"], [5],
+    ["2a02:8071:1234:5600::/5"],  # a typo in the prefix length: host bits set, and half the Internet
+    ["147.32.0.1/16"],  # host bits
+    ["::ffff:147.32.0.0/112"],  # the IPv4 network, written as IPv6: it would match nothing
+    ["0.0.0.0/0"], ["2000::/3"],  # wider than /8 or /16
+])
 def test_network_local_refuses_what_is_no_network(bad: list[Any], tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text(f"[network]\nlocal = {json.dumps(bad)}\n")
@@ -170,3 +191,32 @@ def test_the_daemons_lan_networks_are_local_with_the_configs_and_survive_a_reloa
     assert prefixes.is_local("2001:db8:1:5::7") and not prefixes.is_local("198.51.100.7")
     e.follow_lan(["2001:db8:1:6::/64"])  # a new prefix: the old one is the Internet's again
     assert prefixes.is_local("2001:db8:1:6::7") and not prefixes.is_local("2001:db8:1:5::7")
+
+
+def test_config_init_leaves_a_delegated_prefix_to_the_daemon() -> None:
+    """Found by review: a prefix the ISP delegates (an address with a lifetime) written into
+    network.local stays local after the ISP gave it to somebody else."""
+    links = [
+        {"ifname": "eth0", "addr_info": [{"family": "inet", "local": "192.0.2.10", "prefixlen": 24,
+                                          "scope": "global", "dynamic": True}]},
+        {"ifname": "wan2", "addr_info": [{"family": "inet", "local": "198.51.100.2", "prefixlen": 24,
+                                          "scope": "global"}]},
+        {"ifname": "br-lan", "addr_info": [
+            {"family": "inet", "local": "192.168.1.1", "prefixlen": 24, "scope": "global"},
+            {"family": "inet", "local": "203.0.113.1", "prefixlen": 28, "scope": "global"},
+            {"family": "inet6", "local": "2001:db8:1:5::1", "prefixlen": 64, "scope": "global", "dynamic": True,
+             "valid_life_time": 86000},
+            {"family": "inet6", "local": "2001:db8:99::1", "prefixlen": 64, "scope": "global"}]},
+    ]
+    routes4 = [{"dst": "default", "metric": 5, "nexthops": [{"gateway": "192.0.2.1", "dev": "eth0"},
+                                                            {"gateway": "198.51.100.1", "dev": "wan2"}]}]
+    outputs = {"addr": links, "-4": routes4, "-6": [{"dst": "default", "gateway": "fe80::1", "dev": "eth0"}]}
+
+    def run(*cmd: str) -> str:
+        return json.dumps(outputs["addr" if cmd[2] == "addr" else cmd[2]])
+
+    m = gateway.read_machine(run)
+    assert m.wan == ["eth0", "wan2"] and m.upstream == ["192.0.2.1", "198.51.100.1", "fe80::1"]
+    text = gateway.initial_config(all_options(), m)
+    assert tomllib.loads(text)["network"]["local"] == ["203.0.113.0/28", "2001:db8:99::/64"]
+    assert "2001:db8:1:5::/64 has a lifetime" in text

@@ -223,20 +223,46 @@ ADDR_JSON = json.dumps([
         {"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "link"}]},
     {"ifname": "dmz", "addr_info": [{"family": "inet", "local": "198.51.100.1", "prefixlen": 28, "scope": "global"}]},
 ])
-ROUTES_JSON = [json.dumps([{"dst": "default", "gateway": "192.0.2.1", "dev": "eth0"}]),
-               json.dumps([{"dst": "default", "gateway": "fe80::1", "dev": "eth0"}])]
+ROUTES4 = json.dumps([{"dst": "default", "gateway": "192.0.2.1", "dev": "eth0"},
+                      {"dst": "192.0.2.0/24", "dev": "eth0", "scope": "link"}])
+ROUTES6 = json.dumps([{"dst": "default", "gateway": "fe80::1", "dev": "eth0"},
+                      {"dst": "2001:db8:1:5::/64", "dev": "br-lan"}])
 
 
-def test_lan_networks_are_the_non_wan_interfaces_outside_the_private_ranges() -> None:
-    assert protect.parse_lan_networks(ADDR_JSON, ROUTES_JSON) == ["2001:db8:1:5::/64", "198.51.100.0/28"]
-    # no default route (the uplink down or renewing): WAN and LAN cannot be told apart, nothing is said
-    assert protect.parse_lan_networks(ADDR_JSON, ["", "[]"]) is None
+def test_lan_networks_are_the_ipv6_networks_of_interfaces_no_route_leaves_by() -> None:
+    # IPv4 (198.51.100.0/28 on dmz) is network.local's: a public IPv4 LAN does not move
+    assert protect.parse_lan_networks(ADDR_JSON, ROUTES4, ROUTES6) == ["2001:db8:1:5::/64"]
+    # no IPv6 default route (the uplink down or renewing): WAN and LAN cannot be told apart
+    assert protect.parse_lan_networks(ADDR_JSON, ROUTES4, "[]") is None
+    assert protect.parse_lan_networks(ADDR_JSON, ROUTES4, "") is None
+
+
+def _uplink2(routes: list[dict[str, object]]) -> list[str] | None:
+    """A second uplink `wan2` with its own global prefix, its routes as given."""
+    links = [*json.loads(ADDR_JSON), {"ifname": "wan2", "addr_info": [
+        {"family": "inet6", "local": "2001:db8:ee::2", "prefixlen": 64, "scope": "global"}]}]
+    return protect.parse_lan_networks(json.dumps(links), ROUTES4, json.dumps([*json.loads(ROUTES6), *routes]))
+
+
+def test_a_second_uplink_never_passes_for_the_lan() -> None:
+    """Found by review: interfaces without a default route in the main table were all LAN."""
+    lan = ["2001:db8:1:5::/64"]
+    # its default in a policy routing table
+    assert _uplink2([{"dst": "default", "gateway": "fe80::9", "dev": "wan2", "table": "200"}]) == lan
+    # a load-balanced default over both uplinks (its devices only in nexthops)
+    assert _uplink2([{"dst": "default", "metric": 5, "nexthops": [
+        {"gateway": "fe80::1", "dev": "eth0", "weight": 1},
+        {"gateway": "fe80::9", "dev": "wan2", "weight": 1}]}]) == lan
+    # a route via a gateway on it
+    assert _uplink2([{"dst": "2001:db8:77::/48", "gateway": "fe80::9", "dev": "wan2"}]) == lan
+    # the control: no route at all leaves by wan2, so it is taken for a LAN
+    assert "2001:db8:ee::/64" in (_uplink2([]) or [])
 
 
 @settings(max_examples=200, deadline=None)
 @given(addr=st.text(max_size=200), route=st.text(max_size=100))
 def test_lan_networks_never_raise_on_junk(addr: str, route: str) -> None:
-    assert isinstance(protect.parse_lan_networks(addr, [route]), list | None)
+    assert isinstance(protect.parse_lan_networks(addr, route, route), list | None)
 
 
 def test_a_new_lan_prefix_reaches_on_lan_on_the_refreshing_thread() -> None:

@@ -493,6 +493,34 @@ def _nas_polling(phone: str, nas: str) -> Callable[[random.Random], Iterator[Pac
 
 
 
+def _forged_scan_v6(genuine: bool = False) -> Callable[[random.Random], Iterator[Packet]]:
+    """Internet clients use the NAS over IPv6 (HTTPS); an off-path attacker sends SYNs with the NAS's
+    address to 150 ports of a LAN host (IPv6: no NAT, and no reverse-path filter unless the admin
+    adds one), which answers the NAS on the LAN: the gateway sees no answer. With network.local the
+    NAS is local, so only the in-use guard's IPv6 rule keeps it unblocked. genuine: the same scan,
+    for real, from a LAN host no outside client uses."""
+    def build(rng: random.Random) -> Iterator[Packet]:
+        ports = Ports(rng)
+        parts = _home(rng, 1500)
+        parts += [tls_session(f"2001:db8:ff::{1 + k:x}", V6_NAS, "cloud.example.org",
+                              T0 + 5 + k * 55 + rng.uniform(0, 50), 400, 30000, sport=ports(), rng=rng)
+                  for k in range(25)]
+        scanner = V6_PHONE if genuine else V6_NAS
+        parts += [tcp_probe(scanner, V6_VICTIM, 41000, p, T0 + 600 + p * 0.05, "filtered", rng=rng)
+                  for p in range(1, 151)]
+        return merge(*parts)
+    return build
+
+
+def _uptime_monitor(rng: random.Random) -> Iterator[Packet]:
+    """An Internet uptime monitor polls the NAS's forwarded port (TLS, 8123) every 30 s for 3 hours:
+    regular as a bot polling its C&C, but inbound, and the server is ours."""
+    ports = Ports(rng)
+    polls = [tls_session("198.51.100.9", NAS, "nas.example.org", T0 + 5 + i * 30 + rng.uniform(-0.5, 0.5), 300,
+                         1800, sport=ports(), port=8123, rng=rng) for i in range(360)]
+    return merge(*_home(rng, 10800), *polls)
+
+
 BAD = frozenset({VICTIM, CNC})
 SCENARIOS: list[Scenario] = [
     Scenario("beacon-https-2.2s", "malicious", _beacon(2.2, 0.005, 270, size=6100), BAD, ("beacon",), True,
@@ -538,6 +566,9 @@ SCENARIOS: list[Scenario] = [
     Scenario("ipv6-lan-exfil", "malicious", _v6_exfil, frozenset({V6_VICTIM, CNC6}), ("exfil",),
              extra={"config": V6_SITE}, note="30 MB from a LAN host's global IPv6 address (network.local)"),
     Scenario("nas-polling", "benign", _nas_polling(PHONE, NAS), note="a phone polls the NAS every 30 s"),
+    Scenario("forged-scan-v6-nas", "benign", _forged_scan_v6(), extra={"forged": True, "config": V6_SITE},
+             note="SYNs with the IPv6 NAS's address, from the Internet"),
+    Scenario("uptime-monitor", "benign", _uptime_monitor, note="an outside monitor polls a forwarded port"),
     Scenario("ipv6-lan-nas-polling", "benign", _nas_polling(V6_PHONE, V6_NAS), extra={"config": V6_SITE},
              note="a phone polls the NAS every 30 s over the LAN's global IPv6 (network.local)"),
 ]

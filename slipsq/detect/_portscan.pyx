@@ -362,10 +362,11 @@ cdef class Servers:
         cdef PyObject* last = PyDict_GetItemWithError(self.when, server)
         if last != NULL and <double>when < <double>(<object>last) + REFRESH:
             return 0  # most flows: refreshed less than REFRESH ago
-        if _local(server):
-            return 0
         client = _f(flow, F_SADDR)
-        if not (_local(client) or _v6(client)):  # inuse.ServersInUse.note
+        if _local(server):  # inuse.ServersInUse.note
+            if not (_v6(server) and not _local(client)):
+                return 0
+        elif not (_local(client) or _v6(client)):
             return 0
         if _f(flow, F_PROTO) == "tcp" and not flow_opened(&SLOTS, flow, NAMES, _HELD, _HELD_BY_STATE):
             return 0  # a SYN-ACK nobody asked for is no use of the server

@@ -1,4 +1,5 @@
-"""Servers in use: non-local addresses that answered a local client, and when they last did.
+"""Servers in use: non-local addresses that answered a local client (and local IPv6 servers that
+answered the Internet), and when they last did.
 
 A signal made of SYNs or pings alone (a scan, a reconnection storm) can be forged: packets sent
 with, or sent to, the address of a server everyone uses (the network's DNS resolver, a bank, a
@@ -47,9 +48,11 @@ class ServersInUse:
     def note(self, flow: Flow) -> None:
         """`flow` was answered (the caller checked, e.g. with portscan.unanswered): remember its
         server when it is non-local and its client local, or an IPv6 client (homes number their
-        hosts with global IPv6 addresses, which no range tells from the Internet's; inline, one end
-        of every flow is in this network. The price: a LAN host with a global IPv6 address that
-        answers the Internet is "in use" too, so its own scans alone do not block it). A TCP flow
+        hosts with global IPv6 addresses, which no range tells from the Internet's unless
+        network.local names them; inline, one end of every flow is in this network). A local IPv6
+        server that answered a client outside is remembered too: over IPv6 no NAT stands between it
+        and the Internet, and without reverse-path filtering anyone can send packets with its
+        address. The price: such a host's own scans alone do not block it. A TCP flow
         counts only when its handshake completed (tcpstate.opened): a scanner that sends one
         SYN-ACK to a local host (which answers RST) must not make itself a server in use. The time is
         refreshed at most every REFRESH seconds, so "in the last window" may end up to 5 minutes
@@ -58,7 +61,10 @@ class ServersInUse:
         last = self.when.get(server)
         if last is not None and when < last + REFRESH:
             return
-        if is_local(server) or not (is_local(flow.saddr) or _v6(flow.saddr)):
+        if is_local(server):
+            if not (_v6(server) and not is_local(flow.saddr)):
+                return  # one of ours is in use only as an IPv6 server of the Internet (below)
+        elif not (is_local(flow.saddr) or _v6(flow.saddr)):
             return
         if flow.proto == "tcp" and not opened(flow):  # a SYN-ACK nobody asked for is no use of it
             return

@@ -328,7 +328,7 @@ class PortScan(Detector):
         ts = max(t.last, self.counts.index * self.window)  # a late flow of the last window counts in this one
         in_use = not self.block_in_use and self.servers.in_use(src, ts, self.window)
         if in_use:
-            desc += (f"; {src} answers local hosts (in the last {self.window:.0f}s): a scan alone never "
+            desc += (f"; {src} served connections in the last {self.window:.0f}s: a scan alone never "
                      f"blocks it, its source may be forged (portscan.block_servers_in_use)")
         swarm = not in_use and kind == "horizontal" and port in P2P_PORTS and self.ctx.peers.is_p2p(src, ts)
         if swarm:

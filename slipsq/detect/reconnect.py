@@ -185,7 +185,7 @@ class Reconnect(Detector):
             desc += f"; {src} runs P2P software and {dst} looks like a peer gone: reported, never blocks"
         elif self.servers.in_use(dst, ts, self.window):
             may_block = False
-            desc += (f"; {dst} answers local hosts (in the last {self.window:.0f}s): a storm alone never "
+            desc += (f"; {dst} served connections in the last {self.window:.0f}s: a storm alone never "
                      f"blocks it, SYNs can be forged")
         return [Evidence(ts=ts, detector=self.name, offender=offender, src_ip=src, dst_ip=dst, dst_port=port,
                          proto="tcp", description=desc, threat_level=threat, confidence=round(confidence, 3),

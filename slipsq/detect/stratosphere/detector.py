@@ -24,7 +24,9 @@ answered) against a server local hosts use (ctx.servers, detect/inuse.py) is rep
 may_block=False: such attempts can be sent with a local host's address, or by a web page's script,
 to get the network's resolver blocked (the rule of port scans and reconnection storms). A match
 between two local addresses (a phone polling the NAS every 30 s looks like an HTTP C&C) is reported
-with may_block=False too, unless `markov.local_may_block` (the rule of beacons and storms).
+with may_block=False too, unless `markov.local_may_block` (the rule of beacons and storms), and so is
+one where an outside client polls a local server (an uptime monitor on a forwarded port: the beacon
+detector ignores inbound polling too), which would otherwise block our own server.
 
 It never blocks and never does I/O: models come in `ctx.models` (loaded by the caller).
 """
@@ -143,8 +145,11 @@ class StratosphereDetector(Detector):
         tail = t.text[-40:]
         guard = ""
         if not self.block_client and self._unheld(flow) and self.ctx.servers.in_use(t.server, ts, self.window):
-            guard = (f"; {t.server} answers local hosts (in the last {self.window:.0f}s) and this tuple's "
+            guard = (f"; {t.server} served connections in the last {self.window:.0f}s and this tuple's "
                      "connections never completed: a match alone never blocks it, attempts can be forged")
+        elif not self.block_client and is_local(t.server) and not is_local(t.client):
+            guard = (f"; inbound: an outside client's connections to {t.server}, one of ours: reported, never "
+                     "blocks it (an uptime monitor polls a forwarded port as a bot polls its C&C)")
         elif not self.local_may_block and is_local(t.client) and is_local(t.server):
             guard = "; both ends local: reported, never blocks (markov.local_may_block)"
         return [Evidence(
