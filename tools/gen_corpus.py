@@ -39,6 +39,7 @@ from tools.gen_sessions import (
     Packet,
     dns_message,
     dns_query,
+    http_session,
     tcp_probe,
     tcp_session,
     tls_session,
@@ -216,22 +217,23 @@ def _halfopen_to_resolver(genuine: bool = False) -> Callable[[random.Random], It
 
 
 def _forged_rsts(genuine: bool = False) -> Callable[[random.Random], Iterator[Packet]]:
-    """A VPN over TCP with a ping every 10 s; after each ping somebody on the LAN sends the server a
-    RST with a wrong sequence number, which the ends ignore. Genuine: the client really reconnects
-    after each ping (a new connection every 10 s)."""
+    """A VPN over TCP 443 (as OpenVPN and SSTP are run to pass firewalls) with a ping every 10 s;
+    after each ping somebody on the LAN sends the server a RST with a wrong sequence number, which the
+    ends ignore. Genuine: the client really reconnects after each ping (a new connection every 10 s).
+    (On OpenVPN's own port, 1194, beacon.keepalive_ports would keep it unblocked either way.)"""
     def build(rng: random.Random) -> Iterator[Packet]:
-        server = "198.51.100.194"
+        server, port = "198.51.100.194", 443
         parts = _home(rng, 900)
         if genuine:
             ports = Ports(rng)
-            parts += [tcp_session(PHONE, server, ports(), 1194, T0 + 20 + k * 10.0, 100, 150, rng=rng)
+            parts += [tcp_session(PHONE, server, ports(), port, T0 + 20 + k * 10.0, 100, 150, rng=rng)
                       for k in range(60)]
             return merge(*parts)
         sport = 45000
-        parts.append(long_connection(PHONE, server, 1194, start=T0 + 20, duration=600, keepalive=10, sport=sport,
+        parts.append(long_connection(PHONE, server, port, start=T0 + 20, duration=600, keepalive=10, sport=sport,
                                      rng=rng))
         p2s = Way(PHONE, server)
-        parts.append(iter([(T0 + 20 + k * 10.0 + 0.5, p2s.tcp(rng.randrange(65536), sport, 1194,
+        parts.append(iter([(T0 + 20 + k * 10.0 + 0.5, p2s.tcp(rng.randrange(65536), sport, port,
                                                                rng.getrandbits(32), 0, RST, win=0))
                            for k in range(1, 60)]))
         return merge(*parts)
@@ -521,6 +523,47 @@ def _uptime_monitor(rng: random.Random) -> Iterator[Packet]:
     return merge(*_home(rng, 10800), *polls)
 
 
+def _sip_phone(rng: random.Random) -> Iterator[Packet]:
+    """A VoIP phone (or the router's own SIP client) keeps its registration with the provider alive:
+    SIP OPTIONS every 90 s and a REGISTER every 10 min over UDP 5060, for 3 hours."""
+    phone, provider = "192.168.1.40", "198.51.100.60"
+    parts = [*_home(rng, 10800), _with_dns("sip.provider.example", provider, phone, T0 + 5, rng)]
+    for i in range(120):
+        t = T0 + 5 + i * 90 + rng.uniform(-0.2, 0.2)
+        msgs = (("c", rng.randbytes(480)), ("s", rng.randbytes(360)))
+        parts.append(udp_exchange(phone, provider, 5060, 5060, t, msgs, rtt=0.03, rng=rng))
+    for i in range(18):
+        t = T0 + 50 + i * 600 + rng.uniform(-0.2, 0.2)
+        msgs = (("c", rng.randbytes(620)), ("s", rng.randbytes(540)))
+        parts.append(udp_exchange(phone, provider, 5060, 5060, t, msgs, rtt=0.03, rng=rng))
+    return merge(*parts)
+
+
+def _connectivity_checks(rng: random.Random) -> Iterator[Packet]:
+    """A phone's captive-portal probe (HTTP GET /generate_204) every 5 minutes for 6 hours, its name
+    answered by the resolver now and then: beacon.allow_domains names it."""
+    server, name = "198.51.100.204", "connectivitycheck.gstatic.com"
+    ports = Ports(rng)
+    parts = _home(rng, 21600)
+    for i in range(72):
+        t = T0 + 5 + i * 300
+        if i % 12 == 0:
+            parts.append(_with_dns(name, server, PHONE, t, rng))
+        parts.append(http_session(PHONE, server, name, t, "/generate_204", 0, sport=ports(), status="204 No Content",
+                                  rng=rng))
+    return merge(*parts)
+
+
+def _udp_beacon(rng: random.Random) -> Iterator[Packet]:
+    """A bot's UDP beacon: a small exchange with its C&C on 7777 every 60 s (± 5 %), for an hour."""
+    parts = _home(rng, 3600)
+    for i in range(60):
+        t = T0 + 10 + i * 60 + rng.uniform(-3, 3)
+        msgs = (("c", rng.randbytes(90)), ("s", rng.randbytes(140)))
+        parts.append(udp_exchange(VICTIM, CNC, 41000 + i, 7777, t, msgs, rtt=0.05, rng=rng))
+    return merge(*parts)
+
+
 BAD = frozenset({VICTIM, CNC})
 SCENARIOS: list[Scenario] = [
     Scenario("beacon-https-2.2s", "malicious", _beacon(2.2, 0.005, 270, size=6100), BAD, ("beacon",), True,
@@ -531,6 +574,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("beacon-10min-1%", "malicious", _beacon(600.0, 0.01, 14), BAD, ("beacon",)),
     Scenario("beacon-unnamed-8080", "malicious", _beacon(15.0, 0.05, 40, named=False, port=8080), BAD, ("beacon",)),
     Scenario("beacon-varying-sizes", "malicious", _beacon_sizes, BAD, ("beacon",)),
+    Scenario("beacon-udp-60s", "malicious", _udp_beacon, BAD, ("beacon",), note="a UDP beacon every 60 s ± 5 %"),
     Scenario("reconnection-storm", "malicious", _storm, BAD, ("reconnect",), note="needs the new detectors"),
     Scenario("dga-nxdomain", "malicious", _dga, frozenset({VICTIM}), ("dga",), note="needs the new detectors"),
     Scenario("exfiltration", "malicious", _exfil, BAD, ("exfil",), note="needs the new detectors"),
@@ -566,6 +610,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("ipv6-lan-exfil", "malicious", _v6_exfil, frozenset({V6_VICTIM, CNC6}), ("exfil",),
              extra={"config": V6_SITE}, note="30 MB from a LAN host's global IPv6 address (network.local)"),
     Scenario("nas-polling", "benign", _nas_polling(PHONE, NAS), note="a phone polls the NAS every 30 s"),
+    Scenario("sip-phone", "benign", _sip_phone, note="SIP OPTIONS every 90 s, REGISTER every 10 min"),
+    Scenario("connectivity-checks", "benign", _connectivity_checks, note="generate_204 every 5 minutes"),
     Scenario("forged-scan-v6-nas", "benign", _forged_scan_v6(), extra={"forged": True, "config": V6_SITE},
              note="SYNs with the IPv6 NAS's address, from the Internet"),
     Scenario("uptime-monitor", "benign", _uptime_monitor, note="an outside monitor polls a forwarded port"),

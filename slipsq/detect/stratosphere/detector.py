@@ -26,7 +26,8 @@ to get the network's resolver blocked (the rule of port scans and reconnection s
 between two local addresses (a phone polling the NAS every 30 s looks like an HTTP C&C) is reported
 with may_block=False too, unless `markov.local_may_block` (the rule of beacons and storms), and so is
 one where an outside client polls a local server (an uptime monitor on a forwarded port: the beacon
-detector ignores inbound polling too), which would otherwise block our own server.
+detector ignores inbound polling too), which would otherwise block our own server, and one against a
+server named by `markov.allow_domains` (connectivity checks and time servers, as in beacon).
 
 It never blocks and never does I/O: models come in `ctx.models` (loaded by the caller).
 """
@@ -92,6 +93,7 @@ class StratosphereDetector(Detector):
         self.min_letters: int = cfg["markov.min_letters"]
         self.block_client = cfg["markov.block"] == "client"
         self.local_may_block: bool = cfg["markov.local_may_block"]
+        self.allow_domains: tuple[str, ...] = tuple(d.lower().rstrip(".") for d in cfg["markov.allow_domains"])
         self.window: float = cfg["judge.window"]
         self.full_letters: int = self.opt("confident_letters")
         self.chains: dict[str, list[Chain]] = {"tcp": [], "udp": []}
@@ -147,6 +149,9 @@ class StratosphereDetector(Detector):
         if not self.block_client and self._unheld(flow) and self.ctx.servers.in_use(t.server, ts, self.window):
             guard = (f"; {t.server} served connections in the last {self.window:.0f}s and this tuple's "
                      "connections never completed: a match alone never blocks it, attempts can be forged")
+        elif not self.block_client and (name := self._periodic_name(t.server)):
+            guard = (f"; {t.server} is {name}, a service as regular as any C&C on purpose (markov.allow_domains): "
+                     "reported, never blocks")
         elif not self.block_client and is_local(t.server) and not is_local(t.client):
             guard = (f"; inbound: an outside client's connections to {t.server}, one of ours: reported, never "
                      "blocks it (an uptime monitor polls a forwarded port as a bot polls its C&C)")
@@ -161,6 +166,14 @@ class StratosphereDetector(Detector):
                          f"(...{tail}){guard}"),
             threat_level=HIGH, confidence=conf, label=model.label, may_block=not guard,
             key=f"stratosphere:{tuple_id if self.block_client else service}:{model.label}", flows=(flow,))]
+
+    def _periodic_name(self, server: str) -> str:
+        """The server's DNS name that ends with one of markov.allow_domains, or ""."""
+        for name in sorted(self.ctx.dns_names.get(server) or ()):
+            n = name.lower().rstrip(".")
+            if any(n == d or n.endswith("." + d) for d in self.allow_domains):
+                return n
+        return ""
 
     @staticmethod
     def _unheld(flow: Flow) -> bool:

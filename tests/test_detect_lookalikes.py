@@ -1,0 +1,62 @@
+"""Benign traffic as regular as a C&C, on purpose, from the labeled corpus (tools/gen_corpus.py):
+none of it may block, and each has a control that shows what keeps it unblocked.
+
+Found 2026-12-06 by replaying look-alikes the corpus lacked: a VoIP phone keeping its registration
+alive (SIP OPTIONS every 90 s) got its provider blocked by the beacon detector (the house's phone
+line), and a phone's connectivity check every 5 minutes got the check's server blocked by a Markov
+match (an HTTP C&C model; beacon already ignored the name), which makes the phone report "no
+Internet". A UDP beacon off those ports is still blocked.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import detection
+
+from tools import gen_corpus
+from tools.gencapture import write_capture
+
+PROVIDER, CHECK = "198.51.100.60", "198.51.100.204"
+
+
+def _replay(name: str, tmp_path: Path, config: dict[str, Any] | None = None) -> detection.Result:
+    s = gen_corpus.BY_NAME[name]
+    cap = tmp_path / f"{name}.pcap"
+    write_capture(s.build(random.Random(1)), cap)
+    return detection.Result(name, s.kind, s.bad, s.detectors, detection.replay(cap, tmp_path / "out", config))
+
+
+def test_a_sip_phones_keepalives_never_block_its_provider(tmp_path: Path) -> None:
+    r = _replay("sip-phone", tmp_path)
+    assert r.blocked == [], [a["description"] for a in r.blocks]
+    beacons = [a for a in r.alerts if a["detector"] == "beacon" and a["offender"] == PROVIDER]
+    assert beacons and all("keepalive protocol's port" in a["description"] for a in beacons)
+
+
+def test_without_the_keepalive_ports_the_provider_is_blocked(tmp_path: Path) -> None:
+    r = _replay("sip-phone", tmp_path, {"beacon.keepalive_ports": []})
+    assert r.blocked == [PROVIDER] and r.blocks[0]["detector"] == "beacon"
+
+
+def test_a_connectivity_check_every_five_minutes_blocks_no_one(tmp_path: Path) -> None:
+    r = _replay("connectivity-checks", tmp_path)
+    assert r.blocked == [], [a["description"] for a in r.blocks]
+    assert not [a for a in r.alerts if a["detector"] == "beacon"]  # beacon.allow_domains: not even reported
+    markov = [a for a in r.alerts if a["detector"] == "stratosphere" and a["offender"] == CHECK]
+    assert markov and all("markov.allow_domains" in a["description"] for a in markov)
+
+
+def test_without_markov_allow_domains_the_check_is_blocked(tmp_path: Path) -> None:
+    r = _replay("connectivity-checks", tmp_path, {"markov.allow_domains": []})
+    assert r.blocked == [CHECK] and r.blocks[0]["detector"] == "stratosphere"
+
+
+def test_a_udp_beacon_off_those_ports_is_blocked(tmp_path: Path) -> None:
+    r = _replay("beacon-udp-60s", tmp_path)
+    assert gen_corpus.CNC in r.blocked
+    assert "beacon" in {a["detector"] for a in r.blocks}
