@@ -75,7 +75,7 @@ def _offline_admin(ctx: click.Context, state_dir: str | None, config_path: str |
 
         allow.set_protected({a: r for a, r in gather().items() if r != OWN or cfg["allow.own_addresses"]})
     fw = _firewall(allow)  # before the store: a firewall we cannot drive leaves no state dir behind
-    return Admin(BlockStore(state_dir), fw, allow, default_duration(cfg))
+    return Admin(BlockStore(state_dir), fw, allow, default_duration(cfg), cfg["judge.pardon"])
 
 
 def _when(ts: float | None) -> str:
@@ -144,29 +144,48 @@ def block(ctx: click.Context, ip: str, duration: str | None, reason: str, state_
 @click.argument("ip")
 @click.option("--reason", default="unblocked by admin", show_default=True,
               help="Why (kept in the audit trail).")
+@click.option("--pardon", metavar="DURATION",
+              help="How long new evidence cannot block IP again: 12h, 7d, 0 (it may at once) or forever. "
+                   "[default: judge.pardon, 1d]")
 @STATE_DIR
 @CONFIG
 @WAIT
 @click.pass_context
-def unblock(ctx: click.Context, ip: str, reason: str, state_dir: str | None, config_path: str | None,
-            wait: float) -> None:
-    """Remove IP's block at once (kernel and store); the daemon also forgets the evidence against it."""
+def unblock(ctx: click.Context, ip: str, reason: str, pardon: str | None, state_dir: str | None,
+            config_path: str | None, wait: float) -> None:
+    """Remove IP's block at once (kernel and store); the daemon also forgets the evidence against it,
+    and for a day (judge.pardon, or --pardon) new evidence is reported but does not block IP again:
+    an unblock says the block was wrong."""
 
     def work() -> None:
-        from slipsq.control import DaemonTimeout, canonical_ip, who_am_i
+        from slipsq.control import DaemonTimeout, canonical_ip, parse_pardon, who_am_i
+        from slipsq.durations import format_duration
         from slipsq.records import printable
 
         why = printable(reason)
         addr = canonical_ip(ip)
+        seconds = None if pardon is None else parse_pardon(pardon)
         sd = _state_dir(ctx, state_dir)
         note = ""
+        req: dict[str, Any] = {"cmd": "unblock", "ip": addr, "reason": why}
+        if seconds is not None:
+            req["pardon"] = "forever" if seconds == float("inf") else seconds
         try:
-            reply = _daemon(sd, {"cmd": "unblock", "ip": addr, "reason": why}, wait)
+            reply = _daemon(sd, req, wait)
         except DaemonTimeout:
             reply, note = None, f" ({STUCK.format(wait=wait)})"
         if reply is None:
-            _offline_admin(ctx, sd, config_path).unblock(addr, who_am_i(), why)
-        click.echo(f"unblocked {addr}{note}")
+            _offline_admin(ctx, sd, config_path).unblock(addr, who_am_i(), why, seconds)
+        said = (reply or {}).get("pardon", seconds)
+        if said is None:  # the offline admin used the config's
+            said = "the config's judge.pardon"
+        elif said in (0, 0.0):
+            said = "none: new evidence may block it again"
+        elif said in ("forever", float("inf")):
+            said = "forever"
+        else:
+            said = format_duration(float(said))
+        click.echo(f"unblocked {addr}{note}; pardon: {said}")
 
     _guard(ctx, work)
 

@@ -150,6 +150,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
            lambda v: v >= 1, ">= 1"),
     Option("judge.max_block_duration", 604800.0, "the longest a block can grow to (seconds)",
            lambda v: 0 < v <= MAX_TIMED_BLOCK, "> 0 and at most 3650d", duration=True),
+    Option("judge.pardon", 86400.0, "after an admin unblocks an address, evidence against it is reported "
+           "but cannot block it again for this long (seconds; `slipsq unblock --pardon`); 0: at once",
+           lambda v: 0 <= v <= MAX_TIMED_BLOCK, "between 0 and 3650d", duration=True),
     Option("judge.block", True, "false: alert only, never block (an IDS)"),
     Option("judge.max_offenders", 200_000, "offenders whose evidence window and repeat count are kept "
            "(least recently judged forgotten first; never an active block)", positive, "> 0"),

@@ -63,6 +63,24 @@ class DaemonTimeout(SystemSetupError):
     """The daemon's socket took the request but no answer came in time (a stopped or stuck daemon)."""
 
 
+def parse_pardon(text: str) -> float:
+    """How long an unblocked address stays pardoned (`slipsq unblock --pardon`): a duration in
+    seconds, 0 ('0', 'none': evidence may block it again at once), or inf ('forever')."""
+    t = text.strip().lower()
+    if t in ("forever", "never", "permanent"):
+        return float("inf")
+    if t in ("none", "no", "off"):
+        return 0.0
+    try:
+        value = durations.parse_duration(t)
+    except ValueError:
+        raise InputError(f"'{text}' is not a pardon: a duration (e.g. 1d, 12h), 0, or 'forever'") from None
+    if value > MAX_TIMED_BLOCK:
+        raise InputError(f"'{text}' is longer than the longest timed pardon (3650d): give a shorter one, or "
+                         "'forever'")
+    return value
+
+
 def canonical_ip(text: str) -> str:
     """The address as slipsq prints it everywhere (an IPv4-mapped IPv6 address as IPv4)."""
     try:
@@ -87,11 +105,12 @@ class Admin:
     carried out by verdict.apply.carry_out: the way a judged block takes too."""
 
     def __init__(self, store: BlockStore, firewall: Firewall | None, allow: AllowList,
-                 default_duration: float | None) -> None:
+                 default_duration: float | None, default_pardon: float = 86400.0) -> None:
         self.store = store
         self.fw = firewall
         self.allow = allow
         self.default_duration = default_duration
+        self.default_pardon = default_pardon  # judge.pardon
 
     def block(self, ip: str, duration: float | str | None = "default", reason: str = "manual",
               who: str = "admin", now: float | None = None) -> Stored:
@@ -104,15 +123,19 @@ class Admin:
             raise RefusedError(f"refusing to block {ip}: {out.refused[ip]}")
         return out.stored[ip]
 
-    def unblock(self, ip: str, who: str = "admin", reason: str = "unblocked by admin") -> Stored | None:
-        """Remove the block at once (kernel, store). RefusedError when `ip` is not blocked."""
+    def unblock(self, ip: str, who: str = "admin", reason: str = "unblocked by admin",
+                pardon: float | None = None) -> Stored | None:
+        """Remove the block at once (kernel, store), and store its pardon (`pardon` seconds, None:
+        the config's judge.pardon; the daemon takes it up when it starts). RefusedError when `ip` is
+        not blocked."""
         ip = canonical_ip(ip)
         known = self.store.get(ip)
         in_kernel = self.fw is not None and ip in self.fw.members()
         if known is None and not in_kernel:
             raise RefusedError(f"{ip} is not blocked")
         now = time.time()
-        self._carry_out(records.Unblock(ip, now, reason, who), now)
+        seconds = self.default_pardon if pardon is None else pardon
+        self._carry_out(records.Unblock(ip, now, reason, who, now + seconds if seconds > 0 else None), now)
         return known
 
     def _carry_out(self, change: records.Block | records.Unblock, now: float) -> Outcome:

@@ -367,6 +367,9 @@ class Daemon:
                 raise SlipsqError(f"cannot restore the stored blocks: the {what} failed: {err}")
         if hasattr(self, "worker"):
             self.worker.remember_store(now)
+        for ip, until in self.store.pardons(now).items():  # admins' unblocks still pardoned
+            if ip not in self.engine.judge.blocked():
+                self.engine.judge.pardon(ip, until)
         restored = sum(1 for c in batch if not isinstance(c, Unblock))
         if restored or gone:
             log(f"restored {restored} blocks from the store, {len(gone)} expired ones removed")
@@ -593,8 +596,9 @@ class Daemon:
         if cmd == "block":
             return {"ok": True, "block": self.admin_block(req, who)}
         if cmd == "unblock":
-            self.admin_unblock(str(req.get("ip", "")), who, printable(req.get("reason") or "unblocked by admin"))
-            return {"ok": True}
+            why = printable(req.get("reason") or "unblocked by admin")
+            seconds = self.admin_unblock(str(req.get("ip", "")), who, why, req.get("pardon"))
+            return {"ok": True, "pardon": "forever" if seconds == float("inf") else seconds}
         if cmd == "blocks":
             admin = Admin(self.store, None, self.allow, default_duration(self.cfg))
             return {"ok": True, "blocks": _wait(self.worker.call(admin.blocks), 10.0, "the worker"),
@@ -620,18 +624,22 @@ class Daemon:
             return {"ip": ip, "pending": out.store_error or out.kernel_error}
         return stored.to_dict()
 
-    def admin_unblock(self, text: str, who: str, reason: str) -> None:
-        from slipsq.control import canonical_ip
+    def admin_unblock(self, text: str, who: str, reason: str, pardon: Any = None) -> float:
+        """Lift the block of `text`, with its pardon (seconds, "forever", or None: judge.pardon).
+        Returns the pardon's length in seconds (inf: forever)."""
+        from slipsq.control import canonical_ip, parse_pardon
 
         ip = canonical_ip(text)
+        seconds = float(self.cfg["judge.pardon"]) if pardon is None else parse_pardon(str(pardon))
         known = _wait(self.worker.call(lambda: self.store.get(ip) is not None or ip in self.fw.members()),
                       10.0, "the worker")
         if not known:
             raise RefusedError(f"{ip} is not blocked")
-        done = self.on_loop(lambda: self.worker.submit(self.engine.unblock(ip, time.time(), reason, who)))
+        done = self.on_loop(lambda: self.worker.submit(self.engine.unblock(ip, time.time(), reason, who, seconds)))
         out = _wait(done, 30.0, "the worker")
         if out.kernel_error:
             raise SlipsqError(f"unblocked in slipsq, but the kernel refused: {out.kernel_error} (retrying)")
+        return seconds
 
     def light_status(self) -> dict[str, Any]:
         """Counters only (no subprocess, no SQLite, no other thread): cheap enough for the packet loop

@@ -256,12 +256,19 @@ class Engine:
         self._out.append(Block(ip, ts, duration, reason, by, None, times))
         return self.take()
 
-    def unblock(self, ip: str, ts: float, reason: str = "unblocked by admin", who: str = "admin") -> list[Command]:
+    def unblock(self, ip: str, ts: float, reason: str = "unblocked by admin", who: str = "admin",
+                pardon: float | None = None) -> list[Command]:
         """An admin lifted the block of `ip`: the judge forgets it and its evidence, the table passes
-        its packets again, the Unblock command removes rule and record."""
+        its packets again, the Unblock command removes rule and record. For `pardon` seconds
+        (None: judge.pardon; inf: forever; 0: none) evidence cannot block it again: the detectors
+        still see what they saw (a beacon goes on), and an admin's unblock is a verdict on it."""
+        seconds = self.config["judge.pardon"] if pardon is None else pardon
+        until = ts + seconds if seconds > 0 else None
         self.judge.forget(ip)
+        if until is not None:
+            self.judge.pardon(ip, until)
         self.table.unblock(ip)
-        self._out.append(Unblock(ip, ts, reason, who))
+        self._out.append(Unblock(ip, ts, reason, who, until))
         return self.take()
 
     def _app(self, event: AppEvent) -> None:

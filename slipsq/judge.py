@@ -26,7 +26,9 @@ confidence).
 
 Windows are `judge.window` seconds wide (1 hour by default, like Slips), aligned on multiples of the
 width in flow time, so replay is deterministic. A block lasts `judge.block_duration`; each new block
-of the same IP lasts `judge.repeat_factor` times longer, up to `judge.max_block_duration`. Scores are
+of the same IP lasts `judge.repeat_factor` times longer, up to `judge.max_block_duration`. An admin's
+unblock is a verdict on the evidence: for `judge.pardon` seconds (a day) evidence against that IP is
+reported with why, and does not block it again (`pardon`). Scores are
 printed with the digits it takes to compare with the threshold as the decision did (0.996, not
 1.00). The judge decides only; the engine carries decisions to the sinks.
 
@@ -48,6 +50,7 @@ from itertools import count
 
 from slipsq.allow import AllowList
 from slipsq.config import Config
+from slipsq.durations import format_duration
 from slipsq.records import CRITICAL, Decision, Evidence, Finding, fmt_score
 
 MAX_SOURCES = 16  # sources whose persistence one finding follows
@@ -96,6 +99,7 @@ class Judge:
         self._blocked_until: dict[str, float] = {}  # ip -> expiry (inf: no expiry)
         self._expiry_heap: list[tuple[float, str]] = []  # (expiry, ip); stale entries skipped
         self._times_blocked: OrderedDict[str, int] = OrderedDict()  # least recently blocked first
+        self._pardoned: OrderedDict[str, float] = OrderedDict()  # ip -> until: an admin unblocked it
         self._unique = count()
 
     def weight(self, f: _Finding) -> int:
@@ -166,6 +170,13 @@ class Judge:
         protected = self.allow.why_protected(ip)
         if protected is not None:
             return Decision("alert", "", 0.0, score, f"not blocked: {ip} is {protected}", t)
+        until = self._pardoned.get(ip)
+        if until is not None:
+            if ev.ts < until:
+                left = "forever" if until == float("inf") else f"for {format_duration(max(1, int(until - ev.ts)))} more"
+                return Decision("alert", "", 0.0, score, f"not blocked: an admin unblocked {ip}, pardoned {left} "
+                                f"(judge.pardon; `slipsq block {ip}` ends it)", t)
+            del self._pardoned[ip]
         if not self.enabled:
             return Decision("alert", "", 0.0, score, "not blocked: blocking is disabled (judge.block = false)", t)
         if len(self._blocked_until) >= self.max_blocks:
@@ -234,15 +245,30 @@ class Judge:
         self._blocked_until.pop(ip, None)
         self._windows.pop(ip, None)
 
+    def pardon(self, ip: str, until: float) -> None:
+        """An admin unblocked `ip`: evidence cannot block it again before `until` (inf: never); it is
+        still reported, with why. At most judge.max_blocks pardons (admins make them, not the
+        network): the oldest is forgotten first."""
+        self._pardoned.pop(ip, None)
+        if len(self._pardoned) >= self.max_blocks:
+            self._pardoned.popitem(last=False)
+        self._pardoned[ip] = until
+
+    def pardoned(self) -> dict[str, float]:
+        """ip -> until of every pardon (expired ones are dropped when their IP is judged). A copy."""
+        return dict(self._pardoned)
+
     def restore(self, ip: str, until: float, times: int = 1) -> None:
-        """A block loaded from the store at start, or decided by an admin (until: inf for none)."""
+        """A block loaded from the store at start, or decided by an admin (until: inf for none). An
+        admin's block ends the pardon of its IP."""
+        self._pardoned.pop(ip, None)
         self._set_block(ip, until)
         self._count_block(ip, max(self._times_blocked.get(ip, 0), times))
 
     def take_state(self, old: Judge) -> None:
         """After a reload: keep what the old judge knew (blocks, repeat counts, open windows)."""
-        self._windows, self._blocked_until, self._times_blocked, self._expiry_heap = (
-            old._windows, old._blocked_until, old._times_blocked, old._expiry_heap)
+        self._windows, self._blocked_until, self._times_blocked, self._expiry_heap, self._pardoned = (
+            old._windows, old._blocked_until, old._times_blocked, old._expiry_heap, old._pardoned)
 
     def prune(self, now: float) -> None:
         """Forget windows that ended (bounded memory on a long-running gateway). The front is the

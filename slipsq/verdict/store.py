@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS audit (
     evidence  TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_ip ON audit (ip);
+CREATE TABLE IF NOT EXISTS pardons (
+    ip        TEXT PRIMARY KEY, -- an admin unblocked it: evidence cannot block it again before `until`
+    since     REAL NOT NULL,
+    until     REAL              -- NULL: never again
+);
 """
 
 
@@ -187,7 +192,11 @@ class BlockStore:
                 if isinstance(c, records.Unblock):
                     stored.pop(c.ip, None)
                     self._remove(db, c.ip, c.ts, c.who, c.reason)
+                    if c.pardon_until is not None:
+                        until = None if c.pardon_until == float("inf") else c.pardon_until
+                        db.execute("INSERT OR REPLACE INTO pardons VALUES (?, ?, ?)", (c.ip, c.ts, until))
                 elif c.by != "store":
+                    db.execute("DELETE FROM pardons WHERE ip = ?", (c.ip,))  # an admin's block ends it
                     evidence = c.alert.to_dict() if c.alert is not None else {"manual": True, "reason": c.reason}
                     stored[c.ip] = self._add(db, c.ip, c.ts, c.expires, c.reason, c.detector, evidence, c.by)
         return stored
@@ -217,6 +226,18 @@ class BlockStore:
                    "VALUES (?, 'unblock', ?, ?, ?, ?, ?)",
                    (ts, ip, records.utf8_text(who), records.utf8_text(reason), row[4], row[2]))
         return Block(*row)
+
+    def pardons(self, now: float) -> dict[str, float]:
+        """ip -> until (inf: never) of the pardons still running at `now` (Engine.unblock); ended
+        ones are removed. A row that is not an address and a time is skipped."""
+        with self._tx() as db:
+            db.execute("DELETE FROM pardons WHERE until IS NOT NULL AND until <= ?", (now,))
+            rows = db.execute("SELECT ip, until FROM pardons").fetchall()
+        out: dict[str, float] = {}
+        for ip, until in rows:
+            if isinstance(ip, str) and (until is None or records.is_number(until)):
+                out[ip] = float("inf") if until is None else float(until)
+        return out
 
     def purge_expired(self, now: float) -> list[Block]:
         """Remove blocks whose time ran out (audit who = "expiry"); returns them."""
