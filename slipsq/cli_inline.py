@@ -185,7 +185,8 @@ def unblock(ctx: click.Context, ip: str, reason: str, pardon: str | None, state_
             said = "forever"
         else:
             said = format_duration(float(said))
-        click.echo(f"unblocked {addr}{note}; pardon: {said}")
+        hint = " (for good: --pardon forever, or put it in allow.ips)" if seconds is None else ""
+        click.echo(f"unblocked {addr}{note}; pardon: {said}{hint}")
 
     _guard(ctx, work)
 

@@ -163,6 +163,7 @@ def test_unblock_through_the_daemon_says_and_keeps_its_pardon(tmp_path: Path) ->
         assert d.store.pardons(time.time()) == {BAD: until}  # and the store keeps it
         d.judged_block(BAD, "beacon")
         r = CliRunner().invoke(main, ["unblock", BAD, "--state-dir", str(tmp_path)])
-        assert r.output.strip() == f"unblocked {BAD}; pardon: 1d"  # judge.pardon
+        assert r.output.strip() == (f"unblocked {BAD}; pardon: 1d (for good: --pardon forever, or put it in "
+                                    "allow.ips)")  # judge.pardon
         r = CliRunner().invoke(main, ["unblock", BAD, "--pardon", "later", "--state-dir", str(tmp_path)])
         assert r.exit_code == 2 and "is not a pardon" in r.output
