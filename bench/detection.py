@@ -117,6 +117,14 @@ def replay(path: Path, out: Path, config: dict[str, Any] | None = None) -> list[
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def run_scenario(s: gen_corpus.Scenario, where: Path, config: dict[str, Any] | None) -> Result:
+    """Scenario `s` written as a capture into `where` and replayed with `config` (run_corpus gives
+    its `extra["config"]`; a test may give other settings, or None for the defaults)."""
+    cap = where / f"{s.name}.pcap"
+    gen_corpus.write(s, cap)
+    return Result(s.name, s.kind, s.bad, s.detectors, replay(cap, where / "out", config), s.start + 10)
+
+
 def run_corpus(quick: bool = False, only: set[str] | None = None, keep: Path | None = None,
                shared: bool = True) -> list[Result]:
     results: list[Result] = []
@@ -127,10 +135,7 @@ def run_corpus(quick: bool = False, only: set[str] | None = None, keep: Path | N
                 continue
             d = base / s.name
             d.mkdir(parents=True, exist_ok=True)
-            cap = d / f"{s.name}.pcap"
-            gen_corpus.write(s, cap)
-            alerts = replay(cap, d / "out", s.extra.get("config"))  # type: ignore[arg-type]
-            results.append(Result(s.name, s.kind, s.bad, s.detectors, alerts, s.start + 10))
+            results.append(run_scenario(s, d, s.extra.get("config")))  # type: ignore[arg-type]
         if shared and SHARED.is_dir():
             for rel, kind, bad, expected in SHARED_CASES:
                 name = "shared:" + rel.split("/")[-1] if "conn.log" not in rel else "shared:" + rel

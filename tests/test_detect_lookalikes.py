@@ -10,7 +10,6 @@ Internet". A UDP beacon off those ports is still blocked.
 
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import detection
 
 from tools import gen_corpus
-from tools.gencapture import write_capture
 
 PROVIDER, CHECK = "198.51.100.60", "198.51.100.204"
 
 
 def _replay(name: str, tmp_path: Path, config: dict[str, Any] | None = None) -> detection.Result:
-    s = gen_corpus.BY_NAME[name]
-    cap = tmp_path / f"{name}.pcap"
-    write_capture(s.build(random.Random(1)), cap)
-    return detection.Result(name, s.kind, s.bad, s.detectors, detection.replay(cap, tmp_path / "out", config))
+    return detection.run_scenario(gen_corpus.BY_NAME[name], tmp_path, config)
 
 
 def test_a_sip_phones_keepalives_never_block_its_provider(tmp_path: Path) -> None:

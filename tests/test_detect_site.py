@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import random
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -33,7 +32,6 @@ from slipsq.engine import Engine
 from slipsq.errors import ConfigError
 from slipsq.runmode import all_options, load_config
 from tools import gen_corpus
-from tools.gencapture import write_capture
 
 
 @pytest.fixture(autouse=True)
@@ -44,10 +42,7 @@ def _no_site_left() -> Iterator[None]:
 
 
 def _replay(name: str, tmp_path: Path, config: dict[str, Any] | None) -> detection.Result:
-    s = gen_corpus.BY_NAME[name]
-    cap = tmp_path / f"{name}.pcap"
-    write_capture(s.build(random.Random(1)), cap)
-    return detection.Result(name, s.kind, s.bad, s.detectors, detection.replay(cap, tmp_path / "out", config))
+    return detection.run_scenario(gen_corpus.BY_NAME[name], tmp_path, config)
 
 
 # --- the corpus ----------------------------------------------------------------------------------
