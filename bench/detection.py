@@ -109,8 +109,10 @@ def replay(path: Path, out: Path, config: dict[str, Any] | None = None) -> list[
     config_path = None
     if config:
         config_path = out.parent / f"{out.name}.toml"
-        config_path.write_text("".join(f"[{k.rpartition('.')[0]}]\n{k.rpartition('.')[2]} = {toml_value(v)}\n"
-                                       for k, v in config.items()))
+        sections: dict[str, list[str]] = {}
+        for k, v in config.items():
+            sections.setdefault(k.rpartition(".")[0], []).append(f"{k.rpartition('.')[2]} = {toml_value(v)}\n")
+        config_path.write_text("".join(f"[{sec}]\n" + "".join(lines) for sec, lines in sections.items()))
     run_replay(ReplayOptions(inputs=[str(path)], as_json=True, out_dir=str(out),
                              config_path=None if config_path is None else str(config_path)), io.StringIO())
     with (out / "alerts.jsonl").open() as fh:

@@ -91,6 +91,12 @@ cdef inline bint dns_answer(const uint8_t* buf, Py_ssize_t n, Parsed* p) noexcep
         (buf[pos + 6] | buf[pos + 7]) != 0 or (buf[pos + 3] & 0xF) == 3)
 
 
+cdef inline bint dns_response(const uint8_t* buf, Py_ssize_t n, Parsed* p) noexcept nogil:
+    cdef Py_ssize_t end = smin(n, p.ip_off + p.ip_len)
+    cdef Py_ssize_t pos = p.ip_off + p.ip_len - p.payload_len + (2 if p.proto == 6 else 0)
+    return end - pos >= 3 and (buf[pos + 2] & 0x80) != 0
+
+
 cdef inline bint starts(const uint8_t* b, Py_ssize_t k, const char* s, Py_ssize_t m) noexcept nogil:
     return k >= m and memcmp(b, s, m) == 0
 
@@ -661,6 +667,8 @@ cdef class FlowTable:
             hand_up = False
             if p.sport == 53 and p.dport != 53 and fwd:
                 hand_up = False  # a DNS answer that began its flow: no query was seen (flowtable.py)
+            elif fwd and (p.sport == 53 or p.dport == 53) and dns_response(buf, n, p):
+                hand_up = False  # a response from the side that asked (flowtable.py)
             elif p.sport == 53 or p.sport == 5353 or p.dport == 53 or p.dport == 5353:
                 hand_up = (self.app_mask & APP_DNS_ALL) != 0 or (
                     (self.app_mask & APP_DNS) != 0 and dns_answer(buf, n, p))

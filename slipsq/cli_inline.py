@@ -98,7 +98,8 @@ WAIT = click.option("--wait", type=click.FloatRange(min=0.1), default=10.0, show
                          "directly (the daemon takes the change up when it runs again).")
 STUCK = ("directly: the daemon did not answer within {wait:g}s; it takes the change up when it runs again")
 CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                      help="TOML configuration (allow list, default block duration) when no daemon runs.")
+                      help="TOML configuration (allow list, default block duration, judge.pardon) when no "
+                           "daemon runs.")
 
 
 @click.command()
@@ -159,7 +160,6 @@ def unblock(ctx: click.Context, ip: str, reason: str, pardon: str | None, state_
 
     def work() -> None:
         from slipsq.control import DaemonTimeout, canonical_ip, parse_pardon, who_am_i
-        from slipsq.durations import format_duration
         from slipsq.records import printable
 
         why = printable(reason)
@@ -175,20 +175,28 @@ def unblock(ctx: click.Context, ip: str, reason: str, pardon: str | None, state_
         except DaemonTimeout:
             reply, note = None, f" ({STUCK.format(wait=wait)})"
         if reply is None:
-            _offline_admin(ctx, sd, config_path).unblock(addr, who_am_i(), why, seconds)
-        said = (reply or {}).get("pardon", seconds)
-        if said is None:  # the offline admin used the config's
-            said = "the config's judge.pardon"
-        elif said in (0, 0.0):
-            said = "none: new evidence may block it again"
-        elif said in ("forever", float("inf")):
-            said = "forever"
+            admin = _offline_admin(ctx, sd, config_path)
+            admin.unblock(addr, who_am_i(), why, seconds)
+            used: Any = admin.default_pardon if seconds is None else seconds
         else:
-            said = format_duration(float(said))
-        hint = " (for good: --pardon forever, or put it in allow.ips)" if seconds is None else ""
-        click.echo(f"unblocked {addr}{note}; pardon: {said}{hint}")
+            used = reply.get("pardon")  # what the daemon applied (None: a daemon older than pardons)
+        click.echo(f"unblocked {addr}{note}; pardon: {pardon_text(used, seconds is None)}")
 
     _guard(ctx, work)
+
+
+def pardon_text(used: Any, default: bool) -> str:
+    """What `slipsq unblock` says of the pardon that was applied."""
+    from slipsq.durations import format_duration
+
+    if used is None:
+        return "none (the daemon predates pardons: restart it to have them)"
+    if used in ("forever", float("inf")):
+        return "forever"
+    if not isinstance(used, int | float) or used <= 0:
+        return "none: new evidence may block it again"
+    hint = " (for good: --pardon forever, or put it in allow.ips)" if default else ""
+    return format_duration(max(1, round(float(used)))) + hint
 
 
 @click.command()

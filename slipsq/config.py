@@ -82,16 +82,6 @@ def _addresses(v: list[str]) -> bool:
     return True
 
 
-# Names of services as regular as any C&C, on purpose: operating systems' connectivity checks and
-# time servers. A server whose DNS names end with one of these is never a beacon (beacon.allow_domains)
-# and a Markov match against it never blocks (markov.allow_domains).
-PERIODIC_DOMAINS = [
-    "connectivitycheck.gstatic.com", "connectivitycheck.android.com", "clients3.google.com",
-    "msftconnecttest.com", "msftncsi.com", "captive.apple.com", "detectportal.firefox.com",
-    "nmcheck.gnome.org", "connectivity-check.ubuntu.com", "network-test.debian.org", "pool.ntp.org",
-    "time.windows.com", "time.apple.com",
-]
-
 # the longest timed block, by config or `slipsq block --for` (a later expiry has no date to print)
 MAX_TIMED_BLOCK = 3650 * 86400.0
 
@@ -126,9 +116,6 @@ CORE_OPTIONS: tuple[Option, ...] = (
            positive, "> 0"),
     Option("markov.local_may_block", False, "a match between two local addresses (private ranges, "
            "network.local: a phone polling the NAS) may block"),
-    Option("markov.allow_domains", PERIODIC_DOMAINS, "servers whose DNS names end with one of these: a match "
-           "is reported, never blocks (a phone's connectivity check every 5 minutes matches an HTTP C&C model)",
-           lambda v: all(isinstance(d, str) and d.strip(".") for d in v), "a list of domain names"),
     Option("markov.block", "server", "which end of a matched 4-tuple to block: server or client",
            lambda v: v in ("server", "client"), "server or client"),
     # judge

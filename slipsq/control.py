@@ -135,7 +135,8 @@ class Admin:
             raise RefusedError(f"{ip} is not blocked")
         now = time.time()
         seconds = self.default_pardon if pardon is None else pardon
-        self._carry_out(records.Unblock(ip, now, reason, who, now + seconds if seconds > 0 else None), now)
+        covers = (known.detector,) if known is not None and known.detector else ()  # what decided the block
+        self._carry_out(records.Unblock(ip, now, reason, who, now + seconds if seconds > 0 else None, covers), now)
         return known
 
     def _carry_out(self, change: records.Block | records.Unblock, now: float) -> Outcome:

@@ -94,9 +94,10 @@ class Worker:
             SimpleQueue())
         self._thread = threading.Thread(target=self._run, name="slipsq-worker", daemon=True)
         # another process (an admin command that found this daemon stuck) may change the store:
-        # on_store_change(ips unblocked there, blocks added there) tells the daemon, at most every
+        # on_store_change(ips unblocked there, blocks added there, the store's pardons) tells the daemon, at most every
         # SYNC_EVERY s (one cheap query when nothing changed)
-        self.on_store_change: Callable[[list[str], list[Stored]], None] | None = None
+        self.on_store_change: Callable[[list[str], list[Stored], dict[str, tuple[float, frozenset[str]]]],
+                                       None] | None = None
         self._store_version = 0
         self._store_ips: set[str] = set()
         self.remember_store(clock())
@@ -171,14 +172,15 @@ class Worker:
                 return
             self._store_version = version
             active = {b.ip: b for b in self.store.active(now)}
+            gone = sorted(self._store_ips - set(active))
+            pardons = self.store.pardons(now) if gone else {}  # what the admin gave each unblock
         except Exception as e:  # the store unreadable now: the next turn tries again
             log(f"cannot read the block store ({type(e).__name__}: {e})")
             return
-        gone = sorted(self._store_ips - set(active))
         new = [b for ip, b in active.items() if ip not in self._store_ips]
         self._store_ips = set(active)
         if (gone or new) and self.on_store_change is not None:
-            self.on_store_change(gone, new)
+            self.on_store_change(gone, new, pardons)
 
     def _carry_out(self, batch: list[tuple[list[Command], Future[Outcome] | None]], now: float) -> None:
         self.busy_since = now
@@ -367,9 +369,9 @@ class Daemon:
                 raise SlipsqError(f"cannot restore the stored blocks: the {what} failed: {err}")
         if hasattr(self, "worker"):
             self.worker.remember_store(now)
-        for ip, until in self.store.pardons(now).items():  # admins' unblocks still pardoned
+        for ip, (until, covers) in self.store.pardons(now).items():  # admins' unblocks still pardoned
             if ip not in self.engine.judge.blocked():
-                self.engine.judge.pardon(ip, until)
+                self.engine.judge.pardon(ip, until, covers)
         restored = sum(1 for c in batch if not isinstance(c, Unblock))
         if restored or gone:
             log(f"restored {restored} blocks from the store, {len(gone)} expired ones removed")
@@ -440,17 +442,21 @@ class Daemon:
         if self.protected is not None:  # addresses gained since start (never waits)
             self.protected.refresh(now)
 
-    def _store_changed(self, gone: list[str], new: list[Stored]) -> None:
+    def _store_changed(self, gone: list[str], new: list[Stored],
+                       pardons: dict[str, tuple[float, frozenset[str]]]) -> None:
         """(worker thread) Another process changed the store: an admin command that found this
         daemon stuck applied a block or an unblock to the store and the kernel itself. The packet
-        loop makes the engine agree (the judge forgets or restores, the table drops or passes)."""
+        loop makes the engine agree (the judge forgets or restores, the table drops or passes), with
+        the pardon that admin gave (none when the store has none)."""
         def sync() -> None:
             now = time.time()
             known = self.engine.judge.blocked()
             commands: list[Command] = []
             for ip in gone:
                 if ip in known:
-                    commands += self.engine.unblock(ip, now, "unblocked while slipsq did not answer", "store")
+                    until, covers = pardons.get(ip, (now, frozenset()))  # none in the store: none
+                    commands += self.engine.unblock(ip, now, "unblocked while slipsq did not answer", "store",
+                                                    max(0.0, until - now), sorted(covers))
             for b in new:
                 if b.ip not in known:
                     commands += self.engine.block(b.ip, now, b.remaining(now) or 0.0, b.reason, "store", b.times)
@@ -631,11 +637,13 @@ class Daemon:
 
         ip = canonical_ip(text)
         seconds = float(self.cfg["judge.pardon"]) if pardon is None else parse_pardon(str(pardon))
-        known = _wait(self.worker.call(lambda: self.store.get(ip) is not None or ip in self.fw.members()),
-                      10.0, "the worker")
-        if not known:
+        stored, in_kernel = _wait(self.worker.call(lambda: (self.store.get(ip), ip in self.fw.members())),
+                                  10.0, "the worker")
+        if stored is None and not in_kernel:
             raise RefusedError(f"{ip} is not blocked")
-        done = self.on_loop(lambda: self.worker.submit(self.engine.unblock(ip, time.time(), reason, who, seconds)))
+        covers = [stored.detector] if stored is not None and stored.detector else []  # if the judge forgot
+        done = self.on_loop(lambda: self.worker.submit(self.engine.unblock(ip, time.time(), reason, who, seconds,
+                                                                           covers)))
         out = _wait(done, 30.0, "the worker")
         if out.kernel_error:
             raise SlipsqError(f"unblocked in slipsq, but the kernel refused: {out.kernel_error} (retrying)")

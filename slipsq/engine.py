@@ -257,18 +257,21 @@ class Engine:
         return self.take()
 
     def unblock(self, ip: str, ts: float, reason: str = "unblocked by admin", who: str = "admin",
-                pardon: float | None = None) -> list[Command]:
+                pardon: float | None = None, detectors: Sequence[str] = ()) -> list[Command]:
         """An admin lifted the block of `ip`: the judge forgets it and its evidence, the table passes
         its packets again, the Unblock command removes rule and record. For `pardon` seconds
-        (None: judge.pardon; inf: forever; 0: none) evidence cannot block it again: the detectors
-        still see what they saw (a beacon goes on), and an admin's unblock is a verdict on it."""
+        (None: judge.pardon; inf: forever; 0: none) the evidence of the detectors that decided the
+        block (the judge's open window; else `detectors`, e.g. the stored block's; else all) cannot
+        block it again: the detectors still see what they saw (a beacon goes on), and an admin's
+        unblock is a verdict on it. Other evidence still can."""
         seconds = self.config["judge.pardon"] if pardon is None else pardon
         until = ts + seconds if seconds > 0 else None
+        covers = self.judge.window_detectors(ip) or frozenset(detectors)  # what decided the block
         self.judge.forget(ip)
         if until is not None:
-            self.judge.pardon(ip, until)
+            self.judge.pardon(ip, until, covers)
         self.table.unblock(ip)
-        self._out.append(Unblock(ip, ts, reason, who, until))
+        self._out.append(Unblock(ip, ts, reason, who, until, tuple(sorted(covers))))
         return self.take()
 
     def _app(self, event: AppEvent) -> None:

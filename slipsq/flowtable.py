@@ -37,7 +37,10 @@ Rules (both tables):
   least one answer (ANCOUNT > 0; over TCP after the 2-byte length) or NXDOMAIN (RCODE 3, no answer).
   A packet from port 53 to another port that begins its flow (an answer to no query this table saw:
   forged, e.g. NXDOMAIN answers sent to get a host blocked for DGA, or the tail of an exchange begun
-  before the capture) is never handed up.
+  before the capture) is never handed up, nor is a DNS response (QR set) on a port-53 flow that
+  travels the way the flow's first packet did: an answer comes from the side that was asked, and a
+  "response" a host sends toward port 53 is one it wrote itself (e.g. naming its C&C server
+  time.windows.com, which beacon.allow_domains would then leave alone).
   The first TCP payload of each direction (DNS ports excluded) is classified by its first bytes:
   "banner" (login services: "SSH-", "220", TPKT with an X.224 Connection Request, NetBIOS +
   SMB/SMB2, telnet IAC 0xFF, "RFB "), "http" (a request method), "tls" (a ClientHello record:
@@ -116,6 +119,13 @@ def dns_answer(buf: bytes, p: Packet) -> bool:
     pos = p.ip_off + p.ip_len - p.payload_len + (2 if p.proto == 6 else 0)
     return end - pos >= 8 and bool(buf[pos + 2] & 0x80) and (
         (buf[pos + 6] | buf[pos + 7]) != 0 or (buf[pos + 3] & 0xF) == 3)
+
+
+def dns_response(buf: bytes, p: Packet) -> bool:
+    """A DNS message with QR set (a response), whatever it answers."""
+    end = min(len(buf), p.ip_off + p.ip_len)
+    pos = p.ip_off + p.ip_len - p.payload_len + (2 if p.proto == 6 else 0)
+    return end - pos >= 3 and bool(buf[pos + 2] & 0x80)
 
 
 def first_payload_class(buf: bytes, p: Packet) -> int:
@@ -337,6 +347,8 @@ class FlowTable:
             hand_up = False
             if p.sport == 53 and p.dport != 53 and forward:
                 hand_up = False  # a DNS answer that began its flow: no query was seen
+            elif forward and (p.sport == 53 or p.dport == 53) and dns_response(buf, p):
+                hand_up = False  # a response from the side that asked
             elif p.sport in DNS_PORTS or p.dport in DNS_PORTS:
                 hand_up = bool(mask & APP_DNS_ALL) or (bool(mask & APP_DNS) and dns_answer(buf, p))
             elif proto == 6 and p.payload_len > 0:

@@ -99,7 +99,8 @@ class Judge:
         self._blocked_until: dict[str, float] = {}  # ip -> expiry (inf: no expiry)
         self._expiry_heap: list[tuple[float, str]] = []  # (expiry, ip); stale entries skipped
         self._times_blocked: OrderedDict[str, int] = OrderedDict()  # least recently blocked first
-        self._pardoned: OrderedDict[str, float] = OrderedDict()  # ip -> until: an admin unblocked it
+        # ip -> (until, the detectors it covers; empty: all): an admin unblocked it
+        self._pardoned: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
         self._unique = count()
 
     def weight(self, f: _Finding) -> int:
@@ -170,13 +171,16 @@ class Judge:
         protected = self.allow.why_protected(ip)
         if protected is not None:
             return Decision("alert", "", 0.0, score, f"not blocked: {ip} is {protected}", t)
-        until = self._pardoned.get(ip)
-        if until is not None:
-            if ev.ts < until:
+        pardon = self._pardoned.get(ip)
+        if pardon is not None:
+            until, covers = pardon
+            if ev.ts >= until:
+                del self._pardoned[ip]
+            elif not self._beyond(w, covers):
                 left = "forever" if until == float("inf") else f"for {format_duration(max(1, int(until - ev.ts)))} more"
-                return Decision("alert", "", 0.0, score, f"not blocked: an admin unblocked {ip}, pardoned {left} "
-                                f"(judge.pardon; `slipsq block {ip}` ends it)", t)
-            del self._pardoned[ip]
+                what = f" of {', '.join(sorted(covers))} evidence" if covers else ""
+                return Decision("alert", "", 0.0, score, f"not blocked: an admin unblocked {ip}, pardoned{what} "
+                                f"{left} (judge.pardon; `slipsq block {ip}` ends it)", t)
         if not self.enabled:
             return Decision("alert", "", 0.0, score, "not blocked: blocking is disabled (judge.block = false)", t)
         if len(self._blocked_until) >= self.max_blocks:
@@ -245,18 +249,33 @@ class Judge:
         self._blocked_until.pop(ip, None)
         self._windows.pop(ip, None)
 
-    def pardon(self, ip: str, until: float) -> None:
-        """An admin unblocked `ip`: evidence cannot block it again before `until` (inf: never); it is
-        still reported, with why. At most judge.max_blocks pardons (admins make them, not the
-        network): the oldest is forgotten first."""
+    def pardon(self, ip: str, until: float, detectors: frozenset[str] = frozenset()) -> None:
+        """An admin unblocked `ip`: before `until` (inf: never) the evidence of `detectors` (empty:
+        of every detector) cannot block it again; it is still reported, with why. Other detectors'
+        findings that reach the threshold by themselves still block (a host unblocked for a
+        beacon-like camera upload that then scans the LAN). At most judge.max_blocks pardons (admins
+        make them, not the network): the oldest is forgotten first."""
         self._pardoned.pop(ip, None)
         if len(self._pardoned) >= self.max_blocks:
             self._pardoned.popitem(last=False)
-        self._pardoned[ip] = until
+        self._pardoned[ip] = (until, detectors)
 
-    def pardoned(self) -> dict[str, float]:
-        """ip -> until of every pardon (expired ones are dropped when their IP is judged). A copy."""
+    def pardoned(self) -> dict[str, tuple[float, frozenset[str]]]:
+        """ip -> (until, detectors) of every pardon (an ended one is dropped when its IP is judged)."""
         return dict(self._pardoned)
+
+    def window_detectors(self, ip: str) -> frozenset[str]:
+        """The detectors of the findings against `ip` in its open window (what decided its block)."""
+        w = self._windows.get(ip)
+        return frozenset(f.detector for f in w.findings.values()) if w is not None else frozenset()
+
+    def _beyond(self, w: _Window, covers: frozenset[str]) -> bool:
+        """The window's findings a pardon of `covers` does not cover reach the threshold by
+        themselves, one of them may block (empty `covers`: the pardon covers all, never)."""
+        if not covers:
+            return False
+        rest = [f for f in w.findings.values() if f.detector not in covers]
+        return any(f.may_block for f in rest) and sum(self.weight(f) * f.best for f in rest) >= self.threshold
 
     def restore(self, ip: str, until: float, times: int = 1) -> None:
         """A block loaded from the store at start, or decided by an admin (until: inf for none). An

@@ -272,14 +272,15 @@ class Block:
 @dataclass(frozen=True, slots=True)
 class Unblock:
     """A block ended at `ts`: expired (`who` is "expiry") or lifted (`who` names the admin). An
-    admin's unblock may carry a pardon: evidence cannot block `ip` again before `pardon_until`
-    (inf: never; None: no pardon)."""
+    admin's unblock may carry a pardon: the evidence of `pardon_detectors` (empty: every detector's)
+    cannot block `ip` again before `pardon_until` (inf: never; None: no pardon)."""
 
     ip: str
     ts: float
     reason: str
     who: str
     pardon_until: float | None = None
+    pardon_detectors: tuple[str, ...] = ()  # the detectors the pardon covers (empty: all)
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,7 +93,12 @@ class Poller:
         """(in its own thread) the confirmed unblock; the answer goes to the message line."""
         reply, why = self.ask({"cmd": "unblock", "ip": ip, "reason": "unblocked by admin in slipsq top"},
                               UNBLOCK_TIMEOUT)
-        self.post(("message", f"unblocked {ip}" if reply is not None else f"{ip}: {why}"))
+        if reply is not None:
+            from slipsq.cli_inline import pardon_text
+
+            self.post(("message", f"unblocked {ip}; pardon: {pardon_text(reply.get('pardon'), False)}"))
+        else:
+            self.post(("message", f"{ip}: {why}"))
         self.wake.set()
 
 

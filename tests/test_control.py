@@ -411,17 +411,18 @@ def test_the_worker_tells_the_daemon_what_an_admin_changed_in_the_store_meanwhil
     allow = AllowList()
     store = BlockStore(tmp_path)
     worker = _worker(FakeFirewall(allow), store)
-    seen: list[tuple[list[str], list[str]]] = []
-    worker.on_store_change = lambda gone, new: seen.append((gone, [b.ip for b in new]))
+    seen: list[tuple[list[str], list[str], dict[str, tuple[float, frozenset[str]]]]] = []
+    worker.on_store_change = lambda gone, new, pardons: seen.append((gone, [b.ip for b in new], pardons))
     worker.apply([_judged("203.0.113.5", 1000.0, 3600.0)], 1000.0)
     worker._sync(1001.0)
     assert seen == []  # its own writes are not news
     # the CLI, finding the daemon stuck, acts on the store itself: one unblock, one new block
     cli_admin = Admin(BlockStore(tmp_path), FakeFirewall(allow), allow, 3600.0)  # type: ignore[arg-type]
-    cli_admin.unblock("203.0.113.5")
+    cli_admin.unblock("203.0.113.5", pardon=float("inf"))
     cli_admin.block("::ffff:198.51.100.7", None, now=1002.0)
     worker._sync(1003.0)
-    assert seen == [(["203.0.113.5"], ["198.51.100.7"])]
+    # with its pardon, of the detector that had blocked it
+    assert seen == [(["203.0.113.5"], ["198.51.100.7"], {"203.0.113.5": (float("inf"), frozenset({"beacon"}))})]
     worker._sync(1004.0)
     assert len(seen) == 1  # nothing new
 
@@ -436,10 +437,15 @@ def test_the_daemon_makes_the_engine_agree_with_the_store(tmp_path: Path) -> Non
     d.worker = _worker(FakeFirewall(allow), store)
     d.engine.block("203.0.113.5", 1000.0, 3600.0, "r", "judge")
     stored = Admin(BlockStore(tmp_path), None, allow, None).block("198.51.100.7", None, now=1000.0)
-    d._store_changed(["203.0.113.5"], [stored])
+    d.engine.block("203.0.113.6", 1000.0, 3600.0, "r", "judge")
+    # the admin pardoned .5 forever, and .6 not at all (--pardon 0: no row in the store)
+    d._store_changed(["203.0.113.5", "203.0.113.6"], [stored], {"203.0.113.5": (float("inf"), frozenset({"x"}))})
     d._run_calls()  # what the packet loop does on its next turn
     assert not d.engine.judge.is_blocked("203.0.113.5", 1001.0) and not d.engine.table.is_blocked("203.0.113.5")
     assert d.engine.table.is_blocked("198.51.100.7") and d.engine.judge.is_blocked("198.51.100.7", 1e12)
+    # the admin's pardon, not judge.pardon's day; of what the judge saw block it ("r", by "judge": none
+    # of its findings, so the store's detector)
+    assert d.engine.judge.pardoned() == {"203.0.113.5": (float("inf"), frozenset({"x"}))}
 
 
 def test_mapped_addresses_print_as_ipv4(admin: Admin) -> None:

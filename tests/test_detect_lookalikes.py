@@ -3,9 +3,9 @@ none of it may block, and each has a control that shows what keeps it unblocked.
 
 Found 2026-12-06 by replaying look-alikes the corpus lacked: a VoIP phone keeping its registration
 alive (SIP OPTIONS every 90 s) got its provider blocked by the beacon detector (the house's phone
-line), and a phone's connectivity check every 5 minutes got the check's server blocked by a Markov
-match (an HTTP C&C model; beacon already ignored the name), which makes the phone report "no
-Internet". A UDP beacon off those ports is still blocked.
+line), and a phone's connectivity check every 5 minutes got the check's server blocked by two
+Markov matches (two near-copy HTTP C&C models, counted as two findings; beacon already ignored the
+name), which makes the phone report "no Internet". A UDP beacon off those ports is still blocked.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def test_a_sip_phones_keepalives_never_block_its_provider(tmp_path: Path) -> Non
     assert r.blocked == [], [a["description"] for a in r.blocks]
     beacons = [a for a in r.alerts if a["detector"] == "beacon" and a["offender"] == PROVIDER]
     assert beacons and all("keepalive protocol's port" in a["description"] for a in beacons)
+    assert max(a["score"] for a in beacons) <= 0.45  # half: it never doubles, it needs a second finding
 
 
 def test_without_the_keepalive_ports_the_provider_is_blocked(tmp_path: Path) -> None:
@@ -38,17 +39,21 @@ def test_without_the_keepalive_ports_the_provider_is_blocked(tmp_path: Path) -> 
     assert r.blocked == [PROVIDER] and r.blocks[0]["detector"] == "beacon"
 
 
+def test_a_keepalive_port_counts_only_on_its_own_transport(tmp_path: Path) -> None:
+    """Found by review: 4500 is IPsec NAT-T over UDP; a TLS beacon to TCP 4500 is no keepalive."""
+    r = _replay("sip-phone", tmp_path, {"beacon.keepalive_ports": ["5060/tcp"]})
+    assert r.blocked == [PROVIDER]
+
+
 def test_a_connectivity_check_every_five_minutes_blocks_no_one(tmp_path: Path) -> None:
+    """Two Markov models (near copies) matched its tuple and added up to 0.8 + 0.8: one finding a
+    service now, whichever models match, so a Markov match alone never blocks."""
     r = _replay("connectivity-checks", tmp_path)
     assert r.blocked == [], [a["description"] for a in r.blocks]
     assert not [a for a in r.alerts if a["detector"] == "beacon"]  # beacon.allow_domains: not even reported
     markov = [a for a in r.alerts if a["detector"] == "stratosphere" and a["offender"] == CHECK]
-    assert markov and all("markov.allow_domains" in a["description"] for a in markov)
-
-
-def test_without_markov_allow_domains_the_check_is_blocked(tmp_path: Path) -> None:
-    r = _replay("connectivity-checks", tmp_path, {"markov.allow_domains": []})
-    assert r.blocked == [CHECK] and r.blocks[0]["detector"] == "stratosphere"
+    assert len({a["label"] for a in markov}) >= 2  # the models that matched
+    assert max(a["score"] for a in markov) <= 0.8
 
 
 def test_a_udp_beacon_off_those_ports_is_blocked(tmp_path: Path) -> None:

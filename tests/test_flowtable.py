@@ -303,6 +303,23 @@ def test_a_dns_answer_to_no_query_seen_is_not_handed_up(make: Make, kinds: tuple
     assert got == ([2.1] if kinds == ("dns",) else [2.0, 2.1, 3.0])
 
 
+@pytest.mark.parametrize("kinds", [("dns",), ("dns-queries",)])
+def test_a_dns_response_sent_toward_port_53_is_not_handed_up(make: Make, kinds: tuple[str, ...]) -> None:
+    """Review: a host can write a DNS response itself and send it to any port 53 (nobody asked,
+    nobody answers) naming its C&C `time.windows.com`; beacon.allow_domains then ignored the C&C.
+    A response that travels the way its flow's first packet did is not handed up, whether it
+    begins the flow or follows the host's own query; the answer coming back is."""
+    t = make()
+    t.set_app_kinds(frozenset(kinds))
+    lie = dns_response("time.windows.com", ["203.0.113.66"])
+    feed(t, [(1.0, udp(A, 40001, B, 53, lie)),                                # begins its flow
+             (2.0, udp(A, 40002, B, 53, dns_query("time.windows.com"))),
+             (2.1, udp(A, 40002, B, 53, lie)),                                # after its own query
+             (2.2, udp(B, 53, A, 40002, dns_response("time.windows.com", ["192.0.2.9"])))])
+    got = [ts for ts, _ in t.pop_app()]
+    assert got == ([2.2] if kinds == ("dns",) else [2.0, 2.2])
+
+
 def test_link_types_reach_the_same_flow(make: Make) -> None:
     t = make()
     p = udp(A, 1, B, 2, b"x")

@@ -61,6 +61,18 @@ def test_an_admins_block_ends_the_pardon_and_pardons_are_bounded() -> None:
     assert list(j.pardoned()) == ["198.51.100.2", "198.51.100.3", "198.51.100.4"]  # the oldest forgotten
 
 
+def test_a_pardon_covers_the_detectors_that_blocked_not_new_behaviour() -> None:
+    """Found by review: a host unblocked for a beacon-like upload that then scanned the LAN was not
+    blocked for the scan. The pardon covers the detectors of the block it lifted."""
+    j = Judge(Config(CORE_OPTIONS), AllowList())
+    j.pardon(BAD, math.inf, frozenset({"beacon"}))
+    d = j.add(_ev(10.0))
+    assert d.action == "alert" and "pardoned of beacon evidence forever" in d.reason
+    scan = Evidence(ts=11.0, detector="portscan", offender=BAD, src_ip=BAD, dst_ip="192.168.1.0", dst_port=445,
+                    proto="tcp", description="scan", threat_level=CRITICAL, confidence=1.0, key="scan")
+    assert j.add(scan).action == "block"
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("1d", 86400.0), ("12h", 43200.0), ("0", 0.0), ("none", 0.0),
                                                ("forever", math.inf), ("86400.0", 86400.0)])
 def test_pardon_lengths(text: str, seconds: float) -> None:
@@ -120,19 +132,22 @@ def test_the_store_keeps_a_pardon_for_the_next_start(tmp_path: Path) -> None:
     admin = Admin(store, None, AllowList(), 3600.0, default_pardon=7200.0)
     admin.block(BAD, 3600.0)
     admin.unblock(BAD)
-    (until,) = store.pardons(0.0).values()
-    assert until > 7000.0  # now + 2 h (the config's judge.pardon)
+    ((until, covers),) = store.pardons(0.0).values()
+    assert until > 7000.0 and covers == {"manual"}  # now + 2 h (the config's judge.pardon), what blocked it
     assert store.pardons(until + 1) == {}  # ended ones are removed
     admin.block(BAD, 3600.0)
     admin.unblock(BAD, pardon=math.inf)
-    assert store.pardons(1e12) == {BAD: math.inf}
+    assert store.pardons(1e12) == {BAD: (math.inf, frozenset({"manual"}))}
     admin.block(BAD, 3600.0)  # an admin's block ends it
     assert store.pardons(0.0) == {}
-    # a damaged row is skipped, not an error
+    # damaged rows are skipped and named, not an error
     db = sqlite3.connect(tmp_path / "blocks.sqlite3")
-    db.execute("INSERT INTO pardons VALUES (?, ?, ?)", (BAD, 1.0, "soon"))
+    rows: list[tuple[str, object]] = [(BAD, "soon"), ("not an address", 9e9), ("::FFFF:203.0.113.66", 9e9),
+                                      ("2001:DB8::1", 9e9)]
+    for ip, when in rows:
+        db.execute("INSERT INTO pardons VALUES (?, ?, ?, ?)", (ip, 1.0, when, ""))
     db.commit()
-    assert store.pardons(0.0) == {}
+    assert store.pardons(0.0) == {} and len(store.damaged) == 4
 
 
 def test_the_daemon_restores_pardons_at_start(tmp_path: Path) -> None:
@@ -144,7 +159,7 @@ def test_the_daemon_restores_pardons_at_start(tmp_path: Path) -> None:
     store.close()
     with running_daemon(tmp_path) as d:
         d.on_loop(lambda: d.restore_blocks(time.time()))
-        assert d.engine.judge.pardoned() == {BAD: math.inf}
+        assert d.engine.judge.pardoned() == {BAD: (math.inf, frozenset({"manual"}))}
 
 
 def test_unblock_through_the_daemon_says_and_keeps_its_pardon(tmp_path: Path) -> None:
@@ -158,9 +173,9 @@ def test_unblock_through_the_daemon_says_and_keeps_its_pardon(tmp_path: Path) ->
         r = CliRunner().invoke(main, ["unblock", BAD, "--pardon", "12h", "--state-dir", str(tmp_path)])
         assert r.exit_code == 0, r.output
         assert r.output.strip() == f"unblocked {BAD}; pardon: 12h"
-        (until,) = d.engine.judge.pardoned().values()
-        assert abs(until - (time.time() + 43200)) < 60
-        assert d.store.pardons(time.time()) == {BAD: until}  # and the store keeps it
+        ((until, covers),) = d.engine.judge.pardoned().values()
+        assert abs(until - (time.time() + 43200)) < 60 and covers == {"beacon"}  # what blocked it
+        assert d.store.pardons(time.time()) == {BAD: (until, covers)}  # and the store keeps it
         d.judged_block(BAD, "beacon")
         r = CliRunner().invoke(main, ["unblock", BAD, "--state-dir", str(tmp_path)])
         assert r.output.strip() == (f"unblocked {BAD}; pardon: 1d (for good: --pardon forever, or put it in "

@@ -55,11 +55,12 @@ Legitimate periodic traffic is told apart by who and where, not by timing (it is
   own key ("p2p-chatter:..."), so it never adds to a beacon finding. A swarm is not a C&C.
 * both ends private (LAN monitoring, printers, NAS polling): reported, may_block=False, unless
   `beacon.local_may_block`.
-* a server port of a protocol that keeps a registration or NAT binding alive on a timer
-  (`beacon.keepalive_ports`: SIP, IAX2, STUN/TURN, IPsec, OpenVPN, WireGuard): reported,
-  may_block=False. A VoIP phone sending OPTIONS every 90 s (or re-registering every 10 min) to its
-  provider got the provider blocked: the house's phone line. A C&C on these ports is left to the
-  other detectors (a Markov match, threat lists).
+* a server port of a protocol that keeps a registration or NAT binding alive on a timer, on its own
+  transport (`beacon.keepalive_ports`: SIP, IAX2, STUN/TURN, IPsec, OpenVPN, WireGuard): the
+  confidence counts half (at most 0.45, which never doubles), so it blocks only with another
+  finding against the server (a Markov match, a threat list). A VoIP phone sending OPTIONS every
+  90 s (or re-registering every 10 min) to its provider got the provider blocked: the house's phone
+  line. The price: a C&C that picks one of these ports needs that second finding too.
 * an outside client calling a local server (inbound): ignored. A password guesser or a monitoring
   probe is just as regular, and the C&C of our hosts is outside; bruteforce/portscan judge those.
 Limits: the detector sees connections, so a UDP beacon that keeps one source port alive (one flow
@@ -78,7 +79,7 @@ from statistics import median
 
 from slipsq import twins
 from slipsq.allow import AllowList
-from slipsq.config import PERIODIC_DOMAINS, Option, fraction, positive
+from slipsq.config import Option, fraction, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.prefixes import MEMO_SIZE, Memo, is_local
 from slipsq.detect.tcpstate import opened
@@ -90,12 +91,26 @@ from slipsq.records import CRITICAL, HIGH, LOW, Evidence
 _IGNORED_UDP_PORTS = frozenset({123, 5353, 5355, 1900, 137, 138})
 _DNS_PORTS = frozenset({53, 853, 5353})
 
-# server ports of protocols that keep a registration or a NAT binding alive on a timer, by design:
-# SIP (5060, 5061), IAX2 (4569), STUN/TURN (3478, 3479, 5349, 19302), IPsec IKE and NAT-T (500, 4500),
-# OpenVPN (1194), WireGuard (51820). A phone registered with its provider is as regular as a C&C.
-DEFAULT_KEEPALIVE_PORTS = [500, 1194, 3478, 3479, 4500, 4569, 5060, 5061, 5349, 19302, 51820]
+# server ports of protocols that keep a registration or a NAT binding alive on a timer, by design, on
+# their own transport: SIP (5060 udp/tcp, 5061 tls), IAX2 (4569), STUN/TURN (3478, 3479, 19302 udp;
+# 5349 tls), IPsec IKE and NAT-T (500, 4500 udp), OpenVPN (1194 udp), WireGuard (51820 udp). A phone
+# registered with its provider is as regular as a C&C.
+DEFAULT_KEEPALIVE_PORTS = ["500/udp", "1194/udp", "3478/udp", "3479/udp", "4500/udp", "4569/udp", "5060/udp",
+                           "5060/tcp", "5061/tcp", "5349/tcp", "19302/udp", "51820/udp"]
+KEEPALIVE_WEIGHT = 0.5  # a beacon's confidence on such a port: at most 0.45, below persistence (0.6)
 
-DEFAULT_ALLOW_DOMAINS = PERIODIC_DOMAINS  # connectivity checks and time servers (config.py: Markov's too)
+
+def _port_proto(v: object) -> bool:
+    port, _, proto = str(v).partition("/")
+    return isinstance(v, str) and port.isdigit() and 0 < int(port) < 65536 and proto in ("tcp", "udp")
+
+
+DEFAULT_ALLOW_DOMAINS = [
+    "connectivitycheck.gstatic.com", "connectivitycheck.android.com", "clients3.google.com",
+    "msftconnecttest.com", "msftncsi.com", "captive.apple.com", "detectportal.firefox.com",
+    "nmcheck.gnome.org", "connectivity-check.ubuntu.com", "network-test.debian.org", "pool.ntp.org",
+    "time.windows.com", "time.apple.com",
+]
 
 
 def _bowley(xs: list[float], m: float) -> float:
@@ -324,9 +339,10 @@ class Beacon(Detector):
         Option("beacon.local_may_block", False,
                "beacons between two local addresses (private ranges, network.local) may block"),
         Option("beacon.keepalive_ports", DEFAULT_KEEPALIVE_PORTS,
-               "server ports of keepalive protocols (SIP, STUN/TURN, IPsec, OpenVPN, WireGuard): a beacon to "
-               "one is reported, never blocks by itself (a VoIP phone re-registers on a timer)",
-               lambda v: all(isinstance(p, int) and 0 < p < 65536 for p in v), "a list of port numbers"),
+               "server ports of keepalive protocols (SIP, STUN/TURN, IPsec, OpenVPN, WireGuard), as port/proto: "
+               "a beacon to one counts half (at most 0.45): it blocks only with another finding against the "
+               "server (a VoIP phone re-registers on a timer)",
+               lambda v: all(_port_proto(p) for p in v), "a list like [\"5060/udp\", \"5061/tcp\"]"),
         Option("beacon.allow_domains", DEFAULT_ALLOW_DOMAINS,
                "servers whose DNS names end with one of these are never reported (connectivity checks)"),
     )
@@ -342,7 +358,7 @@ class Beacon(Detector):
         self.max_tuples: int = self.opt("max_tuples")
         self.block_client = self.opt("block") == "client"
         self.local_may_block: bool = self.opt("local_may_block")
-        self.keepalive_ports: frozenset[int] = frozenset(self.opt("keepalive_ports"))
+        self.keepalive_ports: frozenset[str] = frozenset(self.opt("keepalive_ports"))
         self.max_conf: float = self.opt("max_confidence")
         self._p2p_reported: OrderedDict[str, int] = OrderedDict()  # P2P host -> judge window of its last chatter report
         self.allow_domains = tuple(d.lower().strip(".") for d in self.opt("allow_domains"))
@@ -387,6 +403,9 @@ class Beacon(Detector):
         size, sdisp = size_score(sizes)
         confidence = self.max_conf * (0.7 * timing + 0.3 * size) * min(1.0, n / self.full_n)
         src, dst, port, proto = flow.saddr, flow.daddr, flow.dport, flow.proto  # the tuple's key
+        keepalive = f"{port}/{proto}" in self.keepalive_ports
+        if keepalive:
+            confidence *= KEEPALIVE_WEIGHT
         may_block = True
         note = ""
         finding = "beacon"
@@ -401,9 +420,9 @@ class Beacon(Detector):
             may_block, threat, note = False, LOW, "; DNS to a public resolver: reported, never blocks"
         elif is_local(src) and is_local(dst) and not self.local_may_block:
             may_block, note = False, "; both ends local: reported, never blocks (beacon.local_may_block)"
-        elif port in self.keepalive_ports:
-            may_block = False
-            note = f"; {port} is a keepalive protocol's port (beacon.keepalive_ports): reported, never blocks"
+        elif keepalive:
+            note = (f"; {port}/{proto} is a keepalive protocol's port (beacon.keepalive_ports): counts half, "
+                    "blocks only with another finding")
         t.emitted_n, t.emitted_window, t.emitted_threat = t.total, window, threat
         offender = src if self.block_client else dst
         span = starts[-1] - starts[0]

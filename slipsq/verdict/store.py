@@ -52,7 +52,8 @@ CREATE INDEX IF NOT EXISTS audit_ip ON audit (ip);
 CREATE TABLE IF NOT EXISTS pardons (
     ip        TEXT PRIMARY KEY, -- an admin unblocked it: evidence cannot block it again before `until`
     since     REAL NOT NULL,
-    until     REAL              -- NULL: never again
+    until     REAL,             -- NULL: never again
+    detectors TEXT NOT NULL DEFAULT ''  -- whose evidence it covers, comma-separated ('': all)
 );
 """
 
@@ -98,6 +99,18 @@ class AuditEntry:
     reason: str
     detector: str
     expires: float | None
+
+
+def _canonical(ip: Any) -> bool:
+    """`ip` is an address as slipsq writes it (ipaddress's text; IPv4-mapped as IPv4): a pardon
+    written otherwise would match no address the judge sees."""
+    try:
+        a = ipaddress.ip_address(ip)
+    except (ValueError, TypeError):
+        return False
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        return False
+    return str(a) == ip
 
 
 def _block(row: Sequence[Any]) -> tuple[Block | None, str]:
@@ -194,7 +207,8 @@ class BlockStore:
                     self._remove(db, c.ip, c.ts, c.who, c.reason)
                     if c.pardon_until is not None:
                         until = None if c.pardon_until == float("inf") else c.pardon_until
-                        db.execute("INSERT OR REPLACE INTO pardons VALUES (?, ?, ?)", (c.ip, c.ts, until))
+                        db.execute("INSERT OR REPLACE INTO pardons VALUES (?, ?, ?, ?)",
+                                   (c.ip, c.ts, until, ",".join(c.pardon_detectors)))
                 elif c.by != "store":
                     db.execute("DELETE FROM pardons WHERE ip = ?", (c.ip,))  # an admin's block ends it
                     evidence = c.alert.to_dict() if c.alert is not None else {"manual": True, "reason": c.reason}
@@ -227,16 +241,21 @@ class BlockStore:
                    (ts, ip, records.utf8_text(who), records.utf8_text(reason), row[4], row[2]))
         return Block(*row)
 
-    def pardons(self, now: float) -> dict[str, float]:
-        """ip -> until (inf: never) of the pardons still running at `now` (Engine.unblock); ended
-        ones are removed. A row that is not an address and a time is skipped."""
+    def pardons(self, now: float) -> dict[str, tuple[float, frozenset[str]]]:
+        """ip -> (until (inf: never), the detectors covered (empty: all)) of the pardons still
+        running at `now` (Engine.unblock); ended ones are removed. A damaged row (not an address in
+        slipsq's spelling, a time that is not a number) is skipped and named in `damaged`."""
         with self._tx() as db:
             db.execute("DELETE FROM pardons WHERE until IS NOT NULL AND until <= ?", (now,))
-            rows = db.execute("SELECT ip, until FROM pardons").fetchall()
-        out: dict[str, float] = {}
-        for ip, until in rows:
-            if isinstance(ip, str) and (until is None or records.is_number(until)):
-                out[ip] = float("inf") if until is None else float(until)
+            rows = db.execute("SELECT ip, until, detectors FROM pardons").fetchall()
+        out: dict[str, tuple[float, frozenset[str]]] = {}
+        for ip, until, detectors in rows:
+            if not (_canonical(ip) and (until is None or (records.is_number(until) and until == until))
+                    and isinstance(detectors, str)):
+                self.damaged[f"pardon {ip!r}"] = f"pardon {ip!r} until {until!r}: not an address and a time"
+                continue
+            out[ip] = (float("inf") if until is None else float(until),
+                       frozenset(d for d in detectors.split(",") if d))
         return out
 
     def purge_expired(self, now: float) -> list[Block]:

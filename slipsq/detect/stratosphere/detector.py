@@ -8,9 +8,12 @@ A malicious match is evidence against the server end (the client with `markov.bl
   threat HIGH; confidence = min(1, letters / stratosphere.confident_letters)
   (a longer string that still matches is a surer match; 7 letters give 0.2 with the defaults)
 
-The key `stratosphere:<server>:<port>/<proto>:<label>` lets the judge count a service's repeated
-matches once per window, whichever local clients they came from: two devices polling the same NTP
-server on a fixed interval match the same model, and are one finding, not two adding up to a block
+The key `stratosphere:<server>:<port>/<proto>` lets the judge count a service's matches once per
+window, whichever local clients they came from and whichever models matched: two devices polling the
+same NTP server on a fixed interval are one finding, not two adding up to a block, and so are two
+models that match one tuple (several of the 2015 HTTP C&C models are near copies: a phone's
+connectivity check every 5 minutes matched two and blocked the check's server at 0.8 + 0.8). One
+Markov finding is at most high x 1 = 0.8: it blocks only with another finding.
 (`stratosphere:<client>-<server>:...` when the client is the offender, `markov.block = "client"`).
 The evidence is emitted on the tuple's first match of that label in a judge window, and again only
 when the confidence has grown by CONFIDENCE_STEP since (or reached 1), not on every flow.
@@ -26,8 +29,7 @@ to get the network's resolver blocked (the rule of port scans and reconnection s
 between two local addresses (a phone polling the NAS every 30 s looks like an HTTP C&C) is reported
 with may_block=False too, unless `markov.local_may_block` (the rule of beacons and storms), and so is
 one where an outside client polls a local server (an uptime monitor on a forwarded port: the beacon
-detector ignores inbound polling too), which would otherwise block our own server, and one against a
-server named by `markov.allow_domains` (connectivity checks and time servers, as in beacon).
+detector ignores inbound polling too), which would otherwise block our own server.
 
 It never blocks and never does I/O: models come in `ctx.models` (loaded by the caller).
 """
@@ -93,7 +95,6 @@ class StratosphereDetector(Detector):
         self.min_letters: int = cfg["markov.min_letters"]
         self.block_client = cfg["markov.block"] == "client"
         self.local_may_block: bool = cfg["markov.local_may_block"]
-        self.allow_domains: tuple[str, ...] = tuple(d.lower().rstrip(".") for d in cfg["markov.allow_domains"])
         self.window: float = cfg["judge.window"]
         self.full_letters: int = self.opt("confident_letters")
         self.chains: dict[str, list[Chain]] = {"tcp": [], "udp": []}
@@ -149,9 +150,6 @@ class StratosphereDetector(Detector):
         if not self.block_client and self._unheld(flow) and self.ctx.servers.in_use(t.server, ts, self.window):
             guard = (f"; {t.server} served connections in the last {self.window:.0f}s and this tuple's "
                      "connections never completed: a match alone never blocks it, attempts can be forged")
-        elif not self.block_client and (name := self._periodic_name(t.server)):
-            guard = (f"; {t.server} is {name}, a service as regular as any C&C on purpose (markov.allow_domains): "
-                     "reported, never blocks")
         elif not self.block_client and is_local(t.server) and not is_local(t.client):
             guard = (f"; inbound: an outside client's connections to {t.server}, one of ours: reported, never "
                      "blocks it (an uptime monitor polls a forwarded port as a bot polls its C&C)")
@@ -165,15 +163,7 @@ class StratosphereDetector(Detector):
                          f"Markov distance {dist:.3f} <= {model.threshold:g} over {n} letters "
                          f"(...{tail}){guard}"),
             threat_level=HIGH, confidence=conf, label=model.label, may_block=not guard,
-            key=f"stratosphere:{tuple_id if self.block_client else service}:{model.label}", flows=(flow,))]
-
-    def _periodic_name(self, server: str) -> str:
-        """The server's DNS name that ends with one of markov.allow_domains, or ""."""
-        for name in sorted(self.ctx.dns_names.get(server) or ()):
-            n = name.lower().rstrip(".")
-            if any(n == d or n.endswith("." + d) for d in self.allow_domains):
-                return n
-        return ""
+            key=f"stratosphere:{tuple_id if self.block_client else service}", flows=(flow,))]
 
     @staticmethod
     def _unheld(flow: Flow) -> bool:
