@@ -204,7 +204,8 @@ def pardon_text(used: Any, default: bool) -> str:
 @STATE_DIR
 @click.pass_context
 def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
-    """Current blocks: ip, reason, detector, since, expires."""
+    """Current blocks: ip, reason, detector, since, expires; then the addresses an admin unblocked and
+    pardoned (text only; --json lists the blocks)."""
 
     def work() -> None:
         from slipsq.allow import AllowList
@@ -214,13 +215,15 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
         sd = _state_dir(ctx, state_dir)
         reply = _daemon(sd, {"cmd": "blocks"})
         damaged: dict[str, str] = {}
+        pardons: list[dict[str, Any]] = []
         if reply is not None:
-            rows, damaged = reply["blocks"], reply.get("damaged") or {}
+            rows, pardons, damaged = reply["blocks"], reply.get("pardons") or [], reply.get("damaged") or {}
         elif not (resolve_state_dir(sd) / DB_NAME).exists():
             rows = []  # slipsq never ran with this state dir: nothing was ever blocked
         else:
             store = BlockStore(sd, create=False)
-            rows, damaged = Admin(store, None, AllowList(), None).blocks(), store.damaged
+            admin = Admin(store, None, AllowList(), None)
+            rows, pardons, damaged = admin.blocks(), admin.pardons(), store.damaged
         for why in damaged.values():  # rows slipsq did not write: named, never a crash
             click.echo(f"slipsq: the block store has a damaged row, skipped: {why}", err=True)
         if as_json:
@@ -231,6 +234,10 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
         for b in rows:
             click.echo(f"{b['ip']:<39} {_left(b['remaining']):>10}  since {_when(b['since'])}  "
                        f"{b['detector'] or '-'} by {b['by']}: {b['reason']}")
+        if pardons:  # an admin's unblocks: their evidence alerts, cannot block them again for a while
+            click.echo(f"pardoned (unblocked by an admin; `slipsq block IP` ends one): {len(pardons)}")
+        for p in pardons:
+            click.echo(f"{p['ip']:<39} {_left(p['remaining']):>10}  of {', '.join(p['detectors']) or 'all'} evidence")
 
     _guard(ctx, work)
 

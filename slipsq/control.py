@@ -147,6 +147,12 @@ class Admin:
             raise SystemSetupError(f"the block store failed: {out.store_error}")
         return out
 
+    def pardons(self, now: float | None = None) -> list[dict[str, Any]]:
+        """The running pardons (an admin's unblocks): ip, seconds left (None: forever), detectors."""
+        now = time.time() if now is None else now
+        return [{"ip": ip, "remaining": None if until == float("inf") else until - now, "detectors": sorted(covers)}
+                for ip, (until, covers) in sorted(self.store.pardons(now).items())]
+
     def blocks(self, now: float | None = None) -> list[dict[str, Any]]:
         now = time.time() if now is None else now
         out = []

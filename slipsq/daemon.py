@@ -607,8 +607,8 @@ class Daemon:
             return {"ok": True, "pardon": "forever" if seconds == float("inf") else seconds}
         if cmd == "blocks":
             admin = Admin(self.store, None, self.allow, default_duration(self.cfg))
-            return {"ok": True, "blocks": _wait(self.worker.call(admin.blocks), 10.0, "the worker"),
-                    "damaged": dict(self.store.damaged)}
+            rows, pardons = _wait(self.worker.call(lambda: (admin.blocks(), admin.pardons())), 10.0, "the worker")
+            return {"ok": True, "blocks": rows, "pardons": pardons, "damaged": dict(self.store.damaged)}
         if cmd == "reload":
             self.reload()
             return {"ok": True}

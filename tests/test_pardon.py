@@ -176,6 +176,9 @@ def test_unblock_through_the_daemon_says_and_keeps_its_pardon(tmp_path: Path) ->
         ((until, covers),) = d.engine.judge.pardoned().values()
         assert abs(until - (time.time() + 43200)) < 60 and covers == {"beacon"}  # what blocked it
         assert d.store.pardons(time.time()) == {BAD: (until, covers)}  # and the store keeps it
+        r = CliRunner().invoke(main, ["blocks", "--state-dir", str(tmp_path)])  # and the admin sees it
+        assert "pardoned (unblocked by an admin; `slipsq block IP` ends one): 1" in r.output
+        assert f"{BAD:<39}     11h59m  of beacon evidence" in r.output
         d.judged_block(BAD, "beacon")
         r = CliRunner().invoke(main, ["unblock", BAD, "--state-dir", str(tmp_path)])
         assert r.output.strip() == (f"unblocked {BAD}; pardon: 1d (for good: --pardon forever, or put it in "
