@@ -564,6 +564,30 @@ def _udp_beacon(rng: random.Random) -> Iterator[Packet]:
     return merge(*parts)
 
 
+def _periodic_service(client: str, server: str, name: str, interval: float, hours: float,
+                      up: tuple[int, int], down: tuple[int, int]) -> Callable[[random.Random], Iterator[Packet]]:
+    """A device calling its vendor's named service over TLS every `interval` s (± 2 %), the name
+    resolved now and then: a camera's snapshot uploads, an app's telemetry."""
+    def build(rng: random.Random) -> Iterator[Packet]:
+        ports = Ports(rng)
+        parts = _home(rng, hours * 3600)
+        for i in range(int(hours * 3600 / interval)):
+            t = T0 + 5 + i * interval + rng.uniform(-0.02, 0.02) * interval
+            if i % 10 == 0:
+                parts.append(_with_dns(name, server, client, t, rng))
+            parts.append(tls_session(client, server, name, t, rng.randint(*up), rng.randint(*down), sport=ports(),
+                                     rng=rng))
+        return merge(*parts)
+    return build
+
+
+# benign traffic slipsq still blocks: open problems, kept in sight (bench/detection.py lists them
+# apart, tests/test_detect_lookalikes.py holds them as strict xfails: a fix must move them out)
+KNOWN_FP = ("a periodic call to a named service is a beacon to the beacon detector, which blocks it alone "
+            "when it persists; the corpus's named TLS beacons are malicious (the note of 2026-12-06 has "
+            "the numbers of making named beacons need a second finding)")
+
+
 BAD = frozenset({VICTIM, CNC})
 SCENARIOS: list[Scenario] = [
     Scenario("beacon-https-2.2s", "malicious", _beacon(2.2, 0.005, 270, size=6100), BAD, ("beacon",), True,
@@ -612,6 +636,14 @@ SCENARIOS: list[Scenario] = [
     Scenario("nas-polling", "benign", _nas_polling(PHONE, NAS), note="a phone polls the NAS every 30 s"),
     Scenario("sip-phone", "benign", _sip_phone, note="SIP OPTIONS every 90 s, REGISTER every 10 min"),
     Scenario("connectivity-checks", "benign", _connectivity_checks, note="generate_204 every 5 minutes"),
+    Scenario("camera-snapshots", "benign",
+             _periodic_service("192.168.1.31", "198.51.100.80", "upload.camvendor.example", 60, 2,
+                               (20_000, 40_000), (300, 600)),
+             extra={"known_fp": KNOWN_FP}, note="a camera uploads a snapshot every 60 s"),
+    Scenario("telemetry-15min", "benign",
+             _periodic_service(LAPTOP, "198.51.100.81", "v10.events.data.example.com", 900, 8, (400, 900),
+                               (1500, 4000)),
+             extra={"known_fp": KNOWN_FP}, note="an OS's telemetry every 15 minutes"),
     Scenario("forged-scan-v6-nas", "benign", _forged_scan_v6(), extra={"forged": True, "config": V6_SITE},
              note="SYNs with the IPv6 NAS's address, from the Internet"),
     Scenario("uptime-monitor", "benign", _uptime_monitor, note="an outside monitor polls a forwarded port"),
