@@ -84,17 +84,23 @@ if (APP_KINDS != {"dns": APP_DNS, "dns-queries": APP_DNS_ALL, "banner": APP_BANN
 
 # --- what is handed up (mirrors slipsq/flowtable.dns_answer and first_payload_class) -----------------
 
-cdef inline bint dns_answer(const uint8_t* buf, Py_ssize_t n, Parsed* p) noexcept nogil:
+cdef inline Py_ssize_t dns_header(const uint8_t* buf, Py_ssize_t n, Parsed* p, Py_ssize_t need) noexcept nogil:
+    """Where the DNS header starts (after TCP's 2-byte length), or -1 when fewer than `need` bytes
+    of it are there."""
     cdef Py_ssize_t end = smin(n, p.ip_off + p.ip_len)
     cdef Py_ssize_t pos = p.ip_off + p.ip_len - p.payload_len + (2 if p.proto == 6 else 0)
-    return end - pos >= 8 and (buf[pos + 2] & 0x80) != 0 and (
-        (buf[pos + 6] | buf[pos + 7]) != 0 or (buf[pos + 3] & 0xF) == 3)
+    return pos if end - pos >= need else -1
 
 
 cdef inline bint dns_response(const uint8_t* buf, Py_ssize_t n, Parsed* p) noexcept nogil:
-    cdef Py_ssize_t end = smin(n, p.ip_off + p.ip_len)
-    cdef Py_ssize_t pos = p.ip_off + p.ip_len - p.payload_len + (2 if p.proto == 6 else 0)
-    return end - pos >= 3 and (buf[pos + 2] & 0x80) != 0
+    cdef Py_ssize_t pos = dns_header(buf, n, p, 3)
+    return pos >= 0 and (buf[pos + 2] & 0x80) != 0
+
+
+cdef inline bint dns_answer(const uint8_t* buf, Py_ssize_t n, Parsed* p) noexcept nogil:
+    cdef Py_ssize_t pos = dns_header(buf, n, p, 8)
+    return pos >= 0 and (buf[pos + 2] & 0x80) != 0 and (
+        (buf[pos + 6] | buf[pos + 7]) != 0 or (buf[pos + 3] & 0xF) == 3)
 
 
 cdef inline bint starts(const uint8_t* b, Py_ssize_t k, const char* s, Py_ssize_t m) noexcept nogil:
@@ -665,13 +671,14 @@ cdef class FlowTable:
             e.cls = cls
         if e.proto == 6 or e.proto == 17:
             hand_up = False
-            if p.sport == 53 and p.dport != 53 and fwd:
-                hand_up = False  # a DNS answer that began its flow: no query was seen (flowtable.py)
-            elif fwd and (p.sport == 53 or p.dport == 53) and dns_response(buf, n, p):
-                hand_up = False  # a response from the side that asked (flowtable.py)
-            elif p.sport == 53 or p.sport == 5353 or p.dport == 53 or p.dport == 5353:
-                hand_up = (self.app_mask & APP_DNS_ALL) != 0 or (
-                    (self.app_mask & APP_DNS) != 0 and dns_answer(buf, n, p))
+            if p.sport == 53 or p.sport == 5353 or p.dport == 53 or p.dport == 5353:
+                # on port 53, what travels the way the flow's first packet did is never an answer:
+                # from port 53 it began its flow (no query seen), a response toward port 53 the
+                # host wrote itself (flowtable.py)
+                if not (fwd and ((p.sport == 53 and p.dport != 53) or (
+                        (p.sport == 53 or p.dport == 53) and dns_response(buf, n, p)))):
+                    hand_up = (self.app_mask & APP_DNS_ALL) != 0 or (
+                        (self.app_mask & APP_DNS) != 0 and dns_answer(buf, n, p))
             elif e.proto == 6 and p.payload_len > 0:
                 bit = 1 if fwd else 2
                 if not e.seen & bit:

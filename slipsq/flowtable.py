@@ -112,20 +112,26 @@ APP_DNS, APP_DNS_ALL, APP_BANNER, APP_TLS, APP_HTTP, APP_ARP, APP_PAYLOAD = APP_
 APP_ALL = sum(APP_KINDS.values())
 
 
-def dns_answer(buf: bytes, p: Packet) -> bool:
-    """A DNS response (QR set) with at least one answer, or an NXDOMAIN one (rcode 3, for the DGA
-    detector): the header read where the payload starts."""
+def dns_header(buf: bytes, p: Packet, need: int) -> int:
+    """Where the DNS header starts (after TCP's 2-byte length), or -1 when fewer than `need` bytes
+    of it are there."""
     end = min(len(buf), p.ip_off + p.ip_len)
     pos = p.ip_off + p.ip_len - p.payload_len + (2 if p.proto == 6 else 0)
-    return end - pos >= 8 and bool(buf[pos + 2] & 0x80) and (
-        (buf[pos + 6] | buf[pos + 7]) != 0 or (buf[pos + 3] & 0xF) == 3)
+    return pos if end - pos >= need else -1
 
 
 def dns_response(buf: bytes, p: Packet) -> bool:
     """A DNS message with QR set (a response), whatever it answers."""
-    end = min(len(buf), p.ip_off + p.ip_len)
-    pos = p.ip_off + p.ip_len - p.payload_len + (2 if p.proto == 6 else 0)
-    return end - pos >= 3 and bool(buf[pos + 2] & 0x80)
+    pos = dns_header(buf, p, 3)
+    return pos >= 0 and bool(buf[pos + 2] & 0x80)
+
+
+def dns_answer(buf: bytes, p: Packet) -> bool:
+    """A DNS response (QR set) with at least one answer, or an NXDOMAIN one (rcode 3, for the DGA
+    detector): the header read where the payload starts."""
+    pos = dns_header(buf, p, 8)
+    return pos >= 0 and bool(buf[pos + 2] & 0x80) and (
+        (buf[pos + 6] | buf[pos + 7]) != 0 or (buf[pos + 3] & 0xF) == 3)
 
 
 def first_payload_class(buf: bytes, p: Packet) -> int:
@@ -345,12 +351,13 @@ class FlowTable:
         if proto in (6, 17):
             mask = self.app_mask
             hand_up = False
-            if p.sport == 53 and p.dport != 53 and forward:
-                hand_up = False  # a DNS answer that began its flow: no query was seen
-            elif forward and (p.sport == 53 or p.dport == 53) and dns_response(buf, p):
-                hand_up = False  # a response from the side that asked
-            elif p.sport in DNS_PORTS or p.dport in DNS_PORTS:
-                hand_up = bool(mask & APP_DNS_ALL) or (bool(mask & APP_DNS) and dns_answer(buf, p))
+            if p.sport in DNS_PORTS or p.dport in DNS_PORTS:
+                # on port 53, what travels the way the flow's first packet did is never an answer:
+                # from port 53 it began its flow (no query seen), a response toward port 53 the
+                # host wrote itself
+                if not (forward and ((p.sport == 53 and p.dport != 53) or (
+                        53 in (p.sport, p.dport) and dns_response(buf, p)))):
+                    hand_up = bool(mask & APP_DNS_ALL) or (bool(mask & APP_DNS) and dns_answer(buf, p))
             elif proto == 6 and p.payload_len > 0:
                 bit = 1 if forward else 2
                 if not e.seen & bit:
