@@ -159,7 +159,7 @@ def unblock(ctx: click.Context, ip: str, reason: str, pardon: str | None, state_
     an unblock says the block was wrong."""
 
     def work() -> None:
-        from slipsq.control import DaemonTimeout, canonical_ip, parse_pardon, who_am_i
+        from slipsq.control import DaemonTimeout, canonical_ip, pardon_text, parse_pardon, who_am_i
         from slipsq.records import printable
 
         why = printable(reason)
@@ -183,20 +183,6 @@ def unblock(ctx: click.Context, ip: str, reason: str, pardon: str | None, state_
         click.echo(f"unblocked {addr}{note}; pardon: {pardon_text(used, seconds is None)}")
 
     _guard(ctx, work)
-
-
-def pardon_text(used: Any, default: bool) -> str:
-    """What `slipsq unblock` says of the pardon that was applied."""
-    from slipsq.durations import format_duration
-
-    if used is None:
-        return "none (the daemon predates pardons: restart it to have them)"
-    if used in ("forever", float("inf")):
-        return "forever"
-    if not isinstance(used, int | float) or used <= 0:
-        return "none: new evidence may block it again"
-    hint = " (for good: --pardon forever, or put it in allow.ips)" if default else ""
-    return format_duration(max(1, round(float(used)))) + hint
 
 
 @click.command()

@@ -81,6 +81,19 @@ def parse_pardon(text: str) -> float:
     return value
 
 
+def pardon_text(used: Any, default: bool) -> str:
+    """What an admin is told of the pardon an unblock got (`slipsq unblock`, `slipsq top`): `used`
+    is the daemon's reply (seconds, "forever", or None from a daemon older than pardons)."""
+    if used is None:
+        return "none (the daemon predates pardons: restart it to have them)"
+    if used in ("forever", float("inf")):
+        return "forever"
+    if not isinstance(used, int | float) or used <= 0:
+        return "none: new evidence may block it again"
+    hint = " (for good: --pardon forever, or put it in allow.ips)" if default else ""
+    return durations.format_duration(max(1, round(float(used)))) + hint
+
+
 def canonical_ip(text: str) -> str:
     """The address as slipsq prints it everywhere (an IPv4-mapped IPv6 address as IPv4)."""
     try:
@@ -135,7 +148,7 @@ class Admin:
             raise RefusedError(f"{ip} is not blocked")
         now = time.time()
         seconds = self.default_pardon if pardon is None else pardon
-        covers = (known.detector,) if known is not None and known.detector else ()  # what decided the block
+        covers = known.decided_by() if known is not None else ()
         self._carry_out(records.Unblock(ip, now, reason, who, now + seconds if seconds > 0 else None, covers), now)
         return known
 

@@ -641,7 +641,7 @@ class Daemon:
                                   10.0, "the worker")
         if stored is None and not in_kernel:
             raise RefusedError(f"{ip} is not blocked")
-        covers = [stored.detector] if stored is not None and stored.detector else []  # if the judge forgot
+        covers = stored.decided_by() if stored is not None else ()  # when the judge has no window of it
         done = self.on_loop(lambda: self.worker.submit(self.engine.unblock(ip, time.time(), reason, who, seconds,
                                                                            covers)))
         out = _wait(done, 30.0, "the worker")

@@ -113,7 +113,7 @@ class Engine:
     def _configure(self, config: Config, models: Sequence[Any], allow: AllowList | None,
                    enrichers: Sequence[Callable[[str], dict[str, Any]]]) -> None:
         self.config = config
-        set_site_networks([*config["network.local"], *self._lan])  # before the detectors: they ask is_local
+        self._set_site()  # before the detectors: they ask is_local
         self.allow = allow or AllowList(config["allow.ips"])
         self.ctx = Context(config, self.allow, models, enrichers=list(enrichers))
         self.detectors = [cls(self.ctx) for cls in self._detector_classes]
@@ -152,6 +152,10 @@ class Engine:
         detector from now on, with `network.local`, until the next call. Answers cached for the
         networks before are forgotten; the detectors' state stays."""
         self._lan = tuple(networks)
+        self._set_site()
+
+    def _set_site(self) -> None:
+        """What is local to every detector besides the private ranges: network.local and the LAN's."""
         set_site_networks([*self.config["network.local"], *self._lan])
 
     @property

@@ -94,7 +94,7 @@ class Poller:
         reply, why = self.ask({"cmd": "unblock", "ip": ip, "reason": "unblocked by admin in slipsq top"},
                               UNBLOCK_TIMEOUT)
         if reply is not None:
-            from slipsq.cli_inline import pardon_text
+            from slipsq.control import pardon_text
 
             self.post(("message", f"unblocked {ip}; pardon: {pardon_text(reply.get('pardon'), False)}"))
         else:

@@ -81,6 +81,11 @@ class Block:
         """Seconds left (None: no expiry)."""
         return None if self.expires is None else max(0.0, self.expires - now)
 
+    def decided_by(self) -> tuple[str, ...]:
+        """The detector that decided this block, as a pardon of its unblock covers it (empty: none
+        named, the pardon covers all)."""
+        return (self.detector,) if self.detector else ()
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         try:
