@@ -140,24 +140,36 @@ def _run(*cmd: str) -> str:
         return ""
 
 
-def read_machine(run: Callable[..., str] = _run, admins: Sequence[str] = ()) -> Machine:
-    """This machine's interfaces and routes as `ip` tells them (every table, both families); what
-    cannot be read is left out (nothing guessed)."""
+UNREADABLE = (ValueError, AttributeError, TypeError, KeyError)  # what a parser raises on text it cannot read
+
+
+def machine_of(addr_json: str, routes_json: Iterable[str], admins: Sequence[str] = (),
+               strict: bool = False) -> Machine:
+    """The machine `ip -j addr` and `ip -j -4|-6 route show table all` describe; an output that
+    cannot be read is left out (nothing guessed from it), or with `strict` raises (UNREADABLE)."""
     routes: list[tuple[str, str]] = []
     away: list[str] = []
-    for fam in ("-4", "-6"):
+    rotating: set[str] = set()
+    addrs: dict[str, list[str]] = {}
+    for text in routes_json:
         try:
-            text = run("ip", "-j", fam, "route", "show", "table", "all")
             routes += parse_default_routes(text)
             away += parse_away_devices(text)
-        except (ValueError, AttributeError, TypeError, KeyError):
-            pass
-    rotating: set[str] = set()
+        except UNREADABLE:
+            if strict:
+                raise
     try:
-        addrs = parse_addresses(run("ip", "-j", "addr", "show"), rotating)
-    except (ValueError, AttributeError, TypeError, KeyError):
-        addrs = {}
+        addrs = parse_addresses(addr_json, rotating)
+    except UNREADABLE:
+        if strict:
+            raise
     return guess(routes, addrs, admins, away, rotating)
+
+
+def read_machine(run: Callable[..., str] = _run, admins: Sequence[str] = ()) -> Machine:
+    """This machine's interfaces and routes as `ip` tells them (every table, both families)."""
+    return machine_of(run("ip", "-j", "addr", "show"),
+                      [run("ip", "-j", fam, "route", "show", "table", "all") for fam in ("-4", "-6")], admins)
 
 
 def probe(env: Mapping[str, str]) -> Machine:

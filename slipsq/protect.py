@@ -286,15 +286,12 @@ def parse_lan_networks(addr_json: str, routes4_json: str, routes6_json: str) -> 
     from slipsq import gateway
 
     try:
-        routes6 = gateway.parse_default_routes(routes6_json)
-        if not routes6:
+        if not gateway.parse_default_routes(routes6_json):
             return None
-        routes = gateway.parse_default_routes(routes4_json) + routes6
-        away = gateway.parse_away_devices(routes4_json) + gateway.parse_away_devices(routes6_json)
-        machine = gateway.guess(routes, gateway.parse_addresses(addr_json), [], away)
-        return gateway.site_networks(machine, version=6)
-    except (ValueError, AttributeError, TypeError, KeyError):
+        machine = gateway.machine_of(addr_json, [routes4_json, routes6_json], strict=True)
+    except gateway.UNREADABLE:
         return None
+    return gateway.site_networks(machine, version=6)
 
 
 def lan_networks(run: Callable[[list[str]], str] = _run) -> list[str] | None:

@@ -235,6 +235,7 @@ def test_lan_networks_are_the_ipv6_networks_of_interfaces_no_route_leaves_by() -
     # no IPv6 default route (the uplink down or renewing): WAN and LAN cannot be told apart
     assert protect.parse_lan_networks(ADDR_JSON, ROUTES4, "[]") is None
     assert protect.parse_lan_networks(ADDR_JSON, ROUTES4, "") is None
+    assert protect.parse_lan_networks("{not json", ROUTES4, ROUTES6) is None  # unreadable: what was known stays
 
 
 def _uplink2(routes: list[dict[str, object]]) -> list[str] | None:
