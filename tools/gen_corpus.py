@@ -482,15 +482,17 @@ def _v6_exfil(rng: random.Random) -> Iterator[Packet]:
                                                rate=5e6, rng=rng))
 
 
-def _nas_polling(phone: str, nas: str) -> Callable[[random.Random], Iterator[Packet]]:
-    """A phone's home-automation app polls the NAS (TLS, port 8123) every 30 s for an hour: LAN
-    traffic, which a gateway between two of its LANs (or a capture on the LAN) sees. Regular as a
+def _polling(client: str, server: str, name: str = "nas.home.arpa",
+             polls: int = 120) -> Callable[[random.Random], Iterator[Packet]]:
+    """A client polls a server's port 8123 (TLS) every 30 s, `polls` times: a phone's
+    home-automation app polling the NAS (LAN traffic, which a gateway between two of its LANs, or a
+    capture on the LAN, sees), or an outside uptime monitor polling its forwarded port. Regular as a
     beacon, and its letters match an HTTP C&C model."""
     def build(rng: random.Random) -> Iterator[Packet]:
         ports = Ports(rng)
-        polls = [tls_session(phone, nas, "nas.home.arpa", T0 + 5 + i * 30 + rng.uniform(-0.5, 0.5), 300, 1800,
-                             sport=ports(), port=8123, rng=rng) for i in range(120)]
-        return merge(*_home(rng, 3600), *polls)
+        sessions = [tls_session(client, server, name, T0 + 5 + i * 30 + rng.uniform(-0.5, 0.5), 300, 1800,
+                                sport=ports(), port=8123, rng=rng) for i in range(polls)]
+        return merge(*_home(rng, polls * 30), *sessions)
     return build
 
 
@@ -512,15 +514,6 @@ def _forged_scan_v6(genuine: bool = False) -> Callable[[random.Random], Iterator
                   for p in range(1, 151)]
         return merge(*parts)
     return build
-
-
-def _uptime_monitor(rng: random.Random) -> Iterator[Packet]:
-    """An Internet uptime monitor polls the NAS's forwarded port (TLS, 8123) every 30 s for 3 hours:
-    regular as a bot polling its C&C, but inbound, and the server is ours."""
-    ports = Ports(rng)
-    polls = [tls_session("198.51.100.9", NAS, "nas.example.org", T0 + 5 + i * 30 + rng.uniform(-0.5, 0.5), 300,
-                         1800, sport=ports(), port=8123, rng=rng) for i in range(360)]
-    return merge(*_home(rng, 10800), *polls)
 
 
 def _sip_phone(rng: random.Random) -> Iterator[Packet]:
@@ -633,7 +626,7 @@ SCENARIOS: list[Scenario] = [
              note="35 MB without a handshake to the resolver"),
     Scenario("ipv6-lan-exfil", "malicious", _v6_exfil, frozenset({V6_VICTIM, CNC6}), ("exfil",),
              extra={"config": V6_SITE}, note="30 MB from a LAN host's global IPv6 address (network.local)"),
-    Scenario("nas-polling", "benign", _nas_polling(PHONE, NAS), note="a phone polls the NAS every 30 s"),
+    Scenario("nas-polling", "benign", _polling(PHONE, NAS), note="a phone polls the NAS every 30 s"),
     Scenario("sip-phone", "benign", _sip_phone, note="SIP OPTIONS every 90 s, REGISTER every 10 min"),
     Scenario("connectivity-checks", "benign", _connectivity_checks, note="generate_204 every 5 minutes"),
     Scenario("camera-snapshots", "benign",
@@ -646,8 +639,9 @@ SCENARIOS: list[Scenario] = [
              extra={"known_fp": KNOWN_FP}, note="an OS's telemetry every 15 minutes"),
     Scenario("forged-scan-v6-nas", "benign", _forged_scan_v6(), extra={"forged": True, "config": V6_SITE},
              note="SYNs with the IPv6 NAS's address, from the Internet"),
-    Scenario("uptime-monitor", "benign", _uptime_monitor, note="an outside monitor polls a forwarded port"),
-    Scenario("ipv6-lan-nas-polling", "benign", _nas_polling(V6_PHONE, V6_NAS), extra={"config": V6_SITE},
+    Scenario("uptime-monitor", "benign", _polling("198.51.100.9", NAS, "nas.example.org", 360),
+             note="an outside monitor polls a forwarded port"),
+    Scenario("ipv6-lan-nas-polling", "benign", _polling(V6_PHONE, V6_NAS), extra={"config": V6_SITE},
              note="a phone polls the NAS every 30 s over the LAN's global IPv6 (network.local)"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
