@@ -152,15 +152,18 @@ def test_the_store_keeps_a_pardon_for_the_next_start(tmp_path: Path) -> None:
 
 
 def test_the_daemon_restores_pardons_at_start(tmp_path: Path) -> None:
-    from tests.fakedaemon import running_daemon
+    from tests.fakedaemon import KernelFreeDaemon
 
     store = BlockStore(tmp_path)
     Admin(store, None, AllowList(), 3600.0).block(BAD, 3600.0)
     Admin(store, None, AllowList(), 3600.0).unblock(BAD, pardon=math.inf)
     store.close()
-    with running_daemon(tmp_path) as d:
-        d.on_loop(lambda: d.restore_blocks(time.time()))
+    d = KernelFreeDaemon(tmp_path)
+    try:
+        d.restore_blocks(time.time())  # as Daemon.start does, before its threads run
         assert d.engine.judge.pardoned() == {BAD: (math.inf, frozenset({"manual"}))}
+    finally:
+        d.close()
 
 
 def test_unblock_through_the_daemon_says_and_keeps_its_pardon(tmp_path: Path) -> None:
