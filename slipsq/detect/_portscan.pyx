@@ -364,7 +364,7 @@ cdef class Servers:
             return 0  # most flows: refreshed less than REFRESH ago
         client = _f(flow, F_SADDR)
         if _local(server):  # inuse.ServersInUse.note
-            if not (_v6(server) and not _local(client)):
+            if _local(client) or not _v6(server):  # (the cached test first: most are LAN-to-LAN)
                 return 0
         elif not (_local(client) or _v6(client)):
             return 0

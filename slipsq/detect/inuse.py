@@ -62,7 +62,7 @@ class ServersInUse:
         if last is not None and when < last + REFRESH:
             return
         if is_local(server):
-            if not (_v6(server) and not is_local(flow.saddr)):
+            if is_local(flow.saddr) or not _v6(server):
                 return  # one of ours is in use only as an IPv6 server of the Internet (below)
         elif not (is_local(flow.saddr) or _v6(flow.saddr)):
             return
