@@ -105,16 +105,13 @@ class Result:
 def replay(path: Path, out: Path, config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """`slipsq replay PATH -o OUT` with default settings, or with `config` ({"section.key": value},
     written as the TOML file the replay reads); the alerts it wrote."""
-    from slipsq.gateway import toml_value
+    from slipsq.config import flat_toml
     from slipsq.replay import ReplayOptions, run_replay
 
     config_path = None
     if config:
         config_path = out.parent / f"{out.name}.toml"
-        sections: dict[str, list[str]] = {}
-        for k, v in config.items():
-            sections.setdefault(k.rpartition(".")[0], []).append(f"{k.rpartition('.')[2]} = {toml_value(v)}\n")
-        config_path.write_text("".join(f"[{sec}]\n" + "".join(lines) for sec, lines in sections.items()))
+        config_path.write_text(flat_toml(config))
     run_replay(ReplayOptions(inputs=[str(path)], as_json=True, out_dir=str(out),
                              config_path=None if config_path is None else str(config_path)), io.StringIO())
     with (out / "alerts.jsonl").open() as fh:

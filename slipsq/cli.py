@@ -347,6 +347,7 @@ def config_show(ctx: click.Context, config_path: str | None) -> None:
     """Print every configuration key as TOML, with its help as a comment."""
 
     def work() -> None:
+        from slipsq.config import toml_value
         from slipsq.runmode import load_config as load
 
         cfg = load(_config_path(ctx, config_path))
@@ -357,7 +358,7 @@ def config_show(ctx: click.Context, config_path: str | None) -> None:
                 click.echo(f"\n[{sec}]")
                 section = sec
             click.echo(f"# {cfg.options[key].help}")
-            click.echo(f"{name} = {_toml_value(value)}")
+            click.echo(f"{name} = {toml_value(value)}")
 
     run_guarded(work, _debug(ctx))
 
@@ -396,16 +397,6 @@ def config_init(ctx: click.Context, allow: tuple[str, ...], guess: bool) -> None
         click.echo(text, nl=False)
 
     run_guarded(work, _debug(ctx))
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return repr(v)
 
 
 def _register_admin_commands() -> None:

@@ -10,6 +10,7 @@ key. This module reads files; it never touches the network.
 from __future__ import annotations
 
 import ipaddress
+import json
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -80,6 +81,26 @@ def _addresses(v: list[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def toml_value(v: Any) -> str:
+    """An option's value as TOML writes it (strings, numbers, booleans, lists of them)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def flat_toml(values: Mapping[str, Any]) -> str:
+    """{"section.key": value} as a TOML file: one table per section (tests, benchmarks, tools)."""
+    sections: dict[str, list[str]] = {}
+    for key, v in values.items():
+        sec, _, name = key.rpartition(".")
+        sections.setdefault(sec, []).append(f"{name} = {toml_value(v)}\n")
+    return "".join(f"[{sec}]\n" + "".join(lines) for sec, lines in sections.items())
 
 
 # the longest timed block, by config or `slipsq block --for` (a later expiry has no date to print)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from slipsq.config import Option
+from slipsq.config import Option, toml_value
 
 
 @dataclass
@@ -175,16 +175,6 @@ def read_machine(run: Callable[..., str] = _run, admins: Sequence[str] = ()) -> 
 def probe(env: Mapping[str, str]) -> Machine:
     """This machine, as far as `ip` and `who` tell (nothing guessed when they are missing)."""
     return read_machine(_run, ssh_clients(env, _run("who")))
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return repr(v)
 
 
 def header(m: Machine) -> list[str]:

@@ -32,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from slipsq.config import flat_toml
+
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = str(Path(__file__).with_name("netprobe.py"))
 CNC, LEGIT = "10.71.3.2", "10.71.3.3"
@@ -245,11 +247,4 @@ class Daemon:
         return self.proc.returncode, self._err_seen + err
 
 
-def to_toml(values: Mapping[str, Any]) -> str:
-    """A flat {"section.key": value} as TOML: one table per section, values as JSON (which TOML reads
-    alike for the strings, numbers, booleans and lists slipsq's options take)."""
-    sections: dict[str, list[str]] = {}
-    for key, v in values.items():
-        sec, _, name = key.rpartition(".")
-        sections.setdefault(sec, []).append(f"{name} = {json.dumps(v)}")
-    return "".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
+to_toml = flat_toml  # a flat {"section.key": value} as the TOML file the daemon reads
