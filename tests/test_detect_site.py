@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import detection
 
 from slipsq import gateway
+from slipsq.addr import parse_ip, parse_ip_int
 from slipsq.detect import prefixes
 from slipsq.engine import Engine
 from slipsq.errors import ConfigError
@@ -107,9 +108,8 @@ addresses = st.one_of(
 
 
 def _want(ip: str) -> bool:
-    a = ipaddress.ip_address(ip)
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
-        a = a.ipv4_mapped
+    """Worked out with ipaddress's networks (not PrefixSet, which is under test)."""
+    a = parse_ip(ip)  # an IPv4-mapped address as the IPv4 one
     nets = [ipaddress.ip_network(n) for n in (*prefixes.LOCAL_NETWORKS, *SITE)]
     return any(a in n for n in nets if n.version == a.version)
 
@@ -122,14 +122,9 @@ def test_is_local_and_the_compiled_cache_add_the_site_networks(ip: str) -> None:
     assert prefixes.is_local(ip) is _want(ip)
     assert c_prefixes.cached_local(ip) is _want(ip)
     prefixes.set_site_networks([])  # and forgotten again, by both
-    assert prefixes.is_local(ip) is c_prefixes.cached_local(ip) is prefixes.local_int(*_parsed(ip))
-
-
-def _parsed(ip: str) -> tuple[int, int]:
-    a = ipaddress.ip_address(ip)
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
-        a = a.ipv4_mapped
-    return a.version, int(a)
+    parsed = parse_ip_int(ip)
+    assert parsed is not None
+    assert prefixes.is_local(ip) is c_prefixes.cached_local(ip) is prefixes.local_int(*parsed)
 
 
 def test_network_local_takes_exact_networks_and_single_addresses(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from slipsq import records
+from slipsq.addr import parse_ip
 from slipsq.errors import SystemSetupError
 
 DEFAULT_STATE_DIR = "/var/lib/slipsq"
@@ -107,15 +108,12 @@ class AuditEntry:
 
 
 def _canonical(ip: Any) -> bool:
-    """`ip` is an address as slipsq writes it (ipaddress's text; IPv4-mapped as IPv4): a pardon
+    """`ip` is an address as slipsq writes it (addr.parse_ip's text: IPv4-mapped as IPv4): a pardon
     written otherwise would match no address the judge sees."""
     try:
-        a = ipaddress.ip_address(ip)
-    except (ValueError, TypeError):
+        return isinstance(ip, str) and str(parse_ip(ip)) == ip
+    except ValueError:
         return False
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
-        return False
-    return str(a) == ip
 
 
 def _block(row: Sequence[Any]) -> tuple[Block | None, str]:
