@@ -311,8 +311,8 @@ class Daemon:
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
         # and only then the diversion, when asked
         self.fw.install(None)
-        if self.fw.cleaned:  # issue 12: a switched firewall.backend left rules in the other one
-            log("removed what slipsq had left in the other iptables backend: " + "; ".join(self.fw.cleaned))
+        if self.fw.cleaned:  # a switched firewall.backend (issue 12), or an older slipsq's filter-table rules
+            log("removed what slipsq had left elsewhere in the firewall: " + "; ".join(self.fw.cleaned))
         self.restore_blocks(time.time())
         # flow bypass (sources/conntrack.py): the merger is here with one queue; with a queue range
         # each worker runs its own on its own table
@@ -344,7 +344,8 @@ class Daemon:
         i = self.source.info
         log(f"inline on NFQUEUE {multiqueue.queue_text(self.queue_num)} (maxlen {i.maxlen}, copy {i.copy_range} B, "
             f"rcvbuf {i.rcvbuf} B, "
-            f"fail-open {'on' if i.fail_open else 'UNSUPPORTED'}), iptables backend {self.fw.backend.name}, "
+            f"fail-open {'on' if i.fail_open else 'UNSUPPORTED'}), iptables backend {self.fw.backend.name} "
+            f"(table {self.fw.backend.table}), "
             f"state {self.state_dir}" + ("" if self.install_rules else "; diversion rules not installed "
                                         "(--install-rules)"))
         if budgeted:

@@ -128,7 +128,8 @@ def test_queue_counters_parse_any_text(rows: list[tuple[int, ...]], junk: str) -
 class FakeBackend:
     name = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, table: str = "mangle") -> None:
+        self.table = table
         self.rules_: dict[int, list[RuleState]] = {4: [], 6: []}
         self.chain = {4: False, 6: False}
 
@@ -146,7 +147,7 @@ class FakeBackend:
 
     def delete_tagged(self, family: int, pred: Any) -> int:
         before = len(self.rules_[family])
-        self.rules_[family] = [r for r in self.rules_[family] if not pred(r)]
+        self.rules_[family] = [r for r in self.rules_[family] if not (r.comment.startswith("slipsq") and pred(r))]
         return before - len(self.rules_[family])
 
     def delete_chain(self, family: int) -> None:
@@ -154,13 +155,16 @@ class FakeBackend:
         self.rules_[family] = [r for r in self.rules_[family] if r.chain != "SLIPSQ"]
 
     def rules(self, family: int) -> tuple[list[RuleState], bool]:
-        return list(self.rules_[family]), self.chain[family]
+        """slipsq's rules only, as the real backends list them."""
+        return [r for r in self.rules_[family] if r.comment.startswith("slipsq")], self.chain[family]
 
 
 @pytest.fixture
 def fw(monkeypatch: pytest.MonkeyPatch) -> tuple[Firewall, list[str]]:
     scripts: list[str] = []
     f = Firewall(AllowList(["10.9.0.0/16"], own=["192.168.1.1"]), backend=FakeBackend())
+    stale = FakeBackend("filter")  # where an older slipsq left its rules (never the host's iptables)
+    monkeypatch.setattr(f, "stale_places", lambda: [stale])
 
     def ipset(args: Sequence[str], script: str | None = None, check: bool = True) -> str:
         scripts.append(script or "")
@@ -198,6 +202,23 @@ def test_install_is_idempotent_and_orders_block_before_diversion(fw: tuple[Firew
     assert not [r for r in f.rules() if r[1].target == "NFQUEUE"]
     f.remove_all()
     assert f.rules() == [] and not be.chain[4]
+
+
+def test_the_first_install_removes_an_older_slipsqs_filter_table_rules(fw: tuple[Firewall, list[str]]) -> None:
+    """Rules in the filter table ended it with the queue's accept, skipping the admin's rules after
+    them (backends.py): an upgrade takes them out, and only them."""
+    f, _ = fw
+    old = f.stale_places()[0]
+    assert isinstance(old, FakeBackend) and old.table == "filter"
+    old.ensure_chain(4)
+    old.insert(4, RuleSpec("FORWARD", "ACCEPT", comment="admin's own"), 0)
+    old.insert(4, RuleSpec("FORWARD", "SLIPSQ"), 1)
+    old.insert(4, RuleSpec("FORWARD", "NFQUEUE", "slipsq queue 3", queue=3), 2)
+    f.install(queue=3)
+    assert [(r.chain, r.target, r.comment) for r in old.rules_[4]] == [("FORWARD", "ACCEPT", "admin's own")]
+    assert not old.chain[4]
+    assert f.cleaned == ["2 rules and chain SLIPSQ of the fake backend's filter table"]
+    assert [r.target for _, r in f.rules() if r.chain == "FORWARD"][:2] == ["SLIPSQ", "NFQUEUE"]
 
 
 @given(st.ip_addresses(), st.one_of(st.none(), st.floats(min_value=0, max_value=1e13)))

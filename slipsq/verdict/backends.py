@@ -8,6 +8,14 @@ about them). The backend is what `iptables -V` says the system's `iptables` is.
 A rule is a small `RuleSpec`; every rule slipsq makes carries an iptables comment starting with
 "slipsq", and only such rules (and the chain SLIPSQ, which slipsq creates) are ever deleted.
 This module never flushes a chain it did not create.
+
+The table is `mangle` (TABLE), not `filter`: a verdict of the queue, ACCEPT and the rules that accept
+bypassed connections end the *table* they are in, so from the filter table they skipped every rule
+the admin's firewall had after them (a FORWARD policy DROP let everything through while slipsq ran,
+and after it died with `--queue-bypass`). The mangle table's hooks run before the filter table's at
+the same point (priority -150 against 0), so slipsq sees and blocks first, and what it passes still
+meets every rule of the admin's filter table, or of a native nftables table. A backend works on one
+table; a backend of the filter table is only made to remove what slipsq left there before.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from slipsq.errors import SystemSetupError
 
 TAG = "slipsq"
 CHAIN = "SLIPSQ"
+TABLE = "mangle"  # where slipsq's rules live (see above); "filter" held them before 2026-12-07
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ def parse_backend(version_line: str) -> str:
 
 class Backend(Protocol):
     name: str
+    table: str
 
     def ensure_chain(self, family: int) -> None: ...
     def insert(self, family: int, rule: RuleSpec, position: int) -> None: ...
@@ -104,7 +114,7 @@ _TARGET = re.compile(r"-j (\S+)")
 
 
 def parse_save(text: str) -> tuple[list[RuleState], bool]:
-    """The slipsq-tagged rules in `iptables-save -c -t filter` output, and whether chain SLIPSQ exists."""
+    """The slipsq-tagged rules in `iptables-save -c -t TABLE` output, and whether chain SLIPSQ exists."""
     out: list[RuleState] = []
     positions: dict[str, int] = {}
     has_chain = False
@@ -145,6 +155,9 @@ class NftBackend:
 
     name = "nft"
 
+    def __init__(self, table: str = TABLE) -> None:
+        self.table = table
+
     def _cmd(self, family: int, what: str) -> str:
         base = "iptables" if family == 4 else "ip6tables"
         exe = shutil.which(f"{base}-nft{what}")
@@ -153,7 +166,7 @@ class NftBackend:
         return exe
 
     def _restore(self, family: int, lines: list[str]) -> None:
-        script = "*filter\n" + "\n".join(lines) + "\nCOMMIT\n"
+        script = f"*{self.table}\n" + "\n".join(lines) + "\nCOMMIT\n"
         r = subprocess.run([self._cmd(family, "-restore"), "--noflush"], input=script, capture_output=True,
                            text=True, timeout=30)
         if r.returncode != 0:
@@ -161,8 +174,8 @@ class NftBackend:
             raise SystemSetupError(f"{self._cmd(family, '-restore')} failed: {err}")
 
     def rules(self, family: int) -> tuple[list[RuleState], bool]:
-        r = subprocess.run([self._cmd(family, "-save"), "-c", "-t", "filter"], capture_output=True, text=True,
-                           timeout=30)
+        r = subprocess.run([self._cmd(family, "-save"), "-c", "-t", self.table], capture_output=True,
+                           text=True, timeout=30)
         if r.returncode != 0:
             raise SystemSetupError(f"{self._cmd(family, '-save')} failed: {r.stderr.strip()}")
         return parse_save(r.stdout)
@@ -191,7 +204,8 @@ class LegacyBackend:
 
     name = "legacy"
 
-    def __init__(self) -> None:
+    def __init__(self, table: str = TABLE) -> None:
+        self.table = table
         try:
             import iptc
         except Exception as e:  # iptc raises various errors when libxtables is missing
@@ -200,7 +214,7 @@ class LegacyBackend:
 
     def _table(self, family: int) -> Any:
         iptc = self.iptc
-        t = iptc.Table(iptc.Table.FILTER) if family == 4 else iptc.Table6(iptc.Table6.FILTER)
+        t = iptc.Table(self.table) if family == 4 else iptc.Table6(self.table)
         t.refresh()
         return t
 
@@ -304,12 +318,13 @@ def _options(obj: Any, words: tuple[str, ...]) -> None:
         i = j
 
 
-def make_backend(name: str = "auto") -> Backend:
-    """`auto` follows `iptables -V`; `legacy`/`nft` force one (tests run both)."""
+def make_backend(name: str = "auto", table: str = TABLE) -> Backend:
+    """`auto` follows `iptables -V`; `legacy`/`nft` force one (tests run both). `table`: TABLE, or
+    "filter" to clean up after an older slipsq."""
     if name == "auto":
         name = detect_backend()
     if name == "nft":
-        return NftBackend()
+        return NftBackend(table)
     if name == "legacy":
-        return LegacyBackend()
+        return LegacyBackend(table)
     raise SystemSetupError(f"unknown iptables backend {name!r} (auto, nft or legacy)")

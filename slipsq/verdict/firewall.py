@@ -1,18 +1,22 @@
 """Kernel blocks: two ipset sets (`slipsq-block4` hash:ip inet, `slipsq-block6` hash:ip inet6, with
 the timeout extension so a block also expires in the kernel) matched by DROP rules in slipsq's own
-chain SLIPSQ, which INPUT, FORWARD and OUTPUT jump to first, ahead of the NFQUEUE diversion:
+chain SLIPSQ, which INPUT, FORWARD and OUTPUT jump to first, ahead of the NFQUEUE diversion, all in
+the **mangle** table (`iptables -t mangle -S`):
 
     FORWARD  1  -m comment --comment slipsq -j SLIPSQ
     FORWARD  2  -m comment --comment "slipsq queue 0" -j NFQUEUE --queue-num 0 --queue-bypass
                 (--queue 0:3: "slipsq queue 0:3" ... --queue-balance 0:3 --queue-bypass)
     SLIPSQ      -m set --match-set slipsq-block4 src -j DROP   (and dst)
 
-so a blocked IP's packets never reach userspace again. With flow bypass (slipsq/flowtable.py,
-"Bypass"), one more rule between the jump and the diversion forwards the connections the queue
-marked, except their SYN/FIN/RST packets (so slipsq still sees each connection open and close),
-and two after it take the packet the queue sent back through the hook (NF_REPEAT, with the repeat
-bit and the bypass bit set or cleared) and copy its bypass bit into its connection's mark (the
-forwarding rule comes first: it is the one every bypassed packet meets):
+so a blocked IP's packets never reach userspace again. Why mangle: the queue's verdict (accept), a
+queue nobody reads (`--queue-bypass`) and the bypass rules' ACCEPT each end the table they are in; in
+the filter table they skipped the admin's own firewall rules after them. From mangle, whose hooks run
+first, every packet slipsq passes still meets the admin's filter rules (backends.py). With flow
+bypass (slipsq/flowtable.py, "Bypass"), one more rule between the jump and the diversion forwards
+the connections the queue marked, except their SYN/FIN/RST packets (so slipsq still sees each
+connection open and close), and two after it take the packet the queue sent back through the hook
+(NF_REPEAT, with the repeat bit and the bypass bit set or cleared) and copy its bypass bit into its
+connection's mark (the forwarding rule comes first: it is the one every bypassed packet meets):
 
     FORWARD  2  -p tcp -m tcp --tcp-flags FIN,SYN,RST NONE -m connmark --mark 0x400000/0x400000 -j ACCEPT
     FORWARD  3  -m mark --mark 0x800000/0x800000 -j CONNMARK --save-mark --nfmask 0x400000 --ctmask 0x400000
@@ -41,7 +45,7 @@ from dataclasses import dataclass
 from slipsq.addr import parse_ip
 from slipsq.allow import AllowList
 from slipsq.errors import SystemSetupError
-from slipsq.verdict.backends import CHAIN, TAG, Backend, RuleSpec, RuleState, make_backend
+from slipsq.verdict.backends import CHAIN, TABLE, TAG, Backend, RuleSpec, RuleState, make_backend
 
 SET4 = "slipsq-block4"
 SET6 = "slipsq-block6"
@@ -144,7 +148,7 @@ class Firewall:
             raise SystemSetupError("ipset is not installed (Debian: apt-get install ipset)")
         self.ipset = exe
         self._cleaned_others = False
-        self.cleaned: list[str] = []  # what the first install removed from the other backend
+        self.cleaned: list[str] = []  # what the first install removed from the stale places
 
     # --- ipset ------------------------------------------------------------------------------------
     def _ipset(self, args: Sequence[str], script: str | None = None, check: bool = True) -> str:
@@ -176,18 +180,20 @@ class Firewall:
         return out
 
     # --- rules ------------------------------------------------------------------------------------
-    def other_backends(self) -> list[Backend]:
-        """The iptables backends this one is not, where this host has them: slipsq's rules left in
-        one (firewall.backend switched from nft to legacy or back) would send every packet through
-        the queue twice, or drop a block twice."""
+    def stale_places(self) -> list[Backend]:
+        """Where else slipsq's rules may be: the other iptables backend (firewall.backend switched
+        from nft to legacy or back: every packet would go through the queue twice), and the filter
+        table of both (where slipsq before 2026-12-07 put them: there they skipped the admin's own
+        rules, backends.py). A backend not installed here is left out: nothing of ours can be in it."""
         out: list[Backend] = []
         for name in ("nft", "legacy"):
-            if name == self.backend.name:
-                continue
-            try:
-                out.append(make_backend(name))
-            except SystemSetupError:
-                continue  # not installed: nothing of ours can be in it
+            for table in (TABLE, "filter"):
+                if name == self.backend.name and table == self.backend.table:
+                    continue
+                try:
+                    out.append(make_backend(name, table))
+                except SystemSetupError:
+                    continue
         return out
 
     def _remove_from(self, backend: Backend) -> tuple[int, int]:
@@ -200,32 +206,32 @@ class Firewall:
                 chains += 1
         return rules, chains
 
-    def remove_other_backends(self) -> list[str]:
-        """Remove what slipsq left in the other backend (see other_backends); what was removed, for
-        a message (empty: nothing was there). A backend that cannot be read here is skipped."""
+    def remove_stale(self) -> list[str]:
+        """Remove what slipsq left in the stale places (stale_places); what was removed, for a
+        message (empty: nothing was there). A place that cannot be read here is skipped."""
         said = []
-        for b in self.other_backends():
+        for b in self.stale_places():
             try:
                 rules, chains = self._remove_from(b)
             except Exception:  # iptc raises its own kinds: unusable here, nothing of ours in it
                 continue
             if rules or chains:
-                said.append(f"{rules} rules and chain SLIPSQ of the {b.name} backend")
+                said.append(f"{rules} rules and chain SLIPSQ of the {b.name} backend's {b.table} table")
         return said
 
     def leftover(self) -> list[str]:
-        """What of slipsq's is still in the kernel, on every backend, as words (empty: nothing)."""
+        """What of slipsq's is still in the kernel, in every place, as words (empty: nothing)."""
         out = []
-        for b in [self.backend, *self.other_backends()]:
+        for b in [self.backend, *self.stale_places()]:
             for fam in self.families:
                 try:
                     rules, chain = b.rules(fam)
-                except Exception:  # as in remove_other_backends
+                except Exception:  # as in remove_stale
                     continue
                 if rules:
-                    out.append(f"{len(rules)} IPv{fam} rules ({b.name})")
+                    out.append(f"{len(rules)} IPv{fam} rules ({b.name}, {b.table})")
                 if chain:
-                    out.append(f"IPv{fam} chain {CHAIN} ({b.name})")
+                    out.append(f"IPv{fam} chain {CHAIN} ({b.name}, {b.table})")
         out += [f"set {name}" for name in self.sets()]
         return out
 
@@ -239,10 +245,11 @@ class Firewall:
         """Sets, chain SLIPSQ with its DROP rules, jumps from INPUT/FORWARD/OUTPUT at position 1, and
         (with `queue`) the NFQUEUE diversion right after the jump, and (with `bypass_mark` and
         `repeat_mark`) the bypass rules between the two. Idempotent. The first install of this
-        Firewall also removes what slipsq left in the other iptables backend."""
+        Firewall also removes what slipsq left in the stale places (the other iptables backend, the
+        filter table)."""
         if not self._cleaned_others:
             self._cleaned_others = True
-            self.cleaned = self.remove_other_backends()
+            self.cleaned = self.remove_stale()
         self.ensure_sets()
         for fam in self.families:
             s = SET4 if fam == 4 else SET6
@@ -280,14 +287,14 @@ class Firewall:
         return sum(self.backend.delete_tagged(f, lambda r: r.comment in tags) for f in self.families)
 
     def remove_all(self) -> Removed:
-        """Everything slipsq made, on every iptables backend: tagged rules in any chain, chain
+        """Everything slipsq made, on every iptables backend and table: tagged rules in any chain, chain
         SLIPSQ, the two sets. Says what it removed and what is still there (checked afterwards)."""
         rules = chains = 0
         backends = [self.backend]
-        for b in self.other_backends():
+        for b in self.stale_places():
             try:
                 b.rules(self.families[0])
-            except Exception:  # as in remove_other_backends
+            except Exception:  # as in remove_stale
                 continue
             backends.append(b)
         for b in backends:

@@ -236,7 +236,8 @@ def test_bypass_rule_on_both_backends(lab: Lab, backend: str, tmp_path: Path) ->
     script = RULES.replace("print(fw.remove_diversion(4))", "")
     lab.sh(lab.gw, *env, sys.executable, "-c", script, backend)
     for fam_cmd in (cmd, cmd.replace("iptables", "ip6tables")):
-        fwd = [x for x in lab.sh(lab.gw, fam_cmd, "-S").stdout.splitlines() if x.startswith("-A FORWARD")]
+        fwd = [x for x in lab.sh(lab.gw, fam_cmd, "-t", "mangle", "-S").stdout.splitlines()
+               if x.startswith("-A FORWARD")]
         assert len(fwd) == 5, fwd
         assert "-j SLIPSQ" in fwd[0] and "NFQUEUE" in fwd[4]
         assert "--tcp-flags FIN,SYN,RST NONE" in fwd[1] and "connmark --mark 0x400000/0x400000" in fwd[1]
@@ -249,7 +250,7 @@ def test_bypass_rule_on_both_backends(lab: Lab, backend: str, tmp_path: Path) ->
     lab.sh(lab.gw, *env, sys.executable, "-c", script, backend)
     lab.sh(lab.gw, *env, f"SLIPSQ_IPTABLES_BACKEND={backend}", sys.executable, "-m", "slipsq", "rules", "remove",
            "--state-dir", str(tmp_path))
-    assert "slipsq" not in lab.sh(lab.gw, cmd, "-S").stdout
+    assert "slipsq" not in lab.sh(lab.gw, cmd, "-t", "mangle", "-S").stdout
 
 
 TALK_THEN_HUSH = f"""

@@ -26,34 +26,44 @@ print(json.dumps({"refused": [ip for ip, _ in refused], "members": fw.members(),
 """
 
 
-def ipt(lab: Lab, backend: str, fam: int = 4) -> str:
+def ipt(lab: Lab, backend: str, fam: int = 4, table: str = "mangle") -> str:
+    """`iptables -t TABLE -S` of one backend and family in the gateway (mangle: slipsq's table)."""
     cmd = ("iptables" if fam == 4 else "ip6tables") + ("-nft" if backend == "nft" else "-legacy")
-    return lab.sh(lab.gw, cmd, "-S").stdout
+    return lab.sh(lab.gw, cmd, "-t", table, "-S").stdout
 
 
 def test_install_block_and_remove_only_what_slipsq_made(lab: Lab, backend: str, tmp_path: Path) -> None:
     cmd = "iptables-nft" if backend == "nft" else "iptables-legacy"
-    # the admin's own chain and rule, which slipsq must never touch
+    # the admin's own chain and rule, which slipsq must never touch; and, as a slipsq before 2026-12-07
+    # left them, its chain, jump and diversion in the filter table, which must go
     lab.sh(lab.gw, cmd, "-N", "ADMIN")
     lab.sh(lab.gw, cmd, "-A", "ADMIN", "-s", "192.0.2.1", "-j", "DROP")
     lab.sh(lab.gw, cmd, "-A", "FORWARD", "-j", "ADMIN")
+    lab.sh(lab.gw, cmd, "-N", "SLIPSQ")
+    lab.sh(lab.gw, cmd, "-I", "FORWARD", "1", "-m", "comment", "--comment", "slipsq queue 4", "-j", "NFQUEUE",
+           "--queue-num", "4", "--queue-bypass")
+    lab.sh(lab.gw, cmd, "-I", "FORWARD", "1", "-m", "comment", "--comment", "slipsq", "-j", "SLIPSQ")
     env = ["env", f"PYTHONPATH={ROOT}"]
     out = json.loads(lab.sh(lab.gw, *env, sys.executable, "-c", SCRIPT, backend).stdout)
     assert out["refused"] == ["10.9.1.1", "10.71.1.1"]
     assert out["members"] == {"203.0.113.7": out["members"]["203.0.113.7"], "2001:db8::7": 0}
     assert 55 <= out["members"]["203.0.113.7"] <= 60
-    # twice installed, once present: jump 1st, diversion 2nd, admin's rule after them
+    # twice installed, once present, in the mangle table: jump 1st, diversion 2nd
     fwd = [line for line in ipt(lab, backend).splitlines() if line.startswith("-A FORWARD")]
-    assert len(fwd) == 3 and "-j SLIPSQ" in fwd[0] and "NFQUEUE" in fwd[1] and fwd[2] == "-A FORWARD -j ADMIN"
+    assert len(fwd) == 2 and "-j SLIPSQ" in fwd[0] and "NFQUEUE" in fwd[1]
+    # the filter table is the admin's alone again: the old rules went, the admin's stayed
+    filt = ipt(lab, backend, table="filter")
+    assert "slipsq" not in filt and "SLIPSQ" not in filt
+    assert [x for x in filt.splitlines() if x.startswith("-A FORWARD")] == ["-A FORWARD -j ADMIN"]
     assert "slipsq-block6" in ipt(lab, backend, 6)
     # the other backend's tables hold nothing of slipsq's
     other = "legacy" if backend == "nft" else "nft"
-    assert "slipsq" not in ipt(lab, other)
+    assert "slipsq" not in ipt(lab, other) and "slipsq" not in ipt(lab, other, table="filter")
 
     r = lab.sh(lab.gw, *env, f"SLIPSQ_IPTABLES_BACKEND={backend}", sys.executable, "-m", "slipsq",
                "rules", "remove", "--state-dir", str(tmp_path))
     assert "removed" in r.stdout
-    left = ipt(lab, backend)
+    left = ipt(lab, backend) + ipt(lab, backend, table="filter")
     assert "slipsq" not in left and "SLIPSQ" not in left
     assert "-N ADMIN" in left and "-A ADMIN -s 192.0.2.1/32 -j DROP" in left and "-A FORWARD -j ADMIN" in left
     assert "slipsq" not in ipt(lab, backend, 6)
