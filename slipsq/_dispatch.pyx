@@ -20,8 +20,8 @@ from cpython.set cimport PySet_Add
 
 from dataclasses import fields
 
-from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_TS, F_CLOSED_BY, F_DBYTES, F_DPKTS, F_DPORT, F_END,
-                                F_PROTO, F_SBYTES, F_START, EventSlots, FlowSlots, event_field, event_slots,
+from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_SADDR, E_TS, F_CLOSED_BY, F_DBYTES, F_DPKTS, F_DPORT,
+                                F_END, F_PROTO, F_SBYTES, F_START, EventSlots, FlowSlots, event_field, event_slots,
                                 flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport get as lru_get
 from slipsq._lru cimport touch as lru_touch
@@ -265,15 +265,16 @@ cdef class AppCalls:
             data = event_field(&EV, event, E_DATA)
             query = lru_get(data, "query", "")
             answers = lru_get(data, "answers", ())
-            names_map = self.ctx.dns_names
-            for answer in answers:
-                names = lru_touch(names_map, answer, _set, self.max_dns)
-                size = PySet_GET_SIZE(names) if type(names) is set else len(names)
-                if size < MAX_NAMES:
-                    if type(names) is set:
-                        PySet_Add(names, query)
-                    else:
-                        names.add(query)
+            if answers and self.ctx.resolvers.trusts(event_field(&EV, event, E_SADDR)):
+                names_map = self.ctx.dns_names
+                for answer in answers:
+                    names = lru_touch(names_map, answer, _set, self.max_dns)
+                    size = PySet_GET_SIZE(names) if type(names) is set else len(names)
+                    if size < MAX_NAMES:
+                        if type(names) is set:
+                            PySet_Add(names, query)
+                        else:
+                            names.add(query)
             if out is not None and lru_get(data, "response", True):
                 out.append(_Query(event_field(&EV, event, E_TS), event_field(&EV, event, E_DADDR), query,
                                   int(lru_get(data, "rcode", None) or 0), tuple(answers)))

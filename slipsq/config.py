@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slipsq.addr import parse_network
+from slipsq.addr import parse_ip, parse_network
 from slipsq.durations import parse_duration
 from slipsq.errors import ConfigError
 
@@ -71,6 +71,27 @@ def _site_networks(v: list[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _ips(v: list[str]) -> bool:
+    """Every item one IP address."""
+    try:
+        for item in v:
+            parse_ip(item)
+    except ValueError:
+        return False
+    return True
+
+
+# well-known public resolvers, IPv4 and IPv6: Google, Cloudflare, Quad9, OpenDNS (Cisco), AdGuard
+# (dns.trusted_resolvers; slipsq/detect/resolvers.py says why names need a trusted resolver)
+PUBLIC_RESOLVERS = (
+    "8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844",
+    "1.1.1.1", "1.0.0.1", "2606:4700:4700::1111", "2606:4700:4700::1001",
+    "9.9.9.9", "149.112.112.112", "2620:fe::fe", "2620:fe::9",
+    "208.67.222.222", "208.67.220.220", "2620:119:35::35", "2620:119:53::53",
+    "94.140.14.14", "94.140.15.15", "2a10:50c0::ad1:ff", "2a10:50c0::ad2:ff",
+)
 
 
 def _addresses(v: list[str]) -> bool:
@@ -192,6 +213,11 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "too, as if in network.local, followed while running: a new prefix from the ISP counts within "
            "a second. Nothing changes while no IPv6 default route exists"),
     # what DNS answers taught (detectors read it as ctx.dns_names)
+    Option("dns.trusted_resolvers", list(PUBLIC_RESOLVERS),
+           "public resolvers whose answers teach names (besides your own network's and the allow list's, "
+           "which always do): names let traffic pass (beacon.allow_domains, exfil.allow_domains), and any DNS "
+           "server can claim any name, so a C&C's own server's answers are not learnt",
+           _ips, "a list of IP addresses"),
     Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
            "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),
     # inline mode

@@ -96,21 +96,23 @@ class AppCalls:
                 self.run(event, out, counters)
 
     def run(self, event: AppEvent, out: list[Any] | None, counters: Any) -> None:
-        """One event: counted; a DNS one teaches its answers' names (and is exported); then the hooks."""
+        """One event: counted; a DNS one teaches its answers' names, when a resolver the house trusts
+        gave them (ctx.resolvers), and is exported; then the hooks."""
         counters.app_events += 1
         if event.kind == "dns":
             data = event.data
             query = data.get("query", "")
-            names_map = self.ctx.dns_names
-            for answer in data.get("answers", ()):
-                # bounded: a hostile resolver may answer with endless addresses
-                names = touch(names_map, answer, set, self.max_dns)
-                if len(names) < MAX_NAMES:
-                    names.add(query)
+            answers = data.get("answers", ())
+            if answers and self.ctx.resolvers.trusts(event.saddr):  # the answer's sender: the resolver
+                names_map = self.ctx.dns_names
+                for answer in answers:
+                    # bounded: a hostile resolver may answer with endless addresses
+                    names = touch(names_map, answer, set, self.max_dns)
+                    if len(names) < MAX_NAMES:
+                        names.add(query)
             if out is not None and data.get("response", True):
                 # a response goes to the client that asked (a log's query line has no answer yet)
-                out.append(Query(event.ts, event.daddr, query, int(data.get("rcode") or 0),
-                                 tuple(data.get("answers", ()))))
+                out.append(Query(event.ts, event.daddr, query, int(data.get("rcode") or 0), tuple(answers)))
         self.by_kind.get(event.kind, self.other).run(event)
 
 

@@ -187,9 +187,27 @@ def _data(query: str, answers: list[str], response: bool | None, rcode: int | No
     return MappingProxyType(d) if shape == "proxy" else d
 
 
+TRUSTED, UNTRUSTED = "192.0.2.53", "203.0.113.53"  # resolvers (the answers' senders)
+
+
+class Trust:
+    """ctx.resolvers for these tests: trusts TRUSTED alone (slipsq/detect/resolvers.py is the real one)."""
+
+    def trusts(self, resolver: str) -> bool:
+        return resolver == TRUSTED
+
+
+def fake_ctx(names: Any) -> Any:
+    ctx = type("Ctx", (), {})()
+    ctx.dns_names, ctx.resolvers = names, Trust()
+    return ctx
+
+
 app_events = st.builds(
-    lambda ts, kind, host, data: AppEvent(ts, kind, "192.0.2.53", 53, host, 40000, "udp", data),
-    times, st.sampled_from(("dns", "dns", "tls", "banner", "arp", "mqtt")), st.sampled_from(ADDRS),
+    lambda ts, kind, resolver, host, data: AppEvent(ts, kind, resolver, 53, host, 40000, "udp", data),
+    times, st.sampled_from(("dns", "dns", "tls", "banner", "arp", "mqtt")), st.sampled_from((TRUSTED, TRUSTED,
+                                                                                             UNTRUSTED)),
+    st.sampled_from(ADDRS),
     st.builds(_data, st.sampled_from(NAMES), st.lists(st.sampled_from(ADDRS), max_size=4),
               st.sampled_from((None, True, False)), st.sampled_from((0, 3, None)),
               st.sampled_from(("dict", "dict", "partial", "proxy"))))
@@ -233,8 +251,7 @@ def test_both_app_loops_learn_the_same_names_and_call_the_same_hooks(events: lis
     seen = []
     for cls in APP_TWINS:
         calls: list[Any] = []
-        ctx = type("Ctx", (), {})()
-        ctx.dns_names = OrderedDict((ip, set(ns)) for ip, ns in before)
+        ctx = fake_ctx(OrderedDict((ip, set(ns)) for ip, ns in before))
         loop = app_loop(cls, calls, ctx, max_dns)
         counters = type("Counters", (), {"app_events": 2})()
         for e in events:
@@ -247,8 +264,11 @@ def test_both_app_loops_learn_the_same_names_and_call_the_same_hooks(events: lis
     assert len(names) <= max(max_dns, len(had))
     assert all(len(v) <= max(dispatch.MAX_NAMES, had.get(ip, 0)) for ip, v in names)
     dns = [e for e in events if e.kind == "dns"]
-    if dns and dns[-1].data.get("answers"):  # the last answered address is the most recent
-        assert names[-1][0] == dns[-1].data["answers"][-1]
+    taught = [e for e in dns if e.data.get("answers") and e.saddr == TRUSTED]  # what a trusted resolver said
+    if taught:  # the last address a trusted resolver answered is the most recent
+        assert names[-1][0] == taught[-1].data["answers"][-1]
+    else:  # an untrusted resolver's answers teach nothing
+        assert names == names_state(OrderedDict((ip, set(ns)) for ip, ns in before))
     queries = [c for c in calls if isinstance(c, Query)]
     assert len(queries) == (sum(e.data.get("response", True) is not False for e in dns) if export else 0)
     assert [c for c in calls if isinstance(c, tuple) and c[0] == "any"] == [("any", e.kind, e.ts) for e in events
@@ -258,7 +278,7 @@ def test_both_app_loops_learn_the_same_names_and_call_the_same_hooks(events: lis
 @pytest.mark.parametrize("cls", APP_TWINS)
 def test_app_packets_are_decoded_in_order_and_a_decoder_error_loses_only_its_packet(cls: Any) -> None:
     calls: list[Any] = []
-    ctx = type("Ctx", (), {"dns_names": OrderedDict()})()
+    ctx = fake_ctx(OrderedDict())
 
     def decode(packet: bytes, ts: float) -> list[AppEvent]:
         if packet == b"bad":
@@ -294,7 +314,7 @@ def test_an_error_that_propagates_mid_batch_leaves_the_event_count_right(cls: An
 
     flow_cls = dispatch.FlowCalls if cls is dispatch.AppCalls else c_dispatch.FlowCalls
     loop = cls({"dns": flow_cls([(hook, None)], print, strict)}, flow_cls([], print, strict), decode,
-               type("Ctx", (), {"dns_names": OrderedDict()})(), 8, strict)
+               fake_ctx(OrderedDict()), 8, strict)
     counters = type("Counters", (), {"app_events": 1})()
     with pytest.raises(ValueError, match="boom"):
         loop.run_packets([(1.0, b"a.example"), (2.0, b"boom.example"), (3.0, b"c.example")], None, counters)
@@ -307,7 +327,7 @@ def test_a_names_map_of_another_type_is_touched_through_lru(cls: Any) -> None:
     class Names(OrderedDict):  # type: ignore[type-arg]
         pass
 
-    ctx = type("Ctx", (), {"dns_names": Names()})()
+    ctx = fake_ctx(Names())
     loop = app_loop(cls, [], ctx, 2)
     counters = type("Counters", (), {"app_events": 0})()
     for i, ip in enumerate(("10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.3")):

@@ -73,8 +73,9 @@ def _home(rng: random.Random, duration: float) -> list[Iterator[Packet]]:
                         rng=rng)]
 
 
-def _with_dns(name: str, ip: str, client: str, t: float, rng: random.Random) -> Iterator[Packet]:
-    return dns_query(client, ROUTER, name, ip, t - 0.5, sport=rng.randrange(30000, 60000), rng=rng)
+def _with_dns(name: str, ip: str, client: str, t: float, rng: random.Random,
+              resolver: str = ROUTER) -> Iterator[Packet]:
+    return dns_query(client, resolver, name, ip, t - 0.5, sport=rng.randrange(30000, 60000), rng=rng)
 
 
 # --- malicious ----------------------------------------------------------------------------------
@@ -547,6 +548,31 @@ def _connectivity_checks(rng: random.Random) -> Iterator[Packet]:
     return merge(*parts)
 
 
+def _own_resolver(inner: Callable[[random.Random], Iterator[Packet]], name: str,
+                  resolver: str = CNC) -> Callable[[random.Random], Iterator[Packet]]:
+    """`inner`, and before it the victim asks `resolver` (by default the C&C's own DNS server) for
+    `name`, a name the detectors let pass (a time or a cloud storage service), and is told it is CNC:
+    a claim any DNS server can make."""
+    def build(rng: random.Random) -> Iterator[Packet]:
+        return merge(inner(rng), _with_dns(name, CNC, VICTIM, T0 + 5, rng, resolver=resolver))
+    return build
+
+
+def _public_resolver_checks(rng: random.Random) -> Iterator[Packet]:
+    """connectivity-checks from a phone that asks Google's public resolver directly (as some devices
+    do, hard-coded): its answers teach the name as the house's resolver's would."""
+    server, name = "198.51.100.204", "connectivitycheck.gstatic.com"
+    ports = Ports(rng)
+    parts = _home(rng, 21600)
+    for i in range(72):
+        t = T0 + 5 + i * 300
+        if i % 12 == 0:
+            parts.append(_with_dns(name, server, PHONE, t, rng, resolver="8.8.8.8"))
+        parts.append(http_session(PHONE, server, name, t, "/generate_204", 0, sport=ports(), status="204 No Content",
+                                  rng=rng))
+    return merge(*parts)
+
+
 def _udp_beacon(rng: random.Random) -> Iterator[Packet]:
     """A bot's UDP beacon: a small exchange with its C&C on 7777 every 60 s (± 5 %), for an hour."""
     parts = _home(rng, 3600)
@@ -629,6 +655,13 @@ SCENARIOS: list[Scenario] = [
     Scenario("nas-polling", "benign", _polling(PHONE, NAS), note="a phone polls the NAS every 30 s"),
     Scenario("sip-phone", "benign", _sip_phone, note="SIP OPTIONS every 90 s, REGISTER every 10 min"),
     Scenario("connectivity-checks", "benign", _connectivity_checks, note="generate_204 every 5 minutes"),
+    Scenario("beacon-own-resolver", "malicious", _own_resolver(_beacon(10.0, 0.01, 40, named=False),
+                                                               "time.windows.com"), BAD, ("beacon",),
+             note="the C&C's own DNS server names it time.windows.com (beacon.allow_domains)"),
+    Scenario("exfil-own-resolver", "malicious", _own_resolver(_exfil, "drive.google.com"), BAD, ("exfil",),
+             note="the C&C's own DNS server names it drive.google.com (exfil.allow_domains)"),
+    Scenario("public-resolver-checks", "benign", _public_resolver_checks,
+             note="connectivity-checks named by 8.8.8.8, asked directly"),
     Scenario("camera-snapshots", "benign",
              _periodic_service("192.168.1.31", "198.51.100.80", "upload.camvendor.example", 60, 2,
                                (20_000, 40_000), (300, 600)),

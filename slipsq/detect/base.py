@@ -17,6 +17,7 @@ from slipsq.allow import AllowList
 from slipsq.config import Config, Option
 from slipsq.detect.inuse import ServersInUse, make_servers
 from slipsq.detect.peers import Peers
+from slipsq.detect.resolvers import Resolvers
 from slipsq.flow import AppEvent, Flow
 from slipsq.records import Evidence
 
@@ -38,6 +39,11 @@ class Context:
     # non-local servers that answered local hosts, and when (fed and asked by detectors whose
     # evidence could be forged: portscan, reconnect; see detect/inuse.py)
     servers: ServersInUse = field(default_factory=make_servers)
+    # whose DNS answers teach dns_names (detect/resolvers.py): built from config and allow
+    resolvers: Resolvers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resolvers = Resolvers(self.config["dns.trusted_resolvers"], self.allow)
 
 
 NO_EVIDENCE: tuple[Evidence, ...] = ()  # immutable: safe to share between hooks

@@ -1,0 +1,45 @@
+"""Whose DNS answers teach names: the resolvers the house trusts.
+
+Names learnt from DNS answers (ctx.dns_names) let traffic pass: a beacon to a server named
+`time.windows.com` (beacon.allow_domains), a big upload to one named `drive.google.com`
+(exfil.allow_domains), a peer with a name (not P2P). A name is only what a DNS server *claims*: a
+C&C that runs its own DNS server answers "time.windows.com is me" to the one host it infected, and
+its beacons and uploads went unreported. So names are learnt only from answers by a resolver the
+house has reason to trust:
+
+* one of your own network (prefixes.is_local: the router, a Pi-hole, a LAN DNS server);
+* one the gateway protects (the allow list: `allow.ips`, and inline the gateway's own resolvers,
+  `allow.infrastructure`);
+* a public resolver in `dns.trusted_resolvers` (the well-known anycast services some devices ask
+  directly, hard-coded).
+
+An answer from any other server still goes to the activity log; its names are not learnt. Not
+"any resolver two clients asked": an infected host can forge a second client's query (the answer
+then travels to that client, past the gateway), or ask from two of its IPv6 addresses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from slipsq.addr import parse_ip
+from slipsq.allow import AllowList
+from slipsq.detect.prefixes import is_local
+
+
+class Resolvers:
+    """`trusts(resolver)`: may the names in this resolver's answers be learnt (module docstring)."""
+
+    def __init__(self, listed: Iterable[str], allow: AllowList) -> None:
+        # canonical text, as the flow table and the log readers write addresses
+        self.listed = frozenset(str(parse_ip(a)) for a in listed)
+        self.allow = allow
+        self.untrusted = 0  # answers whose names were not learnt
+
+    def trusts(self, resolver: str) -> bool:
+        """One call per DNS answer that carries addresses: the local test and the list are a cached
+        dict lookup and a set lookup; the allow list, asked last, caches its own answers."""
+        if is_local(resolver) or resolver in self.listed or self.allow.why_protected(resolver) is not None:
+            return True
+        self.untrusted += 1
+        return False

@@ -1,0 +1,106 @@
+"""Names come only from resolvers the house trusts (slipsq/detect/resolvers.py).
+
+Found 2026-12-07 (the open item of the review of 2026-12-06): a C&C that runs its own DNS server told
+its one infected host "time.windows.com is me", and its beacons were never reported
+(beacon.allow_domains); "drive.google.com is me", and 30 MB uploaded to it were never reported
+(exfil.allow_domains). Each scenario has its control: a phone that asks Google's public resolver
+directly keeps its connectivity check unblocked because that resolver is in dns.trusted_resolvers,
+and without the list it is blocked.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import detection
+import pytest
+
+from slipsq import twins
+from slipsq.allow import AllowList
+from slipsq.detect.base import Context
+from slipsq.dispatch import AppCalls, make_app_calls
+from slipsq.engine import Counters
+from slipsq.flow import AppEvent
+from slipsq.runmode import load_config
+from tools import gen_corpus
+
+CHECK = "198.51.100.204"
+
+
+def _replay(name: str, tmp_path: Path, config: dict[str, Any] | None = None) -> detection.Result:
+    return detection.run_scenario(gen_corpus.BY_NAME[name], tmp_path, config)
+
+
+@pytest.mark.parametrize("name", ["beacon-own-resolver", "exfil-own-resolver"])
+def test_a_cnc_that_names_itself_with_its_own_dns_server_is_blocked(name: str, tmp_path: Path) -> None:
+    r = _replay(name, tmp_path)
+    assert gen_corpus.CNC in r.blocked, [a["description"] for a in r.alerts]
+    # the detector the name used to silence reports it again
+    assert any(a["detector"] == name.split("-")[0] and a["offender"] == gen_corpus.CNC for a in r.alerts)
+
+
+def test_a_public_resolver_asked_directly_still_names_a_connectivity_check(tmp_path: Path) -> None:
+    r = _replay("public-resolver-checks", tmp_path)
+    assert r.blocked == [], [a["description"] for a in r.blocks]
+    # named: not even reported (the phone's hourly question to 8.8.8.8 itself is, as a beacon)
+    assert not [a for a in r.alerts if a["detector"] == "beacon" and a["offender"] == CHECK]
+
+
+def test_without_the_public_resolvers_that_check_is_blocked(tmp_path: Path) -> None:
+    r = _replay("public-resolver-checks", tmp_path, {"dns.trusted_resolvers": []})
+    assert r.blocked == [CHECK]
+
+
+def _learn(resolver: str, config: dict[str, Any] | None = None, allow: AllowList | None = None,
+           cls: Any = None) -> Context:
+    """One DNS answer from `resolver` to a LAN client, through the engine's app calls (`cls`, else
+    the twin this run chose), into a fresh context's dns_names."""
+    ctx = Context(load_config(None, config or {}), allow or AllowList())
+    args: tuple[Any, ...] = ({}, _Nothing(), lambda b, t: [], ctx, 100, _raise)
+    calls = make_app_calls(*args) if cls is None else cls(*args)
+    event = AppEvent(1.0, "dns", resolver, 53, "192.168.1.66", 40000, "udp",
+                     {"query": "time.windows.com", "answers": ["203.0.113.66"], "rcode": 0, "response": True})
+    calls.run(event, None, Counters())
+    return ctx
+
+
+class _Nothing:
+    def run(self, event: AppEvent) -> None:
+        pass
+
+
+def _raise(what: Any, e: Exception) -> None:
+    raise e
+
+
+@pytest.mark.parametrize(("resolver", "learnt"), [
+    ("192.168.1.1", True),        # the house's router
+    ("fd00::53", True),           # a ULA resolver
+    ("8.8.8.8", True),            # listed public resolvers
+    ("2606:4700:4700::1111", True),
+    ("203.0.113.66", False),      # anyone else: the C&C's own server
+    ("198.51.100.53", False),
+])
+def test_names_are_learnt_only_from_trusted_resolvers(resolver: str, learnt: bool) -> None:
+    ctx = _learn(resolver)
+    assert (ctx.dns_names.get("203.0.113.66") == {"time.windows.com"}) is learnt
+    assert ctx.resolvers.untrusted == (0 if learnt else 1)
+
+
+def test_the_allow_list_and_the_config_make_a_resolver_trusted() -> None:
+    assert _learn("198.51.100.53", allow=AllowList(["198.51.100.53"])).dns_names  # allow.ips, infrastructure
+    assert _learn("198.51.100.53", {"dns.trusted_resolvers": ["198.51.100.53"]}).dns_names
+    assert not _learn("8.8.8.8", {"dns.trusted_resolvers": []}).dns_names
+
+
+def test_both_twins_agree() -> None:
+    """The compiled AppCalls and its readable twin learn from the same resolvers."""
+    fast = twins.compiled("slipsq._dispatch")
+    if fast is None:
+        pytest.skip("no compiled build here")
+    resolvers = ("192.168.1.1", "8.8.8.8", "203.0.113.66", "::ffff:8.8.8.8")
+    got = [[bool(_learn(r, cls=cls).dns_names) for r in resolvers] for cls in (AppCalls, fast.AppCalls)]
+    assert got[0] == got[1] == [True, True, False, False]
