@@ -318,6 +318,7 @@ def rules_show(ctx: click.Context, state_dir: str | None) -> None:
         from slipsq.verdict.firewall import queue_counters
 
         fw = _firewall()
+        click.echo(f"iptables backend {fw.backend.name}, table {fw.backend.table} (iptables -t {fw.backend.table} -S)")
         for fam, r in fw.rules():
             click.echo(f"ipv{fam} {r.chain:<8} #{r.position:<3} {r.packets:>10} pk  {r.text}")
         members = fw.members()

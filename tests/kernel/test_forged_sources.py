@@ -70,6 +70,9 @@ def test_a_scan_forged_with_a_lan_hosts_address_does_not_block_it(
     assert not any(a.get("offender") in (CLIENT_A, CLIENT_A6) for a in st["last_alerts"]), st["last_alerts"]
     rules = s.iptables()
     assert "rpfilter --invert" in rules and "slipsq queue 5 spoofed" in rules
+    shown = s.cli("rules", "show").stdout  # what the admin reads: the table, and the rule that counted them
+    assert f"iptables backend {backend}, table mangle" in shown
+    assert any("PREROUTING" in line and "spoofed" in line for line in shown.splitlines()), shown
     # A's own traffic is still inspected, and A still gets through
     before = st["packets"]
     assert lab.connect("a", CNC)
