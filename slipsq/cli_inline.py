@@ -285,9 +285,6 @@ def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
         click.echo(f"kernel queue: waiting {k.get('waiting', '?')} / {k.get('maxlen', '?')}, "
                    f"queue_dropped {k.get('queue_dropped', '?')}, user_dropped {k.get('user_dropped', '?')}; "
                    f"kernel block rules dropped {st['kernel_block_drops']['packets']} packets")
-        if st.get("spoofed_skipped"):  # (.get: a daemon of the version before it has none)
-            click.echo(f"forged sources: {st['spoofed_skipped']['packets']} packets with a local source from the "
-                       "wrong interface passed uninspected (queue.skip_spoofed)")
         click.echo(f"fail-open {'on' if st['fail_open'] else 'off'}: {st['note']}")
         nets = st.get("local_networks") or {}
         click.echo("local: the private ranges" + "".join(

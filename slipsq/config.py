@@ -224,14 +224,6 @@ CORE_OPTIONS: tuple[Option, ...] = (
     Option("queue.maxlen", 1024,
            "packets the kernel holds for slipsq before fail-open passes the rest uninspected; small, so a "
            "stalled slipsq costs little: 1,024 packets are 0.1 s at 10,000 packets/s", positive, "> 0"),
-    Option("queue.skip_spoofed", True,
-           "inline: a packet whose source is one of this site's local addresses (the private ranges, "
-           "network.local, the LAN's networks) but came in by an interface the route back to it does not "
-           "leave by (the kernel's strict reverse-path test: a LAN host's address on a packet from the "
-           "Internet) is forwarded uninspected, never queued, so packets forged with a LAN host's address "
-           "cannot get it blocked; your firewall still decides, and 'slipsq status' counts them"),
-    Option("queue.spoofed_mark", 0x200000, "the mark bit slipsq owns for such packets (set in mangle "
-           "PREROUTING); must share no bit with bypass.mark and bypass.repeat_mark", positive, "> 0"),
     Option("daemon.stall_timeout", 10.0,
            "when the packet loop has not run for this many seconds, slipsq exits (the kernel then passes "
            "traffic, systemd restarts it); 0: never", non_negative, ">= 0", duration=True),

@@ -43,7 +43,6 @@ from slipsq import budget, multiqueue, protect, runmode, twins
 from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.control import Admin, ControlServer, check_block, parse_duration
-from slipsq.detect.prefixes import LOCAL_NETWORKS
 from slipsq.enrich import make_enrichers
 from slipsq.errors import ModelError, RefusedError, SlipsqError
 from slipsq.output import activity
@@ -57,7 +56,7 @@ from slipsq.sink import Fanout
 from slipsq.sources import conntrack
 from slipsq.sources.nfqueue import FAIL_OPEN_NOTE, NfqueueSource, check_system
 from slipsq.verdict.apply import Change, Outcome, carry_out, changes
-from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall, spoofed_mark
+from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall
 from slipsq.verdict.store import Block as Stored
 from slipsq.verdict.store import BlockStore, resolve_state_dir
 
@@ -260,7 +259,6 @@ class Daemon:
         self.stop = False
         self.bypass: conntrack.Merger | None = None  # flow bypass (sources/conntrack.py), when enabled
         self.diversion_installed = False
-        self.spoofed_mark = 0  # queue.spoofed_mark once the forged-source rules are asked for (start)
         self.want_reload = False
         self.started = time.time()
         self.engine_errors = 0
@@ -323,7 +321,6 @@ class Daemon:
         if isinstance(self.queue_num, int) and bypass is not None:
             self.bypass = conntrack.start_merger(bypass, self.engine.table)
         mark, repeat = (bypass["mark"], bypass["repeat"]) if bypass is not None else (0, 0)
-        self.spoofed_mark = spoofed_mark(self.cfg) if self.install_rules else 0
         self.source: NfqueueSource | multiqueue.WorkerPool = (
             NfqueueSource(self.queue_num, self.engine.table, maxlen=self.maxlen, bypass_mark=mark,
                           repeat_mark=repeat)
@@ -332,9 +329,7 @@ class Daemon:
                 table_config=self.cfg.section("flowtable"), stall_timeout=float(self.cfg["daemon.stall_timeout"]),
                 bypass=bypass))
         if self.install_rules:
-            if self.spoofed_mark:  # the sets its rule matches, filled before the rule
-                self.fw.set_local(self._local_sets())
-            self.fw.install(self.queue_num, bypass_mark=mark, repeat_mark=repeat, spoofed_mark=self.spoofed_mark)
+            self.fw.install(self.queue_num, bypass_mark=mark, repeat_mark=repeat)
             self.diversion_installed = True
         # the other threads hold the GIL for 1 ms at most at a time, not CPython's 5 ms: the packet
         # loop gets it back quickly whenever the worker or the control thread is busy in Python
@@ -588,32 +583,11 @@ class Daemon:
 
     def _lan_changed(self, networks: list[str]) -> None:
         """(packet loop) The LAN's networks changed (a new IPv6 prefix): local from now on; said by
-        the worker (no write on the loop), which also refills the forged-source test's sets."""
+        the worker (no write on the loop)."""
         if self.cfg["network.follow_lan"]:
             self._follow_lan()
             told = ", ".join([*self.cfg["network.local"], *networks]) or "none"
             self.worker.call(lambda: log(f"local networks besides the private ranges now: {told}"))
-            self._refill_local_sets()
-
-    def _local_sets(self) -> list[str]:
-        """What the forged-source test counts as local: the private ranges and the engine's site."""
-        site = self.engine.local_networks
-        return [*LOCAL_NETWORKS, *site["config"], *site["lan"]]
-
-    def _refill_local_sets(self) -> None:
-        """(packet loop) Hand the worker the local sets as they are now (kernel I/O is the worker's);
-        a failure is logged there, and the sets keep what they held."""
-        if not (self.spoofed_mark and self.diversion_installed):
-            return
-        nets = self._local_sets()
-
-        def refill() -> None:
-            try:
-                self.fw.set_local(nets)
-            except SlipsqError as e:
-                log(f"could not update the local networks of the forged-source test: {e.message}")
-
-        self.worker.call(refill)
 
     def _swap(self, cfg: Config, allow: AllowList, models: list[Any]) -> None:
         self.engine.reconfigure(cfg, models, allow, make_enrichers(cfg))
@@ -621,7 +595,6 @@ class Daemon:
             self.protected.allow = allow  # the next refresh installs the current map into it
         self.cfg, self.allow = cfg, allow
         self._follow_lan()  # network.follow_lan may have changed
-        self._refill_local_sets()  # and network.local
         self.fw.allow = allow
         self.writer.as_json = bool(cfg["output.json"])
 
@@ -702,13 +675,11 @@ class Daemon:
         try:
             if light:  # a copy of the judge's dict is atomic: no need to ask the packet loop
                 (pk, by), active = (-1, -1), len(self.engine.judge.blocked())
-                spk = sby = -1
             else:
-                kc, active = _wait(self.worker.call(lambda: (self.fw.counters(), len(self.store.active(now)))),
-                                   5.0, "the worker")
-                (pk, by), (spk, sby) = kc["drops"], kc["spoofed"]
+                (pk, by), active = _wait(self.worker.call(lambda: (self.fw.drop_counters(),
+                                                                   len(self.store.active(now)))), 5.0, "the worker")
         except SlipsqError:
-            pk = by = spk = sby = active = -1  # the worker is busy (a hung ipset?): say so rather than wait
+            pk = by = active = -1  # the worker is busy (a hung ipset?): say so rather than wait
         busy = self.worker.busy_since
         st: dict[str, Any] = {
             "pid": os.getpid(), "uptime": round(now - self.started, 1), "queue": self.queue_num,
@@ -724,8 +695,6 @@ class Daemon:
             "kernel": None if k is None else {"waiting": k.waiting, "queue_dropped": k.queue_dropped,
                                               "user_dropped": k.user_dropped, "maxlen": self.maxlen},
             "kernel_block_drops": None if light else {"packets": pk, "bytes": by},
-            # forged local sources passed unqueued (queue.skip_spoofed); None: not installed, or light
-            "spoofed_skipped": None if light or not self.spoofed_mark else {"packets": spk, "bytes": sby},
             "fail_open": self.source.info.fail_open, "note": FAIL_OPEN_NOTE,
             "implementation": twins.implementation(), "local_networks": self.engine.local_networks,
             "backend": self.fw.backend.name, "diversion": diversion_tag(self.queue_num) if self.install_rules

@@ -64,8 +64,8 @@ class FakeFirewall:
     def members(self) -> dict[str, int]:
         return {ip: int(s or 0) for ip, s in self.set.items()}
 
-    def counters(self) -> dict[str, tuple[int, int]]:
-        return {"drops": (0, 0), "spoofed": (0, 0)}
+    def drop_counters(self) -> tuple[int, int]:
+        return 0, 0
 
 
 class KernelFreeDaemon(Daemon):

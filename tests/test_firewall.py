@@ -3,7 +3,6 @@ defence in depth against blocking protected addresses. The kernel half is in tes
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from slipsq.allow import AllowList
-from slipsq.detect.prefixes import LOCAL_NETWORKS
 from slipsq.errors import SystemSetupError
-from slipsq.runmode import load_config
 from slipsq.verdict import backends
 from slipsq.verdict.backends import RuleSpec, RuleState, _restore_join, parse_backend, parse_save
 from slipsq.verdict.firewall import (
@@ -24,12 +21,9 @@ from slipsq.verdict.firewall import (
     QueueCounters,
     diversion_tag,
     ipset_script,
-    local_sets_script,
     parse_ipset_save,
-    parse_local_save,
     parse_queue_counters,
     queue_counters,
-    spoofed_mark,
 )
 
 
@@ -249,62 +243,3 @@ def test_unblock_is_one_canonical_batch(fw: tuple[Firewall, list[str]]) -> None:
     f.families = (4,)  # IPv6 disabled: its set does not exist, nothing to delete there
     f.unblock(["2001:db8::1"])
     assert scripts == []
-
-
-def test_local_sets_are_filled_aside_and_swapped_in() -> None:
-    script = local_sets_script(["10.0.0.0/8", "2001:db8:5::/48", "192.0.2.7", "10.0.0.0/8"])
-    assert script.splitlines() == [
-        "create slipsq-local4 hash:net family inet -exist", "create slipsq-local4-new hash:net family inet -exist",
-        "flush slipsq-local4-new", "add slipsq-local4-new 10.0.0.0/8 -exist",
-        "add slipsq-local4-new 192.0.2.7/32 -exist",
-        "swap slipsq-local4-new slipsq-local4", "destroy slipsq-local4-new",
-        "create slipsq-local6 hash:net family inet6 -exist", "create slipsq-local6-new hash:net family inet6 -exist",
-        "flush slipsq-local6-new", "add slipsq-local6-new 2001:db8:5::/48 -exist",
-        "swap slipsq-local6-new slipsq-local6", "destroy slipsq-local6-new"]
-    assert "local6" not in local_sets_script(["fc00::/7"], families=(4,))  # IPv6 off: no IPv6 set
-    with pytest.raises(ValueError):
-        local_sets_script(["10.0.0.0/33"])
-
-
-@given(st.lists(st.one_of(st.ip_addresses(), st.builds(lambda a, n: f"{a}/{n}", st.ip_addresses(v=4),
-                                                        st.integers(1, 32)),
-                          st.builds(lambda a, n: f"{a}/{n}", st.ip_addresses(v=6), st.integers(1, 128))),
-                max_size=20))
-def test_local_sets_script_always_parses_back(nets: list[Any]) -> None:
-    """What the script adds is what `ipset save` of the swapped-in set would list, canonical."""
-    script = local_sets_script([str(n) for n in nets])
-    saved = "\n".join(line.replace("-new", "").replace(" -exist", "") for line in script.splitlines()
-                      if line.startswith("add "))
-    got = parse_local_save(saved)
-    want = [str(ipaddress.ip_network(str(n), strict=False)) for n in nets]
-    assert got.get("slipsq-local4", []) + got.get("slipsq-local6", []) == \
-        [n for n in dict.fromkeys(want) if ":" not in n] + [n for n in dict.fromkeys(want) if ":" in n]
-
-
-def test_every_private_range_goes_into_the_sets() -> None:
-    script = local_sets_script(LOCAL_NETWORKS)
-    assert all(f"{n!s} -exist" in script or f"{n}/32" in script or f"{n}/128" in script for n in LOCAL_NETWORKS)
-
-
-def test_spoofed_mark_is_refused_when_it_shares_a_bit_with_the_bypass_marks() -> None:
-    assert spoofed_mark(load_config(None, {})) == 0x200000
-    assert spoofed_mark(load_config(None, {"queue.skip_spoofed": False})) == 0
-    with pytest.raises(SystemSetupError, match="shares no bit"):
-        spoofed_mark(load_config(None, {"queue.spoofed_mark": 0x400000}))
-
-
-def test_spoofed_rules_sit_right_after_the_block_jump_and_go_with_the_diversion(
-        fw: tuple[Firewall, list[str]]) -> None:
-    f, _ = fw
-    f.install(queue=3, bypass_mark=0x400000, repeat_mark=0x800000, spoofed_mark=0x200000)
-    f.install(queue=3, bypass_mark=0x400000, repeat_mark=0x800000, spoofed_mark=0x200000)
-    be = f.backend
-    assert isinstance(be, FakeBackend)
-    for fam in (4, 6):
-        fwd = [(r.target, r.comment) for r in be.rules_[fam] if r.chain == "FORWARD"]
-        assert fwd[:2] == [("SLIPSQ", "slipsq"), ("ACCEPT", "slipsq queue 3 spoofed")]
-        assert fwd[-1] == ("NFQUEUE", "slipsq queue 3") and len(fwd) == 6
-        assert [(r.target, r.comment) for r in be.rules_[fam] if r.chain == "PREROUTING"] == \
-            [("MARK", "slipsq queue 3 spoofed")]
-    assert f.remove_diversion(3) == 2 * 6  # diversion, 3 bypass, spoofed accept and mark, per family
-    assert sorted(r.chain for _, r in f.rules() if r.chain != "SLIPSQ") == sorted(["INPUT", "FORWARD", "OUTPUT"] * 2)

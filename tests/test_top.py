@@ -266,17 +266,17 @@ def test_without_a_terminal_it_says_so(tmp_path: Path) -> None:
 
 
 def test_the_light_status_top_asks_for_is_counters_only(tmp_path: Path) -> None:
-    # once a second must not mean an iptables-save (the firewall's counters) and a store query every second
+    # once a second must not mean an iptables-save (drop_counters) and a store query every second
     with running_daemon(tmp_path) as d:
         d.judged_block("203.0.113.7", "beacon")
         calls: list[int] = []
-        real = d.fw.counters
+        real = d.fw.drop_counters
 
-        def counted() -> dict[str, tuple[int, int]]:
+        def counted() -> tuple[int, int]:
             calls.append(1)
             return real()
 
-        d.fw.counters = counted
+        d.fw.drop_counters = counted
         light = d.handle({"cmd": "status", "light": True}, "admin:x")["status"]
         assert calls == [] and light["kernel_block_drops"] is None and light["blocks_active"] == 1
         full = d.handle({"cmd": "status"}, "admin:x")["status"]

@@ -24,20 +24,6 @@ connection's mark (the forwarding rule comes first: it is the one every bypassed
 
 (each with -m comment --comment "slipsq queue 0 bypass").
 
-Forged sources (`queue.skip_spoofed`): a packet whose source is one of the site's local networks
-(sets `slipsq-local4`/`slipsq-local6`: the private ranges, network.local, the LAN's followed networks)
-but which fails the kernel's strict reverse-path test (it came in by an interface the route back to
-that source does not leave by: a LAN host's address on a packet from the WAN) is marked in
-PREROUTING, and accepted right after the block jump, unqueued:
-
-    PREROUTING  -m rpfilter --invert -m set --match-set slipsq-local4 src -j MARK --set-xmark 0x200000/0x200000
-    FORWARD  2  -m mark --mark 0x200000/0x200000 -j ACCEPT
-
-(with -m comment --comment "slipsq queue 0 spoofed"). It never becomes evidence against the host
-whose address it bears; blocks still win, and the admin's filter rules still decide its fate. Only
-local sources are tested: an Internet source arriving on a second uplink (asymmetric routes) fails
-the strict test too, and skipping it would leave slipsq one side of its connections.
-
 Blocks still win: the jump to SLIPSQ comes first. Set membership changes are one `ipset
 restore` batch per decision (no per-IP shell-out loop; pyroute2 would avoid the fork but is not a
 dependency, and ipset's own tool is what an admin debugs with). Rules go through backends.py.
@@ -55,17 +41,14 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from slipsq.addr import parse_ip, parse_network
+from slipsq.addr import parse_ip
 from slipsq.allow import AllowList
 from slipsq.errors import SystemSetupError
 from slipsq.verdict.backends import CHAIN, TABLE, TAG, Backend, RuleSpec, RuleState, make_backend
 
 SET4 = "slipsq-block4"
 SET6 = "slipsq-block6"
-LOCAL4 = "slipsq-local4"  # the site's local networks, for the forged-source test (hash:net)
-LOCAL6 = "slipsq-local6"
 # ipset's largest timeout (UINT_MAX/2 ms in seconds, about 24.8 days); longer blocks are re-applied at start
 MAX_TIMEOUT = 2147483
 HOOKS = ("INPUT", "FORWARD", "OUTPUT")
@@ -84,33 +67,6 @@ def ipset_script(adds: Iterable[tuple[str, float | None]] = (), dels: Iterable[s
         t = 0 if seconds is None else max(1, min(MAX_TIMEOUT, int(seconds + 0.999)))
         lines.append(f"add {_set_for(ip)} {ip} timeout {t} -exist")
     return "\n".join(lines) + "\n" if lines else ""
-
-
-def local_sets_script(networks: Iterable[str], families: Sequence[int] = (4, 6)) -> str:
-    """An `ipset restore` script that makes the local sets hold exactly `networks` (addresses or
-    CIDR, written canonically), each filled aside and swapped in, so a packet never meets a
-    half-filled set."""
-    nets = [parse_network(n) for n in networks]
-    lines = []
-    for name, fam in ((LOCAL4, 4), (LOCAL6, 6)):
-        if fam not in families:
-            continue
-        kind = f"hash:net family {'inet' if fam == 4 else 'inet6'}"
-        new = f"{name}-new"
-        lines += [f"create {name} {kind} -exist", f"create {new} {kind} -exist", f"flush {new}"]
-        lines += [f"add {new} {n} -exist" for n in dict.fromkeys(n for n in nets if n.version == fam)]
-        lines += [f"swap {new} {name}", f"destroy {new}"]
-    return "\n".join(lines) + "\n"
-
-
-def parse_local_save(text: str) -> dict[str, list[str]]:
-    """The members of the local sets in `ipset save` output: set name -> networks, in order (a
-    host is written without /32 or /128 by ipset; here it is a /32 or /128, as local_sets_script
-    reads it)."""
-    out: dict[str, list[str]] = {}
-    for m in re.finditer(r"^add (slipsq-local[46]) (\S+)", text, re.M):
-        out.setdefault(m.group(1), []).append(str(parse_network(m.group(2))))
-    return out
 
 
 def parse_ipset_save(text: str) -> dict[str, int]:
@@ -216,10 +172,6 @@ class Firewall:
     def ensure_sets(self) -> None:
         self._ipset(["restore"], self._create_script())
 
-    def set_local(self, networks: Iterable[str]) -> None:
-        """The local sets (the forged-source test's) hold exactly `networks` from now on: one batch."""
-        self._ipset(["restore"], local_sets_script(networks, self.families))
-
     def members(self) -> dict[str, int]:
         """Blocked addresses in the kernel: ip -> seconds left (0: no timeout)."""
         out: dict[str, int] = {}
@@ -286,16 +238,15 @@ class Firewall:
     def sets(self) -> list[str]:
         """slipsq's ipsets that exist now."""
         names = self._ipset(["list", "-n"], check=False).split()
-        return [n for n in (SET4, SET6, LOCAL4, LOCAL6) if n in names]
+        return [n for n in (SET4, SET6) if n in names]
 
     def install(self, queue: int | tuple[int, int] | None = None, divert: Sequence[str] = ("FORWARD",),
-                bypass_mark: int = 0, repeat_mark: int = 0, spoofed_mark: int = 0) -> None:
+                bypass_mark: int = 0, repeat_mark: int = 0) -> None:
         """Sets, chain SLIPSQ with its DROP rules, jumps from INPUT/FORWARD/OUTPUT at position 1, and
         (with `queue`) the NFQUEUE diversion right after the jump, and (with `bypass_mark` and
-        `repeat_mark`) the bypass rules between the two, and (with `spoofed_mark`) the forged-source
-        rules: the mark in PREROUTING, the accept right after the jump (the local sets must be
-        filled first: set_local). Idempotent. The first install of this Firewall also removes what
-        slipsq left in the stale places (the other iptables backend, the filter table)."""
+        `repeat_mark`) the bypass rules between the two. Idempotent. The first install of this
+        Firewall also removes what slipsq left in the stale places (the other iptables backend, the
+        filter table)."""
         if not self._cleaned_others:
             self._cleaned_others = True
             self.cleaned = self.remove_stale()
@@ -322,10 +273,6 @@ class Firewall:
                         at = self._after_jump(fam, hook)
                         for k, spec in enumerate(bypass_rules(hook, queue, bypass_mark, repeat_mark)):
                             self.backend.insert(fam, spec, at + k)
-                    if spoofed_mark and (hook, "ACCEPT", spoofed_tag(queue)) not in mine:
-                        self.backend.insert(fam, spoofed_accept(hook, queue, spoofed_mark), self._after_jump(fam, hook))
-                if spoofed_mark and ("PREROUTING", "MARK", spoofed_tag(queue)) not in mine:
-                    self.backend.insert(fam, spoofed_marking(fam, queue, spoofed_mark), 1)
 
     def _after_jump(self, fam: int, hook: str) -> int:
         for r in self.backend.rules(fam)[0]:
@@ -334,9 +281,9 @@ class Firewall:
         return 1
 
     def remove_diversion(self, queue: int | tuple[int, int]) -> int:
-        """The diversion and its bypass and forged-source rules (without the queue they have nothing
-        to keep from it)."""
-        tags = (diversion_tag(queue), bypass_tag(queue), spoofed_tag(queue))
+        """The diversion and its bypass rule (a bypass rule without the queue would let marked
+        connections skip the admin's own rules after it)."""
+        tags = (diversion_tag(queue), bypass_tag(queue))
         return sum(self.backend.delete_tagged(f, lambda r: r.comment in tags) for f in self.families)
 
     def remove_all(self) -> Removed:
@@ -361,17 +308,14 @@ class Firewall:
     def rules(self) -> list[tuple[int, RuleState]]:
         return [(fam, r) for fam in self.families for r in self.backend.rules(fam)[0]]
 
-    def counters(self) -> dict[str, tuple[int, int]]:
-        """(packets, bytes), both families, one read of the rules: "drops", dropped by the block
-        rules; "spoofed", forged sources passed unqueued (the forged-source accept rules)."""
-        out = {"drops": (0, 0), "spoofed": (0, 0)}
+    def drop_counters(self) -> tuple[int, int]:
+        """Packets and bytes dropped by slipsq's block rules (both families)."""
+        pk = by = 0
         for _, r in self.rules():
-            key = "drops" if r.chain == CHAIN and r.target == "DROP" else \
-                "spoofed" if r.target == "ACCEPT" and r.comment.endswith(SPOOFED) else None
-            if key is not None:
-                pk, by = out[key]
-                out[key] = (pk + r.packets, by + r.bytes)
-        return out
+            if r.chain == CHAIN and r.target == "DROP":
+                pk += r.packets
+                by += r.bytes
+        return pk, by
 
     # --- blocks -----------------------------------------------------------------------------------
     def block(self, entries: Iterable[tuple[str, float | None]]) -> list[tuple[str, str]]:
@@ -422,44 +366,6 @@ def diversion_tag(queue: int | tuple[int, int]) -> str:
 
 def bypass_tag(queue: int | tuple[int, int]) -> str:
     return f"{diversion_tag(queue)} bypass"
-
-
-SPOOFED = " spoofed"
-
-
-def spoofed_tag(queue: int | tuple[int, int]) -> str:
-    return diversion_tag(queue) + SPOOFED
-
-
-def spoofed_mark(cfg: Any) -> int:
-    """queue.spoofed_mark when queue.skip_spoofed is on, else 0; refused with a message when it
-    shares a bit with the bypass marks (they are slipsq's too, on the same packets)."""
-    if not cfg["queue.skip_spoofed"]:
-        return 0
-    mark = int(cfg["queue.spoofed_mark"])
-    taken = int(cfg["bypass.mark"]) | int(cfg["bypass.repeat_mark"])
-    if mark & taken or mark > 0xFFFFFFFF:
-        raise SystemSetupError(f"queue.spoofed_mark {mark:#x} must be a 32-bit mask that shares no bit with "
-                               f"bypass.mark and bypass.repeat_mark ({taken:#x})")
-    return mark
-
-
-def spoofed_marking(family: int, queue: int | tuple[int, int], mark: int) -> RuleSpec:
-    """PREROUTING: a local source that fails the strict reverse-path test gets the mark. The route
-    lookup first: nearly every packet passes it, and never looks into the set (a hash:net probes one
-    table per prefix length). Measured in the lab gateway (iperf3, offloads off, 6 rounds): this
-    order costs what an empty rule in that chain costs (0.89 and 0.90 of no rule, the chain's hook);
-    the set first, 0.83. No conntrack state test in front: it would turn conntrack (with its
-    reassembly of fragments and its table limit) on in a network that may not use it."""
-    local = LOCAL4 if family == 4 else LOCAL6
-    return RuleSpec("PREROUTING", "MARK", spoofed_tag(queue),
-                    extra=("-m", "rpfilter", "--invert", "-m", "set", "--match-set", local, "src"),
-                    target_args=("--set-xmark", f"{mark:#x}/{mark:#x}"))
-
-
-def spoofed_accept(hook: str, queue: int | tuple[int, int], mark: int) -> RuleSpec:
-    """In a diverted hook, right after the block jump: a marked packet is accepted, never queued."""
-    return RuleSpec(hook, "ACCEPT", spoofed_tag(queue), extra=("-m", "mark", "--mark", f"{mark:#x}/{mark:#x}"))
 
 
 def bypass_rules(hook: str, queue: int | tuple[int, int], mark: int, repeat: int) -> list[RuleSpec]:

@@ -91,9 +91,8 @@ def test_bulk_upload_with_and_without_bypass(lab: Lab, tmp_path: Path, enabled: 
     s.start()
     rules = [x for x in s.iptables().splitlines() if x.startswith("-A FORWARD")]
     if enabled:  # blocks first, then the bypass rules, then the diversion
-        assert "-j SLIPSQ" in rules[0] and "spoofed" in rules[1], rules  # blocks, forged sources (not queued)
-        assert "connmark" in rules[2] and "CONNMARK" in rules[3], rules
-        assert "NFQUEUE" in rules[5], rules
+        assert "-j SLIPSQ" in rules[0] and "connmark" in rules[1] and "CONNMARK" in rules[2], rules
+        assert "NFQUEUE" in rules[4], rules
         assert lab.sh(lab.gw, "sysctl", "-n", "net.netfilter.nf_conntrack_acct").stdout.strip() == "1"
     else:
         assert not any("connmark" in x for x in rules)

@@ -34,10 +34,9 @@ def test_block_unblock_restart_on_a_real_gateway(lab: Lab, tmp_path: Path, backe
     s = Slipsq(lab, tmp_path / "state", backend, config=CONFIG)
     s.start()
     rules = s.iptables()
-    # block match first, forged local sources passed unqueued second, diversion third, tagged
+    # block match first, diversion second, tagged
     fwd = [line for line in rules.splitlines() if line.startswith("-A FORWARD")]
-    assert "-j SLIPSQ" in fwd[0] and '"slipsq queue 5 spoofed" -j ACCEPT' in fwd[1]
-    assert "NFQUEUE" in fwd[2] and "--queue-bypass" in fwd[2] and len(fwd) == 3
+    assert "-j SLIPSQ" in fwd[0] and "NFQUEUE" in fwd[1] and "--queue-bypass" in fwd[1]
     assert lab.connect("a", CNC) and lab.connect("b", LEGIT)
 
     # protected addresses are refused with one clear line and a non-zero exit

@@ -12,8 +12,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from slipsq.detect.prefixes import LOCAL_NETWORKS
-from slipsq.verdict.firewall import parse_local_save
 from tests.kernel.conftest import Slipsq, wait_for
 from tests.kernel.lab import Lab
 
@@ -23,12 +21,6 @@ BACKEND = "nft" if shutil.which("iptables-nft") else "legacy"  # (the rules are 
 def _lan(d: Slipsq) -> list[str]:
     st = d.try_status()
     return [] if st is None else list(st["local_networks"]["lan"])
-
-
-def _local_set(lab: Lab, fam: int) -> list[str]:
-    """The kernel's local set of the forged-source test (queue.skip_spoofed)."""
-    text = lab.sh(lab.gw, "ipset", "save", f"slipsq-local{fam}", check=False).stdout
-    return parse_local_save(text).get(f"slipsq-local{fam}", [])
 
 
 def test_the_daemon_follows_the_lans_global_prefixes(lab: Lab, tmp_path: Path) -> None:
@@ -46,17 +38,12 @@ def test_the_daemon_follows_the_lans_global_prefixes(lab: Lab, tmp_path: Path) -
         st = d.status()
         assert st["local_networks"] == {"config": ["198.51.100.0/24"], "lan": ["2001:db8:71:1::/64"]}
         assert "2001:db8:71:1::/64" in d.cli("status").stdout  # and the admin reads it
-        # the kernel's test of forged local sources knows them too, with the private ranges
-        assert set(_local_set(lab, 6)) == {"2001:db8:71:1::/64", *(n for n in LOCAL_NETWORKS if ":" in n)}
-        assert "198.51.100.0/24" in _local_set(lab, 4) and "10.0.0.0/8" in _local_set(lab, 4)
 
         # the ISP hands out a new prefix: on the LAN side, local within seconds (netlink wakes the reader)
         lab.ip(lab.gw, "-6", "addr", "add", "2001:db8:71:2::1/64", "dev", side["a"], "nodad")
         assert wait_for(lambda: "2001:db8:71:2::/64" in _lan(d), 10) is not None
         lab.ip(lab.gw, "-6", "addr", "del", "2001:db8:71:1::1/64", "dev", side["a"])
         assert wait_for(lambda: _lan(d) == ["2001:db8:71:2::/64"], 10) is not None
-        want = {"2001:db8:71:2::/64", *(n for n in LOCAL_NETWORKS if ":" in n)}
-        assert wait_for(lambda: set(_local_set(lab, 6)) == want, 5) is not None, _local_set(lab, 6)
         # the uplink goes down (no IPv6 default route): nothing can be told, what was known stays
         lab.ip(lab.gw, "-6", "route", "del", "default", "via", "fd71:3::2")
         lab.ip(lab.gw, "-6", "route", "del", "default", "via", "fd71:2::2", "table", "200")
