@@ -113,6 +113,15 @@ cdef inline void parse_ipv4(Parsed* p, const uint8_t* buf, Py_ssize_t n, Py_ssiz
     parse_transport(p, buf, off + hl, smin(n, off + p.ip_len), p.ip_len - hl)
 
 
+cdef inline bint v4_mapped(const uint8_t* a) noexcept nogil:
+    """::ffff:0:0/96 (ten zero bytes, then 0xff 0xff)."""
+    cdef int i
+    for i in range(10):
+        if a[i]:
+            return False
+    return a[10] == 0xFF and a[11] == 0xFF
+
+
 cdef inline void parse_ipv6(Parsed* p, const uint8_t* buf, Py_ssize_t n, Py_ssize_t off) noexcept nogil:
     cdef Py_ssize_t end, pos
     cdef int nxt, count = 0
@@ -124,6 +133,9 @@ cdef inline void parse_ipv6(Parsed* p, const uint8_t* buf, Py_ssize_t n, Py_ssiz
     p.dst = buf + off + 24
     p.tos = ((buf[off] & 15) << 4) | (buf[off + 1] >> 4)
     p.ip_len = 40 + be16(buf + off + 4)
+    if v4_mapped(p.src) or v4_mapped(p.dst):
+        p.malformed = 1
+        return
     end = smin(n, off + p.ip_len)
     nxt = buf[off + 6]
     pos = off + 40

@@ -17,6 +17,9 @@ The rules both parsers follow:
   routing, destination options, AH, fragment) running past the captured bytes or the payload length,
   or more than 8 of them; a transport header not captured or longer than the IP payload (TCP 20
   bytes and a data offset >= 5 that fits the IP payload, UDP 8, ICMP 4, ICMP with an identifier 8).
+  An IPv6 source or destination that is IPv4-mapped (::ffff:0:0/96, which RFC 4291 keeps off the
+  wire) is malformed too: slipsq writes such an address as the IPv4 address it carries, so a packet
+  forged "from ::ffff:10.0.0.2" became evidence against the IPv4 host, and blocked it.
 * `ip_len` is the IP total length (IPv6: 40 + payload length), never the captured length.
 * Fragments: `frag` 1 for a first fragment (offset 0: parsed with its ports), 2 for a later one
   (no transport header: sport = dport = 0, proto from the IP header).
@@ -38,6 +41,7 @@ from slipsq.linktypes import ETHERNET, IPV4, IPV6, LINUX_SLL, LINUX_SLL2, RAW_TY
 
 VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100))
 IPV6_EXT = frozenset((0, 43, 60, 51, 44))
+V4_MAPPED = bytes(10) + b"\xff\xff"  # the first 12 bytes of ::ffff:a.b.c.d
 MAX_EXT = 8
 # ICMP types whose bytes 4-6 are an identifier (echo, timestamp, information, address mask)
 ICMP4_ID_TYPES = frozenset((0, 8, 13, 14, 15, 16, 17, 18))
@@ -156,6 +160,9 @@ def _ipv6(p: Packet, buf: bytes, off: int) -> None:
         return
     ip6 = _hdr(dpkt.ip6.IP6, buf, off)
     p.family, p.src, p.dst, p.tos, p.ip_len = 6, ip6.src, ip6.dst, ip6.fc, 40 + ip6.plen
+    if ip6.src[:12] == V4_MAPPED or ip6.dst[:12] == V4_MAPPED:
+        p.malformed = True
+        return
     end = min(len(buf), off + 40 + ip6.plen)
     nxt, pos, count = ip6.nxt, off + 40, 0
     while nxt in IPV6_EXT:

@@ -104,6 +104,9 @@ def frames() -> Iterator[tuple[str, bytes, int]]:
     yield "no-next6", eth(ip(A6, B6, 59, b"")), 1
     yield "gre", eth(ip(A, B, 47, b"\x00" * 8)), 1
     yield "icmp-in-v6", eth(ip(A6, B6, 1, b"\x08\x00\x00\x00\x00\x01\x00\x01")), 1
+    yield "v4-mapped-src6", eth(tcp("::ffff:10.71.1.2", 40000, B6, 23, SYN)), 1
+    yield "v4-mapped-dst6", eth(udp(A6, 5353, "::ffff:192.168.1.1", 53)), 1
+    yield "v4-compatible-src6", eth(tcp("::10.71.1.2", 40000, B6, 23, SYN)), 1  # deprecated, not mapped
 
 
 FRAMES = list(frames())
@@ -138,11 +141,20 @@ def test_link_layers_find_the_ip_header(name: str, expect_off: int) -> None:
 @pytest.mark.parametrize("name", ["bad-ihl", "ihl-beyond-capture", "totlen-below-ihl", "tcp-cut",
                                   "tcp-bad-doff", "tcp-doff-too-long", "udp-cut", "ext6-cut",
                                   "ext6-len-beyond", "ext6-too-many",
-                                  "icmp-short"])
+                                  "icmp-short", "v4-mapped-src6", "v4-mapped-dst6"])
 def test_malformed_with_addresses(name: str) -> None:
     buf, lt = next((b, lt) for n, b, lt in FRAMES if n == name)
     p = parse(buf, lt)
     assert p.malformed and p.family in (4, 6) and p.src  # addresses known: a block still applies
+
+
+def test_an_ipv4_mapped_ipv6_address_makes_a_packet_malformed() -> None:
+    """slipsq writes ::ffff:a.b.c.d as a.b.c.d: a packet forged from it was evidence against the IPv4
+    host (and blocked it). Only the mapped form: ::a.b.c.d (IPv4-compatible) is an IPv6 address."""
+    for name, malformed in (("v4-mapped-src6", True), ("v4-mapped-dst6", True), ("v4-compatible-src6", False)):
+        buf, lt = next((b, lt) for n, b, lt in FRAMES if n == name)
+        assert parse(buf, lt).malformed is malformed, name
+        check_same(buf, lt)
 
 
 @pytest.mark.parametrize("name", ["empty", "empty-raw", "short-eth", "short-vlan", "raw-bad-version",

@@ -345,6 +345,19 @@ def test_interface_types(make: Make) -> None:
     assert t.feed(b"", 0.0, 1) == 1 and t.stats()["malformed"] == 1
     assert t.pop_closed() == [] and t.pop_app() == []
 
+def test_an_ipv4_mapped_ipv6_source_is_no_flow_and_no_evidence(make: Make) -> None:
+    """::ffff:10.0.0.1 is written as 10.0.0.1: SYNs forged from it were a scan by the IPv4 host
+    (review 2026-12-07). Such packets are malformed (RFC 4291 keeps them off the wire): accepted,
+    counted, no flow; a block of the address they bear still drops them."""
+    t = make()
+    mapped = "::ffff:" + A
+    assert feed(t, [(100.0 + i, tcp(mapped, 40000 + i, B6, 23, SYN)) for i in range(5)]) == [1] * 5
+    t.close_all(200.0)
+    assert t.pop_closed() == [] and t.stats()["malformed"] == 5 and t.stats()["flows_open"] == 0
+    t.block(A6)
+    assert feed(t, [(201.0, tcp(mapped, 40000, A6, 23, SYN))]) == [0]  # dropped: the destination is blocked
+
+
 
 # --- memory ---------------------------------------------------------------------------------------------
 
@@ -646,12 +659,14 @@ def test_address_text_is_pythons_in_both_tables(packed: bytes) -> None:
 
 
 def test_ipv4_embedding_ipv6_flow_gets_pythons_text(make: Make) -> None:
-    src, dst = "::ffff:10.0.0.1", "::1.2.3.4"  # libc would write these dotted
+    # libc would write these dotted (IPv4-compatible, deprecated; an IPv4-mapped one is malformed on
+    # the wire: test_an_ipv4_mapped_ipv6_source_is_no_flow_and_no_evidence)
+    src, dst = "::10.0.0.1", "::1.2.3.4"
     t = make()
     t.feed(eth(udp(src, 5000, dst, 53)), 1.0, 1)
     t.close_all(2.0)
     (f,) = t.pop_closed()
-    assert (f.saddr, f.daddr) == ("::ffff:a00:1", "::102:304")
+    assert (f.saddr, f.daddr) == ("::a00:1", "::102:304")
 
 
 # --- floods: mass expiry in batches, memory given back ----------------------------------------------
