@@ -222,7 +222,7 @@ def lab_run(flood: int, seconds: float) -> dict[str, Any]:
         d = lab.popen(lab.gw, sys.executable, "-m", "slipsq", "--queue", "7", "--install-rules", "--state-dir",
                       str(tmp / "state"), "--config", str(conf), env={"PYTHONPATH": tree})
         deadline = time.monotonic() + 20
-        while lab.sh(lab.gw, "iptables", "-t", "mangle", "-S", check=False).stdout.count("NFQUEUE") == 0:
+        while lab.sh(lab.gw, "iptables", "-t", "security", "-S", check=False).stdout.count("NFQUEUE") == 0:
             if d.poll() is not None or time.monotonic() > deadline:
                 sys.exit(f"flood.py --lab: slipsq did not start: {d.stderr.read() if d.stderr else ''}")
             time.sleep(0.2)

@@ -40,6 +40,7 @@ from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
 from slipsq import budget, multiqueue, protect, runmode, twins
+from slipsq.addr import parse_ip
 from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.control import Admin, ControlServer, check_block, parse_duration
@@ -56,6 +57,7 @@ from slipsq.sink import Fanout
 from slipsq.sources import conntrack
 from slipsq.sources.nfqueue import FAIL_OPEN_NOTE, NfqueueSource, check_system
 from slipsq.verdict.apply import Change, Outcome, carry_out, changes
+from slipsq.verdict.backends import TABLE
 from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall
 from slipsq.verdict.store import Block as Stored
 from slipsq.verdict.store import BlockStore, resolve_state_dir
@@ -101,8 +103,10 @@ class Worker:
         self._store_version = 0
         self._store_ips: set[str] = set()
         self.remember_store(clock())
+        self.guard: Callable[[float], None] | None = None  # run here every GUARD_EVERY s (Daemon._heal_firewall)
 
     SYNC_EVERY = 1.0
+    GUARD_EVERY = 10.0  # how often `guard` (the daemon's firewall check) runs, when set
 
     def remember_store(self, now: float) -> None:
         """Take the store as it is now as the known state (at start, after restoring blocks)."""
@@ -135,6 +139,7 @@ class Worker:
     def _run(self) -> None:
         next_retry = self.clock() + self.RETRY_EVERY
         next_sync = self.clock() + self.SYNC_EVERY
+        next_guard = self.clock() + self.GUARD_EVERY
         while True:
             try:
                 item = self._q.get(timeout=self.SYNC_EVERY)
@@ -160,6 +165,12 @@ class Worker:
             if now >= next_sync and not self.store_pending:
                 next_sync = now + self.SYNC_EVERY
                 self._sync(now)
+            if self.guard is not None and now >= next_guard and not stop:
+                next_guard = now + self.GUARD_EVERY
+                try:
+                    self.guard(now)
+                except Exception as e:  # a bug in the check must not end the worker
+                    log(f"firewall check failed, continuing: {type(e).__name__}: {e}")
             if stop:
                 return
 
@@ -259,6 +270,8 @@ class Daemon:
         self.stop = False
         self.bypass: conntrack.Merger | None = None  # flow bypass (sources/conntrack.py), when enabled
         self.diversion_installed = False
+        self._heal_lock = threading.Lock()  # _heal_firewall (worker) against shutdown's diversion removal
+        self._marks = (0, 0)  # bypass (mark, repeat) as installed
         self.want_reload = False
         self.started = time.time()
         self.engine_errors = 0
@@ -311,8 +324,13 @@ class Daemon:
         # (a busy queue fails here, before we touch a diversion that may belong to another slipsq),
         # and only then the diversion, when asked
         self.fw.install(None)
-        if self.fw.cleaned:  # a switched firewall.backend (issue 12), or an older slipsq's filter-table rules
+        if self.fw.cleaned:  # a switched firewall.backend (issue 12), or an older slipsq's other tables
             log("removed what slipsq had left elsewhere in the firewall: " + "; ".join(self.fw.cleaned))
+        if self.fw.backend.table != TABLE:  # iptables-legacy without iptable_security (Raspberry Pi OS)
+            t = self.fw.backend.table
+            log(f"warning: iptables-legacy has no security table here (iptable_security): slipsq's rules are "
+                f"in the {t} table, and the queue's verdicts skip any rule of yours after them in {t} FORWARD "
+                f"(TCPMSS clamping: put it in the filter table, or use the nft backend, which has the table)")
         self.restore_blocks(time.time())
         # flow bypass (sources/conntrack.py): the merger is here with one queue; with a queue range
         # each worker runs its own on its own table
@@ -331,6 +349,8 @@ class Daemon:
         if self.install_rules:
             self.fw.install(self.queue_num, bypass_mark=mark, repeat_mark=repeat)
             self.diversion_installed = True
+        self._marks = (mark, repeat)
+        self.worker.guard = self._heal_firewall
         # the other threads hold the GIL for 1 ms at most at a time, not CPython's 5 ms: the packet
         # loop gets it back quickly whenever the worker or the control thread is busy in Python
         sys.setswitchinterval(0.001)
@@ -378,6 +398,32 @@ class Daemon:
             log(f"restored {restored} blocks from the store, {len(gone)} expired ones removed")
         for why in self.store.damaged.values():
             log(f"block store {self.store.path}: a damaged row skipped (not restored): {why}")
+
+    def _heal_firewall(self, now: float) -> None:
+        """(worker, every Worker.GUARD_EVERY s) Put back what someone else removed under slipsq: its
+        sets, chain, jumps and diversion (an `nft flush ruleset` when nftables.service reloads wipes
+        iptables-nft's tables: blocks stopped applying and traffic went uninspected until a restart),
+        and blocks missing from the kernel sets (an `ipset flush`). Never after shutdown began: the
+        diversion it took out stays out (the lock orders the two)."""
+        with self._heal_lock:
+            if self._threads_stop.is_set():
+                return
+            queue = self.queue_num if self.diversion_installed else None
+            mark, repeat = self._marks
+            try:
+                gone = self.fw.missing(queue, bypass_mark=mark)
+                if gone:
+                    log(f"firewall: {', '.join(gone)} removed by someone else (an nftables reload with "
+                        "'flush ruleset'? an 'iptables -F'?); putting them back")
+                    self.fw.install(queue, bypass_mark=mark, repeat_mark=repeat)
+                have = self.fw.members()
+                lost = [(b.ip, b.remaining(now)) for b in self.store.active(now)
+                        if str(parse_ip(b.ip)) not in have and self.allow.why_protected(b.ip) is None]
+                if lost:
+                    log(f"firewall: {len(lost)} blocks were missing from the kernel sets; putting them back")
+                    self.fw.block(lost)
+            except SlipsqError as e:
+                log(f"cannot check the firewall now: {e}")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         threading.Thread(target=target, name=name, daemon=True).start()
@@ -524,11 +570,12 @@ class Daemon:
         svc: Service | None = getattr(self, "svc", None)
         if svc is not None:
             svc.stopping()
-        if self.diversion_installed:
-            try:
-                self.fw.remove_diversion(self.queue_num)
-            except SlipsqError as e:
-                log(f"could not remove the diversion rule: {e}")
+        with self._heal_lock:  # a firewall check running now finishes first; none runs after (stop is set)
+            if self.diversion_installed:
+                try:
+                    self.fw.remove_diversion(self.queue_num)
+                except SlipsqError as e:
+                    log(f"could not remove the diversion rule: {e}")
         if src is not None:
             src.drain()
             merger: conntrack.Merger | None = getattr(self, "bypass", None)

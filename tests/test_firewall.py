@@ -128,7 +128,7 @@ def test_queue_counters_parse_any_text(rows: list[tuple[int, ...]], junk: str) -
 class FakeBackend:
     name = "fake"
 
-    def __init__(self, table: str = "mangle") -> None:
+    def __init__(self, table: str = "security") -> None:
         self.table = table
         self.rules_: dict[int, list[RuleState]] = {4: [], 6: []}
         self.chain = {4: False, 6: False}
@@ -202,6 +202,19 @@ def test_install_is_idempotent_and_orders_block_before_diversion(fw: tuple[Firew
     assert not [r for r in f.rules() if r[1].target == "NFQUEUE"]
     f.remove_all()
     assert f.rules() == [] and not be.chain[4]
+
+
+def test_an_install_replaces_another_queues_diversion(fw: tuple[Firewall, list[str]]) -> None:
+    """A slipsq killed on --queue 3 and started on --queue 3:4: the old rule, first in the chain,
+    would send everything to queue 3, which nobody reads (--queue-bypass: past slipsq, unseen)."""
+    f, _ = fw
+    f.install(queue=3, bypass_mark=0x400000, repeat_mark=0x800000)
+    f.install(queue=(3, 4))
+    be = f.backend
+    assert isinstance(be, FakeBackend)
+    for fam in (4, 6):
+        assert [(r.target, r.comment) for r in be.rules_[fam] if r.chain == "FORWARD"] == \
+            [("SLIPSQ", "slipsq"), ("NFQUEUE", "slipsq queue 3:4")]
 
 
 def test_the_first_install_removes_an_older_slipsqs_filter_table_rules(fw: tuple[Firewall, list[str]]) -> None:

@@ -93,7 +93,7 @@ if [ "$MODE" = uninstall ]; then
   fi
   if [ -z "$ROOT" ] && [ -x "$VENV/bin/slipsq" ]; then
     # whatever is left (a crashed daemon's diversion, the block chain, the sets): everything tagged slipsq
-    "$VENV/bin/slipsq" rules remove || say "warning: 'slipsq rules remove' failed; check 'iptables -t mangle -S' for slipsq rules"
+    "$VENV/bin/slipsq" rules remove || say "warning: 'slipsq rules remove' failed; check 'iptables -t security -S' for slipsq rules"
   fi
   if [ -e "$UNIT" ]; then rm -f "$UNIT"; say "removed $UNIT"; fi
   if [ "$SYSTEMD" = yes ]; then systemctl daemon-reload; fi

@@ -9,13 +9,22 @@ A rule is a small `RuleSpec`; every rule slipsq makes carries an iptables commen
 "slipsq", and only such rules (and the chain SLIPSQ, which slipsq creates) are ever deleted.
 This module never flushes a chain it did not create.
 
-The table is `mangle` (TABLE), not `filter`: a verdict of the queue, ACCEPT and the rules that accept
-bypassed connections end the *table* they are in, so from the filter table they skipped every rule
-the admin's firewall had after them (a FORWARD policy DROP let everything through while slipsq ran,
-and after it died with `--queue-bypass`). The mangle table's hooks run before the filter table's at
-the same point (priority -150 against 0), so slipsq sees and blocks first, and what it passes still
-meets every rule of the admin's filter table, or of a native nftables table. A backend works on one
-table; a backend of the filter table is only made to remove what slipsq left there before.
+The table is `security` (TABLE), the one admins leave alone. A verdict of the queue (accept), a
+queue nobody reads (`--queue-bypass`, slipsq down) and the bypass rules' ACCEPT each end the *table*
+they are in, skipping every rule after them in it: from the filter table (before 2026-12-07) that
+skipped the admin's firewall (a FORWARD policy DROP let everything through while slipsq ran and after
+it died), and from mangle (for a day) the admin's mangle rules, such as TCPMSS clamping. The security
+table's hooks run after filter's (priority 50 against 0): the admin's filter and mangle rules, and
+native nftables tables at the usual priorities, decide first, and slipsq inspects, queues and blocks
+what they let through (a block's DROP is final wherever it is). iptables-nft has the table on every
+nf_tables kernel; iptables-legacy needs iptable_security, which Raspberry Pi OS's kernel lacks for
+IPv4: there the legacy backend falls back to mangle (FALLBACK) and the daemon says what that costs.
+A backend works on one table; backends of the others are made only to remove what an older slipsq
+left there (TABLES).
+
+Rules are read from `iptables-save` (`-nft-save`, `-legacy-save`) output on both backends: python-iptables
+cannot decode a table where the admin has the same family-specific target (TCPMSS, DSCP, TPROXY) for
+IPv4 and IPv6, and its error stopped slipsq from starting. Legacy rules are still written through it.
 """
 
 from __future__ import annotations
@@ -31,7 +40,9 @@ from slipsq.errors import SystemSetupError
 
 TAG = "slipsq"
 CHAIN = "SLIPSQ"
-TABLE = "mangle"  # where slipsq's rules live (see above); "filter" held them before 2026-12-07
+TABLE = "security"  # where slipsq's rules live (see above)
+FALLBACK = "mangle"  # iptables-legacy without the security table
+TABLES = ("security", "mangle", "filter")  # every table a slipsq ever wrote to (filter before 2026-12-07)
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,22 @@ def parse_save(text: str) -> tuple[list[RuleState], bool]:
     return out, has_chain
 
 
+def _exe(name: str) -> str:
+    exe = shutil.which(name)
+    if exe is None:
+        raise SystemSetupError(f"{name} is not installed (Debian: apt-get install iptables)")
+    return exe
+
+
+def _saved(save: str, table: str) -> tuple[list[RuleState], bool]:
+    """parse_save of `SAVE -c -t TABLE` (SAVE: a path, or a name on PATH)."""
+    exe = save if "/" in save else _exe(save)
+    r = subprocess.run([exe, "-c", "-t", table], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise SystemSetupError(f"{exe} -t {table} failed: {r.stderr.strip()}")
+    return parse_save(r.stdout)
+
+
 def _restore_join(args: list[str]) -> str:
     """iptables-restore quoting: double quotes around words with spaces (it knows no shell quoting)."""
     for a in args:
@@ -174,11 +201,7 @@ class NftBackend:
             raise SystemSetupError(f"{self._cmd(family, '-restore')} failed: {err}")
 
     def rules(self, family: int) -> tuple[list[RuleState], bool]:
-        r = subprocess.run([self._cmd(family, "-save"), "-c", "-t", self.table], capture_output=True,
-                           text=True, timeout=30)
-        if r.returncode != 0:
-            raise SystemSetupError(f"{self._cmd(family, '-save')} failed: {r.stderr.strip()}")
-        return parse_save(r.stdout)
+        return _saved(self._cmd(family, "-save"), self.table)
 
     def ensure_chain(self, family: int) -> None:
         if not self.rules(family)[1]:
@@ -236,23 +259,16 @@ class LegacyBackend:
         _options(r.target, spec.target_args)
         return r
 
+    def usable(self) -> bool:
+        """Whether this kernel has the table for IPv4 (python-iptables raises when it does not)."""
+        try:
+            self._table(4)
+        except Exception:
+            return False
+        return True
+
     def rules(self, family: int) -> tuple[list[RuleState], bool]:
-        t = self._table(family)
-        out: list[RuleState] = []
-        has_chain = False
-        for chain in t.chains:
-            has_chain = has_chain or chain.name == CHAIN
-            for i, rule in enumerate(chain.rules, 1):
-                comment = ""
-                for m in rule.matches:
-                    if m.name == "comment":
-                        comment = " ".join(m.get_all_parameters().get("comment", []))
-                if not comment.startswith(TAG):
-                    continue
-                pk, by = rule.get_counters()
-                out.append(RuleState(chain.name, i, comment, rule.target.name, pk, by,
-                                     f"-A {chain.name} comment={comment!r} -j {rule.target.name}"))
-        return out, has_chain
+        return _saved(("iptables" if family == 4 else "ip6tables") + "-legacy-save", self.table)
 
     def ensure_chain(self, family: int) -> None:
         t = self._table(family)
@@ -269,11 +285,14 @@ class LegacyBackend:
             chain.append_rule(r)
 
     def delete_tagged(self, family: int, pred: RulePred) -> int:
+        """By position, with iptables-legacy (python-iptables would decode the chain's every rule)."""
         doomed = _doomed(self.rules(family)[0], pred)
-        t = self._table(family)
-        for r in doomed:
-            chain = self.iptc.Chain(t, r.chain)
-            chain.delete_rule(chain.rules[r.position - 1])
+        exe = _exe(("iptables" if family == 4 else "ip6tables") + "-legacy")
+        for r in doomed:  # last first within a chain: earlier positions stay right
+            d = subprocess.run([exe, "-w", "-t", self.table, "-D", r.chain, str(r.position)], capture_output=True,
+                               text=True, timeout=30)
+            if d.returncode != 0:
+                raise SystemSetupError(f"{exe} -t {self.table} -D {r.chain} {r.position} failed: {d.stderr.strip()}")
         return len(doomed)
 
     def delete_chain(self, family: int) -> None:
@@ -318,13 +337,16 @@ def _options(obj: Any, words: tuple[str, ...]) -> None:
         i = j
 
 
-def make_backend(name: str = "auto", table: str = TABLE) -> Backend:
-    """`auto` follows `iptables -V`; `legacy`/`nft` force one (tests run both). `table`: TABLE, or
-    "filter" to clean up after an older slipsq."""
+def make_backend(name: str = "auto", table: str | None = None) -> Backend:
+    """`auto` follows `iptables -V`; `legacy`/`nft` force one (tests run both). `table`: None for
+    slipsq's (TABLE; FALLBACK for a legacy kernel without it), or one of TABLES to clean up."""
     if name == "auto":
         name = detect_backend()
     if name == "nft":
-        return NftBackend(table)
+        return NftBackend(table or TABLE)
     if name == "legacy":
+        if table is None:
+            chosen = LegacyBackend(TABLE)
+            return chosen if chosen.usable() else LegacyBackend(FALLBACK)
         return LegacyBackend(table)
     raise SystemSetupError(f"unknown iptables backend {name!r} (auto, nft or legacy)")

@@ -1,17 +1,18 @@
 """Kernel blocks: two ipset sets (`slipsq-block4` hash:ip inet, `slipsq-block6` hash:ip inet6, with
 the timeout extension so a block also expires in the kernel) matched by DROP rules in slipsq's own
 chain SLIPSQ, which INPUT, FORWARD and OUTPUT jump to first, ahead of the NFQUEUE diversion, all in
-the **mangle** table (`iptables -t mangle -S`):
+the **security** table (`iptables -t security -S`; mangle on a legacy kernel without it):
 
     FORWARD  1  -m comment --comment slipsq -j SLIPSQ
     FORWARD  2  -m comment --comment "slipsq queue 0" -j NFQUEUE --queue-num 0 --queue-bypass
                 (--queue 0:3: "slipsq queue 0:3" ... --queue-balance 0:3 --queue-bypass)
     SLIPSQ      -m set --match-set slipsq-block4 src -j DROP   (and dst)
 
-so a blocked IP's packets never reach userspace again. Why mangle: the queue's verdict (accept), a
-queue nobody reads (`--queue-bypass`) and the bypass rules' ACCEPT each end the table they are in; in
-the filter table they skipped the admin's own firewall rules after them. From mangle, whose hooks run
-first, every packet slipsq passes still meets the admin's filter rules (backends.py). With flow
+so a blocked IP's packets never reach userspace again. Why security: the queue's verdict (accept), a
+queue nobody reads (`--queue-bypass`) and the bypass rules' ACCEPT each end the table they are in,
+skipping the rules after them there; the security table holds no rule of the admin's, and its hooks
+run after filter's, so the admin's firewall decides first and slipsq sees what it lets through
+(backends.py). With flow
 bypass (slipsq/flowtable.py, "Bypass"), one more rule between the jump and the diversion forwards
 the connections the queue marked, except their SYN/FIN/RST packets (so slipsq still sees each
 connection open and close), and two after it take the packet the queue sent back through the hook
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 from slipsq.addr import parse_ip
 from slipsq.allow import AllowList
 from slipsq.errors import SystemSetupError
-from slipsq.verdict.backends import CHAIN, TABLE, TAG, Backend, RuleSpec, RuleState, make_backend
+from slipsq.verdict.backends import CHAIN, TABLES, TAG, Backend, RuleSpec, RuleState, make_backend
 
 SET4 = "slipsq-block4"
 SET6 = "slipsq-block6"
@@ -182,12 +183,13 @@ class Firewall:
     # --- rules ------------------------------------------------------------------------------------
     def stale_places(self) -> list[Backend]:
         """Where else slipsq's rules may be: the other iptables backend (firewall.backend switched
-        from nft to legacy or back: every packet would go through the queue twice), and the filter
-        table of both (where slipsq before 2026-12-07 put them: there they skipped the admin's own
-        rules, backends.py). A backend not installed here is left out: nothing of ours can be in it."""
+        from nft to legacy or back: every packet would go through the queue twice), and the other
+        tables of both (an older slipsq's: in filter or mangle, its queue's accept skipped the
+        admin's own rules after it, backends.py). A backend not installed here is left out: nothing
+        of ours can be in it."""
         out: list[Backend] = []
         for name in ("nft", "legacy"):
-            for table in (TABLE, "filter"):
+            for table in TABLES:
                 if name == self.backend.name and table == self.backend.table:
                     continue
                 try:
@@ -216,7 +218,8 @@ class Firewall:
             except Exception:  # iptc raises its own kinds: unusable here, nothing of ours in it
                 continue
             if rules or chains:
-                said.append(f"{rules} rules and chain SLIPSQ of the {b.name} backend's {b.table} table")
+                what = f"{rules} rules" + (" and chain SLIPSQ" if chains else "")
+                said.append(f"{what} of the {b.name} backend's {b.table} table")
         return said
 
     def leftover(self) -> list[str]:
@@ -251,9 +254,14 @@ class Firewall:
             self._cleaned_others = True
             self.cleaned = self.remove_stale()
         self.ensure_sets()
+        mine_now = () if queue is None else (diversion_tag(queue), bypass_tag(queue))
         for fam in self.families:
             s = SET4 if fam == 4 else SET6
             self.backend.ensure_chain(fam)
+            if queue is not None:  # another queue's diversion (a slipsq killed, restarted with --queue 0:1)
+                # would send every packet to a queue nobody reads: past it, uninspected
+                self.backend.delete_tagged(fam, lambda r: r.comment.startswith(f"{TAG} queue ")
+                                           and r.comment not in mine_now)
             have, _ = self.backend.rules(fam)
             mine = {(r.chain, r.target, r.comment) for r in have}
             drops = [r for r in have if r.chain == CHAIN]
@@ -273,6 +281,25 @@ class Firewall:
                         at = self._after_jump(fam, hook)
                         for k, spec in enumerate(bypass_rules(hook, queue, bypass_mark, repeat_mark)):
                             self.backend.insert(fam, spec, at + k)
+
+    def missing(self, queue: int | tuple[int, int] | None = None, divert: Sequence[str] = ("FORWARD",),
+                bypass_mark: int = 0) -> list[str]:
+        """What of install()'s work is no longer in the kernel, as words (empty: all there): someone
+        else's `nft flush ruleset` (Debian's nftables.conf starts with it), `iptables -F` or `ipset
+        destroy`. Reads only: one `ipset list -n` and one save per family."""
+        sets = self.sets()
+        out = [f"set {name}" for name in (SET4, SET6) if name not in sets and (name == SET4 or 6 in self.families)]
+        for fam in self.families:
+            rules, chain = self.backend.rules(fam)
+            have = {(r.chain, r.target, r.comment) for r in rules}
+            if not chain or sum(1 for r in rules if r.chain == CHAIN) != 2:
+                out.append(f"IPv{fam} chain {CHAIN} and its rules")
+            out += [f"IPv{fam} {hook} jump" for hook in HOOKS if (hook, CHAIN, TAG) not in have]
+            if queue is not None:
+                out += [f"IPv{fam} {hook} diversion" for hook in divert
+                        if (hook, "NFQUEUE", diversion_tag(queue)) not in have
+                        or (bypass_mark and (hook, "ACCEPT", bypass_tag(queue)) not in have)]
+        return out
 
     def _after_jump(self, fam: int, hook: str) -> int:
         for r in self.backend.rules(fam)[0]:

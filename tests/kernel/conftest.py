@@ -62,7 +62,7 @@ class Slipsq(Daemon):
 
     def iptables(self) -> str:
         cmd = "iptables-nft" if self.backend == "nft" else "iptables-legacy"
-        return self.lab.sh(self.lab.gw, cmd, "-t", "mangle", "-S").stdout  # slipsq's table (backends.TABLE)
+        return self.lab.sh(self.lab.gw, cmd, "-t", "security", "-S").stdout  # slipsq's table (backends.TABLE)
 
     def set_members(self) -> str:
         return self.lab.sh(self.lab.gw, "ipset", "save", "slipsq-block4", check=False).stdout

@@ -236,7 +236,7 @@ def test_bypass_rule_on_both_backends(lab: Lab, backend: str, tmp_path: Path) ->
     script = RULES.replace("print(fw.remove_diversion(4))", "")
     lab.sh(lab.gw, *env, sys.executable, "-c", script, backend)
     for fam_cmd in (cmd, cmd.replace("iptables", "ip6tables")):
-        fwd = [x for x in lab.sh(lab.gw, fam_cmd, "-t", "mangle", "-S").stdout.splitlines()
+        fwd = [x for x in lab.sh(lab.gw, fam_cmd, "-t", "security", "-S").stdout.splitlines()
                if x.startswith("-A FORWARD")]
         assert len(fwd) == 5, fwd
         assert "-j SLIPSQ" in fwd[0] and "NFQUEUE" in fwd[4]
@@ -250,7 +250,7 @@ def test_bypass_rule_on_both_backends(lab: Lab, backend: str, tmp_path: Path) ->
     lab.sh(lab.gw, *env, sys.executable, "-c", script, backend)
     lab.sh(lab.gw, *env, f"SLIPSQ_IPTABLES_BACKEND={backend}", sys.executable, "-m", "slipsq", "rules", "remove",
            "--state-dir", str(tmp_path))
-    assert "slipsq" not in lab.sh(lab.gw, cmd, "-t", "mangle", "-S").stdout
+    assert "slipsq" not in lab.sh(lab.gw, cmd, "-t", "security", "-S").stdout
 
 
 TALK_THEN_HUSH = f"""

@@ -122,7 +122,7 @@ def test_switching_backend_leaves_one_rule_set_and_rules_remove_tells_the_truth(
     assert "NFQUEUE" in legacy.iptables()
     assert lab.connect("a", CNC)
     code, err = legacy.stop()
-    assert code == 0 and "elsewhere in the firewall" in err and "nft backend's mangle table" in err
+    assert code == 0 and "elsewhere in the firewall" in err and "nft backend's security table" in err
     # leave rules in both backends by hand, as the old bug did, then remove them all
     nft.start()
     nft.kill9()

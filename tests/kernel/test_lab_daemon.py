@@ -63,7 +63,7 @@ def test_a_run_that_fails_after_a_good_start_still_loses_daemon_rules_and_namesp
             assert d.config_path is not None and d.config_path.read_text() == "[bypass]\nenabled = true\n"
             st = d.status()
             assert d.proc is not None and st["pid"] == d.proc.pid
-            assert "NFQUEUE" in lab.sh(lab.gw, f"iptables-{backend}", "-t", "mangle", "-S").stdout
+            assert "NFQUEUE" in lab.sh(lab.gw, f"iptables-{backend}", "-t", "security", "-S").stdout
             pid = d.proc.pid
             _ = 1 / 0  # the bench or test fails here, with the daemon and its rules in place
         finally:

@@ -26,8 +26,8 @@ print(json.dumps({"refused": [ip for ip, _ in refused], "members": fw.members(),
 """
 
 
-def ipt(lab: Lab, backend: str, fam: int = 4, table: str = "mangle") -> str:
-    """`iptables -t TABLE -S` of one backend and family in the gateway (mangle: slipsq's table)."""
+def ipt(lab: Lab, backend: str, fam: int = 4, table: str = "security") -> str:
+    """`iptables -t TABLE -S` of one backend and family in the gateway (security: slipsq's table)."""
     cmd = ("iptables" if fam == 4 else "ip6tables") + ("-nft" if backend == "nft" else "-legacy")
     return lab.sh(lab.gw, cmd, "-t", table, "-S").stdout
 
@@ -43,17 +43,20 @@ def test_install_block_and_remove_only_what_slipsq_made(lab: Lab, backend: str, 
     lab.sh(lab.gw, cmd, "-I", "FORWARD", "1", "-m", "comment", "--comment", "slipsq queue 4", "-j", "NFQUEUE",
            "--queue-num", "4", "--queue-bypass")
     lab.sh(lab.gw, cmd, "-I", "FORWARD", "1", "-m", "comment", "--comment", "slipsq", "-j", "SLIPSQ")
+    lab.sh(lab.gw, cmd, "-t", "mangle", "-N", "SLIPSQ")  # and, as the slipsq of 2026-12-07 did, in mangle
+    lab.sh(lab.gw, cmd, "-t", "mangle", "-I", "FORWARD", "1", "-m", "comment", "--comment", "slipsq", "-j", "SLIPSQ")
     env = ["env", f"PYTHONPATH={ROOT}"]
     out = json.loads(lab.sh(lab.gw, *env, sys.executable, "-c", SCRIPT, backend).stdout)
     assert out["refused"] == ["10.9.1.1", "10.71.1.1"]
     assert out["members"] == {"203.0.113.7": out["members"]["203.0.113.7"], "2001:db8::7": 0}
     assert 55 <= out["members"]["203.0.113.7"] <= 60
-    # twice installed, once present, in the mangle table: jump 1st, diversion 2nd
+    # twice installed, once present, in the security table: jump 1st, diversion 2nd
     fwd = [line for line in ipt(lab, backend).splitlines() if line.startswith("-A FORWARD")]
     assert len(fwd) == 2 and "-j SLIPSQ" in fwd[0] and "NFQUEUE" in fwd[1]
     # the filter table is the admin's alone again: the old rules went, the admin's stayed
     filt = ipt(lab, backend, table="filter")
     assert "slipsq" not in filt and "SLIPSQ" not in filt
+    assert "slipsq" not in ipt(lab, backend, table="mangle") and "SLIPSQ" not in ipt(lab, backend, table="mangle")
     assert [x for x in filt.splitlines() if x.startswith("-A FORWARD")] == ["-A FORWARD -j ADMIN"]
     assert "slipsq-block6" in ipt(lab, backend, 6)
     # the other backend's tables hold nothing of slipsq's
