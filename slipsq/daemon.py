@@ -419,9 +419,10 @@ class Daemon:
                 have = self.fw.members()
                 lost = [(b.ip, b.remaining(now)) for b in self.store.active(now)
                         if str(parse_ip(b.ip)) not in have and self.allow.why_protected(b.ip) is None]
-                if lost:
-                    log(f"firewall: {len(lost)} blocks were missing from the kernel sets; putting them back")
-                    self.fw.block(lost)
+                if lost:  # (one the kernel refuses, an IPv6 block with IPv6 off, is not missing: said never)
+                    put = len(lost) - len(self.fw.block(lost))
+                    if put:
+                        log(f"firewall: {put} blocks were missing from the kernel sets; put back")
             except SlipsqError as e:
                 log(f"cannot check the firewall now: {e}")
 
