@@ -1,6 +1,6 @@
 """Names come only from resolvers the house trusts (slipsq/detect/resolvers.py).
 
-Found 2026-12-07 (the open item of the review of 2026-12-06): a C&C that runs its own DNS server told
+Found 2026-12-06 (an open item of that day's first review): a C&C that runs its own DNS server told
 its one infected host "time.windows.com is me", and its beacons were never reported
 (beacon.allow_domains); "drive.google.com is me", and 30 MB uploaded to it were never reported
 (exfil.allow_domains). Each scenario has its control: a phone that asks Google's public resolver

@@ -347,7 +347,7 @@ def test_interface_types(make: Make) -> None:
 
 def test_an_ipv4_mapped_ipv6_source_is_no_flow_and_no_evidence(make: Make) -> None:
     """::ffff:10.0.0.1 is written as 10.0.0.1: SYNs forged from it were a scan by the IPv4 host
-    (review 2026-12-07). Such packets are malformed (RFC 4291 keeps them off the wire): accepted,
+    (review 2026-12-06). Such packets are malformed (RFC 4291 keeps them off the wire): accepted,
     counted, no flow; a block of the address they bear still drops them."""
     t = make()
     mapped = "::ffff:" + A

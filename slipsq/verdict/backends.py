@@ -11,7 +11,7 @@ This module never flushes a chain it did not create.
 
 The table is `security` (TABLE), the one admins leave alone. A verdict of the queue (accept), a
 queue nobody reads (`--queue-bypass`, slipsq down) and the bypass rules' ACCEPT each end the *table*
-they are in, skipping every rule after them in it: from the filter table (before 2026-12-07) that
+they are in, skipping every rule after them in it: from the filter table (until 2026-12-06) that
 skipped the admin's firewall (a FORWARD policy DROP let everything through while slipsq ran and after
 it died), and from mangle (for a day) the admin's mangle rules, such as TCPMSS clamping. The security
 table's hooks run after filter's (priority 50 against 0): the admin's filter and mangle rules, and
@@ -42,7 +42,7 @@ TAG = "slipsq"
 CHAIN = "SLIPSQ"
 TABLE = "security"  # where slipsq's rules live (see above)
 FALLBACK = "mangle"  # iptables-legacy without the security table
-TABLES = ("security", "mangle", "filter")  # every table a slipsq ever wrote to (filter before 2026-12-07)
+TABLES = ("security", "mangle", "filter")  # every table a slipsq ever wrote to (filter until 2026-12-06)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ out and answers back in, and nothing from client B; and in the mangle table the 
 router has (for IPv4 and IPv6: python-iptables could not read a table holding both, and slipsq would
 not start on the legacy backend). A verdict of the queue (accept), a queue nobody reads
 (`--queue-bypass`, slipsq dead) and the bypass rules' ACCEPT each end the table they are in: from the
-filter table (before 2026-12-07) B got through while slipsq ran and after it died; from mangle (for a
+filter table (until 2026-12-06) B got through while slipsq ran and after it died; from mangle (for a
 day) the clamp never saw a packet. slipsq's rules now live in the security table, which runs after
 both (slipsq/verdict/backends.py). Checked with real connections through the lab's gateway: while
 slipsq runs (with and without flow bypass), and after it was killed with its diversion left in place

@@ -6,7 +6,7 @@ slipsq sees them as that host's flows, and a hundred forged SYNs to addresses th
 port scan by it. Here the server's namespace plays the Internet and forges client A's IPv4 and IPv6
 addresses with scapy; the gateway's kernel filter is off (as loose as it gets).
 
-A guard tried on 2026-12-07 (mark local sources that fail the kernel's strict reverse-path test in
+A guard tried on 2026-12-06 (mark local sources that fail the kernel's strict reverse-path test in
 PREROUTING, and never queue them) was reverted the same day: hiding the forged half of a flow left the
 answering host's RSTs looking like a scan by it, asymmetric routes left half-flows that blocked
 legitimate hosts, and an admin's own MARK/CONNMARK rules or policy routing defeated it. This test is

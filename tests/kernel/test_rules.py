@@ -34,7 +34,7 @@ def ipt(lab: Lab, backend: str, fam: int = 4, table: str = "security") -> str:
 
 def test_install_block_and_remove_only_what_slipsq_made(lab: Lab, backend: str, tmp_path: Path) -> None:
     cmd = "iptables-nft" if backend == "nft" else "iptables-legacy"
-    # the admin's own chain and rule, which slipsq must never touch; and, as a slipsq before 2026-12-07
+    # the admin's own chain and rule, which slipsq must never touch; and, as a slipsq until 2026-12-06
     # left them, its chain, jump and diversion in the filter table, which must go
     lab.sh(lab.gw, cmd, "-N", "ADMIN")
     lab.sh(lab.gw, cmd, "-A", "ADMIN", "-s", "192.0.2.1", "-j", "DROP")
@@ -43,7 +43,7 @@ def test_install_block_and_remove_only_what_slipsq_made(lab: Lab, backend: str, 
     lab.sh(lab.gw, cmd, "-I", "FORWARD", "1", "-m", "comment", "--comment", "slipsq queue 4", "-j", "NFQUEUE",
            "--queue-num", "4", "--queue-bypass")
     lab.sh(lab.gw, cmd, "-I", "FORWARD", "1", "-m", "comment", "--comment", "slipsq", "-j", "SLIPSQ")
-    lab.sh(lab.gw, cmd, "-t", "mangle", "-N", "SLIPSQ")  # and, as the slipsq of 2026-12-07 did, in mangle
+    lab.sh(lab.gw, cmd, "-t", "mangle", "-N", "SLIPSQ")  # and, as slipsq did for a day, in mangle
     lab.sh(lab.gw, cmd, "-t", "mangle", "-I", "FORWARD", "1", "-m", "comment", "--comment", "slipsq", "-j", "SLIPSQ")
     env = ["env", f"PYTHONPATH={ROOT}"]
     out = json.loads(lab.sh(lab.gw, *env, sys.executable, "-c", SCRIPT, backend).stdout)
