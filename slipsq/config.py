@@ -73,16 +73,6 @@ def _site_networks(v: list[str]) -> bool:
     return True
 
 
-def _ips(v: list[str]) -> bool:
-    """Every item one IP address."""
-    try:
-        for item in v:
-            parse_ip(item)
-    except ValueError:
-        return False
-    return True
-
-
 # well-known public resolvers, IPv4 and IPv6: Google, Cloudflare, Quad9, OpenDNS (Cisco), AdGuard
 # (dns.trusted_resolvers; slipsq/detect/resolvers.py says why names need a trusted resolver)
 PUBLIC_RESOLVERS = (
@@ -94,14 +84,20 @@ PUBLIC_RESOLVERS = (
 )
 
 
-def _addresses(v: list[str]) -> bool:
-    """Every item an IP address or a network in CIDR, as the allow list reads them."""
-    try:
-        for item in v:
-            parse_network(item)
-    except ValueError:
-        return False
-    return True
+def _every(parse: Callable[[str], Any]) -> Callable[[list[str]], bool]:
+    """A check that `parse` takes every item of a list."""
+    def check(v: list[str]) -> bool:
+        try:
+            for item in v:
+                parse(item)
+        except ValueError:
+            return False
+        return True
+    return check
+
+
+_addresses = _every(parse_network)  # IP addresses or networks in CIDR, as the allow list reads them
+_ips = _every(parse_ip)  # IP addresses only
 
 
 def toml_value(v: Any) -> str:

@@ -533,19 +533,26 @@ def _sip_phone(rng: random.Random) -> Iterator[Packet]:
     return merge(*parts)
 
 
-def _connectivity_checks(rng: random.Random) -> Iterator[Packet]:
+def _checks(resolver: str = ROUTER) -> Callable[[random.Random], Iterator[Packet]]:
     """A phone's captive-portal probe (HTTP GET /generate_204) every 5 minutes for 6 hours, its name
-    answered by the resolver now and then: beacon.allow_domains names it."""
-    server, name = "198.51.100.204", "connectivitycheck.gstatic.com"
-    ports = Ports(rng)
-    parts = _home(rng, 21600)
-    for i in range(72):
-        t = T0 + 5 + i * 300
-        if i % 12 == 0:
-            parts.append(_with_dns(name, server, PHONE, t, rng))
-        parts.append(http_session(PHONE, server, name, t, "/generate_204", 0, sport=ports(), status="204 No Content",
-                                  rng=rng))
-    return merge(*parts)
+    answered by `resolver` now and then (the house's, or a public one some devices ask directly,
+    hard-coded): beacon.allow_domains names it."""
+    def build(rng: random.Random) -> Iterator[Packet]:
+        server, name = "198.51.100.204", "connectivitycheck.gstatic.com"
+        ports = Ports(rng)
+        parts = _home(rng, 21600)
+        for i in range(72):
+            t = T0 + 5 + i * 300
+            if i % 12 == 0:
+                parts.append(_with_dns(name, server, PHONE, t, rng, resolver=resolver))
+            parts.append(http_session(PHONE, server, name, t, "/generate_204", 0, sport=ports(),
+                                      status="204 No Content", rng=rng))
+        return merge(*parts)
+    return build
+
+
+_connectivity_checks = _checks()
+_public_resolver_checks = _checks("8.8.8.8")
 
 
 def _own_resolver(inner: Callable[[random.Random], Iterator[Packet]], name: str,
@@ -556,21 +563,6 @@ def _own_resolver(inner: Callable[[random.Random], Iterator[Packet]], name: str,
     def build(rng: random.Random) -> Iterator[Packet]:
         return merge(inner(rng), _with_dns(name, CNC, VICTIM, T0 + 5, rng, resolver=resolver))
     return build
-
-
-def _public_resolver_checks(rng: random.Random) -> Iterator[Packet]:
-    """connectivity-checks from a phone that asks Google's public resolver directly (as some devices
-    do, hard-coded): its answers teach the name as the house's resolver's would."""
-    server, name = "198.51.100.204", "connectivitycheck.gstatic.com"
-    ports = Ports(rng)
-    parts = _home(rng, 21600)
-    for i in range(72):
-        t = T0 + 5 + i * 300
-        if i % 12 == 0:
-            parts.append(_with_dns(name, server, PHONE, t, rng, resolver="8.8.8.8"))
-        parts.append(http_session(PHONE, server, name, t, "/generate_204", 0, sport=ports(), status="204 No Content",
-                                  rng=rng))
-    return merge(*parts)
 
 
 def _udp_beacon(rng: random.Random) -> Iterator[Packet]:
