@@ -20,7 +20,7 @@ from cpython.set cimport PySet_Add
 
 from dataclasses import fields
 
-from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_SADDR, E_TS, F_CLOSED_BY, F_DBYTES, F_DPKTS, F_DPORT,
+from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_SADDR, E_SPORT, E_TS, F_CLOSED_BY, F_DBYTES, F_DPKTS, F_DPORT,
                                 F_END, F_PROTO, F_SBYTES, F_START, EventSlots, FlowSlots, event_field, event_slots,
                                 flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport get as lru_get
@@ -265,7 +265,9 @@ cdef class AppCalls:
             data = event_field(&EV, event, E_DATA)
             query = lru_get(data, "query", "")
             answers = lru_get(data, "answers", ())
-            if answers and self.ctx.resolvers.trusts(event_field(&EV, event, E_SADDR)):
+            if answers and self.ctx.resolvers.trusts(event_field(&EV, event, E_SADDR),
+                                                     event_field(&EV, event, E_SPORT),
+                                                     event_field(&EV, event, E_DADDR)):
                 names_map = self.ctx.dns_names
                 for answer in answers:
                     names = lru_touch(names_map, answer, _set, self.max_dns)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from slipsq.errors import SlipsqError, SystemSetupError
+from slipsq.errors import RefusedError, SlipsqError, SystemSetupError
 
 if TYPE_CHECKING:  # for the annotations only: the commands import these where they use them
     from slipsq.allow import AllowList
@@ -286,6 +286,9 @@ def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
                    f"queue_dropped {k.get('queue_dropped', '?')}, user_dropped {k.get('user_dropped', '?')}; "
                    f"kernel block rules dropped {st['kernel_block_drops']['packets']} packets")
         click.echo(f"fail-open {'on' if st['fail_open'] else 'off'}: {st['note']}")
+        if st.get("dns_untrusted_answers"):  # (.get: a daemon of the version before has none)
+            click.echo(f"DNS: {st['dns_untrusted_answers']} answers from resolvers slipsq does not trust taught no "
+                       "names (devices asking your ISP's resolvers directly? add them to dns.trusted_resolvers)")
         nets = st.get("local_networks") or {}
         click.echo("local: the private ranges" + "".join(
             f"; {what} {', '.join(nets[key])}" for key, what in (("config", "network.local"), ("lan", "the LAN's"))
@@ -333,9 +336,13 @@ def rules_show(ctx: click.Context, state_dir: str | None) -> None:
 @STATE_DIR
 @click.pass_context
 def rules_remove(ctx: click.Context, state_dir: str | None) -> None:
-    """Remove everything slipsq put in the firewall (its tagged rules, chain SLIPSQ, its sets)."""
+    """Remove everything slipsq put in the firewall (its tagged rules, chain SLIPSQ, its sets).
+    Refused while a daemon runs: it would put them back within 10 s (stop it first)."""
 
     def work() -> None:
+        if _daemon(_state_dir(ctx, state_dir), {"cmd": "status", "light": True}) is not None:
+            raise RefusedError("slipsq is running and would put its rules back within 10 s: stop it first "
+                               "(systemctl stop slipsq; it removes its diversion itself and leaves the blocks)")
         done = _firewall().remove_all()
         click.echo(done.message())
         if done.left:

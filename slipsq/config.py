@@ -73,14 +73,24 @@ def _site_networks(v: list[str]) -> bool:
     return True
 
 
-# well-known public resolvers, IPv4 and IPv6: Google, Cloudflare, Quad9, OpenDNS (Cisco), AdGuard
+# well-known public resolvers, IPv4 and IPv6, with their filtering (malware, family) and ECS
+# variants: Google, Cloudflare (1.1.1.2/3: malware, family), Quad9 (.10 unfiltered, .11 ECS), OpenDNS
+# (Cisco; FamilyShield), AdGuard (default, family), CleanBrowsing (security, family)
 # (dns.trusted_resolvers; slipsq/detect/resolvers.py says why names need a trusted resolver)
 PUBLIC_RESOLVERS = (
     "8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844",
     "1.1.1.1", "1.0.0.1", "2606:4700:4700::1111", "2606:4700:4700::1001",
+    "1.1.1.2", "1.0.0.2", "2606:4700:4700::1112", "2606:4700:4700::1002",
+    "1.1.1.3", "1.0.0.3", "2606:4700:4700::1113", "2606:4700:4700::1003",
     "9.9.9.9", "149.112.112.112", "2620:fe::fe", "2620:fe::9",
+    "9.9.9.10", "149.112.112.10", "2620:fe::10", "2620:fe::fe:10",
+    "9.9.9.11", "149.112.112.11", "2620:fe::11", "2620:fe::fe:11",
     "208.67.222.222", "208.67.220.220", "2620:119:35::35", "2620:119:53::53",
+    "208.67.222.123", "208.67.220.123",
     "94.140.14.14", "94.140.15.15", "2a10:50c0::ad1:ff", "2a10:50c0::ad2:ff",
+    "94.140.14.15", "94.140.15.16", "2a10:50c0::bad1:ff", "2a10:50c0::bad2:ff",
+    "185.228.168.9", "185.228.169.9", "2a0d:2a00:1::2", "2a0d:2a00:2::2",
+    "185.228.168.168", "185.228.169.168", "2a0d:2a00:1::", "2a0d:2a00:2::",
 )
 
 

@@ -58,7 +58,7 @@ from slipsq.sources import conntrack
 from slipsq.sources.nfqueue import FAIL_OPEN_NOTE, NfqueueSource, check_system
 from slipsq.verdict.apply import Change, Outcome, carry_out, changes
 from slipsq.verdict.backends import TABLE
-from slipsq.verdict.firewall import Firewall, diversion_tag, host_firewall
+from slipsq.verdict.firewall import SET4, SET6, Firewall, diversion_tag, host_firewall
 from slipsq.verdict.store import Block as Stored
 from slipsq.verdict.store import BlockStore, resolve_state_dir
 
@@ -416,11 +416,18 @@ class Daemon:
                     log(f"firewall: {', '.join(gone)} removed by someone else (an nftables reload with "
                         "'flush ruleset'? an 'iptables -F'?); putting them back")
                     self.fw.install(queue, bypass_mark=mark, repeat_mark=repeat)
-                have = self.fw.members()
-                lost = [(b.ip, b.remaining(now)) for b in self.store.active(now)
-                        if str(parse_ip(b.ip)) not in have and self.allow.why_protected(b.ip) is None]
-                if lost:  # (one the kernel refuses, an IPv6 block with IPv6 off, is not missing: said never)
-                    put = len(lost) - len(self.fw.block(lost))
+                # the judge's blocks, not the store's: an admin's unblock whose store write is still
+                # pending is gone from the judge already (the store would put it back in the kernel)
+                blocks = {str(parse_ip(ip)): until for ip, until in self.engine.judge.blocked().items() if until > now}
+                counts = self.fw.member_counts()
+                short = [fam for fam, name in ((4, SET4), (6, SET6)) if counts.get(name, 0)
+                         < sum(1 for ip in blocks if (":" in ip) == (fam == 6))]
+                if short:  # (the full listing only then: it costs in step with the blocks)
+                    have = self.fw.members()
+                    lost = [(ip, None if until == math.inf else until - now) for ip, until in blocks.items()
+                            if ip not in have and self.allow.why_protected(ip) is None]
+                    # one the kernel refuses (an IPv6 block with IPv6 off) is not missing: said never
+                    put = len(lost) - len(self.fw.block(lost)) if lost else 0
                     if put:
                         log(f"firewall: {put} blocks were missing from the kernel sets; put back")
             except SlipsqError as e:
@@ -745,6 +752,8 @@ class Daemon:
             "kernel_block_drops": None if light else {"packets": pk, "bytes": by},
             "fail_open": self.source.info.fail_open, "note": FAIL_OPEN_NOTE,
             "implementation": twins.implementation(), "local_networks": self.engine.local_networks,
+            # DNS answers whose names were not learnt: their resolver is not trusted (dns.trusted_resolvers)
+            "dns_untrusted_answers": self.engine.ctx.resolvers.untrusted,
             "backend": self.fw.backend.name, "diversion": diversion_tag(self.queue_num) if self.install_rules
             else "not installed by slipsq",
             "per_second": self.svc.rates.to_dict(),

@@ -103,7 +103,7 @@ class AppCalls:
             data = event.data
             query = data.get("query", "")
             answers = data.get("answers", ())
-            if answers and self.ctx.resolvers.trusts(event.saddr):  # the answer's sender: the resolver
+            if answers and self.ctx.resolvers.trusts(event.saddr, event.sport, event.daddr):  # sender: the resolver
                 names_map = self.ctx.dns_names
                 for answer in answers:
                     # bounded: a hostile resolver may answer with endless addresses

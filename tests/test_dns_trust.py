@@ -55,13 +55,13 @@ def test_without_the_public_resolvers_that_check_is_blocked(tmp_path: Path) -> N
 
 
 def _learn(resolver: str, config: dict[str, Any] | None = None, allow: AllowList | None = None,
-           cls: Any = None) -> Context:
-    """One DNS answer from `resolver` to a LAN client, through the engine's app calls (`cls`, else
-    the twin this run chose), into a fresh context's dns_names."""
+           cls: Any = None, port: int = 53, client: str = "192.168.1.66") -> Context:
+    """One DNS answer from `resolver`:`port` to `client` (a LAN host), through the engine's app calls
+    (`cls`, else the twin this run chose), into a fresh context's dns_names."""
     ctx = Context(load_config(None, config or {}), allow or AllowList())
     args: tuple[Any, ...] = ({}, _Nothing(), lambda b, t: [], ctx, 100, _raise)
     calls = make_app_calls(*args) if cls is None else cls(*args)
-    event = AppEvent(1.0, "dns", resolver, 53, "192.168.1.66", 40000, "udp",
+    event = AppEvent(1.0, "dns", resolver, port, client, 40000, "udp",
                      {"query": "time.windows.com", "answers": ["203.0.113.66"], "rcode": 0, "response": True})
     calls.run(event, None, Counters())
     return ctx
@@ -88,6 +88,18 @@ def test_names_are_learnt_only_from_trusted_resolvers(resolver: str, learnt: boo
     ctx = _learn(resolver)
     assert (ctx.dns_names.get("203.0.113.66") == {"time.windows.com"}) is learnt
     assert ctx.resolvers.untrusted == (0 if learnt else 1)
+
+
+def test_an_infected_host_cannot_vouch_for_its_own_cnc() -> None:
+    """Found by the second review of 2026-12-06: a local 'resolver' was trusted whoever it answered
+    and from whatever port. An unsolicited mDNS 'response' (port 5353, outside the flow table's
+    direction rule for port 53) from the infected host, or its answer to a query forged from the C&C's
+    address and hairpinned through the gateway, named the C&C drive.google.com."""
+    assert not _learn("192.168.1.66", port=5353, client="203.0.113.66").dns_names  # mDNS, to the C&C
+    assert not _learn("192.168.1.66", port=5353, client="192.168.1.10").dns_names  # mDNS, to a LAN host
+    assert not _learn("192.168.1.66", client="203.0.113.66").dns_names  # port 53, to an outside "client"
+    assert not _learn("8.8.8.8", port=5353).dns_names  # a listed resolver, but not its DNS port
+    assert _learn("192.168.1.1", client="192.168.1.66").dns_names  # the router answering a LAN host
 
 
 def test_the_allow_list_and_the_config_make_a_resolver_trusted() -> None:

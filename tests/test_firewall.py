@@ -22,6 +22,7 @@ from slipsq.verdict.firewall import (
     diversion_tag,
     ipset_script,
     parse_ipset_save,
+    parse_ipset_terse,
     parse_queue_counters,
     queue_counters,
 )
@@ -256,3 +257,11 @@ def test_unblock_is_one_canonical_batch(fw: tuple[Firewall, list[str]]) -> None:
     f.families = (4,)  # IPv6 disabled: its set does not exist, nothing to delete there
     f.unblock(["2001:db8::1"])
     assert scripts == []
+
+
+def test_parse_ipset_terse_counts_each_sets_entries() -> None:
+    text = ("Name: slipsq-block4\nType: hash:ip\nReferences: 2\nNumber of entries: 3\n"
+            "Name: other\nNumber of entries: x\n"
+            "Name: slipsq-block6\nType: hash:ip\nNumber of entries: 0\n")
+    assert parse_ipset_terse(text) == {"slipsq-block4": 3, "slipsq-block6": 0}
+    assert parse_ipset_terse("") == {}

@@ -7,12 +7,16 @@ C&C that runs its own DNS server answers "time.windows.com is me" to the one hos
 its beacons and uploads went unreported. So names are learnt only from answers by a resolver the
 house has reason to trust:
 
-* one of your own network (prefixes.is_local: the router, a Pi-hole, a LAN DNS server);
+* one of your own network (prefixes.is_local: the router, a Pi-hole, a LAN DNS server), answering
+  one of your own hosts (a review forged a "query" from the C&C's address to the infected host's own
+  port 53, hairpinned through the gateway, and had the host answer it);
 * one the gateway protects (the allow list: `allow.ips`, and inline the gateway's own resolvers,
   `allow.infrastructure`);
 * a public resolver in `dns.trusted_resolvers` (the well-known anycast services some devices ask
   directly, hard-coded).
 
+and only an answer from port 53: an infected host sent one unsolicited mDNS "response" (port 5353,
+which the flow table's direction rule for port 53 does not cover) naming its C&C drive.google.com.
 An answer from any other server still goes to the activity log; its names are not learnt. Not
 "any resolver two clients asked": an infected host can forge a second client's query (the answer
 then travels to that client, past the gateway), or ask from two of its IPv6 addresses.
@@ -36,10 +40,12 @@ class Resolvers:
         self.allow = allow
         self.untrusted = 0  # answers whose names were not learnt
 
-    def trusts(self, resolver: str) -> bool:
-        """One call per DNS answer that carries addresses: the local test and the list are a cached
-        dict lookup and a set lookup; the allow list, asked last, caches its own answers."""
-        if is_local(resolver) or resolver in self.listed or self.allow.why_protected(resolver) is not None:
+    def trusts(self, resolver: str, port: int = 53, client: str = "") -> bool:
+        """Whether `resolver`, answering `client` from `port`, teaches names. One call per DNS answer
+        that carries addresses: the local test and the list are a cached dict lookup and a set
+        lookup; the allow list, asked last, caches its own answers."""
+        if port == 53 and (resolver in self.listed or (is_local(resolver) and is_local(client))
+                           or self.allow.why_protected(resolver) is not None):
             return True
         self.untrusted += 1
         return False

@@ -78,6 +78,18 @@ def parse_ipset_save(text: str) -> dict[str, int]:
     return out
 
 
+def parse_ipset_terse(text: str) -> dict[str, int]:
+    """Set name -> number of entries, from `ipset list -t` output (a header block per set)."""
+    out: dict[str, int] = {}
+    name = None
+    for line in text.splitlines():
+        if line.startswith("Name: "):
+            name = line[6:].strip()
+        elif line.startswith("Number of entries: ") and name is not None and line[19:].strip().isdigit():
+            out[name] = int(line[19:].strip())
+    return out
+
+
 @dataclass(frozen=True)
 class QueueCounters:
     """One line of /proc/net/netfilter/nfnetlink_queue."""
@@ -172,6 +184,11 @@ class Firewall:
 
     def ensure_sets(self) -> None:
         self._ipset(["restore"], self._create_script())
+
+    def member_counts(self) -> dict[str, int]:
+        """Entries in each of slipsq's sets that exist (one `ipset list -t`: headers, no members)."""
+        counts = parse_ipset_terse(self._ipset(["list", "-t"], check=False))
+        return {n: counts[n] for n in (SET4, SET6) if n in counts}
 
     def members(self) -> dict[str, int]:
         """Blocked addresses in the kernel: ip -> seconds left (0: no timeout)."""
@@ -296,9 +313,11 @@ class Firewall:
                 out.append(f"IPv{fam} chain {CHAIN} and its rules")
             out += [f"IPv{fam} {hook} jump" for hook in HOOKS if (hook, CHAIN, TAG) not in have]
             if queue is not None:
+                bypass = {hook: sum(1 for r in rules if r.chain == hook and r.comment == bypass_tag(queue))
+                          for hook in divert}
                 out += [f"IPv{fam} {hook} diversion" for hook in divert
                         if (hook, "NFQUEUE", diversion_tag(queue)) not in have
-                        or (bypass_mark and (hook, "ACCEPT", bypass_tag(queue)) not in have)]
+                        or (bypass_mark and bypass[hook] != 3)]  # the three bypass rules (bypass_rules)
         return out
 
     def _after_jump(self, fam: int, hook: str) -> int:

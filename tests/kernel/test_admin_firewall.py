@@ -106,6 +106,8 @@ def test_rules_and_blocks_wiped_by_someone_else_come_back(lab: Lab, tmp_path: Pa
     before = s.status()["packets"]
     assert lab.connect("a", LEGIT)
     assert s.status()["packets"] > before  # and traffic is inspected again
+    r = s.cli("rules", "remove", check=False)  # the admin's way is refused while it runs: it would fight it
+    assert r.returncode == 1 and "stop it first" in r.stderr and "NFQUEUE" in s.iptables()
     code, err = s.stop()
     assert code == 0 and "removed by someone else" in err
     assert "1 blocks were missing from the kernel sets; put back" in err

@@ -211,6 +211,7 @@ def test_a_block_drops_the_rest_of_a_bypassed_connection(lab: Lab, tmp_path: Pat
     # the client cannot go on: its packets are dropped by the block rule, ahead of the bypass rule
     assert received(srv, timeout=40) < SEND
     assert s.status()["kernel_block_drops"]["packets"] > drops_before
+    s.stop()  # (rules remove is refused while the daemon runs: it would put them back)
     s.cli("rules", "remove")
     assert "connmark" not in s.iptables() and "SLIPSQ" not in s.iptables()
 
