@@ -163,6 +163,21 @@ def _saved(save: str, table: str) -> tuple[list[RuleState], bool]:
     return parse_save(r.stdout)
 
 
+def _restore(exe: str, table: str, lines: list[str]) -> None:
+    """One `EXE --noflush` batch on `table`: applied whole or not at all."""
+    script = f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n"
+    r = subprocess.run([exe, "--noflush"], input=script, capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise SystemSetupError(f"{exe} failed: {r.stderr.strip() or f'exit {r.returncode}'}")
+
+
+def _deletions(doomed: list[RuleState]) -> list[str]:
+    """Restore lines deleting each rule by what it says (its save line with -D for -A), not by its
+    position: a rule the admin inserted into the chain since it was read moves the positions, and
+    the admin's rule would have been deleted in place of ours."""
+    return ["-D " + r.text[3:] for r in doomed]
+
+
 def _restore_join(args: list[str]) -> str:
     """iptables-restore quoting: double quotes around words with spaces (it knows no shell quoting)."""
     for a in args:
@@ -172,8 +187,8 @@ def _restore_join(args: list[str]) -> str:
 
 
 def _doomed(rules: list[RuleState], pred: RulePred) -> list[RuleState]:
-    """The rules `pred` picks, highest position first per chain, so that deleting them in this order
-    by position never shifts one still to be deleted."""
+    """The rules `pred` picks, highest position first per chain (deleted by what they say, the order
+    only makes the batch read bottom-up)."""
     return sorted((r for r in rules if pred(r)), key=lambda r: (r.chain, -r.position))
 
 
@@ -193,12 +208,7 @@ class NftBackend:
         return exe
 
     def _restore(self, family: int, lines: list[str]) -> None:
-        script = f"*{self.table}\n" + "\n".join(lines) + "\nCOMMIT\n"
-        r = subprocess.run([self._cmd(family, "-restore"), "--noflush"], input=script, capture_output=True,
-                           text=True, timeout=30)
-        if r.returncode != 0:
-            err = r.stderr.strip() or f"exit {r.returncode}"
-            raise SystemSetupError(f"{self._cmd(family, '-restore')} failed: {err}")
+        _restore(self._cmd(family, "-restore"), self.table, lines)
 
     def rules(self, family: int) -> tuple[list[RuleState], bool]:
         return _saved(self._cmd(family, "-save"), self.table)
@@ -214,7 +224,7 @@ class NftBackend:
     def delete_tagged(self, family: int, pred: RulePred) -> int:
         doomed = _doomed(self.rules(family)[0], pred)
         if doomed:
-            self._restore(family, [f"-D {r.chain} {r.position}" for r in doomed])
+            self._restore(family, _deletions(doomed))
         return len(doomed)
 
     def delete_chain(self, family: int) -> None:
@@ -285,14 +295,12 @@ class LegacyBackend:
             chain.append_rule(r)
 
     def delete_tagged(self, family: int, pred: RulePred) -> int:
-        """By position, with iptables-legacy (python-iptables would decode the chain's every rule)."""
+        """With iptables-legacy-restore, as the nft backend does (python-iptables would decode the
+        chain's every rule)."""
         doomed = _doomed(self.rules(family)[0], pred)
-        exe = _exe(("iptables" if family == 4 else "ip6tables") + "-legacy")
-        for r in doomed:  # last first within a chain: earlier positions stay right
-            d = subprocess.run([exe, "-w", "-t", self.table, "-D", r.chain, str(r.position)], capture_output=True,
-                               text=True, timeout=30)
-            if d.returncode != 0:
-                raise SystemSetupError(f"{exe} -t {self.table} -D {r.chain} {r.position} failed: {d.stderr.strip()}")
+        if doomed:
+            _restore(_exe(("iptables" if family == 4 else "ip6tables") + "-legacy-restore"), self.table,
+                     _deletions(doomed))
         return len(doomed)
 
     def delete_chain(self, family: int) -> None:

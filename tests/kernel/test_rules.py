@@ -95,3 +95,28 @@ def test_unblock_of_a_block_only_in_the_kernel_set(lab: Lab, backend: str, tmp_p
     env = ["env", f"PYTHONPATH={ROOT}"]
     out = json.loads(lab.sh(lab.gw, *env, sys.executable, "-c", UNBLOCK_LOST, backend, str(tmp_path)).stdout)
     assert out == {"before": ["203.0.113.8"], "after": []}
+
+
+RACE = r"""
+import subprocess, sys
+from slipsq.allow import AllowList
+from slipsq.verdict.firewall import Firewall
+fw = Firewall(AllowList(), backend=sys.argv[1])
+fw.install(queue=4)
+b = fw.backend
+stale = b.rules(4)  # read, and then the admin inserts a rule at the top of the same chain
+subprocess.run([sys.argv[2], "-t", b.table, "-I", "FORWARD", "1", "-s", "192.0.2.9", "-j", "DROP"], check=True)
+type(b).rules = lambda self, fam, real=type(b).rules: stale if fam == 4 else real(self, fam)
+print(b.delete_tagged(4, lambda r: r.comment == "slipsq queue 4"))
+"""
+
+
+def test_a_rule_the_admin_inserted_meanwhile_is_never_deleted_in_place_of_ours(
+        lab: Lab, backend: str, tmp_path: Path) -> None:
+    """Deletions go by what the rule says, not by the position read a moment earlier (review of
+    2026-12-06): with positions, the admin's new rule shifted ours, and the wrong rule went."""
+    cmd = "iptables-nft" if backend == "nft" else "iptables-legacy"
+    r = lab.sh(lab.gw, "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", RACE, backend, cmd)
+    assert r.stdout.split() == ["1"], r.stderr
+    fwd = [x for x in ipt(lab, backend).splitlines() if x.startswith("-A FORWARD")]
+    assert fwd == ["-A FORWARD -s 192.0.2.9/32 -j DROP", "-A FORWARD -m comment --comment slipsq -j SLIPSQ"], fwd
