@@ -218,6 +218,35 @@ def test_an_install_replaces_another_queues_diversion(fw: tuple[Firewall, list[s
             [("SLIPSQ", "slipsq"), ("NFQUEUE", "slipsq queue 3:4")]
 
 
+@pytest.mark.parametrize("lost", ["NFQUEUE", "ACCEPT", "CONNMARK"])
+def test_what_missing_finds_install_mends_in_order(fw: tuple[Firewall, list[str]], lost: str) -> None:
+    """The firewall check (Daemon._heal_firewall) calls install() when missing() names something.
+    One bypass ACCEPT gone (the two share a comment), or the NFQUEUE rule gone with the bypass rules
+    left: the install before read "an ACCEPT with the bypass tag is there" and did nothing, so the
+    check said "putting them back" every 10 s for ever; or it put the NFQUEUE rule ahead of the
+    bypass rules. Both now read the same gaps, and a hook's diversion is rebuilt whole."""
+    f, _ = fw
+    f.install(queue=3, bypass_mark=0x400000, repeat_mark=0x800000)
+    be = f.backend
+    assert isinstance(be, FakeBackend)
+    whole = [(r.target, r.comment) for r in be.rules_[4] if r.chain == "FORWARD"]
+    assert whole == [("SLIPSQ", "slipsq"), ("ACCEPT", "slipsq queue 3 bypass"), ("CONNMARK", "slipsq queue 3 bypass"),
+                     ("ACCEPT", "slipsq queue 3 bypass"), ("NFQUEUE", "slipsq queue 3")]
+    gone = next(r for r in be.rules_[4] if r.chain == "FORWARD" and r.target == lost)
+    be.rules_[4] = [r for r in be.rules_[4] if r is not gone]
+    def rules_missing(bypass_mark: int = 0x400000) -> list[str]:  # (the fake ipset lists no sets)
+        return [w for w in f.missing(3, bypass_mark=bypass_mark) if not w.startswith("set ")]
+
+    assert rules_missing() == ["IPv4 FORWARD diversion"]
+    f.install(queue=3, bypass_mark=0x400000, repeat_mark=0x800000)
+    assert rules_missing() == []
+    assert [(r.target, r.comment) for r in be.rules_[4] if r.chain == "FORWARD"] == whole
+    # bypass turned off at the next start: its rules go, the diversion stays
+    f.install(queue=3)
+    assert rules_missing(bypass_mark=0) == []
+    assert [r.target for r in be.rules_[4] if r.chain == "FORWARD"] == ["SLIPSQ", "NFQUEUE"]
+
+
 def test_the_first_install_removes_an_older_slipsqs_filter_table_rules(fw: tuple[Firewall, list[str]]) -> None:
     """Rules in the filter table ended it with the queue's accept, skipping the admin's rules after
     them (backends.py): an upgrade takes them out, and only them."""

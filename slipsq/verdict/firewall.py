@@ -279,25 +279,42 @@ class Firewall:
                 # would send every packet to a queue nobody reads: past it, uninspected
                 self.backend.delete_tagged(fam, lambda r: r.comment.startswith(f"{TAG} queue ")
                                            and r.comment not in mine_now)
-            have, _ = self.backend.rules(fam)
-            mine = {(r.chain, r.target, r.comment) for r in have}
-            drops = [r for r in have if r.chain == CHAIN]
-            if len(drops) != 2:  # rebuild our own chain's two rules when anything is off
+            broken, jumps, diversions = self._gaps(*self.backend.rules(fam), queue, divert, bypass_mark)
+            if broken:  # rebuild our own chain's two rules when anything is off
                 self.backend.delete_tagged(fam, lambda r: r.chain == CHAIN)
                 for d in ("src", "dst"):
                     self.backend.insert(fam, RuleSpec(CHAIN, "DROP", match_set=(s, d)), 0)
-            for hook in HOOKS:
-                if (hook, CHAIN, TAG) not in mine:
-                    self.backend.insert(fam, RuleSpec(hook, CHAIN), 1)
-            if queue is not None:
-                for hook in divert:
-                    if (hook, "NFQUEUE", diversion_tag(queue)) not in mine:
-                        spec = RuleSpec(hook, "NFQUEUE", diversion_tag(queue), queue=queue)
-                        self.backend.insert(fam, spec, self._after_jump(fam, hook))
-                    if bypass_mark and (hook, "ACCEPT", bypass_tag(queue)) not in mine:
-                        at = self._after_jump(fam, hook)
-                        for k, spec in enumerate(bypass_rules(hook, queue, bypass_mark, repeat_mark)):
-                            self.backend.insert(fam, spec, at + k)
+            for hook in jumps:
+                self.backend.insert(fam, RuleSpec(hook, CHAIN), 1)
+            for hook in diversions:  # a hook's diversion goes in whole, in order, or not at all
+                assert queue is not None  # (_gaps names diversions only with a queue)
+
+                def old(r: RuleState, hook: str = hook) -> bool:
+                    return r.chain == hook and r.comment in mine_now
+
+                self.backend.delete_tagged(fam, old)
+                specs = bypass_rules(hook, queue, bypass_mark, repeat_mark) if bypass_mark else []
+                specs.append(RuleSpec(hook, "NFQUEUE", diversion_tag(queue), queue=queue))
+                at = self._after_jump(fam, hook)
+                for k, spec in enumerate(specs):
+                    self.backend.insert(fam, spec, at + k)
+
+    @staticmethod
+    def _gaps(rules: list[RuleState], chain: bool, queue: int | tuple[int, int] | None, divert: Sequence[str],
+              bypass_mark: int) -> tuple[bool, list[str], list[str]]:
+        """What install() has to mend, from one read of the rules: (chain SLIPSQ or its two DROPs
+        off, hooks without the jump, diverted hooks whose diversion is not whole: no NFQUEUE rule,
+        or not the three bypass rules that bypass_mark asks for, or bypass rules it does not ask
+        for). install() and missing() both ask it, so what one finds missing the other mends."""
+        have = {(r.chain, r.target, r.comment) for r in rules}
+        broken = not chain or sum(1 for r in rules if r.chain == CHAIN) != 2
+        jumps = [hook for hook in HOOKS if (hook, CHAIN, TAG) not in have]
+        bypass = 3 if bypass_mark else 0  # bypass_rules' three
+        diversions = [] if queue is None else [
+            hook for hook in divert
+            if (hook, "NFQUEUE", diversion_tag(queue)) not in have
+            or sum(1 for r in rules if r.chain == hook and r.comment == bypass_tag(queue)) != bypass]
+        return broken, jumps, diversions
 
     def missing(self, queue: int | tuple[int, int] | None = None, divert: Sequence[str] = ("FORWARD",),
                 bypass_mark: int = 0) -> list[str]:
@@ -307,17 +324,10 @@ class Firewall:
         sets = self.sets()
         out = [f"set {name}" for name in (SET4, SET6) if name not in sets and (name == SET4 or 6 in self.families)]
         for fam in self.families:
-            rules, chain = self.backend.rules(fam)
-            have = {(r.chain, r.target, r.comment) for r in rules}
-            if not chain or sum(1 for r in rules if r.chain == CHAIN) != 2:
-                out.append(f"IPv{fam} chain {CHAIN} and its rules")
-            out += [f"IPv{fam} {hook} jump" for hook in HOOKS if (hook, CHAIN, TAG) not in have]
-            if queue is not None:
-                bypass = {hook: sum(1 for r in rules if r.chain == hook and r.comment == bypass_tag(queue))
-                          for hook in divert}
-                out += [f"IPv{fam} {hook} diversion" for hook in divert
-                        if (hook, "NFQUEUE", diversion_tag(queue)) not in have
-                        or (bypass_mark and bypass[hook] != 3)]  # the three bypass rules (bypass_rules)
+            broken, jumps, diversions = self._gaps(*self.backend.rules(fam), queue, divert, bypass_mark)
+            out += [f"IPv{fam} chain {CHAIN} and its rules"] if broken else []
+            out += [f"IPv{fam} {hook} jump" for hook in jumps]
+            out += [f"IPv{fam} {hook} diversion" for hook in diversions]
         return out
 
     def _after_jump(self, fam: int, hook: str) -> int:
