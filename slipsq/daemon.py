@@ -425,8 +425,8 @@ class Daemon:
                 if short:  # (the full listing only then: it costs in step with the blocks)
                     have = self.fw.members()
                     lost = [(ip, None if until == math.inf else until - now) for ip, until in blocks.items()
-                            if ip not in have and self.allow.why_protected(ip) is None]
-                    # one the kernel refuses (an IPv6 block with IPv6 off) is not missing: said never
+                            if ip not in have]
+                    # one the firewall refuses (protected now, or IPv6 with IPv6 off) is not missing: said never
                     put = len(lost) - len(self.fw.block(lost)) if lost else 0
                     if put:
                         log(f"firewall: {put} blocks were missing from the kernel sets; put back")

@@ -193,7 +193,7 @@ TRUSTED, UNTRUSTED = "192.0.2.53", "203.0.113.53"  # resolvers (the answers' sen
 class Trust:
     """ctx.resolvers for these tests: trusts TRUSTED alone (slipsq/detect/resolvers.py is the real one)."""
 
-    def trusts(self, resolver: str, port: int = 53, client: str = "") -> bool:
+    def trusts(self, resolver: str, port: int, client: str) -> bool:
         return resolver == TRUSTED
 
 

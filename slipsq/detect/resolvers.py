@@ -32,7 +32,7 @@ from slipsq.detect.prefixes import is_local
 
 
 class Resolvers:
-    """`trusts(resolver)`: may the names in this resolver's answers be learnt (module docstring)."""
+    """`trusts(resolver, port, client)`: may the names in this answer be learnt (module docstring)."""
 
     def __init__(self, listed: Iterable[str], allow: AllowList) -> None:
         # canonical text, as the flow table and the log readers write addresses
@@ -40,7 +40,7 @@ class Resolvers:
         self.allow = allow
         self.untrusted = 0  # answers whose names were not learnt
 
-    def trusts(self, resolver: str, port: int = 53, client: str = "") -> bool:
+    def trusts(self, resolver: str, port: int, client: str) -> bool:
         """Whether `resolver`, answering `client` from `port`, teaches names. One call per DNS answer
         that carries addresses: the local test and the list are a cached dict lookup and a set
         lookup; the allow list, asked last, caches its own answers."""

@@ -187,9 +187,8 @@ def _restore_join(args: list[str]) -> str:
 
 
 def _doomed(rules: list[RuleState], pred: RulePred) -> list[RuleState]:
-    """The rules `pred` picks, highest position first per chain (deleted by what they say, the order
-    only makes the batch read bottom-up)."""
-    return sorted((r for r in rules if pred(r)), key=lambda r: (r.chain, -r.position))
+    """The rules `pred` picks (deleted by what they say: their order does not matter)."""
+    return [r for r in rules if pred(r)]
 
 
 class NftBackend:
