@@ -18,14 +18,27 @@ def who_has(ts: float, src_ip: str, dst_ip: str, mac: str = MAC, op: int = 1) ->
                     {"op": op, "src_mac": mac, "src_ip": src_ip, "dst_ip": dst_ip})
 
 
-def test_sweep_of_a_subnet_blocks_the_sender() -> None:
+def test_sweep_of_a_subnet_is_reported_low_and_blocks_no_one() -> None:
+    """Fing's "Scan network" and LocalSend's discovery sweep the /24 like this (both blocked the phone
+    they ran on, 2026-12-07): by default a sweep is a low finding that never blocks."""
     events = [who_has(T0 + i * 0.05, "192.168.1.66", f"192.168.1.{i}") for i in range(1, 255)]
     rec, _ = run([ArpScan], events=events)
     alerts = rec.by("arpscan")
     assert alerts[0].evidence.description.startswith("ARP scan from 192.168.1.66 (02:00:00:00:00:01): "
                                                      "who-has for 20 addresses")
-    assert rec.blocked_ips == ["192.168.1.66"]
+    assert {a.evidence.threat_level for a in alerts} == {0.2}
+    assert not any(a.evidence.may_block for a in alerts)
+    assert "arpscan.may_block" in alerts[-1].evidence.description
+    assert rec.blocked_ips == []
     assert len(alerts) <= 5
+
+
+def test_with_may_block_a_sweep_of_a_subnet_blocks_the_sender() -> None:
+    events = [who_has(T0 + i * 0.05, "192.168.1.66", f"192.168.1.{i}") for i in range(1, 255)]
+    rec, _ = run([ArpScan], events=events, cfg=config([ArpScan], **{"arpscan.may_block": True}))
+    alerts = rec.by("arpscan")
+    assert alerts[-1].evidence.threat_level == 1.0
+    assert rec.blocked_ips == ["192.168.1.66"]
 
 
 def test_slow_or_repeated_requests_are_normal() -> None:
@@ -54,18 +67,21 @@ def test_thresholds_are_configurable() -> None:
 
 def test_arp_sweep_in_a_generated_capture(tmp_path: Path) -> None:
     frames = [(T0 + i * 0.02, arp(1, src_ip="10.1.1.66", dst_ip=f"10.1.1.{i}")) for i in range(1, 255)]
-    rec = replay_pcap(write_pcap(tmp_path / "arpscan.pcap", frames), [ArpScan])
+    rec = replay_pcap(write_pcap(tmp_path / "arpscan.pcap", frames), [ArpScan],
+                      cfg=config([ArpScan], **{"arpscan.may_block": True}))
     assert rec.blocked_ips == ["10.1.1.66"]
 
 
 def test_arp_scan_capture_end_to_end() -> None:
     rec = replay_pcap(DATA / "arp-scan.pcap", my_detectors())
-    assert rec.blocked_ips == ["192.168.1.99"]
+    assert rec.blocked_ips == []  # reported, not blocked (arpscan.may_block)
     assert {a.evidence.offender for a in rec.seen} == {"192.168.1.99"}
+    cfg = config(my_detectors(), **{"arpscan.may_block": True})
+    assert replay_pcap(DATA / "arp-scan.pcap", my_detectors(), cfg=cfg).blocked_ips == ["192.168.1.99"]
 
 
 def test_a_flood_of_forged_senders_stays_within_the_total_and_a_real_sweep_is_still_seen() -> None:
-    cfg = config([ArpScan], arpscan__max_total_targets=5000)
+    cfg = config([ArpScan], arpscan__max_total_targets=5000, arpscan__may_block=True)
     flood = [who_has(T0 + i * 1e-4, f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}", f"10.99.{j}.{i % 250}",
                      mac=f"02:00:00:{i // 65536 % 256:02x}:{i // 256 % 256:02x}:{i % 256:02x}")
              for i in range(2000) for j in range(10)]

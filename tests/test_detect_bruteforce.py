@@ -117,3 +117,36 @@ def test_vnc_is_recognised_by_its_protocol_version_banner() -> None:
     rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, port, 70), events=[banner])
     assert rec.blocked_ips == [ATTACKER]
     assert rec.by("bruteforce")[0].evidence.label == "vnc"
+
+
+def test_a_port_check_that_says_nothing_is_no_login(implementation: str) -> None:
+    """A monitor's TCP port check of a forwarded ssh port every 60 s: connect, the server's banner, close.
+    The client never sends a byte (no PSH of its own); 60 an hour blocked the owner's monitor."""
+    monitor = "198.51.100.9"
+    checks = [flow(T0 + i * 60, monitor, SERVER, 22, dur=0.05, sbytes=180, dbytes=260, sport=40000 + i,
+                   state="SAF_SPAF") for i in range(60)]
+    rec, _ = run([BruteForce], checks)
+    assert rec.by("bruteforce") == [] and rec.blocked_ips == []
+    # the control: the same connections with a word from the client are attempts
+    said = [flow(T0 + i * 60, monitor, SERVER, 22, dur=0.05, sbytes=900, dbytes=260, sport=40000 + i,
+                 state="SPAF_SPAF") for i in range(60)]
+    rec, _ = run([BruteForce], said)
+    assert rec.blocked_ips == [monitor]
+
+
+def test_git_over_ssh_to_a_named_server_is_reported_low_and_never_blocks(implementation: str) -> None:
+    """VS Code's git autofetch: every 180 s a short ssh session per repository to github.com, named by
+    the house's resolver. 60 an hour is a 'critical' burst from inside; to a named server it is low."""
+    laptop, github = "192.168.1.10", "140.82.121.4"
+    answer = AppEvent(T0 - 1, "dns", "192.168.1.1", 53, laptop, 40000, "udp",
+                      {"query": "github.com", "answers": [github], "rcode": 0, "response": True})
+    fetches = [flow(T0 + i * 60, laptop, github, 22, dur=1.0, sbytes=3000, dbytes=4000, sport=41000 + i,
+                    state="SPAF_SPAF") for i in range(60)]
+    rec, _ = run([BruteForce], fetches, events=[answer])
+    found = rec.by("bruteforce")
+    assert found and all(a.evidence.threat_level == 0.2 and not a.evidence.may_block for a in found)
+    assert "named server (github.com)" in found[-1].evidence.description
+    assert rec.blocked_ips == []
+    # the control: the same sessions to an address no answer named block the laptop
+    rec, _ = run([BruteForce], fetches)
+    assert rec.blocked_ips == [laptop]

@@ -63,7 +63,7 @@ def test_a_udp_beacon_off_those_ports_is_blocked(tmp_path: Path) -> None:
     assert "beacon" in {a["detector"] for a in r.blocks}
 
 
-@pytest.mark.xfail(strict=True, reason="known: " + gen_corpus.KNOWN_FP)
+@pytest.mark.xfail(strict=True, reason="known wrong blocks: gen_corpus known_fp")
 @pytest.mark.parametrize("name", [s.name for s in gen_corpus.SCENARIOS if s.extra.get("known_fp")])
 def test_known_false_positives(name: str, tmp_path: Path) -> None:
     """Open problems, in sight: when a change makes one of these block no one, this xfail fails, and

@@ -23,7 +23,7 @@ from cpython.set cimport PySet_Contains
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_START,
                                 FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport put as lru_put
-from slipsq.detect._states cimport flow_conversed
+from slipsq.detect._states cimport flow_exchanged
 
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.bruteforce import _EITHER, _SERVER_FIRST, LOGIN_SERVICES
@@ -40,16 +40,16 @@ cdef inline object _f(object flow, int k):
     return flow_field(&SLOTS, flow, flow_direct(&SLOTS, flow), k, NAMES)
 
 
-cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.conversed's state lookup
+cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.exchanged's state lookup
 cdef object _LOGIN_SERVICES = LOGIN_SERVICES
 cdef object _SERVER_FIRST_ = _SERVER_FIRST
 cdef object _EITHER_ = _EITHER
 cdef object _NO_EVIDENCE = NO_EVIDENCE
 
 
-cdef inline bint _conversed(object flow) except -1:
-    """tcpstate.conversed(flow) (detect/_states.pxd)."""
-    return flow_conversed(&SLOTS, flow, NAMES, _HELD, _HELD_BY_STATE)
+cdef inline bint _exchanged(object flow) except -1:
+    """tcpstate.exchanged(flow) (detect/_states.pxd)."""
+    return flow_exchanged(&SLOTS, flow, NAMES, _HELD, _HELD_BY_STATE)
 
 
 @cython.no_gc  # holds numbers only: never in a reference cycle
@@ -96,7 +96,7 @@ cdef class Intake:
             return _NO_EVIDENCE
         saddr, daddr, dport = _f(flow, F_SADDR), _f(flow, F_DADDR), _f(flow, F_DPORT)
         service = self._service(daddr, dport)
-        if service is None or not _conversed(flow):
+        if service is None or not _exchanged(flow):
             return _NO_EVIDENCE
         start = _f(flow, F_START)
         index = int(start // self.window)

@@ -27,6 +27,9 @@ from libc.string cimport memset
 
 cdef extern from "Python.h":
     Py_hash_t PyObject_Hash(object o) except? -1
+    void PyErr_Clear()
+
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 
 from slipsq._carray cimport grow
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_SPORT, F_START, FlowSlots,
@@ -39,7 +42,7 @@ from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.inuse import MAX_SERVED, REFRESH as _REFRESH
 from slipsq.detect.inuse import _v6 as _py_v6
 from slipsq.detect.tcpstate import _HELD_BY_STATE
-from slipsq.detect.portscan import _BY_STATE, _ECHO_REQUEST
+from slipsq.detect.portscan import _BY_STATE, _ECHO_REQUEST, TRACEROUTE_FIRST, TRACEROUTE_PORTS
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
 
@@ -49,6 +52,20 @@ cdef double REFRESH = _REFRESH
 cdef object _STATES = _BY_STATE.__self__
 cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.opened's state lookup
 cdef dict _ECHO = _ECHO_REQUEST
+cdef long long TR_FIRST = TRACEROUTE_FIRST, TR_N = TRACEROUTE_PORTS
+
+
+cdef inline bint _traceroute_port(object port) noexcept:
+    """portscan._traceroute_port: a plain int in traceroute's UDP range (any other value: no)."""
+    cdef int overflow = 0
+    cdef long long p
+    if not PyLong_CheckExact(port):
+        return False
+    p = PyLong_AsLongLongAndOverflow(port, &overflow)
+    if overflow:
+        PyErr_Clear()
+        return False
+    return 0 <= p - TR_FIRST < TR_N
 
 cdef enum:
     HORIZONTAL = 0
@@ -439,6 +456,8 @@ cdef class Counts:
             if not failed and self.note_servers:
                 self._note(flow)
             saddr, daddr, dport = _f(flow, F_SADDR), _f(flow, F_DADDR), _f(flow, F_DPORT)
+            if proto == "udp" and _traceroute_port(dport):
+                return None  # a traceroute probe (portscan.Counts.add)
             h = self.tally._count(HORIZONTAL, saddr, dport, proto, daddr, failed, start)
             v = self.tally._count(VERTICAL, saddr, daddr, proto, dport, failed, start)
             if h is not None and (<Targets>h).failed < self.th[HORIZONTAL]:

@@ -10,6 +10,11 @@ Arithmetic (n = distinct targets in the period, T = `arpscan.min_targets`, defau
   threat = medium for n >= T, high for n >= 3 T, critical for n >= 10 T; confidence 1.0
   so sweeping a whole /24 (254 targets) in a minute is critical × 1.0 and blocks by itself, while 20
   to 59 targets (0.5) need another finding against the same host in the hour.
+By default (`arpscan.may_block` off) an ARP sweep is reported at low threat and never blocks: the
+LAN is swept by the house's own apps (Fing's "Scan network", LocalSend's discovery when multicast
+fails, Home Assistant, printer set-up apps), and both blocked the phone they ran on; a block at the
+gateway cuts the sender off the Internet, not from the LAN it sweeps. A scanning worm is caught by what
+it does next (its port scans, its C&C), with this finding beside them in the alert.
 Gratuitous ARP (target = sender) is ignored. Probes from 0.0.0.0 (RFC 5227 duplicate address
 detection, a booting host) are reported with may_block=False: there is no IP to block.
 Evidence is emitted when n first reaches T, when it doubles, and when the threat rises.
@@ -25,7 +30,7 @@ from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.flow import AppEvent
 from slipsq.lru import Nested, touch
-from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
+from slipsq.records import CRITICAL, HIGH, LOW, MEDIUM, Evidence
 
 
 @dataclass(slots=True)
@@ -44,6 +49,8 @@ class ArpScan(Detector):
     options = (
         Option("arpscan.min_targets", 20, "distinct addresses one sender asks for (ARP who-has) within the "
                "period that make an ARP scan", positive, "> 0"),
+        Option("arpscan.may_block", False, "an ARP sweep may block its sender (threat by its size; off: reported "
+               "low, never blocks, as network scanner and discovery apps sweep the LAN too)"),
         Option("arpscan.period", 60.0, "the sliding period (s) for arpscan.min_targets", positive, "> 0",
                duration=True),
         Option("arpscan.max_senders", 10_000, "ARP senders (MAC, IP) tracked (least recently heard "
@@ -58,6 +65,7 @@ class ArpScan(Detector):
         super().__init__(ctx)
         self.min_n: int = self.opt("min_targets")
         self.period: float = self.opt("period")
+        self.may_block: bool = self.opt("may_block")
         self.window: float = self.cfg["judge.window"]
         self.max_senders: int = self.opt("max_senders")
         self.max_targets: int = self.opt("max_targets")
@@ -101,9 +109,12 @@ class ArpScan(Detector):
         who = f"{mac} (ARP probes from 0.0.0.0)" if probe else f"{ip} ({mac})"
         desc = (f"ARP scan from {who}: who-has for {n} addresses in {event.ts - s.first:.0f}s "
                 f"(period {self.period:g}s)")
+        if not self.may_block:
+            threat = LOW
+            desc += "; reported low, never blocks: discovery apps sweep the LAN too (arpscan.may_block)"
         return [Evidence(ts=event.ts, detector=self.name, offender=ip or "0.0.0.0", src_ip=ip or "0.0.0.0",
                          dst_ip=event.data.get("dst_ip", ""), dst_port=0, proto="arp", description=desc,
-                         threat_level=threat, confidence=1.0, may_block=not probe,
+                         threat_level=threat, confidence=1.0, may_block=self.may_block and not probe,
                          key=f"arpscan:{mac}:{ip}")]
 
     def on_tick(self, now: float) -> Sequence[Evidence]:

@@ -6,11 +6,13 @@ the first bytes seen on a connection: the decoder's "banner" AppEvents name the 
 rdp, smb, telnet), and this detector remembers per (server, port) what it said. It returns Evidence
 only: it never blocks and never does I/O.
 
-An attempt is a closed TCP connection to the service that the server took up and sent data on
-(`tcpstate.conversed`: an unanswered one is a scan, counted by portscan; one whose handshake never
-completed proves nothing of its source, whose address a forger may have used: SYNs sent as 8.8.8.8
-would get 8.8.8.8 blocked) and that lasted at most `bruteforce.max_duration` seconds: password
-guessers open a connection, try a few passwords, get thrown out. Attempts are counted per (source,
+An attempt is a closed TCP connection to the service that the server took up and sent data on,
+and the client too (`tcpstate.exchanged`), that lasted at most `bruteforce.max_duration` seconds:
+password guessers open a connection, try a few passwords, get thrown out. Not counted: an
+unanswered connection (a scan, counted by portscan); one whose handshake never completed (it proves
+nothing of its source, whose address a forger may have used: SYNs sent as 8.8.8.8 would get 8.8.8.8
+blocked); one whose client said nothing (a monitor's port check takes the banner and closes: 60 an
+hour blocked the owner's own monitoring server). Attempts are counted per (source,
 server, port) per judge window (index = int(flow start // judge.window)).
 
 Arithmetic (n = attempts, T = `bruteforce.min_attempts`, default 20):
@@ -21,9 +23,11 @@ Arithmetic (n = attempts, T = `bruteforce.min_attempts`, default 20):
   so 20 short logins from the Internet, or 60 from inside, score 1.0 and block by themselves; 20
   from inside score 0.8 and block with one more finding (e.g. the scan that found the server).
   Inside sources get more room because admin automation (Ansible opens an ssh connection per task)
-  looks like this too. Why 20: people rarely open more than a handful of ssh/rdp connections an
-  hour to one server, and mail pollers (IMAP/POP, which reconnect every few minutes) are not login
-  services here.
+  looks like this too. From inside to a server a trusted resolver named (ctx.dns_names: github.com),
+  it is reported low and never blocks: git over ssh (an editor's autofetch, every 180 s a repository)
+  is exactly this, and a guesser from inside goes after addresses, not names.
+  Why 20: people rarely open more than a handful of ssh/rdp connections an hour to one server, and
+  mail pollers (IMAP/POP, which reconnect every few minutes) are not login services here.
 Evidence is emitted when the count first reaches T, when it doubles, and when the threat rises.
 The per-flow and per-event path and state (the tests, the counts, the banners) are `Intake`,
 compiled as `_bruteforce.Intake` (slipsq.twins chooses): Python runs only to judge a count at T.
@@ -39,10 +43,10 @@ from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import is_local
-from slipsq.detect.tcpstate import conversed
+from slipsq.detect.tcpstate import exchanged
 from slipsq.flow import AppEvent, Flow
 from slipsq.lru import put
-from slipsq.records import CRITICAL, HIGH, Evidence
+from slipsq.records import CRITICAL, HIGH, LOW, Evidence
 
 DEFAULT_PORTS = {22: "ssh", 3389: "rdp", 21: "ftp", 23: "telnet", 445: "smb", 139: "smb", 3306: "mysql",
                  5432: "postgres", 1433: "mssql", 5900: "vnc", 5901: "vnc", 2323: "telnet"}
@@ -99,7 +103,7 @@ class Intake:
         if flow.is_report or flow.proto != "tcp":
             return NO_EVIDENCE
         service = self.service(flow.daddr, flow.dport)
-        if service is None or not conversed(flow):
+        if service is None or not exchanged(flow):
             return NO_EVIDENCE
         index = int(flow.start // self.window)
         if index > self.index:
@@ -197,14 +201,24 @@ class BruteForce(Detector):
         n = c.short
         inbound = is_local(flow.daddr) and not is_local(flow.saddr)
         threat = CRITICAL if n >= 3 * self.min_n or inbound else HIGH
+        src, dst, port = key
+        # a house's client to a server a trusted resolver named for it: git fetching over ssh
+        # (VS Code's autofetch, every 180 s a repository) is 60 short sessions an hour; a guesser
+        # from inside goes after addresses, not names
+        named = not inbound and is_local(src) and not is_local(dst) and dst in self.ctx.dns_names
+        if named:
+            threat = LOW  # and never blocks: it weighs little beside the host's other findings
         if c.emitted and n < 2 * c.emitted and threat <= c.emitted_threat:
             return NO_EVIDENCE
         c.emitted, c.emitted_threat = n, threat
-        src, dst, port = key
         conf = n / (n + c.long)
         desc = (f"{service} brute force from {src} to {dst}:{port}/tcp: {n} short connections "
                 f"(<= {self.max_dur:g}s) in {c.last - c.first:.0f}s, {c.long} longer sessions")
+        if named:
+            desc += (f"; {dst} is a named server ({', '.join(sorted(self.ctx.dns_names[dst])[:2])}): "
+                     "automation (git over ssh) looks like this, reported low, never blocks")
         ts = max(c.last, self.intake.index * self.window)  # a late flow of the last window counts in this one
         return [Evidence(ts=ts, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,
                          proto="tcp", description=desc, threat_level=threat, confidence=round(conf, 3),
-                         label=service, key=f"bruteforce:{src}:{dst}:{port}/tcp", flows=(flow,))]
+                         label=service, key=f"bruteforce:{src}:{dst}:{port}/tcp", flows=(flow,),
+                         may_block=not named)]

@@ -8,7 +8,9 @@ What counts: a TCP/UDP target counts only when every flow to it was unanswered o
 `unanswered`): scanners mostly hit closed ports and absent hosts, while normal clients reach the
 services they use. So browsing 200 web servers on 443 counts nothing, and passive FTP data ports on
 one server count nothing. For ICMP sweeps every echo-requested host counts (a live host answers a
-ping sweep too); answered echoes only lower the confidence.
+ping sweep too); answered echoes only lower the confidence. UDP to traceroute's ports (33434-33689)
+counts nothing: one traceroute to a host that filters UDP is 90 (Linux) to 192 (macOS) unanswered
+ports on it, and blocked the person tracing their lag (the routers' ICMP answers are not the target's).
 
 Arithmetic (n = targets counted, T = the threshold option for the kind):
   threat = medium for n >= T, high for n >= 3 T, critical for n >= 10 T
@@ -57,6 +59,10 @@ _FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH", 
                             "ECO"})  # Argus: ECO is an echo request without reply, ECR answered
 _ANSWERED_STATES = frozenset({"SF", "S1", "S2", "S3", "RSTO", "RSTR", "CON", "ECR", "ACC", "EST"})
 _ECHO_REQUEST = {"icmp": 8, "ipv6-icmp": 128}
+# traceroute's UDP probes (Linux, macOS, mtr -u): destination port 33434 + n for the n-th probe, three
+# a hop, up to 64 hops; the routers' "time exceeded" answers are not the target's, so every probe
+# of a traceroute to a host that filters UDP is an unanswered port: 90 to 192 of them
+TRACEROUTE_FIRST, TRACEROUTE_PORTS = 33434, 256
 
 
 def _state_unanswered(st: str) -> bool | None:
@@ -209,6 +215,8 @@ class Counts:
             failed = unanswered(flow)
             if not failed and self.note_servers:
                 self.servers.note(flow)
+            if proto == "udp" and _traceroute_port(flow.dport):
+                return None  # a traceroute probe: no service listens there, no scan counts it
             # the port is a number here (proto is in the key); "port/proto" is formatted in _judge
             hv = self.tally.pair(flow.saddr, flow.daddr, flow.dport, proto, failed, flow.start)
             if hv is None:
@@ -226,6 +234,11 @@ class Counts:
             if t is not None and t.failed + t.answered >= self.thresholds[ICMP_SWEEP]:
                 return [(ICMP_SWEEP, key, t)]
         return None
+
+
+def _traceroute_port(port: object) -> bool:
+    """A UDP destination port traceroute probes (TRACEROUTE_FIRST and the next TRACEROUTE_PORTS - 1)."""
+    return type(port) is int and 0 <= port - TRACEROUTE_FIRST < TRACEROUTE_PORTS
 
 
 def make_counts(window: float, block_in_use: bool, thresholds: tuple[int, int, int], servers: ServersInUse,

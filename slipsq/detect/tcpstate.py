@@ -17,19 +17,22 @@ from slipsq.flow import Flow
 # Argus's REQ: a SYN, nothing more
 _ESTABLISHED_STATES = frozenset({"SF", "S1", "S2", "S3", "RSTO", "RSTR", "established"})
 _NOT_ESTABLISHED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH", "new", "REQ"})
-DENIED, OPENED, CONVERSED = -1, 1, 2  # _state_held's levels (0: not opened)
+DENIED, OPENED, CONVERSED, EXCHANGED = -1, 1, 2, 3  # _state_held's levels (0: not opened)
 
 
 def _state_held(st: str) -> int | None:
-    """How far a TCP state string says the connection got (see `opened`, `conversed`, `denied`):
-    DENIED, 0, OPENED or CONVERSED; None when it does not say."""
+    """How far a TCP state string says the connection got (see `opened`, `conversed`, `exchanged`,
+    `denied`): DENIED, 0, OPENED, CONVERSED or EXCHANGED; None when it does not say. Data is told by
+    the PSH flag, which a sender sets on the segment that ends each write."""
     if "_" in st:  # "<client flags>_<server flags>"
         src, _, dst = st.partition("_")
         if "S" not in src or "A" not in src or "S" not in dst:
             return DENIED if "R" in dst else 0
-        return CONVERSED if "P" in dst else OPENED
+        if "P" not in dst:
+            return OPENED
+        return EXCHANGED if "P" in src else CONVERSED
     if st in _ESTABLISHED_STATES:  # the most these states tell
-        return CONVERSED
+        return EXCHANGED
     if st in _NOT_ESTABLISHED_STATES:
         return 0
     return None
@@ -58,7 +61,15 @@ def conversed(f: Flow) -> bool:
     the client, counts only these (a state that does not tell: the packets back decide, as
     `unanswered` does)."""
     said = _HELD_BY_STATE(f.state)
-    return f.dpkts != 0 if said is None else said == CONVERSED
+    return f.dpkts != 0 if said is None else said >= CONVERSED
+
+
+def exchanged(f: Flow) -> bool:
+    """`conversed`, and the client sent data too. A login attempt always says something (an ssh
+    client its version and key exchange, the others their credentials); a port check that connects,
+    takes the banner and closes says nothing. A state that does not tell: as `conversed`."""
+    said = _HELD_BY_STATE(f.state)
+    return f.dpkts != 0 if said is None else said == EXCHANGED
 
 
 def denied(f: Flow) -> bool:
