@@ -181,16 +181,115 @@ cdef inline int icmp_class(int proto, int t) noexcept nogil:
     return 256 + t
 
 
+# The flow and block-set hashes are keyed: a random key drawn when this module loads (os.urandom;
+# forks share it: a replay's table process and its snapshots hash as the engine's table does). The
+# network chooses the addresses and ports, so an unkeyed hash let a sender compute keys that all
+# land in one bucket: from one IPv6 /64 (interface IDs for the taking), 80k flows in one chain made
+# every packet walk it (500 us a packet) and an expiry pass stall the loop for seconds (a review,
+# 2026-12-07). Multilinear hashing (Lemire and Kaser, "Strongly universal string hashing is fast"):
+# key0 + sum key_i * chunk_i over fixed 32-bit chunks, mod 2**64, its top 32 bits: strongly universal,
+# so without the key no set of flows collides more than chance lets it.
+cdef enum:
+    FLOW_KEYS = 11   # 4 + 4 address chunks, the ports, protocol and family, and the constant
+    BLOCK_KEYS = 6   # 4 address chunks, the family, and the constant
+
+cdef uint64_t FKEY[FLOW_KEYS]
+cdef uint64_t BKEY[BLOCK_KEYS]
+
+
+_KEYS = b""
+
+
+def _draw_keys(raw=None):
+    """New random hash keys (at load), or the given ones (`raw`, as this returned them); returns the
+    keys used until now. Only while no table holds flows or blocks: their buckets were placed with the
+    old keys (tests show the hash depends on them, then put them back)."""
+    global _KEYS
+    import os
+    cdef int i
+    old = _KEYS
+    raw = os.urandom(8 * (FLOW_KEYS + BLOCK_KEYS)) if raw is None else bytes(raw)
+    if len(raw) != 8 * (FLOW_KEYS + BLOCK_KEYS):
+        raise ValueError(f"{8 * (FLOW_KEYS + BLOCK_KEYS)} bytes of keys")
+    for i in range(FLOW_KEYS):
+        FKEY[i] = int.from_bytes(raw[8 * i:8 * i + 8], "little")
+    for i in range(BLOCK_KEYS):
+        BKEY[i] = int.from_bytes(raw[8 * (FLOW_KEYS + i):8 * (FLOW_KEYS + i) + 8], "little")
+    _KEYS = raw
+    return old
+
+
+_draw_keys()
+
+
+def _flow_hash_of(bytes src, int sport, bytes dst, int dport, int proto):
+    """The flow hash of a packet src:sport -> dst:dport (packed addresses of one family; not ICMP), for
+    tests."""
+    cdef Parsed p
+    if len(src) != len(dst) or len(src) not in (4, 16):
+        raise ValueError("two packed addresses of one family")
+    memset(&p, 0, sizeof(Parsed))
+    p.src, p.dst = src, dst
+    p.family, p.proto, p.sport, p.dport = (4 if len(src) == 4 else 6), proto, sport, dport
+    return flow_hash(&p, False)
+
+
+cdef inline void addr_chunks(const uint8_t* a, int family, uint32_t* out) noexcept nogil:
+    """An address as 4 chunks (IPv4: its 4 bytes, then zeros): a fixed length for the hash."""
+    if family == 4:
+        memcpy(out, a, 4)
+        out[1] = out[2] = out[3] = 0
+    else:
+        memcpy(out, a, 16)
+
+
+cdef inline int addr_order(const uint8_t* x, const uint8_t* y, int family) noexcept nogil:
+    """A total order on addresses (-1, 0, 1), as integer compares: which end a flow's hash takes first."""
+    cdef uint32_t x4, y4
+    cdef uint64_t x8[2]
+    cdef uint64_t y8[2]
+    if family == 4:
+        memcpy(&x4, x, 4)
+        memcpy(&y4, y, 4)
+        return (x4 > y4) - (x4 < y4)
+    memcpy(x8, x, 16)
+    memcpy(y8, y, 16)
+    if x8[0] != y8[0]:
+        return (x8[0] > y8[0]) - (x8[0] < y8[0])
+    return (x8[1] > y8[1]) - (x8[1] < y8[1])
+
+
 cdef inline uint32_t flow_hash(Parsed* p, bint icmp) noexcept nogil:
-    # symmetric in the two ends, so one lookup finds the flow whichever way the packet goes
+    # the same for both directions: the ends are hashed in a fixed order (address, then port)
+    cdef uint32_t c[10]
+    cdef int order = addr_order(p.src, p.dst, p.family)
+    cdef bint swap
+    cdef int i
     cdef uint64_t h
     if icmp:
-        h = mix64(addr_word(p.src, p.family)) + mix64(addr_word(p.dst, p.family))
-        h ^= mix64((<uint64_t>icmp_class(p.proto, p.sport) << 16) | <uint64_t>p.dport)
+        swap = order > 0
+        c[8] = (<uint32_t>icmp_class(p.proto, p.sport) << 16) | (<uint32_t>p.dport & 0xFFFF)
     else:
-        h = (mix64(addr_word(p.src, p.family) ^ (<uint64_t>p.sport << 40))
-             + mix64(addr_word(p.dst, p.family) ^ (<uint64_t>p.dport << 40)))
-    return <uint32_t>mix64(h ^ (<uint64_t>p.proto << 56))
+        swap = order > 0 or (order == 0 and p.sport > p.dport)
+        if swap:
+            c[8] = (<uint32_t>(p.dport & 0xFFFF) << 16) | <uint32_t>(p.sport & 0xFFFF)
+        else:
+            c[8] = (<uint32_t>(p.sport & 0xFFFF) << 16) | <uint32_t>(p.dport & 0xFFFF)
+    addr_chunks(p.dst if swap else p.src, p.family, c)
+    addr_chunks(p.src if swap else p.dst, p.family, c + 4)
+    c[9] = <uint32_t>(p.proto & 0xFF) | (<uint32_t>(p.family & 0xFF) << 8) | (<uint32_t>icmp << 16)
+    h = FKEY[10]
+    for i in range(10):
+        h += FKEY[i] * <uint64_t>c[i]
+    return <uint32_t>(h >> 32)
+
+
+cdef inline uint32_t block_hash(const uint8_t* a, int family) noexcept nogil:
+    """The block set's slot hash of an address (keyed, as flow_hash)."""
+    cdef uint32_t c[4]
+    addr_chunks(a, family, c)
+    return <uint32_t>((BKEY[5] + BKEY[0] * <uint64_t>c[0] + BKEY[1] * <uint64_t>c[1] + BKEY[2] * <uint64_t>c[2]
+                       + BKEY[3] * <uint64_t>c[3] + BKEY[4] * <uint64_t>family) >> 32)
 
 
 cdef inline uint32_t next_pow2(uint32_t v) noexcept nogil:
@@ -1075,6 +1174,22 @@ cdef class FlowTable:
                 "bypass_waits": self.n_bypass_waits, "bypass_forced": self.n_bypass_forced,
                 "bypass_late": self.n_bypass_late}
 
+    def hash_report(self):
+        """The longest bucket chain and the longest block-set probe run now: what one lookup may walk
+        (for tests and tools; O(buckets + slots))."""
+        cdef uint32_t b, i, n, longest = 0, run = 0, probe = 0
+        for b in range(self.nbuckets):
+            n, i = 0, self.buckets[b]
+            while i != NIL:
+                n += 1
+                i = ent(self.chunks, i).hnext
+            longest = max(longest, n)
+        if self.bslots != NULL:
+            for b in range(2 * (self.bmask + 1)):  # twice round: a run may wrap past the end
+                run = run + 1 if self.bslots[b & self.bmask].used else 0
+                probe = max(probe, run)
+        return {"longest_chain": longest, "longest_block_run": min(probe, self.bmask + 1)}
+
     def memory(self):
         """Bytes held for flows now: entry chunks and hash buckets."""
         return self.cap * sizeof(FlowEntry) + self.nbuckets * sizeof(uint32_t)
@@ -1101,7 +1216,7 @@ cdef class FlowTable:
         self.blocked.discard(packed)
         cdef const uint8_t* a = packed
         cdef int fam = 4 if len(packed) == 4 else 6
-        cdef uint32_t j = <uint32_t>mix64(addr_word(a, fam)) & self.bmask
+        cdef uint32_t j = block_hash(a, fam) & self.bmask
         while self.bslots[j].used:
             if (self.bslots[j].used == 1 and self.bslots[j].family == fam
                     and memcmp(self.bslots[j].addr, a, len(packed)) == 0):
@@ -1119,7 +1234,7 @@ cdef class FlowTable:
     cdef void _insert_block(self, bytes packed) noexcept:
         cdef const uint8_t* a = packed
         cdef int fam = 4 if len(packed) == 4 else 6
-        cdef uint32_t j = <uint32_t>mix64(addr_word(a, fam)) & self.bmask
+        cdef uint32_t j = block_hash(a, fam) & self.bmask
         while self.bslots[j].used == 1:
             j = (j + 1) & self.bmask
         if self.bslots[j].used == 2:
@@ -1146,7 +1261,7 @@ cdef class FlowTable:
             self._insert_block(packed)
 
     cdef bint _blocked(self, int family, const uint8_t* addr) noexcept:
-        cdef uint32_t j = <uint32_t>mix64(addr_word(addr, family)) & self.bmask
+        cdef uint32_t j = block_hash(addr, family) & self.bmask
         cdef size_t alen = 4 if family == 4 else 16
         while self.bslots[j].used:
             if (self.bslots[j].used == 1 and self.bslots[j].family == family

@@ -150,3 +150,22 @@ def test_git_over_ssh_to_a_named_server_is_reported_low_and_never_blocks(impleme
     # the control: the same sessions to an address no answer named block the laptop
     rec, _ = run([BruteForce], fetches)
     assert rec.blocked_ips == [laptop]
+
+
+def test_tls_hellos_never_push_a_login_banner_out(implementation: str) -> None:
+    """Every TLS ClientHello is a "banner" event (service tls) since exfiltration asks for them: a busy
+    house meets more TLS servers than the banners kept, and they pushed out the ssh banner that names a
+    login service moved to port 2222. Another service on a port that is no login port is not kept."""
+    banner = AppEvent(T0 - 10, "banner", SERVER, 2222, ATTACKER, 50000, "tcp", {"service": "ssh"})
+    hellos = [AppEvent(T0 - 5 + i * 1e-3, "banner", "192.168.1.9", 40000 + i, f"198.18.{i // 250}.{i % 250}", 443,
+                       "tcp", {"service": "tls"}) for i in range(300)]
+    cfg = config([BruteForce], bruteforce__max_banners=100)
+    rec, eng = run([BruteForce], attempts(ATTACKER, SERVER, 2222, 25), [banner, *hellos], cfg=cfg)
+    assert rec.blocked_ips == [ATTACKER]
+    det = next(d for d in eng.engine.detectors if isinstance(d, BruteForce))
+    assert det.service(SERVER, 2222) == "ssh" and len(det.banners) == 2  # both ends of the ssh banner
+    # a banner of another service on a login port is still kept: it is not that login service
+    rdp_http = AppEvent(T0, "banner", "192.168.1.9", 40000, SERVER, 3389, "tcp", {"service": "http"})
+    _, eng = run([BruteForce], [], [rdp_http], cfg=cfg)
+    det = next(d for d in eng.engine.detectors if isinstance(d, BruteForce))
+    assert det.service(SERVER, 3389) is None

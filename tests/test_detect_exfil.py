@@ -144,3 +144,42 @@ def test_pieces_of_a_real_upload_count_and_segments_the_server_denied_do_not() -
     denied = [up(T0 + i * 70, 5 * MB, dbytes=40, sport=40000 + i, state="PA_RA") for i in range(8)]
     rec, _ = run([Exfil], denied)
     assert rec.by("exfil") == [] and rec.blocked_ips == []
+
+
+def hello(ip: str, sni: str, ts: float = T0 - 1, src: str = HOST) -> AppEvent:
+    return AppEvent(ts, "tls", src, 40000, ip, 443, "tcp", {"sni": sni})
+
+
+def test_a_server_the_client_named_in_its_tls_hello_is_a_named_one() -> None:
+    """Firefox over DNS over HTTPS, Android's Private DNS: no answer the gateway reads names the server,
+    and a 35 MB web upload blocked an S3 address (2026-12-07). The name the client asked the server
+    for makes it a named server: the higher bar and the cap, never a block alone."""
+    flows = [up(T0 + i * 70, 5 * MB, sport=40000 + i) for i in range(24)]  # 120 MB
+    rec, _ = run([Exfil], flows, [hello(DROP, "upload.example-cdn.net")])
+    alerts = rec.by("exfil")
+    assert alerts and rec.blocked_ips == []
+    assert all(a.evidence.confidence == 0.55 for a in alerts)  # the named cap
+    said = alerts[0].evidence.description
+    assert "(TLS name upload.example-cdn.net; no DNS answer the house trusts named it)" in said
+    # the control: another client's hello names nothing for this one, and the upload blocks
+    rec, _ = run([Exfil], flows, [hello(DROP, "upload.example-cdn.net", src="192.168.1.9")])
+    assert rec.blocked_ips == [DROP]
+
+
+def test_a_tls_name_never_allows_a_server() -> None:
+    """exfil.allow_domains asks DNS names only: a ClientHello naming drive.google.com is the client's claim."""
+    flows = [up(T0 + i * 70, 50 * MB, sport=40000 + i) for i in range(20)]  # 1 GB
+    rec, _ = run([Exfil], flows, [hello(DROP, "drive.google.com")])
+    assert rec.by("exfil") and "(TLS name drive.google.com;" in rec.by("exfil")[0].evidence.description
+    rec, _ = run([Exfil], flows, [named(DROP, "drive.google.com")])
+    assert rec.seen == []
+
+
+def test_tls_names_are_bounded() -> None:
+    from slipsq.detect import exfil
+
+    _, eng = run([Exfil], [], [hello(f"198.18.{i // 250}.{i % 250}", f"n{i}.example", ts=T0 + i * 1e-3)
+                                 for i in range(exfil._MAX_TLS_NAMES + 500)])
+    det = next(d for d in eng.engine.detectors if isinstance(d, Exfil))
+    assert len(det.tls_names) == exfil._MAX_TLS_NAMES
+    assert (HOST, "198.18.0.0") not in det.tls_names and det.tls_names[(HOST, "198.18.264.35")] == "n66035.example"

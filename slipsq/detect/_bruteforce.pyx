@@ -135,6 +135,7 @@ cdef class Intake:
         elif PySet_Contains(_EITHER_, service) == 1:
             lru_put(self.banners, (event.saddr, event.sport), service, self.max_banners)
             lru_put(self.banners, (event.daddr, event.dport), service, self.max_banners)
-        else:  # client-first protocols and unknown: the receiver is the server
+        elif PySet_Contains(_LOGIN_SERVICES, service) == 1 or event.dport in self.ports:
+            # client-first, or another service on a login port: the receiver is the server (twin: why not the rest)
             lru_put(self.banners, (event.daddr, event.dport), service, self.max_banners)
         return _NO_EVIDENCE

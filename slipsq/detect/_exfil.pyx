@@ -21,16 +21,17 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Size
 from cpython.ref cimport PyObject
 
-from slipsq._lru cimport put_known
+from slipsq._lru cimport put, put_known
+from slipsq._flowslots cimport E_DADDR, E_DATA, E_KIND, E_SADDR, EventSlots, event_field, event_slots
 from slipsq.detect._prefixes cimport text_local
 from slipsq.detect._states cimport flow_denied
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES,
                                 F_SPORT, F_START, FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq.detect.base import NO_EVIDENCE
-from slipsq.detect.exfil import _MAX_OPEN, _MIN_FLOW_BYTES
+from slipsq.detect.exfil import _MAX_OPEN, _MAX_TLS_NAMES, _MIN_FLOW_BYTES
 from slipsq.detect.tcpstate import _HELD_BY_STATE
 from slipsq.detect.prefixes import is_local
-from slipsq.flow import Flow
+from slipsq.flow import AppEvent, Flow
 
 cdef tuple NAMES = tuple(f.name for f in fields(Flow))
 cdef FlowSlots SLOTS
@@ -46,6 +47,9 @@ cdef object _NO_EVIDENCE = NO_EVIDENCE
 cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.denied's state lookup
 cdef object _MIN_BYTES = _MIN_FLOW_BYTES
 cdef Py_ssize_t MAX_OPEN = _MAX_OPEN
+cdef Py_ssize_t MAX_TLS_NAMES = _MAX_TLS_NAMES
+cdef EventSlots EV
+event_slots(&EV, AppEvent)
 
 
 @cython.no_gc  # holds numbers only: never in a reference cycle (one per pair: the collector need not walk them)
@@ -64,7 +68,7 @@ cdef class Pair:
 cdef class Intake:
     """One call per flow: the early tests, the reports and the pair's sums (exfil.Intake)."""
 
-    cdef readonly object window, bar, ratio, local, judge, pairs, open
+    cdef readonly object window, bar, ratio, local, judge, pairs, open, tls_names
     cdef readonly Py_ssize_t max_pairs
     cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
     cdef object _open_get, _open_pop  # bound once
@@ -74,13 +78,22 @@ cdef class Intake:
         self.max_pairs = min(max_pairs, sys.maxsize)  # a bound past any size a map can reach: clamp it
         self.local, self.judge = local, judge
         self.fast_local = local is is_local
-        self.pairs, self.open = OrderedDict(), OrderedDict()
+        self.pairs, self.open, self.tls_names = OrderedDict(), OrderedDict(), OrderedDict()
         self._open_get, self._open_pop = self.open.get, self.open.pop
 
     cdef inline bint _local(self, object ip) except -1:
         if not self.fast_local:
             return bool(self.local(ip))
         return text_local(ip)
+
+    def on_app(self, event):
+        if event_field(&EV, event, E_KIND) == "tls":
+            data = event_field(&EV, event, E_DATA)
+            sni = data.get("sni")
+            if isinstance(sni, str) and sni:
+                put(self.tls_names, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_DADDR)), sni,
+                    MAX_TLS_NAMES)
+        return _NO_EVIDENCE
 
     def on_flow(self, flow):
         up, down = _f(flow, F_SBYTES), _f(flow, F_DBYTES)

@@ -132,8 +132,13 @@ class Intake:
             ends = [(event.saddr, event.sport)]
         elif service in _EITHER:
             ends = [(event.saddr, event.sport), (event.daddr, event.dport)]
-        else:  # client-first protocols (rdp, smb, http, tls...) and unknown: the receiver is the server
+        elif service in LOGIN_SERVICES or event.dport in self.ports:
+            # client-first (rdp, smb; http, tls... on a login port: not that service after all): the
+            # receiver is the server. Another service on another port changes no answer of `service`
+            # (None either way), so it is not kept: every TLS ClientHello would push login banners out
             ends = [(event.daddr, event.dport)]
+        else:
+            return NO_EVIDENCE
         for end in ends:
             put(self.banners, end, service, self.max_banners)
         return NO_EVIDENCE

@@ -6,8 +6,9 @@ one connection is seen while it runs, each byte once). It returns Evidence only.
 
 Arithmetic (up, down = bytes in the window; R = `exfil.ratio`, 10):
   judged when up >= B and up >= R x down, where B is the bar for the server:
-    an address no DNS answer named: B = `exfil.min_bytes_unnamed` (10 MB); threat medium for
-      up >= B, high for up >= 2 B, critical for up >= 3 B; confidence = min(1, up / down / 2 R)
+    an address neither a DNS answer nor the client's TLS ClientHello named:
+      B = `exfil.min_bytes_unnamed` (10 MB); threat medium for up >= B, high for up >= 2 B, critical
+      for up >= 3 B; confidence = min(1, up / down / 2 R)
     a named server: B = `exfil.min_bytes` (50 MB); medium >= B, high >= 3 B, critical >= 10 B;
       confidence = 0.55 x min(1, up / down / 2 R)
   so 30 MB to a bare address with under 1.5 MB back scores 1.0 x 1.0 and blocks by itself, 10-19 MB
@@ -22,6 +23,11 @@ False-positive guards:
   with one of `exfil.allow_domains` (storage, backup, photo, video and conferencing services) is
   never judged; those uploads are huge, asymmetric and legitimate. The names come from DNS answers
   seen before, so a long-lived backup connection opened after a lookup is known by name.
+* Devices that resolve over encrypted DNS (Firefox's DNS over HTTPS, Android's Private DNS, a resolver
+  the house does not trust): no answer names their servers, and a 35 MB web upload blocked an S3,
+  Google or CDN address the whole house uses. The name the client asked the server for in its TLS
+  ClientHello (SNI) makes the server a named one (the higher bar, alert only), never an allowed one
+  (exfil.allow_domains asks DNS names only: the ClientHello is the client's own claim).
 * Video calls and screen sharing are symmetric (both ends send video): the ratio R keeps them out;
   they are mostly UDP, which is not counted at all (games, calls, QUIC uploads).
 * BitTorrent seeding: a P2P host (ctx.peers, the p2p detector) uploads hundreds of MB to unnamed
@@ -57,7 +63,7 @@ from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import is_local
 from slipsq.detect.tcpstate import denied
-from slipsq.flow import Flow
+from slipsq.flow import AppEvent, Flow
 from slipsq.lru import put, touch
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
@@ -77,6 +83,7 @@ DEFAULT_ALLOW_DOMAINS = [
 ]
 _MIN_FLOW_BYTES = 16_384
 _MAX_OPEN = 65_536
+_MAX_TLS_NAMES = 65_536  # (client, server) pairs whose TLS name is remembered
 
 
 class _Pair:
@@ -104,10 +111,12 @@ class Intake:
     (make_intake chooses, tests/test_detect_compiled.py holds them equal).
 
     `pairs` ((client, server) -> its window's sums, at most `max_pairs`, least recently opened
-    first) and `open` (a long connection's bytes already counted from its reports: 5-tuple ->
-    (up, down), at most _MAX_OPEN) are bounded maps (slipsq.lru); `local` is prefixes.is_local."""
+    first), `open` (a long connection's bytes already counted from its reports: 5-tuple ->
+    (up, down), at most _MAX_OPEN) and `tls_names` ((client, server) -> the name the client asked
+    that server for in its TLS ClientHello, at most _MAX_TLS_NAMES; `on_app`, one call per hello)
+    are bounded maps (slipsq.lru); `local` is prefixes.is_local."""
 
-    __slots__ = ("bar", "judge", "local", "max_pairs", "open", "pairs", "ratio", "window")
+    __slots__ = ("bar", "judge", "local", "max_pairs", "open", "pairs", "ratio", "tls_names", "window")
 
     def __init__(self, window: float, bar: int, ratio: float, max_pairs: int, local: Callable[[str], bool],
                  judge: Judge) -> None:
@@ -115,6 +124,15 @@ class Intake:
         self.local, self.judge = local, judge
         self.pairs: OrderedDict[tuple[str, str], _Pair] = OrderedDict()
         self.open: OrderedDict[tuple[str, int, str, int], tuple[int, int]] = OrderedDict()
+        self.tls_names: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
+        """A TLS ClientHello: remember the name this client asked this server for."""
+        if event.kind == "tls":
+            sni = event.data.get("sni")
+            if isinstance(sni, str) and sni:
+                put(self.tls_names, (event.saddr, event.daddr), sni, _MAX_TLS_NAMES)
+        return NO_EVIDENCE
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         if flow.sbytes + flow.dbytes < _MIN_FLOW_BYTES or flow.dpkts == 0 or flow.proto != "tcp":
@@ -164,6 +182,7 @@ def make_intake(window: float, bar: int, ratio: float, max_pairs: int, local: Ca
 class Exfil(Detector):
     name = "exfil"
     evidence_kinds = ("exfiltration",)
+    app_kinds = frozenset({"tls"})  # the names clients ask servers for in their TLS ClientHellos
     options = (
         Option("exfil.min_bytes", 50_000_000, "bytes one host uploads to one server in one window before it is "
                "judged when DNS named the server; 3x is high, 10x critical", positive, "> 0"),
@@ -188,12 +207,17 @@ class Exfil(Detector):
         self.intake = make_intake(self.window, self.bar, self.ratio, self.max_pairs, is_local, self._judge)
         self.pairs = self.intake.pairs  # (client, server) -> its window's sums
         self.open = self.intake.open  # a long connection's bytes already counted from its reports
+        self.tls_names = self.intake.tls_names  # (client, server) -> the name asked for in its TLS hello
         # the engine calls on_flow once per flow: hand it the compiled path itself (the Python frame
         # of a method that only calls it would cost more than the compiled tests)
         self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
+        self.on_app = self.intake.on_app  # type: ignore[method-assign]
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         return self.intake.on_flow(flow)  # (not called by the engine: see __init__)
+
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
+        return self.intake.on_app(event)  # (not called by the engine: see __init__)
 
     def _allowed_name(self, names: set[str]) -> bool:
         for name in names:
@@ -204,7 +228,11 @@ class Exfil(Detector):
 
     def _judge(self, src: str, dst: str, p: _Pair, flow: Flow) -> Sequence[Evidence]:
         names = self.ctx.dns_names.get(dst) or set()
-        if names:
+        # a name the client itself asked this server for: it knew one, so it resolved one, maybe over
+        # encrypted DNS the gateway cannot read. The server counts as named (the higher bar, the cap);
+        # never as an allowed one: the ClientHello is the client's claim
+        tls_name = None if names else self.tls_names.get((src, dst))
+        if names or tls_name:
             m = self.min_bytes
             threat = CRITICAL if p.up >= 10 * m else HIGH if p.up >= 3 * m else MEDIUM if p.up >= m else 0.0
         else:
@@ -217,14 +245,16 @@ class Exfil(Detector):
             p.emitted, p.emitted_threat = p.up, threat  # judged and allowed: not again until it doubles
             return NO_EVIDENCE
         p.emitted, p.emitted_threat = p.up, threat
-        confidence = min(1.0, p.up / max(1, p.down) / (2 * self.ratio)) * (0.55 if names else 1.0)
-        name = f" ({sorted(names)[0]})" if names else " (no DNS answer named it)"
+        named = bool(names or tls_name)
+        confidence = min(1.0, p.up / max(1, p.down) / (2 * self.ratio)) * (0.55 if named else 1.0)
+        name = (f" ({sorted(names)[0]})" if names else f" (TLS name {tls_name}; no DNS answer the house trusts "
+                "named it)" if tls_name else " (no DNS answer named it)")
         desc = (f"large upload from {src} to {dst}{name}: {p.up / 1e6:.1f} MB sent, {p.down / 1e6:.1f} MB "
                 f"received in {p.last - p.first:.0f}s")
         may_block = is_local(src)
         if not may_block:
             desc += f"; {src} is not a local address (a private range or network.local): reported, never blocks"
-        elif names:
+        elif named:
             desc += "; a named server: alone it does not block"
         return [Evidence(ts=max(p.last, p.index * self.window), detector=self.name, offender=dst, src_ip=src,
                          dst_ip=dst, dst_port=flow.dport, proto="tcp", description=desc, threat_level=threat,
