@@ -30,8 +30,11 @@ SHARES: dict[str, tuple[int, float]] = {
     "portscan.max_total_targets": (90, 0.04),  # one more target of a key
     "dns.max_addresses": (410, 0.08),
     "judge.max_offenders": (1280, 0.08),  # an evidence window with one finding, its description and source
-    "reconnect.max_tuples": (360, 0.04),
-    "exfil.max_pairs": (450, 0.04),
+    "reconnect.max_tuples": (360, 0.03),
+    "exfil.max_pairs": (450, 0.03),
+    # a (client, server) pair and the name its TLS ClientHello asked for: 130 B measured, plus the
+    # name (a flood's 253 characters: 300 B) and two address strings a flood invents
+    "exfil.max_tls_names": (560, 0.02),
     "bruteforce.max_keys": (260, 0.03),
     "longconn.max_connections": (290, 0.03),
     "dga.max_total_sites": (270, 0.02),

@@ -176,10 +176,9 @@ def test_a_tls_name_never_allows_a_server() -> None:
 
 
 def test_tls_names_are_bounded() -> None:
-    from slipsq.detect import exfil
-
+    cfg = config([Exfil], exfil__max_tls_names=1000)
     _, eng = run([Exfil], [], [hello(f"198.18.{i // 250}.{i % 250}", f"n{i}.example", ts=T0 + i * 1e-3)
-                                 for i in range(exfil._MAX_TLS_NAMES + 500)])
+                               for i in range(1500)], cfg=cfg)
     det = next(d for d in eng.engine.detectors if isinstance(d, Exfil))
-    assert len(det.tls_names) == exfil._MAX_TLS_NAMES
-    assert (HOST, "198.18.0.0") not in det.tls_names and det.tls_names[(HOST, "198.18.264.35")] == "n66035.example"
+    assert len(det.tls_names) == 1000
+    assert (HOST, "198.18.0.0") not in det.tls_names and det.tls_names[(HOST, "198.18.5.249")] == "n1499.example"

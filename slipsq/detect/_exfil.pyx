@@ -28,7 +28,7 @@ from slipsq.detect._states cimport flow_denied
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES,
                                 F_SPORT, F_START, FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq.detect.base import NO_EVIDENCE
-from slipsq.detect.exfil import _MAX_OPEN, _MAX_TLS_NAMES, _MIN_FLOW_BYTES
+from slipsq.detect.exfil import _MAX_OPEN, _MIN_FLOW_BYTES
 from slipsq.detect.tcpstate import _HELD_BY_STATE
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import AppEvent, Flow
@@ -47,7 +47,6 @@ cdef object _NO_EVIDENCE = NO_EVIDENCE
 cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.denied's state lookup
 cdef object _MIN_BYTES = _MIN_FLOW_BYTES
 cdef Py_ssize_t MAX_OPEN = _MAX_OPEN
-cdef Py_ssize_t MAX_TLS_NAMES = _MAX_TLS_NAMES
 cdef EventSlots EV
 event_slots(&EV, AppEvent)
 
@@ -69,13 +68,14 @@ cdef class Intake:
     """One call per flow: the early tests, the reports and the pair's sums (exfil.Intake)."""
 
     cdef readonly object window, bar, ratio, local, judge, pairs, open, tls_names
-    cdef readonly Py_ssize_t max_pairs
+    cdef readonly Py_ssize_t max_pairs, max_tls_names
     cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
     cdef object _open_get, _open_pop  # bound once
 
-    def __init__(self, window, bar, ratio, max_pairs, local, judge):
+    def __init__(self, window, bar, ratio, max_pairs, local, judge, max_tls_names=65_536):
         self.window, self.bar, self.ratio = window, bar, ratio
         self.max_pairs = min(max_pairs, sys.maxsize)  # a bound past any size a map can reach: clamp it
+        self.max_tls_names = min(max_tls_names, sys.maxsize)
         self.local, self.judge = local, judge
         self.fast_local = local is is_local
         self.pairs, self.open, self.tls_names = OrderedDict(), OrderedDict(), OrderedDict()
@@ -92,7 +92,7 @@ cdef class Intake:
             sni = data.get("sni")
             if isinstance(sni, str) and sni:
                 put(self.tls_names, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_DADDR)), sni,
-                    MAX_TLS_NAMES)
+                    self.max_tls_names)
         return _NO_EVIDENCE
 
     def on_flow(self, flow):

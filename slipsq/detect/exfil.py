@@ -83,7 +83,6 @@ DEFAULT_ALLOW_DOMAINS = [
 ]
 _MIN_FLOW_BYTES = 16_384
 _MAX_OPEN = 65_536
-_MAX_TLS_NAMES = 65_536  # (client, server) pairs whose TLS name is remembered
 
 
 class _Pair:
@@ -113,14 +112,16 @@ class Intake:
     `pairs` ((client, server) -> its window's sums, at most `max_pairs`, least recently opened
     first), `open` (a long connection's bytes already counted from its reports: 5-tuple ->
     (up, down), at most _MAX_OPEN) and `tls_names` ((client, server) -> the name the client asked
-    that server for in its TLS ClientHello, at most _MAX_TLS_NAMES; `on_app`, one call per hello)
+    that server for in its TLS ClientHello, at most `max_tls_names`; `on_app`, one call per hello)
     are bounded maps (slipsq.lru); `local` is prefixes.is_local."""
 
-    __slots__ = ("bar", "judge", "local", "max_pairs", "open", "pairs", "ratio", "tls_names", "window")
+    __slots__ = ("bar", "judge", "local", "max_pairs", "max_tls_names", "open", "pairs", "ratio", "tls_names",
+                 "window")
 
     def __init__(self, window: float, bar: int, ratio: float, max_pairs: int, local: Callable[[str], bool],
-                 judge: Judge) -> None:
+                 judge: Judge, max_tls_names: int = 65_536) -> None:
         self.window, self.bar, self.ratio, self.max_pairs = window, bar, ratio, max_pairs
+        self.max_tls_names = max_tls_names
         self.local, self.judge = local, judge
         self.pairs: OrderedDict[tuple[str, str], _Pair] = OrderedDict()
         self.open: OrderedDict[tuple[str, int, str, int], tuple[int, int]] = OrderedDict()
@@ -131,7 +132,7 @@ class Intake:
         if event.kind == "tls":
             sni = event.data.get("sni")
             if isinstance(sni, str) and sni:
-                put(self.tls_names, (event.saddr, event.daddr), sni, _MAX_TLS_NAMES)
+                put(self.tls_names, (event.saddr, event.daddr), sni, self.max_tls_names)
         return NO_EVIDENCE
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
@@ -172,11 +173,11 @@ class Intake:
 
 
 def make_intake(window: float, bar: int, ratio: float, max_pairs: int, local: Callable[[str], bool],
-                judge: Judge) -> Intake:
+                judge: Judge, max_tls_names: int = 65_536) -> Intake:
     """The compiled Intake, or its readable twin (slipsq.twins decides)."""
     fast = twins.compiled("slipsq.detect._exfil")
     cls: type[Intake] = Intake if fast is None else fast.Intake
-    return cls(window, bar, ratio, max_pairs, local, judge)
+    return cls(window, bar, ratio, max_pairs, local, judge, max_tls_names)
 
 
 class Exfil(Detector):
@@ -193,6 +194,8 @@ class Exfil(Detector):
                "never judged (cloud storage, backup, photo and video uploads, calls)"),
         Option("exfil.max_pairs", 100_000, "(client, server) pairs counted at most (least recently used "
                "forgotten first)", positive, "> 0"),
+        Option("exfil.max_tls_names", 65_536, "(client, server) pairs whose TLS ClientHello name is remembered "
+               "(least recently seen forgotten first)", positive, "> 0"),
     )
 
     def __init__(self, ctx: Context) -> None:
@@ -204,7 +207,8 @@ class Exfil(Detector):
         self.ratio: float = self.opt("ratio")
         self.allow_domains = tuple(d.lower().strip(".") for d in self.opt("allow_domains"))
         self.max_pairs: int = self.opt("max_pairs")
-        self.intake = make_intake(self.window, self.bar, self.ratio, self.max_pairs, is_local, self._judge)
+        self.intake = make_intake(self.window, self.bar, self.ratio, self.max_pairs, is_local, self._judge,
+                                  self.opt("max_tls_names"))
         self.pairs = self.intake.pairs  # (client, server) -> its window's sums
         self.open = self.intake.open  # a long connection's bytes already counted from its reports
         self.tls_names = self.intake.tls_names  # (client, server) -> the name asked for in its TLS hello
