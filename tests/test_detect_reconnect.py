@@ -66,7 +66,22 @@ def test_a_server_in_use_is_never_blocked_on_a_storm() -> None:
     alerts = rec.by("reconnect")
     assert alerts and rec.blocked_ips == []
     assert not any(a.evidence.may_block for a in alerts)
-    assert "served connections in the last" in alerts[-1].evidence.description
+    assert "served local hosts in the last 86400s" in alerts[-1].evidence.description
+
+
+def test_an_outage_of_a_service_in_use_never_blocks_it() -> None:
+    """A camera's vendor broker answers, then refuses for 2 h while the camera retries every 10 s: its last
+    answer is over the judge's hour old when the storm is judged, and it was blocked for 4 h once
+    (2026-12-07). A day's memory covers the outage; a server that answered nobody for longer is fair game."""
+    cam = "192.168.1.31"
+    session = flow(T0 - 1800, cam, CC, 8883, dur=1800)
+    retries = storm(720, src=cam, port=8883, start=T0 + 10, step=10.0)
+    rec, _ = run([Reconnect], [session, *retries])
+    alerts = rec.by("reconnect")
+    assert alerts and rec.blocked_ips == [] and not any(a.evidence.may_block for a in alerts)
+    cfg = config([Reconnect], reconnect__outage_memory=3600.0)  # the old memory: the judge window
+    rec, _ = run([Reconnect], [session, *retries], cfg=cfg)
+    assert rec.blocked_ips == [CC]
 
 
 def test_in_use_is_shared_with_portscan() -> None:

@@ -897,7 +897,7 @@ SCENARIOS: list[Scenario] = [
              note="Android Private DNS (DoT); a 45 MB video to Google Photos"),
     Scenario("upload-other-resolver", "benign", _upload_other_resolver,
              note="DNS set by hand to 4.2.2.2; 35 MB to a named CDN service"),
-    Scenario("cloud-outage", "benign", _cloud_outage, extra={"known_fp": KNOWN_HUNT},
+    Scenario("cloud-outage", "benign", _cloud_outage,
              note="a camera retries its vendor's broker every 10 s through a 2 h outage"),
     Scenario("broken-ipv6", "benign", _broken_ipv6, extra={"known_fp": KNOWN_HUNT, "config": V6_SITE},
              note="the ISP's IPv6 is down: 110 unanswered IPv6 SYNs, IPv4 works (Happy Eyeballs)"),

@@ -17,9 +17,11 @@ The offender is the server (the C&C; `reconnect.block = "client"` blocks the inf
 
 False-positive guards:
 * A service briefly down: an application retries a few times (often with back-off); below T
-  nothing is said, and a server that answered ANY local host within the last judge window (the
-  shared servers-in-use table, detect/inuse.py, also portscan's) is reported but never blocked on
-  a storm: a server people use is not a C&C that refuses its bots.
+  nothing is said, and a server that answered ANY local host within the last day
+  (`reconnect.outage_memory`; the shared servers-in-use table, detect/inuse.py, also portscan's) is
+  reported but never blocked on a storm: a server people use is not a C&C that refuses its bots. A
+  day, not the judge's hour: a camera retrying its vendor's broker every 10 s through a 2-hour
+  outage got the broker blocked for 4 hours once its last answer was an hour old.
 * Forged storms: a SYN-only flow can be forged, and a local host or a web page can make a browser
   hammer any server:port. So the evidence goes to the server only when our own host is the client
   (a private address), never when an outside client hammers one of ours (inbound storms are
@@ -124,6 +126,9 @@ class Reconnect(Detector):
                lambda v: v in ("server", "client"), "server or client"),
         Option("reconnect.local_may_block", False,
                "storms between two local addresses (private ranges, network.local) may block"),
+        Option("reconnect.outage_memory", 86_400.0, "a server that answered a local host within this many seconds "
+               "(or the judge window, if longer) is not blocked on a storm: the retries of a device whose cloud "
+               "service is down look like a C&C refusing its bots", positive, "> 0", duration=True),
         Option("reconnect.max_tuples", 100_000, "(client, server, port) tuples counted at most (least recently "
                "used forgotten first)", positive, "> 0"),
     )
@@ -135,6 +140,7 @@ class Reconnect(Detector):
         self.block_client = self.opt("block") == "client"
         self.local_may_block: bool = self.opt("local_may_block")
         self.max_tuples: int = self.opt("max_tuples")
+        self.memory: float = max(self.window, self.opt("outage_memory"))
         self.servers = ctx.servers
         self.storms: OrderedDict[tuple[str, str, int], _Storm] = OrderedDict()
         self.intake = make_intake(ctx.servers, is_local, self._count)
@@ -183,10 +189,10 @@ class Reconnect(Detector):
         elif self.ctx.peers.is_peer(src, dst, port, ts, self.ctx.dns_names):
             may_block = False
             desc += f"; {src} runs P2P software and {dst} looks like a peer gone: reported, never blocks"
-        elif self.servers.in_use(dst, ts, self.window):
+        elif self.servers.in_use(dst, ts, self.memory):
             may_block = False
-            desc += (f"; {dst} served connections in the last {self.window:.0f}s: a storm alone never "
-                     f"blocks it, SYNs can be forged")
+            desc += (f"; {dst} served local hosts in the last {self.memory:.0f}s: a storm alone never "
+                     f"blocks it (an outage of a service in use; SYNs can be forged)")
         return [Evidence(ts=ts, detector=self.name, offender=offender, src_ip=src, dst_ip=dst, dst_port=port,
                          proto="tcp", description=desc, threat_level=threat, confidence=round(confidence, 3),
                          label="reconnection-storm", key=f"reconnect:{src}:{dst}:{port}/tcp", flows=(flow,),
