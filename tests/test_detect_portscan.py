@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from slipsq.detect.portscan import _ANSWERED_STATES, _FAILED_STATES, PortScan, unanswered
-from slipsq.flow import Flow
+from slipsq.flow import AppEvent, Flow
 
 SCANNER = "192.0.2.12"
 
@@ -320,3 +320,21 @@ def test_a_udp_scan_just_off_traceroutes_ports_is_still_one(implementation: str)
     hits = {a.evidence.dst_ip: a.evidence for a in rec.by("portscan")}
     assert set(hits) == {"185.60.112.157", "198.51.100.7"}
     assert rec.blocked_ips == [laptop]
+
+
+def test_unanswered_servers_the_house_resolver_named_are_no_host_sweep(implementation: str) -> None:
+    """The ISP's IPv6 is down: for each of 110 sites the laptop's SYN over IPv6 goes unanswered, and IPv4
+    works 250 ms later (Happy Eyeballs). Each server was named by the house's resolver: 100 of them in an
+    hour blocked the laptop's IPv6 address (2026-12-07). Scanners sweep addresses, not names."""
+    laptop6, router = "2001:db8:1::30", "192.168.1.1"
+    servers = [f"2a04:4e42:{i:x}::{i + 1:x}" for i in range(110)]
+    answers = [AppEvent(T0 + i * 30 - 0.1, "dns", router, 53, "192.168.1.10", 40000 + i, "udp",
+                        {"query": f"www.site{i}.example.com", "answers": [s], "rcode": 0, "response": True})
+               for i, s in enumerate(servers)]
+    syns = [flow(T0 + i * 30, laptop6, s, 443, dur=0.0, sbytes=80, dbytes=0, state="S_", sport=50000 + i)
+            for i, s in enumerate(servers)]
+    rec, _ = run([PortScan], syns, events=answers)
+    assert rec.seen == [] and rec.blocked_ips == []
+    # the control: the same SYNs to addresses no answer named are a sweep
+    rec, _ = run([PortScan], syns)
+    assert rec.blocked_ips == [laptop6]

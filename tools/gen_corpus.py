@@ -804,7 +804,6 @@ def _keepalive_mix(rng: random.Random) -> Iterator[Packet]:
 
 # benign traffic slipsq still blocks: open problems, kept in sight (bench/detection.py lists them
 # apart, tests/test_detect_lookalikes.py holds them as strict xfails: a fix must move them out)
-KNOWN_HUNT = "found by the look-alike hunt of 2026-12-07"  # while being fixed
 KNOWN_FP = ("a periodic call to a named service is a beacon to the beacon detector, which blocks it alone "
             "when it persists; the corpus's named TLS beacons are malicious (the note of 2026-12-06 has "
             "the numbers of making named beacons need a second finding)")
@@ -899,7 +898,7 @@ SCENARIOS: list[Scenario] = [
              note="DNS set by hand to 4.2.2.2; 35 MB to a named CDN service"),
     Scenario("cloud-outage", "benign", _cloud_outage,
              note="a camera retries its vendor's broker every 10 s through a 2 h outage"),
-    Scenario("broken-ipv6", "benign", _broken_ipv6, extra={"known_fp": KNOWN_HUNT, "config": V6_SITE},
+    Scenario("broken-ipv6", "benign", _broken_ipv6, extra={"config": V6_SITE},
              note="the ISP's IPv6 is down: 110 unanswered IPv6 SYNs, IPv4 works (Happy Eyeballs)"),
     Scenario("keepalive-mix", "benign", _keepalive_mix,
              note="WireGuard, Tailscale, push, IMAP IDLE, MQTT keepalives; SSDP and mDNS"),

@@ -406,10 +406,12 @@ cdef class Counts:
     cdef readonly bint note_servers
     cdef long long th[3]  # thresholds by kind
     cdef readonly object judge
+    cdef readonly object names  # ctx.dns_names: addresses a DNS answer named (portscan.Counts)
 
-    def __init__(self, Tally tally, servers, double window, bint note_servers, thresholds, judge):
+    def __init__(self, Tally tally, servers, double window, bint note_servers, thresholds, judge, names=None):
         self.tally, self.servers, self.window, self.note_servers = tally, servers, window, note_servers
         self.judge = judge
+        self.names = {} if names is None else names
         self.fast_servers = servers if isinstance(servers, Servers) else None
         for k in range(3):  # a threshold past any count never reached: clamp it to fit
             self.th[k] = min(int(thresholds[k]), 1 << 62)
@@ -458,7 +460,10 @@ cdef class Counts:
             saddr, daddr, dport = _f(flow, F_SADDR), _f(flow, F_DADDR), _f(flow, F_DPORT)
             if proto == "udp" and _traceroute_port(dport):
                 return None  # a traceroute probe (portscan.Counts.add)
-            h = self.tally._count(HORIZONTAL, saddr, dport, proto, daddr, failed, start)
+            if failed and daddr in self.names:  # named by DNS: no host-sweep target (portscan.Counts.add)
+                h = None
+            else:
+                h = self.tally._count(HORIZONTAL, saddr, dport, proto, daddr, failed, start)
             v = self.tally._count(VERTICAL, saddr, daddr, proto, dport, failed, start)
             if h is not None and (<Targets>h).failed < self.th[HORIZONTAL]:
                 h = None

@@ -8,9 +8,13 @@ What counts: a TCP/UDP target counts only when every flow to it was unanswered o
 `unanswered`): scanners mostly hit closed ports and absent hosts, while normal clients reach the
 services they use. So browsing 200 web servers on 443 counts nothing, and passive FTP data ports on
 one server count nothing. For ICMP sweeps every echo-requested host counts (a live host answers a
-ping sweep too); answered echoes only lower the confidence. UDP to traceroute's ports (33434-33689)
-counts nothing: one traceroute to a host that filters UDP is 90 (Linux) to 192 (macOS) unanswered
-ports on it, and blocked the person tracing their lag (the routers' ICMP answers are not the target's).
+ping sweep too); answered echoes only lower the confidence. An unanswered server that a DNS answer
+the house trusts named (ctx.dns_names) is no target of a horizontal scan: scanners sweep addresses,
+not names, while a dual-stack client whose IPv6 is broken sends an unanswered SYN to every site it
+visits before IPv4 works (Happy Eyeballs: 100 sites an hour blocked the laptop's IPv6 address).
+UDP to traceroute's ports (33434-33689) counts nothing: one traceroute to a host that filters UDP is
+90 (Linux) to 192 (macOS) unanswered ports on it, and blocked the person tracing their lag (the
+routers' ICMP answers are not the target's).
 
 Arithmetic (n = targets counted, T = the threshold option for the kind):
   threat = medium for n >= T, high for n >= 3 T, critical for n >= 10 T
@@ -42,7 +46,7 @@ and its vertical scans still do.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 
 from slipsq import twins
 from slipsq.config import Option, positive
@@ -180,11 +184,13 @@ class Counts:
     flow; make_counts chooses, tests/test_detect_compiled.py holds them equal). `add` answers None
     for most flows; only a count that reached its kind's threshold goes back to Python to be judged."""
 
-    __slots__ = ("index", "judge", "note_servers", "servers", "tally", "thresholds", "window")
+    __slots__ = ("index", "judge", "names", "note_servers", "servers", "tally", "thresholds", "window")
 
     def __init__(self, tally: Tally, servers: ServersInUse, window: float, note_servers: bool,
-                 thresholds: tuple[int, int, int], judge: Callable[[list[Hit], Flow], Sequence[Evidence]]) -> None:
+                 thresholds: tuple[int, int, int], judge: Callable[[list[Hit], Flow], Sequence[Evidence]],
+                 names: Container[str] | None = None) -> None:
         self.tally, self.servers, self.window = tally, servers, window
+        self.names: Container[str] = {} if names is None else names  # ctx.dns_names: addresses named
         self.note_servers = note_servers  # off with portscan.block_servers_in_use (nobody asks)
         self.thresholds = thresholds  # by kind index
         self.judge = judge  # the hits of a flow -> evidence (PortScan._judge_hits)
@@ -218,10 +224,16 @@ class Counts:
             if proto == "udp" and _traceroute_port(flow.dport):
                 return None  # a traceroute probe: no service listens there, no scan counts it
             # the port is a number here (proto is in the key); "port/proto" is formatted in _judge
-            hv = self.tally.pair(flow.saddr, flow.daddr, flow.dport, proto, failed, flow.start)
-            if hv is None:
-                return None
-            h, v = hv
+            if failed and flow.daddr in self.names:  # a server a DNS answer named: no host-sweep target
+                h, v = None, self.tally.count(VERTICAL, (flow.saddr, flow.daddr, proto), flow.dport, failed,
+                                              flow.start)
+                if v is None:
+                    return None
+            else:
+                hv = self.tally.pair(flow.saddr, flow.daddr, flow.dport, proto, failed, flow.start)
+                if hv is None:
+                    return None
+                h, v = hv
             hits: list[Hit] = []
             if h is not None and h.failed >= self.thresholds[HORIZONTAL]:
                 hits.append((HORIZONTAL, (flow.saddr, flow.dport, proto), h))
@@ -243,13 +255,14 @@ def _traceroute_port(port: object) -> bool:
 
 def make_counts(window: float, block_in_use: bool, thresholds: tuple[int, int, int], servers: ServersInUse,
                 max_keys: int, max_targets: int, max_total: int,
-                judge: Callable[[list[Hit], Flow], Sequence[Evidence]]) -> Counts:
+                judge: Callable[[list[Hit], Flow], Sequence[Evidence]], names: Container[str] | None = None) -> Counts:
     """The compiled per-flow path (with the compiled Tally), or its readable twin (slipsq.twins decides)."""
     fast = twins.compiled("slipsq.detect._portscan")
     if fast is None:
-        return Counts(Tally(max_keys, max_targets, max_total), servers, window, not block_in_use, thresholds, judge)
+        return Counts(Tally(max_keys, max_targets, max_total), servers, window, not block_in_use, thresholds, judge,
+                      names)
     return fast.Counts(fast.Tally(max_keys, max_targets, max_total), servers, window, not block_in_use,  # type: ignore[no-any-return]
-                       thresholds, judge)
+                       thresholds, judge, names)
 
 
 class PortScan(Detector):
@@ -287,7 +300,7 @@ class PortScan(Detector):
         self.counts = make_counts(self.window, self.block_in_use, (self.opt("horizontal_hosts"),
                                   self.opt("vertical_ports"), self.opt("icmp_hosts")), self.servers,
                                   self.opt("max_keys"), self.opt("max_targets"), self.opt("max_total_targets"),
-                                  self._judge_hits)
+                                  self._judge_hits, ctx.dns_names)
         # the engine calls on_flow once per flow: hand it the compiled path itself rather than the
         # method below that calls it (its Python frame cost 6 % of the detector's instructions)
         self.on_flow = self.counts.on_flow  # type: ignore[method-assign]
