@@ -149,19 +149,27 @@ cdef inline uint64_t addr_word(const uint8_t* a, int family) noexcept nogil:
     return w[0] ^ (w[1] * <uint64_t>0x9E3779B97F4A7C15ULL)
 
 
+cdef inline int addr_words(const uint8_t* a, size_t alen, uint64_t* w) noexcept nogil:
+    """An address (alen 4 or 16) as 1 or 2 integers, loaded without a libc call; returns how many."""
+    cdef uint32_t v4
+    if alen == 4:
+        memcpy(&v4, a, 4)
+        w[0] = v4
+        return 1
+    memcpy(w, a, 16)
+    return 2
+
+
 cdef inline bint addr_eq(const uint8_t* x, const uint8_t* y, size_t alen) noexcept nogil:
     """memcmp(x, y, alen) == 0 for an address (alen 4 or 16) as one or two integer compares: the
     length is not known to the compiler at a memcmp call, so each one was a libc call (several per
     packet: the bucket chain, the direction, the block set)."""
-    cdef uint32_t x4, y4
     cdef uint64_t x8[2]
     cdef uint64_t y8[2]
-    if alen == 4:
-        memcpy(&x4, x, 4)
-        memcpy(&y4, y, 4)
-        return x4 == y4
-    memcpy(x8, x, 16)
-    memcpy(y8, y, 16)
+    if addr_words(x, alen, x8) == 1:
+        addr_words(y, alen, y8)
+        return x8[0] == y8[0]
+    addr_words(y, alen, y8)
     return x8[0] == y8[0] and x8[1] == y8[1]
 
 
@@ -245,16 +253,11 @@ cdef inline void addr_chunks(const uint8_t* a, int family, uint32_t* out) noexce
 
 cdef inline int addr_order(const uint8_t* x, const uint8_t* y, int family) noexcept nogil:
     """A total order on addresses (-1, 0, 1), as integer compares: which end a flow's hash takes first."""
-    cdef uint32_t x4, y4
     cdef uint64_t x8[2]
     cdef uint64_t y8[2]
-    if family == 4:
-        memcpy(&x4, x, 4)
-        memcpy(&y4, y, 4)
-        return (x4 > y4) - (x4 < y4)
-    memcpy(x8, x, 16)
-    memcpy(y8, y, 16)
-    if x8[0] != y8[0]:
+    cdef int n = addr_words(x, 4 if family == 4 else 16, x8)
+    addr_words(y, 4 if family == 4 else 16, y8)
+    if x8[0] != y8[0] or n == 1:
         return (x8[0] > y8[0]) - (x8[0] < y8[0])
     return (x8[1] > y8[1]) - (x8[1] < y8[1])
 

@@ -297,29 +297,26 @@ def test_a_long_connection_still_open_makes_its_server_in_use() -> None:
     assert rec.by("portscan") and rec.blocked_ips == []
 
 
+def probes(dst: str, first_port: int, n: int, start: float = T0, src: str = "192.168.1.10") -> list[Flow]:
+    """`n` unanswered UDP probes from `src` to ports first_port, first_port + 1, ... of `dst`."""
+    return [flow(start + i * 0.02, src, dst, first_port + i, "udp", dur=0.0, sbytes=60, dbytes=0, sport=45000 + i)
+            for i in range(n)]
+
+
 def test_traceroute_probes_are_no_scan(implementation: str) -> None:
     """A Linux traceroute (90 probes) and a macOS one (192) to a host that filters UDP: every probe is an
     unanswered UDP port 33434 + n on it; they blocked the person tracing their lag (2026-12-07)."""
-    laptop = "192.168.1.10"
-    linux = [flow(T0 + i * 0.02, laptop, "185.60.112.157", 33434 + i, "udp", dur=0.0, sbytes=60, dbytes=0,
-                  sport=45000 + i) for i in range(90)]
-    macos = [flow(T0 + 100 + i * 0.02, laptop, "198.51.100.7", 33435 + i, "udp", dur=0.0, sbytes=60, dbytes=0,
-                  sport=47000 + i) for i in range(192)]
-    rec, _ = run([PortScan], sort_flows(linux, macos))
+    rec, _ = run([PortScan], sort_flows(probes("185.60.112.157", 33434, 90),
+                                        probes("198.51.100.7", 33435, 192, start=T0 + 100)))
     assert rec.seen == [] and rec.blocked_ips == []
 
 
 def test_a_udp_scan_just_off_traceroutes_ports_is_still_one(implementation: str) -> None:
     """The control: the same probes to the 100 ports below 33434 (and ports above the range) block."""
-    laptop = "192.168.1.10"
-    below = [flow(T0 + i * 0.02, laptop, "185.60.112.157", 33334 + i, "udp", dur=0.0, sbytes=60, dbytes=0,
-                  sport=45000 + i) for i in range(100)]
-    above = [flow(T0 + 50 + i * 0.02, laptop, "198.51.100.7", 33690 + i, "udp", dur=0.0, sbytes=60, dbytes=0,
-                  sport=47000 + i) for i in range(100)]
-    rec, _ = run([PortScan], sort_flows(below, above))
-    hits = {a.evidence.dst_ip: a.evidence for a in rec.by("portscan")}
-    assert set(hits) == {"185.60.112.157", "198.51.100.7"}
-    assert rec.blocked_ips == [laptop]
+    rec, _ = run([PortScan], sort_flows(probes("185.60.112.157", 33334, 100),
+                                        probes("198.51.100.7", 33690, 100, start=T0 + 50)))
+    assert {a.evidence.dst_ip for a in rec.by("portscan")} == {"185.60.112.157", "198.51.100.7"}
+    assert rec.blocked_ips == ["192.168.1.10"]
 
 
 def test_unanswered_servers_the_house_resolver_named_are_no_host_sweep(implementation: str) -> None:
