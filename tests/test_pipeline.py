@@ -197,7 +197,7 @@ def test_an_empty_capture_and_a_foreign_link_type_as_in_one_process(tmp_path: Pa
     assert not {p for p in children(os.getpid()) if _alive(p)}  # the table process was let go
 
 
-@pytest.mark.parametrize("scenario", ["smart-home", "beacon-60s-10%"])
+@pytest.mark.parametrize("scenario", ["halfopen-to-resolver", "beacon-10s-1%"])
 def test_markov_matches_as_in_one_process(tmp_path: Path, scenario: str) -> None:
     """Captures with Stratosphere matches among the other detectors' findings, snapshots every 50
     packets: the same alerts in the same order."""

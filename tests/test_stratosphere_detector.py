@@ -119,6 +119,21 @@ def test_udp_dga_burst_matches_a_dga_model() -> None:
     assert all(e.label.split("-")[2] == "TCP" for e in run(detector(), tcp))
 
 
+@pytest.mark.parametrize("pure", [False, True])
+def test_a_dns_model_matches_only_tuples_to_port_53(pure: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """chrony polling an NTP server every 64 s matched the DGA models' DNS traffic at 0.8 in every home
+    of the corpus, one finding away from blocking the time server (2026-12-07): a model whose label
+    names DNS as its application is compared with tuples to port 53 only."""
+    if pure:
+        monkeypatch.setenv("SLIPSQ_PURE_PYTHON", "1")
+    dga = shipped("From-Botnet-UDP-DNS-DGA-17")
+    assert dga.dns_only and not shipped(LURK).dns_only
+    ntp = flows_for(dga.letters[:120], server="192.0.2.123", port=123, proto="udp")
+    assert not any("-DNS-" in e.label for e in run(detector(), ntp))
+    dns = flows_for(dga.letters[:120], server="192.0.2.53", port=53, proto="udp")
+    assert [e.label for e in run(detector(), dns)][:1] == ["From-Botnet-UDP-DNS-DGA-17"]
+
+
 def model(letters: str, label: str) -> Model:
     return Model(label, label_protocol(label), letters, 1.1, {"source": "test"})
 

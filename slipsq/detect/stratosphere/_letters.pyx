@@ -809,11 +809,16 @@ cdef class PerFlow:
 
     cdef readonly LetterTable table
     cdef readonly int min_letters
-    cdef list _tcp, _udp
+    cdef list _tcp, _udp, _tcp_not_dns, _udp_not_dns
     cdef object matched
 
-    def __init__(self, LetterTable table, int min_letters, list tcp, list udp, matched: object) -> None:
+    def __init__(self, LetterTable table, int min_letters, list tcp, list udp, matched: object,
+                 list tcp_not_dns=None, list udp_not_dns=None) -> None:
+        """`tcp`, `udp`: every model's chain, for tuples to port 53; the `*_not_dns` lists (default: the
+        same) for the other tuples (the detector's not_dns: no DNS model)."""
         self.table, self.min_letters, self._tcp, self._udp, self.matched = table, min_letters, tcp, udp, matched
+        self._tcp_not_dns = tcp if tcp_not_dns is None else tcp_not_dns
+        self._udp_not_dns = udp if udp_not_dns is None else udp_not_dns
 
     def on_flow(self, flow: object) -> object:
         cdef bint udp
@@ -823,7 +828,10 @@ cdef class PerFlow:
         cdef int first
         if t is None or t.tlen < self.min_letters:
             return NO_EVIDENCE
-        chains = self._udp if udp else self._tcp
+        if t.key[2] == 53:
+            chains = self._udp if udp else self._tcp
+        else:
+            chains = self._udp_not_dns if udp else self._tcp_not_dns
         if not chains:
             return NO_EVIDENCE
         first = <uint8_t>t._text[0] & 127

@@ -2,8 +2,11 @@
 
 On each closed TCP/UDP flow: the flow's 4-tuple gets its letter (slipsq.detect.stratosphere.letters); once the tuple's
 string has `markov.min_letters` characters, it is matched against the models of its protocol in
-order (slipsq.detect.stratosphere.markov), and the first match wins. A `Normal` model's match means benign: no evidence.
-A malicious match is evidence against the server end (the client with `markov.block = "client"`):
+order (slipsq.detect.stratosphere.markov), and the first match wins. A model of DNS traffic (DNS as
+its label's application: From-Botnet-UDP-DNS-DGA-1) is matched to tuples to port 53 only: chrony
+polling an NTP server every 64 s matched it at 0.8, one finding away from blocking the time server.
+A `Normal` model's match means benign: no evidence. A malicious match is evidence against the
+server end (the client with `markov.block = "client"`):
 
   threat HIGH; confidence = min(1, letters / stratosphere.confident_letters)
   (a longer string that still matches is a surer match; 7 letters give 0.2 with the defaults)
@@ -97,11 +100,17 @@ class StratosphereDetector(Detector):
         self.local_may_block: bool = cfg["markov.local_may_block"]
         self.window: float = cfg["judge.window"]
         self.full_letters: int = self.opt("confident_letters")
+        # per protocol, in the models' order: every model (tuples to port 53), and all but the DNS
+        # models (Model.dns_only: the other tuples)
         self.chains: dict[str, list[Chain]] = {"tcp": [], "udp": []}
+        self.not_dns: dict[str, list[Chain]] = {"tcp": [], "udp": []}
         for m in ctx.models:
             if isinstance(m, Model) and m.proto in self.chains:
                 # a tuple's string never outgrows the table's max_chars: the chain needs no more of T
-                self.chains[m.proto].append(chain_cls(m, self.table.max_chars))
+                chain = chain_cls(m, self.table.max_chars)
+                self.chains[m.proto].append(chain)
+                if not m.dns_only:
+                    self.not_dns[m.proto].append(chain)
         self.matches = 0  # malicious matches (flows whose tuple matched a malicious model)
         self.benign_matches = 0
         fast = twins.compiled("slipsq.detect.stratosphere._letters") if self.compiled else None
@@ -110,7 +119,8 @@ class StratosphereDetector(Detector):
             # method below in C, back to Python only on a match) rather than a Python frame that
             # calls the table and the matcher in turn
             self.on_flow = fast.PerFlow(  # type: ignore[method-assign]
-                self.table, self.min_letters, self.chains["tcp"], self.chains["udp"], self._matched).on_flow
+                self.table, self.min_letters, self.chains["tcp"], self.chains["udp"], self._matched,
+                self.not_dns["tcp"], self.not_dns["udp"]).on_flow
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         """The readable twin of _letters.PerFlow.on_flow (what the engine calls when compiled)."""
@@ -119,7 +129,8 @@ class StratosphereDetector(Detector):
             return NO_EVIDENCE
         if t.length < self.min_letters:  # most tuples: too short to match, nothing more to do
             return NO_EVIDENCE
-        chains = self.chains[flow.proto]  # the tuple's protocol
+        # the models of the tuple's protocol (its DNS models only to port 53)
+        chains = (self.chains if t.port == 53 else self.not_dns)[flow.proto]
         if not chains:
             return NO_EVIDENCE
         hit = self._first_match(chains, t)

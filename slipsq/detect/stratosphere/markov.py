@@ -53,6 +53,12 @@ def label_protocol(label: str) -> str:
     return parts[2].upper() if len(parts) >= 3 else ""
 
 
+def label_application(label: str) -> str:
+    """The application a label's model was trained on: its fourth field (From-Botnet-UDP-DNS-DGA-1: DNS)."""
+    parts = label.split("-")
+    return parts[3].upper() if len(parts) >= 4 else ""
+
+
 @dataclass(frozen=True)
 class Model:
     label: str
@@ -69,6 +75,13 @@ class Model:
     def proto(self) -> str:
         """The protocol as flows name it ("tcp", "udp")."""
         return self.protocol.lower()
+
+    @property
+    def dns_only(self) -> bool:
+        """A model of DNS traffic (its label's application is DNS): it matches tuples to port 53 only.
+        chrony's polls of an NTP server every 64 s matched the DGA models' DNS traffic at 0.8, one
+        finding away from blocking the house's time server."""
+        return label_application(self.label) == "DNS"
 
 
 def validate(model: Model, where: str) -> Model:
