@@ -24,7 +24,6 @@ from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_SADDR, E_SPORT, E_TS,
                                 F_END, F_PROTO, F_SBYTES, F_START, EventSlots, FlowSlots, event_field, event_slots,
                                 flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport get as lru_get
-from slipsq._lru cimport touch as lru_touch
 from slipsq.dispatch import MAX_NAMES as _MAX_NAMES
 from slipsq.flow import AppEvent, Flow
 from slipsq.records import Query
@@ -238,11 +237,14 @@ cdef class AppCalls:
 
     cdef readonly dict by_kind
     cdef readonly object other, decode, ctx, failed
-    cdef readonly Py_ssize_t max_dns
+    cdef readonly Py_ssize_t max_dns, max_names, names
+    cdef object _map  # the names map `names` counts (dispatch.AppCalls)
 
-    def __init__(self, dict by_kind, other, decode, ctx, Py_ssize_t max_dns, failed):
+    def __init__(self, dict by_kind, other, decode, ctx, Py_ssize_t max_dns, failed, max_names=1 << 62):
         self.by_kind, self.other, self.decode, self.ctx = by_kind, other, decode, ctx
         self.max_dns, self.failed = max_dns, failed
+        self.max_names = min(max_names, 1 << 62)
+        self._map, self.names = None, 0
 
     def run_packets(self, packets, list out, counters):
         for ts, ip_packet in packets:
@@ -257,6 +259,36 @@ cdef class AppCalls:
     def run(self, event, list out, counters):
         self._event(event, out, counters)
 
+    cdef int _learn(self, object answers, object query) except -1:
+        """dispatch.AppCalls._learn."""
+        names_map = self.ctx.dns_names
+        cdef Py_ssize_t size
+        if names_map is not self._map:
+            self._map, self.names = names_map, sum(len(v) for v in names_map.values())
+        for answer in answers:
+            names = lru_get(names_map, answer, None)
+            if names is None:
+                if len(names_map) >= self.max_dns:
+                    self._forget_first()
+                names = _set()
+                names_map[answer] = names
+            else:
+                names_map.move_to_end(answer)
+            size = PySet_GET_SIZE(names) if type(names) is set else len(names)
+            if size < MAX_NAMES and query not in names:
+                while self.names >= self.max_names and len(names_map) > 1:
+                    self._forget_first()
+                if type(names) is set:
+                    PySet_Add(names, query)
+                else:
+                    names.add(query)
+                self.names += 1
+        return 0
+
+    cdef int _forget_first(self) except -1:
+        self.names -= len(self._map.popitem(last=False)[1])
+        return 0
+
     cdef int _event(self, object event, list out, object counters) except -1:
         counters.app_events += 1
         kind = event_field(&EV, event, E_KIND)
@@ -268,15 +300,7 @@ cdef class AppCalls:
             if answers and self.ctx.resolvers.trusts(event_field(&EV, event, E_SADDR),
                                                      event_field(&EV, event, E_SPORT),
                                                      event_field(&EV, event, E_DADDR)):
-                names_map = self.ctx.dns_names
-                for answer in answers:
-                    names = lru_touch(names_map, answer, _set, self.max_dns)
-                    size = PySet_GET_SIZE(names) if type(names) is set else len(names)
-                    if size < MAX_NAMES:
-                        if type(names) is set:
-                            PySet_Add(names, query)
-                        else:
-                            names.add(query)
+                self._learn(answers, query)
             if out is not None and lru_get(data, "response", True):
                 out.append(_Query(event_field(&EV, event, E_TS), event_field(&EV, event, E_DADDR), query,
                                   int(lru_get(data, "rcode", None) or 0), tuple(answers)))

@@ -226,6 +226,8 @@ CORE_OPTIONS: tuple[Option, ...] = (
            _ips, "a list of IP addresses"),
     Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
            "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),
+    Option("dns.max_names", 131_072, "names remembered over all addresses (up to 16 an address); the least "
+           "recently answered addresses are forgotten first while there are more", positive, "> 0"),
     # inline mode
     Option("queue.maxlen", 1024,
            "packets the kernel holds for slipsq before fail-open passes the rest uninspected; small, so a "

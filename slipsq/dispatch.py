@@ -22,7 +22,6 @@ from typing import Any
 from slipsq import twins
 from slipsq.detect.base import Context, FlowGate
 from slipsq.flow import AppEvent, Flow
-from slipsq.lru import touch
 from slipsq.records import Evidence, Query
 
 Hook = Callable[[Any], Sequence[Evidence]]  # on_flow (a Flow), on_app (an AppEvent), on_tick (the time)
@@ -73,15 +72,19 @@ MAX_NAMES = 16  # names kept per answered address (a hostile resolver may give o
 class AppCalls:
     """App events to the `on_app` hooks of their kind (`by_kind`: kind -> FlowCalls without gates;
     `other` for a kind not in it), each DNS answer's names into `ctx.dns_names` first (bounded at
-    `max_dns` addresses, least recently answered first, MAX_NAMES names each); each DNS response
-    goes to `out` as a Query command (None: nowhere)."""
+    `max_dns` addresses, least recently answered first, MAX_NAMES names each, and `max_names` names
+    in all: 16 long names an address made an address cost 5.6 kB, not the 410 B the memory budget
+    counted, so the least recently answered addresses go while the names are more); each DNS
+    response goes to `out` as a Query command (None: nowhere)."""
 
     def __init__(self, by_kind: dict[str, FlowCalls], other: FlowCalls,
                  decode: Callable[[bytes, float], list[AppEvent]], ctx: Context, max_dns: int,
-                 failed: Callable[[Any, Exception], None]) -> None:
+                 failed: Callable[[Any, Exception], None], max_names: int = 1 << 62) -> None:
         self.by_kind, self.other, self.decode = by_kind, other, decode
         self.ctx = ctx  # read per event: a reload hands the old names map to the new context
-        self.max_dns, self.failed = max_dns, failed
+        self.max_dns, self.failed, self.max_names = max_dns, failed, max_names
+        self._map: Any = None  # the names map `names` counts (counted again when the context has another)
+        self.names = 0  # names in it
 
     def run_packets(self, packets: Iterable[tuple[float, bytes]], out: list[Any] | None, counters: Any) -> None:
         """The table's app packets (pop_app), in order: each decoded (a decoder error goes to
@@ -104,16 +107,35 @@ class AppCalls:
             query = data.get("query", "")
             answers = data.get("answers", ())
             if answers and self.ctx.resolvers.trusts(event.saddr, event.sport, event.daddr):  # sender: the resolver
-                names_map = self.ctx.dns_names
-                for answer in answers:
-                    # bounded: a hostile resolver may answer with endless addresses
-                    names = touch(names_map, answer, set, self.max_dns)
-                    if len(names) < MAX_NAMES:
-                        names.add(query)
+                self._learn(answers, query)
             if out is not None and data.get("response", True):
                 # a response goes to the client that asked (a log's query line has no answer yet)
                 out.append(Query(event.ts, event.daddr, query, int(data.get("rcode") or 0), tuple(answers)))
         self.by_kind.get(event.kind, self.other).run(event)
+
+
+    def _learn(self, answers: Iterable[Any], query: Any) -> None:
+        """The query's name for each answered address (bounded: a hostile resolver may answer with
+        endless addresses, and endless long names)."""
+        names_map = self.ctx.dns_names
+        if names_map is not self._map:
+            self._map, self.names = names_map, sum(len(v) for v in names_map.values())
+        for answer in answers:
+            names = names_map.get(answer)
+            if names is None:
+                if len(names_map) >= self.max_dns:
+                    self._forget_first()
+                names = names_map[answer] = set()
+            else:
+                names_map.move_to_end(answer)
+            if len(names) < MAX_NAMES and query not in names:
+                while self.names >= self.max_names and len(names_map) > 1:
+                    self._forget_first()  # never `answer`: it is the most recent
+                names.add(query)
+                self.names += 1
+
+    def _forget_first(self) -> None:
+        self.names -= len(self._map.popitem(last=False)[1])
 
 
 def _admits(gate: FlowGate, flow: Flow) -> bool:
@@ -134,8 +156,9 @@ def make_flow_calls(hooks: Sequence[tuple[Hook, FlowGate | None]], evidence: Cal
 
 
 def make_app_calls(by_kind: dict[str, FlowCalls], other: FlowCalls, decode: Callable[[bytes, float], list[AppEvent]],
-                   ctx: Context, max_dns: int, failed: Callable[[Any, Exception], None]) -> AppCalls:
+                   ctx: Context, max_dns: int, failed: Callable[[Any, Exception], None],
+                   max_names: int = 1 << 62) -> AppCalls:
     """The compiled AppCalls, or its readable twin (slipsq.twins decides)."""
     fast = twins.compiled("slipsq._dispatch")
     cls: type[AppCalls] = AppCalls if fast is None else fast.AppCalls
-    return cls(by_kind, other, decode, ctx, max_dns, failed)
+    return cls(by_kind, other, decode, ctx, max_dns, failed, max_names)

@@ -129,7 +129,8 @@ class Engine:
                   for kind in ("dns", "banner", "tls", "http", "arp")}
         on_any_app = calls([(d.on_app, None) for d in listeners])  # a kind none of these names
         self._max_dns: int = config["dns.max_addresses"]
-        self._apps = make_app_calls(on_app, on_any_app, self._app_events, self.ctx, self._max_dns, self._failed)
+        self._apps = make_app_calls(on_app, on_any_app, self._app_events, self.ctx, self._max_dns, self._failed,
+                                    config["dns.max_names"])
         self._on_tick = calls([(d.on_tick, None) for d in self.detectors if d.overrides("on_tick")])
         self.judge = Judge(config, self.allow)
         # the table hands up only packets someone decodes: DNS answers (ctx.dns_names) and what
