@@ -154,9 +154,8 @@ def _exe(name: str) -> str:
     return exe
 
 
-def _saved(save: str, table: str) -> tuple[list[RuleState], bool]:
-    """parse_save of `SAVE -c -t TABLE` (SAVE: a path, or a name on PATH)."""
-    exe = save if "/" in save else _exe(save)
+def _saved(exe: str, table: str) -> tuple[list[RuleState], bool]:
+    """parse_save of `EXE -c -t TABLE` (EXE: an iptables-save)."""
     r = subprocess.run([exe, "-c", "-t", table], capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
         raise SystemSetupError(f"{exe} -t {table} failed: {r.stderr.strip()}")
@@ -186,31 +185,41 @@ def _restore_join(args: list[str]) -> str:
     return " ".join(f'"{a}"' if (" " in a or not a) else a for a in args)
 
 
-def _doomed(rules: list[RuleState], pred: RulePred) -> list[RuleState]:
-    """The rules `pred` picks (deleted by what they say: their order does not matter)."""
-    return [r for r in rules if pred(r)]
+def _tool(family: int, suffix: str) -> str:
+    """The path of `iptables<suffix>` (IPv4) or `ip6tables<suffix>`, e.g. "-nft-save"."""
+    return _exe(("iptables" if family == 4 else "ip6tables") + suffix)
 
 
-class NftBackend:
+class _ByContent:
+    """Reading and deleting rules through `iptables-save`/`-restore` (both backends): `_suffix` names
+    the tools ("-nft", "-legacy")."""
+
+    table: str
+    _suffix: str
+
+    def _restore(self, family: int, lines: list[str]) -> None:
+        _restore(_tool(family, self._suffix + "-restore"), self.table, lines)
+
+    def rules(self, family: int) -> tuple[list[RuleState], bool]:
+        return _saved(_tool(family, self._suffix + "-save"), self.table)
+
+    def delete_tagged(self, family: int, pred: RulePred) -> int:
+        """The rules `pred` picks, deleted by what they say in one batch (their order does not matter;
+        python-iptables would decode the chain's every rule)."""
+        doomed = [r for r in self.rules(family)[0] if pred(r)]
+        if doomed:
+            self._restore(family, _deletions(doomed))
+        return len(doomed)
+
+
+class NftBackend(_ByContent):
     """iptables-nft(-restore): each change is one `--noflush` batch, applied atomically."""
 
     name = "nft"
+    _suffix = "-nft"
 
     def __init__(self, table: str = TABLE) -> None:
         self.table = table
-
-    def _cmd(self, family: int, what: str) -> str:
-        base = "iptables" if family == 4 else "ip6tables"
-        exe = shutil.which(f"{base}-nft{what}")
-        if exe is None:
-            raise SystemSetupError(f"{base}-nft{what} is not installed (Debian: apt-get install iptables)")
-        return exe
-
-    def _restore(self, family: int, lines: list[str]) -> None:
-        _restore(self._cmd(family, "-restore"), self.table, lines)
-
-    def rules(self, family: int) -> tuple[list[RuleState], bool]:
-        return _saved(self._cmd(family, "-save"), self.table)
 
     def ensure_chain(self, family: int) -> None:
         if not self.rules(family)[1]:
@@ -220,21 +229,17 @@ class NftBackend:
         verb = f"-I {rule.chain} {position}" if position > 0 else f"-A {rule.chain}"
         self._restore(family, [f"{verb} {_restore_join(rule.args())}"])
 
-    def delete_tagged(self, family: int, pred: RulePred) -> int:
-        doomed = _doomed(self.rules(family)[0], pred)
-        if doomed:
-            self._restore(family, _deletions(doomed))
-        return len(doomed)
-
     def delete_chain(self, family: int) -> None:
         if self.rules(family)[1]:
             self._restore(family, [f"-F {CHAIN}", f"-X {CHAIN}"])
 
 
-class LegacyBackend:
-    """python-iptables (iptc) on the legacy x_tables backend."""
+class LegacyBackend(_ByContent):
+    """python-iptables (iptc) on the legacy x_tables backend; rules read and deleted through
+    iptables-legacy-save/-restore, as the nft backend does."""
 
     name = "legacy"
+    _suffix = "-legacy"
 
     def __init__(self, table: str = TABLE) -> None:
         self.table = table
@@ -276,9 +281,6 @@ class LegacyBackend:
             return False
         return True
 
-    def rules(self, family: int) -> tuple[list[RuleState], bool]:
-        return _saved(("iptables" if family == 4 else "ip6tables") + "-legacy-save", self.table)
-
     def ensure_chain(self, family: int) -> None:
         t = self._table(family)
         if not t.is_chain(CHAIN):
@@ -292,15 +294,6 @@ class LegacyBackend:
             chain.insert_rule(r, position - 1)
         else:
             chain.append_rule(r)
-
-    def delete_tagged(self, family: int, pred: RulePred) -> int:
-        """With iptables-legacy-restore, as the nft backend does (python-iptables would decode the
-        chain's every rule)."""
-        doomed = _doomed(self.rules(family)[0], pred)
-        if doomed:
-            _restore(_exe(("iptables" if family == 4 else "ip6tables") + "-legacy-restore"), self.table,
-                     _deletions(doomed))
-        return len(doomed)
 
     def delete_chain(self, family: int) -> None:
         t = self._table(family)
