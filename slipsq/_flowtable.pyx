@@ -262,13 +262,20 @@ cdef inline int addr_order(const uint8_t* x, const uint8_t* y, int family) noexc
     return (x8[1] > y8[1]) - (x8[1] < y8[1])
 
 
+cdef inline uint32_t keyed(const uint64_t* key, const uint32_t* c, int n) noexcept nogil:
+    """The multilinear hash of the `n` chunks `c` under `key` (n + 1 words, the last the constant)."""
+    cdef uint64_t h = key[n]
+    cdef int i
+    for i in range(n):
+        h += key[i] * <uint64_t>c[i]
+    return <uint32_t>(h >> 32)
+
+
 cdef inline uint32_t flow_hash(Parsed* p, bint icmp) noexcept nogil:
     # the same for both directions: the ends are hashed in a fixed order (address, then port)
     cdef uint32_t c[10]
     cdef int order = addr_order(p.src, p.dst, p.family)
     cdef bint swap
-    cdef int i
-    cdef uint64_t h
     if icmp:
         swap = order > 0
         c[8] = (<uint32_t>icmp_class(p.proto, p.sport) << 16) | (<uint32_t>p.dport & 0xFFFF)
@@ -281,18 +288,15 @@ cdef inline uint32_t flow_hash(Parsed* p, bint icmp) noexcept nogil:
     addr_chunks(p.dst if swap else p.src, p.family, c)
     addr_chunks(p.src if swap else p.dst, p.family, c + 4)
     c[9] = <uint32_t>(p.proto & 0xFF) | (<uint32_t>(p.family & 0xFF) << 8) | (<uint32_t>icmp << 16)
-    h = FKEY[10]
-    for i in range(10):
-        h += FKEY[i] * <uint64_t>c[i]
-    return <uint32_t>(h >> 32)
+    return keyed(FKEY, c, 10)
 
 
 cdef inline uint32_t block_hash(const uint8_t* a, int family) noexcept nogil:
     """The block set's slot hash of an address (keyed, as flow_hash)."""
-    cdef uint32_t c[4]
+    cdef uint32_t c[5]
     addr_chunks(a, family, c)
-    return <uint32_t>((BKEY[5] + BKEY[0] * <uint64_t>c[0] + BKEY[1] * <uint64_t>c[1] + BKEY[2] * <uint64_t>c[2]
-                       + BKEY[3] * <uint64_t>c[3] + BKEY[4] * <uint64_t>family) >> 32)
+    c[4] = <uint32_t>family
+    return keyed(BKEY, c, 5)
 
 
 cdef inline uint32_t next_pow2(uint32_t v) noexcept nogil:

@@ -113,7 +113,6 @@ class AppCalls:
                 out.append(Query(event.ts, event.daddr, query, int(data.get("rcode") or 0), tuple(answers)))
         self.by_kind.get(event.kind, self.other).run(event)
 
-
     def _learn(self, answers: Iterable[Any], query: Any) -> None:
         """The query's name for each answered address (bounded: a hostile resolver may answer with
         endless addresses, and endless long names)."""

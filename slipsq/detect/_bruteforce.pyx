@@ -136,6 +136,7 @@ cdef class Intake:
             lru_put(self.banners, (event.saddr, event.sport), service, self.max_banners)
             lru_put(self.banners, (event.daddr, event.dport), service, self.max_banners)
         elif PySet_Contains(_LOGIN_SERVICES, service) == 1 or event.dport in self.ports:
-            # client-first, or another service on a login port: the receiver is the server (twin: why not the rest)
+            # client-first, or another service on a login port: the receiver is the server (the twin says
+            # why a banner of another service on another port is not kept)
             lru_put(self.banners, (event.daddr, event.dport), service, self.max_banners)
         return _NO_EVIDENCE

@@ -237,8 +237,8 @@ cdef class Tally:
         """The twin's view: per kind, {(a, b, c): Targets} (for tests and tools)."""
         return [dict((<KeyMap>m).items()) for m in self.maps]
 
-    def pair(self, str saddr, str daddr, object dport, str proto, bint failed, double start):
-        cdef object h = self._count(HORIZONTAL, saddr, dport, proto, daddr, failed, start)
+    def pair(self, str saddr, str daddr, object dport, str proto, bint failed, double start, bint sweep=True):
+        cdef object h = self._count(HORIZONTAL, saddr, dport, proto, daddr, failed, start) if sweep else None
         cdef object v = self._count(VERTICAL, saddr, daddr, proto, dport, failed, start)
         return None if h is None and v is None else (h, v)
 
@@ -460,10 +460,9 @@ cdef class Counts:
             saddr, daddr, dport = _f(flow, F_SADDR), _f(flow, F_DADDR), _f(flow, F_DPORT)
             if proto == "udp" and _traceroute_port(dport):
                 return None  # a traceroute probe (portscan.Counts.add)
-            if failed and daddr in self.names:  # named by DNS: no host-sweep target (portscan.Counts.add)
-                h = None
-            else:
-                h = self.tally._count(HORIZONTAL, saddr, dport, proto, daddr, failed, start)
+            # named by DNS: no host-sweep target (portscan.Counts.add)
+            h = None if failed and daddr in self.names else self.tally._count(HORIZONTAL, saddr, dport, proto,
+                                                                                daddr, failed, start)
             v = self.tally._count(VERTICAL, saddr, daddr, proto, dport, failed, start)
             if h is not None and (<Targets>h).failed < self.th[HORIZONTAL]:
                 h = None

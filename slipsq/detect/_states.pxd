@@ -1,5 +1,5 @@
 # cython: language_level=3
-# portscan.unanswered and tcpstate.opened, conversed, exchanged and denied for the compiled detectors
+# portscan.unanswered and tcpstate.opened, exchanged and denied for the compiled detectors
 # (_portscan, _bruteforce, _beacon, _exfil), with the same fallbacks: a flow state's answer read
 # from the Python module's own memo in C (a miss asks the memo, which fills itself), and the packets
 # back only when the state does not tell. Inline, compiled into each module that cimports it: no
@@ -39,20 +39,12 @@ cdef inline int flow_opened(FlowSlots* s, object flow, tuple names, object memo,
     return said is None or <int>said >= 1
 
 
-cdef inline int flow_conversed(FlowSlots* s, object flow, tuple names, object memo, object by_state) except -1:
-    """tcpstate.conversed(flow): a state that does not say leaves it to the packets back."""
-    said = _held(s, flow, names, memo, by_state)
-    if said is None:
-        return bool(flow_field(s, flow, flow_direct(s, flow), F_DPKTS, names) != 0)
-    return <int>said >= 2
-
-
 cdef inline int flow_exchanged(FlowSlots* s, object flow, tuple names, object memo, object by_state) except -1:
     """tcpstate.exchanged(flow): a state that does not say leaves it to the packets back."""
     said = _held(s, flow, names, memo, by_state)
     if said is None:
         return bool(flow_field(s, flow, flow_direct(s, flow), F_DPKTS, names) != 0)
-    return <int>said == 3
+    return <int>said == 3  # tcpstate.EXCHANGED
 
 
 cdef inline int flow_denied(FlowSlots* s, object flow, tuple names, object memo, object by_state) except -1:

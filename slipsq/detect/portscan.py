@@ -133,10 +133,11 @@ class Tally:
         self.total = 0
 
     def pair(self, saddr: str, daddr: str, dport: int, proto: str, failed: bool,
-             start: float) -> tuple[_Targets | None, _Targets | None] | None:
-        """A TCP/UDP flow: count it horizontally and vertically. None (most flows) when neither
-        count can make new evidence, else the (horizontal, vertical) tallies to judge (or None)."""
-        h = self.count(HORIZONTAL, (saddr, dport, proto), daddr, failed, start)
+             start: float, sweep: bool = True) -> tuple[_Targets | None, _Targets | None] | None:
+        """A TCP/UDP flow: count it horizontally (unless not `sweep`) and vertically. None (most
+        flows) when neither count can make new evidence, else the (horizontal, vertical) tallies to
+        judge (or None)."""
+        h = self.count(HORIZONTAL, (saddr, dport, proto), daddr, failed, start) if sweep else None
         v = self.count(VERTICAL, (saddr, daddr, proto), dport, failed, start)
         return None if h is None and v is None else (h, v)
 
@@ -224,16 +225,11 @@ class Counts:
             if proto == "udp" and _traceroute_port(flow.dport):
                 return None  # a traceroute probe: no service listens there, no scan counts it
             # the port is a number here (proto is in the key); "port/proto" is formatted in _judge
-            if failed and flow.daddr in self.names:  # a server a DNS answer named: no host-sweep target
-                h, v = None, self.tally.count(VERTICAL, (flow.saddr, flow.daddr, proto), flow.dport, failed,
-                                              flow.start)
-                if v is None:
-                    return None
-            else:
-                hv = self.tally.pair(flow.saddr, flow.daddr, flow.dport, proto, failed, flow.start)
-                if hv is None:
-                    return None
-                h, v = hv
+            sweep = not (failed and flow.daddr in self.names)  # a server a DNS answer named: no sweep target
+            hv = self.tally.pair(flow.saddr, flow.daddr, flow.dport, proto, failed, flow.start, sweep)
+            if hv is None:
+                return None
+            h, v = hv
             hits: list[Hit] = []
             if h is not None and h.failed >= self.thresholds[HORIZONTAL]:
                 hits.append((HORIZONTAL, (flow.saddr, flow.dport, proto), h))
