@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
@@ -127,6 +128,15 @@ class Worker:
         done, run = _deferred(fn)
         self._q.put(run)
         return done
+
+    def say(self, msg: str) -> None:
+        """log(msg), written by this thread: stderr is a pipe to journald, and a write to it waits
+        while journald does not read; the packet loop must not. Written at once when this thread is
+        the caller or is not running (before start, after stop: nothing would write it later)."""
+        if threading.current_thread() is self._thread or not self._thread.is_alive():
+            log(msg)
+        else:
+            self._q.put(partial(log, msg))
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Carry out what is queued, then end the thread. False when it did not end in time."""
@@ -517,8 +527,8 @@ class Daemon:
                     commands += self.engine.block(b.ip, now, b.remaining(now) or 0.0, b.reason, "store", b.times)
             if commands:
                 self.worker.submit(commands)
-                log(f"picked up from the block store: {len(gone)} unblocked, {len(new)} blocked by an admin "
-                    "while slipsq did not answer")
+                self.worker.say(f"picked up from the block store: {len(gone)} unblocked, {len(new)} blocked by "
+                                "an admin while slipsq did not answer")
 
         self._calls.put(sync)
         try:
@@ -551,7 +561,8 @@ class Daemon:
         now = time.time()
         if now - self._last_error_log >= 60:
             self._last_error_log = now
-            log(f"engine error in {where} ({self.engine_errors} so far), continuing: {type(e).__name__}: {e}")
+            self.worker.say(f"engine error in {where} ({self.engine_errors} so far), continuing: "
+                            f"{type(e).__name__}: {e}")
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGHUP:
@@ -642,7 +653,7 @@ class Daemon:
         if self.cfg["network.follow_lan"]:
             self._follow_lan()
             told = ", ".join([*self.cfg["network.local"], *networks]) or "none"
-            self.worker.call(lambda: log(f"local networks besides the private ranges now: {told}"))
+            self.worker.say(f"local networks besides the private ranges now: {told}")
 
     def _swap(self, cfg: Config, allow: AllowList, models: list[Any]) -> None:
         self.engine.reconfigure(cfg, models, allow, make_enrichers(cfg))

@@ -553,3 +553,35 @@ def test_serve_after_close_returns(tmp_path: Path) -> None:
     srv = ControlServer(tmp_path, lambda r, w: {"ok": True})
     srv.close()
     srv.serve(threading.Event(), every=30.0)  # returns at once instead of selecting on a closed socket
+
+
+
+def test_the_packet_loop_never_writes_a_log_line_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # stderr is a pipe to journald: a write waits while journald does not read. An engine error on
+    # the packet loop (Daemon._engine_error) is said by the worker thread; the loop's call returns at
+    # once, even while that write hangs (here: a log that waits until the test lets it go)
+    from slipsq import daemon
+    from tests.fakedaemon import running_daemon
+
+    written: list[tuple[str, str]] = []
+    release = threading.Event()
+
+    def stuck_log(msg: str) -> None:
+        release.wait(10)
+        written.append((threading.current_thread().name, msg))
+
+    monkeypatch.setattr(daemon, "log", stuck_log)
+    with running_daemon(tmp_path) as d:
+        try:
+            loop = threading.Thread(target=d._engine_error, args=("beacon.on_flow", ValueError("bad")))
+            loop.start()
+            loop.join(2)
+            assert not loop.is_alive(), "the packet loop waited for a log write"
+            assert written == [] and d.engine_errors == 1  # counted; the worker is still in the write
+        finally:
+            release.set()
+        assert d.worker.stop()
+        assert written == [("slipsq-worker", "engine error in beacon.on_flow (1 so far), continuing: ValueError: bad")]
+        # with the worker stopped nothing would write it later: written at once, by the caller
+        d.worker.say("after stop")
+        assert written[-1] == (threading.current_thread().name, "after stop")
