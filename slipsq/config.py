@@ -196,6 +196,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "over this list)", positive, "> 0"),
     Option("judge.max_blocks", 65_536, "active blocks at most; past it new blocks are refused (and said "
            "so), never an older one forgotten", positive, "> 0"),
+    Option("judge.max_blocks_per_64", 256, "the judge's active blocks in one IPv6 /64 at most (and 16 times "
+           "as many in one /48): one more in a full /64 or /48 lifts its oldest there, so that one "
+           "network's addresses (a /64 is one host's) cannot fill judge.max_blocks", positive, "> 0"),
     # addresses that are never blocked
     Option("allow.ips", [], "IPs and networks (CIDR) that are never blocked, e.g. the admin's laptop",
            _addresses, "a list of IP addresses and networks, e.g. [\"192.168.1.10\", \"10.0.0.0/8\"]"),

@@ -316,4 +316,9 @@ class Engine:
             self.counters.blocks += 1
             self.table.block(decision.blocked_ip)  # at once: from the next packet on, it is dropped
             self._out.append(Block(decision.blocked_ip, ev.ts, decision.duration, decision.reason, "judge", alert))
+            for ip in decision.lifted:  # older blocks in its /64 or /48, lifted to make room for it
+                self.table.unblock(ip)
+                self._out.append(Unblock(ip, ev.ts, f"lifted to make room for the block of {decision.blocked_ip}: "
+                                         "the judge's blocks in one IPv6 /64 or /48 are bounded "
+                                         "(judge.max_blocks_per_64)", "judge"))
 

@@ -39,6 +39,14 @@ are forgotten first: that loses evidence or a repeat count, never a block), at m
 `judge.max_blocks` active blocks: past it a new block is refused and said so, so the bound never
 forgets an active block. Every operation is O(1) (amortized): block expiry is a heap, windows are
 pruned from the front of their creation order.
+
+One network cannot fill `judge.max_blocks` by itself: an IPv6 /64 is one host's or one LAN's (its
+owner picks any of 2^64 addresses), and a /48 is one site's, so a scanner hopping addresses in its
+/64 would otherwise earn 65,536 blocks and leave no room for the C&C that comes next. The judge's
+blocks in one /64 are at most `judge.max_blocks_per_64` (256), in one /48 sixteen times that; a new
+block in a full /64 or /48 lifts the judge's oldest block there (said, as an Unblock), so the newest
+evidence always blocks (a C&C cannot hide in a /64 its own scanner filled first). Blocks an admin
+made, and blocks restored from the store at start, are never lifted and not counted there.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from itertools import count
 
+from slipsq.addr import parse_ip
 from slipsq.allow import AllowList
 from slipsq.config import Config
 from slipsq.durations import format_duration
@@ -102,6 +111,11 @@ class Judge:
         # ip -> (until, the detectors it covers; empty: all): an admin unblocked it
         self._pardoned: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
         self._unique = count()
+        # the judge's blocks by IPv6 network (b"/64" + 8 bytes, b"/48" + 6 bytes), oldest first, and
+        # each such block's two networks: judge.max_blocks_per_64 (module docstring)
+        self.max_per_net = {64: config["judge.max_blocks_per_64"], 48: 16 * config["judge.max_blocks_per_64"]}
+        self._by_net: dict[bytes, OrderedDict[str, None]] = {}
+        self._nets_of: dict[str, tuple[bytes, ...]] = {}
 
     def weight(self, f: _Finding) -> int:
         """2 for a persistent finding (see the module docstring), else 1."""
@@ -183,23 +197,58 @@ class Judge:
                                 f"{left} (judge.pardon; `slipsq block {ip}` ends it)", t)
         if not self.enabled:
             return Decision("alert", "", 0.0, score, "not blocked: blocking is disabled (judge.block = false)", t)
-        if len(self._blocked_until) >= self.max_blocks:
+        nets = _nets(ip)
+        lift = self._to_lift(nets)
+        if len(self._blocked_until) - len(lift) >= self.max_blocks:
             return Decision("alert", "", 0.0, score, f"not blocked: {len(self._blocked_until)} blocks are "
                             "active, the most judge.max_blocks allows", t)
 
+        for old in lift:
+            self._lift(old)
         n = self._times_blocked.get(ip, 0)
         duration = 0.0
         if self.base_duration > 0:
             duration = min(self.base_duration * self.repeat_factor**n, self.max_duration)
         self._count_block(ip, n + 1)
         self._set_block(ip, ev.ts + duration if duration else float("inf"))
+        if nets:
+            self._nets_of[ip] = nets
+            for net in nets:
+                self._by_net.setdefault(net, OrderedDict())[ip] = None
         window = self.findings(w)
         parts = " + ".join(f"{fd.detector} {fmt_score(fd.score, 0.0)}" + (" x2" if fd.weight == 2 else "")
                            for fd in window[:4])
         if len(window) > 4:
             parts += f" + {len(window) - 4} more"
         return Decision("block", ip, duration, score,
-                        f"score {shown} >= threshold {t:g} in this window ({parts})", t, tuple(window))
+                        f"score {shown} >= threshold {t:g} in this window ({parts})", t, tuple(window), tuple(lift))
+
+    def _to_lift(self, nets: tuple[bytes, ...]) -> list[str]:
+        """The judge's blocks a new block in `nets` lifts: the oldest in each full one (at most two:
+        lifting the /64's oldest may leave room in the /48)."""
+        lift: list[str] = []
+        for net in nets:
+            members = self._by_net.get(net)
+            if members is None:
+                continue
+            left = len(members) - sum(1 for ip in lift if net in self._nets_of[ip])
+            if left >= self.max_per_net[64 if net.startswith(b"/64") else 48]:
+                lift.append(next(ip for ip in members if ip not in lift))
+        return lift
+
+    def _lift(self, ip: str) -> None:
+        """Lift the judge's block of `ip` to make room in its network (its heap entry goes stale)."""
+        self._blocked_until.pop(ip, None)
+        self._untrack(ip)
+
+    def _untrack(self, ip: str) -> None:
+        """`ip`'s block is no longer the judge's to lift: out of the networks' lists."""
+        nets = self._nets_of.pop(ip, None)
+        for net in nets or ():
+            members = self._by_net[net]
+            del members[ip]
+            if not members:
+                del self._by_net[net]
 
     def findings(self, w: _Window) -> list[Finding]:
         """The window's findings as records, largest contribution first."""
@@ -222,6 +271,7 @@ class Judge:
             until, ip = heapq.heappop(heap)
             if until_of.get(ip) == until:
                 del until_of[ip]
+                self._untrack(ip)
                 gone.append(ip)
         return gone
 
@@ -247,6 +297,7 @@ class Judge:
     def forget(self, ip: str) -> None:
         """An admin unblocked `ip`: drop its block and the evidence that led to it."""
         self._blocked_until.pop(ip, None)
+        self._untrack(ip)
         self._windows.pop(ip, None)
 
     def pardon(self, ip: str, until: float, detectors: frozenset[str] = frozenset()) -> None:
@@ -281,6 +332,7 @@ class Judge:
         """A block loaded from the store at start, or decided by an admin (until: inf for none). An
         admin's block ends the pardon of its IP."""
         self._pardoned.pop(ip, None)
+        self._untrack(ip)  # the admin's block now: never lifted to make room
         self._set_block(ip, until)
         self._count_block(ip, max(self._times_blocked.get(ip, 0), times))
 
@@ -288,6 +340,7 @@ class Judge:
         """After a reload: keep what the old judge knew (blocks, repeat counts, open windows)."""
         self._windows, self._blocked_until, self._times_blocked, self._expiry_heap, self._pardoned = (
             old._windows, old._blocked_until, old._times_blocked, old._expiry_heap, old._pardoned)
+        self._by_net, self._nets_of = old._by_net, old._nets_of
 
     def prune(self, now: float) -> None:
         """Forget windows that ended (bounded memory on a long-running gateway). The front is the
@@ -300,3 +353,16 @@ class Judge:
             if w.index >= index:
                 break
             windows.popitem(last=False)
+
+
+def _nets(ip: str) -> tuple[bytes, ...]:
+    """The /64 and /48 keys of an IPv6 address (Judge._by_net); () for IPv4 (an IPv4-mapped one too)
+    and for text that is no address (a flow file's)."""
+    try:
+        addr = parse_ip(ip)
+    except ValueError:
+        return ()
+    if addr.version != 6:
+        return ()
+    packed = addr.packed
+    return (b"/64" + packed[:8], b"/48" + packed[:6])

@@ -95,6 +95,7 @@ class Decision:
     reason: str  # one line: why blocked, or why not
     threshold: float = 1.0  # what the score was compared with (for printing it truthfully)
     window: tuple[Finding, ...] = ()  # on a block: the window's findings, largest contribution first
+    lifted: tuple[str, ...] = ()  # on a block: the judge's older blocks it lifted (judge.max_blocks_per_64)
 
 
 def is_number(v: Any) -> bool:

@@ -49,6 +49,7 @@ def test_every_map_a_flood_can_fill_is_in_the_budget() -> None:
         "bruteforce.max_banners",  # servers whose login banner local hosts read
         "judge.max_findings",  # per offender (x judge.max_offenders)
         "judge.max_blocks",  # blocks: each one an admin can see, refused past the cap
+        "judge.max_blocks_per_64",  # per network; the total is judge.max_blocks
         "stratosphere.max_letters",  # per tuple, one letter per flow: a flow rate, not a key flood
         "unknownport.max_servers",  # a threshold, not a map
         "hooks.max_per_minute",  # a rate, not a map

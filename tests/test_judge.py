@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -225,6 +226,88 @@ def test_blocks_past_max_blocks_are_refused_and_said_so() -> None:
     assert j.add(ev(14401.0, "203.0.113.3", CRITICAL, 1.0)).action == "block"
 
 
+def _v6(net: int, host: int, site: int = 0) -> str:
+    """An address of 2001:db8:<site>:<net>::/64 (one /48 per site)."""
+    return f"2001:db8:{site:x}:{net:x}::{host:x}"
+
+
+def test_one_ipv6_64_cannot_fill_max_blocks_and_its_newest_block_always_lands() -> None:
+    # a scanner hops addresses in its own /64 (it owns 2^64 of them), each hop earning a block: the
+    # control, without the bound, shows the attack: max_blocks fill and the C&C that comes next is
+    # refused. With it, the /64 holds at most max_blocks_per_64; each new block there lifts the oldest
+    def flood(j: Judge) -> list[str]:
+        decisions = [j.add(ev(float(i), _v6(1, 1 + i), CRITICAL, 1.0)) for i in range(40)]
+        return [d.action for d in decisions]
+
+    control = judge(**{"judge.max_blocks": 16, "judge.max_blocks_per_64": 1_000})
+    assert flood(control).count("block") == 16
+    refused = control.add(ev(50.0, "203.0.113.66", CRITICAL, 1.0))
+    assert refused.action == "alert" and "judge.max_blocks" in refused.reason
+
+    j = judge(**{"judge.max_blocks": 16, "judge.max_blocks_per_64": 4})
+    for i in range(40):
+        d = j.add(ev(float(i), _v6(1, 1 + i), CRITICAL, 1.0))
+        assert d.action == "block"
+        assert d.lifted == ((_v6(1, 1 + i - 4),) if i >= 4 else ())  # the /64's oldest
+        assert sorted(j.blocked()) == sorted(_v6(1, 1 + k) for k in range(max(0, i - 3), i + 1))
+    assert j.add(ev(50.0, "203.0.113.66", CRITICAL, 1.0)).action == "block"  # room for the C&C
+    # a C&C in the /64 its own scanner filled first is still blocked: the newest evidence wins
+    d = j.add(ev(51.0, _v6(1, 0xC2), CRITICAL, 1.0))
+    assert d.action == "block" and d.lifted == (_v6(1, 37),)
+    assert len(j.blocked()) == 5
+
+
+def test_a_48_holds_sixteen_times_a_64_and_lifting_one_makes_room_in_both() -> None:
+    j = judge(**{"judge.max_blocks": 1_000, "judge.max_blocks_per_64": 2})
+    lifted: list[str] = []
+    for i in range(40):  # one address in each of 40 /64s of one /48
+        d = j.add(ev(float(i), _v6(i, 1), CRITICAL, 1.0))
+        assert d.action == "block"
+        lifted += d.lifted
+    assert len(j.blocked()) == 32 and lifted == [_v6(i, 1) for i in range(8)]  # 16 x 2 in the /48
+    # another /48 of the same owner is another site: not bounded with this one
+    assert all(j.add(ev(50.0 + i, _v6(i, 1, site=1), CRITICAL, 1.0)).lifted == () for i in range(10))
+    # a /64 at its bound inside a full /48: the /64's oldest goes, which is room in the /48 too
+    d = j.add(ev(70.0, _v6(39, 2), CRITICAL, 1.0))
+    assert d.lifted == (_v6(8, 1),)  # its /64 had one block: the /48 was full, its oldest goes ...
+    j2 = judge(**{"judge.max_blocks": 1_000, "judge.max_blocks_per_64": 2})
+    for i in range(16):
+        j2.add(ev(float(i), _v6(i, 1), CRITICAL, 1.0))
+        j2.add(ev(float(i), _v6(i, 2), CRITICAL, 1.0))
+    d = j2.add(ev(20.0, _v6(3, 3), CRITICAL, 1.0))
+    assert d.lifted == (_v6(3, 1),) and len(j2.blocked()) == 32  # ... one lift serves both
+
+
+def test_blocks_an_admin_made_are_never_lifted_and_ipv4_is_not_bounded_by_network() -> None:
+    j = judge(**{"judge.max_blocks_per_64": 2})
+    for h in (1, 2, 3):
+        j.restore(_v6(1, h), float("inf"))  # an admin's (or the store's): not counted, never lifted
+    decisions = [j.add(ev(float(i), _v6(1, 10 + i), CRITICAL, 1.0)) for i in range(3)]
+    assert [d.lifted for d in decisions] == [(), (), (_v6(1, 10),)]
+    assert all(j.is_blocked(_v6(1, h), 10.0) for h in (1, 2, 3))
+    # an admin's block of an address the judge had blocked makes it the admin's: never lifted
+    j.restore(_v6(1, 11), float("inf"))
+    assert [j.add(ev(5.0 + i, _v6(1, 20 + i), CRITICAL, 1.0)).lifted for i in range(2)] == [(), (_v6(1, 12),)]
+    assert j.is_blocked(_v6(1, 11), 10.0)
+    v4 = [j.add(ev(float(i), f"198.51.100.{i}", CRITICAL, 1.0)) for i in range(1, 20)]
+    assert all(d.action == "block" and d.lifted == () for d in v4)
+
+
+def test_the_network_lists_follow_expiry_unblock_and_reload() -> None:
+    j = judge(**{"judge.max_blocks_per_64": 2})
+    j.add(ev(0.0, _v6(1, 1), CRITICAL, 1.0))
+    j.add(ev(1.0, _v6(1, 2), CRITICAL, 1.0))
+    j.forget(_v6(1, 2))  # an admin unblocked it: room in its /64
+    assert j.add(ev(2.0, _v6(1, 3), CRITICAL, 1.0)).lifted == ()
+    assert sorted(j.expired(1e9)) == sorted([_v6(1, 1), _v6(1, 3)])
+    assert j._by_net == {} and j._nets_of == {}  # nothing left behind
+    j.add(ev(1e9, _v6(1, 4), CRITICAL, 1.0))
+    j.add(ev(1e9, _v6(1, 5), CRITICAL, 1.0))
+    reloaded = judge(**{"judge.max_blocks_per_64": 2})
+    reloaded.take_state(j)
+    assert reloaded.add(ev(1e9 + 1, _v6(1, 6), CRITICAL, 1.0)).lifted == (_v6(1, 4),)
+
+
 def test_findings_per_window_are_bounded_and_the_score_kept_as_they_change() -> None:
     # the list is bounded (what explain shows); findings past it still add to the score
     j = judge(**{"judge.max_findings": 4, "judge.threshold": 100.0})
@@ -251,3 +334,35 @@ def test_prune_takes_ended_windows_from_the_front() -> None:
     j.add(ev(3700.0, "203.0.113.9", LOW, 0.2))
     j.prune(3700.0)
     assert list(j._windows) == ["203.0.113.9"]
+
+
+def test_a_scanner_hopping_its_ipv6_64_holds_four_blocks_not_all_of_them(tmp_path: Path) -> None:
+    # the whole chain, from packets: 30 addresses of one /64 each scan a LAN host (SYN, answered by
+    # RST), each earns a port scan block; with judge.max_blocks_per_64 4, each block past the
+    # fourth lifts the oldest: the judge says so (an Unblock by "judge") and the flow table passes
+    # the lifted address again
+    from slipsq.detect.portscan import PortScan
+    from slipsq.engine import Engine
+    from slipsq.runmode import Offline
+    from slipsq.sources.pcap import replay_capture
+    from tests.flowgen import Recorder, config
+    from tests.helpers import ACK, RST, SYN, eth, tcp, write_pcap
+
+    victim, records, t = "2001:db8:1::10", [], 1_700_000_000.0
+    for host in range(1, 31):
+        src = f"2001:db8:bad:1::{host:x}"
+        for port in range(1, 101):
+            records.append((t, eth(tcp(src, 40000, victim, port, SYN))))
+            records.append((t + 0.001, eth(tcp(victim, port, src, 40000, RST | ACK))))
+            t += 0.01
+    cap = write_pcap(tmp_path / "hop.pcap", records)
+    rec = Recorder()
+    run = Offline(Engine(config([PortScan], **{"judge.max_blocks_per_64": 4}), detectors=[PortScan]), [rec])
+    replay_capture(run, cap)
+    run.finish()
+    scanners = [f"2001:db8:bad:1::{h:x}" for h in range(1, 31)]
+    assert [ip for _, ip, _, _ in rec.blocks] == scanners  # each blocked once, in order
+    assert [ip for _, ip, _ in rec.unblocks] == scanners[:26]  # the oldest, one per new block
+    assert all("judge.max_blocks_per_64" in why for _, _, why in rec.unblocks)
+    table = run.engine.table
+    assert [ip for ip in scanners if table.is_blocked(ip)] == scanners[26:]
