@@ -24,6 +24,8 @@ from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_SADDR, E_SPORT, E_TS,
                                 F_END, F_PROTO, F_SBYTES, F_START, EventSlots, FlowSlots, event_field, event_slots,
                                 flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport get as lru_get
+from slipsq.detect._prefixes cimport text_local
+from slipsq.detect.resolvers import Resolvers as _Resolvers
 from slipsq.dispatch import MAX_NAMES as _MAX_NAMES
 from slipsq.flow import AppEvent, Flow
 from slipsq.records import Query
@@ -231,6 +233,20 @@ cdef object _Query = Query
 cdef object _set = set
 
 
+cdef object _trusts(object resolvers, object resolver, object port, object client):
+    """resolvers.trusts(resolver, port, client): for a detect.resolvers.Resolvers, its test step for
+    step in C (a Python call a DNS answer was ~2,700 instructions), the local test through the
+    compiled detectors' shared cache (_prefixes.text_local is prefixes.is_local); any other
+    object is asked."""
+    if type(resolvers) is not _Resolvers:
+        return resolvers.trusts(resolver, port, client)
+    if port == 53 and (resolver in resolvers.listed or (text_local(resolver) and text_local(client))
+                       or resolvers.protected(resolver)):
+        return True
+    resolvers.untrusted += 1
+    return False
+
+
 cdef class AppCalls:
     """App events to the on_app hooks of their kind, DNS answers' names into ctx.dns_names first
     (dispatch.AppCalls)."""
@@ -239,25 +255,41 @@ cdef class AppCalls:
     cdef readonly object other, decode, ctx, failed
     cdef readonly Py_ssize_t max_dns, max_names, names
     cdef object _map  # the names map `names` counts (dispatch.AppCalls)
+    cdef Py_ssize_t _counted  # events not yet added to counters.app_events (added once a call)
 
     def __init__(self, dict by_kind, other, decode, ctx, Py_ssize_t max_dns, failed, max_names=1 << 62):
         self.by_kind, self.other, self.decode, self.ctx = by_kind, other, decode, ctx
         self.max_dns, self.failed = max_dns, failed
         self.max_names = min(max_names, 1 << 62)
         self._map, self.names = None, 0
+        self._counted = 0
 
     def run_packets(self, packets, list out, counters):
-        for ts, ip_packet in packets:
-            try:
-                events = self.decode(ip_packet, ts)
-            except Exception as e:
-                self.failed("app decoder", e)
-                continue
-            for event in events:
-                self._event(event, out, counters)
+        try:
+            for ts, ip_packet in packets:
+                try:
+                    events = self.decode(ip_packet, ts)
+                except Exception as e:
+                    self.failed("app decoder", e)
+                    continue
+                for event in events:
+                    self._event(event, out)
+        finally:
+            self._count(counters)
 
     def run(self, event, list out, counters):
-        self._event(event, out, counters)
+        try:
+            self._event(event, out)
+        finally:
+            self._count(counters)
+
+    cdef int _count(self, object counters) except -1:
+        """counters.app_events += the events run since the last call (one attribute write a call,
+        not one an event; the same total whenever the caller can look)."""
+        if self._counted:
+            n, self._counted = self._counted, 0
+            counters.app_events += n
+        return 0
 
     cdef int _learn(self, object answers, object query) except -1:
         """dispatch.AppCalls._learn."""
@@ -289,17 +321,16 @@ cdef class AppCalls:
         self.names -= len(self._map.popitem(last=False)[1])
         return 0
 
-    cdef int _event(self, object event, list out, object counters) except -1:
-        counters.app_events += 1
+    cdef int _event(self, object event, list out) except -1:
+        self._counted += 1
         kind = event_field(&EV, event, E_KIND)
         cdef Py_ssize_t size
         if kind == "dns":
             data = event_field(&EV, event, E_DATA)
             query = lru_get(data, "query", "")
             answers = lru_get(data, "answers", ())
-            if answers and self.ctx.resolvers.trusts(event_field(&EV, event, E_SADDR),
-                                                     event_field(&EV, event, E_SPORT),
-                                                     event_field(&EV, event, E_DADDR)):
+            if answers and _trusts(self.ctx.resolvers, event_field(&EV, event, E_SADDR),
+                                   event_field(&EV, event, E_SPORT), event_field(&EV, event, E_DADDR)):
                 self._learn(answers, query)
             if out is not None and lru_get(data, "response", True):
                 out.append(_Query(event_field(&EV, event, E_TS), event_field(&EV, event, E_DADDR), query,

@@ -349,7 +349,7 @@ ctypedef struct AddrText:
     PyObject* text
 
 cdef enum:
-    ADDR_TEXT_SLOTS = 16384
+    ADDR_TEXT_SLOTS = 65536
 
 cdef AddrText ADDR_TEXT[ADDR_TEXT_SLOTS]
 

@@ -109,13 +109,30 @@ def test_the_allow_list_and_the_config_make_a_resolver_trusted() -> None:
 
 
 def test_both_twins_agree() -> None:
-    """The compiled AppCalls and its readable twin learn from the same resolvers."""
+    """The compiled AppCalls (which runs Resolvers.trusts' test in C) and its readable twin learn
+    from the same resolvers, and count the same untrusted answers, in every case above."""
     fast = twins.compiled("slipsq._dispatch")
     if fast is None:
         pytest.skip("no compiled build here")
-    resolvers = ("192.168.1.1", "8.8.8.8", "203.0.113.66", "::ffff:8.8.8.8")
-    got = [[bool(_learn(r, cls=cls).dns_names) for r in resolvers] for cls in (AppCalls, fast.AppCalls)]
-    assert got[0] == got[1] == [True, True, False, False]
+    cases: list[tuple[str, dict[str, Any]]] = [
+        *((r, {}) for r in ("192.168.1.1", "fd00::53", "8.8.8.8", "2606:4700:4700::1111", "203.0.113.66",
+                            "198.51.100.53", "::ffff:8.8.8.8", "::ffff:192.168.1.1", "not an address")),
+        ("192.168.1.66", {"port": 5353, "client": "203.0.113.66"}),
+        ("192.168.1.66", {"port": 5353}),
+        ("192.168.1.66", {"client": "203.0.113.66"}),
+        ("8.8.8.8", {"port": 5353}),
+        ("192.168.1.1", {"port": "53"}),  # a log reader's odd type: not 53
+        ("198.51.100.53", {"allow": AllowList(["198.51.100.53"])}),
+        ("198.51.100.53", {"config": {"dns.trusted_resolvers": ["198.51.100.53"]}}),
+        ("8.8.8.8", {"config": {"dns.trusted_resolvers": []}}),
+    ]
+    got = [[(dict(ctx.dns_names), ctx.resolvers.untrusted) for ctx in (_learn(r, cls=cls, **kw) for r, kw in cases)]
+           for cls in (AppCalls, fast.AppCalls)]
+    assert got[0] == got[1]
+    # (text that is no address is protected from blocking, and was trusted for it: no longer)
+    assert [bool(names) for names, _ in got[0]] == [True, True, True, True, False, False, False, True, False,
+                                                    False, False, False, False, False, True, True, False]
+    assert all(untrusted == (0 if names else 1) for names, untrusted in got[0])
 
 
 @pytest.mark.parametrize("compiled", [False, True])

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from slipsq.addr import parse_ip
+from slipsq.addr import parse_ip, parse_ip_int
 from slipsq.allow import AllowList
 from slipsq.detect.prefixes import is_local
 
@@ -45,7 +45,13 @@ class Resolvers:
         that carries addresses: the local test and the list are a cached dict lookup and a set
         lookup; the allow list, asked last, caches its own answers."""
         if port == 53 and (resolver in self.listed or (is_local(resolver) and is_local(client))
-                           or self.allow.why_protected(resolver) is not None):
+                           or self.protected(resolver)):
             return True
         self.untrusted += 1
         return False
+
+    def protected(self, resolver: str) -> bool:
+        """On the allow list, or an address the gateway protects. Text that is no address is
+        protected from blocking (AllowList.why_protected says so), never trusted: a log line's."""
+        return (isinstance(resolver, str) and parse_ip_int(resolver) is not None
+                and self.allow.why_protected(resolver) is not None)
