@@ -327,12 +327,12 @@ cdef object parse_dns(const uint8_t* m, Py_ssize_t n):
     qtype = be16(m + pos)
     pos += 4
     for i in range(min(qdcount - 1, 64)):
-        if dns_name(m, n, pos, &pos) is None:
+        if dns_walk(m, n, pos, &pos, NULL) < 0:
             break
         pos += 4
     answers = []
     for i in range(min(ancount, 256)):
-        if dns_name(m, n, pos, &pos) is None or pos + 10 > n:
+        if dns_walk(m, n, pos, &pos, NULL) < 0 or pos + 10 > n:
             break
         rtype, rdlen = be16(m + pos), be16(m + pos + 8)
         pos += 10
@@ -349,12 +349,23 @@ cdef str dns_name(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* af
     """appdecode.dns_name: the name at `pos` (None when unreadable) and, in *after_out, the position
     after it. Pointers must go backwards (no loops)."""
     cdef char out[MAX_NAME + 1]
+    cdef Py_ssize_t used = dns_walk(m, n, pos, after_out, out)
+    if used < 0:
+        return None
+    return out[:used].decode("utf-8", "replace")
+
+
+cdef Py_ssize_t dns_walk(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* after_out,
+                         char* out) noexcept:
+    """dns_name's walk: the name's length written in `out` (NULL: only walked, 0 returned, for the
+    names nobody reads: the answers' owners, further questions), -1 when unreadable; *after_out as
+    dns_name's."""
     cdef Py_ssize_t after = 0, limit = pos, total = 0, used = 0, i
     cdef int length
     while True:
         if pos >= n:
             after_out[0] = pos
-            return None
+            return -1
         length = m[pos]
         if length == 0:
             pos += 1
@@ -362,27 +373,28 @@ cdef str dns_name(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* af
         if length & 0xC0 == 0xC0:
             if pos + 2 > n or (be16(m + pos) & 0x3FFF) >= limit:
                 after_out[0] = pos
-                return None
+                return -1
             if not after:
                 after = pos + 2
             limit = pos = be16(m + pos) & 0x3FFF
             continue
         if length & 0xC0:
             after_out[0] = pos
-            return None
+            return -1
         total += length + 1
         if total > MAX_NAME or pos + 1 + length > n:
             after_out[0] = pos
-            return None
-        if used:
-            out[used] = 46  # "."
-            used += 1
-        for i in range(length):
-            out[used + i] = <char>m[pos + 1 + i]
-        used += length
+            return -1
+        if out != NULL:
+            if used:
+                out[used] = 46  # "."
+                used += 1
+            for i in range(length):
+                out[used + i] = <char>m[pos + 1 + i]
+            used += length
         pos += 1 + length
     after_out[0] = after if after else pos
-    return out[:used].decode("utf-8", "replace")
+    return used
 
 
 def tls_server_name(bytes payload):
