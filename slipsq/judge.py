@@ -46,7 +46,12 @@ owner picks any of 2^64 addresses), and a /48 is one site's, so a scanner hoppin
 blocks in one /64 are at most `judge.max_blocks_per_64` (256), in one /48 sixteen times that; a new
 block in a full /64 or /48 lifts the judge's oldest block there (said, as an Unblock), so the newest
 evidence always blocks (a C&C cannot hide in a /64 its own scanner filled first). Blocks an admin
-made, and blocks restored from the store at start, are never lifted and not counted there.
+made, and blocks restored from the store at start, are never lifted and not counted there. The
+price: the owner of a /64 can lift its own earlier block by earning 256 later ones there; the
+lifted address's evidence window stays open, so its next evidence blocks it again. (Blocking the
+/64 itself would close that; the block set and the kernel sets hold addresses, not networks.)
+Addresses that stand for IPv4 hosts (NAT64's 64:ff9b::/96 and 64:ff9b:1::/48, Teredo's 2001::/32)
+are not bounded by network: behind NAT64 every IPv4 server shares one /64.
 """
 
 from __future__ import annotations
@@ -198,6 +203,7 @@ class Judge:
         if not self.enabled:
             return Decision("alert", "", 0.0, score, "not blocked: blocking is disabled (judge.block = false)", t)
         nets = _nets(ip)
+        self._untrack(ip)  # a block of ip that ran out (not expired by the heap yet): replaced, not lifted
         lift = self._to_lift(nets)
         if len(self._blocked_until) - len(lift) >= self.max_blocks:
             return Decision("alert", "", 0.0, score, f"not blocked: {len(self._blocked_until)} blocks are "
@@ -224,16 +230,21 @@ class Judge:
                         f"score {shown} >= threshold {t:g} in this window ({parts})", t, tuple(window), tuple(lift))
 
     def _to_lift(self, nets: tuple[bytes, ...]) -> list[str]:
-        """The judge's blocks a new block in `nets` lifts: the oldest in each full one (at most two:
-        lifting the /64's oldest may leave room in the /48)."""
+        """The judge's blocks a new block in `nets` lifts: the oldest of each full one until it has
+        room for one more (one in each, at most, unless a reload lowered the bound: then as many as
+        it takes; and lifting the /64's oldest may leave room in the /48)."""
         lift: list[str] = []
         for net in nets:
             members = self._by_net.get(net)
             if members is None:
                 continue
             left = len(members) - sum(1 for ip in lift if net in self._nets_of[ip])
-            if left >= self.max_per_net[64 if net.startswith(b"/64") else 48]:
-                lift.append(next(ip for ip in members if ip not in lift))
+            oldest = iter(members)
+            while left >= self.max_per_net[64 if net.startswith(b"/64") else 48]:
+                ip = next(oldest)
+                if ip not in lift:
+                    lift.append(ip)
+                    left -= 1
         return lift
 
     def _lift(self, ip: str) -> None:
@@ -355,9 +366,16 @@ class Judge:
             windows.popitem(last=False)
 
 
+# IPv6 addresses that stand for IPv4 hosts (their IPv4 address inside): NAT64's well-known and
+# local-use prefixes (RFC 6052, RFC 8215), and Teredo. Behind NAT64 every IPv4 server shares one
+# /64: bounded by network, unrelated servers would lift each other's blocks. Not bounded, as IPv4.
+_EMBEDS_IPV4 = (bytes.fromhex("0064ff9b" + "00" * 8), bytes.fromhex("0064ff9b0001"), bytes.fromhex("20010000"))
+
+
 def _nets(ip: str) -> tuple[bytes, ...]:
-    """The /64 and /48 keys of an IPv6 address (Judge._by_net); () for IPv4 (an IPv4-mapped one too)
-    and for text that is no address (a flow file's)."""
+    """The /64 and /48 keys of an IPv6 address (Judge._by_net); () for IPv4 (an IPv4-mapped one too),
+    for an IPv6 address standing for an IPv4 host (_EMBEDS_IPV4) and for text that is no address (a
+    flow file's)."""
     try:
         addr = parse_ip(ip)
     except ValueError:
@@ -365,4 +383,6 @@ def _nets(ip: str) -> tuple[bytes, ...]:
     if addr.version != 6:
         return ()
     packed = addr.packed
+    if packed.startswith(_EMBEDS_IPV4):  # 64:ff9b::/96, 64:ff9b:1::/48, 2001::/32
+        return ()
     return (b"/64" + packed[:8], b"/48" + packed[:6])

@@ -336,6 +336,42 @@ def test_prune_takes_ended_windows_from_the_front() -> None:
     assert list(j._windows) == ["203.0.113.9"]
 
 
+def test_a_block_that_ran_out_and_is_made_again_is_the_newest_never_lifted_by_itself() -> None:
+    # found by review: evidence at or after a block's end, before the engine's expiry pass took it
+    # out, blocked the address again; its old entry was still the /64's oldest, so the new block
+    # lifted itself (the judge said blocked, the table and firewall passed it) or, renewed in place,
+    # kept its old rank and went first at the next lift
+    j = judge(**{"judge.max_blocks_per_64": 3, "judge.block_duration": 100.0})
+    for h in (1, 2, 3):
+        j.add(ev(float(h), _v6(1, h), CRITICAL, 1.0))
+    d = j.add(ev(101.0, _v6(1, 1), CRITICAL, 1.0))  # its block ended at 101: not expired yet
+    assert d.action == "block" and d.lifted == ()
+    assert j.is_blocked(_v6(1, 1), 102.0)
+    assert j.add(ev(103.0, _v6(1, 4), CRITICAL, 1.0)).lifted == (_v6(1, 2),)  # the oldest now
+
+
+def test_ipv6_addresses_that_stand_for_ipv4_hosts_are_not_bounded_by_network() -> None:
+    # behind NAT64 every IPv4 server is in 64:ff9b::/96: one /64 for the whole IPv4 Internet
+    j = judge(**{"judge.max_blocks_per_64": 2})
+    for addr in ("64:ff9b::c633:6401", "64:ff9b::c633:6402", "64:ff9b::c633:6403",
+                 "64:ff9b:1::c633:6404", "64:ff9b:1::c633:6405", "64:ff9b:1::c633:6406",
+                 "2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:0:4136:e378:8000:63bf:3fff:fdd3",
+                 "2001:0:4136:e378:8000:63bf:3fff:fdd4"):  # NAT64 (RFC 6052, RFC 8215), Teredo
+        assert j.add(ev(1.0, addr, CRITICAL, 1.0)).lifted == ()
+    assert len(j.blocked()) == 9
+
+
+def test_a_reload_that_lowers_the_bound_brings_a_network_down_to_it() -> None:
+    j = judge(**{"judge.max_blocks_per_64": 8})
+    for i in range(8):
+        j.add(ev(float(i), _v6(1, 1 + i), CRITICAL, 1.0))
+    lowered = judge(**{"judge.max_blocks_per_64": 2})
+    lowered.take_state(j)
+    d = lowered.add(ev(10.0, _v6(1, 100), CRITICAL, 1.0))
+    assert d.lifted == tuple(_v6(1, 1 + i) for i in range(7))  # the 7 oldest: room for one more
+    assert sorted(lowered.blocked()) == sorted([_v6(1, 8), _v6(1, 100)])
+
+
 def test_a_scanner_hopping_its_ipv6_64_holds_four_blocks_not_all_of_them(tmp_path: Path) -> None:
     # the whole chain, from packets: 30 addresses of one /64 each scan a LAN host (SYN, answered by
     # RST), each earns a port scan block; with judge.max_blocks_per_64 4, each block past the

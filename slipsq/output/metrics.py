@@ -88,7 +88,7 @@ class Tally(Sink):
         self.blocks[d] = self.blocks.get(d, 0) + 1
 
     def unblock(self, unblock: Unblock) -> None:
-        kind = unblock.who.split(":", 1)[0]  # expiry, admin, store, allow-list
+        kind = unblock.who.split(":", 1)[0]  # expiry, admin, store, allow-list, judge
         self.unblocks[kind] = self.unblocks.get(kind, 0) + 1
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -167,7 +167,8 @@ METRICS: tuple[Metric, ...] = (
            _at("tally", "alerts"), "detector"),
     Metric("slipsq_blocks_total", "counter", "blocks decided since start, by detector (manual: by an admin)",
            _at("tally", "blocks"), "detector"),
-    Metric("slipsq_unblocks_total", "counter", "blocks ended, by kind (expiry, admin, store, allow-list)",
+    Metric("slipsq_unblocks_total", "counter",
+           "blocks ended, by kind (expiry, admin, store, allow-list, judge: lifted to make room in its IPv6 network)",
            _at("tally", "unblocks"), "kind"),
     Metric("slipsq_blocks_active", "gauge", "addresses blocked now", _at("blocks_active")),
     Metric("slipsq_engine_errors_total", "counter", "detector, decoder or alert-writer calls that failed (that "
