@@ -20,19 +20,23 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
 from cpython.set cimport PySet_Contains
-from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_START,
-                                FlowSlots, flow_direct, flow_field, flow_slots)
+from slipsq._flowslots cimport (E_DADDR, E_DATA, E_DPORT, E_KIND, E_SADDR, E_SPORT, F_CLOSED_BY, F_DADDR, F_DPORT,
+                                F_END, F_PROTO, F_SADDR, F_START, EventSlots, FlowSlots, event_field, event_slots,
+                                flow_direct, flow_field, flow_slots)
+from slipsq._lru cimport get as lru_get
 from slipsq._lru cimport put as lru_put
 from slipsq.detect._states cimport flow_exchanged
 
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.bruteforce import _EITHER, _SERVER_FIRST, LOGIN_SERVICES
 from slipsq.detect.tcpstate import _HELD_BY_STATE
-from slipsq.flow import Flow
+from slipsq.flow import AppEvent, Flow
 
 cdef tuple NAMES = tuple(f.name for f in fields(Flow))
 cdef FlowSlots SLOTS
 flow_slots(&SLOTS, Flow, NAMES)
+cdef EventSlots EV
+event_slots(&EV, AppEvent)
 
 
 cdef inline object _f(object flow, int k):
@@ -127,16 +131,22 @@ cdef class Intake:
         return self.judge(service, key, c, flow)
 
     def on_app(self, event):
-        if event.kind != "banner":
+        # the event's fields from its slots (an AppEvent), its data's service in C: one call a banner,
+        # and most (every TLS ClientHello's) keep nothing
+        if event_field(&EV, event, E_KIND) != "banner":
             return _NO_EVIDENCE
-        service = event.data.get("service", "")
+        service = lru_get(event_field(&EV, event, E_DATA), "service", "")
         if PySet_Contains(_SERVER_FIRST_, service) == 1:
-            lru_put(self.banners, (event.saddr, event.sport), service, self.max_banners)
+            lru_put(self.banners, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_SPORT)), service,
+                    self.max_banners)
         elif PySet_Contains(_EITHER_, service) == 1:
-            lru_put(self.banners, (event.saddr, event.sport), service, self.max_banners)
-            lru_put(self.banners, (event.daddr, event.dport), service, self.max_banners)
-        elif PySet_Contains(_LOGIN_SERVICES, service) == 1 or event.dport in self.ports:
+            lru_put(self.banners, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_SPORT)), service,
+                    self.max_banners)
+            lru_put(self.banners, (event_field(&EV, event, E_DADDR), event_field(&EV, event, E_DPORT)), service,
+                    self.max_banners)
+        elif PySet_Contains(_LOGIN_SERVICES, service) == 1 or event_field(&EV, event, E_DPORT) in self.ports:
             # client-first, or another service on a login port: the receiver is the server (the twin says
             # why a banner of another service on another port is not kept)
-            lru_put(self.banners, (event.daddr, event.dport), service, self.max_banners)
+            lru_put(self.banners, (event_field(&EV, event, E_DADDR), event_field(&EV, event, E_DPORT)), service,
+                    self.max_banners)
         return _NO_EVIDENCE
