@@ -3,3 +3,10 @@
 from slipsq import dispatch as _twin
 
 class FlowCalls(_twin.FlowCalls): ...
+
+class Counters:
+    flows: int
+    app_events: int
+    alerts: int
+    blocks: int
+    def __init__(self, flows: int = 0, app_events: int = 0, alerts: int = 0, blocks: int = 0) -> None: ...

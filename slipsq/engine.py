@@ -21,7 +21,7 @@ import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from slipsq import twins
 from slipsq.allow import AllowList
@@ -86,6 +86,13 @@ class Counters:
     blocks: int = 0
 
 
+def make_counters() -> Counters:
+    """The engine's counters: the compiled twin (slipsq._dispatch.Counters, whose numbers the
+    compiled calls add to in C) when the build has it, else the dataclass; the same fields."""
+    fast = twins.compiled("slipsq._dispatch")
+    return Counters() if fast is None else cast(Counters, fast.Counters())
+
+
 class Engine:
     def __init__(self, config: Config, *, models: Sequence[Any] = (), allow: AllowList | None = None,
                  detectors: Sequence[type[Detector]] | None = None, table: Any = None,
@@ -103,7 +110,7 @@ class Engine:
         self._out: list[Command] = []  # what was decided since the last take()
         self.table = table if table is not None else make_table(config)
         self._app_events = make_app_decoder()
-        self.counters = Counters()
+        self.counters = make_counters()
         self.now = 0.0
         self._next_tick = 0.0
         self._detector_classes = DETECTORS if detectors is None else detectors
