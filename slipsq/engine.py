@@ -118,11 +118,16 @@ class Engine:
         self._configure(config, models, allow, enrichers)
 
     def _configure(self, config: Config, models: Sequence[Any], allow: AllowList | None,
-                   enrichers: Sequence[Callable[[str], dict[str, Any]]]) -> None:
+                   enrichers: Sequence[Callable[[str], dict[str, Any]]], dns_names: Any = None) -> None:
+        """`dns_names`: the names learnt so far (a reload's), in the context before any detector is
+        made: a detector may hold the map itself (portscan's compiled path does)."""
         self.config = config
         self._set_site()  # before the detectors: they ask is_local
         self.allow = allow or AllowList(config["allow.ips"])
         self.ctx = Context(config, self.allow, models, enrichers=list(enrichers))
+        if dns_names is not None:
+            self.ctx.dns_names = dns_names
+            trim(dns_names, config["dns.max_addresses"])  # the bound may be smaller now
         self.detectors = [cls(self.ctx) for cls in self._detector_classes]
         # call lists built once (slipsq/dispatch.py, compiled): no per-flow getattr or dispatch by name;
         # each on_flow hook past its FlowGate
@@ -149,11 +154,9 @@ class Engine:
         """A reload (SIGHUP): new config, allow list, models and detectors. Kept: the flow table, the
         judge's blocks, repeat counts and evidence windows, DNS names, counters. Detectors start
         afresh (their options may have changed), so a half-seen beacon is seen again from zero."""
-        old_judge, old_ctx = self.judge, self.ctx
-        self._configure(config, models, allow, enrichers)
+        old_judge = self.judge
+        self._configure(config, models, allow, enrichers, self.ctx.dns_names)
         self.judge.take_state(old_judge)
-        self.ctx.dns_names = old_ctx.dns_names
-        trim(self.ctx.dns_names, self._max_dns)  # the bound may be smaller now
 
     def follow_lan(self, networks: Sequence[str]) -> None:
         """The gateway's LAN networks, as the daemon reads them (`network.follow_lan`): local to every

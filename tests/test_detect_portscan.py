@@ -335,3 +335,33 @@ def test_unanswered_servers_the_house_resolver_named_are_no_host_sweep(implement
     # the control: the same SYNs to addresses no answer named are a sweep
     rec, _ = run([PortScan], syns)
     assert rec.blocked_ips == [laptop6]
+
+
+def test_a_reload_keeps_the_names_that_make_a_server_no_sweep_target() -> None:
+    """Found by review (2026-12-07): a reload (SIGHUP) made the new detectors before it handed the
+    learnt DNS names to the new context, so portscan's compiled path kept the new, empty map that
+    nothing filled: from the first reload on, a laptop with broken IPv6 was a horizontal scan again
+    and blocked. The Happy Eyeballs case of test_unanswered_servers_the_house_resolver_named_*,
+    after a reload."""
+    from slipsq.detect import DETECTORS
+    from slipsq.engine import Engine
+    from slipsq.runmode import load_config
+    from tests.helpers import SYN, dns_query, dns_response, tcp, udp
+
+    laptop, resolver = "2a02:8100:1:2::10", "192.168.1.1"
+    servers = [f"2a00:1450:4{i:03x}::200e" for i in range(100)]
+    e = Engine(load_config(None), detectors=DETECTORS)
+    e.reconfigure(load_config(None), (), e.allow)
+    portscan = next(d for d in e.detectors if d.name == "portscan")
+    assert portscan.counts.names is e.ctx.dns_names
+    t = T0
+    for i, s in enumerate(servers):  # each site: the AAAA answer, then SYNs that are never answered
+        e.packet(udp("192.168.1.10", 5000 + i, resolver, 53, dns_query(f"site{i}.example")), t, 101)
+        e.packet(udp(resolver, 53, "192.168.1.10", 5000 + i, dns_response(f"site{i}.example", [s])), t + 0.01, 101)
+        for k in range(3):
+            e.packet(tcp(laptop, 40000 + i, s, 443, SYN), t + 0.02 + k, 101)
+        t += 5
+    commands = e.finish()
+    assert all(s in portscan.counts.names for s in servers)
+    assert not [c for c in commands if type(c).__name__ == "Block"]
+    assert not [c for c in commands if type(c).__name__ == "Alert" and c.evidence.detector == "portscan"]
