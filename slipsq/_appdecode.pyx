@@ -327,12 +327,12 @@ cdef object parse_dns(const uint8_t* m, Py_ssize_t n):
     qtype = be16(m + pos)
     pos += 4
     for i in range(min(qdcount - 1, 64)):
-        if dns_walk(m, n, pos, &pos, NULL) < 0:
+        if not skip_name(m, n, pos, &pos):
             break
         pos += 4
     answers = []
     for i in range(min(ancount, 256)):
-        if dns_walk(m, n, pos, &pos, NULL) < 0 or pos + 10 > n:
+        if not skip_name(m, n, pos, &pos) or pos + 10 > n:
             break
         rtype, rdlen = be16(m + pos), be16(m + pos + 8)
         pos += 10
@@ -349,23 +349,12 @@ cdef str dns_name(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* af
     """appdecode.dns_name: the name at `pos` (None when unreadable) and, in *after_out, the position
     after it. Pointers must go backwards (no loops)."""
     cdef char out[MAX_NAME + 1]
-    cdef Py_ssize_t used = dns_walk(m, n, pos, after_out, out)
-    if used < 0:
-        return None
-    return out[:used].decode("utf-8", "replace")
-
-
-cdef Py_ssize_t dns_walk(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* after_out,
-                         char* out) noexcept:
-    """dns_name's walk: the name's length written in `out` (NULL: only walked, 0 returned, for the
-    names nobody reads: the answers' owners, further questions), -1 when unreadable; *after_out as
-    dns_name's."""
     cdef Py_ssize_t after = 0, limit = pos, total = 0, used = 0, i
     cdef int length
     while True:
         if pos >= n:
             after_out[0] = pos
-            return -1
+            return None
         length = m[pos]
         if length == 0:
             pos += 1
@@ -373,28 +362,57 @@ cdef Py_ssize_t dns_walk(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssiz
         if length & 0xC0 == 0xC0:
             if pos + 2 > n or (be16(m + pos) & 0x3FFF) >= limit:
                 after_out[0] = pos
-                return -1
+                return None
             if not after:
                 after = pos + 2
             limit = pos = be16(m + pos) & 0x3FFF
             continue
         if length & 0xC0:
             after_out[0] = pos
-            return -1
+            return None
         total += length + 1
         if total > MAX_NAME or pos + 1 + length > n:
             after_out[0] = pos
-            return -1
-        if out != NULL:
-            if used:
-                out[used] = 46  # "."
-                used += 1
-            for i in range(length):
-                out[used + i] = <char>m[pos + 1 + i]
-            used += length
+            return None
+        if used:
+            out[used] = 46  # "."
+            used += 1
+        for i in range(length):
+            out[used + i] = <char>m[pos + 1 + i]
+        used += length
         pos += 1 + length
     after_out[0] = after if after else pos
-    return used
+    return out[:used].decode("utf-8", "replace")
+
+
+cdef bint skip_name(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* after_out) noexcept:
+    """appdecode.skip_name: whether the name at `pos` nobody reads is readable, and in *after_out
+    the position after it (or where it stopped); a pointer ends it where it stands (checked to point
+    backwards, not followed: O(size) a message)."""
+    cdef Py_ssize_t start = pos, total = 0
+    cdef int length
+    while True:
+        if pos >= n:
+            after_out[0] = pos
+            return False
+        length = m[pos]
+        if length == 0:
+            after_out[0] = pos + 1
+            return True
+        if length & 0xC0 == 0xC0:
+            if pos + 2 > n or (be16(m + pos) & 0x3FFF) >= start:
+                after_out[0] = pos
+                return False
+            after_out[0] = pos + 2
+            return True
+        if length & 0xC0:
+            after_out[0] = pos
+            return False
+        total += length + 1
+        if total > MAX_NAME or pos + 1 + length > n:
+            after_out[0] = pos
+            return False
+        pos += 1 + length
 
 
 def tls_server_name(bytes payload):

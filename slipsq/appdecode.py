@@ -100,14 +100,14 @@ def parse_dns(msg: bytes) -> dict[str, object] | None:
     (qtype,) = _U16.unpack_from(msg, pos)
     pos += 4
     for _ in range(min(qdcount - 1, 64)):
-        other, pos = dns_name(msg, pos)
-        if other is None:
+        readable, pos = skip_name(msg, pos)
+        if not readable:
             break
         pos += 4
     answers: list[str] = []
     for _ in range(min(ancount, 256)):
-        name, pos = dns_name(msg, pos)
-        if name is None or pos + 10 > n:
+        readable, pos = skip_name(msg, pos)
+        if not readable or pos + 10 > n:
             break
         rtype, _rclass, _ttl, rdlen = _RR.unpack_from(msg, pos)
         pos += 10
@@ -152,6 +152,32 @@ def dns_name(msg: bytes, pos: int) -> tuple[str | None, int]:
         labels.append(msg[pos + 1:pos + 1 + length])
         pos += 1 + length
     return b".".join(labels).decode("utf-8", "replace"), after or pos
+
+
+def skip_name(msg: bytes, pos: int) -> tuple[bool, int]:
+    """(readable, position after it) of the name at `pos`, for a name nobody reads (an answer's owner,
+    a further question); unreadable: (False, where it stopped), as dns_name. Its labels are read as
+    dns_name reads them; a pointer ends it where it stands, checked to point backwards but not
+    followed. Following it cost a hop a pointer: a crafted answer (256 owners each pointing at the
+    top of a chain of pointers, as many as the packet holds) made a 4 kB message ~750,000 hops,
+    ~0.5 ms of the packet loop (a review, 2026-12-07). Each name is now walked once: O(size)."""
+    start, total, n = pos, 0, len(msg)
+    while True:
+        if pos >= n:
+            return False, pos
+        length = msg[pos]
+        if length == 0:
+            return True, pos + 1
+        if length & 0xC0 == 0xC0:
+            if pos + 2 > n or _U16.unpack_from(msg, pos)[0] & 0x3FFF >= start:
+                return False, pos
+            return True, pos + 2
+        if length & 0xC0:
+            return False, pos
+        total += length + 1
+        if total > 255 or pos + 1 + length > n:
+            return False, pos
+        pos += 1 + length
 
 
 # --- TCP payloads --------------------------------------------------------------------------------

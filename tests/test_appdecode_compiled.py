@@ -244,3 +244,44 @@ def test_every_latin1_character_around_the_headers_is_stripped_as_python_strips_
         payload = (b"GET /" + ch + b" HTTP/1.1\r\n" + ch + b"Host" + ch + b":" + ch + b"W\xc0" + ch +
                    b"\r\n" + ch + b"User-Agent:" + ch + b"ua" + ch + b"\r\n\r\n")
         assert c.http_request_c(payload) == http_request(payload), b
+
+
+def _pointer_chain_answer(owners: int, chain: int) -> bytes:
+    """A DNS answer whose answers' owner names each point at the top of a chain of `chain` backward
+    compression pointers (in the first answer's rdata), then one A record for 203.0.113.9."""
+    import struct
+
+    body = struct.pack("!HHHHHH", 1, 0x8180, 1, owners + 1, 0, 0) + b"\x01a\x00" + struct.pack("!HH", 1, 1)
+    rdstart, prev, links = len(body) + 11, 12, bytearray()
+    for i in range(chain):  # each pointer to the one before it; the first to the question's name
+        links += struct.pack("!H", 0xC000 | prev)
+        prev = rdstart + 2 * i
+    body += b"\x00" + struct.pack("!HHIH", 16, 1, 0, len(links)) + bytes(links)
+    for _ in range(owners - 1):
+        body += struct.pack("!H", 0xC000 | prev) + struct.pack("!HHIH", 16, 1, 0, 0)
+    return body + b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([203, 0, 113, 9])
+
+
+def test_an_answers_owner_names_are_not_followed_down_pointer_chains(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a review (2026-12-07): owners pointing at the top of a chain of pointers made a 4 kB answer
+    # ~750,000 hops (~0.5 ms of the packet loop), quadratic in the packet's size. The owners nobody
+    # reads are walked in place (skip_name): only the question's name follows pointers
+    msg = _pointer_chain_answer(owners=120, chain=1300)
+    assert len(msg) < 4096
+    calls: list[int] = []
+    real = appdecode.dns_name
+
+    def counted(m: bytes, pos: int) -> tuple[str | None, int]:
+        calls.append(pos)
+        return real(m, pos)
+
+    monkeypatch.setattr(appdecode, "dns_name", counted)
+    parsed = appdecode.parse_dns(msg)
+    assert calls == [12]  # the question's name, once; no owner's
+    assert parsed is not None and parsed["query"] == "a" and parsed["answers"] == ["203.0.113.9"]
+    assert c.parse_dns_message(msg) == parsed  # the compiled walk, the same answer
+    # an owner whose pointer points forward is unreadable in both: the answers stop there
+    bad = bytearray(_pointer_chain_answer(owners=2, chain=3))
+    bad[-16 - 12:-16 - 10] = b"\xff\xff"  # the second owner's pointer: 0x3fff, ahead of itself
+    assert appdecode.parse_dns(bytes(bad)) == c.parse_dns_message(bytes(bad))
+    assert appdecode.parse_dns(bytes(bad))["answers"] == []  # type: ignore[index]
