@@ -191,7 +191,7 @@ cdef str service(const uint8_t* p, Py_ssize_t n):
 
 cdef object tls_sni(const uint8_t* p, Py_ssize_t n):
     """appdecode.tls_sni, step for step: the ClientHello's server name, or None."""
-    cdef Py_ssize_t pos, end, ext_type, ext_len, name_len
+    cdef Py_ssize_t pos, end, ext_type, ext_len, name_len, i
     if n < 44 or p[0] != 0x16 or p[5] != 1:
         return None
     pos = 43
@@ -215,7 +215,12 @@ cdef object tls_sni(const uint8_t* p, Py_ssize_t n):
             name_len = be16(p + pos + 3)
             if pos + 5 + name_len > end:
                 return None
-            return PyUnicode_DecodeASCII(<const char*>p + pos + 5, name_len, "replace").lower()
+            if name_len == 0 or name_len > MAX_NAME:
+                return None
+            for i in range(name_len):
+                if p[pos + 5 + i] >= 0x80:
+                    return None
+            return PyUnicode_DecodeASCII(<const char*>p + pos + 5, name_len, NULL).lower()
         pos += ext_len
     return None
 

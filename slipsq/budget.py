@@ -29,9 +29,10 @@ SHARES: dict[str, tuple[int, float]] = {
     "portscan.max_keys": (860, 0.10),  # a (source, port) and a (source, host) key with their targets
     "portscan.max_total_targets": (90, 0.04),  # one more target of a key
     "dns.max_addresses": (410, 0.05),  # an address and its set, with one short name
-    # one more name (a flood's 253 characters: 300 B, and its slot in the set): 16 long names an
-    # address made an address cost 5.6 kB, and dns.max_addresses alone bounded nothing (a review)
-    "dns.max_names": (340, 0.03),
+    # one more name (a flood's 253 bytes, each not UTF-8 and decoded to U+FFFD: a 580 B string, and
+    # its slot in the set): 16 long names an address made an address cost 5.6 kB, and
+    # dns.max_addresses alone bounded nothing (a review); 340 B counted ASCII names only (another)
+    "dns.max_names": (620, 0.03),
     "judge.max_offenders": (1280, 0.08),  # an evidence window with one finding, its description and source
     "reconnect.max_tuples": (360, 0.03),
     "exfil.max_pairs": (450, 0.03),

@@ -285,3 +285,16 @@ def test_an_answers_owner_names_are_not_followed_down_pointer_chains(monkeypatch
     bad[-16 - 12:-16 - 10] = b"\xff\xff"  # the second owner's pointer: 0x3fff, ahead of itself
     assert appdecode.parse_dns(bytes(bad)) == c.parse_dns_message(bytes(bad))
     assert appdecode.parse_dns(bytes(bad))["answers"] == []  # type: ignore[index]
+
+
+def test_a_server_name_that_is_no_host_name_is_none() -> None:
+    # a review (2026-12-07): the ClientHello's name was kept whatever its length and bytes, so 1,380
+    # bytes of 0xFF were a 2.8 kB string per client and server in exfil's map, against the 300 B its
+    # memory share counts. A host name (RFC 6066) is ASCII and at most a DNS name's 255 bytes
+    def hello(name: bytes) -> bytes:
+        return tls_client_hello("x" * len(name)).replace(b"x" * len(name), name)
+
+    for name, want in [(b"www.Example.com", "www.example.com"), (b"a" * 255, "a" * 255), (b"a" * 256, None),
+                       (b"a" * 1380, None), (b"\xffexample.com", None), (b"caf\xc3\xa9.example", None), (b"", None)]:
+        payload = hello(name)
+        assert appdecode.tls_sni(payload) == c.tls_server_name(payload) == want, name[:20]
