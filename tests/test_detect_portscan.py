@@ -319,6 +319,19 @@ def test_a_udp_scan_just_off_traceroutes_ports_is_still_one(implementation: str)
     assert rec.blocked_ips == ["192.168.1.10"]
 
 
+def test_tracepath_probes_are_no_scan(implementation: str) -> None:
+    """iputils tracepath (Ubuntu's, in place of traceroute) probes UDP 44444 + a slot that wraps at 64
+    (its source: `base_port + hisptr`, hisptr & 63): to a host that filters UDP, 64 unanswered ports
+    a pass, 0.8 against the laptop, one finding away from a block (a hunt, 2026-12-07)."""
+    rec, _ = run([PortScan], sort_flows(probes("185.60.112.157", 44444, 64),
+                                        probes("185.60.112.157", 44444, 64, start=T0 + 60)))
+    assert rec.seen == [] and rec.blocked_ips == []
+    # the control: the same probes to the 64 ports just below, or just above, are a scan
+    for first in (44444 - 64, 44444 + 64):
+        rec, _ = run([PortScan], probes("185.60.112.157", first, 64))
+        assert {a.evidence.dst_ip for a in rec.by("portscan")} == {"185.60.112.157"}
+
+
 def test_unanswered_servers_the_house_resolver_named_are_no_host_sweep(implementation: str) -> None:
     """The ISP's IPv6 is down: for each of 110 sites the laptop's SYN over IPv6 goes unanswered, and IPv4
     works 250 ms later (Happy Eyeballs). Each server was named by the house's resolver: 100 of them in an

@@ -672,6 +672,31 @@ def _traceroutes(max_hops: int, second: bool) -> Callable[[random.Random], Itera
     return build
 
 
+def _tracepath(rng: random.Random) -> Iterator[Packet]:
+    """`tracepath HOST` (iputils; Ubuntu's in place of traceroute) to a game server that filters UDP:
+    one socket, probes of 1,472 bytes (path MTU) to port 44444 + a slot that wraps at 64, one a hop
+    while routers answer (to hop 11), then three a silent hop, a second apart, to hop 30."""
+    game = "185.60.112.157"
+    parts = _home(rng, 1200)
+    parts.append(_with_dns("eu-west.game.example.com", game, LAPTOP, T0 + 60, rng))
+    out, pkts, t, slot = Way(LAPTOP, game), [], T0 + 60.0, 0
+    sport = rng.randrange(40000, 60000)
+    for hop in range(1, 31):
+        for _ in range(1 if hop <= 11 else 3):
+            out.ttl = hop
+            frame = out.udp(rng.randrange(65536), sport, 44444 + slot, bytes(1472))
+            pkts.append((t, frame))
+            if hop <= 11:
+                pkts.append((t + hop * 0.004, Way(f"198.18.{hop}.1", LAPTOP, ttl=64 - hop).icmp(
+                    rng.randrange(65536), 11, 0, 0, 0, frame[14:14 + 28])))
+                t += hop * 0.004 + 0.001
+            else:
+                t += 1.0
+            slot = (slot + 1) & 63
+    parts.append(iter(pkts))
+    return merge(*parts)
+
+
 LAN_HOSTS = ("192.168.1.1", LAPTOP, "192.168.1.12", NAS, "192.168.1.21", "192.168.1.30", "192.168.1.31",
              "192.168.1.40", "192.168.1.50")
 
@@ -886,6 +911,8 @@ SCENARIOS: list[Scenario] = [
              note="two Linux traceroutes, one to a host that filters UDP"),
     Scenario("traceroute-macos", "benign", _traceroutes(64, False),
              note="a macOS traceroute (64 hops) to a host that filters UDP"),
+    Scenario("tracepath", "benign", _tracepath,
+             note="iputils tracepath (UDP 44444 + slot, wrapping at 64) to a host that filters UDP"),
     Scenario("fing-scan", "benign", _lan_sweep(False),
              note="the owner's Fing sweeps the /24 (ARP, then pings)"),
     Scenario("localsend-sweep", "benign", _lan_sweep(True),

@@ -42,7 +42,8 @@ from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.inuse import MAX_SERVED, REFRESH as _REFRESH
 from slipsq.detect.inuse import _v6 as _py_v6
 from slipsq.detect.tcpstate import _HELD_BY_STATE
-from slipsq.detect.portscan import _BY_STATE, _ECHO_REQUEST, TRACEROUTE_FIRST, TRACEROUTE_PORTS
+from slipsq.detect.portscan import (_BY_STATE, _ECHO_REQUEST, TRACEPATH_FIRST, TRACEPATH_PORTS, TRACEROUTE_FIRST,
+                                    TRACEROUTE_PORTS)
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import Flow
 
@@ -52,11 +53,11 @@ cdef double REFRESH = _REFRESH
 cdef object _STATES = _BY_STATE.__self__
 cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.opened's state lookup
 cdef dict _ECHO = _ECHO_REQUEST
-cdef long long TR_FIRST = TRACEROUTE_FIRST, TR_N = TRACEROUTE_PORTS
+cdef long long TR_FIRST = TRACEROUTE_FIRST, TR_N = TRACEROUTE_PORTS, TP_FIRST = TRACEPATH_FIRST, TP_N = TRACEPATH_PORTS
 
 
 cdef inline bint _traceroute_port(object port) noexcept:
-    """portscan._traceroute_port: a plain int in traceroute's UDP range (any other value: no)."""
+    """portscan._traceroute_port: a plain int in traceroute's or tracepath's UDP range (any other value: no)."""
     cdef int overflow = 0
     cdef long long p
     if not PyLong_CheckExact(port):
@@ -65,7 +66,7 @@ cdef inline bint _traceroute_port(object port) noexcept:
     if overflow:
         PyErr_Clear()
         return False
-    return 0 <= p - TR_FIRST < TR_N
+    return 0 <= p - TR_FIRST < TR_N or 0 <= p - TP_FIRST < TP_N
 
 cdef enum:
     HORIZONTAL = 0

@@ -67,6 +67,9 @@ _ECHO_REQUEST = {"icmp": 8, "ipv6-icmp": 128}
 # a hop, up to 64 hops; the routers' "time exceeded" answers are not the target's, so every probe
 # of a traceroute to a host that filters UDP is an unanswered port: 90 to 192 of them
 TRACEROUTE_FIRST, TRACEROUTE_PORTS = 33434, 256
+# iputils tracepath (what some distributions ship instead of traceroute): 44444 + a slot that wraps
+# at 64, so 44444-44507, for the same reason
+TRACEPATH_FIRST, TRACEPATH_PORTS = 44444, 64
 
 
 def _state_unanswered(st: str) -> bool | None:
@@ -245,8 +248,10 @@ class Counts:
 
 
 def _traceroute_port(port: object) -> bool:
-    """A UDP destination port traceroute probes (TRACEROUTE_FIRST and the next TRACEROUTE_PORTS - 1)."""
-    return type(port) is int and 0 <= port - TRACEROUTE_FIRST < TRACEROUTE_PORTS
+    """A UDP destination port traceroute probes (TRACEROUTE_FIRST and the next TRACEROUTE_PORTS - 1) or
+    tracepath does (TRACEPATH_FIRST and the next TRACEPATH_PORTS - 1)."""
+    return type(port) is int and (0 <= port - TRACEROUTE_FIRST < TRACEROUTE_PORTS
+                                  or 0 <= port - TRACEPATH_FIRST < TRACEPATH_PORTS)
 
 
 def make_counts(window: float, block_in_use: bool, thresholds: tuple[int, int, int], servers: ServersInUse,
