@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.gen_frames import ACK, PSH, RST, SYN, Content
+from tools.gen_frames import ACK, PSH, RST, SYN, TLS_FILL, Content
 from tools.gen_frames import Path as Way
 from tools.gen_realistic import EPOCH
 from tools.gen_scenarios import (
@@ -38,10 +38,12 @@ from tools.gen_sessions import (
     Message,
     Packet,
     arp_who_has,
+    client_hello,
     dns_message,
     dns_query,
     http_session,
     icmp_echo,
+    server_hello,
     ssh_session,
     tcp_probe,
     tcp_session,
@@ -672,6 +674,62 @@ def _traceroutes(max_hops: int, second: bool) -> Callable[[random.Random], Itera
     return build
 
 
+def _inbound_logins(rng: random.Random) -> Iterator[Packet]:
+    """The owner at the office has VS Code open on 3 repositories of the home Gitea (ssh forwarded to
+    the NAS): git autofetch every 180 s, three short sessions with a publickey login each."""
+    office, ports = "198.51.100.140", Ports(rng)
+    parts = _home(rng, 3600)
+    for k in range(20):
+        t = T0 + 30 + k * 180 + rng.uniform(0, 2)
+        parts += [ssh_session(office, NAS, t + r * 1.5, sport=ports(), auth_attempts=1, success=True,
+                              data_bytes=rng.randint(1500, 4000), rng=rng) for r in range(3)]
+    return merge(*parts)
+
+
+def _ftp_uploads(rng: random.Random) -> Iterator[Packet]:
+    """A camera at a second site uploads each motion event's snapshot by FTP to the home NAS (port 21
+    forwarded): a control connection (login, PASV, STOR) and a passive data connection, ~30 an hour."""
+    shop, ports = "203.0.113.45", Ports(rng)
+    parts = _home(rng, 3600)
+    t = T0 + 20
+    while t < T0 + 3500:
+        control: list[Message] = [
+            ("s", Content(27, b"220 NAS FTP server ready.\r\n")), ("c", Content(13, b"USER camera\r\n")),
+            ("s", Content(34, b"331 Password required for camera\r\n")), ("c", Content(15, b"PASS s3cret99\r\n")),
+            ("s", Content(28, b"230 User camera logged in\r\n")), ("c", Content(8, b"TYPE I\r\n")),
+            ("s", Content(21, b"200 Type set to I\r\n")), ("c", Content(6, b"PASV\r\n")),
+            ("s", Content(50, b"227 Entering Passive Mode\r\n")), ("c", Content(30, b"STOR snapshot.jpg\r\n")),
+            ("s", Content(22, b"150 Opening BINARY\r\n")), ("s", Content(23, b"226 Transfer complete\r\n"), 0.8),
+            ("c", Content(6, b"QUIT\r\n")), ("s", Content(14, b"221 Goodbye.\r\n"))]
+        parts += [tcp_session(shop, NAS, ports(), 21, t, messages=control, rtt=0.025, closer="server", rng=rng),
+                  tcp_session(shop, NAS, ports(), rng.randrange(50000, 50100), t + 0.35,
+                              messages=[("c", Content(rng.randint(180_000, 420_000)))], rtt=0.025, rate=2e6, rng=rng)]
+        t += rng.expovariate(1 / 110.0) + 5
+    return merge(*parts)
+
+
+def _syncthing(rng: random.Random) -> Iterator[Packet]:
+    """Syncthing on the NAS sends a 60 MB folder to the owner's device at another home: the peer's
+    address comes from global discovery (HTTPS), never from DNS; BEP runs over TCP 22000 in TLS
+    whose ClientHello names no server (Go's crypto/tls with no ServerName), ALPN bep/1.0; the peer
+    pulls 128 KiB blocks in batches of 16, then pings every 90 s."""
+    peer, discovery, ports = "85.214.33.17", "139.59.84.212", Ports(rng)
+    parts = _home(rng, 1800)
+    parts += [_with_dns("discovery-v4.syncthing.net", discovery, NAS, T0 + 5, rng),
+              tls_session(NAS, discovery, "discovery-v4.syncthing.net", T0 + 5, 700, 900, sport=ports(), rng=rng)]
+    hello, answer, record = client_hello("", rng, alpn=("bep/1.0",)), server_hello(rng), b"\x17\x03\x03"
+    messages: list[Message] = [
+        ("c", Content(len(hello), hello)), ("s", Content(len(answer) + 1400, answer, TLS_FILL)),
+        ("c", Content(1500, record, TLS_FILL)), ("s", Content(1300, record, TLS_FILL)),  # Hello, ClusterConfig
+        ("c", Content(180_000, record, TLS_FILL)), ("s", Content(2_000, record, TLS_FILL))]  # the Indexes
+    for _ in range(60_000_000 // (16 * 131_200) + 1):  # the peer's requests and the NAS's blocks
+        messages += [("s", Content(16 * 110, record, TLS_FILL)), ("c", Content(16 * 131_200, record, TLS_FILL))]
+    for _ in range(10):
+        messages += [("c", Content(60, record, TLS_FILL), 90.0), ("s", Content(60, record, TLS_FILL))]
+    parts.append(tcp_session(NAS, peer, ports(), 22000, T0 + 8, messages=messages, rate=4e6, close="none", rng=rng))
+    return merge(*parts)
+
+
 def _tracepath(rng: random.Random) -> Iterator[Packet]:
     """`tracepath HOST` (iputils; Ubuntu's in place of traceroute) to a game server that filters UDP:
     one socket, probes of 1,472 bytes (path MTU) to port 44444 + a slot that wraps at 64, one a hop
@@ -834,6 +892,13 @@ KNOWN_FP = ("a periodic call to a named service is a beacon to the beacon detect
             "the numbers of making named beacons need a second finding)")
 
 
+KNOWN_FP_LOGINS = ("repeated successful logins from one outside address are brute force to the brute-force "
+                   "detector, which cannot tell a successful login from a failed one in a flow record (a hunt "
+                   "of 2026-12-07 found both; open)")
+
+KNOWN_FP_UNNAMED = ("a large upload to an address no DNS answer named is exfiltration to the exfil detector; "
+                    "Syncthing finds its peers by its own discovery and sends no server name (open)")
+
 BAD = frozenset({VICTIM, CNC})
 SCENARIOS: list[Scenario] = [
     Scenario("beacon-https-2.2s", "malicious", _beacon(2.2, 0.005, 270, size=6100), BAD, ("beacon",), True,
@@ -911,6 +976,12 @@ SCENARIOS: list[Scenario] = [
              note="two Linux traceroutes, one to a host that filters UDP"),
     Scenario("traceroute-macos", "benign", _traceroutes(64, False),
              note="a macOS traceroute (64 hops) to a host that filters UDP"),
+    Scenario("inbound-git-autofetch", "benign", _inbound_logins, extra={"known_fp": KNOWN_FP_LOGINS},
+             note="the owner's office VS Code fetches 3 repos from the home Gitea over ssh every 180 s"),
+    Scenario("inbound-ftp-camera", "benign", _ftp_uploads, extra={"known_fp": KNOWN_FP_LOGINS},
+             note="a camera at a second site uploads motion snapshots to the NAS by FTP"),
+    Scenario("syncthing-offsite", "benign", _syncthing, extra={"known_fp": KNOWN_FP_UNNAMED},
+             note="Syncthing sends a 60 MB folder to the owner's device at another home"),
     Scenario("tracepath", "benign", _tracepath,
              note="iputils tracepath (UDP 44444 + slot, wrapping at 64) to a host that filters UDP"),
     Scenario("fing-scan", "benign", _lan_sweep(False),

@@ -222,18 +222,20 @@ def dns_message(name: str, qid: int, answer_ip: str | None = None, response: boo
     return bytes(msg)
 
 
-def client_hello(sni: str, rng: random.Random) -> bytes:
-    """A TLS 1.3 ClientHello record (as browsers send it) whose server_name is `sni`."""
+def client_hello(sni: str, rng: random.Random, alpn: tuple[str, ...] = ("h2", "http/1.1")) -> bytes:
+    """A TLS 1.3 ClientHello record (as browsers send it) whose server_name is `sni` (""): none, as Go's
+    crypto/tls sends when its config names no server, e.g. Syncthing's) offering the `alpn` protocols."""
     def ext(kind: int, body: bytes) -> bytes:
         return struct.pack("!HH", kind, len(body)) + body
 
     name = sni.encode("idna")
+    protocols = b"".join(bytes([len(p)]) + p.encode() for p in alpn)
     exts = b"".join((
-        ext(0, struct.pack("!HBH", len(name) + 3, 0, len(name)) + name),
+        ext(0, struct.pack("!HBH", len(name) + 3, 0, len(name)) + name) if name else b"",
         ext(23, b""), ext(65281, b"\0"),
         ext(10, bytes.fromhex("0008001d001700180019")),
         ext(11, b"\x01\x00"),
-        ext(16, bytes.fromhex("000c02683208687474702f312e31")),
+        ext(16, struct.pack("!H", len(protocols)) + protocols),
         ext(13, bytes.fromhex("001004030804040105030805050108060601")),
         ext(43, bytes.fromhex("0403040303")),
         ext(45, b"\x01\x01"),
