@@ -358,6 +358,7 @@ def test_a_reload_keeps_the_names_that_make_a_server_no_sweep_target() -> None:
     after a reload."""
     from slipsq.detect import DETECTORS
     from slipsq.engine import Engine
+    from slipsq.records import Alert, Block
     from slipsq.runmode import load_config
     from tests.helpers import SYN, dns_query, dns_response, tcp, udp
 
@@ -365,7 +366,7 @@ def test_a_reload_keeps_the_names_that_make_a_server_no_sweep_target() -> None:
     servers = [f"2a00:1450:4{i:03x}::200e" for i in range(100)]
     e = Engine(load_config(None), detectors=DETECTORS)
     e.reconfigure(load_config(None), (), e.allow)
-    portscan = next(d for d in e.detectors if d.name == "portscan")
+    portscan = next(d for d in e.detectors if isinstance(d, PortScan))
     assert portscan.counts.names is e.ctx.dns_names
     t = T0
     for i, s in enumerate(servers):  # each site: the AAAA answer, then SYNs that are never answered
@@ -376,5 +377,5 @@ def test_a_reload_keeps_the_names_that_make_a_server_no_sweep_target() -> None:
         t += 5
     commands = e.finish()
     assert all(s in portscan.counts.names for s in servers)
-    assert not [c for c in commands if type(c).__name__ == "Block"]
-    assert not [c for c in commands if type(c).__name__ == "Alert" and c.evidence.detector == "portscan"]
+    assert not [c for c in commands if isinstance(c, Block)]
+    assert not [c for c in commands if isinstance(c, Alert) and c.evidence.detector == "portscan"]
