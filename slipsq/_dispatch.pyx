@@ -99,11 +99,17 @@ cdef class Counters:
                 f"blocks={self.blocks})")
 
 
-cdef inline int _add_flows(object counters, long long n) except -1:
+cdef inline int _add(object counters, long long flows, long long events) except -1:
+    """counters.flows += flows and counters.app_events += events: in C for a Counters, else (a test's
+    counters) through its attributes."""
     if type(counters) is Counters:
-        (<Counters>counters).flows += n
+        (<Counters>counters).flows += flows
+        (<Counters>counters).app_events += events
     else:
-        counters.flows += n
+        if flows:
+            counters.flows += flows
+        if events:
+            counters.app_events += events
     return 0
 
 
@@ -209,7 +215,7 @@ cdef class FlowCalls:
         return True
 
     def run_flows(self, flows, list out, counters):
-        """Each of `flows` in order, in one call (Engine._analyze): a flow that is not an
+        """Each of `flows` in order, in one call (Engine._hand_up): a flow that is not an
         active-timeout report counts in counters.flows and goes to `out` (None: nowhere) before
         the hooks see it."""
         cdef Py_ssize_t n = 0
@@ -221,7 +227,7 @@ cdef class FlowCalls:
                         out.append(flow)
                 self._run(flow)
         finally:
-            _add_flows(counters, n)
+            _add(counters, n, 0)
 
     def run(self, flow):
         self._run(flow)
@@ -278,45 +284,25 @@ cdef class AppCalls:
     cdef readonly object other, decode, ctx, failed
     cdef readonly Py_ssize_t max_dns, max_names, names
     cdef object _map  # the names map `names` counts (dispatch.AppCalls)
-    cdef Py_ssize_t _counted  # events not yet added to counters.app_events (added once a call)
 
     def __init__(self, dict by_kind, other, decode, ctx, Py_ssize_t max_dns, failed, max_names=1 << 62):
         self.by_kind, self.other, self.decode, self.ctx = by_kind, other, decode, ctx
         self.max_dns, self.failed = max_dns, failed
         self.max_names = min(max_names, 1 << 62)
         self._map, self.names = None, 0
-        self._counted = 0
 
     def run_packets(self, packets, list out, counters):
-        try:
-            for ts, ip_packet in packets:
-                try:
-                    events = self.decode(ip_packet, ts)
-                except Exception as e:
-                    self.failed("app decoder", e)
-                    continue
-                for event in events:
-                    self._event(event, out)
-        finally:
-            self._count(counters)
+        for ts, ip_packet in packets:
+            try:
+                events = self.decode(ip_packet, ts)
+            except Exception as e:
+                self.failed("app decoder", e)
+                continue
+            for event in events:
+                self._event(event, out, counters)
 
     def run(self, event, list out, counters):
-        try:
-            self._event(event, out)
-        finally:
-            self._count(counters)
-
-    cdef int _count(self, object counters) except -1:
-        """counters.app_events += the events run since the last call (one attribute write a call,
-        not one an event; the same total whenever the caller can look)."""
-        cdef Py_ssize_t n = self._counted
-        if n:
-            self._counted = 0
-            if type(counters) is Counters:
-                (<Counters>counters).app_events += n
-            else:
-                counters.app_events += n
-        return 0
+        self._event(event, out, counters)
 
     cdef int _learn(self, object answers, object query) except -1:
         """dispatch.AppCalls._learn."""
@@ -348,8 +334,8 @@ cdef class AppCalls:
         self.names -= len(self._map.popitem(last=False)[1])
         return 0
 
-    cdef int _event(self, object event, list out) except -1:
-        self._counted += 1
+    cdef int _event(self, object event, list out, object counters) except -1:
+        _add(counters, 0, 1)
         kind = event_field(&EV, event, E_KIND)
         cdef Py_ssize_t size
         if kind == "dns":

@@ -37,7 +37,7 @@ class FlowCalls:
         self.failed = failed
 
     def run_flows(self, flows: Iterable[Flow], out: list[Any] | None, counters: Any) -> None:
-        """Each of `flows` in order, in one call (Engine._analyze): a flow that is not an
+        """Each of `flows` in order, in one call (Engine._hand_up): a flow that is not an
         active-timeout report counts in counters.flows and goes to `out` (None: nowhere) before
         the hooks see it."""
         n = 0

@@ -192,7 +192,7 @@ class Engine:
     def flow(self, flow: Flow) -> list[Command]:
         """One flow from a flow file: it skips decode and the flow table."""
         self._advance(flow.start)
-        self._analyze([flow])
+        self._hand_up([], [flow])
         return self.take()
 
     def advance(self, now: float) -> list[Command]:
@@ -244,7 +244,9 @@ class Engine:
             self._hand_up(table.pop_app(), table.pop_closed())
 
     def _hand_up(self, app: list[tuple[float, bytes]], flows: list[Flow]) -> None:
-        """One hand-up of the table (drain, step): its app packets, then its closed flows."""
+        """One hand-up of the table (drain; `step` has these lines inline): its app packets, then its
+        closed flows, each past every detector's gate to its on_flow, in one call into the compiled
+        loop a batch (dispatch.FlowCalls.run_flows), not a Python frame a flow."""
         if app:
             self._apps.run_packets(app, self._out if self.export_queries else None, self.counters)
         if flows:
@@ -313,12 +315,6 @@ class Engine:
 
     def _tick(self) -> None:
         self._on_tick.run(self.now)
-
-    def _analyze(self, flows: list[Flow]) -> None:
-        """Closed flows, in order: each counted (unless an active-timeout report) and exported when
-        asked, then past every detector's gate to its on_flow; one call into the compiled loop a batch
-        (dispatch.FlowCalls.run_flows), not a Python frame a flow."""
-        self._flows.run_flows(flows, self._out if self.export_flows else None, self.counters)
 
     def _evidence(self, ev: Evidence) -> None:
         decision: Decision = self.judge.add(ev)
