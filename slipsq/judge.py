@@ -118,7 +118,7 @@ class Judge:
         self._unique = count()
         # the judge's blocks by IPv6 network (b"/64" + 8 bytes, b"/48" + 6 bytes), oldest first, and
         # each such block's two networks: judge.max_blocks_per_64 (module docstring)
-        self.max_per_net = {64: config["judge.max_blocks_per_64"], 48: 16 * config["judge.max_blocks_per_64"]}
+        self.max_per_net = {b"/64": config["judge.max_blocks_per_64"], b"/48": 16 * config["judge.max_blocks_per_64"]}
         self._by_net: dict[bytes, OrderedDict[str, None]] = {}
         self._nets_of: dict[str, tuple[bytes, ...]] = {}
 
@@ -240,7 +240,7 @@ class Judge:
                 continue
             left = len(members) - sum(1 for ip in lift if net in self._nets_of[ip])
             oldest = iter(members)
-            while left >= self.max_per_net[64 if net.startswith(b"/64") else 48]:
+            while left >= self.max_per_net[net[:3]]:
                 ip = next(oldest)
                 if ip not in lift:
                     lift.append(ip)

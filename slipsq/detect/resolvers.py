@@ -43,7 +43,8 @@ class Resolvers:
     def trusts(self, resolver: str, port: int, client: str) -> bool:
         """Whether `resolver`, answering `client` from `port`, teaches names. One call per DNS answer
         that carries addresses: the local test and the list are a cached dict lookup and a set
-        lookup; the allow list, asked last, caches its own answers."""
+        lookup; the allow list, asked last, caches its own answers. The compiled app loop runs this
+        test in C (slipsq/_dispatch.pyx `_trusts`, held equal by test_dns_trust): change both."""
         if port == 53 and (resolver in self.listed or (is_local(resolver) and is_local(client))
                            or self.protected(resolver)):
             return True
