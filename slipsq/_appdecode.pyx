@@ -354,12 +354,28 @@ cdef str dns_name(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* af
     """appdecode.dns_name: the name at `pos` (None when unreadable) and, in *after_out, the position
     after it. Pointers must go backwards (no loops)."""
     cdef char out[MAX_NAME + 1]
+    cdef Py_ssize_t used = walk_name(m, n, pos, after_out, out)
+    return None if used < 0 else out[:used].decode("utf-8", "replace")
+
+
+cdef inline bint skip_name(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* after_out) noexcept:
+    """appdecode.skip_name: whether the name at `pos` nobody reads is readable, and in *after_out the
+    position after it (or where it stopped); a pointer ends it (checked to point backwards, not
+    followed: O(size) a message)."""
+    return walk_name(m, n, pos, after_out, NULL) >= 0
+
+
+cdef Py_ssize_t walk_name(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* after_out,
+                          char* out) noexcept:
+    """appdecode._walk_name: the name's length written in `out` (pointers followed), or with `out`
+    NULL 0 and the first pointer ends the name; -1 when unreadable; *after_out the position after it
+    (or where it stopped)."""
     cdef Py_ssize_t after = 0, limit = pos, total = 0, used = 0, i
     cdef int length
     while True:
         if pos >= n:
             after_out[0] = pos
-            return None
+            return -1
         length = m[pos]
         if length == 0:
             pos += 1
@@ -367,57 +383,31 @@ cdef str dns_name(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* af
         if length & 0xC0 == 0xC0:
             if pos + 2 > n or (be16(m + pos) & 0x3FFF) >= limit:
                 after_out[0] = pos
-                return None
+                return -1
+            if out == NULL:
+                after_out[0] = pos + 2
+                return 0
             if not after:
                 after = pos + 2
             limit = pos = be16(m + pos) & 0x3FFF
             continue
         if length & 0xC0:
             after_out[0] = pos
-            return None
+            return -1
         total += length + 1
         if total > MAX_NAME or pos + 1 + length > n:
             after_out[0] = pos
-            return None
-        if used:
-            out[used] = 46  # "."
-            used += 1
-        for i in range(length):
-            out[used + i] = <char>m[pos + 1 + i]
-        used += length
+            return -1
+        if out != NULL:
+            if used:
+                out[used] = 46  # "."
+                used += 1
+            for i in range(length):
+                out[used + i] = <char>m[pos + 1 + i]
+            used += length
         pos += 1 + length
     after_out[0] = after if after else pos
-    return out[:used].decode("utf-8", "replace")
-
-
-cdef bint skip_name(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssize_t* after_out) noexcept:
-    """appdecode.skip_name: whether the name at `pos` nobody reads is readable, and in *after_out
-    the position after it (or where it stopped); a pointer ends it where it stands (checked to point
-    backwards, not followed: O(size) a message)."""
-    cdef Py_ssize_t start = pos, total = 0
-    cdef int length
-    while True:
-        if pos >= n:
-            after_out[0] = pos
-            return False
-        length = m[pos]
-        if length == 0:
-            after_out[0] = pos + 1
-            return True
-        if length & 0xC0 == 0xC0:
-            if pos + 2 > n or (be16(m + pos) & 0x3FFF) >= start:
-                after_out[0] = pos
-                return False
-            after_out[0] = pos + 2
-            return True
-        if length & 0xC0:
-            after_out[0] = pos
-            return False
-        total += length + 1
-        if total > MAX_NAME or pos + 1 + length > n:
-            after_out[0] = pos
-            return False
-        pos += 1 + length
+    return used
 
 
 def tls_server_name(bytes payload):

@@ -123,61 +123,56 @@ def parse_dns(msg: bytes) -> dict[str, object] | None:
 def dns_name(msg: bytes, pos: int) -> tuple[str | None, int]:
     """(name, position after it) or (None, pos). Pointers must go backwards (no loops)."""
     labels: list[bytes] = []
+    readable, after = _walk_name(msg, pos, labels)
+    return (b".".join(labels).decode("utf-8", "replace") if readable else None), after
+
+
+def skip_name(msg: bytes, pos: int) -> tuple[bool, int]:
+    """(readable, position after it) of the name at `pos`, for a name nobody reads (an answer's owner,
+    a further question); unreadable: (False, where it stopped), as dns_name. A pointer ends it where
+    it stands, checked to point backwards but not followed. Following it cost a hop a pointer: a
+    crafted answer (256 owners each pointing at the top of a chain of pointers, as many as the packet
+    holds) made a 4 kB message ~750,000 hops, ~0.5 ms of the packet loop (a review, 2026-12-07).
+    Each name is now walked once: O(size)."""
+    return _walk_name(msg, pos, None)
+
+
+def _walk_name(msg: bytes, pos: int, labels: list[bytes] | None) -> tuple[bool, int]:
+    """The walk of dns_name (`labels` gets the name's labels: pointers followed) and skip_name
+    (`labels` None: the first pointer ends the name): (readable, position after it, or where it
+    stopped)."""
     after = 0
     limit = pos  # a pointer must point before the name that uses it
     total = 0
     n = len(msg)
     while True:
         if pos >= n:
-            return None, pos
+            return False, pos
         length = msg[pos]
         if length == 0:
             pos += 1
             break
         if length & 0xC0 == 0xC0:
             if pos + 2 > n:
-                return None, pos
+                return False, pos
             ptr = _U16.unpack_from(msg, pos)[0] & 0x3FFF
             if ptr >= limit:
-                return None, pos
+                return False, pos
+            if labels is None:
+                return True, pos + 2
             if not after:
                 after = pos + 2
             limit = pos = ptr
             continue
         if length & 0xC0:
-            return None, pos
-        total += length + 1
-        if total > 255 or pos + 1 + length > n:
-            return None, pos
-        labels.append(msg[pos + 1:pos + 1 + length])
-        pos += 1 + length
-    return b".".join(labels).decode("utf-8", "replace"), after or pos
-
-
-def skip_name(msg: bytes, pos: int) -> tuple[bool, int]:
-    """(readable, position after it) of the name at `pos`, for a name nobody reads (an answer's owner,
-    a further question); unreadable: (False, where it stopped), as dns_name. Its labels are read as
-    dns_name reads them; a pointer ends it where it stands, checked to point backwards but not
-    followed. Following it cost a hop a pointer: a crafted answer (256 owners each pointing at the
-    top of a chain of pointers, as many as the packet holds) made a 4 kB message ~750,000 hops,
-    ~0.5 ms of the packet loop (a review, 2026-12-07). Each name is now walked once: O(size)."""
-    start, total, n = pos, 0, len(msg)
-    while True:
-        if pos >= n:
-            return False, pos
-        length = msg[pos]
-        if length == 0:
-            return True, pos + 1
-        if length & 0xC0 == 0xC0:
-            if pos + 2 > n or _U16.unpack_from(msg, pos)[0] & 0x3FFF >= start:
-                return False, pos
-            return True, pos + 2
-        if length & 0xC0:
             return False, pos
         total += length + 1
         if total > 255 or pos + 1 + length > n:
             return False, pos
+        if labels is not None:
+            labels.append(msg[pos + 1:pos + 1 + length])
         pos += 1 + length
+    return True, after or pos
 
 
 # --- TCP payloads --------------------------------------------------------------------------------
