@@ -21,12 +21,13 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Size
 from cpython.ref cimport PyObject
 
+from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_SADDR, F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPKTS, F_DPORT,
+                                F_END, F_PROTO, F_SADDR, F_SBYTES, F_SPORT, F_START, EventSlots, FlowSlots, event_field,
+                                event_slots, flow_direct, flow_field, flow_slots)
+from slipsq._lru cimport get as lru_get
 from slipsq._lru cimport put, put_known
-from slipsq._flowslots cimport E_DADDR, E_DATA, E_KIND, E_SADDR, EventSlots, event_field, event_slots
 from slipsq.detect._prefixes cimport text_local
 from slipsq.detect._states cimport flow_denied
-from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES,
-                                F_SPORT, F_START, FlowSlots, flow_direct, flow_field, flow_slots)
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.exfil import _MAX_OPEN, _MIN_FLOW_BYTES
 from slipsq.detect.tcpstate import _HELD_BY_STATE
@@ -88,8 +89,7 @@ cdef class Intake:
 
     def on_app(self, event):
         if event_field(&EV, event, E_KIND) == "tls":
-            data = event_field(&EV, event, E_DATA)
-            sni = data.get("sni")
+            sni = lru_get(event_field(&EV, event, E_DATA), "sni", None)  # in C: one call a ClientHello
             if isinstance(sni, str) and sni:
                 put(self.tls_names, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_DADDR)), sni,
                     self.max_tls_names)
