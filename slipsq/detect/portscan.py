@@ -12,9 +12,9 @@ ping sweep too); answered echoes only lower the confidence. An unanswered server
 the house trusts named (ctx.dns_names) is no target of a horizontal scan: scanners sweep addresses,
 not names, while a dual-stack client whose IPv6 is broken sends an unanswered SYN to every site it
 visits before IPv4 works (Happy Eyeballs: 100 sites an hour blocked the laptop's IPv6 address).
-UDP to traceroute's ports (33434-33689) counts nothing: one traceroute to a host that filters UDP is
-90 (Linux) to 192 (macOS) unanswered ports on it, and blocked the person tracing their lag (the
-routers' ICMP answers are not the target's).
+UDP to traceroute's ports (33434-33689) and tracepath's (44444-44507) counts nothing: one traceroute
+to a host that filters UDP is 90 (Linux) to 192 (macOS) unanswered ports on it, and blocked the
+person tracing their lag (the routers' ICMP answers are not the target's).
 
 Arithmetic (n = targets counted, T = the threshold option for the kind):
   threat = medium for n >= T, high for n >= 3 T, critical for n >= 10 T
