@@ -74,6 +74,47 @@ def test_benign_look_alikes() -> None:
     assert rec.by("bruteforce") == []
 
 
+def triplets(src: str, n: int, every: float, start: float = T0) -> list[Flow]:
+    """Git autofetch of 3 repositories: 3 short ssh sessions 1.5 s apart, every `every` s."""
+    return sort_flows(*(attempts(src, SERVER, 22, 3, start=start + k * every, every=1.5, dur=0.9)
+                        for k in range(n)))
+
+
+def test_logins_paced_minutes_apart_are_reported_not_blocked() -> None:
+    """The office's VS Code fetching 3 repositories of the home Gitea every 180 s: 60 logins an hour
+    from one outside address, in runs of 3. Reported (medium: a guesser pacing itself looks like
+    this too), blocks no one; the same 60 logins back to back (3 s apart) block."""
+    rec, _ = run([BruteForce], triplets(ATTACKER, 20, 180.0))
+    found = rec.by("bruteforce")
+    assert found and rec.blocked_ips == []
+    assert {a.evidence.threat_level for a in found} == {0.5} and max(a.evidence.score for a in found) == 0.5
+    assert "paced: its longest run of attempts each within 120s of the one before is 3 (< 20)" in \
+        found[0].evidence.description
+    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, 22, 60, every=3.0, dur=0.9))  # the control
+    assert rec.blocked_ips == [ATTACKER]
+
+
+def test_a_run_of_the_threshold_blocks_after_paced_attempts() -> None:
+    """10 attempts 5 minutes apart, then guessing at full speed: the count reaches 20 in a run of
+    10 (reported medium), the run reaches 20 (critical, blocked): the paced past hides nothing."""
+    flows = attempts(ATTACKER, SERVER, 22, 10, every=300.0) + attempts(ATTACKER, SERVER, 22, 20, start=T0 + 3000)
+    rec, _ = run([BruteForce], flows)
+    levels = [a.evidence.threat_level for a in rec.by("bruteforce")]
+    assert levels == [0.5, 1.0] and rec.blocked_ips == [ATTACKER]
+
+
+@pytest.mark.parametrize("every,blocked", [(100.0, True), (150.0, False)])
+def test_max_gap_is_the_pause_that_ends_a_run(every: float, blocked: bool) -> None:
+    """Attempts 100 s apart are one run (blocked at 20); 150 s apart, each its own (reported)."""
+    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, 22, 24, every=every))
+    assert rec.by("bruteforce") and (rec.blocked_ips == [ATTACKER]) is blocked
+    cfg = config([BruteForce], **{"bruteforce.max_gap": 200.0})
+    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, 22, 24, every=every), cfg=cfg)
+    assert rec.blocked_ips == [ATTACKER]
+    with pytest.raises(ConfigError, match=r"bruteforce\.max_gap"):
+        config([BruteForce], **{"bruteforce.max_gap": 0})
+
+
 def test_long_sessions_lower_confidence() -> None:
     flows = sort_flows(attempts(ATTACKER, SERVER, 22, 20), attempts(ATTACKER, SERVER, 22, 20, dur=600,
                                                                    start=T0 - 0.5))

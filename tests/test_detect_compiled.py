@@ -623,7 +623,7 @@ bf_event = st.builds(
 
 
 def count_state(c: Any) -> Any:
-    return c.first, c.last, c.short, c.long, c.emitted, c.emitted_threat
+    return c.first, c.last, c.short, c.long, c.emitted, c.emitted_threat, c.run, c.run_last, c.longest
 
 
 def bruteforce_state(i: Any) -> Any:
@@ -633,9 +633,9 @@ def bruteforce_state(i: Any) -> Any:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(bf_flow, bf_event, st.sampled_from(BF_PORTS)), max_size=80),
        st.sampled_from((600.0, 3600.0, 0.7)), st.integers(1, 3), st.integers(1, 4), st.integers(1, 3),
-       st.booleans())
+       st.booleans(), st.sampled_from((120.0, 0.5, 1000.0, float("inf"))))
 def test_bruteforce_intake_twins_agree(ops: list[Any], window: float, min_n: int, max_keys: int, max_banners: int,
-                                       report: bool) -> None:
+                                       report: bool, max_gap: float) -> None:
     """The same counts judged; the same counts, window and banners kept (the banners' LRU order
     included); every other flow and event answered NO_EVIDENCE. (A port in `ops` asks `service`.)"""
     def judge(service: str, key: Any, c: Any, f: Flow) -> Any:
@@ -644,8 +644,8 @@ def test_bruteforce_intake_twins_agree(ops: list[Any], window: float, min_n: int
         return [(service, key, count_state(c), f)]
 
     ports = dict(py_bruteforce.DEFAULT_PORTS)
-    py = py_bruteforce.Intake(ports, window, min_n, 30.0, max_keys, max_banners, judge)
-    c = c_bruteforce.Intake(ports, window, min_n, 30.0, max_keys, max_banners, judge)
+    py = py_bruteforce.Intake(ports, window, min_n, 30.0, max_keys, max_banners, judge, max_gap)
+    c = c_bruteforce.Intake(ports, window, min_n, 30.0, max_keys, max_banners, judge, max_gap)
     for op in ops:
         a: Any
         b: Any

@@ -892,10 +892,6 @@ KNOWN_FP = ("a periodic call to a named service is a beacon to the beacon detect
             "the numbers of making named beacons need a second finding)")
 
 
-KNOWN_FP_LOGINS = ("repeated successful logins from one outside address are brute force to the brute-force "
-                   "detector, which cannot tell a successful login from a failed one in a flow record (a hunt "
-                   "of 2026-12-07 found both; open)")
-
 KNOWN_FP_UNNAMED = ("a large upload to an address no DNS answer named is exfiltration to the exfil detector; "
                     "Syncthing finds its peers by its own discovery and sends no server name (open)")
 
@@ -976,9 +972,9 @@ SCENARIOS: list[Scenario] = [
              note="two Linux traceroutes, one to a host that filters UDP"),
     Scenario("traceroute-macos", "benign", _traceroutes(64, False),
              note="a macOS traceroute (64 hops) to a host that filters UDP"),
-    Scenario("inbound-git-autofetch", "benign", _inbound_logins, extra={"known_fp": KNOWN_FP_LOGINS},
+    Scenario("inbound-git-autofetch", "benign", _inbound_logins,
              note="the owner's office VS Code fetches 3 repos from the home Gitea over ssh every 180 s"),
-    Scenario("inbound-ftp-camera", "benign", _ftp_uploads, extra={"known_fp": KNOWN_FP_LOGINS},
+    Scenario("inbound-ftp-camera", "benign", _ftp_uploads,
              note="a camera at a second site uploads motion snapshots to the NAS by FTP"),
     Scenario("syncthing-offsite", "benign", _syncthing, extra={"known_fp": KNOWN_FP_UNNAMED},
              note="Syncthing sends a 60 MB folder to the owner's device at another home"),

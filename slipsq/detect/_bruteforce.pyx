@@ -49,6 +49,7 @@ cdef object _LOGIN_SERVICES = LOGIN_SERVICES
 cdef object _SERVER_FIRST_ = _SERVER_FIRST
 cdef object _EITHER_ = _EITHER
 cdef object _NO_EVIDENCE = NO_EVIDENCE
+cdef object _MINUS_INF = float("-inf")
 
 
 cdef inline bint _exchanged(object flow) except -1:
@@ -60,24 +61,26 @@ cdef inline bint _exchanged(object flow) except -1:
 cdef class Count:
     """One (source, server, port) of a window (bruteforce._Count)."""
 
-    cdef public object first, last, short, long, emitted, emitted_threat
+    cdef public object first, last, short, long, emitted, emitted_threat, run, run_last, longest
 
     def __init__(self, first):
         self.first = first
         self.last = 0.0
-        self.short = self.long = self.emitted = 0
+        self.short = self.long = self.emitted = self.run = self.longest = 0
         self.emitted_threat = 0.0
+        self.run_last = _MINUS_INF
 
 
 cdef class Intake:
     """One call per flow (on_flow) and per app event (on_app): bruteforce.Intake."""
 
     cdef readonly dict ports, counts  # port -> login service; this window's counts
-    cdef readonly object banners, index, window, min_n, max_dur, judge
+    cdef readonly object banners, index, window, min_n, max_dur, max_gap, judge
     cdef readonly Py_ssize_t max_keys, max_banners
 
-    def __init__(self, dict ports, window, min_n, max_dur, max_keys, max_banners, judge):
+    def __init__(self, dict ports, window, min_n, max_dur, max_keys, max_banners, judge, max_gap=float("inf")):
         self.ports, self.window, self.min_n, self.max_dur, self.judge = ports, window, min_n, max_dur, judge
+        self.max_gap = max_gap
         # a bound past any size a map can reach: clamp it to fit
         self.max_keys, self.max_banners = min(max_keys, sys.maxsize), min(max_banners, sys.maxsize)
         self.banners = OrderedDict()
@@ -126,6 +129,14 @@ cdef class Intake:
         else:
             c.long += 1
             return _NO_EVIDENCE
+        if start - c.run_last > self.max_gap:  # a pause: a new run
+            c.run = 1
+        else:
+            c.run += 1
+        if start > c.run_last:  # max(c.run_last, start)
+            c.run_last = start
+        if c.run > c.longest:
+            c.longest = c.run
         if c.short < self.min_n:
             return _NO_EVIDENCE
         return self.judge(service, key, c, flow)

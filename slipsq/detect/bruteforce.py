@@ -22,6 +22,14 @@ Arithmetic (n = attempts, T = `bruteforce.min_attempts`, default 20):
                (a long interactive session among them lowers it)
   so 20 short logins from the Internet, or 60 from inside, score 1.0 and block by themselves; 20
   from inside score 0.8 and block with one more finding (e.g. the scan that found the server).
+  Paced: a run is attempts each starting within `bruteforce.max_gap` (120 s) of the one before. When
+  no run in the window reached T, the count is made of short runs with pauses between them: a job
+  on a schedule (the office's editor fetching 3 repositories of the home Gitea over ssh every 180 s
+  is 60 logins an hour; a camera's FTP upload per motion event) or a guesser pacing itself. A flow
+  cannot tell a login that worked from one that failed, so that is threat = medium (x confidence
+  <= 0.5): reported each window, it blocks only with other evidence. A guesser must then keep under
+  T attempts in every run, two minutes apart at the slowest: under 30 guesses an hour. Guessers
+  (hydra, ncrack, bots) open connection after connection, seconds apart: one run.
   Inside sources get more room because admin automation (Ansible opens an ssh connection per task)
   looks like this too. From inside to a server a trusted resolver named (ctx.dns_names: github.com),
   it is reported low and never blocks: git over ssh (an editor's autofetch, every 180 s a repository)
@@ -46,7 +54,7 @@ from slipsq.detect.prefixes import is_local
 from slipsq.detect.tcpstate import exchanged
 from slipsq.flow import AppEvent, Flow
 from slipsq.lru import put
-from slipsq.records import CRITICAL, HIGH, LOW, Evidence
+from slipsq.records import CRITICAL, HIGH, LOW, MEDIUM, Evidence
 
 DEFAULT_PORTS = {22: "ssh", 3389: "rdp", 21: "ftp", 23: "telnet", 445: "smb", 139: "smb", 3306: "mysql",
                  5432: "postgres", 1433: "mssql", 5900: "vnc", 5901: "vnc", 2323: "telnet"}
@@ -64,6 +72,9 @@ class _Count:
     long: int = 0
     emitted: int = 0
     emitted_threat: float = 0.0
+    run: int = 0  # short attempts in the current run (each within max_gap s of the one before)
+    run_last: float = float("-inf")  # the latest start in that run
+    longest: int = 0  # the longest run in the window
 
 
 # what the intake hands a count that reached min_attempts: (service, (src, dst, port), count, flow) -> evidence
@@ -81,12 +92,12 @@ class Intake:
     HTTP requests too, and the engine every DNS answer). The readable twin of the compiled
     `_bruteforce.Intake` (make_intake chooses, tests/test_detect_compiled.py holds them equal)."""
 
-    __slots__ = ("banners", "counts", "index", "judge", "max_banners", "max_dur", "max_keys", "min_n", "ports",
-                 "window")
+    __slots__ = ("banners", "counts", "index", "judge", "max_banners", "max_dur", "max_gap", "max_keys", "min_n",
+                 "ports", "window")
 
     def __init__(self, ports: dict[int, str], window: float, min_n: int, max_dur: float, max_keys: int,
-                 max_banners: int, judge: Judge) -> None:
-        self.ports, self.window, self.min_n, self.max_dur = ports, window, min_n, max_dur
+                 max_banners: int, judge: Judge, max_gap: float = float("inf")) -> None:
+        self.ports, self.window, self.min_n, self.max_dur, self.max_gap = ports, window, min_n, max_dur, max_gap
         self.max_keys, self.max_banners, self.judge = max_keys, max_banners, judge
         self.banners: OrderedDict[tuple[str, int], str] = OrderedDict()  # (server, port) -> service
         self.counts: dict[tuple[str, str, int], _Count] = {}
@@ -120,6 +131,12 @@ class Intake:
         else:
             c.long += 1
             return NO_EVIDENCE
+        if flow.start - c.run_last > self.max_gap:  # a pause: a new run (flows close out of start order:
+            c.run = 1                                # an earlier start continues the run)
+        else:
+            c.run += 1
+        c.run_last = max(c.run_last, flow.start)
+        c.longest = max(c.longest, c.run)
         if c.short < self.min_n:
             return NO_EVIDENCE
         return self.judge(service, key, c, flow)
@@ -145,11 +162,11 @@ class Intake:
 
 
 def make_intake(ports: dict[int, str], window: float, min_n: int, max_dur: float, max_keys: int, max_banners: int,
-                judge: Judge) -> Intake:
+                judge: Judge, max_gap: float = float("inf")) -> Intake:
     """The compiled Intake, or its readable twin (slipsq.twins decides)."""
     fast = twins.compiled("slipsq.detect._bruteforce")
     cls: type[Intake] = Intake if fast is None else fast.Intake
-    return cls(ports, window, min_n, max_dur, max_keys, max_banners, judge)
+    return cls(ports, window, min_n, max_dur, max_keys, max_banners, judge, max_gap)
 
 
 class BruteForce(Detector):
@@ -166,6 +183,10 @@ class BruteForce(Detector):
         Option("bruteforce.ports", [], "extra login service ports, e.g. [2222, 10022] (named by their banner "
                "when one is seen)", lambda v: all(type(p) is int and 0 < p < 65536 for p in v),
                "a list of port numbers"),
+        Option("bruteforce.max_gap", 120.0, "longest pause (s) between a source's short connections to a login "
+               "service that keeps them one run of guessing; a count made only of shorter runs (a job every few "
+               "minutes) is reported at medium threat and blocks only with other evidence",
+               positive, "> 0", duration=True),
         Option("bruteforce.max_banners", 65_536, "login banners remembered per (server, port) (least "
                "recently seen forgotten first)", positive, "> 0"),
         Option("bruteforce.max_keys", 200_000, "(client, server, port) triples counted per judge window; "
@@ -180,10 +201,11 @@ class BruteForce(Detector):
         self.ports: dict[int, str] = dict(DEFAULT_PORTS)
         for p in self.opt("ports"):
             self.ports.setdefault(int(p), "login")
+        self.max_gap: float = self.opt("max_gap")
         self.max_banners: int = self.opt("max_banners")
         self.max_keys: int = self.opt("max_keys")
         self.intake = make_intake(self.ports, self.window, self.min_n, self.max_dur, self.max_keys, self.max_banners,
-                                  self._judge)
+                                  self._judge, self.max_gap)
         self.banners = self.intake.banners  # (server, port) -> what its banner said (the intake's)
         # the engine calls these once per flow and per app event: hand it the compiled path itself
         # (the Python frame of a method that only calls it would cost as much as the compiled tests)
@@ -211,6 +233,12 @@ class BruteForce(Detector):
         # (VS Code's autofetch, every 180 s a repository) is 60 short sessions an hour; a guesser
         # from inside goes after addresses, not names
         named = not inbound and is_local(src) and not is_local(dst) and dst in self.ctx.dns_names
+        # attempts paced minutes apart: a job on a schedule (an office's editor fetching from the home
+        # Gitea every 180 s, a camera's FTP upload per motion event: logins that work, which a flow
+        # cannot tell from failed ones) or a guesser pacing itself below what it takes to block
+        paced = c.longest < self.min_n
+        if paced:
+            threat = MEDIUM  # x confidence <= 0.5: reported each window, blocks only with other evidence
         if named:
             threat = LOW  # and never blocks: it weighs little beside the host's other findings
         if c.emitted and n < 2 * c.emitted and threat <= c.emitted_threat:
@@ -219,6 +247,10 @@ class BruteForce(Detector):
         conf = n / (n + c.long)
         desc = (f"{service} brute force from {src} to {dst}:{port}/tcp: {n} short connections "
                 f"(<= {self.max_dur:g}s) in {c.last - c.first:.0f}s, {c.long} longer sessions")
+        if paced and not named:
+            desc += (f"; paced: its longest run of attempts each within {self.max_gap:g}s of the one before "
+                     f"is {c.longest} (< {self.min_n}): a scheduled job's logins (git over ssh, a camera's "
+                     "FTP uploads) look like this, reported, blocks only with other evidence")
         if named:
             desc += (f"; {dst} is a named server ({', '.join(sorted(self.ctx.dns_names[dst])[:2])}): "
                      "automation (git over ssh) looks like this, reported low, never blocks")
