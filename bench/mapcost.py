@@ -96,6 +96,9 @@ def rows() -> dict[str, tuple[str, Callable[[int], Iterator[tuple[str, Any]]]]]:
         "longconn.max_connections": ("longconn", flows(lambda i: tcp(i, HOST, server(i), 443, "SF", dur=2000.0))),
         "dns.max_addresses": ("dga", events(lambda i: dns(i, 0, f"h{i}.example.com", [server(i)]))),
         "dga.max_total_sites": ("dga", events(lambda i: dns(i // 8, 3, random_name(i), []))),
+        # a flood's long names (a 100-180 character hex label), 64 a (host, domain) pair
+        "dnstunnel.max_total_names": ("dnstunnel", events(lambda i: dns(
+            i // 64, 0, f"{i * 0x9E3779B97F4A7C15 + 0xABCDEF:x}" * 6 + f".c2x{i // 64}.com", [server(i)]))),
         "p2p.max_total_peers": ("p2p", flows(udp_peer)),
         "arpscan.max_total_targets": ("arpscan", events(arp)),
         "judge.max_offenders": ("longconn", lambda n: (("evidence", evidence(i)) for i in range(n))),

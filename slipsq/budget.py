@@ -33,7 +33,7 @@ SHARES: dict[str, tuple[int, float]] = {
     # its slot in the set): 16 long names an address made an address cost 5.6 kB, and
     # dns.max_addresses alone bounded nothing (a review); 340 B counted ASCII names only (another)
     "dns.max_names": (620, 0.03),
-    "judge.max_offenders": (1280, 0.08),  # an evidence window with one finding, its description and source
+    "judge.max_offenders": (1280, 0.07),  # an evidence window with one finding, its description and source
     "reconnect.max_tuples": (360, 0.03),
     "exfil.max_pairs": (450, 0.03),
     # a (client, server) pair and the name its TLS ClientHello asked for: 130 B measured, plus the
@@ -42,6 +42,7 @@ SHARES: dict[str, tuple[int, float]] = {
     "bruteforce.max_keys": (260, 0.03),
     "longconn.max_connections": (290, 0.03),
     "dga.max_total_sites": (270, 0.02),
+    "dnstunnel.max_total_names": (400, 0.01),  # a (host, domain) pair's name: a 60-250 B string and its slot
     "p2p.max_total_peers": (700, 0.02),
     "arpscan.max_total_targets": (160, 0.02),
 }

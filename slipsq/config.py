@@ -227,6 +227,9 @@ CORE_OPTIONS: tuple[Option, ...] = (
            "which always do): names let traffic pass (beacon.allow_domains, exfil.allow_domains), and any DNS "
            "server can claim any name, so a C&C's own server's answers are not learnt",
            _ips, "a list of IP addresses"),
+    Option("dns.queue_gateway", True, "inline: also queue DNS over UDP to and from the gateway itself (its own "
+           "resolver: dnsmasq, Pi-hole, unbound), so the names it answers are learnt and DGA and tunnel lookups "
+           "are seen; off: only forwarded traffic is queued, and DNS the LAN asks the gateway is never seen"),
     Option("dns.max_addresses", 65_536, "addresses whose DNS names are remembered; the least recently "
            "answered is forgotten first (bounded memory: answers come from the network)", positive, "> 0"),
     Option("dns.max_names", 131_072, "names remembered over all addresses (up to 16 an address); the least "

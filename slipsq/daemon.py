@@ -282,6 +282,7 @@ class Daemon:
         self.diversion_installed = False
         self._heal_lock = threading.Lock()  # _heal_firewall (worker) against shutdown's diversion removal
         self._marks = (0, 0)  # bypass (mark, repeat) as installed
+        self._dns = False  # dns.queue_gateway as installed (read at start)
         self.want_reload = False
         self.started = time.time()
         self.engine_errors = 0
@@ -356,8 +357,9 @@ class Daemon:
                 *self.queue_num, self.engine.table, maxlen=self.maxlen,
                 table_config=self.cfg.section("flowtable"), stall_timeout=float(self.cfg["daemon.stall_timeout"]),
                 bypass=bypass))
+        self._dns = bool(self.cfg["dns.queue_gateway"])
         if self.install_rules:
-            self.fw.install(self.queue_num, bypass_mark=mark, repeat_mark=repeat)
+            self.fw.install(self.queue_num, bypass_mark=mark, repeat_mark=repeat, dns=self._dns)
             self.diversion_installed = True
         self._marks = (mark, repeat)
         self.worker.guard = self._heal_firewall
@@ -421,11 +423,11 @@ class Daemon:
             queue = self.queue_num if self.diversion_installed else None
             mark, repeat = self._marks
             try:
-                gone = self.fw.missing(queue, bypass_mark=mark)
+                gone = self.fw.missing(queue, bypass_mark=mark, dns=self._dns)
                 if gone:
                     log(f"firewall: {', '.join(gone)} removed by someone else (an nftables reload with "
                         "'flush ruleset'? an 'iptables -F'?); putting them back")
-                    self.fw.install(queue, bypass_mark=mark, repeat_mark=repeat)
+                    self.fw.install(queue, bypass_mark=mark, repeat_mark=repeat, dns=self._dns)
                 # the judge's blocks, not the store's: an admin's unblock whose store write is still
                 # pending is gone from the judge already (the store would put it back in the kernel)
                 blocks = {str(parse_ip(ip)): until for ip, until in self.engine.judge.blocked().items() if until > now}

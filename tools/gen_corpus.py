@@ -674,6 +674,39 @@ def _traceroutes(max_hops: int, second: bool) -> Callable[[random.Random], Itera
     return build
 
 
+def _dns_tunnel(rng: random.Random) -> Iterator[Packet]:
+    """dnscat2 through the house's resolver: about one query a second for 15 minutes, each a fresh
+    hex label (its encrypted data, 18-60 characters) under the attacker's domain."""
+    parts = _home(rng, 1200)
+    t = T0 + 30
+    for _ in range(900):
+        label = rng.randbytes(rng.randint(9, 30)).hex()
+        parts.append(dns_query(VICTIM, ROUTER, f"{label}.tun.c2-updates.net", "10.9.8.7", t,
+                               sport=rng.randrange(30000, 60000), rng=rng))
+        t += rng.uniform(0.6, 1.4)
+    return merge(*parts)
+
+
+def _dns_lookup_apis(rng: random.Random) -> Iterator[Packet]:
+    """DNS used as a lookup API, and CDNs' random names: a PC with Sophos asking a file-hash
+    reputation name per file (600 in an hour of activity), the NAS's mail filter asking Spamhaus
+    about each sender, and a browser meeting 40 CloudFront distributions (short random labels)."""
+    parts = _home(rng, 3600)
+    for i in range(600):
+        h = rng.randbytes(20).hex()
+        parts.append(dns_query(LAPTOP, ROUTER, f"{h[:32]}.{h[32:]}.sxl.sophosxl.net", "127.0.0.1",
+                               T0 + 10 + i * 5.5 + rng.uniform(0, 2), sport=rng.randrange(30000, 60000), rng=rng))
+    for i in range(200):
+        ip = ".".join(str(rng.randrange(1, 255)) for _ in range(4))
+        parts.append(dns_query(NAS, ROUTER, f"{ip}.zen.spamhaus.org", None, T0 + 20 + i * 17,
+                               sport=rng.randrange(30000, 60000), rng=rng))
+    for i in range(40):
+        label = "d" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(13))
+        parts.append(dns_query(PHONE, ROUTER, f"{label}.cloudfront.net", f"198.51.100.{100 + i}",
+                               T0 + 40 + i * 80, sport=rng.randrange(30000, 60000), rng=rng))
+    return merge(*parts)
+
+
 def _inbound_logins(rng: random.Random) -> Iterator[Packet]:
     """The owner at the office has VS Code open on 3 repositories of the home Gitea (ssh forwarded to
     the NAS): git autofetch every 180 s, three short sessions with a publickey login each."""
@@ -908,6 +941,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("beacon-udp-60s", "malicious", _udp_beacon, BAD, ("beacon",), note="a UDP beacon every 60 s ± 5 %"),
     Scenario("reconnection-storm", "malicious", _storm, BAD, ("reconnect",), note="needs the new detectors"),
     Scenario("dga-nxdomain", "malicious", _dga, frozenset({VICTIM}), ("dga",), note="needs the new detectors"),
+    Scenario("dns-tunnel", "malicious", _dns_tunnel, frozenset({VICTIM}), ("dnstunnel",),
+             note="dnscat2 through the house's resolver, a query a second"),
     Scenario("exfiltration", "malicious", _exfil, BAD, ("exfil",), note="needs the new detectors"),
     Scenario("horizontal-scan", "malicious", _hscan, frozenset({VICTIM}), ("portscan",)),
     Scenario("vertical-scan", "malicious", _vscan, frozenset({"198.51.100.77"}), ("portscan",)),
@@ -978,6 +1013,8 @@ SCENARIOS: list[Scenario] = [
              note="a camera at a second site uploads motion snapshots to the NAS by FTP"),
     Scenario("syncthing-offsite", "benign", _syncthing, extra={"known_fp": KNOWN_FP_UNNAMED},
              note="Syncthing sends a 60 MB folder to the owner's device at another home"),
+    Scenario("dns-lookup-apis", "benign", _dns_lookup_apis,
+             note="antivirus hash lookups, a mail filter's blocklist lookups, CloudFront's random names"),
     Scenario("tracepath", "benign", _tracepath,
              note="iputils tracepath (UDP 44444 + slot, wrapping at 64) to a host that filters UDP"),
     Scenario("fing-scan", "benign", _lan_sweep(False),

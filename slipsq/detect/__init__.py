@@ -10,6 +10,7 @@ from slipsq.detect.base import Detector
 from slipsq.detect.beacon import Beacon
 from slipsq.detect.bruteforce import BruteForce
 from slipsq.detect.dga import DGA
+from slipsq.detect.dnstunnel import DnsTunnel
 from slipsq.detect.exfil import Exfil
 from slipsq.detect.longconn import LongConnection
 from slipsq.detect.p2p import P2P
@@ -32,4 +33,5 @@ DETECTORS: list[type[Detector]] = [
     UnknownPort,
     Exfil,
     DGA,
+    DnsTunnel,
 ]

@@ -44,6 +44,7 @@ KINDS: dict[str, Kind] = {
     "unknownport": Kind(SID_BASE + 10, BAD, "Other.Undetermined", "Heuristic"),
     "exfil": Kind(SID_BASE + 11, "Attempted Information Leak", "Theft.Data", "Statistical"),
     "dga": Kind(SID_BASE + 12, TROJAN, "Malware.Other", "Statistical"),
+    "dnstunnel": Kind(SID_BASE + 13, TROJAN, "Malware.Other", "Statistical"),
     # blocks no detector decided (an admin's `slipsq block`)
     "manual": Kind(SID_BASE + 999, "Misc activity", "Other.Uncategorised", "Policy"),
 }

@@ -304,17 +304,27 @@ class LegacyBackend(_ByContent):
 
 
 def _extra_matches(rule: Any, extra: tuple[str, ...]) -> None:
-    """RuleSpec.extra onto a python-iptables rule: `-p` sets the protocol, `-m NAME` starts a match,
-    `--option v...` sets the current match's option (its values up to the next `-` word)."""
+    """RuleSpec.extra onto a python-iptables rule: `-p` sets the protocol, `[!] -i/-o IF` the
+    interface (python-iptables reads a leading "!" as not), `-m NAME` starts a match, `--option v...`
+    sets the current match's option (its values up to the next `-` word)."""
     match: Any = None
     i = 0
+    negate = ""
     while i < len(extra):
         word = extra[i]
+        if word == "!":
+            negate, i = "!", i + 1
+            continue
         j = i + 1
         while j < len(extra) and not extra[j].startswith("-"):
             j += 1
         values = list(extra[i + 1:j])
-        if word == "-p":
+        if negate and word not in ("-i", "-o"):
+            raise ValueError(f"cannot express '! {word}' in python-iptables")
+        if word in ("-i", "-o"):
+            setattr(rule, "in_interface" if word == "-i" else "out_interface", negate + values[0])
+            negate = ""
+        elif word == "-p":
             rule.protocol = values[0]
         elif word == "-m":
             match = rule.create_match(values[0])

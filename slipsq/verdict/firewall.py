@@ -23,7 +23,11 @@ connection's mark (the forwarding rule comes first: it is the one every bypassed
     FORWARD  3  -m mark --mark 0x800000/0x800000 -j CONNMARK --save-mark --nfmask 0x400000 --ctmask 0x400000
     FORWARD  4  -m mark --mark 0x800000/0x800000 -j ACCEPT
 
-(each with -m comment --comment "slipsq queue 0 bypass").
+(each with -m comment --comment "slipsq queue 0 bypass"). With `dns` (dns.queue_gateway), DNS over
+UDP to the gateway's own resolver goes to the queue too (dns_rules):
+
+    INPUT   2  ! -i lo -p udp -m udp --dport 53 -m comment --comment "slipsq queue 0 dns" -j NFQUEUE ...
+    OUTPUT  2  ! -o lo -p udp -m udp --sport 53 -m comment --comment "slipsq queue 0 dns" -j NFQUEUE ...
 
 Blocks still win: the jump to SLIPSQ comes first. Set membership changes are one `ipset
 restore` batch per decision (no per-IP shell-out loop; pyroute2 would avoid the fork but is not a
@@ -261,17 +265,18 @@ class Firewall:
         return [n for n in (SET4, SET6) if n in names]
 
     def install(self, queue: int | tuple[int, int] | None = None, divert: Sequence[str] = ("FORWARD",),
-                bypass_mark: int = 0, repeat_mark: int = 0) -> None:
+                bypass_mark: int = 0, repeat_mark: int = 0, dns: bool = False) -> None:
         """Sets, chain SLIPSQ with its DROP rules, jumps from INPUT/FORWARD/OUTPUT at position 1, and
         (with `queue`) the NFQUEUE diversion right after the jump, and (with `bypass_mark` and
-        `repeat_mark`) the bypass rules between the two. Idempotent. The first install of this
-        Firewall also removes what slipsq left in the stale places (the other iptables backend, the
-        filter table)."""
+        `repeat_mark`) the bypass rules between the two, and (with `dns`) the DNS diversion of the
+        gateway's own resolver (dns_rules); without `dns`, a DNS diversion of this queue comes out.
+        Idempotent. The first install of this Firewall also removes what slipsq left in the stale
+        places (the other iptables backend, the filter table)."""
         if not self._cleaned_others:
             self._cleaned_others = True
             self.cleaned = self.remove_stale()
         self.ensure_sets()
-        mine_now = () if queue is None else (diversion_tag(queue), bypass_tag(queue))
+        mine_now = () if queue is None else (diversion_tag(queue), bypass_tag(queue), dns_tag(queue))
         for fam in self.families:
             s = SET4 if fam == 4 else SET6
             self.backend.ensure_chain(fam)
@@ -279,7 +284,9 @@ class Firewall:
                 # would send every packet to a queue nobody reads: past it, uninspected
                 self.backend.delete_tagged(fam, lambda r: r.comment.startswith(f"{TAG} queue ")
                                            and r.comment not in mine_now)
-            broken, jumps, diversions = self._gaps(*self.backend.rules(fam), queue, divert, bypass_mark)
+            broken, jumps, diversions, dns_gone = self._gaps(*self.backend.rules(fam), queue, divert, bypass_mark, dns)
+            if queue is not None and not dns:  # the setting turned off
+                self.backend.delete_tagged(fam, lambda r: r.comment == dns_tag(queue))
             if broken:  # rebuild our own chain's two rules when anything is off
                 self.backend.delete_tagged(fam, lambda r: r.chain == CHAIN)
                 for d in ("src", "dst"):
@@ -298,14 +305,17 @@ class Firewall:
                 at = self._after_jump(fam, hook)
                 for k, spec in enumerate(specs):
                     self.backend.insert(fam, spec, at + k)
+            for spec in dns_gone:
+                self.backend.insert(fam, spec, self._after_jump(fam, spec.chain))
 
     @staticmethod
     def _gaps(rules: list[RuleState], chain: bool, queue: int | tuple[int, int] | None, divert: Sequence[str],
-              bypass_mark: int) -> tuple[bool, list[str], list[str]]:
+              bypass_mark: int, dns: bool = False) -> tuple[bool, list[str], list[str], list[RuleSpec]]:
         """What install() has to mend, from one read of the rules: (chain SLIPSQ or its two DROPs
         off, hooks without the jump, diverted hooks whose diversion is not whole: no NFQUEUE rule,
         or not the three bypass rules that bypass_mark asks for, or bypass rules it does not ask
-        for). install() and missing() both ask it, so what one finds missing the other mends."""
+        for, the DNS diversion's rules that `dns` asks for and are not there). install() and
+        missing() both ask it, so what one finds missing the other mends."""
         have = {(r.chain, r.target, r.comment) for r in rules}
         broken = not chain or sum(1 for r in rules if r.chain == CHAIN) != 2
         jumps = [hook for hook in HOOKS if (hook, CHAIN, TAG) not in have]
@@ -314,20 +324,23 @@ class Firewall:
             hook for hook in divert
             if (hook, "NFQUEUE", diversion_tag(queue)) not in have
             or sum(1 for r in rules if r.chain == hook and r.comment == bypass_tag(queue)) != bypass]
-        return broken, jumps, diversions
+        dns_gone = [] if queue is None or not dns else [
+            spec for spec in dns_rules(queue) if (spec.chain, "NFQUEUE", spec.comment) not in have]
+        return broken, jumps, diversions, dns_gone
 
     def missing(self, queue: int | tuple[int, int] | None = None, divert: Sequence[str] = ("FORWARD",),
-                bypass_mark: int = 0) -> list[str]:
+                bypass_mark: int = 0, dns: bool = False) -> list[str]:
         """What of install()'s work is no longer in the kernel, as words (empty: all there): someone
         else's `nft flush ruleset` (Debian's nftables.conf starts with it), `iptables -F` or `ipset
         destroy`. Reads only: one `ipset list -n` and one save per family."""
         sets = self.sets()
         out = [f"set {name}" for name in (SET4, SET6) if name not in sets and (name == SET4 or 6 in self.families)]
         for fam in self.families:
-            broken, jumps, diversions = self._gaps(*self.backend.rules(fam), queue, divert, bypass_mark)
+            broken, jumps, diversions, dns_gone = self._gaps(*self.backend.rules(fam), queue, divert, bypass_mark, dns)
             out += [f"IPv{fam} chain {CHAIN} and its rules"] if broken else []
             out += [f"IPv{fam} {hook} jump" for hook in jumps]
             out += [f"IPv{fam} {hook} diversion" for hook in diversions]
+            out += [f"IPv{fam} {spec.chain} DNS diversion" for spec in dns_gone]
         return out
 
     def _after_jump(self, fam: int, hook: str) -> int:
@@ -339,7 +352,7 @@ class Firewall:
     def remove_diversion(self, queue: int | tuple[int, int]) -> int:
         """The diversion and its bypass rule (a bypass rule without the queue would let marked
         connections skip the admin's own rules after it)."""
-        tags = (diversion_tag(queue), bypass_tag(queue))
+        tags = (diversion_tag(queue), bypass_tag(queue), dns_tag(queue))
         return sum(self.backend.delete_tagged(f, lambda r: r.comment in tags) for f in self.families)
 
     def remove_all(self) -> Removed:
@@ -422,6 +435,22 @@ def diversion_tag(queue: int | tuple[int, int]) -> str:
 
 def bypass_tag(queue: int | tuple[int, int]) -> str:
     return f"{diversion_tag(queue)} bypass"
+
+
+def dns_tag(queue: int | tuple[int, int]) -> str:
+    return f"{diversion_tag(queue)} dns"
+
+
+def dns_rules(queue: int | tuple[int, int]) -> list[RuleSpec]:
+    """The DNS diversion (`dns.queue_gateway`): DNS over UDP to the gateway's own resolver (dnsmasq,
+    Pi-hole, unbound: the LAN's queries arrive in INPUT, the answers leave in OUTPUT) goes to the
+    queue too, so the names it answers are learnt and DGA and tunnel lookups are seen; FORWARD's
+    diversion never sees that traffic. Loopback is left out (the gateway's own lookups). UDP only:
+    TCP to the gateway would meet flow bypass's repeat verdicts without bypass rules in INPUT."""
+    return [RuleSpec("INPUT", "NFQUEUE", dns_tag(queue), queue=queue,
+                     extra=("!", "-i", "lo", "-p", "udp", "-m", "udp", "--dport", "53")),
+            RuleSpec("OUTPUT", "NFQUEUE", dns_tag(queue), queue=queue,
+                     extra=("!", "-o", "lo", "-p", "udp", "-m", "udp", "--sport", "53"))]
 
 
 def bypass_rules(hook: str, queue: int | tuple[int, int], mark: int, repeat: int) -> list[RuleSpec]:

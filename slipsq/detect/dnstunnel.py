@@ -1,0 +1,141 @@
+"""DNS tunnel: one host asking for hundreds of different encoded names under one domain.
+
+A DNS tunnel (dnscat2, iodine, dns2tcp, a C&C's DNS channel) carries its data in the query names:
+each query is a fresh, long, encoded label under the attacker's domain ("3f9a0c...e1.c2.example"),
+through the house's own resolver, which forwards it to the attacker's name server. Nothing else in
+slipsq sees it: the resolver is protected, DNS to it is no beacon, and the answers are not NXDOMAIN.
+Per client (the host a DNS answer goes to), site (the registered domain, dga.site) and judge window
+(index = int(answer time // judge.window)) it counts the distinct query names that carry data: the
+part below the site, dots removed and lowercased, has at least `MIN_CHARS` (20) characters and
+looks random (dga.looks_random: hex, base32 and base64 do; words and short CDN labels do not).
+It returns Evidence only.
+
+Arithmetic (n = distinct encoded names under one site in the window, T = `dnstunnel.names`, 100):
+  threat     = medium for n >= T, high for n >= 3 T, critical for n >= 5 T
+  confidence = 0.5 + 0.5 x min(1, n / 5 T)
+  so 100 names score 0.5 x 0.6 = 0.3 (an alert), 300 score 0.8 x 0.8 = 0.64, 500 score 1.0 and block
+  by themselves: dnscat2 asks about one name a second (500 in under 10 minutes), iodine hundreds a
+  second. Evidence is emitted when n first reaches T, again when it doubles or the threat rises; one
+  key per (client, site). The offender is the client: the resolver is the house's, and the
+  attacker's name server is never contacted by the client. A client that is not a local address
+  is reported, never blocked.
+
+False-positive guards:
+* Services that use DNS as a lookup API and put a hash in the name: antivirus reputation lookups
+  (Sophos, McAfee, ESET, ...) and mail blocklists (Spamhaus, SpamCop, ...) ask hundreds of encoded
+  names under one domain. Names under `dnstunnel.allow_domains` are not counted.
+* CDNs and clouds name their endpoints with random-looking labels (d1a2b3c4d5e6f7.cloudfront.net,
+  rr3---sn-4g5e6nsz.googlevideo.com): they are short (under 20 characters below the site), and a
+  client asks for a handful an hour, not hundreds.
+* Search domains and reverse lookups: names under `dga.local_suffixes` (.local, .lan, .arpa ...)
+  are not counted.
+* Forged answers: the flow table hands up no answer whose query it did not see, so an off-path
+  sender cannot make a host look like it asked for hundreds of names.
+Not caught: a slow DNS C&C (Cobalt Strike's DNS beacon asks one name per sleep: 60 an hour at a
+60 s sleep, under T), a tunnel spread over many domains, and DNS the gateway cannot see (DNS over
+HTTPS; DNS to a resolver on the gateway itself, or on the LAN: slipsq queues forwarded traffic only).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from slipsq.config import Option, positive
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.dga import LOCAL_SUFFIXES, looks_random, site
+from slipsq.detect.prefixes import is_local
+from slipsq.flow import AppEvent
+from slipsq.lru import Nested, touch
+from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
+
+MIN_CHARS = 20  # characters below the site (dots removed) that make a name carry data
+_MAX_KEYS = 65_536  # (client, site) pairs with a count; dnstunnel.max_total_names bounds the names
+ALLOW_DOMAINS = ("sophosxl.net", "mcafee.com", "e5.sk", "eset.com", "spamhaus.org", "spamhaus.net",
+                 "spamcop.net", "sorbs.net", "barracudacentral.org", "surbl.org", "uribl.com", "dnswl.org",
+                 "senderbase.org", "mailspike.net", "abuseat.org")
+
+
+class _Key:
+    __slots__ = ("emitted", "emitted_threat", "first", "index", "last", "names")
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.names = 0  # encoded names asked (repeats included, for the description)
+        self.emitted = 0
+        self.emitted_threat = 0.0
+        self.first = self.last = 0.0
+
+
+class DnsTunnel(Detector):
+    name = "dnstunnel"
+    evidence_kinds = ("dns-tunnel",)
+    app_kinds = frozenset({"dns"})
+    options = (
+        Option("dnstunnel.names", 100, "distinct encoded names under one domain one host asked for in one "
+               "window before it is reported; 3x is high, 5x critical (blocks)", positive, "> 0"),
+        Option("dnstunnel.max_total_names", 65_536, "encoded names remembered over all (host, domain) pairs "
+               "(the least recently active pairs' are forgotten first)", positive, "> 0"),
+        Option("dnstunnel.allow_domains", list(ALLOW_DOMAINS), "names ending with one of these are never "
+               "counted (antivirus lookups, mail blocklists: DNS used as a lookup API)"),
+    )
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.window: float = self.cfg["judge.window"]
+        self.t: int = self.opt("names")
+        local = self.cfg["dga.local_suffixes"] if "dga.local_suffixes" in self.cfg.options else LOCAL_SUFFIXES
+        skip = [*self.opt("allow_domains"), *local]
+        self.skip = tuple("." + s.lower().strip(".") for s in skip)
+        self.keys: OrderedDict[tuple[str, str], _Key] = OrderedDict()
+        # (client, site) -> {encoded name: None}, in that pair's window; at most 5 T a pair (past
+        # critical a count says nothing more)
+        self.names: Nested[tuple[str, str], str, None] = Nested(_MAX_KEYS, 5 * self.t, self.opt("max_total_names"))
+
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
+        if event.kind != "dns" or event.sport != 53:
+            return NO_EVIDENCE
+        query = event.data.get("query")
+        if type(query) is not str or len(query) < MIN_CHARS + 4:  # most names: one comparison
+            return NO_EVIDENCE
+        name = query.lower().rstrip(".")
+        if "." not in name or name.endswith(self.skip) or any(name == s[1:] for s in self.skip):
+            return NO_EVIDENCE
+        s = site(name)
+        below = name[:len(name) - len(s)].replace(".", "")
+        if len(below) < MIN_CHARS or not looks_random(below):
+            return NO_EVIDENCE
+        return self._count(event, name, s)
+
+    def _count(self, event: AppEvent, name: str, s: str) -> Sequence[Evidence]:
+        client, resolver = event.daddr, event.saddr
+        key = (client, s)
+        k = touch(self.keys, key, _Key, _MAX_KEYS)
+        index = int(event.ts // self.window)
+        if index > k.index:
+            k.index, k.names, k.emitted, k.emitted_threat, k.first = index, 0, 0, 0.0, event.ts
+            self.names.clear(key)
+        k.names += 1
+        k.last = event.ts
+        names = self.names.touch(key)
+        if name in names or len(names) >= self.names.max_inner:
+            return NO_EVIDENCE
+        self.names.put(key, name, None)
+        n, t = len(names), self.t
+        if n < t:
+            return NO_EVIDENCE
+        threat = CRITICAL if n >= 5 * t else HIGH if n >= 3 * t else MEDIUM
+        if k.emitted and n < 2 * k.emitted and threat <= k.emitted_threat:
+            return NO_EVIDENCE
+        k.emitted, k.emitted_threat = n, threat
+        confidence = 0.5 + 0.5 * min(1.0, n / (5 * t))
+        sample = ", ".join(list(names)[-2:])
+        desc = (f"DNS tunnel from {client}: {n} different encoded names under {s} in "
+                f"{k.last - k.first:.0f}s ({k.names} asked), e.g. {sample}")
+        may_block = is_local(client)
+        if not may_block:
+            desc += f"; {client} is not a local address (a private range or network.local): reported, never blocks"
+        return [Evidence(ts=event.ts, detector=self.name, offender=client, src_ip=client, dst_ip=resolver,
+                         dst_port=53, proto=event.proto, description=desc, threat_level=threat,
+                         confidence=round(confidence, 3), label="dns-tunnel", key=f"dnstunnel:{client}:{s}",
+                         may_block=may_block)]

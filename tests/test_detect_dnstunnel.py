@@ -1,0 +1,90 @@
+"""DNS tunnel: hundreds of distinct encoded names under one domain from one host (events, and the
+corpus's dnscat2 capture through the compiled table); the guards: lookup APIs, CDN names, repeats,
+reverse lookups, windows, clients that are not ours, the bound."""
+
+from __future__ import annotations
+
+import random
+
+from flowgen import T0, config, run
+
+from slipsq.detect.dnstunnel import DnsTunnel
+from slipsq.flow import AppEvent
+
+HOST, RESOLVER = "192.168.1.66", "192.168.1.1"
+
+
+def answer(ts: float, name: str, client: str = HOST, rcode: int = 0) -> AppEvent:
+    return AppEvent(ts, "dns", RESOLVER, 53, client, 53000, "udp",
+                    {"query": name, "qtype": 16, "answers": [] if rcode else ["10.9.8.7"], "rcode": rcode,
+                     "response": True})
+
+
+def hex_names(n: int, domain: str = "tun.c2-updates.net", seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    return [f"{rng.randbytes(rng.randint(9, 30)).hex()}.{domain}" for _ in range(n)]
+
+
+def test_a_tunnel_is_reported_at_100_names_and_blocks_at_500() -> None:
+    events = [answer(T0 + i, name) for i, name in enumerate(hex_names(600))]
+    rec, _ = run([DnsTunnel], events=events)
+    found = [a.evidence for a in rec.by("dnstunnel")]
+    assert [(e.threat_level, e.confidence) for e in found] == [(0.5, 0.6), (0.5, 0.7), (0.8, 0.8), (1.0, 1.0)]
+    assert found[0].description.startswith(f"DNS tunnel from {HOST}: 100 different encoded names under "
+                                           "c2-updates.net in 99s (100 asked)")
+    assert found[0].offender == HOST and found[0].dst_ip == RESOLVER
+    assert rec.blocked_ips == [HOST] and found[-1].ts == T0 + 499 and found[-1].score == 1.0  # the 500th name
+    short = [answer(T0 + i, n) for i, n in enumerate(hex_names(600, domain="c2-updates.net", seed=5))
+             if len(n) < 20 + len(".c2-updates.net")]  # 9 bytes of hex: below MIN_CHARS
+    assert short and run([DnsTunnel], events=short)[0].by("dnstunnel") == []
+
+
+def test_the_same_names_asked_again_are_counted_once() -> None:
+    names = hex_names(80)
+    events = [answer(T0 + i * 0.5, names[i % 80]) for i in range(2000)]
+    rec, _ = run([DnsTunnel], events=events)
+    assert rec.by("dnstunnel") == []
+
+
+def test_lookup_apis_cdn_names_and_reverse_lookups_are_not_tunnels() -> None:
+    rng = random.Random(2)
+    events = []
+    for i in range(700):
+        h = rng.randbytes(20).hex()
+        events.append(answer(T0 + i * 4, f"{h[:32]}.{h[32:]}.sxl.sophosxl.net"))  # antivirus reputation
+        events.append(answer(T0 + i * 4 + 1, "d" + rng.randbytes(7).hex()[:13] + ".cloudfront.net"))  # short
+        v6 = ".".join(rng.randbytes(16).hex()) + ".ip6.arpa"  # 64 nibbles: a reverse lookup
+        events.append(answer(T0 + i * 4 + 2, v6))
+        events.append(answer(T0 + i * 4 + 3, f"notifications-{i}-accountservices.example.com"))  # words
+    rec, _ = run([DnsTunnel], events=events)
+    assert rec.by("dnstunnel") == []
+    # the control: without the allow list, the antivirus's lookups are a tunnel by this arithmetic
+    rec, _ = run([DnsTunnel], events=events, cfg=config([DnsTunnel], **{"dnstunnel.allow_domains": []}))
+    assert {a.evidence.label for a in rec.by("dnstunnel")} == {"dns-tunnel"} and rec.blocked_ips == [HOST]
+
+
+def test_counted_per_window_and_per_domain() -> None:
+    events = [answer(T0 + 3000 + i * 2, n) for i, n in enumerate(hex_names(300))]  # 300 by T0+3600 ...
+    events += [answer(T0 + 3600 + i * 2, n) for i, n in enumerate(hex_names(300, seed=2))]  # ... 300 after
+    events += [answer(T0 + 1 + i * 3, n) for i, n in enumerate(hex_names(300, "x.example.org", 3))]
+    rec, _ = run([DnsTunnel], events=events)
+    assert rec.blocked_ips == []
+    assert {e.evidence.key for e in rec.by("dnstunnel")} == {f"dnstunnel:{HOST}:c2-updates.net",
+                                                            f"dnstunnel:{HOST}:example.org"}
+
+
+def test_a_client_that_is_not_ours_is_reported_never_blocked() -> None:
+    outside = "198.51.100.9"
+    rec, _ = run([DnsTunnel], events=[answer(T0 + i, n, client=outside) for i, n in enumerate(hex_names(600))])
+    found = rec.by("dnstunnel")
+    assert found[-1].evidence.threat_level == 1.0 and rec.blocked_ips == []
+    assert "is not a local address" in found[-1].evidence.description
+
+
+def test_the_names_remembered_are_bounded() -> None:
+    cfg = config([DnsTunnel], **{"dnstunnel.max_total_names": 1000})
+    names = [f"{n}.d{i % 3000}.com" for i, n in enumerate(hex_names(20_000, domain="x"))]  # 3,000 domains
+    _, eng = run([DnsTunnel], events=[answer(T0 + i * 0.01, n) for i, n in enumerate(names)], cfg=cfg)
+    det = next(d for d in eng.engine.detectors if isinstance(d, DnsTunnel))
+    assert det.names.total <= 1000 and all(len(m) <= 500 for m in det.names.maps.values())
+    assert len(det.keys) <= 65_536
