@@ -262,5 +262,5 @@ class Exfil(Detector):
             desc += "; a named server: alone it does not block"
         return [Evidence(ts=max(p.last, p.index * self.window), detector=self.name, offender=dst, src_ip=src,
                          dst_ip=dst, dst_port=flow.dport, proto="tcp", description=desc, threat_level=threat,
-                         confidence=round(confidence, 3), label="exfiltration", key=f"exfil:{src}:{dst}",
+                         confidence=round(confidence, 3), label="exfiltration", key=f"exfil:{dst}",
                          flows=(flow,), may_block=may_block)]

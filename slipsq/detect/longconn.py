@@ -78,4 +78,4 @@ class LongConnection(Detector):
         return [Evidence(ts=flow.end, detector=self.name, offender=dst, src_ip=flow.saddr, dst_ip=dst,
                          dst_port=flow.dport, proto=flow.proto, description=desc, threat_level=LOW,
                          confidence=1.0, may_block=False,
-                         key=f"longconn:{flow.saddr}:{dst}:{flow.dport}/{flow.proto}", flows=(flow,))]
+                         key=f"longconn:{dst}:{flow.dport}/{flow.proto}", flows=(flow,))]

@@ -193,7 +193,10 @@ class Reconnect(Detector):
             may_block = False
             desc += (f"; {dst} served local hosts in the last {self.memory:.0f}s: a storm alone never "
                      f"blocks it (an outage of a service in use; SYNs can be forged)")
+        # against the server, one finding whoever storms it (several devices retrying one dead server
+        # must not add up to its block); against the client, its own
+        key = f"reconnect:{src}:{dst}:{port}/tcp" if self.block_client else f"reconnect:{dst}:{port}/tcp"
         return [Evidence(ts=ts, detector=self.name, offender=offender, src_ip=src, dst_ip=dst, dst_port=port,
                          proto="tcp", description=desc, threat_level=threat, confidence=round(confidence, 3),
-                         label="reconnection-storm", key=f"reconnect:{src}:{dst}:{port}/tcp", flows=(flow,),
+                         label="reconnection-storm", key=key, flows=(flow,),
                          may_block=may_block)]

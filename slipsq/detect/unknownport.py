@@ -152,5 +152,5 @@ class UnknownPort(Detector):
                 f"({flow.sbytes + flow.dbytes} bytes in {flow.dur:.0f}s); alone it never blocks")
         return [Evidence(ts=flow.start, detector=self.name, offender=dst, src_ip=src, dst_ip=dst, dst_port=port,
                          proto="tcp", description=desc, threat_level=LOW, confidence=0.8 if big else 0.6,
-                         label="unknown-port-no-dns", key=f"unknownport:{src}:{dst}:{port}/tcp", flows=(flow,),
+                         label="unknown-port-no-dns", key=f"unknownport:{dst}:{port}/tcp", flows=(flow,),
                          may_block=False)]
