@@ -137,3 +137,17 @@ cdef class FlowTable:
     cdef bint _blocked(self, int family, const uint8_t* addr) noexcept
     cdef void _rebuild_blocks(self) except *
     cdef void _insert_block(self, bytes packed) noexcept
+
+
+# --- first-payload predicates, shared by the table (what is handed up) and the app decoder (what a
+# payload is): one copy for both compiled modules; twins in slipsq/appdecode.py
+
+cdef inline bint telnet_start(const uint8_t* b, Py_ssize_t k) noexcept nogil:
+    """appdecode.telnet_start: IAC, WILL/WONT/DO/DONT and an option below 50, then IAC or a line end."""
+    return (k >= 3 and b[0] == 0xFF and 0xFB <= b[1] <= 0xFE and b[2] < 50
+            and (k == 3 or b[3] == 0xFF or b[3] == 0x0D or b[3] == 0x0A))
+
+
+cdef inline bint rdp_start(const uint8_t* b, Py_ssize_t k) noexcept nogil:
+    """appdecode.rdp_start: TPKT version 3, then an X.224 Connection Request (0xE0) or Confirm (0xD0)."""
+    return k >= 6 and b[0] == 3 and b[1] == 0 and ((b[5] & 0xF0) == 0xE0 or (b[5] & 0xF0) == 0xD0)

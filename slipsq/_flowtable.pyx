@@ -113,10 +113,10 @@ cdef int first_payload_class(const uint8_t* buf, Py_ssize_t n, Parsed* p) noexce
     cdef const uint8_t* b = buf + pos
     if k <= 0:
         return 0
-    if starts(b, k, b"SSH-", 4) or starts(b, k, b"220", 3) or starts(b, k, b"RFB ", 4) or b[0] == 0xFF:
+    if starts(b, k, b"SSH-", 4) or starts(b, k, b"220", 3) or starts(b, k, b"RFB ", 4) or telnet_start(b, k):
         return APP_BANNER
-    if k >= 6 and b[0] == 3 and b[1] == 0 and (b[5] & 0xF0) == 0xE0:
-        return APP_BANNER  # TPKT, then an X.224 Connection Request: RDP
+    if rdp_start(b, k):
+        return APP_BANNER  # TPKT, then an X.224 Connection Request or Confirm: RDP
     if k >= 8 and b[0] == 0 and (memcmp(b + 4, b"\xffSMB", 4) == 0 or memcmp(b + 4, b"\xfeSMB", 4) == 0):
         return APP_BANNER
     if (starts(b, k, b"GET ", 4) or starts(b, k, b"POST ", 5) or starts(b, k, b"HEAD ", 5)

@@ -177,6 +177,22 @@ def _walk_name(msg: bytes, pos: int, labels: list[bytes] | None) -> tuple[bool, 
 
 # --- TCP payloads --------------------------------------------------------------------------------
 
+def telnet_start(b: bytes) -> bool:
+    """A telnet end's first bytes: IAC (0xFF), WILL/WONT/DO/DONT (0xFB-0xFE) and an option code
+    below 50, then (when more follows) IAC again or a line end: how telnet servers and clients open.
+    A first byte of 0xFF alone is not: an encrypted protocol with no header (Shadowsocks' salt,
+    obfs4, MTProto) starts so in 1 connection in 256, and a status reply's length byte can be 0xFF;
+    each made a VPN server or a game server "telnet" to the brute-force detector (a hunt, 2026-12-07)."""
+    return (len(b) >= 3 and b[0] == 0xFF and 0xFB <= b[1] <= 0xFE and b[2] < 50
+            and (len(b) == 3 or b[3] in (0xFF, 0x0D, 0x0A)))
+
+
+def rdp_start(b: bytes) -> bool:
+    """TPKT version 3, then an X.224 Connection Request (0xE0, the client's) or Confirm (0xD0, the
+    server's answer)."""
+    return len(b) >= 6 and b[0] == 3 and b[1] == 0 and b[5] & 0xF0 in (0xE0, 0xD0)
+
+
 def service(payload: bytes) -> str:
     """A guess at the protocol from a connection's first bytes (either side)."""
     if payload.startswith(b"SSH-"):
@@ -184,11 +200,11 @@ def service(payload: bytes) -> str:
     if payload.startswith(b"220"):
         head = payload[:200].upper()
         return "smtp" if b"SMTP" in head or b"MAIL" in head else "ftp"
-    if len(payload) >= 6 and payload[0] == 3 and payload[1] == 0 and payload[5] & 0xF0 == 0xE0:
-        return "rdp"  # TPKT version 3, then an X.224 Connection Request (0xE0)
+    if rdp_start(payload):
+        return "rdp"
     if len(payload) >= 8 and payload[0] == 0 and payload[4:8] in (b"\xffSMB", b"\xfeSMB"):
         return "smb"
-    if payload[0] == 0xFF:
+    if telnet_start(payload):
         return "telnet"  # IAC option negotiation
     if payload.startswith(b"RFB "):
         return "vnc"  # the server's ProtocolVersion, e.g. "RFB 003.008"

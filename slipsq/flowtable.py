@@ -42,10 +42,11 @@ Rules (both tables):
   "response" a host sends toward port 53 is one it wrote itself (e.g. naming its C&C server
   time.windows.com, which beacon.allow_domains would then leave alone).
   The first TCP payload of each direction (DNS ports excluded) is classified by its first bytes:
-  "banner" (login services: "SSH-", "220", TPKT with an X.224 Connection Request, NetBIOS +
-  SMB/SMB2, telnet IAC 0xFF, "RFB "), "http" (a request method), "tls" (a ClientHello record:
-  0x16 0x03 .. .. .. 0x01), anything else no class; it is handed up when its class is asked for,
-  and every one when "payload" is. ARP frames (from the ARP header) only when "arp" is asked for.
+  "banner" (login services: "SSH-", "220", TPKT with an X.224 Connection Request or Confirm,
+  NetBIOS + SMB/SMB2, telnet's IAC negotiation (appdecode.telnet_start), "RFB "), "http" (a request
+  method), "tls" (a ClientHello record: 0x16 0x03 .. .. .. 0x01), anything else no class; it is
+  handed up when its class is asked for, and every one when "payload" is. ARP frames (from the ARP
+  header) only when "arp" is asked for.
   `app_packets` counts what was handed up.
 * Bypass (off until `set_bypass(after, max_open)`, which only the inline run mode calls): a TCP flow
   that has `after` packets each way, whose client has sent payload and PSH and whose server has too
@@ -87,7 +88,7 @@ from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
 
-from slipsq.appdecode import APP_KINDS, HTTP_METHODS, app_kinds_of, app_mask
+from slipsq.appdecode import APP_KINDS, HTTP_METHODS, app_kinds_of, app_mask, rdp_start, telnet_start
 from slipsq.config import Config
 from slipsq.decode import DNS_PORTS, Packet, ip_str, parse
 from slipsq.flow import Flow, proto_name
@@ -141,10 +142,10 @@ def first_payload_class(buf: bytes, p: Packet) -> int:
     b = bytes(buf[pos:min(len(buf), p.ip_off + p.ip_len)][:8])
     if not b:
         return 0
-    if b.startswith((b"SSH-", b"220", b"RFB ")) or b[0] == 0xFF:
+    if b.startswith((b"SSH-", b"220", b"RFB ")) or telnet_start(b):
         return APP_BANNER
-    if len(b) >= 6 and b[0] == 3 and b[1] == 0 and b[5] & 0xF0 == 0xE0:
-        return APP_BANNER  # TPKT, then an X.224 Connection Request: RDP
+    if rdp_start(b):
+        return APP_BANNER  # TPKT, then an X.224 Connection Request or Confirm: RDP
     if len(b) >= 8 and b[0] == 0 and b[4:8] in (b"\xffSMB", b"\xfeSMB"):
         return APP_BANNER
     if b.startswith(HTTP_METHODS):

@@ -118,7 +118,10 @@ def test_ssh_banners_both_ways_when_banner_is_wanted(make: Make) -> None:
     (b"\x00\x00\x00\x54\xfeSMB\x40\x00", "banner"), (b"\x00\x00\x00\x54\xffSMBr", "banner"),
     (b"GET / HTTP/1.1\r\n", "http"), (b"OPTIONS * HTTP/1.1\r\n", "http"), (b"HTTP/1.1 200 OK\r\n", "payload"),
     (b"\x16\x03\x03\x00\x40\x02", "payload"),  # a ServerHello: only a ClientHello is "tls"
-    (b"\x03\x00\x00\x0b\x06\xd0", "payload"),  # a TPKT Connection Confirm: only the request is RDP
+    (b"\x03\x00\x00\x0b\x06\xd0", "banner"),  # a TPKT Connection Confirm: the server's answer, RDP too
+    (b"\xff\xfb\x01", "banner"), (b"\xff\xfb\x01\r\nlogin: ", "banner"),  # telnet's negotiation ...
+    (b"\xff\x17\x9c\x02\x55", "payload"), (b"\xff\xfd\x18\x9c", "payload"),  # ... not any first 0xFF
+    (b"\xff\xfd\xc8\xff", "payload"),  # (no option code that high)
     (b"SSH", "payload"), (b"\x00" * 40, "payload"),
 ])
 def test_first_payload_classes(make: Make, payload: bytes, kind: str) -> None:
@@ -175,11 +178,11 @@ def engine(table_cls: Any, detectors: Sequence[type[Detector]]) -> Engine:
 
 
 def test_the_engine_asks_for_what_its_detectors_declare(table_cls: Any) -> None:
-    assert BruteForce.app_kinds == {"banner", "http"} and ArpScan.app_kinds == {"arp"}
+    assert BruteForce.app_kinds == {"banner"} and ArpScan.app_kinds == {"arp"}
     assert engine(table_cls, []).table.app_kinds == {"dns"}
     assert engine(table_cls, [ArpScan]).table.app_kinds == {"dns", "arp"}
-    assert engine(table_cls, [BruteForce, ArpScan]).table.app_kinds == {"dns", "banner", "http", "arp"}
-    assert engine(table_cls, DETECTORS).table.app_kinds == {"dns", "banner", "http", "arp", "tls"}  # exfil: tls
+    assert engine(table_cls, [BruteForce, ArpScan]).table.app_kinds == {"dns", "banner", "arp"}
+    assert engine(table_cls, DETECTORS).table.app_kinds == {"dns", "banner", "arp", "tls"}  # exfil: tls
     e = engine(table_cls, [WantsTls])
     assert e.table.app_kinds == {"dns", "tls"}
     e.reconfigure(load(None), (), e.allow)
@@ -206,17 +209,29 @@ def test_a_detector_gets_the_events_it_declares_and_no_more(table_cls: Any) -> N
     assert e.table.stats()["app_packets"] == 2
 
 
+def server_first(payload: bytes, sport: int, dport: int) -> list[bytes]:
+    """A handshake, then `payload` as the server's first data (a greeting)."""
+    return [*first_payload(b"", sport, dport)[:3], tcp(B, dport, A, sport, PSH | ACK, payload)]
+
+
 def test_bruteforce_learns_services_through_the_table(table_cls: Any) -> None:
-    """Through the real table: an SSH banner names a moved SSH server, an HTTP request on port 22
-    says it is no login service, a TLS ClientHello never comes up (port 3389 stays RDP by its port)."""
+    """Through the real table: a server's SSH greeting names a moved SSH server, a TLS ClientHello
+    never comes up (port 3389 stays RDP by its port). A client's bytes name nothing of its server:
+    a stranger's "SSH-2.0" sent to a NAS's HTTPS port made the owner's short connections there
+    login attempts (a hunt, 2026-12-07), and an HTTP request to port 22 made a brute force there
+    uncounted (so HTTP is not asked for); a first byte of 0xFF (a random salt) is no telnet."""
     e = engine(table_cls, [BruteForce])
-    pkts = [*first_payload(SSH_SERVER, sport=40000, dport=2222),
+    pkts = [*server_first(SSH_SERVER, 40000, 2222),
             *first_payload(b"GET / HTTP/1.1\r\n", 40001, 22),
-            *first_payload(tls_client_hello("rdp.example"), 40002, 3389)]
+            *first_payload(tls_client_hello("rdp.example"), 40002, 3389),
+            *first_payload(SSH_CLIENT, 40003, 443),  # a stranger's ssh greeting to the NAS's HTTPS
+            *server_first(b"\xff\xfd\x18\x9c\x02\x55", 40004, 8443)]  # a salt that begins with 0xFF
     for i, buf in enumerate(pkts):
         e.packet(buf, 1000.0 + i * 0.01, 101)
     e.advance(1001.0)
     [bf] = e.detectors
     assert isinstance(bf, BruteForce)
-    assert (bf.service(B, 2222), bf.service(B, 22), bf.service(B, 3389)) == ("ssh", None, "rdp")
-    assert e.table.stats()["app_packets"] == 2
+    assert (bf.service(B, 2222), bf.service(B, 22), bf.service(B, 3389)) == ("ssh", "ssh", "rdp")
+    assert (bf.service(B, 443), bf.service(B, 8443)) == (None, None)
+    assert bf.service(A, 40003) == "ssh"  # the client's own end: harmless
+    assert e.table.stats()["app_packets"] == 2  # the two SSH greetings

@@ -31,11 +31,26 @@ def test_burst_from_outside_blocks_at_the_threshold(port: int, service: str) -> 
 
 
 def test_burst_from_inside_needs_three_times_more() -> None:
-    inside = "192.168.1.77"
-    rec, _ = run([BruteForce], attempts(inside, SERVER, 22, 59))
+    inside, vps = "192.168.1.77", "203.0.113.50"  # one of ours guessing at an Internet server
+    rec, _ = run([BruteForce], attempts(inside, vps, 22, 59))
     assert rec.by("bruteforce")[0].evidence.score == pytest.approx(0.8) and rec.blocked_ips == []
-    rec, _ = run([BruteForce], attempts(inside, SERVER, 22, 60))
+    rec, _ = run([BruteForce], attempts(inside, vps, 22, 60))
     assert rec.blocked_ips == [inside]
+
+
+def test_between_two_local_hosts_it_is_reported_never_blocked() -> None:
+    """Across VLANs the gateway routes: a Nextcloud's database connection per request, Home
+    Assistant's ssh sensor every minute, a camera's FTP upload per snapshot to the NAS (a hunt,
+    2026-12-07) blocked the app. Reported; bruteforce.local_may_block makes it block again."""
+    app = "192.168.20.10"
+    flows = attempts(app, SERVER, 3306, 120, every=10.0, dur=0.2)
+    rec, _ = run([BruteForce], flows)
+    found = rec.by("bruteforce")
+    assert found[-1].evidence.threat_level == 1.0 and rec.blocked_ips == []
+    said = found[-1].evidence.description
+    assert said.endswith("both ends local: reported, never blocks (bruteforce.local_may_block)")
+    rec, _ = run([BruteForce], flows, cfg=config([BruteForce], **{"bruteforce.local_may_block": True}))
+    assert rec.blocked_ips == [app]
 
 
 def test_ssh_on_another_port_is_recognised_by_banner() -> None:
@@ -50,17 +65,32 @@ def test_ssh_on_another_port_is_recognised_by_banner() -> None:
     assert rec2.by("bruteforce") == []
 
 
-def test_rdp_banner_comes_from_the_client() -> None:
-    banner = AppEvent(T0 - 1, "banner", ATTACKER, 40000, SERVER, 13389, "tcp", {"service": "rdp", "text": ""})
-    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, 13389, 25), events=[banner])
+def test_rdp_is_named_by_the_servers_connection_confirm() -> None:
+    confirm = AppEvent(T0 - 1, "banner", SERVER, 13389, ATTACKER, 40000, "tcp", {"service": "rdp", "text": ""})
+    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, 13389, 25), events=[confirm])
     assert [a.evidence.label for a in rec.by("bruteforce")] == ["rdp"]
 
 
-def test_http_banner_on_port_22_makes_it_not_a_login_service() -> None:
-    banner = AppEvent(T0 - 1, "banner", ATTACKER, 40000, SERVER, 22, "tcp",
-                      {"service": "http", "text": "GET /"})
-    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, 22, 70), events=[banner])
+def test_http_answer_on_port_22_makes_it_not_a_login_service() -> None:
+    answer = AppEvent(T0 - 1, "banner", SERVER, 22, ATTACKER, 40000, "tcp",
+                      {"service": "http", "text": "HTTP/1.1 400"})
+    rec, _ = run([BruteForce], attempts(ATTACKER, SERVER, 22, 70), events=[answer])
     assert rec.by("bruteforce") == []
+
+
+@pytest.mark.parametrize("service,port", [("ssh", 443), ("rdp", 443), ("telnet", 443), ("http", 22)])
+def test_a_clients_bytes_name_nothing_of_its_server(service: str, port: int) -> None:
+    """A stranger's "SSH-2.0" (an RDP request, a telnet negotiation) sent to the NAS's HTTPS port
+    would make the owner's phone's short connections there login attempts, and an HTTP request to
+    port 22 would make a brute force there uncounted: a client's first bytes name only its own end."""
+    stranger = "203.0.113.99"
+    said = AppEvent(T0 - 1, "banner", stranger, 40000, SERVER, port, "tcp", {"service": service, "text": ""})
+    phone = "198.51.100.20"
+    rec, _ = run([BruteForce], attempts(phone if port == 443 else ATTACKER, SERVER, port, 70), events=[said])
+    if port == 443:
+        assert rec.by("bruteforce") == []  # the phone's HTTPS stays HTTPS
+    else:
+        assert rec.blocked_ips == [ATTACKER]  # port 22 stays ssh
 
 
 def test_benign_look_alikes() -> None:
@@ -204,9 +234,9 @@ def test_tls_hellos_never_push_a_login_banner_out(implementation: str) -> None:
     rec, eng = run([BruteForce], attempts(ATTACKER, SERVER, 2222, 25), [banner, *hellos], cfg=cfg)
     assert rec.blocked_ips == [ATTACKER]
     det = next(d for d in eng.engine.detectors if isinstance(d, BruteForce))
-    assert det.service(SERVER, 2222) == "ssh" and len(det.banners) == 2  # both ends of the ssh banner
-    # a banner of another service on a login port is still kept: it is not that login service
-    rdp_http = AppEvent(T0, "banner", "192.168.1.9", 40000, SERVER, 3389, "tcp", {"service": "http"})
+    assert det.service(SERVER, 2222) == "ssh" and len(det.banners) == 1  # the server's end: its sender
+    # a server's banner of another service on a login port is still kept: it is not that login service
+    rdp_http = AppEvent(T0, "banner", SERVER, 3389, "192.168.1.9", 40000, "tcp", {"service": "http"})
     _, eng = run([BruteForce], [], [rdp_http], cfg=cfg)
     det = next(d for d in eng.engine.detectors if isinstance(d, BruteForce))
     assert det.service(SERVER, 3389) is None

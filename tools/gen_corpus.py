@@ -707,6 +707,23 @@ def _dns_lookup_apis(rng: random.Random) -> Iterator[Packet]:
     return merge(*parts)
 
 
+def _shadowsocks(rng: random.Random) -> Iterator[Packet]:
+    """An Outline (Shadowsocks AEAD) VPN key names its server by address and port: one TCP connection
+    per proxied connection, ~400 an hour of browsing, each side opening with a random 32-byte salt
+    (no header): about 1 first payload in 128 starts with 0xFF, once "telnet" to the decoder."""
+    server, ports, parts = "203.0.113.120", Ports(rng), _home(rng, 3600)
+    t, k = T0 + 30, 0
+    while t < T0 + 3530:
+        salts = [rng.randbytes(64) for _ in range(2)]
+        if k % 64 == 5:  # the 0xFF a random salt begins with, one side or the other, as often as chance
+            salts[k % 2] = b"\xff" + salts[k % 2][1:]
+        messages: list[Message] = [("c", Content(rng.randint(350, 1200), salts[0])),
+                                   ("s", Content(max(200, int(rng.lognormvariate(9.5, 1.3))), salts[1]))]
+        parts.append(tcp_session(LAPTOP, server, ports(), 38117, t, messages=messages, rtt=0.04, rate=3e6, rng=rng))
+        t, k = t + rng.expovariate(400 / 3500), k + 1
+    return merge(*parts)
+
+
 def _inbound_logins(rng: random.Random) -> Iterator[Packet]:
     """The owner at the office has VS Code open on 3 repositories of the home Gitea (ssh forwarded to
     the NAS): git autofetch every 180 s, three short sessions with a publickey login each."""
@@ -1013,6 +1030,8 @@ SCENARIOS: list[Scenario] = [
              note="a camera at a second site uploads motion snapshots to the NAS by FTP"),
     Scenario("syncthing-offsite", "benign", _syncthing, extra={"known_fp": KNOWN_FP_UNNAMED},
              note="Syncthing sends a 60 MB folder to the owner's device at another home"),
+    Scenario("shadowsocks-vpn", "benign", _shadowsocks,
+             note="an Outline VPN key: a connection per site to an address:port, each opening with a random salt"),
     Scenario("dns-lookup-apis", "benign", _dns_lookup_apis,
              note="antivirus hash lookups, a mail filter's blocklist lookups, CloudFront's random names"),
     Scenario("tracepath", "benign", _tracepath,

@@ -20,7 +20,7 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
 from cpython.set cimport PySet_Contains
-from slipsq._flowslots cimport (E_DADDR, E_DATA, E_DPORT, E_KIND, E_SADDR, E_SPORT, F_CLOSED_BY, F_DADDR, F_DPORT,
+from slipsq._flowslots cimport (E_DATA, E_KIND, E_SADDR, E_SPORT, F_CLOSED_BY, F_DADDR, F_DPORT,
                                 F_END, F_PROTO, F_SADDR, F_START, EventSlots, FlowSlots, event_field, event_slots,
                                 flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport get as lru_get
@@ -28,7 +28,7 @@ from slipsq._lru cimport put as lru_put
 from slipsq.detect._states cimport flow_exchanged
 
 from slipsq.detect.base import NO_EVIDENCE
-from slipsq.detect.bruteforce import _EITHER, _SERVER_FIRST, LOGIN_SERVICES
+from slipsq.detect.bruteforce import LOGIN_SERVICES
 from slipsq.detect.tcpstate import _HELD_BY_STATE
 from slipsq.flow import AppEvent, Flow
 
@@ -46,8 +46,6 @@ cdef inline object _f(object flow, int k):
 
 cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.exchanged's state lookup
 cdef object _LOGIN_SERVICES = LOGIN_SERVICES
-cdef object _SERVER_FIRST_ = _SERVER_FIRST
-cdef object _EITHER_ = _EITHER
 cdef object _NO_EVIDENCE = NO_EVIDENCE
 cdef object _MINUS_INF = float("-inf")
 
@@ -143,21 +141,12 @@ cdef class Intake:
 
     def on_app(self, event):
         # the event's fields from its slots (an AppEvent), its data's service in C: one call a banner,
-        # and most (every TLS ClientHello's) keep nothing
+        # and most (every TLS ClientHello's) keep nothing; a banner names only the end that sent it
+        # (the twin says why)
         if event_field(&EV, event, E_KIND) != "banner":
             return _NO_EVIDENCE
         service = lru_get(event_field(&EV, event, E_DATA), "service", "")
-        if PySet_Contains(_SERVER_FIRST_, service) == 1:
-            lru_put(self.banners, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_SPORT)), service,
-                    self.max_banners)
-        elif PySet_Contains(_EITHER_, service) == 1:
-            lru_put(self.banners, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_SPORT)), service,
-                    self.max_banners)
-            lru_put(self.banners, (event_field(&EV, event, E_DADDR), event_field(&EV, event, E_DPORT)), service,
-                    self.max_banners)
-        elif PySet_Contains(_LOGIN_SERVICES, service) == 1 or event_field(&EV, event, E_DPORT) in self.ports:
-            # client-first, or another service on a login port: the receiver is the server (the twin says
-            # why a banner of another service on another port is not kept)
-            lru_put(self.banners, (event_field(&EV, event, E_DADDR), event_field(&EV, event, E_DPORT)), service,
-                    self.max_banners)
+        sport = event_field(&EV, event, E_SPORT)
+        if PySet_Contains(_LOGIN_SERVICES, service) == 1 or sport in self.ports:
+            lru_put(self.banners, (event_field(&EV, event, E_SADDR), sport), service, self.max_banners)
         return _NO_EVIDENCE

@@ -2,8 +2,9 @@
 
 A login service is known by its port (22 ssh, 3389 rdp, 21 ftp, 23 telnet, 445/139 smb, 3306 mysql,
 5432 postgres, 1433 mssql, 5900 vnc, `bruteforce.ports`) or, for services moved off their port, by
-the first bytes seen on a connection: the decoder's "banner" AppEvents name the service (ssh, ftp,
-rdp, smb, telnet), and this detector remembers per (server, port) what it said. It returns Evidence
+the first bytes a server sends: the decoder's "banner" AppEvents name the service (ssh, ftp,
+rdp, smb, telnet), and this detector remembers per (server, port) what it said (a client's bytes
+name nothing of its server: anyone can send "SSH-2.0" to any port). It returns Evidence
 only: it never blocks and never does I/O.
 
 An attempt is a closed TCP connection to the service that the server took up and sent data on,
@@ -22,6 +23,9 @@ Arithmetic (n = attempts, T = `bruteforce.min_attempts`, default 20):
                (a long interactive session among them lowers it)
   so 20 short logins from the Internet, or 60 from inside, score 1.0 and block by themselves; 20
   from inside score 0.8 and block with one more finding (e.g. the scan that found the server).
+  Between two local hosts (VLANs the gateway routes) it is reported, never blocks, unless
+  `bruteforce.local_may_block`: a Nextcloud opens a database connection per request, Home
+  Assistant's ssh sensor logs in every minute, a camera uploads each snapshot to the NAS by FTP.
   Paced: a run is attempts each starting within `bruteforce.max_gap` (120 s) of the one before. When
   no run in the window reached T, the count is made of short runs with pauses between them: a job
   on a schedule (the office's editor fetching 3 repositories of the home Gitea over ssh every 180 s
@@ -59,9 +63,6 @@ from slipsq.records import CRITICAL, HIGH, LOW, MEDIUM, Evidence
 DEFAULT_PORTS = {22: "ssh", 3389: "rdp", 21: "ftp", 23: "telnet", 445: "smb", 139: "smb", 3306: "mysql",
                  5432: "postgres", 1433: "mssql", 5900: "vnc", 5901: "vnc", 2323: "telnet"}
 LOGIN_SERVICES = frozenset({"ssh", "rdp", "ftp", "telnet", "smb", "vnc"})
-# who speaks first: for these the banner's sender is the server, for the others its receiver
-_SERVER_FIRST = frozenset({"ftp", "vnc"})
-_EITHER = frozenset({"ssh", "telnet"})  # both ends send: remember both ends (the client's is harmless)
 
 
 @dataclass(slots=True)
@@ -142,22 +143,20 @@ class Intake:
         return self.judge(service, key, c, flow)
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
+        # A first payload names the service of the end that sent it, and only that end. The table
+        # hands up each direction's first payload, so a server's own bytes name it: ssh's and ftp's
+        # greeting, telnet's negotiation, VNC's version, RDP's Connection Confirm, SMB's negotiate
+        # response, an HTTP response on a login port (not that service after all). A client's bytes
+        # name nothing of its server: one stranger's "SSH-2.0" (or RDP request, or HTTP request) sent
+        # to a NAS's HTTPS port made every short connection of the owner's phone there a login
+        # attempt (or made a brute force to port 22 uncounted). Another service on a port that is no
+        # login port changes no answer of `service` (None either way), so it is not kept: every TLS
+        # ClientHello would push login banners out.
         if event.kind != "banner":
             return NO_EVIDENCE
         service = event.data.get("service", "")
-        if service in _SERVER_FIRST:
-            ends = [(event.saddr, event.sport)]
-        elif service in _EITHER:
-            ends = [(event.saddr, event.sport), (event.daddr, event.dport)]
-        elif service in LOGIN_SERVICES or event.dport in self.ports:
-            # client-first (rdp, smb; http, tls... on a login port: not that service after all): the
-            # receiver is the server. Another service on another port changes no answer of `service`
-            # (None either way), so it is not kept: every TLS ClientHello would push login banners out
-            ends = [(event.daddr, event.dport)]
-        else:
-            return NO_EVIDENCE
-        for end in ends:
-            put(self.banners, end, service, self.max_banners)
+        if service in LOGIN_SERVICES or event.sport in self.ports:
+            put(self.banners, (event.saddr, event.sport), service, self.max_banners)
         return NO_EVIDENCE
 
 
@@ -172,9 +171,10 @@ def make_intake(ports: dict[int, str], window: float, min_n: int, max_dur: float
 class BruteForce(Detector):
     name = "bruteforce"
     evidence_kinds = ("login-bruteforce",)
-    # login banners name moved login services; HTTP requests on a login port say it is not one (a
-    # few per cent of first payloads; TLS, most of them, is not asked for)
-    app_kinds = frozenset({"banner", "http"})
+    # login banners (a server's greeting) name moved login services. HTTP requests on a login port
+    # no longer say it is none: a client's bytes name nothing of its server (on_app), so they are
+    # not asked for (a few per cent of first payloads; TLS, most of them, is not asked for either)
+    app_kinds = frozenset({"banner"})
     options = (
         Option("bruteforce.min_attempts", 20, "short connections from one source to one login service in "
                "one judge window that make a brute force", positive, "> 0"),
@@ -187,6 +187,9 @@ class BruteForce(Detector):
                "service that keeps them one run of guessing; a count made only of shorter runs (a job every few "
                "minutes) is reported at medium threat and blocks only with other evidence",
                positive, "> 0", duration=True),
+        Option("bruteforce.local_may_block", False, "a brute force between two local hosts (across VLANs the "
+               "gateway routes) may block; off: reported, never blocks (a Nextcloud opening a database "
+               "connection per request, Home Assistant's ssh sensor, a camera's FTP uploads to the NAS)"),
         Option("bruteforce.max_banners", 65_536, "login banners remembered per (server, port) (least "
                "recently seen forgotten first)", positive, "> 0"),
         Option("bruteforce.max_keys", 200_000, "(client, server, port) triples counted per judge window; "
@@ -202,6 +205,7 @@ class BruteForce(Detector):
         for p in self.opt("ports"):
             self.ports.setdefault(int(p), "login")
         self.max_gap: float = self.opt("max_gap")
+        self.local_may_block: bool = self.opt("local_may_block")
         self.max_banners: int = self.opt("max_banners")
         self.max_keys: int = self.opt("max_keys")
         self.intake = make_intake(self.ports, self.window, self.min_n, self.max_dur, self.max_keys, self.max_banners,
@@ -247,6 +251,7 @@ class BruteForce(Detector):
         conf = n / (n + c.long)
         desc = (f"{service} brute force from {src} to {dst}:{port}/tcp: {n} short connections "
                 f"(<= {self.max_dur:g}s) in {c.last - c.first:.0f}s, {c.long} longer sessions")
+        both_local = not inbound and is_local(src) and is_local(dst)
         if paced and not named:
             desc += (f"; paced: its longest run of attempts each within {self.max_gap:g}s of the one before "
                      f"is {c.longest} (< {self.min_n}): a scheduled job's logins (git over ssh, a camera's "
@@ -254,8 +259,15 @@ class BruteForce(Detector):
         if named:
             desc += (f"; {dst} is a named server ({', '.join(sorted(self.ctx.dns_names[dst])[:2])}): "
                      "automation (git over ssh) looks like this, reported low, never blocks")
+        may_block = not named
+        if both_local and not named and not self.local_may_block:
+            # across VLANs the gateway routes: apps that log in per request or per minute (a Nextcloud's
+            # database connections, Home Assistant's ssh sensor, a camera's FTP to the NAS) look like
+            # this, and a worm guessing passwords inside is also scanning (portscan blocks that)
+            may_block = False
+            desc += "; both ends local: reported, never blocks (bruteforce.local_may_block)"
         ts = max(c.last, self.intake.index * self.window)  # a late flow of the last window counts in this one
         return [Evidence(ts=ts, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,
                          proto="tcp", description=desc, threat_level=threat, confidence=round(conf, 3),
                          label=service, key=f"bruteforce:{src}:{dst}:{port}/tcp", flows=(flow,),
-                         may_block=not named)]
+                         may_block=may_block)]
