@@ -724,6 +724,24 @@ def _shadowsocks(rng: random.Random) -> Iterator[Packet]:
     return merge(*parts)
 
 
+def _vlan_logins(rng: random.Random) -> Iterator[Packet]:
+    """The gateway routes between VLANs: a Nextcloud on the server VLAN opens a MariaDB connection
+    on the NAS per request (dbpersistent off, desktop clients polling: one every ~12 s), and Home
+    Assistant's command_line sensor logs in to a Pi by ssh every 60 s (a hunt, 2026-12-07)."""
+    app, ha, pi, ports, parts = "192.168.20.10", "192.168.20.4", "192.168.1.50", Ports(rng), _home(rng, 3600)
+    greet = b"\x4a\x00\x00\x00\x0a" + b"10.11.6-MariaDB\x00"
+    t = T0 + 5
+    while t < T0 + 3590:
+        messages: list[Message] = [("s", Content(len(greet) + 60, greet)), ("c", Content(180)), ("s", Content(11)),
+                                   ("c", Content(rng.randint(200, 900))), ("s", Content(rng.randint(500, 8000))),
+                                   ("c", Content(5))]
+        parts.append(tcp_session(app, NAS, ports(), 3306, t, messages=messages, rtt=0.0005, rng=rng))
+        t += rng.expovariate(1 / 12.0)
+    parts += [ssh_session(ha, pi, T0 + 15 + k * 60 + rng.uniform(0, 0.5), sport=ports(), auth_attempts=1, success=True,
+                          data_bytes=rng.randint(300, 400), rtt=0.001, rng=rng) for k in range(60)]
+    return merge(*parts)
+
+
 def _inbound_logins(rng: random.Random) -> Iterator[Packet]:
     """The owner at the office has VS Code open on 3 repositories of the home Gitea (ssh forwarded to
     the NAS): git autofetch every 180 s, three short sessions with a publickey login each."""
@@ -1032,6 +1050,8 @@ SCENARIOS: list[Scenario] = [
              note="Syncthing sends a 60 MB folder to the owner's device at another home"),
     Scenario("shadowsocks-vpn", "benign", _shadowsocks,
              note="an Outline VPN key: a connection per site to an address:port, each opening with a random salt"),
+    Scenario("vlan-logins", "benign", _vlan_logins,
+             note="across VLANs: Nextcloud's database connection per request, Home Assistant's ssh sensor"),
     Scenario("dns-lookup-apis", "benign", _dns_lookup_apis,
              note="antivirus hash lookups, a mail filter's blocklist lookups, CloudFront's random names"),
     Scenario("tracepath", "benign", _tracepath,
