@@ -323,6 +323,7 @@ def _extra_matches(rule: Any, extra: tuple[str, ...]) -> None:
             raise ValueError(f"cannot express '! {word}' in python-iptables")
         if word in ("-i", "-o"):
             setattr(rule, "in_interface" if word == "-i" else "out_interface", negate + values[0])
+            _v6_interface_mask(rule, word, values[0])
             negate = ""
         elif word == "-p":
             rule.protocol = values[0]
@@ -333,6 +334,22 @@ def _extra_matches(rule: Any, extra: tuple[str, ...]) -> None:
         else:
             raise ValueError(f"cannot express {word!r} in python-iptables")
         i = j
+
+
+def _v6_interface_mask(rule: Any, word: str, name: str) -> None:
+    """python-iptables (1.0.1) writes an IPv6 rule's interface mask as 0x01 per byte where
+    ip6tables writes 0xFF: the kernel then compares only each byte's lowest bit (`! -i lo` also
+    spared other interfaces), and ip6tables cannot delete the rule (`slipsq rules remove` failed).
+    Set it as ip6tables does; IPv4 rules are right already."""
+    ip6 = getattr(getattr(rule, "entry", None), "ipv6", None)
+    if ip6 is None:
+        return
+    n = len(name) + 1  # the name and its NUL, as ip6tables (no "+" wildcard here)
+    mask = b"\xff" * n + b"\x00" * (16 - n)
+    if word == "-i":
+        ip6.iniface_mask = mask
+    else:
+        ip6.outiface_mask = mask
 
 
 def _options(obj: Any, words: tuple[str, ...]) -> None:
