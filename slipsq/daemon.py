@@ -282,7 +282,7 @@ class Daemon:
         self.diversion_installed = False
         self._heal_lock = threading.Lock()  # _heal_firewall (worker) against shutdown's diversion removal
         self._marks = (0, 0)  # bypass (mark, repeat) as installed
-        self._dns = False  # dns.queue_gateway as installed (read at start)
+        self._dns = False  # dns.queue_gateway as installed (at start, and on each reload)
         self.want_reload = False
         self.started = time.time()
         self.engine_errors = 0
@@ -643,6 +643,20 @@ class Daemon:
         models = load_models(cfg)
         self.on_loop(lambda: self._swap(cfg, allow, models))
         log(f"reloaded {cfg.source}: {len(models)} models, {len(allow.networks)} allow-list entries")
+        self._set_dns_diversion(bool(cfg["dns.queue_gateway"]))
+
+    def _set_dns_diversion(self, dns: bool) -> None:
+        """(reload thread) dns.queue_gateway changed: put in or take out the DNS diversion now (a
+        firewall change: never on the packet loop; the heal lock orders it with the worker's heals
+        and the shutdown's removal)."""
+        with self._heal_lock:
+            if dns == self._dns or not self.diversion_installed or self._threads_stop.is_set():
+                return
+            mark, repeat = self._marks
+            self.fw.install(self.queue_num, bypass_mark=mark, repeat_mark=repeat, dns=dns)
+            self._dns = dns
+        log("dns.queue_gateway " + ("on: DNS to and from the gateway itself is queued" if dns else
+                                    "off: DNS to and from the gateway itself is no longer queued"))
 
     def _follow_lan(self) -> None:
         """(packet loop) The LAN's networks as last read are local, when network.follow_lan."""

@@ -675,14 +675,16 @@ def _traceroutes(max_hops: int, second: bool) -> Callable[[random.Random], Itera
 
 
 def _dns_tunnel(rng: random.Random) -> Iterator[Packet]:
-    """dnscat2 through the house's resolver: about one query a second for 15 minutes, each a fresh
-    hex label (its encrypted data, 18-60 characters) under the attacker's domain."""
+    """dnscat2 through the house's resolver: about one TXT query a second for 15 minutes, each a fresh
+    hex label (its encrypted data, 18-60 characters) under the attacker's domain, answered with the
+    server's data in hex."""
     parts = _home(rng, 1200)
     t = T0 + 30
     for _ in range(900):
         label = rng.randbytes(rng.randint(9, 30)).hex()
         parts.append(dns_query(VICTIM, ROUTER, f"{label}.tun.c2-updates.net", "10.9.8.7", t,
-                               sport=rng.randrange(30000, 60000), rng=rng))
+                               sport=rng.randrange(30000, 60000), rng=rng,
+                               txt=rng.randbytes(rng.randint(9, 40)).hex().encode()))
         t += rng.uniform(0.6, 1.4)
     return merge(*parts)
 
@@ -739,6 +741,18 @@ def _vlan_logins(rng: random.Random) -> Iterator[Packet]:
         t += rng.expovariate(1 / 12.0)
     parts += [ssh_session(ha, pi, T0 + 15 + k * 60 + rng.uniform(0, 0.5), sport=ports(), auth_attempts=1, success=True,
                           data_bytes=rng.randint(300, 400), rtt=0.001, rng=rng) for k in range(60)]
+    return merge(*parts)
+
+
+def _induced_lookups(rng: random.Random) -> Iterator[Packet]:
+    """A page (or an ad, or a mail) with 150 pictures at random hex subdomains of each of four
+    domains nobody owns: the laptop's browser asks for their addresses, all NXDOMAIN, in 3 minutes
+    (a review found this blocked the host that read it, 2026-12-07)."""
+    parts = _home(rng, 1200)
+    for k in range(600):
+        name = f"{rng.randbytes(16).hex()}.img.nobody-{k % 4}.net"
+        parts.append(dns_query(LAPTOP, ROUTER, name, None, T0 + 60 + k * 0.3, sport=rng.randrange(30000, 60000),
+                               rng=rng))
     return merge(*parts)
 
 
@@ -1050,6 +1064,8 @@ SCENARIOS: list[Scenario] = [
              note="Syncthing sends a 60 MB folder to the owner's device at another home"),
     Scenario("shadowsocks-vpn", "benign", _shadowsocks,
              note="an Outline VPN key: a connection per site to an address:port, each opening with a random salt"),
+    Scenario("induced-lookups", "benign", _induced_lookups,
+             note="a page with 600 pictures at random subdomains of four domains nobody owns"),
     Scenario("vlan-logins", "benign", _vlan_logins,
              note="across VLANs: Nextcloud's database connection per request, Home Assistant's ssh sensor"),
     Scenario("dns-lookup-apis", "benign", _dns_lookup_apis,

@@ -207,12 +207,14 @@ def udp_stream(client: str, server: str, sport: int, dport: int, start: float, p
 # --- application payloads ----------------------------------------------------------------------------
 
 def dns_message(name: str, qid: int, answer_ip: str | None = None, response: bool = False,
-                qtype: int = dpkt.dns.DNS_A, ttl: int = 300) -> bytes:
-    """A DNS query, or its response (NXDOMAIN when `answer_ip` is None)."""
+                qtype: int = dpkt.dns.DNS_A, ttl: int = 300, txt: bytes | None = None) -> bytes:
+    """A DNS query, or its response (NXDOMAIN when `answer_ip` is None; with `txt`, a TXT answer)."""
     msg = dpkt.dns.DNS(id=qid, qd=[dpkt.dns.DNS.Q(name=name, type=qtype)])
     if response:
         msg.op = dpkt.dns.DNS_QR | dpkt.dns.DNS_RD | dpkt.dns.DNS_RA
-        if answer_ip is None:
+        if txt is not None:
+            msg.an = [dpkt.dns.DNS.RR(name=name, type=dpkt.dns.DNS_TXT, ttl=0, rdata=bytes([len(txt)]) + txt)]
+        elif answer_ip is None:
             msg.rcode = dpkt.dns.DNS_RCODE_NXDOMAIN
         else:
             rr_type = dpkt.dns.DNS_AAAA if ":" in answer_ip else dpkt.dns.DNS_A
@@ -329,13 +331,16 @@ def ssh_session(client: str, server: str, start: float, *, port: int = 22, sport
 
 def dns_query(client: str, resolver: str, name: str, answer_ip: str | None, start: float, *,
               sport: int = 53000, qid: int | None = None, rtt: float = 0.015,
-              rng: random.Random | None = None) -> Iterator[Packet]:
-    """One DNS lookup over UDP 53 (A, or AAAA when the answer is IPv6; NXDOMAIN when answer_ip is None)."""
+              rng: random.Random | None = None, txt: bytes | None = None) -> Iterator[Packet]:
+    """One DNS lookup over UDP 53 (A, or AAAA when the answer is IPv6; NXDOMAIN when answer_ip is None;
+    with `txt`, a TXT lookup answered with that text)."""
     rng = _rng(rng)
     qid = rng.randrange(65536) if qid is None else qid
     qtype = dpkt.dns.DNS_AAAA if answer_ip and ":" in answer_ip else dpkt.dns.DNS_A
+    if txt is not None:
+        qtype = dpkt.dns.DNS_TXT
     q = dns_message(name, qid, qtype=qtype)
-    r = dns_message(name, qid, answer_ip, response=True, qtype=qtype)
+    r = dns_message(name, qid, answer_ip, response=True, qtype=qtype, txt=txt)
     return udp_exchange(client, resolver, sport, 53, start, (("c", q), ("s", r)), rtt=rtt, server_ttl=64,
                         rng=rng)
 

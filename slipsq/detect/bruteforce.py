@@ -27,13 +27,15 @@ Arithmetic (n = attempts, T = `bruteforce.min_attempts`, default 20):
   `bruteforce.local_may_block`: a Nextcloud opens a database connection per request, Home
   Assistant's ssh sensor logs in every minute, a camera uploads each snapshot to the NAS by FTP.
   Paced: a run is attempts each starting within `bruteforce.max_gap` (120 s) of the one before. When
-  no run in the window reached T, the count is made of short runs with pauses between them: a job
-  on a schedule (the office's editor fetching 3 repositories of the home Gitea over ssh every 180 s
-  is 60 logins an hour; a camera's FTP upload per motion event) or a guesser pacing itself. A flow
-  cannot tell a login that worked from one that failed, so that is threat = medium (x confidence
-  <= 0.5): reported each window, it blocks only with other evidence. A guesser must then keep under
-  T attempts in every run, two minutes apart at the slowest: under 30 guesses an hour. Guessers
-  (hydra, ncrack, bots) open connection after connection, seconds apart: one run.
+  no run in the window reached T and the count is under 4 T, the count is made of short runs with
+  pauses between them: a job on a schedule (the office's editor fetching 3 repositories of the home
+  Gitea over ssh every 180 s is 60 logins an hour; a camera's FTP upload per motion event) or a
+  guesser pacing itself. A flow cannot tell a login that worked from one that failed, so that is
+  threat = medium (x confidence <= 0.5): reported each window, it blocks only with other evidence.
+  A guesser that pauses 2 minutes after every 19 attempts gets at most 4 T - 1 (79) connections a
+  window before it blocks (without the 4 T it got ~490 an hour: a review); a job with more than
+  79 logins an hour blocks as before. Guessers (hydra, ncrack, bots) open connection after
+  connection, seconds apart: one run.
   Inside sources get more room because admin automation (Ansible opens an ssh connection per task)
   looks like this too. From inside to a server a trusted resolver named (ctx.dns_names: github.com),
   it is reported low and never blocks: git over ssh (an editor's autofetch, every 180 s a repository)
@@ -47,6 +49,7 @@ compiled as `_bruteforce.Intake` (slipsq.twins chooses): Python runs only to jud
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,6 +66,17 @@ from slipsq.records import CRITICAL, HIGH, LOW, MEDIUM, Evidence
 DEFAULT_PORTS = {22: "ssh", 3389: "rdp", 21: "ftp", 23: "telnet", 445: "smb", 139: "smb", 3306: "mysql",
                  5432: "postgres", 1433: "mssql", 5900: "vnc", 5901: "vnc", 2323: "telnet"}
 LOGIN_SERVICES = frozenset({"ssh", "rdp", "ftp", "telnet", "smb", "vnc"})
+
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+
+def _shared_space(ip: str) -> bool:
+    """`ip` is in CGNAT's shared address space (RFC 6598)."""
+    try:
+        return ipaddress.ip_address(ip) in _CGNAT
+    except ValueError:
+        return False
 
 
 @dataclass(slots=True)
@@ -240,7 +254,7 @@ class BruteForce(Detector):
         # attempts paced minutes apart: a job on a schedule (an office's editor fetching from the home
         # Gitea every 180 s, a camera's FTP upload per motion event: logins that work, which a flow
         # cannot tell from failed ones) or a guesser pacing itself below what it takes to block
-        paced = c.longest < self.min_n
+        paced = c.longest < self.min_n and n < 4 * self.min_n
         if paced:
             threat = MEDIUM  # x confidence <= 0.5: reported each window, blocks only with other evidence
         if named:
@@ -251,7 +265,9 @@ class BruteForce(Detector):
         conf = n / (n + c.long)
         desc = (f"{service} brute force from {src} to {dst}:{port}/tcp: {n} short connections "
                 f"(<= {self.max_dur:g}s) in {c.last - c.first:.0f}s, {c.long} longer sessions")
-        both_local = not inbound and is_local(src) and is_local(dst)
+        # (CGNAT's 100.64/10 is local to the other detectors, a Tailscale peer's or the ISP's shared
+        # space: a port-forwarded attacker on the same ISP comes from there, so it is no LAN here)
+        both_local = not inbound and is_local(src) and is_local(dst) and not _shared_space(src)
         if paced and not named:
             desc += (f"; paced: its longest run of attempts each within {self.max_gap:g}s of the one before "
                      f"is {c.longest} (< {self.min_n}): a scheduled job's logins (git over ssh, a camera's "

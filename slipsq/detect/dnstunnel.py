@@ -7,7 +7,11 @@ slipsq sees it: the resolver is protected, DNS to it is no beacon, and the answe
 Per client (the host a DNS answer goes to), site (the registered domain, dga.site) and judge window
 (index = int(answer time // judge.window)) it counts the distinct query names that carry data: the
 part below the site, dots removed and lowercased, has at least `MIN_CHARS` (20) characters and
-looks random (dga.looks_random: hex, base32 and base64 do; words and short CDN labels do not).
+looks random (dga.looks_random: hex, base32 and base64 do; words and short CDN labels do not),
+asked for a record that carries data back (TXT, NULL, CNAME, MX, SRV ...: any type but an address,
+A, AAAA or HTTPS/SVCB). Tunnels ask for those (dnscat2: TXT, CNAME, MX; iodine: NULL); a web page
+cannot: the pictures of a page, an ad or a mail with 500 random subdomains of a domain nobody owns
+make a browser ask for addresses, and counted they blocked the house's host that read it (a review).
 It returns Evidence only.
 
 Arithmetic (n = distinct encoded names under one site in the window, T = `dnstunnel.names`, 100):
@@ -16,7 +20,8 @@ Arithmetic (n = distinct encoded names under one site in the window, T = `dnstun
   so 100 names score 0.5 x 0.6 = 0.3 (an alert), 300 score 0.8 x 0.8 = 0.64, 500 score 1.0 and block
   by themselves: dnscat2 asks about one name a second (500 in under 10 minutes), iodine hundreds a
   second. Evidence is emitted when n first reaches T, again when it doubles or the threat rises; one
-  key per (client, site). The offender is the client: the resolver is the house's, and the
+  key per client (its sites are one finding, at its busiest site's count: 100 names under each of
+  four sites are not 4 x 0.3). The offender is the client: the resolver is the house's, and the
   attacker's name server is never contacted by the client. A client that is not a local address
   is reported, never blocked.
 
@@ -30,10 +35,15 @@ False-positive guards:
 * Search domains and reverse lookups: names under `dga.local_suffixes` (.local, .lan, .arpa ...)
   are not counted.
 * Forged answers: the flow table hands up no answer whose query it did not see, so an off-path
-  sender cannot make a host look like it asked for hundreds of names.
+  sender cannot make a host look like it asked for hundreds of names. A host on the LAN can: UDP
+  queries sent with another LAN host's address get answers sent to that host (the known gap of
+  forged LAN sources, which the DGA detector has too; see the README).
 Not caught: a slow DNS C&C (Cobalt Strike's DNS beacon asks one name per sleep: 60 an hour at a
-60 s sleep, under T), a tunnel spread over many domains, and DNS the gateway cannot see (DNS over
-HTTPS; DNS to a resolver on the gateway itself, or on the LAN: slipsq queues forwarded traffic only).
+60 s sleep, under T), a tunnel that asks for addresses only (iodine -T A, slower), data encoded to
+read like words (proquints), labels under 20 characters, a tunnel spread over many domains, queries
+whose answers carry no record (the table hands up answers and NXDOMAINs only), DNS over TCP to the
+gateway, and DNS the gateway cannot see (DNS over HTTPS; a resolver on the LAN itself; the
+gateway's own resolver with `dns.queue_gateway` off).
 """
 
 from __future__ import annotations
@@ -53,7 +63,10 @@ MIN_CHARS = 20  # characters below the site (dots removed) that make a name carr
 _MAX_KEYS = 65_536  # (client, site) pairs with a count; dnstunnel.max_total_names bounds the names
 ALLOW_DOMAINS = ("sophosxl.net", "mcafee.com", "e5.sk", "eset.com", "spamhaus.org", "spamhaus.net",
                  "spamcop.net", "sorbs.net", "barracudacentral.org", "surbl.org", "uribl.com", "dnswl.org",
-                 "senderbase.org", "mailspike.net", "abuseat.org")
+                 "senderbase.org", "senderscore.com", "mailspike.net", "abuseat.org", "cymru.com", "rspamd.com",
+                 "msbl.org", "surriel.com")
+# query types a page can make a browser ask for (addresses; HTTPS/SVCB records): never counted
+ADDRESS_TYPES = frozenset({1, 28, 64, 65})
 
 
 class _Key:
@@ -85,7 +98,9 @@ class DnsTunnel(Detector):
         self.window: float = self.cfg["judge.window"]
         self.t: int = self.opt("names")
         local = self.cfg["dga.local_suffixes"] if "dga.local_suffixes" in self.cfg.options else LOCAL_SUFFIXES
-        skip = [*self.opt("allow_domains"), *local]
+        # a tunnel's domain must be delegated in public DNS: .box is (since 2024), while routers use it
+        # locally too (the DGA detector skips it); the other local suffixes cannot be delegated
+        skip = [*self.opt("allow_domains"), *(s for s in local if s.strip(".").lower() != "box")]
         self.skip = tuple("." + s.lower().strip(".") for s in skip)
         self.keys: OrderedDict[tuple[str, str], _Key] = OrderedDict()
         # (client, site) -> {encoded name: None}, in that pair's window; at most 5 T a pair (past
@@ -95,8 +110,11 @@ class DnsTunnel(Detector):
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         if event.kind != "dns" or event.sport != 53:
             return NO_EVIDENCE
-        query = event.data.get("query")
+        data = event.data
+        query = data.get("query")
         if type(query) is not str or len(query) < MIN_CHARS + 4:  # most names: one comparison
+            return NO_EVIDENCE
+        if data.get("qtype") in ADDRESS_TYPES:
             return NO_EVIDENCE
         name = query.lower().rstrip(".")
         if "." not in name or name.endswith(self.skip) or any(name == s[1:] for s in self.skip):
@@ -137,5 +155,5 @@ class DnsTunnel(Detector):
             desc += f"; {client} is not a local address (a private range or network.local): reported, never blocks"
         return [Evidence(ts=event.ts, detector=self.name, offender=client, src_ip=client, dst_ip=resolver,
                          dst_port=53, proto=event.proto, description=desc, threat_level=threat,
-                         confidence=round(confidence, 3), label="dns-tunnel", key=f"dnstunnel:{client}:{s}",
+                         confidence=round(confidence, 3), label="dns-tunnel", key=f"dnstunnel:{client}",
                          may_block=may_block)]

@@ -20,9 +20,10 @@ pytestmark = pytest.mark.kernel
 
 GW_LAN = "10.71.1.1"  # the gateway's address on client A's side
 
-# answers every A query with one address (as a forwarding resolver would, after asking upstream)
+# answers every query with one record of its type: an address for A, a text for TXT (as a
+# forwarding resolver would, after asking upstream: for a tunnel, the attacker's name server)
 RESOLVER = r"""
-import socket, struct
+import os, socket, struct
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("10.71.1.1", 53))
 while True:
@@ -30,13 +31,16 @@ while True:
     if len(q) < 12:
         continue
     end = q.index(b"\0", 12) + 5  # the question: the name, its type and class
+    qtype = struct.unpack("!H", q[end - 4:end - 2])[0]
     head = q[:2] + struct.pack("!HHHHH", 0x8180, 1, 1, 0, 0)
-    answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton("10.71.3.3")
+    text = os.urandom(16).hex().encode()
+    data = socket.inet_aton("10.71.3.3") if qtype == 1 else bytes([len(text)]) + text
+    answer = b"\xc0\x0c" + struct.pack("!HHIH", qtype, 1, 60 if qtype == 1 else 0, len(data)) + data
     s.sendto(head + q[12:end] + answer, peer)
 """
 
-# dnscat2-like: a fresh hex label under one domain per query, one at a time; stops after 5 queries
-# in a row go unanswered (the client is blocked) or after `n`; prints how many were answered
+# dnscat2-like: a fresh hex label under one domain per TXT query, one at a time; stops after 5
+# queries in a row go unanswered (the client is blocked) or after `n`; prints how many were answered
 TUNNEL = r"""
 import os, socket, struct, sys
 n, answered, missed = int(sys.argv[2]), 0, 0
@@ -45,7 +49,7 @@ s.settimeout(0.3)
 for i in range(n):
     labels = [os.urandom(20).hex().encode(), b"tun", b"c2-updates", b"net"]
     name = b"".join(bytes([len(l)]) + l for l in labels) + b"\0"
-    s.sendto(struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0) + name + struct.pack("!HH", 1, 1), (sys.argv[1], 53))
+    s.sendto(struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0) + name + struct.pack("!HH", 16, 1), (sys.argv[1], 53))
     try:
         s.recv(512)
         answered, missed = answered + 1, 0
@@ -90,6 +94,12 @@ def test_a_tunnel_through_the_gateways_own_resolver_is_seen_and_blocked(
     else:
         assert answered == 700  # slipsq never saw the queries: nothing to judge
         assert CLIENT_A not in s.set_members()
+    # a reload that turns the setting over puts the rules in or takes them out
+    s.config_path.write_text(s.config_path.read_text().replace(
+        f"queue_gateway = {str(queue_gateway).lower()}", f"queue_gateway = {str(not queue_gateway).lower()}"))
+    assert s.proc is not None
+    s.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: ("slipsq queue 5 dns" in s.iptables()) is not queue_gateway, timeout=15) is not None
     found = [a for a in stopped_alerts(s) if a.get("detector") == "dnstunnel"]
     if queue_gateway:
         assert found and found[-1]["action"] == "block" and found[-1]["offender"] == CLIENT_A, found[-2:]
