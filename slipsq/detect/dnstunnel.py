@@ -8,10 +8,13 @@ Per client (the host a DNS answer goes to), site (the registered domain, dga.sit
 (index = int(answer time // judge.window)) it counts the distinct query names that carry data: the
 part below the site, dots removed and lowercased, has at least `MIN_CHARS` (20) characters and
 looks random (dga.looks_random: hex, base32 and base64 do; words and short CDN labels do not),
-asked for a record that carries data back (TXT, NULL, CNAME, MX, SRV ...: any type but an address,
-A, AAAA or HTTPS/SVCB). Tunnels ask for those (dnscat2: TXT, CNAME, MX; iodine: NULL); a web page
-cannot: the pictures of a page, an ad or a mail with 500 random subdomains of a domain nobody owns
-make a browser ask for addresses, and counted they blocked the house's host that read it (a review).
+asked for a record a tunnel carries its answers in (`DATA_TYPES`: TXT, NULL, MX, SRV, private
+use). Tunnels ask for those (dnscat2: TXT, MX and CNAME in turn; iodine: NULL, else TXT, SRV, MX);
+a web page cannot: the pictures of a page, an ad or a mail with 500 random subdomains of a domain
+nobody owns make a browser ask for addresses, and counted they blocked the house's host that read
+it (a review). CNAME is not counted (dnscat2's CNAME queries go uncounted): Suricata's eve
+version 1 logs an address lookup answered through a CNAME as one, and an unknown type (0: eve v1's
+NXDOMAIN) is not counted either; nor are a resolver's own NS, SOA, DS and DNSKEY queries.
 It returns Evidence only.
 
 Arithmetic (n = distinct encoded names under one site in the window, T = `dnstunnel.names`, 100):
@@ -26,9 +29,11 @@ Arithmetic (n = distinct encoded names under one site in the window, T = `dnstun
   is reported, never blocked.
 
 False-positive guards:
-* Services that use DNS as a lookup API and put a hash in the name: antivirus reputation lookups
-  (Sophos, McAfee, ESET, ...) and mail blocklists (Spamhaus, SpamCop, ...) ask hundreds of encoded
-  names under one domain. Names under `dnstunnel.allow_domains` are not counted.
+* Services that use DNS as a lookup API and put a hash or a key in the name: antivirus reputation
+  lookups (Sophos, McAfee, ESET, ...), mail blocklists (Spamhaus, SpamCop; Abusix's keyed zone,
+  whose reject reason Postfix asks as TXT), a mail server's SPF and DKIM lookups of the big senders
+  (Proofpoint's hosted SPF, Amazon SES, SendGrid) ask hundreds of encoded names under one domain.
+  Names under `dnstunnel.allow_domains` are not counted.
 * CDNs and clouds name their endpoints with random-looking labels (d1a2b3c4d5e6f7.cloudfront.net,
   rr3---sn-4g5e6nsz.googlevideo.com): they are short (under 20 characters below the site), and a
   client asks for a handful an hour, not hundreds.
@@ -64,9 +69,10 @@ _MAX_KEYS = 65_536  # (client, site) pairs with a count; dnstunnel.max_total_nam
 ALLOW_DOMAINS = ("sophosxl.net", "mcafee.com", "e5.sk", "eset.com", "spamhaus.org", "spamhaus.net",
                  "spamcop.net", "sorbs.net", "barracudacentral.org", "surbl.org", "uribl.com", "dnswl.org",
                  "senderbase.org", "senderscore.com", "mailspike.net", "abuseat.org", "cymru.com", "rspamd.com",
-                 "msbl.org", "surriel.com")
-# query types a page can make a browser ask for (addresses; HTTPS/SVCB records): never counted
-ADDRESS_TYPES = frozenset({1, 28, 64, 65})
+                 "msbl.org", "surriel.com", "abusix.zone", "pphosted.com", "amazonses.com", "sendgrid.net")
+# the query types a tunnel carries data back in, and the only ones counted (NULL, MX, TXT, SRV,
+# and iodine's private-use type)
+DATA_TYPES = frozenset({10, 15, 16, 33, 65399})
 
 
 class _Key:
@@ -114,7 +120,7 @@ class DnsTunnel(Detector):
         query = data.get("query")
         if type(query) is not str or len(query) < MIN_CHARS + 4:  # most names: one comparison
             return NO_EVIDENCE
-        if data.get("qtype") in ADDRESS_TYPES:
+        if data.get("qtype") not in DATA_TYPES:
             return NO_EVIDENCE
         name = query.lower().rstrip(".")
         if "." not in name or name.endswith(self.skip) or any(name == s[1:] for s in self.skip):
