@@ -135,15 +135,40 @@ def make_intake(resolvers: OrderedDict[tuple[str, str], float], sites: Container
     return cls(resolvers, sites, resolved, nxdomain)
 
 
-class _Host:
+class WindowCount:
+    """One client's count in its judge window and what was reported of it: the arithmetic of the
+    DNS detectors (this one's sites, dnstunnel's names), the same in both (the module docstrings)."""
+
     __slots__ = ("emitted", "emitted_threat", "first", "index", "last", "names")
 
     def __init__(self) -> None:
         self.index = -1
-        self.names = 0  # NXDOMAIN answers counted (all names, for the description)
+        self.names = 0  # answers counted (all names, repeats too: for the description)
         self.emitted = 0
         self.emitted_threat = 0.0
         self.first = self.last = 0.0
+
+    def seen(self, ts: float, window: float) -> bool:
+        """One more answer at `ts`; True when it opened a new window (the caller forgets its names)."""
+        index = int(ts // window)
+        new = index > self.index
+        if new:
+            self.index, self.names, self.emitted, self.emitted_threat, self.first = index, 0, 0, 0.0, ts
+        self.names += 1
+        self.last = ts
+        return new
+
+    def report(self, n: int, t: int) -> tuple[float, float] | None:
+        """(threat, confidence) of n distinct names or sites against T: medium at T, high at 3 T,
+        critical at 5 T; 0.5 + 0.5 x min(1, n / 5 T). None below T, and when reported at this level
+        already: again when n doubles or the threat rises."""
+        if n < t:
+            return None
+        threat = CRITICAL if n >= 5 * t else HIGH if n >= 3 * t else MEDIUM
+        if self.emitted and n < 2 * self.emitted and threat <= self.emitted_threat:
+            return None
+        self.emitted, self.emitted_threat = n, threat
+        return threat, 0.5 + 0.5 * min(1.0, n / (5 * t))
 
 
 class DGA(Detector):
@@ -164,7 +189,7 @@ class DGA(Detector):
         self.window: float = self.cfg["judge.window"]
         self.t: int = self.opt("nxdomains")
         self.local_suffixes = tuple("." + s.lower().strip(".") for s in self.opt("local_suffixes"))
-        self.hosts: OrderedDict[str, _Host] = OrderedDict()
+        self.hosts: OrderedDict[str, WindowCount] = OrderedDict()
         # host -> {random-looking NXDOMAIN site: one name asked under it}, in this host's window
         self.sites: Nested[str, str, str] = Nested(_MAX_HOSTS, _MAX_SITES, self.opt("max_total_sites"))
         self.resolvers: OrderedDict[tuple[str, str], float] = OrderedDict()  # (client, resolver) -> last real answer
@@ -193,25 +218,18 @@ class DGA(Detector):
             return NO_EVIDENCE
         if not is_local(resolver) and (client, resolver) not in self.resolvers:
             return NO_EVIDENCE  # an answer from a resolver this host never used: maybe forged
-        h = touch(self.hosts, client, _Host, _MAX_HOSTS)
-        index = int(event.ts // self.window)
-        if index > h.index:
-            h.index, h.names, h.emitted, h.emitted_threat, h.first = index, 0, 0, 0.0, event.ts
+        h = touch(self.hosts, client, WindowCount, _MAX_HOSTS)
+        if h.seen(event.ts, self.window):
             self.sites.clear(client)
-        h.names += 1
-        h.last = event.ts
         sites = self.sites.touch(client)
         if s in sites or len(sites) >= _MAX_SITES:
             return NO_EVIDENCE
         self.sites.put(client, s, name)
-        n, t = len(sites), self.t
-        if n < t:
+        n = len(sites)
+        level = h.report(n, self.t)
+        if level is None:
             return NO_EVIDENCE
-        threat = CRITICAL if n >= 5 * t else HIGH if n >= 3 * t else MEDIUM
-        if h.emitted and n < 2 * h.emitted and threat <= h.emitted_threat:
-            return NO_EVIDENCE
-        h.emitted, h.emitted_threat = n, threat
-        confidence = 0.5 + 0.5 * min(1.0, n / (5 * t))
+        threat, confidence = level
         sample = ", ".join(list(sites.values())[-3:])
         desc = (f"DGA-like DNS from {client}: {n} random-looking domains that do not exist (NXDOMAIN) in "
                 f"{h.last - h.first:.0f}s, e.g. {sample}")

@@ -58,11 +58,11 @@ from collections.abc import Sequence
 
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.detect.dga import LOCAL_SUFFIXES, looks_random, site
+from slipsq.detect.dga import LOCAL_SUFFIXES, WindowCount, looks_random, site
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import AppEvent
 from slipsq.lru import Nested, touch
-from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
+from slipsq.records import Evidence
 
 MIN_CHARS = 20  # characters below the site (dots removed) that make a name carry data
 _MAX_KEYS = 65_536  # (client, site) pairs with a count; dnstunnel.max_total_names bounds the names
@@ -73,17 +73,6 @@ ALLOW_DOMAINS = ("sophosxl.net", "mcafee.com", "e5.sk", "eset.com", "spamhaus.or
 # the query types a tunnel carries data back in, and the only ones counted (NULL, MX, TXT, SRV,
 # and iodine's private-use type)
 DATA_TYPES = frozenset({10, 15, 16, 33, 65399})
-
-
-class _Key:
-    __slots__ = ("emitted", "emitted_threat", "first", "index", "last", "names")
-
-    def __init__(self) -> None:
-        self.index = -1
-        self.names = 0  # encoded names asked (repeats included, for the description)
-        self.emitted = 0
-        self.emitted_threat = 0.0
-        self.first = self.last = 0.0
 
 
 class DnsTunnel(Detector):
@@ -108,7 +97,7 @@ class DnsTunnel(Detector):
         # locally too (the DGA detector skips it); the other local suffixes cannot be delegated
         skip = [*self.opt("allow_domains"), *(s for s in local if s.strip(".").lower() != "box")]
         self.skip = tuple("." + s.lower().strip(".") for s in skip)
-        self.keys: OrderedDict[tuple[str, str], _Key] = OrderedDict()
+        self.keys: OrderedDict[tuple[str, str], WindowCount] = OrderedDict()
         # (client, site) -> {encoded name: None}, in that pair's window; at most 5 T a pair (past
         # critical a count says nothing more)
         self.names: Nested[tuple[str, str], str, None] = Nested(_MAX_KEYS, 5 * self.t, self.opt("max_total_names"))
@@ -134,25 +123,18 @@ class DnsTunnel(Detector):
     def _count(self, event: AppEvent, name: str, s: str) -> Sequence[Evidence]:
         client, resolver = event.daddr, event.saddr
         key = (client, s)
-        k = touch(self.keys, key, _Key, _MAX_KEYS)
-        index = int(event.ts // self.window)
-        if index > k.index:
-            k.index, k.names, k.emitted, k.emitted_threat, k.first = index, 0, 0, 0.0, event.ts
+        k = touch(self.keys, key, WindowCount, _MAX_KEYS)
+        if k.seen(event.ts, self.window):
             self.names.clear(key)
-        k.names += 1
-        k.last = event.ts
         names = self.names.touch(key)
         if name in names or len(names) >= self.names.max_inner:
             return NO_EVIDENCE
         self.names.put(key, name, None)
-        n, t = len(names), self.t
-        if n < t:
+        n = len(names)
+        level = k.report(n, self.t)
+        if level is None:
             return NO_EVIDENCE
-        threat = CRITICAL if n >= 5 * t else HIGH if n >= 3 * t else MEDIUM
-        if k.emitted and n < 2 * k.emitted and threat <= k.emitted_threat:
-            return NO_EVIDENCE
-        k.emitted, k.emitted_threat = n, threat
-        confidence = 0.5 + 0.5 * min(1.0, n / (5 * t))
+        threat, confidence = level
         sample = ", ".join(list(names)[-2:])
         desc = (f"DNS tunnel from {client}: {n} different encoded names under {s} in "
                 f"{k.last - k.first:.0f}s ({k.names} asked), e.g. {sample}")
