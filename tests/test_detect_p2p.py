@@ -49,6 +49,15 @@ def test_a_cnc_beacon_from_a_p2p_host_is_still_blocked() -> None:
     assert rec.blocked_ips == [C2]
 
 
+def test_a_beacon_to_a_known_cnc_port_from_a_p2p_host_is_still_blocked() -> None:
+    """QakBot's beacon to an address on 2222 from a host that also torrents was "p2p-chatter" (low,
+    never blocked; a hunt, 2026-12-07): the widespread families' C&C ports are no swarm's."""
+    cnc = beacon(HOST, C2, 2222, 60.0, 40, start=T0 + 30, jitter=0.2)
+    rec, _ = run([P2P, Beacon], sort_flows(swarm(minutes=45), cnc))
+    assert rec.blocked_ips == [C2]
+    assert not any(a.evidence.dst_ip == C2 and a.evidence.key.startswith("p2p-chatter:") for a in rec.by("beacon"))
+
+
 def test_a_beacon_to_an_unnamed_high_port_from_an_ordinary_host_blocks() -> None:
     rec, _ = run([P2P, Beacon], beacon("192.168.1.41", C2, 40000, 10.0, 60))
     assert rec.blocked_ips == [C2] and rec.by("p2p") == []

@@ -12,9 +12,13 @@ from collections.abc import Mapping
 from slipsq.lru import put
 
 # ports >= 1024 that are services, not P2P listening ports: a beacon to one of these is judged as
-# a beacon even from a P2P host (proxies, alternate HTTP(S), XMPP/push, VPN, RDP, common RAT ports)
-SERVICE_PORTS = frozenset({1080, 1194, 1723, 3128, 3389, 4443, 4444, 5222, 5223, 5228, 5938, 6667, 8000,
-                           8008, 8080, 8081, 8088, 8443, 8888, 9001, 9443})
+# a beacon even from a P2P host (proxies, alternate HTTP(S), XMPP/push, VPN, RDP, common RAT ports).
+# The C&C ports of widespread families too (a hunt: QakBot's beacon to an address on 2222 from a host
+# that also torrents was "p2p-chatter", low, never blocked): QakBot 2222, 2078, 32100; njRAT 1177,
+# 5552; DarkComet 1604; Remcos 2404; Quasar 4782; AsyncRAT 6606, 7707, 8808; Sliver mTLS 8888 is in.
+SERVICE_PORTS = frozenset({1080, 1177, 1194, 1604, 1723, 2078, 2222, 2404, 3128, 3389, 4443, 4444, 4782, 5222,
+                           5223, 5228, 5552, 5938, 6606, 6667, 7707, 8000, 8008, 8080, 8081, 8088, 8443, 8808,
+                           8888, 9001, 9443, 32100})
 # the listening ports P2P clients use by default (BitTorrent 6881-6889 and Transmission's 51413, a
 # tracker's 6969, eMule's 4662/4672): where a swarm's gone peers pile up
 P2P_PORTS = frozenset({*range(6881, 6890), 51413, 6969, 4662, 4672})
