@@ -259,7 +259,8 @@ def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
         rate = st.get("per_second") or {}
         mem = st.get("memory") or {}
         click.echo(f"slipsq running, pid {st['pid']}, up {_left(st['uptime'])}, NFQUEUE {st['queue']} "
-                   f"({st['backend']} iptables, diversion: {st['diversion']})"
+                   f"({st['backend']} iptables, diversion: {st['diversion']}"
+                   + ("; DNS to and from the gateway too" if st.get("dns_diversion") else "") + ")"
                    + (", under systemd" if st.get("systemd") else "")
                    + (f", watchdog {st['watchdog']:g}s" if st.get("watchdog") else ""))
         click.echo(f"packets {st['packets']}  accepted {st['accepted']}  dropped {st['dropped']}  "

@@ -783,6 +783,7 @@ class Daemon:
             "dns_untrusted_answers": self.engine.ctx.resolvers.untrusted,
             "backend": self.fw.backend.name, "diversion": diversion_tag(self.queue_num) if self.install_rules
             else "not installed by slipsq",
+            "dns_diversion": self._dns and self.diversion_installed,  # dns.queue_gateway's rules are in
             "per_second": self.svc.rates.to_dict(),
             "memory": {"rss_kb": rss_kb(), "table_bytes": int(getattr(self.engine.table, "memory", int)())},
             "last_alerts": self.svc.recent, "systemd": self.svc.notifier.enabled, **self.outputs.counters(),

@@ -80,6 +80,9 @@ def test_a_tunnel_through_the_gateways_own_resolver_is_seen_and_blocked(
     s.start()
     rules = s.iptables()
     assert ("slipsq queue 5 dns" in rules) is queue_gateway, rules
+    assert s.status()["dns_diversion"] is queue_gateway  # `slipsq status` says so
+    said = s.cli("status").stdout
+    assert ("DNS to and from the gateway too" in said) is queue_gateway, said
     ip6 = lab.sh(lab.gw, f"ip6tables-{backend}", "-t", "security", "-S").stdout
     assert ip6.count("slipsq queue 5 dns") == (2 if queue_gateway else 0), ip6
     if queue_gateway:  # the LAN's queries in, the answers out; never the gateway's own (loopback)
