@@ -78,9 +78,11 @@ def _home(rng: random.Random, duration: float) -> list[Iterator[Packet]]:
                         rng=rng)]
 
 
-def _with_dns(name: str, ip: str, client: str, t: float, rng: random.Random,
-              resolver: str = ROUTER) -> Iterator[Packet]:
-    return dns_query(client, resolver, name, ip, t - 0.5, sport=rng.randrange(30000, 60000), rng=rng)
+def _with_dns(name: str, ip: str | None, client: str, t: float, rng: random.Random,
+              resolver: str = ROUTER, txt: bytes | None = None) -> Iterator[Packet]:
+    """`client` looks `name` up just before `t` (half a second): the answer `ip` (None: NXDOMAIN), or
+    with `txt` a TXT lookup answered with that text."""
+    return dns_query(client, resolver, name, ip, t - 0.5, sport=rng.randrange(30000, 60000), rng=rng, txt=txt)
 
 
 # --- malicious ----------------------------------------------------------------------------------
@@ -682,8 +684,7 @@ def _dns_tunnel(rng: random.Random) -> Iterator[Packet]:
     t = T0 + 30
     for _ in range(900):
         label = rng.randbytes(rng.randint(9, 30)).hex()
-        parts.append(dns_query(VICTIM, ROUTER, f"{label}.tun.c2-updates.net", "10.9.8.7", t,
-                               sport=rng.randrange(30000, 60000), rng=rng,
+        parts.append(_with_dns(f"{label}.tun.c2-updates.net", None, VICTIM, t, rng,
                                txt=rng.randbytes(rng.randint(9, 40)).hex().encode()))
         t += rng.uniform(0.6, 1.4)
     return merge(*parts)
@@ -696,16 +697,14 @@ def _dns_lookup_apis(rng: random.Random) -> Iterator[Packet]:
     parts = _home(rng, 3600)
     for i in range(600):
         h = rng.randbytes(20).hex()
-        parts.append(dns_query(LAPTOP, ROUTER, f"{h[:32]}.{h[32:]}.sxl.sophosxl.net", "127.0.0.1",
-                               T0 + 10 + i * 5.5 + rng.uniform(0, 2), sport=rng.randrange(30000, 60000), rng=rng))
+        parts.append(_with_dns(f"{h[:32]}.{h[32:]}.sxl.sophosxl.net", "127.0.0.1", LAPTOP,
+                               T0 + 10 + i * 5.5 + rng.uniform(0, 2), rng))
     for i in range(200):
         ip = ".".join(str(rng.randrange(1, 255)) for _ in range(4))
-        parts.append(dns_query(NAS, ROUTER, f"{ip}.zen.spamhaus.org", None, T0 + 20 + i * 17,
-                               sport=rng.randrange(30000, 60000), rng=rng))
+        parts.append(_with_dns(f"{ip}.zen.spamhaus.org", None, NAS, T0 + 20 + i * 17, rng))
     for i in range(40):
         label = "d" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(13))
-        parts.append(dns_query(PHONE, ROUTER, f"{label}.cloudfront.net", f"198.51.100.{100 + i}",
-                               T0 + 40 + i * 80, sport=rng.randrange(30000, 60000), rng=rng))
+        parts.append(_with_dns(f"{label}.cloudfront.net", f"198.51.100.{100 + i}", PHONE, T0 + 40 + i * 80, rng))
     return merge(*parts)
 
 
@@ -751,8 +750,7 @@ def _induced_lookups(rng: random.Random) -> Iterator[Packet]:
     parts = _home(rng, 1200)
     for k in range(600):
         name = f"{rng.randbytes(16).hex()}.img.nobody-{k % 4}.net"
-        parts.append(dns_query(LAPTOP, ROUTER, name, None, T0 + 60 + k * 0.3, sport=rng.randrange(30000, 60000),
-                               rng=rng))
+        parts.append(_with_dns(name, None, LAPTOP, T0 + 60 + k * 0.3, rng))
     return merge(*parts)
 
 
