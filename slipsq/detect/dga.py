@@ -171,6 +171,21 @@ class WindowCount:
         return threat, 0.5 + 0.5 * min(1.0, n / (5 * t))
 
 
+def client_finding(detector: str, event: AppEvent, desc: str, level: tuple[float, float],
+                   label: str) -> list[Evidence]:
+    """The DNS detectors' evidence (this one's, dnstunnel's): against the client a DNS answer went to
+    (`event.daddr`), from its resolver, one finding a client (`<detector>:<client>`), `level` from
+    WindowCount.report. A client that is not local is reported, never blocked."""
+    client = event.daddr
+    threat, confidence = level
+    may_block = is_local(client)
+    if not may_block:
+        desc += f"; {client} is not a local address (a private range or network.local): reported, never blocks"
+    return [Evidence(ts=event.ts, detector=detector, offender=client, src_ip=client, dst_ip=event.saddr,
+                     dst_port=53, proto=event.proto, description=desc, threat_level=threat,
+                     confidence=round(confidence, 3), label=label, key=f"{detector}:{client}", may_block=may_block)]
+
+
 class DGA(Detector):
     name = "dga"
     evidence_kinds = ("dga",)
@@ -229,13 +244,7 @@ class DGA(Detector):
         level = h.report(n, self.t)
         if level is None:
             return NO_EVIDENCE
-        threat, confidence = level
         sample = ", ".join(list(sites.values())[-3:])
         desc = (f"DGA-like DNS from {client}: {n} random-looking domains that do not exist (NXDOMAIN) in "
                 f"{h.last - h.first:.0f}s, e.g. {sample}")
-        may_block = is_local(client)
-        if not may_block:
-            desc += f"; {client} is not a local address (a private range or network.local): reported, never blocks"
-        return [Evidence(ts=event.ts, detector=self.name, offender=client, src_ip=client, dst_ip=resolver,
-                         dst_port=53, proto=event.proto, description=desc, threat_level=threat,
-                         confidence=round(confidence, 3), label="dga", key=f"dga:{client}", may_block=may_block)]
+        return client_finding(self.name, event, desc, level, "dga")

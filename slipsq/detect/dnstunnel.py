@@ -58,8 +58,7 @@ from collections.abc import Sequence
 
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.detect.dga import LOCAL_SUFFIXES, WindowCount, looks_random, site
-from slipsq.detect.prefixes import is_local
+from slipsq.detect.dga import LOCAL_SUFFIXES, WindowCount, client_finding, looks_random, site
 from slipsq.flow import AppEvent
 from slipsq.lru import Nested, touch
 from slipsq.records import Evidence
@@ -112,7 +111,7 @@ class DnsTunnel(Detector):
         if data.get("qtype") not in DATA_TYPES:
             return NO_EVIDENCE
         name = query.lower().rstrip(".")
-        if "." not in name or name.endswith(self.skip) or any(name == s[1:] for s in self.skip):
+        if name.endswith(self.skip):  # (a name of no dot, or a skipped domain itself, has nothing below it)
             return NO_EVIDENCE
         s = site(name)
         below = name[:len(name) - len(s)].replace(".", "")
@@ -121,7 +120,7 @@ class DnsTunnel(Detector):
         return self._count(event, name, s)
 
     def _count(self, event: AppEvent, name: str, s: str) -> Sequence[Evidence]:
-        client, resolver = event.daddr, event.saddr
+        client = event.daddr
         key = (client, s)
         k = touch(self.keys, key, WindowCount, _MAX_KEYS)
         if k.seen(event.ts, self.window):
@@ -134,14 +133,7 @@ class DnsTunnel(Detector):
         level = k.report(n, self.t)
         if level is None:
             return NO_EVIDENCE
-        threat, confidence = level
         sample = ", ".join(list(names)[-2:])
         desc = (f"DNS tunnel from {client}: {n} different encoded names under {s} in "
                 f"{k.last - k.first:.0f}s ({k.names} asked), e.g. {sample}")
-        may_block = is_local(client)
-        if not may_block:
-            desc += f"; {client} is not a local address (a private range or network.local): reported, never blocks"
-        return [Evidence(ts=event.ts, detector=self.name, offender=client, src_ip=client, dst_ip=resolver,
-                         dst_port=53, proto=event.proto, description=desc, threat_level=threat,
-                         confidence=round(confidence, 3), label="dns-tunnel", key=f"dnstunnel:{client}",
-                         may_block=may_block)]
+        return client_finding(self.name, event, desc, level, "dns-tunnel")
