@@ -105,3 +105,12 @@ def test_local_int_known_answers() -> None:
         assert local_int(*parse_ip_int(ip)), ip  # type: ignore[misc]
     for ip in ("172.32.0.1", "192.169.0.1", "100.128.0.1", "240.0.0.1", "8.8.8.8", "2001:db8::1", "fec0::1", "::2"):
         assert not local_int(*parse_ip_int(ip)), ip  # type: ignore[misc]
+
+
+def test_shared_space_is_cgnats_block_alone() -> None:
+    from slipsq.detect.prefixes import is_local, shared_space
+
+    inside = ("100.64.0.0", "100.72.14.9", "100.127.255.255", "::ffff:100.64.0.1")  # (mapped: the IPv4 host)
+    outside = ("100.63.255.255", "100.128.0.0", "10.0.0.1", "fd00::1", "not an address")
+    assert all(shared_space(ip) and is_local(ip) for ip in inside)
+    assert not any(shared_space(ip) for ip in outside)

@@ -49,7 +49,6 @@ compiled as `_bruteforce.Intake` (slipsq.twins chooses): Python runs only to jud
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ from dataclasses import dataclass
 from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
-from slipsq.detect.prefixes import is_local
+from slipsq.detect.prefixes import is_local, shared_space
 from slipsq.detect.tcpstate import exchanged
 from slipsq.flow import AppEvent, Flow
 from slipsq.lru import put
@@ -66,17 +65,6 @@ from slipsq.records import CRITICAL, HIGH, LOW, MEDIUM, Evidence
 DEFAULT_PORTS = {22: "ssh", 3389: "rdp", 21: "ftp", 23: "telnet", 445: "smb", 139: "smb", 3306: "mysql",
                  5432: "postgres", 1433: "mssql", 5900: "vnc", 5901: "vnc", 2323: "telnet"}
 LOGIN_SERVICES = frozenset({"ssh", "rdp", "ftp", "telnet", "smb", "vnc"})
-
-
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-
-
-def _shared_space(ip: str) -> bool:
-    """`ip` is in CGNAT's shared address space (RFC 6598)."""
-    try:
-        return ipaddress.ip_address(ip) in _CGNAT
-    except ValueError:
-        return False
 
 
 @dataclass(slots=True)
@@ -103,8 +91,8 @@ class Intake:
     most flows. The others are counted per (source, server, port) in the judge window of their
     start (`counts`, at most `max_keys` keys; a key first seen when full is not counted), and a
     short one whose count reached `min_n` goes to `judge`. `on_app` remembers what each banner says
-    of its server (`banners`, at most `max_banners`, least recently seen first; the table hands up
-    HTTP requests too, and the engine every DNS answer). The readable twin of the compiled
+    of its server (`banners`, at most `max_banners`, least recently seen first; every other event,
+    a DNS answer, a ClientHello, keeps nothing). The readable twin of the compiled
     `_bruteforce.Intake` (make_intake chooses, tests/test_detect_compiled.py holds them equal)."""
 
     __slots__ = ("banners", "counts", "index", "judge", "max_banners", "max_dur", "max_gap", "max_keys", "min_n",
@@ -244,43 +232,45 @@ class BruteForce(Detector):
         """A count of short connections that reached min_attempts (Intake.on_flow): evidence when it
         first does, when it doubles and when the threat rises."""
         n = c.short
-        inbound = is_local(flow.daddr) and not is_local(flow.saddr)
-        threat = CRITICAL if n >= 3 * self.min_n or inbound else HIGH
         src, dst, port = key
+        src_local, dst_local = is_local(src), is_local(dst)
+        inbound = dst_local and not src_local
+        threat = CRITICAL if n >= 3 * self.min_n or inbound else HIGH
+        may_block = True
         # a house's client to a server a trusted resolver named for it: git fetching over ssh
         # (VS Code's autofetch, every 180 s a repository) is 60 short sessions an hour; a guesser
         # from inside goes after addresses, not names
-        named = not inbound and is_local(src) and not is_local(dst) and dst in self.ctx.dns_names
+        named = src_local and not dst_local and dst in self.ctx.dns_names
         # attempts paced minutes apart: a job on a schedule (an office's editor fetching from the home
         # Gitea every 180 s, a camera's FTP upload per motion event: logins that work, which a flow
         # cannot tell from failed ones) or a guesser pacing itself below what it takes to block
-        paced = c.longest < self.min_n and n < 4 * self.min_n
-        if paced:
-            threat = MEDIUM  # x confidence <= 0.5: reported each window, blocks only with other evidence
+        paced = not named and c.longest < self.min_n and n < 4 * self.min_n
+        # across VLANs the gateway routes: apps that log in per request or per minute (a Nextcloud's
+        # database connections, Home Assistant's ssh sensor, a camera's FTP to the NAS) look like
+        # this, and a worm guessing passwords inside is also scanning (portscan blocks that). CGNAT's
+        # 100.64/10 is local to the other detectors, but a port-forwarded attacker on the same ISP
+        # comes from there: no LAN here
+        lan = src_local and dst_local and not shared_space(src) and not self.local_may_block
         if named:
-            threat = LOW  # and never blocks: it weighs little beside the host's other findings
+            threat, may_block = LOW, False  # it weighs little beside the host's other findings
+        elif paced:
+            threat = MEDIUM  # x confidence <= 0.5: reported each window, blocks only with other evidence
+        if lan:
+            may_block = False
         if c.emitted and n < 2 * c.emitted and threat <= c.emitted_threat:
             return NO_EVIDENCE
         c.emitted, c.emitted_threat = n, threat
         conf = n / (n + c.long)
         desc = (f"{service} brute force from {src} to {dst}:{port}/tcp: {n} short connections "
                 f"(<= {self.max_dur:g}s) in {c.last - c.first:.0f}s, {c.long} longer sessions")
-        # (CGNAT's 100.64/10 is local to the other detectors, a Tailscale peer's or the ISP's shared
-        # space: a port-forwarded attacker on the same ISP comes from there, so it is no LAN here)
-        both_local = not inbound and is_local(src) and is_local(dst) and not _shared_space(src)
-        if paced and not named:
+        if paced:
             desc += (f"; paced: its longest run of attempts each within {self.max_gap:g}s of the one before "
                      f"is {c.longest} (< {self.min_n}): a scheduled job's logins (git over ssh, a camera's "
                      "FTP uploads) look like this, reported, blocks only with other evidence")
         if named:
             desc += (f"; {dst} is a named server ({', '.join(sorted(self.ctx.dns_names[dst])[:2])}): "
                      "automation (git over ssh) looks like this, reported low, never blocks")
-        may_block = not named
-        if both_local and not named and not self.local_may_block:
-            # across VLANs the gateway routes: apps that log in per request or per minute (a Nextcloud's
-            # database connections, Home Assistant's ssh sensor, a camera's FTP to the NAS) look like
-            # this, and a worm guessing passwords inside is also scanning (portscan blocks that)
-            may_block = False
+        if lan:
             desc += "; both ends local: reported, never blocks (bruteforce.local_may_block)"
         ts = max(c.last, self.intake.index * self.window)  # a late flow of the last window counts in this one
         return [Evidence(ts=ts, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,

@@ -103,8 +103,18 @@ def local_int(version: int, n: int) -> bool:
     if version == 4:
         top = n >> 24
         return (top == 10 or top == 127 or top == 0 or n >> 28 == 0xE or n >> 20 == 0xAC1
-                or n >> 16 == 0xC0A8 or n >> 16 == 0xA9FE or n >> 22 == 0x191 or n == 0xFFFFFFFF)
+                or n >> 16 == 0xC0A8 or n >> 16 == 0xA9FE or n >> 22 == _CGNAT_TOP or n == 0xFFFFFFFF)
     return n >> 121 == 0x7E or n >> 118 == 0x3FA or n >> 120 == 0xFF or n <= 1
+
+
+_CGNAT_TOP = 0x191  # 100.64.0.0/10: its top 10 bits
+
+
+def shared_space(ip: str) -> bool:
+    """`ip` is in CGNAT's shared address space, 100.64.0.0/10 (RFC 6598): local to LOCAL_NETWORKS,
+    though an ISP's other customers (and Tailscale's peers) are in it too."""
+    parsed = parse_ip_int(ip)
+    return parsed is not None and parsed[0] == 4 and parsed[1] >> 22 == _CGNAT_TOP
 
 
 # The site's own networks beyond LOCAL_NETWORKS (the config's `network.local`: a LAN's global IPv6
