@@ -276,17 +276,17 @@ class Firewall:
             self._cleaned_others = True
             self.cleaned = self.remove_stale()
         self.ensure_sets()
-        mine_now = () if queue is None else (diversion_tag(queue), bypass_tag(queue), dns_tag(queue))
+        mine_now = () if queue is None else (diversion_tag(queue), bypass_tag(queue),
+                                             *([dns_tag(queue)] if dns else []))
         for fam in self.families:
             s = SET4 if fam == 4 else SET6
             self.backend.ensure_chain(fam)
             if queue is not None:  # another queue's diversion (a slipsq killed, restarted with --queue 0:1)
-                # would send every packet to a queue nobody reads: past it, uninspected
+                # would send every packet to a queue nobody reads: past it, uninspected; and a DNS
+                # diversion dns.queue_gateway no longer asks for goes the same way
                 self.backend.delete_tagged(fam, lambda r: r.comment.startswith(f"{TAG} queue ")
                                            and r.comment not in mine_now)
             broken, jumps, diversions, dns_gone = self._gaps(*self.backend.rules(fam), queue, divert, bypass_mark, dns)
-            if queue is not None and not dns:  # the setting turned off
-                self.backend.delete_tagged(fam, lambda r: r.comment == dns_tag(queue))
             if broken:  # rebuild our own chain's two rules when anything is off
                 self.backend.delete_tagged(fam, lambda r: r.chain == CHAIN)
                 for d in ("src", "dst"):
@@ -310,7 +310,7 @@ class Firewall:
 
     @staticmethod
     def _gaps(rules: list[RuleState], chain: bool, queue: int | tuple[int, int] | None, divert: Sequence[str],
-              bypass_mark: int, dns: bool = False) -> tuple[bool, list[str], list[str], list[RuleSpec]]:
+              bypass_mark: int, dns: bool) -> tuple[bool, list[str], list[str], list[RuleSpec]]:
         """What install() has to mend, from one read of the rules: (chain SLIPSQ or its two DROPs
         off, hooks without the jump, diverted hooks whose diversion is not whole: no NFQUEUE rule,
         or not the three bypass rules that bypass_mark asks for, or bypass rules it does not ask
