@@ -19,7 +19,7 @@ from libc.string cimport memcmp
 from slipsq._decode cimport MAX_EXT, be16, ipv6_ext
 from slipsq._flowslots cimport (E_DADDR, E_DATA, E_DPORT, E_KIND, E_PROTO, E_SADDR, E_SPORT, E_TS, EventSlots,
                                 event_slots, slot_put, slots_alloc)
-from slipsq._flowtable cimport addr_text, rdp_start, telnet_start
+from slipsq._flowtable cimport addr_text, rdp_start, smb_start, telnet_start
 
 from slipsq.flow import AppEvent
 
@@ -176,7 +176,7 @@ cdef str service(const uint8_t* p, Py_ssize_t n):
         return "smtp" if has_upper(p, min(n, 200), b"SMTP") or has_upper(p, min(n, 200), b"MAIL") else "ftp"
     if rdp_start(p, n):
         return "rdp"
-    if n >= 8 and p[0] == 0 and (memcmp(p + 4, b"\xffSMB", 4) == 0 or memcmp(p + 4, b"\xfeSMB", 4) == 0):
+    if smb_start(p, n):
         return "smb"
     if telnet_start(p, n):
         return "telnet"

@@ -3,6 +3,7 @@
 # (sources/_nfq.pyx, the queue's payload pointer) C to C; the app decoder cimports addr_text.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcmp
 
 from slipsq._decode cimport Parsed
 
@@ -151,3 +152,8 @@ cdef inline bint telnet_start(const uint8_t* b, Py_ssize_t k) noexcept nogil:
 cdef inline bint rdp_start(const uint8_t* b, Py_ssize_t k) noexcept nogil:
     """appdecode.rdp_start: TPKT version 3, then an X.224 Connection Request (0xE0) or Confirm (0xD0)."""
     return k >= 6 and b[0] == 3 and b[1] == 0 and ((b[5] & 0xF0) == 0xE0 or (b[5] & 0xF0) == 0xD0)
+
+
+cdef inline bint smb_start(const uint8_t* b, Py_ssize_t k) noexcept nogil:
+    """appdecode.smb_start: a NetBIOS session header, then SMB1's or SMB2's magic."""
+    return k >= 8 and b[0] == 0 and (memcmp(b + 4, b"\xffSMB", 4) == 0 or memcmp(b + 4, b"\xfeSMB", 4) == 0)

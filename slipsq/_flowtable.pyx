@@ -117,7 +117,7 @@ cdef int first_payload_class(const uint8_t* buf, Py_ssize_t n, Parsed* p) noexce
         return APP_BANNER
     if rdp_start(b, k):
         return APP_BANNER  # TPKT, then an X.224 Connection Request or Confirm: RDP
-    if k >= 8 and b[0] == 0 and (memcmp(b + 4, b"\xffSMB", 4) == 0 or memcmp(b + 4, b"\xfeSMB", 4) == 0):
+    if smb_start(b, k):
         return APP_BANNER
     if (starts(b, k, b"GET ", 4) or starts(b, k, b"POST ", 5) or starts(b, k, b"HEAD ", 5)
             or starts(b, k, b"PUT ", 4) or starts(b, k, b"DELETE ", 7) or starts(b, k, b"OPTIONS ", 8)

@@ -193,6 +193,11 @@ def rdp_start(b: bytes) -> bool:
     return len(b) >= 6 and b[0] == 3 and b[1] == 0 and b[5] & 0xF0 in (0xE0, 0xD0)
 
 
+def smb_start(b: bytes) -> bool:
+    """A NetBIOS session header (a zero type byte), then SMB1's or SMB2's magic."""
+    return len(b) >= 8 and b[0] == 0 and b[4:8] in (b"\xffSMB", b"\xfeSMB")
+
+
 def service(payload: bytes) -> str:
     """A guess at the protocol from a connection's first bytes (either side)."""
     if payload.startswith(b"SSH-"):
@@ -202,7 +207,7 @@ def service(payload: bytes) -> str:
         return "smtp" if b"SMTP" in head or b"MAIL" in head else "ftp"
     if rdp_start(payload):
         return "rdp"
-    if len(payload) >= 8 and payload[0] == 0 and payload[4:8] in (b"\xffSMB", b"\xfeSMB"):
+    if smb_start(payload):
         return "smb"
     if telnet_start(payload):
         return "telnet"  # IAC option negotiation

@@ -88,7 +88,7 @@ from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
 
-from slipsq.appdecode import APP_KINDS, HTTP_METHODS, app_kinds_of, app_mask, rdp_start, telnet_start
+from slipsq.appdecode import APP_KINDS, HTTP_METHODS, app_kinds_of, app_mask, rdp_start, smb_start, telnet_start
 from slipsq.config import Config
 from slipsq.decode import DNS_PORTS, Packet, ip_str, parse
 from slipsq.flow import Flow, proto_name
@@ -146,7 +146,7 @@ def first_payload_class(buf: bytes, p: Packet) -> int:
         return APP_BANNER
     if rdp_start(b):
         return APP_BANNER  # TPKT, then an X.224 Connection Request or Confirm: RDP
-    if len(b) >= 8 and b[0] == 0 and b[4:8] in (b"\xffSMB", b"\xfeSMB"):
+    if smb_start(b):
         return APP_BANNER
     if b.startswith(HTTP_METHODS):
         return APP_HTTP
