@@ -416,6 +416,7 @@ class RecordedTable:
         self.stream, self.ctl_fd, self.pid = stream, ctl_fd, pid
         self.pids = [pid]                             # table processes not reaped: the first, then
                                                       # each rollback's snapshot (see _reap)
+        self.orphans_come_here = _orphans_come_here()
         self._flows_of = flows_of_records
         self.msgs: deque[tuple[Any, ...]] = deque()
         self.seq = 0                                  # the message being analysed
@@ -576,20 +577,38 @@ class RecordedTable:
 
     def _reap(self, flags: int) -> None:
         """Reap the table processes that are this process's children and have ended (with flags 0:
-        wait for them). The first is; a snapshot that rolled back is an orphan once the process that
-        forked it exits, reaped by init, or by this process when it is a subreaper (PID 1 of a
-        container): then each rollback would leave a zombie here without this."""
+        wait for them, oldest first). The first is our child; a snapshot that rolled back is an orphan
+        once the process that forked it exits, reaped by init, or by this process when orphans come
+        here (a subreaper, or PID 1 of a container): then each rollback would leave a zombie here
+        without this. Such a snapshot stays listed until reaped, even while its parent still runs
+        (slow to exit on a busy machine, after the next rollback)."""
         left = []
         for pid in self.pids:  # oldest first: once one has ended, the next is an orphan (ours or init's)
             try:
                 done, _ = os.waitpid(pid, flags)
-            except ChildProcessError:  # not ours: init's, or (the newest, which runs on) not yet ours
-                if pid == self.pid and flags:
+            except ChildProcessError:  # init's, or (its parent still runs) not ours yet
+                if flags and (pid == self.pid or self.orphans_come_here):
                     left.append(pid)
                 continue
             if done == 0:
                 left.append(pid)
         self.pids = left
+
+
+def _orphans_come_here() -> bool:
+    """Whether this process inherits its descendants' orphans: PID 1 of its namespace, or a child
+    subreaper (prctl PR_GET_CHILD_SUBREAPER); False where it cannot tell (not Linux)."""
+    if os.getpid() == 1:
+        return True
+    try:
+        import ctypes
+
+        flag = ctypes.c_int(0)
+        if ctypes.CDLL(None, use_errno=True).prctl(37, ctypes.byref(flag), 0, 0, 0) != 0:
+            return False
+        return flag.value != 0
+    except (OSError, AttributeError):
+        return False
 
 
 def replay_capture(run: Any, pcap: Any, progress: Progress | None = None,
