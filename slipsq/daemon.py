@@ -632,6 +632,9 @@ class Daemon:
             self.reload()
         except SlipsqError as e:
             log(f"reload failed, keeping the running configuration: {e}")
+        except Exception as e:  # a bug, or an input error nobody turned into a message: the daemon
+            # goes on with what runs (the engine swaps all or nothing), and systemd hears READY again
+            log(f"reload failed, keeping the running configuration: internal error: {type(e).__name__}: {e}")
         self.svc.ready(self.light_status())
 
     def reload(self) -> None:

@@ -93,6 +93,10 @@ def make_counters() -> Counters:
     return Counters() if fast is None else cast(Counters, fast.Counters())
 
 
+# what _configure sets, restored when it fails
+_CONFIGURED = ("config", "allow", "ctx", "detectors", "_flows", "_max_dns", "_apps", "_on_tick", "judge")
+
+
 class Engine:
     def __init__(self, config: Config, *, models: Sequence[Any] = (), allow: AllowList | None = None,
                  detectors: Sequence[type[Detector]] | None = None, table: Any = None,
@@ -120,15 +124,29 @@ class Engine:
     def _configure(self, config: Config, models: Sequence[Any], allow: AllowList | None,
                    enrichers: Sequence[Callable[[str], dict[str, Any]]], dns_names: Any = None) -> None:
         """`dns_names`: the names learnt so far (a reload's), in the context before any detector is
-        made: a detector may hold the map itself (portscan's compiled path does)."""
+        made: a detector may hold the map itself (portscan's compiled path does). All or nothing: when
+        a detector cannot be made (a threat-intelligence list it cannot read), the error is raised
+        with the engine as it was, so a reload that fails keeps the running configuration whole."""
+        before = {k: self.__dict__[k] for k in _CONFIGURED if k in self.__dict__}
+        try:
+            self._build(config, models, allow, enrichers, dns_names)
+        except BaseException:
+            self.__dict__.update(before)
+            if "config" in before:
+                self._set_site()  # the site networks of the configuration kept
+            raise
+
+    def _build(self, config: Config, models: Sequence[Any], allow: AllowList | None,
+               enrichers: Sequence[Callable[[str], dict[str, Any]]], dns_names: Any) -> None:
         self.config = config
         self._set_site()  # before the detectors: they ask is_local
         self.allow = allow or AllowList(config["allow.ips"])
         self.ctx = Context(config, self.allow, models, enrichers=list(enrichers))
         if dns_names is not None:
             self.ctx.dns_names = dns_names
-            trim(dns_names, config["dns.max_addresses"])  # the bound may be smaller now
         self.detectors = [cls(self.ctx) for cls in self._detector_classes]
+        if dns_names is not None:
+            trim(dns_names, config["dns.max_addresses"])  # the bound may be smaller now
         # call lists built once (slipsq/dispatch.py, compiled): no per-flow getattr or dispatch by name;
         # each on_flow hook past its FlowGate
         calls = partial(make_flow_calls, evidence=self._evidence, failed=self._failed)

@@ -83,6 +83,26 @@ def test_clear_errors(tmp_path: Path) -> None:
         run([ThreatIntel], cfg=config([ThreatIntel], **{"threatintel.folder": str(tmp_path / "nope")}))
 
 
+def test_a_csv_list_this_cannot_read_is_a_clear_error_naming_it(tmp_path: Path) -> None:
+    """csv's own error (a field past its 128 KiB limit, quoted or not) used to escape load_lists: an "internal
+    error" at replay, a daemon that could not start, a reload thread that died."""
+    for name, body in (("big.csv", "ip,note\n1.2.3.4," + "x" * 200_000 + "\n"),
+                       ("quoted.csv", 'ip,note\n1.2.3.4,"' + "y" * 140_000)):
+        d = tmp_path / name.split(".")[0]
+        d.mkdir()
+        (d / name).write_text(body)
+        with pytest.raises(InputError, match=rf"threat intelligence list {d / name} is not a CSV file"):
+            load_lists(d)
+        with pytest.raises(ConfigError, match=rf"threatintel\.folder.*{name}"):
+            run([ThreatIntel], cfg=config([ThreatIntel], **{"threatintel.folder": str(d)}))
+
+
+def test_a_warning_shows_a_lists_control_characters_escaped(tmp_path: Path) -> None:
+    (tmp_path / "feed.txt").write_text("\x1b[2J\x1b]0;owned\x07\n")
+    _, stats = load_lists(tmp_path)
+    assert stats.bad_lines == 1 and "\x1b" not in stats.summary() and "\\x1b[2J" in stats.summary()
+
+
 def test_match_blocks_listed_ip_once_per_window(folder: Path) -> None:
     flows = [flow(T0 + i, HOST, "198.51.100.9", 443, sport=40000 + i) for i in range(5)]
     flows += [flow(T0 + 3600 + i, HOST, "198.51.100.9", 443) for i in range(3)]  # next window

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, ClassVar
 
 import dpkt
@@ -364,3 +365,28 @@ def test_step_is_advance_with_the_hand_up_given(table_cls: Any) -> None:
     assert kinds.count("Flow") == 105 and kinds.count("Block") == 2 and kinds.count("Unblock") == 1
     assert any("Query(" in c for c in by_advance)
     assert run(True) == by_advance
+
+
+def test_a_reload_that_fails_leaves_the_engine_as_it_was(engine: tuple[Offline, ReplayRecorder],
+                                                         tmp_path: Path) -> None:
+    """A detector that cannot be made (a threat-intelligence list it cannot read) fails the reload
+    whole: the engine keeps its configuration, detectors, judge and site networks, and goes on
+    detecting (it used to keep the new config and site beside the old detectors)."""
+    from slipsq.detect.prefixes import is_local
+    from slipsq.detect.threatintel import ThreatIntel
+    from slipsq.errors import ConfigError
+
+    e, rec = engine
+    eng = e.engine
+    before = {k: getattr(eng, k) for k in ("config", "allow", "ctx", "detectors", "_flows", "_apps", "judge")}
+    (tmp_path / "feed.csv").write_text("ip,note\n1.2.3.4," + "x" * 200_000 + "\n")
+    eng._detector_classes = [FlagBad, ThreatIntel]
+    cfg = Config([*CORE_OPTIONS, *ThreatIntel.options],
+                 {"threatintel.folder": str(tmp_path), "network.local": ["198.51.100.0/24"]})
+    with pytest.raises(ConfigError, match=r"threatintel\.folder.*feed\.csv"):
+        eng.reconfigure(cfg, [], eng.allow)
+    assert {k: getattr(eng, k) for k in before} == before
+    assert not is_local("198.51.100.7")  # the failed configuration's network.local is not in force
+    session(e, "192.168.1.5", BAD, 40000, T0)
+    e.advance(T0 + 5)
+    assert len(FlagBad.seen_flows) == 1 and rec.blocked_ips == [BAD]

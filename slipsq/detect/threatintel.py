@@ -34,7 +34,7 @@ from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.prefixes import Memo, PrefixSet
 from slipsq.errors import ConfigError, InputError
 from slipsq.flow import Flow
-from slipsq.records import CRITICAL, Evidence
+from slipsq.records import CRITICAL, Evidence, printable
 
 log = logging.getLogger("slipsq.threatintel")
 
@@ -73,8 +73,8 @@ class IntelSet:
         """Add an IP or CIDR; returns why it was refused, or None."""
         try:
             net = ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            return f"'{entry[:60]}' is not an IP address or network"
+        except ValueError:  # (the entry as text: a downloaded list must not drive the admin's terminal)
+            return f"'{printable(entry[:60])}' is not an IP address or network"
         if net.prefixlen < MIN_PREFIX[net.version]:
             return f"network {net} is wider than /{MIN_PREFIX[net.version]}: refused"
         mapped = net.network_address.ipv4_mapped if isinstance(net, ipaddress.IPv6Network) else None
@@ -165,6 +165,8 @@ def load_lists(folder: str | os.PathLike[str]) -> tuple[IntelSet, IntelStats]:
             (_read_csv if p.suffix.lower() == ".csv" else _read_text)(p, p.name, intel, stats)
         except OSError as e:
             raise InputError(f"threat intelligence list {p} cannot be read: {e.strerror or e}") from None
+        except csv.Error as e:  # a field past csv's limit (128 KiB), a NUL byte: not a list this reads
+            raise InputError(f"threat intelligence list {p} is not a CSV file slipsq can read: {e}") from None
         stats.files += 1
     stats.addresses, stats.networks = intel.prefixes.n_addresses, intel.prefixes.n_networks
     return intel, stats

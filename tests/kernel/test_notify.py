@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.kernel.conftest import Slipsq
-from tests.kernel.lab import CNC, LEGIT, Lab
+from tests.kernel.lab import CNC, LEGIT, Lab, to_toml
 
 pytestmark = pytest.mark.kernel
 
@@ -60,9 +60,9 @@ class Supervisor:
 def test_notify_watchdog_reload_stop_on_a_real_queue(lab: Lab, tmp_path: Path) -> None:
     lab.serve()
     sup = Supervisor(tmp_path / "notify.sock")
-    s = Slipsq(lab, tmp_path / "state", "nft",
-               config={"allow.ips": [f"{LEGIT}/32"], "output.alerts_log": str(tmp_path / "logs"),
-                       "output.journal": "no", "memory.budget_mb": 100})
+    cfg = {"allow.ips": [f"{LEGIT}/32"], "output.alerts_log": str(tmp_path / "logs"), "output.journal": "no",
+           "memory.budget_mb": 100}
+    s = Slipsq(lab, tmp_path / "state", "nft", config=cfg)
     base_env = s.env()
     s.env = lambda: {**base_env, "NOTIFY_SOCKET": str(sup.path), "WATCHDOG_USEC": "4000000"}  # type: ignore[method-assign]
     try:
@@ -111,6 +111,24 @@ def test_notify_watchdog_reload_stop_on_a_real_queue(lab: Lab, tmp_path: Path) -
         while sup.count("READY") == n_ready and time.monotonic() < end:
             sup.read(0.2)
         assert sup.count("READY") == n_ready + 1
+
+        # a reload that fails (a threat-intelligence list it cannot read: a field past csv's limit)
+        # keeps the running configuration, says why, and READY comes again (the reload thread died
+        # on it once, and systemd waited for a READY that never came)
+        ti = tmp_path / "ti"
+        ti.mkdir()
+        (ti / "feed.csv").write_text("ip,note\n1.2.3.4," + "x" * 200_000 + "\n")
+        assert s.config_path is not None
+        s.config_path.write_text(to_toml({**cfg, "threatintel.folder": str(ti)}))
+        os.kill(proc.pid, signal.SIGHUP)
+        end = time.monotonic() + 10
+        while sup.count("READY") == n_ready + 1 and time.monotonic() < end:
+            sup.read(0.2)
+        assert sup.count("READY") == n_ready + 2
+        said = s.stderr_so_far()
+        assert "reload failed, keeping the running configuration" in said
+        assert "feed.csv is not a CSV file" in said and "Traceback" not in said
+        assert lab.connect("a", CNC) and s.status()["running"]
 
         code, err = s.stop(signal.SIGTERM)
         assert code == 0, err
