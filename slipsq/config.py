@@ -49,6 +49,15 @@ def empty_or(parse: Callable[[Any], object]) -> Callable[[Any], bool]:
     return ok
 
 
+def positive_count(v: Any) -> bool:
+    """> 0 and below 2^31: a count the compiled code keeps in a C int (a larger value passed the
+    "> 0" check and then stopped the engine with an OverflowError)."""
+    return bool(0 < v < 2**31)
+
+
+COUNT = "> 0 and below 2147483648"
+
+
 def non_negative(v: Any) -> bool:
     return bool(v >= 0)
 
@@ -152,7 +161,7 @@ CORE_OPTIONS: tuple[Option, ...] = (
            positive, "> 0"),
     Option("flowtable.expire_batch", 10_000,
            "flows an expiry pass emits at most; a mass expiry (a flood timing out) goes on a tenth of a "
-           "second later, so the packet loop never waits for all of it", positive, "> 0"),
+           "second later, so the packet loop never waits for all of it", positive_count, COUNT),
     Option("flowtable.emergency_factor", 0.1,
            "above 90% of max_flows, idle timeouts are multiplied by this (like Suricata's emergency mode)",
            fraction, "between 0 and 1"),
@@ -161,14 +170,14 @@ CORE_OPTIONS: tuple[Option, ...] = (
            lambda v: v in ("classic", "slips"), "classic or slips"),
     Option("markov.models", "", "folder of slipsq model files; empty: the models shipped with slipsq"),
     Option("markov.min_letters", 7, "a 4-tuple is matched against models once it has this many characters",
-           positive, "> 0"),
+           positive_count, COUNT),
     Option("markov.local_may_block", False, "a match between two local addresses (private ranges, "
            "network.local: a phone polling the NAS) may block"),
     Option("markov.block", "server", "which end of a matched 4-tuple to block: server or client",
            lambda v: v in ("server", "client"), "server or client"),
     # judge
-    Option("judge.window", 3600.0, "width of the evidence time window (seconds), as in Slips", positive, "> 0",
-           duration=True),
+    Option("judge.window", 3600.0, "width of the evidence time window (seconds), as in Slips",
+           lambda v: v >= 1, "at least 1 second", duration=True),
     Option("judge.threshold", 1.0,
            "block when an IP's window score (sum of threat_level x confidence per finding, persistent ones "
            "twice: see judge.py) reaches this",
@@ -362,6 +371,14 @@ def _utf16(path: Path) -> bool:
     return head[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(head) == 4 and (head[1] == 0 or head[0] == 0))
 
 
+def _bom(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(3) == b"\xef\xbb\xbf"
+    except OSError:
+        return False
+
+
 def load(options: Iterable[Option], path: str | Path | None = None,
          overrides: Mapping[str, Any] | None = None) -> Config:
     """Read the TOML file at `path` (None: defaults only) against the declared `options` (the wiring,
@@ -381,7 +398,10 @@ def load(options: Iterable[Option], path: str | Path | None = None,
         except PermissionError:
             raise ConfigError(f"configuration file {p} cannot be read (permission denied)") from None
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"configuration file {p} is not valid TOML: {e}") from None
+            hint = " (it starts with a byte-order mark: save it as UTF-8 without BOM)" if _bom(p) else ""
+            raise ConfigError(f"configuration file {p} is not valid TOML: {e}{hint}") from None
+        except RecursionError:  # [[[[...]]]] thousands deep: no slipsq setting is a table in a table
+            raise ConfigError(f"configuration file {p} is nested too deeply to be a slipsq configuration") from None
         except UnicodeDecodeError:
             hint = " (it looks like UTF-16: iconv -f UTF-16 -t UTF-8)" if _utf16(p) else ""
             raise ConfigError(f"configuration file {p} is not UTF-8 text, which TOML must be{hint}") from None

@@ -30,7 +30,7 @@ def test_file_values_and_int_for_float(tmp_path: Path) -> None:
     ("[judge]\nwindw = 60\n", ["unknown", "judge.windw"]),
     ("[judge]\nwindow = \"an hour\"\n", ["judge.window", "not a duration", "4h"]),
     ("[judge]\nwindow = [1]\n", ["judge.window", "must be a float"]),
-    ("[judge]\nwindow = -5\n", ["judge.window", "> 0"]),
+    ("[judge]\nwindow = -5\n", ["judge.window", "at least 1 second"]),
     ("[judge]\nblock = 1\n", ["judge.block", "bool"]),
     ("[letters]\nvariant = \"modern\"\n", ["letters.variant", "classic or slips"]),
     ("[judge\nwindow = 5\n", ["not valid TOML"]),
@@ -79,3 +79,42 @@ def test_a_utf16_config_is_named_not_an_internal_error(tmp_path: Path) -> None:
     f.write_bytes("[judge]\nblock = false\n".encode("utf-16"))
     with pytest.raises(ConfigError, match=r"not UTF-8.*UTF-16"):
         load(f)
+
+
+def test_a_bom_or_a_deep_nest_is_named_not_an_internal_error(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_bytes(b"\xef\xbb\xbf[judge]\nblock = false\n")
+    with pytest.raises(ConfigError, match="byte-order mark"):
+        load(f)
+    f.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load(f)
+
+
+EXTREMES: dict[type, list[float]] = {int: [2**63 - 1, 2**31, 1], float: [1e-300, 1e300, float("inf")]}
+
+
+def test_every_value_a_setting_accepts_runs_the_engine() -> None:
+    """Each numeric setting at its extremes: refused with the key named, or accepted and then a
+    replay runs. Accepted values used to stop the engine with an OverflowError (stratosphere.
+    max_letters >= 2^31, flowtable.expire_batch >= 2^32, judge.window = 1e-300)."""
+    from slipsq import runmode
+    from slipsq.engine import Engine
+    from slipsq.sources.pcap import replay_capture
+
+    pcap = Path(__file__).parent / "data" / "beacon-https.pcap"
+    tried = accepted = 0
+    for opt in runmode.all_options():
+        kind = type(opt.default)
+        for value in EXTREMES.get(kind, []) if kind is not bool else []:
+            tried += 1
+            try:
+                cfg = load(None, {opt.key: value})
+            except ConfigError as e:
+                assert opt.key in str(e)
+                continue
+            accepted += 1
+            run = runmode.Offline(Engine(cfg), [])
+            replay_capture(run, str(pcap), processes=1)
+            run.finish()
+    assert tried > 200 and 0 < accepted < tried

@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from slipsq import twins
-from slipsq.config import Option, positive
+from slipsq.config import COUNT, Option, positive, positive_count
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import is_local
 from slipsq.detect.stratosphere.letters import LetterTable, TupleLetters
@@ -77,12 +77,12 @@ class StratosphereDetector(Detector):
     options: ClassVar[tuple[Option, ...]] = (
         Option("stratosphere.max_letters", 4096,
                "a 4-tuple keeps (and matches) only its last this many characters",
-               lambda v: v >= 16, ">= 16"),
+               lambda v: 16 <= v < 2**31, ">= 16 and below 2147483648"),
         Option("stratosphere.tuple_idle", 21600.0,
                "a 4-tuple without a flow for this many seconds is forgotten (bounded memory)",
                positive, "> 0", duration=True),
         Option("stratosphere.max_tuples", 100_000,
-               "most 4-tuples kept; beyond it the least recently active is forgotten", positive, "> 0"),
+               "most 4-tuples kept; beyond it the least recently active is forgotten", positive_count, COUNT),
         Option("stratosphere.confident_letters", 35,
                "a match over this many characters has confidence 1 (fewer: proportionally less)",
                positive, "> 0"),
