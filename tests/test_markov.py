@@ -266,3 +266,19 @@ def test_early_exit_matching_decides_like_the_full_distance(t: str, s: str, thr:
         assert not 1.0 <= full <= thr * (1 - 1e-12)
     else:
         assert got == full and 1.0 <= full <= thr
+
+
+def test_a_models_folder_with_a_fifo_a_device_or_a_deep_nest_is_a_clear_error(tmp_path: Path) -> None:
+    """A model "file" that is a fifo hung the reader (the daemon's start, its reload); a link to
+    /dev/zero filled its memory; JSON nested 100,000 deep was a RecursionError."""
+    cases = {"fifo": lambda p: os.mkfifo(p), "zero": lambda p: p.symlink_to("/dev/zero"),
+             "deep": lambda p: p.write_text("[" * 100_000 + "]" * 100_000),
+             "big": lambda p: p.write_text(" " * (16 * 1024 * 1024 + 1))}
+    why = {"fifo": "not a regular file", "zero": "not a regular file", "deep": "nested too deeply",
+           "big": "too big for a model"}
+    for name, make in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        make(d / "x.json")
+        with pytest.raises(ModelError, match=rf"model file {d / 'x.json'} .*{why[name]}"):
+            load_models(d)

@@ -186,3 +186,14 @@ def test_a_memo_index_past_the_file_is_refused_before_the_unpickler_runs(tmp_pat
     # the same file with its own index still imports
     f.write_bytes(data)
     assert import_stfm(f).label
+
+
+def test_a_threshold_no_float_holds_or_a_fifo_is_a_clear_error(tmp_path: Path) -> None:
+    f = tmp_path / "m.stfm"
+    f.write_bytes(stfm(objs={5: p0(10**400)}))
+    with pytest.raises(ModelError, match=r"threshold .* is not a number slipsq can use"):
+        import_stfm(f)
+    fifo = tmp_path / "pipe.stfm"
+    os.mkfifo(fifo)
+    with pytest.raises(ModelError, match="not a regular file"):  # (opening it used to wait for a writer)
+        import_stfm(fifo)

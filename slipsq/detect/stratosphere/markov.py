@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import stat
 import tempfile
 from array import array
 from bisect import bisect_right
@@ -152,16 +153,46 @@ def write_model(model: Model, folder: str | Path) -> Path:
     return path
 
 
+MAX_MODEL_BYTES = 16 * 1024 * 1024  # the shipped models are at most 62 KB
+
+
+def read_regular(path: Path, limit: int, where: str) -> bytes:
+    """The bytes of `path`, which must be a regular file of at most `limit` bytes: a fifo would hang
+    the reader (a daemon's reload too), a link to /dev/zero would fill its memory."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # (a fifo opens at once, and fstat says so)
+    except FileNotFoundError:
+        raise ModelError(f"{where} does not exist") from None
+    except OSError as e:
+        raise ModelError(f"{where} cannot be read: {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise ModelError(f"{where} is a folder, not a model file")
+        raise ModelError(f"{where} is not a regular file (a pipe or a device?)")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(limit + 1)
+        except OSError as e:
+            raise ModelError(f"{where} cannot be read: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise ModelError(f"{where} is over {limit} bytes: too big for a model")
+    return data
+
+
 def read_model(path: str | Path) -> Model:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ModelError(f"model file {p} cannot be read: {getattr(e, 'strerror', None) or e}") from None
+        text = read_regular(p, MAX_MODEL_BYTES, f"model file {p}").decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ModelError(f"model file {p} cannot be read: {e}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ModelError(f"model file {p} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise ModelError(f"model file {p} is nested too deeply to be a model") from None
     return from_dict(data, f"model file {p}")
 
 

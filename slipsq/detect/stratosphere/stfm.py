@@ -28,7 +28,7 @@ import pickletools
 from pathlib import Path
 from typing import Any
 
-from slipsq.detect.stratosphere.markov import Model, label_protocol, validate
+from slipsq.detect.stratosphere.markov import Model, label_protocol, read_regular, validate
 from slipsq.errors import ModelError
 
 MAX_SIZE = 16 * 1024 * 1024  # the published files are at most 62 KB
@@ -141,19 +141,12 @@ def import_stfm(path: str | Path) -> Model:
     """An .stfm file as a slipsq Model (provenance: the source, the file name, its sha256)."""
     p = Path(path)
     where = f"model file {p}"
-    try:
-        if p.is_dir():
-            raise ModelError(f"{where} is a folder, not an .stfm file")
-        size = p.stat().st_size
-        if size > MAX_SIZE:
-            raise ModelError(f"{where} is {size} bytes: too big for a Stratosphere model "
-                             f"(at most {MAX_SIZE})")
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"{where} does not exist") from None
-    except OSError as e:
-        raise ModelError(f"{where} cannot be read: {e.strerror or e}") from None
+    data = read_regular(p, MAX_SIZE, where)
     _init, _matrix, letters, prob, label, thr = read_stfm(data, where)
+    try:
+        threshold = float(thr)
+    except (TypeError, ValueError, OverflowError):  # 10**400 pickled as a long: no float holds it
+        raise ModelError(f"{where}: its threshold {str(thr)[:40]!r} is not a number slipsq can use") from None
     provenance = {
         "source": SOURCE,
         "license": LICENSE,
@@ -163,4 +156,4 @@ def import_stfm(path: str | Path) -> Model:
         "trained_on": "not published with the model",
         "stfm_log_probability": prob,
     }
-    return validate(Model(label, label_protocol(label), letters, float(thr), provenance), where)
+    return validate(Model(label, label_protocol(label), letters, threshold, provenance), where)
