@@ -142,14 +142,18 @@ def pcapng_block(e: str, btype: int, body: bytes) -> bytes:
 
 def write_pcapng(path: Path, interfaces: Sequence[tuple[int, int]],
                  records: Iterable[tuple[int, float, bytes]],
-                 *, big_endian: bool = False) -> Path:
+                 *, big_endian: bool = False, tsoffset: int = 0) -> Path:
     """A pcapng file. `interfaces` are (link type, if_tsresol: 6 for µs, 9 for ns, 0x80|n for 2^-n);
-    records are (interface index, timestamp, frame), written as Enhanced Packet Blocks."""
+    records are (interface index, timestamp, frame), written as Enhanced Packet Blocks; a `tsoffset`
+    (seconds, if_tsoffset) is written into every interface and is not taken off the records' times."""
     e = ">" if big_endian else "<"
     out = [pcapng_block(e, 0x0A0D0D0A, struct.pack(e + "IHHq", 0x1A2B3C4D, 1, 0, -1))]
     resols = []
     for linktype, tsresol in interfaces:
-        opts = struct.pack(e + "HH", 9, 1) + bytes([tsresol]) + b"\0\0\0" + struct.pack(e + "HH", 0, 0)
+        opts = struct.pack(e + "HH", 9, 1) + bytes([tsresol]) + b"\0\0\0"
+        if tsoffset:
+            opts += struct.pack(e + "HHq", 14, 8, tsoffset)
+        opts += struct.pack(e + "HH", 0, 0)
         out.append(pcapng_block(e, 1, struct.pack(e + "HHI", linktype, 0, 65535) + opts))
         resols.append(2 ** (tsresol & 0x7F) if tsresol & 0x80 else 10 ** tsresol)
     for iface, ts, frame in records:

@@ -307,6 +307,37 @@ def test_a_flow_dated_in_the_future_is_a_bad_row(tmp_path: Path) -> None:
     assert hit.returncode == 2 and "1 malformed row skipped" in hit.stderr and "(in the future)" in hit.stderr
 
 
+@pytest.mark.parametrize("how", [{}, {"SLIPSQ_PURE_PYTHON": "1"}])
+def test_a_record_dated_before_1970_is_damage(tmp_path: Path, how: dict[str, str]) -> None:
+    """Found by review: a pcapng interface with a negative if_tsoffset put its packets before 1970;
+    replay made up alerts from them (a "reconnection storm in 0s"), exit 0, and with -o stopped on
+    "Value too large". They are corrupt records now, as records dated in the future are."""
+    from tests.helpers import udp, write_pcapng
+
+    good = [(0, 1_700_000_000.0 + i, udp("192.168.1.5", 5000 + i, "203.0.113.9", 53)) for i in range(5)]
+    f = write_pcapng(tmp_path / "neg.pcapng", [(101, 6)], good, tsoffset=-2_000_000_000)
+    hit = slipsq("replay", "--json", str(f), "-o", str(tmp_path / "o"), env=how)
+    alerts, summary = alerts_and_summary(hit.stdout)
+    assert hit.returncode == 2 and "5 corrupt records" in hit.stderr and "Traceback" not in hit.stderr, hit.stderr
+    assert summary["packets"] == 0 and summary["inputs"][str(f)]["corrupt"] == 5 and alerts == []
+
+
+def test_a_flow_dated_before_1970_is_a_bad_row(tmp_path: Path) -> None:
+    """Found by review: a Suricata flow whose start reads year 1 stopped replay -o with "internal
+    error: year 0 is out of range" (exit 70)."""
+    row = {"timestamp": "2024-06-01T12:00:00.000000+0000", "event_type": "flow", "src_ip": "192.168.1.5",
+           "src_port": 5000, "dest_ip": "203.0.113.9", "dest_port": 443, "proto": "TCP",
+           "flow": {"pkts_toserver": 5, "pkts_toclient": 5, "bytes_toserver": 500, "bytes_toclient": 1500,
+                    "start": "0001-01-01T00:00:00+14:00", "end": "0001-01-01T00:00:01+14:00", "state": "closed"}}
+    later = {**row, "flow": {**row["flow"], "start": "2024-06-01T12:00:00+00:00",  # type: ignore[dict-item]
+                             "end": "2024-06-01T12:00:01+00:00"}}
+    f = tmp_path / "eve.json"
+    f.write_text(json.dumps(row) + "\n" + json.dumps(later) + "\n")
+    hit = slipsq("replay", "--json", str(f), "-o", str(tmp_path / "o"), "--alert-format", "eve")
+    assert hit.returncode == 2 and "1 malformed row skipped" in hit.stderr and "(before 1970)" in hit.stderr, hit.stderr
+    assert "Traceback" not in hit.stderr and '"flows": 1,' in hit.stderr  # (the summary: stdout is EVE's)
+
+
 @pytest.mark.parametrize("sig, code, said", [(2, 130, "interrupted"), (15, 143, "terminated")])
 def test_a_replay_stopped_by_a_signal_keeps_what_it_analysed(tmp_path: Path, sig: int, code: int, said: str) -> None:
     """Found by review: SIGTERM (`timeout`, a service manager) killed a replay silently, with its

@@ -401,7 +401,7 @@ cdef class PcapFile:
                 else:
                     continue  # name resolution, statistics, custom blocks: nothing for us
                 lt = self.if_linktype[iface]
-            if not ts <= self.latest:  # from the future (or NaN): a damaged timestamp would move
+            if not 0.0 <= ts <= self.latest:  # before 1970, from the future, NaN: a damaged timestamp would move
                 self.corrupt += 1      # replay's time past every block's end (sources/pcap.py)
                 continue
             table.feed_link(b, caplen, ts, lt)

@@ -208,7 +208,7 @@ class PureCapture:
             start = self.pos + 16
             self.pos = start + caplen
             ts = sec + frac / self.divisor
-            if not ts <= self.latest:
+            if not 0.0 <= ts <= self.latest:  # before 1970, in the future, NaN: damage
                 self.corrupt += 1
                 continue
             yield ts, d[start:start + caplen], self.linktypes[0]
@@ -249,7 +249,7 @@ class PureCapture:
                     continue
                 linktype, divisor, offset = self.ifaces[iface]
                 ts = offset + ((hi << 32) | lo) / divisor
-                if not ts <= self.latest:
+                if not 0.0 <= ts <= self.latest:  # before 1970, in the future, NaN: damage
                     self.corrupt += 1
                     continue
                 self.last_ts = ts

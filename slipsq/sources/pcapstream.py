@@ -112,7 +112,7 @@ class StreamCapture(PureCapture):
                 self.truncated += 1
                 return
             ts = sec + frac / divisor
-            if not ts <= self.latest:
+            if not 0.0 <= ts <= self.latest:  # before 1970, in the future, NaN: damage
                 self.corrupt += 1
                 continue
             yield ts, frame, linktype

@@ -67,11 +67,12 @@ class FlowSource:
         try:
             for item in self._items():
                 t = item.start if isinstance(item, Flow) else item.ts
-                if not t <= latest:  # dated in the future (or NaN): damage, as a capture's record
+                if not 0.0 <= t <= latest:  # before 1970, in the future, NaN: damage, as a capture's record
                     self.counts["flows" if isinstance(item, Flow) else "app_events"] -= 1
                     self.counts["bad_rows"] += 1
                     if len(self.problems) < MAX_PROBLEMS:
-                        self.problems.append(f"{self.name}: a record dated {t!r} (in the future)")
+                        self.problems.append(f"{self.name}: a record dated {t!r} "
+                                             f"({'before 1970' if t < 0 else 'in the future'})")
                     continue
                 yield item
         except READ_ERRORS as e:
