@@ -39,13 +39,20 @@ def _guard(ctx: click.Context, fn: Callable[[], Any]) -> None:
         ctx.exit(int(code))
 
 
-def _daemon(state_dir: str | None, req: dict[str, Any], wait: float = 10.0) -> dict[str, Any] | None:
+def _daemon(state_dir: str | None, req: dict[str, Any], wait: float = 10.0,
+            expect: dict[str, type] | None = None) -> dict[str, Any] | None:
+    """The daemon's answer to `req` (None: no daemon runs). `expect`: the fields a yes must hold, and
+    their types; an answer without them is one clear error (another version of slipsq?)."""
     from slipsq.control import request
     from slipsq.verdict.store import resolve_state_dir
 
     reply = request(resolve_state_dir(state_dir), req, wait)
     if reply is not None and not reply.get("ok"):
         raise _ReplyError(str(reply.get("error", "the daemon refused")))
+    for key, kind in (expect or {}).items() if reply is not None else ():
+        if not isinstance(reply.get(key), kind):
+            raise SystemSetupError(f"the slipsq daemon's answer to '{req['cmd']}' has no {key} (another "
+                                   "version of slipsq? restart it: systemctl restart slipsq)")
     return reply
 
 
@@ -126,7 +133,7 @@ def block(ctx: click.Context, ip: str, duration: str | None, reason: str, state_
         req = {"cmd": "block", "ip": addr, "duration": duration or "default", "reason": why}
         note = ""
         try:
-            reply = _daemon(sd, req, wait)
+            reply = _daemon(sd, req, wait, {"block": dict})
         except DaemonTimeout:
             reply, note = None, f"; {STUCK.format(wait=wait)}"
         if reply is not None:
@@ -199,7 +206,7 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
         from slipsq.verdict.store import DB_NAME, BlockStore, resolve_state_dir
 
         sd = _state_dir(ctx, state_dir)
-        reply = _daemon(sd, {"cmd": "blocks"})
+        reply = _daemon(sd, {"cmd": "blocks"}, expect={"blocks": list})
         damaged: dict[str, str] = {}
         pardons: list[dict[str, Any]] = []
         if reply is not None:
@@ -241,7 +248,7 @@ def status(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
         from slipsq.verdict.store import resolve_state_dir
 
         sd = _state_dir(ctx, state_dir)
-        reply = _daemon(sd, {"cmd": "status"})
+        reply = _daemon(sd, {"cmd": "status"}, expect={"status": dict})
         if reply is None:
             where = resolve_state_dir(sd)
             if as_json:

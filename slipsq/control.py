@@ -344,11 +344,21 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 10.0) -> dict
         line = _read_line(s, MAX_REPLY)
     except TimeoutError:
         raise DaemonTimeout(f"the slipsq daemon did not answer within {timeout:g}s ({path})") from None
+    except (OSError, ValueError) as e:  # reset mid-answer (it died), or an answer past MAX_REPLY
+        raise SystemSetupError(f"the slipsq daemon's answer was cut off ({getattr(e, 'strerror', None) or e})"
+                               ) from None
     finally:
         s.close()
     if not line:
         raise SystemSetupError("the slipsq daemon closed the connection without an answer")
-    reply: dict[str, Any] = json.loads(line)
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict) or "ok" not in reply:
+        head = records.printable(line[:60].decode("utf-8", "replace"))
+        raise SystemSetupError("the slipsq daemon's answer is not one this slipsq reads (cut short, or "
+                               f"another version of slipsq?): {head}")
     return reply
 
 

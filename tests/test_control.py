@@ -585,3 +585,52 @@ def test_the_packet_loop_never_writes_a_log_line_itself(tmp_path: Path, monkeypa
         # with the worker stopped nothing would write it later: written at once, by the caller
         d.worker.say("after stop")
         assert written[-1] == (threading.current_thread().name, "after stop")
+
+
+def _answering(path: Path, answer: bytes, stop: threading.Event) -> threading.Thread:
+    """A listener on `path` that answers every request with `answer` and hangs up."""
+    import socket
+
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(8)
+    srv.settimeout(0.1)
+
+    def serve() -> None:
+        with srv:
+            while not stop.is_set():
+                try:
+                    c, _ = srv.accept()
+                except TimeoutError:
+                    continue
+                with c:
+                    c.settimeout(2)
+                    c.recv(65536)
+                    c.sendall(answer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("answer", [b"hello\n", b"[1, 2]\n", b'{"ok": tr', b'{"ok": true}\n',
+                                    b'{"ok": true, "blocks": 5, "status": [], "block": "x"}\n'])
+def test_an_answer_this_slipsq_cannot_read_is_one_clear_error(tmp_path: Path, answer: bytes) -> None:
+    """Found by review: a daemon killed mid-answer, or of another version, made status, blocks, block
+    and unblock stop with "internal error" (exit 70: a JSON error, a KeyError)."""
+    from slipsq.cli import main
+
+    stop = threading.Event()
+    t = _answering(socket_path(tmp_path), answer, stop)
+    try:
+        for args in (["status"], ["status", "--json"], ["blocks"], ["block", "203.0.113.7"],
+                     ["unblock", "203.0.113.7"]):
+            r = CliRunner().invoke(main, [*args, "--state-dir", str(tmp_path)])
+            if answer.startswith(b'{"ok": true') and answer.endswith(b"}\n") and args[0] == "unblock":
+                assert r.exit_code == 0, r.output  # all an unblock's yes needs
+                continue
+            assert r.exit_code == 5 and "internal error" not in r.output, (args, r.output)  # (a setup error)
+            assert "the slipsq daemon's answer" in r.output, (args, r.output)
+    finally:
+        stop.set()
+        t.join(5)
