@@ -49,8 +49,8 @@ def _daemon(state_dir: str | None, req: dict[str, Any], wait: float = 10.0,
     reply = request(resolve_state_dir(state_dir), req, wait)
     if reply is not None and not reply.get("ok"):
         raise _ReplyError(str(reply.get("error", "the daemon refused")))
-    for key, kind in (expect or {}).items() if reply is not None else ():
-        if not isinstance(reply.get(key), kind):
+    for key, kind in (expect or {}).items():
+        if reply is not None and not isinstance(reply.get(key), kind):
             raise SystemSetupError(f"the slipsq daemon's answer to '{req['cmd']}' has no {key} (another "
                                    "version of slipsq? restart it: systemctl restart slipsq)")
     return reply
