@@ -18,7 +18,8 @@ from typing import Any, NoReturn
 import click
 
 from slipsq import __version__
-from slipsq.errors import EXIT_CODES, SlipsqError, UsageError
+from slipsq.cli_types import GivenPath
+from slipsq.errors import EXIT_CODES, InputError, SlipsqError, UsageError
 
 EXIT_INTERNAL = 70
 EXIT_HELP = "\b\nExit status:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES)
@@ -108,9 +109,9 @@ class Group(click.Group):
 @click.option("--queue-maxlen", type=click.IntRange(1, 1 << 20), default=None, metavar="N",
               help="With --queue: longest the kernel queue may grow before fail-open [default: config "
                    f"queue.maxlen, {_option_default('queue.maxlen')}].")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--config", "config_path", type=GivenPath(dir_okay=False), default=None,
               help="TOML configuration file (see 'slipsq config show').")
-@click.option("--state-dir", type=click.Path(file_okay=False), default=None, envvar="SLIPSQ_STATE_DIR",
+@click.option("--state-dir", type=GivenPath(file_okay=False), default=None, envvar="SLIPSQ_STATE_DIR",
               help="Where blocks and the control socket live\n[default: /var/lib/slipsq; env SLIPSQ_STATE_DIR].")
 @click.option("--alert-format", default=None, type=click.Choice(["auto", "text", "jsonl", "eve", "idmefv2", "syslog"]),
               help="With --queue: alerts on stdout as text, jsonl, eve (Suricata EVE), idmefv2 or syslog "
@@ -186,7 +187,7 @@ def _config_path(ctx: click.Context, local: str | None) -> str | None:
                    "output.json, false].")
 @click.option("--tuples", is_flag=True,
               help="Print every 4-tuple with its behavioral letter string instead of the alerts.")
-@click.option("-o", "--out", "out_dir", default=None, metavar="DIR",
+@click.option("-o", "--out", "out_dir", type=GivenPath(), default=None, metavar="DIR",
               help="Also write alerts.jsonl, alerts.log, flows.binetflow, activity.jsonl, summary.json and "
                    "timeline/<ip>.txt per host with evidence into this folder (refused when it holds earlier "
                    "results, unless --force).")
@@ -196,7 +197,7 @@ def _config_path(ctx: click.Context, local: str | None) -> str | None:
 @click.option("--separate", is_flag=True,
               help="Analyse each input on its own timeline (its own engine and summary; with -o, in "
                    "DIR/<input name>/) instead of one timeline in time order.")
-@click.option("--models", "models_dir", type=click.Path(), default=None,
+@click.option("--models", "models_dir", type=GivenPath(), default=None,
               help="Folder of slipsq models [default: the models shipped with slipsq].")
 @click.option("--format", "fmt", default="auto", show_default=True,
               type=click.Choice(["auto", "pcap", "binetflow", "zeek", "suricata", "nfdump"]),
@@ -206,7 +207,7 @@ def _config_path(ctx: click.Context, local: str | None) -> str | None:
                    "eve, idmefv2 or syslog the summary goes to stderr, and -o DIR also gets eve.json, "
                    "alerts.idmefv2.jsonl or alerts.syslog [default: config output.format, auto: text, or "
                    "jsonl with --json].")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--config", "config_path", type=GivenPath(dir_okay=False), default=None,
               help="TOML configuration file.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: when stderr is a terminal].")
@@ -257,7 +258,14 @@ def replay(ctx: click.Context, inputs: tuple[str, ...], as_json: bool | None, tu
                              progress=sys.stderr.isatty() if progress is None else progress, processes=processes)
         if separate and plain:
             click.echo(f"== {run[0]} ==")
-        code = max(code, int(run_guarded(partial(run_replay, opts, sys.stdout), _debug(ctx)) or 0))
+        try:
+            result = run_guarded(partial(run_replay, opts, sys.stdout), _debug(ctx))
+        except SystemExit as e:  # its one line is out; with --separate, an input's own fault (2: missing,
+            # unreadable, damaged; 70: a bug it hit) does not stop the others: one exit status for all
+            if not separate or e.code not in (InputError.code, EXIT_INTERNAL):
+                raise
+            result = e.code
+        code = max(code, int(result or 0))
     # what the runs leave (an engine and its detectors' state, in reference cycles) dies with the
     # process: frozen, the interpreter's last collection does not walk it all once more on the way
     # out (0.1-0.18 s after bench/replay.py's 100k-flow capture)
@@ -279,8 +287,8 @@ def models() -> None:
 
 
 @models.command("import")
-@click.argument("files", nargs=-1, required=True, type=click.Path())
-@click.option("--to", "to_dir", required=True, type=click.Path(file_okay=False),
+@click.argument("files", nargs=-1, required=True, type=GivenPath())
+@click.option("--to", "to_dir", required=True, type=GivenPath(file_okay=False),
               help="Folder to write slipsq model files (.json) into; created if missing.")
 @click.pass_context
 def models_import(ctx: click.Context, files: tuple[str, ...], to_dir: str) -> None:
@@ -301,10 +309,10 @@ def models_import(ctx: click.Context, files: tuple[str, ...], to_dir: str) -> No
 
 
 @models.command("list")
-@click.option("--models", "models_dir", type=click.Path(), default=None,
+@click.option("--models", "models_dir", type=GivenPath(), default=None,
               help="Folder of slipsq models [default: the models shipped with slipsq].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--config", "config_path", type=GivenPath(dir_okay=False), default=None,
               help="TOML configuration file (its markov.models is the folder).")
 @click.pass_context
 def models_list(ctx: click.Context, models_dir: str | None, as_json: bool, config_path: str | None) -> None:
@@ -340,7 +348,7 @@ def config() -> None:
 
 
 @config.command("show")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--config", "config_path", type=GivenPath(dir_okay=False), default=None,
               help="Show the values this file gives (validated) instead of the defaults.")
 @click.pass_context
 def config_show(ctx: click.Context, config_path: str | None) -> None:

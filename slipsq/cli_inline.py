@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from slipsq.cli_types import GivenPath
 from slipsq.errors import RefusedError, SlipsqError, SystemSetupError
 
 if TYPE_CHECKING:  # for the annotations only: the commands import these where they use them
@@ -98,13 +99,13 @@ def _left(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-STATE_DIR = click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+STATE_DIR = click.option("--state-dir", type=GivenPath(file_okay=False), default=None,
                          help="State directory [default: /var/lib/slipsq; env SLIPSQ_STATE_DIR].")
 WAIT = click.option("--wait", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
                     help="How long to wait for the daemon's answer; past it, act on the store and the kernel "
                          "directly (the daemon takes the change up when it runs again).")
 STUCK = ("directly: the daemon did not answer within {wait:g}s; it takes the change up when it runs again")
-CONFIG = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+CONFIG = click.option("--config", "config_path", type=GivenPath(dir_okay=False), default=None,
                       help="TOML configuration (allow list, default block duration, judge.pardon) when no "
                            "daemon runs.")
 
@@ -376,7 +377,7 @@ def ti() -> None:
 
 
 @ti.command("update")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--config", "config_path", type=GivenPath(dir_okay=False), default=None,
               help="TOML configuration naming threatintel.folder.")
 @STATE_DIR
 @click.pass_context
@@ -412,7 +413,7 @@ def ti_update(ctx: click.Context, config_path: str | None, state_dir: str | None
 
 @click.command()
 @click.argument("ip")
-@click.option("--from", "out_dir", type=click.Path(), default=None, metavar="DIR",
+@click.option("--from", "out_dir", type=GivenPath(), default=None, metavar="DIR",
               help="A replay output folder (`slipsq replay -o DIR`) instead of the block store.")
 @click.option("--json", "as_json", is_flag=True, help="The deciding alert as JSON, with its window.")
 @STATE_DIR

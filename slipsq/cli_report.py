@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from slipsq.cli_types import GivenPath
 from slipsq.errors import InputError, SlipsqError
 
 
@@ -74,9 +75,9 @@ SINCE_HELP = ("Only what happened in the last DURATION (24h, 90m, 2d) of the tra
 
 @click.command()
 @click.argument("ip")
-@click.option("--from", "from_dir", type=click.Path(file_okay=False), default=None, help=FROM_HELP)
+@click.option("--from", "from_dir", type=GivenPath(file_okay=False), default=None, help=FROM_HELP)
 @click.option("--since", default=None, metavar="DURATION", help=SINCE_HELP)
-@click.option("--state-dir", type=click.Path(file_okay=False), default=None, help=STATE_HELP)
+@click.option("--state-dir", type=GivenPath(file_okay=False), default=None, help=STATE_HELP)
 @click.pass_context
 def timeline(ctx: click.Context, ip: str, from_dir: str | None, since: str | None, state_dir: str | None) -> None:
     """The story of one host, in time order: its flows per 4-tuple with their behavioral letters,
@@ -104,13 +105,13 @@ def timeline(ctx: click.Context, ip: str, from_dir: str | None, since: str | Non
 
 
 @click.command()
-@click.option("-o", "--out", "out_file", type=click.Path(allow_dash=True), default="slipsq-report.html",
+@click.option("-o", "--out", "out_file", type=GivenPath(allow_dash=True), default="slipsq-report.html",
               show_default=True, metavar="FILE",
               help="The HTML file to write (one self-contained file), new or replaced whole (a symlink's target "
                    "is written); - for standard output. Anything else (a device, a pipe, a folder) is refused.")
-@click.option("--from", "from_dir", type=click.Path(file_okay=False), default=None, help=FROM_HELP)
+@click.option("--from", "from_dir", type=GivenPath(file_okay=False), default=None, help=FROM_HELP)
 @click.option("--since", default=None, metavar="DURATION", help=SINCE_HELP)
-@click.option("--state-dir", type=click.Path(file_okay=False), default=None, help=STATE_HELP)
+@click.option("--state-dir", type=GivenPath(file_okay=False), default=None, help=STATE_HELP)
 @click.pass_context
 def report(ctx: click.Context, out_file: str, from_dir: str | None, since: str | None, state_dir: str | None) -> None:
     """One self-contained HTML page (no script, no network needed to open it): the hosts with

@@ -190,6 +190,17 @@ def test_overlapping_inputs_are_refused_by_name_unless_separate(tmp_path: Path) 
     assert sep.stdout.count("summary:") == 2 and sep.stdout.count("BLOCKED 203.0.113.66") == 2
 
 
+def test_separate_runs_go_on_past_an_input_that_cannot_be_read(tmp_path: Path) -> None:
+    """Found by review: `--separate empty.pcap good.pcap` stopped at the first input's error and never
+    read (nor mentioned) the second. Each input has its run; the exit status is the worst."""
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    sep = slipsq("replay", "--separate", str(empty), str(tmp_path / "missing.pcap"), str(DEMO))
+    assert sep.returncode == 2 and "Traceback" not in sep.stderr, sep.stderr
+    assert "empty.pcap" in sep.stderr and "missing.pcap" in sep.stderr
+    assert sep.stdout.count("BLOCKED 203.0.113.66") == 1 and f"== {DEMO} ==" in sep.stdout
+
+
 def test_standard_input_with_other_inputs_is_refused() -> None:
     p = slipsq_bytes("replay", str(DEMO), "-", stdin=DEMO.read_bytes())
     one_clear_line(p, 2, "standard input", "--separate")

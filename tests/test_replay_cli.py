@@ -388,3 +388,15 @@ def test_a_named_pipe_a_terminal_and_a_file_given_twice_are_said(tmp_path: Path)
 
 def test_force_without_a_folder_is_refused() -> None:
     one_clear_line(slipsq("replay", "--force", str(DEMO)), 2, "--force needs -o DIR")
+
+
+@pytest.mark.parametrize("args", [("replay", str(DEMO), "-o", ""), ("replay", str(DEMO), "--config", ""),
+                                  ("--config", "", "replay", str(DEMO)), ("explain", "203.0.113.66", "--from", ""),
+                                  ("report", "--from", ""), ("status", "--state-dir", ""),
+                                  ("replay", str(DEMO), "--models", "")])
+def test_an_empty_path_is_a_usage_error_not_a_missing_option(args: tuple[str, ...]) -> None:
+    """Found by review: `-o "$OUT"` with OUT unset wrote no results and exited 0; `--config ""` ran on
+    the defaults; `explain --from ""` answered from the gateway's block store."""
+    p = slipsq(*args)
+    assert p.returncode == 2 and "is empty (an unset shell variable?)" in p.stderr, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and p.stdout == ""
