@@ -17,6 +17,23 @@ def run() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("slipsq: interrupted\n")
         sys.exit(130)
+    except OSError as e:  # what click writes itself (--help, --version, usage) into a full or closed output
+        _unflushable()
+        if isinstance(e, BrokenPipeError):  # `| head`: not an error worth a message (as cli.run_guarded)
+            sys.exit(0)
+        sys.stderr.write(f"slipsq: stopped: {e.strerror or e}\n")
+        sys.exit(1)
+
+
+def _unflushable() -> None:
+    """Point standard output at /dev/null, so the interpreter's last flush of what is still buffered
+    for the output that failed does not print a second error on the way out."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

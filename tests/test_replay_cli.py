@@ -251,7 +251,8 @@ def test_compiled_replay_never_loads_the_reference_parser() -> None:
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
-@pytest.mark.parametrize("args", [("replay", str(DEMO)), ("config", "show")])
+@pytest.mark.parametrize("args", [("replay", str(DEMO)), ("config", "show"), ("--help",), ("--version",),
+                                  ("replay", "--help")])
 def test_a_full_output_is_one_line_not_an_internal_error(args: tuple[str, ...]) -> None:
     """Found by review: `> /dev/full` was "internal error: OSError" (exit 70)."""
     with open("/dev/full", "w") as full:
