@@ -58,6 +58,11 @@ def positive_count(v: Any) -> bool:
 COUNT = "> 0 and below 2147483648"
 
 
+def port_list(v: Any) -> bool:
+    """A list of TCP/UDP port numbers (1-65535)."""
+    return all(type(p) is int and 0 < p < 65536 for p in v)
+
+
 def non_negative(v: Any) -> bool:
     return bool(v >= 0)
 

@@ -39,6 +39,7 @@ def test_file_values_and_int_for_float(tmp_path: Path) -> None:
     ("[unknownport]\nknown_ports = [\"x\"]\n", ["unknownport.known_ports", "list of int"]),
     ("[allow]\nips = [1]\n", ["allow.ips", "list of IP addresses"]),
     ("[bruteforce]\nports = [\"ssh\"]\n", ["bruteforce.ports", "list of port numbers"]),
+    ("[unknownport]\nknown_ports = [70000, -1]\n", ["unknownport.known_ports", "list of port numbers"]),
     ("[allow]\nips = [\"10.0.0.300\"]\n", ["allow.ips", "IP addresses and networks", "10.0.0.300"]),
     ("[allow]\nips = [\"10.0.0.0/33\"]\n", ["allow.ips", "10.0.0.0/33"]),
     ("[longconn]\nprotocols = [\"bogus\"]\n", ["longconn.protocols", "protocol names"]),

@@ -54,7 +54,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from slipsq import twins
-from slipsq.config import Option, positive
+from slipsq.config import Option, port_list, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.prefixes import is_local, shared_space
 from slipsq.detect.tcpstate import exchanged
@@ -183,8 +183,7 @@ class BruteForce(Detector):
         Option("bruteforce.max_duration", 30.0, "longest connection (s) counted as one login attempt",
                positive, "> 0", duration=True),
         Option("bruteforce.ports", [], "extra login service ports, e.g. [2222, 10022] (named by their banner "
-               "when one is seen)", lambda v: all(type(p) is int and 0 < p < 65536 for p in v),
-               "a list of port numbers"),
+               "when one is seen)", port_list, "a list of port numbers"),
         Option("bruteforce.max_gap", 120.0, "longest pause (s) between a source's short connections to a login "
                "service that keeps them one run of guessing; a count made only of shorter runs (a job every few "
                "minutes) is reported at medium threat and blocks only with other evidence",

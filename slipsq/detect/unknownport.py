@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from slipsq import twins
-from slipsq.config import Option, non_negative, positive
+from slipsq.config import Option, non_negative, port_list, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.portscan import unanswered
 from slipsq.detect.prefixes import is_local
@@ -95,7 +95,7 @@ class UnknownPort(Detector):
     app_kinds = frozenset({"dns"})
     options = (
         Option("unknownport.known_ports", DEFAULT_KNOWN_PORTS, "ports at or above 1024 that are never unusual "
-               "(below 1024 none is)"),
+               "(below 1024 none is)", port_list, "a list of port numbers"),
         Option("unknownport.min_bytes", 1000, "bytes (both ways) a connection must carry to be judged",
                non_negative, ">= 0"),
         Option("unknownport.max_servers", 4, "a client that reaches more such servers in a window is taken for a "
