@@ -178,8 +178,15 @@ class Admin:
 
 # --- the socket -----------------------------------------------------------------------------------
 
+MAX_SOCKET_PATH = 107  # bytes of a Unix socket's path (sun_path holds 108, with its NUL)
+
+
 def socket_path(state_dir: Path) -> Path:
     return state_dir / SOCKET_NAME
+
+
+def _too_long(path: Path) -> bool:
+    return len(os.fsencode(path)) > MAX_SOCKET_PATH
 
 
 class ControlServer:
@@ -189,6 +196,10 @@ class ControlServer:
     def __init__(self, state_dir: Path, handler: Callable[[dict[str, Any], str], dict[str, Any]]) -> None:
         self.path = socket_path(state_dir)
         self.handler = handler
+        if _too_long(self.path):
+            raise SystemSetupError(f"the state directory {state_dir} is too long a path for the control socket "
+                                   f"in it ({self.path}: a Unix socket's path is at most {MAX_SOCKET_PATH} "
+                                   "bytes): choose a shorter --state-dir")
         if self.path.exists() or self.path.is_symlink():
             if _alive(self.path):
                 raise SystemSetupError(f"another slipsq is running with state dir {state_dir} "
@@ -330,6 +341,8 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 10.0) -> dict
     """Send one request to the running daemon. None when no daemon listens (act offline instead);
     SystemSetupError when one runs but we may not talk to it."""
     path = socket_path(state_dir)
+    if _too_long(path):  # no daemon can listen there (ControlServer refuses to start): act offline
+        return None
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:

@@ -634,3 +634,19 @@ def test_an_answer_this_slipsq_cannot_read_is_one_clear_error(tmp_path: Path, an
     finally:
         stop.set()
         t.join(5)
+
+
+def test_a_state_dir_too_long_for_a_socket_is_named(tmp_path: Path) -> None:
+    """Found by review: a --state-dir past 95 bytes stopped every command with "stopped: AF_UNIX path
+    too long". The daemon refuses it by name; the admin's commands act offline there."""
+    from slipsq.cli import main
+
+    long_dir = tmp_path / ("d" * (120 - len(str(tmp_path))))
+    long_dir.mkdir()
+    with pytest.raises(SystemSetupError, match=r"too long a path for the control socket .* shorter --state-dir"):
+        ControlServer(long_dir, lambda req, who: {"ok": True})
+    assert request(long_dir, {"cmd": "status"}) is None
+    r = CliRunner().invoke(main, ["status", "--state-dir", str(long_dir)])
+    assert r.exit_code == 3 and r.output.startswith("slipsq is not running"), r.output
+    r = CliRunner().invoke(main, ["blocks", "--state-dir", str(long_dir)])
+    assert r.exit_code == 0 and "AF_UNIX" not in r.output, r.output
