@@ -289,6 +289,15 @@ CORE_OPTIONS: tuple[Option, ...] = (
 )
 
 
+def _shown(value: Any) -> str:
+    """`value` as a refusal shows it: its repr, cut at 60 characters (a 5,000-digit integer has none)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer past Python's 4,300 digits
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _same_type(default: Any, value: Any) -> bool:
     """`value` is of `default`'s type; for a list, each item is of the type of the default's items
     (a default with none: plain values, which the option's own check judges)."""
@@ -345,11 +354,15 @@ class Config:
                 raise ConfigError(f"configuration key '{key}'{where}: {e}") from None
         if not _same_type(opt.default, value):
             want = _type_name(opt.default)
-            raise ConfigError(f"configuration key '{key}'{where} must be a {want}, not {value!r}")
+            raise ConfigError(f"configuration key '{key}'{where} must be a {want}, not {_shown(value)}")
         if isinstance(opt.default, float):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer past any float
+                raise ConfigError(f"configuration key '{key}'{where} must be {opt.check_help or 'a number'}, "
+                                  f"not {_shown(value)}") from None
         if opt.check is not None and not opt.check(value):
-            raise ConfigError(f"configuration key '{key}'{where} must be {opt.check_help}, not {value!r}")
+            raise ConfigError(f"configuration key '{key}'{where} must be {opt.check_help}, not {_shown(value)}")
         self._values[key] = value
 
     def __getitem__(self, key: str) -> Any:
@@ -410,6 +423,9 @@ def load(options: Iterable[Option], path: str | Path | None = None,
         except UnicodeDecodeError:
             hint = " (it looks like UTF-16: iconv -f UTF-16 -t UTF-8)" if _utf16(p) else ""
             raise ConfigError(f"configuration file {p} is not UTF-8 text, which TOML must be{hint}") from None
+        except ValueError:  # (after UnicodeDecodeError, a ValueError too) an integer of 4,300+ digits
+            raise ConfigError(f"configuration file {p} holds a number slipsq cannot read (an integer of more "
+                              "than 4,300 digits?)") from None
     cfg = Config(options, values, source)
     for k, v in (overrides or {}).items():
         cfg.set(k, v)

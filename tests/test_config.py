@@ -90,6 +90,12 @@ def test_a_bom_or_a_deep_nest_is_named_not_an_internal_error(tmp_path: Path) -> 
     f.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ConfigError, match="nested too deeply"):
         load(f)
+    f.write_text("[judge]\nwindow = " + "9" * 5001 + "\n")
+    with pytest.raises(ConfigError, match="holds a number slipsq cannot read"):
+        load(f)
+    f.write_text("[judge]\nthreshold = " + "9" * 4000 + "\n")  # a refusal shows 60 characters of it
+    with pytest.raises(ConfigError, match=r"judge\.threshold.* must be > 0, not 9{57}\.\.\.$"):
+        load(f)
 
 
 EXTREMES: dict[type, list[float]] = {int: [2**63 - 1, 2**31, 1], float: [1e-300, 1e300, float("inf")]}

@@ -274,8 +274,9 @@ def test_a_models_folder_with_a_fifo_a_device_or_a_deep_nest_is_a_clear_error(tm
     cases = {"fifo": lambda p: os.mkfifo(p), "zero": lambda p: p.symlink_to("/dev/zero"),
              "deep": lambda p: p.write_text("[" * 100_000 + "]" * 100_000),
              "big": lambda p: p.write_text(" " * (16 * 1024 * 1024 + 1))}
+    cases["digits"] = lambda p: p.write_text('{"threshold": ' + "9" * 5001 + "}")
     why = {"fifo": "not a regular file", "zero": "not a regular file", "deep": "nested too deeply",
-           "big": "too big for a model"}
+           "big": "too big for a model", "digits": "holds a number slipsq cannot read"}
     for name, make in cases.items():
         d = tmp_path / name
         d.mkdir()

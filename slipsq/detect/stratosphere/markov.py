@@ -156,17 +156,19 @@ def write_model(model: Model, folder: str | Path) -> Path:
 MAX_MODEL_BYTES = 16 * 1024 * 1024  # the shipped models are at most 62 KB
 
 
-def read_regular(path: Path, limit: int, where: str) -> bytes:
-    """The bytes of `path`, which must be a regular file of at most `limit` bytes: a fifo would hang
-    the reader (a daemon's reload too), a link to /dev/zero would fill its memory."""
+def read_regular(path: Path, limit: int, where: str, stream: bool = False) -> bytes:
+    """The bytes of `path`, which must be a regular file of at most `limit` bytes: a fifo in a models
+    folder would hang the reader (a daemon's reload too), a link to /dev/zero would fill its memory.
+    `stream`: a pipe or a device is read too, up to the limit (a file an admin names on the command
+    line, such as /dev/stdin)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # (a fifo opens at once, and fstat says so)
+        fd = os.open(path, os.O_RDONLY | (0 if stream else os.O_NONBLOCK))  # (a fifo opens at once)
     except FileNotFoundError:
         raise ModelError(f"{where} does not exist") from None
     except OSError as e:
         raise ModelError(f"{where} cannot be read: {e.strerror or e}") from None
     mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    if stat.S_ISDIR(mode) or not (stat.S_ISREG(mode) or stream):
         os.close(fd)
         if stat.S_ISDIR(mode):
             raise ModelError(f"{where} is a folder, not a model file")
@@ -193,6 +195,9 @@ def read_model(path: str | Path) -> Model:
         raise ModelError(f"model file {p} is not valid JSON (line {e.lineno}: {e.msg})") from None
     except RecursionError:
         raise ModelError(f"model file {p} is nested too deeply to be a model") from None
+    except ValueError:  # an integer of more than 4,300 digits
+        raise ModelError(f"model file {p} holds a number slipsq cannot read (an integer of more than "
+                         "4,300 digits?)") from None
     return from_dict(data, f"model file {p}")
 
 

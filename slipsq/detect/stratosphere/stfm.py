@@ -141,12 +141,13 @@ def import_stfm(path: str | Path) -> Model:
     """An .stfm file as a slipsq Model (provenance: the source, the file name, its sha256)."""
     p = Path(path)
     where = f"model file {p}"
-    data = read_regular(p, MAX_SIZE, where)
+    data = read_regular(p, MAX_SIZE, where, stream=True)  # an admin's file: `cat m.stfm | ... /dev/stdin` too
     _init, _matrix, letters, prob, label, thr = read_stfm(data, where)
     try:
         threshold = float(thr)
     except (TypeError, ValueError, OverflowError):  # 10**400 pickled as a long: no float holds it
-        raise ModelError(f"{where}: its threshold {str(thr)[:40]!r} is not a number slipsq can use") from None
+        what = f"an integer of {thr.bit_length()} bits" if isinstance(thr, int) else f"{type(thr).__name__}"
+        raise ModelError(f"{where}: its threshold ({what}) is not a number slipsq can use") from None
     provenance = {
         "source": SOURCE,
         "license": LICENSE,
