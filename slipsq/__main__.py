@@ -18,6 +18,8 @@ def run() -> None:
         sys.stderr.write("slipsq: interrupted\n")
         sys.exit(130)
     except OSError as e:  # what click writes itself (--help, --version, usage) into a full or closed output
+        if "--debug" in sys.argv[1:]:  # (as run_guarded: the traceback is what --debug asks for)
+            raise
         _unflushable()
         if isinstance(e, BrokenPipeError):  # `| head`: not an error worth a message (as cli.run_guarded)
             sys.exit(0)

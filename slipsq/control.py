@@ -341,8 +341,12 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 10.0) -> dict
     """Send one request to the running daemon. None when no daemon listens (act offline instead);
     SystemSetupError when one runs but we may not talk to it."""
     path = socket_path(state_dir)
-    if _too_long(path):  # no daemon can listen there (ControlServer refuses to start): act offline
-        return None
+    if _too_long(path):
+        if path.exists():  # a daemon that started with this folder under a shorter name (relative)
+            raise SystemSetupError(f"the control socket {path} is too long a path to reach (at most "
+                                   f"{MAX_SOCKET_PATH} bytes): name the state directory as the daemon does "
+                                   "(e.g. relative to where it started)")
+        return None  # no daemon can listen there (ControlServer refuses to start): act offline
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -353,13 +357,18 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 10.0) -> dict
                                    "run as root") from None
         except (FileNotFoundError, ConnectionRefusedError):
             return None
+        except BlockingIOError:  # its backlog is full: a busy daemon, as one that does not answer in time
+            raise DaemonTimeout(f"the slipsq daemon is too busy to take the request ({path})") from None
         s.sendall(json.dumps({**req, "user": _user()}).encode() + b"\n")
-        line = _read_line(s, MAX_REPLY)
+        try:
+            line = _read_line(s, MAX_REPLY)
+        except TimeoutError:
+            raise
+        except (OSError, ValueError) as e:  # reset mid-answer (it died), or an answer past MAX_REPLY
+            raise SystemSetupError("the slipsq daemon's answer was cut off "
+                                   f"({getattr(e, 'strerror', None) or e})") from None
     except TimeoutError:
         raise DaemonTimeout(f"the slipsq daemon did not answer within {timeout:g}s ({path})") from None
-    except (OSError, ValueError) as e:  # reset mid-answer (it died), or an answer past MAX_REPLY
-        raise SystemSetupError(f"the slipsq daemon's answer was cut off ({getattr(e, 'strerror', None) or e})"
-                               ) from None
     finally:
         s.close()
     if not line:

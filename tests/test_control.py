@@ -650,3 +650,53 @@ def test_a_state_dir_too_long_for_a_socket_is_named(tmp_path: Path) -> None:
     assert r.exit_code == 3 and r.output.startswith("slipsq is not running"), r.output
     r = CliRunner().invoke(main, ["blocks", "--state-dir", str(long_dir)])
     assert r.exit_code == 0 and "AF_UNIX" not in r.output, r.output
+
+
+def test_a_daemon_too_busy_to_take_a_request_is_a_timeout(tmp_path: Path) -> None:
+    """Its listen backlog full, connect fails with EAGAIN: the same as a daemon that does not answer
+    in time (block and unblock then act directly, as documented), not "the answer was cut off"."""
+    import socket
+
+    from slipsq.control import DaemonTimeout
+
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(socket_path(tmp_path)))
+    srv.listen(0)
+    held = []
+    try:
+        for _ in range(8):  # fill the backlog (no one accepts)
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            held.append(c)
+            try:
+                c.connect(str(socket_path(tmp_path)))
+            except BlockingIOError:
+                break
+        with pytest.raises(DaemonTimeout, match="too busy"):
+            request(tmp_path, {"cmd": "status"}, 1.0)
+    finally:
+        for c in held:
+            c.close()
+        srv.close()
+
+
+def test_a_running_daemons_socket_past_the_length_is_not_taken_for_no_daemon(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon started with a short relative --state-dir; the admin names the same folder by a path
+    too long to connect through: an error saying so, not "no daemon runs" and an offline change
+    beside the running daemon."""
+    base = tmp_path / ("d" * (100 - len(str(tmp_path))))
+    (base / "state").mkdir(parents=True)
+    monkeypatch.chdir(base)
+    stop = threading.Event()
+    srv = ControlServer(Path("state"), lambda req, who: {"ok": True, "status": {}})
+    t = threading.Thread(target=srv.serve, args=(stop,), daemon=True)
+    t.start()
+    try:
+        assert request(Path("state"), {"cmd": "status"}, 2) == {"ok": True, "status": {}}
+        with pytest.raises(SystemSetupError, match="too long a path to reach"):
+            request(base / "state", {"cmd": "status"}, 2)
+    finally:
+        stop.set()
+        srv.close()
+        t.join(5)

@@ -401,3 +401,11 @@ def test_an_empty_path_is_a_usage_error_not_a_missing_option(args: tuple[str, ..
     p = slipsq(*args)
     assert p.returncode == 2 and "is empty (an unset shell variable?)" in p.stderr, (p.returncode, p.stderr)
     assert "Traceback" not in p.stderr and p.stdout == ""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_debug_still_shows_the_traceback_of_a_full_output() -> None:
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "slipsq", "--debug", "--help"], cwd=ROOT, stdout=full,
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "No space left on device" in r.stderr
