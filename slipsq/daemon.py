@@ -643,7 +643,7 @@ class Daemon:
         cfg = runmode.load_config(self.config_path)
         budget.apply(cfg)
         allow = runmode.make_allow(cfg)
-        models = load_models(cfg)
+        models = runmode.load_engine_models(None, cfg)  # a ModelError fails the reload: the models in use stay
         self.on_loop(lambda: self._swap(cfg, allow, models))
         log(f"reloaded {cfg.source}: {len(models)} models, {len(allow.networks)} allow-list entries")
         self._set_dns_diversion(bool(cfg["dns.queue_gateway"]))

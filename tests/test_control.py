@@ -700,3 +700,30 @@ def test_a_running_daemons_socket_past_the_length_is_not_taken_for_no_daemon(tmp
         stop.set()
         srv.close()
         t.join(5)
+
+
+def test_a_reload_with_a_model_it_cannot_read_keeps_the_models_in_use(tmp_path: Path) -> None:
+    """Found by review: a reload turned a models folder it could not read (a fifo named zz.json) into
+    no models at all, while "a reload that fails keeps the running configuration"."""
+    import shutil
+    from types import SimpleNamespace
+
+    from slipsq.config import flat_toml
+    from slipsq.detect.stratosphere.markov import shipped_models_dir
+    from slipsq.errors import ModelError
+    from tests.fakedaemon import running_daemon
+
+    models = tmp_path / "models"
+    shutil.copytree(shipped_models_dir(), models)
+    conf = tmp_path / "c.toml"
+    conf.write_text(flat_toml({"markov.models": str(models)}))
+    with running_daemon(tmp_path / "state") as d:
+        d.config_path = str(conf)
+        d.writer = SimpleNamespace(as_json=False)  # type: ignore[assignment]  # (the alert writer the kernel-free daemon has not)
+        d.reload()
+        n = len(d.engine.ctx.models)
+        assert n > 10
+        os.mkfifo(models / "zz.json")
+        with pytest.raises(ModelError, match=r"zz\.json is not a regular file"):
+            d.reload()
+        assert len(d.engine.ctx.models) == n
