@@ -403,6 +403,9 @@ def ti_update(ctx: click.Context, config_path: str | None, state_dir: str | None
         except SlipsqError as e:
             click.echo(f"could not reach the daemon ({e}): it reads the lists when it starts")
             return
+        if reply is not None and not reply.get("ok"):
+            raise _ReplyError(f"the running daemon did not reload: {reply.get('error', 'it refused')}; it goes "
+                              "on with the configuration and lists it had")
         if reply is not None:
             click.echo("the running daemon reloaded its configuration and lists")
         else:
