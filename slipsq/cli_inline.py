@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -35,9 +36,26 @@ def _guard(ctx: click.Context, fn: Callable[[], Any]) -> None:
     from slipsq.cli import run_guarded
 
     obj = ctx.find_root().obj or {}
-    code = run_guarded(fn, bool(obj.get("debug")))
+    code = run_guarded(partial(_reading_answers, fn), bool(obj.get("debug")))
     if code:
         ctx.exit(int(code))
+
+
+_ANSWERED: list[str] = []  # the requests the daemon answered yes to, in this command
+
+
+def _reading_answers(fn: Callable[[], Any]) -> Any:
+    """fn(); a KeyError or TypeError once the daemon has answered is its answer's shape (a daemon of
+    another version), said as such, not an "internal error". Before any answer, it is a bug."""
+    _ANSWERED.clear()
+    try:
+        return fn()
+    except (KeyError, TypeError, AttributeError) as e:
+        if not _ANSWERED:
+            raise
+        raise SystemSetupError(f"the slipsq daemon's answer to '{_ANSWERED[-1]}' is not one this slipsq reads "
+                               f"({type(e).__name__}: {e}; another version of slipsq? restart it: systemctl "
+                               "restart slipsq)") from None
 
 
 def _daemon(state_dir: str | None, req: dict[str, Any], wait: float = 10.0,
@@ -50,6 +68,8 @@ def _daemon(state_dir: str | None, req: dict[str, Any], wait: float = 10.0,
     reply = request(resolve_state_dir(state_dir), req, wait)
     if reply is not None and not reply.get("ok"):
         raise _ReplyError(str(reply.get("error", "the daemon refused")))
+    if reply is not None:
+        _ANSWERED.append(str(req["cmd"]))
     for key, kind in (expect or {}).items():
         if reply is not None and not isinstance(reply.get(key), kind):
             raise SystemSetupError(f"the slipsq daemon's answer to '{req['cmd']}' has no {key} (another "
