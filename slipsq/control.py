@@ -144,7 +144,7 @@ class Admin:
         ip = canonical_ip(ip)
         known = self.store.get(ip)
         in_kernel = self.fw is not None and ip in self.fw.members()
-        if known is None and not in_kernel:
+        if known is None and not in_kernel and not self.store.has_row(ip):  # (a damaged row: removed too)
             raise RefusedError(f"{ip} is not blocked")
         now = time.time()
         seconds = self.default_pardon if pardon is None else pardon

@@ -723,9 +723,9 @@ class Daemon:
 
         ip = canonical_ip(text)
         seconds = float(self.cfg["judge.pardon"]) if pardon is None else parse_pardon(str(pardon))
-        stored, in_kernel = _wait(self.worker.call(lambda: (self.store.get(ip), ip in self.fw.members())),
-                                  10.0, "the worker")
-        if stored is None and not in_kernel:
+        stored, in_kernel, row = _wait(self.worker.call(lambda: (self.store.get(ip), ip in self.fw.members(),
+                                                                 self.store.has_row(ip))), 10.0, "the worker")
+        if stored is None and not in_kernel and not row:  # (a damaged row: removed too)
             raise RefusedError(f"{ip} is not blocked")
         covers = stored.decided_by() if stored is not None else ()  # when the judge has no window of it
         done = self.on_loop(lambda: self.worker.submit(self.engine.unblock(ip, time.time(), reason, who, seconds,

@@ -729,3 +729,18 @@ def test_a_reload_with_a_model_it_cannot_read_keeps_the_models_in_use(tmp_path: 
         with pytest.raises(ModelError, match=r"zz\.json is not a regular file"):
             d.reload()
         assert len(d.engine.ctx.models) == n
+
+
+def test_an_admin_can_unblock_a_damaged_row(admin: Admin) -> None:
+    """Found by review: a row a hand edit or a bad disk damaged was listed as damaged by `blocks`, and
+    `unblock` said "not blocked": nothing could remove it."""
+    with admin.store._tx() as db:
+        db.execute("INSERT INTO blocks VALUES ('198.51.100.9', 'x', 'y', 5, 6, 7, 8, 'z')")
+    assert admin.store.get("198.51.100.9") is None and admin.store.has_row("198.51.100.9")
+    admin.blocks()
+    assert "'198.51.100.9'" in admin.store.damaged
+    admin.unblock("198.51.100.9", "admin:test")
+    assert not admin.store.has_row("198.51.100.9")
+    with pytest.raises(RefusedError, match="not blocked"):
+        admin.unblock("198.51.100.9", "admin:test")
+    assert [e.action for e in admin.store.audit("198.51.100.9")] == ["unblock"]

@@ -296,6 +296,11 @@ class BlockStore:
         found = self._blocks([row]) if row is not None else []
         return found[0] if found else None
 
+    def has_row(self, ip: str) -> bool:
+        """Whether `blocks` holds a row for `ip`, whole or damaged (get() skips a damaged one; an
+        admin's unblock removes it all the same, or nothing could)."""
+        return self.db.execute("SELECT 1 FROM blocks WHERE ip = ?", (ip,)).fetchone() is not None
+
     def block_evidence(self, ip: str) -> str | None:
         """The evidence JSON of `ip`'s block in force, else of its last block in the audit trail."""
         row = self.db.execute("SELECT evidence FROM blocks WHERE ip = ?", (ip,)).fetchone()
