@@ -63,6 +63,32 @@ def test_a_udp_beacon_off_those_ports_is_blocked(tmp_path: Path) -> None:
     assert "beacon" in {a["detector"] for a in r.blocks}
 
 
+def test_a_tailscale_direct_path_used_every_five_minutes_never_blocks_the_peer(tmp_path: Path) -> None:
+    """Found by a hunt (2026-12-07): 41641/udp resumed once a job, never named by DNS, was a critical
+    beacon and blocked the owner's VPS. Tailscale, ZeroTier and Nebula ports are keepalive ports now:
+    half, a block only with a second finding; without that, the same traffic blocks the VPS."""
+    r = _replay("tailscale-direct", tmp_path)
+    assert r.blocked == [], [a["description"] for a in r.blocks]
+    beacons = [a for a in r.alerts if a["detector"] == "beacon" and a["offender"] == "203.0.113.50"]
+    assert beacons and all("keepalive protocol's port" in a["description"] for a in beacons)
+    (tmp_path / "off").mkdir()
+    r = _replay("tailscale-direct", tmp_path / "off", {"beacon.keepalive_ports": []})
+    assert r.blocked == ["203.0.113.50"]
+
+
+def test_dns_over_https_reconnects_never_block_the_resolver(tmp_path: Path) -> None:
+    """Found by a hunt (2026-12-07): a browser's DoH to 1.1.1.1, a new connection every minute, was a
+    beacon that blocked 1.1.1.1 (every device's DNS that uses it). A public resolver is reported,
+    never blocked; the same traffic to a resolver not on dns.trusted_resolvers blocks it."""
+    r = _replay("doh-reconnects", tmp_path)
+    assert r.blocked == [], [a["description"] for a in r.blocks]
+    beacons = [a for a in r.alerts if a["detector"] == "beacon" and a["offender"] == "1.1.1.1"]
+    assert beacons and all("public resolver" in a["description"] for a in beacons)
+    (tmp_path / "off").mkdir()
+    r = _replay("doh-reconnects", tmp_path / "off", {"dns.trusted_resolvers": ["8.8.8.8"]})
+    assert r.blocked == ["1.1.1.1"]
+
+
 @pytest.mark.xfail(strict=True, reason="known wrong blocks: gen_corpus known_fp")
 @pytest.mark.parametrize("name", [s.name for s in gen_corpus.SCENARIOS if s.extra.get("known_fp")])
 def test_known_false_positives(name: str, tmp_path: Path) -> None:

@@ -725,6 +725,40 @@ def _shadowsocks(rng: random.Random) -> Iterator[Packet]:
     return merge(*parts)
 
 
+def _tailscale_direct(rng: random.Random) -> Iterator[Packet]:
+    """The NAS pushes to the owner's VPS over Tailscale's direct path every 5 minutes (a cron'd
+    rsync, a scrape): disco ping/pong, a WireGuard handshake, the data, heartbeats every 3 s for the
+    45 s a session stays active, then silence past udp_idle: one flow a job, 41641 <-> 41641, the
+    peer's address from the coordination server, never from DNS (a hunt, 2026-12-07)."""
+    vps, parts = "203.0.113.50", _home(rng, 7200)
+    parts.append(_with_dns("controlplane.tailscale.com", "192.200.0.101", NAS, T0 + 2, rng))
+    parts.append(long_connection(NAS, "192.200.0.101", 443, start=T0 + 3, duration=7190, keepalive=60, rng=rng))
+    for k in range(24):
+        t = T0 + 20 + k * 300 + rng.uniform(0, 1.5)
+        msgs: list[tuple[str, bytes]] = [("c", rng.randbytes(92)), ("s", rng.randbytes(92)), ("c", rng.randbytes(148)),
+                               ("s", rng.randbytes(92)), ("c", rng.randbytes(32))]
+        for _ in range(rng.randint(6, 10)):
+            msgs += [("c", rng.randbytes(rng.randint(200, 1300))), ("s", rng.randbytes(rng.randint(80, 1300)))]
+        parts.append(udp_exchange(NAS, vps, 41641, 41641, t, msgs, rtt=0.03, interval=0.01, rng=rng))
+        beat = [("c", rng.randbytes(92)), ("s", rng.randbytes(92))]  # disco ping/pong
+        parts += [udp_exchange(NAS, vps, 41641, 41641, t + 2 + h * 3, beat, rtt=0.03, rng=rng) for h in range(1, 16)]
+    return merge(*parts)
+
+
+def _doh_reconnects(rng: random.Random) -> Iterator[Packet]:
+    """A browser's DNS over HTTPS to 1.1.1.1: its connection closed when idle, a new one about every
+    minute for background lookups (the house's resolver names cloudflare-dns.com once). Blocking
+    1.1.1.1 would take every device's DNS that uses it (a hunt, 2026-12-07: beacon blocked it)."""
+    ip, name, ports, parts = "1.1.1.1", "cloudflare-dns.com", Ports(rng), _home(rng, 5400)
+    parts.append(_with_dns(name, ip, LAPTOP, T0 + 10, rng))
+    t = T0 + 10
+    while t < T0 + 5400:
+        parts.append(tls_session(LAPTOP, ip, name, t, rng.randint(300, 500), rng.randint(600, 1200), sport=ports(),
+                                 certificate_bytes=2500, rng=rng))
+        t += 60 * rng.uniform(0.8, 1.2)
+    return merge(*parts)
+
+
 def _vlan_logins(rng: random.Random) -> Iterator[Packet]:
     """The gateway routes between VLANs: a Nextcloud on the server VLAN opens a MariaDB connection
     on the NAS per request (dbpersistent off, desktop clients polling: one every ~12 s), and Home
@@ -1064,6 +1098,10 @@ SCENARIOS: list[Scenario] = [
              note="an Outline VPN key: a connection per site to an address:port, each opening with a random salt"),
     Scenario("induced-lookups", "benign", _induced_lookups,
              note="a page with 600 pictures at random subdomains of four domains nobody owns"),
+    Scenario("tailscale-direct", "benign", _tailscale_direct,
+             note="a job every 5 minutes over Tailscale's direct path (41641/udp, peer never named by DNS)"),
+    Scenario("doh-reconnects", "benign", _doh_reconnects,
+             note="a browser's DNS over HTTPS to 1.1.1.1, a new connection about every minute"),
     Scenario("vlan-logins", "benign", _vlan_logins,
              note="across VLANs: Nextcloud's database connection per request, Home Assistant's ssh sensor"),
     Scenario("dns-lookup-apis", "benign", _dns_lookup_apis,

@@ -47,7 +47,9 @@ Legitimate periodic traffic is told apart by who and where, not by timing (it is
 * NTP (udp port 123 on either side), mDNS/LLMNR/SSDP/NetBIOS ports, and any multicast/broadcast
   destination: ignored.
 * DNS (53, 853, 5353) to a private or own-address resolver: ignored; to a public resolver: reported
-  with may_block=False (a resolver relays, it is not a C&C).
+  with may_block=False (a resolver relays, it is not a C&C). Any other port of a public resolver
+  (`dns.trusted_resolvers`; 443 is DNS over HTTPS): reported at its level, never blocks (it would
+  take the house's DNS with it).
 * a server the allow list protects (ctx.allow), or whose DNS names (ctx.dns_names) end with one of
   `beacon.allow_domains` (connectivity checks, update services): ignored.
 * a peer of a P2P host (detect/p2p.py: it connected in, or listens on an unnamed high non-service
@@ -56,7 +58,8 @@ Legitimate periodic traffic is told apart by who and where, not by timing (it is
 * both ends private (LAN monitoring, printers, NAS polling): reported, may_block=False, unless
   `beacon.local_may_block`.
 * a server port of a protocol that keeps a registration or NAT binding alive on a timer, on its own
-  transport (`beacon.keepalive_ports`: SIP, IAX2, STUN/TURN, IPsec, OpenVPN, WireGuard): the
+  transport (`beacon.keepalive_ports`: SIP, IAX2, STUN/TURN, IPsec, OpenVPN, WireGuard, Tailscale,
+  ZeroTier, Nebula): the
   confidence counts half (at most 0.45, which never doubles), so it blocks only with another
   finding against the server (a Markov match, a threat list). A VoIP phone sending OPTIONS every
   90 s (or re-registering every 10 min) to its provider got the provider blocked: the house's phone
@@ -96,7 +99,10 @@ _DNS_PORTS = frozenset({53, 853, 5353})
 # 5349 tls), IPsec IKE and NAT-T (500, 4500 udp), OpenVPN (1194 udp), WireGuard (51820 udp). A phone
 # registered with its provider is as regular as a C&C.
 DEFAULT_KEEPALIVE_PORTS = ["500/udp", "1194/udp", "3478/udp", "3479/udp", "4500/udp", "4569/udp", "5060/udp",
-                           "5060/tcp", "5061/tcp", "5349/tcp", "19302/udp", "51820/udp"]
+                           "5060/tcp", "5061/tcp", "5349/tcp", "19302/udp", "51820/udp",
+                           # overlay VPNs' direct paths: Tailscale, ZeroTier, Nebula (peers from their
+                           # coordination servers, never from DNS; a session resumed per use)
+                           "41641/udp", "9993/udp", "4242/udp"]
 KEEPALIVE_WEIGHT = 0.5  # a beacon's confidence on such a port: at most 0.45, below persistence (0.6)
 
 
@@ -339,9 +345,9 @@ class Beacon(Detector):
         Option("beacon.local_may_block", False,
                "beacons between two local addresses (private ranges, network.local) may block"),
         Option("beacon.keepalive_ports", DEFAULT_KEEPALIVE_PORTS,
-               "server ports of keepalive protocols (SIP, STUN/TURN, IPsec, OpenVPN, WireGuard), as port/proto: "
-               "a beacon to one counts half (at most 0.45): it blocks only with another finding against the "
-               "server (a VoIP phone re-registers on a timer)",
+               "server ports of keepalive protocols (SIP, STUN/TURN, IPsec, OpenVPN, WireGuard, Tailscale, "
+               "ZeroTier, Nebula), as port/proto: a beacon to one counts half (at most 0.45): it blocks only "
+               "with another finding against the server (a VoIP phone re-registers on a timer)",
                lambda v: all(_port_proto(p) for p in v), "a list like [\"5060/udp\", \"5061/tcp\"]"),
         Option("beacon.allow_domains", DEFAULT_ALLOW_DOMAINS,
                "servers whose DNS names end with one of these are never reported (connectivity checks)"),
@@ -418,6 +424,11 @@ class Beacon(Detector):
             note = "; peer of a P2P host (see p2p): chatter with a swarm, reported low, never blocks"
         elif port in _DNS_PORTS:
             may_block, threat, note = False, LOW, "; DNS to a public resolver: reported, never blocks"
+        elif dst in self.ctx.resolvers.listed and not self.block_client:
+            # DNS over HTTPS: the resolver relays (a C&C behind it is a name it answers); blocking it
+            # would cut every device of the house that uses it from its DNS
+            may_block = False
+            note = "; the server is a public resolver (dns.trusted_resolvers: DNS over HTTPS?): never blocked"
         elif is_local(src) and is_local(dst) and not self.local_may_block:
             may_block, note = False, "; both ends local: reported, never blocks (beacon.local_may_block)"
         elif keepalive:
