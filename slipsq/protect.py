@@ -372,6 +372,7 @@ class ProtectedAddresses:
         self._thread.start()
         self._wake.set()
         self._first.wait(wait)
+        self._periodic = self.every  # the read just done is this period's (not a second one at once)
         self.refresh(0.0, force=True)
 
     def refresh(self, now: float, force: bool = False) -> bool:

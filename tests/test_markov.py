@@ -129,12 +129,14 @@ def test_cost_per_letter_does_not_grow_with_the_string() -> None:
     def cost(n: int) -> float:
         s = t[:n]
         p = pairs_of(s)
-        t0 = time.perf_counter()
+        t0 = time.thread_time()  # this thread's CPU: a busy machine's other work is not counted
         for _ in range(2000):
             ch.distance(n, s[0], p)
-        return time.perf_counter() - t0
+        return time.thread_time() - t0
 
-    small, big = min(cost(40) for _ in range(3)), min(cost(4000) for _ in range(3))
+    # best of 7, interleaved (a flaky-test hunt saw best-of-3 wall times fail 2 in 300 under load)
+    runs = [(cost(40), cost(4000)) for _ in range(7)]
+    small, big = min(a for a, _ in runs), min(b for _, b in runs)
     assert big < small * 4
 
 

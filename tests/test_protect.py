@@ -167,6 +167,23 @@ def test_a_forged_scan_never_blocks_a_protected_server() -> None:
     assert d.action == "alert" and "DNS resolver" in d.reason
 
 
+def test_start_reads_once() -> None:
+    """Found by a flaky-test hunt: start() asked the reader for a second read at once (its refresh
+    at time 0 found the periodic read due), which raced the tests' read counts under load."""
+    p = protect.ProtectedAddresses(AllowList(), lambda: {"192.0.2.1": protect.OWN}, every=5.0, netlink=False)
+    p.start(wait=2.0)
+    try:
+        time.sleep(0.3)  # time for a second read, were one asked for
+        assert p.reads == 1
+        assert p.refresh(5.0) is False  # due at `every`: the reader reads again
+        deadline = time.monotonic() + 5
+        while p.reads < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert p.reads == 2
+    finally:
+        p.close()
+
+
 def test_refresh_installs_new_addresses_without_waiting_for_the_reader() -> None:
     allow = AllowList()
     found = {"192.0.2.1": protect.OWN}
