@@ -99,3 +99,39 @@ def test_forged_swarms_stay_within_the_total_and_a_real_swarm_is_still_recognise
     assert det.recent.total <= 3000 and det.recent.total == sum(len(m) for m in det.recent.maps.values())
     assert any(a.evidence.offender == HOST for a in rec.by("p2p"))
     assert rec.blocked_ips == []
+
+
+def test_a_swarm_port_is_a_clients_default_or_one_the_host_listens_on() -> None:
+    """Found by a hunt (2026-12-07): an Ethereum staking node's discovery and dials to half-gone
+    nodes on 30303 and 9000 were horizontal scans that blocked the node. A port the P2P host listens
+    on itself (peers dial it there; its swarm UDP leaves from it) is its swarm's; any other is not."""
+    from slipsq.detect.peers import Peers
+
+    p = Peers(memory=3600.0)
+    node = "192.168.1.60"
+    p.mark(node, T0)
+    p.listens(node, 30303, T0)
+    assert p.swarm_port(node, 51413, T0) and p.swarm_port(node, 30303, T0 + 100)
+    assert not p.swarm_port(node, 37215, T0)  # an IoT worm's port: no peer ever dialled it there
+    assert not p.swarm_port(node, 30303, T0 + 7200)  # forgotten after `memory`
+    p.listens(node, 8080, T0)
+    assert not p.swarm_port(node, 8080, T0)  # a service port is never a swarm's
+    assert not p.swarm_port("192.168.1.61", 30303, T0)  # not a P2P host
+
+
+def test_an_ethereum_staking_node_is_no_scanner() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import tempfile
+
+    import detection
+
+    from tools import gen_corpus
+
+    with tempfile.TemporaryDirectory() as d:
+        r = detection.run_scenario(gen_corpus.BY_NAME["eth-staking"], Path(d), None)
+    assert r.blocked == [], [a["description"] for a in r.blocks]
+    scans = [a for a in r.alerts if a["detector"] == "portscan" and "30303/udp" in a["description"]]
+    assert scans and all("its swarm lives on this port" in a["description"] for a in scans)

@@ -745,6 +745,47 @@ def _tailscale_direct(rng: random.Random) -> Iterator[Packet]:
     return merge(*parts)
 
 
+def _eth_staking(rng: random.Random) -> Iterator[Packet]:
+    """A home Ethereum staking box (geth + Lighthouse on the ports every staking guide forwards: 30303
+    and 9000, tcp and udp) for an hour: discovery pings from its own 30303/9000 to 500 nodes each,
+    most on the default ports and more than half gone; 160 dials each, many failing; 25 long peer
+    connections; 40 peers dialling in. Portscan blocked the node (a hunt, 2026-12-07): missed duties."""
+    node, ports, parts = "192.168.1.60", Ports(rng), _home(rng, 3600)
+
+    def somewhere() -> str:
+        first = rng.choice((3, 18, 34, 35, 45, 51, 65, 78, 88, 95, 135, 136, 138, 144, 157, 159, 167, 172, 178))
+        return f"{first}.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}"
+
+    def port(default: int) -> int:
+        return default if rng.random() < 0.8 else rng.randrange(1025, 65000)
+
+    for own in (30303, 9000):
+        for k in range(500):
+            t = T0 + 10 + k * 7.16 + rng.uniform(0, 3)
+            msgs = [("c", rng.randbytes(rng.randint(98, 180)))]
+            if rng.random() >= 0.55:
+                msgs.append(("s", rng.randbytes(rng.randint(98, 1200))))
+            parts.append(udp_exchange(node, somewhere(), own, port(own), t, msgs, rtt=0.08, rng=rng))
+        for k in range(160):
+            peer, t, x = somewhere(), T0 + 15 + k * 22.3 + rng.uniform(0, 3), rng.random()
+            if x < 0.55:
+                parts.append(tcp_probe(node, peer, ports(), port(own), t, "filtered" if x < 0.385 else "closed",
+                                       rtt=0.08, rng=rng))
+            else:
+                parts.append(tcp_session(node, peer, ports(), port(own), t, messages=[
+                    ("c", Content(rng.randint(300, 420))), ("s", Content(rng.randint(200, 400))),
+                    ("c", Content(rng.randint(150, 300))), ("s", Content(rng.randint(60, 3000)))], rtt=0.08, rng=rng))
+    for k in range(25):
+        parts.append(long_connection(node, somewhere(), 30303 if k % 2 else 9000, start=T0 + 20 + k * 3,
+                                     duration=3500, keepalive=15, rng=rng))
+    for k in range(40):
+        hello: list[Message] = [("c", Content(330)), ("s", Content(300)), ("c", Content(200)),
+                                ("s", Content(rng.randint(500, 20000)))]
+        parts.append(tcp_session(somewhere(), node, rng.randrange(30000, 60000), 30303 if k % 2 else 9000,
+                                 T0 + 30 + k * 85, messages=hello, rtt=0.08, rng=rng))
+    return merge(*parts)
+
+
 def _doh_reconnects(rng: random.Random) -> Iterator[Packet]:
     """A browser's DNS over HTTPS to 1.1.1.1: its connection closed when idle, a new one about every
     minute for background lookups (the house's resolver names cloudflare-dns.com once). Blocking
@@ -1100,6 +1141,8 @@ SCENARIOS: list[Scenario] = [
              note="a page with 600 pictures at random subdomains of four domains nobody owns"),
     Scenario("tailscale-direct", "benign", _tailscale_direct,
              note="a job every 5 minutes over Tailscale's direct path (41641/udp, peer never named by DNS)"),
+    Scenario("eth-staking", "benign", _eth_staking,
+             note="a home Ethereum staking node: discovery and dials on 30303 and 9000, half the nodes gone"),
     Scenario("doh-reconnects", "benign", _doh_reconnects,
              note="a browser's DNS over HTTPS to 1.1.1.1, a new connection about every minute"),
     Scenario("vlan-logins", "benign", _vlan_logins,

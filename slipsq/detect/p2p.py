@@ -118,8 +118,11 @@ class P2P(Detector):
 
     def _count(self, host: str, peer: str, port: int, inbound: bool, flow: Flow) -> Sequence[Evidence]:
         """A flow the intake let through: an exchange of local `host` with `peer`:`port`."""
-        if inbound:
+        if inbound:  # a peer dialled the host's port: it listens there
             self.ctx.peers.connected_in(host, peer, flow.end)
+            self.ctx.peers.listens(host, flow.dport, flow.end)
+        elif flow.proto == "udp" and flow.sport == flow.dport:  # its swarm's UDP from its own listening port
+            self.ctx.peers.listens(host, flow.sport, flow.end)
         now = flow.end
         self.recent.put(host, peer, (now, port))
         peers = self.recent.touch(host)

@@ -33,12 +33,28 @@ class Peers:
         self.memory = memory  # a host stays a P2P host this long after the last sign
         self.hosts: OrderedDict[str, float] = OrderedDict()
         self.inbound: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # (host, port) -> flow time: a high port the host listens on for its swarm (peers connected in
+        # to it, or it sends its swarm UDP from it): an Ethereum node's 30303 and 9000, IPFS's 4001
+        self.listening: OrderedDict[tuple[str, int], float] = OrderedDict()
 
     def mark(self, host: str, ts: float) -> None:
         put(self.hosts, host, ts, MAX_HOSTS)
 
     def connected_in(self, host: str, peer: str, ts: float) -> None:
         put(self.inbound, (host, peer), ts, MAX_INBOUND)
+
+    def listens(self, host: str, port: int, ts: float) -> None:
+        put(self.listening, (host, port), ts, MAX_INBOUND)
+
+    def swarm_port(self, host: str, port: int, now: float) -> bool:
+        """`port` is where P2P host `host`'s swarm lives: a P2P client's default port (P2P_PORTS), or
+        a high port no service uses that the host itself listens on (its peers dial the same one)."""
+        if not self.is_p2p(host, now):
+            return False
+        if port in P2P_PORTS:
+            return True
+        since = self.listening.get((host, port))
+        return port >= 1024 and port not in SERVICE_PORTS and since is not None and now - since <= self.memory
 
     def is_p2p(self, host: str, now: float) -> bool:
         since = self.hosts.get(host)

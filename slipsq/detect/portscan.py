@@ -39,9 +39,10 @@ Other evidence against it (a beacon, a threat list) still blocks it as usual.
 
 A local host running P2P software (ctx.peers, the p2p detector) tries hundreds of swarm peers and DHT
 nodes an hour, and many of them are gone; those on the clients' default ports (peers.P2P_PORTS:
-6881-6889, 51413, ...) pile up into a horizontal "scan" of that port, which from such a host is
-reported, never blocks by itself. Its scans of any other port (445, 23, an IoT worm's 37215 or 7547)
-and its vertical scans still do.
+6881-6889, 51413, ...) or on a high non-service port the host itself listens on (peers dialled it
+there, or it sends its swarm UDP from it: an Ethereum node's 30303 and 9000, IPFS's 4001) pile up
+into a horizontal "scan" of that port, which from such a host is reported, never blocks by itself.
+Its scans of any other port (445, 23, an IoT worm's 37215 or 7547) and its vertical scans still do.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.inuse import ServersInUse
-from slipsq.detect.peers import P2P_PORTS
 from slipsq.detect.prefixes import Memo
 from slipsq.flow import Flow
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
@@ -357,10 +357,11 @@ class PortScan(Detector):
         if in_use:
             desc += (f"; {src} served connections in the last {self.window:.0f}s: a scan alone never "
                      f"blocks it, its source may be forged (portscan.block_servers_in_use)")
-        swarm = not in_use and kind == "horizontal" and port in P2P_PORTS and self.ctx.peers.is_p2p(src, ts)
+        swarm = not in_use and kind == "horizontal" and self.ctx.peers.swarm_port(src, port, ts)
         if swarm:
-            desc += (f"; {src} runs P2P software (see p2p): the peers of a swarm come and go, and the gone "
-                     "ones on their high ports look like this, so it alone never blocks")
+            desc += (f"; {src} runs P2P software (see p2p) and its swarm lives on this port (a client's "
+                     "default, or one it listens on itself): the peers of a swarm come and go, and the gone "
+                     "ones look like this, so it alone never blocks")
         return [Evidence(ts=ts, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,
                          proto=proto, description=desc, threat_level=threat, confidence=round(conf, 3),
                          label=kind, key=ekey, flows=(flow,), may_block=not (in_use or swarm))]
