@@ -73,6 +73,16 @@ def test_a_named_server_alerts_but_does_not_block_alone() -> None:
     assert "(nas.my-family.example)" in alerts[0].evidence.description
 
 
+def test_rclone_to_mega_is_reported_not_allowed() -> None:
+    """Found by a hunt (2026-12-07): MEGA was on exfil.allow_domains, so 60 MB from a LAN host to
+    *.userstorage.mega.co.nz (rclone, the ransomware crews' tool) said nothing. Now the admin sees it;
+    as for any named server, it does not block alone."""
+    flows = [up(T0 + i * 70, 20 * MB, sport=40000 + i) for i in range(3)]
+    rec, _ = run([Exfil], flows, [named(DROP, "gfs270n105.userstorage.mega.co.nz")])
+    alerts = rec.by("exfil")
+    assert alerts and rec.blocked_ips == [] and "userstorage.mega.co.nz" in alerts[0].evidence.description
+
+
 def test_several_hosts_uploading_to_one_named_server_are_one_finding() -> None:
     """Three phones come home and upload 164 MB of photos each to the family's own Nextcloud: each
     is 0.44 (named), and keyed per client the three added up to 1.32 and blocked the family's server

@@ -68,11 +68,12 @@ from slipsq.lru import put, touch
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
 DEFAULT_ALLOW_DOMAINS = [
-    # storage and backup
+    # storage and backup (not MEGA: rclone to MEGA is how ransomware crews take a network's files, a
+    # hunt, 2026-12-07; an upload there is judged as any named server's: an alert, alone never a block)
     "icloud.com", "icloud-content.com", "me.com", "dropbox.com", "dropboxapi.com", "box.com", "boxcloud.com",
     "onedrive.com", "onedrive.live.com", "sharepoint.com", "storage.live.com", "googleapis.com",
     "googleusercontent.com", "drive.google.com", "backblazeb2.com", "backblaze.com", "wasabisys.com",
-    "crashplan.com", "carbonite.com", "idrive.com", "pcloud.com", "mega.nz", "mega.co.nz", "tresorit.com",
+    "crashplan.com", "carbonite.com", "idrive.com", "pcloud.com", "tresorit.com",
     "sync.com", "nextcloud.com", "synology.me", "quickconnect.to", "amazonphotos.com", "photos.google.com",
     "flickr.com", "smugmug.com",
     # video upload and live streaming
