@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from slipsq.config import Option, positive
-from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector, report_due
 from slipsq.flow import AppEvent
 from slipsq.lru import Nested, touch
 from slipsq.records import CRITICAL, HIGH, LOW, MEDIUM, Evidence
@@ -101,9 +101,9 @@ class ArpScan(Detector):
             return NO_EVIDENCE
         threat = CRITICAL if n >= 10 * self.min_n else HIGH if n >= 3 * self.min_n else MEDIUM
         window = int(event.ts // self.window)
-        if s.emitted and n < 2 * s.emitted and threat <= s.emitted_threat and window == s.emitted_window:
+        if not report_due(s, n, threat, again=window != s.emitted_window):
             return NO_EVIDENCE
-        s.emitted, s.emitted_threat, s.emitted_window = n, threat, window
+        s.emitted_window = window
         mac, ip = key
         probe = ip in ("", "0.0.0.0")
         who = f"{mac} (ARP probes from 0.0.0.0)" if probe else f"{ip} ({mac})"

@@ -49,6 +49,16 @@ class Context:
 NO_EVIDENCE: tuple[Evidence, ...] = ()  # immutable: safe to share between hooks
 
 
+def report_due(count: Any, n: float, threat: float, again: bool = False) -> bool:
+    """The detectors' rule for reporting a count again: when it first qualifies, when it doubles,
+    or when its threat rises (`again`: whatever it was). `count` holds what was reported last
+    (`emitted`, `emitted_threat`) and is updated when the answer is True."""
+    if not again and count.emitted and n < 2 * count.emitted and threat <= count.emitted_threat:
+        return False
+    count.emitted, count.emitted_threat = n, threat
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class FlowGate:
     """The flows a detector's `on_flow` can never act on, declared so the engine skips the call.

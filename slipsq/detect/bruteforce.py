@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 from slipsq import twins
 from slipsq.config import Option, port_list, positive
-from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector, report_due
 from slipsq.detect.prefixes import is_local, shared_space
 from slipsq.detect.tcpstate import exchanged
 from slipsq.flow import AppEvent, Flow
@@ -256,9 +256,8 @@ class BruteForce(Detector):
             threat = MEDIUM  # x confidence <= 0.5: reported each window, blocks only with other evidence
         if lan:
             may_block = False
-        if c.emitted and n < 2 * c.emitted and threat <= c.emitted_threat:
+        if not report_due(c, n, threat):
             return NO_EVIDENCE
-        c.emitted, c.emitted_threat = n, threat
         conf = n / (n + c.long)
         desc = (f"{service} brute force from {src} to {dst}:{port}/tcp: {n} short connections "
                 f"(<= {self.max_dur:g}s) in {c.last - c.first:.0f}s, {c.long} longer sessions")

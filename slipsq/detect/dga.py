@@ -52,7 +52,7 @@ from collections.abc import Callable, Container, Sequence
 
 from slipsq import twins
 from slipsq.config import Option, positive
-from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector, report_due
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import AppEvent
 from slipsq.lru import Nested, put, touch
@@ -165,9 +165,8 @@ class WindowCount:
         if n < t:
             return None
         threat = CRITICAL if n >= 5 * t else HIGH if n >= 3 * t else MEDIUM
-        if self.emitted and n < 2 * self.emitted and threat <= self.emitted_threat:
+        if not report_due(self, n, threat):
             return None
-        self.emitted, self.emitted_threat = n, threat
         return threat, 0.5 + 0.5 * min(1.0, n / (5 * t))
 
 

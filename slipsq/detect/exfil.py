@@ -60,7 +60,7 @@ from collections.abc import Callable, Sequence
 
 from slipsq import twins
 from slipsq.config import Option, positive
-from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector, report_due
 from slipsq.detect.prefixes import is_local
 from slipsq.detect.tcpstate import denied
 from slipsq.flow import AppEvent, Flow
@@ -243,13 +243,11 @@ class Exfil(Detector):
         else:
             m = self.min_unnamed
             threat = CRITICAL if p.up >= 3 * m else HIGH if p.up >= 2 * m else MEDIUM if p.up >= m else 0.0
-        if not threat or (p.emitted and p.up < 2 * p.emitted and threat <= p.emitted_threat):
+        if not threat or not report_due(p, p.up, threat):
             return NO_EVIDENCE
         if (names and self._allowed_name(names)) or self.ctx.peers.is_peer(src, dst, flow.dport, flow.end,
                                                                            self.ctx.dns_names):
-            p.emitted, p.emitted_threat = p.up, threat  # judged and allowed: not again until it doubles
-            return NO_EVIDENCE
-        p.emitted, p.emitted_threat = p.up, threat
+            return NO_EVIDENCE  # judged and allowed: not again until it doubles
         named = bool(names or tls_name)
         confidence = min(1.0, p.up / max(1, p.down) / (2 * self.ratio)) * (0.55 if named else 1.0)
         name = (f" ({sorted(names)[0]})" if names else f" (TLS name {tls_name}; no DNS answer the house trusts "

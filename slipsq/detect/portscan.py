@@ -51,7 +51,7 @@ from collections.abc import Callable, Container, Sequence
 
 from slipsq import twins
 from slipsq.config import Option, positive
-from slipsq.detect.base import NO_EVIDENCE, Context, Detector
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector, report_due
 from slipsq.detect.inuse import ServersInUse
 from slipsq.detect.prefixes import Memo
 from slipsq.flow import Flow
@@ -332,9 +332,8 @@ class PortScan(Detector):
         if n < threshold:
             return NO_EVIDENCE
         threat = CRITICAL if n >= 10 * threshold else HIGH if n >= 3 * threshold else MEDIUM
-        if t.emitted and n < 2 * t.emitted and threat <= t.emitted_threat:
+        if not report_due(t, n, threat):
             return NO_EVIDENCE
-        t.emitted, t.emitted_threat = n, threat
         share = t.failed / total
         # a scan finds what it looks for: up to 10 % of answered targets is still a certain scan
         conf = 0.6 + 0.4 * share if kind == "icmp-sweep" else min(1.0, share / 0.9)

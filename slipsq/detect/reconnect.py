@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 
 from slipsq import twins
 from slipsq.config import Option, positive
-from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
+from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate, report_due
 from slipsq.detect.inuse import ServersInUse
 from slipsq.detect.portscan import unanswered
 from slipsq.detect.prefixes import is_local
@@ -169,9 +169,8 @@ class Reconnect(Detector):
     def _judge(self, src: str, dst: str, port: int, s: _Storm, flow: Flow) -> Sequence[Evidence]:
         n, t = s.failed, self.t
         threat = CRITICAL if n >= 20 * t else HIGH if n >= 5 * t else MEDIUM
-        if s.emitted and n < 2 * s.emitted and threat <= s.emitted_threat:
+        if not report_due(s, n, threat):
             return NO_EVIDENCE
-        s.emitted, s.emitted_threat = n, threat
         confidence = 0.5 + 0.5 * min(1.0, n / (20 * t))
         ts = max(s.last, s.index * self.window)
         span = s.last - s.first
