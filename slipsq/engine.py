@@ -93,10 +93,6 @@ def make_counters() -> Counters:
     return Counters() if fast is None else cast(Counters, fast.Counters())
 
 
-# what _configure sets, restored when it fails
-_CONFIGURED = ("config", "allow", "ctx", "detectors", "_flows", "_max_dns", "_apps", "_on_tick", "judge")
-
-
 class Engine:
     def __init__(self, config: Config, *, models: Sequence[Any] = (), allow: AllowList | None = None,
                  detectors: Sequence[type[Detector]] | None = None, table: Any = None,
@@ -127,10 +123,11 @@ class Engine:
         made: a detector may hold the map itself (portscan's compiled path does). All or nothing: when
         a detector cannot be made (a threat-intelligence list it cannot read), the error is raised
         with the engine as it was, so a reload that fails keeps the running configuration whole."""
-        before = {k: self.__dict__[k] for k in _CONFIGURED if k in self.__dict__}
+        before = dict(self.__dict__)  # (every attribute: no list of what _build sets to keep in step)
         try:
             self._build(config, models, allow, enrichers, dns_names)
         except BaseException:
+            self.__dict__.clear()
             self.__dict__.update(before)
             if "config" in before:
                 self._set_site()  # the site networks of the configuration kept
