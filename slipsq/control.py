@@ -360,15 +360,12 @@ def request(state_dir: Path, req: dict[str, Any], timeout: float = 10.0) -> dict
         except BlockingIOError:  # its backlog is full: a busy daemon, as one that does not answer in time
             raise DaemonTimeout(f"the slipsq daemon is too busy to take the request ({path})") from None
         s.sendall(json.dumps({**req, "user": _user()}).encode() + b"\n")
-        try:
-            line = _read_line(s, MAX_REPLY)
-        except TimeoutError:
-            raise
-        except (OSError, ValueError) as e:  # reset mid-answer (it died), or an answer past MAX_REPLY
-            raise SystemSetupError("the slipsq daemon's answer was cut off "
-                                   f"({getattr(e, 'strerror', None) or e})") from None
+        line = _read_line(s, MAX_REPLY)
     except TimeoutError:
         raise DaemonTimeout(f"the slipsq daemon did not answer within {timeout:g}s ({path})") from None
+    except (OSError, ValueError) as e:  # reset mid-answer (it died), or an answer past MAX_REPLY
+        raise SystemSetupError(f"the slipsq daemon's answer was cut off ({getattr(e, 'strerror', None) or e})"
+                               ) from None
     finally:
         s.close()
     if not line:
