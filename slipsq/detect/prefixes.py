@@ -96,6 +96,9 @@ LOCAL_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/1
                   "fc00::/7", "fe80::/10", "ff00::/8", "::1/128", "::/128")
 
 
+_CGNAT_TOP = 0x191  # 100.64.0.0/10 (RFC 6598's shared space): its top 10 bits
+
+
 def local_int(version: int, n: int) -> bool:
     """True when the address (version, integer) is in LOCAL_NETWORKS: the same answer as a PrefixSet
     of them (tests/test_addr.py holds it so), in a few integer tests instead of a probe per prefix
@@ -105,9 +108,6 @@ def local_int(version: int, n: int) -> bool:
         return (top == 10 or top == 127 or top == 0 or n >> 28 == 0xE or n >> 20 == 0xAC1
                 or n >> 16 == 0xC0A8 or n >> 16 == 0xA9FE or n >> 22 == _CGNAT_TOP or n == 0xFFFFFFFF)
     return n >> 121 == 0x7E or n >> 118 == 0x3FA or n >> 120 == 0xFF or n <= 1
-
-
-_CGNAT_TOP = 0x191  # 100.64.0.0/10: its top 10 bits
 
 
 def shared_space(ip: str) -> bool:

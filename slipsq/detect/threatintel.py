@@ -165,7 +165,7 @@ def load_lists(folder: str | os.PathLike[str]) -> tuple[IntelSet, IntelStats]:
             (_read_csv if p.suffix.lower() == ".csv" else _read_text)(p, p.name, intel, stats)
         except OSError as e:
             raise InputError(f"threat intelligence list {p} cannot be read: {e.strerror or e}") from None
-        except csv.Error as e:  # a field past csv's limit (128 KiB), a NUL byte: not a list this reads
+        except csv.Error as e:  # a field past csv's limit (128 KiB): not a list this reads
             raise InputError(f"threat intelligence list {p} is not a CSV file slipsq can read: {e}") from None
         stats.files += 1
     stats.addresses, stats.networks = intel.prefixes.n_addresses, intel.prefixes.n_networks

@@ -153,10 +153,10 @@ def write_model(model: Model, folder: str | Path) -> Path:
     return path
 
 
-MAX_MODEL_BYTES = 16 * 1024 * 1024  # the shipped models are at most 62 KB
+MAX_MODEL_BYTES = 16 * 1024 * 1024  # a model file, .json or .stfm: the published ones are at most 62 KB
 
 
-def read_regular(path: Path, limit: int, where: str, stream: bool = False) -> bytes:
+def read_regular(path: Path, where: str, stream: bool = False, limit: int = MAX_MODEL_BYTES) -> bytes:
     """The bytes of `path`, which must be a regular file of at most `limit` bytes: a fifo in a models
     folder would hang the reader (a daemon's reload too), a link to /dev/zero would fill its memory.
     `stream`: a pipe or a device is read too, up to the limit (a file an admin names on the command
@@ -168,11 +168,11 @@ def read_regular(path: Path, limit: int, where: str, stream: bool = False) -> by
     except OSError as e:
         raise ModelError(f"{where} cannot be read: {e.strerror or e}") from None
     mode = os.fstat(fd).st_mode
-    if stat.S_ISDIR(mode) or not (stat.S_ISREG(mode) or stream):
+    why = ("is a folder, not a model file" if stat.S_ISDIR(mode) else
+           "" if stat.S_ISREG(mode) or stream else "is not a regular file (a pipe or a device?)")
+    if why:
         os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise ModelError(f"{where} is a folder, not a model file")
-        raise ModelError(f"{where} is not a regular file (a pipe or a device?)")
+        raise ModelError(f"{where} {why}")
     with os.fdopen(fd, "rb") as fh:
         try:
             data = fh.read(limit + 1)
@@ -186,7 +186,7 @@ def read_regular(path: Path, limit: int, where: str, stream: bool = False) -> by
 def read_model(path: str | Path) -> Model:
     p = Path(path)
     try:
-        text = read_regular(p, MAX_MODEL_BYTES, f"model file {p}").decode("utf-8")
+        text = read_regular(p, f"model file {p}").decode("utf-8")
     except UnicodeDecodeError as e:
         raise ModelError(f"model file {p} cannot be read: {e}") from None
     try:

@@ -31,7 +31,6 @@ from typing import Any
 from slipsq.detect.stratosphere.markov import Model, label_protocol, read_regular, validate
 from slipsq.errors import ModelError
 
-MAX_SIZE = 16 * 1024 * 1024  # the published files are at most 62 KB
 SOURCE = "Stratosphere Linux IPS 0.2 published models, Stratosphere Laboratory, CTU Prague"
 LICENSE = "GPL-2.0"
 
@@ -141,7 +140,7 @@ def import_stfm(path: str | Path) -> Model:
     """An .stfm file as a slipsq Model (provenance: the source, the file name, its sha256)."""
     p = Path(path)
     where = f"model file {p}"
-    data = read_regular(p, MAX_SIZE, where, stream=True)  # an admin's file: `cat m.stfm | ... /dev/stdin` too
+    data = read_regular(p, where, stream=True)  # an admin's file: `cat m.stfm | ... /dev/stdin` too
     _init, _matrix, letters, prob, label, thr = read_stfm(data, where)
     try:
         threshold = float(thr)
