@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from slipsq.cli_types import GivenPath
-from slipsq.errors import RefusedError, SlipsqError, SystemSetupError
+from slipsq.errors import InputError, RefusedError, SlipsqError, SystemSetupError
 
 if TYPE_CHECKING:  # for the annotations only: the commands import these where they use them
     from slipsq.allow import AllowList
@@ -237,18 +237,26 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
             click.echo(f"slipsq: the block store has a damaged row, skipped: {why}", err=True)
         if as_json:
             click.echo(json.dumps(rows, default=str))
-            return
-        if not rows:
-            click.echo("no blocks")
-        for b in rows:
-            click.echo(f"{b['ip']:<39} {_left(b['remaining']):>10}  since {_when(b['since'])}  "
-                       f"{b['detector'] or '-'} by {b['by']}: {b['reason']}")
-        if pardons:  # an admin's unblocks: their evidence alerts, cannot block them again for a while
-            click.echo(f"pardoned (unblocked by an admin; `slipsq block IP` ends one): {len(pardons)}")
-        for p in pardons:
-            click.echo(f"{p['ip']:<39} {_left(p['remaining']):>10}  of {', '.join(p['detectors']) or 'all'} evidence")
+        else:
+            _print_blocks(rows, pardons)
+        if damaged:  # what was whole is listed; the store is not sound: exit 2, as a damaged replay input
+            raise InputError(f"the block store has {len(damaged)} damaged row{'s' if len(damaged) > 1 else ''} "
+                             "(named above, not listed); `slipsq unblock IP` removes a block's row")
 
     _guard(ctx, work)
+
+
+def _print_blocks(rows: list[dict[str, Any]], pardons: list[dict[str, Any]]) -> None:
+    """`slipsq blocks` as text: the blocks, then the pardons."""
+    if not rows:
+        click.echo("no blocks")
+    for b in rows:
+        click.echo(f"{b['ip']:<39} {_left(b['remaining']):>10}  since {_when(b['since'])}  "
+                   f"{b['detector'] or '-'} by {b['by']}: {b['reason']}")
+    if pardons:  # an admin's unblocks: their evidence alerts, cannot block them again for a while
+        click.echo(f"pardoned (unblocked by an admin; `slipsq block IP` ends one): {len(pardons)}")
+    for p in pardons:
+        click.echo(f"{p['ip']:<39} {_left(p['remaining']):>10}  of {', '.join(p['detectors']) or 'all'} evidence")
 
 
 @click.command()

@@ -318,8 +318,12 @@ def test_a_damaged_store_row_is_skipped_and_named(tmp_path: Path) -> None:
     assert set(store.damaged) == {"'not-an-ip'", "'198.51.100.9'"}
     assert store.get("198.51.100.9") is None and store.purge_expired(500.0) == []
     r = CliRunner().invoke(main, ["blocks", "--state-dir", str(tmp_path)])
-    assert r.exit_code == 0 and "198.51.100.2" in r.stdout
+    assert "198.51.100.2" in r.stdout
     assert "damaged row, skipped: 'not-an-ip' is not an IP address" in r.stderr
+    # what was whole is listed, then the damage is named and the status says so (a script sees it)
+    assert r.exit_code == 2 and r.stderr.splitlines()[-1].startswith("slipsq: the block store has 2 damaged rows")
+    r = CliRunner().invoke(main, ["blocks", "--json", "--state-dir", str(tmp_path)])
+    assert r.exit_code == 2 and [b["ip"] for b in json.loads(r.stdout)] == ["198.51.100.2"]
     # the daemon restores what is whole and says what it skipped
     d = Daemon(0, False, None, str(tmp_path))
     d.allow = AllowList()

@@ -261,6 +261,19 @@ def test_a_full_output_is_one_line_not_an_internal_error(args: tuple[str, ...]) 
     assert (r.returncode, r.stderr) == (1, "slipsq: stopped: No space left on device\n")
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+@pytest.mark.parametrize("name", ["flows.binetflow", "alerts.jsonl", "activity.jsonl"])
+def test_a_result_file_that_cannot_be_written_is_named(tmp_path: Path, name: str) -> None:
+    """Found by review: a disk that filled under `-o DIR` stopped the replay with "stopped: No space
+    left on device" and no path (exit 1): which file, on which disk? (/dev/full is that disk.)"""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to("/dev/full")
+    r = subprocess.run([sys.executable, "-m", "slipsq", "replay", str(DEMO), "-o", str(out), "--force"], cwd=ROOT,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert (r.returncode, r.stderr) == (2, f"slipsq: cannot write {out / name}: No space left on device\n")
+
+
 def test_a_closed_output_is_said() -> None:
     r = subprocess.run([sys.executable, "-m", "slipsq", "replay", str(DEMO)], cwd=ROOT, stderr=subprocess.PIPE,
                        text=True, timeout=120, preexec_fn=lambda: os.close(1))

@@ -8,6 +8,7 @@ This module writes files and formats text; it never analyses traffic.
 
 from __future__ import annotations
 
+import io
 import json
 from contextlib import ExitStack
 from pathlib import Path
@@ -38,9 +39,27 @@ def open_results(out_dir: str, force: bool, stack: ExitStack, extra: str | None 
                              "or pass --force to overwrite them")
         for stale in ("summary.json", "report.html", *FORMAT_FILES):  # none from an earlier run beside new alerts
             (out / stale).unlink(missing_ok=True)
-        return [stack.enter_context((out / n).open("w")) for n in (*RESULT_FILES[:OPENED], *([extra] if extra else []))]
+        return [stack.enter_context(_result_file(out / n)) for n in (*RESULT_FILES[:OPENED], *([extra] if extra else []))]
     except OSError as e:
         raise InputError(f"cannot write into {out}: {e.strerror}") from None
+
+
+class _ResultFile(io.FileIO):
+    """A result file whose failed writes name it: a disk that fills during a replay stops it with
+    "cannot write DIR/flows.binetflow: No space left on device" (exit 2, as a summary.json that
+    cannot be written), not a bare "No space left on device". Its writes are the buffer's flushes
+    (8 kB at a time), so the name costs nothing per alert or flow."""
+
+    def write(self, b: Any) -> int | None:
+        try:
+            return super().write(b)
+        except OSError as e:
+            raise InputError(f"cannot write {self.name}: {e.strerror or e}") from None
+
+
+def _result_file(path: Path) -> TextIO:
+    """`path` opened for writing text, as path.open("w") opens it, through _ResultFile."""
+    return io.TextIOWrapper(io.BufferedWriter(_ResultFile(path, "w")), encoding="utf-8")
 
 
 def write_summary(out_dir: str, summary: dict[str, Any]) -> None:
