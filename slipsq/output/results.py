@@ -39,7 +39,8 @@ def open_results(out_dir: str, force: bool, stack: ExitStack, extra: str | None 
                              "or pass --force to overwrite them")
         for stale in ("summary.json", "report.html", *FORMAT_FILES):  # none from an earlier run beside new alerts
             (out / stale).unlink(missing_ok=True)
-        return [stack.enter_context(_result_file(out / n)) for n in (*RESULT_FILES[:OPENED], *([extra] if extra else []))]
+        names = (*RESULT_FILES[:OPENED], *([extra] if extra else []))
+        return [stack.enter_context(_result_file(out / n)) for n in names]
     except OSError as e:
         raise InputError(f"cannot write into {out}: {e.strerror}") from None
 
