@@ -51,7 +51,7 @@ class _ResultFile(io.FileIO):
     cannot be written), not a bare "No space left on device". Its writes are the buffer's flushes
     (8 kB at a time), so the name costs nothing per alert or flow."""
 
-    def write(self, b: Any) -> int | None:
+    def write(self, b: Any, /) -> int:
         try:
             return super().write(b)
         except OSError as e:
