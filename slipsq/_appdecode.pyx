@@ -189,40 +189,66 @@ cdef str service(const uint8_t* p, Py_ssize_t n):
     return "unknown"
 
 
-cdef object tls_sni(const uint8_t* p, Py_ssize_t n):
-    """appdecode.tls_sni, step for step: the ClientHello's server name, or None."""
-    cdef Py_ssize_t pos, end, ext_type, ext_len, name_len, i
+cdef Py_ssize_t extension(const uint8_t* p, Py_ssize_t n, Py_ssize_t wanted, Py_ssize_t* ext_end) noexcept:
+    """appdecode._extension, step for step: where extension `wanted` starts (its end of extensions
+    in ext_end), or -1."""
+    cdef Py_ssize_t pos, end, ext_type, ext_len
     if n < 44 or p[0] != 0x16 or p[5] != 1:
-        return None
+        return -1
     pos = 43
     pos += 1 + p[pos]
     if pos + 2 > n:
-        return None
+        return -1
     pos += 2 + be16(p + pos)
     if pos + 1 > n:
-        return None
+        return -1
     pos += 1 + p[pos]
     if pos + 2 > n:
-        return None
+        return -1
     end = min(n, pos + 2 + be16(p + pos))
     pos += 2
     while pos + 4 <= end:
         ext_type, ext_len = be16(p + pos), be16(p + pos + 2)
         pos += 4
-        if ext_type == 0:
-            if pos + 5 > end or p[pos + 2] != 0:
-                return None
-            name_len = be16(p + pos + 3)
-            if pos + 5 + name_len > end:
-                return None
-            if name_len == 0 or name_len > MAX_NAME:
-                return None
-            for i in range(name_len):
-                if p[pos + 5 + i] >= 0x80:
-                    return None
-            return PyUnicode_DecodeASCII(<const char*>p + pos + 5, name_len, NULL).lower()
+        if ext_type == wanted:
+            ext_end[0] = end
+            return pos
         pos += ext_len
-    return None
+    return -1
+
+
+cdef object tls_sni(const uint8_t* p, Py_ssize_t n):
+    """appdecode.tls_sni, step for step: the ClientHello's server name, or None."""
+    cdef Py_ssize_t end = 0, name_len, i
+    cdef Py_ssize_t pos = extension(p, n, 0, &end)
+    if pos < 0:
+        return None
+    if pos + 5 > end or p[pos + 2] != 0:
+        return None
+    name_len = be16(p + pos + 3)
+    if pos + 5 + name_len > end:
+        return None
+    if name_len == 0 or name_len > MAX_NAME:
+        return None
+    for i in range(name_len):
+        if p[pos + 5 + i] >= 0x80:
+            return None
+    return PyUnicode_DecodeASCII(<const char*>p + pos + 5, name_len, NULL).lower()
+
+
+cdef object tls_alpn(const uint8_t* p, Py_ssize_t n):
+    """appdecode.tls_alpn, step for step: the first protocol the ClientHello offers, or None."""
+    cdef Py_ssize_t end = 0, k, i
+    cdef Py_ssize_t pos = extension(p, n, 16, &end)
+    if pos < 0 or pos + 3 > end:
+        return None
+    k = p[pos + 2]
+    if k == 0 or pos + 3 + k > end:
+        return None
+    for i in range(k):
+        if not 0x21 <= p[pos + 3 + i] <= 0x7E:
+            return None
+    return PyUnicode_DecodeASCII(<const char*>p + pos + 3, k, NULL)
 
 
 cdef inline bint latin1_space(uint8_t c) noexcept:
@@ -307,6 +333,10 @@ cdef list payload_events(bytes packet, Py_ssize_t pos, Py_ssize_t end, double ts
         sni = tls_sni(p, n)
         if sni is not None:
             events.append(new_event(ts, "tls", saddr, sport, daddr, dport, "tcp", {"sni": sni}))
+        else:
+            alpn = tls_alpn(p, n)
+            if alpn is not None:
+                events.append(new_event(ts, "tls", saddr, sport, daddr, dport, "tcp", {"alpn": alpn}))
     elif svc == "http" and not starts(p, n, b"HTTP/", 5):
         events.append(new_event(ts, "http", saddr, sport, daddr, dport, "tcp", http_fields(p, n)))
     return events
@@ -413,3 +443,8 @@ cdef Py_ssize_t walk_name(const uint8_t* m, Py_ssize_t n, Py_ssize_t pos, Py_ssi
 def tls_server_name(bytes payload):
     """appdecode.tls_sni on a whole payload (for tests)."""
     return tls_sni(<const uint8_t*><const char*>payload, len(payload))
+
+
+def tls_protocol(bytes payload):
+    """appdecode.tls_alpn on a whole payload (for tests)."""
+    return tls_alpn(<const uint8_t*><const char*>payload, len(payload))

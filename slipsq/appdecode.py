@@ -228,16 +228,17 @@ def payload_events(base: Base, payload: bytes) -> list[AppEvent]:
         sni = tls_sni(payload)
         if sni is not None:
             events.append(event(base, "tls", {"sni": sni}))
+        elif (alpn := tls_alpn(payload)) is not None:  # a hello that names no server, but its protocol
+            events.append(event(base, "tls", {"alpn": alpn}))
     elif svc == "http" and not payload.startswith(b"HTTP/"):
         events.append(event(base, "http", http_request(payload)))
     return events
 
 
-def tls_sni(p: bytes) -> str | None:
-    """The server name of a TLS ClientHello, or None (not a ClientHello, no SNI, cut short before
-    it, or no host name: empty, longer than a DNS name's 255 bytes, or not ASCII, as RFC 6066 has it).
-    Reads only what the first segment holds. (A name of 1,380 bytes of 0xFF was a string of 2.8 kB,
-    kept per client and server by exfil against the 300 B its memory share counts: a review.)"""
+def _extension(p: bytes, wanted: int) -> tuple[int, int] | None:
+    """Where extension `wanted` of a TLS ClientHello starts (after its type and length) and where the
+    extensions end, or None (not a ClientHello, or cut short before it). Reads only what the first
+    segment holds."""
     n = len(p)
     if n < 44 or p[0] != 0x16 or p[5] != 1:  # handshake record, ClientHello
         return None
@@ -256,18 +257,47 @@ def tls_sni(p: bytes) -> str | None:
     while pos + 4 <= end:
         ext_type, ext_len = struct.unpack_from("!HH", p, pos)
         pos += 4
-        if ext_type == 0:  # server_name: list length, name type 0, name length, name
-            if pos + 5 > end or p[pos + 2] != 0:
-                return None
-            (name_len,) = _U16.unpack_from(p, pos + 3)
-            if pos + 5 + name_len > end:
-                return None
-            name = p[pos + 5:pos + 5 + name_len]
-            if not 0 < name_len <= 255 or not name.isascii():
-                return None
-            return name.decode("ascii").lower()
+        if ext_type == wanted:
+            return pos, end
         pos += ext_len
     return None
+
+
+def tls_alpn(p: bytes) -> str | None:
+    """The first protocol a TLS ClientHello offers in its ALPN extension (RFC 7301), or None (no
+    ALPN, cut short before its first name, or a name that is empty or not printable ASCII). A client
+    that names no server may still name what it talks: Syncthing's "bep/1.0"."""
+    found = _extension(p, 16)  # application_layer_protocol_negotiation: list length, then len + name
+    if found is None:
+        return None
+    pos, end = found
+    if pos + 3 > end:
+        return None
+    k = p[pos + 2]
+    name = p[pos + 3:pos + 3 + k]
+    if k == 0 or pos + 3 + k > end or not all(0x21 <= c <= 0x7E for c in name):
+        return None
+    return name.decode("ascii")
+
+
+def tls_sni(p: bytes) -> str | None:
+    """The server name of a TLS ClientHello, or None (not a ClientHello, no SNI, cut short before
+    it, or no host name: empty, longer than a DNS name's 255 bytes, or not ASCII, as RFC 6066 has it).
+    Reads only what the first segment holds. (A name of 1,380 bytes of 0xFF was a string of 2.8 kB,
+    kept per client and server by exfil against the 300 B its memory share counts: a review.)"""
+    found = _extension(p, 0)
+    if found is None:
+        return None
+    pos, end = found  # server_name: list length, name type 0, name length, name
+    if pos + 5 > end or p[pos + 2] != 0:
+        return None
+    (name_len,) = _U16.unpack_from(p, pos + 3)
+    if pos + 5 + name_len > end:
+        return None
+    name = p[pos + 5:pos + 5 + name_len]
+    if not 0 < name_len <= 255 or not name.isascii():
+        return None
+    return name.decode("ascii").lower()
 
 
 def http_request(payload: bytes) -> dict[str, object]:

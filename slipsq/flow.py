@@ -70,9 +70,10 @@ class AppEvent:
     """Something decoded from inside a packet (or a log line) that a detector may want. Read-only
     by convention: every detector sees the same event.
 
-    kind: "dns" (data: query, qtype, answers, rcode), "tls" (data: sni), "http" (data: host,
-    method, uri, user_agent), "banner" (data: service, text; the first bytes a server or client sent
-    on a TCP connection), "arp" (data: op, src_mac, src_ip, dst_ip).
+    kind: "dns" (data: query, qtype, answers, rcode), "tls" (data: sni; or, for a ClientHello that
+    names no server, alpn: the first protocol it offers), "http" (data: host, method, uri,
+    user_agent), "banner" (data: service, text; the first bytes a server or client sent on a TCP
+    connection), "arp" (data: op, src_mac, src_ip, dst_ip).
     `saddr`/`sport` is the packet's sender.
     """
 

@@ -126,6 +126,47 @@ def test_tls_client_hellos_decode_equally(name: str, flips: list[tuple[int, int]
         assert events[0].kind == "banner"
 
 
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["", "relay.example"]),
+       st.lists(st.sampled_from(["bep/1.0", "h2", "http/1.1", "", "b\u00e9p", "a b", "x" * 255]), max_size=3),
+       st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_size=3), st.integers(0, 700))
+def test_tls_alpn_decodes_equally(name: str, alpn: list[str], flips: list[tuple[int, int]], cut: int) -> None:
+    """The first ALPN protocol of a hello (what a client that names no server talks, Syncthing's
+    bep/1.0), cut short and mangled, the same in both decoders; a "tls" event carries it only when
+    the hello names no server."""
+    import random
+
+    from tools.gen_sessions import client_hello
+
+    hello = bytearray(client_hello(name, random.Random(7), alpn=tuple(alpn)))
+    for at, value in flips:
+        hello[at % len(hello)] = value
+    for payload in (bytes(hello), bytes(hello[:max(1, cut)])):
+        events = same(tcp(A, 40000, B, 22000, PSH | ACK, payload))
+        assert c.tls_protocol(payload) == appdecode.tls_alpn(payload)
+        tls = [e.data for e in events if e.kind == "tls"]
+        sni, first = appdecode.tls_sni(payload), appdecode.tls_alpn(payload)
+        if appdecode.service(payload) != "tls":  # (a mangled record header: no hello at all)
+            sni = first = None
+        assert tls == ([{"sni": sni}] if sni is not None else [{"alpn": first}] if first is not None else [])
+
+
+def test_the_first_alpn_protocol_is_read_when_whole_and_printable() -> None:
+    import random
+
+    from tools.gen_sessions import client_hello
+
+    for alpn, want in [(("bep/1.0",), "bep/1.0"), (("h2", "http/1.1"), "h2"), ((), None), (("",), None),
+                       (("a b",), None), (("b\u00e9p",), None), (("x" * 255,), "x" * 255)]:
+        hello = client_hello("", random.Random(1), alpn=alpn)
+        assert appdecode.tls_alpn(hello) == c.tls_protocol(hello) == want, alpn
+        if want is not None:  # cut inside the name: no guess
+            at = hello.index(want.encode()) + len(want) - 1
+            assert appdecode.tls_alpn(hello[:at]) is None and c.tls_protocol(hello[:at]) is None
+    named = client_hello("syncthing.example", random.Random(1), alpn=("bep/1.0",))
+    assert appdecode.tls_alpn(named) == "bep/1.0" and appdecode.tls_sni(named) == "syncthing.example"
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.integers(0, 65535), st.binary(min_size=6, max_size=6), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
        st.lists(st.tuples(st.integers(0, 27), st.integers(0, 255)), max_size=3), st.integers(0, 40))

@@ -703,6 +703,28 @@ def test_exfil_intake_twins_agree(ops: list[Flow], window: float, bar: int, rati
         assert len(py.pairs) <= max_pairs
 
 
+tls_event = st.builds(
+    lambda kind, saddr, daddr, data: AppEvent(1.0, kind, saddr, 40000, daddr, 22000, "tcp", data),
+    st.sampled_from(("tls", "tls", "banner")), st.sampled_from(EXFIL_HOSTS), st.sampled_from(EXFIL_HOSTS),
+    st.sampled_from(({"sni": "a.example"}, {"sni": ""}, {"sni": None}, {"sni": 7}, {"alpn": "bep/1.0"},
+                     {"alpn": "bep-relay"}, {"alpn": "h2"}, {"alpn": 5}, {"sni": "", "alpn": "bep/1.0"},
+                     {"sni": "b.example", "alpn": "bep/1.0"}, {})))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(tls_event, max_size=30), st.integers(1, 3))
+def test_exfil_tls_names_twins_agree(events: list[AppEvent], bound: int) -> None:
+    """The same names kept for the same pairs, in the same LRU order: a hello's server name, else an
+    application protocol of APP_PROTOCOLS it offered (Syncthing's), else nothing."""
+    py = py_exfil.Intake(3600.0, 10**6, 10.0, 4, is_local, lambda *a: [], max_tls_names=bound)
+    c = c_exfil.Intake(3600.0, 10**6, 10.0, 4, is_local, lambda *a: [], max_tls_names=bound)
+    for ev in events:
+        assert py.on_app(ev) is NO_EVIDENCE and c.on_app(ev) is NO_EVIDENCE
+        assert list(py.tls_names.items()) == list(c.tls_names.items())
+        assert all(v in py_exfil.APP_PROTOCOLS or v.endswith(".example") for v in py.tls_names.values())
+    assert len(py.tls_names) <= bound
+
+
 # --- the reconnection-storm detector's per-flow tests (reconnect.Intake) ----------------------------
 
 class SubFlow(Flow):

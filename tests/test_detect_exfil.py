@@ -158,6 +158,38 @@ def test_packets_through_the_compiled_table(tmp_path: Path) -> None:
     assert replay_pcap(pcap, [Exfil], cfg).seen == []
 
 
+def test_a_syncthing_peer_is_named_by_its_protocol(tmp_path: Path) -> None:
+    """Syncthing finds its peers by its own discovery and its hello names no server: a folder synced
+    to the owner's device at another home was 60 MB to an unnamed address, and blocked that device
+    (gen_corpus syncthing-offsite). Its hello offers bep/1.0: the server is a named one (the higher
+    bar, the cap, an alert alone). A program posting to https://<bare address>/ offers h2 and
+    http/1.1, which name no application: that upload still blocks."""
+    import random
+
+    from tools.gen_frames import TLS_FILL, Content
+    from tools.gen_sessions import client_hello, tcp_session
+
+    cfg = config([Exfil], exfil__min_bytes=2 * MB, exfil__min_bytes_unnamed=2 * MB)  # 20 MB: critical
+    seen: dict[tuple[str, ...], tuple[list[str], list[str]]] = {}
+    for alpn in (("bep/1.0",), ("bep-relay",), ("h2", "http/1.1"), ()):
+        hello = client_hello("", random.Random(3), alpn=alpn)
+        record = b"\x17\x03\x03"
+        messages = [("c", Content(len(hello), hello)), ("s", Content(3000, b"\x16\x03\x03", TLS_FILL)),
+                    ("c", Content(20 * MB, record, TLS_FILL)), ("s", Content(2000, record, TLS_FILL))]
+        pcap = write_scenario(tmp_path / f"{len(seen)}.pcap",
+                              tcp_session(HOST, DROP, 41000, 22000, EPOCH, messages=messages, rate=5e6,
+                                          rng=random.Random(3)))
+        rec = replay_pcap(pcap, [Exfil], cfg)
+        seen[alpn[:1]] = (rec.blocked_ips, [a.evidence.description for a in rec.by("exfil")])
+    for app in (("bep/1.0",), ("bep-relay",)):
+        blocked, said = seen[app]
+        assert blocked == [] and said, app
+        assert f"(its TLS hello named no server but offered {app[0]}: " in said[0]
+        assert "alone it does not block" in said[0]
+    assert seen[("h2",)][0] == [DROP] and "(no DNS answer named it)" in seen[("h2",)][1][0]
+    assert seen[()][0] == [DROP]
+
+
 def test_pieces_of_a_real_upload_count_and_segments_the_server_denied_do_not() -> None:
     """An upload seen from its middle (a capture begun after the handshake, a piece after an idle gap
     or after the client's own RST: "PA_PA", its server acknowledging) is exfiltration as before (a

@@ -89,6 +89,20 @@ def test_dns_over_https_reconnects_never_block_the_resolver(tmp_path: Path) -> N
     assert r.blocked == ["1.1.1.1"]
 
 
+def test_a_syncthing_folder_sent_offsite_never_blocks_the_peer_and_a_bare_https_theft_does(tmp_path: Path) -> None:
+    """A known wrong block until 2026-12-07: the NAS's 60 MB folder to the owner's device at another
+    home (Syncthing: peers by its own discovery, a hello with no server name) was exfiltration to an
+    unnamed address, and blocked the device. Its hello offers bep/1.0 (exfil.APP_PROTOCOLS): a named
+    server, reported. The same theft in a hello that names no application (h2, http/1.1) still blocks."""
+    r = _replay("syncthing-offsite", tmp_path)
+    assert r.blocked == [], [a["description"] for a in r.blocks]
+    exfil = [a for a in r.alerts if a["detector"] == "exfil"]
+    assert exfil and all("offered bep/1.0: Syncthing" in a["description"] for a in exfil)
+    (tmp_path / "theft").mkdir()
+    r = _replay("exfil-https-bare", tmp_path / "theft")
+    assert r.outcome == "BLOCKED" and "exfil" in r.found_by and r.wrong == []
+
+
 @pytest.mark.xfail(strict=True, reason="known wrong blocks: gen_corpus known_fp")
 @pytest.mark.parametrize("name", [s.name for s in gen_corpus.SCENARIOS if s.extra.get("known_fp")])
 def test_known_false_positives(name: str, tmp_path: Path) -> None:

@@ -141,6 +141,17 @@ def _exfil(rng: random.Random) -> Iterator[Packet]:
                                                rate=5e6, rng=rng))
 
 
+def _exfil_https(rng: random.Random) -> Iterator[Packet]:
+    """The same theft as an HTTPS POST to https://<bare address>/ from a Go program (crypto/tls with no
+    server name: no SNI, ALPN h2 and http/1.1), in 30 MB: the twin of syncthing-offsite's hello that
+    names an application (bep/1.0), which this one does not."""
+    hello, answer, record = client_hello("", rng), server_hello(rng), b"\x17\x03\x03"
+    messages: list[Message] = [("c", Content(len(hello), hello)), ("s", Content(len(answer) + 2800, answer, TLS_FILL)),
+                               ("c", Content(30_000_000, record, TLS_FILL)), ("s", Content(600, record, TLS_FILL))]
+    return merge(*_home(rng, 300), tcp_session(VICTIM, CNC, 51000, 443, T0 + 10, messages=messages, rate=5e6,
+                                               rng=rng))
+
+
 def _hscan(rng: random.Random) -> Iterator[Packet]:
     return merge(*_home(rng, 300), horizontal_scan(VICTIM, "192.168.1.0/24", 445, start=T0 + 10, rate=50,
                                                    open_hosts=[LAPTOP], closed_hosts=[PHONE], rng=rng))
@@ -1047,8 +1058,6 @@ KNOWN_FP = ("a periodic call to a named service is a beacon to the beacon detect
             "the numbers of making named beacons need a second finding)")
 
 
-KNOWN_FP_UNNAMED = ("a large upload to an address no DNS answer named is exfiltration to the exfil detector; "
-                    "Syncthing finds its peers by its own discovery and sends no server name (open)")
 
 BAD = frozenset({VICTIM, CNC})
 SCENARIOS: list[Scenario] = [
@@ -1066,6 +1075,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("dns-tunnel", "malicious", _dns_tunnel, frozenset({VICTIM}), ("dnstunnel",),
              note="dnscat2 through the house's resolver, a query a second"),
     Scenario("exfiltration", "malicious", _exfil, BAD, ("exfil",), note="needs the new detectors"),
+    Scenario("exfil-https-bare", "malicious", _exfil_https, BAD, ("exfil",),
+             note="30 MB POSTed over TLS with no server name (h2, http/1.1) to a bare address"),
     Scenario("horizontal-scan", "malicious", _hscan, frozenset({VICTIM}), ("portscan",)),
     Scenario("vertical-scan", "malicious", _vscan, frozenset({"198.51.100.77"}), ("portscan",)),
     Scenario("ssh-bruteforce", "malicious", _brute, frozenset({"198.51.100.88"}), ("bruteforce",)),
@@ -1133,8 +1144,8 @@ SCENARIOS: list[Scenario] = [
              note="the owner's office VS Code fetches 3 repos from the home Gitea over ssh every 180 s"),
     Scenario("inbound-ftp-camera", "benign", _ftp_uploads,
              note="a camera at a second site uploads motion snapshots to the NAS by FTP"),
-    Scenario("syncthing-offsite", "benign", _syncthing, extra={"known_fp": KNOWN_FP_UNNAMED},
-             note="Syncthing sends a 60 MB folder to the owner's device at another home"),
+    Scenario("syncthing-offsite", "benign", _syncthing,
+             note="Syncthing sends a 60 MB folder to the owner's device at another home (its hello: bep/1.0)"),
     Scenario("shadowsocks-vpn", "benign", _shadowsocks,
              note="an Outline VPN key: a connection per site to an address:port, each opening with a random salt"),
     Scenario("induced-lookups", "benign", _induced_lookups,

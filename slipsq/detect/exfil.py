@@ -28,6 +28,11 @@ False-positive guards:
   Google or CDN address the whole house uses. The name the client asked the server for in its TLS
   ClientHello (SNI) makes the server a named one (the higher bar, alert only), never an allowed one
   (exfil.allow_domains asks DNS names only: the ClientHello is the client's own claim).
+* Sync peers that no name reaches: a ClientHello that names no server but offers the protocol of an
+  application whose peers are found without DNS (APP_PROTOCOLS: Syncthing's bep/1.0 and its relays'
+  bep-relay) makes the server a named one too, for the same reason and with the same limit (the
+  hello is the client's claim; a thief could send it, as it could send any server name). A program
+  posting to https://<bare address>/ offers h2 and http/1.1: those name no application.
 * Video calls and screen sharing are symmetric (both ends send video): the ratio R keeps them out;
   they are mostly UDP, which is not counted at all (games, calls, QUIC uploads).
 * BitTorrent seeding: a P2P host (ctx.peers, the p2p detector) uploads hundreds of MB to unnamed
@@ -82,6 +87,12 @@ DEFAULT_ALLOW_DOMAINS = [
     "zoom.us", "teams.microsoft.com", "skype.com", "webex.com", "whatsapp.net", "facetime.apple.com",
     "discord.gg", "discord.media",
 ]
+# ALPN protocols (RFC 7301) that name the application a ClientHello without a server name talks:
+# the hello's claim, taken as a server name is (a named server: the higher bar, alone never a block).
+# Syncthing finds its peers and relays by its own discovery, never by DNS, and sends no server name,
+# so without these a 60 MB folder synced to the owner's device at another home blocked that device.
+# Web protocols (h2, http/1.1) are not here: a program posting to https://<bare address>/ offers them.
+APP_PROTOCOLS = {"bep/1.0": "Syncthing", "bep-relay": "a Syncthing relay"}
 _MIN_FLOW_BYTES = 16_384
 _MAX_OPEN = 65_536
 
@@ -129,11 +140,15 @@ class Intake:
         self.tls_names: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
-        """A TLS ClientHello: remember the name this client asked this server for."""
+        """A TLS ClientHello: remember the name this client asked this server for (or, when it
+        named none, an application protocol of APP_PROTOCOLS it offered)."""
         if event.kind == "tls":
-            sni = event.data.get("sni")
-            if isinstance(sni, str) and sni:
-                put(self.tls_names, (event.saddr, event.daddr), sni, self.max_tls_names)
+            name = event.data.get("sni")
+            if not (isinstance(name, str) and name):
+                name = event.data.get("alpn")
+                if not (isinstance(name, str) and name in APP_PROTOCOLS):
+                    return NO_EVIDENCE
+            put(self.tls_names, (event.saddr, event.daddr), name, self.max_tls_names)
         return NO_EVIDENCE
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
@@ -250,8 +265,10 @@ class Exfil(Detector):
             return NO_EVIDENCE  # judged and allowed: not again until it doubles
         named = bool(names or tls_name)
         confidence = min(1.0, p.up / max(1, p.down) / (2 * self.ratio)) * (0.55 if named else 1.0)
-        name = (f" ({sorted(names)[0]})" if names else f" (TLS name {tls_name}; no DNS answer the house trusts "
-                "named it)" if tls_name else " (no DNS answer named it)")
+        name = (f" ({sorted(names)[0]})" if names else " (no DNS answer named it)" if not tls_name else
+                f" (its TLS hello named no server but offered {tls_name}: {APP_PROTOCOLS[tls_name]}; no DNS "
+                "answer the house trusts named it)" if tls_name in APP_PROTOCOLS else
+                f" (TLS name {tls_name}; no DNS answer the house trusts named it)")
         desc = (f"large upload from {src} to {dst}{name}: {p.up / 1e6:.1f} MB sent, {p.down / 1e6:.1f} MB "
                 f"received in {p.last - p.first:.0f}s")
         may_block = is_local(src)
