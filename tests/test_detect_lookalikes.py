@@ -103,6 +103,20 @@ def test_a_syncthing_folder_sent_offsite_never_blocks_the_peer_and_a_bare_https_
     assert r.outcome == "BLOCKED" and "exfil" in r.found_by and r.wrong == []
 
 
+def test_a_game_server_browser_never_blocks_the_gaming_pc_and_a_worms_sweep_does(tmp_path: Path) -> None:
+    """Found by a hunt (2026-12-07): a server browser's queries to 1,500 servers on ten query ports, a
+    fifth of them gone, were ten weak port scans (most targets answered) that added up to a block of
+    the PC. A source's weak horizontal findings count once; a worm's sweep of three ports, where
+    nobody answers, still adds up and blocks."""
+    r = _replay("server-browser", tmp_path)
+    assert r.blocked == [], [a["description"] for a in r.blocks]
+    scans = [a for a in r.alerts if a["detector"] == "portscan"]
+    assert len({a["dst_port"] for a in scans}) >= 8 and max(a["score"] for a in scans) < 0.5
+    (tmp_path / "worm").mkdir()
+    r = _replay("worm-three-ports", tmp_path / "worm")
+    assert r.outcome == "BLOCKED" and r.wrong == [] and r.blocks[0]["score"] >= 1.2
+
+
 @pytest.mark.xfail(strict=True, reason="known wrong blocks: gen_corpus known_fp")
 @pytest.mark.parametrize("name", [s.name for s in gen_corpus.SCENARIOS if s.extra.get("known_fp")])
 def test_known_false_positives(name: str, tmp_path: Path) -> None:

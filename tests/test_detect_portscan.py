@@ -113,6 +113,35 @@ def test_answered_targets_lower_confidence() -> None:
     assert all(c <= 0.5 for c in confs) and rec.blocked_ips == []
 
 
+def test_weak_findings_of_one_source_count_once_and_strong_ones_add_up() -> None:
+    """Found by a hunt (2026-12-07): a game's server browser queries hundreds of servers on each of
+    ten query ports, a fifth of them gone. Each port was a weak finding (most targets answered,
+    confidence ~0.2) and ten of them added up to a block of the gaming PC. A source's weak horizontal
+    findings are one finding now, their best; findings where the targets mostly did not answer (a
+    worm's sweep of 23, 2323 and 37215) still add up, one a port."""
+    ports = [27015, 27016, 27017, 27018, 27020, 2303, 2403, 28016, 26900, 7777]
+    flows, t = [], T0
+    for k, port in enumerate(ports):
+        for i in range(40):  # 40 servers a port: 10 gone, 30 answering
+            dst = f"198.51.{100 + k}.{i + 1}"
+            dead = i % 4 == 0
+            flows.append(flow(t, "192.168.1.14", dst, port, "udp", sbytes=60, dbytes=0 if dead else 160,
+                              dpkts=0 if dead else 1, state="INT" if dead else "CON", sport=50123))
+            t += 0.01
+    rec, _ = run([PortScan], flows)
+    found = rec.by("portscan")
+    assert len({a.evidence.dst_port for a in found}) == 10 and all(a.evidence.confidence < 0.5 for a in found)
+    assert {a.evidence.key for a in found} == {"hscan:192.168.1.14:weak"}
+    assert rec.blocked_ips == [] and max(a.decision.score for a in found) < 0.5
+    # the worm: three ports, 35 unanswered hosts each: three findings, high x 1.0 each
+    worm = syn_scan(SCANNER, [f"198.51.100.{i}" for i in range(1, 36)], [23], step=0.01)
+    worm += syn_scan(SCANNER, [f"198.51.101.{i}" for i in range(1, 36)], [2323], start=T0 + 10, step=0.01)
+    worm += syn_scan(SCANNER, [f"198.51.102.{i}" for i in range(1, 36)], [37215], start=T0 + 20, step=0.01)
+    rec, _ = run([PortScan], worm)
+    assert rec.blocked_ips == [SCANNER]
+    assert {a.evidence.key for a in rec.by("portscan")} == {f"hscan:{SCANNER}:{p}/tcp" for p in (23, 2323, 37215)}
+
+
 @given(st.text(alphabet="FSRPAUEC_ORJHTNI0", max_size=12), st.integers(0, 5))
 def test_unanswered_is_total(state: str, dpkts: int) -> None:
     f = Flow(0, 1, "tcp", "1.1.1.1", 1, "2.2.2.2", 2, 1, dpkts, 60, 0, state=state)

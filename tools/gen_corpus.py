@@ -152,6 +152,17 @@ def _exfil_https(rng: random.Random) -> Iterator[Packet]:
                                                rng=rng))
 
 
+def _worm_ports(rng: random.Random) -> Iterator[Packet]:
+    """An IoT worm on a LAN host sweeping Internet addresses on three ports (telnet 23 and 2323,
+    Huawei's 37215), 35 hosts each, none answering: three findings that add up (the twin of
+    server-browser, whose many ports' weak findings count once)."""
+    ports = (23, 2323, 37215)
+    scans = [horizontal_scan(VICTIM, [f"{rng.choice((41, 77, 103, 177, 190))}.{rng.randrange(256)}."
+                                      f"{rng.randrange(256)}.{rng.randrange(1, 255)}" for _ in range(35)], port,
+                             start=T0 + 10 + k * 20, rate=5, rng=rng) for k, port in enumerate(ports)]
+    return merge(*_home(rng, 300), *scans)
+
+
 def _hscan(rng: random.Random) -> Iterator[Packet]:
     return merge(*_home(rng, 300), horizontal_scan(VICTIM, "192.168.1.0/24", 445, start=T0 + 10, rate=50,
                                                    open_hosts=[LAPTOP], closed_hosts=[PHONE], rng=rng))
@@ -896,6 +907,27 @@ def _syncthing(rng: random.Random) -> Iterator[Packet]:
     return merge(*parts)
 
 
+def _server_browser(rng: random.Random) -> Iterator[Packet]:
+    """A game's server browser (Steam's, a launcher's: Source A2S_INFO, one UDP query per listed
+    server, ~100 a second from one socket): 1,500 servers on ten common query ports, a fifth of
+    them gone (no answer), the list refreshed twice in the hour (a hunt, 2026-12-07: ten weak
+    findings, one a port, added up to 1.07 and blocked the gaming PC)."""
+    ports = (27015, 27015, 27015, 27016, 27017, 27018, 27020, 2303, 2403, 28016)
+    listed = [(f"{rng.choice((46, 62, 77, 85, 92, 135, 144, 176, 185, 193))}.{rng.randrange(1, 255)}."
+               f"{rng.randrange(1, 255)}.{rng.randrange(1, 254)}", rng.choice(ports)) for _ in range(1500)]
+    gone = set(rng.sample(range(len(listed)), 300))
+    query = b"\xff\xff\xff\xffTSource Engine Query\x00"
+    parts = _home(rng, 3000)
+    for refresh in range(2):
+        for i, (server, port) in enumerate(listed):
+            said: tuple[tuple[str, bytes], ...] = (("c", query),)
+            if i not in gone:
+                said += (("s", b"\xff\xff\xff\xffI" + rng.randbytes(120)),)
+            parts.append(udp_exchange(LAPTOP, server, 50123, port, T0 + 60 + refresh * 1500 + i * 0.01, said,
+                                      rtt=0.06, rng=rng))
+    return merge(*parts)
+
+
 def _tracepath(rng: random.Random) -> Iterator[Packet]:
     """`tracepath HOST` (iputils; Ubuntu's in place of traceroute) to a game server that filters UDP:
     one socket, probes of 1,472 bytes (path MTU) to port 44444 + a slot that wraps at 64, one a hop
@@ -1078,6 +1110,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("exfil-https-bare", "malicious", _exfil_https, BAD, ("exfil",),
              note="30 MB POSTed over TLS with no server name (h2, http/1.1) to a bare address"),
     Scenario("horizontal-scan", "malicious", _hscan, frozenset({VICTIM}), ("portscan",)),
+    Scenario("worm-three-ports", "malicious", _worm_ports, frozenset({VICTIM}), ("portscan",),
+             note="an IoT worm sweeps 35 Internet hosts on each of 23, 2323 and 37215"),
     Scenario("vertical-scan", "malicious", _vscan, frozenset({"198.51.100.77"}), ("portscan",)),
     Scenario("ssh-bruteforce", "malicious", _brute, frozenset({"198.51.100.88"}), ("bruteforce",)),
     Scenario("bittorrent-day", "benign", _bittorrent, quick=True, note="issue 11: 60+ alerts, 7 peers blocked"),
@@ -1144,6 +1178,8 @@ SCENARIOS: list[Scenario] = [
              note="the owner's office VS Code fetches 3 repos from the home Gitea over ssh every 180 s"),
     Scenario("inbound-ftp-camera", "benign", _ftp_uploads,
              note="a camera at a second site uploads motion snapshots to the NAS by FTP"),
+    Scenario("server-browser", "benign", _server_browser,
+             note="a game's server browser queries 1,500 servers on ten ports, a fifth gone, twice an hour"),
     Scenario("syncthing-offsite", "benign", _syncthing,
              note="Syncthing sends a 60 MB folder to the owner's device at another home (its hello: bep/1.0)"),
     Scenario("shadowsocks-vpn", "benign", _shadowsocks,
