@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slipsq.detect.beacon import Beacon, size_score, timing_score
+from slipsq.flow import Flow
 
 C2 = "203.0.113.50"
 HOST = "192.168.1.20"
@@ -147,6 +148,24 @@ def test_inbound_periodic_clients_are_not_beacons() -> None:
     # an Internet host guessing passwords every 3 s on a LAN server: brute force, not our C&C
     rec, _ = run([Beacon], beacon("198.51.100.66", "192.168.1.30", 22, 3.0, 40))
     assert rec.by("beacon") == []
+
+
+def test_a_monitors_port_check_is_no_call_and_a_check_in_is() -> None:
+    """Found by a hunt (2026-12-07): Uptime Kuma's "TCP port" monitor on the NAS checks the owner's
+    VPS's ssh every 60 s by address: it connects, takes the banner and closes without a byte
+    ("SAF_SPAF": the server pushed data, the client none). That was a critical beacon and blocked
+    the VPS. A connection in which the client said nothing calls on no service; the same timing
+    where the client speaks ("SPAF_SPAF", a check-in) is a beacon, blocked."""
+    def checks(state: str) -> list[Flow]:
+        return [flow(T0 + i * 60.0, "192.168.1.20", "203.0.113.77", 22, dur=0.05, sbytes=180, dbytes=240,
+                     state=state, sport=40000 + i) for i in range(40)]
+
+    rec, _ = run([Beacon], checks("SAF_SPAF"))
+    assert rec.by("beacon") == [] and rec.blocked_ips == []
+    rec, _ = run([Beacon], checks("SPAF_SPAF"))
+    assert rec.blocked_ips == ["203.0.113.77"]
+    rec, _ = run([Beacon], checks("SF"))  # a state that does not say who spoke: counted, as before
+    assert rec.blocked_ips == ["203.0.113.77"]
 
 
 def test_beacon_capture_end_to_end() -> None:

@@ -117,6 +117,17 @@ def test_a_game_server_browser_never_blocks_the_gaming_pc_and_a_worms_sweep_does
     assert r.outcome == "BLOCKED" and r.wrong == [] and r.blocks[0]["score"] >= 1.2
 
 
+def test_a_monitors_port_check_of_the_owners_vps_never_blocks_it(tmp_path: Path) -> None:
+    """Found by a hunt (2026-12-07): Uptime Kuma's "TCP port" check of the VPS's ssh every 60 s
+    (connect, banner, close: the client says nothing) was a critical beacon and blocked the VPS. It
+    is no call on the service now; a beacon whose client speaks (beacon-unnamed-8080) still blocks."""
+    r = _replay("port-check-vps", tmp_path)
+    assert r.blocked == [] and [a for a in r.alerts if a["detector"] == "beacon"] == []
+    (tmp_path / "c2").mkdir()
+    r = _replay("beacon-unnamed-8080", tmp_path / "c2")
+    assert r.outcome == "BLOCKED" and "beacon" in r.found_by
+
+
 @pytest.mark.xfail(strict=True, reason="known wrong blocks: gen_corpus known_fp")
 @pytest.mark.parametrize("name", [s.name for s in gen_corpus.SCENARIOS if s.extra.get("known_fp")])
 def test_known_false_positives(name: str, tmp_path: Path) -> None:

@@ -907,6 +907,18 @@ def _syncthing(rng: random.Random) -> Iterator[Packet]:
     return merge(*parts)
 
 
+def _port_check(rng: random.Random) -> Iterator[Packet]:
+    """Uptime Kuma on the NAS, a "TCP port" monitor (its default interval, 60 s) of the owner's VPS's
+    ssh, by address: it connects, the server's banner arrives, the monitor closes without a byte (a
+    hunt, 2026-12-07: a critical beacon that blocked the VPS)."""
+    vps, ports = "203.0.113.77", Ports(rng)
+    banner = b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13.5\r\n"
+    checks = [tcp_session(NAS, vps, ports(), 22, T0 + 7 + k * 60 + rng.uniform(0, 0.3),
+                          messages=[("s", Content(len(banner), banner))], closer="client", rtt=0.03, rng=rng)
+              for k in range(60)]
+    return merge(*_home(rng, 3600), *checks)
+
+
 def _server_browser(rng: random.Random) -> Iterator[Packet]:
     """A game's server browser (Steam's, a launcher's: Source A2S_INFO, one UDP query per listed
     server, ~100 a second from one socket): 1,500 servers on ten common query ports, a fifth of
@@ -1178,6 +1190,8 @@ SCENARIOS: list[Scenario] = [
              note="the owner's office VS Code fetches 3 repos from the home Gitea over ssh every 180 s"),
     Scenario("inbound-ftp-camera", "benign", _ftp_uploads,
              note="a camera at a second site uploads motion snapshots to the NAS by FTP"),
+    Scenario("port-check-vps", "benign", _port_check,
+             note="a monitor checks the owner's VPS's ssh port every 60 s: connect, banner, close"),
     Scenario("server-browser", "benign", _server_browser,
              note="a game's server browser queries 1,500 servers on ten ports, a fifth gone, twice an hour"),
     Scenario("syncthing-offsite", "benign", _syncthing,

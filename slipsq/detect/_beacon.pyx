@@ -35,7 +35,7 @@ from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPORT, F_PROTO
 from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes,
                                       parse_text, v4_of, zero_below)
 from slipsq.detect._prefixes cimport text_local
-from slipsq.detect._states cimport flow_opened
+from slipsq.detect._states cimport flow_called
 
 cdef tuple NAMES = tuple(f.name for f in fields(Flow))
 cdef FlowSlots SLOTS
@@ -368,7 +368,7 @@ cdef class Intake:
     cdef bint _ignored(self, f, bint direct, object proto, object dport, object dst) except -1:
         if proto == "udp" and (_ignored_udp_port(dport) or flow_field(&SLOTS, f, direct, F_SPORT, NAMES) == 123):
             return True
-        if proto == "tcp" and not flow_opened(&SLOTS, f, NAMES, _HELD, _HELD_BY_STATE):
+        if proto == "tcp" and not flow_called(&SLOTS, f, NAMES, _HELD, _HELD_BY_STATE):
             return True
         if self._local(dst) and (_dns_port(dport) or not self._local(flow_field(&SLOTS, f, direct, F_SADDR, NAMES))):
             return True

@@ -42,7 +42,10 @@ blocks a server local hosts use), SYNs sent with a local host's address, a piece
 connection (after a keep-alive gap longer than the flow table's idle timeout, or a forged RST that
 closed the flow but not the connection), and a SYN-ACK sent to a host that never asked; any of them
 could be made at will by somebody who wants a server everyone uses (a resolver, a push service)
-blocked.
+blocked. Nor does a connection in which the server spoke and the client said nothing
+(`tcpstate.called`): a monitor's port check (Uptime Kuma's "TCP port" every 60 s to the owner's
+VPS's ssh) connects, takes the banner and closes, and blocked the VPS; a check-in says something
+(the price: a C&C whose client never sends a byte in its polling connections is not seen here).
 Legitimate periodic traffic is told apart by who and where, not by timing (it is just as regular):
 * NTP (udp port 123 on either side), mDNS/LLMNR/SSDP/NetBIOS ports, and any multicast/broadcast
   destination: ignored.
@@ -85,7 +88,7 @@ from slipsq.allow import AllowList
 from slipsq.config import Option, fraction, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.prefixes import MEMO_SIZE, Memo, is_local
-from slipsq.detect.tcpstate import opened
+from slipsq.detect.tcpstate import called
 from slipsq.flow import Flow
 from slipsq.lru import put, touch
 from slipsq.records import CRITICAL, HIGH, LOW, Evidence
@@ -273,7 +276,7 @@ class Intake:
         """Traffic that is never a beacon (see the module docstring)."""
         if f.proto == "udp" and (f.dport in _IGNORED_UDP_PORTS or f.sport == 123):
             return True
-        if f.proto == "tcp" and not opened(f):
+        if f.proto == "tcp" and not called(f):
             return True
         dst = f.daddr
         if self.local(dst) and (f.dport in _DNS_PORTS or not self.local(f.saddr)):

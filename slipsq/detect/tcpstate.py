@@ -54,6 +54,15 @@ def opened(f: Flow) -> bool:
     return said is None or said >= OPENED
 
 
+def called(f: Flow) -> bool:
+    """`opened`, and not a port check that took the server's banner: a connection in which the server
+    spoke and the client said nothing (ssh, ftp and mail servers speak first; a monitor connects,
+    reads the banner and closes) calls on no service. A check-in says something. A state that does
+    not tell: as `opened`."""
+    said = _HELD_BY_STATE(f.state)
+    return said is None or (said >= OPENED and said != CONVERSED)
+
+
 def conversed(f: Flow) -> bool:
     """`opened`, and the server sent data: proof of the client's address even against a forger who
     sends the ACK blind as well. A server sends data only once the client acknowledged its SYN-ACK
