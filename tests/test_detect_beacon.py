@@ -168,6 +168,29 @@ def test_a_monitors_port_check_is_no_call_and_a_check_in_is() -> None:
     assert rec.blocked_ips == ["203.0.113.77"]
 
 
+def test_a_unifi_devices_inform_counts_half_and_other_requests_do_not() -> None:
+    """Found by a hunt (2026-12-07): UniFi devices POST /inform to their controller every 10 s; with
+    the controller on a VPS by address (8080), it was blocked as a beacon within two minutes. Such a
+    check-in counts half (blocks only with another finding); the same tuple without that request,
+    or with another path, is a beacon as before."""
+    from slipsq.flow import AppEvent
+
+    dev, ctrl = "192.168.1.2", "203.0.113.30"
+    flows = beacon(dev, ctrl, 8080, 10.0, 120)
+
+    def request(uri: str, agent: str = "AirControl Agent v1.0") -> AppEvent:
+        return AppEvent(T0 - 1, "http", dev, 40000, ctrl, 8080, "tcp",
+                        {"method": "POST", "uri": uri, "host": f"{ctrl}:8080", "user_agent": agent})
+
+    rec, _ = run([Beacon], flows, [request("/inform")])
+    found = rec.by("beacon")
+    assert found and rec.blocked_ips == [] and all(a.evidence.confidence <= 0.45 for a in found)
+    assert "device-management check-in (UniFi inform" in found[-1].evidence.description
+    for events in ([], [request("/api/v1/poll")], [request("/inform", "curl/8.5")]):
+        rec, _ = run([Beacon], flows, events)
+        assert rec.blocked_ips == [ctrl], events
+
+
 def test_beacon_capture_end_to_end() -> None:
     from flowgen import DATA, my_detectors, replay_pcap
 

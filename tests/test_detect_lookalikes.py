@@ -128,6 +128,16 @@ def test_a_monitors_port_check_of_the_owners_vps_never_blocks_it(tmp_path: Path)
     assert r.outcome == "BLOCKED" and "beacon" in r.found_by
 
 
+def test_unifi_devices_informing_a_controller_on_a_vps_never_block_it(tmp_path: Path) -> None:
+    """Found by a hunt (2026-12-07): three UniFi devices' POST /inform every 10 s to a controller on a
+    VPS (by address, 8080) blocked the controller within two minutes. The check-in counts half."""
+    r = _replay("unifi-inform-vps", tmp_path)
+    assert r.blocked == [], [a["description"] for a in r.blocks]
+    beacons = [a for a in r.alerts if a["detector"] == "beacon"]
+    assert beacons and all("UniFi inform" in a["description"] for a in beacons)
+    assert max(a["score"] for a in r.alerts) < 0.6
+
+
 @pytest.mark.xfail(strict=True, reason="known wrong blocks: gen_corpus known_fp")
 @pytest.mark.parametrize("name", [s.name for s in gen_corpus.SCENARIOS if s.extra.get("known_fp")])
 def test_known_false_positives(name: str, tmp_path: Path) -> None:

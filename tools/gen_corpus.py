@@ -919,6 +919,27 @@ def _port_check(rng: random.Random) -> Iterator[Packet]:
     return merge(*_home(rng, 3600), *checks)
 
 
+def _unifi_inform(rng: random.Random) -> Iterator[Packet]:
+    """Two UniFi access points and a switch adopted by a controller on the owner's VPS (set-inform
+    http://<address>:8080/inform, no DNS): each POSTs /inform (AirControl Agent, a TNBU packet) every
+    10 s on a new connection (a hunt, 2026-12-07: the controller was blocked as a beacon within two
+    minutes, and the devices fell out of management)."""
+    controller, ports = "203.0.113.30", Ports(rng)
+    parts = _home(rng, 1800)
+    for d, device in enumerate(("192.168.1.2", "192.168.1.3", "192.168.1.4")):
+        for k in range(180):
+            body = rng.randint(700, 1600)
+            request = (f"POST /inform HTTP/1.1\r\nHost: {controller}:8080\r\nUser-Agent: AirControl Agent v1.0\r\n"
+                       f"Content-Type: application/x-binary\r\nContent-Length: {body}\r\n\r\nTNBU").encode()
+            answer = b"HTTP/1.1 200 \r\nContent-Type: application/x-binary\r\nContent-Length: 240\r\n\r\nTNBU"
+            parts.append(tcp_session(device, controller, ports(), 8080,
+                                     T0 + 3 + d * 3.3 + k * 10 + rng.uniform(-0.05, 0.05),
+                                     messages=[("c", Content(len(request) + body, request)),
+                                               ("s", Content(len(answer) + 236, answer))],
+                                     rtt=0.02, closer="server", rng=rng))
+    return merge(*parts)
+
+
 def _server_browser(rng: random.Random) -> Iterator[Packet]:
     """A game's server browser (Steam's, a launcher's: Source A2S_INFO, one UDP query per listed
     server, ~100 a second from one socket): 1,500 servers on ten common query ports, a fifth of
@@ -1192,6 +1213,8 @@ SCENARIOS: list[Scenario] = [
              note="a camera at a second site uploads motion snapshots to the NAS by FTP"),
     Scenario("port-check-vps", "benign", _port_check,
              note="a monitor checks the owner's VPS's ssh port every 60 s: connect, banner, close"),
+    Scenario("unifi-inform-vps", "benign", _unifi_inform,
+             note="three UniFi devices inform their controller on a VPS (by address, 8080) every 10 s"),
     Scenario("server-browser", "benign", _server_browser,
              note="a game's server browser queries 1,500 servers on ten ports, a fifth gone, twice an hour"),
     Scenario("syncthing-offsite", "benign", _syncthing,

@@ -67,6 +67,9 @@ Legitimate periodic traffic is told apart by who and where, not by timing (it is
   finding against the server (a Markov match, a threat list). A VoIP phone sending OPTIONS every
   90 s (or re-registering every 10 min) to its provider got the provider blocked: the house's phone
   line. The price: a C&C that picks one of these ports needs that second finding too.
+* a device-management agent checking in with its controller (MANAGEMENT_AGENTS, told by the
+  HTTP request: UniFi's POST /inform every 10 s, to a controller on a VPS by address): counts half,
+  as a keepalive port. The price: a C&C that sends that request line and agent needs a second finding.
 * an outside client calling a local server (inbound): ignored. A password guesser or a monitoring
   probe is just as regular, and the C&C of our hosts is outside; bruteforce/portscan judge those.
 Limits: the detector sees connections, so a UDP beacon that keeps one source port alive (one flow
@@ -89,7 +92,7 @@ from slipsq.config import Option, fraction, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.prefixes import MEMO_SIZE, Memo, is_local
 from slipsq.detect.tcpstate import called
-from slipsq.flow import Flow
+from slipsq.flow import AppEvent, Flow
 from slipsq.lru import put, touch
 from slipsq.records import CRITICAL, HIGH, LOW, Evidence
 
@@ -107,6 +110,12 @@ DEFAULT_KEEPALIVE_PORTS = ["500/udp", "1194/udp", "3478/udp", "3479/udp", "4500/
                            # coordination servers, never from DNS; a session resumed per use)
                            "41641/udp", "9993/udp", "4242/udp"]
 KEEPALIVE_WEIGHT = 0.5  # a beacon's confidence on such a port: at most 0.45, below persistence (0.6)
+# device-management agents that check in with their controller on a timer by design, known by their
+# request (method, path, User-Agent prefix): UniFi access points and switches POST /inform every 10 s
+# to the controller (self-hosted on a VPS: an unnamed server on 8080, a C&C's port). Such a tuple
+# counts as a keepalive port's does: half, a block only with another finding.
+MANAGEMENT_AGENTS = (("POST", "/inform", "AirControl Agent", "UniFi inform"),)
+MAX_MANAGED = 4096  # (client, server, port) tuples remembered as management check-ins
 
 
 def _port_proto(v: object) -> bool:
@@ -323,6 +332,7 @@ def make_intake(tuples: Tuples, min_n: int, full_n: int, window: float, own: Col
 class Beacon(Detector):
     name = "beacon"
     evidence_kinds = ("beacon",)
+    app_kinds = frozenset({"http"})  # requests that say a tuple is a device-management check-in
     flow_gate = FlowGate(protos=frozenset({"tcp", "udp"}), reports=False)  # Intake.add's first test
     options = (
         Option("beacon.min_connections", 6, "connections of a 4-tuple before it is scored", lambda v: v >= 4,
@@ -381,6 +391,8 @@ class Beacon(Detector):
         # class's on_flow below says the same in Python
         self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
         self._next_prune = 0.0
+        # (client, server, port) -> the management protocol its requests spoke (MANAGEMENT_AGENTS)
+        self._managed: OrderedDict[tuple[str, str, int], str] = OrderedDict()
 
     def _allowed_name(self, ip: str) -> bool:
         names = self.ctx.dns_names.get(ip)
@@ -393,6 +405,17 @@ class Beacon(Detector):
         return False
 
     # --- hooks ------------------------------------------------------------------------------------
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
+        """An HTTP request: remember its tuple when it is a device-management check-in (MANAGEMENT_AGENTS)."""
+        data = event.data
+        method, uri, agent = data.get("method"), data.get("uri"), data.get("user_agent")
+        if isinstance(uri, str) and isinstance(agent, str):
+            path = uri.partition("?")[0]
+            for m, p, prefix, what in MANAGEMENT_AGENTS:
+                if method == m and path == p and agent.startswith(prefix):
+                    put(self._managed, (event.saddr, event.daddr, event.dport), what, MAX_MANAGED)
+        return NO_EVIDENCE
+
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:  # replaced by self.intake.on_flow in __init__
         t = self.intake.add(flow)  # None unless the flow's tuple may be reported
         return NO_EVIDENCE if t is None else self._score(t, flow)
@@ -413,7 +436,8 @@ class Beacon(Detector):
         confidence = self.max_conf * (0.7 * timing + 0.3 * size) * min(1.0, n / self.full_n)
         src, dst, port, proto = flow.saddr, flow.daddr, flow.dport, flow.proto  # the tuple's key
         keepalive = f"{port}/{proto}" in self.keepalive_ports
-        if keepalive:
+        managed = self._managed.get((src, dst, port)) if proto == "tcp" and self._managed else None
+        if keepalive or managed:
             confidence *= KEEPALIVE_WEIGHT
         may_block = True
         note = ""
@@ -437,6 +461,9 @@ class Beacon(Detector):
         elif keepalive:
             note = (f"; {port}/{proto} is a keepalive protocol's port (beacon.keepalive_ports): counts half, "
                     "blocks only with another finding")
+        elif managed:
+            note = (f"; its requests are a device-management check-in ({managed}, on a timer by design): counts "
+                    "half, blocks only with another finding")
         t.emitted_n, t.emitted_window, t.emitted_threat = t.total, window, threat
         offender = src if self.block_client else dst
         span = starts[-1] - starts[0]
