@@ -138,6 +138,21 @@ def test_unifi_devices_informing_a_controller_on_a_vps_never_block_it(tmp_path: 
     assert max(a["score"] for a in r.alerts) < 0.6
 
 
+def test_a_dynamic_dns_updater_never_blocks_its_service_and_a_rat_on_a_ddns_name_is_blocked(tmp_path: Path) -> None:
+    """Found by a hunt (2026-12-07): DuckDNS's documented cron job (the update URL every 5 minutes)
+    blocked www.duckdns.org, and with it the home's own address updates. The update endpoints and
+    what-is-my-address services are on beacon.allow_domains, as exact hosts: a RAT whose C&C is a
+    name in DuckDNS's zone is still a beacon, and blocked."""
+    r = _replay("ddns-updater", tmp_path)
+    assert r.blocked == [] and [a for a in r.alerts if a["detector"] == "beacon"] == []
+    (tmp_path / "off").mkdir()
+    r = _replay("ddns-updater", tmp_path / "off", {"beacon.allow_domains": []})
+    assert r.blocked == ["3.97.51.116"]
+    (tmp_path / "rat").mkdir()
+    r = _replay("rat-on-duckdns", tmp_path / "rat")
+    assert r.outcome == "BLOCKED" and "beacon" in r.found_by and r.wrong == []
+
+
 @pytest.mark.xfail(strict=True, reason="known wrong blocks: gen_corpus known_fp")
 @pytest.mark.parametrize("name", [s.name for s in gen_corpus.SCENARIOS if s.extra.get("known_fp")])
 def test_known_false_positives(name: str, tmp_path: Path) -> None:

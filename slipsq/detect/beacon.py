@@ -128,6 +128,12 @@ DEFAULT_ALLOW_DOMAINS = [
     "msftconnecttest.com", "msftncsi.com", "captive.apple.com", "detectportal.firefox.com",
     "nmcheck.gnome.org", "connectivity-check.ubuntu.com", "network-test.debian.org", "pool.ntp.org",
     "time.windows.com", "time.apple.com",
+    # dynamic DNS updaters (DuckDNS's documented cron job, ddclient, inadyn, a router's DDNS client) call
+    # the update endpoint and a what-is-my-address service every 5 minutes by design. Only those exact
+    # hosts: the services' own zones (duckdns.org, ddns.net, no-ip's) are where RATs keep their C&C names
+    "www.duckdns.org", "dynupdate.no-ip.com", "members.dyndns.org", "checkip.dyndns.org", "checkip.dyndns.com",
+    "api.dynu.com", "api.ipify.org", "api4.ipify.org", "api6.ipify.org", "api64.ipify.org", "icanhazip.com",
+    "ifconfig.me", "checkip.amazonaws.com",
 ]
 
 
