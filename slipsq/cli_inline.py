@@ -210,18 +210,33 @@ def unblock(ctx: click.Context, ip: str, reason: str, pardon: str | None, state_
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of blocks.")
+@click.option("--remove-damaged", is_flag=True,
+              help="Remove the rows of the block store that are damaged (no reader uses them; each is named "
+                   "and written to the audit log) and say which.")
 @STATE_DIR
 @click.pass_context
-def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
+def blocks(ctx: click.Context, as_json: bool, remove_damaged: bool, state_dir: str | None) -> None:
     """Current blocks: ip, reason, detector, since, expires; then the addresses an admin unblocked and
-    pardoned (text only; --json lists the blocks)."""
+    pardoned (text only; --json lists the blocks). A damaged row of the block store (a hand edit, a
+    damaged disk) is named and skipped, and the exit status is 2."""
 
     def work() -> None:
+        import time
+
         from slipsq.allow import AllowList
-        from slipsq.control import Admin
+        from slipsq.control import Admin, who_am_i
         from slipsq.verdict.store import DB_NAME, BlockStore, resolve_state_dir
 
         sd = _state_dir(ctx, state_dir)
+        if remove_damaged:  # on the file itself, daemon or not: no reader uses these rows
+            if not (resolve_state_dir(sd) / DB_NAME).exists():
+                click.echo("no block store: nothing to remove")
+                return
+            gone = BlockStore(sd, create=False).remove_damaged(time.time(), who_am_i())
+            for why in gone.values():
+                click.echo(f"removed a damaged row: {why}")
+            click.echo(f"{len(gone)} damaged row{'' if len(gone) == 1 else 's'} removed")
+            return
         reply = _daemon(sd, {"cmd": "blocks"})
         damaged: dict[str, str] = {}
         pardons: list[dict[str, Any]] = []
@@ -232,7 +247,7 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
         else:
             store = BlockStore(sd, create=False)
             admin = Admin(store, None, AllowList(), None)
-            rows, pardons, damaged = admin.blocks(), admin.pardons(), store.damaged
+            rows, pardons, damaged = admin.blocks(), admin.pardons(), store.damage()
         for why in damaged.values():  # rows slipsq did not write: named, never a crash
             click.echo(f"slipsq: the block store has a damaged row, skipped: {why}", err=True)
         if as_json:
@@ -241,7 +256,7 @@ def blocks(ctx: click.Context, as_json: bool, state_dir: str | None) -> None:
             _print_blocks(rows, pardons)
         if damaged:  # what was whole is listed; the store is not sound: exit 2, as a damaged replay input
             raise InputError(f"the block store has {len(damaged)} damaged row{'s' if len(damaged) > 1 else ''} "
-                             "(named above, not listed); `slipsq unblock IP` removes a block's row")
+                             "(named above, not listed); `slipsq blocks --remove-damaged` removes them")
 
     _guard(ctx, work)
 

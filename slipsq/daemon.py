@@ -693,8 +693,10 @@ class Daemon:
             return {"ok": True, "pardon": "forever" if seconds == float("inf") else seconds}
         if cmd == "blocks":
             admin = Admin(self.store, None, self.allow, default_duration(self.cfg))
-            rows, pardons = _wait(self.worker.call(lambda: (admin.blocks(), admin.pardons())), 10.0, "the worker")
-            return {"ok": True, "blocks": rows, "pardons": pardons, "damaged": dict(self.store.damaged)}
+            # the damage found now (the store's `damaged` keeps rows removed since)
+            rows, pardons, damaged = _wait(self.worker.call(lambda: (admin.blocks(), admin.pardons(),
+                                                                     self.store.damage())), 10.0, "the worker")
+            return {"ok": True, "blocks": rows, "pardons": pardons, "damaged": damaged}
         if cmd == "reload":
             self.reload()
             return {"ok": True}

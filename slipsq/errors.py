@@ -59,7 +59,8 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success; replay: every input was read whole"),
     (1, "the command failed (e.g. the daemon refused a request)"),
     (2, "bad usage, or an input missing, unreadable, not a capture or flow file, or damaged (replay "
-        "prints its results first, then one line per damaged input)"),
+        "prints its results first, then one line per damaged input; `blocks`: damaged rows in the block "
+        "store), or a result file (-o) that cannot be written"),
     (3, "bad configuration (the message names the key and file); `status`: no daemon runs (as "
         "`systemctl status` says of a stopped unit)"),
     (4, "unusable models"),

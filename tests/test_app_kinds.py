@@ -182,7 +182,8 @@ def test_the_engine_asks_for_what_its_detectors_declare(table_cls: Any) -> None:
     assert engine(table_cls, []).table.app_kinds == {"dns"}
     assert engine(table_cls, [ArpScan]).table.app_kinds == {"dns", "arp"}
     assert engine(table_cls, [BruteForce, ArpScan]).table.app_kinds == {"dns", "banner", "arp"}
-    assert engine(table_cls, DETECTORS).table.app_kinds == {"dns", "banner", "arp", "tls"}  # exfil: tls
+    # exfil: tls (server names); beacon: http (device-management check-ins)
+    assert engine(table_cls, DETECTORS).table.app_kinds == {"dns", "banner", "arp", "tls", "http"}
     e = engine(table_cls, [WantsTls])
     assert e.table.app_kinds == {"dns", "tls"}
     e.reconfigure(load(None), (), e.allow)

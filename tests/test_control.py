@@ -307,6 +307,39 @@ def _damage(state: Path) -> None:
     db.close()
 
 
+def test_damaged_rows_are_removed_on_request_and_the_daemon_reports_only_what_is_there(tmp_path: Path) -> None:
+    """Found by review: the daemon answered `blocks` with every damaged row its store had ever met, so
+    once one was removed `slipsq blocks` still exited 2 until a restart; and a row whose address is
+    no address could not be removed by any command. `blocks --remove-damaged` removes them all (to
+    the audit log), and the daemon's answer is the store as it is now."""
+    from slipsq.cli import main
+    from tests.fakedaemon import running_daemon
+
+    store = BlockStore(tmp_path)
+    store.add("198.51.100.2", since=0.0, expires=None, reason="current")
+    _damage(tmp_path)
+    db = sqlite3.connect(tmp_path / "blocks.sqlite3")
+    db.execute("INSERT INTO pardons VALUES ('not an address', 1.0, 'soon', '')")
+    db.commit()
+    db.close()
+    cli = CliRunner()
+    with running_daemon(tmp_path):
+        r = cli.invoke(main, ["blocks", "--state-dir", str(tmp_path)])
+        assert r.exit_code == 2 and "has 3 damaged rows" in r.stderr
+        r = cli.invoke(main, ["blocks", "--remove-damaged", "--state-dir", str(tmp_path)])
+        assert r.exit_code == 0 and r.stdout.splitlines()[-1] == "3 damaged rows removed", r.output
+        assert "removed a damaged row: 'not-an-ip' is not an IP address" in r.stdout
+        r = cli.invoke(main, ["blocks", "--state-dir", str(tmp_path)])
+        assert (r.exit_code, r.stderr) == (0, "") and "198.51.100.2" in r.stdout
+    rows = sqlite3.connect(tmp_path / "blocks.sqlite3").execute(
+        "SELECT action, ip FROM audit WHERE action = 'remove-damaged' ORDER BY ip").fetchall()
+    assert rows == [("remove-damaged", "'198.51.100.9'"), ("remove-damaged", "'not-an-ip'"),
+                    ("remove-damaged", "pardon 'not an address'")]
+    assert [b.ip for b in BlockStore(tmp_path).active(500.0)] == ["198.51.100.2"]  # the whole row kept
+    r = cli.invoke(main, ["blocks", "--remove-damaged", "--state-dir", str(tmp_path)])
+    assert r.exit_code == 0 and r.stdout == "0 damaged rows removed\n"
+
+
 def test_a_damaged_store_row_is_skipped_and_named(tmp_path: Path) -> None:
     from slipsq.cli import main
     from slipsq.daemon import Daemon
@@ -324,6 +357,7 @@ def test_a_damaged_store_row_is_skipped_and_named(tmp_path: Path) -> None:
     assert r.exit_code == 2 and r.stderr.splitlines()[-1].startswith("slipsq: the block store has 2 damaged rows")
     r = CliRunner().invoke(main, ["blocks", "--json", "--state-dir", str(tmp_path)])
     assert r.exit_code == 2 and [b["ip"] for b in json.loads(r.stdout)] == ["198.51.100.2"]
+    assert "`slipsq blocks --remove-damaged` removes them" in r.stderr
     # the daemon restores what is whole and says what it skipped
     d = Daemon(0, False, None, str(tmp_path))
     d.allow = AllowList()

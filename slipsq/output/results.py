@@ -40,27 +40,62 @@ def open_results(out_dir: str, force: bool, stack: ExitStack, extra: str | None 
         for stale in ("summary.json", "report.html", *FORMAT_FILES):  # none from an earlier run beside new alerts
             (out / stale).unlink(missing_ok=True)
         names = (*RESULT_FILES[:OPENED], *([extra] if extra else []))
-        return [stack.enter_context(_result_file(out / n)) for n in names]
+        failure = _Failure()
+        return [stack.enter_context(_result_file(out / n, failure)) for n in names]
     except OSError as e:
         raise InputError(f"cannot write into {out}: {e.strerror}") from None
 
 
-class _ResultFile(io.FileIO):
+class _Failure:
+    """The first write that failed among one replay's result files (the one the message names)."""
+
+    first: InputError | None = None
+
+
+class _ResultFile(io.TextIOWrapper):
     """A result file whose failed writes name it: a disk that fills during a replay stops it with
     "cannot write DIR/flows.binetflow: No space left on device" (exit 2, as a summary.json that
-    cannot be written), not a bare "No space left on device". Its writes are the buffer's flushes
-    (8 kB at a time), so the name costs nothing per alert or flow."""
+    cannot be written), not a bare "No space left on device". The files of one replay share a
+    `_Failure`: once one has failed, the others' closes (whose buffers cannot be written either)
+    are best effort, and the message names the file that failed first.
 
-    def write(self, b: Any, /) -> int:
+    The names are caught here, above the buffer, not in the raw file's write: a Python frame
+    there let a Ctrl-C land after a chunk was written and before the buffer counted it, and the
+    close wrote the chunk again (a review found ~8 kB twice in an interrupted replay's files)."""
+
+    def __init__(self, path: Path, failure: _Failure) -> None:
+        super().__init__(open(path, "wb"), encoding="utf-8")  # (closed with it, by the caller's stack)
+        self._path, self._failure = path, failure
+
+    def _failed(self, e: OSError) -> InputError:
+        if self._failure.first is None:
+            self._failure.first = InputError(f"cannot write {self._path}: {e.strerror or e}")
+        return self._failure.first
+
+    def write(self, s: str, /) -> int:
         try:
-            return super().write(b)
+            return super().write(s)
         except OSError as e:
-            raise InputError(f"cannot write {self.name}: {e.strerror or e}") from None
+            raise self._failed(e) from e
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as e:
+            raise self._failed(e) from e
+
+    def close(self) -> None:
+        try:
+            super().close()  # (its file is closed even when the flush fails)
+        except OSError as e:
+            if self._failure.first is None:
+                raise self._failed(e) from e
+            # another result file failed first: that one is the message, this close is best effort
 
 
-def _result_file(path: Path) -> TextIO:
-    """`path` opened for writing text, as path.open("w") opens it, through _ResultFile."""
-    return io.TextIOWrapper(io.BufferedWriter(_ResultFile(path, "w")), encoding="utf-8")
+def _result_file(path: Path, failure: _Failure | None = None) -> TextIO:
+    """`path` opened for writing text (UTF-8), as a `_ResultFile` of one replay's `failure`."""
+    return _ResultFile(path, failure or _Failure())
 
 
 def write_summary(out_dir: str, summary: dict[str, Any]) -> None:

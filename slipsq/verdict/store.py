@@ -132,13 +132,23 @@ def _block(row: Sequence[Any]) -> tuple[Block | None, str]:
                  str(evidence), str(by), times), ""
 
 
+def _pardon_damage(ip: Any, until: Any, detectors: Any) -> str:
+    """Why a row of `pardons` is damaged ("" when it is whole): not an address in slipsq's spelling,
+    a time that is not a number."""
+    if _canonical(ip) and (until is None or (records.is_number(until) and until == until)) \
+            and isinstance(detectors, str):
+        return ""
+    return f"pardon {ip!r} until {until!r}: not an address and a time"
+
+
 class BlockStore:
     """Blocks and the audit log. Safe to open from the daemon and an admin command at once.
 
     A row of `blocks` that slipsq did not write (an address that is none, times that are not numbers:
     a hand edit, a damaged disk) is skipped by every reader and listed in `damaged` (row -> why), so
     one bad row never stops the daemon or `slipsq blocks`; callers say so. It stays in the file, for
-    the admin to see (`slipsq unblock` removes one whose address is an address)."""
+    the admin to see (`slipsq unblock` removes one whose address is an address, `slipsq blocks
+    --remove-damaged` every one)."""
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         self.dir = resolve_state_dir(state_dir)
@@ -253,9 +263,9 @@ class BlockStore:
             rows = db.execute("SELECT ip, until, detectors FROM pardons").fetchall()
         out: dict[str, tuple[float, frozenset[str]]] = {}
         for ip, until, detectors in rows:
-            if not (_canonical(ip) and (until is None or (records.is_number(until) and until == until))
-                    and isinstance(detectors, str)):
-                self.damaged[f"pardon {ip!r}"] = f"pardon {ip!r} until {until!r}: not an address and a time"
+            why = _pardon_damage(ip, until, detectors)
+            if why:
+                self.damaged[f"pardon {ip!r}"] = why
                 continue
             out[ip] = (float("inf") if until is None else float(until),
                        frozenset(d for d in detectors.split(",") if d))
@@ -284,7 +294,44 @@ class BlockStore:
                 out.append(b)
         return out
 
+    def remove_damaged(self, ts: float, who: str) -> dict[str, str]:
+        """Remove every damaged row of `blocks` and `pardons` (what `damage` finds; audit action
+        "remove-damaged", the row's address as repr); returns them (row -> why)."""
+        gone: dict[str, str] = {}
+        with self._tx() as db:
+            for rowid, *row in db.execute("SELECT rowid, * FROM blocks").fetchall():
+                b, why = _block(row)
+                if b is None:
+                    db.execute("DELETE FROM blocks WHERE rowid = ?", (rowid,))
+                    gone[repr(row[0])] = why
+            for rowid, ip, until, detectors in db.execute("SELECT rowid, ip, until, detectors FROM pardons").fetchall():
+                why = _pardon_damage(ip, until, detectors)
+                if why:
+                    db.execute("DELETE FROM pardons WHERE rowid = ?", (rowid,))
+                    gone[f"pardon {ip!r}"] = why
+            for key, why in gone.items():
+                db.execute("INSERT INTO audit (ts, action, ip, who, reason) VALUES (?, 'remove-damaged', ?, ?, ?)",
+                           (ts, records.utf8_text(key), records.utf8_text(who), records.utf8_text(why)))
+        for key in gone:
+            self.damaged.pop(key, None)
+        return gone
+
     # --- reading ------------------------------------------------------------------------------
+    def damage(self) -> dict[str, str]:
+        """The damaged rows of `blocks` and `pardons` now (row -> why, as `damaged` names them): what
+        `slipsq blocks` reports. `damaged` keeps what the readers met since the store was opened,
+        a row removed since included; this looks again."""
+        found: dict[str, str] = {}
+        for row in self.db.execute("SELECT * FROM blocks").fetchall():
+            b, why = _block(row)
+            if b is None:
+                found[repr(row[0])] = why
+        for ip, until, detectors in self.db.execute("SELECT ip, until, detectors FROM pardons").fetchall():
+            why = _pardon_damage(ip, until, detectors)
+            if why:
+                found[f"pardon {ip!r}"] = why
+        return found
+
     def data_version(self) -> int:
         """A number that changes when another connection (an admin command while the daemon was
         stuck) committed to the store since this one last looked; this connection's own commits do
