@@ -102,7 +102,7 @@ def write_summary(out_dir: str, summary: dict[str, Any]) -> None:
     """summary.json beside the alerts: the same object `--json` prints last."""
     path = Path(out_dir) / "summary.json"
     try:
-        path.write_text(json.dumps({"summary": summary}, indent=1) + "\n")
+        path.write_text(json.dumps({"summary": summary}, indent=1) + "\n", encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot write {path}: {e.strerror}") from None
 
