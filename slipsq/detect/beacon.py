@@ -114,7 +114,7 @@ KEEPALIVE_WEIGHT = 0.5  # a beacon's confidence on such a port: at most 0.45, be
 # request (method, path, User-Agent prefix): UniFi access points and switches POST /inform every 10 s
 # to the controller (self-hosted on a VPS: an unnamed server on 8080, a C&C's port). Such a tuple
 # counts as a keepalive port's does: half, a block only with another finding.
-MANAGEMENT_AGENTS = (("POST", "/inform", "AirControl Agent", "UniFi inform"),)
+MANAGEMENT_AGENTS = (("POST", "/inform", "AirControl Agent", "UniFi inform"),)  # (POSTs only: on_app)
 MAX_MANAGED = 4096  # (client, server, port) tuples remembered as management check-ins
 
 
@@ -414,11 +414,13 @@ class Beacon(Detector):
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         """An HTTP request: remember its tuple when it is a device-management check-in (MANAGEMENT_AGENTS)."""
         data = event.data
-        method, uri, agent = data.get("method"), data.get("uri"), data.get("user_agent")
+        if data.get("method") != "POST":  # most requests: the agents' check-ins are POSTs
+            return NO_EVIDENCE
+        uri, agent = data.get("uri"), data.get("user_agent")
         if isinstance(uri, str) and isinstance(agent, str):
             path = uri.partition("?")[0]
-            for m, p, prefix, what in MANAGEMENT_AGENTS:
-                if method == m and path == p and agent.startswith(prefix):
+            for _, p, prefix, what in MANAGEMENT_AGENTS:
+                if path == p and agent.startswith(prefix):
                     put(self._managed, (event.saddr, event.daddr, event.dport), what, MAX_MANAGED)
         return NO_EVIDENCE
 
