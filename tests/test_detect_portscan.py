@@ -131,8 +131,20 @@ def test_weak_findings_of_one_source_count_once_and_strong_ones_add_up() -> None
     rec, _ = run([PortScan], flows)
     found = rec.by("portscan")
     assert len({a.evidence.dst_port for a in found}) == 10 and all(a.evidence.confidence < 0.5 for a in found)
-    assert {a.evidence.key for a in found} == {"hscan:192.168.1.14:weak"}
+    assert {a.evidence.key for a in found} == {"hscan:192.168.1.14:weak/udp"}
     assert rec.blocked_ips == [] and max(a.decision.score for a in found) < 0.5
+    # over TCP a SYN-ACK is no answer a client wants: a bot working from a hit list, half its targets
+    # answering on each of eight ports, is eight findings, and blocked (a red team, 2026-12-07)
+    hits = []
+    for k, port in enumerate([22, 23, 80, 443, 445, 3389, 5900, 8080]):
+        for i in range(60):
+            dead = i % 20 < 7  # 35 % unanswered: weak on every port
+            hits.append(flow(T0 + k * 30 + i * 0.2, SCANNER, f"198.51.{100 + k}.{i + 1}", port, dur=0.0, sbytes=60,
+                             dbytes=0 if dead else 60, state="S_" if dead else "SA_SAR", sport=55555))
+    rec, _ = run([PortScan], sort_flows(hits))
+    assert rec.blocked_ips == [SCANNER]
+    assert all(a.evidence.confidence < 0.5 for a in rec.by("portscan"))
+    assert len({a.evidence.key for a in rec.by("portscan")}) > 1  # one finding a port
     # the worm: three ports, 35 unanswered hosts each: three findings, high x 1.0 each
     worm = syn_scan(SCANNER, [f"198.51.100.{i}" for i in range(1, 36)], [23], step=0.01)
     worm += syn_scan(SCANNER, [f"198.51.101.{i}" for i in range(1, 36)], [2323], start=T0 + 10, step=0.01)

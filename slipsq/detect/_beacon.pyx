@@ -21,6 +21,7 @@ from libc.math cimport INFINITY
 from libc.stdint cimport uint32_t
 from libc.string cimport memcmp, memcpy, memmove
 
+from collections import OrderedDict
 from dataclasses import fields
 
 from slipsq.allow import AllowList
@@ -35,7 +36,7 @@ from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPORT, F_PROTO
 from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes,
                                       parse_text, v4_of, zero_below)
 from slipsq.detect._prefixes cimport text_local
-from slipsq.detect._states cimport flow_called
+from slipsq.detect._states cimport flow_client_silent, flow_opened
 
 cdef tuple NAMES = tuple(f.name for f in fields(Flow))
 cdef FlowSlots SLOTS
@@ -278,6 +279,7 @@ cdef class Intake:
     cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
     cdef dict never
     cdef public object score  # the detector's scoring (Beacon._score), for on_flow
+    cdef readonly object speaks_first  # (server, port) -> the service whose banner it sent (the twin's)
 
     def __init__(self, Tuples tuples, long min_n, long full_n, double window, own, local, allow):
         self.tuples, self.min_n, self.full_n, self.window = tuples, min_n, full_n, float(window)
@@ -293,6 +295,7 @@ cdef class Intake:
         self.fast_local = local is is_local
         self.never = {}
         self.score = None
+        self.speaks_first = OrderedDict()
 
     cdef bint _local(self, object ip) except -1:
         if not self.fast_local:
@@ -368,8 +371,12 @@ cdef class Intake:
     cdef bint _ignored(self, f, bint direct, object proto, object dport, object dst) except -1:
         if proto == "udp" and (_ignored_udp_port(dport) or flow_field(&SLOTS, f, direct, F_SPORT, NAMES) == 123):
             return True
-        if proto == "tcp" and not flow_called(&SLOTS, f, NAMES, _HELD, _HELD_BY_STATE):
-            return True
+        if proto == "tcp":
+            if not flow_opened(&SLOTS, f, NAMES, _HELD, _HELD_BY_STATE):
+                return True
+            if self.speaks_first and flow_client_silent(&SLOTS, f, NAMES, _HELD, _HELD_BY_STATE) \
+                    and (dst, dport) in self.speaks_first:
+                return True  # a port check that took a banner (beacon.Intake.ignored)
         if self._local(dst) and (_dns_port(dport) or not self._local(flow_field(&SLOTS, f, direct, F_SADDR, NAMES))):
             return True
         if _dns_port(dport) and dst in self.own:

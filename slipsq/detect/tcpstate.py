@@ -54,13 +54,11 @@ def opened(f: Flow) -> bool:
     return said is None or said >= OPENED
 
 
-def called(f: Flow) -> bool:
-    """`opened`, and not a port check that took the server's banner: a connection in which the server
-    spoke and the client said nothing (ssh, ftp and mail servers speak first; a monitor connects,
-    reads the banner and closes) calls on no service. A check-in says something. A state that does
-    not tell: as `opened`."""
-    said = _HELD_BY_STATE(f.state)
-    return said is None or (said >= OPENED and said != CONVERSED)
+def client_silent(f: Flow) -> bool:
+    """The server spoke and the client said nothing (the handshake completed, data only from the
+    server): a port check that took a banner, or a push to a client that only listens. A state that
+    does not tell: False."""
+    return _HELD_BY_STATE(f.state) == CONVERSED
 
 
 def conversed(f: Flow) -> bool:
