@@ -233,7 +233,7 @@ def blocks(ctx: click.Context, as_json: bool, remove_damaged: bool, state_dir: s
                 click.echo("no block store: nothing to remove")
                 return
             gone = BlockStore(sd, create=False).remove_damaged(time.time(), who_am_i())
-            for why in gone.values():
+            for why in gone:
                 click.echo(f"removed a damaged row: {why}")
             click.echo(f"{len(gone)} damaged row{'' if len(gone) == 1 else 's'} removed")
             return

@@ -340,6 +340,33 @@ def test_damaged_rows_are_removed_on_request_and_the_daemon_reports_only_what_is
     assert r.exit_code == 0 and r.stdout == "0 damaged rows removed\n"
 
 
+def test_rows_in_another_spelling_are_damaged_and_each_removed_row_is_counted(tmp_path: Path) -> None:
+    """Found by review: a block row in another spelling of an address ("2001:DB8::1", an IPv4-mapped
+    one, bytes) was listed as whole, `unblock` could not find it and --remove-damaged left
+    it (bytes crashed `slipsq blocks`: exit 70); two rows with no address were removed under one name."""
+    from slipsq.cli import main
+
+    store = BlockStore(tmp_path)
+    store.add("198.51.100.2", since=0.0, expires=None, reason="current")
+    db = sqlite3.connect(tmp_path / "blocks.sqlite3")
+    for ip in ("2001:DB8::1", "::ffff:198.51.100.7", "fe80::1%eth0", b"\xc6\x33\x64\x0b", None, None):
+        db.execute("INSERT INTO blocks VALUES (?, 1, NULL, 'r', 'd', '{}', 'judge', 1)", (ip,))
+    db.commit()
+    db.close()
+    cli = CliRunner()
+    r = cli.invoke(main, ["blocks", "--state-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "has 4 damaged rows" in r.stderr  # (the two NULLs are one name there)
+    # a scoped address is one as slipsq writes it (`unblock` finds it): whole
+    assert sorted(line.split()[0] for line in r.stdout.splitlines()) == ["198.51.100.2", "fe80::1%eth0"]
+    r = cli.invoke(main, ["blocks", "--remove-damaged", "--state-dir", str(tmp_path)])
+    assert r.exit_code == 0 and r.stdout.splitlines()[-1] == "5 damaged rows removed", r.output
+    rows = sqlite3.connect(tmp_path / "blocks.sqlite3").execute("SELECT ip FROM blocks ORDER BY ip").fetchall()
+    assert rows == [("198.51.100.2",), ("fe80::1%eth0",)]
+    audit = sqlite3.connect(tmp_path / "blocks.sqlite3").execute(
+        "SELECT COUNT(*) FROM audit WHERE action = 'remove-damaged'").fetchone()
+    assert audit == (5,)
+
+
 def test_a_damaged_store_row_is_skipped_and_named(tmp_path: Path) -> None:
     from slipsq.cli import main
     from slipsq.daemon import Daemon

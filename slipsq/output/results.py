@@ -85,12 +85,17 @@ class _ResultFile(io.TextIOWrapper):
             raise self._failed(e) from e
 
     def close(self) -> None:
+        earlier = self._failure.first  # a failure before this close: another file's, or this one's
         try:
-            super().close()  # (its file is closed even when the flush fails)
-        except OSError as e:
-            if self._failure.first is None:
-                raise self._failed(e) from e
-            # another result file failed first: that one is the message, this close is best effort
+            super().close()  # (its file is closed even when the flush fails; the flush is ours above)
+        except (OSError, InputError) as e:
+            if earlier is None:  # this close is the first failure: it is the message (a review: the
+                # flush above had just recorded it, so it was taken for an earlier one and swallowed,
+                # and a replay onto a full disk ended 0 with its last 8 kB missing)
+                if isinstance(e, OSError):
+                    raise self._failed(e) from e
+                raise
+            # an earlier failure is the message: this close is best effort
 
 
 def _result_file(path: Path, failure: _Failure | None = None) -> TextIO:

@@ -9,7 +9,6 @@ only records; it never touches the kernel
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sqlite3
@@ -120,11 +119,12 @@ def _block(row: Sequence[Any]) -> tuple[Block | None, str]:
     """The Block of a row of `blocks`, or (None, why) for a row no slipsq wrote: an address that is
     none, times that are not numbers (SQLite keeps whatever text a hand edit or a damaged disk put in a
     REAL column)."""
+    if len(row) != 8:
+        return None, f"{row[0] if row else None!r}: a row of another table layout ({len(row)} columns)"
     ip, since, expires, reason, detector, evidence, by, times = row
-    try:
-        ipaddress.ip_address(ip)
-    except ValueError:
-        return None, f"{ip!r} is not an IP address"
+    if not _canonical(ip):  # an address as slipsq writes it, as pardons are read: another spelling
+        # ("2001:DB8::1", "::ffff:198.51.100.7", a zone id, bytes) is none `unblock` could find (a review)
+        return None, f"{ip!r} is not an IP address as slipsq writes one"
     number = records.is_number
     if not number(since) or not (expires is None or number(expires)) or not isinstance(times, int):
         return None, f"{ip}: since {since!r}, expires {expires!r}, times {times!r} are not numbers"
@@ -294,27 +294,31 @@ class BlockStore:
                 out.append(b)
         return out
 
-    def remove_damaged(self, ts: float, who: str) -> dict[str, str]:
-        """Remove every damaged row of `blocks` and `pardons` (what `damage` finds; audit action
-        "remove-damaged", the row's address as repr); returns them (row -> why)."""
-        gone: dict[str, str] = {}
-        with self._tx() as db:
-            for rowid, *row in db.execute("SELECT rowid, * FROM blocks").fetchall():
-                b, why = _block(row)
-                if b is None:
-                    db.execute("DELETE FROM blocks WHERE rowid = ?", (rowid,))
-                    gone[repr(row[0])] = why
-            for rowid, ip, until, detectors in db.execute("SELECT rowid, ip, until, detectors FROM pardons").fetchall():
-                why = _pardon_damage(ip, until, detectors)
-                if why:
-                    db.execute("DELETE FROM pardons WHERE rowid = ?", (rowid,))
-                    gone[f"pardon {ip!r}"] = why
-            for key, why in gone.items():
-                db.execute("INSERT INTO audit (ts, action, ip, who, reason) VALUES (?, 'remove-damaged', ?, ?, ?)",
-                           (ts, records.utf8_text(key), records.utf8_text(who), records.utf8_text(why)))
-        for key in gone:
+    def remove_damaged(self, ts: float, who: str) -> list[str]:
+        """Remove every damaged row of `blocks` and `pardons` (what `damage` finds), one audit row
+        each (action "remove-damaged", the row's address as repr); returns why each was damaged."""
+        gone: list[tuple[str, str]] = []
+        try:
+            with self._tx() as db:
+                for rowid, *row in db.execute("SELECT rowid, * FROM blocks").fetchall():
+                    b, why = _block(row)
+                    if b is None:
+                        db.execute("DELETE FROM blocks WHERE rowid = ?", (rowid,))
+                        gone.append((repr(row[0]), why))
+                for rowid, ip, until, detectors in db.execute(
+                        "SELECT rowid, ip, until, detectors FROM pardons").fetchall():
+                    why = _pardon_damage(ip, until, detectors)
+                    if why:
+                        db.execute("DELETE FROM pardons WHERE rowid = ?", (rowid,))
+                        gone.append((f"pardon {ip!r}", why))
+                for key, why in gone:
+                    db.execute("INSERT INTO audit (ts, action, ip, who, reason) VALUES (?, 'remove-damaged', ?, ?, ?)",
+                               (ts, records.utf8_text(key), records.utf8_text(who), records.utf8_text(why)))
+        except sqlite3.Error as e:
+            raise SystemSetupError(f"the block store {self.path} could not be changed: {e}") from None
+        for key, _ in gone:
             self.damaged.pop(key, None)
-        return gone
+        return [why for _, why in gone]
 
     # --- reading ------------------------------------------------------------------------------
     def damage(self) -> dict[str, str]:
@@ -322,14 +326,17 @@ class BlockStore:
         `slipsq blocks` reports. `damaged` keeps what the readers met since the store was opened,
         a row removed since included; this looks again."""
         found: dict[str, str] = {}
-        for row in self.db.execute("SELECT * FROM blocks").fetchall():
-            b, why = _block(row)
-            if b is None:
-                found[repr(row[0])] = why
-        for ip, until, detectors in self.db.execute("SELECT ip, until, detectors FROM pardons").fetchall():
-            why = _pardon_damage(ip, until, detectors)
-            if why:
-                found[f"pardon {ip!r}"] = why
+        try:
+            for row in self.db.execute("SELECT * FROM blocks").fetchall():
+                b, why = _block(row)
+                if b is None:
+                    found[repr(row[0])] = why
+            for ip, until, detectors in self.db.execute("SELECT ip, until, detectors FROM pardons").fetchall():
+                why = _pardon_damage(ip, until, detectors)
+                if why:
+                    found[f"pardon {ip!r}"] = why
+        except sqlite3.Error as e:
+            raise SystemSetupError(f"the block store {self.path} could not be read: {e}") from None
         return found
 
     def data_version(self) -> int:
