@@ -27,7 +27,7 @@ def test_an_interrupt_while_writing_never_writes_a_chunk_twice(tmp_path: Path) -
     try:
         for i in range(200):
             path = tmp_path / f"f{i}.jsonl"
-            f = results._result_file(path)
+            f = results._ResultFile(path, results._Failure())
             n = 0
             signal.setitimer(signal.ITIMER_REAL, 0.002 + (i % 50) * 0.0003)
             try:
@@ -71,11 +71,11 @@ def test_a_write_that_fails_only_at_close_is_still_an_error(tmp_path: Path) -> N
     `replay -o` onto a full disk ended 0 with the files' last 8 kB missing."""
     path = tmp_path / "f.jsonl"
     path.symlink_to("/dev/full")
-    f = results._result_file(path)
-    f.write("x" * 100)
+    one = results._ResultFile(path, results._Failure())
+    one.write("x" * 100)
     with pytest.raises(InputError, match="No space left on device"):
-        f.close()
-    assert f.closed
+        one.close()
+    assert one.closed
     out = tmp_path / "out"
     out.mkdir()
     (out / "flows.binetflow").symlink_to("/dev/full")
@@ -87,7 +87,7 @@ def test_a_write_that_fails_only_at_close_is_still_an_error(tmp_path: Path) -> N
 
 def test_result_files_are_utf8_text_as_before(tmp_path: Path) -> None:
     path = tmp_path / "a.log"
-    f = results._result_file(path)
+    f = results._ResultFile(path, results._Failure())
     f.write("café ✓\n")
     f.close()
     assert path.read_bytes() == "café ✓\n".encode()

@@ -119,8 +119,8 @@ KEEPALIVE_WEIGHT = 0.5  # a beacon's confidence on such a port: at most 0.45, be
 # request (method, path, User-Agent prefix): UniFi access points and switches POST /inform every 10 s
 # to the controller (self-hosted on a VPS: an unnamed server on 8080, a C&C's port). Such a tuple
 # counts as a keepalive port's does: half, a block only with another finding.
-# (method, path, User-Agent prefix, server port, what): POSTs only (on_app turns others away first)
-MANAGEMENT_AGENTS = (("POST", "/inform", "AirControl Agent", 8080, "UniFi inform"),)
+# (path, User-Agent prefix, server port, what) of a POST request (on_app turns other methods away first)
+MANAGEMENT_AGENTS = (("/inform", "AirControl Agent", 8080, "UniFi inform"),)
 MAX_MANAGED = 1024  # (client, server, port) tuples remembered as management check-ins (`history` times each)
 SPEAKS_FIRST = frozenset({"ssh", "ftp", "smtp", "vnc", "telnet"})  # banner services whose server speaks first
 MAX_SPEAKS_FIRST = 4096  # connections whose server's banner is remembered until their flow closes
@@ -307,9 +307,11 @@ class Intake:
         if f.proto == "udp" and (f.dport in _IGNORED_UDP_PORTS or f.sport == 123):
             return True
         dst = f.daddr
-        if f.proto == "tcp" and (not opened(f) or (client_silent(f) and self.speaks_first
-                                                   and self.speaks_first.pop((f.saddr, f.sport, dst, f.dport), ""))):
-            return True  # not opened; or a port check that took this connection's own banner
+        if f.proto == "tcp":
+            if not opened(f):
+                return True
+            if self.speaks_first and client_silent(f) and self.speaks_first.pop((f.saddr, f.sport, dst, f.dport), ""):
+                return True  # a port check that took this connection's own banner
         if self.local(dst) and (f.dport in _DNS_PORTS or not self.local(f.saddr)):
             # DNS to a local resolver; or inbound: an Internet client calling a local server
             # regularly is a scanner, a brute forcer or a monitoring service, never our hosts' C&C
@@ -443,7 +445,7 @@ class Beacon(Detector):
         uri, agent = data.get("uri"), data.get("user_agent")
         if isinstance(uri, str) and isinstance(agent, str):
             path = uri.partition("?")[0]
-            for _, p, prefix, port, what in MANAGEMENT_AGENTS:
+            for p, prefix, port, what in MANAGEMENT_AGENTS:
                 if path == p and agent.startswith(prefix) and event.dport == port:
                     key = (event.saddr, event.daddr, event.dport)
                     seen = self._managed.get(key)

@@ -188,6 +188,17 @@ class Intake:
         return self.judge(src, dst, pair, flow)
 
 
+def _named_by(names: set[str], tls_name: str | None) -> str:
+    """What named the server, for the description: a DNS answer, the client's hello, or nothing."""
+    if names:
+        return sorted(names)[0]
+    if not tls_name:
+        return "no DNS answer named it"
+    said = (f"its TLS hello named no server but offered {tls_name}: {APP_PROTOCOLS[tls_name]}"
+            if tls_name in APP_PROTOCOLS else f"TLS name {tls_name}")
+    return f"{said}; no DNS answer the house trusts named it"
+
+
 def make_intake(window: float, bar: int, ratio: float, max_pairs: int, local: Callable[[str], bool],
                 judge: Judge, max_tls_names: int = 65_536) -> Intake:
     """The compiled Intake, or its readable twin (slipsq.twins decides)."""
@@ -265,12 +276,8 @@ class Exfil(Detector):
             return NO_EVIDENCE  # judged and allowed: not again until it doubles
         named = bool(names or tls_name)
         confidence = min(1.0, p.up / max(1, p.down) / (2 * self.ratio)) * (0.55 if named else 1.0)
-        name = (f" ({sorted(names)[0]})" if names else " (no DNS answer named it)" if not tls_name else
-                f" (its TLS hello named no server but offered {tls_name}: {APP_PROTOCOLS[tls_name]}; no DNS "
-                "answer the house trusts named it)" if tls_name in APP_PROTOCOLS else
-                f" (TLS name {tls_name}; no DNS answer the house trusts named it)")
-        desc = (f"large upload from {src} to {dst}{name}: {p.up / 1e6:.1f} MB sent, {p.down / 1e6:.1f} MB "
-                f"received in {p.last - p.first:.0f}s")
+        desc = (f"large upload from {src} to {dst} ({_named_by(names, tls_name)}): {p.up / 1e6:.1f} MB sent, "
+                f"{p.down / 1e6:.1f} MB received in {p.last - p.first:.0f}s")
         may_block = is_local(src)
         if not may_block:
             desc += f"; {src} is not a local address (a private range or network.local): reported, never blocks"

@@ -41,7 +41,7 @@ def open_results(out_dir: str, force: bool, stack: ExitStack, extra: str | None 
             (out / stale).unlink(missing_ok=True)
         names = (*RESULT_FILES[:OPENED], *([extra] if extra else []))
         failure = _Failure()
-        return [stack.enter_context(_result_file(out / n, failure)) for n in names]
+        return [stack.enter_context(_ResultFile(out / n, failure)) for n in names]
     except OSError as e:
         raise InputError(f"cannot write into {out}: {e.strerror}") from None
 
@@ -96,11 +96,6 @@ class _ResultFile(io.TextIOWrapper):
                     raise self._failed(e) from e
                 raise
             # an earlier failure is the message: this close is best effort
-
-
-def _result_file(path: Path, failure: _Failure | None = None) -> TextIO:
-    """`path` opened for writing text (UTF-8), as a `_ResultFile` of one replay's `failure`."""
-    return _ResultFile(path, failure or _Failure())
 
 
 def write_summary(out_dir: str, summary: dict[str, Any]) -> None:

@@ -141,6 +141,19 @@ def _pardon_damage(ip: Any, until: Any, detectors: Any) -> str:
     return f"pardon {ip!r} until {until!r}: not an address and a time"
 
 
+def _damaged_rows(db: sqlite3.Connection) -> Iterator[tuple[str, int, str, str]]:
+    """(table, rowid, name, why) of each damaged row of `blocks` and `pardons`: the rows every reader
+    skips (_block, _pardon_damage), named as `BlockStore.damaged` names them."""
+    for rowid, *row in db.execute("SELECT rowid, * FROM blocks").fetchall():
+        b, why = _block(row)
+        if b is None:
+            yield "blocks", rowid, repr(row[0]), why
+    for rowid, ip, until, detectors in db.execute("SELECT rowid, ip, until, detectors FROM pardons").fetchall():
+        why = _pardon_damage(ip, until, detectors)
+        if why:
+            yield "pardons", rowid, f"pardon {ip!r}", why
+
+
 class BlockStore:
     """Blocks and the audit log. Safe to open from the daemon and an admin command at once.
 
@@ -297,47 +310,28 @@ class BlockStore:
     def remove_damaged(self, ts: float, who: str) -> list[str]:
         """Remove every damaged row of `blocks` and `pardons` (what `damage` finds), one audit row
         each (action "remove-damaged", the row's address as repr); returns why each was damaged."""
-        gone: list[tuple[str, str]] = []
         try:
             with self._tx() as db:
-                for rowid, *row in db.execute("SELECT rowid, * FROM blocks").fetchall():
-                    b, why = _block(row)
-                    if b is None:
-                        db.execute("DELETE FROM blocks WHERE rowid = ?", (rowid,))
-                        gone.append((repr(row[0]), why))
-                for rowid, ip, until, detectors in db.execute(
-                        "SELECT rowid, ip, until, detectors FROM pardons").fetchall():
-                    why = _pardon_damage(ip, until, detectors)
-                    if why:
-                        db.execute("DELETE FROM pardons WHERE rowid = ?", (rowid,))
-                        gone.append((f"pardon {ip!r}", why))
-                for key, why in gone:
+                gone = list(_damaged_rows(db))
+                for table, rowid, key, why in gone:
+                    db.execute(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
                     db.execute("INSERT INTO audit (ts, action, ip, who, reason) VALUES (?, 'remove-damaged', ?, ?, ?)",
                                (ts, records.utf8_text(key), records.utf8_text(who), records.utf8_text(why)))
         except sqlite3.Error as e:
             raise SystemSetupError(f"the block store {self.path} could not be changed: {e}") from None
-        for key, _ in gone:
+        for _, _, key, _ in gone:
             self.damaged.pop(key, None)
-        return [why for _, why in gone]
+        return [why for _, _, _, why in gone]
 
     # --- reading ------------------------------------------------------------------------------
     def damage(self) -> dict[str, str]:
         """The damaged rows of `blocks` and `pardons` now (row -> why, as `damaged` names them): what
         `slipsq blocks` reports. `damaged` keeps what the readers met since the store was opened,
         a row removed since included; this looks again."""
-        found: dict[str, str] = {}
         try:
-            for row in self.db.execute("SELECT * FROM blocks").fetchall():
-                b, why = _block(row)
-                if b is None:
-                    found[repr(row[0])] = why
-            for ip, until, detectors in self.db.execute("SELECT ip, until, detectors FROM pardons").fetchall():
-                why = _pardon_damage(ip, until, detectors)
-                if why:
-                    found[f"pardon {ip!r}"] = why
+            return {key: why for _, _, key, why in _damaged_rows(self.db)}
         except sqlite3.Error as e:
             raise SystemSetupError(f"the block store {self.path} could not be read: {e}") from None
-        return found
 
     def data_version(self) -> int:
         """A number that changes when another connection (an admin command while the daemon was
