@@ -190,6 +190,23 @@ def test_a_syncthing_peer_is_named_by_its_protocol(tmp_path: Path) -> None:
     assert seen[()][0] == [DROP]
 
 
+def test_a_telegram_data_centre_is_named_by_its_published_networks() -> None:
+    """Telegram's apps reach their data centres by built-in address (MTProto: no DNS, no TLS hello):
+    a 120 MB video sent from a phone blocked the data centre the whole house's Telegram uses
+    (gen_corpus telegram-upload). A server in Telegram's published networks is a named one (an
+    alert alone, capped); an address just outside them is a bare one and still blocks."""
+    flows = [up(T0 + i * 70, 5 * MB, dst="149.154.167.51", sport=40000 + i) for i in range(24)]
+    rec, _ = run([Exfil], flows)
+    said = [a.evidence for a in rec.by("exfil")]
+    assert said and rec.blocked_ips == []
+    assert max(e.score for e in said) == 0.5 * 0.55  # 120 MB: medium, as to any named server
+    assert "(in Telegram's published networks, whose apps connect by address; " in said[0].description
+    v6 = [up(T0 + i * 70, 5 * MB, dst="2001:67c:4e8:f004::a", sport=40000 + i) for i in range(24)]
+    assert run([Exfil], v6)[0].blocked_ips == []
+    outside = [up(T0 + i * 70, 5 * MB, dst="149.154.176.20", sport=40000 + i) for i in range(24)]
+    assert run([Exfil], outside)[0].blocked_ips == ["149.154.176.20"]
+
+
 def test_pieces_of_a_real_upload_count_and_segments_the_server_denied_do_not() -> None:
     """An upload seen from its middle (a capture begun after the handshake, a piece after an idle gap
     or after the client's own RST: "PA_PA", its server acknowledging) is exfiltration as before (a

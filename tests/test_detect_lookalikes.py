@@ -103,6 +103,20 @@ def test_a_syncthing_folder_sent_offsite_never_blocks_the_peer_and_a_bare_https_
     assert r.outcome == "BLOCKED" and "exfil" in r.found_by and r.wrong == []
 
 
+def test_a_telegram_video_never_blocks_its_data_centre_and_a_lookalike_upload_does(tmp_path: Path) -> None:
+    """A known wrong block until 2026-12-07: a 120 MB video sent from a phone over Telegram (MTProto to
+    the data centre's built-in address: no DNS, no TLS hello) was exfiltration to an unnamed address,
+    and blocked the data centre the house's Telegram uses. Telegram's published networks
+    (exfil.APP_NETWORKS) name it: reported. The same upload just outside them still blocks."""
+    r = _replay("telegram-upload", tmp_path)
+    assert r.blocked == [], [a["description"] for a in r.blocks]
+    exfil = [a for a in r.alerts if a["detector"] == "exfil"]
+    assert exfil and all("in Telegram's published networks" in a["description"] for a in exfil)
+    (tmp_path / "theft").mkdir()
+    r = _replay("exfil-mtproto-lookalike", tmp_path / "theft")
+    assert r.outcome == "BLOCKED" and "exfil" in r.found_by and r.wrong == []
+
+
 def test_a_game_server_browser_never_blocks_the_gaming_pc_and_a_worms_sweep_does(tmp_path: Path) -> None:
     """Found by a hunt (2026-12-07): a server browser's queries to 1,500 servers on ten query ports, a
     fifth of them gone, were ten weak port scans (most targets answered) that added up to a block of

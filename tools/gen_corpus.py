@@ -907,6 +907,38 @@ def _syncthing(rng: random.Random) -> Iterator[Packet]:
     return merge(*parts)
 
 
+def _mtproto(parts: int, part: int = 524_288) -> list[Message]:
+    """An MTProto connection over TCP (obfuscated: its 64-byte random header, then encrypted
+    messages; no TLS hello, no server name) carrying `parts` file parts of `part` bytes up, each
+    acknowledged by a short answer, then idle pings."""
+    messages: list[Message] = [("c", Content(64)), ("c", Content(180)), ("s", Content(620))]  # init, config
+    for _ in range(parts):
+        messages += [("c", Content(part + 72)), ("s", Content(88))]  # upload.saveBigFilePart -> true
+    return messages
+
+
+def _telegram_upload(rng: random.Random) -> Iterator[Packet]:
+    """A phone sends a 120 MB video in a Telegram chat: the app reaches its data centre by its built-in
+    address (no DNS, MTProto with no TLS hello), keeps its main connection with pings, and uploads
+    the file in 512 KiB parts over four parallel connections to the same data centre (a round-20
+    finding: the exfil detector blocked the data centre the house's Telegram uses)."""
+    dc, ports = "149.154.167.51", Ports(rng)
+    main: list[Message] = [("c", Content(64)), ("c", Content(300)), ("s", Content(2_400))]
+    for _ in range(25):
+        main += [("c", Content(72), 55.0), ("s", Content(72))]  # ping_delay_disconnect every ~60 s
+    parts = [tcp_session(PHONE, dc, ports(), 443, T0 + 5, messages=main, close="none", rng=rng)]
+    parts += [tcp_session(PHONE, dc, ports(), 443, T0 + 120 + k * 0.2, messages=_mtproto(58), rate=2e6, rng=rng)
+              for k in range(4)]
+    return merge(*_home(rng, 1500), *parts)
+
+
+def _exfil_mtproto_lookalike(rng: random.Random) -> Iterator[Packet]:
+    """The twin of telegram-upload: the same MTProto-looking upload (30 MB in parts, random bytes, no
+    hello) to an address just outside Telegram's published networks: a bare address, which blocks."""
+    return merge(*_home(rng, 600), tcp_session(VICTIM, "149.154.176.20", 51000, 443, T0 + 10, messages=_mtproto(58),
+                                               rate=4e6, rng=rng))
+
+
 def _port_check(rng: random.Random) -> Iterator[Packet]:
     """Uptime Kuma on the NAS, a "TCP port" monitor (its default interval, 60 s) of the owner's VPS's
     ssh, by address: it connects, the server's banner arrives, the monitor closes without a byte (a
@@ -1145,6 +1177,9 @@ SCENARIOS: list[Scenario] = [
              ("beacon",), note="a RAT's C&C on a DuckDNS name, every 60 s (the zone is no allowed service)"),
     Scenario("exfil-https-bare", "malicious", _exfil_https, BAD, ("exfil",),
              note="30 MB POSTed over TLS with no server name (h2, http/1.1) to a bare address"),
+    Scenario("exfil-mtproto-lookalike", "malicious", _exfil_mtproto_lookalike,
+             frozenset({VICTIM, "149.154.176.20"}), ("exfil",),
+             note="30 MB in MTProto-like parts to an address just outside Telegram's networks"),
     Scenario("horizontal-scan", "malicious", _hscan, frozenset({VICTIM}), ("portscan",)),
     Scenario("worm-three-ports", "malicious", _worm_ports, frozenset({VICTIM}), ("portscan",),
              note="an IoT worm sweeps 35 Internet hosts on each of 23, 2323 and 37215"),
@@ -1223,6 +1258,8 @@ SCENARIOS: list[Scenario] = [
              note="DuckDNS's documented cron job on a Pi: the update URL every 5 minutes"),
     Scenario("server-browser", "benign", _server_browser,
              note="a game's server browser queries 1,500 servers on ten ports, a fifth gone, twice an hour"),
+    Scenario("telegram-upload", "benign", _telegram_upload,
+             note="a phone sends a 120 MB video over Telegram (MTProto to a data centre's built-in address)"),
     Scenario("syncthing-offsite", "benign", _syncthing,
              note="Syncthing sends a 60 MB folder to the owner's device at another home (its hello: bep/1.0)"),
     Scenario("shadowsocks-vpn", "benign", _shadowsocks,

@@ -33,6 +33,10 @@ False-positive guards:
   bep-relay) makes the server a named one too, for the same reason and with the same limit (the
   hello is the client's claim; a thief could send it, as it could send any server name). A program
   posting to https://<bare address>/ offers h2 and http/1.1: those name no application.
+* Apps with built-in server addresses: Telegram's clients reach its data centres by address and
+  speak MTProto (no hello, no name); a server in the networks such an application's owner publishes
+  (APP_NETWORKS) is a named one, with the same limit (a video sent from a phone blocked the house's
+  Telegram data centre).
 * Video calls and screen sharing are symmetric (both ends send video): the ratio R keeps them out;
   they are mostly UDP, which is not counted at all (games, calls, QUIC uploads).
 * BitTorrent seeding: a P2P host (ctx.peers, the p2p detector) uploads hundreds of MB to unnamed
@@ -66,7 +70,7 @@ from collections.abc import Callable, Sequence
 from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, report_due
-from slipsq.detect.prefixes import is_local
+from slipsq.detect.prefixes import PrefixSet, is_local
 from slipsq.detect.tcpstate import denied
 from slipsq.flow import AppEvent, Flow
 from slipsq.lru import put, touch
@@ -93,6 +97,18 @@ DEFAULT_ALLOW_DOMAINS = [
 # so without these a 60 MB folder synced to the owner's device at another home blocked that device.
 # Web protocols (h2, http/1.1) are not here: a program posting to https://<bare address>/ offers them.
 APP_PROTOCOLS = {"bep/1.0": "Syncthing", "bep-relay": "a Syncthing relay"}
+# Networks of applications whose clients reach their servers by address, never by a DNS name, with
+# the list their owner publishes. Telegram's apps carry their data centres' addresses built in and
+# speak MTProto (no TLS hello, no name) to them, so a video sent from a phone, 100 MB up and a few kB
+# of acknowledgements back, blocked the data centre the whole house's Telegram uses. A server in one
+# of these is a named one (the higher bar, alone never a block), never an allowed one: a stealer
+# posting to a Telegram bot reaches the same addresses (its api.telegram.org is named by DNS anyway).
+APP_NETWORKS = {
+    "Telegram": ("91.108.56.0/22", "91.108.4.0/22", "91.108.8.0/22", "91.108.16.0/22", "91.108.12.0/22",
+                 "149.154.160.0/20", "91.105.192.0/23", "91.108.20.0/22", "185.76.151.0/24",
+                 "2001:b28:f23d::/48", "2001:b28:f23f::/48", "2001:67c:4e8::/48", "2001:b28:f23c::/48",
+                 "2a0a:f280::/32"),  # core.telegram.org/resources/cidr.txt, 2024
+}
 _MIN_FLOW_BYTES = 16_384
 _MAX_OPEN = 65_536
 
@@ -188,10 +204,21 @@ class Intake:
         return self.judge(src, dst, pair, flow)
 
 
-def _named_by(names: set[str], tls_name: str | None) -> str:
-    """What named the server, for the description: a DNS answer, the client's hello, or nothing."""
+def _app_networks() -> PrefixSet[str]:
+    nets: PrefixSet[str] = PrefixSet()
+    for app, networks in APP_NETWORKS.items():
+        for net in networks:
+            nets.add(net, app)
+    return nets
+
+
+def _named_by(names: set[str], tls_name: str | None, app: str | None = None) -> str:
+    """What named the server, for the description: a DNS answer, the client's hello, an application's
+    published network, or nothing."""
     if names:
         return sorted(names)[0]
+    if app:
+        return f"in {app}'s published networks, whose apps connect by address; no DNS answer named it"
     if not tls_name:
         return "no DNS answer named it"
     said = (f"its TLS hello named no server but offered {tls_name}: {APP_PROTOCOLS[tls_name]}"
@@ -233,6 +260,7 @@ class Exfil(Detector):
         self.bar = min(self.min_bytes, self.min_unnamed)  # below it no pair can be judged
         self.ratio: float = self.opt("ratio")
         self.allow_domains = tuple(d.lower().strip(".") for d in self.opt("allow_domains"))
+        self.app_networks = _app_networks()  # address -> the application whose network holds it
         self.max_pairs: int = self.opt("max_pairs")
         self.intake = make_intake(self.window, self.bar, self.ratio, self.max_pairs, is_local, self._judge,
                                   self.opt("max_tls_names"))
@@ -263,7 +291,9 @@ class Exfil(Detector):
         # encrypted DNS the gateway cannot read. The server counts as named (the higher bar, the cap);
         # never as an allowed one: the ClientHello is the client's claim
         tls_name = None if names else self.tls_names.get((src, dst))
-        if names or tls_name:
+        # an application that reaches its servers by built-in address (APP_NETWORKS): named by its owner
+        app = None if names or tls_name else self.app_networks.lookup(dst)
+        if names or tls_name or app:
             m = self.min_bytes
             threat = CRITICAL if p.up >= 10 * m else HIGH if p.up >= 3 * m else MEDIUM if p.up >= m else 0.0
         else:
@@ -274,9 +304,9 @@ class Exfil(Detector):
         if (names and self._allowed_name(names)) or self.ctx.peers.is_peer(src, dst, flow.dport, flow.end,
                                                                            self.ctx.dns_names):
             return NO_EVIDENCE  # judged and allowed: not again until it doubles
-        named = bool(names or tls_name)
+        named = bool(names or tls_name or app)
         confidence = min(1.0, p.up / max(1, p.down) / (2 * self.ratio)) * (0.55 if named else 1.0)
-        desc = (f"large upload from {src} to {dst} ({_named_by(names, tls_name)}): {p.up / 1e6:.1f} MB sent, "
+        desc = (f"large upload from {src} to {dst} ({_named_by(names, tls_name, app)}): {p.up / 1e6:.1f} MB sent, "
                 f"{p.down / 1e6:.1f} MB received in {p.last - p.first:.0f}s")
         may_block = is_local(src)
         if not may_block:
