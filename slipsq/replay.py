@@ -6,6 +6,7 @@ Time is packet (or flow) time, so two runs over the same input give the same ale
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from slipsq import runmode
 from slipsq.engine import Engine
@@ -42,6 +43,46 @@ class ReplayOptions:
     report: bool = False  # with out_dir: also DIR/report.html
     alert_format: str | None = None  # --alert-format; None: the config's output.format (formats.FORMATS)
     processes: int | None = None  # --processes; None: pipeline.default_processes()
+
+
+class _Stdout(io.TextIOBase):
+    """Standard output of a replay that writes a results folder: when its reader goes away (`-o DIR |
+    head`), what was for it is dropped and the analysis goes on, so the folder is whole and the exit
+    status still says whether an input was damaged. (Without a folder a gone reader ends the replay:
+    cli.run_guarded, status 0, as `cat | head`.) Its descriptor then points at /dev/null, so the
+    interpreter's last flush of sys.stdout finds nobody gone."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self.stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self.gone = True
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file (a test's buffer)
+            return
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
 
 
 def input_kind(path: str, fmt: str) -> str:
@@ -79,6 +120,8 @@ def run_replay(opts: ReplayOptions, stdout: TextIO) -> int:
     # a replay's syslog lines name no process (PROCID "-"): the same input gives the same bytes
     how: dict[str, Any] = {"procid": "-", "facility": cfg["output.syslog_facility"]}
     recorder = ReplayRecorder()
+    if opts.out_dir:  # the folder's results are whole even when stdout's reader goes away
+        stdout = cast(TextIO, _Stdout(stdout))
     with ExitStack() as stack:
         sinks: list[Sink] = [recorder]
         if not opts.tuples:

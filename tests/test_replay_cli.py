@@ -274,6 +274,38 @@ def test_a_result_file_that_cannot_be_written_is_named(tmp_path: Path, name: str
     assert (r.returncode, r.stderr) == (2, f"slipsq: cannot write {out / name}: No space left on device\n")
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_results_folder_is_whole_when_stdouts_reader_goes_away(tmp_path: Path, processes: str) -> None:
+    """Found in round 21's list: `slipsq replay damaged.pcap -o DIR | head -1` stopped at the first
+    write after head left: exit 0, no damage line, a folder with a part of the alerts and no
+    summary.json. With a folder, a gone reader only loses what was for it: the folder is the same as
+    a run's whose stdout stays, the damage is said and the status is 2."""
+    data = DEMO.read_bytes()
+    damaged = tmp_path / "damaged.pcap"
+    damaged.write_bytes(data[:len(data) // 2 + 37])  # ends inside a record
+    whole, piped = tmp_path / "whole", tmp_path / "piped"
+    args = [sys.executable, "-m", "slipsq", "replay", str(damaged), "--processes", processes]
+    ref = subprocess.run([*args, "-o", str(whole)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, timeout=120)
+    assert ref.returncode == 2 and "damaged capture" in ref.stderr
+    with subprocess.Popen([*args, "-o", str(piped)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as p:
+        assert p.stdout is not None and p.stderr is not None
+        assert "[ALERT]" in p.stdout.readline()
+        p.stdout.close()  # as head -1 does
+        err = p.stderr.read()
+        assert p.wait(timeout=120) == 2
+    assert err == ref.stderr
+    names = sorted(f.name for f in whole.iterdir())
+    assert sorted(f.name for f in piped.iterdir()) == names and "summary.json" in names
+    for name in ("alerts.jsonl", "flows.binetflow", "activity.jsonl"):
+        assert (piped / name).read_bytes() == (whole / name).read_bytes(), name
+    drop = ("elapsed_s", "packets_per_s", "flows_per_s")
+    summaries = [{k: v for k, v in json.loads((d / "summary.json").read_text())["summary"].items() if k not in drop}
+                 for d in (whole, piped)]
+    assert summaries[0] == summaries[1]
+
+
 def test_a_closed_output_is_said() -> None:
     r = subprocess.run([sys.executable, "-m", "slipsq", "replay", str(DEMO)], cwd=ROOT, stderr=subprocess.PIPE,
                        text=True, timeout=120, preexec_fn=lambda: os.close(1))
