@@ -5,6 +5,7 @@ node-exporter textfile; the [metrics] config keys."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import stat
@@ -26,10 +27,20 @@ from slipsq.output.metrics import METRICS, Exporter, daemon_snapshot, parse_list
 from tests.fakedaemon import running_daemon, wait_for
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now, below the kernel's ephemeral range (32768-60999 by default): a port
+    bind(0) gave and this closed could be handed at once to another test's outgoing connection
+    before the exporter binds it (the exporter then logs "cannot serve" and the scrape fails)."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {host} in 20000-31999")
 
 
 def scrape(listen: str) -> dict[str, Any]:
@@ -155,10 +166,10 @@ def test_ipv6_loopback(exporter_for: Any) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 here")
     try:
-        listen = f"[::1]:{free_port()}"
+        listen = f"[::1]:{free_port('::1')}"
         with socket.socket(socket.AF_INET6) as s:
             s.bind(("::1", 0))
-    except OSError:
+    except (OSError, RuntimeError):
         pytest.skip("no IPv6 loopback here")
     exporter_for(lambda: {"queue": {"packets": 1}}, listen=listen)
     assert value(scrape(listen), "slipsq_packets") == 1
