@@ -56,6 +56,28 @@ def test_vertical_scan_with_rejects_blocks() -> None:
     assert any("vertical port scan to 198.51.100.7" in a.evidence.description for a in rec.by("portscan"))
 
 
+def test_a_lan_hosts_look_at_another_ones_ports_is_reported_and_a_lan_sweep_still_blocks() -> None:
+    """Found by a hunt (2026-12-07): Home Assistant's Nmap Tracker ("-F", every 120 s) met the
+    gateway's 97 closed ports, a vertical scan that blocked the Home Assistant box. Between two local
+    hosts a vertical scan is reported, never blocks (portscan.local_may_block, as the other
+    detectors' rule for traffic between two of ours); a LAN host sweeping one port over LAN hosts
+    still blocks, and so does the same vertical scan with the option on."""
+    ha, gw = "192.168.1.5", "192.168.1.1"
+    scan = syn_scan(ha, [gw], list(range(1, 301)), state="S_RA")  # 300 ports: critical x 1.0
+    rec, _ = run([PortScan], scan)
+    said = [a.evidence for a in rec.by("portscan")]
+    assert said and rec.blocked_ips == []
+    assert all(e.description.endswith("; both ends local: reported, never blocks (portscan.local_may_block)")
+               and not e.may_block for e in said)
+    assert max(e.score for e in said) == 1.0
+    rec, _ = run([PortScan], scan, cfg=config([PortScan], portscan__local_may_block=True))
+    assert rec.blocked_ips == [ha]
+    sweep = syn_scan(ha, [f"192.168.1.{i}" for i in range(20, 220)], [445])
+    assert run([PortScan], sweep)[0].blocked_ips == [ha]
+    carrier = syn_scan("100.64.3.9", ["192.168.1.20"], list(range(1, 301)), state="S_RA")  # CGNAT: no LAN
+    assert run([PortScan], carrier)[0].blocked_ips == ["100.64.3.9"]
+
+
 def test_icmp_sweep() -> None:
     flows = [flow(T0 + i * 0.01, SCANNER, f"10.0.0.{i}", 0x1234, "icmp", sbytes=84, dbytes=84 if i % 3 else 0,
                   sport=8, state="ECR" if i % 3 else "ECO") for i in range(1, 41)]

@@ -939,6 +939,38 @@ def _exfil_mtproto_lookalike(rng: random.Random) -> Iterator[Packet]:
                                                rate=4e6, rng=rng))
 
 
+# nmap's "-F": its top 100 TCP ports
+NMAP_TOP100 = (7, 9, 13, 21, 22, 23, 25, 26, 37, 53, 79, 80, 81, 88, 106, 110, 111, 113, 119, 135, 139, 143, 144, 179,
+               199, 389, 427, 443, 444, 445, 465, 513, 514, 515, 543, 544, 548, 554, 587, 631, 646, 873, 990, 993,
+               995, 1025, 1026, 1027, 1028, 1029, 1110, 1433, 1720, 1723, 1755, 1900, 2000, 2001, 2049, 2121, 2717,
+               3000, 3128, 3306, 3389, 3986, 4899, 5000, 5009, 5051, 5060, 5101, 5190, 5357, 5432, 5631, 5666, 5800,
+               5900, 6000, 6001, 6646, 7070, 8000, 8008, 8009, 8080, 8081, 8443, 8888, 9100, 9999, 10000, 32768,
+               49152, 49153, 49154, 49155, 49156, 49157)
+
+
+def _nmap_tracker(rng: random.Random) -> Iterator[Packet]:
+    """Home Assistant's Nmap Tracker (presence detection) with the options its config entries kept
+    from before the default became an ARP ping, "-F -T4 --min-rate 10 --host-timeout 5s", every
+    120 s: an ARP ping of the /24, then a SYN scan of the top 100 ports of each live host; the
+    gateway answers RSTs on its 97 closed ports, a laptop drops them (a hunt, 2026-12-07: the
+    gateway's closed ports were a vertical scan that blocked the Home Assistant box)."""
+    ha, live = "192.168.1.5", {ROUTER: ({53, 80, 443}, "closed"), LAPTOP: ({135, 139, 445}, "filtered"),
+                               NAS: ({22, 80, 443, 445, 5000}, "closed"), "192.168.1.40": ({80, 631, 9100}, "closed")}
+    parts, ports = _home(rng, 1500), Ports(rng)
+    for k in range(10):
+        t = T0 + 20 + k * 120 + rng.uniform(0, 1)
+        parts += [arp_who_has(ha, f"192.168.1.{i}", t + i * 0.004, reply=f"192.168.1.{i}" in live)
+                  for i in range(1, 255) if f"192.168.1.{i}" != ha]
+        t, sport = t + 1.5, ports()
+        for ip, (open_ports, rest) in live.items():
+            order = list(NMAP_TOP100)
+            rng.shuffle(order)
+            parts += [tcp_probe(ha, ip, sport, p, t + j * 0.002, "open" if p in open_ports else rest, rtt=0.002,
+                                rng=rng) for j, p in enumerate(order)]
+            t += 0.3
+    return merge(*parts)
+
+
 def _port_check(rng: random.Random) -> Iterator[Packet]:
     """Uptime Kuma on the NAS, a "TCP port" monitor (its default interval, 60 s) of the owner's VPS's
     ssh, by address: it connects, the server's banner arrives, the monitor closes without a byte (a
@@ -1231,7 +1263,10 @@ SCENARIOS: list[Scenario] = [
              _periodic_service(LAPTOP, "198.51.100.81", "v10.events.data.example.com", 900, 8, (400, 900),
                                (1500, 4000)),
              extra={"known_fp": KNOWN_FP}, note="an OS's telemetry every 15 minutes"),
-    Scenario("forged-scan-v6-nas", "benign", _forged_scan_v6(), extra={"forged": True, "config": V6_SITE},
+    # portscan.local_may_block: the scan's target is a LAN host, so by default a vertical scan of it by a
+    # LAN address never blocks at all; on, only the in-use guard stands between the forgery and the NAS
+    Scenario("forged-scan-v6-nas", "benign", _forged_scan_v6(),
+             extra={"forged": True, "config": {**V6_SITE, "portscan.local_may_block": True}},
              note="SYNs with the IPv6 NAS's address, from the Internet"),
     Scenario("uptime-monitor", "benign", _polling("198.51.100.9", NAS, "nas.example.org", 360),
              note="an outside monitor polls a forwarded port"),
@@ -1258,6 +1293,8 @@ SCENARIOS: list[Scenario] = [
              note="DuckDNS's documented cron job on a Pi: the update URL every 5 minutes"),
     Scenario("server-browser", "benign", _server_browser,
              note="a game's server browser queries 1,500 servers on ten ports, a fifth gone, twice an hour"),
+    Scenario("nmap-tracker", "benign", _nmap_tracker,
+             note="Home Assistant's Nmap Tracker scans the top 100 ports of each live LAN host every 120 s"),
     Scenario("telegram-upload", "benign", _telegram_upload,
              note="a phone sends a 120 MB video over Telegram (MTProto to a data centre's built-in address)"),
     Scenario("syncthing-offsite", "benign", _syncthing,

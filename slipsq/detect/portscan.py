@@ -50,6 +50,15 @@ nodes an hour, and many of them are gone; those on the clients' default ports (p
 there, or it sends its swarm UDP from it: an Ethereum node's 30303 and 9000, IPFS's 4001) pile up
 into a horizontal "scan" of that port, which from such a host is reported, never blocks by itself.
 Its scans of any other port (445, 23, an IoT worm's 37215 or 7547) and its vertical scans still do.
+
+A vertical scan of a local host by a local host is reported, never blocks by itself, unless
+`portscan.local_may_block` (the rule of the other detectors for traffic between two of ours): Home
+Assistant's Nmap Tracker looks over the top 100 ports of every live LAN host every 120 s (its
+"-F" entries), and a phone's Fing scans a device's ports on a tap; the gateway's own 97 closed
+ports blocked the Home Assistant box (a hunt, 2026-12-07). Inline the gateway sees such scans only
+across the VLANs it routes. Sweeps (horizontal, ICMP) still block from a LAN host to LAN hosts: a
+worm goes after one port on many hosts, and a random-address worm's targets fall in private ranges
+too. CGNAT's shared space is no LAN here (a port-forwarded attacker on the same ISP comes from it).
 """
 
 from __future__ import annotations
@@ -60,7 +69,7 @@ from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, report_due
 from slipsq.detect.inuse import ServersInUse
-from slipsq.detect.prefixes import Memo
+from slipsq.detect.prefixes import Memo, is_local, shared_space
 from slipsq.flow import Flow
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
@@ -298,6 +307,9 @@ class PortScan(Detector):
                "used forgotten first)", positive, "> 0"),
         Option("portscan.block_servers_in_use", False, "a scan from an address local hosts were answered by "
                "in the last window may block it (off: alert only, as a scan's source can be forged)"),
+        Option("portscan.local_may_block", False, "a vertical scan of a local host by a local host may block "
+               "the scanner; off: reported, never blocks (Home Assistant's Nmap Tracker, Fing's device scan; "
+               "sweeps of many hosts still block)"),
     )
 
     def __init__(self, ctx: Context) -> None:
@@ -306,6 +318,7 @@ class PortScan(Detector):
         self.thresholds = {"vertical": self.opt("vertical_ports"), "horizontal": self.opt("horizontal_hosts"),
                            "icmp-sweep": self.opt("icmp_hosts")}
         self.block_in_use: bool = self.opt("block_servers_in_use")
+        self.local_may_block: bool = self.opt("local_may_block")
         self.servers = ctx.servers  # shared: who answered local hosts (detect/inuse.py)
         self.servers.bound = self.opt("max_servers")
         # the per-flow path and the window's counts: compiled, or the readable twin
@@ -374,6 +387,11 @@ class PortScan(Detector):
             desc += (f"; {src} runs P2P software (see p2p) and its swarm lives on this port (a client's "
                      "default, or one it listens on itself): the peers of a swarm come and go, and the gone "
                      "ones look like this, so it alone never blocks")
+        # a LAN host looking over another's ports: discovery apps do (module docstring)
+        lan = (kind == "vertical" and not self.local_may_block and is_local(src) and is_local(dst)
+               and not shared_space(src))
+        if lan:
+            desc += "; both ends local: reported, never blocks (portscan.local_may_block)"
         return [Evidence(ts=ts, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,
                          proto=proto, description=desc, threat_level=threat, confidence=round(conf, 3),
-                         label=kind, key=ekey, flows=(flow,), may_block=not (in_use or swarm))]
+                         label=kind, key=ekey, flows=(flow,), may_block=not (in_use or swarm or lan))]
