@@ -87,6 +87,24 @@ def test_icmp_sweep() -> None:
     assert alerts[-1].evidence.label == "icmp-sweep"
 
 
+def test_pinging_hosts_that_answer_is_watching_them_and_a_sweep_of_empty_addresses_blocks() -> None:
+    """Found by a hunt (2026-12-07): a game's server browser pinged 640 listed servers in an hour, 92 %
+    answering; a critical sweep at confidence 0.6 + 0.4 x 8 % = 0.63 grew for over a minute and the
+    judge doubled it: the gaming PC was blocked. Confidence is 0.2 + 0.8 x the unanswered share now,
+    so that sweep weighs 0.26 however long it grows, and a sweep of empty addresses still blocks."""
+    def pings(answering: float, hosts: int) -> list[Flow]:
+        cut = int(hosts * answering)
+        return [flow(T0 + i * 5, "192.168.1.30", f"{77 + i % 50}.{i // 50}.3.{1 + i % 200}", 1, "icmp", sbytes=60,
+                     dbytes=60 if i < cut else 0, sport=8, state="ECR" if i < cut else "ECO") for i in range(hosts)]
+    rec, _ = run([PortScan], pings(0.92, 640))
+    said = [a.evidence for a in rec.by("portscan")]
+    assert said and rec.blocked_ips == []
+    assert max(e.confidence for e in said) <= 0.2 + 0.8 * 0.1 and max(e.score for e in said) < 0.3
+    rec, _ = run([PortScan], pings(0.04, 300))
+    assert rec.blocked_ips == ["192.168.1.30"]
+    assert max(a.evidence.confidence for a in rec.by("portscan")) > 0.9  # 4 % answering: 0.2 + 0.8 x 0.96
+
+
 def test_icmpv6_sweep_and_ipv6_horizontal_scan() -> None:
     src = "2001:db8::66"
     pings = [flow(T0 + i * 0.01, src, f"2001:db8:1::{i:x}", 7, "ipv6-icmp", sport=128, dbytes=0, state="ECO")

@@ -971,6 +971,36 @@ def _nmap_tracker(rng: random.Random) -> Iterator[Packet]:
     return merge(*parts)
 
 
+def _ping_browser(rng: random.Random) -> Iterator[Packet]:
+    """A game's server browser measures each listed server's ping with an ICMP echo (32 bytes, once or
+    twice), three refreshes in an hour of 250 servers each, the player changing the filter between
+    them (640 distinct servers, 6 % not answering ICMP), then a match over UDP (a hunt, 2026-12-07:
+    a critical ICMP sweep that grew for over a minute, doubled by the judge, blocked the gaming PC)."""
+    pc, master = "192.168.1.30", "159.153.64.20"
+    pool = [f"{rng.choice((5, 31, 37, 45, 77, 85, 91, 144, 176, 185, 193, 212))}.{rng.randrange(256)}."
+            f"{rng.randrange(256)}.{rng.randrange(1, 255)}" for _ in range(1500)]
+    parts = _home(rng, 3600)
+    for r, t in enumerate((T0 + 60, T0 + 660, T0 + 2160)):
+        parts += [_with_dns("gameservices.example.com", master, pc, t, rng),
+                  tls_session(pc, master, "gameservices.example.com", t, 900, 60_000, sport=50100 + r, rng=rng)]
+        listed = rng.sample(pool, 250)
+        parts += [icmp_echo(pc, ip, t + 1 + i * 0.02, count=rng.choice((1, 2)), size=32, reply=rng.random() >= 0.06,
+                            rtt=rng.uniform(0.015, 0.2)) for i, ip in enumerate(listed)]
+        if r == 0:
+            parts.append(udp_stream(pc, listed[3], 51000, 25200, t + 30, packets=20 * 60 * 30, size=400,
+                                    interval=1 / 30, rng=rng))
+    return merge(*parts)
+
+
+def _ping_sweep(rng: random.Random) -> Iterator[Packet]:
+    """The twin of ping-server-browser: an infected host pings 300 random Internet addresses, 4 %
+    answering (most of the Internet is empty), as a worm looks for hosts before trying their ports."""
+    targets = [f"{rng.choice((41, 77, 103, 177, 190))}.{rng.randrange(256)}.{rng.randrange(256)}."
+               f"{rng.randrange(1, 255)}" for _ in range(300)]
+    return merge(*_home(rng, 600), *(icmp_echo(VICTIM, ip, T0 + 10 + i * 0.5, reply=rng.random() < 0.04)
+                                     for i, ip in enumerate(targets)))
+
+
 def _port_check(rng: random.Random) -> Iterator[Packet]:
     """Uptime Kuma on the NAS, a "TCP port" monitor (its default interval, 60 s) of the owner's VPS's
     ssh, by address: it connects, the server's banner arrives, the monitor closes without a byte (a
@@ -1209,6 +1239,8 @@ SCENARIOS: list[Scenario] = [
              ("beacon",), note="a RAT's C&C on a DuckDNS name, every 60 s (the zone is no allowed service)"),
     Scenario("exfil-https-bare", "malicious", _exfil_https, BAD, ("exfil",),
              note="30 MB POSTed over TLS with no server name (h2, http/1.1) to a bare address"),
+    Scenario("ping-sweep", "malicious", _ping_sweep, frozenset({VICTIM}), ("portscan",),
+             note="an infected host pings 300 random Internet addresses, 4 % answering"),
     Scenario("exfil-mtproto-lookalike", "malicious", _exfil_mtproto_lookalike,
              frozenset({VICTIM, "149.154.176.20"}), ("exfil",),
              note="30 MB in MTProto-like parts to an address just outside Telegram's networks"),
@@ -1295,6 +1327,8 @@ SCENARIOS: list[Scenario] = [
              note="a game's server browser queries 1,500 servers on ten ports, a fifth gone, twice an hour"),
     Scenario("nmap-tracker", "benign", _nmap_tracker,
              note="Home Assistant's Nmap Tracker scans the top 100 ports of each live LAN host every 120 s"),
+    Scenario("ping-server-browser", "benign", _ping_browser,
+             note="a game's server browser pings the 250 servers it lists, three times an hour, 640 in all"),
     Scenario("telegram-upload", "benign", _telegram_upload,
              note="a phone sends a 120 MB video over Telegram (MTProto to a data centre's built-in address)"),
     Scenario("syncthing-offsite", "benign", _syncthing,
