@@ -19,7 +19,7 @@ from libc.string cimport memcmp
 from slipsq._decode cimport MAX_EXT, be16, ipv6_ext
 from slipsq._flowslots cimport (E_DADDR, E_DATA, E_DPORT, E_KIND, E_PROTO, E_SADDR, E_SPORT, E_TS, EventSlots,
                                 event_slots, slot_put, slots_alloc)
-from slipsq._flowtable cimport addr_text, rdp_start, smb_start, telnet_start
+from slipsq._flowtable cimport addr_text, openvpn_start, rdp_start, smb_start, telnet_start
 
 from slipsq.flow import AppEvent
 
@@ -186,6 +186,8 @@ cdef str service(const uint8_t* p, Py_ssize_t n):
         return "http"
     if n >= 3 and p[0] == 0x16 and p[1] == 3:
         return "tls"
+    if openvpn_start(p, n):
+        return "openvpn"
     return "unknown"
 
 
@@ -339,6 +341,8 @@ cdef list payload_events(bytes packet, Py_ssize_t pos, Py_ssize_t end, double ts
                 events.append(new_event(ts, "tls", saddr, sport, daddr, dport, "tcp", {"alpn": alpn}))
     elif svc == "http" and not starts(p, n, b"HTTP/", 5):
         events.append(new_event(ts, "http", saddr, sport, daddr, dport, "tcp", http_fields(p, n)))
+    elif svc == "openvpn":
+        events.append(new_event(ts, "tunnel", saddr, sport, daddr, dport, "tcp", {"protocol": svc}))
     return events
 
 

@@ -157,3 +157,8 @@ cdef inline bint rdp_start(const uint8_t* b, Py_ssize_t k) noexcept nogil:
 cdef inline bint smb_start(const uint8_t* b, Py_ssize_t k) noexcept nogil:
     """appdecode.smb_start: a NetBIOS session header, then SMB1's or SMB2's magic."""
     return k >= 8 and b[0] == 0 and (memcmp(b + 4, b"\xffSMB", 4) == 0 or memcmp(b + 4, b"\xfeSMB", 4) == 0)
+
+
+cdef inline bint openvpn_start(const uint8_t* b, Py_ssize_t k) noexcept nogil:
+    """appdecode.openvpn_start: a length that is the rest of the payload, then a client's hard reset."""
+    return k >= 14 and ((<Py_ssize_t>b[0]) << 8 | b[1]) == k - 2 and (b[2] == 0x38 or b[2] == 0x50)

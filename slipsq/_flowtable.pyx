@@ -74,10 +74,11 @@ cdef enum:  # app kind bits: slipsq.flowtable.APP_KINDS (checked at import below
     APP_HTTP = 16
     APP_ARP = 32
     APP_PAYLOAD = 64
-    APP_ALL = 127
+    APP_TUNNEL = 128
+    APP_ALL = 255
 
 if (APP_KINDS != {"dns": APP_DNS, "dns-queries": APP_DNS_ALL, "banner": APP_BANNER, "tls": APP_TLS,
-                  "http": APP_HTTP, "arp": APP_ARP, "payload": APP_PAYLOAD}
+                  "http": APP_HTTP, "arp": APP_ARP, "payload": APP_PAYLOAD, "tunnel": APP_TUNNEL}
         or sum(APP_KINDS.values()) != APP_ALL):
     raise ImportError("slipsq._flowtable is out of date with slipsq.flowtable.APP_KINDS: rebuild it")
 
@@ -125,6 +126,8 @@ cdef int first_payload_class(const uint8_t* buf, Py_ssize_t n, Parsed* p) noexce
         return APP_HTTP
     if k >= 6 and b[0] == 0x16 and b[1] == 3 and b[5] == 1:
         return APP_TLS
+    if openvpn_start(b, k):
+        return APP_TUNNEL  # an OpenVPN client's hard reset: its server is a VPN's
     return 0
 
 

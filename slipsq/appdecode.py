@@ -19,7 +19,7 @@ from slipsq.flow import AppEvent
 
 # The kinds of packets a flow table hands up and their bits (both tables use the same bits; see
 # `FlowTable.set_app_kinds` in flowtable.py for what each kind is)
-APP_KINDS = {"dns": 1, "dns-queries": 2, "banner": 4, "tls": 8, "http": 16, "arp": 32, "payload": 64}
+APP_KINDS = {"dns": 1, "dns-queries": 2, "banner": 4, "tls": 8, "http": 16, "arp": 32, "payload": 64, "tunnel": 128}
 Base = tuple[float, str, int, str, int, str]  # ts, saddr, sport, daddr, dport, proto
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"CONNECT ", b"PATCH ",
                 b"TRACE ")
@@ -198,6 +198,15 @@ def smb_start(b: bytes) -> bool:
     return len(b) >= 8 and b[0] == 0 and b[4:8] in (b"\xffSMB", b"\xfeSMB")
 
 
+def openvpn_start(b: bytes, n: int) -> bool:
+    """An OpenVPN client's first packet over TCP, from its first 3 bytes `b` and the payload's length
+    `n`: a 2-byte length that is the rest of the payload (one packet: the client waits for the
+    server's answer), then the opcode P_CONTROL_HARD_RESET_CLIENT_V2 or _V3 (7 or 10) with key id 0,
+    and at least its 8-byte session id and a packet id. These bytes are in clear with tls-auth and
+    tls-crypt too. Random bytes match in about 1 payload in 8 million."""
+    return n >= 14 and len(b) >= 3 and (b[0] << 8 | b[1]) == n - 2 and b[2] in (0x38, 0x50)
+
+
 def service(payload: bytes) -> str:
     """A guess at the protocol from a connection's first bytes (either side)."""
     if payload.startswith(b"SSH-"):
@@ -217,11 +226,13 @@ def service(payload: bytes) -> str:
         return "http"
     if len(payload) >= 3 and payload[0] == 0x16 and payload[1] == 3:
         return "tls"
+    if openvpn_start(payload, len(payload)):
+        return "openvpn"  # a VPN client opening its tunnel (exfil: its server is a named one)
     return "unknown"
 
 
 def payload_events(base: Base, payload: bytes) -> list[AppEvent]:
-    """A "banner" for a connection's first payload, plus "tls" or "http" when it is one."""
+    """A "banner" for a connection's first payload, plus "tls", "http" or "tunnel" when it is one."""
     svc = service(payload)
     events = [event(base, "banner", {"service": svc, "text": payload[:64].decode("latin-1")})]
     if svc == "tls":
@@ -232,6 +243,8 @@ def payload_events(base: Base, payload: bytes) -> list[AppEvent]:
             events.append(event(base, "tls", {"alpn": alpn}))
     elif svc == "http" and not payload.startswith(b"HTTP/"):
         events.append(event(base, "http", http_request(payload)))
+    elif svc == "openvpn":
+        events.append(event(base, "tunnel", {"protocol": svc}))
     return events
 
 

@@ -39,7 +39,7 @@ from slipsq.records import Alert, Block, Command, Decision, Evidence, Unblock
 # the table for DNS queries too, whose events are "dns" ones; "payload" for every first payload)
 _EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "dns": ("dns",), "dns-queries": ("dns",), "banner": ("banner",), "tls": ("tls",), "http": ("http",),
-    "arp": ("arp",), "payload": ("banner", "tls", "http")}
+    "arp": ("arp",), "tunnel": ("tunnel",), "payload": ("banner", "tls", "http", "tunnel")}
 
 
 def make_table(config: Config) -> Any:

@@ -73,7 +73,8 @@ class AppEvent:
     kind: "dns" (data: query, qtype, answers, rcode), "tls" (data: sni; or, for a ClientHello that
     names no server, alpn: the first protocol it offers), "http" (data: host, method, uri,
     user_agent), "banner" (data: service, text; the first bytes a server or client sent on a TCP
-    connection), "arp" (data: op, src_mac, src_ip, dst_ip).
+    connection), "tunnel" (data: protocol, "openvpn": a VPN client's first bytes opened its tunnel),
+    "arp" (data: op, src_mac, src_ip, dst_ip).
     `saddr`/`sport` is the packet's sender.
     """
 

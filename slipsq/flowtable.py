@@ -44,7 +44,8 @@ Rules (both tables):
   The first TCP payload of each direction (DNS ports excluded) is classified by its first bytes:
   "banner" (login services: "SSH-", "220", TPKT with an X.224 Connection Request or Confirm,
   NetBIOS + SMB/SMB2, telnet's IAC negotiation (appdecode.telnet_start), "RFB "), "http" (a request
-  method), "tls" (a ClientHello record: 0x16 0x03 .. .. .. 0x01), anything else no class; it is
+  method), "tls" (a ClientHello record: 0x16 0x03 .. .. .. 0x01), "tunnel" (a VPN client opening
+  its tunnel: OpenVPN's hard reset, appdecode.openvpn_start), anything else no class; it is
   handed up when its class is asked for, and every one when "payload" is. ARP frames (from the ARP
   header) only when "arp" is asked for.
   `app_packets` counts what was handed up.
@@ -88,7 +89,16 @@ from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
 
-from slipsq.appdecode import APP_KINDS, HTTP_METHODS, app_kinds_of, app_mask, rdp_start, smb_start, telnet_start
+from slipsq.appdecode import (
+    APP_KINDS,
+    HTTP_METHODS,
+    app_kinds_of,
+    app_mask,
+    openvpn_start,
+    rdp_start,
+    smb_start,
+    telnet_start,
+)
 from slipsq.config import Config
 from slipsq.decode import DNS_PORTS, Packet, ip_str, parse
 from slipsq.flow import Flow, proto_name
@@ -109,7 +119,7 @@ N_CLASSES = 6
 ACTIVE = N_CLASSES  # index of the active-report list in tie-breaking
 MAX_FLOWS_CAP = 0x7FFFFFFF  # the compiled table finds flows by uint32 index
 # app kinds and their bits (appdecode.APP_KINDS; the compiled table uses the same bits)
-APP_DNS, APP_DNS_ALL, APP_BANNER, APP_TLS, APP_HTTP, APP_ARP, APP_PAYLOAD = APP_KINDS.values()
+APP_DNS, APP_DNS_ALL, APP_BANNER, APP_TLS, APP_HTTP, APP_ARP, APP_PAYLOAD, APP_TUNNEL = APP_KINDS.values()
 APP_ALL = sum(APP_KINDS.values())
 
 
@@ -139,7 +149,8 @@ def first_payload_class(buf: bytes, p: Packet) -> int:
     """The app kind bit of a connection's first payload from its first bytes (0: none of ours).
     Same tests as `appdecode.service` for the login services, plus VNC's "RFB "."""
     pos = p.ip_off + p.ip_len - p.payload_len
-    b = bytes(buf[pos:min(len(buf), p.ip_off + p.ip_len)][:8])
+    end = min(len(buf), p.ip_off + p.ip_len)
+    b = bytes(buf[pos:end][:8])
     if not b:
         return 0
     if b.startswith((b"SSH-", b"220", b"RFB ")) or telnet_start(b):
@@ -152,6 +163,8 @@ def first_payload_class(buf: bytes, p: Packet) -> int:
         return APP_HTTP
     if len(b) >= 6 and b[0] == 0x16 and b[1] == 3 and b[5] == 1:
         return APP_TLS
+    if openvpn_start(b, end - pos):
+        return APP_TUNNEL  # an OpenVPN client's hard reset: its server is a VPN's
     return 0
 
 

@@ -123,6 +123,11 @@ def test_ssh_banners_both_ways_when_banner_is_wanted(make: Make) -> None:
     (b"\xff\x17\x9c\x02\x55", "payload"), (b"\xff\xfd\x18\x9c", "payload"),  # ... not any first 0xFF
     (b"\xff\xfd\xc8\xff", "payload"),  # (no option code that high)
     (b"SSH", "payload"), (b"\x00" * 40, "payload"),
+    # an OpenVPN client's hard reset (v2, and v3 with tls-crypt-v2's key), its length the rest of the
+    # payload; a length one off, another opcode, a key id, or too short: nothing
+    (b"\x00\x0e\x38" + bytes(range(13)), "tunnel"), (b"\x01\x2c\x50" + bytes(299), "tunnel"),
+    (b"\x00\x0f\x38" + bytes(13), "payload"), (b"\x00\x0e\x40" + bytes(13), "payload"),
+    (b"\x00\x0e\x39" + bytes(13), "payload"), (b"\x00\x0a\x38" + bytes(9), "payload"),
 ])
 def test_first_payload_classes(make: Make, payload: bytes, kind: str) -> None:
     pkts = first_payload(payload)
@@ -182,8 +187,8 @@ def test_the_engine_asks_for_what_its_detectors_declare(table_cls: Any) -> None:
     assert engine(table_cls, []).table.app_kinds == {"dns"}
     assert engine(table_cls, [ArpScan]).table.app_kinds == {"dns", "arp"}
     assert engine(table_cls, [BruteForce, ArpScan]).table.app_kinds == {"dns", "banner", "arp"}
-    # exfil: tls (server names); beacon: http (device-management check-ins)
-    assert engine(table_cls, DETECTORS).table.app_kinds == {"dns", "banner", "arp", "tls", "http"}
+    # exfil: tls (server names) and tunnel (VPN servers); beacon: http (device-management check-ins)
+    assert engine(table_cls, DETECTORS).table.app_kinds == {"dns", "banner", "arp", "tls", "http", "tunnel"}
     e = engine(table_cls, [WantsTls])
     assert e.table.app_kinds == {"dns", "tls"}
     e.reconfigure(load(None), (), e.allow)

@@ -113,6 +113,23 @@ def test_first_payloads_decode_equally(start: bytes, rest: bytes, word: tuple[in
     assert events[0].kind == "banner" and events[0].data["service"] == appdecode.service(payload)
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 1500), st.sampled_from([0x38, 0x50, 0x39, 0x40, 0x20, 0x16]), st.integers(-2, 2),
+       st.binary(min_size=1, max_size=40))
+def test_openvpn_hard_resets_decode_equally(size: int, opcode: int, off: int, fill: bytes) -> None:
+    """A first payload of a 2-byte length, an opcode byte and `size` more bytes: both decoders agree,
+    and say "openvpn" (with a "tunnel" event) exactly for a length that is the rest of the payload,
+    the client's hard reset v2 or v3 (0x38, 0x50) and 14 bytes at least."""
+    body = bytes([opcode]) + (fill * (size // len(fill) + 1))[:size]
+    payload = max(0, len(body) + off).to_bytes(2, "big") + body
+    events = same(tcp(A, 40000, B, 1194, PSH | ACK, payload))
+    vpn = off == 0 and opcode in (0x38, 0x50) and len(payload) >= 14
+    assert (events[0].data["service"] == "openvpn") == (vpn and not appdecode.rdp_start(payload)
+                                                        and not appdecode.smb_start(payload))
+    tunnels = [e.data for e in events if e.kind == "tunnel"]
+    assert tunnels == ([{"protocol": "openvpn"}] if events[0].data["service"] == "openvpn" else [])
+
+
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(["x.example", "", "A.Example.COM", "\u00e9.example", "a" * 200]),
        st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_size=4), st.integers(0, 700))

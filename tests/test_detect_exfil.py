@@ -190,6 +190,37 @@ def test_a_syncthing_peer_is_named_by_its_protocol(tmp_path: Path) -> None:
     assert seen[()][0] == [DROP]
 
 
+def test_a_vpn_server_is_named_by_its_clients_first_bytes(tmp_path: Path) -> None:
+    """Found by a hunt (2026-12-07): a laptop's nightly backup through its VPN app's OpenVPN-over-TCP
+    server, chosen by address, was exfiltration to an unnamed address and blocked the server (and,
+    with the app's kill switch, the laptop's Internet). The client's first bytes are OpenVPN's hard
+    reset: the server is a named one (an alert alone). The same bytes with a length one off, or
+    another opcode, name nothing: that upload still blocks."""
+    import random
+
+    from tools.gen_frames import Content
+    from tools.gen_sessions import tcp_session
+
+    cfg = config([Exfil], exfil__min_bytes=2 * MB, exfil__min_bytes_unnamed=2 * MB)  # 20 MB: critical
+    seen = {}
+    for name, head in (("v2", b"\x00\x56\x38"), ("v3", b"\x00\x56\x50"), ("off", b"\x00\x57\x38"),
+                       ("opcode", b"\x00\x56\x20")):
+        first = head + random.Random(5).randbytes(85)
+        messages = [("c", Content(len(first), first)), ("s", Content(100)), ("c", Content(20 * MB)),
+                    ("s", Content(60_000))]
+        pcap = write_scenario(tmp_path / f"{name}.pcap", tcp_session(HOST, DROP, 41000, 443, EPOCH, messages=messages,
+                                                                     rate=5e6, rng=random.Random(3)))
+        rec = replay_pcap(pcap, [Exfil], cfg)
+        seen[name] = (rec.blocked_ips, [a.evidence.description for a in rec.by("exfil")])
+    for name in ("v2", "v3"):
+        blocked, said = seen[name]
+        assert blocked == [] and said, name
+        assert "(its client's first bytes opened an OpenVPN tunnel: a VPN server" in said[0]
+        assert said[0].endswith("a named server: alone it does not block")
+    for name in ("off", "opcode"):
+        assert seen[name][0] == [DROP] and "(no DNS answer named it)" in seen[name][1][0], name
+
+
 def test_a_telegram_data_centre_is_named_by_its_published_networks() -> None:
     """Telegram's apps reach their data centres by built-in address (MTProto: no DNS, no TLS hello):
     a 120 MB video sent from a phone blocked the data centre the whole house's Telegram uses

@@ -1001,6 +1001,27 @@ def _ping_sweep(rng: random.Random) -> Iterator[Packet]:
                                      for i, ip in enumerate(targets)))
 
 
+def _vpn_backup(rng: random.Random) -> Iterator[Packet]:
+    """A laptop's always-on VPN app (OpenVPN over TCP 443 to a server it chose by address: its first
+    bytes are the client's hard reset) carries the nightly backup, 150 MB up with only the backup's
+    own acknowledgements back, and the tunnel's pings every 10 s (a hunt, 2026-12-07: the VPN
+    server was blocked as exfiltration and, with the app's kill switch, the laptop's Internet)."""
+    api, vpn, ports = "104.16.208.203", "185.206.159.12", Ports(rng)
+    hard_reset = (86).to_bytes(2, "big") + b"\x38" + rng.randbytes(85)
+    messages: list[Message] = [("c", Content(len(hard_reset), hard_reset)), ("s", Content(100)), ("c", Content(420)),
+                               ("s", Content(5200)), ("c", Content(1900)), ("s", Content(1300))]
+    for k in range(120):
+        messages += [("c", Content(85), 10.0), ("s", Content(85))]
+        if k == 30:
+            for _ in range(150):
+                messages += [("c", Content(1_048_576)), ("s", Content(rng.randint(19_000, 22_000)))]
+    parts = _home(rng, 1500)
+    parts += [_with_dns("api.vpn.example", api, LAPTOP, T0 + 5, rng),
+              tls_session(LAPTOP, api, "api.vpn.example", T0 + 5, 600, 9000, sport=ports(), rng=rng),
+              tcp_session(LAPTOP, vpn, ports(), 443, T0 + 8, messages=messages, rtt=0.035, rate=4e6, rng=rng)]
+    return merge(*parts)
+
+
 def _port_check(rng: random.Random) -> Iterator[Packet]:
     """Uptime Kuma on the NAS, a "TCP port" monitor (its default interval, 60 s) of the owner's VPS's
     ssh, by address: it connects, the server's banner arrives, the monitor closes without a byte (a
@@ -1329,6 +1350,8 @@ SCENARIOS: list[Scenario] = [
              note="Home Assistant's Nmap Tracker scans the top 100 ports of each live LAN host every 120 s"),
     Scenario("ping-server-browser", "benign", _ping_browser,
              note="a game's server browser pings the 250 servers it lists, three times an hour, 640 in all"),
+    Scenario("vpn-tcp-backup", "benign", _vpn_backup,
+             note="a laptop's nightly backup (150 MB) through its VPN app's OpenVPN-over-TCP tunnel"),
     Scenario("telegram-upload", "benign", _telegram_upload,
              note="a phone sends a 120 MB video over Telegram (MTProto to a data centre's built-in address)"),
     Scenario("syncthing-offsite", "benign", _syncthing,

@@ -29,7 +29,7 @@ from slipsq._lru cimport put, put_known
 from slipsq.detect._prefixes cimport text_local
 from slipsq.detect._states cimport flow_denied
 from slipsq.detect.base import NO_EVIDENCE
-from slipsq.detect.exfil import _MAX_OPEN, _MIN_FLOW_BYTES, APP_PROTOCOLS
+from slipsq.detect.exfil import _MAX_OPEN, _MIN_FLOW_BYTES, APP_PROTOCOLS, TUNNELS
 from slipsq.detect.tcpstate import _HELD_BY_STATE
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import AppEvent, Flow
@@ -48,6 +48,7 @@ cdef object _NO_EVIDENCE = NO_EVIDENCE
 cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.denied's state lookup
 cdef object _MIN_BYTES = _MIN_FLOW_BYTES
 cdef dict _APP_PROTOCOLS = APP_PROTOCOLS
+cdef dict _TUNNELS = TUNNELS
 cdef Py_ssize_t MAX_OPEN = _MAX_OPEN
 cdef EventSlots EV
 event_slots(&EV, AppEvent)
@@ -89,15 +90,22 @@ cdef class Intake:
         return text_local(ip)
 
     def on_app(self, event):
-        if event_field(&EV, event, E_KIND) == "tls":
+        kind = event_field(&EV, event, E_KIND)
+        if kind == "tls":
             data = event_field(&EV, event, E_DATA)
             name = lru_get(data, "sni", None)  # in C: one call a ClientHello
             if not (isinstance(name, str) and name):
                 name = lru_get(data, "alpn", None)  # a hello that named no server: its protocol (exfil.Intake)
                 if not (isinstance(name, str) and name in _APP_PROTOCOLS):
                     return _NO_EVIDENCE
-            put(self.tls_names, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_DADDR)), name,
-                self.max_tls_names)
+        elif kind == "tunnel":
+            name = lru_get(event_field(&EV, event, E_DATA), "protocol", None)  # a VPN client's first bytes
+            if name not in _TUNNELS:
+                return _NO_EVIDENCE
+        else:
+            return _NO_EVIDENCE
+        put(self.tls_names, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_DADDR)), name,
+            self.max_tls_names)
         return _NO_EVIDENCE
 
     def on_flow(self, flow):

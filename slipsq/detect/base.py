@@ -102,7 +102,7 @@ class Detector:
     "tls", "http", "arp", ...). The engine asks the flow table for the union of every detector's
     kinds plus "dns" (DNS answers fill ctx.dns_names), so a packet nobody wants is never decoded,
     and calls `on_app` only with the events of the kinds it names ("dns-queries" gives "dns" events,
-    "payload" "banner", "tls" and "http" ones), from packets and from logs alike. A detector that
+    "payload" "banner", "tls", "http" and "tunnel" ones), from packets and from logs alike. A detector that
     names none gets every event. `flow_gate` likewise names the flows `on_flow` can act on (FlowGate).
     """
 

@@ -33,6 +33,11 @@ False-positive guards:
   bep-relay) makes the server a named one too, for the same reason and with the same limit (the
   hello is the client's claim; a thief could send it, as it could send any server name). A program
   posting to https://<bare address>/ offers h2 and http/1.1: those name no application.
+* VPN servers: a connection whose client's first bytes open a VPN tunnel (TUNNELS: OpenVPN over
+  TCP; the decoder names it from its hard reset) makes its server a named one too: what goes up a
+  tunnel is its user's every upload (a nightly backup through a VPN app's server, chosen by
+  address). UDP tunnels (WireGuard, OpenVPN's default) are not counted at all. A Shadowsocks or
+  Outline proxy shows nothing (random bytes by design): put its address in `allow.ips`.
 * Apps with built-in server addresses: Telegram's clients reach its data centres by address and
   speak MTProto (no hello, no name); a server in the networks such an application's owner publishes
   (APP_NETWORKS) is a named one, with the same limit (a video sent from a phone blocked the house's
@@ -97,6 +102,12 @@ DEFAULT_ALLOW_DOMAINS = [
 # so without these a 60 MB folder synced to the owner's device at another home blocked that device.
 # Web protocols (h2, http/1.1) are not here: a program posting to https://<bare address>/ offers them.
 APP_PROTOCOLS = {"bep/1.0": "Syncthing", "bep-relay": "a Syncthing relay"}
+# VPN protocols a client's first bytes name (the decoder's "tunnel" events, appdecode.service): a
+# tunnel's server relays its user's traffic to anywhere, so what goes up through it is the user's
+# every upload (a laptop's nightly backup, 1.2 GB through a VPN app's OpenVPN-over-TCP server, chosen
+# by address, blocked that server and, with the app's kill switch, the laptop's Internet: a hunt,
+# 2026-12-07). Its server is a named one, with the same limit as a hello's claim.
+TUNNELS = {"openvpn": "OpenVPN"}
 # Networks of applications whose clients reach their servers by address, never by a DNS name, with
 # the list their owner publishes. Telegram's apps carry their data centres' addresses built in and
 # speak MTProto (no TLS hello, no name) to them, so a video sent from a phone, 100 MB up and a few kB
@@ -157,14 +168,21 @@ class Intake:
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         """A TLS ClientHello: remember the name this client asked this server for (or, when it
-        named none, an application protocol of APP_PROTOCOLS it offered)."""
+        named none, an application protocol of APP_PROTOCOLS it offered). A "tunnel" event (a
+        connection's first bytes were a VPN client's, TUNNELS): remember its protocol."""
         if event.kind == "tls":
             name = event.data.get("sni")
             if not (isinstance(name, str) and name):
                 name = event.data.get("alpn")
                 if not (isinstance(name, str) and name in APP_PROTOCOLS):
                     return NO_EVIDENCE
-            put(self.tls_names, (event.saddr, event.daddr), name, self.max_tls_names)
+        elif event.kind == "tunnel":
+            name = event.data.get("protocol")
+            if name not in TUNNELS:
+                return NO_EVIDENCE
+        else:
+            return NO_EVIDENCE
+        put(self.tls_names, (event.saddr, event.daddr), name, self.max_tls_names)
         return NO_EVIDENCE
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
@@ -221,6 +239,9 @@ def _named_by(names: set[str], tls_name: str | None, app: str | None = None) -> 
         return f"in {app}'s published networks, whose apps connect by address; no DNS answer named it"
     if not tls_name:
         return "no DNS answer named it"
+    if tls_name in TUNNELS:
+        return (f"its client's first bytes opened an {TUNNELS[tls_name]} tunnel: a VPN server, whose uploads "
+                "are its user's; no DNS answer the house trusts named it")
     said = (f"its TLS hello named no server but offered {tls_name}: {APP_PROTOCOLS[tls_name]}"
             if tls_name in APP_PROTOCOLS else f"TLS name {tls_name}")
     return f"{said}; no DNS answer the house trusts named it"
@@ -237,7 +258,8 @@ def make_intake(window: float, bar: int, ratio: float, max_pairs: int, local: Ca
 class Exfil(Detector):
     name = "exfil"
     evidence_kinds = ("exfiltration",)
-    app_kinds = frozenset({"tls"})  # the names clients ask servers for in their TLS ClientHellos
+    # the names clients ask servers for in their TLS ClientHellos; first bytes that open a VPN tunnel
+    app_kinds = frozenset({"tls", "tunnel"})
     options = (
         Option("exfil.min_bytes", 50_000_000, "bytes one host uploads to one server in one window before it is "
                "judged when DNS named the server; 3x is high, 10x critical", positive, "> 0"),
