@@ -33,6 +33,24 @@ def test_sweep_of_a_subnet_is_reported_low_and_blocks_no_one() -> None:
     assert len(alerts) <= 5
 
 
+def test_a_sweep_repeated_every_two_minutes_is_reported_once_a_window() -> None:
+    """Home Assistant's Nmap Tracker sweeps the /24 every 120 s: each sweep was a new burst with five
+    reports of its own, 150 alerts an hour of the same finding. A burst in the window of the sender's
+    last report is reported only past that report; the next window reports afresh."""
+    sweeps = [who_has(T0 + k * 120 + i * 0.004, "192.168.1.5", f"192.168.1.{i}") for k in range(45)
+              for i in range(1, 255) if i != 5]
+    rec, _ = run([ArpScan], events=sweeps)
+    per_window: dict[int, int] = {}
+    for a in rec.by("arpscan"):
+        per_window[int(a.evidence.ts // 3600)] = per_window.get(int(a.evidence.ts // 3600), 0) + 1
+    assert len(per_window) == 2 and all(1 <= n <= 5 for n in per_window.values()), per_window
+    bigger = [who_has(T0 + 1000 + i * 0.004, "192.168.1.5", f"192.168.{2 + i // 250}.{1 + i % 250}")
+              for i in range(600)]  # a wider sweep in the same window: past the last report
+    rec, _ = run([ArpScan], events=sorted(sweeps[:254 * 5] + bigger, key=lambda e: e.ts))
+    late = [a.evidence.description for a in rec.by("arpscan") if a.evidence.ts > T0 + 1000]
+    assert late and "who-has for 400 addresses" in late[0]  # twice the last report (200)
+
+
 def test_with_may_block_a_sweep_of_a_subnet_blocks_the_sender() -> None:
     events = [who_has(T0 + i * 0.05, "192.168.1.66", f"192.168.1.{i}") for i in range(1, 255)]
     rec, _ = run([ArpScan], events=events, cfg=config([ArpScan], **{"arpscan.may_block": True}))

@@ -44,6 +44,23 @@ def test_a_sustained_rejected_storm_blocks_the_server() -> None:
     assert {a.evidence.key for a in alerts} == {f"reconnect:{CC}:1604/tcp"}  # against the server: no client
 
 
+def test_a_scan_repeated_on_a_schedule_is_no_storm_on_every_port() -> None:
+    """Home Assistant's Nmap Tracker looks over the top 100 ports of each LAN host every 120 s: after
+    ten rounds every closed port of the gateway was a storm, 383 alerts in 25 minutes. A client storms
+    at most SCAN_PORTS ports of one server in a window; the rest is portscan's. A storm on one port
+    beside it is still reported and still blocks."""
+    from slipsq.detect.reconnect import SCAN_PORTS
+
+    rounds = [f for k in range(20) for p in range(1, 101)
+              for f in storm(1, port=p, start=T0 + k * 120 + p * 0.002)]
+    rec, _ = run([Reconnect], sorted(rounds, key=lambda f: f.start))
+    ports = {a.evidence.dst_port for a in rec.by("reconnect")}
+    assert len(ports) == SCAN_PORTS
+    lone = storm(720, dst="203.0.113.51", port=1604, start=T0 + 5)
+    rec, _ = run([Reconnect], sorted(rounds + lone, key=lambda f: f.start))
+    assert "203.0.113.51" in rec.blocked_ips
+
+
 def test_unanswered_syns_count_too() -> None:
     rec, _ = run([Reconnect], storm(250, state="S_"))
     assert rec.blocked_ips == [CC]

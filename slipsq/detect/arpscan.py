@@ -17,7 +17,9 @@ gateway cuts the sender off the Internet, not from the LAN it sweeps. A scanning
 it does next (its port scans, its C&C), with this finding beside them in the alert.
 Gratuitous ARP (target = sender) is ignored. Probes from 0.0.0.0 (RFC 5227 duplicate address
 detection, a booting host) are reported with may_block=False: there is no IP to block.
-Evidence is emitted when n first reaches T, when it doubles, and when the threat rises.
+Evidence is emitted when n first reaches T, when it doubles, and when the threat rises; a new burst
+in the judge window of the sender's last report only when it goes past that report (Home
+Assistant's Nmap Tracker sweeps the /24 every 120 s: five reports a sweep were 150 alerts an hour).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, report_due
 from slipsq.flow import AppEvent
-from slipsq.lru import Nested, touch
+from slipsq.lru import Nested, put, touch
 from slipsq.records import CRITICAL, HIGH, LOW, MEDIUM, Evidence
 
 
@@ -71,6 +73,8 @@ class ArpScan(Detector):
         self.max_targets: int = self.opt("max_targets")
         # least recently heard first: idle senders are forgotten from the front, O(1) each
         self.senders: OrderedDict[tuple[str, str], _Sender] = OrderedDict()
+        # sender -> its last report (judge window, count, threat), kept after its burst is forgotten
+        self.reported: OrderedDict[tuple[str, str], tuple[int, int, float]] = OrderedDict()
         # sender -> {target: when last asked for}, least recently asked first: the distinct targets
         # of the period are its entries asked for within it
         self.targets: Nested[tuple[str, str], str, float] = Nested(
@@ -90,8 +94,13 @@ class ArpScan(Detector):
         targets = self.targets.touch(key)
         while targets and next(iter(targets.values())) < ts - self.period:
             self.targets.pop_first(key)
-        if not targets:
-            s.first, s.emitted, s.emitted_threat = ts, 0, 0.0  # a new burst
+        if not targets:  # a new burst: reported afresh in a new judge window, else only past the last report
+            s.first = ts
+            last = self.reported.get(key)
+            if last is not None and last[0] == int(ts // self.window):
+                s.emitted_window, s.emitted, s.emitted_threat = last
+            else:
+                s.emitted, s.emitted_threat = 0, 0.0
         self.targets.put(key, dst_ip, ts)
         s.last = ts
         return self._judge(key, s, len(targets), event)
@@ -104,6 +113,7 @@ class ArpScan(Detector):
         if not report_due(s, n, threat, again=window != s.emitted_window):
             return NO_EVIDENCE
         s.emitted_window = window
+        put(self.reported, key, (window, s.emitted, s.emitted_threat), self.max_senders)
         mac, ip = key
         probe = ip in ("", "0.0.0.0")
         who = f"{mac} (ARP probes from 0.0.0.0)" if probe else f"{ip} ({mac})"
