@@ -153,7 +153,7 @@ class Engine:
         listeners = [d for d in self.detectors if d.overrides("on_app")]
         on_app = {kind: calls([(d.on_app, None) for d in listeners if not d.app_kinds
                                or any(kind in _EVENT_KINDS.get(k, ()) for k in d.app_kinds)])
-                  for kind in ("dns", "banner", "tls", "http", "arp")}
+                  for kind in ("dns", "banner", "tls", "http", "arp", "tunnel")}
         on_any_app = calls([(d.on_app, None) for d in listeners])  # a kind none of these names
         self._max_dns: int = config["dns.max_addresses"]
         self._apps = make_app_calls(on_app, on_any_app, self._app_events, self.ctx, self._max_dns, self._failed,

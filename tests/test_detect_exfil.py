@@ -219,6 +219,22 @@ def test_a_vpn_server_is_named_by_its_clients_first_bytes(tmp_path: Path) -> Non
         assert said[0].endswith("a named server: alone it does not block")
     for name in ("off", "opcode"):
         assert seen[name][0] == [DROP] and "(no DNS answer named it)" in seen[name][1][0], name
+    # a red team's split theft: a tunnel's hard reset on one connection licenses no other connection's
+    # upload to that server; and a theft dressed as a tunnel is still reported from the unnamed bar
+    first = b"\x00\x56\x38" + random.Random(5).randbytes(85)
+    hello = tcp_session(HOST, DROP, 41000, 443, EPOCH, messages=[("c", Content(len(first), first)),
+                                                                  ("s", Content(100))], rng=random.Random(3))
+    theft = tcp_session(HOST, DROP, 41001, 443, EPOCH + 5, 40 * MB, 60_000, rate=5e6, rng=random.Random(4))
+    from tools.gen_scenarios import merge
+
+    rec = replay_pcap(write_scenario(tmp_path / "split.pcap", merge(hello, theft)), [Exfil])
+    assert rec.blocked_ips == [DROP]
+    dressed = [("c", Content(len(first), first)), ("s", Content(100)), ("c", Content(40 * MB)), ("s", Content(60_000))]
+    rec = replay_pcap(write_scenario(tmp_path / "dressed.pcap", tcp_session(HOST, DROP, 41002, 443, EPOCH,
+                                                                            messages=dressed, rate=5e6,
+                                                                            rng=random.Random(3))), [Exfil])
+    said = [a.evidence for a in rec.by("exfil")]
+    assert rec.blocked_ips == [] and max(e.score for e in said) == 0.55 and said[0].threat_level == 1.0
 
 
 def test_a_telegram_data_centre_is_named_by_its_published_networks() -> None:
@@ -230,7 +246,7 @@ def test_a_telegram_data_centre_is_named_by_its_published_networks() -> None:
     rec, _ = run([Exfil], flows)
     said = [a.evidence for a in rec.by("exfil")]
     assert said and rec.blocked_ips == []
-    assert max(e.score for e in said) == 0.5 * 0.55  # 120 MB: medium, as to any named server
+    assert max(e.score for e in said) == 0.55  # 120 MB: critical at an unnamed address's bar, capped
     assert "(in Telegram's published networks, whose apps connect by address; " in said[0].description
     v6 = [up(T0 + i * 70, 5 * MB, dst="2001:67c:4e8:f004::a", sport=40000 + i) for i in range(24)]
     assert run([Exfil], v6)[0].blocked_ips == []

@@ -948,14 +948,18 @@ NMAP_TOP100 = (7, 9, 13, 21, 22, 23, 25, 26, 37, 53, 79, 80, 81, 88, 106, 110, 1
                49152, 49153, 49154, 49155, 49156, 49157)
 
 
-def _nmap_tracker(rng: random.Random) -> Iterator[Packet]:
+def _nmap_tracker(rng: random.Random, busy: bool = False) -> Iterator[Packet]:
     """Home Assistant's Nmap Tracker (presence detection) with the options its config entries kept
     from before the default became an ARP ping, "-F -T4 --min-rate 10 --host-timeout 5s", every
     120 s: an ARP ping of the /24, then a SYN scan of the top 100 ports of each live host; the
     gateway answers RSTs on its 97 closed ports, a laptop drops them (a hunt, 2026-12-07: the
-    gateway's closed ports were a vertical scan that blocked the Home Assistant box)."""
+    gateway's closed ports were a vertical scan that blocked the Home Assistant box). busy: a LAN of
+    twelve live hosts, where each closed port of ten or more of them is a horizontal scan too, and
+    those still block (a LAN worm's sweep looks the same): a known wrong block."""
     ha, live = "192.168.1.5", {ROUTER: ({53, 80, 443}, "closed"), LAPTOP: ({135, 139, 445}, "filtered"),
                                NAS: ({22, 80, 443, 445, 5000}, "closed"), "192.168.1.40": ({80, 631, 9100}, "closed")}
+    if busy:
+        live.update({f"192.168.1.{60 + k}": ({1400} if k < 4 else set(), "closed") for k in range(8)})
     parts, ports = _home(rng, 1500), Ports(rng)
     for k in range(10):
         t = T0 + 20 + k * 120 + rng.uniform(0, 1)
@@ -1348,6 +1352,10 @@ SCENARIOS: list[Scenario] = [
              note="a game's server browser queries 1,500 servers on ten ports, a fifth gone, twice an hour"),
     Scenario("nmap-tracker", "benign", _nmap_tracker,
              note="Home Assistant's Nmap Tracker scans the top 100 ports of each live LAN host every 120 s"),
+    Scenario("nmap-tracker-busy-lan", "benign", lambda rng: _nmap_tracker(rng, busy=True),
+             extra={"known_fp": "ten or more live hosts make each closed port a horizontal scan of the LAN, as a "
+                                "worm's sweep; the remedy: Nmap Tracker's default ARP ping, or allow.ips"},
+             note="the same on a LAN of twelve live hosts"),
     Scenario("ping-server-browser", "benign", _ping_browser,
              note="a game's server browser pings the 250 servers it lists, three times an hour, 640 in all"),
     Scenario("vpn-tcp-backup", "benign", _vpn_backup,

@@ -21,8 +21,8 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Size
 from cpython.ref cimport PyObject
 
-from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_SADDR, F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPKTS, F_DPORT,
-                                F_END, F_PROTO, F_SADDR, F_SBYTES, F_SPORT, F_START, EventSlots, FlowSlots, event_field,
+from slipsq._flowslots cimport (E_DADDR, E_DATA, E_DPORT, E_KIND, E_SADDR, E_SPORT, F_CLOSED_BY, F_DADDR, F_DBYTES,
+                                F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES, F_SPORT, F_START, EventSlots, FlowSlots, event_field,
                                 event_slots, flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport get as lru_get
 from slipsq._lru cimport put, put_known
@@ -58,9 +58,10 @@ event_slots(&EV, AppEvent)
 cdef class Pair:
     """One (client, server) pair's sums in its judge window (exfil._Pair)."""
 
-    cdef public object index, up, down, emitted, emitted_threat, first, last
+    cdef public object index, up, down, emitted, emitted_threat, first, last, tunnel
 
-    def __init__(self):
+    def __init__(self, tunnel=None):
+        self.tunnel = tunnel
         self.index = -1
         self.up = self.down = self.emitted = 0
         self.emitted_threat = 0.0
@@ -70,7 +71,7 @@ cdef class Pair:
 cdef class Intake:
     """One call per flow: the early tests, the reports and the pair's sums (exfil.Intake)."""
 
-    cdef readonly object window, bar, ratio, local, judge, pairs, open, tls_names
+    cdef readonly object window, bar, ratio, local, judge, pairs, open, tls_names, tunnels
     cdef readonly Py_ssize_t max_pairs, max_tls_names
     cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
     cdef object _open_get, _open_pop  # bound once
@@ -81,7 +82,7 @@ cdef class Intake:
         self.max_tls_names = min(max_tls_names, sys.maxsize)
         self.local, self.judge = local, judge
         self.fast_local = local is is_local
-        self.pairs, self.open, self.tls_names = OrderedDict(), OrderedDict(), OrderedDict()
+        self.pairs, self.open, self.tls_names, self.tunnels = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
         self._open_get, self._open_pop = self.open.get, self.open.pop
 
     cdef inline bint _local(self, object ip) except -1:
@@ -100,8 +101,11 @@ cdef class Intake:
                     return _NO_EVIDENCE
         elif kind == "tunnel":
             name = lru_get(event_field(&EV, event, E_DATA), "protocol", None)  # a VPN client's first bytes
-            if name not in _TUNNELS:
-                return _NO_EVIDENCE
+            if name in _TUNNELS:  # that connection's (exfil.Intake)
+                put(self.tunnels, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_SPORT),
+                                   event_field(&EV, event, E_DADDR), event_field(&EV, event, E_DPORT)), name,
+                    self.max_tls_names)
+            return _NO_EVIDENCE
         else:
             return _NO_EVIDENCE
         put(self.tls_names, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_DADDR)), name,
@@ -128,13 +132,14 @@ cdef class Intake:
             seen = self._open_pop((src, sport, dst, dport), None)
             if seen is not None:
                 up, down = up - seen[0], down - seen[1]
-        key = (src, dst)
+        tunnel = lru_get(self.tunnels, (src, sport, dst, dport), None) if PyDict_Size(self.tunnels) else None
+        key = (src, dst) if tunnel is None else (src, dst, tunnel)  # a tunnel's bytes: a pair of their own
         cdef PyObject* found = PyDict_GetItemWithError(self.pairs, key)
         cdef Pair pair
         if found == NULL:
             if self._local(dst):
                 return _NO_EVIDENCE
-            pair = Pair()  # lru.touch(pairs, key, _Pair, max_pairs) of a key that is not there
+            pair = Pair(tunnel)  # lru.touch(pairs, key, _Pair, max_pairs) of a key that is not there
             put_known(self.pairs, key, pair, False, self.max_pairs)
         else:
             pair = <Pair>found

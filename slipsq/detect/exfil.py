@@ -34,14 +34,18 @@ False-positive guards:
   hello is the client's claim; a thief could send it, as it could send any server name). A program
   posting to https://<bare address>/ offers h2 and http/1.1: those name no application.
 * VPN servers: a connection whose client's first bytes open a VPN tunnel (TUNNELS: OpenVPN over
-  TCP; the decoder names it from its hard reset) makes its server a named one too: what goes up a
-  tunnel is its user's every upload (a nightly backup through a VPN app's server, chosen by
-  address). UDP tunnels (WireGuard, OpenVPN's default) are not counted at all. A Shadowsocks or
-  Outline proxy shows nothing (random bytes by design): put its address in `allow.ips`.
+  TCP; the decoder names it from its hard reset) is summed apart from the pair's other connections,
+  and those sums are capped as a named server's, alone never a block: what goes up a tunnel is its
+  user's every upload (a nightly backup through a VPN app's server, chosen by address). Its bar
+  stays an unnamed address's (10 MB), so a theft dressed as a tunnel is still reported; an upload
+  on another connection to that server is judged as ever (a red team's split theft). UDP tunnels
+  (WireGuard, OpenVPN's default) are not counted at all. A Shadowsocks or Outline proxy shows
+  nothing (random bytes by design): put its address in `allow.ips`.
 * Apps with built-in server addresses: Telegram's clients reach its data centres by address and
-  speak MTProto (no hello, no name); a server in the networks such an application's owner publishes
-  (APP_NETWORKS) is a named one, with the same limit (a video sent from a phone blocked the house's
-  Telegram data centre).
+  speak MTProto (no hello, no name); an upload to the networks such an application's owner
+  publishes (APP_NETWORKS) is capped as a named server's, at an unnamed address's bar (a video sent
+  from a phone blocked the house's Telegram data centre; a stealer posting 40 MB through MTProto is
+  reported at critical x 0.55).
 * Video calls and screen sharing are symmetric (both ends send video): the ratio R keeps them out;
   they are mostly UDP, which is not counted at all (games, calls, QUIC uploads).
 * BitTorrent seeding: a P2P host (ctx.peers, the p2p detector) uploads hundreds of MB to unnamed
@@ -125,9 +129,10 @@ _MAX_OPEN = 65_536
 
 
 class _Pair:
-    __slots__ = ("down", "emitted", "emitted_threat", "first", "index", "last", "up")
+    __slots__ = ("down", "emitted", "emitted_threat", "first", "index", "last", "tunnel", "up")
 
-    def __init__(self) -> None:
+    def __init__(self, tunnel: str | None = None) -> None:
+        self.tunnel = tunnel  # the VPN protocol (TUNNELS) of the connections summed here, or None
         self.index = -1
         self.up = self.down = self.emitted = 0
         self.emitted_threat = 0.0
@@ -155,16 +160,18 @@ class Intake:
     are bounded maps (slipsq.lru); `local` is prefixes.is_local."""
 
     __slots__ = ("bar", "judge", "local", "max_pairs", "max_tls_names", "open", "pairs", "ratio", "tls_names",
-                 "window")
+                 "tunnels", "window")
 
     def __init__(self, window: float, bar: int, ratio: float, max_pairs: int, local: Callable[[str], bool],
                  judge: Judge, max_tls_names: int = 65_536) -> None:
         self.window, self.bar, self.ratio, self.max_pairs = window, bar, ratio, max_pairs
         self.max_tls_names = max_tls_names
         self.local, self.judge = local, judge
-        self.pairs: OrderedDict[tuple[str, str], _Pair] = OrderedDict()
+        # (client, server) -> its window's sums; a VPN tunnel's connections: (client, server, protocol)
+        self.pairs: OrderedDict[tuple[str, ...], _Pair] = OrderedDict()
         self.open: OrderedDict[tuple[str, int, str, int], tuple[int, int]] = OrderedDict()
         self.tls_names: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.tunnels: OrderedDict[tuple[str, int, str, int], str] = OrderedDict()
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         """A TLS ClientHello: remember the name this client asked this server for (or, when it
@@ -178,8 +185,9 @@ class Intake:
                     return NO_EVIDENCE
         elif event.kind == "tunnel":
             name = event.data.get("protocol")
-            if name not in TUNNELS:
-                return NO_EVIDENCE
+            if isinstance(name, str) and name in TUNNELS:  # that connection's, not the server's: below
+                put(self.tunnels, (event.saddr, event.sport, event.daddr, event.dport), name, self.max_tls_names)
+            return NO_EVIDENCE
         else:
             return NO_EVIDENCE
         put(self.tls_names, (event.saddr, event.daddr), name, self.max_tls_names)
@@ -204,11 +212,15 @@ class Intake:
             seen = self.open.pop((src, flow.sport, dst, flow.dport), None)
             if seen is not None:
                 up, down = up - seen[0], down - seen[1]
-        pair = self.pairs.get((src, dst))
+        # a VPN tunnel's connection (its first bytes said so) sums in a pair of its own: an upload on
+        # another connection to that server is judged as ever (one hello must not license them all)
+        tunnel = self.tunnels.get((src, flow.sport, dst, flow.dport)) if self.tunnels else None
+        key: tuple[str, ...] = (src, dst) if tunnel is None else (src, dst, tunnel)
+        pair = self.pairs.get(key)
         if pair is None:
             if self.local(dst):
                 return NO_EVIDENCE
-            pair = touch(self.pairs, (src, dst), _Pair, self.max_pairs)
+            pair = touch(self.pairs, key, lambda: _Pair(tunnel), self.max_pairs)
         index = int(flow.end // self.window)  # the bytes arrived by its end (a report: since the last one)
         if index > pair.index:
             pair.index, pair.up, pair.down, pair.emitted, pair.emitted_threat = index, 0, 0, 0, 0.0
@@ -230,18 +242,18 @@ def _app_networks() -> PrefixSet[str]:
     return nets
 
 
-def _named_by(names: set[str], tls_name: str | None, app: str | None = None) -> str:
-    """What named the server, for the description: a DNS answer, the client's hello, an application's
-    published network, or nothing."""
+def _named_by(names: set[str], tls_name: str | None, app: str | None = None, tunnel: str | None = None) -> str:
+    """What named the server, for the description: a DNS answer, the client's hello, the first bytes
+    of a VPN client, an application's published network, or nothing."""
     if names:
         return sorted(names)[0]
+    if tunnel:
+        return (f"its client's first bytes opened an {TUNNELS[tunnel]} tunnel: a VPN server, whose uploads "
+                "are its user's; no DNS answer the house trusts named it")
     if app:
         return f"in {app}'s published networks, whose apps connect by address; no DNS answer named it"
     if not tls_name:
         return "no DNS answer named it"
-    if tls_name in TUNNELS:
-        return (f"its client's first bytes opened an {TUNNELS[tls_name]} tunnel: a VPN server, whose uploads "
-                "are its user's; no DNS answer the house trusts named it")
     said = (f"its TLS hello named no server but offered {tls_name}: {APP_PROTOCOLS[tls_name]}"
             if tls_name in APP_PROTOCOLS else f"TLS name {tls_name}")
     return f"{said}; no DNS answer the house trusts named it"
@@ -313,9 +325,12 @@ class Exfil(Detector):
         # encrypted DNS the gateway cannot read. The server counts as named (the higher bar, the cap);
         # never as an allowed one: the ClientHello is the client's claim
         tls_name = None if names else self.tls_names.get((src, dst))
-        # an application that reaches its servers by built-in address (APP_NETWORKS): named by its owner
-        app = None if names or tls_name else self.app_networks.lookup(dst)
-        if names or tls_name or app:
+        # a VPN tunnel's connections (their own pair), an application that reaches its servers by
+        # built-in address (APP_NETWORKS): they say which application, not which server, so the bar
+        # stays an unnamed address's (reported from 10 MB, as before) and only the block is withheld
+        tunnel = None if names or tls_name else p.tunnel
+        app = None if names or tls_name or tunnel else self.app_networks.lookup(dst)
+        if names or tls_name:
             m = self.min_bytes
             threat = CRITICAL if p.up >= 10 * m else HIGH if p.up >= 3 * m else MEDIUM if p.up >= m else 0.0
         else:
@@ -326,10 +341,10 @@ class Exfil(Detector):
         if (names and self._allowed_name(names)) or self.ctx.peers.is_peer(src, dst, flow.dport, flow.end,
                                                                            self.ctx.dns_names):
             return NO_EVIDENCE  # judged and allowed: not again until it doubles
-        named = bool(names or tls_name or app)
+        named = bool(names or tls_name or tunnel or app)
         confidence = min(1.0, p.up / max(1, p.down) / (2 * self.ratio)) * (0.55 if named else 1.0)
-        desc = (f"large upload from {src} to {dst} ({_named_by(names, tls_name, app)}): {p.up / 1e6:.1f} MB sent, "
-                f"{p.down / 1e6:.1f} MB received in {p.last - p.first:.0f}s")
+        desc = (f"large upload from {src} to {dst} ({_named_by(names, tls_name, app, tunnel)}): "
+                f"{p.up / 1e6:.1f} MB sent, {p.down / 1e6:.1f} MB received in {p.last - p.first:.0f}s")
         may_block = is_local(src)
         if not may_block:
             desc += f"; {src} is not a local address (a private range or network.local): reported, never blocks"

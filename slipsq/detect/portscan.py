@@ -20,13 +20,15 @@ Arithmetic (n = targets counted, T = the threshold option for the kind):
   threat = medium for n >= T, high for n >= 3 T, critical for n >= 10 T
   confidence = min(1, failed share / 0.9), the failed share being failed targets / all targets
                contacted by that (source, port) or (source, target) (a scan that finds a few open
-               hosts or ports, up to 10 %, is still a certain scan); for ICMP 0.2 + 0.8 × the
-               unanswered share: a sweep finds empty addresses (a home /24 is mostly empty, so is
-               the Internet), while what pings hosts that answer is watching them: Smokeping's
-               probes of sites whose CDN names resolve elsewhere each run, a game's server browser
-               pinging the servers it lists, 400 hosts an hour with 92 % answering, blocked the
-               pinging host at 0.6 x 2 (a hunt, 2026-12-07; the judge doubled a finding that grew for
-               over a minute); now such a sweep scores about 0.27
+               hosts or ports, up to 10 %, is still a certain scan); for ICMP 0.2 + 0.8 ×
+               min(1, the unanswered share / 0.3): a sweep meets empty addresses (the Internet and a
+               home /24 are mostly empty; a busy office or hosting network 70 % alive still leaves
+               30 % unanswered: 1.0), while what pings hosts that nearly all answer is watching them:
+               Smokeping's probes of sites whose CDN names resolve elsewhere each run (2 %
+               unanswered), a game's server browser pinging the servers it lists (6-8 %), 400 hosts
+               an hour, blocked the pinging host at 0.6 x 2 (a hunt, 2026-12-07: the judge doubled a
+               finding that grew for over a minute). Those now score 0.25-0.41, below
+               judge.persist_min (0.6), which 15 % unanswered reaches
   so 100 closed ports on one host (T = 10) is critical × 1.0 = 1.0 and blocks by itself; a horizontal
   scan of 30 hosts is high × ~1.0 = 0.8 and blocks with one more finding in the hour.
   Each port of a horizontal scan is a finding of its own (a worm sweeping 23, 2323 and 37215 adds
@@ -56,12 +58,15 @@ there, or it sends its swarm UDP from it: an Ethereum node's 30303 and 9000, IPF
 into a horizontal "scan" of that port, which from such a host is reported, never blocks by itself.
 Its scans of any other port (445, 23, an IoT worm's 37215 or 7547) and its vertical scans still do.
 
-A vertical scan of a local host by a local host is reported, never blocks by itself, unless
-`portscan.local_may_block` (the rule of the other detectors for traffic between two of ours): Home
-Assistant's Nmap Tracker looks over the top 100 ports of every live LAN host every 120 s (its
-"-F" entries), and a phone's Fing scans a device's ports on a tap; the gateway's own 97 closed
-ports blocked the Home Assistant box (a hunt, 2026-12-07). Inline the gateway sees such scans only
-across the VLANs it routes. Sweeps (horizontal, ICMP) still block from a LAN host to LAN hosts: a
+A vertical scan of a local host by a local host, of fewer than LAN_DISCOVERY_PORTS (200) unanswered
+ports, is reported, never blocks by itself, unless `portscan.local_may_block` (the rule of the other
+detectors for traffic between two of ours): Home Assistant's Nmap Tracker looks over the top 100
+ports of every live LAN host every 120 s (its "-F" entries), and a phone's Fing scans a device's
+ports on a tap; the gateway's own 97 closed ports blocked the Home Assistant box (a hunt,
+2026-12-07). A worm's look at the router and the NAS (nmap's top 1000 ports, or all of them) goes
+past 200 and blocks as before (a red team's: with fewer than ten live hosts on the LAN no port's
+sweep reaches the horizontal threshold, so nothing else would). Inline the gateway sees such scans
+only across the VLANs it routes. Sweeps (horizontal, ICMP) still block from a LAN host to LAN hosts: a
 worm goes after one port on many hosts, and a random-address worm's targets fall in private ranges
 too. CGNAT's shared space is no LAN here (a port-forwarded attacker on the same ISP comes from it).
 """
@@ -91,6 +96,9 @@ TRACEROUTE_FIRST, TRACEROUTE_PORTS = 33434, 256
 # iputils tracepath (what some distributions ship instead of traceroute): 44444 + a slot that wraps
 # at 64, so 44444-44507, for the same reason
 TRACEPATH_FIRST, TRACEPATH_PORTS = 44444, 64
+# unanswered ports of one LAN host below which a LAN host's vertical scan of it is discovery (nmap's
+# "-F" is 100 ports; its default, the top 1000): see the module docstring
+LAN_DISCOVERY_PORTS = 200
 
 
 def _state_unanswered(st: str) -> bool | None:
@@ -313,8 +321,8 @@ class PortScan(Detector):
         Option("portscan.block_servers_in_use", False, "a scan from an address local hosts were answered by "
                "in the last window may block it (off: alert only, as a scan's source can be forged)"),
         Option("portscan.local_may_block", False, "a vertical scan of a local host by a local host may block "
-               "the scanner; off: reported, never blocks (Home Assistant's Nmap Tracker, Fing's device scan; "
-               "sweeps of many hosts still block)"),
+               "the scanner; off: under 200 unanswered ports it is reported, never blocks (Home Assistant's "
+               "Nmap Tracker, Fing's device scan; larger scans and sweeps of many hosts still block)"),
     )
 
     def __init__(self, ctx: Context) -> None:
@@ -365,7 +373,7 @@ class PortScan(Detector):
             return NO_EVIDENCE
         share = t.failed / total
         # a scan finds what it looks for: up to 10 % of answered targets is still a certain scan
-        conf = 0.2 + 0.8 * share if kind == "icmp-sweep" else min(1.0, share / 0.9)
+        conf = 0.2 + 0.8 * min(1.0, share / 0.3) if kind == "icmp-sweep" else min(1.0, share / 0.9)
         src, what, proto = key
         span = f"{t.last - t.first:.0f}s"
         if kind == "horizontal":
@@ -393,8 +401,8 @@ class PortScan(Detector):
                      "default, or one it listens on itself): the peers of a swarm come and go, and the gone "
                      "ones look like this, so it alone never blocks")
         # a LAN host looking over another's ports: discovery apps do (module docstring)
-        lan = (kind == "vertical" and not self.local_may_block and is_local(src) and is_local(dst)
-               and not shared_space(src))
+        lan = (kind == "vertical" and n < LAN_DISCOVERY_PORTS and not self.local_may_block and is_local(src)
+               and is_local(dst) and not shared_space(src))
         if lan:
             desc += "; both ends local: reported, never blocks (portscan.local_may_block)"
         return [Evidence(ts=ts, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,

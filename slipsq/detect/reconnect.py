@@ -34,8 +34,10 @@ False-positive guards:
   (`reconnect.local_may_block`). DNS ports (53, 853) are skipped: a resolver down is a hiccup.
 * A scan repeated on a schedule: Home Assistant's Nmap Tracker looks over the top 100 ports of every
   LAN host every 120 s, so after ten rounds each of the gateway's 97 closed ports was a "storm":
-  383 alerts in 25 minutes. A client storms at most SCAN_PORTS (3) ports of one server in a window;
-  its failures on further ports are a scan, portscan's to report (its vertical scans), not storms.
+  383 alerts in 25 minutes. A client that failed on SCAN_PORTS (10) ports of one server in a window
+  is scanning it (portscan reports that from the same count): its storms there are reported only
+  from 5 T (high) on, one port far above the rest (a RAT's C&C behind decoy ports). A RAT that
+  rotates a few ports of its refusing C&C is no scanner: each port's storm counts, as before.
 * A client that is not ours (a public address: a transit flow, an IPv6 LAN, a network with public
   IPv4 like the CTU day): reported, never blocks, as we cannot tell which end is ours.
 Not caught: UDP (no "rejected" in UDP; an unanswered UDP flow is often a one-way stream), a C&C
@@ -63,8 +65,9 @@ from slipsq.lru import put, touch
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
 _SKIPPED_PORTS = frozenset({53, 853})
-# ports of one server a client may storm in one window; beyond them it is scanning the server
-SCAN_PORTS = 3
+# failed ports of one server in one window that make a client a scanner of it (portscan.vertical_ports'
+# default: the count at which portscan reports the scan)
+SCAN_PORTS = 10
 # what the intake hands a failed outbound attempt to: the storms map and the judgement
 Count = Callable[[Flow], Sequence[Evidence]]
 
@@ -149,8 +152,8 @@ class Reconnect(Detector):
         self.memory: float = max(self.window, self.opt("outage_memory"))
         self.servers = ctx.servers
         self.storms: OrderedDict[tuple[str, str, int], _Storm] = OrderedDict()
-        # (client, server) -> (window, the first SCAN_PORTS ports it stormed there)
-        self.storming: OrderedDict[tuple[str, str], tuple[int, set[int]]] = OrderedDict()
+        # (client, server) -> (window, up to SCAN_PORTS ports it failed on there)
+        self.failed_ports: OrderedDict[tuple[str, str], tuple[int, set[int]]] = OrderedDict()
         self.intake = make_intake(ctx.servers, is_local, self._count)
         # the engine calls on_flow once per flow: hand it the compiled path itself (the Python frame
         # of a method that only calls it would cost as much as the compiled tests)
@@ -170,24 +173,26 @@ class Reconnect(Detector):
         if flow.start > s.last:
             s.last = flow.start
         n = s.failed
+        scanning = self._scanning(src, dst, flow.dport, s.index)
         if n < self.t or (n < 2 * s.emitted and n not in (5 * self.t, 20 * self.t)):
+            return NO_EVIDENCE
+        if scanning and n < 5 * self.t:  # a port of a scan, as far as its own count says
             return NO_EVIDENCE
         return self._judge(src, dst, flow.dport, s, flow)
 
     def _scanning(self, src: str, dst: str, port: int, index: int) -> bool:
-        """`port` is beyond the first SCAN_PORTS ports `src` stormed on `dst` in window `index`."""
-        seen = self.storming.get((src, dst))
+        """Note a failed attempt of `src` on `dst`:`port` in window `index`; True once `src` failed on
+        SCAN_PORTS ports of `dst` in that window."""
+        seen = self.failed_ports.get((src, dst))
         if seen is None or seen[0] != index:
             seen = (index, set())
-            put(self.storming, (src, dst), seen, self.max_tuples)
+        put(self.failed_ports, (src, dst), seen, self.max_tuples)
         ports = seen[1]
-        if port not in ports and len(ports) < SCAN_PORTS:
+        if len(ports) < SCAN_PORTS:
             ports.add(port)
-        return port not in ports
+        return len(ports) >= SCAN_PORTS
 
     def _judge(self, src: str, dst: str, port: int, s: _Storm, flow: Flow) -> Sequence[Evidence]:
-        if self._scanning(src, dst, port, s.index):
-            return NO_EVIDENCE
         n, t = s.failed, self.t
         threat = CRITICAL if n >= 20 * t else HIGH if n >= 5 * t else MEDIUM
         if not report_due(s, n, threat):
