@@ -133,6 +133,8 @@ cdef class Intake:
             if seen is not None:
                 up, down = up - seen[0], down - seen[1]
         tunnel = lru_get(self.tunnels, (src, sport, dst, dport), None) if PyDict_Size(self.tunnels) else None
+        if tunnel is not None and _f(flow, F_CLOSED_BY) in ("fin", "rst"):  # ended: its 5-tuple is free (exfil.Intake)
+            del self.tunnels[(src, sport, dst, dport)]
         key = (src, dst) if tunnel is None else (src, dst, tunnel)  # a tunnel's bytes: a pair of their own
         cdef PyObject* found = PyDict_GetItemWithError(self.pairs, key)
         cdef Pair pair

@@ -215,6 +215,8 @@ class Intake:
         # a VPN tunnel's connection (its first bytes said so) sums in a pair of its own: an upload on
         # another connection to that server is judged as ever (one hello must not license them all)
         tunnel = self.tunnels.get((src, flow.sport, dst, flow.dport)) if self.tunnels else None
+        if tunnel is not None and flow.closed_by in ("fin", "rst"):  # it ended: its 5-tuple is free again
+            del self.tunnels[(src, flow.sport, dst, flow.dport)]
         key: tuple[str, ...] = (src, dst) if tunnel is None else (src, dst, tunnel)
         pair = self.pairs.get(key)
         if pair is None:

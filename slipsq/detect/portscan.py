@@ -27,8 +27,10 @@ Arithmetic (n = targets counted, T = the threshold option for the kind):
                Smokeping's probes of sites whose CDN names resolve elsewhere each run (2 %
                unanswered), a game's server browser pinging the servers it lists (6-8 %), 400 hosts
                an hour, blocked the pinging host at 0.6 x 2 (a hunt, 2026-12-07: the judge doubled a
-               finding that grew for over a minute). Those now score 0.25-0.41, below
-               judge.persist_min (0.6), which 15 % unanswered reaches
+               finding that grew for over a minute). The share is its lower bound (Wilson's, 95 %
+               one-sided) on the pings so far: the first 100 of a browser 10 % of whose servers are
+               gone met 15 % by chance in 8 hours of 150 (a review). Those now score 0.2-0.4, below
+               judge.persist_min (0.6); 30 % unanswered of 120 hosts is certain
   so 100 closed ports on one host (T = 10) is critical × 1.0 = 1.0 and blocks by itself; a horizontal
   scan of 30 hosts is high × ~1.0 = 0.8 and blocks with one more finding in the hour.
   Each port of a horizontal scan is a finding of its own (a worm sweeping 23, 2323 and 37215 adds
@@ -58,8 +60,8 @@ there, or it sends its swarm UDP from it: an Ethereum node's 30303 and 9000, IPF
 into a horizontal "scan" of that port, which from such a host is reported, never blocks by itself.
 Its scans of any other port (445, 23, an IoT worm's 37215 or 7547) and its vertical scans still do.
 
-A vertical scan of a local host by a local host, of fewer than LAN_DISCOVERY_PORTS (200) unanswered
-ports, is reported, never blocks by itself, unless `portscan.local_may_block` (the rule of the other
+A vertical scan of a local host by a local host, of fewer than 20 x `portscan.vertical_ports` (200)
+unanswered ports, is reported, never blocks by itself, unless `portscan.local_may_block` (the rule of the other
 detectors for traffic between two of ours): Home Assistant's Nmap Tracker looks over the top 100
 ports of every live LAN host every 120 s (its "-F" entries), and a phone's Fing scans a device's
 ports on a tap; the gateway's own 97 closed ports blocked the Home Assistant box (a hunt,
@@ -96,9 +98,10 @@ TRACEROUTE_FIRST, TRACEROUTE_PORTS = 33434, 256
 # iputils tracepath (what some distributions ship instead of traceroute): 44444 + a slot that wraps
 # at 64, so 44444-44507, for the same reason
 TRACEPATH_FIRST, TRACEPATH_PORTS = 44444, 64
-# unanswered ports of one LAN host below which a LAN host's vertical scan of it is discovery (nmap's
-# "-F" is 100 ports; its default, the top 1000): see the module docstring
-LAN_DISCOVERY_PORTS = 200
+# unanswered ports of one LAN host, in vertical thresholds, below which a LAN host's vertical scan of
+# it is discovery: 20 x 10 = 200 by default (nmap's "-F" is 100 ports; its default, the top 1000),
+# and a report point whatever the threshold (10 T, then its double): see the module docstring
+LAN_DISCOVERY_THRESHOLDS = 20
 
 
 def _state_unanswered(st: str) -> bool | None:
@@ -116,6 +119,16 @@ def _state_unanswered(st: str) -> bool | None:
 # state -> _state_unanswered(state): a table's flows carry a few hundred distinct flag combinations,
 # asked about by three detectors per flow (bounded: a flow file may carry any text)
 _BY_STATE = Memo(_state_unanswered, 4096).__getitem__
+
+
+def wilson_lower(k: int, n: int, z: float = 1.645) -> float:
+    """The lower bound of Wilson's score interval for k successes in n trials (z 1.645: 95 % one-sided)."""
+    if n <= 0:
+        return 0.0
+    p = k / n
+    centre = p + z * z / (2 * n)
+    spread = z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5
+    return max(0.0, (centre - spread) / (1 + z * z / n))
 
 
 def unanswered(f: Flow) -> bool:
@@ -373,7 +386,10 @@ class PortScan(Detector):
             return NO_EVIDENCE
         share = t.failed / total
         # a scan finds what it looks for: up to 10 % of answered targets is still a certain scan
-        conf = 0.2 + 0.8 * min(1.0, share / 0.3) if kind == "icmp-sweep" else min(1.0, share / 0.9)
+        if kind == "icmp-sweep":  # the share's lower bound: a sample of 100 pings must not decide it
+            conf = 0.2 + 0.8 * min(1.0, wilson_lower(t.failed, total) / 0.3)
+        else:
+            conf = min(1.0, share / 0.9)
         src, what, proto = key
         span = f"{t.last - t.first:.0f}s"
         if kind == "horizontal":
@@ -401,8 +417,8 @@ class PortScan(Detector):
                      "default, or one it listens on itself): the peers of a swarm come and go, and the gone "
                      "ones look like this, so it alone never blocks")
         # a LAN host looking over another's ports: discovery apps do (module docstring)
-        lan = (kind == "vertical" and n < LAN_DISCOVERY_PORTS and not self.local_may_block and is_local(src)
-               and is_local(dst) and not shared_space(src))
+        lan = (kind == "vertical" and n < LAN_DISCOVERY_THRESHOLDS * threshold and not self.local_may_block
+               and is_local(src) and is_local(dst) and not shared_space(src))
         if lan:
             desc += "; both ends local: reported, never blocks (portscan.local_may_block)"
         return [Evidence(ts=ts, detector=self.name, offender=src, src_ip=src, dst_ip=dst, dst_port=port,

@@ -34,10 +34,11 @@ False-positive guards:
   (`reconnect.local_may_block`). DNS ports (53, 853) are skipped: a resolver down is a hiccup.
 * A scan repeated on a schedule: Home Assistant's Nmap Tracker looks over the top 100 ports of every
   LAN host every 120 s, so after ten rounds each of the gateway's 97 closed ports was a "storm":
-  383 alerts in 25 minutes. A client that failed on SCAN_PORTS (10) ports of one server in a window
-  is scanning it (portscan reports that from the same count): its storms there are reported only
-  from 5 T (high) on, one port far above the rest (a RAT's C&C behind decoy ports). A RAT that
-  rotates a few ports of its refusing C&C is no scanner: each port's storm counts, as before.
+  383 alerts in 25 minutes. A client that failed on SCAN_PORTS (10) ports of one *local* server in a
+  window is scanning it (portscan reports that from the same count): its storms there are reported
+  only from 5 T (high) on (storms between two of ours never block anyway). Toward the Internet every
+  port's storm counts, as before: a RAT cycles through a list of ports of its refusing C&C, and ten
+  decoy SYNs would otherwise silence it (a review).
 * A client that is not ours (a public address: a transit flow, an IPv6 LAN, a network with public
   IPv4 like the CTU day): reported, never blocks, as we cannot tell which end is ours.
 Not caught: UDP (no "rejected" in UDP; an unanswered UDP flow is often a one-way stream), a C&C
@@ -176,7 +177,7 @@ class Reconnect(Detector):
         scanning = self._scanning(src, dst, flow.dport, s.index)
         if n < self.t or (n < 2 * s.emitted and n not in (5 * self.t, 20 * self.t)):
             return NO_EVIDENCE
-        if scanning and n < 5 * self.t:  # a port of a scan, as far as its own count says
+        if scanning and n < 5 * self.t and is_local(dst):  # a port of a LAN scan, as far as its own count says
             return NO_EVIDENCE
         return self._judge(src, dst, flow.dport, s, flow)
 
@@ -184,7 +185,7 @@ class Reconnect(Detector):
         """Note a failed attempt of `src` on `dst`:`port` in window `index`; True once `src` failed on
         SCAN_PORTS ports of `dst` in that window."""
         seen = self.failed_ports.get((src, dst))
-        if seen is None or seen[0] != index:
+        if seen is None or seen[0] < index:  # (a late flow of the last window counts in this one)
             seen = (index, set())
         put(self.failed_ports, (src, dst), seen, self.max_tuples)
         ports = seen[1]
