@@ -604,6 +604,93 @@ def test_the_dns_intakes_are_the_detectors_hooks() -> None:
     assert isinstance(u.dns_intake, c_dns.ClientsIntake) and u.on_app == u.dns_intake.on_app
 
 
+tunnel_event = st.builds(
+    lambda ts, kind, sport, query, qtype, sub: (_SubEvent if sub else AppEvent)(
+        ts, kind, "10.0.0.1", sport, "10.0.0.9", 40000, "udp",
+        {"query": query, **({} if qtype == "absent" else {"qtype": qtype})}),
+    st.floats(0, 2000), st.sampled_from(("dns", "dns", "tls")), st.sampled_from((53, 53, 5353)),
+    st.one_of(st.sampled_from(("a.example", "x" * 23 + ".example", "x" * 24, "x" * 30 + ".c2.example.", "")),
+              st.text(max_size=40), st.none(), st.integers()),
+    st.sampled_from((1, 16, 10, 15, 33, 65399, 28, None, "absent", 16.0, True)), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(tunnel_event, max_size=30))
+def test_dnstunnel_intake_twins_agree(events: list[AppEvent]) -> None:
+    """Both DNS tunnel intakes hand the same events, with the same query, to `named`, and answer
+    what it answers (NO_EVIDENCE itself for the rest)."""
+    from slipsq.detect import dnstunnel as py_dnstunnel
+
+    c_dns = pytest.importorskip("slipsq.detect._dns")
+    seen: dict[str, list[Any]] = {"py": [], "c": []}
+
+    def named(impl: str) -> Any:
+        def hook(event: AppEvent, query: str) -> Any:
+            seen[impl].append((event, query))
+            return [query]
+        return hook
+
+    py, c = py_dnstunnel.Intake(named("py")), c_dns.TunnelIntake(named("c"))
+    for ev in events:
+        a, b = py.on_app(ev), c.on_app(ev)
+        assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
+    assert seen["py"] == seen["c"]
+
+
+banner_event = st.builds(
+    lambda ts, kind, server, sport, client, cport, data, sub: (_SubEvent if sub else AppEvent)(
+        ts, kind, server, sport, client, cport, "tcp", data),
+    st.floats(0, 2000), st.sampled_from(("banner", "banner", "http", "tls")),
+    st.sampled_from(("198.51.100.1", "10.0.0.7")), st.sampled_from((22, 21, 8080)),
+    st.sampled_from(("10.0.0.1", "10.0.0.2")), st.sampled_from((40000, 40001, 40002)),
+    st.one_of(st.fixed_dictionaries({"service": st.sampled_from(("ssh", "ftp", "smtp", "vnc", "telnet", "http",
+                                                                  None, 3))}),
+              st.fixed_dictionaries({"method": st.sampled_from(("POST", "GET", "post", None)),
+                                     "uri": st.sampled_from(("/inform", "/inform?x=1", "/")),
+                                     "user_agent": st.sampled_from(("AirControl Agent v1.0", "curl/8"))}),
+              st.just({})),
+    st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(banner_event, max_size=30), st.integers(1, 3))
+def test_beacon_app_intake_twins_agree(events: list[AppEvent], bound: int) -> None:
+    """Both beacon intakes remember the same connections' banners in the same LRU order (bounded
+    the same way), and hand the same HTTP POSTs to `post`."""
+    seen: dict[str, list[Any]] = {"py": [], "c": []}
+
+    def post(impl: str) -> Any:
+        def hook(event: AppEvent) -> Any:
+            seen[impl].append(event)
+            return [event.ts]
+        return hook
+
+    intakes = {}
+    for impl, mod in (("py", py_beacon), ("c", c_beacon)):
+        tuples = mod.Tuples(10, 100)
+        intakes[impl] = mod.Intake(tuples, 4, 8, 3600.0, set(), is_local, AllowList())
+        intakes[impl].post = post(impl)
+    with pytest.MonkeyPatch.context() as mp:  # a small bound, so that the eviction order is compared too
+        mp.setattr(py_beacon, "MAX_SPEAKS_FIRST", bound)
+        mp.setattr(c_beacon, "MAX_SPEAKS_FIRST", bound)
+        for ev in events:
+            a, b = intakes["py"].on_app(ev), intakes["c"].on_app(ev)
+            assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
+    assert seen["py"] == seen["c"]
+    assert list(intakes["py"].speaks_first.items()) == list(intakes["c"].speaks_first.items())
+
+
+def test_the_app_intakes_of_beacon_and_dnstunnel_are_the_detectors_hooks() -> None:
+    """The engine calls each detector's on_app: with the compiled build, that is the intake itself."""
+    from slipsq.detect.dnstunnel import DnsTunnel
+
+    c_dns = pytest.importorskip("slipsq.detect._dns")
+    ctx = Context(config([Beacon, DnsTunnel]), AllowList())
+    b, d = Beacon(ctx), DnsTunnel(ctx)
+    assert isinstance(b.intake, c_beacon.Intake) and b.on_app == b.intake.on_app
+    assert isinstance(d.intake, c_dns.TunnelIntake) and d.on_app == d.intake.on_app
+
+
 # --- the brute force detector's per-flow and per-event tests (bruteforce.Intake) ---------------------
 
 BF_SERVERS = ("192.168.1.10", "198.51.100.66")

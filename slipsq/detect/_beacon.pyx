@@ -26,13 +26,18 @@ from dataclasses import fields
 
 from slipsq.allow import AllowList
 from slipsq.detect.base import NO_EVIDENCE
-from slipsq.flow import Flow
+from slipsq.detect.beacon import MAX_SPEAKS_FIRST  # a module global, as the twin's (a test lowers it)
+from slipsq.detect.beacon import SPEAKS_FIRST as _SPEAKS_FIRST
+from slipsq.flow import AppEvent, Flow
 from slipsq.detect.prefixes import MEMO_SIZE, is_local
 from slipsq.detect.tcpstate import _HELD_BY_STATE
 
 from slipsq._carray cimport grow
-from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPORT, F_PROTO, F_SADDR, F_SBYTES, F_SPORT,
-                                F_START, FlowSlots, flow_direct, flow_field, flow_slots)
+from slipsq._flowslots cimport (E_DADDR, E_DATA, E_DPORT, E_KIND, E_SADDR, E_SPORT, F_CLOSED_BY, F_DADDR, F_DBYTES,
+                                F_DPORT, F_PROTO, F_SADDR, F_SBYTES, F_SPORT, F_START, EventSlots, FlowSlots,
+                                event_field, event_slots, flow_direct, flow_field, flow_slots)
+from slipsq._lru cimport get as lru_get
+from slipsq._lru cimport put as lru_put
 from slipsq.detect._addrtext cimport (PyUnicode_AsUTF8AndSize, PyUnicode_IS_ASCII, local_bytes,
                                       parse_text, v4_of, zero_below)
 from slipsq.detect._prefixes cimport text_local
@@ -42,6 +47,9 @@ cdef tuple NAMES = tuple(f.name for f in fields(Flow))
 cdef FlowSlots SLOTS
 flow_slots(&SLOTS, Flow, NAMES)
 cdef object _HELD = _HELD_BY_STATE.__self__  # the memo behind tcpstate.opened's state lookup
+cdef EventSlots EV  # AppEvent's fields, read from their slots when the event is an AppEvent itself
+event_slots(&EV, AppEvent)
+cdef object SPEAKS_FIRST = _SPEAKS_FIRST
 
 
 ctypedef struct Conn:
@@ -279,6 +287,7 @@ cdef class Intake:
     cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
     cdef dict never
     cdef public object score  # the detector's scoring (Beacon._score), for on_flow
+    cdef public object post  # the detector's check-in counting (Beacon._post), for on_app
     cdef readonly object speaks_first  # connection -> its server's banner service (the twin's)
 
     def __init__(self, Tuples tuples, long min_n, long full_n, double window, own, local, allow):
@@ -294,7 +303,7 @@ cdef class Intake:
         # another `local` (a test's) is only called: _local answers prefixes.is_local's question
         self.fast_local = local is is_local
         self.never = {}
-        self.score = None
+        self.score = self.post = None
         self.speaks_first = OrderedDict()
 
     cdef bint _local(self, object ip) except -1:
@@ -391,6 +400,21 @@ cdef class Intake:
 
     def add(self, f):
         return self._add(f)
+
+    def on_app(self, event):
+        """The detector's app hook, handed to the engine (beacon.Intake.on_app): a banner of a server
+        that speaks first remembered for its connection, an HTTP POST to `post`, nothing else."""
+        data = event_field(&EV, event, E_DATA)
+        if event_field(&EV, event, E_KIND) == "banner":
+            service = lru_get(data, "service", None)
+            if service in SPEAKS_FIRST:
+                lru_put(self.speaks_first, (event_field(&EV, event, E_DADDR), event_field(&EV, event, E_DPORT),
+                                            event_field(&EV, event, E_SADDR), event_field(&EV, event, E_SPORT)),
+                        service, MAX_SPEAKS_FIRST)
+            return NO_EVIDENCE
+        if lru_get(data, "method", None) != "POST":
+            return NO_EVIDENCE
+        return self.post(event)
 
     def on_flow(self, f):
         """The detector's hook, handed to the engine (beacon.Intake.on_flow): `add`, and the

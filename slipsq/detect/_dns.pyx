@@ -1,12 +1,13 @@
 # cython: language_level=3
-"""What every DNS answer costs two detectors, compiled: the twins of `dga.Intake` and
-`unknownport.DnsIntake` (read those for the rules; slipsq.twins chooses). The flow table hands up a
-DNS answer for most connections (65,816 of them in a 200k-flow bench capture, half as many as there
-are flows), and nearly all of them only refresh a timestamp: the resolver a client uses (DGA), the
-clients that used DNS (unknown port). Here that is a few C dict lookups on the event's slots, and a
-refresh that is due is lru.put's steps on the detector's own OrderedDict called from C (_lru); Python runs
-only for a counted site that resolved after all, and an NXDOMAIN answer (the detector's judging).
-Data only: no I/O, no clock.
+"""What every DNS answer costs three detectors, compiled: the twins of `dga.Intake`,
+`unknownport.DnsIntake` and `dnstunnel.Intake` (read those for the rules; slipsq.twins chooses). The
+flow table hands up a DNS answer for most connections (65,816 of them in a 200k-flow bench capture,
+half as many as there are flows), and nearly all of them only refresh a timestamp: the resolver a
+client uses (DGA), the clients that used DNS (unknown port), or carry a name too short to hide data
+in (DNS tunnel). Here that is a few C dict lookups on the event's slots, and a refresh that is due
+is lru.put's steps on the detector's own OrderedDict called from C (_lru); Python runs only for a
+counted site that resolved after all, an NXDOMAIN answer, and a long name of a tunnel's record type
+(the detectors' judging). Data only: no I/O, no clock.
 """
 
 from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_SADDR, E_SPORT, E_TS, EventSlots, event_field,
@@ -15,10 +16,13 @@ from slipsq._lru cimport get as _get
 from slipsq._lru cimport put as _lru_put
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.dga import _MAX_RESOLVERS, NXDOMAIN
+from slipsq.detect.dnstunnel import DATA_TYPES as _DATA_TYPES, MIN_CHARS as _MIN_CHARS
 from slipsq.detect.unknownport import _MAX_CLIENTS
 from slipsq.flow import AppEvent
 
 cdef object _NO_EVIDENCE = NO_EVIDENCE
+cdef object DATA_TYPES = _DATA_TYPES
+cdef Py_ssize_t MIN_LEN = _MIN_CHARS + 4
 
 # AppEvent's fields, read from their slots when the event is an AppEvent itself (getattr otherwise)
 cdef EventSlots EV
@@ -71,3 +75,23 @@ cdef class ClientsIntake:
             if last is None or ts > last + 60.0:
                 _lru_put(self.clients, client, ts, _MAX_CLIENTS)
         return _NO_EVIDENCE
+
+
+cdef class TunnelIntake:
+    """dnstunnel.Intake: one call per app event."""
+
+    cdef readonly object named
+
+    def __init__(self, named):
+        self.named = named
+
+    def on_app(self, event):
+        if event_field(&EV, event, E_KIND) != "dns" or event_field(&EV, event, E_SPORT) != 53:
+            return _NO_EVIDENCE
+        data = event_field(&EV, event, E_DATA)
+        query = _get(data, "query", None)
+        if type(query) is not str or len(<str>query) < MIN_LEN:
+            return _NO_EVIDENCE
+        if _get(data, "qtype", None) not in DATA_TYPES:
+            return _NO_EVIDENCE
+        return self.named(event, query)

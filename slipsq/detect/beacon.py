@@ -276,7 +276,7 @@ class Intake:
     checked only when a tuple is about to be reported: DNS names per flow would cost more than the
     scoring)."""
 
-    __slots__ = ("full_n", "local", "min_n", "never", "own", "score", "speaks_first", "tuples", "window")
+    __slots__ = ("full_n", "local", "min_n", "never", "own", "post", "score", "speaks_first", "tuples", "window")
 
     def __init__(self, tuples: Tuples, min_n: int, full_n: int, window: float, own: Collection[str],
                  local: Callable[[str], bool], allow: AllowList) -> None:
@@ -292,6 +292,25 @@ class Intake:
         # connection's own banner, not the server's: one forged segment "from" a C&C's port must
         # not license its pushes to silent clients (a review)
         self.speaks_first: OrderedDict[tuple[str, int, str, int], str] = OrderedDict()
+        # the detector's check-in counting (Beacon._post), for on_app: called only for an HTTP POST
+        self.post: Callable[[AppEvent], Sequence[Evidence]] | None = None
+
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
+        """The detector's app hook, handed to the engine (one call per banner and HTTP request, no
+        Beacon frame): a banner of a server that speaks first is remembered for its connection
+        (speaks_first, for the port-check rule); an HTTP POST goes to `post`; anything else (most
+        banners and requests) is nothing."""
+        data = event.data
+        if event.kind == "banner":
+            service = data.get("service")
+            if service in SPEAKS_FIRST:  # the connection's first payload, sent by its server
+                put(self.speaks_first, (event.daddr, event.dport, event.saddr, event.sport), service,
+                    MAX_SPEAKS_FIRST)
+            return NO_EVIDENCE
+        if data.get("method") != "POST":  # most requests: the agents' check-ins are POSTs
+            return NO_EVIDENCE
+        assert self.post is not None, "Beacon sets the intake's post"
+        return self.post(event)
 
     def on_flow(self, flow: Flow) -> Sequence[Evidence]:
         """The detector's hook, handed to the engine (one call per flow, no Beacon frame): `add`,
@@ -412,9 +431,11 @@ class Beacon(Detector):
         self.intake = make_intake(self.tuples, self.min_n, self.full_n, self.window, self.own, is_local,
                                   ctx.allow)
         self.intake.score = self._score
-        # the engine calls the intake's on_flow directly (compiled: no Python frame per flow); the
-        # class's on_flow below says the same in Python
+        self.intake.post = self._post
+        # the engine calls the intake's on_flow and on_app directly (compiled: no Python frame per
+        # flow, nor per banner or request); the class's hooks below say the same in Python
         self.on_flow = self.intake.on_flow  # type: ignore[method-assign]
+        self.on_app = self.intake.on_app  # type: ignore[method-assign]
         self._next_prune = 0.0
         # (client, server, port) -> (the management protocol its requests spoke, when: the last `history`)
         self._managed: OrderedDict[tuple[str, str, int], tuple[str, deque[float]]] = OrderedDict()
@@ -430,18 +451,15 @@ class Beacon(Detector):
         return False
 
     # --- hooks ------------------------------------------------------------------------------------
-    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:  # replaced by self.intake.on_app in __init__
         """A banner: remember a server that speaks first (speaks_first, for the port-check rule). An
-        HTTP request: count it toward its tuple's device-management check-ins (MANAGEMENT_AGENTS)."""
+        HTTP POST: count it toward its tuple's device-management check-ins (_post)."""
+        return self.intake.on_app(event)
+
+    def _post(self, event: AppEvent) -> Sequence[Evidence]:
+        """An HTTP POST (the intake let it through): count it toward its tuple's device-management
+        check-ins (MANAGEMENT_AGENTS)."""
         data = event.data
-        if event.kind == "banner":
-            service = data.get("service")
-            if service in SPEAKS_FIRST:  # the connection's first payload, sent by its server
-                put(self.intake.speaks_first, (event.daddr, event.dport, event.saddr, event.sport), service,
-                    MAX_SPEAKS_FIRST)
-            return NO_EVIDENCE
-        if data.get("method") != "POST":  # most requests: the agents' check-ins are POSTs
-            return NO_EVIDENCE
         uri, agent = data.get("uri"), data.get("user_agent")
         if isinstance(uri, str) and isinstance(agent, str):
             path = uri.partition("?")[0]

@@ -54,8 +54,9 @@ gateway's own resolver with `dns.queue_gateway` off).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from slipsq import twins
 from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector
 from slipsq.detect.dga import LOCAL_SUFFIXES, WindowCount, client_finding, looks_random, site
@@ -72,6 +73,38 @@ ALLOW_DOMAINS = ("sophosxl.net", "mcafee.com", "e5.sk", "eset.com", "spamhaus.or
 # the query types a tunnel carries data back in, and the only ones counted (NULL, MX, TXT, SRV,
 # and iodine's private-use type)
 DATA_TYPES = frozenset({10, 15, 16, 33, 65399})
+
+
+class Intake:
+    """What every DNS event costs the detector: an answer from port 53 whose query is long enough to
+    carry data (MIN_CHARS below a site of at least a few characters) and asks for a type a tunnel
+    answers in (DATA_TYPES) goes to `named(event, query)`; any other event (nearly all: short names,
+    addresses asked for) is nothing. The readable twin of the compiled `_dns.TunnelIntake`
+    (make_intake chooses, tests/test_detect_compiled.py holds them equal): the engine calls it for
+    every DNS answer, a third as many as there are flows, without a Python frame for those."""
+
+    __slots__ = ("named",)
+
+    def __init__(self, named: Callable[[AppEvent, str], Sequence[Evidence]]) -> None:
+        self.named = named
+
+    def on_app(self, event: AppEvent) -> Sequence[Evidence]:
+        if event.kind != "dns" or event.sport != 53:
+            return NO_EVIDENCE
+        data = event.data
+        query = data.get("query")
+        if type(query) is not str or len(query) < MIN_CHARS + 4:  # most names: one comparison
+            return NO_EVIDENCE
+        if data.get("qtype") not in DATA_TYPES:
+            return NO_EVIDENCE
+        return self.named(event, query)
+
+
+def make_intake(named: Callable[[AppEvent, str], Sequence[Evidence]]) -> Intake:
+    """The compiled intake, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq.detect._dns")
+    cls: type[Intake] = Intake if fast is None else fast.TunnelIntake
+    return cls(named)
 
 
 class DnsTunnel(Detector):
@@ -100,16 +133,17 @@ class DnsTunnel(Detector):
         # (client, site) -> {encoded name: None}, in that pair's window; at most 5 T a pair (past
         # critical a count says nothing more)
         self.names: Nested[tuple[str, str], str, None] = Nested(_MAX_KEYS, 5 * self.t, self.opt("max_total_names"))
+        self.intake = make_intake(self._named)
+        # the engine calls on_app for every DNS answer: hand it the intake itself (compiled: no Python
+        # frame for the names that cannot carry data, nearly all of them)
+        self.on_app = self.intake.on_app  # type: ignore[method-assign]
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
-        if event.kind != "dns" or event.sport != 53:
-            return NO_EVIDENCE
-        data = event.data
-        query = data.get("query")
-        if type(query) is not str or len(query) < MIN_CHARS + 4:  # most names: one comparison
-            return NO_EVIDENCE
-        if data.get("qtype") not in DATA_TYPES:
-            return NO_EVIDENCE
+        return self.intake.on_app(event)  # (not called by the engine: see __init__)
+
+    def _named(self, event: AppEvent, query: str) -> Sequence[Evidence]:
+        """A long name of a data type from port 53 (the intake let it through): count it if the part
+        below its site looks encoded."""
         name = query.lower().rstrip(".")
         if name.endswith(self.skip):  # (a name of no dot, or a skipped domain itself, has nothing below it)
             return NO_EVIDENCE
