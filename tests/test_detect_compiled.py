@@ -933,3 +933,29 @@ def test_reconnect_gives_the_same_evidence_on_both(seed: int, monkeypatch: pytes
     storms = [e for e, _ in evidence["py"] if e.detector == "reconnect"]
     assert {e.may_block for e in storms} == {True, False}, "the mix must make storms that block and that do not"
     assert evidence["py"] == evidence["c"]
+
+
+# --- keys kept by the compiled maps are out of the cycle collector (slipsq/_gckeys.pxd) -------------
+
+def test_kept_keys_of_texts_and_numbers_are_untracked_and_others_stay_tracked() -> None:
+    """A 4-tuple or pair the compiled detectors keep as a key, made of texts and numbers, is out of
+    the cycle collector from the start (it can be in no cycle; the collector walked every new one
+    at the next young collection); a key holding anything else stays tracked."""
+    c_letters = pytest.importorskip("slipsq.detect.stratosphere._letters")
+    table = c_letters.LetterTable()
+    assert table.add(flow(T0, "10.0.0.1", "198.51.100.1", 443)) is not None
+    (kept,) = [t.key for t in table]
+    assert kept == ("10.0.0.1", "198.51.100.1", 443, "tcp") and not gc.is_tracked(kept)
+
+    class Proto:  # an instance: a key item the collector must see
+        pass
+
+    tuples = c_beacon.Tuples(10, 100)
+    port = 443
+    atomic = tuple(["10.0.0.1", "198.51.100.1", port, "tcp"])  # made at run time: tracked
+    other = tuple(["10.0.0.1", "198.51.100.1", port, Proto()])
+    assert gc.is_tracked(atomic) and gc.is_tracked(other)
+    tuples.add(atomic, T0, 100)
+    tuples.add(other, T0, 100)
+    assert list(tuples) == [atomic, other]
+    assert not gc.is_tracked(atomic) and gc.is_tracked(other)

@@ -33,6 +33,7 @@ from slipsq.detect.prefixes import MEMO_SIZE, is_local
 from slipsq.detect.tcpstate import _HELD_BY_STATE
 
 from slipsq._carray cimport grow
+from slipsq._gckeys cimport untrack_key
 from slipsq._flowslots cimport (E_DADDR, E_DATA, E_DPORT, E_KIND, E_SADDR, E_SPORT, F_CLOSED_BY, F_DADDR, F_DBYTES,
                                 F_DPORT, F_PROTO, F_SADDR, F_SBYTES, F_SPORT, F_START, EventSlots, FlowSlots,
                                 event_field, event_slots, flow_direct, flow_field, flow_slots)
@@ -198,6 +199,7 @@ cdef class Tuples:
             t = Tuple.__new__(Tuple)
             t.emitted_window = -1
             t.key = key
+            untrack_key(key)  # kept: out of the cycle collector now (slipsq/_gckeys.pxd)
             PyDict_SetItem(self.map, key, t)
             self._append(t)
         else:
@@ -408,9 +410,10 @@ cdef class Intake:
         if event_field(&EV, event, E_KIND) == "banner":
             service = lru_get(data, "service", None)
             if service in SPEAKS_FIRST:
-                lru_put(self.speaks_first, (event_field(&EV, event, E_DADDR), event_field(&EV, event, E_DPORT),
-                                            event_field(&EV, event, E_SADDR), event_field(&EV, event, E_SPORT)),
-                        service, MAX_SPEAKS_FIRST)
+                key = (event_field(&EV, event, E_DADDR), event_field(&EV, event, E_DPORT),
+                       event_field(&EV, event, E_SADDR), event_field(&EV, event, E_SPORT))
+                untrack_key(key)  # kept when new: out of the cycle collector now (slipsq/_gckeys.pxd)
+                lru_put(self.speaks_first, key, service, MAX_SPEAKS_FIRST)
             return NO_EVIDENCE
         if lru_get(data, "method", None) != "POST":
             return NO_EVIDENCE

@@ -20,6 +20,7 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
 from cpython.ref cimport PyObject
 from cpython.set cimport PySet_Contains
+from slipsq._gckeys cimport untrack_key
 from slipsq._flowslots cimport (E_DATA, E_KIND, E_SADDR, E_SPORT, F_CLOSED_BY, F_DADDR, F_DPORT,
                                 F_END, F_PROTO, F_SADDR, F_START, EventSlots, FlowSlots, event_field, event_slots,
                                 flow_direct, flow_field, flow_slots)
@@ -114,6 +115,7 @@ cdef class Intake:
             if PyDict_Size(self.counts) >= self.max_keys:
                 return _NO_EVIDENCE
             c = Count(start)
+            untrack_key(key)  # kept: out of the cycle collector now (slipsq/_gckeys.pxd)
             PyDict_SetItem(self.counts, key, c)
         else:
             c = <Count>found

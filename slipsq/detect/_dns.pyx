@@ -14,6 +14,7 @@ from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_SADDR, E_SPORT, E_TS,
                                 event_slots)
 from slipsq._lru cimport get as _get
 from slipsq._lru cimport put as _lru_put
+from slipsq._gckeys cimport untrack_key
 from slipsq.detect.base import NO_EVIDENCE
 from slipsq.detect.dga import _MAX_RESOLVERS, NXDOMAIN
 from slipsq.detect.dnstunnel import DATA_TYPES as _DATA_TYPES, MIN_CHARS as _MIN_CHARS
@@ -49,6 +50,8 @@ cdef class DgaIntake:
                 last = _get(self.resolvers, key, None)
                 ts = event_field(&EV, event, E_TS)
                 if last is None or ts > last + 300.0:
+                    if last is None:
+                        untrack_key(key)  # kept: out of the cycle collector now (slipsq/_gckeys.pxd)
                     _lru_put(self.resolvers, key, ts, _MAX_RESOLVERS)
                 if client in self.sites:
                     self.resolved(client, data.get("query", ""))

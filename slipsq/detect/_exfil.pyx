@@ -21,9 +21,10 @@ cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Size
 from cpython.ref cimport PyObject
 
+from slipsq._gckeys cimport untrack_key
 from slipsq._flowslots cimport (E_DADDR, E_DATA, E_DPORT, E_KIND, E_SADDR, E_SPORT, F_CLOSED_BY, F_DADDR, F_DBYTES,
-                                F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES, F_SPORT, F_START, EventSlots, FlowSlots, event_field,
-                                event_slots, flow_direct, flow_field, flow_slots)
+                                F_DPKTS, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES, F_SPORT, F_START, EventSlots,
+                                FlowSlots, event_field, event_slots, flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport get as lru_get
 from slipsq._lru cimport put, put_known
 from slipsq.detect._prefixes cimport text_local
@@ -102,14 +103,16 @@ cdef class Intake:
         elif kind == "tunnel":
             name = lru_get(event_field(&EV, event, E_DATA), "protocol", None)  # a VPN client's first bytes
             if name in _TUNNELS:  # that connection's (exfil.Intake)
-                put(self.tunnels, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_SPORT),
-                                   event_field(&EV, event, E_DADDR), event_field(&EV, event, E_DPORT)), name,
-                    self.max_tls_names)
+                key = (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_SPORT),
+                       event_field(&EV, event, E_DADDR), event_field(&EV, event, E_DPORT))
+                untrack_key(key)  # kept when new: out of the cycle collector now (slipsq/_gckeys.pxd)
+                put(self.tunnels, key, name, self.max_tls_names)
             return _NO_EVIDENCE
         else:
             return _NO_EVIDENCE
-        put(self.tls_names, (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_DADDR)), name,
-            self.max_tls_names)
+        key = (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_DADDR))
+        untrack_key(key)  # kept when new: out of the cycle collector now (slipsq/_gckeys.pxd)
+        put(self.tls_names, key, name, self.max_tls_names)
         return _NO_EVIDENCE
 
     def on_flow(self, flow):
@@ -142,6 +145,7 @@ cdef class Intake:
             if self._local(dst):
                 return _NO_EVIDENCE
             pair = Pair(tunnel)  # lru.touch(pairs, key, _Pair, max_pairs) of a key that is not there
+            untrack_key(key)  # kept: out of the cycle collector now (slipsq/_gckeys.pxd)
             put_known(self.pairs, key, pair, False, self.max_pairs)
         else:
             pair = <Pair>found

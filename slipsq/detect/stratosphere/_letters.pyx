@@ -32,6 +32,7 @@ from slipsq.detect.stratosphere import markov as _markov
 from slipsq.detect.stratosphere.letters import LATE_WINDOW as _LATE_WINDOW, MAX_ZEROS as _MAX_ZEROS, VARIANTS
 from slipsq.flow import Flow
 
+from slipsq._gckeys cimport untrack_key
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES,
                                 F_START, NFLOW_FIELDS, FlowSlots, flow_direct, flow_field, flow_slots)
 
@@ -519,6 +520,7 @@ cdef class LetterTable:
         if found == NULL:
             t = TupleLetters.__new__(TupleLetters)
             t._setup(key, start, col)
+            untrack_key(key)  # kept: out of the cycle collector now (slipsq/_gckeys.pxd)
             PyDict_SetItem(self._map, key, t)
             self._append(t)
             if len(self._map) > self.max_tuples:
