@@ -592,16 +592,20 @@ def test_dns_intakes_refresh_strictly_after_their_interval(impl: str) -> None:
     assert list(clients) == ["192.168.1.7", "10.0.0.9"] and clients["10.0.0.9"] == 360.5
 
 
-def test_the_dns_intakes_are_the_detectors_hooks() -> None:
-    """The engine calls each detector's on_app: with the compiled build, that is the intake itself."""
+def test_the_app_intakes_are_the_detectors_hooks() -> None:
+    """The engine calls each detector's on_app: with the compiled build, that is the intake itself
+    (DGA's, unknownport's, dnstunnel's and beacon's)."""
     from slipsq.detect.dga import DGA
+    from slipsq.detect.dnstunnel import DnsTunnel
     from slipsq.detect.unknownport import UnknownPort
 
     c_dns = pytest.importorskip("slipsq.detect._dns")
-    ctx = Context(config([DGA, UnknownPort]), AllowList())
-    d, u = DGA(ctx), UnknownPort(ctx)
+    ctx = Context(config([DGA, UnknownPort, Beacon, DnsTunnel]), AllowList())
+    d, u, b, t = DGA(ctx), UnknownPort(ctx), Beacon(ctx), DnsTunnel(ctx)
     assert isinstance(d.intake, c_dns.DgaIntake) and d.on_app == d.intake.on_app
     assert isinstance(u.dns_intake, c_dns.ClientsIntake) and u.on_app == u.dns_intake.on_app
+    assert isinstance(b.intake, c_beacon.Intake) and b.on_app == b.intake.on_app
+    assert isinstance(t.intake, c_dns.TunnelIntake) and t.on_app == t.intake.on_app
 
 
 tunnel_event = st.builds(
@@ -678,17 +682,6 @@ def test_beacon_app_intake_twins_agree(events: list[AppEvent], bound: int) -> No
             assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
     assert seen["py"] == seen["c"]
     assert list(intakes["py"].speaks_first.items()) == list(intakes["c"].speaks_first.items())
-
-
-def test_the_app_intakes_of_beacon_and_dnstunnel_are_the_detectors_hooks() -> None:
-    """The engine calls each detector's on_app: with the compiled build, that is the intake itself."""
-    from slipsq.detect.dnstunnel import DnsTunnel
-
-    c_dns = pytest.importorskip("slipsq.detect._dns")
-    ctx = Context(config([Beacon, DnsTunnel]), AllowList())
-    b, d = Beacon(ctx), DnsTunnel(ctx)
-    assert isinstance(b.intake, c_beacon.Intake) and b.on_app == b.intake.on_app
-    assert isinstance(d.intake, c_dns.TunnelIntake) and d.on_app == d.intake.on_app
 
 
 # --- the brute force detector's per-flow and per-event tests (bruteforce.Intake) ---------------------

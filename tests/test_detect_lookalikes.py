@@ -94,12 +94,17 @@ def test_a_syncthing_folder_sent_offsite_never_blocks_the_peer_and_a_bare_https_
     home (Syncthing: peers by its own discovery, a hello with no server name) was exfiltration to an
     unnamed address, and blocked the device. Its hello offers bep/1.0 (exfil.APP_PROTOCOLS): a named
     server, reported. The same theft in a hello that names no application (h2, http/1.1) still blocks."""
-    r = _replay("syncthing-offsite", tmp_path)
+    _reported_upload_and_blocked_theft(tmp_path, "syncthing-offsite", "offered bep/1.0: Syncthing", "exfil-https-bare")
+
+
+def _reported_upload_and_blocked_theft(tmp_path: Path, benign: str, named_by: str, theft: str) -> None:
+    """`benign`'s uploads are reported (each description says `named_by`), never blocked; `theft` blocks."""
+    r = _replay(benign, tmp_path)
     assert r.blocked == [], [a["description"] for a in r.blocks]
     exfil = [a for a in r.alerts if a["detector"] == "exfil"]
-    assert exfil and all("offered bep/1.0: Syncthing" in a["description"] for a in exfil)
+    assert exfil and all(named_by in a["description"] for a in exfil)
     (tmp_path / "theft").mkdir()
-    r = _replay("exfil-https-bare", tmp_path / "theft")
+    r = _replay(theft, tmp_path / "theft")
     assert r.outcome == "BLOCKED" and "exfil" in r.found_by and r.wrong == []
 
 
@@ -108,13 +113,8 @@ def test_a_telegram_video_never_blocks_its_data_centre_and_a_lookalike_upload_do
     the data centre's built-in address: no DNS, no TLS hello) was exfiltration to an unnamed address,
     and blocked the data centre the house's Telegram uses. Telegram's published networks
     (exfil.APP_NETWORKS) name it: reported. The same upload just outside them still blocks."""
-    r = _replay("telegram-upload", tmp_path)
-    assert r.blocked == [], [a["description"] for a in r.blocks]
-    exfil = [a for a in r.alerts if a["detector"] == "exfil"]
-    assert exfil and all("in Telegram's published networks" in a["description"] for a in exfil)
-    (tmp_path / "theft").mkdir()
-    r = _replay("exfil-mtproto-lookalike", tmp_path / "theft")
-    assert r.outcome == "BLOCKED" and "exfil" in r.found_by and r.wrong == []
+    _reported_upload_and_blocked_theft(tmp_path, "telegram-upload", "in Telegram's published networks",
+                                       "exfil-mtproto-lookalike")
 
 
 def test_a_game_server_browser_never_blocks_the_gaming_pc_and_a_worms_sweep_does(tmp_path: Path) -> None:
