@@ -805,6 +805,37 @@ def test_exfil_tls_names_twins_agree(events: list[AppEvent], bound: int) -> None
     assert len(py.tls_names) <= bound
 
 
+tunnel_event = st.builds(
+    lambda saddr, daddr, sport, dport, protocol: AppEvent(1.0, "tunnel", saddr, sport, daddr, dport, "tcp",
+                                                          {"protocol": protocol}),
+    st.sampled_from(EXFIL_HOSTS), st.sampled_from(EXFIL_HOSTS), st.sampled_from((443, 1023, 40000)),
+    st.sampled_from((443, 1023, 1024, 40000)), st.sampled_from(("openvpn", "openvpn", "wireguard")))
+closing_flow = st.builds(lambda f, closed_by: Flow(f.start, f.end, f.proto, f.saddr, f.sport, f.daddr, f.dport,
+                                                   f.spkts, f.dpkts, f.sbytes, f.dbytes, state=f.state,
+                                                   closed_by=closed_by),
+                         exfil_flow, st.sampled_from(("fin", "rst", "idle", "active")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(tunnel_event, closing_flow), max_size=60), st.integers(1, 4))
+def test_exfil_tunnel_twins_agree(ops: list[Any], bound: int) -> None:
+    """A VPN client's first bytes ("tunnel" events) mark that connection's 5-tuple; its flows sum in a
+    pair of their own, with the tunnel named; a FIN or RST frees the 5-tuple: the same pairs, the
+    same marks, in the same LRU order, on both twins."""
+    def judge(src: str, dst: str, p: Any, f: Flow) -> Any:
+        return [(src, dst, pair_state(p), p.tunnel, f)]
+
+    py = py_exfil.Intake(3600.0, 16_384, 1.0, 4, is_local, judge, max_tls_names=bound)
+    c = c_exfil.Intake(3600.0, 16_384, 1.0, 4, is_local, judge, max_tls_names=bound)
+    for op in ops:
+        a, b = (py.on_app(op), c.on_app(op)) if isinstance(op, AppEvent) else (py.on_flow(op), c.on_flow(op))
+        assert a == b and (a is NO_EVIDENCE) == (b is NO_EVIDENCE)
+        assert exfil_state(py) == exfil_state(c)
+        assert [p.tunnel for p in py.pairs.values()] == [p.tunnel for p in c.pairs.values()]
+        assert list(py.tunnels.items()) == list(c.tunnels.items()) and len(py.tunnels) <= bound
+        assert all(len(k) == 2 or k[2] == "openvpn" for k in py.pairs)
+
+
 # --- the reconnection-storm detector's per-flow tests (reconnect.Intake) ----------------------------
 
 class SubFlow(Flow):
