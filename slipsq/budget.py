@@ -34,11 +34,15 @@ SHARES: dict[str, tuple[int, float]] = {
     # dns.max_addresses alone bounded nothing (a review); 340 B counted ASCII names only (another)
     "dns.max_names": (620, 0.03),
     "judge.max_offenders": (1280, 0.07),  # an evidence window with one finding, its description and source
-    "reconnect.max_tuples": (360, 0.03),
+    # a (client, server, port) storm, and for a local server the (client, server) pair's failed ports
+    # (up to 10): 336 B toward the Internet, 739 B for forged LAN pairs, the worst case
+    "reconnect.max_tuples": (740, 0.03),
     "exfil.max_pairs": (450, 0.03),
     # a (client, server) pair and the name its TLS ClientHello asked for: 130 B measured, plus the
-    # name (a flood's 253 characters: 300 B) and two address strings a flood invents
-    "exfil.max_tls_names": (560, 0.02),
+    # name (a flood's 253 characters: 300 B) and two address strings a flood invents; plus as many
+    # tunnel marks (a connection's 4-tuple whose first bytes were a VPN client's: 147 B measured, and
+    # its two address strings, 120 B)
+    "exfil.max_tls_names": (830, 0.02),
     "bruteforce.max_keys": (260, 0.03),
     "longconn.max_connections": (290, 0.03),
     "dga.max_total_sites": (270, 0.02),

@@ -174,10 +174,11 @@ class Reconnect(Detector):
         if flow.start > s.last:
             s.last = flow.start
         n = s.failed
-        scanning = self._scanning(src, dst, flow.dport, s.index)
+        # a port of a LAN scan, as far as its own count says (only local servers' failed ports are kept)
+        scanning = is_local(dst) and self._scanning(src, dst, flow.dport, s.index)
         if n < self.t or (n < 2 * s.emitted and n not in (5 * self.t, 20 * self.t)):
             return NO_EVIDENCE
-        if scanning and n < 5 * self.t and is_local(dst):  # a port of a LAN scan, as far as its own count says
+        if scanning and n < 5 * self.t:
             return NO_EVIDENCE
         return self._judge(src, dst, flow.dport, s, flow)
 
