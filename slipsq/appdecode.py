@@ -227,7 +227,7 @@ def service(payload: bytes) -> str:
     if len(payload) >= 3 and payload[0] == 0x16 and payload[1] == 3:
         return "tls"
     if openvpn_start(payload, len(payload)):
-        return "openvpn"  # a VPN client opening its tunnel (exfil: its server is a named one)
+        return "openvpn"  # a VPN client opening its tunnel (exfil: that connection's upload is capped)
     return "unknown"
 
 

@@ -40,6 +40,7 @@ from slipsq.records import Alert, Block, Command, Decision, Evidence, Unblock
 _EVENT_KINDS: dict[str, tuple[str, ...]] = {
     "dns": ("dns",), "dns-queries": ("dns",), "banner": ("banner",), "tls": ("tls",), "http": ("http",),
     "arp": ("arp",), "tunnel": ("tunnel",), "payload": ("banner", "tls", "http", "tunnel")}
+_ALL_EVENT_KINDS = tuple(dict.fromkeys(k for kinds in _EVENT_KINDS.values() for k in kinds))
 
 
 def make_table(config: Config) -> Any:
@@ -153,7 +154,7 @@ class Engine:
         listeners = [d for d in self.detectors if d.overrides("on_app")]
         on_app = {kind: calls([(d.on_app, None) for d in listeners if not d.app_kinds
                                or any(kind in _EVENT_KINDS.get(k, ()) for k in d.app_kinds)])
-                  for kind in ("dns", "banner", "tls", "http", "arp", "tunnel")}
+                  for kind in _ALL_EVENT_KINDS}
         on_any_app = calls([(d.on_app, None) for d in listeners])  # a kind none of these names
         self._max_dns: int = config["dns.max_addresses"]
         self._apps = make_app_calls(on_app, on_any_app, self._app_events, self.ctx, self._max_dns, self._failed,

@@ -11,7 +11,7 @@ from flowgen import T0, both_twins, config, flow, replay_pcap, run, write_scenar
 
 from slipsq.detect.exfil import Exfil
 from slipsq.flow import AppEvent, Flow
-from tools.gen_scenarios import bulk_upload
+from tools.gen_scenarios import bulk_upload, merge
 from tools.gen_sessions import dns_query, udp_stream
 
 HOST, DROP, RESOLVER = "192.168.1.66", "203.0.113.77", "192.168.1.1"
@@ -225,8 +225,6 @@ def test_a_vpn_server_is_named_by_its_clients_first_bytes(tmp_path: Path) -> Non
     hello = tcp_session(HOST, DROP, 41000, 443, EPOCH, messages=[("c", Content(len(first), first)),
                                                                   ("s", Content(100))], rng=random.Random(3))
     theft = tcp_session(HOST, DROP, 41001, 443, EPOCH + 5, 40 * MB, 60_000, rate=5e6, rng=random.Random(4))
-    from tools.gen_scenarios import merge
-
     rec = replay_pcap(write_scenario(tmp_path / "split.pcap", merge(hello, theft)), [Exfil])
     assert rec.blocked_ips == [DROP]
     dressed = [("c", Content(len(first), first)), ("s", Content(100)), ("c", Content(40 * MB)), ("s", Content(60_000))]

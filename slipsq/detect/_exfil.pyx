@@ -102,7 +102,7 @@ cdef class Intake:
                     return _NO_EVIDENCE
         elif kind == "tunnel":
             name = lru_get(event_field(&EV, event, E_DATA), "protocol", None)  # a VPN client's first bytes
-            if name in _TUNNELS:  # that connection's (exfil.Intake)
+            if isinstance(name, str) and name in _TUNNELS:  # that connection's (exfil.Intake)
                 key = (event_field(&EV, event, E_SADDR), event_field(&EV, event, E_SPORT),
                        event_field(&EV, event, E_DADDR), event_field(&EV, event, E_DPORT))
                 untrack_key(key)  # kept when new: out of the cycle collector now (slipsq/_gckeys.pxd)
@@ -135,9 +135,12 @@ cdef class Intake:
             seen = self._open_pop((src, sport, dst, dport), None)
             if seen is not None:
                 up, down = up - seen[0], down - seen[1]
-        tunnel = lru_get(self.tunnels, (src, sport, dst, dport), None) if PyDict_Size(self.tunnels) else None
-        if tunnel is not None and _f(flow, F_CLOSED_BY) in ("fin", "rst"):  # ended: its 5-tuple is free (exfil.Intake)
-            del self.tunnels[(src, sport, dst, dport)]
+        tunnel = None
+        if PyDict_Size(self.tunnels):
+            conn = (src, sport, dst, dport)
+            tunnel = lru_get(self.tunnels, conn, None)
+            if tunnel is not None and _f(flow, F_CLOSED_BY) in ("fin", "rst"):  # ended: free (exfil.Intake)
+                del self.tunnels[conn]
         key = (src, dst) if tunnel is None else (src, dst, tunnel)  # a tunnel's bytes: a pair of their own
         cdef PyObject* found = PyDict_GetItemWithError(self.pairs, key)
         cdef Pair pair

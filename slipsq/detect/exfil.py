@@ -110,14 +110,15 @@ APP_PROTOCOLS = {"bep/1.0": "Syncthing", "bep-relay": "a Syncthing relay"}
 # tunnel's server relays its user's traffic to anywhere, so what goes up through it is the user's
 # every upload (a laptop's nightly backup, 1.2 GB through a VPN app's OpenVPN-over-TCP server, chosen
 # by address, blocked that server and, with the app's kill switch, the laptop's Internet: a hunt,
-# 2026-12-07). Its server is a named one, with the same limit as a hello's claim.
+# 2026-12-07). That connection's upload is capped as a named server's, at an unnamed address's bar.
 TUNNELS = {"openvpn": "OpenVPN"}
 # Networks of applications whose clients reach their servers by address, never by a DNS name, with
 # the list their owner publishes. Telegram's apps carry their data centres' addresses built in and
 # speak MTProto (no TLS hello, no name) to them, so a video sent from a phone, 100 MB up and a few kB
-# of acknowledgements back, blocked the data centre the whole house's Telegram uses. A server in one
-# of these is a named one (the higher bar, alone never a block), never an allowed one: a stealer
-# posting to a Telegram bot reaches the same addresses (its api.telegram.org is named by DNS anyway).
+# of acknowledgements back, blocked the data centre the whole house's Telegram uses. An upload to one
+# of these is capped as a named server's (alone never a block) at an unnamed address's bar, never
+# allowed: a stealer posting through MTProto reaches the same addresses (a bot's api.telegram.org is
+# named by DNS anyway).
 APP_NETWORKS = {
     "Telegram": ("91.108.56.0/22", "91.108.4.0/22", "91.108.8.0/22", "91.108.16.0/22", "91.108.12.0/22",
                  "149.154.160.0/20", "91.105.192.0/23", "91.108.20.0/22", "185.76.151.0/24",
@@ -214,9 +215,12 @@ class Intake:
                 up, down = up - seen[0], down - seen[1]
         # a VPN tunnel's connection (its first bytes said so) sums in a pair of its own: an upload on
         # another connection to that server is judged as ever (one hello must not license them all)
-        tunnel = self.tunnels.get((src, flow.sport, dst, flow.dport)) if self.tunnels else None
-        if tunnel is not None and flow.closed_by in ("fin", "rst"):  # it ended: its 5-tuple is free again
-            del self.tunnels[(src, flow.sport, dst, flow.dport)]
+        tunnel = None
+        if self.tunnels:
+            conn = (src, flow.sport, dst, flow.dport)
+            tunnel = self.tunnels.get(conn)
+            if tunnel is not None and flow.closed_by in ("fin", "rst"):  # it ended: its 5-tuple is free again
+                del self.tunnels[conn]
         key: tuple[str, ...] = (src, dst) if tunnel is None else (src, dst, tunnel)
         pair = self.pairs.get(key)
         if pair is None:
