@@ -36,17 +36,19 @@ import selectors
 import shlex
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slipsq.background import Mailbox
 from slipsq.config import Config, Option
 from slipsq.errors import ConfigError
 from slipsq.records import Alert, Block, printable
 from slipsq.sink import Sink
+
+if TYPE_CHECKING:
+    import subprocess
 
 OUTPUT_KEEP = 4096  # bytes of a hook's stdout and stderr kept (for the log line and status)
 LOG_EVERY = 60.0  # seconds between failure lines per hook (the first failure is logged at once)
@@ -112,6 +114,8 @@ def run_command(argv: list[str], data: bytes, timeout: float, env: Mapping[str, 
                 keep: int = OUTPUT_KEEP) -> Outcome:
     """Run argv with `data` on stdin, in a new session; kill its process group at `timeout`. At most
     `keep` bytes of stdout and of stderr are kept; the rest is read and thrown away."""
+    import subprocess  # here, not at import: every command's start-up reads OPTIONS, few run a hook
+
     started = time.monotonic()
     deadline = started + timeout
     try:
@@ -180,6 +184,8 @@ def run_command(argv: list[str], data: bytes, timeout: float, env: Mapping[str, 
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    import subprocess
+
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # its session is its own (start_new_session): the group is it
     except ProcessLookupError:

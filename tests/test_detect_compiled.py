@@ -432,12 +432,13 @@ def test_the_shared_local_cache_answers_as_is_local(texts: list[str]) -> None:
 
 
 def test_the_shared_local_cache_stays_within_its_slots_and_forgets_nothing_it_needs() -> None:
-    """A flood of invented addresses only replaces slots (4,096 at most, each a reference to one
+    """A flood of invented addresses only replaces slots (16,384 at most, each a reference to one
     text); every answer stays right after its slot was taken by another address."""
-    first = [f"10.{i >> 8 & 255}.{i & 255}.1" for i in range(6000)] + [f"85.1.{i >> 8}.{i & 255}" for i in range(6000)]
+    first = ([f"10.{i >> 8 & 255}.{i & 255}.1" for i in range(20000)]
+             + [f"85.1.{i >> 8 & 255}.{i & 255}" for i in range(20000)])
     for ip in first:
         assert c_prefixes.cached_local(ip) is ip.startswith("10.")
-    assert 0 < c_prefixes.cache_size() <= 4096
+    assert 0 < c_prefixes.cache_size() <= 16384
     for ip in reversed(first):
         assert c_prefixes.cached_local(ip) is ip.startswith("10.")
     marker = "".join(["203.0.113.", "99"])  # held by the cache while in its slot, let go when replaced

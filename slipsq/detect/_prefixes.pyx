@@ -3,7 +3,7 @@
 ask it of every closed flow's addresses, about ten times a flow): the same answer, from a small cache
 that lives in the CPU's cache instead of the 65,536-address dict behind is_local.
 
-The cache is direct-mapped by the text's hash (a str computes it once and keeps it): 4,096 slots,
+The cache is direct-mapped by the text's hash (a str computes it once and keeps it): 16,384 slots,
 each holding one address text (a reference, so its identity cannot pass to another object) and its
 answer. A flow's address texts come from the flow table's own cache of texts, so the same address
 is nearly always the same object: a hit is a pointer comparison; an equal text in another object
@@ -33,7 +33,11 @@ ctypedef struct Slot:
     int local
 
 cdef enum:
-    SLOTS = 4096  # a power of two
+    # a power of two. 4,096 missed a third of the asks on bench/replay.py's 200k-flow capture (thousands
+    # of clients and servers): each a parse of the text (callgrind, 300k-packet slice: text_local
+    # 20.8 M instructions, 17.8 M with 16,384). Fixed: 393 kB of slots and the strings they hold
+    # (at most 16,384 addresses, ~1 MB), in the idle daemon's budget.BASE_MB
+    SLOTS = 16384
 
 cdef Slot CACHE[SLOTS]
 cdef object _SLOW = is_local  # the Python answer, for what the C parse cannot read

@@ -87,9 +87,8 @@ from __future__ import annotations
 import bisect
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from itertools import pairwise
-from statistics import median
 
 from slipsq import twins
 from slipsq.allow import AllowList
@@ -152,6 +151,14 @@ def _bowley(xs: list[float], m: float) -> float:
     n = len(xs)
     q1, q3 = xs[n // 4], xs[(3 * n) // 4]
     return 0.0 if q3 - q1 <= 0.2 * m else (q1 + q3 - 2 * m) / (q3 - q1)
+
+
+def median(xs: Iterable[float]) -> float:
+    """statistics.median, imported on first use: the module and what it imports (fractions, decimal,
+    random) cost every command's start-up ~5 ms, and most runs never score a tuple."""
+    from statistics import median as stats_median
+
+    return stats_median(xs)
 
 
 def _median_sorted(xs: list[float]) -> float:

@@ -24,11 +24,9 @@ the pickle importer) and never decides what to block.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import stat
-import tempfile
 from array import array
 from bisect import bisect_right
 from collections import Counter
@@ -38,8 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from slipsq.errors import ModelError
-
-log = logging.getLogger(__name__)
 
 LOG_PENALTY = math.log(0.01)  # an unseen transition (letters.md §4)
 ALPHABET = frozenset("0123456789abcdefghiABCDEFGHIrstuvwxyzRSTUVWXYZ.,+*")
@@ -142,6 +138,8 @@ def write_model(model: Model, folder: str | Path) -> Path:
     try:
         d.mkdir(parents=True, exist_ok=True)
         path = d / file_name(model.label)
+        import tempfile  # (writing a model is rare: not every start-up's cost)
+
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(to_dict(model), fh, indent=1, sort_keys=False)
@@ -215,7 +213,9 @@ def load_models(folder: str | Path) -> list[Model]:
         raise ModelError(f"models folder {d} cannot be read: {e.strerror or e}") from None
     models = [read_model(d / n) for n in names]
     if not models:
-        log.warning("models folder %s holds no *.json models: no Markov-chain matching", d)
+        import logging
+
+        logging.getLogger(__name__).warning("models folder %s holds no *.json models: no Markov-chain matching", d)
     return models
 
 
