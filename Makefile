@@ -35,7 +35,7 @@ sysdeps:
 $(VENV)/.deps: pyproject.toml | sysdeps
 	@[ -x $(VPY) ] || { echo "slipsq: creating the Python environment in $(VENV)/"; $(PY) -m venv $(VENV); }
 	@echo "slipsq: installing pip, setuptools and Cython into $(VENV)/ (once; about a minute in all)"
-	@$(VPY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3"
+	@$(VPY) -m pip install -q --upgrade pip setuptools wheel "Cython>=3.1,<3.3"  # why: pyproject.toml
 	@echo "slipsq: installing NetfilterQueue (compiles against libnetfilter-queue)"
 	@$(VPY) -m pip install -q NetfilterQueue
 	@echo "slipsq: installing slipsq and its dependencies (pyproject.toml), with the test tools"

@@ -160,7 +160,7 @@ trap 'rm -rf "$build"' EXIT
     --exclude=./.pytest_cache --exclude=./.mypy_cache --exclude=./.ruff_cache --exclude='__pycache__' \
     --exclude=./bench/out --warning=no-file-changed -cf - . || [ $? -eq 1 ]; } | tar -C "$build" -xf -
 pip=("$VENV/bin/python" -m pip -q --disable-pip-version-check)
-"${pip[@]}" install --upgrade pip setuptools wheel "Cython>=3" "NetfilterQueue>=1.1"
+"${pip[@]}" install --upgrade pip setuptools wheel "Cython>=3.1,<3.3" "NetfilterQueue>=1.1"
 # --no-build-isolation: setup.py cimports NetfilterQueue's .pxd to build the inline module (_nfq)
 "${pip[@]}" install --upgrade --no-build-isolation "$build"
 "$VENV/bin/python" -c 'import slipsq.sources._nfq, slipsq._flowtable' 2>/dev/null \

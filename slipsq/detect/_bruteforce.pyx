@@ -60,7 +60,8 @@ cdef inline bint _exchanged(object flow) except -1:
 cdef class Count:
     """One (source, server, port) of a window (bruteforce._Count)."""
 
-    cdef public object first, last, short, long, emitted, emitted_threat, run, run_last, longest
+    # (short and long are C keywords: Cython 3.0 wrote them into the C as they are, and gcc stopped)
+    cdef public object first, last, short "short_", long "long_", emitted, emitted_threat, run, run_last, longest
 
     def __init__(self, first):
         self.first = first
