@@ -756,6 +756,11 @@ class Daemon:
         """`light` (slipsq top asks once a second): counters only, no `iptables-save` for the block
         rules' counters (kernel_block_drops is None) and no store query (the judge's active blocks)."""
         q = self.source.stats()
+        # a pool's rows read with its sums, not after the slow part below (iptables-save, the store):
+        # the packet loop updates the workers' counters meanwhile, and the rows summed to more than
+        # "packets" (a kernel test saw 224 against 216)
+        pool = self.source.status_extra() if isinstance(self.source, multiqueue.WorkerPool) else {}
+        table = self.engine.table.stats()
         k = self.source.kernel()
         c = self.engine.counters
         now = time.time()
@@ -771,7 +776,7 @@ class Daemon:
         st: dict[str, Any] = {
             "pid": os.getpid(), "uptime": round(now - self.started, 1), "queue": self.queue_num,
             "packets": q["packets"], "accepted": q["accepted"], "dropped": q["dropped"],
-            "errors": q["errors"], "engine_errors": self.engine_errors, "table": self.engine.table.stats(),
+            "errors": q["errors"], "engine_errors": self.engine_errors, "table": table,
             "bypass": self._bypass_status(q),
             "flows": c.flows, "alerts": c.alerts, "blocks_decided": c.blocks,
             "blocks_active": active,
@@ -794,8 +799,7 @@ class Daemon:
             "last_alerts": self.svc.recent, "systemd": self.svc.notifier.enabled, **self.outputs.counters(),
             "watchdog": self.svc.notifier.watchdog_every,
         }
-        if isinstance(self.source, multiqueue.WorkerPool):
-            st.update(self.source.status_extra())  # the range, and packets per worker
+        st.update(pool)  # a pool's range, and packets per worker
         return st
 
 
