@@ -232,6 +232,17 @@ def test_models_list_follows_the_configured_folder(tmp_path: Path) -> None:
     assert p.stdout.startswith(f"2 models in {folder}")
 
 
+def test_the_replay_path_imports_what_only_some_runs_use_when_they_use_it() -> None:
+    """statistics (with fractions, decimal, random: ~5 ms) serves beacon's size score, ctypes (~7 ms)
+    the pipeline's question whether orphans are reaped here, after a rollback: neither is loaded by
+    importing the command line, the engine, the detectors and the pipeline (every command's start)."""
+    code = ("import sys\nimport slipsq.cli, slipsq.engine, slipsq.pipeline, slipsq.replay, slipsq.runmode\n"
+            "print(sorted(m for m in ('statistics', 'ctypes') if m in sys.modules))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]", p.stdout
+
+
 def test_compiled_replay_never_loads_the_reference_parser() -> None:
     """dpkt (the pure path's parser) costs a tenth of a second of every start: the compiled replay
     path (CLI, engine, reader, app decoders) must not import it, nor the pure twins that do."""
