@@ -438,16 +438,18 @@ def test_the_shared_local_cache_stays_within_its_slots_and_forgets_nothing_it_ne
              + [f"85.1.{i >> 8 & 255}.{i & 255}" for i in range(20000)])
     for ip in first:
         assert c_prefixes.cached_local(ip) is ip.startswith("10.")
-    assert 0 < c_prefixes.cache_size() <= 16384
+    assert 0 < c_prefixes.cache_size() <= c_prefixes.CACHE_SLOTS == 16384
     for ip in reversed(first):
         assert c_prefixes.cached_local(ip) is ip.startswith("10.")
     marker = "".join(["203.0.113.", "99"])  # held by the cache while in its slot, let go when replaced
     before = sys.getrefcount(marker)
     c_prefixes.cached_local(marker)
     assert sys.getrefcount(marker) == before + 1
-    # an address whose text hashes to the marker's slot (a slot is the str hash's low 12 bits) takes it
-    rival = next(ip for ip in (f"198.51.{i >> 8}.{i & 255}" for i in range(65536))
-                 if hash(ip) % 4096 == hash(marker) % 4096)
+    # an address whose text hashes to the marker's slot (a slot is the str hash modulo the slots) takes
+    # it (16 million candidates: one of them hashes there, whatever the process's hash seed)
+    slots = c_prefixes.CACHE_SLOTS
+    rival = next(ip for ip in (f"198.{i >> 16}.{i >> 8 & 255}.{i & 255}" for i in range(1 << 24))
+                 if hash(ip) % slots == hash(marker) % slots)
     c_prefixes.cached_local(rival)
     assert sys.getrefcount(marker) == before
 

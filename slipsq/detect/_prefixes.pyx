@@ -40,6 +40,7 @@ cdef enum:
     SLOTS = 16384
 
 cdef Slot CACHE[SLOTS]
+CACHE_SLOTS = SLOTS  # (for the tests: a slot is the text's hash modulo this)
 cdef object _SLOW = is_local  # the Python answer, for what the C parse cannot read
 cdef bint SITE = False  # the config adds networks (prefixes.set_site_networks): a miss asks is_local
 
