@@ -65,6 +65,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from ipaddress import ip_address
 from typing import Any
 
@@ -416,7 +417,6 @@ class RecordedTable:
         self.stream, self.ctl_fd, self.pid = stream, ctl_fd, pid
         self.pids = [pid]                             # table processes not reaped: the first, then
                                                       # each rollback's snapshot (see _reap)
-        self._orphans: bool | None = None             # _orphans_come_here(), asked when first needed
         self._flows_of = flows_of_records
         self.msgs: deque[tuple[Any, ...]] = deque()
         self.seq = 0                                  # the message being analysed
@@ -575,13 +575,6 @@ class RecordedTable:
         self.stream.close()
         self._reap(0)
 
-    def orphans_come_here(self) -> bool:
-        """_orphans_come_here(), asked once, when a rollback's snapshot is first reaped (it loads
-        ctypes: ~7 ms of every replay's start-up, for a question most replays never ask)."""
-        if self._orphans is None:
-            self._orphans = _orphans_come_here()
-        return self._orphans
-
     def _reap(self, flags: int) -> None:
         """Reap the table processes that are this process's children and have ended (with flags 0:
         wait for them, oldest first). The first is our child; a snapshot that rolled back is an orphan
@@ -594,7 +587,7 @@ class RecordedTable:
             try:
                 done, _ = os.waitpid(pid, flags)
             except ChildProcessError:  # init's, or (its parent still runs) not ours yet
-                if flags and (pid == self.pid or self.orphans_come_here()):
+                if flags and (pid == self.pid or _orphans_come_here()):
                     left.append(pid)
                 continue
             if done == 0:
@@ -602,9 +595,12 @@ class RecordedTable:
         self.pids = left
 
 
+@cache
 def _orphans_come_here() -> bool:
     """Whether this process inherits its descendants' orphans: PID 1 of its namespace, or a child
-    subreaper (prctl PR_GET_CHILD_SUBREAPER); False where it cannot tell (not Linux)."""
+    subreaper (prctl PR_GET_CHILD_SUBREAPER); False where it cannot tell (not Linux). Asked once, when
+    a rollback's snapshot is first reaped, not when a replay starts: it loads ctypes (~7 ms), for a
+    question most replays never ask."""
     if os.getpid() == 1:
         return True
     try:

@@ -24,6 +24,7 @@ the pickle importer) and never decides what to block.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import stat
@@ -36,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from slipsq.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 LOG_PENALTY = math.log(0.01)  # an unseen transition (letters.md §4)
 ALPHABET = frozenset("0123456789abcdefghiABCDEFGHIrstuvwxyzRSTUVWXYZ.,+*")
@@ -213,9 +216,7 @@ def load_models(folder: str | Path) -> list[Model]:
         raise ModelError(f"models folder {d} cannot be read: {e.strerror or e}") from None
     models = [read_model(d / n) for n in names]
     if not models:
-        import logging
-
-        logging.getLogger(__name__).warning("models folder %s holds no *.json models: no Markov-chain matching", d)
+        log.warning("models folder %s holds no *.json models: no Markov-chain matching", d)
     return models
 
 
