@@ -98,8 +98,9 @@ def test_pinging_hosts_that_answer_is_watching_them_and_a_sweep_of_empty_address
     judge doubled it: the gaming PC was blocked. Confidence is 0.2 + 0.8 x min(1, unanswered / 0.3)
     now, so that sweep weighs 0.41 however long it grows (below persist_min), and a sweep of empty
     addresses still blocks, as does one of a busy network 60 % alive (a red team's)."""
-    def pings(answering: float, hosts: int) -> list[Flow]:
-        live = [i % 100 < answering * 100 for i in range(hosts)]  # spread over the sweep
+    def pings(answering: float, hosts: int, live: list[bool] | None = None) -> list[Flow]:
+        """`hosts` pings, `live` saying which are answered (default: `answering` of them, spread over the sweep)."""
+        live = live or [i % 100 < answering * 100 for i in range(hosts)]
         return [flow(T0 + i * 5, "192.168.1.30", f"{77 + i % 50}.{i // 50}.3.{1 + i % 200}", 1, "icmp", sbytes=60,
                      dbytes=60 if live[i] else 0, sport=8, state="ECR" if live[i] else "ECO") for i in range(hosts)]
     rec, _ = run([PortScan], pings(0.92, 640))
@@ -109,9 +110,7 @@ def test_pinging_hosts_that_answer_is_watching_them_and_a_sweep_of_empty_address
     assert run([PortScan], pings(0.6, 300))[0].blocked_ips == ["192.168.1.30"]
     for seed in range(12):  # gone servers in random order: the first 100 pings' share decides nothing (a review)
         rng = random.Random(seed)
-        flows = [flow(T0 + i * 5, "192.168.1.30", f"{77 + i % 50}.{i // 50}.3.{1 + i % 200}", 1, "icmp", sbytes=60,
-                      **({"dbytes": 0, "state": "ECO"} if rng.random() < 0.1 else {"dbytes": 60, "state": "ECR"}),
-                      sport=8) for i in range(640)]
+        flows = pings(0.9, 640, live=[rng.random() >= 0.1 for _ in range(640)])
         assert run([PortScan], flows)[0].blocked_ips == [], seed
     rec, _ = run([PortScan], pings(0.04, 300))
     assert rec.blocked_ips == ["192.168.1.30"]
