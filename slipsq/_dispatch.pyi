@@ -1,8 +1,14 @@
 """Type stub of the compiled per-flow loop (slipsq/_dispatch.pyx); its twin is slipsq/dispatch.py."""
 
+from collections.abc import Callable
+from typing import Any
+
 from slipsq import dispatch as _twin
 
 class FlowCalls(_twin.FlowCalls): ...
+class AppCalls(_twin.AppCalls): ...
+
+def run_steps(engine: Any, table: Any, last: int, flows_of: Callable[[bytes], list[Any]]) -> int: ...
 
 class Counters:
     flows: int

@@ -16,6 +16,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
+from cpython.list cimport PyList_GET_SIZE
 from cpython.set cimport PySet_Add
 
 from dataclasses import fields
@@ -218,6 +219,9 @@ cdef class FlowCalls:
         """Each of `flows` in order, in one call (Engine._hand_up): a flow that is not an
         active-timeout report counts in counters.flows and goes to `out` (None: nowhere) before
         the hooks see it."""
+        self._run_flows(flows, out, counters)
+
+    cdef int _run_flows(self, object flows, list out, object counters) except -1:
         cdef Py_ssize_t n = 0
         try:
             for flow in flows:
@@ -228,6 +232,7 @@ cdef class FlowCalls:
                 self._run(flow)
         finally:
             _add(counters, n, 0)
+        return 0
 
     def run(self, flow):
         self._run(flow)
@@ -292,6 +297,9 @@ cdef class AppCalls:
         self._map, self.names = None, 0
 
     def run_packets(self, packets, list out, counters):
+        self._run_packets(packets, out, counters)
+
+    cdef int _run_packets(self, object packets, list out, object counters) except -1:
         for ts, ip_packet in packets:
             try:
                 events = self.decode(ip_packet, ts)
@@ -300,6 +308,7 @@ cdef class AppCalls:
                 continue
             for event in events:
                 self._event(event, out, counters)
+        return 0
 
     def run(self, event, list out, counters):
         self._event(event, out, counters)
@@ -356,3 +365,45 @@ cdef class AppCalls:
             calls.run(event)
         return 0
 
+
+
+def run_steps(engine, table, Py_ssize_t last, flows_of):
+    """dispatch.run_steps (read it for the rules), the engine's calls made in C: per message a few
+    compares and table.seq written (Engine.now too when the message's time is later), where the
+    pipeline's Python loop and Engine.step ran ~5,000 instructions of bytecode. For an engine whose
+    call lists are this module's (dispatch.steps_for)."""
+    cdef FlowCalls flows = engine._flows
+    cdef AppCalls apps = engine._apps
+    cdef list out = engine._out
+    cdef list app_out = out if engine.export_queries else None
+    cdef list flow_out = out if engine.export_flows else None
+    cdef list cmds = table.cmds
+    cdef Py_ssize_t seq = table.seq, told = table.told, taken = 0
+    counters = engine.counters
+    msgs = table.msgs
+    popleft = msgs.popleft
+    now, next_tick = engine.now, engine._next_tick
+    while seq < last and msgs and PyList_GET_SIZE(out) == 0 and PyList_GET_SIZE(cmds) <= told:
+        msg = msgs[0]
+        number = msg[0]
+        if number != seq + 1 or msg[1] != "a":
+            break
+        t = msg[2]
+        later = t > now
+        if (t if later else now) >= next_tick:
+            break  # a tick is due: Engine.step's _second, the caller's
+        popleft()
+        table.seq = number
+        seq += 1
+        taken += 1
+        if later:
+            now = t
+            engine.now = t
+        app, recs = msg[3], msg[4]
+        if app:
+            apps._run_packets(app, app_out, counters)
+        if recs:
+            fl = flows_of(recs)
+            if fl:
+                flows._run_flows(fl, flow_out, counters)
+    return taken

@@ -137,6 +137,45 @@ class AppCalls:
         self.names -= len(self._map.popitem(last=False)[1])
 
 
+def run_steps(engine: Any, table: Any, last: int, flows_of: Callable[[bytes], list[Flow]]) -> int:
+    """`engine.step` for each message at the head of `table.msgs` (the pipeline's engine process:
+    `table` is its RecordedTable, slipsq/pipeline.py, holding the table process's messages) that
+    needs nothing else from the caller before or after its step: an "a" message numbered
+    table.seq + 1 (then + 2, ...), not past `last` (the next snapshot the table process must hear the
+    engine has passed), at whose time no tick is due, taken while the engine holds no command and
+    the table process has been told every command in `table.cmds` (`table.told` of them). Each
+    message taken becomes `table.seq` before its step, as RecordedTable.next_message makes it (a
+    block decided in the step is the table process's at that message). Returns how many it took; a
+    message it may not take is left first in `table.msgs` for the caller.
+
+    The caller's loop did this message by message in Python, some 5,000 instructions of it a
+    message (~250k messages on a capture of 200k flows); the compiled twin (_dispatch.run_steps)
+    runs the same steps without a Python frame a message."""
+    msgs, cmds, out = table.msgs, table.cmds, engine._out
+    app_out = out if engine.export_queries else None
+    flow_out = out if engine.export_flows else None
+    taken = 0
+    while table.seq < last and msgs and not out and len(cmds) <= table.told:
+        msg = msgs[0]
+        if msg[0] != table.seq + 1 or msg[1] != "a":
+            break
+        now = msg[2]
+        if (now if now > engine.now else engine.now) >= engine._next_tick:
+            break  # a tick is due: Engine.step's _second, the caller's
+        msgs.popleft()
+        table.seq = msg[0]
+        taken += 1
+        if now > engine.now:
+            engine.now = now
+        if msg[3]:
+            engine._apps.run_packets(msg[3], app_out, engine.counters)
+        if msg[4]:
+            flows = flows_of(msg[4])
+            if flows:
+                engine._flows.run_flows(flows, flow_out, engine.counters)
+    return taken
+
+
 def _admits(gate: FlowGate, flow: Flow) -> bool:
     """The gate's answer; a flow it cannot judge (a field of an odd type) goes to the hook, as it
     would without a gate."""
@@ -161,3 +200,12 @@ def make_app_calls(by_kind: dict[str, FlowCalls], other: FlowCalls, decode: Call
     fast = twins.compiled("slipsq._dispatch")
     cls: type[AppCalls] = AppCalls if fast is None else fast.AppCalls
     return cls(by_kind, other, decode, ctx, max_dns, failed, max_names)
+
+
+def steps_for(flows: Any, apps: Any) -> Callable[..., int]:
+    """run_steps compiled when both call lists are (its twin's loop calls theirs in C), else the
+    readable one."""
+    fast = twins.compiled("slipsq._dispatch")
+    if fast is not None and type(flows) is fast.FlowCalls and type(apps) is fast.AppCalls:
+        return fast.run_steps  # type: ignore[no-any-return]
+    return run_steps

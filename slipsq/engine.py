@@ -29,7 +29,7 @@ from slipsq.config import Config
 from slipsq.detect import DETECTORS
 from slipsq.detect.base import Context, Detector
 from slipsq.detect.prefixes import set_site_networks
-from slipsq.dispatch import make_app_calls, make_flow_calls
+from slipsq.dispatch import make_app_calls, make_flow_calls, steps_for
 from slipsq.flow import AppEvent, Flow
 from slipsq.judge import Judge
 from slipsq.lru import trim
@@ -160,6 +160,7 @@ class Engine:
         self._apps = make_app_calls(on_app, on_any_app, self._app_events, self.ctx, self._max_dns, self._failed,
                                     config["dns.max_names"])
         self._on_tick = calls([(d.on_tick, None) for d in self.detectors if d.overrides("on_tick")])
+        self._run_steps = steps_for(self._flows, self._apps)
         self.judge = Judge(config, self.allow)
         # the table hands up only packets someone decodes: DNS answers (ctx.dns_names) and what
         # the detectors declare
@@ -233,6 +234,12 @@ class Engine:
             self._second()
         out, self._out = self._out, []
         return out
+
+    def steps(self, table: Any, last: int, flows_of: Callable[[bytes], list[Flow]]) -> int:
+        """`step` for each message at the head of the pipeline's RecordedTable `table` that needs
+        nothing else from its loop (dispatch.run_steps says which; compiled when the call lists
+        are): how many it analysed."""
+        return self._run_steps(self, table, last, flows_of)
 
     def _advance(self, now: float) -> None:
         if now > self.now:

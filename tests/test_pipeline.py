@@ -119,6 +119,80 @@ def test_small_frames_give_the_output_of_one_process(blocky: Path, flush: int,
     assert (alerts, stats, [repr(c) for c in cmds]) == (one[0], one[1], [repr(c) for c in one[2]])
 
 
+@pytest.mark.parametrize("snapshot_every", [7, 10**9])
+def test_the_readable_steps_give_the_output_of_one_process(blocky: Path, snapshot_every: int,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's engine loop with dispatch.run_steps, the readable twin of the compiled run of
+    steps the tests above take: the same output as one process."""
+    from slipsq import dispatch, engine
+
+    monkeypatch.setattr(engine, "steps_for", lambda flows, apps: dispatch.run_steps)
+    cfg = short_blocks()
+    one = replay(blocky, 1, cfg)
+    alerts, stats, cmds, table = replay(blocky, 2, cfg, snapshot_every)
+    assert table.rollbacks >= 1
+    assert (alerts, stats, [repr(c) for c in cmds]) == (one[0], one[1], [repr(c) for c in one[2]])
+
+
+STEPS = [pytest.param("python", id="readable"), pytest.param("compiled", id="compiled")]
+
+
+def stepper(which: str) -> Any:
+    from slipsq import _dispatch, dispatch
+
+    return dispatch.run_steps if which == "python" else _dispatch.run_steps
+
+
+def engine_at(now: float, tick: float) -> Any:
+    cfg = runmode.load_config(None)
+    e = runmode.build_engine(cfg, [], runmode.make_allow(cfg))
+    e.now, e._next_tick = now, tick
+    return e
+
+
+def a(seq: int, now: float, kind: str = "a") -> tuple[Any, ...]:
+    return (seq, kind, now, [], b"", 0)
+
+
+@pytest.mark.parametrize("which", STEPS)
+def test_a_run_of_steps_stops_where_the_engine_loop_has_more_to_do(which: str) -> None:
+    """Each rule of dispatch.run_steps, for both twins: what it takes, where it stops, what it leaves."""
+    from slipsq import _flowtable
+
+    run = stepper(which)
+    nothing = pipeline._NEVER
+
+    def go(msgs: list[tuple[Any, ...]], seq: int = 0, last: int = nothing, cmds: list[Any] | None = None,
+           told: int = 0, now: float = 10.0, tick: float = 11.0, out: list[Any] | None = None
+           ) -> tuple[int, int, list[int], float]:
+        """(messages taken, table.seq after, the numbers left, engine.now after)."""
+        e = engine_at(now, tick)
+        if out is not None:
+            e._out = out
+        table = pipeline.RecordedTable(io.BytesIO(), -1, 0, _flowtable.flows_of_records)
+        table.msgs.extend(msgs)
+        table.seq, table.cmds, table.told = seq, cmds or [], told
+        taken = run(e, table, last, _flowtable.flows_of_records)
+        return taken, table.seq, [m[0] for m in table.msgs], e.now
+
+    # plain advances, all taken; the time only moves forward (Engine.step)
+    assert go([a(1, 10.2), a(2, 10.1), a(3, 10.3)]) == (3, 3, [], 10.3)
+    # a tick message, a message whose time a tick is due at, a number out of order: left to the loop
+    assert go([a(1, 10.2), a(2, 10.4, "x"), a(3, 10.5)]) == (1, 1, [2, 3], 10.2)
+    assert go([a(1, 10.2), a(2, 11.0), a(3, 11.1)]) == (1, 1, [2, 3], 10.2)
+    assert go([a(1, 10.2), a(3, 10.4)]) == (1, 1, [3], 10.2)
+    assert go([a(5, 10.2)], seq=4) == (1, 5, [], 10.2)
+    # up to the next snapshot, and not past it
+    assert go([a(1, 10.2), a(2, 10.4), a(3, 10.5)], last=2) == (2, 2, [3], 10.4)
+    assert go([a(1, 10.2)], last=0) == (0, 0, [1], 10.0)
+    # a command the table process has not heard of, or one the engine holds: nothing taken
+    block = (0, "block", "198.51.100.7")
+    assert go([a(1, 10.2)], cmds=[block], told=0) == (0, 0, [1], 10.0)
+    assert go([a(1, 10.2)], cmds=[block], told=1) == (1, 1, [], 10.2)
+    assert go([a(1, 10.2)], out=["a command"]) == (0, 0, [1], 10.0)
+    assert go([]) == (0, 0, [], 10.0)
+
+
 def many_scanners(path: Path, n: int) -> None:
     """`n` scanners one after the other, each blocked once, most of them done before their block:
     commands the table process can take where it is (no packet since had their address)."""
