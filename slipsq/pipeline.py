@@ -15,7 +15,11 @@ of a new second), "z" (the capture's end, with what was read), "f" (the end of i
 flow, and the table's counters). Messages are numbered from 1. A message carries its app packets and
 its closed flows as the table's C records (`_flowtable.FlowRecord`: no Python object a flow on that
 side, `flows_of_records` makes the Flows here). The engine process hands each message to the engine
-through `RecordedTable`, which the engine cannot tell from its FlowTable.
+through `RecordedTable`, which the engine cannot tell from its FlowTable. There is about one message
+per closed flow, so neither side runs a Python frame for a plain one: the table process's loop makes
+them in C (`sources/_pcap.feed_plain`) and the engine takes runs of them in C
+(`Engine.steps`, `_dispatch.run_steps`); each returns to the Python loops here at a tick, a full
+frame, a command, a snapshot: wherever those have more to do.
 
 **Blocks, exactly.** In one process a block reaches the table at once: the blocked address's next
 packets are dropped, so what the table emits after a block depends on it. The table process runs
@@ -69,6 +73,7 @@ from functools import cache
 from ipaddress import ip_address
 from typing import Any
 
+from slipsq import twins
 from slipsq.errors import InputError, SlipsqError
 from slipsq.flow import Flow
 from slipsq.sources.pcap import BATCH, PROGRESS_EVERY, Progress
@@ -187,8 +192,14 @@ class TableProcess:
     def run(self) -> None:
         pcap, table = self.pcap, self.table
         self._snapshot()  # message 0: before the first packet
-        while pcap.feed(table, BATCH):
-            self.advance(pcap.last_ts)
+        # the one-process loop `while pcap.feed(...): advance(pcap.last_ts)`, its plain steps made by
+        # feed_plain (compiled: no Python frame a message, ~250k messages on a capture of 200k flows)
+        feeds = _feed_plain()
+        while step := feeds(self, pcap, table, BATCH, FLUSH_MESSAGES, FLUSH_BYTES):
+            if step == ADVANCE:
+                self.advance(pcap.last_ts)
+            else:
+                self._shipped(self.seq)
         if pcap.packets:
             self.advance(pcap.last_ts)
         self._ship("z", {"format": pcap.format, "linktypes": pcap.linktypes, "packets": pcap.packets,
@@ -221,13 +232,18 @@ class TableProcess:
         if seq > self.quiet_until:
             self.out.append((seq, kind, self.now, apps, recs, extra))
             self.out_bytes += len(recs) + 64 * len(apps)
-            if len(self.out) >= FLUSH_MESSAGES or self.out_bytes >= FLUSH_BYTES:
-                self._send()
-                # what the engine said (it waits for our answer to a command), once a frame: read
-                # once a message, the empty pipe's BlockingIOError (an OSError made with its text
-                # decoded from the locale) was a third of this process's Python time on a capture
-                # of many flows, and the pipeline took more CPU than one process
-                self._poll()
+        self._shipped(seq)
+
+    def _shipped(self, seq: int) -> None:
+        """What follows message `seq` once made: a frame sent when full, the commands at it applied,
+        a snapshot forked when one is due (feed_plain leaves these to us)."""
+        if seq > self.quiet_until and (len(self.out) >= FLUSH_MESSAGES or self.out_bytes >= FLUSH_BYTES):
+            self._send()
+            # what the engine said (it waits for our answer to a command), once a frame: read
+            # once a message, the empty pipe's BlockingIOError (an OSError made with its text
+            # decoded from the locale) was a third of this process's Python time on a capture
+            # of many flows, and the pipeline took more CPU than one process
+            self._poll()
         for op, ip in self.cmds.get(seq, ()):
             self._apply(op, ip)
         if seq >= self.quiet_until and self.pcap.packets >= self.snap_due:
@@ -379,6 +395,43 @@ class TableProcess:
         for s in list(self.snapshots):
             self._drop(s)
         os._exit(code)
+
+
+ADVANCE, SHIPPED = 1, 2  # feed_plain's answers besides 0 (the capture's end)
+
+
+def feed_plain(proc: TableProcess, pcap: Any, table: Any, batch: int, flush_messages: int, flush_bytes: int) -> int:
+    """TableProcess.run's loop, `while pcap.feed(table, batch): proc.advance(pcap.last_ts)`, for as
+    long as each advance is a plain one: no tick due, and at most an "a" message made that needs
+    nothing more (proc._shipped: no full frame to send, no command at it, no snapshot due).
+    Returns 0 at the end of the capture; ADVANCE when the last feed needs proc.advance(pcap.last_ts)
+    (a tick is due), nothing of it done yet; SHIPPED when it made message proc.seq and
+    proc._shipped(proc.seq) is to follow. The readable twin of sources/_pcap.feed_plain."""
+    while pcap.feed(table, batch):
+        if pcap.last_ts > proc.now:
+            proc.now = pcap.last_ts
+        if proc.now >= proc.next_tick:
+            return ADVANCE
+        if not table.pending:
+            continue
+        proc.seq += 1  # proc._ship("a", pcap.offset)
+        seq = proc.seq
+        apps, recs = table.pop_app(), table.pop_records()
+        proc.seen_at.append(table.seen_count)
+        if seq > proc.quiet_until:
+            proc.out.append((seq, "a", proc.now, apps, recs, pcap.offset))
+            proc.out_bytes += len(recs) + 64 * len(apps)
+            if len(proc.out) >= flush_messages or proc.out_bytes >= flush_bytes:
+                return SHIPPED
+        if seq in proc.cmds or (seq >= proc.quiet_until and pcap.packets >= proc.snap_due):
+            return SHIPPED
+    return 0
+
+
+def _feed_plain() -> Callable[..., int]:
+    """sources/_pcap.feed_plain, or its twin above when the readable twins were asked for."""
+    fast = twins.compiled("slipsq.sources._pcap")
+    return feed_plain if fast is None else fast.feed_plain  # type: ignore[no-any-return]
 
 
 def _table_main(table: Any, pcap: Any, out_fd: int, ctl_fd: int, now: float, next_tick: float,

@@ -2,14 +2,15 @@
 
 Every compiled module but the NFQUEUE source (`sources/_nfq`, which needs a kernel) has a readable
 twin with the same interface, held equal by differential tests: `_flowtable` (flowtable.py; its
-inline decoder `_decode.pxd`: decode.py), `sources/_pcap` (sources.pcap.PureCapture), `_appdecode`
+inline decoder `_decode.pxd`: decode.py), `sources/_pcap` (sources.pcap.PureCapture; its
+`feed_plain`, the replay pipeline's table-process loop: pipeline.feed_plain), `_appdecode`
 (decode.app_events), `detect/stratosphere/_letters` (letters.py, markov.py), `detect/_portscan`
 (portscan.Counts and Tally, inuse.ServersInUse), `detect/_beacon` (beacon.Tuples, beacon.Intake),
 `detect/_p2p` (p2p.Intake), `detect/_bruteforce` (bruteforce.Intake, _Count), `detect/_exfil`
 (exfil.Intake, _Pair), `detect/_reconnect` (reconnect.Intake), `detect/_dns` (dga.Intake,
-unknownport.DnsIntake), `_dispatch` (dispatch.FlowCalls, the
-engine's per-flow loop), `_wirescan` (mqwire.scan, the worker messages' opcode check) and `_lru`
-(lru.touch and lru.put, on an OrderedDict).
+unknownport.DnsIntake), `_dispatch` (dispatch.FlowCalls, the engine's per-flow loop; its
+run_steps, the pipeline's engine-process loop: dispatch.run_steps), `_wirescan` (mqwire.scan, the
+worker messages' opcode check) and `_lru` (lru.touch and lru.put, on an OrderedDict).
 This is the one place that chooses between them. SLIPSQ_PURE_PYTHON=1 asks for the twins; otherwise
 the compiled module must be there, and a missing one is a SystemSetupError that says how to build
 it, never a silent fall-back to code that is 10x slower. The choice is read at each call (tests

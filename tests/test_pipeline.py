@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +121,15 @@ def test_small_frames_give_the_output_of_one_process(blocky: Path, flush: int,
 
 
 @pytest.mark.parametrize("snapshot_every", [7, 10**9])
-def test_the_readable_steps_give_the_output_of_one_process(blocky: Path, snapshot_every: int,
+def test_the_readable_loops_give_the_output_of_one_process(blocky: Path, snapshot_every: int,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pipeline's engine loop with dispatch.run_steps, the readable twin of the compiled run of
-    steps the tests above take: the same output as one process."""
+    """Both processes' loops with the readable twins of the compiled ones the tests above take
+    (the engine's dispatch.run_steps, the table process's pipeline.feed_plain): the same output as
+    one process."""
     from slipsq import dispatch, engine
 
     monkeypatch.setattr(engine, "steps_for", lambda flows, apps: dispatch.run_steps)
+    monkeypatch.setattr(pipeline, "_feed_plain", lambda: pipeline.feed_plain)
     cfg = short_blocks()
     one = replay(blocky, 1, cfg)
     alerts, stats, cmds, table = replay(blocky, 2, cfg, snapshot_every)
@@ -191,6 +194,72 @@ def test_a_run_of_steps_stops_where_the_engine_loop_has_more_to_do(which: str) -
     assert go([a(1, 10.2)], cmds=[block], told=1) == (1, 1, [], 10.2)
     assert go([a(1, 10.2)], out=["a command"]) == (0, 0, [1], 10.0)
     assert go([]) == (0, 0, [], 10.0)
+
+
+FEEDS = [pytest.param("python", id="readable"), pytest.param("compiled", id="compiled")]
+
+
+def feed_until(which: str, path: Path, **state: Any) -> tuple[int, dict[str, Any]]:
+    """feed_plain's first answer on a fresh table and reader of `path` for a table process whose
+    numbers are `state` (over the defaults: nothing due, ever), and the process's state after it."""
+    from types import SimpleNamespace
+
+    from slipsq import _flowtable
+    from slipsq.sources import _pcap
+
+    fn: Callable[..., int] = pipeline.feed_plain if which == "python" else _pcap.feed_plain
+    table = _flowtable.FlowTable(runmode.load_config(None))
+    table.set_records(True)
+    pcap = _pcap.PcapFile(str(path))
+    s: dict[str, Any] = {"now": 0.0, "next_tick": float("inf"), "seq": 0, "quiet_until": 0, "out": [],
+                         "out_bytes": 0, "seen_at": pipeline.array("Q", [0]), "cmds": {}, "snap_due": 1 << 60}
+    s.update(state)
+    messages, nbytes = s.pop("flush", (1 << 40, 1 << 40))
+    proc = SimpleNamespace(**s)
+    try:
+        answer = fn(proc, pcap, table, 64, messages, nbytes)
+        after = dict(vars(proc), packets=pcap.packets, pending=table.pending)
+    finally:
+        pcap.close()
+    # (a table's records name its own slots: compared as the flows they make)
+    after["out"] = [(m[0], m[1], m[2], len(m[3]), len(m[4]), _flowtable.flows_of_records(m[4]), m[5])
+                    for m in after["out"]]
+    after["seen_at"] = list(after["seen_at"])
+    return answer, after
+
+
+@pytest.mark.parametrize("which", FEEDS)
+def test_the_table_loop_stops_where_its_advance_has_more_to_do(blocky: Path, which: str) -> None:
+    """Each answer of pipeline.feed_plain, for both twins, and the same state after each."""
+    answer, end = feed_until(which, blocky)
+    assert answer == 0 and end["seq"] > 100 and [m[0] for m in end["out"]] == list(range(1, end["seq"] + 1))
+    assert {m[1] for m in end["out"]} == {"a"} and len(end["seen_at"]) == end["seq"] + 1
+    assert end["out_bytes"] == sum(m[4] + 64 * m[3] for m in end["out"])
+    first = end["out"][0][2]
+    cases = {  # state -> (the answer, the message it stopped at)
+        "tick": ({"next_tick": first + 1.0}, pipeline.ADVANCE, None),
+        "frame full": ({"flush": (3, 1 << 40)}, pipeline.SHIPPED, 3),
+        "frame bytes": ({"flush": (1 << 40, 1)}, pipeline.SHIPPED, 1),
+        "command": ({"cmds": {7: [("block", "198.51.100.77")]}}, pipeline.SHIPPED, 7),
+        "snapshot": ({"snap_due": 200}, pipeline.SHIPPED, None),
+        "quiet": ({"quiet_until": 5, "snap_due": 0}, pipeline.SHIPPED, 5),
+    }
+    for name, (state, want, at) in cases.items():
+        got, after = feed_until(which, blocky, **state)
+        assert got == want, name
+        if at is not None:
+            assert after["seq"] == at, name
+        assert after["out"] == end["out"][max(0, state.get("quiet_until", 0)):after["seq"]], name
+    _, snap = feed_until(which, blocky, snap_due=200)
+    assert snap["packets"] >= 200 and snap["out"][-1][0] == snap["seq"]  # the first message at or past it
+    _, tick = feed_until(which, blocky, next_tick=first + 1.0)
+    assert tick["now"] >= first + 1.0 and all(m[2] < first + 1.0 for m in tick["out"])  # the tick's: advance's
+
+
+@pytest.mark.parametrize("state", [{}, {"next_tick": 1.0}, {"flush": (5, 1 << 40)}, {"snap_due": 333},
+                                   {"quiet_until": 9, "snap_due": 0}, {"cmds": {12: [("block", "192.0.2.1")]}}])
+def test_both_table_loops_leave_the_same_state(blocky: Path, state: dict[str, Any]) -> None:
+    assert feed_until("python", blocky, **state) == feed_until("compiled", blocky, **state)
 
 
 def many_scanners(path: Path, n: int) -> None:

@@ -1,5 +1,7 @@
 """Type stub of the compiled capture reader (slipsq/sources/_pcap.pyx); its twin is sources.pcap.PureCapture."""
 
+from typing import Any
+
 from slipsq._flowtable import FlowTable
 
 class PcapFile:
@@ -18,3 +20,6 @@ class PcapFile:
     @property
     def total(self) -> int: ...
     def feed(self, table: FlowTable, max_packets: int) -> int: ...
+
+def feed_plain(proc: Any, pcap: PcapFile, table: FlowTable, batch: int, flush_messages: int,
+               flush_bytes: int) -> int: ...

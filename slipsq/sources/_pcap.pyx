@@ -416,3 +416,44 @@ cdef class PcapFile:
                 table.ticked = False
                 break
         return done
+
+
+def feed_plain(proc, PcapFile pcap not None, FlowTable table not None, Py_ssize_t batch,
+               Py_ssize_t flush_messages, Py_ssize_t flush_bytes):
+    """slipsq.pipeline.feed_plain (read it for the rules and answers), compiled: the table process's
+    plain advances, each an "a" message made in C (the table's pop_app, pop_records and seen_count
+    called as the twin calls them), where TableProcess.advance and _ship ran ~5,000 instructions of
+    bytecode a message. The process's numbers are read once and written back on return; nothing of
+    `proc` is called (a snapshot forks in proc._shipped, after we return)."""
+    cdef double now = proc.now
+    cdef double next_tick = proc.next_tick
+    cdef Py_ssize_t seq = proc.seq, quiet_until = proc.quiet_until, out_bytes = proc.out_bytes
+    cdef list out = proc.out
+    cdef dict cmds = proc.cmds
+    cdef uint64_t snap_due = proc.snap_due
+    cdef int answer = 0
+    seen_append = proc.seen_at.append
+    try:
+        while pcap.feed(table, batch):
+            if pcap.last_ts > now:
+                now = pcap.last_ts
+            if now >= next_tick:
+                answer = 1  # ADVANCE
+                break
+            if not (table.closed or table.app or table.nrecs > 0):  # FlowTable.pending
+                continue
+            seq += 1
+            apps, recs = table.pop_app(), table.pop_records()
+            seen_append(table.nseen)  # FlowTable.seen_count
+            if seq > quiet_until:
+                out.append((seq, "a", now, apps, recs, pcap.pos))  # pos: PcapFile.offset
+                out_bytes += len(<bytes>recs) + 64 * len(<list>apps)
+                if len(out) >= flush_messages or out_bytes >= flush_bytes:
+                    answer = 2  # SHIPPED
+                    break
+            if (len(cmds) and seq in cmds) or (seq >= quiet_until and pcap.packets >= snap_due):
+                answer = 2
+                break
+    finally:
+        proc.now, proc.seq, proc.out_bytes = now, seq, out_bytes
+    return answer
