@@ -3,7 +3,8 @@
 Every compiled module but the NFQUEUE source (`sources/_nfq`, which needs a kernel) has a readable
 twin with the same interface, held equal by differential tests: `_flowtable` (flowtable.py; its
 inline decoder `_decode.pxd`: decode.py), `sources/_pcap` (sources.pcap.PureCapture; its
-`feed_plain`, the replay pipeline's table-process loop: pipeline.feed_plain), `_appdecode`
+loops: `feed_steps`, one-process replay's, sources.pcap.feed_steps; `feed_plain`, the replay
+pipeline's table process's, pipeline.feed_plain), `_appdecode`
 (decode.app_events), `detect/stratosphere/_letters` (letters.py, markov.py), `detect/_portscan`
 (portscan.Counts and Tally, inuse.ServersInUse), `detect/_beacon` (beacon.Tuples, beacon.Intake),
 `detect/_p2p` (p2p.Intake), `detect/_bruteforce` (bruteforce.Intake, _Count), `detect/_exfil`

@@ -262,6 +262,66 @@ def test_both_table_loops_leave_the_same_state(blocky: Path, state: dict[str, An
     assert feed_until("python", blocky, **state) == feed_until("compiled", blocky, **state)
 
 
+def test_one_process_gives_the_output_of_its_loop_a_feed_at_a_time(blocky: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-process replay's loop (sources.pcap.feed_steps, compiled, and its readable twin) against
+    the loop it stands for, `while pcap.feed(...): engine.advance(pcap.last_ts)` (a feed_steps that
+    answers ADVANCE after every feed): the same output, blocks and expiries included."""
+    from slipsq.sources import _pcap
+    from slipsq.sources import pcap as pcap_mod
+
+    cfg = short_blocks()
+    compiled = replay(blocky, 1, cfg)
+    monkeypatch.setattr(_pcap, "feed_steps", pcap_mod.feed_steps)
+    readable = replay(blocky, 1, cfg)
+    monkeypatch.setattr(_pcap, "feed_steps", lambda engine, pcap, table, batch, budget:
+                        pcap_mod.ADVANCE if pcap.feed(table, batch) else 0)
+    reference = replay(blocky, 1, cfg)
+    assert sum(isinstance(c, Block) for c in reference[2]) >= 4
+    for got in (compiled, readable):
+        assert (got[0], got[1], [repr(c) for c in got[2]]) == (reference[0], reference[1],
+                                                               [repr(c) for c in reference[2]])
+
+
+@pytest.mark.parametrize("which", FEEDS)
+def test_the_one_process_loop_stops_where_advance_has_more_to_do(blocky: Path, which: str) -> None:
+    from slipsq import _flowtable
+    from slipsq.sources import _pcap
+    from slipsq.sources import pcap as pcap_mod
+
+    fn: Callable[..., int] = pcap_mod.feed_steps if which == "python" else _pcap.feed_steps
+    cfg = runmode.load_config(None)
+    probe = _pcap.PcapFile(str(blocky))
+    probe.feed(_flowtable.FlowTable(cfg), 1)
+    first = probe.last_ts
+    probe.close()
+
+    def run(tick: float, budget: int = 1 << 40, held: bool = False, taking: bool = False) -> tuple[int, Any, Any]:
+        """feed_steps' answer (`taking`: the first that is not TAKE, the commands taken as the loop
+        takes them), the engine, the packets fed."""
+        e = engine_at(0.0, tick)
+        if held:
+            e._out.append("a command")
+        pcap = _pcap.PcapFile(str(blocky))
+        try:
+            while (answer := fn(e, pcap, e.table, 64, budget)) == pcap_mod.TAKE and taking:
+                assert e.take()  # TAKE with an unlimited budget: commands were decided
+            return answer, e, pcap.packets
+        finally:
+            pcap.close()
+
+    answer, e, packets = run(float("inf"), taking=True)  # to the end: every hand-up analysed
+    assert answer == 0 and e.counters.flows > 100 and e.now > first and not e.table.pending
+    answer, e, packets = run(0.0)  # a new engine's first feed is a tick's: all of it advance's
+    assert answer == pcap_mod.ADVANCE and e.now == 0.0 and e.counters.flows == 0
+    answer, e, packets = run(first + 30.0, taking=True)  # a later tick: what came before it analysed
+    assert answer == pcap_mod.ADVANCE and first <= e.now < first + 30.0 and e.counters.flows > 0
+    answer, e, packets = run(float("inf"), budget=5)  # a chance to report progress
+    assert answer == pcap_mod.TAKE and packets <= 5 * 64
+    answer, e, packets = run(float("inf"), held=True)  # commands to carry out: after the feed's own steps
+    assert answer == pcap_mod.TAKE and packets <= 64 and e.now >= first
+
+
 def many_scanners(path: Path, n: int) -> None:
     """`n` scanners one after the other, each blocked once, most of them done before their block:
     commands the table process can take where it is (no packet since had their address)."""

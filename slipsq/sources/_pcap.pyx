@@ -457,3 +457,34 @@ def feed_plain(proc, PcapFile pcap not None, FlowTable table not None, Py_ssize_
     finally:
         proc.now, proc.seq, proc.out_bytes = now, seq, out_bytes
     return answer
+
+
+def feed_steps(engine, PcapFile pcap not None, FlowTable table not None, Py_ssize_t batch, Py_ssize_t budget):
+    """slipsq.sources.pcap.feed_steps (read it for the rules and answers), compiled: Engine._advance's
+    plain steps for the one-process replay, Engine._hand_up's two calls made from here, where
+    engine.advance ran four Python frames (advance, _advance, drain, _hand_up) for each feed."""
+    cdef list out = engine._out
+    cdef list app_out = out if engine.export_queries else None
+    cdef list flow_out = out if engine.export_flows else None
+    apps, flow_calls, counters = engine._apps, engine._flows, engine.counters
+    run_packets, run_flows = apps.run_packets, flow_calls.run_flows
+    cdef double now = engine.now
+    cdef double next_tick = engine._next_tick
+    cdef Py_ssize_t i
+    for i in range(budget):
+        if not pcap.feed(table, batch):
+            return 0
+        if (pcap.last_ts if pcap.last_ts > now else now) >= next_tick:
+            return 1  # ADVANCE
+        if pcap.last_ts > now:
+            now = pcap.last_ts
+            engine.now = now
+        while table.closed or table.app or table.nrecs > 0:  # FlowTable.pending: Engine.drain
+            app, flows = table.pop_app(), table.pop_closed()
+            if app:
+                run_packets(app, app_out, counters)
+            if flows:
+                run_flows(flows, flow_out, counters)
+        if len(out):
+            return 2  # TAKE
+    return 2

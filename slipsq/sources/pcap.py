@@ -24,6 +24,8 @@ from slipsq.linktypes import ETHERNET, IPV4, IPV6, LINUX_SLL, LINUX_SLL2, RAW_TY
 Progress = Callable[[int, int], None]
 BATCH = 65536          # packets per call into C when nothing is pending
 PROGRESS_EVERY = 0.25  # seconds between progress callbacks
+STEP_BUDGET = 1024     # hand-ups feed_steps analyses before it returns (for progress) at most
+ADVANCE, TAKE = 1, 2   # feed_steps' answers besides 0 (the capture's end)
 
 
 def replay_capture(engine: Any, path: str | os.PathLike[str],
@@ -58,8 +60,18 @@ def replay_capture(engine: Any, path: str | os.PathLike[str],
         table = engine.table
         size = pcap.total
         next_report = time.monotonic() + PROGRESS_EVERY
-        while pcap.feed(table, BATCH):
-            engine.advance(pcap.last_ts)
+        # `while pcap.feed(table, BATCH): engine.advance(pcap.last_ts)`, its plain advances made by
+        # feed_steps (compiled: no Python frame a closed flow); `engine` is a runmode.Offline (its
+        # Engine's commands go to its sinks) or a bare Engine (its commands dropped, as advance's were)
+        eng, carry_out = getattr(engine, "engine", engine), getattr(engine, "apply", None)
+        steps = reader_mod.feed_steps
+        while step := steps(eng, pcap, table, BATCH, STEP_BUDGET):
+            if step == ADVANCE:
+                engine.advance(pcap.last_ts)
+            else:
+                commands = eng.take()
+                if commands and carry_out is not None:
+                    carry_out(commands)
             if progress is not None and time.monotonic() >= next_report:
                 next_report = time.monotonic() + PROGRESS_EVERY
                 progress(pcap.offset, size)
@@ -78,6 +90,30 @@ def replay_capture(engine: Any, path: str | os.PathLike[str],
 
 SUPPORTED_LINKTYPES = {ETHERNET: "Ethernet", **dict.fromkeys(RAW_TYPES, "raw IP"), LINUX_SLL: "Linux SLL",
                        LINUX_SLL2: "Linux SLL2", IPV4: "IPv4", IPV6: "IPv6"}
+
+
+def feed_steps(engine: Any, pcap: Any, table: Any, batch: int, budget: int) -> int:
+    """The one-process replay loop, `while pcap.feed(table, batch): engine.advance(pcap.last_ts)`,
+    for as long as each advance is a plain one: Engine._advance's steps (the time, the table's
+    hand-ups to the detectors) with no tick due at the time the feed reached. Returns 0 at the
+    capture's end; ADVANCE when the last feed needs engine.advance(pcap.last_ts), nothing of it done
+    yet (a tick is due); TAKE when the engine holds commands the caller is to take and carry out
+    (engine.take()), or after `budget` feeds (a chance to report progress). The readable twin of
+    sources/_pcap.feed_steps, which runs the same steps without a Python frame a hand-up."""
+    out = engine._out
+    for _ in range(budget):
+        if not pcap.feed(table, batch):
+            return 0
+        now = pcap.last_ts
+        if (now if now > engine.now else engine.now) >= engine._next_tick:
+            return ADVANCE
+        if now > engine.now:
+            engine.now = now
+        while table.pending:  # Engine.drain
+            engine._hand_up(table.pop_app(), table.pop_closed())
+        if out:
+            return TAKE
+    return TAKE
 
 
 def check_linktypes(path: Path, linktypes: list[int]) -> None:
