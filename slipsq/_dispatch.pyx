@@ -366,7 +366,6 @@ cdef class AppCalls:
         return 0
 
 
-
 def run_steps(engine, table, Py_ssize_t last, flows_of):
     """dispatch.run_steps (read it for the rules), the engine's calls made in C: per message a few
     compares and table.seq written (Engine.now too when the message's time is later), where the

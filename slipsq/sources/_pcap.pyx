@@ -421,8 +421,9 @@ cdef class PcapFile:
 def feed_plain(proc, PcapFile pcap not None, FlowTable table not None, Py_ssize_t batch,
                Py_ssize_t flush_messages, Py_ssize_t flush_bytes):
     """slipsq.pipeline.feed_plain (read it for the rules and answers), compiled: the table process's
-    plain advances, each an "a" message made in C (the table's pop_app, pop_records and seen_count
-    called as the twin calls them), where TableProcess.advance and _ship ran ~5,000 instructions of
+    plain advances, each an "a" message made in C (the table's pop_app and pop_records called as the
+    twin calls them; FlowTable.pending and seen_count read from its fields), where
+    TableProcess.advance and _ship ran ~5,000 instructions of
     bytecode a message. The process's numbers are read once and written back on return; nothing of
     `proc` is called (a snapshot forks in proc._shipped, after we return)."""
     cdef double now = proc.now
