@@ -70,6 +70,7 @@ bench: build
 	$(VPY) bench/flowcost.py
 	$(VPY) bench/flowfiles.py
 	$(VPY) bench/inline.py
+	$(VPY) bench/answers.py
 	$(VPY) bench/report.py
 	$(VPY) bench/hooks.py
 	$(VPY) bench/multiqueue.py

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import math
+import select
 import socket
 import struct
 from collections import OrderedDict
@@ -201,6 +202,8 @@ class Merger:
             self.sock.setblocking(False)
         except OSError as e:
             raise SystemSetupError(f"cannot open a conntrack netlink socket: {e}") from None
+        self._waiting = select.poll()  # the socket holds answers (or an error): _read reads it then
+        self._waiting.register(self.sock.fileno(), select.POLLIN)
         self.pending: OrderedDict[int, tuple[Flow, float]] = OrderedDict()
         self.seq = 0
         self.merged = self.unmerged = self.ended_idle = 0
@@ -244,6 +247,8 @@ class Merger:
 
     def _read(self, now: float) -> int:
         back = 0
+        if not self._waiting.poll(0):  # most turns of the packet loop: no recv, nor its BlockingIOError
+            return back
         while True:
             try:
                 data = self.sock.recv(65536)
