@@ -83,12 +83,13 @@ def main() -> int:
         print(f"bench/answers.py: {why}", file=sys.stderr)
         return 2
     lab = Lab().up()
+    scratch = tempfile.TemporaryDirectory(prefix="slipsq-answers-")  # the daemon's state, removed after
     try:
         server = lab.popen(lab.ns["srv"], sys.executable, "-c", SERVER)
         assert server.stdout is not None
         if server.stdout.readline().strip() != "ready":
             raise RuntimeError("the DNS server did not start")
-        daemon = Daemon(lab, Path(tempfile.mkdtemp(prefix="slipsq-answers-")) / "state", queue=QUEUE,
+        daemon = Daemon(lab, Path(scratch.name) / "state", queue=QUEUE,
                         config={"bypass.enabled": True} if args.bypass else None)
         daemon.start(timeout=30)
         pid = daemon_pid(lab)
@@ -102,6 +103,7 @@ def main() -> int:
         daemon.stop()
     finally:
         lab.down()
+        scratch.cleanup()
     return 0
 
 
