@@ -152,8 +152,6 @@ def run_steps(engine: Any, table: Any, last: int, flows_of: Callable[[bytes], li
     message (~250k messages on a capture of 200k flows); the compiled twin (_dispatch.run_steps)
     runs the same steps without a Python frame a message."""
     msgs, cmds, out = table.msgs, table.cmds, engine._out
-    app_out = out if engine.export_queries else None
-    flow_out = out if engine.export_flows else None
     taken = 0
     while table.seq < last and msgs and not out and len(cmds) <= table.told:
         msg = msgs[0]
@@ -167,12 +165,7 @@ def run_steps(engine: Any, table: Any, last: int, flows_of: Callable[[bytes], li
         taken += 1
         if now > engine.now:
             engine.now = now
-        if msg[3]:
-            engine._apps.run_packets(msg[3], app_out, engine.counters)
-        if msg[4]:
-            flows = flows_of(msg[4])
-            if flows:
-                engine._flows.run_flows(flows, flow_out, engine.counters)
+        engine._hand_up(msg[3], flows_of(msg[4]) if msg[4] else [])
     return taken
 
 
