@@ -165,6 +165,21 @@ class _Snapshot:
     wake: int    # write end of the pipe it sleeps on
 
 
+def make_message(proc: Any, table: Any, kind: str, extra: Any) -> int:
+    """Message proc.seq + 1 of the table process `proc` (a TableProcess, or any object with its
+    numbers): what `table` has for the engine taken, the table's packet count at it kept, and the
+    message queued unless the engine has analysed it already. Returns its number. The first half
+    of TableProcess._ship, shared with feed_plain's readable twin."""
+    proc.seq += 1
+    seq: int = proc.seq
+    apps, recs = table.pop_app(), table.pop_records()
+    proc.seen_at.append(table.seen_count)
+    if seq > proc.quiet_until:
+        proc.out.append((seq, kind, proc.now, apps, recs, extra))
+        proc.out_bytes += len(recs) + 64 * len(apps)
+    return seq
+
+
 class TableProcess:
     """The reader and the flow table, in the forked child: Engine._advance/_second/finish's table
     calls in the same order, each hand-up sent as a numbered message (module docstring)."""
@@ -225,14 +240,7 @@ class TableProcess:
             self._ship("x", None)
 
     def _ship(self, kind: str, extra: Any) -> None:
-        self.seq += 1
-        seq = self.seq
-        apps, recs = self.table.pop_app(), self.table.pop_records()
-        self.seen_at.append(self.table.seen_count)
-        if seq > self.quiet_until:
-            self.out.append((seq, kind, self.now, apps, recs, extra))
-            self.out_bytes += len(recs) + 64 * len(apps)
-        self._shipped(seq)
+        self._shipped(make_message(self, self.table, kind, extra))
 
     def _shipped(self, seq: int) -> None:
         """What follows message `seq` once made: a frame sent when full, the commands at it applied,
@@ -414,15 +422,9 @@ def feed_plain(proc: TableProcess, pcap: Any, table: Any, batch: int, flush_mess
             return ADVANCE
         if not table.pending:
             continue
-        proc.seq += 1  # proc._ship("a", pcap.offset)
-        seq = proc.seq
-        apps, recs = table.pop_app(), table.pop_records()
-        proc.seen_at.append(table.seen_count)
-        if seq > proc.quiet_until:
-            proc.out.append((seq, "a", proc.now, apps, recs, pcap.offset))
-            proc.out_bytes += len(recs) + 64 * len(apps)
-            if len(proc.out) >= flush_messages or proc.out_bytes >= flush_bytes:
-                return SHIPPED
+        seq = make_message(proc, table, "a", pcap.offset)  # proc._ship("a", pcap.offset) up to _shipped
+        if seq > proc.quiet_until and (len(proc.out) >= flush_messages or proc.out_bytes >= flush_bytes):
+            return SHIPPED
         if seq in proc.cmds or (seq >= proc.quiet_until and pcap.packets >= proc.snap_due):
             return SHIPPED
     return 0
