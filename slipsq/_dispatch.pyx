@@ -25,6 +25,7 @@ from slipsq._flowslots cimport (E_DADDR, E_DATA, E_KIND, E_SADDR, E_SPORT, E_TS,
                                 F_END, F_PROTO, F_SBYTES, F_START, EventSlots, FlowSlots, event_field, event_slots,
                                 flow_direct, flow_field, flow_slots)
 from slipsq._lru cimport get as lru_get
+from slipsq._lru cimport to_end as lru_to_end
 from slipsq.detect._prefixes cimport text_local
 from slipsq.detect.resolvers import Resolvers as _Resolvers
 from slipsq.dispatch import MAX_NAMES as _MAX_NAMES
@@ -327,7 +328,7 @@ cdef class AppCalls:
                 names = _set()
                 names_map[answer] = names
             else:
-                names_map.move_to_end(answer)
+                lru_to_end(names_map, answer)
             size = PySet_GET_SIZE(names) if type(names) is set else len(names)
             if size < MAX_NAMES and query not in names:
                 while self.names >= self.max_names and len(names_map) > 1:

@@ -133,3 +133,110 @@ def test_compiled_get_is_the_mappings_get(d: dict[int, int], key: int, kind: Any
     m = kind(d)
     default = object()
     assert c.get_(m, key, default) is m.get(key, default)
+
+
+class _Same:
+    """A key whose hash is one of three: runs of colliding keys in the LruMap's index (and == by value)."""
+
+    def __init__(self, v: int) -> None:
+        self.v = v
+
+    def __hash__(self) -> int:
+        return self.v % 3
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.v == self.v
+
+    def __repr__(self) -> str:
+        return f"_Same({self.v})"
+
+
+def _step(c: Any, d: Any, compiled: bool, op: int, key: Any, value: int, flag: bool, bound: int) -> Any:
+    """One call on `d` (what it returned, or the type of what it raised): the mapping's own methods,
+    or lru's steps (the compiled one on the LruMap side, the readable one on the OrderedDict side)."""
+    try:
+        if op == 0:
+            d[key] = value
+        elif op == 1:
+            del d[key]
+        elif op == 2:
+            return d.pop(key, None) if flag else d.pop(key)
+        elif op == 3:
+            return d.popitem(last=flag)
+        elif op == 4:
+            d.move_to_end(key, last=flag)
+        elif op == 5:
+            return d.get(key), key in d, d[key]
+        elif op == 6:
+            return d.setdefault(key, value)
+        elif op == 7:
+            if flag and value % 7 == 0:
+                d.clear()
+            return len(d)
+        elif op == 8:  # lru.put
+            (c.put_ if compiled else put)(d, key, value, bound)
+        elif op == 9:  # put_known: the caller has looked the key up
+            if compiled:
+                c.put_known_(d, key, value, key in d, bound)
+            else:
+                put(d, key, value, bound)
+        elif op == 10:
+            return (c.touch_ if compiled else touch)(d, key, lambda: value, bound)
+        elif op == 11:
+            return c.get_(d, key, "absent") if compiled else d.get(key, "absent")
+        elif op == 12:
+            (c.to_end_ if compiled else OrderedDict.move_to_end)(d, key)
+        else:  # the readable steps work on an LruMap too (a twin may be handed one)
+            put(d, key, value, max(bound, 1))
+    except (KeyError, RuntimeError) as e:
+        return ("raised", type(e))
+    return None
+
+
+_KEYS = st.one_of(st.integers(-3, 40), st.integers(0, 40).map(_Same), st.text("ab", max_size=3),
+                  st.tuples(st.integers(0, 3), st.text("xy", max_size=1)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 13), _KEYS, st.integers(), st.booleans()), max_size=200),
+       st.integers(0, 8))
+def test_lrumap_is_an_ordered_dict_for_every_use(ops: list[tuple[int, Any, int, bool]], bound: int) -> None:
+    """The compiled LruMap against OrderedDict: the same answers, the same exceptions and the same
+    order after any sequence of the calls slipsq makes (the mapping's own, and lru's steps)."""
+    c = pytest.importorskip("slipsq._lru", reason="the compiled extension is not built")
+    mine: Any = c.LruMap()
+    twin: OrderedDict[Any, Any] = OrderedDict()
+    for op, key, value, flag in ops:
+        assert _step(c, mine, True, op, key, value, flag, bound) == _step(c, twin, False, op, key, value, flag,
+                                                                          bound), (op, key)
+        assert mine.items() == list(twin.items()) and len(mine) == len(twin)
+        assert list(mine) == list(twin) and mine == twin and mine.values() == list(twin.values())
+    assert list(reversed(mine)) == list(reversed(twin))
+    assert mine == dict(twin) and mine.copy() == twin
+
+
+def test_lrumap_at_its_bound_keeps_the_newest_keys_and_stays_findable() -> None:
+    """Many keys through a full map (each new one evicting the oldest): every key kept is found, none
+    evicted is, and the order is the use order; the index never holds a stale position."""
+    c = pytest.importorskip("slipsq._lru", reason="the compiled extension is not built")
+    d: Any = c.LruMap()
+    model: OrderedDict[str, float] = OrderedDict()
+    bound = 1000
+    for i in range(20_000):
+        for key, value in [(f"10.0.{i // 256}.{i % 256}", float(i))] + (  # each 7th: an old one refreshed
+                [(f"10.0.{(i - 500) // 256}.{(i - 500) % 256}", -1.0)] if i % 7 == 0 and i >= 500 else []):
+            c.put_(d, key, value, bound)
+            put(model, key, value, bound)
+    assert d.items() == list(model.items()) and len(d) == bound
+    for k in model:
+        assert k in d and c.get_(d, k, None) == model[k]
+    assert "10.0.0.1" not in d and c.get_(d, "10.0.0.1", None) is None
+
+
+def test_lrumap_iteration_stops_when_the_map_changes() -> None:
+    c = pytest.importorskip("slipsq._lru", reason="the compiled extension is not built")
+    d: Any = c.LruMap([("a", 1), ("b", 2)])
+    with pytest.raises(RuntimeError):
+        for k in d:
+            d[k + "!"] = 0
+    assert repr(c.LruMap([("a", 1)])) == "LruMap([('a', 1)])"

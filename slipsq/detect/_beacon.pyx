@@ -21,7 +21,7 @@ from libc.math cimport INFINITY
 from libc.stdint cimport uint32_t
 from libc.string cimport memcmp, memcpy, memmove
 
-from collections import OrderedDict
+from slipsq.lru import new as new_lru
 from dataclasses import fields
 
 from slipsq.allow import AllowList
@@ -306,7 +306,7 @@ cdef class Intake:
         self.fast_local = local is is_local
         self.never = {}
         self.score = self.post = None
-        self.speaks_first = OrderedDict()
+        self.speaks_first = new_lru()
 
     cdef bint _local(self, object ip) except -1:
         if not self.fast_local:

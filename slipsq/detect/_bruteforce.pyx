@@ -5,8 +5,8 @@ flow and every app event the detector sees comes through here: the report, proto
 and answered tests, the per-window counts and the banners run in C, so Python runs only to judge a
 count that reached min_attempts (bruteforce.BruteForce._judge).
 
-The same maps as the twin (a dict of counts per window, the banners' OrderedDict changed through its
-own methods so its order is the twin's) and the counts' times and numbers kept as Python objects
+The same maps as the twin (a dict of counts per window, the banners' bounded map from slipsq.lru.new
+changed through lru's steps so its order is the twin's) and the counts' times and numbers kept as Python objects
 (the same arithmetic, the same types in the evidence). tests/test_detect_compiled.py holds both
 equal. Data only: no I/O, no clock.
 """
@@ -14,7 +14,7 @@ equal. Data only: no I/O, no clock.
 from dataclasses import fields
 
 import sys
-from collections import OrderedDict
+from slipsq.lru import new as new_lru
 
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_SetItem, PyDict_Size
@@ -83,14 +83,14 @@ cdef class Intake:
         self.max_gap = max_gap
         # a bound past any size a map can reach: clamp it to fit
         self.max_keys, self.max_banners = min(max_keys, sys.maxsize), min(max_banners, sys.maxsize)
-        self.banners = OrderedDict()
+        self.banners = new_lru()
         self.counts = {}
         self.index = -1
 
     cdef object _service(self, object server, object port):
-        cdef PyObject* said = PyDict_GetItemWithError(self.banners, (server, port))
-        if said != NULL:
-            return <object>said if PySet_Contains(_LOGIN_SERVICES, <object>said) == 1 else None
+        said = lru_get(self.banners, (server, port), None)  # (a service name: never None)
+        if said is not None:
+            return said if PySet_Contains(_LOGIN_SERVICES, said) == 1 else None
         cdef PyObject* known = PyDict_GetItemWithError(self.ports, port)
         return None if known == NULL else <object>known
 

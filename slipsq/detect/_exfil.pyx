@@ -5,8 +5,8 @@ through `Intake.on_flow`: most carry under 16 kB and are answered by the first t
 the open connections' reports and the pair's sums here, so Python runs only to judge a pair whose
 upload passed the bar and the ratio (exfil.Exfil._judge).
 
-The same maps as the twin (OrderedDicts keyed by the same tuples, changed through OrderedDict's own
-methods so their order is the twin's), the sums kept as Python numbers (the same arithmetic, the
+The same maps as the twin (bounded maps from slipsq.lru.new, keyed by the same tuples, changed
+through lru's steps so their order is the twin's), the sums kept as Python numbers (the same arithmetic, the
 same types in the evidence), and "is it local" asked in C (_prefixes.text_local, the cache the
 compiled detectors share). tests/test_detect_compiled.py holds both
 equal. Data only: no I/O, no clock.
@@ -15,7 +15,7 @@ equal. Data only: no I/O, no clock.
 from dataclasses import fields
 
 import sys
-from collections import OrderedDict
+from slipsq.lru import new as new_lru
 
 cimport cython
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Size
@@ -75,7 +75,7 @@ cdef class Intake:
     cdef readonly object window, bar, ratio, local, judge, pairs, open, tls_names, tunnels
     cdef readonly Py_ssize_t max_pairs, max_tls_names
     cdef bint fast_local  # `local` is prefixes.is_local: asked in C (_prefixes.text_local)
-    cdef object _open_get, _open_pop  # bound once
+    cdef object _open_pop  # bound once
 
     def __init__(self, window, bar, ratio, max_pairs, local, judge, max_tls_names=65_536):
         self.window, self.bar, self.ratio = window, bar, ratio
@@ -83,8 +83,8 @@ cdef class Intake:
         self.max_tls_names = min(max_tls_names, sys.maxsize)
         self.local, self.judge = local, judge
         self.fast_local = local is is_local
-        self.pairs, self.open, self.tls_names, self.tunnels = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
-        self._open_get, self._open_pop = self.open.get, self.open.pop
+        self.pairs, self.open, self.tls_names, self.tunnels = new_lru(), new_lru(), new_lru(), new_lru()
+        self._open_pop = self.open.pop
 
     cdef inline bint _local(self, object ip) except -1:
         if not self.fast_local:
@@ -127,24 +127,24 @@ cdef class Intake:
         src, dst = _f(flow, F_SADDR), _f(flow, F_DADDR)
         if _f(flow, F_CLOSED_BY) == "active":  # Flow.is_report: count what is new since its last report
             fkey = (src, sport, dst, dport)
-            seen = self._open_get(fkey)
+            seen = lru_get(self.open, fkey, None)
             put_known(self.open, fkey, (up, down), seen is not None, MAX_OPEN)  # a value is never None
             if seen is not None:
                 up, down = up - seen[0], down - seen[1]
-        elif PyDict_Size(self.open):  # it closed: its reports counted part of it already
+        elif len(self.open):  # it closed: its reports counted part of it already
             seen = self._open_pop((src, sport, dst, dport), None)
             if seen is not None:
                 up, down = up - seen[0], down - seen[1]
         tunnel = None
-        if PyDict_Size(self.tunnels):
+        if len(self.tunnels):
             conn = (src, sport, dst, dport)
             tunnel = lru_get(self.tunnels, conn, None)
             if tunnel is not None and _f(flow, F_CLOSED_BY) in ("fin", "rst"):  # ended: free (exfil.Intake)
                 del self.tunnels[conn]
         key = (src, dst) if tunnel is None else (src, dst, tunnel)  # a tunnel's bytes: a pair of their own
-        cdef PyObject* found = PyDict_GetItemWithError(self.pairs, key)
+        found = lru_get(self.pairs, key, None)  # (a Pair: never None)
         cdef Pair pair
-        if found == NULL:
+        if found is None:
             if self._local(dst):
                 return _NO_EVIDENCE
             pair = Pair(tunnel)  # lru.touch(pairs, key, _Pair, max_pairs) of a key that is not there

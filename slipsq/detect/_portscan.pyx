@@ -8,12 +8,11 @@ a count that reached its threshold (rare) stays in portscan.py.
 
 The same state as the twins (each window's keys in a KeyMap where the twin has a dict keyed by a
 (source, port or target, proto) tuple: the same keys, equal by the same rule, without the tuple;
-the same OrderedDict of servers, the same memo of states; the local test in C, detect/_prefixes.pyx),
+the same bounded map of servers (slipsq.lru.new), the same memo of states; the local test in C, detect/_prefixes.pyx),
 with the bounds checked in the same order, so both return the same answers and keep the same state
 for the same calls (tests/test_detect_compiled.py). Data only: no I/O, no clock.
 """
 
-from collections import OrderedDict
 from dataclasses import fields
 
 cimport cython
@@ -34,11 +33,12 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from slipsq._carray cimport grow
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DPORT, F_END, F_PROTO, F_SADDR, F_SPORT, F_START, FlowSlots,
                                 flow_direct, flow_field, flow_slots)
-from slipsq._lru cimport put_known
+from slipsq._lru cimport get as lru_get, put_known
 from slipsq.detect._states cimport flow_opened, flow_unanswered
 from slipsq.detect._addrtext cimport local_bytes, parse_text
 from slipsq.detect._prefixes cimport text_local
 from slipsq.detect.base import NO_EVIDENCE
+from slipsq.lru import new as new_lru
 from slipsq.detect.inuse import MAX_SERVED, REFRESH as _REFRESH
 from slipsq.detect.inuse import _v6 as _py_v6
 from slipsq.detect.tcpstate import _HELD_BY_STATE
@@ -360,10 +360,10 @@ cdef inline bint _v6(object text) except -1:
 
 cdef class Servers:
     """Non-local servers that answered a local client, and when they last did (inuse.ServersInUse):
-    the same OrderedDict, least recently refreshed first. (Its fields and `_note`: _portscan.pxd.)"""
+    the same bounded map (slipsq.lru.new), least recently refreshed first. (Its fields and `_note`: _portscan.pxd.)"""
 
     def __init__(self, Py_ssize_t bound=MAX_SERVED):
-        self.when = OrderedDict()
+        self.when = new_lru()
         self.bound = bound
 
     def note(self, flow):
@@ -377,8 +377,8 @@ cdef class Servers:
             return 0
         self._last = flow
         server, when = _f(flow, F_DADDR), _f(flow, F_END)
-        cdef PyObject* last = PyDict_GetItemWithError(self.when, server)
-        if last != NULL and <double>when < <double>(<object>last) + REFRESH:
+        last = lru_get(self.when, server, None)  # (a time: never None)
+        if last is not None and <double>when < <double>last + REFRESH:
             return 0  # most flows: refreshed less than REFRESH ago
         client = _f(flow, F_SADDR)
         if _local(server):  # inuse.ServersInUse.note
@@ -388,7 +388,7 @@ cdef class Servers:
             return 0
         if _f(flow, F_PROTO) == "tcp" and not flow_opened(&SLOTS, flow, NAMES, _HELD, _HELD_BY_STATE):
             return 0  # a SYN-ACK nobody asked for is no use of the server
-        put_known(self.when, server, when, last != NULL, self.bound)  # lru.put
+        put_known(self.when, server, when, last is not None, self.bound)  # lru.put
         return 0
 
     def in_use(self, ip, ts, window):

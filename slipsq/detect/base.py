@@ -19,6 +19,7 @@ from slipsq.detect.inuse import ServersInUse, make_servers
 from slipsq.detect.peers import Peers
 from slipsq.detect.resolvers import Resolvers
 from slipsq.flow import AppEvent, Flow
+from slipsq.lru import new
 from slipsq.records import Evidence
 
 
@@ -31,7 +32,7 @@ class Context:
     models: Sequence[Any] = ()
     # ip -> domain names it was resolved from (filled by the engine from DNS answers)
     # (least recently answered first; bounded by dns.max_addresses through slipsq.lru.touch)
-    dns_names: OrderedDict[str, set[str]] = field(default_factory=OrderedDict)
+    dns_names: OrderedDict[str, set[str]] = field(default_factory=new)
     # local P2P hosts and their peers (filled by the p2p detector, read by beacon)
     peers: Peers = field(default_factory=Peers)
     # ip -> {country, asn, org}: GeoIP/ASN lookups for alerts (slipsq.enrich.make_enrichers); [] = none

@@ -97,7 +97,7 @@ from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.prefixes import MEMO_SIZE, Memo, is_local
 from slipsq.detect.tcpstate import client_silent, opened
 from slipsq.flow import AppEvent, Flow
-from slipsq.lru import put, touch
+from slipsq.lru import new, put, touch
 from slipsq.records import CRITICAL, HIGH, LOW, Evidence
 
 # ports whose periodic chatter is infrastructure: NTP, mDNS, LLMNR, SSDP, NetBIOS name/datagram
@@ -298,7 +298,7 @@ class Intake:
         # port check (Beacon.on_app fills it; the connection's flow takes its entry out). The
         # connection's own banner, not the server's: one forged segment "from" a C&C's port must
         # not license its pushes to silent clients (a review)
-        self.speaks_first: OrderedDict[tuple[str, int, str, int], str] = OrderedDict()
+        self.speaks_first: OrderedDict[tuple[str, int, str, int], str] = new()
         # the detector's check-in counting (Beacon._post), for on_app: called only for an HTTP POST
         self.post: Callable[[AppEvent], Sequence[Evidence]] | None = None
 

@@ -59,7 +59,7 @@ from slipsq.detect.base import NO_EVIDENCE, Context, Detector, report_due
 from slipsq.detect.prefixes import is_local, shared_space
 from slipsq.detect.tcpstate import exchanged
 from slipsq.flow import AppEvent, Flow
-from slipsq.lru import put
+from slipsq.lru import new, put
 from slipsq.records import CRITICAL, HIGH, LOW, MEDIUM, Evidence
 
 DEFAULT_PORTS = {22: "ssh", 3389: "rdp", 21: "ftp", 23: "telnet", 445: "smb", 139: "smb", 3306: "mysql",
@@ -102,7 +102,7 @@ class Intake:
                  max_banners: int, judge: Judge, max_gap: float = float("inf")) -> None:
         self.ports, self.window, self.min_n, self.max_dur, self.max_gap = ports, window, min_n, max_dur, max_gap
         self.max_keys, self.max_banners, self.judge = max_keys, max_banners, judge
-        self.banners: OrderedDict[tuple[str, int], str] = OrderedDict()  # (server, port) -> service
+        self.banners: OrderedDict[tuple[str, int], str] = new()  # (server, port) -> service
         self.counts: dict[tuple[str, str, int], _Count] = {}
         self.index = -1  # the judge window counted in
 

@@ -55,7 +55,7 @@ from slipsq.config import Option, positive
 from slipsq.detect.base import NO_EVIDENCE, Context, Detector, report_due
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import AppEvent
-from slipsq.lru import Nested, put, touch
+from slipsq.lru import Nested, new, put, touch
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
 NXDOMAIN = 3
@@ -206,7 +206,7 @@ class DGA(Detector):
         self.hosts: OrderedDict[str, WindowCount] = OrderedDict()
         # host -> {random-looking NXDOMAIN site: one name asked under it}, in this host's window
         self.sites: Nested[str, str, str] = Nested(_MAX_HOSTS, _MAX_SITES, self.opt("max_total_sites"))
-        self.resolvers: OrderedDict[tuple[str, str], float] = OrderedDict()  # (client, resolver) -> last real answer
+        self.resolvers: OrderedDict[tuple[str, str], float] = new()  # (client, resolver) -> last real answer
         self.intake = make_intake(self.resolvers, self.sites.maps, self._resolved, self._nxdomain)
         # the engine calls on_app for every DNS answer: hand it the intake itself (no Python frame
         # for the answers that only refresh a resolver, nearly all of them)

@@ -82,7 +82,7 @@ from slipsq.detect.base import NO_EVIDENCE, Context, Detector, report_due
 from slipsq.detect.prefixes import PrefixSet, is_local
 from slipsq.detect.tcpstate import denied
 from slipsq.flow import AppEvent, Flow
-from slipsq.lru import put, touch
+from slipsq.lru import new, put, touch
 from slipsq.records import CRITICAL, HIGH, MEDIUM, Evidence
 
 DEFAULT_ALLOW_DOMAINS = [
@@ -169,10 +169,10 @@ class Intake:
         self.max_tls_names = max_tls_names
         self.local, self.judge = local, judge
         # (client, server) -> its window's sums; a VPN tunnel's connections: (client, server, protocol)
-        self.pairs: OrderedDict[tuple[str, ...], _Pair] = OrderedDict()
-        self.open: OrderedDict[tuple[str, int, str, int], tuple[int, int]] = OrderedDict()
-        self.tls_names: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self.tunnels: OrderedDict[tuple[str, int, str, int], str] = OrderedDict()
+        self.pairs: OrderedDict[tuple[str, ...], _Pair] = new()
+        self.open: OrderedDict[tuple[str, int, str, int], tuple[int, int]] = new()
+        self.tls_names: OrderedDict[tuple[str, str], str] = new()
+        self.tunnels: OrderedDict[tuple[str, int, str, int], str] = new()
 
     def on_app(self, event: AppEvent) -> Sequence[Evidence]:
         """A TLS ClientHello: remember the name this client asked this server for (or, when it

@@ -26,7 +26,7 @@ from slipsq.addr import parse_ip_int
 from slipsq.detect.prefixes import is_local
 from slipsq.detect.tcpstate import opened
 from slipsq.flow import Flow
-from slipsq.lru import put
+from slipsq.lru import new, put
 
 MAX_SERVED = 65_536  # servers remembered (least recently refreshed forgotten first)
 REFRESH = 300.0  # a known server's time is refreshed at most this often (most flows cost one lookup)
@@ -42,7 +42,7 @@ class ServersInUse:
     __slots__ = ("bound", "when")
 
     def __init__(self, bound: int = MAX_SERVED) -> None:
-        self.when: OrderedDict[str, float] = OrderedDict()  # server -> its last answer to a local client (LRU order)
+        self.when: OrderedDict[str, float] = new()  # server -> its last answer to a local client (LRU order)
         self.bound = bound
 
     def note(self, flow: Flow) -> None:

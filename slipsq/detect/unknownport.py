@@ -42,7 +42,7 @@ from slipsq.detect.base import NO_EVIDENCE, Context, Detector, FlowGate
 from slipsq.detect.portscan import unanswered
 from slipsq.detect.prefixes import is_local
 from slipsq.flow import AppEvent, Flow
-from slipsq.lru import put, touch
+from slipsq.lru import new, put, touch
 from slipsq.records import LOW, Evidence
 
 # Registered ports above 1023 that ordinary programs use (IANA and common practice)
@@ -111,8 +111,8 @@ class UnknownPort(Detector):
         self.min_bytes: int = self.opt("min_bytes")
         self.max_servers: int = self.opt("max_servers")
         self.need_dns: bool = self.opt("need_dns")
-        self.dns_clients: OrderedDict[str, float] = OrderedDict()  # client -> last DNS answer to it (LRU order)
-        self.clients: OrderedDict[str, _Client] = OrderedDict()
+        self.dns_clients: OrderedDict[str, float] = new()  # client -> last DNS answer to it (LRU order)
+        self.clients: OrderedDict[str, _Client] = new()
         self.dns_intake = make_dns_intake(self.dns_clients, self.need_dns)
         self.on_app = self.dns_intake.on_app  # type: ignore[method-assign]  # the engine calls it per DNS answer
         # on_flow's first tests (nearly every flow ends there: a well-known or a known port)
