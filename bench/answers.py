@@ -1,6 +1,7 @@
 """Inline cost per hand-up: the daemon's CPU per DNS answer through a namespace gateway. Needs root.
 
     python bench/answers.py [--answers 15000] [--rounds 2]
+    python bench/answers.py --perf /tmp/answers.data     # and where the daemon's CPU goes (perf report -i)
 
 A client namespace asks a server namespace's UDP port 53 one query at a time, through a gateway
 namespace where slipsq runs inline (`--queue`, its own rules). Every answer is an app packet the
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -77,7 +80,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--bypass", action="store_true", help="with flow bypass on (bypass.enabled): its "
                     "conntrack merger is polled at every turn of the packet loop")
+    ap.add_argument("--perf", type=Path, metavar="FILE",
+                    help="record the daemon's CPU samples of the last round (perf record -g) into FILE")
     args = ap.parse_args()
+    if args.perf is not None and shutil.which("perf") is None:
+        print("bench/answers.py: --perf needs perf (apt-get install linux-perf)", file=sys.stderr)
+        return 2
     why = why_no_lab()
     if why:
         print(f"bench/answers.py: {why}", file=sys.stderr)
@@ -95,9 +103,17 @@ def main() -> int:
         pid = daemon_pid(lab)
         print(f"tree {ROOT}, {args.answers:,} answers a round, bypass {'on' if args.bypass else 'off'}")
         for r in range(args.rounds):
+            perf = None
+            if args.perf is not None and r == args.rounds - 1:
+                perf = subprocess.Popen(["perf", "record", "-q", "-g", "-F", "2000", "-p", str(pid), "-o",
+                                         str(args.perf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.5)  # attached before the first query
             before, t0 = cpu_seconds(pid), time.monotonic()
             got = lab.sh(lab.ns["a"], sys.executable, "-c", CLIENT, str(args.answers), timeout=600).stdout.strip()
             wall, used = time.monotonic() - t0, cpu_seconds(pid) - before
+            if perf is not None:
+                perf.send_signal(signal.SIGINT)
+                perf.wait(timeout=60)
             print(f"round {r + 1}: {got} answers in {wall:.2f} s, daemon CPU {used:.2f} s, "
                   f"{used / args.answers * 1e6:.1f} µs an answer", flush=True)
         daemon.stop()
