@@ -16,7 +16,7 @@ from cpython.dict cimport PyDict_Contains, PyDict_GetItemWithError, PyDict_Size
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport Py_EQ, PyObject_RichCompareBool
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
-from libc.stdint cimport int32_t, uint64_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 from slipsq._carray cimport grow
@@ -31,6 +31,9 @@ cdef object _ODict = OrderedDict
 cdef object _move_to_end = OrderedDict.move_to_end
 cdef object _popitem = OrderedDict.popitem
 cdef object _ABSENT = object()
+# the oldest entry's key not found through the index: only a key whose == no longer holds for
+# itself could do that (slipsq's keys are texts, numbers and tuples of them); an error, not a crash
+cdef str _LOST = "LruMap: a key no longer finds itself (its == or hash changed)"
 
 
 # --- LruMap --------------------------------------------------------------------------------------
@@ -47,6 +50,15 @@ cdef enum:
     NONE = -1
     MAX_ENTRIES = 1 << 30  # positions are int32; the index has twice as many slots
 
+cdef uint64_t EMPTY = 0xFFFFFFFFFFFFFFFFULL  # no position is 2**32 - 1 (MAX_ENTRIES)
+
+
+cdef inline uint64_t tagged(Py_hash_t h, int32_t pos) noexcept:
+    """An index slot's value: the low 32 bits of the key's hash (its tag) over the entry's position.
+    A probe compares the tag first and reads the entry only when it matches, so a lookup of an
+    absent key in a large map touches the index alone, not one scattered entry per slot passed."""
+    return (<uint64_t>(<uint32_t>h) << 32) | <uint32_t>pos
+
 
 @cython.no_gc  # keys are texts, numbers and tuples of them, values leaf records: no cycle runs through it
 @cython.final
@@ -54,11 +66,13 @@ cdef class LruMap:
     """An ordered map, least recently used first: the subset of OrderedDict that slipsq's bounded
     maps use (lru.py: get, in, [], del, pop, popitem, move_to_end, iteration, len), with the same
     order after the same calls, in plain C: the entries in one array linked in use order, found
-    through an open-addressing index of positions (linear probing; a removal shifts its run back,
-    so no tombstones pile up however many keys come and go). A full LRU map at its bound, where
-    each new key evicts the oldest, reuses the evicted entry and never grows or rebuilds anything.
-    OrderedDict does the same with a dict, a second index of list nodes rebuilt at every resize
-    of the dict, and a node allocated per key: ~1,100 instructions a put against ~150 here.
+    through an open-addressing index of positions, each tagged with 32 bits of its key's hash
+    (linear probing at most half full; a removal shifts its run back, so no tombstones pile up
+    however many keys come and go; a probe reads an entry only when the tag matches). A full LRU
+    map at its bound, where each new key evicts the oldest, reuses the evicted entry and never
+    grows or rebuilds anything. OrderedDict does the same with a dict, a second index of list
+    nodes rebuilt at every resize of the dict, and a node allocated per key: ~1,100 instructions a
+    put against ~300 here (callgrind, bench/flowcost.py's slice).
 
     Outside the cycle collector (no_gc): what it holds must not refer back to it. slipsq's maps
     hold timestamps, texts, tuples of them and small records; the collector has nothing to walk.
@@ -71,7 +85,7 @@ cdef class LruMap:
     cdef Py_ssize_t n        # live keys
     cdef int32_t free        # first free entry, NONE when none
     cdef int32_t first, last  # least and most recently used, NONE when empty
-    cdef int32_t* index      # slot -> entry position, NONE for an empty slot
+    cdef uint64_t* index     # slot -> the entry's hash tag << 32 | its position; EMPTY for an empty slot
     cdef int bits            # the index has 1 << bits slots (0: no index yet)
     cdef Py_ssize_t changes  # bumped by every change of keys or order (iteration checks it)
 
@@ -114,6 +128,8 @@ cdef class LruMap:
         """The position of `key`'s entry, or -1; *slot_out its index slot (or the empty slot where
         it would go)."""
         cdef size_t mask, i
+        cdef uint64_t v
+        cdef uint32_t tag = <uint32_t>h
         cdef int32_t pos
         cdef Entry* e
         if self.bits == 0:
@@ -121,32 +137,34 @@ cdef class LruMap:
         mask = (<size_t>1 << self.bits) - 1
         i = self._home(h)
         while True:
-            pos = self.index[i]
-            if pos == NONE:
+            v = self.index[i]
+            if v == EMPTY:
                 slot_out[0] = i
                 return -1
-            e = &self.entries[pos]
-            if e.key == <PyObject*>key or (e.hash == h and PyObject_RichCompareBool(<object>e.key, key, Py_EQ)):
-                slot_out[0] = i
-                return pos
+            if <uint32_t>(v >> 32) == tag:
+                pos = <int32_t>(v & 0xFFFFFFFFU)
+                e = &self.entries[pos]
+                if e.key == <PyObject*>key or (e.hash == h and PyObject_RichCompareBool(<object>e.key, key, Py_EQ)):
+                    slot_out[0] = i
+                    return pos
             i = (i + 1) & mask
 
     cdef int _reindex(self, int bits) except -1:
         """A new index of 1 << bits slots over the live entries."""
         cdef size_t slots = <size_t>1 << bits, mask = slots - 1, i
-        cdef int32_t* index = <int32_t*>PyMem_Malloc(slots * sizeof(int32_t))
+        cdef uint64_t* index = <uint64_t*>PyMem_Malloc(slots * sizeof(uint64_t))
         cdef int32_t pos
         if index == NULL:
             raise MemoryError()
-        memset(index, 0xFF, slots * sizeof(int32_t))  # every slot NONE
+        memset(index, 0xFF, slots * sizeof(uint64_t))  # every slot EMPTY
         PyMem_Free(self.index)
         self.index, self.bits = index, bits
         pos = self.first
         while pos != NONE:
             i = self._home(self.entries[pos].hash)
-            while index[i] != NONE:
+            while index[i] != EMPTY:
                 i = (i + 1) & mask
-            index[i] = pos
+            index[i] = tagged(self.entries[pos].hash, pos)
             pos = self.entries[pos].after
         return 0
 
@@ -156,15 +174,15 @@ cdef class LruMap:
         cdef size_t mask = (<size_t>1 << self.bits) - 1, j = i, home
         while True:
             j = (j + 1) & mask
-            if self.index[j] == NONE:
+            if self.index[j] == EMPTY:
                 break
-            home = self._home(self.entries[self.index[j]].hash)
+            home = self._home(self.entries[<int32_t>(self.index[j] & 0xFFFFFFFFU)].hash)
             # the entry at j may move to i unless its home lies cyclically in (i, j]
             if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
                 continue
             self.index[i] = self.index[j]
             i = j
-        self.index[i] = NONE
+        self.index[i] = EMPTY
 
     # --- the use order -----------------------------------------------------------------------------
     cdef inline void _unlink(self, int32_t pos) noexcept:
@@ -219,7 +237,7 @@ cdef class LruMap:
         self.entries[pos].hash = h
         self.entries[pos].key = <PyObject*>key
         self.entries[pos].value = <PyObject*>value
-        self.index[slot] = pos
+        self.index[slot] = tagged(h, pos)
         self._link_last(pos)
         self.n += 1
         self.changes += 1
@@ -283,6 +301,8 @@ cdef class LruMap:
             raise KeyError("dictionary is empty")
         cdef Entry* e = &self.entries[self.first]
         cdef Py_ssize_t pos = self.find(<object>e.key, e.hash, &slot)
+        if pos < 0:
+            raise RuntimeError(_LOST)
         self.remove(<int32_t>pos, slot)
         return 0
 
@@ -356,6 +376,8 @@ cdef class LruMap:
             raise KeyError("dictionary is empty")
         cdef Entry* e = &self.entries[at]
         cdef Py_ssize_t pos = self.find(<object>e.key, e.hash, &slot)
+        if pos < 0:
+            raise RuntimeError(_LOST)
         return self.remove(<int32_t>pos, slot)
 
     def move_to_end(self, key, bint last=True):

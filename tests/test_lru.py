@@ -151,6 +151,20 @@ class _Same:
         return f"_Same({self.v})"
 
 
+class _Far(_Same):
+    """A key whose hash is one of five that share their low 32 bits (the LruMap index's tag) and
+    differ above them: a tag that matches is no proof of a key."""
+
+    def __hash__(self) -> int:
+        return (self.v % 5) * 2**32 + 7
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Far) and other.v == self.v
+
+    def __repr__(self) -> str:
+        return f"_Far({self.v})"
+
+
 def _step(c: Any, d: Any, compiled: bool, op: int, key: Any, value: int, flag: bool, bound: int) -> Any:
     """One call on `d` (what it returned, or the type of what it raised): the mapping's own methods,
     or lru's steps (the compiled one on the LruMap side, the readable one on the OrderedDict side)."""
@@ -193,7 +207,8 @@ def _step(c: Any, d: Any, compiled: bool, op: int, key: Any, value: int, flag: b
     return None
 
 
-_KEYS = st.one_of(st.integers(-3, 40), st.integers(0, 40).map(_Same), st.text("ab", max_size=3),
+_KEYS = st.one_of(st.integers(-3, 40), st.integers(0, 40).map(_Same), st.integers(0, 40).map(_Far),
+                  st.text("ab", max_size=3),
                   st.tuples(st.integers(0, 3), st.text("xy", max_size=1)))
 
 
