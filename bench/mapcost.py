@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,7 @@ def measure(key: str, n: int) -> dict[str, Any]:
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     sizes = {a: (v.total if isinstance(v, Nested) else len(v)) for a, v in vars(det).items()
-             if isinstance(v, (dict, Nested)) and len(v)}
+             if isinstance(v, (MutableMapping, Nested)) and len(v)}  # dicts, OrderedDicts, lru.new's LruMaps
     if key == "dns.max_addresses":
         sizes["ctx.dns_names"] = len(engine.ctx.dns_names)
     if key == "judge.max_offenders":
