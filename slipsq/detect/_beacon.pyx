@@ -34,6 +34,7 @@ from slipsq.detect.tcpstate import _HELD_BY_STATE
 
 from slipsq._carray cimport grow
 from slipsq._gckeys cimport untrack_key
+from slipsq._tupleindex cimport TupleIndex, ix_add, ix_find, ix_free, ix_get, ix_remove, key_hash
 from slipsq._flowslots cimport (E_DADDR, E_DATA, E_DPORT, E_KIND, E_SADDR, E_SPORT, F_CLOSED_BY, F_DADDR, F_DBYTES,
                                 F_DPORT, F_PROTO, F_SADDR, F_SBYTES, F_SPORT, F_START, EventSlots, FlowSlots,
                                 event_field, event_slots, flow_direct, flow_field, flow_slots)
@@ -73,6 +74,7 @@ cdef class Tuple:
     cdef public long total, emitted_n, emitted_window
     cdef public double emitted_threat, last
     cdef object key
+    cdef Py_hash_t hash  # _tupleindex.key_hash of its key's parts
     cdef Tuple prev, next  # LRU links: prev is less recently seen
 
     def __cinit__(self):
@@ -129,16 +131,17 @@ cdef class Tuple:
 
 @cython.no_gc_clear  # the collector must not empty head before __dealloc__ unlinks the tuples
 cdef class Tuples:
-    """4-tuple -> Tuple, at most `bound`, least recently seen first (beacon.Tuples)."""
+    """4-tuple -> Tuple, at most `bound`, least recently seen first (beacon.Tuples). The twin's
+    OrderedDict is a TupleIndex (slipsq/_tupleindex.pxd: a flow of a known tuple builds and hashes
+    no key tuple) and a doubly linked list through the tuples."""
 
     cdef public long history, bound
     cdef public double oldest_last
-    cdef dict map
+    cdef TupleIndex index  # key -> Tuple: it holds them
     cdef Tuple head, tail  # least and most recently seen
 
     def __init__(self, long history, long bound):
         self.history, self.bound = history, bound
-        self.map = {}
         self.oldest_last = INFINITY
 
     def __dealloc__(self):
@@ -147,9 +150,10 @@ cdef class Tuples:
             after = t.next
             t.prev = t.next = None
             t = after
+        ix_free(&self.index)
 
     def __len__(self):
-        return len(self.map)
+        return self.index.n
 
     def __iter__(self):
         """The keys, least recently seen first (as the twin's map)."""
@@ -160,8 +164,7 @@ cdef class Tuples:
 
     def get(self, key):
         """The tuple of `key`, or None (for tests and tools)."""
-        cdef PyObject* found = PyDict_GetItem(self.map, key)
-        return None if found == NULL else <Tuple>found
+        return ix_get(&self.index, key)
 
     cdef inline void _unlink(self, Tuple t):
         if t.prev is None:
@@ -182,28 +185,37 @@ cdef class Tuples:
             self.tail.next = t
         self.tail = t
 
-    cdef void _pop_front(self):
+    cdef int _pop_front(self) except -1:
         cdef Tuple t = self.head
         self._unlink(t)
-        PyDict_DelItem(self.map, t.key)
+        ix_remove(&self.index, t, t.hash)
+        return 0
 
     def add(self, tuple key, double start, object size):
-        return self._add(key, start, size)
+        a, b, c, d = key
+        return self._add(a, b, c, d, start, size, key)
 
-    cdef Tuple _add(self, tuple key, double start, object size):
-        cdef PyObject* found = PyDict_GetItem(self.map, key)
+    cdef Tuple _add(self, object a, object b, object c, object d, double start, object size, tuple key=None):
+        """The tuple of key (a, b, c, d), made when new (the least recently seen going first when
+        there are `bound`; it keeps `key`, or a tuple of the parts made now), now the most recently
+        seen, with the connection added."""
+        cdef Py_hash_t h = key_hash(a, b, c, d)
+        cdef size_t at
         cdef Tuple t
-        if found == NULL:
-            if len(self.map) >= self.bound:
+        if ix_find(&self.index, h, a, b, c, d, &at) != 1:
+            if self.index.n >= self.bound:
                 self._pop_front()
+            if key is None:
+                key = (a, b, c, d)
             t = Tuple.__new__(Tuple)
             t.emitted_window = -1
             t.key = key
+            t.hash = h
             untrack_key(key)  # kept: out of the cycle collector now (slipsq/_gckeys.pxd)
-            PyDict_SetItem(self.map, key, t)
+            ix_add(&self.index, h, key, t)
             self._append(t)
         else:
-            t = <Tuple>found
+            t = <Tuple>self.index.slots[at].obj
             if t is not self.tail:
                 self._unlink(t)
                 self._append(t)
@@ -435,7 +447,7 @@ cdef class Intake:
         dst = flow_field(&SLOTS, f, direct, F_DADDR, NAMES)
         if self._ignored(f, direct, proto, dport, dst):
             return None
-        cdef Tuple t = self.tuples._add((flow_field(&SLOTS, f, direct, F_SADDR, NAMES), dst, dport, proto),
+        cdef Tuple t = self.tuples._add(flow_field(&SLOTS, f, direct, F_SADDR, NAMES), dst, dport, proto,
                                         flow_field(&SLOTS, f, direct, F_START, NAMES),
                                         flow_field(&SLOTS, f, direct, F_SBYTES, NAMES)
                                         + flow_field(&SLOTS, f, direct, F_DBYTES, NAMES))

@@ -18,15 +18,10 @@ This module computes letters and distances; it never decides anything and never 
 """
 
 cimport cython
-from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.object cimport Py_EQ, PyObject_RichCompareBool
-from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.ref cimport PyObject
 from libc.math cimport INFINITY, isfinite, log
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint64_t
-
-cdef extern from "Python.h":
-    Py_hash_t PyObject_Hash(object o) except? -1
-    PyObject* PyTuple_GET_ITEM_BORROWED "PyTuple_GET_ITEM"(object p, Py_ssize_t pos)
+from libc.stdint cimport int32_t, uint8_t, uint16_t
 from libc.string cimport memcpy, memmove, memset
 
 from dataclasses import fields
@@ -37,6 +32,7 @@ from slipsq.detect.stratosphere.letters import LATE_WINDOW as _LATE_WINDOW, MAX_
 from slipsq.flow import Flow
 
 from slipsq._gckeys cimport untrack_key
+from slipsq._tupleindex cimport TupleIndex, ix_add, ix_find, ix_free, ix_get, ix_remove, key_hash
 from slipsq._flowslots cimport (F_CLOSED_BY, F_DADDR, F_DBYTES, F_DPORT, F_END, F_PROTO, F_SADDR, F_SBYTES,
                                 F_START, NFLOW_FIELDS, FlowSlots, flow_direct, flow_field, flow_slots)
 
@@ -432,36 +428,13 @@ cdef class TupleLetters:
         return True
 
 
-ctypedef struct Slot:
-    Py_hash_t hash
-    PyObject* t  # a TupleLetters (a reference held), NULL: empty
-
-
-cdef inline Py_hash_t key_hash(object a, object b, object c, object d) except? -1:
-    """One hash of a 4-tuple's parts (equal parts give equal hashes, as the tuple's would)."""
-    cdef uint64_t h = <uint64_t>PyObject_Hash(a)
-    h = (h ^ (h >> 31)) * <uint64_t>0xFF51AFD7ED558CCDULL + <uint64_t>PyObject_Hash(b)
-    h = (h ^ (h >> 31)) * <uint64_t>0xC4CEB9FE1A85EC53ULL + <uint64_t>PyObject_Hash(c)
-    h = (h ^ (h >> 31)) * <uint64_t>0xFF51AFD7ED558CCDULL + <uint64_t>PyObject_Hash(d)
-    h ^= h >> 29
-    h *= <uint64_t>0x9E3779B97F4A7C15ULL
-    h ^= h >> 32
-    return <Py_hash_t>h if <Py_hash_t>h != -1 else -2
-
-
-cdef inline int same(PyObject* stored, object x) except -1:
-    """stored == x, as a tuple compares its items (identity first, then ==)."""
-    return stored == <PyObject*>x or PyObject_RichCompareBool(<object>stored, x, Py_EQ)
-
-
 cdef class LetterTable:
     """Every live 4-tuple, least recently active first (see letters.LetterTable).
 
     The twin's OrderedDict is a dict (key -> tuple) and a doubly linked list through the tuples.
-    Here the tuples are found through an open-addressing index of their own (linear probing, at
-    most 2/3 full, a removal shifts its run back), keyed by the flow's four fields themselves: a
-    flow of a tuple already here builds no key tuple and hashes no tuple, and a new tuple's key is
-    made once, for the tuple to keep. The LRU order is a doubly linked list through the tuples
+    Here the tuples are found through a TupleIndex (slipsq/_tupleindex.pxd) keyed by the flow's
+    four fields themselves: a flow of a tuple already here builds no key tuple and hashes no tuple,
+    and a new tuple's key is made once, for the tuple to keep. The LRU order is a doubly linked list through the tuples
     (borrowed pointers: the index owns them), so move-to-end and drop-oldest are a few pointer
     writes. Every removal goes through _pop_front, which unlinks before the index lets go."""
 
@@ -470,9 +443,7 @@ cdef class LetterTable:
     cdef public double idle
     cdef public int max_tuples
     cdef public long too_late, expired, evicted
-    cdef Slot* _slots  # the index: 1 << _bits slots, NULL before the first tuple
-    cdef int _bits
-    cdef Py_ssize_t _n  # live tuples
+    cdef TupleIndex _index  # key -> TupleLetters (slipsq/_tupleindex.pxd): it holds them
     cdef PyObject* _head  # least recently active
     cdef PyObject* _tail  # most recently active
     cdef bint slips
@@ -486,7 +457,7 @@ cdef class LetterTable:
         self.max_chars = max(2, max_chars)
         self.idle = idle
         self.max_tuples = max(1, max_tuples)
-        self._slots, self._bits, self._n = NULL, 0, 0
+        ix_free(&self._index)
         self._head = self._tail = NULL
         self.too_late = 0
         self.expired = 0
@@ -514,82 +485,12 @@ cdef class LetterTable:
         self._tail = <PyObject*>t
 
     def __dealloc__(self):
-        cdef size_t i
-        if self._slots != NULL:
-            for i in range(<size_t>1 << self._bits):
-                if self._slots[i].t != NULL:
-                    Py_DECREF(<object>self._slots[i].t)
-            PyMem_Free(self._slots)
-
-    # --- the index ---------------------------------------------------------------------------------
-    cdef inline size_t _home(self, Py_hash_t h) noexcept:
-        return <size_t>((<uint64_t>h * <uint64_t>0x9E3779B97F4A7C15ULL) >> (64 - self._bits))
-
-    cdef Py_ssize_t _find(self, Py_hash_t h, object a, object b, object c, object d, size_t* at) except -2:
-        """1 and in *at the slot of the tuple keyed (a, b, c, d); 0 and in *at the empty slot where
-        it would go; -1 when there is no index yet."""
-        cdef size_t mask, i
-        cdef Slot* sl
-        cdef tuple key
-        if self._slots == NULL:
-            return -1
-        mask = (<size_t>1 << self._bits) - 1
-        i = self._home(h)
-        while True:
-            sl = &self._slots[i]
-            if sl.t == NULL:
-                at[0] = i
-                return 0
-            if sl.hash == h:
-                key = (<TupleLetters>sl.t).key
-                if (same(PyTuple_GET_ITEM_BORROWED(key, 0), a) and same(PyTuple_GET_ITEM_BORROWED(key, 1), b)
-                        and same(PyTuple_GET_ITEM_BORROWED(key, 2), c) and same(PyTuple_GET_ITEM_BORROWED(key, 3), d)):
-                    at[0] = i
-                    return 1
-            i = (i + 1) & mask
-
-    cdef int _grow(self) except -1:
-        """An index twice as large (16 slots at first), the tuples placed again."""
-        cdef int bits = 4 if self._slots == NULL else self._bits + 1
-        cdef size_t n = <size_t>1 << bits, i, j, old_n = 0 if self._slots == NULL else <size_t>1 << self._bits
-        cdef Slot* slots = <Slot*>PyMem_Calloc(n, sizeof(Slot))
-        cdef Slot* old = self._slots
-        if slots == NULL:
-            raise MemoryError()
-        self._slots, self._bits = slots, bits
-        for j in range(old_n):
-            if old[j].t != NULL:
-                i = self._home(old[j].hash)
-                while slots[i].t != NULL:
-                    i = (i + 1) & (n - 1)
-                slots[i] = old[j]
-        PyMem_Free(old)
-        return 0
-
-    cdef void _unindex(self, size_t i) noexcept:
-        """Empty slot i (its reference already let go), shifting back the slots after it in its run
-        that may not stay behind a hole: every tuple stays reachable from its home slot."""
-        cdef size_t mask = (<size_t>1 << self._bits) - 1, j = i, home
-        while True:
-            j = (j + 1) & mask
-            if self._slots[j].t == NULL:
-                break
-            home = self._home(self._slots[j].hash)
-            if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
-                continue
-            self._slots[i] = self._slots[j]
-            i = j
-        self._slots[i].t = NULL
+        ix_free(&self._index)
 
     cdef int _pop_front(self) except -1:
         cdef TupleLetters t = <TupleLetters>self._head  # a reference: alive until unlinked and let go
-        cdef size_t mask = (<size_t>1 << self._bits) - 1, i = self._home(t._hash)
         self._unlink(t)
-        while self._slots[i].t != <PyObject*>t:  # it is in its hash's run (by identity: no comparisons)
-            i = (i + 1) & mask
-        self._unindex(i)
-        self._n -= 1
-        Py_DECREF(t)  # the index's reference
+        ix_remove(&self._index, t, t._hash)
         return 0
 
     # --- placing a flow ---------------------------------------------------------------------------
@@ -623,26 +524,19 @@ cdef class LetterTable:
         saddr, daddr, dport = _field(flow, direct, F_SADDR), _field(flow, direct, F_DADDR), _field(flow, direct, F_DPORT)
         cdef Py_hash_t h = key_hash(saddr, daddr, dport, proto)
         cdef size_t at
-        cdef Py_ssize_t here = self._find(h, saddr, daddr, dport, proto, &at)
-        if here != 1:
+        if ix_find(&self._index, h, saddr, daddr, dport, proto, &at) != 1:
             key = (saddr, daddr, dport, proto)
             t = TupleLetters.__new__(TupleLetters)
             t._setup(key, start, col)
             t._hash = h
             untrack_key(key)  # kept: out of the cycle collector now (slipsq/_gckeys.pxd)
-            if here == -1 or 3 * (self._n + 1) > 2 * (<Py_ssize_t>1 << self._bits):  # at most 2/3 full
-                self._grow()
-                self._find(h, saddr, daddr, dport, proto, &at)
-            Py_INCREF(t)  # the index's reference
-            self._slots[at].hash = h
-            self._slots[at].t = <PyObject*>t
-            self._n += 1
+            ix_add(&self._index, h, key, t)
             self._append(t)
-            if self._n > self.max_tuples:
+            if self._index.n > self.max_tuples:
                 self._pop_front()
                 self.evicted += 1
         else:
-            found = self._slots[at].t
+            found = self._index.slots[at].obj
             t = <TupleLetters>found
             if found != self._tail:
                 self._unlink(t)
@@ -668,16 +562,10 @@ cdef class LetterTable:
 
     def get(self, key: object) -> TupleLetters | None:
         """The tuple of `key` (client, server, port, proto), or None."""
-        cdef size_t at
-        if type(key) is not tuple or len(key) != 4:
-            return None
-        a, b, c, d = key
-        if self._find(key_hash(a, b, c, d), a, b, c, d, &at) != 1:
-            return None
-        return <TupleLetters>self._slots[at].t
+        return ix_get(&self._index, key)
 
     def __len__(self) -> int:
-        return self._n
+        return self._index.n
 
     def __iter__(self) -> object:
         cdef list out = []
