@@ -10,8 +10,9 @@ of the port scan and beacon detectors (`_portscan` also the servers-in-use table
 with reconnect); `_p2p`, `_bruteforce`, `_exfil` and `_reconnect` the per-flow tests of the P2P,
 brute force, exfiltration and reconnection-storm detectors (`_reconnect` cimports `_portscan`'s
 servers table: `_portscan.pxd`); `_dns` what each DNS answer costs the DGA and unknown-port detectors.
-`slipsq._lru` is slipsq.lru's touch and put on an OrderedDict, cimported (`_lru.pxd`) by the compiled
-modules that keep a bounded map.
+`slipsq._lru` is slipsq.lru's touch and put, and `LruMap`, the bounded map `lru.new()` makes, cimported
+(`_lru.pxd`) by the compiled modules that keep a bounded map. `slipsq/_tupleindex.pxd` (inline, like
+`_decode.pxd`) is the 4-tuple index of `_letters` and `_beacon`.
 `slipsq.sources._nfq` is the NFQUEUE source; it needs libnetfilter_queue's headers
 and NetfilterQueue's `.pxd`, so it is only built where both are present (a replay-only machine still
 builds).

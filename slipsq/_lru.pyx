@@ -219,7 +219,6 @@ cdef class LruMap:
     cdef int insert(self, object key, Py_hash_t h, object value, size_t slot) except -1:
         """A new key (find said -1 and gave `slot`), now the most recently used."""
         cdef int32_t pos
-        cdef size_t unused
         if self.free == NONE and self.used == self.cap:
             if self.cap >= MAX_ENTRIES:
                 raise MemoryError("LruMap: too many keys")
