@@ -4,7 +4,8 @@
 and the readable twin; tests/test_lru.py holds the two equal. An OrderedDict is changed through its
 own methods (move_to_end, popitem, setitem), called from C, so its order is exactly what lru.py
 leaves; an LruMap's steps are plain C; `touch` and `put` hand any other mapping to lru.py itself.
-`put_known` is for an OrderedDict or an LruMap (its callers own theirs: an exact one).
+`put_known` is for an OrderedDict or an LruMap (its callers own theirs: an exact one); an LruMap finds
+the key once either way.
 Data only: no I/O, no clock.
 """
 
@@ -20,6 +21,7 @@ from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 from slipsq._carray cimport grow
+from slipsq._probe cimport fib_home, may_fill
 
 cdef extern from "Python.h":
     Py_hash_t PyObject_Hash(object o) except? -1
@@ -31,9 +33,6 @@ cdef object _ODict = OrderedDict
 cdef object _move_to_end = OrderedDict.move_to_end
 cdef object _popitem = OrderedDict.popitem
 cdef object _ABSENT = object()
-# the oldest entry's key not found through the index: only a key whose == no longer holds for
-# itself could do that (slipsq's keys are texts, numbers and tuples of them); an error, not a crash
-cdef str _LOST = "LruMap: a key no longer finds itself (its == or hash changed)"
 
 
 # --- LruMap --------------------------------------------------------------------------------------
@@ -121,9 +120,21 @@ cdef class LruMap:
 
     # --- the index ---------------------------------------------------------------------------------
     cdef inline size_t _home(self, Py_hash_t h) noexcept:
-        """The slot a hash starts its probe at: the top bits of a multiplicative mix (Fibonacci
-        hashing), so hashes that differ only in their high bits (ints, tuples) spread too."""
-        return <size_t>((<uint64_t>h * <uint64_t>0x9E3779B97F4A7C15ULL) >> (64 - self.bits))
+        return fib_home(h, self.bits)
+
+    cdef size_t _empty_slot(self, Py_hash_t h) noexcept:
+        """The first empty slot of h's probe (for a key known to be absent: no comparison)."""
+        cdef size_t mask = (<size_t>1 << self.bits) - 1, i = self._home(h)
+        while self.index[i] != EMPTY:
+            i = (i + 1) & mask
+        return i
+
+    cdef size_t _slot_of(self, int32_t pos) noexcept:
+        """The slot that indexes entry `pos` (found by position: no comparison)."""
+        cdef size_t mask = (<size_t>1 << self.bits) - 1, i = self._home(self.entries[pos].hash)
+        while <int32_t>(self.index[i] & 0xFFFFFFFFU) != pos:  # (EMPTY's low half is no position)
+            i = (i + 1) & mask
+        return i
 
     cdef Py_ssize_t find(self, object key, Py_hash_t h, size_t* slot_out) except -2:
         """The position of `key`'s entry, or -1; *slot_out its index slot (or the empty slot where
@@ -152,7 +163,7 @@ cdef class LruMap:
 
     cdef int _reindex(self, int bits) except -1:
         """A new index of 1 << bits slots over the live entries."""
-        cdef size_t slots = <size_t>1 << bits, mask = slots - 1, i
+        cdef size_t slots = <size_t>1 << bits
         cdef uint64_t* index = <uint64_t*>PyMem_Malloc(slots * sizeof(uint64_t))
         cdef int32_t pos
         if index == NULL:
@@ -162,10 +173,7 @@ cdef class LruMap:
         self.index, self.bits = index, bits
         pos = self.first
         while pos != NONE:
-            i = self._home(self.entries[pos].hash)
-            while index[i] != EMPTY:
-                i = (i + 1) & mask
-            index[i] = tagged(self.entries[pos].hash, pos)
+            index[self._empty_slot(self.entries[pos].hash)] = tagged(self.entries[pos].hash, pos)
             pos = self.entries[pos].after
         return 0
 
@@ -178,8 +186,7 @@ cdef class LruMap:
             if self.index[j] == EMPTY:
                 break
             home = self._home(self.entries[<int32_t>(self.index[j] & 0xFFFFFFFFU)].hash)
-            # the entry at j may move to i unless its home lies cyclically in (i, j]
-            if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
+            if not may_fill(i, j, home):
                 continue
             self.index[i] = self.index[j]
             i = j
@@ -216,8 +223,8 @@ cdef class LruMap:
         self.first = pos
 
     # --- the C steps (lru.put / touch / get, and the mapping methods, go through these) ---------------
-    cdef int insert(self, object key, Py_hash_t h, object value, size_t slot) except -1:
-        """A new key (find said -1 and gave `slot`), now the most recently used."""
+    cdef int insert(self, object key, Py_hash_t h, object value) except -1:
+        """A new key (find said -1), now the most recently used."""
         cdef int32_t pos
         if self.free == NONE and self.used == self.cap:
             if self.cap >= MAX_ENTRIES:
@@ -225,7 +232,7 @@ cdef class LruMap:
             self.entries = <Entry*>grow(self.entries, &self.cap, sizeof(Entry), 8)
         if 3 * (self.n + 1) > 2 * (<Py_ssize_t>1 << self.bits) or self.bits == 0:  # at most 2/3 full
             self._reindex(4 if self.bits == 0 else self.bits + 1)
-            self.find(key, h, &slot)  # where it goes now (absent: no comparison can find it)
+        cdef size_t slot = self._empty_slot(h)
         if self.free != NONE:
             pos = self.free
             self.free = self.entries[pos].after
@@ -280,8 +287,8 @@ cdef class LruMap:
         cdef Py_ssize_t pos = self.find(key, PyObject_Hash(key), &slot)
         return default if pos < 0 else <object>self.entries[pos].value
 
-    cdef int put_known(self, object key, object value, bint present, Py_ssize_t bound) except -1:
-        """lru.put(self, key, value, bound) (`present`: the caller has seen `key` here)."""
+    cdef int put(self, object key, object value, Py_ssize_t bound) except -1:
+        """lru.put(self, key, value, bound)."""
         cdef Py_hash_t h = PyObject_Hash(key)
         cdef size_t slot
         cdef Py_ssize_t pos = self.find(key, h, &slot)
@@ -291,19 +298,18 @@ cdef class LruMap:
             return 0
         if self.n >= bound:
             self._evict_first()
-            pos = self.find(key, h, &slot)  # the removal may have moved the slot it goes in
-        return self.insert(key, h, value, slot)
+        return self.insert(key, h, value)
+
+    cdef object _take_end(self, bint last):
+        """popitem(last): the most (last) or least recently used (key, value), taken out (KeyError
+        when empty, as OrderedDict's)."""
+        cdef int32_t at = self.last if last else self.first
+        if at == NONE:
+            raise KeyError("dictionary is empty")
+        return self.remove(at, self._slot_of(at))
 
     cdef int _evict_first(self) except -1:
-        """popitem(last=False), its item dropped (KeyError when empty, as OrderedDict's)."""
-        cdef size_t slot
-        if self.first == NONE:
-            raise KeyError("dictionary is empty")
-        cdef Entry* e = &self.entries[self.first]
-        cdef Py_ssize_t pos = self.find(<object>e.key, e.hash, &slot)
-        if pos < 0:
-            raise RuntimeError(_LOST)
-        self.remove(<int32_t>pos, slot)
+        self._take_end(False)
         return 0
 
     cdef object touch(self, object key, object make, Py_ssize_t bound):
@@ -321,7 +327,7 @@ cdef class LruMap:
         if pos >= 0:  # (then `d[key] = value`: a key present keeps its place)
             self.set_value(<int32_t>pos, value)
         else:
-            self.insert(key, h, value, slot)
+            self.insert(key, h, value)
         return value
 
     # --- the mapping --------------------------------------------------------------------------------
@@ -347,7 +353,7 @@ cdef class LruMap:
         if pos >= 0:
             self.set_value(<int32_t>pos, value)
         else:
-            self.insert(key, h, value, slot)
+            self.insert(key, h, value)
 
     def __delitem__(self, key):
         cdef size_t slot
@@ -370,15 +376,7 @@ cdef class LruMap:
 
     def popitem(self, bint last=True):
         """The most (last) or least recently used (key, value), taken out."""
-        cdef size_t slot
-        cdef int32_t at = self.last if last else self.first
-        if at == NONE:
-            raise KeyError("dictionary is empty")
-        cdef Entry* e = &self.entries[at]
-        cdef Py_ssize_t pos = self.find(<object>e.key, e.hash, &slot)
-        if pos < 0:
-            raise RuntimeError(_LOST)
-        return self.remove(<int32_t>pos, slot)
+        return self._take_end(last)
 
     def move_to_end(self, key, bint last=True):
         cdef size_t slot
@@ -397,7 +395,7 @@ cdef class LruMap:
         cdef Py_ssize_t pos = self.find(key, h, &slot)
         if pos >= 0:
             return <object>self.entries[pos].value
-        self.insert(key, h, default, slot)
+        self.insert(key, h, default)
         return default
 
     def update(self, other=(), **kw):
@@ -454,15 +452,8 @@ cdef class LruMap:
             return dict(self._walk(2)) == dict(other)
         return NotImplemented
 
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
     def __repr__(self):
         return f"LruMap({self.items()!r})"
-
-    def __reduce__(self):
-        return (LruMap, (self.items(),))
 
 
 MutableMapping.register(LruMap)
@@ -519,7 +510,7 @@ cdef int put(object d, object key, object value, Py_ssize_t bound) except -1:
     """lru.put(d, key, value, bound): d[key] = value, now the most recently used; the least recently
     used key goes when the map is full."""
     if type(d) is LruMap:
-        return (<LruMap>d).put_known(key, value, False, bound)
+        return (<LruMap>d).put(key, value, bound)
     if type(d) is not _ODict:
         _py_put(d, key, value, bound)
         return 0
@@ -530,7 +521,7 @@ cdef int put_known(object d, object key, object value, bint present, Py_ssize_t 
     """put() for a caller that has just looked `key` up in the OrderedDict or LruMap `d` (present: it
     is there), so the OrderedDict's lookup is not made twice (an LruMap finds it once either way)."""
     if type(d) is LruMap:
-        return (<LruMap>d).put_known(key, value, present, bound)
+        return (<LruMap>d).put(key, value, bound)  # (one lookup either way)
     if present:
         _move_to_end(d, key)
     elif PyDict_Size(d) >= bound:

@@ -14,6 +14,8 @@ from cpython.object cimport Py_EQ, PyObject_RichCompareBool
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.stdint cimport uint64_t
 
+from slipsq._probe cimport fib_home, may_fill
+
 cdef extern from "Python.h":
     Py_hash_t PyObject_Hash(object o) except? -1
     PyObject* PyTuple_GET_ITEM_BORROWED "PyTuple_GET_ITEM"(object p, Py_ssize_t pos)
@@ -47,7 +49,15 @@ cdef inline int _same(PyObject* stored, object x) except -1:
 
 
 cdef inline size_t _home(TupleIndex* ix, Py_hash_t h) noexcept:
-    return <size_t>((<uint64_t>h * <uint64_t>0x9E3779B97F4A7C15ULL) >> (64 - ix.bits))
+    return fib_home(h, ix.bits)
+
+
+cdef inline size_t _empty_slot(Slot* slots, int bits, Py_hash_t h) noexcept:
+    """The first empty slot of h's probe (for a key known to be absent: no comparison)."""
+    cdef size_t mask = (<size_t>1 << bits) - 1, i = fib_home(h, bits)
+    while slots[i].obj != NULL:
+        i = (i + 1) & mask
+    return i
 
 
 cdef inline int ix_find(TupleIndex* ix, Py_hash_t h, object a, object b, object c, object d,
@@ -88,38 +98,36 @@ cdef inline object ix_get(TupleIndex* ix, object key):
 cdef inline int _grow(TupleIndex* ix) except -1:
     """An index twice as large (16 slots at first), every object placed again."""
     cdef int bits = 4 if ix.slots == NULL else ix.bits + 1
-    cdef size_t n = <size_t>1 << bits, i, j, old_n = 0 if ix.slots == NULL else <size_t>1 << ix.bits
-    cdef Slot* slots = <Slot*>PyMem_Calloc(n, sizeof(Slot))
+    cdef size_t j, old_n = 0 if ix.slots == NULL else <size_t>1 << ix.bits
+    cdef Slot* slots = <Slot*>PyMem_Calloc(<size_t>1 << bits, sizeof(Slot))
     cdef Slot* old = ix.slots
     if slots == NULL:
         raise MemoryError()
     ix.slots, ix.bits = slots, bits
     for j in range(old_n):
         if old[j].obj != NULL:
-            i = _home(ix, old[j].hash)
-            while slots[i].obj != NULL:
-                i = (i + 1) & (n - 1)
-            slots[i] = old[j]
+            slots[_empty_slot(slots, bits, old[j].hash)] = old[j]
     PyMem_Free(old)
     return 0
 
 
 cdef inline int ix_add(TupleIndex* ix, Py_hash_t h, tuple key, object obj) except -1:
     """Hold `obj` under `key` (a 4-tuple that `obj` keeps, not in the index yet)."""
-    cdef size_t at
     if ix.slots == NULL or 3 * (ix.n + 1) > 2 * (<Py_ssize_t>1 << ix.bits):
         _grow(ix)
-    ix_find(ix, h, <object>PyTuple_GET_ITEM_BORROWED(key, 0), <object>PyTuple_GET_ITEM_BORROWED(key, 1),
-            <object>PyTuple_GET_ITEM_BORROWED(key, 2), <object>PyTuple_GET_ITEM_BORROWED(key, 3), &at)
+    cdef size_t at = _empty_slot(ix.slots, ix.bits, h)
     Py_INCREF(obj)
     ix.slots[at].hash, ix.slots[at].key, ix.slots[at].obj = h, <PyObject*>key, <PyObject*>obj
     ix.n += 1
     return 0
 
 
-cdef inline int ix_remove(TupleIndex* ix, object obj, Py_hash_t h) except -1:
-    """Let go of `obj` (held, under a key of hash h): its slot found by identity, the slots after
-    it in its run shifted back where they may not stay behind a hole."""
+cdef inline int ix_remove(TupleIndex* ix, object obj, tuple key) except -1:
+    """Let go of `obj` (held under `key`): its slot found by identity from the key's home (the
+    parts' hashes again: str and tuple hashes are cached), the slots after it in its run shifted
+    back where they may not stay behind a hole."""
+    cdef Py_hash_t h = key_hash(<object>PyTuple_GET_ITEM_BORROWED(key, 0), <object>PyTuple_GET_ITEM_BORROWED(key, 1),
+                                <object>PyTuple_GET_ITEM_BORROWED(key, 2), <object>PyTuple_GET_ITEM_BORROWED(key, 3))
     cdef size_t mask = (<size_t>1 << ix.bits) - 1, i = _home(ix, h), j, home
     while ix.slots[i].obj != <PyObject*>obj:
         i = (i + 1) & mask
@@ -129,7 +137,7 @@ cdef inline int ix_remove(TupleIndex* ix, object obj, Py_hash_t h) except -1:
         if ix.slots[j].obj == NULL:
             break
         home = _home(ix, ix.slots[j].hash)
-        if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
+        if not may_fill(i, j, home):
             continue
         ix.slots[i] = ix.slots[j]
         i = j

@@ -74,7 +74,6 @@ cdef class Tuple:
     cdef public long total, emitted_n, emitted_window
     cdef public double emitted_threat, last
     cdef object key
-    cdef Py_hash_t hash  # _tupleindex.key_hash of its key's parts
     cdef Tuple prev, next  # LRU links: prev is less recently seen
 
     def __cinit__(self):
@@ -188,7 +187,7 @@ cdef class Tuples:
     cdef int _pop_front(self) except -1:
         cdef Tuple t = self.head
         self._unlink(t)
-        ix_remove(&self.index, t, t.hash)
+        ix_remove(&self.index, t, t.key)
         return 0
 
     def add(self, tuple key, double start, object size):
@@ -210,7 +209,6 @@ cdef class Tuples:
             t = Tuple.__new__(Tuple)
             t.emitted_window = -1
             t.key = key
-            t.hash = h
             untrack_key(key)  # kept: out of the cycle collector now (slipsq/_gckeys.pxd)
             ix_add(&self.index, h, key, t)
             self._append(t)

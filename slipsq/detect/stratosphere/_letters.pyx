@@ -160,7 +160,6 @@ cdef class TupleLetters:
     cdef int npairs, pcap
     cdef PyObject* _prev  # LetterTable's LRU links (borrowed: its index holds the reference)
     cdef PyObject* _next
-    cdef Py_hash_t _hash  # key_hash of its key's four parts (LetterTable's index)
     cdef double _flows0[3]  # the first block: 2 starts, 2 plens, 2 cols (22 bytes)
     cdef char _text0[16]
     cdef Pair _pairs0[4]
@@ -434,9 +433,9 @@ cdef class LetterTable:
     The twin's OrderedDict is a dict (key -> tuple) and a doubly linked list through the tuples.
     Here the tuples are found through a TupleIndex (slipsq/_tupleindex.pxd) keyed by the flow's
     four fields themselves: a flow of a tuple already here builds no key tuple and hashes no tuple,
-    and a new tuple's key is made once, for the tuple to keep. The LRU order is a doubly linked list through the tuples
-    (borrowed pointers: the index owns them), so move-to-end and drop-oldest are a few pointer
-    writes. Every removal goes through _pop_front, which unlinks before the index lets go."""
+    and a new tuple's key is made once, for the tuple to keep. The LRU order is a doubly linked
+    list through the tuples (borrowed pointers: the index owns them), so move-to-end and
+    drop-oldest are a few pointer writes. Every removal goes through _pop_front, which unlinks before the index lets go."""
 
     cdef public str variant
     cdef public int max_chars
@@ -490,7 +489,7 @@ cdef class LetterTable:
     cdef int _pop_front(self) except -1:
         cdef TupleLetters t = <TupleLetters>self._head  # a reference: alive until unlinked and let go
         self._unlink(t)
-        ix_remove(&self._index, t, t._hash)
+        ix_remove(&self._index, t, t.key)
         return 0
 
     # --- placing a flow ---------------------------------------------------------------------------
@@ -528,7 +527,6 @@ cdef class LetterTable:
             key = (saddr, daddr, dport, proto)
             t = TupleLetters.__new__(TupleLetters)
             t._setup(key, start, col)
-            t._hash = h
             untrack_key(key)  # kept: out of the cycle collector now (slipsq/_gckeys.pxd)
             ix_add(&self._index, h, key, t)
             self._append(t)
