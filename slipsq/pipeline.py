@@ -49,6 +49,13 @@ marshal, not pickle or slipsq.mqwire: both ends are forks of one process (one bu
 domain, the records are this build's C structs), and marshal's C code reads a message's tuples and
 bytes in about a third of pickle's time; the queue workers' wire is hardened for a different case.
 
+**Why the detectors stay in the engine process** (bench/README.md, round of 2026-12-08): moving
+some to the table process (their evidence sent with the message) was measured before it was built,
+and lost. Both sides would then make the Flows, decode the app packets and learn the DNS names
+(every detector reads ctx.dns_names), and the snapshots, cheap while this process's heap is a flow
+table, copy the detectors' pages after every fork: the table process took 2-3.5 s more CPU on the
+200k-flow capture to save the engine process ~1 s.
+
 **Failing open is not an option here; failing loudly is.** A table process that dies (killed, out
 of memory) ends the replay with PipelineError; a bug raises in the table process and its traceback
 travels back. When this process dies, the table process sees its pipes close and exits. `slipsq
