@@ -11,6 +11,7 @@ through, so the hook is called as it would be without a gate. No state beyond th
 
 cimport cython
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
@@ -18,6 +19,8 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
 from cpython.list cimport PyList_GET_SIZE
 from cpython.set cimport PySet_Add
+from libc.stdint cimport int64_t, uint32_t
+from libc.string cimport memcpy
 
 from dataclasses import fields
 
@@ -302,13 +305,17 @@ cdef class AppCalls:
 
     cdef int _run_packets(self, object packets, list out, object counters) except -1:
         for ts, ip_packet in packets:
-            try:
-                events = self.decode(ip_packet, ts)
-            except Exception as e:
-                self.failed("app decoder", e)
-                continue
-            for event in events:
-                self._event(event, out, counters)
+            self._run_packet(ts, ip_packet, out, counters)
+        return 0
+
+    cdef int _run_packet(self, object ts, object ip_packet, list out, object counters) except -1:
+        try:
+            events = self.decode(ip_packet, ts)
+        except Exception as e:
+            self.failed("app decoder", e)
+            return 0
+        for event in events:
+            self._event(event, out, counters)
         return 0
 
     def run(self, event, list out, counters):
@@ -371,7 +378,8 @@ def run_steps(engine, table, Py_ssize_t last, flows_of):
     """dispatch.run_steps (read it for the rules), the engine's calls made in C: per message a few
     compares and table.seq written (Engine.now too when the message's time is later), where the
     pipeline's Python loop and Engine.step ran ~5,000 instructions of bytecode. For an engine whose
-    call lists are this module's (dispatch.steps_for)."""
+    call lists are this module's (dispatch.steps_for). A Run's messages are read from its bytes in
+    place: no tuple, list or number object a message (its app packets and records are made here)."""
     cdef FlowCalls flows = engine._flows
     cdef AppCalls apps = engine._apps
     cdef list out = engine._out
@@ -379,12 +387,36 @@ def run_steps(engine, table, Py_ssize_t last, flows_of):
     cdef list flow_out = out if engine.export_flows else None
     cdef list cmds = table.cmds
     cdef Py_ssize_t seq = table.seq, told = table.told, taken = 0
+    cdef Run r
+    cdef MsgHead h
+    cdef Py_ssize_t at
     counters = engine.counters
     msgs = table.msgs
     popleft = msgs.popleft
     now, next_tick = engine.now, engine._next_tick
     while seq < last and msgs and PyList_GET_SIZE(out) == 0 and PyList_GET_SIZE(cmds) <= told:
         msg = msgs[0]
+        if type(msg) is not tuple:
+            if type(msg) is not Run:
+                break  # (the readable twin's Run: the caller's loop takes it)
+            r = <Run>msg
+            if r.seq != seq + 1:
+                break
+            at = r._head(&h)
+            later = h.now > <double>now
+            if (h.now if later else <double>now) >= <double>next_tick:
+                break  # a tick is due: Engine.step's _second, the caller's
+            r._skip(at, &h)  # taken (as popleft below): past it before its step
+            if r.left == 0:
+                popleft()
+            table.seq = seq + 1
+            seq += 1
+            taken += 1
+            if later:
+                now = h.now
+                engine.now = now
+            _run_parts(r.blob, at, &h, apps, app_out, flows, flow_out, counters, flows_of)
+            continue
         number = msg[0]
         if number != seq + 1 or msg[1] != "a":
             break
@@ -407,3 +439,186 @@ def run_steps(engine, table, Py_ssize_t last, flows_of):
             if fl:
                 flows._run_flows(fl, flow_out, counters)
     return taken
+
+
+# --- the pipeline's wire: a run of plain advances in one bytes (slipsq/pipeline.py, "Wire") ------
+# A run:       int64 its first message's number, uint32 how many messages; then each message:
+# A message:   double now, int64 the capture's offset, uint32 app packets, uint32 bytes of records;
+#              then each app packet (double ts, uint32 length, the packet), then the records.
+# Native byte order, no padding: both ends are forks of one process (dispatch.pack_messages).
+
+cdef packed struct MsgHead:
+    double now
+    int64_t offset
+    uint32_t apps
+    uint32_t recs
+
+cdef enum:
+    RUN_HEAD = 12
+    APP_HEAD = 12
+
+
+cdef class Run:
+    """A run of plain "a" messages as the table process sent it, taken one by one (dispatch.Run):
+    `seq` is the next one's number, `left` how many are left, `now` the next one's time, `take()`
+    the next one as the message tuple it stands for."""
+
+    cdef readonly bytes blob
+    cdef Py_ssize_t off           # where the next message starts
+    cdef readonly long long seq
+    cdef readonly Py_ssize_t left
+
+    def __init__(self, bytes blob not None):
+        cdef int64_t first
+        cdef uint32_t count
+        if PyBytes_GET_SIZE(blob) < RUN_HEAD:
+            raise ValueError("a run of messages shorter than its head")
+        memcpy(&first, PyBytes_AS_STRING(blob), 8)
+        memcpy(&count, PyBytes_AS_STRING(blob) + 8, 4)
+        self.blob, self.off, self.seq, self.left = blob, RUN_HEAD, first, count
+
+    cdef Py_ssize_t _head(self, MsgHead* h) except -1:
+        """The next message's head into *h; where the message starts. ValueError past the bytes."""
+        if self.left <= 0 or self.off + <Py_ssize_t>sizeof(MsgHead) > PyBytes_GET_SIZE(self.blob):
+            raise ValueError("a run of messages ends inside a message")
+        memcpy(h, PyBytes_AS_STRING(self.blob) + self.off, sizeof(MsgHead))
+        return self.off
+
+    cdef int _skip(self, Py_ssize_t at, MsgHead* h) except -1:
+        """Past the message at `at` (head *h): its app packets' and records' lengths checked."""
+        cdef Py_ssize_t p = at + sizeof(MsgHead), n = PyBytes_GET_SIZE(self.blob)
+        cdef uint32_t i, length
+        cdef const char* b = PyBytes_AS_STRING(self.blob)
+        for i in range(h.apps):
+            if p + APP_HEAD > n:
+                raise ValueError("a run of messages ends inside an app packet")
+            memcpy(&length, b + p + 8, 4)
+            p += APP_HEAD + length
+        p += h.recs
+        if p > n:
+            raise ValueError("a run of messages ends inside a message")
+        self.off = p
+        self.seq += 1
+        self.left -= 1
+        return 0
+
+    @property
+    def now(self):
+        cdef MsgHead h
+        self._head(&h)
+        return h.now
+
+    def take(self):
+        """The next message, (number, "a", now, [(ts, packet), ...], records, offset), taken."""
+        cdef MsgHead h
+        cdef Py_ssize_t at = self._head(&h)
+        seq = self.seq
+        self._skip(at, &h)
+        cdef const char* b = PyBytes_AS_STRING(self.blob)
+        cdef Py_ssize_t p = at + sizeof(MsgHead)
+        cdef double ts
+        cdef uint32_t i, length
+        app = []
+        for i in range(h.apps):
+            memcpy(&ts, b + p, 8)
+            memcpy(&length, b + p + 8, 4)
+            app.append((ts, PyBytes_FromStringAndSize(b + p + APP_HEAD, length)))
+            p += APP_HEAD + length
+        return (seq, "a", h.now, app, PyBytes_FromStringAndSize(b + p, h.recs), h.offset)
+
+
+cdef int _run_parts(bytes blob, Py_ssize_t at, MsgHead* h, AppCalls apps, list app_out, FlowCalls flows,
+                    list flow_out, object counters, object flows_of) except -1:
+    """Engine.step's hand-up of the message at `at` of a run (already checked by Run._skip): its app
+    packets, then its records' flows."""
+    cdef const char* b = PyBytes_AS_STRING(blob)
+    cdef Py_ssize_t p = at + sizeof(MsgHead)
+    cdef double ts
+    cdef uint32_t i, length
+    for i in range(h.apps):
+        memcpy(&ts, b + p, 8)
+        memcpy(&length, b + p + 8, 4)
+        apps._run_packet(ts, PyBytes_FromStringAndSize(b + p + APP_HEAD, length), app_out, counters)
+        p += APP_HEAD + length
+    if h.recs:
+        fl = flows_of(PyBytes_FromStringAndSize(b + p, h.recs))
+        if fl:
+            flows._run_flows(fl, flow_out, counters)
+    return 0
+
+
+cdef bint _fits(object number) noexcept:
+    """Whether `number` is an int that fits an int64."""
+    cdef int overflow = 0
+    if type(number) is not int:
+        return False
+    PyLong_AsLongLongAndOverflow(number, &overflow)
+    return overflow == 0
+
+
+cdef bint _plain(object m) noexcept:
+    """Whether message `m` is a plain advance a run can hold: (number, "a", float, [(float, bytes),
+    ...], bytes, int), its numbers in int64 and its lengths in uint32 (dispatch._plain)."""
+    if type(m) is not tuple or len(<tuple>m) != 6:
+        return False
+    number, kind, now, app, recs, offset = <tuple>m
+    if not (_fits(number) and type(kind) is str and kind == "a" and type(now) is float and type(app) is list
+            and type(recs) is bytes and len(<bytes>recs) <= 0xFFFFFFFF and _fits(offset)):
+        return False
+    for pkt in <list>app:
+        if not (type(pkt) is tuple and len(<tuple>pkt) == 2 and type((<tuple>pkt)[0]) is float
+                and type((<tuple>pkt)[1]) is bytes and len(<bytes>(<tuple>pkt)[1]) <= 0xFFFFFFFF):
+            return False
+    return True
+
+
+def pack_messages(list msgs):
+    """dispatch.pack_messages: `msgs` for the wire, each stretch of consecutive plain "a" messages
+    as one run's bytes, any other message as it is."""
+    cdef list items = []
+    cdef Py_ssize_t i = 0, j, n = len(msgs), size, k
+    cdef long long first
+    cdef char* w
+    cdef MsgHead h
+    cdef int64_t first64
+    cdef uint32_t count, length
+    cdef double ts
+    while i < n:
+        if not _plain(msgs[i]):
+            items.append(msgs[i])
+            i += 1
+            continue
+        first = msgs[i][0]
+        j = i + 1
+        while j < n and _plain(msgs[j]) and msgs[j][0] == first + (j - i):
+            j += 1
+        size = RUN_HEAD
+        for k in range(i, j):
+            m = <tuple>msgs[k]
+            size += sizeof(MsgHead) + len(<bytes>m[4])
+            for pkt in <list>m[3]:
+                size += APP_HEAD + len(<bytes>(<tuple>pkt)[1])
+        blob = PyBytes_FromStringAndSize(NULL, size)
+        w = PyBytes_AS_STRING(blob)
+        first64, count = first, <uint32_t>(j - i)
+        memcpy(w, &first64, 8)
+        memcpy(w + 8, &count, 4)
+        w += RUN_HEAD
+        for k in range(i, j):
+            m = <tuple>msgs[k]
+            h.now, h.offset = m[2], m[5]
+            h.apps, h.recs = <uint32_t>len(<list>m[3]), <uint32_t>len(<bytes>m[4])
+            memcpy(w, &h, sizeof(MsgHead))
+            w += sizeof(MsgHead)
+            for pkt in <list>m[3]:
+                ts = (<tuple>pkt)[0]
+                length = <uint32_t>len(<bytes>(<tuple>pkt)[1])
+                memcpy(w, &ts, 8)
+                memcpy(w + 8, &length, 4)
+                memcpy(w + APP_HEAD, PyBytes_AS_STRING((<tuple>pkt)[1]), length)
+                w += APP_HEAD + length
+            memcpy(w, PyBytes_AS_STRING(m[4]), h.recs)
+            w += h.recs
+        items.append(blob)
+        i = j
+    return items

@@ -16,6 +16,7 @@ comes with half of all flows, so this too is one compiled call per batch.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -154,7 +155,23 @@ def run_steps(engine: Any, table: Any, last: int, flows_of: Callable[[bytes], li
     msgs, cmds, out = table.msgs, table.cmds, engine._out
     taken = 0
     while table.seq < last and msgs and not out and len(cmds) <= table.told:
-        msg = msgs[0]
+        head = msgs[0]
+        if type(head) is not tuple:  # a Run (either twin's): plain "a" messages only
+            if head.seq != table.seq + 1:
+                break
+            now = head.now
+            if (now if now > engine.now else engine.now) >= engine._next_tick:
+                break
+            msg = head.take()
+            if not head.left:
+                msgs.popleft()
+            table.seq = msg[0]
+            taken += 1
+            if now > engine.now:
+                engine.now = now
+            engine._hand_up(msg[3], flows_of(msg[4]) if msg[4] else [])
+            continue
+        msg = head
         if msg[0] != table.seq + 1 or msg[1] != "a":
             break
         now = msg[2]
@@ -167,6 +184,107 @@ def run_steps(engine: Any, table: Any, last: int, flows_of: Callable[[bytes], li
             engine.now = now
         engine._hand_up(msg[3], flows_of(msg[4]) if msg[4] else [])
     return taken
+
+
+# --- the pipeline's wire: a run of plain advances in one bytes (slipsq/pipeline.py, "Wire") ------
+# The table process sends most of its messages as runs: a stretch of consecutive plain "a" messages
+# (number, "a", now, [(ts, packet), ...], records, offset) in one bytes, which marshal reads as one
+# object and the engine process's run_steps reads in place, where each message was a tuple of six
+# objects and its app packets (~20,000 messages on a 300k-packet capture, one an app packet).
+_RUN = struct.Struct("=qI")     # the first message's number, how many messages
+_MSG = struct.Struct("=dqII")   # now, the capture's offset, app packets, bytes of records
+_APP = struct.Struct("=dI")     # an app packet's time and length (its bytes follow)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _plain(m: Any) -> bool:
+    """Whether message `m` is a plain advance a run can hold: (number, "a", float, [(float, bytes),
+    ...], bytes, int), its numbers in int64 and its lengths in uint32."""
+    if type(m) is not tuple or len(m) != 6:
+        return False
+    number, kind, now, app, recs, offset = m
+    if not (type(number) is int and _INT64[0] <= number <= _INT64[1] and type(kind) is str and kind == "a"
+            and type(now) is float and type(app) is list and type(recs) is bytes and len(recs) <= 0xFFFFFFFF
+            and type(offset) is int and _INT64[0] <= offset <= _INT64[1]):
+        return False
+    return all(type(p) is tuple and len(p) == 2 and type(p[0]) is float and type(p[1]) is bytes
+               and len(p[1]) <= 0xFFFFFFFF for p in app)
+
+
+def pack_messages(msgs: list[Any]) -> list[Any]:
+    """`msgs` (consecutive messages of the table process) for the wire: each stretch of consecutive
+    plain "a" messages as one run's bytes (Run reads it), any other message as it is."""
+    items: list[Any] = []
+    i = 0
+    while i < len(msgs):
+        if not _plain(msgs[i]):
+            items.append(msgs[i])
+            i += 1
+            continue
+        j = i + 1
+        while j < len(msgs) and _plain(msgs[j]) and msgs[j][0] == msgs[i][0] + (j - i):
+            j += 1
+        parts = [_RUN.pack(msgs[i][0], j - i)]
+        for _, _, now, app, recs, offset in msgs[i:j]:
+            parts.append(_MSG.pack(now, offset, len(app), len(recs)))
+            for ts, packet in app:
+                parts += [_APP.pack(ts, len(packet)), packet]
+            parts.append(recs)
+        items.append(b"".join(parts))
+        i = j
+    return items
+
+
+class Run:
+    """A run of plain "a" messages as the table process sent it (pack_messages), taken one by one:
+    `seq` is the next one's number, `left` how many are left, `now` the next one's time, `take()`
+    the next one as the message tuple it stands for. ValueError for bytes no run of this build's."""
+
+    def __init__(self, blob: bytes) -> None:
+        if len(blob) < _RUN.size:
+            raise ValueError("a run of messages shorter than its head")
+        self.blob = blob
+        self.seq, self.left = _RUN.unpack_from(blob)
+        self.off = _RUN.size
+
+    def _head(self) -> tuple[float, int, int, int]:
+        if self.left <= 0 or self.off + _MSG.size > len(self.blob):
+            raise ValueError("a run of messages ends inside a message")
+        head: tuple[float, int, int, int] = _MSG.unpack_from(self.blob, self.off)
+        return head
+
+    @property
+    def now(self) -> float:
+        return self._head()[0]
+
+    def take(self) -> tuple[Any, ...]:
+        """The next message, (number, "a", now, [(ts, packet), ...], records, offset), taken."""
+        now, offset, napps, nrecs = self._head()
+        p = self.off + _MSG.size
+        app = []
+        for _ in range(napps):
+            if p + _APP.size > len(self.blob):
+                raise ValueError("a run of messages ends inside an app packet")
+            ts, length = _APP.unpack_from(self.blob, p)
+            app.append((ts, self.blob[p + _APP.size:p + _APP.size + length]))
+            p += _APP.size + length
+        if p + nrecs > len(self.blob):
+            raise ValueError("a run of messages ends inside a message")
+        msg = (self.seq, "a", now, app, self.blob[p:p + nrecs], offset)
+        self.off, self.seq, self.left = p + nrecs, self.seq + 1, self.left - 1
+        return msg
+
+
+def make_run(blob: bytes) -> Any:
+    """The compiled Run, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq._dispatch")
+    return Run(blob) if fast is None else fast.Run(blob)
+
+
+def packer() -> Callable[[list[Any]], list[Any]]:
+    """The compiled pack_messages, or its readable twin (slipsq.twins decides)."""
+    fast = twins.compiled("slipsq._dispatch")
+    return pack_messages if fast is None else fast.pack_messages  # type: ignore[no-any-return]
 
 
 def _admits(gate: FlowGate, flow: Flow) -> bool:

@@ -39,15 +39,21 @@ table takes where it is, one round trip (~0.2 ms measured: a capture with 999 bl
 against 0.9 s in one process; a capture with none or a few, 1.5-2x faster).
 
 **Wire.** Frames on the data pipe (table -> engine) are a 4-byte little-endian length and a marshal
-payload: ("m", new snapshot message numbers, [message, ...]); ("r", keep[, pid]) the marker after a
-command (with the pid of the snapshot that rolled back and goes on); ("e", traceback) the table
-process failed (a bug); ("i", error class, message) its input failed it (the capture changed while
-read): that error, one message. A message is (number, kind, now, app packets, records, extra).
-On the control pipe (engine -> table): ("cmds", analysed, [(message number, "block"|"unblock", ip),
-...]) every command so far, ("ack", n) the engine is past snapshot n (older ones can go), ("done",).
-marshal, not pickle or slipsq.mqwire: both ends are forks of one process (one build, one trust
-domain, the records are this build's C structs), and marshal's C code reads a message's tuples and
-bytes in about a third of pickle's time; the queue workers' wire is hardened for a different case.
+payload: ("m", new snapshot message numbers, [message or run, ...]); ("r", keep[, pid]) the marker
+after a command (with the pid of the snapshot that rolled back and goes on); ("e", traceback) the
+table process failed (a bug); ("i", error class, message) its input failed it (the capture changed
+while read): that error, one message. A message is (number, kind, now, app packets, records,
+extra); a *run* is a stretch of consecutive plain "a" messages packed in one bytes, which the
+engine process reads in place (dispatch.pack_messages and dispatch.Run: a 24-byte head a message,
+then its app packets and its records). There are about as many messages as app packets (20,011
+messages and 19,465 app packets on the 300k-packet slice of bench/replay.py's 200k-flow capture),
+and as tuples each was seven to ten objects to unmarshal and free: runs took the engine process
+from 600 M to 563 M instructions there (bench/flowcost.py --processes). On the control pipe
+(engine -> table): ("cmds", analysed, [(message number, "block"|"unblock", ip), ...]) every command
+so far, ("ack", n) the engine is past snapshot n (older ones can go), ("done",). marshal, not
+pickle or slipsq.mqwire: both ends are forks of one process (one build, one trust domain, the
+records are this build's C structs), and marshal's C code reads a message's tuples and bytes in
+about a third of pickle's time; the queue workers' wire is hardened for a different case.
 
 **Why the detectors stay in the engine process** (bench/README.md, round of 2026-12-08): moving
 some to the table process (their evidence sent with the message) was measured before it was built,
@@ -81,6 +87,7 @@ from ipaddress import ip_address
 from typing import Any
 
 from slipsq import twins
+from slipsq.dispatch import make_run, packer
 from slipsq.errors import InputError, SlipsqError
 from slipsq.flow import Flow
 from slipsq.sources.pcap import BATCH, PROGRESS_EVERY, Progress
@@ -208,6 +215,7 @@ class TableProcess:
         self.snap_due = 0            # the packet count at which the next snapshot is due
         self.ctl_buf = b""
         self.fork_failed = ""        # why the last snapshot could not be made, if one could not
+        self.pack = packer()         # messages for the wire: plain advances in runs (dispatch.Run)
         os.set_blocking(ctl_fd, False)
         os.set_blocking(out_fd, False)  # _write: a full data pipe must not stop us reading the engine
 
@@ -269,7 +277,7 @@ class TableProcess:
 
     def _send(self) -> None:
         if self.out or self.new_snapshots:
-            self._write(frame(("m", self.new_snapshots, self.out)))
+            self._write(frame(("m", self.new_snapshots, self.pack(self.out))))
             self.out, self.out_bytes, self.new_snapshots = [], 0, []
 
     def _write(self, data: bytes) -> None:
@@ -481,7 +489,7 @@ class RecordedTable:
         self.pids = [pid]                             # table processes not reaped: the first, then
                                                       # each rollback's snapshot (see _reap)
         self._flows_of = flows_of_records
-        self.msgs: deque[tuple[Any, ...]] = deque()
+        self.msgs: deque[Any] = deque()            # message tuples and runs (dispatch.Run)
         self.seq = 0                                  # the message being analysed
         self.app: list[tuple[float, bytes]] = []
         self.recs = b""
@@ -546,7 +554,7 @@ class RecordedTable:
         """The next message (now the one being analysed)."""
         while not self.msgs or self.awaiting:
             self._read()
-        msg = self.msgs.popleft()
+        msg = take_first(self.msgs)
         if msg[0] != self.seq + 1:
             raise PipelineError(f"message {msg[0]} came after {self.seq}")
         self.seq = msg[0]
@@ -574,7 +582,7 @@ class RecordedTable:
         kind = item[0]
         if kind == "m":
             self.snapshots.extend(item[1])
-            self.msgs.extend(item[2])
+            self.msgs.extend(m if type(m) is tuple else make_run(m) for m in item[2])
         elif kind == "r":  # the answer to our commands: keep what we hold, or drop it (a rollback)
             if not self.awaiting:
                 raise PipelineError("a rollback marker nobody asked for")
@@ -656,6 +664,18 @@ class RecordedTable:
             if done == 0:
                 left.append(pid)
         self.pids = left
+
+
+def take_first(msgs: deque[Any]) -> tuple[Any, ...]:
+    """The first message of `msgs` taken: a message tuple, or the next one of the run first in it
+    (the run goes when its last is taken)."""
+    head = msgs[0]
+    if type(head) is tuple:
+        return msgs.popleft()  # type: ignore[no-any-return]
+    msg: tuple[Any, ...] = head.take()
+    if not head.left:
+        msgs.popleft()
+    return msg
 
 
 @cache
@@ -744,7 +764,7 @@ def replay_capture(run: Any, pcap: Any, progress: Progress | None = None,
                     recorded.step_done()
                 continue
             if msgs and not recorded.awaiting:  # RecordedTable.next_message, inline
-                msg = msgs.popleft()
+                msg = take_first(msgs)
                 if msg[0] != recorded.seq + 1:
                     raise PipelineError(f"message {msg[0]} came after {recorded.seq}")
                 recorded.seq = msg[0]

@@ -157,13 +157,25 @@ def a(seq: int, now: float, kind: str = "a") -> tuple[Any, ...]:
     return (seq, kind, now, [], b"", 0)
 
 
+def numbers(msgs: Any) -> list[int]:
+    """The numbers of the messages in `msgs` (tuples, and runs: what each has left)."""
+    out: list[int] = []
+    for m in msgs:
+        out += [m[0]] if type(m) is tuple else list(range(m.seq, m.seq + m.left))
+    return out
+
+
+@pytest.mark.parametrize("wire", ["tuples", "runs"])
 @pytest.mark.parametrize("which", STEPS)
-def test_a_run_of_steps_stops_where_the_engine_loop_has_more_to_do(which: str) -> None:
-    """Each rule of dispatch.run_steps, for both twins: what it takes, where it stops, what it leaves."""
-    from slipsq import _flowtable
+def test_a_run_of_steps_stops_where_the_engine_loop_has_more_to_do(which: str, wire: str) -> None:
+    """Each rule of dispatch.run_steps, for both twins: what it takes, where it stops, what it leaves;
+    the same with the messages as the table process sends them (plain ones packed in runs, read by
+    this twin's Run)."""
+    from slipsq import _dispatch, _flowtable, dispatch
 
     run = stepper(which)
     nothing = pipeline._NEVER
+    twin = dispatch if which == "python" else _dispatch
 
     def go(msgs: list[tuple[Any, ...]], seq: int = 0, last: int = nothing, cmds: list[Any] | None = None,
            told: int = 0, now: float = 10.0, tick: float = 11.0, out: list[Any] | None = None
@@ -173,10 +185,13 @@ def test_a_run_of_steps_stops_where_the_engine_loop_has_more_to_do(which: str) -
         if out is not None:
             e._out = out
         table = pipeline.RecordedTable(io.BytesIO(), -1, 0, _flowtable.flows_of_records)
-        table.msgs.extend(msgs)
+        if wire == "runs":
+            table.msgs.extend(m if type(m) is tuple else twin.Run(m) for m in twin.pack_messages(msgs))
+        else:
+            table.msgs.extend(msgs)
         table.seq, table.cmds, table.told = seq, cmds or [], told
         taken = run(e, table, last, _flowtable.flows_of_records)
-        return taken, table.seq, [m[0] for m in table.msgs], e.now
+        return taken, table.seq, numbers(table.msgs), e.now
 
     # plain advances, all taken; the time only moves forward (Engine.step)
     assert go([a(1, 10.2), a(2, 10.1), a(3, 10.3)]) == (3, 3, [], 10.3)
