@@ -156,29 +156,14 @@ def run_steps(engine: Any, table: Any, last: int, flows_of: Callable[[bytes], li
     taken = 0
     while table.seq < last and msgs and not out and len(cmds) <= table.told:
         head = msgs[0]
-        if type(head) is not tuple:  # a Run (either twin's): plain "a" messages only
-            if head.seq != table.seq + 1:
-                break
-            now = head.now
-            if (now if now > engine.now else engine.now) >= engine._next_tick:
-                break
-            msg = head.take()
-            if not head.left:
-                msgs.popleft()
-            table.seq = msg[0]
-            taken += 1
-            if now > engine.now:
-                engine.now = now
-            engine._hand_up(msg[3], flows_of(msg[4]) if msg[4] else [])
-            continue
-        msg = head
-        if msg[0] != table.seq + 1 or msg[1] != "a":
+        # a message tuple, or a Run (either twin's) of plain "a" messages
+        number, kind, now = head[:3] if type(head) is tuple else (head.seq, "a", head.now)
+        if number != table.seq + 1 or kind != "a":
             break
-        now = msg[2]
         if (now if now > engine.now else engine.now) >= engine._next_tick:
             break  # a tick is due: Engine.step's _second, the caller's
-        msgs.popleft()
-        table.seq = msg[0]
+        msg = take_first(msgs)
+        table.seq = number
         taken += 1
         if now > engine.now:
             engine.now = now
@@ -273,6 +258,18 @@ class Run:
         msg = (self.seq, "a", now, app, self.blob[p:p + nrecs], offset)
         self.off, self.seq, self.left = p + nrecs, self.seq + 1, self.left - 1
         return msg
+
+
+def take_first(msgs: Any) -> tuple[Any, ...]:
+    """The first message of the deque `msgs` taken: a message tuple, or the next one of the run
+    first in it (the run goes when its last is taken)."""
+    head = msgs[0]
+    if type(head) is tuple:
+        return msgs.popleft()  # type: ignore[no-any-return]
+    msg: tuple[Any, ...] = head.take()
+    if not head.left:
+        msgs.popleft()
+    return msg
 
 
 def make_run(blob: bytes) -> Any:

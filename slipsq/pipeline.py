@@ -87,7 +87,7 @@ from ipaddress import ip_address
 from typing import Any
 
 from slipsq import twins
-from slipsq.dispatch import make_run, packer
+from slipsq.dispatch import make_run, packer, take_first
 from slipsq.errors import InputError, SlipsqError
 from slipsq.flow import Flow
 from slipsq.sources.pcap import BATCH, PROGRESS_EVERY, Progress
@@ -664,18 +664,6 @@ class RecordedTable:
             if done == 0:
                 left.append(pid)
         self.pids = left
-
-
-def take_first(msgs: deque[Any]) -> tuple[Any, ...]:
-    """The first message of `msgs` taken: a message tuple, or the next one of the run first in it
-    (the run goes when its last is taken)."""
-    head = msgs[0]
-    if type(head) is tuple:
-        return msgs.popleft()  # type: ignore[no-any-return]
-    msg: tuple[Any, ...] = head.take()
-    if not head.left:
-        msgs.popleft()
-    return msg
 
 
 @cache
