@@ -19,7 +19,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
 from cpython.list cimport PyList_GET_SIZE
 from cpython.set cimport PySet_Add
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from dataclasses import fields
@@ -457,6 +457,8 @@ cdef enum:
     RUN_HEAD = 12
     APP_HEAD = 12
 
+cdef long long MAX_NUMBER = 1LL << 62  # message numbers a run holds: below this (dispatch._plain)
+
 
 cdef class Run:
     """A run of plain "a" messages as the table process sent it, taken one by one (dispatch.Run):
@@ -489,14 +491,16 @@ cdef class Run:
         cdef Py_ssize_t p = at + sizeof(MsgHead), n = PyBytes_GET_SIZE(self.blob)
         cdef uint32_t i, length
         cdef const char* b = PyBytes_AS_STRING(self.blob)
-        for i in range(h.apps):
-            if p + APP_HEAD > n:
+        for i in range(h.apps):  # (each length compared with what is left: no sum can wrap)
+            if n - p < APP_HEAD:
                 raise ValueError("a run of messages ends inside an app packet")
             memcpy(&length, b + p + 8, 4)
-            p += APP_HEAD + length
-        p += h.recs
-        if p > n:
+            if <uint64_t>length > <uint64_t>(n - p - APP_HEAD):
+                raise ValueError("a run of messages ends inside an app packet")
+            p += APP_HEAD + <Py_ssize_t>length
+        if <uint64_t>h.recs > <uint64_t>(n - p):
             raise ValueError("a run of messages ends inside a message")
+        p += <Py_ssize_t>h.recs
         self.off = p
         self.seq += 1
         self.left -= 1
@@ -556,14 +560,27 @@ cdef bint _fits(object number) noexcept:
     return overflow == 0
 
 
+cdef bint _numbered(object number) noexcept:
+    """Whether `number` is a message number a run can hold: 0 <= number < 2**62 (a run's numbers
+    and the next one's stay far from the int64 edge; the table process counts from 1)."""
+    cdef int overflow = 0
+    cdef long long x
+    if type(number) is not int:
+        return False
+    x = PyLong_AsLongLongAndOverflow(number, &overflow)
+    return overflow == 0 and 0 <= x < MAX_NUMBER
+
+
 cdef bint _plain(object m) noexcept:
     """Whether message `m` is a plain advance a run can hold: (number, "a", float, [(float, bytes),
-    ...], bytes, int), its numbers in int64 and its lengths in uint32 (dispatch._plain)."""
+    ...], bytes, int): its number in [0, 2**62), its offset in int64, its counts and lengths in
+    uint32 (dispatch._plain)."""
     if type(m) is not tuple or len(<tuple>m) != 6:
         return False
     number, kind, now, app, recs, offset = <tuple>m
-    if not (_fits(number) and type(kind) is str and kind == "a" and type(now) is float and type(app) is list
-            and type(recs) is bytes and len(<bytes>recs) <= 0xFFFFFFFF and _fits(offset)):
+    if not (_numbered(number) and type(kind) is str and kind == "a" and type(now) is float and type(app) is list
+            and len(<list>app) <= 0xFFFFFFFF and type(recs) is bytes and len(<bytes>recs) <= 0xFFFFFFFF
+            and _fits(offset)):
         return False
     for pkt in <list>app:
         if not (type(pkt) is tuple and len(<tuple>pkt) == 2 and type((<tuple>pkt)[0]) is float

@@ -180,17 +180,20 @@ _RUN = struct.Struct("=qI")     # the first message's number, how many messages
 _MSG = struct.Struct("=dqII")   # now, the capture's offset, app packets, bytes of records
 _APP = struct.Struct("=dI")     # an app packet's time and length (its bytes follow)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
+_MAX_NUMBER = 1 << 62
 
 
 def _plain(m: Any) -> bool:
     """Whether message `m` is a plain advance a run can hold: (number, "a", float, [(float, bytes),
-    ...], bytes, int), its numbers in int64 and its lengths in uint32."""
+    ...], bytes, int): its number in [0, 2**62) (a run's numbers and the next one's stay far from
+    the int64 edge; the table process counts from 1), its offset in int64, its counts and lengths
+    in uint32."""
     if type(m) is not tuple or len(m) != 6:
         return False
     number, kind, now, app, recs, offset = m
-    if not (type(number) is int and _INT64[0] <= number <= _INT64[1] and type(kind) is str and kind == "a"
-            and type(now) is float and type(app) is list and type(recs) is bytes and len(recs) <= 0xFFFFFFFF
-            and type(offset) is int and _INT64[0] <= offset <= _INT64[1]):
+    if not (type(number) is int and 0 <= number < _MAX_NUMBER and type(kind) is str and kind == "a"
+            and type(now) is float and type(app) is list and len(app) <= 0xFFFFFFFF and type(recs) is bytes
+            and len(recs) <= 0xFFFFFFFF and type(offset) is int and _INT64[0] <= offset <= _INT64[1]):
         return False
     return all(type(p) is tuple and len(p) == 2 and type(p[0]) is float and type(p[1]) is bytes
                and len(p[1]) <= 0xFFFFFFFF for p in app)
@@ -251,6 +254,8 @@ class Run:
             if p + _APP.size > len(self.blob):
                 raise ValueError("a run of messages ends inside an app packet")
             ts, length = _APP.unpack_from(self.blob, p)
+            if p + _APP.size + length > len(self.blob):
+                raise ValueError("a run of messages ends inside an app packet")
             app.append((ts, self.blob[p + _APP.size:p + _APP.size + length]))
             p += _APP.size + length
         if p + nrecs > len(self.blob):

@@ -211,6 +211,45 @@ def test_a_run_of_steps_stops_where_the_engine_loop_has_more_to_do(which: str, w
     assert go([]) == (0, 0, [], 10.0)
 
 
+def dns_answer(name: str, answer: str) -> bytes:
+    """An IPv4 UDP packet from a local resolver to a local client answering `name` with `answer`."""
+    import dpkt
+
+    from tests.helpers import dns_response, packed
+
+    udp = dpkt.udp.UDP(sport=53, dport=40000, data=dns_response(name, [answer]))
+    udp.ulen = len(bytes(udp))
+    return bytes(dpkt.ip.IP(src=packed("192.168.1.1"), dst=packed("192.168.1.20"), p=17, data=udp))
+
+
+@pytest.mark.parametrize("which", STEPS)
+def test_runs_hand_up_their_app_packets_as_tuples_do(which: str) -> None:
+    """Plain messages with app packets (DNS answers, a packet no decoder reads, two in one message,
+    none): run_steps takes them from runs with the same calls as from tuples, and learns the names."""
+    from slipsq import _dispatch, _flowtable, dispatch
+
+    run = stepper(which)
+    twin = dispatch if which == "python" else _dispatch
+    pkts = [dns_answer(f"n{k}.example.com", f"203.0.113.{k}") for k in range(6)]
+    msgs: list[tuple[Any, ...]] = [(1, "a", 10.1, [(10.1, pkts[0])], b"", 100),
+                                   (2, "a", 10.2, [(10.2, b"\x45junk")], b"", 200),
+                                   (3, "a", 10.3, [(10.3, pkts[1]), (10.3, pkts[2])], b"", 300),
+                                   (4, "a", 10.35, [], b"", 400),
+                                   *[(5 + k, "a", 10.4 + k / 100, [(10.4, pkts[3 + k])], b"", 500) for k in range(3)]]
+
+    def go(runs: bool) -> tuple[Any, ...]:
+        e = engine_at(10.0, 11.0)
+        table = pipeline.RecordedTable(io.BytesIO(), -1, 0, _flowtable.flows_of_records)
+        table.msgs.extend((twin.Run(m) if type(m) is bytes else m for m in twin.pack_messages(msgs)) if runs else msgs)
+        taken = run(e, table, pipeline._NEVER, _flowtable.flows_of_records)
+        return taken, table.seq, e.now, e.counters.app_events, sorted(e.ctx.dns_names.items())
+
+    got = go(True)
+    assert got == go(False)
+    assert got[:4] == (7, 7, 10.42, 6)
+    assert got[4] == [(f"203.0.113.{k}", {f"n{k}.example.com"}) for k in range(6)]
+
+
 FEEDS = [pytest.param("python", id="readable"), pytest.param("compiled", id="compiled")]
 
 

@@ -26,7 +26,8 @@ odd = st.sampled_from([
 def message_lists(draw: Any) -> list[tuple[Any, ...]]:
     """Messages as the table process makes them, numbered from some n on (with an odd gap), most of
     them plain advances, some ticks and ends, some that no run can hold."""
-    seq = draw(st.integers(-(1 << 63), (1 << 63) - 100))
+    # (a run holds numbers in [0, 2**62): near and past both edges, messages stay tuples)
+    seq = draw(st.one_of(st.integers(-4, 1000), st.integers((1 << 62) - 12, (1 << 62) + 2)))
     out: list[tuple[Any, ...]] = []
     for _ in range(draw(st.integers(0, 12))):
         seq += draw(st.sampled_from([1, 1, 1, 1, 2]))
@@ -100,3 +101,21 @@ def test_a_run_cut_short_or_run_on_is_an_error(twin: Any) -> None:
     assert [run.take(), run.take()] == msgs and run.left == 0
     with pytest.raises(ValueError):
         _ = run.now
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize("field", ["packet", "records"])
+@pytest.mark.parametrize("length", [7, 0xFFFFFFF4, 0xFFFFFFFF, 1 << 31])
+def test_a_length_past_the_run_is_an_error_not_a_read_past_its_bytes(twin: Any, field: str, length: int) -> None:
+    """A length field that points past the run's bytes (one byte past, or far enough that adding it
+    to an offset would wrap a 32-bit sum) is a ValueError, before any byte of it is read."""
+    import struct
+
+    (blob,) = twin.pack_messages([(1, "a", 1.0, [(1.0, b"pkt")], b"rr", 5)])
+    # run head 12, message head 24 (now, offset, app packets, records), app head 12 (ts, length)
+    at = 12 + 24 + 8 if field == "packet" else 12 + 20
+    bad = blob[:at] + struct.pack("=I", length) + blob[at + 4:]
+    run = twin.Run(bad)
+    assert run.now == 1.0  # the head is whole
+    with pytest.raises(ValueError):
+        run.take()
