@@ -151,19 +151,16 @@ def main() -> int:
             print("bench/flowcost.py: no capture given and none cached: run bench/replay.py once", file=sys.stderr)
             return 2
         capture = slice_of(full[0], args.packets)
+    # bytecode compiled once here, not in each row (PYTHONDONTWRITEBYTECODE would make every row compile)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(args.tree / "slipsq")], check=False,
+                   stdout=subprocess.DEVNULL, env=env)
     if args.processes:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(args.tree / "slipsq")], check=False,
-                       stdout=subprocess.DEVNULL, env=env)
         processes(args.tree, capture)
         return 0
     from slipsq.detect import DETECTORS
 
     names = [n for n in args.only.split(",") if n] or [d.name for d in DETECTORS]
-    # bytecode compiled once here, not in each row (PYTHONDONTWRITEBYTECODE would make every row compile)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(args.tree / "slipsq")], check=False,
-                   stdout=subprocess.DEVNULL, env=env)
     base, flows = count(args.tree, capture, "none")
     print(f"{capture.name}: {flows:,} flows; slipsq from {args.tree}")
     print(f"{'no detectors':14} {base:>15,} instructions")
