@@ -19,7 +19,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
 from cpython.list cimport PyList_GET_SIZE
 from cpython.set cimport PySet_Add
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, INT64_MIN, int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from dataclasses import fields
@@ -521,14 +521,23 @@ cdef class Run:
         cdef const char* b = PyBytes_AS_STRING(self.blob)
         cdef Py_ssize_t p = at + sizeof(MsgHead)
         cdef double ts
-        cdef uint32_t i, length
+        cdef uint32_t i
         app = []
         for i in range(h.apps):
-            memcpy(&ts, b + p, 8)
-            memcpy(&length, b + p + 8, 4)
-            app.append((ts, PyBytes_FromStringAndSize(b + p + APP_HEAD, length)))
-            p += APP_HEAD + length
+            packet = _packet_at(b, &p, &ts)
+            app.append((ts, packet))
         return (seq, "a", h.now, app, PyBytes_FromStringAndSize(b + p, h.recs), h.offset)
+
+
+cdef inline bytes _packet_at(const char* b, Py_ssize_t* p, double* ts):
+    """The app packet at b + *p of a message Run._skip checked: its bytes, its time in *ts; *p moved
+    past it."""
+    cdef uint32_t length
+    memcpy(ts, b + p[0], 8)
+    memcpy(&length, b + p[0] + 8, 4)
+    packet = PyBytes_FromStringAndSize(b + p[0] + APP_HEAD, length)
+    p[0] += APP_HEAD + length
+    return packet
 
 
 cdef int _run_parts(bytes blob, Py_ssize_t at, MsgHead* h, AppCalls apps, list app_out, FlowCalls flows,
@@ -538,12 +547,10 @@ cdef int _run_parts(bytes blob, Py_ssize_t at, MsgHead* h, AppCalls apps, list a
     cdef const char* b = PyBytes_AS_STRING(blob)
     cdef Py_ssize_t p = at + sizeof(MsgHead)
     cdef double ts
-    cdef uint32_t i, length
+    cdef uint32_t i
     for i in range(h.apps):
-        memcpy(&ts, b + p, 8)
-        memcpy(&length, b + p + 8, 4)
-        apps._run_packet(ts, PyBytes_FromStringAndSize(b + p + APP_HEAD, length), app_out, counters)
-        p += APP_HEAD + length
+        packet = _packet_at(b, &p, &ts)
+        apps._run_packet(ts, packet, app_out, counters)
     if h.recs:
         fl = flows_of(PyBytes_FromStringAndSize(b + p, h.recs))
         if fl:
@@ -551,24 +558,14 @@ cdef int _run_parts(bytes blob, Py_ssize_t at, MsgHead* h, AppCalls apps, list a
     return 0
 
 
-cdef bint _fits(object number) noexcept:
-    """Whether `number` is an int that fits an int64."""
-    cdef int overflow = 0
-    if type(number) is not int:
-        return False
-    PyLong_AsLongLongAndOverflow(number, &overflow)
-    return overflow == 0
-
-
-cdef bint _numbered(object number) noexcept:
-    """Whether `number` is a message number a run can hold: 0 <= number < 2**62 (a run's numbers
-    and the next one's stay far from the int64 edge; the table process counts from 1)."""
+cdef bint _int_between(object number, long long low, long long high) noexcept:
+    """Whether `number` is an int (not a subclass) with low <= number <= high."""
     cdef int overflow = 0
     cdef long long x
     if type(number) is not int:
         return False
     x = PyLong_AsLongLongAndOverflow(number, &overflow)
-    return overflow == 0 and 0 <= x < MAX_NUMBER
+    return overflow == 0 and low <= x <= high
 
 
 cdef bint _plain(object m) noexcept:
@@ -578,9 +575,10 @@ cdef bint _plain(object m) noexcept:
     if type(m) is not tuple or len(<tuple>m) != 6:
         return False
     number, kind, now, app, recs, offset = <tuple>m
-    if not (_numbered(number) and type(kind) is str and kind == "a" and type(now) is float and type(app) is list
+    # (numbers in [0, 2**62): a run's numbers and the next one's stay far from the int64 edge)
+    if not (_int_between(number, 0, MAX_NUMBER - 1) and type(kind) is str and kind == "a" and type(now) is float and type(app) is list
             and len(<list>app) <= 0xFFFFFFFF and type(recs) is bytes and len(<bytes>recs) <= 0xFFFFFFFF
-            and _fits(offset)):
+            and _int_between(offset, INT64_MIN, INT64_MAX)):
         return False
     for pkt in <list>app:
         if not (type(pkt) is tuple and len(<tuple>pkt) == 2 and type((<tuple>pkt)[0]) is float
@@ -594,10 +592,9 @@ def pack_messages(list msgs):
     as one run's bytes, any other message as it is."""
     cdef list items = []
     cdef Py_ssize_t i = 0, j, n = len(msgs), size, k
-    cdef long long first
+    cdef int64_t first
     cdef char* w
     cdef MsgHead h
-    cdef int64_t first64
     cdef uint32_t count, length
     cdef double ts
     while i < n:
@@ -617,8 +614,8 @@ def pack_messages(list msgs):
                 size += APP_HEAD + len(<bytes>(<tuple>pkt)[1])
         blob = PyBytes_FromStringAndSize(NULL, size)
         w = PyBytes_AS_STRING(blob)
-        first64, count = first, <uint32_t>(j - i)
-        memcpy(w, &first64, 8)
+        count = <uint32_t>(j - i)
+        memcpy(w, &first, 8)
         memcpy(w + 8, &count, 4)
         w += RUN_HEAD
         for k in range(i, j):
